@@ -1,0 +1,1 @@
+"""Prefect flows and the runtime a flow run assembles from its environment."""

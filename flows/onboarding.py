@@ -1,0 +1,277 @@
+"""The onboarding flow: a batch file in, every line an applicant with an outcome or a refusal.
+
+One Prefect task per chunk of applicants (never one per applicant: STACK.md),
+bounded concurrency inside it. Flow and task parameters are a path, byte
+offsets and line numbers: never personal data. Tasks neither cache nor
+persist results. `run_batch` is the same work without Prefect, for tests and
+for callers that orchestrate themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from flows.runtime import Runtime
+from intake.models import ApplicantLine, Refusal
+from intake.reader import BatchPlan, Chunk, parse_record, read_records, scan
+from policies.identity import is_virtual_operator
+from policies.scorecard import assess
+from storage.records import Decision, NewApplicant, RunLineRecord, StepRecord
+from verifiers.base import Evidence, StepStatus, Subject
+
+log = logging.getLogger("idv.flows.onboarding")
+
+SCORING_STEP = "risk_score"
+SCORING_SCOPES = frozenset({"risk_scoring"})
+
+
+@dataclass
+class ChunkReport:
+    """What a chunk did, in counts only: safe to return from a task and to log."""
+
+    lines: int = 0
+    applicants_new: int = 0
+    applicants_existing: int = 0
+    refused: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    fees_cents: int = 0
+
+    def add(self, other: ChunkReport) -> None:
+        self.lines += other.lines
+        self.applicants_new += other.applicants_new
+        self.applicants_existing += other.applicants_existing
+        self.refused += other.refused
+        self.fees_cents += other.fees_cents
+        for k, v in other.outcomes.items():
+            self.outcomes[k] = self.outcomes.get(k, 0) + v
+
+    def count(self, outcome: str) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def plan_batch(batch_path: str, chunk_size: int) -> BatchPlan:
+    return scan(Path(batch_path), chunk_size)
+
+
+def start_run(rt: Runtime, batch_path: str, flow_run_id: str | None = None) -> str:
+    path = Path(batch_path)
+    return rt.store.runs.start(batch_name=path.name, batch_sha256=file_sha256(path),
+                               flow_run_id=flow_run_id)
+
+
+def _subject(line: ApplicantLine) -> Subject:
+    return Subject(applicant_ref=line.applicant_ref, name=line.name, id_type=line.id_type,
+                   id_number=line.id_number, phone=line.phone)
+
+
+def _step_record(evidence: Evidence, decision_id: str | None) -> StepRecord:
+    return StepRecord(
+        step=evidence.verifier, status=evidence.status.value, reason=evidence.reason,
+        result_code=evidence.result_code,
+        consent_ids=(evidence.consent_id,) if evidence.consent_id else (),
+        decision_id=decision_id, vendor_request_id=evidence.vendor_request_id,
+        as_of=evidence.as_of, fee_cents=evidence.fee_cents, attempts=evidence.attempts,
+        signals=dict(evidence.signals))
+
+
+class ChunkRunner:
+    """Runs one chunk's applicants through consent, verifiers, scoring and storage."""
+
+    def __init__(self, rt: Runtime, run_id: str, session: aiohttp.ClientSession) -> None:
+        self.rt = rt
+        self.run_id = run_id
+        self.session = session
+        self.endpoints = rt.settings.endpoints()
+        self.now = datetime.now(UTC)
+
+    def record_consents(self, line: ApplicantLine) -> None:
+        for claim in line.consents:
+            self.rt.store.ledger.record_grant(
+                subject_ref=line.applicant_ref, purpose=claim.purpose, scopes=claim.scopes,
+                notice_version=claim.notice_version, channel=claim.channel,
+                evidence_ref=claim.evidence, granted_at=claim.granted_at,
+                expires_at=claim.expires_at)
+
+    async def verify(self, line: ApplicantLine) -> tuple[list[StepRecord], dict[str, str]]:
+        """Every step of the product's policy, each through the gate, in order."""
+        product = self.rt.verification.products[line.product]
+        subject = _subject(line)
+        records: list[StepRecord] = []
+        features: dict[str, str] = {}
+        stopped_by: str | None = None
+        for rule in product.steps:
+            if stopped_by is not None:
+                records.append(StepRecord(step=rule.step, status=StepStatus.SKIPPED.value,
+                                          reason=f"policy_short_circuit:{stopped_by}"))
+                features[rule.step] = StepStatus.SKIPPED.value
+                continue
+            verifier = self.rt.registry.build(rule.step, self.endpoints, self.session)
+            evidence, decision_id = await self.rt.gate.run(verifier, subject,
+                                                           purpose=product.purpose)
+            records.append(_step_record(evidence, decision_id))
+            features[rule.step] = evidence.status.value
+            if evidence.status.value in rule.stop_if:
+                stopped_by = rule.step
+        return records, features
+
+    def decide(self, line: ApplicantLine, features: dict[str, str]) -> Decision:
+        """Score under the scorecard, or, without consent to automated scoring, leave it to a
+        person (PIPL Art. 24): outcome `review`, no score computed."""
+        product = self.rt.verification.products[line.product]
+        phone = line.phone.get_secret_value() if line.phone else None
+        features = dict(features)
+        features["phone_range"] = (
+            "virtual_operator" if phone and is_virtual_operator(phone) else "regular")
+        shared = self.rt.store.applicants.count_sharing_id_number(
+            line.id_number.get_secret_value(), excluding_ref=line.applicant_ref)
+        features["id_reuse"] = "shared" if shared else "unique"
+        card = self.rt.scorecard
+        features = {k: v for k, v in features.items() if k in card.features}
+        consent, _ = self.rt.gate.authorize(subject_ref=line.applicant_ref,
+                                            purpose=product.purpose, scopes=SCORING_SCOPES,
+                                            step=SCORING_STEP)
+        if not consent.allowed:
+            return Decision(outcome="review", score=None, policy_version=card.version,
+                            reasons=("NO_AUTOMATED_DECISION",), features=features)
+        result = assess(card, features)
+        return Decision(outcome=result.outcome, score=result.score,
+                        policy_version=result.policy_version, reasons=result.reasons,
+                        features=result.features)
+
+    async def handle(self, line: ApplicantLine, report: ChunkReport) -> RunLineRecord | None:
+        """One applicant, all or nothing. Returns a run line unless `add_decided` wrote it."""
+        store = self.rt.store
+        if line.product not in self.rt.verification.products:
+            return self.refuse(Refusal(line.line_no, line.applicant_ref, "product",
+                                       "is not a known product"), report)
+        existing = store.applicants.get(line.applicant_ref)
+        if existing is not None:
+            same = existing.id_number_bidx == store.applicants.id_number_index(
+                line.id_number.get_secret_value())
+            if not same:
+                return self.refuse(Refusal(line.line_no, line.applicant_ref, "applicant_ref",
+                                           "is already registered with another id_number"),
+                                   report)
+            self.record_consents(line)
+            report.applicants_existing += 1
+            report.count(existing.outcome)
+            return RunLineRecord(line_no=line.line_no, applicant_ref=line.applicant_ref,
+                                 disposition="existing", outcome=existing.outcome)
+        self.record_consents(line)
+        steps, features = await self.verify(line)
+        decision = self.decide(line, features)
+        stored = store.applicants.add_decided(
+            run_id=self.run_id, line_no=line.line_no,
+            applicant=NewApplicant(applicant_ref=line.applicant_ref, product=line.product,
+                                   id_type=line.id_type, name=line.name,
+                                   id_number=line.id_number, phone=line.phone),
+            steps=steps, decision=decision)
+        if stored is None:  # a concurrent writer stored this ref first
+            report.applicants_existing += 1
+            current = store.applicants.get(line.applicant_ref)
+            outcome = current.outcome if current else decision.outcome
+            report.count(outcome)
+            return RunLineRecord(line_no=line.line_no, applicant_ref=line.applicant_ref,
+                                 disposition="existing", outcome=outcome)
+        report.applicants_new += 1
+        report.fees_cents += sum(s.fee_cents for s in steps)
+        report.count(decision.outcome)
+        return None
+
+    @staticmethod
+    def refuse(refusal: Refusal, report: ChunkReport) -> RunLineRecord:
+        report.refused += 1
+        report.count("invalid")
+        return RunLineRecord(line_no=refusal.line_no, applicant_ref=refusal.applicant_ref,
+                             disposition="refused", outcome="invalid", field=refusal.field,
+                             reason=refusal.reason)
+
+
+async def process_chunk(rt: Runtime, plan: BatchPlan, chunk: Chunk, run_id: str) -> ChunkReport:
+    """Parse, verify, decide and store one chunk; bounded concurrency across its applicants."""
+    report = ChunkReport()
+    pending_lines: list[RunLineRecord] = []
+    limit = asyncio.Semaphore(rt.settings.concurrency)
+    connector = aiohttp.TCPConnector(limit=rt.settings.concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        runner = ChunkRunner(rt, run_id, session)
+
+        async def one(line: ApplicantLine) -> None:
+            async with limit:
+                try:
+                    line_record = await runner.handle(line, report)
+                except Exception as exc:  # one applicant's failure must not stop the batch
+                    log.error("line %d failed: %s", line.line_no, type(exc).__name__)
+                    line_record = runner.refuse(Refusal(
+                        line.line_no, line.applicant_ref, "line",
+                        f"could not be processed ({type(exc).__name__}); run it again"), report)
+            if line_record is not None:
+                pending_lines.append(line_record)
+
+        tasks: list[asyncio.Task[None]] = []
+        seen_refs: set[str] = set()
+        for line_no, raw in read_records(plan, chunk):
+            report.lines += 1
+            if isinstance(raw, Refusal):
+                pending_lines.append(runner.refuse(raw, report))
+                continue
+            parsed = parse_record(raw, line_no, consent_policy=rt.consent_policy, now=runner.now)
+            if isinstance(parsed, Refusal):
+                pending_lines.append(runner.refuse(parsed, report))
+                continue
+            if line_no in plan.duplicate_lines or parsed.applicant_ref in seen_refs:
+                pending_lines.append(runner.refuse(Refusal(
+                    line_no, parsed.applicant_ref, "applicant_ref",
+                    "appears on an earlier line of this batch"), report))
+                continue
+            seen_refs.add(parsed.applicant_ref)
+            tasks.append(asyncio.create_task(one(parsed)))
+            if len(tasks) >= rt.settings.concurrency * 4:
+                await asyncio.gather(*tasks)
+                tasks.clear()
+        await asyncio.gather(*tasks)
+    rt.store.runs.add_lines(run_id, pending_lines)
+    return report
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    run_id: str
+    counts: dict[str, int]
+    fees_cents: int
+    lines: int
+
+
+def run_batch(rt: Runtime, batch_path: str, *, chunk_size: int | None = None) -> BatchResult:
+    """The onboarding work without Prefect: plan, chunks in order, finish the run."""
+    plan = plan_batch(batch_path, chunk_size or rt.settings.chunk_size)
+    run_id = start_run(rt, batch_path)
+    total = ChunkReport()
+    for chunk in plan.chunks:
+        total.add(asyncio.run(process_chunk(rt, plan, chunk, run_id)))
+    counts = rt.store.runs.finish(run_id)
+    return BatchResult(run_id=run_id, counts=counts, fees_cents=rt.store.runs.fees(run_id),
+                       lines=total.lines)
+
+
+def summary_markdown(result: dict[str, Any]) -> str:
+    """The run's Prefect artifact: counts and fees only, never a personal value."""
+    rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(result["counts"].items()))
+    return (f"# Onboarding run `{result['run_id']}`\n\n| outcome | applicants |\n|---|---|\n"
+            f"{rows}\n\nLines: {result['lines']}. Fees: {result['fees_cents'] / 100:.2f} CNY.\n")

@@ -1,0 +1,64 @@
+"""The Prefect flow wrapping `flows.onboarding`: one task per chunk, counts-only artifact."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.context import get_run_context
+from prefect.utilities.annotations import quote
+
+from flows.onboarding import (
+    ChunkReport,
+    plan_batch,
+    process_chunk,
+    start_run,
+    summary_markdown,
+)
+from flows.runtime import Runtime, install_log_masking
+from intake.reader import BatchPlan, Chunk
+
+
+@task(name="plan-batch", cache_policy=NO_CACHE, persist_result=False)
+def plan_task(batch_path: str, chunk_size: int) -> BatchPlan:
+    """One streaming pass: chunk offsets and duplicate line numbers (no personal data)."""
+    return plan_batch(batch_path, chunk_size)
+
+
+@task(name="verify-chunk", cache_policy=NO_CACHE, persist_result=False)
+def chunk_task(plan: BatchPlan, chunk: Chunk, run_id: str) -> ChunkReport:
+    """Touches personal data: never cached, never persisted; returns counts only."""
+    rt = Runtime.from_env()
+    try:
+        return asyncio.run(process_chunk(rt, plan, chunk, run_id))
+    finally:
+        rt.close()
+
+
+@flow(name="onboarding", persist_result=False, log_prints=False)
+def onboarding(batch_path: str, chunk_size: int | None = None) -> dict[str, Any]:
+    """Verify every line of a batch file. Parameters are a path and a size: never personal."""
+    install_log_masking()
+    logger = get_run_logger()
+    rt = Runtime.from_env()
+    try:
+        ctx = get_run_context()
+        flow_run_id = str(ctx.flow_run.id) if getattr(ctx, "flow_run", None) else None
+        plan = plan_task(batch_path, chunk_size or rt.settings.chunk_size)
+        run_id = start_run(rt, batch_path, flow_run_id=flow_run_id)
+        logger.info("run %s: %d records in %d chunks", run_id, plan.records, len(plan.chunks))
+        total = ChunkReport()
+        for chunk in plan.chunks:
+            total.add(chunk_task(quote(plan), chunk, run_id))
+        counts = rt.store.runs.finish(run_id)
+        result = {"run_id": run_id, "counts": counts, "lines": total.lines,
+                  "fees_cents": rt.store.runs.fees(run_id)}
+        create_markdown_artifact(markdown=summary_markdown(result), key="onboarding-summary",
+                                 description="Counts per outcome; no personal data")
+        logger.info("run %s finished: %s", run_id, counts)
+        return result
+    finally:
+        rt.close()

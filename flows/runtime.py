@@ -1,0 +1,180 @@
+"""Settings and wiring for a flow run: everything a worker needs comes from the environment.
+
+A flow run may execute in the `idv` process or on a Prefect worker on another
+node, so it assembles its own runtime from `IDV_*` variables here; the `idv`
+command (the composition root) uses the same `Runtime`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from policies import catalog
+from policies.consent import ConsentPolicy
+from policies.masking import mask_text
+from policies.scorecard import Scorecard
+from policies.verification import VerificationPolicy
+from storage.crypto import FieldCipher, load_key_file
+from storage.db import make_engine, upgrade
+from storage.repositories import Store
+from verifiers.gate import ConsentGate
+from verifiers.registry import VerifierRegistry, default_registry
+from verifiers.vendor import VendorEndpoint
+
+
+class Settings(BaseSettings):
+    """`IDV_*` environment variables (see the README's configuration table)."""
+
+    model_config = SettingsConfigDict(env_prefix="IDV_", extra="ignore")
+
+    env: Literal["development", "production"] = "development"
+    home: Path = Path(".idv")
+    database_url: str | None = None
+    database_schema: str | None = None
+    key_file: Path | None = None
+    auto_migrate: bool = True
+    chunk_size: int = Field(500, ge=1, le=50_000)
+    concurrency: int = Field(32, ge=1, le=1024)
+    identity_base_url: str = "http://127.0.0.1:8701"
+    identity_app_key: str = "idv-dev"
+    identity_app_secret: SecretStr = SecretStr("idv-dev-secret")
+    vendor_timeout_s: float = Field(5.0, gt=0)
+    vendor_max_attempts: int = Field(3, ge=1, le=10)
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'idv.db').resolve()}"
+
+    @property
+    def resolved_key_file(self) -> Path:
+        return self.key_file or self.home / "keys" / "idv.key"
+
+    def endpoints(self) -> dict[str, VendorEndpoint]:
+        return {
+            "identity": VendorEndpoint(base_url=self.identity_base_url,
+                                       app_key=self.identity_app_key,
+                                       app_secret=self.identity_app_secret),
+        }
+
+
+class StartupError(RuntimeError):
+    """The runtime cannot start safely (development secrets in production, no key file)."""
+
+
+DEV_SECRETS = frozenset({"idv-dev-secret"})
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+
+    @classmethod
+    def from_env(cls) -> Runtime:
+        return cls(Settings())
+
+    def check_production(self) -> None:
+        s = self.settings
+        if s.env != "production":
+            return
+        if s.identity_app_secret.get_secret_value() in DEV_SECRETS:
+            raise StartupError("IDV_IDENTITY_APP_SECRET is the development secret; "
+                               "set a real one in production")
+        if not s.resolved_key_file.exists():
+            raise StartupError("IDV_KEY_FILE does not exist; production never creates keys")
+        if s.database_url is None:
+            raise StartupError("IDV_DATABASE_URL must be set in production")
+
+    @cached_property
+    def store(self) -> Store:
+        self.check_production()
+        s = self.settings
+        keys = load_key_file(s.resolved_key_file, create=s.env == "development")
+        engine = make_engine(s.resolved_database_url, schema=s.database_schema)
+        if s.auto_migrate:
+            upgrade(engine)
+        return Store(engine, FieldCipher(keys))
+
+    @cached_property
+    def gate(self) -> ConsentGate:
+        return ConsentGate(self.store.ledger, self.store.audit)
+
+    @cached_property
+    def registry(self) -> VerifierRegistry:
+        return default_registry()
+
+    @property
+    def scorecard(self) -> Scorecard:
+        return catalog.scorecard()
+
+    @property
+    def verification(self) -> VerificationPolicy:
+        return catalog.verification_policy()
+
+    @property
+    def consent_policy(self) -> ConsentPolicy:
+        return catalog.consent_policy()
+
+    def close(self) -> None:
+        if "store" in self.__dict__:
+            self.store.engine.dispose()
+
+
+class MaskingFilter(logging.Filter):
+    """Masks ID numbers, phones and card numbers in a record's message and exception text.
+
+    Installed on the handlers of the root logger, ours and Prefect's, so a value
+    that slips into a log line is masked before any handler (console, Prefect's
+    API log handler) formats it.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed %-format must not leak the raw args
+            message = str(record.msg)
+        record.msg = mask_text(message)
+        record.args = None
+        if record.exc_info and record.exc_info[1] is not None:
+            formatter = logging.Formatter()
+            record.exc_text = mask_text(formatter.formatException(record.exc_info))
+            record.exc_info = None
+        if record.stack_info:
+            record.stack_info = mask_text(record.stack_info)
+        return True
+
+
+_FILTER = MaskingFilter()
+LOGGERS = ("", "idv", "prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.server",
+           "uvicorn", "uvicorn.error", "uvicorn.access", "aiohttp", "httpx")
+
+
+def install_log_masking() -> None:
+    """Attach the masking filter to every handler of our loggers and Prefect's (idempotent)."""
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
+        for handler in logger.handlers:
+            if _FILTER not in handler.filters:
+                handler.addFilter(_FILTER)
+
+
+def prefect_environment(home: Path) -> dict[str, str]:
+    """Environment for Prefect in the embedded default: its home under ours, no analytics."""
+    return {
+        "PREFECT_HOME": str((home / "prefect").resolve()),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": os.environ.get("PREFECT_LOGGING_LEVEL", "WARNING"),
+        # Task results are never persisted: they would be plain files.
+        "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false",
+    }

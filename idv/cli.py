@@ -1,0 +1,342 @@
+"""The `idv` command. Every command takes `--json` for machine output; personal values are
+shown only masked."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="Consent-gated identity verification.", no_args_is_help=True,
+                  add_completion=False)
+batch_app = typer.Typer(help="Onboarding batches.", no_args_is_help=True)
+sandbox_app = typer.Typer(help="The local imitation of the licensed sources.",
+                          no_args_is_help=True)
+db_app = typer.Typer(help="The database.", no_args_is_help=True)
+review_app = typer.Typer(help="The review queue.", no_args_is_help=True)
+audit_app = typer.Typer(help="The audit chain.", no_args_is_help=True)
+app.add_typer(batch_app, name="batch")
+app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(db_app, name="db")
+app.add_typer(review_app, name="review")
+app.add_typer(audit_app, name="audit")
+
+console = Console(highlight=False, soft_wrap=True)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _home() -> Path:
+    return Path(os.environ.get("IDV_HOME", ".idv"))
+
+
+def _prepare_environment() -> None:
+    """Prefect reads its settings at import: set ours first (home under IDV_HOME, no
+    analytics, no persisted results), then mask every log handler."""
+    from flows.runtime import install_log_masking, prefect_environment
+
+    for key, value in prefect_environment(_home()).items():
+        os.environ.setdefault(key, value)
+    install_log_masking()
+
+
+def _emit(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
+
+
+def _fail(message: str, *, as_json: bool, code: int = 2) -> None:
+    if as_json:
+        _emit({"error": message})
+    else:
+        console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _sandbox(enabled: bool) -> Iterator[str | None]:
+    """Start the sandbox on a free loopback port and point the verifiers at it."""
+    if not enabled:
+        yield None
+        return
+    from sandbox.app import SandboxState
+    from sandbox.server import SandboxServer
+
+    key, secret = "idv-sandbox", secrets.token_urlsafe(24)
+    server = SandboxServer(SandboxState(app_key=key, app_secret=secret))
+    url = server.start()
+    saved = {k: os.environ.get(k) for k in
+             ("IDV_IDENTITY_BASE_URL", "IDV_IDENTITY_APP_KEY", "IDV_IDENTITY_APP_SECRET")}
+    os.environ.update(IDV_IDENTITY_BASE_URL=url, IDV_IDENTITY_APP_KEY=key,
+                      IDV_IDENTITY_APP_SECRET=secret)
+    try:
+        yield url
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _run_flow(batch: Path, chunk_size: int | None) -> dict[str, Any]:
+    from flows.prefect_onboarding import onboarding
+
+    return onboarding(batch_path=str(batch.resolve()), chunk_size=chunk_size)
+
+
+def _run_report(run: dict[str, Any]) -> dict[str, Any]:
+    """The `batch run` JSON: every line is an applicant or a refusal. No personal values."""
+    from flows.runtime import Runtime
+
+    rt = Runtime.from_env()
+    try:
+        applicants: list[dict[str, Any]] = []
+        refused: list[dict[str, Any]] = []
+        for line in rt.store.runs.lines(run["run_id"]):
+            if line.disposition == "refused":
+                refused.append({"line": line.line_no, "applicant_ref": line.applicant_ref,
+                                "field": line.field, "reason": line.reason})
+                continue
+            stored = rt.store.applicants.get(line.applicant_ref or "")
+            applicants.append({
+                "line": line.line_no, "applicant_ref": line.applicant_ref,
+                "outcome": line.outcome, "disposition": line.disposition,
+                "steps": [{"verifier": s.step, "status": s.status, "reason": s.reason}
+                          for s in (stored.steps if stored else ())],
+            })
+        return {"run_id": run["run_id"], "counts": run["counts"],
+                "fees_cents": run["fees_cents"], "lines": run["lines"],
+                "applicants": applicants, "refused": refused}
+    finally:
+        rt.close()
+
+
+def _counts_table(counts: dict[str, int]) -> Table:
+    table = Table(title="Outcomes")
+    table.add_column("outcome")
+    table.add_column("count", justify="right")
+    order = ["verified", "review", "decline_recommended", "invalid"]
+    for key in order + sorted(set(counts) - set(order)):
+        if key in counts:
+            table.add_row(key, str(counts[key]))
+    table.add_row("[bold]total[/bold]", f"[bold]{sum(counts.values())}[/bold]")
+    return table
+
+
+@batch_app.command("run")
+def batch_run(
+    file: Annotated[Path, typer.Argument(help="A JSONL or CSV batch.")],
+    sandbox: Annotated[bool, typer.Option("--sandbox", help="Run against the local sandbox.")]
+    = False,
+    chunk_size: Annotated[int | None, typer.Option(help="Applicants per Prefect task.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the onboarding flow on a batch file."""
+    if not file.is_file():
+        _fail("FILE: no such batch file", as_json=as_json)
+    _prepare_environment()
+    started = time.perf_counter()
+    with _sandbox(sandbox):
+        run = _run_flow(file, chunk_size)
+    report = _run_report(run)
+    report["duration_s"] = round(time.perf_counter() - started, 2)
+    if as_json:
+        _emit(report)
+        return
+    console.print(_counts_table(report["counts"]))
+    for r in report["refused"][:20]:
+        console.print(f"refused line {r['line']}: {r['field']} {r['reason']}")
+    console.print(f"run {report['run_id']}: {report['lines']} lines in "
+                  f"{report['duration_s']} s, fees {report['fees_cents'] / 100:.2f} CNY")
+
+
+@app.command()
+def demo(
+    size: Annotated[int, typer.Option(help="Applicants in the synthetic batch.")] = 200,
+    as_json: JsonOpt = False,
+) -> None:
+    """Generate a synthetic batch, start the sandbox, run onboarding, print a masked summary."""
+    from idv.synthetic import write_batch
+
+    _prepare_environment()
+    started = time.perf_counter()
+    # The batch holds (synthetic) plaintext: it lives in a private temp dir, gone after the run.
+    with tempfile.TemporaryDirectory(prefix="idv-demo-") as tmp:
+        batch = write_batch(Path(tmp) / "demo-batch.jsonl", size, prefix="DEMO-")
+        with _sandbox(True):
+            run = _run_flow(batch, None)
+    examples = _masked_examples(run["run_id"], limit=5)
+    duration = round(time.perf_counter() - started, 2)
+    db = _database_location()
+    ui = os.environ.get("PREFECT_API_URL", "").removesuffix("/api") or None
+    if as_json:
+        _emit({"run_id": run["run_id"], "counts": run["counts"], "lines": run["lines"],
+               "fees_cents": run["fees_cents"], "examples": examples, "database": db,
+               "prefect_home": os.environ.get("PREFECT_HOME"), "prefect_ui": ui,
+               "duration_s": duration})
+        return
+    console.print(_counts_table(run["counts"]))
+    table = Table(title="Examples (masked)")
+    for col in ("applicant", "name", "ID number", "phone", "outcome", "reasons"):
+        table.add_column(col)
+    for ex in examples:
+        table.add_row(ex["applicant_ref"], ex["name"], ex["id_number"], ex["phone"],
+                      ex["outcome"], ", ".join(ex["reasons"]))
+    console.print(table)
+    console.print(f"{run['lines']} lines in {duration} s; fees {run['fees_cents'] / 100:.2f} CNY")
+    console.print(f"Database: {db}")
+    if ui:
+        console.print(f"Prefect UI: {ui}")
+    else:
+        console.print(f"Prefect runs are stored under {os.environ.get('PREFECT_HOME')}; "
+                      "to browse them: PREFECT_HOME=" + os.environ.get("PREFECT_HOME", "")
+                      + " .venv/bin/prefect server start, then open http://127.0.0.1:4200")
+    console.print("Review queue: .venv/bin/idv review list")
+
+
+def _database_location() -> str:
+    from sqlalchemy.engine import make_url
+
+    from flows.runtime import Settings
+
+    return make_url(Settings().resolved_database_url).render_as_string(hide_password=True)
+
+
+def _masked_examples(run_id: str, *, limit: int) -> list[dict[str, Any]]:
+    from flows.runtime import Runtime
+    from policies.masking import mask
+
+    rt = Runtime.from_env()
+    try:
+        out = []
+        lines = [x for x in rt.store.runs.lines(run_id) if x.disposition != "refused"]
+        picked: dict[str, Any] = {}
+        for line in lines:  # one example per outcome first, then fill up
+            picked.setdefault(line.outcome, line)
+        chosen = list(picked.values()) + [x for x in lines if x not in picked.values()]
+        for line in chosen[:limit]:
+            person = rt.store.applicants.reveal_by_ref(line.applicant_ref or "",
+                                                       actor="cli", purpose="demo summary")
+            stored = rt.store.applicants.get(line.applicant_ref or "")
+            out.append({
+                "applicant_ref": line.applicant_ref,
+                "name": mask("name", person.name.get_secret_value()),
+                "id_number": mask("id_number", person.id_number.get_secret_value()),
+                "phone": mask("phone", person.phone.get_secret_value() if person.phone else None),
+                "outcome": line.outcome,
+                "reasons": list(stored.reasons) if stored else [],
+            })
+        return out
+    finally:
+        rt.close()
+
+
+@sandbox_app.command("serve")
+def sandbox_serve(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8701,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+) -> None:
+    """Serve the sandbox until interrupted. Credentials: IDV_IDENTITY_APP_KEY/SECRET."""
+    from flows.runtime import Settings
+    from sandbox.app import SandboxState
+    from sandbox.server import serve_forever
+
+    s = Settings()
+    state = SandboxState(app_key=s.identity_app_key,
+                         app_secret=s.identity_app_secret.get_secret_value())
+    console.print(f"sandbox on http://{host}:{port} (app key {s.identity_app_key})")
+    serve_forever(host, port, state)
+
+
+@db_app.command("upgrade")
+def db_upgrade(as_json: JsonOpt = False) -> None:
+    """Apply the Alembic migrations to IDV_DATABASE_URL (default: the SQLite file)."""
+    from flows.runtime import Settings
+    from storage.db import current_revision, make_engine, upgrade
+
+    s = Settings()
+    engine = make_engine(s.resolved_database_url, schema=s.database_schema)
+    try:
+        upgrade(engine)
+        rev = current_revision(engine)
+    finally:
+        engine.dispose()
+    if as_json:
+        _emit({"database": _database_location(), "revision": rev})
+    else:
+        console.print(f"{_database_location()} at revision {rev}")
+
+
+@review_app.command("list")
+def review_list(
+    limit: Annotated[int, typer.Option(help="At most this many cases.")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Open review cases, masked."""
+    from flows.runtime import Runtime
+    from policies.masking import mask
+
+    rt = Runtime.from_env()
+    try:
+        items = rt.store.reviews.open_cases(actor=os.environ.get("USER", "cli"), limit=limit)
+        labels = rt.scorecard.reasons
+    finally:
+        rt.close()
+    rows = [{
+        "case_id": i.case_id, "applicant_ref": i.applicant_ref, "outcome": i.outcome,
+        "name": mask("name", i.person.name.get_secret_value()),
+        "id_number": mask("id_number", i.person.id_number.get_secret_value()),
+        "phone": mask("phone", i.person.phone.get_secret_value() if i.person.phone else None),
+        "reasons": list(i.reasons), "opened_at": i.opened_at.isoformat(),
+    } for i in items]
+    if as_json:
+        _emit({"cases": rows})
+        return
+    table = Table(title=f"Open review cases ({len(rows)})")
+    for col in ("applicant", "outcome", "name", "ID number", "phone", "reasons"):
+        table.add_column(col)
+    for r in rows:
+        reasons = "; ".join(labels[c].en if c in labels else c for c in r["reasons"])
+        table.add_row(r["applicant_ref"], r["outcome"], r["name"], r["id_number"], r["phone"],
+                      reasons)
+    console.print(table)
+
+
+@audit_app.command("verify")
+def audit_verify(as_json: JsonOpt = False) -> None:
+    """Check the audit chain end to end; exit 1 if any event was altered or removed."""
+    from flows.runtime import Runtime
+
+    rt = Runtime.from_env()
+    try:
+        ok, broken_at, checked = rt.store.audit.verify()
+    finally:
+        rt.close()
+    if as_json:
+        _emit({"intact": ok, "broken_at": broken_at, "events": checked})
+    elif ok:
+        console.print(f"audit chain intact: {checked} events")
+    else:
+        console.print(f"[red]audit chain broken at event {broken_at}[/red] "
+                      f"({checked} events verified before it)")
+    if not ok:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""Synthetic applicants for the demo and the tests: fictional people, valid-checksum IDs.
+
+Deterministic for a seed, so the same demo batch twice is the same applicants.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from policies.identity import check_character
+
+SURNAMES = ["王", "李", "张", "刘", "陈", "杨", "黄", "赵", "吴", "周", "徐", "孙", "马", "朱",
+            "胡", "郭", "何", "高", "林", "罗", "欧阳", "司马", "诸葛", "𠮷"]
+GIVEN = ["伟", "芳", "娜", "秀英", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰",
+         "娟", "涛", "明", "超", "秀兰", "霞", "平", "刚", "桂英", "子涵", "浩然", "雨桐"]
+MINORITY = ["阿依古丽·买买提", "热依拉·艾力", "迪丽娜尔·阿不都"]
+# Division codes of real prefectures (first registration place); the people are fictional.
+REGIONS = ["110105", "110108", "310104", "440305", "440106", "330106", "510107", "420106",
+           "320102", "610113", "370202", "500103"]
+MOBILE_PREFIXES = ["138", "139", "135", "186", "158", "177", "199", "150", "136", "188"]
+VIRTUAL_PREFIXES = ["170", "171", "165"]
+FULL_SCOPES = ["id_verification", "carrier_check", "court_records", "credit_report",
+               "risk_scoring"]
+NOTICE = "privacy-notice-2026.10"
+
+
+def make_id_number(rng: random.Random, *, born: date | None = None) -> str:
+    region = rng.choice(REGIONS)
+    born = born or date(1960, 1, 1) + timedelta(days=rng.randrange(365 * 44))
+    seq = f"{rng.randrange(1, 1000):03d}"
+    body = f"{region}{born:%Y%m%d}{seq}"
+    return body + check_character(body)
+
+
+def make_phone(rng: random.Random, *, virtual: bool = False) -> str:
+    prefix = rng.choice(VIRTUAL_PREFIXES if virtual else MOBILE_PREFIXES)
+    return prefix + f"{rng.randrange(10**8):08d}"
+
+
+def make_name(rng: random.Random) -> str:
+    if rng.random() < 0.03:
+        return rng.choice(MINORITY)
+    return rng.choice(SURNAMES) + rng.choice(GIVEN)
+
+
+def consent(now: datetime, scopes: list[str], rng: random.Random) -> dict[str, Any]:
+    granted = now - timedelta(days=rng.randrange(1, 30))
+    return {
+        "purpose": "onboarding_verification",
+        "scopes": scopes,
+        "granted_at": granted.isoformat(),
+        "expires_at": (granted + timedelta(days=365)).isoformat(),
+        "notice_version": NOTICE,
+        "channel": "app",
+        "evidence": f"sha256:{rng.getrandbits(256):064x}",
+    }
+
+
+@dataclass(frozen=True)
+class Mix:
+    """Shares of each kind of line in a generated batch."""
+
+    no_consent: float = 0.08
+    no_scoring_consent: float = 0.05
+    invalid: float = 0.06
+    virtual_phone: float = 0.05
+
+
+INVALID_KINDS = ("bad_checksum", "future_birth", "short_id", "bad_phone", "empty_name",
+                 "not_json", "consent_shape")
+
+
+def applicants(n: int, *, seed: int = 2026, now: datetime | None = None,
+               prefix: str = "A-", mix: Mix = Mix()) -> Iterator[dict[str, Any] | str]:
+    """Yield `n` batch lines (dicts), a few of them broken (a raw string for non-JSON)."""
+    rng = random.Random(seed)  # noqa: S311 - synthetic data, not security
+    now = now or datetime.now(UTC)
+    for i in range(1, n + 1):
+        ref = f"{prefix}{i:06d}"
+        line: dict[str, Any] = {
+            "applicant_ref": ref,
+            "name": make_name(rng),
+            "id_type": "resident_id",
+            "id_number": make_id_number(rng),
+            "phone": make_phone(rng, virtual=rng.random() < mix.virtual_phone),
+            "product": "consumer_loan",
+            "consents": [consent(now, FULL_SCOPES, rng)],
+        }
+        roll = rng.random()
+        if roll < mix.invalid:
+            kind = INVALID_KINDS[i % len(INVALID_KINDS)]
+            if kind == "not_json":
+                yield "{" + json.dumps(ref) + ": not json"
+                continue
+            if kind == "bad_checksum":
+                good = line["id_number"]
+                line["id_number"] = good[:-1] + ("0" if good[-1] != "0" else "1")
+            elif kind == "future_birth":
+                body = f"{REGIONS[0]}{now.year + 1}0101123"
+                line["id_number"] = body + check_character(body)
+            elif kind == "short_id":
+                line["id_number"] = line["id_number"][:12]
+            elif kind == "bad_phone":
+                line["phone"] = "12345"
+            elif kind == "empty_name":
+                line["name"] = "  "
+            elif kind == "consent_shape":
+                line["consents"] = [{"purpose": "onboarding_verification"}]
+        elif roll < mix.invalid + mix.no_consent:
+            line["consents"] = []
+        elif roll < mix.invalid + mix.no_consent + mix.no_scoring_consent:
+            line["consents"] = [consent(now, FULL_SCOPES[:-1], rng)]
+        yield line
+
+
+def write_batch(path: Path, n: int, **kwargs: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as fh:
+        for line in applicants(n, **kwargs):
+            fh.write((line if isinstance(line, str) else json.dumps(line, ensure_ascii=False))
+                     + "\n")
+    return path

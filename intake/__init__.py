@@ -1,0 +1,1 @@
+"""Intake: batch files read line by line into validated, frozen applicant lines or refusals."""

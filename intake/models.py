@@ -1,0 +1,74 @@
+"""The batch-line contract (DESIGN.md) as frozen pydantic models.
+
+Personal values are `SecretStr`: a `repr`, a log line or an exception never
+shows them. Read them with `.get_secret_value()` only where they are used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, StringConstraints
+
+# Caller's key: printable ASCII, no spaces, so it is safe in URLs, logs and file names.
+ApplicantRef = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
+# Evidence reference such as "sha256:<hex>" or "receipt:<id>": a pointer, never content.
+EvidenceRef = Annotated[
+    str, StringConstraints(pattern=r"^[a-z0-9_-]{2,16}:[A-Za-z0-9+/=._-]{1,200}$")
+]
+Code = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")]
+
+
+class ConsentClaim(BaseModel):
+    """A consent as a batch line carries it; the ledger records it as a grant."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    purpose: Code
+    scopes: frozenset[Code] = Field(min_length=1)
+    granted_at: AwareDatetime
+    expires_at: AwareDatetime
+    notice_version: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+    channel: Code
+    evidence: EvidenceRef
+
+
+class ApplicantLine(BaseModel):
+    """One valid batch line, normalised: ID upper-case 18 chars, phone E.164, name NFC."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    line_no: int
+    applicant_ref: ApplicantRef
+    name: SecretStr
+    id_type: str
+    id_number: SecretStr
+    phone: SecretStr | None
+    product: Code
+    consents: tuple[ConsentClaim, ...]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A line that did not become an applicant: where, which field, which rule. Never the value."""
+
+    line_no: int
+    applicant_ref: str | None
+    field: str
+    reason: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "line": self.line_no,
+            "applicant_ref": self.applicant_ref,
+            "field": self.field,
+            "reason": self.reason,
+        }
+
+
+def ensure_aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("naive datetime")
+    return value

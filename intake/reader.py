@@ -1,0 +1,336 @@
+"""Read a batch (JSONL or CSV) one record at a time and validate each into a line or a refusal.
+
+Never loads a batch whole: `scan` walks it once to plan chunks (byte offsets,
+duplicate refs as digests), `read_records` reads one planned byte range.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from intake.models import ApplicantLine, ConsentClaim, Refusal
+from policies.consent import ConsentPolicy, GrantRuleError, check_grant
+from policies.identity import (
+    IdentityRuleError,
+    normalize_name,
+    normalize_phone,
+    validate_id_number,
+)
+from policies.masking import mask_text
+
+_REF_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")  # same rule as ApplicantRef
+FIELDS = ("applicant_ref", "name", "id_type", "id_number", "phone", "product", "consents")
+# Reading a byte range line by line keeps memory flat whatever the batch size.
+_MAX_LINE_BYTES = 64 * 1024
+
+
+class BatchFormatError(ValueError):
+    """The file as a whole cannot be read as a batch (wrong extension, missing CSV header)."""
+
+
+def batch_format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        return "jsonl"
+    if suffix == ".csv":
+        return "csv"
+    raise BatchFormatError("batch file must end in .jsonl, .ndjson or .csv")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A byte range of the batch holding up to `size` records, first record at `first_line`."""
+
+    index: int
+    start: int
+    end: int
+    first_line: int
+
+
+@dataclass
+class BatchPlan:
+    """What one pass over the batch learned: chunks, duplicate lines, the CSV header."""
+
+    path: str
+    fmt: str
+    chunks: list[Chunk] = field(default_factory=list)
+    duplicate_lines: set[int] = field(default_factory=set)
+    csv_header: tuple[str, ...] = ()
+    records: int = 0
+
+
+def _ref_digest(ref: object) -> bytes | None:
+    if not isinstance(ref, str) or not ref:
+        return None
+    return hashlib.blake2b(ref.encode("utf-8"), digest_size=12).digest()
+
+
+def _physical_records(fh: io.BufferedReader, start: int, end: int) -> Iterator[tuple[int, bytes]]:
+    """Yield (offset, line bytes) for each physical line starting in [start, end)."""
+    fh.seek(start)
+    offset = start
+    while offset < end:
+        raw = fh.readline(_MAX_LINE_BYTES + 1)
+        if not raw:
+            return
+        yield offset, raw
+        offset += len(raw)
+        if len(raw) > _MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            # Skip the rest of an overlong line; the record is refused, the batch goes on.
+            while raw and not raw.endswith(b"\n"):
+                raw = fh.readline(_MAX_LINE_BYTES)
+                offset += len(raw)
+
+
+def scan(path: Path, chunk_size: int) -> BatchPlan:
+    """One streaming pass: chunk boundaries and the line numbers of repeated applicant refs."""
+    fmt = batch_format(path)
+    plan = BatchPlan(path=str(path), fmt=fmt)
+    seen: set[bytes] = set()
+    in_chunk = 0
+    with path.open("rb") as fh:
+        if fmt == "csv":
+            header_line = fh.readline()
+            header = next(csv.reader([header_line.decode("utf-8-sig")]), [])
+            plan.csv_header = tuple(h.strip() for h in header)
+            if "applicant_ref" not in plan.csv_header:
+                raise BatchFormatError("CSV header must name the batch-line fields")
+            body_start = len(header_line)
+            line_no = 1
+        else:
+            body_start = 0
+            line_no = 0
+        size = path.stat().st_size
+        for offset, ref, first_line, last_line in _records(fh, fmt, plan.csv_header, body_start,
+                                                          size, line_no):
+            if in_chunk == 0 or in_chunk >= chunk_size:
+                if plan.chunks:
+                    prev = plan.chunks[-1]
+                    plan.chunks[-1] = Chunk(prev.index, prev.start, offset, prev.first_line)
+                plan.chunks.append(Chunk(len(plan.chunks), offset, size, first_line))
+                in_chunk = 0
+            in_chunk += 1
+            plan.records += 1
+            digest = _ref_digest(ref)
+            if digest is not None:
+                if digest in seen:
+                    plan.duplicate_lines.add(first_line)
+                seen.add(digest)
+            del last_line
+    return plan
+
+
+def _records(
+    fh: io.BufferedReader,
+    fmt: str,
+    header: tuple[str, ...],
+    start: int,
+    end: int,
+    line_no: int,
+) -> Iterator[tuple[int, Any, int, int]]:
+    """Yield (offset, applicant_ref or raw record, first line, last line) per record.
+
+    For JSONL a record is a non-blank line; for CSV it may span lines (quoted newlines).
+    """
+    if fmt == "jsonl":
+        for offset, raw in _physical_records(fh, start, end):
+            line_no += 1
+            if not raw.strip():
+                continue
+            ref = None
+            try:
+                obj = json.loads(raw)
+                if isinstance(obj, dict):
+                    ref = obj.get("applicant_ref")
+            except ValueError:
+                pass
+            yield offset, ref, line_no, line_no
+        return
+    pending: list[bytes] = []
+    pending_offset = start
+    for offset, raw in _physical_records(fh, start, end):
+        if not pending:
+            pending_offset = offset
+            if not raw.strip():
+                line_no += 1
+                continue
+        pending.append(raw)
+        text = b"".join(pending).decode("utf-8", errors="replace")
+        # A record is complete when its quotes balance (csv quotes are doubled inside fields).
+        if text.count('"') % 2 == 1:
+            continue
+        first = line_no + 1
+        line_no += len(pending)
+        pending = []
+        row = next(csv.reader([text]), [])
+        record = dict(zip(header, row, strict=False))
+        yield pending_offset, record.get("applicant_ref"), first, line_no
+    if pending:
+        first = line_no + 1
+        yield pending_offset, None, first, line_no + len(pending)
+
+
+def read_records(
+    plan: BatchPlan, chunk: Chunk
+) -> Iterator[tuple[int, Mapping[str, Any] | Refusal]]:
+    """The raw records of one chunk: (line number, mapping) or a refusal for unreadable text."""
+    path = Path(plan.path)
+    with path.open("rb") as fh:
+        if plan.fmt == "jsonl":
+            line_no = chunk.first_line - 1
+            for _offset, raw in _physical_records(fh, chunk.start, chunk.end):
+                line_no += 1
+                if not raw.strip():
+                    continue
+                yield line_no, _decode_json(raw, line_no)
+            return
+        line_no = chunk.first_line - 1
+        pending: list[bytes] = []
+        for _offset, raw in _physical_records(fh, chunk.start, chunk.end):
+            if not pending and not raw.strip():
+                line_no += 1
+                continue
+            pending.append(raw)
+            try:
+                text = b"".join(pending).decode("utf-8")
+            except UnicodeDecodeError:
+                first = line_no + 1
+                line_no += len(pending)
+                pending = []
+                yield first, Refusal(first, None, "line", "is not valid UTF-8")
+                continue
+            if text.count('"') % 2 == 1:
+                continue
+            first = line_no + 1
+            line_no += len(pending)
+            pending = []
+            yield first, _decode_csv(text, plan.csv_header, first)
+        if pending:
+            first = line_no + 1
+            yield first, Refusal(first, None, "line", "has an unterminated quoted field")
+
+
+def _decode_json(raw: bytes, line_no: int) -> Mapping[str, Any] | Refusal:
+    if len(raw) > _MAX_LINE_BYTES:
+        return Refusal(line_no, None, "line", f"is longer than {_MAX_LINE_BYTES} bytes")
+    try:
+        obj = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return Refusal(line_no, None, "line", "is not valid UTF-8")
+    except ValueError:
+        return Refusal(line_no, None, "line", "is not valid JSON")
+    if not isinstance(obj, dict):
+        return Refusal(line_no, None, "line", "must be a JSON object")
+    return obj
+
+
+def _decode_csv(text: str, header: tuple[str, ...], line_no: int) -> Mapping[str, Any] | Refusal:
+    row = next(csv.reader([text]), [])
+    if len(row) != len(header):
+        return Refusal(line_no, None, "line", f"must have {len(header)} CSV columns")
+    record: dict[str, Any] = {}
+    for key, value in zip(header, row, strict=True):
+        value = value.strip()
+        if key == "consents":
+            if not value:
+                record[key] = []
+                continue
+            try:
+                record[key] = json.loads(value)
+            except ValueError:
+                return Refusal(line_no, record.get("applicant_ref"), "consents",
+                               "must be a JSON array")
+        elif key == "phone" and not value:
+            record[key] = None
+        else:
+            record[key] = value
+    return record
+
+
+def _field_of(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "line"
+
+
+def parse_record(
+    raw: Mapping[str, Any],
+    line_no: int,
+    *,
+    consent_policy: ConsentPolicy,
+    now: datetime,
+) -> ApplicantLine | Refusal:
+    """Validate one record into a normalised `ApplicantLine`, or refuse it naming field and rule."""
+    ref_value = raw.get("applicant_ref")
+    ref = ref_value if isinstance(ref_value, str) and _REF_RE.fullmatch(ref_value) else None
+    if ref is not None and mask_text(ref) != ref:
+        # A ref with the shape of an ID or phone number would carry personal data into
+        # logs, URLs and reports, where refs travel in the clear.
+        return Refusal(line_no, None, "applicant_ref", "must not contain an ID or phone number")
+    unknown = sorted(set(raw) - set(FIELDS))
+    if unknown:
+        return Refusal(line_no, ref, unknown[0], "is not a batch-line field")
+    for required in ("applicant_ref", "name", "id_type", "id_number", "product"):
+        value = raw.get(required)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return Refusal(line_no, ref, required, "is required")
+        if not isinstance(value, str):
+            return Refusal(line_no, ref, required, "must be a string")
+    phone_raw = raw.get("phone")
+    if phone_raw is not None and not isinstance(phone_raw, str):
+        return Refusal(line_no, ref, "phone", "must be a string")
+    consents_raw = raw.get("consents", [])
+    if not isinstance(consents_raw, list):
+        return Refusal(line_no, ref, "consents", "must be a list")
+    today: date = now.date()
+    try:
+        id_number = validate_id_number(raw["id_type"], raw["id_number"], today=today)
+        name = normalize_name(raw["name"])
+        phone = normalize_phone(phone_raw) if phone_raw and phone_raw.strip() else None
+    except IdentityRuleError as exc:
+        return Refusal(line_no, ref, exc.field, exc.rule)
+    claims: list[ConsentClaim] = []
+    for i, claim_raw in enumerate(consents_raw):
+        try:
+            claim = ConsentClaim.model_validate(claim_raw)
+        except ValidationError as exc:
+            err = exc.errors(include_input=False, include_url=False)[0]
+            return Refusal(line_no, ref, _field_of(("consents", i, *err["loc"])), err["msg"])
+        try:
+            check_grant(
+                consent_policy,
+                purpose=claim.purpose,
+                scopes=claim.scopes,
+                notice_version=claim.notice_version,
+                granted_at=claim.granted_at,
+                expires_at=claim.expires_at,
+                now=now,
+                field=f"consents.{i}",
+            )
+        except GrantRuleError as exc:
+            return Refusal(line_no, ref, exc.field, exc.rule)
+        claims.append(claim)
+    try:
+        return ApplicantLine(
+            line_no=line_no,
+            applicant_ref=raw["applicant_ref"],
+            name=name,
+            id_type=raw["id_type"],
+            id_number=id_number,
+            phone=phone,
+            product=raw["product"],
+            consents=tuple(claims),
+        )
+    except ValidationError as exc:
+        err = exc.errors(include_input=False, include_url=False)[0]
+        return Refusal(line_no, ref if err["loc"][:1] != ("applicant_ref",) else None,
+                       _field_of(err["loc"]), err["msg"])

@@ -1,0 +1,1 @@
+"""Storage: the database, encrypted fields, the consent ledger, the audit chain, repositories."""

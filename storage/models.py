@@ -1,0 +1,170 @@
+"""SQLAlchemy 2 models. They stay inside `storage/`; the rest of the code sees pydantic models.
+
+Personal fields are `LargeBinary` ciphertexts (see `storage.crypto`); the
+columns that are searched carry a blind index beside them. Nothing here holds
+plaintext personal data.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Stable constraint names, so migrations read the same on SQLite and PostgreSQL.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: DateTime(timezone=True), dict[str, Any]: JSON}
+
+
+class Applicant(Base):
+    __tablename__ = "applicants"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    applicant_ref: Mapped[str] = mapped_column(String(64), unique=True)
+    product: Mapped[str] = mapped_column(String(64))
+    id_type: Mapped[str] = mapped_column(String(32))
+    name_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    id_number_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    phone_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    id_number_bidx: Mapped[str] = mapped_column(String(64), index=True)
+    phone_bidx: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
+    outcome: Mapped[str] = mapped_column(String(32))
+    score: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    policy_version: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
+    features: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    run_id: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[datetime]
+    decided_at: Mapped[datetime]
+
+
+class StepResult(Base):
+    __tablename__ = "step_results"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    applicant_id: Mapped[str] = mapped_column(ForeignKey("applicants.id"), index=True)
+    run_id: Mapped[str] = mapped_column(String(36))
+    position: Mapped[int] = mapped_column(Integer)
+    step: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(200))
+    result_code: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    consent_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    decision_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    vendor_request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    as_of: Mapped[date | None] = mapped_column(Date, nullable=True)
+    fee_cents: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    signals: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime]
+
+
+class ConsentEvent(Base):
+    """Append-only: grants and withdrawals are events; nothing is updated or deleted."""
+
+    __tablename__ = "consent_events"
+    __table_args__ = (Index("ix_consent_events_subject", "subject_ref", "purpose"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    event: Mapped[str] = mapped_column(String(16))  # grant | withdraw
+    subject_ref: Mapped[str] = mapped_column(String(64))
+    grant_id: Mapped[str | None] = mapped_column(String(36), nullable=True)  # for withdraw
+    purpose: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    notice_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    channel: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    evidence_ref: Mapped[str | None] = mapped_column(String(220), nullable=True)
+    granted_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    occurred_at: Mapped[datetime]
+    recorded_at: Mapped[datetime]
+    # Same subject, purpose, scopes, time and evidence: one grant, however often recorded.
+    dedup_key: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class AuditEvent(Base):
+    """The tamper-evident chain: each row's hash covers its content and the previous hash."""
+
+    __tablename__ = "audit_events"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(64))
+    subject_ref: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """One row: the chain's last sequence number and hash, locked by every append."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class ReviewCase(Base):
+    __tablename__ = "review_cases"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    applicant_id: Mapped[str] = mapped_column(ForeignKey("applicants.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16))  # open | claimed | decided
+    outcome: Mapped[str] = mapped_column(String(32))
+    reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
+    opened_at: Mapped[datetime]
+
+
+class Run(Base):
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    batch_name: Mapped[str] = mapped_column(String(255))
+    batch_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    flow_run_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    fees_cents: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class RunLine(Base):
+    """Every input line of a run: an applicant (new or already known) or a refusal."""
+
+    __tablename__ = "run_lines"
+    __table_args__ = (UniqueConstraint("run_id", "line_no"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), index=True)
+    line_no: Mapped[int] = mapped_column(Integer)
+    applicant_ref: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    disposition: Mapped[str] = mapped_column(String(16))  # new | existing | refused
+    outcome: Mapped[str] = mapped_column(String(32))
+    field: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -1,0 +1,102 @@
+"""What goes into and comes out of the repositories: frozen pydantic models, no ORM objects.
+
+Plaintext personal values travel only as `SecretStr`, in and out.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class NewApplicant(_Frozen):
+    applicant_ref: str
+    product: str
+    id_type: str
+    name: SecretStr
+    id_number: SecretStr
+    phone: SecretStr | None
+
+
+class StepRecord(_Frozen):
+    step: str
+    status: str
+    reason: str
+    result_code: str | None = None
+    consent_ids: tuple[str, ...] = ()
+    decision_id: str | None = None
+    vendor_request_id: str | None = None
+    as_of: date | None = None
+    fee_cents: int = 0
+    attempts: int = 0
+    signals: dict[str, Any] = {}
+
+
+class Decision(_Frozen):
+    outcome: str
+    score: int | None
+    policy_version: str | None
+    reasons: tuple[str, ...]
+    features: dict[str, str]
+
+
+class StoredApplicant(_Frozen):
+    """An applicant as stored, without personal values (they stay encrypted)."""
+
+    id: str
+    applicant_ref: str
+    product: str
+    outcome: str
+    score: int | None
+    policy_version: str | None
+    reasons: tuple[str, ...]
+    features: dict[str, Any]
+    id_number_bidx: str
+    run_id: str
+    decided_at: datetime
+    steps: tuple[StepRecord, ...] = ()
+
+
+class RevealedApplicant(_Frozen):
+    """Decrypted personal values of one applicant: mask before any output."""
+
+    applicant_ref: str
+    name: SecretStr
+    id_type: str
+    id_number: SecretStr
+    phone: SecretStr | None
+
+
+class ReviewItem(_Frozen):
+    case_id: str
+    applicant_ref: str
+    status: str
+    outcome: str
+    reasons: tuple[str, ...]
+    opened_at: datetime
+    person: RevealedApplicant
+
+
+class RunLineRecord(_Frozen):
+    line_no: int
+    applicant_ref: str | None
+    disposition: str  # new | existing | refused
+    outcome: str
+    field: str | None = None
+    reason: str | None = None
+
+
+class AuditRecord(_Frozen):
+    seq: int
+    at: datetime
+    kind: str
+    subject_ref: str | None
+    detail: dict[str, Any]
+    prev_hash: str
+    hash: str

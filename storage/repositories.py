@@ -1,0 +1,433 @@
+"""Repositories over one database: the consent ledger, the audit chain, applicants, runs, reviews.
+
+`Store` is the unit of work's factory: each method opens its own transaction,
+commits it whole or rolls it back, and returns pydantic records, never ORM rows.
+Personal fields are encrypted here, with the row id in the associated data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from policies.consent import ConsentGrant
+from storage import models as m
+from storage.crypto import FieldCipher
+from storage.records import (
+    AuditRecord,
+    Decision,
+    NewApplicant,
+    RevealedApplicant,
+    ReviewItem,
+    RunLineRecord,
+    StepRecord,
+    StoredApplicant,
+)
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything we store is UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      default=str).encode("utf-8")
+
+
+class Store:
+    """Everything the flows and commands need from the database, behind one object."""
+
+    def __init__(self, engine: Engine, cipher: FieldCipher, *, clock: Clock = utcnow) -> None:
+        self.engine = engine
+        self.cipher = cipher
+        self.clock = clock
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self.ledger = ConsentLedger(self)
+        self.audit = AuditLog(self)
+        self.applicants = ApplicantRepository(self)
+        self.runs = RunRepository(self)
+        self.reviews = ReviewRepository(self)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One unit of work: committed whole when the block ends, rolled back on any error."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+
+class AuditLog:
+    """The tamper-evident chain. Each event's hash is a keyed MAC over its content and the
+    previous hash, so an edit, a deletion or a reordering breaks `verify`."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def _digest(self, prev_hash: str, seq: int, at: datetime, kind: str,
+                subject_ref: str | None, detail: dict[str, Any]) -> str:
+        body = _canonical([prev_hash, seq, _utc(at).isoformat(), kind, subject_ref, detail])
+        return self._store.cipher.mac(body, purpose="audit-chain")
+
+    def record(self, kind: str, subject_ref: str | None, detail: dict[str, Any],
+               *, session: Session | None = None) -> int:
+        """Append one event (in `session`'s transaction if given). Returns its sequence number.
+
+        The head row is updated first: that takes the write lock (SQLite) or the row
+        lock (PostgreSQL), so concurrent writers append one after the other.
+        """
+        if session is None:
+            with self._store.transaction() as own:
+                return self.record(kind, subject_ref, detail, session=own)
+        session.execute(update(m.AuditHead).where(m.AuditHead.id == 1)
+                        .values(seq=m.AuditHead.seq + 1))
+        head = session.get(m.AuditHead, 1, populate_existing=True)
+        if head is None:
+            raise RuntimeError("audit_head row is missing: run `idv db upgrade`")
+        at = self._store.clock()
+        seq = head.seq
+        digest = self._digest(head.hash, seq, at, kind, subject_ref, detail)
+        session.add(m.AuditEvent(seq=seq, at=at, kind=kind, subject_ref=subject_ref,
+                                 detail=detail, prev_hash=head.hash, hash=digest))
+        head.hash = digest
+        return seq
+
+    def events(self, *, subject_ref: str | None = None, kind_prefix: str | None = None,
+               limit: int | None = None) -> list[AuditRecord]:
+        with self._store.transaction() as s:
+            q = select(m.AuditEvent).order_by(m.AuditEvent.seq)
+            if subject_ref is not None:
+                q = q.where(m.AuditEvent.subject_ref == subject_ref)
+            if kind_prefix is not None:
+                q = q.where(m.AuditEvent.kind.startswith(kind_prefix))
+            if limit is not None:
+                q = q.limit(limit)
+            return [AuditRecord(seq=e.seq, at=_utc(e.at), kind=e.kind, subject_ref=e.subject_ref,
+                                detail=e.detail, prev_hash=e.prev_hash, hash=e.hash)
+                    for e in s.scalars(q)]
+
+    def verify(self) -> tuple[bool, int | None, int]:
+        """Walk the chain: (intact, first broken sequence number or None, events checked)."""
+        prev = "0" * 64
+        expected_seq = 1
+        checked = 0
+        with self._store.transaction() as s:
+            for e in s.scalars(select(m.AuditEvent).order_by(m.AuditEvent.seq)
+                               .execution_options(yield_per=1000)):
+                if e.seq != expected_seq or e.prev_hash != prev:
+                    return False, expected_seq, checked
+                if e.hash != self._digest(prev, e.seq, e.at, e.kind, e.subject_ref, e.detail):
+                    return False, e.seq, checked
+                prev = e.hash
+                expected_seq += 1
+                checked += 1
+            head = s.get(m.AuditHead, 1)
+            if head is None or head.seq != checked or head.hash != prev:
+                return False, expected_seq, checked
+        return True, None, checked
+
+
+class ConsentLedger:
+    """Append-only consent events. A grant recorded twice is one grant; a withdrawn grant
+    stays withdrawn whatever is recorded after."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    @staticmethod
+    def grant_key(subject_ref: str, purpose: str, scopes: Iterable[str], granted_at: datetime,
+                  evidence_ref: str) -> str:
+        return hashlib.sha256(_canonical(
+            ["grant", subject_ref, purpose, sorted(scopes), _utc(granted_at).isoformat(),
+             evidence_ref])).hexdigest()
+
+    def record_grant(self, *, subject_ref: str, purpose: str, scopes: Iterable[str],
+                     notice_version: str, channel: str, evidence_ref: str,
+                     granted_at: datetime, expires_at: datetime) -> tuple[str, bool]:
+        """Record a grant; returns (consent id, newly recorded)."""
+        scope_list = sorted(set(scopes))
+        key = self.grant_key(subject_ref, purpose, scope_list, granted_at, evidence_ref)
+        with self._store.transaction() as s:
+            existing = s.scalar(select(m.ConsentEvent.id).where(m.ConsentEvent.dedup_key == key))
+            if existing is not None:
+                return existing, False
+        consent_id = str(uuid.uuid4())
+        try:
+            with self._store.transaction() as s:
+                now = self._store.clock()
+                s.add(m.ConsentEvent(
+                    id=consent_id, event="grant", subject_ref=subject_ref, purpose=purpose,
+                    scopes=scope_list, notice_version=notice_version, channel=channel,
+                    evidence_ref=evidence_ref, granted_at=_utc(granted_at),
+                    expires_at=_utc(expires_at), occurred_at=_utc(granted_at), recorded_at=now,
+                    dedup_key=key))
+                s.flush()
+                self._store.audit.record("consent.granted", subject_ref, {
+                    "consent_id": consent_id, "purpose": purpose, "scopes": scope_list,
+                    "notice_version": notice_version, "channel": channel,
+                    "evidence_ref": evidence_ref}, session=s)
+        except IntegrityError:
+            with self._store.transaction() as s:
+                found = s.scalar(select(m.ConsentEvent.id).where(m.ConsentEvent.dedup_key == key))
+            if found is None:
+                raise
+            return found, False
+        return consent_id, True
+
+    def withdraw(self, consent_id: str, *, at: datetime | None = None, channel: str = "api",
+                 evidence_ref: str | None = None) -> tuple[str, bool]:
+        """Record the withdrawal of a grant; returns (event id, newly recorded)."""
+        key = hashlib.sha256(_canonical(["withdraw", consent_id])).hexdigest()
+        with self._store.transaction() as s:
+            grant = s.get(m.ConsentEvent, consent_id)
+            if grant is None or grant.event != "grant":
+                raise KeyError("consent_id: no such grant")
+            existing = s.scalar(select(m.ConsentEvent.id).where(m.ConsentEvent.dedup_key == key))
+            if existing is not None:
+                return existing, False
+            now = self._store.clock()
+            event_id = str(uuid.uuid4())
+            s.add(m.ConsentEvent(
+                id=event_id, event="withdraw", subject_ref=grant.subject_ref, grant_id=consent_id,
+                purpose=grant.purpose, scopes=grant.scopes, channel=channel,
+                evidence_ref=evidence_ref, occurred_at=_utc(at or now), recorded_at=now,
+                dedup_key=key))
+            s.flush()
+            self._store.audit.record("consent.withdrawn", grant.subject_ref, {
+                "consent_id": consent_id, "purpose": grant.purpose, "channel": channel},
+                session=s)
+            return event_id, True
+
+    def grants_for(self, subject_ref: str) -> list[ConsentGrant]:
+        """The subject's grants as the ledger stands now, withdrawals folded in."""
+        with self._store.transaction() as s:
+            rows = s.scalars(select(m.ConsentEvent)
+                             .where(m.ConsentEvent.subject_ref == subject_ref)
+                             .order_by(m.ConsentEvent.recorded_at)).all()
+        withdrawn = {r.grant_id: _utc(r.occurred_at) for r in rows if r.event == "withdraw"}
+        return [
+            ConsentGrant(
+                consent_id=r.id, subject_ref=r.subject_ref, purpose=r.purpose,
+                scopes=frozenset(r.scopes), granted_at=_utc(r.granted_at or r.occurred_at),
+                expires_at=_utc(r.expires_at or r.occurred_at),
+                notice_version=r.notice_version or "", withdrawn_at=withdrawn.get(r.id))
+            for r in rows if r.event == "grant"
+        ]
+
+
+class ApplicantRepository:
+    TABLE = "applicants"
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def id_number_index(self, id_number: str) -> str:
+        return self._store.cipher.blind_index(id_number, table=self.TABLE, column="id_number")
+
+    def get(self, applicant_ref: str) -> StoredApplicant | None:
+        with self._store.transaction() as s:
+            row = s.scalar(select(m.Applicant).where(m.Applicant.applicant_ref == applicant_ref))
+            if row is None:
+                return None
+            steps = s.scalars(select(m.StepResult).where(m.StepResult.applicant_id == row.id)
+                              .order_by(m.StepResult.position)).all()
+            return self._stored(row, steps)
+
+    @staticmethod
+    def _stored(row: m.Applicant, steps: Iterable[m.StepResult]) -> StoredApplicant:
+        return StoredApplicant(
+            id=row.id, applicant_ref=row.applicant_ref, product=row.product, outcome=row.outcome,
+            score=row.score, policy_version=row.policy_version, reasons=tuple(row.reasons),
+            features=row.features, id_number_bidx=row.id_number_bidx, run_id=row.run_id,
+            decided_at=_utc(row.decided_at),
+            steps=tuple(StepRecord(
+                step=st.step, status=st.status, reason=st.reason, result_code=st.result_code,
+                consent_ids=tuple(st.consent_ids), decision_id=st.decision_id,
+                vendor_request_id=st.vendor_request_id, as_of=st.as_of,
+                fee_cents=st.fee_cents, attempts=st.attempts, signals=st.signals)
+                for st in steps))
+
+    def count_sharing_id_number(self, id_number: str, *, excluding_ref: str) -> int:
+        """How many other applicants carry the same ID number (found by blind index)."""
+        bidx = self.id_number_index(id_number)
+        with self._store.transaction() as s:
+            return s.scalar(select(func.count()).select_from(m.Applicant).where(
+                m.Applicant.id_number_bidx == bidx,
+                m.Applicant.applicant_ref != excluding_ref)) or 0
+
+    def add_decided(self, *, run_id: str, line_no: int, applicant: NewApplicant,
+                    steps: Iterable[StepRecord], decision: Decision) -> StoredApplicant | None:
+        """Store a new applicant with its steps, decision, review case and run line, all or
+        nothing. Returns None when the ref already exists (another writer got there first)."""
+        c = self._store.cipher
+        row_id = str(uuid.uuid4())
+        now = self._store.clock()
+
+        def enc(column: str, secret: Any) -> bytes:
+            return c.encrypt(secret.get_secret_value(), table=self.TABLE, column=column,
+                             row=row_id)
+
+        phone = applicant.phone.get_secret_value() if applicant.phone else None
+        row = m.Applicant(
+            id=row_id, applicant_ref=applicant.applicant_ref, product=applicant.product,
+            id_type=applicant.id_type, name_ct=enc("name", applicant.name),
+            id_number_ct=enc("id_number", applicant.id_number),
+            phone_ct=enc("phone", applicant.phone) if applicant.phone else None,
+            id_number_bidx=self.id_number_index(applicant.id_number.get_secret_value()),
+            phone_bidx=c.blind_index(phone, table=self.TABLE, column="phone") if phone else None,
+            outcome=decision.outcome, score=decision.score,
+            policy_version=decision.policy_version, reasons=list(decision.reasons),
+            features=dict(decision.features), run_id=run_id, created_at=now, decided_at=now)
+        step_rows = [
+            m.StepResult(
+                id=str(uuid.uuid4()), applicant_id=row_id, run_id=run_id, position=i,
+                step=st.step, status=st.status, reason=st.reason, result_code=st.result_code,
+                consent_ids=list(st.consent_ids), decision_id=st.decision_id,
+                vendor_request_id=st.vendor_request_id, as_of=st.as_of, fee_cents=st.fee_cents,
+                attempts=st.attempts, signals=dict(st.signals), created_at=now)
+            for i, st in enumerate(steps)]
+        try:
+            with self._store.transaction() as s:
+                s.add(row)
+                s.flush()
+                s.add_all(step_rows)
+                if decision.outcome in ("review", "decline_recommended"):
+                    s.add(m.ReviewCase(id=str(uuid.uuid4()), applicant_id=row_id, status="open",
+                                       outcome=decision.outcome, reasons=list(decision.reasons),
+                                       opened_at=now))
+                s.add(m.RunLine(run_id=run_id, line_no=line_no,
+                                applicant_ref=applicant.applicant_ref, disposition="new",
+                                outcome=decision.outcome))
+                self._store.audit.record("applicant.decided", applicant.applicant_ref, {
+                    "run_id": run_id, "outcome": decision.outcome, "score": decision.score,
+                    "policy_version": decision.policy_version,
+                    "reasons": list(decision.reasons)}, session=s)
+        except IntegrityError:
+            return None
+        return self._stored(row, step_rows)
+
+    def reveal(self, applicant_id: str, *, session: Session) -> RevealedApplicant:
+        """Decrypt one applicant's personal fields. Callers mask before output and audit."""
+        row = session.get(m.Applicant, applicant_id)
+        if row is None:
+            raise KeyError("applicant: no such row")
+        return self._reveal_row(row)
+
+    def reveal_by_ref(self, applicant_ref: str, *, actor: str,
+                      purpose: str) -> RevealedApplicant:
+        """Decrypt one applicant for display (the caller masks), recording who and why."""
+        with self._store.transaction() as s:
+            row = s.scalar(select(m.Applicant).where(m.Applicant.applicant_ref == applicant_ref))
+            if row is None:
+                raise KeyError("applicant_ref: no such applicant")
+            self._store.audit.record("applicant.read", applicant_ref, {
+                "actor": actor, "purpose": purpose, "masked": True}, session=s)
+            return self._reveal_row(row)
+
+    def _reveal_row(self, row: m.Applicant) -> RevealedApplicant:
+        c = self._store.cipher
+
+        def dec(column: str, blob: bytes) -> str:
+            return c.decrypt(blob, table=self.TABLE, column=column, row=row.id)
+
+        return RevealedApplicant(
+            applicant_ref=row.applicant_ref, id_type=row.id_type,
+            name=dec("name", row.name_ct), id_number=dec("id_number", row.id_number_ct),
+            phone=dec("phone", row.phone_ct) if row.phone_ct is not None else None)
+
+
+class RunRepository:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def start(self, *, batch_name: str, batch_sha256: str | None,
+              flow_run_id: str | None = None, run_id: str | None = None) -> str:
+        run_id = run_id or str(uuid.uuid4())
+        with self._store.transaction() as s:
+            s.add(m.Run(id=run_id, batch_name=batch_name, batch_sha256=batch_sha256,
+                        flow_run_id=flow_run_id, started_at=self._store.clock()))
+            self._store.audit.record("run.started", None, {
+                "run_id": run_id, "batch_name": batch_name, "batch_sha256": batch_sha256},
+                session=s)
+        return run_id
+
+    def add_line(self, run_id: str, line: RunLineRecord) -> None:
+        with self._store.transaction() as s:
+            s.add(m.RunLine(run_id=run_id, line_no=line.line_no,
+                            applicant_ref=line.applicant_ref, disposition=line.disposition,
+                            outcome=line.outcome, field=line.field, reason=line.reason))
+
+    def add_lines(self, run_id: str, lines: Iterable[RunLineRecord]) -> None:
+        with self._store.transaction() as s:
+            s.add_all([m.RunLine(run_id=run_id, line_no=x.line_no,
+                                 applicant_ref=x.applicant_ref, disposition=x.disposition,
+                                 outcome=x.outcome, field=x.field, reason=x.reason)
+                       for x in lines])
+
+    def finish(self, run_id: str) -> dict[str, int]:
+        """Close the run: counts per outcome and fees, from what was stored."""
+        with self._store.transaction() as s:
+            counts = {o: n for o, n in s.execute(
+                select(m.RunLine.outcome, func.count()).where(m.RunLine.run_id == run_id)
+                .group_by(m.RunLine.outcome))}
+            fees = s.scalar(select(func.coalesce(func.sum(m.StepResult.fee_cents), 0))
+                            .where(m.StepResult.run_id == run_id)) or 0
+            run = s.get(m.Run, run_id)
+            if run is None:
+                raise KeyError("run_id: no such run")
+            run.counts = counts
+            run.fees_cents = int(fees)
+            run.finished_at = self._store.clock()
+            self._store.audit.record("run.finished", None, {
+                "run_id": run_id, "counts": counts, "fees_cents": int(fees)}, session=s)
+        return counts
+
+    def lines(self, run_id: str) -> list[RunLineRecord]:
+        with self._store.transaction() as s:
+            return [RunLineRecord(line_no=x.line_no, applicant_ref=x.applicant_ref,
+                                  disposition=x.disposition, outcome=x.outcome, field=x.field,
+                                  reason=x.reason)
+                    for x in s.scalars(select(m.RunLine).where(m.RunLine.run_id == run_id)
+                                       .order_by(m.RunLine.line_no))]
+
+    def fees(self, run_id: str) -> int:
+        with self._store.transaction() as s:
+            run = s.get(m.Run, run_id)
+            return run.fees_cents if run else 0
+
+
+class ReviewRepository:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def open_cases(self, *, actor: str, limit: int = 100) -> list[ReviewItem]:
+        """Open cases with the applicant's fields decrypted for masked display; the access is
+        recorded in the audit chain (who listed which cases)."""
+        with self._store.transaction() as s:
+            rows = s.execute(
+                select(m.ReviewCase, m.Applicant)
+                .join(m.Applicant, m.Applicant.id == m.ReviewCase.applicant_id)
+                .where(m.ReviewCase.status == "open")
+                .order_by(m.ReviewCase.opened_at, m.ReviewCase.id).limit(limit)).all()
+            items = [ReviewItem(
+                case_id=case.id, applicant_ref=app.applicant_ref, status=case.status,
+                outcome=case.outcome, reasons=tuple(case.reasons), opened_at=_utc(case.opened_at),
+                person=self._store.applicants._reveal_row(app)) for case, app in rows]
+            self._store.audit.record("review.listed", None, {
+                "actor": actor, "case_ids": [i.case_id for i in items], "masked": True},
+                session=s)
+            return items

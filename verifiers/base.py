@@ -1,0 +1,118 @@
+"""The `Verifier` protocol: the one extension point every source plugs into.
+
+A verifier declares what it touches (`purpose`, `scopes`) and what a call costs
+(`fee_cents`) as class attributes; the consent gate reads them, authorizes the
+step against the ledger, and only then calls `verify` with the permit it minted.
+A verifier never checks consent itself and cannot be called without a permit.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from enum import StrEnum
+from typing import ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from policies.masking import mask_id_number, mask_name, mask_phone
+
+
+class StepStatus(StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"
+    INCONCLUSIVE = "inconclusive"
+    ERROR = "error"  # retries exhausted or the source is unusable
+    SKIPPED = "skipped"  # no consent, withdrawn, expired, policy short-circuit
+
+
+class Subject(BaseModel):
+    """What a verifier may know of an applicant. Personal values are `SecretStr`,
+    so a stray `repr` or log line shows only masks; read them with `.get_secret_value()`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    applicant_ref: str
+    name: SecretStr
+    id_type: str
+    id_number: SecretStr
+    phone: SecretStr | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"Subject(applicant_ref={self.applicant_ref!r}, "
+            f"name={mask_name(self.name.get_secret_value())!r}, "
+            f"id_number={mask_id_number(self.id_number.get_secret_value())!r}, "
+            f"phone={mask_phone(self.phone.get_secret_value()) if self.phone else None!r})"
+        )
+
+    __str__ = __repr__
+
+
+# Only the gate holds this token; a permit built without it is refused at construction.
+_MINT = secrets.token_bytes(16)
+
+
+@dataclass(frozen=True)
+class ConsentPermit:
+    """Proof that the gate authorized one step for one subject under one consent.
+
+    Minted only by `verifiers.gate.ConsentGate`; evidence carries `consent_id`.
+    """
+
+    consent_id: str
+    subject_ref: str
+    purpose: str
+    scopes: frozenset[str]
+    step: str
+    issued_at: datetime
+    decision_id: str
+    consent_ids: tuple[str, ...] = ()  # every grant that together covers the scopes
+    _token: bytes = field(repr=False, compare=False, default=b"")
+
+    def __post_init__(self) -> None:
+        if self._token != _MINT:
+            raise PermissionError("a ConsentPermit is minted only by the consent gate")
+
+
+def _mint_permit(**fields: object) -> ConsentPermit:
+    """For `verifiers.gate` only."""
+    return ConsentPermit(**fields, _token=_MINT)  # type: ignore[arg-type]
+
+
+Signal = str | int | float | bool
+
+
+class Evidence(BaseModel):
+    """The normalised outcome of one step. Holds no personal values: codes, ids, dates, fees."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    verifier: str
+    status: StepStatus
+    reason: str = ""  # a code such as "MATCH", "no_consent", "vendor_5xx"
+    result_code: str | None = None  # the vendor's answer: MATCH, MISMATCH, NO_RECORD
+    consent_id: str | None = None
+    vendor_request_id: str | None = None
+    as_of: date | None = None
+    fee_cents: int = 0
+    attempts: int = 0
+    signals: dict[str, Signal] = {}
+
+
+@runtime_checkable
+class Verifier(Protocol):
+    """One source. Implement `verify`; declare `name`, `purpose`, `scopes`, `fee_cents`.
+
+    `verify` must not raise for an answer from the source (a mismatch is `failed`,
+    no record is `inconclusive`, exhausted retries are `error`); it raises only for
+    programming errors. It is async: vendor calls are I/O-bound (STACK.md).
+    """
+
+    name: ClassVar[str]
+    purpose: ClassVar[str]
+    scopes: ClassVar[frozenset[str]]
+    fee_cents: ClassVar[int]
+
+    async def verify(self, subject: Subject, permit: ConsentPermit) -> Evidence: ...

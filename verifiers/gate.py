@@ -1,0 +1,89 @@
+"""The consent gate: the only caller of `Verifier.verify`.
+
+For each step, at the moment of the call, the gate reads the subject's grants
+from the ledger as it stands *now*, takes the pure `policies.consent.authorize`
+decision, records it in the audit chain (allowed and denied alike), and only
+when allowed mints a `ConsentPermit` and calls the verifier. A refused step
+ends `skipped` with the reason and nothing is sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from policies.consent import ConsentDecision, ConsentGrant, authorize
+from verifiers.base import Evidence, StepStatus, Subject, Verifier, _mint_permit
+
+log = logging.getLogger("idv.gate")
+
+
+class ConsentReader(Protocol):
+    def grants_for(self, subject_ref: str) -> list[ConsentGrant]: ...
+
+
+class DecisionRecorder(Protocol):
+    def record(self, kind: str, subject_ref: str | None, detail: dict[str, Any]) -> int: ...
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ConsentGate:
+    """Authorize, record, then call. Construct one per process with the ledger and audit log."""
+
+    def __init__(self, ledger: ConsentReader, recorder: DecisionRecorder,
+                 clock: Callable[[], datetime] = _now) -> None:
+        self._ledger = ledger
+        self._recorder = recorder
+        self._clock = clock
+
+    def authorize(self, *, subject_ref: str, purpose: str, scopes: frozenset[str],
+                  step: str) -> tuple[ConsentDecision, str]:
+        """Decide and record, without calling anything (for steps that are not verifiers,
+        such as automated scoring). Returns the decision and its recorded id."""
+        decision = authorize(self._ledger.grants_for(subject_ref), subject_ref=subject_ref,
+                             purpose=purpose, scopes=scopes, step=step, now=self._clock())
+        decision_id = str(uuid.uuid4())
+        self._recorder.record(
+            "consent.allowed" if decision.allowed else "consent.denied", subject_ref, {
+                "decision_id": decision_id, "step": step, "purpose": purpose,
+                "scopes": sorted(scopes), "reason": decision.reason,
+                "consent_ids": list(decision.consent_ids),
+                "missing_scopes": sorted(decision.missing_scopes),
+            })
+        return decision, decision_id
+
+    async def run(self, verifier: Verifier, subject: Subject, *,
+                  purpose: str | None = None) -> tuple[Evidence, str]:
+        """Run one step under consent. Returns its evidence and the gate decision's id."""
+        purpose = purpose or verifier.purpose
+        decision, decision_id = self.authorize(
+            subject_ref=subject.applicant_ref, purpose=purpose, scopes=verifier.scopes,
+            step=verifier.name)
+        if not decision.allowed:
+            return Evidence(verifier=verifier.name, status=StepStatus.SKIPPED,
+                            reason=decision.reason), decision_id
+        permit = _mint_permit(
+            consent_id=decision.consent_ids[0], consent_ids=decision.consent_ids,
+            subject_ref=subject.applicant_ref, purpose=purpose, scopes=verifier.scopes,
+            step=verifier.name, issued_at=decision.decided_at, decision_id=decision_id)
+        try:
+            evidence = await verifier.verify(subject, permit)
+        except Exception as exc:  # a verifier bug must not lose the rest of the batch
+            # No traceback: exception text from a library may carry the values it was given.
+            log.error("verifier %s raised %s", verifier.name, type(exc).__name__)
+            evidence = Evidence(verifier=verifier.name, status=StepStatus.ERROR,
+                                reason=f"verifier_raised:{type(exc).__name__}",
+                                consent_id=permit.consent_id)
+        if evidence.consent_id != permit.consent_id:
+            evidence = evidence.model_copy(update={"consent_id": permit.consent_id})
+        self._recorder.record("step.completed", subject.applicant_ref, {
+            "decision_id": decision_id, "step": verifier.name, "status": evidence.status.value,
+            "reason": evidence.reason, "consent_id": permit.consent_id,
+            "vendor_request_id": evidence.vendor_request_id, "fee_cents": evidence.fee_cents})
+        return evidence, decision_id
