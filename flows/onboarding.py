@@ -108,7 +108,7 @@ class ChunkRunner:
                 evidence_ref=claim.evidence, granted_at=claim.granted_at,
                 expires_at=claim.expires_at)
 
-    async def verify(self, line: ApplicantLine) -> tuple[list[StepRecord], dict[str, str]]:
+    async def run_steps(self, line: ApplicantLine) -> tuple[list[StepRecord], dict[str, str]]:
         """Every step of the product's policy, each through the gate, in order."""
         product = self.rt.verification.products[line.product]
         subject = _subject(line)
@@ -174,7 +174,7 @@ class ChunkRunner:
             return RunLineRecord(line_no=line.line_no, applicant_ref=line.applicant_ref,
                                  disposition="existing", outcome=existing.outcome)
         self.record_consents(line)
-        steps, features = await self.verify(line)
+        steps, features = await self.run_steps(line)
         decision = self.decide(line, features)
         stored = store.applicants.add_decided(
             run_id=self.run_id, line_no=line.line_no,

@@ -110,7 +110,8 @@ class Runtime:
 
     @cached_property
     def registry(self) -> VerifierRegistry:
-        return default_registry()
+        s = self.settings
+        return default_registry(timeout_s=s.vendor_timeout_s, max_attempts=s.vendor_max_attempts)
 
     @property
     def scorecard(self) -> Scorecard:

@@ -320,7 +320,7 @@ def audit_verify(as_json: JsonOpt = False) -> None:
 
     rt = Runtime.from_env()
     try:
-        ok, broken_at, checked = rt.store.audit.verify()
+        ok, broken_at, checked = rt.store.audit.verify_chain()
     finally:
         rt.close()
     if as_json:

@@ -73,7 +73,7 @@ class Store:
 
 class AuditLog:
     """The tamper-evident chain. Each event's hash is a keyed MAC over its content and the
-    previous hash, so an edit, a deletion or a reordering breaks `verify`."""
+    previous hash, so an edit, a deletion or a reordering breaks `verify_chain`."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -120,7 +120,7 @@ class AuditLog:
                                 detail=e.detail, prev_hash=e.prev_hash, hash=e.hash)
                     for e in s.scalars(q)]
 
-    def verify(self) -> tuple[bool, int | None, int]:
+    def verify_chain(self) -> tuple[bool, int | None, int]:
         """Walk the chain: (intact, first broken sequence number or None, events checked)."""
         prev = "0" * 64
         expected_seq = 1

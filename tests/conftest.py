@@ -75,3 +75,15 @@ def store(database: Database, key_file: Path) -> Iterator[Store]:
     s = Store(engine, FieldCipher(load_key_file(key_file)))
     yield s
     engine.dispose()
+
+
+@pytest.fixture
+def sandbox():
+    """The sandbox on a free loopback port, with a fresh call log."""
+    from sandbox.app import SandboxState
+    from sandbox.server import SandboxServer
+
+    server = SandboxServer(SandboxState(app_key="test-key", app_secret="test-secret-1234"))
+    server.start()
+    yield server
+    server.stop()

@@ -119,7 +119,7 @@ def test_when_the_ledger_is_read_then_events_were_appended_not_updated(store):
 def test_when_the_audit_chain_is_untouched_then_it_verifies(store):
     for i in range(5):
         store.audit.record("test.event", f"A-{i}", {"i": i})
-    ok, broken, checked = store.audit.verify()
+    ok, broken, checked = store.audit.verify_chain()
     assert ok and broken is None and checked == 5
 
 
@@ -133,5 +133,5 @@ def test_when_an_audit_event_is_altered_or_removed_then_verify_finds_where(store
                       .values(detail={"i": 99}))
         else:
             s.execute(m.AuditEvent.__table__.delete().where(m.AuditEvent.seq == 3))
-    ok, broken, _ = store.audit.verify()
+    ok, broken, _ = store.audit.verify_chain()
     assert not ok and broken == 3

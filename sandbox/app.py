@@ -1,0 +1,181 @@
+"""The sandbox vendor as a lean aiohttp app (FastAPI costs ~0.5 ms CPU per request: too much
+for a sandbox that must keep up with thousands of calls a second)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from sandbox.population import as_of_for, normalize_id, three_element_result
+
+# How far a request's timestamp may stray from our clock before it is refused as stale.
+CLOCK_SKEW_S = 300
+FEES_CENTS = {"/v1/identity/three-element": 30, "/v1/identity/two-element": 20}
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One call received. No personal data: the subject is a keyed digest."""
+
+    at: str
+    path: str
+    status_code: int
+    result: str | None
+    request_id: str | None
+    idempotency_key: str | None
+    billed_cents: int
+    subject_digest: str | None
+    replay: bool = False
+    error: str | None = None
+
+
+@dataclass
+class SandboxState:
+    """Credentials, replay protection, idempotent answers and the call log of one sandbox."""
+
+    app_key: str
+    app_secret: str
+    fees_cents: dict[str, int] = field(default_factory=lambda: dict(FEES_CENTS))
+    calls: list[CallRecord] = field(default_factory=list)
+    _digest_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    _nonces: OrderedDict[str, float] = field(default_factory=OrderedDict, repr=False)
+    _answers: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def digest(self, id_number: str) -> str:
+        """Keyed digest of a normalised ID number: lets tests find a person's calls."""
+        return hmac.new(self._digest_key, normalize_id(id_number).encode("utf-8"),
+                        hashlib.sha256).hexdigest()
+
+    def calls_for(self, id_number: str) -> list[CallRecord]:
+        d = self.digest(id_number)
+        with self._lock:
+            return [c for c in self.calls if c.subject_digest == d]
+
+    def billed_cents(self) -> int:
+        with self._lock:
+            return sum(c.billed_cents for c in self.calls)
+
+    def log(self, record: CallRecord) -> None:
+        with self._lock:
+            self.calls.append(record)
+
+    def use_nonce(self, nonce: str, now: float) -> bool:
+        """False if the nonce was seen within the skew window (a replay)."""
+        with self._lock:
+            while self._nonces:
+                oldest, seen = next(iter(self._nonces.items()))
+                if now - seen <= 2 * CLOCK_SKEW_S:
+                    break
+                self._nonces.pop(oldest)
+            if nonce in self._nonces:
+                return False
+            self._nonces[nonce] = now
+            return True
+
+
+def _expected_signature(secret: str, method: str, path: str, ts: str, nonce: str,
+                        body: bytes) -> str:
+    message = "\n".join([method.upper(), path, ts, nonce, hashlib.sha256(body).hexdigest()])
+    return base64.b64encode(hmac.new(secret.encode(), message.encode(), hashlib.sha256).digest()
+                            ).decode()
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def build_app(state: SandboxState) -> web.Application:
+    """The sandbox's routes: the identity endpoints and `/_sandbox/*` for tests and operators."""
+
+    async def identity(request: web.Request) -> web.Response:
+        path = request.path
+        body = await request.read()
+        key = request.headers.get("Idempotency-Key")
+
+        def refuse(status: int, error: str, field_name: str | None = None,
+                   digest: str | None = None) -> web.Response:
+            state.log(CallRecord(at=_now_iso(), path=path, status_code=status, result=None,
+                                 request_id=None, idempotency_key=key, billed_cents=0,
+                                 subject_digest=digest, error=error))
+            payload = {"error": error} | ({"field": field_name} if field_name else {})
+            return web.json_response(payload, status=status)
+
+        ts = request.headers.get("X-Timestamp", "")
+        nonce = request.headers.get("X-Nonce", "")
+        given = request.headers.get("X-Signature", "")
+        if request.headers.get("X-App-Key") != state.app_key or not (ts and nonce and given):
+            return refuse(401, "bad_signature")
+        expected = _expected_signature(state.app_secret, request.method, path, ts, nonce, body)
+        if not hmac.compare_digest(expected, given):
+            return refuse(401, "bad_signature")
+        now = time.time()
+        try:
+            stale = abs(now - int(ts)) > CLOCK_SKEW_S
+        except ValueError:
+            stale = True
+        if stale:
+            return refuse(401, "stale_timestamp")
+        if not state.use_nonce(nonce, now):
+            return refuse(409, "replayed_nonce")
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return refuse(400, "bad_request", "body")
+        if not isinstance(data, dict):
+            return refuse(400, "bad_request", "body")
+        required = ["name", "id_number"] + (["phone"] if path.endswith("three-element") else [])
+        for name in required:
+            if not isinstance(data.get(name), str) or not data[name].strip():
+                return refuse(400, "bad_request", name)
+        digest = state.digest(data["id_number"])
+        if key:
+            with state._lock:
+                previous = state._answers.get(key)
+            if previous is not None:
+                body_hash, answer = previous
+                if body_hash != hashlib.sha256(body).hexdigest():
+                    return refuse(422, "idempotency_key_reused", "Idempotency-Key", digest)
+                state.log(CallRecord(at=_now_iso(), path=path, status_code=200,
+                                     result=answer["result"], request_id=answer["request_id"],
+                                     idempotency_key=key, billed_cents=0,
+                                     subject_digest=digest, replay=True))
+                return web.json_response(answer)
+        result = three_element_result(data["name"], data["id_number"], data.get("phone"))
+        fee = state.fees_cents.get(path, 0)
+        answer = {"request_id": f"sbx-{uuid.uuid4().hex}", "result": result,
+                  "as_of": as_of_for(path).isoformat(), "fee_cents": fee}
+        if key:
+            with state._lock:
+                state._answers[key] = (hashlib.sha256(body).hexdigest(), answer)
+        state.log(CallRecord(at=_now_iso(), path=path, status_code=200, result=result,
+                             request_id=answer["request_id"], idempotency_key=key,
+                             billed_cents=fee, subject_digest=digest))
+        return web.json_response(answer)
+
+    async def calls(_request: web.Request) -> web.Response:
+        with state._lock:
+            records = [asdict(c) for c in state.calls]
+        return web.json_response({"calls": records, "count": len(records)})
+
+    async def health(_request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    app = web.Application(client_max_size=64 * 1024)
+    app.router.add_post("/v1/identity/three-element", identity)
+    app.router.add_post("/v1/identity/two-element", identity)
+    app.router.add_get("/_sandbox/calls", calls)
+    app.router.add_get("/_sandbox/health", health)
+    return app

@@ -1,0 +1,78 @@
+"""Run the sandbox: in a background thread on a free loopback port (tests, `--sandbox`), or in
+the foreground (`idv sandbox serve`)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from types import TracebackType
+
+from aiohttp import web
+
+from sandbox.app import SandboxState, build_app
+
+
+class SandboxServer:
+    """`start()` returns the base URL; `stop()` shuts down cleanly. Also a context manager."""
+
+    def __init__(self, state: SandboxState, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.state = state
+        self.host = host
+        self.port = port
+        self.base_url = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    def start(self) -> str:
+        self._thread = threading.Thread(target=self._serve, name="idv-sandbox", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("sandbox did not start within 10 s")
+        if self._error is not None:
+            raise RuntimeError("sandbox failed to start") from self._error
+        return self.base_url
+
+    def _serve(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            self._runner = web.AppRunner(build_app(self.state), access_log=None)
+            loop.run_until_complete(self._runner.setup())
+            site = web.TCPSite(self._runner, self.host, self.port)
+            loop.run_until_complete(site.start())
+            server = site._server  # noqa: SLF001 - the bound port of port 0
+            port = server.sockets[0].getsockname()[1] if server and server.sockets else self.port
+            self.base_url = f"http://{self.host}:{port}"
+        except BaseException as exc:  # reported to start()
+            self._error = exc
+            self._ready.set()
+            loop.close()
+            return
+        self._ready.set()
+        loop.run_forever()
+        loop.run_until_complete(self._runner.cleanup())
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop = None
+
+    def __enter__(self) -> SandboxServer:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def serve_forever(host: str, port: int, state: SandboxState) -> None:
+    """Serve in the foreground until interrupted."""
+    web.run_app(build_app(state), host=host, port=port, access_log=None, print=None)

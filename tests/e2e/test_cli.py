@@ -1,0 +1,119 @@
+"""The `idv` command in a subprocess, with a canary scan of everything it leaves behind."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from idv.synthetic import applicants
+from sandbox.population import three_element_result
+
+pytestmark = pytest.mark.e2e
+IDV = str(Path(sys.executable).with_name("idv"))
+
+
+def forms(value: str) -> list[bytes]:
+    raw = value.encode()
+    return [raw, base64.b64encode(raw), raw.hex().encode(), raw.hex().upper().encode(),
+            value.encode("utf-16-le"), value.encode("utf-16-be")]
+
+
+def canaries(lines) -> set[str]:
+    out = set()
+    for x in lines:
+        if isinstance(x, dict):
+            if len(x["id_number"]) >= 15:
+                out.add(x["id_number"])
+            if len(x["phone"]) == 11:
+                out.add(x["phone"])
+    return out
+
+
+def scan(paths: list[Path], texts: list[str], secrets: set[str]) -> list[str]:
+    """Every file under `paths` (the SQLite file with -wal/-journal, keys, Prefect's home)
+    and every captured text: where does any canary appear, in any encoding?"""
+    found = []
+    blobs = [(f"text[{i}]", t.encode("utf-8")) for i, t in enumerate(texts)]
+    for base in paths:
+        for f in base.rglob("*"):
+            if f.is_file():
+                blobs.append((str(f), f.read_bytes()))
+    for where, blob in blobs:
+        for s in secrets:
+            for form in forms(s):
+                if form in blob:
+                    found.append(f"{where}: {form[:6]!r}...")
+    return found
+
+
+def run(args, env, timeout=300):
+    return subprocess.run([IDV, *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+@pytest.fixture
+def env(tmp_path):
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("IDV_", "PREFECT_"))}
+    e.update(IDV_HOME=str(tmp_path / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+             PREFECT_LOGGING_LEVEL="INFO")
+    return e
+
+
+def test_when_a_batch_runs_from_the_command_line_then_nothing_personal_is_left_anywhere(
+        env, tmp_path):
+    lines = list(applicants(150, seed=42, prefix="E-"))
+    batch = tmp_path / "input" / "batch.jsonl"
+    batch.parent.mkdir()
+    batch.write_text("\n".join(x if isinstance(x, str) else json.dumps(x, ensure_ascii=False)
+                               for x in lines) + "\n", encoding="utf-8")
+    proc = run(["batch", "run", str(batch), "--sandbox", "--json"], env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert len(report["applicants"]) + len(report["refused"]) == len(lines)
+    assert sum(report["counts"].values()) == len(lines)
+    by_ref = {a["applicant_ref"]: a for a in report["applicants"]}
+    for x in lines:
+        if isinstance(x, dict) and x["applicant_ref"] in by_ref and x["consents"]:
+            (step,) = by_ref[x["applicant_ref"]]["steps"]
+            expected = {"MATCH": "passed", "MISMATCH": "failed", "NO_RECORD": "inconclusive"}
+            assert step["status"] == expected[three_element_result(x["name"], x["id_number"],
+                                                                   x["phone"])]
+    review = run(["review", "list", "--json"], env)
+    assert review.returncode == 0, review.stderr[-2000:]
+    assert json.loads(review.stdout)["cases"]
+    audit = run(["audit", "verify", "--json"], env)
+    assert json.loads(audit.stdout)["intact"] is True
+    home = Path(env["IDV_HOME"])
+    assert (home / "idv.db").exists() and (home / "prefect").is_dir()
+    leaks = scan([home], [proc.stdout, proc.stderr, review.stdout, review.stderr,
+                          audit.stdout], canaries(lines))
+    assert leaks == []
+
+
+def test_when_the_demo_runs_twice_then_it_exits_0_masks_everything_and_adds_no_one(env):
+    first = run(["demo", "--json"], env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    a = json.loads(first.stdout)
+    assert sum(a["counts"].values()) == 200
+    assert a["examples"] and all("*" in ex["id_number"] for ex in a["examples"])
+    second = run(["demo"], env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "Database:" in second.stdout
+    import sqlite3
+
+    conn = sqlite3.connect(Path(env["IDV_HOME"]) / "idv.db")
+    (count,) = conn.execute("select count(*) from applicants").fetchone()
+    conn.close()
+    valid = a["counts"].get("verified", 0) + a["counts"].get("review", 0) + a["counts"].get(
+        "decline_recommended", 0)
+    assert count == valid
+    demo_lines = list(applicants(200, prefix="DEMO-"))
+    leaks = scan([Path(env["IDV_HOME"])], [first.stdout, first.stderr, second.stdout,
+                                           second.stderr], canaries(demo_lines))
+    assert leaks == []

@@ -1,0 +1,88 @@
+"""The real Prefect flow: chunk tasks, counts-only artifact, nothing personal in Prefect."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+
+import pytest
+
+from idv.synthetic import applicants
+
+pytestmark = pytest.mark.prefect
+
+
+def canaries(lines):
+    out = set()
+    for line in lines:
+        if isinstance(line, dict):
+            out.add(line["id_number"])
+            out.add(line["phone"])
+    return out
+
+
+def forms(value: str) -> list[str]:
+    raw = value.encode()
+    return [value, base64.b64encode(raw).decode(), raw.hex(), value.encode("utf-16-le").hex()]
+
+
+async def prefect_records(flow_run_id):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+
+    async with get_client() as client:
+        run = await client.read_flow_run(flow_run_id)
+        logs = await client.read_logs(log_filter=LogFilter(
+            flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
+        arts = await client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+        tasks = await client.read_task_runs()
+    return run, logs, arts, tasks
+
+
+def test_when_the_flow_runs_then_chunks_are_tasks_and_prefect_holds_nothing_personal(
+        prefect_harness, database, key_file, sandbox, tmp_path, monkeypatch):
+    from flows.prefect_onboarding import onboarding
+    from flows.runtime import Runtime
+
+    env = {"IDV_HOME": str(tmp_path / "home"), "IDV_KEY_FILE": str(key_file),
+           "IDV_IDENTITY_BASE_URL": sandbox.base_url,
+           "IDV_IDENTITY_APP_KEY": sandbox.state.app_key,
+           "IDV_IDENTITY_APP_SECRET": sandbox.state.app_secret, **database.env()}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    lines = list(applicants(120, seed=21, prefix="F-"))
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text("\n".join(l if isinstance(l, str) else json.dumps(l, ensure_ascii=False)
+                               for l in lines) + "\n", encoding="utf-8")
+
+    state = onboarding(batch_path=str(batch), chunk_size=50, return_state=True)
+    result = state.result()
+    assert sum(result["counts"].values()) == len(lines) == result["lines"]
+
+    rt = Runtime.from_env()
+    with rt.store.engine.connect() as conn:
+        from sqlalchemy import text
+
+        flow_run_id = conn.execute(text("select flow_run_id from runs where id = :r"),
+                                   {"r": result["run_id"]}).scalar()
+    rt.close()
+    run, logs, arts, tasks = asyncio.run(prefect_records(flow_run_id))
+    chunk_tasks = [t for t in tasks if t.flow_run_id == run.id and
+                   t.name.startswith("verify-chunk")]
+    assert len(chunk_tasks) == 3  # 120 lines in chunks of 50: never one task per applicant
+    assert set(run.parameters) == {"batch_path", "chunk_size"}
+    (art,) = [a for a in arts if a.key == "onboarding-summary"]
+    assert "verified" in art.data or "review" in art.data
+    blob = json.dumps([run.model_dump(mode="json"), [l.model_dump(mode="json") for l in logs],
+                       [a.model_dump(mode="json") for a in arts],
+                       [t.model_dump(mode="json") for t in chunk_tasks]], ensure_ascii=False)
+    for canary in canaries(lines):
+        for form in forms(canary):
+            assert form not in blob

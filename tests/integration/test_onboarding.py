@@ -1,0 +1,150 @@
+"""The onboarding work end to end against the sandbox on loopback, on SQLite and PostgreSQL.
+
+Runs `flows.onboarding.run_batch` (the flow's work without Prefect's orchestration);
+tests/flows/ runs the real Prefect flow.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from flows.onboarding import run_batch
+from flows.runtime import Runtime, Settings
+from idv.synthetic import Mix, applicants
+from sandbox.population import three_element_result
+from storage.records import RunLineRecord
+
+
+@pytest.fixture
+def runtime(database, key_file, sandbox, tmp_path):
+    settings = Settings(home=tmp_path / "home", database_url=database.url,
+                        database_schema=database.schema, key_file=key_file,
+                        identity_base_url=sandbox.base_url,
+                        identity_app_key=sandbox.state.app_key,
+                        identity_app_secret=sandbox.state.app_secret, chunk_size=25)
+    rt = Runtime(settings)
+    yield rt
+    rt.close()
+
+
+def write(path: Path, lines) -> Path:
+    with path.open("w", encoding="utf-8") as fh:
+        for line in lines:
+            fh.write((line if isinstance(line, str) else json.dumps(line, ensure_ascii=False))
+                     + "\n")
+    return path
+
+
+def table_counts(rt) -> dict[str, int]:
+    with rt.store.engine.connect() as conn:
+        return {t: conn.execute(text(f"select count(*) from {t}")).scalar()
+                for t in ("applicants", "step_results", "review_cases", "consent_events")}
+
+
+def test_when_a_batch_runs_then_every_line_is_accounted_for_with_predicted_outcomes(
+        runtime, sandbox, tmp_path):
+    lines = list(applicants(80, seed=7, prefix="T-"))
+    batch = write(tmp_path / "batch.jsonl", lines)
+    result = run_batch(runtime, str(batch))
+    assert sum(result.counts.values()) == len(lines) == result.lines
+    run_lines = {x.line_no: x for x in runtime.store.runs.lines(result.run_id)}
+    assert sorted(run_lines) == list(range(1, len(lines) + 1))
+    checked = 0
+    for no, line in enumerate(lines, start=1):
+        rec: RunLineRecord = run_lines[no]
+        if rec.disposition == "refused":
+            continue
+        stored = runtime.store.applicants.get(line["applicant_ref"])
+        scopes = {s for c in line["consents"] for s in c["scopes"]}
+        (step,) = stored.steps
+        if "id_verification" not in scopes:
+            assert step.status == "skipped" and step.reason == "no_consent"
+            assert stored.outcome == "review"
+            assert sandbox.state.calls_for(line["id_number"]) == []
+            continue
+        expected = three_element_result(line["name"], line["id_number"], line["phone"])
+        assert step.result_code == expected
+        assert len(sandbox.state.calls_for(line["id_number"])) == 1
+        assert step.consent_ids and step.vendor_request_id
+        if "risk_scoring" not in scopes:
+            assert stored.outcome == "review" and stored.reasons == ("NO_AUTOMATED_DECISION",)
+            assert stored.score is None
+        elif expected == "MISMATCH":
+            assert stored.outcome == "decline_recommended"
+        elif expected == "NO_RECORD":
+            assert stored.outcome == "review"
+        checked += 1
+    assert checked > 40
+
+
+def test_when_applicants_have_no_consent_then_the_sandbox_receives_no_call_for_them(
+        runtime, sandbox, tmp_path):
+    lines = [x for x in applicants(30, seed=11, prefix="N-", mix=Mix(invalid=0, no_consent=1.0))]
+    batch = write(tmp_path / "batch.jsonl", lines)
+    result = run_batch(runtime, str(batch))
+    assert result.counts == {"review": 30}
+    assert sandbox.state.calls == [] or all(
+        not sandbox.state.calls_for(x["id_number"]) for x in lines)
+    assert len(sandbox.state.calls) == 0
+    denied = runtime.store.audit.events(kind_prefix="consent.denied")
+    assert len(denied) == 60  # the identity step and the scoring step, per applicant
+
+
+def test_when_a_batch_is_run_again_then_nothing_changes_and_no_vendor_is_paid_twice(
+        runtime, sandbox, tmp_path):
+    lines = list(applicants(40, seed=5, prefix="R-"))
+    batch = write(tmp_path / "batch.jsonl", lines)
+    first = run_batch(runtime, str(batch))
+    before, calls = table_counts(runtime), len(sandbox.state.calls)
+    second = run_batch(runtime, str(batch))
+    assert second.counts == first.counts
+    assert table_counts(runtime) == before
+    assert len(sandbox.state.calls) == calls
+    dispositions = {x.disposition for x in runtime.store.runs.lines(second.run_id)}
+    assert dispositions <= {"existing", "refused"}
+
+
+def test_when_a_ref_repeats_in_one_batch_then_one_applicant_and_a_refusal(runtime, tmp_path):
+    (line,) = [x for x in applicants(1, seed=3, prefix="D-", mix=Mix(invalid=0, no_consent=0,
+                                                                    no_scoring_consent=0))]
+    other = dict(line, id_number="11010519491231002X")
+    batch = write(tmp_path / "batch.jsonl", [line, line, other])
+    result = run_batch(runtime, str(batch))
+    lines = runtime.store.runs.lines(result.run_id)
+    assert [x.disposition for x in lines] == ["new", "refused", "refused"]
+    assert lines[1].field == "applicant_ref"
+    assert table_counts(runtime)["applicants"] == 1
+
+
+def test_when_a_ref_returns_with_another_id_number_then_it_is_refused(runtime, tmp_path):
+    (line,) = list(applicants(1, seed=4, prefix="X-", mix=Mix(invalid=0, no_consent=0)))
+    run_batch(runtime, str(write(tmp_path / "a.jsonl", [line])))
+    changed = dict(line, id_number="11010519491231002X")
+    result = run_batch(runtime, str(write(tmp_path / "b.jsonl", [changed])))
+    (rec,) = runtime.store.runs.lines(result.run_id)
+    assert rec.disposition == "refused" and rec.field == "applicant_ref"
+    assert "11010519491231002X" not in (rec.reason or "")
+
+
+def test_when_a_grant_was_withdrawn_then_rerunning_its_line_does_not_revive_it(
+        runtime, sandbox, tmp_path):
+    (line,) = list(applicants(1, seed=9, prefix="W-", mix=Mix(invalid=0, no_consent=0,
+                                                             no_scoring_consent=0)))
+    claim = line["consents"][0]
+    from datetime import datetime
+
+    consent_id, _ = runtime.store.ledger.record_grant(
+        subject_ref=line["applicant_ref"], purpose=claim["purpose"], scopes=claim["scopes"],
+        notice_version=claim["notice_version"], channel=claim["channel"],
+        evidence_ref=claim["evidence"], granted_at=datetime.fromisoformat(claim["granted_at"]),
+        expires_at=datetime.fromisoformat(claim["expires_at"]))
+    runtime.store.ledger.withdraw(consent_id)
+    result = run_batch(runtime, str(write(tmp_path / "a.jsonl", [line])))
+    stored = runtime.store.applicants.get(line["applicant_ref"])
+    assert stored.steps[0].status == "skipped" and stored.steps[0].reason == "withdrawn"
+    assert sandbox.state.calls_for(line["id_number"]) == []
+    assert result.counts == {"review": 1}

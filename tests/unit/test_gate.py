@@ -1,0 +1,126 @@
+"""The gate with an in-memory ledger and a counting verifier (fakes, not mocks): the decision
+is taken at the moment of each call, recorded either way, and a refusal sends nothing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import ClassVar
+
+import pytest
+from pydantic import SecretStr
+
+from policies.consent import ConsentGrant
+from verifiers.base import ConsentPermit, Evidence, StepStatus, Subject
+from verifiers.gate import ConsentGate
+
+NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+
+
+class Ledger:
+    def __init__(self):
+        self.grants: list[ConsentGrant] = []
+
+    def grants_for(self, subject_ref):
+        return [g for g in self.grants if g.subject_ref == subject_ref]
+
+
+class Recorder:
+    def __init__(self):
+        self.events = []
+
+    def record(self, kind, subject_ref, detail):
+        self.events.append((kind, subject_ref, detail))
+        return len(self.events)
+
+
+class CountingVerifier:
+    name: ClassVar[str] = "counting"
+    purpose: ClassVar[str] = "onboarding_verification"
+    scopes: ClassVar[frozenset[str]] = frozenset({"id_verification"})
+    fee_cents: ClassVar[int] = 1
+
+    def __init__(self, on_call=None):
+        self.permits: list[ConsentPermit] = []
+        self.on_call = on_call
+
+    async def verify(self, subject, permit):
+        self.permits.append(permit)
+        if self.on_call:
+            self.on_call()
+        return Evidence(verifier=self.name, status=StepStatus.PASSED, reason="MATCH")
+
+
+SUBJECT = Subject(applicant_ref="A-1", name=SecretStr("张伟"), id_type="resident_id",
+                  id_number=SecretStr("11010519491231002X"), phone=None)
+
+
+def grant(**kw):
+    base = dict(consent_id="c1", subject_ref="A-1", purpose="onboarding_verification",
+                scopes=frozenset({"id_verification"}), granted_at=NOW - timedelta(days=1),
+                expires_at=NOW + timedelta(days=30), notice_version="privacy-notice-2026.10")
+    base.update(kw)
+    return ConsentGrant(**base)
+
+
+CASES = {
+    "no consent": [],
+    "withdrawn": [grant(withdrawn_at=NOW - timedelta(seconds=1))],
+    "expired": [grant(expires_at=NOW - timedelta(seconds=1))],
+    "wrong purpose": [grant(purpose="ongoing_monitoring")],
+    "missing scope": [grant(scopes=frozenset({"risk_scoring"}))],
+}
+
+
+@pytest.mark.parametrize("grants", CASES.values(), ids=CASES.keys())
+async def test_when_no_live_consent_covers_the_step_then_the_verifier_is_never_called(grants):
+    ledger, recorder, verifier = Ledger(), Recorder(), CountingVerifier()
+    ledger.grants = grants
+    evidence, _ = await ConsentGate(ledger, recorder, clock=lambda: NOW).run(verifier, SUBJECT)
+    assert verifier.permits == []
+    assert evidence.status is StepStatus.SKIPPED
+    assert [e[0] for e in recorder.events] == ["consent.denied"]
+
+
+async def test_when_consent_covers_the_step_then_the_call_carries_the_permit_and_is_recorded():
+    ledger, recorder, verifier = Ledger(), Recorder(), CountingVerifier()
+    ledger.grants = [grant()]
+    evidence, decision_id = await ConsentGate(ledger, recorder, clock=lambda: NOW).run(
+        verifier, SUBJECT)
+    (permit,) = verifier.permits
+    assert permit.consent_id == "c1" and permit.decision_id == decision_id
+    assert evidence.consent_id == "c1"
+    assert [e[0] for e in recorder.events] == ["consent.allowed", "step.completed"]
+
+
+async def test_when_consent_is_withdrawn_between_steps_then_the_next_step_is_refused():
+    ledger, recorder = Ledger(), Recorder()
+    ledger.grants = [grant()]
+
+    def withdraw():  # lands while the first step is talking to its source
+        ledger.grants = [grant(withdrawn_at=NOW)]
+
+    gate = ConsentGate(ledger, recorder, clock=lambda: NOW)
+    first = CountingVerifier(on_call=withdraw)
+    second = CountingVerifier()
+    assert (await gate.run(first, SUBJECT))[0].status is StepStatus.PASSED
+    evidence, _ = await gate.run(second, SUBJECT)
+    assert evidence.status is StepStatus.SKIPPED and evidence.reason == "withdrawn"
+    assert second.permits == []
+
+
+async def test_when_a_verifier_raises_then_the_step_is_an_error_and_the_text_is_not_kept():
+    class Broken(CountingVerifier):
+        async def verify(self, subject, permit):
+            raise RuntimeError(subject.id_number.get_secret_value())
+
+    ledger, recorder = Ledger(), Recorder()
+    ledger.grants = [grant()]
+    evidence, _ = await ConsentGate(ledger, recorder, clock=lambda: NOW).run(Broken(), SUBJECT)
+    assert evidence.status is StepStatus.ERROR
+    assert "11010519491231002X" not in repr(evidence) + repr(recorder.events)
+
+
+def test_when_a_subject_is_printed_then_only_masks_show():
+    text = repr(SUBJECT) + str(SUBJECT)
+    assert "11010519491231002X" not in text and "张伟" not in text
+    assert "110***********002X" in text

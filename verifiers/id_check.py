@@ -1,0 +1,71 @@
+"""Identity check with a licensed source: name + ID number (two-element), plus the phone
+(three-element, through the carriers) when the applicant gave one."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import date
+from typing import ClassVar
+
+import aiohttp
+
+from verifiers.base import ConsentPermit, Evidence, StepStatus, Subject
+from verifiers.vendor import VendorEndpoint, post_signed
+
+_STATUS = {
+    "MATCH": StepStatus.PASSED,
+    "MISMATCH": StepStatus.FAILED,
+    "NO_RECORD": StepStatus.INCONCLUSIVE,
+}
+
+
+def idempotency_key(permit: ConsentPermit) -> str:
+    """Derived from the gate's decision, so every retry of this paid call reuses it."""
+    return hashlib.sha256(f"idv:{permit.step}:{permit.decision_id}".encode()).hexdigest()[:32]
+
+
+class IdCheckVerifier:
+    """Use for the identity step of onboarding. The three-element variant sends the phone
+    under the same `id_verification` scope: the carrier match is part of identity proofing."""
+
+    name: ClassVar[str] = "id_check"
+    purpose: ClassVar[str] = "onboarding_verification"
+    scopes: ClassVar[frozenset[str]] = frozenset({"id_verification"})
+    fee_cents: ClassVar[int] = 30
+
+    def __init__(self, endpoint: VendorEndpoint, session: aiohttp.ClientSession, *,
+                 timeout_s: float = 5.0, max_attempts: int = 3) -> None:
+        self._endpoint = endpoint
+        self._session = session
+        self._timeout_s = timeout_s
+        self._max_attempts = max_attempts
+
+    async def verify(self, subject: Subject, permit: ConsentPermit) -> Evidence:
+        payload = {
+            "name": subject.name.get_secret_value(),
+            "id_number": subject.id_number.get_secret_value(),
+        }
+        path = "/v1/identity/two-element"
+        if subject.phone is not None:
+            payload["phone"] = subject.phone.get_secret_value().removeprefix("+86")
+            path = "/v1/identity/three-element"
+        reply = await post_signed(self._session, self._endpoint, path, payload,
+                                  idempotency_key=idempotency_key(permit),
+                                  timeout_s=self._timeout_s, max_attempts=self._max_attempts)
+        base = {"verifier": self.name, "consent_id": permit.consent_id,
+                "attempts": reply.attempts}
+        if reply.error is not None or reply.body is None:
+            return Evidence(status=StepStatus.ERROR, reason=reply.error or "vendor_malformed",
+                            **base)
+        body = reply.body
+        code = body.get("result")
+        request_id = body.get("request_id")
+        try:
+            as_of = date.fromisoformat(body["as_of"])
+            fee = int(body["fee_cents"])
+        except (KeyError, TypeError, ValueError):
+            return Evidence(status=StepStatus.ERROR, reason="vendor_malformed", **base)
+        if code not in _STATUS or not isinstance(request_id, str):
+            return Evidence(status=StepStatus.ERROR, reason="vendor_malformed", **base)
+        return Evidence(status=_STATUS[code], reason=code, result_code=code,
+                        vendor_request_id=request_id, as_of=as_of, fee_cents=fee, **base)

@@ -1,0 +1,63 @@
+"""The verifier registry: step name -> factory. The extension point every source uses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import aiohttp
+
+from verifiers.base import Verifier
+from verifiers.id_check import IdCheckVerifier
+from verifiers.vendor import VendorEndpoint
+
+Factory = Callable[[Mapping[str, VendorEndpoint], aiohttp.ClientSession], Verifier]
+
+
+class UnknownVerifierError(KeyError):
+    """A policy names a step no verifier is registered for."""
+
+    def __init__(self, step: str, known: list[str]) -> None:
+        super().__init__(
+            f"no verifier registered for step {step!r} (known: {', '.join(known) or 'none'}); "
+            "add a module under verifiers/ and register it in verifiers/registry.py")
+        self.step = step
+
+
+class MissingEndpointError(KeyError):
+    def __init__(self, vendor: str) -> None:
+        super().__init__(f"no endpoint configured for vendor {vendor!r}")
+
+
+class VerifierRegistry:
+    def __init__(self) -> None:
+        self._factories: dict[str, Factory] = {}
+
+    def register(self, step: str, factory: Factory) -> None:
+        if step in self._factories:
+            raise ValueError(f"step {step!r} is already registered")
+        self._factories[step] = factory
+
+    def names(self) -> list[str]:
+        return sorted(self._factories)
+
+    def build(self, step: str, endpoints: Mapping[str, VendorEndpoint],
+              session: aiohttp.ClientSession) -> Verifier:
+        factory = self._factories.get(step)
+        if factory is None:
+            raise UnknownVerifierError(step, self.names())
+        return factory(endpoints, session)
+
+
+def _endpoint(endpoints: Mapping[str, VendorEndpoint], vendor: str) -> VendorEndpoint:
+    if vendor not in endpoints:
+        raise MissingEndpointError(vendor)
+    return endpoints[vendor]
+
+
+def default_registry(*, timeout_s: float = 5.0, max_attempts: int = 3) -> VerifierRegistry:
+    """Every source shipped with idv, keyed by the step names policies use."""
+    registry = VerifierRegistry()
+    registry.register("id_check", lambda endpoints, session: IdCheckVerifier(
+        _endpoint(endpoints, "identity"), session, timeout_s=timeout_s,
+        max_attempts=max_attempts))
+    return registry
