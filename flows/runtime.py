@@ -175,6 +175,8 @@ def prefect_environment(home: Path) -> dict[str, str]:
     return {
         "PREFECT_HOME": str((home / "prefect").resolve()),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # A first start migrates Prefect's own database: 20 s is not enough on 2 cores.
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
         "PREFECT_LOGGING_LEVEL": os.environ.get("PREFECT_LOGGING_LEVEL", "WARNING"),
         # Task results are never persisted: they would be plain files.
         "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false",

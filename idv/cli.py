@@ -47,6 +47,8 @@ def _prepare_environment() -> None:
 
     for key, value in prefect_environment(_home()).items():
         os.environ.setdefault(key, value)
+    # Prefect creates only the last path component of its home; ours is nested and private.
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True, mode=0o700)
     install_log_masking()
 
 

@@ -91,8 +91,10 @@ def test_when_a_batch_runs_from_the_command_line_then_nothing_personal_is_left_a
     assert json.loads(audit.stdout)["intact"] is True
     home = Path(env["IDV_HOME"])
     assert (home / "idv.db").exists() and (home / "prefect").is_dir()
+    secrets = canaries(lines)
+    assert scan([batch.parent], [], secrets), "control: the scan must find the input's canaries"
     leaks = scan([home], [proc.stdout, proc.stderr, review.stdout, review.stderr,
-                          audit.stdout], canaries(lines))
+                          audit.stdout], secrets)
     assert leaks == []
 
 
