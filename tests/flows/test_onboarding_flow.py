@@ -59,8 +59,8 @@ def test_when_the_flow_runs_then_chunks_are_tasks_and_prefect_holds_nothing_pers
         monkeypatch.setenv(k, v)
     lines = list(applicants(120, seed=21, prefix="F-"))
     batch = tmp_path / "batch.jsonl"
-    batch.write_text("\n".join(l if isinstance(l, str) else json.dumps(l, ensure_ascii=False)
-                               for l in lines) + "\n", encoding="utf-8")
+    batch.write_text("\n".join(x if isinstance(x, str) else json.dumps(x, ensure_ascii=False)
+                               for x in lines) + "\n", encoding="utf-8")
 
     state = onboarding(batch_path=str(batch), chunk_size=50, return_state=True)
     result = state.result()
@@ -80,7 +80,7 @@ def test_when_the_flow_runs_then_chunks_are_tasks_and_prefect_holds_nothing_pers
     assert set(run.parameters) == {"batch_path", "chunk_size"}
     (art,) = [a for a in arts if a.key == "onboarding-summary"]
     assert "verified" in art.data or "review" in art.data
-    blob = json.dumps([run.model_dump(mode="json"), [l.model_dump(mode="json") for l in logs],
+    blob = json.dumps([run.model_dump(mode="json"), [g.model_dump(mode="json") for g in logs],
                        [a.model_dump(mode="json") for a in arts],
                        [t.model_dump(mode="json") for t in chunk_tasks]], ensure_ascii=False)
     for canary in canaries(lines):

@@ -52,7 +52,9 @@ def test_when_phone_is_written_in_common_ways_then_it_becomes_e164(raw):
     assert normalize_phone(raw) == "+8613800138000"
 
 
-@pytest.mark.parametrize("raw", ["12345", "12800138000", "+1 415 555 0100", "", "abc", "010-12345678"])
+@pytest.mark.parametrize(
+    "raw", ["12345", "12800138000", "+1 415 555 0100", "", "abc", "010-12345678"]
+)
 def test_when_phone_is_not_a_mainland_mobile_then_it_is_refused(raw):
     with pytest.raises(IdentityRuleError) as err:
         normalize_phone(raw)
