@@ -32,7 +32,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(review_app, name="review")
 app.add_typer(audit_app, name="audit")
 
-console = Console(highlight=False, soft_wrap=True)
+# Piped output (CI logs, `| less`) gets a wide console so masked tables are not truncated.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 

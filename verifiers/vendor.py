@@ -20,6 +20,9 @@ from tenacity import (
 
 from verifiers.signing import sign_request
 
+# 50 ms, 100 ms, 200 ms... capped at 2 s, plus up to 100 ms of jitter so that many
+# clients failing together do not retry in lockstep.
+_BACKOFF = wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.1)
 # Cap on a vendor's Retry-After: a batch must not stall for minutes on one answer.
 MAX_RETRY_AFTER_S = 10.0
 
@@ -58,7 +61,7 @@ def _wait(state: RetryCallState) -> float:
     exc = state.outcome.exception() if state.outcome else None
     if isinstance(exc, _Transient) and exc.retry_after is not None:
         return min(exc.retry_after, MAX_RETRY_AFTER_S)
-    return wait_exponential_jitter(initial=0.05, max=2.0, jitter=0.1)(state)
+    return _BACKOFF(state)
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -1,0 +1,142 @@
+"""The identity verifier against the sandbox over loopback: answers, signatures, replays,
+idempotency, and a call log without personal data."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from datetime import UTC, datetime
+
+import aiohttp
+import pytest
+from pydantic import SecretStr
+
+from idv.synthetic import make_id_number
+from sandbox.app import SandboxState
+from sandbox.population import three_element_result
+from sandbox.server import SandboxServer
+from verifiers.base import StepStatus, Subject, _mint_permit
+from verifiers.id_check import IdCheckVerifier
+from verifiers.signing import sign_request
+from verifiers.vendor import VendorEndpoint, post_signed
+
+
+def ids_by_result():
+    import random
+
+    rng = random.Random(1)
+    found: dict[str, str] = {}
+    while len(found) < 3:
+        n = make_id_number(rng)
+        found.setdefault(three_element_result("x", n), n)
+    return found
+
+
+IDS = ids_by_result()
+
+
+def subject(id_number, phone="+8613800138000"):
+    return Subject(applicant_ref="S-1", name=SecretStr("张伟"), id_type="resident_id",
+                   id_number=SecretStr(id_number), phone=SecretStr(phone) if phone else None)
+
+
+def permit(decision_id="d-1"):
+    # Tests only: the gate mints permits; here we test the verifier behind it.
+    return _mint_permit(consent_id="c-1", subject_ref="S-1", purpose="onboarding_verification",
+                        scopes=frozenset({"id_verification"}), step="id_check",
+                        issued_at=datetime.now(UTC), decision_id=decision_id)
+
+
+@pytest.fixture
+def server():
+    with SandboxServer(SandboxState(app_key="k", app_secret="s3cret")) as srv:
+        yield srv
+
+
+async def check(server, id_number, *, secret="s3cret", phone="+8613800138000", decision="d-1"):
+    endpoint = VendorEndpoint(base_url=server.base_url, app_key="k", app_secret=secret)
+    async with aiohttp.ClientSession() as session:
+        return await IdCheckVerifier(endpoint, session, max_attempts=2).verify(
+            subject(id_number, phone), permit(decision))
+
+
+@pytest.mark.parametrize("result, status", [("MATCH", StepStatus.PASSED),
+                                            ("MISMATCH", StepStatus.FAILED),
+                                            ("NO_RECORD", StepStatus.INCONCLUSIVE)])
+async def test_when_the_source_answers_then_the_status_follows_the_predicted_result(
+        server, result, status):
+    evidence = await check(server, IDS[result])
+    assert evidence.status is status and evidence.result_code == result
+    assert evidence.consent_id == "c-1" and evidence.vendor_request_id.startswith("sbx-")
+    assert evidence.fee_cents == 30 and evidence.as_of is not None
+
+
+async def test_when_no_phone_is_given_then_the_two_element_check_is_used(server):
+    evidence = await check(server, IDS["MATCH"], phone=None)
+    assert evidence.status is StepStatus.PASSED and evidence.fee_cents == 20
+    assert server.state.calls[-1].path == "/v1/identity/two-element"
+
+
+async def test_when_the_secret_is_wrong_then_the_step_is_an_error_and_nothing_is_billed(server):
+    evidence = await check(server, IDS["MATCH"], secret="wrong")
+    assert evidence.status is StepStatus.ERROR and evidence.reason == "http_401"
+    assert evidence.attempts == 1  # a definitive answer is not retried
+    assert server.state.billed_cents() == 0
+
+
+async def test_when_a_paid_call_is_repeated_with_its_key_then_it_is_billed_once(server):
+    first = await check(server, IDS["MATCH"], decision="same")
+    again = await check(server, IDS["MATCH"], decision="same")
+    assert first.vendor_request_id == again.vendor_request_id
+    assert server.state.billed_cents() == 30
+    assert [c.replay for c in server.state.calls] == [False, True]
+
+
+def raw_post(server, headers, body):
+    req = urllib.request.Request(server.base_url + "/v1/identity/three-element", data=body,
+                                 headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 - loopback
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_when_a_signed_request_is_replayed_then_the_sandbox_refuses_it(server):
+    body = json.dumps({"name": "张伟", "id_number": IDS["MATCH"], "phone": "13800138000"}).encode()
+    headers = sign_request("POST", "/v1/identity/three-element", body, "k", "s3cret")
+    assert raw_post(server, headers, body)[0] == 200
+    assert raw_post(server, headers, body) == (409, {"error": "replayed_nonce"})
+
+
+def test_when_a_request_is_stale_then_the_sandbox_refuses_it(server):
+    body = b'{"name":"x","id_number":"y","phone":"z"}'
+    headers = sign_request("POST", "/v1/identity/three-element", body, "k", "s3cret",
+                           now=time.time() - 3600)
+    assert raw_post(server, headers, body) == (401, {"error": "stale_timestamp"})
+
+
+def test_when_a_body_is_malformed_then_the_error_names_the_field(server):
+    body = json.dumps({"name": "张伟", "id_number": IDS["MATCH"]}).encode()
+    headers = sign_request("POST", "/v1/identity/three-element", body, "k", "s3cret")
+    assert raw_post(server, headers, body) == (400, {"error": "bad_request", "field": "phone"})
+
+
+async def test_when_the_vendor_is_unreachable_then_retries_end_in_an_error_reason():
+    endpoint = VendorEndpoint(base_url="http://127.0.0.1:9", app_key="k", app_secret="s")
+    async with aiohttp.ClientSession() as session:
+        reply = await post_signed(session, endpoint, "/v1/x", {}, idempotency_key="i",
+                                  timeout_s=1, max_attempts=3)
+    assert reply.attempts == 3 and reply.error and reply.error.startswith("connection_")
+
+
+async def test_when_the_call_log_is_read_then_it_holds_no_personal_value(server):
+    await check(server, IDS["MATCH"])
+    await check(server, IDS["MISMATCH"], secret="bad")
+    with urllib.request.urlopen(server.base_url + "/_sandbox/calls") as resp:  # noqa: S310
+        published = resp.read().decode()
+    text = published + repr(server.state.calls)
+    for value in (IDS["MATCH"], IDS["MISMATCH"], "13800138000", "张伟"):
+        assert value not in text
+    assert len(server.state.calls_for(IDS["MATCH"])) == 1
