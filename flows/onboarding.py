@@ -70,7 +70,9 @@ def plan_batch(batch_path: str, chunk_size: int) -> BatchPlan:
 
 
 def start_run(rt: Runtime, batch_path: str, flow_run_id: str | None = None) -> str:
+    """Open a run; first append expiry events for grants that ran out since the last one."""
     path = Path(batch_path)
+    rt.store.ledger.record_expiries()
     return rt.store.runs.start(batch_name=path.name, batch_sha256=file_sha256(path),
                                flow_run_id=flow_run_id)
 
@@ -104,7 +106,9 @@ class ChunkRunner:
         for claim in line.consents:
             self.rt.store.ledger.record_grant(
                 subject_ref=line.applicant_ref, purpose=claim.purpose, scopes=claim.scopes,
-                notice_version=claim.notice_version, channel=claim.channel,
+                notice_version=claim.notice_version,
+                notice_hash=claim.notice_hash or self.rt.notices[claim.notice_version].text_sha256,
+                channel=claim.channel,
                 evidence_ref=claim.evidence, granted_at=claim.granted_at,
                 expires_at=claim.expires_at)
 
@@ -143,6 +147,9 @@ class ChunkRunner:
         features["id_reuse"] = "shared" if shared else "unique"
         card = self.rt.scorecard
         features = {k: v for k, v in features.items() if k in card.features}
+        if line.human_review_requested:
+            return Decision(outcome="review", score=None, policy_version=card.version,
+                            reasons=("HUMAN_REVIEW_REQUESTED",), features=features)
         consent, _ = self.rt.gate.authorize(subject_ref=line.applicant_ref,
                                             purpose=product.purpose, scopes=SCORING_SCOPES,
                                             step=SCORING_STEP)
@@ -181,7 +188,7 @@ class ChunkRunner:
             applicant=NewApplicant(applicant_ref=line.applicant_ref, product=line.product,
                                    id_type=line.id_type, name=line.name,
                                    id_number=line.id_number, phone=line.phone),
-            steps=steps, decision=decision)
+            human_review_requested=line.human_review_requested, steps=steps, decision=decision)
         if stored is None:  # a concurrent writer stored this ref first
             report.applicants_existing += 1
             current = store.applicants.get(line.applicant_ref)
@@ -231,7 +238,8 @@ async def process_chunk(rt: Runtime, plan: BatchPlan, chunk: Chunk, run_id: str)
             if isinstance(raw, Refusal):
                 pending_lines.append(runner.refuse(raw, report))
                 continue
-            parsed = parse_record(raw, line_no, consent_policy=rt.consent_policy, now=runner.now)
+            parsed = parse_record(raw, line_no, consent_policy=rt.consent_policy,
+                                  notices=rt.notices, now=runner.now)
             if isinstance(parsed, Refusal):
                 pending_lines.append(runner.refuse(parsed, report))
                 continue

@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from policies import catalog
 from policies.consent import ConsentPolicy
 from policies.masking import mask_text
+from policies.notices import Notice
 from policies.scorecard import Scorecard
 from policies.verification import VerificationPolicy
 from storage.crypto import FieldCipher, load_key_file
@@ -106,7 +107,8 @@ class Runtime:
 
     @cached_property
     def gate(self) -> ConsentGate:
-        return ConsentGate(self.store.ledger, self.store.audit)
+        return ConsentGate(self.store.ledger, self.store.audit, policy=self.consent_policy,
+                           notices=self.notices)
 
     @cached_property
     def registry(self) -> VerifierRegistry:
@@ -124,6 +126,10 @@ class Runtime:
     @property
     def consent_policy(self) -> ConsentPolicy:
         return catalog.consent_policy()
+
+    @property
+    def notices(self) -> dict[str, Notice]:
+        return catalog.notices()
 
     def close(self) -> None:
         if "store" in self.__dict__:

@@ -49,17 +49,29 @@ def make_name(rng: random.Random) -> str:
     return rng.choice(SURNAMES) + rng.choice(GIVEN)
 
 
-def consent(now: datetime, scopes: list[str], rng: random.Random) -> dict[str, Any]:
+SENSITIVE = {"id_verification", "carrier_check", "court_records", "credit_report",
+             "wechat_phone"}
+OLD_NOTICE = "privacy-notice-2026.04"
+
+
+def consents(now: datetime, scopes: list[str], rng: random.Random) -> list[dict[str, Any]]:
+    """The grants one consent screen produces: one per sensitive scope (each its own
+    affirmative act, PIPL Art. 29), the other scopes together."""
     granted = now - timedelta(days=rng.randrange(1, 30))
-    return {
+    notice, channel = (OLD_NOTICE, "web") if rng.random() < 0.2 else (NOTICE, "app")
+    groups = [[s] for s in scopes if s in SENSITIVE]
+    rest = [s for s in scopes if s not in SENSITIVE]
+    if rest:
+        groups.append(rest)
+    return [{
         "purpose": "onboarding_verification",
-        "scopes": scopes,
-        "granted_at": granted.isoformat(),
+        "scopes": group,
+        "granted_at": (granted + timedelta(seconds=i)).isoformat(),
         "expires_at": (granted + timedelta(days=365)).isoformat(),
-        "notice_version": NOTICE,
-        "channel": "app",
+        "notice_version": notice,
+        "channel": channel,
         "evidence": f"sha256:{rng.getrandbits(256):064x}",
-    }
+    } for i, group in enumerate(groups)]
 
 
 @dataclass(frozen=True)
@@ -90,7 +102,7 @@ def applicants(n: int, *, seed: int = 2026, now: datetime | None = None,
             "id_number": make_id_number(rng),
             "phone": make_phone(rng, virtual=rng.random() < mix.virtual_phone),
             "product": "consumer_loan",
-            "consents": [consent(now, FULL_SCOPES, rng)],
+            "consents": consents(now, FULL_SCOPES, rng),
         }
         roll = rng.random()
         if roll < mix.invalid:
@@ -115,7 +127,7 @@ def applicants(n: int, *, seed: int = 2026, now: datetime | None = None,
         elif roll < mix.invalid + mix.no_consent:
             line["consents"] = []
         elif roll < mix.invalid + mix.no_consent + mix.no_scoring_consent:
-            line["consents"] = [consent(now, FULL_SCOPES[:-1], rng)]
+            line["consents"] = consents(now, FULL_SCOPES[:-1], rng)
         yield line
 
 

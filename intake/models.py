@@ -31,6 +31,8 @@ class ConsentClaim(BaseModel):
     granted_at: AwareDatetime
     expires_at: AwareDatetime
     notice_version: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+    # SHA-256 of the notice text shown, when the channel records it.
+    notice_hash: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = None
     channel: Code
     evidence: EvidenceRef
 
@@ -48,6 +50,8 @@ class ApplicantLine(BaseModel):
     phone: SecretStr | None
     product: Code
     consents: tuple[ConsentClaim, ...]
+    # PIPL Art. 24: the person asked that a human decide; no automated outcome then.
+    human_review_requested: bool = False
 
 
 @dataclass(frozen=True)

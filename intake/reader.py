@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from intake.models import ApplicantLine, ConsentClaim, Refusal
 from policies.consent import ConsentPolicy, GrantRuleError, check_grant
+from policies.notices import Notice
 from policies.identity import (
     IdentityRuleError,
     normalize_name,
@@ -30,7 +31,8 @@ from policies.identity import (
 from policies.masking import mask_text
 
 _REF_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")  # same rule as ApplicantRef
-FIELDS = ("applicant_ref", "name", "id_type", "id_number", "phone", "product", "consents")
+FIELDS = ("applicant_ref", "name", "id_type", "id_number", "phone", "product", "consents",
+          "human_review_requested")
 # Reading a byte range line by line keeps memory flat whatever the batch size.
 _MAX_LINE_BYTES = 64 * 1024
 
@@ -267,6 +269,7 @@ def parse_record(
     line_no: int,
     *,
     consent_policy: ConsentPolicy,
+    notices: Mapping[str, Notice],
     now: datetime,
 ) -> ApplicantLine | Refusal:
     """Validate one record into a normalised `ApplicantLine`, or refuse it naming field and rule."""
@@ -288,6 +291,13 @@ def parse_record(
     phone_raw = raw.get("phone")
     if phone_raw is not None and not isinstance(phone_raw, str):
         return Refusal(line_no, ref, "phone", "must be a string")
+    review_raw = raw.get("human_review_requested", False)
+    if isinstance(review_raw, str) and review_raw.lower() in ("", "false", "0", "no"):
+        review_raw = False  # CSV carries booleans as text
+    elif isinstance(review_raw, str) and review_raw.lower() in ("true", "1", "yes"):
+        review_raw = True
+    if not isinstance(review_raw, bool):
+        return Refusal(line_no, ref, "human_review_requested", "must be true or false")
     consents_raw = raw.get("consents", [])
     if not isinstance(consents_raw, list):
         return Refusal(line_no, ref, "consents", "must be a list")
@@ -308,6 +318,8 @@ def parse_record(
         try:
             check_grant(
                 consent_policy,
+                notices,
+                notice_hash=claim.notice_hash,
                 purpose=claim.purpose,
                 scopes=claim.scopes,
                 notice_version=claim.notice_version,
@@ -329,6 +341,7 @@ def parse_record(
             phone=phone,
             product=raw["product"],
             consents=tuple(claims),
+            human_review_requested=review_raw,
         )
     except ValidationError as exc:
         err = exc.errors(include_input=False, include_url=False)[0]

@@ -11,6 +11,7 @@ from functools import cache
 from importlib import resources
 
 from policies.consent import ConsentPolicy
+from policies.notices import Notice, parse_notice
 from policies.scorecard import Scorecard
 from policies.verification import VerificationPolicy
 
@@ -32,3 +33,18 @@ def scorecard() -> Scorecard:
 @cache
 def verification_policy() -> VerificationPolicy:
     return VerificationPolicy.from_yaml(read_text("verification.yaml"))
+
+
+@cache
+def notices() -> dict[str, Notice]:
+    """Every notice in `notices/`, by version; a duplicate version is an error."""
+    found: dict[str, Notice] = {}
+    for entry in sorted(resources.files("policies").joinpath("notices").iterdir(),
+                        key=lambda e: e.name):
+        if not entry.name.endswith(".md"):
+            continue
+        notice = parse_notice(entry.read_text(encoding="utf-8"), name=entry.name)
+        if notice.version in found:
+            raise ValueError(f"notices/{entry.name}: version {notice.version} is not unique")
+        found[notice.version] = notice
+    return found

@@ -1,23 +1,28 @@
-"""Consent rules: which purposes and scopes exist, and whether a step may run now.
+"""Consent rules: purposes, scopes, notices, and whether a step may run now.
 
 `authorize` is the pure decision the consent gate takes at the moment of each
-call: it sees the subject's grants as the ledger holds them *now* and a clock.
+call: it sees the subject's grants as the ledger holds them *now*, the notices
+they were given under, and a clock. `check_grant` refuses a grant before it is
+recorded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from policies.notices import Notice
 
 Reason = Literal[
     "granted",
     "no_consent",
     "wrong_purpose",
     "missing_scope",
+    "scope_not_in_notice",
     "withdrawn",
     "expired",
     "not_yet_valid",
@@ -48,11 +53,29 @@ class ConsentPolicy(BaseModel):
     version: str
     purposes: dict[str, PurposeRule]
     scopes: dict[str, ScopeRule]
-    notices: tuple[str, ...]  # notice versions consents may be given under
+    steps: dict[str, frozenset[str]]
+
+    @model_validator(mode="after")
+    def _known_scopes(self) -> ConsentPolicy:
+        for step, scopes in self.steps.items():
+            unknown = scopes - self.scopes.keys()
+            if unknown:
+                raise ValueError(f"step {step!r} needs unknown scopes {sorted(unknown)}")
+        return self
 
     @classmethod
     def from_yaml(cls, text: str) -> ConsentPolicy:
         return cls.model_validate(yaml.safe_load(text))
+
+    def step_scopes(self, step: str, declared: frozenset[str] = frozenset()) -> frozenset[str]:
+        """What a step needs: the policy's scopes for it together with what it declares."""
+        return self.steps.get(step, frozenset()) | declared
+
+    def sensitive(self) -> frozenset[str]:
+        return frozenset(k for k, v in self.scopes.items() if v.sensitive)
+
+    def optional(self) -> frozenset[str]:
+        return frozenset(k for k, v in self.scopes.items() if v.optional)
 
 
 class ConsentGrant(BaseModel):
@@ -67,6 +90,8 @@ class ConsentGrant(BaseModel):
     granted_at: datetime
     expires_at: datetime
     notice_version: str
+    notice_hash: str = ""
+    channel: str = ""
     withdrawn_at: datetime | None = None
 
     @field_validator("granted_at", "expires_at", "withdrawn_at")
@@ -99,9 +124,21 @@ def _live(grant: ConsentGrant, now: datetime) -> bool:
     return grant.granted_at <= now < grant.expires_at
 
 
+def noticed_scopes(grant: ConsentGrant, notices: Mapping[str, Notice]) -> frozenset[str]:
+    """The scopes a grant can cover: those its notice told of, for a purpose it named, and
+    only if the notice text is the one the person saw (same hash)."""
+    notice = notices.get(grant.notice_version)
+    if notice is None or grant.purpose not in notice.purposes:
+        return frozenset()
+    if grant.notice_hash and grant.notice_hash != notice.text_sha256:
+        return frozenset()
+    return grant.scopes & notice.scopes
+
+
 def authorize(
     grants: Iterable[ConsentGrant],
     *,
+    notices: Mapping[str, Notice],
     subject_ref: str,
     purpose: str,
     scopes: frozenset[str],
@@ -111,44 +148,39 @@ def authorize(
     """May `step` touching `scopes` run for `subject_ref` under `purpose` at `now`?
 
     Allowed only when every scope is covered by a live grant (granted, not yet
-    expired, not withdrawn) for exactly this purpose. Several live grants may
-    together cover the scopes (sensitive scopes are granted separately). When
-    refused, the reason names the first thing that failed, most specific first:
-    withdrawn, expired, not yet valid, missing scope, wrong purpose, no consent.
+    expired, not withdrawn) for exactly this purpose, under a notice that lists
+    that purpose and scope. Several live grants may together cover the scopes
+    (sensitive scopes are granted separately). When refused, the reason names
+    the most specific failure: withdrawn, expired, not yet valid, scope not in
+    the notice, missing scope, wrong purpose, no consent.
     """
     own = [g for g in grants if g.subject_ref == subject_ref]
     same_purpose = [g for g in own if g.purpose == purpose]
-    base = {
-        "subject_ref": subject_ref,
-        "purpose": purpose,
-        "step": step,
-        "scopes": scopes,
-        "decided_at": now,
-    }
+    base = {"subject_ref": subject_ref, "purpose": purpose, "step": step, "scopes": scopes,
+            "decided_at": now}
     live = [g for g in same_purpose if _live(g, now)]
     covering: list[ConsentGrant] = []
     needed = set(scopes)
     # Newest grants first, so the consent id recorded is the most recent that covers.
     for grant in sorted(live, key=lambda g: g.granted_at, reverse=True):
-        if needed & grant.scopes:
+        usable = noticed_scopes(grant, notices)
+        if needed & usable:
             covering.append(grant)
-            needed -= grant.scopes
+            needed -= usable
     if not needed:
-        return ConsentDecision(
-            allowed=True,
-            reason="granted",
-            consent_ids=tuple(g.consent_id for g in covering),
-            **base,
-        )
+        return ConsentDecision(allowed=True, reason="granted",
+                               consent_ids=tuple(g.consent_id for g in covering), **base)
     missing = frozenset(needed)
-    dead = [g for g in same_purpose if missing & g.scopes]
+    claiming = [g for g in same_purpose if missing & g.scopes]
     reason: Reason
-    if any(g.withdrawn_at is not None and g.withdrawn_at <= now for g in dead):
+    if any(g.withdrawn_at is not None and g.withdrawn_at <= now for g in claiming):
         reason = "withdrawn"
-    elif any(g.expires_at <= now for g in dead):
+    elif any(g.expires_at <= now for g in claiming):
         reason = "expired"
-    elif any(g.granted_at > now for g in dead):
+    elif any(g.granted_at > now for g in claiming):
         reason = "not_yet_valid"
+    elif any(_live(g, now) for g in claiming):
+        reason = "scope_not_in_notice"
     elif same_purpose:
         reason = "missing_scope"
     elif own:
@@ -169,6 +201,7 @@ class GrantRuleError(ValueError):
 
 def check_grant(
     policy: ConsentPolicy,
+    notices: Mapping[str, Notice],
     *,
     purpose: str,
     scopes: frozenset[str],
@@ -176,18 +209,29 @@ def check_grant(
     granted_at: datetime,
     expires_at: datetime,
     now: datetime,
+    notice_hash: str | None = None,
     field: str = "consents",
-) -> None:
-    """Refuse a grant the policy does not allow; returns nothing when it is acceptable."""
+) -> Notice:
+    """Refuse a grant the policy does not allow; return the notice it was given under."""
     if purpose not in policy.purposes:
         raise GrantRuleError(f"{field}.purpose", "is not a known purpose")
-    unknown = scopes - policy.scopes.keys()
-    if unknown:
-        raise GrantRuleError(f"{field}.scopes", "contains an unknown scope")
     if not scopes:
         raise GrantRuleError(f"{field}.scopes", "must not be empty")
-    if notice_version not in policy.notices:
+    if scopes - policy.scopes.keys():
+        raise GrantRuleError(f"{field}.scopes", "contains an unknown scope")
+    if len(scopes & policy.sensitive()) > 1:
+        raise GrantRuleError(f"{field}.scopes", "bundles several sensitive scopes into one "
+                             "grant; each sensitive scope needs its own (PIPL Art. 29)")
+    notice = notices.get(notice_version)
+    if notice is None:
         raise GrantRuleError(f"{field}.notice_version", "is not a known notice version")
+    if notice_hash is not None and notice_hash != notice.text_sha256:
+        raise GrantRuleError(f"{field}.notice_hash", "does not match the text of that notice")
+    if purpose not in notice.purposes:
+        raise GrantRuleError(f"{field}.purpose", "is not listed by the notice version")
+    if scopes - notice.scopes:
+        raise GrantRuleError(f"{field}.scopes", "includes a scope the notice version does "
+                             "not list")
     if granted_at > now + timedelta(minutes=5):
         raise GrantRuleError(f"{field}.granted_at", "must not be in the future")
     if expires_at <= granted_at:
@@ -195,3 +239,4 @@ def check_grant(
     limit = timedelta(days=policy.purposes[purpose].max_validity_days)
     if expires_at - granted_at > limit:
         raise GrantRuleError(f"{field}.expires_at", "validity exceeds the purpose's maximum")
+    return notice

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Date,
     DateTime,
     ForeignKey,
@@ -53,6 +54,8 @@ class Applicant(Base):
     id_number_bidx: Mapped[str] = mapped_column(String(64), index=True)
     phone_bidx: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
     outcome: Mapped[str] = mapped_column(String(32))
+    # PIPL Art. 24: the person asked that a human, not a machine, decide.
+    human_review_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     score: Mapped[int | None] = mapped_column(Integer, nullable=True)
     policy_version: Mapped[str | None] = mapped_column(String(80), nullable=True)
     reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
@@ -90,12 +93,14 @@ class ConsentEvent(Base):
     __table_args__ = (Index("ix_consent_events_subject", "subject_ref", "purpose"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    event: Mapped[str] = mapped_column(String(16))  # grant | withdraw
+    event: Mapped[str] = mapped_column(String(16))  # grant | withdraw | expire
     subject_ref: Mapped[str] = mapped_column(String(64))
-    grant_id: Mapped[str | None] = mapped_column(String(36), nullable=True)  # for withdraw
+    # The grant a withdraw or expire event ends.
+    grant_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
     purpose: Mapped[str] = mapped_column(String(64))
     scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
     notice_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    notice_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     channel: Mapped[str | None] = mapped_column(String(64), nullable=True)
     evidence_ref: Mapped[str | None] = mapped_column(String(220), nullable=True)
     granted_at: Mapped[datetime | None] = mapped_column(nullable=True)

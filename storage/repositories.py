@@ -141,9 +141,17 @@ class AuditLog:
         return True, None, checked
 
 
+class UnknownConsentError(KeyError):
+    """No grant has this id."""
+
+    def __init__(self) -> None:
+        super().__init__("consent_id: no such grant")
+
+
 class ConsentLedger:
-    """Append-only consent events. A grant recorded twice is one grant; a withdrawn grant
-    stays withdrawn whatever is recorded after."""
+    """Append-only consent events: grant, withdraw, expire. Nothing is updated or deleted.
+    A grant recorded twice is one grant; a withdrawn grant stays withdrawn whatever is
+    recorded after."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -157,8 +165,10 @@ class ConsentLedger:
 
     def record_grant(self, *, subject_ref: str, purpose: str, scopes: Iterable[str],
                      notice_version: str, channel: str, evidence_ref: str,
-                     granted_at: datetime, expires_at: datetime) -> tuple[str, bool]:
-        """Record a grant; returns (consent id, newly recorded)."""
+                     granted_at: datetime, expires_at: datetime,
+                     notice_hash: str | None = None) -> tuple[str, bool]:
+        """Record a grant the caller has checked against the policy (`check_grant`).
+        Returns (consent id, newly recorded)."""
         scope_list = sorted(set(scopes))
         key = self.grant_key(subject_ref, purpose, scope_list, granted_at, evidence_ref)
         with self._store.transaction() as s:
@@ -171,15 +181,15 @@ class ConsentLedger:
                 now = self._store.clock()
                 s.add(m.ConsentEvent(
                     id=consent_id, event="grant", subject_ref=subject_ref, purpose=purpose,
-                    scopes=scope_list, notice_version=notice_version, channel=channel,
-                    evidence_ref=evidence_ref, granted_at=_utc(granted_at),
+                    scopes=scope_list, notice_version=notice_version, notice_hash=notice_hash,
+                    channel=channel, evidence_ref=evidence_ref, granted_at=_utc(granted_at),
                     expires_at=_utc(expires_at), occurred_at=_utc(granted_at), recorded_at=now,
                     dedup_key=key))
                 s.flush()
                 self._store.audit.record("consent.granted", subject_ref, {
                     "consent_id": consent_id, "purpose": purpose, "scopes": scope_list,
-                    "notice_version": notice_version, "channel": channel,
-                    "evidence_ref": evidence_ref}, session=s)
+                    "notice_version": notice_version, "notice_hash": notice_hash,
+                    "channel": channel, "evidence_ref": evidence_ref}, session=s)
         except IntegrityError:
             with self._store.transaction() as s:
                 found = s.scalar(select(m.ConsentEvent.id).where(m.ConsentEvent.dedup_key == key))
@@ -188,14 +198,27 @@ class ConsentLedger:
             return found, False
         return consent_id, True
 
+    def grant(self, consent_id: str) -> ConsentGrant:
+        """One grant with its withdrawal folded in; `UnknownConsentError` if there is none."""
+        with self._store.transaction() as s:
+            row = s.get(m.ConsentEvent, consent_id)
+            if row is None or row.event != "grant":
+                raise UnknownConsentError()
+            subject = row.subject_ref
+        for g in self.grants_for(subject):
+            if g.consent_id == consent_id:
+                return g
+        raise UnknownConsentError()
+
     def withdraw(self, consent_id: str, *, at: datetime | None = None, channel: str = "api",
                  evidence_ref: str | None = None) -> tuple[str, bool]:
-        """Record the withdrawal of a grant; returns (event id, newly recorded)."""
+        """Record the withdrawal of a grant; returns (event id, newly recorded). Withdrawing
+        twice is harmless: the first withdrawal stands and is returned."""
         key = hashlib.sha256(_canonical(["withdraw", consent_id])).hexdigest()
         with self._store.transaction() as s:
             grant = s.get(m.ConsentEvent, consent_id)
             if grant is None or grant.event != "grant":
-                raise KeyError("consent_id: no such grant")
+                raise UnknownConsentError()
             existing = s.scalar(select(m.ConsentEvent.id).where(m.ConsentEvent.dedup_key == key))
             if existing is not None:
                 return existing, False
@@ -204,13 +227,51 @@ class ConsentLedger:
             s.add(m.ConsentEvent(
                 id=event_id, event="withdraw", subject_ref=grant.subject_ref, grant_id=consent_id,
                 purpose=grant.purpose, scopes=grant.scopes, channel=channel,
+                notice_version=grant.notice_version, notice_hash=grant.notice_hash,
                 evidence_ref=evidence_ref, occurred_at=_utc(at or now), recorded_at=now,
                 dedup_key=key))
             s.flush()
             self._store.audit.record("consent.withdrawn", grant.subject_ref, {
-                "consent_id": consent_id, "purpose": grant.purpose, "channel": channel},
-                session=s)
+                "consent_id": consent_id, "purpose": grant.purpose, "channel": channel,
+                "withdrawal_id": event_id}, session=s)
             return event_id, True
+
+    def record_expiries(self) -> int:
+        """Append an `expire` event for every grant whose validity has run out and that has
+        no withdraw or expire event yet. Idempotent; returns how many were appended."""
+        now = self._store.clock()
+        with self._store.transaction() as s:
+            ended = select(m.ConsentEvent.grant_id).where(m.ConsentEvent.grant_id.is_not(None))
+            due = s.scalars(select(m.ConsentEvent).where(
+                m.ConsentEvent.event == "grant", m.ConsentEvent.expires_at <= now,
+                m.ConsentEvent.id.not_in(ended))).all()
+            for g in due:
+                s.add(m.ConsentEvent(
+                    id=str(uuid.uuid4()), event="expire", subject_ref=g.subject_ref,
+                    grant_id=g.id, purpose=g.purpose, scopes=g.scopes,
+                    notice_version=g.notice_version, notice_hash=g.notice_hash,
+                    channel=g.channel, occurred_at=_utc(g.expires_at or now), recorded_at=now,
+                    dedup_key=hashlib.sha256(_canonical(["expire", g.id])).hexdigest()))
+                self._store.audit.record("consent.expired", g.subject_ref,
+                                         {"consent_id": g.id}, session=s)
+            return len(due)
+
+    def events_for(self, subject_ref: str) -> list[dict[str, Any]]:
+        """Every event of one subject, oldest first, as plain dicts (for receipts)."""
+        with self._store.transaction() as s:
+            rows = s.scalars(select(m.ConsentEvent)
+                             .where(m.ConsentEvent.subject_ref == subject_ref)
+                             .order_by(m.ConsentEvent.recorded_at, m.ConsentEvent.id)).all()
+            return [{
+                "event_id": r.id, "event": r.event, "consent_id": r.grant_id or r.id,
+                "purpose": r.purpose, "scopes": list(r.scopes),
+                "notice_version": r.notice_version, "notice_hash": r.notice_hash,
+                "channel": r.channel, "evidence_ref": r.evidence_ref,
+                "granted_at": _utc(r.granted_at).isoformat() if r.granted_at else None,
+                "expires_at": _utc(r.expires_at).isoformat() if r.expires_at else None,
+                "occurred_at": _utc(r.occurred_at).isoformat(),
+                "recorded_at": _utc(r.recorded_at).isoformat(),
+            } for r in rows]
 
     def grants_for(self, subject_ref: str) -> list[ConsentGrant]:
         """The subject's grants as the ledger stands now, withdrawals folded in."""
@@ -224,9 +285,38 @@ class ConsentLedger:
                 consent_id=r.id, subject_ref=r.subject_ref, purpose=r.purpose,
                 scopes=frozenset(r.scopes), granted_at=_utc(r.granted_at or r.occurred_at),
                 expires_at=_utc(r.expires_at or r.occurred_at),
-                notice_version=r.notice_version or "", withdrawn_at=withdrawn.get(r.id))
+                notice_version=r.notice_version or "", notice_hash=r.notice_hash or "",
+                channel=r.channel or "", withdrawn_at=withdrawn.get(r.id))
             for r in rows if r.event == "grant"
         ]
+
+    def stats(self) -> list[dict[str, Any]]:
+        """Per notice version and channel: people asked (any grant under it), people who
+        granted each scope, people who withdrew any grant."""
+        with self._store.transaction() as s:
+            rows = s.execute(select(m.ConsentEvent.event, m.ConsentEvent.subject_ref,
+                                    m.ConsentEvent.notice_version, m.ConsentEvent.channel,
+                                    m.ConsentEvent.scopes, m.ConsentEvent.grant_id,
+                                    m.ConsentEvent.id)).all()
+        grant_place = {r.id: (r.notice_version, r.channel) for r in rows if r.event == "grant"}
+        groups: dict[tuple[str, str], dict[str, Any]] = {}
+        for r in rows:
+            place = (grant_place.get(r.grant_id) if r.grant_id else (r.notice_version, r.channel))
+            if place is None:
+                continue
+            g = groups.setdefault((place[0] or "", place[1] or ""), {
+                "asked": set(), "scopes": {}, "withdrew": set()})
+            if r.event == "grant":
+                g["asked"].add(r.subject_ref)
+                for scope in r.scopes:
+                    g["scopes"].setdefault(scope, set()).add(r.subject_ref)
+            elif r.event == "withdraw":
+                g["withdrew"].add(r.subject_ref)
+        return [{
+            "notice_version": nv, "channel": ch, "asked": len(g["asked"]),
+            "granted": {k: len(v) for k, v in sorted(g["scopes"].items())},
+            "withdrew": len(g["withdrew"]),
+        } for (nv, ch), g in sorted(groups.items())]
 
 
 class ApplicantRepository:
@@ -270,6 +360,7 @@ class ApplicantRepository:
                 m.Applicant.applicant_ref != excluding_ref)) or 0
 
     def add_decided(self, *, run_id: str, line_no: int, applicant: NewApplicant,
+                    human_review_requested: bool = False,
                     steps: Iterable[StepRecord], decision: Decision) -> StoredApplicant | None:
         """Store a new applicant with its steps, decision, review case and run line, all or
         nothing. Returns None when the ref already exists (another writer got there first)."""
@@ -289,8 +380,8 @@ class ApplicantRepository:
             phone_ct=enc("phone", applicant.phone) if applicant.phone else None,
             id_number_bidx=self.id_number_index(applicant.id_number.get_secret_value()),
             phone_bidx=c.blind_index(phone, table=self.TABLE, column="phone") if phone else None,
-            outcome=decision.outcome, score=decision.score,
-            policy_version=decision.policy_version, reasons=list(decision.reasons),
+            outcome=decision.outcome, human_review_requested=human_review_requested,
+            score=decision.score, policy_version=decision.policy_version, reasons=list(decision.reasons),
             features=dict(decision.features), run_id=run_id, created_at=now, decided_at=now)
         step_rows = [
             m.StepResult(

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from policies.consent import ConsentDecision, ConsentGrant, authorize
+from policies.consent import ConsentDecision, ConsentGrant, ConsentPolicy, authorize
+from policies.notices import Notice
 from verifiers.base import Evidence, StepStatus, Subject, Verifier, _mint_permit
 
 log = logging.getLogger("idv.gate")
@@ -36,18 +37,27 @@ def _now() -> datetime:
 class ConsentGate:
     """Authorize, record, then call. Construct one per process with the ledger and audit log."""
 
-    def __init__(self, ledger: ConsentReader, recorder: DecisionRecorder,
+    def __init__(self, ledger: ConsentReader, recorder: DecisionRecorder, *,
+                 policy: ConsentPolicy, notices: Mapping[str, Notice],
                  clock: Callable[[], datetime] = _now) -> None:
         self._ledger = ledger
         self._recorder = recorder
+        self._policy = policy
+        self._notices = notices
         self._clock = clock
+
+    def scopes_for(self, verifier: Verifier) -> frozenset[str]:
+        """The scopes a step needs: what the policy says for it and what it declares."""
+        return self._policy.step_scopes(verifier.name, verifier.scopes)
 
     def authorize(self, *, subject_ref: str, purpose: str, scopes: frozenset[str],
                   step: str) -> tuple[ConsentDecision, str]:
         """Decide and record, without calling anything (for steps that are not verifiers,
         such as automated scoring). Returns the decision and its recorded id."""
-        decision = authorize(self._ledger.grants_for(subject_ref), subject_ref=subject_ref,
-                             purpose=purpose, scopes=scopes, step=step, now=self._clock())
+        scopes = self._policy.step_scopes(step, scopes)
+        decision = authorize(self._ledger.grants_for(subject_ref), notices=self._notices,
+                             subject_ref=subject_ref, purpose=purpose, scopes=scopes, step=step,
+                             now=self._clock())
         decision_id = str(uuid.uuid4())
         self._recorder.record(
             "consent.allowed" if decision.allowed else "consent.denied", subject_ref, {
@@ -63,14 +73,14 @@ class ConsentGate:
         """Run one step under consent. Returns its evidence and the gate decision's id."""
         purpose = purpose or verifier.purpose
         decision, decision_id = self.authorize(
-            subject_ref=subject.applicant_ref, purpose=purpose, scopes=verifier.scopes,
+            subject_ref=subject.applicant_ref, purpose=purpose, scopes=self.scopes_for(verifier),
             step=verifier.name)
         if not decision.allowed:
             return Evidence(verifier=verifier.name, status=StepStatus.SKIPPED,
                             reason=decision.reason), decision_id
         permit = _mint_permit(
             consent_id=decision.consent_ids[0], consent_ids=decision.consent_ids,
-            subject_ref=subject.applicant_ref, purpose=purpose, scopes=verifier.scopes,
+            subject_ref=subject.applicant_ref, purpose=purpose, scopes=decision.scopes,
             step=verifier.name, issued_at=decision.decided_at, decision_id=decision_id)
         try:
             evidence = await verifier.verify(subject, permit)

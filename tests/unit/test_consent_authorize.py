@@ -5,6 +5,9 @@ import pytest
 from policies import catalog
 from policies.consent import ConsentGrant, GrantRuleError, authorize, check_grant
 
+NOTICES = catalog.notices()
+NEW, OLD = "privacy-notice-2026.10", "privacy-notice-2026.04"
+
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 STEP = frozenset({"id_verification"})
 
@@ -19,8 +22,8 @@ def grant(**kw):
 
 
 def decide(grants, scopes=STEP, purpose="onboarding_verification"):
-    return authorize(grants, subject_ref="A-1", purpose=purpose, scopes=scopes,
-                     step="id_check", now=NOW)
+    return authorize(grants, notices=NOTICES, subject_ref="A-1", purpose=purpose,
+                     scopes=scopes, step="id_check", now=NOW)
 
 
 def test_when_a_live_grant_covers_the_scopes_then_the_step_is_allowed_under_it():
@@ -36,6 +39,8 @@ def test_when_a_live_grant_covers_the_scopes_then_the_step_is_allowed_under_it()
     ([grant(purpose="ongoing_monitoring")], "wrong_purpose"),
     ([grant(scopes=frozenset({"risk_scoring"}))], "missing_scope"),
     ([grant(subject_ref="A-2")], "no_consent"),
+    ([grant(notice_version="privacy-notice-1999")], "scope_not_in_notice"),
+    ([grant(notice_hash="0" * 64)], "scope_not_in_notice"),
 ])
 def test_when_no_live_grant_covers_the_step_then_it_is_refused_with_the_reason(grants, reason):
     d = decide(grants)
@@ -70,6 +75,24 @@ def test_when_a_grant_is_renewed_after_withdrawal_then_the_new_grant_allows():
     assert d.allowed and d.consent_ids == ("new",)
 
 
+def test_when_the_notice_does_not_list_a_scope_then_a_grant_under_it_does_not_cover_it():
+    old = grant(notice_version=OLD, scopes=frozenset({"wechat_profile"}))
+    d = decide([old], scopes=frozenset({"wechat_profile"}))
+    assert not d.allowed and d.reason == "scope_not_in_notice"
+    assert decide([grant(notice_version=OLD)]).allowed
+
+
+def test_when_the_notice_does_not_list_the_purpose_then_nothing_is_covered():
+    g = grant(notice_version=OLD, purpose="ongoing_monitoring")
+    d = decide([g], purpose="ongoing_monitoring")
+    assert not d.allowed and d.reason == "scope_not_in_notice"
+
+
+def test_when_the_grant_records_the_notice_hash_it_saw_then_it_covers():
+    g = grant(notice_hash=NOTICES[NEW].text_sha256)
+    assert decide([g]).allowed
+
+
 POLICY = catalog.consent_policy()
 
 
@@ -78,7 +101,7 @@ def check(**kw):
                 notice_version="privacy-notice-2026.10", granted_at=NOW - timedelta(days=1),
                 expires_at=NOW + timedelta(days=300), now=NOW)
     base.update(kw)
-    check_grant(POLICY, **base)
+    return check_grant(POLICY, NOTICES, **base)
 
 
 @pytest.mark.parametrize("kw, field", [
@@ -89,6 +112,11 @@ def check(**kw):
      "consents.granted_at"),
     ({"expires_at": NOW - timedelta(days=2)}, "consents.expires_at"),
     ({"expires_at": NOW + timedelta(days=900)}, "consents.expires_at"),
+    ({"scopes": frozenset({"id_verification", "court_records"})}, "consents.scopes"),
+    ({"scopes": frozenset({"wechat_profile"}), "notice_version": OLD}, "consents.scopes"),
+    ({"purpose": "ongoing_monitoring", "notice_version": OLD}, "consents.purpose"),
+    ({"notice_hash": "0" * 64}, "consents.notice_hash"),
+    ({"scopes": frozenset()}, "consents.scopes"),
 ])
 def test_when_a_grant_breaks_the_policy_then_it_is_refused_naming_the_field(kw, field):
     with pytest.raises(GrantRuleError) as err:
@@ -96,5 +124,16 @@ def test_when_a_grant_breaks_the_policy_then_it_is_refused_naming_the_field(kw, 
     assert err.value.field == field
 
 
-def test_when_a_grant_keeps_to_the_policy_then_it_is_accepted():
-    check()
+def test_when_a_grant_keeps_to_the_policy_then_it_is_accepted_with_its_notice():
+    assert check().version == NEW
+    check(scopes=frozenset({"id_verification", "risk_scoring", "wechat_profile"}))
+
+
+def test_when_sensitive_scopes_are_bundled_then_the_rule_says_each_needs_its_own_grant():
+    with pytest.raises(GrantRuleError, match="sensitive"):
+        check(scopes=frozenset({"credit_report", "court_records"}))
+
+
+def test_when_the_policy_names_step_scopes_then_they_are_known_scopes():
+    assert POLICY.steps["id_check"] == frozenset({"id_verification"})
+    assert "wechat_profile" in POLICY.optional() and "credit_report" in POLICY.sensitive()

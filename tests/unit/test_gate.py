@@ -9,11 +9,17 @@ from typing import ClassVar
 import pytest
 from pydantic import SecretStr
 
+from policies import catalog
 from policies.consent import ConsentGrant
 from verifiers.base import ConsentPermit, Evidence, StepStatus, Subject
 from verifiers.gate import ConsentGate
 
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+
+
+def make_gate(ledger, recorder):
+    return ConsentGate(ledger, recorder, policy=catalog.consent_policy(),
+                       notices=catalog.notices(), clock=lambda: NOW)
 
 
 class Ledger:
@@ -68,6 +74,7 @@ CASES = {
     "expired": [grant(expires_at=NOW - timedelta(seconds=1))],
     "wrong purpose": [grant(purpose="ongoing_monitoring")],
     "missing scope": [grant(scopes=frozenset({"risk_scoring"}))],
+    "scope not in the notice": [grant(notice_version="privacy-notice-1999")],
 }
 
 
@@ -75,7 +82,7 @@ CASES = {
 async def test_when_no_live_consent_covers_the_step_then_the_verifier_is_never_called(grants):
     ledger, recorder, verifier = Ledger(), Recorder(), CountingVerifier()
     ledger.grants = grants
-    evidence, _ = await ConsentGate(ledger, recorder, clock=lambda: NOW).run(verifier, SUBJECT)
+    evidence, _ = await make_gate(ledger, recorder).run(verifier, SUBJECT)
     assert verifier.permits == []
     assert evidence.status is StepStatus.SKIPPED
     assert [e[0] for e in recorder.events] == ["consent.denied"]
@@ -84,7 +91,7 @@ async def test_when_no_live_consent_covers_the_step_then_the_verifier_is_never_c
 async def test_when_consent_covers_the_step_then_the_call_carries_the_permit_and_is_recorded():
     ledger, recorder, verifier = Ledger(), Recorder(), CountingVerifier()
     ledger.grants = [grant()]
-    evidence, decision_id = await ConsentGate(ledger, recorder, clock=lambda: NOW).run(
+    evidence, decision_id = await make_gate(ledger, recorder).run(
         verifier, SUBJECT)
     (permit,) = verifier.permits
     assert permit.consent_id == "c1" and permit.decision_id == decision_id
@@ -99,7 +106,7 @@ async def test_when_consent_is_withdrawn_between_steps_then_the_next_step_is_ref
     def withdraw():  # lands while the first step is talking to its source
         ledger.grants = [grant(withdrawn_at=NOW)]
 
-    gate = ConsentGate(ledger, recorder, clock=lambda: NOW)
+    gate = make_gate(ledger, recorder)
     first = CountingVerifier(on_call=withdraw)
     second = CountingVerifier()
     assert (await gate.run(first, SUBJECT))[0].status is StepStatus.PASSED
@@ -115,7 +122,7 @@ async def test_when_a_verifier_raises_then_the_step_is_an_error_and_the_text_is_
 
     ledger, recorder = Ledger(), Recorder()
     ledger.grants = [grant()]
-    evidence, _ = await ConsentGate(ledger, recorder, clock=lambda: NOW).run(Broken(), SUBJECT)
+    evidence, _ = await make_gate(ledger, recorder).run(Broken(), SUBJECT)
     assert evidence.status is StepStatus.ERROR
     assert "11010519491231002X" not in repr(evidence) + repr(recorder.events)
 

@@ -25,18 +25,20 @@ def good(**kw):
         "phone": PHONE, "product": "consumer_loan",
         "consents": [{
             "purpose": "onboarding_verification",
-            "scopes": ["id_verification", "risk_scoring"],
+            "scopes": scopes,
             "granted_at": (NOW - timedelta(days=2)).isoformat(),
             "expires_at": (NOW + timedelta(days=300)).isoformat(),
             "notice_version": "privacy-notice-2026.10", "channel": "app",
-            "evidence": "sha256:" + "ab" * 32}],
+            "evidence": f"sha256:{i:064x}"} for i, scopes in enumerate(
+                [["id_verification"], ["risk_scoring", "wechat_profile"]])],
     }
     line.update(kw)
     return line
 
 
 def parse(raw, line_no=1):
-    return parse_record(raw, line_no, consent_policy=catalog.consent_policy(), now=NOW)
+    return parse_record(raw, line_no, consent_policy=catalog.consent_policy(),
+                        notices=catalog.notices(), now=NOW)
 
 
 def test_when_a_line_is_valid_then_it_is_normalised_and_frozen():
@@ -69,6 +71,12 @@ def test_when_a_line_is_valid_then_it_is_normalised_and_frozen():
     ({"consents": [dict(good()["consents"][0], granted_at="2026-11-20T08:00:00")]},
      "consents.0.granted_at"),
     ({"favourite_colour": "blue"}, "favourite_colour"),
+    ({"consents": [dict(good()["consents"][0], scopes=["id_verification", "credit_report"])]},
+     "consents.0.scopes"),
+    ({"consents": [dict(good()["consents"][0], evidence="")]}, "consents.0.evidence"),
+    ({"consents": [good()["consents"][0], dict(good()["consents"][1], purpose="spying")]},
+     "consents.1.purpose"),
+    ({"human_review_requested": "maybe"}, "human_review_requested"),
 ])
 def test_when_a_field_breaks_a_rule_then_the_refusal_names_it_and_never_the_value(change, field):
     result = parse(good(**change))
