@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     identity_app_secret: SecretStr = SecretStr("idv-dev-secret")
     vendor_timeout_s: float = Field(5.0, gt=0)
     vendor_max_attempts: int = Field(3, ge=1, le=10)
+    api_token: SecretStr | None = None
 
     @property
     def resolved_database_url(self) -> str:
@@ -115,19 +116,19 @@ class Runtime:
         s = self.settings
         return default_registry(timeout_s=s.vendor_timeout_s, max_attempts=s.vendor_max_attempts)
 
-    @property
+    @cached_property
     def scorecard(self) -> Scorecard:
         return catalog.scorecard()
 
-    @property
+    @cached_property
     def verification(self) -> VerificationPolicy:
         return catalog.verification_policy()
 
-    @property
+    @cached_property
     def consent_policy(self) -> ConsentPolicy:
         return catalog.consent_policy()
 
-    @property
+    @cached_property
     def notices(self) -> dict[str, Notice]:
         return catalog.notices()
 

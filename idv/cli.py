@@ -31,6 +31,8 @@ app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(db_app, name="db")
 app.add_typer(review_app, name="review")
 app.add_typer(audit_app, name="audit")
+consent_app = typer.Typer(help="The consent ledger.", no_args_is_help=True)
+app.add_typer(consent_app, name="consent")
 
 # Piped output (CI logs, `| less`) gets a wide console so masked tables are not truncated.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -335,6 +337,183 @@ def audit_verify(as_json: JsonOpt = False) -> None:
                       f"({checked} events verified before it)")
     if not ok:
         raise typer.Exit(1)
+
+
+@contextmanager
+def _runtime() -> Iterator[Any]:
+    from flows.runtime import Runtime
+
+    rt = Runtime.from_env()
+    try:
+        yield rt
+    finally:
+        rt.close()
+
+
+def _service(rt: Any) -> Any:
+    from storage.consents import ConsentService
+
+    return ConsentService(rt.store, rt.consent_policy, rt.notices)
+
+
+@consent_app.command("grant")
+def consent_grant(
+    applicant_ref: Annotated[str, typer.Argument(help="The subject's applicant_ref.")],
+    purpose: Annotated[str, typer.Option(help="e.g. onboarding_verification")],
+    scope: Annotated[list[str], typer.Option(help="A scope; repeat for several (one sensitive "
+                                             "scope per grant).")],
+    notice: Annotated[str, typer.Option(help="The notice version shown.")],
+    channel: Annotated[str, typer.Option(help="app, web, branch, call_center...")],
+    evidence: Annotated[str, typer.Option(help="Reference to the proof, e.g. sha256:<hex>.")],
+    granted_at: Annotated[str | None, typer.Option(help="ISO time with zone; default now.")]
+    = None,
+    expires_at: Annotated[str | None, typer.Option(help="ISO time with zone; default the "
+                                                   "purpose's longest validity.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Record one affirmative act of consent."""
+    from pydantic import ValidationError
+
+    from policies.consent import GrantRuleError
+    from storage.consents import GrantRequest
+
+    try:
+        req = GrantRequest(subject_ref=applicant_ref, purpose=purpose, scopes=frozenset(scope),
+                           notice_version=notice, channel=channel, evidence=evidence,
+                           granted_at=granted_at, expires_at=expires_at)
+    except ValidationError as exc:
+        err = exc.errors(include_input=False)[0]
+        _fail(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}", as_json=as_json)
+    with _runtime() as rt:
+        try:
+            result = _service(rt).grant(req)
+        except GrantRuleError as exc:
+            _fail(f"{exc.field}: {exc.rule}", as_json=as_json)
+    if as_json:
+        _emit(result.model_dump(mode="json"))
+    else:
+        state = "recorded" if result.created else "already recorded"
+        console.print(f"consent {result.consent_id} {state} under {result.notice_version}")
+
+
+@consent_app.command("withdraw")
+def consent_withdraw(
+    consent_id: Annotated[str, typer.Argument(help="The grant to withdraw.")],
+    channel: Annotated[str, typer.Option(help="Where the withdrawal came from.")] = "cli",
+    evidence: Annotated[str | None, typer.Option(help="Reference to the proof.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Withdraw a grant. Every later step for that person is refused by the gate."""
+    from storage.consents import WithdrawRequest
+    from storage.repositories import UnknownConsentError
+
+    with _runtime() as rt:
+        try:
+            result = _service(rt).withdraw(consent_id, WithdrawRequest(channel=channel,
+                                                                       evidence=evidence))
+        except UnknownConsentError:
+            _fail("consent_id: no such grant", as_json=as_json)
+    if as_json:
+        _emit(result.model_dump(mode="json"))
+    elif result.already_withdrawn:
+        console.print(f"consent {consent_id} was already withdrawn at "
+                      f"{result.withdrawn_at.isoformat()}")
+    else:
+        console.print(f"consent {consent_id} withdrawn at {result.withdrawn_at.isoformat()}")
+
+
+@consent_app.command("show")
+def consent_show(applicant_ref: str, as_json: JsonOpt = False) -> None:
+    """A subject's grants and their state now."""
+    with _runtime() as rt:
+        grants = _service(rt).status(applicant_ref)
+    if as_json:
+        _emit({"applicant_ref": applicant_ref, "grants": grants})
+        return
+    table = Table(title=f"Consents of {applicant_ref}")
+    for col in ("consent", "state", "purpose", "scopes", "notice", "channel", "granted",
+                "expires"):
+        table.add_column(col)
+    for g in grants:
+        table.add_row(g["consent_id"], g["state"], g["purpose"], ", ".join(g["scopes"]),
+                      g["notice_version"], g["channel"], g["granted_at"][:19],
+                      g["expires_at"][:19])
+    console.print(table)
+
+
+@consent_app.command("export")
+def consent_export(
+    applicant_ref: str,
+    output: Annotated[Path | None, typer.Option(help="Write the receipt here.")] = None,
+) -> None:
+    """The subject's consent receipt (JSON, identifiers masked)."""
+    with _runtime() as rt:
+        receipt = _service(rt).receipt(applicant_ref, actor=os.environ.get("USER", "cli"))
+    text = json.dumps(receipt, ensure_ascii=False, indent=2)
+    if output:
+        output.write_text(text + "\n", encoding="utf-8")
+        console.print(f"receipt written to {output}")
+    else:
+        sys.stdout.write(text + "\n")
+
+
+@consent_app.command("stats")
+def consent_stats(as_json: JsonOpt = False) -> None:
+    """Per notice version and channel: people asked, granting each scope, withdrawing."""
+    with _runtime() as rt:
+        stats = rt.store.ledger.stats()
+    if as_json:
+        _emit({"stats": stats})
+        return
+    scopes = sorted({k for row in stats for k in row["granted"]})
+    table = Table(title="Consent by notice version and channel")
+    for col in ("notice", "channel", "asked", *scopes, "withdrew"):
+        table.add_column(col, justify="right" if col not in ("notice", "channel") else "left")
+    for row in stats:
+        asked = row["asked"] or 1
+        table.add_row(row["notice_version"], row["channel"], str(row["asked"]),
+                      *[f"{row['granted'].get(s, 0)} ({100 * row['granted'].get(s, 0) // asked}%)"
+                        for s in scopes], str(row["withdrew"]))
+    console.print(table)
+
+
+@app.command()
+def explain(applicant_ref: str, as_json: JsonOpt = False) -> None:
+    """Why an applicant's outcome is what it is: reasons, score, policy version, steps."""
+    from idv.api import explain as explain_decision
+
+    with _runtime() as rt:
+        found = explain_decision(rt, applicant_ref)
+    if found is None:
+        _fail("applicant_ref: no such applicant", as_json=as_json)
+    if as_json:
+        _emit(found)
+        return
+    kind = "automated" if found["automated"] else "for a person to decide"
+    console.print(f"{applicant_ref}: {found['outcome']} ({kind}), score {found['score']}, "
+                  f"policy {found['policy_version']}")
+    for r in found["reasons"]:
+        console.print(f"  {r['code']}: {r['en']} / {r['zh']}")
+    for st in found["steps"]:
+        console.print(f"  step {st['step']}: {st['status']} ({st['reason']}) under consent "
+                      f"{', '.join(st['consent_ids']) or '-'}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8700,
+) -> None:
+    """Serve the HTTP API (consents, decisions)."""
+    import uvicorn
+
+    from flows.runtime import Runtime
+    from idv.api import create_app
+
+    _prepare_environment()
+    rt = Runtime.from_env()
+    console.print(f"idv API on http://{host}:{port} (OpenAPI at /docs)")
+    uvicorn.run(create_app(rt), host=host, port=port, log_level="warning")
 
 
 def main() -> None:

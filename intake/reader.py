@@ -21,7 +21,6 @@ from pydantic import ValidationError
 
 from intake.models import ApplicantLine, ConsentClaim, Refusal
 from policies.consent import ConsentPolicy, GrantRuleError, check_grant
-from policies.notices import Notice
 from policies.identity import (
     IdentityRuleError,
     normalize_name,
@@ -29,6 +28,7 @@ from policies.identity import (
     validate_id_number,
 )
 from policies.masking import mask_text
+from policies.notices import Notice
 
 _REF_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")  # same rule as ApplicantRef
 FIELDS = ("applicant_ref", "name", "id_type", "id_number", "phone", "product", "consents",

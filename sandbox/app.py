@@ -3,6 +3,7 @@ for a sandbox that must keep up with thousands of calls a second)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -48,6 +49,7 @@ class SandboxState:
     app_key: str
     app_secret: str
     fees_cents: dict[str, int] = field(default_factory=lambda: dict(FEES_CENTS))
+    latency_ms: float = 0.0  # added to every answer, to imitate a vendor's round trip
     calls: list[CallRecord] = field(default_factory=list)
     _digest_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     _nonces: OrderedDict[str, float] = field(default_factory=OrderedDict, repr=False)
@@ -101,6 +103,8 @@ def build_app(state: SandboxState) -> web.Application:
     """The sandbox's routes: the identity endpoints and `/_sandbox/*` for tests and operators."""
 
     async def identity(request: web.Request) -> web.Response:
+        if state.latency_ms:
+            await asyncio.sleep(state.latency_ms / 1000)
         path = request.path
         body = await request.read()
         key = request.headers.get("Idempotency-Key")

@@ -381,7 +381,8 @@ class ApplicantRepository:
             id_number_bidx=self.id_number_index(applicant.id_number.get_secret_value()),
             phone_bidx=c.blind_index(phone, table=self.TABLE, column="phone") if phone else None,
             outcome=decision.outcome, human_review_requested=human_review_requested,
-            score=decision.score, policy_version=decision.policy_version, reasons=list(decision.reasons),
+            score=decision.score, policy_version=decision.policy_version,
+            reasons=list(decision.reasons),
             features=dict(decision.features), run_id=run_id, created_at=now, decided_at=now)
         step_rows = [
             m.StepResult(

@@ -148,3 +148,58 @@ def test_when_a_grant_was_withdrawn_then_rerunning_its_line_does_not_revive_it(
     assert stored.steps[0].status == "skipped" and stored.steps[0].reason == "withdrawn"
     assert sandbox.state.calls_for(line["id_number"]) == []
     assert result.counts == {"review": 1}
+
+
+class ProbeVerifier:
+    """A test source behind an optional scope (a fake: the real account verifier has its own
+    issue). It records its calls so the test can see it was never reached."""
+
+    name = "account_probe"
+    purpose = "onboarding_verification"
+    scopes = frozenset({"wechat_profile"})
+    fee_cents = 0
+    calls: list[str] = []
+
+    async def verify(self, subject, permit):
+        from verifiers.base import Evidence, StepStatus
+
+        ProbeVerifier.calls.append(subject.applicant_ref)
+        return Evidence(verifier=self.name, status=StepStatus.PASSED, reason="ok",
+                        consent_id=permit.consent_id)
+
+
+def test_when_an_optional_scope_is_refused_then_its_step_is_skipped_and_the_rest_decides(
+        runtime, sandbox, tmp_path):
+    from policies.verification import VerificationPolicy
+    from verifiers.registry import default_registry
+
+    registry = default_registry()
+    registry.register("account_probe", lambda endpoints, session: ProbeVerifier())
+    runtime.__dict__["registry"] = registry
+    policy = VerificationPolicy.model_validate({"version": "t", "products": {"consumer_loan": {
+        "purpose": "onboarding_verification",
+        "steps": [{"step": "id_check"}, {"step": "account_probe"}]}}})
+    runtime.__dict__["verification"] = policy
+    lines = [x for x in applicants(30, seed=13, prefix="O-", mix=Mix(
+        invalid=0, no_consent=0, no_scoring_consent=0))]
+    ProbeVerifier.calls.clear()
+    run_batch(runtime, str(write(tmp_path / "b.jsonl", lines)))
+    assert ProbeVerifier.calls == []  # nobody granted wechat_profile
+    outcomes = set()
+    for line in lines:
+        stored = runtime.store.applicants.get(line["applicant_ref"])
+        probe = [s for s in stored.steps if s.step == "account_probe"]
+        assert probe[0].status == "skipped" and probe[0].reason == "missing_scope"
+        outcomes.add(stored.outcome)
+    assert "verified" in outcomes  # refusing an optional scope did not stop the application
+
+
+def test_when_the_applicant_asks_for_a_human_then_no_automated_outcome_is_given(
+        runtime, tmp_path):
+    lines = [dict(x, human_review_requested=True) for x in applicants(
+        5, seed=17, prefix="H-", mix=Mix(invalid=0, no_consent=0, no_scoring_consent=0))]
+    result = run_batch(runtime, str(write(tmp_path / "b.jsonl", lines)))
+    assert result.counts == {"review": 5}
+    for line in lines:
+        stored = runtime.store.applicants.get(line["applicant_ref"])
+        assert stored.reasons == ("HUMAN_REVIEW_REQUESTED",) and stored.score is None

@@ -1,0 +1,161 @@
+"""The HTTP API (`idv serve`): consents and decision explanations.
+
+Errors name the field and the rule, never the value: FastAPI's default 422
+body echoes the input, so it is replaced. With `IDV_API_TOKEN` set every call
+needs `Authorization: Bearer <token>`; production refuses to start without one.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from flows.runtime import Runtime, StartupError
+from policies.consent import GrantRuleError
+from storage.consents import (
+    ConsentService,
+    GrantRequest,
+    GrantResult,
+    WithdrawRequest,
+    WithdrawResult,
+)
+from storage.repositories import UnknownConsentError
+
+REF_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+
+
+class ErrorBody(BaseModel):
+    error: str
+    field: str | None = None
+    rule: str | None = None
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "path", "query")]
+    return ".".join(parts) or "body"
+
+
+def authenticated(request: Request,
+                  authorization: Annotated[str | None, Header()] = None) -> str:
+    """The caller, for the audit chain; 401 unless the bearer token matches."""
+    token: str | None = request.app.state.api_token
+    if token is None:
+        return "anonymous"
+    given = (authorization or "").removeprefix("Bearer ").strip()
+    if not given or not hmac.compare_digest(given.encode(), token.encode()):
+        raise HTTPException(401, "missing or wrong bearer token")
+    return "api-token"
+
+
+Actor = Annotated[str, Depends(authenticated)]
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    """The app over one runtime (its store, policies and gate)."""
+    s = runtime.settings
+    token = s.api_token.get_secret_value() if s.api_token else None
+    if s.env == "production" and not token:
+        raise StartupError("IDV_API_TOKEN must be set in production")
+    app = FastAPI(title="idv", version="0.1.0",
+                  description="Consent-gated identity verification: consents and decisions.")
+    service = ConsentService(runtime.store, runtime.consent_policy, runtime.notices)
+
+    app.state.api_token = token
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        err = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "is invalid"}
+        return JSONResponse(status_code=422, content=ErrorBody(
+            error="invalid_request", field=_field(tuple(err.get("loc", ()))),
+            rule=str(err.get("msg", "is invalid"))).model_dump())
+
+    @app.exception_handler(GrantRuleError)
+    async def refused(_request: Request, exc: GrantRuleError) -> JSONResponse:
+        return JSONResponse(status_code=422, content=ErrorBody(
+            error="consent_refused", field=exc.field, rule=exc.rule).model_dump())
+
+    @app.exception_handler(UnknownConsentError)
+    async def unknown(_request: Request, _exc: UnknownConsentError) -> JSONResponse:
+        return JSONResponse(status_code=404, content=ErrorBody(
+            error="unknown_consent", field="consent_id", rule="no such grant").model_dump())
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse(status_code=exc.status_code,
+                            content=ErrorBody(error=str(exc.detail)).model_dump())
+
+    @app.post("/consents", status_code=201, response_model=GrantResult,
+              responses={200: {"model": GrantResult}, 422: {"model": ErrorBody}})
+    def grant(req: GrantRequest, _actor: Actor) -> Any:
+        """Record one grant. The same grant twice is one grant (200 the second time)."""
+        result = service.grant(req)
+        if not result.created:
+            return JSONResponse(status_code=200, content=result.model_dump(mode="json"))
+        return result
+
+    @app.post("/consents/{consent_id}/withdraw", response_model=WithdrawResult,
+              responses={404: {"model": ErrorBody}})
+    def withdraw(consent_id: str, _actor: Actor, req: WithdrawRequest | None = None) -> Any:
+        """Withdraw a grant: no more fields than granting needed. Twice is harmless."""
+        return service.withdraw(consent_id, req or WithdrawRequest())
+
+    @app.get("/subjects/{applicant_ref}/consents")
+    def consents(applicant_ref: str, _actor: Actor) -> dict[str, Any]:
+        _check_ref(applicant_ref)
+        return {"applicant_ref": applicant_ref, "grants": service.status(applicant_ref)}
+
+    @app.get("/subjects/{applicant_ref}/consents/export")
+    def export(applicant_ref: str, actor: Actor) -> dict[str, Any]:
+        _check_ref(applicant_ref)
+        return service.receipt(applicant_ref, actor=actor)
+
+    @app.get("/consents/stats")
+    def stats(_actor: Actor) -> dict[str, Any]:
+        return {"stats": runtime.store.ledger.stats()}
+
+    @app.get("/subjects/{applicant_ref}/decision", responses={404: {"model": ErrorBody}})
+    def decision(applicant_ref: str, _actor: Actor) -> dict[str, Any]:
+        """The explanation of an automated outcome (PIPL Art. 24): reasons, policy version."""
+        _check_ref(applicant_ref)
+        found = explain(runtime, applicant_ref)
+        if found is None:
+            raise HTTPException(404, "unknown_applicant")
+        return found
+
+    return app
+
+
+def _check_ref(ref: str) -> None:
+    import re
+
+    if re.fullmatch(REF_PATTERN, ref) is None:
+        raise HTTPException(422, "applicant_ref: must be 1-64 letters, digits or ._:-")
+
+
+def explain(runtime: Runtime, applicant_ref: str) -> dict[str, Any] | None:
+    """Why an applicant's outcome is what it is: no personal values, codes with labels."""
+    stored = runtime.store.applicants.get(applicant_ref)
+    if stored is None:
+        return None
+    labels = runtime.scorecard.reasons
+    runtime.store.audit.record("decision.explained", applicant_ref, {"outcome": stored.outcome})
+    return {
+        "applicant_ref": applicant_ref,
+        "outcome": stored.outcome,
+        "automated": stored.score is not None,
+        "score": stored.score,
+        "policy_version": stored.policy_version,
+        "reasons": [{"code": c, "en": labels[c].en if c in labels else c,
+                     "zh": labels[c].zh if c in labels else c} for c in stored.reasons],
+        "features": stored.features,
+        "steps": [{"step": st.step, "status": st.status, "reason": st.reason,
+                   "consent_ids": list(st.consent_ids), "vendor_request_id": st.vendor_request_id,
+                   "as_of": st.as_of.isoformat() if st.as_of else None}
+                  for st in stored.steps],
+        "decided_at": stored.decided_at.isoformat(),
+    }

@@ -1,0 +1,182 @@
+"""The consent API over real HTTP on loopback (uvicorn in a thread), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+import uvicorn
+from pydantic import SecretStr
+from sqlalchemy import text
+
+from flows.runtime import Runtime, Settings
+from idv.api import create_app
+from storage.records import Decision, NewApplicant
+
+NOW = datetime.now(UTC)
+TOKEN = "test-token-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def api(database, key_file, tmp_path):
+    rt = Runtime(Settings(home=tmp_path / "home", database_url=database.url,
+                          database_schema=database.schema, key_file=key_file,
+                          api_token=SecretStr(TOKEN)))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(rt), host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}",
+                          headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+    yield client, rt
+    client.close()
+    server.should_exit = True
+    thread.join(10)
+    rt.close()
+
+
+def body(**kw):
+    b = {"subject_ref": "A-100", "purpose": "onboarding_verification",
+         "scopes": ["id_verification"], "notice_version": "privacy-notice-2026.10",
+         "channel": "app", "evidence": "sha256:" + "c" * 64,
+         "granted_at": (NOW - timedelta(hours=1)).isoformat(),
+         "expires_at": (NOW + timedelta(days=300)).isoformat()}
+    b.update(kw)
+    return b
+
+
+def ledger_rows(rt) -> int:
+    with rt.store.engine.connect() as conn:
+        return conn.execute(text("select count(*) from consent_events")).scalar()
+
+
+def test_when_a_grant_is_posted_twice_then_it_is_recorded_once(api):
+    client, rt = api
+    first = client.post("/consents", json=body())
+    assert first.status_code == 201, first.text
+    again = client.post("/consents", json=body())
+    assert again.status_code == 200 and again.json()["created"] is False
+    assert first.json()["consent_id"] == again.json()["consent_id"]
+    assert first.json()["notice_hash"] == rt.notices["privacy-notice-2026.10"].text_sha256
+    assert ledger_rows(rt) == 1
+
+
+BAD = [
+    ({"purpose": "marketing"}, "consent.purpose"),
+    ({"scopes": ["telepathy"]}, "consent.scopes"),
+    ({"scopes": "id_verification"}, "scopes"),
+    ({"scopes": ["id_verification", "credit_report"]}, "consent.scopes"),
+    ({"evidence": None}, "evidence"),
+    ({"evidence": "13800138000"}, "evidence"),
+    ({"notice_version": "privacy-notice-1999"}, "consent.notice_version"),
+    ({"notice_hash": "0" * 64}, "consent.notice_hash"),
+    ({"expires_at": (NOW - timedelta(days=1)).isoformat()}, "consent.expires_at"),
+    ({"expires_at": (NOW + timedelta(days=1000)).isoformat()}, "consent.expires_at"),
+    ({"granted_at": (NOW + timedelta(days=2)).isoformat(),
+      "expires_at": (NOW + timedelta(days=20)).isoformat()}, "consent.granted_at"),
+    ({"granted_at": "2026-11-20T08:00:00"}, "granted_at"),
+    ({"subject_ref": "has space"}, "subject_ref"),
+    ({"favourite": "x"}, "favourite"),
+    ({"scopes": ["wechat_profile"], "notice_version": "privacy-notice-2026.04"},
+     "consent.scopes"),
+]
+
+
+@pytest.mark.parametrize("change, field", BAD, ids=[f for _, f in BAD])
+def test_when_a_grant_is_malformed_then_422_names_field_and_rule_and_nothing_is_written(
+        api, change, field):
+    client, rt = api
+    resp = client.post("/consents", json=body(**change))
+    assert resp.status_code == 422, resp.text
+    err = resp.json()
+    assert err["field"] == field and err["rule"]
+    for value in change.values():
+        if isinstance(value, str) and len(value) > 8:
+            assert value not in resp.text
+    assert ledger_rows(rt) == 0
+
+
+def test_when_a_grant_is_withdrawn_then_twice_is_harmless_and_unknown_is_404(api):
+    client, _ = api
+    cid = client.post("/consents", json=body()).json()["consent_id"]
+    first = client.post(f"/consents/{cid}/withdraw")
+    assert first.status_code == 200 and first.json()["already_withdrawn"] is False
+    again = client.post(f"/consents/{cid}/withdraw", json={"channel": "web"})
+    assert again.status_code == 200 and again.json()["already_withdrawn"] is True
+    assert again.json()["withdrawal_id"] == first.json()["withdrawal_id"]
+    missing = client.post("/consents/no-such-id/withdraw")
+    assert missing.status_code == 404 and missing.json()["field"] == "consent_id"
+    grants = client.get("/subjects/A-100/consents").json()["grants"]
+    assert [g["state"] for g in grants] == ["withdrawn"]
+
+
+def test_when_a_receipt_is_exported_then_it_lists_every_event_with_notices_and_masks(api):
+    client, rt = api
+    run = rt.store.runs.start(batch_name="b", batch_sha256=None)
+    rt.store.applicants.add_decided(
+        run_id=run, line_no=1, steps=[], decision=Decision(
+            outcome="review", score=None, policy_version="p", reasons=(), features={}),
+        applicant=NewApplicant(applicant_ref="A-100", product="consumer_loan",
+                               id_type="resident_id", name=SecretStr("张伟"),
+                               id_number=SecretStr("11010519491231002X"),
+                               phone=SecretStr("+8613800138000")))
+    cid = client.post("/consents", json=body()).json()["consent_id"]
+    client.post("/consents", json=body(scopes=["risk_scoring"], evidence="sha256:" + "d" * 64))
+    client.post(f"/consents/{cid}/withdraw")
+    resp = client.get("/subjects/A-100/consents/export")
+    assert resp.status_code == 200
+    receipt = resp.json()
+    assert [e["event"] for e in receipt["events"]] == ["grant", "grant", "withdraw"]
+    (notice,) = receipt["notices"]
+    assert notice["text_sha256"] == rt.notices["privacy-notice-2026.10"].text_sha256
+    assert receipt["subject"]["id_number"] == "110***********002X"
+    assert receipt["subject"]["name"] == "张*"
+    for raw in ("11010519491231002X", "13800138000", "张伟"):
+        assert raw not in resp.text
+
+
+def test_when_stats_are_read_then_asked_granted_and_withdrew_are_counted(api):
+    client, _ = api
+    for i, ref in enumerate(["S-1", "S-2", "S-3"]):
+        cid = client.post("/consents", json=body(subject_ref=ref, evidence=f"sha256:{i:064x}")
+                          ).json()["consent_id"]
+        if ref == "S-3":
+            client.post(f"/consents/{cid}/withdraw")
+    client.post("/consents", json=body(subject_ref="S-1", scopes=["wechat_profile"],
+                                       evidence="sha256:" + "e" * 64))
+    (row,) = client.get("/consents/stats").json()["stats"]
+    assert row["asked"] == 3 and row["withdrew"] == 1
+    assert row["granted"] == {"id_verification": 3, "wechat_profile": 1}
+
+
+def test_when_no_decision_exists_then_the_explanation_is_404(api):
+    client, _ = api
+    resp = client.get("/subjects/A-404/decision")
+    assert resp.status_code == 404
+
+
+def test_when_the_token_is_missing_or_wrong_then_every_endpoint_refuses(api):
+    client, _ = api
+    bare = httpx.Client(base_url=str(client.base_url), timeout=5)
+    for method, path in [("POST", "/consents"), ("POST", "/consents/x/withdraw"),
+                         ("GET", "/subjects/A-1/consents"),
+                         ("GET", "/subjects/A-1/consents/export"), ("GET", "/consents/stats"),
+                         ("GET", "/subjects/A-1/decision")]:
+        assert bare.request(method, path, json=body()).status_code == 401
+        assert bare.request(method, path, json=body(),
+                            headers={"Authorization": "Bearer nope"}).status_code == 401
+    bare.close()

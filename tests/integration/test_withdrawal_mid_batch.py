@@ -1,0 +1,84 @@
+"""A withdrawal that lands while a batch runs (from another thread) stops every later step for
+that person, queued ones included: no call goes out on a decision taken after it."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import datetime
+
+from flows.onboarding import run_batch
+from flows.runtime import Runtime, Settings
+from idv.synthetic import Mix, applicants
+from sandbox.app import SandboxState
+from sandbox.server import SandboxServer
+from verifiers.base import _mint_permit
+from verifiers.id_check import idempotency_key
+
+
+def key_for(decision_id: str) -> str:
+    permit = _mint_permit(consent_id="x", subject_ref="x", purpose="x", scopes=frozenset(),
+                          step="id_check", issued_at=datetime.now(), decision_id=decision_id)
+    return idempotency_key(permit)
+
+
+def test_when_consent_is_withdrawn_during_a_run_then_no_later_call_is_made(
+        database, key_file, tmp_path):
+    lines = list(applicants(60, seed=77, prefix="M-", mix=Mix(invalid=0, no_consent=0,
+                                                             no_scoring_consent=0)))
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\n",
+                     encoding="utf-8")
+    state = SandboxState(app_key="k", app_secret="s", latency_ms=25)
+    with SandboxServer(state) as sandbox:
+        rt = Runtime(Settings(home=tmp_path / "home", database_url=database.url,
+                              database_schema=database.schema, key_file=key_file,
+                              identity_base_url=sandbox.base_url, identity_app_key="k",
+                              identity_app_secret="s", concurrency=2))
+        targets = lines[30:]
+        # The consents arrived earlier (through the API); the batch lines carry them again.
+        for line in lines:
+            for c in line["consents"]:
+                rt.store.ledger.record_grant(
+                    subject_ref=line["applicant_ref"], purpose=c["purpose"], scopes=c["scopes"],
+                    notice_version=c["notice_version"],
+                    notice_hash=rt.notices[c["notice_version"]].text_sha256,
+                    channel=c["channel"], evidence_ref=c["evidence"],
+                    granted_at=datetime.fromisoformat(c["granted_at"]),
+                    expires_at=datetime.fromisoformat(c["expires_at"]))
+        withdrawn_at: dict[str, datetime] = {}
+
+        def withdraw_when_running() -> None:
+            # A second runtime: its own connections, as a withdrawal arriving over the API would.
+            other = Runtime(rt.settings)
+            while len(state.calls) < 10:
+                time.sleep(0.005)
+            for line in targets:
+                for grant in other.store.ledger.grants_for(line["applicant_ref"]):
+                    other.store.ledger.withdraw(grant.consent_id, channel="app")
+                withdrawn_at[line["applicant_ref"]] = other.store.ledger.grants_for(
+                    line["applicant_ref"])[0].withdrawn_at
+            other.close()
+
+        worker = threading.Thread(target=withdraw_when_running)
+        worker.start()
+        result = run_batch(rt, str(batch))
+        worker.join(30)
+    assert sum(result.counts.values()) == len(lines)
+    assert len(withdrawn_at) == len(targets)
+    skipped = 0
+    for line in targets:
+        ref = line["applicant_ref"]
+        allowed = {e.detail["decision_id"]: e.at for e in rt.store.audit.events(
+            subject_ref=ref, kind_prefix="consent.allowed") if e.detail["step"] == "id_check"}
+        by_key = {key_for(d): at for d, at in allowed.items()}
+        for call in state.calls_for(line["id_number"]):
+            assert by_key[call.idempotency_key] < withdrawn_at[ref]
+        stored = rt.store.applicants.get(ref)
+        if stored and stored.steps[0].reason == "withdrawn":
+            skipped += 1
+            assert state.calls_for(line["id_number"]) == []
+    # The withdrawal landed mid-run: some of its people had not been reached yet.
+    assert skipped > 0
+    rt.close()
