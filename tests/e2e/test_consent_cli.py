@@ -1,0 +1,63 @@
+"""`idv consent ...` and `idv explain` in a subprocess against a SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+IDV = str(Path(sys.executable).with_name("idv"))
+
+
+@pytest.fixture
+def env(tmp_path):
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("IDV_", "PREFECT_"))}
+    e["IDV_HOME"] = str(tmp_path / "home")
+    return e
+
+
+def idv(env, *args):
+    return subprocess.run([IDV, *args], env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+
+
+YESTERDAY = (datetime.now(UTC) - timedelta(days=1)).replace(microsecond=0).isoformat()
+GRANT = ["consent", "grant", "A-7", "--purpose", "onboarding_verification", "--scope",
+         "id_verification", "--notice", "privacy-notice-2026.10", "--channel", "app",
+         "--evidence", "sha256:" + "a" * 64, "--granted-at", YESTERDAY]
+
+
+def test_when_consent_commands_run_then_grant_withdraw_show_export_and_stats_agree(env):
+    granted = idv(env, *GRANT, "--json")
+    assert granted.returncode == 0, granted.stderr
+    cid = json.loads(granted.stdout)["consent_id"]
+    again = json.loads(idv(env, *GRANT, "--json").stdout)
+    assert again["consent_id"] == cid and again["created"] is False
+
+    bundled = idv(env, *GRANT[:-4], "--scope", "credit_report", "--evidence",
+                  "sha256:" + "b" * 64, "--json")
+    assert bundled.returncode == 2
+    assert json.loads(bundled.stdout)["error"].startswith("consent.scopes: bundles")
+
+    withdrawn = json.loads(idv(env, "consent", "withdraw", cid, "--json").stdout)
+    assert withdrawn["already_withdrawn"] is False
+    twice = idv(env, "consent", "withdraw", cid)
+    assert twice.returncode == 0 and "already withdrawn" in twice.stdout
+    unknown = idv(env, "consent", "withdraw", "nope", "--json")
+    assert unknown.returncode == 2 and "no such grant" in unknown.stdout
+
+    shown = json.loads(idv(env, "consent", "show", "A-7", "--json").stdout)
+    assert [g["state"] for g in shown["grants"]] == ["withdrawn"]
+    receipt = json.loads(idv(env, "consent", "export", "A-7").stdout)
+    assert [e["event"] for e in receipt["events"]] == ["grant", "withdraw"]
+    (row,) = json.loads(idv(env, "consent", "stats", "--json").stdout)["stats"]
+    assert row["asked"] == 1 and row["withdrew"] == 1
+    assert idv(env, "consent", "stats").returncode == 0
+    missing = idv(env, "explain", "A-7", "--json")
+    assert missing.returncode == 2 and "no such applicant" in missing.stdout
