@@ -168,6 +168,9 @@ class ChunkRunner:
             return self.refuse(Refusal(line.line_no, line.applicant_ref, "product",
                                        "is not a known product"), report)
         existing = store.applicants.get(line.applicant_ref)
+        if existing is not None and existing.id_number_bidx is None:
+            return self.refuse(Refusal(line.line_no, line.applicant_ref, "applicant_ref",
+                                       "belongs to an erased subject"), report)
         if existing is not None:
             same = existing.id_number_bidx == store.applicants.id_number_index(
                 line.id_number.get_secret_value())

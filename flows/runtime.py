@@ -18,13 +18,15 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from policies import catalog
+from policies.access import AccessPolicy, RetentionPolicy
 from policies.consent import ConsentPolicy
 from policies.masking import mask_text
 from policies.notices import Notice
 from policies.scorecard import Scorecard
 from policies.verification import VerificationPolicy
-from storage.crypto import FieldCipher, load_key_file
+from storage.crypto import fernet_key
 from storage.db import make_engine, upgrade
+from storage.keyring import KekProvider, KeyRing, LocalKekProvider, VaultTransitKekProvider
 from storage.repositories import Store
 from verifiers.gate import ConsentGate
 from verifiers.registry import VerifierRegistry, default_registry
@@ -41,6 +43,11 @@ class Settings(BaseSettings):
     database_url: str | None = None
     database_schema: str | None = None
     key_file: Path | None = None
+    keystore_url: str | None = None
+    kek_provider: Literal["local", "vault"] = "local"
+    vault_addr: str | None = None
+    vault_token: SecretStr | None = None
+    vault_key: str = "idv"
     auto_migrate: bool = True
     chunk_size: int = Field(500, ge=1, le=50_000)
     concurrency: int = Field(32, ge=1, le=1024)
@@ -60,6 +67,14 @@ class Settings(BaseSettings):
     @property
     def resolved_key_file(self) -> Path:
         return self.key_file or self.home / "keys" / "idv.key"
+
+    @property
+    def resolved_keystore_url(self) -> str:
+        """The key store (wrapped DEKs): kept apart from the data so no data backup holds
+        a key. Default: a SQLite file beside the key file."""
+        if self.keystore_url:
+            return self.keystore_url
+        return f"sqlite:///{self.resolved_key_file.resolve().parent / 'keystore.db'}"
 
     def endpoints(self) -> dict[str, VendorEndpoint]:
         return {
@@ -91,20 +106,47 @@ class Runtime:
         if s.identity_app_secret.get_secret_value() in DEV_SECRETS:
             raise StartupError("IDV_IDENTITY_APP_SECRET is the development secret; "
                                "set a real one in production")
-        if not s.resolved_key_file.exists():
+        if s.kek_provider == "local" and not s.resolved_key_file.exists():
             raise StartupError("IDV_KEY_FILE does not exist; production never creates keys")
         if s.database_url is None:
             raise StartupError("IDV_DATABASE_URL must be set in production")
 
     @cached_property
-    def store(self) -> Store:
-        self.check_production()
+    def kek(self) -> KekProvider:
         s = self.settings
-        keys = load_key_file(s.resolved_key_file, create=s.env == "development")
+        if s.kek_provider == "vault":
+            if not s.vault_addr or not s.vault_token:
+                raise StartupError("IDV_VAULT_ADDR and IDV_VAULT_TOKEN are needed for the "
+                                   "vault KEK provider")
+            return VaultTransitKekProvider(s.vault_addr, s.vault_token.get_secret_value(),
+                                           s.vault_key)
+        dev = s.env == "development"
+        provider = LocalKekProvider(s.resolved_key_file, create=dev, development=dev)
+        if s.env == "production" and provider.development:
+            raise StartupError(f"{s.resolved_key_file} is a development key; production "
+                               "needs a key file made with `idv keys init --production` or a KMS")
+        return provider
+
+    @cached_property
+    def keyring(self) -> KeyRing:
+        self.check_production()
+        engine = make_engine(self.settings.resolved_keystore_url,
+                             schema=self.settings.database_schema)
+        return KeyRing(self.kek, engine)
+
+    @cached_property
+    def store(self) -> Store:
+        s = self.settings
+        ring = self.keyring
         engine = make_engine(s.resolved_database_url, schema=s.database_schema)
         if s.auto_migrate:
             upgrade(engine)
-        return Store(engine, FieldCipher(keys))
+        return Store(engine, ring)
+
+    def prefect_encryption_key(self) -> str:
+        """Prefect's server key for Secret blocks, derived from our key ring instead of the
+        key Prefect would otherwise keep in its own database beside the data."""
+        return fernet_key(self.keyring.secret("prefect-server"), "idv prefect server v1")
 
     @cached_property
     def gate(self) -> ConsentGate:
@@ -132,9 +174,19 @@ class Runtime:
     def notices(self) -> dict[str, Notice]:
         return catalog.notices()
 
+    @cached_property
+    def access_policy(self) -> AccessPolicy:
+        return catalog.access_policy()
+
+    @cached_property
+    def retention_policy(self) -> RetentionPolicy:
+        return catalog.retention_policy()
+
     def close(self) -> None:
         if "store" in self.__dict__:
             self.store.engine.dispose()
+        if "keyring" in self.__dict__:
+            self.keyring.engine.dispose()
 
 
 class MaskingFilter(logging.Filter):

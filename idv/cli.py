@@ -33,6 +33,10 @@ app.add_typer(review_app, name="review")
 app.add_typer(audit_app, name="audit")
 consent_app = typer.Typer(help="The consent ledger.", no_args_is_help=True)
 app.add_typer(consent_app, name="consent")
+keys_app = typer.Typer(help="The key ring.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+subject_app = typer.Typer(help="Data-subject requests.", no_args_is_help=True)
+app.add_typer(subject_app, name="subject")
 
 # Piped output (CI logs, `| less`) gets a wide console so masked tables are not truncated.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -52,6 +56,15 @@ def _prepare_environment() -> None:
         os.environ.setdefault(key, value)
     # Prefect creates only the last path component of its home; ours is nested and private.
     Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True, mode=0o700)
+    if "PREFECT_SERVER_ENCRYPTION_KEY" not in os.environ:
+        # Prefect's key for Secret blocks comes from our key ring, not from its own database.
+        from flows.runtime import Runtime
+
+        rt = Runtime.from_env()
+        try:
+            os.environ["PREFECT_SERVER_ENCRYPTION_KEY"] = rt.prefect_encryption_key()
+        finally:
+            rt.close()
     install_log_masking()
 
 
@@ -514,6 +527,177 @@ def serve(
     rt = Runtime.from_env()
     console.print(f"idv API on http://{host}:{port} (OpenAPI at /docs)")
     uvicorn.run(create_app(rt), host=host, port=port, log_level="warning")
+
+
+@keys_app.command("init")
+def keys_init(
+    production: Annotated[bool, typer.Option("--production", help="Mark the key as fit for "
+                                             "production (IDV_ENV=production refuses others).")]
+    = False,
+) -> None:
+    """Create the local KEK file (mode 0600). Refuses to overwrite one."""
+    from flows.runtime import Settings
+    from storage.keyring import LocalKekProvider
+
+    path = Settings().resolved_key_file
+    if path.exists():
+        _fail(f"{path} exists; a key that may protect data is never overwritten", as_json=False)
+    LocalKekProvider(path, create=True, development=not production)
+    console.print(f"key file created: {path} (mode 0600)")
+
+
+@keys_app.command("status")
+def keys_status(as_json: JsonOpt = False) -> None:
+    """KEK versions, their state, and how many keys each wraps."""
+    with _runtime() as rt:
+        status = rt.keyring.status()
+    if as_json:
+        _emit(status)
+        return
+    table = Table(title=f"Key ring (active: {status['active']})")
+    for col in ("version", "state", "wraps"):
+        table.add_column(col)
+    for v in status["versions"]:
+        table.add_row(v["version"], v["state"], str(v["wraps"]))
+    console.print(table)
+    console.print(f"destroyed subject keys (erased): {status['destroyed_subject_keys']}")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    batch_size: Annotated[int, typer.Option(help="DEKs rewrapped per transaction.")] = 500,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a KEK version and rewrap every DEK under it, without downtime; rerun to resume."""
+    with _runtime() as rt:
+        report = rt.keyring.rotate(batch_size=batch_size)
+        rt.store.audit.record("keys.rotated", None, {
+            "active": report.active, "rewrapped": report.rewrapped,
+            "remaining": report.remaining, "actor": os.environ.get("USER", "cli")})
+    if as_json:
+        _emit({"active": report.active, "rewrapped": report.rewrapped,
+               "remaining": report.remaining})
+    else:
+        console.print(f"KEK {report.active} active: {report.rewrapped} keys rewrapped, "
+                      f"{report.remaining} remaining")
+
+
+@keys_app.command("retire")
+def keys_retire(version: str, as_json: JsonOpt = False) -> None:
+    """Retire an old KEK version; refused while anything is wrapped under it."""
+    from storage.keyring import KeyRingError
+
+    with _runtime() as rt:
+        try:
+            rt.keyring.retire(version)
+        except KeyRingError as exc:
+            _fail(str(exc), as_json=as_json)
+        rt.store.audit.record("keys.retired", None, {"version": version})
+    if as_json:
+        _emit({"retired": version})
+    else:
+        console.print(f"KEK {version} retired")
+
+
+@keys_app.command("schedule")
+def keys_schedule(
+    cron: Annotated[str, typer.Option(help="When to rotate, cron syntax.")] = "0 3 1 * *",
+) -> None:
+    """Serve the key-rotation flow on a schedule (runs until interrupted)."""
+    _prepare_environment()
+    from flows.key_rotation import rotate_keys
+
+    rotate_keys.serve(name="key-rotation", cron=cron)
+
+
+def _role() -> str:
+    return os.environ.get("IDV_ROLE", "analyst")
+
+
+@subject_app.command("erase")
+def subject_erase(
+    applicant_ref: str,
+    reason: Annotated[str, typer.Option(help="Why (recorded in the audit chain).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Erase a subject (crypto-shredding), or restrict them if a legal hold applies."""
+    from policies.access import AccessDenied, require
+
+    with _runtime() as rt:
+        try:
+            require(rt.access_policy, _role(), "erase", reason=reason)
+        except AccessDenied as exc:
+            _fail(str(exc), as_json=as_json)
+        result = rt.store.subjects.erase(applicant_ref, reason=reason,
+                                         actor=os.environ.get("USER", "cli"))
+    if result == "unknown":
+        _fail("applicant_ref: no such subject", as_json=as_json)
+    if as_json:
+        _emit({"applicant_ref": applicant_ref, "result": result})
+    else:
+        console.print(f"{applicant_ref}: {result}")
+
+
+@subject_app.command("hold")
+def subject_hold(
+    applicant_ref: str,
+    basis: Annotated[str, typer.Option(help="A hold in policies/retention.yaml.")]
+    = "aml_customer_identification",
+    as_json: JsonOpt = False,
+) -> None:
+    """Place a legal hold: an erasure request then restricts instead of erasing."""
+    from datetime import UTC, datetime
+
+    from policies.access import AccessDenied, require
+
+    with _runtime() as rt:
+        try:
+            require(rt.access_policy, _role(), "hold")
+        except AccessDenied as exc:
+            _fail(str(exc), as_json=as_json)
+        policy = rt.retention_policy
+        if basis not in policy.holds:
+            _fail(f"basis: must be one of {', '.join(sorted(policy.holds))}", as_json=as_json)
+        until = policy.hold_until(basis, datetime.now(UTC))
+        hold_id = rt.store.subjects.hold(applicant_ref, basis=basis,
+                                         purpose=policy.holds[basis].purpose, until=until,
+                                         actor=os.environ.get("USER", "cli"))
+    if as_json:
+        _emit({"hold_id": hold_id, "until": until.isoformat()})
+    else:
+        console.print(f"hold {hold_id} on {applicant_ref} until {until.date()}")
+
+
+@subject_app.command("reveal")
+def subject_reveal(
+    applicant_ref: str,
+    field: Annotated[str, typer.Option(help="name, id_number or phone")],
+    reason: Annotated[str, typer.Option(help="Why (audited).")],
+    purpose: Annotated[str, typer.Option(help="The purpose the read serves.")] = "review",
+) -> None:
+    """Show one unmasked value: needs the reveal permission (IDV_ROLE) and a reason."""
+    from policies.access import AccessDenied, require
+    from storage.repositories import SubjectUnavailableError
+
+    if field not in ("name", "id_number", "phone"):
+        _fail("field: must be name, id_number or phone", as_json=False)
+    with _runtime() as rt:
+        try:
+            require(rt.access_policy, _role(), "reveal", reason=reason)
+            person = rt.store.applicants.reveal_by_ref(
+                applicant_ref, actor=os.environ.get("USER", "cli"), purpose=purpose,
+                masked=False)
+        except AccessDenied as exc:
+            _fail(str(exc), as_json=False)
+        except SubjectUnavailableError as exc:
+            _fail(str(exc), as_json=False)
+        except KeyError:
+            _fail("applicant_ref: no such applicant", as_json=False)
+        rt.store.audit.record("applicant.revealed", applicant_ref, {
+            "actor": os.environ.get("USER", "cli"), "role": _role(), "field": field,
+            "reason": reason, "purpose": purpose})
+    value = getattr(person, field)
+    sys.stdout.write((value.get_secret_value() if value is not None else "") + "\n")
 
 
 def main() -> None:

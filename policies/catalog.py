@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 
+from policies.access import AccessPolicy, RetentionPolicy
 from policies.consent import ConsentPolicy
 from policies.notices import Notice, parse_notice
 from policies.scorecard import Scorecard
@@ -48,3 +49,13 @@ def notices() -> dict[str, Notice]:
             raise ValueError(f"notices/{entry.name}: version {notice.version} is not unique")
         found[notice.version] = notice
     return found
+
+
+@cache
+def access_policy() -> AccessPolicy:
+    return AccessPolicy.from_yaml(read_text("access.yaml"))
+
+
+@cache
+def retention_policy() -> RetentionPolicy:
+    return RetentionPolicy.from_yaml(read_text("retention.yaml"))

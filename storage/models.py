@@ -51,7 +51,8 @@ class Applicant(Base):
     name_ct: Mapped[bytes] = mapped_column(LargeBinary)
     id_number_ct: Mapped[bytes] = mapped_column(LargeBinary)
     phone_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
-    id_number_bidx: Mapped[str] = mapped_column(String(64), index=True)
+    # Blind indexes are cleared when the subject is erased.
+    id_number_bidx: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
     phone_bidx: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
     outcome: Mapped[str] = mapped_column(String(32))
     # PIPL Art. 24: the person asked that a human, not a machine, decide.
@@ -63,6 +64,9 @@ class Applicant(Base):
     run_id: Mapped[str] = mapped_column(String(36))
     created_at: Mapped[datetime]
     decided_at: Mapped[datetime]
+    erased_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # Under a legal hold an erasure request restricts instead: stored, read only for the hold.
+    restricted_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class StepResult(Base):
@@ -173,3 +177,17 @@ class RunLine(Base):
     outcome: Mapped[str] = mapped_column(String(32))
     field: Mapped[str | None] = mapped_column(String(100), nullable=True)
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class LegalHold(Base):
+    """A legal basis to keep a subject's data (e.g. anti-money-laundering records)."""
+
+    __tablename__ = "legal_holds"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    subject_ref: Mapped[str] = mapped_column(String(64), index=True)
+    basis: Mapped[str] = mapped_column(String(64))
+    purpose: Mapped[str] = mapped_column(String(64))  # the only purpose reads may serve
+    until: Mapped[datetime]
+    created_at: Mapped[datetime]
+    released_at: Mapped[datetime | None] = mapped_column(nullable=True)

@@ -57,7 +57,7 @@ class StoredApplicant(_Frozen):
     policy_version: str | None
     reasons: tuple[str, ...]
     features: dict[str, Any]
-    id_number_bidx: str
+    id_number_bidx: str | None
     run_id: str
     decided_at: datetime
     steps: tuple[StepRecord, ...] = ()

@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from policies.consent import ConsentGrant
 from storage import models as m
-from storage.crypto import FieldCipher
+from storage.crypto import FieldCipher, derive_key, mac
+from storage.keyring import KeyRing
 from storage.records import (
     AuditRecord,
     Decision,
@@ -53,9 +54,13 @@ def _canonical(obj: Any) -> bytes:
 class Store:
     """Everything the flows and commands need from the database, behind one object."""
 
-    def __init__(self, engine: Engine, cipher: FieldCipher, *, clock: Clock = utcnow) -> None:
+    def __init__(self, engine: Engine, keyring: KeyRing, *, clock: Clock = utcnow) -> None:
         self.engine = engine
-        self.cipher = cipher
+        self.keyring = keyring
+        self.cipher = FieldCipher(dek_for_write=keyring.dek_for_write,
+                                  dek_for_read=keyring.dek_for_read,
+                                  index_master=keyring.secret("blind-index"))
+        self.audit_key = derive_key(keyring.secret("audit-mac"), "idv audit chain v1")
         self.clock = clock
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self.ledger = ConsentLedger(self)
@@ -63,6 +68,7 @@ class Store:
         self.applicants = ApplicantRepository(self)
         self.runs = RunRepository(self)
         self.reviews = ReviewRepository(self)
+        self.subjects = SubjectRepository(self)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -81,7 +87,7 @@ class AuditLog:
     def _digest(self, prev_hash: str, seq: int, at: datetime, kind: str,
                 subject_ref: str | None, detail: dict[str, Any]) -> str:
         body = _canonical([prev_hash, seq, _utc(at).isoformat(), kind, subject_ref, detail])
-        return self._store.cipher.mac(body, purpose="audit-chain")
+        return mac(self._store.audit_key, body)
 
     def record(self, kind: str, subject_ref: str | None, detail: dict[str, Any],
                *, session: Session | None = None) -> int:
@@ -369,8 +375,8 @@ class ApplicantRepository:
         now = self._store.clock()
 
         def enc(column: str, secret: Any) -> bytes:
-            return c.encrypt(secret.get_secret_value(), table=self.TABLE, column=column,
-                             row=row_id)
+            return c.encrypt(secret.get_secret_value(), subject=applicant.applicant_ref,
+                             table=self.TABLE, column=column, row=row_id)
 
         phone = applicant.phone.get_secret_value() if applicant.phone else None
         row = m.Applicant(
@@ -419,15 +425,28 @@ class ApplicantRepository:
             raise KeyError("applicant: no such row")
         return self._reveal_row(row)
 
-    def reveal_by_ref(self, applicant_ref: str, *, actor: str,
-                      purpose: str) -> RevealedApplicant:
-        """Decrypt one applicant for display (the caller masks), recording who and why."""
+    def reveal_by_ref(self, applicant_ref: str, *, actor: str, purpose: str,
+                      masked: bool = True) -> RevealedApplicant:
+        """Decrypt one applicant (for masked display unless `masked` is False), recording who
+        and why. Refused for an erased subject, and for a restricted one unless `purpose` is
+        the purpose of the legal hold that restricts them."""
         with self._store.transaction() as s:
             row = s.scalar(select(m.Applicant).where(m.Applicant.applicant_ref == applicant_ref))
             if row is None:
                 raise KeyError("applicant_ref: no such applicant")
+            if row.erased_at is not None:
+                raise SubjectUnavailableError("the subject was erased")
+            if row.restricted_at is not None:
+                holds = {h.purpose for h in s.scalars(select(m.LegalHold).where(
+                    m.LegalHold.subject_ref == applicant_ref, m.LegalHold.released_at.is_(None)))}
+                if purpose not in holds:
+                    self._store.audit.record("applicant.read_refused", applicant_ref, {
+                        "actor": actor, "purpose": purpose, "why": "restricted"}, session=s)
+                    raise SubjectUnavailableError(
+                        "the subject is restricted under a legal hold; reads serve only "
+                        f"{', '.join(sorted(holds)) or 'its hold'}")
             self._store.audit.record("applicant.read", applicant_ref, {
-                "actor": actor, "purpose": purpose, "masked": True}, session=s)
+                "actor": actor, "purpose": purpose, "masked": masked}, session=s)
             return self._reveal_row(row)
 
     def _reveal_row(self, row: m.Applicant) -> RevealedApplicant:
@@ -440,6 +459,66 @@ class ApplicantRepository:
             applicant_ref=row.applicant_ref, id_type=row.id_type,
             name=dec("name", row.name_ct), id_number=dec("id_number", row.id_number_ct),
             phone=dec("phone", row.phone_ct) if row.phone_ct is not None else None)
+
+
+class SubjectUnavailableError(PermissionError):
+    """The subject was erased, or is restricted and the read is not for the hold's purpose."""
+
+
+class SubjectRepository:
+    """Data-subject requests: erasure (crypto-shredding) and legal holds (restriction)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def hold(self, applicant_ref: str, *, basis: str, purpose: str, until: datetime,
+             actor: str) -> str:
+        hold_id = str(uuid.uuid4())
+        with self._store.transaction() as s:
+            s.add(m.LegalHold(id=hold_id, subject_ref=applicant_ref, basis=basis,
+                              purpose=purpose, until=_utc(until),
+                              created_at=self._store.clock()))
+            self._store.audit.record("subject.hold_placed", applicant_ref, {
+                "hold_id": hold_id, "basis": basis, "purpose": purpose,
+                "until": _utc(until).isoformat(), "actor": actor}, session=s)
+        return hold_id
+
+    def active_holds(self, applicant_ref: str) -> list[dict[str, Any]]:
+        now = self._store.clock()
+        with self._store.transaction() as s:
+            return [{"hold_id": h.id, "basis": h.basis, "purpose": h.purpose,
+                     "until": _utc(h.until).isoformat()}
+                    for h in s.scalars(select(m.LegalHold).where(
+                        m.LegalHold.subject_ref == applicant_ref,
+                        m.LegalHold.released_at.is_(None)))
+                    if _utc(h.until) > now]
+
+    def erase(self, applicant_ref: str, *, reason: str, actor: str) -> str:
+        """Erase a subject: destroy their DEK and blind indexes, so their fields can no longer
+        be decrypted from the database or any backup of it. Under a legal hold, restrict
+        instead. Returns "erased", "restricted" or "unknown"."""
+        holds = self.active_holds(applicant_ref)
+        now = self._store.clock()
+        if holds:
+            with self._store.transaction() as s:
+                s.execute(update(m.Applicant).where(m.Applicant.applicant_ref == applicant_ref)
+                          .values(restricted_at=now))
+                self._store.audit.record("subject.restricted", applicant_ref, {
+                    "actor": actor, "reason": reason, "holds": [h["hold_id"] for h in holds]},
+                    session=s)
+            return "restricted"
+        destroyed = self._store.keyring.destroy(applicant_ref, reason=reason)
+        with self._store.transaction() as s:
+            found = s.execute(update(m.Applicant)
+                              .where(m.Applicant.applicant_ref == applicant_ref)
+                              .values(erased_at=now, id_number_bidx=None, phone_bidx=None)
+                              ).rowcount
+            s.execute(update(m.ReviewCase).where(m.ReviewCase.applicant_id.in_(
+                select(m.Applicant.id).where(m.Applicant.applicant_ref == applicant_ref)))
+                .values(status="closed_erased"))
+            self._store.audit.record("subject.erased", applicant_ref, {
+                "actor": actor, "reason": reason, "key_destroyed": destroyed}, session=s)
+        return "erased" if (found or destroyed) else "unknown"
 
 
 class RunRepository:
@@ -513,7 +592,8 @@ class ReviewRepository:
             rows = s.execute(
                 select(m.ReviewCase, m.Applicant)
                 .join(m.Applicant, m.Applicant.id == m.ReviewCase.applicant_id)
-                .where(m.ReviewCase.status == "open")
+                .where(m.ReviewCase.status == "open", m.Applicant.erased_at.is_(None),
+                       m.Applicant.restricted_at.is_(None))
                 .order_by(m.ReviewCase.opened_at, m.ReviewCase.id).limit(limit)).all()
             items = [ReviewItem(
                 case_id=case.id, applicant_ref=app.applicant_ref, status=case.status,

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from storage.crypto import FieldCipher, load_key_file
 from storage.db import make_engine, upgrade
+from storage.keyring import KeyRing, LocalKekProvider
 from storage.repositories import Store
 
 PG_URL = os.environ.get("IDV_TEST_DATABASE_URL")
@@ -64,15 +64,23 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
 @pytest.fixture
 def key_file(tmp_path: Path) -> Path:
     path = tmp_path / "keys" / "idv.key"
-    load_key_file(path, create=True)
+    LocalKekProvider(path, create=True, development=True)
     return path
 
 
 @pytest.fixture
-def store(database: Database, key_file: Path) -> Iterator[Store]:
+def keyring(key_file: Path) -> Iterator[KeyRing]:
+    engine = make_engine(f"sqlite:///{key_file.parent / 'keystore.db'}")
+    ring = KeyRing(LocalKekProvider(key_file), engine)
+    yield ring
+    engine.dispose()
+
+
+@pytest.fixture
+def store(database: Database, keyring: KeyRing) -> Iterator[Store]:
     engine = make_engine(database.url, schema=database.schema)
     upgrade(engine)
-    s = Store(engine, FieldCipher(load_key_file(key_file)))
+    s = Store(engine, keyring)
     yield s
     engine.dispose()
 

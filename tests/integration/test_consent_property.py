@@ -20,8 +20,8 @@ from idv.synthetic import make_id_number
 from policies import catalog
 from sandbox.app import SandboxState
 from sandbox.server import SandboxServer
-from storage.crypto import FieldCipher, load_key_file
 from storage.db import make_engine, upgrade
+from storage.keyring import KeyRing, LocalKekProvider
 from storage.repositories import Store
 from verifiers.base import Subject
 from verifiers.gate import ConsentGate
@@ -43,10 +43,13 @@ def world(tmp_path_factory):
     key = root / "keys" / "idv.key"
     engine = make_engine(f"sqlite:///{root / 'idv.db'}")
     upgrade(engine)
-    store = Store(engine, FieldCipher(load_key_file(key, create=True)))
+    ring = KeyRing(LocalKekProvider(key, create=True, development=True),
+                   make_engine(f"sqlite:///{root / 'keys' / 'keystore.db'}"))
+    store = Store(engine, ring)
     with SandboxServer(SandboxState(app_key="k", app_secret="s")) as sandbox:
         yield store, sandbox
     engine.dispose()
+    ring.engine.dispose()
 
 
 # Weighted towards histories that do cover some steps, so both sides of the gate are

@@ -1,92 +1,97 @@
+"""Known-answer vectors for our envelope format and blind index, with the negatives."""
+
 import base64
 import json
-import os
 from pathlib import Path
 
 import pytest
 
-from storage.crypto import FieldCipher, FieldDecryptError, KeyFileError, KeyMaterial, load_key_file
+from storage.crypto import FieldCipher, FieldDecryptError, SealError, open_sealed, seal
 
-V = json.loads((Path(__file__).parents[1] / "vectors" / "field_crypto.json").read_text())
-
-
-def cipher(key_b64=V["key_b64"]):
-    return FieldCipher(KeyMaterial(active=V["key_id"],
-                                   data_keys={V["key_id"]: base64.b64decode(key_b64)},
-                                   index_key=base64.b64decode(V["index_key_b64"])))
-
-
-def test_when_the_known_answer_ciphertext_is_decrypted_then_the_plaintext_comes_back():
-    d = V["decrypt"]
-    assert cipher().decrypt(bytes.fromhex(d["blob_hex"]), table=d["table"], column=d["column"],
-                            row=d["row"]) == d["plaintext"]
+V = json.loads((Path(__file__).parents[1] / "vectors" / "envelope.json").read_text())
+DEK = base64.b64decode(V["dek_b64"])
+F = V["field"]
+BLOB = bytes.fromhex(F["blob_hex"])
+KID_END = 2 + BLOB[1]
+NONCE = slice(KID_END, KID_END + 12)
 
 
-@pytest.mark.parametrize("case", V["negative"], ids=lambda c: c["why"])
-def test_when_a_ciphertext_is_moved_then_decryption_fails_naming_the_place(case):
-    blob = bytes.fromhex(V["decrypt"]["blob_hex"])
-    with pytest.raises(FieldDecryptError) as err:
-        cipher().decrypt(blob, table=case["table"], column=case["column"], row=case["row"])
-    assert f"{case['table']}.{case['column']}" in str(err.value)
-    assert V["decrypt"]["plaintext"] not in str(err.value)
+def cipher(dek=DEK):
+    def read(key_id):
+        if key_id != V["dek_id"]:
+            raise KeyError(f"key {key_id} is not in the key ring")
+        return dek
+
+    return FieldCipher(dek_for_write=lambda s: (V["dek_id"], dek), dek_for_read=read,
+                       index_master=base64.b64decode(V["index_master_b64"]))
+
+
+def decrypt(blob, table=F["table"], column=F["column"], row=F["row"], dek=DEK):
+    return cipher(dek).decrypt(blob, table=table, column=column, row=row)
+
+
+def flip(blob: bytes, index: int) -> bytes:
+    return blob[:index] + bytes([blob[index] ^ 0x01]) + blob[index + 1:]
+
+
+def test_when_the_vector_is_decrypted_then_the_plaintext_comes_back():
+    assert decrypt(BLOB) == F["plaintext"]
+    assert FieldCipher.key_id(BLOB) == V["dek_id"]
+
+
+@pytest.mark.parametrize("blob, why", [
+    (flip(BLOB, NONCE.start + 3), "authentication failed"),
+    (flip(BLOB, len(BLOB) - 1), "authentication failed"),  # tag
+    (flip(BLOB, KID_END + 12 + 2), "authentication failed"),  # body
+    (flip(BLOB, 0), "unknown header version"),
+    (flip(BLOB, 3), "not in the key ring"),  # a byte of the key id in the header
+    (BLOB[:KID_END + 20], "truncated"),
+    (BLOB[:1], "unknown header version"),
+], ids=["nonce", "tag", "body", "header version", "header key id", "truncated",
+        "truncated header"])
+def test_when_any_part_is_tampered_or_cut_then_decryption_fails_naming_the_place(blob, why):
+    with pytest.raises(FieldDecryptError, match=why) as err:
+        decrypt(blob)
+    assert f"{F['table']}.{F['column']} of row {F['row']}" in str(err.value)
+    assert F["plaintext"] not in str(err.value)
+
+
+@pytest.mark.parametrize("place", [{"row": "row-2"}, {"column": "name"},
+                                   {"table": "contacts"}], ids=["row", "column", "table"])
+def test_when_a_ciphertext_is_moved_then_it_fails_to_decrypt(place):
+    with pytest.raises(FieldDecryptError, match="authentication failed"):
+        decrypt(BLOB, **place)
 
 
 def test_when_the_key_is_wrong_then_decryption_fails_loudly():
-    d = V["decrypt"]
-    wrong = base64.b64encode(bytes(32)).decode()
     with pytest.raises(FieldDecryptError, match="authentication failed"):
-        cipher(wrong).decrypt(bytes.fromhex(d["blob_hex"]), table=d["table"],
-                              column=d["column"], row=d["row"])
+        decrypt(BLOB, dek=bytes(32))
 
 
-@pytest.mark.parametrize("mutate, why", [
-    (lambda b: b[:-1] + bytes([b[-1] ^ 1]), "authentication failed"),
-    (lambda b: b[:20], "truncated"),
-    (lambda b: b"\x02" + b[1:], "unknown header version"),
-    (lambda b: b[:2] + b"k9" + b[4:], "not in the key ring"),
-])
-def test_when_a_ciphertext_or_header_is_tampered_then_decryption_fails(mutate, why):
-    d = V["decrypt"]
-    with pytest.raises(FieldDecryptError, match=why):
-        cipher().decrypt(mutate(bytes.fromhex(d["blob_hex"])), table=d["table"],
-                         column=d["column"], row=d["row"])
+def test_when_the_wrapped_dek_vector_is_opened_with_the_kek_then_the_dek_comes_back():
+    w = V["wrapped_dek"]
+    kek = base64.b64decode(V["kek_b64"])
+    blob = bytes.fromhex(w["blob_hex"])
+    assert open_sealed(kek, blob, context=w["context"].encode()) == DEK
+    for bad in (flip(blob, 0), flip(blob, len(blob) - 1), blob[:20]):
+        with pytest.raises(SealError):
+            open_sealed(kek, bad, context=w["context"].encode())
+    with pytest.raises(SealError):  # wrapped for another key id
+        open_sealed(kek, blob, context=b"idv dek dek-2")
+    with pytest.raises(SealError):
+        open_sealed(bytes(32), blob, context=w["context"].encode())
 
 
 def test_when_the_same_value_is_encrypted_twice_then_the_ciphertexts_differ():
     c = cipher()
-    a = c.encrypt("张伟", table="t", column="c", row="r")
-    assert a != c.encrypt("张伟", table="t", column="c", row="r")
+    a = c.encrypt("张伟", subject="A-1", table="t", column="c", row="r")
+    assert a != c.encrypt("张伟", subject="A-1", table="t", column="c", row="r")
     assert c.decrypt(a, table="t", column="c", row="r") == "张伟"
+    assert seal(DEK, b"x", context=b"c") != seal(DEK, b"x", context=b"c")
 
 
 def test_when_blind_indexes_are_computed_then_they_match_the_vectors_and_differ_by_column():
     c = cipher()
-    for key in ("blind_index", "blind_index_other_column"):
-        v = V[key]
+    for v in V["blind_index"]:
         assert c.blind_index(v["value"], table=v["table"], column=v["column"]) == v["hex"]
-    assert V["blind_index"]["hex"] != V["blind_index_other_column"]["hex"]
-
-
-def test_when_the_key_file_is_created_then_it_is_private(tmp_path):
-    path = tmp_path / "keys" / "idv.key"
-    load_key_file(path, create=True)
-    assert oct(path.stat().st_mode & 0o777) == "0o600"
-    assert load_key_file(path).active == "k1"
-
-
-def test_when_the_key_file_is_readable_by_others_then_it_is_refused(tmp_path):
-    path = tmp_path / "idv.key"
-    load_key_file(path, create=True)
-    os.chmod(path, 0o644)
-    with pytest.raises(KeyFileError, match="readable by others"):
-        load_key_file(path)
-
-
-def test_when_the_key_file_is_missing_or_malformed_then_the_error_says_so(tmp_path):
-    with pytest.raises(KeyFileError, match="does not exist"):
-        load_key_file(tmp_path / "none.key")
-    bad = tmp_path / "bad.key"
-    bad.write_text("{not json")
-    os.chmod(bad, 0o600)
-    with pytest.raises(KeyFileError, match="malformed"):
-        load_key_file(bad)
+    assert V["blind_index"][0]["hex"] != V["blind_index"][1]["hex"]

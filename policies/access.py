@@ -1,0 +1,56 @@
+"""Roles, permissions, retention holds: pure rules over `access.yaml` and `retention.yaml`."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class AccessPolicy(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: str
+    min_reason_chars: int = Field(ge=1)
+    roles: dict[str, frozenset[str]]
+
+    @classmethod
+    def from_yaml(cls, text: str) -> AccessPolicy:
+        return cls.model_validate(yaml.safe_load(text))
+
+
+class AccessDenied(PermissionError):
+    """The role lacks the permission, or the reason is missing. Names both, nothing else."""
+
+
+def require(policy: AccessPolicy, role: str, permission: str, *, reason: str | None = None
+            ) -> None:
+    """Raise `AccessDenied` unless `role` holds `permission` (and gave a reason if one is due)."""
+    if permission not in policy.roles.get(role, frozenset()):
+        raise AccessDenied(f"role {role!r} lacks the {permission!r} permission")
+    if reason is not None and len(reason.strip()) < policy.min_reason_chars:
+        raise AccessDenied(f"reason: at least {policy.min_reason_chars} characters are required")
+
+
+class HoldRule(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    label: str
+    purpose: str
+    years: int = Field(gt=0, le=50)
+
+
+class RetentionPolicy(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: str
+    holds: dict[str, HoldRule]
+
+    @classmethod
+    def from_yaml(cls, text: str) -> RetentionPolicy:
+        return cls.model_validate(yaml.safe_load(text))
+
+    def hold_until(self, basis: str, start: datetime) -> datetime:
+        rule = self.holds[basis]
+        return start + timedelta(days=round(365.25 * rule.years))
