@@ -13,10 +13,13 @@ from sandbox.app import SandboxState, build_app
 
 
 class SandboxServer:
-    """`start()` returns the base URL; `stop()` shuts down cleanly. Also a context manager."""
+    """`start()` returns the base URL; `stop()` shuts down cleanly. Also a context manager.
+    Serves the vendor app for `state`, or any aiohttp app given as `app`."""
 
-    def __init__(self, state: SandboxState, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, state: SandboxState | None = None, host: str = "127.0.0.1",
+                 port: int = 0, *, app: web.Application | None = None) -> None:
         self.state = state
+        self._app = app
         self.host = host
         self.port = port
         self.base_url = ""
@@ -40,7 +43,11 @@ class SandboxServer:
         self._loop = loop
         asyncio.set_event_loop(loop)
         try:
-            self._runner = web.AppRunner(build_app(self.state), access_log=None)
+            app = self._app
+            if app is None:
+                assert self.state is not None, "a SandboxState or an app is needed"
+                app = build_app(self.state)
+            self._runner = web.AppRunner(app, access_log=None)
             loop.run_until_complete(self._runner.setup())
             site = web.TCPSite(self._runner, self.host, self.port)
             loop.run_until_complete(site.start())

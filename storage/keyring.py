@@ -106,8 +106,15 @@ class LocalKekProvider:
                                                       "state": "active"}}})
         self._doc = self._load()
 
+    def _fresh(self) -> dict[str, Any]:
+        """The key file as it is now: another process may have rotated (checked by mtime)."""
+        if self.path.stat().st_mtime_ns != self._mtime:
+            self._doc = self._load()
+        return self._doc
+
     def _load(self) -> dict[str, Any]:
         _check_private(self.path)
+        self._mtime = self.path.stat().st_mtime_ns
         try:
             doc = json.loads(self.path.read_text(encoding="utf-8"))
             if doc.get("format") != _KEK_FORMAT:
@@ -124,13 +131,10 @@ class LocalKekProvider:
 
     @property
     def development(self) -> bool:
-        return bool(self._doc.get("development"))
+        return bool(self._fresh().get("development"))
 
     def _key(self, version: str) -> bytes:
-        entry = self._doc["versions"].get(version)
-        if entry is None:
-            self._doc = self._load()  # another process may have rotated
-            entry = self._doc["versions"].get(version)
+        entry = self._fresh()["versions"].get(version)
         if entry is None:
             raise KeyRingError(f"KEK version {version!r} does not exist in {self.path}")
         if entry["state"] == "retired":
@@ -138,11 +142,10 @@ class LocalKekProvider:
         return base64.b64decode(entry["key"])
 
     def active_version(self) -> str:
-        return str(self._doc["active"])
+        return str(self._fresh()["active"])
 
     def versions(self) -> dict[str, str]:
-        self._doc = self._load()
-        return {v: e["state"] for v, e in self._doc["versions"].items()}
+        return {v: e["state"] for v, e in self._fresh()["versions"].items()}
 
     def wrap(self, plaintext: bytes, *, context: str) -> tuple[str, bytes]:
         version = self.active_version()
@@ -433,6 +436,8 @@ class KeyRing:
                 secret.kek_version, secret.wrapped = self.provider.wrap(
                     value, context=f"idv secret {secret.name}")
         while True:
+            # Re-read each batch: if another rotation moved the active version on, follow it.
+            active = self.provider.active_version()
             with self._tx() as s:
                 rows = s.scalars(select(SubjectKey).where(
                     SubjectKey.kek_version.is_not(None), SubjectKey.kek_version != active)

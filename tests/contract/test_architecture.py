@@ -35,7 +35,8 @@ def test_when_the_code_is_read_then_only_the_gate_calls_verify():
 
 def test_when_the_code_is_read_then_only_one_module_imports_cryptography_hazmat():
     importers = []
-    for path in sources():
+    # sandbox/ imitates external services (Vault's transit engine) and is not shipped logic.
+    for path in (p for p in sources() if "sandbox" not in p.parts):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             names = []
