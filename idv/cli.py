@@ -81,16 +81,20 @@ def _fail(message: str, *, as_json: bool, code: int = 2) -> None:
 
 
 @contextmanager
-def _sandbox(enabled: bool) -> Iterator[str | None]:
+def _sandbox(enabled: bool, faults: str | None = None) -> Iterator[str | None]:
     """Start the sandbox on a free loopback port and point the verifiers at it."""
     if not enabled:
         yield None
         return
-    from sandbox.app import SandboxState
+    from sandbox.app import FaultSpecError, SandboxState, parse_faults
     from sandbox.server import SandboxServer
 
+    try:
+        spec = parse_faults(faults or "")
+    except FaultSpecError as exc:
+        _fail(str(exc), as_json=False)
     key, secret = "idv-sandbox", secrets.token_urlsafe(24)
-    server = SandboxServer(SandboxState(app_key=key, app_secret=secret))
+    server = SandboxServer(SandboxState(app_key=key, app_secret=secret, faults=spec))
     url = server.start()
     saved = {k: os.environ.get(k) for k in
              ("IDV_IDENTITY_BASE_URL", "IDV_IDENTITY_APP_KEY", "IDV_IDENTITY_APP_SECRET")}
@@ -158,6 +162,9 @@ def batch_run(
     sandbox: Annotated[bool, typer.Option("--sandbox", help="Run against the local sandbox.")]
     = False,
     chunk_size: Annotated[int | None, typer.Option(help="Applicants per Prefect task.")] = None,
+    faults: Annotated[str | None, typer.Option(
+        help="Sandbox faults, e.g. latency_ms=20,5xx=0.3,timeout=0.1,429=0.05,malformed=0.01"
+    )] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run the onboarding flow on a batch file."""
@@ -165,7 +172,9 @@ def batch_run(
         _fail("FILE: no such batch file", as_json=as_json)
     _prepare_environment()
     started = time.perf_counter()
-    with _sandbox(sandbox):
+    if faults and not sandbox:
+        _fail("--faults needs --sandbox", as_json=as_json)
+    with _sandbox(sandbox, faults):
         run = _run_flow(file, chunk_size)
     report = _run_report(run)
     report["duration_s"] = round(time.perf_counter() - started, 2)
@@ -264,15 +273,21 @@ def _masked_examples(run_id: str, *, limit: int) -> list[dict[str, Any]]:
 def sandbox_serve(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8701,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    faults: Annotated[str | None, typer.Option(help="Fault knobs, e.g. 5xx=0.3,latency_ms=20")]
+    = None,
 ) -> None:
     """Serve the sandbox until interrupted. Credentials: IDV_IDENTITY_APP_KEY/SECRET."""
     from flows.runtime import Settings
-    from sandbox.app import SandboxState
+    from sandbox.app import FaultSpecError, SandboxState, parse_faults
     from sandbox.server import serve_forever
 
     s = Settings()
+    try:
+        spec = parse_faults(faults or "")
+    except FaultSpecError as exc:
+        _fail(str(exc), as_json=False)
     state = SandboxState(app_key=s.identity_app_key,
-                         app_secret=s.identity_app_secret.get_secret_value())
+                         app_secret=s.identity_app_secret.get_secret_value(), faults=spec)
     console.print(f"sandbox on http://{host}:{port} (app key {s.identity_app_key})")
     serve_forever(host, port, state)
 

@@ -8,31 +8,29 @@ The birth-date digits of an ID number are never shown.
 from __future__ import annotations
 
 import re
+from functools import cache
+from importlib import resources
 from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
 
 MaskKind = Literal["id_number", "phone", "name", "address", "bank_card", "oauth_id"]
 
 
 def mask_id_number(value: str) -> str:
     """First 3 and last 4 kept: `110***********002X`; the birth date is always hidden."""
-    if len(value) <= 7:
-        return "*" * len(value)
-    return value[:3] + "*" * (len(value) - 7) + value[-4:]
+    return mask("id_number", value)
 
 
 def mask_phone(value: str) -> str:
     """First 3 and last 4 of the national number: `138****8000`."""
-    digits = value[3:] if value.startswith("+86") else value
-    if len(digits) <= 7:
-        return "*" * len(digits)
-    return digits[:3] + "*" * (len(digits) - 7) + digits[-4:]
+    return mask("phone", value)
 
 
 def mask_name(value: str) -> str:
     """First character, then one `*` per remaining character (code points, never bytes)."""
-    if not value:
-        return ""
-    return value[0] + "*" * (len(value) - 1)
+    return mask("name", value)
 
 
 def mask_address(value: str) -> str:
@@ -47,33 +45,56 @@ def mask_address(value: str) -> str:
 
 def mask_bank_card(value: str) -> str:
     """First 6 and last 4: `622202******1234`."""
-    if len(value) <= 10:
-        return "*" * len(value)
-    return value[:6] + "*" * (len(value) - 10) + value[-4:]
+    return mask("bank_card", value)
 
 
 def mask_oauth_id(value: str) -> str:
     """First 4 and last 4: `oX3d…9aQe`."""
-    if len(value) <= 8:
-        return "…"
-    return value[:4] + "…" + value[-4:]
+    return mask("oauth_id", value)
 
 
-_MASKERS = {
-    "id_number": mask_id_number,
-    "phone": mask_phone,
-    "name": mask_name,
-    "address": mask_address,
-    "bank_card": mask_bank_card,
-    "oauth_id": mask_oauth_id,
-}
+class MaskRule(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    head: int = Field(0, ge=0)
+    tail: int = Field(0, ge=0)
+    fill: str = "*"
+    once: bool = False
+    strip_prefix: str = ""
+    style: Literal["keep", "province_city"] = "keep"
+
+    def apply(self, value: str) -> str:
+        if self.style == "province_city":
+            return mask_address(value)
+        value = value.removeprefix(self.strip_prefix) if self.strip_prefix else value
+        hidden = len(value) - self.head - self.tail
+        if hidden <= 0 or (self.tail == 0 and self.head >= len(value) > 1):
+            # Too short to show any part safely.
+            return self.fill if self.once else self.fill * len(value)
+        fill = self.fill if self.once else self.fill * hidden
+        return value[: self.head] + fill + (value[-self.tail :] if self.tail else "")
+
+
+class MaskingPolicy(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: str
+    kinds: dict[str, MaskRule]
+
+
+@cache
+def masking_policy() -> MaskingPolicy:
+    """`masking.yaml`, read once: the table every output path applies."""
+    text = resources.files("policies").joinpath("masking.yaml").read_text(encoding="utf-8")
+    return MaskingPolicy.model_validate(yaml.safe_load(text))
 
 
 def mask(kind: MaskKind, value: str | None) -> str:
-    """Mask `value` as DOMAIN.md's table says for `kind`; `None` shows as empty."""
-    if value is None:
+    """Mask `value` as the masking policy says for `kind`; `None` shows as empty.
+    The one function every output path uses: terminal, API, pages, logs, artifacts, exports."""
+    if value is None or value == "":
         return ""
-    return _MASKERS[kind](value)
+    return masking_policy().kinds[kind].apply(value)
 
 
 # 18-character resident/permit IDs (17 digits + digit or X) and old 15-digit IDs,

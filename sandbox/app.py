@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import json
+import random
 import secrets
 import threading
 import time
@@ -24,6 +25,51 @@ from sandbox.population import as_of_for, normalize_id, three_element_result
 # How far a request's timestamp may stray from our clock before it is refused as stale.
 CLOCK_SKEW_S = 300
 FEES_CENTS = {"/v1/identity/three-element": 30, "/v1/identity/two-element": 20}
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Fault knobs for one sandbox: rates in [0, 1] and a fixed added latency.
+
+    A 5xx or malformed answer echoes the request body, as careless vendors do, so tests
+    can prove that idv never logs or stores a vendor's error body."""
+
+    latency_ms: float = 0.0
+    error_5xx: float = 0.0
+    timeout: float = 0.0
+    rate_429: float = 0.0
+    malformed: float = 0.0
+    seed: int = 0
+
+
+_FAULT_KEYS = {"latency_ms": "latency_ms", "5xx": "error_5xx", "timeout": "timeout",
+               "429": "rate_429", "malformed": "malformed", "seed": "seed"}
+
+
+class FaultSpecError(ValueError):
+    pass
+
+
+def parse_faults(spec: str) -> Faults:
+    """`latency_ms=20,5xx=0.3,timeout=0.1,429=0.05,malformed=0.01` -> `Faults`."""
+    values: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        key, sep, raw = part.partition("=")
+        if not sep or key.strip() not in _FAULT_KEYS:
+            raise FaultSpecError(f"faults: unknown knob {key.strip()!r}; known: "
+                                 f"{', '.join(_FAULT_KEYS)}")
+        try:
+            value = float(raw)
+        except ValueError:
+            raise FaultSpecError(f"faults: {key.strip()} must be a number") from None
+        name = _FAULT_KEYS[key.strip()]
+        if name not in ("latency_ms", "seed") and not 0 <= value <= 1:
+            raise FaultSpecError(f"faults: {key.strip()} is a rate between 0 and 1")
+        if value < 0:
+            raise FaultSpecError(f"faults: {key.strip()} must not be negative")
+        values[name] = value
+    seed = int(values.pop("seed", 0))
+    return Faults(seed=seed, **values)
 
 
 @dataclass(frozen=True)
@@ -50,6 +96,8 @@ class SandboxState:
     app_secret: str
     fees_cents: dict[str, int] = field(default_factory=lambda: dict(FEES_CENTS))
     latency_ms: float = 0.0  # added to every answer, to imitate a vendor's round trip
+    faults: Faults = field(default_factory=Faults)
+    _rng: random.Random = field(default_factory=random.Random, repr=False)  # noqa: S311
     calls: list[CallRecord] = field(default_factory=list)
     _digest_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     _nonces: OrderedDict[str, float] = field(default_factory=OrderedDict, repr=False)
@@ -102,9 +150,13 @@ def _now_iso() -> str:
 def build_app(state: SandboxState) -> web.Application:
     """The sandbox's routes: the identity endpoints and `/_sandbox/*` for tests and operators."""
 
+    if state.faults.seed:
+        state._rng.seed(state.faults.seed)
+
     async def identity(request: web.Request) -> web.Response:
-        if state.latency_ms:
-            await asyncio.sleep(state.latency_ms / 1000)
+        latency = state.latency_ms + state.faults.latency_ms
+        if latency:
+            await asyncio.sleep(latency / 1000)
         path = request.path
         body = await request.read()
         key = request.headers.get("Idempotency-Key")
@@ -157,6 +209,30 @@ def build_app(state: SandboxState) -> web.Application:
                                      idempotency_key=key, billed_cents=0,
                                      subject_digest=digest, replay=True))
                 return web.json_response(answer)
+        f = state.faults
+        roll = state._rng.random()
+        if roll < f.timeout:
+            await asyncio.sleep(3600)  # the client's timeout ends it
+        roll -= f.timeout
+        if roll < f.error_5xx:
+            state.log(CallRecord(at=_now_iso(), path=path, status_code=503, result=None,
+                                 request_id=None, idempotency_key=key, billed_cents=0,
+                                 subject_digest=digest, error="fault_5xx"))
+            return web.Response(status=503, text=f"upstream failed for request {body.decode()}")
+        roll -= f.error_5xx
+        if roll < f.rate_429:
+            state.log(CallRecord(at=_now_iso(), path=path, status_code=429, result=None,
+                                 request_id=None, idempotency_key=key, billed_cents=0,
+                                 subject_digest=digest, error="fault_429"))
+            return web.json_response({"error": "rate_limited"}, status=429,
+                                     headers={"Retry-After": "0.05"})
+        roll -= f.rate_429
+        if roll < f.malformed:
+            state.log(CallRecord(at=_now_iso(), path=path, status_code=200, result=None,
+                                 request_id=None, idempotency_key=key, billed_cents=0,
+                                 subject_digest=digest, error="fault_malformed"))
+            return web.Response(status=200, text="<html>" + body.decode(),
+                                content_type="text/html")
         result = three_element_result(data["name"], data["id_number"], data.get("phone"))
         fee = state.fees_cents.get(path, 0)
         answer = {"request_id": f"sbx-{uuid.uuid4().hex}", "result": result,

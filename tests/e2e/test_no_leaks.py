@@ -1,0 +1,112 @@
+"""The extended canary scan: plant unique IDs, phones and names; run a batch, a failing run
+(a vendor whose error bodies echo the request), a key rotation, an erasure, a review listing
+and a receipt export; then search every file idv and Prefect left (database with -wal and
+-journal, key store, Prefect's home and server database, logs) and every output, in raw,
+base64, hex, URL-encoded and UTF-16 forms."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from idv.synthetic import Mix, applicants
+
+pytestmark = pytest.mark.e2e
+IDV = str(Path(sys.executable).with_name("idv"))
+RARE = "龘鑫淼垚犇骉羴猋麤燚焱磊晶"
+
+
+def forms(value: str) -> list[bytes]:
+    raw = value.encode()
+    out = [raw, base64.b64encode(raw), base64.urlsafe_b64encode(raw), raw.hex().encode(),
+           raw.hex().upper().encode(), urllib.parse.quote(value).encode(),
+           urllib.parse.quote_plus(value).encode(), value.encode("utf-16-le"),
+           value.encode("utf-16-be")]
+    return [f for f in out if len(f) >= 6]
+
+
+def planted(prefix: str, seed: int, n: int):
+    lines = list(applicants(n, seed=seed, prefix=prefix, mix=Mix(invalid=0.1, no_consent=0.1)))
+    for i, line in enumerate(lines):
+        if isinstance(line, dict):
+            line["name"] = RARE[i % len(RARE)] + RARE[(i * 7 + 3) % len(RARE)] + RARE[
+                (i * 5 + 1) % len(RARE)] + f"{chr(0x4E00 + 300 + i)}"
+    return lines
+
+
+def canaries(lines) -> set[str]:
+    out = set()
+    for x in lines:
+        if isinstance(x, dict):
+            for key in ("id_number", "phone", "name"):
+                value = x[key].strip()
+                if (key != "name" and len(value) >= 11) or (key == "name" and len(value) >= 4):
+                    out.add(value)
+    return out
+
+
+def write(path: Path, lines) -> Path:
+    path.write_text("\n".join(x if isinstance(x, str) else json.dumps(x, ensure_ascii=False)
+                              for x in lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_when_everything_has_run_then_no_planted_value_is_anywhere(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IDV_", "PREFECT_"))}
+    env.update(IDV_HOME=str(tmp_path / "home"), PREFECT_LOGGING_LEVEL="DEBUG",
+               IDV_ROLE="compliance_officer")
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    good = planted("G-", 101, 60)
+    bad = planted("F-", 202, 30)
+    outputs: list[str] = []
+
+    def idv(*args: str) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([IDV, *args], env=env, capture_output=True, text=True,
+                              timeout=400, check=False)
+        outputs.extend([proc.stdout, proc.stderr])
+        return proc
+
+    first = idv("batch", "run", str(write(inputs / "good.jsonl", good)), "--sandbox", "--json")
+    assert first.returncode == 0, first.stderr[-2000:]
+    failing = idv("batch", "run", str(write(inputs / "bad.jsonl", bad)), "--sandbox",
+                  "--faults", "5xx=0.6,malformed=0.4", "--json")
+    assert failing.returncode == 0, failing.stderr[-2000:]
+    steps = [s for a in json.loads(failing.stdout)["applicants"] for s in a["steps"]]
+    assert steps and {s["status"] for s in steps} <= {"error", "skipped"}
+    assert idv("keys", "rotate", "--json").returncode == 0
+    victim = next(x["applicant_ref"] for x in good
+                  if isinstance(x, dict) and x["consents"])
+    erased = idv("subject", "erase", victim, "--reason", "data subject erasure request",
+                 "--json")
+    assert erased.returncode == 0 and json.loads(erased.stdout)["result"] == "erased"
+    assert idv("review", "list", "--json").returncode == 0
+    assert idv("consent", "export", good[5]["applicant_ref"]).returncode == 0
+    assert idv("keys", "status", "--json").returncode == 0
+    assert idv("audit", "verify", "--json").returncode == 0
+
+    home = Path(env["IDV_HOME"])
+    files = [f for f in home.rglob("*") if f.is_file()]
+    names = {f.name for f in files}
+    assert {"idv.db", "keystore.db", "idv.key"} <= names
+    assert any(n.startswith("prefect.db") for n in names)
+    secrets = canaries(good) | canaries(bad)
+    assert len(secrets) > 150
+    control = [f for f in inputs.iterdir()]
+    assert any(s.encode() in control[0].read_bytes() for s in secrets), "control scan"
+    hits = []
+    blobs = [(str(f), f.read_bytes()) for f in files] + [
+        (f"output[{i}]", o.encode()) for i, o in enumerate(outputs)]
+    for where, blob in blobs:
+        for s in secrets:
+            for form in forms(s):
+                if form in blob:
+                    hits.append(f"{where}: {form[:8]!r}")
+    assert hits == []
