@@ -252,9 +252,16 @@ def _masked_examples(run_id: str, *, limit: int) -> list[dict[str, Any]]:
         for line in lines:  # one example per outcome first, then fill up
             picked.setdefault(line.outcome, line)
         chosen = list(picked.values()) + [x for x in lines if x not in picked.values()]
-        for line in chosen[:limit]:
-            person = rt.store.applicants.reveal_by_ref(line.applicant_ref or "",
-                                                       actor="cli", purpose="demo summary")
+        from storage.repositories import SubjectUnavailableError
+
+        for line in chosen:
+            if len(out) >= limit:
+                break
+            try:
+                person = rt.store.applicants.reveal_by_ref(line.applicant_ref or "",
+                                                           actor="cli", purpose="demo summary")
+            except SubjectUnavailableError:  # erased or restricted: not shown
+                continue
             stored = rt.store.applicants.get(line.applicant_ref or "")
             out.append({
                 "applicant_ref": line.applicant_ref,

@@ -4,20 +4,18 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from policies.document import PolicyDocument
 
-class AccessPolicy(BaseModel):
+
+class AccessPolicy(PolicyDocument):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     version: str
     min_reason_chars: int = Field(ge=1)
     roles: dict[str, frozenset[str]]
 
-    @classmethod
-    def from_yaml(cls, text: str) -> AccessPolicy:
-        return cls.model_validate(yaml.safe_load(text))
 
 
 class AccessDenied(PermissionError):
@@ -41,15 +39,12 @@ class HoldRule(BaseModel):
     years: int = Field(gt=0, le=50)
 
 
-class RetentionPolicy(BaseModel):
+class RetentionPolicy(PolicyDocument):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     version: str
     holds: dict[str, HoldRule]
 
-    @classmethod
-    def from_yaml(cls, text: str) -> RetentionPolicy:
-        return cls.model_validate(yaml.safe_load(text))
 
     def hold_until(self, basis: str, start: datetime) -> datetime:
         rule = self.holds[basis]

@@ -12,9 +12,9 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from policies.document import PolicyDocument
 from policies.notices import Notice
 
 Reason = Literal[
@@ -45,7 +45,7 @@ class PurposeRule(BaseModel):
     max_validity_days: int = Field(gt=0, le=3650)
 
 
-class ConsentPolicy(BaseModel):
+class ConsentPolicy(PolicyDocument):
     """`policies/consent.yaml`, validated."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -63,9 +63,6 @@ class ConsentPolicy(BaseModel):
                 raise ValueError(f"step {step!r} needs unknown scopes {sorted(unknown)}")
         return self
 
-    @classmethod
-    def from_yaml(cls, text: str) -> ConsentPolicy:
-        return cls.model_validate(yaml.safe_load(text))
 
     def step_scopes(self, step: str, declared: frozenset[str] = frozenset()) -> frozenset[str]:
         """What a step needs: the policy's scopes for it together with what it declares."""

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
+
+from policies.document import PolicyDocument
 
 
 class StepRule(BaseModel):
@@ -21,12 +22,9 @@ class ProductRule(BaseModel):
     steps: tuple[StepRule, ...] = Field(min_length=1)
 
 
-class VerificationPolicy(BaseModel):
+class VerificationPolicy(PolicyDocument):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     version: str
     products: dict[str, ProductRule]
 
-    @classmethod
-    def from_yaml(cls, text: str) -> VerificationPolicy:
-        return cls.model_validate(yaml.safe_load(text))

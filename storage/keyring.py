@@ -33,6 +33,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    bindparam,
     delete,
     func,
     select,
@@ -332,24 +333,27 @@ class KeyRing:
             hit = self._cache.get(f"s:{subject}")
         if hit is not None:
             return hit
-        with self._tx() as s:
-            row = s.scalar(select(SubjectKey).where(SubjectKey.subject_ref == subject))
-        if row is None:
-            key_id, key = str(uuid.uuid4()), random_key()
-            version, wrapped = self.provider.wrap(key, context=self._context(key_id))
-            try:
-                with self._tx() as s:
-                    s.add(SubjectKey(key_id=key_id, subject_ref=subject, kek_version=version,
-                                     wrapped=wrapped, created_at=datetime.now(UTC)))
-            except IntegrityError:  # another writer created it first: use theirs
-                return self.dek_for_write(subject)
-            self._remember(subject, key_id, key)
-            return key_id, key
-        if row.wrapped is None:
-            raise KeyError("the subject's key was destroyed (erased)")
-        key = self._unwrap(row)
-        self._remember(subject, row.key_id, key)
-        return row.key_id, key
+        # Most writes are for new subjects: insert first (one statement), read on conflict.
+        key_id, key = str(uuid.uuid4()), random_key()
+        version, wrapped = self.provider.wrap(key, context=self._context(key_id))
+        t = SubjectKey.__table__
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(t.insert().values(key_id=key_id, subject_ref=subject,
+                                               kek_version=version, wrapped=wrapped,
+                                               created_at=datetime.now(UTC)))
+        except IntegrityError:
+            with self._tx() as s:
+                row = s.scalar(select(SubjectKey).where(SubjectKey.subject_ref == subject))
+            if row is None:  # pragma: no cover - the conflict was not on subject_ref
+                raise
+            if row.wrapped is None:
+                raise KeyError("the subject's key was destroyed (erased)") from None
+            key = self._unwrap(row)
+            self._remember(subject, row.key_id, key)
+            return row.key_id, key
+        self._remember(subject, key_id, key)
+        return key_id, key
 
     def _unwrap(self, row: SubjectKey) -> bytes:
         assert row.wrapped is not None and row.kek_version is not None
@@ -438,20 +442,24 @@ class KeyRing:
         while True:
             # Re-read each batch: if another rotation moved the active version on, follow it.
             active = self.provider.active_version()
-            with self._tx() as s:
-                rows = s.scalars(select(SubjectKey).where(
-                    SubjectKey.kek_version.is_not(None), SubjectKey.kek_version != active)
+            t = SubjectKey.__table__
+            with self.engine.begin() as conn:
+                rows = conn.execute(select(t.c.key_id, t.c.kek_version, t.c.wrapped).where(
+                    t.c.kek_version.is_not(None), t.c.kek_version != active)
                     .limit(batch_size)).all()
                 if not rows:
                     break
-                for row in rows:
-                    key = self._unwrap(row)
-                    version, wrapped = self.provider.wrap(key, context=self._context(row.key_id))
-                    # Compare-and-set: a concurrent destroy wins over the rewrap.
-                    s.execute(update(SubjectKey).where(
-                        SubjectKey.key_id == row.key_id,
-                        SubjectKey.kek_version == row.kek_version).values(
-                        kek_version=version, wrapped=wrapped))
+                params = []
+                for key_id, old_version, old_wrapped in rows:
+                    key = self.provider.unwrap(old_version, old_wrapped,
+                                               context=self._context(key_id))
+                    version, wrapped = self.provider.wrap(key, context=self._context(key_id))
+                    params.append({"k": key_id, "old": old_version, "v": version, "w": wrapped})
+                # Compare-and-set: a concurrent destroy (kek_version NULL) wins over the rewrap.
+                conn.execute(update(t).where(t.c.key_id == bindparam("k"),
+                                             t.c.kek_version == bindparam("old"))
+                             .values(kek_version=bindparam("v"), wrapped=bindparam("w")),
+                             params)
                 done += len(rows)
             if on_batch is not None:
                 on_batch(done)

@@ -86,3 +86,21 @@ def test_when_the_flow_runs_then_chunks_are_tasks_and_prefect_holds_nothing_pers
     for canary in canaries(lines):
         for form in forms(canary):
             assert form not in blob
+
+
+def test_when_the_rotation_flow_runs_then_every_key_moves_to_the_new_version(
+        prefect_harness, key_file, tmp_path, monkeypatch):
+    from flows.key_rotation import rotate_keys
+    from flows.runtime import Runtime
+
+    monkeypatch.setenv("IDV_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("IDV_KEY_FILE", str(key_file))
+    rt = Runtime.from_env()
+    for i in range(25):
+        rt.keyring.dek_for_write(f"R-{i}")
+    rt.close()
+    result = rotate_keys(batch_size=10)
+    assert result["rewrapped"] >= 25 and result["remaining"] == 0
+    rt = Runtime.from_env()
+    assert rt.keyring.status()["active"] == result["active"] == "v2"
+    rt.close()

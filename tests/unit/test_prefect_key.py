@@ -1,0 +1,43 @@
+from cryptography.fernet import Fernet
+
+from flows.runtime import Runtime, Settings
+
+
+def test_when_prefect_needs_its_server_key_then_it_comes_from_our_key_ring(tmp_path):
+    settings = Settings(home=tmp_path / "home")
+    first = Runtime(settings)
+    key = first.prefect_encryption_key()
+    first.close()
+    again = Runtime(settings)
+    assert again.prefect_encryption_key() == key  # stable: Secret blocks stay readable
+    again.close()
+    token = Fernet(key.encode()).encrypt(b"x")
+    assert Fernet(key.encode()).decrypt(token) == b"x"
+    other = Runtime(Settings(home=tmp_path / "other"))
+    assert other.prefect_encryption_key() != key
+    other.close()
+
+
+def test_when_production_starts_with_a_development_key_then_it_is_refused(tmp_path):
+    import pytest
+    from pydantic import SecretStr
+
+    from flows.runtime import StartupError
+    from storage.keyring import LocalKekProvider
+
+    key = tmp_path / "keys" / "idv.key"
+    LocalKekProvider(key, create=True, development=True)
+    base = dict(env="production", home=tmp_path, key_file=key,
+                database_url=f"sqlite:///{tmp_path / 'idv.db'}",
+                identity_app_secret=SecretStr("a-real-vendor-secret"))
+    with pytest.raises(StartupError, match="development key"):
+        Runtime(Settings(**base)).store  # noqa: B018
+    with pytest.raises(StartupError, match="development secret"):
+        Runtime(Settings(**{**base, "identity_app_secret": SecretStr("idv-dev-secret")})).store
+    prod = tmp_path / "prod" / "idv.key"
+    LocalKekProvider(prod, create=True, development=False)
+    rt = Runtime(Settings(**{**base, "key_file": prod}))
+    assert rt.store.keyring.provider.active_version() == "v1"
+    rt.close()
+    with pytest.raises(StartupError, match="does not exist"):
+        Runtime(Settings(**{**base, "key_file": tmp_path / "none.key"})).store
