@@ -18,16 +18,16 @@ def captured():
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("%(name)s %(message)s"))
     loggers = [logging.getLogger(n) for n in ("idv.test", "prefect.flow_runs", "uvicorn")]
+    # Only our capturing handler: Prefect's API handler (present once a flow has run in this
+    # session) would warn outside a flow run.
+    saved = {lg.name: (lg.handlers[:], lg.propagate) for lg in loggers}
     for lg in loggers:
-        lg.addHandler(handler)
+        lg.handlers = [handler]
         lg.propagate = False
     install_log_masking()
-    for lg in loggers:
-        lg.addFilter(MaskingFilter())
     yield stream
     for lg in loggers:
-        lg.removeHandler(handler)
-        lg.propagate = True
+        lg.handlers, lg.propagate = saved[lg.name]
 
 
 @pytest.mark.parametrize("name", ["idv.test", "prefect.flow_runs", "uvicorn"])
