@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     identity_app_secret: SecretStr = SecretStr("idv-dev-secret")
     vendor_timeout_s: float = Field(5.0, gt=0)
     vendor_max_attempts: int = Field(3, ge=1, le=10)
+    identity_rate_per_s: float = Field(500.0, gt=0)
+    vendor_breaker_threshold: int = Field(20, ge=1)
+    vendor_breaker_cooldown_s: float = Field(30.0, gt=0)
     api_token: SecretStr | None = None
 
     @property
@@ -80,7 +83,10 @@ class Settings(BaseSettings):
         return {
             "identity": VendorEndpoint(base_url=self.identity_base_url,
                                        app_key=self.identity_app_key,
-                                       app_secret=self.identity_app_secret),
+                                       app_secret=self.identity_app_secret, name="identity",
+                                       rate_per_s=self.identity_rate_per_s,
+                                       breaker_threshold=self.vendor_breaker_threshold,
+                                       breaker_cooldown_s=self.vendor_breaker_cooldown_s),
         }
 
 

@@ -50,8 +50,35 @@ class FaultSpecError(ValueError):
     pass
 
 
-def parse_faults(spec: str) -> Faults:
-    """`latency_ms=20,5xx=0.3,timeout=0.1,429=0.05,malformed=0.01` -> `Faults`."""
+@dataclass(frozen=True)
+class FaultPlan:
+    """Faults for every endpoint, and overrides for named endpoints."""
+
+    default: Faults = field(default_factory=Faults)
+    by_endpoint: dict[str, Faults] = field(default_factory=dict)
+
+    def for_path(self, path: str) -> Faults:
+        return self.by_endpoint.get(path.rstrip("/").rsplit("/", 1)[-1], self.default)
+
+
+def parse_faults(spec: str) -> FaultPlan:
+    """`latency_ms=20,5xx=0.3,timeout=0.1,429=0.05,malformed=0.01`, each knob optionally
+    prefixed by an endpoint name and a colon (`three-element:5xx=1`), -> `FaultPlan`."""
+    groups: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        endpoint, colon, knob = part.rpartition(":")
+        name = endpoint.strip() if colon else ""
+        groups[name] = f"{groups[name]},{knob}" if name in groups else knob
+    default = _parse_knobs(groups.pop("", ""))
+    by_endpoint = {}
+    for name, knobs in groups.items():
+        merged = {**default.__dict__, **{k: v for k, v in _parse_knobs(knobs).__dict__.items()
+                                        if v != getattr(Faults(), k)}}
+        by_endpoint[name] = Faults(**merged)
+    return FaultPlan(default, by_endpoint)
+
+
+def _parse_knobs(spec: str) -> Faults:
     values: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in spec.split(","))):
         key, sep, raw = part.partition("=")
@@ -96,7 +123,7 @@ class SandboxState:
     app_secret: str
     fees_cents: dict[str, int] = field(default_factory=lambda: dict(FEES_CENTS))
     latency_ms: float = 0.0  # added to every answer, to imitate a vendor's round trip
-    faults: Faults = field(default_factory=Faults)
+    faults: FaultPlan = field(default_factory=FaultPlan)
     _rng: random.Random = field(default_factory=random.Random, repr=False)  # noqa: S311
     calls: list[CallRecord] = field(default_factory=list)
     _digest_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
@@ -150,11 +177,12 @@ def _now_iso() -> str:
 def build_app(state: SandboxState) -> web.Application:
     """The sandbox's routes: the identity endpoints and `/_sandbox/*` for tests and operators."""
 
-    if state.faults.seed:
-        state._rng.seed(state.faults.seed)
+    if state.faults.default.seed:
+        state._rng.seed(state.faults.default.seed)
 
     async def identity(request: web.Request) -> web.Response:
-        latency = state.latency_ms + state.faults.latency_ms
+        faults = state.faults.for_path(request.path)
+        latency = state.latency_ms + faults.latency_ms
         if latency:
             await asyncio.sleep(latency / 1000)
         path = request.path
@@ -209,7 +237,7 @@ def build_app(state: SandboxState) -> web.Application:
                                      idempotency_key=key, billed_cents=0,
                                      subject_digest=digest, replay=True))
                 return web.json_response(answer)
-        f = state.faults
+        f = faults
         roll = state._rng.random()
         if roll < f.timeout:
             await asyncio.sleep(3600)  # the client's timeout ends it

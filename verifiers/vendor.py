@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, SecretStr
+from aiolimiter import AsyncLimiter
+from purgatory import AsyncCircuitBreakerFactory
+from purgatory.domain.model import OpenedState
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -28,13 +32,57 @@ MAX_RETRY_AFTER_S = 10.0
 
 
 class VendorEndpoint(BaseModel):
-    """Where a vendor is and how we authenticate to it."""
+    """Where a vendor is, how we authenticate to it, and how hard we may lean on it."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     base_url: str
     app_key: str
     app_secret: SecretStr
+    name: str = "vendor"
+    rate_per_s: float = Field(500.0, gt=0)  # the vendor's contracted rate limit
+    breaker_threshold: int = Field(20, ge=1)  # failed calls in a row before it is cut off
+    breaker_cooldown_s: float = Field(30.0, gt=0)  # how long before one trial call
+
+
+class VendorGuard:
+    """Per vendor, per process: a rate limit (aiolimiter's leaky bucket) and a circuit
+    breaker (purgatory) that stops calling a vendor that keeps failing, so its steps end
+    `error` at once instead of after every retry."""
+
+    def __init__(self, endpoint: VendorEndpoint) -> None:
+        # Burst allowance of one tenth of a second's worth of calls, at least one.
+        burst = max(1.0, endpoint.rate_per_s / 10)
+        self.limiter = AsyncLimiter(burst, burst / endpoint.rate_per_s)
+        self.breakers = AsyncCircuitBreakerFactory(
+            default_threshold=endpoint.breaker_threshold,
+            default_ttl=endpoint.breaker_cooldown_s)
+        self.circuit = f"{endpoint.name}@{endpoint.base_url}"
+
+
+_GUARDS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
+                                    dict[tuple[str, str, str], VendorGuard]] = (
+    weakref.WeakKeyDictionary())
+
+
+def guard_for(endpoint: VendorEndpoint) -> VendorGuard:
+    """The one guard of this vendor in this event loop (created on first use). Per loop,
+    because the limiter's waiters belong to a loop: a Prefect chunk task runs in its own."""
+    loop = asyncio.get_running_loop()
+    guards = _GUARDS.setdefault(loop, {})
+    key = (endpoint.name, endpoint.base_url, endpoint.app_key)
+    guard = guards.get(key)
+    if guard is None:
+        guard = guards[key] = VendorGuard(endpoint)
+    return guard
+
+
+class _VendorDown(Exception):
+    """Raised inside the breaker's context so that it counts a failed call."""
+
+    def __init__(self, reply: VendorReply) -> None:
+        super().__init__(reply.error)
+        self.reply = reply
 
 
 @dataclass(frozen=True)
@@ -76,9 +124,32 @@ def _retry_after(value: str | None) -> float | None:
 async def post_signed(session: aiohttp.ClientSession, endpoint: VendorEndpoint, path: str,
                       payload: dict[str, Any], *, idempotency_key: str, timeout_s: float,
                       max_attempts: int) -> VendorReply:
-    """POST `payload` as signed JSON. Retries transient faults (each attempt re-signed with a
-    fresh nonce, the same idempotency key, so a retry is never billed twice); never retries a
-    definitive answer. Reports a final failure in the reply instead of raising."""
+    """POST `payload` as signed JSON, through the vendor's rate limit and circuit breaker.
+
+    Retries transient faults (each attempt re-signed with a fresh nonce, the same
+    idempotency key, so a retry is never billed twice); never retries a definitive answer.
+    A vendor whose breaker is open is not called: the reply says `circuit_open`. Reports a
+    final failure in the reply instead of raising."""
+    guard = guard_for(endpoint)
+    try:
+        breaker = await guard.breakers.get_breaker(guard.circuit)
+        async with breaker:
+            reply = await _post_with_retries(session, endpoint, path, payload, guard,
+                                             idempotency_key=idempotency_key,
+                                             timeout_s=timeout_s, max_attempts=max_attempts)
+            if reply.error is not None and reply.status is None:
+                raise _VendorDown(reply)  # transient faults exhausted: counts against it
+            return reply
+    except _VendorDown as down:
+        return down.reply
+    except OpenedState:
+        return VendorReply(None, None, 0, "circuit_open")
+
+
+async def _post_with_retries(session: aiohttp.ClientSession, endpoint: VendorEndpoint,
+                             path: str, payload: dict[str, Any], guard: VendorGuard, *,
+                             idempotency_key: str, timeout_s: float,
+                             max_attempts: int) -> VendorReply:
     body = json.dumps(payload, ensure_ascii=False, sort_keys=True,
                       separators=(",", ":")).encode("utf-8")
     url = endpoint.base_url.rstrip("/") + path
@@ -92,7 +163,7 @@ async def post_signed(session: aiohttp.ClientSession, endpoint: VendorEndpoint, 
         headers["Content-Type"] = "application/json; charset=utf-8"
         headers["Idempotency-Key"] = idempotency_key
         try:
-            async with session.post(url, data=body, headers=headers,
+            async with guard.limiter, session.post(url, data=body, headers=headers,
                                     timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
                 if resp.status == 429:
                     raise _Transient("vendor_429", _retry_after(resp.headers.get("Retry-After")))

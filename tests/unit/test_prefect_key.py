@@ -33,11 +33,11 @@ def test_when_production_starts_with_a_development_key_then_it_is_refused(tmp_pa
     with pytest.raises(StartupError, match="development key"):
         Runtime(Settings(**base)).store  # noqa: B018
     with pytest.raises(StartupError, match="development secret"):
-        Runtime(Settings(**{**base, "identity_app_secret": SecretStr("idv-dev-secret")})).store
+        Runtime(Settings(**{**base, "identity_app_secret": SecretStr("idv-dev-secret")})).store  # noqa: B018
     prod = tmp_path / "prod" / "idv.key"
     LocalKekProvider(prod, create=True, development=False)
     rt = Runtime(Settings(**{**base, "key_file": prod}))
     assert rt.store.keyring.provider.active_version() == "v1"
     rt.close()
     with pytest.raises(StartupError, match="does not exist"):
-        Runtime(Settings(**{**base, "key_file": tmp_path / "none.key"})).store
+        Runtime(Settings(**{**base, "key_file": tmp_path / "none.key"})).store  # noqa: B018

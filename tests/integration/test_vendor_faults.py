@@ -1,0 +1,80 @@
+"""A vendor's bad day: faults on every call, a vendor that is down. Every applicant still ends
+in a terminal state, none is lost, no paid call is billed twice, and a dead vendor is cut
+off by its circuit breaker instead of being retried for every applicant."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+from flows.onboarding import run_batch
+from flows.runtime import Runtime, Settings
+from idv.synthetic import Mix, applicants
+from sandbox.app import SandboxState, parse_faults
+from sandbox.server import SandboxServer
+
+TERMINAL = {"verified", "review", "decline_recommended", "invalid"}
+
+
+def batch(path: Path, n: int, prefix: str) -> tuple[Path, list]:
+    lines = list(applicants(n, seed=31, prefix=prefix, mix=Mix(invalid=0.02, no_consent=0.02)))
+    path.write_text("\n".join(x if isinstance(x, str) else json.dumps(x, ensure_ascii=False)
+                              for x in lines) + "\n", encoding="utf-8")
+    return path, lines
+
+
+def runtime(tmp_path: Path, sandbox: SandboxServer, **kw) -> Runtime:
+    return Runtime(Settings(home=tmp_path / "home", identity_base_url=sandbox.base_url,
+                            identity_app_key="k", identity_app_secret="s", **kw))
+
+
+def test_when_faults_hit_every_call_then_every_applicant_ends_and_nothing_is_billed_twice(
+        tmp_path):
+    state = SandboxState(app_key="k", app_secret="s",
+                         faults=parse_faults("5xx=0.3,timeout=0.1,429=0.05,seed=7"))
+    path, lines = batch(tmp_path / "b.jsonl", 1000, "Z-")
+    with SandboxServer(state) as sandbox:
+        rt = runtime(tmp_path, sandbox, vendor_timeout_s=0.3, vendor_max_attempts=3,
+                     concurrency=64, vendor_breaker_threshold=10_000)
+        result = run_batch(rt, str(path))
+    run_lines = rt.store.runs.lines(result.run_id)
+    assert [x.line_no for x in run_lines] == list(range(1, 1001))  # nobody lost
+    assert {x.outcome for x in run_lines} <= TERMINAL
+    statuses = Counter()
+    for x in run_lines:
+        if x.disposition != "refused":
+            statuses.update(s.status for s in rt.store.applicants.get(x.applicant_ref).steps)
+    assert statuses["passed"] > 500 and statuses["error"] > 0  # faults did bite
+    billed = Counter(c.idempotency_key for c in state.calls if c.billed_cents > 0)
+    assert billed and max(billed.values()) == 1  # a retry is never billed twice
+    # Recorded fees never exceed what was billed. They may be less: a call the vendor billed
+    # whose answer timed out on our side, with every retry failing after it, ends `error`
+    # with no fee known; the idempotency keys reconcile it with the vendor's statement.
+    assert result.fees_cents <= sum(c.billed_cents for c in state.calls)
+    rt.close()
+
+
+def test_when_a_vendor_fails_every_call_then_the_breaker_cuts_it_off_quickly(tmp_path):
+    state = SandboxState(app_key="k", app_secret="s", faults=parse_faults("5xx=1"))
+    path, lines = batch(tmp_path / "b.jsonl", 60, "Y-")
+    with SandboxServer(state) as sandbox:
+        rt = runtime(tmp_path, sandbox, vendor_max_attempts=3, concurrency=1,
+                     vendor_breaker_threshold=5, vendor_breaker_cooldown_s=60)
+        started = time.perf_counter()
+        result = run_batch(rt, str(path))
+        elapsed = time.perf_counter() - started
+    reasons = Counter()
+    for x in rt.store.runs.lines(result.run_id):
+        if x.disposition != "refused":
+            (step,) = rt.store.applicants.get(x.applicant_ref).steps
+            if step.status != "skipped":
+                assert step.status == "error"
+                reasons[step.reason] += 1
+    assert reasons["vendor_5xx"] == 5  # the threshold
+    assert reasons["circuit_open"] >= 40  # everyone after it: no call, at once
+    assert len(state.calls) == 5 * 3  # 5 applicants x 3 attempts, then nothing
+    assert sum(result.counts.values()) == len(lines)
+    assert elapsed < 30
+    rt.close()
