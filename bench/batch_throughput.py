@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from flows.onboarding import run_batch
-from flows.runtime import Runtime, Settings
+from flows.runtime import Runtime, Settings, vendor_overrides
 from idv.synthetic import write_batch
 from sandbox.app import SandboxState
 from sandbox.server import SandboxServer
@@ -38,8 +38,8 @@ def main() -> None:
         accounted = len(report["applicants"]) + len(report["refused"])
 
         with SandboxServer(SandboxState(app_key="bench", app_secret="bench-secret")) as sbx:
-            settings = Settings(home=root / "direct-home", identity_base_url=sbx.base_url,
-                                identity_app_key="bench", identity_app_secret="bench-secret")
+            settings = Settings(home=root / "direct-home",
+                                **vendor_overrides(sbx.base_url, "bench", "bench-secret"))
             rt = Runtime(settings)
             rt.store  # noqa: B018 - open and migrate outside the timing
             t0 = time.perf_counter()

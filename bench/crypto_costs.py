@@ -90,13 +90,14 @@ def flow_cpu_per_applicant(n: int = 400) -> tuple[float, int]:
     import urllib.request
 
     from flows.onboarding import run_batch
-    from flows.runtime import Runtime, Settings
+    from flows.runtime import Runtime, Settings, vendor_overrides
     from idv.synthetic import write_batch
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = dict(os.environ, IDV_IDENTITY_APP_KEY="bench", IDV_IDENTITY_APP_SECRET="bench-secret")
+    url = f"http://127.0.0.1:{port}"
     idv = str(Path(sys.executable).with_name("idv"))
     server = subprocess.Popen([idv, "sandbox", "serve", "--port", str(port)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -110,8 +111,8 @@ def flow_cpu_per_applicant(n: int = 400) -> tuple[float, int]:
         with tempfile.TemporaryDirectory(prefix="idv-flow-bench-") as tmp:
             root = Path(tmp)
             batch = write_batch(root / "b.jsonl", n, prefix="C-")
-            rt = Runtime(Settings(home=root / "home", identity_base_url=f"http://127.0.0.1:{port}",
-                                  identity_app_key="bench", identity_app_secret="bench-secret"))
+            rt = Runtime(Settings(home=root / "home",
+                                  **vendor_overrides(url, "bench", "bench-secret")))
             rt.store  # noqa: B018 - migrate outside the measurement
             c0 = time.process_time()
             result = run_batch(rt, str(batch))

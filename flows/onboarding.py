@@ -130,6 +130,9 @@ class ChunkRunner:
                                                            purpose=product.purpose)
             records.append(_step_record(evidence, decision_id))
             features[rule.step] = evidence.status.value
+            # Categorical signals named like scorecard features feed the score directly.
+            features.update({k: str(v) for k, v in evidence.signals.items()
+                             if k in self.rt.scorecard.features})
             if evidence.status.value in rule.stop_if:
                 stopped_by = rule.step
         return records, features

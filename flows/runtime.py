@@ -57,6 +57,14 @@ class Settings(BaseSettings):
     vendor_timeout_s: float = Field(5.0, gt=0)
     vendor_max_attempts: int = Field(3, ge=1, le=10)
     identity_rate_per_s: float = Field(500.0, gt=0)
+    carrier_base_url: str = "http://127.0.0.1:8701"
+    carrier_app_key: str = "idv-dev"
+    carrier_app_secret: SecretStr = SecretStr("idv-dev-secret")
+    carrier_rate_per_s: float = Field(500.0, gt=0)
+    credit_base_url: str = "http://127.0.0.1:8701"
+    credit_app_key: str = "idv-dev"
+    credit_app_secret: SecretStr = SecretStr("idv-dev-secret")
+    credit_rate_per_s: float = Field(200.0, gt=0)
     vendor_breaker_threshold: int = Field(20, ge=1)
     vendor_breaker_cooldown_s: float = Field(30.0, gt=0)
     api_token: SecretStr | None = None
@@ -80,14 +88,30 @@ class Settings(BaseSettings):
         return f"sqlite:///{self.resolved_key_file.resolve().parent / 'keystore.db'}"
 
     def endpoints(self) -> dict[str, VendorEndpoint]:
+        """One endpoint per licensed vendor: `IDV_<VENDOR>_BASE_URL`, `_APP_KEY`,
+        `_APP_SECRET`, `_RATE_PER_S`."""
         return {
-            "identity": VendorEndpoint(base_url=self.identity_base_url,
-                                       app_key=self.identity_app_key,
-                                       app_secret=self.identity_app_secret, name="identity",
-                                       rate_per_s=self.identity_rate_per_s,
-                                       breaker_threshold=self.vendor_breaker_threshold,
-                                       breaker_cooldown_s=self.vendor_breaker_cooldown_s),
+            name: VendorEndpoint(
+                base_url=getattr(self, f"{name}_base_url"),
+                app_key=getattr(self, f"{name}_app_key"),
+                app_secret=getattr(self, f"{name}_app_secret"), name=name,
+                rate_per_s=getattr(self, f"{name}_rate_per_s"),
+                breaker_threshold=self.vendor_breaker_threshold,
+                breaker_cooldown_s=self.vendor_breaker_cooldown_s)
+            for name in VENDORS
         }
+
+
+VENDORS = ("identity", "carrier", "credit")
+
+
+def vendor_overrides(base_url: str, app_key: str, app_secret: str) -> dict[str, str]:
+    """Settings that point every licensed vendor at one place (the sandbox)."""
+    out: dict[str, str] = {}
+    for vendor in VENDORS:
+        out.update({f"{vendor}_base_url": base_url, f"{vendor}_app_key": app_key,
+                    f"{vendor}_app_secret": app_secret})
+    return out
 
 
 class StartupError(RuntimeError):
@@ -109,9 +133,10 @@ class Runtime:
         s = self.settings
         if s.env != "production":
             return
-        if s.identity_app_secret.get_secret_value() in DEV_SECRETS:
-            raise StartupError("IDV_IDENTITY_APP_SECRET is the development secret; "
-                               "set a real one in production")
+        for vendor in VENDORS:
+            if getattr(s, f"{vendor}_app_secret").get_secret_value() in DEV_SECRETS:
+                raise StartupError(f"IDV_{vendor.upper()}_APP_SECRET is the development "
+                                   "secret; set a real one in production")
         if s.kek_provider == "local" and not s.resolved_key_file.exists():
             raise StartupError("IDV_KEY_FILE does not exist; production never creates keys")
         if s.database_url is None:

@@ -96,10 +96,12 @@ def _sandbox(enabled: bool, faults: str | None = None) -> Iterator[str | None]:
     key, secret = "idv-sandbox", secrets.token_urlsafe(24)
     server = SandboxServer(SandboxState(app_key=key, app_secret=secret, faults=spec))
     url = server.start()
-    saved = {k: os.environ.get(k) for k in
-             ("IDV_IDENTITY_BASE_URL", "IDV_IDENTITY_APP_KEY", "IDV_IDENTITY_APP_SECRET")}
-    os.environ.update(IDV_IDENTITY_BASE_URL=url, IDV_IDENTITY_APP_KEY=key,
-                      IDV_IDENTITY_APP_SECRET=secret)
+    from flows.runtime import vendor_overrides
+
+    # The sandbox imitates every licensed vendor.
+    wired = {f"IDV_{k.upper()}": v for k, v in vendor_overrides(url, key, secret).items()}
+    saved = {k: os.environ.get(k) for k in wired}
+    os.environ.update(wired)
     try:
         yield url
     finally:

@@ -20,11 +20,23 @@ from typing import Any
 
 from aiohttp import web
 
-from sandbox.population import as_of_for, normalize_id, three_element_result
+from sandbox.population import (
+    as_of_for,
+    carrier_result,
+    credit_summary,
+    normalize_id,
+    three_element_result,
+)
 
 # How far a request's timestamp may stray from our clock before it is refused as stale.
 CLOCK_SKEW_S = 300
-FEES_CENTS = {"/v1/identity/three-element": 30, "/v1/identity/two-element": 20}
+FEES_CENTS = {"/v1/identity/three-element": 30, "/v1/identity/two-element": 20,
+              "/v1/carrier/verify": 25, "/v1/credit/summary": 80}
+# The body fields each endpoint requires.
+REQUIRED = {"/v1/identity/three-element": ("name", "id_number", "phone"),
+            "/v1/identity/two-element": ("name", "id_number"),
+            "/v1/carrier/verify": ("name", "id_number", "phone"),
+            "/v1/credit/summary": ("name", "id_number")}
 
 
 @dataclass(frozen=True)
@@ -170,6 +182,15 @@ def _expected_signature(secret: str, method: str, path: str, ts: str, nonce: str
                             ).decode()
 
 
+def _answer(path: str, data: dict[str, Any]) -> dict[str, Any]:
+    if path.startswith("/v1/identity/"):
+        return {"result": three_element_result(data["name"], data["id_number"],
+                                               data.get("phone"))}
+    if path == "/v1/carrier/verify":
+        return dict(carrier_result(data["name"], data["id_number"], data["phone"]))
+    return dict(credit_summary(data["name"], data["id_number"]))
+
+
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
@@ -220,8 +241,7 @@ def build_app(state: SandboxState) -> web.Application:
             return refuse(400, "bad_request", "body")
         if not isinstance(data, dict):
             return refuse(400, "bad_request", "body")
-        required = ["name", "id_number"] + (["phone"] if path.endswith("three-element") else [])
-        for name in required:
+        for name in REQUIRED[path]:
             if not isinstance(data.get(name), str) or not data[name].strip():
                 return refuse(400, "bad_request", name)
         digest = state.digest(data["id_number"])
@@ -261,10 +281,11 @@ def build_app(state: SandboxState) -> web.Application:
                                  subject_digest=digest, error="fault_malformed"))
             return web.Response(status=200, text="<html>" + body.decode(),
                                 content_type="text/html")
-        result = three_element_result(data["name"], data["id_number"], data.get("phone"))
+        answer = _answer(path, data)
+        result = str(answer["result"])
         fee = state.fees_cents.get(path, 0)
-        answer = {"request_id": f"sbx-{uuid.uuid4().hex}", "result": result,
-                  "as_of": as_of_for(path).isoformat(), "fee_cents": fee}
+        answer.update(request_id=f"sbx-{uuid.uuid4().hex}", as_of=as_of_for(path).isoformat(),
+                      fee_cents=fee)
         if key:
             with state._lock:
                 state._answers[key] = (hashlib.sha256(body).hexdigest(), answer)
@@ -282,8 +303,8 @@ def build_app(state: SandboxState) -> web.Application:
         return web.json_response({"ok": True})
 
     app = web.Application(client_max_size=64 * 1024)
-    app.router.add_post("/v1/identity/three-element", identity)
-    app.router.add_post("/v1/identity/two-element", identity)
+    for endpoint in REQUIRED:
+        app.router.add_post(endpoint, identity)
     app.router.add_get("/_sandbox/calls", calls)
     app.router.add_get("/_sandbox/health", health)
     return app

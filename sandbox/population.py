@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import unicodedata
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 
 Result = Literal["MATCH", "MISMATCH", "NO_RECORD"]
@@ -28,6 +28,45 @@ def three_element_result(name: str, id_number: str, phone: str | None = None) ->
 
 
 def as_of_for(endpoint: str, today: date | None = None) -> date:
-    """The data's as-of date: identity checks are real time."""
-    del endpoint
-    return today or datetime.now(UTC).date()
+    """The data's as-of date: identity and carrier checks are real time; the credit bureau
+    is T+1."""
+    today = today or datetime.now(UTC).date()
+    return today - timedelta(days=1) if "credit" in endpoint else today
+
+
+def _digest(*parts: str) -> bytes:
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8")).digest()
+
+
+def carrier_result(name: str, id_number: str, phone: str) -> dict[str, str]:
+    """The carrier's three-element answer, from SHA-256 of the phone number:
+    byte0 % 20 == 0 -> NO_RECORD, 1 -> MISMATCH, else MATCH; number status by byte1 % 20
+    (0 cancelled, 1 suspended, else active); tenure band by byte2 % 3."""
+    del name, id_number
+    d = _digest("carrier", phone.removeprefix("+86"))
+    bucket = d[0] % 20
+    result = "NO_RECORD" if bucket == 0 else "MISMATCH" if bucket == 1 else "MATCH"
+    status = {0: "cancelled", 1: "suspended"}.get(d[1] % 20, "active")
+    tenure = ("lt_6m", "6m_24m", "gt_24m")[d[2] % 3]
+    return {"result": result, "number_status": status, "tenure_band": tenure}
+
+
+def credit_summary(name: str, id_number: str) -> dict[str, object]:
+    """A credit-bureau summary from SHA-256 of the ID number: byte0 % 20 == 0 -> NO_RECORD;
+    otherwise loans, overdue counts by severity and multi-lender inquiries over 1/3/6 months
+    (each window at least the one before)."""
+    del name
+    d = _digest("credit", normalize_id(id_number))
+    if d[0] % 20 == 0:
+        return {"result": "NO_RECORD"}
+    m1 = d[1] % 4
+    m3 = m1 + d[2] % 5
+    m6 = m3 + d[3] % 6
+    return {
+        "result": "FOUND",
+        "loans": d[4] % 8,
+        "overdue": {"m1": d[5] % 3 if d[6] % 4 == 0 else 0,
+                    "m3": d[7] % 2 if d[8] % 8 == 0 else 0,
+                    "m6_plus": 1 if d[9] % 16 == 0 else 0},
+        "inquiries": {"m1": m1, "m3": m3, "m6": m6},
+    }

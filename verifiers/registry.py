@@ -7,6 +7,8 @@ from collections.abc import Callable, Mapping
 import aiohttp
 
 from verifiers.base import Verifier
+from verifiers.carrier_check import CarrierCheckVerifier
+from verifiers.credit_report import CreditReportVerifier
 from verifiers.id_check import IdCheckVerifier
 from verifiers.vendor import VendorEndpoint
 
@@ -59,5 +61,11 @@ def default_registry(*, timeout_s: float = 5.0, max_attempts: int = 3) -> Verifi
     registry = VerifierRegistry()
     registry.register("id_check", lambda endpoints, session: IdCheckVerifier(
         _endpoint(endpoints, "identity"), session, timeout_s=timeout_s,
+        max_attempts=max_attempts))
+    registry.register("carrier_check", lambda endpoints, session: CarrierCheckVerifier(
+        _endpoint(endpoints, "carrier"), session, timeout_s=timeout_s,
+        max_attempts=max_attempts))
+    registry.register("credit_report", lambda endpoints, session: CreditReportVerifier(
+        _endpoint(endpoints, "credit"), session, timeout_s=timeout_s,
         max_attempts=max_attempts))
     return registry

@@ -80,7 +80,8 @@ def test_when_a_batch_runs_from_the_command_line_then_nothing_personal_is_left_a
     by_ref = {a["applicant_ref"]: a for a in report["applicants"]}
     for x in lines:
         if isinstance(x, dict) and x["applicant_ref"] in by_ref and x["consents"]:
-            (step,) = by_ref[x["applicant_ref"]]["steps"]
+            step = by_ref[x["applicant_ref"]]["steps"][0]
+            assert step["verifier"] == "id_check"
             expected = {"MATCH": "passed", "MISMATCH": "failed", "NO_RECORD": "inconclusive"}
             assert step["status"] == expected[three_element_result(x["name"], x["id_number"],
                                                                    x["phone"])]

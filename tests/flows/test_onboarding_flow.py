@@ -49,12 +49,12 @@ async def prefect_records(flow_run_id):
 def test_when_the_flow_runs_then_chunks_are_tasks_and_prefect_holds_nothing_personal(
         prefect_harness, database, key_file, sandbox, tmp_path, monkeypatch):
     from flows.prefect_onboarding import onboarding
-    from flows.runtime import Runtime
+    from flows.runtime import Runtime, vendor_overrides
 
     env = {"IDV_HOME": str(tmp_path / "home"), "IDV_KEY_FILE": str(key_file),
-           "IDV_IDENTITY_BASE_URL": sandbox.base_url,
-           "IDV_IDENTITY_APP_KEY": sandbox.state.app_key,
-           "IDV_IDENTITY_APP_SECRET": sandbox.state.app_secret, **database.env()}
+           **{f"IDV_{k.upper()}": v for k, v in vendor_overrides(
+               sandbox.base_url, sandbox.state.app_key, sandbox.state.app_secret).items()},
+           **database.env()}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     lines = list(applicants(120, seed=21, prefix="F-"))

@@ -33,7 +33,8 @@ T0 = datetime(2026, 11, 1, tzinfo=UTC)
 POLICY = catalog.consent_policy()
 NOTICES = catalog.notices()
 PURPOSES = sorted(POLICY.purposes)
-SCOPES = ["id_verification", "carrier_check", "risk_scoring", "wechat_profile"]
+SCOPES = ["id_verification", "carrier_check", "credit_report", "risk_scoring",
+          "wechat_profile"]
 NOTICE_VERSIONS = sorted(NOTICES) + ["privacy-notice-unknown"]
 
 
@@ -117,8 +118,9 @@ def test_when_histories_and_clocks_vary_then_no_call_lacks_a_live_covering_conse
     subject = Subject(applicant_ref=ref, name=SecretStr("张伟"), id_type="resident_id",
                       id_number=SecretStr(id_number), phone=SecretStr("+8613800138000"))
     registry = default_registry(max_attempts=1)
-    endpoint = {"identity": VendorEndpoint(base_url=sandbox.base_url, app_key="k",
-                                           app_secret=SecretStr("s"))}
+    endpoint = {name: VendorEndpoint(base_url=sandbox.base_url, app_key="k",
+                                     app_secret=SecretStr("s"), name=name)
+                for name in ("identity", "carrier", "credit")}
     decided: dict[str, tuple[datetime, str, frozenset[str], bool]] = {}
 
     async def run_all() -> None:

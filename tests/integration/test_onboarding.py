@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 
 from flows.onboarding import run_batch
-from flows.runtime import Runtime, Settings
+from flows.runtime import Runtime, Settings, vendor_overrides
 from idv.synthetic import Mix, applicants
 from sandbox.population import three_element_result
 from storage.records import RunLineRecord
@@ -23,9 +23,8 @@ from storage.records import RunLineRecord
 def runtime(database, key_file, sandbox, tmp_path):
     settings = Settings(home=tmp_path / "home", database_url=database.url,
                         database_schema=database.schema, key_file=key_file,
-                        identity_base_url=sandbox.base_url,
-                        identity_app_key=sandbox.state.app_key,
-                        identity_app_secret=sandbox.state.app_secret, chunk_size=25)
+                        **vendor_overrides(sandbox.base_url, sandbox.state.app_key,
+                                           sandbox.state.app_secret), chunk_size=25)
     rt = Runtime(settings)
     yield rt
     rt.close()
@@ -60,23 +59,32 @@ def test_when_a_batch_runs_then_every_line_is_accounted_for_with_predicted_outco
             continue
         stored = runtime.store.applicants.get(line["applicant_ref"])
         scopes = {s for c in line["consents"] for s in c["scopes"]}
-        (step,) = stored.steps
+        step = stored.steps[0]
+        assert [s.step for s in stored.steps] == ["id_check", "carrier_check", "credit_report"]
         if "id_verification" not in scopes:
-            assert step.status == "skipped" and step.reason == "no_consent"
+            assert {s.status for s in stored.steps} == {"skipped"}
+            assert step.reason == "no_consent"
             assert stored.outcome == "review"
             assert sandbox.state.calls_for(line["id_number"]) == []
             continue
         expected = three_element_result(line["name"], line["id_number"], line["phone"])
         assert step.result_code == expected
-        assert len(sandbox.state.calls_for(line["id_number"])) == 1
+        calls = sandbox.state.calls_for(line["id_number"])
+        if expected == "MISMATCH":  # stop early: no carrier check, no paid credit report
+            assert len(calls) == 1
+            assert all(s.reason == "policy_short_circuit:id_check" for s in stored.steps[1:])
+        else:
+            assert sorted(c.path for c in calls) == [
+                "/v1/carrier/verify", "/v1/credit/summary", "/v1/identity/three-element"]
         assert step.consent_ids and step.vendor_request_id
         if "risk_scoring" not in scopes:
             assert stored.outcome == "review" and stored.reasons == ("NO_AUTOMATED_DECISION",)
             assert stored.score is None
         elif expected == "MISMATCH":
             assert stored.outcome == "decline_recommended"
-        elif expected == "NO_RECORD":
-            assert stored.outcome == "review"
+        elif expected == "NO_RECORD":  # never automatically verified; other signals add up
+            assert stored.outcome in ("review", "decline_recommended")
+            assert "ID_NO_RECORD" in stored.reasons
         checked += 1
     assert checked > 40
 
@@ -91,7 +99,7 @@ def test_when_applicants_have_no_consent_then_the_sandbox_receives_no_call_for_t
         not sandbox.state.calls_for(x["id_number"]) for x in lines)
     assert len(sandbox.state.calls) == 0
     denied = runtime.store.audit.events(kind_prefix="consent.denied")
-    assert len(denied) == 60  # the identity step and the scoring step, per applicant
+    assert len(denied) == 120  # three verification steps and the scoring step, per applicant
 
 
 def test_when_a_batch_is_run_again_then_nothing_changes_and_no_vendor_is_paid_twice(
@@ -145,8 +153,10 @@ def test_when_a_grant_was_withdrawn_then_rerunning_its_line_does_not_revive_it(
     runtime.store.ledger.withdraw(consent_id)
     result = run_batch(runtime, str(write(tmp_path / "a.jsonl", [line])))
     stored = runtime.store.applicants.get(line["applicant_ref"])
-    assert stored.steps[0].status == "skipped" and stored.steps[0].reason == "withdrawn"
-    assert sandbox.state.calls_for(line["id_number"]) == []
+    # Only the identity grant was withdrawn: its step is refused, the others still run.
+    assert (stored.steps[0].status, stored.steps[0].reason) == ("skipped", "withdrawn")
+    assert not [c for c in sandbox.state.calls_for(line["id_number"])
+                if c.path.startswith("/v1/identity/")]
     assert result.counts == {"review": 1}
 
 
@@ -178,7 +188,8 @@ def test_when_an_optional_scope_is_refused_then_its_step_is_skipped_and_the_rest
     runtime.__dict__["registry"] = registry
     policy = VerificationPolicy.model_validate({"version": "t", "products": {"consumer_loan": {
         "purpose": "onboarding_verification",
-        "steps": [{"step": "id_check"}, {"step": "account_probe"}]}}})
+        "steps": [{"step": "id_check"}, {"step": "account_probe"},
+                  {"step": "carrier_check"}]}}})
     runtime.__dict__["verification"] = policy
     lines = [x for x in applicants(30, seed=13, prefix="O-", mix=Mix(
         invalid=0, no_consent=0, no_scoring_consent=0))]

@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 from flows.onboarding import run_batch
-from flows.runtime import Runtime, Settings
+from flows.runtime import Runtime, Settings, vendor_overrides
 from idv.synthetic import Mix, applicants
 from sandbox.app import SandboxState, parse_faults
 from sandbox.server import SandboxServer
@@ -26,8 +26,8 @@ def batch(path: Path, n: int, prefix: str) -> tuple[Path, list]:
 
 
 def runtime(tmp_path: Path, sandbox: SandboxServer, **kw) -> Runtime:
-    return Runtime(Settings(home=tmp_path / "home", identity_base_url=sandbox.base_url,
-                            identity_app_key="k", identity_app_secret="s", **kw))
+    return Runtime(Settings(home=tmp_path / "home",
+                            **vendor_overrides(sandbox.base_url, "k", "s"), **kw))
 
 
 def test_when_faults_hit_every_call_then_every_applicant_ends_and_nothing_is_billed_twice(
@@ -65,16 +65,18 @@ def test_when_a_vendor_fails_every_call_then_the_breaker_cuts_it_off_quickly(tmp
         started = time.perf_counter()
         result = run_batch(rt, str(path))
         elapsed = time.perf_counter() - started
-    reasons = Counter()
+    reasons: dict[str, Counter] = {}
     for x in rt.store.runs.lines(result.run_id):
         if x.disposition != "refused":
-            (step,) = rt.store.applicants.get(x.applicant_ref).steps
-            if step.status != "skipped":
-                assert step.status == "error"
-                reasons[step.reason] += 1
-    assert reasons["vendor_5xx"] == 5  # the threshold
-    assert reasons["circuit_open"] >= 40  # everyone after it: no call, at once
-    assert len(state.calls) == 5 * 3  # 5 applicants x 3 attempts, then nothing
+            for step in rt.store.applicants.get(x.applicant_ref).steps:
+                if step.status != "skipped":
+                    assert step.status == "error"
+                    reasons.setdefault(step.step, Counter())[step.reason] += 1
+    for step, counted in reasons.items():  # one breaker per vendor
+        assert counted["vendor_5xx"] == 5, step  # the threshold
+        assert counted["circuit_open"] >= 40, step  # everyone after it: no call, at once
+    assert set(reasons) == {"id_check", "carrier_check", "credit_report"}
+    assert len(state.calls) == 3 * 5 * 3  # 3 vendors x 5 applicants x 3 attempts, then none
     assert sum(result.counts.values()) == len(lines)
     assert elapsed < 30
     rt.close()
