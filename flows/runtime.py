@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     carrier_app_key: str = "idv-dev"
     carrier_app_secret: SecretStr = SecretStr("idv-dev-secret")
     carrier_rate_per_s: float = Field(500.0, gt=0)
+    court_base_url: str = "http://127.0.0.1:8701"
+    court_app_key: str = "idv-dev"
+    court_app_secret: SecretStr = SecretStr("idv-dev-secret")
+    court_rate_per_s: float = Field(500.0, gt=0)
     credit_base_url: str = "http://127.0.0.1:8701"
     credit_app_key: str = "idv-dev"
     credit_app_secret: SecretStr = SecretStr("idv-dev-secret")
@@ -102,7 +106,7 @@ class Settings(BaseSettings):
         }
 
 
-VENDORS = ("identity", "carrier", "credit")
+VENDORS = ("identity", "carrier", "court", "credit")
 
 
 def vendor_overrides(base_url: str, app_key: str, app_secret: str) -> dict[str, str]:

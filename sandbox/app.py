@@ -23,6 +23,7 @@ from aiohttp import web
 from sandbox.population import (
     as_of_for,
     carrier_result,
+    court_entries,
     credit_summary,
     normalize_id,
     three_element_result,
@@ -31,12 +32,13 @@ from sandbox.population import (
 # How far a request's timestamp may stray from our clock before it is refused as stale.
 CLOCK_SKEW_S = 300
 FEES_CENTS = {"/v1/identity/three-element": 30, "/v1/identity/two-element": 20,
-              "/v1/carrier/verify": 25, "/v1/credit/summary": 80}
+              "/v1/carrier/verify": 25, "/v1/credit/summary": 80, "/v1/court/dishonest": 15}
 # The body fields each endpoint requires.
 REQUIRED = {"/v1/identity/three-element": ("name", "id_number", "phone"),
             "/v1/identity/two-element": ("name", "id_number"),
             "/v1/carrier/verify": ("name", "id_number", "phone"),
-            "/v1/credit/summary": ("name", "id_number")}
+            "/v1/credit/summary": ("name", "id_number"),
+            "/v1/court/dishonest": ("name", "id_number")}
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,9 @@ def _answer(path: str, data: dict[str, Any]) -> dict[str, Any]:
     if path.startswith("/v1/identity/"):
         return {"result": three_element_result(data["name"], data["id_number"],
                                                data.get("phone"))}
+    if path == "/v1/court/dishonest":
+        entries = court_entries(data["name"], data["id_number"])
+        return {"result": "HIT" if entries else "NO_HIT", "entries": entries}
     if path == "/v1/carrier/verify":
         return dict(carrier_result(data["name"], data["id_number"], data["phone"]))
     return dict(credit_summary(data["name"], data["id_number"]))

@@ -70,3 +70,47 @@ def credit_summary(name: str, id_number: str) -> dict[str, object]:
                     "m6_plus": 1 if d[9] % 16 == 0 else 0},
         "inquiries": {"m1": m1, "m3": m3, "m6": m6},
     }
+
+
+_TRADITIONAL = str.maketrans({"张": "張", "伟": "偉", "欧": "歐", "阳": "陽", "丽": "麗",
+                              "刘": "劉", "陈": "陳", "杨": "楊", "黄": "黃", "赵": "趙",
+                              "吴": "吳", "孙": "孫", "马": "馬", "郭": "郭", "罗": "羅",
+                              "军": "軍", "洋": "洋", "艳": "艷", "杰": "傑", "娟": "娟",
+                              "涛": "濤", "兰": "蘭", "霞": "霞", "刚": "剛", "英": "英"})
+
+
+def _masked(id_number: str) -> str:
+    """The public list's form: first 4 and last 4 shown."""
+    return id_number[:4] + "*" * (len(id_number) - 8) + id_number[-4:]
+
+
+def court_entries(name: str, id_number: str, *, today: date | None = None) -> list[dict]:
+    """The dishonest-debtor list's entries for a query, from SHA-256 of the ID number (mod 25):
+    0 a confirmed entry (the vendor matched the full ID); 1 a public entry, masked ID, the
+    name in traditional characters; 2 a public entry with the same masked ID but another
+    person's name (must not match); 3 a confirmed entry whose case number is malformed;
+    4 a confirmed entry closed for lack of property (终结本次执行程序); else none."""
+    today = today or datetime.now(UTC).date()
+    number = normalize_id(id_number)
+    d = _digest("court", number)
+    bucket = d[0] % 25
+    year = today.year - 1 - d[1] % 5
+    base = {"case_number": f"({year})京0105执{100 + d[2]}号", "court": "北京市朝阳区人民法院",
+            "province": "北京", "performance": "全部未履行",
+            "conduct": "有履行能力而拒不履行生效法律文书确定义务",
+            "filed_at": f"{year}-03-0{1 + d[3] % 9}", "published_at": f"{year}-06-1{d[4] % 9}",
+            "status": "active"}
+    if bucket == 0:
+        return [{**base, "match": "confirmed", "name": name, "id_masked": _masked(number)}]
+    if bucket == 1:
+        return [{**base, "match": "public", "name": name.translate(_TRADITIONAL),
+                 "id_masked": _masked(number)}]
+    if bucket == 2:
+        return [{**base, "match": "public", "name": "司马懿", "id_masked": _masked(number)}]
+    if bucket == 3:
+        return [{**base, "match": "confirmed", "name": name, "id_masked": _masked(number),
+                 "case_number": f"({today.year + 2})京0105执{d[2]}号"}]
+    if bucket == 4:
+        return [{**base, "match": "confirmed", "name": name, "id_masked": _masked(number),
+                 "status": "terminated_no_property", "performance": "部分未履行"}]
+    return []

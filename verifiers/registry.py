@@ -8,6 +8,7 @@ import aiohttp
 
 from verifiers.base import Verifier
 from verifiers.carrier_check import CarrierCheckVerifier
+from verifiers.court_list import CourtListVerifier
 from verifiers.credit_report import CreditReportVerifier
 from verifiers.id_check import IdCheckVerifier
 from verifiers.vendor import VendorEndpoint
@@ -64,6 +65,9 @@ def default_registry(*, timeout_s: float = 5.0, max_attempts: int = 3) -> Verifi
         max_attempts=max_attempts))
     registry.register("carrier_check", lambda endpoints, session: CarrierCheckVerifier(
         _endpoint(endpoints, "carrier"), session, timeout_s=timeout_s,
+        max_attempts=max_attempts))
+    registry.register("court_list", lambda endpoints, session: CourtListVerifier(
+        _endpoint(endpoints, "court"), session, timeout_s=timeout_s,
         max_attempts=max_attempts))
     registry.register("credit_report", lambda endpoints, session: CreditReportVerifier(
         _endpoint(endpoints, "credit"), session, timeout_s=timeout_s,

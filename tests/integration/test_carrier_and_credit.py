@@ -155,3 +155,37 @@ async def test_when_a_vendor_answer_drifts_from_its_schema_then_the_step_is_an_e
     with SandboxServer(app=drifting_vendor(body)) as srv:
         evidence = await run(verifier_cls, srv.base_url, subject(), step)
     assert evidence.status is StepStatus.ERROR and evidence.reason == "vendor_malformed"
+
+
+def find_court(bucket: int) -> str:
+    import hashlib
+
+    while True:
+        n = make_id_number(RNG)
+        if hashlib.sha256(f"court\x1f{n}".encode()).digest()[0] % 25 == bucket:
+            return n
+
+
+@pytest.mark.parametrize("bucket, status, signals", [
+    (0, StepStatus.FAILED, {"court_hit": "confirmed", "court_record_suspect": "no",
+                            "court_no_property_case": "no"}),
+    (1, StepStatus.INCONCLUSIVE, {"court_hit": "probable", "court_record_suspect": "no",
+                                  "court_no_property_case": "no"}),
+    (2, StepStatus.PASSED, {"court_hit": "none", "court_record_suspect": "no",
+                            "court_no_property_case": "no"}),
+    (3, StepStatus.FAILED, {"court_hit": "confirmed", "court_record_suspect": "yes",
+                            "court_no_property_case": "no"}),
+    (4, StepStatus.FAILED, {"court_hit": "confirmed", "court_record_suspect": "no",
+                            "court_no_property_case": "yes"}),
+    (9, StepStatus.PASSED, {"court_hit": "none", "court_record_suspect": "no",
+                            "court_no_property_case": "no"}),
+], ids=["confirmed", "probable traditional name", "masked ID but another name",
+        "future case number", "closed for lack of property", "no entry"])
+async def test_when_the_court_list_answers_then_hits_are_weighed_not_trusted(
+        server, bucket, status, signals):
+    from verifiers.court_list import CourtListVerifier
+
+    n = find_court(bucket)
+    evidence = await run(CourtListVerifier, server.base_url, subject(n), "court_list")
+    assert evidence.status is status
+    assert evidence.signals == signals

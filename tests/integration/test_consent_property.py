@@ -33,8 +33,8 @@ T0 = datetime(2026, 11, 1, tzinfo=UTC)
 POLICY = catalog.consent_policy()
 NOTICES = catalog.notices()
 PURPOSES = sorted(POLICY.purposes)
-SCOPES = ["id_verification", "carrier_check", "credit_report", "risk_scoring",
-          "wechat_profile"]
+SCOPES = ["id_verification", "carrier_check", "court_records", "credit_report",
+          "risk_scoring", "wechat_profile"]
 NOTICE_VERSIONS = sorted(NOTICES) + ["privacy-notice-unknown"]
 
 
@@ -120,7 +120,7 @@ def test_when_histories_and_clocks_vary_then_no_call_lacks_a_live_covering_conse
     registry = default_registry(max_attempts=1)
     endpoint = {name: VendorEndpoint(base_url=sandbox.base_url, app_key="k",
                                      app_secret=SecretStr("s"), name=name)
-                for name in ("identity", "carrier", "credit")}
+                for name in ("identity", "carrier", "court", "credit")}
     decided: dict[str, tuple[datetime, str, frozenset[str], bool]] = {}
 
     async def run_all() -> None:

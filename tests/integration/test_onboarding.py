@@ -60,7 +60,8 @@ def test_when_a_batch_runs_then_every_line_is_accounted_for_with_predicted_outco
         stored = runtime.store.applicants.get(line["applicant_ref"])
         scopes = {s for c in line["consents"] for s in c["scopes"]}
         step = stored.steps[0]
-        assert [s.step for s in stored.steps] == ["id_check", "carrier_check", "credit_report"]
+        assert [s.step for s in stored.steps] == ["id_check", "carrier_check", "court_list",
+                                                  "credit_report"]
         if "id_verification" not in scopes:
             assert {s.status for s in stored.steps} == {"skipped"}
             assert step.reason == "no_consent"
@@ -75,7 +76,8 @@ def test_when_a_batch_runs_then_every_line_is_accounted_for_with_predicted_outco
             assert all(s.reason == "policy_short_circuit:id_check" for s in stored.steps[1:])
         else:
             assert sorted(c.path for c in calls) == [
-                "/v1/carrier/verify", "/v1/credit/summary", "/v1/identity/three-element"]
+                "/v1/carrier/verify", "/v1/court/dishonest", "/v1/credit/summary",
+                "/v1/identity/three-element"]
         assert step.consent_ids and step.vendor_request_id
         if "risk_scoring" not in scopes:
             assert stored.outcome == "review" and stored.reasons == ("NO_AUTOMATED_DECISION",)
@@ -99,7 +101,7 @@ def test_when_applicants_have_no_consent_then_the_sandbox_receives_no_call_for_t
         not sandbox.state.calls_for(x["id_number"]) for x in lines)
     assert len(sandbox.state.calls) == 0
     denied = runtime.store.audit.events(kind_prefix="consent.denied")
-    assert len(denied) == 120  # three verification steps and the scoring step, per applicant
+    assert len(denied) == 150  # four verification steps and the scoring step, per applicant
 
 
 def test_when_a_batch_is_run_again_then_nothing_changes_and_no_vendor_is_paid_twice(

@@ -75,8 +75,8 @@ def test_when_a_vendor_fails_every_call_then_the_breaker_cuts_it_off_quickly(tmp
     for step, counted in reasons.items():  # one breaker per vendor
         assert counted["vendor_5xx"] == 5, step  # the threshold
         assert counted["circuit_open"] >= 40, step  # everyone after it: no call, at once
-    assert set(reasons) == {"id_check", "carrier_check", "credit_report"}
-    assert len(state.calls) == 3 * 5 * 3  # 3 vendors x 5 applicants x 3 attempts, then none
+    assert set(reasons) == {"id_check", "carrier_check", "court_list", "credit_report"}
+    assert len(state.calls) == 4 * 5 * 3  # 4 vendors x 5 applicants x 3 attempts, then none
     assert sum(result.counts.values()) == len(lines)
     assert elapsed < 30
     rt.close()

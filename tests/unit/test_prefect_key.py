@@ -1,6 +1,6 @@
 from cryptography.fernet import Fernet
 
-from flows.runtime import Runtime, Settings
+from flows.runtime import Runtime, Settings, vendor_overrides
 
 
 def test_when_prefect_needs_its_server_key_then_it_comes_from_our_key_ring(tmp_path):
@@ -29,7 +29,7 @@ def test_when_production_starts_with_a_development_key_then_it_is_refused(tmp_pa
     LocalKekProvider(key, create=True, development=True)
     base = dict(env="production", home=tmp_path, key_file=key,
                 database_url=f"sqlite:///{tmp_path / 'idv.db'}",
-                identity_app_secret=SecretStr("a-real-vendor-secret"))
+                **vendor_overrides("https://vendor.example", "app", "a-real-vendor-secret"))
     with pytest.raises(StartupError, match="development key"):
         Runtime(Settings(**base)).store  # noqa: B018
     with pytest.raises(StartupError, match="development secret"):
