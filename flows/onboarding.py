@@ -123,7 +123,8 @@ class ChunkRunner:
             if stopped_by is not None:
                 records.append(StepRecord(step=rule.step, status=StepStatus.SKIPPED.value,
                                           reason=f"policy_short_circuit:{stopped_by}"))
-                features[rule.step] = StepStatus.SKIPPED.value
+                # Not run by design, not for want of consent: no "not checked" reason.
+                features[rule.step] = "not_run"
                 continue
             verifier = self.rt.registry.build(rule.step, self.endpoints, self.session)
             evidence, decision_id = await self.rt.gate.run(verifier, subject,

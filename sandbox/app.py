@@ -72,7 +72,12 @@ class FaultPlan:
     by_endpoint: dict[str, Faults] = field(default_factory=dict)
 
     def for_path(self, path: str) -> Faults:
-        return self.by_endpoint.get(path.rstrip("/").rsplit("/", 1)[-1], self.default)
+        """By endpoint (`three-element`), then by vendor (`identity`, `credit`...)."""
+        parts = path.strip("/").split("/")
+        for name in (parts[-1], parts[1] if len(parts) > 2 else ""):
+            if name in self.by_endpoint:
+                return self.by_endpoint[name]
+        return self.default
 
 
 def parse_faults(spec: str) -> FaultPlan:

@@ -59,9 +59,10 @@ def credit_summary(name: str, id_number: str) -> dict[str, object]:
     d = _digest("credit", normalize_id(id_number))
     if d[0] % 20 == 0:
         return {"result": "NO_RECORD"}
-    m1 = d[1] % 4
-    m3 = m1 + d[2] % 5
-    m6 = m3 + d[3] % 6
+    # Most people have few inquiries; some shop around; a few are everywhere.
+    m1 = d[1] % 3 if d[1] % 4 == 0 else 0
+    m3 = m1 + (d[2] % 6 if d[2] % 3 == 0 else d[2] % 2)
+    m6 = m3 + d[3] % 3
     return {
         "result": "FOUND",
         "loans": d[4] % 8,
@@ -85,7 +86,8 @@ def _masked(id_number: str) -> str:
 
 
 def court_entries(name: str, id_number: str, *, today: date | None = None) -> list[dict]:
-    """The dishonest-debtor list's entries for a query, from SHA-256 of the ID number (mod 25):
+    """The dishonest-debtor list's entries for a query, from SHA-256 of the ID number (first
+    two bytes, mod 100):
     0 a confirmed entry (the vendor matched the full ID); 1 a public entry, masked ID, the
     name in traditional characters; 2 a public entry with the same masked ID but another
     person's name (must not match); 3 a confirmed entry whose case number is malformed;
@@ -93,7 +95,7 @@ def court_entries(name: str, id_number: str, *, today: date | None = None) -> li
     today = today or datetime.now(UTC).date()
     number = normalize_id(id_number)
     d = _digest("court", number)
-    bucket = d[0] % 25
+    bucket = int.from_bytes(d[:2], "big") % 100
     year = today.year - 1 - d[1] % 5
     base = {"case_number": f"({year})京0105执{100 + d[2]}号", "court": "北京市朝阳区人民法院",
             "province": "北京", "performance": "全部未履行",

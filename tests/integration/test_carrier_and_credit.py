@@ -162,7 +162,8 @@ def find_court(bucket: int) -> str:
 
     while True:
         n = make_id_number(RNG)
-        if hashlib.sha256(f"court\x1f{n}".encode()).digest()[0] % 25 == bucket:
+        digest = hashlib.sha256(f"court\x1f{n}".encode()).digest()
+        if int.from_bytes(digest[:2], "big") % 100 == bucket:
             return n
 
 

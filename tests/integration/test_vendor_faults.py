@@ -80,3 +80,21 @@ def test_when_a_vendor_fails_every_call_then_the_breaker_cuts_it_off_quickly(tmp
     assert sum(result.counts.values()) == len(lines)
     assert elapsed < 30
     rt.close()
+
+
+def test_when_faults_are_aimed_at_one_vendor_then_only_its_steps_suffer(tmp_path):
+    state = SandboxState(app_key="k", app_secret="s", faults=parse_faults("credit:5xx=1"))
+    path, _ = batch(tmp_path / "b.jsonl", 20, "X-")
+    with SandboxServer(state) as sandbox:
+        rt = runtime(tmp_path, sandbox, vendor_max_attempts=2)
+        result = run_batch(rt, str(path))
+    for x in rt.store.runs.lines(result.run_id):
+        if x.disposition == "refused":
+            continue
+        steps = {s.step: s for s in rt.store.applicants.get(x.applicant_ref).steps}
+        if steps["credit_report"].status != "skipped":
+            assert steps["credit_report"].status == "error"
+            assert x.outcome != "verified"  # a source error never passes silently
+        if steps["carrier_check"].status != "skipped":
+            assert steps["carrier_check"].status != "error"
+    rt.close()
