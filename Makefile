@@ -28,7 +28,9 @@ lint: $(STAMP)
 check: lint test
 
 bench: $(STAMP)
-	$(BIN)/python bench/batch_throughput.py
+	$(BIN)/python bench/batch_throughput.py 1000
+	$(BIN)/python bench/crypto_costs.py 100000
+	$(BIN)/python bench/throughput.py --n 1000
 
 clean:
 	rm -rf $(VENV) .idv .pytest_cache

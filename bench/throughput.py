@@ -1,0 +1,160 @@
+"""Pipeline throughput against a bare baseline, in one run (the sources issue's figures).
+
+The sandbox runs in its own process with 20 ms latency on each of the four sources. The bare
+baseline is plain asyncio with aiohttp making the same four signed calls per applicant, with
+no consent, encryption, database or orchestration. Both keep 64 vendor calls in flight. Each
+side runs in a subprocess of its own so that its CPU time and peak RSS are its own.
+
+Usage: python bench/throughput.py [--n 1000 --n 10000] [--full] (adds 100,000)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+LATENCY_MS = 20
+IN_FLIGHT = 64
+PATHS = ["/v1/identity/three-element", "/v1/carrier/verify", "/v1/court/dishonest",
+         "/v1/credit/summary"]
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def baseline(url: str, batch: Path) -> int:
+    import aiohttp
+
+    from verifiers.signing import sign_request
+
+    limit = asyncio.Semaphore(IN_FLIGHT)
+    done = 0
+
+    async def one(session: aiohttp.ClientSession, line: dict) -> None:
+        nonlocal done
+        payload = {"name": line["name"], "id_number": line["id_number"],
+                   "phone": line["phone"]}
+        for path in PATHS:
+            body = json.dumps(payload, ensure_ascii=False).encode()
+            async with limit:
+                headers = sign_request("POST", path, body, "bench", "bench-secret")
+                async with session.post(url + path, data=body, headers=headers) as resp:
+                    await resp.read()
+        done += 1
+
+    connector = aiohttp.TCPConnector(limit=IN_FLIGHT)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        tasks = []
+        with batch.open(encoding="utf-8") as fh:
+            for raw in fh:
+                try:
+                    line = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(line, dict) and line.get("consents"):
+                    tasks.append(asyncio.create_task(one(session, line)))
+                if len(tasks) >= IN_FLIGHT * 8:
+                    await asyncio.gather(*tasks)
+                    tasks.clear()
+        await asyncio.gather(*tasks)
+    return done
+
+
+def run_side(mode: str, url: str, batch: Path, home: Path) -> dict:
+    t0, c0 = time.perf_counter(), time.process_time()
+    if mode == "baseline":
+        applicants = asyncio.run(baseline(url, batch))
+    else:
+        from flows.onboarding import run_batch
+        from flows.runtime import Runtime, Settings, vendor_overrides
+
+        rt = Runtime(Settings(home=home, concurrency=IN_FLIGHT, chunk_size=2000,
+                              **vendor_overrides(url, "bench", "bench-secret")))
+        rt.store  # noqa: B018 - migrations outside the timing
+        t0, c0 = time.perf_counter(), time.process_time()
+        result = run_batch(rt, str(batch))
+        applicants = result.lines
+        rt.close()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"applicants": applicants, "wall_s": wall, "cpu_s": cpu, "rss_mb": peak_rss_mb()}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, action="append")
+    parser.add_argument("--full", action="store_true")
+    parser.add_argument("--side", choices=["baseline", "pipeline"])
+    parser.add_argument("--url")
+    parser.add_argument("--batch")
+    parser.add_argument("--home")
+    args = parser.parse_args()
+    if args.side:  # a child: one side, one batch
+        print(json.dumps(run_side(args.side, args.url, Path(args.batch), Path(args.home))))
+        return
+    sizes = args.n or [1000, 10000]
+    if args.full:
+        sizes.append(100_000)
+    from idv.synthetic import Mix, write_batch
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, IDV_IDENTITY_APP_KEY="bench", IDV_IDENTITY_APP_SECRET="bench-secret")
+    idv = str(Path(sys.executable).with_name("idv"))
+    sandbox = subprocess.Popen([idv, "sandbox", "serve", "--port", str(port), "--faults",
+                                f"latency_ms={LATENCY_MS}"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(url + "/_sandbox/health", timeout=1)  # noqa: S310
+                break
+            except OSError:
+                time.sleep(0.1)
+        bound = IN_FLIGHT / (LATENCY_MS / 1000)
+        print(f"latency bound: {IN_FLIGHT} calls in flight / {LATENCY_MS} ms = "
+              f"{bound:,.0f} calls/s = {bound / len(PATHS):,.0f} applicants/s")
+        for n in sizes:
+            with tempfile.TemporaryDirectory(prefix="idv-throughput-") as tmp:
+                batch = write_batch(Path(tmp) / "b.jsonl", n, prefix=f"T{n}-",
+                                    mix=Mix(invalid=0, no_consent=0, no_scoring_consent=0))
+                out = {}
+                for side in ("baseline", "pipeline"):
+                    proc = subprocess.run(
+                        [sys.executable, __file__, "--side", side, "--url", url, "--batch",
+                         str(batch), "--home", str(Path(tmp) / side)],
+                        capture_output=True, text=True, check=True)
+                    out[side] = json.loads(proc.stdout.strip().splitlines()[-1])
+            b, p = out["baseline"], out["pipeline"]
+            b_rate, p_rate = b["applicants"] / b["wall_s"], p["applicants"] / p["wall_s"]
+            print(f"N={n}: baseline {b_rate:,.0f} applicants/s "
+                  f"({b_rate * len(PATHS) / bound:.0%} of the bound), "
+                  f"{1000 * b['cpu_s'] / b['applicants']:.2f} ms CPU each, "
+                  f"peak RSS {b['rss_mb']:.0f} MB")
+            print(f"N={n}: pipeline {p_rate:,.0f} applicants/s, "
+                  f"{1000 * p['cpu_s'] / p['applicants']:.2f} ms CPU each, "
+                  f"peak RSS {p['rss_mb']:.0f} MB")
+            print(f"N={n}: ratio pipeline/baseline {p_rate / b_rate:.2f}")
+    finally:
+        sandbox.terminate()
+        sandbox.wait(10)
+
+
+if __name__ == "__main__":
+    main()
