@@ -6,43 +6,31 @@ from __future__ import annotations
 from datetime import date
 from typing import ClassVar
 
-import aiohttp
-
 from verifiers.base import ConsentPermit, Evidence, StepStatus, Subject
-from verifiers.id_check import idempotency_key
-from verifiers.vendor import VendorEndpoint, post_signed
+from verifiers.vendor import VendorVerifier
 
 _STATUSES = {"active", "suspended", "cancelled"}
 _TENURES = {"lt_6m", "6m_24m", "gt_24m"}
 
 
-class CarrierCheckVerifier:
+class CarrierCheckVerifier(VendorVerifier):
     """Use after the identity check: a match on an active number is `passed`; a mismatch, or
     a match on a suspended or cancelled number, is `failed`; no record is `inconclusive`."""
 
     name: ClassVar[str] = "carrier_check"
     purpose: ClassVar[str] = "onboarding_verification"
     scopes: ClassVar[frozenset[str]] = frozenset({"carrier_check"})
+    vendor = "carrier"
     fee_cents: ClassVar[int] = 25
-
-    def __init__(self, endpoint: VendorEndpoint, session: aiohttp.ClientSession, *,
-                 timeout_s: float = 5.0, max_attempts: int = 3) -> None:
-        self._endpoint = endpoint
-        self._session = session
-        self._timeout_s = timeout_s
-        self._max_attempts = max_attempts
 
     async def verify(self, subject: Subject, permit: ConsentPermit) -> Evidence:
         base = {"verifier": self.name, "consent_id": permit.consent_id}
         if subject.phone is None:
             return Evidence(status=StepStatus.INCONCLUSIVE, reason="no_phone", **base)
-        reply = await post_signed(
-            self._session, self._endpoint, "/v1/carrier/verify",
-            {"name": subject.name.get_secret_value(),
-             "id_number": subject.id_number.get_secret_value(),
-             "phone": subject.phone.get_secret_value().removeprefix("+86")},
-            idempotency_key=idempotency_key(permit), timeout_s=self._timeout_s,
-            max_attempts=self._max_attempts)
+        reply = await self._call("/v1/carrier/verify", {
+            "name": subject.name.get_secret_value(),
+            "id_number": subject.id_number.get_secret_value(),
+            "phone": subject.phone.get_secret_value().removeprefix("+86")}, permit)
         base["attempts"] = reply.attempts
         if reply.error is not None or reply.body is None:
             return Evidence(status=StepStatus.ERROR, reason=reply.error or "vendor_malformed",

@@ -13,12 +13,9 @@ from __future__ import annotations
 from datetime import date
 from typing import Any, ClassVar
 
-import aiohttp
-
 from policies.name_match import case_number_problem, masked_id_matches, match_names
 from verifiers.base import ConsentPermit, Evidence, StepStatus, Subject
-from verifiers.id_check import idempotency_key
-from verifiers.vendor import VendorEndpoint, post_signed
+from verifiers.vendor import VendorVerifier
 
 
 def assess_entries(name: str, id_number: str, entries: list[dict[str, Any]], *,
@@ -44,29 +41,21 @@ def assess_entries(name: str, id_number: str, entries: list[dict[str, Any]], *,
             "court_no_property_case": no_property}
 
 
-class CourtListVerifier:
+class CourtListVerifier(VendorVerifier):
     """`passed` without a hit; `inconclusive` for a probable match; `failed` for a confirmed
     one (the scorecard sends it to a person, never to an automatic decline)."""
 
     name: ClassVar[str] = "court_list"
     purpose: ClassVar[str] = "onboarding_verification"
     scopes: ClassVar[frozenset[str]] = frozenset({"court_records"})
+    vendor = "court"
     fee_cents: ClassVar[int] = 15
-
-    def __init__(self, endpoint: VendorEndpoint, session: aiohttp.ClientSession, *,
-                 timeout_s: float = 5.0, max_attempts: int = 3) -> None:
-        self._endpoint = endpoint
-        self._session = session
-        self._timeout_s = timeout_s
-        self._max_attempts = max_attempts
 
     async def verify(self, subject: Subject, permit: ConsentPermit) -> Evidence:
         name = subject.name.get_secret_value()
         number = subject.id_number.get_secret_value()
-        reply = await post_signed(self._session, self._endpoint, "/v1/court/dishonest",
-                                  {"name": name, "id_number": number},
-                                  idempotency_key=idempotency_key(permit),
-                                  timeout_s=self._timeout_s, max_attempts=self._max_attempts)
+        reply = await self._call("/v1/court/dishonest", {"name": name, "id_number": number},
+                                 permit)
         base = {"verifier": self.name, "consent_id": permit.consent_id,
                 "attempts": reply.attempts}
         if reply.error is not None or reply.body is None:

@@ -6,11 +6,8 @@ from __future__ import annotations
 from datetime import date
 from typing import ClassVar
 
-import aiohttp
-
 from verifiers.base import ConsentPermit, Evidence, StepStatus, Subject
-from verifiers.id_check import idempotency_key
-from verifiers.vendor import VendorEndpoint, post_signed
+from verifiers.vendor import VendorVerifier
 
 
 def _count(value: object) -> int:
@@ -29,29 +26,20 @@ def overdue_band(m1: int, m3: int, m6_plus: int) -> str:
     return "severe" if m6_plus else "serious" if m3 else "minor" if m1 else "none"
 
 
-class CreditReportVerifier:
+class CreditReportVerifier(VendorVerifier):
     """A paid call: the policy runs it only after the identity check passed. Found is
     `passed` with signals; no record is `inconclusive` (a thin file, not a failure)."""
 
     name: ClassVar[str] = "credit_report"
     purpose: ClassVar[str] = "onboarding_verification"
     scopes: ClassVar[frozenset[str]] = frozenset({"credit_report"})
+    vendor = "credit"
     fee_cents: ClassVar[int] = 80
 
-    def __init__(self, endpoint: VendorEndpoint, session: aiohttp.ClientSession, *,
-                 timeout_s: float = 5.0, max_attempts: int = 3) -> None:
-        self._endpoint = endpoint
-        self._session = session
-        self._timeout_s = timeout_s
-        self._max_attempts = max_attempts
-
     async def verify(self, subject: Subject, permit: ConsentPermit) -> Evidence:
-        reply = await post_signed(
-            self._session, self._endpoint, "/v1/credit/summary",
-            {"name": subject.name.get_secret_value(),
-             "id_number": subject.id_number.get_secret_value()},
-            idempotency_key=idempotency_key(permit), timeout_s=self._timeout_s,
-            max_attempts=self._max_attempts)
+        reply = await self._call("/v1/credit/summary", {
+            "name": subject.name.get_secret_value(),
+            "id_number": subject.id_number.get_secret_value()}, permit)
         base = {"verifier": self.name, "consent_id": permit.consent_id,
                 "attempts": reply.attempts}
         if reply.error is not None or reply.body is None:

@@ -3,14 +3,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import date
 from typing import ClassVar
 
-import aiohttp
-
 from verifiers.base import ConsentPermit, Evidence, StepStatus, Subject
-from verifiers.vendor import VendorEndpoint, post_signed
+from verifiers.vendor import VendorVerifier
 
 _STATUS = {
     "MATCH": StepStatus.PASSED,
@@ -19,26 +16,15 @@ _STATUS = {
 }
 
 
-def idempotency_key(permit: ConsentPermit) -> str:
-    """Derived from the gate's decision, so every retry of this paid call reuses it."""
-    return hashlib.sha256(f"idv:{permit.step}:{permit.decision_id}".encode()).hexdigest()[:32]
-
-
-class IdCheckVerifier:
+class IdCheckVerifier(VendorVerifier):
     """Use for the identity step of onboarding. The three-element variant sends the phone
     under the same `id_verification` scope: the carrier match is part of identity proofing."""
 
     name: ClassVar[str] = "id_check"
     purpose: ClassVar[str] = "onboarding_verification"
     scopes: ClassVar[frozenset[str]] = frozenset({"id_verification"})
+    vendor = "identity"
     fee_cents: ClassVar[int] = 30
-
-    def __init__(self, endpoint: VendorEndpoint, session: aiohttp.ClientSession, *,
-                 timeout_s: float = 5.0, max_attempts: int = 3) -> None:
-        self._endpoint = endpoint
-        self._session = session
-        self._timeout_s = timeout_s
-        self._max_attempts = max_attempts
 
     async def verify(self, subject: Subject, permit: ConsentPermit) -> Evidence:
         payload = {
@@ -49,9 +35,7 @@ class IdCheckVerifier:
         if subject.phone is not None:
             payload["phone"] = subject.phone.get_secret_value().removeprefix("+86")
             path = "/v1/identity/three-element"
-        reply = await post_signed(self._session, self._endpoint, path, payload,
-                                  idempotency_key=idempotency_key(permit),
-                                  timeout_s=self._timeout_s, max_attempts=self._max_attempts)
+        reply = await self._call(path, payload, permit)
         base = {"verifier": self.name, "consent_id": permit.consent_id,
                 "attempts": reply.attempts}
         if reply.error is not None or reply.body is None:

@@ -11,7 +11,7 @@ from verifiers.carrier_check import CarrierCheckVerifier
 from verifiers.court_list import CourtListVerifier
 from verifiers.credit_report import CreditReportVerifier
 from verifiers.id_check import IdCheckVerifier
-from verifiers.vendor import VendorEndpoint
+from verifiers.vendor import VendorEndpoint, VendorVerifier
 
 Factory = Callable[[Mapping[str, VendorEndpoint], aiohttp.ClientSession], Verifier]
 
@@ -57,19 +57,19 @@ def _endpoint(endpoints: Mapping[str, VendorEndpoint], vendor: str) -> VendorEnd
     return endpoints[vendor]
 
 
+def _vendor_factory(cls: type[VendorVerifier], timeout_s: float,
+                    max_attempts: int) -> Factory:
+    def build(endpoints: Mapping[str, VendorEndpoint],
+              session: aiohttp.ClientSession) -> Verifier:
+        return cls(_endpoint(endpoints, cls.vendor), session,  # type: ignore[return-value]
+                   timeout_s=timeout_s, max_attempts=max_attempts)
+
+    return build
+
+
 def default_registry(*, timeout_s: float = 5.0, max_attempts: int = 3) -> VerifierRegistry:
     """Every source shipped with idv, keyed by the step names policies use."""
     registry = VerifierRegistry()
-    registry.register("id_check", lambda endpoints, session: IdCheckVerifier(
-        _endpoint(endpoints, "identity"), session, timeout_s=timeout_s,
-        max_attempts=max_attempts))
-    registry.register("carrier_check", lambda endpoints, session: CarrierCheckVerifier(
-        _endpoint(endpoints, "carrier"), session, timeout_s=timeout_s,
-        max_attempts=max_attempts))
-    registry.register("court_list", lambda endpoints, session: CourtListVerifier(
-        _endpoint(endpoints, "court"), session, timeout_s=timeout_s,
-        max_attempts=max_attempts))
-    registry.register("credit_report", lambda endpoints, session: CreditReportVerifier(
-        _endpoint(endpoints, "credit"), session, timeout_s=timeout_s,
-        max_attempts=max_attempts))
+    for cls in (IdCheckVerifier, CarrierCheckVerifier, CourtListVerifier, CreditReportVerifier):
+        registry.register(cls.name, _vendor_factory(cls, timeout_s, max_attempts))
     return registry

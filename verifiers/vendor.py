@@ -4,6 +4,7 @@ backoff and jitter on transient faults only, one idempotency key per paid call."
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import weakref
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from verifiers.base import ConsentPermit
 from verifiers.signing import sign_request
 
 # 50 ms, 100 ms, 200 ms... capped at 2 s, plus up to 100 ms of jitter so that many
@@ -194,3 +196,29 @@ async def _post_with_retries(session: aiohttp.ClientSession, endpoint: VendorEnd
     except asyncio.CancelledError:
         raise
     raise AssertionError("unreachable: tenacity either returns or re-raises")
+
+
+class VendorVerifier:
+    """Base for verifiers that call a licensed vendor: holds the endpoint, the session and the
+    retry settings, and makes the signed call with the permit's idempotency key. Subclasses
+    declare `name`, `purpose`, `scopes`, `fee_cents`, `vendor` and implement `verify`."""
+
+    vendor: str = "vendor"  # the key of its endpoint in the settings
+
+    def __init__(self, endpoint: VendorEndpoint, session: aiohttp.ClientSession, *,
+                 timeout_s: float = 5.0, max_attempts: int = 3) -> None:
+        self._endpoint = endpoint
+        self._session = session
+        self._timeout_s = timeout_s
+        self._max_attempts = max_attempts
+
+    async def _call(self, path: str, payload: dict[str, Any],
+                    permit: ConsentPermit) -> VendorReply:
+        return await post_signed(self._session, self._endpoint, path, payload,
+                                 idempotency_key=idempotency_key(permit),
+                                 timeout_s=self._timeout_s, max_attempts=self._max_attempts)
+
+
+def idempotency_key(permit: ConsentPermit) -> str:
+    """Derived from the gate's decision, so every retry of this paid call reuses it."""
+    return hashlib.sha256(f"idv:{permit.step}:{permit.decision_id}".encode()).hexdigest()[:32]

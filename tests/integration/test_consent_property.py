@@ -25,9 +25,8 @@ from storage.keyring import KeyRing, LocalKekProvider
 from storage.repositories import Store
 from verifiers.base import Subject
 from verifiers.gate import ConsentGate
-from verifiers.id_check import idempotency_key
 from verifiers.registry import default_registry
-from verifiers.vendor import VendorEndpoint
+from verifiers.vendor import VendorEndpoint, idempotency_key
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 POLICY = catalog.consent_policy()

@@ -14,7 +14,7 @@ from idv.synthetic import Mix, applicants
 from sandbox.app import SandboxState
 from sandbox.server import SandboxServer
 from verifiers.base import _mint_permit
-from verifiers.id_check import idempotency_key
+from verifiers.vendor import idempotency_key
 
 
 def key_for(decision_id: str, step: str) -> str:
