@@ -28,7 +28,7 @@ from storage.crypto import fernet_key
 from storage.db import make_engine, upgrade
 from storage.keyring import KekProvider, KeyRing, LocalKekProvider, VaultTransitKekProvider
 from storage.repositories import Store
-from verifiers.gate import ConsentGate
+from verifiers.gate import ConsentGate, ConsentReader, DecisionRecorder
 from verifiers.registry import VerifierRegistry, default_registry
 from verifiers.vendor import VendorEndpoint
 
@@ -50,7 +50,9 @@ class Settings(BaseSettings):
     vault_key: str = "idv"
     auto_migrate: bool = True
     chunk_size: int = Field(500, ge=1, le=50_000)
-    concurrency: int = Field(32, ge=1, le=1024)
+    concurrency: int = Field(32, ge=1, le=1024)  # vendor calls in flight
+    # Applicants in flight per call slot: while some wait on the database, others call.
+    applicants_per_call: int = Field(4, ge=1, le=64)
     identity_base_url: str = "http://127.0.0.1:8701"
     identity_app_key: str = "idv-dev"
     identity_app_secret: SecretStr = SecretStr("idv-dev-secret")
@@ -187,6 +189,10 @@ class Runtime:
     def gate(self) -> ConsentGate:
         return ConsentGate(self.store.ledger, self.store.audit, policy=self.consent_policy,
                            notices=self.notices)
+
+    def gate_over(self, reader: ConsentReader, recorder: DecisionRecorder) -> ConsentGate:
+        """The same gate over another path to the ledger and audit (a batch's journal)."""
+        return ConsentGate(reader, recorder, policy=self.consent_policy, notices=self.notices)
 
     @cached_property
     def registry(self) -> VerifierRegistry:

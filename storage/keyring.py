@@ -19,7 +19,7 @@ import stat
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -354,6 +354,38 @@ class KeyRing:
             return row.key_id, key
         self._remember(subject, key_id, key)
         return key_id, key
+
+    def prepare_subjects(self, subjects: Iterable[str]) -> None:
+        """Make sure each subject has a DEK, creating the missing ones in one transaction
+        (a batch writer calls this before encrypting many new subjects' fields)."""
+        with self._lock:
+            missing = sorted({s for s in subjects if f"s:{s}" not in self._cache})
+        if not missing:
+            return
+        t = SubjectKey.__table__
+        with self._tx() as s:
+            known = {row.subject_ref: row for row in s.scalars(
+                select(SubjectKey).where(SubjectKey.subject_ref.in_(missing)))}
+        fresh = []
+        for subject in missing:
+            row = known.get(subject)
+            if row is not None:
+                if row.wrapped is not None:  # destroyed keys stay unusable: dek_for_write says so
+                    self._remember(subject, row.key_id, self._unwrap(row))
+                continue
+            key_id, key = str(uuid.uuid4()), random_key()
+            version, wrapped = self.provider.wrap(key, context=self._context(key_id))
+            fresh.append(({"key_id": key_id, "subject_ref": subject, "kek_version": version,
+                           "wrapped": wrapped, "created_at": datetime.now(UTC)}, key))
+        if not fresh:
+            return
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(t.insert(), [row for row, _ in fresh])
+        except IntegrityError:
+            return  # another writer created some of them: dek_for_write reads them one by one
+        for row, key in fresh:
+            self._remember(row["subject_ref"], row["key_id"], key)
 
     def _unwrap(self, row: SubjectKey) -> bytes:
         assert row.wrapped is not None and row.kek_version is not None

@@ -12,10 +12,12 @@ import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Connection, Engine, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -44,6 +46,23 @@ def utcnow() -> datetime:
 def _utc(value: datetime) -> datetime:
     """SQLite hands back naive datetimes; everything we store is UTC."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _parts(items: list[Any], size: int = 500) -> Iterator[list[Any]]:
+    """`IN (...)` lists in slices a database accepts."""
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+@dataclass(frozen=True)
+class DecidedRows:
+    """One decided applicant as table rows, ready to insert, and its audit event."""
+
+    applicant: dict[str, Any]
+    steps: list[dict[str, Any]]
+    review: dict[str, Any] | None
+    run_line: dict[str, Any]
+    event: tuple[str, str | None, dict[str, Any]]
 
 
 def _canonical(obj: Any) -> bytes:
@@ -112,6 +131,30 @@ class AuditLog:
         head.hash = digest
         return seq
 
+    def append_many(self, conn: Connection,
+                    events: list[tuple[str, str | None, dict[str, Any]]]) -> list[int]:
+        """Append several events in `conn`'s transaction, in order, under one lock of the
+        head (the batch writer's path; same chain as `record`). Returns their sequence numbers."""
+        if not events:
+            return []
+        head = m.AuditHead.__table__
+        conn.execute(update(head).where(head.c.id == 1).values(seq=head.c.seq + len(events)))
+        row = conn.execute(select(head.c.seq, head.c.hash).where(head.c.id == 1)).first()
+        if row is None:
+            raise RuntimeError("audit_head row is missing: run `idv db upgrade`")
+        at = self._store.clock()
+        seq, prev = row.seq - len(events), row.hash
+        rows = []
+        for kind, subject_ref, detail in events:
+            seq += 1
+            digest = self._digest(prev, seq, at, kind, subject_ref, detail)
+            rows.append({"seq": seq, "at": at, "kind": kind, "subject_ref": subject_ref,
+                         "detail": detail, "prev_hash": prev, "hash": digest})
+            prev = digest
+        conn.execute(m.AuditEvent.__table__.insert(), rows)
+        conn.execute(update(head).where(head.c.id == 1).values(hash=prev))
+        return [r["seq"] for r in rows]
+
     def events(self, *, subject_ref: str | None = None, kind_prefix: str | None = None,
                limit: int | None = None) -> list[AuditRecord]:
         with self._store.transaction() as s:
@@ -154,10 +197,15 @@ class UnknownConsentError(KeyError):
         super().__init__("consent_id: no such grant")
 
 
+# Every ledger event is audited in its own transaction under one of these kinds: the
+# batch journal relies on it to know whose cached grants a new event makes stale.
+LEDGER_EVENT_KINDS = ("consent.granted", "consent.withdrawn", "consent.expired")
+
+
 class ConsentLedger:
     """Append-only consent events: grant, withdraw, expire. Nothing is updated or deleted.
     A grant recorded twice is one grant; a withdrawn grant stays withdrawn whatever is
-    recorded after."""
+    recorded after. Each event is appended to the audit chain in the same transaction."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -169,40 +217,70 @@ class ConsentLedger:
             ["grant", subject_ref, purpose, sorted(scopes), _utc(granted_at).isoformat(),
              evidence_ref])).hexdigest()
 
+    def grant_row(self, *, subject_ref: str, purpose: str, scopes: Iterable[str],
+                  notice_version: str, channel: str, evidence_ref: str, granted_at: datetime,
+                  expires_at: datetime, notice_hash: str | None = None) -> dict[str, Any]:
+        """The `consent_events` row of a new grant (its `dedup_key` makes a repeat one grant)."""
+        scope_list = sorted(set(scopes))
+        return {
+            "id": str(uuid.uuid4()), "event": "grant", "subject_ref": subject_ref,
+            "grant_id": None, "purpose": purpose, "scopes": scope_list,
+            "notice_version": notice_version, "notice_hash": notice_hash, "channel": channel,
+            "evidence_ref": evidence_ref, "granted_at": _utc(granted_at),
+            "expires_at": _utc(expires_at), "occurred_at": _utc(granted_at),
+            "recorded_at": self._store.clock(),
+            "dedup_key": self.grant_key(subject_ref, purpose, scope_list, granted_at,
+                                        evidence_ref)}
+
+    @staticmethod
+    def granted_event(row: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]]:
+        return ("consent.granted", row["subject_ref"], {
+            "consent_id": row["id"], "purpose": row["purpose"], "scopes": row["scopes"],
+            "notice_version": row["notice_version"], "notice_hash": row["notice_hash"],
+            "channel": row["channel"], "evidence_ref": row["evidence_ref"]})
+
+    def insert_grants(self, conn: Connection, rows: list[dict[str, Any]]
+                      ) -> tuple[list[tuple[str, bool]], list[dict[str, Any]]]:
+        """Insert the grants not already recorded, in `conn`'s transaction. Returns
+        (consent id, newly recorded) per row, and the rows actually inserted."""
+        t = m.ConsentEvent.__table__
+        keys = sorted({r["dedup_key"] for r in rows})
+        known: dict[str, str] = {}
+        for part in _parts(keys):
+            known.update({k: i for i, k in conn.execute(
+                select(t.c.id, t.c.dedup_key).where(t.c.dedup_key.in_(part)))})
+        results, fresh = [], []
+        for row in rows:
+            if row["dedup_key"] in known:
+                results.append((known[row["dedup_key"]], False))
+                continue
+            known[row["dedup_key"]] = row["id"]
+            fresh.append(row)
+            results.append((row["id"], True))
+        if fresh:
+            conn.execute(t.insert(), fresh)
+        return results, fresh
+
     def record_grant(self, *, subject_ref: str, purpose: str, scopes: Iterable[str],
                      notice_version: str, channel: str, evidence_ref: str,
                      granted_at: datetime, expires_at: datetime,
                      notice_hash: str | None = None) -> tuple[str, bool]:
         """Record a grant the caller has checked against the policy (`check_grant`).
         Returns (consent id, newly recorded)."""
-        scope_list = sorted(set(scopes))
-        key = self.grant_key(subject_ref, purpose, scope_list, granted_at, evidence_ref)
-        with self._store.transaction() as s:
-            existing = s.scalar(select(m.ConsentEvent.id).where(m.ConsentEvent.dedup_key == key))
-            if existing is not None:
-                return existing, False
-        consent_id = str(uuid.uuid4())
-        try:
-            with self._store.transaction() as s:
-                now = self._store.clock()
-                s.add(m.ConsentEvent(
-                    id=consent_id, event="grant", subject_ref=subject_ref, purpose=purpose,
-                    scopes=scope_list, notice_version=notice_version, notice_hash=notice_hash,
-                    channel=channel, evidence_ref=evidence_ref, granted_at=_utc(granted_at),
-                    expires_at=_utc(expires_at), occurred_at=_utc(granted_at), recorded_at=now,
-                    dedup_key=key))
-                s.flush()
-                self._store.audit.record("consent.granted", subject_ref, {
-                    "consent_id": consent_id, "purpose": purpose, "scopes": scope_list,
-                    "notice_version": notice_version, "notice_hash": notice_hash,
-                    "channel": channel, "evidence_ref": evidence_ref}, session=s)
-        except IntegrityError:
-            with self._store.transaction() as s:
-                found = s.scalar(select(m.ConsentEvent.id).where(m.ConsentEvent.dedup_key == key))
-            if found is None:
-                raise
-            return found, False
-        return consent_id, True
+        row = self.grant_row(subject_ref=subject_ref, purpose=purpose, scopes=scopes,
+                             notice_version=notice_version, channel=channel,
+                             evidence_ref=evidence_ref, granted_at=granted_at,
+                             expires_at=expires_at, notice_hash=notice_hash)
+        for attempt in (1, 2):
+            try:
+                with self._store.engine.begin() as conn:
+                    (result,), fresh = self.insert_grants(conn, [row])
+                    self._store.audit.append_many(conn, [self.granted_event(r) for r in fresh])
+                return result
+            except IntegrityError:  # a concurrent writer recorded the same grant first
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def grant(self, consent_id: str) -> ConsentGrant:
         """One grant with its withdrawal folded in; `UnknownConsentError` if there is none."""
@@ -285,6 +363,13 @@ class ConsentLedger:
             rows = s.scalars(select(m.ConsentEvent)
                              .where(m.ConsentEvent.subject_ref == subject_ref)
                              .order_by(m.ConsentEvent.recorded_at)).all()
+        return self.fold(rows)
+
+    @staticmethod
+    def fold(rows: Iterable[Any]) -> list[ConsentGrant]:
+        """One subject's events (rows with the `consent_events` columns), oldest first, as
+        grants with their withdrawals folded in."""
+        rows = list(rows)
         withdrawn = {r.grant_id: _utc(r.occurred_at) for r in rows if r.event == "withdraw"}
         return [
             ConsentGrant(
@@ -344,7 +429,7 @@ class ApplicantRepository:
             return self._stored(row, steps)
 
     @staticmethod
-    def _stored(row: m.Applicant, steps: Iterable[m.StepResult]) -> StoredApplicant:
+    def _stored(row: Any, steps: Iterable[Any]) -> StoredApplicant:
         return StoredApplicant(
             id=row.id, applicant_ref=row.applicant_ref, product=row.product, outcome=row.outcome,
             score=row.score, policy_version=row.policy_version, reasons=tuple(row.reasons),
@@ -365,11 +450,11 @@ class ApplicantRepository:
                 m.Applicant.id_number_bidx == bidx,
                 m.Applicant.applicant_ref != excluding_ref)) or 0
 
-    def add_decided(self, *, run_id: str, line_no: int, applicant: NewApplicant,
-                    human_review_requested: bool = False,
-                    steps: Iterable[StepRecord], decision: Decision) -> StoredApplicant | None:
-        """Store a new applicant with its steps, decision, review case and run line, all or
-        nothing. Returns None when the ref already exists (another writer got there first)."""
+    def decided_rows(self, *, run_id: str, line_no: int, applicant: NewApplicant,
+                     human_review_requested: bool = False, steps: Iterable[StepRecord],
+                     decision: Decision) -> DecidedRows:
+        """The rows of one decided applicant, personal fields encrypted under the subject's
+        DEK with the row id, table and column in the associated data."""
         c = self._store.cipher
         row_id = str(uuid.uuid4())
         now = self._store.clock()
@@ -379,44 +464,70 @@ class ApplicantRepository:
                              table=self.TABLE, column=column, row=row_id)
 
         phone = applicant.phone.get_secret_value() if applicant.phone else None
-        row = m.Applicant(
-            id=row_id, applicant_ref=applicant.applicant_ref, product=applicant.product,
-            id_type=applicant.id_type, name_ct=enc("name", applicant.name),
-            id_number_ct=enc("id_number", applicant.id_number),
-            phone_ct=enc("phone", applicant.phone) if applicant.phone else None,
-            id_number_bidx=self.id_number_index(applicant.id_number.get_secret_value()),
-            phone_bidx=c.blind_index(phone, table=self.TABLE, column="phone") if phone else None,
-            outcome=decision.outcome, human_review_requested=human_review_requested,
-            score=decision.score, policy_version=decision.policy_version,
-            reasons=list(decision.reasons),
-            features=dict(decision.features), run_id=run_id, created_at=now, decided_at=now)
-        step_rows = [
-            m.StepResult(
-                id=str(uuid.uuid4()), applicant_id=row_id, run_id=run_id, position=i,
-                step=st.step, status=st.status, reason=st.reason, result_code=st.result_code,
-                consent_ids=list(st.consent_ids), decision_id=st.decision_id,
-                vendor_request_id=st.vendor_request_id, as_of=st.as_of, fee_cents=st.fee_cents,
-                attempts=st.attempts, signals=dict(st.signals), created_at=now)
-            for i, st in enumerate(steps)]
+        row = {
+            "id": row_id, "applicant_ref": applicant.applicant_ref, "product": applicant.product,
+            "id_type": applicant.id_type, "name_ct": enc("name", applicant.name),
+            "id_number_ct": enc("id_number", applicant.id_number),
+            "phone_ct": enc("phone", applicant.phone) if applicant.phone else None,
+            "id_number_bidx": self.id_number_index(applicant.id_number.get_secret_value()),
+            "phone_bidx": (c.blind_index(phone, table=self.TABLE, column="phone")
+                           if phone else None),
+            "outcome": decision.outcome, "human_review_requested": human_review_requested,
+            "score": decision.score, "policy_version": decision.policy_version,
+            "reasons": list(decision.reasons), "features": dict(decision.features),
+            "run_id": run_id, "created_at": now, "decided_at": now,
+            "erased_at": None, "restricted_at": None}
+        step_rows = [{
+            "id": str(uuid.uuid4()), "applicant_id": row_id, "run_id": run_id, "position": i,
+            "step": st.step, "status": st.status, "reason": st.reason,
+            "result_code": st.result_code, "consent_ids": list(st.consent_ids),
+            "decision_id": st.decision_id, "vendor_request_id": st.vendor_request_id,
+            "as_of": st.as_of, "fee_cents": st.fee_cents, "attempts": st.attempts,
+            "signals": dict(st.signals), "created_at": now} for i, st in enumerate(steps)]
+        review = None
+        if decision.outcome in ("review", "decline_recommended"):
+            review = {"id": str(uuid.uuid4()), "applicant_id": row_id, "status": "open",
+                      "outcome": decision.outcome, "reasons": list(decision.reasons),
+                      "opened_at": now}
+        run_line = {"run_id": run_id, "line_no": line_no,
+                    "applicant_ref": applicant.applicant_ref, "disposition": "new",
+                    "outcome": decision.outcome, "field": None, "reason": None}
+        event = ("applicant.decided", applicant.applicant_ref, {
+            "run_id": run_id, "outcome": decision.outcome, "score": decision.score,
+            "policy_version": decision.policy_version, "reasons": list(decision.reasons)})
+        return DecidedRows(row, step_rows, review, run_line, event)
+
+    @staticmethod
+    def insert_decided(conn: Connection, batch: list[DecidedRows]) -> None:
+        """Insert decided applicants' rows in `conn`'s transaction (their audit events are
+        the caller's, so that they take their place in the chain)."""
+        if not batch:
+            return
+        conn.execute(m.Applicant.__table__.insert(), [d.applicant for d in batch])
+        steps = [st for d in batch for st in d.steps]
+        if steps:
+            conn.execute(m.StepResult.__table__.insert(), steps)
+        reviews = [d.review for d in batch if d.review is not None]
+        if reviews:
+            conn.execute(m.ReviewCase.__table__.insert(), reviews)
+        conn.execute(m.RunLine.__table__.insert(), [d.run_line for d in batch])
+
+    def add_decided(self, *, run_id: str, line_no: int, applicant: NewApplicant,
+                    human_review_requested: bool = False,
+                    steps: Iterable[StepRecord], decision: Decision) -> StoredApplicant | None:
+        """Store a new applicant with its steps, decision, review case and run line, all or
+        nothing. Returns None when the ref already exists (another writer got there first)."""
+        rows = self.decided_rows(run_id=run_id, line_no=line_no, applicant=applicant,
+                                 human_review_requested=human_review_requested, steps=steps,
+                                 decision=decision)
         try:
-            with self._store.transaction() as s:
-                s.add(row)
-                s.flush()
-                s.add_all(step_rows)
-                if decision.outcome in ("review", "decline_recommended"):
-                    s.add(m.ReviewCase(id=str(uuid.uuid4()), applicant_id=row_id, status="open",
-                                       outcome=decision.outcome, reasons=list(decision.reasons),
-                                       opened_at=now))
-                s.add(m.RunLine(run_id=run_id, line_no=line_no,
-                                applicant_ref=applicant.applicant_ref, disposition="new",
-                                outcome=decision.outcome))
-                self._store.audit.record("applicant.decided", applicant.applicant_ref, {
-                    "run_id": run_id, "outcome": decision.outcome, "score": decision.score,
-                    "policy_version": decision.policy_version,
-                    "reasons": list(decision.reasons)}, session=s)
+            with self._store.engine.begin() as conn:
+                self.insert_decided(conn, [rows])
+                self._store.audit.append_many(conn, [rows.event])
         except IntegrityError:
             return None
-        return self._stored(row, step_rows)
+        return self._stored(SimpleNamespace(**rows.applicant),
+                            [SimpleNamespace(**st) for st in rows.steps])
 
     def reveal(self, applicant_id: str, *, session: Session) -> RevealedApplicant:
         """Decrypt one applicant's personal fields. Callers mask before output and audit."""

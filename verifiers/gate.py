@@ -9,11 +9,12 @@ ends `skipped` with the reason and nothing is sent.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from policies.consent import ConsentDecision, ConsentGrant, ConsentPolicy, authorize
 from policies.notices import Notice
@@ -22,12 +23,26 @@ from verifiers.base import Evidence, StepStatus, Subject, Verifier, _mint_permit
 log = logging.getLogger("idv.gate")
 
 
+T = TypeVar("T")
+
+
 class ConsentReader(Protocol):
-    def grants_for(self, subject_ref: str) -> list[ConsentGrant]: ...
+    """The ledger as it stands now. Synchronous (`storage.repositories.ConsentLedger`) or
+    awaitable (`storage.journal.Journal`, which batches the reads of many applicants)."""
+
+    def grants_for(self, subject_ref: str) -> list[ConsentGrant] | Awaitable[list[ConsentGrant]]:
+        ...
 
 
 class DecisionRecorder(Protocol):
-    def record(self, kind: str, subject_ref: str | None, detail: dict[str, Any]) -> int: ...
+    """Appends to the audit chain; returns once the event is durable."""
+
+    def record(self, kind: str, subject_ref: str | None,
+               detail: dict[str, Any]) -> int | Awaitable[int]: ...
+
+
+async def _settled(value: T | Awaitable[T]) -> T:
+    return await value if inspect.isawaitable(value) else value  # type: ignore[return-value]
 
 
 def _now() -> datetime:
@@ -50,29 +65,30 @@ class ConsentGate:
         """The scopes a step needs: what the policy says for it and what it declares."""
         return self._policy.step_scopes(verifier.name, verifier.scopes)
 
-    def authorize(self, *, subject_ref: str, purpose: str, scopes: frozenset[str],
-                  step: str) -> tuple[ConsentDecision, str]:
+    async def authorize(self, *, subject_ref: str, purpose: str, scopes: frozenset[str],
+                        step: str) -> tuple[ConsentDecision, str]:
         """Decide and record, without calling anything (for steps that are not verifiers,
         such as automated scoring). Returns the decision and its recorded id."""
         scopes = self._policy.step_scopes(step, scopes)
-        decision = authorize(self._ledger.grants_for(subject_ref), notices=self._notices,
+        grants = await _settled(self._ledger.grants_for(subject_ref))
+        decision = authorize(grants, notices=self._notices,
                              subject_ref=subject_ref, purpose=purpose, scopes=scopes, step=step,
                              now=self._clock())
         decision_id = str(uuid.uuid4())
-        self._recorder.record(
+        await _settled(self._recorder.record(
             "consent.allowed" if decision.allowed else "consent.denied", subject_ref, {
                 "decision_id": decision_id, "step": step, "purpose": purpose,
                 "scopes": sorted(scopes), "reason": decision.reason,
                 "consent_ids": list(decision.consent_ids),
                 "missing_scopes": sorted(decision.missing_scopes),
-            })
+            }))
         return decision, decision_id
 
     async def run(self, verifier: Verifier, subject: Subject, *,
                   purpose: str | None = None) -> tuple[Evidence, str]:
         """Run one step under consent. Returns its evidence and the gate decision's id."""
         purpose = purpose or verifier.purpose
-        decision, decision_id = self.authorize(
+        decision, decision_id = await self.authorize(
             subject_ref=subject.applicant_ref, purpose=purpose, scopes=self.scopes_for(verifier),
             step=verifier.name)
         if not decision.allowed:
@@ -92,8 +108,8 @@ class ConsentGate:
                                 consent_id=permit.consent_id)
         if evidence.consent_id != permit.consent_id:
             evidence = evidence.model_copy(update={"consent_id": permit.consent_id})
-        self._recorder.record("step.completed", subject.applicant_ref, {
+        await _settled(self._recorder.record("step.completed", subject.applicant_ref, {
             "decision_id": decision_id, "step": verifier.name, "status": evidence.status.value,
             "reason": evidence.reason, "consent_id": permit.consent_id,
-            "vendor_request_id": evidence.vendor_request_id, "fee_cents": evidence.fee_cents})
+            "vendor_request_id": evidence.vendor_request_id, "fee_cents": evidence.fee_cents}))
         return evidence, decision_id

@@ -79,6 +79,21 @@ def guard_for(endpoint: VendorEndpoint) -> VendorGuard:
     return guard
 
 
+_SLOTS: weakref.WeakKeyDictionary[aiohttp.ClientSession, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary())
+
+
+def call_slots(session: aiohttp.ClientSession) -> asyncio.Semaphore:
+    """The session's vendor-call slots: as many as its connector's connection limit. A call
+    takes a slot before its timeout starts, so waiting for a free connection behind other
+    applicants' calls never counts as the vendor being slow."""
+    slots = _SLOTS.get(session)
+    if slots is None:
+        limit = session.connector.limit if session.connector is not None else 0
+        slots = _SLOTS[session] = asyncio.Semaphore(limit or 100)
+    return slots
+
+
 class _VendorDown(Exception):
     """Raised inside the breaker's context so that it counts a failed call."""
 
@@ -165,8 +180,9 @@ async def _post_with_retries(session: aiohttp.ClientSession, endpoint: VendorEnd
         headers["Content-Type"] = "application/json; charset=utf-8"
         headers["Idempotency-Key"] = idempotency_key
         try:
-            async with guard.limiter, session.post(url, data=body, headers=headers,
-                                    timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+            async with call_slots(session), guard.limiter, session.post(
+                    url, data=body, headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
                 if resp.status == 429:
                     raise _Transient("vendor_429", _retry_after(resp.headers.get("Retry-After")))
                 if resp.status >= 500:

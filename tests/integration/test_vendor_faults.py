@@ -60,8 +60,11 @@ def test_when_a_vendor_fails_every_call_then_the_breaker_cuts_it_off_quickly(tmp
     state = SandboxState(app_key="k", app_secret="s", faults=parse_faults("5xx=1"))
     path, lines = batch(tmp_path / "b.jsonl", 60, "Y-")
     with SandboxServer(state) as sandbox:
+        # One applicant at a time, so the arithmetic below is exact: with more in flight,
+        # calls already under way when the breaker opens still end (up to one per slot).
         rt = runtime(tmp_path, sandbox, vendor_max_attempts=3, concurrency=1,
-                     vendor_breaker_threshold=5, vendor_breaker_cooldown_s=60)
+                     applicants_per_call=1, vendor_breaker_threshold=5,
+                     vendor_breaker_cooldown_s=60)
         started = time.perf_counter()
         result = run_batch(rt, str(path))
         elapsed = time.perf_counter() - started

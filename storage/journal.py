@@ -1,0 +1,349 @@
+"""Group commit for the batch pipeline: the writes and reads of many applicants, one
+transaction at a time.
+
+The onboarding pipeline keeps hundreds of applicants in flight. Each of them needs
+its consent read at the moment of every call, its gate decision recorded *before*
+the call, and its results stored all or nothing. Done as one transaction each,
+that is some twenty small transactions per applicant, and the database, not the
+vendors, would set the pace. The journal coalesces them: a coroutine submits its
+write and awaits it; one worker thread commits everything pending in a single
+transaction (one insert per table, one lock of the audit head) and wakes each
+waiter only once its write is durable. Reads queued meanwhile run right after that
+commit, so a read sees every write its caller awaited.
+
+The guarantees are those of the one-at-a-time `Store` methods: a gate decision is
+durable before its vendor call, a grant recorded twice is one grant, an applicant's
+rows and audit event land together or not at all, and the audit chain is the same
+chain. If a group fails, each of its writes is retried alone so that one bad write
+fails only its own caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from policies.consent import ConsentGrant
+from storage import models as m
+from storage.records import Decision, NewApplicant, StepRecord
+from storage.repositories import LEDGER_EVENT_KINDS, DecidedRows, Store, _parts
+
+log = logging.getLogger("idv.storage.journal")
+
+AuditEvent = tuple[str, str | None, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class KnownApplicant:
+    """What the pipeline needs of an applicant already stored: no personal values."""
+
+    applicant_ref: str
+    id_number_bidx: str | None
+    outcome: str
+
+
+@dataclass
+class _Write:
+    kind: str  # "audit" | "grants" | "decided"
+    payload: Any
+    future: asyncio.Future[Any]
+
+
+@dataclass
+class _Reads:
+    grants: dict[str, list[asyncio.Future[Any]]] = field(
+        default_factory=lambda: defaultdict(list))
+    applicants: dict[str, list[asyncio.Future[Any]]] = field(
+        default_factory=lambda: defaultdict(list))
+    sharing: dict[tuple[str, str], list[asyncio.Future[Any]]] = field(
+        default_factory=lambda: defaultdict(list))
+
+    def __bool__(self) -> bool:
+        return bool(self.grants or self.applicants or self.sharing)
+
+
+class Journal:
+    """The `Store`'s batch path for one event loop. Use as `async with Journal(store) as j`.
+
+    `grants_for` and `record` make it the consent gate's reader and recorder."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._writes: list[_Write] = []
+        self._reads = _Reads()
+        self._wake = asyncio.Event()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="idv-journal")
+        self._worker: asyncio.Task[None] | None = None
+        # Subjects' grants as last read, valid up to audit sequence number `_seen_seq`.
+        self._grants: dict[str, list[ConsentGrant]] = {}
+        self._seen_seq: int | None = None
+        self._own_seqs: set[int] = set()  # ledger events this journal appended
+        # For the benchmark: transactions, writes and reads, and the worker's CPU seconds.
+        self.commits = 0
+        self.writes = 0
+        self.reads = 0
+        self.cpu_s = 0.0
+
+    async def __aenter__(self) -> Journal:
+        self._worker = asyncio.create_task(self._run(), name="idv-journal")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        while self._writes or self._reads:
+            self._wake.set()
+            await asyncio.sleep(0)
+        if self._worker is not None:
+            self._worker.cancel()
+            try:
+                await self._worker
+            except asyncio.CancelledError:
+                pass
+        self._pool.shutdown(wait=True)
+
+    # -- the caller's side ---------------------------------------------------------------
+
+    def _submit(self, kind: str, payload: Any) -> asyncio.Future[Any]:
+        future = asyncio.get_running_loop().create_future()
+        self._writes.append(_Write(kind, payload, future))
+        self._wake.set()
+        return future
+
+    def _ask(self, table: dict[Any, list[asyncio.Future[Any]]], key: Any) -> asyncio.Future[Any]:
+        future = asyncio.get_running_loop().create_future()
+        table[key].append(future)
+        self._wake.set()
+        return future
+
+    async def record(self, kind: str, subject_ref: str | None, detail: dict[str, Any]) -> int:
+        """Append one audit event; returns its sequence number once it is durable."""
+        return await self._submit("audit", (kind, subject_ref, detail))
+
+    async def record_grants(self, grants: Iterable[dict[str, Any]]) -> list[tuple[str, bool]]:
+        """Record grants (`ConsentLedger.record_grant`'s arguments each), durable on return:
+        (consent id, newly recorded) each."""
+        ledger = self._store.ledger
+        rows = [ledger.grant_row(**g) for g in grants]
+        if not rows:
+            return []
+        return await self._submit("grants", rows)
+
+    async def add_decided(self, *, run_id: str, line_no: int, applicant: NewApplicant,
+                          human_review_requested: bool, steps: list[StepRecord],
+                          decision: Decision) -> bool:
+        """Store a decided applicant, all or nothing; False when the ref was already stored."""
+        return await self._submit("decided", dict(
+            run_id=run_id, line_no=line_no, applicant=applicant,
+            human_review_requested=human_review_requested, steps=steps, decision=decision))
+
+    async def grants_for(self, subject_ref: str) -> list[ConsentGrant]:
+        """The subject's grants as the ledger stands now (read after every awaited write)."""
+        return await self._ask(self._reads.grants, subject_ref)
+
+    async def applicant(self, applicant_ref: str) -> KnownApplicant | None:
+        return await self._ask(self._reads.applicants, applicant_ref)
+
+    async def count_sharing_id_number(self, id_number_bidx: str, *, excluding_ref: str) -> int:
+        """How many other stored applicants carry this ID number's blind index."""
+        return await self._ask(self._reads.sharing, (id_number_bidx, excluding_ref))
+
+    # -- the worker's side ---------------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            writes, self._writes = self._writes, []
+            reads, self._reads = self._reads, _Reads()
+            if writes:
+                try:
+                    outcomes = await loop.run_in_executor(self._pool, self._commit_all, writes)
+                except Exception as exc:  # noqa: BLE001 - e.g. the executor is gone
+                    outcomes = [(False, exc)] * len(writes)
+                for write, (ok, value) in zip(writes, outcomes, strict=True):
+                    if write.future.done():
+                        continue
+                    if ok:
+                        write.future.set_result(value)
+                    else:
+                        write.future.set_exception(value)
+            if reads:
+                try:
+                    answers = await loop.run_in_executor(self._pool, self._read_all, reads)
+                except Exception as exc:  # noqa: BLE001 - every waiter learns of it
+                    answers = None
+                    failure = exc
+                for table, results in zip(
+                        (reads.grants, reads.applicants, reads.sharing),
+                        answers or ({}, {}, {}), strict=True):
+                    for key, futures in table.items():
+                        for future in futures:
+                            if future.done():
+                                continue
+                            if answers is None:
+                                future.set_exception(failure)
+                            else:
+                                future.set_result(results[key])
+
+    def _commit_all(self, writes: list[_Write]) -> list[tuple[bool, Any]]:
+        started = time.thread_time()
+        try:
+            return self._commit_each(writes)
+        finally:
+            self.cpu_s += time.thread_time() - started
+
+    def _commit_each(self, writes: list[_Write]) -> list[tuple[bool, Any]]:
+        """(ok, result or exception) per write: the group at once, else each alone."""
+        try:
+            return [(True, r) for r in self._commit(writes)]
+        except Exception as exc:  # noqa: BLE001 - retried one by one below
+            if len(writes) == 1:
+                return [(False, exc)]
+        outcomes: list[tuple[bool, Any]] = []
+        for write in writes:
+            try:
+                outcomes.append((True, self._commit([write])[0]))
+            except Exception as exc:  # noqa: BLE001 - handed to that write's caller
+                outcomes.append((False, exc))
+        return outcomes
+
+    def _commit(self, writes: list[_Write]) -> list[Any]:
+        """One transaction for all `writes`, audit events in submission order."""
+        store = self._store
+        decided = [w for w in writes if w.kind == "decided"]
+        if decided:
+            store.keyring.prepare_subjects(w.payload["applicant"].applicant_ref for w in decided)
+        rows_of: dict[int, DecidedRows] = {
+            id(w): store.applicants.decided_rows(**w.payload) for w in decided}
+        results: list[Any] = []
+        with store.engine.begin() as conn:
+            existing = self._existing_refs(conn, [r.applicant["applicant_ref"]
+                                                  for r in rows_of.values()])
+            grant_rows = [row for w in writes if w.kind == "grants" for row in w.payload]
+            granted, fresh = store.ledger.insert_grants(conn, grant_rows)
+            fresh_ids = {row["id"]: row for row in fresh}
+            granted_iter = iter(granted)
+            to_insert: list[DecidedRows] = []
+            events: list[AuditEvent] = []
+            seq_slots: list[int | None] = []  # per write: index into events of its audit row
+            for w in writes:
+                slot = None
+                if w.kind == "audit":
+                    slot = len(events)
+                    events.append(w.payload)
+                    results.append(None)
+                elif w.kind == "grants":
+                    outcome = [next(granted_iter) for _ in w.payload]
+                    events.extend(store.ledger.granted_event(fresh_ids[cid])
+                                  for cid, new in outcome if new)
+                    results.append(outcome)
+                else:
+                    rows = rows_of[id(w)]
+                    ref = rows.applicant["applicant_ref"]
+                    stored = ref not in existing
+                    if stored:
+                        existing.add(ref)
+                        to_insert.append(rows)
+                        events.append(rows.event)
+                    results.append(stored)
+                seq_slots.append(slot)
+            store.applicants.insert_decided(conn, to_insert)
+            # The granted subjects' ledgers as they stand with these grants: read here, in
+            # the write's transaction, so that their first consent check needs no query.
+            ledgers = self._ledgers(conn, sorted({r["subject_ref"] for r in grant_rows}))
+            seqs = store.audit.append_many(conn, events)
+        for i, slot in enumerate(seq_slots):
+            if slot is not None:
+                results[i] = seqs[slot]
+        self._grants.update(ledgers)
+        self._own_seqs.update(seq for seq, (kind, _, _) in zip(seqs, events, strict=True)
+                              if kind in LEDGER_EVENT_KINDS)
+        self.commits += 1
+        self.writes += len(writes)
+        return results
+
+    @staticmethod
+    def _existing_refs(conn: Connection, refs: list[str]) -> set[str]:
+        t = m.Applicant.__table__
+        found: set[str] = set()
+        for part in _parts(sorted(set(refs))):
+            found.update(conn.scalars(select(t.c.applicant_ref)
+                                      .where(t.c.applicant_ref.in_(part))))
+        return found
+
+    def _read_all(self, reads: _Reads) -> tuple[dict[Any, Any], ...]:
+        started = time.thread_time()
+        try:
+            return self._read(reads)
+        finally:
+            self.cpu_s += time.thread_time() - started
+            self.reads += len(reads.grants) + len(reads.applicants) + len(reads.sharing)
+
+    def _refresh_grants(self, conn: Connection, wanted: Iterable[str]) -> None:
+        """Bring the cached grants of `wanted` subjects up to the ledger as it stands now.
+
+        Every ledger event is appended to the audit chain in its own transaction, and the
+        chain's sequence numbers are taken under a lock held to commit, so they become
+        visible in order. The subjects of ledger events past the last head we saw are
+        exactly the ones whose cached grants may be stale: those are read again, with
+        every subject not cached yet, in one query. Grants this journal wrote were put in the
+        cache in their own transaction, so their events do not make anything stale."""
+        ae, ah = m.AuditEvent.__table__, m.AuditHead.__table__
+        head = conn.scalar(select(ah.c.seq).where(ah.c.id == 1)) or 0
+        if self._seen_seq is None:
+            self._grants.clear()
+        elif head > self._seen_seq:
+            for seq, ref in conn.execute(select(ae.c.seq, ae.c.subject_ref).where(
+                    ae.c.seq > self._seen_seq, ae.c.seq <= head,
+                    ae.c.kind.in_(LEDGER_EVENT_KINDS))):
+                if seq not in self._own_seqs:  # our own grants are in the cache already
+                    self._grants.pop(ref, None)
+        self._own_seqs = {seq for seq in self._own_seqs if seq > head}
+        self._seen_seq = head
+        stale = sorted({ref for ref in wanted if ref not in self._grants})
+        self._grants.update(self._ledgers(conn, stale))
+
+    def _ledgers(self, conn: Connection, subjects: list[str]) -> dict[str, list[ConsentGrant]]:
+        """Each subject's grants as `conn` sees the ledger."""
+        ce = m.ConsentEvent.__table__
+        by_subject: dict[str, list[Any]] = defaultdict(list)
+        for part in _parts(subjects):
+            for row in conn.execute(select(ce).where(ce.c.subject_ref.in_(part))
+                                    .order_by(ce.c.recorded_at)):
+                by_subject[row.subject_ref].append(row)
+        fold = self._store.ledger.fold
+        return {ref: fold(by_subject.get(ref, ())) for ref in subjects}
+
+    def _read(self, reads: _Reads) -> tuple[dict[Any, Any], ...]:
+        ap = m.Applicant.__table__
+        grants: dict[str, list[ConsentGrant]] = {}
+        applicants: dict[str, KnownApplicant | None] = {}
+        sharing: dict[tuple[str, str], int] = {}
+        with self._store.engine.connect() as conn:
+            if reads.grants:
+                self._refresh_grants(conn, reads.grants)
+            grants = {ref: self._grants[ref] for ref in reads.grants}
+            for part in _parts(sorted(reads.applicants)):
+                for row in conn.execute(select(ap.c.applicant_ref, ap.c.id_number_bidx,
+                                               ap.c.outcome).where(ap.c.applicant_ref.in_(part))):
+                    applicants[row.applicant_ref] = KnownApplicant(
+                        row.applicant_ref, row.id_number_bidx, row.outcome)
+            applicants = {ref: applicants.get(ref) for ref in reads.applicants}
+            holders: dict[str, list[str]] = defaultdict(list)
+            for part in _parts(sorted({bidx for bidx, _ in reads.sharing})):
+                for row in conn.execute(select(ap.c.id_number_bidx, ap.c.applicant_ref)
+                                        .where(ap.c.id_number_bidx.in_(part))):
+                    holders[row.id_number_bidx].append(row.applicant_ref)
+            sharing = {(bidx, ref): sum(1 for r in holders.get(bidx, ()) if r != ref)
+                       for bidx, ref in reads.sharing}
+        return grants, applicants, sharing
+
+
