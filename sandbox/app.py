@@ -14,9 +14,9 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiohttp import web
 
@@ -118,9 +118,9 @@ def _parse_knobs(spec: str) -> Faults:
     return Faults(seed=seed, **values)
 
 
-@dataclass(frozen=True)
-class CallRecord:
-    """One call received. No personal data: the subject is a keyed digest."""
+class CallRecord(NamedTuple):
+    """One call received. No personal data: the subject is a keyed digest. A tuple of plain
+    values, so that a log of millions of calls costs the garbage collector nothing."""
 
     at: str
     path: str
@@ -147,7 +147,8 @@ class SandboxState:
     calls: list[CallRecord] = field(default_factory=list)
     _digest_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     _nonces: OrderedDict[str, float] = field(default_factory=OrderedDict, repr=False)
-    _answers: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict, repr=False)
+    # Idempotency key -> (body digest, answer as sent, result, request id): plain values.
+    _answers: dict[str, tuple[str, bytes, str, str]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def digest(self, id_number: str) -> str:
@@ -259,14 +260,14 @@ def build_app(state: SandboxState) -> web.Application:
             with state._lock:
                 previous = state._answers.get(key)
             if previous is not None:
-                body_hash, answer = previous
+                body_hash, sent, result, request_id = previous
                 if body_hash != hashlib.sha256(body).hexdigest():
                     return refuse(422, "idempotency_key_reused", "Idempotency-Key", digest)
                 state.log(CallRecord(at=_now_iso(), path=path, status_code=200,
-                                     result=answer["result"], request_id=answer["request_id"],
+                                     result=result, request_id=request_id,
                                      idempotency_key=key, billed_cents=0,
                                      subject_digest=digest, replay=True))
-                return web.json_response(answer)
+                return web.Response(body=sent, content_type="application/json")
         f = faults
         roll = state._rng.random()
         if roll < f.timeout:
@@ -296,17 +297,19 @@ def build_app(state: SandboxState) -> web.Application:
         fee = state.fees_cents.get(path, 0)
         answer.update(request_id=f"sbx-{uuid.uuid4().hex}", as_of=as_of_for(path).isoformat(),
                       fee_cents=fee)
+        sent = json.dumps(answer).encode("utf-8")
         if key:
             with state._lock:
-                state._answers[key] = (hashlib.sha256(body).hexdigest(), answer)
+                state._answers[key] = (hashlib.sha256(body).hexdigest(), sent, result,
+                                       answer["request_id"])
         state.log(CallRecord(at=_now_iso(), path=path, status_code=200, result=result,
                              request_id=answer["request_id"], idempotency_key=key,
                              billed_cents=fee, subject_digest=digest))
-        return web.json_response(answer)
+        return web.Response(body=sent, content_type="application/json")
 
     async def calls(_request: web.Request) -> web.Response:
         with state._lock:
-            records = [asdict(c) for c in state.calls]
+            records = [c._asdict() for c in state.calls]
         return web.json_response({"calls": records, "count": len(records)})
 
     async def health(_request: web.Request) -> web.Response:
