@@ -23,7 +23,7 @@ from flows.runtime import Runtime
 from intake.models import ApplicantLine, Refusal
 from intake.reader import BatchPlan, Chunk, parse_record, read_records, scan
 from policies.identity import is_virtual_operator
-from policies.scorecard import assess
+from policies.scorecard import assess, signal_features
 from storage.records import Decision, NewApplicant, RunLineRecord, StepRecord
 from verifiers.base import Evidence, StepStatus, Subject
 
@@ -72,6 +72,7 @@ def plan_batch(batch_path: str, chunk_size: int) -> BatchPlan:
 def start_run(rt: Runtime, batch_path: str, flow_run_id: str | None = None) -> str:
     """Open a run; first append expiry events for grants that ran out since the last one."""
     path = Path(batch_path)
+    rt.scorecard  # noqa: B018 - load and validate the policy: no run starts on an invalid one
     rt.store.ledger.record_expiries()
     return rt.store.runs.start(batch_name=path.name, batch_sha256=file_sha256(path),
                                flow_run_id=flow_run_id)
@@ -112,12 +113,13 @@ class ChunkRunner:
                 evidence_ref=claim.evidence, granted_at=claim.granted_at,
                 expires_at=claim.expires_at)
 
-    async def run_steps(self, line: ApplicantLine) -> tuple[list[StepRecord], dict[str, str]]:
+    async def run_steps(self, line: ApplicantLine
+                        ) -> tuple[list[StepRecord], dict[str, str | int]]:
         """Every step of the product's policy, each through the gate, in order."""
         product = self.rt.verification.products[line.product]
         subject = _subject(line)
         records: list[StepRecord] = []
-        features: dict[str, str] = {}
+        features: dict[str, str | int] = {}
         stopped_by: str | None = None
         for rule in product.steps:
             if stopped_by is not None:
@@ -131,14 +133,14 @@ class ChunkRunner:
                                                            purpose=product.purpose)
             records.append(_step_record(evidence, decision_id))
             features[rule.step] = evidence.status.value
-            # Categorical signals named like scorecard features feed the score directly.
-            features.update({k: str(v) for k, v in evidence.signals.items()
-                             if k in self.rt.scorecard.features})
+            # Signals named like scorecard features (and the account-attribute signals)
+            # feed the score directly.
+            features.update(signal_features(evidence.signals, self.rt.scorecard))
             if evidence.status.value in rule.stop_if:
                 stopped_by = rule.step
         return records, features
 
-    def decide(self, line: ApplicantLine, features: dict[str, str]) -> Decision:
+    def decide(self, line: ApplicantLine, features: dict[str, str | int]) -> Decision:
         """Score under the scorecard, or, without consent to automated scoring, leave it to a
         person (PIPL Art. 24): outcome `review`, no score computed."""
         product = self.rt.verification.products[line.product]

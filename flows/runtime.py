@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     vendor_breaker_threshold: int = Field(20, ge=1)
     vendor_breaker_cooldown_s: float = Field(30.0, gt=0)
     api_token: SecretStr | None = None
+    # A scorecard file to use instead of the shipped one; refused at load if it does not validate.
+    scorecard_file: Path | None = None
 
     @property
     def resolved_database_url(self) -> str:
@@ -195,7 +197,12 @@ class Runtime:
 
     @cached_property
     def scorecard(self) -> Scorecard:
-        return catalog.scorecard()
+        """The shipped card, or `IDV_SCORECARD_FILE`; raises `PolicyError` (file, line, rule)
+        when it does not validate, so no flow starts on it."""
+        path = self.settings.scorecard_file
+        if path is None:
+            return catalog.scorecard()
+        return Scorecard.from_yaml(path.read_text(encoding="utf-8"), source=str(path))
 
     @cached_property
     def verification(self) -> VerificationPolicy:

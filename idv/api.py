@@ -142,8 +142,18 @@ def explain(runtime: Runtime, applicant_ref: str) -> dict[str, Any] | None:
     stored = runtime.store.applicants.get(applicant_ref)
     if stored is None:
         return None
-    labels = runtime.scorecard.reasons
+    card = runtime.scorecard
+    labels = card.reasons
     runtime.store.audit.record("decision.explained", applicant_ref, {"outcome": stored.outcome})
+    # Each feature's part in the score, when the policy that decided is the one loaded now.
+    contributions = []
+    if stored.score is not None and stored.policy_version == card.version:
+        from policies.scorecard import assess
+
+        contributions = [
+            {**c.model_dump(), "label": card.features[c.feature].label}
+            for c in assess(card, {k: v for k, v in stored.features.items()
+                                   if k in card.features}).contributions]
     return {
         "applicant_ref": applicant_ref,
         "outcome": stored.outcome,
@@ -153,6 +163,7 @@ def explain(runtime: Runtime, applicant_ref: str) -> dict[str, Any] | None:
         "reasons": [{"code": c, "en": labels[c].en if c in labels else c,
                      "zh": labels[c].zh if c in labels else c} for c in stored.reasons],
         "features": stored.features,
+        "contributions": contributions,
         "steps": [{"step": st.step, "status": st.status, "reason": st.reason,
                    "consent_ids": list(st.consent_ids), "vendor_request_id": st.vendor_request_id,
                    "as_of": st.as_of.isoformat() if st.as_of else None}

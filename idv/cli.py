@@ -531,6 +531,9 @@ def explain(applicant_ref: str, as_json: JsonOpt = False) -> None:
                   f"policy {found['policy_version']}")
     for r in found["reasons"]:
         console.print(f"  {r['code']}: {r['en']} / {r['zh']}")
+    for c in found.get("contributions") or [{"feature": k, "band": v, "points": "-"}
+                                            for k, v in found["features"].items()]:
+        console.print(f"  feature {c['feature']} = {c['band']}: {c['points']} points")
     for st in found["steps"]:
         console.print(f"  step {st['step']}: {st['status']} ({st['reason']}) under consent "
                       f"{', '.join(st['consent_ids']) or '-'}")

@@ -28,7 +28,8 @@ def consent_policy() -> ConsentPolicy:
 
 @cache
 def scorecard() -> Scorecard:
-    return Scorecard.from_yaml(read_text("risk/scorecard.yaml"))
+    return Scorecard.from_yaml(read_text("risk/scorecard.yaml"),
+                               source="policies/risk/scorecard.yaml")
 
 
 @cache

@@ -33,6 +33,7 @@ from storage.records import (
     StepRecord,
     StoredApplicant,
 )
+from storage.risk import DecisionRepository, EventRepository, QualityRepository, open_case
 
 Clock = Callable[[], datetime]
 
@@ -69,6 +70,9 @@ class Store:
         self.runs = RunRepository(self)
         self.reviews = ReviewRepository(self)
         self.subjects = SubjectRepository(self)
+        self.events = EventRepository(self)
+        self.decisions = DecisionRepository(self)
+        self.quality = QualityRepository(self)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -403,10 +407,8 @@ class ApplicantRepository:
                 s.add(row)
                 s.flush()
                 s.add_all(step_rows)
-                if decision.outcome in ("review", "decline_recommended"):
-                    s.add(m.ReviewCase(id=str(uuid.uuid4()), applicant_id=row_id, status="open",
-                                       outcome=decision.outcome, reasons=list(decision.reasons),
-                                       opened_at=now))
+                open_case(s, applicant_id=row_id, outcome=decision.outcome,
+                          reasons=decision.reasons, now=now)
                 s.add(m.RunLine(run_id=run_id, line_no=line_no,
                                 applicant_ref=applicant.applicant_ref, disposition="new",
                                 outcome=decision.outcome))
