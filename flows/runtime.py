@@ -22,6 +22,7 @@ from policies.access import AccessPolicy, RetentionPolicy
 from policies.consent import ConsentPolicy
 from policies.masking import mask_text
 from policies.notices import Notice
+from policies.quality import QualityPolicy
 from policies.scorecard import Scorecard
 from policies.verification import VerificationPolicy
 from storage.crypto import fernet_key
@@ -203,6 +204,10 @@ class Runtime:
         if path is None:
             return catalog.scorecard()
         return Scorecard.from_yaml(path.read_text(encoding="utf-8"), source=str(path))
+
+    @cached_property
+    def quality_policy(self) -> QualityPolicy:
+        return catalog.quality_policy()
 
     @cached_property
     def verification(self) -> VerificationPolicy:

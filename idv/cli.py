@@ -139,9 +139,13 @@ def _run_report(run: dict[str, Any]) -> dict[str, Any]:
                 "steps": [{"verifier": s.step, "status": s.status, "reason": s.reason}
                           for s in (stored.steps if stored else ())],
             })
+        quality = rt.store.quality.for_run(run["run_id"])
         return {"run_id": run["run_id"], "counts": run["counts"],
                 "fees_cents": run["fees_cents"], "lines": run["lines"],
-                "applicants": applicants, "refused": refused}
+                "halted": bool(run.get("halted")),
+                "failed_expectations": [dict(f, target=q["target"]) for q in quality
+                                        for f in q["failed"]],
+                "quality": quality, "applicants": applicants, "refused": refused}
     finally:
         rt.close()
 
@@ -183,6 +187,12 @@ def batch_run(
     if as_json:
         _emit(report)
         return
+    if report["halted"]:
+        console.print(f"[red]run {report['run_id']} halted before any vendor call[/red]: "
+                      "the batch breaks its data-quality suite")
+    for f in report["failed_expectations"]:
+        console.print(f"  {f['target']}: {f['expectation']} (observed {f['observed']:.2%}, "
+                      f"needs {f['mostly']:.0%})")
     console.print(_counts_table(report["counts"]))
     for r in report["refused"][:20]:
         console.print(f"refused line {r['line']}: {r['field']} {r['reason']}")

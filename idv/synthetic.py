@@ -80,7 +80,7 @@ class Mix:
 
     no_consent: float = 0.08
     no_scoring_consent: float = 0.05
-    invalid: float = 0.06
+    invalid: float = 0.03  # below the batch gate (more than 5% halts a batch)
     virtual_phone: float = 0.05
 
 

@@ -13,6 +13,7 @@ from importlib import resources
 from policies.access import AccessPolicy, RetentionPolicy
 from policies.consent import ConsentPolicy
 from policies.notices import Notice, parse_notice
+from policies.quality import QualityPolicy
 from policies.scorecard import Scorecard
 from policies.verification import VerificationPolicy
 
@@ -30,6 +31,11 @@ def consent_policy() -> ConsentPolicy:
 def scorecard() -> Scorecard:
     return Scorecard.from_yaml(read_text("risk/scorecard.yaml"),
                                source="policies/risk/scorecard.yaml")
+
+
+@cache
+def quality_policy() -> QualityPolicy:
+    return QualityPolicy.from_yaml(read_text("quality.yaml"), source="policies/quality.yaml")
 
 
 @cache

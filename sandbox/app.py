@@ -145,6 +145,8 @@ class SandboxState:
     faults: FaultPlan = field(default_factory=FaultPlan)
     _rng: random.Random = field(default_factory=random.Random, repr=False)  # noqa: S311
     calls: list[CallRecord] = field(default_factory=list)
+    # Format drift: per endpoint path, answer fields renamed {old: new} (a vendor's release).
+    renamed_fields: dict[str, dict[str, str]] = field(default_factory=dict)
     _digest_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     _nonces: OrderedDict[str, float] = field(default_factory=OrderedDict, repr=False)
     _answers: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict, repr=False)
@@ -263,7 +265,8 @@ def build_app(state: SandboxState) -> web.Application:
                 if body_hash != hashlib.sha256(body).hexdigest():
                     return refuse(422, "idempotency_key_reused", "Idempotency-Key", digest)
                 state.log(CallRecord(at=_now_iso(), path=path, status_code=200,
-                                     result=answer["result"], request_id=answer["request_id"],
+                                     result=answer.get("result"),
+                                     request_id=answer.get("request_id"),
                                      idempotency_key=key, billed_cents=0,
                                      subject_digest=digest, replay=True))
                 return web.json_response(answer)
@@ -294,13 +297,16 @@ def build_app(state: SandboxState) -> web.Application:
         answer = _answer(path, data)
         result = str(answer["result"])
         fee = state.fees_cents.get(path, 0)
-        answer.update(request_id=f"sbx-{uuid.uuid4().hex}", as_of=as_of_for(path).isoformat(),
-                      fee_cents=fee)
+        request_id = f"sbx-{uuid.uuid4().hex}"
+        answer.update(request_id=request_id, as_of=as_of_for(path).isoformat(), fee_cents=fee)
+        for old, new in state.renamed_fields.get(path, {}).items():
+            if old in answer:
+                answer[new] = answer.pop(old)
         if key:
             with state._lock:
                 state._answers[key] = (hashlib.sha256(body).hexdigest(), answer)
         state.log(CallRecord(at=_now_iso(), path=path, status_code=200, result=result,
-                             request_id=answer["request_id"], idempotency_key=key,
+                             request_id=request_id, idempotency_key=key,
                              billed_cents=fee, subject_digest=digest))
         return web.json_response(answer)
 

@@ -238,6 +238,13 @@ class QualityRepository:
                 "rows": rows, "failed": [f["expectation"] for f in failed]}, session=s)
         return result_id
 
+    def degraded_sources(self, run_id: str) -> set[str]:
+        """Vendor answer types whose suite failed in this run."""
+        with self._store.transaction() as s:
+            return set(s.scalars(select(m.QualityResult.target).where(
+                m.QualityResult.run_id == run_id, m.QualityResult.success.is_(False),
+                m.QualityResult.target != "batch")))
+
     def for_run(self, run_id: str) -> list[dict[str, Any]]:
         with self._store.transaction() as s:
             return [{"suite": q.suite, "target": q.target, "success": q.success, "rows": q.rows,
