@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from policies import catalog
 from policies.access import AccessPolicy, RetentionPolicy
+from policies.behavior import BehaviorPolicy
 from policies.consent import ConsentPolicy
 from policies.masking import mask_text
 from policies.notices import Notice
@@ -204,6 +205,10 @@ class Runtime:
         if path is None:
             return catalog.scorecard()
         return Scorecard.from_yaml(path.read_text(encoding="utf-8"), source=str(path))
+
+    @cached_property
+    def behavior_policy(self) -> BehaviorPolicy:
+        return catalog.behavior_policy()
 
     @cached_property
     def quality_policy(self) -> QualityPolicy:

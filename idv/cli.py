@@ -162,6 +162,26 @@ def _counts_table(counts: dict[str, int]) -> Table:
     return table
 
 
+def _check_policies(as_json: bool) -> None:
+    """No flow starts on an invalid policy: refuse it here with its file, line and rule."""
+    from flows.runtime import Settings
+    from policies import catalog
+    from policies.document import PolicyError
+    from policies.scorecard import Scorecard
+
+    path = Settings().scorecard_file
+    try:
+        if path is not None:
+            Scorecard.from_yaml(path.read_text(encoding="utf-8"), source=str(path))
+        else:
+            catalog.scorecard()
+        catalog.quality_policy()
+    except PolicyError as exc:
+        _fail(f"policy refused: {exc}", as_json=as_json)
+    except OSError:
+        _fail("IDV_SCORECARD_FILE: cannot be read", as_json=as_json)
+
+
 @batch_app.command("run")
 def batch_run(
     file: Annotated[Path, typer.Argument(help="A JSONL or CSV batch.")],
@@ -180,12 +200,15 @@ def batch_run(
     started = time.perf_counter()
     if faults and not sandbox:
         _fail("--faults needs --sandbox", as_json=as_json)
+    _check_policies(as_json)
     with _sandbox(sandbox, faults):
         run = _run_flow(file, chunk_size)
     report = _run_report(run)
     report["duration_s"] = round(time.perf_counter() - started, 2)
     if as_json:
         _emit(report)
+        if report["halted"]:
+            raise typer.Exit(3)
         return
     if report["halted"]:
         console.print(f"[red]run {report['run_id']} halted before any vendor call[/red]: "
@@ -198,6 +221,8 @@ def batch_run(
         console.print(f"refused line {r['line']}: {r['field']} {r['reason']}")
     console.print(f"run {report['run_id']}: {report['lines']} lines in "
                   f"{report['duration_s']} s, fees {report['fees_cents'] / 100:.2f} CNY")
+    if report["halted"]:
+        raise typer.Exit(3)
 
 
 @app.command()

@@ -11,6 +11,7 @@ from functools import cache
 from importlib import resources
 
 from policies.access import AccessPolicy, RetentionPolicy
+from policies.behavior import BehaviorPolicy
 from policies.consent import ConsentPolicy
 from policies.notices import Notice, parse_notice
 from policies.quality import QualityPolicy
@@ -31,6 +32,11 @@ def consent_policy() -> ConsentPolicy:
 def scorecard() -> Scorecard:
     return Scorecard.from_yaml(read_text("risk/scorecard.yaml"),
                                source="policies/risk/scorecard.yaml")
+
+
+@cache
+def behavior_policy() -> BehaviorPolicy:
+    return BehaviorPolicy.from_yaml(read_text("behavior.yaml"), source="policies/behavior.yaml")
 
 
 @cache

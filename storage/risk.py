@@ -181,9 +181,12 @@ class DecisionRepository:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    def redecide(self, applicant_ref: str, decision: Decision, *, cause: str) -> str | None:
-        """Replace the applicant's decision; opens a review case unless `verified`.
-        Returns the case id, if one was opened."""
+    def redecide(self, applicant_ref: str, decision: Decision, *, cause: str,
+                 open_review: bool = True) -> str | None:
+        """Replace the applicant's decision; opens a review case unless `verified` (or the
+        caller opened one already: `open_review=False`; never for a decline). Returns the
+        case id, if one was opened."""
+        open_review = open_review or decision.outcome == "decline_recommended"
         now = self._store.clock()
         with self._store.transaction() as s:
             row = s.scalar(select(m.Applicant).where(m.Applicant.applicant_ref == applicant_ref))
@@ -196,7 +199,7 @@ class DecisionRepository:
             row.features = dict(decision.features)
             row.decided_at = now
             case_id = open_case(s, applicant_id=row.id, outcome=decision.outcome,
-                                reasons=decision.reasons, now=now)
+                                reasons=decision.reasons, now=now) if open_review else None
             self._store.audit.record("applicant.redecided", applicant_ref, {
                 "cause": cause, "outcome": decision.outcome, "score": decision.score,
                 "policy_version": decision.policy_version, "reasons": list(decision.reasons),

@@ -33,7 +33,7 @@ def forms(value: str) -> list[bytes]:
 
 
 def planted(prefix: str, seed: int, n: int):
-    lines = list(applicants(n, seed=seed, prefix=prefix, mix=Mix(invalid=0.1, no_consent=0.1)))
+    lines = list(applicants(n, seed=seed, prefix=prefix, mix=Mix(invalid=0.03, no_consent=0.1)))
     for i, line in enumerate(lines):
         if isinstance(line, dict):
             line["name"] = RARE[i % len(RARE)] + RARE[(i * 7 + 3) % len(RARE)] + RARE[
@@ -76,6 +76,16 @@ def test_when_everything_has_run_then_no_planted_value_is_anywhere(tmp_path):
 
     first = idv("batch", "run", str(write(inputs / "good.jsonl", good)), "--sandbox", "--json")
     assert first.returncode == 0, first.stderr[-2000:]
+    poisoned = planted("P-", 303, 30)
+    for line in poisoned[::3]:  # a third of the lines with a short ID: halted, nothing sent
+        if isinstance(line, dict):
+            line["id_number"] = line["id_number"][:12] + "X"
+    halted = idv("batch", "run", str(write(inputs / "poisoned.jsonl", poisoned)), "--sandbox",
+                 "--json")
+    assert halted.returncode == 3, halted.stderr[-2000:]
+    report = json.loads(halted.stdout)
+    assert report["halted"] is True and report["applicants"] == []
+    assert "id_valid_true_mostly_0.95" in {f["expectation"] for f in report["failed_expectations"]}
     failing = idv("batch", "run", str(write(inputs / "bad.jsonl", bad)), "--sandbox",
                   "--faults", "5xx=0.6,malformed=0.4", "--json")
     assert failing.returncode == 0, failing.stderr[-2000:]
@@ -97,7 +107,7 @@ def test_when_everything_has_run_then_no_planted_value_is_anywhere(tmp_path):
     names = {f.name for f in files}
     assert {"idv.db", "keystore.db", "idv.key"} <= names
     assert any(n.startswith("prefect.db") for n in names)
-    secrets = canaries(good) | canaries(bad)
+    secrets = canaries(good) | canaries(bad) | canaries(poisoned)
     assert len(secrets) > 150
     control = [f for f in inputs.iterdir()]
     assert any(s.encode() in control[0].read_bytes() for s in secrets), "control scan"
