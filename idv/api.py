@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi import Body, Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -126,6 +126,22 @@ def create_app(runtime: Runtime) -> FastAPI:
         if found is None:
             raise HTTPException(404, "unknown_applicant")
         return found
+
+    @app.post("/events", status_code=201, responses={200: {"description": "already received"},
+                                                     422: {"model": ErrorBody}})
+    def event(payload: Annotated[Any, Body()], _actor: Actor) -> Any:
+        """One login or profile-change event, under the applicant's `behavior_signals`
+        consent: 201 with the alerts it raised, 200 if already received, 422 naming the
+        field and the rule (unknown applicant, no consent, impossible coordinates, future
+        timestamp)."""
+        from flows.events import EventRefused, ingest_one
+
+        try:
+            done = ingest_one(runtime, payload)
+        except EventRefused as exc:
+            return JSONResponse(status_code=422, content=ErrorBody(
+                error="event_refused", field=exc.field, rule=exc.rule).model_dump())
+        return JSONResponse(status_code=200 if done["duplicate"] else 201, content=done)
 
     return app
 

@@ -762,6 +762,38 @@ def subject_reveal(
     sys.stdout.write((value.get_secret_value() if value is not None else "") + "\n")
 
 
+# --- risk: behaviour events and policy backtests ------------------------------------------
+events_app = typer.Typer(help="Behaviour events (logins, profile changes).",
+                         no_args_is_help=True)
+app.add_typer(events_app, name="events")
+policy_app = typer.Typer(help="Risk policies.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+
+
+@events_app.command("ingest")
+def events_ingest(
+    file: Annotated[Path, typer.Argument(help="A JSONL file of events.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Ingest login and profile-change events (consent scope behavior_signals); refused
+    lines are listed with field and rule, alerts open review cases."""
+    if not file.is_file():
+        _fail("FILE: no such events file", as_json=as_json)
+    from flows.events import ingest, read_jsonl
+
+    with _runtime() as rt:
+        report = ingest(rt, read_jsonl(file)).as_dict()
+    if as_json:
+        _emit(report)
+        return
+    console.print(f"accepted {report['accepted']}, duplicates {report['duplicates']}, "
+                  f"refused {len(report['refused'])}, alerts {len(report['alerts'])}")
+    for r in report["refused"][:20]:
+        console.print(f"refused line {r['line']}: {r['field']} {r['reason']}")
+    for a in report["alerts"]:
+        console.print(f"alert {a['rule']} for {a['applicant_ref']}: {a['evidence']}")
+
+
 def main() -> None:
     app()
 
