@@ -241,6 +241,7 @@ def demo(
         with _sandbox(True):
             run = _run_flow(batch, None)
     examples = _masked_examples(run["run_id"], limit=5)
+    outcomes = _demo_outcomes()
     duration = round(time.perf_counter() - started, 2)
     db = _database_location()
     ui = os.environ.get("PREFECT_API_URL", "").removesuffix("/api") or None
@@ -248,7 +249,7 @@ def demo(
         _emit({"run_id": run["run_id"], "counts": run["counts"], "lines": run["lines"],
                "fees_cents": run["fees_cents"], "examples": examples, "database": db,
                "prefect_home": os.environ.get("PREFECT_HOME"), "prefect_ui": ui,
-               "duration_s": duration})
+               "outcomes_file": str(outcomes), "duration_s": duration})
         return
     console.print(_counts_table(run["counts"]))
     table = Table(title="Examples (masked)")
@@ -267,6 +268,22 @@ def demo(
                       "to browse them: PREFECT_HOME=" + os.environ.get("PREFECT_HOME", "")
                       + " .venv/bin/prefect server start, then open http://127.0.0.1:4200")
     console.print("Review queue: .venv/bin/idv review list")
+    console.print(f"Labelled synthetic outcomes: {outcomes}; try .venv/bin/idv policy backtest "
+                  f"--policy policies/risk/scorecard.yaml --outcomes {outcomes}")
+
+
+def _demo_outcomes() -> Path:
+    """Synthetic good/bad labels for the demo's decisions, for `idv policy backtest`."""
+    from flows.runtime import Runtime
+    from idv.synthetic import label_outcomes, write_outcomes
+
+    rt = Runtime.from_env()
+    try:
+        decided = [d for d in rt.store.decisions.all_decided()
+                   if d["applicant_ref"].startswith("DEMO-")]
+        return write_outcomes(_home() / "demo-outcomes.csv", label_outcomes(decided))
+    finally:
+        rt.close()
 
 
 def _database_location() -> str:
@@ -792,6 +809,40 @@ def events_ingest(
         console.print(f"refused line {r['line']}: {r['field']} {r['reason']}")
     for a in report["alerts"]:
         console.print(f"alert {a['rule']} for {a['applicant_ref']}: {a['evidence']}")
+
+
+@policy_app.command("backtest")
+def policy_backtest(
+    policy: Annotated[Path, typer.Option("--policy", help="A scorecard YAML file.")],
+    outcomes: Annotated[Path, typer.Option(
+        "--outcomes", help="Labelled outcomes: CSV (applicant_ref,outcome) or JSONL.")],
+    against: Annotated[Path | None, typer.Option(
+        "--against", help="A second scorecard to compare with.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Replay stored decisions' features under one or two scorecards against labelled
+    outcomes (good / bad): approval, review and decline rates, AUC and KS, a chart."""
+    from idv.backtest import run, table
+    from policies.document import PolicyError
+
+    for name, path in (("--policy", policy), ("--outcomes", outcomes), ("--against", against)):
+        if path is not None and not path.is_file():
+            _fail(f"{name}: no such file", as_json=as_json)
+    try:
+        with _runtime() as rt:
+            report = run(rt, policy, outcomes, against)
+    except PolicyError as exc:
+        _fail(f"policy refused: {exc}", as_json=as_json)
+    if as_json:
+        _emit(report)
+        return
+    console.print(table(report))
+    console.print(f"labelled {report['labelled']}; not automated (left out) "
+                  f"{report['not_automated']}; unknown refs {report['unknown_refs']}; "
+                  f"refused lines {len(report['refused'])}")
+    for r in report["refused"][:20]:
+        console.print(f"refused line {r['line']}: {r['field']} {r['rule']}")
+    sys.stdout.write(report["chart"] + "\n")
 
 
 def main() -> None:
