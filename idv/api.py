@@ -180,6 +180,7 @@ def explain(runtime: Runtime, applicant_ref: str) -> dict[str, Any] | None:
                      "zh": labels[c].zh if c in labels else c} for c in stored.reasons],
         "features": stored.features,
         "contributions": contributions,
+        "alerts": runtime.store.events.alerts(applicant_ref),
         "steps": [{"step": st.step, "status": st.status, "reason": st.reason,
                    "consent_ids": list(st.consent_ids), "vendor_request_id": st.vendor_request_id,
                    "as_of": st.as_of.isoformat() if st.as_of else None}

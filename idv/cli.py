@@ -586,6 +586,8 @@ def explain(applicant_ref: str, as_json: JsonOpt = False) -> None:
     for c in found.get("contributions") or [{"feature": k, "band": v, "points": "-"}
                                             for k, v in found["features"].items()]:
         console.print(f"  feature {c['feature']} = {c['band']}: {c['points']} points")
+    for a in found.get("alerts", []):
+        console.print(f"  alert {a['rule']}: {a['evidence']} (review case {a['review_case_id']})")
     for st in found["steps"]:
         console.print(f"  step {st['step']}: {st['status']} ({st['reason']}) under consent "
                       f"{', '.join(st['consent_ids']) or '-'}")
