@@ -19,11 +19,12 @@ from typing import Any
 
 import aiohttp
 
+from flows.quality import QualityReport, check_batch, check_responses
 from flows.runtime import Runtime
 from intake.models import ApplicantLine, Refusal
 from intake.reader import BatchPlan, Chunk, parse_record, read_records, scan
 from policies.identity import is_virtual_operator
-from policies.scorecard import assess
+from policies.scorecard import Scorecard, assess, signal_features
 from storage.journal import Journal
 from storage.records import Decision, NewApplicant, RunLineRecord, StepRecord
 from verifiers.base import Evidence, StepStatus, Subject
@@ -73,6 +74,7 @@ def plan_batch(batch_path: str, chunk_size: int) -> BatchPlan:
 def start_run(rt: Runtime, batch_path: str, flow_run_id: str | None = None) -> str:
     """Open a run; first append expiry events for grants that ran out since the last one."""
     path = Path(batch_path)
+    rt.scorecard  # noqa: B018 - load and validate the policy: no run starts on an invalid one
     rt.store.ledger.record_expiries()
     return rt.store.runs.start(batch_name=path.name, batch_sha256=file_sha256(path),
                                flow_run_id=flow_run_id)
@@ -93,12 +95,43 @@ def _step_record(evidence: Evidence, decision_id: str | None) -> StepRecord:
         signals=dict(evidence.signals))
 
 
+DEGRADED = "source_degraded"
+
+
+@dataclass
+class Pending:
+    """An applicant whose steps ran, waiting for the chunk's drift check and its decision."""
+
+    line: ApplicantLine
+    steps: list[StepRecord]
+    shapes: dict[str, frozenset[str]]
+
+
+def degrade(step: StepRecord) -> StepRecord:
+    """A step of a degraded source: `error`, its signals dropped (they cannot be trusted)."""
+    if step.reason == DEGRADED:
+        return step
+    return step.model_copy(update={"status": StepStatus.ERROR.value, "reason": DEGRADED,
+                                   "signals": {}})
+
+
+def features_of(steps: list[StepRecord], card: Scorecard) -> dict[str, str | int]:
+    """Scorecard features from the step records: each step's status, and its signals."""
+    features: dict[str, str | int] = {}
+    for st in steps:
+        # A step not run by design (short circuit) is not "not checked": no reason for it.
+        policy_skip = st.reason.startswith("policy_short_circuit")
+        features[st.step] = "not_run" if policy_skip else st.status
+        features.update(signal_features(st.signals, card))
+    return features
+
+
 class ChunkRunner:
     """Runs one chunk's applicants through consent, verifiers, scoring and storage.
 
-    Every database access goes through the chunk's `Journal`, which group-commits the
-    writes of all applicants in flight (each durable before its caller goes on) and
-    batches their reads; the gate reads and records through it too."""
+    Every database access of an applicant goes through the chunk's `Journal`, which
+    group-commits the writes of all applicants in flight (each durable before its caller
+    goes on) and batches their reads; the gate reads and records through it too."""
 
     def __init__(self, rt: Runtime, run_id: str, session: aiohttp.ClientSession,
                  journal: Journal) -> None:
@@ -109,6 +142,7 @@ class ChunkRunner:
         self.gate = rt.gate_over(journal, journal)
         self.endpoints = rt.settings.endpoints()
         self.now = datetime.now(UTC)
+        self.degraded: set[str] = rt.store.quality.degraded_sources(run_id)
 
     async def record_consents(self, line: ApplicantLine) -> None:
         await self.journal.record_grants([{
@@ -120,33 +154,60 @@ class ChunkRunner:
             "granted_at": claim.granted_at, "expires_at": claim.expires_at,
         } for claim in line.consents])
 
-    async def run_steps(self, line: ApplicantLine) -> tuple[list[StepRecord], dict[str, str]]:
-        """Every step of the product's policy, each through the gate, in order."""
+    async def run_steps(self, line: ApplicantLine
+                        ) -> tuple[list[StepRecord], dict[str, frozenset[str]]]:
+        """Every step of the product's policy, each through the gate, in order. Returns the
+        step records and the shape (field names, no values) of each vendor answer."""
         product = self.rt.verification.products[line.product]
         subject = _subject(line)
         records: list[StepRecord] = []
-        features: dict[str, str] = {}
+        shapes: dict[str, frozenset[str]] = {}
         stopped_by: str | None = None
         for rule in product.steps:
             if stopped_by is not None:
                 records.append(StepRecord(step=rule.step, status=StepStatus.SKIPPED.value,
                                           reason=f"policy_short_circuit:{stopped_by}"))
-                # Not run by design, not for want of consent: no "not checked" reason.
-                features[rule.step] = "not_run"
+                continue
+            if rule.step in self.degraded:
+                # Its answers no longer match their suite: no paid call we cannot read.
+                records.append(StepRecord(step=rule.step, status=StepStatus.ERROR.value,
+                                          reason=DEGRADED))
                 continue
             verifier = self.rt.registry.build(rule.step, self.endpoints, self.session)
             evidence, decision_id = await self.gate.run(verifier, subject,
                                                         purpose=product.purpose)
             records.append(_step_record(evidence, decision_id))
-            features[rule.step] = evidence.status.value
-            # Categorical signals named like scorecard features feed the score directly.
-            features.update({k: str(v) for k, v in evidence.signals.items()
-                             if k in self.rt.scorecard.features})
+            shape = getattr(verifier, "response_shape", None)
+            if shape is not None:
+                shapes[rule.step] = shape
             if evidence.status.value in rule.stop_if:
                 stopped_by = rule.step
-        return records, features
+        return records, shapes
 
-    async def decide(self, line: ApplicantLine, features: dict[str, str]) -> Decision:
+    def check_drift(self, pending: list[Pending]) -> set[str]:
+        """Run each vendor answer type's suite over this chunk's answers; a type that fails
+        marks its source degraded for the rest of the run. Returns the newly degraded."""
+        by_step: dict[str, list[frozenset[str]]] = {}
+        for p in pending:
+            for step, shape in p.shapes.items():
+                by_step.setdefault(step, []).append(shape)
+        newly: set[str] = set()
+        for step, shapes in sorted(by_step.items()):
+            if step in self.degraded:
+                continue
+            result = check_responses(step, shapes, self.rt.quality_policy)
+            if result is None or result.success:
+                continue
+            self.rt.store.quality.add(run_id=self.run_id, suite=result.suite,
+                                      target=result.target, success=False, rows=result.rows,
+                                      failed=result.failed)
+            log.warning("source %s degraded: its answers fail %d expectations", step,
+                        len(result.failed))
+            newly.add(step)
+        self.degraded |= newly
+        return newly
+
+    async def decide(self, line: ApplicantLine, features: dict[str, str | int]) -> Decision:
         """Score under the scorecard, or, without consent to automated scoring, leave it to a
         person (PIPL Art. 24): outcome `review`, no score computed."""
         product = self.rt.verification.products[line.product]
@@ -174,8 +235,9 @@ class ChunkRunner:
                         policy_version=result.policy_version, reasons=result.reasons,
                         features=result.features)
 
-    async def handle(self, line: ApplicantLine, report: ChunkReport) -> RunLineRecord | None:
-        """One applicant, all or nothing. Returns a run line unless `add_decided` wrote it."""
+    async def prepare(self, line: ApplicantLine,
+                      report: ChunkReport) -> Pending | RunLineRecord:
+        """One applicant up to its steps: a run line if it is refused or already known."""
         if line.product not in self.rt.verification.products:
             return self.refuse(Refusal(line.line_no, line.applicant_ref, "product",
                                        "is not a known product"), report)
@@ -196,8 +258,16 @@ class ChunkRunner:
             return RunLineRecord(line_no=line.line_no, applicant_ref=line.applicant_ref,
                                  disposition="existing", outcome=existing.outcome)
         await self.record_consents(line)
-        steps, features = await self.run_steps(line)
-        decision = await self.decide(line, features)
+        steps, shapes = await self.run_steps(line)
+        return Pending(line, steps, shapes)
+
+    async def finish(self, pending: Pending, report: ChunkReport) -> RunLineRecord | None:
+        """Decide and store, all or nothing. Returns a run line unless `add_decided` wrote
+        it. Steps of a source degraded meanwhile end `error`, never `passed`."""
+        line = pending.line
+        steps = [degrade(st) if st.step in self.degraded and st.status != "skipped" else st
+                 for st in pending.steps]
+        decision = await self.decide(line, features_of(steps, self.rt.scorecard))
         stored = await self.journal.add_decided(
             run_id=self.run_id, line_no=line.line_no,
             applicant=NewApplicant(applicant_ref=line.applicant_ref, product=line.product,
@@ -230,8 +300,9 @@ async def process_chunk(rt: Runtime, plan: BatchPlan, chunk: Chunk, run_id: str)
 
     `concurrency` bounds the vendor calls in flight (the session's connection limit);
     `applicants_per_call` times as many applicants are in flight, so that while some wait
-    on the database others keep every call slot busy. Lines are read as slots free up:
-    memory stays flat however long the chunk."""
+    on the database others keep every call slot busy. Lines are read as slots free up.
+    Decisions wait for the chunk's drift check, so that a source whose answers changed
+    shape never passes anyone."""
     report = ChunkReport()
     pending_lines: list[RunLineRecord] = []
     slots = asyncio.Semaphore(rt.settings.concurrency * rt.settings.applicants_per_call)
@@ -239,21 +310,44 @@ async def process_chunk(rt: Runtime, plan: BatchPlan, chunk: Chunk, run_id: str)
     async with aiohttp.ClientSession(connector=connector) as session, \
             Journal(rt.store) as journal:
         runner = ChunkRunner(rt, run_id, session, journal)
+        pending: list[Pending] = []
+
+        def failed(line: ApplicantLine, exc: Exception) -> RunLineRecord:
+            log.error("line %d failed: %s", line.line_no, type(exc).__name__)
+            return runner.refuse(Refusal(
+                line.line_no, line.applicant_ref, "line",
+                f"could not be processed ({type(exc).__name__}); run it again"), report)
 
         async def one(line: ApplicantLine) -> None:
             try:
-                line_record = await runner.handle(line, report)
+                prepared = await runner.prepare(line, report)
             except Exception as exc:  # one applicant's failure must not stop the batch
-                log.error("line %d failed: %s", line.line_no, type(exc).__name__)
-                line_record = runner.refuse(Refusal(
-                    line.line_no, line.applicant_ref, "line",
-                    f"could not be processed ({type(exc).__name__}); run it again"), report)
+                prepared = failed(line, exc)
+            finally:
+                slots.release()
+            if isinstance(prepared, Pending):
+                pending.append(prepared)
+            else:
+                pending_lines.append(prepared)
+
+        async def finish(p: Pending) -> None:
+            try:
+                line_record = await runner.finish(p, report)
+            except Exception as exc:  # one applicant's failure must not stop the batch
+                line_record = failed(p.line, exc)
             finally:
                 slots.release()
             if line_record is not None:
                 pending_lines.append(line_record)
 
         tasks: set[asyncio.Task[None]] = set()
+
+        async def start(work: Any) -> None:
+            await slots.acquire()
+            task = asyncio.create_task(work)
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
         seen_refs: set[str] = set()
         for line_no, raw in read_records(plan, chunk):
             report.lines += 1
@@ -271,10 +365,11 @@ async def process_chunk(rt: Runtime, plan: BatchPlan, chunk: Chunk, run_id: str)
                     "appears on an earlier line of this batch"), report))
                 continue
             seen_refs.add(parsed.applicant_ref)
-            await slots.acquire()
-            task = asyncio.create_task(one(parsed))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            await start(one(parsed))
+        await asyncio.gather(*tasks)
+        runner.check_drift(pending)
+        for p in sorted(pending, key=lambda x: x.line.line_no):
+            await start(finish(p))
         await asyncio.gather(*tasks)
     log.debug("chunk %d: %d writes in %d commits, %d reads, %.2f s database CPU",
               chunk.index, journal.writes, journal.commits, journal.reads, journal.cpu_s)
@@ -288,18 +383,42 @@ class BatchResult:
     counts: dict[str, int]
     fees_cents: int
     lines: int
+    halted: bool = False
+    quality: tuple[dict[str, Any], ...] = ()
+
+
+def check_batch_quality(rt: Runtime, plan: BatchPlan, run_id: str) -> QualityReport:
+    """The batch suite, before any paid call; stored with the run. A failure halts the run:
+    the caller processes no line and calls `halt_run`."""
+    report = check_batch(plan, rt.quality_policy, consent_policy=rt.consent_policy,
+                         notices=rt.notices, now=datetime.now(UTC))
+    rt.store.quality.add(run_id=run_id, suite=report.suite, target=report.target,
+                         success=report.success, rows=report.rows, failed=report.failed)
+    return report
+
+
+def halt_run(rt: Runtime, run_id: str, report: QualityReport) -> dict[str, int]:
+    rt.store.audit.record("run.halted", None, {
+        "run_id": run_id, "failed": [f["expectation"] for f in report.failed]})
+    log.warning("run %s halted: %d batch expectations failed", run_id, len(report.failed))
+    return rt.store.runs.finish(run_id)
 
 
 def run_batch(rt: Runtime, batch_path: str, *, chunk_size: int | None = None) -> BatchResult:
-    """The onboarding work without Prefect: plan, chunks in order, finish the run."""
+    """The onboarding work without Prefect: plan, quality gate, chunks in order, finish."""
     plan = plan_batch(batch_path, chunk_size or rt.settings.chunk_size)
     run_id = start_run(rt, batch_path)
+    gate = check_batch_quality(rt, plan, run_id)
+    if not gate.success:
+        counts = halt_run(rt, run_id, gate)
+        return BatchResult(run_id=run_id, counts=counts, fees_cents=0, lines=plan.records,
+                           halted=True, quality=tuple(rt.store.quality.for_run(run_id)))
     total = ChunkReport()
     for chunk in plan.chunks:
         total.add(asyncio.run(process_chunk(rt, plan, chunk, run_id)))
     counts = rt.store.runs.finish(run_id)
     return BatchResult(run_id=run_id, counts=counts, fees_cents=rt.store.runs.fees(run_id),
-                       lines=total.lines)
+                       lines=total.lines, quality=tuple(rt.store.quality.for_run(run_id)))
 
 
 def summary_markdown(result: dict[str, Any]) -> str:

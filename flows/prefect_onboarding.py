@@ -13,11 +13,14 @@ from prefect.utilities.annotations import quote
 
 from flows.onboarding import (
     ChunkReport,
+    check_batch_quality,
+    halt_run,
     plan_batch,
     process_chunk,
     start_run,
     summary_markdown,
 )
+from flows.quality import QualityReport
 from flows.runtime import Runtime, install_log_masking
 from intake.reader import BatchPlan, Chunk
 
@@ -26,6 +29,16 @@ from intake.reader import BatchPlan, Chunk
 def plan_task(batch_path: str, chunk_size: int) -> BatchPlan:
     """One streaming pass: chunk offsets and duplicate line numbers (no personal data)."""
     return plan_batch(batch_path, chunk_size)
+
+
+@task(name="check-batch-quality", cache_policy=NO_CACHE, persist_result=False)
+def quality_task(plan: BatchPlan, run_id: str) -> QualityReport:
+    """The batch's data-quality suite (derived booleans only); returns counts and names."""
+    rt = Runtime.from_env()
+    try:
+        return check_batch_quality(rt, plan, run_id)
+    finally:
+        rt.close()
 
 
 @task(name="verify-chunk", cache_policy=NO_CACHE, persist_result=False)
@@ -50,12 +63,18 @@ def onboarding(batch_path: str, chunk_size: int | None = None) -> dict[str, Any]
         plan = plan_task(batch_path, chunk_size or rt.settings.chunk_size)
         run_id = start_run(rt, batch_path, flow_run_id=flow_run_id)
         logger.info("run %s: %d records in %d chunks", run_id, plan.records, len(plan.chunks))
+        gate = quality_task(quote(plan), run_id)
         total = ChunkReport()
-        for chunk in plan.chunks:
-            total.add(chunk_task(quote(plan), chunk, run_id))
-        counts = rt.store.runs.finish(run_id)
+        if gate.success:
+            for chunk in plan.chunks:
+                total.add(chunk_task(quote(plan), chunk, run_id))
+            counts = rt.store.runs.finish(run_id)
+        else:  # halted before any paid call
+            counts = halt_run(rt, run_id, gate)
+            total.lines = plan.records
         result = {"run_id": run_id, "counts": counts, "lines": total.lines,
-                  "fees_cents": rt.store.runs.fees(run_id)}
+                  "fees_cents": rt.store.runs.fees(run_id), "halted": not gate.success,
+                  "quality": rt.store.quality.for_run(run_id)}
         create_markdown_artifact(markdown=summary_markdown(result), key="onboarding-summary",
                                  description="Counts per outcome; no personal data")
         logger.info("run %s finished: %s", run_id, counts)

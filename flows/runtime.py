@@ -19,9 +19,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from policies import catalog
 from policies.access import AccessPolicy, RetentionPolicy
+from policies.behavior import BehaviorPolicy
 from policies.consent import ConsentPolicy
 from policies.masking import mask_text
 from policies.notices import Notice
+from policies.quality import QualityPolicy
 from policies.scorecard import Scorecard
 from policies.verification import VerificationPolicy
 from storage.crypto import fernet_key
@@ -74,6 +76,8 @@ class Settings(BaseSettings):
     vendor_breaker_threshold: int = Field(20, ge=1)
     vendor_breaker_cooldown_s: float = Field(30.0, gt=0)
     api_token: SecretStr | None = None
+    # A scorecard file to use instead of the shipped one; refused at load if it does not validate.
+    scorecard_file: Path | None = None
 
     @property
     def resolved_database_url(self) -> str:
@@ -201,7 +205,20 @@ class Runtime:
 
     @cached_property
     def scorecard(self) -> Scorecard:
-        return catalog.scorecard()
+        """The shipped card, or `IDV_SCORECARD_FILE`; raises `PolicyError` (file, line, rule)
+        when it does not validate, so no flow starts on it."""
+        path = self.settings.scorecard_file
+        if path is None:
+            return catalog.scorecard()
+        return Scorecard.from_yaml(path.read_text(encoding="utf-8"), source=str(path))
+
+    @cached_property
+    def behavior_policy(self) -> BehaviorPolicy:
+        return catalog.behavior_policy()
+
+    @cached_property
+    def quality_policy(self) -> QualityPolicy:
+        return catalog.quality_policy()
 
     @cached_property
     def verification(self) -> VerificationPolicy:

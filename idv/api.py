@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi import Body, Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -127,6 +127,22 @@ def create_app(runtime: Runtime) -> FastAPI:
             raise HTTPException(404, "unknown_applicant")
         return found
 
+    @app.post("/events", status_code=201, responses={200: {"description": "already received"},
+                                                     422: {"model": ErrorBody}})
+    def event(payload: Annotated[Any, Body()], _actor: Actor) -> Any:
+        """One login or profile-change event, under the applicant's `behavior_signals`
+        consent: 201 with the alerts it raised, 200 if already received, 422 naming the
+        field and the rule (unknown applicant, no consent, impossible coordinates, future
+        timestamp)."""
+        from flows.events import EventRefused, ingest_one
+
+        try:
+            done = ingest_one(runtime, payload)
+        except EventRefused as exc:
+            return JSONResponse(status_code=422, content=ErrorBody(
+                error="event_refused", field=exc.field, rule=exc.rule).model_dump())
+        return JSONResponse(status_code=200 if done["duplicate"] else 201, content=done)
+
     return app
 
 
@@ -142,8 +158,18 @@ def explain(runtime: Runtime, applicant_ref: str) -> dict[str, Any] | None:
     stored = runtime.store.applicants.get(applicant_ref)
     if stored is None:
         return None
-    labels = runtime.scorecard.reasons
+    card = runtime.scorecard
+    labels = card.reasons
     runtime.store.audit.record("decision.explained", applicant_ref, {"outcome": stored.outcome})
+    # Each feature's part in the score, when the policy that decided is the one loaded now.
+    contributions = []
+    if stored.score is not None and stored.policy_version == card.version:
+        from policies.scorecard import assess
+
+        contributions = [
+            {**c.model_dump(), "label": card.features[c.feature].label}
+            for c in assess(card, {k: v for k, v in stored.features.items()
+                                   if k in card.features}).contributions]
     return {
         "applicant_ref": applicant_ref,
         "outcome": stored.outcome,
@@ -153,6 +179,8 @@ def explain(runtime: Runtime, applicant_ref: str) -> dict[str, Any] | None:
         "reasons": [{"code": c, "en": labels[c].en if c in labels else c,
                      "zh": labels[c].zh if c in labels else c} for c in stored.reasons],
         "features": stored.features,
+        "contributions": contributions,
+        "alerts": runtime.store.events.alerts(applicant_ref),
         "steps": [{"step": st.step, "status": st.status, "reason": st.reason,
                    "consent_ids": list(st.consent_ids), "vendor_request_id": st.vendor_request_id,
                    "as_of": st.as_of.isoformat() if st.as_of else None}

@@ -139,9 +139,13 @@ def _run_report(run: dict[str, Any]) -> dict[str, Any]:
                 "steps": [{"verifier": s.step, "status": s.status, "reason": s.reason}
                           for s in (stored.steps if stored else ())],
             })
+        quality = rt.store.quality.for_run(run["run_id"])
         return {"run_id": run["run_id"], "counts": run["counts"],
                 "fees_cents": run["fees_cents"], "lines": run["lines"],
-                "applicants": applicants, "refused": refused}
+                "halted": bool(run.get("halted")),
+                "failed_expectations": [dict(f, target=q["target"]) for q in quality
+                                        for f in q["failed"]],
+                "quality": quality, "applicants": applicants, "refused": refused}
     finally:
         rt.close()
 
@@ -156,6 +160,26 @@ def _counts_table(counts: dict[str, int]) -> Table:
             table.add_row(key, str(counts[key]))
     table.add_row("[bold]total[/bold]", f"[bold]{sum(counts.values())}[/bold]")
     return table
+
+
+def _check_policies(as_json: bool) -> None:
+    """No flow starts on an invalid policy: refuse it here with its file, line and rule."""
+    from flows.runtime import Settings
+    from policies import catalog
+    from policies.document import PolicyError
+    from policies.scorecard import Scorecard
+
+    path = Settings().scorecard_file
+    try:
+        if path is not None:
+            Scorecard.from_yaml(path.read_text(encoding="utf-8"), source=str(path))
+        else:
+            catalog.scorecard()
+        catalog.quality_policy()
+    except PolicyError as exc:
+        _fail(f"policy refused: {exc}", as_json=as_json)
+    except OSError:
+        _fail("IDV_SCORECARD_FILE: cannot be read", as_json=as_json)
 
 
 @batch_app.command("run")
@@ -176,18 +200,29 @@ def batch_run(
     started = time.perf_counter()
     if faults and not sandbox:
         _fail("--faults needs --sandbox", as_json=as_json)
+    _check_policies(as_json)
     with _sandbox(sandbox, faults):
         run = _run_flow(file, chunk_size)
     report = _run_report(run)
     report["duration_s"] = round(time.perf_counter() - started, 2)
     if as_json:
         _emit(report)
+        if report["halted"]:
+            raise typer.Exit(3)
         return
+    if report["halted"]:
+        console.print(f"[red]run {report['run_id']} halted before any vendor call[/red]: "
+                      "the batch breaks its data-quality suite")
+    for f in report["failed_expectations"]:
+        console.print(f"  {f['target']}: {f['expectation']} (observed {f['observed']:.2%}, "
+                      f"needs {f['mostly']:.0%})")
     console.print(_counts_table(report["counts"]))
     for r in report["refused"][:20]:
         console.print(f"refused line {r['line']}: {r['field']} {r['reason']}")
     console.print(f"run {report['run_id']}: {report['lines']} lines in "
                   f"{report['duration_s']} s, fees {report['fees_cents'] / 100:.2f} CNY")
+    if report["halted"]:
+        raise typer.Exit(3)
 
 
 @app.command()
@@ -206,6 +241,7 @@ def demo(
         with _sandbox(True):
             run = _run_flow(batch, None)
     examples = _masked_examples(run["run_id"], limit=5)
+    outcomes = _demo_outcomes()
     duration = round(time.perf_counter() - started, 2)
     db = _database_location()
     ui = os.environ.get("PREFECT_API_URL", "").removesuffix("/api") or None
@@ -213,7 +249,7 @@ def demo(
         _emit({"run_id": run["run_id"], "counts": run["counts"], "lines": run["lines"],
                "fees_cents": run["fees_cents"], "examples": examples, "database": db,
                "prefect_home": os.environ.get("PREFECT_HOME"), "prefect_ui": ui,
-               "duration_s": duration})
+               "outcomes_file": str(outcomes), "duration_s": duration})
         return
     console.print(_counts_table(run["counts"]))
     table = Table(title="Examples (masked)")
@@ -232,6 +268,22 @@ def demo(
                       "to browse them: PREFECT_HOME=" + os.environ.get("PREFECT_HOME", "")
                       + " .venv/bin/prefect server start, then open http://127.0.0.1:4200")
     console.print("Review queue: .venv/bin/idv review list")
+    console.print(f"Labelled synthetic outcomes: {outcomes}; try .venv/bin/idv policy backtest "
+                  f"--policy policies/risk/scorecard.yaml --outcomes {outcomes}")
+
+
+def _demo_outcomes() -> Path:
+    """Synthetic good/bad labels for the demo's decisions, for `idv policy backtest`."""
+    from flows.runtime import Runtime
+    from idv.synthetic import label_outcomes, write_outcomes
+
+    rt = Runtime.from_env()
+    try:
+        decided = [d for d in rt.store.decisions.all_decided()
+                   if d["applicant_ref"].startswith("DEMO-")]
+        return write_outcomes(_home() / "demo-outcomes.csv", label_outcomes(decided))
+    finally:
+        rt.close()
 
 
 def _database_location() -> str:
@@ -531,6 +583,11 @@ def explain(applicant_ref: str, as_json: JsonOpt = False) -> None:
                   f"policy {found['policy_version']}")
     for r in found["reasons"]:
         console.print(f"  {r['code']}: {r['en']} / {r['zh']}")
+    for c in found.get("contributions") or [{"feature": k, "band": v, "points": "-"}
+                                            for k, v in found["features"].items()]:
+        console.print(f"  feature {c['feature']} = {c['band']}: {c['points']} points")
+    for a in found.get("alerts", []):
+        console.print(f"  alert {a['rule']}: {a['evidence']} (review case {a['review_case_id']})")
     for st in found["steps"]:
         console.print(f"  step {st['step']}: {st['status']} ({st['reason']}) under consent "
                       f"{', '.join(st['consent_ids']) or '-'}")
@@ -722,6 +779,72 @@ def subject_reveal(
             "reason": reason, "purpose": purpose})
     value = getattr(person, field)
     sys.stdout.write((value.get_secret_value() if value is not None else "") + "\n")
+
+
+# --- risk: behaviour events and policy backtests ------------------------------------------
+events_app = typer.Typer(help="Behaviour events (logins, profile changes).",
+                         no_args_is_help=True)
+app.add_typer(events_app, name="events")
+policy_app = typer.Typer(help="Risk policies.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+
+
+@events_app.command("ingest")
+def events_ingest(
+    file: Annotated[Path, typer.Argument(help="A JSONL file of events.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Ingest login and profile-change events (consent scope behavior_signals); refused
+    lines are listed with field and rule, alerts open review cases."""
+    if not file.is_file():
+        _fail("FILE: no such events file", as_json=as_json)
+    from flows.events import ingest, read_jsonl
+
+    with _runtime() as rt:
+        report = ingest(rt, read_jsonl(file)).as_dict()
+    if as_json:
+        _emit(report)
+        return
+    console.print(f"accepted {report['accepted']}, duplicates {report['duplicates']}, "
+                  f"refused {len(report['refused'])}, alerts {len(report['alerts'])}")
+    for r in report["refused"][:20]:
+        console.print(f"refused line {r['line']}: {r['field']} {r['reason']}")
+    for a in report["alerts"]:
+        console.print(f"alert {a['rule']} for {a['applicant_ref']}: {a['evidence']}")
+
+
+@policy_app.command("backtest")
+def policy_backtest(
+    policy: Annotated[Path, typer.Option("--policy", help="A scorecard YAML file.")],
+    outcomes: Annotated[Path, typer.Option(
+        "--outcomes", help="Labelled outcomes: CSV (applicant_ref,outcome) or JSONL.")],
+    against: Annotated[Path | None, typer.Option(
+        "--against", help="A second scorecard to compare with.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Replay stored decisions' features under one or two scorecards against labelled
+    outcomes (good / bad): approval, review and decline rates, AUC and KS, a chart."""
+    from idv.backtest import run, table
+    from policies.document import PolicyError
+
+    for name, path in (("--policy", policy), ("--outcomes", outcomes), ("--against", against)):
+        if path is not None and not path.is_file():
+            _fail(f"{name}: no such file", as_json=as_json)
+    try:
+        with _runtime() as rt:
+            report = run(rt, policy, outcomes, against)
+    except PolicyError as exc:
+        _fail(f"policy refused: {exc}", as_json=as_json)
+    if as_json:
+        _emit(report)
+        return
+    console.print(table(report))
+    console.print(f"labelled {report['labelled']}; not automated (left out) "
+                  f"{report['not_automated']}; unknown refs {report['unknown_refs']}; "
+                  f"refused lines {len(report['refused'])}")
+    for r in report["refused"][:20]:
+        console.print(f"refused line {r['line']}: {r['field']} {r['rule']}")
+    sys.stdout.write(report["chart"] + "\n")
 
 
 def main() -> None:

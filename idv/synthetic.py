@@ -80,7 +80,7 @@ class Mix:
 
     no_consent: float = 0.08
     no_scoring_consent: float = 0.05
-    invalid: float = 0.06
+    invalid: float = 0.03  # below the batch gate (more than 5% halts a batch)
     virtual_phone: float = 0.05
 
 
@@ -137,4 +137,37 @@ def write_batch(path: Path, n: int, **kwargs: Any) -> Path:
         for line in applicants(n, **kwargs):
             fh.write((line if isinstance(line, str) else json.dumps(line, ensure_ascii=False))
                      + "\n")
+    return path
+
+
+# Synthetic "truth" for the backtest demo: the chance that a fictional applicant later
+# defaults, from what the sources said (never from the score itself), plus a base rate.
+_BAD_WEIGHTS = {
+    ("id_check", "failed"): 0.6, ("carrier_check", "failed"): 0.25,
+    ("credit_overdue", "severe"): 0.5, ("credit_overdue", "serious"): 0.3,
+    ("credit_overdue", "minor"): 0.08, ("credit_multi_lender", "high"): 0.3,
+    ("credit_multi_lender", "medium"): 0.12, ("court_hit", "confirmed"): 0.35,
+    ("court_hit", "probable"): 0.15, ("phone_tenure", "lt_6m"): 0.05,
+    ("phone_range", "virtual_operator"): 0.1, ("id_reuse", "shared"): 0.2,
+}
+
+
+def label_outcomes(decisions: list[dict[str, Any]], *, seed: int = 2026
+                   ) -> list[tuple[str, str]]:
+    """(applicant_ref, good | bad) for stored decisions: a labelled history to backtest on."""
+    out = []
+    for d in decisions:
+        p = 0.04 + sum(w for (feature, value), w in _BAD_WEIGHTS.items()
+                       if d["features"].get(feature) == value)
+        rng = random.Random(f"{seed}:{d['applicant_ref']}")  # noqa: S311 - synthetic
+        out.append((d["applicant_ref"], "bad" if rng.random() < min(p, 0.95) else "good"))
+    return out
+
+
+def write_outcomes(path: Path, rows: list[tuple[str, str]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        fh.write("applicant_ref,outcome\n")
+        for ref, label in rows:
+            fh.write(f"{ref},{label}\n")
     return path

@@ -11,8 +11,10 @@ from functools import cache
 from importlib import resources
 
 from policies.access import AccessPolicy, RetentionPolicy
+from policies.behavior import BehaviorPolicy
 from policies.consent import ConsentPolicy
 from policies.notices import Notice, parse_notice
+from policies.quality import QualityPolicy
 from policies.scorecard import Scorecard
 from policies.verification import VerificationPolicy
 
@@ -28,7 +30,18 @@ def consent_policy() -> ConsentPolicy:
 
 @cache
 def scorecard() -> Scorecard:
-    return Scorecard.from_yaml(read_text("risk/scorecard.yaml"))
+    return Scorecard.from_yaml(read_text("risk/scorecard.yaml"),
+                               source="policies/risk/scorecard.yaml")
+
+
+@cache
+def behavior_policy() -> BehaviorPolicy:
+    return BehaviorPolicy.from_yaml(read_text("behavior.yaml"), source="policies/behavior.yaml")
+
+
+@cache
+def quality_policy() -> QualityPolicy:
+    return QualityPolicy.from_yaml(read_text("quality.yaml"), source="policies/quality.yaml")
 
 
 @cache

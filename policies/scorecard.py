@@ -1,8 +1,15 @@
-"""The risk scorecard: categorical features -> points -> score -> outcome, with reasons.
+"""The risk scorecard: features -> points -> score -> outcome, with reasons.
 
-Each decision stores `Scorecard.version` (name plus the hash of the YAML text),
-the feature values, the score and the reason codes, so it can be explained and
-replayed. A `decline_recommended` is never final: the caller opens a review case.
+A feature is categorical (points per value) or numeric (points per band of
+values, such as `linked_applicants` 0 / 1-2 / 3+). Each decision stores
+`Scorecard.version` (name plus the hash of the YAML text), the feature values
+(codes and counts, never personal values), the score and the reason codes, so
+it can be explained and replayed under another version (a backtest). A
+`decline_recommended` is never final: the caller opens a review case.
+
+`Scorecard.from_yaml` refuses a card that does not validate with the file,
+line and rule (`PolicyError`): unknown feature, overlapping bands, thresholds
+out of order, missing zh/en labels, unknown reason code.
 """
 
 from __future__ import annotations
@@ -11,10 +18,32 @@ import hashlib
 from collections.abc import Mapping
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
+
+from policies.document import LinedYaml, Path_, PolicyError
 
 Outcome = Literal["verified", "review", "decline_recommended"]
+FeatureValue = str | int
+
+# Every feature the pipeline can supply, and its kind. A card naming anything else is refused:
+# a misspelt feature would otherwise silently score as its default for everyone.
+KNOWN_FEATURES: dict[str, Literal["categorical", "numeric"]] = {
+    # step outcomes
+    "id_check": "categorical", "carrier_check": "categorical", "court_list": "categorical",
+    "credit_report": "categorical", "account_attributes": "categorical",
+    # derived at decision time
+    "phone_range": "categorical", "id_reuse": "categorical",
+    # carrier, court and credit signals
+    "phone_tenure": "categorical", "court_hit": "categorical",
+    "court_record_suspect": "categorical", "court_no_property_case": "categorical",
+    "credit_multi_lender": "categorical", "credit_overdue": "categorical",
+    # account attributes (OAuth-authorized)
+    "account_control": "categorical", "bound_phone_match": "categorical",
+    "linked_applicants": "numeric", "account_age_days": "numeric",
+    # behaviour alerts (open alerts per rule)
+    "impossible_travel": "numeric", "new_device_new_region": "numeric",
+    "rapid_profile_changes": "numeric",
+}
 
 
 class ReasonLabel(BaseModel):
@@ -24,24 +53,35 @@ class ReasonLabel(BaseModel):
     zh: str = Field(min_length=1)
 
 
+class Band(BaseModel):
+    """Numeric values from `min` to `max` (inclusive; no `max`: and above)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    band: str = Field(min_length=1)  # the label shown, e.g. "1-2"
+    min: int
+    max: int | None = None
+    points: int
+    reason: str | None = None
+
+    def holds(self, value: int) -> bool:
+        return value >= self.min and (self.max is None or value <= self.max)
+
+
 class Feature(BaseModel):
-    """A categorical feature: points per value, and the reason code a value raises."""
+    """Points per categorical value, or per band of a numeric value (`bands`); the reason
+    code a value or band raises. `default` is assumed when the evidence lacks the feature."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     label: str
-    points: dict[str, int]
+    default: str
+    points: dict[str, int] = {}
     reasons: dict[str, str] = {}
-    default: str  # the value assumed when the evidence does not have the feature
+    bands: tuple[Band, ...] = ()
 
-    @model_validator(mode="after")
-    def _consistent(self) -> Feature:
-        if self.default not in self.points:
-            raise ValueError(f"default {self.default!r} has no points")
-        stray = self.reasons.keys() - self.points.keys()
-        if stray:
-            raise ValueError(f"reasons for values without points: {sorted(stray)}")
-        return self
+    def band_of(self, value: int) -> Band | None:
+        return next((b for b in self.bands if b.holds(value)), None)
 
 
 class Thresholds(BaseModel):
@@ -49,12 +89,6 @@ class Thresholds(BaseModel):
 
     review: int  # score at or above -> review
     decline_recommended: int  # score at or above -> decline_recommended
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Thresholds:
-        if not 0 < self.review < self.decline_recommended:
-            raise ValueError("thresholds must satisfy 0 < review < decline_recommended")
-        return self
 
 
 class Scorecard(BaseModel):
@@ -68,25 +102,76 @@ class Scorecard(BaseModel):
     review_floor: frozenset[str] = frozenset()
     content_hash: str = ""
 
-    @model_validator(mode="after")
-    def _known_reasons(self) -> Scorecard:
-        used = {code for f in self.features.values() for code in f.reasons.values()}
-        unknown = (used | self.review_floor) - self.reasons.keys()
-        if unknown:
-            raise ValueError(f"reason codes without labels: {sorted(unknown)}")
-        return self
-
     @property
     def version(self) -> str:
         return f"{self.name}@{self.content_hash[:12]}"
 
     @classmethod
-    def from_yaml(cls, text: str) -> Scorecard:
-        data = yaml.safe_load(text)
-        if not isinstance(data, dict):
-            raise ValueError("a scorecard is a mapping")
-        data["content_hash"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
-        return cls.model_validate(data)
+    def from_yaml(cls, text: str, *, source: str = "scorecard.yaml") -> Scorecard:
+        doc = LinedYaml(text, source)
+        card = doc.validate(cls, content_hash=hashlib.sha256(text.encode("utf-8")).hexdigest())
+        problems = check(card)
+        if problems:
+            path, rule = problems[0]
+            raise doc.error(path, rule)
+        return card
+
+
+def check(card: Scorecard) -> list[tuple[Path_, str]]:
+    """Every rule the card breaks, as (path in the YAML, rule); empty when it is valid."""
+    out: list[tuple[Path_, str]] = []
+    t = card.thresholds
+    if not 0 < t.review < t.decline_recommended:
+        out.append((("thresholds",), "thresholds out of order: need 0 < review < "
+                                     "decline_recommended"))
+    used: list[tuple[Path_, str]] = []
+    for name, f in card.features.items():
+        at: Path_ = ("features", name)
+        kind = KNOWN_FEATURES.get(name)
+        if kind is None:
+            out.append((at, "unknown feature: the pipeline supplies no such feature"))
+            continue
+        if kind == "numeric" and not f.bands:
+            out.append((at, "a numeric feature needs bands"))
+        if kind == "categorical" and f.bands:
+            out.append(((*at, "bands"), "a categorical feature has points per value, "
+                                        "not bands"))
+        if f.default not in f.points:
+            out.append(((*at, "default"), "default has no points"))
+        for value in f.reasons.keys() - f.points.keys():
+            out.append(((*at, "reasons", value), "reason for a value without points"))
+        used += [((*at, "reasons", v), code) for v, code in f.reasons.items()]
+        labels: set[str] = set()
+        previous: Band | None = None
+        for i, band in sorted(enumerate(f.bands), key=lambda x: x[1].min):
+            bat = (*at, "bands", i)
+            if band.reason:
+                used.append(((*bat, "reason"), band.reason))
+            if band.band in labels or band.band in f.points:
+                out.append((bat, f"band label {band.band} is not unique"))
+            labels.add(band.band)
+            if band.max is not None and band.max < band.min:
+                out.append((bat, "band max is below its min"))
+            if previous is not None and (previous.max is None or band.min <= previous.max):
+                out.append((bat, f"overlapping bands: {band.band} overlaps {previous.band}"))
+            previous = band
+    used += [(("review_floor",), code) for code in sorted(card.review_floor)]
+    for path, code in used:
+        if code not in card.reasons:
+            out.append((path, f"unknown reason code {code}: it has no zh/en labels"))
+    return out
+
+
+class Contribution(BaseModel):
+    """One feature's part in a score: its value, the band it fell in, points and reason."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    feature: str
+    value: FeatureValue
+    band: str
+    points: int
+    reason: str | None = None
 
 
 class RiskAssessment(BaseModel):
@@ -96,37 +181,73 @@ class RiskAssessment(BaseModel):
     score: int
     outcome: Outcome
     reasons: tuple[str, ...]
-    features: dict[str, str]
+    features: dict[str, FeatureValue]
+    contributions: tuple[Contribution, ...] = ()
 
 
-def assess(card: Scorecard, features: Mapping[str, str]) -> RiskAssessment:
-    """Score categorical `features` (unknown values count as the feature's default)."""
+def _as_int(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.lstrip("-").isdigit():
+        return int(value)
+    return None
+
+
+def contribution(name: str, feature: Feature, value: object) -> Contribution:
+    """Where one value lands on one feature (unknown values count as the default)."""
+    if isinstance(value, bool):
+        value = "yes" if value else "no"
+    number = _as_int(value) if feature.bands else None
+    if number is not None:
+        band = feature.band_of(number)
+        if band is not None:
+            return Contribution(feature=name, value=number, band=band.band, points=band.points,
+                                reason=band.reason)
+    key = value if isinstance(value, str) and value in feature.points else feature.default
+    return Contribution(feature=name, value=key, band=key, points=feature.points[key],
+                        reason=feature.reasons.get(key))
+
+
+def outcome_of(card: Scorecard, score: int, reasons: tuple[str, ...]) -> Outcome:
+    if score >= card.thresholds.decline_recommended:
+        return "decline_recommended"
+    if score >= card.thresholds.review or card.review_floor.intersection(reasons):
+        return "review"
+    return "verified"
+
+
+def assess(card: Scorecard, features: Mapping[str, object]) -> RiskAssessment:
+    """Score `features` (categorical values, or counts for numeric features)."""
     unknown = features.keys() - card.features.keys()
     if unknown:
         raise KeyError(f"features not in scorecard {card.version}: {sorted(unknown)}")
-    values: dict[str, str] = {}
-    score = 0
-    reasons: list[str] = []
-    for name, feature in card.features.items():
-        value = features.get(name, feature.default)
-        if value not in feature.points:
-            value = feature.default
-        values[name] = value
-        score += feature.points[value]
-        code = feature.reasons.get(value)
-        if code:
-            reasons.append(code)
-    outcome: Outcome
-    if score >= card.thresholds.decline_recommended:
-        outcome = "decline_recommended"
-    elif score >= card.thresholds.review or card.review_floor.intersection(reasons):
-        outcome = "review"
-    else:
-        outcome = "verified"
+    parts = tuple(contribution(name, f, features.get(name, f.default))
+                  for name, f in card.features.items())
+    reasons = tuple(p.reason for p in parts if p.reason)
+    score = sum(p.points for p in parts)
     return RiskAssessment(
-        policy_version=card.version,
-        score=score,
-        outcome=outcome,
-        reasons=tuple(reasons),
-        features=values,
-    )
+        policy_version=card.version, score=score, outcome=outcome_of(card, score, reasons),
+        reasons=reasons, features={p.feature: p.value for p in parts}, contributions=parts)
+
+
+def signal_features(signals: Mapping[str, object], card: Scorecard) -> dict[str, FeatureValue]:
+    """The evidence signals a card scores: those named like one of its features, plus the
+    account-attribute signals under their feature names. Booleans become yes / no."""
+    renamed = {"control_proven": "account_control"}
+    out: dict[str, FeatureValue] = {}
+    for key, value in signals.items():
+        name = renamed.get(key, key)
+        if name not in card.features or value is None:
+            continue
+        if isinstance(value, bool):
+            out[name] = "yes" if value else "no"
+        elif isinstance(value, int):
+            out[name] = value
+        else:
+            out[name] = str(value)
+    return out
+
+
+__all__ = ["PolicyError", "Scorecard", "assess", "check", "signal_features"]

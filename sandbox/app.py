@@ -145,6 +145,8 @@ class SandboxState:
     faults: FaultPlan = field(default_factory=FaultPlan)
     _rng: random.Random = field(default_factory=random.Random, repr=False)  # noqa: S311
     calls: list[CallRecord] = field(default_factory=list)
+    # Format drift: per endpoint path, answer fields renamed {old: new} (a vendor's release).
+    renamed_fields: dict[str, dict[str, str]] = field(default_factory=dict)
     _digest_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     _nonces: OrderedDict[str, float] = field(default_factory=OrderedDict, repr=False)
     # Idempotency key -> (body digest, answer as sent, result, request id): plain values.
@@ -295,15 +297,18 @@ def build_app(state: SandboxState) -> web.Application:
         answer = _answer(path, data)
         result = str(answer["result"])
         fee = state.fees_cents.get(path, 0)
-        answer.update(request_id=f"sbx-{uuid.uuid4().hex}", as_of=as_of_for(path).isoformat(),
-                      fee_cents=fee)
+        request_id = f"sbx-{uuid.uuid4().hex}"
+        answer.update(request_id=request_id, as_of=as_of_for(path).isoformat(), fee_cents=fee)
+        for old, new in state.renamed_fields.get(path, {}).items():
+            if old in answer:
+                answer[new] = answer.pop(old)
         sent = json.dumps(answer).encode("utf-8")
         if key:
             with state._lock:
                 state._answers[key] = (hashlib.sha256(body).hexdigest(), sent, result,
-                                       answer["request_id"])
+                                       request_id)
         state.log(CallRecord(at=_now_iso(), path=path, status_code=200, result=result,
-                             request_id=answer["request_id"], idempotency_key=key,
+                             request_id=request_id, idempotency_key=key,
                              billed_cents=fee, subject_digest=digest))
         return web.Response(body=sent, content_type="application/json")
 

@@ -191,3 +191,54 @@ class LegalHold(Base):
     until: Mapped[datetime]
     created_at: Mapped[datetime]
     released_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class BehaviorEvent(Base):
+    """A lender's login or profile-change event. Device, IP and region are blind indexes
+    (equality is all the rules need); coordinates are sealed under the subject's key."""
+
+    __tablename__ = "behavior_events"
+    __table_args__ = (Index("ix_behavior_events_subject", "applicant_ref", "occurred_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    applicant_ref: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # login | profile_change
+    change: Mapped[str | None] = mapped_column(String(16), nullable=True)  # phone | ...
+    occurred_at: Mapped[datetime]
+    received_at: Mapped[datetime]
+    device_bidx: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    ip_bidx: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    region_bidx: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    geo_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # The lender's event id (or a digest of the event): the same event twice is one event.
+    dedup_key: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class BehaviorAlert(Base):
+    """A behaviour rule that fired: its evidence (distances, counts, never coordinates) and the
+    review case it opened."""
+
+    __tablename__ = "behavior_alerts"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    applicant_ref: Mapped[str] = mapped_column(String(64), index=True)
+    rule: Mapped[str] = mapped_column(String(32))
+    event_id: Mapped[str] = mapped_column(String(36))
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    review_case_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    created_at: Mapped[datetime]
+
+
+class QualityResult(Base):
+    """One data-quality suite run: counts and failed expectations, never a value."""
+
+    __tablename__ = "quality_results"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    run_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
+    suite: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(64))  # "batch" or a vendor response type
+    success: Mapped[bool] = mapped_column(Boolean)
+    rows: Mapped[int] = mapped_column(Integer)
+    failed: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime]

@@ -43,7 +43,7 @@ class Decision(_Frozen):
     score: int | None
     policy_version: str | None
     reasons: tuple[str, ...]
-    features: dict[str, str]
+    features: dict[str, str | int]  # codes and counts, never personal values
 
 
 class StoredApplicant(_Frozen):

@@ -35,6 +35,12 @@ from storage.records import (
     StepRecord,
     StoredApplicant,
 )
+from storage.risk import (
+    REVIEWED_OUTCOMES,
+    DecisionRepository,
+    EventRepository,
+    QualityRepository,
+)
 
 Clock = Callable[[], datetime]
 
@@ -88,6 +94,9 @@ class Store:
         self.runs = RunRepository(self)
         self.reviews = ReviewRepository(self)
         self.subjects = SubjectRepository(self)
+        self.events = EventRepository(self)
+        self.decisions = DecisionRepository(self)
+        self.quality = QualityRepository(self)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -485,7 +494,7 @@ class ApplicantRepository:
             "as_of": st.as_of, "fee_cents": st.fee_cents, "attempts": st.attempts,
             "signals": dict(st.signals), "created_at": now} for i, st in enumerate(steps)]
         review = None
-        if decision.outcome in ("review", "decline_recommended"):
+        if decision.outcome in REVIEWED_OUTCOMES:  # a decline is never final alone
             review = {"id": str(uuid.uuid4()), "applicant_id": row_id, "status": "open",
                       "outcome": decision.outcome, "reasons": list(decision.reasons),
                       "opened_at": now}

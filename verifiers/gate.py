@@ -65,23 +65,44 @@ class ConsentGate:
         """The scopes a step needs: what the policy says for it and what it declares."""
         return self._policy.step_scopes(verifier.name, verifier.scopes)
 
+    def _decide(self, grants: list[ConsentGrant], *, subject_ref: str, purpose: str,
+                scopes: frozenset[str], step: str
+                ) -> tuple[ConsentDecision, str, tuple[str, str, dict[str, Any]]]:
+        decision = authorize(grants, notices=self._notices, subject_ref=subject_ref,
+                             purpose=purpose, scopes=scopes, step=step, now=self._clock())
+        decision_id = str(uuid.uuid4())
+        event = ("consent.allowed" if decision.allowed else "consent.denied", subject_ref, {
+            "decision_id": decision_id, "step": step, "purpose": purpose,
+            "scopes": sorted(scopes), "reason": decision.reason,
+            "consent_ids": list(decision.consent_ids),
+            "missing_scopes": sorted(decision.missing_scopes),
+        })
+        return decision, decision_id, event
+
     async def authorize(self, *, subject_ref: str, purpose: str, scopes: frozenset[str],
                         step: str) -> tuple[ConsentDecision, str]:
         """Decide and record, without calling anything (for steps that are not verifiers,
         such as automated scoring). Returns the decision and its recorded id."""
         scopes = self._policy.step_scopes(step, scopes)
         grants = await _settled(self._ledger.grants_for(subject_ref))
-        decision = authorize(grants, notices=self._notices,
-                             subject_ref=subject_ref, purpose=purpose, scopes=scopes, step=step,
-                             now=self._clock())
-        decision_id = str(uuid.uuid4())
-        await _settled(self._recorder.record(
-            "consent.allowed" if decision.allowed else "consent.denied", subject_ref, {
-                "decision_id": decision_id, "step": step, "purpose": purpose,
-                "scopes": sorted(scopes), "reason": decision.reason,
-                "consent_ids": list(decision.consent_ids),
-                "missing_scopes": sorted(decision.missing_scopes),
-            }))
+        decision, decision_id, event = self._decide(grants, subject_ref=subject_ref,
+                                                    purpose=purpose, scopes=scopes, step=step)
+        await _settled(self._recorder.record(*event))
+        return decision, decision_id
+
+    def authorize_now(self, *, subject_ref: str, purpose: str, scopes: frozenset[str],
+                      step: str) -> tuple[ConsentDecision, str]:
+        """`authorize` for a synchronous caller (a command, an API request) of a gate over
+        the synchronous ledger and audit log."""
+        scopes = self._policy.step_scopes(step, scopes)
+        grants = self._ledger.grants_for(subject_ref)
+        if inspect.isawaitable(grants):
+            raise TypeError("this gate reads an asynchronous ledger: use `authorize`")
+        decision, decision_id, event = self._decide(grants, subject_ref=subject_ref,
+                                                    purpose=purpose, scopes=scopes, step=step)
+        recorded = self._recorder.record(*event)
+        if inspect.isawaitable(recorded):
+            raise TypeError("this gate records asynchronously: use `authorize`")
         return decision, decision_id
 
     async def run(self, verifier: Verifier, subject: Subject, *,

@@ -23,6 +23,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from policies.quality import answer_shape
 from verifiers.base import ConsentPermit
 from verifiers.signing import sign_request
 
@@ -220,6 +221,8 @@ class VendorVerifier:
     declare `name`, `purpose`, `scopes`, `fee_cents`, `vendor` and implement `verify`."""
 
     vendor: str = "vendor"  # the key of its endpoint in the settings
+    # The field names of the last answer (no values), for the data-quality drift suite.
+    response_shape: frozenset[str] | None = None
 
     def __init__(self, endpoint: VendorEndpoint, session: aiohttp.ClientSession, *,
                  timeout_s: float = 5.0, max_attempts: int = 3) -> None:
@@ -230,9 +233,12 @@ class VendorVerifier:
 
     async def _call(self, path: str, payload: dict[str, Any],
                     permit: ConsentPermit) -> VendorReply:
-        return await post_signed(self._session, self._endpoint, path, payload,
-                                 idempotency_key=idempotency_key(permit),
-                                 timeout_s=self._timeout_s, max_attempts=self._max_attempts)
+        reply = await post_signed(self._session, self._endpoint, path, payload,
+                                  idempotency_key=idempotency_key(permit),
+                                  timeout_s=self._timeout_s, max_attempts=self._max_attempts)
+        if reply.body is not None:
+            self.response_shape = answer_shape(reply.body)
+        return reply
 
 
 def idempotency_key(permit: ConsentPermit) -> str:

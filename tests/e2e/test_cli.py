@@ -116,7 +116,33 @@ def test_when_the_demo_runs_twice_then_it_exits_0_masks_everything_and_adds_no_o
     valid = a["counts"].get("verified", 0) + a["counts"].get("review", 0) + a["counts"].get(
         "decline_recommended", 0)
     assert count == valid
+    # The demo's labelled outcomes feed a backtest of the shipped card against a stricter one.
+    card = Path(__file__).parents[2] / "policies" / "risk" / "scorecard.yaml"
+    strict = Path(env["IDV_HOME"]) / "strict.yaml"
+    strict.write_text(card.read_text(encoding="utf-8").replace(
+        "  decline_recommended: 70", "  decline_recommended: 50"), encoding="utf-8")
+    backtest = run(["policy", "backtest", "--policy", str(card), "--against", str(strict),
+                    "--outcomes", a["outcomes_file"], "--json"], env)
+    assert backtest.returncode == 0, backtest.stderr[-3000:]
+    figures = json.loads(backtest.stdout)
+    base, other = figures["sides"]
+    assert base["n"] > 100 and base["bad"] > 0 and 0.5 < base["auc"] <= 1 and base["ks"] > 0
+    assert other["rates"]["decline_recommended"] >= base["rates"]["decline_recommended"]
+    text_out = run(["policy", "backtest", "--policy", str(card), "--against", str(strict),
+                    "--outcomes", a["outcomes_file"]], env)
+    assert text_out.returncode == 0 and "AUC" in text_out.stdout and "█" in text_out.stdout
+    explained = run(["explain", a["examples"][0]["applicant_ref"]], env)
+    assert explained.returncode == 0 and "feature id_check" in explained.stdout
+    broken = Path(env["IDV_HOME"]) / "broken.yaml"
+    broken.write_text(card.read_text(encoding="utf-8").replace("  id_check:", "  id_chek:", 1),
+                      encoding="utf-8")
+    refused = run(["policy", "backtest", "--policy", str(broken), "--outcomes",
+                   a["outcomes_file"], "--json"], env)
+    assert refused.returncode == 2 and "unknown feature" in refused.stdout
+    assert f"{broken}:" in json.loads(refused.stdout)["error"]
     demo_lines = list(applicants(200, prefix="DEMO-"))
     leaks = scan([Path(env["IDV_HOME"])], [first.stdout, first.stderr, second.stdout,
-                                           second.stderr], canaries(demo_lines))
+                                           second.stderr, backtest.stdout, backtest.stderr,
+                                           text_out.stdout, explained.stdout],
+                 canaries(demo_lines))
     assert leaks == []

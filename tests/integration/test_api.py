@@ -180,3 +180,27 @@ def test_when_the_token_is_missing_or_wrong_then_every_endpoint_refuses(api):
         assert bare.request(method, path, json=body(),
                             headers={"Authorization": "Bearer nope"}).status_code == 401
     bare.close()
+
+
+def test_when_an_event_is_posted_then_it_is_gated_stored_and_refusals_name_field_and_rule(api):
+    client, rt = api
+    from tests.integration.test_behavior_events import enrol
+
+    enrol(rt, "EV-1")
+    event = {"event_id": "e-1", "applicant_ref": "EV-1", "kind": "login",
+             "occurred_at": (NOW - timedelta(hours=1)).isoformat(), "device_id": "dev-1234567",
+             "lat": 31.2, "lon": 121.4}
+    assert client.post("/events", json=event).status_code == 201
+    assert client.post("/events", json=event).status_code == 200  # already received
+    far = dict(event, event_id="e-2", lat=39.9, lon=116.4,
+               occurred_at=(NOW - timedelta(minutes=50)).isoformat())
+    r = client.post("/events", json=far)
+    assert r.status_code == 201 and [a["rule"] for a in r.json()["alerts"]] == [
+        "impossible_travel"]
+    bad = client.post("/events", json=dict(event, event_id="e-3", lat=123.0))
+    assert bad.status_code == 422
+    assert bad.json()["field"] == "lat" and "123" not in bad.text
+    unknown = client.post("/events", json=dict(event, applicant_ref="NOBODY-1"))
+    assert unknown.status_code == 422 and unknown.json()["rule"] == "is not a known applicant"
+    noauth = httpx.post(str(client.base_url) + "/events", json=event)
+    assert noauth.status_code == 401

@@ -1,0 +1,131 @@
+"""`idv policy backtest`: stored decisions' features replayed under one or two scorecards,
+measured against labelled outcomes, printed side by side with a terminal chart.
+
+Outcomes file: CSV with a header `applicant_ref,outcome` or JSONL objects with those keys;
+`outcome` is `good` or `bad`. A bad line is refused with its line, field and rule; the
+rest is used. Only automated decisions are replayed: people who refused automated scoring
+(or asked for a person) are left out, and counted.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from flows.runtime import Runtime
+from policies.backtest import BacktestSide, Label, histogram, replay
+from policies.scorecard import Scorecard
+
+EDGES = list(range(0, 110, 10))
+_LABELS = ("good", "bad")
+
+
+def read_outcomes(path: Path) -> tuple[dict[str, Label], list[dict[str, Any]]]:
+    """Labels by applicant ref, and the refused lines (line, field, rule)."""
+    text = path.read_text(encoding="utf-8")
+    rows: list[tuple[int, Any]]
+    if path.suffix.lower() == ".csv":
+        reader = csv.DictReader(io.StringIO(text))
+        rows = [(i + 2, r) for i, r in enumerate(reader)]
+    else:
+        rows = []
+        for no, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append((no, json.loads(line)))
+            except ValueError:
+                rows.append((no, None))
+    labels: dict[str, Label] = {}
+    refused: list[dict[str, Any]] = []
+    for no, row in rows:
+        if not isinstance(row, dict):
+            refused.append({"line": no, "field": "line", "rule": "is not a JSON object"})
+            continue
+        ref, label = row.get("applicant_ref"), row.get("outcome")
+        if not isinstance(ref, str) or not ref.strip():
+            refused.append({"line": no, "field": "applicant_ref", "rule": "is required"})
+        elif label not in _LABELS:
+            refused.append({"line": no, "field": "outcome", "rule": "must be good or bad"})
+        else:
+            labels[ref.strip()] = label  # type: ignore[assignment]
+    return labels, refused
+
+
+def load_card(path: Path) -> Scorecard:
+    return Scorecard.from_yaml(path.read_text(encoding="utf-8"), source=str(path))
+
+
+def run(rt: Runtime, policy: Path, outcomes: Path, against: Path | None = None
+        ) -> dict[str, Any]:
+    """The backtest report: per policy its figures, plus what was left out and why."""
+    cards = [load_card(policy)] + ([load_card(against)] if against else [])
+    labels, refused = read_outcomes(outcomes)
+    stored = rt.store.decisions.all_decided()
+    automated = [d for d in stored if d["score"] is not None]
+    sides = [replay(card, automated, labels) for card in cards]
+    known = {d["applicant_ref"] for d in stored}
+    rt.store.audit.record("policy.backtested", None, {
+        "policies": [c.version for c in cards], "labelled": len(labels),
+        "replayed": sides[0].n})
+    return {
+        "sides": [_side(s) for s in sides],
+        "labelled": len(labels),
+        "not_automated": sum(1 for d in stored if d["score"] is None
+                             and d["applicant_ref"] in labels),
+        "unknown_refs": sum(1 for ref in labels if ref not in known),
+        "refused": refused,
+        "chart": chart(sides),
+    }
+
+
+def _side(s: BacktestSide) -> dict[str, Any]:
+    return {"policy_version": s.policy_version, "n": s.n, "bad": s.bad, "rates": s.rates,
+            "bad_rate_by_outcome": s.bad_rate_by_outcome, "auc": s.auc, "ks": s.ks,
+            "histogram": {"edges": EDGES, "good": histogram(s.scores_good, EDGES),
+                          "bad": histogram(s.scores_bad, EDGES)}}
+
+
+def chart(sides: list[BacktestSide], width: int = 30) -> str:
+    """Score distributions by outcome, one block per policy: `g` good, `b` bad, as shares
+    of each group so both read on one scale."""
+    lines: list[str] = []
+    for s in sides:
+        lines.append(f"{s.policy_version}: score distribution (g = good, b = bad, share of group)")
+        good, bad = histogram(s.scores_good, EDGES), histogram(s.scores_bad, EDGES)
+        ng, nb = max(1, len(s.scores_good)), max(1, len(s.scores_bad))
+        for i, lo in enumerate(EDGES):
+            label = f"{lo:>3}+ " if i == len(EDGES) - 1 else f"{lo:>3}-{EDGES[i + 1] - 1:<3}"
+            gs, bs = good[i] / ng, bad[i] / nb
+            lines.append(f"  {label} g {'█' * round(gs * width):<{width}} {gs:6.1%}")
+            lines.append(f"  {'':7} b {'▒' * round(bs * width):<{width}} {bs:6.1%}")
+    return "\n".join(lines)
+
+
+def table(report: dict[str, Any]) -> str:
+    """The figures side by side, one column per policy."""
+    sides = report["sides"]
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{v:.1%}"
+
+    def num(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    rows = [("policy", [s["policy_version"] for s in sides]),
+            ("labelled decisions", [str(s["n"]) for s in sides]),
+            ("bad", [str(s["bad"]) for s in sides]),
+            ("approval (verified)", [pct(s["rates"]["verified"]) for s in sides]),
+            ("review", [pct(s["rates"]["review"]) for s in sides]),
+            ("decline recommended", [pct(s["rates"]["decline_recommended"]) for s in sides]),
+            ("bad rate among approved",
+             [pct(s["bad_rate_by_outcome"]["verified"]) for s in sides]),
+            ("AUC", [num(s["auc"]) for s in sides]),
+            ("KS", [num(s["ks"]) for s in sides])]
+    w0 = max(len(r[0]) for r in rows)
+    w = max(len(v) for r in rows for v in r[1])
+    return "\n".join(f"{name:<{w0}}  " + "  ".join(f"{v:>{w}}" for v in values)
+                     for name, values in rows)
