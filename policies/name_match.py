@@ -3,13 +3,20 @@ may spell it in traditional characters, with another middle dot, or only alike i
 
 from __future__ import annotations
 
+import os
 import re
 import unicodedata
 from functools import cache
 from typing import Literal
 
 import opencc
-from pypinyin import lazy_pinyin
+
+# Names are compared character by character: pypinyin's phrase dictionary (about 45 MB
+# resident in every worker) would only change readings inside multi-character words, the
+# same way on both sides. Its documented switch must be set before the import.
+os.environ.setdefault("PYPINYIN_NO_PHRASES", "true")
+os.environ.setdefault("PYPINYIN_NO_DICT_COPY", "true")
+from pypinyin import lazy_pinyin  # noqa: E402
 
 Match = Literal["exact", "script", "pinyin"]
 
