@@ -14,7 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from policies import catalog
@@ -33,6 +33,28 @@ from storage.repositories import Store
 from verifiers.gate import ConsentGate, ConsentReader, DecisionRecorder
 from verifiers.registry import VerifierRegistry, default_registry
 from verifiers.vendor import VendorEndpoint
+
+
+class OidcProviderSettings(BaseModel):
+    """One OpenID Connect provider (`IDV_OIDC_PROVIDERS`, a JSON object by provider name)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    issuer: str
+    client_id: str
+    client_secret: SecretStr | None = None
+    client_secret_block: str | None = None  # a Prefect Secret block holding the secret
+    redirect_uri: str
+    scope: str = "openid profile"
+
+    def secret(self) -> str:
+        if self.client_secret is not None:
+            return self.client_secret.get_secret_value()
+        if self.client_secret_block:
+            from prefect.blocks.system import Secret
+
+            return str(Secret.load(self.client_secret_block).get())
+        raise ValueError("oidc provider: client_secret or client_secret_block is required")
 
 
 class Settings(BaseSettings):
@@ -78,6 +100,22 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = None
     # A scorecard file to use instead of the shipped one; refused at load if it does not validate.
     scorecard_file: Path | None = None
+    # WeChat (website or Official Account app) and the Mini Program of the phone exchange.
+    wechat_open_url: str = "https://open.weixin.qq.com"  # the authorize page
+    wechat_api_url: str = "https://api.weixin.qq.com"  # code exchange, userinfo, refresh
+    wechat_appid: str | None = None
+    wechat_secret: SecretStr | None = None
+    wechat_redirect_uri: str | None = None  # exactly as registered with WeChat
+    wechat_scope: Literal["snsapi_base", "snsapi_userinfo"] = "snsapi_base"
+    wechat_mini_appid: str | None = None
+    wechat_mini_secret: SecretStr | None = None
+    # OpenID Connect providers: name -> issuer, client_id, client_secret (or
+    # client_secret_block, a Prefect Secret block), redirect_uri, scope.
+    oidc_providers: dict[str, OidcProviderSettings] = Field(default_factory=dict)
+    oauth_state_ttl_s: int = Field(600, ge=30, le=3600)
+    oauth_timeout_s: float = Field(10.0, gt=0)
+    # Refresh an access token when it has less than this left.
+    oauth_refresh_margin_s: int = Field(900, ge=0)
 
     @property
     def resolved_database_url(self) -> str:
@@ -201,7 +239,8 @@ class Runtime:
     @cached_property
     def registry(self) -> VerifierRegistry:
         s = self.settings
-        return default_registry(timeout_s=s.vendor_timeout_s, max_attempts=s.vendor_max_attempts)
+        return default_registry(timeout_s=s.vendor_timeout_s, max_attempts=s.vendor_max_attempts,
+                                accounts=self.store.oauth)
 
     @cached_property
     def scorecard(self) -> Scorecard:

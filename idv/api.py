@@ -12,8 +12,8 @@ from typing import Annotated, Any
 
 from fastapi import Body, Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from flows.runtime import Runtime, StartupError
 from policies.consent import GrantRuleError
@@ -143,7 +143,114 @@ def create_app(runtime: Runtime) -> FastAPI:
                 error="event_refused", field=exc.field, rule=exc.rule).model_dump())
         return JSONResponse(status_code=200 if done["duplicate"] else 201, content=done)
 
+    _oauth_routes(app, runtime)
     return app
+
+
+class PhoneExchange(BaseModel):
+    """A Mini Program's one-time phone code, posted by the lender's back end."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    applicant_ref: Annotated[str, StringConstraints(pattern=REF_PATTERN)]
+    code: Annotated[str, StringConstraints(min_length=1, max_length=512)]
+
+
+def _oauth_routes(app: FastAPI, runtime: Runtime) -> None:
+    """The applicant-facing OAuth dance (HTML pages, no bearer token: a browser follows it)
+    and the lender-facing account calls (bearer token)."""
+    import re
+
+    from idv.oauth import (
+        BROWSER_COOKIE,
+        OAuthFailure,
+        OAuthService,
+        confirmation_page,
+        error_page,
+        new_browser_id,
+    )
+
+    service: OAuthService | None = None
+
+    def oauth() -> OAuthService:
+        nonlocal service
+        if service is None:
+            service = OAuthService(runtime)
+        return service
+
+    headers = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
+               "X-Frame-Options": "DENY"}
+
+    def failed(failure: OAuthFailure) -> HTMLResponse:
+        return HTMLResponse(error_page(failure), status_code=failure.status, headers=headers)
+
+    def start(request: Request, applicant_ref: str, make_url: Any) -> Response:
+        if re.fullmatch(REF_PATTERN, applicant_ref) is None:
+            return failed(OAuthFailure("invalid_request", "applicant_ref: must be 1-64 "
+                                       "letters, digits or ._:-", field="applicant_ref"))
+        browser = request.cookies.get(BROWSER_COOKIE) or new_browser_id()
+        try:
+            url = make_url(browser)
+        except OAuthFailure as failure:
+            return failed(failure)
+        response = RedirectResponse(url, status_code=302, headers=headers)
+        response.set_cookie(BROWSER_COOKIE, browser, httponly=True, samesite="lax",
+                            secure=runtime.settings.env == "production", path="/oauth",
+                            max_age=runtime.settings.oauth_state_ttl_s * 2)
+        return response
+
+    def finish(run: Any) -> HTMLResponse:
+        try:
+            linked = run()
+        except OAuthFailure as failure:
+            return failed(failure)
+        return HTMLResponse(confirmation_page(linked), headers=headers)
+
+    @app.get("/oauth/wechat/authorize", response_class=HTMLResponse, tags=["oauth"])
+    def wechat_authorize(request: Request, applicant_ref: str,
+                         scope: str | None = None) -> Response:
+        """302 to WeChat's authorize page with a fresh single-use state."""
+        return start(request, applicant_ref,
+                     lambda b: oauth().wechat_authorize_url(applicant_ref, scope, b))
+
+    @app.get("/oauth/wechat/callback", response_class=HTMLResponse, tags=["oauth"])
+    def wechat_callback(request: Request, code: str | None = None,
+                        state: str | None = None) -> HTMLResponse:
+        """Check the state, exchange the code, record the consent, store the tokens sealed."""
+        return finish(lambda: oauth().wechat_callback(code, state,
+                                                      request.cookies.get(BROWSER_COOKIE)))
+
+    @app.get("/oauth/oidc/{provider}/authorize", response_class=HTMLResponse, tags=["oauth"])
+    def oidc_authorize(request: Request, provider: str, applicant_ref: str) -> Response:
+        """302 to the provider with state, nonce and a PKCE S256 challenge."""
+        return start(request, applicant_ref,
+                     lambda b: oauth().oidc_authorize_url(provider, applicant_ref, b))
+
+    @app.get("/oauth/oidc/{provider}/callback", response_class=HTMLResponse, tags=["oauth"])
+    def oidc_callback(request: Request, provider: str) -> HTMLResponse:
+        """Check the state, exchange the code with the verifier, validate the ID token."""
+        params = {k: v for k, v in request.query_params.items()
+                  if k in ("code", "state", "error")}
+        return finish(lambda: oauth().oidc_callback(provider, params,
+                                                    request.cookies.get(BROWSER_COOKIE)))
+
+    @app.post("/oauth/wechat/phone", tags=["oauth"],
+              responses={403: {"model": ErrorBody}, 502: {"model": ErrorBody}})
+    def wechat_phone(req: PhoneExchange, actor: Actor) -> Any:
+        """Exchange a Mini Program's phone code for the bound phone (kept as a blind index),
+        under the applicant's separate `wechat_phone` consent."""
+        try:
+            return oauth().wechat_phone(req.applicant_ref, req.code, actor=actor)
+        except OAuthFailure as failure:
+            return JSONResponse(status_code=failure.status, content=ErrorBody(
+                error=failure.code, field=failure.field, rule=failure.message).model_dump())
+
+    @app.get("/subjects/{applicant_ref}/accounts", tags=["oauth"])
+    def accounts(applicant_ref: str, _actor: Actor) -> dict[str, Any]:
+        """The applicant's authorized accounts: status, dates, whether tokens are held."""
+        _check_ref(applicant_ref)
+        return {"applicant_ref": applicant_ref,
+                "accounts": runtime.store.oauth.view(applicant_ref)}
 
 
 def _check_ref(ref: str) -> None:

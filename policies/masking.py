@@ -104,6 +104,10 @@ _ID_RE = re.compile(r"(?<![0-9A-Za-z])(\d{17}[\dXx]|\d{15})(?![0-9A-Za-z])")
 _PHONE_RE = re.compile(r"(?<!\d)(?:\+?86[ -]?)?(1[3-9]\d)[ -]?(\d{4})[ -]?(\d{4})(?!\d)")
 # Bank cards: 16-19 digits.
 _CARD_RE = re.compile(r"(?<!\d)(\d{16,19})(?!\d)")
+# OAuth secrets and identifiers carried in a URL or a form (a logged request line).
+_OAUTH_PARAM_RE = re.compile(
+    r"(?i)\b(code|state|access_token|refresh_token|id_token|secret|client_secret|openid|"
+    r"unionid|code_verifier|nonce)=([^&\s\"'#]+)")
 
 
 def mask_text(text: str, names: tuple[str, ...] = ()) -> str:
@@ -112,7 +116,8 @@ def mask_text(text: str, names: tuple[str, ...] = ()) -> str:
     Used by the logging filter and for exception text; `names` are values we hold
     for the records in hand (names cannot be recognised by shape).
     """
-    out = _ID_RE.sub(lambda m: mask_id_number(m.group(1).upper()), text)
+    out = _OAUTH_PARAM_RE.sub(lambda m: f"{m.group(1)}=[redacted]", text)
+    out = _ID_RE.sub(lambda m: mask_id_number(m.group(1).upper()), out)
     out = _CARD_RE.sub(lambda m: mask_bank_card(m.group(1)), out)
     out = _PHONE_RE.sub(lambda m: mask_phone(m.group(1) + m.group(2) + m.group(3)), out)
     for name in names:

@@ -31,6 +31,7 @@ KNOWN_FEATURES: dict[str, Literal["categorical", "numeric"]] = {
     # step outcomes
     "id_check": "categorical", "carrier_check": "categorical", "court_list": "categorical",
     "credit_report": "categorical", "account_attributes": "categorical",
+    "oidc_account": "categorical",
     # derived at decision time
     "phone_range": "categorical", "id_reuse": "categorical",
     # carrier, court and credit signals

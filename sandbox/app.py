@@ -28,6 +28,7 @@ from sandbox.population import (
     normalize_id,
     three_element_result,
 )
+from sandbox.wechat import WeChatState, wechat_routes
 
 # How far a request's timestamp may stray from our clock before it is refused as stale.
 CLOCK_SKEW_S = 300
@@ -152,6 +153,8 @@ class SandboxState:
     # Idempotency key -> (body digest, answer as sent, result, request id): plain values.
     _answers: dict[str, tuple[str, bytes, str, str]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # The WeChat OAuth imitation, served beside the vendors when set.
+    wechat: WeChatState | None = None
 
     def digest(self, id_number: str) -> str:
         """Keyed digest of a normalised ID number: lets tests find a person's calls."""
@@ -325,4 +328,6 @@ def build_app(state: SandboxState) -> web.Application:
         app.router.add_post(endpoint, identity)
     app.router.add_get("/_sandbox/calls", calls)
     app.router.add_get("/_sandbox/health", health)
+    if state.wechat is not None:
+        app.add_routes(wechat_routes(state.wechat))
     return app

@@ -93,6 +93,9 @@ class ConsentService:
                                                        evidence_ref=req.evidence)
         grant = self.store.ledger.grant(consent_id)
         assert grant.withdrawn_at is not None
+        # What the grant let us hold of an authorized account goes with it.
+        self.store.oauth.withdraw(grant.subject_ref, scopes=frozenset(grant.scopes),
+                                  consent_id=consent_id)
         return WithdrawResult(consent_id=consent_id, withdrawal_id=event_id,
                               already_withdrawn=not created, withdrawn_at=grant.withdrawn_at)
 

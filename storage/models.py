@@ -242,3 +242,52 @@ class QualityResult(Base):
     rows: Mapped[int] = mapped_column(Integer)
     failed: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime]
+
+
+class OAuthState(Base):
+    """One authorization in flight. Only a digest of the `state` is kept (it is a bearer
+    secret); it is single-use (`used_at`), bound to the applicant and to the browser that
+    started it (a digest of its cookie), and expires in minutes. The PKCE verifier and the
+    OpenID Connect nonce are sealed under the applicant's key."""
+
+    __tablename__ = "oauth_states"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    state_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    browser_hash: Mapped[str] = mapped_column(String(64))
+    applicant_ref: Mapped[str] = mapped_column(String(64))
+    provider: Mapped[str] = mapped_column(String(64))  # "wechat" | "oidc:<name>"
+    scope: Mapped[str] = mapped_column(String(200))
+    verifier_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    nonce_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class OAuthAccount(Base):
+    """An account the applicant authorized. Identifiers (openid / subject, unionid, bound
+    phone) are blind indexes only: equality is all linking needs. Tokens are sealed under the
+    applicant's key, bound to this row and column, and purged on withdrawal or when the
+    refresh token dies. Nickname and avatar are never stored: they are self-asserted."""
+
+    __tablename__ = "oauth_accounts"
+    __table_args__ = (UniqueConstraint("applicant_ref", "provider"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    applicant_ref: Mapped[str] = mapped_column(String(64), index=True)
+    provider: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(24))  # linked | reauth_required | withdrawn
+    scope: Mapped[str] = mapped_column(String(200))
+    consent_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    subject_bidx: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
+    union_bidx: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
+    phone_bidx: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    access_token_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    refresh_token_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    access_expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    refresh_expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    account_created_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    linked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    refreshed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    purged_at: Mapped[datetime | None] = mapped_column(nullable=True)

@@ -25,6 +25,7 @@ from policies.consent import ConsentGrant
 from storage import models as m
 from storage.crypto import FieldCipher, derive_key, mac
 from storage.keyring import KeyRing
+from storage.oauth import OAuthRepository
 from storage.records import (
     AuditRecord,
     Decision,
@@ -97,6 +98,7 @@ class Store:
         self.events = EventRepository(self)
         self.decisions = DecisionRepository(self)
         self.quality = QualityRepository(self)
+        self.oauth = OAuthRepository(self)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -636,6 +638,10 @@ class SubjectRepository:
             s.execute(update(m.ReviewCase).where(m.ReviewCase.applicant_id.in_(
                 select(m.Applicant.id).where(m.Applicant.applicant_ref == applicant_ref)))
                 .values(status="closed_erased"))
+            s.execute(update(m.OAuthAccount).where(m.OAuthAccount.applicant_ref == applicant_ref)
+                      .values(status="erased", subject_bidx=None, union_bidx=None,
+                              phone_bidx=None, access_token_ct=None, refresh_token_ct=None,
+                              purged_at=now))
             self._store.audit.record("subject.erased", applicant_ref, {
                 "actor": actor, "reason": reason, "key_destroyed": destroyed}, session=s)
         return "erased" if (found or destroyed) else "unknown"

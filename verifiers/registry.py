@@ -6,6 +6,11 @@ from collections.abc import Callable, Mapping
 
 import aiohttp
 
+from verifiers.account_attributes import (
+    AccountAttributesVerifier,
+    AccountReader,
+    OidcAccountVerifier,
+)
 from verifiers.base import Verifier
 from verifiers.carrier_check import CarrierCheckVerifier
 from verifiers.court_list import CourtListVerifier
@@ -67,9 +72,14 @@ def _vendor_factory(cls: type[VendorVerifier], timeout_s: float,
     return build
 
 
-def default_registry(*, timeout_s: float = 5.0, max_attempts: int = 3) -> VerifierRegistry:
-    """Every source shipped with idv, keyed by the step names policies use."""
+def default_registry(*, timeout_s: float = 5.0, max_attempts: int = 3,
+                     accounts: AccountReader | None = None) -> VerifierRegistry:
+    """Every source shipped with idv, keyed by the step names policies use. The account
+    steps read the authorized accounts through `accounts` (the store)."""
     registry = VerifierRegistry()
     for cls in (IdCheckVerifier, CarrierCheckVerifier, CourtListVerifier, CreditReportVerifier):
         registry.register(cls.name, _vendor_factory(cls, timeout_s, max_attempts))
+    if accounts is not None:
+        for acls in (AccountAttributesVerifier, OidcAccountVerifier):
+            registry.register(acls.name, lambda _e, _s, c=acls: c(accounts))  # type: ignore[misc]
     return registry

@@ -26,7 +26,19 @@ from verifiers.vendor import VendorEndpoint
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 POLICY = catalog.consent_policy()
 NOTICES = catalog.notices()
-REGISTRY = default_registry(max_attempts=1, timeout_s=2)
+
+
+class Accounts:
+    """The account steps read stored authorizations, not a vendor: their reads count as calls."""
+
+    def account_signals(self, applicant_ref: str, *, provider: str,
+                        declared_phone: str | None) -> dict:
+        Recorder.hits.append(f"account:{provider}")
+        return {"provider": provider, "control_proven": True, "linked_applicants": 0,
+                "bound_phone_match": "unknown", "status": "linked"}
+
+
+REGISTRY = default_registry(max_attempts=1, timeout_s=2, accounts=Accounts())
 
 
 class Recorder(BaseHTTPRequestHandler):
@@ -94,7 +106,7 @@ class Audit:
 SUBJECT = Subject(applicant_ref="C-1", name=SecretStr("张伟"), id_type="resident_id",
                   id_number=SecretStr("11010519491231002X"),
                   phone=SecretStr("+8613800138000"))
-NOTICE = "privacy-notice-2026.10"
+NOTICE = "privacy-notice-2026.12"
 
 
 def grants_for_case(case: str, scopes: frozenset[str], purpose: str) -> list[ConsentGrant]:

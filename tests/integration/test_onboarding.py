@@ -61,7 +61,10 @@ def test_when_a_batch_runs_then_every_line_is_accounted_for_with_predicted_outco
         scopes = {s for c in line["consents"] for s in c["scopes"]}
         step = stored.steps[0]
         assert [s.step for s in stored.steps] == ["id_check", "carrier_check", "court_list",
-                                                  "credit_report"]
+                                                  "credit_report", "account_attributes",
+                                                  "oidc_account"]
+        # Nobody here authorized an account: those optional steps are skipped, never stop.
+        assert all(s.status == "skipped" for s in stored.steps[4:])
         if "id_verification" not in scopes:
             assert {s.status for s in stored.steps} == {"skipped"}
             assert step.reason == "no_consent"
@@ -101,7 +104,8 @@ def test_when_applicants_have_no_consent_then_the_sandbox_receives_no_call_for_t
         not sandbox.state.calls_for(x["id_number"]) for x in lines)
     assert len(sandbox.state.calls) == 0
     denied = runtime.store.audit.events(kind_prefix="consent.denied")
-    assert len(denied) == 150  # four verification steps and the scoring step, per applicant
+    # Six verification steps (four licensed, two account) and the scoring step, per applicant.
+    assert len(denied) == 210
 
 
 def test_when_a_batch_is_run_again_then_nothing_changes_and_no_vendor_is_paid_twice(

@@ -76,7 +76,10 @@ def test_when_consent_is_withdrawn_during_a_run_then_no_later_call_is_made(
         for call in state.calls_for(line["id_number"]):
             assert by_key[call.idempotency_key] < withdrawn_at[ref]
         stored = rt.store.applicants.get(ref)
-        if stored and {s.reason for s in stored.steps} == {"withdrawn"}:
+        # The account steps need scopes nobody here granted: skipped for that reason.
+        licensed = [s for s in stored.steps if s.step not in ("account_attributes",
+                                                                "oidc_account")] if stored else []
+        if stored and {s.reason for s in licensed} == {"withdrawn"}:
             skipped += 1
             assert state.calls_for(line["id_number"]) == []
     # The withdrawal landed mid-run: some of its people had not been reached yet.

@@ -1,0 +1,375 @@
+"""A WeChat OAuth imitation, faithful to the quirks idv must handle (DOMAIN.md).
+
+- Authorize at `/connect/oauth2/authorize` (an HTML page with Approve and Deny buttons and
+  the WeChat account "signed in", a text field); Approve redirects with `code` and `state`,
+  Deny with `state` alone, as WeChat does. The redirect URI must equal the app's registered
+  one exactly: one character off is an error page, never a redirect.
+- The code exchange is a GET with `appid` and `secret`; every error is HTTP 200 with
+  `errcode` / `errmsg` (40029 invalid code, 40163 code used, 41008 missing code, 40001 bad
+  credential, 42001 access token expired, 42002 refresh token expired...).
+- Codes are single-use and expire in five minutes; access tokens in 7,200 s; refresh
+  tokens in 30 days. The clock can be moved forward (`advance`).
+- openid differs per appid, unionid is the same across the appids of one open-platform
+  account (a website app and a Mini Program, say).
+- A Mini Program's phone-number exchange: `/cgi-bin/token` (client credential) and
+  `POST /wxa/business/getuserphonenumber` with a one-time code (`phone_code` imitates the
+  button that mints it).
+
+Every call lands in `calls` (endpoint, appid, errcode: no codes, tokens or ids); `issued`
+lists every secret and identifier handed out, for canary scans.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import html
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+ERRMSG = {
+    40001: "invalid credential, access_token is invalid or not latest",
+    40013: "invalid appid",
+    40029: "invalid code",
+    40030: "invalid refresh_token",
+    40163: "code been used",
+    41002: "appid missing",
+    41004: "appsecret missing",
+    41008: "missing code",
+    42001: "access_token expired",
+    42002: "refresh_token expired",
+    48001: "api unauthorized",
+    40125: "invalid appsecret",
+}
+SCOPES = ("snsapi_base", "snsapi_userinfo")
+
+
+@dataclass(frozen=True)
+class WeChatApp:
+    appid: str
+    secret: str
+    redirect_uri: str = ""  # the registered callback; a Mini Program has none
+    platform: str = "open-platform-1"  # apps of one platform share unionids
+
+
+@dataclass
+class _Grant:
+    appid: str
+    user: str
+    scope: str
+    expires: float
+    redirect_uri: str = ""
+    used: bool = False
+
+
+@dataclass
+class WeChatState:
+    apps: dict[str, WeChatApp] = field(default_factory=dict)
+    # Phones bound to WeChat accounts (purePhoneNumber); unknown users get a derived one.
+    phones: dict[str, str] = field(default_factory=dict)
+    code_ttl_s: float = 300.0
+    access_ttl_s: int = 7200
+    refresh_ttl_s: int = 30 * 86400
+    garbage: bool = False  # answer the token endpoints with something that is not JSON
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    issued: list[str] = field(default_factory=list)
+    _offset: float = 0.0
+    _clock: Callable[[], float] = time.time
+    _key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    _codes: dict[str, _Grant] = field(default_factory=dict, repr=False)
+    _access: dict[str, _Grant] = field(default_factory=dict, repr=False)
+    _refresh: dict[str, _Grant] = field(default_factory=dict, repr=False)
+    _app_tokens: dict[str, _Grant] = field(default_factory=dict, repr=False)
+    _phone_codes: dict[str, _Grant] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add_app(self, appid: str, secret: str, redirect_uri: str = "",
+                platform: str = "open-platform-1") -> WeChatApp:
+        app = WeChatApp(appid=appid, secret=secret, redirect_uri=redirect_uri,
+                        platform=platform)
+        self.apps[appid] = app
+        return app
+
+    def now(self) -> float:
+        return self._clock() + self._offset
+
+    def advance(self, seconds: float) -> None:
+        """Move the sandbox's clock forward (codes and tokens expire by it)."""
+        self._offset += seconds
+
+    def _id(self, prefix: str, *parts: str) -> str:
+        digest = hmac.new(self._key, "|".join(parts).encode(), hashlib.sha256).digest()
+        value = prefix + base64.urlsafe_b64encode(digest).decode()[:27]
+        if value not in self.issued:
+            self.issued.append(value)
+        return value
+
+    def openid(self, appid: str, user: str) -> str:
+        return self._id("o", "openid", appid, user)
+
+    def unionid(self, appid: str, user: str) -> str:
+        return self._id("u", "unionid", self.apps[appid].platform, user)
+
+    def phone_of(self, user: str) -> str:
+        if user not in self.phones:
+            n = int.from_bytes(hmac.new(self._key, user.encode(), "sha256").digest()[:4], "big")
+            self.phones[user] = f"139{n % 100_000_000:08d}"
+        return self.phones[user]
+
+    def _secret(self, table: dict[str, _Grant], grant: _Grant) -> str:
+        value = secrets.token_urlsafe(24)
+        with self._lock:
+            table[value] = grant
+            self.issued.append(value)
+        return value
+
+    def phone_code(self, appid: str, user: str) -> str:
+        """What a Mini Program's phone-number button hands the lender's page: a one-time code."""
+        return self._secret(self._phone_codes, _Grant(appid=appid, user=user, scope="phone",
+                                                      expires=self.now() + 300))
+
+    def revoke(self, user: str) -> None:
+        """The user revoked the authorization in WeChat: their tokens stop working."""
+        with self._lock:
+            for table in (self._access, self._refresh):
+                for key in [k for k, g in table.items() if g.user == user]:
+                    del table[key]
+
+    def log(self, endpoint: str, appid: str | None, errcode: int) -> None:
+        with self._lock:
+            self.calls.append({"at": self.now(), "endpoint": endpoint, "appid": appid,
+                               "errcode": errcode})
+
+    def exchanges(self, *, ok_only: bool = False) -> list[dict[str, Any]]:
+        """The code exchanges the sandbox saw (the test of "zero token exchanges")."""
+        with self._lock:
+            return [c for c in self.calls if c["endpoint"] == "access_token"
+                    and (not ok_only or c["errcode"] == 0)]
+
+
+def _error(state: WeChatState, endpoint: str, appid: str | None, code: int) -> web.Response:
+    state.log(endpoint, appid, code)
+    return web.json_response({"errcode": code, "errmsg": ERRMSG.get(code, "error")})
+
+
+def _page(title: str, body: str, status: int = 200) -> web.Response:
+    return web.Response(status=status, content_type="text/html", charset="utf-8", text=(
+        "<!doctype html><html lang='zh-CN'><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title></head><body><h1>{html.escape(title)}</h1>"
+        f"{body}</body></html>"))
+
+
+def wechat_routes(state: WeChatState) -> list[web.RouteDef]:
+    def check_app(q: Any, endpoint: str, *, secret: bool) -> tuple[WeChatApp | None,
+                                                                    web.Response | None]:
+        appid = q.get("appid")
+        if not appid:
+            return None, _error(state, endpoint, None, 41002)
+        app = state.apps.get(appid)
+        if app is None:
+            return None, _error(state, endpoint, appid, 40013)
+        if secret:
+            given = q.get("secret")
+            if not given:
+                return None, _error(state, endpoint, appid, 41004)
+            if not hmac.compare_digest(given.encode(), app.secret.encode()):
+                return None, _error(state, endpoint, appid, 40001)
+        return app, None
+
+    async def authorize(request: web.Request) -> web.Response:
+        q = request.query
+        app = state.apps.get(q.get("appid", ""))
+        if app is None:
+            state.log("authorize", q.get("appid"), 40013)
+            return _page("参数错误 (invalid appid)", "<p>errcode 40013</p>", 400)
+        if q.get("redirect_uri") != app.redirect_uri or not app.redirect_uri:
+            state.log("authorize", app.appid, 10003)
+            return _page("redirect_uri 参数错误", "<p>errcode 10003: the redirect URI is not "
+                         "the one registered for this app</p>", 400)
+        if q.get("response_type") != "code" or q.get("scope") not in SCOPES:
+            state.log("authorize", app.appid, 10005)
+            return _page("scope 参数错误", "<p>errcode 10005</p>", 400)
+        state.log("authorize", app.appid, 0)
+        hidden = "".join(f"<input type='hidden' name='{k}' value='{html.escape(q.get(k, ''))}'>"
+                         for k in ("appid", "redirect_uri", "scope", "state"))
+        wants = "你的公开信息（昵称、头像）" if q["scope"] == "snsapi_userinfo" else "你的账户标识"
+        return _page("微信授权 (WeChat authorization)", (
+            f"<p>应用 {html.escape(app.appid)} 申请获得：{wants}</p>"
+            "<form method='post' action='/connect/oauth2/authorize/confirm'>" + hidden +
+            "<label>当前微信账户 (signed in as) <input id='user' name='user' value='wx-user-1'>"
+            "</label><p><button id='approve' name='decision' value='approve'>允许 Approve"
+            "</button> <button id='deny' name='decision' value='deny'>拒绝 Deny</button></p>"
+            "</form>"))
+
+    async def confirm(request: web.Request) -> web.Response:
+        form = await request.post()
+        app = state.apps.get(str(form.get("appid", "")))
+        redirect_uri = str(form.get("redirect_uri", ""))
+        if app is None or redirect_uri != app.redirect_uri or form.get("scope") not in SCOPES:
+            return _page("参数错误", "<p>errcode 10003</p>", 400)
+        st = str(form.get("state", ""))
+        user = str(form.get("user", "")).strip() or "wx-user-1"
+        sep = "&" if "?" in redirect_uri else "?"
+        if form.get("decision") != "approve":
+            state.log("authorize_denied", app.appid, 0)
+            raise web.HTTPFound(redirect_uri + sep + urlencode({"state": st}))
+        code = state._secret(state._codes, _Grant(
+            appid=app.appid, user=user, scope=str(form["scope"]), redirect_uri=redirect_uri,
+            expires=state.now() + state.code_ttl_s))
+        state.log("authorize_approved", app.appid, 0)
+        raise web.HTTPFound(redirect_uri + sep + urlencode({"code": code, "state": st}))
+
+    def tokens_for(grant: _Grant, *, refresh: str | None = None) -> dict[str, Any]:
+        access = state._secret(state._access, _Grant(
+            appid=grant.appid, user=grant.user, scope=grant.scope,
+            expires=state.now() + state.access_ttl_s))
+        if refresh is None:
+            refresh = state._secret(state._refresh, _Grant(
+                appid=grant.appid, user=grant.user, scope=grant.scope,
+                expires=state.now() + state.refresh_ttl_s))
+        body: dict[str, Any] = {"access_token": access, "expires_in": state.access_ttl_s,
+                                "refresh_token": refresh,
+                                "openid": state.openid(grant.appid, grant.user),
+                                "scope": grant.scope}
+        if grant.scope == "snsapi_userinfo":
+            body["unionid"] = state.unionid(grant.appid, grant.user)
+        return body
+
+    def garbage(endpoint: str, appid: str | None) -> web.Response:
+        state.log(endpoint, appid, -1)
+        return web.Response(text="<html>502 upstream busy</html>", content_type="text/html")
+
+    async def access_token(request: web.Request) -> web.Response:
+        q = request.query
+        app, refused = check_app(q, "access_token", secret=True)
+        if refused is not None or app is None:
+            return refused  # type: ignore[return-value]
+        if state.garbage:
+            return garbage("access_token", app.appid)
+        code = q.get("code")
+        if not code:
+            return _error(state, "access_token", app.appid, 41008)
+        with state._lock:
+            grant = state._codes.get(code)
+            if grant is None or grant.appid != app.appid or grant.expires <= state.now():
+                errcode = 40029
+            elif grant.used:
+                errcode = 40163
+            else:
+                errcode = 0
+                grant.used = True
+        if errcode or grant is None:
+            return _error(state, "access_token", app.appid, errcode)
+        state.log("access_token", app.appid, 0)
+        return web.json_response(tokens_for(grant))
+
+    async def refresh_token(request: web.Request) -> web.Response:
+        q = request.query
+        app, refused = check_app(q, "refresh_token", secret=False)
+        if refused is not None or app is None:
+            return refused  # type: ignore[return-value]
+        if state.garbage:
+            return garbage("refresh_token", app.appid)
+        given = q.get("refresh_token", "")
+        grant = state._refresh.get(given)
+        if grant is None or grant.appid != app.appid:
+            return _error(state, "refresh_token", app.appid, 40030)
+        if grant.expires <= state.now():
+            return _error(state, "refresh_token", app.appid, 42002)
+        state.log("refresh_token", app.appid, 0)
+        # WeChat keeps the refresh token (and its 30 days) and issues a new access token.
+        return web.json_response(tokens_for(grant, refresh=given))
+
+    async def userinfo(request: web.Request) -> web.Response:
+        q = request.query
+        grant = state._access.get(q.get("access_token", ""))
+        if grant is None:
+            return _error(state, "userinfo", None, 40001)
+        if grant.expires <= state.now():
+            return _error(state, "userinfo", grant.appid, 42001)
+        if grant.scope != "snsapi_userinfo" or q.get("openid") != state.openid(
+                grant.appid, grant.user):
+            return _error(state, "userinfo", grant.appid, 48001)
+        state.log("userinfo", grant.appid, 0)
+        return web.json_response({
+            "openid": state.openid(grant.appid, grant.user), "nickname": f"{grant.user} 的昵称",
+            "sex": 0, "province": "", "city": "", "country": "",
+            "headimgurl": "https://thirdwx.qlogo.cn/mmopen/sandbox/132", "privilege": [],
+            "unionid": state.unionid(grant.appid, grant.user)})
+
+    async def client_token(request: web.Request) -> web.Response:
+        q = request.query
+        app, refused = check_app(q, "client_token", secret=True)
+        if refused is not None or app is None:
+            return refused  # type: ignore[return-value]
+        token = state._secret(state._app_tokens, _Grant(
+            appid=app.appid, user="", scope="client", expires=state.now() + 7200))
+        state.log("client_token", app.appid, 0)
+        return web.json_response({"access_token": token, "expires_in": 7200})
+
+    async def phone_number(request: web.Request) -> web.Response:
+        token = state._app_tokens.get(request.query.get("access_token", ""))
+        if token is None:
+            return _error(state, "phone_number", None, 40001)
+        if token.expires <= state.now():
+            return _error(state, "phone_number", token.appid, 42001)
+        try:
+            code = json.loads(await request.read() or b"{}").get("code")
+        except (ValueError, AttributeError):
+            code = None
+        if not code:
+            return _error(state, "phone_number", token.appid, 41008)
+        with state._lock:
+            grant = state._phone_codes.get(code)
+            if grant is None or grant.appid != token.appid or grant.expires <= state.now():
+                errcode = 40029
+            elif grant.used:
+                errcode = 40163
+            else:
+                errcode = 0
+                grant.used = True
+        if errcode or grant is None:
+            return _error(state, "phone_number", token.appid, errcode)
+        pure = state.phone_of(grant.user)
+        state.log("phone_number", token.appid, 0)
+        return web.json_response({"errcode": 0, "errmsg": "ok", "phone_info": {
+            "phoneNumber": f"+86 {pure}", "purePhoneNumber": pure, "countryCode": "86",
+            "watermark": {"timestamp": int(state.now()), "appid": token.appid}}})
+
+    async def sandbox_phone_code(request: web.Request) -> web.Response:
+        q = request.query
+        if q.get("appid") not in state.apps:
+            return web.json_response({"error": "unknown appid"}, status=404)
+        return web.json_response({"code": state.phone_code(q["appid"], q.get("user",
+                                                                            "wx-user-1"))})
+
+    async def sandbox_calls(_request: web.Request) -> web.Response:
+        with state._lock:
+            return web.json_response({"calls": list(state.calls)})
+
+    return [
+        web.get("/connect/oauth2/authorize", authorize),
+        web.post("/connect/oauth2/authorize/confirm", confirm),
+        web.get("/sns/oauth2/access_token", access_token),
+        web.get("/sns/oauth2/refresh_token", refresh_token),
+        web.get("/sns/userinfo", userinfo),
+        web.get("/cgi-bin/token", client_token),
+        web.post("/wxa/business/getuserphonenumber", phone_number),
+        web.post("/_sandbox/wechat/phone-code", sandbox_phone_code),
+        web.get("/_sandbox/wechat/calls", sandbox_calls),
+    ]
+
+
+def build_wechat_app(state: WeChatState) -> web.Application:
+    app = web.Application()
+    app.add_routes(wechat_routes(state))
+    return app
