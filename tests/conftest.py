@@ -95,3 +95,87 @@ def sandbox():
     server.start()
     yield server
     server.stop()
+
+
+class OAuthWorld:
+    """The API over real HTTP on loopback, wired to the sandbox (licensed vendors + the WeChat
+    imitation, one aiohttp server) and to the sandbox's OpenID Connect provider."""
+
+    TOKEN = "oauth-test-token-0123456789"
+    WEB_APPID = "wx-web-sandbox"
+    MINI_APPID = "wx-mini-sandbox"
+
+    def __init__(self, database: Database, key_file: Path, home: Path, *,
+                 wechat_redirect_typo: bool = False) -> None:
+        import socket
+        import threading
+        import time
+
+        import uvicorn
+        from pydantic import SecretStr
+
+        from flows.runtime import Runtime, Settings, vendor_overrides
+        from idv.api import create_app
+        from sandbox.app import SandboxState
+        from sandbox.oidc import OidcProvider
+        from sandbox.server import SandboxServer
+        from sandbox.wechat import WeChatState
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.api_url = f"http://127.0.0.1:{port}"
+        callback = f"{self.api_url}/oauth/wechat/callback"
+        self.wechat = WeChatState()
+        self.wechat.add_app(self.WEB_APPID, "web-secret-0123456789",
+                            callback + ("x" if wechat_redirect_typo else ""))
+        self.wechat.add_app(self.MINI_APPID, "mini-secret-0123456789")
+        self.vendors = SandboxServer(SandboxState(app_key="test-key",
+                                                  app_secret="test-secret-1234",
+                                                  wechat=self.wechat))
+        self.sandbox_url = self.vendors.start()
+        self.oidc = OidcProvider()
+        self.issuer = self.oidc.start()
+        self.oidc.register_client("idv-client", "oidc-secret-0123456789",
+                                  [f"{self.api_url}/oauth/oidc/demo/callback"])
+        settings = Settings(
+            home=home, database_url=database.url, database_schema=database.schema,
+            key_file=key_file, api_token=SecretStr(self.TOKEN),
+            **vendor_overrides(self.sandbox_url, "test-key", "test-secret-1234"),
+            wechat_open_url=self.sandbox_url, wechat_api_url=self.sandbox_url,
+            wechat_appid=self.WEB_APPID, wechat_secret=SecretStr("web-secret-0123456789"),
+            wechat_redirect_uri=callback, wechat_scope="snsapi_userinfo",
+            wechat_mini_appid=self.MINI_APPID,
+            wechat_mini_secret=SecretStr("mini-secret-0123456789"),
+            oidc_providers={"demo": {"issuer": self.issuer, "client_id": "idv-client",
+                                     "client_secret": "oidc-secret-0123456789",
+                                     "redirect_uri": f"{self.api_url}/oauth/oidc/demo/callback",
+                                     "scope": "openid profile"}},
+            oauth_timeout_s=5)
+        self.rt = Runtime(settings)
+        self.server = uvicorn.Server(uvicorn.Config(
+            create_app(self.rt), host="127.0.0.1", port=port, log_level="warning",
+            lifespan="off", access_log=False))
+        self._thread = threading.Thread(target=self.server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(10)
+        self.oidc.stop()
+        self.vendors.stop()
+        self.rt.close()
+
+    def secrets_issued(self) -> list[str]:
+        """Every code, token, openid, unionid and subject the providers handed out."""
+        return [*self.wechat.issued, *self.oidc.issued]
+
+
+@pytest.fixture
+def oauth_world(database: Database, key_file: Path, tmp_path: Path) -> Iterator[OAuthWorld]:
+    world = OAuthWorld(database, key_file, tmp_path / "home")
+    yield world
+    world.close()

@@ -1,0 +1,459 @@
+"""The OAuth dance over real HTTP on loopback: our API (uvicorn), the WeChat imitation and the
+OpenID Connect provider of the sandbox, on SQLite and PostgreSQL. The browser is an httpx
+client that keeps cookies and follows nothing by itself, so every hop is checked.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from verifiers.account_attributes import AccountAttributesVerifier, OidcAccountVerifier
+from verifiers.base import StepStatus, Subject
+
+PHONE = "+8613800138000"
+
+
+def browser() -> httpx.Client:
+    return httpx.Client(follow_redirects=False, timeout=10)
+
+
+def start(client: httpx.Client, world, ref: str, scope: str = "snsapi_userinfo") -> str:
+    r = client.get(f"{world.api_url}/oauth/wechat/authorize",
+                   params={"applicant_ref": ref, "scope": scope})
+    assert r.status_code == 302, r.text
+    return r.headers["location"]
+
+
+def form_fields(page: str) -> dict[str, str]:
+    return {k: html.unescape(v) for k, v in
+            re.findall(r"<input type='hidden' name='(\w+)' value='([^']*)'>", page)}
+
+
+def answer(client: httpx.Client, world, location: str, *, user: str = "wx-user-1",
+           decision: str = "approve") -> str:
+    """The applicant on WeChat's page: Approve or Deny. Returns where WeChat sends them."""
+    page = client.get(location.split("#")[0])
+    assert page.status_code == 200, page.text
+    r = client.post(f"{world.sandbox_url}/connect/oauth2/authorize/confirm",
+                    data={**form_fields(page.text), "user": user, "decision": decision})
+    assert r.status_code == 302
+    return r.headers["location"]
+
+
+def dance(client: httpx.Client, world, ref: str, **kw) -> httpx.Response:
+    scope = kw.pop("scope", "snsapi_userinfo")
+    return client.get(answer(client, world, start(client, world, ref, scope), **kw))
+
+
+def query(url: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+
+
+def grants(world, ref: str) -> list:
+    return world.rt.store.ledger.grants_for(ref)
+
+
+def api(world) -> httpx.Client:
+    return httpx.Client(base_url=world.api_url, timeout=10,
+                        headers={"Authorization": f"Bearer {world.TOKEN}"})
+
+
+def grant_phone_consent(world, ref: str) -> None:
+    notice = world.rt.notices["privacy-notice-2026.12"]
+    with api(world) as c:
+        r = c.post("/consents", json={
+            "subject_ref": ref, "purpose": "onboarding_verification",
+            "scopes": ["wechat_phone"], "notice_version": notice.version,
+            "notice_hash": notice.text_sha256, "channel": "mini_program",
+            "evidence": "sha256:" + "d" * 64})
+        assert r.status_code == 201, r.text
+
+
+def subject(ref: str, phone: str | None = PHONE) -> Subject:
+    from pydantic import SecretStr
+
+    return Subject(applicant_ref=ref, name=SecretStr("张伟"), id_type="resident_id",
+                   id_number=SecretStr("11010519491231002X"),
+                   phone=SecretStr(phone) if phone else None)
+
+
+# -- the dance -----------------------------------------------------------------------------
+
+def test_when_the_applicant_approves_then_the_grant_is_recorded_and_the_tokens_sealed(
+        oauth_world):
+    world = oauth_world
+    with browser() as client:
+        location = start(client, world, "W-1")
+        sent = query(location.split("#")[0])
+        assert location.endswith("#wechat_redirect")
+        assert sent["appid"] == world.WEB_APPID and sent["response_type"] == "code"
+        assert sent["redirect_uri"] == world.rt.settings.wechat_redirect_uri
+        assert sent["scope"] == "snsapi_userinfo"
+        assert len(sent["state"]) >= 43  # 256 random bits, URL-safe base64
+        page = client.get(answer(client, world, location))
+    assert page.status_code == 200, page.text
+    assert "Authorization recorded" in page.text and "no-store" in page.headers["cache-control"]
+    [grant] = grants(world, "W-1")
+    assert grant.scopes == frozenset({"wechat_profile"}) and grant.channel == "wechat_oauth"
+    assert grant.notice_version == "privacy-notice-2026.12"
+    openid = world.wechat.openid(world.WEB_APPID, "wx-user-1")
+    assert openid not in page.text and openid[:4] in page.text  # masked on the page
+    [account] = world.rt.store.oauth.view("W-1")
+    assert account["status"] == "linked" and account["tokens_held"] and account["unionid"]
+    assert account["consent_id"] == grant.consent_id
+    tokens = world.rt.store.oauth.tokens("W-1", "wechat")
+    assert tokens.access_token in world.wechat.issued  # sealed, and opens to the real one
+    with world.rt.store.engine.connect() as conn:
+        row = conn.execute(text("select access_token_ct from oauth_accounts")).scalar()
+    assert tokens.access_token.encode() not in bytes(row)
+    assert [c["errcode"] for c in world.wechat.exchanges()] == [0]
+
+
+def test_when_the_applicant_denies_then_nothing_is_granted_and_no_token_exists(oauth_world):
+    world = oauth_world
+    with browser() as client:
+        back = answer(client, world, start(client, world, "W-2"), decision="deny")
+        assert "code" not in query(back)
+        page = client.get(back)
+    assert page.status_code == 403 and "access_denied" in page.text
+    assert grants(world, "W-2") == []
+    assert world.rt.store.oauth.view("W-2") == []
+    assert world.wechat.exchanges() == []
+
+
+@pytest.mark.parametrize("case", ["missing", "forged", "expired", "replayed", "other browser"])
+def test_when_the_state_is_wrong_then_no_token_is_exchanged_and_nothing_is_granted(
+        oauth_world, case):
+    world = oauth_world
+    with browser() as client:
+        back = answer(client, world, start(client, world, "W-3"))
+        params = query(back)
+        callback = f"{world.api_url}/oauth/wechat/callback"
+        if case == "replayed":
+            assert client.get(back).status_code == 200  # the genuine return, once
+            exchanged = len(world.wechat.exchanges())
+            r = client.get(back)
+            assert len(world.wechat.exchanges()) == exchanged
+            assert r.status_code == 400 and "state_already" in r.text
+            assert len(grants(world, "W-3")) == 1
+            return
+        if case == "missing":
+            r = client.get(callback, params={"code": params["code"]})
+        elif case == "forged":
+            r = client.get(callback, params={"code": params["code"],
+                                             "state": params["state"][:-2] + "xy"})
+        elif case == "expired":
+            with world.rt.store.engine.begin() as conn:
+                conn.execute(text("update oauth_states set expires_at = created_at"))
+            r = client.get(back)
+        else:
+            with browser() as other:  # the link opened in another browser (login CSRF)
+                r = other.get(back)
+    assert r.status_code == 400, r.text
+    assert {"missing": "state_missing", "forged": "state_unknown", "expired": "state_expired",
+            "other browser": "state_issued"}[case] in r.text
+    assert params["code"] not in r.text and params["state"] not in r.text
+    assert world.wechat.exchanges() == []
+    assert grants(world, "W-3") == []
+
+
+def test_when_a_code_is_reused_or_forged_then_wechat_refuses_it_and_nothing_more_is_granted(
+        oauth_world):
+    world = oauth_world
+    with browser() as client:
+        first = answer(client, world, start(client, world, "W-4"))
+        assert client.get(first).status_code == 200
+        old_code = query(first)["code"]
+        # A second authorization, returning with the first one's code: WeChat says 40163.
+        second = query(answer(client, world, start(client, world, "W-4")))
+        r = client.get(f"{world.api_url}/oauth/wechat/callback",
+                       params={"code": old_code, "state": second["state"]})
+        assert r.status_code == 400 and "wechat_40163_code_used" in r.text
+        third = query(answer(client, world, start(client, world, "W-4")))
+        r = client.get(f"{world.api_url}/oauth/wechat/callback",
+                       params={"code": "forged-code-0000", "state": third["state"]})
+        assert r.status_code == 400 and "wechat_40029_invalid_code" in r.text
+    assert [c["errcode"] for c in world.wechat.exchanges()] == [0, 40163, 40029]
+    assert len(grants(world, "W-4")) == 1
+
+
+def test_when_the_redirect_uri_differs_by_one_character_then_no_code_is_issued(
+        database, key_file, tmp_path):
+    from tests.conftest import OAuthWorld
+
+    world = OAuthWorld(database, key_file, tmp_path / "home", wechat_redirect_typo=True)
+    try:
+        with browser() as client:
+            page = client.get(start(client, world, "W-5").split("#")[0])
+        assert page.status_code == 400 and "redirect_uri" in page.text
+        assert "approve" not in page.text
+        assert world.wechat.exchanges() == [] and grants(world, "W-5") == []
+        # The OpenID provider, likewise: a one-character difference is refused at authorize.
+        with browser() as client:
+            r = client.get(f"{world.api_url}/oauth/oidc/demo/authorize",
+                           params={"applicant_ref": "W-5"})
+            url = r.headers["location"].replace("%2Fcallback", "%2Fcallbacc")
+            page = client.get(url)
+        assert page.status_code == 400 and "location" not in page.headers
+    finally:
+        world.close()
+
+
+def test_when_wechat_answers_garbage_then_the_page_says_so_and_nothing_is_granted(
+        oauth_world):
+    world = oauth_world
+    world.wechat.garbage = True
+    with browser() as client:
+        r = dance(client, world, "W-6")
+    assert r.status_code == 502 and "provider_garbage" in r.text
+    assert grants(world, "W-6") == [] and world.rt.store.oauth.view("W-6") == []
+
+
+def test_when_errcodes_come_on_http_200_then_each_maps_to_a_clear_error(oauth_world):
+    from idv.oauth import OAuthFailure, OAuthService
+
+    world = oauth_world
+    service = OAuthService(world.rt)
+    with browser() as client:
+        assert dance(client, world, "W-7").status_code == 200
+    tokens = world.rt.store.oauth.tokens("W-7", "wechat")
+    openid = world.wechat.openid(world.WEB_APPID, "wx-user-1")
+    cases = []
+    world.wechat.advance(7300)  # the access token is past its 7,200 s
+    with pytest.raises(OAuthFailure) as expired:
+        service.wechat.userinfo(tokens.access_token, openid)
+    cases.append(expired.value.code)
+    world.wechat.advance(31 * 86400)  # and the refresh token past its 30 days
+    with pytest.raises(OAuthFailure) as dead:
+        service.wechat.refresh(tokens.refresh_token)
+    cases.append(dead.value.code)
+    with pytest.raises(OAuthFailure) as bad:
+        service.wechat.userinfo("not-a-token", openid)
+    cases.append(bad.value.code)
+    with pytest.raises(OAuthFailure) as missing:
+        service.wechat.exchange("")
+    cases.append(missing.value.code)
+    assert cases == ["wechat_42001_access_token_expired", "wechat_42002_refresh_token_expired",
+                     "wechat_40001_bad_credential", "wechat_41008_missing_code"]
+    for failure in (expired, dead, bad, missing):
+        assert tokens.access_token not in str(failure.value)
+        assert tokens.refresh_token not in str(failure.value)
+
+
+# -- after the dance -----------------------------------------------------------------------
+
+async def test_when_the_wechat_profile_consent_is_withdrawn_then_tokens_go_and_the_step_stops(
+        oauth_world):
+    world = oauth_world
+    with browser() as client:
+        assert dance(client, world, "W-8").status_code == 200
+    verifier = AccountAttributesVerifier(world.rt.store.oauth)
+    before, _ = await world.rt.gate.run(verifier, subject("W-8"))
+    assert before.status is StepStatus.PASSED and before.signals["control_proven"] is True
+    [grant] = grants(world, "W-8")
+    with api(world) as c:
+        assert c.post(f"/consents/{grant.consent_id}/withdraw").status_code == 200
+    assert world.rt.store.oauth.tokens("W-8", "wechat").access_token is None
+    [account] = world.rt.store.oauth.view("W-8")
+    assert account["status"] == "withdrawn" and not account["tokens_held"]
+    assert not account["unionid"]
+    after, _ = await world.rt.gate.run(verifier, subject("W-8"))
+    assert after.status is StepStatus.SKIPPED and after.reason == "withdrawn"
+
+
+def test_when_an_access_token_nears_expiry_then_it_is_refreshed_and_a_dead_refresh_asks_again(
+        oauth_world):
+    from idv.oauth import OAuthService
+
+    world = oauth_world
+    with browser() as client:
+        assert dance(client, world, "W-9").status_code == 200
+        assert dance(client, world, "W-10", user="wx-user-2").status_code == 200
+    service = OAuthService(world.rt)
+    assert service.refresh_due() == {"refreshed": 0, "reauth_required": 0, "failed": 0}
+    first = world.rt.store.oauth.tokens("W-9", "wechat")
+    # 6,600 s later: within the 15-minute margin of the 7,200 s access token.
+    real_clock = world.rt.store.clock
+    world.rt.store.clock = lambda: real_clock() + timedelta(seconds=6600)
+    world.wechat.advance(6600)
+    assert service.refresh_due() == {"refreshed": 2, "reauth_required": 0, "failed": 0}
+    second = world.rt.store.oauth.tokens("W-9", "wechat")
+    assert second.access_token != first.access_token
+    assert second.access_expires_at > first.access_expires_at
+    assert [c["endpoint"] for c in world.wechat.calls].count("refresh_token") == 2
+    # W-10 revoked the authorization in WeChat; 31 days on, W-9's refresh token is dead too.
+    world.wechat.revoke("wx-user-2")
+    world.rt.store.clock = lambda: real_clock() + timedelta(days=31)
+    world.wechat.advance(31 * 86400)
+    assert service.refresh_due() == {"refreshed": 0, "reauth_required": 2, "failed": 0}
+    for ref in ("W-9", "W-10"):
+        [account] = world.rt.store.oauth.view(ref)
+        assert account["status"] == "reauth_required" and not account["tokens_held"]
+    kinds = [e.kind for e in world.rt.store.audit.events(subject_ref="W-9")]
+    assert "oauth.refreshed" in kinds and "oauth.reauth_required" in kinds
+
+
+async def test_when_one_wechat_account_is_behind_several_applicants_then_the_verifier_counts_them(
+        oauth_world):
+    world = oauth_world
+    with browser() as client:
+        for ref in ("R-1", "R-2", "R-3"):
+            assert dance(client, world, ref, user="ring-member").status_code == 200
+        assert dance(client, world, "R-4", user="someone-else").status_code == 200
+    verifier = AccountAttributesVerifier(world.rt.store.oauth)
+    ring, _ = await world.rt.gate.run(verifier, subject("R-1"))
+    alone, _ = await world.rt.gate.run(verifier, subject("R-4"))
+    assert ring.signals["linked_applicants"] == 2 and alone.signals["linked_applicants"] == 0
+    assert ring.signals["provider"] == "wechat" and ring.signals["bound_phone_match"] == "unknown"
+    # The Mini Program is another appid of the same open platform: another openid, same unionid.
+    assert world.wechat.openid(world.MINI_APPID, "ring-member") != world.wechat.openid(
+        world.WEB_APPID, "ring-member")
+    assert world.wechat.unionid(world.MINI_APPID, "ring-member") == world.wechat.unionid(
+        world.WEB_APPID, "ring-member")
+
+
+async def test_when_the_mini_program_phone_is_exchanged_then_it_needs_its_own_consent(
+        oauth_world):
+    world = oauth_world
+    world.wechat.phones["wx-user-1"] = PHONE.removeprefix("+86")
+    with browser() as client:
+        assert dance(client, world, "W-11").status_code == 200
+    code = world.wechat.phone_code(world.MINI_APPID, "wx-user-1")
+    with api(world) as c:
+        refused = c.post("/oauth/wechat/phone", json={"applicant_ref": "W-11", "code": code})
+        assert refused.status_code == 403 and refused.json()["field"] == "wechat_phone"
+        assert not [x for x in world.wechat.calls if x["endpoint"] == "phone_number"]
+        grant_phone_consent(world, "W-11")
+        ok = c.post("/oauth/wechat/phone", json={"applicant_ref": "W-11", "code": code})
+        assert ok.status_code == 200, ok.text
+        assert ok.json()["phone"] == "138****8000"
+        again = c.post("/oauth/wechat/phone", json={"applicant_ref": "W-11", "code": code})
+        assert again.status_code == 400 and again.json()["error"] == "wechat_40163_code_used"
+    verifier = AccountAttributesVerifier(world.rt.store.oauth)
+    match, _ = await world.rt.gate.run(verifier, subject("W-11"))
+    other, _ = await world.rt.gate.run(verifier, subject("W-11", phone="+8613900139000"))
+    assert match.signals["bound_phone_match"] == "match"
+    assert other.signals["bound_phone_match"] == "mismatch"
+
+
+# -- OpenID Connect ------------------------------------------------------------------------
+
+def oidc_dance(client: httpx.Client, world, ref: str, *, decision: str = "approve",
+               user: str = "alice") -> httpx.Response:
+    r = client.get(f"{world.api_url}/oauth/oidc/demo/authorize", params={"applicant_ref": ref})
+    assert r.status_code == 302, r.text
+    sent = query(r.headers["location"])
+    assert sent["code_challenge_method"] == "S256" and sent["nonce"] and sent["state"]
+    assert "code_verifier" not in sent
+    page = client.get(r.headers["location"])
+    assert page.status_code == 200, page.text
+    fields = {k: html.unescape(v) for k, v in re.findall(
+        r"<input type=\"hidden\" name=\"(\w+)\" value=\"([^\"]*)\"", page.text)}
+    if not fields:
+        fields = form_fields(page.text)
+    back = client.post(f"{world.issuer}/authorize",
+                       data={**fields, "user": user, "decision": decision})
+    assert back.status_code == 302, back.text
+    return client.get(back.headers["location"])
+
+
+async def test_when_an_oidc_account_is_authorized_then_pkce_and_the_id_token_hold(oauth_world):
+    import time as _time
+
+    world = oauth_world
+    world.oidc.add_user("alice", created_at=int(_time.time()) - 400 * 86400)
+    with browser() as client:
+        page = oidc_dance(client, world, "O-1")
+    assert page.status_code == 200, page.text
+    [grant] = grants(world, "O-1")
+    assert grant.scopes == frozenset({"oidc_profile"})
+    tokens = [c for c in world.oidc.calls if c["endpoint"] == "token"]
+    assert tokens and all(c["pkce"] == "ok" for c in tokens)  # our client's verifier is right
+    verifier = OidcAccountVerifier(world.rt.store.oauth)
+    evidence, _ = await world.rt.gate.run(verifier, subject("O-1"))
+    assert evidence.status is StepStatus.PASSED
+    assert evidence.signals["provider"] == "oidc" and evidence.signals["account_age_days"] >= 399
+
+
+def test_when_the_oidc_provider_gets_a_wrong_verifier_then_it_refuses(oauth_world):
+    import base64
+    import hashlib
+    import secrets
+
+    world = oauth_world
+    verifier = secrets.token_urlsafe(48)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()
+                                         ).rstrip(b"=").decode()
+    redirect = f"{world.api_url}/oauth/oidc/demo/callback"
+    with browser() as client:
+        page = client.get(f"{world.issuer}/authorize", params={
+            "client_id": "idv-client", "redirect_uri": redirect, "response_type": "code",
+            "scope": "openid", "state": "s" * 20, "nonce": "n" * 20,
+            "code_challenge": challenge, "code_challenge_method": "S256"})
+        fields = {k: html.unescape(v) for k, v in re.findall(
+            r"<input type=\"hidden\" name=\"(\w+)\" value=\"([^\"]*)\"", page.text)
+            } or form_fields(page.text)
+        back = client.post(f"{world.issuer}/authorize",
+                           data={**fields, "user": "bob", "decision": "approve"})
+        assert back.status_code == 302, (page.status_code, back.text)
+        code = query(back.headers["location"])["code"]
+        r = client.post(f"{world.issuer}/token", data={
+            "grant_type": "authorization_code", "code": code, "redirect_uri": redirect,
+            "code_verifier": secrets.token_urlsafe(48)}, auth=("idv-client",
+                                                            "oidc-secret-0123456789"))
+    assert r.status_code == 400
+    assert world.oidc.calls[-1]["pkce"] == "wrong"
+
+
+def test_when_the_oidc_applicant_denies_or_the_state_is_forged_then_nothing_is_granted(
+        oauth_world):
+    world = oauth_world
+    with browser() as client:
+        denied = oidc_dance(client, world, "O-2", decision="deny")
+        assert denied.status_code == 403 and "access_denied" in denied.text
+        forged = client.get(f"{world.api_url}/oauth/oidc/demo/callback",
+                            params={"code": "x" * 30, "state": "y" * 43})
+        assert forged.status_code == 400 and "state_unknown" in forged.text
+    assert grants(world, "O-2") == []
+    assert not [c for c in world.oidc.calls if c["endpoint"] == "token"]
+
+
+# -- no plaintext anywhere -----------------------------------------------------------------
+
+def test_tokens_codes_and_openids_appear_in_no_log_table_or_page(oauth_world, caplog):
+    world = oauth_world
+    caplog.set_level(logging.DEBUG)
+    # This test's httpx client plays the browser: its request lines are the browser's, not
+    # ours (idv calls providers with requests, whose loggers it keeps at WARNING).
+    for name in ("httpx", "httpcore"):
+        caplog.set_level(logging.WARNING, logger=name)
+    pages = []
+    with browser() as client:
+        pages.append(dance(client, world, "C-1").text)
+        pages.append(oidc_dance(client, world, "C-2").text)
+        pages.append(dance(client, world, "C-3", decision="deny").text)
+    from idv.oauth import OAuthService
+
+    world.rt.store.clock = (lambda c: lambda: c() + timedelta(seconds=7000))(
+        world.rt.store.clock)
+    OAuthService(world.rt).refresh_due()
+    issued = world.secrets_issued()
+    assert len(issued) > 8
+    dump = []
+    with world.rt.store.engine.connect() as conn:
+        for table in ("oauth_states", "oauth_accounts", "consent_events", "audit_events"):
+            for row in conn.execute(text(f"select * from {table}")):
+                dump.append(repr(tuple(row)))
+    haystacks = {"log": caplog.text, "pages": "\n".join(pages), "tables": "\n".join(dump)}
+    for where, hay in haystacks.items():
+        leaked = [s for s in issued if s in hay]
+        lines = [ln[:160] for ln in hay.splitlines() if any(s in ln for s in leaked)]
+        assert leaked == [], f"{len(leaked)} provider values in the {where}: {lines}"
