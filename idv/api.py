@@ -161,14 +161,8 @@ def _oauth_routes(app: FastAPI, runtime: Runtime) -> None:
     and the lender-facing account calls (bearer token)."""
     import re
 
-    from idv.oauth import (
-        BROWSER_COOKIE,
-        OAuthFailure,
-        OAuthService,
-        confirmation_page,
-        error_page,
-        new_browser_id,
-    )
+    from flows.accounts import OAuthFailure, OAuthService
+    from idv.oauth import BROWSER_COOKIE, confirmation_page, error_page, new_browser_id
 
     service: OAuthService | None = None
 

@@ -37,6 +37,9 @@ keys_app = typer.Typer(help="The key ring.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 subject_app = typer.Typer(help="Data-subject requests.", no_args_is_help=True)
 app.add_typer(subject_app, name="subject")
+oauth_app = typer.Typer(help="Authorized accounts (WeChat, OpenID Connect).",
+                        no_args_is_help=True)
+app.add_typer(oauth_app, name="oauth")
 
 # Piped output (CI logs, `| less`) gets a wide console so masked tables are not truncated.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -593,21 +596,123 @@ def explain(applicant_ref: str, as_json: JsonOpt = False) -> None:
                       f"{', '.join(st['consent_ids']) or '-'}")
 
 
+@contextmanager
+def _oauth_sandbox(enabled: bool, host: str, port: int) -> Iterator[dict[str, str] | None]:
+    """The sandbox's vendors, WeChat imitation and OpenID provider on loopback, wired to an API
+    on `host:port` through the environment. Yields what to print, or None when disabled."""
+    if not enabled:
+        yield None
+        return
+    from flows.runtime import vendor_overrides
+    from sandbox.app import SandboxState
+    from sandbox.oidc import OidcProvider
+    from sandbox.server import SandboxServer
+    from sandbox.wechat import WeChatState
+
+    api = f"http://{host}:{port}"
+    key, secret = "idv-sandbox", secrets.token_urlsafe(24)
+    web_secret, mini_secret, oidc_secret = (secrets.token_urlsafe(24) for _ in range(3))
+    wechat = WeChatState()
+    wechat.add_app("wx-sandbox-web", web_secret, f"{api}/oauth/wechat/callback")
+    wechat.add_app("wx-sandbox-mini", mini_secret)
+    vendors = SandboxServer(SandboxState(app_key=key, app_secret=secret, wechat=wechat))
+    url = vendors.start()
+    provider = OidcProvider()
+    issuer = provider.start()
+    provider.register_client("idv-sandbox", oidc_secret, [f"{api}/oauth/oidc/sandbox/callback"])
+    wired = {f"IDV_{k.upper()}": v for k, v in vendor_overrides(url, key, secret).items()}
+    wired.update({
+        "IDV_WECHAT_OPEN_URL": url, "IDV_WECHAT_API_URL": url,
+        "IDV_WECHAT_APPID": "wx-sandbox-web", "IDV_WECHAT_SECRET": web_secret,
+        "IDV_WECHAT_REDIRECT_URI": f"{api}/oauth/wechat/callback",
+        "IDV_WECHAT_MINI_APPID": "wx-sandbox-mini", "IDV_WECHAT_MINI_SECRET": mini_secret,
+        "IDV_OIDC_PROVIDERS": json.dumps({"sandbox": {
+            "issuer": issuer, "client_id": "idv-sandbox", "client_secret": oidc_secret,
+            "redirect_uri": f"{api}/oauth/oidc/sandbox/callback", "scope": "openid profile"}}),
+    })
+    saved = {k: os.environ.get(k) for k in wired}
+    os.environ.update(wired)
+    try:
+        yield {"vendors": url, "issuer": issuer,
+               "wechat": f"{api}/oauth/wechat/authorize?applicant_ref=DEMO-1"
+                         "&scope=snsapi_userinfo",
+               "oidc": f"{api}/oauth/oidc/sandbox/authorize?applicant_ref=DEMO-2"}
+    finally:
+        provider.stop()
+        vendors.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8700,
+    sandbox: Annotated[bool, typer.Option(
+        "--sandbox", help="Start the sandbox too (licensed vendors, the WeChat imitation, an "
+        "OpenID provider), wired to this API, to click through the OAuth dance.")] = False,
 ) -> None:
-    """Serve the HTTP API (consents, decisions)."""
+    """Serve the HTTP API (consents, decisions, the OAuth pages)."""
     import uvicorn
 
     from flows.runtime import Runtime
     from idv.api import create_app
 
     _prepare_environment()
-    rt = Runtime.from_env()
-    console.print(f"idv API on http://{host}:{port} (OpenAPI at /docs)")
-    uvicorn.run(create_app(rt), host=host, port=port, log_level="warning")
+    with _oauth_sandbox(sandbox, host, port) as wired:
+        rt = Runtime.from_env()
+        console.print(f"idv API on http://{host}:{port} (OpenAPI at /docs)")
+        if wired:
+            console.print(f"sandbox vendors and WeChat on {wired['vendors']}, "
+                          f"OpenID provider on {wired['issuer']}")
+            console.print(f"WeChat dance: open {wired['wechat']}")
+            console.print(f"OpenID Connect dance: open {wired['oidc']}")
+        # No access log: callback URLs carry codes and states.
+        uvicorn.run(create_app(rt), host=host, port=port, log_level="warning",
+                    access_log=False)
+
+
+@oauth_app.command("refresh")
+def oauth_refresh(as_json: JsonOpt = False) -> None:
+    """Refresh access tokens that expire soon; purge those whose refresh token died."""
+    from flows.accounts import OAuthService
+
+    with _runtime() as rt:
+        counts = OAuthService(rt).refresh_due()
+    if as_json:
+        _emit(counts)
+    else:
+        console.print(f"{counts['refreshed']} refreshed, {counts['reauth_required']} need "
+                      f"re-authorization, {counts['failed']} failed")
+
+
+@oauth_app.command("show")
+def oauth_show(applicant_ref: str, as_json: JsonOpt = False) -> None:
+    """An applicant's authorized accounts: status, dates, whether tokens are held."""
+    with _runtime() as rt:
+        accounts = rt.store.oauth.view(applicant_ref)
+    if as_json:
+        _emit({"applicant_ref": applicant_ref, "accounts": accounts})
+        return
+    table = Table("provider", "status", "scope", "tokens held", "access expires", "linked")
+    for a in accounts:
+        table.add_row(a["provider"], a["status"], a["scope"], "yes" if a["tokens_held"] else "no",
+                      a["access_expires_at"] or "-", a["linked_at"] or "-")
+    console.print(table)
+
+
+@oauth_app.command("schedule")
+def oauth_schedule(
+    cron: Annotated[str, typer.Option(help="When to refresh, cron syntax.")] = "*/10 * * * *",
+) -> None:
+    """Serve the token-refresh flow on a schedule (runs until interrupted)."""
+    _prepare_environment()
+    from flows.oauth_refresh import refresh_oauth_tokens
+
+    refresh_oauth_tokens.serve(name="oauth-refresh", cron=cron)
 
 
 @keys_app.command("init")

@@ -218,7 +218,7 @@ def test_when_wechat_answers_garbage_then_the_page_says_so_and_nothing_is_grante
 
 
 def test_when_errcodes_come_on_http_200_then_each_maps_to_a_clear_error(oauth_world):
-    from idv.oauth import OAuthFailure, OAuthService
+    from flows.accounts import OAuthFailure, OAuthService
 
     world = oauth_world
     service = OAuthService(world.rt)
@@ -271,7 +271,7 @@ async def test_when_the_wechat_profile_consent_is_withdrawn_then_tokens_go_and_t
 
 def test_when_an_access_token_nears_expiry_then_it_is_refreshed_and_a_dead_refresh_asks_again(
         oauth_world):
-    from idv.oauth import OAuthService
+    from flows.accounts import OAuthService
 
     world = oauth_world
     with browser() as client:
@@ -440,7 +440,7 @@ def test_tokens_codes_and_openids_appear_in_no_log_table_or_page(oauth_world, ca
         pages.append(dance(client, world, "C-1").text)
         pages.append(oidc_dance(client, world, "C-2").text)
         pages.append(dance(client, world, "C-3", decision="deny").text)
-    from idv.oauth import OAuthService
+    from flows.accounts import OAuthService
 
     world.rt.store.clock = (lambda c: lambda: c() + timedelta(seconds=7000))(
         world.rt.store.clock)
@@ -457,3 +457,64 @@ def test_tokens_codes_and_openids_appear_in_no_log_table_or_page(oauth_world, ca
         leaked = [s for s in issued if s in hay]
         lines = [ln[:160] for ln in hay.splitlines() if any(s in ln for s in leaked)]
         assert leaked == [], f"{len(leaked)} provider values in the {where}: {lines}"
+
+
+def test_when_the_id_token_is_wrong_in_any_way_then_it_is_refused(oauth_world):
+    """A real ID token from the provider, checked against the wrong nonce, the wrong audience,
+    and with its signature altered: each refused, none with the token in the message."""
+    import base64
+    import hashlib
+    import secrets
+
+    from flows.accounts import OAuthFailure, OAuthService
+    from flows.runtime import OidcProviderSettings
+
+    world = oauth_world
+    service = OAuthService(world.rt)
+    client = service.oidc("demo")
+    verifier, nonce = secrets.token_urlsafe(48), "nonce-" + secrets.token_hex(8)
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()
+                                         ).rstrip(b"=").decode()
+    redirect = f"{world.api_url}/oauth/oidc/demo/callback"
+    with browser() as b:
+        page = b.get(f"{world.issuer}/authorize", params={
+            "client_id": "idv-client", "redirect_uri": redirect, "response_type": "code",
+            "scope": "openid", "state": "s" * 20, "nonce": nonce,
+            "code_challenge": challenge, "code_challenge_method": "S256"})
+        fields = {k: html.unescape(v) for k, v in re.findall(
+            r"<input type=\"hidden\" name=\"(\w+)\" value=\"([^\"]*)\"", page.text)}
+        back = b.post(f"{world.issuer}/authorize",
+                      data={**fields, "user": "dave", "decision": "approve"})
+    token = client.exchange(query(back.headers["location"])["code"], verifier)
+    assert client.id_claims(token["id_token"], nonce=nonce)["sub"]  # the control
+    head, body, sig = token["id_token"].split(".")
+    tampered = f"{head}.{body}.{sig[:-4]}{'AAAA' if sig[-4:] != 'AAAA' else 'BBBB'}"
+    other = type(client)("demo", OidcProviderSettings(
+        issuer=world.issuer, client_id="someone-else", client_secret="x",
+        redirect_uri=redirect), timeout_s=5)
+    for check in (lambda: client.id_claims(token["id_token"], nonce="another-nonce"),
+                  lambda: client.id_claims(tampered, nonce=nonce),
+                  lambda: other.id_claims(token["id_token"], nonce=nonce)):
+        with pytest.raises(OAuthFailure) as refused:
+            check()
+        assert refused.value.code == "id_token_invalid"
+        assert token["id_token"] not in str(refused.value)
+
+
+def test_when_an_oidc_provider_answers_garbage_then_no_state_is_spent_and_nothing_granted(
+        oauth_world):
+    world = oauth_world
+    # The vendors' sandbox is no OpenID provider: its "discovery document" is a 404 page.
+    providers = dict(world.rt.settings.oidc_providers)
+    providers["junk"] = providers["demo"].model_copy(update={"issuer": world.sandbox_url})
+    world.rt.settings.__dict__["oidc_providers"] = providers
+    with browser() as client:
+        r = client.get(f"{world.api_url}/oauth/oidc/junk/authorize",
+                       params={"applicant_ref": "O-3"})
+        unknown = client.get(f"{world.api_url}/oauth/oidc/nobody/authorize",
+                             params={"applicant_ref": "O-3"})
+    assert r.status_code == 502 and "provider_garbage" in r.text
+    assert unknown.status_code == 404 and "unknown_provider" in unknown.text
+    with world.rt.store.engine.connect() as conn:
+        assert conn.execute(text("select count(*) from oauth_states")).scalar() == 0
+    assert grants(world, "O-3") == []

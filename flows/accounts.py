@@ -1,0 +1,531 @@
+"""OAuth-authorized accounts: WeChat and any OpenID Connect provider, for the API's pages,
+the command line and the scheduled refresh flow.
+
+The dance, for both: `GET /oauth/<provider>/authorize?applicant_ref=REF` answers 302 to the
+provider with a fresh `state` (256 bits, single-use, bound to the applicant and to this
+browser by a cookie, expiring in minutes); the provider sends the browser back to
+`/oauth/<provider>/callback`, where the state is checked *before* anything else (a wrong
+state means no token exchange at all), the code is exchanged server-side, the grant is
+recorded in the consent ledger under the current notice, the tokens are stored sealed, and
+a plain page confirms with masked values. Every failure ends on an error page naming what
+went wrong, never a value, with nothing recorded as consented.
+
+WeChat is not RFC 6749-shaped (DOMAIN.md): a GET exchange with appid and secret, errors as
+`errcode` on HTTP 200, no PKCE. OpenID Connect goes through Authlib with PKCE (S256),
+`state` and `nonce`, and the ID token validated (signature against the provider's keys,
+issuer, audience, expiry, nonce).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+import requests
+from authlib.common.security import generate_token
+from authlib.integrations.base_client.errors import OAuthError as AuthlibError
+from authlib.integrations.requests_client import OAuth2Session
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+
+from flows.runtime import OidcProviderSettings, Runtime
+from policies.masking import mask_oauth_id, mask_phone
+from storage.consents import ConsentService, GrantRequest
+from storage.oauth import PendingAuthorization, StateError
+
+log = logging.getLogger("idv.oauth")
+# Request lines carry codes and secrets in their query: never below WARNING.
+for _name in ("urllib3", "requests", "authlib"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+PURPOSE = "onboarding_verification"
+WECHAT = "wechat"
+WECHAT_SCOPES = ("snsapi_base", "snsapi_userinfo")
+
+# WeChat answers errors on HTTP 200 as {"errcode": N, "errmsg": ...}.
+WECHAT_ERRORS: dict[int, tuple[str, str]] = {
+    40029: ("invalid_code", "The authorization code is not valid (expired, forged or issued to "
+            "another app). Start the authorization again."),
+    40163: ("code_used", "The authorization code was already used. Start the authorization "
+            "again."),
+    41008: ("missing_code", "The provider was not sent an authorization code."),
+    42001: ("access_token_expired", "The access token has expired; it must be refreshed."),
+    42002: ("refresh_token_expired", "The refresh token has expired; the applicant must "
+            "authorize again."),
+    40001: ("bad_credential", "WeChat refused our credential or token (a wrong app secret, or "
+            "a token that is not valid or was revoked)."),
+    40030: ("invalid_refresh_token", "The refresh token is not valid; the applicant must "
+            "authorize again."),
+    40013: ("invalid_appid", "WeChat does not know our app id: check IDV_WECHAT_APPID."),
+    40125: ("bad_credential", "WeChat refused our app secret: check IDV_WECHAT_SECRET."),
+    41002: ("missing_appid", "The request to WeChat lacked the app id."),
+    41004: ("missing_secret", "The request to WeChat lacked the app secret."),
+    48001: ("api_unauthorized", "The authorization does not cover this call (snsapi_base "
+            "gives no profile)."),
+}
+
+
+class OAuthFailure(Exception):
+    """An authorization that cannot complete: a code for machines, a sentence for people.
+    Neither ever holds a value (a code, a token, an id)."""
+
+    def __init__(self, code: str, message: str, *, status: int = 400,
+                 field: str | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+        self.field = field
+
+
+def _wechat_failure(errcode: int) -> OAuthFailure:
+    code, message = WECHAT_ERRORS.get(errcode, ("provider_error", "WeChat refused the call."))
+    status = 400 if errcode in (40029, 40163, 41008) else 502
+    return OAuthFailure(f"wechat_{errcode}_{code}", message, status=status)
+
+
+def _garbage(provider: str) -> OAuthFailure:
+    return OAuthFailure("provider_garbage", f"{provider} answered something that is not a "
+                        "valid answer; nothing was recorded. Try again later.", status=502)
+
+
+def _unreachable(provider: str) -> OAuthFailure:
+    return OAuthFailure("provider_unreachable", f"{provider} could not be reached in time; "
+                        "nothing was recorded. Try again later.", status=504)
+
+
+@dataclass(frozen=True)
+class Linked:
+    """What the confirmation page shows: masked, no raw identifier."""
+
+    provider: str
+    applicant_ref: str
+    consent_id: str
+    scope: str
+    account: str  # masked openid / subject
+    unionid: str | None  # masked
+    account_created: bool
+
+
+class WeChatClient:
+    """WeChat's API as it is: GETs with appid and secret in the query, errcodes on 200."""
+
+    def __init__(self, rt: Runtime) -> None:
+        s = rt.settings
+        self.api = s.wechat_api_url.rstrip("/")
+        self.appid = s.wechat_appid or ""
+        self.secret = s.wechat_secret.get_secret_value() if s.wechat_secret else ""
+        self.mini_appid = s.wechat_mini_appid or ""
+        self.mini_secret = s.wechat_mini_secret.get_secret_value() if s.wechat_mini_secret else ""
+        self.timeout = s.oauth_timeout_s
+        self._http = requests.Session()
+        self._client_token: tuple[str, datetime] | None = None
+
+    def _answer(self, response: requests.Response) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except ValueError:
+            raise _garbage("WeChat") from None
+        if not isinstance(body, dict):
+            raise _garbage("WeChat")
+        errcode = body.get("errcode", 0)
+        if not isinstance(errcode, int):
+            raise _garbage("WeChat")
+        if errcode:
+            raise _wechat_failure(errcode)
+        return body
+
+    def _get(self, path: str, params: dict[str, str]) -> dict[str, Any]:
+        try:
+            response = self._http.get(self.api + path, params=params, timeout=self.timeout,
+                                      allow_redirects=False)
+        except requests.RequestException:
+            raise _unreachable("WeChat") from None
+        return self._answer(response)
+
+    @staticmethod
+    def _tokens(body: dict[str, Any]) -> dict[str, Any]:
+        """The fields a token answer must have, with the right types, or garbage."""
+        need = {"access_token": str, "expires_in": int, "refresh_token": str, "openid": str,
+                "scope": str}
+        if any(not isinstance(body.get(k), t) for k, t in need.items()) or (
+                "unionid" in body and not isinstance(body["unionid"], str)):
+            raise _garbage("WeChat")
+        return body
+
+    def exchange(self, code: str) -> dict[str, Any]:
+        return self._tokens(self._get("/sns/oauth2/access_token", {
+            "appid": self.appid, "secret": self.secret, "code": code,
+            "grant_type": "authorization_code"}))
+
+    def refresh(self, refresh_token: str) -> dict[str, Any]:
+        return self._tokens(self._get("/sns/oauth2/refresh_token", {
+            "appid": self.appid, "grant_type": "refresh_token",
+            "refresh_token": refresh_token}))
+
+    def userinfo(self, access_token: str, openid: str) -> dict[str, Any]:
+        body = self._get("/sns/userinfo", {"access_token": access_token, "openid": openid,
+                                           "lang": "zh_CN"})
+        if not isinstance(body.get("openid"), str):
+            raise _garbage("WeChat")
+        return body
+
+    def _mini_token(self) -> str:
+        now = datetime.now(UTC)
+        if self._client_token is None or self._client_token[1] <= now:
+            body = self._get("/cgi-bin/token", {"grant_type": "client_credential",
+                                                "appid": self.mini_appid,
+                                                "secret": self.mini_secret})
+            token, ttl = body.get("access_token"), body.get("expires_in")
+            if not isinstance(token, str) or not isinstance(ttl, int):
+                raise _garbage("WeChat")
+            self._client_token = (token, now + timedelta(seconds=max(0, ttl - 300)))
+        return self._client_token[0]
+
+    def phone_number(self, code: str) -> str:
+        """A Mini Program's one-time phone code -> the bound phone (purePhoneNumber)."""
+        try:
+            response = self._http.post(self.api + "/wxa/business/getuserphonenumber",
+                                       params={"access_token": self._mini_token()},
+                                       json={"code": code}, timeout=self.timeout,
+                                       allow_redirects=False)
+        except requests.RequestException:
+            raise _unreachable("WeChat") from None
+        body = self._answer(response)
+        info = body.get("phone_info")
+        if not isinstance(info, dict) or not isinstance(info.get("purePhoneNumber"), str):
+            raise _garbage("WeChat")
+        return str(info["purePhoneNumber"])
+
+
+class OidcClient:
+    """One OpenID Connect provider, through Authlib: discovery, PKCE S256, ID-token checks."""
+
+    def __init__(self, name: str, conf: OidcProviderSettings, *, timeout_s: float) -> None:
+        self.name = name
+        self.conf = conf
+        self.timeout = timeout_s
+        self._meta: dict[str, Any] | None = None
+        self._keys: KeySet | None = None
+
+    def session(self, **kw: Any) -> OAuth2Session:
+        return OAuth2Session(self.conf.client_id, self.conf.secret(), scope=self.conf.scope,
+                             redirect_uri=self.conf.redirect_uri, code_challenge_method="S256",
+                             default_timeout=self.timeout, **kw)
+
+    def metadata(self) -> dict[str, Any]:
+        if self._meta is None:
+            url = self.conf.issuer.rstrip("/") + "/.well-known/openid-configuration"
+            meta = self._json(url)
+            need = ("issuer", "authorization_endpoint", "token_endpoint", "jwks_uri")
+            if not isinstance(meta, dict) or any(not isinstance(meta.get(k), str) for k in need):
+                raise _garbage(self.name)
+            if meta["issuer"] != self.conf.issuer:  # a mix-up: another issuer's metadata
+                raise OAuthFailure("issuer_mismatch", "The provider's metadata names another "
+                                   "issuer than the one configured.", status=502)
+            self._meta = meta
+        return self._meta
+
+    def keys(self, *, refresh: bool = False) -> KeySet:
+        if self._keys is None or refresh:
+            doc = self._json(self.metadata()["jwks_uri"])
+            try:
+                self._keys = KeySet.import_key_set(doc)  # type: ignore[arg-type]
+            except (ValueError, TypeError, KeyError, JoseError):
+                raise _garbage(self.name) from None
+        return self._keys
+
+    def _json(self, url: str) -> Any:
+        """A provider document: unreachable, or anything but a JSON 200, is a clear failure."""
+        try:
+            response = requests.get(url, timeout=self.timeout, allow_redirects=False)
+        except requests.RequestException:
+            raise _unreachable(self.name) from None
+        if response.status_code != 200:
+            raise _garbage(self.name)
+        try:
+            return response.json()
+        except ValueError:
+            raise _garbage(self.name) from None
+
+    def authorize_url(self, *, state: str, nonce: str, verifier: str) -> str:
+        url, _ = self.session().create_authorization_url(
+            self.metadata()["authorization_endpoint"], state=state, nonce=nonce,
+            code_verifier=verifier)
+        return str(url)
+
+    def exchange(self, code: str, verifier: str) -> dict[str, Any]:
+        try:
+            token = self.session().fetch_token(self.metadata()["token_endpoint"], code=code,
+                                               code_verifier=verifier)
+        except AuthlibError as exc:
+            raise OAuthFailure(f"oidc_{exc.error or 'error'}", "The provider refused the code "
+                               "exchange (an invalid, used or expired code, or a wrong "
+                               "verifier). Start the authorization again.") from None
+        except ValueError:  # before RequestException: requests' JSONDecodeError is both
+            raise _garbage(self.name) from None
+        except requests.RequestException:
+            raise _unreachable(self.name) from None
+        if not isinstance(token.get("access_token"), str) or not isinstance(
+                token.get("id_token"), str):
+            raise _garbage(self.name)
+        return dict(token)
+
+    def id_claims(self, id_token: str, *, nonce: str) -> dict[str, Any]:
+        """The ID token's claims once its signature, issuer, audience, expiry and nonce hold."""
+        try:
+            try:
+                decoded = jwt.decode(id_token, self.keys(), algorithms=["RS256", "ES256"])
+            except JoseError:  # perhaps a rotated key: fetch the key set once more
+                decoded = jwt.decode(id_token, self.keys(refresh=True),
+                                     algorithms=["RS256", "ES256"])
+            jwt.JWTClaimsRegistry(
+                leeway=60, iss={"essential": True, "value": self.conf.issuer},
+                aud={"essential": True, "value": self.conf.client_id},
+                exp={"essential": True}, sub={"essential": True},
+                nonce={"essential": True, "value": nonce}).validate(decoded.claims)
+        except (JoseError, ValueError):
+            raise OAuthFailure("id_token_invalid", "The provider's ID token did not validate "
+                               "(signature, issuer, audience, expiry or nonce); nothing was "
+                               "recorded.", status=502) from None
+        return dict(decoded.claims)
+
+    def userinfo(self, token: dict[str, Any]) -> dict[str, Any]:
+        url = self.metadata().get("userinfo_endpoint")
+        if not isinstance(url, str):
+            return {}
+        try:
+            response = self.session(token=token).get(url, timeout=self.timeout)
+        except requests.RequestException:
+            raise _unreachable(self.name) from None
+        if response.status_code != 200:
+            return {}
+        try:
+            body = response.json()
+        except ValueError:
+            raise _garbage(self.name) from None
+        return body if isinstance(body, dict) else {}
+
+    def refresh(self, refresh_token: str) -> dict[str, Any]:
+        try:
+            return dict(self.session().refresh_token(self.metadata()["token_endpoint"],
+                                                     refresh_token=refresh_token))
+        except AuthlibError as exc:
+            raise OAuthFailure(f"oidc_{exc.error or 'error'}", "The provider refused the "
+                               "refresh token; the applicant must authorize again.") from None
+        except ValueError:
+            raise _garbage(self.name) from None
+        except requests.RequestException:
+            raise _unreachable(self.name) from None
+
+
+class OAuthService:
+    """The dance and its aftermath (refresh, purge, the phone exchange) over one runtime."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.store = rt.store
+        self.settings = rt.settings
+        self.consents = ConsentService(rt.store, rt.consent_policy, rt.notices)
+        self.wechat = WeChatClient(rt)
+        self._oidc: dict[str, OidcClient] = {}
+
+    # -- shared -------------------------------------------------------------------------
+
+    def _notice_for(self, scope: str) -> tuple[str, str]:
+        """The newest notice that tells of `scope` for onboarding: what the applicant saw."""
+        fitting = [n for n in self.rt.notices.values() if n.covers(PURPOSE, scope)]
+        if not fitting:
+            raise OAuthFailure("no_notice", f"No privacy notice covers {scope}.", status=500)
+        notice = max(fitting, key=lambda n: n.published)
+        return notice.version, notice.text_sha256
+
+    def _grant(self, pending: PendingAuthorization, scope: str, channel: str) -> str:
+        version, digest = self._notice_for(scope)
+        result = self.consents.grant(GrantRequest(
+            subject_ref=pending.applicant_ref, purpose=PURPOSE, scopes=frozenset({scope}),
+            notice_version=version, notice_hash=digest, channel=channel,
+            evidence=f"oauth:{pending.digest[:40]}"))
+        return result.consent_id
+
+    def _consume(self, state: str | None, browser: str | None, provider: str
+                 ) -> PendingAuthorization:
+        try:
+            return self.store.oauth.consume_state(state, browser=browser, provider=provider)
+        except StateError as exc:
+            raise OAuthFailure(f"state_{exc.rule.split()[0]}", f"The authorization's state "
+                               f"is {exc.rule}. Nothing was exchanged or recorded; start the "
+                               "authorization again.", field="state") from None
+
+    # -- WeChat -------------------------------------------------------------------------
+
+    def _wechat_ready(self) -> None:
+        s = self.settings
+        if not (s.wechat_appid and s.wechat_secret and s.wechat_redirect_uri):
+            raise OAuthFailure("wechat_not_configured", "WeChat is not configured (set "
+                               "IDV_WECHAT_APPID, IDV_WECHAT_SECRET, IDV_WECHAT_REDIRECT_URI).",
+                               status=503)
+
+    def wechat_authorize_url(self, applicant_ref: str, scope: str | None, browser: str) -> str:
+        self._wechat_ready()
+        scope = scope or self.settings.wechat_scope
+        if scope not in WECHAT_SCOPES:
+            raise OAuthFailure("invalid_scope", "scope must be snsapi_base or snsapi_userinfo",
+                               field="scope")
+        state = self.store.oauth.create_state(applicant_ref=applicant_ref, provider=WECHAT,
+                                              scope=scope, browser=browser,
+                                              ttl_s=self.settings.oauth_state_ttl_s)
+        query = urlencode({"appid": self.settings.wechat_appid,
+                           "redirect_uri": self.settings.wechat_redirect_uri,
+                           "response_type": "code", "scope": scope, "state": state})
+        return (f"{self.settings.wechat_open_url.rstrip('/')}/connect/oauth2/authorize?"
+                f"{query}#wechat_redirect")
+
+    def wechat_callback(self, code: str | None, state: str | None, browser: str | None
+                        ) -> Linked:
+        self._wechat_ready()
+        pending = self._consume(state, browser, WECHAT)
+        if not code:
+            self.store.audit.record("oauth.denied", pending.applicant_ref, {"provider": WECHAT})
+            raise OAuthFailure("access_denied", "The authorization was declined in WeChat; "
+                               "nothing was recorded.", status=403)
+        tokens = self.wechat.exchange(code)
+        union = tokens.get("unionid")
+        if pending.scope == "snsapi_userinfo":
+            info = self.wechat.userinfo(tokens["access_token"], tokens["openid"])
+            union = info.get("unionid") if isinstance(info.get("unionid"), str) else union
+            # Nickname, avatar, sex and region are self-asserted: not read, not stored.
+        consent_id = self._grant(pending, "wechat_profile", "wechat_oauth")
+        self.store.oauth.link(
+            applicant_ref=pending.applicant_ref, provider=WECHAT, scope=pending.scope,
+            consent_id=consent_id, subject_id=f"{self.settings.wechat_appid}|{tokens['openid']}",
+            union_id=f"wechat|{union}" if union else None, access_token=tokens["access_token"],
+            refresh_token=tokens["refresh_token"], access_ttl_s=tokens["expires_in"],
+            refresh_ttl_s=30 * 86400)
+        return Linked(provider="WeChat", applicant_ref=pending.applicant_ref,
+                      consent_id=consent_id, scope=pending.scope,
+                      account=mask_oauth_id(tokens["openid"]),
+                      unionid=mask_oauth_id(union) if union else None, account_created=False)
+
+    def wechat_phone(self, applicant_ref: str, code: str, *, actor: str) -> dict[str, Any]:
+        """The Mini Program's phone exchange, under its own sensitive `wechat_phone` consent,
+        checked at the moment of the call. The phone is kept as a blind index only."""
+        s = self.settings
+        if not (s.wechat_mini_appid and s.wechat_mini_secret):
+            raise OAuthFailure("wechat_not_configured", "The Mini Program is not configured "
+                               "(IDV_WECHAT_MINI_APPID, IDV_WECHAT_MINI_SECRET).", status=503)
+        decision, decision_id = self.rt.gate.authorize_now(
+            subject_ref=applicant_ref, purpose=PURPOSE, scopes=frozenset({"wechat_phone"}),
+            step="wechat_phone")
+        if not decision.allowed:
+            raise OAuthFailure("no_consent", f"the wechat_phone consent is not live "
+                               f"({decision.reason}); no call was made", status=403,
+                               field="wechat_phone")
+        phone = self.wechat.phone_number(code)
+        self.store.oauth.set_bound_phone(applicant_ref, WECHAT, phone,
+                                         consent_id=decision.consent_ids[0])
+        signals = self.store.oauth.account_signals(
+            applicant_ref, provider=WECHAT, declared_phone=None,
+            declared_phone_bidx=self.store.oauth.declared_phone_index(applicant_ref))
+        return {"applicant_ref": applicant_ref, "decision_id": decision_id,
+                "phone": mask_phone(phone),
+                "bound_phone_match": signals["bound_phone_match"] if signals else "unknown"}
+
+    # -- OpenID Connect -----------------------------------------------------------------
+
+    def oidc(self, name: str) -> OidcClient:
+        conf = self.settings.oidc_providers.get(name)
+        if conf is None:
+            raise OAuthFailure("unknown_provider", "No OpenID Connect provider of that name is "
+                               "configured (IDV_OIDC_PROVIDERS).", status=404, field="provider")
+        if name not in self._oidc:
+            self._oidc[name] = OidcClient(name, conf, timeout_s=self.settings.oauth_timeout_s)
+        return self._oidc[name]
+
+    def oidc_authorize_url(self, name: str, applicant_ref: str, browser: str) -> str:
+        client = self.oidc(name)
+        client.metadata()  # fail before a state is spent if the provider is down
+        verifier, nonce = generate_token(64), generate_token(32)
+        state = self.store.oauth.create_state(
+            applicant_ref=applicant_ref, provider=f"oidc:{name}", scope=client.conf.scope,
+            browser=browser, ttl_s=self.settings.oauth_state_ttl_s, verifier=verifier,
+            nonce=nonce)
+        return client.authorize_url(state=state, nonce=nonce, verifier=verifier)
+
+    def oidc_callback(self, name: str, params: dict[str, str], browser: str | None) -> Linked:
+        client = self.oidc(name)
+        pending = self._consume(params.get("state"), browser, f"oidc:{name}")
+        if params.get("error") or not params.get("code"):
+            self.store.audit.record("oauth.denied", pending.applicant_ref,
+                                    {"provider": f"oidc:{name}"})
+            raise OAuthFailure("access_denied", "The authorization was declined at the "
+                               "provider; nothing was recorded.", status=403)
+        assert pending.verifier is not None and pending.nonce is not None
+        token = client.exchange(params["code"], pending.verifier)
+        claims = client.id_claims(token["id_token"], nonce=pending.nonce)
+        info = client.userinfo(token)
+        if info and info.get("sub") != claims["sub"]:
+            raise OAuthFailure("userinfo_mismatch", "The provider's userinfo names another "
+                               "subject than the ID token; nothing was recorded.", status=502)
+        created = info.get("account_created_at")
+        created_at = datetime.fromtimestamp(created, UTC) if isinstance(created, int) else None
+        consent_id = self._grant(pending, "oidc_profile", "oidc")
+        expires = token.get("expires_in")
+        self.store.oauth.link(
+            applicant_ref=pending.applicant_ref, provider=f"oidc:{name}", scope=pending.scope,
+            consent_id=consent_id, subject_id=f"{client.conf.issuer}|{claims['sub']}",
+            union_id=None, access_token=token["access_token"],
+            refresh_token=token.get("refresh_token"),
+            access_ttl_s=int(expires) if isinstance(expires, int) else None,
+            refresh_ttl_s=None, account_created_at=created_at)
+        return Linked(provider=name, applicant_ref=pending.applicant_ref, consent_id=consent_id,
+                      scope=pending.scope, account=mask_oauth_id(str(claims["sub"])),
+                      unionid=None, account_created=created_at is not None)
+
+    # -- refresh ------------------------------------------------------------------------
+
+    def refresh_due(self) -> dict[str, int]:
+        """Refresh every access token that expires within the margin; an account whose
+        refresh token is dead has its tokens purged and asks the applicant to authorize
+        again. Returns counts by what happened."""
+        counts = {"refreshed": 0, "reauth_required": 0, "failed": 0}
+        now = self.store.clock()
+        margin = timedelta(seconds=self.settings.oauth_refresh_margin_s)
+        for ref, provider in self.store.oauth.due_for_refresh(margin=margin):
+            tokens = self.store.oauth.tokens(ref, provider)
+            if tokens is None or tokens.refresh_token is None:
+                continue
+            if tokens.refresh_expires_at is not None and tokens.refresh_expires_at <= now:
+                self.store.oauth.require_reauthorization(ref, provider,
+                                                         reason="refresh_token_expired")
+                counts["reauth_required"] += 1
+                continue
+            try:
+                if provider == WECHAT:
+                    body = self.wechat.refresh(tokens.refresh_token)
+                    self.store.oauth.refreshed(ref, provider, access_token=body["access_token"],
+                                               refresh_token=None,
+                                               access_ttl_s=body["expires_in"],
+                                               refresh_ttl_s=None)
+                else:
+                    body = self.oidc(provider.removeprefix("oidc:")).refresh(
+                        tokens.refresh_token)
+                    ttl = body.get("expires_in")
+                    self.store.oauth.refreshed(ref, provider, access_token=body["access_token"],
+                                               refresh_token=body.get("refresh_token"),
+                                               access_ttl_s=int(ttl) if isinstance(ttl, int)
+                                               else 3600, refresh_ttl_s=None)
+                counts["refreshed"] += 1
+            except OAuthFailure as exc:
+                if exc.code.endswith(("refresh_token_expired", "invalid_refresh_token",
+                                      "invalid_grant")):
+                    self.store.oauth.require_reauthorization(ref, provider, reason=exc.code)
+                    counts["reauth_required"] += 1
+                else:
+                    log.warning("refresh of a %s token failed: %s", provider, exc.code)
+                    counts["failed"] += 1
+        return counts
