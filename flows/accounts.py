@@ -18,6 +18,9 @@ issuer, audience, expiry, nonce).
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -323,6 +326,12 @@ class OidcClient:
             raise _unreachable(self.name) from None
 
 
+def _link_mac(key: str, provider: str, applicant_ref: str, scope: str, exp: int) -> str:
+    message = f"idv-oauth-link|{provider}|{applicant_ref}|{scope}|{exp}".encode()
+    digest = hmac.new(key.encode(), message, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
 class OAuthService:
     """The dance and its aftermath (refresh, purge, the phone exchange) over one runtime."""
 
@@ -333,6 +342,52 @@ class OAuthService:
         self.consents = ConsentService(rt.store, rt.consent_policy, rt.notices)
         self.wechat = WeChatClient(rt)
         self._oidc: dict[str, OidcClient] = {}
+
+    # -- signed start links ---------------------------------------------------------------
+
+    def start_link(self, base_url: str, provider: str, applicant_ref: str,
+                   scope: str | None = None) -> dict[str, Any]:
+        """The link a lender sends the applicant to: signed and expiring when
+        `IDV_OAUTH_LINK_KEY` is set, so the applicant cannot be swapped for another."""
+        if provider == WECHAT:
+            scope = scope or self.settings.wechat_scope
+            path = "/oauth/wechat/authorize"
+        else:
+            name = provider.removeprefix("oidc:")
+            scope = self.oidc(name).conf.scope
+            path = f"/oauth/oidc/{name}/authorize"
+        params: dict[str, str] = {"applicant_ref": applicant_ref}
+        if provider == WECHAT:
+            params["scope"] = scope
+        expires = None
+        key = self.settings.oauth_link_key
+        if key is not None:
+            exp = int(self.store.clock().timestamp()) + self.settings.oauth_link_ttl_s
+            params.update(exp=str(exp), sig=_link_mac(key.get_secret_value(), provider,
+                                                      applicant_ref, scope, exp))
+            expires = datetime.fromtimestamp(exp, UTC).isoformat()
+        self.store.audit.record("oauth.link_issued", applicant_ref, {
+            "provider": provider, "scope": scope, "signed": key is not None,
+            "expires_at": expires})
+        return {"url": f"{base_url.rstrip('/')}{path}?{urlencode(params)}",
+                "expires_at": expires}
+
+    def check_link(self, provider: str, applicant_ref: str, scope: str,
+                   exp: str | None, sig: str | None) -> None:
+        """With a link key configured, refuse a start link that is unsigned, altered or old."""
+        key = self.settings.oauth_link_key
+        if key is None:
+            return
+        if not exp or not sig or not exp.isdigit():
+            raise OAuthFailure("link_unsigned", "This authorization link is not signed: ask "
+                               "the lender for a new link.", status=403, field="sig")
+        want = _link_mac(key.get_secret_value(), provider, applicant_ref, scope, int(exp))
+        if not hmac.compare_digest(want, sig):
+            raise OAuthFailure("link_invalid", "This authorization link was altered: ask the "
+                               "lender for a new link.", status=403, field="sig")
+        if int(exp) <= self.store.clock().timestamp():
+            raise OAuthFailure("link_expired", "This authorization link has expired: ask the "
+                               "lender for a new link.", status=403, field="exp")
 
     # -- shared -------------------------------------------------------------------------
 
@@ -370,12 +425,14 @@ class OAuthService:
                                "IDV_WECHAT_APPID, IDV_WECHAT_SECRET, IDV_WECHAT_REDIRECT_URI).",
                                status=503)
 
-    def wechat_authorize_url(self, applicant_ref: str, scope: str | None, browser: str) -> str:
+    def wechat_authorize_url(self, applicant_ref: str, scope: str | None, browser: str, *,
+                             exp: str | None = None, sig: str | None = None) -> str:
         self._wechat_ready()
         scope = scope or self.settings.wechat_scope
         if scope not in WECHAT_SCOPES:
             raise OAuthFailure("invalid_scope", "scope must be snsapi_base or snsapi_userinfo",
                                field="scope")
+        self.check_link(WECHAT, applicant_ref, scope, exp, sig)
         state = self.store.oauth.create_state(applicant_ref=applicant_ref, provider=WECHAT,
                                               scope=scope, browser=browser,
                                               ttl_s=self.settings.oauth_state_ttl_s)
@@ -446,8 +503,10 @@ class OAuthService:
             self._oidc[name] = OidcClient(name, conf, timeout_s=self.settings.oauth_timeout_s)
         return self._oidc[name]
 
-    def oidc_authorize_url(self, name: str, applicant_ref: str, browser: str) -> str:
+    def oidc_authorize_url(self, name: str, applicant_ref: str, browser: str, *,
+                           exp: str | None = None, sig: str | None = None) -> str:
         client = self.oidc(name)
+        self.check_link(f"oidc:{name}", applicant_ref, client.conf.scope, exp, sig)
         client.metadata()  # fail before a state is spent if the provider is down
         verifier, nonce = generate_token(64), generate_token(32)
         state = self.store.oauth.create_state(

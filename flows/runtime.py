@@ -112,6 +112,11 @@ class Settings(BaseSettings):
     # OpenID Connect providers: name -> issuer, client_id, client_secret (or
     # client_secret_block, a Prefect Secret block), redirect_uri, scope.
     oidc_providers: dict[str, OidcProviderSettings] = Field(default_factory=dict)
+    # Signs the links that start an authorization (`POST /oauth/links`): with it set, an
+    # unsigned or altered link is refused, so nobody binds an account to someone else's
+    # application. Required in production.
+    oauth_link_key: SecretStr | None = None
+    oauth_link_ttl_s: int = Field(86400, ge=60, le=30 * 86400)
     oauth_state_ttl_s: int = Field(600, ge=30, le=3600)
     oauth_timeout_s: float = Field(10.0, gt=0)
     # Refresh an access token when it has less than this left.
@@ -189,6 +194,9 @@ class Runtime:
             raise StartupError("IDV_KEY_FILE does not exist; production never creates keys")
         if s.database_url is None:
             raise StartupError("IDV_DATABASE_URL must be set in production")
+        if (s.wechat_appid or s.oidc_providers) and s.oauth_link_key is None:
+            raise StartupError("IDV_OAUTH_LINK_KEY must be set in production: unsigned links "
+                               "would let anyone start an authorization for any applicant")
 
     @cached_property
     def kek(self) -> KekProvider:

@@ -8,7 +8,7 @@ needs `Authorization: Bearer <token>`; production refuses to start without one.
 from __future__ import annotations
 
 import hmac
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Body, Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -156,6 +156,14 @@ class PhoneExchange(BaseModel):
     code: Annotated[str, StringConstraints(min_length=1, max_length=512)]
 
 
+class StartLink(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    applicant_ref: Annotated[str, StringConstraints(pattern=REF_PATTERN)]
+    provider: Annotated[str, StringConstraints(pattern=r"^(wechat|oidc:[a-z0-9_-]{1,32})$")]
+    scope: Literal["snsapi_base", "snsapi_userinfo"] | None = None
+
+
 def _oauth_routes(app: FastAPI, runtime: Runtime) -> None:
     """The applicant-facing OAuth dance (HTML pages, no bearer token: a browser follows it)
     and the lender-facing account calls (bearer token)."""
@@ -200,12 +208,24 @@ def _oauth_routes(app: FastAPI, runtime: Runtime) -> None:
             return failed(failure)
         return HTMLResponse(confirmation_page(linked), headers=headers)
 
+    @app.post("/oauth/links", tags=["oauth"], responses={404: {"model": ErrorBody}})
+    def link(req: StartLink, request: Request, _actor: Actor) -> Any:
+        """The link to send an applicant to, signed and expiring when IDV_OAUTH_LINK_KEY is
+        set. `provider` is `wechat` or `oidc:<name>`."""
+        try:
+            return oauth().start_link(str(request.base_url), req.provider, req.applicant_ref,
+                                      req.scope)
+        except OAuthFailure as failure:
+            return JSONResponse(status_code=failure.status, content=ErrorBody(
+                error=failure.code, field=failure.field or "provider",
+                rule=failure.message).model_dump())
+
     @app.get("/oauth/wechat/authorize", response_class=HTMLResponse, tags=["oauth"])
-    def wechat_authorize(request: Request, applicant_ref: str,
-                         scope: str | None = None) -> Response:
+    def wechat_authorize(request: Request, applicant_ref: str, scope: str | None = None,
+                         exp: str | None = None, sig: str | None = None) -> Response:
         """302 to WeChat's authorize page with a fresh single-use state."""
-        return start(request, applicant_ref,
-                     lambda b: oauth().wechat_authorize_url(applicant_ref, scope, b))
+        return start(request, applicant_ref, lambda b: oauth().wechat_authorize_url(
+            applicant_ref, scope, b, exp=exp, sig=sig))
 
     @app.get("/oauth/wechat/callback", response_class=HTMLResponse, tags=["oauth"])
     def wechat_callback(request: Request, code: str | None = None,
@@ -215,10 +235,11 @@ def _oauth_routes(app: FastAPI, runtime: Runtime) -> None:
                                                       request.cookies.get(BROWSER_COOKIE)))
 
     @app.get("/oauth/oidc/{provider}/authorize", response_class=HTMLResponse, tags=["oauth"])
-    def oidc_authorize(request: Request, provider: str, applicant_ref: str) -> Response:
+    def oidc_authorize(request: Request, provider: str, applicant_ref: str,
+                       exp: str | None = None, sig: str | None = None) -> Response:
         """302 to the provider with state, nonce and a PKCE S256 challenge."""
-        return start(request, applicant_ref,
-                     lambda b: oauth().oidc_authorize_url(provider, applicant_ref, b))
+        return start(request, applicant_ref, lambda b: oauth().oidc_authorize_url(
+            provider, applicant_ref, b, exp=exp, sig=sig))
 
     @app.get("/oauth/oidc/{provider}/callback", response_class=HTMLResponse, tags=["oauth"])
     def oidc_callback(request: Request, provider: str) -> HTMLResponse:

@@ -340,7 +340,9 @@ def sandbox_serve(
     faults: Annotated[str | None, typer.Option(help="Fault knobs, e.g. 5xx=0.3,latency_ms=20")]
     = None,
 ) -> None:
-    """Serve the sandbox until interrupted. Credentials: IDV_IDENTITY_APP_KEY/SECRET."""
+    """Serve the sandbox (licensed vendors and the WeChat imitation) until interrupted.
+    Credentials: IDV_IDENTITY_APP_KEY/SECRET; WeChat apps: IDV_WECHAT_APPID/SECRET/REDIRECT_URI
+    and IDV_WECHAT_MINI_APPID/SECRET."""
     from flows.runtime import Settings
     from sandbox.app import FaultSpecError, SandboxState, parse_faults
     from sandbox.server import serve_forever
@@ -350,9 +352,20 @@ def sandbox_serve(
         spec = parse_faults(faults or "")
     except FaultSpecError as exc:
         _fail(str(exc), as_json=False)
+    from sandbox.wechat import WeChatState
+
+    # The WeChat imitation answers the app configured for idv (IDV_WECHAT_*), if any.
+    wechat = WeChatState()
+    if s.wechat_appid and s.wechat_secret:
+        wechat.add_app(s.wechat_appid, s.wechat_secret.get_secret_value(),
+                       s.wechat_redirect_uri or "")
+    if s.wechat_mini_appid and s.wechat_mini_secret:
+        wechat.add_app(s.wechat_mini_appid, s.wechat_mini_secret.get_secret_value())
     state = SandboxState(app_key=s.identity_app_key,
-                         app_secret=s.identity_app_secret.get_secret_value(), faults=spec)
-    console.print(f"sandbox on http://{host}:{port} (app key {s.identity_app_key})")
+                         app_secret=s.identity_app_secret.get_secret_value(), faults=spec,
+                         wechat=wechat)
+    console.print(f"sandbox on http://{host}:{port} (app key {s.identity_app_key}; WeChat "
+                  f"apps: {', '.join(wechat.apps) or 'none, set IDV_WECHAT_APPID/SECRET'})")
     serve_forever(host, port, state)
 
 

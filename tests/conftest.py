@@ -106,7 +106,7 @@ class OAuthWorld:
     MINI_APPID = "wx-mini-sandbox"
 
     def __init__(self, database: Database, key_file: Path, home: Path, *,
-                 wechat_redirect_typo: bool = False) -> None:
+                 wechat_redirect_typo: bool = False, link_key: str | None = None) -> None:
         import socket
         import threading
         import time
@@ -151,7 +151,8 @@ class OAuthWorld:
                                      "client_secret": "oidc-secret-0123456789",
                                      "redirect_uri": f"{self.api_url}/oauth/oidc/demo/callback",
                                      "scope": "openid profile"}},
-            oauth_timeout_s=5)
+            oauth_timeout_s=5,
+            oauth_link_key=SecretStr(link_key) if link_key else None)
         self.rt = Runtime(settings)
         self.server = uvicorn.Server(uvicorn.Config(
             create_app(self.rt), host="127.0.0.1", port=port, log_level="warning",

@@ -518,3 +518,39 @@ def test_when_an_oidc_provider_answers_garbage_then_no_state_is_spent_and_nothin
     with world.rt.store.engine.connect() as conn:
         assert conn.execute(text("select count(*) from oauth_states")).scalar() == 0
     assert grants(world, "O-3") == []
+
+
+def test_when_links_are_signed_then_an_unsigned_altered_or_old_link_starts_nothing(
+        database, key_file, tmp_path):
+    from tests.conftest import OAuthWorld
+
+    world = OAuthWorld(database, key_file, tmp_path / "home", link_key="link-key-0123456789")
+    try:
+        with api(world) as lender:
+            issued = lender.post("/oauth/links", json={"applicant_ref": "L-1",
+                                                      "provider": "wechat"}).json()
+            oidc = lender.post("/oauth/links", json={"applicant_ref": "L-1",
+                                                    "provider": "oidc:demo"}).json()
+            bad = lender.post("/oauth/links", json={"applicant_ref": "L-1",
+                                                   "provider": "oidc:nobody"})
+        assert bad.status_code == 404 and bad.json()["error"] == "unknown_provider"
+        signed = query(issued["url"])
+        assert signed["scope"] == "snsapi_userinfo" and signed["sig"] and issued["expires_at"]
+        with browser() as client:
+            unsigned = client.get(f"{world.api_url}/oauth/wechat/authorize",
+                                  params={"applicant_ref": "L-1"})
+            swapped = client.get(issued["url"].replace("L-1", "L-2"))
+            rescoped = client.get(issued["url"].replace("snsapi_userinfo", "snsapi_base"))
+            ok = client.get(issued["url"])
+            ok_oidc = client.get(oidc["url"])
+        assert [r.status_code for r in (unsigned, swapped, rescoped)] == [403, 403, 403]
+        assert "link_unsigned" in unsigned.text and "link_invalid" in swapped.text
+        assert ok.status_code == 302 and ok_oidc.status_code == 302
+        world.rt.store.clock = (lambda c: lambda: c() + timedelta(days=2))(world.rt.store.clock)
+        with browser() as client:
+            old = client.get(issued["url"])
+        assert old.status_code == 403 and "link_expired" in old.text
+        with world.rt.store.engine.connect() as conn:  # only the two good links made states
+            assert conn.execute(text("select count(*) from oauth_states")).scalar() == 2
+    finally:
+        world.close()
