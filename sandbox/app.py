@@ -140,7 +140,7 @@ class SandboxState:
     """Credentials, replay protection, idempotent answers and the call log of one sandbox."""
 
     app_key: str
-    app_secret: str
+    app_secret: str = field(repr=False)
     fees_cents: dict[str, int] = field(default_factory=lambda: dict(FEES_CENTS))
     latency_ms: float = 0.0  # added to every answer, to imitate a vendor's round trip
     faults: FaultPlan = field(default_factory=FaultPlan)

@@ -27,9 +27,12 @@ from policies.quality import answer_shape
 from verifiers.base import ConsentPermit
 from verifiers.signing import sign_request
 
-# 50 ms, 100 ms, 200 ms... capped at 2 s, plus up to 100 ms of jitter so that many
-# clients failing together do not retry in lockstep.
-_BACKOFF = wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.1)
+# 100 ms, 200 ms, 400 ms... capped at 2 s, plus up to 100 ms of jitter so that many
+# clients failing together do not retry in lockstep. The first attempt runs outside the
+# retry loop (most calls need no retry, and building one costs as much as the HTTP call), so
+# the loop's own first wait is the second of the sequence.
+_FIRST_BACKOFF = wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.1)
+_BACKOFF = wait_exponential_jitter(multiplier=0.1, max=2.0, jitter=0.1)
 # Cap on a vendor's Retry-After: a batch must not stall for minutes on one answer.
 MAX_RETRY_AFTER_S = 10.0
 
@@ -130,6 +133,12 @@ def _wait(state: RetryCallState) -> float:
     return _BACKOFF(state)
 
 
+def _first_wait(exc: _Transient) -> float:
+    if exc.retry_after is not None:
+        return min(exc.retry_after, MAX_RETRY_AFTER_S)
+    return _FIRST_BACKOFF(RetryCallState(None, None, (), {}))
+
+
 def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
@@ -182,8 +191,11 @@ async def _post_with_retries(session: aiohttp.ClientSession, endpoint: VendorEnd
         headers["Idempotency-Key"] = idempotency_key
         try:
             async with call_slots(session), guard.limiter, session.post(
-                    url, data=body, headers=headers,
+                    url, data=body, headers=headers, allow_redirects=False,
                     timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+                if 300 <= resp.status < 400:
+                    # Never follow: the request carries personal data and our signature.
+                    return VendorReply(resp.status, None, attempts, "vendor_redirect")
                 if resp.status == 429:
                     raise _Transient("vendor_429", _retry_after(resp.headers.get("Retry-After")))
                 if resp.status >= 500:
@@ -203,7 +215,13 @@ async def _post_with_retries(session: aiohttp.ClientSession, endpoint: VendorEnd
             raise _Transient(f"connection_{type(exc).__name__}") from None
 
     try:
-        async for trial in AsyncRetrying(stop=stop_after_attempt(max_attempts), wait=_wait,
+        return await attempt()
+    except _Transient as exc:
+        if max_attempts <= 1:
+            return VendorReply(None, None, attempts, exc.reason)
+        await asyncio.sleep(_first_wait(exc))
+    try:
+        async for trial in AsyncRetrying(stop=stop_after_attempt(max_attempts - 1), wait=_wait,
                                          retry=retry_if_exception_type(_Transient),
                                          reraise=True):
             with trial:
