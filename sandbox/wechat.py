@@ -137,6 +137,18 @@ class WeChatState:
         return self._secret(self._phone_codes, _Grant(appid=appid, user=user, scope="phone",
                                                       expires=self.now() + 300))
 
+    def redeem(self, table: dict[str, _Grant], code: str, appid: str
+               ) -> tuple[_Grant | None, int]:
+        """Use a one-time code: 40029 if unknown, expired or another app's; 40163 if used."""
+        with self._lock:
+            grant = table.get(code)
+            if grant is None or grant.appid != appid or grant.expires <= self.now():
+                return None, 40029
+            if grant.used:
+                return None, 40163
+            grant.used = True
+            return grant, 0
+
     def revoke(self, user: str) -> None:
         """The user revoked the authorization in WeChat: their tokens stop working."""
         with self._lock:
@@ -258,15 +270,7 @@ def wechat_routes(state: WeChatState) -> list[web.RouteDef]:
         code = q.get("code")
         if not code:
             return _error(state, "access_token", app.appid, 41008)
-        with state._lock:
-            grant = state._codes.get(code)
-            if grant is None or grant.appid != app.appid or grant.expires <= state.now():
-                errcode = 40029
-            elif grant.used:
-                errcode = 40163
-            else:
-                errcode = 0
-                grant.used = True
+        grant, errcode = state.redeem(state._codes, code, app.appid)
         if errcode or grant is None:
             return _error(state, "access_token", app.appid, errcode)
         state.log("access_token", app.appid, 0)
@@ -328,15 +332,7 @@ def wechat_routes(state: WeChatState) -> list[web.RouteDef]:
             code = None
         if not code:
             return _error(state, "phone_number", token.appid, 41008)
-        with state._lock:
-            grant = state._phone_codes.get(code)
-            if grant is None or grant.appid != token.appid or grant.expires <= state.now():
-                errcode = 40029
-            elif grant.used:
-                errcode = 40163
-            else:
-                errcode = 0
-                grant.used = True
+        grant, errcode = state.redeem(state._phone_codes, code, token.appid)
         if errcode or grant is None:
             return _error(state, "phone_number", token.appid, errcode)
         pure = state.phone_of(grant.user)

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
 
 from policies.identity import IdentityRuleError, normalize_phone
 from storage import models as m
@@ -174,13 +175,7 @@ class OAuthRepository:
         control of the account is proven. Returns the account row id."""
         now = self._store.clock()
         with self._store.transaction() as s:
-            row = s.execute(select(m.OAuthAccount).where(
-                m.OAuthAccount.applicant_ref == applicant_ref,
-                m.OAuthAccount.provider == provider)).scalar_one_or_none()
-            if row is None:
-                row = m.OAuthAccount(id=str(uuid.uuid4()), applicant_ref=applicant_ref,
-                                     provider=provider)
-                s.add(row)
+            row = self._account(s, applicant_ref, provider, status="linked")
             row.status = "linked"
             row.scope = scope
             row.consent_id = consent_id
@@ -194,6 +189,19 @@ class OAuthRepository:
                 "provider": provider, "scope": scope, "consent_id": consent_id,
                 "account_id": row.id, "unionid": union_id is not None}, session=s)
             return row.id
+
+    @staticmethod
+    def _account(s: Session, applicant_ref: str, provider: str, *,
+                 status: str) -> m.OAuthAccount:
+        """The applicant's account at `provider`, created (with `status`) if there is none."""
+        row = s.execute(select(m.OAuthAccount).where(
+            m.OAuthAccount.applicant_ref == applicant_ref,
+            m.OAuthAccount.provider == provider)).scalar_one_or_none()
+        if row is None:
+            row = m.OAuthAccount(id=str(uuid.uuid4()), applicant_ref=applicant_ref,
+                                 provider=provider, status=status, scope="")
+            s.add(row)
+        return row
 
     def _set_tokens(self, row: m.OAuthAccount, access: str | None, refresh: str | None,
                     access_ttl_s: int | None, refresh_ttl_s: int | None, now: datetime) -> None:
@@ -300,13 +308,7 @@ class OAuthRepository:
         now = self._store.clock()
         bidx = self.phone_index(phone)
         with self._store.transaction() as s:
-            row = s.execute(select(m.OAuthAccount).where(
-                m.OAuthAccount.applicant_ref == applicant_ref,
-                m.OAuthAccount.provider == provider)).scalar_one_or_none()
-            if row is None:
-                row = m.OAuthAccount(id=str(uuid.uuid4()), applicant_ref=applicant_ref,
-                                     provider=provider, status="phone_only", scope="")
-                s.add(row)
+            row = self._account(s, applicant_ref, provider, status="phone_only")
             row.phone_bidx = bidx
             self._store.audit.record("oauth.phone_bound", applicant_ref, {
                 "provider": provider, "consent_id": consent_id, "usable": bidx is not None,

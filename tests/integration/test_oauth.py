@@ -383,28 +383,34 @@ async def test_when_an_oidc_account_is_authorized_then_pkce_and_the_id_token_hol
     assert evidence.signals["provider"] == "oidc" and evidence.signals["account_age_days"] >= 399
 
 
-def test_when_the_oidc_provider_gets_a_wrong_verifier_then_it_refuses(oauth_world):
+def provider_code(world, verifier: str, nonce: str, *, user: str) -> str:
+    """A code straight from the OpenID provider for our client, its challenge made from
+    `verifier` (to test the provider and the ID-token checks without our callback)."""
     import base64
     import hashlib
+
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()
+                                         ).rstrip(b"=").decode()
+    with browser() as client:
+        page = client.get(f"{world.issuer}/authorize", params={
+            "client_id": "idv-client", "redirect_uri": f"{world.api_url}/oauth/oidc/demo/callback",
+            "response_type": "code", "scope": "openid", "state": "s" * 20, "nonce": nonce,
+            "code_challenge": challenge, "code_challenge_method": "S256"})
+        fields = {k: html.unescape(v) for k, v in re.findall(
+            r"<input type=\"hidden\" name=\"(\w+)\" value=\"([^\"]*)\"", page.text)}
+        back = client.post(f"{world.issuer}/authorize",
+                           data={**fields, "user": user, "decision": "approve"})
+    assert back.status_code == 302, back.text
+    return query(back.headers["location"])["code"]
+
+
+def test_when_the_oidc_provider_gets_a_wrong_verifier_then_it_refuses(oauth_world):
     import secrets
 
     world = oauth_world
-    verifier = secrets.token_urlsafe(48)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()
-                                         ).rstrip(b"=").decode()
     redirect = f"{world.api_url}/oauth/oidc/demo/callback"
+    code = provider_code(world, secrets.token_urlsafe(48), "n" * 20, user="bob")
     with browser() as client:
-        page = client.get(f"{world.issuer}/authorize", params={
-            "client_id": "idv-client", "redirect_uri": redirect, "response_type": "code",
-            "scope": "openid", "state": "s" * 20, "nonce": "n" * 20,
-            "code_challenge": challenge, "code_challenge_method": "S256"})
-        fields = {k: html.unescape(v) for k, v in re.findall(
-            r"<input type=\"hidden\" name=\"(\w+)\" value=\"([^\"]*)\"", page.text)
-            } or form_fields(page.text)
-        back = client.post(f"{world.issuer}/authorize",
-                           data={**fields, "user": "bob", "decision": "approve"})
-        assert back.status_code == 302, (page.status_code, back.text)
-        code = query(back.headers["location"])["code"]
         r = client.post(f"{world.issuer}/token", data={
             "grant_type": "authorization_code", "code": code, "redirect_uri": redirect,
             "code_verifier": secrets.token_urlsafe(48)}, auth=("idv-client",
@@ -462,8 +468,6 @@ def test_tokens_codes_and_openids_appear_in_no_log_table_or_page(oauth_world, ca
 def test_when_the_id_token_is_wrong_in_any_way_then_it_is_refused(oauth_world):
     """A real ID token from the provider, checked against the wrong nonce, the wrong audience,
     and with its signature altered: each refused, none with the token in the message."""
-    import base64
-    import hashlib
     import secrets
 
     from flows.accounts import OAuthFailure, OAuthService
@@ -473,19 +477,8 @@ def test_when_the_id_token_is_wrong_in_any_way_then_it_is_refused(oauth_world):
     service = OAuthService(world.rt)
     client = service.oidc("demo")
     verifier, nonce = secrets.token_urlsafe(48), "nonce-" + secrets.token_hex(8)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()
-                                         ).rstrip(b"=").decode()
     redirect = f"{world.api_url}/oauth/oidc/demo/callback"
-    with browser() as b:
-        page = b.get(f"{world.issuer}/authorize", params={
-            "client_id": "idv-client", "redirect_uri": redirect, "response_type": "code",
-            "scope": "openid", "state": "s" * 20, "nonce": nonce,
-            "code_challenge": challenge, "code_challenge_method": "S256"})
-        fields = {k: html.unescape(v) for k, v in re.findall(
-            r"<input type=\"hidden\" name=\"(\w+)\" value=\"([^\"]*)\"", page.text)}
-        back = b.post(f"{world.issuer}/authorize",
-                      data={**fields, "user": "dave", "decision": "approve"})
-    token = client.exchange(query(back.headers["location"])["code"], verifier)
+    token = client.exchange(provider_code(world, verifier, nonce, user="dave"), verifier)
     assert client.id_claims(token["id_token"], nonce=nonce)["sub"]  # the control
     head, body, sig = token["id_token"].split(".")
     tampered = f"{head}.{body}.{sig[:-4]}{'AAAA' if sig[-4:] != 'AAAA' else 'BBBB'}"
