@@ -167,8 +167,9 @@ def test_when_a_grant_was_withdrawn_then_rerunning_its_line_does_not_revive_it(
 
 
 class ProbeVerifier:
-    """A test source behind an optional scope (a fake: the real account verifier has its own
-    issue). It records its calls so the test can see it was never reached."""
+    """A test source behind an optional scope, recording its calls so the test can see it was
+    never reached (the real account steps read stored authorizations: tests/integration/
+    test_oauth.py)."""
 
     name = "account_probe"
     purpose = "onboarding_verification"
