@@ -37,7 +37,7 @@ from joserfc.jwk import KeySet
 
 from flows.runtime import OidcProviderSettings, Runtime
 from policies.masking import mask_oauth_id, mask_phone
-from storage.consents import ConsentService, GrantRequest
+from storage.consents import ConsentService, GrantRequest, WithdrawRequest
 from storage.oauth import PendingAuthorization, StateError
 
 log = logging.getLogger("idv.oauth")
@@ -256,15 +256,17 @@ class OidcClient:
             raise _garbage(self.name) from None
 
     def authorize_url(self, *, state: str, nonce: str, verifier: str) -> str:
-        url, _ = self.session().create_authorization_url(
-            self.metadata()["authorization_endpoint"], state=state, nonce=nonce,
-            code_verifier=verifier)
+        with self.session() as session:
+            url, _ = session.create_authorization_url(
+                self.metadata()["authorization_endpoint"], state=state, nonce=nonce,
+                code_verifier=verifier)
         return str(url)
 
     def exchange(self, code: str, verifier: str) -> dict[str, Any]:
         try:
-            token = self.session().fetch_token(self.metadata()["token_endpoint"], code=code,
-                                               code_verifier=verifier)
+            with self.session() as session:
+                token = session.fetch_token(self.metadata()["token_endpoint"], code=code,
+                                            code_verifier=verifier)
         except AuthlibError as exc:
             raise OAuthFailure(f"oidc_{exc.error or 'error'}", "The provider refused the code "
                                "exchange (an invalid, used or expired code, or a wrong "
@@ -302,7 +304,8 @@ class OidcClient:
         if not isinstance(url, str):
             return {}
         try:
-            response = self.session(token=token).get(url, timeout=self.timeout)
+            with self.session(token=token) as session:
+                response = session.get(url, timeout=self.timeout)
         except requests.RequestException:
             raise _unreachable(self.name) from None
         if response.status_code != 200:
@@ -315,8 +318,9 @@ class OidcClient:
 
     def refresh(self, refresh_token: str) -> dict[str, Any]:
         try:
-            return dict(self.session().refresh_token(self.metadata()["token_endpoint"],
-                                                     refresh_token=refresh_token))
+            with self.session() as session:
+                return dict(session.refresh_token(self.metadata()["token_endpoint"],
+                                                  refresh_token=refresh_token))
         except AuthlibError as exc:
             raise OAuthFailure(f"oidc_{exc.error or 'error'}", "The provider refused the "
                                "refresh token; the applicant must authorize again.") from None
@@ -399,13 +403,22 @@ class OAuthService:
         notice = max(fitting, key=lambda n: n.published)
         return notice.version, notice.text_sha256
 
-    def _grant(self, pending: PendingAuthorization, scope: str, channel: str) -> str:
-        version, digest = self._notice_for(scope)
-        result = self.consents.grant(GrantRequest(
-            subject_ref=pending.applicant_ref, purpose=PURPOSE, scopes=frozenset({scope}),
+    def _grant_and_link(self, pending: PendingAuthorization, consent_scope: str,
+                        channel: str, **account: Any) -> str:
+        """Record the grant, then the account under it. Should the account not be stored,
+        the grant is withdrawn again: no consent stands for an authorization we do not hold."""
+        version, digest = self._notice_for(consent_scope)
+        consent_id = self.consents.grant(GrantRequest(
+            subject_ref=pending.applicant_ref, purpose=PURPOSE, scopes=frozenset({consent_scope}),
             notice_version=version, notice_hash=digest, channel=channel,
-            evidence=f"oauth:{pending.digest[:40]}"))
-        return result.consent_id
+            evidence=f"oauth:{pending.digest[:40]}")).consent_id
+        try:
+            self.store.oauth.link(applicant_ref=pending.applicant_ref, consent_id=consent_id,
+                                  **account)
+        except Exception:
+            self.consents.withdraw(consent_id, WithdrawRequest(channel="system"))
+            raise
+        return consent_id
 
     def _consume(self, state: str | None, browser: str | None, provider: str
                  ) -> PendingAuthorization:
@@ -456,10 +469,9 @@ class OAuthService:
             info = self.wechat.userinfo(tokens["access_token"], tokens["openid"])
             union = info.get("unionid") if isinstance(info.get("unionid"), str) else union
             # Nickname, avatar, sex and region are self-asserted: not read, not stored.
-        consent_id = self._grant(pending, "wechat_profile", "wechat_oauth")
-        self.store.oauth.link(
-            applicant_ref=pending.applicant_ref, provider=WECHAT, scope=pending.scope,
-            consent_id=consent_id, subject_id=f"{self.settings.wechat_appid}|{tokens['openid']}",
+        consent_id = self._grant_and_link(
+            pending, "wechat_profile", "wechat_oauth", provider=WECHAT, scope=pending.scope,
+            subject_id=f"{self.settings.wechat_appid}|{tokens['openid']}",
             union_id=f"wechat|{union}" if union else None, access_token=tokens["access_token"],
             refresh_token=tokens["refresh_token"], access_ttl_s=tokens["expires_in"],
             refresh_ttl_s=30 * 86400)
@@ -532,13 +544,11 @@ class OAuthService:
                                "subject than the ID token; nothing was recorded.", status=502)
         created = info.get("account_created_at")
         created_at = datetime.fromtimestamp(created, UTC) if isinstance(created, int) else None
-        consent_id = self._grant(pending, "oidc_profile", "oidc")
         expires = token.get("expires_in")
-        self.store.oauth.link(
-            applicant_ref=pending.applicant_ref, provider=f"oidc:{name}", scope=pending.scope,
-            consent_id=consent_id, subject_id=f"{client.conf.issuer}|{claims['sub']}",
-            union_id=None, access_token=token["access_token"],
-            refresh_token=token.get("refresh_token"),
+        consent_id = self._grant_and_link(
+            pending, "oidc_profile", "oidc", provider=f"oidc:{name}", scope=pending.scope,
+            subject_id=f"{client.conf.issuer}|{claims['sub']}", union_id=None,
+            access_token=token["access_token"], refresh_token=token.get("refresh_token"),
             access_ttl_s=int(expires) if isinstance(expires, int) else None,
             refresh_ttl_s=None, account_created_at=created_at)
         return Linked(provider=name, applicant_ref=pending.applicant_ref, consent_id=consent_id,

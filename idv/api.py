@@ -8,6 +8,7 @@ needs `Authorization: Bearer <token>`; production refuses to start without one.
 from __future__ import annotations
 
 import hmac
+import logging
 from typing import Annotated, Any, Literal
 
 from fastapi import Body, Depends, FastAPI, Header, HTTPException, Request
@@ -206,6 +207,12 @@ def _oauth_routes(app: FastAPI, runtime: Runtime) -> None:
             linked = run()
         except OAuthFailure as failure:
             return failed(failure)
+        except Exception as exc:  # no traceback: library messages may carry the values given
+            logging.getLogger("idv.oauth").error("oauth callback failed: %s",
+                                                 type(exc).__name__)
+            return failed(OAuthFailure("internal_error", "The authorization could not be "
+                                       "stored; nothing stands as consented. Try again later.",
+                                       status=500))
         return HTMLResponse(confirmation_page(linked), headers=headers)
 
     @app.post("/oauth/links", tags=["oauth"], responses={404: {"model": ErrorBody}})

@@ -547,3 +547,21 @@ def test_when_links_are_signed_then_an_unsigned_altered_or_old_link_starts_nothi
             assert conn.execute(text("select count(*) from oauth_states")).scalar() == 2
     finally:
         world.close()
+
+
+def test_when_the_account_cannot_be_stored_then_the_grant_does_not_stand(oauth_world,
+                                                                        monkeypatch):
+    """A database fault injected after the grant (the one stand-in in this file: a real
+    fault at that instant cannot be provoked from outside)."""
+    world = oauth_world
+
+    def broken(**_kw):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(world.rt.store.oauth, "link", broken)
+    with browser() as client:
+        r = dance(client, world, "F-1")
+    assert r.status_code == 500 and "internal_error" in r.text and "disk full" not in r.text
+    [grant] = grants(world, "F-1")
+    assert grant.withdrawn_at is not None
+    assert world.rt.store.oauth.view("F-1") == []
