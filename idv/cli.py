@@ -103,12 +103,21 @@ def _sandbox(enabled: bool, faults: str | None = None) -> Iterator[str | None]:
 
     # The sandbox imitates every licensed vendor.
     wired = {f"IDV_{k.upper()}": v for k, v in vendor_overrides(url, key, secret).items()}
-    saved = {k: os.environ.get(k) for k in wired}
-    os.environ.update(wired)
     try:
-        yield url
+        with _environ(wired):
+            yield url
     finally:
         server.stop()
+
+
+@contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the block, then put back what was there."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -643,21 +652,15 @@ def _oauth_sandbox(enabled: bool, host: str, port: int) -> Iterator[dict[str, st
             "issuer": issuer, "client_id": "idv-sandbox", "client_secret": oidc_secret,
             "redirect_uri": f"{api}/oauth/oidc/sandbox/callback", "scope": "openid profile"}}),
     })
-    saved = {k: os.environ.get(k) for k in wired}
-    os.environ.update(wired)
     try:
-        yield {"vendors": url, "issuer": issuer,
-               "wechat": f"{api}/oauth/wechat/authorize?applicant_ref=DEMO-1"
-                         "&scope=snsapi_userinfo",
-               "oidc": f"{api}/oauth/oidc/sandbox/authorize?applicant_ref=DEMO-2"}
+        with _environ(wired):
+            yield {"vendors": url, "issuer": issuer,
+                   "wechat": f"{api}/oauth/wechat/authorize?applicant_ref=DEMO-1"
+                             "&scope=snsapi_userinfo",
+                   "oidc": f"{api}/oauth/oidc/sandbox/authorize?applicant_ref=DEMO-2"}
     finally:
         provider.stop()
         vendors.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @app.command()
