@@ -14,6 +14,7 @@ import aiohttp
 from aiolimiter import AsyncLimiter
 from purgatory import AsyncCircuitBreakerFactory
 from purgatory.domain.model import OpenedState
+from purgatory.service._async.circuitbreaker import AsyncCircuitBreaker
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from tenacity import (
     AsyncRetrying,
@@ -64,6 +65,14 @@ class VendorGuard:
             default_threshold=endpoint.breaker_threshold,
             default_ttl=endpoint.breaker_cooldown_s)
         self.circuit = f"{endpoint.name}@{endpoint.base_url}"
+        self._breaker: AsyncCircuitBreaker | None = None
+
+    async def breaker(self) -> AsyncCircuitBreaker:
+        """The vendor's breaker. Its state lives in the factory's in-memory unit of work, so
+        the handle is taken once and reused (taking it costs two unit-of-work rounds)."""
+        if self._breaker is None:
+            self._breaker = await self.breakers.get_breaker(self.circuit)
+        return self._breaker
 
 
 _GUARDS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
@@ -159,7 +168,7 @@ async def post_signed(session: aiohttp.ClientSession, endpoint: VendorEndpoint, 
     final failure in the reply instead of raising."""
     guard = guard_for(endpoint)
     try:
-        breaker = await guard.breakers.get_breaker(guard.circuit)
+        breaker = await guard.breaker()
         async with breaker:
             reply = await _post_with_retries(session, endpoint, path, payload, guard,
                                              idempotency_key=idempotency_key,
