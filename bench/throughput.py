@@ -3,7 +3,8 @@
 The sandbox runs in its own process with 20 ms latency on each of the four sources. The bare
 baseline is plain asyncio with aiohttp making the same four signed calls per applicant, with
 no consent, encryption, database or orchestration. Both keep 64 vendor calls in flight. Each
-side runs in a subprocess of its own so that its CPU time and peak RSS are its own.
+side runs in a subprocess of its own so that its CPU time and peak RSS are its own. The
+pipeline's start-up (migrations, policies, GX's import) is printed apart, not timed.
 
 Usage: python bench/throughput.py [--n 1000 --n 10000] [--full] (adds 100,000)
 """
