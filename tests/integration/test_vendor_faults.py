@@ -101,3 +101,45 @@ def test_when_faults_are_aimed_at_one_vendor_then_only_its_steps_suffer(tmp_path
         if steps["carrier_check"].status != "skipped":
             assert steps["carrier_check"].status != "error"
     rt.close()
+
+
+def test_when_the_cooldown_has_passed_then_one_trial_call_closes_the_breaker_again(tmp_path):
+    """The breaker is per vendor and outlives one call: open after the threshold, no call
+    while open, one trial after the cooldown, closed again when the vendor answers."""
+    import asyncio
+
+    import aiohttp
+
+    from sandbox.app import FaultPlan
+    from verifiers.vendor import VendorEndpoint, post_signed
+
+    state = SandboxState(app_key="k", app_secret="s", faults=parse_faults("5xx=1"))
+    with SandboxServer(state) as sandbox:
+        endpoint = VendorEndpoint(base_url=sandbox.base_url, app_key="k", app_secret="s",
+                                  name="identity", breaker_threshold=2,
+                                  breaker_cooldown_s=0.5)
+        payload = {"name": "测试", "id_number": "11010519491231002X"}
+
+        async def calls() -> list[str | None]:
+            errors: list[str | None] = []
+            async with aiohttp.ClientSession() as session:
+                async def one(key: str) -> None:
+                    reply = await post_signed(session, endpoint, "/v1/identity/two-element",
+                                              payload, idempotency_key=key, timeout_s=2,
+                                              max_attempts=1)
+                    errors.append(reply.error)
+
+                for i in range(4):
+                    await one(f"down-{i}")
+                state.faults = FaultPlan()  # the vendor is back
+                await one("still-open")
+                await asyncio.sleep(0.6)
+                await one("trial")
+                await one("after")
+            return errors
+
+        errors = asyncio.run(calls())
+    assert errors == ["vendor_5xx", "vendor_5xx", "circuit_open", "circuit_open",
+                      "circuit_open", None, None]
+    assert [c.idempotency_key for c in state.calls][-2:] == ["trial", "after"]
+    assert len(state.calls) == 4
