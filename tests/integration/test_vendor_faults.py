@@ -4,16 +4,20 @@ off by its circuit breaker instead of being retried for every applicant."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import Counter
 from pathlib import Path
 
+import aiohttp
+
 from flows.onboarding import run_batch
 from flows.runtime import Runtime, Settings, vendor_overrides
 from idv.synthetic import Mix, applicants
-from sandbox.app import SandboxState, parse_faults
+from sandbox.app import FaultPlan, SandboxState, parse_faults
 from sandbox.server import SandboxServer
+from verifiers.vendor import VendorEndpoint, post_signed
 
 TERMINAL = {"verified", "review", "decline_recommended", "invalid"}
 
@@ -106,13 +110,6 @@ def test_when_faults_are_aimed_at_one_vendor_then_only_its_steps_suffer(tmp_path
 def test_when_the_cooldown_has_passed_then_one_trial_call_closes_the_breaker_again(tmp_path):
     """The breaker is per vendor and outlives one call: open after the threshold, no call
     while open, one trial after the cooldown, closed again when the vendor answers."""
-    import asyncio
-
-    import aiohttp
-
-    from sandbox.app import FaultPlan
-    from verifiers.vendor import VendorEndpoint, post_signed
-
     state = SandboxState(app_key="k", app_secret="s", faults=parse_faults("5xx=1"))
     with SandboxServer(state) as sandbox:
         endpoint = VendorEndpoint(base_url=sandbox.base_url, app_key="k", app_secret="s",
