@@ -26,12 +26,47 @@ from pathlib import Path
 
 LATENCY_MS = 20
 IN_FLIGHT = 64
+CHUNK = 2000
 PATHS = ["/v1/identity/three-element", "/v1/carrier/verify", "/v1/court/dishonest",
          "/v1/credit/summary"]
 
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def children_cpu() -> float:
+    """CPU seconds of the forked lanes this process has waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _tree(pid: int) -> list[int]:
+    """`pid` and its descendants (the pipeline forks a lane per chunk)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            todo.extend(int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split())
+        except OSError:
+            pass
+    return out
+
+
+def tree_pss_mb(pid: int) -> float:
+    """Memory of a process and its descendants: the sum of their proportional set sizes, so
+    that pages a forked lane shares with its parent count once."""
+    total_kb = 0
+    for p in _tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total_kb += int(line.split()[1])
+                    break
+        except OSError:
+            pass
+    return total_kb / 1024
 
 
 async def baseline(url: str, batch: Path) -> int:
@@ -72,7 +107,7 @@ async def baseline(url: str, batch: Path) -> int:
     return done
 
 
-def run_side(mode: str, url: str, batch: Path, home: Path) -> dict:
+def run_side(mode: str, url: str, batch: Path, home: Path, workers: int = 1) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
     startup = 0.0
     if mode == "baseline":
@@ -83,7 +118,7 @@ def run_side(mode: str, url: str, batch: Path, home: Path) -> dict:
 
         # The sandbox has no contracted rate limit and the baseline none either: lift ours.
         unlimited = {f"{vendor}_rate_per_s": 1e6 for vendor in VENDORS}
-        rt = Runtime(Settings(home=home, concurrency=IN_FLIGHT, chunk_size=2000,
+        rt = Runtime(Settings(home=home, concurrency=IN_FLIGHT, chunk_size=CHUNK, workers=workers,
                               **vendor_overrides(url, "bench", "bench-secret"), **unlimited))
         # Start-up, outside the timing and printed apart: migrations, the policies, and GX's
         # import and context (seconds, whatever the batch's size; a worker pays it once).
@@ -97,7 +132,7 @@ def run_side(mode: str, url: str, batch: Path, home: Path) -> dict:
         result = run_batch(rt, str(batch))
         applicants = result.lines
         rt.close()
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0 + children_cpu()
     return {"applicants": applicants, "wall_s": wall, "cpu_s": cpu, "rss_mb": peak_rss_mb(),
             "startup_s": startup}
 
@@ -116,9 +151,12 @@ def main() -> None:
     parser.add_argument("--url")
     parser.add_argument("--batch")
     parser.add_argument("--home")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="the pipeline's processes per chunk (IDV_WORKERS)")
     args = parser.parse_args()
     if args.side:  # a child: one side, one batch
-        print(json.dumps(run_side(args.side, args.url, Path(args.batch), Path(args.home))))
+        print(json.dumps(run_side(args.side, args.url, Path(args.batch), Path(args.home),
+                                  args.workers)))
         return
     sizes = args.n or [1000, 10000]
     if args.full:
@@ -148,20 +186,32 @@ def main() -> None:
                                     mix=Mix(invalid=0, no_consent=0, no_scoring_consent=0))
                 out = {}
                 for side in ("baseline", "pipeline"):
-                    proc = subprocess.run(
-                        [sys.executable, __file__, "--side", side, "--url", url, "--batch",
-                         str(batch), "--home", str(Path(tmp) / side)],
-                        capture_output=True, text=True, check=True)
-                    out[side] = json.loads(proc.stdout.strip().splitlines()[-1])
+                    with tempfile.TemporaryFile("w+") as err:
+                        proc = subprocess.Popen(
+                            [sys.executable, __file__, "--side", side, "--url", url, "--batch",
+                             str(batch), "--home", str(Path(tmp) / side),
+                             "--workers", str(args.workers)],
+                            stdout=subprocess.PIPE, stderr=err, text=True)
+                        peak = 0.0
+                        while proc.poll() is None:
+                            peak = max(peak, tree_pss_mb(proc.pid))
+                            time.sleep(0.2)
+                        stdout = proc.stdout.read() if proc.stdout else ""
+                        if proc.returncode != 0:
+                            err.seek(0)
+                            sys.exit(f"{side} failed:\n{err.read()[-4000:]}")
+                    out[side] = json.loads(stdout.strip().splitlines()[-1])
+                    out[side]["pss_mb"] = peak
             b, p = out["baseline"], out["pipeline"]
             b_rate, p_rate = b["applicants"] / b["wall_s"], p["applicants"] / p["wall_s"]
             print(f"N={n}: baseline {b_rate:,.0f} applicants/s "
                   f"({b_rate * len(PATHS) / bound:.0%} of the bound), "
                   f"{1000 * b['cpu_s'] / b['applicants']:.2f} ms CPU each, "
-                  f"peak RSS {b['rss_mb']:.0f} MB")
-            print(f"N={n}: pipeline {p_rate:,.0f} applicants/s, "
-                  f"{1000 * p['cpu_s'] / p['applicants']:.2f} ms CPU each, "
-                  f"peak RSS {p['rss_mb']:.0f} MB (start-up, not timed: "
+                  f"peak RSS {b['rss_mb']:.0f} MB, PSS {b['pss_mb']:.0f} MB")
+            print(f"N={n}: pipeline ({args.workers} processes per chunk) {p_rate:,.0f} "
+                  f"applicants/s, {1000 * p['cpu_s'] / p['applicants']:.2f} ms CPU each, "
+                  f"peak memory {p['pss_mb']:.0f} MB (PSS summed over its processes; main "
+                  f"process peak RSS {p['rss_mb']:.0f} MB; start-up, not timed: "
                   f"{p['startup_s']:.1f} s)")
             print(f"N={n}: ratio pipeline/baseline {p_rate / b_rate:.2f}")
     finally:

@@ -10,8 +10,10 @@ for callers that orchestrate themselves.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import logging
+import multiprocessing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -134,13 +136,13 @@ class ChunkRunner:
     goes on) and batches their reads; the gate reads and records through it too."""
 
     def __init__(self, rt: Runtime, run_id: str, session: aiohttp.ClientSession,
-                 journal: Journal) -> None:
+                 journal: Journal, *, lanes: int = 1) -> None:
         self.rt = rt
         self.run_id = run_id
         self.session = session
         self.journal = journal
         self.gate = rt.gate_over(journal, journal)
-        self.endpoints = rt.settings.endpoints()
+        self.endpoints = rt.settings.endpoints(share=lanes)
         self.now = datetime.now(UTC)
         self.degraded: set[str] = rt.store.quality.degraded_sources(run_id)
 
@@ -191,6 +193,8 @@ class ChunkRunner:
         for p in pending:
             for step, shape in p.shapes.items():
                 by_step.setdefault(step, []).append(shape)
+        # Sources other lanes found degraded meanwhile count here too.
+        self.degraded |= self.rt.store.quality.degraded_sources(self.run_id)
         newly: set[str] = set()
         for step, shapes in sorted(by_step.items()):
             if step in self.degraded:
@@ -295,21 +299,29 @@ class ChunkRunner:
                              reason=refusal.reason)
 
 
-async def process_chunk(rt: Runtime, plan: BatchPlan, chunk: Chunk, run_id: str) -> ChunkReport:
-    """Parse, verify, decide and store one chunk.
+def lane_calls(concurrency: int, lane: int, lanes: int) -> int:
+    """Lane `lane`'s part of the calls in flight: together exactly `concurrency`."""
+    return max(1, concurrency // lanes + (1 if lane < concurrency % lanes else 0))
 
-    `concurrency` bounds the vendor calls in flight (the session's connection limit);
-    `applicants_per_call` times as many applicants are in flight, so that while some wait
-    on the database others keep every call slot busy. Lines are read as slots free up.
-    Decisions wait for the chunk's drift check, so that a source whose answers changed
-    shape never passes anyone."""
+
+async def process_chunk(rt: Runtime, plan: BatchPlan, chunk: Chunk, run_id: str, *,
+                        lane: int = 0, lanes: int = 1) -> ChunkReport:
+    """Parse, verify, decide and store one chunk (of it, lane `lane`'s lines: every
+    `lanes`-th line).
+
+    `concurrency` bounds the vendor calls in flight (the session's connection limit, shared
+    out among lanes); `applicants_per_call` times as many applicants are in flight, so that
+    while some wait on the database others keep every call slot busy. Lines are read as
+    slots free up. Decisions wait for the chunk's drift check, so that a source whose
+    answers changed shape never passes anyone."""
     report = ChunkReport()
     pending_lines: list[RunLineRecord] = []
-    slots = asyncio.Semaphore(rt.settings.concurrency * rt.settings.applicants_per_call)
-    connector = aiohttp.TCPConnector(limit=rt.settings.concurrency)
+    calls = lane_calls(rt.settings.concurrency, lane, lanes)
+    slots = asyncio.Semaphore(calls * rt.settings.applicants_per_call)
+    connector = aiohttp.TCPConnector(limit=calls)
     async with aiohttp.ClientSession(connector=connector) as session, \
             Journal(rt.store) as journal:
-        runner = ChunkRunner(rt, run_id, session, journal)
+        runner = ChunkRunner(rt, run_id, session, journal, lanes=lanes)
         pending: list[Pending] = []
 
         def failed(line: ApplicantLine, exc: Exception) -> RunLineRecord:
@@ -350,6 +362,8 @@ async def process_chunk(rt: Runtime, plan: BatchPlan, chunk: Chunk, run_id: str)
 
         seen_refs: set[str] = set()
         for line_no, raw in read_records(plan, chunk):
+            if line_no % lanes != lane:
+                continue
             report.lines += 1
             if isinstance(raw, Refusal):
                 pending_lines.append(runner.refuse(raw, report))
@@ -375,6 +389,58 @@ async def process_chunk(rt: Runtime, plan: BatchPlan, chunk: Chunk, run_id: str)
               chunk.index, journal.writes, journal.commits, journal.reads, journal.cpu_s)
     rt.store.runs.add_lines(run_id, pending_lines)
     return report
+
+
+def run_chunk(rt: Runtime, plan: BatchPlan, chunk: Chunk, run_id: str) -> ChunkReport:
+    """One chunk, its lines dealt out to `workers` lanes: this process and forked ones.
+
+    A forked lane inherits the loaded policies, keys and libraries (GX included: its pages
+    stay shared) and opens its own database connections; it reports counts only. A lane
+    that dies without reporting is run again here: applicants it stored come back as
+    existing, so no line is lost or decided twice."""
+    lanes = rt.settings.workers
+    if lanes == 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return asyncio.run(process_chunk(rt, plan, chunk, run_id))
+    fork = multiprocessing.get_context("fork")
+    forked = []
+    for lane in range(1, lanes):
+        receive, send = fork.Pipe(duplex=False)
+        proc = fork.Process(target=_lane, args=(rt, plan, chunk, run_id, lane, lanes, send),
+                            name=f"idv-lane-{lane}", daemon=True)
+        proc.start()
+        send.close()
+        forked.append((lane, proc, receive))
+    report = asyncio.run(process_chunk(rt, plan, chunk, run_id, lane=0, lanes=lanes))
+    for lane, proc, receive in forked:
+        try:
+            got = receive.recv()
+        except EOFError:
+            got = None
+        proc.join()
+        receive.close()
+        if not isinstance(got, ChunkReport):
+            log.error("chunk %d lane %d ended without a report (exit code %s): run again here",
+                      chunk.index, lane, proc.exitcode)
+            got = asyncio.run(process_chunk(rt, plan, chunk, run_id, lane=lane, lanes=lanes))
+        report.add(got)
+    return report
+
+
+def _lane(rt: Runtime, plan: BatchPlan, chunk: Chunk, run_id: str, lane: int, lanes: int,
+          send: Any) -> None:
+    """A forked lane's body: its own connections, its lines, counts back to the parent."""
+    # Inherited objects stay out of this process's garbage collection, so that their pages
+    # are not copied just for being scanned.
+    gc.freeze()
+    rt.after_fork()
+    report: ChunkReport | None = None
+    try:
+        report = asyncio.run(process_chunk(rt, plan, chunk, run_id, lane=lane, lanes=lanes))
+    except Exception as exc:  # the parent runs the lane again
+        log.error("chunk %d lane %d failed: %s", chunk.index, lane, type(exc).__name__)
+    finally:
+        send.send(report)
+        send.close()
 
 
 @dataclass(frozen=True)
@@ -415,7 +481,7 @@ def run_batch(rt: Runtime, batch_path: str, *, chunk_size: int | None = None) ->
                            halted=True, quality=tuple(rt.store.quality.for_run(run_id)))
     total = ChunkReport()
     for chunk in plan.chunks:
-        total.add(asyncio.run(process_chunk(rt, plan, chunk, run_id)))
+        total.add(run_chunk(rt, plan, chunk, run_id))
     counts = rt.store.runs.finish(run_id)
     return BatchResult(run_id=run_id, counts=counts, fees_cents=rt.store.runs.fees(run_id),
                        lines=total.lines, quality=tuple(rt.store.quality.for_run(run_id)))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -16,7 +15,7 @@ from flows.onboarding import (
     check_batch_quality,
     halt_run,
     plan_batch,
-    process_chunk,
+    run_chunk,
     start_run,
     summary_markdown,
 )
@@ -46,7 +45,7 @@ def chunk_task(plan: BatchPlan, chunk: Chunk, run_id: str) -> ChunkReport:
     """Touches personal data: never cached, never persisted; returns counts only."""
     rt = Runtime.from_env()
     try:
-        return asyncio.run(process_chunk(rt, plan, chunk, run_id))
+        return run_chunk(rt, plan, chunk, run_id)
     finally:
         rt.close()
 

@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     concurrency: int = Field(32, ge=1, le=1024)  # vendor calls in flight
     # Applicants in flight per call slot: while some wait on the database, others call.
     applicants_per_call: int = Field(4, ge=1, le=64)
+    # Processes that verify each chunk's applicants side by side (this one and forked
+    # lanes). Calls in flight and every vendor's rate are shared out among them.
+    workers: int = Field(1, ge=1, le=64)
     identity_base_url: str = "http://127.0.0.1:8701"
     identity_app_key: str = "idv-dev"
     identity_app_secret: SecretStr = SecretStr("idv-dev-secret")
@@ -140,15 +143,16 @@ class Settings(BaseSettings):
             return self.keystore_url
         return f"sqlite:///{self.resolved_key_file.resolve().parent / 'keystore.db'}"
 
-    def endpoints(self) -> dict[str, VendorEndpoint]:
+    def endpoints(self, *, share: int = 1) -> dict[str, VendorEndpoint]:
         """One endpoint per licensed vendor: `IDV_<VENDOR>_BASE_URL`, `_APP_KEY`,
-        `_APP_SECRET`, `_RATE_PER_S`."""
+        `_APP_SECRET`, `_RATE_PER_S`; with `share` lanes calling, each gets its part of the
+        vendor's rate."""
         return {
             name: VendorEndpoint(
                 base_url=getattr(self, f"{name}_base_url"),
                 app_key=getattr(self, f"{name}_app_key"),
                 app_secret=getattr(self, f"{name}_app_secret"), name=name,
-                rate_per_s=getattr(self, f"{name}_rate_per_s"),
+                rate_per_s=getattr(self, f"{name}_rate_per_s") / share,
                 breaker_threshold=self.vendor_breaker_threshold,
                 breaker_cooldown_s=self.vendor_breaker_cooldown_s)
             for name in VENDORS
@@ -286,6 +290,14 @@ class Runtime:
     @cached_property
     def retention_policy(self) -> RetentionPolicy:
         return catalog.retention_policy()
+
+    def after_fork(self) -> None:
+        """In a forked process: forget the parent's pooled connections without closing them
+        (the parent still uses them); this process opens its own on first use."""
+        if "store" in self.__dict__:
+            self.store.engine.dispose(close=False)
+        if "keyring" in self.__dict__:
+            self.keyring.after_fork()
 
     def close(self) -> None:
         if "store" in self.__dict__:

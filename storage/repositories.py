@@ -669,11 +669,18 @@ class RunRepository:
                             outcome=line.outcome, field=line.field, reason=line.reason))
 
     def add_lines(self, run_id: str, lines: Iterable[RunLineRecord]) -> None:
+        """Record run lines. A line the run already has keeps what was first recorded: a
+        chunk's lane run again after it died must not record a line twice."""
+        lines = list(lines)
         with self._store.transaction() as s:
+            known: set[int] = set()
+            for part in _parts(sorted({x.line_no for x in lines})):
+                known.update(s.scalars(select(m.RunLine.line_no).where(
+                    m.RunLine.run_id == run_id, m.RunLine.line_no.in_(part))))
             s.add_all([m.RunLine(run_id=run_id, line_no=x.line_no,
                                  applicant_ref=x.applicant_ref, disposition=x.disposition,
                                  outcome=x.outcome, field=x.field, reason=x.reason)
-                       for x in lines])
+                       for x in lines if x.line_no not in known])
 
     def finish(self, run_id: str) -> dict[str, int]:
         """Close the run: counts per outcome and fees, from what was stored."""

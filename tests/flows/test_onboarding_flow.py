@@ -46,12 +46,15 @@ async def prefect_records(flow_run_id):
     return run, logs, arts, tasks
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
 def test_when_the_flow_runs_then_chunks_are_tasks_and_prefect_holds_nothing_personal(
-        prefect_harness, database, key_file, sandbox, tmp_path, monkeypatch):
+        prefect_harness, database, key_file, sandbox, tmp_path, monkeypatch, workers):
+    """Also with each chunk dealt out to two processes (a forked lane beside the task's)."""
     from flows.prefect_onboarding import onboarding
     from flows.runtime import Runtime, vendor_overrides
 
     env = {"IDV_HOME": str(tmp_path / "home"), "IDV_KEY_FILE": str(key_file),
+           "IDV_WORKERS": workers,
            **{f"IDV_{k.upper()}": v for k, v in vendor_overrides(
                sandbox.base_url, sandbox.state.app_key, sandbox.state.app_secret).items()},
            **database.env()}
