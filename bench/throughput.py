@@ -6,7 +6,11 @@ no consent, encryption, database or orchestration. Both keep 64 vendor calls in 
 side runs in a subprocess of its own so that its CPU time and peak RSS are its own. The
 pipeline's start-up (migrations, policies, GX's import) is printed apart, not timed.
 
+The pipeline's memory is the peak of its processes' proportional set sizes summed (sampled
+every 0.2 s), so that pages a forked lane shares with its parent count once.
+
 Usage: python bench/throughput.py [--n 1000 --n 10000] [--full] (adds 100,000)
+       [--workers 2] (the pipeline's IDV_WORKERS)
 """
 
 from __future__ import annotations
@@ -208,7 +212,7 @@ def main() -> None:
                   f"({b_rate * len(PATHS) / bound:.0%} of the bound), "
                   f"{1000 * b['cpu_s'] / b['applicants']:.2f} ms CPU each, "
                   f"peak RSS {b['rss_mb']:.0f} MB, PSS {b['pss_mb']:.0f} MB")
-            print(f"N={n}: pipeline ({args.workers} processes per chunk) {p_rate:,.0f} "
+            print(f"N={n}: pipeline (IDV_WORKERS={args.workers}) {p_rate:,.0f} "
                   f"applicants/s, {1000 * p['cpu_s'] / p['applicants']:.2f} ms CPU each, "
                   f"peak memory {p['pss_mb']:.0f} MB (PSS summed over its processes; main "
                   f"process peak RSS {p['rss_mb']:.0f} MB; start-up, not timed: "
