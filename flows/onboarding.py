@@ -300,7 +300,8 @@ class ChunkRunner:
 
 
 def lane_calls(concurrency: int, lane: int, lanes: int) -> int:
-    """Lane `lane`'s part of the calls in flight: together exactly `concurrency`."""
+    """Lane `lane`'s part of the calls in flight: together `concurrency`, at least one
+    each."""
     return max(1, concurrency // lanes + (1 if lane < concurrency % lanes else 0))
 
 
@@ -407,20 +408,31 @@ def run_chunk(rt: Runtime, plan: BatchPlan, chunk: Chunk, run_id: str) -> ChunkR
         receive, send = fork.Pipe(duplex=False)
         proc = fork.Process(target=_lane, args=(rt, plan, chunk, run_id, lane, lanes, send),
                             name=f"idv-lane-{lane}", daemon=True)
-        proc.start()
-        send.close()
+        try:
+            proc.start()
+        except OSError as exc:  # no process to be had: this lane runs here, afterwards
+            log.error("chunk %d lane %d could not start: %s", chunk.index, lane,
+                      type(exc).__name__)
+            receive.close()
+            forked.append((lane, None, None))
+            continue
+        finally:
+            send.close()
         forked.append((lane, proc, receive))
     report = asyncio.run(process_chunk(rt, plan, chunk, run_id, lane=0, lanes=lanes))
     for lane, proc, receive in forked:
-        try:
-            got = receive.recv()
-        except EOFError:
-            got = None
-        proc.join()
-        receive.close()
+        got = None
+        if proc is not None and receive is not None:
+            try:
+                got = receive.recv()
+            except EOFError:
+                pass
+            proc.join()
+            receive.close()
+            if not isinstance(got, ChunkReport):
+                log.error("chunk %d lane %d ended without a report (exit code %s): run again "
+                          "here", chunk.index, lane, proc.exitcode)
         if not isinstance(got, ChunkReport):
-            log.error("chunk %d lane %d ended without a report (exit code %s): run again here",
-                      chunk.index, lane, proc.exitcode)
             got = asyncio.run(process_chunk(rt, plan, chunk, run_id, lane=lane, lanes=lanes))
         report.add(got)
     return report

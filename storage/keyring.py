@@ -194,14 +194,10 @@ class VaultTransitKekProvider:
     def __init__(self, addr: str, token: str, key_name: str, *, timeout_s: float = 5.0,
                  client: httpx.Client | None = None) -> None:
         self._own_client = client is None
-        self._client = client or self._new_client(addr, token, timeout_s)
+        self._client = client or httpx.Client(base_url=addr.rstrip("/"), timeout=timeout_s,
+                                              headers={"X-Vault-Token": token})
         self._key = key_name
         self._dropped: list[httpx.Client] = []
-
-    @staticmethod
-    def _new_client(addr: str, token: str, timeout_s: float) -> httpx.Client:
-        return httpx.Client(base_url=addr.rstrip("/"), timeout=timeout_s,
-                            headers={"X-Vault-Token": token})
 
     def after_fork(self) -> None:
         """In a forked process: a client of its own. The inherited one is kept, never closed

@@ -161,3 +161,33 @@ def test_when_the_kek_is_in_vault_transit_then_wrap_rotate_and_retire_work(tmp_p
             bad.wrap(b"x" * 32, context="c")
         ring.engine.dispose()
     assert any("encrypt" in c for c in state.calls)
+
+
+def test_when_a_process_forks_then_its_vault_client_is_its_own(tmp_path):
+    """A forked lane wraps keys through a client of its own; the parent's keeps working."""
+    import multiprocessing
+
+    state = VaultState(token="vault-test-token")
+    with SandboxServer(app=build_vault_app(state)) as vault:
+        provider = VaultTransitKekProvider(vault.base_url, "vault-test-token", "idv")
+        ring = KeyRing(provider, make_engine(f"sqlite:///{tmp_path / 'keystore.db'}"))
+        key_id, dek = ring.dek_for_write("F-0")  # the parent's client has a connection
+        inherited = provider._client
+
+        def child() -> None:
+            ring.after_fork()
+            assert provider._client is not inherited
+            ring.dek_for_write("F-1")
+            ring._cache.clear()
+            assert ring.dek_for_read(key_id) == dek
+
+        fork = multiprocessing.get_context("fork")
+        proc = fork.Process(target=child)
+        proc.start()
+        proc.join(30)
+        assert proc.exitcode == 0
+        ring._cache.clear()
+        assert ring.dek_for_read(key_id) == dek  # the parent's client still works
+        assert provider._client is inherited
+        ring.engine.dispose()
+    assert sum("encrypt" in c for c in state.calls) == 2

@@ -126,3 +126,19 @@ def test_calls_in_flight_and_vendor_rates_are_shared_out_among_lanes():
             assert sum(parts) == max(concurrency, lanes)  # at least one call each
     settings = Settings(identity_rate_per_s=300.0, workers=3)
     assert settings.endpoints(share=3)["identity"].rate_per_s == pytest.approx(100.0)
+
+
+def test_when_a_lane_cannot_be_started_then_the_parent_runs_its_lines(
+        database, sandbox, key_file, tmp_path, reference, monkeypatch):
+    import multiprocessing.context
+
+    def no_process(self):
+        raise OSError("no memory for another process")
+
+    monkeypatch.setattr(multiprocessing.context.ForkProcess, "start", no_process)
+    rt = runtime(sandbox, key_file, tmp_path / "lanes", workers=2, database=database)
+    try:
+        result = run_batch(rt, str(write_batch(tmp_path / "b.jsonl")))
+        assert outcomes(rt, result.run_id) == reference
+    finally:
+        rt.close()
