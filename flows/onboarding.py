@@ -14,6 +14,7 @@ import gc
 import hashlib
 import logging
 import multiprocessing
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -453,6 +454,9 @@ def _lane(rt: Runtime, plan: BatchPlan, chunk: Chunk, run_id: str, lane: int, la
     finally:
         send.send(report)
         send.close()
+    # Straight out: exit handlers and finalizers inherited from the parent are the parent's
+    # (temporary directories, servers, clients), not this lane's to run.
+    os._exit(0 if report is not None else 1)
 
 
 @dataclass(frozen=True)

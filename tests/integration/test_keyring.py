@@ -174,16 +174,25 @@ def test_when_a_process_forks_then_its_vault_client_is_its_own(tmp_path):
         key_id, dek = ring.dek_for_write("F-0")  # the parent's client has a connection
         inherited = provider._client
 
-        def child() -> None:
-            ring.after_fork()
-            assert provider._client is not inherited
-            ring.dek_for_write("F-1")
-            ring._cache.clear()
-            assert ring.dek_for_read(key_id) == dek
-
         fork = multiprocessing.get_context("fork")
+        receive, send = fork.Pipe(duplex=False)
+
+        def child() -> None:
+            try:
+                ring.after_fork()
+                assert provider._client is not inherited
+                ring.dek_for_write("F-1")
+                ring._cache.clear()
+                assert ring.dek_for_read(key_id) == dek
+                send.send("ok")
+            except BaseException as exc:  # the parent reports it
+                send.send(f"{type(exc).__name__}: {exc}")
+            os._exit(0)  # as a lane ends: no exit handlers inherited from the parent
+
         proc = fork.Process(target=child)
         proc.start()
+        assert receive.poll(30)
+        assert receive.recv() == "ok"
         proc.join(30)
         assert proc.exitcode == 0
         ring._cache.clear()
