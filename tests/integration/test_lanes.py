@@ -108,15 +108,19 @@ def test_when_a_lane_dies_then_its_lines_are_run_again_and_none_is_lost(
     assert got == reference  # what the dead lane stored stands; nothing recorded twice
 
 
-def test_when_a_lane_dies_at_once_then_the_parent_runs_its_lines(
-        database, sandbox, key_file, tmp_path, reference, monkeypatch):
-    monkeypatch.setattr(onboarding, "_lane", lambda *a: os._exit(3))
+def run_in_two_lanes(database, sandbox, key_file, tmp_path):
     rt = runtime(sandbox, key_file, tmp_path / "lanes", workers=2, database=database)
     try:
         result = run_batch(rt, str(write_batch(tmp_path / "b.jsonl")))
-        assert outcomes(rt, result.run_id) == reference
+        return outcomes(rt, result.run_id)
     finally:
         rt.close()
+
+
+def test_when_a_lane_dies_at_once_then_the_parent_runs_its_lines(
+        database, sandbox, key_file, tmp_path, reference, monkeypatch):
+    monkeypatch.setattr(onboarding, "_lane", lambda *a: os._exit(3))
+    assert run_in_two_lanes(database, sandbox, key_file, tmp_path) == reference
 
 
 def test_calls_in_flight_and_vendor_rates_are_shared_out_among_lanes():
@@ -136,9 +140,4 @@ def test_when_a_lane_cannot_be_started_then_the_parent_runs_its_lines(
         raise OSError("no memory for another process")
 
     monkeypatch.setattr(multiprocessing.context.ForkProcess, "start", no_process)
-    rt = runtime(sandbox, key_file, tmp_path / "lanes", workers=2, database=database)
-    try:
-        result = run_batch(rt, str(write_batch(tmp_path / "b.jsonl")))
-        assert outcomes(rt, result.run_id) == reference
-    finally:
-        rt.close()
+    assert run_in_two_lanes(database, sandbox, key_file, tmp_path) == reference
