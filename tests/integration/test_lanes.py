@@ -46,14 +46,18 @@ def outcomes(rt: Runtime, run_id: str) -> dict[int, tuple[str, str, tuple[str, .
     return out
 
 
-@pytest.fixture
-def reference(sandbox, key_file, tmp_path) -> dict[int, tuple[str, str, tuple[str, ...]]]:
-    rt = runtime(sandbox, key_file, tmp_path / "one", workers=1)
+def run_in_lanes(sandbox, key_file, home: Path, *, workers: int, database=None):
+    rt = runtime(sandbox, key_file, home, workers=workers, database=database)
     try:
-        result = run_batch(rt, str(write_batch(tmp_path / "ref.jsonl")))
+        result = run_batch(rt, str(write_batch(home.parent / f"{home.name}.jsonl")))
         return outcomes(rt, result.run_id)
     finally:
         rt.close()
+
+
+@pytest.fixture
+def reference(sandbox, key_file, tmp_path) -> dict[int, tuple[str, str, tuple[str, ...]]]:
+    return run_in_lanes(sandbox, key_file, tmp_path / "one", workers=1)
 
 
 def test_when_chunks_run_in_three_lanes_then_every_line_ends_as_in_one_process(
@@ -108,19 +112,11 @@ def test_when_a_lane_dies_then_its_lines_are_run_again_and_none_is_lost(
     assert got == reference  # what the dead lane stored stands; nothing recorded twice
 
 
-def run_in_two_lanes(database, sandbox, key_file, tmp_path):
-    rt = runtime(sandbox, key_file, tmp_path / "lanes", workers=2, database=database)
-    try:
-        result = run_batch(rt, str(write_batch(tmp_path / "b.jsonl")))
-        return outcomes(rt, result.run_id)
-    finally:
-        rt.close()
-
-
 def test_when_a_lane_dies_at_once_then_the_parent_runs_its_lines(
         database, sandbox, key_file, tmp_path, reference, monkeypatch):
     monkeypatch.setattr(onboarding, "_lane", lambda *a: os._exit(3))
-    assert run_in_two_lanes(database, sandbox, key_file, tmp_path) == reference
+    got = run_in_lanes(sandbox, key_file, tmp_path / "lanes", workers=2, database=database)
+    assert got == reference
 
 
 def test_calls_in_flight_and_vendor_rates_are_shared_out_among_lanes():
@@ -140,4 +136,5 @@ def test_when_a_lane_cannot_be_started_then_the_parent_runs_its_lines(
         raise OSError("no memory for another process")
 
     monkeypatch.setattr(multiprocessing.context.ForkProcess, "start", no_process)
-    assert run_in_two_lanes(database, sandbox, key_file, tmp_path) == reference
+    got = run_in_lanes(sandbox, key_file, tmp_path / "lanes", workers=2, database=database)
+    assert got == reference
