@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -68,11 +69,19 @@ class ConsentPolicy(PolicyDocument):
         """What a step needs: the policy's scopes for it together with what it declares."""
         return self.steps.get(step, frozenset()) | declared
 
-    def sensitive(self) -> frozenset[str]:
+    @cached_property
+    def _sensitive(self) -> frozenset[str]:
         return frozenset(k for k, v in self.scopes.items() if v.sensitive)
 
-    def optional(self) -> frozenset[str]:
+    @cached_property
+    def _optional(self) -> frozenset[str]:
         return frozenset(k for k, v in self.scopes.items() if v.optional)
+
+    def sensitive(self) -> frozenset[str]:
+        return self._sensitive
+
+    def optional(self) -> frozenset[str]:
+        return self._optional
 
 
 class ConsentGrant(BaseModel):
@@ -100,7 +109,8 @@ class ConsentGrant(BaseModel):
 
 
 class ConsentDecision(BaseModel):
-    """The outcome of `authorize`: allowed with the grants that cover it, or the reason not."""
+    """The outcome of `authorize`: allowed with the grants that cover it, or the reason not.
+    `authorize` builds it without validation (`model_construct`): its fields are its own."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -165,7 +175,7 @@ def authorize(
             covering.append(grant)
             needed -= usable
     if not needed:
-        return ConsentDecision(allowed=True, reason="granted",
+        return ConsentDecision.model_construct(allowed=True, reason="granted",
                                consent_ids=tuple(g.consent_id for g in covering), **base)
     missing = frozenset(needed)
     claiming = [g for g in same_purpose if missing & g.scopes]
@@ -184,7 +194,8 @@ def authorize(
         reason = "wrong_purpose"
     else:
         reason = "no_consent"
-    return ConsentDecision(allowed=False, reason=reason, missing_scopes=missing, **base)
+    return ConsentDecision.model_construct(allowed=False, reason=reason,
+                                           missing_scopes=missing, **base)
 
 
 class GrantRuleError(ValueError):

@@ -8,7 +8,6 @@ Personal fields are encrypted here, with the row id in the associated data.
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -24,6 +23,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from policies.consent import ConsentGrant
 from storage import models as m
 from storage.crypto import FieldCipher, derive_key, mac
+from storage.db import insert_rows
+from storage.encoding import canonical, canonical_stdlib
 from storage.keyring import KeyRing
 from storage.oauth import OAuthRepository
 from storage.records import (
@@ -72,11 +73,6 @@ class DecidedRows:
     event: tuple[str, str | None, dict[str, Any]]
 
 
-def _canonical(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      default=str).encode("utf-8")
-
-
 class Store:
     """Everything the flows and commands need from the database, behind one object."""
 
@@ -115,9 +111,17 @@ class AuditLog:
         self._store = store
 
     def _digest(self, prev_hash: str, seq: int, at: datetime, kind: str,
-                subject_ref: str | None, detail: dict[str, Any]) -> str:
-        body = _canonical([prev_hash, seq, _utc(at).isoformat(), kind, subject_ref, detail])
+                subject_ref: str | None, detail: dict[str, Any], *,
+                form: Callable[[Any], bytes] = canonical) -> str:
+        body = form([prev_hash, seq, _utc(at).isoformat(), kind, subject_ref, detail])
         return mac(self._store.audit_key, body)
+
+    def _intact(self, e: Any, prev: str) -> bool:
+        """Does the event's hash cover its content? In today's canonical form or, for
+        events written before it, the standard library's."""
+        args = (prev, e.seq, e.at, e.kind, e.subject_ref, e.detail)
+        return (e.hash == self._digest(*args)
+                or e.hash == self._digest(*args, form=canonical_stdlib))
 
     def record(self, kind: str, subject_ref: str | None, detail: dict[str, Any],
                *, session: Session | None = None) -> int:
@@ -162,7 +166,7 @@ class AuditLog:
             rows.append({"seq": seq, "at": at, "kind": kind, "subject_ref": subject_ref,
                          "detail": detail, "prev_hash": prev, "hash": digest})
             prev = digest
-        conn.execute(m.AuditEvent.__table__.insert(), rows)
+        insert_rows(conn, m.AuditEvent.__table__, rows)
         conn.execute(update(head).where(head.c.id == 1).values(hash=prev))
         return [r["seq"] for r in rows]
 
@@ -190,7 +194,7 @@ class AuditLog:
                                .execution_options(yield_per=1000)):
                 if e.seq != expected_seq or e.prev_hash != prev:
                     return False, expected_seq, checked
-                if e.hash != self._digest(prev, e.seq, e.at, e.kind, e.subject_ref, e.detail):
+                if not self._intact(e, prev):
                     return False, e.seq, checked
                 prev = e.hash
                 expected_seq += 1
@@ -224,7 +228,7 @@ class ConsentLedger:
     @staticmethod
     def grant_key(subject_ref: str, purpose: str, scopes: Iterable[str], granted_at: datetime,
                   evidence_ref: str) -> str:
-        return hashlib.sha256(_canonical(
+        return hashlib.sha256(canonical(
             ["grant", subject_ref, purpose, sorted(scopes), _utc(granted_at).isoformat(),
              evidence_ref])).hexdigest()
 
@@ -268,8 +272,7 @@ class ConsentLedger:
             known[row["dedup_key"]] = row["id"]
             fresh.append(row)
             results.append((row["id"], True))
-        if fresh:
-            conn.execute(t.insert(), fresh)
+        insert_rows(conn, t, fresh)
         return results, fresh
 
     def record_grant(self, *, subject_ref: str, purpose: str, scopes: Iterable[str],
@@ -309,7 +312,7 @@ class ConsentLedger:
                  evidence_ref: str | None = None) -> tuple[str, bool]:
         """Record the withdrawal of a grant; returns (event id, newly recorded). Withdrawing
         twice is harmless: the first withdrawal stands and is returned."""
-        key = hashlib.sha256(_canonical(["withdraw", consent_id])).hexdigest()
+        key = hashlib.sha256(canonical(["withdraw", consent_id])).hexdigest()
         with self._store.transaction() as s:
             grant = s.get(m.ConsentEvent, consent_id)
             if grant is None or grant.event != "grant":
@@ -346,7 +349,7 @@ class ConsentLedger:
                     grant_id=g.id, purpose=g.purpose, scopes=g.scopes,
                     notice_version=g.notice_version, notice_hash=g.notice_hash,
                     channel=g.channel, occurred_at=_utc(g.expires_at or now), recorded_at=now,
-                    dedup_key=hashlib.sha256(_canonical(["expire", g.id])).hexdigest()))
+                    dedup_key=hashlib.sha256(canonical(["expire", g.id])).hexdigest()))
                 self._store.audit.record("consent.expired", g.subject_ref,
                                          {"consent_id": g.id}, session=s)
             return len(due)
@@ -382,8 +385,10 @@ class ConsentLedger:
         grants with their withdrawals folded in."""
         rows = list(rows)
         withdrawn = {r.grant_id: _utc(r.occurred_at) for r in rows if r.event == "withdraw"}
+        # Built without validation: the rows were validated when recorded (`check_grant`),
+        # and this runs for every subject the batch pipeline reads.
         return [
-            ConsentGrant(
+            ConsentGrant.model_construct(
                 consent_id=r.id, subject_ref=r.subject_ref, purpose=r.purpose,
                 scopes=frozenset(r.scopes), granted_at=_utc(r.granted_at or r.occurred_at),
                 expires_at=_utc(r.expires_at or r.occurred_at),
@@ -514,14 +519,10 @@ class ApplicantRepository:
         the caller's, so that they take their place in the chain)."""
         if not batch:
             return
-        conn.execute(m.Applicant.__table__.insert(), [d.applicant for d in batch])
-        steps = [st for d in batch for st in d.steps]
-        if steps:
-            conn.execute(m.StepResult.__table__.insert(), steps)
-        reviews = [d.review for d in batch if d.review is not None]
-        if reviews:
-            conn.execute(m.ReviewCase.__table__.insert(), reviews)
-        conn.execute(m.RunLine.__table__.insert(), [d.run_line for d in batch])
+        insert_rows(conn, m.Applicant.__table__, [d.applicant for d in batch])
+        insert_rows(conn, m.StepResult.__table__, [st for d in batch for st in d.steps])
+        insert_rows(conn, m.ReviewCase.__table__, [d.review for d in batch if d.review])
+        insert_rows(conn, m.RunLine.__table__, [d.run_line for d in batch])
 
     def add_decided(self, *, run_id: str, line_no: int, applicant: NewApplicant,
                     human_review_requested: bool = False,

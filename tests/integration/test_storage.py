@@ -135,3 +135,24 @@ def test_when_an_audit_event_is_altered_or_removed_then_verify_finds_where(store
             s.execute(m.AuditEvent.__table__.delete().where(m.AuditEvent.seq == 3))
     ok, broken, _ = store.audit.verify_chain()
     assert not ok and broken == 3
+
+
+def test_when_events_were_macced_in_the_standard_librarys_form_then_the_chain_verifies(store):
+    """Events written before the canonical form was orjson's (floats in exponent form are
+    written differently) still verify; a changed one still breaks the chain."""
+    from storage.encoding import canonical_stdlib
+
+    store.audit.record("test.event", "A-1", {"score": 1e-05})
+    with store.transaction() as s:
+        e = s.get(m.AuditEvent, 1)
+        old = store.audit._digest(e.prev_hash, e.seq, e.at, e.kind, e.subject_ref, e.detail,
+                                  form=canonical_stdlib)
+        assert old != e.hash
+        e.hash = old
+        s.get(m.AuditHead, 1).hash = old
+    store.audit.record("test.event", "A-2", {"score": 2.5e-06})
+    assert store.audit.verify_chain() == (True, None, 2)
+    with store.transaction() as s:
+        s.execute(update(m.AuditEvent).where(m.AuditEvent.seq == 1)
+                  .values(detail={"score": 2e-05}))
+    assert store.audit.verify_chain()[:2] == (False, 1)
