@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import weakref
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import orjson
 from aiolimiter import AsyncLimiter
 from purgatory import AsyncCircuitBreakerFactory
 from purgatory.domain.model import OpenedState
@@ -186,8 +186,7 @@ async def _post_with_retries(session: aiohttp.ClientSession, endpoint: VendorEnd
                              path: str, payload: dict[str, Any], guard: VendorGuard, *,
                              idempotency_key: str, timeout_s: float,
                              max_attempts: int) -> VendorReply:
-    body = json.dumps(payload, ensure_ascii=False, sort_keys=True,
-                      separators=(",", ":")).encode("utf-8")
+    body = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
     url = endpoint.base_url.rstrip("/") + path
     attempts = 0
 
@@ -212,7 +211,7 @@ async def _post_with_retries(session: aiohttp.ClientSession, endpoint: VendorEnd
                 if resp.status >= 400:
                     return VendorReply(resp.status, None, attempts, f"http_{resp.status}")
                 try:
-                    parsed = await resp.json(content_type=None)
+                    parsed = await resp.json(content_type=None, loads=orjson.loads)
                 except (ValueError, aiohttp.ContentTypeError):
                     return VendorReply(resp.status, None, attempts, "vendor_malformed")
                 if not isinstance(parsed, dict):

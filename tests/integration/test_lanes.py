@@ -138,3 +138,14 @@ def test_when_a_lane_cannot_be_started_then_the_parent_runs_its_lines(
     monkeypatch.setattr(multiprocessing.context.ForkProcess, "start", no_process)
     got = run_in_lanes(sandbox, key_file, tmp_path / "lanes", workers=2, database=database)
     assert got == reference
+
+
+def test_when_chunks_have_run_then_the_start_up_heap_is_frozen_and_collections_spaced(
+        sandbox, key_file, tmp_path):
+    """The worker's start-up objects are out of the collector's sight (`gc.freeze`) once a
+    chunk has run, so that full collections walk only the chunk's own objects."""
+    import gc
+
+    run_in_lanes(sandbox, key_file, tmp_path / "gc", workers=1)
+    assert gc.get_freeze_count() > 10_000
+    assert gc.get_threshold() == onboarding.GC_THRESHOLDS
