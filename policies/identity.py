@@ -134,8 +134,16 @@ def validate_id_number(
 _VIRTUAL_PREFIXES = ("170", "171", "162", "165", "167")
 
 
+# A mainland mobile already written plainly (11 digits, optionally after +86): its E.164 form
+# is "+86" and the digits, as `phonenumbers` would give; anything else goes the long way.
+_PLAIN_MOBILE = re.compile(r"(?:\+86)?(1[3-9][0-9]{9})")
+
+
 def normalize_phone(raw: str, *, field: str = "phone") -> str:
     """Accept `+86`, spaces and dashes; return E.164 of a mainland mobile or raise."""
+    plain = _PLAIN_MOBILE.fullmatch(raw)
+    if plain is not None:
+        return "+86" + plain.group(1)
     text = unicodedata.normalize("NFKC", raw).strip()
     if not text:
         raise IdentityRuleError(field, "must not be empty")

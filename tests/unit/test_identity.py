@@ -3,6 +3,8 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from policies.identity import (
     IdentityRuleError,
@@ -96,3 +98,9 @@ def test_when_name_breaks_a_rule_then_it_is_refused(raw, rule):
 
 def test_when_name_is_long_in_code_points_not_bytes_then_the_bound_counts_characters():
     assert normalize_name("𠮷" * 40) == "𠮷" * 40
+
+
+@given(st.from_regex(r"(\+86)?1[3-9][0-9]{9}", fullmatch=True))
+def test_when_a_mobile_is_written_plainly_then_the_short_path_agrees_with_phonenumbers(raw):
+    # A padded copy takes the long way (NFKC, phonenumbers); both must give the same E.164.
+    assert normalize_phone(raw) == normalize_phone(f" {raw} ")
