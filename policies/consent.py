@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
-from functools import cached_property
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -69,19 +68,11 @@ class ConsentPolicy(PolicyDocument):
         """What a step needs: the policy's scopes for it together with what it declares."""
         return self.steps.get(step, frozenset()) | declared
 
-    @cached_property
-    def _sensitive(self) -> frozenset[str]:
+    def sensitive(self) -> frozenset[str]:
         return frozenset(k for k, v in self.scopes.items() if v.sensitive)
 
-    @cached_property
-    def _optional(self) -> frozenset[str]:
-        return frozenset(k for k, v in self.scopes.items() if v.optional)
-
-    def sensitive(self) -> frozenset[str]:
-        return self._sensitive
-
     def optional(self) -> frozenset[str]:
-        return self._optional
+        return frozenset(k for k, v in self.scopes.items() if v.optional)
 
 
 class ConsentGrant(BaseModel):

@@ -196,10 +196,39 @@ def _as_int(value: object) -> int | None:
     return None
 
 
+# Per feature object (kept alive here, so that its id is not reused): value -> contribution.
+# A copy of a feature is another object with a memo of its own.
+_MEMOS: dict[int, tuple[Feature, dict[tuple[str, type, object], Contribution]]] = {}
+
+
+def _memo_of(feature: Feature) -> dict[tuple[str, type, object], Contribution]:
+    held = _MEMOS.get(id(feature))
+    if held is None:
+        held = _MEMOS[id(feature)] = (feature, {})
+    return held[1]
+
+
 def contribution(name: str, feature: Feature, value: object) -> Contribution:
-    """Where one value lands on one feature (unknown values count as the default)."""
+    """Where one value lands on one feature (unknown values count as the default). The
+    answer depends on nothing else, so it is kept on the feature for the next applicant."""
     if isinstance(value, bool):
         value = "yes" if value else "no"
+    memo = _memo_of(feature)
+    key = (name, type(value), value)
+    try:
+        return memo[key]
+    except (KeyError, TypeError):  # TypeError: a value that cannot be a key
+        pass
+    found = _contribution(name, feature, value)
+    if len(memo) < 4096:
+        try:
+            memo[key] = found
+        except TypeError:
+            pass
+    return found
+
+
+def _contribution(name: str, feature: Feature, value: object) -> Contribution:
     number = _as_int(value) if feature.bands else None
     if number is not None:
         band = feature.band_of(number)

@@ -67,9 +67,17 @@ def _fast_datetime(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
     if any(process(d) != d.isoformat(" ", "microseconds")[:26] for d in _SAMPLES):
         return process
 
+    last: tuple[Any, Any] = (None, None)  # rows of one write often share one timestamp
+
     def convert(value: Any) -> Any:
+        nonlocal last
+        seen = last
+        if seen[0] is value:
+            return seen[1]
         if type(value) is datetime:
-            return value.isoformat(" ", "microseconds")[:26]
+            text = value.isoformat(" ", "microseconds")[:26]
+            last = (value, text)
+            return text
         return process(value)
 
     return convert
