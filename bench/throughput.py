@@ -1,6 +1,7 @@
 """Pipeline throughput against a bare baseline, in one run (the sources issue's figures).
 
-The sandbox runs in its own process with 20 ms latency on each of the four sources. The bare
+The sandbox runs in its own process with 20 ms latency on each of the four sources, a fresh
+one for each side (its call log grows with every call). The bare
 baseline is plain asyncio with aiohttp making the same four signed calls per applicant, with
 no consent, encryption, database or orchestration. Both keep 64 vendor calls in flight. Each
 side runs in a subprocess of its own so that its CPU time and peak RSS are its own. The
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -26,6 +28,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 LATENCY_MS = 20
@@ -147,6 +150,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@contextlib.contextmanager
+def sandbox() -> Iterator[str]:
+    """The sandbox in a process of its own, 20 ms latency on every source; yields its URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, IDV_IDENTITY_APP_KEY="bench", IDV_IDENTITY_APP_SECRET="bench-secret")
+    idv = str(Path(sys.executable).with_name("idv"))
+    proc = subprocess.Popen([idv, "sandbox", "serve", "--port", str(port), "--faults",
+                             f"latency_ms={LATENCY_MS}"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(url + "/_sandbox/health", timeout=1)  # noqa: S310
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, action="append")
@@ -167,60 +193,45 @@ def main() -> None:
         sizes.append(100_000)
     from idv.synthetic import Mix, write_batch
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, IDV_IDENTITY_APP_KEY="bench", IDV_IDENTITY_APP_SECRET="bench-secret")
-    idv = str(Path(sys.executable).with_name("idv"))
-    sandbox = subprocess.Popen([idv, "sandbox", "serve", "--port", str(port), "--faults",
-                                f"latency_ms={LATENCY_MS}"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(url + "/_sandbox/health", timeout=1)  # noqa: S310
-                break
-            except OSError:
-                time.sleep(0.1)
-        bound = IN_FLIGHT / (LATENCY_MS / 1000)
-        print(f"latency bound: {IN_FLIGHT} calls in flight / {LATENCY_MS} ms = "
-              f"{bound:,.0f} calls/s = {bound / len(PATHS):,.0f} applicants/s")
-        for n in sizes:
-            with tempfile.TemporaryDirectory(prefix="idv-throughput-") as tmp:
-                batch = write_batch(Path(tmp) / "b.jsonl", n, prefix=f"T{n}-",
-                                    mix=Mix(invalid=0, no_consent=0, no_scoring_consent=0))
-                out = {}
-                for side in ("baseline", "pipeline"):
-                    with tempfile.TemporaryFile("w+") as err:
-                        proc = subprocess.Popen(
-                            [sys.executable, __file__, "--side", side, "--url", url, "--batch",
-                             str(batch), "--home", str(Path(tmp) / side),
-                             "--workers", str(args.workers)],
-                            stdout=subprocess.PIPE, stderr=err, text=True)
-                        peak = 0.0
-                        while proc.poll() is None:
-                            peak = max(peak, tree_pss_mb(proc.pid))
-                            time.sleep(0.2)
-                        stdout = proc.stdout.read() if proc.stdout else ""
-                        if proc.returncode != 0:
-                            err.seek(0)
-                            sys.exit(f"{side} failed:\n{err.read()[-4000:]}")
-                    out[side] = json.loads(stdout.strip().splitlines()[-1])
-                    out[side]["pss_mb"] = peak
-            b, p = out["baseline"], out["pipeline"]
-            b_rate, p_rate = b["applicants"] / b["wall_s"], p["applicants"] / p["wall_s"]
-            print(f"N={n}: baseline {b_rate:,.0f} applicants/s "
-                  f"({b_rate * len(PATHS) / bound:.0%} of the bound), "
-                  f"{1000 * b['cpu_s'] / b['applicants']:.2f} ms CPU each, "
-                  f"peak RSS {b['rss_mb']:.0f} MB, PSS {b['pss_mb']:.0f} MB")
-            print(f"N={n}: pipeline (IDV_WORKERS={args.workers}) {p_rate:,.0f} "
-                  f"applicants/s, {1000 * p['cpu_s'] / p['applicants']:.2f} ms CPU each, "
-                  f"peak memory {p['pss_mb']:.0f} MB (PSS summed over its processes; main "
-                  f"process peak RSS {p['rss_mb']:.0f} MB; start-up, not timed: "
-                  f"{p['startup_s']:.1f} s)")
-            print(f"N={n}: ratio pipeline/baseline {p_rate / b_rate:.2f}")
-    finally:
-        sandbox.terminate()
-        sandbox.wait(10)
+    bound = IN_FLIGHT / (LATENCY_MS / 1000)
+    print(f"latency bound: {IN_FLIGHT} calls in flight / {LATENCY_MS} ms = "
+          f"{bound:,.0f} calls/s = {bound / len(PATHS):,.0f} applicants/s")
+    for n in sizes:
+        with tempfile.TemporaryDirectory(prefix="idv-throughput-") as tmp:
+            batch = write_batch(Path(tmp) / "b.jsonl", n, prefix=f"T{n}-",
+                                mix=Mix(invalid=0, no_consent=0, no_scoring_consent=0))
+            out = {}
+            for side in ("baseline", "pipeline"):
+                # A fresh sandbox per side: its call log grows with every call, and neither
+                # side should meet the other's.
+                with sandbox() as url, tempfile.TemporaryFile("w+") as err:
+                    proc = subprocess.Popen(
+                        [sys.executable, __file__, "--side", side, "--url", url, "--batch",
+                         str(batch), "--home", str(Path(tmp) / side),
+                         "--workers", str(args.workers)],
+                        stdout=subprocess.PIPE, stderr=err, text=True)
+                    peak = 0.0
+                    while proc.poll() is None:
+                        peak = max(peak, tree_pss_mb(proc.pid))
+                        time.sleep(0.2)
+                    stdout = proc.stdout.read() if proc.stdout else ""
+                    if proc.returncode != 0:
+                        err.seek(0)
+                        sys.exit(f"{side} failed:\n{err.read()[-4000:]}")
+                out[side] = json.loads(stdout.strip().splitlines()[-1])
+                out[side]["pss_mb"] = peak
+        b, p = out["baseline"], out["pipeline"]
+        b_rate, p_rate = b["applicants"] / b["wall_s"], p["applicants"] / p["wall_s"]
+        print(f"N={n}: baseline {b_rate:,.0f} applicants/s "
+              f"({b_rate * len(PATHS) / bound:.0%} of the bound), "
+              f"{1000 * b['cpu_s'] / b['applicants']:.2f} ms CPU each, "
+              f"peak RSS {b['rss_mb']:.0f} MB, PSS {b['pss_mb']:.0f} MB")
+        print(f"N={n}: pipeline (IDV_WORKERS={args.workers}) {p_rate:,.0f} "
+              f"applicants/s, {1000 * p['cpu_s'] / p['applicants']:.2f} ms CPU each, "
+              f"peak memory {p['pss_mb']:.0f} MB (PSS summed over its processes; main "
+              f"process peak RSS {p['rss_mb']:.0f} MB; start-up, not timed: "
+              f"{p['startup_s']:.1f} s)")
+        print(f"N={n}: ratio pipeline/baseline {p_rate / b_rate:.2f}")
 
 
 if __name__ == "__main__":
