@@ -87,10 +87,13 @@ def _insert_plan(dialect: Dialect, table: Table, keys: tuple[str, ...]) -> _Plan
     plans = _PLANS.setdefault(dialect, {})
     plan = plans.get((table.name, keys))
     if plan is None:
+        unknown = sorted(set(keys) - set(table.c.keys()))
+        if unknown:
+            raise ValueError(f"{table.name}: no such columns {unknown}")
         compiled = table.insert().compile(dialect=dialect, column_keys=list(keys))
         order = tuple(compiled.positiontup or ())
-        if sorted(order) != sorted(keys):
-            raise ValueError(f"{table.name}: rows name columns the table does not have")
+        if sorted(order) != sorted(keys):  # a column default SQLAlchemy would have added
+            raise ValueError(f"{table.name}: rows must name every column with a default")
         converters = []
         for i, key in enumerate(order):
             col_type = table.c[key].type

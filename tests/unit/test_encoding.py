@@ -44,3 +44,35 @@ def test_when_orjson_cannot_write_a_value_then_the_standard_form_is_used():
 def test_when_a_datetime_is_in_the_content_then_it_is_written_as_str():
     at = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
     assert canonical({"at": at}) == canonical_stdlib({"at": at})
+
+
+@given(st.datetimes(timezones=st.none() | st.timezones()))
+def test_when_sqlite_stores_a_datetime_then_the_short_form_is_sqlalchemys(value):
+    from sqlalchemy import DateTime
+    from sqlalchemy.dialects import sqlite
+
+    from storage.db import _fast_datetime
+
+    dialect = sqlite.dialect()
+    process = DateTime(timezone=True).dialect_impl(dialect).bind_processor(dialect)
+    convert = _fast_datetime(process)
+    assert convert is not process
+    assert convert(value) == process(value)
+    assert convert(value) == process(value)  # the remembered text of the same object
+
+
+def test_when_rows_name_a_column_the_table_lacks_then_the_insert_is_refused(tmp_path):
+    import pytest
+    from sqlalchemy import Column, Integer, MetaData, Table
+
+    from storage.db import insert_rows, make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    table = Table("t", MetaData(), Column("a", Integer, primary_key=True), Column("b", Integer))
+    table.metadata.create_all(engine)
+    with engine.begin() as conn:
+        insert_rows(conn, table, [{"a": 1, "b": 2}, {"a": 2, "b": 3}])
+    with pytest.raises(Exception, match="c"), engine.begin() as conn:
+        insert_rows(conn, table, [{"a": 3, "c": 4}])
+    with engine.connect() as conn:
+        assert conn.execute(table.select().order_by(table.c.a)).all() == [(1, 2), (2, 3)]
