@@ -166,8 +166,9 @@ def authorize(
             covering.append(grant)
             needed -= usable
     if not needed:
-        return ConsentDecision.model_construct(allowed=True, reason="granted",
-                               consent_ids=tuple(g.consent_id for g in covering), **base)
+        return ConsentDecision.model_construct(
+            allowed=True, reason="granted", consent_ids=tuple(g.consent_id for g in covering),
+            **base)
     missing = frozenset(needed)
     claiming = [g for g in same_purpose if missing & g.scopes]
     reason: Reason

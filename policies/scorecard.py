@@ -197,20 +197,24 @@ def _as_int(value: object) -> int | None:
 
 
 # Per feature object (kept alive here, so that its id is not reused): value -> contribution.
-# A copy of a feature is another object with a memo of its own.
+# A copy of a feature is another object with a memo of its own; a process that loads many
+# scorecards starts over rather than keep every one it has seen.
 _MEMOS: dict[int, tuple[Feature, dict[tuple[str, type, object], Contribution]]] = {}
+_MAX_FEATURES = 512
 
 
 def _memo_of(feature: Feature) -> dict[tuple[str, type, object], Contribution]:
     held = _MEMOS.get(id(feature))
     if held is None:
+        if len(_MEMOS) >= _MAX_FEATURES:
+            _MEMOS.clear()
         held = _MEMOS[id(feature)] = (feature, {})
     return held[1]
 
 
 def contribution(name: str, feature: Feature, value: object) -> Contribution:
     """Where one value lands on one feature (unknown values count as the default). The
-    answer depends on nothing else, so it is kept on the feature for the next applicant."""
+    answer depends on nothing else, so it is remembered per feature for the next applicant."""
     if isinstance(value, bool):
         value = "yes" if value else "no"
     memo = _memo_of(feature)

@@ -47,3 +47,15 @@ def test_when_a_scorecard_does_not_validate_then_it_is_refused_at_load(mutate, m
     mutate(data)
     with pytest.raises(ValueError, match=message):
         Scorecard.from_yaml(yaml.safe_dump(data, allow_unicode=True))
+
+
+def test_when_a_card_is_copied_with_other_points_then_its_contributions_are_its_own():
+    # Contributions are remembered per feature object: a copy never sees the original's.
+    assert assess(CARD, {"id_check": "failed"}).score == assess(CARD, {"id_check": "failed"}).score
+    feature = CARD.features["id_check"]
+    assert feature.points["failed"] != 0
+    changed = feature.model_copy(update={"points": {**feature.points, "failed": 0}})
+    card = CARD.model_copy(update={"features": {**CARD.features, "id_check": changed}})
+    before = assess(CARD, {"id_check": "failed"})
+    after = assess(card, {"id_check": "failed"})
+    assert before.score - after.score == feature.points["failed"]
