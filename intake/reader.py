@@ -230,16 +230,13 @@ def _decode_json(raw: bytes, line_no: int) -> Mapping[str, Any] | Refusal:
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        obj = None  # the standard library says which rule it breaks (and takes NaN)
-    else:
-        if isinstance(obj, dict):
-            return obj
-    try:
-        obj = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        return Refusal(line_no, None, "line", "is not valid UTF-8")
-    except ValueError:
-        return Refusal(line_no, None, "line", "is not valid JSON")
+        # The standard library says which rule the line breaks (and takes NaN, big integers).
+        try:
+            obj = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            return Refusal(line_no, None, "line", "is not valid UTF-8")
+        except ValueError:
+            return Refusal(line_no, None, "line", "is not valid JSON")
     if not isinstance(obj, dict):
         return Refusal(line_no, None, "line", "must be a JSON object")
     return obj

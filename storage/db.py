@@ -53,7 +53,7 @@ def make_engine(url: str, *, schema: str | None = None) -> Engine:
 
 
 _Plan = tuple[str, tuple[str, ...], tuple[tuple[int, Callable[[Any], Any]], ...]]
-_PLANS: weakref.WeakKeyDictionary[Dialect, dict[tuple[str, tuple[str, ...]], _Plan]] = (
+_PLANS: weakref.WeakKeyDictionary[Dialect, dict[tuple[Table, tuple[str, ...]], _Plan]] = (
     weakref.WeakKeyDictionary())
 
 
@@ -85,7 +85,7 @@ def _fast_datetime(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 def _insert_plan(dialect: Dialect, table: Table, keys: tuple[str, ...]) -> _Plan:
     plans = _PLANS.setdefault(dialect, {})
-    plan = plans.get((table.name, keys))
+    plan = plans.get((table, keys))
     if plan is None:
         unknown = sorted(set(keys) - set(table.c.keys()))
         if unknown:
@@ -102,7 +102,7 @@ def _insert_plan(dialect: Dialect, table: Table, keys: tuple[str, ...]) -> _Plan
                 process = _fast_datetime(process)
             if process is not None:
                 converters.append((i, process))
-        plan = plans[(table.name, keys)] = (str(compiled), order, tuple(converters))
+        plan = plans[(table, keys)] = (str(compiled), order, tuple(converters))
     return plan
 
 
