@@ -165,6 +165,9 @@ class ChunkRunner:
         step records and the shape (field names, no values) of each vendor answer."""
         product = self.rt.verification.products[line.product]
         subject = _subject(line)
+        # The same in every attempt at this run's line: a chunk run again after its lane died
+        # makes the same paid calls under the same idempotency keys, and is not billed again.
+        call_ref = f"{self.run_id}:{line.applicant_ref}"
         records: list[StepRecord] = []
         shapes: dict[str, frozenset[str]] = {}
         stopped_by: str | None = None
@@ -180,7 +183,8 @@ class ChunkRunner:
                 continue
             verifier = self.rt.registry.build(rule.step, self.endpoints, self.session)
             evidence, decision_id = await self.gate.run(verifier, subject,
-                                                        purpose=product.purpose)
+                                                        purpose=product.purpose,
+                                                        call_ref=call_ref)
             records.append(_step_record(evidence, decision_id))
             shape = getattr(verifier, "response_shape", None)
             if shape is not None:

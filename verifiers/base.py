@@ -69,6 +69,11 @@ class ConsentPermit:
     issued_at: datetime
     decision_id: str
     consent_ids: tuple[str, ...] = ()  # every grant that together covers the scopes
+    # The caller's name for this paid call, the same whenever the same call is made again
+    # (a chunk run a second time after its lane died): a vendor call's idempotency key is
+    # derived from it, so the vendor answers the repeat from its record and bills it once.
+    # None: the call is this decision's alone.
+    call_ref: str | None = None
     _token: bytes = field(repr=False, compare=False, default=b"")
 
     def __post_init__(self) -> None:

@@ -66,27 +66,34 @@ class ConsentGate:
         return self._policy.step_scopes(verifier.name, verifier.scopes)
 
     def _decide(self, grants: list[ConsentGrant], *, subject_ref: str, purpose: str,
-                scopes: frozenset[str], step: str
+                scopes: frozenset[str], step: str, call_ref: str | None = None
                 ) -> tuple[ConsentDecision, str, tuple[str, str, dict[str, Any]]]:
         decision = authorize(grants, notices=self._notices, subject_ref=subject_ref,
                              purpose=purpose, scopes=scopes, step=step, now=self._clock())
         decision_id = str(uuid.uuid4())
-        event = ("consent.allowed" if decision.allowed else "consent.denied", subject_ref, {
+        detail: dict[str, Any] = {
             "decision_id": decision_id, "step": step, "purpose": purpose,
             "scopes": sorted(scopes), "reason": decision.reason,
             "consent_ids": list(decision.consent_ids),
             "missing_scopes": sorted(decision.missing_scopes),
-        })
+        }
+        if call_ref is not None:
+            detail["call_ref"] = call_ref
+        event = ("consent.allowed" if decision.allowed else "consent.denied", subject_ref,
+                 detail)
         return decision, decision_id, event
 
     async def authorize(self, *, subject_ref: str, purpose: str, scopes: frozenset[str],
-                        step: str) -> tuple[ConsentDecision, str]:
+                        step: str, call_ref: str | None = None
+                        ) -> tuple[ConsentDecision, str]:
         """Decide and record, without calling anything (for steps that are not verifiers,
-        such as automated scoring). Returns the decision and its recorded id."""
+        such as automated scoring). Returns the decision and its recorded id. `call_ref`, when
+        given, is recorded with the decision (see `run`)."""
         scopes = self._policy.step_scopes(step, scopes)
         grants = await _settled(self._ledger.grants_for(subject_ref))
         decision, decision_id, event = self._decide(grants, subject_ref=subject_ref,
-                                                    purpose=purpose, scopes=scopes, step=step)
+                                                    purpose=purpose, scopes=scopes, step=step,
+                                                    call_ref=call_ref)
         await _settled(self._recorder.record(*event))
         return decision, decision_id
 
@@ -105,20 +112,26 @@ class ConsentGate:
             raise TypeError("this gate records asynchronously: use `authorize`")
         return decision, decision_id
 
-    async def run(self, verifier: Verifier, subject: Subject, *,
-                  purpose: str | None = None) -> tuple[Evidence, str]:
-        """Run one step under consent. Returns its evidence and the gate decision's id."""
+    async def run(self, verifier: Verifier, subject: Subject, *, purpose: str | None = None,
+                  call_ref: str | None = None) -> tuple[Evidence, str]:
+        """Run one step under consent. Returns its evidence and the gate decision's id.
+
+        `call_ref` names the call so that making it again is recognisably the same call
+        (the batch pipeline passes its run and the applicant): recorded with the decision and
+        carried by the permit, from which a vendor call derives its idempotency key. Each
+        time, consent is decided afresh; only the vendor's bill is not repeated."""
         purpose = purpose or verifier.purpose
         decision, decision_id = await self.authorize(
             subject_ref=subject.applicant_ref, purpose=purpose, scopes=self.scopes_for(verifier),
-            step=verifier.name)
+            step=verifier.name, call_ref=call_ref)
         if not decision.allowed:
             return Evidence(verifier=verifier.name, status=StepStatus.SKIPPED,
                             reason=decision.reason), decision_id
         permit = _mint_permit(
             consent_id=decision.consent_ids[0], consent_ids=decision.consent_ids,
             subject_ref=subject.applicant_ref, purpose=purpose, scopes=decision.scopes,
-            step=verifier.name, issued_at=decision.decided_at, decision_id=decision_id)
+            step=verifier.name, issued_at=decision.decided_at, decision_id=decision_id,
+            call_ref=call_ref)
         try:
             evidence = await verifier.verify(subject, permit)
         except Exception as exc:  # a verifier bug must not lose the rest of the batch

@@ -268,5 +268,8 @@ class VendorVerifier:
 
 
 def idempotency_key(permit: ConsentPermit) -> str:
-    """Derived from the gate's decision, so every retry of this paid call reuses it."""
-    return hashlib.sha256(f"idv:{permit.step}:{permit.decision_id}".encode()).hexdigest()[:32]
+    """Derived from the step and the call's reference (`ConsentPermit.call_ref`), or, without
+    one, the gate's decision: every retry of this paid call reuses it, and so does the same
+    call made again under a later decision (a chunk run a second time)."""
+    basis = permit.call_ref if permit.call_ref is not None else permit.decision_id
+    return hashlib.sha256(f"idv:{permit.step}:{basis}".encode()).hexdigest()[:32]

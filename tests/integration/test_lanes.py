@@ -112,6 +112,45 @@ def test_when_a_lane_dies_then_its_lines_are_run_again_and_none_is_lost(
     assert got == reference  # what the dead lane stored stands; nothing recorded twice
 
 
+def test_when_a_lane_dies_after_its_paid_calls_then_running_it_again_is_not_billed_again(
+        database, sandbox, key_file, tmp_path, reference, monkeypatch):
+    """Lane 1 of the second chunk makes its vendor calls, then dies at the drift check,
+    before storing anyone: the parent runs its lines again, under fresh consent decisions,
+    and the vendor answers those calls from its idempotency record without billing them."""
+    died = tmp_path / "died"
+    onboarding_lane = onboarding._lane
+
+    def dying_lane(rt, plan, chunk, run_id, lane, lanes, send):
+        if chunk.index == 1:  # in the forked lane only: the parent keeps the real check
+            def die(self, pending):
+                died.write_text(str(len(pending)))
+                os._exit(3)
+            monkeypatch.setattr(onboarding.ChunkRunner, "check_drift", die)
+        onboarding_lane(rt, plan, chunk, run_id, lane, lanes, send)
+
+    monkeypatch.setattr(onboarding, "_lane", dying_lane)
+    calls_before = len(sandbox.state.calls)
+    rt = runtime(sandbox, key_file, tmp_path / "lanes", workers=2, database=database)
+    try:
+        result = run_batch(rt, str(write_batch(tmp_path / "b.jsonl")))
+        got = outcomes(rt, result.run_id)
+        # The dead lane's decisions stay in the chain beside the second attempt's.
+        allowed = [e.detail for e in rt.store.audit.events(kind_prefix="consent.allowed")
+                   if "call_ref" in e.detail]
+    finally:
+        rt.close()
+    assert int(died.read_text()) > 0  # it had applicants whose calls went out
+    assert got == reference
+    calls = sandbox.state.calls[calls_before:]
+    billed = Counter(c.idempotency_key for c in calls if c.billed_cents > 0)
+    assert billed and max(billed.values()) == 1
+    replayed = [c for c in calls if c.replay]
+    assert replayed and all(c.billed_cents == 0 for c in replayed)
+    # Two decisions for each replayed call, one per attempt, with the same call reference.
+    per_call = Counter((d["step"], d["call_ref"]) for d in allowed)
+    assert max(per_call.values()) == 2
+
+
 def test_when_a_lane_dies_at_once_then_the_parent_runs_its_lines(
         database, sandbox, key_file, tmp_path, reference, monkeypatch):
     monkeypatch.setattr(onboarding, "_lane", lambda *a: os._exit(3))

@@ -131,3 +131,23 @@ def test_when_a_subject_is_printed_then_only_masks_show():
     text = repr(SUBJECT) + str(SUBJECT)
     assert "11010519491231002X" not in text and "张伟" not in text
     assert "110***********002X" in text
+
+
+async def test_when_a_call_is_made_again_under_its_reference_then_it_keeps_its_idempotency_key():
+    from verifiers.vendor import idempotency_key
+
+    ledger, recorder = Ledger(), Recorder()
+    ledger.grants = [grant()]
+    gate = make_gate(ledger, recorder)
+    first, again, other, bare = (CountingVerifier() for _ in range(4))
+    await gate.run(first, SUBJECT, call_ref="run-1:A-1")
+    await gate.run(again, SUBJECT, call_ref="run-1:A-1")
+    await gate.run(other, SUBJECT, call_ref="run-2:A-1")
+    await gate.run(bare, SUBJECT)
+    (p1,), (p2,), (p3,), (p4,) = (v.permits for v in (first, again, other, bare))
+    assert p1.decision_id != p2.decision_id  # each attempt is decided afresh...
+    assert idempotency_key(p1) == idempotency_key(p2)  # ...and billed once
+    assert idempotency_key(p3) != idempotency_key(p1)  # another run buys again
+    assert idempotency_key(p4) not in {idempotency_key(p) for p in (p1, p3)}
+    allowed = [d for kind, _, d in recorder.events if kind == "consent.allowed"]
+    assert [d.get("call_ref") for d in allowed] == ["run-1:A-1", "run-1:A-1", "run-2:A-1", None]
