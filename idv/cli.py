@@ -348,6 +348,9 @@ def sandbox_serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     faults: Annotated[str | None, typer.Option(help="Fault knobs, e.g. 5xx=0.3,latency_ms=20")]
     = None,
+    call_log_limit: Annotated[int, typer.Option(
+        min=1, help="Most recent calls kept for /_sandbox/calls (older ones are counted).")]
+    = 200_000,
 ) -> None:
     """Serve the sandbox (licensed vendors and the WeChat imitation) until interrupted.
     Credentials: IDV_IDENTITY_APP_KEY/SECRET; WeChat apps: IDV_WECHAT_APPID/SECRET/REDIRECT_URI
@@ -372,7 +375,7 @@ def sandbox_serve(
         wechat.add_app(s.wechat_mini_appid, s.wechat_mini_secret.get_secret_value())
     state = SandboxState(app_key=s.identity_app_key,
                          app_secret=s.identity_app_secret.get_secret_value(), faults=spec,
-                         wechat=wechat)
+                         wechat=wechat, call_log_limit=call_log_limit)
     console.print(f"sandbox on http://{host}:{port} (app key {s.identity_app_key}; WeChat "
                   f"apps: {', '.join(wechat.apps) or 'none, set IDV_WECHAT_APPID/SECRET'})")
     serve_forever(host, port, state)

@@ -32,6 +32,13 @@ from sandbox.wechat import WeChatState, wechat_routes
 
 # How far a request's timestamp may stray from our clock before it is refused as stale.
 CLOCK_SKEW_S = 300
+# What a long-running sandbox keeps, so that its memory is bounded whatever the traffic:
+# the most recent calls of its log (about 0.5 KB each; older ones are dropped and counted,
+# their fees still summed), and each idempotency key's answer for a day, as vendors keep
+# them, up to a number of keys (the oldest go first).
+CALL_LOG_LIMIT = 200_000
+IDEMPOTENCY_TTL_S = 24 * 3600.0
+IDEMPOTENCY_LIMIT = 200_000
 FEES_CENTS = {"/v1/identity/three-element": 30, "/v1/identity/two-element": 20,
               "/v1/carrier/verify": 25, "/v1/credit/summary": 80, "/v1/court/dishonest": 15}
 # The body fields each endpoint requires.
@@ -146,12 +153,19 @@ class SandboxState:
     faults: FaultPlan = field(default_factory=FaultPlan)
     _rng: random.Random = field(default_factory=random.Random, repr=False)  # noqa: S311
     calls: list[CallRecord] = field(default_factory=list)
+    call_log_limit: int = CALL_LOG_LIMIT
+    calls_dropped: int = 0  # calls older than the log keeps, no longer in `calls`
+    idempotency_ttl_s: float = IDEMPOTENCY_TTL_S
+    idempotency_limit: int = IDEMPOTENCY_LIMIT
     # Format drift: per endpoint path, answer fields renamed {old: new} (a vendor's release).
     renamed_fields: dict[str, dict[str, str]] = field(default_factory=dict)
     _digest_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     _nonces: OrderedDict[str, float] = field(default_factory=OrderedDict, repr=False)
-    # Idempotency key -> (body digest, answer as sent, result, request id): plain values.
-    _answers: dict[str, tuple[str, bytes, str, str]] = field(default_factory=dict, repr=False)
+    # Idempotency key -> (kept at, body digest, answer as sent, result, request id), oldest
+    # first: plain values.
+    _answers: OrderedDict[str, tuple[float, str, bytes, str, str]] = field(
+        default_factory=OrderedDict, repr=False)
+    _dropped_cents: int = field(default=0, repr=False)  # fees of the calls dropped from the log
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     # The WeChat OAuth imitation, served beside the vendors when set.
     wechat: WeChatState | None = None
@@ -167,12 +181,38 @@ class SandboxState:
             return [c for c in self.calls if c.subject_digest == d]
 
     def billed_cents(self) -> int:
+        """Everything billed since the sandbox started, dropped calls included."""
         with self._lock:
-            return sum(c.billed_cents for c in self.calls)
+            return self._dropped_cents + sum(c.billed_cents for c in self.calls)
 
     def log(self, record: CallRecord) -> None:
         with self._lock:
             self.calls.append(record)
+            if len(self.calls) > self.call_log_limit:
+                # A tenth of the limit at a time, so that dropping costs little per call.
+                drop = len(self.calls) - self.call_log_limit + self.call_log_limit // 10
+                self._dropped_cents += sum(c.billed_cents for c in self.calls[:drop])
+                self.calls_dropped += drop
+                del self.calls[:drop]
+
+    def answer_for(self, key: str, now: float) -> tuple[str, bytes, str, str] | None:
+        """The answer kept for an idempotency key: (body digest, answer as sent, result,
+        request id), or None if the key is unknown or older than the retention."""
+        with self._lock:
+            while self._answers:
+                oldest, kept = next(iter(self._answers.items()))
+                if now - kept[0] <= self.idempotency_ttl_s:
+                    break
+                self._answers.pop(oldest)
+            found = self._answers.get(key)
+            return None if found is None else found[1:]
+
+    def keep_answer(self, key: str, answer: tuple[str, bytes, str, str], now: float) -> None:
+        with self._lock:
+            self._answers[key] = (now, *answer)
+            self._answers.move_to_end(key)
+            while len(self._answers) > self.idempotency_limit:
+                self._answers.popitem(last=False)
 
     def use_nonce(self, nonce: str, now: float) -> bool:
         """False if the nonce was seen within the skew window (a replay)."""
@@ -262,8 +302,7 @@ def build_app(state: SandboxState) -> web.Application:
                 return refuse(400, "bad_request", name)
         digest = state.digest(data["id_number"])
         if key:
-            with state._lock:
-                previous = state._answers.get(key)
+            previous = state.answer_for(key, now)
             if previous is not None:
                 body_hash, sent, result, request_id = previous
                 if body_hash != hashlib.sha256(body).hexdigest():
@@ -307,9 +346,8 @@ def build_app(state: SandboxState) -> web.Application:
                 answer[new] = answer.pop(old)
         sent = json.dumps(answer).encode("utf-8")
         if key:
-            with state._lock:
-                state._answers[key] = (hashlib.sha256(body).hexdigest(), sent, result,
-                                       request_id)
+            state.keep_answer(key, (hashlib.sha256(body).hexdigest(), sent, result,
+                                    request_id), time.time())
         state.log(CallRecord(at=_now_iso(), path=path, status_code=200, result=result,
                              request_id=request_id, idempotency_key=key,
                              billed_cents=fee, subject_digest=digest))
@@ -318,7 +356,9 @@ def build_app(state: SandboxState) -> web.Application:
     async def calls(_request: web.Request) -> web.Response:
         with state._lock:
             records = [c._asdict() for c in state.calls]
-        return web.json_response({"calls": records, "count": len(records)})
+            dropped = state.calls_dropped
+        return web.json_response({"calls": records, "count": len(records),
+                                  "dropped": dropped})
 
     async def health(_request: web.Request) -> web.Response:
         return web.json_response({"ok": True})

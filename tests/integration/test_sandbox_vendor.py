@@ -140,3 +140,38 @@ async def test_when_the_call_log_is_read_then_it_holds_no_personal_value(server)
     for value in (IDS["MATCH"], IDS["MISMATCH"], "13800138000", "张伟"):
         assert value not in text
     assert len(server.state.calls_for(IDS["MATCH"])) == 1
+
+
+async def test_when_calls_outgrow_the_log_then_the_oldest_are_dropped_and_still_counted():
+    state = SandboxState(app_key="k", app_secret="s3cret", call_log_limit=10)
+    with SandboxServer(state) as srv:
+        for i in range(25):
+            evidence = await check(srv, IDS["MATCH"], decision=f"d-{i}")
+            assert evidence.status is StepStatus.PASSED
+        with urllib.request.urlopen(srv.base_url + "/_sandbox/calls") as resp:  # noqa: S310
+            published = json.loads(resp.read())
+    assert 9 <= len(state.calls) <= 10
+    assert state.calls_dropped == 25 - len(state.calls) == published["dropped"]
+    assert published["count"] == len(state.calls)
+    assert state.billed_cents() == 25 * 30  # what was billed, dropped calls included
+    # The most recent calls are the ones kept.
+    assert state.calls[-1].idempotency_key != state.calls[0].idempotency_key
+
+
+async def test_when_an_idempotency_key_is_past_its_retention_then_its_call_is_billed_anew():
+    state = SandboxState(app_key="k", app_secret="s3cret", idempotency_ttl_s=0.5,
+                         idempotency_limit=2)
+    with SandboxServer(state) as srv:
+        await check(srv, IDS["MATCH"], decision="a")
+        await check(srv, IDS["MATCH"], decision="a")  # kept: answered from the record
+        assert state.billed_cents() == 30
+        time.sleep(0.6)
+        await check(srv, IDS["MATCH"], decision="a")  # a day later, for a vendor
+        assert state.billed_cents() == 60
+        for decision in ("b", "c"):  # two more keys: "a", the oldest, is let go
+            await check(srv, IDS["MATCH"], decision=decision)
+        await check(srv, IDS["MATCH"], decision="c")
+        assert state.billed_cents() == 120
+        await check(srv, IDS["MATCH"], decision="a")
+        assert state.billed_cents() == 150
+    assert [c.replay for c in state.calls] == [False, True, False, False, False, True, False]
