@@ -346,7 +346,8 @@ def _masked_examples(run_id: str, *, limit: int) -> list[dict[str, Any]]:
 def sandbox_serve(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8701,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    faults: Annotated[str | None, typer.Option(help="Fault knobs, e.g. 5xx=0.3,latency_ms=20")]
+    faults: Annotated[str | None, typer.Option(
+        help="Fault knobs, e.g. 5xx=0.3,latency_ms=20,latency_p99_ms=200")]
     = None,
     call_log_limit: Annotated[int, typer.Option(
         min=1, help="Most recent calls kept for /_sandbox/calls (older ones are counted).")]

@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import random
 import secrets
 import threading
@@ -49,23 +50,41 @@ REQUIRED = {"/v1/identity/three-element": ("name", "id_number", "phone"),
             "/v1/court/dishonest": ("name", "id_number")}
 
 
+# The 99th percentile of a standard normal: a log-normal latency's spread from p50 and p99.
+_Z99 = 2.3263478740408408
+
+
 @dataclass(frozen=True)
 class Faults:
-    """Fault knobs for one sandbox: rates in [0, 1] and a fixed added latency.
+    """Fault knobs for one sandbox: rates in [0, 1] and the latency added to each answer.
+
+    Latency is `latency_ms` on every answer, or, with `latency_p99_ms` above it, drawn from
+    a log-normal distribution with that median and 99th percentile: most answers near the
+    median, a long tail, as vendors' response times are (and as their SLAs state them).
 
     A 5xx or malformed answer echoes the request body, as careless vendors do, so tests
     can prove that idv never logs or stores a vendor's error body."""
 
     latency_ms: float = 0.0
+    latency_p99_ms: float = 0.0
     error_5xx: float = 0.0
     timeout: float = 0.0
     rate_429: float = 0.0
     malformed: float = 0.0
     seed: int = 0
 
+    def latency_s(self, rng: random.Random) -> float:
+        """One answer's added latency, in seconds."""
+        if self.latency_p99_ms <= self.latency_ms:
+            return self.latency_ms / 1000
+        sigma = (math.log(self.latency_p99_ms) - math.log(self.latency_ms)) / _Z99
+        return rng.lognormvariate(math.log(self.latency_ms), sigma) / 1000
 
-_FAULT_KEYS = {"latency_ms": "latency_ms", "5xx": "error_5xx", "timeout": "timeout",
-               "429": "rate_429", "malformed": "malformed", "seed": "seed"}
+
+_FAULT_KEYS = {"latency_ms": "latency_ms", "latency_p99_ms": "latency_p99_ms",
+               "5xx": "error_5xx", "timeout": "timeout", "429": "rate_429",
+               "malformed": "malformed", "seed": "seed"}
+_NOT_RATES = ("latency_ms", "latency_p99_ms", "seed")
 
 
 class FaultSpecError(ValueError):
@@ -89,8 +108,9 @@ class FaultPlan:
 
 
 def parse_faults(spec: str) -> FaultPlan:
-    """`latency_ms=20,5xx=0.3,timeout=0.1,429=0.05,malformed=0.01`, each knob optionally
-    prefixed by an endpoint name and a colon (`three-element:5xx=1`), -> `FaultPlan`."""
+    """`latency_ms=20,latency_p99_ms=200,5xx=0.3,timeout=0.1,429=0.05,malformed=0.01`, each
+    knob optionally prefixed by an endpoint name and a colon (`three-element:5xx=1`),
+    -> `FaultPlan`."""
     groups: dict[str, str] = {}
     for part in filter(None, (p.strip() for p in spec.split(","))):
         endpoint, colon, knob = part.rpartition(":")
@@ -101,8 +121,16 @@ def parse_faults(spec: str) -> FaultPlan:
     for name, knobs in groups.items():
         merged = {**default.__dict__, **{k: v for k, v in _parse_knobs(knobs).__dict__.items()
                                         if v != getattr(Faults(), k)}}
-        by_endpoint[name] = Faults(**merged)
-    return FaultPlan(default, by_endpoint)
+        by_endpoint[name] = _checked(Faults(**merged))
+    return FaultPlan(_checked(default), by_endpoint)
+
+
+def _checked(faults: Faults) -> Faults:
+    if faults.latency_p99_ms and faults.latency_p99_ms < faults.latency_ms:
+        raise FaultSpecError("faults: latency_p99_ms must be at least latency_ms")
+    if faults.latency_p99_ms and not faults.latency_ms:
+        raise FaultSpecError("faults: latency_p99_ms needs latency_ms, the median")
+    return faults
 
 
 def _parse_knobs(spec: str) -> Faults:
@@ -117,7 +145,9 @@ def _parse_knobs(spec: str) -> Faults:
         except ValueError:
             raise FaultSpecError(f"faults: {key.strip()} must be a number") from None
         name = _FAULT_KEYS[key.strip()]
-        if name not in ("latency_ms", "seed") and not 0 <= value <= 1:
+        if not math.isfinite(value):
+            raise FaultSpecError(f"faults: {key.strip()} must be a finite number")
+        if name not in _NOT_RATES and not 0 <= value <= 1:
             raise FaultSpecError(f"faults: {key.strip()} is a rate between 0 and 1")
         if value < 0:
             raise FaultSpecError(f"faults: {key.strip()} must not be negative")
@@ -259,9 +289,9 @@ def build_app(state: SandboxState) -> web.Application:
 
     async def identity(request: web.Request) -> web.Response:
         faults = state.faults.for_path(request.path)
-        latency = state.latency_ms + faults.latency_ms
+        latency = state.latency_ms / 1000 + faults.latency_s(state._rng)
         if latency:
-            await asyncio.sleep(latency / 1000)
+            await asyncio.sleep(latency)
         path = request.path
         body = await request.read()
         key = request.headers.get("Idempotency-Key")
