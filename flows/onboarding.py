@@ -97,7 +97,7 @@ def _step_record(evidence: Evidence, decision_id: str | None) -> StepRecord:
         consent_ids=(evidence.consent_id,) if evidence.consent_id else (),
         decision_id=decision_id, vendor_request_id=evidence.vendor_request_id,
         as_of=evidence.as_of, fee_cents=evidence.fee_cents, attempts=evidence.attempts,
-        signals=dict(evidence.signals))
+        idempotency_key=evidence.idempotency_key, signals=dict(evidence.signals))
 
 
 DEGRADED = "source_degraded"

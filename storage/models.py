@@ -86,6 +86,8 @@ class StepResult(Base):
     as_of: Mapped[date | None] = mapped_column(Date, nullable=True)
     fee_cents: Mapped[int] = mapped_column(Integer, default=0)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # The vendor call's idempotency key: how the vendor's billing statement names the call.
+    idempotency_key: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     signals: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime]
 

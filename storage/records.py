@@ -35,6 +35,7 @@ class StepRecord(_Frozen):
     as_of: date | None = None
     fee_cents: int = 0
     attempts: int = 0
+    idempotency_key: str | None = None  # the paid call's key, as the vendor bills it
     signals: dict[str, Any] = {}
 
 

@@ -455,7 +455,8 @@ class ApplicantRepository:
                 step=st.step, status=st.status, reason=st.reason, result_code=st.result_code,
                 consent_ids=tuple(st.consent_ids), decision_id=st.decision_id,
                 vendor_request_id=st.vendor_request_id, as_of=st.as_of,
-                fee_cents=st.fee_cents, attempts=st.attempts, signals=st.signals)
+                fee_cents=st.fee_cents, attempts=st.attempts,
+                idempotency_key=st.idempotency_key, signals=st.signals)
                 for st in steps))
 
     def count_sharing_id_number(self, id_number: str, *, excluding_ref: str) -> int:
@@ -499,7 +500,8 @@ class ApplicantRepository:
             "result_code": st.result_code, "consent_ids": list(st.consent_ids),
             "decision_id": st.decision_id, "vendor_request_id": st.vendor_request_id,
             "as_of": st.as_of, "fee_cents": st.fee_cents, "attempts": st.attempts,
-            "signals": dict(st.signals), "created_at": now} for i, st in enumerate(steps)]
+            "idempotency_key": st.idempotency_key, "signals": dict(st.signals),
+            "created_at": now} for i, st in enumerate(steps)]
         review = None
         if decision.outcome in REVIEWED_OUTCOMES:  # a decline is never final alone
             review = {"id": str(uuid.uuid4()), "applicant_id": row_id, "status": "open",

@@ -103,6 +103,9 @@ class Evidence(BaseModel):
     as_of: date | None = None
     fee_cents: int = 0
     attempts: int = 0
+    # The vendor call's idempotency key, when a call went out: what the vendor's billing
+    # statement lists it under (`idv fees reconcile`). A hash, no personal value.
+    idempotency_key: str | None = None
     signals: dict[str, Signal] = {}
 
 

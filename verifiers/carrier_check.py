@@ -24,14 +24,14 @@ class CarrierCheckVerifier(VendorVerifier):
     fee_cents: ClassVar[int] = 25
 
     async def verify(self, subject: Subject, permit: ConsentPermit) -> Evidence:
-        base = {"verifier": self.name, "consent_id": permit.consent_id}
         if subject.phone is None:
-            return Evidence(status=StepStatus.INCONCLUSIVE, reason="no_phone", **base)
+            return Evidence(verifier=self.name, consent_id=permit.consent_id,
+                            status=StepStatus.INCONCLUSIVE, reason="no_phone")
         reply = await self._call("/v1/carrier/verify", {
             "name": subject.name.get_secret_value(),
             "id_number": subject.id_number.get_secret_value(),
             "phone": subject.phone.get_secret_value().removeprefix("+86")}, permit)
-        base["attempts"] = reply.attempts
+        base = self._base(permit, reply)
         if reply.error is not None or reply.body is None:
             return Evidence(status=StepStatus.ERROR, reason=reply.error or "vendor_malformed",
                             **base)

@@ -56,8 +56,7 @@ class CourtListVerifier(VendorVerifier):
         number = subject.id_number.get_secret_value()
         reply = await self._call("/v1/court/dishonest", {"name": name, "id_number": number},
                                  permit)
-        base = {"verifier": self.name, "consent_id": permit.consent_id,
-                "attempts": reply.attempts}
+        base = self._base(permit, reply)
         if reply.error is not None or reply.body is None:
             return Evidence(status=StepStatus.ERROR, reason=reply.error or "vendor_malformed",
                             **base)

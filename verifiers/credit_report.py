@@ -40,8 +40,7 @@ class CreditReportVerifier(VendorVerifier):
         reply = await self._call("/v1/credit/summary", {
             "name": subject.name.get_secret_value(),
             "id_number": subject.id_number.get_secret_value()}, permit)
-        base = {"verifier": self.name, "consent_id": permit.consent_id,
-                "attempts": reply.attempts}
+        base = self._base(permit, reply)
         if reply.error is not None or reply.body is None:
             return Evidence(status=StepStatus.ERROR, reason=reply.error or "vendor_malformed",
                             **base)

@@ -36,8 +36,7 @@ class IdCheckVerifier(VendorVerifier):
             payload["phone"] = subject.phone.get_secret_value().removeprefix("+86")
             path = "/v1/identity/three-element"
         reply = await self._call(path, payload, permit)
-        base = {"verifier": self.name, "consent_id": permit.consent_id,
-                "attempts": reply.attempts}
+        base = self._base(permit, reply)
         if reply.error is not None or reply.body is None:
             return Evidence(status=StepStatus.ERROR, reason=reply.error or "vendor_malformed",
                             **base)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -123,6 +123,7 @@ class VendorReply:
     body: dict[str, Any] | None
     attempts: int
     error: str | None = None
+    idempotency_key: str | None = None  # set by `VendorVerifier._call` when a call went out
 
 
 class _Transient(Exception):
@@ -259,12 +260,18 @@ class VendorVerifier:
 
     async def _call(self, path: str, payload: dict[str, Any],
                     permit: ConsentPermit) -> VendorReply:
+        key = idempotency_key(permit)
         reply = await post_signed(self._session, self._endpoint, path, payload,
-                                  idempotency_key=idempotency_key(permit),
-                                  timeout_s=self._timeout_s, max_attempts=self._max_attempts)
+                                  idempotency_key=key, timeout_s=self._timeout_s,
+                                  max_attempts=self._max_attempts)
         if reply.body is not None:
             self.response_shape = answer_shape(reply.body)
-        return reply
+        return replace(reply, idempotency_key=key) if reply.attempts else reply
+
+    def _base(self, permit: ConsentPermit, reply: VendorReply) -> dict[str, Any]:
+        """The evidence fields every answer shares, whatever it says."""
+        return {"verifier": self.name, "consent_id": permit.consent_id,  # type: ignore[attr-defined]
+                "attempts": reply.attempts, "idempotency_key": reply.idempotency_key}
 
 
 def idempotency_key(permit: ConsentPermit) -> str:
