@@ -11,6 +11,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -37,6 +38,8 @@ keys_app = typer.Typer(help="The key ring.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 subject_app = typer.Typer(help="Data-subject requests.", no_args_is_help=True)
 app.add_typer(subject_app, name="subject")
+fees_app = typer.Typer(help="Vendor fees.", no_args_is_help=True)
+app.add_typer(fees_app, name="fees")
 oauth_app = typer.Typer(help="Authorized accounts (WeChat, OpenID Connect).",
                         no_args_is_help=True)
 app.add_typer(oauth_app, name="oauth")
@@ -457,6 +460,97 @@ def audit_verify(as_json: JsonOpt = False) -> None:
         raise typer.Exit(1)
 
 
+@fees_app.command("reconcile")
+def fees_reconcile(
+    statement: Annotated[Path, typer.Argument(help="The vendor's billing statement (CSV).",
+                                              exists=True, dir_okay=False, readable=True)],
+    vendor: Annotated[str | None, typer.Option(
+        help="Compare only the steps of this vendor (identity, carrier, court, credit).")]
+    = None,
+    start: Annotated[datetime | None, typer.Option(
+        "--from", formats=["%Y-%m-%d"], help="First day of the period (UTC).")] = None,
+    end: Annotated[datetime | None, typer.Option(
+        "--to", formats=["%Y-%m-%d"], help="Last day of the period (UTC), included.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare a vendor's billing statement with the paid calls idv recorded, call by call
+    (by idempotency key): calls billed twice, billed without a recorded fee, billed under
+    a key idv never stored, billed at another fee, recorded but not billed. Exit 1 if they
+    disagree. The period defaults to the statement's first and last days."""
+    import hashlib
+
+    from flows.runtime import VENDORS
+    from intake.statement import StatementError, StatementRefusal, read_statement
+    from policies.billing import BilledCall, reconcile
+    from verifiers.registry import vendor_steps
+
+    if vendor is not None and vendor not in VENDORS:
+        _fail(f"vendor: must be one of {', '.join(VENDORS)}", as_json=as_json)
+    raw = statement.read_bytes()
+    try:
+        read = list(read_statement(raw.decode("utf-8-sig").splitlines(keepends=True)))
+    except (StatementError, UnicodeDecodeError) as exc:
+        _fail(str(exc) if isinstance(exc, StatementError) else "statement: not UTF-8 text",
+              as_json=as_json)
+        return
+    billed = [x for x in read if isinstance(x, BilledCall)]
+    refused = [x for x in read if isinstance(x, StatementRefusal)]
+    days = sorted(b.billed_at.astimezone(UTC).date() for b in billed)
+    if (start is None or end is None) and not days:
+        _fail("statement: no billed call; give --from and --to to look for unbilled ones",
+              as_json=as_json)
+    first = start.date() if start else days[0]
+    last = end.date() if end else days[-1]
+    if last < first:
+        _fail("to: must not be before --from", as_json=as_json)
+    period = (datetime.combine(first, datetime.min.time(), UTC),
+              datetime.combine(last + timedelta(days=1), datetime.min.time(), UTC))
+    with _runtime() as rt:
+        recorded = rt.store.runs.paid_calls(start=period[0], end=period[1],
+                                            keys=[b.idempotency_key for b in billed],
+                                            steps=vendor_steps(vendor))
+        result = reconcile(billed, recorded, period=period)
+        rt.store.audit.record("fees.reconciled", None, {
+            "statement_sha256": hashlib.sha256(raw).hexdigest(), "vendor": vendor,
+            "from": first.isoformat(), "to": last.isoformat(), "counts": result.counts(),
+            "unreadable_lines": len(refused), "billed_cents": result.billed_cents,
+            "recorded_cents": result.recorded_cents})
+    out = {"period": {"from": first.isoformat(), "to": last.isoformat()}, "vendor": vendor,
+           **result.as_dict(), "unreadable_lines": [
+               {"line": r.line_no, "column": r.column, "rule": r.rule} for r in refused]}
+    out["clean"] = result.clean and not refused
+    if as_json:
+        _emit(out)
+    else:
+        console.print(f"period {first} to {last}"
+                      + (f", vendor {vendor}" if vendor else ", every vendor"))
+        console.print(f"billed: {result.billed_calls} calls, "
+                      f"{result.billed_cents / 100:.2f} CNY; recorded: "
+                      f"{result.recorded_calls} calls, {result.recorded_cents / 100:.2f} CNY; "
+                      f"matched: {result.matched_calls} calls, "
+                      f"{result.matched_cents / 100:.2f} CNY")
+        for r in refused:
+            console.print(f"[red]statement line {r.line_no}:[/red] {r.column} {r.rule}")
+        if result.findings:
+            table = Table("finding", "run", "applicant_ref", "step", "idempotency key",
+                          "billed", "recorded", "statement lines")
+            for f in result.findings[:50]:
+                table.add_row(f.kind, f.run_id or "", f.applicant_ref or "", f.step or "",
+                              f.idempotency_key, f"{f.billed_cents / 100:.2f}",
+                              f"{f.recorded_cents / 100:.2f}",
+                              ",".join(str(n) for n in f.lines))
+            console.print(table)
+            if len(result.findings) > 50:
+                console.print(f"and {len(result.findings) - 50} more: --json lists them all")
+        problems = [f"{k} {n}" for k, n in result.counts().items() if n]
+        if refused:
+            problems.append(f"unreadable lines {len(refused)}")
+        console.print("agreed" if out["clean"] else
+                      "[red]disagreed:[/red] " + ", ".join(problems))
+    if not out["clean"]:
+        raise typer.Exit(1)
+
+
 @contextmanager
 def _runtime() -> Iterator[Any]:
     from flows.runtime import Runtime
@@ -852,8 +946,6 @@ def subject_hold(
     as_json: JsonOpt = False,
 ) -> None:
     """Place a legal hold: an erasure request then restricts instead of erasing."""
-    from datetime import UTC, datetime
-
     from policies.access import AccessDenied, require
 
     with _runtime() as rt:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import csv
 import hashlib
 import hmac
+import io
 import json
 import math
 import random
@@ -33,6 +35,8 @@ from sandbox.wechat import WeChatState, wechat_routes
 
 # How far a request's timestamp may stray from our clock before it is refused as stale.
 CLOCK_SKEW_S = 300
+# The columns of a billing statement (`GET /_sandbox/statement`), in order.
+STATEMENT_COLUMNS = ("billed_at", "request_id", "idempotency_key", "endpoint", "fee_cents")
 # What a long-running sandbox keeps, so that its memory is bounded whatever the traffic:
 # the most recent calls of its log (about 0.5 KB each; older ones are dropped and counted,
 # their fees still summed), and each idempotency key's answer for a day, as vendors keep
@@ -71,6 +75,9 @@ class Faults:
     timeout: float = 0.0
     rate_429: float = 0.0
     malformed: float = 0.0
+    # Answered and billed, but the answer never reaches the client (it times out): the
+    # answer is kept under the idempotency key, so a retry gets it without a second bill.
+    late: float = 0.0
     seed: int = 0
 
     def latency_s(self, rng: random.Random) -> float:
@@ -83,7 +90,7 @@ class Faults:
 
 _FAULT_KEYS = {"latency_ms": "latency_ms", "latency_p99_ms": "latency_p99_ms",
                "5xx": "error_5xx", "timeout": "timeout", "429": "rate_429",
-               "malformed": "malformed", "seed": "seed"}
+               "malformed": "malformed", "late": "late", "seed": "seed"}
 _NOT_RATES = ("latency_ms", "latency_p99_ms", "seed")
 
 
@@ -381,6 +388,9 @@ def build_app(state: SandboxState) -> web.Application:
         state.log(CallRecord(at=_now_iso(), path=path, status_code=200, result=result,
                              request_id=request_id, idempotency_key=key,
                              billed_cents=fee, subject_digest=digest))
+        roll -= f.malformed
+        if roll < f.late:
+            await asyncio.sleep(3600)  # billed; the client's timeout ends the wait
         return web.Response(body=sent, content_type="application/json")
 
     async def calls(_request: web.Request) -> web.Response:
@@ -390,6 +400,19 @@ def build_app(state: SandboxState) -> web.Application:
         return web.json_response({"calls": records, "count": len(records),
                                   "dropped": dropped})
 
+    async def statement(_request: web.Request) -> web.Response:
+        """The billing statement, as vendors send one: a CSV line per billed call (of the
+        calls the log still holds). No personal value: keys and request ids only."""
+        with state._lock:
+            billed = [c for c in state.calls if c.billed_cents > 0]
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(STATEMENT_COLUMNS)
+        for c in billed:
+            writer.writerow([c.at, c.request_id, c.idempotency_key or "", c.path,
+                             c.billed_cents])
+        return web.Response(text=out.getvalue(), content_type="text/csv")
+
     async def health(_request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
 
@@ -397,6 +420,7 @@ def build_app(state: SandboxState) -> web.Application:
     for endpoint in REQUIRED:
         app.router.add_post(endpoint, identity)
     app.router.add_get("/_sandbox/calls", calls)
+    app.router.add_get("/_sandbox/statement", statement)
     app.router.add_get("/_sandbox/health", health)
     if state.wechat is not None:
         app.add_routes(wechat_routes(state.wechat))

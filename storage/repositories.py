@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from policies.billing import RecordedCall
 from policies.consent import ConsentGrant
 from storage import models as m
 from storage.crypto import FieldCipher, derive_key, mac
@@ -715,6 +716,35 @@ class RunRepository:
         with self._store.transaction() as s:
             run = s.get(m.Run, run_id)
             return run.fees_cents if run else 0
+
+    def paid_calls(self, *, start: datetime, end: datetime, keys: Iterable[str] = (),
+                   steps: Iterable[str] | None = None) -> list[RecordedCall]:
+        """Stored steps that called a vendor (they carry its idempotency key): those recorded
+        in [`start`, `end`), and those under any of `keys` whenever recorded; of `steps`
+        only, when given. For reconciling a vendor's statement (`policies.billing`)."""
+        st, ap = m.StepResult.__table__, m.Applicant.__table__
+        query = (select(st.c.idempotency_key, st.c.step, st.c.status, st.c.reason,
+                        st.c.fee_cents, st.c.vendor_request_id, st.c.run_id, st.c.created_at,
+                        ap.c.applicant_ref)
+                 .join(ap, ap.c.id == st.c.applicant_id)
+                 .where(st.c.idempotency_key.is_not(None)))
+        if steps is not None:
+            query = query.where(st.c.step.in_(sorted(set(steps))))
+        found: dict[str, RecordedCall] = {}
+
+        def add(rows: Iterable[Any]) -> None:
+            for r in rows:
+                found.setdefault(r.idempotency_key, RecordedCall(
+                    idempotency_key=r.idempotency_key, step=r.step, status=r.status,
+                    reason=r.reason, fee_cents=r.fee_cents,
+                    vendor_request_id=r.vendor_request_id, applicant_ref=r.applicant_ref,
+                    run_id=r.run_id, recorded_at=_utc(r.created_at)))
+
+        with self._store.engine.connect() as conn:
+            add(conn.execute(query.where(st.c.created_at >= start, st.c.created_at < end)))
+            for part in _parts(sorted(set(keys))):
+                add(conn.execute(query.where(st.c.idempotency_key.in_(part))))
+        return sorted(found.values(), key=lambda c: (c.recorded_at, c.idempotency_key))
 
 
 class ReviewRepository:

@@ -72,12 +72,23 @@ def _vendor_factory(cls: type[VendorVerifier], timeout_s: float,
     return build
 
 
+# The licensed sources, each a step calling one vendor (its endpoint key in the settings).
+VENDOR_VERIFIERS: tuple[type[VendorVerifier], ...] = (
+    IdCheckVerifier, CarrierCheckVerifier, CourtListVerifier, CreditReportVerifier)
+
+
+def vendor_steps(vendor: str | None = None) -> list[str]:
+    """The steps that call `vendor` (every paid step without one)."""
+    return [cls.name for cls in VENDOR_VERIFIERS  # type: ignore[attr-defined]
+            if vendor is None or cls.vendor == vendor]
+
+
 def default_registry(*, timeout_s: float = 5.0, max_attempts: int = 3,
                      accounts: AccountReader | None = None) -> VerifierRegistry:
     """Every source shipped with idv, keyed by the step names policies use. The account
     steps read the authorized accounts through `accounts` (the store)."""
     registry = VerifierRegistry()
-    for cls in (IdCheckVerifier, CarrierCheckVerifier, CourtListVerifier, CreditReportVerifier):
+    for cls in VENDOR_VERIFIERS:
         registry.register(cls.name, _vendor_factory(cls, timeout_s, max_attempts))
     if accounts is not None:
         for acls in (AccountAttributesVerifier, OidcAccountVerifier):

@@ -1,0 +1,150 @@
+"""Reconciling a vendor's bill with the paid calls we recorded: pure, no I/O.
+
+Each paid call carries an idempotency key (DOMAIN.md), which the vendor's statement lists
+beside what it charged. Matching on it finds, per key:
+
+- `billed_twice`: the vendor charged the same call on more than one line, whereas a retry
+  under its key must be answered from the vendor's record, free;
+- `billed_not_recorded`: charged, while our step holds no fee for it (the answer never came
+  back: a timeout after the vendor had done the work, retries exhausted);
+- `billed_unknown`: charged under a key no stored step carries (a chunk that stopped before
+  storing its applicants, or a call not made by us);
+- `fee_mismatch`: charged another amount than the answer said;
+- `recorded_not_billed`: a fee we recorded in the period that the statement does not list.
+
+Findings carry keys, request ids, refs and amounts: never a personal value.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+FINDING_KINDS = ("billed_twice", "billed_not_recorded", "billed_unknown", "fee_mismatch",
+                 "recorded_not_billed")
+
+
+@dataclass(frozen=True)
+class BilledCall:
+    """One line of a vendor's statement."""
+
+    line_no: int
+    billed_at: datetime
+    request_id: str
+    idempotency_key: str
+    endpoint: str
+    fee_cents: int
+
+
+@dataclass(frozen=True)
+class RecordedCall:
+    """One stored step that called a vendor, as the statement is compared with it."""
+
+    idempotency_key: str
+    step: str
+    status: str
+    reason: str
+    fee_cents: int
+    vendor_request_id: str | None
+    applicant_ref: str
+    run_id: str
+    recorded_at: datetime
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str
+    idempotency_key: str
+    billed_cents: int = 0
+    recorded_cents: int = 0
+    step: str | None = None
+    applicant_ref: str | None = None
+    run_id: str | None = None
+    request_ids: tuple[str, ...] = ()
+    lines: tuple[int, ...] = ()  # statement lines
+
+    def as_dict(self) -> dict[str, object]:
+        return {"kind": self.kind, "idempotency_key": self.idempotency_key,
+                "billed_cents": self.billed_cents, "recorded_cents": self.recorded_cents,
+                "step": self.step, "applicant_ref": self.applicant_ref, "run_id": self.run_id,
+                "request_ids": list(self.request_ids), "lines": list(self.lines)}
+
+
+@dataclass
+class Reconciliation:
+    billed_calls: int = 0
+    billed_cents: int = 0
+    recorded_calls: int = 0
+    recorded_cents: int = 0
+    matched_calls: int = 0
+    matched_cents: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not self.findings
+
+    def counts(self) -> dict[str, int]:
+        out = dict.fromkeys(FINDING_KINDS, 0)
+        for f in self.findings:
+            out[f.kind] += 1
+        return out
+
+    def as_dict(self) -> dict[str, object]:
+        return {"clean": self.clean, "billed_calls": self.billed_calls,
+                "billed_cents": self.billed_cents, "recorded_calls": self.recorded_calls,
+                "recorded_cents": self.recorded_cents, "matched_calls": self.matched_calls,
+                "matched_cents": self.matched_cents, "counts": self.counts(),
+                "findings": [f.as_dict() for f in self.findings]}
+
+
+def reconcile(billed: Iterable[BilledCall], recorded: Iterable[RecordedCall], *,
+              period: tuple[datetime, datetime] | None = None) -> Reconciliation:
+    """Compare a statement's lines with our recorded calls, key by key.
+
+    `recorded` may hold calls outside the statement's period (found by the statement's keys);
+    only those recorded within `period` (start inclusive, end exclusive), when given, can be
+    `recorded_not_billed`."""
+    lines_of: dict[str, list[BilledCall]] = defaultdict(list)
+    for b in billed:
+        lines_of[b.idempotency_key].append(b)
+    ours: dict[str, RecordedCall] = {}
+    for r in recorded:
+        ours.setdefault(r.idempotency_key, r)
+    result = Reconciliation()
+    for key, lines in sorted(lines_of.items()):
+        charged = sum(b.fee_cents for b in lines)
+        result.billed_calls += len(lines)
+        result.billed_cents += charged
+        mine = ours.get(key)
+        if len(lines) > 1:
+            kind = "billed_twice"
+        elif mine is None:
+            kind = "billed_unknown"
+        elif mine.fee_cents == 0:
+            kind = "billed_not_recorded"
+        elif mine.fee_cents != charged:
+            kind = "fee_mismatch"
+        else:
+            result.matched_calls += 1
+            result.matched_cents += charged
+            continue
+        result.findings.append(Finding(
+            kind, key, billed_cents=charged, recorded_cents=mine.fee_cents if mine else 0,
+            step=mine.step if mine else None, applicant_ref=mine.applicant_ref if mine else None,
+            run_id=mine.run_id if mine else None,
+            request_ids=tuple(sorted({b.request_id for b in lines})),
+            lines=tuple(b.line_no for b in lines)))
+    for key, mine in sorted(ours.items()):
+        in_period = period is None or period[0] <= mine.recorded_at < period[1]
+        if mine.fee_cents and in_period:
+            result.recorded_calls += 1
+            result.recorded_cents += mine.fee_cents
+            if key not in lines_of:
+                result.findings.append(Finding(
+                    "recorded_not_billed", key, recorded_cents=mine.fee_cents, step=mine.step,
+                    applicant_ref=mine.applicant_ref, run_id=mine.run_id,
+                    request_ids=(mine.vendor_request_id,) if mine.vendor_request_id else ()))
+    return result
