@@ -61,6 +61,11 @@ class SandboxServer:
             return
         self._ready.set()
         loop.run_forever()
+        # Answers still held back (timeout and late faults) are abandoned, not left pending.
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         loop.run_until_complete(self._runner.cleanup())
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()

@@ -1,0 +1,169 @@
+"""`idv fees reconcile` in a subprocess, on SQLite and PostgreSQL: a batch run against a
+sandbox whose credit bureau sometimes answers too late (it bills, our call times out), then
+the sandbox's own billing statement compared with what was stored, as is and doctored."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from flows.onboarding import run_batch
+from flows.runtime import Runtime, Settings, vendor_overrides
+from idv.synthetic import Mix, applicants
+from sandbox.app import SandboxState, parse_faults
+from sandbox.server import SandboxServer
+
+pytestmark = pytest.mark.e2e
+IDV = str(Path(sys.executable).with_name("idv"))
+LINES = list(applicants(40, seed=31, prefix="F-", mix=Mix(invalid=0, no_consent=0,
+                                                          no_scoring_consent=0)))
+
+
+def idv(env, *args):
+    return subprocess.run([IDV, *args], env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+
+
+@pytest.fixture
+def world(database, key_file, tmp_path):
+    """A stored run, the sandbox's statement of it, and the environment to run `idv` in."""
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in LINES) + "\n",
+                     encoding="utf-8")
+    state = SandboxState(app_key="k", app_secret="s-secret",
+                         faults=parse_faults("credit:late=0.3,seed=5"))
+    home = tmp_path / "home"
+    with SandboxServer(state) as sandbox:
+        rt = Runtime(Settings(home=home, key_file=key_file, database_url=database.url,
+                              database_schema=database.schema, vendor_max_attempts=1,
+                              vendor_timeout_s=0.5,
+                              **vendor_overrides(sandbox.base_url, "k", "s-secret")))
+        try:
+            run_batch(rt, str(batch))
+            stored = [st for line in LINES
+                      for st in rt.store.applicants.get(line["applicant_ref"]).steps]
+        finally:
+            rt.close()
+        with urllib.request.urlopen(sandbox.base_url + "/_sandbox/statement") as resp:  # noqa: S310
+            statement = resp.read().decode()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IDV_", "PREFECT_"))}
+    env |= {"IDV_HOME": str(home), "IDV_KEY_FILE": str(key_file), **database.env()}
+    return env, statement, stored, state
+
+
+def test_when_the_vendor_billed_calls_that_timed_out_then_reconcile_names_each_of_them(
+        world, tmp_path):
+    env, statement, stored, state = world
+    late = [st for st in stored if st.step == "credit_report" and st.reason == "timeout"]
+    paid = [st for st in stored if st.fee_cents > 0]
+    assert late and paid  # the faults did hit, and most calls came back
+    path = tmp_path / "statement.csv"
+    path.write_text(statement, encoding="utf-8")
+
+    done = idv(env, "fees", "reconcile", str(path), "--json")
+    assert done.returncode == 1, done.stderr
+    report = json.loads(done.stdout)
+    assert report["counts"] == {"billed_twice": 0, "billed_not_recorded": len(late),
+                                "billed_unknown": 0, "fee_mismatch": 0,
+                                "recorded_not_billed": 0}
+    assert {f["idempotency_key"] for f in report["findings"]} == {
+        st.idempotency_key for st in late}
+    assert {(f["step"], f["billed_cents"], f["recorded_cents"]) for f in report["findings"]} == {
+        ("credit_report", 80, 0)}
+    assert report["matched_calls"] == len(paid)
+    assert report["matched_cents"] == sum(st.fee_cents for st in paid)
+    assert report["billed_cents"] == state.billed_cents()
+
+    # The identity vendor's own statement (its lines only) against its steps only: agreed.
+    rows = list(csv.reader(io.StringIO(statement)))
+    endpoint = rows[0].index("endpoint")
+    out = io.StringIO()
+    csv.writer(out).writerows([rows[0], *[r for r in rows[1:]
+                                          if r[endpoint].startswith("/v1/identity/")]])
+    own = tmp_path / "identity.csv"
+    own.write_text(out.getvalue(), encoding="utf-8")
+    identity = idv(env, "fees", "reconcile", str(own), "--vendor", "identity", "--json")
+    assert identity.returncode == 0, identity.stdout
+    agreed = json.loads(identity.stdout)
+    assert agreed["clean"] and agreed["matched_calls"] == sum(
+        1 for st in stored if st.step == "id_check" and st.fee_cents)
+    # Every vendor's steps against it: the other vendors' fees were recorded, not billed.
+    mixed = json.loads(idv(env, "fees", "reconcile", str(own), "--json").stdout)
+    assert mixed["counts"]["recorded_not_billed"] == sum(
+        1 for st in stored if st.step != "id_check" and st.fee_cents)
+
+
+def test_when_the_statement_is_doctored_then_every_kind_of_disagreement_is_found(
+        world, tmp_path):
+    env, statement, stored, _ = world
+    rows = list(csv.reader(io.StringIO(statement)))
+    header, lines = rows[0], rows[1:]
+    fee = header.index("fee_cents")
+    dropped = lines.pop(0)  # recorded, no longer billed
+    twice = list(lines[0])
+    twice[header.index("request_id")] = "sbx-again"
+    lines.append(twice)  # the same key charged again
+    lines[1][fee] = str(int(lines[1][fee]) + 5)  # another amount
+    unknown = list(lines[2])
+    unknown[header.index("idempotency_key")] = "f" * 32
+    lines.append(unknown)  # a call nobody here made
+    lines.append(["yesterday", "sbx-x", "e" * 32, "/v1/credit/summary", "ten"])
+    out = io.StringIO()
+    csv.writer(out).writerows([header, *lines])
+    path = tmp_path / "doctored.csv"
+    path.write_text(out.getvalue(), encoding="utf-8")
+
+    done = idv(env, "fees", "reconcile", str(path), "--json")
+    assert done.returncode == 1, done.stderr
+    report = json.loads(done.stdout)
+    counts = report["counts"]
+    assert counts["billed_twice"] == 1 and counts["fee_mismatch"] == 1
+    assert counts["billed_unknown"] == 1 and counts["recorded_not_billed"] == 1
+    (missing,) = [f for f in report["findings"] if f["kind"] == "recorded_not_billed"]
+    assert missing["idempotency_key"] == dropped[header.index("idempotency_key")]
+    assert report["unreadable_lines"] == [
+        {"line": len(lines) + 1, "column": "billed_at",
+         "rule": report["unreadable_lines"][0]["rule"]}]
+
+    text = idv(env, "fees", "reconcile", str(path))
+    assert text.returncode == 1
+    assert "disagreed" in text.stdout and "unreadable lines 1" in text.stdout
+    # Keys, refs and amounts only: no name, ID number or phone of anyone in the batch.
+    shown = done.stdout + text.stdout + text.stderr
+    for line in LINES:
+        for value in (line["name"], line["id_number"], line["phone"],
+                      line["phone"].removeprefix("+86")):
+            assert value not in shown
+    assert "yesterday" not in shown and "ten" not in text.stdout.split("statement line")[1][:60]
+
+
+def test_when_the_statement_matches_then_reconcile_agrees(world, tmp_path):
+    env, statement, stored, _ = world
+    late = {st.idempotency_key for st in stored if st.reason == "timeout"}
+    rows = list(csv.reader(io.StringIO(statement)))
+    key = rows[0].index("idempotency_key")
+    out = io.StringIO()
+    csv.writer(out).writerows([rows[0], *[r for r in rows[1:] if r[key] not in late]])
+    path = tmp_path / "agreed.csv"
+    path.write_text(out.getvalue(), encoding="utf-8")
+    done = idv(env, "fees", "reconcile", str(path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "agreed" in done.stdout
+
+
+def test_when_the_statement_cannot_be_read_then_the_error_names_the_rule(world, tmp_path):
+    env, *_ = world
+    path = tmp_path / "bad.csv"
+    path.write_text("billed_at,request_id,endpoint,fee_cents\n", encoding="utf-8")
+    done = idv(env, "fees", "reconcile", str(path), "--json")
+    assert done.returncode == 2
+    assert json.loads(done.stdout)["error"] == (
+        "statement: the header lacks the column 'idempotency_key'")
