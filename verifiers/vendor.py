@@ -220,6 +220,14 @@ async def _post_with_retries(session: aiohttp.ClientSession, endpoint: VendorEnd
                 return VendorReply(resp.status, parsed, attempts)
         except TimeoutError:
             raise _Transient("timeout") from None
+        except aiohttp.ClientConnectorCertificateError:
+            # The vendor's certificate does not verify: another try would not verify it
+            # either, and the request must not go anywhere else.
+            return VendorReply(None, None, attempts, "tls_certificate")
+        except aiohttp.ClientSSLError:
+            return VendorReply(None, None, attempts, "tls_error")
+        except aiohttp.ClientConnectorDNSError:
+            raise _Transient("connection_dns") from None
         except aiohttp.ClientError as exc:
             raise _Transient(f"connection_{type(exc).__name__}") from None
 
