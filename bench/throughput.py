@@ -150,9 +150,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user and system) a running process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
-def sandbox() -> Iterator[str]:
-    """The sandbox in a process of its own, 20 ms latency on every source; yields its URL."""
+def sandbox() -> Iterator[tuple[str, int]]:
+    """The sandbox in a process of its own, 20 ms latency on every source; yields its URL
+    and process id."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = dict(os.environ, IDV_IDENTITY_APP_KEY="bench", IDV_IDENTITY_APP_SECRET="bench-secret")
@@ -167,7 +174,7 @@ def sandbox() -> Iterator[str]:
                 break
             except OSError:
                 time.sleep(0.1)
-        yield url
+        yield url, proc.pid
     finally:
         proc.terminate()
         proc.wait(10)
@@ -204,7 +211,8 @@ def main() -> None:
             for side in ("baseline", "pipeline"):
                 # A fresh sandbox per side: its call log grows with every call, and neither
                 # side should meet the other's.
-                with sandbox() as url, tempfile.TemporaryFile("w+") as err:
+                with sandbox() as (url, sandbox_pid), tempfile.TemporaryFile("w+") as err:
+                    sandbox_cpu = process_cpu_s(sandbox_pid)
                     proc = subprocess.Popen(
                         [sys.executable, __file__, "--side", side, "--url", url, "--batch",
                          str(batch), "--home", str(Path(tmp) / side),
@@ -215,11 +223,13 @@ def main() -> None:
                         peak = max(peak, tree_pss_mb(proc.pid))
                         time.sleep(0.2)
                     stdout = proc.stdout.read() if proc.stdout else ""
+                    sandbox_cpu = process_cpu_s(sandbox_pid) - sandbox_cpu
                     if proc.returncode != 0:
                         err.seek(0)
                         sys.exit(f"{side} failed:\n{err.read()[-4000:]}")
                 out[side] = json.loads(stdout.strip().splitlines()[-1])
                 out[side]["pss_mb"] = peak
+                out[side]["sandbox_cpu_s"] = sandbox_cpu
         b, p = out["baseline"], out["pipeline"]
         b_rate, p_rate = b["applicants"] / b["wall_s"], p["applicants"] / p["wall_s"]
         print(f"N={n}: baseline {b_rate:,.0f} applicants/s "
@@ -232,6 +242,16 @@ def main() -> None:
               f"process peak RSS {p['rss_mb']:.0f} MB; start-up, not timed: "
               f"{p['startup_s']:.1f} s)")
         print(f"N={n}: ratio pipeline/baseline {p_rate / b_rate:.2f}")
+        # What this machine allows at these CPU costs: the pipeline's processes and the
+        # sandbox share the cores, and each process has one core at most.
+        cores = len(os.sched_getaffinity(0))
+        p_ms = 1000 * p["cpu_s"] / p["applicants"]
+        s_ms = 1000 * p["sandbox_cpu_s"] / p["applicants"]
+        ceiling = min(1000 * args.workers / p_ms, 1000 * cores / (p_ms + s_ms))
+        print(f"N={n}: sandbox CPU per applicant {1000 * b['sandbox_cpu_s'] / b['applicants']:.2f}"
+              f" ms (baseline side), {s_ms:.2f} ms (pipeline side); at {p_ms:.2f} + {s_ms:.2f}"
+              f" ms on {cores} cores the pipeline's CPU ceiling is {ceiling:,.0f} applicants/s,"
+              f" a ratio of {ceiling / b_rate:.2f}; it ran at {p_rate / ceiling:.0%} of it")
 
 
 if __name__ == "__main__":
