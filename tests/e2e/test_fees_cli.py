@@ -81,6 +81,18 @@ def test_when_the_vendor_billed_calls_that_timed_out_then_reconcile_names_each_o
     assert report["matched_calls"] == len(paid)
     assert report["matched_cents"] == sum(st.fee_cents for st in paid)
     assert report["billed_cents"] == state.billed_cents()
+    # The reconciliation is itself recorded: counts and the statement's digest, no values.
+    settings = Settings(home=Path(env["IDV_HOME"]), key_file=Path(env["IDV_KEY_FILE"]),
+                        database_url=env["IDV_DATABASE_URL"],
+                        database_schema=env.get("IDV_DATABASE_SCHEMA"))
+    rt = Runtime(settings)
+    try:
+        (event,) = rt.store.audit.events(kind_prefix="fees.reconciled")
+        assert rt.store.audit.verify_chain()[0]
+    finally:
+        rt.close()
+    assert event.detail["counts"] == report["counts"]
+    assert len(event.detail["statement_sha256"]) == 64
 
     # The identity vendor's own statement (its lines only) against its steps only: agreed.
     rows = list(csv.reader(io.StringIO(statement)))
