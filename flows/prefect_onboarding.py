@@ -40,7 +40,15 @@ def quality_task(plan: BatchPlan, run_id: str) -> QualityReport:
         rt.close()
 
 
-@task(name="verify-chunk", cache_policy=NO_CACHE, persist_result=False)
+# A chunk that failed as a whole (its database unreachable for a moment, a lane's process
+# lost) is run again: what it stored stands, its run lines are recorded once, and the calls
+# it made and did not store go out again under the same idempotency keys, billed once.
+CHUNK_RETRIES = 2
+CHUNK_RETRY_DELAY_S = 5
+
+
+@task(name="verify-chunk", cache_policy=NO_CACHE, persist_result=False,
+      retries=CHUNK_RETRIES, retry_delay_seconds=CHUNK_RETRY_DELAY_S)
 def chunk_task(plan: BatchPlan, chunk: Chunk, run_id: str) -> ChunkReport:
     """Touches personal data: never cached, never persisted; returns counts only."""
     rt = Runtime.from_env()

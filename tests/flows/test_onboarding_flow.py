@@ -107,3 +107,47 @@ def test_when_the_rotation_flow_runs_then_every_key_moves_to_the_new_version(
     rt = Runtime.from_env()
     assert rt.keyring.status()["active"] == result["active"] == "v2"
     rt.close()
+
+
+def test_when_a_chunk_task_fails_once_then_prefect_runs_it_again_and_bills_nothing_twice(
+        prefect_harness, database, key_file, sandbox, tmp_path, monkeypatch):
+    """The second chunk's first attempt makes its vendor calls, then fails before storing
+    anyone: Prefect runs the task again, and the sandbox answers those calls from its
+    idempotency record."""
+    from collections import Counter
+
+    from flows import onboarding as ob
+    from flows.prefect_onboarding import onboarding
+    from flows.runtime import vendor_overrides
+    from idv.synthetic import Mix
+
+    env = {"IDV_HOME": str(tmp_path / "home"), "IDV_KEY_FILE": str(key_file),
+           **{f"IDV_{k.upper()}": v for k, v in vendor_overrides(
+               sandbox.base_url, sandbox.state.app_key, sandbox.state.app_secret).items()},
+           **database.env()}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr("flows.prefect_onboarding.chunk_task.retry_delay_seconds", 0)
+    lines = list(applicants(60, seed=22, prefix="P-", mix=Mix(invalid=0, no_consent=0,
+                                                             no_scoring_consent=0)))
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\n",
+                     encoding="utf-8")
+    real_check = ob.ChunkRunner.check_drift
+    failed = []
+
+    def check_once(self, pending):
+        if not failed and any(p.line.line_no > 30 for p in pending):
+            failed.append(len(pending))
+            raise ConnectionError("the database went away")
+        return real_check(self, pending)
+
+    monkeypatch.setattr(ob.ChunkRunner, "check_drift", check_once)
+    result = onboarding(batch_path=str(batch), chunk_size=30)
+    assert failed == [30]
+    assert sum(result["counts"].values()) == len(lines) == result["lines"]
+    calls = sandbox.state.calls
+    billed = Counter(c.idempotency_key for c in calls if c.billed_cents > 0)
+    assert billed and max(billed.values()) == 1
+    assert sum(1 for c in calls if c.replay) > 0
+    assert result["fees_cents"] == sandbox.state.billed_cents()
