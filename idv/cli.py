@@ -480,7 +480,7 @@ def fees_reconcile(
     import hashlib
 
     from flows.runtime import VENDORS
-    from intake.statement import StatementError, StatementRefusal, read_statement
+    from intake.statement import StatementError, StatementRefusal, read_statement_text
     from policies.billing import BilledCall, reconcile
     from verifiers.registry import vendor_steps
 
@@ -488,7 +488,7 @@ def fees_reconcile(
         _fail(f"vendor: must be one of {', '.join(VENDORS)}", as_json=as_json)
     raw = statement.read_bytes()
     try:
-        read = list(read_statement(raw.decode("utf-8-sig").splitlines(keepends=True)))
+        read = read_statement_text(raw.decode("utf-8-sig"))
     except (StatementError, UnicodeDecodeError) as exc:
         _fail(str(exc) if isinstance(exc, StatementError) else "statement: not UTF-8 text",
               as_json=as_json)

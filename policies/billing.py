@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 FINDING_KINDS = ("billed_twice", "billed_not_recorded", "billed_unknown", "fee_mismatch",
@@ -66,10 +66,7 @@ class Finding:
     lines: tuple[int, ...] = ()  # statement lines
 
     def as_dict(self) -> dict[str, object]:
-        return {"kind": self.kind, "idempotency_key": self.idempotency_key,
-                "billed_cents": self.billed_cents, "recorded_cents": self.recorded_cents,
-                "step": self.step, "applicant_ref": self.applicant_ref, "run_id": self.run_id,
-                "request_ids": list(self.request_ids), "lines": list(self.lines)}
+        return asdict(self)
 
 
 @dataclass
