@@ -37,7 +37,7 @@ from joserfc.jwk import KeySet
 
 from flows.runtime import OidcProviderSettings, Runtime
 from policies.masking import mask_oauth_id, mask_phone
-from storage.consents import ConsentService, GrantRequest, WithdrawRequest
+from services.consent import ConsentService, GrantRequest, WithdrawRequest
 from storage.oauth import PendingAuthorization, StateError
 
 log = logging.getLogger("idv.oauth")

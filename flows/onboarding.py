@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp
 import uvloop
 
+from flows import progress
 from flows.quality import QualityReport, check_batch, check_responses
 from flows.runtime import Runtime
 from intake.models import ApplicantLine, Refusal
@@ -542,6 +543,7 @@ def run_batch(rt: Runtime, batch_path: str, *, chunk_size: int | None = None) ->
     total = ChunkReport()
     for chunk in plan.chunks:
         total.add(run_chunk(rt, plan, chunk, run_id))
+        progress.report(total.lines, plan.records, total.fees_cents)
     counts = rt.store.runs.finish(run_id)
     return BatchResult(run_id=run_id, counts=counts, fees_cents=rt.store.runs.fees(run_id),
                        lines=total.lines, quality=tuple(rt.store.quality.for_run(run_id)))

@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from prefect.utilities.annotations import quote
 
+from flows import progress
 from flows.onboarding import (
     ChunkReport,
     check_batch_quality,
@@ -73,8 +74,10 @@ def onboarding(batch_path: str, chunk_size: int | None = None) -> dict[str, Any]
         gate = quality_task(quote(plan), run_id)
         total = ChunkReport()
         if gate.success:
+            progress.report(0, plan.records, 0)
             for chunk in plan.chunks:
                 total.add(chunk_task(quote(plan), chunk, run_id))
+                progress.report(total.lines, plan.records, total.fees_cents)
             counts = rt.store.runs.finish(run_id)
         else:  # halted before any paid call
             counts = halt_run(rt, run_id, gate)

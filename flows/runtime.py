@@ -14,6 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
+import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -26,8 +27,9 @@ from policies.notices import Notice
 from policies.quality import QualityPolicy
 from policies.scorecard import Scorecard
 from policies.verification import VerificationPolicy
+from services.wiring import Services
 from storage.crypto import fernet_key
-from storage.db import make_engine, upgrade
+from storage.db import current_revision, make_engine, upgrade
 from storage.keyring import KekProvider, KeyRing, LocalKekProvider, VaultTransitKekProvider
 from storage.repositories import Store
 from verifiers.gate import ConsentGate, ConsentReader, DecisionRecorder
@@ -57,13 +59,34 @@ class OidcProviderSettings(BaseModel):
         raise ValueError("oidc provider: client_secret or client_secret_block is required")
 
 
+LOCAL_HOME = Path(".idv")
+
+
+def default_home() -> Path:
+    """Where idv keeps its embedded database, keys and Prefect home when `IDV_HOME` is unset:
+    the per-user data directory (`~/.local/share/idv` on Linux), the same from any folder.
+    A `./.idv` that already exists in the current folder (an older checkout's) is kept."""
+    if LOCAL_HOME.is_dir():
+        return LOCAL_HOME.resolve()
+    return Path(platformdirs.user_data_dir("idv", appauthor=False))
+
+
+def ambiguous_home() -> Path | None:
+    """The per-user home, when `./.idv` is used instead of it and both exist: worth a warning,
+    since which one a command sees then depends on the folder it runs in."""
+    if os.environ.get("IDV_HOME") or not LOCAL_HOME.is_dir():
+        return None
+    user = Path(platformdirs.user_data_dir("idv", appauthor=False))
+    return user if user.is_dir() and user.resolve() != LOCAL_HOME.resolve() else None
+
+
 class Settings(BaseSettings):
     """`IDV_*` environment variables (see the README's configuration table)."""
 
     model_config = SettingsConfigDict(env_prefix="IDV_", extra="ignore")
 
     env: Literal["development", "production"] = "development"
-    home: Path = Path(".idv")
+    home: Path = Field(default_factory=default_home)
     database_url: str | None = None
     database_schema: str | None = None
     key_file: Path | None = None
@@ -262,6 +285,27 @@ class Runtime:
         if path is None:
             return catalog.scorecard()
         return Scorecard.from_yaml(path.read_text(encoding="utf-8"), source=str(path))
+
+    def migrate(self) -> str | None:
+        """Apply the migrations (whatever `IDV_AUTO_MIGRATE` says); the revision reached."""
+        s = self.settings
+        engine = make_engine(s.resolved_database_url, schema=s.database_schema)
+        try:
+            upgrade(engine)
+            return current_revision(engine)
+        finally:
+            engine.dispose()
+
+    def check_policies(self) -> None:
+        """Load every policy a run decides with, so that none starts on one that does not
+        validate: `PolicyError` names file, line and rule; `OSError` an unreadable file."""
+        _ = (self.scorecard, self.quality_policy, self.verification, self.consent_policy,
+             self.notices)
+
+    @cached_property
+    def services(self) -> Services:
+        """Every operation of `services/` over this runtime."""
+        return Services(self)
 
     @cached_property
     def behavior_policy(self) -> BehaviorPolicy:

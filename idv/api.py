@@ -17,17 +17,20 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from flows.runtime import Runtime, StartupError
-from policies.consent import GrantRuleError
-from storage.consents import (
-    ConsentService,
+from policies.vocabulary import ApplicantRef, check_applicant_ref
+from services.consent import (
+    ConsentRefused,
     GrantRequest,
     GrantResult,
     WithdrawRequest,
     WithdrawResult,
 )
-from storage.repositories import UnknownConsentError
+from services.context import Actor as ServiceActor
+from services.errors import ServiceError
 
-REF_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+# What each kind of refusal is called and answered with.
+_STATUS = {"invalid": 422, "not_found": 404, "denied": 403, "conflict": 409, "unavailable": 503}
+_NOT_FOUND_CODES = {"consent_id": "unknown_consent", "applicant_ref": "unknown_applicant"}
 
 
 class ErrorBody(BaseModel):
@@ -64,7 +67,8 @@ def create_app(runtime: Runtime) -> FastAPI:
         raise StartupError("IDV_API_TOKEN must be set in production")
     app = FastAPI(title="idv", version="0.1.0",
                   description="Consent-gated identity verification: consents and decisions.")
-    service = ConsentService(runtime.store, runtime.consent_policy, runtime.notices)
+    services = runtime.services
+    service = services.consent
 
     app.state.api_token = token
 
@@ -75,15 +79,17 @@ def create_app(runtime: Runtime) -> FastAPI:
             error="invalid_request", field=_field(tuple(err.get("loc", ()))),
             rule=str(err.get("msg", "is invalid"))).model_dump())
 
-    @app.exception_handler(GrantRuleError)
-    async def refused(_request: Request, exc: GrantRuleError) -> JSONResponse:
-        return JSONResponse(status_code=422, content=ErrorBody(
-            error="consent_refused", field=exc.field, rule=exc.rule).model_dump())
-
-    @app.exception_handler(UnknownConsentError)
-    async def unknown(_request: Request, _exc: UnknownConsentError) -> JSONResponse:
-        return JSONResponse(status_code=404, content=ErrorBody(
-            error="unknown_consent", field="consent_id", rule="no such grant").model_dump())
+    @app.exception_handler(ServiceError)
+    async def refused(_request: Request, exc: ServiceError) -> JSONResponse:
+        if isinstance(exc, ConsentRefused):
+            code = "consent_refused"
+        elif exc.kind == "not_found":
+            code = _NOT_FOUND_CODES.get(exc.field, "not_found")
+        else:
+            code = {"invalid": "invalid_request", "denied": "forbidden",
+                    "conflict": "conflict", "unavailable": "unavailable"}[exc.kind]
+        return JSONResponse(status_code=_STATUS[exc.kind], content=ErrorBody(
+            error=code, field=exc.field, rule=exc.rule).model_dump())
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
@@ -105,28 +111,23 @@ def create_app(runtime: Runtime) -> FastAPI:
         """Withdraw a grant: no more fields than granting needed. Twice is harmless."""
         return service.withdraw(consent_id, req or WithdrawRequest())
 
-    @app.get("/subjects/{applicant_ref}/consents")
+    @app.get("/subjects/{applicant_ref}/consents", responses={422: {"model": ErrorBody}})
     def consents(applicant_ref: str, _actor: Actor) -> dict[str, Any]:
-        _check_ref(applicant_ref)
         return {"applicant_ref": applicant_ref, "grants": service.status(applicant_ref)}
 
-    @app.get("/subjects/{applicant_ref}/consents/export")
+    @app.get("/subjects/{applicant_ref}/consents/export", responses={422: {"model": ErrorBody}})
     def export(applicant_ref: str, actor: Actor) -> dict[str, Any]:
-        _check_ref(applicant_ref)
-        return service.receipt(applicant_ref, actor=actor)
+        return service.receipt(applicant_ref, actor=_api_actor(actor))
 
     @app.get("/consents/stats")
     def stats(_actor: Actor) -> dict[str, Any]:
-        return {"stats": runtime.store.ledger.stats()}
+        return {"stats": service.stats()}
 
-    @app.get("/subjects/{applicant_ref}/decision", responses={404: {"model": ErrorBody}})
+    @app.get("/subjects/{applicant_ref}/decision",
+             responses={404: {"model": ErrorBody}, 422: {"model": ErrorBody}})
     def decision(applicant_ref: str, _actor: Actor) -> dict[str, Any]:
         """The explanation of an automated outcome (PIPL Art. 24): reasons, policy version."""
-        _check_ref(applicant_ref)
-        found = explain(runtime, applicant_ref)
-        if found is None:
-            raise HTTPException(404, "unknown_applicant")
-        return found
+        return services.explain.explain(applicant_ref)
 
     @app.post("/events", status_code=201, responses={200: {"description": "already received"},
                                                      422: {"model": ErrorBody}})
@@ -153,14 +154,14 @@ class PhoneExchange(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    applicant_ref: Annotated[str, StringConstraints(pattern=REF_PATTERN)]
+    applicant_ref: ApplicantRef
     code: Annotated[str, StringConstraints(min_length=1, max_length=512)]
 
 
 class StartLink(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    applicant_ref: Annotated[str, StringConstraints(pattern=REF_PATTERN)]
+    applicant_ref: ApplicantRef
     provider: Annotated[str, StringConstraints(pattern=r"^(wechat|oidc:[a-z0-9_-]{1,32})$")]
     scope: Literal["snsapi_base", "snsapi_userinfo"] | None = None
 
@@ -168,8 +169,6 @@ class StartLink(BaseModel):
 def _oauth_routes(app: FastAPI, runtime: Runtime) -> None:
     """The applicant-facing OAuth dance (HTML pages, no bearer token: a browser follows it)
     and the lender-facing account calls (bearer token)."""
-    import re
-
     from flows.accounts import OAuthFailure, OAuthService
     from idv.oauth import BROWSER_COOKIE, confirmation_page, error_page, new_browser_id
 
@@ -188,9 +187,10 @@ def _oauth_routes(app: FastAPI, runtime: Runtime) -> None:
         return HTMLResponse(error_page(failure), status_code=failure.status, headers=headers)
 
     def start(request: Request, applicant_ref: str, make_url: Any) -> Response:
-        if re.fullmatch(REF_PATTERN, applicant_ref) is None:
-            return failed(OAuthFailure("invalid_request", "applicant_ref: must be 1-64 "
-                                       "letters, digits or ._:-", field="applicant_ref"))
+        rule = check_applicant_ref(applicant_ref)
+        if rule is not None:
+            return failed(OAuthFailure("invalid_request", f"applicant_ref: {rule}",
+                                       field="applicant_ref"))
         browser = request.cookies.get(BROWSER_COOKIE) or new_browser_id()
         try:
             url = make_url(browser)
@@ -267,52 +267,14 @@ def _oauth_routes(app: FastAPI, runtime: Runtime) -> None:
             return JSONResponse(status_code=failure.status, content=ErrorBody(
                 error=failure.code, field=failure.field, rule=failure.message).model_dump())
 
-    @app.get("/subjects/{applicant_ref}/accounts", tags=["oauth"])
+    @app.get("/subjects/{applicant_ref}/accounts", tags=["oauth"],
+             responses={422: {"model": ErrorBody}})
     def accounts(applicant_ref: str, _actor: Actor) -> dict[str, Any]:
         """The applicant's authorized accounts: status, dates, whether tokens are held."""
-        _check_ref(applicant_ref)
         return {"applicant_ref": applicant_ref,
-                "accounts": runtime.store.oauth.view(applicant_ref)}
+                "accounts": runtime.services.accounts.view(applicant_ref)}
 
 
-def _check_ref(ref: str) -> None:
-    import re
-
-    if re.fullmatch(REF_PATTERN, ref) is None:
-        raise HTTPException(422, "applicant_ref: must be 1-64 letters, digits or ._:-")
-
-
-def explain(runtime: Runtime, applicant_ref: str) -> dict[str, Any] | None:
-    """Why an applicant's outcome is what it is: no personal values, codes with labels."""
-    stored = runtime.store.applicants.get(applicant_ref)
-    if stored is None:
-        return None
-    card = runtime.scorecard
-    labels = card.reasons
-    runtime.store.audit.record("decision.explained", applicant_ref, {"outcome": stored.outcome})
-    # Each feature's part in the score, when the policy that decided is the one loaded now.
-    contributions = []
-    if stored.score is not None and stored.policy_version == card.version:
-        from policies.scorecard import assess
-
-        contributions = [
-            {**c.model_dump(), "label": card.features[c.feature].label}
-            for c in assess(card, {k: v for k, v in stored.features.items()
-                                   if k in card.features}).contributions]
-    return {
-        "applicant_ref": applicant_ref,
-        "outcome": stored.outcome,
-        "automated": stored.score is not None,
-        "score": stored.score,
-        "policy_version": stored.policy_version,
-        "reasons": [{"code": c, "en": labels[c].en if c in labels else c,
-                     "zh": labels[c].zh if c in labels else c} for c in stored.reasons],
-        "features": stored.features,
-        "contributions": contributions,
-        "alerts": runtime.store.events.alerts(applicant_ref),
-        "steps": [{"step": st.step, "status": st.status, "reason": st.reason,
-                   "consent_ids": list(st.consent_ids), "vendor_request_id": st.vendor_request_id,
-                   "as_of": st.as_of.isoformat() if st.as_of else None}
-                  for st in stored.steps],
-        "decided_at": stored.decided_at.isoformat(),
-    }
+def _api_actor(actor: str) -> ServiceActor:
+    """The API's caller: one bearer token, one role, until accounts and API tokens per user."""
+    return ServiceActor(name=actor, role="api")

@@ -6,6 +6,7 @@ duplicate refs as digests), `read_records` reads one planned byte range.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import io
@@ -39,7 +40,19 @@ _MAX_LINE_BYTES = 64 * 1024
 
 
 class BatchFormatError(ValueError):
-    """The file as a whole cannot be read as a batch (wrong extension, missing CSV header)."""
+    """The file as a whole cannot be read as a batch (not a file, wrong extension, a CSV
+    header without the batch-line fields, text that is not UTF-8). Names the file or the
+    column and the rule, never content."""
+
+    def __init__(self, field: str, rule: str) -> None:
+        super().__init__(f"{field}: {rule}")
+        self.field = field
+        self.rule = rule
+
+
+REQUIRED_FIELDS = ("applicant_ref", "name", "id_type", "id_number", "product")
+_BOM = b"\xef\xbb\xbf"
+_UTF8_BLOCK = 1 << 20
 
 
 def batch_format(path: Path) -> str:
@@ -48,7 +61,60 @@ def batch_format(path: Path) -> str:
         return "jsonl"
     if suffix == ".csv":
         return "csv"
-    raise BatchFormatError("batch file must end in .jsonl, .ndjson or .csv")
+    raise BatchFormatError("FILE", "must end in .jsonl, .ndjson or .csv")
+
+
+def check_batch(path: Path) -> str:
+    """What can be known of a batch before anything runs: it is a readable file with a batch
+    extension, its text is UTF-8 throughout (a byte-order mark is allowed), and a CSV's header
+    names every batch-line field it needs and no other. Returns the format; a line that breaks
+    a rule is the reader's business, one refusal each, the batch going on."""
+    if path.is_dir():
+        raise BatchFormatError("FILE", "is a directory, not a batch file")
+    if not path.exists():
+        raise BatchFormatError("FILE", "no such file")
+    if not path.is_file():
+        raise BatchFormatError("FILE", "is not a regular file")
+    fmt = batch_format(path)
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(len(_BOM))
+            if head != _BOM:
+                decoder.decode(head)
+            while block := fh.read(_UTF8_BLOCK):
+                decoder.decode(block)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise BatchFormatError("FILE", "is not UTF-8 text") from None
+    except OSError:
+        raise BatchFormatError("FILE", "cannot be read") from None
+    if fmt == "csv":
+        _csv_header(path)
+    return fmt
+
+
+def _csv_header(path: Path) -> tuple[tuple[str, ...], int]:
+    """The CSV header's columns and the byte length of the header line."""
+    with path.open("rb") as fh:
+        header_line = fh.readline()
+    try:
+        header = next(csv.reader([header_line.decode("utf-8-sig")]), [])
+    except UnicodeDecodeError:
+        raise BatchFormatError("FILE", "is not UTF-8 text") from None
+    columns = tuple(h.strip() for h in header)
+    if not columns or columns == ("",):
+        raise BatchFormatError("FILE", "a CSV batch needs a header line naming its columns")
+    for name in columns:
+        if name not in FIELDS:
+            raise BatchFormatError(f"header.{name}" if name.isidentifier() else "header",
+                                   "is not a batch-line field")
+    for name in REQUIRED_FIELDS:
+        if name not in columns:
+            raise BatchFormatError(f"header.{name}", "is required")
+    if len(set(columns)) != len(columns):
+        raise BatchFormatError("header", "names a column twice")
+    return columns, len(header_line)
 
 
 @dataclass(frozen=True)
@@ -104,15 +170,11 @@ def scan(path: Path, chunk_size: int) -> BatchPlan:
     in_chunk = 0
     with path.open("rb") as fh:
         if fmt == "csv":
-            header_line = fh.readline()
-            header = next(csv.reader([header_line.decode("utf-8-sig")]), [])
-            plan.csv_header = tuple(h.strip() for h in header)
-            if "applicant_ref" not in plan.csv_header:
-                raise BatchFormatError("CSV header must name the batch-line fields")
-            body_start = len(header_line)
+            plan.csv_header, body_start = _csv_header(path)
             line_no = 1
         else:
-            body_start = 0
+            # A byte-order mark is not part of the first line.
+            body_start = len(_BOM) if fh.read(len(_BOM)) == _BOM else 0
             line_no = 0
         size = path.stat().st_size
         for offset, ref, first_line, last_line in _records(fh, fmt, plan.csv_header, body_start,

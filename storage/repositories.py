@@ -751,16 +751,28 @@ class ReviewRepository:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    def open_cases(self, *, actor: str, limit: int = 100) -> list[ReviewItem]:
-        """Open cases with the applicant's fields decrypted for masked display; the access is
-        recorded in the audit chain (who listed which cases)."""
+    @staticmethod
+    def _open() -> Any:
+        return (m.ReviewCase.status == "open", m.Applicant.erased_at.is_(None),
+                m.Applicant.restricted_at.is_(None))
+
+    def count_open(self) -> int:
+        """How many cases `open_cases` can list."""
+        with self._store.transaction() as s:
+            return s.scalar(select(func.count()).select_from(m.ReviewCase)
+                            .join(m.Applicant, m.Applicant.id == m.ReviewCase.applicant_id)
+                            .where(*self._open())) or 0
+
+    def open_cases(self, *, actor: str, limit: int = 100, offset: int = 0) -> list[ReviewItem]:
+        """Open cases, oldest first, with the applicant's fields decrypted for masked display;
+        the access is recorded in the audit chain (who listed which cases)."""
         with self._store.transaction() as s:
             rows = s.execute(
                 select(m.ReviewCase, m.Applicant)
                 .join(m.Applicant, m.Applicant.id == m.ReviewCase.applicant_id)
-                .where(m.ReviewCase.status == "open", m.Applicant.erased_at.is_(None),
-                       m.Applicant.restricted_at.is_(None))
-                .order_by(m.ReviewCase.opened_at, m.ReviewCase.id).limit(limit)).all()
+                .where(*self._open())
+                .order_by(m.ReviewCase.opened_at, m.ReviewCase.id)
+                .limit(limit).offset(offset)).all()
             items = [ReviewItem(
                 case_id=case.id, applicant_ref=app.applicant_ref, status=case.status,
                 outcome=case.outcome, reasons=tuple(case.reasons), opened_at=_utc(case.opened_at),

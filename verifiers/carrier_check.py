@@ -21,6 +21,8 @@ class CarrierCheckVerifier(VendorVerifier):
     purpose: ClassVar[str] = "onboarding_verification"
     scopes: ClassVar[frozenset[str]] = frozenset({"carrier_check"})
     vendor = "carrier"
+    # The vendor paths this step calls: how its lines are told apart on a statement.
+    endpoints: ClassVar[tuple[str, ...]] = ("/v1/carrier/verify",)
     fee_cents: ClassVar[int] = 25
 
     async def verify(self, subject: Subject, permit: ConsentPermit) -> Evidence:

@@ -49,6 +49,8 @@ class CourtListVerifier(VendorVerifier):
     purpose: ClassVar[str] = "onboarding_verification"
     scopes: ClassVar[frozenset[str]] = frozenset({"court_records"})
     vendor = "court"
+    # The vendor paths this step calls: how its lines are told apart on a statement.
+    endpoints: ClassVar[tuple[str, ...]] = ("/v1/court/dishonest",)
     fee_cents: ClassVar[int] = 15
 
     async def verify(self, subject: Subject, permit: ConsentPermit) -> Evidence:

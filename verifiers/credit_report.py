@@ -34,6 +34,8 @@ class CreditReportVerifier(VendorVerifier):
     purpose: ClassVar[str] = "onboarding_verification"
     scopes: ClassVar[frozenset[str]] = frozenset({"credit_report"})
     vendor = "credit"
+    # The vendor paths this step calls: how its lines are told apart on a statement.
+    endpoints: ClassVar[tuple[str, ...]] = ("/v1/credit/summary",)
     fee_cents: ClassVar[int] = 80
 
     async def verify(self, subject: Subject, permit: ConsentPermit) -> Evidence:

@@ -24,6 +24,9 @@ class IdCheckVerifier(VendorVerifier):
     purpose: ClassVar[str] = "onboarding_verification"
     scopes: ClassVar[frozenset[str]] = frozenset({"id_verification"})
     vendor = "identity"
+    # The vendor paths this step calls: how its lines are told apart on a statement.
+    endpoints: ClassVar[tuple[str, ...]] = ("/v1/identity/two-element",
+                                             "/v1/identity/three-element")
     fee_cents: ClassVar[int] = 30
 
     async def verify(self, subject: Subject, permit: ConsentPermit) -> Evidence:

@@ -77,6 +77,18 @@ VENDOR_VERIFIERS: tuple[type[VendorVerifier], ...] = (
     IdCheckVerifier, CarrierCheckVerifier, CourtListVerifier, CreditReportVerifier)
 
 
+def vendor_endpoints(vendor: str | None = None) -> frozenset[str]:
+    """The vendor paths the steps of `vendor` call (every paid step's without one)."""
+    return frozenset(path for cls in VENDOR_VERIFIERS
+                     if vendor is None or cls.vendor == vendor  # type: ignore[attr-defined]
+                     for path in cls.endpoints)  # type: ignore[attr-defined]
+
+
+def vendors() -> tuple[str, ...]:
+    """The licensed vendors, in registry order."""
+    return tuple(dict.fromkeys(cls.vendor for cls in VENDOR_VERIFIERS))  # type: ignore[attr-defined]
+
+
 def vendor_steps(vendor: str | None = None) -> list[str]:
     """The steps that call `vendor` (every paid step without one)."""
     return [cls.name for cls in VENDOR_VERIFIERS  # type: ignore[attr-defined]

@@ -42,15 +42,16 @@ def test_when_consent_commands_run_then_grant_withdraw_show_export_and_stats_agr
 
     bundled = idv(env, *GRANT[:-4], "--scope", "credit_report", "--evidence",
                   "sha256:" + "b" * 64, "--json")
-    assert bundled.returncode == 2
-    assert json.loads(bundled.stdout)["error"].startswith("consent.scopes: bundles")
+    assert bundled.returncode == 2 and bundled.stdout == ""
+    assert json.loads(bundled.stderr)["error"].startswith("consent.scopes: bundles")
 
     withdrawn = json.loads(idv(env, "consent", "withdraw", cid, "--json").stdout)
     assert withdrawn["already_withdrawn"] is False
     twice = idv(env, "consent", "withdraw", cid)
     assert twice.returncode == 0 and "already withdrawn" in twice.stdout
     unknown = idv(env, "consent", "withdraw", "nope", "--json")
-    assert unknown.returncode == 2 and "no such grant" in unknown.stdout
+    assert unknown.returncode == 2 and unknown.stdout == ""
+    assert json.loads(unknown.stderr)["field"] == "consent_id"
 
     shown = json.loads(idv(env, "consent", "show", "A-7", "--json").stdout)
     assert [g["state"] for g in shown["grants"]] == ["withdrawn"]
@@ -60,4 +61,4 @@ def test_when_consent_commands_run_then_grant_withdraw_show_export_and_stats_agr
     assert row["asked"] == 1 and row["withdrew"] == 1
     assert idv(env, "consent", "stats").returncode == 0
     missing = idv(env, "explain", "A-7", "--json")
-    assert missing.returncode == 2 and "no such applicant" in missing.stdout
+    assert missing.returncode == 2 and "no such applicant" in missing.stderr

@@ -176,6 +176,6 @@ def test_when_the_statement_cannot_be_read_then_the_error_names_the_rule(world, 
     path = tmp_path / "bad.csv"
     path.write_text("billed_at,request_id,endpoint,fee_cents\n", encoding="utf-8")
     done = idv(env, "fees", "reconcile", str(path), "--json")
-    assert done.returncode == 2
-    assert json.loads(done.stdout)["error"] == (
+    assert done.returncode == 2 and done.stdout == ""
+    assert json.loads(done.stderr)["error"] == (
         "statement: the header lacks the column 'idempotency_key'")

@@ -118,8 +118,10 @@ def test_when_a_grant_is_withdrawn_then_twice_is_harmless_and_unknown_is_404(api
     again = client.post(f"/consents/{cid}/withdraw", json={"channel": "web"})
     assert again.status_code == 200 and again.json()["already_withdrawn"] is True
     assert again.json()["withdrawal_id"] == first.json()["withdrawal_id"]
-    missing = client.post("/consents/no-such-id/withdraw")
+    missing = client.post("/consents/00000000-0000-4000-8000-000000000000/withdraw")
     assert missing.status_code == 404 and missing.json()["field"] == "consent_id"
+    cut_short = client.post(f"/consents/{cid[:8]}/withdraw")
+    assert cut_short.status_code == 422 and cut_short.json()["field"] == "consent_id"
     grants = client.get("/subjects/A-100/consents").json()["grants"]
     assert [g["state"] for g in grants] == ["withdrawn"]
 

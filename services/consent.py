@@ -1,22 +1,37 @@
-"""Consent operations that check the policy, then write the ledger: one path for the command
-line and the HTTP API. Receipts and statistics for the compliance officer."""
+"""The consent ledger's operations: grants checked against the policy and their notice before
+anything is written, withdrawals, a subject's grants now, receipts and statistics for the
+compliance officer. The one path for the command line, the HTTP API and the OAuth callbacks."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from policies.consent import ConsentPolicy, check_grant
+from policies.consent import ConsentPolicy, GrantRuleError, check_grant
 from policies.masking import mask
 from policies.notices import Notice
-from storage.repositories import Store, _utc
+from policies.vocabulary import (
+    ApplicantRef,
+    Code,
+    EvidenceRef,
+    NoticeHash,
+    NoticeVersion,
+    Purpose,
+    Scope,
+    check_applicant_ref,
+    check_consent_id,
+)
+from services.context import Actor
+from services.errors import InvalidInput, NotFound
+from storage.repositories import Store, SubjectUnavailableError, UnknownConsentError, _utc
 
-Code = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")]
-Ref = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
-Evidence = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{2,16}:[A-Za-z0-9+/=._-]{1,200}$")]
+
+class ConsentRefused(InvalidInput):
+    """The policy or the notice does not allow the grant (bundled sensitive scopes, unknown
+    notice, overlong validity...): nothing was written."""
 
 
 class GrantRequest(BaseModel):
@@ -24,13 +39,13 @@ class GrantRequest(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    subject_ref: Ref
-    purpose: Code
-    scopes: frozenset[Code] = Field(min_length=1)
-    notice_version: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
-    notice_hash: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = None
+    subject_ref: ApplicantRef
+    purpose: Purpose
+    scopes: frozenset[Scope] = Field(min_length=1)
+    notice_version: NoticeVersion
+    notice_hash: NoticeHash | None = None
     channel: Code
-    evidence: Evidence
+    evidence: EvidenceRef
     granted_at: AwareDatetime | None = None
     expires_at: AwareDatetime | None = None
 
@@ -41,7 +56,7 @@ class WithdrawRequest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     channel: Code = "api"
-    evidence: Evidence | None = None
+    evidence: EvidenceRef | None = None
 
 
 class GrantResult(BaseModel):
@@ -67,8 +82,14 @@ class ConsentService:
         self.notices = notices
 
     def grant(self, req: GrantRequest) -> GrantResult:
-        """Check against the policy and the notice, then record; raises `GrantRuleError`
+        """Check against the policy and the notice, then record; raises `ConsentRefused`
         (field and rule) before anything is written."""
+        try:
+            return self._grant(req)
+        except GrantRuleError as exc:
+            raise ConsentRefused(exc.field, exc.rule) from None
+
+    def _grant(self, req: GrantRequest) -> GrantResult:
         now = self.store.clock()
         granted_at = req.granted_at or now
         expires_at = req.expires_at or granted_at + timedelta(
@@ -87,10 +108,16 @@ class ConsentService:
                            expires_at=_utc(expires_at))
 
     def withdraw(self, consent_id: str, req: WithdrawRequest) -> WithdrawResult:
-        """Record a withdrawal; `UnknownConsentError` for an unknown id. A second withdrawal is
-        harmless: it reports the first."""
-        event_id, created = self.store.ledger.withdraw(consent_id, channel=req.channel,
-                                                       evidence_ref=req.evidence)
+        """Record a withdrawal; `NotFound` for an unknown id, `InvalidInput` for a malformed
+        one. A second withdrawal is harmless: it reports the first."""
+        rule = check_consent_id(consent_id)
+        if rule is not None:
+            raise InvalidInput("consent_id", rule)
+        try:
+            event_id, created = self.store.ledger.withdraw(consent_id, channel=req.channel,
+                                                           evidence_ref=req.evidence)
+        except UnknownConsentError:
+            raise NotFound("consent_id", "no such grant") from None
         grant = self.store.ledger.grant(consent_id)
         assert grant.withdrawn_at is not None
         # What the grant let us hold of an authorized account goes with it.
@@ -101,6 +128,7 @@ class ConsentService:
 
     def status(self, subject_ref: str) -> list[dict[str, Any]]:
         """The subject's grants now: live, withdrawn, expired or not yet valid."""
+        _require_ref(subject_ref)
         now = self.store.clock()
         out = []
         for g in self.store.ledger.grants_for(subject_ref):
@@ -120,15 +148,16 @@ class ConsentService:
                         "withdrawn_at": g.withdrawn_at.isoformat() if g.withdrawn_at else None})
         return out
 
-    def receipt(self, subject_ref: str, *, actor: str) -> dict[str, Any]:
+    def receipt(self, subject_ref: str, *, actor: Actor) -> dict[str, Any]:
         """A consent receipt the compliance officer can hand over: every event, the notices
         and their hashes, identifiers masked. Producing it is recorded in the audit chain."""
+        _require_ref(subject_ref)
         events = self.store.ledger.events_for(subject_ref)
         subject: dict[str, Any] = {"applicant_ref": subject_ref}
         try:
-            person = self.store.applicants.reveal_by_ref(subject_ref, actor=actor,
+            person = self.store.applicants.reveal_by_ref(subject_ref, actor=actor.name,
                                                          purpose="consent receipt")
-        except KeyError:
+        except (KeyError, SubjectUnavailableError):  # unknown, or erased: nothing to mask
             person = None
         if person is not None:
             subject.update(
@@ -138,7 +167,8 @@ class ConsentService:
                 phone=mask("phone", person.phone.get_secret_value() if person.phone else None))
         used = sorted({e["notice_version"] for e in events if e["notice_version"]})
         self.store.audit.record("consent.exported", subject_ref,
-                                {"actor": actor, "events": len(events)})
+                                {"actor": actor.name, "role": actor.role,
+                                 "events": len(events)})
         return {
             "receipt_version": 1,
             "generated_at": self.store.clock().isoformat(),
@@ -155,3 +185,13 @@ class ConsentService:
             "grants": self.status(subject_ref),
             "events": events,
         }
+
+    def stats(self) -> list[dict[str, Any]]:
+        """Per notice version and channel: people asked, granting each scope, withdrawing."""
+        return self.store.ledger.stats()
+
+
+def _require_ref(value: str) -> None:
+    rule = check_applicant_ref(value)
+    if rule is not None:
+        raise InvalidInput("applicant_ref", rule)

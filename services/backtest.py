@@ -15,9 +15,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from flows.runtime import Runtime
 from policies.backtest import BacktestSide, Label, histogram, replay
+from policies.document import PolicyError
 from policies.scorecard import Scorecard
+from services.errors import InvalidInput
+from storage.repositories import Store
 
 EDGES = list(range(0, 110, 10))
 _LABELS = ("good", "bad")
@@ -25,7 +27,7 @@ _LABELS = ("good", "bad")
 
 def read_outcomes(path: Path) -> tuple[dict[str, Label], list[dict[str, Any]]]:
     """Labels by applicant ref, and the refused lines (line, field, rule)."""
-    text = path.read_text(encoding="utf-8")
+    text = path.read_text(encoding="utf-8-sig")
     rows: list[tuple[int, Any]]
     if path.suffix.lower() == ".csv":
         reader = csv.DictReader(io.StringIO(text))
@@ -55,20 +57,35 @@ def read_outcomes(path: Path) -> tuple[dict[str, Label], list[dict[str, Any]]]:
     return labels, refused
 
 
-def load_card(path: Path) -> Scorecard:
-    return Scorecard.from_yaml(path.read_text(encoding="utf-8"), source=str(path))
+def load_card(path: Path, *, option: str) -> Scorecard:
+    try:
+        return Scorecard.from_yaml(path.read_text(encoding="utf-8"), source=str(path))
+    except PolicyError as exc:
+        raise InvalidInput(option, f"policy refused: {exc}") from None
 
 
-def run(rt: Runtime, policy: Path, outcomes: Path, against: Path | None = None
+def _readable(path: Path | None, option: str) -> None:
+    if path is not None and not path.is_file():
+        raise InvalidInput(option, "is a directory" if path.is_dir() else "no such file")
+
+
+def run(store: Store, policy: Path, outcomes: Path, against: Path | None = None
         ) -> dict[str, Any]:
     """The backtest report: per policy its figures, plus what was left out and why."""
-    cards = [load_card(policy)] + ([load_card(against)] if against else [])
-    labels, refused = read_outcomes(outcomes)
-    stored = rt.store.decisions.all_decided()
+    for option, path in (("--policy", policy), ("--outcomes", outcomes),
+                         ("--against", against)):
+        _readable(path, option)
+    cards = [load_card(policy, option="--policy")] + (
+        [load_card(against, option="--against")] if against else [])
+    try:
+        labels, refused = read_outcomes(outcomes)
+    except UnicodeDecodeError:
+        raise InvalidInput("--outcomes", "is not UTF-8 text") from None
+    stored = store.decisions.all_decided()
     automated = [d for d in stored if d["score"] is not None]
     sides = [replay(card, automated, labels) for card in cards]
     known = {d["applicant_ref"] for d in stored}
-    rt.store.audit.record("policy.backtested", None, {
+    store.audit.record("policy.backtested", None, {
         "policies": [c.version for c in cards], "labelled": len(labels),
         "replayed": sides[0].n})
     return {
@@ -80,6 +97,15 @@ def run(rt: Runtime, policy: Path, outcomes: Path, against: Path | None = None
         "refused": refused,
         "chart": chart(sides),
     }
+
+
+class BacktestService:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def run(self, policy: Path, outcomes: Path, against: Path | None = None) -> dict[str, Any]:
+        """See `run`: the stored decisions replayed under one or two cards (audited)."""
+        return run(self.store, policy, outcomes, against)
 
 
 def _side(s: BacktestSide) -> dict[str, Any]:

@@ -1,0 +1,94 @@
+"""The identifier types every surface and room shares: one rule each, one place.
+
+Intake, the HTTP API, the command line and the services all validate an applicant ref,
+a consent id, a scope, a purpose or a step name with the types here, so a value that one
+of them accepts is accepted by all. Each rule is a pydantic `Annotated` type for models
+and a `check_*` function that returns the broken rule (never the value) for code that
+validates without a model.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Annotated
+
+from pydantic import AfterValidator, StringConstraints, WithJsonSchema
+from pydantic_core import PydanticCustomError
+
+from policies.masking import mask_text
+
+# Caller's key: printable ASCII without spaces (safe in URLs, logs and file names), starting
+# with a letter or digit, at most 64 characters. `\Z`, not `$`: `$` also matches before a
+# trailing newline.
+_REF_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}\Z")
+REF_RULE = "must be 1-64 letters, digits or ._:- starting with a letter or digit"
+REF_PII_RULE = "must not contain an ID or phone number"
+
+# A consent id is the UUID the ledger gave the grant, written in full.
+_CONSENT_ID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+CONSENT_ID_RULE = "must be a whole consent id (a UUID as `idv consent show` prints it)"
+
+# Purposes, scopes, step names, products and channels: lower-case codes as the policies
+# spell them (`onboarding_verification`, `id_verification`, `id_check`).
+_CODE_RE = re.compile(r"[a-z][a-z0-9_.-]{0,63}\Z")
+CODE_RULE = "must be a lower-case code (letters, digits, _.-; at most 64)"
+
+# Evidence of a consent is a pointer such as "sha256:<hex>" or "receipt:<id>", never content.
+EVIDENCE_PATTERN = r"^[a-z0-9_-]{2,16}:[A-Za-z0-9+/=._-]{1,200}$"
+NOTICE_VERSION_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
+NOTICE_HASH_PATTERN = r"^[0-9a-f]{64}$"  # SHA-256 of the notice text, hex
+
+
+def check_applicant_ref(value: object) -> str | None:
+    """The rule `value` breaks as an applicant ref, or None when it is one."""
+    if not isinstance(value, str) or _REF_RE.match(value) is None:
+        return REF_RULE
+    if mask_text(value) != value:
+        # A ref shaped like an ID or phone number would carry personal data into logs,
+        # URLs and reports, where refs travel in the clear.
+        return REF_PII_RULE
+    return None
+
+
+def check_consent_id(value: object) -> str | None:
+    """The rule `value` breaks as a consent id, or None when it is one."""
+    if not isinstance(value, str) or _CONSENT_ID_RE.match(value) is None:
+        return CONSENT_ID_RULE
+    return None
+
+
+def check_code(value: object) -> str | None:
+    """The rule `value` breaks as a purpose, scope, step, product or channel code."""
+    if not isinstance(value, str) or _CODE_RE.match(value) is None:
+        return CODE_RULE
+    return None
+
+
+def _validator(check: Callable[[object], str | None]) -> AfterValidator:
+    def validate(value: str) -> str:
+        rule = check(value)
+        if rule is not None:
+            # The message is the rule alone: error bodies name the field beside it.
+            raise PydanticCustomError("identifier", rule)
+        return value
+
+    return AfterValidator(validate)
+
+
+def _schema(pattern: str, max_length: int) -> WithJsonSchema:
+    """What OpenAPI says of the type (ECMA pattern); the validator is the rule itself."""
+    return WithJsonSchema({"type": "string", "pattern": pattern, "maxLength": max_length})
+
+
+ApplicantRef = Annotated[str, _validator(check_applicant_ref),
+                         _schema(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$", 64)]
+ConsentId = Annotated[str, _validator(check_consent_id), _schema(
+    r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", 36)]
+Code = Annotated[str, _validator(check_code), _schema(r"^[a-z][a-z0-9_.-]{0,63}$", 64)]
+Purpose = Code
+Scope = Code
+StepName = Code
+EvidenceRef = Annotated[str, StringConstraints(pattern=EVIDENCE_PATTERN)]
+NoticeVersion = Annotated[str, StringConstraints(pattern=NOTICE_VERSION_PATTERN)]
+NoticeHash = Annotated[str, StringConstraints(pattern=NOTICE_HASH_PATTERN)]

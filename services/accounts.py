@@ -1,0 +1,18 @@
+"""Authorized accounts (WeChat, OpenID Connect) as the lender sees them: status, dates,
+whether tokens are held. No identifier or token is ever shown."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.subjects import require_ref
+from storage.repositories import Store
+
+
+class AccountService:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def view(self, applicant_ref: str) -> list[dict[str, Any]]:
+        require_ref(applicant_ref)
+        return self.store.oauth.view(applicant_ref)

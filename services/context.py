@@ -1,0 +1,54 @@
+"""What a service is built over: the store, the key ring, the gate and the loaded policies.
+
+`flows.runtime.Runtime` is one (a flow run or a command wires it from the environment);
+tests may pass any object with these attributes. The actor is who asks: every service call
+that reads personal data or changes state takes one, for the permission check and the audit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from policies.access import AccessPolicy, RetentionPolicy
+from policies.consent import ConsentPolicy
+from policies.notices import Notice
+from policies.scorecard import Scorecard
+from storage.keyring import KeyRing
+from storage.repositories import Store
+from verifiers.gate import ConsentGate
+
+
+class ServiceContext(Protocol):
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def keyring(self) -> KeyRing: ...
+
+    @property
+    def gate(self) -> ConsentGate: ...
+
+    @property
+    def scorecard(self) -> Scorecard: ...
+
+    @property
+    def consent_policy(self) -> ConsentPolicy: ...
+
+    @property
+    def notices(self) -> Mapping[str, Notice]: ...
+
+    @property
+    def access_policy(self) -> AccessPolicy: ...
+
+    @property
+    def retention_policy(self) -> RetentionPolicy: ...
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asks: a name for the audit chain and the role whose permissions apply."""
+
+    name: str
+    role: str

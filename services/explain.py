@@ -1,0 +1,53 @@
+"""Why an applicant's outcome is what it is (PIPL Art. 24): reasons with their labels, the
+score and each feature's part in it, the policy version, alerts and every step with the
+consent it ran under. No personal values. Each explanation is audited."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from policies.scorecard import Scorecard, assess
+from services.errors import NotFound
+from services.subjects import require_ref
+from storage.repositories import Store
+
+
+class ExplainService:
+    def __init__(self, store: Store, scorecard: Scorecard) -> None:
+        self.store = store
+        self.scorecard = scorecard
+
+    def explain(self, applicant_ref: str) -> dict[str, Any]:
+        require_ref(applicant_ref)
+        stored = self.store.applicants.get(applicant_ref)
+        if stored is None:
+            raise NotFound("applicant_ref", "no such applicant")
+        card = self.scorecard
+        labels = card.reasons
+        self.store.audit.record("decision.explained", applicant_ref,
+                                {"outcome": stored.outcome})
+        # Each feature's part in the score, when the policy that decided is the one loaded.
+        contributions = []
+        if stored.score is not None and stored.policy_version == card.version:
+            contributions = [
+                {**c.model_dump(), "label": card.features[c.feature].label}
+                for c in assess(card, {k: v for k, v in stored.features.items()
+                                       if k in card.features}).contributions]
+        return {
+            "applicant_ref": applicant_ref,
+            "outcome": stored.outcome,
+            "automated": stored.score is not None,
+            "score": stored.score,
+            "policy_version": stored.policy_version,
+            "reasons": [{"code": c, "en": labels[c].en if c in labels else c,
+                         "zh": labels[c].zh if c in labels else c} for c in stored.reasons],
+            "features": stored.features,
+            "contributions": contributions,
+            "alerts": self.store.events.alerts(applicant_ref),
+            "steps": [{"step": st.step, "status": st.status, "reason": st.reason,
+                       "consent_ids": list(st.consent_ids),
+                       "vendor_request_id": st.vendor_request_id,
+                       "as_of": st.as_of.isoformat() if st.as_of else None}
+                      for st in stored.steps],
+            "decided_at": stored.decided_at.isoformat(),
+        }

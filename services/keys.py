@@ -1,0 +1,67 @@
+"""The key ring's operations: status, rotation (resumable) and retirement, each audited once
+here, whichever surface or flow asks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from services.context import Actor
+from services.errors import Conflict
+from storage.keyring import KeyRing, KeyRingError, LocalKekProvider
+from storage.repositories import Store
+
+
+class Rotation(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    active: str
+    rewrapped: int
+    remaining: int
+
+
+def create_key_file(path: Path, *, production: bool) -> Path:
+    """A new local KEK file (mode 0600); a key that may protect data is never overwritten."""
+    if path.exists():
+        raise Conflict("IDV_KEY_FILE", "exists; a key that may protect data is never overwritten")
+    LocalKekProvider(path, create=True, development=not production)
+    return path
+
+
+class KeyService:
+    def __init__(self, store: Store, keyring: KeyRing) -> None:
+        self.store = store
+        self.keyring = keyring
+
+    def status(self) -> dict[str, Any]:
+        """KEK versions, their state, how many keys each wraps, destroyed subject keys."""
+        return self.keyring.status()
+
+    def pending(self) -> int:
+        """Keys a rotation started now would rewrap (for a progress bar's total)."""
+        remaining = self.keyring.remaining()
+        # Nothing half-rotated: a new version will rewrap every key wrapped today.
+        return remaining or sum(self.keyring.usage().values())
+
+    def rotate(self, *, batch_size: int, actor: Actor,
+               on_batch: Callable[[int], None] | None = None) -> Rotation:
+        """Add a KEK version and rewrap every DEK under it; rerun to resume one that stopped.
+        `on_batch(done)` is called after each committed batch when given."""
+        report = self.keyring.rotate(batch_size=batch_size, on_batch=on_batch)
+        self.store.audit.record("keys.rotated", None, {
+            "active": report.active, "rewrapped": report.rewrapped,
+            "remaining": report.remaining, "actor": actor.name})
+        return Rotation(active=report.active, rewrapped=report.rewrapped,
+                        remaining=report.remaining)
+
+    def retire(self, version: str, *, actor: Actor) -> str:
+        """Retire an old KEK version; refused while anything is wrapped under it."""
+        try:
+            self.keyring.retire(version)
+        except KeyRingError as exc:
+            raise Conflict("version", str(exc)) from None
+        self.store.audit.record("keys.retired", None, {"version": version, "actor": actor.name})
+        return version

@@ -1,0 +1,101 @@
+"""Data-subject operations: reveal one value with a reason, erase (crypto-shredding), place a
+legal hold. Each checks the actor's permission in `policies/access.yaml` and is audited."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from policies.access import AccessDenied, AccessPolicy, RetentionPolicy, require
+from policies.vocabulary import check_applicant_ref
+from services.context import Actor
+from services.errors import Denied, InvalidInput, NotFound
+from storage.repositories import Store, SubjectUnavailableError
+
+RevealField = Literal["name", "id_number", "phone"]
+REVEAL_FIELDS: tuple[str, ...] = ("name", "id_number", "phone")
+
+
+class Erasure(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    applicant_ref: str
+    result: Literal["erased", "restricted"]
+
+
+class Hold(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    hold_id: str
+    applicant_ref: str
+    basis: str
+    until: datetime
+
+
+def require_ref(value: str) -> None:
+    rule = check_applicant_ref(value)
+    if rule is not None:
+        raise InvalidInput("applicant_ref", rule)
+
+
+def permit(policy: AccessPolicy, actor: Actor, permission: str, *,
+           reason: str | None = None) -> None:
+    """`Denied` unless the actor's role holds `permission` (and gave a reason if one is due)."""
+    try:
+        require(policy, actor.role, permission, reason=reason)
+    except AccessDenied as exc:
+        text = str(exc)
+        field, _, rule = text.partition(": ")
+        if field == "reason" and rule:
+            raise Denied("reason", rule) from None
+        raise Denied("role", text) from None
+
+
+class SubjectService:
+    def __init__(self, store: Store, access: AccessPolicy, retention: RetentionPolicy) -> None:
+        self.store = store
+        self.access = access
+        self.retention = retention
+
+    def reveal(self, applicant_ref: str, field: str, *, reason: str, purpose: str,
+               actor: Actor) -> str | None:
+        """One unmasked value, for a role with `reveal` and a reason; the read is audited."""
+        require_ref(applicant_ref)
+        if field not in REVEAL_FIELDS:
+            raise InvalidInput("field", "must be name, id_number or phone")
+        permit(self.access, actor, "reveal", reason=reason)
+        try:
+            person = self.store.applicants.reveal_by_ref(
+                applicant_ref, actor=actor.name, purpose=purpose, masked=False)
+        except SubjectUnavailableError as exc:
+            raise Denied("applicant_ref", str(exc)) from None
+        except KeyError:
+            raise NotFound("applicant_ref", "no such applicant") from None
+        self.store.audit.record("applicant.revealed", applicant_ref, {
+            "actor": actor.name, "role": actor.role, "field": field, "reason": reason,
+            "purpose": purpose})
+        value = getattr(person, field)
+        return value.get_secret_value() if value is not None else None
+
+    def erase(self, applicant_ref: str, *, reason: str, actor: Actor) -> Erasure:
+        """Erase the subject, or restrict them when a legal hold applies."""
+        require_ref(applicant_ref)
+        permit(self.access, actor, "erase", reason=reason)
+        result = self.store.subjects.erase(applicant_ref, reason=reason, actor=actor.name)
+        if result == "unknown":
+            raise NotFound("applicant_ref", "no such subject")
+        return Erasure(applicant_ref=applicant_ref, result=result)  # type: ignore[arg-type]
+
+    def hold(self, applicant_ref: str, *, basis: str, actor: Actor) -> Hold:
+        """A legal hold: an erasure request then restricts instead of erasing."""
+        require_ref(applicant_ref)
+        permit(self.access, actor, "hold")
+        if basis not in self.retention.holds:
+            raise InvalidInput("basis", f"must be one of {', '.join(sorted(self.retention.holds))}")
+        until = self.retention.hold_until(basis, self.store.clock())
+        hold_id = self.store.subjects.hold(applicant_ref, basis=basis,
+                                           purpose=self.retention.holds[basis].purpose,
+                                           until=until, actor=actor.name)
+        return Hold(hold_id=hold_id, applicant_ref=applicant_ref, basis=basis, until=until)

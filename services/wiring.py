@@ -1,0 +1,65 @@
+"""Every service over one context: what a surface or a flow holds to reach the operations."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from services.accounts import AccountService
+from services.audit import AuditService
+from services.backtest import BacktestService
+from services.consent import ConsentService
+from services.context import ServiceContext
+from services.explain import ExplainService
+from services.fees import FeeService
+from services.keys import KeyService
+from services.review import ReviewService
+from services.runs import RunService
+from services.subjects import SubjectService
+
+
+class Services:
+    """Built once per context (a `flows.runtime.Runtime`); each service on first use."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self._ctx = ctx
+
+    @cached_property
+    def consent(self) -> ConsentService:
+        return ConsentService(self._ctx.store, self._ctx.consent_policy, self._ctx.notices)
+
+    @cached_property
+    def subjects(self) -> SubjectService:
+        return SubjectService(self._ctx.store, self._ctx.access_policy,
+                              self._ctx.retention_policy)
+
+    @cached_property
+    def keys(self) -> KeyService:
+        return KeyService(self._ctx.store, self._ctx.keyring)
+
+    @cached_property
+    def fees(self) -> FeeService:
+        return FeeService(self._ctx.store)
+
+    @cached_property
+    def explain(self) -> ExplainService:
+        return ExplainService(self._ctx.store, self._ctx.scorecard)
+
+    @cached_property
+    def review(self) -> ReviewService:
+        return ReviewService(self._ctx.store, self._ctx.scorecard)
+
+    @cached_property
+    def runs(self) -> RunService:
+        return RunService(self._ctx.store)
+
+    @cached_property
+    def audit(self) -> AuditService:
+        return AuditService(self._ctx.store)
+
+    @cached_property
+    def backtest(self) -> BacktestService:
+        return BacktestService(self._ctx.store)
+
+    @cached_property
+    def accounts(self) -> AccountService:
+        return AccountService(self._ctx.store)
