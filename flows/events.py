@@ -10,7 +10,6 @@ feeds the next score: the applicant is rescored with their alert counts at once.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,8 +20,8 @@ from pydantic import ValidationError
 
 from flows.runtime import Runtime
 from policies.behavior import EventIn, EventRuleError, Observed, check_event, evaluate
-from policies.masking import mask_text
 from policies.scorecard import assess
+from policies.vocabulary import check_applicant_ref
 from storage.records import Decision
 from storage.risk import NewBehaviorEvent
 
@@ -54,15 +53,10 @@ class EventRefused(ValueError):
         self.applicant_ref = applicant_ref
 
 
-# Same rule as a batch line's applicant_ref: a ref is echoed in refusals only if it is one.
-_REF_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
-
-
 def _ref_of(raw: Mapping[str, Any]) -> str | None:
+    """The event's applicant ref when it is one (a refusal echoes nothing else)."""
     ref = raw.get("applicant_ref")
-    if not isinstance(ref, str) or not _REF_RE.fullmatch(ref) or mask_text(ref) != ref:
-        return None
-    return ref
+    return ref if check_applicant_ref(ref) is None else None
 
 
 def ingest_one(rt: Runtime, raw: Any, *, now: datetime | None = None) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows.runtime import Runtime, install_log_masking
+from services.context import Actor
 
 
 @flow(name="key-rotation", persist_result=False, log_prints=False)
@@ -16,10 +17,8 @@ def rotate_keys(batch_size: int = 500) -> dict[str, Any]:
     logger = get_run_logger()
     rt = Runtime.from_env()
     try:
-        report = rt.keyring.rotate(batch_size=batch_size)
-        rt.store.audit.record("keys.rotated", None, {
-            "active": report.active, "rewrapped": report.rewrapped,
-            "remaining": report.remaining, "actor": "key-rotation flow"})
+        report = rt.services.keys.rotate(batch_size=batch_size,
+                                         actor=Actor(name="key-rotation flow", role="operator"))
         logger.info("KEK %s active: %d keys rewrapped, %d remaining", report.active,
                     report.rewrapped, report.remaining)
         return {"active": report.active, "rewrapped": report.rewrapped,

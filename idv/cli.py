@@ -16,9 +16,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.table import Table
+
+# typer vendors click: its usage errors are these classes, not the `click` package's.
+from typer._click import exceptions as click
 
 from idv.terminal import (
     EXIT_HALTED,
@@ -967,9 +969,12 @@ def main(argv: list[str] | None = None) -> None:
     as_json = json_requested(argv)
     try:
         code = app(args=argv, standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         code = exc.exit_code
-    except click.exceptions.Abort:
+    except click.NoArgsIsHelpError as exc:
+        typer.echo(exc.ctx.get_help() if exc.ctx is not None else "")
+        code = 0
+    except typer.Abort:
         error_line("interrupted", "by the user", as_json=as_json)
         code = 130
     except click.ClickException as exc:

@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -26,6 +25,9 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+
+# typer vendors click: its usage errors are these classes, not the `click` package's.
+from typer._click import exceptions as click
 
 from services.errors import ServiceError
 
@@ -97,15 +99,17 @@ def usage_error(exc: click.ClickException) -> tuple[str, str]:
     if isinstance(exc, click.MissingParameter):
         return _hint(exc), "is required"
     if isinstance(exc, click.BadParameter):
-        kind = getattr(getattr(exc.param, "type", None), "name", None)
-        choices = getattr(getattr(exc.param, "type", None), "choices", None)
+        param = exc.param
+        choices = getattr(getattr(param, "type", None), "choices", None)
         if choices:
             return _hint(exc), f"must be one of {', '.join(map(str, choices))}"
-        if kind in ("integer", "float", "integer range", "float range"):
-            return _hint(exc), _range_rule(exc) or f"must be a number ({kind})"
-        if kind == "datetime":
-            formats = getattr(exc.param.type, "formats", None) if exc.param else None
-            return _hint(exc), f"must be a date ({', '.join(formats or ['YYYY-MM-DD'])})"
+        rule = _range_rule(param)
+        message = exc.message or ""
+        if rule and ("greater" in message or "less" in message):
+            return _hint(exc), rule
+        # typer states the rule in pydantic's words, which never quote the input.
+        if message.startswith("Input should"):
+            return _hint(exc), "must" + message.removeprefix("Input should")
         return _hint(exc), "is not valid"
     if isinstance(exc, click.NoSuchOption):
         return "option", f"{exc.option_name} is not an option of this command"
@@ -128,9 +132,8 @@ def _hint(exc: click.BadParameter) -> str:
     return exc.param_hint if isinstance(exc.param_hint, str) else "option"
 
 
-def _range_rule(exc: click.BadParameter) -> str | None:
-    t = exc.param.type if exc.param is not None else None
-    low, high = getattr(t, "min", None), getattr(t, "max", None)
+def _range_rule(param: object) -> str | None:
+    low, high = getattr(param, "min", None), getattr(param, "max", None)
     if low is not None and high is not None:
         return f"must be a number from {low} to {high}"
     if low is not None:

@@ -8,17 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr
 
-# Caller's key: printable ASCII, no spaces, so it is safe in URLs, logs and file names.
-ApplicantRef = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
-# Evidence reference such as "sha256:<hex>" or "receipt:<id>": a pointer, never content.
-EvidenceRef = Annotated[
-    str, StringConstraints(pattern=r"^[a-z0-9_-]{2,16}:[A-Za-z0-9+/=._-]{1,200}$")
-]
-Code = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")]
+from policies.vocabulary import (
+    ApplicantRef,
+    Code,
+    EvidenceRef,
+    NoticeHash,
+    NoticeVersion,
+    Purpose,
+    Scope,
+)
 
 
 class ConsentClaim(BaseModel):
@@ -26,13 +27,13 @@ class ConsentClaim(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    purpose: Code
-    scopes: frozenset[Code] = Field(min_length=1)
+    purpose: Purpose
+    scopes: frozenset[Scope] = Field(min_length=1)
     granted_at: AwareDatetime
     expires_at: AwareDatetime
-    notice_version: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+    notice_version: NoticeVersion
     # SHA-256 of the notice text shown, when the channel records it.
-    notice_hash: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = None
+    notice_hash: NoticeHash | None = None
     channel: Code
     evidence: EvidenceRef
 

@@ -11,7 +11,6 @@ import csv
 import hashlib
 import io
 import json
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -29,10 +28,9 @@ from policies.identity import (
     normalize_phone,
     validate_id_number,
 )
-from policies.masking import mask_text
 from policies.notices import Notice
+from policies.vocabulary import REF_PII_RULE, check_applicant_ref
 
-_REF_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")  # same rule as ApplicantRef
 FIELDS = ("applicant_ref", "name", "id_type", "id_number", "phone", "product", "consents",
           "human_review_requested")
 # Reading a byte range line by line keeps memory flat whatever the batch size.
@@ -341,11 +339,11 @@ def parse_record(
 ) -> ApplicantLine | Refusal:
     """Validate one record into a normalised `ApplicantLine`, or refuse it naming field and rule."""
     ref_value = raw.get("applicant_ref")
-    ref = ref_value if isinstance(ref_value, str) and _REF_RE.fullmatch(ref_value) else None
-    if ref is not None and mask_text(ref) != ref:
-        # A ref with the shape of an ID or phone number would carry personal data into
-        # logs, URLs and reports, where refs travel in the clear.
-        return Refusal(line_no, None, "applicant_ref", "must not contain an ID or phone number")
+    ref_rule = check_applicant_ref(ref_value)
+    # A refusal echoes the ref only when it is one (never one shaped like an ID or phone).
+    ref = ref_value if ref_rule is None else None
+    if ref_rule == REF_PII_RULE:
+        return Refusal(line_no, None, "applicant_ref", ref_rule)
     unknown = sorted(set(raw) - set(FIELDS))
     if unknown:
         return Refusal(line_no, ref, unknown[0], "is not a batch-line field")

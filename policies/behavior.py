@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from policies.document import PolicyDocument
+from policies.vocabulary import ApplicantRef
 
 # Mean Earth radius (IUGG), km: the haversine's sphere; its error against the ellipsoid
 # (under 0.5%) is far below what a speed threshold can tell apart.
@@ -67,7 +68,7 @@ class EventIn(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     event_id: str = Field(min_length=1, max_length=128)
-    applicant_ref: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+    applicant_ref: ApplicantRef
     kind: Literal["login", "profile_change"]
     occurred_at: datetime
     change: ChangeKind | None = None

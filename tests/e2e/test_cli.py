@@ -139,7 +139,8 @@ def test_when_the_demo_runs_twice_then_it_exits_0_masks_everything_and_adds_no_o
     refused = run(["policy", "backtest", "--policy", str(broken), "--outcomes",
                    a["outcomes_file"], "--json"], env)
     assert refused.returncode == 2 and refused.stdout == ""
-    assert "unknown feature" in refused.stderr and f"{broken}:" in json.loads(refused.stderr)["rule"]
+    assert "unknown feature" in refused.stderr
+    assert f"{broken}:" in json.loads(refused.stderr)["rule"]
     demo_lines = list(applicants(200, prefix="DEMO-"))
     leaks = scan([Path(env["IDV_HOME"])], [first.stdout, first.stderr, second.stdout,
                                            second.stderr, backtest.stdout, backtest.stderr,
