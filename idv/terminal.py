@@ -107,7 +107,15 @@ def usage_error(exc: click.ClickException) -> tuple[str, str]:
         message = exc.message or ""
         if rule and ("greater" in message or "less" in message):
             return _hint(exc), rule
-        # typer states the rule in pydantic's words, which never quote the input.
+        annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+        if annotation is not None and getattr(annotation, "__name__", "") in ("datetime",
+                                                                             "date"):
+            formats = getattr(getattr(param.type_descriptor, "parameter_info", None),
+                              "formats", None) or ["%Y-%m-%d"]
+            shown = ", ".join(f.replace("%Y", "YYYY").replace("%m", "MM").replace("%d", "DD")
+                              for f in formats)
+            return _hint(exc), f"must be a date ({shown})"
+        # typer states other rules in pydantic's words, which never quote the input.
         if message.startswith("Input should"):
             return _hint(exc), "must" + message.removeprefix("Input should")
         return _hint(exc), "is not valid"
