@@ -97,10 +97,17 @@ def warm_up() -> None:
     _gx()
 
 
+# The lines a failed expectation names, at most: enough to find and fix them, bounded so a
+# broken file of millions does not make a report of millions.
+MAX_NAMED_LINES = 1000
+
+
 def run_suite(suite: str, target: str, columns: dict[str, list[bool]],
-              expectations: list[ColumnExpectation]) -> QualityReport:
+              expectations: list[ColumnExpectation], *,
+              lines: BatchLines | None = None) -> QualityReport:
     """Validate boolean `columns` against `expectations` with GX; report failures by name
-    with the observed share (a count, not a value)."""
+    with the observed share (a count, not a value) and, given `lines`, the line numbers
+    that broke each one with the rule each broke."""
     import pandas as pd
 
     rows = len(next(iter(columns.values()), []))
@@ -116,28 +123,67 @@ def run_suite(suite: str, target: str, columns: dict[str, list[bool]],
             continue
         column = r.expectation_config.kwargs.get("column")
         e = by_column[column]
-        holds = sum(1 for v in columns[column] if v == (e.expect == "true"))
-        failed.append({"expectation": e.name, "type": r.expectation_config.type,
-                       "column": column, "mostly": e.mostly, "severity": e.severity,
-                       "observed": round(holds / rows, 4)})
+        wanted = e.expect == "true"
+        holds = sum(1 for v in columns[column] if v == wanted)
+        found = {"expectation": e.name, "type": r.expectation_config.type,
+                 "column": column, "mostly": e.mostly, "severity": e.severity,
+                 "observed": round(holds / rows, 4)}
+        if lines is not None:
+            broke = [i for i, v in enumerate(columns[column]) if v != wanted]
+            found["lines"] = [{"line": lines.numbers[i], "rule": lines.rule(column, i)}
+                              for i in broke[:MAX_NAMED_LINES]]
+            found["lines_total"] = len(broke)
+        failed.append(found)
     halting = any(f["severity"] == "halt" for f in failed)
     return QualityReport(suite, target, not halting, rows, failed)
 
 
+# What a line that breaks a column's expectation broke, in words (never its value).
+_COLUMN_RULES = {
+    "id_valid": "id_number: is not a valid ID number",
+    "phone_valid": "phone: is not a valid mainland mobile",
+    "name_present": "name: is missing",
+    "ref_duplicate": "applicant_ref: repeats an earlier line",
+    "has_consent": "consents: none given",
+}
+
+
+@dataclass
+class BatchLines:
+    """Each row's line number, and why a refused line was refused, for naming the lines that
+    broke an expectation."""
+
+    numbers: list[int] = field(default_factory=list)
+    refusals: dict[int, str] = field(default_factory=dict)  # row -> "field: rule"
+
+    def rule(self, column: str, row: int) -> str:
+        if column == "line_valid":
+            return self.refusals.get(row, "line: is refused")
+        return _COLUMN_RULES.get(column, f"{column}: does not hold")
+
+
 def batch_columns(plan: BatchPlan, *, consent_policy: ConsentPolicy,
-                  notices: dict[str, Notice], now: datetime) -> dict[str, list[bool]]:
-    """One pass over the batch: per line, booleans derived from its fields (no values kept)."""
+                  notices: dict[str, Notice], now: datetime,
+                  lines: BatchLines | None = None) -> dict[str, list[bool]]:
+    """One pass over the batch: per line, booleans derived from its fields (no values kept);
+    `lines`, when given, gets each row's line number and refusal."""
     cols: dict[str, list[bool]] = {k: [] for k in (
         "line_valid", "id_valid", "phone_valid", "name_present", "ref_duplicate", "has_consent")}
     for chunk in plan.chunks:
         for line_no, raw in read_records(plan, chunk):
+            if lines is not None:
+                lines.numbers.append(line_no)
             if isinstance(raw, Refusal):
+                if lines is not None:
+                    lines.refusals[len(lines.numbers) - 1] = f"{raw.field}: {raw.reason}"
                 for k in cols:
                     cols[k].append(k == "ref_duplicate" and line_no in plan.duplicate_lines)
                 continue
             parsed = parse_record(raw, line_no, consent_policy=consent_policy, notices=notices,
                                   now=now)
             valid = not isinstance(parsed, Refusal)
+            if lines is not None and isinstance(parsed, Refusal):
+                lines.refusals[len(lines.numbers) - 1] = f"{parsed.field}: {parsed.reason}"
             cols["line_valid"].append(valid)
             # A parsed line has a valid ID number and phone: only a refused one is checked
             # again, field by field.
@@ -176,13 +222,15 @@ def _valid_phone(phone: Any) -> bool:
 
 def check_batch(plan: BatchPlan, policy: QualityPolicy, *, consent_policy: ConsentPolicy,
                 notices: dict[str, Notice], now: datetime) -> QualityReport:
-    columns = batch_columns(plan, consent_policy=consent_policy, notices=notices, now=now)
+    lines = BatchLines()
+    columns = batch_columns(plan, consent_policy=consent_policy, notices=notices, now=now,
+                            lines=lines)
     expectations = list(policy.batch)
     small = len(columns["line_valid"]) < policy.batch_min_lines
     suite = f"batch-{policy.version}" + ("-small" if small else "")
     if small:
         expectations = [e.model_copy(update={"severity": "warn"}) for e in expectations]
-    return run_suite(suite, "batch", columns, expectations)
+    return run_suite(suite, "batch", columns, expectations, lines=lines)
 
 
 def check_responses(step: str, shapes: list[frozenset[str]],

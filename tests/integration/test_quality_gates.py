@@ -53,8 +53,14 @@ def test_when_a_fifth_of_the_batch_is_invalid_then_it_is_halted_before_any_vendo
     result = run_batch(runtime, str(write(tmp_path / "poisoned.jsonl", lines)))
     assert result.halted
     assert sandbox.state.calls == []
-    failed = {f["expectation"] for q in result.quality for f in q["failed"]}
-    assert {"line_valid_true_mostly_0.95", "id_valid_true_mostly_0.95"} <= failed
+    failed = {f["expectation"]: f for q in result.quality for f in q["failed"]}
+    assert {"line_valid_true_mostly_0.95", "id_valid_true_mostly_0.95"} <= set(failed)
+    # Each failed expectation names the lines that broke it (1, 6, 11, ...) and the rule.
+    for name in ("line_valid_true_mostly_0.95", "id_valid_true_mostly_0.95"):
+        named = failed[name]["lines"]
+        assert [x["line"] for x in named] == list(range(1, 51, 5))
+        assert failed[name]["lines_total"] == 10
+        assert all(x["rule"].startswith("id_number: ") for x in named)
     with runtime.store.engine.connect() as conn:
         assert conn.execute(text("select count(*) from applicants")).scalar() == 0
         assert conn.execute(text("select count(*) from consent_events")).scalar() == 0
