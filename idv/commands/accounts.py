@@ -1,0 +1,60 @@
+"""`idv oauth`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from idv.shell import (
+    JsonOpt,
+    oauth_app,
+    prepare_environment,
+    runtime,
+)
+from idv.terminal import (
+    console,
+    emit,
+)
+
+
+@oauth_app.command("refresh")
+def oauth_refresh(as_json: JsonOpt = False) -> None:
+    """Refresh access tokens that expire soon; purge those whose refresh token died."""
+    from flows.accounts import OAuthService
+
+    with runtime() as rt:
+        counts = OAuthService(rt).refresh_due()
+    if as_json:
+        emit(counts)
+    else:
+        console.print(f"{counts['refreshed']} refreshed, {counts['reauth_required']} need "
+                      f"re-authorization, {counts['failed']} failed")
+
+
+@oauth_app.command("show")
+def oauth_show(applicant_ref: str, as_json: JsonOpt = False) -> None:
+    """An applicant's authorized accounts: status, dates, whether tokens are held."""
+    with runtime() as rt:
+        accounts = rt.services.accounts.view(applicant_ref)
+    if as_json:
+        emit({"applicant_ref": applicant_ref, "total": len(accounts), "accounts": accounts})
+        return
+    table = Table("provider", "status", "scope", "tokens held", "access expires", "linked",
+                  title=f"Authorized accounts of {applicant_ref} ({len(accounts)})")
+    for a in accounts:
+        table.add_row(a["provider"], a["status"], a["scope"], "yes" if a["tokens_held"] else "no",
+                      a["access_expires_at"] or "-", a["linked_at"] or "-")
+    console.print(table)
+
+
+@oauth_app.command("schedule")
+def oauth_schedule(
+    cron: Annotated[str, typer.Option(help="When to refresh, cron syntax.")] = "*/10 * * * *",
+) -> None:
+    """Serve the token-refresh flow on a schedule (runs until interrupted)."""
+    prepare_environment()
+    from flows.oauth_refresh import refresh_oauth_tokens
+
+    refresh_oauth_tokens.serve(name="oauth-refresh", cron=cron)

@@ -1,0 +1,151 @@
+"""`idv batch run` and `idv demo`."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from idv.shell import (
+    JsonOpt,
+    actor,
+    app,
+    batch_app,
+    check_policies,
+    counts_table,
+    database_location,
+    faults_of,
+    home,
+    prepare_environment,
+    run_flow,
+    runtime,
+    sandbox_wired,
+)
+from idv.terminal import (
+    EXIT_HALTED,
+    EXIT_USAGE,
+    console,
+    emit,
+    error_line,
+    fail,
+    refuse,
+)
+from services.errors import ServiceError
+
+
+@batch_app.command("run")
+def batch_run(
+    file: Annotated[Path, typer.Argument(help="A JSONL or CSV batch.")],
+    sandbox: Annotated[bool, typer.Option("--sandbox", help="Run against the local sandbox.")]
+    = False,
+    chunk_size: Annotated[int | None, typer.Option(
+        min=1, max=50_000, help="Applicants per Prefect task.")] = None,
+    faults: Annotated[str | None, typer.Option(
+        help="Sandbox faults, e.g. latency_ms=20,5xx=0.3,timeout=0.1,429=0.05,malformed=0.01"
+    )] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the onboarding flow on a batch file. Exit 2 if every line was refused, 3 if the
+    batch broke its data-quality suite (nothing was sent to any vendor)."""
+    from services.runs import check_batch_file
+
+    try:
+        check_batch_file(file)
+    except ServiceError as exc:
+        refuse(exc, as_json=as_json)
+    if faults and not sandbox:
+        fail("--faults", "needs --sandbox", as_json=as_json)
+    spec = faults_of(faults, as_json=as_json)
+    with runtime() as rt:
+        check_policies(rt, as_json=as_json)
+    prepare_environment()
+    started = time.perf_counter()
+    with sandbox_wired(sandbox, spec):
+        run = run_flow(file, chunk_size, show_progress=not as_json)
+    with runtime() as rt:
+        report = rt.services.runs.report(run)
+    report["duration_s"] = round(time.perf_counter() - started, 2)
+    code = EXIT_HALTED if report["halted"] else EXIT_USAGE if report["all_refused"] else 0
+    if as_json:
+        emit(report)
+        raise typer.Exit(code)
+    if report["halted"]:
+        console.print(f"[red]run {report['run_id']} halted before any vendor call[/red]: "
+                      "the batch breaks its data-quality suite")
+    for f in report["failed_expectations"]:
+        console.print(f"  {f['target']}: {f['expectation']} (observed {f['observed']:.2%}, "
+                      f"needs {f['mostly']:.0%})")
+        lines = f.get("lines") or []
+        if lines:
+            shown = ", ".join(f"{x['line']} ({x['rule']})" for x in lines[:20])
+            more = f" and {len(lines) - 20} more (--json lists them all)" if len(lines) > 20 \
+                else ""
+            console.print(f"    lines: {shown}{more}")
+    console.print(counts_table(report["counts"]))
+    for r in report["refused"][:20]:
+        console.print(f"refused line {r['line']}: {r['field']} {r['reason']}")
+    if len(report["refused"]) > 20:
+        console.print(f"and {len(report['refused']) - 20} more refused lines: --json lists "
+                      "them all")
+    console.print(f"run {report['run_id']}: {report['lines']} lines in "
+                  f"{report['duration_s']} s, fees {report['fees_cents'] / 100:.2f} CNY")
+    if report["all_refused"]:
+        error_line("FILE", "every line was refused", as_json=False)
+    raise typer.Exit(code)
+
+
+@app.command()
+def demo(
+    size: Annotated[int, typer.Option(min=1, max=100_000,
+                                      help="Applicants in the synthetic batch.")] = 200,
+    as_json: JsonOpt = False,
+) -> None:
+    """Generate a synthetic batch, start the sandbox, run onboarding, print a masked summary."""
+    from idv.synthetic import label_outcomes, write_batch, write_outcomes
+
+    prepare_environment()
+    started = time.perf_counter()
+    # The batch holds (synthetic) plaintext: it lives in a private temp dir, gone after the run.
+    with tempfile.TemporaryDirectory(prefix="idv-demo-") as tmp:
+        batch = write_batch(Path(tmp) / "demo-batch.jsonl", size, prefix="DEMO-")
+        with sandbox_wired(True):
+            run = run_flow(batch, None, show_progress=not as_json)
+    with runtime() as rt:
+        examples = rt.services.runs.examples(run["run_id"], limit=5, actor=actor())
+        decided = rt.services.runs.decided(prefix="DEMO-")
+        db = database_location(rt)
+    outcomes = write_outcomes(home() / "demo-outcomes.csv", label_outcomes(decided))
+    duration = round(time.perf_counter() - started, 2)
+    ui = os.environ.get("PREFECT_API_URL", "").removesuffix("/api") or None
+    if as_json:
+        emit({"run_id": run["run_id"], "counts": run["counts"], "lines": run["lines"],
+              "fees_cents": run["fees_cents"], "examples": examples, "database": db,
+              "home": str(home()), "prefect_home": os.environ.get("PREFECT_HOME"),
+              "prefect_ui": ui, "outcomes_file": str(outcomes), "duration_s": duration})
+        return
+    console.print(counts_table(run["counts"]))
+    table = Table(title="Examples (masked)")
+    for col in ("applicant", "name", "ID number", "phone", "outcome", "reasons"):
+        table.add_column(col)
+    for ex in examples:
+        table.add_row(ex["applicant_ref"], ex["name"], ex["id_number"], ex["phone"],
+                      ex["outcome"], ", ".join(ex["reasons"]))
+    console.print(table)
+    console.print(f"{run['lines']} lines in {duration} s; fees {run['fees_cents'] / 100:.2f} CNY")
+    console.print(f"Database: {db} (IDV_HOME {home()})")
+    if ui:
+        console.print(f"Prefect UI: {ui}")
+    else:
+        console.print(f"Prefect runs are stored under {os.environ.get('PREFECT_HOME')}; "
+                      "to browse them: PREFECT_HOME=" + os.environ.get("PREFECT_HOME", "")
+                      + " .venv/bin/prefect server start, then open http://127.0.0.1:4200")
+    console.print("Review queue: .venv/bin/idv review list")
+    if examples:
+        console.print(f"Why an outcome: .venv/bin/idv explain {examples[0]['applicant_ref']}")
+    console.print(f"Labelled synthetic outcomes: {outcomes}; try .venv/bin/idv policy backtest "
+                  f"--policy policies/risk/scorecard.yaml --outcomes {outcomes}")

@@ -1,0 +1,98 @@
+"""`idv keys`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from idv.shell import (
+    JsonOpt,
+    actor,
+    keys_app,
+    prepare_environment,
+    runtime,
+)
+from idv.terminal import (
+    console,
+    emit,
+    progress_bar,
+)
+
+
+@keys_app.command("init")
+def keys_init(
+    production: Annotated[bool, typer.Option("--production", help="Mark the key as fit for "
+                                             "production (IDV_ENV=production refuses others).")]
+    = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create the local KEK file (mode 0600). Refuses to overwrite one."""
+    from flows.runtime import Settings
+    from services.keys import create_key_file
+
+    path = create_key_file(Settings().resolved_key_file, production=production)
+    if as_json:
+        emit({"key_file": str(path), "production": production})
+    else:
+        console.print(f"key file created: {path} (mode 0600)")
+
+
+@keys_app.command("status")
+def keys_status(as_json: JsonOpt = False) -> None:
+    """KEK versions, their state, and how many keys each wraps."""
+    with runtime() as rt:
+        status = rt.services.keys.status()
+    if as_json:
+        emit(status)
+        return
+    table = Table(title=f"Key ring (active: {status['active']})")
+    for col in ("version", "state", "wraps"):
+        table.add_column(col)
+    for v in status["versions"]:
+        table.add_row(v["version"], v["state"], str(v["wraps"]))
+    console.print(table)
+    console.print(f"destroyed subject keys (erased): {status['destroyed_subject_keys']}")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    batch_size: Annotated[int, typer.Option(min=1, max=100_000,
+                                            help="DEKs rewrapped per transaction.")] = 500,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a KEK version and rewrap every DEK under it, without downtime; rerun to resume."""
+    with runtime() as rt:
+        keys = rt.services.keys
+        total = keys.pending()
+        with progress_bar("rewrapping", enabled=not as_json, unit="keys") as update:
+            report = keys.rotate(batch_size=batch_size, actor=actor(),
+                                 on_batch=lambda done: update(done, total))
+    if as_json:
+        emit(report.model_dump())
+    else:
+        console.print(f"KEK {report.active} active: {report.rewrapped} keys rewrapped, "
+                      f"{report.remaining} remaining")
+
+
+@keys_app.command("retire")
+def keys_retire(version: str, as_json: JsonOpt = False) -> None:
+    """Retire an old KEK version; refused while anything is wrapped under it."""
+    with runtime() as rt:
+        rt.services.keys.retire(version, actor=actor())
+    if as_json:
+        emit({"retired": version})
+    else:
+        console.print(f"KEK {version} retired")
+
+
+@keys_app.command("schedule")
+def keys_schedule(
+    cron: Annotated[str, typer.Option(help="When to rotate, cron syntax.")] = "0 3 1 * *",
+) -> None:
+    """Serve the key-rotation flow on a schedule (runs until interrupted)."""
+    prepare_environment()
+    from flows.key_rotation import rotate_keys
+
+    rotate_keys.serve(name="key-rotation", cron=cron)

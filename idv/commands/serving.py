@@ -1,0 +1,99 @@
+"""`idv sandbox serve`, `idv db upgrade`, `idv serve`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from idv.shell import (
+    JsonOpt,
+    app,
+    database_location,
+    db_app,
+    faults_of,
+    oauth_sandbox,
+    prepare_environment,
+    runtime,
+    sandbox_app,
+)
+from idv.terminal import (
+    console,
+    emit,
+)
+
+
+@sandbox_app.command("serve")
+def sandbox_serve(
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port on 127.0.0.1.")] = 8701,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    faults: Annotated[str | None, typer.Option(
+        help="Fault knobs, e.g. 5xx=0.3,latency_ms=20,latency_p99_ms=200")]
+    = None,
+    call_log_limit: Annotated[int, typer.Option(
+        min=1, help="Most recent calls kept for /sandbox_wired/calls (older ones are counted).")]
+    = 200_000,
+) -> None:
+    """Serve the sandbox (licensed vendors and the WeChat imitation) until interrupted.
+    Credentials: IDV_IDENTITY_APP_KEY/SECRET; WeChat apps: IDV_WECHAT_APPID/SECRET/REDIRECT_URI
+    and IDV_WECHAT_MINI_APPID/SECRET."""
+    from flows.runtime import Settings
+    from sandbox.app import SandboxState
+    from sandbox.server import serve_forever
+    from sandbox.wechat import WeChatState
+
+    s = Settings()
+    spec = faults_of(faults, as_json=False)
+    # The WeChat imitation answers the app configured for idv (IDV_WECHAT_*), if any.
+    wechat = WeChatState()
+    if s.wechat_appid and s.wechat_secret:
+        wechat.add_app(s.wechat_appid, s.wechat_secret.get_secret_value(),
+                       s.wechat_redirect_uri or "")
+    if s.wechat_mini_appid and s.wechat_mini_secret:
+        wechat.add_app(s.wechat_mini_appid, s.wechat_mini_secret.get_secret_value())
+    state = SandboxState(app_key=s.identity_app_key,
+                         app_secret=s.identity_app_secret.get_secret_value(), faults=spec,
+                         wechat=wechat, call_log_limit=call_log_limit)
+    console.print(f"sandbox on http://{host}:{port} (app key {s.identity_app_key}; WeChat "
+                  f"apps: {', '.join(wechat.apps) or 'none, set IDV_WECHAT_APPID/SECRET'})")
+    serve_forever(host, port, state)
+
+
+@db_app.command("upgrade")
+def db_upgrade(as_json: JsonOpt = False) -> None:
+    """Apply the Alembic migrations to IDV_DATABASE_URL (default: the SQLite file)."""
+    with runtime() as rt:
+        revision = rt.migrate()
+        where = database_location(rt)
+    if as_json:
+        emit({"database": where, "revision": revision})
+    else:
+        console.print(f"{where} at revision {revision}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8700,
+    sandbox: Annotated[bool, typer.Option(
+        "--sandbox", help="Start the sandbox too (licensed vendors, the WeChat imitation, an "
+        "OpenID provider), wired to this API, to click through the OAuth dance.")] = False,
+) -> None:
+    """Serve the HTTP API (consents, decisions, the OAuth pages)."""
+    import uvicorn
+
+    from flows.runtime import Runtime
+    from idv.api import create_app
+
+    prepare_environment()
+    with oauth_sandbox(sandbox, host, port) as wired:
+        rt = Runtime.from_env()
+        console.print(f"idv API on http://{host}:{port} (OpenAPI at /docs)")
+        if wired:
+            console.print(f"sandbox vendors and WeChat on {wired['vendors']}, "
+                          f"OpenID provider on {wired['issuer']}")
+            console.print(f"WeChat dance: open {wired['wechat']}")
+            console.print(f"OpenID Connect dance: open {wired['oidc']}")
+        # No access log: callback URLs carry codes and states.
+        uvicorn.run(create_app(rt), host=host, port=port, log_level="warning",
+                    access_log=False)

@@ -1,0 +1,68 @@
+"""`idv subject`."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from idv.shell import (
+    JsonOpt,
+    actor,
+    runtime,
+    subject_app,
+)
+from idv.terminal import (
+    console,
+    emit,
+)
+
+
+@subject_app.command("erase")
+def subject_erase(
+    applicant_ref: str,
+    reason: Annotated[str, typer.Option(help="Why (recorded in the audit chain).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Erase a subject (crypto-shredding), or restrict them if a legal hold applies."""
+    with runtime() as rt:
+        done = rt.services.subjects.erase(applicant_ref, reason=reason, actor=actor())
+    if as_json:
+        emit(done.model_dump())
+    else:
+        console.print(f"{applicant_ref}: {done.result}")
+
+
+@subject_app.command("hold")
+def subject_hold(
+    applicant_ref: str,
+    basis: Annotated[str, typer.Option(help="A hold in policies/retention.yaml.")]
+    = "aml_customer_identification",
+    as_json: JsonOpt = False,
+) -> None:
+    """Place a legal hold: an erasure request then restricts instead of erasing."""
+    with runtime() as rt:
+        hold = rt.services.subjects.hold(applicant_ref, basis=basis, actor=actor())
+    if as_json:
+        emit({"hold_id": hold.hold_id, "until": hold.until.isoformat()})
+    else:
+        console.print(f"hold {hold.hold_id} on {applicant_ref} until {hold.until.date()}")
+
+
+@subject_app.command("reveal")
+def subject_reveal(
+    applicant_ref: str,
+    field: Annotated[str, typer.Option(help="name, id_number or phone")],
+    reason: Annotated[str, typer.Option(help="Why (audited).")],
+    purpose: Annotated[str, typer.Option(help="The purpose the read serves.")] = "review",
+    as_json: JsonOpt = False,
+) -> None:
+    """Show one unmasked value: needs the reveal permission (IDV_ROLE) and a reason."""
+    with runtime() as rt:
+        value = rt.services.subjects.reveal(applicant_ref, field, reason=reason,
+                                            purpose=purpose, actor=actor())
+    if as_json:
+        emit({"applicant_ref": applicant_ref, "field": field, "value": value})
+    else:
+        sys.stdout.write((value or "") + "\n")

@@ -1,0 +1,227 @@
+"""What every `idv` command shares: the app and its command groups, the runtime a command
+acts on, who acts, the sandbox wired in, the Prefect environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+# typer vendors click: its usage errors are these classes, not the `click` package's.
+from idv.terminal import (
+    fail,
+    progress_bar,
+    warn,
+)
+from services.context import Actor
+
+app = typer.Typer(help="Consent-gated identity verification.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+
+
+def _group(name: str, help_text: str) -> typer.Typer:
+    group = typer.Typer(help=help_text, no_args_is_help=True)
+    app.add_typer(group, name=name)
+    return group
+
+
+batch_app = _group("batch", "Onboarding batches.")
+sandbox_app = _group("sandbox", "The local imitation of the licensed sources.")
+db_app = _group("db", "The database.")
+review_app = _group("review", "The review queue.")
+audit_app = _group("audit", "The audit chain.")
+consent_app = _group("consent", "The consent ledger.")
+keys_app = _group("keys", "The key ring.")
+subject_app = _group("subject", "Data-subject requests.")
+fees_app = _group("fees", "Vendor fees.")
+oauth_app = _group("oauth", "Authorized accounts (WeChat, OpenID Connect).")
+events_app = _group("events", "Behaviour events (logins, profile changes).")
+policy_app = _group("policy", "Risk policies.")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+# --- wiring ---------------------------------------------------------------------------------
+
+
+def home() -> Path:
+    from flows.runtime import Settings
+
+    return Settings().home
+
+
+def actor() -> Actor:
+    """Who runs the command, for permissions and the audit chain (`IDV_ROLE` until sign-in)."""
+    return Actor(name=os.environ.get("USER", "cli"), role=os.environ.get("IDV_ROLE", "analyst"))
+
+
+@contextmanager
+def runtime() -> Iterator[Any]:
+    from flows.runtime import Runtime, ambiguous_home
+
+    other = ambiguous_home()
+    if other is not None:
+        warn(f"using ./.idv of this folder; {other} exists too (set IDV_HOME to choose)")
+    rt = Runtime.from_env()
+    try:
+        yield rt
+    finally:
+        rt.close()
+
+
+def prepare_environment() -> None:
+    """Prefect reads its settings at import: set ours first (home under IDV_HOME, no
+    analytics, no persisted results), then mask every log handler."""
+    from flows.runtime import Runtime, install_log_masking, prefect_environment
+
+    for key, value in prefect_environment(home()).items():
+        os.environ.setdefault(key, value)
+    # Prefect creates only the last path component of its home; ours is nested and private.
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True, mode=0o700)
+    if "PREFECT_SERVER_ENCRYPTION_KEY" not in os.environ:
+        # Prefect's key for Secret blocks comes from our key ring, not from its own database.
+        rt = Runtime.from_env()
+        try:
+            os.environ["PREFECT_SERVER_ENCRYPTION_KEY"] = rt.prefect_encryption_key()
+        finally:
+            rt.close()
+    install_log_masking()
+
+
+@contextmanager
+def environ(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the block, then put back what was there."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def faults_of(faults: str | None, *, as_json: bool) -> Any:
+    from sandbox.app import FaultSpecError, parse_faults
+
+    try:
+        return parse_faults(faults or "")
+    except FaultSpecError as exc:
+        fail("--faults", str(exc).removeprefix("faults: "), as_json=as_json)
+
+
+@contextmanager
+def sandbox_wired(enabled: bool, spec: Any = None) -> Iterator[str | None]:
+    """Start the sandbox on a free loopback port and point the verifiers at it."""
+    if not enabled:
+        yield None
+        return
+    from flows.runtime import vendor_overrides
+    from sandbox.app import SandboxState, parse_faults
+    from sandbox.server import SandboxServer
+
+    key, secret = "idv-sandbox", secrets.token_urlsafe(24)
+    server = SandboxServer(SandboxState(app_key=key, app_secret=secret,
+                                        faults=spec if spec is not None else parse_faults("")))
+    url = server.start()
+    # The sandbox imitates every licensed vendor.
+    wired = {f"IDV_{k.upper()}": v for k, v in vendor_overrides(url, key, secret).items()}
+    try:
+        with environ(wired):
+            yield url
+    finally:
+        server.stop()
+
+
+def check_policies(rt: Any, *, as_json: bool) -> None:
+    """No flow starts on an invalid policy: refused here with its file, line and rule."""
+    from policies.document import PolicyError
+
+    try:
+        rt.check_policies()
+    except PolicyError as exc:
+        fail("policy", f"refused: {exc}", as_json=as_json)
+    except OSError:
+        fail("IDV_SCORECARD_FILE", "cannot be read", as_json=as_json)
+
+
+def run_flow(batch: Path, chunk_size: int | None, *, show_progress: bool) -> dict[str, Any]:
+    from flows import progress
+    from flows.prefect_onboarding import onboarding
+
+    with progress_bar("verifying", enabled=show_progress) as update, \
+            progress.watching(lambda p: update(p.done, p.total, p.fees_cents)):
+        return onboarding(batch_path=str(batch.resolve()), chunk_size=chunk_size)
+
+
+def counts_table(counts: dict[str, int]) -> Table:
+    table = Table(title="Outcomes")
+    table.add_column("outcome")
+    table.add_column("count", justify="right")
+    order = ["verified", "review", "decline_recommended", "invalid"]
+    for key in order + sorted(set(counts) - set(order)):
+        if key in counts:
+            table.add_row(key, str(counts[key]))
+    table.add_row("[bold]total[/bold]", f"[bold]{sum(counts.values())}[/bold]")
+    return table
+
+
+
+def database_location(rt: Any) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(rt.settings.resolved_database_url).render_as_string(hide_password=True)
+
+
+@contextmanager
+def oauth_sandbox(enabled: bool, host: str, port: int) -> Iterator[dict[str, str] | None]:
+    """The sandbox's vendors, WeChat imitation and OpenID provider on loopback, wired to an API
+    on `host:port` through the environment. Yields what to print, or None when disabled."""
+    if not enabled:
+        yield None
+        return
+    from flows.runtime import vendor_overrides
+    from sandbox.app import SandboxState
+    from sandbox.oidc import OidcProvider
+    from sandbox.server import SandboxServer
+    from sandbox.wechat import WeChatState
+
+    api = f"http://{host}:{port}"
+    key, secret = "idv-sandbox", secrets.token_urlsafe(24)
+    web_secret, mini_secret, oidc_secret = (secrets.token_urlsafe(24) for _ in range(3))
+    wechat = WeChatState()
+    wechat.add_app("wx-sandbox-web", web_secret, f"{api}/oauth/wechat/callback")
+    wechat.add_app("wx-sandbox-mini", mini_secret)
+    vendors = SandboxServer(SandboxState(app_key=key, app_secret=secret, wechat=wechat))
+    url = vendors.start()
+    provider = OidcProvider()
+    issuer = provider.start()
+    provider.register_client("idv-sandbox", oidc_secret, [f"{api}/oauth/oidc/sandbox/callback"])
+    wired = {f"IDV_{k.upper()}": v for k, v in vendor_overrides(url, key, secret).items()}
+    wired.update({
+        "IDV_WECHAT_OPEN_URL": url, "IDV_WECHAT_API_URL": url,
+        "IDV_WECHAT_APPID": "wx-sandbox-web", "IDV_WECHAT_SECRET": web_secret,
+        "IDV_WECHAT_REDIRECT_URI": f"{api}/oauth/wechat/callback",
+        "IDV_WECHAT_MINI_APPID": "wx-sandbox-mini", "IDV_WECHAT_MINI_SECRET": mini_secret,
+        "IDV_OIDC_PROVIDERS": json.dumps({"sandbox": {
+            "issuer": issuer, "client_id": "idv-sandbox", "client_secret": oidc_secret,
+            "redirect_uri": f"{api}/oauth/oidc/sandbox/callback", "scope": "openid profile"}}),
+    })
+    try:
+        with environ(wired):
+            yield {"vendors": url, "issuer": issuer,
+                   "wechat": f"{api}/oauth/wechat/authorize?applicant_ref=DEMO-000001"
+                             "&scope=snsapi_userinfo",
+                   "oidc": f"{api}/oauth/oidc/sandbox/authorize?applicant_ref=DEMO-000002"}
+    finally:
+        provider.stop()
+        vendors.stop()
