@@ -107,6 +107,16 @@ def test_when_the_vendor_billed_calls_that_timed_out_then_reconcile_names_each_o
     agreed = json.loads(identity.stdout)
     assert agreed["clean"] and agreed["matched_calls"] == sum(
         1 for st in stored if st.step == "id_check" and st.fee_cents)
+    # The whole statement with --vendor credit: only the credit bureau's lines are compared,
+    # the other vendors' are left out (not "billed under a key idv never stored").
+    credit = idv(env, "fees", "reconcile", str(path), "--vendor", "credit", "--json")
+    assert credit.returncode == 1, credit.stderr
+    only = json.loads(credit.stdout)
+    assert only["counts"]["billed_unknown"] == 0
+    assert only["counts"]["billed_not_recorded"] == len(late)
+    assert only["other_vendors_lines"] == sum(1 for r in rows[1:]
+                                              if not r[endpoint].startswith("/v1/credit/"))
+    assert only["other_vendors_lines"] > 0
     # Every vendor's steps against it: the other vendors' fees were recorded, not billed.
     mixed = json.loads(idv(env, "fees", "reconcile", str(own), "--json").stdout)
     assert mixed["counts"]["recorded_not_billed"] == sum(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from intake.models import ApplicantLine, Refusal
-from intake.reader import BatchFormatError, parse_record, read_records, scan
+from intake.reader import BatchFormatError, check_batch, parse_record, read_records, scan
 from policies import catalog
 
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
@@ -162,3 +162,35 @@ def test_when_a_line_is_overlong_then_it_is_refused_and_the_next_line_is_read(tm
     records = all_records(scan(path, 10))
     assert isinstance(records[0][1], Refusal) and records[0][1].field == "line"
     assert records[1][0] == 2 and not isinstance(records[1][1], Refusal)
+
+
+def test_when_a_jsonl_batch_starts_with_a_byte_order_mark_then_its_first_line_is_read(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(good(applicant_ref="A-1")).encode() + b"\n"
+                     + json.dumps(good(applicant_ref="A-2")).encode() + b"\n")
+    assert check_batch(path) == "jsonl"
+    plan = scan(path, 10)
+    records = [r for chunk in plan.chunks for r in read_records(plan, chunk)]
+    assert [(no, raw["applicant_ref"]) for no, raw in records] == [(1, "A-1"), (2, "A-2")]
+
+
+@pytest.mark.parametrize(("name", "data", "field", "rule"), [
+    ("b.csv", b"applicant_ref,name,id_type,id_number,product,nickname\n", "header.nickname",
+     "is not a batch-line field"),
+    ("b.csv", b"\xef\xbb\xbfapplicant_ref,name,id_type,id_number\n", "header.product",
+     "is required"),
+    ("b.csv", b"applicant_ref,applicant_ref,name,id_type,id_number,product\n", "header",
+     "names a column twice"),
+    ("b.jsonl", b'{"name": "\xe5\xbc"}\n', "FILE", "is not UTF-8 text"),
+    ("b.ndjson", b"", None, None),
+])
+def test_when_a_batch_is_checked_as_a_whole_then_the_rule_is_named(tmp_path, name, data, field,
+                                                                    rule):
+    path = tmp_path / name
+    path.write_bytes(data)
+    if field is None:
+        assert check_batch(path) == "jsonl"
+        return
+    with pytest.raises(BatchFormatError) as refused:
+        check_batch(path)
+    assert (refused.value.field, refused.value.rule) == (field, rule)
