@@ -23,8 +23,8 @@ from flows.runtime import Runtime
 from policies.behavior import EventIn, EventRuleError, Observed, check_event, evaluate
 from policies.masking import mask_text
 from policies.scorecard import assess
+from storage.events import NewBehaviorEvent
 from storage.records import Decision
-from storage.risk import NewBehaviorEvent
 
 STEP = "behavior_events"
 SCOPES = frozenset({"behavior_signals"})

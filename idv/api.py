@@ -25,7 +25,7 @@ from storage.consents import (
     WithdrawRequest,
     WithdrawResult,
 )
-from storage.repositories import UnknownConsentError
+from storage.ledger import UnknownConsentError
 
 REF_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
 

@@ -321,7 +321,7 @@ def _masked_examples(run_id: str, *, limit: int) -> list[dict[str, Any]]:
         for line in lines:  # one example per outcome first, then fill up
             picked.setdefault(line.outcome, line)
         chosen = list(picked.values()) + [x for x in lines if x not in picked.values()]
-        from storage.repositories import SubjectUnavailableError
+        from storage.subjects import SubjectUnavailableError
 
         for line in chosen:
             if len(out) >= limit:
@@ -617,7 +617,7 @@ def consent_withdraw(
 ) -> None:
     """Withdraw a grant. Every later step for that person is refused by the gate."""
     from storage.consents import WithdrawRequest
-    from storage.repositories import UnknownConsentError
+    from storage.ledger import UnknownConsentError
 
     with _runtime() as rt:
         try:
@@ -975,7 +975,7 @@ def subject_reveal(
 ) -> None:
     """Show one unmasked value: needs the reveal permission (IDV_ROLE) and a reason."""
     from policies.access import AccessDenied, require
-    from storage.repositories import SubjectUnavailableError
+    from storage.subjects import SubjectUnavailableError
 
     if field not in ("name", "id_number", "phone"):
         _fail("field: must be name, id_number or phone", as_json=False)

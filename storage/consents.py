@@ -12,7 +12,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 from policies.consent import ConsentPolicy, check_grant
 from policies.masking import mask
 from policies.notices import Notice
-from storage.repositories import Store, _utc
+from storage.context import as_utc
+from storage.store import Store
 
 Code = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")]
 Ref = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
@@ -83,8 +84,8 @@ class ConsentService:
             notice_version=notice.version, notice_hash=notice.text_sha256, channel=req.channel,
             evidence_ref=req.evidence, granted_at=granted_at, expires_at=expires_at)
         return GrantResult(consent_id=consent_id, created=created, notice_version=notice.version,
-                           notice_hash=notice.text_sha256, granted_at=_utc(granted_at),
-                           expires_at=_utc(expires_at))
+                           notice_hash=notice.text_sha256, granted_at=as_utc(granted_at),
+                           expires_at=as_utc(expires_at))
 
     def withdraw(self, consent_id: str, req: WithdrawRequest) -> WithdrawResult:
         """Record a withdrawal; `UnknownConsentError` for an unknown id. A second withdrawal is
