@@ -22,8 +22,8 @@ from flows.runtime import Runtime
 from policies.behavior import EventIn, EventRuleError, Observed, check_event, evaluate
 from policies.scorecard import assess
 from policies.vocabulary import check_applicant_ref
+from storage.events import NewBehaviorEvent
 from storage.records import Decision
-from storage.risk import NewBehaviorEvent
 
 STEP = "behavior_events"
 SCOPES = frozenset({"behavior_signals"})

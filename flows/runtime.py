@@ -31,7 +31,7 @@ from services.wiring import Services
 from storage.crypto import fernet_key
 from storage.db import current_revision, make_engine, upgrade
 from storage.keyring import KekProvider, KeyRing, LocalKekProvider, VaultTransitKekProvider
-from storage.repositories import Store
+from storage.store import Store
 from verifiers.gate import ConsentGate, ConsentReader, DecisionRecorder
 from verifiers.registry import VerifierRegistry, default_registry
 from verifiers.vendor import VendorEndpoint

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.subjects import require_ref
-from storage.repositories import Store
+from storage.store import Store
 
 
 class AccountService:

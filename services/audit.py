@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from storage.repositories import Store
+from storage.store import Store
 
 
 class ChainCheck(BaseModel):

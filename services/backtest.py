@@ -19,7 +19,7 @@ from policies.backtest import BacktestSide, Label, histogram, replay
 from policies.document import PolicyError
 from policies.scorecard import Scorecard
 from services.errors import InvalidInput
-from storage.repositories import Store
+from storage.store import Store
 
 EDGES = list(range(0, 110, 10))
 _LABELS = ("good", "bad")

@@ -26,7 +26,10 @@ from policies.vocabulary import (
 )
 from services.context import Actor
 from services.errors import InvalidInput, NotFound
-from storage.repositories import Store, SubjectUnavailableError, UnknownConsentError, _utc
+from storage.context import as_utc
+from storage.ledger import UnknownConsentError
+from storage.store import Store
+from storage.subjects import SubjectUnavailableError
 
 
 class ConsentRefused(InvalidInput):
@@ -104,8 +107,8 @@ class ConsentService:
             notice_version=notice.version, notice_hash=notice.text_sha256, channel=req.channel,
             evidence_ref=req.evidence, granted_at=granted_at, expires_at=expires_at)
         return GrantResult(consent_id=consent_id, created=created, notice_version=notice.version,
-                           notice_hash=notice.text_sha256, granted_at=_utc(granted_at),
-                           expires_at=_utc(expires_at))
+                           notice_hash=notice.text_sha256, granted_at=as_utc(granted_at),
+                           expires_at=as_utc(expires_at))
 
     def withdraw(self, consent_id: str, req: WithdrawRequest) -> WithdrawResult:
         """Record a withdrawal; `NotFound` for an unknown id, `InvalidInput` for a malformed

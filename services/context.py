@@ -16,7 +16,7 @@ from policies.consent import ConsentPolicy
 from policies.notices import Notice
 from policies.scorecard import Scorecard
 from storage.keyring import KeyRing
-from storage.repositories import Store
+from storage.store import Store
 from verifiers.gate import ConsentGate
 
 

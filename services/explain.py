@@ -9,7 +9,7 @@ from typing import Any
 from policies.scorecard import Scorecard, assess
 from services.errors import NotFound
 from services.subjects import require_ref
-from storage.repositories import Store
+from storage.store import Store
 
 
 class ExplainService:

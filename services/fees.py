@@ -16,7 +16,7 @@ from intake.statement import StatementError, StatementRefusal, read_statement_te
 from policies.billing import BilledCall, Reconciliation, reconcile
 from services.context import Actor
 from services.errors import InvalidInput
-from storage.repositories import Store
+from storage.store import Store
 from verifiers.registry import vendor_endpoints, vendor_steps, vendors
 
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from services.context import Actor
 from services.errors import Conflict
 from storage.keyring import KeyRing, KeyRingError, LocalKekProvider
-from storage.repositories import Store
+from storage.store import Store
 
 
 class Rotation(BaseModel):

@@ -10,7 +10,7 @@ from policies.masking import mask
 from policies.scorecard import Scorecard
 from services.context import Actor
 from services.errors import InvalidInput
-from storage.repositories import Store
+from storage.store import Store
 
 MAX_PAGE = 1000
 

@@ -10,7 +10,8 @@ from intake.reader import BatchFormatError, check_batch
 from policies.masking import mask
 from services.context import Actor
 from services.errors import InvalidInput
-from storage.repositories import Store, SubjectUnavailableError
+from storage.store import Store
+from storage.subjects import SubjectUnavailableError
 
 
 def check_batch_file(path: Path) -> str:

@@ -12,7 +12,8 @@ from policies.access import AccessDenied, AccessPolicy, RetentionPolicy, require
 from policies.vocabulary import check_applicant_ref
 from services.context import Actor
 from services.errors import Denied, InvalidInput, NotFound
-from storage.repositories import Store, SubjectUnavailableError
+from storage.store import Store
+from storage.subjects import SubjectUnavailableError
 
 RevealField = Literal["name", "id_number", "phone"]
 REVEAL_FIELDS: tuple[str, ...] = ("name", "id_number", "phone")

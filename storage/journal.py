@@ -33,8 +33,11 @@ from sqlalchemy import Connection, select
 
 from policies.consent import ConsentGrant
 from storage import models as m
+from storage.applicants import DecidedRows
+from storage.context import in_parts
+from storage.ledger import LEDGER_EVENT_KINDS
 from storage.records import Decision, NewApplicant, StepRecord
-from storage.repositories import LEDGER_EVENT_KINDS, DecidedRows, Store, _parts
+from storage.store import Store
 
 log = logging.getLogger("idv.storage.journal")
 
@@ -274,7 +277,7 @@ class Journal:
     def _existing_refs(conn: Connection, refs: list[str]) -> set[str]:
         t = m.Applicant.__table__
         found: set[str] = set()
-        for part in _parts(sorted(set(refs))):
+        for part in in_parts(sorted(set(refs))):
             found.update(conn.scalars(select(t.c.applicant_ref)
                                       .where(t.c.applicant_ref.in_(part))))
         return found
@@ -315,7 +318,7 @@ class Journal:
         """Each subject's grants as `conn` sees the ledger."""
         ce = m.ConsentEvent.__table__
         by_subject: dict[str, list[Any]] = defaultdict(list)
-        for part in _parts(subjects):
+        for part in in_parts(subjects):
             for row in conn.execute(select(ce).where(ce.c.subject_ref.in_(part))
                                     .order_by(ce.c.recorded_at)):
                 by_subject[row.subject_ref].append(row)
@@ -331,14 +334,14 @@ class Journal:
             if reads.grants:
                 self._refresh_grants(conn, reads.grants)
             grants = {ref: self._grants[ref] for ref in reads.grants}
-            for part in _parts(sorted(reads.applicants)):
+            for part in in_parts(sorted(reads.applicants)):
                 for row in conn.execute(select(ap.c.applicant_ref, ap.c.id_number_bidx,
                                                ap.c.outcome).where(ap.c.applicant_ref.in_(part))):
                     applicants[row.applicant_ref] = KnownApplicant(
                         row.applicant_ref, row.id_number_bidx, row.outcome)
             applicants = {ref: applicants.get(ref) for ref in reads.applicants}
             holders: dict[str, list[str]] = defaultdict(list)
-            for part in _parts(sorted({bidx for bidx, _ in reads.sharing})):
+            for part in in_parts(sorted({bidx for bidx, _ in reads.sharing})):
                 for row in conn.execute(select(ap.c.id_number_bidx, ap.c.applicant_ref)
                                         .where(ap.c.id_number_bidx.in_(part))):
                     holders[row.id_number_bidx].append(row.applicant_ref)

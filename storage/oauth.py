@@ -14,24 +14,20 @@ import hashlib
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from policies.identity import IdentityRuleError, normalize_phone
+from storage import applicant_fields
 from storage import models as m
-
-if TYPE_CHECKING:
-    from storage.repositories import Store
+from storage.audit import AuditLog
+from storage.context import StoreContext, as_utc
 
 TABLE = "oauth_accounts"
 STATES = "oauth_states"
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _digest(value: str) -> str:
@@ -71,8 +67,11 @@ class Tokens:
 
 
 class OAuthRepository:
-    def __init__(self, store: Store) -> None:
-        self._store = store
+    """Authorization states and the accounts they link, each change audited."""
+
+    def __init__(self, ctx: StoreContext, audit: AuditLog) -> None:
+        self._ctx = ctx
+        self._audit = audit
 
     # -- states -------------------------------------------------------------------------
 
@@ -80,10 +79,10 @@ class OAuthRepository:
                      ttl_s: int, verifier: str | None = None, nonce: str | None = None) -> str:
         """A fresh `state` (256 random bits) for one authorization; only its digest is kept."""
         state = secrets.token_urlsafe(32)
-        now = self._store.clock()
+        now = self._ctx.clock()
         row_id = str(uuid.uuid4())
-        enc = self._store.cipher.encrypt
-        with self._store.transaction() as s:
+        enc = self._ctx.cipher.encrypt
+        with self._ctx.transaction() as s:
             s.add(m.OAuthState(
                 id=row_id, state_hash=_digest(state), browser_hash=_digest(browser),
                 applicant_ref=applicant_ref, provider=provider, scope=scope,
@@ -92,7 +91,7 @@ class OAuthRepository:
                 nonce_ct=enc(nonce, subject=applicant_ref, table=STATES, column="nonce",
                              row=row_id) if nonce else None,
                 created_at=now, expires_at=now + timedelta(seconds=ttl_s)))
-            self._store.audit.record("oauth.started", applicant_ref, {
+            self._audit.record("oauth.started", applicant_ref, {
                 "provider": provider, "scope": scope, "state_id": row_id}, session=s)
         return state
 
@@ -102,9 +101,9 @@ class OAuthRepository:
         other_browser, other_provider); a state presented wrongly is burnt all the same."""
         if not state:
             raise StateError("missing")
-        now = self._store.clock()
+        now = self._ctx.clock()
         digest = _digest(state)
-        with self._store.transaction() as s:
+        with self._ctx.transaction() as s:
             row = s.execute(select(m.OAuthState).where(m.OAuthState.state_hash == digest)
                             ).scalar_one_or_none()
             if row is None:
@@ -115,16 +114,16 @@ class OAuthRepository:
             if not burnt:
                 raise StateError("already used (a replay)")
             rule = None
-            if _utc(row.expires_at) <= now:
+            if as_utc(row.expires_at) <= now:
                 rule = "expired"
             elif browser is None or _digest(browser) != row.browser_hash:
                 rule = "issued to another browser"
             elif row.provider != provider:
                 rule = "issued for another provider"
-            self._store.audit.record("oauth.state_used", row.applicant_ref, {
+            self._audit.record("oauth.state_used", row.applicant_ref, {
                 "provider": row.provider, "state_id": row.id, "accepted": rule is None,
                 "rule": rule}, session=s)
-            dec = self._store.cipher.decrypt
+            dec = self._ctx.cipher.decrypt
             verifier = dec(row.verifier_ct, table=STATES, column="verifier", row=row.id
                            ) if row.verifier_ct is not None and rule is None else None
             nonce = dec(row.nonce_ct, table=STATES, column="nonce", row=row.id
@@ -138,8 +137,8 @@ class OAuthRepository:
 
     def purge_states(self, *, older_than: timedelta = timedelta(days=1)) -> int:
         """Drop used or expired states older than `older_than` (they prove nothing more)."""
-        cutoff = self._store.clock() - older_than
-        with self._store.transaction() as s:
+        cutoff = self._ctx.clock() - older_than
+        with self._ctx.transaction() as s:
             return s.execute(m.OAuthState.__table__.delete().where(
                 m.OAuthState.expires_at < cutoff)).rowcount
 
@@ -148,7 +147,7 @@ class OAuthRepository:
     def _bidx(self, value: str | None, column: str) -> str | None:
         if value is None:
             return None
-        return self._store.cipher.blind_index(value, table=TABLE, column=column)
+        return self._ctx.cipher.blind_index(value, table=TABLE, column=column)
 
     def phone_index(self, phone: str | None) -> str | None:
         """The blind index of a phone (E.164, or as a provider gives it), keyed like the
@@ -157,13 +156,12 @@ class OAuthRepository:
         if not phone:
             return None
         try:
-            return self._store.cipher.blind_index(normalize_phone(phone), table="applicants",
-                                                  column="phone")
+            return applicant_fields.phone_index(self._ctx.cipher, normalize_phone(phone))
         except IdentityRuleError:
             return None
 
     def declared_phone_index(self, applicant_ref: str) -> str | None:
-        with self._store.transaction() as s:
+        with self._ctx.transaction() as s:
             return s.execute(select(m.Applicant.phone_bidx).where(
                 m.Applicant.applicant_ref == applicant_ref)).scalar_one_or_none()
 
@@ -173,8 +171,8 @@ class OAuthRepository:
              account_created_at: datetime | None = None) -> str:
         """Record (or renew) the applicant's account at `provider` after a code exchange:
         control of the account is proven. Returns the account row id."""
-        now = self._store.clock()
-        with self._store.transaction() as s:
+        now = self._ctx.clock()
+        with self._ctx.transaction() as s:
             row = self._account(s, applicant_ref, provider, status="linked")
             row.status = "linked"
             row.scope = scope
@@ -185,7 +183,7 @@ class OAuthRepository:
             row.linked_at = now
             row.purged_at = None
             self._set_tokens(row, access_token, refresh_token, access_ttl_s, refresh_ttl_s, now)
-            self._store.audit.record("oauth.linked", applicant_ref, {
+            self._audit.record("oauth.linked", applicant_ref, {
                 "provider": provider, "scope": scope, "consent_id": consent_id,
                 "account_id": row.id, "unionid": union_id is not None}, session=s)
             return row.id
@@ -205,7 +203,7 @@ class OAuthRepository:
 
     def _set_tokens(self, row: m.OAuthAccount, access: str | None, refresh: str | None,
                     access_ttl_s: int | None, refresh_ttl_s: int | None, now: datetime) -> None:
-        enc = self._store.cipher.encrypt
+        enc = self._ctx.cipher.encrypt
         row.access_token_ct = enc(access, subject=row.applicant_ref, table=TABLE,
                                   column="access_token", row=row.id) if access else None
         row.access_expires_at = now + timedelta(seconds=access_ttl_s) if (
@@ -218,41 +216,41 @@ class OAuthRepository:
 
     def tokens(self, applicant_ref: str, provider: str) -> Tokens | None:
         """The account's tokens, decrypted for one provider call (never logged, never shown)."""
-        with self._store.transaction() as s:
+        with self._ctx.transaction() as s:
             row = s.execute(select(m.OAuthAccount).where(
                 m.OAuthAccount.applicant_ref == applicant_ref,
                 m.OAuthAccount.provider == provider)).scalar_one_or_none()
             if row is None:
                 return None
-            dec = self._store.cipher.decrypt
+            dec = self._ctx.cipher.decrypt
             return Tokens(
                 applicant_ref=applicant_ref, provider=provider,
                 access_token=dec(row.access_token_ct, table=TABLE, column="access_token",
                                  row=row.id) if row.access_token_ct is not None else None,
                 refresh_token=dec(row.refresh_token_ct, table=TABLE, column="refresh_token",
                                   row=row.id) if row.refresh_token_ct is not None else None,
-                access_expires_at=_utc(row.access_expires_at) if row.access_expires_at else None,
-                refresh_expires_at=_utc(row.refresh_expires_at)
+                access_expires_at=as_utc(row.access_expires_at) if row.access_expires_at else None,
+                refresh_expires_at=as_utc(row.refresh_expires_at)
                 if row.refresh_expires_at else None)
 
     def refreshed(self, applicant_ref: str, provider: str, *, access_token: str,
                   refresh_token: str | None, access_ttl_s: int,
                   refresh_ttl_s: int | None) -> None:
-        now = self._store.clock()
-        with self._store.transaction() as s:
+        now = self._ctx.clock()
+        with self._ctx.transaction() as s:
             row = s.execute(select(m.OAuthAccount).where(
                 m.OAuthAccount.applicant_ref == applicant_ref,
                 m.OAuthAccount.provider == provider)).scalar_one()
             self._set_tokens(row, access_token, refresh_token, access_ttl_s, refresh_ttl_s, now)
             row.refreshed_at = now
-            self._store.audit.record("oauth.refreshed", applicant_ref, {
+            self._audit.record("oauth.refreshed", applicant_ref, {
                 "provider": provider, "account_id": row.id}, session=s)
 
     def due_for_refresh(self, *, margin: timedelta) -> list[tuple[str, str]]:
         """Accounts whose access token expires within `margin`, or whose refresh token has
         died (those are purged by the refresher and asked to re-authorize)."""
-        limit = self._store.clock() + margin
-        with self._store.transaction() as s:
+        limit = self._ctx.clock() + margin
+        with self._ctx.transaction() as s:
             rows = s.execute(select(m.OAuthAccount.applicant_ref, m.OAuthAccount.provider)
                              .where(m.OAuthAccount.status == "linked",
                                     m.OAuthAccount.refresh_token_ct.is_not(None),
@@ -262,24 +260,24 @@ class OAuthRepository:
 
     def require_reauthorization(self, applicant_ref: str, provider: str, *, reason: str) -> None:
         """The refresh token is dead: tokens purged, the account asks the applicant again."""
-        now = self._store.clock()
-        with self._store.transaction() as s:
+        now = self._ctx.clock()
+        with self._ctx.transaction() as s:
             n = s.execute(update(m.OAuthAccount).where(
                 m.OAuthAccount.applicant_ref == applicant_ref,
                 m.OAuthAccount.provider == provider).values(
                 status="reauth_required", access_token_ct=None, refresh_token_ct=None,
                 access_expires_at=None, refresh_expires_at=None, purged_at=now)).rowcount
             if n:
-                self._store.audit.record("oauth.reauth_required", applicant_ref, {
+                self._audit.record("oauth.reauth_required", applicant_ref, {
                     "provider": provider, "reason": reason}, session=s)
 
     def withdraw(self, applicant_ref: str, *, scopes: frozenset[str], consent_id: str) -> int:
         """A consent covering an account was withdrawn: purge what it allowed us to hold.
         `wechat_profile` / `oidc_profile` purge tokens and identifiers; `wechat_phone` the
         bound phone. Returns the number of accounts touched."""
-        now = self._store.clock()
+        now = self._ctx.clock()
         touched = 0
-        with self._store.transaction() as s:
+        with self._ctx.transaction() as s:
             profile = {"wechat_profile": "wechat", "oidc_profile": "oidc:"}
             for scope, prefix in profile.items():
                 if scope not in scopes:
@@ -296,7 +294,7 @@ class OAuthRepository:
                     m.OAuthAccount.applicant_ref == applicant_ref,
                     m.OAuthAccount.phone_bidx.is_not(None)).values(phone_bidx=None)).rowcount
             if touched:
-                self._store.audit.record("oauth.purged", applicant_ref, {
+                self._audit.record("oauth.purged", applicant_ref, {
                     "reason": "consent_withdrawn", "consent_id": consent_id,
                     "scopes": sorted(scopes), "accounts": touched}, session=s)
         return touched
@@ -305,12 +303,12 @@ class OAuthRepository:
                         consent_id: str) -> None:
         """The phone bound to the account (a Mini Program's phone-number exchange), as a
         blind index only."""
-        now = self._store.clock()
+        now = self._ctx.clock()
         bidx = self.phone_index(phone)
-        with self._store.transaction() as s:
+        with self._ctx.transaction() as s:
             row = self._account(s, applicant_ref, provider, status="phone_only")
             row.phone_bidx = bidx
-            self._store.audit.record("oauth.phone_bound", applicant_ref, {
+            self._audit.record("oauth.phone_bound", applicant_ref, {
                 "provider": provider, "consent_id": consent_id, "usable": bidx is not None,
                 "at": now.isoformat()}, session=s)
 
@@ -320,10 +318,10 @@ class OAuthRepository:
         """What a verifier may know of the account: control proven, other applicants linked to
         the same account, bound phone against the declared one, account age. None when the
         applicant has no account at `provider` (`provider` ending in ':' is a prefix)."""
-        now = self._store.clock()
+        now = self._ctx.clock()
         cond = (m.OAuthAccount.provider.startswith(provider) if provider.endswith(":")
                 else m.OAuthAccount.provider == provider)
-        with self._store.transaction() as s:
+        with self._ctx.transaction() as s:
             row = s.execute(select(m.OAuthAccount).where(
                 m.OAuthAccount.applicant_ref == applicant_ref, cond)
                 .order_by(m.OAuthAccount.linked_at.desc())).scalars().first()
@@ -350,12 +348,12 @@ class OAuthRepository:
             "status": row.status,
         }
         if row.account_created_at is not None:
-            out["account_age_days"] = max(0, (now - _utc(row.account_created_at)).days)
+            out["account_age_days"] = max(0, (now - as_utc(row.account_created_at)).days)
         return out
 
     def view(self, applicant_ref: str) -> list[dict[str, Any]]:
         """The applicant's accounts as an operator may see them: states and dates, no values."""
-        with self._store.transaction() as s:
+        with self._ctx.transaction() as s:
             rows = s.execute(select(m.OAuthAccount).where(
                 m.OAuthAccount.applicant_ref == applicant_ref)).scalars().all()
             return [{"provider": r.provider, "status": r.status, "scope": r.scope,

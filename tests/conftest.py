@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from storage.db import make_engine, upgrade
 from storage.keyring import KeyRing, LocalKekProvider
-from storage.repositories import Store
+from storage.store import Store
 
 PG_URL = os.environ.get("IDV_TEST_DATABASE_URL")
 

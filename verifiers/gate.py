@@ -27,7 +27,7 @@ T = TypeVar("T")
 
 
 class ConsentReader(Protocol):
-    """The ledger as it stands now. Synchronous (`storage.repositories.ConsentLedger`) or
+    """The ledger as it stands now. Synchronous (`storage.ledger.ConsentLedger`) or
     awaitable (`storage.journal.Journal`, which batches the reads of many applicants)."""
 
     def grants_for(self, subject_ref: str) -> list[ConsentGrant] | Awaitable[list[ConsentGrant]]:

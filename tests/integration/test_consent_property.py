@@ -22,7 +22,7 @@ from sandbox.app import SandboxState
 from sandbox.server import SandboxServer
 from storage.db import make_engine, upgrade
 from storage.keyring import KeyRing, LocalKekProvider
-from storage.repositories import Store
+from storage.store import Store
 from verifiers.base import Subject
 from verifiers.gate import ConsentGate
 from verifiers.registry import default_registry

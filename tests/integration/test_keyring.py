@@ -18,7 +18,8 @@ from storage.crypto import FieldDecryptError
 from storage.db import make_engine
 from storage.keyring import KeyRing, KeyRingError, LocalKekProvider, VaultTransitKekProvider
 from storage.records import Decision, NewApplicant
-from storage.repositories import Store, SubjectUnavailableError
+from storage.store import Store
+from storage.subjects import SubjectUnavailableError
 
 
 def person(i: int) -> NewApplicant:

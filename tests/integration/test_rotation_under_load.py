@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from storage.db import make_engine, upgrade
 from storage.keyring import KeyRing, LocalKekProvider
 from storage.records import Decision, NewApplicant
-from storage.repositories import Store
+from storage.store import Store
 
 DECISION = Decision(outcome="verified", score=0, policy_version="p", reasons=(), features={})
 

@@ -1,0 +1,183 @@
+"""Applicants: stored decided, with their steps, decision, review case and run line, all or
+nothing; looked up by ref or by ID-number blind index; revealed for masked display.
+
+Personal fields are sealed by `applicant_fields` before they reach the database.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from storage import applicant_fields
+from storage import models as m
+from storage.audit import AuditLog
+from storage.context import StoreContext, as_utc
+from storage.db import insert_rows
+from storage.records import (
+    Decision,
+    NewApplicant,
+    RevealedApplicant,
+    StepRecord,
+    StoredApplicant,
+)
+from storage.reviews import REVIEWED_OUTCOMES
+from storage.subjects import SubjectUnavailableError
+
+
+@dataclass(frozen=True)
+class DecidedRows:
+    """One decided applicant as table rows, ready to insert, and its audit event."""
+
+    applicant: dict[str, Any]
+    steps: list[dict[str, Any]]
+    review: dict[str, Any] | None
+    run_line: dict[str, Any]
+    event: tuple[str, str | None, dict[str, Any]]
+
+
+class ApplicantRepository:
+    """Decided applicants, one transaction per call; the batch journal writes the same rows."""
+
+    def __init__(self, ctx: StoreContext, audit: AuditLog) -> None:
+        self._ctx = ctx
+        self._audit = audit
+
+    def id_number_index(self, id_number: str) -> str:
+        """The blind index of a raw ID number (`applicant_fields.id_number_index`)."""
+        return applicant_fields.id_number_index(self._ctx.cipher, id_number)
+
+    def get(self, applicant_ref: str) -> StoredApplicant | None:
+        with self._ctx.transaction() as s:
+            row = s.scalar(select(m.Applicant).where(m.Applicant.applicant_ref == applicant_ref))
+            if row is None:
+                return None
+            steps = s.scalars(select(m.StepResult).where(m.StepResult.applicant_id == row.id)
+                              .order_by(m.StepResult.position)).all()
+            return self._stored(row, steps)
+
+    @staticmethod
+    def _stored(row: Any, steps: Iterable[Any]) -> StoredApplicant:
+        return StoredApplicant(
+            id=row.id, applicant_ref=row.applicant_ref, product=row.product, outcome=row.outcome,
+            score=row.score, policy_version=row.policy_version, reasons=tuple(row.reasons),
+            features=row.features, id_number_bidx=row.id_number_bidx, run_id=row.run_id,
+            decided_at=as_utc(row.decided_at),
+            steps=tuple(StepRecord(
+                step=st.step, status=st.status, reason=st.reason, result_code=st.result_code,
+                consent_ids=tuple(st.consent_ids), decision_id=st.decision_id,
+                vendor_request_id=st.vendor_request_id, as_of=st.as_of,
+                fee_cents=st.fee_cents, attempts=st.attempts,
+                idempotency_key=st.idempotency_key, signals=st.signals)
+                for st in steps))
+
+    def count_sharing_id_number(self, id_number: str, *, excluding_ref: str) -> int:
+        """How many other applicants carry the same ID number (found by blind index)."""
+        bidx = self.id_number_index(id_number)
+        with self._ctx.transaction() as s:
+            return s.scalar(select(func.count()).select_from(m.Applicant).where(
+                m.Applicant.id_number_bidx == bidx,
+                m.Applicant.applicant_ref != excluding_ref)) or 0
+
+    def decided_rows(self, *, run_id: str, line_no: int, applicant: NewApplicant,
+                     human_review_requested: bool = False, steps: Iterable[StepRecord],
+                     decision: Decision) -> DecidedRows:
+        """The rows of one decided applicant, personal fields encrypted under the subject's
+        DEK with the row id, table and column in the associated data."""
+        row_id = str(uuid.uuid4())
+        now = self._ctx.clock()
+        row = {
+            "id": row_id, "applicant_ref": applicant.applicant_ref, "product": applicant.product,
+            "id_type": applicant.id_type,
+            **applicant_fields.sealed_fields(self._ctx.cipher, applicant, row_id=row_id),
+            "outcome": decision.outcome, "human_review_requested": human_review_requested,
+            "score": decision.score, "policy_version": decision.policy_version,
+            "reasons": list(decision.reasons), "features": dict(decision.features),
+            "run_id": run_id, "created_at": now, "decided_at": now,
+            "erased_at": None, "restricted_at": None}
+        step_rows = [{
+            "id": str(uuid.uuid4()), "applicant_id": row_id, "run_id": run_id, "position": i,
+            "step": st.step, "status": st.status, "reason": st.reason,
+            "result_code": st.result_code, "consent_ids": list(st.consent_ids),
+            "decision_id": st.decision_id, "vendor_request_id": st.vendor_request_id,
+            "as_of": st.as_of, "fee_cents": st.fee_cents, "attempts": st.attempts,
+            "idempotency_key": st.idempotency_key, "signals": dict(st.signals),
+            "created_at": now} for i, st in enumerate(steps)]
+        review = None
+        if decision.outcome in REVIEWED_OUTCOMES:  # a decline is never final alone
+            review = {"id": str(uuid.uuid4()), "applicant_id": row_id, "status": "open",
+                      "outcome": decision.outcome, "reasons": list(decision.reasons),
+                      "opened_at": now}
+        run_line = {"run_id": run_id, "line_no": line_no,
+                    "applicant_ref": applicant.applicant_ref, "disposition": "new",
+                    "outcome": decision.outcome, "field": None, "reason": None}
+        event = ("applicant.decided", applicant.applicant_ref, {
+            "run_id": run_id, "outcome": decision.outcome, "score": decision.score,
+            "policy_version": decision.policy_version, "reasons": list(decision.reasons)})
+        return DecidedRows(row, step_rows, review, run_line, event)
+
+    @staticmethod
+    def insert_decided(conn: Connection, batch: list[DecidedRows]) -> None:
+        """Insert decided applicants' rows in `conn`'s transaction (their audit events are
+        the caller's, so that they take their place in the chain)."""
+        if not batch:
+            return
+        insert_rows(conn, m.Applicant.__table__, [d.applicant for d in batch])
+        insert_rows(conn, m.StepResult.__table__, [st for d in batch for st in d.steps])
+        insert_rows(conn, m.ReviewCase.__table__, [d.review for d in batch if d.review])
+        insert_rows(conn, m.RunLine.__table__, [d.run_line for d in batch])
+
+    def add_decided(self, *, run_id: str, line_no: int, applicant: NewApplicant,
+                    human_review_requested: bool = False,
+                    steps: Iterable[StepRecord], decision: Decision) -> StoredApplicant | None:
+        """Store a new applicant with its steps, decision, review case and run line, all or
+        nothing. Returns None when the ref already exists (another writer got there first)."""
+        rows = self.decided_rows(run_id=run_id, line_no=line_no, applicant=applicant,
+                                 human_review_requested=human_review_requested, steps=steps,
+                                 decision=decision)
+        try:
+            with self._ctx.engine.begin() as conn:
+                self.insert_decided(conn, [rows])
+                self._audit.append_many(conn, [rows.event])
+        except IntegrityError:
+            return None
+        return self._stored(SimpleNamespace(**rows.applicant),
+                            [SimpleNamespace(**st) for st in rows.steps])
+
+    def reveal(self, applicant_id: str, *, session: Session) -> RevealedApplicant:
+        """Decrypt one applicant's personal fields. Callers mask before output and audit."""
+        row = session.get(m.Applicant, applicant_id)
+        if row is None:
+            raise KeyError("applicant: no such row")
+        return applicant_fields.reveal(self._ctx.cipher, row)
+
+    def reveal_by_ref(self, applicant_ref: str, *, actor: str, purpose: str,
+                      masked: bool = True) -> RevealedApplicant:
+        """Decrypt one applicant (for masked display unless `masked` is False), recording who
+        and why. Refused for an erased subject, and for a restricted one unless `purpose` is
+        the purpose of the legal hold that restricts them."""
+        with self._ctx.transaction() as s:
+            row = s.scalar(select(m.Applicant).where(m.Applicant.applicant_ref == applicant_ref))
+            if row is None:
+                raise KeyError("applicant_ref: no such applicant")
+            if row.erased_at is not None:
+                raise SubjectUnavailableError("the subject was erased")
+            if row.restricted_at is not None:
+                holds = {h.purpose for h in s.scalars(select(m.LegalHold).where(
+                    m.LegalHold.subject_ref == applicant_ref, m.LegalHold.released_at.is_(None)))}
+                if purpose not in holds:
+                    self._audit.record("applicant.read_refused", applicant_ref, {
+                        "actor": actor, "purpose": purpose, "why": "restricted"}, session=s)
+                    raise SubjectUnavailableError(
+                        "the subject is restricted under a legal hold; reads serve only "
+                        f"{', '.join(sorted(holds)) or 'its hold'}")
+            self._audit.record("applicant.read", applicant_ref, {
+                "actor": actor, "purpose": purpose, "masked": masked}, session=s)
+            return applicant_fields.reveal(self._ctx.cipher, row)

@@ -1,0 +1,246 @@
+"""The consent ledger: append-only grant, withdraw and expire events.
+
+Nothing is updated or deleted. A grant recorded twice is one grant (a content key,
+`dedup_key`); a withdrawn grant stays withdrawn whatever is recorded after. Each event is
+appended to the audit chain in the same transaction, under one of `LEDGER_EVENT_KINDS`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, select
+from sqlalchemy.exc import IntegrityError
+
+from policies.consent import ConsentGrant
+from storage import models as m
+from storage.audit import AuditLog
+from storage.context import StoreContext, as_utc, in_parts
+from storage.db import insert_rows
+from storage.encoding import canonical
+
+
+class UnknownConsentError(KeyError):
+    """No grant has this id."""
+
+    def __init__(self) -> None:
+        super().__init__("consent_id: no such grant")
+
+
+# Every ledger event is audited in its own transaction under one of these kinds: the
+# batch journal relies on it to know whose cached grants a new event makes stale.
+LEDGER_EVENT_KINDS = ("consent.granted", "consent.withdrawn", "consent.expired")
+
+
+class ConsentLedger:
+    """Append-only consent events: grant, withdraw, expire. Nothing is updated or deleted.
+    A grant recorded twice is one grant; a withdrawn grant stays withdrawn whatever is
+    recorded after. Each event is appended to the audit chain in the same transaction."""
+
+    def __init__(self, ctx: StoreContext, audit: AuditLog) -> None:
+        self._ctx = ctx
+        self._audit = audit
+
+    @staticmethod
+    def grant_key(subject_ref: str, purpose: str, scopes: Iterable[str], granted_at: datetime,
+                  evidence_ref: str) -> str:
+        return hashlib.sha256(canonical(
+            ["grant", subject_ref, purpose, sorted(scopes), as_utc(granted_at).isoformat(),
+             evidence_ref])).hexdigest()
+
+    def grant_row(self, *, subject_ref: str, purpose: str, scopes: Iterable[str],
+                  notice_version: str, channel: str, evidence_ref: str, granted_at: datetime,
+                  expires_at: datetime, notice_hash: str | None = None) -> dict[str, Any]:
+        """The `consent_events` row of a new grant (its `dedup_key` makes a repeat one grant)."""
+        scope_list = sorted(set(scopes))
+        return {
+            "id": str(uuid.uuid4()), "event": "grant", "subject_ref": subject_ref,
+            "grant_id": None, "purpose": purpose, "scopes": scope_list,
+            "notice_version": notice_version, "notice_hash": notice_hash, "channel": channel,
+            "evidence_ref": evidence_ref, "granted_at": as_utc(granted_at),
+            "expires_at": as_utc(expires_at), "occurred_at": as_utc(granted_at),
+            "recorded_at": self._ctx.clock(),
+            "dedup_key": self.grant_key(subject_ref, purpose, scope_list, granted_at,
+                                        evidence_ref)}
+
+    @staticmethod
+    def granted_event(row: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]]:
+        return ("consent.granted", row["subject_ref"], {
+            "consent_id": row["id"], "purpose": row["purpose"], "scopes": row["scopes"],
+            "notice_version": row["notice_version"], "notice_hash": row["notice_hash"],
+            "channel": row["channel"], "evidence_ref": row["evidence_ref"]})
+
+    def insert_grants(self, conn: Connection, rows: list[dict[str, Any]]
+                      ) -> tuple[list[tuple[str, bool]], list[dict[str, Any]]]:
+        """Insert the grants not already recorded, in `conn`'s transaction. Returns
+        (consent id, newly recorded) per row, and the rows actually inserted."""
+        t = m.ConsentEvent.__table__
+        keys = sorted({r["dedup_key"] for r in rows})
+        known: dict[str, str] = {}
+        for part in in_parts(keys):
+            known.update({k: i for i, k in conn.execute(
+                select(t.c.id, t.c.dedup_key).where(t.c.dedup_key.in_(part)))})
+        results, fresh = [], []
+        for row in rows:
+            if row["dedup_key"] in known:
+                results.append((known[row["dedup_key"]], False))
+                continue
+            known[row["dedup_key"]] = row["id"]
+            fresh.append(row)
+            results.append((row["id"], True))
+        insert_rows(conn, t, fresh)
+        return results, fresh
+
+    def record_grant(self, *, subject_ref: str, purpose: str, scopes: Iterable[str],
+                     notice_version: str, channel: str, evidence_ref: str,
+                     granted_at: datetime, expires_at: datetime,
+                     notice_hash: str | None = None) -> tuple[str, bool]:
+        """Record a grant the caller has checked against the policy (`check_grant`).
+        Returns (consent id, newly recorded)."""
+        row = self.grant_row(subject_ref=subject_ref, purpose=purpose, scopes=scopes,
+                             notice_version=notice_version, channel=channel,
+                             evidence_ref=evidence_ref, granted_at=granted_at,
+                             expires_at=expires_at, notice_hash=notice_hash)
+        for attempt in (1, 2):
+            try:
+                with self._ctx.engine.begin() as conn:
+                    (result,), fresh = self.insert_grants(conn, [row])
+                    self._audit.append_many(conn, [self.granted_event(r) for r in fresh])
+                return result
+            except IntegrityError:  # a concurrent writer recorded the same grant first
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def grant(self, consent_id: str) -> ConsentGrant:
+        """One grant with its withdrawal folded in; `UnknownConsentError` if there is none."""
+        with self._ctx.transaction() as s:
+            row = s.get(m.ConsentEvent, consent_id)
+            if row is None or row.event != "grant":
+                raise UnknownConsentError()
+            subject = row.subject_ref
+        for g in self.grants_for(subject):
+            if g.consent_id == consent_id:
+                return g
+        raise UnknownConsentError()
+
+    def withdraw(self, consent_id: str, *, at: datetime | None = None, channel: str = "api",
+                 evidence_ref: str | None = None) -> tuple[str, bool]:
+        """Record the withdrawal of a grant; returns (event id, newly recorded). Withdrawing
+        twice is harmless: the first withdrawal stands and is returned."""
+        key = hashlib.sha256(canonical(["withdraw", consent_id])).hexdigest()
+        with self._ctx.transaction() as s:
+            grant = s.get(m.ConsentEvent, consent_id)
+            if grant is None or grant.event != "grant":
+                raise UnknownConsentError()
+            existing = s.scalar(select(m.ConsentEvent.id).where(m.ConsentEvent.dedup_key == key))
+            if existing is not None:
+                return existing, False
+            now = self._ctx.clock()
+            event_id = str(uuid.uuid4())
+            s.add(m.ConsentEvent(
+                id=event_id, event="withdraw", subject_ref=grant.subject_ref, grant_id=consent_id,
+                purpose=grant.purpose, scopes=grant.scopes, channel=channel,
+                notice_version=grant.notice_version, notice_hash=grant.notice_hash,
+                evidence_ref=evidence_ref, occurred_at=as_utc(at or now), recorded_at=now,
+                dedup_key=key))
+            s.flush()
+            self._audit.record("consent.withdrawn", grant.subject_ref, {
+                "consent_id": consent_id, "purpose": grant.purpose, "channel": channel,
+                "withdrawal_id": event_id}, session=s)
+            return event_id, True
+
+    def record_expiries(self) -> int:
+        """Append an `expire` event for every grant whose validity has run out and that has
+        no withdraw or expire event yet. Idempotent; returns how many were appended."""
+        now = self._ctx.clock()
+        with self._ctx.transaction() as s:
+            ended = select(m.ConsentEvent.grant_id).where(m.ConsentEvent.grant_id.is_not(None))
+            due = s.scalars(select(m.ConsentEvent).where(
+                m.ConsentEvent.event == "grant", m.ConsentEvent.expires_at <= now,
+                m.ConsentEvent.id.not_in(ended))).all()
+            for g in due:
+                s.add(m.ConsentEvent(
+                    id=str(uuid.uuid4()), event="expire", subject_ref=g.subject_ref,
+                    grant_id=g.id, purpose=g.purpose, scopes=g.scopes,
+                    notice_version=g.notice_version, notice_hash=g.notice_hash,
+                    channel=g.channel, occurred_at=as_utc(g.expires_at or now), recorded_at=now,
+                    dedup_key=hashlib.sha256(canonical(["expire", g.id])).hexdigest()))
+                self._audit.record("consent.expired", g.subject_ref,
+                                         {"consent_id": g.id}, session=s)
+            return len(due)
+
+    def events_for(self, subject_ref: str) -> list[dict[str, Any]]:
+        """Every event of one subject, oldest first, as plain dicts (for receipts)."""
+        with self._ctx.transaction() as s:
+            rows = s.scalars(select(m.ConsentEvent)
+                             .where(m.ConsentEvent.subject_ref == subject_ref)
+                             .order_by(m.ConsentEvent.recorded_at, m.ConsentEvent.id)).all()
+            return [{
+                "event_id": r.id, "event": r.event, "consent_id": r.grant_id or r.id,
+                "purpose": r.purpose, "scopes": list(r.scopes),
+                "notice_version": r.notice_version, "notice_hash": r.notice_hash,
+                "channel": r.channel, "evidence_ref": r.evidence_ref,
+                "granted_at": as_utc(r.granted_at).isoformat() if r.granted_at else None,
+                "expires_at": as_utc(r.expires_at).isoformat() if r.expires_at else None,
+                "occurred_at": as_utc(r.occurred_at).isoformat(),
+                "recorded_at": as_utc(r.recorded_at).isoformat(),
+            } for r in rows]
+
+    def grants_for(self, subject_ref: str) -> list[ConsentGrant]:
+        """The subject's grants as the ledger stands now, withdrawals folded in."""
+        with self._ctx.transaction() as s:
+            rows = s.scalars(select(m.ConsentEvent)
+                             .where(m.ConsentEvent.subject_ref == subject_ref)
+                             .order_by(m.ConsentEvent.recorded_at)).all()
+        return self.fold(rows)
+
+    @staticmethod
+    def fold(rows: Iterable[Any]) -> list[ConsentGrant]:
+        """One subject's events (rows with the `consent_events` columns), oldest first, as
+        grants with their withdrawals folded in."""
+        rows = list(rows)
+        withdrawn = {r.grant_id: as_utc(r.occurred_at) for r in rows if r.event == "withdraw"}
+        # Built without validation: the rows were validated when recorded (`check_grant`),
+        # and this runs for every subject the batch pipeline reads.
+        return [
+            ConsentGrant.model_construct(
+                consent_id=r.id, subject_ref=r.subject_ref, purpose=r.purpose,
+                scopes=frozenset(r.scopes), granted_at=as_utc(r.granted_at or r.occurred_at),
+                expires_at=as_utc(r.expires_at or r.occurred_at),
+                notice_version=r.notice_version or "", notice_hash=r.notice_hash or "",
+                channel=r.channel or "", withdrawn_at=withdrawn.get(r.id))
+            for r in rows if r.event == "grant"
+        ]
+
+    def stats(self) -> list[dict[str, Any]]:
+        """Per notice version and channel: people asked (any grant under it), people who
+        granted each scope, people who withdrew any grant."""
+        with self._ctx.transaction() as s:
+            rows = s.execute(select(m.ConsentEvent.event, m.ConsentEvent.subject_ref,
+                                    m.ConsentEvent.notice_version, m.ConsentEvent.channel,
+                                    m.ConsentEvent.scopes, m.ConsentEvent.grant_id,
+                                    m.ConsentEvent.id)).all()
+        grant_place = {r.id: (r.notice_version, r.channel) for r in rows if r.event == "grant"}
+        groups: dict[tuple[str, str], dict[str, Any]] = {}
+        for r in rows:
+            place = (grant_place.get(r.grant_id) if r.grant_id else (r.notice_version, r.channel))
+            if place is None:
+                continue
+            g = groups.setdefault((place[0] or "", place[1] or ""), {
+                "asked": set(), "scopes": {}, "withdrew": set()})
+            if r.event == "grant":
+                g["asked"].add(r.subject_ref)
+                for scope in r.scopes:
+                    g["scopes"].setdefault(scope, set()).add(r.subject_ref)
+            elif r.event == "withdraw":
+                g["withdrew"].add(r.subject_ref)
+        return [{
+            "notice_version": nv, "channel": ch, "asked": len(g["asked"]),
+            "granted": {k: len(v) for k, v in sorted(g["scopes"].items())},
+            "withdrew": len(g["withdrew"]),
+        } for (nv, ch), g in sorted(groups.items())]

@@ -1,0 +1,115 @@
+"""Runs: one per batch, with a line per batch line, its counts and fees; the paid calls."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+
+from policies.billing import RecordedCall
+from storage import models as m
+from storage.audit import AuditLog
+from storage.context import StoreContext, as_utc, in_parts
+from storage.records import RunLineRecord
+
+
+class RunRepository:
+    """Batch runs and their lines: started, one line per batch line, finished with counts."""
+
+    def __init__(self, ctx: StoreContext, audit: AuditLog) -> None:
+        self._ctx = ctx
+        self._audit = audit
+
+    def start(self, *, batch_name: str, batch_sha256: str | None,
+              flow_run_id: str | None = None, run_id: str | None = None) -> str:
+        run_id = run_id or str(uuid.uuid4())
+        with self._ctx.transaction() as s:
+            s.add(m.Run(id=run_id, batch_name=batch_name, batch_sha256=batch_sha256,
+                        flow_run_id=flow_run_id, started_at=self._ctx.clock()))
+            self._audit.record("run.started", None, {
+                "run_id": run_id, "batch_name": batch_name, "batch_sha256": batch_sha256},
+                session=s)
+        return run_id
+
+    def add_line(self, run_id: str, line: RunLineRecord) -> None:
+        with self._ctx.transaction() as s:
+            s.add(m.RunLine(run_id=run_id, line_no=line.line_no,
+                            applicant_ref=line.applicant_ref, disposition=line.disposition,
+                            outcome=line.outcome, field=line.field, reason=line.reason))
+
+    def add_lines(self, run_id: str, lines: Iterable[RunLineRecord]) -> None:
+        """Record run lines. A line the run already has keeps what was first recorded: a
+        chunk's lane run again after it died must not record a line twice."""
+        lines = list(lines)
+        with self._ctx.transaction() as s:
+            known: set[int] = set()
+            for part in in_parts(sorted({x.line_no for x in lines})):
+                known.update(s.scalars(select(m.RunLine.line_no).where(
+                    m.RunLine.run_id == run_id, m.RunLine.line_no.in_(part))))
+            s.add_all([m.RunLine(run_id=run_id, line_no=x.line_no,
+                                 applicant_ref=x.applicant_ref, disposition=x.disposition,
+                                 outcome=x.outcome, field=x.field, reason=x.reason)
+                       for x in lines if x.line_no not in known])
+
+    def finish(self, run_id: str) -> dict[str, int]:
+        """Close the run: counts per outcome and fees, from what was stored."""
+        with self._ctx.transaction() as s:
+            counts = {o: n for o, n in s.execute(
+                select(m.RunLine.outcome, func.count()).where(m.RunLine.run_id == run_id)
+                .group_by(m.RunLine.outcome))}
+            fees = s.scalar(select(func.coalesce(func.sum(m.StepResult.fee_cents), 0))
+                            .where(m.StepResult.run_id == run_id)) or 0
+            run = s.get(m.Run, run_id)
+            if run is None:
+                raise KeyError("run_id: no such run")
+            run.counts = counts
+            run.fees_cents = int(fees)
+            run.finished_at = self._ctx.clock()
+            self._audit.record("run.finished", None, {
+                "run_id": run_id, "counts": counts, "fees_cents": int(fees)}, session=s)
+        return counts
+
+    def lines(self, run_id: str) -> list[RunLineRecord]:
+        with self._ctx.transaction() as s:
+            return [RunLineRecord(line_no=x.line_no, applicant_ref=x.applicant_ref,
+                                  disposition=x.disposition, outcome=x.outcome, field=x.field,
+                                  reason=x.reason)
+                    for x in s.scalars(select(m.RunLine).where(m.RunLine.run_id == run_id)
+                                       .order_by(m.RunLine.line_no))]
+
+    def fees(self, run_id: str) -> int:
+        with self._ctx.transaction() as s:
+            run = s.get(m.Run, run_id)
+            return run.fees_cents if run else 0
+
+    def paid_calls(self, *, start: datetime, end: datetime, keys: Iterable[str] = (),
+                   steps: Iterable[str] | None = None) -> list[RecordedCall]:
+        """Stored steps that called a vendor (they carry its idempotency key): those recorded
+        in [`start`, `end`), and those under any of `keys` whenever recorded; of `steps`
+        only, when given. For reconciling a vendor's statement (`policies.billing`)."""
+        st, ap = m.StepResult.__table__, m.Applicant.__table__
+        query = (select(st.c.idempotency_key, st.c.step, st.c.status, st.c.reason,
+                        st.c.fee_cents, st.c.vendor_request_id, st.c.run_id, st.c.created_at,
+                        ap.c.applicant_ref)
+                 .join(ap, ap.c.id == st.c.applicant_id)
+                 .where(st.c.idempotency_key.is_not(None)))
+        if steps is not None:
+            query = query.where(st.c.step.in_(sorted(set(steps))))
+        found: dict[str, RecordedCall] = {}
+
+        def add(rows: Iterable[Any]) -> None:
+            for r in rows:
+                found.setdefault(r.idempotency_key, RecordedCall(
+                    idempotency_key=r.idempotency_key, step=r.step, status=r.status,
+                    reason=r.reason, fee_cents=r.fee_cents,
+                    vendor_request_id=r.vendor_request_id, applicant_ref=r.applicant_ref,
+                    run_id=r.run_id, recorded_at=as_utc(r.created_at)))
+
+        with self._ctx.engine.connect() as conn:
+            add(conn.execute(query.where(st.c.created_at >= start, st.c.created_at < end)))
+            for part in in_parts(sorted(set(keys))):
+                add(conn.execute(query.where(st.c.idempotency_key.in_(part))))
+        return sorted(found.values(), key=lambda c: (c.recorded_at, c.idempotency_key))

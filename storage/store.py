@@ -1,0 +1,73 @@
+"""The store: one database's context and its repositories, built together.
+
+This is the only module that knows every repository. Each repository is given the shared
+`StoreContext` (and the `AuditLog` where it records events), never the store, so that no
+repository can reach another behind the caller's back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from storage.applicants import ApplicantRepository
+from storage.audit import AuditLog
+from storage.context import Clock, StoreContext, utcnow
+from storage.crypto import FieldCipher
+from storage.decisions import DecisionRepository
+from storage.events import EventRepository
+from storage.keyring import KeyRing
+from storage.ledger import ConsentLedger
+from storage.oauth import OAuthRepository
+from storage.quality import QualityRepository
+from storage.reviews import ReviewRepository
+from storage.runs import RunRepository
+from storage.subjects import SubjectRepository
+
+
+class Store:
+    """Everything the flows and commands need from the database, behind one object: the
+    repositories as attributes, and the context's engine, key ring, cipher and clock."""
+
+    def __init__(self, engine: Engine, keyring: KeyRing, *, clock: Clock = utcnow) -> None:
+        self.context = ctx = StoreContext(engine, keyring, clock=clock)
+        self.audit = audit = AuditLog(ctx)
+        self.ledger = ConsentLedger(ctx, audit)
+        self.applicants = ApplicantRepository(ctx, audit)
+        self.runs = RunRepository(ctx, audit)
+        self.reviews = ReviewRepository(ctx, audit)
+        self.subjects = SubjectRepository(ctx, audit)
+        self.events = EventRepository(ctx, audit)
+        self.decisions = DecisionRepository(ctx, audit)
+        self.quality = QualityRepository(ctx, audit)
+        self.oauth = OAuthRepository(ctx, audit)
+
+    @property
+    def engine(self) -> Engine:
+        return self.context.engine
+
+    @property
+    def keyring(self) -> KeyRing:
+        return self.context.keyring
+
+    @property
+    def cipher(self) -> FieldCipher:
+        return self.context.cipher
+
+    @property
+    def clock(self) -> Clock:
+        return self.context.clock
+
+    @clock.setter
+    def clock(self, clock: Clock) -> None:
+        """Every repository reads the clock from the context: replacing it here moves them all."""
+        self.context.clock = clock
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One unit of work: committed whole when the block ends, rolled back on any error."""
+        with self.context.transaction() as session:
+            yield session

@@ -1,0 +1,78 @@
+"""Data-subject requests: erasure (crypto-shredding) and legal holds (restriction)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+
+from storage import models as m
+from storage.audit import AuditLog
+from storage.context import StoreContext, as_utc
+
+
+class SubjectUnavailableError(PermissionError):
+    """The subject was erased, or is restricted and the read is not for the hold's purpose."""
+
+
+class SubjectRepository:
+    """Data-subject requests: erasure (crypto-shredding) and legal holds (restriction)."""
+
+    def __init__(self, ctx: StoreContext, audit: AuditLog) -> None:
+        self._ctx = ctx
+        self._audit = audit
+
+    def hold(self, applicant_ref: str, *, basis: str, purpose: str, until: datetime,
+             actor: str) -> str:
+        hold_id = str(uuid.uuid4())
+        with self._ctx.transaction() as s:
+            s.add(m.LegalHold(id=hold_id, subject_ref=applicant_ref, basis=basis,
+                              purpose=purpose, until=as_utc(until),
+                              created_at=self._ctx.clock()))
+            self._audit.record("subject.hold_placed", applicant_ref, {
+                "hold_id": hold_id, "basis": basis, "purpose": purpose,
+                "until": as_utc(until).isoformat(), "actor": actor}, session=s)
+        return hold_id
+
+    def active_holds(self, applicant_ref: str) -> list[dict[str, Any]]:
+        now = self._ctx.clock()
+        with self._ctx.transaction() as s:
+            return [{"hold_id": h.id, "basis": h.basis, "purpose": h.purpose,
+                     "until": as_utc(h.until).isoformat()}
+                    for h in s.scalars(select(m.LegalHold).where(
+                        m.LegalHold.subject_ref == applicant_ref,
+                        m.LegalHold.released_at.is_(None)))
+                    if as_utc(h.until) > now]
+
+    def erase(self, applicant_ref: str, *, reason: str, actor: str) -> str:
+        """Erase a subject: destroy their DEK and blind indexes, so their fields can no longer
+        be decrypted from the database or any backup of it. Under a legal hold, restrict
+        instead. Returns "erased", "restricted" or "unknown"."""
+        holds = self.active_holds(applicant_ref)
+        now = self._ctx.clock()
+        if holds:
+            with self._ctx.transaction() as s:
+                s.execute(update(m.Applicant).where(m.Applicant.applicant_ref == applicant_ref)
+                          .values(restricted_at=now))
+                self._audit.record("subject.restricted", applicant_ref, {
+                    "actor": actor, "reason": reason, "holds": [h["hold_id"] for h in holds]},
+                    session=s)
+            return "restricted"
+        destroyed = self._ctx.keyring.destroy(applicant_ref, reason=reason)
+        with self._ctx.transaction() as s:
+            found = s.execute(update(m.Applicant)
+                              .where(m.Applicant.applicant_ref == applicant_ref)
+                              .values(erased_at=now, id_number_bidx=None, phone_bidx=None)
+                              ).rowcount
+            s.execute(update(m.ReviewCase).where(m.ReviewCase.applicant_id.in_(
+                select(m.Applicant.id).where(m.Applicant.applicant_ref == applicant_ref)))
+                .values(status="closed_erased"))
+            s.execute(update(m.OAuthAccount).where(m.OAuthAccount.applicant_ref == applicant_ref)
+                      .values(status="erased", subject_bidx=None, union_bidx=None,
+                              phone_bidx=None, access_token_ct=None, refresh_token_ct=None,
+                              purged_at=now))
+            self._audit.record("subject.erased", applicant_ref, {
+                "actor": actor, "reason": reason, "key_destroyed": destroyed}, session=s)
+        return "erased" if (found or destroyed) else "unknown"
