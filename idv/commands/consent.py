@@ -108,7 +108,7 @@ def consent_show(applicant_ref: str, as_json: JsonOpt = False) -> None:
         emit({"applicant_ref": applicant_ref, "total": len(grants), "grants": grants})
         return
     table = Table(title=f"Consents of {applicant_ref} ({len(grants)})")
-    table.add_column("consent", no_wrap=True, overflow="fold")
+    table.add_column("consent", no_wrap=True, min_width=36)  # whole, for `consent withdraw`
     for col in ("state", "purpose", "scopes", "notice", "channel", "granted", "expires"):
         table.add_column(col)
     for g in grants:
