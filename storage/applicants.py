@@ -15,7 +15,6 @@ from typing import Any
 
 from sqlalchemy import Column, Connection, Row, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from storage import applicant_fields
 from storage import models as m
@@ -197,13 +196,6 @@ class ApplicantRepository:
             return None
         return self._stored(SimpleNamespace(**rows.applicant),
                             [SimpleNamespace(**st) for st in rows.steps])
-
-    def reveal(self, applicant_id: str, *, session: Session) -> RevealedApplicant:
-        """Decrypt one applicant's personal fields. Callers mask before output and audit."""
-        row = session.get(m.Applicant, applicant_id)
-        if row is None:
-            raise KeyError("applicant: no such row")
-        return applicant_fields.reveal(self._ctx.cipher, row)
 
     def reveal_by_ref(self, applicant_ref: str, *, actor: str, purpose: str,
                       masked: bool = True) -> RevealedApplicant:
