@@ -7,7 +7,6 @@ shows them. Read them with `.get_secret_value()` only where they are used.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr
 
@@ -71,9 +70,3 @@ class Refusal:
             "field": self.field,
             "reason": self.reason,
         }
-
-
-def ensure_aware(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        raise ValueError("naive datetime")
-    return value

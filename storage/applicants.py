@@ -7,19 +7,19 @@ Personal fields are sealed by `applicant_fields` before they reach the database.
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Column, Connection, Row, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from storage import applicant_fields
 from storage import models as m
-from storage.audit import AuditLog
-from storage.context import StoreContext, as_utc
+from storage.audit import AuditLog, PendingEvent
+from storage.context import StoreContext, as_utc, in_parts
 from storage.db import insert_rows
 from storage.records import (
     Decision,
@@ -28,7 +28,7 @@ from storage.records import (
     StepRecord,
     StoredApplicant,
 )
-from storage.reviews import REVIEWED_OUTCOMES
+from storage.reviews import case_row
 from storage.subjects import SubjectUnavailableError
 
 
@@ -40,7 +40,64 @@ class DecidedRows:
     steps: list[dict[str, Any]]
     review: dict[str, Any] | None
     run_line: dict[str, Any]
-    event: tuple[str, str | None, dict[str, Any]]
+    event: PendingEvent
+
+
+def find_by_refs(conn: Connection, refs: Iterable[str], *columns: Column[Any]
+                 ) -> dict[str, Row[Any]]:
+    """The stored applicants among `refs`, by ref: the one lookup of applicants, one at a
+    time or a batch's. Rows carry every column of `applicants`, or `columns` (with
+    `applicant_ref`) when given."""
+    ap = m.Applicant.__table__
+    wanted = (ap.c.applicant_ref, *columns) if columns else (ap,)
+    found: dict[str, Row[Any]] = {}
+    for part in in_parts(sorted(set(refs))):
+        for row in conn.execute(select(*wanted).where(ap.c.applicant_ref.in_(part))):
+            found[row.applicant_ref] = row
+    return found
+
+
+def count_sharing(conn: Connection, queries: Iterable[tuple[str, str]]
+                  ) -> dict[tuple[str, str], int]:
+    """For each (ID-number blind index, excluding ref): how many stored applicants other than
+    that ref carry the index. The one count, one at a time or a batch's; an erased applicant
+    has no index left and counts for nobody."""
+    queries = list(queries)
+    ap = m.Applicant.__table__
+    holders: dict[str, list[str]] = defaultdict(list)
+    for part in in_parts(sorted({bidx for bidx, _ in queries})):
+        for row in conn.execute(select(ap.c.id_number_bidx, ap.c.applicant_ref)
+                                .where(ap.c.id_number_bidx.in_(part))):
+            holders[row.id_number_bidx].append(row.applicant_ref)
+    return {(bidx, ref): sum(1 for r in holders.get(bidx, ()) if r != ref)
+            for bidx, ref in queries}
+
+
+def insert_decided(conn: Connection, batch: list[DecidedRows]) -> list[bool]:
+    """Insert decided applicants' rows (applicant, steps, review case, run line) in `conn`'s
+    transaction: the one write of decided applicants, one at a time or a batch's. An
+    applicant whose ref is stored already, or comes earlier in `batch`, is skipped whole.
+    Returns, per entry, whether it was stored; the stored ones' audit events are the
+    caller's to append in the same transaction, so that they take their place in the chain."""
+    if not batch:
+        return []
+    ap = m.Applicant.__table__
+    seen = set(find_by_refs(conn, (d.applicant["applicant_ref"] for d in batch),
+                            ap.c.applicant_ref))
+    stored: list[bool] = []
+    fresh: list[DecidedRows] = []
+    for d in batch:
+        ref = d.applicant["applicant_ref"]
+        stored.append(ref not in seen)
+        if ref not in seen:
+            seen.add(ref)
+            fresh.append(d)
+    if fresh:
+        insert_rows(conn, ap, [d.applicant for d in fresh])
+        insert_rows(conn, m.StepResult.__table__, [st for d in fresh for st in d.steps])
+        insert_rows(conn, m.ReviewCase.__table__, [d.review for d in fresh if d.review])
+        insert_rows(conn, m.RunLine.__table__, [d.run_line for d in fresh])
+    return stored
 
 
 class ApplicantRepository:
@@ -55,13 +112,14 @@ class ApplicantRepository:
         return applicant_fields.id_number_index(self._ctx.cipher, id_number)
 
     def get(self, applicant_ref: str) -> StoredApplicant | None:
-        with self._ctx.transaction() as s:
-            row = s.scalar(select(m.Applicant).where(m.Applicant.applicant_ref == applicant_ref))
+        st = m.StepResult.__table__
+        with self._ctx.engine.connect() as conn:
+            row = find_by_refs(conn, [applicant_ref]).get(applicant_ref)
             if row is None:
                 return None
-            steps = s.scalars(select(m.StepResult).where(m.StepResult.applicant_id == row.id)
-                              .order_by(m.StepResult.position)).all()
-            return self._stored(row, steps)
+            steps = conn.execute(select(st).where(st.c.applicant_id == row.id)
+                                 .order_by(st.c.position)).all()
+        return self._stored(row, steps)
 
     @staticmethod
     def _stored(row: Any, steps: Iterable[Any]) -> StoredApplicant:
@@ -78,13 +136,12 @@ class ApplicantRepository:
                 idempotency_key=st.idempotency_key, signals=st.signals)
                 for st in steps))
 
-    def count_sharing_id_number(self, id_number: str, *, excluding_ref: str) -> int:
-        """How many other applicants carry the same ID number (found by blind index)."""
-        bidx = self.id_number_index(id_number)
-        with self._ctx.transaction() as s:
-            return s.scalar(select(func.count()).select_from(m.Applicant).where(
-                m.Applicant.id_number_bidx == bidx,
-                m.Applicant.applicant_ref != excluding_ref)) or 0
+    def count_sharing_id_number(self, id_number_bidx: str, *, excluding_ref: str) -> int:
+        """How many other stored applicants carry this ID number's blind index
+        (`id_number_index` of the raw value)."""
+        with self._ctx.engine.connect() as conn:
+            return count_sharing(conn, [(id_number_bidx, excluding_ref)])[
+                (id_number_bidx, excluding_ref)]
 
     def decided_rows(self, *, run_id: str, line_no: int, applicant: NewApplicant,
                      human_review_requested: bool = False, steps: Iterable[StepRecord],
@@ -110,11 +167,8 @@ class ApplicantRepository:
             "as_of": st.as_of, "fee_cents": st.fee_cents, "attempts": st.attempts,
             "idempotency_key": st.idempotency_key, "signals": dict(st.signals),
             "created_at": now} for i, st in enumerate(steps)]
-        review = None
-        if decision.outcome in REVIEWED_OUTCOMES:  # a decline is never final alone
-            review = {"id": str(uuid.uuid4()), "applicant_id": row_id, "status": "open",
-                      "outcome": decision.outcome, "reasons": list(decision.reasons),
-                      "opened_at": now}
+        review = case_row(applicant_id=row_id, outcome=decision.outcome,
+                          reasons=decision.reasons, now=now)
         run_line = {"run_id": run_id, "line_no": line_no,
                     "applicant_ref": applicant.applicant_ref, "disposition": "new",
                     "outcome": decision.outcome, "field": None, "reason": None}
@@ -122,17 +176,6 @@ class ApplicantRepository:
             "run_id": run_id, "outcome": decision.outcome, "score": decision.score,
             "policy_version": decision.policy_version, "reasons": list(decision.reasons)})
         return DecidedRows(row, step_rows, review, run_line, event)
-
-    @staticmethod
-    def insert_decided(conn: Connection, batch: list[DecidedRows]) -> None:
-        """Insert decided applicants' rows in `conn`'s transaction (their audit events are
-        the caller's, so that they take their place in the chain)."""
-        if not batch:
-            return
-        insert_rows(conn, m.Applicant.__table__, [d.applicant for d in batch])
-        insert_rows(conn, m.StepResult.__table__, [st for d in batch for st in d.steps])
-        insert_rows(conn, m.ReviewCase.__table__, [d.review for d in batch if d.review])
-        insert_rows(conn, m.RunLine.__table__, [d.run_line for d in batch])
 
     def add_decided(self, *, run_id: str, line_no: int, applicant: NewApplicant,
                     human_review_requested: bool = False,
@@ -144,19 +187,15 @@ class ApplicantRepository:
                                  decision=decision)
         try:
             with self._ctx.engine.begin() as conn:
-                self.insert_decided(conn, [rows])
-                self._audit.append_many(conn, [rows.event])
-        except IntegrityError:
+                [stored] = insert_decided(conn, [rows])
+                if stored:
+                    self._audit.append_many(conn, [rows.event])
+        except IntegrityError:  # a concurrent writer stored the ref first
+            return None
+        if not stored:
             return None
         return self._stored(SimpleNamespace(**rows.applicant),
                             [SimpleNamespace(**st) for st in rows.steps])
-
-    def reveal(self, applicant_id: str, *, session: Session) -> RevealedApplicant:
-        """Decrypt one applicant's personal fields. Callers mask before output and audit."""
-        row = session.get(m.Applicant, applicant_id)
-        if row is None:
-            raise KeyError("applicant: no such row")
-        return applicant_fields.reveal(self._ctx.cipher, row)
 
     def reveal_by_ref(self, applicant_ref: str, *, actor: str, purpose: str,
                       masked: bool = True) -> RevealedApplicant:
@@ -164,7 +203,7 @@ class ApplicantRepository:
         and why. Refused for an erased subject, and for a restricted one unless `purpose` is
         the purpose of the legal hold that restricts them."""
         with self._ctx.transaction() as s:
-            row = s.scalar(select(m.Applicant).where(m.Applicant.applicant_ref == applicant_ref))
+            row = find_by_refs(s.connection(), [applicant_ref]).get(applicant_ref)
             if row is None:
                 raise KeyError("applicant_ref: no such applicant")
             if row.erased_at is not None:

@@ -26,8 +26,8 @@ PendingEvent = tuple[str, str | None, dict[str, Any]]
 
 
 class AuditLog:
-    """The chain of one database. `record` appends in a unit of work, `append_many` in a
-    connection's transaction (the batch path); both write the same chain."""
+    """The chain of one database. `record` appends one event (in a unit of work, or alone),
+    `append_many` a batch in a connection's transaction; the first is the second for one."""
 
     def __init__(self, ctx: StoreContext) -> None:
         self._ctx = ctx
@@ -47,30 +47,23 @@ class AuditLog:
 
     def record(self, kind: str, subject_ref: str | None, detail: dict[str, Any],
                *, session: Session | None = None) -> int:
-        """Append one event (in `session`'s transaction if given). Returns its sequence number.
-
-        The head row is updated first: that takes the write lock (SQLite) or the row
-        lock (PostgreSQL), so concurrent writers append one after the other.
-        """
+        """Append one event, in `session`'s unit of work if given, else in a transaction of
+        its own. Returns its sequence number."""
         if session is None:
-            with self._ctx.transaction() as own:
-                return self.record(kind, subject_ref, detail, session=own)
-        session.execute(update(m.AuditHead).where(m.AuditHead.id == 1)
-                        .values(seq=m.AuditHead.seq + 1))
-        head = session.get(m.AuditHead, 1, populate_existing=True)
-        if head is None:
-            raise RuntimeError("audit_head row is missing: run `idv db upgrade`")
-        at = self._ctx.clock()
-        seq = head.seq
-        digest = self._digest(head.hash, seq, at, kind, subject_ref, detail)
-        session.add(m.AuditEvent(seq=seq, at=at, kind=kind, subject_ref=subject_ref,
-                                 detail=detail, prev_hash=head.hash, hash=digest))
-        head.hash = digest
-        return seq
+            with self._ctx.engine.begin() as conn:
+                return self.append_many(conn, [(kind, subject_ref, detail)])[0]
+        # The session's pending rows first, as its own autoflush would: the head's lock is
+        # then taken last and held for as short a time as before.
+        session.flush()
+        return self.append_many(session.connection(), [(kind, subject_ref, detail)])[0]
 
     def append_many(self, conn: Connection, events: list[PendingEvent]) -> list[int]:
-        """Append several events in `conn`'s transaction, in order, under one lock of the
-        head (the batch writer's path; same chain as `record`). Returns their sequence numbers."""
+        """Append events in `conn`'s transaction, in order, under one lock of the head: the
+        one write of the chain, for one event (`record`) or a batch's group commit.
+        Returns their sequence numbers.
+
+        The head row is updated first: that takes the write lock (SQLite) or the row lock
+        (PostgreSQL), so concurrent writers append one after the other."""
         if not events:
             return []
         head = m.AuditHead.__table__

@@ -32,16 +32,14 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from policies.consent import ConsentGrant
+from storage import applicants, ledger
 from storage import models as m
-from storage.applicants import DecidedRows
-from storage.context import in_parts
+from storage.audit import PendingEvent
 from storage.ledger import LEDGER_EVENT_KINDS
 from storage.records import Decision, NewApplicant, StepRecord
 from storage.store import Store
 
 log = logging.getLogger("idv.storage.journal")
-
-AuditEvent = tuple[str, str | None, dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -132,8 +130,7 @@ class Journal:
     async def record_grants(self, grants: Iterable[dict[str, Any]]) -> list[tuple[str, bool]]:
         """Record grants (`ConsentLedger.record_grant`'s arguments each), durable on return:
         (consent id, newly recorded) each."""
-        ledger = self._store.ledger
-        rows = [ledger.grant_row(**g) for g in grants]
+        rows = [self._store.ledger.grant_row(**g) for g in grants]
         if not rows:
             return []
         return await self._submit("grants", rows)
@@ -219,23 +216,24 @@ class Journal:
         return outcomes
 
     def _commit(self, writes: list[_Write]) -> list[Any]:
-        """One transaction for all `writes`, audit events in submission order."""
+        """One transaction for all `writes`, audit events in submission order. The rows are
+        written by the same functions as the store's one-at-a-time methods
+        (`ledger.insert_grants`, `applicants.insert_decided`, `AuditLog.append_many`)."""
         store = self._store
         decided = [w for w in writes if w.kind == "decided"]
         if decided:
             store.keyring.prepare_subjects(w.payload["applicant"].applicant_ref for w in decided)
-        rows_of: dict[int, DecidedRows] = {
-            id(w): store.applicants.decided_rows(**w.payload) for w in decided}
+        rows_of = [store.applicants.decided_rows(**w.payload) for w in decided]
         results: list[Any] = []
         with store.engine.begin() as conn:
-            existing = self._existing_refs(conn, [r.applicant["applicant_ref"]
-                                                  for r in rows_of.values()])
             grant_rows = [row for w in writes if w.kind == "grants" for row in w.payload]
-            granted, fresh = store.ledger.insert_grants(conn, grant_rows)
+            granted, fresh = ledger.insert_grants(conn, grant_rows)
             fresh_ids = {row["id"]: row for row in fresh}
             granted_iter = iter(granted)
-            to_insert: list[DecidedRows] = []
-            events: list[AuditEvent] = []
+            flags = applicants.insert_decided(conn, rows_of)
+            stored = {id(w): (rows, new)
+                      for w, rows, new in zip(decided, rows_of, flags, strict=True)}
+            events: list[PendingEvent] = []
             seq_slots: list[int | None] = []  # per write: index into events of its audit row
             for w in writes:
                 slot = None
@@ -245,23 +243,18 @@ class Journal:
                     results.append(None)
                 elif w.kind == "grants":
                     outcome = [next(granted_iter) for _ in w.payload]
-                    events.extend(store.ledger.granted_event(fresh_ids[cid])
+                    events.extend(ledger.granted_event(fresh_ids[cid])
                                   for cid, new in outcome if new)
                     results.append(outcome)
                 else:
-                    rows = rows_of[id(w)]
-                    ref = rows.applicant["applicant_ref"]
-                    stored = ref not in existing
-                    if stored:
-                        existing.add(ref)
-                        to_insert.append(rows)
+                    rows, new = stored[id(w)]
+                    if new:
                         events.append(rows.event)
-                    results.append(stored)
+                    results.append(new)
                 seq_slots.append(slot)
-            store.applicants.insert_decided(conn, to_insert)
             # The granted subjects' ledgers as they stand with these grants: read here, in
             # the write's transaction, so that their first consent check needs no query.
-            ledgers = self._ledgers(conn, sorted({r["subject_ref"] for r in grant_rows}))
+            ledgers = ledger.read_grants(conn, sorted({r["subject_ref"] for r in grant_rows}))
             seqs = store.audit.append_many(conn, events)
         for i, slot in enumerate(seq_slots):
             if slot is not None:
@@ -272,15 +265,6 @@ class Journal:
         self.commits += 1
         self.writes += len(writes)
         return results
-
-    @staticmethod
-    def _existing_refs(conn: Connection, refs: list[str]) -> set[str]:
-        t = m.Applicant.__table__
-        found: set[str] = set()
-        for part in in_parts(sorted(set(refs))):
-            found.update(conn.scalars(select(t.c.applicant_ref)
-                                      .where(t.c.applicant_ref.in_(part))))
-        return found
 
     def _read_all(self, reads: _Reads) -> tuple[dict[Any, Any], ...]:
         started = time.thread_time()
@@ -312,41 +296,20 @@ class Journal:
         self._own_seqs = {seq for seq in self._own_seqs if seq > head}
         self._seen_seq = head
         stale = sorted({ref for ref in wanted if ref not in self._grants})
-        self._grants.update(self._ledgers(conn, stale))
-
-    def _ledgers(self, conn: Connection, subjects: list[str]) -> dict[str, list[ConsentGrant]]:
-        """Each subject's grants as `conn` sees the ledger."""
-        ce = m.ConsentEvent.__table__
-        by_subject: dict[str, list[Any]] = defaultdict(list)
-        for part in in_parts(subjects):
-            for row in conn.execute(select(ce).where(ce.c.subject_ref.in_(part))
-                                    .order_by(ce.c.recorded_at)):
-                by_subject[row.subject_ref].append(row)
-        fold = self._store.ledger.fold
-        return {ref: fold(by_subject.get(ref, ())) for ref in subjects}
+        self._grants.update(ledger.read_grants(conn, stale))
 
     def _read(self, reads: _Reads) -> tuple[dict[Any, Any], ...]:
+        """The queued reads, by the same functions as the store's one-at-a-time methods
+        (`ledger.read_grants`, `applicants.find_by_refs`, `applicants.count_sharing`)."""
         ap = m.Applicant.__table__
-        grants: dict[str, list[ConsentGrant]] = {}
-        applicants: dict[str, KnownApplicant | None] = {}
-        sharing: dict[tuple[str, str], int] = {}
         with self._store.engine.connect() as conn:
             if reads.grants:
                 self._refresh_grants(conn, reads.grants)
             grants = {ref: self._grants[ref] for ref in reads.grants}
-            for part in in_parts(sorted(reads.applicants)):
-                for row in conn.execute(select(ap.c.applicant_ref, ap.c.id_number_bidx,
-                                               ap.c.outcome).where(ap.c.applicant_ref.in_(part))):
-                    applicants[row.applicant_ref] = KnownApplicant(
-                        row.applicant_ref, row.id_number_bidx, row.outcome)
-            applicants = {ref: applicants.get(ref) for ref in reads.applicants}
-            holders: dict[str, list[str]] = defaultdict(list)
-            for part in in_parts(sorted({bidx for bidx, _ in reads.sharing})):
-                for row in conn.execute(select(ap.c.id_number_bidx, ap.c.applicant_ref)
-                                        .where(ap.c.id_number_bidx.in_(part))):
-                    holders[row.id_number_bidx].append(row.applicant_ref)
-            sharing = {(bidx, ref): sum(1 for r in holders.get(bidx, ()) if r != ref)
-                       for bidx, ref in reads.sharing}
-        return grants, applicants, sharing
-
-
+            found = applicants.find_by_refs(conn, reads.applicants, ap.c.id_number_bidx,
+                                            ap.c.outcome)
+            known = {ref: KnownApplicant(ref, row.id_number_bidx, row.outcome)
+                     if (row := found.get(ref)) is not None else None
+                     for ref in reads.applicants}
+            sharing = applicants.count_sharing(conn, reads.sharing)
+        return grants, known, sharing

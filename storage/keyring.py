@@ -34,7 +34,6 @@ from sqlalchemy import (
     MetaData,
     String,
     bindparam,
-    delete,
     func,
     select,
     text,
@@ -448,11 +447,6 @@ class KeyRing:
                 conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
         return True
 
-    def is_destroyed(self, subject: str) -> bool:
-        with self._tx() as s:
-            row = s.scalar(select(SubjectKey).where(SubjectKey.subject_ref == subject))
-            return row is not None and row.wrapped is None
-
     def secret(self, name: str) -> bytes:
         """A ring secret (blind-index master, audit MAC, Prefect key), created on first use."""
         if name in self._secrets:
@@ -559,8 +553,3 @@ class KeyRing:
             raise KeyRingError(f"KEK version {version!r} still wraps {in_use} keys; "
                                "finish the rotation first")
         self.provider.retire(version)
-
-    def purge_destroyed(self) -> int:
-        """Delete the tombstones of destroyed keys (the audit chain keeps the record)."""
-        with self._tx() as s:
-            return s.execute(delete(SubjectKey).where(SubjectKey.wrapped.is_(None))).rowcount

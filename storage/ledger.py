@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -18,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from policies.consent import ConsentGrant
 from storage import models as m
-from storage.audit import AuditLog
+from storage.audit import AuditLog, PendingEvent
 from storage.context import StoreContext, as_utc, in_parts
 from storage.db import insert_rows
 from storage.encoding import canonical
@@ -36,6 +37,76 @@ class UnknownConsentError(KeyError):
 LEDGER_EVENT_KINDS = ("consent.granted", "consent.withdrawn", "consent.expired")
 
 
+def grant_key(subject_ref: str, purpose: str, scopes: Iterable[str], granted_at: datetime,
+              evidence_ref: str) -> str:
+    """A grant's content key: the same grant recorded twice has the same key."""
+    return hashlib.sha256(canonical(
+        ["grant", subject_ref, purpose, sorted(scopes), as_utc(granted_at).isoformat(),
+         evidence_ref])).hexdigest()
+
+
+def granted_event(row: dict[str, Any]) -> PendingEvent:
+    """The audit event of a newly recorded grant (a `consent_events` row)."""
+    return ("consent.granted", row["subject_ref"], {
+        "consent_id": row["id"], "purpose": row["purpose"], "scopes": row["scopes"],
+        "notice_version": row["notice_version"], "notice_hash": row["notice_hash"],
+        "channel": row["channel"], "evidence_ref": row["evidence_ref"]})
+
+
+def insert_grants(conn: Connection, rows: list[dict[str, Any]]
+                  ) -> tuple[list[tuple[str, bool]], list[dict[str, Any]]]:
+    """Insert the grants (`ConsentLedger.grant_row`s) not already recorded, in `conn`'s
+    transaction: the one write of grants, one at a time or a batch's. Returns (consent id,
+    newly recorded) per row, and the rows inserted, whose `granted_event`s the caller appends
+    to the audit chain in the same transaction."""
+    t = m.ConsentEvent.__table__
+    keys = sorted({r["dedup_key"] for r in rows})
+    known: dict[str, str] = {}
+    for part in in_parts(keys):
+        known.update({k: i for i, k in conn.execute(
+            select(t.c.id, t.c.dedup_key).where(t.c.dedup_key.in_(part)))})
+    results, fresh = [], []
+    for row in rows:
+        if row["dedup_key"] in known:
+            results.append((known[row["dedup_key"]], False))
+            continue
+        known[row["dedup_key"]] = row["id"]
+        fresh.append(row)
+        results.append((row["id"], True))
+    insert_rows(conn, t, fresh)
+    return results, fresh
+
+
+def read_grants(conn: Connection, subjects: list[str]) -> dict[str, list[ConsentGrant]]:
+    """Each subject's grants as `conn` sees the ledger, withdrawals folded in: the one read
+    of grants, one subject at a time or a batch's."""
+    ce = m.ConsentEvent.__table__
+    by_subject: dict[str, list[Any]] = defaultdict(list)
+    for part in in_parts(subjects):
+        for row in conn.execute(select(ce).where(ce.c.subject_ref.in_(part))
+                                .order_by(ce.c.recorded_at)):
+            by_subject[row.subject_ref].append(row)
+    return {ref: fold(by_subject.get(ref, ())) for ref in subjects}
+
+
+def fold(rows: Iterable[Any]) -> list[ConsentGrant]:
+    """One subject's events (rows with the `consent_events` columns), oldest first, as
+    grants with their withdrawals folded in."""
+    rows = list(rows)
+    withdrawn = {r.grant_id: as_utc(r.occurred_at) for r in rows if r.event == "withdraw"}
+    # Built without validation: the rows were validated when recorded (`check_grant`),
+    # and this runs for every subject the batch pipeline reads.
+    return [
+        ConsentGrant.model_construct(
+            consent_id=r.id, subject_ref=r.subject_ref, purpose=r.purpose,
+            scopes=frozenset(r.scopes), granted_at=as_utc(r.granted_at or r.occurred_at),
+            expires_at=as_utc(r.expires_at or r.occurred_at),
+            notice_version=r.notice_version or "", notice_hash=r.notice_hash or "",
+            channel=r.channel or "", withdrawn_at=withdrawn.get(r.id))
+        for r in rows if r.event == "grant"
+    ]
+
+
 class ConsentLedger:
     """Append-only consent events: grant, withdraw, expire. Nothing is updated or deleted.
     A grant recorded twice is one grant; a withdrawn grant stays withdrawn whatever is
@@ -44,13 +115,6 @@ class ConsentLedger:
     def __init__(self, ctx: StoreContext, audit: AuditLog) -> None:
         self._ctx = ctx
         self._audit = audit
-
-    @staticmethod
-    def grant_key(subject_ref: str, purpose: str, scopes: Iterable[str], granted_at: datetime,
-                  evidence_ref: str) -> str:
-        return hashlib.sha256(canonical(
-            ["grant", subject_ref, purpose, sorted(scopes), as_utc(granted_at).isoformat(),
-             evidence_ref])).hexdigest()
 
     def grant_row(self, *, subject_ref: str, purpose: str, scopes: Iterable[str],
                   notice_version: str, channel: str, evidence_ref: str, granted_at: datetime,
@@ -64,36 +128,7 @@ class ConsentLedger:
             "evidence_ref": evidence_ref, "granted_at": as_utc(granted_at),
             "expires_at": as_utc(expires_at), "occurred_at": as_utc(granted_at),
             "recorded_at": self._ctx.clock(),
-            "dedup_key": self.grant_key(subject_ref, purpose, scope_list, granted_at,
-                                        evidence_ref)}
-
-    @staticmethod
-    def granted_event(row: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]]:
-        return ("consent.granted", row["subject_ref"], {
-            "consent_id": row["id"], "purpose": row["purpose"], "scopes": row["scopes"],
-            "notice_version": row["notice_version"], "notice_hash": row["notice_hash"],
-            "channel": row["channel"], "evidence_ref": row["evidence_ref"]})
-
-    def insert_grants(self, conn: Connection, rows: list[dict[str, Any]]
-                      ) -> tuple[list[tuple[str, bool]], list[dict[str, Any]]]:
-        """Insert the grants not already recorded, in `conn`'s transaction. Returns
-        (consent id, newly recorded) per row, and the rows actually inserted."""
-        t = m.ConsentEvent.__table__
-        keys = sorted({r["dedup_key"] for r in rows})
-        known: dict[str, str] = {}
-        for part in in_parts(keys):
-            known.update({k: i for i, k in conn.execute(
-                select(t.c.id, t.c.dedup_key).where(t.c.dedup_key.in_(part)))})
-        results, fresh = [], []
-        for row in rows:
-            if row["dedup_key"] in known:
-                results.append((known[row["dedup_key"]], False))
-                continue
-            known[row["dedup_key"]] = row["id"]
-            fresh.append(row)
-            results.append((row["id"], True))
-        insert_rows(conn, t, fresh)
-        return results, fresh
+            "dedup_key": grant_key(subject_ref, purpose, scope_list, granted_at, evidence_ref)}
 
     def record_grant(self, *, subject_ref: str, purpose: str, scopes: Iterable[str],
                      notice_version: str, channel: str, evidence_ref: str,
@@ -108,8 +143,8 @@ class ConsentLedger:
         for attempt in (1, 2):
             try:
                 with self._ctx.engine.begin() as conn:
-                    (result,), fresh = self.insert_grants(conn, [row])
-                    self._audit.append_many(conn, [self.granted_event(r) for r in fresh])
+                    (result,), fresh = insert_grants(conn, [row])
+                    self._audit.append_many(conn, [granted_event(r) for r in fresh])
                 return result
             except IntegrityError:  # a concurrent writer recorded the same grant first
                 if attempt == 2:
@@ -193,29 +228,8 @@ class ConsentLedger:
 
     def grants_for(self, subject_ref: str) -> list[ConsentGrant]:
         """The subject's grants as the ledger stands now, withdrawals folded in."""
-        with self._ctx.transaction() as s:
-            rows = s.scalars(select(m.ConsentEvent)
-                             .where(m.ConsentEvent.subject_ref == subject_ref)
-                             .order_by(m.ConsentEvent.recorded_at)).all()
-        return self.fold(rows)
-
-    @staticmethod
-    def fold(rows: Iterable[Any]) -> list[ConsentGrant]:
-        """One subject's events (rows with the `consent_events` columns), oldest first, as
-        grants with their withdrawals folded in."""
-        rows = list(rows)
-        withdrawn = {r.grant_id: as_utc(r.occurred_at) for r in rows if r.event == "withdraw"}
-        # Built without validation: the rows were validated when recorded (`check_grant`),
-        # and this runs for every subject the batch pipeline reads.
-        return [
-            ConsentGrant.model_construct(
-                consent_id=r.id, subject_ref=r.subject_ref, purpose=r.purpose,
-                scopes=frozenset(r.scopes), granted_at=as_utc(r.granted_at or r.occurred_at),
-                expires_at=as_utc(r.expires_at or r.occurred_at),
-                notice_version=r.notice_version or "", notice_hash=r.notice_hash or "",
-                channel=r.channel or "", withdrawn_at=withdrawn.get(r.id))
-            for r in rows if r.event == "grant"
-        ]
+        with self._ctx.engine.connect() as conn:
+            return read_grants(conn, [subject_ref])[subject_ref]
 
     def stats(self) -> list[dict[str, Any]]:
         """Per notice version and channel: people asked (any grant under it), people who

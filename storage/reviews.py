@@ -1,8 +1,8 @@
 """Review cases: where they are opened, and the analysts' queue.
 
-`open_case` is the one place a review case is opened: every `review` and every
-`decline_recommended`, whatever the path (a decided applicant, a behaviour alert, a
-re-decision). A decline is never final alone.
+`case_row` is the one place a review case is opened (`open_case` adds it to a session):
+every `review` and every `decline_recommended`, whatever the path (a decided applicant, a
+behaviour alert, a re-decision). A decline is never final alone.
 """
 
 from __future__ import annotations
@@ -24,15 +24,26 @@ from storage.records import ReviewItem
 REVIEWED_OUTCOMES = ("review", "decline_recommended")
 
 
-def open_case(session: Session, *, applicant_id: str, outcome: str, reasons: Iterable[str],
-              now: datetime) -> str | None:
-    """Open a review case when the outcome needs a person (a decline is never final alone)."""
+def case_row(*, applicant_id: str, outcome: str, reasons: Iterable[str],
+             now: datetime) -> dict[str, Any] | None:
+    """The `review_cases` row to open when the outcome needs a person, else None: the one
+    rule for when a case is opened, for a session (`open_case`) or a batch of decided
+    applicants' rows (`applicants.ApplicantRepository.decided_rows`)."""
     if outcome not in REVIEWED_OUTCOMES:
         return None
-    case_id = str(uuid.uuid4())
-    session.add(m.ReviewCase(id=case_id, applicant_id=applicant_id, status="open",
-                             outcome=outcome, reasons=list(reasons), opened_at=now))
-    return case_id
+    return {"id": str(uuid.uuid4()), "applicant_id": applicant_id, "status": "open",
+            "outcome": outcome, "reasons": list(reasons), "opened_at": now}
+
+
+def open_case(session: Session, *, applicant_id: str, outcome: str, reasons: Iterable[str],
+              now: datetime) -> str | None:
+    """Open a review case in `session` when the outcome needs a person (a decline is never
+    final alone). Returns its id, if one was opened."""
+    row = case_row(applicant_id=applicant_id, outcome=outcome, reasons=reasons, now=now)
+    if row is None:
+        return None
+    session.add(m.ReviewCase(**row))
+    return str(row["id"])
 
 
 class ReviewRepository:

@@ -34,12 +34,6 @@ class RunRepository:
                 session=s)
         return run_id
 
-    def add_line(self, run_id: str, line: RunLineRecord) -> None:
-        with self._ctx.transaction() as s:
-            s.add(m.RunLine(run_id=run_id, line_no=line.line_no,
-                            applicant_ref=line.applicant_ref, disposition=line.disposition,
-                            outcome=line.outcome, field=line.field, reason=line.reason))
-
     def add_lines(self, run_id: str, lines: Iterable[RunLineRecord]) -> None:
         """Record run lines. A line the run already has keeps what was first recorded: a
         chunk's lane run again after it died must not record a line twice."""
