@@ -202,6 +202,7 @@ class ApplicantRepository:
         """Decrypt one applicant (for masked display unless `masked` is False), recording who
         and why. Refused for an erased subject, and for a restricted one unless `purpose` is
         the purpose of the legal hold that restricts them."""
+        refused: str | None = None
         with self._ctx.transaction() as s:
             row = find_by_refs(s.connection(), [applicant_ref]).get(applicant_ref)
             if row is None:
@@ -212,11 +213,14 @@ class ApplicantRepository:
                 holds = {h.purpose for h in s.scalars(select(m.LegalHold).where(
                     m.LegalHold.subject_ref == applicant_ref, m.LegalHold.released_at.is_(None)))}
                 if purpose not in holds:
-                    self._audit.record("applicant.read_refused", applicant_ref, {
-                        "actor": actor, "purpose": purpose, "why": "restricted"}, session=s)
-                    raise SubjectUnavailableError(
-                        "the subject is restricted under a legal hold; reads serve only "
-                        f"{', '.join(sorted(holds)) or 'its hold'}")
-            self._audit.record("applicant.read", applicant_ref, {
-                "actor": actor, "purpose": purpose, "masked": masked}, session=s)
-            return applicant_fields.reveal(self._ctx.cipher, row)
+                    refused = ", ".join(sorted(holds)) or "its hold"
+            if refused is None:
+                self._audit.record("applicant.read", applicant_ref, {
+                    "actor": actor, "purpose": purpose, "masked": masked}, session=s)
+                return applicant_fields.reveal(self._ctx.cipher, row)
+        # Recorded in a transaction of its own: raising inside the read's transaction would
+        # roll the record of the refusal back with it.
+        self._audit.record("applicant.read_refused", applicant_ref, {
+            "actor": actor, "purpose": purpose, "why": "restricted"})
+        raise SubjectUnavailableError(
+            f"the subject is restricted under a legal hold; reads serve only {refused}")

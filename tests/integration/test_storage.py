@@ -11,6 +11,7 @@ from sqlalchemy import select, text, update
 from storage import models as m
 from storage.crypto import FieldDecryptError
 from storage.records import Decision, NewApplicant, StepRecord
+from storage.subjects import SubjectUnavailableError
 
 NOW = datetime.now(UTC)
 
@@ -155,3 +156,21 @@ def test_when_events_were_macced_in_the_standard_librarys_form_then_the_chain_ve
         s.execute(update(m.AuditEvent).where(m.AuditEvent.seq == 1)
                   .values(detail={"score": 2e-05}))
     assert store.audit.verify_chain()[:2] == (False, 1)
+
+
+def test_when_a_restricted_subject_is_read_for_another_purpose_then_the_refusal_is_audited(
+        store):
+    run = new_run(store)
+    store.applicants.add_decided(run_id=run, line_no=1, applicant=person("A-9"), steps=[],
+                                 decision=decision())
+    store.subjects.hold("A-9", basis="aml_customer_identification", purpose="aml_record_keeping",
+                        until=datetime.now(UTC) + timedelta(days=365), actor="officer")
+    assert store.subjects.erase("A-9", reason="erasure request #9", actor="officer") == \
+        "restricted"
+    with pytest.raises(SubjectUnavailableError, match="aml_record_keeping"):
+        store.applicants.reveal_by_ref("A-9", actor="analyst", purpose="review")
+    (refusal,) = store.audit.events(subject_ref="A-9", kind_prefix="applicant.read_refused")
+    assert refusal.detail == {"actor": "analyst", "purpose": "review", "why": "restricted"}
+    held = store.applicants.reveal_by_ref("A-9", actor="officer", purpose="aml_record_keeping")
+    assert held.applicant_ref == "A-9"
+    assert store.audit.verify_chain()[0]
