@@ -90,7 +90,7 @@ class Ledger:
     def __init__(self, grants: list[ConsentGrant]) -> None:
         self.grants = grants
 
-    def grants_for(self, subject_ref: str) -> list[ConsentGrant]:
+    async def grants_for(self, subject_ref: str) -> list[ConsentGrant]:
         return [g for g in self.grants if g.subject_ref == subject_ref]
 
 
@@ -98,7 +98,7 @@ class Audit:
     def __init__(self) -> None:
         self.kinds: list[str] = []
 
-    def record(self, kind: str, subject_ref: str | None, detail: dict) -> int:
+    async def record(self, kind: str, subject_ref: str | None, detail: dict) -> int:
         self.kinds.append(kind)
         return len(self.kinds)
 
