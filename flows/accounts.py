@@ -18,6 +18,7 @@ issuer, audience, expiry, nonce).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -27,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
+import aiohttp
 import requests
 from authlib.common.security import generate_token
 from authlib.integrations.base_client.errors import OAuthError as AuthlibError
@@ -34,11 +36,14 @@ from authlib.integrations.requests_client import OAuth2Session
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
+from pydantic import SecretStr
 
 from flows.runtime import OidcProviderSettings, Runtime
-from policies.masking import mask_oauth_id, mask_phone
+from policies.masking import mask_oauth_id
 from services.consent import ConsentService, GrantRequest, WithdrawRequest
 from storage.oauth import PendingAuthorization, StateError
+from verifiers.base import Evidence, StepStatus, Subject
+from verifiers.wechat_phone import MiniProgram, WeChatPhoneVerifier
 
 log = logging.getLogger("idv.oauth")
 # Request lines carry codes and secrets in their query: never below WARNING.
@@ -101,6 +106,18 @@ def _unreachable(provider: str) -> OAuthFailure:
                         "nothing was recorded. Try again later.", status=504)
 
 
+def _phone_failure(evidence: Evidence) -> OAuthFailure:
+    """The failure a phone exchange's evidence tells of (`verifiers.wechat_phone`)."""
+    if evidence.reason == "wechat_errcode" and evidence.result_code is not None:
+        return _wechat_failure(int(evidence.result_code))
+    if evidence.reason == "vendor_malformed":
+        return _garbage("WeChat")
+    if evidence.reason == "timeout" or evidence.reason.startswith("connection_"):
+        return _unreachable("WeChat")
+    return OAuthFailure("phone_exchange_failed", "The phone exchange failed on our side; "
+                        "nothing was recorded. Try again later.", status=500)
+
+
 @dataclass(frozen=True)
 class Linked:
     """What the confirmation page shows: masked, no raw identifier."""
@@ -115,18 +132,17 @@ class Linked:
 
 
 class WeChatClient:
-    """WeChat's API as it is: GETs with appid and secret in the query, errcodes on 200."""
+    """WeChat's OAuth API as it is: GETs with appid and secret in the query, errcodes on 200.
+    (The Mini Program's phone exchange is a paid call: `verifiers.wechat_phone`, run by the
+    gate.)"""
 
     def __init__(self, rt: Runtime) -> None:
         s = rt.settings
         self.api = s.wechat_api_url.rstrip("/")
         self.appid = s.wechat_appid or ""
         self.secret = s.wechat_secret.get_secret_value() if s.wechat_secret else ""
-        self.mini_appid = s.wechat_mini_appid or ""
-        self.mini_secret = s.wechat_mini_secret.get_secret_value() if s.wechat_mini_secret else ""
         self.timeout = s.oauth_timeout_s
         self._http = requests.Session()
-        self._client_token: tuple[str, datetime] | None = None
 
     def _answer(self, response: requests.Response) -> dict[str, Any]:
         try:
@@ -176,33 +192,6 @@ class WeChatClient:
         if not isinstance(body.get("openid"), str):
             raise _garbage("WeChat")
         return body
-
-    def _mini_token(self) -> str:
-        now = datetime.now(UTC)
-        if self._client_token is None or self._client_token[1] <= now:
-            body = self._get("/cgi-bin/token", {"grant_type": "client_credential",
-                                                "appid": self.mini_appid,
-                                                "secret": self.mini_secret})
-            token, ttl = body.get("access_token"), body.get("expires_in")
-            if not isinstance(token, str) or not isinstance(ttl, int):
-                raise _garbage("WeChat")
-            self._client_token = (token, now + timedelta(seconds=max(0, ttl - 300)))
-        return self._client_token[0]
-
-    def phone_number(self, code: str) -> str:
-        """A Mini Program's one-time phone code -> the bound phone (purePhoneNumber)."""
-        try:
-            response = self._http.post(self.api + "/wxa/business/getuserphonenumber",
-                                       params={"access_token": self._mini_token()},
-                                       json={"code": code}, timeout=self.timeout,
-                                       allow_redirects=False)
-        except requests.RequestException:
-            raise _unreachable("WeChat") from None
-        body = self._answer(response)
-        info = body.get("phone_info")
-        if not isinstance(info, dict) or not isinstance(info.get("purePhoneNumber"), str):
-            raise _garbage("WeChat")
-        return str(info["purePhoneNumber"])
 
 
 class OidcClient:
@@ -345,6 +334,10 @@ class OAuthService:
         self.settings = rt.settings
         self.consents = ConsentService(rt.store, rt.consent_policy, rt.notices)
         self.wechat = WeChatClient(rt)
+        s = rt.settings
+        self.mini_program = MiniProgram(
+            api_url=s.wechat_api_url, appid=s.wechat_mini_appid or "",
+            secret=s.wechat_mini_secret or SecretStr(""), timeout_s=s.oauth_timeout_s)
         self._oidc: dict[str, OidcClient] = {}
 
     # -- signed start links ---------------------------------------------------------------
@@ -481,28 +474,36 @@ class OAuthService:
                       unionid=mask_oauth_id(union) if union else None, account_created=False)
 
     def wechat_phone(self, applicant_ref: str, code: str, *, actor: str) -> dict[str, Any]:
-        """The Mini Program's phone exchange, under its own sensitive `wechat_phone` consent,
-        checked at the moment of the call. The phone is kept as a blind index only."""
+        """The Mini Program's phone exchange, a paid call run by the gate under its own
+        sensitive `wechat_phone` consent, checked at the moment of the call. The phone is
+        kept as a blind index only; the answer shows its mask."""
         s = self.settings
         if not (s.wechat_mini_appid and s.wechat_mini_secret):
             raise OAuthFailure("wechat_not_configured", "The Mini Program is not configured "
                                "(IDV_WECHAT_MINI_APPID, IDV_WECHAT_MINI_SECRET).", status=503)
-        decision, decision_id = self.rt.gate.authorize_now(
-            subject_ref=applicant_ref, purpose=PURPOSE, scopes=frozenset({"wechat_phone"}),
-            step="wechat_phone")
-        if not decision.allowed:
+        evidence, decision_id = asyncio.run(self._exchange_phone(applicant_ref, SecretStr(code)))
+        if evidence.status is StepStatus.SKIPPED:
             raise OAuthFailure("no_consent", f"the wechat_phone consent is not live "
-                               f"({decision.reason}); no call was made", status=403,
+                               f"({evidence.reason}); no call was made", status=403,
                                field="wechat_phone")
-        phone = self.wechat.phone_number(code)
-        self.store.oauth.set_bound_phone(applicant_ref, WECHAT, phone,
-                                         consent_id=decision.consent_ids[0])
+        if evidence.status is not StepStatus.PASSED:
+            raise _phone_failure(evidence)
         signals = self.store.oauth.account_signals(
             applicant_ref, provider=WECHAT, declared_phone=None,
             declared_phone_bidx=self.store.oauth.declared_phone_index(applicant_ref))
         return {"applicant_ref": applicant_ref, "decision_id": decision_id,
-                "phone": mask_phone(phone),
+                "phone": evidence.signals["bound_phone"],
                 "bound_phone_match": signals["bound_phone_match"] if signals else "unknown"}
+
+    async def _exchange_phone(self, applicant_ref: str, code: SecretStr
+                              ) -> tuple[Evidence, str]:
+        # The exchange sends the one-time code, none of the applicant's values: its subject
+        # is the reference alone.
+        subject = Subject(applicant_ref=applicant_ref, name=SecretStr(""), id_type="",
+                          id_number=SecretStr(""))
+        async with aiohttp.ClientSession() as session:
+            return await self.rt.gate.run(WeChatPhoneVerifier(
+                self.mini_program, session, code=code, binder=self.store.oauth), subject)
 
     # -- OpenID Connect -----------------------------------------------------------------
 

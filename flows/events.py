@@ -9,6 +9,7 @@ feeds the next score: the applicant is rescored with their alert counts at once.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -79,15 +80,9 @@ def ingest_one(rt: Runtime, raw: Any, *, now: datetime | None = None) -> dict[st
     stored = rt.store.applicants.get(event.applicant_ref)
     if stored is None or stored.id_number_bidx is None:
         raise EventRefused("applicant_ref", "is not a known applicant", ref)
-    reason = "no_consent"
-    for purpose in policy.purposes:
-        decision, _ = rt.gate.authorize_now(subject_ref=event.applicant_ref, purpose=purpose,
-                                            scopes=SCOPES, step=STEP)
-        if decision.allowed:
-            break
-        reason = decision.reason
-    else:
-        raise EventRefused("applicant_ref", f"has no live behavior_signals consent ({reason})",
+    refused = asyncio.run(_consent_refusal(rt, event.applicant_ref, policy.purposes))
+    if refused is not None:
+        raise EventRefused("applicant_ref", f"has no live behavior_signals consent ({refused})",
                            ref)
     event_id, new = rt.store.events.add(NewBehaviorEvent(
         event_id=event.event_id, applicant_ref=event.applicant_ref, kind=event.kind,
@@ -110,6 +105,20 @@ def ingest_one(rt: Runtime, raw: Any, *, now: datetime | None = None) -> dict[st
     if alerts:
         rescore(rt, event.applicant_ref)
     return {"event_id": event_id, "duplicate": False, "alerts": alerts}
+
+
+async def _consent_refusal(rt: Runtime, applicant_ref: str,
+                           purposes: Iterable[str]) -> str | None:
+    """None once the gate allows storing the event under one of `purposes` (each decision
+    recorded); else the reason the last purpose was refused."""
+    reason = "no_consent"
+    for purpose in purposes:
+        decision, _ = await rt.gate.authorize(subject_ref=applicant_ref, purpose=purpose,
+                                              scopes=SCOPES, step=STEP)
+        if decision.allowed:
+            return None
+        reason = decision.reason
+    return reason
 
 
 def rescore(rt: Runtime, applicant_ref: str) -> str | None:

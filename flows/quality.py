@@ -6,7 +6,8 @@ Two kinds of suite, both over derived boolean columns, never over personal value
   paid call: share of parseable lines, valid ID numbers and phones, names present,
   duplicate refs, consents present. One failed expectation halts the batch.
 - a suite per vendor answer type (`check_responses`): does every answer carry the fields
-  the policy lists? A renamed field fails it and the source is marked degraded.
+  its declared type requires (`VendorAnswer.required_fields` of the step's verifier)? A
+  renamed field fails it and the source is marked degraded.
 
 GX is imported lazily (3.5-6 s, 240 MB: STACK.md), with an ephemeral context, a pandas
 DataFrame asset and `BOOLEAN_ONLY` results: GX's richer formats carry failing values.
@@ -26,6 +27,7 @@ from policies.consent import ConsentPolicy
 from policies.identity import IdentityRuleError, normalize_phone, validate_id_number
 from policies.notices import Notice
 from policies.quality import ColumnExpectation, QualityPolicy, response_columns
+from verifiers.registry import vendor_answer
 
 
 @dataclass
@@ -235,11 +237,13 @@ def check_batch(plan: BatchPlan, policy: QualityPolicy, *, consent_policy: Conse
 
 def check_responses(step: str, shapes: list[frozenset[str]],
                     policy: QualityPolicy) -> QualityReport | None:
-    """The suite of one vendor answer type over a chunk's answers; None if it has none."""
-    fields = policy.responses.fields.get(step)
-    if not fields or not shapes:
+    """The suite of one vendor answer type over a chunk's answers (the fields its answer
+    model requires, the share the policy sets); None if the step has no vendor answer type
+    or the chunk no answers."""
+    answer = vendor_answer(step)
+    if answer is None or not shapes:
         return None
-    columns = response_columns(shapes, fields)
+    columns = response_columns(shapes, answer.required_fields())
     expectations = [ColumnExpectation(column=c, expect="true", mostly=policy.responses.mostly)
                     for c in columns]
     return run_suite(f"response-{step}-{policy.version}", step, columns, expectations)

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -21,7 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from policies import catalog
 from policies.access import AccessPolicy, RetentionPolicy
 from policies.behavior import BehaviorPolicy
-from policies.consent import ConsentPolicy
+from policies.consent import ConsentGrant, ConsentPolicy
 from policies.masking import mask_text
 from policies.notices import Notice
 from policies.quality import QualityPolicy
@@ -194,6 +194,31 @@ def vendor_overrides(base_url: str, app_key: str, app_secret: str) -> dict[str, 
     return out
 
 
+class _Ledger(Protocol):
+    def grants_for(self, subject_ref: str) -> list[ConsentGrant]: ...
+
+
+class _Audit(Protocol):
+    def record(self, kind: str, subject_ref: str | None, detail: dict[str, Any]) -> int: ...
+
+
+@dataclass(frozen=True)
+class StoreGateAdapter:
+    """The store's consent ledger and audit log, which are synchronous, as the gate's
+    asynchronous reader and recorder. Each read and write runs in the caller's event loop:
+    that of one command or API request (`asyncio.run`), never a batch's, which reads and
+    records through its journal (`Runtime.gate_over`)."""
+
+    ledger: _Ledger
+    audit: _Audit
+
+    async def grants_for(self, subject_ref: str) -> list[ConsentGrant]:
+        return self.ledger.grants_for(subject_ref)
+
+    async def record(self, kind: str, subject_ref: str | None, detail: dict[str, Any]) -> int:
+        return self.audit.record(kind, subject_ref, detail)
+
+
 class StartupError(RuntimeError):
     """The runtime cannot start safely (development secrets in production, no key file)."""
 
@@ -264,8 +289,9 @@ class Runtime:
 
     @cached_property
     def gate(self) -> ConsentGate:
-        return ConsentGate(self.store.ledger, self.store.audit, policy=self.consent_policy,
-                           notices=self.notices)
+        """The gate over the store's ledger and audit log, for one step at a time."""
+        store = StoreGateAdapter(self.store.ledger, self.store.audit)
+        return self.gate_over(store, store)
 
     def gate_over(self, reader: ConsentReader, recorder: DecisionRecorder) -> ConsentGate:
         """The same gate over another path to the ledger and audit (a batch's journal)."""

@@ -1,7 +1,10 @@
-"""Data-quality policy: batch-level expectations and the fields each vendor answer carries.
+"""Data-quality policy: batch-level expectations and how strictly vendor answers must keep
+their shape.
 
 Pure: the expectations are data; `flows/quality.py` runs them with Great Expectations
-over derived columns (booleans per line or per answer), never over personal values.
+over derived columns (booleans per line or per answer), never over personal values. The
+fields each vendor answer must carry are not listed here: its verifier declares the answer
+type once (`verifiers.vendor.VendorAnswer`), and the drift suite takes them from there.
 """
 
 from __future__ import annotations
@@ -30,10 +33,11 @@ class ColumnExpectation(BaseModel):
 
 
 class ResponseRules(BaseModel):
+    """The share of a chunk's answers of one type that must carry each required field."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     mostly: float = Field(gt=0, le=1)
-    fields: dict[str, tuple[str, ...]]
 
 
 class QualityPolicy(PolicyDocument):

@@ -363,9 +363,3 @@ def wechat_routes(state: WeChatState) -> list[web.RouteDef]:
         web.post("/_sandbox/wechat/phone-code", sandbox_phone_code),
         web.get("/_sandbox/wechat/calls", sandbox_calls),
     ]
-
-
-def build_wechat_app(state: WeChatState) -> web.Application:
-    app = web.Application()
-    app.add_routes(wechat_routes(state))
-    return app

@@ -29,7 +29,6 @@ class AccountAttributesVerifier:
     name: ClassVar[str] = "account_attributes"
     purpose: ClassVar[str] = "onboarding_verification"
     scopes: ClassVar[frozenset[str]] = frozenset({"wechat_profile"})
-    fee_cents: ClassVar[int] = 0
     provider: ClassVar[str] = "wechat"
 
     def __init__(self, reader: AccountReader) -> None:

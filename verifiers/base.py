@@ -1,8 +1,9 @@
 """The `Verifier` protocol: the one extension point every source plugs into.
 
-A verifier declares what it touches (`purpose`, `scopes`) and what a call costs
-(`fee_cents`) as class attributes; the consent gate reads them, authorizes the
-step against the ledger, and only then calls `verify` with the permit it minted.
+A verifier declares what it touches (`purpose`, `scopes`) as class attributes; the
+consent gate reads them, authorizes the step against the ledger, and only then calls
+`verify` with the permit it minted. What a call cost is the source's answer, carried by
+the evidence (`Evidence.fee_cents`).
 A verifier never checks consent itself and cannot be called without a permit.
 """
 
@@ -111,7 +112,7 @@ class Evidence(BaseModel):
 
 @runtime_checkable
 class Verifier(Protocol):
-    """One source. Implement `verify`; declare `name`, `purpose`, `scopes`, `fee_cents`.
+    """One source. Implement `verify`; declare `name`, `purpose`, `scopes`.
 
     `verify` must not raise for an answer from the source (a mismatch is `failed`,
     no record is `inconclusive`, exhausted retries are `error`); it raises only for
@@ -121,6 +122,5 @@ class Verifier(Protocol):
     name: ClassVar[str]
     purpose: ClassVar[str]
     scopes: ClassVar[frozenset[str]]
-    fee_cents: ClassVar[int]
 
     async def verify(self, subject: Subject, permit: ConsentPermit) -> Evidence: ...

@@ -9,12 +9,11 @@ ends `skipped` with the reason and nothing is sent.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from policies.consent import ConsentDecision, ConsentGrant, ConsentPolicy, authorize
 from policies.notices import Notice
@@ -23,26 +22,18 @@ from verifiers.base import Evidence, StepStatus, Subject, Verifier, _mint_permit
 log = logging.getLogger("idv.gate")
 
 
-T = TypeVar("T")
-
-
 class ConsentReader(Protocol):
-    """The ledger as it stands now. Synchronous (`storage.ledger.ConsentLedger`) or
-    awaitable (`storage.journal.Journal`, which batches the reads of many applicants)."""
+    """The ledger as it stands now: a batch's `storage.journal.Journal` (which batches the
+    reads of many applicants), or the store's ledger behind the runtime's adapter."""
 
-    def grants_for(self, subject_ref: str) -> list[ConsentGrant] | Awaitable[list[ConsentGrant]]:
-        ...
+    async def grants_for(self, subject_ref: str) -> list[ConsentGrant]: ...
 
 
 class DecisionRecorder(Protocol):
     """Appends to the audit chain; returns once the event is durable."""
 
-    def record(self, kind: str, subject_ref: str | None,
-               detail: dict[str, Any]) -> int | Awaitable[int]: ...
-
-
-async def _settled(value: T | Awaitable[T]) -> T:
-    return await value if inspect.isawaitable(value) else value  # type: ignore[return-value]
+    async def record(self, kind: str, subject_ref: str | None,
+                     detail: dict[str, Any]) -> int: ...
 
 
 def _now() -> datetime:
@@ -65,9 +56,15 @@ class ConsentGate:
         """The scopes a step needs: what the policy says for it and what it declares."""
         return self._policy.step_scopes(verifier.name, verifier.scopes)
 
-    def _decide(self, grants: list[ConsentGrant], *, subject_ref: str, purpose: str,
-                scopes: frozenset[str], step: str, call_ref: str | None = None
-                ) -> tuple[ConsentDecision, str, tuple[str, str, dict[str, Any]]]:
+    async def authorize(self, *, subject_ref: str, purpose: str, scopes: frozenset[str],
+                        step: str, call_ref: str | None = None
+                        ) -> tuple[ConsentDecision, str]:
+        """Decide and record, without calling anything (for steps that are not verifiers,
+        such as automated scoring or storing a behaviour event). Returns the decision and its
+        recorded id. `call_ref`, when given, is recorded with the decision (see `run`). A
+        synchronous caller (a command, an API request) awaits it with `asyncio.run`."""
+        scopes = self._policy.step_scopes(step, scopes)
+        grants = await self._ledger.grants_for(subject_ref)
         decision = authorize(grants, notices=self._notices, subject_ref=subject_ref,
                              purpose=purpose, scopes=scopes, step=step, now=self._clock())
         decision_id = str(uuid.uuid4())
@@ -79,37 +76,8 @@ class ConsentGate:
         }
         if call_ref is not None:
             detail["call_ref"] = call_ref
-        event = ("consent.allowed" if decision.allowed else "consent.denied", subject_ref,
-                 detail)
-        return decision, decision_id, event
-
-    async def authorize(self, *, subject_ref: str, purpose: str, scopes: frozenset[str],
-                        step: str, call_ref: str | None = None
-                        ) -> tuple[ConsentDecision, str]:
-        """Decide and record, without calling anything (for steps that are not verifiers,
-        such as automated scoring). Returns the decision and its recorded id. `call_ref`, when
-        given, is recorded with the decision (see `run`)."""
-        scopes = self._policy.step_scopes(step, scopes)
-        grants = await _settled(self._ledger.grants_for(subject_ref))
-        decision, decision_id, event = self._decide(grants, subject_ref=subject_ref,
-                                                    purpose=purpose, scopes=scopes, step=step,
-                                                    call_ref=call_ref)
-        await _settled(self._recorder.record(*event))
-        return decision, decision_id
-
-    def authorize_now(self, *, subject_ref: str, purpose: str, scopes: frozenset[str],
-                      step: str) -> tuple[ConsentDecision, str]:
-        """`authorize` for a synchronous caller (a command, an API request) of a gate over
-        the synchronous ledger and audit log."""
-        scopes = self._policy.step_scopes(step, scopes)
-        grants = self._ledger.grants_for(subject_ref)
-        if inspect.isawaitable(grants):
-            raise TypeError("this gate reads an asynchronous ledger: use `authorize`")
-        decision, decision_id, event = self._decide(grants, subject_ref=subject_ref,
-                                                    purpose=purpose, scopes=scopes, step=step)
-        recorded = self._recorder.record(*event)
-        if inspect.isawaitable(recorded):
-            raise TypeError("this gate records asynchronously: use `authorize`")
+        await self._recorder.record(
+            "consent.allowed" if decision.allowed else "consent.denied", subject_ref, detail)
         return decision, decision_id
 
     async def run(self, verifier: Verifier, subject: Subject, *, purpose: str | None = None,
@@ -142,8 +110,8 @@ class ConsentGate:
                                 consent_id=permit.consent_id)
         if evidence.consent_id != permit.consent_id:
             evidence = evidence.model_copy(update={"consent_id": permit.consent_id})
-        await _settled(self._recorder.record("step.completed", subject.applicant_ref, {
+        await self._recorder.record("step.completed", subject.applicant_ref, {
             "decision_id": decision_id, "step": verifier.name, "status": evidence.status.value,
             "reason": evidence.reason, "consent_id": permit.consent_id,
-            "vendor_request_id": evidence.vendor_request_id, "fee_cents": evidence.fee_cents}))
+            "vendor_request_id": evidence.vendor_request_id, "fee_cents": evidence.fee_cents})
         return evidence, decision_id

@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-from datetime import date
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from verifiers.base import ConsentPermit, Evidence, StepStatus, Subject
-from verifiers.vendor import VendorVerifier
+from verifiers.vendor import LicensedAnswer, VendorVerifier
 
 _STATUS = {
     "MATCH": StepStatus.PASSED,
@@ -16,7 +15,14 @@ _STATUS = {
 }
 
 
-class IdCheckVerifier(VendorVerifier):
+class IdCheckAnswer(LicensedAnswer):
+    """`/v1/identity/two-element` and `/three-element`: does the name go with the number
+    (and the phone)?"""
+
+    result: Literal["MATCH", "MISMATCH", "NO_RECORD"]
+
+
+class IdCheckVerifier(VendorVerifier[IdCheckAnswer]):
     """Use for the identity step of onboarding. The three-element variant sends the phone
     under the same `id_verification` scope: the carrier match is part of identity proofing."""
 
@@ -27,7 +33,7 @@ class IdCheckVerifier(VendorVerifier):
     # The vendor paths this step calls: how its lines are told apart on a statement.
     endpoints: ClassVar[tuple[str, ...]] = ("/v1/identity/two-element",
                                              "/v1/identity/three-element")
-    fee_cents: ClassVar[int] = 30
+    answer = IdCheckAnswer
 
     async def verify(self, subject: Subject, permit: ConsentPermit) -> Evidence:
         payload = {
@@ -38,20 +44,10 @@ class IdCheckVerifier(VendorVerifier):
         if subject.phone is not None:
             payload["phone"] = subject.phone.get_secret_value().removeprefix("+86")
             path = "/v1/identity/three-element"
-        reply = await self._call(path, payload, permit)
-        base = self._base(permit, reply)
-        if reply.error is not None or reply.body is None:
-            return Evidence(status=StepStatus.ERROR, reason=reply.error or "vendor_malformed",
-                            **base)
-        body = reply.body
-        code = body.get("result")
-        request_id = body.get("request_id")
-        try:
-            as_of = date.fromisoformat(body["as_of"])
-            fee = int(body["fee_cents"])
-        except (KeyError, TypeError, ValueError):
-            return Evidence(status=StepStatus.ERROR, reason="vendor_malformed", **base)
-        if code not in _STATUS or not isinstance(request_id, str):
-            return Evidence(status=StepStatus.ERROR, reason="vendor_malformed", **base)
-        return Evidence(status=_STATUS[code], reason=code, result_code=code,
-                        vendor_request_id=request_id, as_of=as_of, fee_cents=fee, **base)
+        reply, answer = await self._ask(path, payload, permit)
+        if answer is None:
+            return self.unusable(permit, reply)
+        return Evidence(status=_STATUS[answer.result], reason=answer.result,
+                        result_code=answer.result, vendor_request_id=answer.request_id,
+                        as_of=answer.as_of, fee_cents=answer.fee_cents,
+                        **self._base(permit, reply))

@@ -1,8 +1,13 @@
-"""The verifier registry: step name -> factory. The extension point every source uses."""
+"""The verifier registry: step name -> factory. The extension point every source uses.
+
+A verifier whose call takes an input of its own, such as the WeChat phone exchange's
+one-time code, is not registered: its caller constructs it per call and hands it to the
+gate (`PER_CALL_VERIFIERS` lists them, so the contract tests cover them too)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import aiohttp
 
@@ -16,7 +21,8 @@ from verifiers.carrier_check import CarrierCheckVerifier
 from verifiers.court_list import CourtListVerifier
 from verifiers.credit_report import CreditReportVerifier
 from verifiers.id_check import IdCheckVerifier
-from verifiers.vendor import VendorEndpoint, VendorVerifier
+from verifiers.vendor import VendorAnswer, VendorEndpoint, VendorVerifier
+from verifiers.wechat_phone import WeChatPhoneVerifier
 
 Factory = Callable[[Mapping[str, VendorEndpoint], aiohttp.ClientSession], Verifier]
 
@@ -62,7 +68,7 @@ def _endpoint(endpoints: Mapping[str, VendorEndpoint], vendor: str) -> VendorEnd
     return endpoints[vendor]
 
 
-def _vendor_factory(cls: type[VendorVerifier], timeout_s: float,
+def _vendor_factory(cls: type[VendorVerifier[Any]], timeout_s: float,
                     max_attempts: int) -> Factory:
     def build(endpoints: Mapping[str, VendorEndpoint],
               session: aiohttp.ClientSession) -> Verifier:
@@ -73,8 +79,10 @@ def _vendor_factory(cls: type[VendorVerifier], timeout_s: float,
 
 
 # The licensed sources, each a step calling one vendor (its endpoint key in the settings).
-VENDOR_VERIFIERS: tuple[type[VendorVerifier], ...] = (
+VENDOR_VERIFIERS: tuple[type[VendorVerifier[Any]], ...] = (
     IdCheckVerifier, CarrierCheckVerifier, CourtListVerifier, CreditReportVerifier)
+# Constructed by their callers, one per call, with that call's own input.
+PER_CALL_VERIFIERS: tuple[type[Verifier], ...] = (WeChatPhoneVerifier,)
 
 
 def vendor_endpoints(vendor: str | None = None) -> frozenset[str]:
@@ -93,6 +101,15 @@ def vendor_steps(vendor: str | None = None) -> list[str]:
     """The steps that call `vendor` (every paid step without one)."""
     return [cls.name for cls in VENDOR_VERIFIERS  # type: ignore[attr-defined]
             if vendor is None or cls.vendor == vendor]
+
+
+def vendor_answer(step: str) -> type[VendorAnswer] | None:
+    """The answer type of a licensed vendor's step (None for any other step): what the
+    drift suite checks that step's answers against."""
+    for cls in VENDOR_VERIFIERS:
+        if cls.name == step:  # type: ignore[attr-defined]
+            return cls.answer
+    return None
 
 
 def default_registry(*, timeout_s: float = 5.0, max_attempts: int = 3,

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import typing
 import weakref
 from dataclasses import dataclass, replace
-from typing import Any
+from datetime import date
+from typing import Annotated, Any, Generic, TypeVar
 
 import aiohttp
 import orjson
@@ -15,7 +17,7 @@ from aiolimiter import AsyncLimiter
 from purgatory import AsyncCircuitBreakerFactory
 from purgatory.domain.model import OpenedState
 from purgatory.service._async.circuitbreaker import AsyncCircuitBreaker
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -25,7 +27,7 @@ from tenacity import (
 )
 
 from policies.quality import answer_shape
-from verifiers.base import ConsentPermit
+from verifiers.base import ConsentPermit, Evidence, StepStatus
 from verifiers.signing import sign_request
 
 # 100 ms, 200 ms, 400 ms... capped at 2 s, plus up to 100 ms of jitter so that many
@@ -50,6 +52,63 @@ class VendorEndpoint(BaseModel):
     rate_per_s: float = Field(500.0, gt=0)  # the vendor's contracted rate limit
     breaker_threshold: int = Field(20, ge=1)  # failed calls in a row before it is cut off
     breaker_cooldown_s: float = Field(30.0, gt=0)  # how long before one trial call
+
+
+class VendorAnswer(BaseModel):
+    """A source's answer as its documentation declares it, fields named as the source spells
+    them. Declare one subclass per answer type, once: its verifier parses every answer with
+    it (one that does not validate is `vendor_malformed`), and the drift suite in
+    `flows/quality.py` checks a chunk's answers for its `required_fields`."""
+
+    # Extra fields are ignored, not refused: a field a vendor adds in a release changes
+    # nothing we read, while a renamed or missing one fails validation.
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    @classmethod
+    def required_fields(cls) -> tuple[str, ...]:
+        """The fields every answer of this type carries, in declaration order, named as
+        `policies.quality.answer_shape` names them: `entries[].match` for a required field of
+        each item of a required list of answers."""
+        out: list[str] = []
+        for name, info in cls.model_fields.items():
+            if not info.is_required():
+                continue
+            key = info.alias or name
+            out.append(key)
+            item = _item_answer(info.annotation)
+            if item is not None:
+                out.extend(f"{key}[].{field}" for field in item.required_fields())
+        return tuple(out)
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> typing.Self | None:
+        """The answer, or None when it does not validate. The validation error is dropped
+        unread: its text quotes the values it was given."""
+        try:
+            return cls.model_validate(body)
+        except ValidationError:
+            return None
+
+
+def _item_answer(annotation: Any) -> type[VendorAnswer] | None:
+    """The item type of a list (or tuple) of answers, else None."""
+    if typing.get_origin(annotation) not in (list, tuple):
+        return None
+    item = typing.get_args(annotation)[0]
+    return item if isinstance(item, type) and issubclass(item, VendorAnswer) else None
+
+
+# A fee is a whole number of fen, never negative.
+FeeCents = Annotated[int, Field(ge=0)]
+
+
+class LicensedAnswer(VendorAnswer):
+    """What every licensed source's answer carries (DOMAIN.md): the vendor's request id, the
+    data's as-of date and the fee of the call. Each answer type adds its `result` and more."""
+
+    request_id: str
+    as_of: date
+    fee_cents: FeeCents
 
 
 class VendorGuard:
@@ -250,12 +309,17 @@ async def _post_with_retries(session: aiohttp.ClientSession, endpoint: VendorEnd
     raise AssertionError("unreachable: tenacity either returns or re-raises")
 
 
-class VendorVerifier:
+A = TypeVar("A", bound=LicensedAnswer)
+
+
+class VendorVerifier(Generic[A]):
     """Base for verifiers that call a licensed vendor: holds the endpoint, the session and the
     retry settings, and makes the signed call with the permit's idempotency key. Subclasses
-    declare `name`, `purpose`, `scopes`, `fee_cents`, `vendor` and implement `verify`."""
+    declare `name`, `purpose`, `scopes`, `vendor`, their `answer` type, and implement
+    `verify` over `_ask`."""
 
     vendor: str = "vendor"  # the key of its endpoint in the settings
+    answer: type[A]  # the vendor's answer, declared once (see `VendorAnswer`)
     # The field names of the last answer (no values), for the data-quality drift suite.
     response_shape: frozenset[str] | None = None
 
@@ -276,10 +340,25 @@ class VendorVerifier:
             self.response_shape = answer_shape(reply.body)
         return replace(reply, idempotency_key=key) if reply.attempts else reply
 
+    async def _ask(self, path: str, payload: dict[str, Any],
+                   permit: ConsentPermit) -> tuple[VendorReply, A | None]:
+        """The signed call and its answer parsed as `answer`: None when there is none (the
+        reply says why) or it does not validate (`unusable` calls it `vendor_malformed`)."""
+        reply = await self._call(path, payload, permit)
+        if reply.error is not None or reply.body is None:
+            return reply, None
+        return reply, self.answer.parse(reply.body)
+
     def _base(self, permit: ConsentPermit, reply: VendorReply) -> dict[str, Any]:
         """The evidence fields every answer shares, whatever it says."""
         return {"verifier": self.name, "consent_id": permit.consent_id,  # type: ignore[attr-defined]
                 "attempts": reply.attempts, "idempotency_key": reply.idempotency_key}
+
+    def unusable(self, permit: ConsentPermit, reply: VendorReply) -> Evidence:
+        """The step's `error` when no answer could be read: the reply's fault (a timeout,
+        vendor_5xx, circuit_open...) or `vendor_malformed`."""
+        return Evidence(status=StepStatus.ERROR, reason=reply.error or "vendor_malformed",
+                        **self._base(permit, reply))
 
 
 def idempotency_key(permit: ConsentPermit) -> str:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ast
+import importlib
+import inspect
+import pkgutil
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -31,6 +34,55 @@ def test_when_the_code_is_read_then_only_the_gate_calls_verify():
                     and node.func.attr == "verify"):
                 callers.add(str(path.relative_to(ROOT)))
     assert callers == {"verifiers/gate.py"}
+
+
+def test_when_the_code_is_read_then_only_the_phone_verifier_reaches_wechats_phone_endpoint():
+    """The Mini Program's phone exchange is a paid call: nothing but its verifier may know
+    where WeChat answers it (the sandbox, which imitates WeChat, serves it)."""
+    reaching = {str(p.relative_to(ROOT)) for p in sources() if "sandbox" not in p.parts
+                and "getuserphonenumber" in p.read_text(encoding="utf-8").lower()}
+    assert reaching == {"verifiers/wechat_phone.py"}
+
+
+def test_when_the_code_is_read_then_the_phone_verifier_is_only_ever_handed_to_the_gate():
+    """Constructed per call (its one-time code is an input of that call), the phone verifier
+    is built only as the verifier argument of `ConsentGate.run`, so no permit can exist for
+    it but the gate's."""
+    built, handed = [], set()
+    for path in sources():
+        if "verifiers" in path.relative_to(ROOT).parts[:1]:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            name = getattr(node.func, "id", getattr(node.func, "attr", None))
+            if name == "WeChatPhoneVerifier":
+                built.append((str(path.relative_to(ROOT)), node.lineno, id(node)))
+            receiver = ast.unparse(node.func.value) if isinstance(node.func, ast.Attribute) \
+                else ""
+            if name == "run" and receiver.endswith("gate") and node.args:
+                handed.add(id(node.args[0]))
+    assert built, "the phone exchange must construct its verifier somewhere"
+    assert [(f, line) for f, line, node in built if node not in handed] == []
+
+
+def test_when_verifiers_are_listed_then_every_verifier_class_is_registered_or_per_call():
+    """The contract test over every verifier covers the registry and `PER_CALL_VERIFIERS`:
+    a verifier class in neither would escape it."""
+    import verifiers
+    from verifiers.registry import PER_CALL_VERIFIERS, default_registry
+
+    defined = set()
+    for info in pkgutil.iter_modules(verifiers.__path__):
+        module = importlib.import_module(f"verifiers.{info.name}")
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if (cls.__module__ == module.__name__ and inspect.iscoroutinefunction(
+                    getattr(cls, "verify", None)) and isinstance(getattr(cls, "name", None),
+                                                                  str)):
+                defined.add(cls.name)
+    covered = set(default_registry(accounts=object()).names())  # type: ignore[arg-type]
+    covered |= {cls.name for cls in PER_CALL_VERIFIERS}
+    assert defined == covered
 
 
 def test_when_the_code_is_read_then_only_one_module_imports_cryptography_hazmat():

@@ -1,7 +1,9 @@
 """Every registered verifier x every way consent can be missing: zero calls reach the source.
 
 Parametrized from the registry itself, so a verifier added later is covered without editing
-this file. Every vendor endpoint points at a loopback server that records each request.
+this file; the verifiers constructed per call (`PER_CALL_VERIFIERS`) are built here, and a
+test fails should one be added without a way to build it. Every vendor endpoint (and
+WeChat, for the phone exchange) points at a loopback server that records each request.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from pydantic import SecretStr
 from policies import catalog
 from policies.consent import ConsentGrant
 from policies.notices import Notice
-from verifiers.base import StepStatus, Subject
+from verifiers.base import StepStatus, Subject, Verifier
 from verifiers.gate import ConsentGate
-from verifiers.registry import default_registry
+from verifiers.registry import PER_CALL_VERIFIERS, default_registry
 from verifiers.vendor import VendorEndpoint
+from verifiers.wechat_phone import MiniProgram, WeChatPhoneVerifier
 
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 POLICY = catalog.consent_policy()
@@ -38,7 +41,28 @@ class Accounts:
                 "bound_phone_match": "unknown", "status": "linked"}
 
 
+class PhoneBinder:
+    """Where the phone exchange keeps the bound phone: a write counts as a call too."""
+
+    def set_bound_phone(self, applicant_ref: str, provider: str, phone: str, *,
+                        consent_id: str) -> None:
+        Recorder.hits.append(f"bind:{provider}")
+
+
 REGISTRY = default_registry(max_attempts=1, timeout_s=2, accounts=Accounts())
+# The verifiers constructed per call, each with an input of its own, the source at `url`.
+PER_CALL = {
+    "wechat_phone": lambda url, session: WeChatPhoneVerifier(
+        MiniProgram(api_url=url, appid="wx-mini", secret=SecretStr("s"), timeout_s=2),
+        session, code=SecretStr("one-time-code"), binder=PhoneBinder()),
+}
+STEPS = REGISTRY.names() + sorted(PER_CALL)
+
+
+def build(step: str, url: str, session: aiohttp.ClientSession | None) -> Verifier:
+    if step in PER_CALL:
+        return PER_CALL[step](url, session)
+    return REGISTRY.build(step, EveryVendor(url), session)  # type: ignore[arg-type]
 
 
 class Recorder(BaseHTTPRequestHandler):
@@ -90,7 +114,7 @@ class Ledger:
     def __init__(self, grants: list[ConsentGrant]) -> None:
         self.grants = grants
 
-    def grants_for(self, subject_ref: str) -> list[ConsentGrant]:
+    async def grants_for(self, subject_ref: str) -> list[ConsentGrant]:
         return [g for g in self.grants if g.subject_ref == subject_ref]
 
 
@@ -98,7 +122,7 @@ class Audit:
     def __init__(self) -> None:
         self.kinds: list[str] = []
 
-    def record(self, kind: str, subject_ref: str | None, detail: dict) -> int:
+    async def record(self, kind: str, subject_ref: str | None, detail: dict) -> int:
         self.kinds.append(kind)
         return len(self.kinds)
 
@@ -134,13 +158,17 @@ CASES = ["no consent", "withdrawn", "expired", "wrong purpose", "missing scope",
          "scope not in the notice version"]
 
 
-@pytest.mark.parametrize("step", REGISTRY.names())
+def test_when_a_verifier_is_constructed_per_call_then_this_file_builds_it():
+    assert set(PER_CALL) == {cls.name for cls in PER_CALL_VERIFIERS}  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("step", STEPS)
 @pytest.mark.parametrize("case", CASES)
 async def test_when_consent_is_missing_in_any_way_then_no_call_reaches_the_source(
         source, step, case):
     Recorder.hits.clear()
     async with aiohttp.ClientSession() as session:
-        verifier = REGISTRY.build(step, EveryVendor(source), session)
+        verifier = build(step, source, session)
         scopes = POLICY.step_scopes(verifier.name, verifier.scopes)
         # A notice that tells of every purpose but none of this step's scopes.
         narrow = Notice(version="narrow", published=NOW.date(), language="zh-CN",
@@ -157,12 +185,12 @@ async def test_when_consent_is_missing_in_any_way_then_no_call_reaches_the_sourc
     assert Recorder.hits == []
 
 
-@pytest.mark.parametrize("step", REGISTRY.names())
+@pytest.mark.parametrize("step", STEPS)
 async def test_when_consent_is_live_then_the_same_setup_does_reach_the_source(source, step):
     """The control: the recorder does see calls when consent covers the step."""
     Recorder.hits.clear()
     async with aiohttp.ClientSession() as session:
-        verifier = REGISTRY.build(step, EveryVendor(source), session)
+        verifier = build(step, source, session)
         scopes = POLICY.step_scopes(verifier.name, verifier.scopes)
         grant = ConsentGrant(consent_id="c", subject_ref="C-1", purpose=verifier.purpose,
                              scopes=scopes, granted_at=NOW - timedelta(days=1),
@@ -173,9 +201,9 @@ async def test_when_consent_is_live_then_the_same_setup_does_reach_the_source(so
     assert Recorder.hits
 
 
-@pytest.mark.parametrize("step", REGISTRY.names())
+@pytest.mark.parametrize("step", STEPS)
 def test_when_a_verifier_is_registered_then_its_declared_scopes_match_the_policy(step):
-    verifier_cls = type(REGISTRY.build(step, EveryVendor("http://127.0.0.1:9"), None))  # type: ignore[arg-type]
+    verifier_cls = type(build(step, "http://127.0.0.1:9", None))
     assert POLICY.steps.get(step) == verifier_cls.scopes, (
         f"policies/consent.yaml steps.{step} must list the scopes the verifier declares")
     assert verifier_cls.purpose in POLICY.purposes

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
+from flows.runtime import StoreGateAdapter
 from idv.synthetic import make_id_number
 from policies import catalog
 from sandbox.app import SandboxState
@@ -122,11 +123,13 @@ def test_when_histories_and_clocks_vary_then_no_call_lacks_a_live_covering_conse
                 for name in ("identity", "carrier", "court", "credit")}
     decided: dict[str, tuple[datetime, str, frozenset[str], bool]] = {}
 
+    store_io = StoreGateAdapter(store.ledger, store.audit)
+
     async def run_all() -> None:
         async with aiohttp.ClientSession() as session:
             for s in steps:
                 at = T0 + timedelta(hours=s["at_h"])
-                gate = ConsentGate(store.ledger, store.audit, policy=POLICY, notices=NOTICES,
+                gate = ConsentGate(store_io, store_io, policy=POLICY, notices=NOTICES,
                                    clock=lambda at=at: at)
                 verifier = registry.build(s["step"], endpoint, session)
                 evidence, decision_id = await gate.run(verifier, subject, purpose=s["purpose"])

@@ -337,11 +337,51 @@ async def test_when_the_mini_program_phone_is_exchanged_then_it_needs_its_own_co
         assert ok.json()["phone"] == "138****8000"
         again = c.post("/oauth/wechat/phone", json={"applicant_ref": "W-11", "code": code})
         assert again.status_code == 400 and again.json()["error"] == "wechat_40163_code_used"
+    # Each exchange is a step of the gate: decided, then, when allowed, completed.
+    trail = [(e.kind, e.detail.get("status")) for e in world.rt.store.audit.events(
+        subject_ref="W-11") if e.detail.get("step") == "wechat_phone"]
+    assert trail == [("consent.denied", None), ("consent.allowed", None),
+                     ("step.completed", "passed"), ("consent.allowed", None),
+                     ("step.completed", "failed")]
+    assert [c["endpoint"] for c in world.wechat.calls].count("phone_number") == 2
     verifier = AccountAttributesVerifier(world.rt.store.oauth)
     match, _ = await world.rt.gate.run(verifier, subject("W-11"))
     other, _ = await world.rt.gate.run(verifier, subject("W-11", phone="+8613900139000"))
     assert match.signals["bound_phone_match"] == "match"
     assert other.signals["bound_phone_match"] == "mismatch"
+
+
+@pytest.mark.parametrize("case", ["none", "withdrawn", "expired"])
+def test_when_the_phone_exchange_has_no_live_wechat_phone_consent_then_nothing_reaches_wechat(
+        oauth_world, case):
+    world = oauth_world
+    ref = f"WP-{case}"
+    if case == "withdrawn":
+        grant_phone_consent(world, ref)
+        [grant] = grants(world, ref)
+        with api(world) as c:
+            assert c.post(f"/consents/{grant.consent_id}/withdraw").status_code == 200
+    elif case == "expired":
+        notice = world.rt.notices["privacy-notice-2026.12"]
+        now = world.rt.store.clock()
+        world.rt.store.ledger.record_grant(
+            subject_ref=ref, purpose="onboarding_verification", scopes=["wechat_phone"],
+            notice_version=notice.version, notice_hash=notice.text_sha256,
+            channel="mini_program", evidence_ref="sha256:" + "e" * 64,
+            granted_at=now - timedelta(days=30), expires_at=now - timedelta(seconds=1))
+    code = world.wechat.phone_code(world.MINI_APPID, "wx-user-1")
+    with api(world) as c:
+        refused = c.post("/oauth/wechat/phone", json={"applicant_ref": ref, "code": code})
+    assert refused.status_code == 403 and refused.json()["field"] == "wechat_phone"
+    assert refused.json()["error"] == "no_consent"
+    reason = {"none": "no_consent", "withdrawn": "withdrawn", "expired": "expired"}[case]
+    assert f"({reason})" in refused.json()["rule"]
+    assert world.wechat.calls == []  # not even the client-credential token was fetched
+    assert world.rt.store.oauth.view(ref) == []
+    decisions = [e for e in world.rt.store.audit.events(subject_ref=ref)
+                 if e.kind.startswith("consent.") and e.detail.get("step") == "wechat_phone"]
+    assert [e.kind for e in decisions] == ["consent.denied"]
+    assert code not in repr(world.rt.store.audit.events(subject_ref=ref))
 
 
 # -- OpenID Connect ------------------------------------------------------------------------

@@ -174,7 +174,6 @@ class ProbeVerifier:
     name = "account_probe"
     purpose = "onboarding_verification"
     scopes = frozenset({"wechat_profile"})
-    fee_cents = 0
     calls: list[str] = []
 
     async def verify(self, subject, permit):

@@ -26,7 +26,7 @@ class Ledger:
     def __init__(self):
         self.grants: list[ConsentGrant] = []
 
-    def grants_for(self, subject_ref):
+    async def grants_for(self, subject_ref):
         return [g for g in self.grants if g.subject_ref == subject_ref]
 
 
@@ -34,7 +34,7 @@ class Recorder:
     def __init__(self):
         self.events = []
 
-    def record(self, kind, subject_ref, detail):
+    async def record(self, kind, subject_ref, detail):
         self.events.append((kind, subject_ref, detail))
         return len(self.events)
 
@@ -43,7 +43,6 @@ class CountingVerifier:
     name: ClassVar[str] = "counting"
     purpose: ClassVar[str] = "onboarding_verification"
     scopes: ClassVar[frozenset[str]] = frozenset({"id_verification"})
-    fee_cents: ClassVar[int] = 1
 
     def __init__(self, on_call=None):
         self.permits: list[ConsentPermit] = []

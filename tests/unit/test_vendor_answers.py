@@ -1,0 +1,73 @@
+"""Vendor answers, declared once per type: what the verifier parses is what the drift suite
+requires, field for field."""
+
+from __future__ import annotations
+
+import pytest
+
+from policies.quality import answer_shape, field_present
+from verifiers.court_list import CourtListAnswer
+from verifiers.credit_report import CreditReportAnswer
+from verifiers.registry import VENDOR_VERIFIERS, vendor_answer
+
+SHARED = {"request_id", "as_of", "fee_cents"}
+REQUIRED = {
+    "id_check": SHARED | {"result"},
+    "carrier_check": SHARED | {"result", "number_status", "tenure_band"},
+    "court_list": SHARED | {"result", "entries", "entries[].match", "entries[].case_number",
+                            "entries[].status"},
+    "credit_report": SHARED | {"result"},
+}
+GOOD = {
+    "id_check": {"result": "MATCH"},
+    "carrier_check": {"result": "MATCH", "number_status": "active", "tenure_band": "gt_24m"},
+    "court_list": {"result": "HIT", "entries": [{"match": "confirmed", "case_number": "x",
+                                                 "status": "active"}]},
+    "credit_report": {"result": "NO_RECORD"},
+}
+BASE = {"request_id": "r", "as_of": "2026-11-01", "fee_cents": 15}
+
+
+def test_when_every_vendor_step_is_listed_then_each_declares_its_answer_type():
+    assert {cls.name for cls in VENDOR_VERIFIERS} == set(REQUIRED)
+    assert vendor_answer("risk_score") is None and vendor_answer("wechat_phone") is None
+
+
+@pytest.mark.parametrize("step", sorted(REQUIRED))
+def test_when_an_answer_type_is_declared_then_its_required_fields_are_the_drift_suites(step):
+    answer = vendor_answer(step)
+    assert answer is not None and set(answer.required_fields()) == REQUIRED[step]
+
+
+@pytest.mark.parametrize("step", sorted(REQUIRED))
+def test_when_an_answer_lacks_any_required_field_then_it_does_not_parse(step):
+    answer = vendor_answer(step)
+    body = {**BASE, **GOOD[step]}
+    assert answer is not None and answer.parse(body) is not None
+    assert answer.parse({**body, "added_in_a_release": 1}) is not None  # additions are fine
+    for field in (f for f in answer.required_fields() if "[]." not in f):
+        assert answer.parse({k: v for k, v in body.items() if k != field}) is None, field
+        # ...and the drift suite sees the same answer as lacking it.
+        shape = answer_shape({k: v for k, v in body.items() if k != field})
+        assert not field_present(shape, field)
+
+
+def test_when_a_court_entry_lacks_a_required_field_then_the_answer_does_not_parse():
+    entry = {"match": "public", "case_number": "x", "status": "active", "name": "张伟"}
+    body = {**BASE, "result": "HIT", "entries": [entry]}
+    assert CourtListAnswer.parse(body) is not None
+    for field in ("match", "case_number", "status"):
+        broken = {k: v for k, v in entry.items() if k != field}
+        assert CourtListAnswer.parse({**body, "entries": [broken]}) is None, field
+
+
+@pytest.mark.parametrize("summary", [
+    {},
+    {"loans": 1, "overdue": {"m1": 0, "m3": 0, "m6_plus": 0}},
+    {"loans": True, "overdue": {"m1": 0, "m3": 0, "m6_plus": 0},
+     "inquiries": {"m1": 0, "m3": 0, "m6": 0}},
+    {"loans": 1, "overdue": {"m1": "0", "m3": 0, "m6_plus": 0},
+     "inquiries": {"m1": 0, "m3": 0, "m6": 0}},
+], ids=["no summary", "no inquiries", "a boolean count", "a count as text"])
+def test_when_a_found_credit_file_lacks_a_usable_summary_then_it_does_not_parse(summary):
+    assert CreditReportAnswer.parse({**BASE, "result": "FOUND", **summary}) is None
