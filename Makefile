@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser demo test check lint bench clean
+.PHONY: install browser demo test test-fast check lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PY) >/dev/null 2>&1 || { echo "need $(PY) on PATH (set PY=...)"; exit 1; }
@@ -26,8 +26,19 @@ browser:
 	@test -x $(CHROMIUM) || { $(SUDO) apt-get install -y -q chromium \
 	  || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }; }
 
+# Workers for pytest-xdist; `--dist loadgroup` keeps the Prefect harness tests on one worker.
+WORKERS ?= auto
+XDIST = -n $(WORKERS) --dist loadgroup
+# The lane that starts no process: no `idv` subprocess, no Prefect, no browser, no fork.
+FAST = not e2e and not prefect and not subprocess
+
+# Every test, PostgreSQL's too when IDV_TEST_DATABASE_URL is set (CI sets it).
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(XDIST)
+
+# Unit, contract and in-process integration tests, for the edit-test loop.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q $(XDIST) -m "$(FAST)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,9 +1,15 @@
 """Shared fixtures: a real database per backend (SQLite file, PostgreSQL schema), a key file,
-a `Store` on them. PostgreSQL runs when IDV_TEST_DATABASE_URL is set (CI sets it)."""
+a `Store` on them. PostgreSQL runs when IDV_TEST_DATABASE_URL is set (CI sets it).
+
+Also the lanes' markers: a test's folder marks it (`e2e/`, `flows/`), and a unit or
+integration test that starts a process fails unless it is marked `subprocess`, so that
+`make test-fast` (which leaves those three markers out) never starts one."""
 
 from __future__ import annotations
 
+import multiprocessing.process
 import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +22,52 @@ from storage.keyring import KeyRing, LocalKekProvider
 from storage.store import Store
 
 PG_URL = os.environ.get("IDV_TEST_DATABASE_URL")
+TESTS = Path(__file__).parent
+
+# Every test in these folders carries these markers, whether or not its file says so.
+FOLDER_MARKS = {"e2e": [pytest.mark.e2e], "flows": [pytest.mark.prefect]}
+# Tests here run in the pytest process; starting another one needs @pytest.mark.subprocess.
+IN_PROCESS_FOLDERS = {"unit", "integration"}
+
+
+def _folder(item: pytest.Item) -> str:
+    return item.path.relative_to(TESTS).parts[0]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for mark in FOLDER_MARKS.get(_folder(item), []):
+            item.add_marker(mark)
+        # One Prefect harness per worker costs 15-20 s: under `--dist loadgroup` every
+        # harness test goes to the same worker, so only one worker starts it.
+        if item.get_closest_marker("prefect"):
+            item.add_marker(pytest.mark.xdist_group("prefect-harness"))
+
+
+@pytest.fixture(autouse=True)
+def _processes_are_declared(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a unit or integration test that starts a process without saying so."""
+    node = request.node
+    if _folder(node) not in IN_PROCESS_FOLDERS or node.get_closest_marker("subprocess"):
+        yield
+        return
+
+    message = (f"{node.nodeid} starts a process: mark it @pytest.mark.subprocess "
+               "(it then leaves `make test-fast`)")
+    tried: list[str] = []
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        tried.append(message)
+        raise AssertionError(message)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(subprocess.Popen, "__init__", refuse)
+        mp.setattr(multiprocessing.process.BaseProcess, "start", refuse)
+        for name in ("fork", "forkpty", "system", "posix_spawn", "posix_spawnp"):
+            mp.setattr(os, name, refuse)
+        yield
+    if tried:  # also when the code under test caught the error and carried on
+        pytest.fail(message)
 
 
 def _backends() -> list:

@@ -164,6 +164,7 @@ def test_when_the_kek_is_in_vault_transit_then_wrap_rotate_and_retire_work(tmp_p
     assert any("encrypt" in c for c in state.calls)
 
 
+@pytest.mark.subprocess
 def test_when_a_process_forks_then_its_vault_client_is_its_own(tmp_path):
     """A forked lane wraps keys through a client of its own; the parent's keeps working."""
     import multiprocessing

@@ -60,6 +60,7 @@ def reference(sandbox, key_file, tmp_path) -> dict[int, tuple[str, str, tuple[st
     return run_in_lanes(sandbox, key_file, tmp_path / "one", workers=1)
 
 
+@pytest.mark.subprocess
 def test_when_chunks_run_in_three_lanes_then_every_line_ends_as_in_one_process(
         database, sandbox, key_file, tmp_path, reference):
     calls_before = len(sandbox.state.calls)
@@ -84,6 +85,7 @@ def test_when_chunks_run_in_three_lanes_then_every_line_ends_as_in_one_process(
     assert billed and max(billed.values()) == 1
 
 
+@pytest.mark.subprocess
 def test_when_a_lane_dies_then_its_lines_are_run_again_and_none_is_lost(
         database, sandbox, key_file, tmp_path, reference, monkeypatch):
     died = tmp_path / "died"
@@ -112,6 +114,7 @@ def test_when_a_lane_dies_then_its_lines_are_run_again_and_none_is_lost(
     assert got == reference  # what the dead lane stored stands; nothing recorded twice
 
 
+@pytest.mark.subprocess
 def test_when_a_lane_dies_after_its_paid_calls_then_running_it_again_is_not_billed_again(
         database, sandbox, key_file, tmp_path, reference, monkeypatch):
     """Lane 1 of the second chunk makes its vendor calls, then dies at the drift check,
@@ -151,6 +154,7 @@ def test_when_a_lane_dies_after_its_paid_calls_then_running_it_again_is_not_bill
     assert max(per_call.values()) == 2
 
 
+@pytest.mark.subprocess
 def test_when_a_lane_dies_at_once_then_the_parent_runs_its_lines(
         database, sandbox, key_file, tmp_path, reference, monkeypatch):
     monkeypatch.setattr(onboarding, "_lane", lambda *a: os._exit(3))

@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from pydantic import SecretStr
 
 from storage.db import make_engine, upgrade
@@ -104,6 +105,7 @@ ROTATE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.subprocess
 def test_when_a_rotation_is_killed_half_way_then_rerunning_resumes_and_finishes(tmp_path):
     store = open_store(tmp_path, cache_size=4096)
     fill(store, 0, 200)
