@@ -29,14 +29,15 @@ browser:
 # Workers for pytest-xdist; `--dist loadgroup` keeps the Prefect harness tests on one worker.
 WORKERS ?= auto
 XDIST = -n $(WORKERS) --dist loadgroup
-# The lane that starts no process: no `idv` subprocess, no Prefect, no browser, no fork.
-FAST = not e2e and not prefect and not subprocess
+# The lane that starts no process (no `idv` subprocess, no Prefect, no browser, no fork)
+# and needs no PostgreSQL: a schema migrated per test adds some 40 s to the lane's 60 s.
+FAST = not e2e and not prefect and not subprocess and not postgres
 
 # Every test, PostgreSQL's too when IDV_TEST_DATABASE_URL is set (CI sets it).
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q $(XDIST)
 
-# Unit, contract and in-process integration tests, for the edit-test loop.
+# Unit, contract and in-process integration tests on SQLite, for the edit-test loop.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q $(XDIST) -m "$(FAST)"
 
