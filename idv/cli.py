@@ -44,12 +44,23 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
         if os.environ.get("IDV_DEBUG") == "1":
             raise
-        known = environment_failure(exc)
+        known = _startup_failure(exc) or environment_failure(exc)
         field, rule = known or ("internal", f"{type(exc).__name__} (IDV_DEBUG=1 shows the "
                                             "traceback)")
         code = EXIT_USAGE if known else EXIT_PROBLEM
         error_line(field, rule, as_json=as_json)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _startup_failure(exc: BaseException) -> tuple[str, str] | None:
+    """A setting the runtime refuses to start with (production checks), as (variable, rule)."""
+    from flows.runtime import StartupError
+
+    if not isinstance(exc, StartupError):
+        return None
+    text = str(exc)
+    head, _, rest = text.partition(" ")
+    return (head, rest) if head.startswith("IDV_") else ("environment", text)
 
 
 if __name__ == "__main__":

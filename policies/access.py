@@ -21,14 +21,20 @@ class AccessPolicy(PolicyDocument):
 class AccessDenied(PermissionError):
     """The role lacks the permission, or the reason is missing. Names both, nothing else."""
 
+    def __init__(self, field: str, rule: str) -> None:
+        super().__init__(f"{field}: {rule}" if field == "reason" else rule)
+        self.field = field
+        self.rule = rule
+
 
 def require(policy: AccessPolicy, role: str, permission: str, *, reason: str | None = None
             ) -> None:
     """Raise `AccessDenied` unless `role` holds `permission` (and gave a reason if one is due)."""
     if permission not in policy.roles.get(role, frozenset()):
-        raise AccessDenied(f"role {role!r} lacks the {permission!r} permission")
+        raise AccessDenied("role", f"role {role!r} lacks the {permission!r} permission")
     if reason is not None and len(reason.strip()) < policy.min_reason_chars:
-        raise AccessDenied(f"reason: at least {policy.min_reason_chars} characters are required")
+        raise AccessDenied("reason",
+                           f"at least {policy.min_reason_chars} characters are required")
 
 
 class HoldRule(BaseModel):

@@ -73,10 +73,6 @@ def environment_failure(exc: BaseException) -> tuple[str, str] | None:
 
     if isinstance(exc, PolicyError):
         return "policy", f"refused: {exc}"
-    if type(exc).__name__ == "StartupError":  # flows.runtime's, above this room
-        text = str(exc)
-        head, _, rest = text.partition(" ")
-        return (head, rest) if head.startswith("IDV_") else ("environment", text)
     if isinstance(exc, KeyRingError):
         return "keys", str(exc)
     if isinstance(exc, DBAPIError):

@@ -61,9 +61,10 @@ class FeeService:
             raise InvalidInput("statement", str(exc).removeprefix("statement: ")) from None
         billed = [x for x in read if isinstance(x, BilledCall)]
         unreadable = [x for x in read if isinstance(x, StatementRefusal)]
-        paths = vendor_endpoints(vendor)
-        other = [b for b in billed if b.endpoint not in paths]
+        other_lines = 0
         if vendor is not None:
+            paths = vendor_endpoints(vendor)
+            other_lines = sum(1 for b in billed if b.endpoint not in paths)
             billed = [b for b in billed if b.endpoint in paths]
         days = sorted(b.billed_at.astimezone(UTC).date() for b in billed)
         if (start is None or end is None) and not days:
@@ -86,4 +87,4 @@ class FeeService:
             "recorded_cents": result.recorded_cents, "actor": actor.name})
         return FeeReconciliation(first=first, last=last, vendor=vendor, result=result,
                                  unreadable=unreadable,
-                                 other_vendors_lines=len(other) if vendor is not None else 0)
+                                 other_vendors_lines=other_lines)

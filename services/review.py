@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict
 
 from policies.masking import mask
@@ -63,12 +61,9 @@ class ReviewService:
         items = self.store.reviews.open_cases(actor=actor.name, limit=limit, offset=offset)
         rows = [CaseRow(
             case_id=i.case_id, applicant_ref=i.applicant_ref, outcome=i.outcome,
-            name=_masked("name", i.person.name.get_secret_value()),
-            id_number=_masked("id_number", i.person.id_number.get_secret_value()),
+            name=mask("name", i.person.name.get_secret_value()),
+            id_number=mask("id_number", i.person.id_number.get_secret_value()),
             phone=mask("phone", i.person.phone.get_secret_value()) if i.person.phone else None,
             reasons=list(i.reasons), opened_at=i.opened_at.isoformat()) for i in items]
         return CasePage(total=total, offset=offset, limit=limit, cases=rows)
 
-
-def _masked(kind: str, value: Any) -> str:
-    return str(mask(kind, value))

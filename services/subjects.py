@@ -47,11 +47,7 @@ def permit(policy: AccessPolicy, actor: Actor, permission: str, *,
     try:
         require(policy, actor.role, permission, reason=reason)
     except AccessDenied as exc:
-        text = str(exc)
-        field, _, rule = text.partition(": ")
-        if field == "reason" and rule:
-            raise Denied("reason", rule) from None
-        raise Denied("role", text) from None
+        raise Denied(exc.field, exc.rule) from None
 
 
 class SubjectService:

@@ -70,6 +70,46 @@ def _processes_are_declared(request: pytest.FixtureRequest) -> Iterator[None]:
         pytest.fail(message)
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LoopbackServer:
+    """An ASGI app (our API) served by uvicorn in a daemon thread on 127.0.0.1: real HTTP
+    over loopback, started and stopped by the test."""
+
+    def __init__(self, app: object, port: int | None = None) -> None:
+        import threading
+        import time
+
+        import uvicorn
+
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off",
+            access_log=False))
+        self._thread = threading.Thread(target=self.server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def serve_app() -> type[LoopbackServer]:
+    """`serve_app(app)` serves an app on a free loopback port; `.url`, `.stop()`."""
+    return LoopbackServer
+
+
 def _backends() -> list:
     return [
         pytest.param("sqlite", id="sqlite"),
@@ -159,11 +199,6 @@ class OAuthWorld:
 
     def __init__(self, database: Database, key_file: Path, home: Path, *,
                  wechat_redirect_typo: bool = False, link_key: str | None = None) -> None:
-        import socket
-        import threading
-        import time
-
-        import uvicorn
         from pydantic import SecretStr
 
         from flows.runtime import Runtime, Settings, vendor_overrides
@@ -173,9 +208,7 @@ class OAuthWorld:
         from sandbox.server import SandboxServer
         from sandbox.wechat import WeChatState
 
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        port = free_port()
         self.api_url = f"http://127.0.0.1:{port}"
         callback = f"{self.api_url}/oauth/wechat/callback"
         self.wechat = WeChatState()
@@ -206,18 +239,10 @@ class OAuthWorld:
             oauth_timeout_s=5,
             oauth_link_key=SecretStr(link_key) if link_key else None)
         self.rt = Runtime(settings)
-        self.server = uvicorn.Server(uvicorn.Config(
-            create_app(self.rt), host="127.0.0.1", port=port, log_level="warning",
-            lifespan="off", access_log=False))
-        self._thread = threading.Thread(target=self.server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
+        self.api = LoopbackServer(create_app(self.rt), port)
 
     def close(self) -> None:
-        self.server.should_exit = True
-        self._thread.join(10)
+        self.api.stop()
         self.oidc.stop()
         self.vendors.stop()
         self.rt.close()

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote
 
 import httpx
 import pytest
-import uvicorn
 
 from flows.runtime import Runtime, Settings
 from idv.api import create_app
@@ -65,26 +61,16 @@ def test_when_a_batch_line_carries_the_ref_then_intake_judges_it_alike(ref, rule
 
 
 @pytest.fixture(scope="module")
-def surfaces(tmp_path_factory):
+def surfaces(tmp_path_factory, serve_app):
     """The API over real HTTP on loopback and the command line in this process, on one
     SQLite home."""
     home = tmp_path_factory.mktemp("refs") / "home"
     rt = Runtime(Settings(home=home))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(rt), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    server = serve_app(create_app(rt))
+    client = httpx.Client(base_url=server.url, timeout=10)
     yield client, home
     client.close()
-    server.should_exit = True
-    thread.join(10)
+    server.stop()
     rt.close()
 
 

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-import uvicorn
 from pydantic import SecretStr
 from sqlalchemy import text
 
@@ -21,31 +17,17 @@ NOW = datetime.now(UTC)
 TOKEN = "test-token-0123456789"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def api(database, key_file, tmp_path):
+def api(database, key_file, tmp_path, serve_app):
     rt = Runtime(Settings(home=tmp_path / "home", database_url=database.url,
                           database_schema=database.schema, key_file=key_file,
                           api_token=SecretStr(TOKEN)))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(rt), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}",
+    server = serve_app(create_app(rt))
+    client = httpx.Client(base_url=server.url,
                           headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
     yield client, rt
     client.close()
-    server.should_exit = True
-    thread.join(10)
+    server.stop()
     rt.close()
 
 
