@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from flows.accounts import OAuthService
 from flows.runtime import Runtime, install_log_masking
 
 
@@ -16,7 +15,7 @@ def refresh_oauth_tokens() -> dict[str, int]:
     logger = get_run_logger()
     rt = Runtime.from_env()
     try:
-        counts = OAuthService(rt).refresh_due()
+        counts = rt.services.oauth.refresh_due()
         counts["states_dropped"] = rt.store.oauth.purge_states()
         logger.info("oauth tokens: %d refreshed, %d need re-authorization, %d failed",
                     counts["refreshed"], counts["reauth_required"], counts["failed"])

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from policies import catalog
@@ -27,6 +27,7 @@ from policies.notices import Notice
 from policies.quality import QualityPolicy
 from policies.scorecard import Scorecard
 from policies.verification import VerificationPolicy
+from services.oauth import OAuthConfig, OidcProviderSettings
 from services.wiring import Services
 from storage.crypto import fernet_key
 from storage.db import current_revision, make_engine, upgrade
@@ -35,29 +36,6 @@ from storage.store import Store
 from verifiers.gate import ConsentGate, ConsentReader, DecisionRecorder
 from verifiers.registry import VerifierRegistry, default_registry
 from verifiers.vendor import VendorEndpoint
-
-
-class OidcProviderSettings(BaseModel):
-    """One OpenID Connect provider (`IDV_OIDC_PROVIDERS`, a JSON object by provider name)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    issuer: str
-    client_id: str
-    client_secret: SecretStr | None = None
-    client_secret_block: str | None = None  # a Prefect Secret block holding the secret
-    redirect_uri: str
-    scope: str = "openid profile"
-
-    def secret(self) -> str:
-        if self.client_secret is not None:
-            return self.client_secret.get_secret_value()
-        if self.client_secret_block:
-            from prefect.blocks.system import Secret
-
-            return str(Secret.load(self.client_secret_block).get())
-        raise ValueError("oidc provider: client_secret or client_secret_block is required")
-
 
 LOCAL_HOME = Path(".idv")
 
@@ -147,6 +125,17 @@ class Settings(BaseSettings):
     oauth_timeout_s: float = Field(10.0, gt=0)
     # Refresh an access token when it has less than this left.
     oauth_refresh_margin_s: int = Field(900, ge=0)
+
+    def oauth_config(self) -> OAuthConfig:
+        return OAuthConfig(
+            wechat_open_url=self.wechat_open_url, wechat_api_url=self.wechat_api_url,
+            wechat_appid=self.wechat_appid, wechat_secret=self.wechat_secret,
+            wechat_redirect_uri=self.wechat_redirect_uri, wechat_scope=self.wechat_scope,
+            wechat_mini_appid=self.wechat_mini_appid,
+            wechat_mini_secret=self.wechat_mini_secret, oidc_providers=self.oidc_providers,
+            link_key=self.oauth_link_key, link_ttl_s=self.oauth_link_ttl_s,
+            state_ttl_s=self.oauth_state_ttl_s, timeout_s=self.oauth_timeout_s,
+            refresh_margin_s=self.oauth_refresh_margin_s)
 
     @property
     def resolved_database_url(self) -> str:
@@ -332,6 +321,10 @@ class Runtime:
     def services(self) -> Services:
         """Every operation of `services/` over this runtime."""
         return Services(self)
+
+    @cached_property
+    def oauth_config(self) -> OAuthConfig:
+        return self.settings.oauth_config()
 
     @cached_property
     def behavior_policy(self) -> BehaviorPolicy:

@@ -136,10 +136,10 @@ def create_app(runtime: Runtime) -> FastAPI:
         consent: 201 with the alerts it raised, 200 if already received, 422 naming the
         field and the rule (unknown applicant, no consent, impossible coordinates, future
         timestamp)."""
-        from flows.events import EventRefused, ingest_one
+        from services.events import EventRefused
 
         try:
-            done = ingest_one(runtime, payload)
+            done = services.events.ingest_one(payload)
         except EventRefused as exc:
             return JSONResponse(status_code=422, content=ErrorBody(
                 error="event_refused", field=exc.field, rule=exc.rule).model_dump())
@@ -169,16 +169,11 @@ class StartLink(BaseModel):
 def _oauth_routes(app: FastAPI, runtime: Runtime) -> None:
     """The applicant-facing OAuth dance (HTML pages, no bearer token: a browser follows it)
     and the lender-facing account calls (bearer token)."""
-    from flows.accounts import OAuthFailure, OAuthService
     from idv.oauth import BROWSER_COOKIE, confirmation_page, error_page, new_browser_id
-
-    service: OAuthService | None = None
+    from services.oauth import OAuthFailure, OAuthService
 
     def oauth() -> OAuthService:
-        nonlocal service
-        if service is None:
-            service = OAuthService(runtime)
-        return service
+        return runtime.services.oauth
 
     headers = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
                "X-Frame-Options": "DENY"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 import secrets
 
-from flows.accounts import Linked, OAuthFailure
+from services.oauth import Linked, OAuthFailure
 
 BROWSER_COOKIE = "idv_oauth_browser"
 

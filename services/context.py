@@ -1,4 +1,5 @@
-"""What a service is built over: the store, the key ring, the gate and the loaded policies.
+"""What a service is built over: the store, the key ring, the gate, the loaded
+policies and the OAuth providers' configuration.
 
 `flows.runtime.Runtime` is one (a flow run or a command wires it from the environment);
 tests may pass any object with these attributes. The actor is who asks: every service call
@@ -9,15 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from policies.access import AccessPolicy, RetentionPolicy
+from policies.behavior import BehaviorPolicy
 from policies.consent import ConsentPolicy
 from policies.notices import Notice
 from policies.scorecard import Scorecard
 from storage.keyring import KeyRing
 from storage.store import Store
 from verifiers.gate import ConsentGate
+
+if TYPE_CHECKING:  # services.oauth builds on this module's Actor
+    from services.oauth import OAuthConfig
 
 
 class ServiceContext(Protocol):
@@ -44,6 +49,12 @@ class ServiceContext(Protocol):
 
     @property
     def retention_policy(self) -> RetentionPolicy: ...
+
+    @property
+    def behavior_policy(self) -> BehaviorPolicy: ...
+
+    @property
+    def oauth_config(self) -> OAuthConfig: ...
 
 
 @dataclass(frozen=True)

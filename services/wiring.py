@@ -9,9 +9,11 @@ from services.audit import AuditService
 from services.backtest import BacktestService
 from services.consent import ConsentService
 from services.context import ServiceContext
+from services.events import EventService
 from services.explain import ExplainService
 from services.fees import FeeService
 from services.keys import KeyService
+from services.oauth import OAuthService
 from services.review import ReviewService
 from services.runs import RunService
 from services.subjects import SubjectService
@@ -63,3 +65,13 @@ class Services:
     @cached_property
     def accounts(self) -> AccountService:
         return AccountService(self._ctx.store)
+
+    @cached_property
+    def oauth(self) -> OAuthService:
+        return OAuthService(self._ctx.store, self.consent, self._ctx.notices, self._ctx.gate,
+                            self._ctx.oauth_config)
+
+    @cached_property
+    def events(self) -> EventService:
+        return EventService(self._ctx.store, self._ctx.gate, self._ctx.behavior_policy,
+                            self._ctx.scorecard)

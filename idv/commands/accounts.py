@@ -22,10 +22,8 @@ from idv.terminal import (
 @oauth_app.command("refresh")
 def oauth_refresh(as_json: JsonOpt = False) -> None:
     """Refresh access tokens that expire soon; purge those whose refresh token died."""
-    from flows.accounts import OAuthService
-
     with runtime() as rt:
-        counts = OAuthService(rt).refresh_due()
+        counts = rt.services.oauth.refresh_due()
     if as_json:
         emit(counts)
     else:

@@ -34,10 +34,10 @@ def events_ingest(
         fail("FILE", "is a directory, not an events file", as_json=as_json)
     if not file.is_file():
         fail("FILE", "no such events file", as_json=as_json)
-    from flows.events import ingest, read_jsonl
+    from services.events import read_jsonl
 
     with runtime() as rt:
-        report = ingest(rt, read_jsonl(file)).as_dict()
+        report = rt.services.events.ingest(read_jsonl(file)).as_dict()
     all_refused = bool(report["refused"]) and not report["accepted"] and not report["duplicates"]
     if as_json:
         emit(report)

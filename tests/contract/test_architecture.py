@@ -16,7 +16,7 @@ import pytest
 from verifiers.base import ConsentPermit
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ["idv", "intake", "flows", "verifiers", "policies", "storage", "sandbox", "review"]
+PACKAGES = ["idv", "intake", "services", "flows", "verifiers", "policies", "storage", "sandbox"]
 
 
 def sources():

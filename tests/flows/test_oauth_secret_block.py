@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flows.runtime import OidcProviderSettings
+from services.oauth import OidcProviderSettings
 
 pytestmark = pytest.mark.prefect
 

@@ -1,4 +1,4 @@
-"""`flows.events.ingest`: consent-gated behaviour events, refusals with reasons, alerts that
+"""`services.events`: consent-gated behaviour events, refusals with reasons, alerts that
 open review cases and feed the next score; nothing personal stored in the clear.
 SQLite file and PostgreSQL."""
 
@@ -11,9 +11,9 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import text
 
-from flows.events import EventRefused, ingest, ingest_one
 from flows.runtime import Runtime, Settings
 from policies.scorecard import assess
+from services.events import EventRefused
 from storage.records import Decision, NewApplicant
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -59,7 +59,7 @@ def test_when_logins_show_impossible_travel_then_an_alert_opens_a_case_and_feeds
         runtime):
     enrol(runtime, "B-1")
     assert runtime.store.applicants.get("B-1").outcome == "verified"
-    report = ingest(runtime, enumerate([
+    report = runtime.services.events.ingest(enumerate([
         ev(1, "B-1", 0, lat=31.2304, lon=121.4737),
         ev(2, "B-1", 30, lat=39.9042, lon=116.4074, region="CN-11"),
     ], start=1))
@@ -80,7 +80,7 @@ def test_when_alerts_push_the_score_to_decline_then_the_decline_has_its_own_case
               ev(2, "B-2", 10, lat=39.9, lon=116.4, device_id="other-device", region="CN-11")]
     events += [dict(ev(10 + i, "B-2", 20 + i, kind="profile_change", change=c))
                for i, c in enumerate(["phone", "bank_card", "address", "phone"])]
-    report = ingest(runtime, enumerate(events, start=1))
+    report = runtime.services.events.ingest(enumerate(events, start=1))
     assert sorted(a["rule"] for a in report.alerts) == [
         "impossible_travel", "new_device_new_region", "rapid_profile_changes"]
     stored = runtime.store.applicants.get("B-2")
@@ -101,7 +101,7 @@ def test_when_an_event_is_wrong_then_it_is_refused_with_field_and_rule(runtime, 
                                                                        rule):
     enrol(runtime, "B-3")
     with pytest.raises(EventRefused) as caught:
-        ingest_one(runtime, event)
+        runtime.services.events.ingest_one(event)
     assert caught.value.field == field and rule in caught.value.rule
     with runtime.store.engine.connect() as conn:
         assert conn.execute(text("select count(*) from behavior_events")).scalar() == 0
@@ -109,7 +109,7 @@ def test_when_an_event_is_wrong_then_it_is_refused_with_field_and_rule(runtime, 
 
 def test_when_the_applicant_has_no_behavior_consent_then_events_are_refused(runtime):
     enrol(runtime, "B-4", behavior_consent=False)
-    report = ingest(runtime, [(1, ev(1, "B-4", 0)), (2, "not an object")])
+    report = runtime.services.events.ingest([(1, ev(1, "B-4", 0)), (2, "not an object")])
     assert [(r["line"], r["field"]) for r in report.refused] == [
         (1, "applicant_ref"), (2, "event")]
     assert "behavior_signals consent" in report.refused[0]["reason"]
@@ -118,13 +118,13 @@ def test_when_the_applicant_has_no_behavior_consent_then_events_are_refused(runt
 
 def test_when_an_event_arrives_twice_then_it_is_stored_once(runtime):
     enrol(runtime, "B-5")
-    report = ingest(runtime, [(1, ev(1, "B-5", 0)), (2, ev(1, "B-5", 0))])
+    report = runtime.services.events.ingest([(1, ev(1, "B-5", 0)), (2, ev(1, "B-5", 0))])
     assert (report.accepted, report.duplicates) == (1, 1)
 
 
 def test_when_events_are_stored_then_no_device_ip_or_coordinate_is_in_the_clear(runtime):
     enrol(runtime, "B-6")
-    ingest(runtime, [(1, ev(1, "B-6", 0, lat=31.230416, lon=121.473701))])
+    runtime.services.events.ingest([(1, ev(1, "B-6", 0, lat=31.230416, lon=121.473701))])
     with runtime.store.engine.connect() as conn:
         rows = conn.execute(text("select * from behavior_events")).all()
         audit = conn.execute(text("select detail from audit_events")).all()

@@ -218,10 +218,10 @@ def test_when_wechat_answers_garbage_then_the_page_says_so_and_nothing_is_grante
 
 
 def test_when_errcodes_come_on_http_200_then_each_maps_to_a_clear_error(oauth_world):
-    from flows.accounts import OAuthFailure, OAuthService
+    from services.oauth import OAuthFailure
 
     world = oauth_world
-    service = OAuthService(world.rt)
+    service = world.rt.services.oauth
     with browser() as client:
         assert dance(client, world, "W-7").status_code == 200
     tokens = world.rt.store.oauth.tokens("W-7", "wechat")
@@ -271,13 +271,12 @@ async def test_when_the_wechat_profile_consent_is_withdrawn_then_tokens_go_and_t
 
 def test_when_an_access_token_nears_expiry_then_it_is_refreshed_and_a_dead_refresh_asks_again(
         oauth_world):
-    from flows.accounts import OAuthService
 
     world = oauth_world
     with browser() as client:
         assert dance(client, world, "W-9").status_code == 200
         assert dance(client, world, "W-10", user="wx-user-2").status_code == 200
-    service = OAuthService(world.rt)
+    service = world.rt.services.oauth
     assert service.refresh_due() == {"refreshed": 0, "reauth_required": 0, "failed": 0}
     first = world.rt.store.oauth.tokens("W-9", "wechat")
     # 6,600 s later: within the 15-minute margin of the 7,200 s access token.
@@ -486,11 +485,10 @@ def test_tokens_codes_and_openids_appear_in_no_log_table_or_page(oauth_world, ca
         pages.append(dance(client, world, "C-1").text)
         pages.append(oidc_dance(client, world, "C-2").text)
         pages.append(dance(client, world, "C-3", decision="deny").text)
-    from flows.accounts import OAuthService
 
     world.rt.store.clock = (lambda c: lambda: c() + timedelta(seconds=7000))(
         world.rt.store.clock)
-    OAuthService(world.rt).refresh_due()
+    world.rt.services.oauth.refresh_due()
     issued = world.secrets_issued()
     assert len(issued) > 8
     dump = []
@@ -510,11 +508,10 @@ def test_when_the_id_token_is_wrong_in_any_way_then_it_is_refused(oauth_world):
     and with its signature altered: each refused, none with the token in the message."""
     import secrets
 
-    from flows.accounts import OAuthFailure, OAuthService
-    from flows.runtime import OidcProviderSettings
+    from services.oauth import OAuthFailure, OidcProviderSettings
 
     world = oauth_world
-    service = OAuthService(world.rt)
+    service = world.rt.services.oauth
     client = service.oidc("demo")
     verifier, nonce = secrets.token_urlsafe(48), "nonce-" + secrets.token_hex(8)
     redirect = f"{world.api_url}/oauth/oidc/demo/callback"
@@ -538,9 +535,11 @@ def test_when_an_oidc_provider_answers_garbage_then_no_state_is_spent_and_nothin
         oauth_world):
     world = oauth_world
     # The vendors' sandbox is no OpenID provider: its "discovery document" is a 404 page.
-    providers = dict(world.rt.settings.oidc_providers)
+    providers = dict(world.rt.oauth_config.oidc_providers)
     providers["junk"] = providers["demo"].model_copy(update={"issuer": world.sandbox_url})
-    world.rt.settings.__dict__["oidc_providers"] = providers
+    world.rt.__dict__["oauth_config"] = world.rt.oauth_config.model_copy(
+        update={"oidc_providers": providers})
+    world.rt.services.__dict__.pop("oauth", None)  # rebuilt over the new configuration
     with browser() as client:
         r = client.get(f"{world.api_url}/oauth/oidc/junk/authorize",
                        params={"applicant_ref": "O-3"})

@@ -1,6 +1,9 @@
 """OAuth-authorized accounts: WeChat and any OpenID Connect provider, for the API's pages,
 the command line and the scheduled refresh flow.
 
+`OAuthConfig` is what the service needs to know of the providers (the runtime builds it from
+`IDV_WECHAT_*`, `IDV_OIDC_PROVIDERS` and `IDV_OAUTH_*`).
+
 The dance, for both: `GET /oauth/<provider>/authorize?applicant_ref=REF` answers 302 to the
 provider with a fresh `state` (256 bits, single-use, bound to the applicant and to this
 browser by a cookie, expiring in minutes); the provider sends the browser back to
@@ -23,9 +26,10 @@ import base64
 import hashlib
 import hmac
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlencode
 
 import aiohttp
@@ -36,19 +40,64 @@ from authlib.integrations.requests_client import OAuth2Session
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-from pydantic import SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from flows.runtime import OidcProviderSettings, Runtime
 from policies.masking import mask_oauth_id
+from policies.notices import Notice
 from services.consent import ConsentService, GrantRequest, WithdrawRequest
 from storage.oauth import PendingAuthorization, StateError
+from storage.store import Store
 from verifiers.base import Evidence, StepStatus, Subject
+from verifiers.gate import ConsentGate
 from verifiers.wechat_phone import MiniProgram, WeChatPhoneVerifier
 
 log = logging.getLogger("idv.oauth")
 # Request lines carry codes and secrets in their query: never below WARNING.
 for _name in ("urllib3", "requests", "authlib"):
     logging.getLogger(_name).setLevel(logging.WARNING)
+
+class OidcProviderSettings(BaseModel):
+    """One OpenID Connect provider (`IDV_OIDC_PROVIDERS`, a JSON object by provider name)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    issuer: str
+    client_id: str
+    client_secret: SecretStr | None = None
+    client_secret_block: str | None = None  # a Prefect Secret block holding the secret
+    redirect_uri: str
+    scope: str = "openid profile"
+
+    def secret(self) -> str:
+        if self.client_secret is not None:
+            return self.client_secret.get_secret_value()
+        if self.client_secret_block:
+            from prefect.blocks.system import Secret
+
+            return str(Secret.load(self.client_secret_block).get())
+        raise ValueError("oidc provider: client_secret or client_secret_block is required")
+
+
+class OAuthConfig(BaseModel):
+    """The providers and the dance's limits, as configured (see the README's table)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    wechat_open_url: str = "https://open.weixin.qq.com"  # the authorize page
+    wechat_api_url: str = "https://api.weixin.qq.com"  # code exchange, userinfo, refresh
+    wechat_appid: str | None = None
+    wechat_secret: SecretStr | None = None
+    wechat_redirect_uri: str | None = None  # exactly as registered with WeChat
+    wechat_scope: Literal["snsapi_base", "snsapi_userinfo"] = "snsapi_base"
+    wechat_mini_appid: str | None = None
+    wechat_mini_secret: SecretStr | None = None
+    oidc_providers: Mapping[str, OidcProviderSettings] = Field(default_factory=dict)
+    link_key: SecretStr | None = None  # signs start links; required in production
+    link_ttl_s: int = 86400
+    state_ttl_s: int = 600
+    timeout_s: float = 10.0
+    refresh_margin_s: int = 900  # refresh an access token with less than this left
+
 
 PURPOSE = "onboarding_verification"
 WECHAT = "wechat"
@@ -136,12 +185,11 @@ class WeChatClient:
     (The Mini Program's phone exchange is a paid call: `verifiers.wechat_phone`, run by the
     gate.)"""
 
-    def __init__(self, rt: Runtime) -> None:
-        s = rt.settings
-        self.api = s.wechat_api_url.rstrip("/")
-        self.appid = s.wechat_appid or ""
-        self.secret = s.wechat_secret.get_secret_value() if s.wechat_secret else ""
-        self.timeout = s.oauth_timeout_s
+    def __init__(self, config: OAuthConfig) -> None:
+        self.api = config.wechat_api_url.rstrip("/")
+        self.appid = config.wechat_appid or ""
+        self.secret = config.wechat_secret.get_secret_value() if config.wechat_secret else ""
+        self.timeout = config.timeout_s
         self._http = requests.Session()
 
     def _answer(self, response: requests.Response) -> dict[str, Any]:
@@ -326,18 +374,19 @@ def _link_mac(key: str, provider: str, applicant_ref: str, scope: str, exp: int)
 
 
 class OAuthService:
-    """The dance and its aftermath (refresh, purge, the phone exchange) over one runtime."""
+    """The dance and its aftermath (refresh, purge, the phone exchange)."""
 
-    def __init__(self, rt: Runtime) -> None:
-        self.rt = rt
-        self.store = rt.store
-        self.settings = rt.settings
-        self.consents = ConsentService(rt.store, rt.consent_policy, rt.notices)
-        self.wechat = WeChatClient(rt)
-        s = rt.settings
+    def __init__(self, store: Store, consents: ConsentService, notices: Mapping[str, Notice],
+                 gate: ConsentGate, config: OAuthConfig) -> None:
+        self.store = store
+        self.consents = consents
+        self.notices = notices
+        self.gate = gate
+        self.config = config
+        self.wechat = WeChatClient(config)
         self.mini_program = MiniProgram(
-            api_url=s.wechat_api_url, appid=s.wechat_mini_appid or "",
-            secret=s.wechat_mini_secret or SecretStr(""), timeout_s=s.oauth_timeout_s)
+            api_url=config.wechat_api_url, appid=config.wechat_mini_appid or "",
+            secret=config.wechat_mini_secret or SecretStr(""), timeout_s=config.timeout_s)
         self._oidc: dict[str, OidcClient] = {}
 
     # -- signed start links ---------------------------------------------------------------
@@ -347,7 +396,7 @@ class OAuthService:
         """The link a lender sends the applicant to: signed and expiring when
         `IDV_OAUTH_LINK_KEY` is set, so the applicant cannot be swapped for another."""
         if provider == WECHAT:
-            scope = scope or self.settings.wechat_scope
+            scope = scope or self.config.wechat_scope
             path = "/oauth/wechat/authorize"
         else:
             name = provider.removeprefix("oidc:")
@@ -357,9 +406,9 @@ class OAuthService:
         if provider == WECHAT:
             params["scope"] = scope
         expires = None
-        key = self.settings.oauth_link_key
+        key = self.config.link_key
         if key is not None:
-            exp = int(self.store.clock().timestamp()) + self.settings.oauth_link_ttl_s
+            exp = int(self.store.clock().timestamp()) + self.config.link_ttl_s
             params.update(exp=str(exp), sig=_link_mac(key.get_secret_value(), provider,
                                                       applicant_ref, scope, exp))
             expires = datetime.fromtimestamp(exp, UTC).isoformat()
@@ -372,7 +421,7 @@ class OAuthService:
     def check_link(self, provider: str, applicant_ref: str, scope: str,
                    exp: str | None, sig: str | None) -> None:
         """With a link key configured, refuse a start link that is unsigned, altered or old."""
-        key = self.settings.oauth_link_key
+        key = self.config.link_key
         if key is None:
             return
         if not exp or not sig or not exp.isdigit():
@@ -390,7 +439,7 @@ class OAuthService:
 
     def _notice_for(self, scope: str) -> tuple[str, str]:
         """The newest notice that tells of `scope` for onboarding: what the applicant saw."""
-        fitting = [n for n in self.rt.notices.values() if n.covers(PURPOSE, scope)]
+        fitting = [n for n in self.notices.values() if n.covers(PURPOSE, scope)]
         if not fitting:
             raise OAuthFailure("no_notice", f"No privacy notice covers {scope}.", status=500)
         notice = max(fitting, key=lambda n: n.published)
@@ -425,7 +474,7 @@ class OAuthService:
     # -- WeChat -------------------------------------------------------------------------
 
     def _wechat_ready(self) -> None:
-        s = self.settings
+        s = self.config
         if not (s.wechat_appid and s.wechat_secret and s.wechat_redirect_uri):
             raise OAuthFailure("wechat_not_configured", "WeChat is not configured (set "
                                "IDV_WECHAT_APPID, IDV_WECHAT_SECRET, IDV_WECHAT_REDIRECT_URI).",
@@ -434,18 +483,18 @@ class OAuthService:
     def wechat_authorize_url(self, applicant_ref: str, scope: str | None, browser: str, *,
                              exp: str | None = None, sig: str | None = None) -> str:
         self._wechat_ready()
-        scope = scope or self.settings.wechat_scope
+        scope = scope or self.config.wechat_scope
         if scope not in WECHAT_SCOPES:
             raise OAuthFailure("invalid_scope", "scope must be snsapi_base or snsapi_userinfo",
                                field="scope")
         self.check_link(WECHAT, applicant_ref, scope, exp, sig)
         state = self.store.oauth.create_state(applicant_ref=applicant_ref, provider=WECHAT,
                                               scope=scope, browser=browser,
-                                              ttl_s=self.settings.oauth_state_ttl_s)
-        query = urlencode({"appid": self.settings.wechat_appid,
-                           "redirect_uri": self.settings.wechat_redirect_uri,
+                                              ttl_s=self.config.state_ttl_s)
+        query = urlencode({"appid": self.config.wechat_appid,
+                           "redirect_uri": self.config.wechat_redirect_uri,
                            "response_type": "code", "scope": scope, "state": state})
-        return (f"{self.settings.wechat_open_url.rstrip('/')}/connect/oauth2/authorize?"
+        return (f"{self.config.wechat_open_url.rstrip('/')}/connect/oauth2/authorize?"
                 f"{query}#wechat_redirect")
 
     def wechat_callback(self, code: str | None, state: str | None, browser: str | None
@@ -464,7 +513,7 @@ class OAuthService:
             # Nickname, avatar, sex and region are self-asserted: not read, not stored.
         consent_id = self._grant_and_link(
             pending, "wechat_profile", "wechat_oauth", provider=WECHAT, scope=pending.scope,
-            subject_id=f"{self.settings.wechat_appid}|{tokens['openid']}",
+            subject_id=f"{self.config.wechat_appid}|{tokens['openid']}",
             union_id=f"wechat|{union}" if union else None, access_token=tokens["access_token"],
             refresh_token=tokens["refresh_token"], access_ttl_s=tokens["expires_in"],
             refresh_ttl_s=30 * 86400)
@@ -477,7 +526,7 @@ class OAuthService:
         """The Mini Program's phone exchange, a paid call run by the gate under its own
         sensitive `wechat_phone` consent, checked at the moment of the call. The phone is
         kept as a blind index only; the answer shows its mask."""
-        s = self.settings
+        s = self.config
         if not (s.wechat_mini_appid and s.wechat_mini_secret):
             raise OAuthFailure("wechat_not_configured", "The Mini Program is not configured "
                                "(IDV_WECHAT_MINI_APPID, IDV_WECHAT_MINI_SECRET).", status=503)
@@ -502,18 +551,18 @@ class OAuthService:
         subject = Subject(applicant_ref=applicant_ref, name=SecretStr(""), id_type="",
                           id_number=SecretStr(""))
         async with aiohttp.ClientSession() as session:
-            return await self.rt.gate.run(WeChatPhoneVerifier(
+            return await self.gate.run(WeChatPhoneVerifier(
                 self.mini_program, session, code=code, binder=self.store.oauth), subject)
 
     # -- OpenID Connect -----------------------------------------------------------------
 
     def oidc(self, name: str) -> OidcClient:
-        conf = self.settings.oidc_providers.get(name)
+        conf = self.config.oidc_providers.get(name)
         if conf is None:
             raise OAuthFailure("unknown_provider", "No OpenID Connect provider of that name is "
                                "configured (IDV_OIDC_PROVIDERS).", status=404, field="provider")
         if name not in self._oidc:
-            self._oidc[name] = OidcClient(name, conf, timeout_s=self.settings.oauth_timeout_s)
+            self._oidc[name] = OidcClient(name, conf, timeout_s=self.config.timeout_s)
         return self._oidc[name]
 
     def oidc_authorize_url(self, name: str, applicant_ref: str, browser: str, *,
@@ -524,7 +573,7 @@ class OAuthService:
         verifier, nonce = generate_token(64), generate_token(32)
         state = self.store.oauth.create_state(
             applicant_ref=applicant_ref, provider=f"oidc:{name}", scope=client.conf.scope,
-            browser=browser, ttl_s=self.settings.oauth_state_ttl_s, verifier=verifier,
+            browser=browser, ttl_s=self.config.state_ttl_s, verifier=verifier,
             nonce=nonce)
         return client.authorize_url(state=state, nonce=nonce, verifier=verifier)
 
@@ -564,7 +613,7 @@ class OAuthService:
         again. Returns counts by what happened."""
         counts = {"refreshed": 0, "reauth_required": 0, "failed": 0}
         now = self.store.clock()
-        margin = timedelta(seconds=self.settings.oauth_refresh_margin_s)
+        margin = timedelta(seconds=self.config.refresh_margin_s)
         for ref, provider in self.store.oauth.due_for_refresh(margin=margin):
             tokens = self.store.oauth.tokens(ref, provider)
             if tokens is None or tokens.refresh_token is None:
