@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import hashlib
 import logging
 import multiprocessing
 import os
@@ -28,9 +27,10 @@ from flows import progress
 from flows.quality import QualityReport, check_batch, check_responses
 from flows.runtime import Runtime
 from intake.models import ApplicantLine, Refusal
-from intake.reader import BatchPlan, Chunk, parse_record, read_records, scan
+from intake.reader import BatchPlan, Chunk, file_sha256, parse_record, read_records, scan
 from policies.identity import is_virtual_operator
 from policies.scorecard import Scorecard, assess, signal_features
+from services.runs import owner_id
 from storage.journal import Journal
 from storage.records import Decision, NewApplicant, RunLineRecord, StepRecord
 from verifiers.base import Evidence, StepStatus, Subject
@@ -65,25 +65,25 @@ class ChunkReport:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def plan_batch(batch_path: str, chunk_size: int) -> BatchPlan:
     return scan(Path(batch_path), chunk_size)
 
 
 def start_run(rt: Runtime, batch_path: str, flow_run_id: str | None = None) -> str:
-    """Open a run; first append expiry events for grants that ran out since the last one."""
+    """Open a run; first append expiry events for grants that ran out since the last one.
+
+    An earlier run of the same file (by content) that never finished is closed as crashed
+    when its process is gone, and the new run resumes it: its applicants stored are known,
+    and the calls it made but did not store go out again under the keys they had (see
+    `ChunkRunner.call_ref`), so the vendor answers them from its record and bills them once.
+    One still working is not raced: `services.errors.Conflict` on field `batch`."""
     path = Path(batch_path)
     rt.scorecard  # noqa: B018 - load and validate the policy: no run starts on an invalid one
+    sha = file_sha256(path)
+    resumes = rt.services.runs.close_crashed(sha, stale_s=rt.settings.run_stale_s)
     rt.store.ledger.record_expiries()
-    return rt.store.runs.start(batch_name=path.name, batch_sha256=file_sha256(path),
-                               flow_run_id=flow_run_id)
+    return rt.store.runs.start(batch_name=path.name, batch_sha256=sha,
+                               flow_run_id=flow_run_id, owner=owner_id(), resumes=resumes)
 
 
 def _subject(line: ApplicantLine) -> Subject:
@@ -146,7 +146,12 @@ class ChunkRunner:
         self.session = session
         self.journal = journal
         self.gate = rt.gate_over(journal, journal)
-        self.endpoints = rt.settings.endpoints(share=lanes)
+        # The same for every run of this batch file: a call made by a run that died before
+        # storing it goes out again, from a run resuming it, under the key it had.
+        sha = rt.store.runs.batch_sha256(run_id)
+        self.call_basis = sha[:32] if sha else run_id
+        self.endpoints = rt.settings.endpoints()
+        self.limits = rt.limits_for(run_id, lanes=lanes)
         self.now = datetime.now(UTC)
         self.degraded: set[str] = rt.store.quality.degraded_sources(run_id)
 
@@ -166,9 +171,10 @@ class ChunkRunner:
         step records and the shape (field names, no values) of each vendor answer."""
         product = self.rt.verification.products[line.product]
         subject = _subject(line)
-        # The same in every attempt at this run's line: a chunk run again after its lane died
-        # makes the same paid calls under the same idempotency keys, and is not billed again.
-        call_ref = f"{self.run_id}:{line.applicant_ref}"
+        # The same in every attempt at this batch's line: a chunk run again after its lane or
+        # its run died makes the same paid calls under the same idempotency keys, and is not
+        # billed again.
+        call_ref = f"{self.call_basis}:{line.applicant_ref}"
         records: list[StepRecord] = []
         shapes: dict[str, frozenset[str]] = {}
         stopped_by: str | None = None
@@ -182,7 +188,8 @@ class ChunkRunner:
                 records.append(StepRecord(step=rule.step, status=StepStatus.ERROR.value,
                                           reason=DEGRADED))
                 continue
-            verifier = self.rt.registry.build(rule.step, self.endpoints, self.session)
+            verifier = self.rt.registry.build(rule.step, self.endpoints, self.session,
+                                              self.limits)
             evidence, decision_id = await self.gate.run(verifier, subject,
                                                         purpose=product.purpose,
                                                         call_ref=call_ref)
@@ -402,6 +409,7 @@ async def process_chunk(rt: Runtime, plan: BatchPlan, chunk: Chunk, run_id: str,
         for p in sorted(pending, key=lambda x: x.line.line_no):
             await start(finish(p))
         await asyncio.gather(*tasks)
+        await runner.limits.store.close()
     log.debug("chunk %d: %d writes in %d commits, %d reads, %.2f s database CPU",
               chunk.index, journal.writes, journal.commits, journal.reads, journal.cpu_s)
     rt.store.runs.add_lines(run_id, pending_lines)
@@ -439,7 +447,9 @@ def run_chunk(rt: Runtime, plan: BatchPlan, chunk: Chunk, run_id: str) -> ChunkR
     existing, so no line is lost or decided twice."""
     settle_heap()
     try:
-        return _run_lanes(rt, plan, chunk, run_id)
+        report = _run_lanes(rt, plan, chunk, run_id)
+        rt.store.runs.heartbeat(run_id)
+        return report
     finally:
         gc.collect()  # the chunk's cyclic garbage, now that young collections are rarer
 
@@ -528,7 +538,7 @@ def halt_run(rt: Runtime, run_id: str, report: QualityReport) -> dict[str, int]:
     rt.store.audit.record("run.halted", None, {
         "run_id": run_id, "failed": [f["expectation"] for f in report.failed]})
     log.warning("run %s halted: %d batch expectations failed", run_id, len(report.failed))
-    return rt.store.runs.finish(run_id)
+    return rt.store.runs.finish(run_id, status="halted")
 
 
 def run_batch(rt: Runtime, batch_path: str, *, chunk_size: int | None = None) -> BatchResult:

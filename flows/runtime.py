@@ -22,10 +22,12 @@ from policies import catalog
 from policies.access import AccessPolicy, RetentionPolicy
 from policies.behavior import BehaviorPolicy
 from policies.consent import ConsentGrant, ConsentPolicy
+from policies.document import PolicyError
 from policies.masking import mask_text
 from policies.notices import Notice
 from policies.quality import QualityPolicy
 from policies.scorecard import Scorecard
+from policies.vendors import VendorContracts
 from policies.verification import VerificationPolicy
 from services.oauth import OAuthConfig, OidcProviderSettings
 from services.wiring import Services
@@ -34,7 +36,8 @@ from storage.db import current_revision, make_engine, upgrade
 from storage.keyring import KekProvider, KeyRing, LocalKekProvider, VaultTransitKekProvider
 from storage.store import Store
 from verifiers.gate import ConsentGate, ConsentReader, DecisionRecorder
-from verifiers.registry import VerifierRegistry, default_registry
+from verifiers.limits import CallLimits, LimitStore, LocalLimitStore, RedisLimitStore
+from verifiers.registry import VerifierRegistry, default_registry, vendor_apis
 from verifiers.vendor import VendorEndpoint
 
 LOCAL_HOME = Path(".idv")
@@ -79,26 +82,32 @@ class Settings(BaseSettings):
     # Applicants in flight per call slot: while some wait on the database, others call.
     applicants_per_call: int = Field(4, ge=1, le=64)
     # Processes that verify each chunk's applicants side by side (this one and forked
-    # lanes). Calls in flight and every vendor's rate are shared out among them.
+    # lanes). Calls in flight are shared out among them, and so is every vendor's rate
+    # unless the limits are kept in Redis (IDV_LIMITS_URL).
     workers: int = Field(1, ge=1, le=64)
     identity_base_url: str = "http://127.0.0.1:8701"
     identity_app_key: str = "idv-dev"
     identity_app_secret: SecretStr = SecretStr("idv-dev-secret")
     vendor_timeout_s: float = Field(5.0, gt=0)
     vendor_max_attempts: int = Field(3, ge=1, le=10)
-    identity_rate_per_s: float = Field(500.0, gt=0)
     carrier_base_url: str = "http://127.0.0.1:8701"
     carrier_app_key: str = "idv-dev"
     carrier_app_secret: SecretStr = SecretStr("idv-dev-secret")
-    carrier_rate_per_s: float = Field(500.0, gt=0)
     court_base_url: str = "http://127.0.0.1:8701"
     court_app_key: str = "idv-dev"
     court_app_secret: SecretStr = SecretStr("idv-dev-secret")
-    court_rate_per_s: float = Field(500.0, gt=0)
     credit_base_url: str = "http://127.0.0.1:8701"
     credit_app_key: str = "idv-dev"
     credit_app_secret: SecretStr = SecretStr("idv-dev-secret")
-    credit_rate_per_s: float = Field(200.0, gt=0)
+    # The vendor contracts (rates, per-person caps, fees, spend ceilings); the shipped
+    # policies/vendors.yaml describes the sandbox's accounts.
+    vendor_contracts: Path | None = None
+    # Where every worker draws the contracted rates, caps and spend from: a Redis URL
+    # (redis://host:6379/0). Unset: this process's memory (one worker).
+    limits_url: str | None = None
+    # An unfinished run whose last chunk ended longer ago than this is taken as crashed
+    # (on its own host, a run whose process is gone is known crashed at once).
+    run_stale_s: float = Field(900.0, gt=0)
     vendor_breaker_threshold: int = Field(20, ge=1)
     vendor_breaker_cooldown_s: float = Field(30.0, gt=0)
     api_token: SecretStr | None = None
@@ -155,16 +164,14 @@ class Settings(BaseSettings):
             return self.keystore_url
         return f"sqlite:///{self.resolved_key_file.resolve().parent / 'keystore.db'}"
 
-    def endpoints(self, *, share: int = 1) -> dict[str, VendorEndpoint]:
+    def endpoints(self) -> dict[str, VendorEndpoint]:
         """One endpoint per licensed vendor: `IDV_<VENDOR>_BASE_URL`, `_APP_KEY`,
-        `_APP_SECRET`, `_RATE_PER_S`; with `share` lanes calling, each gets its part of the
-        vendor's rate."""
+        `_APP_SECRET` (its rates are the contracts': `vendor_contracts`)."""
         return {
             name: VendorEndpoint(
                 base_url=getattr(self, f"{name}_base_url"),
                 app_key=getattr(self, f"{name}_app_key"),
                 app_secret=getattr(self, f"{name}_app_secret"), name=name,
-                rate_per_s=getattr(self, f"{name}_rate_per_s") / share,
                 breaker_threshold=self.vendor_breaker_threshold,
                 breaker_cooldown_s=self.vendor_breaker_cooldown_s)
             for name in VENDORS
@@ -315,12 +322,46 @@ class Runtime:
         """Load every policy a run decides with, so that none starts on one that does not
         validate: `PolicyError` names file, line and rule; `OSError` an unreadable file."""
         _ = (self.scorecard, self.quality_policy, self.verification, self.consent_policy,
-             self.notices)
+             self.notices, self.vendor_contracts)
 
     @cached_property
     def services(self) -> Services:
         """Every operation of `services/` over this runtime."""
         return Services(self)
+
+    @cached_property
+    def vendor_contracts(self) -> VendorContracts:
+        """The shipped contracts, or `IDV_VENDOR_CONTRACTS`; `PolicyError` (file, line,
+        rule) when it does not validate or leaves a paid API without a contract."""
+        path = self.settings.vendor_contracts
+        if path is None:
+            contracts, source = catalog.vendor_contracts(), "policies/vendors.yaml"
+        else:
+            source = str(path)
+            contracts = VendorContracts.from_yaml(path.read_text(encoding="utf-8"),
+                                                  source=source)
+        for vendor, paths in vendor_apis().items():
+            for api in sorted(paths):
+                if contracts.api(vendor, api) is None:
+                    raise PolicyError(source, None, ("vendors", vendor, "apis", api),
+                                      "every paid API needs a contract")
+        return contracts
+
+    @cached_property
+    def call_limits(self) -> CallLimits:
+        """The contracts over the limits' store: Redis when `IDV_LIMITS_URL` is set (shared
+        by every worker), else this process's memory. People are named in it by a keyed
+        blind index, never by a value."""
+        url = self.settings.limits_url
+        store: LimitStore = RedisLimitStore(url) if url else LocalLimitStore()
+        cipher = self.store.cipher
+        return CallLimits(self.vendor_contracts, store, person_key=lambda kind, value:
+                          cipher.blind_index(value, table="vendor_caps", column=kind))
+
+    def limits_for(self, run_id: str | None, *, lanes: int = 1) -> CallLimits:
+        """A run's limits; with forked lanes each keeping its own memory, each takes its
+        share of every rate (a shared store needs no sharing out)."""
+        return self.call_limits.for_run(run_id, share=1 if self.settings.limits_url else lanes)
 
     @cached_property
     def oauth_config(self) -> OAuthConfig:

@@ -125,6 +125,15 @@ class Chunk:
     first_line: int
 
 
+def file_sha256(path: Path) -> str:
+    """The file's content hash: what names a batch across runs (and the inbox's files)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 @dataclass
 class BatchPlan:
     """What one pass over the batch learned: chunks, duplicate lines, the CSV header."""

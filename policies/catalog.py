@@ -16,6 +16,7 @@ from policies.consent import ConsentPolicy
 from policies.notices import Notice, parse_notice
 from policies.quality import QualityPolicy
 from policies.scorecard import Scorecard
+from policies.vendors import VendorContracts
 from policies.verification import VerificationPolicy
 
 
@@ -72,3 +73,8 @@ def access_policy() -> AccessPolicy:
 @cache
 def retention_policy() -> RetentionPolicy:
     return RetentionPolicy.from_yaml(read_text("retention.yaml"))
+
+
+@cache
+def vendor_contracts() -> VendorContracts:
+    return VendorContracts.from_yaml(read_text("vendors.yaml"), source="policies/vendors.yaml")

@@ -16,9 +16,9 @@ import secrets
 import threading
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
 from aiohttp import web
@@ -46,6 +46,16 @@ IDEMPOTENCY_TTL_S = 24 * 3600.0
 IDEMPOTENCY_LIMIT = 200_000
 FEES_CENTS = {"/v1/identity/three-element": 30, "/v1/identity/two-element": 20,
               "/v1/carrier/verify": 25, "/v1/credit/summary": 80, "/v1/court/dishonest": 15}
+# The answers each endpoint does not bill: a lookup that finds no record is free.
+UNBILLED = {"/v1/identity/three-element": frozenset({"NO_RECORD"}),
+            "/v1/identity/two-element": frozenset({"NO_RECORD"}),
+            "/v1/carrier/verify": frozenset({"NO_RECORD"}),
+            "/v1/credit/summary": frozenset({"NO_RECORD"}),
+            "/v1/court/dishonest": frozenset()}
+# Calls one person (by ID number) may have on one endpoint in a day (Asia/Shanghai): the
+# same ID number is checked at most 1,000 times a day, as Tencent Cloud's contracts say.
+PERSON_DAILY_CAP = 1000
+SHANGHAI = timezone(timedelta(hours=8))
 # The body fields each endpoint requires.
 REQUIRED = {"/v1/identity/three-element": ("name", "id_number", "phone"),
             "/v1/identity/two-element": ("name", "id_number"),
@@ -194,6 +204,13 @@ class SandboxState:
     calls_dropped: int = 0  # calls older than the log keeps, no longer in `calls`
     idempotency_ttl_s: float = IDEMPOTENCY_TTL_S
     idempotency_limit: int = IDEMPOTENCY_LIMIT
+    # The contract: per endpoint path, calls a second per app key (above it: 429 with
+    # Retry-After; no entry: unlimited), and calls per person a day on each endpoint.
+    rates_per_s: dict[str, float] = field(default_factory=dict)
+    person_daily_cap: int = PERSON_DAILY_CAP
+    unbilled: dict[str, frozenset[str]] = field(default_factory=lambda: dict(UNBILLED))
+    _arrivals: dict[str, deque[float]] = field(default_factory=dict, repr=False)
+    _person_calls: dict[tuple[str, str, str], int] = field(default_factory=dict, repr=False)
     # Format drift: per endpoint path, answer fields renamed {old: new} (a vendor's release).
     renamed_fields: dict[str, dict[str, str]] = field(default_factory=dict)
     _digest_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
@@ -250,6 +267,32 @@ class SandboxState:
             self._answers.move_to_end(key)
             while len(self._answers) > self.idempotency_limit:
                 self._answers.popitem(last=False)
+
+    def over_rate(self, path: str, app_key: str, now: float) -> float | None:
+        """Counts this call against the endpoint's rate (a sliding second of arrivals); the
+        seconds until a slot frees when it is above the rate, else None."""
+        rate = self.rates_per_s.get(path)
+        if rate is None:
+            return None
+        with self._lock:
+            seen = self._arrivals.setdefault(f"{app_key}|{path}", deque())
+            while seen and now - seen[0] >= 1.0:
+                seen.popleft()
+            if len(seen) >= rate:
+                return max(0.001, 1.0 - (now - seen[0]))
+            seen.append(now)
+            return None
+
+    def over_person_cap(self, path: str, digest: str) -> bool:
+        """Counts a call for this person on this endpoint today; True above the cap."""
+        day = datetime.now(SHANGHAI).date().isoformat()
+        with self._lock:
+            key = (day, path, digest)
+            count = self._person_calls.get(key, 0)
+            if count >= self.person_daily_cap:
+                return True
+            self._person_calls[key] = count + 1
+            return False
 
     def use_nonce(self, nonce: str, now: float) -> bool:
         """False if the nonce was seen within the skew window (a replay)."""
@@ -338,6 +381,13 @@ def build_app(state: SandboxState) -> web.Application:
             if not isinstance(data.get(name), str) or not data[name].strip():
                 return refuse(400, "bad_request", name)
         digest = state.digest(data["id_number"])
+        wait = state.over_rate(path, state.app_key, now)
+        if wait is not None:
+            state.log(CallRecord(at=_now_iso(), path=path, status_code=429, result=None,
+                                 request_id=None, idempotency_key=key, billed_cents=0,
+                                 subject_digest=digest, error="rate_limited"))
+            return web.json_response({"error": "rate_limited"}, status=429,
+                                     headers={"Retry-After": f"{wait:.3f}"})
         if key:
             previous = state.answer_for(key, now)
             if previous is not None:
@@ -373,9 +423,11 @@ def build_app(state: SandboxState) -> web.Application:
                                  subject_digest=digest, error="fault_malformed"))
             return web.Response(status=200, text="<html>" + body.decode(),
                                 content_type="text/html")
+        if state.over_person_cap(path, digest):
+            return refuse(403, "person_daily_limit", "id_number", digest)
         answer = _answer(path, data)
         result = str(answer["result"])
-        fee = state.fees_cents.get(path, 0)
+        fee = 0 if result in state.unbilled.get(path, ()) else state.fees_cents.get(path, 0)
         request_id = f"sbx-{uuid.uuid4().hex}"
         answer.update(request_id=request_id, as_of=as_of_for(path).isoformat(), fee_cents=fee)
         for old, new in state.renamed_fields.get(path, {}).items():

@@ -3,13 +3,16 @@ and what a finished run produced (every line an applicant or a refusal), masked.
 
 from __future__ import annotations
 
+import os
+import socket
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from intake.reader import BatchFormatError, check_batch
 from policies.masking import mask
 from services.context import Actor
-from services.errors import InvalidInput
+from services.errors import Conflict, InvalidInput
 from storage.store import Store
 from storage.subjects import SubjectUnavailableError
 
@@ -23,9 +26,58 @@ def check_batch_file(path: Path) -> str:
         raise InvalidInput(exc.field, exc.rule) from None
 
 
+def owner_id() -> str:
+    """The process running a run, as `host:pid`."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def run_gone(run: dict[str, Any], *, now: datetime, stale_s: float) -> str | None:
+    """Why an open run's process is known dead (`process_gone`: on this host, its pid is
+    not alive; `heartbeat_stale`: no chunk finished for `stale_s`), or None if it may be
+    working still."""
+    if (now - run["heartbeat_at"]).total_seconds() > stale_s:
+        return "heartbeat_stale"
+    host, _, pid = (run["owner"] or "").rpartition(":")
+    if host == socket.gethostname() and pid.isdigit() and not _process_alive(int(pid)):
+        return "process_gone"
+    return None
+
+
 class RunService:
     def __init__(self, store: Store) -> None:
         self.store = store
+
+    def check_not_running(self, batch_sha256: str, *, stale_s: float) -> None:
+        """`Conflict` (field `batch`) when a run of this file is still working: a second
+        one would race it for the same applicants."""
+        now = datetime.now(UTC)
+        for run in self.store.runs.open_runs(batch_sha256):
+            if run_gone(run, now=now, stale_s=stale_s) is None:
+                raise Conflict("batch", f"is being run by run {run['run_id']}, whose process "
+                               "is still working; wait for it to finish")
+
+    def close_crashed(self, batch_sha256: str, *, stale_s: float) -> str | None:
+        """Close the runs of this file whose process died before they finished, audited as
+        crashed; the last of them, for the next run to resume. `Conflict` if one is still
+        working."""
+        self.check_not_running(batch_sha256, stale_s=stale_s)
+        resumed = None
+        now = datetime.now(UTC)
+        for run in self.store.runs.open_runs(batch_sha256):
+            self.store.runs.mark_crashed(
+                run["run_id"], reason=run_gone(run, now=now, stale_s=stale_s) or "unknown")
+            resumed = run["run_id"]
+        return resumed
 
     def report(self, run: dict[str, Any]) -> dict[str, Any]:
         """The `batch run` report: counts, fees, each line's outcome and steps, refusals

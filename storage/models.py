@@ -157,12 +157,18 @@ class Run(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     batch_name: Mapped[str] = mapped_column(String(255))
-    batch_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    batch_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     flow_run_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     started_at: Mapped[datetime]
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
     counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     fees_cents: Mapped[int] = mapped_column(Integer, default=0)
+    # running, finished, halted, crashed (its process died before it finished).
+    status: Mapped[str] = mapped_column(String(16), default="running",
+                                        server_default="running")
+    owner: Mapped[str | None] = mapped_column(String(160), nullable=True)  # host:pid
+    heartbeat_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    resumes: Mapped[str | None] = mapped_column(String(36), nullable=True)
 
 
 class RunLine(Base):

@@ -24,15 +24,64 @@ class RunRepository:
         self._audit = audit
 
     def start(self, *, batch_name: str, batch_sha256: str | None,
-              flow_run_id: str | None = None, run_id: str | None = None) -> str:
+              flow_run_id: str | None = None, run_id: str | None = None,
+              owner: str | None = None, resumes: str | None = None) -> str:
         run_id = run_id or str(uuid.uuid4())
+        now = self._ctx.clock()
         with self._ctx.transaction() as s:
             s.add(m.Run(id=run_id, batch_name=batch_name, batch_sha256=batch_sha256,
-                        flow_run_id=flow_run_id, started_at=self._ctx.clock()))
+                        flow_run_id=flow_run_id, started_at=now, status="running",
+                        owner=owner, heartbeat_at=now, resumes=resumes))
             self._audit.record("run.started", None, {
-                "run_id": run_id, "batch_name": batch_name, "batch_sha256": batch_sha256},
-                session=s)
+                "run_id": run_id, "batch_name": batch_name, "batch_sha256": batch_sha256,
+                "resumes": resumes}, session=s)
         return run_id
+
+    def heartbeat(self, run_id: str) -> None:
+        """The run's process is alive and working (written after each chunk)."""
+        with self._ctx.transaction() as s:
+            run = s.get(m.Run, run_id)
+            if run is not None and run.status == "running":
+                run.heartbeat_at = self._ctx.clock()
+
+    def open_runs(self, batch_sha256: str) -> list[dict[str, Any]]:
+        """The runs of this batch that never finished: id, owner, heartbeat."""
+        with self._ctx.transaction() as s:
+            return [{"run_id": r.id, "owner": r.owner, "flow_run_id": r.flow_run_id,
+                     "heartbeat_at": as_utc(r.heartbeat_at or r.started_at)}
+                    for r in s.scalars(select(m.Run).where(
+                        m.Run.batch_sha256 == batch_sha256, m.Run.status == "running")
+                        .order_by(m.Run.started_at))]
+
+    def mark_crashed(self, run_id: str, *, reason: str) -> None:
+        """Close a run whose process died before it finished: its counts are what it
+        stored; it is audited as crashed, never as finished."""
+        with self._ctx.transaction() as s:
+            run = s.get(m.Run, run_id)
+            if run is None or run.status != "running":
+                return
+            counts = {o: n for o, n in s.execute(
+                select(m.RunLine.outcome, func.count()).where(m.RunLine.run_id == run_id)
+                .group_by(m.RunLine.outcome))}
+            fees = s.scalar(select(func.coalesce(func.sum(m.StepResult.fee_cents), 0))
+                            .where(m.StepResult.run_id == run_id)) or 0
+            run.status = "crashed"
+            run.counts = counts
+            run.fees_cents = int(fees)
+            run.finished_at = self._ctx.clock()
+            self._audit.record("run.crashed", None, {
+                "run_id": run_id, "reason": reason, "counts": counts,
+                "fees_cents": int(fees)}, session=s)
+
+    def batch_sha256(self, run_id: str) -> str | None:
+        with self._ctx.transaction() as s:
+            run = s.get(m.Run, run_id)
+            return run.batch_sha256 if run else None
+
+    def status(self, run_id: str) -> str | None:
+        with self._ctx.transaction() as s:
+            run = s.get(m.Run, run_id)
+            return run.status if run else None
 
     def add_lines(self, run_id: str, lines: Iterable[RunLineRecord]) -> None:
         """Record run lines. A line the run already has keeps what was first recorded: a
@@ -48,7 +97,7 @@ class RunRepository:
                                  outcome=x.outcome, field=x.field, reason=x.reason)
                        for x in lines if x.line_no not in known])
 
-    def finish(self, run_id: str) -> dict[str, int]:
+    def finish(self, run_id: str, *, status: str = "finished") -> dict[str, int]:
         """Close the run: counts per outcome and fees, from what was stored."""
         with self._ctx.transaction() as s:
             counts = {o: n for o, n in s.execute(
@@ -61,6 +110,7 @@ class RunRepository:
                 raise KeyError("run_id: no such run")
             run.counts = counts
             run.fees_cents = int(fees)
+            run.status = status
             run.finished_at = self._ctx.clock()
             self._audit.record("run.finished", None, {
                 "run_id": run_id, "counts": counts, "fees_cents": int(fees)}, session=s)

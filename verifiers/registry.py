@@ -21,10 +21,13 @@ from verifiers.carrier_check import CarrierCheckVerifier
 from verifiers.court_list import CourtListVerifier
 from verifiers.credit_report import CreditReportVerifier
 from verifiers.id_check import IdCheckVerifier
+from verifiers.limits import CallLimits
 from verifiers.vendor import VendorAnswer, VendorEndpoint, VendorVerifier
 from verifiers.wechat_phone import WeChatPhoneVerifier
 
-Factory = Callable[[Mapping[str, VendorEndpoint], aiohttp.ClientSession], Verifier]
+# (endpoints, session, the contracts' limits or None) -> a verifier for one chunk's calls.
+Factory = Callable[[Mapping[str, VendorEndpoint], aiohttp.ClientSession, CallLimits | None],
+                   Verifier]
 
 
 class UnknownVerifierError(KeyError):
@@ -55,11 +58,12 @@ class VerifierRegistry:
         return sorted(self._factories)
 
     def build(self, step: str, endpoints: Mapping[str, VendorEndpoint],
-              session: aiohttp.ClientSession) -> Verifier:
+              session: aiohttp.ClientSession, limits: CallLimits | None = None) -> Verifier:
+        """The step's verifier; a paid one calls within `limits` (the vendor contracts)."""
         factory = self._factories.get(step)
         if factory is None:
             raise UnknownVerifierError(step, self.names())
-        return factory(endpoints, session)
+        return factory(endpoints, session, limits)
 
 
 def _endpoint(endpoints: Mapping[str, VendorEndpoint], vendor: str) -> VendorEndpoint:
@@ -70,10 +74,10 @@ def _endpoint(endpoints: Mapping[str, VendorEndpoint], vendor: str) -> VendorEnd
 
 def _vendor_factory(cls: type[VendorVerifier[Any]], timeout_s: float,
                     max_attempts: int) -> Factory:
-    def build(endpoints: Mapping[str, VendorEndpoint],
-              session: aiohttp.ClientSession) -> Verifier:
+    def build(endpoints: Mapping[str, VendorEndpoint], session: aiohttp.ClientSession,
+              limits: CallLimits | None) -> Verifier:
         return cls(_endpoint(endpoints, cls.vendor), session,  # type: ignore[return-value]
-                   timeout_s=timeout_s, max_attempts=max_attempts)
+                   timeout_s=timeout_s, max_attempts=max_attempts, limits=limits)
 
     return build
 
@@ -90,6 +94,11 @@ def vendor_endpoints(vendor: str | None = None) -> frozenset[str]:
     return frozenset(path for cls in VENDOR_VERIFIERS
                      if vendor is None or cls.vendor == vendor  # type: ignore[attr-defined]
                      for path in cls.endpoints)  # type: ignore[attr-defined]
+
+
+def vendor_apis() -> dict[str, frozenset[str]]:
+    """Every licensed vendor's paid paths: what the vendor contracts must cover."""
+    return {vendor: vendor_endpoints(vendor) for vendor in vendors()}
 
 
 def vendors() -> tuple[str, ...]:
@@ -121,5 +130,5 @@ def default_registry(*, timeout_s: float = 5.0, max_attempts: int = 3,
         registry.register(cls.name, _vendor_factory(cls, timeout_s, max_attempts))
     if accounts is not None:
         for acls in (AccountAttributesVerifier, OidcAccountVerifier):
-            registry.register(acls.name, lambda _e, _s, c=acls: c(accounts))  # type: ignore[misc]
+            registry.register(acls.name, lambda _e, _s, _l, c=acls: c(accounts))  # type: ignore[misc]
     return registry

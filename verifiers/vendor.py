@@ -13,7 +13,6 @@ from typing import Annotated, Any, Generic, TypeVar
 
 import aiohttp
 import orjson
-from aiolimiter import AsyncLimiter
 from purgatory import AsyncCircuitBreakerFactory
 from purgatory.domain.model import OpenedState
 from purgatory.service._async.circuitbreaker import AsyncCircuitBreaker
@@ -28,6 +27,7 @@ from tenacity import (
 
 from policies.quality import answer_shape
 from verifiers.base import ConsentPermit, Evidence, StepStatus
+from verifiers.limits import Admission, ApiRef, CallLimits
 from verifiers.signing import sign_request
 
 # 100 ms, 200 ms, 400 ms... capped at 2 s, plus up to 100 ms of jitter so that many
@@ -49,7 +49,6 @@ class VendorEndpoint(BaseModel):
     app_key: str
     app_secret: SecretStr
     name: str = "vendor"
-    rate_per_s: float = Field(500.0, gt=0)  # the vendor's contracted rate limit
     breaker_threshold: int = Field(20, ge=1)  # failed calls in a row before it is cut off
     breaker_cooldown_s: float = Field(30.0, gt=0)  # how long before one trial call
 
@@ -112,14 +111,11 @@ class LicensedAnswer(VendorAnswer):
 
 
 class VendorGuard:
-    """Per vendor, per process: a rate limit (aiolimiter's leaky bucket) and a circuit
-    breaker (purgatory) that stops calling a vendor that keeps failing, so its steps end
-    `error` at once instead of after every retry."""
+    """Per vendor, per event loop: a circuit breaker (purgatory) that stops calling a vendor
+    that keeps failing, so its steps end `error` at once instead of after every retry. (The
+    contracted rate is shared by every worker: `verifiers.limits`.)"""
 
     def __init__(self, endpoint: VendorEndpoint) -> None:
-        # Burst allowance of one tenth of a second's worth of calls, at least one.
-        burst = max(1.0, endpoint.rate_per_s / 10)
-        self.limiter = AsyncLimiter(burst, burst / endpoint.rate_per_s)
         self.breakers = AsyncCircuitBreakerFactory(
             default_threshold=endpoint.breaker_threshold,
             default_ttl=endpoint.breaker_cooldown_s)
@@ -141,7 +137,7 @@ _GUARDS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
 
 def guard_for(endpoint: VendorEndpoint) -> VendorGuard:
     """The one guard of this vendor in this event loop (created on first use). Per loop,
-    because the limiter's waiters belong to a loop: a Prefect chunk task runs in its own."""
+    because the breaker's state belongs to a loop: a Prefect chunk task runs in its own."""
     loop = asyncio.get_running_loop()
     guards = _GUARDS.setdefault(loop, {})
     key = (endpoint.name, endpoint.base_url, endpoint.app_key)
@@ -219,8 +215,9 @@ def _retry_after(value: str | None) -> float | None:
 
 async def post_signed(session: aiohttp.ClientSession, endpoint: VendorEndpoint, path: str,
                       payload: dict[str, Any], *, idempotency_key: str, timeout_s: float,
-                      max_attempts: int) -> VendorReply:
-    """POST `payload` as signed JSON, through the vendor's rate limit and circuit breaker.
+                      max_attempts: int, limits: CallLimits | None = None) -> VendorReply:
+    """POST `payload` as signed JSON, each attempt in its turn of the API's contracted rate
+    (`limits`, when given), through the vendor's circuit breaker.
 
     Retries transient faults (each attempt re-signed with a fresh nonce, the same
     idempotency key, so a retry is never billed twice); never retries a definitive answer.
@@ -230,7 +227,7 @@ async def post_signed(session: aiohttp.ClientSession, endpoint: VendorEndpoint, 
     try:
         breaker = await guard.breaker()
         async with breaker:
-            reply = await _post_with_retries(session, endpoint, path, payload, guard,
+            reply = await _post_with_retries(session, endpoint, path, payload, limits,
                                              idempotency_key=idempotency_key,
                                              timeout_s=timeout_s, max_attempts=max_attempts)
             if reply.error is not None and reply.status is None:
@@ -243,11 +240,12 @@ async def post_signed(session: aiohttp.ClientSession, endpoint: VendorEndpoint, 
 
 
 async def _post_with_retries(session: aiohttp.ClientSession, endpoint: VendorEndpoint,
-                             path: str, payload: dict[str, Any], guard: VendorGuard, *,
+                             path: str, payload: dict[str, Any], limits: CallLimits | None, *,
                              idempotency_key: str, timeout_s: float,
                              max_attempts: int) -> VendorReply:
     body = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
     url = endpoint.base_url.rstrip("/") + path
+    api = ApiRef(endpoint.name, path, endpoint.app_key)
     attempts = 0
 
     async def attempt() -> VendorReply:
@@ -258,25 +256,29 @@ async def _post_with_retries(session: aiohttp.ClientSession, endpoint: VendorEnd
         headers["Content-Type"] = "application/json; charset=utf-8"
         headers["Idempotency-Key"] = idempotency_key
         try:
-            async with call_slots(session), guard.limiter, session.post(
-                    url, data=body, headers=headers, allow_redirects=False,
-                    timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
-                if 300 <= resp.status < 400:
-                    # Never follow: the request carries personal data and our signature.
-                    return VendorReply(resp.status, None, attempts, "vendor_redirect")
-                if resp.status == 429:
-                    raise _Transient("vendor_429", _retry_after(resp.headers.get("Retry-After")))
-                if resp.status >= 500:
-                    raise _Transient("vendor_5xx")
-                if resp.status >= 400:
-                    return VendorReply(resp.status, None, attempts, f"http_{resp.status}")
-                try:
-                    parsed = await resp.json(content_type=None, loads=orjson.loads)
-                except (ValueError, aiohttp.ContentTypeError):
-                    return VendorReply(resp.status, None, attempts, "vendor_malformed")
-                if not isinstance(parsed, dict):
-                    return VendorReply(resp.status, None, attempts, "vendor_malformed")
-                return VendorReply(resp.status, parsed, attempts)
+            async with call_slots(session):
+                if limits is not None and not await limits.pace(api):
+                    return VendorReply(None, None, attempts - 1, "rate_wait_exceeded")
+                async with session.post(
+                        url, data=body, headers=headers, allow_redirects=False,
+                        timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+                    if 300 <= resp.status < 400:
+                        # Never follow: the request carries personal data and our signature.
+                        return VendorReply(resp.status, None, attempts, "vendor_redirect")
+                    if resp.status == 429:
+                        raise _Transient("vendor_429",
+                                         _retry_after(resp.headers.get("Retry-After")))
+                    if resp.status >= 500:
+                        raise _Transient("vendor_5xx")
+                    if resp.status >= 400:
+                        return VendorReply(resp.status, None, attempts, f"http_{resp.status}")
+                    try:
+                        parsed = await resp.json(content_type=None, loads=orjson.loads)
+                    except (ValueError, aiohttp.ContentTypeError):
+                        return VendorReply(resp.status, None, attempts, "vendor_malformed")
+                    if not isinstance(parsed, dict):
+                        return VendorReply(resp.status, None, attempts, "vendor_malformed")
+                    return VendorReply(resp.status, parsed, attempts)
         except TimeoutError:
             raise _Transient("timeout") from None
         except aiohttp.ClientConnectorCertificateError:
@@ -324,18 +326,20 @@ class VendorVerifier(Generic[A]):
     response_shape: frozenset[str] | None = None
 
     def __init__(self, endpoint: VendorEndpoint, session: aiohttp.ClientSession, *,
-                 timeout_s: float = 5.0, max_attempts: int = 3) -> None:
+                 timeout_s: float = 5.0, max_attempts: int = 3,
+                 limits: CallLimits | None = None) -> None:
         self._endpoint = endpoint
         self._session = session
         self._timeout_s = timeout_s
         self._max_attempts = max_attempts
+        self._limits = limits
 
     async def _call(self, path: str, payload: dict[str, Any],
                     permit: ConsentPermit) -> VendorReply:
         key = idempotency_key(permit)
         reply = await post_signed(self._session, self._endpoint, path, payload,
                                   idempotency_key=key, timeout_s=self._timeout_s,
-                                  max_attempts=self._max_attempts)
+                                  max_attempts=self._max_attempts, limits=self._limits)
         if reply.body is not None:
             self.response_shape = answer_shape(reply.body)
         return replace(reply, idempotency_key=key) if reply.attempts else reply
@@ -344,10 +348,24 @@ class VendorVerifier(Generic[A]):
                    permit: ConsentPermit) -> tuple[VendorReply, A | None]:
         """The signed call and its answer parsed as `answer`: None when there is none (the
         reply says why) or it does not validate (`unusable` calls it `vendor_malformed`)."""
+        admission: Admission | None = None
+        if self._limits is not None:
+            admitted = await self._limits.admit(
+                ApiRef(self._endpoint.name, path, self._endpoint.app_key), payload)
+            if isinstance(admitted, str):  # capped or over budget: not sent
+                return VendorReply(None, None, 0, admitted), None
+            admission = admitted
         reply = await self._call(path, payload, permit)
-        if reply.error is not None or reply.body is None:
-            return reply, None
-        return reply, self.answer.parse(reply.body)
+        answer = None
+        if reply.error is None and reply.body is not None:
+            answer = self.answer.parse(reply.body)
+        if admission is not None:
+            # Settled to the stated fee; a call that never left, or got a definitive
+            # refusal, was not billed; one with no answer read may have been.
+            billed = (answer.fee_cents if answer is not None
+                      else 0 if reply.attempts == 0 or (reply.status or 0) >= 400 else None)
+            await self._limits.settle(admission, billed)  # type: ignore[union-attr]
+        return reply, answer
 
     def _base(self, permit: ConsentPermit, reply: VendorReply) -> dict[str, Any]:
         """The evidence fields every answer shares, whatever it says."""

@@ -52,6 +52,7 @@ def batch_run(
 ) -> None:
     """Run the onboarding flow on a batch file. Exit 2 if every line was refused, 3 if the
     batch broke its data-quality suite (nothing was sent to any vendor)."""
+    from intake.reader import file_sha256
     from services.runs import check_batch_file
 
     try:
@@ -63,6 +64,11 @@ def batch_run(
     spec = faults_of(faults, as_json=as_json)
     with runtime() as rt:
         check_policies(rt, as_json=as_json)
+        try:
+            rt.services.runs.check_not_running(file_sha256(file),
+                                               stale_s=rt.settings.run_stale_s)
+        except ServiceError as exc:
+            refuse(exc, as_json=as_json)
     prepare_environment()
     started = time.perf_counter()
     with sandbox_wired(sandbox, spec):

@@ -86,7 +86,9 @@ async def test_when_the_carrier_answers_then_status_and_signals_follow(server, p
     expected = carrier_result("x", "y", phone)
     assert evidence.signals == {"number_status": expected["number_status"],
                                 "phone_tenure": expected["tenure_band"]}
-    assert evidence.fee_cents == 25 and evidence.consent_id == "c-1"
+    # A lookup that finds no record is not billed (sandbox.app.UNBILLED).
+    assert evidence.fee_cents == (0 if reason == "NO_RECORD" else 25)
+    assert evidence.consent_id == "c-1"
 
 
 async def test_when_there_is_no_phone_then_the_carrier_is_not_called(server):

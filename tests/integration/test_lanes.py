@@ -167,8 +167,17 @@ def test_calls_in_flight_and_vendor_rates_are_shared_out_among_lanes():
         for lanes in (1, 2, 3, 5):
             parts = [lane_calls(concurrency, lane, lanes) for lane in range(lanes)]
             assert sum(parts) == max(concurrency, lanes)  # at least one call each
-    settings = Settings(identity_rate_per_s=300.0, workers=3)
-    assert settings.endpoints(share=3)["identity"].rate_per_s == pytest.approx(100.0)
+    # Lanes that each keep the limits in their own memory take their share of every rate;
+    # lanes drawing from one Redis need none.
+    from policies import catalog
+    from verifiers.limits import local_limits
+
+    contracts = catalog.vendor_contracts()
+    api = contracts.api("identity", "/v1/identity/two-element")
+    lane = local_limits(contracts).for_run("r", share=3)
+    assert lane.share == 3
+    assert contracts.interval_s(api) * lane.share == pytest.approx(
+        3 / (api.rate_per_s * (1 - contracts.headroom)))
 
 
 def test_when_a_lane_cannot_be_started_then_the_parent_runs_its_lines(

@@ -69,7 +69,9 @@ async def test_when_the_source_answers_then_the_status_follows_the_predicted_res
     evidence = await check(server, IDS[result])
     assert evidence.status is status and evidence.result_code == result
     assert evidence.consent_id == "c-1" and evidence.vendor_request_id.startswith("sbx-")
-    assert evidence.fee_cents == 30 and evidence.as_of is not None
+    # A lookup that finds no record is not billed.
+    assert evidence.fee_cents == (0 if result == "NO_RECORD" else 30)
+    assert evidence.as_of is not None
 
 
 async def test_when_no_phone_is_given_then_the_two_element_check_is_used(server):

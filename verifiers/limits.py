@@ -1,0 +1,276 @@
+"""Vendor contracts honoured by every worker: one rate per API, per-person daily caps and
+spend ceilings, over one shared store (Redis) or, embedded, this process's memory.
+
+Every paid call passes `CallLimits` twice. Before it is sent: the person's daily caps on
+that API (`per_person_daily`), then the run's and the day's spend ceilings (its list price
+is reserved); a call refused there is not sent and its step ends `error` with the reason
+(`person_daily_cap:<field>`, `budget_exhausted`), to be retried by a later run. Then each
+attempt waits for its turn in the API's rate (`pace`). After the answer, the reservation is
+settled to the fee the vendor stated (an unbilled answer, such as NO_RECORD, costs nothing).
+
+The rate is a GCRA schedule (generic cell rate algorithm): each call reserves the next slot
+one interval after the last one, so calls leave evenly spaced at the contracted rate less
+the contract's headroom, whichever worker sends them; on Redis the schedule is one key per
+API, read and moved by one script against Redis's own clock, so workers on several machines
+share it without trusting each other's clocks. Counters are one key per person, API and day
+(or per run, or per day for spend), reserved and checked in one script, never above the cap.
+People are named by a keyed digest (`person_key`), never by a value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from policies.vendors import ApiContract, VendorContracts
+
+# A call that would wait longer than this for its slot is refused (`rate_wait_exceeded`):
+# with a rate this far behind, the run is better told than left hanging.
+MAX_WAIT_S = 300.0
+DAY_S = 86_400
+RUN_TTL_S = 30 * DAY_S
+
+
+@dataclass(frozen=True)
+class ApiRef:
+    """One contracted API of one account: the vendor, the path and our app key."""
+
+    vendor: str
+    path: str
+    account: str
+
+    @property
+    def key(self) -> str:
+        account = hashlib.sha256(self.account.encode()).hexdigest()[:12]
+        return f"{self.vendor}:{self.path}:{account}"
+
+
+class LimitStore(Protocol):
+    """The two primitives the contracts need, atomic wherever the store is shared."""
+
+    async def schedule(self, key: str, interval_s: float, max_wait_s: float) -> float | None:
+        """Reserve the next slot of `key`'s schedule: how long to wait for it, or None when
+        that would be longer than `max_wait_s` (nothing reserved)."""
+
+    async def add(self, key: str, amount: int, cap: int | None, ttl_s: int) -> bool:
+        """Add `amount` (negative to give back) unless that takes the counter above `cap`;
+        False, with nothing added, when it would. The counter lives `ttl_s` from its start."""
+
+    async def close(self) -> None:
+        """Release what the current event loop holds."""
+
+
+class LocalLimitStore:
+    """This process's memory: shared by every event loop and thread of the process (the
+    embedded default, one worker)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tat: dict[str, float] = {}
+        self._counters: dict[str, tuple[int, float]] = {}
+
+    async def schedule(self, key: str, interval_s: float, max_wait_s: float) -> float | None:
+        with self._lock:
+            now = time.monotonic()
+            tat = max(self._tat.get(key, now), now)
+            wait = tat - now
+            if wait > max_wait_s:
+                return None
+            self._tat[key] = tat + interval_s
+            return wait
+
+    async def add(self, key: str, amount: int, cap: int | None, ttl_s: int) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            value, until = self._counters.get(key, (0, now + ttl_s))
+            if until <= now:
+                value, until = 0, now + ttl_s
+            if amount > 0 and cap is not None and value + amount > cap:
+                return False
+            self._counters[key] = (max(0, value + amount), until)
+            return True
+
+    async def close(self) -> None:
+        return None
+
+
+# Both scripts read Redis's clock (TIME), so workers on several machines share one schedule.
+_SCHEDULE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local max_wait = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local wait = tat - now
+if wait > max_wait then return -1 end
+local nxt = tat + interval
+redis.call('SET', KEYS[1], string.format('%.0f', nxt), 'PX',
+           math.floor((nxt - now) / 1000) + 1000)
+return wait
+"""
+_ADD = """
+local amount = tonumber(ARGV[1])
+local cap = tonumber(ARGV[2])
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if amount > 0 and cap >= 0 and cur + amount > cap then return 0 end
+local v = redis.call('INCRBY', KEYS[1], amount)
+if v < 0 then redis.call('SET', KEYS[1], 0, 'KEEPTTL') end
+if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+return 1
+"""
+
+
+class RedisLimitStore:
+    """One Redis shared by every worker (`IDV_LIMITS_URL`, e.g. redis://host:6379/0). A
+    client per event loop, since redis-py's asyncio connections belong to one."""
+
+    def __init__(self, url: str, *, prefix: str = "idv:limits:") -> None:
+        self.url = url
+        self.prefix = prefix
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary())
+
+    def _client(self) -> Any:
+        from redis.asyncio import Redis
+
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = self._clients[loop] = Redis.from_url(self.url, socket_timeout=5)
+            client.idv_schedule = client.register_script(_SCHEDULE)
+            client.idv_add = client.register_script(_ADD)
+        return client
+
+    async def schedule(self, key: str, interval_s: float, max_wait_s: float) -> float | None:
+        client = self._client()
+        wait = await client.idv_schedule(keys=[self.prefix + "rate:" + key],
+                                         args=[int(interval_s * 1e6), int(max_wait_s * 1e6)])
+        return None if int(wait) < 0 else int(wait) / 1e6
+
+    async def add(self, key: str, amount: int, cap: int | None, ttl_s: int) -> bool:
+        client = self._client()
+        done = await client.idv_add(keys=[self.prefix + key],
+                                    args=[amount, -1 if cap is None else cap, ttl_s])
+        return bool(int(done))
+
+    async def close(self) -> None:
+        """Close this event loop's client (a chunk's loop ends with its chunk)."""
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A call let through: what was reserved against the spend ceilings, to settle later."""
+
+    reserved_cents: int
+    day: str
+
+
+class CallLimits:
+    """The contracts over one store; `for_run` binds a run's spend ceiling."""
+
+    def __init__(self, contracts: VendorContracts, store: LimitStore, *,
+                 person_key: Callable[[str, str], str], run_id: str | None = None,
+                 share: int = 1, clock: Callable[[], datetime] | None = None) -> None:
+        self.contracts = contracts
+        self.store = store
+        self.person_key = person_key
+        self.run_id = run_id
+        # Processes that each keep their own local store take their part of every rate.
+        self.share = share
+        self.clock = clock or (lambda: datetime.now(UTC))
+
+    def for_run(self, run_id: str | None, *, share: int | None = None) -> CallLimits:
+        return CallLimits(self.contracts, self.store, person_key=self.person_key,
+                          run_id=run_id, share=self.share if share is None else share,
+                          clock=self.clock)
+
+    def contract(self, api: ApiRef) -> ApiContract | None:
+        return self.contracts.api(api.vendor, api.path)
+
+    async def admit(self, api: ApiRef, payload: Mapping[str, Any]) -> Admission | str:
+        """Before a paid call: the person's caps, then the spend ceilings. The reason it
+        may not go out, or what it reserved."""
+        contract = self.contract(api)
+        day = self.contracts.day(self.clock())
+        if contract is None:
+            return "no_contract"
+        taken: list[str] = []
+        for field_name, cap in sorted(contract.per_person_daily.items()):
+            value = payload.get(field_name)
+            if not isinstance(value, str) or not value:
+                continue
+            key = f"cap:{api.key}:{day}:{self.person_key(field_name, value)}"
+            if not await self.store.add(key, 1, cap, 2 * DAY_S):
+                for undo in taken:
+                    await self.store.add(undo, -1, None, 2 * DAY_S)
+                return f"person_daily_cap:{field_name}"
+            taken.append(key)
+        fee = contract.fee_cents
+        spend = self.contracts.spend
+        if fee and not await self._reserve(fee, day):
+            for undo in taken:
+                await self.store.add(undo, -1, None, 2 * DAY_S)
+            return "budget_exhausted"
+        return Admission(reserved_cents=fee if (spend.per_run_cents or spend.per_day_cents)
+                         else 0, day=day)
+
+    async def _reserve(self, cents: int, day: str) -> bool:
+        spend = self.contracts.spend
+        run_key = f"spend:run:{self.run_id}" if self.run_id else None
+        day_key = f"spend:day:{day}"
+        if spend.per_run_cents is not None and run_key is not None:
+            if not await self.store.add(run_key, cents, spend.per_run_cents, RUN_TTL_S):
+                return False
+        if spend.per_day_cents is not None:
+            if not await self.store.add(day_key, cents, spend.per_day_cents, 2 * DAY_S):
+                if spend.per_run_cents is not None and run_key is not None:
+                    await self.store.add(run_key, -cents, None, RUN_TTL_S)
+                return False
+        return True
+
+    async def settle(self, admission: Admission, billed_cents: int | None) -> None:
+        """After the answer: give back what the vendor did not bill. `None` when it is not
+        known whether the call was billed (no answer read): the reservation stands."""
+        if not admission.reserved_cents or billed_cents is None:
+            return
+        back = admission.reserved_cents - max(0, billed_cents)
+        if back <= 0:
+            return
+        spend = self.contracts.spend
+        if spend.per_run_cents is not None and self.run_id:
+            await self.store.add(f"spend:run:{self.run_id}", -back, None, RUN_TTL_S)
+        if spend.per_day_cents is not None:
+            await self.store.add(f"spend:day:{admission.day}", -back, None, 2 * DAY_S)
+
+    async def pace(self, api: ApiRef) -> bool:
+        """Wait for this attempt's turn in the API's rate; False if it would wait longer
+        than `MAX_WAIT_S` (the attempt is not sent)."""
+        contract = self.contract(api)
+        if contract is None:
+            return True
+        interval = self.contracts.interval_s(contract) * self.share
+        wait = await self.store.schedule(api.key, interval, MAX_WAIT_S)
+        if wait is None:
+            return False
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return True
+
+
+def local_limits(contracts: VendorContracts, *, share: int = 1) -> CallLimits:
+    """The contracts over this process's memory, people named by an unkeyed digest: for
+    tests and embedding, where no key ring is at hand."""
+    return CallLimits(contracts, LocalLimitStore(), share=share,
+                      person_key=lambda kind, value: hashlib.sha256(
+                          f"{kind}|{value}".encode()).hexdigest()[:32])
