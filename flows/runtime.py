@@ -105,6 +105,7 @@ class Settings(BaseSettings):
     # Where every worker draws the contracted rates, caps and spend from: a Redis URL
     # (redis://host:6379/0). Unset: this process's memory (one worker).
     limits_url: str | None = None
+    limits_prefix: str = "idv:limits:"  # the Redis keys' prefix (one per lender or tenant)
     # An unfinished run whose last chunk ended longer ago than this is taken as crashed
     # (on its own host, a run whose process is gone is known crashed at once).
     run_stale_s: float = Field(900.0, gt=0)
@@ -353,7 +354,8 @@ class Runtime:
         by every worker), else this process's memory. People are named in it by a keyed
         blind index, never by a value."""
         url = self.settings.limits_url
-        store: LimitStore = RedisLimitStore(url) if url else LocalLimitStore()
+        store: LimitStore = (RedisLimitStore(url, prefix=self.settings.limits_prefix) if url
+                             else LocalLimitStore())
         cipher = self.store.cipher
         return CallLimits(self.vendor_contracts, store, person_key=lambda kind, value:
                           cipher.blind_index(value, table="vendor_caps", column=kind))

@@ -35,6 +35,8 @@ from policies.vendors import ApiContract, VendorContracts
 # with a rate this far behind, the run is better told than left hanging.
 MAX_WAIT_S = 300.0
 DAY_S = 86_400
+# Lateness below this is the clock's own noise, not a busy loop.
+LATE_S = 0.002
 RUN_TTL_S = 30 * DAY_S
 
 
@@ -58,6 +60,9 @@ class LimitStore(Protocol):
     async def schedule(self, key: str, interval_s: float, max_wait_s: float) -> float | None:
         """Reserve the next slot of `key`'s schedule: how long to wait for it, or None when
         that would be longer than `max_wait_s` (nothing reserved)."""
+
+    async def push(self, key: str, late_s: float) -> None:
+        """Move `key`'s schedule `late_s` later: a call that left late took a later slot."""
 
     async def add(self, key: str, amount: int, cap: int | None, ttl_s: int) -> bool:
         """Add `amount` (negative to give back) unless that takes the counter above `cap`;
@@ -85,6 +90,11 @@ class LocalLimitStore:
                 return None
             self._tat[key] = tat + interval_s
             return wait
+
+    async def push(self, key: str, late_s: float) -> None:
+        with self._lock:
+            if key in self._tat:
+                self._tat[key] += late_s
 
     async def add(self, key: str, amount: int, cap: int | None, ttl_s: int) -> bool:
         with self._lock:
@@ -154,6 +164,9 @@ class RedisLimitStore:
         wait = await client.idv_schedule(keys=[self.prefix + "rate:" + key],
                                          args=[int(interval_s * 1e6), int(max_wait_s * 1e6)])
         return None if int(wait) < 0 else int(wait) / 1e6
+
+    async def push(self, key: str, late_s: float) -> None:
+        await self._client().incrby(self.prefix + "rate:" + key, int(late_s * 1e6))
 
     async def add(self, key: str, amount: int, cap: int | None, ttl_s: int) -> bool:
         client = self._client()
@@ -260,11 +273,18 @@ class CallLimits:
         if contract is None:
             return True
         interval = self.contracts.interval_s(contract) * self.share
+        due = time.monotonic()
         wait = await self.store.schedule(api.key, interval, MAX_WAIT_S)
         if wait is None:
             return False
+        due += wait
         if wait > 0:
             await asyncio.sleep(wait)
+        # A call that leaves late (a busy event loop) took a later slot than it reserved:
+        # the schedule moves with it, so the calls after it keep their spacing.
+        late = time.monotonic() - due
+        if late > LATE_S:
+            await self.store.push(api.key, late)
         return True
 
 

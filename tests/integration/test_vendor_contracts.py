@@ -1,0 +1,244 @@
+"""Vendor contracts honoured (`policies/vendors.yaml`, `verifiers.limits`): per-person daily
+caps and spend ceilings checked before a paid call, unbilled answers settled back, the
+sandbox enforcing the contract from its side, and two worker processes sharing one Redis
+limiter against a sandbox limited to 20 calls/s, with zero 429 answers.
+
+All against the sandbox over loopback HTTP; the shared limiter against this machine's
+Redis (127.0.0.1:6379), each test under a key prefix of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import secrets
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import UTC, datetime
+
+import aiohttp
+import pytest
+import yaml
+from pydantic import SecretStr
+
+from idv.synthetic import make_id_number
+from policies import catalog
+from policies.document import PolicyError
+from policies.vendors import VendorContracts
+from sandbox.app import SandboxState
+from sandbox.population import three_element_result
+from sandbox.server import SandboxServer
+from verifiers.base import StepStatus, Subject, _mint_permit
+from verifiers.id_check import IdCheckVerifier
+from verifiers.limits import CallLimits, LocalLimitStore, RedisLimitStore, local_limits
+from verifiers.vendor import VendorEndpoint
+
+TWO = "/v1/identity/two-element"
+REDIS = "redis://127.0.0.1:6379/0"
+
+
+def contracts(**changes) -> VendorContracts:
+    """The shipped contracts with `changes` applied to the two-element check's and the
+    spend ceilings ({"two": {...}, "spend": {...}})."""
+    doc = catalog.vendor_contracts().model_dump(mode="json")
+    doc["vendors"]["identity"]["apis"][TWO].update(changes.get("two", {}))
+    doc["spend"].update(changes.get("spend", {}))
+    return VendorContracts.model_validate(doc)
+
+
+def people(result: str, n: int, seed: int) -> list[str]:
+    """`n` ID numbers the sandbox answers `result` for."""
+    rng = random.Random(seed)
+    found: list[str] = []
+    while len(found) < n:
+        number = make_id_number(rng)
+        if three_element_result("x", number) == result:
+            found.append(number)
+    return found
+
+
+def subject(id_number: str) -> Subject:
+    return Subject(applicant_ref="C-1", name=SecretStr("张伟"), id_type="resident_id",
+                   id_number=SecretStr(id_number))
+
+
+def permit(call_ref: str):
+    # Tests only: the gate mints permits; here the verifier's limits are under test.
+    return _mint_permit(consent_id="c-1", subject_ref="C-1", purpose="onboarding_verification",
+                        scopes=frozenset({"id_verification"}), step="id_check",
+                        issued_at=datetime.now(UTC), decision_id=call_ref, call_ref=call_ref)
+
+
+@pytest.fixture
+def vendor():
+    with SandboxServer(SandboxState(app_key="k", app_secret="s3cret")) as srv:
+        yield srv
+
+
+async def check_all(server, numbers: list[str], limits: CallLimits):
+    endpoint = VendorEndpoint(base_url=server.base_url, app_key="k",
+                              app_secret=SecretStr("s3cret"), name="identity")
+    async with aiohttp.ClientSession() as session:
+        verifier = IdCheckVerifier(endpoint, session, max_attempts=1, limits=limits)
+        out, tag = [], secrets.token_hex(4)
+        for i, number in enumerate(numbers):  # one at a time: the order is the test's
+            out.append(await verifier.verify(subject(number), permit(f"{tag}-{i}")))
+        return out
+
+
+def test_when_a_contract_is_wrong_then_it_is_refused_with_its_line_and_rule(tmp_path):
+    text = catalog.read_text("vendors.yaml").replace("rate_per_s: 200", "rate_per_s: -5")
+    with pytest.raises(PolicyError) as refused:
+        VendorContracts.from_yaml(text, source="vendors.yaml")
+    line = text.splitlines()[refused.value.line - 1]
+    assert "rate_per_s: -5" in line and "greater than 0" in refused.value.rule
+    bad_zone = catalog.read_text("vendors.yaml").replace("Asia/Shanghai", "Asia/Atlantis")
+    with pytest.raises(PolicyError, match="IANA time zone"):
+        VendorContracts.from_yaml(bad_zone, source="vendors.yaml")
+
+
+def test_when_a_paid_api_has_no_contract_then_no_run_starts(tmp_path, key_file):
+    from flows.runtime import Runtime, Settings
+
+    doc = yaml.safe_load(catalog.read_text("vendors.yaml"))
+    del doc["vendors"]["court"]
+    path = tmp_path / "vendors.yaml"
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    rt = Runtime(Settings(home=tmp_path / "home", key_file=key_file, vendor_contracts=path))
+    with pytest.raises(PolicyError) as refused:
+        rt.check_policies()
+    assert refused.value.path == "vendors.court.apis./v1/court/dishonest"
+    assert refused.value.rule == "every paid API needs a contract"
+
+
+async def test_when_a_person_reaches_the_daily_cap_then_no_further_call_is_sent(vendor):
+    one = people("MATCH", 1, seed=3)[0]
+    limits = local_limits(contracts(two={"per_person_daily": {"id_number": 2}}))
+    got = await check_all(vendor, [one, one, one], limits)
+    assert [e.status for e in got] == [StepStatus.PASSED, StepStatus.PASSED, StepStatus.ERROR]
+    assert got[2].reason == "person_daily_cap:id_number" and got[2].attempts == 0
+    assert len(vendor.state.calls_for(one)) == 2  # the third never left
+
+
+async def test_when_the_vendor_caps_a_person_then_the_step_ends_error_unbilled(vendor):
+    vendor.state.person_daily_cap = 1
+    one = people("MATCH", 1, seed=4)[0]
+    got = await check_all(vendor, [one, one], local_limits(contracts()))
+    assert got[0].status is StepStatus.PASSED
+    assert got[1].status is StepStatus.ERROR and got[1].reason == "http_403"
+    assert [c.error for c in vendor.state.calls_for(one)] == [None, "person_daily_limit"]
+    assert vendor.state.billed_cents() == 20
+
+
+async def test_when_the_run_reaches_its_spend_ceiling_then_paid_calls_stop(vendor):
+    # Ten people the source knows, at 20 fen a call, under a ceiling of 100 fen a run: five
+    # calls go out, the rest end `budget_exhausted` unsent. NO_RECORD answers are free and
+    # give their reservation back, so they never eat into the ceiling.
+    free = people("NO_RECORD", 3, seed=5)
+    billed = people("MATCH", 10, seed=6)
+    limits = local_limits(contracts(spend={"per_run_cents": 100})).for_run("run-1")
+    got = await check_all(vendor, [*free, *billed], limits)
+    reasons = Counter(e.reason for e in got)
+    assert reasons == {"NO_RECORD": 3, "MATCH": 5, "budget_exhausted": 5}
+    assert vendor.state.billed_cents() == 100
+    assert len(vendor.state.calls) == 8
+    # Another run has a ceiling of its own; the day's is shared by every run.
+    other = await check_all(vendor, billed[:1], limits.for_run("run-2"))
+    assert other[0].reason == "MATCH"
+
+
+async def test_when_the_day_reaches_its_spend_ceiling_then_every_run_stops():
+    store = LocalLimitStore()
+    limits = CallLimits(contracts(spend={"per_day_cents": 40}), store,
+                        person_key=lambda kind, value: f"{kind}:{hash(value)}")
+    with SandboxServer(SandboxState(app_key="k", app_secret="s3cret")) as vendor:
+        first = await check_all(vendor, people("MATCH", 3, seed=7), limits.for_run("a"))
+        second = await check_all(vendor, people("MATCH", 1, seed=8), limits.for_run("b"))
+    assert [e.reason for e in first] == ["MATCH", "MATCH", "budget_exhausted"]
+    assert second[0].reason == "budget_exhausted"
+
+
+async def test_when_limits_are_kept_in_redis_then_caps_and_rates_hold_across_clients(vendor):
+    prefix = f"idv-test:{secrets.token_hex(6)}:"
+    one = people("MATCH", 1, seed=9)[0]
+    terms = contracts(two={"per_person_daily": {"id_number": 2}, "rate_per_s": 10})
+    stores = [RedisLimitStore(REDIS, prefix=prefix), RedisLimitStore(REDIS, prefix=prefix)]
+    a, b = (CallLimits(terms, s, person_key=lambda kind, value: f"{kind}:{value[-4:]}")
+            for s in stores)
+    got = [*(await check_all(vendor, [one], a)), *(await check_all(vendor, [one, one], b))]
+    assert [e.reason for e in got] == ["MATCH", "MATCH", "person_daily_cap:id_number"]
+    # Twenty calls from two clients at 10/s (less 2% headroom) take about two seconds.
+    many = people("MATCH", 20, seed=10)
+    started = time.monotonic()
+    await asyncio.gather(check_all(vendor, many[:10], a.for_run("x")),
+                         check_all(vendor, many[10:], b.for_run("y")))
+    assert time.monotonic() - started >= 19 / 10
+    for s in stores:
+        await s.close()
+
+
+WORKER = """
+import sys
+from flows.onboarding import run_batch
+from flows.runtime import Runtime
+rt = Runtime.from_env()
+result = run_batch(rt, sys.argv[1])
+print(result.run_id)
+rt.close()
+"""
+
+
+@pytest.mark.subprocess
+def test_when_two_workers_share_one_limiter_then_a_rate_limited_api_answers_no_429(
+        database, key_file, tmp_path):
+    """Two processes, each a batch of its own, against a sandbox that allows the carrier
+    check 20 calls a second (above it: 429). Both draw from one limiter in Redis."""
+    from flows.runtime import vendor_overrides
+    from idv.synthetic import write_batch
+
+    state = SandboxState(app_key="k", app_secret="s3cret",
+                         rates_per_s={"/v1/carrier/verify": 20})
+    doc = catalog.vendor_contracts().model_dump(mode="json")
+    doc["vendors"]["carrier"]["apis"]["/v1/carrier/verify"]["rate_per_s"] = 20
+    # The vendor counts arrivals, we pace departures: 5% headroom absorbs the jitter of a
+    # machine whose cores are busy with other tests.
+    doc["headroom"] = 0.05
+    terms = tmp_path / "vendors.yaml"
+    terms.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    prefix = f"idv-test:{secrets.token_hex(6)}:"
+    with SandboxServer(state) as vendor:
+        env = {**os.environ, "IDV_HOME": str(tmp_path / "home"), "IDV_KEY_FILE": str(key_file),
+               "IDV_DATABASE_URL": database.url, "IDV_VENDOR_CONTRACTS": str(terms),
+               "IDV_LIMITS_URL": REDIS, "IDV_LIMITS_PREFIX": prefix, "IDV_CHUNK_SIZE": "100"}
+        if database.schema:
+            env["IDV_DATABASE_SCHEMA"] = database.schema
+        env.update({f"IDV_{k.upper()}": v for k, v in
+                    vendor_overrides(vendor.base_url, "k", "s3cret").items()})
+        batches = [write_batch(tmp_path / f"b{i}.jsonl", 250, seed=40 + i, prefix=f"W{i}-")
+                   for i in range(2)]
+        started = time.monotonic()
+        workers = [subprocess.Popen([sys.executable, "-c", WORKER, str(b)], env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                   for b in batches]
+        outs = [w.communicate(timeout=300) for w in workers]
+        took = time.monotonic() - started
+        assert [w.returncode for w in workers] == [0, 0], [o[1][-2000:] for o in outs]
+        calls = list(vendor.state.calls)
+    carrier = [c for c in calls if c.path == "/v1/carrier/verify"]
+    assert len(carrier) > 300  # enough to hold the rate for many seconds
+    assert [c for c in calls if c.status_code == 429] == []
+    # The rate was reached, not just respected: two workers together near 20/s.
+    assert took >= len(carrier) / 20
+    # No personal value in what the workers printed.
+    planted = []
+    for b in batches:
+        for record in b.read_text(encoding="utf-8").splitlines():
+            try:
+                planted.append(json.loads(record)["id_number"])
+            except (ValueError, KeyError, TypeError):
+                continue
+    printed = "".join(out + err for out, err in outs)
+    assert planted and not [v for v in planted if v and v in printed]
