@@ -12,6 +12,7 @@ from importlib import resources
 
 from policies.access import AccessPolicy, RetentionPolicy
 from policies.behavior import BehaviorPolicy
+from policies.case_number import CaseNumberTable
 from policies.consent import ConsentPolicy
 from policies.notices import Notice, parse_notice
 from policies.quality import QualityPolicy
@@ -72,3 +73,9 @@ def access_policy() -> AccessPolicy:
 @cache
 def retention_policy() -> RetentionPolicy:
     return RetentionPolicy.from_yaml(read_text("retention.yaml"))
+
+
+@cache
+def case_number_table() -> CaseNumberTable:
+    return CaseNumberTable.from_yaml(read_text("case_numbers.yaml"),
+                                     source="policies/case_numbers.yaml")
