@@ -59,6 +59,11 @@ def test_when_a_line_is_valid_then_it_is_normalised_and_frozen():
     ({"phone": 13800138000}, "phone"),
     ({"name": ""}, "name"),
     ({"name": "张" * 41}, "name"),
+    ({"name": "Robert'); DROP TABLE applicants;--"}, "name"),
+    ({"name": "张伟;"}, "name"),
+    ({"id_type": "foreign_permanent_resident", "id_number": "911840198001010013"}, "name"),
+    ({"id_number": "110105491231002"}, "id_number"),
+    ({"id_number": "11019919491231002X"}, "id_number"),
     ({"applicant_ref": ""}, "applicant_ref"),
     ({"applicant_ref": "has space"}, "applicant_ref"),
     ({"applicant_ref": "13800138000"}, "applicant_ref"),
@@ -86,6 +91,13 @@ def test_when_a_field_breaks_a_rule_then_the_refusal_names_it_and_never_the_valu
     for value in change.values():
         if isinstance(value, str) and len(value) > 3:
             assert value not in text
+
+
+def test_when_a_permanent_resident_card_carries_a_latin_name_then_the_line_is_valid():
+    line = parse(good(id_type="foreign_permanent_resident", id_number="911840198001010013",
+                      name="Anne-Marie O’Neil"))
+    assert isinstance(line, ApplicantLine), line
+    assert line.name.get_secret_value() == "Anne-Marie O'Neil"
 
 
 def test_when_a_product_is_missing_then_it_is_required():
