@@ -134,7 +134,6 @@ _HAN = "\u3400-\u4dbf\u4e00-\u9fff"
 _OLD = re.compile(rf"(?P<prefix>[{_HAN}]*)字第(?P<serial>[0-9]+)")
 # New form after the court code: the special-trial and type characters, then the serial.
 _NEW_CODES = re.compile(rf"[{_HAN}]+")
-_COURT_DIGITS = re.compile(r"[0-9]*")
 
 
 def read_case_number(text: str, *, current_year: int,
@@ -201,9 +200,9 @@ def _read_new(body: str, year: int, table: CaseNumberTable) -> CaseNumber:
     if body.startswith(courts.supreme):
         court, level, kind, rest = courts.supreme, "supreme", None, body[len(courts.supreme):]
     elif body[:1] in courts.high:
-        digits = _COURT_DIGITS.match(body, 1)
-        number = digits.group() if digits else ""
-        court, rest = body[: 1 + len(number)], body[1 + len(number):]
+        rest = body[1:].lstrip("0123456789")  # the digits after the code: none, 2 or 4
+        court = body[: len(body) - len(rest)]
+        number = court[1:]
         level, kind = _court_level(court, number, table)
     else:
         raise CaseNumberError(RULE_COURT)
