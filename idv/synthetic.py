@@ -20,7 +20,8 @@ SURNAMES = ["王", "李", "张", "刘", "陈", "杨", "黄", "赵", "吴", "周"
 GIVEN = ["伟", "芳", "娜", "秀英", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰",
          "娟", "涛", "明", "超", "秀兰", "霞", "平", "刚", "桂英", "子涵", "浩然", "雨桐"]
 MINORITY = ["阿依古丽·买买提", "热依拉·艾力", "迪丽娜尔·阿不都"]
-# Division codes of real prefectures (first registration place); the people are fictional.
+# Real county-level division codes (GB/T 2260; intake checks that a code existed): where
+# a number was issued. The people are fictional.
 REGIONS = ["110105", "110108", "310104", "440305", "440106", "330106", "510107", "420106",
            "320102", "610113", "370202", "500103"]
 MOBILE_PREFIXES = ["138", "139", "135", "186", "158", "177", "199", "150", "136", "188"]

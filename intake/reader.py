@@ -24,9 +24,9 @@ from intake.models import ApplicantLine, ConsentClaim, Refusal
 from policies.consent import ConsentPolicy, GrantRuleError, check_grant
 from policies.identity import (
     IdentityRuleError,
-    normalize_name,
     normalize_phone,
     validate_id_number,
+    validate_name,
 )
 from policies.notices import Notice
 from policies.vocabulary import REF_PII_RULE, check_applicant_ref
@@ -378,7 +378,8 @@ def parse_record(
     today: date = now.date()
     try:
         id_number = validate_id_number(raw["id_type"], raw["id_number"], today=today)
-        name = normalize_name(raw["name"])
+        # The name in the script its document writes it in, before any paid call sees it.
+        name = validate_name(raw["id_type"], raw["name"])
         phone = normalize_phone(phone_raw) if phone_raw and phone_raw.strip() else None
     except IdentityRuleError as exc:
         return Refusal(line_no, ref, exc.field, exc.rule)

@@ -12,7 +12,9 @@ from importlib import resources
 
 from policies.access import AccessPolicy, RetentionPolicy
 from policies.behavior import BehaviorPolicy
+from policies.case_number import CaseNumberTable
 from policies.consent import ConsentPolicy
+from policies.identity import IdentityPolicy
 from policies.notices import Notice, parse_notice
 from policies.quality import QualityPolicy
 from policies.scorecard import Scorecard
@@ -78,3 +80,14 @@ def retention_policy() -> RetentionPolicy:
 @cache
 def vendor_contracts() -> VendorContracts:
     return VendorContracts.from_yaml(read_text("vendors.yaml"), source="policies/vendors.yaml")
+
+
+@cache
+def case_number_table() -> CaseNumberTable:
+    return CaseNumberTable.from_yaml(read_text("case_numbers.yaml"),
+                                     source="policies/case_numbers.yaml")
+
+
+@cache
+def identity_policy() -> IdentityPolicy:
+    return IdentityPolicy.from_yaml(read_text("identity.yaml"), source="policies/identity.yaml")

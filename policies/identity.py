@@ -1,20 +1,27 @@
 """Identity-document, phone and name rules (DOMAIN.md): normalise, then validate.
 
-Pure functions. Each failure raises `IdentityRuleError(field, rule)`, whose text
-names the field and the rule, never the value. Adding an identity document is
-a row in `ID_TYPES`, not a new code path.
+Pure functions over `identity.yaml` (read by `catalog.identity_policy()`; pass another
+`IdentityPolicy` to judge by other rules). Each failure raises `IdentityRuleError(field,
+rule)`, whose text names the field and the rule, never the value. Adding an identity
+document is an entry under `id_types`, not a new code path; each entry says in which script
+its holder's name is written.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
 from datetime import date
+from functools import cache
+from typing import Any, Literal
 
 import phonenumbers
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from stdnum import numdb
 from stdnum.cn import ric
 from stdnum.exceptions import InvalidComponent
+
+from policies.document import PolicyDocument
 
 
 class IdentityRuleError(ValueError):
@@ -26,47 +33,88 @@ class IdentityRuleError(ValueError):
         self.rule = rule
 
 
-@dataclass(frozen=True)
-class IdTypeRule:
+Script = Literal["han", "latin"]
+
+
+class IdTypeRule(BaseModel):
     """How one kind of identity document is written and checked."""
 
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
     label: str
-    # Why a regex per type: the shapes differ (18 digits with a check char, H/M + 8 digits...).
+    # Why a pattern per type: the shapes differ (18 digits with a check char, H/M + 8
+    # digits...). Compiled ASCII-only, so `\d` is [0-9].
     pattern: re.Pattern[str]
     gb11643: bool  # carries the GB 11643 birth date and check character
     region_prefixes: tuple[str, ...] = ()  # allowed leading division codes, empty = any
-    convert_15: bool = False  # old 15-digit numbers are converted to 18
+    division_code: bool = False  # the first six digits must be a division code that existed
+    first_generation: Literal["refuse", "convert"] | None = None  # 15-digit numbers
+    name: tuple[Script, ...] = Field(min_length=1)  # the scripts its name may be written in
+
+    @field_validator("pattern", mode="before")
+    @classmethod
+    def _compile(cls, value: Any) -> Any:
+        return re.compile(value, re.ASCII) if isinstance(value, str) else value
 
 
-ID_TYPES: dict[str, IdTypeRule] = {
-    "resident_id": IdTypeRule(
-        "Resident identity card",
-        re.compile(r"\d{17}[\dX]|\d{15}"),  # 18 with check char, or the old 15-digit form
-        gb11643=True,
-        convert_15=True,
-    ),
-    "hmt_residence_permit": IdTypeRule(
-        "Residence permit for Hong Kong, Macao and Taiwan residents",
-        re.compile(r"8[123]0000\d{11}[\dX]"),  # region codes 810000, 820000, 830000
-        gb11643=True,
-        region_prefixes=("810000", "820000", "830000"),
-    ),
-    "foreign_permanent_resident": IdTypeRule(
-        "Foreign permanent resident ID card (2023)",
-        re.compile(r"9\d{16}[\dX]"),  # the 2023 card starts with 9
-        gb11643=True,
-    ),
-    "hk_mo_travel_permit": IdTypeRule(
-        "Mainland travel permit for Hong Kong and Macao residents",
-        re.compile(r"[HM]\d{8}(\d{2})?"),  # H/M + 8 digits (11 characters on older issues)
-        gb11643=False,
-    ),
-    "tw_travel_permit": IdTypeRule(
-        "Mainland travel permit for Taiwan residents",
-        re.compile(r"\d{8}"),
-        gb11643=False,
-    ),
-}
+class HanNames(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    label: str
+    max_chars: int = Field(ge=1)
+    ranges: tuple[tuple[int, int], ...] = Field(min_length=1)
+    also: str = ""
+    separator: str = Field(min_length=1, max_length=1)
+    separator_variants: str = ""
+
+
+class LatinNames(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    label: str
+    max_chars: int = Field(ge=1)
+    ranges: tuple[tuple[int, int], ...] = Field(min_length=1)
+    marks: tuple[tuple[int, int], ...] = ()
+    variants: dict[str, str] = {}
+
+
+class NameScripts(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    han: HanNames
+    latin: LatinNames
+
+
+class IdentityPolicy(PolicyDocument):
+    """`identity.yaml`: the identity documents, the first-generation rule, the name scripts."""
+
+    id_types: dict[str, IdTypeRule] = Field(min_length=1)
+    first_generation_rule: str
+    division_codes_added: dict[str, str] = {}
+    names: NameScripts
+
+    @model_validator(mode="after")
+    def _added_codes_are_six_digits(self) -> IdentityPolicy:
+        if any(re.fullmatch(r"[0-9]{6}", code) is None for code in self.division_codes_added):
+            raise ValueError("an added division code is six ASCII digits")
+        return self
+
+
+def _policy(policy: IdentityPolicy | None) -> IdentityPolicy:
+    if policy is not None:
+        return policy
+    # `catalog` imports this module for the type, so the shipped policy is fetched at call.
+    from policies import catalog
+
+    return catalog.identity_policy()
+
+
+def _id_type(policy: IdentityPolicy, id_type: str) -> IdTypeRule:
+    rule = policy.id_types.get(id_type)
+    if rule is None:
+        raise IdentityRuleError("id_type", f"must be one of {', '.join(sorted(policy.id_types))}")
+    return rule
+
 
 # Province-level division codes (GB/T 2260 first two digits), plus 71 Taiwan, 81-83 HMT.
 _PROVINCE_CODES = frozenset(
@@ -77,11 +125,31 @@ _PROVINCE_CODES = frozenset(
 _CHECK_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _CHECK_CHARS = "10X98765432"
 
+RULE_DIVISION = "division code has never existed (GB/T 2260)"
+
 
 def check_character(first17: str) -> str:
     """The GB 11643 check character for 17 digits."""
     total = sum(int(d) * w for d, w in zip(first17, _CHECK_WEIGHTS, strict=True))
     return _CHECK_CHARS[total % 11]
+
+
+@cache
+def _division_table() -> numdb.NumDB:
+    # python-stdnum's GB/T 2260 table (`stdnum/cn/loc.dat`), read by stdnum once.
+    return numdb.get("cn/loc")
+
+
+def division_code_existed(code: str, *, policy: IdentityPolicy | None = None) -> bool:
+    """True if a six-digit administrative division code has existed at any time.
+
+    stdnum's own `ric.validate` also wants the code to have existed in the holder's birth
+    year; that refuses real people: a number is issued where one registers, often years
+    after birth (房山区 110111 exists from 1986, people born there earlier hold it)."""
+    if code in _policy(policy).division_codes_added:
+        return True
+    parts = _division_table().info(code)
+    return len(parts) == 2 and "county" in parts[1][1]
 
 
 def normalize_id_number(raw: str) -> str:
@@ -91,12 +159,12 @@ def normalize_id_number(raw: str) -> str:
 
 
 def validate_id_number(
-    id_type: str, raw: str, *, today: date, field: str = "id_number"
+    id_type: str, raw: str, *, today: date, field: str = "id_number",
+    policy: IdentityPolicy | None = None,
 ) -> str:
     """Normalise and validate; return the canonical number or raise `IdentityRuleError`."""
-    rule = ID_TYPES.get(id_type)
-    if rule is None:
-        raise IdentityRuleError("id_type", f"must be one of {', '.join(sorted(ID_TYPES))}")
+    policy = _policy(policy)
+    rule = _id_type(policy, id_type)
     value = normalize_id_number(raw)
     if not value:
         raise IdentityRuleError(field, "must not be empty")
@@ -105,21 +173,23 @@ def validate_id_number(
     if not rule.gb11643:
         return value
     if len(value) == 15:
-        if not rule.convert_15:
+        if rule.first_generation is None:
             raise IdentityRuleError(field, "15-digit numbers are not issued for this type")
+        if rule.first_generation == "refuse":
+            raise IdentityRuleError(field, policy.first_generation_rule)
         body = value[:6] + "19" + value[6:]
         value = body + check_character(body)
     if value[-1] != ric.calc_check_digit(value):
         raise IdentityRuleError(field, "check character does not match (GB 11643)")
     try:
-        # stdnum checks the birth date; its birth-place check is skipped on purpose: the
-        # division table lags new codes, and a code is where one first registered.
         ric.get_birth_date(value)
     except InvalidComponent:
         raise IdentityRuleError(field, "birth date is not a real date") from None
     if value[:2] not in _PROVINCE_CODES and not rule.region_prefixes:
         if not (id_type == "foreign_permanent_resident" and value[0] == "9"):
             raise IdentityRuleError(field, "region code is not a province of China")
+    if rule.division_code and not division_code_existed(value[:6], policy=policy):
+        raise IdentityRuleError(field, RULE_DIVISION)
     birth = ric.get_birth_date(value)
     if birth > today:
         raise IdentityRuleError(field, "birth date is in the future")
@@ -168,29 +238,92 @@ def is_virtual_operator(e164: str) -> bool:
     return national.startswith(_VIRTUAL_PREFIXES)
 
 
-# Characters typed for the minority-name middle dot (U+00B7): katakana middle dot,
-# bullet, full stops, the one-dot leader and the hyphenation point.
-_DOT_VARIANTS = str.maketrans(
-    {c: "\u00b7" for c in "\u30fb\u2022\uff0e.\u2024\u2027\u2219\uff65\u0387"}
-)
-NAME_MAX_CHARS = 40
+# Names: the script each document's name is written in (`names` in identity.yaml).
+
+RULE_NAME_EMPTY = "must not be empty"
+RULE_NAME_CONTROL = "must not contain control characters"
+RULE_NAME_DIGITS = "must not contain digits"
+RULE_NAME_DOT = "middle dot must separate name parts"
+RULE_NAME_HAN = "must be Chinese characters, with a middle dot (·) between the parts of a name"
+RULE_NAME_LATIN = ("must be Latin letters, with spaces, hyphens, apostrophes or periods "
+                   "between the parts of a name")
+
+# Latin name parts joined by one separator each: "J. R.", "Anne-Marie", "O'Neil", a space;
+# a closing period ("Jr."). Letters are read as "a" first (see `_latin_name`).
+_LATIN_SHAPE = re.compile(r"a+(?:(?:\. ?|[-' ])a+)*\.?")
 
 
-def normalize_name(raw: str, *, field: str = "name") -> str:
-    """NFC, trim, unify middle-dot variants, bound the length in code points."""
-    text = unicodedata.normalize("NFC", raw).strip().translate(_DOT_VARIANTS)
-    # Tabs, newlines and other controls inside a name are damage, not spacing.
-    if any(unicodedata.category(c).startswith("C") for c in text):
-        raise IdentityRuleError(field, "must not contain control characters")
-    # Collapse internal whitespace runs: "张 伟" and "张  伟" are the same person.
-    text = re.sub(r"\s+", " ", text)
-    text = re.sub(r"\s*\u00b7\s*", "\u00b7", text)
-    if not text:
-        raise IdentityRuleError(field, "must not be empty")
-    if len(text) > NAME_MAX_CHARS:
-        raise IdentityRuleError(field, f"must be at most {NAME_MAX_CHARS} characters")
-    if text.startswith("\u00b7") or text.endswith("\u00b7") or "\u00b7\u00b7" in text:
-        raise IdentityRuleError(field, "middle dot must separate name parts")
+def _in(ranges: tuple[tuple[int, int], ...], char: str) -> bool:
+    cp = ord(char)
+    return any(lo <= cp <= hi for lo, hi in ranges)
+
+
+def _length(text: str, limit: int, field: str) -> None:
+    # Code points, never bytes or UTF-16 units: 𠮷 is one character.
+    if len(text) > limit:
+        raise IdentityRuleError(field, f"must be at most {limit} characters")
+
+
+def _han_name(text: str, rules: HanNames, field: str) -> str:
+    dot = rules.separator
+    text = text.translate({ord(c): dot for c in rules.separator_variants})
+    # No name on the card holds a space; a space (often U+3000 padding a two-character
+    # name to three) is layout, and around a middle dot it is spacing.
+    text = "".join(text.split())
+    _length(text, rules.max_chars, field)
     if any(c.isdigit() for c in text):
-        raise IdentityRuleError(field, "must not contain digits")
+        raise IdentityRuleError(field, RULE_NAME_DIGITS)
+    if any(c != dot and c not in rules.also and not _in(rules.ranges, c) for c in text):
+        raise IdentityRuleError(field, RULE_NAME_HAN)
+    if text.startswith(dot) or text.endswith(dot) or dot + dot in text:
+        raise IdentityRuleError(field, RULE_NAME_DOT)
     return text
+
+
+def _latin_name(text: str, rules: LatinNames, field: str) -> str:
+    text = " ".join(text.translate(str.maketrans(rules.variants)).split())
+    _length(text, rules.max_chars, field)
+    if any(c.isdigit() for c in text):
+        raise IdentityRuleError(field, RULE_NAME_DIGITS)
+    shape = []
+    for c in text:
+        if _in(rules.ranges, c):
+            shape.append("a")
+        elif _in(rules.marks, c) and shape[-1:] == ["a"]:
+            continue  # an accent rides on the letter before it
+        elif c in " -'.":
+            shape.append(c)
+        else:
+            raise IdentityRuleError(field, RULE_NAME_LATIN)
+    if _LATIN_SHAPE.fullmatch("".join(shape)) is None:
+        raise IdentityRuleError(field, RULE_NAME_LATIN)
+    return text
+
+
+def validate_name(id_type: str, raw: str, *, field: str = "name",
+                  policy: IdentityPolicy | None = None) -> str:
+    """The name as the `id_type`'s document writes it (NFC, its script's separators
+    unified), or `IdentityRuleError` naming the rule it breaks. A type whose name may be
+    written in either of two scripts accepts a name wholly in one of them."""
+    policy = _policy(policy)
+    rule = _id_type(policy, id_type)
+    text = unicodedata.normalize("NFC", raw).strip()
+    # Tabs, newlines and other controls inside a name are damage, not spacing.
+    # (Unassigned code points are not refused here: this Python's Unicode may predate
+    # Extensions H and I.)
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Cs") for c in text):
+        raise IdentityRuleError(field, RULE_NAME_CONTROL)
+    if not text:
+        raise IdentityRuleError(field, RULE_NAME_EMPTY)
+    refusals: list[IdentityRuleError] = []
+    for script in rule.name:
+        try:
+            if script == "han":
+                return _han_name(text, policy.names.han, field)
+            return _latin_name(text, policy.names.latin, field)
+        except IdentityRuleError as exc:
+            refusals.append(exc)
+    if len({r.rule for r in refusals}) == 1:
+        raise refusals[0]
+    labels = " or ".join(getattr(policy.names, s).label for s in rule.name)
+    raise IdentityRuleError(field, f"must be written in {labels} ({id_type})")

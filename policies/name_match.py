@@ -64,24 +64,3 @@ def masked_id_matches(id_number: str, masked: str) -> bool:
     if m is None or len(masked.strip()) != len(id_number):
         return False
     return id_number.startswith(m.group(1)) and id_number.endswith(m.group(2))
-
-
-# (2023)京0105执1234号: year in half- or full-width parentheses, a province abbreviation,
-# a 4-digit court code, the case type (执 enforcement, 执恢 resumed, 执保 preservation,
-# 执异 objection), a sequence and 号.
-_CASE = re.compile(
-    r"^[(（](?P<year>\d{4})[)）](?P<province>[京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼])"
-    r"(?P<court>\d{4})(?P<kind>执恢|执保|执异|执)(?P<seq>\d{1,6})号$")
-
-
-def case_number_problem(case_number: str, *, current_year: int) -> str | None:
-    """None for a well-formed case number; otherwise why it is suspect."""
-    m = _CASE.fullmatch(unicodedata.normalize("NFC", case_number.strip()))
-    if m is None:
-        return "malformed"
-    year = int(m.group("year"))
-    if year > current_year:
-        return "future_year"
-    if year < 1990:
-        return "implausible_year"
-    return None

@@ -4,8 +4,9 @@ An entry the vendor matched on the full ID number is `confirmed`; a public-list 
 masked ID matches as `probable` when the name agrees (across simplified and traditional
 characters, or in pinyin) and the shown ID prefix and suffix agree. A hit is evidence for a
 person to weigh (entries are removed within days of payment: re-query before any adverse
-decision); it never declines anyone by itself. Malformed or future-dated case numbers flag
-the record as suspect; a case closed for lack of property (终结本次执行程序) is a signal.
+decision); it never declines anyone by itself. A case number that breaks its era's rule
+(`policies.case_number`: malformed, unknown court or type code, future-dated) flags the record
+as suspect; a case closed for lack of property (终结本次执行程序) is a signal.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import ClassVar, Literal
 
-from policies.name_match import case_number_problem, masked_id_matches, match_names
+from policies.case_number import case_number_problem
+from policies.name_match import masked_id_matches, match_names
 from verifiers.base import ConsentPermit, Evidence, StepStatus, Subject
 from verifiers.vendor import LicensedAnswer, VendorAnswer, VendorVerifier
 
@@ -39,9 +41,11 @@ class CourtListAnswer(LicensedAnswer):
 
 def assess_entries(name: str, id_number: str, entries: Iterable[CourtEntry], *,
                    current_year: int) -> dict[str, str]:
-    """Signals from the list's entries for one person: hit level, suspect records, property
-    clue. Entries that are someone else's (name or masked ID disagree) are ignored."""
+    """Signals from the list's entries for one person: hit level, suspect records (with
+    `court_record_rule`, the rule the first suspect case number broke), property clue.
+    Entries that are someone else's (name or masked ID disagree) are ignored."""
     hit, suspect, no_property = "none", "no", "no"
+    rule: str | None = None
     for e in entries:
         if e.match == "confirmed":
             level = "confirmed"
@@ -52,12 +56,17 @@ def assess_entries(name: str, id_number: str, entries: Iterable[CourtEntry], *,
             continue
         if level == "confirmed" or hit == "none":
             hit = level
-        if case_number_problem(e.case_number, current_year=current_year):
+        problem = case_number_problem(e.case_number, current_year=current_year)
+        if problem is not None:
             suspect = "yes"
+            rule = rule or problem
         if e.status == "terminated_no_property":
             no_property = "yes"
-    return {"court_hit": hit, "court_record_suspect": suspect,
-            "court_no_property_case": no_property}
+    signals = {"court_hit": hit, "court_record_suspect": suspect,
+               "court_no_property_case": no_property}
+    if rule is not None:
+        signals["court_record_rule"] = rule
+    return signals
 
 
 class CourtListVerifier(VendorVerifier[CourtListAnswer]):

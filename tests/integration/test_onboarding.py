@@ -134,6 +134,29 @@ def test_when_a_ref_repeats_in_one_batch_then_one_applicant_and_a_refusal(runtim
     assert table_counts(runtime)["applicants"] == 1
 
 
+def test_when_a_name_or_number_breaks_its_documents_rule_then_no_source_is_paid(
+        runtime, sandbox, tmp_path):
+    good = list(applicants(5, seed=12, prefix="W-", mix=Mix(invalid=0, no_consent=0,
+                                                               no_scoring_consent=0)))
+    broken = [
+        dict(good[0], name="Robert'); DROP TABLE applicants;--"),  # SQL on a resident ID
+        dict(good[1], name="John Smith"),  # a Latin name on a resident ID
+        dict(good[2], name="张伟(测试)"),  # parentheses belong to no name
+        dict(good[3], id_number="110105491231002"),  # a first-generation number
+        dict(good[4], id_number="11019919491231002X"),  # a division code that never existed
+    ]
+    result = run_batch(runtime, str(write(tmp_path / "batch.jsonl", broken)))
+    lines = runtime.store.runs.lines(result.run_id)
+    assert [(x.disposition, x.field) for x in lines] == [("refused", "name")] * 3 + [
+        ("refused", "id_number")] * 2
+    assert "2013-01-01" in lines[3].reason and "GB/T 2260" in lines[4].reason
+    assert sandbox.state.calls == []
+    for line, rec in zip(broken, lines, strict=True):
+        assert line["name"] not in (rec.reason or "")
+        assert line["id_number"] not in (rec.reason or "")
+    assert table_counts(runtime)["applicants"] == 0
+
+
 def test_when_a_ref_returns_with_another_id_number_then_it_is_refused(runtime, tmp_path):
     (line,) = list(applicants(1, seed=4, prefix="X-", mix=Mix(invalid=0, no_consent=0)))
     run_batch(runtime, str(write(tmp_path / "a.jsonl", [line])))

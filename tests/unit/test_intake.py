@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from idv.synthetic import REGIONS, Mix, applicants
 from intake.models import ApplicantLine, Refusal
 from intake.reader import BatchFormatError, check_batch, parse_record, read_records, scan
 from policies import catalog
+from policies.identity import division_code_existed
 
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 ID = "11010519491231002X"
@@ -59,6 +61,11 @@ def test_when_a_line_is_valid_then_it_is_normalised_and_frozen():
     ({"phone": 13800138000}, "phone"),
     ({"name": ""}, "name"),
     ({"name": "张" * 41}, "name"),
+    ({"name": "Robert'); DROP TABLE applicants;--"}, "name"),
+    ({"name": "张伟;"}, "name"),
+    ({"id_type": "foreign_permanent_resident", "id_number": "911840198001010013"}, "name"),
+    ({"id_number": "110105491231002"}, "id_number"),
+    ({"id_number": "11019919491231002X"}, "id_number"),
     ({"applicant_ref": ""}, "applicant_ref"),
     ({"applicant_ref": "has space"}, "applicant_ref"),
     ({"applicant_ref": "13800138000"}, "applicant_ref"),
@@ -86,6 +93,23 @@ def test_when_a_field_breaks_a_rule_then_the_refusal_names_it_and_never_the_valu
     for value in change.values():
         if isinstance(value, str) and len(value) > 3:
             assert value not in text
+
+
+def test_when_a_permanent_resident_card_carries_a_latin_name_then_the_line_is_valid():
+    line = parse(good(id_type="foreign_permanent_resident", id_number="911840198001010013",
+                      name="Anne-Marie O’Neil"))
+    assert isinstance(line, ApplicantLine), line
+    assert line.name.get_secret_value() == "Anne-Marie O'Neil"
+
+
+def test_when_the_generator_makes_valid_people_then_intake_takes_every_one():
+    # Its division codes are real ones and its names are written as their document wants.
+    assert all(division_code_existed(code) for code in REGIONS)
+    lines = list(applicants(400, seed=9, now=NOW, mix=Mix(invalid=0)))
+    refused = [r for r in (parse(x, i) for i, x in enumerate(lines, 1))
+               if isinstance(r, Refusal)]
+    assert refused == []
+    assert any("·" in x["name"] for x in lines)  # minority names were among them
 
 
 def test_when_a_product_is_missing_then_it_is_required():
