@@ -148,8 +148,11 @@ class ChunkRunner:
         self.gate = rt.gate_over(journal, journal)
         # The same for every run of this batch file: a call made by a run that died before
         # storing it goes out again, from a run resuming it, under the key it had.
+        # Keyed by this installation's blind-index key: another database running the same
+        # file against the same vendor account makes calls of its own.
         sha = rt.store.runs.batch_sha256(run_id)
-        self.call_basis = sha[:32] if sha else run_id
+        self.call_basis = (rt.store.cipher.blind_index(sha, table="runs", column="call_basis")[:32]
+                           if sha else run_id)
         self.endpoints = rt.settings.endpoints()
         self.limits = rt.limits_for(run_id, lanes=lanes)
         self.now = datetime.now(UTC)

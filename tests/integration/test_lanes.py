@@ -56,8 +56,14 @@ def run_in_lanes(sandbox, key_file, home: Path, *, workers: int, database=None):
 
 
 @pytest.fixture
-def reference(sandbox, key_file, tmp_path) -> dict[int, tuple[str, str, tuple[str, ...]]]:
-    return run_in_lanes(sandbox, key_file, tmp_path / "one", workers=1)
+def reference(sandbox, tmp_path) -> dict[int, tuple[str, str, tuple[str, ...]]]:
+    # An installation of its own (its own keys): the same file run by the installation under
+    # test is a different set of paid calls, not a replay of these.
+    from storage.keyring import LocalKekProvider
+
+    own_key = tmp_path / "reference-keys" / "idv.key"
+    LocalKekProvider(own_key, create=True, development=True)
+    return run_in_lanes(sandbox, own_key, tmp_path / "one", workers=1)
 
 
 @pytest.mark.subprocess

@@ -217,6 +217,11 @@ def test_when_two_workers_share_one_limiter_then_a_rate_limited_api_answers_no_4
             env["IDV_DATABASE_SCHEMA"] = database.schema
         env.update({f"IDV_{k.upper()}": v for k, v in
                     vendor_overrides(vendor.base_url, "k", "s3cret").items()})
+        # Migrated once before the workers start (two processes creating one schema race).
+        from flows.runtime import Runtime, Settings
+
+        Runtime(Settings(home=tmp_path / "home", key_file=key_file, database_url=database.url,
+                         database_schema=database.schema)).migrate()
         batches = [write_batch(tmp_path / f"b{i}.jsonl", 250, seed=40 + i, prefix=f"W{i}-")
                    for i in range(2)]
         started = time.monotonic()
