@@ -14,7 +14,8 @@ a plain page confirms with masked values. Every failure ends on an error page na
 went wrong, never a value, with nothing recorded as consented.
 
 WeChat is not RFC 6749-shaped (DOMAIN.md): a GET exchange with appid and secret, errors as
-`errcode` on HTTP 200, no PKCE. OpenID Connect goes through Authlib with PKCE (S256),
+`errcode` on HTTP 200 (read by number alone: `errmsg` ends in a request id), no PKCE, and a
+callback checked by domain only. OpenID Connect goes through Authlib with PKCE (S256),
 `state` and `nonce`, and the ID token validated (signature against the provider's keys,
 issuer, audience, expiry, nonce).
 """
@@ -87,7 +88,7 @@ class OAuthConfig(BaseModel):
     wechat_api_url: str = "https://api.weixin.qq.com"  # code exchange, userinfo, refresh
     wechat_appid: str | None = None
     wechat_secret: SecretStr | None = None
-    wechat_redirect_uri: str | None = None  # exactly as registered with WeChat
+    wechat_redirect_uri: str | None = None  # our callback, on the domain registered with WeChat
     wechat_scope: Literal["snsapi_base", "snsapi_userinfo"] = "snsapi_base"
     wechat_mini_appid: str | None = None
     wechat_mini_secret: SecretStr | None = None

@@ -457,6 +457,35 @@ async def test_when_an_oidc_account_is_authorized_then_pkce_and_the_id_token_hol
     assert evidence.signals["provider"] == "oidc" and evidence.signals["account_age_days"] >= 399
 
 
+def test_when_a_rotated_oidc_refresh_token_is_replayed_then_the_account_must_authorize_again(
+        oauth_world):
+    """The provider rotates refresh tokens; the old one coming back (a stolen copy) revokes
+    the whole family, so the scheduled refresh finds the current one dead too."""
+    from services.oauth import OAuthFailure
+
+    world = oauth_world
+    with browser() as client:
+        assert oidc_dance(client, world, "O-4").status_code == 200
+    service = world.rt.services.oauth
+    first = world.rt.store.oauth.tokens("O-4", "oidc:demo")
+    real_clock = world.rt.store.clock
+    world.rt.store.clock = lambda: real_clock() + timedelta(seconds=3000)  # 600 s left
+    assert service.refresh_due() == {"refreshed": 1, "reauth_required": 0, "failed": 0}
+    second = world.rt.store.oauth.tokens("O-4", "oidc:demo")
+    assert second.refresh_token != first.refresh_token  # rotated, and the new one kept
+    assert second.access_token != first.access_token
+    with pytest.raises(OAuthFailure) as replayed:
+        service.oidc("demo").refresh(first.refresh_token)
+    assert replayed.value.code == "oidc_invalid_grant"
+    assert first.refresh_token not in str(replayed.value)
+    world.rt.store.clock = lambda: real_clock() + timedelta(seconds=6000)
+    assert service.refresh_due() == {"refreshed": 0, "reauth_required": 1, "failed": 0}
+    [account] = world.rt.store.oauth.view("O-4")
+    assert account["status"] == "reauth_required" and not account["tokens_held"]
+    assert [c["outcome"] for c in world.oidc.calls if c["endpoint"] == "token"] == [
+        "ok", "ok", "invalid_grant", "invalid_grant"]
+
+
 def provider_code(world, verifier: str, nonce: str, *, user: str) -> str:
     """A code straight from the OpenID provider for our client, its challenge made from
     `verifier` (to test the provider and the ID-token checks without our callback)."""
