@@ -119,7 +119,7 @@ class Settings(BaseSettings):
     wechat_api_url: str = "https://api.weixin.qq.com"  # code exchange, userinfo, refresh
     wechat_appid: str | None = None
     wechat_secret: SecretStr | None = None
-    wechat_redirect_uri: str | None = None  # exactly as registered with WeChat
+    wechat_redirect_uri: str | None = None  # our callback, on the domain registered with WeChat
     wechat_scope: Literal["snsapi_base", "snsapi_userinfo"] = "snsapi_base"
     wechat_mini_appid: str | None = None
     wechat_mini_secret: SecretStr | None = None

@@ -37,6 +37,7 @@ from authlib.oauth2.rfc6750 import BearerTokenGenerator, BearerTokenValidator
 from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc7636.challenge import CODE_CHALLENGE_PATTERN
 from authlib.oidc.core import AuthorizationCodeMixin, OpenIDCode, UserInfo, UserInfoEndpoint
+from authlib.oidc.core.errors import RequestNotSupportedError, RequestURINotSupportedError
 from flask import Flask, Response, g, jsonify, request
 from joserfc.jwk import RSAKey
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
@@ -182,6 +183,20 @@ class _Server(AuthorizationServer):
     def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
         self.provider._save_token(token, request)
 
+    def authenticate_client(self, request: OAuth2Request, methods: list[str],
+                            endpoint: str = "token") -> _Client:
+        # "The client MUST NOT use more than one authentication method in each request"
+        # (RFC 6749 section 2.3): a Basic header beside a secret or assertion in the body.
+        form = request.form or {}
+        used = [scheme for scheme, present in (
+            ("client_secret_basic", request.headers.get("Authorization", "").lower()
+             .startswith("basic ")),
+            ("client_secret_post", bool(form.get("client_secret"))),
+            ("client_assertion", bool(form.get("client_assertion")))) if present]
+        if len(used) > 1:
+            raise InvalidRequestError("More than one client authentication method was used.")
+        return super().authenticate_client(request, methods, endpoint)
+
     def validate_requested_scope(self, scope: str | None) -> None:
         if scope and not set(scope_to_list(scope)) <= set(self.provider.scopes_supported()):
             raise InvalidScopeError()
@@ -232,7 +247,13 @@ class _RefreshGrant(RefreshTokenGrant):
 
     def authenticate_refresh_token(self, refresh_token: str) -> _Token | None:
         token = self.server.provider._refresh.get(refresh_token)
-        if token is None or token.revoked or token.refresh_used:
+        if token is None or token.revoked:
+            return None
+        if token.refresh_used:
+            # A rotated refresh token came back: it leaked, and the provider cannot tell the
+            # client from the thief, so the whole family goes (RFC 9700 section 4.14.2).
+            for member in token.family.tokens:
+                member.revoked = True
             return None
         return token
 
@@ -262,6 +283,24 @@ class _S256Challenge(CodeChallenge):
         g.pkce = "wrong" if grant.request.form.get("code_verifier") else "missing"
         super().validate_code_verifier(grant, result)
         g.pkce = "ok"
+
+
+class _NoRequestObjects:
+    """Request objects are not supported (discovery says so): an authorization request that
+    carries `request` or `request_uri` is refused back to the client with
+    `request_not_supported` / `request_uri_not_supported` (OpenID Connect Core 6 and 3.1.2.6),
+    rather than served from its plain parameters while the signed ones are ignored."""
+
+    def __call__(self, grant: _CodeGrant) -> None:
+        grant.register_hook("after_validate_authorization_request_payload", self.refuse)
+
+    @staticmethod
+    def refuse(grant: _CodeGrant, _result: object) -> None:
+        data = grant.request.payload.data
+        if "request" in data:
+            raise RequestNotSupportedError()
+        if "request_uri" in data:
+            raise RequestURINotSupportedError()
 
 
 class _OpenIDCode(OpenIDCode):
@@ -467,7 +506,8 @@ class OidcProvider:
             access_token_generator=lambda **_: _secret(),
             refresh_token_generator=lambda **_: _secret(),
             expires_generator=self._access_ttl_s))
-        server.register_grant(_CodeGrant, [_S256Challenge(required=True), _OpenIDCode(self)])
+        server.register_grant(_CodeGrant, [_S256Challenge(required=True), _NoRequestObjects(),
+                                           _OpenIDCode(self)])
         server.register_grant(_RefreshGrant)
         protector = ResourceProtector()
         protector.register_token_validator(_BearerValidator(self))
@@ -511,6 +551,9 @@ class OidcProvider:
             "scopes_supported": self.scopes_supported(),
             "subject_types_supported": ["public"],
             "claims_supported": list(CLAIMS),
+            # Request objects are refused; request_uri's default would be true (Discovery 3).
+            "request_parameter_supported": False,
+            "request_uri_parameter_supported": False,
         })
 
     def _jwks(self) -> Response:

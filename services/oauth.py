@@ -14,7 +14,8 @@ a plain page confirms with masked values. Every failure ends on an error page na
 went wrong, never a value, with nothing recorded as consented.
 
 WeChat is not RFC 6749-shaped (DOMAIN.md): a GET exchange with appid and secret, errors as
-`errcode` on HTTP 200, no PKCE. OpenID Connect goes through Authlib with PKCE (S256),
+`errcode` on HTTP 200 (read by number alone: `errmsg` ends in a request id), no PKCE, and a
+callback checked by domain only. OpenID Connect goes through Authlib with PKCE (S256),
 `state` and `nonce`, and the ID token validated (signature against the provider's keys,
 issuer, audience, expiry, nonce).
 """
@@ -87,7 +88,7 @@ class OAuthConfig(BaseModel):
     wechat_api_url: str = "https://api.weixin.qq.com"  # code exchange, userinfo, refresh
     wechat_appid: str | None = None
     wechat_secret: SecretStr | None = None
-    wechat_redirect_uri: str | None = None  # exactly as registered with WeChat
+    wechat_redirect_uri: str | None = None  # our callback, on the domain registered with WeChat
     wechat_scope: Literal["snsapi_base", "snsapi_userinfo"] = "snsapi_base"
     wechat_mini_appid: str | None = None
     wechat_mini_secret: SecretStr | None = None
@@ -103,27 +104,42 @@ PURPOSE = "onboarding_verification"
 WECHAT = "wechat"
 WECHAT_SCOPES = ("snsapi_base", "snsapi_userinfo")
 
-# WeChat answers errors on HTTP 200 as {"errcode": N, "errmsg": ...}.
+# WeChat answers errors on HTTP 200 as {"errcode": N, "errmsg": "..., rid: ..."}: only the
+# number is read (errmsg's text and its request id vary).
 WECHAT_ERRORS: dict[int, tuple[str, str]] = {
-    40029: ("invalid_code", "The authorization code is not valid (expired, forged or issued to "
-            "another app). Start the authorization again."),
+    40029: ("invalid_code", "The authorization code is not valid (expired, forged, used or "
+            "issued to another app). Start the authorization again."),
     40163: ("code_used", "The authorization code was already used. Start the authorization "
             "again."),
     41008: ("missing_code", "The provider was not sent an authorization code."),
     42001: ("access_token_expired", "The access token has expired; it must be refreshed."),
     42002: ("refresh_token_expired", "The refresh token has expired; the applicant must "
             "authorize again."),
-    40001: ("bad_credential", "WeChat refused our credential or token (a wrong app secret, or "
-            "a token that is not valid or was revoked)."),
+    40001: ("invalid_token", "WeChat refused the access token (not valid, or revoked by the "
+            "applicant)."),
     40030: ("invalid_refresh_token", "The refresh token is not valid; the applicant must "
             "authorize again."),
+    40003: ("invalid_openid", "WeChat says the openid is not the one the access token was "
+            "issued for."),
     40013: ("invalid_appid", "WeChat does not know our app id: check IDV_WECHAT_APPID."),
-    40125: ("bad_credential", "WeChat refused our app secret: check IDV_WECHAT_SECRET."),
+    40125: ("invalid_secret", "WeChat refused our app secret: check IDV_WECHAT_SECRET (or "
+            "IDV_WECHAT_MINI_SECRET)."),
+    40002: ("invalid_grant_type", "WeChat refused the request's grant_type."),
+    41001: ("missing_access_token", "The request to WeChat lacked the access token."),
     41002: ("missing_appid", "The request to WeChat lacked the app id."),
+    41003: ("missing_refresh_token", "The request to WeChat lacked the refresh token."),
     41004: ("missing_secret", "The request to WeChat lacked the app secret."),
+    41009: ("missing_openid", "The request to WeChat lacked the openid."),
     48001: ("api_unauthorized", "The authorization does not cover this call (snsapi_base "
             "gives no profile)."),
+    45011: ("rate_limited", "WeChat's per-minute limit for this call is reached; try again "
+            "in a minute."),
+    -1: ("busy", "WeChat is busy; try again later."),
 }
+# Errcodes that refuse what the applicant brought back (the code): a 400, not our fault.
+WECHAT_CODE_REFUSED = frozenset({40029, 40163, 41008})
+# Errcodes of a passing condition at WeChat's side.
+WECHAT_TRY_LATER = frozenset({-1, 45011})
 
 
 class OAuthFailure(Exception):
@@ -141,7 +157,11 @@ class OAuthFailure(Exception):
 
 def _wechat_failure(errcode: int) -> OAuthFailure:
     code, message = WECHAT_ERRORS.get(errcode, ("provider_error", "WeChat refused the call."))
-    status = 400 if errcode in (40029, 40163, 41008) else 502
+    status = 502  # WeChat refused us: our configuration or our request
+    if errcode in WECHAT_CODE_REFUSED:
+        status = 400
+    elif errcode in WECHAT_TRY_LATER:
+        status = 503
     return OAuthFailure(f"wechat_{errcode}_{code}", message, status=status)
 
 

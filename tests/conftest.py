@@ -198,7 +198,7 @@ class OAuthWorld:
     MINI_APPID = "wx-mini-sandbox"
 
     def __init__(self, database: Database, key_file: Path, home: Path, *,
-                 wechat_redirect_typo: bool = False, link_key: str | None = None) -> None:
+                 wechat_domain: str | None = None, link_key: str | None = None) -> None:
         from pydantic import SecretStr
 
         from flows.runtime import Runtime, Settings, vendor_overrides
@@ -212,8 +212,9 @@ class OAuthWorld:
         self.api_url = f"http://127.0.0.1:{port}"
         callback = f"{self.api_url}/oauth/wechat/callback"
         self.wechat = WeChatState()
-        self.wechat.add_app(self.WEB_APPID, "web-secret-0123456789",
-                            callback + ("x" if wechat_redirect_typo else ""))
+        # WeChat registers the callback's domain (127.0.0.1 here), or `wechat_domain`.
+        self.wechat.add_app(self.WEB_APPID, "web-secret-0123456789", callback,
+                            domain=wechat_domain)
         self.wechat.add_app(self.MINI_APPID, "mini-secret-0123456789")
         self.vendors = SandboxServer(SandboxState(app_key="test-key",
                                                   app_secret="test-secret-1234",

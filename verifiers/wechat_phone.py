@@ -17,11 +17,11 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, Protocol
+from typing import Annotated, Any, ClassVar, Protocol
 
 import aiohttp
 import orjson
-from pydantic import SecretStr
+from pydantic import BeforeValidator, Field, SecretStr, StringConstraints
 
 from policies.masking import mask_phone
 from verifiers.base import ConsentPermit, Evidence, StepStatus, Subject
@@ -29,8 +29,9 @@ from verifiers.vendor import VendorAnswer
 
 PHONE_PATH = "/wxa/business/getuserphonenumber"
 CLIENT_CREDENTIAL_PATH = "/cgi-bin/token"
-# Errcodes that refuse the applicant's code itself (bad or expired, used, missing): the
-# exchange `failed`; any other errcode is WeChat refusing us, an `error`.
+# Errcodes that refuse the applicant's code itself: the exchange `failed`; any other errcode
+# is WeChat refusing us, an `error`. WeChat documents 40029 for a phone code that is unknown,
+# expired or used; 40163 (its OAuth codes' "code been used") and 41008 (missing) likewise.
 CODE_REFUSED = frozenset({40029, 40163, 41008})
 # Fetch a new client token this long before WeChat says the old one expires.
 TOKEN_MARGIN = timedelta(seconds=300)
@@ -49,11 +50,28 @@ class ClientToken(VendorAnswer):
     expires_in: int
 
 
-class PhoneInfo(VendorAnswer):
-    """The bound phone: `purePhoneNumber` has no country code (`countryCode` beside it)."""
+def _number_as_text(value: object) -> object:
+    """A JSON number given where WeChat documents a string of digits, as that string."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
 
-    purePhoneNumber: str
-    countryCode: str = ""
+
+class PhoneInfo(VendorAnswer):
+    """The bound phone. `purePhoneNumber` never has the country code, `countryCode` holds it
+    (documented as a string, shown as the number 86 in WeChat's own example: both are
+    read); `phoneNumber` has it only outside the mainland, so it is not read."""
+
+    # Digits only, at most E.164's 15; a country code is 1 to 3 digits (ITU-T E.164).
+    purePhoneNumber: Annotated[str, StringConstraints(pattern=r"^\d{4,15}$"),
+                               Field(repr=False)]
+    countryCode: Annotated[str, BeforeValidator(_number_as_text),
+                           StringConstraints(pattern=r"^\d{1,3}$")]
+
+    def e164(self) -> str:
+        """The number with its country code (`+8613800138000`): a foreign number is never
+        taken for a mainland one with the same digits."""
+        return f"+{self.countryCode}{self.purePhoneNumber}"
 
 
 class PhoneAnswer(VendorAnswer):
@@ -178,8 +196,8 @@ class WeChatPhoneVerifier:
         phone = PhoneAnswer.parse(answer)
         if phone is None:
             return Evidence(status=StepStatus.ERROR, reason="vendor_malformed", **base)
-        pure = phone.phone_info.purePhoneNumber
+        bound = phone.phone_info.e164()
         await asyncio.to_thread(self._binder.set_bound_phone, subject.applicant_ref,
-                                self.provider, pure, consent_id=permit.consent_id)
+                                self.provider, bound, consent_id=permit.consent_id)
         return Evidence(status=StepStatus.PASSED, reason="PHONE_BOUND",
-                        signals={"bound_phone": mask_phone(pure)}, **base)
+                        signals={"bound_phone": mask_phone(bound)}, **base)

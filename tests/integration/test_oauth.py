@@ -185,18 +185,19 @@ def test_when_a_code_is_reused_or_forged_then_wechat_refuses_it_and_nothing_more
     assert len(grants(world, "W-4")) == 1
 
 
-def test_when_the_redirect_uri_differs_by_one_character_then_no_code_is_issued(
+def test_when_the_callback_is_not_on_the_registered_domain_then_no_code_is_issued(
         database, key_file, tmp_path):
     from tests.conftest import OAuthWorld
 
-    world = OAuthWorld(database, key_file, tmp_path / "home", wechat_redirect_typo=True)
+    # WeChat's app registers idv.example (网页授权域名); our callback is on 127.0.0.1.
+    world = OAuthWorld(database, key_file, tmp_path / "home", wechat_domain="idv.example")
     try:
         with browser() as client:
             page = client.get(start(client, world, "W-5").split("#")[0])
-        assert page.status_code == 400 and "redirect_uri" in page.text
-        assert "approve" not in page.text
+        assert page.status_code == 400 and "10003" in page.text
+        assert "redirect_uri域名与后台配置不一致" in page.text and "approve" not in page.text
         assert world.wechat.exchanges() == [] and grants(world, "W-5") == []
-        # The OpenID provider, likewise: a one-character difference is refused at authorize.
+        # The OpenID provider matches the whole URI: one character off is refused at authorize.
         with browser() as client:
             r = client.get(f"{world.api_url}/oauth/oidc/demo/authorize",
                            params={"applicant_ref": "W-5"})
@@ -205,6 +206,29 @@ def test_when_the_redirect_uri_differs_by_one_character_then_no_code_is_issued(
         assert page.status_code == 400 and "location" not in page.headers
     finally:
         world.close()
+
+
+def test_when_a_code_is_sent_to_another_path_of_our_domain_then_our_state_still_refuses_it(
+        oauth_world):
+    """WeChat checks the domain only, so a crafted authorize link can send a code to any page
+    of ours: the callback's state, bound to the applicant and the browser, is what refuses it."""
+    world = oauth_world
+    with browser() as client:
+        location = start(client, world, "W-5b").split("#")[0]
+        sent = query(location)
+        crafted = location.replace("%2Foauth%2Fwechat%2Fcallback", "%2Felsewhere")
+        assert crafted != location
+        page = client.get(crafted)
+        assert page.status_code == 200  # WeChat accepts any path on the registered domain
+        r = client.post(f"{world.sandbox_url}/connect/oauth2/authorize/confirm",
+                        data={**form_fields(page.text), "decision": "approve"})
+        assert r.headers["location"].startswith(f"{world.api_url}/elsewhere?")
+        code = query(r.headers["location"])["code"]
+        with browser() as attacker:  # the code, replayed to our callback by someone else
+            stolen = attacker.get(f"{world.api_url}/oauth/wechat/callback",
+                                  params={"code": code, "state": sent["state"]})
+    assert stolen.status_code == 400 and "state_issued" in stolen.text
+    assert world.wechat.exchanges() == [] and grants(world, "W-5b") == []
 
 
 def test_when_wechat_answers_garbage_then_the_page_says_so_and_nothing_is_granted(
@@ -218,7 +242,7 @@ def test_when_wechat_answers_garbage_then_the_page_says_so_and_nothing_is_grante
 
 
 def test_when_errcodes_come_on_http_200_then_each_maps_to_a_clear_error(oauth_world):
-    from services.oauth import OAuthFailure
+    from services.oauth import OAuthConfig, OAuthFailure, WeChatClient
 
     world = oauth_world
     service = world.rt.services.oauth
@@ -226,26 +250,35 @@ def test_when_errcodes_come_on_http_200_then_each_maps_to_a_clear_error(oauth_wo
         assert dance(client, world, "W-7").status_code == 200
     tokens = world.rt.store.oauth.tokens("W-7", "wechat")
     openid = world.wechat.openid(world.WEB_APPID, "wx-user-1")
-    cases = []
-    world.wechat.advance(7300)  # the access token is past its 7,200 s
-    with pytest.raises(OAuthFailure) as expired:
-        service.wechat.userinfo(tokens.access_token, openid)
-    cases.append(expired.value.code)
-    world.wechat.advance(31 * 86400)  # and the refresh token past its 30 days
-    with pytest.raises(OAuthFailure) as dead:
-        service.wechat.refresh(tokens.refresh_token)
-    cases.append(dead.value.code)
-    with pytest.raises(OAuthFailure) as bad:
-        service.wechat.userinfo("not-a-token", openid)
-    cases.append(bad.value.code)
-    with pytest.raises(OAuthFailure) as missing:
-        service.wechat.exchange("")
-    cases.append(missing.value.code)
-    assert cases == ["wechat_42001_access_token_expired", "wechat_42002_refresh_token_expired",
-                     "wechat_40001_bad_credential", "wechat_41008_missing_code"]
-    for failure in (expired, dead, bad, missing):
-        assert tokens.access_token not in str(failure.value)
-        assert tokens.refresh_token not in str(failure.value)
+    other_openid = world.wechat.openid(world.WEB_APPID, "wx-user-2")
+    wrong_secret = WeChatClient(OAuthConfig(
+        wechat_api_url=world.sandbox_url, wechat_appid=world.WEB_APPID,
+        wechat_secret="not-the-secret", timeout_s=5))
+    cases = [  # (what happens, our error code), in order: the clock moves at the end
+        (lambda: service.wechat.userinfo("not-a-token", openid), "wechat_40001_invalid_token"),
+        (lambda: service.wechat.userinfo(tokens.access_token, other_openid),
+         "wechat_40003_invalid_openid"),
+        (lambda: service.wechat.exchange(""), "wechat_41008_missing_code"),
+        (lambda: wrong_secret.exchange("any-code"), "wechat_40125_invalid_secret"),
+        (lambda: service.wechat.refresh("not-a-refresh-token"),
+         "wechat_40030_invalid_refresh_token"),
+        (lambda: world.wechat.advance(7300) or service.wechat.userinfo(  # past 7,200 s
+            tokens.access_token, openid), "wechat_42001_access_token_expired"),
+        (lambda: world.wechat.advance(31 * 86400) or service.wechat.refresh(  # past 30 days
+            tokens.refresh_token), "wechat_42002_refresh_token_expired"),
+    ]
+    for call, code in cases:
+        with pytest.raises(OAuthFailure) as refused:
+            call()
+        assert refused.value.code == code
+        # Only the errcode is read: WeChat's errmsg (with its rid) is not repeated.
+        assert "rid" not in str(refused.value) and "invalid credential" not in str(
+            refused.value)
+        assert tokens.access_token not in str(refused.value)
+        assert tokens.refresh_token not in str(refused.value)
+        assert refused.value.status == (400 if "41008" in code else 502)
+    errcodes = [c["errcode"] for c in world.wechat.calls if c["errcode"]]
+    assert errcodes == [40001, 40003, 41008, 40125, 40030, 42001, 42002]
 
 
 # -- after the dance -----------------------------------------------------------------------
@@ -285,7 +318,8 @@ def test_when_an_access_token_nears_expiry_then_it_is_refreshed_and_a_dead_refre
     world.wechat.advance(6600)
     assert service.refresh_due() == {"refreshed": 2, "reauth_required": 0, "failed": 0}
     second = world.rt.store.oauth.tokens("W-9", "wechat")
-    assert second.access_token != first.access_token
+    # WeChat keeps an access token that is still valid and extends it.
+    assert second.access_token == first.access_token
     assert second.access_expires_at > first.access_expires_at
     assert [c["endpoint"] for c in world.wechat.calls].count("refresh_token") == 2
     # W-10 revoked the authorization in WeChat; 31 days on, W-9's refresh token is dead too.
@@ -335,7 +369,8 @@ async def test_when_the_mini_program_phone_is_exchanged_then_it_needs_its_own_co
         assert ok.status_code == 200, ok.text
         assert ok.json()["phone"] == "138****8000"
         again = c.post("/oauth/wechat/phone", json={"applicant_ref": "W-11", "code": code})
-        assert again.status_code == 400 and again.json()["error"] == "wechat_40163_code_used"
+        # WeChat calls a used phone code invalid (40029), as it does an expired one.
+        assert again.status_code == 400 and again.json()["error"] == "wechat_40029_invalid_code"
     # Each exchange is a step of the gate: decided, then, when allowed, completed.
     trail = [(e.kind, e.detail.get("status")) for e in world.rt.store.audit.events(
         subject_ref="W-11") if e.detail.get("step") == "wechat_phone"]
@@ -420,6 +455,35 @@ async def test_when_an_oidc_account_is_authorized_then_pkce_and_the_id_token_hol
     evidence, _ = await world.rt.gate.run(verifier, subject("O-1"))
     assert evidence.status is StepStatus.PASSED
     assert evidence.signals["provider"] == "oidc" and evidence.signals["account_age_days"] >= 399
+
+
+def test_when_a_rotated_oidc_refresh_token_is_replayed_then_the_account_must_authorize_again(
+        oauth_world):
+    """The provider rotates refresh tokens; the old one coming back (a stolen copy) revokes
+    the whole family, so the scheduled refresh finds the current one dead too."""
+    from services.oauth import OAuthFailure
+
+    world = oauth_world
+    with browser() as client:
+        assert oidc_dance(client, world, "O-4").status_code == 200
+    service = world.rt.services.oauth
+    first = world.rt.store.oauth.tokens("O-4", "oidc:demo")
+    real_clock = world.rt.store.clock
+    world.rt.store.clock = lambda: real_clock() + timedelta(seconds=3000)  # 600 s left
+    assert service.refresh_due() == {"refreshed": 1, "reauth_required": 0, "failed": 0}
+    second = world.rt.store.oauth.tokens("O-4", "oidc:demo")
+    assert second.refresh_token != first.refresh_token  # rotated, and the new one kept
+    assert second.access_token != first.access_token
+    with pytest.raises(OAuthFailure) as replayed:
+        service.oidc("demo").refresh(first.refresh_token)
+    assert replayed.value.code == "oidc_invalid_grant"
+    assert first.refresh_token not in str(replayed.value)
+    world.rt.store.clock = lambda: real_clock() + timedelta(seconds=6000)
+    assert service.refresh_due() == {"refreshed": 0, "reauth_required": 1, "failed": 0}
+    [account] = world.rt.store.oauth.view("O-4")
+    assert account["status"] == "reauth_required" and not account["tokens_held"]
+    assert [c["outcome"] for c in world.oidc.calls if c["endpoint"] == "token"] == [
+        "ok", "ok", "invalid_grant", "invalid_grant"]
 
 
 def provider_code(world, verifier: str, nonce: str, *, user: str) -> str:

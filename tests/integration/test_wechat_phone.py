@@ -61,7 +61,8 @@ async def test_when_the_code_is_good_then_the_phone_is_bound_under_the_permit_an
     binder = Binder()
     evidence = await exchange(program, state.phone_code(APPID, "wx-user-1"), binder)
     assert (evidence.status, evidence.reason) == (StepStatus.PASSED, "PHONE_BOUND")
-    assert binder.bound == [("P-1", "wechat", PHONE, "c-phone")]
+    # Bound with its country code: WeChat's countryCode and purePhoneNumber, E.164.
+    assert binder.bound == [("P-1", "wechat", "+86" + PHONE, "c-phone")]
     assert evidence.signals == {"bound_phone": "138****8000"}
     assert PHONE not in repr(evidence)
     # A second exchange reuses the client-credential token: one token call in all.
@@ -80,10 +81,37 @@ async def test_when_the_code_is_used_or_unknown_then_the_exchange_fails_with_the
     binder = Binder()
     used = await exchange(program, code, binder)
     unknown = await exchange(program, "not-a-code", binder)
+    # WeChat documents 40029 for a phone code that is unknown, expired or already used.
     assert (used.status, used.reason, used.result_code) == (
-        StepStatus.FAILED, "wechat_errcode", "40163")
+        StepStatus.FAILED, "wechat_errcode", "40029")
     assert (unknown.status, unknown.result_code) == (StepStatus.FAILED, "40029")
     assert binder.bound == []
+
+
+async def test_when_the_code_expires_then_the_exchange_fails_with_40029(wechat):
+    state, url = wechat
+    program = MiniProgram(api_url=url, appid=APPID, secret=SecretStr(SECRET))
+    code = state.phone_code(APPID, "wx-user-1")
+    state.advance(301)  # a phone code lives five minutes
+    binder = Binder()
+    expired = await exchange(program, code, binder)
+    assert (expired.status, expired.result_code) == (StepStatus.FAILED, "40029")
+    assert binder.bound == []
+
+
+async def test_when_the_phone_is_not_a_mainland_one_then_it_is_bound_with_its_country_code(
+        wechat):
+    state, url = wechat
+    # A Hong Kong number: phoneNumber has the country code, purePhoneNumber does not.
+    state.phones["wx-user-hk"] = "61234567"
+    state.phone_countries["wx-user-hk"] = "852"
+    assert state.phone_info("wx-user-hk", APPID)["phoneNumber"] == "+85261234567"
+    assert state.phone_info("wx-user-1", APPID)["phoneNumber"] == PHONE  # mainland: none
+    program = MiniProgram(api_url=url, appid=APPID, secret=SecretStr(SECRET))
+    binder = Binder()
+    evidence = await exchange(program, state.phone_code(APPID, "wx-user-hk"), binder)
+    assert evidence.status is StepStatus.PASSED
+    assert binder.bound == [("P-1", "wechat", "+85261234567", "c-phone")]
 
 
 async def test_when_our_secret_is_wrong_then_the_paid_call_is_never_made(wechat):
@@ -91,6 +119,7 @@ async def test_when_our_secret_is_wrong_then_the_paid_call_is_never_made(wechat)
     program = MiniProgram(api_url=url, appid=APPID, secret=SecretStr("wrong"))
     evidence = await exchange(program, state.phone_code(APPID, "wx-user-1"), Binder())
     assert evidence.status is StepStatus.ERROR and evidence.reason == "wechat_errcode"
+    assert evidence.result_code == "40125"  # invalid appsecret
     assert evidence.attempts == 0
     assert [c["endpoint"] for c in state.calls] == ["client_token"]
 
@@ -117,11 +146,14 @@ TOKEN = {"access_token": "t", "expires_in": 7200}
 @pytest.mark.parametrize("token_body, phone_body", [
     ({"access_token": "t"}, {}),
     (TOKEN, "<html>busy</html>"),
-    (TOKEN, {"errcode": 0, "phone_info": {"phoneNumber": "+86 " + PHONE}}),
-    (TOKEN, {"errcode": "zero", "phone_info": {"purePhoneNumber": PHONE}}),
+    (TOKEN, {"errcode": 0, "phone_info": {"phoneNumber": PHONE, "countryCode": "86"}}),
+    (TOKEN, {"errcode": 0, "phone_info": {"phoneNumber": PHONE, "purePhoneNumber": PHONE}}),
+    (TOKEN, {"errcode": 0, "phone_info": {"purePhoneNumber": PHONE, "countryCode": "+86"}}),
+    (TOKEN, {"errcode": "zero", "phone_info": {"purePhoneNumber": PHONE,
+                                                "countryCode": "86"}}),
     (TOKEN, [PHONE]),
-], ids=["token without expiry", "html", "no purePhoneNumber", "errcode not a number",
-        "not an object"])
+], ids=["token without expiry", "html", "no purePhoneNumber", "no countryCode",
+        "countryCode not digits", "errcode not a number", "not an object"])
 async def test_when_wechat_answers_off_its_shape_then_the_exchange_is_malformed(token_body,
                                                                                phone_body):
     binder = Binder()
@@ -130,6 +162,22 @@ async def test_when_wechat_answers_off_its_shape_then_the_exchange_is_malformed(
         evidence = await exchange(program, "code", binder)
     assert (evidence.status, evidence.reason) == (StepStatus.ERROR, "vendor_malformed")
     assert binder.bound == []
+
+
+@pytest.mark.parametrize("country", ["86", 86], ids=["string", "number"])
+async def test_when_the_country_code_comes_as_documented_or_as_in_the_example_then_it_binds(
+        country):
+    """WeChat's field table says countryCode is a string; its own example answers 86, a
+    number: both are read."""
+    binder = Binder()
+    answer = {"errcode": 0, "errmsg": "ok", "phone_info": {
+        "phoneNumber": PHONE, "purePhoneNumber": PHONE, "countryCode": country,
+        "watermark": {"timestamp": 1637744274, "appid": APPID}}}
+    with SandboxServer(app=off_shape(TOKEN, answer)) as srv:
+        program = MiniProgram(api_url=srv.base_url, appid=APPID, secret=SecretStr(SECRET))
+        evidence = await exchange(program, "code", binder)
+    assert evidence.status is StepStatus.PASSED
+    assert binder.bound == [("P-1", "wechat", "+86" + PHONE, "c-phone")]
 
 
 async def test_when_wechat_cannot_be_reached_then_the_exchange_is_an_error():
