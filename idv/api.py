@@ -145,6 +145,29 @@ def create_app(runtime: Runtime) -> FastAPI:
                 error="event_refused", field=exc.field, rule=exc.rule).model_dump())
         return JSONResponse(status_code=200 if done["duplicate"] else 201, content=done)
 
+    @app.post("/verifications", status_code=201,
+              responses={200: {"description": "the first answer to this Idempotency-Key"},
+                         409: {"model": ErrorBody}, 422: {"model": ErrorBody}})
+    def verification(
+        payload: Annotated[dict[str, Any], Body(description="One batch line (JSON object)")],
+        _actor: Actor,
+        idempotency_key: Annotated[str | None, Header(
+            alias="Idempotency-Key", pattern=r"^[A-Za-z0-9_.:-]{8,128}$")] = None,
+    ) -> Any:
+        """Verify one applicant now, through the same pipeline, gate, contracts and caps as a
+        batch: 201 with the outcome and the masked steps; the same `Idempotency-Key` again
+        answers 200 with the first answer and calls nobody; 422 names the field and rule of
+        a refused line."""
+        from flows.on_demand import answer, verify_one
+
+        run_id, replayed = verify_one(runtime, payload, idempotency_key=idempotency_key)
+        body = answer(runtime, run_id, replayed=replayed)
+        if body["disposition"] == "refused":
+            return JSONResponse(status_code=422, content=ErrorBody(
+                error="refused", field=body["field"] or "request",
+                rule=body["rule"] or "was refused").model_dump())
+        return JSONResponse(status_code=200 if replayed else 201, content=body)
+
     _oauth_routes(app, runtime)
     return app
 

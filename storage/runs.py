@@ -73,6 +73,13 @@ class RunRepository:
                 "run_id": run_id, "reason": reason, "counts": counts,
                 "fees_cents": int(fees)}, session=s)
 
+    def finished_run(self, batch_sha256: str) -> str | None:
+        """The latest run of this batch (or request) that finished, if any."""
+        with self._ctx.transaction() as s:
+            return s.scalar(select(m.Run.id).where(
+                m.Run.batch_sha256 == batch_sha256, m.Run.status == "finished")
+                .order_by(m.Run.started_at.desc()).limit(1))
+
     def batch_sha256(self, run_id: str) -> str | None:
         with self._ctx.transaction() as s:
             run = s.get(m.Run, run_id)

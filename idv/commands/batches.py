@@ -155,3 +155,52 @@ def demo(
         console.print(f"Why an outcome: .venv/bin/idv explain {examples[0]['applicant_ref']}")
     console.print(f"Labelled synthetic outcomes: {outcomes}; try .venv/bin/idv policy backtest "
                   f"--policy policies/risk/scorecard.yaml --outcomes {outcomes}")
+
+
+@app.command()
+def verify(
+    file: Annotated[Path, typer.Argument(help="One applicant: a JSON object, as one batch line.")],
+    idempotency_key: Annotated[str | None, typer.Option(
+        "--idempotency-key", help="Names this request: the same key again answers the first "
+        "result and calls nobody.")] = None,
+    sandbox: Annotated[bool, typer.Option("--sandbox", help="Verify against the local sandbox.")]
+    = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Verify one applicant now, through the same pipeline, consent gate and vendor contracts
+    as a batch, without a flow run. Exit 2 if the line is refused."""
+    import json
+    import re
+
+    if idempotency_key is not None and not re.fullmatch(r"[A-Za-z0-9_.:-]{8,128}",
+                                                        idempotency_key):
+        fail("--idempotency-key", "must be 8 to 128 letters, digits or _.:-", as_json=as_json)
+    if file.is_dir():
+        fail("FILE", "is a directory, not an applicant file", as_json=as_json)
+    try:
+        record = json.loads(file.read_bytes().decode("utf-8-sig"))
+    except FileNotFoundError:
+        fail("FILE", "no such applicant file", as_json=as_json)
+    except (UnicodeDecodeError, ValueError):
+        fail("FILE", "must be one JSON object in UTF-8", as_json=as_json)
+    from flows.on_demand import answer, verify_one
+
+    with sandbox_wired(sandbox, None), runtime() as rt:
+        check_policies(rt, as_json=as_json)
+        try:
+            run_id, replayed = verify_one(rt, record, idempotency_key=idempotency_key)
+        except ServiceError as exc:
+            refuse(exc, as_json=as_json)
+        result = answer(rt, run_id, replayed=replayed)
+    if result["disposition"] == "refused":
+        fail(result["field"] or "FILE", result["rule"] or "was refused", as_json=as_json)
+    if as_json:
+        emit(result)
+        return
+    table = Table("step", "status", "reason",
+                  title=f"{result['applicant_ref']}: {result['outcome']}"
+                  + (" (the first answer to this key)" if replayed else ""))
+    for step in result["steps"]:
+        table.add_row(step["verifier"], step["status"], step["reason"])
+    console.print(table)
+    console.print(f"fees {result['fees_cents'] / 100:.2f} CNY")

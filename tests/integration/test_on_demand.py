@@ -1,0 +1,81 @@
+"""On-demand verification over real HTTP (`POST /verifications`), on SQLite and PostgreSQL:
+one applicant through the batch pipeline without a flow run, an idempotency key that makes
+a retried request return the first answer with one set of paid calls, refusals that name
+the field and rule, and no personal value in any answer."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from flows.runtime import Runtime, Settings, vendor_overrides
+from idv.api import create_app
+from idv.synthetic import Mix, applicants
+
+TOKEN = "test-token-0123456789"
+
+
+@pytest.fixture
+def world(database, key_file, tmp_path, sandbox, serve_app):
+    rt = Runtime(Settings(home=tmp_path / "home", key_file=key_file, database_url=database.url,
+                          database_schema=database.schema, api_token=SecretStr(TOKEN),
+                          **vendor_overrides(sandbox.base_url, sandbox.state.app_key,
+                                             sandbox.state.app_secret)))
+    server = serve_app(create_app(rt))
+    client = httpx.Client(base_url=server.url, timeout=30,
+                          headers={"Authorization": f"Bearer {TOKEN}"})
+    yield rt, client, sandbox
+    client.close()
+    server.stop()
+    rt.close()
+
+
+def people(n: int, seed: int) -> list[dict]:
+    return [x for x in applicants(n, seed=seed, prefix="OD-", mix=Mix(invalid=0, no_consent=0))
+            if isinstance(x, dict)]
+
+
+def test_when_a_request_is_sent_twice_with_one_key_then_one_set_of_paid_calls_is_made(world):
+    rt, client, sandbox = world
+    person = people(1, seed=61)[0]
+    first = client.post("/verifications", json=person,
+                        headers={"Idempotency-Key": "req-0000000001"})
+    assert first.status_code == 201, first.text
+    calls = len(sandbox.state.calls)
+    assert calls >= 1  # the licensed sources were asked
+    body = first.json()
+    assert body["applicant_ref"] == person["applicant_ref"] and body["outcome"]
+    assert {s["verifier"] for s in body["steps"]} >= {"id_check", "court_list"}
+    again = client.post("/verifications", json=person,
+                        headers={"Idempotency-Key": "req-0000000001"})
+    assert again.status_code == 200 and again.json() == {**body, "replayed": True}
+    assert len(sandbox.state.calls) == calls  # nobody was called again
+    # The same key for someone else is a conflict, and calls nobody either.
+    other = people(2, seed=62)[1]
+    clash = client.post("/verifications", json=other,
+                        headers={"Idempotency-Key": "req-0000000001"})
+    assert clash.status_code == 409 and clash.json()["field"] == "Idempotency-Key"
+    assert len(sandbox.state.calls) == calls
+    # Nothing personal in any answer.
+    for answer in (first.text, again.text, clash.text):
+        assert person["id_number"] not in answer and person["name"] not in answer
+        assert person.get("phone", "\0") not in answer
+    assert rt.store.audit.verify_chain()[0]
+
+
+def test_when_the_line_is_refused_then_the_answer_names_field_and_rule(world):
+    _rt, client, sandbox = world
+    person = people(1, seed=63)[0]
+    broken = dict(person, id_number=person["id_number"][:-1] + ("0" if person["id_number"][-1]
+                                                               != "0" else "1"))
+    r = client.post("/verifications", json=broken)
+    assert r.status_code == 422 and r.json()["field"] == "id_number"
+    assert broken["id_number"] not in r.text
+    assert client.post("/verifications", json=["not", "an", "object"]).status_code == 422
+    bad_key = client.post("/verifications", json=person, headers={"Idempotency-Key": "x"})
+    assert bad_key.status_code == 422
+    assert len(sandbox.state.calls) == 0
+    assert json.loads(client.post("/verifications", json=person).text)["outcome"]
