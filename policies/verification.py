@@ -22,9 +22,23 @@ class ProductRule(BaseModel):
     steps: tuple[StepRule, ...] = Field(min_length=1)
 
 
+class ReverificationRule(BaseModel):
+    """Who is re-checked, with what, under which purpose (seed 001 §六: 多轮动态验证)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    purpose: str = "ongoing_monitoring"
+    steps: tuple[str, ...] = Field(min_length=1)
+    min_score: int = Field(ge=0)
+    min_alerts: int = Field(1, ge=1)
+    evidence_max_age_days: int = Field(ge=1, le=3650)
+    max_applicants: int = Field(10_000, ge=1, le=1_000_000)
+
+
 class VerificationPolicy(PolicyDocument):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     version: str
     products: dict[str, ProductRule]
+    reverification: ReverificationRule | None = None
 

@@ -5,14 +5,16 @@ review case in the same transaction (`reviews.open_case`).
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 
 from storage import models as m
 from storage.audit import AuditLog
 from storage.context import StoreContext
-from storage.records import Decision
+from storage.records import Decision, StepRecord
 from storage.reviews import open_case
 
 
@@ -64,3 +66,41 @@ class DecisionRepository:
                      "policy_version": a.policy_version, "features": dict(a.features)}
                     for a in s.scalars(select(m.Applicant).where(m.Applicant.erased_at.is_(None))
                                        .order_by(m.Applicant.applicant_ref))]
+
+    def reverification_candidates(self, *, min_score: int, min_alerts: int,
+                                  evidence_before: datetime, limit: int) -> list[str]:
+        """Applicants due for re-verification, oldest decision first: scored at or above
+        `min_score`, with `min_alerts` behaviour alerts, or whose newest evidence is older
+        than `evidence_before`. Never an erased or restricted one."""
+        a, st, al = m.Applicant, m.StepResult, m.BehaviorAlert
+        newest = (select(func.max(st.created_at)).where(st.applicant_id == a.id)
+                  .scalar_subquery())
+        alerts = (select(func.count()).select_from(al).where(al.applicant_ref == a.applicant_ref)
+                  .scalar_subquery())
+        with self._ctx.transaction() as s:
+            return list(s.scalars(
+                select(a.applicant_ref).where(
+                    a.erased_at.is_(None), a.restricted_at.is_(None),
+                    or_(a.score >= min_score, alerts >= min_alerts, newest < evidence_before))
+                .order_by(a.decided_at, a.applicant_ref).limit(limit)))
+
+    def add_steps(self, applicant_ref: str, run_id: str, steps: list[StepRecord]) -> None:
+        """Append a re-verification's step results to the applicant's evidence (each run's
+        steps kept: the evidence history)."""
+        now = self._ctx.clock()
+        with self._ctx.transaction() as s:
+            row = s.scalar(select(m.Applicant).where(m.Applicant.applicant_ref == applicant_ref))
+            if row is None:
+                raise KeyError("applicant_ref: no such applicant")
+            last = s.scalar(select(func.coalesce(func.max(m.StepResult.position), -1))
+                            .where(m.StepResult.applicant_id == row.id))
+            s.add_all([m.StepResult(
+                id=str(uuid.uuid4()), applicant_id=row.id, run_id=run_id,
+                position=int(last) + 1 + i, step=st.step, status=st.status, reason=st.reason,
+                result_code=st.result_code, consent_ids=list(st.consent_ids),
+                decision_id=st.decision_id, vendor_request_id=st.vendor_request_id,
+                as_of=st.as_of, fee_cents=st.fee_cents, attempts=st.attempts,
+                idempotency_key=st.idempotency_key, signals=dict(st.signals), created_at=now)
+                for i, st in enumerate(steps)])
+            self._audit.record("applicant.reverified", applicant_ref, {
+                "run_id": run_id, "steps": {st.step: st.status for st in steps}}, session=s)

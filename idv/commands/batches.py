@@ -204,3 +204,27 @@ def verify(
         table.add_row(step["verifier"], step["status"], step["reason"])
     console.print(table)
     console.print(f"fees {result['fees_cents'] / 100:.2f} CNY")
+
+
+@app.command()
+def reverify(
+    sandbox: Annotated[bool, typer.Option("--sandbox", help="Re-check against the local sandbox.")]
+    = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-check the applicants the re-verification policy says are due (risky by score or
+    alerts, or with old evidence), under the ongoing_monitoring consent only."""
+    from flows.reverification import reverify as run_reverification
+
+    with sandbox_wired(sandbox, None), runtime() as rt:
+        check_policies(rt, as_json=as_json)
+        report = run_reverification(rt).as_dict()
+    if as_json:
+        emit(report)
+        return
+    console.print(f"run {report['run_id']}: {report['checked']} checked, {report['calls']} "
+                  f"calls, {len(report['changed'])} changed, {report['unchanged']} unchanged, "
+                  f"{len(report['waiting_reconsent'])} waiting for consent, "
+                  f"{report['withdrawn']} withdrawn, fees {report['fees_cents'] / 100:.2f} CNY")
+    for c in report["changed"]:
+        console.print(f"  {c['applicant_ref']}: {c['from']} -> {c['to']}")

@@ -1,0 +1,164 @@
+"""Re-verification (多轮动态验证, seed 001 §六): the risky and the stale re-checked on a
+schedule, under the `ongoing_monitoring` purpose only.
+
+Who: `policies/verification.yaml`'s `reverification` rule (score, alerts, evidence age).
+Each of its steps goes through the consent gate for `ongoing_monitoring`, checked at the
+moment of the call, within the vendor contracts. A person whose consent for it is missing
+or has expired is not called: a re-consent request is recorded (audited) and they are listed
+as waiting. A person who withdrew it is not asked again. The new evidence is appended, the
+score recomputed with it, and a changed outcome recorded (a review case opened for it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+from prefect import flow, get_run_logger
+
+from flows.onboarding import _run_loop, _step_record, features_of
+from flows.runtime import Runtime, install_log_masking
+from policies.scorecard import assess
+from services.runs import owner_id
+from storage.records import Decision, StepRecord
+from storage.subjects import SubjectUnavailableError
+from verifiers.base import StepStatus, Subject
+
+# Consent refusals that ask for a new consent, and the one that never does.
+ASK_AGAIN = frozenset({"no_consent", "expired", "wrong_purpose", "missing_scope",
+                       "scope_not_in_notice", "not_yet_valid"})
+NEVER_ASK = frozenset({"withdrawn"})
+
+
+@dataclass
+class ReverificationReport:
+    """Counts and refs only: no personal value."""
+
+    run_id: str = ""
+    checked: int = 0
+    calls: int = 0
+    unchanged: int = 0
+    changed: list[dict[str, str]] = field(default_factory=list)
+    waiting_reconsent: list[str] = field(default_factory=list)
+    withdrawn: int = 0
+    unavailable: int = 0
+    fees_cents: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "checked": self.checked, "calls": self.calls,
+                "unchanged": self.unchanged, "changed": self.changed,
+                "waiting_reconsent": self.waiting_reconsent, "withdrawn": self.withdrawn,
+                "unavailable": self.unavailable, "fees_cents": self.fees_cents}
+
+
+def due(rt: Runtime, *, now: datetime | None = None) -> list[str]:
+    """The applicants the policy says are due now."""
+    rule = rt.verification.reverification
+    if rule is None:
+        return []
+    now = now or datetime.now(UTC)
+    return rt.store.decisions.reverification_candidates(
+        min_score=rule.min_score, min_alerts=rule.min_alerts,
+        evidence_before=now - timedelta(days=rule.evidence_max_age_days),
+        limit=rule.max_applicants)
+
+
+def reverify(rt: Runtime, refs: list[str] | None = None) -> ReverificationReport:
+    """Re-check `refs` (default: those due) and record what changed."""
+    refs = due(rt) if refs is None else refs
+    run_id = rt.store.runs.start(batch_name="reverification", batch_sha256=None,
+                                 owner=owner_id())
+    report = ReverificationReport(run_id=run_id)
+    try:
+        _run_loop(_reverify(rt, run_id, refs, report))
+    except BaseException:
+        rt.store.runs.mark_crashed(run_id, reason="reverification_failed")
+        raise
+    rt.store.runs.finish(run_id)
+    return report
+
+
+async def _reverify(rt: Runtime, run_id: str, refs: list[str],
+                    report: ReverificationReport) -> ReverificationReport:
+    rule = rt.verification.reverification
+    assert rule is not None
+    day = datetime.now(UTC).date().isoformat()
+    limits = rt.limits_for(run_id)
+    endpoints = rt.settings.endpoints()
+    connector = aiohttp.TCPConnector(limit=max(1, rt.settings.concurrency))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for ref in refs:
+            stored = rt.store.applicants.get(ref)
+            if stored is None:
+                continue
+            try:
+                person = rt.store.applicants.reveal_by_ref(
+                    ref, actor="reverification", purpose=rule.purpose, masked=False)
+            except SubjectUnavailableError:
+                report.unavailable += 1
+                continue
+            report.checked += 1
+            subject = Subject(applicant_ref=ref, name=person.name, id_type=person.id_type,
+                              id_number=person.id_number, phone=person.phone)
+            steps: list[StepRecord] = []
+            refusals: set[str] = set()
+            for step in rule.steps:
+                verifier = rt.registry.build(step, endpoints, session, limits)
+                evidence, decision_id = await rt.gate.run(
+                    verifier, subject, purpose=rule.purpose, call_ref=f"reverify:{day}:{ref}")
+                if evidence.status is StepStatus.SKIPPED:
+                    refusals.add(evidence.reason)
+                    continue
+                report.calls += 1
+                report.fees_cents += evidence.fee_cents
+                steps.append(_step_record(evidence, decision_id))
+            if not steps:
+                if refusals & NEVER_ASK:
+                    report.withdrawn += 1
+                elif refusals & ASK_AGAIN:
+                    rt.store.audit.record("consent.reconsent_requested", ref, {
+                        "purpose": rule.purpose, "reasons": sorted(refusals),
+                        "steps": list(rule.steps), "run_id": run_id})
+                    report.waiting_reconsent.append(ref)
+                continue
+            rt.store.decisions.add_steps(ref, run_id, steps)
+            _rescore(rt, stored, steps, report)
+        await limits.store.close()
+    return report
+
+
+def _rescore(rt: Runtime, stored: Any, steps: list[StepRecord],
+             report: ReverificationReport) -> None:
+    card = rt.scorecard
+    features = {k: v for k, v in stored.features.items() if k in card.features}
+    features.update({k: v for k, v in features_of(steps, card).items() if k in card.features})
+    result = assess(card, features)
+    if result.outcome == stored.outcome:
+        report.unchanged += 1
+        return
+    rt.store.decisions.redecide(stored.applicant_ref, Decision(
+        outcome=result.outcome, score=result.score, policy_version=result.policy_version,
+        reasons=result.reasons, features=result.features), cause="reverification",
+        open_review=result.outcome != "verified")
+    report.changed.append({"applicant_ref": stored.applicant_ref, "from": stored.outcome,
+                           "to": result.outcome})
+
+
+@flow(name="reverification", persist_result=False, log_prints=False)
+def reverification() -> dict[str, Any]:
+    """The scheduled re-check. No parameter: who is due is the policy's and the data's."""
+    install_log_masking()
+    logger = get_run_logger()
+    rt = Runtime.from_env()
+    try:
+        report = reverify(rt).as_dict()
+        logger.info("reverification %s: %d checked, %d calls, %d changed, %d waiting for "
+                    "consent", report["run_id"], report["checked"], report["calls"],
+                    len(report["changed"]), len(report["waiting_reconsent"]))
+        # Counts only in Prefect's state: the refs stay in our database and audit chain.
+        return {**report, "changed": len(report["changed"]),
+                "waiting_reconsent": len(report["waiting_reconsent"])}
+    finally:
+        rt.close()
