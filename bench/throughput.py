@@ -120,13 +120,23 @@ def run_side(mode: str, url: str, batch: Path, home: Path, workers: int = 1) -> 
     if mode == "baseline":
         applicants = asyncio.run(baseline(url, batch))
     else:
+        import yaml
+
         from flows.onboarding import run_batch
-        from flows.runtime import VENDORS, Runtime, Settings, vendor_overrides
+        from flows.runtime import Runtime, Settings, vendor_overrides
+        from policies import catalog
 
         # The sandbox has no contracted rate limit and the baseline none either: lift ours.
-        unlimited = {f"{vendor}_rate_per_s": 1e6 for vendor in VENDORS}
+        doc = catalog.vendor_contracts().model_dump(mode="json")
+        for contract in doc["vendors"].values():
+            for api in contract["apis"].values():
+                api["rate_per_s"] = 100_000
+        home.mkdir(parents=True, exist_ok=True)
+        unlimited = home / "vendors.yaml"
+        unlimited.write_text(yaml.safe_dump(doc), encoding="utf-8")
         rt = Runtime(Settings(home=home, concurrency=IN_FLIGHT, chunk_size=CHUNK, workers=workers,
-                              **vendor_overrides(url, "bench", "bench-secret"), **unlimited))
+                              vendor_contracts=unlimited,
+                              **vendor_overrides(url, "bench", "bench-secret")))
         # Start-up, outside the timing and printed apart: migrations, the policies, and GX's
         # import and context (seconds, whatever the batch's size; a worker pays it once).
         rt.store  # noqa: B018

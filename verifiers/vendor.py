@@ -255,10 +255,22 @@ async def _post_with_retries(session: aiohttp.ClientSession, endpoint: VendorEnd
                                endpoint.app_secret.get_secret_value())
         headers["Content-Type"] = "application/json; charset=utf-8"
         headers["Idempotency-Key"] = idempotency_key
+        slots = call_slots(session)
+        # The turn in the contracted rate is waited for before a connection slot is taken,
+        # so a call paced on one API never holds a slot another API's call needs. One that
+        # gets its slot too late for its turn (it would crowd the calls behind it at the
+        # vendor) keeps the slot and waits for a new turn.
+        due = await limits.wait_turn(api) if limits is not None else 0.0
+        if due is None:
+            return VendorReply(None, None, attempts - 1, "rate_wait_exceeded")
+        await slots.acquire()
+        while limits is not None and not limits.on_time(api, due):
+            due = await limits.wait_turn(api)
+            if due is None:
+                slots.release()
+                return VendorReply(None, None, attempts - 1, "rate_wait_exceeded")
         try:
-            async with call_slots(session):
-                if limits is not None and not await limits.pace(api):
-                    return VendorReply(None, None, attempts - 1, "rate_wait_exceeded")
+            try:
                 async with session.post(
                         url, data=body, headers=headers, allow_redirects=False,
                         timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
@@ -279,6 +291,8 @@ async def _post_with_retries(session: aiohttp.ClientSession, endpoint: VendorEnd
                     if not isinstance(parsed, dict):
                         return VendorReply(resp.status, None, attempts, "vendor_malformed")
                     return VendorReply(resp.status, parsed, attempts)
+            finally:
+                slots.release()
         except TimeoutError:
             raise _Transient("timeout") from None
         except aiohttp.ClientConnectorCertificateError:
