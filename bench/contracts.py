@@ -65,8 +65,9 @@ def main() -> None:
         state = SandboxState(app_key="bench", app_secret="bench-secret",
                              rates_per_s=dict(RATES), call_log_limit=10 * n + 1000)
         with SandboxServer(state) as vendor:
+            terms = contracts_file(root / "vendors.yaml", headroom)
             settings = {"IDV_HOME": str(root / "home"), "IDV_CHUNK_SIZE": "250",
-                        "IDV_VENDOR_CONTRACTS": str(contracts_file(root / "vendors.yaml", headroom)),
+                        "IDV_VENDOR_CONTRACTS": str(terms),
                         "IDV_LIMITS_URL": "redis://127.0.0.1:6379/0",
                         "IDV_LIMITS_PREFIX": f"idv-bench:{secrets.token_hex(6)}:",
                         **{f"IDV_{k.upper()}": v for k, v in
