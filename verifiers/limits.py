@@ -35,7 +35,7 @@ from policies.vendors import ApiContract, VendorContracts
 # with a rate this far behind, the run is better told than left hanging.
 MAX_WAIT_S = 300.0
 DAY_S = 86_400
-# Lateness below this is the clock's own noise, not a busy loop.
+# Lateness below this is the clocks' own noise, not a busy loop.
 LATE_S = 0.002
 RUN_TTL_S = 30 * DAY_S
 
@@ -58,11 +58,8 @@ class LimitStore(Protocol):
     """The two primitives the contracts need, atomic wherever the store is shared."""
 
     async def schedule(self, key: str, interval_s: float, max_wait_s: float) -> float | None:
-        """Reserve the next slot of `key`'s schedule: how long to wait for it, or None when
-        that would be longer than `max_wait_s` (nothing reserved)."""
-
-    async def push(self, key: str, late_s: float) -> None:
-        """Move `key`'s schedule `late_s` later: a call that left late took a later slot."""
+        """Reserve the next slot of `key`'s schedule: when it is (Unix time, by the store's
+        clock), or None when that is more than `max_wait_s` away (nothing reserved)."""
 
     async def add(self, key: str, amount: int, cap: int | None, ttl_s: int) -> bool:
         """Add `amount` (negative to give back) unless that takes the counter above `cap`;
@@ -83,18 +80,12 @@ class LocalLimitStore:
 
     async def schedule(self, key: str, interval_s: float, max_wait_s: float) -> float | None:
         with self._lock:
-            now = time.monotonic()
+            now = time.time()
             tat = max(self._tat.get(key, now), now)
-            wait = tat - now
-            if wait > max_wait_s:
+            if tat - now > max_wait_s:
                 return None
             self._tat[key] = tat + interval_s
-            return wait
-
-    async def push(self, key: str, late_s: float) -> None:
-        with self._lock:
-            if key in self._tat:
-                self._tat[key] += late_s
+            return tat
 
     async def add(self, key: str, amount: int, cap: int | None, ttl_s: int) -> bool:
         with self._lock:
@@ -119,12 +110,11 @@ local interval = tonumber(ARGV[1])
 local max_wait = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
-local wait = tat - now
-if wait > max_wait then return -1 end
+if tat - now > max_wait then return -1 end
 local nxt = tat + interval
 redis.call('SET', KEYS[1], string.format('%.0f', nxt), 'PX',
            math.floor((nxt - now) / 1000) + 1000)
-return wait
+return string.format('%.0f', tat)
 """
 _ADD = """
 local amount = tonumber(ARGV[1])
@@ -165,12 +155,10 @@ class RedisLimitStore:
 
     async def schedule(self, key: str, interval_s: float, max_wait_s: float) -> float | None:
         client = self._client()
-        wait = await client.idv_schedule(keys=[self.prefix + "rate:" + key],
-                                         args=[int(interval_s * 1e6), int(max_wait_s * 1e6)])
-        return None if int(wait) < 0 else int(wait) / 1e6
-
-    async def push(self, key: str, late_s: float) -> None:
-        await self._client().incrby(self.prefix + "rate:" + key, int(late_s * 1e6))
+        due = int(await client.idv_schedule(keys=[self.prefix + "rate:" + key],
+                                            args=[int(interval_s * 1e6),
+                                                  int(max_wait_s * 1e6)]))
+        return None if due < 0 else due / 1e6
 
     async def add(self, key: str, amount: int, cap: int | None, ttl_s: int) -> bool:
         client = self._client()
@@ -271,19 +259,18 @@ class CallLimits:
             await self.store.add(f"spend:day:{admission.day}", -back, None, 2 * DAY_S)
 
     async def wait_turn(self, api: ApiRef) -> float | None:
-        """Wait for this attempt's turn in the API's rate. Returns when it was due (this
-        process's monotonic clock), for `departed`; None if it would wait longer than
-        `MAX_WAIT_S` (the attempt is not sent)."""
+        """Wait for this attempt's turn in the API's rate. Returns when it was due (Unix
+        time: the store's clock, which is this machine's or, on Redis, Redis's; machines
+        sharing one keep their clocks in step with NTP), for `on_time`; None if it would
+        wait longer than `MAX_WAIT_S` (the attempt is not sent)."""
         contract = self.contract(api)
         if contract is None:
-            return time.monotonic()
+            return time.time()
         interval = self.contracts.interval_s(contract) * self.share
-        wait = await self.store.schedule(api.key, interval, MAX_WAIT_S)
-        if wait is None:
+        due = await self.store.schedule(api.key, interval, MAX_WAIT_S)
+        if due is None:
             return None
-        # Counted from the answer: the wait is from when the store decided, and the time a
-        # request to a busy store took is not lateness of this call.
-        due = time.monotonic() + wait
+        wait = due - time.time()
         if wait > 0:
             await asyncio.sleep(wait)
         return due
@@ -298,7 +285,7 @@ class CallLimits:
             return True
         tolerance = min(0.5 * self.contracts.interval_s(contract) * self.share,
                         self.contracts.headroom)
-        return time.monotonic() - due <= max(tolerance, LATE_S)
+        return time.time() - due <= max(tolerance, LATE_S)
 
 
 def local_limits(contracts: VendorContracts, *, share: int = 1) -> CallLimits:

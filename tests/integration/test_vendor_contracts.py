@@ -203,9 +203,12 @@ def test_when_two_workers_share_one_limiter_then_a_rate_limited_api_answers_no_4
                          rates_per_s={"/v1/carrier/verify": 20})
     doc = catalog.vendor_contracts().model_dump(mode="json")
     doc["vendors"]["carrier"]["apis"]["/v1/carrier/verify"]["rate_per_s"] = 20
-    # The vendor counts arrivals, we pace departures: 5% headroom absorbs the jitter of a
-    # machine whose cores are busy with other tests.
-    doc["headroom"] = 0.05
+    # The vendor counts arrivals, we pace departures: between the two, a machine whose two
+    # cores are busy with other tests delays some requests by tens of milliseconds (the
+    # limiter's own departures hold exactly 20 in any second; bench/contracts.py prints
+    # what the shipped 2% gives). Without the shared limiter the two workers would send
+    # twice the rate and hundreds of calls would be refused.
+    doc["headroom"] = 0.10
     terms = tmp_path / "vendors.yaml"
     terms.write_text(yaml.safe_dump(doc), encoding="utf-8")
     prefix = f"idv-test:{secrets.token_hex(6)}:"
@@ -231,6 +234,8 @@ def test_when_two_workers_share_one_limiter_then_a_rate_limited_api_answers_no_4
         outs = [w.communicate(timeout=300) for w in workers]
         took = time.monotonic() - started
         assert [w.returncode for w in workers] == [0, 0], [o[1][-2000:] for o in outs]
+        # No step failed on the limiter itself (a store error is a verifier error).
+        assert not [err for _out, err in outs if "raised" in err], [o[1][-2000:] for o in outs]
         calls = list(vendor.state.calls)
     carrier = [c for c in calls if c.path == "/v1/carrier/verify"]
     assert len(carrier) > 300  # enough to hold the rate for many seconds
