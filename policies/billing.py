@@ -7,8 +7,10 @@ beside what it charged. Matching on it finds, per key:
   under its key must be answered from the vendor's record, free;
 - `billed_not_recorded`: charged, while our step holds no fee for it (the answer never came
   back: a timeout after the vendor had done the work, retries exhausted);
-- `billed_unknown`: charged under a key no stored step carries (a chunk that stopped before
-  storing its applicants, or a call not made by us);
+- `billed_unstored`: charged for a call we made (the gate's decision for it is in the audit
+  chain) but never stored: its run died between the call and the storing, and no run
+  resumed it;
+- `billed_unknown`: charged under a key no call of ours carries;
 - `fee_mismatch`: charged another amount than the answer said;
 - `recorded_not_billed`: a fee we recorded in the period that the statement does not list.
 
@@ -18,12 +20,12 @@ Findings carry keys, request ids, refs and amounts: never a personal value.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
-FINDING_KINDS = ("billed_twice", "billed_not_recorded", "billed_unknown", "fee_mismatch",
-                 "recorded_not_billed")
+FINDING_KINDS = ("billed_twice", "billed_not_recorded", "billed_unstored", "billed_unknown",
+                 "fee_mismatch", "recorded_not_billed")
 
 
 @dataclass(frozen=True)
@@ -98,12 +100,15 @@ class Reconciliation:
 
 
 def reconcile(billed: Iterable[BilledCall], recorded: Iterable[RecordedCall], *,
-              period: tuple[datetime, datetime] | None = None) -> Reconciliation:
+              period: tuple[datetime, datetime] | None = None,
+              made: Mapping[str, tuple[str, str]] | None = None) -> Reconciliation:
     """Compare a statement's lines with our recorded calls, key by key.
 
     `recorded` may hold calls outside the statement's period (found by the statement's keys);
     only those recorded within `period` (start inclusive, end exclusive), when given, can be
-    `recorded_not_billed`."""
+    `recorded_not_billed`. `made` maps the keys of calls the gate allowed to their
+    (applicant ref, step), so that one never stored is named for what it is."""
+    made = made or {}
     lines_of: dict[str, list[BilledCall]] = defaultdict(list)
     for b in billed:
         lines_of[b.idempotency_key].append(b)
@@ -119,7 +124,7 @@ def reconcile(billed: Iterable[BilledCall], recorded: Iterable[RecordedCall], *,
         if len(lines) > 1:
             kind = "billed_twice"
         elif mine is None:
-            kind = "billed_unknown"
+            kind = "billed_unstored" if key in made else "billed_unknown"
         elif mine.fee_cents == 0:
             kind = "billed_not_recorded"
         elif mine.fee_cents != charged:
@@ -130,7 +135,8 @@ def reconcile(billed: Iterable[BilledCall], recorded: Iterable[RecordedCall], *,
             continue
         result.findings.append(Finding(
             kind, key, billed_cents=charged, recorded_cents=mine.fee_cents if mine else 0,
-            step=mine.step if mine else None, applicant_ref=mine.applicant_ref if mine else None,
+            step=mine.step if mine else made.get(key, (None, None))[1],
+            applicant_ref=mine.applicant_ref if mine else made.get(key, (None, None))[0],
             run_id=mine.run_id if mine else None,
             request_ids=tuple(sorted({b.request_id for b in lines})),
             lines=tuple(b.line_no for b in lines)))

@@ -18,6 +18,7 @@ from services.context import Actor
 from services.errors import InvalidInput
 from storage.store import Store
 from verifiers.registry import vendor_endpoints, vendor_steps, vendors
+from verifiers.vendor import call_key
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,21 @@ class FeeReconciliation:
 class FeeService:
     def __init__(self, store: Store) -> None:
         self.store = store
+
+    def _made(self, period: tuple[datetime, datetime], keys: set[str]
+              ) -> dict[str, tuple[str, str]]:
+        """The calls the gate allowed around the period (a day either side: a call is billed
+        after it is allowed), by their idempotency key: (applicant ref, step)."""
+        made: dict[str, tuple[str, str]] = {}
+        for e in self.store.audit.events(kind_prefix="consent.allowed",
+                                         since=period[0] - timedelta(days=1),
+                                         until=period[1] + timedelta(days=1)):
+            step, ref = e.detail.get("step"), e.detail.get("call_ref")
+            if isinstance(step, str) and isinstance(ref, str) and e.subject_ref:
+                key = call_key(step, ref)
+                if key in keys:
+                    made[key] = (e.subject_ref, step)
+        return made
 
     def reconcile(self, statement: bytes, *, vendor: str | None = None,
                   start: date | None = None, end: date | None = None,
@@ -79,7 +95,8 @@ class FeeService:
         recorded = self.store.runs.paid_calls(start=period[0], end=period[1],
                                               keys=[b.idempotency_key for b in billed],
                                               steps=vendor_steps(vendor))
-        result = reconcile(billed, recorded, period=period)
+        result = reconcile(billed, recorded, period=period,
+                           made=self._made(period, {b.idempotency_key for b in billed}))
         self.store.audit.record("fees.reconciled", None, {
             "statement_sha256": hashlib.sha256(statement).hexdigest(), "vendor": vendor,
             "from": first.isoformat(), "to": last.isoformat(), "counts": result.counts(),

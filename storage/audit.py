@@ -85,9 +85,16 @@ class AuditLog:
         return [r["seq"] for r in rows]
 
     def events(self, *, subject_ref: str | None = None, kind_prefix: str | None = None,
-               limit: int | None = None) -> list[AuditRecord]:
+               limit: int | None = None, since: datetime | None = None,
+               until: datetime | None = None) -> list[AuditRecord]:
+        """Events in chain order, by subject, kind prefix and time (`since` included,
+        `until` excluded)."""
         with self._ctx.transaction() as s:
             q = select(m.AuditEvent).order_by(m.AuditEvent.seq)
+            if since is not None:
+                q = q.where(m.AuditEvent.at >= since)
+            if until is not None:
+                q = q.where(m.AuditEvent.at < until)
             if subject_ref is not None:
                 q = q.where(m.AuditEvent.subject_ref == subject_ref)
             if kind_prefix is not None:

@@ -397,5 +397,11 @@ def idempotency_key(permit: ConsentPermit) -> str:
     """Derived from the step and the call's reference (`ConsentPermit.call_ref`), or, without
     one, the gate's decision: every retry of this paid call reuses it, and so does the same
     call made again under a later decision (a chunk run a second time)."""
-    basis = permit.call_ref if permit.call_ref is not None else permit.decision_id
-    return hashlib.sha256(f"idv:{permit.step}:{basis}".encode()).hexdigest()[:32]
+    return call_key(permit.step,
+                    permit.call_ref if permit.call_ref is not None else permit.decision_id)
+
+
+def call_key(step: str, basis: str) -> str:
+    """The idempotency key of `step`'s call named `basis` (a call reference or a decision
+    id): what a reconciliation recomputes from the gate's recorded decisions."""
+    return hashlib.sha256(f"idv:{step}:{basis}".encode()).hexdigest()[:32]

@@ -36,8 +36,9 @@ def fees_reconcile(
     as_json: JsonOpt = False,
 ) -> None:
     """Compare a vendor's billing statement with the paid calls idv recorded, call by call
-    (by idempotency key): calls billed twice, billed without a recorded fee, billed under
-    a key idv never stored, billed at another fee, recorded but not billed. Exit 1 if they
+    (by idempotency key): calls billed twice, billed without a recorded fee, billed for a
+    call idv made but never stored (its run died), billed under a key idv never used,
+    billed at another fee, recorded but not billed. Exit 1 if they
     disagree. The period defaults to the statement's first and last days."""
     if statement.is_dir():
         fail("STATEMENT", "is a directory, not a statement file", as_json=as_json)

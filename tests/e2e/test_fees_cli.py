@@ -72,7 +72,7 @@ def test_when_the_vendor_billed_calls_that_timed_out_then_reconcile_names_each_o
     assert done.returncode == 1, done.stderr
     report = json.loads(done.stdout)
     assert report["counts"] == {"billed_twice": 0, "billed_not_recorded": len(late),
-                                "billed_unknown": 0, "fee_mismatch": 0,
+                                "billed_unstored": 0, "billed_unknown": 0, "fee_mismatch": 0,
                                 "recorded_not_billed": 0}
     assert {f["idempotency_key"] for f in report["findings"]} == {
         st.idempotency_key for st in late}

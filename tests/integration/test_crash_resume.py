@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -37,6 +38,17 @@ def settings(vendor: SandboxServer, database, key_file: Path, home: Path) -> dic
     if database.schema:
         values["database_schema"] = database.schema
     return values
+
+
+def reconciled(rt: Runtime, vendor: SandboxServer) -> dict[str, int]:
+    from services.context import Actor
+
+    with urllib.request.urlopen(f"{vendor.base_url}/_sandbox/statement") as answer:
+        statement = answer.read()
+    if statement.count(b"\n") <= 1:  # nothing billed yet
+        return dict.fromkeys(("billed_unknown", "billed_twice", "billed_unstored"), 0)
+    done = rt.services.fees.reconcile(statement, actor=Actor("test", "compliance_officer"))
+    return done.result.counts()
 
 
 def billed_twice(state: SandboxState) -> list[tuple[str, str]]:
@@ -68,7 +80,14 @@ def test_when_a_run_is_killed_and_run_again_then_nobody_is_billed_twice(
 
         rt = Runtime(Settings(**values))
         try:
+            # Before the re-run, the vendor's bill names calls the killed run made and
+            # never stored: each is known for what it is, none is "unknown".
+            before = reconciled(rt, vendor)
+            assert before["billed_unknown"] == 0 and before["billed_twice"] == 0
             result = run_batch(rt, str(batch))
+            after = reconciled(rt, vendor)
+            assert after["billed_unstored"] == 0 and after["billed_unknown"] == 0
+            assert after["billed_twice"] == 0
             runs = rt.store.runs
             assert runs.status(result.run_id) == "finished"
             crashed = [e for e in rt.store.audit.events(kind_prefix="run.crashed")]

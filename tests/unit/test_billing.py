@@ -53,7 +53,17 @@ def test_when_calls_disagree_then_each_is_found_with_its_kind_and_amounts():
     assert result.matched_calls == 1 and not result.clean
     assert result.counts() == dict.fromkeys(
         ("billed_twice", "billed_not_recorded", "billed_unknown", "fee_mismatch",
-         "recorded_not_billed"), 1)
+         "recorded_not_billed"), 1) | {"billed_unstored": 0}
+
+
+def test_when_a_call_we_made_was_never_stored_then_it_is_named_for_what_it_is():
+    """A run killed between its call and its storing, never resumed: the gate's decision
+    names the call, so it is not "unknown"."""
+    result = reconcile([billed("made"), billed("stranger")], [], period=PERIOD,
+                       made={"made": ("A-made", "court_list")})
+    kinds = {f.idempotency_key: (f.kind, f.applicant_ref, f.step) for f in result.findings}
+    assert kinds == {"made": ("billed_unstored", "A-made", "court_list"),
+                     "stranger": ("billed_unknown", None, None)}
 
 
 def test_when_a_fee_was_recorded_outside_the_period_then_its_absence_is_not_a_finding():
