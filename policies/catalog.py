@@ -72,3 +72,9 @@ def access_policy() -> AccessPolicy:
 @cache
 def retention_policy() -> RetentionPolicy:
     return RetentionPolicy.from_yaml(read_text("retention.yaml"))
+
+
+def schedules_text() -> str:
+    """The shipped schedules (`schedules.yaml`); `schedules.SchedulePolicy.from_yaml` reads
+    it against the deployments the flows declare."""
+    return read_text("schedules.yaml")
