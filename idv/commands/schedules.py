@@ -220,7 +220,10 @@ def local_prefect_server(port: int, *, as_json: bool) -> Iterator[str]:
         proc = subprocess.Popen(  # noqa: S603 - our interpreter, fixed arguments
             [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
              "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL)
+            stdin=subprocess.DEVNULL,
+            # Out of the terminal's process group: Ctrl-C reaches this command only, which
+            # pauses the served deployments on the server before stopping it.
+            start_new_session=True)
     try:
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
         while not _healthy(url):
