@@ -28,9 +28,10 @@ def inbox_run(
     = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run every complete batch file in the inbox once, through the onboarding flow, and move
-    each to done/ or failed/ with a masked report beside it. Exit 1 if a file went to
-    failed/."""
+    """Take the inbox once: each complete batch file run through onboarding, once.
+
+    Each file is moved to done/ or failed/ with a masked report beside it. Exit 1 if a
+    file went to failed/."""
     with runtime() as rt:
         check_policies(rt, as_json=as_json)
         try:

@@ -79,8 +79,9 @@ def schedule_list(
                                        help="Next run times shown per deployment.")] = 3,
     as_json: JsonOpt = False,
 ) -> None:
-    """Each deployment: cron, time zone, active or paused, next run times. With
-    PREFECT_API_URL set, active or paused is what that server holds."""
+    """Each deployment: cron, time zone, active or paused, next run times.
+
+    With PREFECT_API_URL set, active or paused is what that server holds."""
     planned = _planned(as_json=as_json)
     url = _server_url()
     held: dict[str, Any] | None = None
@@ -143,8 +144,10 @@ def schedule_apply(
     = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create or update every deployment on the Prefect server of PREFECT_API_URL, in a
-    process work pool. A deployment paused there stays paused."""
+    """Create or update every deployment on the Prefect server of PREFECT_API_URL.
+
+    They go to a process work pool, made if missing. A deployment paused there stays
+    paused."""
     from flows.runtime import Settings
 
     planned = _planned(as_json=as_json)
@@ -255,10 +258,11 @@ def serve_flows(
     = 4200,
     as_json: JsonOpt = False,
 ) -> None:
-    """Serve every deployment in this process on its schedule until interrupted (the
-    embedded default, for a laptop). Without PREFECT_API_URL, Prefect's server runs beside
-    it on loopback; with it, that server is used, unless it runs these deployments on a
-    work pool already (then start workers there instead)."""
+    """Serve every deployment on its schedule in this process, until interrupted.
+
+    The embedded default, for a laptop. Without PREFECT_API_URL, Prefect's server runs
+    beside it on loopback; with it, that server is used, unless it runs these deployments
+    on a work pool already (then start workers there instead)."""
     from flows.runtime import Settings
 
     planned = _planned(as_json=as_json)
