@@ -23,6 +23,7 @@ import logging
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -142,6 +143,8 @@ class InboxService:
         """One look at the inbox: every complete file, oldest first, run or refused; the
         rest left for the next look."""
         first = _look(inbox.path)
+        if not first:  # what arrives now is looked at twice next time
+            return InboxReport(inbox=str(inbox.path), files=())
         pause(settle_s)
         second = _look(inbox.path)
         outcomes: list[FileOutcome] = []
@@ -157,17 +160,31 @@ class InboxService:
             else:
                 ready.append(inbox.path / name)
         for path in ready:
-            outcomes.append(self._take_one(inbox, path, run, stale_after))
+            outcome = self._take_one(inbox, path, run, stale_after)
+            if outcome is not None:
+                outcomes.append(outcome)
         return InboxReport(inbox=str(inbox.path), files=tuple(outcomes))
 
     def _take_one(self, inbox: Inbox, path: Path, run: Runner,
-                  stale_after: timedelta) -> FileOutcome:
+                  stale_after: timedelta) -> FileOutcome | None:
+        """What became of `path`; None when another run moved it away meanwhile."""
+        sha: str | None
+        try:
+            sha = file_sha256(path)
+        except FileNotFoundError:
+            return None
+        except OSError:
+            sha = None  # unreadable: refused just below, with its rule
         try:
             check_batch_file(path)
         except InvalidInput as exc:
-            return self._move(inbox, path, status=FAILED, reason="not_a_batch",
+            if not path.exists():
+                return None
+            return self._move(inbox, path, status=FAILED, reason="not_a_batch", sha=sha,
                               field=exc.field, rule=exc.rule)
-        sha = file_sha256(path)
+        if sha is None:
+            return self._move(inbox, path, status=FAILED, reason="not_a_batch",
+                              field="FILE", rule="cannot be read")
         claim = self.store.inbox.claim(sha, path.name, stale_after=stale_after)
         if not claim.held:
             if claim.file.status == "running":
@@ -195,12 +212,12 @@ class InboxService:
     def _move(self, inbox: Inbox, path: Path, *, status: str, reason: str | None,
               rule: str | None = None, field: str | None = None, sha: str | None = None,
               run: dict[str, Any] | None = None,
-              first: InboxFileRecord | None = None) -> FileOutcome:
+              first: InboxFileRecord | None = None) -> FileOutcome | None:
         """Write the report, record the file's end (when it was claimed), then move it: a
-        file is never run again once its end is recorded, even if the move is lost."""
-        sha = sha or file_sha256(path)
+        file is never run again once its end is recorded, even if the move is lost. None
+        when another run moved the file first (one refused by both)."""
         folder = inbox.done if status == DONE else inbox.failed
-        dest = _free_name(folder, path.name, sha)
+        dest = _free_name(folder, path.name, sha or uuid.uuid4().hex)
         report_path = dest.with_name(dest.name + REPORT_SUFFIX)
         body: dict[str, Any] = {
             "file": path.name, "sha256": sha, "status": status, "reason": reason,
@@ -224,11 +241,14 @@ class InboxService:
         tmp = report_path.with_name(f".{report_path.name}.tmp")
         tmp.write_text(json.dumps(body, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         tmp.replace(report_path)
-        if run is not None:  # it ran under our claim
-            self.store.inbox.finish(sha, status=status, reason=reason,
-                                    run_id=run["run_id"] if run else None,
+        if run is not None and sha is not None:  # it ran under our claim
+            self.store.inbox.finish(sha, status=status, reason=reason, run_id=run["run_id"],
                                     moved_to=f"{folder.name}/{dest.name}")
-        shutil.move(path, dest)
+        try:
+            shutil.move(path, dest)
+        except FileNotFoundError:
+            report_path.unlink(missing_ok=True)
+            return None
         return FileOutcome(name=path.name, status=DONE if status == DONE else FAILED,
                            reason=reason, field=field, rule=rule, sha256=sha,
                            run_id=run["run_id"] if run else None,
