@@ -1,4 +1,4 @@
-"""Key rotation as a Prefect flow, to run on a schedule (`idv keys schedule --cron ...`)."""
+"""Key rotation as a Prefect flow: the `key-rotation` deployment (`flows.deployments`)."""
 
 from __future__ import annotations
 

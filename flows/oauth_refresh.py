@@ -1,4 +1,4 @@
-"""Token upkeep as a Prefect flow, to run on a schedule (`idv oauth schedule --cron ...`):
+"""Token upkeep as a Prefect flow, the `oauth-refresh` deployment (`flows.deployments`):
 refresh access tokens before they expire, purge the tokens of accounts whose refresh token
 died (they ask the applicant to authorize again), drop spent authorization states."""
 

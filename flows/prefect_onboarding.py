@@ -1,11 +1,17 @@
-"""The Prefect flow wrapping `flows.onboarding`: one task per chunk, counts-only artifact."""
+"""The Prefect flow wrapping `flows.onboarding`: one task per chunk; its artifacts (a progress
+bar updated per chunk, a table of applicants per outcome, a summary) hold counts only."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from prefect.utilities.annotations import quote
@@ -59,6 +65,23 @@ def chunk_task(plan: BatchPlan, chunk: Chunk, run_id: str) -> ChunkReport:
         rt.close()
 
 
+def percent(done: int, total: int) -> float:
+    return 100.0 if total <= 0 else round(100.0 * min(done, total) / total, 1)
+
+
+OUTCOME_ORDER = ("verified", "review", "decline_recommended", "invalid")
+
+
+def outcome_rows(counts: dict[str, int]) -> list[dict[str, Any]]:
+    """The table artifact's rows: every outcome with its count (zero included), then the
+    total. Outcome names and integers only."""
+    names = list(OUTCOME_ORDER) + sorted(set(counts) - set(OUTCOME_ORDER))
+    rows: list[dict[str, Any]] = [{"outcome": n, "applicants": int(counts.get(n, 0))}
+                                  for n in names]
+    rows.append({"outcome": "total", "applicants": sum(int(v) for v in counts.values())})
+    return rows
+
+
 @flow(name="onboarding", persist_result=False, log_prints=False)
 def onboarding(batch_path: str, chunk_size: int | None = None) -> dict[str, Any]:
     """Verify every line of a batch file. Parameters are a path and a size: never personal."""
@@ -73,18 +96,24 @@ def onboarding(batch_path: str, chunk_size: int | None = None) -> dict[str, Any]
         logger.info("run %s: %d records in %d chunks", run_id, plan.records, len(plan.chunks))
         gate = quality_task(quote(plan), run_id)
         total = ChunkReport()
+        bar = create_progress_artifact(progress=0.0, key="onboarding-progress",
+                                       description="Lines done, in percent; no personal data")
         if gate.success:
             progress.report(0, plan.records, 0)
             for chunk in plan.chunks:
                 total.add(chunk_task(quote(plan), chunk, run_id))
                 progress.report(total.lines, plan.records, total.fees_cents)
+                update_progress_artifact(bar, progress=percent(total.lines, plan.records))
             counts = rt.store.runs.finish(run_id)
         else:  # halted before any paid call
             counts = halt_run(rt, run_id, gate)
             total.lines = plan.records
+        update_progress_artifact(bar, progress=100.0)
         result = {"run_id": run_id, "counts": counts, "lines": total.lines,
                   "fees_cents": rt.store.runs.fees(run_id), "halted": not gate.success,
                   "quality": rt.store.quality.for_run(run_id)}
+        create_table_artifact(table=outcome_rows(counts), key="onboarding-outcomes",
+                              description="Applicants per outcome; counts only")
         create_markdown_artifact(markdown=summary_markdown(result), key="onboarding-summary",
                                  description="Counts per outcome; no personal data")
         logger.info("run %s finished: %s", run_id, counts)

@@ -135,6 +135,18 @@ class Settings(BaseSettings):
     oauth_timeout_s: float = Field(10.0, gt=0)
     # Refresh an access token when it has less than this left.
     oauth_refresh_margin_s: int = Field(900, ge=0)
+    # The folder the loan-origination system drops batch files into (default
+    # $IDV_HOME/inbox); `done/` and `failed/` are made inside it.
+    inbox: Path | None = None
+    # Seconds between the two looks at the inbox: a file whose size or time changed between
+    # them is still being written.
+    inbox_settle_s: float = Field(5.0, ge=0, le=600)
+    # A file's claim that its run has not renewed (a chunk done) for this long is taken over.
+    inbox_stale_s: int = Field(1800, ge=1)
+    # Schedules to deploy with instead of the shipped policies/schedules.yaml.
+    schedules_file: Path | None = None
+    # The Prefect work pool `idv schedule apply` deploys to (a process pool, made if missing).
+    work_pool: str = Field("idv-process", min_length=1, max_length=100)
 
     def oauth_config(self) -> OAuthConfig:
         return OAuthConfig(
@@ -152,6 +164,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.home / 'idv.db').resolve()}"
+
+    @property
+    def resolved_inbox(self) -> Path:
+        return self.inbox or self.home / "inbox"
 
     @property
     def resolved_key_file(self) -> Path:

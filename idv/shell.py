@@ -44,8 +44,20 @@ fees_app = _group("fees", "Vendor fees.")
 oauth_app = _group("oauth", "Authorized accounts (WeChat, OpenID Connect).")
 events_app = _group("events", "Behaviour events (logins, profile changes).")
 policy_app = _group("policy", "Risk policies.")
+schedule_app = _group("schedule", "Scheduled operations: the Prefect deployments.")
+inbox_app = _group("inbox", "The inbox the loan-origination system drops batch files into.")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+# A command that moved: it takes whatever it used to take, and says where it went.
+MOVED = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def moved(deployment: str) -> None:
+    from idv.terminal import json_requested
+
+    fail("command", f"moved: the {deployment} schedule is in policies/schedules.yaml "
+         "(IDV_SCHEDULES_FILE); `idv serve-flows` serves it, `idv schedule apply` deploys "
+         "it to a Prefect server", as_json=json_requested())
 
 
 # --- wiring ---------------------------------------------------------------------------------
@@ -76,15 +88,25 @@ def runtime() -> Iterator[Any]:
         rt.close()
 
 
-def prepare_environment() -> None:
+def prepare_prefect_client() -> None:
     """Prefect reads its settings at import: set ours first (home under IDV_HOME, no
-    analytics, no persisted results), then mask every log handler."""
-    from flows.runtime import Runtime, install_log_masking, prefect_environment
+    analytics, no persisted results), then mask every log handler. Enough for a command
+    that only talks to a Prefect server."""
+    from flows.runtime import install_log_masking, prefect_environment
 
     for key, value in prefect_environment(home()).items():
         os.environ.setdefault(key, value)
     # Prefect creates only the last path component of its home; ours is nested and private.
     Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True, mode=0o700)
+    install_log_masking()
+
+
+def prepare_environment() -> None:
+    """Prefect's environment for a command that runs flows (and may start Prefect's local
+    server): `prepare_prefect_client`'s, and the server's key for Secret blocks."""
+    from flows.runtime import Runtime, install_log_masking
+
+    prepare_prefect_client()
     if "PREFECT_SERVER_ENCRYPTION_KEY" not in os.environ:
         # Prefect's key for Secret blocks comes from our key ring, not from its own database.
         rt = Runtime.from_env()

@@ -91,3 +91,9 @@ def case_number_table() -> CaseNumberTable:
 @cache
 def identity_policy() -> IdentityPolicy:
     return IdentityPolicy.from_yaml(read_text("identity.yaml"), source="policies/identity.yaml")
+
+
+def schedules_text() -> str:
+    """The shipped schedules (`schedules.yaml`); `schedules.SchedulePolicy.from_yaml` reads
+    it against the deployments the flows declare."""
+    return read_text("schedules.yaml")

@@ -12,6 +12,7 @@ from services.context import ServiceContext
 from services.events import EventService
 from services.explain import ExplainService
 from services.fees import FeeService
+from services.inbox import InboxService
 from services.keys import KeyService
 from services.oauth import OAuthService
 from services.review import ReviewService
@@ -53,6 +54,10 @@ class Services:
     @cached_property
     def runs(self) -> RunService:
         return RunService(self._ctx.store)
+
+    @cached_property
+    def inbox(self) -> InboxService:
+        return InboxService(self._ctx.store, self.runs)
 
     @cached_property
     def audit(self) -> AuditService:

@@ -299,3 +299,22 @@ class OAuthAccount(Base):
     linked_at: Mapped[datetime | None] = mapped_column(nullable=True)
     refreshed_at: Mapped[datetime | None] = mapped_column(nullable=True)
     purged_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class InboxFile(Base):
+    """A batch file taken from the inbox, by the SHA-256 of its content: the same content
+    dropped again is found here and not run twice. A file being run holds a claim
+    (`running`) that its run renews (`beat_at`) chunk by chunk; a claim left unrenewed past
+    its time is taken over. Names, counts and rules only: never a line of the file."""
+
+    __tablename__ = "inbox_files"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16))  # running | done | failed
+    reason: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    run_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    moved_to: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    claimed_at: Mapped[datetime]
+    beat_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)

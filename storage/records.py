@@ -101,3 +101,27 @@ class AuditRecord(_Frozen):
     detail: dict[str, Any]
     prev_hash: str
     hash: str
+
+
+class InboxFileRecord(_Frozen):
+    """A batch file taken from the inbox: its content hash, the name it came under, and what
+    became of it (`running`, `done`, `failed` with a reason)."""
+
+    sha256: str
+    name: str
+    status: str
+    reason: str | None
+    run_id: str | None
+    moved_to: str | None
+    claimed_at: datetime
+    beat_at: datetime
+    finished_at: datetime | None
+
+
+class InboxClaim(_Frozen):
+    """The answer to a claim: `held` when this caller may run the file now (a new claim, or
+    one `taken_over` from a run that stopped renewing it); otherwise `file` says who has it."""
+
+    held: bool
+    taken_over: bool = False
+    file: InboxFileRecord

@@ -19,6 +19,7 @@ from storage.context import Clock, StoreContext, utcnow
 from storage.crypto import FieldCipher
 from storage.decisions import DecisionRepository
 from storage.events import EventRepository
+from storage.inbox import InboxRepository
 from storage.keyring import KeyRing
 from storage.ledger import ConsentLedger
 from storage.oauth import OAuthRepository
@@ -44,6 +45,7 @@ class Store:
         self.decisions = DecisionRepository(ctx, audit)
         self.quality = QualityRepository(ctx, audit)
         self.oauth = OAuthRepository(ctx, audit)
+        self.inbox = InboxRepository(ctx, audit)
 
     @property
     def engine(self) -> Engine:

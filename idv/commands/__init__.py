@@ -5,9 +5,11 @@ from idv.commands import (  # noqa: F401
     batches,
     consent,
     fees,
+    inbox,
     keys,
     review,
     risk,
+    schedules,
     serving,
     subjects,
 )

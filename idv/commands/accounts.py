@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-import typer
 from rich.table import Table
 
 from idv.shell import (
+    MOVED,
     JsonOpt,
+    moved,
     oauth_app,
-    prepare_environment,
     runtime,
 )
 from idv.terminal import (
@@ -47,12 +45,7 @@ def oauth_show(applicant_ref: str, as_json: JsonOpt = False) -> None:
     console.print(table)
 
 
-@oauth_app.command("schedule")
-def oauth_schedule(
-    cron: Annotated[str, typer.Option(help="When to refresh, cron syntax.")] = "*/10 * * * *",
-) -> None:
-    """Serve the token-refresh flow on a schedule (runs until interrupted)."""
-    prepare_environment()
-    from flows.oauth_refresh import refresh_oauth_tokens
-
-    refresh_oauth_tokens.serve(name="oauth-refresh", cron=cron)
+@oauth_app.command("schedule", hidden=True, context_settings=MOVED)
+def oauth_schedule() -> None:
+    """Moved: the token-refresh schedule is data now (see `idv schedule`)."""
+    moved("oauth-refresh")

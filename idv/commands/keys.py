@@ -8,10 +8,11 @@ import typer
 from rich.table import Table
 
 from idv.shell import (
+    MOVED,
     JsonOpt,
     actor,
     keys_app,
-    prepare_environment,
+    moved,
     runtime,
 )
 from idv.terminal import (
@@ -87,12 +88,7 @@ def keys_retire(version: str, as_json: JsonOpt = False) -> None:
         console.print(f"KEK {version} retired")
 
 
-@keys_app.command("schedule")
-def keys_schedule(
-    cron: Annotated[str, typer.Option(help="When to rotate, cron syntax.")] = "0 3 1 * *",
-) -> None:
-    """Serve the key-rotation flow on a schedule (runs until interrupted)."""
-    prepare_environment()
-    from flows.key_rotation import rotate_keys
-
-    rotate_keys.serve(name="key-rotation", cron=cron)
+@keys_app.command("schedule", hidden=True, context_settings=MOVED)
+def keys_schedule() -> None:
+    """Moved: the key-rotation schedule is data now (see `idv schedule`)."""
+    moved("key-rotation")

@@ -93,6 +93,9 @@ CASES = [
     (["keys", "retire", "v99"], "version", "does not exist"),
     (["policy", "backtest", "--policy", "{missing}.yaml", "--outcomes", "{empty.csv}"],
      "--policy", "no such file"),
+    (["inbox", "run", "--inbox", "{missing}"], "--inbox", "no such folder"),
+    (["schedule", "apply"], "PREFECT_API_URL", "is not set"),
+    (["keys", "schedule", "--cron", "0 3 * * *"], "command", "moved"),
     (["review", "list", "--colour"], "option", "--colour is not an option"),
     (["no-such-command"], "command", "no such command"),
 ]
