@@ -88,6 +88,7 @@ def serve(
     prepare_environment()
     with oauth_sandbox(sandbox, host, port) as wired:
         rt = Runtime.from_env()
+        rt.store  # noqa: B018  # a runtime that cannot start safely stops here, not at a request
         console.print(f"idv API on http://{host}:{port} (OpenAPI at /docs)")
         if wired:
             console.print(f"sandbox vendors and WeChat on {wired['vendors']}, "
