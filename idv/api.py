@@ -23,8 +23,8 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from pydantic import BaseModel, ConfigDict, StringConstraints, WithJsonSchema
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from flows.runtime import Runtime, StartupError
 from idv.openapi import (
