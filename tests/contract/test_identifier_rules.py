@@ -145,3 +145,18 @@ def test_when_the_openapi_schema_judges_a_ref_then_it_agrees_with_the_vocabulary
 @pytest.mark.parametrize(("ref", "rule"), TABLE, ids=IDS)
 def test_when_the_openapi_schema_is_given_the_table_then_it_judges_it_alike(ref, rule):
     assert REF_VALIDATOR.is_valid(ref) == (rule is None)
+
+
+def test_when_the_command_line_shows_a_subject_of_whom_nothing_is_held_then_it_refuses(
+        surfaces, monkeypatch, capsys):
+    _, home = surfaces
+    monkeypatch.setenv("IDV_HOME", str(home))
+    for argv in (["consent", "show", "--json", "NOBODY-2"],
+                 ["consent", "export", "--json", "NOBODY-2"],
+                 ["oauth", "show", "--json", "NOBODY-2"]):
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        out, err = capsys.readouterr()
+        assert done.value.code == 2 and out == "", argv
+        assert json.loads(err) == {"error": json.loads(err)["error"], "field": "applicant_ref",
+                                   "rule": "no such subject"}
