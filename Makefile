@@ -19,12 +19,15 @@ demo: $(STAMP)
 	$(BIN)/idv demo
 
 # The browser tests drive Debian's chromium through Playwright (never `playwright install`).
+# fonts-noto-cjk gives it Chinese glyphs: without a CJK font every page's Chinese is boxes.
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 browser:
-	@test -x $(CHROMIUM) || { $(SUDO) apt-get install -y -q chromium \
-	  || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }; }
+	@missing=""; test -x $(CHROMIUM) || missing="chromium"; \
+	dpkg -s fonts-noto-cjk >/dev/null 2>&1 || missing="$$missing fonts-noto-cjk"; \
+	test -z "$$missing" || $(SUDO) apt-get install -y -q $$missing \
+	  || { $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $$missing; }
 
 # Workers for pytest-xdist; `--dist loadgroup` keeps the Prefect harness tests on one worker.
 WORKERS ?= auto

@@ -1,25 +1,59 @@
-"""The HTTP API (`idv serve`): consents and decision explanations.
+"""The HTTP API (`idv serve`): consents, decision explanations, behaviour events, the OAuth
+pages and authorized accounts.
 
-Errors name the field and the rule, never the value: FastAPI's default 422
-body echoes the input, so it is replaced. With `IDV_API_TOKEN` set every call
-needs `Authorization: Bearer <token>`; production refuses to start without one.
+Errors name the field and the rule, never the value: FastAPI's default 422 body echoes the
+input, so it is replaced. With `IDV_API_TOKEN` set every call needs `Authorization: Bearer
+<token>`; production refuses to start without one. The OpenAPI document (`idv/openapi.py`)
+states every answer of every route and every constraint on its parameters. `/docs` and
+`/redoc` serve Swagger UI and ReDoc from the package (no CDN); in production they and
+`/openapi.json` are served only with the bearer token.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+from importlib import resources
 from typing import Annotated, Any, Literal
 
-from fastapi import Body, Depends, FastAPI, Header, HTTPException, Request
+from fastapi import Body, Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, StringConstraints, WithJsonSchema
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from flows.runtime import Runtime, StartupError
-from policies.vocabulary import ApplicantRef, check_applicant_ref
+from idv.openapi import (
+    PAGE_HEADERS,
+    WHY,
+    ConsentReceipt,
+    ConsentStats,
+    ErrorBody,
+    EventReceived,
+    Explanation,
+    GrantState,
+    PhoneAnswer,
+    StartLinkAnswer,
+    SubjectAccounts,
+    SubjectConsents,
+    VerificationAnswer,
+    answers,
+    json_answers,
+)
+from policies.behavior import EventIn
+from policies.vocabulary import (
+    APPLICANT_REF_SCHEMA,
+    ApplicantRef,
+    ConsentId,
+    check_applicant_ref,
+)
 from services.consent import (
     ConsentRefused,
+    ConsentService,
     GrantRequest,
     GrantResult,
     WithdrawRequest,
@@ -27,16 +61,21 @@ from services.consent import (
 )
 from services.context import Actor as ServiceActor
 from services.errors import ServiceError
+from services.oauth import WECHAT_SCOPES
 
 # What each kind of refusal is called and answered with.
 _STATUS = {"invalid": 422, "not_found": 404, "denied": 403, "conflict": 409, "unavailable": 503}
 _NOT_FOUND_CODES = {"consent_id": "unknown_consent", "applicant_ref": "unknown_applicant"}
-
-
-class ErrorBody(BaseModel):
-    error: str
-    field: str | None = None
-    rule: str | None = None
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found",
+               405: "method_not_allowed"}
+# Swagger UI's and ReDoc's scripts and styles, as fastapi-offline ships them.
+_DOCS_ASSETS = "/docs-assets"
+# The documentation pages load nothing from elsewhere: ReDoc's sidebar would fetch its
+# vendor's logo from a CDN. Inline scripts and styles are the libraries' own; ReDoc searches
+# in a blob: worker.
+_DOCS_CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline'; "
+             "style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; "
+             "connect-src 'self'; worker-src 'self' blob:; frame-ancestors 'none'")
 
 
 def _field(loc: tuple[Any, ...]) -> str:
@@ -44,40 +83,57 @@ def _field(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
-def authenticated(request: Request,
-                  authorization: Annotated[str | None, Header()] = None) -> str:
+_bearer = HTTPBearer(auto_error=False, description="`IDV_API_TOKEN`, when it is set")
+
+
+def authenticated(request: Request, credentials: Annotated[
+        HTTPAuthorizationCredentials | None, Depends(_bearer)] = None) -> str:
     """The caller, for the audit chain; 401 unless the bearer token matches."""
     token: str | None = request.app.state.api_token
     if token is None:
         return "anonymous"
-    given = (authorization or "").removeprefix("Bearer ").strip()
+    given = credentials.credentials.strip() if credentials else ""
     if not given or not hmac.compare_digest(given.encode(), token.encode()):
-        raise HTTPException(401, "missing or wrong bearer token")
+        raise HTTPException(401, "missing or wrong bearer token",
+                            headers={"WWW-Authenticate": "Bearer"})
     return "api-token"
 
 
 Actor = Annotated[str, Depends(authenticated)]
+# A subject in a path: the vocabulary's rule, refused with 422 naming `applicant_ref`.
+SubjectRef = Annotated[ApplicantRef, PathParam(description="The caller's key for the applicant")]
+# Every route behind the bearer token may answer 401, and 422 for a field that breaks a rule;
+# one that reads a body, 400 for a body that is not JSON.
+_GUARDED = (401, 422)
+_READS_BODY = (400, 401, 422)
 
 
 def create_app(runtime: Runtime) -> FastAPI:
-    """The app over one runtime (its store, policies and gate)."""
+    """The app over one runtime (its store, policies and gate). Nothing of the runtime is
+    opened until a route needs it, so the document can be made without a store; `idv
+    serve` opens the store first, so that a runtime that cannot start safely stops there."""
     s = runtime.settings
     token = s.api_token.get_secret_value() if s.api_token else None
     if s.env == "production" and not token:
         raise StartupError("IDV_API_TOKEN must be set in production")
     app = FastAPI(title="idv", version="0.1.0",
-                  description="Consent-gated identity verification: consents and decisions.")
-    services = runtime.services
-    service = services.consent
-
+                  description="Consent-gated identity verification: consents, decisions, "
+                              "behaviour events and authorized accounts.",
+                  docs_url=None, redoc_url=None, openapi_url=None)
     app.state.api_token = token
+
+    def service() -> ConsentService:
+        return runtime.services.consent
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         err = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "is invalid"}
+        rule = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
+        # A body that is not JSON is located by its character offset: the field is the body.
+        field = "body" if err.get("type") == "json_invalid" else _field(
+            tuple(err.get("loc", ())))
         return JSONResponse(status_code=422, content=ErrorBody(
-            error="invalid_request", field=_field(tuple(err.get("loc", ()))),
-            rule=str(err.get("msg", "is invalid"))).model_dump())
+            error="invalid_request", field=field, rule=rule).model_dump())
 
     @app.exception_handler(ServiceError)
     async def refused(_request: Request, exc: ServiceError) -> JSONResponse:
@@ -91,47 +147,67 @@ def create_app(runtime: Runtime) -> FastAPI:
         return JSONResponse(status_code=_STATUS[exc.kind], content=ErrorBody(
             error=code, field=exc.field, rule=exc.rule).model_dump())
 
-    @app.exception_handler(HTTPException)
-    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse(status_code=exc.status_code,
-                            content=ErrorBody(error=str(exc.detail)).model_dump())
+    # Starlette's, so that FastAPI's own (a body that cannot be read: 400) and the router's
+    # (404, 405) answer an `ErrorBody` too.
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        body = ErrorBody(error=_HTTP_CODES.get(exc.status_code, str(exc.detail)),
+                         rule=str(exc.detail))
+        if exc.status_code == 401:
+            body.field = "Authorization"
+        return JSONResponse(status_code=exc.status_code, content=body.model_dump(),
+                            headers=exc.headers)
+
+    _docs_routes(app, production=s.env == "production")
+    _own_validation_answers(app)
 
     @app.post("/consents", status_code=201, response_model=GrantResult,
-              responses={200: {"model": GrantResult}, 422: {"model": ErrorBody}})
-    def grant(req: GrantRequest, _actor: Actor) -> Any:
+              responses={200: {"model": GrantResult, "description": "already recorded"},
+                         **answers(*_READS_BODY)})
+    def grant(req: GrantRequest, response: Response, _actor: Actor) -> GrantResult:
         """Record one grant. The same grant twice is one grant (200 the second time)."""
-        result = service.grant(req)
+        result = service().grant(req)
         if not result.created:
-            return JSONResponse(status_code=200, content=result.model_dump(mode="json"))
+            response.status_code = 200
         return result
 
     @app.post("/consents/{consent_id}/withdraw", response_model=WithdrawResult,
-              responses={404: {"model": ErrorBody}})
-    def withdraw(consent_id: str, _actor: Actor, req: WithdrawRequest | None = None) -> Any:
+              responses=answers(*_READS_BODY, 404))
+    def withdraw(consent_id: Annotated[ConsentId, PathParam()], _actor: Actor,
+                 req: WithdrawRequest | None = None) -> WithdrawResult:
         """Withdraw a grant: no more fields than granting needed. Twice is harmless."""
-        return service.withdraw(consent_id, req or WithdrawRequest())
+        return service().withdraw(consent_id, req or WithdrawRequest())
 
-    @app.get("/subjects/{applicant_ref}/consents", responses={422: {"model": ErrorBody}})
-    def consents(applicant_ref: str, _actor: Actor) -> dict[str, Any]:
-        return {"applicant_ref": applicant_ref, "grants": service.status(applicant_ref)}
+    @app.get("/subjects/{applicant_ref}/consents", response_model=SubjectConsents,
+             responses=answers(*_GUARDED, 404))
+    def consents(applicant_ref: SubjectRef, _actor: Actor) -> SubjectConsents:
+        """The subject's grants and their state now; 404 for a subject of whom nothing is
+        held."""
+        grants = [GrantState(**g) for g in service().status(applicant_ref)]
+        return SubjectConsents(applicant_ref=applicant_ref, grants=grants)
 
-    @app.get("/subjects/{applicant_ref}/consents/export", responses={422: {"model": ErrorBody}})
-    def export(applicant_ref: str, actor: Actor) -> dict[str, Any]:
-        return service.receipt(applicant_ref, actor=_api_actor(actor))
+    @app.get("/subjects/{applicant_ref}/consents/export", response_model=ConsentReceipt,
+             responses=answers(*_GUARDED, 404))
+    def export(applicant_ref: SubjectRef, actor: Actor) -> Any:
+        """The subject's consent receipt: every event, the notices, identifiers masked."""
+        return service().receipt(applicant_ref, actor=_api_actor(actor))
 
-    @app.get("/consents/stats")
-    def stats(_actor: Actor) -> dict[str, Any]:
-        return {"stats": service.stats()}
+    @app.get("/consents/stats", response_model=ConsentStats, responses=answers(401))
+    def stats(_actor: Actor) -> Any:
+        """Per notice version and channel: people asked, granting each scope, withdrawing."""
+        return {"stats": service().stats()}
 
-    @app.get("/subjects/{applicant_ref}/decision",
-             responses={404: {"model": ErrorBody}, 422: {"model": ErrorBody}})
-    def decision(applicant_ref: str, _actor: Actor) -> dict[str, Any]:
-        """The explanation of an automated outcome (PIPL Art. 24): reasons, policy version."""
-        return services.explain.explain(applicant_ref)
+    @app.get("/subjects/{applicant_ref}/decision", response_model=Explanation,
+             responses=answers(*_GUARDED, 404))
+    def decision(applicant_ref: SubjectRef, _actor: Actor) -> Any:
+        """The explanation of an automated outcome (PIPL Art. 24): reasons, policy version.
+        404 when no decision is held."""
+        return runtime.services.explain.explain(applicant_ref)
 
-    @app.post("/events", status_code=201, responses={200: {"description": "already received"},
-                                                     422: {"model": ErrorBody}})
-    def event(payload: Annotated[Any, Body()], _actor: Actor) -> Any:
+    @app.post("/events", status_code=201, response_model=EventReceived,
+              responses={200: {"model": EventReceived, "description": "already received"},
+                         **answers(*_READS_BODY)})
+    def event(payload: EventIn, response: Response, _actor: Actor) -> Any:
         """One login or profile-change event, under the applicant's `behavior_signals`
         consent: 201 with the alerts it raised, 200 if already received, 422 naming the
         field and the rule (unknown applicant, no consent, impossible coordinates, future
@@ -139,17 +215,21 @@ def create_app(runtime: Runtime) -> FastAPI:
         from services.events import EventRefused
 
         try:
-            done = services.events.ingest_one(payload)
+            done = runtime.services.events.ingest_event(payload)
         except EventRefused as exc:
             return JSONResponse(status_code=422, content=ErrorBody(
                 error="event_refused", field=exc.field, rule=exc.rule).model_dump())
-        return JSONResponse(status_code=200 if done["duplicate"] else 201, content=done)
+        if done["duplicate"]:
+            response.status_code = 200
+        return done
 
-    @app.post("/verifications", status_code=201,
-              responses={200: {"description": "the first answer to this Idempotency-Key"},
-                         409: {"model": ErrorBody}, 422: {"model": ErrorBody}})
+    @app.post("/verifications", status_code=201, response_model=VerificationAnswer,
+              responses={200: {"model": VerificationAnswer,
+                               "description": "the first answer to this Idempotency-Key"},
+                         **answers(*_READS_BODY, 409)})
     def verification(
         payload: Annotated[dict[str, Any], Body(description="One batch line (JSON object)")],
+        response: Response,
         _actor: Actor,
         idempotency_key: Annotated[str | None, Header(
             alias="Idempotency-Key", pattern=r"^[A-Za-z0-9_.:-]{8,128}$")] = None,
@@ -166,10 +246,69 @@ def create_app(runtime: Runtime) -> FastAPI:
             return JSONResponse(status_code=422, content=ErrorBody(
                 error="refused", field=body["field"] or "request",
                 rule=body["rule"] or "was refused").model_dump())
-        return JSONResponse(status_code=200 if replayed else 201, content=body)
+        if replayed:
+            response.status_code = 200
+        return body
 
     _oauth_routes(app, runtime)
     return app
+
+
+def _own_validation_answers(app: FastAPI) -> None:
+    """FastAPI documents a 422 of its own (`HTTPValidationError`) on every route with a
+    parameter that names none; the handler above never answers that body. Routes whose
+    parameters can break a rule name their 422 (`ErrorBody`); the rest cannot answer 422."""
+    made = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = made()
+            for item in doc["paths"].values():
+                for op in item.values():
+                    refused = op["responses"].get("422", {})
+                    if "HTTPValidationError" in str(refused.get("content")):
+                        del op["responses"]["422"]
+            for name in ("HTTPValidationError", "ValidationError"):
+                doc["components"]["schemas"].pop(name, None)
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _docs_routes(app: FastAPI, *, production: bool) -> None:
+    """The OpenAPI document, Swagger UI and ReDoc, their assets served from the package
+    (fastapi-offline's copies), so the pages work without internet. In production all
+    three need the bearer token; the assets are the libraries' own files and need none."""
+    guard = [Depends(authenticated)] if production else []
+    assets = resources.files("fastapi_offline") / "static"
+    app.mount(_DOCS_ASSETS, StaticFiles(directory=str(assets)), name="docs-assets")
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=guard)
+    def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    def offline(page: HTMLResponse) -> HTMLResponse:
+        page.headers["Content-Security-Policy"] = _DOCS_CSP
+        return page
+
+    @app.get("/docs", include_in_schema=False, dependencies=guard)
+    def swagger(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return offline(get_swagger_ui_html(
+            openapi_url=f"{root}/openapi.json", title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{root}{_DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{_DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{_DOCS_ASSETS}/favicon.png",
+            # Swagger UI would otherwise send the document to validator.swagger.io.
+            swagger_ui_parameters={"validatorUrl": None}))
+
+    @app.get("/redoc", include_in_schema=False, dependencies=guard)
+    def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return offline(get_redoc_html(
+            openapi_url=f"{root}/openapi.json", title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{_DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{_DOCS_ASSETS}/favicon.png", with_google_fonts=False))
 
 
 class PhoneExchange(BaseModel):
@@ -179,6 +318,16 @@ class PhoneExchange(BaseModel):
 
     applicant_ref: ApplicantRef
     code: Annotated[str, StringConstraints(min_length=1, max_length=512)]
+
+
+# A ref on a page a browser follows: documented with the vocabulary's rule, checked by the
+# route so that a malformed one gets an error page rather than JSON.
+PageRef = Annotated[str, Query(json_schema_extra=APPLICANT_REF_SCHEMA)]
+# WeChat's two scopes; any other gets an error page (400 `invalid_scope`).
+WechatScope = Annotated[str | None, Query(), WithJsonSchema(
+    {"type": "string", "enum": list(WECHAT_SCOPES)})]
+# An OpenID provider's name as `IDV_OIDC_PROVIDERS` spells it; any other is 404.
+ProviderName = Annotated[str, PathParam(json_schema_extra={"pattern": r"^[a-z0-9_-]{1,32}$"})]
 
 
 class StartLink(BaseModel):
@@ -200,6 +349,9 @@ def _oauth_routes(app: FastAPI, runtime: Runtime) -> None:
 
     headers = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
                "X-Frame-Options": "DENY"}
+    redirect = {"description": WHY[302], "headers": {
+        "Location": {"schema": {"type": "string", "format": "uri"}, "required": True},
+        **PAGE_HEADERS}}
 
     def failed(failure: OAuthFailure) -> HTMLResponse:
         return HTMLResponse(error_page(failure), status_code=failure.status, headers=headers)
@@ -233,10 +385,11 @@ def _oauth_routes(app: FastAPI, runtime: Runtime) -> None:
                                        status=500))
         return HTMLResponse(confirmation_page(linked), headers=headers)
 
-    @app.post("/oauth/links", tags=["oauth"], responses={404: {"model": ErrorBody}})
+    @app.post("/oauth/links", tags=["oauth"], response_model=StartLinkAnswer,
+              responses=answers(*_READS_BODY, 404))
     def link(req: StartLink, request: Request, _actor: Actor) -> Any:
         """The link to send an applicant to, signed and expiring when IDV_OAUTH_LINK_KEY is
-        set. `provider` is `wechat` or `oidc:<name>`."""
+        set. `provider` is `wechat` or `oidc:<name>`; 404 for a provider not configured."""
         try:
             return oauth().start_link(str(request.base_url), req.provider, req.applicant_ref,
                                       req.scope)
@@ -245,40 +398,56 @@ def _oauth_routes(app: FastAPI, runtime: Runtime) -> None:
                 error=failure.code, field=failure.field or "provider",
                 rule=failure.message).model_dump())
 
-    @app.get("/oauth/wechat/authorize", response_class=HTMLResponse, tags=["oauth"])
-    def wechat_authorize(request: Request, applicant_ref: str, scope: str | None = None,
+    @app.get("/oauth/wechat/authorize", tags=["oauth"], response_class=RedirectResponse,
+             status_code=302, responses={302: redirect, **answers(pages=(400, 403, 503)),
+                                         **json_answers(422)})
+    def wechat_authorize(request: Request, applicant_ref: PageRef,
+                         scope: WechatScope = None,
                          exp: str | None = None, sig: str | None = None) -> Response:
-        """302 to WeChat's authorize page with a fresh single-use state."""
+        """302 to WeChat's authorize page with a fresh single-use state; an error page (400
+        a malformed ref or scope, 403 an unsigned, altered or old link, 503 WeChat not
+        configured)."""
         return start(request, applicant_ref, lambda b: oauth().wechat_authorize_url(
             applicant_ref, scope, b, exp=exp, sig=sig))
 
-    @app.get("/oauth/wechat/callback", response_class=HTMLResponse, tags=["oauth"])
+    @app.get("/oauth/wechat/callback", response_class=HTMLResponse, tags=["oauth"],
+             responses={200: {"headers": PAGE_HEADERS},
+                        **answers(pages=(400, 403, 502, 503, 504))})
     def wechat_callback(request: Request, code: str | None = None,
                         state: str | None = None) -> HTMLResponse:
-        """Check the state, exchange the code, record the consent, store the tokens sealed."""
+        """Check the state, exchange the code, record the consent, store the tokens sealed;
+        the confirmation page, or an error page (400 a wrong state or refused code, 403
+        declined)."""
         return finish(lambda: oauth().wechat_callback(code, state,
                                                       request.cookies.get(BROWSER_COOKIE)))
 
-    @app.get("/oauth/oidc/{provider}/authorize", response_class=HTMLResponse, tags=["oauth"])
-    def oidc_authorize(request: Request, provider: str, applicant_ref: str,
+    @app.get("/oauth/oidc/{provider}/authorize", tags=["oauth"], response_class=RedirectResponse,
+             status_code=302, responses={302: redirect,
+                                         **answers(pages=(400, 403, 404, 502, 504)),
+                                         **json_answers(422)})
+    def oidc_authorize(request: Request, provider: ProviderName, applicant_ref: PageRef,
                        exp: str | None = None, sig: str | None = None) -> Response:
-        """302 to the provider with state, nonce and a PKCE S256 challenge."""
+        """302 to the provider with state, nonce and a PKCE S256 challenge; an error page
+        (404 a provider not configured, 502/504 its metadata unusable or unreachable)."""
         return start(request, applicant_ref, lambda b: oauth().oidc_authorize_url(
             provider, applicant_ref, b, exp=exp, sig=sig))
 
-    @app.get("/oauth/oidc/{provider}/callback", response_class=HTMLResponse, tags=["oauth"])
-    def oidc_callback(request: Request, provider: str) -> HTMLResponse:
+    @app.get("/oauth/oidc/{provider}/callback", response_class=HTMLResponse, tags=["oauth"],
+             responses={200: {"headers": PAGE_HEADERS},
+                        **answers(pages=(400, 403, 404, 502, 504))})
+    def oidc_callback(request: Request, provider: ProviderName) -> HTMLResponse:
         """Check the state, exchange the code with the verifier, validate the ID token."""
         params = {k: v for k, v in request.query_params.items()
                   if k in ("code", "state", "error")}
         return finish(lambda: oauth().oidc_callback(provider, params,
                                                     request.cookies.get(BROWSER_COOKIE)))
 
-    @app.post("/oauth/wechat/phone", tags=["oauth"],
-              responses={403: {"model": ErrorBody}, 502: {"model": ErrorBody}})
+    @app.post("/oauth/wechat/phone", tags=["oauth"], response_model=PhoneAnswer,
+              responses=answers(*_READS_BODY, 403, 502, 503, 504))
     def wechat_phone(req: PhoneExchange, actor: Actor) -> Any:
         """Exchange a Mini Program's phone code for the bound phone (kept as a blind index),
-        under the applicant's separate `wechat_phone` consent."""
+        under the applicant's separate `wechat_phone` consent (403 `no_consent` without it:
+        the gate decides, and records its decision, before anything is sent)."""
         try:
             return oauth().wechat_phone(req.applicant_ref, req.code, actor=actor)
         except OAuthFailure as failure:
@@ -286,9 +455,10 @@ def _oauth_routes(app: FastAPI, runtime: Runtime) -> None:
                 error=failure.code, field=failure.field, rule=failure.message).model_dump())
 
     @app.get("/subjects/{applicant_ref}/accounts", tags=["oauth"],
-             responses={422: {"model": ErrorBody}})
-    def accounts(applicant_ref: str, _actor: Actor) -> dict[str, Any]:
-        """The applicant's authorized accounts: status, dates, whether tokens are held."""
+             response_model=SubjectAccounts, responses=answers(*_GUARDED, 404))
+    def accounts(applicant_ref: SubjectRef, _actor: Actor) -> Any:
+        """The applicant's authorized accounts: status, dates, whether tokens are held; 404
+        for a subject of whom nothing is held."""
         return {"applicant_ref": applicant_ref,
                 "accounts": runtime.services.accounts.view(applicant_ref)}
 

@@ -62,10 +62,24 @@ class EventRuleError(ValueError):
         self.rule = rule
 
 
-class EventIn(BaseModel):
-    """One event as the lender sends it. Device id, IP and region are personal: `SecretStr`."""
+# What `EventIn._consistent` checks, as JSON Schema says it (the model's OpenAPI): lat and
+# lon both numbers or both absent or null; a profile change names its change.
+_CONSISTENT_SCHEMA = {"allOf": [
+    {"anyOf": [
+        {"required": ["lat", "lon"],
+         "properties": {"lat": {"type": "number"}, "lon": {"type": "number"}}},
+        {"properties": {"lat": {"type": "null"}, "lon": {"type": "null"}}}]},
+    {"if": {"required": ["kind"], "properties": {"kind": {"const": "profile_change"}}},
+     "then": {"required": ["change"], "properties": {"change": {"type": "string"}}}},
+]}
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+
+class EventIn(BaseModel):
+    """One event as the lender sends it. Device id, IP and region are personal: `SecretStr`.
+    `occurred_at` carries a UTC offset and is not in the future; `lat` and `lon` come
+    together; a `profile_change` names its `change`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra=_CONSISTENT_SCHEMA)
 
     event_id: str = Field(min_length=1, max_length=128)
     applicant_ref: ApplicantRef

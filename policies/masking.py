@@ -99,11 +99,16 @@ def mask(kind: MaskKind, value: str | None) -> str:
 
 # 18-character resident/permit IDs (17 digits + digit or X) and old 15-digit IDs,
 # not embedded in longer digit runs, so order numbers and timestamps survive.
-_ID_RE = re.compile(r"(?<![0-9A-Za-z])(\d{17}[\dXx]|\d{15})(?![0-9A-Za-z])")
+ID_PATTERN = r"(?<![0-9A-Za-z])(\d{17}[\dXx]|\d{15})(?![0-9A-Za-z])"
 # Mainland mobiles with optional +86/86 prefix and optional separators after 3 and 7 digits.
-_PHONE_RE = re.compile(r"(?<!\d)(?:\+?86[ -]?)?(1[3-9]\d)[ -]?(\d{4})[ -]?(\d{4})(?!\d)")
+PHONE_PATTERN = r"(?<!\d)(?:\+?86[ -]?)?(1[3-9]\d)[ -]?(\d{4})[ -]?(\d{4})(?!\d)"
 # Bank cards: 16-19 digits.
-_CARD_RE = re.compile(r"(?<!\d)(\d{16,19})(?!\d)")
+CARD_PATTERN = r"(?<!\d)(\d{16,19})(?!\d)"
+# The shapes above are written so that Python and ECMA-262 (JSON Schema, OpenAPI) read
+# them alike: `policies.vocabulary` puts them in the schema of an applicant ref.
+_ID_RE = re.compile(ID_PATTERN)
+_PHONE_RE = re.compile(PHONE_PATTERN)
+_CARD_RE = re.compile(CARD_PATTERN)
 # OAuth secrets and identifiers carried in a URL or a form (a logged request line).
 _OAUTH_PARAM_RE = re.compile(
     r"(?i)\b(code|state|access_token|refresh_token|id_token|secret|client_secret|openid|"

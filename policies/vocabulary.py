@@ -16,7 +16,7 @@ from typing import Annotated
 from pydantic import AfterValidator, StringConstraints, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from policies.masking import mask_text
+from policies.masking import CARD_PATTERN, ID_PATTERN, PHONE_PATTERN, mask_text
 
 # Caller's key: printable ASCII without spaces (safe in URLs, logs and file names), starting
 # with a letter or digit, at most 64 characters. `\Z`, not `$`: `$` also matches before a
@@ -81,8 +81,21 @@ def _schema(pattern: str, max_length: int) -> WithJsonSchema:
     return WithJsonSchema({"type": "string", "pattern": pattern, "maxLength": max_length})
 
 
+# What OpenAPI says of an applicant ref: both of `check_applicant_ref`'s rules. The shape,
+# and none of the identifier shapes `mask_text` masks (its OAuth-parameter shape needs a `=`,
+# which the shape already refuses). `$` in ECMA-262 is the end of the input only; for
+# validators that read patterns as Python does, a line break is refused too.
+APPLICANT_REF_SCHEMA: dict[str, object] = {
+    "type": "string", "minLength": 1, "maxLength": 64,
+    "pattern": r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$",
+    "not": {"anyOf": [{"pattern": p} for p in (r"\n", ID_PATTERN, CARD_PATTERN, PHONE_PATTERN)]},
+    "description": f"The caller's key for the applicant: {REF_RULE}; {REF_PII_RULE} "
+                   "(nor a bank card number).",
+    "examples": ["A-000123"],
+}
+
 ApplicantRef = Annotated[str, _validator(check_applicant_ref),
-                         _schema(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$", 64)]
+                         WithJsonSchema(APPLICANT_REF_SCHEMA)]
 ConsentId = Annotated[str, _validator(check_consent_id), _schema(
     r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", 36)]
 Code = Annotated[str, _validator(check_code), _schema(r"^[a-z][a-z0-9_.-]{0,63}$", 64)]

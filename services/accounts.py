@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.subjects import require_ref
+from services.subjects import require_known
 from storage.store import Store
 
 
@@ -14,5 +14,7 @@ class AccountService:
         self.store = store
 
     def view(self, applicant_ref: str) -> list[dict[str, Any]]:
-        require_ref(applicant_ref)
+        """`NotFound` for a subject of whom nothing is held; an empty list for one who
+        authorized no account."""
+        require_known(self.store, applicant_ref)
         return self.store.oauth.view(applicant_ref)

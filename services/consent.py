@@ -21,11 +21,11 @@ from policies.vocabulary import (
     NoticeVersion,
     Purpose,
     Scope,
-    check_applicant_ref,
     check_consent_id,
 )
 from services.context import Actor
 from services.errors import InvalidInput, NotFound
+from services.subjects import require_known
 from storage.context import as_utc
 from storage.ledger import UnknownConsentError
 from storage.store import Store
@@ -40,7 +40,10 @@ class ConsentRefused(InvalidInput):
 class GrantRequest(BaseModel):
     """One affirmative act of consent. `expires_at` defaults to the purpose's longest validity."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra={"examples": [{
+        "subject_ref": "A-000123", "purpose": "onboarding_verification",
+        "scopes": ["risk_scoring"], "notice_version": "privacy-notice-2026.10",
+        "channel": "app", "evidence": "sha256:" + "c" * 64}]})
 
     subject_ref: ApplicantRef
     purpose: Purpose
@@ -130,8 +133,9 @@ class ConsentService:
                               already_withdrawn=not created, withdrawn_at=grant.withdrawn_at)
 
     def status(self, subject_ref: str) -> list[dict[str, Any]]:
-        """The subject's grants now: live, withdrawn, expired or not yet valid."""
-        _require_ref(subject_ref)
+        """The subject's grants now: live, withdrawn, expired or not yet valid. `NotFound`
+        for a subject of whom nothing is held."""
+        require_known(self.store, subject_ref)
         now = self.store.clock()
         out = []
         for g in self.store.ledger.grants_for(subject_ref):
@@ -153,8 +157,9 @@ class ConsentService:
 
     def receipt(self, subject_ref: str, *, actor: Actor) -> dict[str, Any]:
         """A consent receipt the compliance officer can hand over: every event, the notices
-        and their hashes, identifiers masked. Producing it is recorded in the audit chain."""
-        _require_ref(subject_ref)
+        and their hashes, identifiers masked. Producing it is recorded in the audit chain.
+        `NotFound` for a subject of whom nothing is held."""
+        require_known(self.store, subject_ref)
         events = self.store.ledger.events_for(subject_ref)
         subject: dict[str, Any] = {"applicant_ref": subject_ref}
         try:
@@ -192,9 +197,3 @@ class ConsentService:
     def stats(self) -> list[dict[str, Any]]:
         """Per notice version and channel: people asked, granting each scope, withdrawing."""
         return self.store.ledger.stats()
-
-
-def _require_ref(value: str) -> None:
-    rule = check_applicant_ref(value)
-    if rule is not None:
-        raise InvalidInput("applicant_ref", rule)

@@ -91,8 +91,6 @@ class EventService:
 
     def ingest_one(self, raw: Any, *, now: datetime | None = None) -> dict[str, Any]:
         """One event: stored and its alerts raised, or `EventRefused` (nothing written)."""
-        now = now or datetime.now(UTC)
-        policy = self.policy
         if not isinstance(raw, Mapping):
             raise EventRefused("event", "must be a JSON object")
         ref = _ref_of(raw)
@@ -102,6 +100,15 @@ class EventService:
             err = exc.errors(include_input=False, include_url=False)[0]
             loc = ".".join(str(p) for p in err["loc"]) or "event"
             raise EventRefused(loc, err["msg"].removeprefix("Value error, "), ref) from None
+        return self.ingest_event(event, now=now)
+
+    def ingest_event(self, event: EventIn, *, now: datetime | None = None) -> dict[str, Any]:
+        """One event already in shape (the HTTP API parses the body as an `EventIn`): the
+        clock, a known applicant and the consent gate, then stored and its alerts raised;
+        or `EventRefused` (nothing written)."""
+        now = now or datetime.now(UTC)
+        policy = self.policy
+        ref = event.applicant_ref
         try:
             check_event(event, policy, now=now)
         except EventRuleError as exc:

@@ -41,6 +41,14 @@ def require_ref(value: str) -> None:
         raise InvalidInput("applicant_ref", rule)
 
 
+def require_known(store: Store, value: str) -> None:
+    """`InvalidInput` for a malformed ref, `NotFound` for a subject of whom nothing is held
+    (no decision, consent, account or hold): a read about nobody is not an empty answer."""
+    require_ref(value)
+    if not store.subjects.known(value):
+        raise NotFound("applicant_ref", "no such subject")
+
+
 def permit(policy: AccessPolicy, actor: Actor, permission: str, *,
            reason: str | None = None) -> None:
     """`Denied` unless the actor's role holds `permission` (and gave a reason if one is due)."""

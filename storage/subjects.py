@@ -24,6 +24,16 @@ class SubjectRepository:
         self._ctx = ctx
         self._audit = audit
 
+    def known(self, applicant_ref: str) -> bool:
+        """Whether anything is held of the subject: a decided applicant, a consent event, an
+        authorized account or a legal hold. An erased subject stays known (its rows remain,
+        its keys do not)."""
+        columns = (m.Applicant.applicant_ref, m.ConsentEvent.subject_ref,
+                   m.OAuthAccount.applicant_ref, m.LegalHold.subject_ref)
+        with self._ctx.engine.connect() as conn:
+            return any(conn.execute(select(c).where(c == applicant_ref).limit(1)).first()
+                       is not None for c in columns)
+
     def hold(self, applicant_ref: str, *, basis: str, purpose: str, until: datetime,
              actor: str) -> str:
         hold_id = str(uuid.uuid4())

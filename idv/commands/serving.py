@@ -88,6 +88,9 @@ def serve(
     prepare_environment()
     with oauth_sandbox(sandbox, host, port) as wired:
         rt = Runtime.from_env()
+        # A runtime that cannot start safely (production checks, keys) stops here, not at
+        # the first request: the app opens nothing of it until a route needs it.
+        rt.store  # noqa: B018
         console.print(f"idv API on http://{host}:{port} (OpenAPI at /docs)")
         if wired:
             console.print(f"sandbox vendors and WeChat on {wired['vendors']}, "

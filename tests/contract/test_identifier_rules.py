@@ -8,6 +8,9 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
 
 from flows.runtime import Runtime, Settings
 from idv.api import create_app
@@ -15,7 +18,7 @@ from idv.cli import main
 from intake.models import ApplicantLine
 from intake.reader import parse_record
 from policies import catalog
-from policies.vocabulary import check_applicant_ref
+from policies.vocabulary import APPLICANT_REF_SCHEMA, check_applicant_ref
 
 NOW = datetime.now(UTC)
 
@@ -34,6 +37,7 @@ REFUSED = {
     "ref:138-0013-8000": "must not contain an ID or phone number",
 }
 TABLE = [(ref, None) for ref in ACCEPTED] + list(REFUSED.items())
+REF_VALIDATOR = Draft202012Validator(APPLICANT_REF_SCHEMA)
 IDS = [repr(r)[:24] for r, _ in TABLE]
 
 
@@ -105,11 +109,12 @@ def test_when_the_command_line_is_given_the_ref_then_it_judges_it_alike(
         surfaces, ref, rule, monkeypatch, capsys):
     _, home = surfaces
     monkeypatch.setenv("IDV_HOME", str(home))
+    # Granted first: `consent show` of a subject of whom nothing is held is refused (404).
     for argv, field in (
-            (["consent", "show", "--json", "--", ref], "applicant_ref"),
             (["consent", "grant", "--purpose", "onboarding_verification", "--scope",
               "id_verification", "--notice", "privacy-notice-2026.10", "--channel", "app",
-              "--evidence", "sha256:" + "d" * 64, "--json", "--", ref], "APPLICANT_REF")):
+              "--evidence", "sha256:" + "d" * 64, "--json", "--", ref], "APPLICANT_REF"),
+            (["consent", "show", "--json", "--", ref], "applicant_ref")):
         with pytest.raises(SystemExit) as done:
             main(argv)
         out, err = capsys.readouterr()
@@ -120,3 +125,38 @@ def test_when_the_command_line_is_given_the_ref_then_it_judges_it_alike(
             assert done.value.code == 2 and out == ""
             refusal = json.loads(err)
             assert refusal["field"] == field and rule in refusal["rule"]
+
+
+# Strings near the rule's edges: the ref alphabet, digit runs, separators, a line break.
+_NEAR_REFS = st.text(alphabet="0123456789Xx-:._Ab+ \n", max_size=70) | st.from_regex(
+    r"[A-Za-z0-9][A-Za-z0-9._:-]{0,70}", fullmatch=True)
+
+
+@given(_NEAR_REFS)
+@settings(max_examples=600, deadline=None)
+def test_when_the_openapi_schema_judges_a_ref_then_it_agrees_with_the_vocabulary(ref):
+    """The document states the rule the server enforces: a validator that reads patterns as
+    Python does (the `jsonschema` package) accepts exactly the refs `check_applicant_ref`
+    accepts."""
+    valid = REF_VALIDATOR.is_valid(ref)
+    assert valid == (check_applicant_ref(ref) is None)
+
+
+@pytest.mark.parametrize(("ref", "rule"), TABLE, ids=IDS)
+def test_when_the_openapi_schema_is_given_the_table_then_it_judges_it_alike(ref, rule):
+    assert REF_VALIDATOR.is_valid(ref) == (rule is None)
+
+
+def test_when_the_command_line_shows_a_subject_of_whom_nothing_is_held_then_it_refuses(
+        surfaces, monkeypatch, capsys):
+    _, home = surfaces
+    monkeypatch.setenv("IDV_HOME", str(home))
+    for argv in (["consent", "show", "--json", "NOBODY-2"],
+                 ["consent", "export", "--json", "NOBODY-2"],
+                 ["oauth", "show", "--json", "NOBODY-2"]):
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        out, err = capsys.readouterr()
+        assert done.value.code == 2 and out == "", argv
+        assert json.loads(err) == {"error": json.loads(err)["error"], "field": "applicant_ref",
+                                   "rule": "no such subject"}

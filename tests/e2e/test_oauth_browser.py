@@ -1,5 +1,5 @@
-"""The whole OAuth dance in a real browser: Debian's chromium driven by Playwright (STACK.md;
-`make test` installs the package when it is missing; `playwright install` is never used).
+"""The whole OAuth dance in a real browser: Debian's chromium driven by Playwright
+(`tests/e2e/conftest.py`).
 
 Our API (uvicorn), the WeChat imitation and the OpenID provider run on loopback. The
 applicant clicks Approve on the provider's page and lands on our confirmation page; the
@@ -10,9 +10,7 @@ Deny ends on our error page with no grant and no token.
 from __future__ import annotations
 
 import json
-import shutil
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
@@ -20,30 +18,6 @@ from flows.onboarding import run_batch
 from idv.synthetic import Mix, applicants
 
 pytestmark = pytest.mark.e2e
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian's chromium is missing: run `make browser` (apt-get install chromium)")
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS, headless=True)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(chromium):
-    context = chromium.new_context()
-    context.set_default_timeout(15_000)
-    yield context.new_page()
-    context.close()
 
 
 @pytest.fixture

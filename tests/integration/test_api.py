@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -153,6 +154,44 @@ def test_when_no_decision_exists_then_the_explanation_is_404(api):
     assert resp.status_code == 404
 
 
+def test_when_nothing_is_held_of_a_subject_then_every_read_about_them_is_404(api):
+    client, rt = api
+    reads = ["/subjects/{}/consents", "/subjects/{}/consents/export", "/subjects/{}/decision",
+             "/subjects/{}/accounts"]
+    for path in reads:
+        resp = client.get(path.format("NOBODY-1"))
+        assert resp.status_code == 404, (path, resp.text)
+        assert resp.json() == {"error": "unknown_applicant", "field": "applicant_ref",
+                               "rule": resp.json()["rule"]} and resp.json()["rule"]
+    exported = [e for e in rt.store.audit.events(subject_ref="NOBODY-1")
+                if e.kind == "consent.exported"]
+    assert exported == []  # no receipt was made about nobody
+    # A subject known by a consent alone is found: an empty receipt subject, a grant.
+    client.post("/consents", json=body(subject_ref="ONLY-CONSENT"))
+    assert client.get("/subjects/ONLY-CONSENT/consents").status_code == 200
+    assert client.get("/subjects/ONLY-CONSENT/consents/export").status_code == 200
+    accounts = client.get("/subjects/ONLY-CONSENT/accounts")
+    assert accounts.status_code == 200 and accounts.json()["accounts"] == []
+    assert client.get("/subjects/ONLY-CONSENT/decision").status_code == 404  # no decision
+
+
+def test_when_a_body_is_not_json_or_the_token_is_wrong_then_the_error_body_names_the_rule(api):
+    client, _ = api
+    json_body = {"Content-Type": "application/json"}
+    unreadable = client.post("/consents", content=b"\xff\xfe{", headers=json_body)
+    assert unreadable.status_code == 400
+    assert unreadable.json() == {"error": "bad_request", "field": None,
+                                 "rule": "There was an error parsing the body"}
+    not_json = client.post("/consents", content=b"{not json", headers=json_body)
+    assert not_json.status_code == 422
+    assert not_json.json() == {"error": "invalid_request", "field": "body",
+                               "rule": "JSON decode error"}
+    bare = httpx.get(str(client.base_url) + "/consents/stats", timeout=5)
+    assert bare.status_code == 401 and bare.headers["www-authenticate"] == "Bearer"
+    assert bare.json() == {"error": "unauthorized", "field": "Authorization",
+                           "rule": "missing or wrong bearer token"}
+
+
 def test_when_the_token_is_missing_or_wrong_then_every_endpoint_refuses(api):
     client, _ = api
     bare = httpx.Client(base_url=str(client.base_url), timeout=5)
@@ -188,3 +227,34 @@ def test_when_an_event_is_posted_then_it_is_gated_stored_and_refusals_name_field
     assert unknown.status_code == 422 and unknown.json()["rule"] == "is not a known applicant"
     noauth = httpx.post(str(client.base_url) + "/events", json=event)
     assert noauth.status_code == 401
+
+
+@pytest.mark.parametrize("env", ["development", "production"])
+def test_when_the_docs_are_asked_for_then_production_wants_the_token_and_no_asset_is_remote(
+        env, key_file, tmp_path, serve_app):
+    rt = Runtime(Settings(env=env, home=tmp_path / "home", key_file=key_file,
+                          api_token=SecretStr(TOKEN)))
+    server = serve_app(create_app(rt))
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            for path in ("/docs", "/redoc", "/openapi.json"):
+                bare = client.get(path)
+                if env == "production":
+                    assert bare.status_code == 401 and bare.json()["error"] == "unauthorized"
+                    assert client.get(path, headers={"Authorization": "Bearer nope"}
+                                      ).status_code == 401
+                else:
+                    assert bare.status_code == 200
+                shown = client.get(path, headers=auth)
+                assert shown.status_code == 200
+                if path != "/openapi.json":
+                    assets = re.findall(r"""(?:src|href)=["']([^"']+)["']""", shown.text)
+                    assert assets and all(a.startswith("/docs-assets/") for a in assets)
+                    assert "https://" not in shown.text and "http://" not in shown.text
+                    for asset in assets:  # the libraries' own files: no token needed
+                        assert client.get(asset).status_code == 200
+            assert client.get("/openapi.json", headers=auth).json()["info"]["title"] == "idv"
+    finally:
+        server.stop()
+        rt.close()

@@ -1,0 +1,260 @@
+"""What the HTTP API's OpenAPI document says: the body of every answer and every refusal.
+
+Each route names its answers with `answers(...)`: the status codes it can give, each with
+`ErrorBody` (JSON) or the OAuth pages' HTML. The answer models forbid extra fields, so a
+service that starts returning a field the document does not name fails the tests (a 500)
+instead of leaking past the contract. `tests/contract/test_api_schema.py` holds the server
+to this document with Schemathesis.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+FeatureValue = str | int | float | bool | None
+
+
+class ErrorBody(BaseModel):
+    """A refusal: a code for machines, the field and the rule it broke; never the value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error: str
+    field: str | None = None
+    rule: str | None = None
+
+
+class Answer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GrantState(Answer):
+    consent_id: str
+    state: Literal["live", "withdrawn", "expired", "not_yet_valid"]
+    purpose: str
+    scopes: list[str]
+    notice_version: str
+    notice_hash: str
+    channel: str
+    granted_at: str
+    expires_at: str
+    withdrawn_at: str | None
+
+
+class SubjectConsents(Answer):
+    applicant_ref: str
+    grants: list[GrantState]
+
+
+class ReceiptSubject(Answer):
+    """The subject as a receipt shows it: masked, and only when a decided applicant is held."""
+
+    applicant_ref: str
+    name: str | None = None
+    id_type: str | None = None
+    id_number: str | None = None
+    phone: str | None = None
+
+
+class ReceiptNotice(Answer):
+    version: str
+    text_sha256: str | None
+    published: str | None
+    purposes: list[str]
+    scopes: list[str]
+    retention_days: int | None
+
+
+class LedgerEvent(Answer):
+    event_id: str
+    event: Literal["grant", "withdraw", "expire"]
+    consent_id: str
+    purpose: str
+    scopes: list[str]
+    notice_version: str | None
+    notice_hash: str | None
+    channel: str | None
+    evidence_ref: str | None
+    granted_at: str | None
+    expires_at: str | None
+    occurred_at: str
+    recorded_at: str
+
+
+class ConsentReceipt(Answer):
+    receipt_version: int
+    generated_at: str
+    subject: ReceiptSubject
+    consent_policy: str
+    notices: list[ReceiptNotice]
+    grants: list[GrantState]
+    events: list[LedgerEvent]
+
+
+class NoticeStats(Answer):
+    notice_version: str
+    channel: str
+    asked: int
+    granted: dict[str, int]
+    withdrew: int
+
+
+class ConsentStats(Answer):
+    stats: list[NoticeStats]
+
+
+class Reason(Answer):
+    code: str
+    en: str
+    zh: str
+
+
+class Contribution(Answer):
+    feature: str
+    value: FeatureValue
+    band: str
+    points: int
+    reason: str | None
+    label: str
+
+
+class StoredAlert(Answer):
+    alert_id: str
+    rule: str
+    event_id: str
+    evidence: dict[str, Any]
+    review_case_id: str | None
+    created_at: str
+
+
+class StepExplained(Answer):
+    step: str
+    status: str
+    reason: str
+    consent_ids: list[str]
+    vendor_request_id: str | None
+    as_of: str | None
+
+
+class Explanation(Answer):
+    """Why an outcome is what it is (PIPL Art. 24): no personal values."""
+
+    applicant_ref: str
+    outcome: str
+    automated: bool
+    score: int | None
+    policy_version: str | None
+    reasons: list[Reason]
+    features: dict[str, FeatureValue]
+    contributions: list[Contribution]
+    alerts: list[StoredAlert]
+    steps: list[StepExplained]
+    decided_at: str
+
+
+class RaisedAlert(Answer):
+    applicant_ref: str
+    alert_id: str
+    rule: str
+    reason: str
+    evidence: dict[str, float | int | str]
+
+
+class EventReceived(Answer):
+    event_id: str
+    duplicate: bool
+    alerts: list[RaisedAlert]
+
+
+class VerifiedStep(Answer):
+    verifier: str
+    status: str
+    reason: str
+
+
+class VerificationAnswer(Answer):
+    """One applicant verified on demand: outcome and masked steps, no personal value."""
+
+    run_id: str
+    replayed: bool
+    fees_cents: int
+    applicant_ref: str | None
+    disposition: str
+    outcome: str | None
+    steps: list[VerifiedStep]
+
+
+class StartLinkAnswer(Answer):
+    url: str
+    expires_at: str | None
+
+
+class PhoneAnswer(Answer):
+    applicant_ref: str
+    decision_id: str
+    phone: str
+    bound_phone_match: str
+
+
+class Account(Answer):
+    provider: str
+    status: str
+    scope: str
+    consent_id: str | None
+    tokens_held: bool
+    unionid: bool
+    bound_phone: bool
+    access_expires_at: str | None
+    refresh_expires_at: str | None
+    linked_at: str | None
+
+
+class SubjectAccounts(Answer):
+    applicant_ref: str
+    accounts: list[Account]
+
+
+# Why each status is given, as the document says it.
+WHY = {
+    200: "done",
+    201: "recorded",
+    302: "to the provider's authorization page",
+    400: "refused: a body that is not JSON, a malformed page parameter, a wrong state, or "
+         "a code the provider refused",
+    401: "missing or wrong bearer token",
+    403: "not allowed: no live consent, a declined authorization, an unsigned or old link",
+    404: "no such subject, consent or provider",
+    409: "conflicts with what is held",
+    422: "a field breaks a rule (the field and the rule are named, never the value)",
+    502: "the provider answered something that is not a valid answer",
+    503: "not configured here, or the provider asks to try later",
+    504: "the provider could not be reached in time",
+}
+
+ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
+HTML = {"text/html": {"schema": {"type": "string"}}}
+# The pages an applicant's browser lands on; none may be cached, framed or referred from.
+PAGE_HEADERS = {name: {"schema": {"type": "string"}, "required": True}
+                for name in ("Cache-Control", "Referrer-Policy", "X-Frame-Options")}
+
+
+def answers(*codes: int, pages: tuple[int, ...] = ()) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` of a route: each code in `codes` with `ErrorBody`, each in `pages`
+    with an HTML page (the OAuth routes a browser follows)."""
+    out: dict[int | str, dict[str, Any]] = {
+        code: {"model": ErrorBody, "description": WHY[code]} for code in codes}
+    if 401 in out:
+        out[401]["headers"] = {"WWW-Authenticate": {
+            "schema": {"type": "string", "const": "Bearer"}, "required": True}}
+    for code in pages:
+        out[code] = {"description": WHY[code], "content": HTML, "headers": PAGE_HEADERS}
+    return out
+
+
+def json_answers(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """`ErrorBody` answers on a route whose own media type is not JSON (an HTML page that a
+    missing parameter refuses before the page is made)."""
+    return {code: {"description": WHY[code],
+                   "content": {"application/json": {"schema": ERROR_REF}}} for code in codes}
