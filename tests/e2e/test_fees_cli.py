@@ -65,6 +65,10 @@ def test_when_the_vendor_billed_calls_that_timed_out_then_reconcile_names_each_o
     late = [st for st in stored if st.step == "credit_report" and st.reason == "timeout"]
     paid = [st for st in stored if st.fee_cents > 0]
     assert late and paid  # the faults did hit, and most calls came back
+    # A late answer the vendor does not bill (NO_RECORD) is on no statement.
+    billed = {c.idempotency_key for c in state.calls if c.billed_cents > 0}
+    late = [st for st in late if st.idempotency_key in billed]
+    assert late
     path = tmp_path / "statement.csv"
     path.write_text(statement, encoding="utf-8")
 
