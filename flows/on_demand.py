@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 
-from flows.onboarding import ChunkReport, ChunkRunner, Pending, _run_loop
+from flows.onboarding import ChunkReport, ChunkRunner, Pending, run_loop
 from flows.runtime import Runtime
 from intake.models import Refusal
 from intake.reader import parse_record
@@ -58,7 +58,7 @@ def verify_one(rt: Runtime, record: Any, *, idempotency_key: str | None = None
     run_id = rt.store.runs.start(batch_name=BATCH_NAME, batch_sha256=basis, owner=owner_id(),
                                  resumes=resumes)
     try:
-        _run_loop(_one(rt, run_id, line))
+        run_loop(_one(rt, run_id, line))
     except BaseException:
         rt.store.runs.mark_crashed(run_id, reason="request_failed")
         raise

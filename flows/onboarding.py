@@ -91,7 +91,7 @@ def _subject(line: ApplicantLine) -> Subject:
                    id_number=line.id_number, phone=line.phone)
 
 
-def _step_record(evidence: Evidence, decision_id: str | None) -> StepRecord:
+def step_record(evidence: Evidence, decision_id: str | None) -> StepRecord:
     return StepRecord(
         step=evidence.verifier, status=evidence.status.value, reason=evidence.reason,
         result_code=evidence.result_code,
@@ -196,7 +196,7 @@ class ChunkRunner:
             evidence, decision_id = await self.gate.run(verifier, subject,
                                                         purpose=product.purpose,
                                                         call_ref=call_ref)
-            records.append(_step_record(evidence, decision_id))
+            records.append(step_record(evidence, decision_id))
             shape = getattr(verifier, "response_shape", None)
             if shape is not None:
                 shapes[rule.step] = shape
@@ -317,7 +317,7 @@ class ChunkRunner:
                              reason=refusal.reason)
 
 
-def _run_loop(work: Coroutine[Any, Any, ChunkReport]) -> ChunkReport:
+def run_loop(work: Coroutine[Any, Any, ChunkReport]) -> ChunkReport:
     """Run a chunk's coroutine to the end on a loop of its own: uvloop's (libuv), which
     spends about half of what asyncio's own loop does on each of the many small wake-ups
     a chunk makes (vendor sockets, journal futures, semaphores)."""
@@ -460,7 +460,7 @@ def run_chunk(rt: Runtime, plan: BatchPlan, chunk: Chunk, run_id: str) -> ChunkR
 def _run_lanes(rt: Runtime, plan: BatchPlan, chunk: Chunk, run_id: str) -> ChunkReport:
     lanes = rt.settings.workers
     if lanes == 1 or "fork" not in multiprocessing.get_all_start_methods():
-        return _run_loop(process_chunk(rt, plan, chunk, run_id))
+        return run_loop(process_chunk(rt, plan, chunk, run_id))
     fork = multiprocessing.get_context("fork")
     forked = []
     for lane in range(1, lanes):
@@ -478,7 +478,7 @@ def _run_lanes(rt: Runtime, plan: BatchPlan, chunk: Chunk, run_id: str) -> Chunk
         finally:
             send.close()
         forked.append((lane, proc, receive))
-    report = _run_loop(process_chunk(rt, plan, chunk, run_id, lane=0, lanes=lanes))
+    report = run_loop(process_chunk(rt, plan, chunk, run_id, lane=0, lanes=lanes))
     for lane, proc, receive in forked:
         got = None
         if proc is not None and receive is not None:
@@ -492,7 +492,7 @@ def _run_lanes(rt: Runtime, plan: BatchPlan, chunk: Chunk, run_id: str) -> Chunk
                 log.error("chunk %d lane %d ended without a report (exit code %s): run again "
                           "here", chunk.index, lane, proc.exitcode)
         if not isinstance(got, ChunkReport):
-            got = _run_loop(process_chunk(rt, plan, chunk, run_id, lane=lane, lanes=lanes))
+            got = run_loop(process_chunk(rt, plan, chunk, run_id, lane=lane, lanes=lanes))
         report.add(got)
     return report
 
@@ -506,7 +506,7 @@ def _lane(rt: Runtime, plan: BatchPlan, chunk: Chunk, run_id: str, lane: int, la
     rt.after_fork()
     report: ChunkReport | None = None
     try:
-        report = _run_loop(process_chunk(rt, plan, chunk, run_id, lane=lane, lanes=lanes))
+        report = run_loop(process_chunk(rt, plan, chunk, run_id, lane=lane, lanes=lanes))
     except Exception as exc:  # the parent runs the lane again
         log.error("chunk %d lane %d failed: %s", chunk.index, lane, type(exc).__name__)
     finally:

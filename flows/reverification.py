@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 from prefect import flow, get_run_logger
 
-from flows.onboarding import _run_loop, _step_record, features_of
+from flows.onboarding import features_of, run_loop, step_record
 from flows.runtime import Runtime, install_log_masking
 from policies.scorecard import assess
 from services.runs import owner_id
@@ -72,7 +72,7 @@ def reverify(rt: Runtime, refs: list[str] | None = None) -> ReverificationReport
                                  owner=owner_id())
     report = ReverificationReport(run_id=run_id)
     try:
-        _run_loop(_reverify(rt, run_id, refs, report))
+        run_loop(_reverify(rt, run_id, refs, report))
     except BaseException:
         rt.store.runs.mark_crashed(run_id, reason="reverification_failed")
         raise
@@ -113,7 +113,7 @@ async def _reverify(rt: Runtime, run_id: str, refs: list[str],
                     continue
                 report.calls += 1
                 report.fees_cents += evidence.fee_cents
-                steps.append(_step_record(evidence, decision_id))
+                steps.append(step_record(evidence, decision_id))
             if not steps:
                 if refusals & NEVER_ASK:
                     report.withdrawn += 1

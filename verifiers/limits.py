@@ -283,8 +283,11 @@ class CallLimits:
         contract = self.contract(api)
         if contract is None:
             return True
+        # The headroom is a share of the vendor's one-second window: as much of each second
+        # may a call be late by, and never more than half its interval.
+        window_s = 1.0
         tolerance = min(0.5 * self.contracts.interval_s(contract) * self.share,
-                        self.contracts.headroom)
+                        self.contracts.headroom * window_s)
         return time.time() - due <= max(tolerance, LATE_S)
 
 
