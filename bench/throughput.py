@@ -7,11 +7,10 @@ no consent, encryption, database or orchestration. Both keep 64 vendor calls in 
 side runs in a subprocess of its own so that its CPU time and peak RSS are its own. The
 pipeline's start-up (migrations, policies, GX's import) is printed apart, not timed.
 
-The pipeline's memory is the peak of its processes' proportional set sizes summed (sampled
-every 0.2 s), so that pages a forked lane shares with its parent count once.
+The pipeline's memory is the peak of its process's proportional set size (sampled every
+0.2 s). It is one process; bench/workers.py measures Prefect workers side by side.
 
 Usage: python bench/throughput.py [--n 1000 --n 10000] [--full] (adds 100,000)
-       [--workers 2] (the pipeline's IDV_WORKERS)
 """
 
 from __future__ import annotations
@@ -114,7 +113,7 @@ async def baseline(url: str, batch: Path) -> int:
     return done
 
 
-def run_side(mode: str, url: str, batch: Path, home: Path, workers: int = 1) -> dict:
+def run_side(mode: str, url: str, batch: Path, home: Path) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
     startup = 0.0
     if mode == "baseline":
@@ -134,7 +133,7 @@ def run_side(mode: str, url: str, batch: Path, home: Path, workers: int = 1) -> 
         home.mkdir(parents=True, exist_ok=True)
         unlimited = home / "vendors.yaml"
         unlimited.write_text(yaml.safe_dump(doc), encoding="utf-8")
-        rt = Runtime(Settings(home=home, concurrency=IN_FLIGHT, chunk_size=CHUNK, workers=workers,
+        rt = Runtime(Settings(home=home, concurrency=IN_FLIGHT, chunk_size=CHUNK,
                               vendor_contracts=unlimited,
                               **vendor_overrides(url, "bench", "bench-secret")))
         # Start-up, outside the timing and printed apart: migrations, the policies, and GX's
@@ -198,12 +197,9 @@ def main() -> None:
     parser.add_argument("--url")
     parser.add_argument("--batch")
     parser.add_argument("--home")
-    parser.add_argument("--workers", type=int, default=2,
-                        help="the pipeline's processes per chunk (IDV_WORKERS)")
     args = parser.parse_args()
     if args.side:  # a child: one side, one batch
-        print(json.dumps(run_side(args.side, args.url, Path(args.batch), Path(args.home),
-                                  args.workers)))
+        print(json.dumps(run_side(args.side, args.url, Path(args.batch), Path(args.home))))
         return
     sizes = args.n or [1000, 10000]
     if args.full:
@@ -225,8 +221,7 @@ def main() -> None:
                     sandbox_cpu = process_cpu_s(sandbox_pid)
                     proc = subprocess.Popen(
                         [sys.executable, __file__, "--side", side, "--url", url, "--batch",
-                         str(batch), "--home", str(Path(tmp) / side),
-                         "--workers", str(args.workers)],
+                         str(batch), "--home", str(Path(tmp) / side)],
                         stdout=subprocess.PIPE, stderr=err, text=True)
                     peak = 0.0
                     while proc.poll() is None:
@@ -246,18 +241,18 @@ def main() -> None:
               f"({b_rate * len(PATHS) / bound:.0%} of the bound), "
               f"{1000 * b['cpu_s'] / b['applicants']:.2f} ms CPU each, "
               f"peak RSS {b['rss_mb']:.0f} MB, PSS {b['pss_mb']:.0f} MB")
-        print(f"N={n}: pipeline (IDV_WORKERS={args.workers}) {p_rate:,.0f} "
+        print(f"N={n}: pipeline (one process) {p_rate:,.0f} "
               f"applicants/s, {1000 * p['cpu_s'] / p['applicants']:.2f} ms CPU each, "
-              f"peak memory {p['pss_mb']:.0f} MB (PSS summed over its processes; main "
-              f"process peak RSS {p['rss_mb']:.0f} MB; start-up, not timed: "
+              f"peak memory {p['pss_mb']:.0f} MB (PSS; peak RSS {p['rss_mb']:.0f} MB; "
+              f"start-up, not timed: "
               f"{p['startup_s']:.1f} s)")
         print(f"N={n}: ratio pipeline/baseline {p_rate / b_rate:.2f}")
-        # What this machine allows at these CPU costs: the pipeline's processes and the
-        # sandbox share the cores, and each process has one core at most.
+        # What this machine allows at these CPU costs: the pipeline and the sandbox share
+        # the cores, and the pipeline's process has one core at most.
         cores = len(os.sched_getaffinity(0))
         p_ms = 1000 * p["cpu_s"] / p["applicants"]
         s_ms = 1000 * p["sandbox_cpu_s"] / p["applicants"]
-        ceiling = min(1000 * args.workers / p_ms, 1000 * cores / (p_ms + s_ms))
+        ceiling = min(1000 / p_ms, 1000 * cores / (p_ms + s_ms))
         print(f"N={n}: sandbox CPU per applicant {1000 * b['sandbox_cpu_s'] / b['applicants']:.2f}"
               f" ms (baseline side), {s_ms:.2f} ms (pipeline side); at {p_ms:.2f} + {s_ms:.2f}"
               f" ms on {cores} cores the pipeline's CPU ceiling is {ceiling:,.0f} applicants/s,"

@@ -58,6 +58,13 @@ DECLARED: tuple[Declared, ...] = (
 )
 
 
+# Run by another flow, never on a schedule: the onboarding run sends each chunk of a batch
+# to the pool as a flow run of this deployment (`flows.chunks`).
+ON_DEMAND: tuple[Declared, ...] = (
+    Declared("verify-chunk", "flows.prefect_onboarding", "verify_chunk"),
+)
+
+
 @dataclass(frozen=True)
 class Planned:
     declared: Declared
@@ -178,9 +185,22 @@ def ensure_work_pool(name: str) -> bool:
         return False
 
 
+def on_demand_deployment(d: Declared) -> RunnerDeployment:
+    """An unscheduled deployment of `d` (a module-path entrypoint)."""
+    from prefect.types.entrypoint import EntrypointType
+
+    return d.flow().to_deployment(name=d.name, tags=TAGS,
+                                  entrypoint_type=EntrypointType.MODULE_PATH,
+                                  description="Run by idv's own flows, never on a schedule")
+
+
 def apply(planned: list[Planned], *, pool: str) -> list[dict[str, Any]]:
-    """Create or update every deployment on `pool`. A deployment paused on the server stays
-    paused (only `idv schedule resume` resumes it); one declared `active: false` is paused."""
+    """Create or update every deployment on `pool`, the scheduled ones and those run on
+    demand (`ON_DEMAND`). A deployment paused on the server stays paused (only `idv
+    schedule resume` resumes it); one declared `active: false` is paused."""
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+
     state = server_state(planned)
     out = []
     with _server("apply the deployments"):
@@ -188,8 +208,18 @@ def apply(planned: list[Planned], *, pool: str) -> list[dict[str, Any]]:
             before = state[p.name]
             paused = (before.paused if before else False) or not p.schedule.active
             deployment_id = runner_deployment(p, paused=paused).apply(work_pool_name=pool)
-            out.append({"name": p.name, "id": str(deployment_id),
-                        "created": before is None, "paused": paused, "pool": pool})
+            out.append({"name": p.name, "id": str(deployment_id), "created": before is None,
+                        "paused": paused, "pool": pool, "scheduled": True})
+        for d in ON_DEMAND:
+            with get_client(sync_client=True) as client:
+                try:
+                    client.read_deployment_by_name(f"{d.flow().name}/{d.name}")
+                    existed = True
+                except ObjectNotFound:
+                    existed = False
+            deployment_id = on_demand_deployment(d).apply(work_pool_name=pool)
+            out.append({"name": d.name, "id": str(deployment_id), "created": not existed,
+                        "paused": False, "pool": pool, "scheduled": False})
     return out
 
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import multiprocessing
-import os
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -140,7 +138,7 @@ class ChunkRunner:
     goes on) and batches their reads; the gate reads and records through it too."""
 
     def __init__(self, rt: Runtime, run_id: str, session: aiohttp.ClientSession,
-                 journal: Journal, *, lanes: int = 1) -> None:
+                 journal: Journal) -> None:
         self.rt = rt
         self.run_id = run_id
         self.session = session
@@ -154,7 +152,7 @@ class ChunkRunner:
         self.call_basis = (rt.store.cipher.blind_index(sha, table="runs", column="call_basis")[:32]
                            if sha else run_id)
         self.endpoints = rt.settings.endpoints()
-        self.limits = rt.limits_for(run_id, lanes=lanes)
+        self.limits = rt.limits_for(run_id)
         self.now = datetime.now(UTC)
         self.degraded: set[str] = rt.store.quality.degraded_sources(run_id)
 
@@ -174,8 +172,8 @@ class ChunkRunner:
         step records and the shape (field names, no values) of each vendor answer."""
         product = self.rt.verification.products[line.product]
         subject = _subject(line)
-        # The same in every attempt at this batch's line: a chunk run again after its lane or
-        # its run died makes the same paid calls under the same idempotency keys, and is not
+        # The same in every attempt at this batch's line: a chunk run again after its worker
+        # or its run died makes the same paid calls under the same idempotency keys, and is not
         # billed again.
         call_ref = f"{self.call_basis}:{line.applicant_ref}"
         records: list[StepRecord] = []
@@ -211,7 +209,7 @@ class ChunkRunner:
         for p in pending:
             for step, shape in p.shapes.items():
                 by_step.setdefault(step, []).append(shape)
-        # Sources other lanes found degraded meanwhile count here too.
+        # Sources other chunks found degraded meanwhile count here too.
         self.degraded |= self.rt.store.quality.degraded_sources(self.run_id)
         newly: set[str] = set()
         for step, shapes in sorted(by_step.items()):
@@ -325,30 +323,23 @@ def run_loop(work: Coroutine[Any, Any, ChunkReport]) -> ChunkReport:
         return runner.run(work)
 
 
-def lane_calls(concurrency: int, lane: int, lanes: int) -> int:
-    """Lane `lane`'s part of the calls in flight: together `concurrency`, at least one
-    each."""
-    return max(1, concurrency // lanes + (1 if lane < concurrency % lanes else 0))
+async def process_chunk(rt: Runtime, plan: BatchPlan, chunk: Chunk,
+                        run_id: str) -> ChunkReport:
+    """Parse, verify, decide and store one chunk.
 
-
-async def process_chunk(rt: Runtime, plan: BatchPlan, chunk: Chunk, run_id: str, *,
-                        lane: int = 0, lanes: int = 1) -> ChunkReport:
-    """Parse, verify, decide and store one chunk (of it, lane `lane`'s lines: every
-    `lanes`-th line).
-
-    `concurrency` bounds the vendor calls in flight (the session's connection limit, shared
-    out among lanes); `applicants_per_call` times as many applicants are in flight, so that
+    `concurrency` bounds the vendor calls in flight (the session's connection limit);
+    `applicants_per_call` times as many applicants are in flight, so that
     while some wait on the database others keep every call slot busy. Lines are read as
     slots free up. Decisions wait for the chunk's drift check, so that a source whose
     answers changed shape never passes anyone."""
     report = ChunkReport()
     pending_lines: list[RunLineRecord] = []
-    calls = lane_calls(rt.settings.concurrency, lane, lanes)
+    calls = rt.settings.concurrency
     slots = asyncio.Semaphore(calls * rt.settings.applicants_per_call)
     connector = aiohttp.TCPConnector(limit=calls)
     async with aiohttp.ClientSession(connector=connector) as session, \
             Journal(rt.store) as journal:
-        runner = ChunkRunner(rt, run_id, session, journal, lanes=lanes)
+        runner = ChunkRunner(rt, run_id, session, journal)
         pending: list[Pending] = []
 
         def failed(line: ApplicantLine, exc: Exception) -> RunLineRecord:
@@ -389,8 +380,6 @@ async def process_chunk(rt: Runtime, plan: BatchPlan, chunk: Chunk, run_id: str,
 
         seen_refs: set[str] = set()
         for line_no, raw in read_records(plan, chunk):
-            if line_no % lanes != lane:
-                continue
             report.lines += 1
             if isinstance(raw, Refusal):
                 pending_lines.append(runner.refuse(raw, report))
@@ -442,79 +431,16 @@ def settle_heap() -> None:
 
 
 def run_chunk(rt: Runtime, plan: BatchPlan, chunk: Chunk, run_id: str) -> ChunkReport:
-    """One chunk, its lines dealt out to `workers` lanes: this process and forked ones.
-
-    A forked lane inherits the loaded policies, keys and libraries (GX included: its pages
-    stay shared) and opens its own database connections; it reports counts only. A lane
-    that dies without reporting is run again here: applicants it stored come back as
-    existing, so no line is lost or decided twice."""
+    """One chunk in this process. Run again after it died part-way (its worker lost, its
+    flow run retried): applicants it stored come back as existing, no line is decided or
+    recorded twice, and its unstored calls go out again under the keys they had."""
     settle_heap()
     try:
-        report = _run_lanes(rt, plan, chunk, run_id)
+        report = run_loop(process_chunk(rt, plan, chunk, run_id))
         rt.store.runs.heartbeat(run_id)
         return report
     finally:
         gc.collect()  # the chunk's cyclic garbage, now that young collections are rarer
-
-
-def _run_lanes(rt: Runtime, plan: BatchPlan, chunk: Chunk, run_id: str) -> ChunkReport:
-    lanes = rt.settings.workers
-    if lanes == 1 or "fork" not in multiprocessing.get_all_start_methods():
-        return run_loop(process_chunk(rt, plan, chunk, run_id))
-    fork = multiprocessing.get_context("fork")
-    forked = []
-    for lane in range(1, lanes):
-        receive, send = fork.Pipe(duplex=False)
-        proc = fork.Process(target=_lane, args=(rt, plan, chunk, run_id, lane, lanes, send),
-                            name=f"idv-lane-{lane}", daemon=True)
-        try:
-            proc.start()
-        except OSError as exc:  # no process to be had: this lane runs here, afterwards
-            log.error("chunk %d lane %d could not start: %s", chunk.index, lane,
-                      type(exc).__name__)
-            receive.close()
-            forked.append((lane, None, None))
-            continue
-        finally:
-            send.close()
-        forked.append((lane, proc, receive))
-    report = run_loop(process_chunk(rt, plan, chunk, run_id, lane=0, lanes=lanes))
-    for lane, proc, receive in forked:
-        got = None
-        if proc is not None and receive is not None:
-            try:
-                got = receive.recv()
-            except EOFError:
-                pass
-            proc.join()
-            receive.close()
-            if not isinstance(got, ChunkReport):
-                log.error("chunk %d lane %d ended without a report (exit code %s): run again "
-                          "here", chunk.index, lane, proc.exitcode)
-        if not isinstance(got, ChunkReport):
-            got = run_loop(process_chunk(rt, plan, chunk, run_id, lane=lane, lanes=lanes))
-        report.add(got)
-    return report
-
-
-def _lane(rt: Runtime, plan: BatchPlan, chunk: Chunk, run_id: str, lane: int, lanes: int,
-          send: Any) -> None:
-    """A forked lane's body: its own connections, its lines, counts back to the parent."""
-    # Inherited objects stay out of this process's garbage collection, so that their pages
-    # are not copied just for being scanned.
-    gc.freeze()
-    rt.after_fork()
-    report: ChunkReport | None = None
-    try:
-        report = run_loop(process_chunk(rt, plan, chunk, run_id, lane=lane, lanes=lanes))
-    except Exception as exc:  # the parent runs the lane again
-        log.error("chunk %d lane %d failed: %s", chunk.index, lane, type(exc).__name__)
-    finally:
-        send.send(report)
-        send.close()
-    # Straight out: exit handlers and finalizers inherited from the parent are the parent's
-    # (temporary directories, servers, clients), not this lane's to run.
-    os._exit(0 if report is not None else 1)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,11 @@
-"""The Prefect flow wrapping `flows.onboarding`: one task per chunk; its artifacts (a progress
-bar updated per chunk, a table of applicants per outcome, a summary) hold counts only."""
+"""The Prefect flows wrapping `flows.onboarding`: `onboarding` plans a batch and works its
+chunks, each as a task in its own process or, on a work pool, as a `verify-chunk` flow run
+that whichever worker is free takes (`flows.chunks`); its artifacts (a progress bar updated
+per chunk, a table of applicants per outcome, a summary) hold counts only."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -17,6 +20,7 @@ from prefect.context import get_run_context
 from prefect.utilities.annotations import quote
 
 from flows import progress
+from flows.chunks import CHUNK_FLOW, Dispatcher, chunk_deployment, chunk_pool, work_chunk
 from flows.onboarding import (
     ChunkReport,
     check_batch_quality,
@@ -47,20 +51,36 @@ def quality_task(plan: BatchPlan, run_id: str) -> QualityReport:
         rt.close()
 
 
-# A chunk that failed as a whole (its database unreachable for a moment, a lane's process
-# lost) is run again: what it stored stands, its run lines are recorded once, and the calls
-# it made and did not store go out again under the same idempotency keys, billed once.
+# A chunk that failed as a whole (its database unreachable for a moment) is run again:
+# what it stored stands, its run lines are recorded once, and the calls it made and did not
+# store go out again under the same idempotency keys, billed once.
 CHUNK_RETRIES = 2
 CHUNK_RETRY_DELAY_S = 5
 
 
-@task(name="verify-chunk", cache_policy=NO_CACHE, persist_result=False,
+@task(name="work-chunk", cache_policy=NO_CACHE, persist_result=False,
       retries=CHUNK_RETRIES, retry_delay_seconds=CHUNK_RETRY_DELAY_S)
 def chunk_task(plan: BatchPlan, chunk: Chunk, run_id: str) -> ChunkReport:
     """Touches personal data: never cached, never persisted; returns counts only."""
     rt = Runtime.from_env()
     try:
         return run_chunk(rt, plan, chunk, run_id)
+    finally:
+        rt.close()
+
+
+@flow(name=CHUNK_FLOW, persist_result=False, log_prints=False)
+def verify_chunk(batch_path: str, run_id: str, chunk: int, chunk_size: int,
+                 attempt: int = 1) -> dict[str, Any]:
+    """One chunk of a run, on whichever worker of the pool takes it. Parameters are a path,
+    a run id and numbers; the result is counts: never personal data."""
+    install_log_masking()
+    rt = Runtime.from_env()
+    try:
+        ctx = get_run_context()
+        flow_run = getattr(ctx, "flow_run", None)
+        return work_chunk(rt, batch_path, run_id, chunk, chunk_size, attempt=attempt,
+                          flow_run_id=str(flow_run.id) if flow_run is not None else None)
     finally:
         rt.close()
 
@@ -90,20 +110,32 @@ def onboarding(batch_path: str, chunk_size: int | None = None) -> dict[str, Any]
     rt = Runtime.from_env()
     try:
         ctx = get_run_context()
-        flow_run_id = str(ctx.flow_run.id) if getattr(ctx, "flow_run", None) else None
-        plan = plan_task(batch_path, chunk_size or rt.settings.chunk_size)
+        flow_run = getattr(ctx, "flow_run", None)
+        flow_run_id = str(flow_run.id) if flow_run is not None else None
+        size = chunk_size or rt.settings.chunk_size
+        pool = chunk_pool(rt, flow_run)
+        deployment_id = chunk_deployment(rt, pool) if pool else None
+        plan = plan_task(batch_path, size)
         run_id = start_run(rt, batch_path, flow_run_id=flow_run_id)
-        logger.info("run %s: %d records in %d chunks", run_id, plan.records, len(plan.chunks))
+        logger.info("run %s: %d records in %d chunks%s", run_id, plan.records,
+                    len(plan.chunks), f" on work pool {pool}" if pool else "")
         gate = quality_task(quote(plan), run_id)
         total = ChunkReport()
         bar = create_progress_artifact(progress=0.0, key="onboarding-progress",
                                        description="Lines done, in percent; no personal data")
+        def done(so_far: ChunkReport) -> None:
+            progress.report(so_far.lines, plan.records, so_far.fees_cents)
+            update_progress_artifact(bar, progress=percent(so_far.lines, plan.records))
+
         if gate.success:
             progress.report(0, plan.records, 0)
-            for chunk in plan.chunks:
-                total.add(chunk_task(quote(plan), chunk, run_id))
-                progress.report(total.lines, plan.records, total.fees_cents)
-                update_progress_artifact(bar, progress=percent(total.lines, plan.records))
+            if deployment_id is not None:
+                total = Dispatcher(rt, plan, run_id, str(Path(batch_path).resolve()), size,
+                                   deployment_id, on_done=done).run()
+            else:
+                for chunk in plan.chunks:
+                    total.add(chunk_task(quote(plan), chunk, run_id))
+                    done(total)
             counts = rt.store.runs.finish(run_id)
         else:  # halted before any paid call
             counts = halt_run(rt, run_id, gate)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import platformdirs
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from policies import catalog
@@ -81,10 +81,22 @@ class Settings(BaseSettings):
     concurrency: int = Field(32, ge=1, le=1024)  # vendor calls in flight
     # Applicants in flight per call slot: while some wait on the database, others call.
     applicants_per_call: int = Field(4, ge=1, le=64)
-    # Processes that verify each chunk's applicants side by side (this one and forked
-    # lanes). Calls in flight are shared out among them, and so is every vendor's rate
-    # unless the limits are kept in Redis (IDV_LIMITS_URL).
-    workers: int = Field(1, ge=1, le=64)
+    # The Prefect work pool whose workers run each batch's chunks (a `verify-chunk` flow
+    # run per chunk). Unset: a run on a work pool sends its chunks to the same pool, any
+    # other run (`idv batch run`, `idv serve-flows`) works them in its own process.
+    # `local` keeps them in the flow's process wherever it runs.
+    chunk_pool: str | None = Field(None, min_length=1, max_length=100)
+    # A dispatched chunk whose worker has not been heard from for this long is taken as
+    # lost and sent out again (its attempt renews a heartbeat every chunk_heartbeat_s).
+    chunk_stale_s: float = Field(60.0, gt=0)
+    chunk_heartbeat_s: float = Field(5.0, gt=0)
+    # A chunk's flow run taken by a worker that has not claimed its chunk after this long
+    # (a process that died starting) is sent out again.
+    chunk_start_s: float = Field(300.0, gt=0)
+    # Times a lost or failed chunk is sent out again before the run works it itself.
+    chunk_attempts: int = Field(3, ge=1, le=10)
+    # Gone: chunks run as flow runs on a work pool's workers. Set, it is refused at start.
+    workers: str | None = None
     identity_base_url: str = "http://127.0.0.1:8701"
     identity_app_key: str = "idv-dev"
     identity_app_secret: SecretStr = SecretStr("idv-dev-secret")
@@ -147,6 +159,14 @@ class Settings(BaseSettings):
     schedules_file: Path | None = None
     # The Prefect work pool `idv schedule apply` deploys to (a process pool, made if missing).
     work_pool: str = Field("idv-process", min_length=1, max_length=100)
+
+    @field_validator("workers")
+    @classmethod
+    def _workers_gone(cls, value: str | None) -> None:
+        if value is not None:
+            raise ValueError("is gone: a batch's chunks run as flow runs on a Prefect work "
+                             "pool's workers (start more workers to run more at once; "
+                             "README, migration notes)")
 
     def oauth_config(self) -> OAuthConfig:
         return OAuthConfig(
@@ -376,10 +396,9 @@ class Runtime:
         return CallLimits(self.vendor_contracts, store, person_key=lambda kind, value:
                           cipher.blind_index(value, table="vendor_caps", column=kind))
 
-    def limits_for(self, run_id: str | None, *, lanes: int = 1) -> CallLimits:
-        """A run's limits; with forked lanes each keeping its own memory, each takes its
-        share of every rate (a shared store needs no sharing out)."""
-        return self.call_limits.for_run(run_id, share=1 if self.settings.limits_url else lanes)
+    def limits_for(self, run_id: str | None) -> CallLimits:
+        """A run's limits: its spend counted under its id."""
+        return self.call_limits.for_run(run_id)
 
     @cached_property
     def oauth_config(self) -> OAuthConfig:
@@ -412,14 +431,6 @@ class Runtime:
     @cached_property
     def retention_policy(self) -> RetentionPolicy:
         return catalog.retention_policy()
-
-    def after_fork(self) -> None:
-        """In a forked process: forget the parent's pooled connections without closing them
-        (the parent still uses them); this process opens its own on first use."""
-        if "store" in self.__dict__:
-            self.store.engine.dispose(close=False)
-        if "keyring" in self.__dict__:
-            self.keyring.after_fork()
 
     def close(self) -> None:
         if "store" in self.__dict__:

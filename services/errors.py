@@ -66,11 +66,20 @@ def environment_failure(exc: BaseException) -> tuple[str, str] | None:
     import os
     from pathlib import Path
 
+    from pydantic import ValidationError
     from sqlalchemy.exc import DBAPIError
 
     from policies.document import PolicyError
     from storage.keyring import KeyRingError
 
+    if isinstance(exc, ValidationError) and exc.title == "Settings":
+        # An `IDV_*` variable the settings refuse: named, with the rule, never the value.
+        errors = exc.errors(include_input=False, include_url=False)
+        err = errors[0] if errors else {"loc": (), "msg": "is invalid"}
+        loc = err.get("loc", ())
+        name = str(loc[0]).upper() if loc else "SETTINGS"
+        msg = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
+        return f"IDV_{name}", msg
     if isinstance(exc, PolicyError):
         return "policy", f"refused: {exc}"
     if isinstance(exc, KeyRingError):

@@ -196,17 +196,6 @@ class VaultTransitKekProvider:
         self._client = client or httpx.Client(base_url=addr.rstrip("/"), timeout=timeout_s,
                                               headers={"X-Vault-Token": token})
         self._key = key_name
-        self._dropped: list[httpx.Client] = []
-
-    def after_fork(self) -> None:
-        """In a forked process: a client of its own. The inherited one is kept, never closed
-        nor collected, since closing would act on the parent's connections."""
-        if not self._own_client:
-            return
-        old = self._client
-        self._dropped.append(old)
-        self._client = httpx.Client(base_url=old.base_url, timeout=old.timeout,
-                                    headers=old.headers)
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         try:
@@ -315,14 +304,6 @@ class KeyRing:
             with engine.begin() as conn:
                 # Erased keys must not linger in free pages.
                 conn.execute(text("PRAGMA secure_delete=ON"))
-
-    def after_fork(self) -> None:
-        """In a forked process: forget the parent's pooled connections (its own are opened on
-        first use) and let the provider do the same."""
-        self.engine.dispose(close=False)
-        hook = getattr(self.provider, "after_fork", None)
-        if hook is not None:
-            hook()
 
     @contextmanager
     def _tx(self) -> Iterator[Session]:

@@ -171,6 +171,26 @@ class Run(Base):
     resumes: Mapped[str | None] = mapped_column(String(36), nullable=True)
 
 
+class RunChunk(Base):
+    """One chunk of a run as a unit of work: which attempt holds it, the process and worker
+    running it, its heartbeat, and (once done) its counts. A chunk dispatched to a work
+    pool is tracked here, not in Prefect's history: a lost worker is seen by its silence."""
+
+    __tablename__ = "run_chunks"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    chunk_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(String(16))  # running | done
+    flow_run_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    owner: Mapped[str | None] = mapped_column(String(160), nullable=True)  # host:pid
+    worker: Mapped[str | None] = mapped_column(String(160), nullable=True)
+    started_at: Mapped[datetime]
+    heartbeat_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    report: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
 class RunLine(Base):
     """Every input line of a run: an applicant (new or already known) or a refusal."""
 

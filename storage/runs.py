@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from policies.billing import RecordedCall
 from storage import models as m
@@ -90,9 +91,92 @@ class RunRepository:
             run = s.get(m.Run, run_id)
             return run.status if run else None
 
+    # --- chunks as units of work -----------------------------------------------------------
+
+    def claim_chunk(self, run_id: str, chunk_index: int, *, attempt: int,
+                    flow_run_id: str | None, owner: str | None,
+                    worker: str | None) -> dict[str, Any] | None | bool:
+        """Take chunk `chunk_index` of the run for attempt `attempt`. True when taken; the
+        stored counts when the chunk is already done (nothing to run again); None when a
+        later attempt holds it (this one was given up on and must not work)."""
+        now = self._ctx.clock()
+        for _ in range(2):  # a concurrent first claim wins the insert; read it again
+            try:
+                with self._ctx.transaction() as s:
+                    row = s.get(m.RunChunk, (run_id, chunk_index))
+                    if row is None:
+                        s.add(m.RunChunk(run_id=run_id, chunk_index=chunk_index,
+                                         attempt=attempt, status="running",
+                                         flow_run_id=flow_run_id, owner=owner, worker=worker,
+                                         started_at=now, heartbeat_at=now, report={}))
+                        return True
+                    if row.status == "done":
+                        return dict(row.report)
+                    if row.attempt > attempt:
+                        return None
+                    row.attempt, row.flow_run_id = attempt, flow_run_id
+                    row.owner, row.worker = owner, worker
+                    row.started_at = row.heartbeat_at = now
+                    return True
+            except IntegrityError:
+                continue
+        return None
+
+    def beat_chunk(self, run_id: str, chunk_index: int, attempt: int) -> bool:
+        """The chunk's attempt is alive; False when it no longer holds the chunk."""
+        with self._ctx.transaction() as s:
+            row = s.get(m.RunChunk, (run_id, chunk_index))
+            if row is None or row.attempt != attempt or row.status != "running":
+                return False
+            row.heartbeat_at = self._ctx.clock()
+            return True
+
+    def finish_chunk(self, run_id: str, chunk_index: int, attempt: int,
+                     report: dict[str, Any]) -> None:
+        """The chunk is done (counts only). The first attempt to finish records it."""
+        with self._ctx.transaction() as s:
+            row = s.get(m.RunChunk, (run_id, chunk_index))
+            now = self._ctx.clock()
+            if row is None:
+                s.add(m.RunChunk(run_id=run_id, chunk_index=chunk_index, attempt=attempt,
+                                 status="done", started_at=now, heartbeat_at=now,
+                                 finished_at=now, report=report))
+            elif row.status != "done":
+                row.status, row.report, row.finished_at = "done", report, now
+                row.heartbeat_at = now
+
+    def release_chunk(self, run_id: str, chunk_index: int, *, attempt: int,
+                      reason: str) -> None:
+        """Give the chunk's current attempt up (its worker fell silent or its flow run
+        failed): the next attempt, numbered `attempt`, takes it over. Audited."""
+        with self._ctx.transaction() as s:
+            row = s.get(m.RunChunk, (run_id, chunk_index))
+            if row is not None and row.status == "done":
+                return
+            now = self._ctx.clock()
+            if row is None:  # never claimed: the lost attempt, if it starts, finds it taken
+                s.add(m.RunChunk(run_id=run_id, chunk_index=chunk_index, attempt=attempt,
+                                 status="running", started_at=now, heartbeat_at=now,
+                                 report={}))
+            else:
+                row.attempt, row.flow_run_id = attempt, None
+            self._audit.record("run.chunk_redispatched", None, {
+                "run_id": run_id, "chunk": chunk_index, "attempt": attempt,
+                "reason": reason}, session=s)
+
+    def chunks(self, run_id: str) -> dict[int, dict[str, Any]]:
+        """Every chunk of the run seen so far, by index: attempt, status, process, worker,
+        heartbeat and counts."""
+        with self._ctx.transaction() as s:
+            return {r.chunk_index: {
+                "attempt": r.attempt, "status": r.status, "flow_run_id": r.flow_run_id,
+                "owner": r.owner, "worker": r.worker, "started_at": as_utc(r.started_at),
+                "heartbeat_at": as_utc(r.heartbeat_at), "report": dict(r.report)}
+                for r in s.scalars(select(m.RunChunk).where(m.RunChunk.run_id == run_id))}
+
     def add_lines(self, run_id: str, lines: Iterable[RunLineRecord]) -> None:
         """Record run lines. A line the run already has keeps what was first recorded: a
-        chunk's lane run again after it died must not record a line twice."""
+        chunk run again after its worker died must not record a line twice."""
         lines = list(lines)
         with self._ctx.transaction() as s:
             known: set[int] = set()

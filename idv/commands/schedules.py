@@ -168,7 +168,8 @@ def schedule_apply(
                   f"(on {_shown(url)})")
     for d in applied:
         console.print(f"  {d['name']}: {'created' if d['created'] else 'updated'}"
-                      f"{', paused' if d['paused'] else ''}")
+                      f"{', paused' if d['paused'] else ''}"
+                      f"{'' if d['scheduled'] else ' (run by the onboarding flow)'}")
     console.print(f"Run flows with: prefect worker start --pool {pool}  (beside an idv "
                   "installation with the IDV_* environment)")
 

@@ -46,15 +46,13 @@ async def prefect_records(flow_run_id):
     return run, logs, arts, tasks
 
 
-@pytest.mark.parametrize("workers", ["1", "2"])
 def test_when_the_flow_runs_then_chunks_are_tasks_and_prefect_holds_nothing_personal(
-        prefect_harness, database, key_file, sandbox, tmp_path, monkeypatch, workers):
-    """Also with each chunk dealt out to two processes (a forked lane beside the task's)."""
+        prefect_harness, database, key_file, sandbox, tmp_path, monkeypatch):
+    """Run outside a work pool, the flow works its chunks as tasks in its own process."""
     from flows.prefect_onboarding import onboarding
     from flows.runtime import Runtime, vendor_overrides
 
     env = {"IDV_HOME": str(tmp_path / "home"), "IDV_KEY_FILE": str(key_file),
-           "IDV_WORKERS": workers,
            **{f"IDV_{k.upper()}": v for k, v in vendor_overrides(
                sandbox.base_url, sandbox.state.app_key, sandbox.state.app_secret).items()},
            **database.env()}
@@ -78,7 +76,7 @@ def test_when_the_flow_runs_then_chunks_are_tasks_and_prefect_holds_nothing_pers
     rt.close()
     run, logs, arts, tasks = asyncio.run(prefect_records(flow_run_id))
     chunk_tasks = [t for t in tasks if t.flow_run_id == run.id and
-                   t.name.startswith("verify-chunk")]
+                   t.name.startswith("work-chunk")]
     assert len(chunk_tasks) == 3  # 120 lines in chunks of 50: never one task per applicant
     assert set(run.parameters) == {"batch_path", "chunk_size"}
     (art,) = [a for a in arts if a.key == "onboarding-summary"]

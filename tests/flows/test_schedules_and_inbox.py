@@ -82,7 +82,8 @@ def test_when_schedules_are_applied_then_the_server_holds_them_and_pause_pauses_
     from flows.deployments import plan
     from flows.runtime import Settings
 
-    names = [p.full_name() for p in plan(Settings(home=tmp_path / "home"))]
+    names = [p.full_name() for p in plan(Settings(home=tmp_path / "home"))] + [
+        "verify-chunk/verify-chunk"]
     try:
         check_applied(tmp_path)
     finally:  # the server is the session's: the next test starts without them
@@ -101,7 +102,10 @@ def check_applied(tmp_path: Path) -> None:
     out = json.loads(applied.stdout)
     assert out["pool"] == "idv-process"
     assert [d["name"] for d in out["deployments"]] == ["onboarding", "key-rotation",
-                                                        "oauth-refresh", "reverification"]
+                                                        "oauth-refresh", "reverification",
+                                                        "verify-chunk"]
+    # The chunks' deployment is there for the onboarding run to use, without a schedule.
+    assert [d["scheduled"] for d in out["deployments"]] == [True] * 4 + [False]
     paused = idv(env, "schedule", "pause", "key-rotation", "--json")
     assert paused.returncode == 0, paused.stderr
 
