@@ -2,15 +2,18 @@
 without a Prefect flow run per request (`POST /verifications`, `idv verify`).
 
 The same code as a batch line (`ChunkRunner`: consent recorded, every step through the gate,
-the vendor contracts' rates, caps and spend, the drift check, the decision, one journal), as
-a run of one line. An idempotency key names the request: the same key again returns the
-first answer without calling anyone; a request that died mid-way, sent again under its
-key, makes its unstored calls under the vendor keys they had, so they are billed once.
+the vendor contracts' rates, caps and spend, the decision, one journal), as a run of one
+line; its one answer per source is held to the response suites' rule directly
+(`flows.quality.answer_complete`), since a share over one answer is that answer. An
+idempotency key names the request: the same key again returns the first answer without
+calling anyone; a request that died mid-way, sent again under its key, makes its unstored
+calls under the vendor keys they had, so they are billed once.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +21,7 @@ from typing import Any
 import aiohttp
 
 from flows.onboarding import ChunkReport, ChunkRunner, Pending, run_loop
+from flows.quality import answer_complete
 from flows.runtime import Runtime
 from intake.models import Refusal
 from intake.reader import parse_record
@@ -26,6 +30,7 @@ from services.runs import owner_id
 from storage.journal import Journal
 
 BATCH_NAME = "on-demand"
+log = logging.getLogger("idv.flows.on_demand")
 
 
 def request_basis(idempotency_key: str) -> str:
@@ -74,7 +79,13 @@ async def _one(rt: Runtime, run_id: str, line: Any) -> ChunkReport:
         runner = ChunkRunner(rt, run_id, session, journal)
         prepared = await runner.prepare(line, report)
         if isinstance(prepared, Pending):
-            runner.check_drift([prepared])
+            # The response suites' rule over this one answer per source: a source whose
+            # answer lacks a field its model requires ends `error`, never `passed`.
+            broken = {step for step, shape in prepared.shapes.items()
+                      if not answer_complete(step, shape)}
+            for step in sorted(broken):
+                log.warning("source %s degraded: its answer lacks a required field", step)
+            runner.degraded |= broken
             done = await runner.finish(prepared, report)
         else:
             done = prepared

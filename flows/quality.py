@@ -26,7 +26,7 @@ from intake.reader import BatchPlan, parse_record, read_records
 from policies.consent import ConsentPolicy
 from policies.identity import IdentityRuleError, normalize_phone, validate_id_number
 from policies.notices import Notice
-from policies.quality import ColumnExpectation, QualityPolicy, response_columns
+from policies.quality import ColumnExpectation, QualityPolicy, field_present, response_columns
 from verifiers.registry import vendor_answer
 
 
@@ -233,6 +233,16 @@ def check_batch(plan: BatchPlan, policy: QualityPolicy, *, consent_policy: Conse
     if small:
         expectations = [e.model_copy(update={"severity": "warn"}) for e in expectations]
     return run_suite(suite, "batch", columns, expectations, lines=lines)
+
+
+def answer_complete(step: str, shape: frozenset[str]) -> bool:
+    """One answer against its type's suite: every field its answer model requires present.
+    Over a single answer the suite's share is that answer, so a request verified on its own
+    (`flows.on_demand`) is checked this way, without a validation run per request."""
+    answer = vendor_answer(step)
+    if answer is None:
+        return True
+    return all(field_present(shape, f) for f in answer.required_fields())
 
 
 def check_responses(step: str, shapes: list[frozenset[str]],

@@ -1,0 +1,147 @@
+"""On-demand verification latency: `POST /verifications` at a steady rate, against what the
+vendors themselves take, in one run.
+
+The sandbox runs in a process of its own and adds `LATENCY_MS` to every answer; `idv serve`
+runs in another (SQLite store by default, `IDV_BENCH_DATABASE_URL` for PostgreSQL). This
+process sends requests open-loop at `RATE` per second (each at its scheduled time, whether
+or not earlier ones have answered: the latency a caller sees under that load), each a new
+applicant with every consent. A request's vendor time is its paid calls (made one after
+the other, as the product's steps are) times the sandbox's latency; its overhead is what
+the caller waited beyond that. Printed: p50, p99 and max of latency and overhead, and the
+answers by status (target: p99 overhead <= 25 ms).
+
+Usage: python bench/on_demand.py [SECONDS] [RATE] (default 20 s at 50/s)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+LATENCY_MS = 20
+TOKEN = "bench-token-" + "0" * 40
+# The steps that call a licensed source once each (the OAuth steps call nobody here: the
+# generated applicants authorized no account).
+LICENSED = {"id_check", "carrier_check", "court_list", "credit_report"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(url: str, proc: subprocess.Popen, what: str) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):  # noqa: S310
+                return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                sys.exit(f"{what} did not start")
+            time.sleep(0.3)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def load(url: str, people: list[dict], rate: float) -> list[tuple[int, float, int]]:
+    import httpx
+
+    out: list[tuple[int, float, int]] = []
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits,
+                                 headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+        # Warm-up: connections, the server's first request (its policies and GX loaded).
+        for p in people[:3]:
+            await client.post("/verifications", json=p)
+
+        async def one(person: dict, at: float) -> None:
+            await asyncio.sleep(max(0.0, at - time.perf_counter()))
+            t0 = time.perf_counter()
+            r = await client.post("/verifications", json=person)
+            took = time.perf_counter() - t0
+            paid = sum(1 for s in r.json().get("steps", []) if s["verifier"] in LICENSED
+                       and s["status"] not in ("skipped", "error")) \
+                if r.status_code in (200, 201) else 0
+            out.append((r.status_code, took, paid))
+
+        start = time.perf_counter() + 0.5
+        await asyncio.gather(*(one(p, start + i / rate) for i, p in enumerate(people[3:])))
+    return out
+
+
+def main() -> None:
+    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 20
+    rate = float(sys.argv[2]) if len(sys.argv) > 2 else 50
+    from idv.synthetic import Mix, applicants
+
+    people = [x for x in applicants(int(seconds * rate) + 3, seed=909, prefix="OD-",
+                                    mix=Mix(invalid=0, no_consent=0, no_scoring_consent=0))
+              if isinstance(x, dict)]
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("IDV_", "PREFECT_"))}
+    procs = []
+    with tempfile.TemporaryDirectory(prefix="idv-on-demand-") as tmp:
+        try:
+            sp, ap = free_port(), free_port()
+            sandbox_url, api_url = f"http://127.0.0.1:{sp}", f"http://127.0.0.1:{ap}"
+            procs.append(subprocess.Popen(
+                [str(BIN / "idv"), "sandbox", "serve", "--port", str(sp), "--faults",
+                 f"latency_ms={LATENCY_MS}"], env={**base, "IDV_IDENTITY_APP_KEY": "bench",
+                                                  "IDV_IDENTITY_APP_SECRET": "bench-secret"},
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+            wait_for(f"{sandbox_url}/_sandbox/health", procs[-1], "the sandbox")
+            from flows.runtime import vendor_overrides
+
+            env = {**base, "IDV_HOME": str(Path(tmp) / "home"), "IDV_API_TOKEN": TOKEN,
+                   **{f"IDV_{k.upper()}": v for k, v in
+                      vendor_overrides(sandbox_url, "bench", "bench-secret").items()}}
+            if os.environ.get("IDV_BENCH_DATABASE_URL"):
+                env["IDV_DATABASE_URL"] = os.environ["IDV_BENCH_DATABASE_URL"]
+            log = (Path(tmp) / "serve.log").open("w")
+            procs.append(subprocess.Popen([str(BIN / "idv"), "serve", "--port", str(ap)],
+                                          env=env, stdout=log, stderr=subprocess.STDOUT,
+                                          start_new_session=True))
+            wait_for(f"{api_url}/healthz", procs[-1], "idv serve")
+            try:
+                got = asyncio.run(load(api_url, people, rate))
+            except Exception as exc:
+                sys.exit(f"the load failed ({type(exc).__name__}); idv serve said:\n"
+                         + (Path(tmp) / "serve.log").read_text()[-3000:])
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    os.killpg(p.pid, signal.SIGTERM)
+                    p.wait(30)
+    ok = [(t, k) for code, t, k in got if code in (200, 201)]
+    lat = [1000 * t for t, _ in ok]
+    over = [1000 * t - k * LATENCY_MS for t, k in ok]
+    calls = statistics.mean(k for _, k in ok) if ok else 0
+    print(f"POST /verifications at {rate:.0f}/s for {seconds:.0f} s: {len(got)} requests, "
+          f"answers {dict(Counter(code for code, _, _ in got))}; sandbox latency "
+          f"{LATENCY_MS} ms per call, {calls:.1f} paid calls per request")
+    if ok:
+        print(f"latency  p50 {pct(lat, 0.5):7.1f} ms  p99 {pct(lat, 0.99):7.1f} ms  "
+              f"max {max(lat):7.1f} ms")
+        print(f"overhead p50 {pct(over, 0.5):7.1f} ms  p99 {pct(over, 0.99):7.1f} ms  "
+              f"max {max(over):7.1f} ms  (target: p99 <= 25 ms)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+"""Scale-out on Prefect workers: one batch's chunks over 2 workers against 1, in one run.
+
+A Prefect server of its own (SQLite, under a temporary PREFECT_HOME), the deployments
+applied to a process work pool, and `prefect worker start --limit 1` processes: each
+worker works one chunk at a time. The sandbox, in a process of its own, adds 200 ms to
+every answer and enforces no rate (the contracts' rates are lifted too), so a worker's
+throughput is bound by its calls in flight, not by a vendor. The onboarding flow runs in
+this process with `IDV_CHUNK_POOL` naming the pool and sends every chunk there; the store
+is PostgreSQL (a schema of its own), the limiter Redis. Each configuration runs its own
+batch (new applicants). Printed: applicants, chunks, wall time and applicants per second
+for each, and the ratio (target >= 1.8).
+
+Usage: python bench/workers.py [APPLICANTS] (default 4000, chunks of 500)
+       IDV_BENCH_DATABASE_URL (default postgresql://root@127.0.0.1:5432/test)
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import yaml
+from sqlalchemy import text
+
+BIN = Path(sys.executable).parent
+LATENCY_MS = 200
+CHUNK = 500
+IN_FLIGHT = 32
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(url: str, proc: subprocess.Popen, what: str, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):  # noqa: S310
+                return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                sys.exit(f"{what} did not start")
+            time.sleep(0.3)
+
+
+def unlimited_contracts(path: Path) -> Path:
+    from policies import catalog
+
+    doc = catalog.vendor_contracts().model_dump(mode="json")
+    for vendor in doc["vendors"].values():
+        for api in vendor["apis"].values():
+            api["rate_per_s"] = 100_000
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    return path
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 4000
+    pg = os.environ.get("IDV_BENCH_DATABASE_URL", "postgresql://root@127.0.0.1:5432/test")
+    from storage.db import make_engine
+
+    schema = f"idv_bench_{secrets.token_hex(5)}"
+    admin = make_engine(pg)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    procs: list[subprocess.Popen] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="idv-workers-") as tmp:
+            run(Path(tmp), n, pg, schema, procs)
+    finally:
+        for p in procs:
+            stop(p)
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def run(root: Path, n: int, pg: str, schema: str, procs: list[subprocess.Popen]) -> None:
+    from flows.runtime import Runtime, Settings, vendor_overrides
+    from idv.synthetic import Mix, write_batch
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("IDV_", "PREFECT_"))}
+    sandbox_port, prefect_port = free_port(), free_port()
+    sandbox_url, api = f"http://127.0.0.1:{sandbox_port}", f"http://127.0.0.1:{prefect_port}/api"
+    procs.append(subprocess.Popen(
+        [str(BIN / "idv"), "sandbox", "serve", "--port", str(sandbox_port), "--faults",
+         f"latency_ms={LATENCY_MS}"], env={**base, "IDV_IDENTITY_APP_KEY": "bench",
+                                          "IDV_IDENTITY_APP_SECRET": "bench-secret"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+    wait_for(f"{sandbox_url}/_sandbox/health", procs[-1], "the sandbox")
+    prefect_env = {**base, "PREFECT_HOME": str(root / "prefect"), "PREFECT_API_URL": api,
+                   "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    procs.append(subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
+         str(prefect_port)], env=prefect_env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True))
+    wait_for(f"{api}/health", procs[-1], "the Prefect server")
+
+    pool = "idv-bench"
+    values = {"IDV_HOME": str(root / "home"), "IDV_DATABASE_URL": pg,
+              "IDV_DATABASE_SCHEMA": schema, "IDV_CHUNK_SIZE": str(CHUNK),
+              "IDV_CONCURRENCY": str(IN_FLIGHT), "IDV_CHUNK_POOL": pool,
+              "IDV_VENDOR_CONTRACTS": str(unlimited_contracts(root / "vendors.yaml")),
+              "IDV_LIMITS_URL": "redis://127.0.0.1:6379/0",
+              "IDV_LIMITS_PREFIX": f"idv-bench:{secrets.token_hex(6)}:",
+              **{f"IDV_{k.upper()}": v for k, v in
+                 vendor_overrides(sandbox_url, "bench", "bench-secret").items()}}
+    env = {**prefect_env, **values}
+    Runtime(Settings(home=root / "home", database_url=pg, database_schema=schema)).migrate()
+    applied = subprocess.run([str(BIN / "idv"), "schedule", "apply", "--pool", pool],
+                             env=env, capture_output=True, text=True, check=False)
+    if applied.returncode != 0:
+        sys.exit(f"idv schedule apply failed: {applied.stderr[-2000:]}")
+
+    os.environ.update(env)
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.prefect_onboarding import onboarding
+
+    results = {}
+    with temporary_settings({PREFECT_API_URL: api}):
+        for workers in (1, 2):
+            started = [subprocess.Popen(
+                [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process",
+                 "--name", f"w{workers}-{i}", "--limit", "1"], env=env, cwd=root,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                for i in range(workers)]
+            procs.extend(started)
+            time.sleep(5)  # the workers poll the pool
+            batch = write_batch(root / f"batch-{workers}.jsonl", n, seed=700 + workers,
+                                prefix=f"WB{workers}-",
+                                mix=Mix(invalid=0, no_consent=0, no_scoring_consent=0))
+            t0 = time.monotonic()
+            result = onboarding(batch_path=str(batch))
+            wall = time.monotonic() - t0
+            results[workers] = (result["lines"], wall)
+            for p in started:
+                stop(p)
+    chunks = -(-n // CHUNK)
+    print(f"{n} applicants in {chunks} chunks of {CHUNK}; sandbox latency {LATENCY_MS} ms, no "
+          f"rate limit; {IN_FLIGHT} calls in flight per worker; workers --limit 1")
+    for workers, (lines, wall) in results.items():
+        print(f"{workers} worker{'s' if workers > 1 else ''}: {lines} lines in {wall:.1f} s = "
+              f"{lines / wall:.1f} applicants/s")
+    ratio = (results[2][0] / results[2][1]) / (results[1][0] / results[1][1])
+    print(f"ratio 2 workers / 1: {ratio:.2f} (target >= 1.8)")
+
+
+if __name__ == "__main__":
+    main()
