@@ -79,3 +79,15 @@ def test_when_the_line_is_refused_then_the_answer_names_field_and_rule(world):
     assert bad_key.status_code == 422
     assert len(sandbox.state.calls) == 0
     assert json.loads(client.post("/verifications", json=person).text)["outcome"]
+
+
+def test_when_a_vendor_renames_a_field_then_an_on_demand_step_ends_error_not_passed(world):
+    """One answer per source, held to its suite's rule: a required field missing degrades
+    the step, as the batch's drift check does over a chunk."""
+    rt, client, sandbox = world
+    sandbox.state.renamed_fields = {"/v1/carrier/verify": {"tenure_band": "tenure"}}
+    person = people(3, seed=64)[0]
+    got = client.post("/verifications", json=person)
+    assert got.status_code == 201, got.text
+    (carrier,) = [s for s in got.json()["steps"] if s["verifier"] == "carrier_check"]
+    assert (carrier["status"], carrier["reason"]) == ("error", "source_degraded")
