@@ -143,7 +143,9 @@ def chunk_deployment(rt: Runtime, pool: str) -> str:
         raise InvalidInput("IDV_LIMITS_URL", "must name a Redis server when chunks run on a "
                                              "work pool: every worker draws the vendors' "
                                              "rates and caps from one limiter")
-    with get_client(sync_client=True) as client:
+    from flows.deployments import prefect_server
+
+    with prefect_server("read the chunks' deployment"), get_client(sync_client=True) as client:
         try:
             d = client.read_deployment_by_name(CHUNK_DEPLOYMENT)
         except ObjectNotFound:

@@ -125,7 +125,7 @@ class Deployed:
 
 
 @contextmanager
-def _server(what: str) -> Iterator[None]:
+def prefect_server(what: str) -> Iterator[None]:
     """The Prefect client's refusals and transport failures as one line naming
     PREFECT_API_URL."""
     import httpx
@@ -147,7 +147,7 @@ def server_state(planned: list[Planned]) -> dict[str, Deployed | None]:
     from prefect.exceptions import ObjectNotFound
 
     out: dict[str, Deployed | None] = {}
-    with _server("read the deployments"), get_client(sync_client=True) as client:
+    with prefect_server("read the deployments"), get_client(sync_client=True) as client:
         for p in planned:
             try:
                 d = client.read_deployment_by_name(p.full_name())
@@ -170,7 +170,7 @@ def ensure_work_pool(name: str) -> bool:
     from prefect.exceptions import ObjectNotFound
     from prefect.workers.process import ProcessWorker
 
-    with _server("create the work pool"), get_client(sync_client=True) as client:
+    with prefect_server("create the work pool"), get_client(sync_client=True) as client:
         try:
             pool = client.read_work_pool(name)
         except ObjectNotFound:
@@ -203,7 +203,7 @@ def apply(planned: list[Planned], *, pool: str) -> list[dict[str, Any]]:
 
     state = server_state(planned)
     out = []
-    with _server("apply the deployments"):
+    with prefect_server("apply the deployments"):
         for p in planned:
             before = state[p.name]
             paused = (before.paused if before else False) or not p.schedule.active
@@ -228,7 +228,7 @@ def set_paused(planned: list[Planned], name: str, *, paused: bool) -> dict[str, 
     from prefect.exceptions import ObjectNotFound
 
     p = find(planned, name)
-    with _server("change the deployment"), get_client(sync_client=True) as client:
+    with prefect_server("change the deployment"), get_client(sync_client=True) as client:
         try:
             d = client.read_deployment_by_name(p.full_name())
         except ObjectNotFound:

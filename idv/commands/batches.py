@@ -52,6 +52,7 @@ def batch_run(
 ) -> None:
     """Run the onboarding flow on a batch file. Exit 2 if every line was refused, 3 if the
     batch broke its data-quality suite (nothing was sent to any vendor)."""
+    from flows.chunks import chunk_deployment, chunk_pool
     from intake.reader import file_sha256
     from services.runs import check_batch_file
 
@@ -67,6 +68,9 @@ def batch_run(
         try:
             rt.services.runs.check_not_running(file_sha256(file),
                                                stale_s=rt.settings.run_stale_s)
+            pool = chunk_pool(rt, None)
+            if pool:  # refused here, before a flow run, rather than inside one
+                chunk_deployment(rt, pool)
         except ServiceError as exc:
             refuse(exc, as_json=as_json)
     prepare_environment()

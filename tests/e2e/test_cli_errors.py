@@ -193,3 +193,20 @@ def test_when_idv_home_is_read_only_then_commands_say_so_in_one_line(env, tmp_pa
             assert done.stderr.startswith("error: IDV_HOME: "), done.stderr
     finally:
         subprocess.run(["umount", str(read_only)], capture_output=True, check=False)
+
+
+@pytest.mark.parametrize(("extra", "field"), [
+    ({"IDV_CHUNK_POOL": "idv-process"}, "IDV_LIMITS_URL"),
+    ({"IDV_CHUNK_POOL": "idv-process", "IDV_LIMITS_URL": "redis://127.0.0.1:6379/0",
+      "PREFECT_API_URL": "http://127.0.0.1:9/api"}, "PREFECT_API_URL"),
+    ({"IDV_WORKERS": "2"}, "IDV_WORKERS"),
+])
+def test_when_a_run_cannot_be_spread_over_a_pool_then_it_is_refused_before_it_starts(
+        env, tmp_path, extra, field):
+    batch = tmp_path / "b.jsonl"
+    batch.write_text(json.dumps(next(iter(applicants(1, prefix="P-"))), ensure_ascii=False)
+                     + "\n", encoding="utf-8")
+    got = idv({**env, **extra}, "batch", "run", str(batch))
+    assert got.returncode == 2, got.stderr
+    assert got.stderr.startswith(f"error: {field}: ") and got.stderr.count("\n") == 1
+    assert "Traceback" not in got.stderr and got.stdout == ""
