@@ -119,7 +119,8 @@ class RunService:
 
     def examples(self, run_id: str, *, limit: int, actor: Actor) -> list[dict[str, Any]]:
         """A few of the run's applicants, one per outcome first, identifiers masked (the
-        reads are audited as any other)."""
+        reads are audited as any other). Needs `read_masked`."""
+        self.access.require(actor, "read_masked", operation="run.examples")
         out: list[dict[str, Any]] = []
         lines = [x for x in self.store.runs.lines(run_id) if x.disposition != "refused"]
         picked: dict[str, Any] = {}
