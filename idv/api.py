@@ -305,6 +305,9 @@ def create_app(runtime: Runtime) -> FastAPI:
         return body
 
     _oauth_routes(app, runtime)
+    from idv.web import mount_pages
+
+    mount_pages(app, runtime)
     return app
 
 

@@ -11,7 +11,10 @@ are.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
+import json
 import re
 import secrets
 from dataclasses import dataclass
@@ -26,6 +29,7 @@ from policies.access import AccessPolicy, lockout_until
 from services.access import AccessControl
 from services.context import Actor
 from services.errors import Conflict, Denied, InvalidInput, NotFound
+from services.oauth import OAuthConfig, OAuthFailure, OidcClient
 from storage.people import UserExistsError
 from storage.records import CredentialRecord, UserRecord
 from storage.store import Store
@@ -336,3 +340,97 @@ class PeopleService:
             else None
         if found is not None:
             self.store.people.revoke(found[0].credential_id, why="signed_out")
+
+    # --- forms ------------------------------------------------------------------------------
+
+    def form_token(self, seed: str, session: str | None) -> str:
+        """The anti-forgery token of a page's forms: a keyed MAC (a ring secret of its own)
+        over the browser's random seed cookie and its session, so that another site can
+        neither read nor make it (signed double-submit)."""
+        key = self.store.keyring.secret("web-forms")
+        message = f"{seed}|{digest(session) if session else '-'}".encode()
+        return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+    def form_token_matches(self, given: str | None, seed: str | None,
+                           session: str | None) -> bool:
+        if not given or not seed:
+            return False
+        return hmac.compare_digest(given.encode(), self.form_token(seed, session).encode())
+
+    # --- single sign-on ---------------------------------------------------------------------
+
+    def _seal(self, data: dict[str, object]) -> str:
+        body = base64.urlsafe_b64encode(json.dumps(data, sort_keys=True).encode()).decode()
+        key = self.store.keyring.secret("web-sign-in")
+        return body + "." + hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
+
+    def _unseal(self, sealed: str | None) -> dict[str, object] | None:
+        body, _, mac = (sealed or "").partition(".")
+        key = self.store.keyring.secret("web-sign-in")
+        good = hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
+        if not body or not hmac.compare_digest(mac.encode(), good.encode()):
+            return None
+        try:
+            data = json.loads(base64.urlsafe_b64decode(body))
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None
+
+    def oidc_start(self, client: OidcClient, *, ttl_s: int = 600) -> tuple[str, str]:
+        """The provider's authorization URL for a person to sign in, and what the browser
+        keeps until the callback (state, nonce, PKCE verifier, expiry), sealed by a ring
+        secret so it cannot be altered."""
+        state, nonce, verifier = (secrets.token_urlsafe(32) for _ in range(3))
+        url = client.authorize_url(state=state, nonce=nonce, verifier=verifier)
+        expires = int(self.store.clock().timestamp()) + ttl_s
+        return url, self._seal({"state": state, "nonce": nonce, "verifier": verifier,
+                                "exp": expires, "provider": client.name})
+
+    def oidc_finish(self, client: OidcClient, sealed: str | None, params: dict[str, str], *,
+                    claim: str) -> IssuedToken:
+        """The provider's answer: the state checked, the code exchanged with the verifier, the
+        ID token validated (signature, issuer, audience, expiry, nonce), and the person its
+        `claim` names (lower-case, as user names are) signed in with a new web session.
+        `SignInRefused` (audited) for anything else."""
+        pending = self._unseal(sealed)
+        now = int(self.store.clock().timestamp())
+        if (pending is None or pending.get("provider") != client.name
+                or not isinstance(pending.get("exp"), int) or int(pending["exp"]) < now
+                or not params.get("state")
+                or not hmac.compare_digest(str(pending.get("state")), params["state"])):
+            self.store.people.sign_in_failed("-", locked_until=None, why="oidc_state",
+                                             channel="oidc")
+            raise SignInRefused("state", "the sign-in was not started here or has expired: "
+                                "start again")
+        if params.get("error") or not params.get("code"):
+            self.store.people.sign_in_failed("-", locked_until=None, why="oidc_declined",
+                                             channel="oidc")
+            raise SignInRefused("credentials", "the provider declined the sign-in")
+        try:
+            token = client.exchange(params["code"], str(pending["verifier"]))
+            claims = client.id_claims(token["id_token"], nonce=str(pending["nonce"]))
+            value = claims.get(claim)
+            if value is None:
+                info = client.userinfo(token)
+                value = info.get(claim) if info.get("sub") == claims["sub"] else None
+        except OAuthFailure as failure:
+            self.store.people.sign_in_failed("-", locked_until=None, why=failure.code,
+                                             channel="oidc")
+            raise SignInRefused("credentials", "the provider's answer did not validate") \
+                from None
+        if not isinstance(value, str):
+            self.store.people.sign_in_failed("-", locked_until=None, why="oidc_no_claim",
+                                             channel="oidc")
+            raise SignInRefused("credentials", f"the provider's ID token has no {claim}")
+        user = self.user_for_sign_in(value.strip().lower(), channel="oidc")
+        return self.session_for(user, kind="web")
+
+
+def oidc_client(config: OAuthConfig, name: str, redirect_uri: str) -> OidcClient:
+    """A client of the provider `name` (IDV_OIDC_PROVIDERS) for staff sign-in, answering at
+    `redirect_uri` (the pages' callback, registered with the provider)."""
+    conf = config.oidc_providers.get(name)
+    if conf is None:
+        raise NotFound("provider", "no OpenID Connect provider of that name is configured")
+    return OidcClient(name, conf.model_copy(update={"redirect_uri": redirect_uri}),
+                      timeout_s=config.timeout_s)
