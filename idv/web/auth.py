@@ -115,13 +115,14 @@ def remember_seed(request: Request, response: Response) -> None:
 async def require_form_token(request: Request) -> None:
     """A dependency of every POST: the `csrf` field (or `X-CSRF-Token` header) must be this
     browser's token for its session; else 403, nothing done."""
-    given = request.headers.get("x-csrf-token")
-    if given is None:
-        form = await request.form()
-        value = form.get("csrf")
-        given = value if isinstance(value, str) else None
-    if not _runtime(request).services.people.form_token_matches(
-            given, request.cookies.get(SEED_COOKIE), session_token(request)):
+    people = _runtime(request).services.people
+    seed_cookie, session = request.cookies.get(SEED_COOKIE), session_token(request)
+    if people.form_token_matches(request.headers.get("x-csrf-token"), seed_cookie, session):
+        return
+    form = await request.form()
+    value = form.get("csrf")
+    if not people.form_token_matches(value if isinstance(value, str) else None, seed_cookie,
+                                     session):
         raise FormRefused()
 
 
