@@ -114,7 +114,7 @@ class Settings(BaseSettings):
     # The service token of the API (the lender's back end), and the role it acts with. In
     # production it must hold at least 32 random bytes; people use their own API tokens.
     api_token: SecretStr | None = None
-    api_token_role: str = "operator"
+    api_token_role: str = "operator"  # noqa: S105 - a role name, not a secret
     # Web sessions' cookie: `Secure` unless turned off, which only a browser test over
     # loopback http needs (browsers do not send a Secure cookie over http). Production
     # refuses it off.

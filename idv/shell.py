@@ -70,7 +70,7 @@ def home() -> Path:
     return Settings().home
 
 
-TOKEN_FILE = "session.token"
+TOKEN_FILE = "session.token"  # noqa: S105 - a file name
 # The runtimes the command has open, innermost last: `actor()` resolves through one.
 _open: list[Any] = []
 

@@ -26,7 +26,7 @@ from policies.vocabulary import (
 from services.access import AccessControl
 from services.context import Actor
 from services.errors import InvalidInput, NotFound
-from services.subjects import require_known
+from services.subjects import require_known, require_ref
 from storage.context import as_utc
 from storage.ledger import UnknownConsentError
 from storage.store import Store
@@ -162,6 +162,7 @@ class ConsentService:
         """A consent receipt the compliance officer can hand over: every event, the notices
         and their hashes, identifiers masked. Producing it is recorded in the audit chain.
         `NotFound` for a subject of whom nothing is held. Needs `export`."""
+        require_ref(subject_ref)  # the ref's form first: a malformed one names no one
         self.access.require(actor, "export", operation="consent.export")
         require_known(self.store, subject_ref)
         events = self.store.ledger.events_for(subject_ref)

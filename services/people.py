@@ -39,7 +39,7 @@ from storage.store import Store
 USER_NAME = re.compile(r"[a-z0-9][a-z0-9_.@-]{1,127}")
 # Every secret we issue: a prefix that says what it is (secret scanners key on it) and 32
 # random bytes, base64url.
-TOKEN_PREFIX = "idv_"
+TOKEN_PREFIX = "idv_"  # noqa: S105 - a prefix, not a secret
 TOKEN_BYTES = 32
 MAX_PASSWORD_CHARS = 1024  # argon2 takes any length; a bound keeps a sign-in cheap to refuse
 Kind = Literal["api", "cli", "web"]

@@ -40,6 +40,7 @@ HEADERS = {
     "Cache-Control": "no-store", "Referrer-Policy": "same-origin",
     "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY"}
 CheckedForm = Depends(require_form_token)
+NO_PASSWORD = SecretStr("")
 
 
 def render(request: Request, name: str, status: int = 200, *, session: str | None = None,
@@ -92,7 +93,7 @@ def mount_pages(app: FastAPI, runtime: Any) -> None:
 
     @app.post(SIGN_IN_PATH, include_in_schema=False, dependencies=[CheckedForm])
     def sign_in(request: Request, name: Annotated[str, Form(max_length=128)] = "",
-                password: Annotated[SecretStr, Form(max_length=1024)] = SecretStr(""),
+                password: Annotated[SecretStr, Form(max_length=1024)] = NO_PASSWORD,
                 ) -> Response:
         try:
             issued = people().sign_in(name.strip().lower(), password, kind="web")
@@ -144,7 +145,7 @@ def mount_pages(app: FastAPI, runtime: Any) -> None:
     def add_user(request: Request, actor: CurrentActor,
                  name: Annotated[str, Form(max_length=128)] = "",
                  role: Annotated[str, Form(max_length=32)] = "",
-                 password: Annotated[SecretStr, Form(max_length=1024)] = SecretStr(""),
+                 password: Annotated[SecretStr, Form(max_length=1024)] = NO_PASSWORD,
                  ) -> Response:
         try:
             people().add(name.strip(), role, password if password.get_secret_value() else None,

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+
 from tests.conftest import sign_in
 
 pytestmark = pytest.mark.e2e

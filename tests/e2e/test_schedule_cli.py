@@ -13,6 +13,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+
 from tests.conftest import sign_in
 
 pytestmark = pytest.mark.e2e
