@@ -123,7 +123,18 @@ class Settings(BaseSettings):
     run_stale_s: float = Field(900.0, gt=0)
     vendor_breaker_threshold: int = Field(20, ge=1)
     vendor_breaker_cooldown_s: float = Field(30.0, gt=0)
+    # The service token of the API (the lender's back end), and the role it acts with. In
+    # production it must hold at least 32 random bytes; people use their own API tokens.
     api_token: SecretStr | None = None
+    api_token_role: str = "operator"  # noqa: S105 - a role name, not a secret
+    # Web sessions' cookie: `Secure` unless turned off, which only a browser test over
+    # loopback http needs (browsers do not send a Secure cookie over http). Production
+    # refuses it off.
+    web_cookie_secure: bool = True
+    # Sign-in through an OpenID Connect provider of IDV_OIDC_PROVIDERS for the pages: its
+    # name, and the claim naming the user (`preferred_username`, `email`, ...).
+    web_oidc_provider: str | None = None
+    web_oidc_claim: str = "preferred_username"
     # A scorecard file to use instead of the shipped one; refused at load if it does not validate.
     scorecard_file: Path | None = None
     # WeChat (website or Official Account app) and the Mini Program of the phone exchange.
@@ -279,6 +290,8 @@ class Runtime:
             raise StartupError("IDV_KEY_FILE does not exist; production never creates keys")
         if s.database_url is None:
             raise StartupError("IDV_DATABASE_URL must be set in production")
+        if not s.web_cookie_secure:
+            raise StartupError("IDV_WEB_COOKIE_SECURE must stay on in production")
         if (s.wechat_appid or s.oidc_providers) and s.oauth_link_key is None:
             raise StartupError("IDV_OAUTH_LINK_KEY must be set in production: unsigned links "
                                "would let anyone start an authorization for any applicant")

@@ -2,8 +2,13 @@
 pages and authorized accounts.
 
 Errors name the field and the rule, never the value: FastAPI's default 422 body echoes the
-input, so it is replaced. With `IDV_API_TOKEN` set every call needs `Authorization: Bearer
-<token>`; production refuses to start without one. The OpenAPI document (`idv/openapi.py`)
+input, so it is replaced. Every call presents `Authorization: Bearer <token>` (the prefix is
+required): a person's API token (`idv users token`), acting with that person's role until
+they are disabled or their role changes, or the service token `IDV_API_TOKEN`, acting as
+the `api-token` service with `IDV_API_TOKEN_ROLE`. In production the service token, when
+set, must hold at least 32 random bytes. In development with no service token a call
+without a token acts as `anonymous` with that role: `idv serve` then warns and binds to
+loopback only. The OpenAPI document (`idv/openapi.py`)
 states every answer of every route and every constraint on its parameters. `/docs` and
 `/redoc` serve Swagger UI and ReDoc from the package (no CDN); in production they and
 `/openapi.json` are served only with the bearer token.
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 from importlib import resources
 from typing import Annotated, Any, Literal
 
@@ -83,23 +89,56 @@ def _field(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
-_bearer = HTTPBearer(auto_error=False, description="`IDV_API_TOKEN`, when it is set")
+_bearer = HTTPBearer(auto_error=False, description="A person's API token (`idv users token`) "
+                     "or the service token `IDV_API_TOKEN`")
+# `Bearer`, one space, a token of RFC 6750's characters: nothing else is a credential.
+_BEARER = re.compile(r"Bearer ([A-Za-z0-9._~+/-]+=*)", re.IGNORECASE)
+# Production's service token: at least 32 random bytes (43 base64url characters), and not a
+# few characters repeated.
+MIN_SERVICE_TOKEN_CHARS = 43
+MIN_SERVICE_TOKEN_DISTINCT = 16
 
 
-def authenticated(request: Request, credentials: Annotated[
-        HTTPAuthorizationCredentials | None, Depends(_bearer)] = None) -> str:
-    """The caller, for the audit chain; 401 unless the bearer token matches."""
-    token: str | None = request.app.state.api_token
-    if token is None:
-        return "anonymous"
-    given = credentials.credentials.strip() if credentials else ""
-    if not given or not hmac.compare_digest(given.encode(), token.encode()):
-        raise HTTPException(401, "missing or wrong bearer token",
-                            headers={"WWW-Authenticate": "Bearer"})
-    return "api-token"
+def _unauthorized(rule: str) -> HTTPException:
+    return HTTPException(401, rule, headers={"WWW-Authenticate": "Bearer"})
 
 
-Actor = Annotated[str, Depends(authenticated)]
+def service_token_problem(token: str) -> str | None:
+    """Why a service token is too weak for production, or None."""
+    if len(token) < MIN_SERVICE_TOKEN_CHARS or len(set(token)) < MIN_SERVICE_TOKEN_DISTINCT:
+        return ("must hold at least 32 random bytes in production (e.g. `python -c 'import "
+                "secrets; print(secrets.token_urlsafe(32))'`)")
+    return None
+
+
+def authenticated(request: Request, _credentials: Annotated[
+        HTTPAuthorizationCredentials | None, Depends(_bearer)] = None) -> ServiceActor:
+    """Who calls, for the permission checks and the audit chain; 401 unless the header is
+    `Bearer <token>` with a token that stands (`_credentials` only documents the scheme)."""
+    state = request.app.state
+    header = request.headers.get("authorization")
+    if header is None:
+        if state.api_token is None and state.open_without_token:
+            return ServiceActor(name="anonymous", role=state.api_token_role)
+        raise _unauthorized("missing bearer token")
+    matched = _BEARER.fullmatch(header.strip())
+    if matched is None:
+        raise _unauthorized("must be `Bearer <token>`")
+    given = matched.group(1)
+    if state.api_token is not None and hmac.compare_digest(given.encode(),
+                                                           state.api_token.encode()):
+        return ServiceActor(name="api-token", role=state.api_token_role)
+    from services.people import TOKEN_PREFIX, SignInRefused
+
+    if not given.startswith(TOKEN_PREFIX):  # not one idv issued: no need to ask the store
+        raise _unauthorized("wrong bearer token")
+    try:
+        return state.runtime.services.people.resolve(given, kinds=("api", "cli")).actor
+    except SignInRefused as exc:
+        raise _unauthorized(f"{exc.field} {exc.rule}") from None
+
+
+Actor = Annotated[ServiceActor, Depends(authenticated)]
 # A subject in a path: the vocabulary's rule, refused with 422 naming `applicant_ref`.
 SubjectRef = Annotated[ApplicantRef, PathParam(description="The caller's key for the applicant")]
 # Every route behind the bearer token may answer 401, and 422 for a field that breaks a rule;
@@ -114,13 +153,26 @@ def create_app(runtime: Runtime) -> FastAPI:
     serve` opens the store first, so that a runtime that cannot start safely stops there."""
     s = runtime.settings
     token = s.api_token.get_secret_value() if s.api_token else None
-    if s.env == "production" and not token:
-        raise StartupError("IDV_API_TOKEN must be set in production")
+    if s.env == "production" and token is not None:
+        weak = service_token_problem(token)
+        if weak is not None:
+            raise StartupError(f"IDV_API_TOKEN {weak}")
+    if s.api_token_role not in runtime.access_policy.roles:
+        raise StartupError("IDV_API_TOKEN_ROLE must be a role of policies/access.yaml")
     app = FastAPI(title="idv", version="0.1.0",
                   description="Consent-gated identity verification: consents, decisions, "
                               "behaviour events and authorized accounts.",
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.api_token = token
+    app.state.api_token_role = s.api_token_role
+    app.state.runtime = runtime
+    # Development without a service token: open to loopback callers (`idv serve` binds
+    # there), loudly. Production never is.
+    app.state.open_without_token = s.env == "development" and token is None
+    if app.state.open_without_token:
+        logging.getLogger("idv.api").warning(
+            "IDV_API_TOKEN is unset: in development a call without a token acts as "
+            "'anonymous' with role %s; bind to loopback only", s.api_token_role)
 
     def service() -> ConsentService:
         return runtime.services.consent
@@ -187,10 +239,11 @@ def create_app(runtime: Runtime) -> FastAPI:
         return SubjectConsents(applicant_ref=applicant_ref, grants=grants)
 
     @app.get("/subjects/{applicant_ref}/consents/export", response_model=ConsentReceipt,
-             responses=answers(*_GUARDED, 404))
+             responses=answers(*_GUARDED, 403, 404))
     def export(applicant_ref: SubjectRef, actor: Actor) -> Any:
-        """The subject's consent receipt: every event, the notices, identifiers masked."""
-        return service().receipt(applicant_ref, actor=_api_actor(actor))
+        """The subject's consent receipt: every event, the notices, identifiers masked. 403
+        for a caller whose role lacks `export`."""
+        return service().receipt(applicant_ref, actor=actor)
 
     @app.get("/consents/stats", response_model=ConsentStats, responses=answers(401))
     def stats(_actor: Actor) -> Any:
@@ -226,11 +279,11 @@ def create_app(runtime: Runtime) -> FastAPI:
     @app.post("/verifications", status_code=201, response_model=VerificationAnswer,
               responses={200: {"model": VerificationAnswer,
                                "description": "the first answer to this Idempotency-Key"},
-                         **answers(*_READS_BODY, 409)})
+                         **answers(*_READS_BODY, 403, 409)})
     def verification(
         payload: Annotated[dict[str, Any], Body(description="One batch line (JSON object)")],
         response: Response,
-        _actor: Actor,
+        actor: Actor,
         idempotency_key: Annotated[str | None, Header(
             alias="Idempotency-Key", pattern=r"^[A-Za-z0-9_.:-]{8,128}$")] = None,
     ) -> Any:
@@ -240,6 +293,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         a refused line."""
         from flows.on_demand import answer, verify_one
 
+        runtime.services.runs.authorize(actor, operation="verify")
         run_id, replayed = verify_one(runtime, payload, idempotency_key=idempotency_key)
         body = answer(runtime, run_id, replayed=replayed)
         if body["disposition"] == "refused":
@@ -251,6 +305,9 @@ def create_app(runtime: Runtime) -> FastAPI:
         return body
 
     _oauth_routes(app, runtime)
+    from idv.web import mount_pages
+
+    mount_pages(app, runtime)
     return app
 
 
@@ -449,7 +506,7 @@ def _oauth_routes(app: FastAPI, runtime: Runtime) -> None:
         under the applicant's separate `wechat_phone` consent (403 `no_consent` without it:
         the gate decides, and records its decision, before anything is sent)."""
         try:
-            return oauth().wechat_phone(req.applicant_ref, req.code, actor=actor)
+            return oauth().wechat_phone(req.applicant_ref, req.code, actor=actor.name)
         except OAuthFailure as failure:
             return JSONResponse(status_code=failure.status, content=ErrorBody(
                 error=failure.code, field=failure.field, rule=failure.message).model_dump())
@@ -462,7 +519,3 @@ def _oauth_routes(app: FastAPI, runtime: Runtime) -> None:
         return {"applicant_ref": applicant_ref,
                 "accounts": runtime.services.accounts.view(applicant_ref)}
 
-
-def _api_actor(actor: str) -> ServiceActor:
-    """The API's caller: one bearer token, one role, until accounts and API tokens per user."""
-    return ServiceActor(name=actor, role="api")

@@ -46,6 +46,7 @@ events_app = _group("events", "Behaviour events (logins, profile changes).")
 policy_app = _group("policy", "Risk policies.")
 schedule_app = _group("schedule", "Scheduled operations: the Prefect deployments.")
 inbox_app = _group("inbox", "The inbox the loan-origination system drops batch files into.")
+users_app = _group("users", "People who sign in, and their roles.")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 # A command that moved: it takes whatever it used to take, and says where it went.
@@ -69,9 +70,42 @@ def home() -> Path:
     return Settings().home
 
 
+TOKEN_FILE = "session.token"  # noqa: S105 - a file name
+# The runtimes the command has open, innermost last: `actor()` resolves through one.
+_open: list[Any] = []
+
+
+def token_file() -> Path:
+    """Where `idv login` keeps its short-lived token: `$IDV_HOME/session.token`, mode 0600."""
+    return home() / TOKEN_FILE
+
+
+def presented_token() -> str | None:
+    """The credential this command presents: `IDV_TOKEN` (an API token, for scripts and
+    services), else the token `idv login` stored."""
+    given = os.environ.get("IDV_TOKEN", "").strip()
+    if given:
+        return given
+    try:
+        return token_file().read_text(encoding="utf-8").strip() or None
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
 def actor() -> Actor:
-    """Who runs the command, for permissions and the audit chain (`IDV_ROLE` until sign-in)."""
-    return Actor(name=os.environ.get("USER", "cli"), role=os.environ.get("IDV_ROLE", "analyst"))
+    """Who runs the command, for permissions and the audit chain: the signed-in user
+    (`idv login`, or `IDV_TOKEN`). Nobody signed in, or a credential that no longer stands
+    (expired, signed out, the user disabled or their role changed), is refused: exit 2."""
+    from services.people import SignInRefused
+
+    token = presented_token()
+    if token is None:
+        raise SignInRefused("login", "nobody is signed in: run `idv login NAME` (or set "
+                            "IDV_TOKEN to an API token from `idv users token`)")
+    if _open:
+        return _open[-1].services.people.resolve(token, kinds=("cli", "api")).actor
+    with runtime() as rt:
+        return rt.services.people.resolve(token, kinds=("cli", "api")).actor
 
 
 @contextmanager
@@ -82,9 +116,11 @@ def runtime() -> Iterator[Any]:
     if other is not None:
         warn(f"using ./.idv of this folder; {other} exists too (set IDV_HOME to choose)")
     rt = Runtime.from_env()
+    _open.append(rt)
     try:
         yield rt
     finally:
+        _open.remove(rt)
         rt.close()
 
 

@@ -23,9 +23,10 @@ from policies.vocabulary import (
     Scope,
     check_consent_id,
 )
+from services.access import AccessControl
 from services.context import Actor
 from services.errors import InvalidInput, NotFound
-from services.subjects import require_known
+from services.subjects import require_known, require_ref
 from storage.context import as_utc
 from storage.ledger import UnknownConsentError
 from storage.store import Store
@@ -82,10 +83,12 @@ class WithdrawResult(BaseModel):
 
 
 class ConsentService:
-    def __init__(self, store: Store, policy: ConsentPolicy, notices: Mapping[str, Notice]):
+    def __init__(self, store: Store, policy: ConsentPolicy, notices: Mapping[str, Notice], *,
+                 access: AccessControl) -> None:
         self.store = store
         self.policy = policy
         self.notices = notices
+        self.access = access
 
     def grant(self, req: GrantRequest) -> GrantResult:
         """Check against the policy and the notice, then record; raises `ConsentRefused`
@@ -158,7 +161,9 @@ class ConsentService:
     def receipt(self, subject_ref: str, *, actor: Actor) -> dict[str, Any]:
         """A consent receipt the compliance officer can hand over: every event, the notices
         and their hashes, identifiers masked. Producing it is recorded in the audit chain.
-        `NotFound` for a subject of whom nothing is held."""
+        `NotFound` for a subject of whom nothing is held. Needs `export`."""
+        require_ref(subject_ref)  # the ref's form first: a malformed one names no one
+        self.access.require(actor, "export", operation="consent.export")
         require_known(self.store, subject_ref)
         events = self.store.ledger.events_for(subject_ref)
         subject: dict[str, Any] = {"applicant_ref": subject_ref}

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from services.access import AccessControl
 from services.context import Actor
 from services.errors import Conflict
 from storage.keyring import KeyRing, KeyRingError, LocalKekProvider
@@ -32,16 +33,20 @@ def create_key_file(path: Path, *, production: bool) -> Path:
 
 
 class KeyService:
-    def __init__(self, store: Store, keyring: KeyRing) -> None:
+    def __init__(self, store: Store, keyring: KeyRing, *, access: AccessControl) -> None:
         self.store = store
         self.keyring = keyring
+        self.access = access
 
-    def status(self) -> dict[str, Any]:
-        """KEK versions, their state, how many keys each wraps, destroyed subject keys."""
+    def status(self, *, actor: Actor) -> dict[str, Any]:
+        """KEK versions, their state, how many keys each wraps, destroyed subject keys.
+        Needs `keys`, as every operation here."""
+        self.access.require(actor, "keys", operation="keys.status")
         return self.keyring.status()
 
-    def pending(self) -> int:
+    def pending(self, *, actor: Actor) -> int:
         """Keys a rotation started now would rewrap (for a progress bar's total)."""
+        self.access.require(actor, "keys", operation="keys.pending")
         remaining = self.keyring.remaining()
         # Nothing half-rotated: a new version will rewrap every key wrapped today.
         return remaining or sum(self.keyring.usage().values())
@@ -50,6 +55,7 @@ class KeyService:
                on_batch: Callable[[int], None] | None = None) -> Rotation:
         """Add a KEK version and rewrap every DEK under it; rerun to resume one that stopped.
         `on_batch(done)` is called after each committed batch when given."""
+        self.access.require(actor, "keys", operation="keys.rotate")
         report = self.keyring.rotate(batch_size=batch_size, on_batch=on_batch)
         self.store.audit.record("keys.rotated", None, {
             "active": report.active, "rewrapped": report.rewrapped,
@@ -59,6 +65,7 @@ class KeyService:
 
     def retire(self, version: str, *, actor: Actor) -> str:
         """Retire an old KEK version; refused while anything is wrapped under it."""
+        self.access.require(actor, "keys", operation="keys.retire")
         try:
             self.keyring.retire(version)
         except KeyRingError as exc:

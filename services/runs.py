@@ -11,6 +11,7 @@ from typing import Any
 
 from intake.reader import BatchFormatError, check_batch
 from policies.masking import mask
+from services.access import AccessControl
 from services.context import Actor
 from services.errors import Conflict, InvalidInput
 from storage.store import Store
@@ -54,12 +55,23 @@ def run_gone(run: dict[str, Any], *, now: datetime, stale_s: float) -> str | Non
 
 
 class RunService:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, access: AccessControl) -> None:
         self.store = store
+        self.access = access
 
-    def check_not_running(self, batch_sha256: str, *, stale_s: float) -> None:
+    def authorize(self, actor: Actor, *, operation: str) -> None:
+        """`Denied` (audited) unless the actor may start verification work (`run`): a batch,
+        the inbox, one applicant, a re-verification. Every surface that starts one asks
+        here first; the flows themselves run under a service actor."""
+        self.access.require(actor, "run", operation=operation)
+
+    def check_not_running(self, batch_sha256: str, *, stale_s: float, actor: Actor) -> None:
         """`Conflict` (field `batch`) when a run of this file is still working: a second
-        one would race it for the same applicants."""
+        one would race it for the same applicants. Needs `run`."""
+        self.authorize(actor, operation="batch.run")
+        self._refuse_working(batch_sha256, stale_s=stale_s)
+
+    def _refuse_working(self, batch_sha256: str, *, stale_s: float) -> None:
         now = datetime.now(UTC)
         for run in self.store.runs.open_runs(batch_sha256):
             if run_gone(run, now=now, stale_s=stale_s) is None:
@@ -70,7 +82,7 @@ class RunService:
         """Close the runs of this file whose process died before they finished, audited as
         crashed; the last of them, for the next run to resume. `Conflict` if one is still
         working."""
-        self.check_not_running(batch_sha256, stale_s=stale_s)
+        self._refuse_working(batch_sha256, stale_s=stale_s)
         resumed = None
         now = datetime.now(UTC)
         for run in self.store.runs.open_runs(batch_sha256):
@@ -107,7 +119,8 @@ class RunService:
 
     def examples(self, run_id: str, *, limit: int, actor: Actor) -> list[dict[str, Any]]:
         """A few of the run's applicants, one per outcome first, identifiers masked (the
-        reads are audited as any other)."""
+        reads are audited as any other). Needs `read_masked`."""
+        self.access.require(actor, "read_masked", operation="run.examples")
         out: list[dict[str, Any]] = []
         lines = [x for x in self.store.runs.lines(run_id) if x.disposition != "refused"]
         picked: dict[str, Any] = {}

@@ -8,8 +8,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from policies.access import AccessDenied, AccessPolicy, RetentionPolicy, require
+from policies.access import (
+    AccessDenied,
+    AccessPolicy,
+    RetentionPolicy,
+    check_reveal_reason,
+    require,
+)
 from policies.vocabulary import check_applicant_ref
+from services.access import AccessControl
 from services.context import Actor
 from services.errors import Denied, InvalidInput, NotFound
 from storage.store import Store
@@ -51,7 +58,8 @@ def require_known(store: Store, value: str) -> None:
 
 def permit(policy: AccessPolicy, actor: Actor, permission: str, *,
            reason: str | None = None) -> None:
-    """`Denied` unless the actor's role holds `permission` (and gave a reason if one is due)."""
+    """`Denied` unless the actor's role holds `permission` (and gave a reason if one is due).
+    Not audited: a service holds an `AccessControl`, which records each refusal."""
     try:
         require(policy, actor.role, permission, reason=reason)
     except AccessDenied as exc:
@@ -61,16 +69,44 @@ def permit(policy: AccessPolicy, actor: Actor, permission: str, *,
 class SubjectService:
     def __init__(self, store: Store, access: AccessPolicy, retention: RetentionPolicy) -> None:
         self.store = store
-        self.access = access
+        self.policy = access
+        self.access = AccessControl(store, access)
         self.retention = retention
 
-    def reveal(self, applicant_ref: str, field: str, *, reason: str, purpose: str,
-               actor: Actor) -> str | None:
-        """One unmasked value, for a role with `reveal` and a reason; the read is audited."""
+    @property
+    def reveal_reasons(self) -> tuple[str, ...]:
+        """The reasons a reveal may give (`policies/access.yaml`), beside free text."""
+        return self.policy.reveal.reasons
+
+    @property
+    def reveals_per_user_per_day(self) -> int:
+        """How many reveals one person may make in a day (the policy's number)."""
+        return self.policy.reveal.per_user_per_day
+
+    def _reason(self, actor: Actor, permission: str, text: str, *, operation: str,
+                code: str | None = None, subject_ref: str | None = None) -> None:
+        """The reason's rules, once the permission stands; a refused one is audited."""
+        try:
+            if code is None:
+                permit(self.policy, actor, permission, reason=text)
+            else:
+                check_reveal_reason(self.policy, code, text)
+        except (AccessDenied, Denied) as exc:
+            self.access.refused(actor, permission, operation=operation, rule=exc.rule,
+                                subject_ref=subject_ref)
+            raise Denied(exc.field, exc.rule) from None
+
+    def reveal(self, applicant_ref: str, field: str, *, reason_code: str, reason: str,
+               purpose: str, actor: Actor) -> str | None:
+        """One unmasked value, for a role with `reveal`, with a reason from the policy's
+        list (`reason_code`) and free text beside it; the read is audited."""
         require_ref(applicant_ref)
         if field not in REVEAL_FIELDS:
             raise InvalidInput("field", "must be name, id_number or phone")
-        permit(self.access, actor, "reveal", reason=reason)
+        self.access.require(actor, "reveal", operation="subject.reveal",
+                            subject_ref=applicant_ref)
+        self._reason(actor, "reveal", reason, code=reason_code, operation="subject.reveal",
+                     subject_ref=applicant_ref)
         try:
             person = self.store.applicants.reveal_by_ref(
                 applicant_ref, actor=actor.name, purpose=purpose, masked=False)
@@ -79,15 +115,17 @@ class SubjectService:
         except KeyError:
             raise NotFound("applicant_ref", "no such applicant") from None
         self.store.audit.record("applicant.revealed", applicant_ref, {
-            "actor": actor.name, "role": actor.role, "field": field, "reason": reason,
-            "purpose": purpose})
+            "actor": actor.name, "role": actor.role, "field": field,
+            "reason_code": reason_code, "reason": reason, "purpose": purpose})
         value = getattr(person, field)
         return value.get_secret_value() if value is not None else None
 
     def erase(self, applicant_ref: str, *, reason: str, actor: Actor) -> Erasure:
         """Erase the subject, or restrict them when a legal hold applies."""
         require_ref(applicant_ref)
-        permit(self.access, actor, "erase", reason=reason)
+        self.access.require(actor, "erase", operation="subject.erase", subject_ref=applicant_ref)
+        self._reason(actor, "erase", reason, operation="subject.erase",
+                     subject_ref=applicant_ref)
         result = self.store.subjects.erase(applicant_ref, reason=reason, actor=actor.name)
         if result == "unknown":
             raise NotFound("applicant_ref", "no such subject")
@@ -96,7 +134,7 @@ class SubjectService:
     def hold(self, applicant_ref: str, *, basis: str, actor: Actor) -> Hold:
         """A legal hold: an erasure request then restricts instead of erasing."""
         require_ref(applicant_ref)
-        permit(self.access, actor, "hold")
+        self.access.require(actor, "hold", operation="subject.hold", subject_ref=applicant_ref)
         if basis not in self.retention.holds:
             raise InvalidInput("basis", f"must be one of {', '.join(sorted(self.retention.holds))}")
         until = self.retention.hold_until(basis, self.store.clock())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cached_property
 
+from services.access import AccessControl
 from services.accounts import AccountService
 from services.audit import AuditService
 from services.backtest import BacktestService
@@ -15,6 +16,7 @@ from services.fees import FeeService
 from services.inbox import InboxService
 from services.keys import KeyService
 from services.oauth import OAuthService
+from services.people import PeopleService
 from services.review import ReviewService
 from services.runs import RunService
 from services.subjects import SubjectService
@@ -27,8 +29,14 @@ class Services:
         self._ctx = ctx
 
     @cached_property
+    def access(self) -> AccessControl:
+        """The permission check (audited refusals) every service below makes."""
+        return AccessControl(self._ctx.store, self._ctx.access_policy)
+
+    @cached_property
     def consent(self) -> ConsentService:
-        return ConsentService(self._ctx.store, self._ctx.consent_policy, self._ctx.notices)
+        return ConsentService(self._ctx.store, self._ctx.consent_policy, self._ctx.notices,
+                              access=self.access)
 
     @cached_property
     def subjects(self) -> SubjectService:
@@ -37,7 +45,7 @@ class Services:
 
     @cached_property
     def keys(self) -> KeyService:
-        return KeyService(self._ctx.store, self._ctx.keyring)
+        return KeyService(self._ctx.store, self._ctx.keyring, access=self.access)
 
     @cached_property
     def fees(self) -> FeeService:
@@ -53,7 +61,7 @@ class Services:
 
     @cached_property
     def runs(self) -> RunService:
-        return RunService(self._ctx.store)
+        return RunService(self._ctx.store, access=self.access)
 
     @cached_property
     def inbox(self) -> InboxService:
@@ -80,3 +88,7 @@ class Services:
     def events(self) -> EventService:
         return EventService(self._ctx.store, self._ctx.gate, self._ctx.behavior_policy,
                             self._ctx.scorecard)
+
+    @cached_property
+    def people(self) -> PeopleService:
+        return PeopleService(self._ctx.store, self._ctx.access_policy)

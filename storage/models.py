@@ -338,3 +338,38 @@ class InboxFile(Base):
     claimed_at: Mapped[datetime]
     beat_at: Mapped[datetime]
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class User(Base):
+    """A person who signs in: a name, a role of `policies/access.yaml`, an argon2 hash of the
+    password (never the password), failed sign-ins in a row and the lock they caused."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    role: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))  # active | disabled
+    password_hash: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    failed_count: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(nullable=True)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Credential(Base):
+    """What a signed-in person presents: an API token, a command-line token or a web session,
+    stored as the SHA-256 of the random secret (the secret is shown once and never kept).
+    It carries the role it was issued under: when the user's role changes, it stops."""
+
+    __tablename__ = "credentials"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(8))  # api | cli | web
+    role: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)

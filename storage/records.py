@@ -125,3 +125,30 @@ class InboxClaim(_Frozen):
     held: bool
     taken_over: bool = False
     file: InboxFileRecord
+
+
+class UserRecord(_Frozen):
+    """A person who signs in. The password hash travels as a `SecretStr` (never printed)."""
+
+    user_id: str
+    name: str
+    role: str
+    status: str
+    password_hash: SecretStr | None
+    failed_count: int
+    locked_until: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class CredentialRecord(_Frozen):
+    """An issued credential, by its digest: whose, which kind, under which role, until when."""
+
+    credential_id: str
+    user_id: str
+    kind: str
+    role: str
+    created_at: datetime
+    last_seen_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None

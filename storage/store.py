@@ -23,6 +23,7 @@ from storage.inbox import InboxRepository
 from storage.keyring import KeyRing
 from storage.ledger import ConsentLedger
 from storage.oauth import OAuthRepository
+from storage.people import PeopleRepository
 from storage.quality import QualityRepository
 from storage.reviews import ReviewRepository
 from storage.runs import RunRepository
@@ -46,6 +47,7 @@ class Store:
         self.quality = QualityRepository(ctx, audit)
         self.oauth = OAuthRepository(ctx, audit)
         self.inbox = InboxRepository(ctx, audit)
+        self.people = PeopleRepository(ctx, audit)
 
     @property
     def engine(self) -> Engine:

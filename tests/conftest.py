@@ -258,3 +258,61 @@ def oauth_world(database: Database, key_file: Path, tmp_path: Path) -> Iterator[
     world = OAuthWorld(database, key_file, tmp_path / "home")
     yield world
     world.close()
+
+
+# --- people: the command line and the API act as a signed-in user -----------------------------
+
+E2E_PASSWORD = "e2e-password-0123456789"
+IDV_BIN = str(Path(__import__("sys").executable).parent / "idv")
+
+
+def _idv(env: dict[str, str], *args: str, stdin: str | None = None
+         ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([IDV_BIN, *args], env=env, input=stdin, capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+def sign_in(env: dict[str, str], role: str = "operator") -> dict[str, str]:
+    """Sign a person of `role` in for the `idv` commands run with `env` (`idv login`: the
+    token lands in $IDV_HOME/session.token). The first user, `admin` (an operator), is made
+    when nobody exists; another role's user `<role>-user` is added by `admin`. Returns
+    `env`."""
+    pw = E2E_PASSWORD + "\n"
+    _idv(env, "users", "add", "admin", "--role", "operator", "--password-stdin", stdin=pw)
+    done = _idv(env, "login", "admin", "--password-stdin", stdin=pw)
+    assert done.returncode == 0, done.stderr
+    if role != "operator":
+        name = f"{role.replace('_', '-')}-user"
+        _idv(env, "users", "add", name, "--role", role, "--password-stdin", stdin=pw)
+        done = _idv(env, "login", name, "--password-stdin", stdin=pw)
+        assert done.returncode == 0, done.stderr
+    return env
+
+
+def api_token_for(env: dict[str, str], role: str) -> str:
+    """An API token (for IDV_TOKEN or `Authorization: Bearer`) of a person of `role`, issued
+    by `admin`; leaves `admin` signed in."""
+    sign_in(env, "operator")
+    name = f"{role.replace('_', '-')}-api"
+    _idv(env, "users", "add", name, "--role", role, "--password-stdin",
+         stdin=E2E_PASSWORD + "\n")
+    done = _idv(env, "users", "token", name)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def person_token(rt: object, role: str, name: str | None = None) -> str:
+    """In-process: a person of `role` on a runtime's store and their API token (the first
+    user, `admin`, made when nobody exists)."""
+    from pydantic import SecretStr
+
+    from services.context import Actor
+
+    people = rt.services.people  # type: ignore[attr-defined]
+    admin = Actor("admin", "operator")
+    if not people.any_user():
+        people.add("admin", "operator", SecretStr(E2E_PASSWORD), actor=None)
+    name = name or f"{role.replace('_', '-')}-person"
+    if people.store.people.get(name) is None:
+        people.add(name, role, SecretStr(E2E_PASSWORD), actor=admin)
+    return people.issue_api_token(name, actor=admin).token.get_secret_value()

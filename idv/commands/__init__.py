@@ -12,4 +12,5 @@ from idv.commands import (  # noqa: F401
     schedules,
     serving,
     subjects,
+    users,
 )

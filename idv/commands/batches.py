@@ -35,7 +35,11 @@ from idv.terminal import (
     fail,
     refuse,
 )
+from services.context import Actor
 from services.errors import ServiceError
+
+# The demo's synthetic run, on the sandbox, in development: a service actor as a flow's.
+DEMO_ACTOR = Actor(name="demo", role="operator")
 
 
 @batch_app.command("run")
@@ -67,7 +71,7 @@ def batch_run(
         check_policies(rt, as_json=as_json)
         try:
             rt.services.runs.check_not_running(file_sha256(file),
-                                               stale_s=rt.settings.run_stale_s)
+                                               stale_s=rt.settings.run_stale_s, actor=actor())
             pool = chunk_pool(rt, None)
             if pool:  # refused here, before a flow run, rather than inside one
                 chunk_deployment(rt, pool)
@@ -115,8 +119,13 @@ def demo(
                                       help="Applicants in the synthetic batch.")] = 200,
     as_json: JsonOpt = False,
 ) -> None:
-    """Generate a synthetic batch, start the sandbox, run onboarding, print a masked summary."""
+    """Generate a synthetic batch, start the sandbox, run onboarding, print a masked summary.
+    Development only: it runs as the `demo` service actor, nobody need sign in."""
+    from flows.runtime import Settings
     from idv.synthetic import label_outcomes, write_batch, write_outcomes
+
+    if Settings().env == "production":
+        fail("IDV_ENV", "is production: the demo runs in development only", as_json=as_json)
 
     prepare_environment()
     started = time.perf_counter()
@@ -126,7 +135,7 @@ def demo(
         with sandbox_wired(True):
             run = run_flow(batch, None, show_progress=not as_json)
     with runtime() as rt:
-        examples = rt.services.runs.examples(run["run_id"], limit=5, actor=actor())
+        examples = rt.services.runs.examples(run["run_id"], limit=5, actor=DEMO_ACTOR)
         decided = rt.services.runs.decided(prefix="DEMO-")
         db = database_location(rt)
     outcomes = write_outcomes(home() / "demo-outcomes.csv", label_outcomes(decided))
@@ -192,6 +201,7 @@ def verify(
     with sandbox_wired(sandbox, None), runtime() as rt:
         check_policies(rt, as_json=as_json)
         try:
+            rt.services.runs.authorize(actor(), operation="verify")
             run_id, replayed = verify_one(rt, record, idempotency_key=idempotency_key)
         except ServiceError as exc:
             refuse(exc, as_json=as_json)
@@ -222,6 +232,7 @@ def reverify(
 
     with sandbox_wired(sandbox, None), runtime() as rt:
         check_policies(rt, as_json=as_json)
+        rt.services.runs.authorize(actor(), operation="reverify")
         report = run_reverification(rt).as_dict()
     if as_json:
         emit(report)

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from idv.shell import (
     JsonOpt,
+    actor,
     check_policies,
     inbox_app,
     prepare_environment,
@@ -35,6 +36,7 @@ def inbox_run(
     with runtime() as rt:
         check_policies(rt, as_json=as_json)
         try:
+            rt.services.runs.authorize(actor(), operation="inbox.run")
             rt.services.inbox.open(inbox or rt.settings.resolved_inbox,
                                    field="--inbox" if inbox else "IDV_INBOX")
         except ServiceError as exc:

@@ -44,7 +44,7 @@ def keys_init(
 def keys_status(as_json: JsonOpt = False) -> None:
     """KEK versions, their state, and how many keys each wraps."""
     with runtime() as rt:
-        status = rt.services.keys.status()
+        status = rt.services.keys.status(actor=actor())
     if as_json:
         emit(status)
         return
@@ -66,7 +66,7 @@ def keys_rotate(
     """Add a KEK version and rewrap every DEK under it, without downtime; rerun to resume."""
     with runtime() as rt:
         keys = rt.services.keys
-        total = keys.pending()
+        total = keys.pending(actor=actor())
         with progress_bar("rewrapping", enabled=not as_json, unit="keys") as update:
             report = keys.rotate(batch_size=batch_size, actor=actor(),
                                  on_batch=lambda done: update(done, total))

@@ -20,7 +20,11 @@ from idv.shell import (
 from idv.terminal import (
     console,
     emit,
+    fail,
+    warn,
 )
+
+LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 @sandbox_app.command("serve")
@@ -91,6 +95,14 @@ def serve(
         # A runtime that cannot start safely (production checks, keys) stops here, not at
         # the first request: the app opens nothing of it until a route needs it.
         rt.store  # noqa: B018
+        s = rt.settings
+        if s.env == "development" and s.api_token is None:
+            if host not in LOOPBACK:
+                fail("--host", "must be a loopback address while IDV_API_TOKEN is unset: the "
+                     "API would be open to the network", as_json=False)
+            warn(f"IDV_API_TOKEN is unset: ANY caller on this machine without a token acts "
+                 f"as 'anonymous' with role {s.api_token_role}; serving on loopback only. "
+                 "Set IDV_API_TOKEN, or use people's API tokens (`idv users token`).")
         console.print(f"idv API on http://{host}:{port} (OpenAPI at /docs)")
         if wired:
             console.print(f"sandbox vendors and WeChat on {wired['vendors']}, "

@@ -54,13 +54,17 @@ def subject_hold(
 def subject_reveal(
     applicant_ref: str,
     field: Annotated[str, typer.Option(help="name, id_number or phone")],
-    reason: Annotated[str, typer.Option(help="Why (audited).")],
+    reason_code: Annotated[str, typer.Option(
+        "--reason-code", help="Why, from the list in policies/access.yaml (reveal.reasons).")],
+    reason: Annotated[str, typer.Option(help="Why, in words (audited).")],
     purpose: Annotated[str, typer.Option(help="The purpose the read serves.")] = "review",
     as_json: JsonOpt = False,
 ) -> None:
-    """Show one unmasked value: needs the reveal permission (IDV_ROLE) and a reason."""
+    """Show one unmasked value: needs a signed-in user whose role holds `reveal`, a reason
+    code and a reason in words."""
     with runtime() as rt:
-        value = rt.services.subjects.reveal(applicant_ref, field, reason=reason,
+        value = rt.services.subjects.reveal(applicant_ref, field, reason_code=reason_code,
+                                            reason=reason,
                                             purpose=purpose, actor=actor())
     if as_json:
         emit({"applicant_ref": applicant_ref, "field": field, "value": value})

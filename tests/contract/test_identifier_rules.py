@@ -19,6 +19,7 @@ from intake.models import ApplicantLine
 from intake.reader import parse_record
 from policies import catalog
 from policies.vocabulary import APPLICANT_REF_SCHEMA, check_applicant_ref
+from tests.conftest import person_token
 
 NOW = datetime.now(UTC)
 
@@ -72,6 +73,8 @@ def surfaces(tmp_path_factory, serve_app):
     rt = Runtime(Settings(home=home))
     server = serve_app(create_app(rt))
     client = httpx.Client(base_url=server.url, timeout=10)
+    # The command line acts as a signed-in person: a compliance officer may export receipts.
+    client.officer = person_token(rt, "compliance_officer")  # type: ignore[attr-defined]
     yield client, home
     client.close()
     server.stop()
@@ -149,8 +152,9 @@ def test_when_the_openapi_schema_is_given_the_table_then_it_judges_it_alike(ref,
 
 def test_when_the_command_line_shows_a_subject_of_whom_nothing_is_held_then_it_refuses(
         surfaces, monkeypatch, capsys):
-    _, home = surfaces
+    client, home = surfaces
     monkeypatch.setenv("IDV_HOME", str(home))
+    monkeypatch.setenv("IDV_TOKEN", client.officer)
     for argv in (["consent", "show", "--json", "NOBODY-2"],
                  ["consent", "export", "--json", "NOBODY-2"],
                  ["oauth", "show", "--json", "NOBODY-2"]):

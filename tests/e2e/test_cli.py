@@ -13,6 +13,7 @@ import pytest
 
 from idv.synthetic import applicants
 from sandbox.population import three_element_result
+from tests.conftest import sign_in
 
 pytestmark = pytest.mark.e2e
 IDV = str(Path(sys.executable).with_name("idv"))
@@ -62,7 +63,7 @@ def env(tmp_path):
     e = {k: v for k, v in os.environ.items() if not k.startswith(("IDV_", "PREFECT_"))}
     e.update(IDV_HOME=str(tmp_path / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
              PREFECT_LOGGING_LEVEL="INFO")
-    return e
+    return sign_in(e, "operator")
 
 
 def test_when_a_batch_runs_from_the_command_line_then_nothing_personal_is_left_anywhere(

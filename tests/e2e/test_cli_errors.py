@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from idv.synthetic import applicants
+from tests.conftest import sign_in
 
 pytestmark = pytest.mark.e2e
 IDV = str(Path(sys.executable).with_name("idv"))
@@ -30,7 +31,7 @@ def env(tmp_path):
     e = {k: v for k, v in os.environ.items() if not k.startswith(("IDV_", "PREFECT_"))}
     e.update(IDV_HOME=str(tmp_path / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
              COLUMNS="200")
-    return e
+    return sign_in(e, "operator")
 
 
 def files(tmp: Path) -> dict[str, Path]:
@@ -86,7 +87,8 @@ CASES = [
     (["review", "list", "--limit", "0"], "--limit", "from 1 to 1000"),
     (["review", "list", "--offset", "-1"], "--offset", "at least 0"),
     (["review", "list", "--limit", "many"], "--limit", "must be a valid integer"),
-    (["subject", "reveal", "A-1", "--field", "address", "--reason", "a dispute #12"],
+    (["subject", "reveal", "A-1", "--field", "address", "--reason-code", "identity_dispute",
+      "--reason", "a dispute #12"],
      "field", "must be name, id_number or phone"),
     (["subject", "erase", "A-1", "--reason", "request #42 from the person"], "role",
      "lacks the 'erase' permission"),

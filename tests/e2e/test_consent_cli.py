@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import sign_in
+
 pytestmark = pytest.mark.e2e
 IDV = str(Path(sys.executable).with_name("idv"))
 
@@ -19,7 +21,7 @@ IDV = str(Path(sys.executable).with_name("idv"))
 def env(tmp_path):
     e = {k: v for k, v in os.environ.items() if not k.startswith(("IDV_", "PREFECT_"))}
     e["IDV_HOME"] = str(tmp_path / "home")
-    return e
+    return sign_in(e, "compliance_officer")
 
 
 def idv(env, *args):

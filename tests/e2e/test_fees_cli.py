@@ -20,6 +20,7 @@ from flows.runtime import Runtime, Settings, vendor_overrides
 from idv.synthetic import Mix, applicants
 from sandbox.app import SandboxState, parse_faults
 from sandbox.server import SandboxServer
+from tests.conftest import sign_in
 
 pytestmark = pytest.mark.e2e
 IDV = str(Path(sys.executable).with_name("idv"))
@@ -56,7 +57,7 @@ def world(database, key_file, tmp_path):
             statement = resp.read().decode()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IDV_", "PREFECT_"))}
     env |= {"IDV_HOME": str(home), "IDV_KEY_FILE": str(key_file), **database.env()}
-    return env, statement, stored, state
+    return sign_in(env, "operator"), statement, stored, state
 
 
 def test_when_the_vendor_billed_calls_that_timed_out_then_reconcile_names_each_of_them(

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from idv.synthetic import Mix, applicants
+from tests.conftest import E2E_PASSWORD, api_token_for, sign_in
 
 pytestmark = pytest.mark.e2e
 IDV = str(Path(sys.executable).with_name("idv"))
@@ -60,16 +61,18 @@ def write(path: Path, lines) -> Path:
 
 def test_when_everything_has_run_then_no_planted_value_is_anywhere(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IDV_", "PREFECT_"))}
-    env.update(IDV_HOME=str(tmp_path / "home"), PREFECT_LOGGING_LEVEL="DEBUG",
-               IDV_ROLE="compliance_officer")
+    env.update(IDV_HOME=str(tmp_path / "home"), PREFECT_LOGGING_LEVEL="DEBUG")
+    officer = api_token_for(env, "compliance_officer")
+    sign_in(env, "operator")
     inputs = tmp_path / "inputs"
     inputs.mkdir()
     good = planted("G-", 101, 60)
     bad = planted("F-", 202, 30)
     outputs: list[str] = []
 
-    def idv(*args: str) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([IDV, *args], env=env, capture_output=True, text=True,
+    def idv(*args: str, token: str | None = None) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([IDV, *args], env={**env, "IDV_TOKEN": token} if token else env,
+                              capture_output=True, text=True,
                               timeout=400, check=False)
         outputs.extend([proc.stdout, proc.stderr])
         return proc
@@ -133,10 +136,10 @@ def test_when_everything_has_run_then_no_planted_value_is_anywhere(tmp_path):
     victim = next(x["applicant_ref"] for x in good
                   if isinstance(x, dict) and x["consents"])
     erased = idv("subject", "erase", victim, "--reason", "data subject erasure request",
-                 "--json")
+                 "--json", token=officer)
     assert erased.returncode == 0 and json.loads(erased.stdout)["result"] == "erased"
     assert idv("review", "list", "--json").returncode == 0
-    assert idv("consent", "export", good[5]["applicant_ref"]).returncode == 0
+    assert idv("consent", "export", good[5]["applicant_ref"], token=officer).returncode == 0
     assert idv("keys", "status", "--json").returncode == 0
     assert idv("audit", "verify", "--json").returncode == 0
 
@@ -145,7 +148,9 @@ def test_when_everything_has_run_then_no_planted_value_is_anywhere(tmp_path):
     names = {f.name for f in files}
     assert {"idv.db", "keystore.db", "idv.key"} <= names
     assert any(n.startswith("prefect.db") for n in names)
+    # A person's password and API token are never stored or printed either.
     secrets = canaries(good) | canaries(bad) | canaries(poisoned) | event_secrets | {
+        E2E_PASSWORD, officer} | {
         "31.230416", "121.473701", "22.543096", "114.057865", "123.456789"}
     assert len(secrets) > 150
     for control in ("good.jsonl", "events.jsonl"):  # the scan finds what is there

@@ -14,6 +14,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from tests.conftest import sign_in
+
 pytestmark = pytest.mark.e2e
 IDV = str(Path(sys.executable).with_name("idv"))
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -30,7 +32,7 @@ def env(tmp_path):
     e = {k: v for k, v in os.environ.items() if not k.startswith(("IDV_", "PREFECT_"))}
     e.update(IDV_HOME=str(tmp_path / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
              COLUMNS="200")
-    return e
+    return sign_in(e, "operator")
 
 
 def every_ten_minutes(now: datetime, n: int) -> list[datetime]:

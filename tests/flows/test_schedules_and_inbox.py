@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from idv.synthetic import Mix, applicants
+from tests.conftest import sign_in
 
 pytestmark = pytest.mark.prefect
 IDV = str(Path(sys.executable).with_name("idv"))
@@ -29,7 +30,7 @@ def idv_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IDV_", "PREFECT_"))}
     env.update(IDV_HOME=str(tmp_path / "home"), PREFECT_API_URL=PREFECT_API_URL.value(),
                PREFECT_SERVER_ANALYTICS_ENABLED="false", COLUMNS="200")
-    return env
+    return sign_in(env, "operator")
 
 
 def idv(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,36 @@
+"""The permission check every service makes before it acts: the actor's role against
+`policies/access.yaml`, each refusal recorded in the audit chain (who, which role, which
+permission, which operation) before `Denied` is raised. An unknown role is refused as
+unknown, whatever it asks for."""
+
+from __future__ import annotations
+
+from policies.access import AccessDenied, AccessPolicy, require
+from services.context import Actor
+from services.errors import Denied
+from storage.store import Store
+
+
+class AccessControl:
+    """One per store and policy; services hold it and call `require` first."""
+
+    def __init__(self, store: Store, policy: AccessPolicy) -> None:
+        self.store = store
+        self.policy = policy
+
+    def require(self, actor: Actor, permission: str, *, operation: str,
+                subject_ref: str | None = None) -> None:
+        """`Denied` (audited as `access.refused`) unless the actor's role holds
+        `permission`."""
+        try:
+            require(self.policy, actor.role, permission)
+        except AccessDenied as exc:
+            self.refused(actor, permission, operation=operation, rule=exc.rule,
+                         subject_ref=subject_ref)
+            raise Denied(exc.field, exc.rule) from None
+
+    def refused(self, actor: Actor, permission: str, *, operation: str, rule: str,
+                subject_ref: str | None = None) -> None:
+        self.store.audit.record("access.refused", subject_ref, {
+            "actor": actor.name, "role": actor.role, "permission": permission,
+            "operation": operation, "rule": rule})
