@@ -1,12 +1,14 @@
-"""Roles, permissions, retention holds: pure rules over `access.yaml` and `retention.yaml`."""
+"""Roles and permissions: pure rules over `access.yaml`. The retention policy (floors,
+ceilings, holds) is `policies.retention`, re-exported here for older imports."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from policies.document import PolicyDocument
+from policies.retention import HoldRule, RetentionPolicy
+
+__all__ = ["AccessDenied", "AccessPolicy", "HoldRule", "RetentionPolicy", "require"]
 
 
 class AccessPolicy(PolicyDocument):
@@ -35,23 +37,3 @@ def require(policy: AccessPolicy, role: str, permission: str, *, reason: str | N
     if reason is not None and len(reason.strip()) < policy.min_reason_chars:
         raise AccessDenied("reason",
                            f"at least {policy.min_reason_chars} characters are required")
-
-
-class HoldRule(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    label: str
-    purpose: str
-    years: int = Field(gt=0, le=50)
-
-
-class RetentionPolicy(PolicyDocument):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    version: str
-    holds: dict[str, HoldRule]
-
-
-    def hold_until(self, basis: str, start: datetime) -> datetime:
-        rule = self.holds[basis]
-        return start + timedelta(days=round(365.25 * rule.years))

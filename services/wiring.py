@@ -7,6 +7,7 @@ from functools import cached_property
 from services.accounts import AccountService
 from services.audit import AuditService
 from services.backtest import BacktestService
+from services.compliance import ComplianceService
 from services.consent import ConsentService
 from services.context import ServiceContext
 from services.events import EventService
@@ -15,6 +16,8 @@ from services.fees import FeeService
 from services.inbox import InboxService
 from services.keys import KeyService
 from services.oauth import OAuthService
+from services.requests import SubjectRequestService
+from services.retention import RetentionService
 from services.review import ReviewService
 from services.runs import RunService
 from services.subjects import SubjectService
@@ -28,7 +31,8 @@ class Services:
 
     @cached_property
     def consent(self) -> ConsentService:
-        return ConsentService(self._ctx.store, self._ctx.consent_policy, self._ctx.notices)
+        return ConsentService(self._ctx.store, self._ctx.consent_policy, self._ctx.notices,
+                              access=self._ctx.access_policy)
 
     @cached_property
     def subjects(self) -> SubjectService:
@@ -80,3 +84,18 @@ class Services:
     def events(self) -> EventService:
         return EventService(self._ctx.store, self._ctx.gate, self._ctx.behavior_policy,
                             self._ctx.scorecard)
+
+    @cached_property
+    def retention(self) -> RetentionService:
+        return RetentionService(self._ctx.store, self._ctx.retention_policy,
+                                self._ctx.access_policy)
+
+    @cached_property
+    def requests(self) -> SubjectRequestService:
+        return SubjectRequestService(self._ctx.store, self._ctx.request_policy, self.subjects,
+                                     self.consent, self.explain)
+
+    @cached_property
+    def compliance(self) -> ComplianceService:
+        return ComplianceService(self._ctx.store, self._ctx.access_policy, self._ctx.notices,
+                                 self.consent, checkpoint_dir=self._ctx.checkpoint_dir)

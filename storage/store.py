@@ -24,6 +24,8 @@ from storage.keyring import KeyRing
 from storage.ledger import ConsentLedger
 from storage.oauth import OAuthRepository
 from storage.quality import QualityRepository
+from storage.requests import SubjectRequestRepository
+from storage.retention import RetentionRepository
 from storage.reviews import ReviewRepository
 from storage.runs import RunRepository
 from storage.subjects import SubjectRepository
@@ -46,6 +48,8 @@ class Store:
         self.quality = QualityRepository(ctx, audit)
         self.oauth = OAuthRepository(ctx, audit)
         self.inbox = InboxRepository(ctx, audit)
+        self.requests = SubjectRequestRepository(ctx, audit)
+        self.retention = RetentionRepository(ctx, audit)
 
     @property
     def engine(self) -> Engine:

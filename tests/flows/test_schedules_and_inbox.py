@@ -101,7 +101,8 @@ def check_applied(tmp_path: Path) -> None:
     out = json.loads(applied.stdout)
     assert out["pool"] == "idv-process"
     assert [d["name"] for d in out["deployments"]] == ["onboarding", "key-rotation",
-                                                        "oauth-refresh", "reverification"]
+                                                        "oauth-refresh", "reverification",
+                                                        "retention"]
     paused = idv(env, "schedule", "pause", "key-rotation", "--json")
     assert paused.returncode == 0, paused.stderr
 
@@ -131,12 +132,14 @@ def check_applied(tmp_path: Path) -> None:
     assert states == {"onboarding": ("active", "idv-process", 3),
                       "key-rotation": ("paused", "idv-process", 0),
                       "oauth-refresh": ("active", "idv-process", 3),
-                      "reverification": ("active", "idv-process", 3)}
+                      "reverification": ("active", "idv-process", 3),
+                      "retention": ("active", "idv-process", 3)}
     # Serving here would take the deployments off the pool's workers: refused.
     (tmp_path / "inbox").mkdir()
     served = idv({**env, "IDV_INBOX": str(tmp_path / "inbox")}, "serve-flows")
     assert served.returncode == 2 and "Traceback" not in served.stderr
-    assert "runs onboarding, key-rotation, oauth-refresh, reverification on a work pool" \
+    assert ("runs onboarding, key-rotation, oauth-refresh, reverification, retention on a "
+            "work pool") \
         in served.stderr
 
 
