@@ -196,9 +196,13 @@ class SubjectRequestService:
             raise InvalidInput("value", "is required: the corrected value")
         if recheck is None:
             raise InvalidInput("recheck", "a correction is re-verified: no pipeline was given")
-        stored = self.store.applicants.get(ref)
-        if stored is None:
-            raise NotFound("applicant_ref", "no such applicant")
+        try:
+            stored = self.store.applicants.reveal_by_ref(
+                ref, actor=actor.name, purpose="subject request correction")
+        except KeyError:
+            raise NotFound("applicant_ref", "no such applicant") from None
+        except SubjectUnavailableError:
+            raise Denied("applicant_ref", "the subject is erased or restricted") from None
         raw = req.value.get_secret_value()
         try:
             if field == "name":
