@@ -1,7 +1,8 @@
 """The retention purge: every record past its class's ceiling (`policies.retention`),
 deleted in one transaction with the `retention.purged` event that reports it.
 
-Under a live legal hold nothing of the subject is purged. The ceiling is never below the
+Under a live legal hold nothing of the subject is purged. A decision stays while any of
+its evidence does, and a consent record while any evidence it allowed does. The ceiling is never below the
 floor (the policy refuses that at load), so a record removed here is always past its floor.
 The consent ledger is append-only except here: retention is the one way its rows go.
 
@@ -129,15 +130,19 @@ def _plan(conn: Connection, policy: RetentionPolicy, now: datetime) -> Retention
     add("decisions", m.ReviewCase, cases)
     add("decisions", m.Applicant, decided)
 
-    # A grant is proof until its consent ends (expiry or withdrawal); its withdraw and
-    # expire events go with it, and so does the ask it answered.
+    # A grant is proof until its consent ends (expiry or withdrawal), and while evidence it
+    # allowed is kept; its withdraw and expire events go with it, and so does the ask it
+    # answered.
+    purged_steps = {i for i, _ in steps}
+    proving = {cid for r in conn.execute(select(sr.c.id, sr.c.consent_ids))
+               if r.id not in purged_steps for cid in (r.consent_ids or ())}
     ce = m.ConsentEvent.__table__
     events = conn.execute(select(ce.c.id, ce.c.event, ce.c.subject_ref, ce.c.grant_id,
                                  ce.c.expires_at, ce.c.occurred_at)).all()
     withdrawn = {r.grant_id: as_utc(r.occurred_at) for r in events if r.event == "withdraw"}
     ended = set()
     for r in events:
-        if r.event != "grant" or r.subject_ref in held:
+        if r.event != "grant" or r.subject_ref in held or r.id in proving:
             continue
         end = as_utc(r.expires_at or r.occurred_at)
         if r.id in withdrawn:

@@ -101,9 +101,16 @@ def test_when_the_clock_moves_past_ceilings_then_exactly_those_rows_go(
         after = snapshot(rt)
 
         cut, floor = policy.cutoffs(now), policy.floors(now)
+        with rt.store.transaction() as s:  # consents still proving evidence that stays
+            proving = {c for st in s.scalars(select(m.StepResult))
+                       if as_utc(st.created_at) >= cut["evidence"] or st.applicant_id in {
+                           a.id for a in s.scalars(select(m.Applicant).where(
+                               m.Applicant.applicant_ref == held_ref))}
+                       for c in st.consent_ids}
         for cls, rows in before.items():
             expected = {i for i, (ref, anchor) in rows.items()
-                        if anchor < cut[cls] and ref != held_ref}
+                        if anchor < cut[cls] and ref != held_ref
+                        and not (cls == "consent_records" and i in proving)}
             assert set(rows) - set(after[cls]) == expected, cls
             assert report["counts"][cls] >= len(expected)
             for ref, anchor in after[cls].values():  # what stays is under ceiling or held
@@ -113,6 +120,7 @@ def test_when_the_clock_moves_past_ceilings_then_exactly_those_rows_go(
                        if i not in after[cls])
         assert report["counts"]["network_logs"] == 1
         assert report["counts"]["subject_requests"] == 1
+        assert report["counts"]["consent_records"] >= 1 and report["counts"]["evidence"] >= 1
         assert report["counts"]["decisions"] >= 2  # two applicants (and their review cases)
         held = rt.store.applicants.get(held_ref)
         assert held is not None and len(held.steps) > 0
