@@ -2,8 +2,9 @@
 deleted in one transaction with the `retention.purged` event that reports it.
 
 Under a live legal hold nothing of the subject is purged. A decision stays while any of
-its evidence does, and a consent record while any evidence it allowed does. The ceiling is never below the
-floor (the policy refuses that at load), so a record removed here is always past its floor.
+its evidence does, and a consent record while any evidence it allowed does. The ceiling is
+never below the floor (the policy refuses that at load), so a record removed here is
+always past its floor.
 The consent ledger is append-only except here: retention is the one way its rows go.
 
 Audit events are counted (`awaiting`) but not removed here: removing the chain's oldest
