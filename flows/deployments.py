@@ -55,6 +55,7 @@ DECLARED: tuple[Declared, ...] = (
     Declared("key-rotation", "flows.key_rotation", "rotate_keys"),
     Declared("oauth-refresh", "flows.oauth_refresh", "refresh_oauth_tokens"),
     Declared("reverification", "flows.reverification", "reverification"),
+    Declared("retention", "flows.retention", "purge_retention"),
 )
 
 

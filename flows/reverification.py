@@ -124,13 +124,15 @@ async def _reverify(rt: Runtime, run_id: str, refs: list[str],
                     report.waiting_reconsent.append(ref)
                 continue
             rt.store.decisions.add_steps(ref, run_id, steps)
-            _rescore(rt, stored, steps, report)
+            rescore(rt, stored, steps, report)
         await limits.store.close()
     return report
 
 
-def _rescore(rt: Runtime, stored: Any, steps: list[StepRecord],
-             report: ReverificationReport) -> None:
+def rescore(rt: Runtime, stored: Any, steps: list[StepRecord],
+            report: ReverificationReport) -> None:
+    """Score the stored applicant again with `steps`' evidence; record a changed outcome
+    (and open a review case unless it is `verified`)."""
     card = rt.scorecard
     features = {k: v for k, v in stored.features.items() if k in card.features}
     features.update({k: v for k, v in features_of(steps, card).items() if k in card.features})

@@ -26,6 +26,7 @@ from policies.document import PolicyError
 from policies.masking import mask_text
 from policies.notices import Notice
 from policies.quality import QualityPolicy
+from policies.requests import RequestPolicy
 from policies.scorecard import Scorecard
 from policies.vendors import VendorContracts
 from policies.verification import VerificationPolicy
@@ -168,6 +169,11 @@ class Settings(BaseSettings):
     inbox_stale_s: int = Field(1800, ge=1)
     # Schedules to deploy with instead of the shipped policies/schedules.yaml.
     schedules_file: Path | None = None
+    # Retention floors, ceilings and holds instead of the shipped policies/retention.yaml.
+    retention_file: Path | None = None
+    # Where the audit chain's signed checkpoints are written (the compliance pack includes
+    # those of its period).
+    checkpoint_dir: Path | None = None
     # The Prefect work pool `idv schedule apply` deploys to (a process pool, made if missing).
     work_pool: str = Field("idv-process", min_length=1, max_length=100)
 
@@ -443,7 +449,20 @@ class Runtime:
 
     @cached_property
     def retention_policy(self) -> RetentionPolicy:
-        return catalog.retention_policy()
+        """The shipped policy, or `IDV_RETENTION_FILE`; `PolicyError` (file, line, rule)
+        when it does not validate (a ceiling below its floor, a floor below the law's)."""
+        path = self.settings.retention_file
+        if path is None:
+            return catalog.retention_policy()
+        return RetentionPolicy.from_yaml(path.read_text(encoding="utf-8"), source=str(path))
+
+    @cached_property
+    def request_policy(self) -> RequestPolicy:
+        return catalog.request_policy()
+
+    @property
+    def checkpoint_dir(self) -> Path | None:
+        return self.settings.checkpoint_dir
 
     def close(self) -> None:
         if "store" in self.__dict__:

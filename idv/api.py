@@ -36,6 +36,7 @@ from flows.runtime import Runtime, StartupError
 from idv.openapi import (
     PAGE_HEADERS,
     WHY,
+    AskAnswer,
     ConsentReceipt,
     ConsentStats,
     ErrorBody,
@@ -43,9 +44,12 @@ from idv.openapi import (
     Explanation,
     GrantState,
     PhoneAnswer,
+    SignedReceipt,
     StartLinkAnswer,
     SubjectAccounts,
     SubjectConsents,
+    SubjectRequestAnswer,
+    SubjectRequestList,
     VerificationAnswer,
     answers,
     json_answers,
@@ -58,6 +62,7 @@ from policies.vocabulary import (
     check_applicant_ref,
 )
 from services.consent import (
+    AskRequest,
     ConsentRefused,
     ConsentService,
     GrantRequest,
@@ -68,10 +73,12 @@ from services.consent import (
 from services.context import Actor as ServiceActor
 from services.errors import ServiceError
 from services.oauth import WECHAT_SCOPES
+from services.requests import AnswerRequest, OpenRequest
 
 # What each kind of refusal is called and answered with.
 _STATUS = {"invalid": 422, "not_found": 404, "denied": 403, "conflict": 409, "unavailable": 503}
-_NOT_FOUND_CODES = {"consent_id": "unknown_consent", "applicant_ref": "unknown_applicant"}
+_NOT_FOUND_CODES = {"consent_id": "unknown_consent", "applicant_ref": "unknown_applicant",
+                    "request_id": "unknown_request"}
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found",
                405: "method_not_allowed"}
 # Swagger UI's and ReDoc's scripts and styles, as fastapi-offline ships them.
@@ -144,6 +151,9 @@ SubjectRef = Annotated[ApplicantRef, PathParam(description="The caller's key for
 # Every route behind the bearer token may answer 401, and 422 for a field that breaks a rule;
 # one that reads a body, 400 for a body that is not JSON.
 _GUARDED = (401, 422)
+RequestIdPath = Annotated[str, PathParam(min_length=36, max_length=36,
+                                         pattern=r"^[0-9a-f-]{36}$",
+                                         description="A subject request's id")]
 _READS_BODY = (400, 401, 422)
 
 
@@ -249,6 +259,55 @@ def create_app(runtime: Runtime) -> FastAPI:
     def stats(_actor: Actor) -> Any:
         """Per notice version and channel: people asked, granting each scope, withdrawing."""
         return {"stats": service().stats()}
+
+    @app.post("/consents/asks", status_code=201, response_model=AskAnswer,
+              responses=answers(*_READS_BODY, 404))
+    def ask(req: AskRequest, _actor: Actor) -> Any:
+        """Record an ask for consent that was refused or abandoned (or a grant's ask), so
+        that authorization rates per notice version count everyone asked."""
+        return service().ask(req)
+
+    @app.get("/consents/{consent_id}/receipt", response_model=SignedReceipt,
+             responses=answers(*_GUARDED, 404))
+    def signed_receipt(consent_id: Annotated[ConsentId, PathParam()], actor: Actor) -> Any:
+        """One grant's consent receipt as a signed JWS (ISO/IEC TS 27560, Kantara fields)."""
+        return service().signed_receipt(consent_id, actor=actor)
+
+    @app.post("/subject-requests", status_code=201, response_model=SubjectRequestAnswer,
+              responses=answers(*_READS_BODY, 403, 404))
+    def open_request(req: OpenRequest, actor: Actor) -> Any:
+        """Record a data-subject request (access, correction, erasure, restriction, dispute)
+        with its deadline."""
+        return runtime.services.requests.open(req, actor=actor)
+
+    @app.get("/subject-requests", response_model=SubjectRequestList,
+             responses=answers(*_GUARDED, 403))
+    def list_requests(actor: Actor, status: Annotated[
+            Literal["open", "answered"] | None, Query()] = None,
+            overdue: Annotated[bool, Query()] = False) -> Any:
+        """Requests by deadline; each says whether it is overdue or was answered in time."""
+        rows = runtime.services.requests.list(actor=actor, status=status,
+                                              overdue=overdue)
+        return {"total": len(rows), "overdue": sum(1 for r in rows if r["overdue"]),
+                "requests": rows}
+
+    @app.get("/subject-requests/{request_id}", response_model=SubjectRequestAnswer,
+             responses=answers(*_GUARDED, 403, 404))
+    def show_request(request_id: RequestIdPath, actor: Actor) -> Any:
+        """One request and its answer."""
+        return runtime.services.requests.show(request_id, actor=actor)
+
+    @app.post("/subject-requests/{request_id}/answer", response_model=SubjectRequestAnswer,
+              responses=answers(*_READS_BODY, 403, 404, 409))
+    def answer_request(request_id: RequestIdPath, actor: Actor,
+                       req: AnswerRequest | None = None) -> Any:
+        """Carry the request out and record the answer (an access request's answer holds the
+        person's file; a correction is re-verified; a court-list dispute re-queried)."""
+        from flows.subject_requests import recheck
+
+        return runtime.services.requests.answer(
+            request_id, req or AnswerRequest(), actor=actor,
+            recheck=recheck(runtime))
 
     @app.get("/subjects/{applicant_ref}/decision", response_model=Explanation,
              responses=answers(*_GUARDED, 404))

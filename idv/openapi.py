@@ -98,11 +98,59 @@ class NoticeStats(Answer):
     channel: str
     asked: int
     granted: dict[str, int]
+    refused: int
+    abandoned: int
     withdrew: int
 
 
 class ConsentStats(Answer):
     stats: list[NoticeStats]
+
+
+class AskAnswer(Answer):
+    ask_id: str
+    outcome: str
+    notice_version: str
+    notice_hash: str
+
+
+class SignedReceipt(Answer):
+    """A consent receipt as a compact JWS (Ed25519), the receipt it signs, and the public
+    JWK that verifies it."""
+
+    jws: str
+    receipt: dict[str, Any]
+    public_key: dict[str, str]
+
+
+class SubjectRequestAnswer(Answer):
+    """A data-subject request: its kind, deadline and state; the answer as codes and counts.
+    `file` is an answered access request's copy for the person (identifiers masked)."""
+
+    request_id: str
+    applicant_ref: str
+    kind: str
+    target: str | None
+    channel: str
+    status: Literal["open", "answered"]
+    opened_at: str
+    deadline: str
+    opened_by: str
+    assignee: str | None
+    answered_at: str | None
+    answered_by: str | None
+    outcome: str | None
+    result: dict[str, Any]
+    policy_version: str
+    overdue: bool
+    in_time: bool | None
+    file: dict[str, Any] | None = None
+
+
+class SubjectRequestList(Answer):
+    total: int
+    overdue: int
+    requests: list[SubjectRequestAnswer]
 
 
 class Reason(Answer):

@@ -47,6 +47,10 @@ policy_app = _group("policy", "Risk policies.")
 schedule_app = _group("schedule", "Scheduled operations: the Prefect deployments.")
 inbox_app = _group("inbox", "The inbox the loan-origination system drops batch files into.")
 users_app = _group("users", "People who sign in, and their roles.")
+requests_app = _group("requests", "Data-subject requests (access, correction, erasure, "
+                                  "restriction, dispute) and their deadlines.")
+retention_app = _group("retention", "Retention: what is past its ceiling, and its purge.")
+compliance_app = _group("compliance", "The PIPL compliance-audit pack.")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 # A command that moved: it takes whatever it used to take, and says where it went.

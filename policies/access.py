@@ -1,5 +1,5 @@
-"""Roles, permissions, reveal reasons, sign-in limits and retention holds: pure rules over
-`access.yaml` and `retention.yaml`."""
+"""Roles, permissions, reveal reasons and sign-in limits: pure rules over `access.yaml`. The
+retention policy (floors, ceilings, holds) is `policies.retention`, re-exported here."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from typing import Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from policies.document import LinedYaml, PolicyDocument, PolicyError
+from policies.retention import HoldRule, RetentionPolicy
+
+__all__ = ["AccessDenied", "AccessPolicy", "HoldRule", "RetentionPolicy", "require"]
 
 # A role or user name: lower-case words, so a name reads the same in every audit event.
 NAME_PATTERN = r"^[a-z][a-z0-9_.-]{1,63}$"
@@ -106,25 +109,6 @@ def check_reveal_reason(policy: AccessPolicy, code: str, text: str) -> None:
     if code not in policy.reveal.reasons:
         raise AccessDenied("reason_code", f"must be one of {', '.join(policy.reveal.reasons)}")
     check_free_text(policy, text)
-
-
-class HoldRule(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    label: str
-    purpose: str
-    years: int = Field(gt=0, le=50)
-
-
-class RetentionPolicy(PolicyDocument):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    version: str
-    holds: dict[str, HoldRule]
-
-    def hold_until(self, basis: str, start: datetime) -> datetime:
-        rule = self.holds[basis]
-        return start + timedelta(days=round(365.25 * rule.years))
 
 
 def lockout_until(rule: SignInRule, failures: int, now: datetime) -> datetime | None:

@@ -17,6 +17,7 @@ from policies.consent import ConsentPolicy
 from policies.identity import IdentityPolicy
 from policies.notices import Notice, parse_notice
 from policies.quality import QualityPolicy
+from policies.requests import RequestPolicy
 from policies.scorecard import Scorecard
 from policies.vendors import VendorContracts
 from policies.verification import VerificationPolicy
@@ -74,7 +75,8 @@ def access_policy() -> AccessPolicy:
 
 @cache
 def retention_policy() -> RetentionPolicy:
-    return RetentionPolicy.from_yaml(read_text("retention.yaml"))
+    return RetentionPolicy.from_yaml(read_text("retention.yaml"),
+                                     source="policies/retention.yaml")
 
 
 @cache
@@ -97,3 +99,8 @@ def schedules_text() -> str:
     """The shipped schedules (`schedules.yaml`); `schedules.SchedulePolicy.from_yaml` reads
     it against the deployments the flows declare."""
     return read_text("schedules.yaml")
+
+
+@cache
+def request_policy() -> RequestPolicy:
+    return RequestPolicy.from_yaml(read_text("requests.yaml"), source="policies/requests.yaml")

@@ -45,12 +45,25 @@ class PurposeRule(BaseModel):
     max_validity_days: int = Field(gt=0, le=3650)
 
 
+class Controller(BaseModel):
+    """The personal information handler (PIPL Art. 73(1)) a consent receipt names."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    contact: str = Field(min_length=1, max_length=200)
+    address: str = Field("", max_length=300)
+    jurisdiction: str = Field("CN", min_length=2, max_length=8)
+    language: str = Field("zh-CN", min_length=2, max_length=16)
+
+
 class ConsentPolicy(PolicyDocument):
     """`policies/consent.yaml`, validated."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     version: str
+    controller: Controller | None = None
     purposes: dict[str, PurposeRule]
     scopes: dict[str, ScopeRule]
     steps: dict[str, frozenset[str]]

@@ -4,9 +4,13 @@ compliance officer. The one path for the command line, the HTTP API and the OAut
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
+import uuid
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -28,6 +32,7 @@ from services.context import Actor
 from services.errors import InvalidInput, NotFound
 from services.subjects import require_known, require_ref
 from storage.context import as_utc
+from storage.crypto import ed25519_public
 from storage.ledger import UnknownConsentError
 from storage.store import Store
 from storage.subjects import SubjectUnavailableError
@@ -82,6 +87,42 @@ class WithdrawResult(BaseModel):
     withdrawn_at: datetime
 
 
+class AskRequest(BaseModel):
+    """One time the person was shown a notice and asked, and did not grant: `refused`, or
+    `abandoned` (left unanswered). A grant may also be linked to its ask (`granted` with
+    the `consent_id` it made). What makes authorization rates per notice version true."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra={"examples": [{
+        "subject_ref": "A-000123", "purpose": "onboarding_verification",
+        "scopes": ["credit_report"], "notice_version": "privacy-notice-2026.10",
+        "channel": "app", "outcome": "refused"}]})
+
+    subject_ref: ApplicantRef
+    purpose: Purpose
+    scopes: frozenset[Scope] = Field(min_length=1)
+    notice_version: NoticeVersion
+    channel: Code
+    outcome: Literal["granted", "refused", "abandoned"]
+    consent_id: str | None = Field(None, max_length=36)
+    asked_at: AwareDatetime | None = None
+
+
+class AskResult(BaseModel):
+    ask_id: str
+    outcome: str
+    notice_version: str
+    notice_hash: str
+
+
+# The signing key of consent receipts: a ring secret, used as an Ed25519 private seed.
+RECEIPT_KEY = "consent-receipt-signing"
+RECEIPT_ALG = "Ed25519"  # RFC 9864's name for EdDSA over Ed25519 (joserfc)
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
 class ConsentService:
     def __init__(self, store: Store, policy: ConsentPolicy, notices: Mapping[str, Notice], *,
                  access: AccessControl) -> None:
@@ -89,6 +130,118 @@ class ConsentService:
         self.policy = policy
         self.notices = notices
         self.access = access
+
+    def ask(self, req: AskRequest) -> AskResult:
+        """Record an ask and its outcome under a known notice; `InvalidInput` naming the field
+        for an unknown notice or purpose, a `granted` ask without its consent, or a
+        `consent_id` on a refusal."""
+        notice = self.notices.get(req.notice_version)
+        if notice is None:
+            raise ConsentRefused("notice_version", "is not a known notice")
+        if req.purpose not in self.policy.purposes:
+            raise ConsentRefused("purpose", "is not a purpose of the consent policy")
+        if req.outcome == "granted" and req.consent_id is None:
+            raise InvalidInput("consent_id", "is required for a granted ask")
+        if req.outcome != "granted" and req.consent_id is not None:
+            raise InvalidInput("consent_id", "is taken by a granted ask only")
+        if req.consent_id is not None:
+            rule = check_consent_id(req.consent_id)
+            if rule is not None:
+                raise InvalidInput("consent_id", rule)
+        now = self.store.clock()
+        asked_at = req.asked_at or now
+        if asked_at > now + timedelta(minutes=5):
+            raise InvalidInput("asked_at", "must not be in the future")
+        try:
+            ask_id = self.store.ledger.record_ask(
+                subject_ref=req.subject_ref, purpose=req.purpose, scopes=req.scopes,
+                notice_version=notice.version, notice_hash=notice.text_sha256,
+                channel=req.channel, outcome=req.outcome, asked_at=asked_at,
+                consent_id=req.consent_id)
+        except UnknownConsentError:
+            raise NotFound("consent_id", "no such grant") from None
+        return AskResult(ask_id=ask_id, outcome=req.outcome, notice_version=notice.version,
+                         notice_hash=notice.text_sha256)
+
+    def receipt_public_key(self) -> dict[str, str]:
+        """The public JWK that verifies signed consent receipts."""
+        seed = self.store.keyring.secret(RECEIPT_KEY)[:32]
+        x = _b64url(ed25519_public(seed))
+        return {"kty": "OKP", "crv": "Ed25519", "x": x, "alg": RECEIPT_ALG, "use": "sig",
+                "kid": hashlib.sha256(x.encode()).hexdigest()[:16]}
+
+    def signed_receipt(self, consent_id: str, *, actor: Actor) -> dict[str, Any]:
+        """One consent's receipt as a JWS (compact, Ed25519) with the fields of ISO/IEC TS
+        27560 and the Kantara Consent Receipt: controller, purposes, PI categories and
+        sensitive flags, collection method, the notice and its hash, lifecycle events.
+        Returns `{"jws", "receipt", "public_key"}`; producing it is audited."""
+        from joserfc import jws
+        from joserfc.jwk import OKPKey
+
+        rule = check_consent_id(consent_id)
+        if rule is not None:
+            raise InvalidInput("consent_id", rule)
+        self.access.require(actor, "export", operation="consent.receipt")
+        try:
+            grant = self.store.ledger.grant(consent_id)
+        except UnknownConsentError:
+            raise NotFound("consent_id", "no such grant") from None
+        events = [e for e in self.store.ledger.events_for(grant.subject_ref)
+                  if e["consent_id"] == consent_id]
+        notice = self.notices.get(grant.notice_version)
+        sensitive = sorted(set(grant.scopes) & self.policy.sensitive())
+        controller = self.policy.controller
+        now = self.store.clock()
+        lifecycle = {"grant": "given", "withdraw": "withdrawn", "expire": "expired"}
+        receipt: dict[str, Any] = {
+            "schema": "ISO/IEC TS 27560:2023; Kantara Consent Receipt v1.1",
+            "receipt_id": str(uuid.uuid4()),
+            "version": "KI-CR-v1.1.0",
+            "issued_at": now.isoformat(),
+            "jurisdiction": controller.jurisdiction if controller else "CN",
+            "language": controller.language if controller else "zh-CN",
+            "pii_principal_id": grant.subject_ref,
+            "pii_controllers": [{"name": controller.name, "contact": controller.contact,
+                                 "address": controller.address}] if controller else [],
+            "consent_id": consent_id,
+            "consent_timestamp": grant.granted_at.isoformat(),
+            "collection_method": grant.channel,
+            "consent_type": "explicit",
+            "notice": {"version": grant.notice_version, "sha256": grant.notice_hash,
+                       "published": notice.published.isoformat() if notice else None,
+                       "retention_days": notice.retention_days if notice else None},
+            "services": [{
+                "purpose": grant.purpose,
+                "purpose_label": self.policy.purposes[grant.purpose].label
+                if grant.purpose in self.policy.purposes else grant.purpose,
+                "legal_basis": self.policy.purposes[grant.purpose].legal_basis
+                if grant.purpose in self.policy.purposes else None,
+                "pii_categories": [{"scope": s, "label": self.policy.scopes[s].label
+                                    if s in self.policy.scopes else s,
+                                    "sensitive": s in sensitive} for s in sorted(grant.scopes)],
+                "primary_purpose": True,
+                "termination": grant.expires_at.isoformat(),
+                "third_party_disclosure": False,
+            }],
+            "sensitive": bool(sensitive),
+            "spi_categories": sensitive,
+            "lifecycle": [{"event": lifecycle.get(e["event"], e["event"]),
+                           "at": e["occurred_at"], "channel": e["channel"],
+                           "evidence_ref": e["evidence_ref"]} for e in events],
+            "state": "withdrawn" if grant.withdrawn_at and grant.withdrawn_at <= now
+            else "expired" if grant.expires_at <= now else "active",
+        }
+        public = self.receipt_public_key()
+        seed = self.store.keyring.secret(RECEIPT_KEY)[:32]
+        key = OKPKey.import_key({**{k: public[k] for k in ("kty", "crv", "x")},
+                                 "d": _b64url(seed)})
+        token = jws.serialize_compact(
+            {"alg": RECEIPT_ALG, "kid": public["kid"], "typ": "consent-receipt+jws"},
+            canonical_json(receipt), key, algorithms=[RECEIPT_ALG])
+        self.store.audit.record("consent.receipt_signed", grant.subject_ref, {
+            "consent_id": consent_id, "receipt_id": receipt["receipt_id"], "kid": public["kid"],
+            "actor": actor.name, "role": actor.role})
+        return {"jws": token, "receipt": receipt, "public_key": public}
 
     def grant(self, req: GrantRequest) -> GrantResult:
         """Check against the policy and the notice, then record; raises `ConsentRefused`
@@ -199,6 +352,14 @@ class ConsentService:
             "events": events,
         }
 
-    def stats(self) -> list[dict[str, Any]]:
-        """Per notice version and channel: people asked, granting each scope, withdrawing."""
-        return self.store.ledger.stats()
+    def stats(self, *, since: datetime | None = None, until: datetime | None = None
+              ) -> list[dict[str, Any]]:
+        """Per notice version and channel: people asked (grants and recorded asks), granting
+        each scope, refusing, abandoning, withdrawing."""
+        return self.store.ledger.stats(since=since, until=until)
+
+
+def canonical_json(doc: Any) -> bytes:
+    """Sorted keys, no spaces, UTF-8: the bytes a receipt's signature covers."""
+    return json.dumps(doc, ensure_ascii=False, sort_keys=True, separators=(",", ":")
+                      ).encode("utf-8")

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from policies.access import AccessPolicy, RetentionPolicy
 from policies.behavior import BehaviorPolicy
 from policies.consent import ConsentPolicy
 from policies.notices import Notice
+from policies.requests import RequestPolicy
 from policies.scorecard import Scorecard
 from storage.keyring import KeyRing
 from storage.store import Store
@@ -52,6 +54,12 @@ class ServiceContext(Protocol):
 
     @property
     def behavior_policy(self) -> BehaviorPolicy: ...
+
+    @property
+    def request_policy(self) -> RequestPolicy: ...
+
+    @property
+    def checkpoint_dir(self) -> Path | None: ...
 
     @property
     def oauth_config(self) -> OAuthConfig: ...

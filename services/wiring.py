@@ -8,6 +8,7 @@ from services.access import AccessControl
 from services.accounts import AccountService
 from services.audit import AuditService
 from services.backtest import BacktestService
+from services.compliance import ComplianceService
 from services.consent import ConsentService
 from services.context import ServiceContext
 from services.events import EventService
@@ -17,6 +18,8 @@ from services.inbox import InboxService
 from services.keys import KeyService
 from services.oauth import OAuthService
 from services.people import PeopleService
+from services.requests import SubjectRequestService
+from services.retention import RetentionService
 from services.review import ReviewService
 from services.runs import RunService
 from services.subjects import SubjectService
@@ -92,3 +95,16 @@ class Services:
     @cached_property
     def people(self) -> PeopleService:
         return PeopleService(self._ctx.store, self._ctx.access_policy)
+    def retention(self) -> RetentionService:
+        return RetentionService(self._ctx.store, self._ctx.retention_policy,
+                                self._ctx.access_policy)
+
+    @cached_property
+    def requests(self) -> SubjectRequestService:
+        return SubjectRequestService(self._ctx.store, self._ctx.request_policy, self.subjects,
+                                     self.consent, self.explain)
+
+    @cached_property
+    def compliance(self) -> ComplianceService:
+        return ComplianceService(self._ctx.store, self._ctx.access_policy, self._ctx.notices,
+                                 self.consent, checkpoint_dir=self._ctx.checkpoint_dir)

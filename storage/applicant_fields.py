@@ -60,3 +60,16 @@ def reveal(cipher: FieldCipher, row: Any) -> RevealedApplicant:
         name=SecretStr(dec("name", row.name_ct)),
         id_number=SecretStr(dec("id_number", row.id_number_ct)),
         phone=SecretStr(dec("phone", row.phone_ct)) if row.phone_ct is not None else None)
+
+
+def sealed_field(cipher: FieldCipher, *, applicant_ref: str, row_id: str, field: str,
+                 value: str) -> dict[str, Any]:
+    """The columns of one corrected personal field: its ciphertext and, for the ID number
+    and the phone, its blind index."""
+    out: dict[str, Any] = {f"{field}_ct": cipher.encrypt(
+        value, subject=applicant_ref, table=TABLE, column=field, row=row_id)}
+    if field == "id_number":
+        out["id_number_bidx"] = id_number_index(cipher, value)
+    elif field == "phone":
+        out["phone_bidx"] = phone_index(cipher, value)
+    return out

@@ -19,8 +19,10 @@ from collections.abc import Callable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, hmac
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 HEADER_V2 = 2
 # AES-256 keys; GCM's standard 96-bit nonce, random per encryption. Keys are per subject,
@@ -148,3 +150,10 @@ class FieldCipher:
     def blind_index(self, value: str, *, table: str, column: str) -> str:
         """Keyed HMAC-SHA256 of a normalised value, hex: equality lookups without plaintext."""
         return mac(self._index_key(table, column), value.encode("utf-8"))
+
+
+def ed25519_public(seed: bytes) -> bytes:
+    """The raw public key of the Ed25519 key whose 32-byte private seed is `seed` (a ring
+    secret): what a signed document's verifier is given."""
+    key = Ed25519PrivateKey.from_private_bytes(seed[:32])
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)

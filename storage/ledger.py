@@ -231,14 +231,56 @@ class ConsentLedger:
         with self._ctx.engine.connect() as conn:
             return read_grants(conn, [subject_ref])[subject_ref]
 
-    def stats(self) -> list[dict[str, Any]]:
-        """Per notice version and channel: people asked (any grant under it), people who
-        granted each scope, people who withdrew any grant."""
+    def record_ask(self, *, subject_ref: str, purpose: str, scopes: Iterable[str],
+                   notice_version: str, notice_hash: str, channel: str, outcome: str,
+                   asked_at: datetime, consent_id: str | None = None) -> str:
+        """Record one ask for consent and its outcome: `refused`, `abandoned` (shown and
+        left unanswered), or `granted` with the grant that answered it. Audited as
+        `consent.asked`."""
+        ask_id = str(uuid.uuid4())
         with self._ctx.transaction() as s:
-            rows = s.execute(select(m.ConsentEvent.event, m.ConsentEvent.subject_ref,
-                                    m.ConsentEvent.notice_version, m.ConsentEvent.channel,
-                                    m.ConsentEvent.scopes, m.ConsentEvent.grant_id,
-                                    m.ConsentEvent.id)).all()
+            if consent_id is not None:
+                grant = s.get(m.ConsentEvent, consent_id)
+                if grant is None or grant.event != "grant":
+                    raise UnknownConsentError()
+            s.add(m.ConsentAsk(id=ask_id, subject_ref=subject_ref, purpose=purpose,
+                               scopes=sorted(set(scopes)), notice_version=notice_version,
+                               notice_hash=notice_hash, channel=channel, outcome=outcome,
+                               consent_id=consent_id, asked_at=as_utc(asked_at),
+                               recorded_at=self._ctx.clock()))
+            self._audit.record("consent.asked", subject_ref, {
+                "ask_id": ask_id, "purpose": purpose, "scopes": sorted(set(scopes)),
+                "notice_version": notice_version, "notice_hash": notice_hash,
+                "channel": channel, "outcome": outcome, "consent_id": consent_id}, session=s)
+        return ask_id
+
+    def asks_for(self, subject_ref: str) -> list[dict[str, Any]]:
+        with self._ctx.transaction() as s:
+            return [{"ask_id": a.id, "purpose": a.purpose, "scopes": list(a.scopes),
+                     "notice_version": a.notice_version, "notice_hash": a.notice_hash,
+                     "channel": a.channel, "outcome": a.outcome, "consent_id": a.consent_id,
+                     "asked_at": as_utc(a.asked_at).isoformat()}
+                    for a in s.scalars(select(m.ConsentAsk)
+                                       .where(m.ConsentAsk.subject_ref == subject_ref)
+                                       .order_by(m.ConsentAsk.asked_at, m.ConsentAsk.id))]
+
+    def stats(self, *, since: datetime | None = None, until: datetime | None = None
+              ) -> list[dict[str, Any]]:
+        """Per notice version and channel: people asked (a grant under it, or an ask that
+        was refused or abandoned), people who granted each scope, people who refused or
+        left the ask without granting anything there, people who withdrew any grant.
+        `since`/`until` bound when the grant or ask was recorded."""
+        ce, ca = m.ConsentEvent, m.ConsentAsk
+        with self._ctx.transaction() as s:
+            q = select(ce.event, ce.subject_ref, ce.notice_version, ce.channel, ce.scopes,
+                       ce.grant_id, ce.id)
+            qa = select(ca.subject_ref, ca.notice_version, ca.channel, ca.outcome)
+            if since is not None:
+                q, qa = q.where(ce.recorded_at >= since), qa.where(ca.recorded_at >= since)
+            if until is not None:
+                q, qa = q.where(ce.recorded_at < until), qa.where(ca.recorded_at < until)
+            rows = s.execute(q).all()
+            asks = s.execute(qa).all()
         grant_place = {r.id: (r.notice_version, r.channel) for r in rows if r.event == "grant"}
         groups: dict[tuple[str, str], dict[str, Any]] = {}
         for r in rows:
@@ -246,15 +288,27 @@ class ConsentLedger:
             if place is None:
                 continue
             g = groups.setdefault((place[0] or "", place[1] or ""), {
-                "asked": set(), "scopes": {}, "withdrew": set()})
+                "asked": set(), "scopes": {}, "withdrew": set(), "granting": set(),
+                "refused": set(), "abandoned": set()})
             if r.event == "grant":
                 g["asked"].add(r.subject_ref)
+                g["granting"].add(r.subject_ref)
                 for scope in r.scopes:
                     g["scopes"].setdefault(scope, set()).add(r.subject_ref)
             elif r.event == "withdraw":
                 g["withdrew"].add(r.subject_ref)
+        for a in asks:
+            g = groups.setdefault((a.notice_version, a.channel), {
+                "asked": set(), "scopes": {}, "withdrew": set(), "granting": set(),
+                "refused": set(), "abandoned": set()})
+            g["asked"].add(a.subject_ref)
+            if a.outcome in ("refused", "abandoned"):
+                g[a.outcome].add(a.subject_ref)
         return [{
             "notice_version": nv, "channel": ch, "asked": len(g["asked"]),
             "granted": {k: len(v) for k, v in sorted(g["scopes"].items())},
+            # Someone who refused once and granted later is counted as granting.
+            "refused": len(g["refused"] - g["granting"]),
+            "abandoned": len(g["abandoned"] - g["granting"] - g["refused"]),
             "withdrew": len(g["withdrew"]),
         } for (nv, ch), g in sorted(groups.items())]

@@ -373,3 +373,64 @@ class Credential(Base):
     last_seen_at: Mapped[datetime]
     expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class SubjectRequest(Base):
+    """A data-subject request (PIPL Art. 44-47) and its deadline. What the person asked is
+    a kind and a target (a field, a disputed step), never a value; the new value of a
+    correction is sealed into the applicant, the one it replaced into `corrected_values`."""
+
+    __tablename__ = "subject_requests"
+    __table_args__ = (Index("ix_subject_requests_status", "status", "deadline"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    subject_ref: Mapped[str] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # access | correction | erasure | ...
+    target: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))  # open | answered
+    opened_at: Mapped[datetime]
+    deadline: Mapped[datetime]
+    opened_by: Mapped[str] = mapped_column(String(120))
+    assignee: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    answered_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    answered_by: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    outcome: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # Codes, counts, the re-queried step's status: never a personal value.
+    result: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    policy_version: Mapped[str] = mapped_column(String(64))
+
+
+class ConsentAsk(Base):
+    """One time a person was asked for consent and did not grant it (refused, or left the
+    ask unanswered), or a grant linked to the ask it answered: with the grants, what makes
+    authorization rates per notice version true."""
+
+    __tablename__ = "consent_asks"
+    __table_args__ = (Index("ix_consent_asks_notice", "notice_version", "channel"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    subject_ref: Mapped[str] = mapped_column(String(64), index=True)
+    purpose: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    notice_version: Mapped[str] = mapped_column(String(64))
+    notice_hash: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16))  # granted | refused | abandoned
+    consent_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    asked_at: Mapped[datetime]
+    recorded_at: Mapped[datetime]
+
+
+class CorrectedValue(Base):
+    """The ciphertext a correction replaced, as it was (same key, same associated data),
+    kept only until the retention ceiling of `corrected_values`."""
+
+    __tablename__ = "corrected_values"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    applicant_ref: Mapped[str] = mapped_column(String(64), index=True)
+    request_id: Mapped[str] = mapped_column(String(36))
+    field: Mapped[str] = mapped_column(String(16))
+    old_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    corrected_at: Mapped[datetime]

@@ -25,6 +25,8 @@ from storage.ledger import ConsentLedger
 from storage.oauth import OAuthRepository
 from storage.people import PeopleRepository
 from storage.quality import QualityRepository
+from storage.requests import SubjectRequestRepository
+from storage.retention import RetentionRepository
 from storage.reviews import ReviewRepository
 from storage.runs import RunRepository
 from storage.subjects import SubjectRepository
@@ -48,6 +50,8 @@ class Store:
         self.oauth = OAuthRepository(ctx, audit)
         self.inbox = InboxRepository(ctx, audit)
         self.people = PeopleRepository(ctx, audit)
+        self.requests = SubjectRequestRepository(ctx, audit)
+        self.retention = RetentionRepository(ctx, audit)
 
     @property
     def engine(self) -> Engine:

@@ -26,10 +26,11 @@ class SubjectRepository:
 
     def known(self, applicant_ref: str) -> bool:
         """Whether anything is held of the subject: a decided applicant, a consent event, an
-        authorized account or a legal hold. An erased subject stays known (its rows remain,
-        its keys do not)."""
+        authorized account, a legal hold or a consent ask. An erased subject stays known
+        (its rows remain, its keys do not)."""
         columns = (m.Applicant.applicant_ref, m.ConsentEvent.subject_ref,
-                   m.OAuthAccount.applicant_ref, m.LegalHold.subject_ref)
+                   m.OAuthAccount.applicant_ref, m.LegalHold.subject_ref,
+                   m.ConsentAsk.subject_ref)
         with self._ctx.engine.connect() as conn:
             return any(conn.execute(select(c).where(c == applicant_ref).limit(1)).first()
                        is not None for c in columns)
@@ -86,3 +87,16 @@ class SubjectRepository:
             self._audit.record("subject.erased", applicant_ref, {
                 "actor": actor, "reason": reason, "key_destroyed": destroyed}, session=s)
         return "erased" if (found or destroyed) else "unknown"
+
+    def restrict(self, applicant_ref: str, *, reason: str, actor: str) -> bool:
+        """Restrict processing (PIPL Art. 44): the subject's fields stay stored and every
+        read that is not for a hold's purpose is refused. True if an applicant was held."""
+        now = self._ctx.clock()
+        with self._ctx.transaction() as s:
+            found = s.execute(update(m.Applicant).where(
+                m.Applicant.applicant_ref == applicant_ref, m.Applicant.erased_at.is_(None))
+                .values(restricted_at=now)).rowcount
+            self._audit.record("subject.restricted", applicant_ref, {
+                "actor": actor, "reason": reason, "holds": [], "on_request": True},
+                session=s)
+        return bool(found)

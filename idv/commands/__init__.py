@@ -3,10 +3,13 @@
 from idv.commands import (  # noqa: F401
     accounts,
     batches,
+    compliance,
     consent,
     fees,
     inbox,
     keys,
+    requests,
+    retention,
     review,
     risk,
     schedules,

@@ -156,7 +156,8 @@ def _write_new(path: Path, text: str) -> None:
 
 @consent_app.command("stats")
 def consent_stats(as_json: JsonOpt = False) -> None:
-    """Per notice version and channel: people asked, granting each scope, withdrawing."""
+    """Per notice version and channel: people asked, granting each scope, refusing,
+    abandoning the ask, withdrawing."""
     with runtime() as rt:
         stats = rt.services.consent.stats()
     if as_json:
@@ -164,11 +165,82 @@ def consent_stats(as_json: JsonOpt = False) -> None:
         return
     scopes = sorted({k for row in stats for k in row["granted"]})
     table = Table(title="Consent by notice version and channel")
-    for col in ("notice", "channel", "asked", *scopes, "withdrew"):
+    for col in ("notice", "channel", "asked", *scopes, "refused", "abandoned", "withdrew"):
         table.add_column(col, justify="right" if col not in ("notice", "channel") else "left")
     for row in stats:
         asked = row["asked"] or 1
         table.add_row(row["notice_version"], row["channel"], str(row["asked"]),
                       *[f"{row['granted'].get(s, 0)} ({100 * row['granted'].get(s, 0) // asked}%)"
-                        for s in scopes], str(row["withdrew"]))
+                        for s in scopes], str(row["refused"]), str(row["abandoned"]),
+                      str(row["withdrew"]))
     console.print(table)
+
+
+@consent_app.command("ask")
+def consent_ask(
+    applicant_ref: Annotated[str, typer.Argument(help="The subject's applicant_ref.")],
+    purpose: Annotated[str, typer.Option(help="e.g. onboarding_verification")],
+    scope: Annotated[list[str], typer.Option(help="A scope asked for; repeat for several.")],
+    notice: Annotated[str, typer.Option(help="The notice version shown.")],
+    channel: Annotated[str, typer.Option(help="app, web, branch, call_center...")],
+    outcome: Annotated[str, typer.Option(help="refused, abandoned, or granted (with "
+                                         "--consent-id)")],
+    consent_id: Annotated[str | None, typer.Option(help="The grant a granted ask made.")]
+    = None,
+    asked_at: Annotated[str | None, typer.Option(help="ISO time with zone; default now.")]
+    = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Record an ask for consent that was refused or abandoned (or link a grant to its ask),
+    so authorization rates per notice version count everyone asked."""
+    from pydantic import ValidationError
+
+    from services.consent import AskRequest
+    from services.errors import from_validation
+
+    try:
+        req = AskRequest(subject_ref=applicant_ref, purpose=purpose, scopes=frozenset(scope),
+                         notice_version=notice, channel=channel, outcome=outcome,
+                         consent_id=consent_id, asked_at=asked_at)
+    except ValidationError as exc:
+        refuse(_cli_field(from_validation(exc)), as_json=as_json)
+    with runtime() as rt:
+        result = rt.services.consent.ask(req)
+    if as_json:
+        emit(result.model_dump(mode="json"))
+    else:
+        console.print(f"ask {result.ask_id} recorded: {result.outcome} under "
+                      f"{result.notice_version}")
+
+
+@consent_app.command("receipt")
+def consent_receipt(
+    consent_id: Annotated[str, typer.Argument(help="The grant (its whole id).")],
+    output: Annotated[Path | None, typer.Option(help="Write the signed receipt (JWS) here; "
+                                                "the public key beside it (.jwk.json).")]
+    = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """The consent receipt of one grant as a signed JWS (Ed25519; ISO/IEC TS 27560 and
+    Kantara fields): on stdout, or to a file with its public key beside it."""
+    if output is not None and output.is_dir():
+        fail("--output", "is a directory", as_json=as_json)
+    with runtime() as rt:
+        signed = rt.services.consent.signed_receipt(consent_id, actor=actor())
+    if output is None:
+        if as_json:
+            emit(signed)
+        else:
+            sys.stdout.write(signed["jws"] + "\n")
+        return
+    key_file = output.with_name(output.name + ".jwk.json")
+    try:
+        _write_new(output, signed["jws"] + "\n")
+        _write_new(key_file, json.dumps(signed["public_key"], indent=2) + "\n")
+    except OSError:
+        fail("--output", "cannot be written", as_json=as_json)
+    if as_json:
+        emit({"consent_id": consent_id, "output": str(output), "public_key": str(key_file),
+              "kid": signed["public_key"]["kid"]})
+    else:
+        console.print(f"signed receipt written to {output} (public key {key_file})")

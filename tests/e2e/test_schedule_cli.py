@@ -65,7 +65,8 @@ def test_schedule_list_shows_the_crons_in_shanghai_with_their_next_run_times(env
         "onboarding": ("*/10 * * * *", "Asia/Shanghai", "active"),
         "key-rotation": ("0 3 1 * *", "Asia/Shanghai", "active"),
         "oauth-refresh": ("*/10 * * * *", "Asia/Shanghai", "active"),
-        "reverification": ("30 2 * * *", "Asia/Shanghai", "active")}
+        "reverification": ("30 2 * * *", "Asia/Shanghai", "active"),
+        "retention": ("0 4 * * *", "Asia/Shanghai", "active")}
     expected = {"onboarding": every_ten_minutes, "key-rotation": first_of_month_at_three,
                 "oauth-refresh": every_ten_minutes}
     for name, rule in expected.items():

@@ -104,9 +104,9 @@ def check_applied(tmp_path: Path) -> None:
     assert out["pool"] == "idv-process"
     assert [d["name"] for d in out["deployments"]] == ["onboarding", "key-rotation",
                                                         "oauth-refresh", "reverification",
-                                                        "verify-chunk"]
+                                                        "retention", "verify-chunk"]
     # The chunks' deployment is there for the onboarding run to use, without a schedule.
-    assert [d["scheduled"] for d in out["deployments"]] == [True] * 4 + [False]
+    assert [d["scheduled"] for d in out["deployments"]] == [True] * 5 + [False]
     paused = idv(env, "schedule", "pause", "key-rotation", "--json")
     assert paused.returncode == 0, paused.stderr
 
@@ -136,12 +136,14 @@ def check_applied(tmp_path: Path) -> None:
     assert states == {"onboarding": ("active", "idv-process", 3),
                       "key-rotation": ("paused", "idv-process", 0),
                       "oauth-refresh": ("active", "idv-process", 3),
-                      "reverification": ("active", "idv-process", 3)}
+                      "reverification": ("active", "idv-process", 3),
+                      "retention": ("active", "idv-process", 3)}
     # Serving here would take the deployments off the pool's workers: refused.
     (tmp_path / "inbox").mkdir()
     served = idv({**env, "IDV_INBOX": str(tmp_path / "inbox")}, "serve-flows")
     assert served.returncode == 2 and "Traceback" not in served.stderr
-    assert "runs onboarding, key-rotation, oauth-refresh, reverification on a work pool" \
+    assert ("runs onboarding, key-rotation, oauth-refresh, reverification, retention on a "
+            "work pool") \
         in served.stderr
 
 

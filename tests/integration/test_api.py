@@ -270,3 +270,46 @@ def test_when_the_docs_are_asked_for_then_production_wants_the_token_and_no_asse
     finally:
         server.stop()
         rt.close()
+
+
+def test_subject_requests_asks_and_signed_receipts_over_http(api):
+    from joserfc import jws
+    from joserfc.jwk import OKPKey
+
+    client, rt = api
+    granted = client.post("/consents", json=body(subject_ref="A-300"))
+    assert granted.status_code == 201, granted.text
+    consent_id = granted.json()["consent_id"]
+    asked = client.post("/consents/asks", json={
+        "subject_ref": "A-301", "purpose": "onboarding_verification",
+        "scopes": ["credit_report"], "notice_version": "privacy-notice-2026.10",
+        "channel": "app", "outcome": "abandoned"})
+    assert asked.status_code == 201, asked.text
+    row = next(r for r in client.get("/consents/stats").json()["stats"]
+               if r["notice_version"] == "privacy-notice-2026.10")
+    assert (row["asked"], row["abandoned"]) == (2, 1)
+
+    signed = client.get(f"/consents/{consent_id}/receipt")
+    assert signed.status_code == 200, signed.text
+    got = signed.json()
+    payload = jws.deserialize_compact(got["jws"], OKPKey.import_key(got["public_key"]),
+                                      algorithms=["Ed25519"]).payload
+    assert b'"consent_id":"' + consent_id.encode() in payload
+
+    opened = client.post("/subject-requests", json={"applicant_ref": "A-300",
+                                                     "kind": "access", "channel": "web"})
+    assert opened.status_code == 201, opened.text
+    request_id = opened.json()["request_id"]
+    listed = client.get("/subject-requests", params={"status": "open"}).json()
+    assert listed["total"] == 1 and listed["overdue"] == 0
+    answered = client.post(f"/subject-requests/{request_id}/answer", json={})
+    assert answered.status_code == 200, answered.text
+    assert answered.json()["outcome"] == "delivered"
+    assert answered.json()["file"]["consents"][0]["consent_id"] == consent_id
+    again = client.post(f"/subject-requests/{request_id}/answer", json={})
+    assert again.status_code == 409 and again.json()["field"] == "request_id"
+    unknown = client.post("/subject-requests", json={"applicant_ref": "A-300",
+                                                      "kind": "complaint"})
+    assert unknown.status_code == 422 and unknown.json()["field"] == "kind"
+    missing = client.get("/subject-requests/" + "0" * 8 + "-0000-0000-0000-" + "0" * 12)
+    assert missing.status_code == 404 and missing.json()["error"] == "unknown_request"

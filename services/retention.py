@@ -1,0 +1,55 @@
+"""The retention purge as an operation: what is past its ceiling (`plan`, a dry run) and
+its removal (`purge`, audited as `retention.purged`), for a role with `retention`.
+
+Counts only, by record class: never a ref or a value. Audit events past their ceiling are
+reported as `awaiting` (see `storage.retention`): they stay until the chain can drop a
+prefix and still verify.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from policies.access import AccessPolicy
+from policies.retention import RetentionPolicy
+from services.context import Actor
+from services.subjects import permit
+from storage.retention import PURGED_CLASSES, RetentionPlan
+from storage.store import Store
+
+
+def _report(policy: RetentionPolicy, plan: RetentionPlan, *, purged: bool,
+            seq: int | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "policy_version": policy.version, "policy_digest": policy.digest,
+        "at": plan.now.isoformat(), "purged": purged, "counts": plan.counts(),
+        "awaiting": plan.awaiting, "held_subjects": plan.held_subjects,
+        "classes": {name: {"floor_days": r.floor_days, "ceiling_days": r.ceiling_days,
+                           "cutoff": cut.isoformat(), "source": r.source}
+                    for (name, r), cut in zip(policy.classes.items(),
+                                              policy.cutoffs(plan.now).values(), strict=True)},
+    }
+    if seq is not None:
+        out["audit_seq"] = seq
+    return out
+
+
+class RetentionService:
+    def __init__(self, store: Store, policy: RetentionPolicy, access: AccessPolicy) -> None:
+        self.store = store
+        self.policy = policy
+        self.access = access
+
+    def plan(self, *, actor: Actor) -> dict[str, Any]:
+        """What a purge now would remove, by class; nothing is written."""
+        permit(self.access, actor, "retention")
+        return _report(self.policy, self.store.retention.plan(self.policy), purged=False)
+
+    def purge(self, *, actor: Actor) -> dict[str, Any]:
+        """Remove every record past its ceiling (none under a hold), audited."""
+        permit(self.access, actor, "retention")
+        plan, seq = self.store.retention.purge(self.policy, actor=actor.name)
+        return _report(self.policy, plan, purged=True, seq=seq)
+
+
+__all__ = ["PURGED_CLASSES", "RetentionService"]
