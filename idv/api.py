@@ -268,7 +268,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         return service().ask(req)
 
     @app.get("/consents/{consent_id}/receipt", response_model=SignedReceipt,
-             responses=answers(*_GUARDED, 404))
+             responses=answers(*_GUARDED, 403, 404))
     def signed_receipt(consent_id: Annotated[ConsentId, PathParam()], actor: Actor) -> Any:
         """One grant's consent receipt as a signed JWS (ISO/IEC TS 27560, Kantara fields)."""
         return service().signed_receipt(consent_id, actor=actor)

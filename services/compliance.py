@@ -22,10 +22,10 @@ from zoneinfo import ZoneInfo
 from policies.access import AccessPolicy
 from policies.masking import mask_text
 from policies.notices import Notice
+from services.access import AccessControl
 from services.consent import ConsentService
 from services.context import Actor
 from services.errors import InvalidInput
-from services.subjects import permit
 from storage.store import Store
 
 ZONE = ZoneInfo("Asia/Shanghai")
@@ -57,6 +57,7 @@ class ComplianceService:
                  consent: ConsentService, *, checkpoint_dir: Path | None = None) -> None:
         self.store = store
         self.access = access
+        self.control = AccessControl(store, access)
         self.notices = notices
         self.consent = consent
         self.checkpoint_dir = checkpoint_dir
@@ -64,7 +65,7 @@ class ComplianceService:
     def pack(self, start: str, end: str, *, actor: Actor) -> dict[str, Any]:
         """The pack of the period as one document; `checkpoints` lists the checkpoint files
         of the period (`path`, `sha256`) for the surface to copy beside it."""
-        permit(self.access, actor, "compliance_pack")
+        self.control.require(actor, "compliance_pack", operation="compliance_pack")
         since, until = period(start, end)
         events = self.store.audit.events(since=since, until=until)
         by_kind: dict[str, list[Any]] = defaultdict(list)

@@ -29,7 +29,7 @@ from services.consent import ConsentService
 from services.context import Actor
 from services.errors import Conflict, Denied, InvalidInput, NotFound
 from services.explain import ExplainService
-from services.subjects import SubjectService, permit, require_known
+from services.subjects import SubjectService, require_known
 from storage.requests import UnknownRequestError
 from storage.store import Store
 from storage.subjects import SubjectUnavailableError
@@ -83,8 +83,8 @@ class SubjectRequestService:
         self.consent = consent
         self.explain = explain
 
-    def _permit(self, actor: Actor) -> None:
-        permit(self.subjects.access, actor, PERMISSION)
+    def _permit(self, actor: Actor, operation: str = "requests") -> None:
+        self.subjects.access.require(actor, PERMISSION, operation=operation)
 
     def _get(self, request_id: str) -> dict[str, Any]:
         if not request_id or len(request_id) > 36:

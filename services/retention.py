@@ -12,8 +12,8 @@ from typing import Any
 
 from policies.access import AccessPolicy
 from policies.retention import RetentionPolicy
+from services.access import AccessControl
 from services.context import Actor
-from services.subjects import permit
 from storage.retention import PURGED_CLASSES, RetentionPlan
 from storage.store import Store
 
@@ -39,15 +39,16 @@ class RetentionService:
         self.store = store
         self.policy = policy
         self.access = access
+        self.control = AccessControl(store, access)
 
     def plan(self, *, actor: Actor) -> dict[str, Any]:
         """What a purge now would remove, by class; nothing is written."""
-        permit(self.access, actor, "retention")
+        self.control.require(actor, "retention", operation="retention")
         return _report(self.policy, self.store.retention.plan(self.policy), purged=False)
 
     def purge(self, *, actor: Actor) -> dict[str, Any]:
         """Remove every record past its ceiling (none under a hold), audited."""
-        permit(self.access, actor, "retention")
+        self.control.require(actor, "retention", operation="retention")
         plan, seq = self.store.retention.purge(self.policy, actor=actor.name)
         return _report(self.policy, plan, purged=True, seq=seq)
 

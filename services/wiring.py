@@ -95,6 +95,8 @@ class Services:
     @cached_property
     def people(self) -> PeopleService:
         return PeopleService(self._ctx.store, self._ctx.access_policy)
+
+    @cached_property
     def retention(self) -> RetentionService:
         return RetentionService(self._ctx.store, self._ctx.retention_policy,
                                 self._ctx.access_policy)

@@ -62,6 +62,10 @@ OPERATIONS: dict[str, list[Operation]] = {
               lambda s, a: s.people.change_role("nobody-here", "auditor", actor=a),
               lambda s, a: s.people.reset_password("nobody-here", PASSWORD, actor=a),
               lambda s, a: s.people.issue_api_token("nobody-here", actor=a)],
+    "subject_requests": [lambda s, a: s.requests.list(actor=a),
+                         lambda s, a: s.requests.show("0" * 36, actor=a)],
+    "retention": [lambda s, a: s.retention.plan(actor=a)],
+    "compliance_pack": [lambda s, a: s.compliance.pack("2026-01-01", "2026-01-31", actor=a)],
 }
 AWAITING = {
     # the case queue, the case page and decisions (services.cases, issue 17)
@@ -69,8 +73,6 @@ AWAITING = {
     "bulk", "refer",
     # the audit chain's reading and export (the accountability issue)
     "audit_read", "audit_export",
-    # data-subject requests (the retention issue)
-    "subject_requests",
     # `idv schedule apply / pause / resume` (Prefect deployments: no service yet)
     "schedule",
 }

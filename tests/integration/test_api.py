@@ -289,7 +289,7 @@ def test_subject_requests_asks_and_signed_receipts_over_http(api):
                if r["notice_version"] == "privacy-notice-2026.10")
     assert (row["asked"], row["abandoned"]) == (2, 1)
 
-    signed = client.get(f"/consents/{consent_id}/receipt")
+    signed = client.get(f"/consents/{consent_id}/receipt", headers=officer(rt))
     assert signed.status_code == 200, signed.text
     got = signed.json()
     payload = jws.deserialize_compact(got["jws"], OKPKey.import_key(got["public_key"]),
@@ -297,19 +297,25 @@ def test_subject_requests_asks_and_signed_receipts_over_http(api):
     assert b'"consent_id":"' + consent_id.encode() in payload
 
     opened = client.post("/subject-requests", json={"applicant_ref": "A-300",
-                                                     "kind": "access", "channel": "web"})
+                                                     "kind": "access", "channel": "web"},
+                         headers=officer(rt))
     assert opened.status_code == 201, opened.text
     request_id = opened.json()["request_id"]
-    listed = client.get("/subject-requests", params={"status": "open"}).json()
+    listed = client.get("/subject-requests", params={"status": "open"},
+                        headers=officer(rt)).json()
     assert listed["total"] == 1 and listed["overdue"] == 0
-    answered = client.post(f"/subject-requests/{request_id}/answer", json={})
+    answered = client.post(f"/subject-requests/{request_id}/answer", json={},
+                           headers=officer(rt))
     assert answered.status_code == 200, answered.text
     assert answered.json()["outcome"] == "delivered"
     assert answered.json()["file"]["consents"][0]["consent_id"] == consent_id
-    again = client.post(f"/subject-requests/{request_id}/answer", json={})
+    again = client.post(f"/subject-requests/{request_id}/answer", json={},
+                        headers=officer(rt))
     assert again.status_code == 409 and again.json()["field"] == "request_id"
     unknown = client.post("/subject-requests", json={"applicant_ref": "A-300",
-                                                      "kind": "complaint"})
+                                                      "kind": "complaint"},
+                          headers=officer(rt))
     assert unknown.status_code == 422 and unknown.json()["field"] == "kind"
-    missing = client.get("/subject-requests/" + "0" * 8 + "-0000-0000-0000-" + "0" * 12)
+    missing = client.get("/subject-requests/" + "0" * 8 + "-0000-0000-0000-" + "0" * 12,
+                         headers=officer(rt))
     assert missing.status_code == 404 and missing.json()["error"] == "unknown_request"
