@@ -116,7 +116,8 @@ def test_the_compliance_pack_of_a_period_has_its_counts_and_no_personal_value(
     rt.services.consent.ask(AskRequest(
         subject_ref=refs[0], purpose="ongoing_monitoring", scopes=frozenset({"credit_report"}),
         notice_version=notice.version, channel="app", outcome="refused"))
-    rt.services.subjects.reveal(refs[0], "phone", reason_code="subject_request", reason=f"call back {people[0]['phone']}",
+    rt.services.subjects.reveal(refs[0], "phone", reason_code="subject_request",
+                                reason=f"call back {people[0]['phone']}",
                                 purpose="review", actor=OFFICER)
     rt.services.subjects.hold(refs[1], basis="aml_customer_identification", actor=OFFICER)
     rt.services.subjects.erase(refs[2], reason="asked to be forgotten", actor=OFFICER)

@@ -49,7 +49,8 @@ def test_an_access_file_holds_every_record_class_and_no_one_elses_data(world):
         notice_version=notice.version, channel="app", outcome="refused"))
     rt.store.events.add(NewBehaviorEvent(event_id="login-1", applicant_ref=ref, kind="login",
                                          occurred_at=datetime.now(UTC) - timedelta(hours=1)))
-    rt.services.subjects.reveal(ref, "name", reason_code="subject_request", reason="checking a complaint", purpose="review",
+    rt.services.subjects.reveal(ref, "name", reason_code="subject_request",
+                                reason="checking a complaint", purpose="review",
                                 actor=OFFICER)
 
     opened = rt.services.requests.open(OpenRequest(applicant_ref=ref, kind="access",
