@@ -13,6 +13,7 @@ from importlib import resources
 from policies.access import AccessPolicy, RetentionPolicy
 from policies.behavior import BehaviorPolicy
 from policies.case_number import CaseNumberTable
+from policies.cases import CasePolicy
 from policies.consent import ConsentPolicy
 from policies.identity import IdentityPolicy
 from policies.notices import Notice, parse_notice
@@ -97,3 +98,9 @@ def schedules_text() -> str:
     """The shipped schedules (`schedules.yaml`); `schedules.SchedulePolicy.from_yaml` reads
     it against the deployments the flows declare."""
     return read_text("schedules.yaml")
+
+
+@cache
+def case_policy() -> CasePolicy:
+    return CasePolicy.load(read_text("cases.yaml"), source="policies/cases.yaml",
+                           known_reasons=scorecard().reasons)

@@ -7,6 +7,7 @@ from functools import cached_property
 from services.accounts import AccountService
 from services.audit import AuditService
 from services.backtest import BacktestService
+from services.cases import CaseService
 from services.consent import ConsentService
 from services.context import ServiceContext
 from services.events import EventService
@@ -80,3 +81,13 @@ class Services:
     def events(self) -> EventService:
         return EventService(self._ctx.store, self._ctx.gate, self._ctx.behavior_policy,
                             self._ctx.scorecard)
+
+    @cached_property
+    def cases(self) -> CaseService:
+        from policies.catalog import case_policy
+
+        policy = getattr(self._ctx, "case_policy", None) or case_policy()
+        self._ctx.store.context.case_policy = policy
+        return CaseService(self._ctx.store, self._ctx.access_policy, self._ctx.scorecard,
+                           policy, court_requery=getattr(self._ctx, "court_requery", None),
+                           outreach_channel=getattr(self._ctx, "outreach_channel", None))

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from storage.applicants import ApplicantRepository
 from storage.audit import AuditLog
+from storage.cases import CaseRepository
 from storage.context import Clock, StoreContext, utcnow
 from storage.crypto import FieldCipher
 from storage.decisions import DecisionRepository
@@ -46,6 +47,7 @@ class Store:
         self.quality = QualityRepository(ctx, audit)
         self.oauth = OAuthRepository(ctx, audit)
         self.inbox = InboxRepository(ctx, audit)
+        self.cases = CaseRepository(ctx, audit)
 
     @property
     def engine(self) -> Engine:
