@@ -112,6 +112,8 @@ class Settings(BaseSettings):
     vendor_breaker_threshold: int = Field(20, ge=1)
     vendor_breaker_cooldown_s: float = Field(30.0, gt=0)
     api_token: SecretStr | None = None
+    # The role the API's bearer token acts in (`policies/access.yaml`) until users sign in.
+    api_role: str = "analyst"
     # A scorecard file to use instead of the shipped one; refused at load if it does not validate.
     scorecard_file: Path | None = None
     # WeChat (website or Official Account app) and the Mini Program of the phone exchange.
@@ -340,6 +342,12 @@ class Runtime:
         validate: `PolicyError` names file, line and rule; `OSError` an unreadable file."""
         _ = (self.scorecard, self.quality_policy, self.verification, self.consent_policy,
              self.notices, self.vendor_contracts)
+
+    def court_requery(self, applicant_ref: str) -> dict[str, Any]:
+        """The court list asked again about one applicant, through the gate (`flows.court`)."""
+        from flows.court import requery
+
+        return requery(self, applicant_ref)
 
     @cached_property
     def services(self) -> Services:

@@ -23,14 +23,23 @@ from policies.cases import CHANNELS, DISPOSITIONS, CasePolicy
 from policies.masking import mask, mask_text
 from policies.scorecard import Scorecard
 from services.context import Actor
-from services.errors import Conflict, Denied, InvalidInput, NotFound, ServiceError, from_validation
+from services.errors import (
+    Conflict,
+    Denied,
+    InvalidInput,
+    NotFound,
+    ServiceError,
+    Unavailable,
+    from_validation,
+)
 from services.explain import ExplainService
 from services.subjects import permit
 from storage.cases import CaseFilter
 from storage.records import CaseRecord
 from storage.store import Store
+from verifiers.court_list import entries_of
 
-MAX_PAGE = 500
+MAX_PAGE = 1000
 STATUSES = ("open", "waiting", "pending_confirmation", "closed")
 Action = Literal["approve", "reject", "request_info", "escalate", "refer", "close"]
 ACTIONS: tuple[str, ...] = ("approve", "reject", "request_info", "escalate", "refer", "close")
@@ -473,7 +482,7 @@ class CaseService:
                     notice_version=grants[cid].notice_version if cid in grants else None,
                     granted_at=grants[cid].granted_at.isoformat() if cid in grants else None)
                     for cid in st.consent_ids]))
-            for e in st.signals.get("court_entries", []) if st.step == "court_list" else []:
+            for e in entries_of(st.signals) if st.step == "court_list" else []:
                 entries.append(CourtEntryView(
                     case_number=e["case_number"], level=e["level"], status=e["status"],
                     whitelisted=e["case_number"] in cleared))
@@ -666,7 +675,7 @@ class CaseService:
 
     def _requery(self, case: CaseRecord, actor: Actor) -> dict[str, Any]:
         if self.court_requery is None:
-            raise self._refuse(ServiceError("court", "no court-list source is wired here"),
+            raise self._refuse(Unavailable("court", "no court-list source is wired here"),
                                actor, "confirm", case.case_id)
         return self.court_requery(case.applicant_ref)
 
@@ -793,6 +802,8 @@ class CaseService:
         self._permit(actor, "whitelist", "whitelist")
         if not 1 <= len(case_number) <= 80:
             raise InvalidInput("case_number", "must be 1-80 characters")
+        if mask_text(case_number) != case_number:
+            raise InvalidInput("case_number", "must not contain an ID or phone number")
         if len(reason.strip()) < self.access.min_reason_chars:
             raise InvalidInput("reason",
                                f"at least {self.access.min_reason_chars} characters are required")

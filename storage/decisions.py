@@ -85,9 +85,11 @@ class DecisionRepository:
                     or_(a.score >= min_score, alerts >= min_alerts, newest < evidence_before))
                 .order_by(a.decided_at, a.applicant_ref).limit(limit)))
 
-    def add_steps(self, applicant_ref: str, run_id: str, steps: list[StepRecord]) -> None:
+    def add_steps(self, applicant_ref: str, run_id: str, steps: list[StepRecord], *,
+                  touch_case: bool = True) -> None:
         """Append a re-verification's step results to the applicant's evidence (each run's
-        steps kept: the evidence history)."""
+        steps kept: the evidence history). The open case's evidence version goes up unless
+        `touch_case=False` (a caller that judges the change itself)."""
         now = self._ctx.clock()
         with self._ctx.transaction() as s:
             row = s.scalar(select(m.Applicant).where(m.Applicant.applicant_ref == applicant_ref))
@@ -105,7 +107,7 @@ class DecisionRepository:
                 for i, st in enumerate(steps)])
             case = s.scalar(select(m.ReviewCase).where(
                 m.ReviewCase.applicant_id == row.id, m.ReviewCase.closed_at.is_(None)))
-            if case is not None:
+            if case is not None and touch_case:
                 evidence_changed(s, case, now=now, audit=self._audit,
                                  applicant_ref=applicant_ref, cause="reverification")
             self._audit.record("applicant.reverified", applicant_ref, {

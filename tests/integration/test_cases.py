@@ -3,6 +3,7 @@ reveals, whitelist and outreach, on a SQLite file and PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import timedelta
 
@@ -223,8 +224,9 @@ def test_notes_are_sealed_at_rest_and_the_view_is_masked(runtime):
     case_id = flagged(runtime, "N-1", steps=[StepRecord(
         step="court_list", status="failed", reason="CONFIRMED_HIT",
         vendor_request_id="req-1", fee_cents=30,
-        signals={"court_hit": "confirmed", "court_entries": [
-            {"case_number": "(2021)京0105执1234号", "level": "confirmed", "status": "open"}]})])
+        signals={"court_hit": "confirmed", "court_entries": json.dumps([
+            {"case_number": "(2021)京0105执1234号", "level": "confirmed", "status": "open",
+             "suspect": ""}])})])
     svc.claim(case_id, actor=ANALYST)
     svc.note(case_id, f"called {PHONE_CANARY}, said ID {ID_CANARY}", actor=ANALYST)
     with runtime.store.engine.connect() as conn:
