@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     vendor_breaker_threshold: int = Field(20, ge=1)
     vendor_breaker_cooldown_s: float = Field(30.0, gt=0)
     api_token: SecretStr | None = None
+    # Where requests for information go (the lender's messaging gateway; the sandbox's
+    # `/v1/outreach/<channel>` imitates it). Unset: outreach is recorded, not sent.
+    outreach_url: str | None = None
     # The role the API's bearer token acts in (`policies/access.yaml`) until users sign in.
     api_role: str = "analyst"
     # A scorecard file to use instead of the shipped one; refused at load if it does not validate.
@@ -342,6 +345,26 @@ class Runtime:
         validate: `PolicyError` names file, line and rule; `OSError` an unreadable file."""
         _ = (self.scorecard, self.quality_policy, self.verification, self.consent_policy,
              self.notices, self.vendor_contracts)
+
+    def outreach_channel(self, channel: str, applicant_ref: str, text: str) -> dict[str, Any]:
+        """Send one request for information by `channel` through `IDV_OUTREACH_URL`:
+        `{"delivery": "delivered" | "failed" | "not_sent", "message_id"}`. The gateway is
+        given the applicant's ref (it knows where to send), never a phone or an account."""
+        import httpx
+
+        base = self.settings.outreach_url
+        if base is None:
+            return {"delivery": "not_sent", "message_id": None}
+        try:
+            reply = httpx.post(f"{base.rstrip('/')}/v1/outreach/{channel}", timeout=10,
+                               json={"applicant_ref": applicant_ref, "text": text})
+            body = reply.json() if reply.status_code == 200 else {}
+        except (httpx.HTTPError, ValueError):
+            body = {}
+        delivery = body.get("delivery") if body.get("delivery") in ("delivered", "failed") \
+            else "failed"
+        message_id = body.get("message_id") if isinstance(body.get("message_id"), str) else None
+        return {"delivery": delivery, "message_id": message_id}
 
     def court_requery(self, applicant_ref: str) -> dict[str, Any]:
         """The court list asked again about one applicant, through the gate (`flows.court`)."""

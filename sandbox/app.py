@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 from aiohttp import web
 
+from sandbox.outreach import OutreachState, outreach_routes
 from sandbox.population import (
     as_of_for,
     carrier_result,
@@ -216,6 +217,8 @@ class SandboxState:
     # Case numbers taken off the dishonest-debtor list (the debt was settled): a later query
     # no longer finds them, as the real list drops entries days after payment.
     court_settled: set[str] = field(default_factory=set)
+    # What the outreach channels would have sent (`sandbox.outreach`).
+    outreach: OutreachState = field(default_factory=OutreachState)
     _digest_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     _nonces: OrderedDict[str, float] = field(default_factory=OrderedDict, repr=False)
     # Idempotency key -> (kept at, body digest, answer as sent, result, request id), oldest
@@ -481,4 +484,5 @@ def build_app(state: SandboxState) -> web.Application:
     app.router.add_get("/_sandbox/health", health)
     if state.wechat is not None:
         app.add_routes(wechat_routes(state.wechat))
+    app.add_routes(outreach_routes(state.outreach))
     return app

@@ -622,9 +622,11 @@ class CaseService:
                       "assignee": None}
         else:  # request_info
             sent = self._send_outreach(case, req, actor)
-            detail = {"outreach_id": sent["outreach_id"]}
-            values = {"status": "waiting", "snoozed_until": sent["expires_at"],
-                      "claimed_by": None, "lease_until": None}
+            detail = {"outreach_id": sent["outreach_id"], "delivery": sent["delivery"]}
+            # The case waits for the answer; a message that failed leaves it with the analyst.
+            values = ({"status": "waiting", "snoozed_until": sent["expires_at"],
+                       "claimed_by": None, "lease_until": None}
+                      if sent["delivery"] != "failed" else {})
         decision_id = self.store.cases.add_decision(
             case.case_id, action=req.action, actor=actor.name, role=actor.role,
             reason=req.reason, evidence_version=seen, status=status,
@@ -780,7 +782,7 @@ class CaseService:
             case.case_id, applicant_ref=case.applicant_ref, template=req.template,
             channel=channel, body=text, status=status, delivery=sent.get("delivery"),
             message_id=sent.get("message_id"), sent_by=actor.name, expires_at=expires)
-        return {"outreach_id": oid, "expires_at": expires}
+        return {"outreach_id": oid, "expires_at": expires, "delivery": sent.get("delivery")}
 
     def answer_outreach(self, outreach_id: str, *, actor: Actor) -> Outcome:
         """The applicant answered (the lender's app says so): the case wakes."""
