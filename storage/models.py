@@ -152,6 +152,8 @@ class ReviewCase(Base):
     __table_args__ = (
         # The queue and "next case": open cases of a queue, oldest due first.
         Index("ix_review_cases_queue", "status", "queue", "due_at", "id"),
+        # The listing's order (most urgent first), read in order until a page is full.
+        Index("ix_review_cases_urgency", "due_at", text("priority DESC"), "id"),
         Index("ix_review_cases_assignee", "assignee", "status"),
         Index("ix_review_cases_claimed_by", "claimed_by", "lease_until"),
         # One case not closed per applicant.

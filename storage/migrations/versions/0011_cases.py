@@ -82,11 +82,20 @@ def upgrade() -> None:
     _merge_existing()
     with op.batch_alter_table('review_cases', schema=None) as batch_op:
         batch_op.create_index('ix_review_cases_queue', ['status', 'queue', 'due_at', 'id'])
+        batch_op.create_index('ix_review_cases_urgency',
+                              ['due_at', sa.text('priority DESC'), 'id'])
         batch_op.create_index('ix_review_cases_assignee', ['assignee', 'status'])
         batch_op.create_index('ix_review_cases_claimed_by', ['claimed_by', 'lease_until'])
         batch_op.create_index('uq_review_cases_one_open', ['applicant_id'], unique=True,
                               sqlite_where=sa.text('closed_at IS NULL'),
                               postgresql_where=sa.text('closed_at IS NULL'))
+
+    if op.get_bind().dialect.name == 'postgresql':
+        # The queue's reason and tag filters (JSONB containment).
+        op.execute("CREATE INDEX ix_review_cases_reasons_gin ON review_cases "
+                   "USING gin ((reasons::jsonb) jsonb_path_ops)")
+        op.execute("CREATE INDEX ix_review_cases_tags_gin ON review_cases "
+                   "USING gin ((tags::jsonb) jsonb_path_ops)")
 
     op.create_table('case_notes',
     sa.Column('id', sa.String(length=36), nullable=False),
@@ -173,9 +182,13 @@ def downgrade() -> None:
     for table in ('outreach', 'court_whitelist', 'case_reveals', 'saved_views',
                   'case_decisions', 'case_notes'):
         op.drop_table(table)
+    if op.get_bind().dialect.name == 'postgresql':
+        op.execute("DROP INDEX ix_review_cases_reasons_gin")
+        op.execute("DROP INDEX ix_review_cases_tags_gin")
     with op.batch_alter_table('review_cases', schema=None) as batch_op:
         for name in ('uq_review_cases_one_open', 'ix_review_cases_claimed_by',
-                     'ix_review_cases_assignee', 'ix_review_cases_queue'):
+                     'ix_review_cases_assignee', 'ix_review_cases_urgency',
+                     'ix_review_cases_queue'):
             batch_op.drop_index(name)
         for col in reversed(_CASE_COLUMNS):
             batch_op.drop_column(col.name)
