@@ -262,12 +262,26 @@ class Revealed(_Model):
     left_today: int
 
 
+class Dossier(_Model):
+    """A referral's dossier: the JSON document (canonical form, the bytes signed), its
+    SHA-256, and the detached Ed25519 signature and public key (base64)."""
+
+    document: str
+    sha256: str
+    signature: str
+    public_key: str
+
+
 class BulkResult(_Model):
     changed: list[str]
     skipped: list[str]
 
 
 def _iso(v: datetime | None) -> str | None:
+    return v.isoformat() if v is not None else None
+
+
+def _iso_date(v: Any) -> str | None:
     return v.isoformat() if v is not None else None
 
 
@@ -497,6 +511,8 @@ class CaseService:
                                   case_id=e.detail.get("case_id") if isinstance(
                                       e.detail.get("case_id"), str) else None)
                     for e in self.store.audit.events(subject_ref=ref)]
+        # Free text (notes, reasons) masked for ID and phone shapes and the applicant's name.
+        names = (person.name.get_secret_value(),) if person is not None else ()
         self.store.audit.record("case.viewed", ref, {
             "case_id": case.case_id, "actor": actor.name, "role": actor.role, "masked": True})
         return CaseView(
@@ -504,10 +520,11 @@ class CaseService:
             score=stored.score if stored else None,
             policy_version=stored.policy_version if stored else None, points=points,
             alerts=alerts, steps=steps, court_entries=entries,
-            decisions=[self._decision_view(d) for d in self.store.cases.decisions(case.case_id)],
+            decisions=[self._decision_view(d, names)
+                       for d in self.store.cases.decisions(case.case_id)],
             notes=[NoteView(note_id=n.note_id, author=n.author,
                             created_at=n.created_at.isoformat(),
-                            text=mask_text(n.body.get_secret_value()))
+                            text=mask_text(n.body.get_secret_value(), names))
                    for n in self.store.cases.notes(case.case_id)],
             outreach=[OutreachView(
                 outreach_id=o.outreach_id, template=o.template, channel=o.channel,
@@ -517,10 +534,10 @@ class CaseService:
             timeline=timeline)
 
     @staticmethod
-    def _decision_view(d: Any) -> DecisionView:
+    def _decision_view(d: Any, names: tuple[str, ...] = ()) -> DecisionView:
         return DecisionView(
             decision_id=d.decision_id, action=d.action, disposition=d.disposition, actor=d.actor,
-            role=d.role, reason=mask_text(d.reason.get_secret_value()),
+            role=d.role, reason=mask_text(d.reason.get_secret_value(), names),
             evidence_version=d.evidence_version, status=d.status,
             decided_at=d.decided_at.isoformat(), confirmed_by=d.confirmed_by,
             confirmed_at=_iso(d.confirmed_at), voided_at=_iso(d.voided_at))
@@ -567,7 +584,8 @@ class CaseService:
                                "reveal", case.case_id)
         self.store.cases.record_reveal(case.case_id, actor=actor.name, role=actor.role,
                                        field=req.field, reason_code=req.reason_code,
-                                       reason_text=mask_text(req.reason))
+                                       reason_text=mask_text(
+                                           req.reason, (person.name.get_secret_value(),)))
         value = getattr(person, req.field)
         return Revealed(case_id=case.case_id, field=req.field,
                         value=value.get_secret_value() if value is not None else None,
@@ -823,6 +841,75 @@ class CaseService:
             raise NotFound("entry_id", "no such whitelist entry in force")
         return {"entry_id": entry_id, "applicant_ref": done.applicant_ref,
                 "case_number": done.case_number}
+
+    # --- referral dossier -----------------------------------------------------------------
+
+    def dossier(self, case_id: str, *, actor: Actor, declare: Iterable[str] = (),
+                reason: str = "") -> Dossier:
+        """A referral's dossier, once a second person confirmed the referral: the case's
+        facts, a SHA-256 of each piece of evidence, the decisions, the case's audit excerpt;
+        the applicant masked except the fields `declare`d (each needs `reveal` and a reason,
+        and is named in the dossier). JSON with a detached Ed25519 signature; audited."""
+        import base64
+        import hashlib
+
+        from storage.crypto import derive_key, sign_detached
+        from storage.encoding import canonical
+
+        case = self._case(case_id)
+        self._permit(actor, "refer", "dossier", case.case_id)
+        if case.resolution != "refer":
+            raise self._refuse(Conflict("case_id", "only a confirmed referral has a dossier"),
+                               actor, "dossier", case.case_id)
+        fields = sorted(set(declare))
+        for f in fields:
+            if f not in ("name", "id_number", "phone"):
+                raise InvalidInput("declare", "must be name, id_number or phone")
+        if fields:
+            self._permit(actor, "reveal", "dossier", case.case_id)
+            if len(reason.strip()) < self.access.min_reason_chars:
+                raise InvalidInput("reason", f"at least {self.access.min_reason_chars} "
+                                             "characters are required to declare a value")
+        person = self.store.cases.person(case.case_id)
+        stored = self.store.applicants.get(case.applicant_ref) if person else None
+        subject: dict[str, Any] = {"applicant_ref": case.applicant_ref}
+        for f in ("name", "id_number", "phone"):
+            value = getattr(person, f) if person else None
+            raw = value.get_secret_value() if value is not None else None
+            subject[f] = raw if f in fields else (mask(f, raw) if raw else None)  # type: ignore[arg-type]
+        evidence = [{"step": st.step, "status": st.status, "as_of": _iso_date(st.as_of),
+                     "vendor_request_id": st.vendor_request_id,
+                     "sha256": hashlib.sha256(canonical(st.model_dump(mode="json"))).hexdigest()}
+                    for st in (stored.steps if stored else ())]
+        names = (person.name.get_secret_value(),) if person is not None else ()
+        decisions = [self._decision_view(d, names).model_dump()
+                     for d in self.store.cases.decisions(case.case_id)]
+        excerpt = [{"seq": e.seq, "at": e.at.isoformat(), "kind": e.kind, "hash": e.hash}
+                   for e in self.store.audit.events(subject_ref=case.applicant_ref)
+                   if e.detail.get("case_id") == case.case_id or e.kind.startswith(
+                       ("consent.", "step.", "applicant.", "court."))]
+        now = self._now()
+        body = {"dossier_version": 1, "generated_at": now.isoformat(),
+                "generated_by": actor.name,
+                "declared_unmasked": fields,
+                "case": {"case_id": case.case_id, "outcome": case.outcome,
+                         "reasons": list(case.reasons), "product": case.product,
+                         "opened_at": case.opened_at.isoformat(),
+                         "closed_at": _iso(case.closed_at), "resolution": case.resolution,
+                         "disposition": case.disposition},
+                "subject": subject, "evidence": evidence, "decisions": decisions,
+                "audit_excerpt": excerpt}
+        document = canonical(body)
+        seed = derive_key(self.store.keyring.secret("dossier-signing"), "idv dossier v1")
+        signature, public = sign_detached(seed, document)
+        digest = hashlib.sha256(document).hexdigest()
+        self.store.audit.record("case.dossier_exported", case.applicant_ref, {
+            "case_id": case.case_id, "actor": actor.name, "role": actor.role,
+            "sha256": digest, "declared_unmasked": fields,
+            "reason": mask_text(reason) if fields else None})
+        return Dossier(document=document.decode("utf-8"), sha256=digest,
+                       signature=base64.b64encode(signature).decode("ascii"),
+                       public_key=base64.b64encode(public).decode("ascii"))
 
     # --- labels for a backtest ------------------------------------------------------------
 

@@ -17,10 +17,15 @@ import base64
 import secrets
 from collections.abc import Callable
 
-from cryptography.exceptions import InvalidTag
+from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, hmac
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 HEADER_V2 = 2
 # AES-256 keys; GCM's standard 96-bit nonce, random per encryption. Keys are per subject,
@@ -72,6 +77,23 @@ def mac(key: bytes, message: bytes) -> str:
     h = hmac.HMAC(key, hashes.SHA256())
     h.update(message)
     return h.finalize().hex()
+
+
+def sign_detached(seed: bytes, message: bytes) -> tuple[bytes, bytes]:
+    """An Ed25519 signature of `message` under the key `seed` (32 bytes) makes, and that
+    key's public half (raw, 32 bytes): a detached signature anyone can check."""
+    key = Ed25519PrivateKey.from_private_bytes(seed)
+    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return key.sign(message), public
+
+
+def verify_detached(public: bytes, signature: bytes, message: bytes) -> bool:
+    """Whether `signature` is an Ed25519 signature of `message` by the raw public key."""
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
 
 
 def fernet_key(master: bytes, info: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -273,3 +274,26 @@ def review_wake(as_json: JsonOpt = False) -> None:
     else:
         console.print(f"outreach expired: {out['outreach_expired']}, snoozes ended: "
                       f"{out['snoozes_ended']}")
+
+
+@review_app.command("dossier")
+def review_dossier(
+    case_id: CaseArg,
+    out: Annotated[Path, typer.Option(help="Folder to write dossier.json and its .sig into.")],
+    declare: Annotated[list[str] | None, typer.Option(
+        help="A field to hand over unmasked (name, id_number, phone; needs reveal).")] = None,
+    reason: Annotated[str, typer.Option(help="The legal ground for declared fields.")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Export a confirmed referral's dossier: JSON plus a detached Ed25519 signature."""
+    with runtime() as rt:
+        d = rt.services.cases.dossier(case_id, actor=actor(), declare=declare or (),
+                                      reason=reason)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "dossier.json").write_text(d.document, encoding="utf-8")
+    (out / "dossier.json.sig").write_text(d.signature + "\n", encoding="ascii")
+    (out / "dossier.pub").write_text(d.public_key + "\n", encoding="ascii")
+    if as_json:
+        emit({"sha256": d.sha256, "public_key": d.public_key, "folder": str(out)})
+    else:
+        console.print(f"dossier {d.sha256} written to {out} (signature dossier.json.sig)")
