@@ -913,8 +913,10 @@ class CaseService:
 
     # --- labels for a backtest ------------------------------------------------------------
 
-    def labels(self) -> dict[str, str]:
+    def labels(self, *, actor: Actor | None = None) -> dict[str, str]:
         """`good` / `bad` per applicant from their closed cases' dispositions."""
+        if actor is not None:
+            self._permit(actor, "read_masked", "labels")
         meaning = self.policy.dispositions
         return {ref: meaning[d] for ref, d in self.store.cases.dispositions().items()  # type: ignore[index]
                 if d in meaning}

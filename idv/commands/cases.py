@@ -297,3 +297,20 @@ def review_dossier(
         emit({"sha256": d.sha256, "public_key": d.public_key, "folder": str(out)})
     else:
         console.print(f"dossier {d.sha256} written to {out} (signature dossier.json.sig)")
+
+
+@review_app.command("labels")
+def review_labels(
+    out: Annotated[Path, typer.Option(help="The CSV to write (`idv policy backtest --outcomes`).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Closed cases' dispositions as backtest labels: false_positive is good, valuable_alert
+    and confirmed_risk bad (policies/cases.yaml)."""
+    with runtime() as rt:
+        labels = rt.services.cases.labels(actor=actor())
+    out.write_text("applicant_ref,outcome\n" + "".join(
+        f"{ref},{label}\n" for ref, label in sorted(labels.items())), encoding="utf-8")
+    if as_json:
+        emit({"labels": len(labels), "file": str(out)})
+    else:
+        console.print(f"{len(labels)} labels written to {out}")

@@ -68,8 +68,8 @@ def test_the_dossier_is_signed_and_masked_except_what_it_declares(runtime):
 
 def test_no_personal_value_in_cli_or_api_output_or_logs_unless_revealed(
         runtime, tmp_path, monkeypatch, caplog):
-    from idv.api import create_app
     import idv.commands  # noqa: F401 - registers the commands on the app
+    from idv.api import create_app
     from idv.shell import app
 
     caplog.set_level(logging.DEBUG)
