@@ -17,11 +17,10 @@ import base64
 import secrets
 from collections.abc import Callable
 
-from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
-    Ed25519PublicKey,
 )
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -85,15 +84,6 @@ def sign_detached(seed: bytes, message: bytes) -> tuple[bytes, bytes]:
     key = Ed25519PrivateKey.from_private_bytes(seed)
     public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     return key.sign(message), public
-
-
-def verify_detached(public: bytes, signature: bytes, message: bytes) -> bool:
-    """Whether `signature` is an Ed25519 signature of `message` by the raw public key."""
-    try:
-        Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
-    except (InvalidSignature, ValueError):
-        return False
-    return True
 
 
 def fernet_key(master: bytes, info: str) -> str:

@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 
 from flows.runtime import Runtime, Settings
 from services.context import Actor
-from storage.crypto import verify_detached
 from tests.conftest import LoopbackServer
 from tests.integration.test_cases import ID_CANARY, NAME_CANARY, PHONE_CANARY, flagged
 
@@ -28,6 +27,18 @@ def runtime(key_file, tmp_path):
                           database_url=f"sqlite:///{tmp_path / 'data' / 'idv.db'}"))
     yield rt
     rt.close()
+
+
+def verify_detached(public: bytes, signature: bytes, message: bytes) -> bool:
+    """The signature checked as a recipient would, with the library itself."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
+    except InvalidSignature:
+        return False
+    return True
 
 
 def leaks(text: str) -> list[str]:
