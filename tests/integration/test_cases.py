@@ -242,7 +242,7 @@ def test_notes_are_sealed_at_rest_and_the_view_is_masked(runtime):
     assert view.reasons[0].zh
 
 
-@pytest.mark.parametrize("threads, rounds", [(6, 5)])
+@pytest.mark.parametrize("threads, rounds", [(8, 12)])
 def test_concurrent_next_case_never_hands_one_case_to_two_analysts(runtime, threads, rounds):
     """Many analysts take the next case at once, round after round: every case is claimed
     by exactly one of them (SKIP LOCKED on PostgreSQL, the conditional update on SQLite)."""
@@ -274,3 +274,30 @@ def test_concurrent_next_case_never_hands_one_case_to_two_analysts(runtime, thre
     assert not errors
     assert len(taken) == threads * rounds
     assert all(len(who) == 1 for who in taken.values())
+
+
+def test_concurrent_claims_of_one_case_have_exactly_one_winner(runtime):
+    """Round after round, analysts claim the same case at once: one claim wins."""
+    svc = runtime.services.cases
+    for r in range(10):
+        case_id = flagged(runtime, f"W-{r}")
+        winners: list[str] = []
+        barrier = threading.Barrier(6)
+
+        def work(n: int, case_id: str = case_id, winners: list[str] = winners,
+                 barrier: threading.Barrier = barrier) -> None:
+            me = Actor(f"claimer{n}", "analyst")
+            barrier.wait()
+            try:
+                svc.claim(case_id, actor=me)
+                winners.append(me.name)
+            except Conflict:
+                pass
+
+        workers = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        assert len(winners) == 1, winners
+        assert runtime.store.cases.get(case_id).claimed_by == winners[0]
