@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 from prefect import flow, get_run_logger
 
+from flows.court import clear_whitelisted
 from flows.onboarding import features_of, run_loop, step_record
 from flows.runtime import Runtime, install_log_masking
 from policies.scorecard import assess
@@ -123,6 +124,7 @@ async def _reverify(rt: Runtime, run_id: str, refs: list[str],
                         "steps": list(rule.steps), "run_id": run_id})
                     report.waiting_reconsent.append(ref)
                 continue
+            steps = clear_whitelisted(rt, ref, steps)
             rt.store.decisions.add_steps(ref, run_id, steps)
             rescore(rt, stored, steps, report)
         await limits.store.close()

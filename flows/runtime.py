@@ -136,6 +136,9 @@ class Settings(BaseSettings):
     # name, and the claim naming the user (`preferred_username`, `email`, ...).
     web_oidc_provider: str | None = None
     web_oidc_claim: str = "preferred_username"
+    # Where requests for information go (the lender's messaging gateway; the sandbox's
+    # `/v1/outreach/<channel>` imitates it). Unset: outreach is recorded, not sent.
+    outreach_url: str | None = None
     # A scorecard file to use instead of the shipped one; refused at load if it does not validate.
     scorecard_file: Path | None = None
     # WeChat (website or Official Account app) and the Mini Program of the phone exchange.
@@ -379,6 +382,32 @@ class Runtime:
         validate: `PolicyError` names file, line and rule; `OSError` an unreadable file."""
         _ = (self.scorecard, self.quality_policy, self.verification, self.consent_policy,
              self.notices, self.vendor_contracts)
+
+    def outreach_channel(self, channel: str, applicant_ref: str, text: str) -> dict[str, Any]:
+        """Send one request for information by `channel` through `IDV_OUTREACH_URL`:
+        `{"delivery": "delivered" | "failed" | "not_sent", "message_id"}`. The gateway is
+        given the applicant's ref (it knows where to send), never a phone or an account."""
+        import httpx
+
+        base = self.settings.outreach_url
+        if base is None:
+            return {"delivery": "not_sent", "message_id": None}
+        try:
+            reply = httpx.post(f"{base.rstrip('/')}/v1/outreach/{channel}", timeout=10,
+                               json={"applicant_ref": applicant_ref, "text": text})
+            body = reply.json() if reply.status_code == 200 else {}
+        except (httpx.HTTPError, ValueError):
+            body = {}
+        delivery = body.get("delivery") if body.get("delivery") in ("delivered", "failed") \
+            else "failed"
+        message_id = body.get("message_id") if isinstance(body.get("message_id"), str) else None
+        return {"delivery": delivery, "message_id": message_id}
+
+    def court_requery(self, applicant_ref: str) -> dict[str, Any]:
+        """The court list asked again about one applicant, through the gate (`flows.court`)."""
+        from flows.court import requery
+
+        return requery(self, applicant_ref)
 
     @cached_property
     def services(self) -> Services:

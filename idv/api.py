@@ -19,6 +19,7 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+from datetime import datetime
 from importlib import resources
 from typing import Annotated, Any, Literal
 
@@ -29,7 +30,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, StringConstraints, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from flows.runtime import Runtime, StartupError
@@ -51,6 +52,7 @@ from idv.openapi import (
     SubjectRequestAnswer,
     SubjectRequestList,
     VerificationAnswer,
+    WhitelistEntry,
     answers,
     json_answers,
 )
@@ -60,6 +62,16 @@ from policies.vocabulary import (
     ApplicantRef,
     ConsentId,
     check_applicant_ref,
+)
+from services.cases import (
+    BulkResult,
+    CaseService,
+    CaseView,
+    DecisionRequest,
+    Outcome,
+    QueuePage,
+    Revealed,
+    RevealRequest,
 )
 from services.consent import (
     AskRequest,
@@ -367,6 +379,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     from idv.web import mount_pages
 
     mount_pages(app, runtime)
+    _case_routes(app, runtime)
     return app
 
 
@@ -578,3 +591,214 @@ def _oauth_routes(app: FastAPI, runtime: Runtime) -> None:
         return {"applicant_ref": applicant_ref,
                 "accounts": runtime.services.accounts.view(applicant_ref)}
 
+
+# --- the workbench -------------------------------------------------------------------------
+
+CasePath = Annotated[str, PathParam(description="The case id", pattern=(
+    r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"))]
+_CASE_READ = (401, 403, 404, 422)
+_CASE_WRITE = (400, 401, 403, 404, 409, 422)
+
+
+class NoteBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+
+
+class ReasonBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+
+
+class SnoozeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    until: datetime
+
+
+class AssignBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    assignee: Annotated[str, StringConstraints(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,119}$")] | None = None
+
+
+class TagBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    add: list[Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_:-]{0,31}$")]] = []
+    remove: list[Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_:-]{0,31}$")]] = []
+
+
+class BulkAssignBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    case_ids: list[Annotated[str, StringConstraints(pattern=(
+        r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"))]] = Field(
+        min_length=1, max_length=1000)
+    assignee: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,119}$")]
+
+
+class BulkCloseBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    case_ids: list[Annotated[str, StringConstraints(pattern=(
+        r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"))]] = Field(
+        min_length=1, max_length=1000)
+    disposition: Literal["false_positive", "valuable_alert", "confirmed_risk"]
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+
+
+class WhitelistBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    applicant_ref: ApplicantRef
+    case_number: Annotated[str, StringConstraints(min_length=1, max_length=80)]
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+
+
+def _case_routes(app: FastAPI, runtime: Runtime) -> None:
+    """The review workbench over `services.cases`: the queue, a case, claims, notes,
+    reveals, decisions and confirmations, snoozes, escalation, assignment, tags, bulk
+    operations, the court whitelist."""
+    def cases() -> CaseService:
+        return runtime.services.cases
+
+    tags = ["cases"]
+
+    @app.get("/cases", tags=tags, response_model=QueuePage, responses=answers(*_CASE_READ))
+    def queue(
+        actor: Actor,
+        status: Annotated[list[Literal["open", "waiting", "pending_confirmation", "closed"]]
+                          | None, Query()] = None,
+        queue: Literal["analyst", "supervisor"] | None = None,
+        reason: Annotated[str | None, Query(pattern=r"^[A-Z][A-Z0-9_]{1,63}$")] = None,
+        assignee: Annotated[str | None, Query(
+            pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,119}$")] = None,
+        product: Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")] = None,
+        tag: Annotated[str | None, Query(pattern=r"^[a-z0-9][a-z0-9_:-]{0,31}$")] = None,
+        older_than_hours: Annotated[int | None, Query(ge=0, le=8760)] = None,
+        due_within_hours: Annotated[int | None, Query(ge=0, le=8760)] = None,
+        mine: bool = False,
+        unassigned: bool = False,
+        view: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+        offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+    ) -> Any:
+        """The queue, most urgent first (due time, then priority), masked: filters by
+        status, queue, reason, assignee, product, tag, age and due time, "my cases", a
+        saved view (404 for one not saved)."""
+        given = {"status": status, "queue": queue, "reason": reason, "assignee": assignee,
+                 "product": product, "tag": tag, "older_than_hours": older_than_hours,
+                 "due_within_hours": due_within_hours, "mine": mine or None,
+                 "unassigned": unassigned or None, "view": view}
+        query = {k: v for k, v in given.items() if v is not None}
+        return cases().queue({**query, "limit": limit, "offset": offset}, actor=actor)
+
+    @app.post("/cases/next", tags=tags, response_model=Outcome | None,
+              responses=answers(401, 403))
+    def next_case(actor: Actor) -> Any:
+        """Claim the oldest due unassigned case this caller may work; `null` when none."""
+        return cases().next_case(actor=actor)
+
+    @app.get("/cases/{case_id}", tags=tags, response_model=CaseView,
+             responses=answers(*_CASE_READ))
+    def case(case_id: CasePath, actor: Actor) -> Any:
+        """Why the case was flagged, each step's evidence and consent, court entries,
+        alerts, decisions, notes, outreach and the timeline; masked. The read is audited."""
+        return cases().view(case_id, actor=actor)
+
+    @app.post("/cases/{case_id}/claim", tags=tags, response_model=Outcome,
+              responses=answers(401, 403, 404, 409, 422))
+    def claim(case_id: CasePath, actor: Actor) -> Any:
+        """Claim the case (or renew one's claim) for the lease; 409 when someone else's
+        claim is live or it is assigned to another."""
+        return cases().claim(case_id, actor=actor)
+
+    @app.post("/cases/{case_id}/release", tags=tags, response_model=Outcome,
+              responses=answers(401, 403, 404, 409, 422))
+    def release(case_id: CasePath, actor: Actor) -> Any:
+        """Give one's claim back; 409 when the caller holds none."""
+        return cases().release(case_id, actor=actor)
+
+    @app.post("/cases/{case_id}/notes", tags=tags, response_model=Outcome,
+              responses=answers(*_CASE_WRITE))
+    def note(case_id: CasePath, body: NoteBody, actor: Actor) -> Any:
+        """A note on the case, sealed at rest."""
+        return cases().note(case_id, body.text, actor=actor)
+
+    @app.post("/cases/{case_id}/reveal", tags=tags, response_model=Revealed,
+              responses=answers(*_CASE_WRITE))
+    def reveal(case_id: CasePath, body: RevealRequest, actor: Actor) -> Any:
+        """One unmasked field, for a role with `reveal`, with a listed reason and free text,
+        within the per-user daily limit (403 past it); audited."""
+        return cases().reveal(case_id, body, actor=actor)
+
+    @app.post("/cases/{case_id}/decisions", tags=tags, response_model=Outcome,
+              responses=answers(*_CASE_WRITE, 503))
+    def decide(case_id: CasePath, body: DecisionRequest, actor: Actor) -> Any:
+        """Approve, reject, request information, escalate, refer or close a case the caller
+        has claimed (409 otherwise, or when the lease ran out or the evidence changed).
+        Reject and refer wait for a second person's confirmation."""
+        return cases().decide(case_id, body, actor=actor)
+
+    @app.post("/cases/{case_id}/confirm", tags=tags, response_model=Outcome,
+              responses=answers(401, 403, 404, 409, 422, 503))
+    def confirm(case_id: CasePath, actor: Actor) -> Any:
+        """Confirm another person's pending reject or referral (403 for one's own); a
+        reject resting on a court-list hit is re-queried first."""
+        return cases().confirm(case_id, actor=actor)
+
+    @app.post("/cases/{case_id}/snooze", tags=tags, response_model=Outcome,
+              responses=answers(*_CASE_WRITE))
+    def snooze(case_id: CasePath, body: SnoozeBody, actor: Actor) -> Any:
+        """Put a claimed case aside until a time within 90 days."""
+        return cases().snooze(case_id, body.until, actor=actor)
+
+    @app.post("/cases/{case_id}/escalate", tags=tags, response_model=Outcome,
+              responses=answers(*_CASE_WRITE, 503))
+    def escalate(case_id: CasePath, body: ReasonBody, actor: Actor) -> Any:
+        """Move a claimed case to the supervisor queue."""
+        return cases().escalate(case_id, body.reason, actor=actor)
+
+    @app.post("/cases/{case_id}/assign", tags=tags, response_model=Outcome,
+              responses=answers(*_CASE_WRITE))
+    def assign(case_id: CasePath, body: AssignBody, actor: Actor) -> Any:
+        """Assign the case to a person, or to nobody (needs `reassign`)."""
+        return cases().assign(case_id, body.assignee, actor=actor)
+
+    @app.post("/cases/{case_id}/tags", tags=tags, response_model=Outcome,
+              responses=answers(*_CASE_WRITE))
+    def tag(case_id: CasePath, body: TagBody, actor: Actor) -> Any:
+        """Add and remove tags."""
+        return cases().tag(case_id, body.add, body.remove, actor=actor)
+
+    @app.post("/cases/bulk/assign", tags=tags, response_model=BulkResult,
+              responses=answers(400, 401, 403, 422))
+    def bulk_assign(body: BulkAssignBody, actor: Actor) -> Any:
+        """Assign many cases (needs `bulk`); the ones not open are skipped."""
+        return cases().bulk_assign(body.case_ids, body.assignee, actor=actor)
+
+    @app.post("/cases/bulk/close", tags=tags, response_model=BulkResult,
+              responses=answers(400, 401, 403, 422))
+    def bulk_close(body: BulkCloseBody, actor: Actor) -> Any:
+        """Close many cases with one disposition (needs `bulk`)."""
+        return cases().bulk_close(body.case_ids, body.disposition, body.reason,
+                                  actor=actor)
+
+    @app.post("/whitelist", tags=tags, status_code=201, response_model=WhitelistEntry,
+              responses=answers(400, 401, 403, 404, 422))
+    def whitelist(body: WhitelistBody, actor: Actor) -> Any:
+        """Mark an (applicant, court-list entry) pair as not a match (needs `whitelist`)."""
+        return cases().whitelist(body.applicant_ref, body.case_number, body.reason,
+                                 actor=actor)
+
+    @app.delete("/whitelist/{entry_id}", tags=tags, response_model=WhitelistEntry,
+                responses=answers(401, 403, 404, 422))
+    def unwhitelist(entry_id: Annotated[str, PathParam(pattern=(
+            r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"))],
+            actor: Actor) -> Any:
+        """Revoke a whitelist entry: later screenings of the pair flag again."""
+        return cases().unwhitelist(entry_id, actor=actor)

@@ -264,6 +264,12 @@ class SubjectAccounts(Answer):
     accounts: list[Account]
 
 
+class WhitelistEntry(Answer):
+    entry_id: str
+    applicant_ref: str
+    case_number: str
+
+
 # Why each status is given, as the document says it.
 WHY = {
     200: "done",
@@ -272,9 +278,11 @@ WHY = {
     400: "refused: a body that is not JSON, a malformed page parameter, a wrong state, or "
          "a code the provider refused",
     401: "missing or wrong bearer token",
-    403: "not allowed: no live consent, a declined authorization, an unsigned or old link",
-    404: "no such subject, consent or provider",
-    409: "conflicts with what is held",
+    403: "not allowed: no live consent, a declined authorization, an unsigned or old link, "
+         "a role without the permission, confirming one's own decision",
+    404: "no such subject, consent, provider, case or saved view",
+    409: "conflicts with what is held: a case not claimed by the caller, an expired lease, "
+         "evidence changed since it was read",
     422: "a field breaks a rule (the field and the rule are named, never the value)",
     502: "the provider answered something that is not a valid answer",
     503: "not configured here, or the provider asks to try later",

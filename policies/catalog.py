@@ -13,6 +13,7 @@ from importlib import resources
 from policies.access import AccessPolicy, RetentionPolicy
 from policies.behavior import BehaviorPolicy
 from policies.case_number import CaseNumberTable
+from policies.cases import CasePolicy
 from policies.consent import ConsentPolicy
 from policies.identity import IdentityPolicy
 from policies.notices import Notice, parse_notice
@@ -104,3 +105,8 @@ def schedules_text() -> str:
 @cache
 def request_policy() -> RequestPolicy:
     return RequestPolicy.from_yaml(read_text("requests.yaml"), source="policies/requests.yaml")
+
+
+def case_policy() -> CasePolicy:
+    return CasePolicy.load(read_text("cases.yaml"), source="policies/cases.yaml",
+                           known_reasons=scorecard().reasons)

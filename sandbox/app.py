@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 from aiohttp import web
 
+from sandbox.outreach import OutreachState, outreach_routes
 from sandbox.population import (
     as_of_for,
     carrier_result,
@@ -213,6 +214,11 @@ class SandboxState:
     _person_calls: dict[tuple[str, str, str], int] = field(default_factory=dict, repr=False)
     # Format drift: per endpoint path, answer fields renamed {old: new} (a vendor's release).
     renamed_fields: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Case numbers taken off the dishonest-debtor list (the debt was settled): a later query
+    # no longer finds them, as the real list drops entries days after payment.
+    court_settled: set[str] = field(default_factory=set)
+    # What the outreach channels would have sent (`sandbox.outreach`).
+    outreach: OutreachState = field(default_factory=OutreachState)
     _digest_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     _nonces: OrderedDict[str, float] = field(default_factory=OrderedDict, repr=False)
     # Idempotency key -> (kept at, body digest, answer as sent, result, request id), oldest
@@ -315,12 +321,14 @@ def _expected_signature(secret: str, method: str, path: str, ts: str, nonce: str
                             ).decode()
 
 
-def _answer(path: str, data: dict[str, Any]) -> dict[str, Any]:
+def _answer(path: str, data: dict[str, Any], settled: frozenset[str] = frozenset()
+            ) -> dict[str, Any]:
     if path.startswith("/v1/identity/"):
         return {"result": three_element_result(data["name"], data["id_number"],
                                                data.get("phone"))}
     if path == "/v1/court/dishonest":
-        entries = court_entries(data["name"], data["id_number"])
+        entries = [e for e in court_entries(data["name"], data["id_number"])
+                   if e["case_number"] not in settled]
         return {"result": "HIT" if entries else "NO_HIT", "entries": entries}
     if path == "/v1/carrier/verify":
         return dict(carrier_result(data["name"], data["id_number"], data["phone"]))
@@ -425,7 +433,7 @@ def build_app(state: SandboxState) -> web.Application:
                                 content_type="text/html")
         if state.over_person_cap(path, digest):
             return refuse(403, "person_daily_limit", "id_number", digest)
-        answer = _answer(path, data)
+        answer = _answer(path, data, frozenset(state.court_settled))
         result = str(answer["result"])
         fee = 0 if result in state.unbilled.get(path, ()) else state.fees_cents.get(path, 0)
         request_id = f"sbx-{uuid.uuid4().hex}"
@@ -476,4 +484,5 @@ def build_app(state: SandboxState) -> web.Application:
     app.router.add_get("/_sandbox/health", health)
     if state.wechat is not None:
         app.add_routes(wechat_routes(state.wechat))
+    app.add_routes(outreach_routes(state.outreach))
     return app

@@ -8,6 +8,7 @@ from services.access import AccessControl
 from services.accounts import AccountService
 from services.audit import AuditService
 from services.backtest import BacktestService
+from services.cases import CaseService
 from services.compliance import ComplianceService
 from services.consent import ConsentService
 from services.context import ServiceContext
@@ -110,3 +111,13 @@ class Services:
     def compliance(self) -> ComplianceService:
         return ComplianceService(self._ctx.store, self._ctx.access_policy, self._ctx.notices,
                                  self.consent, checkpoint_dir=self._ctx.checkpoint_dir)
+
+    @cached_property
+    def cases(self) -> CaseService:
+        from policies.catalog import case_policy
+
+        policy = getattr(self._ctx, "case_policy", None) or case_policy()
+        self._ctx.store.context.case_policy = policy
+        return CaseService(self._ctx.store, self._ctx.access_policy, self._ctx.scorecard,
+                           policy, court_requery=getattr(self._ctx, "court_requery", None),
+                           outreach_channel=getattr(self._ctx, "outreach_channel", None))

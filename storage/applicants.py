@@ -168,7 +168,8 @@ class ApplicantRepository:
             "idempotency_key": st.idempotency_key, "signals": dict(st.signals),
             "created_at": now} for i, st in enumerate(steps)]
         review = case_row(applicant_id=row_id, outcome=decision.outcome,
-                          reasons=decision.reasons, now=now)
+                          reasons=decision.reasons, now=now, rules=self._ctx.cases,
+                          product=applicant.product)
         run_line = {"run_id": run_id, "line_no": line_no,
                     "applicant_ref": applicant.applicant_ref, "disposition": "new",
                     "outcome": decision.outcome, "field": None, "reason": None}

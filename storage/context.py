@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from policies.cases import CasePolicy
 from storage.crypto import FieldCipher, derive_key
 from storage.keyring import KeyRing
 
@@ -52,7 +53,18 @@ class StoreContext:
                                   index_master=keyring.secret("blind-index"))
         self.audit_key = derive_key(keyring.secret("audit-mac"), "idv audit chain v1")
         self.clock = clock
+        # The queue's rules (priority, SLA): the shipped policy unless a runtime sets one.
+        self.case_policy: CasePolicy | None = None
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @property
+    def cases(self) -> CasePolicy:
+        """The case policy in force: the one set, else `policies/cases.yaml`."""
+        if self.case_policy is None:
+            from policies.catalog import case_policy
+
+            self.case_policy = case_policy()
+        return self.case_policy
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:

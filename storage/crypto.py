@@ -76,6 +76,14 @@ def mac(key: bytes, message: bytes) -> str:
     return h.finalize().hex()
 
 
+def sign_detached(seed: bytes, message: bytes) -> tuple[bytes, bytes]:
+    """An Ed25519 signature of `message` under the key `seed` (32 bytes) makes, and that
+    key's public half (raw, 32 bytes): a detached signature anyone can check."""
+    key = Ed25519PrivateKey.from_private_bytes(seed)
+    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return key.sign(message), public
+
+
 def fernet_key(master: bytes, info: str) -> str:
     """A Fernet key (url-safe base64 of 32 bytes) derived from `master`, for Prefect's server."""
     return base64.urlsafe_b64encode(derive_key(master, info)).decode("ascii")

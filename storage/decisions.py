@@ -15,7 +15,7 @@ from storage import models as m
 from storage.audit import AuditLog
 from storage.context import StoreContext
 from storage.records import Decision, StepRecord
-from storage.reviews import open_case
+from storage.reviews import evidence_changed, open_case
 
 
 class DecisionRepository:
@@ -43,7 +43,8 @@ class DecisionRepository:
             row.features = dict(decision.features)
             row.decided_at = now
             case_id = open_case(s, applicant_id=row.id, outcome=decision.outcome,
-                                reasons=decision.reasons, now=now) if open_review else None
+                                reasons=decision.reasons, now=now, rules=self._ctx.cases,
+                                audit=self._audit, cause=cause) if open_review else None
             self._audit.record("applicant.redecided", applicant_ref, {
                 "cause": cause, "outcome": decision.outcome, "score": decision.score,
                 "policy_version": decision.policy_version, "reasons": list(decision.reasons),
@@ -84,9 +85,11 @@ class DecisionRepository:
                     or_(a.score >= min_score, alerts >= min_alerts, newest < evidence_before))
                 .order_by(a.decided_at, a.applicant_ref).limit(limit)))
 
-    def add_steps(self, applicant_ref: str, run_id: str, steps: list[StepRecord]) -> None:
+    def add_steps(self, applicant_ref: str, run_id: str, steps: list[StepRecord], *,
+                  touch_case: bool = True) -> None:
         """Append a re-verification's step results to the applicant's evidence (each run's
-        steps kept: the evidence history)."""
+        steps kept: the evidence history). The open case's evidence version goes up unless
+        `touch_case=False` (a caller that judges the change itself)."""
         now = self._ctx.clock()
         with self._ctx.transaction() as s:
             row = s.scalar(select(m.Applicant).where(m.Applicant.applicant_ref == applicant_ref))
@@ -102,5 +105,10 @@ class DecisionRepository:
                 as_of=st.as_of, fee_cents=st.fee_cents, attempts=st.attempts,
                 idempotency_key=st.idempotency_key, signals=dict(st.signals), created_at=now)
                 for i, st in enumerate(steps)])
+            case = s.scalar(select(m.ReviewCase).where(
+                m.ReviewCase.applicant_id == row.id, m.ReviewCase.closed_at.is_(None)))
+            if case is not None and touch_case:
+                evidence_changed(s, case, now=now, audit=self._audit,
+                                 applicant_ref=applicant_ref, cause="reverification")
             self._audit.record("applicant.reverified", applicant_ref, {
                 "run_id": run_id, "steps": {st.step: st.status for st in steps}}, session=s)

@@ -131,7 +131,8 @@ class EventRepository:
             if applicant is None:
                 raise KeyError("applicant_ref: no such applicant")
             case_id = open_case(s, applicant_id=applicant.id, outcome="review",
-                                reasons=[reason], now=now)
+                                reasons=[reason], now=now, rules=self._ctx.cases,
+                                audit=self._audit, cause="behavior_alert")
             s.add(m.BehaviorAlert(id=alert_id, applicant_ref=applicant_ref, rule=rule,
                                   event_id=event_id, evidence=evidence, review_case_id=case_id,
                                   created_at=now))

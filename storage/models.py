@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -142,14 +143,149 @@ class AuditHead(Base):
 
 
 class ReviewCase(Base):
+    """One applicant's case: at most one not closed per applicant (a later flag, alert or
+    decline is appended to it). A claim is `claimed_by` until `lease_until`; an expired
+    lease puts the case back in the queue. `evidence_version` grows with every change of
+    the evidence the case rests on (a decision records the version it saw)."""
+
     __tablename__ = "review_cases"
+    __table_args__ = (
+        # The queue and "next case": open cases of a queue, oldest due first.
+        Index("ix_review_cases_queue", "status", "queue", "due_at", "id"),
+        # The listing's order (most urgent first), read in order until a page is full.
+        Index("ix_review_cases_urgency", "due_at", text("priority DESC"), "id"),
+        Index("ix_review_cases_assignee", "assignee", "status"),
+        Index("ix_review_cases_claimed_by", "claimed_by", "lease_until"),
+        # One case not closed per applicant.
+        Index("uq_review_cases_one_open", "applicant_id", unique=True,
+              sqlite_where=text("closed_at IS NULL"),
+              postgresql_where=text("closed_at IS NULL")),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     applicant_id: Mapped[str] = mapped_column(ForeignKey("applicants.id"), index=True)
-    status: Mapped[str] = mapped_column(String(16))  # open | claimed | decided
+    # open | waiting (for the applicant) | pending_confirmation | closed | closed_erased
+    status: Mapped[str] = mapped_column(String(24))
     outcome: Mapped[str] = mapped_column(String(32))
     reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
     opened_at: Mapped[datetime]
+    product: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    priority: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    due_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    queue: Mapped[str] = mapped_column(String(16), default="analyst",
+                                       server_default="analyst")
+    assignee: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    claimed_by: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(nullable=True)
+    snoozed_until: Mapped[datetime | None] = mapped_column(nullable=True)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    evidence_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    updated_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    closed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # approve | reject | refer | close; a close's disposition (a backtest's label)
+    resolution: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    disposition: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class CaseNote(Base):
+    """An analyst's note, sealed under the subject's key (`case_notes/body/<id>`)."""
+
+    __tablename__ = "case_notes"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    case_id: Mapped[str] = mapped_column(ForeignKey("review_cases.id"), index=True)
+    author: Mapped[str] = mapped_column(String(120))
+    body_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime]
+
+
+class CaseDecision(Base):
+    """A decision on a case: who, when, why (sealed), the evidence version it saw. An
+    adverse one (reject, refer) waits `pending` for a second person's confirmation and is
+    `voided` when the evidence changes first."""
+
+    __tablename__ = "case_decisions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    case_id: Mapped[str] = mapped_column(ForeignKey("review_cases.id"), index=True)
+    action: Mapped[str] = mapped_column(String(24))
+    disposition: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    actor: Mapped[str] = mapped_column(String(120))
+    role: Mapped[str] = mapped_column(String(40))
+    reason_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    evidence_version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))  # done | pending | confirmed | voided
+    decided_at: Mapped[datetime]
+    confirmed_by: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    confirmed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    voided_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class SavedView(Base):
+    """A user's named queue filter."""
+
+    __tablename__ = "saved_views"
+    __table_args__ = (UniqueConstraint("owner", "name"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(120))
+    name: Mapped[str] = mapped_column(String(64))
+    filters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime]
+
+
+class CaseReveal(Base):
+    """One field revealed on a case: counted against the per-user daily limit."""
+
+    __tablename__ = "case_reveals"
+    __table_args__ = (Index("ix_case_reveals_actor_at", "actor", "at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    case_id: Mapped[str] = mapped_column(String(36))
+    actor: Mapped[str] = mapped_column(String(120))
+    field: Mapped[str] = mapped_column(String(32))
+    reason_code: Mapped[str] = mapped_column(String(40))
+    at: Mapped[datetime]
+
+
+class CourtWhitelist(Base):
+    """An (applicant, court-list entry) pair a supervisor marked as not a match: later
+    screenings of the pair do not flag. Revoking it ends that."""
+
+    __tablename__ = "court_whitelist"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    applicant_ref: Mapped[str] = mapped_column(String(64), index=True)
+    case_number: Mapped[str] = mapped_column(String(80))
+    reason_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    actor: Mapped[str] = mapped_column(String(120))
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    revoked_by: Mapped[str | None] = mapped_column(String(120), nullable=True)
+
+
+class Outreach(Base):
+    """A request for information sent to the applicant: its text sealed, tracked until
+    answered or expired."""
+
+    __tablename__ = "outreach"
+    __table_args__ = (Index("ix_outreach_status_expires", "status", "expires_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    case_id: Mapped[str] = mapped_column(ForeignKey("review_cases.id"), index=True)
+    applicant_ref: Mapped[str] = mapped_column(String(64))
+    template: Mapped[str] = mapped_column(String(40))
+    channel: Mapped[str] = mapped_column(String(24))
+    body_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    # sent | failed | answered | expired
+    status: Mapped[str] = mapped_column(String(16))
+    delivery: Mapped[str | None] = mapped_column(String(24), nullable=True)
+    message_id: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    sent_by: Mapped[str] = mapped_column(String(120))
+    sent_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    answered_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
 class Run(Base):

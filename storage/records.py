@@ -152,3 +152,83 @@ class CredentialRecord(_Frozen):
     last_seen_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
+
+
+class CaseRecord(_Frozen):
+    """A review case as stored (no personal values)."""
+
+    case_id: str
+    applicant_id: str
+    applicant_ref: str
+    status: str
+    outcome: str
+    reasons: tuple[str, ...]
+    product: str | None
+    priority: int
+    opened_at: datetime
+    due_at: datetime | None
+    queue: str
+    assignee: str | None
+    claimed_by: str | None
+    lease_until: datetime | None
+    snoozed_until: datetime | None
+    tags: tuple[str, ...]
+    evidence_version: int
+    updated_at: datetime | None
+    closed_at: datetime | None
+    resolution: str | None
+    disposition: str | None
+
+
+class CaseListing(_Frozen):
+    case: CaseRecord
+    person: RevealedApplicant | None  # None once erased: nothing to show, even masked
+
+
+class NoteRecord(_Frozen):
+    note_id: str
+    author: str
+    created_at: datetime
+    body: SecretStr
+
+
+class CaseDecisionRecord(_Frozen):
+    decision_id: str
+    case_id: str
+    action: str
+    disposition: str | None
+    actor: str
+    role: str
+    reason: SecretStr
+    evidence_version: int
+    status: str
+    decided_at: datetime
+    confirmed_by: str | None
+    confirmed_at: datetime | None
+    voided_at: datetime | None
+    detail: dict[str, Any]
+
+
+class WhitelistRecord(_Frozen):
+    entry_id: str
+    applicant_ref: str
+    case_number: str
+    actor: str
+    created_at: datetime
+    revoked_at: datetime | None
+    revoked_by: str | None
+
+
+class OutreachRecord(_Frozen):
+    outreach_id: str
+    case_id: str
+    applicant_ref: str
+    template: str
+    channel: str
+    status: str
+    delivery: str | None
+    message_id: str | None
+    sent_by: str
+    sent_at: datetime
+    expires_at: datetime
+    answered_at: datetime | None

@@ -1,8 +1,11 @@
 """Review cases: where they are opened, and the analysts' queue.
 
-`case_row` is the one place a review case is opened (`open_case` adds it to a session):
-every `review` and every `decline_recommended`, whatever the path (a decided applicant, a
-behaviour alert, a re-decision). A decline is never final alone.
+`case_row` is the one place a review case is made (`open_case` adds it to a session, or
+appends to the applicant's case not yet closed): every `review` and every
+`decline_recommended`, whatever the path (a decided applicant, a behaviour alert, a
+re-decision). A decline is never final alone. An applicant has at most one case not closed:
+a later flag, alert or decline is appended to it (its reasons, priority and due time
+updated, its evidence version raised, a pending confirmation voided).
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from policies.cases import CasePolicy
 from storage import applicant_fields
 from storage import models as m
 from storage.audit import AuditLog
@@ -22,28 +26,81 @@ from storage.context import StoreContext, as_utc
 from storage.records import ReviewItem
 
 REVIEWED_OUTCOMES = ("review", "decline_recommended")
+# Statuses of a case a person still has to finish.
+ACTIVE = ("open", "waiting", "pending_confirmation")
 
 
 def case_row(*, applicant_id: str, outcome: str, reasons: Iterable[str],
-             now: datetime) -> dict[str, Any] | None:
+             now: datetime, rules: CasePolicy, product: str | None = None
+             ) -> dict[str, Any] | None:
     """The `review_cases` row to open when the outcome needs a person, else None: the one
     rule for when a case is opened, for a session (`open_case`) or a batch of decided
-    applicants' rows (`applicants.ApplicantRepository.decided_rows`)."""
+    applicants' rows (`applicants.ApplicantRepository.decided_rows`). Its priority and due
+    time come from its reasons (`policies/cases.yaml`)."""
     if outcome not in REVIEWED_OUTCOMES:
         return None
+    codes = list(reasons)
     return {"id": str(uuid.uuid4()), "applicant_id": applicant_id, "status": "open",
-            "outcome": outcome, "reasons": list(reasons), "opened_at": now}
+            "outcome": outcome, "reasons": codes, "opened_at": now, "product": product,
+            "priority": rules.priority(codes), "due_at": rules.due(codes, now),
+            "queue": "analyst", "assignee": None, "claimed_by": None, "lease_until": None,
+            "snoozed_until": None, "tags": [], "evidence_version": 1, "updated_at": now,
+            "closed_at": None, "resolution": None, "disposition": None}
+
+
+def evidence_changed(session: Session, case: m.ReviewCase, *, now: datetime,
+                     audit: AuditLog | None, applicant_ref: str | None, cause: str) -> None:
+    """The case's evidence changed: its version goes up, and a confirmation asked for
+    before is void (the person asked confirmed what is no longer the evidence)."""
+    case.evidence_version += 1
+    case.updated_at = now
+    voided = session.scalars(select(m.CaseDecision.id).where(
+        m.CaseDecision.case_id == case.id, m.CaseDecision.status == "pending")).all()
+    if voided:
+        session.execute(update(m.CaseDecision).where(m.CaseDecision.id.in_(voided))
+                        .values(status="voided", voided_at=now))
+        if case.status == "pending_confirmation":
+            case.status = "open"
+            case.queue = "analyst"
+    if audit is not None:
+        audit.record("case.evidence_changed", applicant_ref, {
+            "case_id": case.id, "cause": cause, "evidence_version": case.evidence_version,
+            "voided_decisions": list(voided)}, session=session)
 
 
 def open_case(session: Session, *, applicant_id: str, outcome: str, reasons: Iterable[str],
-              now: datetime) -> str | None:
+              now: datetime, rules: CasePolicy, audit: AuditLog | None = None,
+              cause: str = "flag") -> str | None:
     """Open a review case in `session` when the outcome needs a person (a decline is never
-    final alone). Returns its id, if one was opened."""
-    row = case_row(applicant_id=applicant_id, outcome=outcome, reasons=reasons, now=now)
-    if row is None:
+    final alone), or append to the applicant's case not yet closed. Returns the case's id,
+    if the outcome needs one."""
+    if outcome not in REVIEWED_OUTCOMES:
         return None
-    session.add(m.ReviewCase(**row))
-    return str(row["id"])
+    # The applicant's row lock orders concurrent writers for one applicant.
+    applicant = session.scalar(select(m.Applicant).where(m.Applicant.id == applicant_id)
+                               .with_for_update())
+    codes = list(reasons)
+    existing = session.scalar(select(m.ReviewCase).where(
+        m.ReviewCase.applicant_id == applicant_id, m.ReviewCase.closed_at.is_(None)))
+    if existing is None:
+        row = case_row(applicant_id=applicant_id, outcome=outcome, reasons=codes, now=now,
+                       rules=rules, product=applicant.product if applicant else None)
+        assert row is not None  # noqa: S101 - the outcome needs a person, checked above
+        session.add(m.ReviewCase(**row))
+        return str(row["id"])
+    added = [c for c in codes if c not in existing.reasons]
+    existing.reasons = [*existing.reasons, *added]
+    if outcome == "decline_recommended":
+        existing.outcome = outcome
+    existing.priority = max(existing.priority, rules.priority(codes))
+    due = rules.due(codes, now)
+    existing.due_at = min(as_utc(existing.due_at), due) if existing.due_at else due
+    if existing.status == "waiting":
+        # New evidence wakes a case waiting for the applicant.
+        existing.status, existing.snoozed_until = "open", None
+    evidence_changed(session, existing, now=now, audit=audit,
+                     applicant_ref=applicant.applicant_ref if applicant else None, cause=cause)
+    return existing.id
 
 
 class ReviewRepository:

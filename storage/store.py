@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from storage.applicants import ApplicantRepository
 from storage.audit import AuditLog
+from storage.cases import CaseRepository
 from storage.context import Clock, StoreContext, utcnow
 from storage.crypto import FieldCipher
 from storage.decisions import DecisionRepository
@@ -52,6 +53,7 @@ class Store:
         self.people = PeopleRepository(ctx, audit)
         self.requests = SubjectRequestRepository(ctx, audit)
         self.retention = RetentionRepository(ctx, audit)
+        self.cases = CaseRepository(ctx, audit)
 
     @property
     def engine(self) -> Engine:

@@ -79,7 +79,9 @@ class SubjectRepository:
                               ).rowcount
             s.execute(update(m.ReviewCase).where(m.ReviewCase.applicant_id.in_(
                 select(m.Applicant.id).where(m.Applicant.applicant_ref == applicant_ref)))
-                .values(status="closed_erased"))
+                .where(m.ReviewCase.closed_at.is_(None))
+                .values(status="closed_erased", closed_at=now, claimed_by=None,
+                        lease_until=None))
             s.execute(update(m.OAuthAccount).where(m.OAuthAccount.applicant_ref == applicant_ref)
                       .values(status="erased", subject_bidx=None, union_bidx=None,
                               phone_bidx=None, access_token_ct=None, refresh_token_ct=None,

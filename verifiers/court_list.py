@@ -11,7 +11,8 @@ as suspect; a case closed for lack of property (终结本次执行程序) is a s
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Mapping
 from typing import ClassVar, Literal
 
 from policies.case_number import case_number_problem
@@ -42,10 +43,11 @@ class CourtListAnswer(LicensedAnswer):
 def assess_entries(name: str, id_number: str, entries: Iterable[CourtEntry], *,
                    current_year: int) -> dict[str, str]:
     """Signals from the list's entries for one person: hit level, suspect records (with
-    `court_record_rule`, the rule the first suspect case number broke), property clue.
+    `court_record_rule`, the rule the first suspect case number broke), property clue, and
+    `court_entries`: the entries weighed (case number, level, status, suspect rule) as JSON
+    text, so that a whitelisted entry can be taken out later (`without_entries`).
     Entries that are someone else's (name or masked ID disagree) are ignored."""
-    hit, suspect, no_property = "none", "no", "no"
-    rule: str | None = None
+    weighed: list[dict[str, str]] = []
     for e in entries:
         if e.match == "confirmed":
             level = "confirmed"
@@ -54,19 +56,61 @@ def assess_entries(name: str, id_number: str, entries: Iterable[CourtEntry], *,
             level = "probable"
         else:
             continue
-        if level == "confirmed" or hit == "none":
-            hit = level
         problem = case_number_problem(e.case_number, current_year=current_year)
-        if problem is not None:
+        weighed.append({"case_number": e.case_number, "level": level, "status": e.status,
+                        "suspect": problem or ""})
+    return signals_of(weighed)
+
+
+def signals_of(weighed: Iterable[dict[str, str]]) -> dict[str, str]:
+    """The court signals of the entries weighed (see `assess_entries`)."""
+    hit, suspect, no_property = "none", "no", "no"
+    rule: str | None = None
+    kept = list(weighed)
+    for e in kept:
+        if e["level"] == "confirmed" or hit == "none":
+            hit = e["level"]
+        if e.get("suspect"):
             suspect = "yes"
-            rule = rule or problem
-        if e.status == "terminated_no_property":
+            rule = rule or e["suspect"]
+        if e["status"] == "terminated_no_property":
             no_property = "yes"
     signals = {"court_hit": hit, "court_record_suspect": suspect,
-               "court_no_property_case": no_property}
+               "court_no_property_case": no_property,
+               "court_entries": json.dumps(kept, ensure_ascii=False, separators=(",", ":"))}
     if rule is not None:
         signals["court_record_rule"] = rule
     return signals
+
+
+def entries_of(signals: Mapping[str, object]) -> list[dict[str, str]]:
+    """The entries a court step weighed, from its signals (none for older evidence)."""
+    raw = signals.get("court_entries")
+    if isinstance(raw, str):
+        loaded = json.loads(raw)
+        return [e for e in loaded if isinstance(e, dict)]
+    return list(raw) if isinstance(raw, list) else []
+
+
+STATUS_OF = {"none": StepStatus.PASSED, "probable": StepStatus.INCONCLUSIVE,
+             "confirmed": StepStatus.FAILED}
+REASON_OF = {"none": "NO_HIT", "probable": "PROBABLE_HIT", "confirmed": "CONFIRMED_HIT"}
+
+
+def without_entries(signals: Mapping[str, object], cleared: set[str]
+                    ) -> tuple[StepStatus, str, dict[str, object]] | None:
+    """A court step's status, reason and signals with the entries whose case numbers are in
+    `cleared` (a whitelist) taken out; None when none of its entries is cleared."""
+    entries = entries_of(signals)
+    kept = [e for e in entries if e.get("case_number") not in cleared]
+    if len(kept) == len(entries):
+        return None
+    fresh: dict[str, object] = {k: v for k, v in signals.items()
+                                if not k.startswith("court_")}
+    fresh.update(signals_of(kept))
+    fresh["court_whitelisted"] = len(entries) - len(kept)
+    hit = str(fresh["court_hit"])
+    return STATUS_OF[hit], REASON_OF[hit], fresh
 
 
 class CourtListVerifier(VendorVerifier[CourtListAnswer]):
@@ -89,10 +133,7 @@ class CourtListVerifier(VendorVerifier[CourtListAnswer]):
         if answer is None:
             return self.unusable(permit, reply)
         signals = assess_entries(name, number, answer.entries, current_year=answer.as_of.year)
-        status = {"none": StepStatus.PASSED, "probable": StepStatus.INCONCLUSIVE,
-                  "confirmed": StepStatus.FAILED}[signals["court_hit"]]
-        reason = {"none": "NO_HIT", "probable": "PROBABLE_HIT", "confirmed": "CONFIRMED_HIT"}[
-            signals["court_hit"]]
+        status, reason = STATUS_OF[signals["court_hit"]], REASON_OF[signals["court_hit"]]
         return Evidence(status=status, reason=reason, result_code=answer.result,
                         vendor_request_id=answer.request_id, as_of=answer.as_of,
                         fee_cents=answer.fee_cents, signals=signals,

@@ -3,6 +3,7 @@
 from idv.commands import (  # noqa: F401
     accounts,
     batches,
+    cases,
     compliance,
     consent,
     fees,

@@ -26,23 +26,49 @@ from idv.terminal import (
 def review_list(
     limit: Annotated[int, typer.Option(min=1, max=1000, help="Cases per page.")] = 50,
     offset: Annotated[int, typer.Option(min=0, help="Cases to skip (the page's start).")] = 0,
+    status: Annotated[list[str] | None, typer.Option(
+        help="open, waiting, pending_confirmation or closed (repeatable).")] = None,
+    queue: Annotated[str | None, typer.Option(help="analyst or supervisor.")] = None,
+    reason: Annotated[str | None, typer.Option(help="A reason code.")] = None,
+    assignee: Annotated[str | None, typer.Option(help="Assigned to this user.")] = None,
+    product: Annotated[str | None, typer.Option(help="A product code.")] = None,
+    tag: Annotated[str | None, typer.Option(help="Carrying this tag.")] = None,
+    older_than: Annotated[int | None, typer.Option(
+        "--older-than", min=0, help="Opened at least this many hours ago.")] = None,
+    due_within: Annotated[int | None, typer.Option(
+        "--due-within", min=0, help="Due within this many hours.")] = None,
+    mine: Annotated[bool, typer.Option("--mine", help="Assigned to or claimed by me.")] = False,
+    unassigned: Annotated[bool, typer.Option("--unassigned", help="Nobody's.")] = False,
+    view: Annotated[str | None, typer.Option(help="A saved view's filters.")] = None,
+    save_as: Annotated[str | None, typer.Option(
+        "--save-as", help="Save these filters as a view of this name.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Open review cases, oldest first, masked, a page at a time."""
+    """The review queue, most urgent first (due time, then priority), masked, a page at a
+    time; with filters, saved views and "my cases"."""
+    given = {"status": status or None, "queue": queue, "reason": reason,
+             "assignee": assignee, "product": product, "tag": tag,
+             "older_than_hours": older_than, "due_within_hours": due_within,
+             "mine": mine or None, "unassigned": unassigned or None, "view": view}
+    query = {k: v for k, v in given.items() if v is not None}
     with runtime() as rt:
-        page = rt.services.review.open_cases(actor=actor(), limit=limit, offset=offset)
+        cases = rt.services.cases
+        if save_as:
+            cases.save_view(save_as, query, actor=actor())
+        page = cases.queue({**query, "limit": limit, "offset": offset}, actor=actor())
         label = rt.services.review.reason_label
     if as_json:
-        emit({"total": page.total, "offset": page.offset, "limit": page.limit,
-              "more": page.more, "cases": [c.model_dump() for c in page.cases]})
+        emit(page.model_dump())
         return
     first = page.offset + 1 if page.cases else page.offset
-    table = Table(title=f"Open review cases {first}-{page.offset + len(page.cases)} "
-                        f"of {page.total}")
-    for col in ("case", "applicant", "outcome", "name", "ID number", "phone", "reasons"):
+    table = Table(title=f"Review cases {first}-{page.offset + len(page.cases)} of {page.total}")
+    for col in ("case", "applicant", "status", "queue", "prio", "due", "sla", "who", "name",
+                "ID number", "phone", "reasons"):
         table.add_column(col)
     for r in page.cases:
-        table.add_row(r.case_id, r.applicant_ref, r.outcome, r.name, r.id_number, r.phone or "",
+        table.add_row(r.case_id, r.applicant_ref, r.status, r.queue, str(r.priority),
+                      (r.due_at or "")[:16], r.sla, r.claimed_by or r.assignee or "",
+                      r.name or "", r.id_number or "", r.phone or "",
                       "; ".join(label(c) for c in r.reasons))
     console.print(table)
     if page.more:

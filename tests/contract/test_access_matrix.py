@@ -68,7 +68,9 @@ OPERATIONS: dict[str, list[Operation]] = {
     "compliance_pack": [lambda s, a: s.compliance.pack("2026-01-01", "2026-01-31", actor=a)],
 }
 AWAITING = {
-    # the case queue, the case page and decisions (services.cases, issue 17)
+    # the case queue, the case page and decisions: checked in services.cases (audited as
+    # `case.refused`, tests/integration/test_cases.py) after the case is found, so not in
+    # this generated matrix, which calls each operation without a case
     "case_work", "case_note", "decide", "request_info", "confirm", "reassign", "whitelist",
     "bulk", "refer",
     # the audit chain's reading and export (the accountability issue)

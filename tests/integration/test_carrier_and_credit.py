@@ -3,6 +3,7 @@ vendor answer off its schema, which is an `error`, never a pass."""
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import UTC, datetime
 
@@ -192,4 +193,7 @@ async def test_when_the_court_list_answers_then_hits_are_weighed_not_trusted(
     n = find_court(bucket)
     evidence = await run(CourtListVerifier, server.base_url, subject(n), "court_list")
     assert evidence.status is status
-    assert evidence.signals == signals
+    # The entries weighed travel beside the signals, for the case view and the whitelist.
+    weighed = json.loads(str(evidence.signals["court_entries"]))
+    assert {k: v for k, v in evidence.signals.items() if k != "court_entries"} == signals
+    assert len(weighed) == (0 if signals["court_hit"] == "none" else 1)

@@ -1,0 +1,143 @@
+"""The review queue at scale on PostgreSQL, printed (not a timed test).
+
+Loads N open cases (default 100,000) with their applicants and two steps each into a
+schema of its own, then times, server side (the service call, database round trips
+included, no HTTP): the queue's first page (50 cases, most urgent first, with the count),
+"next case" (claims one each time), and the case view of a random case. Prints p50 / p99
+in milliseconds against the targets: queue and next case < 300 ms, case view < 150 ms.
+
+Usage: IDV_BENCH_DATABASE_URL=postgresql://root@127.0.0.1:5432/test python bench/queue.py [N]
+(IDV_TEST_DATABASE_URL is used when the first is unset.) The schema is dropped at the end.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# This file's name is the standard library's `queue`: run as a script, its folder must not
+# shadow it for the libraries imported below.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
+
+import os
+import random
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import insert, text
+
+from flows.runtime import Runtime, Settings
+from idv.synthetic import make_id_number, make_name, make_phone
+from services.context import Actor
+from storage import models as m
+from storage.db import make_engine
+from storage.keyring import LocalKekProvider
+
+REASONS = ["ID_MISMATCH", "COURT_CONFIRMED_HIT", "CARRIER_MISMATCH", "CREDIT_THIN_FILE",
+           "BEHAVIOR_IMPOSSIBLE_TRAVEL", "ACCOUNT_SHARED_FEW", "HUMAN_REVIEW_REQUESTED"]
+CHUNK = 5000
+
+
+def load(rt: Runtime, n: int) -> None:
+    rng = random.Random(7)  # noqa: S311 - fictional data
+    cipher, rules = rt.store.cipher, rt.store.context.cases
+    now = datetime.now(UTC)
+    run_id = rt.store.runs.start(batch_name="bench", batch_sha256=None)
+    # One subject key for every row: the bench measures the queue, not key creation.
+    subject = "BENCH-KEY"
+    with rt.store.engine.begin() as conn:
+        for start in range(0, n, CHUNK):
+            apps, steps, cases = [], [], []
+            for i in range(start, min(n, start + CHUNK)):
+                aid = str(uuid.uuid4())
+                enc = {col: cipher.encrypt(value, subject=subject, table="applicants",
+                                           column=col, row=aid)
+                       for col, value in (("name", make_name(rng)),
+                                          ("id_number", make_id_number(rng)),
+                                          ("phone", make_phone(rng)))}
+                reasons = rng.sample(REASONS, rng.randint(1, 3))
+                opened = now - timedelta(minutes=rng.randint(0, 60 * 24 * 10))
+                apps.append({"id": aid, "applicant_ref": f"BQ-{i:07d}", "product":
+                             rng.choice(["consumer_loan", "credit_line"]),
+                             "id_type": "resident_id", "name_ct": enc["name"],
+                             "id_number_ct": enc["id_number"], "phone_ct": enc["phone"],
+                             "id_number_bidx": None, "phone_bidx": None, "outcome": "review",
+                             "human_review_requested": False, "score": rng.randint(20, 69),
+                             "policy_version": "bench", "reasons": reasons, "features": {},
+                             "run_id": run_id, "created_at": opened, "decided_at": opened})
+                for pos, step in enumerate(("id_check", "court_list")):
+                    steps.append({"id": str(uuid.uuid4()), "applicant_id": aid,
+                                  "run_id": run_id, "position": pos, "step": step,
+                                  "status": "passed", "reason": "MATCH", "consent_ids": [],
+                                  "fee_cents": 15, "attempts": 1, "signals": {},
+                                  "vendor_request_id": f"req-{i}-{pos}", "created_at": opened})
+                row = dict(id=str(uuid.uuid4()), applicant_id=aid, status="open",
+                           outcome="review", reasons=reasons, opened_at=opened,
+                           product=apps[-1]["product"], priority=rules.priority(reasons),
+                           due_at=rules.due(reasons, opened),
+                           queue="supervisor" if i % 10 == 0 else "analyst", tags=[],
+                           evidence_version=1, updated_at=opened)
+                cases.append(row)
+            conn.execute(insert(m.Applicant), apps)
+            conn.execute(insert(m.StepResult), steps)
+            conn.execute(insert(m.ReviewCase), cases)
+        conn.execute(text("ANALYZE"))
+
+
+def timed(fn, runs: int) -> tuple[float, float]:
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1000)
+    samples.sort()
+    return statistics.median(samples), samples[max(0, int(len(samples) * 0.99) - 1)]
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+    url = os.environ.get("IDV_BENCH_DATABASE_URL") or os.environ.get("IDV_TEST_DATABASE_URL")
+    if not url or not url.startswith("postgresql"):
+        sys.exit("set IDV_BENCH_DATABASE_URL to a PostgreSQL URL")
+    schema = f"idv_bench_{uuid.uuid4().hex[:10]}"
+    admin = make_engine(url)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    tmp = Path(tempfile.mkdtemp())
+    key = tmp / "keys" / "idv.key"
+    LocalKekProvider(key, create=True, development=True)
+    rt = Runtime(Settings(home=tmp / "home", database_url=url, database_schema=schema,
+                          key_file=key))
+    try:
+        t0 = time.perf_counter()
+        load(rt, n)
+        print(f"loaded {n:,} open cases in {time.perf_counter() - t0:.0f} s")
+        svc = rt.services.cases
+        analyst = Actor("bench-analyst", "analyst")
+        page = svc.queue({}, actor=analyst)
+        assert page.total == n, page.total
+        ids = [c.case_id for c in svc.queue({"limit": 1000}, actor=analyst).cases]
+        rng = random.Random(3)  # noqa: S311
+        figures = {
+            "queue page (50)": (timed(lambda: svc.queue({}, actor=analyst), 200), 300),
+            "queue page, filtered by reason": (timed(lambda: svc.queue(
+                {"reason": "COURT_CONFIRMED_HIT"}, actor=analyst), 100), 300),
+            "next case": (timed(lambda: svc.next_case(actor=analyst), 200), 300),
+            "case view": (timed(lambda: svc.view(rng.choice(ids), actor=analyst), 200), 150),
+        }
+        for name, ((p50, p99), target) in figures.items():
+            verdict = "ok" if p99 < target else "OVER"
+            print(f"{name:32} p50 {p50:7.1f} ms   p99 {p99:7.1f} ms   target < {target} ms "
+                  f"{verdict}")
+    finally:
+        rt.close()
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,923 @@
+"""The analyst workbench: the queue, the case view, claims, notes, reveals, decisions with
+four eyes, tags, snoozes, escalation, assignment, the court whitelist and outreach.
+
+Every operation takes an `Actor` and checks its permission (`policies/access.yaml`) here.
+A refusal is a `services.errors.ServiceError` naming the field and the rule; a refusal of an
+operation on a case (no permission, not claimed, an expired lease, confirming one's own) is
+audited (`case.refused`) and changes nothing else. Personal values leave this module masked,
+except the one field `reveal` returns to a role that may, with a reason, within the day's
+limit (`policies/cases.yaml`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from policies.access import AccessDenied, AccessPolicy, check_free_text
+from policies.cases import CHANNELS, DISPOSITIONS, CasePolicy
+from policies.masking import mask, mask_text
+from policies.scorecard import Scorecard
+from services.context import Actor
+from services.errors import (
+    Conflict,
+    Denied,
+    InvalidInput,
+    NotFound,
+    ServiceError,
+    Unavailable,
+    from_validation,
+)
+from services.explain import ExplainService
+from services.subjects import permit
+from storage.cases import CaseFilter
+from storage.records import CaseRecord
+from storage.store import Store
+from verifiers.court_list import entries_of
+
+MAX_PAGE = 1000
+STATUSES = ("open", "waiting", "pending_confirmation", "closed")
+Action = Literal["approve", "reject", "request_info", "escalate", "refer", "close"]
+ACTIONS: tuple[str, ...] = ("approve", "reject", "request_info", "escalate", "refer", "close")
+# Adverse decisions wait for a second person with `confirm` (four eyes).
+FOUR_EYES = ("reject", "refer")
+# Court-list reasons a reject may rest on: re-queried before the reject is confirmed.
+COURT_REASONS = ("COURT_CONFIRMED_HIT", "COURT_PROBABLE_HIT")
+_TAG_RE = re.compile(r"[a-z0-9][a-z0-9_:-]{0,31}\Z")
+TAG_RULE = "must be 1-32 lower-case letters, digits or _:- starting with a letter or digit"
+_UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+CaseId = Annotated[str, StringConstraints(pattern=_UUID)]
+Reason = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+Tag = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_:-]{0,31}$")]
+Who = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,119}$")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --- requests ---------------------------------------------------------------------------------
+
+
+class QueueQuery(_Model):
+    """The queue, narrowed. `older_than_hours`: opened at least that long ago."""
+
+    status: tuple[Literal["open", "waiting", "pending_confirmation", "closed"], ...] = ()
+    queue: Literal["analyst", "supervisor"] | None = None
+    reason: Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]{1,63}$")] | None = None
+    assignee: Who | None = None
+    product: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")] | None = None
+    tag: Tag | None = None
+    older_than_hours: int | None = Field(None, ge=0, le=24 * 365)
+    due_within_hours: int | None = Field(None, ge=0, le=24 * 365)
+    mine: bool = False
+    unassigned: bool = False
+    include_snoozed: bool = True
+    view: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = None
+    limit: int = Field(50, ge=1, le=MAX_PAGE)
+    offset: int = Field(0, ge=0)
+
+
+class DecisionRequest(_Model):
+    action: Action
+    reason: Reason
+    disposition: Literal["false_positive", "valuable_alert", "confirmed_risk"] | None = None
+    # The evidence version the decider saw (`CaseView.evidence_version`); None: the current.
+    evidence_version: int | None = Field(None, ge=1)
+    # request_info
+    template: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")] | None = None
+    channel: Literal["sms", "in_app", "wechat_template"] | None = None
+
+
+class RevealRequest(_Model):
+    field: Literal["name", "id_number", "phone"]
+    reason_code: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+    reason: Reason
+
+
+# --- answers ----------------------------------------------------------------------------------
+
+
+class CaseSummary(_Model):
+    """One case as the queue shows it: identifiers masked."""
+
+    case_id: str
+    applicant_ref: str
+    status: str
+    outcome: str
+    queue: str
+    priority: int
+    reasons: list[str]
+    product: str | None
+    tags: list[str]
+    assignee: str | None
+    claimed_by: str | None
+    lease_until: str | None
+    snoozed_until: str | None
+    opened_at: str
+    due_at: str | None
+    sla: Literal["on_time", "due_soon", "breached", "closed"]
+    evidence_version: int
+    name: str | None
+    id_number: str | None
+    phone: str | None
+
+
+class QueuePage(_Model):
+    total: int
+    offset: int
+    limit: int
+    more: int
+    cases: list[CaseSummary]
+
+
+class LabelledReason(_Model):
+    code: str
+    en: str
+    zh: str
+    priority: int
+    sla_hours: int
+
+
+class Points(_Model):
+    feature: str
+    value: str | int | float | bool | None
+    band: str
+    points: int
+    reason: str | None
+    label: str
+
+
+class StepConsent(_Model):
+    consent_id: str
+    purpose: str | None
+    notice_version: str | None
+    granted_at: str | None
+
+
+class StepEvidence(_Model):
+    step: str
+    status: str
+    reason: str
+    as_of: str | None
+    vendor_request_id: str | None
+    fee_cents: int
+    consents: list[StepConsent]
+
+
+class CourtEntryView(_Model):
+    case_number: str
+    level: str
+    status: str
+    whitelisted: bool
+
+
+class AlertView(_Model):
+    alert_id: str
+    rule: str
+    created_at: str
+    evidence: dict[str, Any]
+
+
+class TimelineEvent(_Model):
+    seq: int
+    at: str
+    kind: str
+    actor: str | None
+    case_id: str | None
+
+
+class NoteView(_Model):
+    note_id: str
+    author: str
+    created_at: str
+    text: str
+
+
+class DecisionView(_Model):
+    decision_id: str
+    action: str
+    disposition: str | None
+    actor: str
+    role: str
+    reason: str
+    evidence_version: int
+    status: str
+    decided_at: str
+    confirmed_by: str | None
+    confirmed_at: str | None
+    voided_at: str | None
+
+
+class OutreachView(_Model):
+    outreach_id: str
+    template: str
+    channel: str
+    status: str
+    delivery: str | None
+    sent_by: str
+    sent_at: str
+    expires_at: str
+    answered_at: str | None
+
+
+class CaseView(_Model):
+    """Everything a person needs to decide one case; personal values masked."""
+
+    case: CaseSummary
+    reasons: list[LabelledReason]
+    score: int | None
+    policy_version: str | None
+    points: list[Points]
+    alerts: list[AlertView]
+    steps: list[StepEvidence]
+    court_entries: list[CourtEntryView]
+    decisions: list[DecisionView]
+    notes: list[NoteView]
+    outreach: list[OutreachView]
+    timeline: list[TimelineEvent]
+
+
+class Outcome(_Model):
+    """What an operation on a case did."""
+
+    case_id: str
+    status: str
+    queue: str
+    decision_id: str | None = None
+    pending_confirmation: bool = False
+    claimed_by: str | None = None
+    lease_until: str | None = None
+    note: str | None = None
+
+
+class Revealed(_Model):
+    case_id: str
+    field: str
+    value: str | None
+    left_today: int
+
+
+class Dossier(_Model):
+    """A referral's dossier: the JSON document (canonical form, the bytes signed), its
+    SHA-256, and the detached Ed25519 signature and public key (base64)."""
+
+    document: str
+    sha256: str
+    signature: str
+    public_key: str
+
+
+class BulkResult(_Model):
+    changed: list[str]
+    skipped: list[str]
+
+
+def _iso(v: datetime | None) -> str | None:
+    return v.isoformat() if v is not None else None
+
+
+def _iso_date(v: Any) -> str | None:
+    return v.isoformat() if v is not None else None
+
+
+def _tag(value: str) -> str:
+    if _TAG_RE.match(value) is None:
+        raise InvalidInput("tag", TAG_RULE)
+    return value
+
+
+def _case_id(value: str) -> str:
+    if re.match(_UUID, value) is None:
+        raise InvalidInput("case_id", "must be a case id (a UUID as `idv review list` prints)")
+    return value
+
+
+class CaseService:
+    """See the module docstring. `court_requery` (when wired) re-asks the court list about
+    one applicant through the gate and returns the hit level now (`none`, `probable`,
+    `confirmed`) and the entries' case numbers, or raises `Unavailable`."""
+
+    def __init__(self, store: Store, access: AccessPolicy, scorecard: Scorecard,
+                 policy: CasePolicy, *, court_requery: Callable[[str], dict[str, Any]] | None
+                 = None, outreach_channel: Callable[[str, str, str], dict[str, Any]] | None
+                 = None) -> None:
+        self.store = store
+        self.access = access
+        self.card = scorecard
+        self.policy = policy
+        self.court_requery = court_requery
+        self.outreach_channel = outreach_channel
+
+    # --- the guard ------------------------------------------------------------------------
+
+    def _now(self) -> datetime:
+        return self.store.clock()
+
+    def _refuse(self, exc: ServiceError, actor: Actor, action: str,
+                case_id: str | None) -> ServiceError:
+        self.store.cases.record_refusal(case_id, {
+            "actor": actor.name, "role": actor.role, "action": action, "field": exc.field,
+            "rule": exc.rule})
+        return exc
+
+    def _permit(self, actor: Actor, permission: str, action: str,
+                case_id: str | None = None) -> None:
+        try:
+            permit(self.access, actor, permission)
+        except Denied as exc:
+            raise self._refuse(exc, actor, action, case_id) from None
+
+    def _queues(self, actor: Actor) -> tuple[str, ...]:
+        held = self.access.roles.get(actor.role, frozenset())
+        return ("analyst", "supervisor") if "confirm" in held else ("analyst",)
+
+    def _case(self, case_id: str) -> CaseRecord:
+        found = self.store.cases.get(_case_id(case_id))
+        if found is None:
+            raise NotFound("case_id", "no such case")
+        return found
+
+    def _require_claim(self, case: CaseRecord, actor: Actor, action: str) -> None:
+        now = self._now()
+        if case.claimed_by != actor.name:
+            raise self._refuse(Conflict("case_id", "claim the case first (`idv review claim`)"),
+                               actor, action, case.case_id)
+        if case.lease_until is None or case.lease_until < now:
+            raise self._refuse(Conflict("lease", "the claim's lease has expired: claim again"),
+                               actor, action, case.case_id)
+
+    # --- the queue ------------------------------------------------------------------------
+
+    def summary(self, case: CaseRecord, person: Any, now: datetime) -> CaseSummary:
+        live = case.lease_until is not None and case.lease_until >= now
+        sla = ("closed" if case.closed_at else
+               self.policy.sla_state(case.due_at, now) if case.due_at else "on_time")
+        return CaseSummary(
+            case_id=case.case_id, applicant_ref=case.applicant_ref, status=case.status,
+            outcome=case.outcome, queue=case.queue, priority=case.priority,
+            reasons=list(case.reasons), product=case.product, tags=list(case.tags),
+            assignee=case.assignee, claimed_by=case.claimed_by if live else None,
+            lease_until=_iso(case.lease_until) if live else None,
+            snoozed_until=_iso(case.snoozed_until), opened_at=case.opened_at.isoformat(),
+            due_at=_iso(case.due_at), sla=sla,  # type: ignore[arg-type]
+            evidence_version=case.evidence_version,
+            name=mask("name", person.name.get_secret_value()) if person else None,
+            id_number=mask("id_number", person.id_number.get_secret_value()) if person else None,
+            phone=mask("phone", person.phone.get_secret_value())
+            if person and person.phone else None)
+
+    def queue(self, query: QueueQuery | dict[str, Any], *, actor: Actor) -> QueuePage:
+        """A page of the queue, most urgent first; a saved view's filters under the query's."""
+        q = self._query(query)
+        self._permit(actor, "read_masked", "list")
+        if q.view is not None:
+            saved = self.store.cases.views(actor.name).get(q.view)
+            if saved is None:
+                raise NotFound("view", "no such saved view")
+            given = q.model_dump(exclude_unset=True, exclude={"view"})
+            q = self._query({**saved, **given})
+        now = self._now()
+        f = CaseFilter(
+            statuses=tuple(q.status), queues=(q.queue,) if q.queue else (), reason=q.reason,
+            tag=q.tag, assignee=q.assignee, unassigned=q.unassigned,
+            mine=actor.name if q.mine else None, product=q.product,
+            opened_before=now - timedelta(hours=q.older_than_hours)
+            if q.older_than_hours is not None else None,
+            due_before=now + timedelta(hours=q.due_within_hours)
+            if q.due_within_hours is not None else None,
+            include_snoozed=q.include_snoozed)
+        total, rows = self.store.cases.listing(f, now=now, limit=q.limit, offset=q.offset,
+                                               actor=actor.name)
+        cases = [self.summary(r.case, r.person, now) for r in rows]
+        return QueuePage(total=total, offset=q.offset, limit=q.limit,
+                         more=max(0, total - q.offset - len(cases)), cases=cases)
+
+    @staticmethod
+    def _query(query: QueueQuery | dict[str, Any]) -> QueueQuery:
+        if isinstance(query, QueueQuery):
+            return query
+        try:
+            return QueueQuery.model_validate(query)
+        except ValidationError as exc:
+            raise from_validation(exc) from None
+
+    def save_view(self, name: str, query: QueueQuery | dict[str, Any], *, actor: Actor
+                  ) -> dict[str, Any]:
+        self._permit(actor, "read_masked", "save_view")
+        if re.match(r"[A-Za-z0-9_-]{1,64}\Z", name) is None:
+            raise InvalidInput("name", "must be 1-64 letters, digits, _ or -")
+        q = self._query(query)
+        filters = q.model_dump(exclude_unset=True, exclude={"view", "limit", "offset"},
+                               mode="json")
+        self.store.cases.save_view(actor.name, name, filters)
+        return {"name": name, "filters": filters}
+
+    def views(self, *, actor: Actor) -> dict[str, dict[str, Any]]:
+        self._permit(actor, "read_masked", "views")
+        return self.store.cases.views(actor.name)
+
+    # --- claims ---------------------------------------------------------------------------
+
+    def _outcome(self, case_id: str, **kw: Any) -> Outcome:
+        c = self._case(case_id)
+        live = c.lease_until is not None and c.lease_until >= self._now()
+        return Outcome(case_id=c.case_id, status=c.status, queue=c.queue,
+                       claimed_by=c.claimed_by if live else None,
+                       lease_until=_iso(c.lease_until) if live else None, **kw)
+
+    def claim(self, case_id: str, *, actor: Actor) -> Outcome:
+        """Claim a case (or renew one's claim) for the policy's lease."""
+        case = self._case(case_id)
+        self._permit(actor, "case_work", "claim", case.case_id)
+        now = self._now()
+        if case.queue not in self._queues(actor):
+            raise self._refuse(Denied("queue", f"the {case.queue} queue is not this role's"),
+                               actor, "claim", case.case_id)
+        if not self.store.cases.claim(case.case_id, actor=actor.name,
+                                      queues=self._queues(actor), now=now,
+                                      until=now + self.policy.lease):
+            rule = ("the case is closed" if case.closed_at else
+                    "assigned to someone else" if case.assignee not in (None, actor.name)
+                    else "claimed by someone else")
+            raise self._refuse(Conflict("case_id", rule), actor, "claim", case.case_id)
+        return self._outcome(case.case_id)
+
+    def next_case(self, *, actor: Actor) -> Outcome | None:
+        """Claim the oldest due unassigned case this user may work; None when none is left."""
+        self._permit(actor, "case_work", "next")
+        now = self._now()
+        self.wake(now=now)
+        case_id = self.store.cases.next_case(actor=actor.name, queues=self._queues(actor),
+                                             now=now, until=now + self.policy.lease)
+        return self._outcome(case_id) if case_id else None
+
+    def release(self, case_id: str, *, actor: Actor) -> Outcome:
+        case = self._case(case_id)
+        self._permit(actor, "case_work", "release", case.case_id)
+        if not self.store.cases.release(case.case_id, actor=actor.name, now=self._now()):
+            raise self._refuse(Conflict("case_id", "not claimed by you"), actor, "release",
+                               case.case_id)
+        return self._outcome(case.case_id)
+
+    # --- the case view --------------------------------------------------------------------
+
+    def view(self, case_id: str, *, actor: Actor) -> CaseView:
+        """The case page's content, masked; the read is audited."""
+        case = self._case(case_id)
+        self._permit(actor, "read_masked", "show", case.case_id)
+        now = self._now()
+        ref = case.applicant_ref
+        person = self.store.cases.person(case.case_id)
+        stored = self.store.applicants.get(ref) if person is not None else None
+        points: list[Points] = []
+        alerts: list[AlertView] = []
+        if stored is not None:
+            explained = ExplainService(self.store, self.card).explain(ref)
+            points = [Points(**{k: c[k] for k in Points.model_fields})
+                      for c in explained["contributions"]]
+            alerts = [AlertView(alert_id=a["alert_id"], rule=a["rule"],
+                                created_at=a["created_at"], evidence=a["evidence"])
+                      for a in explained["alerts"]]
+        grants = {g.consent_id: g for g in self.store.ledger.grants_for(ref)}
+        cleared = {w.case_number for w in self.store.cases.whitelisted(ref)}
+        steps, entries = [], []
+        for st in stored.steps if stored else ():
+            steps.append(StepEvidence(
+                step=st.step, status=st.status, reason=st.reason,
+                as_of=st.as_of.isoformat() if st.as_of else None,
+                vendor_request_id=st.vendor_request_id, fee_cents=st.fee_cents,
+                consents=[StepConsent(
+                    consent_id=cid, purpose=grants[cid].purpose if cid in grants else None,
+                    notice_version=grants[cid].notice_version if cid in grants else None,
+                    granted_at=grants[cid].granted_at.isoformat() if cid in grants else None)
+                    for cid in st.consent_ids]))
+            for e in entries_of(st.signals) if st.step == "court_list" else []:
+                entries.append(CourtEntryView(
+                    case_number=e["case_number"], level=e["level"], status=e["status"],
+                    whitelisted=e["case_number"] in cleared))
+        labels = self.card.reasons
+        reasons = [LabelledReason(
+            code=c, en=labels[c].en if c in labels else c, zh=labels[c].zh if c in labels else c,
+            priority=self.policy.rule(c).priority, sla_hours=self.policy.rule(c).sla_hours)
+            for c in case.reasons]
+        timeline = [TimelineEvent(seq=e.seq, at=e.at.isoformat(), kind=e.kind,
+                                  actor=e.detail.get("actor") if isinstance(
+                                      e.detail.get("actor"), str) else None,
+                                  case_id=e.detail.get("case_id") if isinstance(
+                                      e.detail.get("case_id"), str) else None)
+                    for e in self.store.audit.events(subject_ref=ref)]
+        # Free text (notes, reasons) masked for ID and phone shapes and the applicant's name.
+        names = (person.name.get_secret_value(),) if person is not None else ()
+        self.store.audit.record("case.viewed", ref, {
+            "case_id": case.case_id, "actor": actor.name, "role": actor.role, "masked": True})
+        return CaseView(
+            case=self.summary(case, person, now), reasons=reasons,
+            score=stored.score if stored else None,
+            policy_version=stored.policy_version if stored else None, points=points,
+            alerts=alerts, steps=steps, court_entries=entries,
+            decisions=[self._decision_view(d, names)
+                       for d in self.store.cases.decisions(case.case_id)],
+            notes=[NoteView(note_id=n.note_id, author=n.author,
+                            created_at=n.created_at.isoformat(),
+                            text=mask_text(n.body.get_secret_value(), names))
+                   for n in self.store.cases.notes(case.case_id)],
+            outreach=[OutreachView(
+                outreach_id=o.outreach_id, template=o.template, channel=o.channel,
+                status=o.status, delivery=o.delivery, sent_by=o.sent_by,
+                sent_at=o.sent_at.isoformat(), expires_at=o.expires_at.isoformat(),
+                answered_at=_iso(o.answered_at)) for o in self.store.cases.outreach(case.case_id)],
+            timeline=timeline)
+
+    @staticmethod
+    def _decision_view(d: Any, names: tuple[str, ...] = ()) -> DecisionView:
+        return DecisionView(
+            decision_id=d.decision_id, action=d.action, disposition=d.disposition, actor=d.actor,
+            role=d.role, reason=mask_text(d.reason.get_secret_value(), names),
+            evidence_version=d.evidence_version, status=d.status,
+            decided_at=d.decided_at.isoformat(), confirmed_by=d.confirmed_by,
+            confirmed_at=_iso(d.confirmed_at), voided_at=_iso(d.voided_at))
+
+    # --- notes and reveals ----------------------------------------------------------------
+
+    def note(self, case_id: str, text: str, *, actor: Actor) -> Outcome:
+        case = self._case(case_id)
+        self._permit(actor, "case_note", "note", case.case_id)
+        if not text.strip() or len(text) > 4000:
+            raise InvalidInput("text", "must be 1-4000 characters")
+        note_id = self.store.cases.add_note(case.case_id, author=actor.name, body=text)
+        return self._outcome(case.case_id, note=note_id)
+
+    def reveal(self, case_id: str, req: RevealRequest | dict[str, Any], *, actor: Actor
+               ) -> Revealed:
+        """One unmasked field of the case's applicant, to a role with `reveal`, with a
+        reason from the policy's list and free text, within the per-user daily limit."""
+        case = self._case(case_id)
+        if not isinstance(req, RevealRequest):
+            try:
+                req = RevealRequest.model_validate(req)
+            except ValidationError as exc:
+                raise from_validation(exc) from None
+        self._permit(actor, "reveal", "reveal", case.case_id)
+        rules = self.policy.reveal
+        if req.reason_code not in rules.reasons:
+            raise self._refuse(InvalidInput(
+                "reason_code", f"must be one of {', '.join(sorted(rules.reasons))}"),
+                actor, "reveal", case.case_id)
+        try:
+            check_free_text(self.access, req.reason)
+        except AccessDenied as exc:
+            raise self._refuse(InvalidInput(exc.field, exc.rule), actor, "reveal",
+                               case.case_id) from None
+        now = self._now()
+        day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        used = self.store.cases.reveals_since(actor.name, day)
+        if used >= rules.per_user_per_day:
+            raise self._refuse(Denied("reveal", f"the daily limit of {rules.per_user_per_day} "
+                                      "reveals is reached"), actor, "reveal", case.case_id)
+        person = self.store.cases.person(case.case_id)
+        if person is None:
+            raise self._refuse(Denied("applicant_ref", "the subject is erased"), actor,
+                               "reveal", case.case_id)
+        self.store.cases.record_reveal(case.case_id, actor=actor.name, role=actor.role,
+                                       field=req.field, reason_code=req.reason_code,
+                                       reason_text=mask_text(
+                                           req.reason, (person.name.get_secret_value(),)))
+        value = getattr(person, req.field)
+        return Revealed(case_id=case.case_id, field=req.field,
+                        value=value.get_secret_value() if value is not None else None,
+                        left_today=rules.per_user_per_day - used - 1)
+
+    # --- decisions ------------------------------------------------------------------------
+
+    def decide(self, case_id: str, req: DecisionRequest | dict[str, Any], *, actor: Actor
+               ) -> Outcome:
+        """Approve, reject, request information, escalate, refer or close. Reject and refer
+        wait for a second person's confirmation (`confirm`)."""
+        case = self._case(case_id)
+        if not isinstance(req, DecisionRequest):
+            try:
+                req = DecisionRequest.model_validate(req)
+            except ValidationError as exc:
+                raise from_validation(exc) from None
+        needs = {"request_info": "request_info", "refer": "refer"}.get(req.action, "decide")
+        self._permit(actor, needs, req.action, case.case_id)
+        self._require_claim(case, actor, req.action)
+        seen = req.evidence_version or case.evidence_version
+        if seen != case.evidence_version:
+            raise self._refuse(Conflict("evidence_version", "the evidence changed since it "
+                                        "was read: read the case again"), actor, req.action,
+                               case.case_id)
+        if case.status == "pending_confirmation":
+            raise self._refuse(Conflict("case_id", "a decision waits for confirmation"),
+                               actor, req.action, case.case_id)
+        now = self._now()
+        detail: dict[str, Any] = {}
+        values: dict[str, Any]
+        status = "done"
+        if req.action == "close":
+            if req.disposition is None:
+                raise self._refuse(InvalidInput(
+                    "disposition", f"closing needs one of {', '.join(DISPOSITIONS)}"),
+                    actor, req.action, case.case_id)
+            values = {"status": "closed", "closed_at": now, "resolution": "close",
+                      "disposition": req.disposition, "claimed_by": None, "lease_until": None}
+        elif req.action == "approve":
+            values = {"status": "closed", "closed_at": now, "resolution": "approve",
+                      "disposition": req.disposition, "claimed_by": None, "lease_until": None}
+        elif req.action in FOUR_EYES:
+            status = "pending"
+            values = {"status": "pending_confirmation", "queue": "supervisor",
+                      "claimed_by": None, "lease_until": None}
+        elif req.action == "escalate":
+            if case.queue == "supervisor":
+                raise self._refuse(Conflict("queue", "already in the supervisor queue"),
+                                   actor, req.action, case.case_id)
+            values = {"queue": "supervisor", "claimed_by": None, "lease_until": None,
+                      "assignee": None}
+        else:  # request_info
+            sent = self._send_outreach(case, req, actor)
+            detail = {"outreach_id": sent["outreach_id"], "delivery": sent["delivery"]}
+            # The case waits for the answer; a message that failed leaves it with the analyst.
+            values = ({"status": "waiting", "snoozed_until": sent["expires_at"],
+                       "claimed_by": None, "lease_until": None}
+                      if sent["delivery"] != "failed" else {})
+        decision_id = self.store.cases.add_decision(
+            case.case_id, action=req.action, actor=actor.name, role=actor.role,
+            reason=req.reason, evidence_version=seen, status=status,
+            disposition=req.disposition, detail=detail, case_values=values,
+            expect_claim=(actor.name, now))
+        if decision_id is None:
+            raise self._refuse(Conflict("case_id", "the case changed meanwhile: read it "
+                                        "again"), actor, req.action, case.case_id)
+        return self._outcome(case.case_id, decision_id=decision_id,
+                             pending_confirmation=status == "pending")
+
+    def confirm(self, case_id: str, *, actor: Actor, reason: str = "") -> Outcome:
+        """A second person confirms a pending reject or referral. Nobody confirms their own;
+        a reject resting on a court-list hit is re-queried first (a hit that no longer
+        stands voids the reject and says so)."""
+        case = self._case(case_id)
+        self._permit(actor, "confirm", "confirm", case.case_id)
+        pending = [d for d in self.store.cases.decisions(case.case_id) if d.status == "pending"]
+        if not pending:
+            raise self._refuse(Conflict("case_id", "no decision waits for confirmation"),
+                               actor, "confirm", case.case_id)
+        decision = pending[-1]
+        if decision.actor == actor.name:
+            raise self._refuse(Denied("actor", "nobody confirms their own decision"),
+                               actor, "confirm", case.case_id)
+        self._require_claim(case, actor, "confirm")
+        if decision.action == "refer":
+            self._permit(actor, "refer", "confirm", case.case_id)
+        detail: dict[str, Any] = {}
+        if decision.action == "reject" and any(r in COURT_REASONS for r in case.reasons):
+            detail["court_requery"] = self._requery(case, actor)
+            if detail["court_requery"]["hit"] == "none":
+                self.store.cases.touch_evidence(case.case_id, cause="court_hit_cleared")
+                return self._outcome(case.case_id, decision_id=decision.decision_id,
+                                     note="the court-list hit no longer stands: the reject "
+                                          "is void; decide again")
+        now = self._now()
+        resolution = "reject" if decision.action == "reject" else "refer"
+        values = {"status": "closed", "closed_at": now, "resolution": resolution,
+                  "disposition": decision.disposition or "confirmed_risk",
+                  "claimed_by": None, "lease_until": None}
+        if not self.store.cases.confirm(decision.decision_id, actor=actor.name, now=now,
+                                        case_values=values, detail=detail):
+            raise self._refuse(Conflict("case_id", "the evidence changed since the decision "
+                                        "was proposed: it is void"), actor, "confirm",
+                               case.case_id)
+        return self._outcome(case.case_id, decision_id=decision.decision_id)
+
+    def _requery(self, case: CaseRecord, actor: Actor) -> dict[str, Any]:
+        if self.court_requery is None:
+            raise self._refuse(Unavailable("court", "no court-list source is wired here"),
+                               actor, "confirm", case.case_id)
+        return self.court_requery(case.applicant_ref)
+
+    # --- queue operations -----------------------------------------------------------------
+
+    def snooze(self, case_id: str, until: datetime, *, actor: Actor) -> Outcome:
+        case = self._case(case_id)
+        self._permit(actor, "case_work", "snooze", case.case_id)
+        self._require_claim(case, actor, "snooze")
+        now = self._now()
+        until = until if until.tzinfo else until.replace(tzinfo=UTC)
+        if until <= now or until > now + timedelta(days=90):
+            raise InvalidInput("until", "must be in the future, within 90 days")
+        self.store.cases.change(case.case_id, "case.snoozed", {
+            "actor": actor.name, "until": until.isoformat()}, expect_claim=(actor.name, now),
+            status="waiting", snoozed_until=until, claimed_by=None, lease_until=None,
+            updated_at=now)
+        return self._outcome(case.case_id)
+
+    def escalate(self, case_id: str, reason: str, *, actor: Actor) -> Outcome:
+        return self.decide(case_id, {"action": "escalate", "reason": reason}, actor=actor)
+
+    def assign(self, case_id: str, assignee: str | None, *, actor: Actor) -> Outcome:
+        """Assign a case to a person (or to nobody: back to the queue), for `reassign`."""
+        case = self._case(case_id)
+        self._permit(actor, "reassign", "assign", case.case_id)
+        if assignee is not None and re.match(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,119}\Z",
+                                             assignee) is None:
+            raise InvalidInput("assignee", "must be a user name")
+        now = self._now()
+        self.store.cases.change(case.case_id, "case.assigned", {
+            "actor": actor.name, "assignee": assignee}, assignee=assignee, claimed_by=None,
+            lease_until=None, updated_at=now)
+        return self._outcome(case.case_id)
+
+    def tag(self, case_id: str, add: Iterable[str] = (), remove: Iterable[str] = (), *,
+            actor: Actor) -> Outcome:
+        case = self._case(case_id)
+        self._permit(actor, "case_work", "tag", case.case_id)
+        add, remove = [_tag(t) for t in add], [_tag(t) for t in remove]
+        self.store.cases.add_tags(case.case_id, add, remove, actor=actor.name, now=self._now())
+        return self._outcome(case.case_id)
+
+    def bulk_assign(self, case_ids: Iterable[str], assignee: str, *, actor: Actor
+                    ) -> BulkResult:
+        self._permit(actor, "bulk", "bulk_assign")
+        ids = [_case_id(c) for c in case_ids]
+        if re.match(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,119}\Z", assignee) is None:
+            raise InvalidInput("assignee", "must be a user name")
+        changed = self.store.cases.change_many(ids, "case.assigned", {
+            "actor": actor.name, "assignee": assignee, "bulk": True}, assignee=assignee,
+            claimed_by=None, lease_until=None, updated_at=self._now())
+        return BulkResult(changed=changed, skipped=[c for c in ids if c not in changed])
+
+    def bulk_close(self, case_ids: Iterable[str], disposition: str, reason: str, *,
+                   actor: Actor) -> BulkResult:
+        """Close many cases with one disposition (a supervisor clearing false positives)."""
+        self._permit(actor, "bulk", "bulk_close")
+        ids = [_case_id(c) for c in case_ids]
+        if disposition not in DISPOSITIONS:
+            raise InvalidInput("disposition", f"must be one of {', '.join(DISPOSITIONS)}")
+        if len(reason.strip()) < self.access.min_reason_chars:
+            raise InvalidInput("reason",
+                               f"at least {self.access.min_reason_chars} characters are required")
+        now = self._now()
+        changed = self.store.cases.change_many(ids, "case.closed", {
+            "actor": actor.name, "disposition": disposition, "bulk": True},
+            status="closed", closed_at=now, resolution="close", disposition=disposition,
+            claimed_by=None, lease_until=None, updated_at=now)
+        return BulkResult(changed=changed, skipped=[c for c in ids if c not in changed])
+
+    def wake(self, *, now: datetime | None = None) -> dict[str, int]:
+        """Expired outreach and ended snoozes put their cases back in the queue."""
+        now = now or self._now()
+        woken = self.store.cases.expire_outreach(now=now)
+        return {"outreach_expired": len(woken),
+                "snoozes_ended": self.store.cases.wake_snoozed(now=now)}
+
+    # --- outreach -------------------------------------------------------------------------
+
+    def _send_outreach(self, case: CaseRecord, req: DecisionRequest, actor: Actor
+                       ) -> dict[str, Any]:
+        templates = self.policy.outreach.templates
+        if req.template is None or req.template not in templates:
+            raise self._refuse(InvalidInput(
+                "template", f"must be one of {', '.join(sorted(templates))}"),
+                actor, "request_info", case.case_id)
+        t = templates[req.template]
+        channel = req.channel or t.channels[0]
+        if channel not in t.channels:
+            raise self._refuse(InvalidInput(
+                "channel", f"this template goes by {', '.join(t.channels)}"),
+                actor, "request_info", case.case_id)
+        assert channel in CHANNELS  # noqa: S101 - the policy's type says so
+        text = t.zh
+        sent = (self.outreach_channel(channel, case.applicant_ref, text)
+                if self.outreach_channel is not None else {"delivery": "not_sent",
+                                                           "message_id": None})
+        status = "failed" if sent.get("delivery") == "failed" else "sent"
+        expires = self._now() + timedelta(hours=t.hours)
+        oid = self.store.cases.add_outreach(
+            case.case_id, applicant_ref=case.applicant_ref, template=req.template,
+            channel=channel, body=text, status=status, delivery=sent.get("delivery"),
+            message_id=sent.get("message_id"), sent_by=actor.name, expires_at=expires)
+        return {"outreach_id": oid, "expires_at": expires, "delivery": sent.get("delivery")}
+
+    def answer_outreach(self, outreach_id: str, *, actor: Actor) -> Outcome:
+        """The applicant answered (the lender's app says so): the case wakes."""
+        self._permit(actor, "case_work", "answer_outreach")
+        done = self.store.cases.answer_outreach(outreach_id, now=self._now())
+        if done is None:
+            raise NotFound("outreach_id", "no such outreach waiting for an answer")
+        return self._outcome(done.case_id)
+
+    # --- the court whitelist --------------------------------------------------------------
+
+    def whitelist(self, applicant_ref: str, case_number: str, reason: str, *, actor: Actor
+                  ) -> dict[str, Any]:
+        """Mark an (applicant, court-list entry) pair as not a match: later screenings of
+        the pair do not flag. Reversible (`unwhitelist`)."""
+        from services.subjects import require_ref
+
+        require_ref(applicant_ref)
+        self._permit(actor, "whitelist", "whitelist")
+        if not 1 <= len(case_number) <= 80:
+            raise InvalidInput("case_number", "must be 1-80 characters")
+        if mask_text(case_number) != case_number:
+            raise InvalidInput("case_number", "must not contain an ID or phone number")
+        if len(reason.strip()) < self.access.min_reason_chars:
+            raise InvalidInput("reason",
+                               f"at least {self.access.min_reason_chars} characters are required")
+        if self.store.applicants.get(applicant_ref) is None:
+            raise NotFound("applicant_ref", "no such applicant")
+        entry_id = self.store.cases.whitelist(applicant_ref, case_number, actor=actor.name,
+                                              reason=reason)
+        return {"entry_id": entry_id, "applicant_ref": applicant_ref,
+                "case_number": case_number}
+
+    def unwhitelist(self, entry_id: str, *, actor: Actor) -> dict[str, Any]:
+        self._permit(actor, "whitelist", "unwhitelist")
+        done = self.store.cases.unwhitelist(entry_id, actor=actor.name)
+        if done is None:
+            raise NotFound("entry_id", "no such whitelist entry in force")
+        return {"entry_id": entry_id, "applicant_ref": done.applicant_ref,
+                "case_number": done.case_number}
+
+    # --- referral dossier -----------------------------------------------------------------
+
+    def dossier(self, case_id: str, *, actor: Actor, declare: Iterable[str] = (),
+                reason: str = "") -> Dossier:
+        """A referral's dossier, once a second person confirmed the referral: the case's
+        facts, a SHA-256 of each piece of evidence, the decisions, the case's audit excerpt;
+        the applicant masked except the fields `declare`d (each needs `reveal` and a reason,
+        and is named in the dossier). JSON with a detached Ed25519 signature; audited."""
+        import base64
+        import hashlib
+
+        from storage.crypto import derive_key, sign_detached
+        from storage.encoding import canonical
+
+        case = self._case(case_id)
+        self._permit(actor, "refer", "dossier", case.case_id)
+        if case.resolution != "refer":
+            raise self._refuse(Conflict("case_id", "only a confirmed referral has a dossier"),
+                               actor, "dossier", case.case_id)
+        fields = sorted(set(declare))
+        for f in fields:
+            if f not in ("name", "id_number", "phone"):
+                raise InvalidInput("declare", "must be name, id_number or phone")
+        if fields:
+            self._permit(actor, "reveal", "dossier", case.case_id)
+            if len(reason.strip()) < self.access.min_reason_chars:
+                raise InvalidInput("reason", f"at least {self.access.min_reason_chars} "
+                                             "characters are required to declare a value")
+        person = self.store.cases.person(case.case_id)
+        stored = self.store.applicants.get(case.applicant_ref) if person else None
+        subject: dict[str, Any] = {"applicant_ref": case.applicant_ref}
+        for f in ("name", "id_number", "phone"):
+            value = getattr(person, f) if person else None
+            raw = value.get_secret_value() if value is not None else None
+            subject[f] = raw if f in fields else (mask(f, raw) if raw else None)  # type: ignore[arg-type]
+        evidence = [{"step": st.step, "status": st.status, "as_of": _iso_date(st.as_of),
+                     "vendor_request_id": st.vendor_request_id,
+                     "sha256": hashlib.sha256(canonical(st.model_dump(mode="json"))).hexdigest()}
+                    for st in (stored.steps if stored else ())]
+        names = (person.name.get_secret_value(),) if person is not None else ()
+        decisions = [self._decision_view(d, names).model_dump()
+                     for d in self.store.cases.decisions(case.case_id)]
+        excerpt = [{"seq": e.seq, "at": e.at.isoformat(), "kind": e.kind, "hash": e.hash}
+                   for e in self.store.audit.events(subject_ref=case.applicant_ref)
+                   if e.detail.get("case_id") == case.case_id or e.kind.startswith(
+                       ("consent.", "step.", "applicant.", "court."))]
+        now = self._now()
+        body = {"dossier_version": 1, "generated_at": now.isoformat(),
+                "generated_by": actor.name,
+                "declared_unmasked": fields,
+                "case": {"case_id": case.case_id, "outcome": case.outcome,
+                         "reasons": list(case.reasons), "product": case.product,
+                         "opened_at": case.opened_at.isoformat(),
+                         "closed_at": _iso(case.closed_at), "resolution": case.resolution,
+                         "disposition": case.disposition},
+                "subject": subject, "evidence": evidence, "decisions": decisions,
+                "audit_excerpt": excerpt}
+        document = canonical(body)
+        seed = derive_key(self.store.keyring.secret("dossier-signing"), "idv dossier v1")
+        signature, public = sign_detached(seed, document)
+        digest = hashlib.sha256(document).hexdigest()
+        self.store.audit.record("case.dossier_exported", case.applicant_ref, {
+            "case_id": case.case_id, "actor": actor.name, "role": actor.role,
+            "sha256": digest, "declared_unmasked": fields,
+            "reason": mask_text(reason) if fields else None})
+        return Dossier(document=document.decode("utf-8"), sha256=digest,
+                       signature=base64.b64encode(signature).decode("ascii"),
+                       public_key=base64.b64encode(public).decode("ascii"))
+
+    # --- labels for a backtest ------------------------------------------------------------
+
+    def labels(self, *, actor: Actor | None = None) -> dict[str, str]:
+        """`good` / `bad` per applicant from their closed cases' dispositions."""
+        if actor is not None:
+            self._permit(actor, "read_masked", "labels")
+        meaning = self.policy.dispositions
+        return {ref: meaning[d] for ref, d in self.store.cases.dispositions().items()  # type: ignore[index]
+                if d in meaning}

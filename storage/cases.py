@@ -1,0 +1,574 @@
+"""The case workbench's storage: the queue with its filters, claims with a lease, notes
+(sealed), decisions and their confirmations, saved views, reveals, the court whitelist and
+outreach. Each write is one transaction with its audit event.
+
+Claims: a claim is a conditional UPDATE (the case is free, or its lease has run out, or it is
+the caller's already), so of two callers one wins, on SQLite and PostgreSQL alike. "Next
+case" on PostgreSQL picks with `SELECT ... FOR UPDATE SKIP LOCKED`, so concurrent callers
+take different cases without waiting on each other; on SQLite (one writer at a time) it tries
+the candidates in order with the same conditional UPDATE.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import SecretStr
+from sqlalchemy import String, and_, cast, exists, func, or_, select, update
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Session
+
+from storage import applicant_fields
+from storage import models as m
+from storage.audit import AuditLog
+from storage.context import StoreContext, as_utc
+from storage.records import (
+    CaseDecisionRecord,
+    CaseListing,
+    CaseRecord,
+    NoteRecord,
+    OutreachRecord,
+    WhitelistRecord,
+)
+from storage.reviews import ACTIVE, evidence_changed
+
+C = m.ReviewCase
+
+
+@dataclass(frozen=True)
+class CaseFilter:
+    """What the queue is narrowed to. `statuses` empty: every active status."""
+
+    statuses: tuple[str, ...] = ()
+    queues: tuple[str, ...] = ()
+    reason: str | None = None
+    tag: str | None = None
+    assignee: str | None = None
+    unassigned: bool = False
+    mine: str | None = None  # assigned to, or claimed (lease live) by, this user
+    product: str | None = None
+    opened_before: datetime | None = None
+    opened_after: datetime | None = None
+    due_before: datetime | None = None
+    include_snoozed: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _json_has(column: Any, value: str, dialect: str) -> Any:
+    """A JSON list column holds `value` (a code or tag: `[A-Za-z0-9_:-]`). On PostgreSQL a
+    JSONB containment, which the GIN indexes of revision 0011 answer; elsewhere a quoted
+    match on the JSON text, exact for such values."""
+    if dialect == "postgresql":
+        return cast(column, JSONB).contains([value])
+    return cast(column, String).like(f'%"{value}"%')
+
+
+def _free(now: datetime) -> Any:
+    """Nobody's live claim is on the case."""
+    return or_(C.claimed_by.is_(None), C.lease_until < now)
+
+
+def _record(c: m.ReviewCase, ref: str) -> CaseRecord:
+    def t(v: datetime | None) -> datetime | None:
+        return as_utc(v) if v is not None else None
+
+    return CaseRecord(
+        case_id=c.id, applicant_id=c.applicant_id, applicant_ref=ref, status=c.status,
+        outcome=c.outcome, reasons=tuple(c.reasons or ()), product=c.product,
+        priority=c.priority, opened_at=as_utc(c.opened_at), due_at=t(c.due_at), queue=c.queue,
+        assignee=c.assignee, claimed_by=c.claimed_by, lease_until=t(c.lease_until),
+        snoozed_until=t(c.snoozed_until), tags=tuple(c.tags or ()),
+        evidence_version=c.evidence_version, updated_at=t(c.updated_at),
+        closed_at=t(c.closed_at), resolution=c.resolution, disposition=c.disposition)
+
+
+class CaseRepository:
+    NOTES, DECISIONS, WHITELIST, OUTREACH = ("case_notes", "case_decisions", "court_whitelist",
+                                             "outreach")
+
+    def __init__(self, ctx: StoreContext, audit: AuditLog) -> None:
+        self._ctx = ctx
+        self._audit = audit
+
+    # --- reading --------------------------------------------------------------------------
+
+    def _where(self, f: CaseFilter, now: datetime) -> list[Any]:
+        dialect = self._ctx.engine.dialect.name
+        w: list[Any] = [C.status.in_(f.statuses or ACTIVE)]
+        if f.queues:
+            w.append(C.queue.in_(f.queues))
+        if f.reason:
+            w.append(_json_has(C.reasons, f.reason, dialect))
+        if f.tag:
+            w.append(_json_has(C.tags, f.tag, dialect))
+        if f.assignee:
+            w.append(C.assignee == f.assignee)
+        if f.unassigned:
+            w += [C.assignee.is_(None), _free(now)]
+        if f.mine:
+            w.append(or_(C.assignee == f.mine,
+                         and_(C.claimed_by == f.mine, C.lease_until >= now)))
+        if f.product:
+            w.append(C.product == f.product)
+        if f.opened_before:
+            w.append(C.opened_at < f.opened_before)
+        if f.opened_after:
+            w.append(C.opened_at >= f.opened_after)
+        if f.due_before:
+            w.append(C.due_at < f.due_before)
+        if not f.include_snoozed:
+            w.append(or_(C.snoozed_until.is_(None), C.snoozed_until <= now))
+        return w
+
+    def listing(self, f: CaseFilter, *, now: datetime, limit: int, offset: int,
+                actor: str) -> tuple[int, list[CaseListing]]:
+        """A page of the queue, most urgent first (due time, then priority), with each
+        applicant's fields decrypted for masked display; the listing is audited."""
+        with self._ctx.transaction() as s:
+            where = self._where(f, now)
+            total = s.scalar(select(func.count()).select_from(C).where(*where)) or 0
+            rows = s.execute(
+                select(C, m.Applicant).join(m.Applicant, m.Applicant.id == C.applicant_id)
+                .where(*where).order_by(C.due_at, C.priority.desc(), C.id)
+                .limit(limit).offset(offset)).all()
+            out = [CaseListing(case=_record(c, a.applicant_ref), person=self._person(a))
+                   for c, a in rows]
+            self._audit.record("case.listed", None, {
+                "actor": actor, "case_ids": [x.case.case_id for x in out], "masked": True},
+                session=s)
+            return total, out
+
+    def _person(self, a: m.Applicant) -> Any:
+        if a.erased_at is not None:
+            return None
+        return applicant_fields.reveal(self._ctx.cipher, a)
+
+    def get(self, case_id: str) -> CaseRecord | None:
+        with self._ctx.transaction() as s:
+            row = s.execute(select(C, m.Applicant.applicant_ref)
+                            .join(m.Applicant, m.Applicant.id == C.applicant_id)
+                            .where(C.id == case_id)).first()
+            return _record(row[0], row[1]) if row else None
+
+    def person(self, case_id: str) -> Any:
+        """The case's applicant, decrypted (mask before any output), or None once erased."""
+        with self._ctx.transaction() as s:
+            a = s.scalar(select(m.Applicant).join(C, C.applicant_id == m.Applicant.id)
+                         .where(C.id == case_id))
+            return self._person(a) if a is not None else None
+
+    def case_of(self, applicant_ref: str) -> CaseRecord | None:
+        """The applicant's case not yet closed, if any."""
+        with self._ctx.transaction() as s:
+            row = s.execute(select(C, m.Applicant.applicant_ref)
+                            .join(m.Applicant, m.Applicant.id == C.applicant_id)
+                            .where(m.Applicant.applicant_ref == applicant_ref,
+                                   C.closed_at.is_(None))).first()
+            return _record(row[0], row[1]) if row else None
+
+    # --- claims ---------------------------------------------------------------------------
+
+    def claim(self, case_id: str, *, actor: str, queues: Sequence[str], now: datetime,
+              until: datetime) -> bool:
+        """Claim (or renew the claim on) one case: only when nobody else's claim is live, it
+        is not assigned to someone else, it is active and in a queue the caller works."""
+        with self._ctx.transaction() as s:
+            won = s.execute(update(C).where(
+                C.id == case_id, C.status.in_(ACTIVE), C.queue.in_(queues),
+                or_(C.assignee.is_(None), C.assignee == actor),
+                or_(_free(now), C.claimed_by == actor))
+                .values(claimed_by=actor, lease_until=until, updated_at=now)).rowcount
+            if won:
+                self._event(s, case_id, "case.claimed", {"actor": actor,
+                                                         "lease_until": until.isoformat()})
+            return bool(won)
+
+    def next_case(self, *, actor: str, queues: Sequence[str], now: datetime,
+                  until: datetime) -> str | None:
+        """Claim the oldest due unassigned, unclaimed, unsnoozed open case of `queues`."""
+        eligible = (C.status == "open", C.queue.in_(queues), C.assignee.is_(None), _free(now),
+                    or_(C.snoozed_until.is_(None), C.snoozed_until <= now))
+        pick = select(C.id).where(*eligible).order_by(C.due_at, C.priority.desc(), C.id)
+        with self._ctx.transaction() as s:
+            if s.get_bind().dialect.name == "postgresql":
+                candidates = list(s.scalars(pick.limit(1).with_for_update(skip_locked=True)))
+            else:
+                candidates = list(s.scalars(pick.limit(20)))
+            for case_id in candidates:
+                won = s.execute(update(C).where(C.id == case_id, *eligible)
+                                .values(claimed_by=actor, lease_until=until,
+                                        updated_at=now)).rowcount
+                if won:
+                    self._event(s, case_id, "case.claimed", {
+                        "actor": actor, "lease_until": until.isoformat(), "next": True})
+                    return case_id
+            return None
+
+    def release(self, case_id: str, *, actor: str, now: datetime) -> bool:
+        with self._ctx.transaction() as s:
+            done = s.execute(update(C).where(C.id == case_id, C.claimed_by == actor)
+                             .values(claimed_by=None, lease_until=None, updated_at=now)
+                             ).rowcount
+            if done:
+                self._event(s, case_id, "case.released", {"actor": actor})
+            return bool(done)
+
+    # --- changes --------------------------------------------------------------------------
+
+    def change(self, case_id: str, kind: str, detail: dict[str, Any], *,
+               expect_claim: tuple[str, datetime] | None = None, **values: Any) -> bool:
+        """Set columns of one case, with its audit event, in one transaction. With
+        `expect_claim` (actor, now), only while that actor's claim is live."""
+        with self._ctx.transaction() as s:
+            q = update(C).where(C.id == case_id)
+            if expect_claim is not None:
+                who, now = expect_claim
+                q = q.where(C.claimed_by == who, C.lease_until >= now)
+            done = s.execute(q.values(**values)).rowcount
+            if done:
+                self._event(s, case_id, kind, detail)
+            return bool(done)
+
+    def change_many(self, case_ids: Iterable[str], kind: str, detail: dict[str, Any],
+                    **values: Any) -> list[str]:
+        """The same change on many active cases (a supervisor's bulk assign or close)."""
+        ids = list(dict.fromkeys(case_ids))
+        with self._ctx.transaction() as s:
+            found = list(s.scalars(select(C.id).where(C.id.in_(ids), C.status.in_(ACTIVE))
+                                   .with_for_update()))
+            if found:
+                s.execute(update(C).where(C.id.in_(found)).values(**values))
+                for case_id in found:
+                    self._event(s, case_id, kind, detail)
+            return found
+
+    def add_tags(self, case_id: str, add: Iterable[str], remove: Iterable[str], *,
+                 actor: str, now: datetime) -> tuple[str, ...]:
+        with self._ctx.transaction() as s:
+            c = s.get(C, case_id, with_for_update=True)
+            if c is None:
+                return ()
+            gone = set(remove)
+            tags = [t for t in (c.tags or []) if t not in gone]
+            tags += [t for t in add if t not in tags]
+            c.tags, c.updated_at = tags, now
+            self._event(s, case_id, "case.tagged", {"actor": actor, "tags": tags})
+            return tuple(tags)
+
+    def touch_evidence(self, case_id: str, *, cause: str) -> int:
+        """The case's evidence changed (a court re-query, an answered outreach): the version
+        goes up and a pending confirmation is voided. Returns the new version."""
+        with self._ctx.transaction() as s:
+            c = s.get(C, case_id, with_for_update=True)
+            if c is None:
+                return 0
+            ref = s.scalar(select(m.Applicant.applicant_ref)
+                           .where(m.Applicant.id == c.applicant_id))
+            evidence_changed(s, c, now=self._ctx.clock(), audit=self._audit,
+                             applicant_ref=ref, cause=cause)
+            return c.evidence_version
+
+    def _event(self, s: Session, case_id: str, kind: str, detail: dict[str, Any]) -> None:
+        ref = s.scalar(select(m.Applicant.applicant_ref).join(C, C.applicant_id == m.Applicant.id)
+                       .where(C.id == case_id))
+        self._audit.record(kind, ref, {"case_id": case_id, **detail}, session=s)
+
+    def record_refusal(self, case_id: str | None, detail: dict[str, Any]) -> None:
+        """A refused operation on a case, audited; nothing else changes."""
+        with self._ctx.transaction() as s:
+            ref = None
+            if case_id is not None:
+                ref = s.scalar(select(m.Applicant.applicant_ref)
+                               .join(C, C.applicant_id == m.Applicant.id)
+                               .where(C.id == case_id))
+            self._audit.record("case.refused", ref, {"case_id": case_id, **detail},
+                               session=s)
+
+    # --- notes ----------------------------------------------------------------------------
+
+    def _seal(self, s: Session, case_id: str, text: str, table: str, column: str,
+              row: str) -> bytes:
+        ref = s.scalar(select(m.Applicant.applicant_ref).join(C, C.applicant_id == m.Applicant.id)
+                       .where(C.id == case_id))
+        return self._ctx.cipher.encrypt(text, subject=str(ref), table=table, column=column,
+                                        row=row)
+
+    def add_note(self, case_id: str, *, author: str, body: str) -> str:
+        now = self._ctx.clock()
+        note_id = str(uuid.uuid4())
+        with self._ctx.transaction() as s:
+            s.add(m.CaseNote(id=note_id, case_id=case_id, author=author, created_at=now,
+                             body_ct=self._seal(s, case_id, body, self.NOTES, "body", note_id)))
+            self._event(s, case_id, "case.noted", {"actor": author, "note_id": note_id})
+        return note_id
+
+    def notes(self, case_id: str) -> list[NoteRecord]:
+        with self._ctx.transaction() as s:
+            return [NoteRecord(note_id=n.id, author=n.author, created_at=as_utc(n.created_at),
+                               body=SecretStr(self._open(n.body_ct, self.NOTES, "body", n.id)))
+                    for n in s.scalars(select(m.CaseNote).where(m.CaseNote.case_id == case_id)
+                                       .order_by(m.CaseNote.created_at, m.CaseNote.id))]
+
+    def _open(self, blob: bytes, table: str, column: str, row: str) -> str:
+        try:
+            return self._ctx.cipher.decrypt(blob, table=table, column=column, row=row)
+        except Exception:  # an erased subject's key is gone: the text is too
+            return "[erased]"
+
+    # --- decisions ------------------------------------------------------------------------
+
+    def add_decision(self, case_id: str, *, action: str, actor: str, role: str, reason: str,
+                     evidence_version: int, status: str, disposition: str | None = None,
+                     detail: dict[str, Any] | None = None, case_values: dict[str, Any],
+                     expect_claim: tuple[str, datetime]) -> str | None:
+        """Record a decision and apply it to the case, both or neither: only while the
+        decider's claim is live and the evidence is the version they saw. None otherwise."""
+        now = self._ctx.clock()
+        decision_id = str(uuid.uuid4())
+        with self._ctx.transaction() as s:
+            who, at = expect_claim
+            done = s.execute(update(C).where(
+                C.id == case_id, C.claimed_by == who, C.lease_until >= at,
+                C.evidence_version == evidence_version, C.status.in_(ACTIVE))
+                .values(updated_at=now, **case_values)).rowcount
+            if not done:
+                return None
+            s.add(m.CaseDecision(
+                id=decision_id, case_id=case_id, action=action, disposition=disposition,
+                actor=actor, role=role,
+                reason_ct=self._seal(s, case_id, reason, self.DECISIONS, "reason", decision_id),
+                evidence_version=evidence_version, status=status, decided_at=now,
+                detail=detail or {}))
+            self._event(s, case_id, f"case.{action}" + (
+                "_proposed" if status == "pending" else ""), {
+                "actor": actor, "role": role, "decision_id": decision_id,
+                "evidence_version": evidence_version, "disposition": disposition,
+                "status": status, **(detail or {})})
+        return decision_id
+
+    def confirm(self, decision_id: str, *, actor: str, now: datetime,
+                case_values: dict[str, Any], detail: dict[str, Any]) -> bool:
+        """Confirm a pending decision: only while it is pending, its case's evidence is the
+        version it saw, the confirmer's claim is live and they are not its author."""
+        with self._ctx.transaction() as s:
+            d = s.get(m.CaseDecision, decision_id, with_for_update=True)
+            if d is None or d.status != "pending" or d.actor == actor:
+                return False
+            done = s.execute(update(C).where(
+                C.id == d.case_id, C.claimed_by == actor, C.lease_until >= now,
+                C.evidence_version == d.evidence_version)
+                .values(updated_at=now, **case_values)).rowcount
+            if not done:
+                return False
+            d.status, d.confirmed_by, d.confirmed_at = "confirmed", actor, now
+            d.detail = {**(d.detail or {}), **detail}
+            self._event(s, d.case_id, f"case.{d.action}_confirmed", {
+                "actor": actor, "decision_id": d.id, "proposed_by": d.actor,
+                "evidence_version": d.evidence_version, **detail})
+            return True
+
+    def decisions(self, case_id: str) -> list[CaseDecisionRecord]:
+        with self._ctx.transaction() as s:
+            return [self._decision(d) for d in s.scalars(
+                select(m.CaseDecision).where(m.CaseDecision.case_id == case_id)
+                .order_by(m.CaseDecision.decided_at, m.CaseDecision.id))]
+
+    def decision(self, decision_id: str) -> CaseDecisionRecord | None:
+        with self._ctx.transaction() as s:
+            d = s.get(m.CaseDecision, decision_id)
+            return self._decision(d) if d is not None else None
+
+    def _decision(self, d: m.CaseDecision) -> CaseDecisionRecord:
+        def t(v: datetime | None) -> datetime | None:
+            return as_utc(v) if v is not None else None
+
+        return CaseDecisionRecord(
+            decision_id=d.id, case_id=d.case_id, action=d.action, disposition=d.disposition,
+            actor=d.actor, role=d.role,
+            reason=SecretStr(self._open(d.reason_ct, self.DECISIONS, "reason", d.id)),
+            evidence_version=d.evidence_version, status=d.status,
+            decided_at=as_utc(d.decided_at), confirmed_by=d.confirmed_by,
+            confirmed_at=t(d.confirmed_at), voided_at=t(d.voided_at), detail=dict(d.detail))
+
+    def dispositions(self) -> dict[str, str]:
+        """Each applicant's latest closed case's disposition (for a backtest's labels)."""
+        with self._ctx.transaction() as s:
+            rows = s.execute(select(m.Applicant.applicant_ref, C.disposition)
+                             .join(C, C.applicant_id == m.Applicant.id)
+                             .where(C.disposition.is_not(None))
+                             .order_by(C.closed_at)).all()
+            return {ref: disp for ref, disp in rows}
+
+    # --- saved views ----------------------------------------------------------------------
+
+    def save_view(self, owner: str, name: str, filters: dict[str, Any]) -> str:
+        now = self._ctx.clock()
+        with self._ctx.transaction() as s:
+            v = s.scalar(select(m.SavedView).where(m.SavedView.owner == owner,
+                                                   m.SavedView.name == name))
+            if v is None:
+                v = m.SavedView(id=str(uuid.uuid4()), owner=owner, name=name, created_at=now)
+                s.add(v)
+            v.filters = filters
+            self._audit.record("case.view_saved", None, {"actor": owner, "name": name},
+                               session=s)
+            return v.id
+
+    def views(self, owner: str) -> dict[str, dict[str, Any]]:
+        with self._ctx.transaction() as s:
+            return {v.name: dict(v.filters) for v in s.scalars(
+                select(m.SavedView).where(m.SavedView.owner == owner)
+                .order_by(m.SavedView.name))}
+
+    # --- reveals --------------------------------------------------------------------------
+
+    def reveals_since(self, actor: str, since: datetime) -> int:
+        with self._ctx.transaction() as s:
+            return s.scalar(select(func.count()).select_from(m.CaseReveal).where(
+                m.CaseReveal.actor == actor, m.CaseReveal.at >= since)) or 0
+
+    def record_reveal(self, case_id: str, *, actor: str, role: str, field: str,
+                      reason_code: str, reason_text: str) -> None:
+        now = self._ctx.clock()
+        with self._ctx.transaction() as s:
+            s.add(m.CaseReveal(id=str(uuid.uuid4()), case_id=case_id, actor=actor,
+                               field=field, reason_code=reason_code, at=now))
+            self._event(s, case_id, "case.revealed", {
+                "actor": actor, "role": role, "field": field, "reason_code": reason_code,
+                "reason": reason_text})
+
+    # --- the court whitelist --------------------------------------------------------------
+
+    def whitelist(self, applicant_ref: str, case_number: str, *, actor: str, reason: str
+                  ) -> str:
+        now = self._ctx.clock()
+        entry_id = str(uuid.uuid4())
+        with self._ctx.transaction() as s:
+            s.add(m.CourtWhitelist(
+                id=entry_id, applicant_ref=applicant_ref, case_number=case_number, actor=actor,
+                created_at=now, reason_ct=self._ctx.cipher.encrypt(
+                    reason, subject=applicant_ref, table=self.WHITELIST, column="reason",
+                    row=entry_id)))
+            self._audit.record("court.whitelisted", applicant_ref, {
+                "actor": actor, "entry_id": entry_id, "case_number": case_number}, session=s)
+        return entry_id
+
+    def unwhitelist(self, entry_id: str, *, actor: str) -> WhitelistRecord | None:
+        now = self._ctx.clock()
+        with self._ctx.transaction() as s:
+            w = s.get(m.CourtWhitelist, entry_id, with_for_update=True)
+            if w is None or w.revoked_at is not None:
+                return None
+            w.revoked_at, w.revoked_by = now, actor
+            self._audit.record("court.whitelist_revoked", w.applicant_ref, {
+                "actor": actor, "entry_id": entry_id, "case_number": w.case_number}, session=s)
+            return self._white(w)
+
+    def whitelisted(self, applicant_ref: str, *, include_revoked: bool = False
+                    ) -> list[WhitelistRecord]:
+        with self._ctx.transaction() as s:
+            q = select(m.CourtWhitelist).where(m.CourtWhitelist.applicant_ref == applicant_ref)
+            if not include_revoked:
+                q = q.where(m.CourtWhitelist.revoked_at.is_(None))
+            return [self._white(w) for w in s.scalars(q.order_by(m.CourtWhitelist.created_at))]
+
+    @staticmethod
+    def _white(w: m.CourtWhitelist) -> WhitelistRecord:
+        return WhitelistRecord(entry_id=w.id, applicant_ref=w.applicant_ref,
+                               case_number=w.case_number, actor=w.actor,
+                               created_at=as_utc(w.created_at),
+                               revoked_at=as_utc(w.revoked_at) if w.revoked_at else None,
+                               revoked_by=w.revoked_by)
+
+    # --- outreach -------------------------------------------------------------------------
+
+    def add_outreach(self, case_id: str, *, applicant_ref: str, template: str, channel: str,
+                     body: str, status: str, delivery: str | None, message_id: str | None,
+                     sent_by: str, expires_at: datetime) -> str:
+        now = self._ctx.clock()
+        oid = str(uuid.uuid4())
+        with self._ctx.transaction() as s:
+            s.add(m.Outreach(
+                id=oid, case_id=case_id, applicant_ref=applicant_ref, template=template,
+                channel=channel, status=status, delivery=delivery, message_id=message_id,
+                sent_by=sent_by, sent_at=now, expires_at=expires_at,
+                body_ct=self._ctx.cipher.encrypt(body, subject=applicant_ref,
+                                                 table=self.OUTREACH, column="body", row=oid)))
+            self._event(s, case_id, "case.outreach_sent", {
+                "actor": sent_by, "outreach_id": oid, "template": template,
+                "channel": channel, "status": status, "delivery": delivery,
+                "expires_at": expires_at.isoformat()})
+        return oid
+
+    def outreach(self, case_id: str) -> list[OutreachRecord]:
+        with self._ctx.transaction() as s:
+            return [self._out(o) for o in s.scalars(select(m.Outreach).where(
+                m.Outreach.case_id == case_id).order_by(m.Outreach.sent_at))]
+
+    def outreach_text(self, outreach_id: str) -> str | None:
+        with self._ctx.transaction() as s:
+            o = s.get(m.Outreach, outreach_id)
+            return self._open(o.body_ct, self.OUTREACH, "body", o.id) if o else None
+
+    @staticmethod
+    def _out(o: m.Outreach) -> OutreachRecord:
+        return OutreachRecord(
+            outreach_id=o.id, case_id=o.case_id, applicant_ref=o.applicant_ref,
+            template=o.template, channel=o.channel, status=o.status, delivery=o.delivery,
+            message_id=o.message_id, sent_by=o.sent_by, sent_at=as_utc(o.sent_at),
+            expires_at=as_utc(o.expires_at),
+            answered_at=as_utc(o.answered_at) if o.answered_at else None)
+
+    def answer_outreach(self, outreach_id: str, *, now: datetime) -> OutreachRecord | None:
+        """The applicant answered: the outreach ends, its case wakes with new evidence."""
+        with self._ctx.transaction() as s:
+            o = s.get(m.Outreach, outreach_id, with_for_update=True)
+            if o is None or o.status not in ("sent",):
+                return None
+            o.status, o.answered_at = "answered", now
+            self._wake(s, o.case_id, now, cause="outreach_answered")
+            return self._out(o)
+
+    def expire_outreach(self, *, now: datetime) -> list[str]:
+        """Outreach past its time unanswered: expired, and each case waiting on it woken
+        (back in the queue, due now). Returns the case ids woken."""
+        woken: list[str] = []
+        with self._ctx.transaction() as s:
+            due = list(s.scalars(select(m.Outreach).where(
+                m.Outreach.status == "sent", m.Outreach.expires_at <= now)
+                .with_for_update(skip_locked=True)))
+            for o in due:
+                o.status = "expired"
+                self._event(s, o.case_id, "case.outreach_expired", {"outreach_id": o.id})
+                if self._wake(s, o.case_id, now, cause=None):
+                    woken.append(o.case_id)
+        return woken
+
+    def _wake(self, s: Session, case_id: str, now: datetime, *, cause: str | None) -> bool:
+        c = s.get(C, case_id, with_for_update=True)
+        if c is None or c.closed_at is not None:
+            return False
+        was_waiting = c.status == "waiting"
+        if was_waiting:
+            c.status, c.snoozed_until = "open", None
+            c.due_at = min(as_utc(c.due_at), now) if c.due_at else now
+        ref = s.scalar(select(m.Applicant.applicant_ref).where(m.Applicant.id == c.applicant_id))
+        if cause is not None:
+            evidence_changed(s, c, now=now, audit=self._audit, applicant_ref=ref, cause=cause)
+        c.updated_at = now
+        self._audit.record("case.woken", ref, {"case_id": case_id, "was_waiting": was_waiting},
+                           session=s)
+        return was_waiting
+
+    def wake_snoozed(self, *, now: datetime) -> int:
+        """Snoozes that ran out: the case is open again."""
+        with self._ctx.transaction() as s:
+            return s.execute(update(C).where(C.status == "waiting", C.snoozed_until <= now,
+                                             ~exists().where(m.Outreach.case_id == C.id,
+                                                             m.Outreach.status == "sent"))
+                             .values(status="open", snoozed_until=None, updated_at=now)
+                             ).rowcount

@@ -1,0 +1,118 @@
+"""Canary scans over the workbench: no planted personal value in the command line's or the
+API's output unless revealed, in any log line, or in a referral dossier beyond the fields it
+declares; the dossier's detached signature checks. SQLite file."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from flows.runtime import Runtime, Settings
+from services.context import Actor
+from tests.conftest import LoopbackServer, person_token
+from tests.integration.test_cases import ID_CANARY, NAME_CANARY, PHONE_CANARY, flagged
+
+CANARIES = (ID_CANARY, PHONE_CANARY, NAME_CANARY)
+SUPER, SUPER2 = Actor("sue", "supervisor"), Actor("sam", "supervisor")
+
+
+@pytest.fixture
+def runtime(key_file, tmp_path):
+    rt = Runtime(Settings(home=tmp_path / "home", key_file=key_file,
+                          database_url=f"sqlite:///{tmp_path / 'data' / 'idv.db'}"))
+    yield rt
+    rt.close()
+
+
+def verify_detached(public: bytes, signature: bytes, message: bytes) -> bool:
+    """The signature checked as a recipient would, with the library itself."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
+    except InvalidSignature:
+        return False
+    return True
+
+
+def leaks(text: str) -> list[str]:
+    return [c for c in CANARIES if c in text]
+
+
+def referred(rt: Runtime, ref: str) -> str:
+    svc = rt.services.cases
+    case_id = flagged(rt, ref)
+    svc.claim(case_id, actor=SUPER)
+    svc.note(case_id, f"the applicant {NAME_CANARY} gave {PHONE_CANARY}", actor=SUPER)
+    svc.decide(case_id, {"action": "refer", "reason": f"fraud ring, ID {ID_CANARY}"},
+               actor=SUPER)
+    svc.claim(case_id, actor=SUPER2)
+    assert svc.confirm(case_id, actor=SUPER2).status == "closed"
+    return case_id
+
+
+def test_the_dossier_is_signed_and_masked_except_what_it_declares(runtime):
+    svc = runtime.services.cases
+    case_id = referred(runtime, "DS-1")
+    d = svc.dossier(case_id, actor=SUPER2)
+    assert leaks(d.document) == []
+    assert verify_detached(base64.b64decode(d.public_key), base64.b64decode(d.signature),
+                           d.document.encode())
+    assert not verify_detached(base64.b64decode(d.public_key), base64.b64decode(d.signature),
+                               d.document.replace("refer", "refex").encode())
+    doc = json.loads(d.document)
+    assert doc["declared_unmasked"] == [] and doc["audit_excerpt"]
+    assert [x["status"] for x in doc["decisions"]] == ["confirmed"]
+    declared = svc.dossier(case_id, actor=SUPER2, declare=["id_number"],
+                           reason="police request 2026-113 under PIPL Art. 13(3)")
+    assert leaks(declared.document) == [ID_CANARY]
+    assert json.loads(declared.document)["declared_unmasked"] == ["id_number"]
+    kinds = [e.kind for e in runtime.store.audit.events(kind_prefix="case.dossier")]
+    assert kinds == ["case.dossier_exported"] * 2
+
+
+def test_no_personal_value_in_cli_or_api_output_or_logs_unless_revealed(
+        runtime, tmp_path, monkeypatch, caplog):
+    import idv.commands  # noqa: F401 - registers the commands on the app
+    from idv.api import create_app
+    from idv.shell import app
+
+    caplog.set_level(logging.DEBUG)
+    case_id = referred(runtime, "DS-2")
+    other = flagged(runtime, "DS-3")
+    for key, value in {"IDV_HOME": str(tmp_path / "home"),
+                       "IDV_DATABASE_URL": runtime.settings.database_url,
+                       "IDV_KEY_FILE": str(runtime.settings.key_file),
+                       "IDV_TOKEN": person_token(runtime, "supervisor", name="sue")}.items():
+        monkeypatch.setenv(key, value)
+    cli = CliRunner()
+    outputs = []
+    for args in (["review", "list", "--json"], ["review", "list"],
+                 ["review", "show", case_id, "--json"], ["review", "show", other],
+                 ["review", "claim", other, "--json"], ["review", "note", other, "x", "--json"],
+                 ["review", "tag", other, "--add", "docs", "--json"]):
+        result = cli.invoke(app, args)
+        assert result.exit_code == 0, (args, result.output[-500:])
+        outputs.append(result.output)
+    revealed = cli.invoke(app, ["review", "reveal", other, "--field", "phone",
+                                "--reason-code", "applicant_contact",
+                                "--reason", "call the applicant back", "--json"])
+    assert revealed.exit_code == 0 and PHONE_CANARY in revealed.output  # the one reveal
+
+    server = LoopbackServer(create_app(runtime))
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        for path in ("/cases", f"/cases/{case_id}", f"/cases/{other}", "/cases?mine=true"):
+            answer = httpx.get(base + path, timeout=10)
+            assert answer.status_code == 200, (path, answer.text[:300])
+            outputs.append(answer.text)
+    finally:
+        server.stop()
+    assert [leaks(o) for o in outputs] == [[] for _ in outputs]
+    assert leaks("\n".join(r.getMessage() for r in caplog.records)) == []

@@ -1,0 +1,134 @@
+"""A reject that rests on a court-list hit is re-queried through the gate before it is
+confirmed; a hit that no longer stands voids the reject; a whitelisted (applicant, entry)
+pair no longer flags. The sandbox's court list on loopback; SQLite file and PostgreSQL."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pydantic import SecretStr
+
+from flows.court import clear_whitelisted
+from flows.onboarding import step_record
+from flows.runtime import Runtime, Settings, vendor_overrides
+from idv.synthetic import make_id_number
+from sandbox.population import court_entries
+from services.context import Actor
+from services.errors import Unavailable
+from storage.records import Decision, NewApplicant
+from verifiers.base import Evidence, StepStatus
+from verifiers.court_list import CourtEntry, assess_entries
+
+ANALYST, SUPER = Actor("ana", "analyst"), Actor("sue", "supervisor")
+NAME = "王小明"
+
+
+def confirmed_hit_id() -> str:
+    """A fictional ID number the sandbox's list holds a confirmed, active entry for."""
+    rng = random.Random(17)
+    while True:
+        number = make_id_number(rng)
+        found = court_entries(NAME, number)
+        if found and found[0]["match"] == "confirmed" and found[0]["status"] == "active" \
+                and "京0105执1" in found[0]["case_number"]:
+            return number
+
+
+@pytest.fixture
+def runtime(database, key_file, tmp_path, sandbox):
+    rt = Runtime(Settings(home=tmp_path / "home", key_file=key_file, database_url=database.url,
+                          database_schema=database.schema,
+                          **vendor_overrides(sandbox.base_url, sandbox.state.app_key,
+                                             sandbox.state.app_secret)))
+    yield rt
+    rt.close()
+
+
+def court_hit_case(rt: Runtime, ref: str, *, consent: bool = True) -> tuple[str, str]:
+    number = confirmed_hit_id()
+    [entry] = court_entries(NAME, number)
+    signals = assess_entries(NAME, number, [CourtEntry(**entry)], current_year=2026)
+    step = step_record(Evidence(verifier="court_list", status=StepStatus.FAILED,
+                                reason="CONFIRMED_HIT", vendor_request_id="req-0",
+                                signals=signals), None)
+    run_id = rt.store.runs.start(batch_name="t", batch_sha256=None)
+    rt.store.applicants.add_decided(
+        run_id=run_id, line_no=1,
+        applicant=NewApplicant(applicant_ref=ref, product="consumer_loan", id_type="resident_id",
+                               name=SecretStr(NAME), id_number=SecretStr(number), phone=None),
+        steps=[step], decision=Decision(outcome="review", score=45, policy_version="t",
+                                        reasons=("COURT_CONFIRMED_HIT",), features={}))
+    if consent:
+        notice = max(rt.notices.values(), key=lambda n: n.published)
+        now = datetime.now(UTC)
+        rt.store.ledger.record_grant(
+            subject_ref=ref, purpose="ongoing_monitoring", scopes=["court_records"],
+            notice_version=notice.version, notice_hash=notice.text_sha256, channel="app",
+            evidence_ref=f"test:{ref}", granted_at=now - timedelta(days=1),
+            expires_at=now + timedelta(days=300))
+    return rt.store.cases.case_of(ref).case_id, entry["case_number"]
+
+
+def propose_reject(rt: Runtime, case_id: str) -> None:
+    svc = rt.services.cases
+    svc.claim(case_id, actor=ANALYST)
+    svc.decide(case_id, {"action": "reject", "reason": "on the dishonest-debtor list"},
+               actor=ANALYST)
+    svc.claim(case_id, actor=SUPER)
+
+
+def test_when_the_hit_still_stands_then_the_reject_is_confirmed_after_a_requery(
+        runtime, sandbox):
+    case_id, _ = court_hit_case(runtime, "CT-1")
+    propose_reject(runtime, case_id)
+    calls = len(sandbox.state.calls)
+    out = runtime.services.cases.confirm(case_id, actor=SUPER)
+    assert out.status == "closed" and out.note is None
+    assert len(sandbox.state.calls) == calls + 1  # asked again, through the gate
+    [d] = runtime.store.cases.decisions(case_id)
+    assert d.status == "confirmed" and d.detail["court_requery"]["hit"] == "confirmed"
+    kinds = [e.kind for e in runtime.store.audit.events(subject_ref="CT-1")]
+    assert "consent.allowed" in kinds and "case.reject_confirmed" in kinds
+
+
+def test_when_a_requery_clears_the_hit_then_the_reject_is_void_and_says_so(runtime, sandbox):
+    case_id, case_number = court_hit_case(runtime, "CT-2")
+    propose_reject(runtime, case_id)
+    sandbox.state.court_settled.add(case_number)  # the debt was paid: the entry is gone
+    out = runtime.services.cases.confirm(case_id, actor=SUPER)
+    assert out.status == "open" and "no longer stands" in (out.note or "")
+    [d] = runtime.store.cases.decisions(case_id)
+    assert d.status == "voided"
+    steps = runtime.store.applicants.get("CT-2").steps
+    assert [s.status for s in steps if s.step == "court_list"] == ["failed", "passed"]
+
+
+def test_without_a_live_consent_nothing_is_sent_and_the_confirm_is_refused(runtime, sandbox):
+    case_id, _ = court_hit_case(runtime, "CT-3", consent=False)
+    propose_reject(runtime, case_id)
+    calls = len(sandbox.state.calls)
+    with pytest.raises(Unavailable) as refused:
+        runtime.services.cases.confirm(case_id, actor=SUPER)
+    assert refused.value.field == "consent"
+    assert len(sandbox.state.calls) == calls
+    assert runtime.store.cases.get(case_id).status == "pending_confirmation"
+
+
+def test_a_whitelisted_pair_no_longer_flags_and_revoking_it_flags_again(runtime, sandbox):
+    case_id, case_number = court_hit_case(runtime, "CT-4")
+    svc = runtime.services.cases
+    with pytest.raises(Exception) as denied:
+        svc.whitelist("CT-4", case_number, "another person of the same name", actor=ANALYST)
+    assert getattr(denied.value, "field", None) == "role"
+    entry = svc.whitelist("CT-4", case_number, "another person of the same name", actor=SUPER)
+    assert svc.view(case_id, actor=SUPER).court_entries[0].whitelisted
+    now = runtime.court_requery("CT-4")
+    assert now["hit"] == "none"
+    [latest] = clear_whitelisted(runtime, "CT-4", [runtime.store.applicants.get("CT-4").steps[-1]])
+    assert latest.status == "passed" and latest.signals["court_whitelisted"] == 1
+    svc.unwhitelist(entry["entry_id"], actor=SUPER)
+    assert runtime.court_requery("CT-4")["hit"] == "confirmed"
+    kinds = [e.kind for e in runtime.store.audit.events(subject_ref="CT-4")]
+    assert "court.whitelisted" in kinds and "court.whitelist_revoked" in kinds
