@@ -53,3 +53,10 @@ def test_the_reveal_reasons_are_one_list_in_both_policies():
     from policies import catalog
 
     assert set(catalog.access_policy().reveal.reasons) == set(catalog.case_policy().reveal.reasons)
+
+
+def test_the_daily_reveal_limit_is_one_number_in_both_policies():
+    from policies import catalog
+
+    assert catalog.access_policy().reveal.per_user_per_day == \
+        catalog.case_policy().reveal.per_user_per_day
