@@ -105,7 +105,9 @@ class RunRepository:
                        for x in lines if x.line_no not in known])
 
     def finish(self, run_id: str, *, status: str = "finished") -> dict[str, int]:
-        """Close the run: counts per outcome and fees, from what was stored."""
+        """Close the run: counts per outcome and fees, from what was stored; then checkpoint
+        the audit chain (`AuditLog.checkpoint`), so a run's events are anchored outside the
+        database once it ends."""
         with self._ctx.transaction() as s:
             counts = {o: n for o, n in s.execute(
                 select(m.RunLine.outcome, func.count()).where(m.RunLine.run_id == run_id)
@@ -121,6 +123,7 @@ class RunRepository:
             run.finished_at = self._ctx.clock()
             self._audit.record("run.finished", None, {
                 "run_id": run_id, "counts": counts, "fees_cents": int(fees)}, session=s)
+        self._audit.checkpoint()  # every run ends under a checkpoint
         return counts
 
     def lines(self, run_id: str) -> list[RunLineRecord]:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from storage.applicants import ApplicantRepository
 from storage.audit import AuditLog
+from storage.checkpoints import CheckpointLog
 from storage.context import Clock, StoreContext, utcnow
 from storage.crypto import FieldCipher
 from storage.decisions import DecisionRepository
@@ -23,6 +24,7 @@ from storage.inbox import InboxRepository
 from storage.keyring import KeyRing
 from storage.ledger import ConsentLedger
 from storage.oauth import OAuthRepository
+from storage.proofs import ProofRepository
 from storage.quality import QualityRepository
 from storage.reviews import ReviewRepository
 from storage.runs import RunRepository
@@ -33,9 +35,11 @@ class Store:
     """Everything the flows and commands need from the database, behind one object: the
     repositories as attributes, and the context's engine, key ring, cipher and clock."""
 
-    def __init__(self, engine: Engine, keyring: KeyRing, *, clock: Clock = utcnow) -> None:
+    def __init__(self, engine: Engine, keyring: KeyRing, *, clock: Clock = utcnow,
+                 checkpoints: CheckpointLog | None = None, checkpoint_every: int = 1000) -> None:
         self.context = ctx = StoreContext(engine, keyring, clock=clock)
-        self.audit = audit = AuditLog(ctx)
+        self.audit = audit = AuditLog(ctx, checkpoints=checkpoints,
+                                      checkpoint_every=checkpoint_every)
         self.ledger = ConsentLedger(ctx, audit)
         self.applicants = ApplicantRepository(ctx, audit)
         self.runs = RunRepository(ctx, audit)
@@ -46,6 +50,7 @@ class Store:
         self.quality = QualityRepository(ctx, audit)
         self.oauth = OAuthRepository(ctx, audit)
         self.inbox = InboxRepository(ctx, audit)
+        self.proofs = ProofRepository(ctx, audit)
 
     @property
     def engine(self) -> Engine:
