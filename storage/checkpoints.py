@@ -164,6 +164,8 @@ def open_note(path: Path, note: str, *, name: str, public: bytes,
             raw = base64.b64decode(blob, validate=True)
         except ValueError:
             raise CheckpointError(path, "a signature is not base64") from None
+        if base64.b64encode(raw).decode() != blob:  # one text per signature: no slack bits
+            raise CheckpointError(path, "a signature is not in canonical base64")
         if who == name and raw[:4] == kid:
             if not ed25519_verify(public, body.encode(), raw[4:]):
                 raise CheckpointError(path, "the signature does not verify under the "
@@ -182,8 +184,8 @@ def open_note(path: Path, note: str, *, name: str, public: bytes,
         root = base64.b64decode(lines[2], validate=True)
     except ValueError:
         raise CheckpointError(path, "the root hash is not base64") from None
-    if len(root) != 32:
-        raise CheckpointError(path, "the root hash is not 32 bytes")
+    if len(root) != 32 or base64.b64encode(root).decode() != lines[2]:
+        raise CheckpointError(path, "the root hash is not 32 bytes in canonical base64")
     prev = None
     for ext in lines[3:]:
         m = re.fullmatch(r"prev (0|[1-9]\d{0,18})", ext)
