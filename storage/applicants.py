@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Column, Connection, Row, func, select
+from sqlalchemy import Column, Connection, Row, and_, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from storage import applicant_fields
@@ -133,32 +133,35 @@ def check_decision(audit: AuditLog, conn: Connection, row: Any, steps: Iterable[
     steps = list(steps)
     seqs = {row.decision_seq} | {st.audit_seq for st in steps}
     seqs.discard(None)
+    ref = row.applicant_ref
     events = {e.seq: e for e in conn.execute(
         select(ae.c.seq, ae.c.at, ae.c.kind, ae.c.subject_ref, ae.c.detail, ae.c.prev_hash,
-               ae.c.hash).where(ae.c.seq.in_(sorted(seqs))))} if seqs else {}
-    latest = conn.scalar(select(func.max(ae.c.seq)).where(
-        ae.c.subject_ref == row.applicant_ref, ae.c.kind.in_(DECISION_KINDS)))
+               ae.c.hash).where(or_(ae.c.seq.in_(sorted(seqs)), and_(
+                   ae.c.subject_ref == ref, ae.c.kind.in_(DECISION_KINDS + STEP_KINDS)))))}
+    latest = max((e.seq for e in events.values()
+                  if e.subject_ref == ref and e.kind in DECISION_KINDS), default=None)
     e = events.get(row.decision_seq)
-    if (e is None or e.kind not in DECISION_KINDS or e.subject_ref != row.applicant_ref
+    if (e is None or e.kind not in DECISION_KINDS or e.subject_ref != ref
             or not audit.authentic(e) or e.detail.get("decision_hash") != decision_hash(row)):
-        raise BindingError("applicants", row.applicant_ref,
+        raise BindingError("applicants", ref,
                            "the decision is not the one its audit event recorded")
     if latest != row.decision_seq:
-        raise BindingError("applicants", row.applicant_ref,
+        raise BindingError("applicants", ref,
                            "the decision is not the latest the audit chain recorded")
-    listed: dict[int, set[str]] = {}
     for st in steps:
         e = events.get(st.audit_seq)
-        if e is not None and e.seq not in listed:
-            listed[e.seq] = set(e.detail.get("step_hashes") or ())
-        if (e is None or e.kind not in STEP_KINDS or e.subject_ref != row.applicant_ref
-                or not audit.authentic(e) or step_hash(st) not in listed[e.seq]):
+        if (e is None or e.kind not in STEP_KINDS or e.subject_ref != ref
+                or not audit.authentic(e)
+                or step_hash(st) not in (e.detail.get("step_hashes") or ())):
             raise BindingError("step_results", st.id,
                                "the step result is not one its audit event recorded")
-    for seq, hashes in listed.items():
-        if hashes - {step_hash(st) for st in steps if st.audit_seq == seq}:
-            raise BindingError("step_results", row.applicant_ref,
-                               f"a step result recorded by audit event {seq} is missing")
+    for e in events.values():
+        if e.subject_ref != ref or e.kind not in STEP_KINDS or not audit.authentic(e):
+            continue
+        if set(e.detail.get("step_hashes") or ()) - {
+                step_hash(st) for st in steps if st.audit_seq == e.seq}:
+            raise BindingError("step_results", ref,
+                               f"a step result recorded by audit event {e.seq} is missing")
 
 
 class ApplicantRepository:
