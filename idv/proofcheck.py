@@ -59,7 +59,7 @@ def digest(name: str, data: bytes) -> str:
 
 def load_vkey(text: str) -> tuple[str, bytes]:
     try:
-        name, kid, blob = text.strip().split("+")
+        name, kid, blob = text.strip().split("+", 2)  # base64 may hold "+"
         raw = base64.b64decode(blob, validate=True)
     except ValueError:
         raise ProofError("checkpoint.vkey: not a signed-note verifier key") from None

@@ -74,7 +74,7 @@ def verifier_key(name: str, public: bytes) -> str:
 
 def parse_verifier_key(vkey: str) -> tuple[str, bytes]:
     """(name, raw public key) of a verifier key; ValueError if it is not one."""
-    name, kid, blob = vkey.strip().split("+")
+    name, kid, blob = vkey.strip().split("+", 2)  # the key's base64 may hold "+"
     raw = base64.b64decode(blob, validate=True)
     if raw[:1] != ED25519_TYPE or len(raw) != 33 or key_id(name, raw[1:]).hex() != kid:
         raise ValueError("not an Ed25519 verifier key")
