@@ -276,3 +276,38 @@ def test_when_the_table_or_the_checkpoints_are_mutated_at_random_then_every_muta
         restore(chained, pristine, pristine_head, files)
     assert chained.audit.check().intact
     assert len(seen) == 9
+
+
+# -- RFC 3161 time-stamps ----------------------------------------------------------------
+
+def test_when_checkpoints_are_time_stamped_then_a_token_of_an_untrusted_authority_is_refused(
+        database, keyring, tmp_path):
+    from sandbox.tsa import TimeStampAuthority, TimeStampServer
+    from storage.checkpoints import TimeStamper
+
+    engine = make_engine(database.url, schema=database.schema)
+    upgrade(engine)
+    with TimeStampServer() as tsa:
+        log = CheckpointLog(tmp_path / "cps", origin="idv/test",
+                            key=CheckpointKey(tmp_path / "ck.key", create=True),
+                            stamper=TimeStamper(tsa.url, tsa.authority.certificate_pem),
+                            require_tokens=True)
+        store = Store(engine, keyring, checkpoints=log, checkpoint_every=EVERY)
+        fill(store, 20)
+        assert store.audit.check().intact
+        cp = log.path_for(20)
+        token = cp.with_suffix(".tsr")
+        assert token.exists() and tsa.authority.requests == len(log.sizes())
+        rogue = TimeStampAuthority("rogue")
+        from rfc3161_client import TimestampRequestBuilder
+        forged = rogue.respond(TimestampRequestBuilder().data(cp.read_bytes()).build()
+                               .as_bytes())
+        token.chmod(0o644)
+        token.write_bytes(forged)
+        report = store.audit.check()
+        assert not report.intact and report.file == str(token)
+        assert "trusted time-stamping authority" in report.rule
+        token.unlink()
+        report = store.audit.check()
+        assert report.file == str(token) and "missing" in report.rule
+    engine.dispose()

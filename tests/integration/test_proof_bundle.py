@@ -19,6 +19,7 @@ from idv import proofcheck
 from idv.synthetic import Mix, applicants
 from sandbox.app import SandboxState
 from sandbox.server import SandboxServer
+from sandbox.tsa import TimeStampServer
 
 pytestmark = pytest.mark.subprocess
 MIX = Mix(invalid=0, no_consent=0, no_scoring_consent=0, virtual_phone=0)
@@ -38,10 +39,12 @@ def exported(database, key_file, tmp_path):
     batch.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\n",
                      encoding="utf-8")
     state = SandboxState(app_key="k", app_secret="s")
-    with SandboxServer(state) as sandbox:
+    with SandboxServer(state) as sandbox, TimeStampServer() as tsa:
+        cert = tmp_path / "tsa.pem"
+        cert.write_bytes(tsa.authority.certificate_pem)
         rt = Runtime(Settings(home=tmp_path / "home", database_url=database.url,
                               database_schema=database.schema, key_file=key_file,
-                              checkpoint_every=7,
+                              checkpoint_every=7, tsa_url=tsa.url, tsa_cert_file=cert,
                               **vendor_overrides(sandbox.base_url, "k", "s"), concurrency=2))
         run_batch(rt, str(batch))
         ref = lines[2]["applicant_ref"]
@@ -68,6 +71,7 @@ def test_when_a_bundle_is_exported_then_the_script_verifies_it_without_the_datab
     assert result.returncode == 0, result.stderr
     assert "proof bundle verifies" in result.stdout
     assert "records:" in result.stdout and "sm3" in result.stdout
+    assert "time-stamped" in result.stdout
     # No personal value: the canaries of every line, none in any file of the bundle.
     for p in copy.rglob("*"):
         if p.is_file():
