@@ -6,8 +6,10 @@ Create Date: 2026-12-03 11:00:00
 
 Events already written get their link here (it is unkeyed: SHA-256 over each event's
 content and the link before it), so the chain verifies and checkpoints sign it from now on.
-Records written before this revision carry no binding (`audit_seq` NULL): `idv audit
-bind-legacy` binds them once, in audited events, right after the upgrade.
+Records written before this revision carry no binding (`audit_seq` NULL): the gate treats
+such a grant as no consent and `idv audit verify` names it, so a database that holds live
+consents from before must have them granted again (there is no way to bind them later that
+an attacker with write access could not use too).
 """
 
 from alembic import op
