@@ -144,8 +144,11 @@ class AuditLog:
         rows = []
         for kind, subject_ref, detail in events:
             seq += 1
-            digest = mac(key, canonical([prev, seq, at_text, kind, subject_ref, detail]))
-            link = next_link(link, canonical([seq, at_text, kind, subject_ref, detail]))
+            content = canonical([seq, at_text, kind, subject_ref, detail])
+            # The MAC's body is canonical([prev, seq, ...]): the content's list with the
+            # previous hash (hex, nothing to escape) put first; one serialisation for both.
+            digest = mac(key, b'["' + prev.encode() + b'",' + content[1:])
+            link = next_link(link, content)
             rows.append({"seq": seq, "at": at, "kind": kind, "subject_ref": subject_ref,
                          "detail": detail, "prev_hash": prev, "hash": digest, "link": link})
             prev = digest
