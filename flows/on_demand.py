@@ -67,7 +67,7 @@ def verify_one(rt: Runtime, record: Any, *, idempotency_key: str | None = None
     except BaseException:
         rt.store.runs.mark_crashed(run_id, reason="request_failed")
         raise
-    rt.store.runs.finish(run_id)
+    rt.store.runs.finish(run_id, checkpoint=False)
     return run_id, False
 
 

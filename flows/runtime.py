@@ -32,6 +32,7 @@ from policies.vendors import VendorContracts
 from policies.verification import VerificationPolicy
 from services.oauth import OAuthConfig, OidcProviderSettings
 from services.wiring import Services
+from storage.checkpoints import CheckpointError, CheckpointKey, CheckpointLog, TimeStamper
 from storage.crypto import fernet_key
 from storage.db import current_revision, make_engine, upgrade
 from storage.keyring import KekProvider, KeyRing, LocalKekProvider, VaultTransitKekProvider
@@ -174,11 +175,21 @@ class Settings(BaseSettings):
     schedules_file: Path | None = None
     # Retention floors, ceilings and holds instead of the shipped policies/retention.yaml.
     retention_file: Path | None = None
-    # Where the audit chain's signed checkpoints are written (the compliance pack includes
-    # those of its period).
-    checkpoint_dir: Path | None = None
     # The Prefect work pool `idv schedule apply` deploys to (a process pool, made if missing).
     work_pool: str = Field("idv-process", min_length=1, max_length=100)
+    # Audit checkpoints: signed notes of the chain's size and head, outside the database.
+    # The folder they are written to (default $IDV_HOME/checkpoints; files are never
+    # overwritten: put it on append-only or write-once storage in production).
+    checkpoint_dir: Path | None = None
+    # The Ed25519 signing key (default beside the key file; keep it out of data backups and
+    # out of the database role's reach). Made on first use in development only.
+    checkpoint_key_file: Path | None = None
+    checkpoint_every: int = Field(1000, ge=1, le=10_000_000)  # events between checkpoints
+    checkpoint_origin: str = Field("idv/audit", min_length=1, max_length=200)
+    # RFC 3161 time-stamping of each checkpoint: the authority's URL and its certificate
+    # (PEM), the one a token must be signed under.
+    tsa_url: str | None = None
+    tsa_cert_file: Path | None = None
 
     @field_validator("workers")
     @classmethod
@@ -212,6 +223,14 @@ class Settings(BaseSettings):
     @property
     def resolved_key_file(self) -> Path:
         return self.key_file or self.home / "keys" / "idv.key"
+
+    @property
+    def resolved_checkpoint_dir(self) -> Path:
+        return self.checkpoint_dir or self.home / "checkpoints"
+
+    @property
+    def resolved_checkpoint_key_file(self) -> Path:
+        return self.checkpoint_key_file or self.resolved_key_file.parent / "checkpoint.key"
 
     @property
     def resolved_keystore_url(self) -> str:
@@ -329,13 +348,31 @@ class Runtime:
         return KeyRing(self.kek, engine)
 
     @cached_property
+    def checkpoints(self) -> CheckpointLog:
+        """The audit checkpoints' folder, signing key and time-stamping authority."""
+        s = self.settings
+        try:
+            key = CheckpointKey(s.resolved_checkpoint_key_file, create=s.env == "development")
+            stamper = None
+            if s.tsa_url:
+                if s.tsa_cert_file is None:
+                    raise StartupError("IDV_TSA_CERT_FILE is needed with IDV_TSA_URL: the "
+                                       "certificate time-stamp tokens must be signed under")
+                stamper = TimeStamper(s.tsa_url, s.tsa_cert_file.read_bytes())
+        except CheckpointError as exc:
+            raise StartupError(str(exc)) from None
+        return CheckpointLog(s.resolved_checkpoint_dir, origin=s.checkpoint_origin, key=key,
+                             stamper=stamper, require_tokens=stamper is not None)
+
+    @cached_property
     def store(self) -> Store:
         s = self.settings
         ring = self.keyring
         engine = make_engine(s.resolved_database_url, schema=s.database_schema)
         if s.auto_migrate:
             upgrade(engine)
-        return Store(engine, ring)
+        return Store(engine, ring, checkpoints=self.checkpoints,
+                     checkpoint_every=s.checkpoint_every)
 
     def prefect_encryption_key(self) -> str:
         """Prefect's server key for Secret blocks, derived from our key ring instead of the
@@ -491,7 +528,7 @@ class Runtime:
 
     @property
     def checkpoint_dir(self) -> Path | None:
-        return self.settings.checkpoint_dir
+        return self.settings.resolved_checkpoint_dir
 
     def close(self) -> None:
         if "store" in self.__dict__:

@@ -26,6 +26,7 @@ Reason = Literal[
     "withdrawn",
     "expired",
     "not_yet_valid",
+    "binding_broken",
 ]
 
 
@@ -103,6 +104,9 @@ class ConsentGrant(BaseModel):
     notice_hash: str = ""
     channel: str = ""
     withdrawn_at: datetime | None = None
+    # False when the ledger's record is not the one the audit chain recorded (inserted,
+    # altered, or its withdrawal lost behind the chain's back): it covers nothing.
+    bound: bool = True
 
     @field_validator("granted_at", "expires_at", "withdrawn_at")
     @classmethod
@@ -130,6 +134,8 @@ class ConsentDecision(BaseModel):
 
 
 def _live(grant: ConsentGrant, now: datetime) -> bool:
+    if not grant.bound:
+        return False
     if grant.withdrawn_at is not None and grant.withdrawn_at <= now:
         return False
     return grant.granted_at <= now < grant.expires_at
@@ -161,8 +167,9 @@ def authorize(
     Allowed only when every scope is covered by a live grant (granted, not yet
     expired, not withdrawn) for exactly this purpose, under a notice that lists
     that purpose and scope. Several live grants may together cover the scopes
-    (sensitive scopes are granted separately). When refused, the reason names
-    the most specific failure: withdrawn, expired, not yet valid, scope not in
+    (sensitive scopes are granted separately). A grant the audit chain does not
+    vouch for (`bound=False`) covers nothing. When refused, the reason names
+    the most specific failure: a broken binding, withdrawn, expired, not yet valid, scope not in
     the notice, missing scope, wrong purpose, no consent.
     """
     own = [g for g in grants if g.subject_ref == subject_ref]
@@ -185,7 +192,9 @@ def authorize(
     missing = frozenset(needed)
     claiming = [g for g in same_purpose if missing & g.scopes]
     reason: Reason
-    if any(g.withdrawn_at is not None and g.withdrawn_at <= now for g in claiming):
+    if any(not g.bound for g in claiming):
+        reason = "binding_broken"
+    elif any(g.withdrawn_at is not None and g.withdrawn_at <= now for g in claiming):
         reason = "withdrawn"
     elif any(g.expires_at <= now for g in claiming):
         reason = "expired"

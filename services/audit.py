@@ -1,10 +1,23 @@
-"""The audit chain, checked end to end."""
+"""The audit chain, checked end to end, and a subject's proof bundle for a third party."""
 
 from __future__ import annotations
 
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict
 
+from services.errors import Conflict, InvalidInput, NotFound
+from storage.bindings import BindingError
+from storage.checkpoints import CheckpointError
+from storage.crypto import digest
 from storage.store import Store
+
+BUNDLE_FORMAT = "idv-proof-bundle-1"
+Digest = Literal["sha256", "sm3"]
 
 
 class ChainCheck(BaseModel):
@@ -13,6 +26,24 @@ class ChainCheck(BaseModel):
     intact: bool
     broken_at: int | None
     events: int
+    checkpoints: int = 0
+    base_seq: int = 0
+    rule: str | None = None
+    file: str | None = None
+    # The first consent, decision or step result that does not match the chain.
+    record_table: str | None = None
+    record: str | None = None
+    records: int = 0
+
+
+class ProofBundle(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    records: int
+    events: int
+    checkpoints: int
+    digests: tuple[str, ...]
 
 
 class AuditService:
@@ -20,6 +51,94 @@ class AuditService:
         self.store = store
 
     def check_chain(self) -> ChainCheck:
-        """Every event's MAC and link; `broken_at` is the first altered or missing one."""
-        ok, broken_at, checked = self.store.audit.verify_chain()
-        return ChainCheck(intact=ok, broken_at=broken_at, events=checked)
+        """Every event's MAC and link, every checkpoint, then every binding of a consent,
+        decision or step result; `broken_at` is the first sequence number that cannot be
+        trusted, `rule` and `file` / `record` say why and where."""
+        found = self.store.proofs.check()
+        c, b = found.chain, found.binding
+        return ChainCheck(
+            intact=found.intact, broken_at=c.broken_at if b is None else b.seq,
+            events=c.events, checkpoints=c.checkpoints, base_seq=c.base_seq,
+            rule=c.rule if b is None else b.rule, file=c.file,
+            record_table=b.table if b else None, record=b.record if b else None,
+            records=found.records)
+
+    def export_proof(self, applicant_ref: str, dest: Path, *, verifier: Path,
+                     digests: tuple[Digest, ...] = ("sha256",)) -> ProofBundle:
+        """Write `dest` (a new folder): the subject's bound records, the events binding them
+        and the chain from each to the checkpoint covering it, those checkpoints and their
+        time-stamp tokens, the checkpoint public key and the verifier script (`verifier`,
+        standard library and `cryptography` only). No personal value goes in: records are
+        codes, references and hashes. Refused when the chain or the subject's records do not
+        verify: a bundle vouches only for what is intact."""
+        log = self.store.audit.checkpoints
+        if log is None:
+            raise Conflict("checkpoints", "no checkpoint log is configured")
+        if dest.exists():
+            raise InvalidInput("dest", "must not exist yet")
+        if "sha256" not in digests:
+            raise InvalidInput("digest", "sha256 is always included")
+        try:
+            if self.store.applicants.get(applicant_ref) is None and not (
+                    self.store.ledger.events_for(applicant_ref)):
+                raise NotFound("applicant_ref", "nothing is held about this subject")
+        except BindingError as exc:
+            raise Conflict("applicant_ref", f"{exc.table}: {exc.rule}") from None
+        try:
+            self.store.audit.checkpoint()  # so that every event of the subject is covered
+            check = self.store.audit.check()
+        except CheckpointError as exc:
+            raise Conflict("checkpoints", f"{exc.path}: {exc.rule}") from None
+        if not check.intact:
+            raise Conflict("audit_chain", f"broken at {check.broken_at}: {check.rule}")
+        material = self.store.proofs.material(applicant_ref, tuple(digests))
+        dest.mkdir(parents=True, mode=0o700)
+        (dest / "checkpoints").mkdir()
+        for seg in material.segments:
+            src = log.path_for(seg["size"])
+            shutil.copyfile(src, dest / "checkpoints" / src.name)
+            token = src.with_suffix(".tsr")
+            if token.exists():
+                shutil.copyfile(token, dest / "checkpoints" / token.name)
+        if log.stamper is not None:
+            (dest / "tsa.pem").write_bytes(log.stamper.certificate_pem)
+        (dest / "checkpoint.vkey").write_text(log.key.verifier_key + "\n" if log.key
+                                              else "", encoding="utf-8")
+        (dest / "origin.txt").write_text(log.origin + "\n", encoding="utf-8")
+        _dump(dest / "records.json", material.records)
+        _dump(dest / "chain.json", material.segments)
+        shutil.copyfile(verifier, dest / "proofcheck.py")
+        (dest / "README.txt").write_text(README, encoding="utf-8")
+        files = sorted(p for p in dest.rglob("*") if p.is_file())
+        manifest = {
+            "format": BUNDLE_FORMAT, "applicant_ref": applicant_ref,
+            "created_at": datetime.now(UTC).isoformat(), "digests": list(digests),
+            "link": "sha256(b'idv audit link v1\\n' || previous link || sha256(event body))",
+            "files": {str(p.relative_to(dest)): {d: digest(d, p.read_bytes()) for d in digests}
+                      for p in files}}
+        _dump(dest / "manifest.json", manifest)
+        return ProofBundle(path=str(dest), records=len(material.records),
+                           events=sum(len(s["entries"]) for s in material.segments),
+                           checkpoints=len(material.segments), digests=tuple(digests))
+
+
+def _dump(path: Path, doc: object) -> None:
+    path.write_text(json.dumps(doc, indent=1, ensure_ascii=False, sort_keys=True) + "\n",
+                    encoding="utf-8")
+
+
+README = """A proof bundle of idv's audit chain for one subject.
+
+Verify it, with Python 3.11+ and the `cryptography` package only, and no access to idv's
+database:
+
+    python proofcheck.py .
+
+It checks: every file against manifest.json (SHA-256, and SM3 when listed); every checkpoint
+(checkpoints/*.ckpt, C2SP signed notes) against the Ed25519 key in checkpoint.vkey; each
+record in records.json (its canonical JSON hashed again) against the hash that its audit
+event holds; each event, with the leaf hashes of the events between, linked up to the
+signed root of the checkpoint covering it (chain.json); and each RFC 3161 time-stamp token
+(checkpoints/*.tsr), when present, against tsa.pem. It exits 0 when everything holds.
+Compare checkpoint.vkey with the key the operator published.
+"""

@@ -7,8 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from policies.scorecard import Scorecard, assess
-from services.errors import NotFound
+from services.errors import Conflict, NotFound
 from services.subjects import require_ref
+from storage.bindings import BindingError
 from storage.store import Store
 
 
@@ -19,7 +20,13 @@ class ExplainService:
 
     def explain(self, applicant_ref: str) -> dict[str, Any]:
         require_ref(applicant_ref)
-        stored = self.store.applicants.get(applicant_ref)
+        try:
+            stored = self.store.applicants.get(applicant_ref)
+        except BindingError as exc:
+            self.store.audit.record("decision.binding_broken", applicant_ref,
+                                    {"table": exc.table, "rule": exc.rule})
+            raise Conflict("applicant_ref", "the stored decision does not match the audit "
+                                            f"chain ({exc.table}: {exc.rule})") from None
         if stored is None:
             raise NotFound("applicant_ref", "no such applicant")
         card = self.scorecard

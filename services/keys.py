@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 from services.access import AccessControl
 from services.context import Actor
 from services.errors import Conflict
+from storage.checkpoints import CheckpointKey
 from storage.keyring import KeyRing, KeyRingError, LocalKekProvider
 from storage.store import Store
 
@@ -29,6 +30,15 @@ def create_key_file(path: Path, *, production: bool) -> Path:
     if path.exists():
         raise Conflict("IDV_KEY_FILE", "exists; a key that may protect data is never overwritten")
     LocalKekProvider(path, create=True, development=not production)
+    return path
+
+
+def create_checkpoint_key(path: Path) -> Path | None:
+    """The audit checkpoints' Ed25519 key file (mode 0600), unless one exists (it is kept:
+    the checkpoints already written are signed by it). Returns the path when made."""
+    if path.exists():
+        return None
+    CheckpointKey(path, create=True)
     return path
 
 

@@ -31,6 +31,7 @@ def _report(policy: RetentionPolicy, plan: RetentionPlan, *, purged: bool,
     }
     if seq is not None:
         out["audit_seq"] = seq
+        out["audit_events_purged"] = plan.events_purged
     return out
 
 

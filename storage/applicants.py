@@ -13,12 +13,19 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Column, Connection, Row, select
+from sqlalchemy import Column, Connection, Row, and_, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from storage import applicant_fields
 from storage import models as m
 from storage.audit import AuditLog, PendingEvent
+from storage.bindings import (
+    DECISION_KINDS,
+    STEP_KINDS,
+    BindingError,
+    decision_hash,
+    step_hash,
+)
 from storage.context import StoreContext, as_utc, in_parts
 from storage.db import insert_rows
 from storage.records import (
@@ -73,31 +80,88 @@ def count_sharing(conn: Connection, queries: Iterable[tuple[str, str]]
             for bidx, ref in queries}
 
 
-def insert_decided(conn: Connection, batch: list[DecidedRows]) -> list[bool]:
-    """Insert decided applicants' rows (applicant, steps, review case, run line) in `conn`'s
-    transaction: the one write of decided applicants, one at a time or a batch's. An
-    applicant whose ref is stored already, or comes earlier in `batch`, is skipped whole.
-    Returns, per entry, whether it was stored; the stored ones' audit events are the
-    caller's to append in the same transaction, so that they take their place in the chain."""
-    if not batch:
-        return []
+def new_decided(conn: Connection, batch: list[DecidedRows]) -> list[bool]:
+    """Which decided applicants are new, as `conn` sees the table: an applicant whose ref is
+    stored already, or comes earlier in `batch`, is not (it is skipped whole)."""
     ap = m.Applicant.__table__
     seen = set(find_by_refs(conn, (d.applicant["applicant_ref"] for d in batch),
                             ap.c.applicant_ref))
     stored: list[bool] = []
-    fresh: list[DecidedRows] = []
     for d in batch:
         ref = d.applicant["applicant_ref"]
         stored.append(ref not in seen)
-        if ref not in seen:
-            seen.add(ref)
-            fresh.append(d)
+        seen.add(ref)
+    return stored
+
+
+def bind_decided(d: DecidedRows, seq: int) -> None:
+    """Put the sequence number of `d`'s audit event on its decision and step rows."""
+    d.applicant["decision_seq"] = seq
+    for st in d.steps:
+        st["audit_seq"] = seq
+
+
+def insert_decided_rows(conn: Connection, fresh: list[DecidedRows]) -> None:
+    """Insert new decided applicants' rows (applicant, steps, review case, run line)."""
     if fresh:
-        insert_rows(conn, ap, [d.applicant for d in fresh])
+        insert_rows(conn, m.Applicant.__table__, [d.applicant for d in fresh])
         insert_rows(conn, m.StepResult.__table__, [st for d in fresh for st in d.steps])
         insert_rows(conn, m.ReviewCase.__table__, [d.review for d in fresh if d.review])
         insert_rows(conn, m.RunLine.__table__, [d.run_line for d in fresh])
-    return stored
+
+
+def insert_decided(conn: Connection, audit: AuditLog, batch: list[DecidedRows]) -> list[bool]:
+    """Store decided applicants in `conn`'s transaction: the one write of decided applicants,
+    one at a time or a batch's. The new ones' events are appended to the chain and their
+    rows inserted bound to them (`bind_decided`). Returns, per entry, whether it was stored."""
+    if not batch:
+        return []
+    flags = new_decided(conn, batch)
+    fresh = [d for d, new in zip(batch, flags, strict=True) if new]
+    for d, seq in zip(fresh, audit.append_many(conn, [d.event for d in fresh]), strict=True):
+        bind_decided(d, seq)
+    insert_decided_rows(conn, fresh)
+    return flags
+
+
+def check_decision(audit: AuditLog, conn: Connection, row: Any, steps: Iterable[Any]) -> None:
+    """`BindingError` unless the applicant's decision and step results are the ones the
+    audit chain recorded: the decision's event is authentic, is the applicant's latest
+    decision event and holds its hash; each step's event lists its hash, and every step hash
+    those events list has its row."""
+    ae = m.AuditEvent.__table__
+    steps = list(steps)
+    seqs = {row.decision_seq} | {st.audit_seq for st in steps}
+    seqs.discard(None)
+    ref = row.applicant_ref
+    events = {e.seq: e for e in conn.execute(
+        select(ae.c.seq, ae.c.at, ae.c.kind, ae.c.subject_ref, ae.c.detail, ae.c.prev_hash,
+               ae.c.hash).where(or_(ae.c.seq.in_(sorted(seqs)), and_(
+                   ae.c.subject_ref == ref, ae.c.kind.in_(DECISION_KINDS + STEP_KINDS)))))}
+    latest = max((e.seq for e in events.values()
+                  if e.subject_ref == ref and e.kind in DECISION_KINDS), default=None)
+    e = events.get(row.decision_seq)
+    if (e is None or e.kind not in DECISION_KINDS or e.subject_ref != ref
+            or not audit.authentic(e) or e.detail.get("decision_hash") != decision_hash(row)):
+        raise BindingError("applicants", ref,
+                           "the decision is not the one its audit event recorded")
+    if latest != row.decision_seq:
+        raise BindingError("applicants", ref,
+                           "the decision is not the latest the audit chain recorded")
+    for st in steps:
+        e = events.get(st.audit_seq)
+        if (e is None or e.kind not in STEP_KINDS or e.subject_ref != ref
+                or not audit.authentic(e)
+                or step_hash(st) not in (e.detail.get("step_hashes") or ())):
+            raise BindingError("step_results", st.id,
+                               "the step result is not one its audit event recorded")
+    for e in events.values():
+        if e.subject_ref != ref or e.kind not in STEP_KINDS or not audit.authentic(e):
+            continue
+        if set(e.detail.get("step_hashes") or ()) - {
+                step_hash(st) for st in steps if st.audit_seq == e.seq}:
+            raise BindingError("step_results", ref,
+                               f"a step result recorded by audit event {e.seq} is missing")
 
 
 class ApplicantRepository:
@@ -112,6 +176,8 @@ class ApplicantRepository:
         return applicant_fields.id_number_index(self._ctx.cipher, id_number)
 
     def get(self, applicant_ref: str) -> StoredApplicant | None:
+        """A stored applicant with its steps; `BindingError` if its decision or a step result
+        is not what the audit chain recorded (the decision reader refuses a forged one)."""
         st = m.StepResult.__table__
         with self._ctx.engine.connect() as conn:
             row = find_by_refs(conn, [applicant_ref]).get(applicant_ref)
@@ -119,6 +185,7 @@ class ApplicantRepository:
                 return None
             steps = conn.execute(select(st).where(st.c.applicant_id == row.id)
                                  .order_by(st.c.position)).all()
+            check_decision(self._audit, conn, row, steps)
         return self._stored(row, steps)
 
     @staticmethod
@@ -158,7 +225,7 @@ class ApplicantRepository:
             "score": decision.score, "policy_version": decision.policy_version,
             "reasons": list(decision.reasons), "features": dict(decision.features),
             "run_id": run_id, "created_at": now, "decided_at": now,
-            "erased_at": None, "restricted_at": None}
+            "erased_at": None, "restricted_at": None, "decision_seq": None}
         step_rows = [{
             "id": str(uuid.uuid4()), "applicant_id": row_id, "run_id": run_id, "position": i,
             "step": st.step, "status": st.status, "reason": st.reason,
@@ -166,7 +233,7 @@ class ApplicantRepository:
             "decision_id": st.decision_id, "vendor_request_id": st.vendor_request_id,
             "as_of": st.as_of, "fee_cents": st.fee_cents, "attempts": st.attempts,
             "idempotency_key": st.idempotency_key, "signals": dict(st.signals),
-            "created_at": now} for i, st in enumerate(steps)]
+            "created_at": now, "audit_seq": None} for i, st in enumerate(steps)]
         review = case_row(applicant_id=row_id, outcome=decision.outcome,
                           reasons=decision.reasons, now=now, rules=self._ctx.cases,
                           product=applicant.product)
@@ -175,7 +242,8 @@ class ApplicantRepository:
                     "outcome": decision.outcome, "field": None, "reason": None}
         event = ("applicant.decided", applicant.applicant_ref, {
             "run_id": run_id, "outcome": decision.outcome, "score": decision.score,
-            "policy_version": decision.policy_version, "reasons": list(decision.reasons)})
+            "policy_version": decision.policy_version, "reasons": list(decision.reasons),
+            "decision_hash": decision_hash(row), "step_hashes": [step_hash(r) for r in step_rows]})
         return DecidedRows(row, step_rows, review, run_line, event)
 
     def add_decided(self, *, run_id: str, line_no: int, applicant: NewApplicant,
@@ -188,9 +256,8 @@ class ApplicantRepository:
                                  decision=decision)
         try:
             with self._ctx.engine.begin() as conn:
-                [stored] = insert_decided(conn, [rows])
-                if stored:
-                    self._audit.append_many(conn, [rows.event])
+                [stored] = insert_decided(conn, self._audit, [rows])
+            self._audit.after_commit()
         except IntegrityError:  # a concurrent writer stored the ref first
             return None
         if not stored:

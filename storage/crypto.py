@@ -17,9 +17,13 @@ import base64
 import secrets
 from collections.abc import Callable
 
-from cryptography.exceptions import InvalidTag
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes, hmac
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -82,6 +86,47 @@ def sign_detached(seed: bytes, message: bytes) -> tuple[bytes, bytes]:
     key = Ed25519PrivateKey.from_private_bytes(seed)
     public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     return key.sign(message), public
+
+
+# Digests a proof bundle may carry: SHA-256 everywhere, SM3 (GB/T 32905) beside it for
+# deposits with Chinese evidence services.
+DIGESTS = {"sha256": hashes.SHA256, "sm3": hashes.SM3}
+
+
+def digest(algorithm: str, data: bytes) -> str:
+    """The hex digest of `data` under `algorithm` (a key of `DIGESTS`)."""
+    h = hashes.Hash(DIGESTS[algorithm]())
+    h.update(data)
+    return h.finalize().hex()
+
+
+def ed25519_new_seed() -> bytes:
+    """A fresh Ed25519 private key as its 32-byte seed (RFC 8032)."""
+    return secrets.token_bytes(32)
+
+
+def ed25519_public(seed: bytes) -> bytes:
+    """The raw 32-byte public key of an Ed25519 seed (a ring secret's first 32 bytes): what
+    a signed document's verifier is given."""
+    return Ed25519PrivateKey.from_private_bytes(seed[:32]).public_key().public_bytes_raw()
+
+
+def ed25519_sign(seed: bytes, message: bytes) -> bytes:
+    """A 64-byte Ed25519 signature (deterministic: the same message signs the same)."""
+    return Ed25519PrivateKey.from_private_bytes(seed).sign(message)
+
+
+def ed25519_verify(public: bytes, message: bytes, signature: bytes) -> bool:
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def load_certificate(pem: bytes) -> x509.Certificate:
+    """A PEM certificate (a time-stamping authority's), for `rfc3161_client`'s verifier."""
+    return x509.load_pem_x509_certificate(pem)
 
 
 def fernet_key(master: bytes, info: str) -> str:
@@ -158,10 +203,3 @@ class FieldCipher:
     def blind_index(self, value: str, *, table: str, column: str) -> str:
         """Keyed HMAC-SHA256 of a normalised value, hex: equality lookups without plaintext."""
         return mac(self._index_key(table, column), value.encode("utf-8"))
-
-
-def ed25519_public(seed: bytes) -> bytes:
-    """The raw public key of the Ed25519 key whose 32-byte private seed is `seed` (a ring
-    secret): what a signed document's verifier is given."""
-    key = Ed25519PrivateKey.from_private_bytes(seed[:32])
-    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)

@@ -13,6 +13,7 @@ from sqlalchemy import func, or_, select
 
 from storage import models as m
 from storage.audit import AuditLog
+from storage.bindings import decision_hash, step_hash
 from storage.context import StoreContext
 from storage.records import Decision, StepRecord
 from storage.reviews import evidence_changed, open_case
@@ -45,10 +46,10 @@ class DecisionRepository:
             case_id = open_case(s, applicant_id=row.id, outcome=decision.outcome,
                                 reasons=decision.reasons, now=now, rules=self._ctx.cases,
                                 audit=self._audit, cause=cause) if open_review else None
-            self._audit.record("applicant.redecided", applicant_ref, {
+            row.decision_seq = self._audit.record("applicant.redecided", applicant_ref, {
                 "cause": cause, "outcome": decision.outcome, "score": decision.score,
                 "policy_version": decision.policy_version, "reasons": list(decision.reasons),
-                "review_case_id": case_id}, session=s)
+                "review_case_id": case_id, "decision_hash": decision_hash(row)}, session=s)
         return case_id
 
     def open_cases_for(self, applicant_ref: str) -> list[dict[str, Any]]:
@@ -97,18 +98,22 @@ class DecisionRepository:
                 raise KeyError("applicant_ref: no such applicant")
             last = s.scalar(select(func.coalesce(func.max(m.StepResult.position), -1))
                             .where(m.StepResult.applicant_id == row.id))
-            s.add_all([m.StepResult(
+            rows = [m.StepResult(
                 id=str(uuid.uuid4()), applicant_id=row.id, run_id=run_id,
                 position=int(last) + 1 + i, step=st.step, status=st.status, reason=st.reason,
                 result_code=st.result_code, consent_ids=list(st.consent_ids),
                 decision_id=st.decision_id, vendor_request_id=st.vendor_request_id,
                 as_of=st.as_of, fee_cents=st.fee_cents, attempts=st.attempts,
                 idempotency_key=st.idempotency_key, signals=dict(st.signals), created_at=now)
-                for i, st in enumerate(steps)])
+                for i, st in enumerate(steps)]
+            seq = self._audit.record("applicant.reverified", applicant_ref, {
+                "run_id": run_id, "steps": {st.step: st.status for st in steps},
+                "step_hashes": [step_hash(r) for r in rows]}, session=s)
+            for r in rows:
+                r.audit_seq = seq
+            s.add_all(rows)
             case = s.scalar(select(m.ReviewCase).where(
                 m.ReviewCase.applicant_id == row.id, m.ReviewCase.closed_at.is_(None)))
             if case is not None and touch_case:
                 evidence_changed(s, case, now=now, audit=self._audit,
                                  applicant_ref=applicant_ref, cause="reverification")
-            self._audit.record("applicant.reverified", applicant_ref, {
-                "run_id": run_id, "steps": {st.step: st.status for st in steps}}, session=s)

@@ -218,7 +218,8 @@ class Journal:
     def _commit(self, writes: list[_Write]) -> list[Any]:
         """One transaction for all `writes`, audit events in submission order. The rows are
         written by the same functions as the store's one-at-a-time methods
-        (`ledger.insert_grants`, `applicants.insert_decided`, `AuditLog.append_many`)."""
+        (`ledger.new_grants`, `applicants.new_decided`, `AuditLog.append_many`): the new
+        records' events first, then their rows bound to those events' sequence numbers."""
         store = self._store
         decided = [w for w in writes if w.kind == "decided"]
         if decided:
@@ -227,35 +228,51 @@ class Journal:
         results: list[Any] = []
         with store.engine.begin() as conn:
             grant_rows = [row for w in writes if w.kind == "grants" for row in w.payload]
-            granted, fresh = ledger.insert_grants(conn, grant_rows)
+            granted, fresh = ledger.new_grants(conn, grant_rows)
             fresh_ids = {row["id"]: row for row in fresh}
             granted_iter = iter(granted)
-            flags = applicants.insert_decided(conn, rows_of)
+            flags = applicants.new_decided(conn, rows_of) if rows_of else []
             stored = {id(w): (rows, new)
                       for w, rows, new in zip(decided, rows_of, flags, strict=True)}
             events: list[PendingEvent] = []
+            bound: list[Any] = []  # per event: the grant row or decided rows it binds, or None
             seq_slots: list[int | None] = []  # per write: index into events of its audit row
             for w in writes:
                 slot = None
                 if w.kind == "audit":
                     slot = len(events)
                     events.append(w.payload)
+                    bound.append(None)
                     results.append(None)
                 elif w.kind == "grants":
                     outcome = [next(granted_iter) for _ in w.payload]
-                    events.extend(ledger.granted_event(fresh_ids[cid])
-                                  for cid, new in outcome if new)
+                    for cid, new in outcome:
+                        if new:
+                            events.append(ledger.granted_event(fresh_ids[cid]))
+                            bound.append(fresh_ids[cid])
                     results.append(outcome)
                 else:
                     rows, new = stored[id(w)]
                     if new:
                         events.append(rows.event)
+                        bound.append(rows)
                     results.append(new)
                 seq_slots.append(slot)
+            seqs = store.audit.append_many(conn, events)
+            fresh_decided = []
+            for target, seq in zip(bound, seqs, strict=True):
+                if isinstance(target, dict):
+                    target["audit_seq"] = seq
+                elif target is not None:
+                    applicants.bind_decided(target, seq)
+                    fresh_decided.append(target)
+            ledger.insert_grant_rows(conn, fresh)
+            applicants.insert_decided_rows(conn, fresh_decided)
             # The granted subjects' ledgers as they stand with these grants: read here, in
             # the write's transaction, so that their first consent check needs no query.
-            ledgers = ledger.read_grants(conn, sorted({r["subject_ref"] for r in grant_rows}))
-            seqs = store.audit.append_many(conn, events)
+            ledgers = ledger.read_grants(conn, sorted({r["subject_ref"] for r in grant_rows}),
+                                         store.audit)
+        store.audit.after_commit()
         for i, slot in enumerate(seq_slots):
             if slot is not None:
                 results[i] = seqs[slot]
@@ -296,7 +313,7 @@ class Journal:
         self._own_seqs = {seq for seq in self._own_seqs if seq > head}
         self._seen_seq = head
         stale = sorted({ref for ref in wanted if ref not in self._grants})
-        self._grants.update(ledger.read_grants(conn, stale))
+        self._grants.update(ledger.read_grants(conn, stale, self._store.audit))
 
     def _read(self, reads: _Reads) -> tuple[dict[Any, Any], ...]:
         """The queued reads, by the same functions as the store's one-at-a-time methods

@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from policies.consent import ConsentGrant
 from storage import models as m
 from storage.audit import AuditLog, PendingEvent
+from storage.bindings import CONSENT_KINDS, consent_hash
 from storage.context import StoreContext, as_utc, in_parts
 from storage.db import insert_rows
 from storage.encoding import canonical
@@ -46,19 +47,21 @@ def grant_key(subject_ref: str, purpose: str, scopes: Iterable[str], granted_at:
 
 
 def granted_event(row: dict[str, Any]) -> PendingEvent:
-    """The audit event of a newly recorded grant (a `consent_events` row)."""
+    """The audit event of a newly recorded grant (a `consent_events` row), with the row's
+    hash (`bindings.consent_hash`)."""
     return ("consent.granted", row["subject_ref"], {
         "consent_id": row["id"], "purpose": row["purpose"], "scopes": row["scopes"],
         "notice_version": row["notice_version"], "notice_hash": row["notice_hash"],
-        "channel": row["channel"], "evidence_ref": row["evidence_ref"]})
+        "channel": row["channel"], "evidence_ref": row["evidence_ref"],
+        "record_hash": consent_hash(row)})
 
 
-def insert_grants(conn: Connection, rows: list[dict[str, Any]]
-                  ) -> tuple[list[tuple[str, bool]], list[dict[str, Any]]]:
-    """Insert the grants (`ConsentLedger.grant_row`s) not already recorded, in `conn`'s
-    transaction: the one write of grants, one at a time or a batch's. Returns (consent id,
-    newly recorded) per row, and the rows inserted, whose `granted_event`s the caller appends
-    to the audit chain in the same transaction."""
+def new_grants(conn: Connection, rows: list[dict[str, Any]]
+               ) -> tuple[list[tuple[str, bool]], list[dict[str, Any]]]:
+    """Which grants (`ConsentLedger.grant_row`s) are not recorded yet, as `conn` sees the
+    ledger: (consent id, newly recorded) per row, and the new rows. The caller appends their
+    `granted_event`s, puts each event's sequence number on its row (`audit_seq`) and inserts
+    them (`insert_grant_rows`), all in `conn`'s transaction."""
     t = m.ConsentEvent.__table__
     keys = sorted({r["dedup_key"] for r in rows})
     known: dict[str, str] = {}
@@ -73,27 +76,70 @@ def insert_grants(conn: Connection, rows: list[dict[str, Any]]
         known[row["dedup_key"]] = row["id"]
         fresh.append(row)
         results.append((row["id"], True))
-    insert_rows(conn, t, fresh)
     return results, fresh
 
 
-def read_grants(conn: Connection, subjects: list[str]) -> dict[str, list[ConsentGrant]]:
-    """Each subject's grants as `conn` sees the ledger, withdrawals folded in: the one read
-    of grants, one subject at a time or a batch's."""
-    ce = m.ConsentEvent.__table__
+def insert_grant_rows(conn: Connection, fresh: list[dict[str, Any]]) -> None:
+    """Insert new grants' rows (from `new_grants`, each with its `audit_seq`)."""
+    insert_rows(conn, m.ConsentEvent.__table__, fresh)
+
+
+def record_grants(conn: Connection, audit: AuditLog, rows: list[dict[str, Any]]
+                  ) -> list[tuple[str, bool]]:
+    """The one write of grants, one at a time or a batch's: the new ones' events appended
+    to the chain, their rows inserted bound to them, in `conn`'s transaction."""
+    results, fresh = new_grants(conn, rows)
+    seqs = audit.append_many(conn, [granted_event(r) for r in fresh])
+    for row, seq in zip(fresh, seqs, strict=True):
+        row["audit_seq"] = seq
+    insert_grant_rows(conn, fresh)
+    return results
+
+
+def read_grants(conn: Connection, subjects: list[str], audit: AuditLog
+                ) -> dict[str, list[ConsentGrant]]:
+    """Each subject's grants as `conn` sees the ledger, withdrawals folded in and bindings
+    checked (`fold`): the one read of grants, one subject at a time or a batch's."""
+    ce, ae = m.ConsentEvent.__table__, m.AuditEvent.__table__
     by_subject: dict[str, list[Any]] = defaultdict(list)
+    chain: dict[str, list[Any]] = defaultdict(list)
     for part in in_parts(subjects):
         for row in conn.execute(select(ce).where(ce.c.subject_ref.in_(part))
                                 .order_by(ce.c.recorded_at)):
             by_subject[row.subject_ref].append(row)
-    return {ref: fold(by_subject.get(ref, ())) for ref in subjects}
+        for e in conn.execute(select(ae.c.seq, ae.c.at, ae.c.kind, ae.c.subject_ref,
+                                     ae.c.detail, ae.c.prev_hash, ae.c.hash)
+                              .where(ae.c.subject_ref.in_(part),
+                                     ae.c.kind.in_(LEDGER_EVENT_KINDS))):
+            if audit.authentic(e):
+                chain[e.subject_ref].append(e)
+    return {ref: fold(by_subject.get(ref, ()), chain.get(ref, ())) for ref in subjects}
 
 
-def fold(rows: Iterable[Any]) -> list[ConsentGrant]:
+def bound(row: Any, e: Any | None) -> bool:
+    """Is a `consent_events` row the one its audit event recorded?"""
+    return (e is not None and e.subject_ref == row.subject_ref
+            and CONSENT_KINDS.get(e.kind) == row.event
+            and e.detail.get("record_hash") == consent_hash(row))
+
+
+def fold(rows: Iterable[Any], chain: Iterable[Any] = ()) -> list[ConsentGrant]:
     """One subject's events (rows with the `consent_events` columns), oldest first, as
-    grants with their withdrawals folded in."""
+    grants with their withdrawals folded in, checked against the subject's authentic ledger
+    events in the audit chain (`chain`). A grant that is not the one its event recorded
+    (inserted or altered behind the chain) is `bound=False`, and so is one whose withdrawal
+    or expiry the chain records but the ledger lost; the chain's time then stands as its
+    end. A withdrawal is honoured whatever its binding: refusing is never the risk."""
     rows = list(rows)
+    events = {e.seq: e for e in chain}
     withdrawn = {r.grant_id: as_utc(r.occurred_at) for r in rows if r.event == "withdraw"}
+    broken = {r.id for r in rows if r.event == "grant" and not bound(r, events.get(r.audit_seq))}
+    ended = {r.grant_id for r in rows if r.event != "grant"}
+    for e in events.values():
+        if e.kind != "consent.granted" and e.detail.get("consent_id") not in ended:
+            broken.add(e.detail.get("consent_id"))
+            if e.kind == "consent.withdrawn":
+                withdrawn.setdefault(e.detail.get("consent_id"), as_utc(e.at))
     # Built without validation: the rows were validated when recorded (`check_grant`),
     # and this runs for every subject the batch pipeline reads.
     return [
@@ -102,7 +148,8 @@ def fold(rows: Iterable[Any]) -> list[ConsentGrant]:
             scopes=frozenset(r.scopes), granted_at=as_utc(r.granted_at or r.occurred_at),
             expires_at=as_utc(r.expires_at or r.occurred_at),
             notice_version=r.notice_version or "", notice_hash=r.notice_hash or "",
-            channel=r.channel or "", withdrawn_at=withdrawn.get(r.id))
+            channel=r.channel or "", withdrawn_at=withdrawn.get(r.id),
+            bound=r.id not in broken)
         for r in rows if r.event == "grant"
     ]
 
@@ -143,8 +190,8 @@ class ConsentLedger:
         for attempt in (1, 2):
             try:
                 with self._ctx.engine.begin() as conn:
-                    (result,), fresh = insert_grants(conn, [row])
-                    self._audit.append_many(conn, [granted_event(r) for r in fresh])
+                    (result,) = record_grants(conn, self._audit, [row])
+                self._audit.after_commit()
                 return result
             except IntegrityError:  # a concurrent writer recorded the same grant first
                 if attempt == 2:
@@ -177,16 +224,16 @@ class ConsentLedger:
                 return existing, False
             now = self._ctx.clock()
             event_id = str(uuid.uuid4())
-            s.add(m.ConsentEvent(
+            row = m.ConsentEvent(
                 id=event_id, event="withdraw", subject_ref=grant.subject_ref, grant_id=consent_id,
                 purpose=grant.purpose, scopes=grant.scopes, channel=channel,
                 notice_version=grant.notice_version, notice_hash=grant.notice_hash,
                 evidence_ref=evidence_ref, occurred_at=as_utc(at or now), recorded_at=now,
-                dedup_key=key))
-            s.flush()
-            self._audit.record("consent.withdrawn", grant.subject_ref, {
+                dedup_key=key, granted_at=None, expires_at=None)
+            row.audit_seq = self._audit.record("consent.withdrawn", grant.subject_ref, {
                 "consent_id": consent_id, "purpose": grant.purpose, "channel": channel,
-                "withdrawal_id": event_id}, session=s)
+                "withdrawal_id": event_id, "record_hash": consent_hash(row)}, session=s)
+            s.add(row)
             return event_id, True
 
     def record_expiries(self) -> int:
@@ -199,14 +246,16 @@ class ConsentLedger:
                 m.ConsentEvent.event == "grant", m.ConsentEvent.expires_at <= now,
                 m.ConsentEvent.id.not_in(ended))).all()
             for g in due:
-                s.add(m.ConsentEvent(
+                row = m.ConsentEvent(
                     id=str(uuid.uuid4()), event="expire", subject_ref=g.subject_ref,
                     grant_id=g.id, purpose=g.purpose, scopes=g.scopes,
                     notice_version=g.notice_version, notice_hash=g.notice_hash,
-                    channel=g.channel, occurred_at=as_utc(g.expires_at or now), recorded_at=now,
-                    dedup_key=hashlib.sha256(canonical(["expire", g.id])).hexdigest()))
-                self._audit.record("consent.expired", g.subject_ref,
-                                         {"consent_id": g.id}, session=s)
+                    channel=g.channel, evidence_ref=None, granted_at=None, expires_at=None,
+                    occurred_at=as_utc(g.expires_at or now), recorded_at=now,
+                    dedup_key=hashlib.sha256(canonical(["expire", g.id])).hexdigest())
+                row.audit_seq = self._audit.record("consent.expired", g.subject_ref, {
+                    "consent_id": g.id, "record_hash": consent_hash(row)}, session=s)
+                s.add(row)
             return len(due)
 
     def events_for(self, subject_ref: str) -> list[dict[str, Any]]:
@@ -229,7 +278,7 @@ class ConsentLedger:
     def grants_for(self, subject_ref: str) -> list[ConsentGrant]:
         """The subject's grants as the ledger stands now, withdrawals folded in."""
         with self._ctx.engine.connect() as conn:
-            return read_grants(conn, [subject_ref])[subject_ref]
+            return read_grants(conn, [subject_ref], self._audit)[subject_ref]
 
     def record_ask(self, *, subject_ref: str, purpose: str, scopes: Iterable[str],
                    notice_version: str, notice_hash: str, channel: str, outcome: str,

@@ -68,6 +68,8 @@ class Applicant(Base):
     erased_at: Mapped[datetime | None] = mapped_column(nullable=True)
     # Under a legal hold an erasure request restricts instead: stored, read only for the hold.
     restricted_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # The audit event of the decision in force, whose detail holds its hash (`bindings`).
+    decision_seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class StepResult(Base):
@@ -91,6 +93,8 @@ class StepResult(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     signals: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime]
+    # The audit event that recorded this result, whose detail lists its hash (`bindings`).
+    audit_seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class ConsentEvent(Base):
@@ -116,6 +120,8 @@ class ConsentEvent(Base):
     recorded_at: Mapped[datetime]
     # Same subject, purpose, scopes, time and evidence: one grant, however often recorded.
     dedup_key: Mapped[str] = mapped_column(String(64), unique=True)
+    # The audit event that recorded this event, whose detail holds its hash (`bindings`).
+    audit_seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class AuditEvent(Base):
@@ -130,16 +136,24 @@ class AuditEvent(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+    # The unkeyed SHA-256 chain that checkpoints sign and third parties recompute.
+    link: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class AuditHead(Base):
-    """One row: the chain's last sequence number and hash, locked by every append."""
+    """One row: the chain's last sequence number, hash and link, locked by every append; the
+    base the chain starts from once old events are purged; the last checkpoint's size."""
 
     __tablename__ = "audit_head"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(Integer)
     hash: Mapped[str] = mapped_column(String(64))
+    link: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    base_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    base_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    base_link: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    checkpoint_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class ReviewCase(Base):

@@ -101,6 +101,7 @@ class AuditRecord(_Frozen):
     detail: dict[str, Any]
     prev_hash: str
     hash: str
+    link: str | None = None
 
 
 class InboxFileRecord(_Frozen):

@@ -7,10 +7,12 @@ never below the floor (the policy refuses that at load), so a record removed her
 always past its floor.
 The consent ledger is append-only except here: retention is the one way its rows go.
 
-Audit events are counted (`awaiting`) but not removed here: removing the chain's oldest
-events while it still verifies needs the chain's own purge primitive (checkpoints that
-vouch for the removed prefix), which `storage.audit` does not offer yet. Until it does,
-the chain is kept whole, which can only keep it longer than its ceiling.
+Bound records (consent events, decisions, step results) go with a `records.purged` event
+naming the audit events that bound them (`storage.proofs.records_purged`), so `idv audit
+verify` does not report them missing. Audit events past their ceiling then go through the
+chain's own primitive (`AuditLog.purge_through`: the chain keeps the last purged event as
+its base and the purge is an event of its own, so checkpoints still verify), up to the
+oldest event a kept record is bound to; those still kept are reported as `awaiting`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,12 @@ from policies.retention import RetentionPolicy
 from storage import models as m
 from storage.audit import AuditLog
 from storage.context import StoreContext, as_utc, in_parts
+from storage.proofs import records_purged
+
+# The column of each bound table naming the audit event that bound its row.
+BOUND_SEQ: dict[type[Any], Any] = {
+    m.ConsentEvent: lambda t: t.audit_seq, m.Applicant: lambda t: t.decision_seq,
+    m.StepResult: lambda t: t.audit_seq}
 
 # The order rows go in: what a row points at goes after it.
 PURGED_CLASSES = ("network_logs", "evidence", "decisions", "consent_records",
@@ -42,6 +50,7 @@ class RetentionPlan:
         default_factory=lambda: defaultdict(lambda: defaultdict(list)))
     awaiting: dict[str, int] = field(default_factory=dict)
     held_subjects: int = 0
+    events_purged: int = 0  # audit events removed through the chain's primitive
 
     def counts(self) -> dict[str, int]:
         return {c: sum(len(ids) for ids in self.rows.get(c, {}).values())
@@ -68,16 +77,39 @@ class RetentionRepository:
         now = self._ctx.clock()
         with self._ctx.engine.begin() as conn:
             plan = _plan(conn, policy, now)
+            unbound: list[tuple[str, None, dict[str, Any]]] = []
             for cls in PURGED_CLASSES:
                 for model, ids in plan.rows.get(cls, {}).items():
                     key = model.__table__.primary_key.columns.values()[0]
+                    bound = BOUND_SEQ.get(model)
                     for part in in_parts(ids):
+                        if bound is not None:
+                            seqs = [q for q in conn.execute(select(bound(model)).where(
+                                key.in_(part))).scalars() if q is not None]
+                            if seqs:
+                                unbound.append(records_purged(model.__tablename__, seqs,
+                                                              "retention"))
                         conn.execute(delete(model).where(key.in_(part)))
+            if unbound:
+                self._audit.append_many(conn, unbound)
             seq = self._audit.append_many(conn, [("retention.purged", None, {
                 "actor": actor, "policy_version": policy.version,
                 "policy_digest": policy.digest, "at": now.isoformat(),
                 "counts": plan.counts(), "awaiting": plan.awaiting,
                 "held_subjects": plan.held_subjects})])[0]
+        # The chain's own events past their ceiling, up to the oldest a kept record needs.
+        with self._ctx.engine.connect() as conn:
+            ae = m.AuditEvent.__table__
+            last = conn.execute(select(func.max(ae.c.seq)).where(
+                ae.c.at < policy.cutoffs(now)["audit_events"])).scalar()
+        if last:
+            through = min(int(last), self._audit.purgeable_through())
+            if through > 0:
+                plan.events_purged = self._audit.purge_through(through, reason="retention")
+        with self._ctx.engine.connect() as conn:
+            plan.awaiting = {"audit_events": int(conn.execute(
+                select(func.count()).select_from(ae).where(
+                    ae.c.at < policy.cutoffs(now)["audit_events"])).scalar() or 0)}
         return plan, seq
 
 

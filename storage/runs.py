@@ -188,8 +188,13 @@ class RunRepository:
                                  outcome=x.outcome, field=x.field, reason=x.reason)
                        for x in lines if x.line_no not in known])
 
-    def finish(self, run_id: str, *, status: str = "finished") -> dict[str, int]:
-        """Close the run: counts per outcome and fees, from what was stored."""
+    def finish(self, run_id: str, *, status: str = "finished",
+               checkpoint: bool = True) -> dict[str, int]:
+        """Close the run: counts per outcome and fees, from what was stored; then checkpoint
+        the audit chain (`AuditLog.checkpoint`), so a batch's events are anchored outside the
+        database once it ends. `checkpoint=False` for a run of one request (on demand):
+        those are anchored by the checkpoint every `IDV_CHECKPOINT_EVERY` events, not one
+        file (and one time-stamp) per request."""
         with self._ctx.transaction() as s:
             counts = {o: n for o, n in s.execute(
                 select(m.RunLine.outcome, func.count()).where(m.RunLine.run_id == run_id)
@@ -205,6 +210,8 @@ class RunRepository:
             run.finished_at = self._ctx.clock()
             self._audit.record("run.finished", None, {
                 "run_id": run_id, "counts": counts, "fees_cents": int(fees)}, session=s)
+        if checkpoint:
+            self._audit.checkpoint()  # every batch ends under a checkpoint
         return counts
 
     def lines(self, run_id: str) -> list[RunLineRecord]:

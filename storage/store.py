@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from storage.applicants import ApplicantRepository
 from storage.audit import AuditLog
 from storage.cases import CaseRepository
+from storage.checkpoints import CheckpointLog
 from storage.context import Clock, StoreContext, utcnow
 from storage.crypto import FieldCipher
 from storage.decisions import DecisionRepository
@@ -25,6 +26,7 @@ from storage.keyring import KeyRing
 from storage.ledger import ConsentLedger
 from storage.oauth import OAuthRepository
 from storage.people import PeopleRepository
+from storage.proofs import ProofRepository
 from storage.quality import QualityRepository
 from storage.requests import SubjectRequestRepository
 from storage.retention import RetentionRepository
@@ -37,9 +39,11 @@ class Store:
     """Everything the flows and commands need from the database, behind one object: the
     repositories as attributes, and the context's engine, key ring, cipher and clock."""
 
-    def __init__(self, engine: Engine, keyring: KeyRing, *, clock: Clock = utcnow) -> None:
+    def __init__(self, engine: Engine, keyring: KeyRing, *, clock: Clock = utcnow,
+                 checkpoints: CheckpointLog | None = None, checkpoint_every: int = 1000) -> None:
         self.context = ctx = StoreContext(engine, keyring, clock=clock)
-        self.audit = audit = AuditLog(ctx)
+        self.audit = audit = AuditLog(ctx, checkpoints=checkpoints,
+                                      checkpoint_every=checkpoint_every)
         self.ledger = ConsentLedger(ctx, audit)
         self.applicants = ApplicantRepository(ctx, audit)
         self.runs = RunRepository(ctx, audit)
@@ -54,6 +58,7 @@ class Store:
         self.requests = SubjectRequestRepository(ctx, audit)
         self.retention = RetentionRepository(ctx, audit)
         self.cases = CaseRepository(ctx, audit)
+        self.proofs = ProofRepository(ctx, audit)
 
     @property
     def engine(self) -> Engine:

@@ -78,6 +78,12 @@ class ConsentGate:
             detail["call_ref"] = call_ref
         await self._recorder.record(
             "consent.allowed" if decision.allowed else "consent.denied", subject_ref, detail)
+        broken = sorted(g.consent_id for g in grants if not g.bound)
+        if broken:
+            # A ledger record the audit chain does not vouch for was ignored: say so apart,
+            # whatever the decision, so that the forgery is seen.
+            await self._recorder.record("consent.binding_broken", subject_ref, {
+                "decision_id": decision_id, "step": step, "consent_ids": broken})
         return decision, decision_id
 
     async def run(self, verifier: Verifier, subject: Subject, *, purpose: str | None = None,

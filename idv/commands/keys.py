@@ -29,15 +29,22 @@ def keys_init(
     = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Create the local KEK file (mode 0600). Refuses to overwrite one."""
+    """Create the local KEK file (mode 0600), and the audit checkpoints' signing key beside
+    it if there is none. Refuses to overwrite a KEK file."""
     from flows.runtime import Settings
-    from services.keys import create_key_file
+    from services.keys import create_checkpoint_key, create_key_file
 
-    path = create_key_file(Settings().resolved_key_file, production=production)
+    settings = Settings()
+    path = create_key_file(settings.resolved_key_file, production=production)
+    checkpoint = create_checkpoint_key(settings.resolved_checkpoint_key_file)
     if as_json:
-        emit({"key_file": str(path), "production": production})
+        emit({"key_file": str(path), "production": production,
+              "checkpoint_key_file": str(checkpoint) if checkpoint else None})
     else:
         console.print(f"key file created: {path} (mode 0600)")
+        if checkpoint:
+            console.print(f"checkpoint key created: {checkpoint} (mode 0600; keep it out of "
+                          "the database's reach and out of data backups)")
 
 
 @keys_app.command("status")

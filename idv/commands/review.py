@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -77,18 +78,53 @@ def review_list(
 
 @audit_app.command("verify")
 def audit_verify(as_json: JsonOpt = False) -> None:
-    """Check the audit chain end to end; exit 1 if any event was altered or removed."""
+    """Check the audit chain end to end: every event, every checkpoint outside the database,
+    and the binding of every consent, decision and step result. Exit 1 at the first problem,
+    naming the sequence number, the file or the record, and the rule."""
     with runtime() as rt:
         check = rt.services.audit.check_chain()
     if as_json:
         emit(check.model_dump())
     elif check.intact:
-        console.print(f"audit chain intact: {check.events} events")
+        console.print(f"audit chain intact: {check.events} events, {check.checkpoints} "
+                      f"checkpoints, {check.records} bound records"
+                      + (f" (events through {check.base_seq} purged)" if check.base_seq else ""))
     else:
-        console.print(f"[red]audit chain broken at event {check.broken_at}[/red] "
+        where = []
+        if check.broken_at is not None:
+            where.append(f"at event {check.broken_at}")
+        if check.file:
+            where.append(f"checkpoint file {check.file}")
+        if check.record:
+            where.append(f"record {check.record_table} {check.record}")
+        console.print(f"[red]audit chain broken {', '.join(where)}[/red]: {check.rule} "
                       f"({check.events} events verified before it)")
     if not check.intact:
         raise typer.Exit(EXIT_PROBLEM)
+
+
+@audit_app.command("export-proof")
+def audit_export_proof(
+    applicant_ref: str,
+    out: Annotated[Path, typer.Option("--out", help="The bundle's folder (must not exist).")],
+    sm3: Annotated[bool, typer.Option("--sm3", help="SM3 digests beside SHA-256.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a proof bundle for one applicant that a third party verifies without our
+    database: `python proofcheck.py BUNDLE` (shipped inside it)."""
+    from idv import proofcheck
+
+    with runtime() as rt:
+        bundle = rt.services.audit.export_proof(
+            applicant_ref, out, verifier=Path(proofcheck.__file__),
+            digests=("sha256", "sm3") if sm3 else ("sha256",))
+    if as_json:
+        emit(bundle.model_dump())
+        return
+    console.print(f"proof bundle written to {bundle.path}: {bundle.records} records, "
+                  f"{bundle.events} chain entries, {bundle.checkpoints} checkpoints "
+                  f"({', '.join(bundle.digests)}); verify with "
+                  f"`python {bundle.path}/proofcheck.py {bundle.path}`")
 
 
 @app.command()

@@ -126,8 +126,8 @@ def test_the_compliance_pack_of_a_period_has_its_counts_and_no_personal_value(
     rt.services.requests.answer(req["request_id"], AnswerRequest(), actor=OFFICER)
     rt.services.requests.open(OpenRequest(applicant_ref=refs[3], kind="access"), actor=OFFICER)
     rt.services.retention.purge(actor=OFFICER)
-    folder = tmp_path / "checkpoints"
-    folder.mkdir()
+    folder = tmp_path / "checkpoints"  # the audit chain writes its own checkpoints here too
+    folder.mkdir(exist_ok=True)
     (folder / "checkpoint-000001.txt").write_text("idv audit\n1\nhash\n", encoding="utf-8")
     old = folder / "checkpoint-old.txt"
     old.write_text("older\n", encoding="utf-8")
@@ -156,7 +156,8 @@ def test_the_compliance_pack_of_a_period_has_its_counts_and_no_personal_value(
     assert pack["consent"]["granted"] == len(rt.store.audit.events(
         kind_prefix="consent.granted"))
     assert {n["version"] for n in pack["notices"]} == set(rt.notices)
-    assert [f["name"] for f in pack["checkpoints"]["files"]] == ["checkpoint-000001.txt"]
+    names = [f["name"] for f in pack["checkpoints"]["files"]]
+    assert "checkpoint-000001.txt" in names and "checkpoint-old.txt" not in names
     # The canary scan: no name, ID number, phone or applicant ref anywhere in the pack.
     text = json.dumps(pack, ensure_ascii=False)
     for p in people:

@@ -36,6 +36,10 @@ def test_when_production_starts_with_a_development_key_then_it_is_refused(tmp_pa
         Runtime(Settings(**{**base, "identity_app_secret": SecretStr("idv-dev-secret")})).store  # noqa: B018
     prod = tmp_path / "prod" / "idv.key"
     LocalKekProvider(prod, create=True, development=False)
+    with pytest.raises(StartupError, match="checkpoint key file does not exist"):
+        Runtime(Settings(**{**base, "key_file": prod})).store  # noqa: B018
+    from storage.checkpoints import CheckpointKey
+    CheckpointKey(prod.parent / "checkpoint.key", create=True)  # as `idv keys init` makes it
     rt = Runtime(Settings(**{**base, "key_file": prod}))
     assert rt.store.keyring.provider.active_version() == "v1"
     rt.close()

@@ -1,0 +1,224 @@
+"""Bindings checked across the database, and the material of a subject's proof bundle.
+
+`ProofRepository.check` walks the audit chain (`AuditLog.check`) and then every consent
+event, decision and step result against the events that bound them (`storage.bindings`),
+both ways: a record its event does not vouch for, and an event whose record is gone. A
+record deliberately deleted (retention) is named by a `records.purged` event
+(`records_purged`) and is then not missing.
+
+`ProofRepository.material` gathers, for one subject, what a third party needs to check its
+records without the database: each record's canonical bytes, the events that bind them, and
+for each checkpoint covering those events the chain from just before them to the
+checkpoint's size (the subject's events in full, every other event as its leaf hash only).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+
+from storage import models as m
+from storage.audit import AuditLog, ChainReport, event_body, leaf_hash
+from storage.bindings import (
+    CONSENT_FIELDS,
+    CONSENT_KINDS,
+    DECISION_FIELDS,
+    DECISION_KINDS,
+    STEP_FIELDS,
+    STEP_KINDS,
+    consent_hash,
+    decision_hash,
+    record_body,
+    step_hash,
+)
+from storage.context import StoreContext
+from storage.crypto import digest
+
+RECORDS_PURGED = "records.purged"
+_BINDING_KINDS = set(CONSENT_KINDS) | set(DECISION_KINDS) | set(STEP_KINDS) | {RECORDS_PURGED}
+
+
+def records_purged(table: str, audit_seqs: list[int], reason: str
+                   ) -> tuple[str, None, dict[str, Any]]:
+    """The event to append, in the transaction that deletes bound records of `table`
+    (`consent_events`, `applicants`, `step_results`), naming the events that had bound them,
+    so that `check` does not report them missing."""
+    return (RECORDS_PURGED, None, {"table": table, "audit_seqs": sorted(audit_seqs),
+                                   "reason": reason})
+
+
+@dataclass(frozen=True)
+class BindingIssue:
+    """The first record that does not match the chain: table, record id or ref, rule, and the
+    audit sequence number concerned (if any)."""
+
+    table: str
+    record: str
+    rule: str
+    seq: int | None = None
+
+
+@dataclass(frozen=True)
+class ProofCheck:
+    chain: ChainReport
+    binding: BindingIssue | None = None
+    records: int = 0
+
+    @property
+    def intact(self) -> bool:
+        return self.chain.intact and self.binding is None
+
+
+@dataclass
+class Material:
+    """What `material` found for one subject (no personal values)."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    segments: list[dict[str, Any]] = field(default_factory=list)
+
+
+class ProofRepository:
+    def __init__(self, ctx: StoreContext, audit: AuditLog) -> None:
+        self._ctx = ctx
+        self._audit = audit
+
+    def check(self) -> ProofCheck:
+        """The chain and its checkpoints, then every binding; the first problem is named."""
+        events: dict[int, tuple[str, str | None, dict[str, Any]]] = {}
+
+        def keep(e: Any) -> None:
+            if e.kind in _BINDING_KINDS:
+                events[e.seq] = (e.kind, e.subject_ref, e.detail)
+
+        chain = self._audit.check(keep)
+        if not chain.intact:
+            return ProofCheck(chain=chain)
+        purged: dict[str, set[int]] = defaultdict(set)
+        for kind, _, d in events.values():
+            if kind == RECORDS_PURGED:
+                purged[str(d.get("table"))].update(d.get("audit_seqs") or ())
+        issues: list[BindingIssue] = []
+        count = 0
+        with self._ctx.engine.connect() as conn:
+            # Consent events: each row bound; each ledger event with its row.
+            seen: set[int] = set()
+            for r in conn.execute(select(m.ConsentEvent.__table__)
+                                  .execution_options(yield_per=1000)):
+                count += 1
+                e = events.get(r.audit_seq) if r.audit_seq is not None else None
+                if (e is None or e[1] != r.subject_ref or CONSENT_KINDS.get(e[0]) != r.event
+                        or e[2].get("record_hash") != consent_hash(r)):
+                    issues.append(BindingIssue("consent_events", r.id, "the consent record is "
+                                               "not the one its audit event recorded",
+                                               r.audit_seq))
+                else:
+                    seen.add(r.audit_seq)
+            for seq, (kind, _, d) in events.items():
+                if kind in CONSENT_KINDS and seq not in seen and seq not in purged[
+                        "consent_events"]:
+                    issues.append(BindingIssue("consent_events", str(d.get("consent_id")),
+                                               f"the ledger lost the record audit event {seq} "
+                                               "recorded", seq))
+            # Decisions: each the latest of its applicant's decision events, hash matching.
+            latest: dict[str, int] = {}
+            for seq, (kind, ref, _) in events.items():
+                if kind in DECISION_KINDS and ref is not None:
+                    latest[ref] = max(latest.get(ref, 0), seq)
+            decided: set[str] = set()
+            for a in conn.execute(select(m.Applicant.__table__)
+                                  .execution_options(yield_per=1000)):
+                count += 1
+                decided.add(a.applicant_ref)
+                e = events.get(a.decision_seq) if a.decision_seq is not None else None
+                if (e is None or e[0] not in DECISION_KINDS or e[1] != a.applicant_ref
+                        or e[2].get("decision_hash") != decision_hash(a)):
+                    issues.append(BindingIssue("applicants", a.applicant_ref, "the decision is "
+                                               "not the one its audit event recorded",
+                                               a.decision_seq))
+                elif latest.get(a.applicant_ref) != a.decision_seq:
+                    issues.append(BindingIssue("applicants", a.applicant_ref, "the decision is "
+                                               "not the latest the audit chain recorded",
+                                               latest.get(a.applicant_ref)))
+            for ref, seq in latest.items():
+                if ref not in decided and seq not in purged["applicants"]:
+                    issues.append(BindingIssue("applicants", ref, "the decision audit event "
+                                               f"{seq} recorded is missing", seq))
+            # Step results: each listed by its event; each listed hash with its row.
+            by_seq: dict[int, set[str]] = defaultdict(set)
+            for st in conn.execute(select(m.StepResult.__table__)
+                                   .execution_options(yield_per=1000)):
+                count += 1
+                e = events.get(st.audit_seq) if st.audit_seq is not None else None
+                h = step_hash(st)
+                if e is None or e[0] not in STEP_KINDS or h not in (e[2].get("step_hashes")
+                                                                   or ()):
+                    issues.append(BindingIssue("step_results", st.id, "the step result is not "
+                                               "one its audit event recorded", st.audit_seq))
+                else:
+                    by_seq[st.audit_seq].add(h)
+            for seq, (kind, ref, d) in events.items():
+                if kind in STEP_KINDS and set(d.get("step_hashes") or ()) - by_seq[seq] and (
+                        seq not in purged["step_results"]):
+                    issues.append(BindingIssue("step_results", str(ref), "a step result audit "
+                                               f"event {seq} recorded is missing", seq))
+        first = min(issues, key=lambda i: (i.seq is not None, i.seq or 0)) if issues else None
+        return ProofCheck(chain=chain, binding=first, records=count)
+
+    def material(self, subject_ref: str, digests: tuple[str, ...] = ("sha256",)) -> Material:
+        """A subject's bound records and the chain segments that carry their events to the
+        checkpoints covering them. Call `AuditLog.checkpoint` first so that every event is
+        covered. Records are checked (`applicants.check_decision` is the reader's check;
+        here the hashes are recomputed and must equal those their events hold)."""
+        out = Material()
+        ce, ap, st = (m.ConsentEvent.__table__, m.Applicant.__table__,
+                      m.StepResult.__table__)
+        with self._ctx.engine.connect() as conn:
+            rows: list[tuple[str, tuple[str, ...], Any, int | None, str]] = []
+            for r in conn.execute(select(ce).where(ce.c.subject_ref == subject_ref)
+                                  .order_by(ce.c.recorded_at, ce.c.id)):
+                rows.append(("consent_events", CONSENT_FIELDS, r, r.audit_seq, "record_hash"))
+            a = conn.execute(select(ap).where(ap.c.applicant_ref == subject_ref)).first()
+            if a is not None:
+                rows.append(("applicants", DECISION_FIELDS, a, a.decision_seq,
+                             "decision_hash"))
+                for s in conn.execute(select(st).where(st.c.applicant_id == a.id)
+                                      .order_by(st.c.position)):
+                    rows.append(("step_results", STEP_FIELDS, s, s.audit_seq, "step_hashes"))
+        for table, fields, r, seq, binding in rows:
+            body = record_body(fields, r)
+            out.records.append({
+                "table": table, "id": r.id, "audit_seq": seq, "binding": binding,
+                "body": body.decode("utf-8"),
+                "digests": {name: digest(name, body) for name in digests}})
+        seqs = sorted({r["audit_seq"] for r in out.records if r["audit_seq"] is not None})
+        checkpoints = self._audit.checkpoints.load() if self._audit.checkpoints else []
+        groups: dict[int, list[int]] = defaultdict(list)
+        for seq in seqs:
+            cover = next((cp.size for cp in checkpoints if cp.size >= seq), None)
+            if cover is not None:
+                groups[cover].append(seq)
+        for size, wanted in sorted(groups.items()):
+            start = min(wanted)
+            before = self._audit.events(from_seq=start - 1, to_seq=start - 1)
+            with self._ctx.engine.connect() as conn:
+                head = conn.execute(select(m.AuditHead.base_seq, m.AuditHead.base_link)).first()
+            if before:
+                start_link = before[0].link
+            elif head is not None and head.base_seq == start - 1 and head.base_link:
+                start_link = head.base_link
+            else:
+                start_link = "0" * 64
+            entries = []
+            for e in self._audit.events(from_seq=start, to_seq=size):
+                body = event_body(e.seq, e.at, e.kind, e.subject_ref, e.detail)
+                if e.seq in wanted:
+                    entries.append({"seq": e.seq, "body": body.decode("utf-8")})
+                else:
+                    entries.append({"seq": e.seq, "leaf": leaf_hash(body).hex()})
+            out.segments.append({"checkpoint": f"{size:016d}.ckpt", "size": size,
+                                 "start_seq": start, "start_link": start_link,
+                                 "entries": entries})
+        return out
