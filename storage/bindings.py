@@ -80,3 +80,15 @@ def decision_hash(row: Any) -> str:
 
 def step_hash(row: Any) -> str:
     return record_hash(STEP_FIELDS, row)
+
+
+RECORDS_PURGED = "records.purged"
+
+
+def records_purged(table: str, audit_seqs: list[int], reason: str
+                   ) -> tuple[str, None, dict[str, Any]]:
+    """The event to append, in the transaction that deletes bound records of `table`
+    (`consent_events`, `applicants`, `step_results`), naming the events that had bound them,
+    so that `check` does not report them missing."""
+    return (RECORDS_PURGED, None, {"table": table, "audit_seqs": sorted(audit_seqs),
+                                   "reason": reason})

@@ -27,6 +27,7 @@ from storage.bindings import (
     CONSENT_KINDS,
     DECISION_FIELDS,
     DECISION_KINDS,
+    RECORDS_PURGED,
     STEP_FIELDS,
     STEP_KINDS,
     consent_hash,
@@ -37,17 +38,7 @@ from storage.bindings import (
 from storage.context import StoreContext
 from storage.crypto import digest
 
-RECORDS_PURGED = "records.purged"
 _BINDING_KINDS = set(CONSENT_KINDS) | set(DECISION_KINDS) | set(STEP_KINDS) | {RECORDS_PURGED}
-
-
-def records_purged(table: str, audit_seqs: list[int], reason: str
-                   ) -> tuple[str, None, dict[str, Any]]:
-    """The event to append, in the transaction that deletes bound records of `table`
-    (`consent_events`, `applicants`, `step_results`), naming the events that had bound them,
-    so that `check` does not report them missing."""
-    return (RECORDS_PURGED, None, {"table": table, "audit_seqs": sorted(audit_seqs),
-                                   "reason": reason})
 
 
 @dataclass(frozen=True)

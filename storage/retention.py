@@ -8,7 +8,7 @@ always past its floor.
 The consent ledger is append-only except here: retention is the one way its rows go.
 
 Bound records (consent events, decisions, step results) go with a `records.purged` event
-naming the audit events that bound them (`storage.proofs.records_purged`), so `idv audit
+naming the audit events that bound them (`storage.bindings.records_purged`), so `idv audit
 verify` does not report them missing. Audit events past their ceiling then go through the
 chain's own primitive (`AuditLog.purge_through`: the chain keeps the last purged event as
 its base and the purge is an event of its own, so checkpoints still verify), up to the
@@ -27,8 +27,8 @@ from sqlalchemy import Connection, delete, func, select
 from policies.retention import RetentionPolicy
 from storage import models as m
 from storage.audit import AuditLog
+from storage.bindings import records_purged
 from storage.context import StoreContext, as_utc, in_parts
-from storage.proofs import records_purged
 
 # The column of each bound table naming the audit event that bound its row.
 BOUND_SEQ: dict[type[Any], Any] = {
