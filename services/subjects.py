@@ -71,6 +71,17 @@ class SubjectService:
         if field not in REVEAL_FIELDS:
             raise InvalidInput("field", "must be name, id_number or phone")
         permit(self.access, actor, "reveal", reason=reason)
+        if purpose in {rule.purpose for rule in self.retention.holds.values()}:
+            # A hold's purpose opens a restricted subject's data: asserting it is the hold
+            # permission's, with a reason, and the assertion is audited before the read.
+            try:
+                permit(self.access, actor, "hold", reason=reason)
+            except Denied:
+                raise Denied("purpose", "a legal hold's purpose is asserted only by a role "
+                             "with the hold permission") from None
+            self.store.audit.record("subject.hold_purpose_asserted", applicant_ref, {
+                "actor": actor.name, "role": actor.role, "purpose": purpose,
+                "reason": reason, "field": field})
         try:
             person = self.store.applicants.reveal_by_ref(
                 applicant_ref, actor=actor.name, purpose=purpose, masked=False)

@@ -1,0 +1,65 @@
+"""Attacks on a fresh install, each refused: a legal hold's purpose named by a role that may
+not assert it, and a database readable by every local user."""
+
+from __future__ import annotations
+
+import stat
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pydantic import SecretStr
+
+from policies import catalog
+from services.context import Actor
+from services.errors import Denied
+from services.subjects import SubjectService
+from storage.db import make_engine
+from storage.records import Decision, NewApplicant
+
+HOLD_PURPOSE = "aml_record_keeping"
+
+
+def _held_subject(store, ref: str) -> None:
+    from tests.integration.test_storage import new_run
+    run = new_run(store)
+    store.applicants.add_decided(
+        run_id=run, line_no=1,
+        applicant=NewApplicant(applicant_ref=ref, product="consumer_loan",
+                               id_type="resident_id", name=SecretStr("张伟"),
+                               id_number=SecretStr("11010519491231002X"),
+                               phone=SecretStr("+8613800138000")),
+        steps=[], decision=Decision(outcome="review", score=40, policy_version="card@1",
+                                    reasons=("ID_NO_RECORD",), features={}))
+    store.subjects.hold(ref, basis="aml_customer_identification", purpose=HOLD_PURPOSE,
+                        until=datetime.now(UTC) + timedelta(days=365), actor="officer")
+    assert store.subjects.erase(ref, reason="erasure request #1", actor="officer") == \
+        "restricted"
+
+
+def test_when_a_role_without_hold_names_the_holds_purpose_then_the_held_value_stays_hidden(
+        store):
+    _held_subject(store, "H-1")
+    subjects = SubjectService(store, catalog.access_policy(), catalog.retention_policy())
+    senior = Actor(name="sam", role="senior_analyst")
+    with pytest.raises(Denied) as refused:
+        subjects.reveal("H-1", "id_number", reason="customer called about the loan",
+                        purpose=HOLD_PURPOSE, actor=senior)
+    assert refused.value.field == "purpose"
+    officer = Actor(name="olga", role="compliance_officer")
+    value = subjects.reveal("H-1", "id_number", reason="AML inquiry 2026-118 from the PBoC",
+                            purpose=HOLD_PURPOSE, actor=officer)
+    assert value is not None  # never printed
+    (asserted,) = store.audit.events(subject_ref="H-1", kind_prefix="subject.hold_purpose")
+    assert asserted.detail["actor"] == "olga" and asserted.detail["purpose"] == HOLD_PURPOSE
+    assert asserted.detail["reason"] == "AML inquiry 2026-118 from the PBoC"
+
+
+def test_when_the_embedded_database_is_made_then_only_its_owner_can_read_it(tmp_path):
+    db = tmp_path / "home" / "idv.db"
+    engine = make_engine(f"sqlite:///{db}")
+    with engine.connect() as conn:
+        conn.exec_driver_sql("create table t (x int)")
+        conn.commit()
+    engine.dispose()
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+    assert stat.S_IMODE(db.parent.stat().st_mode) == 0o700
