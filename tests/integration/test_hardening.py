@@ -63,3 +63,43 @@ def test_when_the_embedded_database_is_made_then_only_its_owner_can_read_it(tmp_
     engine.dispose()
     assert stat.S_IMODE(db.stat().st_mode) == 0o600
     assert stat.S_IMODE(db.parent.stat().st_mode) == 0o700
+
+
+def _production(tmp_path, **extra):
+    from flows.runtime import VENDORS, Runtime, Settings
+    from services.keys import create_key_file
+
+    key = create_key_file(tmp_path / "keys" / "idv.key", production=True)
+    secrets = {f"{v}_app_secret": SecretStr(f"real-{v}-secret") for v in VENDORS}
+    return Runtime(Settings(env="production", home=tmp_path / "home", key_file=key,
+                            **secrets, **extra))
+
+
+def test_when_production_names_the_default_sqlite_file_then_startup_refuses(tmp_path):
+    from flows.runtime import StartupError
+
+    default = (tmp_path / "home" / "idv.db").resolve()
+    for url in (f"sqlite:///{default}", f"sqlite:///{tmp_path}/home/../home/idv.db"):
+        with pytest.raises(StartupError, match="IDV_DATABASE_URL"):
+            _check(tmp_path, url)
+
+
+def _check(tmp_path, url):
+    import shutil
+    shutil.rmtree(tmp_path / "keys", ignore_errors=True)
+    _production(tmp_path, database_url=url).check_production()
+
+
+def test_when_a_development_key_file_is_missing_but_keys_it_wrapped_exist_then_none_is_made(
+        tmp_path):
+    from flows.runtime import Runtime, Settings, StartupError
+
+    settings = Settings(env="development", home=tmp_path / "home",
+                        key_file=tmp_path / "keys" / "idv.key")
+    rt = Runtime(settings)
+    rt.keyring.secret("prefect-server")  # wraps a ring secret under the first key
+    rt.close()
+    settings.resolved_key_file.unlink()
+    with pytest.raises(StartupError, match="IDV_KEY_FILE"):
+        Runtime(settings).keyring  # noqa: B018
+    assert not settings.resolved_key_file.exists()
