@@ -103,3 +103,23 @@ def test_when_a_development_key_file_is_missing_but_keys_it_wrapped_exist_then_n
     with pytest.raises(StartupError, match="IDV_KEY_FILE"):
         Runtime(settings).keyring  # noqa: B018
     assert not settings.resolved_key_file.exists()
+
+
+def test_when_a_development_key_files_flag_is_edited_then_production_still_refuses_it(
+        tmp_path):
+    import json
+
+    from flows.runtime import VENDORS, Runtime, Settings, StartupError
+    from storage.keyring import LocalKekProvider
+
+    key = tmp_path / "keys" / "idv.key"
+    LocalKekProvider(key, create=True, development=True)
+    doc = json.loads(key.read_text())
+    doc["development"] = False
+    key.write_text(json.dumps(doc))
+    key.chmod(0o600)
+    secrets = {f"{v}_app_secret": SecretStr(f"real-{v}-secret") for v in VENDORS}
+    rt = Runtime(Settings(env="production", home=tmp_path / "home", key_file=key,
+                          database_url=f"sqlite:///{tmp_path / 'prod.db'}", **secrets))
+    with pytest.raises(StartupError, match="development key"):
+        rt.kek  # noqa: B018
