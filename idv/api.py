@@ -12,7 +12,9 @@ states every answer of every route and every constraint on its parameters. `/doc
 from __future__ import annotations
 
 import hmac
+import json
 import logging
+from collections.abc import Callable
 from importlib import resources
 from typing import Annotated, Any, Literal
 
@@ -66,7 +68,7 @@ from services.oauth import WECHAT_SCOPES
 # What each kind of refusal is called and answered with.
 _STATUS = {"invalid": 422, "not_found": 404, "denied": 403, "conflict": 409, "unavailable": 503}
 _NOT_FOUND_CODES = {"consent_id": "unknown_consent", "applicant_ref": "unknown_applicant"}
-_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found",
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 413: "too_large",
                405: "method_not_allowed"}
 # Swagger UI's and ReDoc's scripts and styles, as fastapi-offline ships them.
 _DOCS_ASSETS = "/docs-assets"
@@ -86,17 +88,98 @@ def _field(loc: tuple[Any, ...]) -> str:
 _bearer = HTTPBearer(auto_error=False, description="`IDV_API_TOKEN`, when it is set")
 
 
+def token_caller(token: str | None, given: str | None) -> str | None:
+    """The caller a presented bearer token (the credentials after `Bearer `) stands for, or
+    None when it is refused: the one check of a token, for the routes and for the body guard
+    that runs before any body is read."""
+    if token is None:
+        return "anonymous"
+    given = (given or "").strip()
+    if not given or not hmac.compare_digest(given.encode(), token.encode()):
+        return None
+    return "api-token"
+
+
 def authenticated(request: Request, credentials: Annotated[
         HTTPAuthorizationCredentials | None, Depends(_bearer)] = None) -> str:
     """The caller, for the audit chain; 401 unless the bearer token matches."""
-    token: str | None = request.app.state.api_token
-    if token is None:
-        return "anonymous"
-    given = credentials.credentials.strip() if credentials else ""
-    if not given or not hmac.compare_digest(given.encode(), token.encode()):
+    caller = token_caller(request.app.state.api_token,
+                          credentials.credentials if credentials else None)
+    if caller is None:
         raise HTTPException(401, "missing or wrong bearer token",
                             headers={"WWW-Authenticate": "Bearer"})
-    return "api-token"
+    return caller
+
+
+# Bodies are small JSON documents: the most each route reads (bytes). Beyond it, 413.
+BODY_CAPS = {"/events": 16 * 1024, "/verifications": 16 * 1024}
+DEFAULT_BODY_CAP = 64 * 1024
+_NO_BODY = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class BodyGuard:
+    """Pure ASGI, outermost: a request that may carry a body is authenticated from its
+    `Authorization` header before one byte of the body is read (401), and its body is
+    capped by route: a `Content-Length` beyond the cap is refused at once, a streamed body
+    the moment it passes the cap (413)."""
+
+    def __init__(self, app: Any, *, token: Callable[[], str | None]) -> None:
+        self.app = app
+        self.token = token
+
+    @staticmethod
+    async def _refuse(send: Any, status: int, body: ErrorBody,
+                      headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+        payload = json.dumps(body.model_dump()).encode()
+        await send({"type": "http.response.start", "status": status, "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(payload)).encode()), (b"connection", b"close"),
+            *headers]})
+        await send({"type": "http.response.body", "body": payload})
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] in _NO_BODY:
+            await self.app(scope, receive, send)
+            return
+        headers = {k.lower(): v for k, v in scope["headers"]}
+        authorization = headers.get(b"authorization", b"").decode("latin-1")
+        scheme, _, credentials = authorization.partition(" ")
+        given = credentials if scheme.lower() == "bearer" else None
+        if token_caller(self.token(), given) is None:
+            await self._refuse(send, 401, ErrorBody(
+                error="unauthorized", field="Authorization", rule="missing or wrong bearer "
+                "token"), ((b"www-authenticate", b"Bearer"),))
+            return
+        cap = BODY_CAPS.get(scope["path"], DEFAULT_BODY_CAP)
+        too_large = ErrorBody(error="too_large", field="body",
+                              rule=f"must be at most {cap} bytes")
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > cap):
+            await self._refuse(send, 413, too_large)
+            return
+        seen = 0
+        refused = False
+
+        async def counted() -> Any:
+            # Past the cap: answer 413 here and tell the app the client left, so it stops
+            # reading; whatever it answers then is dropped.
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > cap:
+                    refused = True
+                    await self._refuse(send, 413, too_large)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded(message: Any) -> None:
+            if not refused:
+                await send(message)
+
+        await self.app(scope, counted, guarded)
 
 
 Actor = Annotated[str, Depends(authenticated)]
@@ -105,7 +188,7 @@ SubjectRef = Annotated[ApplicantRef, PathParam(description="The caller's key for
 # Every route behind the bearer token may answer 401, and 422 for a field that breaks a rule;
 # one that reads a body, 400 for a body that is not JSON.
 _GUARDED = (401, 422)
-_READS_BODY = (400, 401, 422)
+_READS_BODY = (400, 401, 413, 422)
 
 
 def create_app(runtime: Runtime) -> FastAPI:
@@ -121,6 +204,7 @@ def create_app(runtime: Runtime) -> FastAPI:
                               "behaviour events and authorized accounts.",
                   docs_url=None, redoc_url=None, openapi_url=None)
     app.state.api_token = token
+    app.add_middleware(BodyGuard, token=lambda: app.state.api_token)
 
     def service() -> ConsentService:
         return runtime.services.consent

@@ -227,6 +227,7 @@ WHY = {
     403: "not allowed: no live consent, a declined authorization, an unsigned or old link",
     404: "no such subject, consent or provider",
     409: "conflicts with what is held",
+    413: "the body is larger than the route reads",
     422: "a field breaks a rule (the field and the rule are named, never the value)",
     502: "the provider answered something that is not a valid answer",
     503: "not configured here, or the provider asks to try later",

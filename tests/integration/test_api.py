@@ -258,3 +258,67 @@ def test_when_the_docs_are_asked_for_then_production_wants_the_token_and_no_asse
     finally:
         server.stop()
         rt.close()
+
+
+def _stream_unauthenticated(url: str, total: int) -> tuple[int, bytes]:
+    """POST a chunked body of `total` bytes with no token over a raw socket; returns how many
+    body bytes the server let through before answering, and the status line."""
+    import socket
+    from urllib.parse import urlsplit
+
+    where = urlsplit(url)
+    sock = socket.create_connection((where.hostname, where.port), timeout=10)
+    sock.sendall(b"POST /consents HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Transfer-Encoding: chunked\r\n\r\n")
+    chunk = b"a" * (1 << 20)
+    framed = b"%x\r\n" % len(chunk) + chunk + b"\r\n"
+    sent = 0
+    sock.settimeout(0.05)
+    answer = b""
+    try:
+        while sent < total:
+            try:
+                answer += sock.recv(4096)
+                if answer:
+                    break
+            except TimeoutError:
+                pass
+            sock.settimeout(10)
+            sock.sendall(framed)
+            sock.settimeout(0.05)
+            sent += len(chunk)
+        if not answer:
+            sock.sendall(b"0\r\n\r\n")
+            sock.settimeout(30)
+            answer = sock.recv(4096)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    finally:
+        sock.close()
+    return sent, answer.split(b"\r\n", 1)[0]
+
+
+def test_when_an_unauthenticated_body_is_large_then_it_is_refused_before_it_is_read(api):
+    client, _rt = api
+    sent, status = _stream_unauthenticated(str(client.base_url), 200 << 20)
+    # Refused from its headers: the server answered 401 while the body was still coming.
+    assert sent < 32 << 20, f"{sent >> 20} MB of an unauthenticated body were read"
+    assert status == b"" or b" 401" in status
+
+
+def test_when_an_authenticated_body_is_larger_than_its_route_reads_then_413(api):
+    client, rt = api
+    big = b'{"subject_ref": "' + b"a" * (1 << 20) + b'"}'
+    declared = client.post("/consents", content=big,
+                           headers={"Content-Type": "application/json"})
+    assert declared.status_code == 413
+    assert declared.json()["field"] == "body"
+
+    def chunks():
+        for _ in range(4):
+            yield b"a" * (1 << 18)
+
+    streamed = client.post("/consents", content=chunks(),
+                           headers={"Content-Type": "application/json"})
+    assert streamed.status_code == 413
+    assert ledger_rows(rt) == 0
