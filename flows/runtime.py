@@ -170,8 +170,27 @@ class Settings(BaseSettings):
         return self.inbox or self.home / "inbox"
 
     @property
+    def legacy_key_file(self) -> Path:
+        """Where the key file was kept before: inside `$IDV_HOME`, so a backup of that folder
+        held the keys beside the data they protect."""
+        return self.home / "keys" / "idv.key"
+
+    @property
     def resolved_key_file(self) -> Path:
-        return self.key_file or self.home / "keys" / "idv.key"
+        """`IDV_KEY_FILE`, or a folder beside `$IDV_HOME` (`<home>-keys/`), never inside it,
+        so that a backup of the data folder holds no key. A key file already at the old
+        place inside `$IDV_HOME` is kept (`key_file_inside_home` warns)."""
+        if self.key_file:
+            return self.key_file
+        if self.legacy_key_file.exists():
+            return self.legacy_key_file
+        return self.home.parent / f"{self.home.name}-keys" / "idv.key"
+
+    @property
+    def key_file_inside_home(self) -> bool:
+        """Whether the key file in use is inside `$IDV_HOME` (with the data): worth a warning."""
+        key = self.resolved_key_file.resolve()
+        return key.is_relative_to(self.home.resolve())
 
     @property
     def resolved_keystore_url(self) -> str:

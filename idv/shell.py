@@ -82,6 +82,10 @@ def runtime() -> Iterator[Any]:
     if other is not None:
         warn(f"using ./.idv of this folder; {other} exists too (set IDV_HOME to choose)")
     rt = Runtime.from_env()
+    if rt.settings.kek_provider == "local" and rt.settings.key_file_inside_home:
+        warn(f"the key file {rt.settings.resolved_key_file} is inside IDV_HOME, beside the "
+             "data: a backup of that folder holds the keys too. Move it out (set "
+             "IDV_KEY_FILE) and keep it out of data backups")
     try:
         yield rt
     finally:

@@ -123,3 +123,22 @@ def test_when_a_development_key_files_flag_is_edited_then_production_still_refus
                           database_url=f"sqlite:///{tmp_path / 'prod.db'}", **secrets))
     with pytest.raises(StartupError, match="development key"):
         rt.kek  # noqa: B018
+
+
+def test_when_the_key_file_is_made_by_default_then_it_is_outside_the_data_folder(tmp_path):
+    from flows.runtime import Runtime, Settings
+
+    settings = Settings(env="development", home=tmp_path / "home")
+    rt = Runtime(settings)
+    rt.keyring.secret("prefect-server")
+    rt.close()
+    home = (tmp_path / "home").resolve()
+    assert not settings.resolved_key_file.resolve().is_relative_to(home)
+    assert not settings.key_file_inside_home
+    assert settings.resolved_key_file.exists()
+    # An existing key file at the old place inside the home is kept, and flagged.
+    legacy = tmp_path / "old" / "keys" / "idv.key"
+    legacy.parent.mkdir(parents=True)
+    settings.resolved_key_file.rename(legacy)
+    old = Settings(env="development", home=tmp_path / "old")
+    assert old.resolved_key_file == legacy and old.key_file_inside_home
