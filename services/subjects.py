@@ -105,9 +105,11 @@ class SubjectService:
         return Erasure(applicant_ref=applicant_ref, result=result)  # type: ignore[arg-type]
 
     def hold(self, applicant_ref: str, *, basis: str, actor: Actor) -> Hold:
-        """A legal hold: an erasure request then restricts instead of erasing."""
+        """A legal hold on a subject of whom something is held (`NotFound` otherwise): an
+        erasure request then restricts instead of erasing."""
         require_ref(applicant_ref)
         permit(self.access, actor, "hold")
+        require_known(self.store, applicant_ref)
         if basis not in self.retention.holds:
             raise InvalidInput("basis", f"must be one of {', '.join(sorted(self.retention.holds))}")
         until = self.retention.hold_until(basis, self.store.clock())

@@ -142,3 +142,18 @@ def test_when_the_key_file_is_made_by_default_then_it_is_outside_the_data_folder
     settings.resolved_key_file.rename(legacy)
     old = Settings(env="development", home=tmp_path / "old")
     assert old.resolved_key_file == legacy and old.key_file_inside_home
+
+
+def test_when_a_hold_names_nobody_or_a_malformed_reference_then_it_is_refused(store):
+    from services.errors import InvalidInput, NotFound
+
+    subjects = SubjectService(store, catalog.access_policy(), catalog.retention_policy())
+    officer = Actor(name="olga", role="compliance_officer")
+    for ref in ("../../etc/passwd", "A" * 5000):
+        with pytest.raises(InvalidInput) as bad:
+            subjects.hold(ref, basis="aml_customer_identification", actor=officer)
+        assert bad.value.field == "applicant_ref"
+    with pytest.raises(NotFound):
+        subjects.hold("NOBODY-1", basis="aml_customer_identification", actor=officer)
+    with pytest.raises(NotFound):  # not "restricted": nothing is held of them
+        subjects.erase("NOBODY-1", reason="erasure request #7", actor=officer)
