@@ -221,8 +221,27 @@ class Settings(BaseSettings):
         return self.inbox or self.home / "inbox"
 
     @property
+    def legacy_key_file(self) -> Path:
+        """Where the key file was kept before: inside `$IDV_HOME`, so a backup of that folder
+        held the keys beside the data they protect."""
+        return self.home / "keys" / "idv.key"
+
+    @property
     def resolved_key_file(self) -> Path:
-        return self.key_file or self.home / "keys" / "idv.key"
+        """`IDV_KEY_FILE`, or a folder beside `$IDV_HOME` (`<home>-keys/`), never inside it,
+        so that a backup of the data folder holds no key. A key file already at the old
+        place inside `$IDV_HOME` is kept (`key_file_inside_home` warns)."""
+        if self.key_file:
+            return self.key_file
+        if self.legacy_key_file.exists():
+            return self.legacy_key_file
+        return self.home.parent / f"{self.home.name}-keys" / "idv.key"
+
+    @property
+    def key_file_inside_home(self) -> bool:
+        """Whether the key file in use is inside `$IDV_HOME` (with the data): worth a warning."""
+        key = self.resolved_key_file.resolve()
+        return key.is_relative_to(self.home.resolve())
 
     @property
     def resolved_checkpoint_dir(self) -> Path:
@@ -291,6 +310,36 @@ class StoreGateAdapter:
         return self.audit.record(kind, subject_ref, detail)
 
 
+def _names_file(url: str, path: Path) -> bool:
+    """Whether a database URL is a SQLite file at `path` (however the path is spelled)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return False
+    return Path(parsed.database).resolve() == path.resolve()
+
+
+def _holds_keys(keystore_url: str, schema: str | None) -> bool:
+    """Whether the key store has any wrapped key (a DEK or ring secret made under a KEK)."""
+    from sqlalchemy import MetaData, func, select
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(keystore_url)
+    if parsed.get_backend_name() == "sqlite" and not (
+            parsed.database and Path(parsed.database).exists()):
+        return False
+    engine = make_engine(keystore_url, schema=schema)
+    try:
+        meta = MetaData()
+        meta.reflect(engine)
+        with engine.connect() as conn:
+            return any(conn.execute(select(func.count()).select_from(t)).scalar()
+                       for name, t in meta.tables.items() if name != "alembic_version")
+    finally:
+        engine.dispose()
+
+
 class StartupError(RuntimeError):
     """The runtime cannot start safely (development secrets in production, no key file)."""
 
@@ -320,6 +369,9 @@ class Runtime:
             raise StartupError("IDV_DATABASE_URL must be set in production")
         if not s.web_cookie_secure:
             raise StartupError("IDV_WEB_COOKIE_SECURE must stay on in production")
+        if _names_file(s.database_url, s.home / "idv.db"):
+            raise StartupError("IDV_DATABASE_URL names the embedded development database "
+                               "($IDV_HOME/idv.db); production needs a database of its own")
         if (s.wechat_appid or s.oidc_providers) and s.oauth_link_key is None:
             raise StartupError("IDV_OAUTH_LINK_KEY must be set in production: unsigned links "
                                "would let anyone start an authorization for any applicant")
@@ -334,6 +386,12 @@ class Runtime:
             return VaultTransitKekProvider(s.vault_addr, s.vault_token.get_secret_value(),
                                            s.vault_key)
         dev = s.env == "development"
+        if dev and not s.resolved_key_file.exists() and _holds_keys(s.resolved_keystore_url,
+                                                                     s.database_schema):
+            raise StartupError(
+                f"IDV_KEY_FILE {s.resolved_key_file} is missing, but the key store holds keys "
+                "wrapped by it: a new key would not open them. Restore the key file from its "
+                "own backup (or point IDV_KEY_FILE at it); no new key was made")
         provider = LocalKekProvider(s.resolved_key_file, create=dev, development=dev)
         if s.env == "production" and provider.development:
             raise StartupError(f"{s.resolved_key_file} is a development key; production "

@@ -17,8 +17,10 @@ states every answer of every route and every constraint on its parameters. `/doc
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import re
+from collections.abc import Callable
 from datetime import datetime
 from importlib import resources
 from typing import Annotated, Any, Literal
@@ -31,6 +33,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from flows.runtime import Runtime, StartupError
@@ -91,7 +94,7 @@ from services.requests import AnswerRequest, OpenRequest
 _STATUS = {"invalid": 422, "not_found": 404, "denied": 403, "conflict": 409, "unavailable": 503}
 _NOT_FOUND_CODES = {"consent_id": "unknown_consent", "applicant_ref": "unknown_applicant",
                     "request_id": "unknown_request"}
-_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found",
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 413: "too_large",
                405: "method_not_allowed"}
 # Swagger UI's and ReDoc's scripts and styles, as fastapi-offline ships them.
 _DOCS_ASSETS = "/docs-assets"
@@ -122,6 +125,78 @@ def _unauthorized(rule: str) -> HTTPException:
     return HTTPException(401, rule, headers={"WWW-Authenticate": "Bearer"})
 
 
+# Bodies are small JSON documents: the most each route reads (bytes). Beyond it, 413.
+BODY_CAPS = {"/events": 16 * 1024, "/verifications": 16 * 1024}
+DEFAULT_BODY_CAP = 64 * 1024
+_NO_BODY = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class BodyGuard:
+    """Pure ASGI, outermost: a request that may carry a body is authenticated from its
+    `Authorization` header before one byte of the body is read (401), and its body is
+    capped by route: a `Content-Length` beyond the cap is refused at once, a streamed body
+    the moment it passes the cap (413)."""
+
+    def __init__(self, app: Any, *, state: Callable[[], Any]) -> None:
+        self.app = app
+        self.state = state
+
+    @staticmethod
+    async def _refuse(send: Any, status: int, body: ErrorBody,
+                      headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+        payload = json.dumps(body.model_dump()).encode()
+        await send({"type": "http.response.start", "status": status, "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(payload)).encode()), (b"connection", b"close"),
+            *headers]})
+        await send({"type": "http.response.body", "body": payload})
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] in _NO_BODY:
+            await self.app(scope, receive, send)
+            return
+        headers = {k.lower(): v for k, v in scope["headers"]}
+        authorization = headers.get(b"authorization")
+        try:
+            await run_in_threadpool(resolve_caller, self.state(), None if authorization is None
+                                    else authorization.decode("latin-1"))
+        except HTTPException as exc:
+            await self._refuse(send, 401, ErrorBody(
+                error="unauthorized", field="Authorization", rule=str(exc.detail)),
+                ((b"www-authenticate", b"Bearer"),))
+            return
+        cap = BODY_CAPS.get(scope["path"], DEFAULT_BODY_CAP)
+        too_large = ErrorBody(error="too_large", field="body",
+                              rule=f"must be at most {cap} bytes")
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > cap):
+            await self._refuse(send, 413, too_large)
+            return
+        seen = 0
+        refused = False
+
+        async def counted() -> Any:
+            # Past the cap: answer 413 here and tell the app the client left, so it stops
+            # reading; whatever it answers then is dropped.
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > cap:
+                    refused = True
+                    await self._refuse(send, 413, too_large)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def guarded(message: Any) -> None:
+            if not refused:
+                await send(message)
+
+        await self.app(scope, counted, guarded)
+
+
 def service_token_problem(token: str) -> str | None:
     """Why a service token is too weak for production, or None."""
     if len(token) < MIN_SERVICE_TOKEN_CHARS or len(set(token)) < MIN_SERVICE_TOKEN_DISTINCT:
@@ -130,12 +205,10 @@ def service_token_problem(token: str) -> str | None:
     return None
 
 
-def authenticated(request: Request, _credentials: Annotated[
-        HTTPAuthorizationCredentials | None, Depends(_bearer)] = None) -> ServiceActor:
-    """Who calls, for the permission checks and the audit chain; 401 unless the header is
-    `Bearer <token>` with a token that stands (`_credentials` only documents the scheme)."""
-    state = request.app.state
-    header = request.headers.get("authorization")
+def resolve_caller(state: Any, header: str | None) -> ServiceActor:
+    """Who an `Authorization` header stands for (the app's state holds the service token and
+    the runtime); `HTTPException` 401 when it stands for nobody. The one check of a token:
+    the routes' dependency and the body guard, which runs before any body is read."""
     if header is None:
         if state.api_token is None and state.open_without_token:
             return ServiceActor(name="anonymous", role=state.api_token_role)
@@ -157,6 +230,13 @@ def authenticated(request: Request, _credentials: Annotated[
         raise _unauthorized(f"{exc.field} {exc.rule}") from None
 
 
+def authenticated(request: Request, _credentials: Annotated[
+        HTTPAuthorizationCredentials | None, Depends(_bearer)] = None) -> ServiceActor:
+    """Who calls, for the permission checks and the audit chain; 401 unless the header is
+    `Bearer <token>` with a token that stands (`_credentials` only documents the scheme)."""
+    return resolve_caller(request.app.state, request.headers.get("authorization"))
+
+
 Actor = Annotated[ServiceActor, Depends(authenticated)]
 # A subject in a path: the vocabulary's rule, refused with 422 naming `applicant_ref`.
 SubjectRef = Annotated[ApplicantRef, PathParam(description="The caller's key for the applicant")]
@@ -166,7 +246,7 @@ _GUARDED = (401, 422)
 RequestIdPath = Annotated[str, PathParam(min_length=36, max_length=36,
                                          pattern=r"^[0-9a-f-]{36}$",
                                          description="A subject request's id")]
-_READS_BODY = (400, 401, 422)
+_READS_BODY = (400, 401, 413, 422)
 
 
 def create_app(runtime: Runtime) -> FastAPI:
@@ -195,6 +275,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         logging.getLogger("idv.api").warning(
             "IDV_API_TOKEN is unset: in development a call without a token acts as "
             "'anonymous' with role %s; bind to loopback only", s.api_token_role)
+    app.add_middleware(BodyGuard, state=lambda: app.state)
 
     def service() -> ConsentService:
         return runtime.services.consent

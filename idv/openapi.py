@@ -283,6 +283,7 @@ WHY = {
     404: "no such subject, consent, provider, case or saved view",
     409: "conflicts with what is held: a case not claimed by the caller, an expired lease, "
          "evidence changed since it was read",
+    413: "the body is larger than the route reads",
     422: "a field breaks a rule (the field and the rule are named, never the value)",
     502: "the provider answered something that is not a valid answer",
     503: "not configured here, or the provider asks to try later",

@@ -121,6 +121,10 @@ def runtime() -> Iterator[Any]:
         warn(f"using ./.idv of this folder; {other} exists too (set IDV_HOME to choose)")
     rt = Runtime.from_env()
     _open.append(rt)
+    if rt.settings.kek_provider == "local" and rt.settings.key_file_inside_home:
+        warn(f"the key file {rt.settings.resolved_key_file} is inside IDV_HOME, beside the "
+             "data: a backup of that folder holds the keys too. Move it out (set "
+             "IDV_KEY_FILE) and keep it out of data backups")
     try:
         yield rt
     finally:

@@ -221,6 +221,10 @@ class GrantRuleError(ValueError):
         self.rule = rule
 
 
+# How far a grant's time may run ahead of ours: the channels' clocks are not ours.
+CLOCK_SKEW = timedelta(minutes=5)
+
+
 def check_grant(
     policy: ConsentPolicy,
     notices: Mapping[str, Notice],
@@ -254,10 +258,16 @@ def check_grant(
     if scopes - notice.scopes:
         raise GrantRuleError(f"{field}.scopes", "includes a scope the notice version does "
                              "not list")
-    if granted_at > now + timedelta(minutes=5):
-        raise GrantRuleError(f"{field}.granted_at", "must not be in the future")
+    if granted_at > now + CLOCK_SKEW:
+        raise GrantRuleError(f"{field}.granted_at", "must not be in the future (beyond a "
+                             f"{int(CLOCK_SKEW.total_seconds() // 60)}-minute clock skew)")
+    if granted_at.date() < notice.published:
+        raise GrantRuleError(f"{field}.granted_at", "must not be before the notice version "
+                             "was published")
     if expires_at <= granted_at:
         raise GrantRuleError(f"{field}.expires_at", "must be after granted_at")
+    if expires_at <= now:
+        raise GrantRuleError(f"{field}.expires_at", "must not be already past")
     limit = timedelta(days=policy.purposes[purpose].max_validity_days)
     if expires_at - granted_at > limit:
         raise GrantRuleError(f"{field}.expires_at", "validity exceeds the purpose's maximum")

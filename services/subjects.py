@@ -107,6 +107,18 @@ class SubjectService:
                             subject_ref=applicant_ref)
         self._reason(actor, "reveal", reason, code=reason_code, operation="subject.reveal",
                      subject_ref=applicant_ref)
+        if purpose in {rule.purpose for rule in self.retention.holds.values()}:
+            # A hold's purpose opens a restricted subject's data: asserting it is the hold
+            # permission's, with a reason, and the assertion is audited before the read.
+            try:
+                self.access.require(actor, "hold", operation="subject.hold_purpose",
+                                    subject_ref=applicant_ref)
+            except Denied:
+                raise Denied("purpose", "a legal hold's purpose is asserted only by a role "
+                             "with the hold permission") from None
+            self.store.audit.record("subject.hold_purpose_asserted", applicant_ref, {
+                "actor": actor.name, "role": actor.role, "purpose": purpose,
+                "reason": reason, "field": field})
         try:
             person = self.store.applicants.reveal_by_ref(
                 applicant_ref, actor=actor.name, purpose=purpose, masked=False)
@@ -132,9 +144,11 @@ class SubjectService:
         return Erasure(applicant_ref=applicant_ref, result=result)  # type: ignore[arg-type]
 
     def hold(self, applicant_ref: str, *, basis: str, actor: Actor) -> Hold:
-        """A legal hold: an erasure request then restricts instead of erasing."""
+        """A legal hold on a subject of whom something is held (`NotFound` otherwise): an
+        erasure request then restricts instead of erasing."""
         require_ref(applicant_ref)
         self.access.require(actor, "hold", operation="subject.hold", subject_ref=applicant_ref)
+        require_known(self.store, applicant_ref)
         if basis not in self.retention.holds:
             raise InvalidInput("basis", f"must be one of {', '.join(sorted(self.retention.holds))}")
         until = self.retention.hold_until(basis, self.store.clock())

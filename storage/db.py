@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import weakref
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -25,6 +26,18 @@ def normalize_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def _private_file(path: Path) -> None:
+    """Make an embedded database's folder (0700) and file (0600) before SQLite opens it, so
+    no other local user can read it; SQLite gives its -wal and -shm files the file's mode."""
+    folder = path.parent
+    if not folder.exists():
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        folder.chmod(0o700)  # mkdir's mode is filtered by the umask
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        path.chmod(0o600)
+
+
 def make_engine(url: str, *, schema: str | None = None) -> Engine:
     """An engine with the pragmas we rely on: WAL, foreign keys and a busy timeout on SQLite."""
     url = normalize_url(url)
@@ -33,7 +46,7 @@ def make_engine(url: str, *, schema: str | None = None) -> Engine:
                               "json_deserializer": column_loads}
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _private_file(Path(parsed.database))
         kwargs["connect_args"] = {"timeout": 30}
     elif schema:
         # Isolate (tests, tenants) by schema: everything, alembic's table included, lives there.

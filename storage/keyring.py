@@ -42,7 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from storage.crypto import SealError, open_sealed, random_key, seal
+from storage.crypto import SealError, mac, open_sealed, random_key, seal
 
 # --------------------------------------------------------------------------- KEK providers
 
@@ -70,6 +70,24 @@ class KekProvider(Protocol):
 
 
 _KEK_FORMAT = "idv-kek-file-2"
+# A development KEK carries its mark in the key itself: its HMAC under this label starts
+# with 16 zero bits (found by drawing keys, ~65,000 draws). Editing the file's
+# "development" flag cannot remove it, and changing the key loses the data it wraps; a
+# production key is drawn until it does not carry the mark (a 2^-16 chance otherwise).
+_DEV_MARK_LABEL = b"idv development kek"
+_DEV_MARK = "0000"
+
+
+def _marked(key: bytes) -> bool:
+    return mac(key, _DEV_MARK_LABEL).startswith(_DEV_MARK)
+
+
+def kek_key(*, development: bool) -> bytes:
+    """A new KEK: marked as a development key when `development`, never marked otherwise."""
+    while True:
+        key = random_key()
+        if _marked(key) == development:
+            return key
 
 
 def _check_private(path: Path) -> None:
@@ -102,7 +120,8 @@ class LocalKekProvider:
                 raise KeyRingError(f"key file {path} does not exist")
             _write_private(path, {"format": _KEK_FORMAT, "active": "v1",
                                   "development": development,
-                                  "versions": {"v1": {"key": _b64(random_key()),
+                                  "versions": {"v1": {"key": _b64(kek_key(
+                                      development=development)),
                                                       "state": "active"}}})
         self._doc = self._load()
 
@@ -131,7 +150,10 @@ class LocalKekProvider:
 
     @property
     def development(self) -> bool:
-        return bool(self._fresh().get("development"))
+        """A development key file: by its flag, or by the mark its keys carry."""
+        doc = self._fresh()
+        return bool(doc.get("development")) or any(
+            _marked(base64.b64decode(e["key"])) for e in doc["versions"].values())
 
     def _key(self, version: str) -> bytes:
         entry = self._fresh()["versions"].get(version)
@@ -165,7 +187,9 @@ class LocalKekProvider:
             for entry in doc["versions"].values():
                 if entry["state"] == "active":
                     entry["state"] = "enabled"
-            doc["versions"][version] = {"key": _b64(random_key()), "state": "active"}
+            dev = any(_marked(base64.b64decode(e["key"])) for e in doc["versions"].values())
+            doc["versions"][version] = {"key": _b64(kek_key(development=dev)),
+                                        "state": "active"}
             doc["active"] = version
             _write_private(self.path, doc)
             self._doc = doc

@@ -319,3 +319,67 @@ def test_subject_requests_asks_and_signed_receipts_over_http(api):
     missing = client.get("/subject-requests/" + "0" * 8 + "-0000-0000-0000-" + "0" * 12,
                          headers=officer(rt))
     assert missing.status_code == 404 and missing.json()["error"] == "unknown_request"
+
+
+def _stream_unauthenticated(url: str, total: int) -> tuple[int, bytes]:
+    """POST a chunked body of `total` bytes with no token over a raw socket; returns how many
+    body bytes the server let through before answering, and the status line."""
+    import socket
+    from urllib.parse import urlsplit
+
+    where = urlsplit(url)
+    sock = socket.create_connection((where.hostname, where.port), timeout=10)
+    sock.sendall(b"POST /consents HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Transfer-Encoding: chunked\r\n\r\n")
+    chunk = b"a" * (1 << 20)
+    framed = b"%x\r\n" % len(chunk) + chunk + b"\r\n"
+    sent = 0
+    sock.settimeout(0.05)
+    answer = b""
+    try:
+        while sent < total:
+            try:
+                answer += sock.recv(4096)
+                if answer:
+                    break
+            except TimeoutError:
+                pass
+            sock.settimeout(10)
+            sock.sendall(framed)
+            sock.settimeout(0.05)
+            sent += len(chunk)
+        if not answer:
+            sock.sendall(b"0\r\n\r\n")
+            sock.settimeout(30)
+            answer = sock.recv(4096)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    finally:
+        sock.close()
+    return sent, answer.split(b"\r\n", 1)[0]
+
+
+def test_when_an_unauthenticated_body_is_large_then_it_is_refused_before_it_is_read(api):
+    client, _rt = api
+    sent, status = _stream_unauthenticated(str(client.base_url), 200 << 20)
+    # Refused from its headers: the server answered 401 while the body was still coming.
+    assert sent < 32 << 20, f"{sent >> 20} MB of an unauthenticated body were read"
+    assert status == b"" or b" 401" in status
+
+
+def test_when_an_authenticated_body_is_larger_than_its_route_reads_then_413(api):
+    client, rt = api
+    big = b'{"subject_ref": "' + b"a" * (1 << 20) + b'"}'
+    declared = client.post("/consents", content=big,
+                           headers={"Content-Type": "application/json"})
+    assert declared.status_code == 413
+    assert declared.json()["field"] == "body"
+
+    def chunks():
+        for _ in range(4):
+            yield b"a" * (1 << 18)
+
+    streamed = client.post("/consents", content=chunks(),
+                           headers={"Content-Type": "application/json"})
+    assert streamed.status_code == 413
+    assert ledger_rows(rt) == 0

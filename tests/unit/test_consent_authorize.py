@@ -137,3 +137,24 @@ def test_when_sensitive_scopes_are_bundled_then_the_rule_says_each_needs_its_own
 def test_when_the_policy_names_step_scopes_then_they_are_known_scopes():
     assert POLICY.steps["id_check"] == frozenset({"id_verification"})
     assert "wechat_profile" in POLICY.optional() and "credit_report" in POLICY.sensitive()
+
+
+@pytest.mark.parametrize("kw, field, rule", [
+    # dated before its notice was published (privacy-notice-2026.10: October 2026)
+    ({"granted_at": datetime(2026, 9, 1, tzinfo=UTC),
+      "expires_at": NOW + timedelta(days=10)}, "consents.granted_at", "published"),
+    ({"granted_at": datetime(1900, 1, 1, tzinfo=UTC),
+      "expires_at": datetime(1900, 6, 1, tzinfo=UTC)}, "consents.granted_at", "published"),
+    ({"granted_at": NOW - timedelta(days=40), "expires_at": NOW - timedelta(days=1)},
+     "consents.expires_at", "already past"),
+    ({"granted_at": NOW + timedelta(minutes=6), "expires_at": NOW + timedelta(days=30)},
+     "consents.granted_at", "clock skew"),
+])
+def test_when_a_grant_is_dated_where_no_consent_can_be_then_it_is_refused(kw, field, rule):
+    with pytest.raises(GrantRuleError) as err:
+        check(**kw)
+    assert err.value.field == field and rule in err.value.rule
+
+
+def test_when_a_grant_is_a_few_minutes_ahead_of_our_clock_then_it_is_accepted():
+    check(granted_at=NOW + timedelta(minutes=4), expires_at=NOW + timedelta(days=30))

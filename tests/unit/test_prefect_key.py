@@ -28,7 +28,7 @@ def test_when_production_starts_with_a_development_key_then_it_is_refused(tmp_pa
     key = tmp_path / "keys" / "idv.key"
     LocalKekProvider(key, create=True, development=True)
     base = dict(env="production", home=tmp_path, key_file=key,
-                database_url=f"sqlite:///{tmp_path / 'idv.db'}",
+                database_url=f"sqlite:///{tmp_path / 'prod.db'}",
                 **vendor_overrides("https://vendor.example", "app", "a-real-vendor-secret"))
     with pytest.raises(StartupError, match="development key"):
         Runtime(Settings(**base)).store  # noqa: B018

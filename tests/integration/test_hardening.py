@@ -1,0 +1,161 @@
+"""Attacks on a fresh install, each refused: a legal hold's purpose named by a role that may
+not assert it, and a database readable by every local user."""
+
+from __future__ import annotations
+
+import stat
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pydantic import SecretStr
+
+from policies import catalog
+from services.context import Actor
+from services.errors import Denied
+from services.subjects import SubjectService
+from storage.db import make_engine
+from storage.records import Decision, NewApplicant
+
+HOLD_PURPOSE = "aml_record_keeping"
+
+
+def _held_subject(store, ref: str) -> None:
+    from tests.integration.test_storage import new_run
+    run = new_run(store)
+    store.applicants.add_decided(
+        run_id=run, line_no=1,
+        applicant=NewApplicant(applicant_ref=ref, product="consumer_loan",
+                               id_type="resident_id", name=SecretStr("张伟"),
+                               id_number=SecretStr("11010519491231002X"),
+                               phone=SecretStr("+8613800138000")),
+        steps=[], decision=Decision(outcome="review", score=40, policy_version="card@1",
+                                    reasons=("ID_NO_RECORD",), features={}))
+    store.subjects.hold(ref, basis="aml_customer_identification", purpose=HOLD_PURPOSE,
+                        until=datetime.now(UTC) + timedelta(days=365), actor="officer")
+    assert store.subjects.erase(ref, reason="erasure request #1", actor="officer") == \
+        "restricted"
+
+
+def test_when_a_role_without_hold_names_the_holds_purpose_then_the_held_value_stays_hidden(
+        store):
+    _held_subject(store, "H-1")
+    subjects = SubjectService(store, catalog.access_policy(), catalog.retention_policy())
+    senior = Actor(name="sam", role="supervisor")  # may reveal, may not assert a hold
+    with pytest.raises(Denied) as refused:
+        subjects.reveal("H-1", "id_number", reason_code="identity_dispute",
+                        reason="customer called about the loan",
+                        purpose=HOLD_PURPOSE, actor=senior)
+    assert refused.value.field == "purpose"
+    officer = Actor(name="olga", role="compliance_officer")
+    value = subjects.reveal("H-1", "id_number", reason_code="regulator_request",
+                            reason="AML inquiry 2026-118 from the PBoC",
+                            purpose=HOLD_PURPOSE, actor=officer)
+    assert value is not None  # never printed
+    (asserted,) = store.audit.events(subject_ref="H-1", kind_prefix="subject.hold_purpose")
+    assert asserted.detail["actor"] == "olga" and asserted.detail["purpose"] == HOLD_PURPOSE
+    assert asserted.detail["reason"] == "AML inquiry 2026-118 from the PBoC"
+
+
+def test_when_the_embedded_database_is_made_then_only_its_owner_can_read_it(tmp_path):
+    db = tmp_path / "home" / "idv.db"
+    engine = make_engine(f"sqlite:///{db}")
+    with engine.connect() as conn:
+        conn.exec_driver_sql("create table t (x int)")
+        conn.commit()
+    engine.dispose()
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+    assert stat.S_IMODE(db.parent.stat().st_mode) == 0o700
+
+
+def _production(tmp_path, **extra):
+    from flows.runtime import VENDORS, Runtime, Settings
+    from services.keys import create_key_file
+
+    key = create_key_file(tmp_path / "keys" / "idv.key", production=True)
+    secrets = {f"{v}_app_secret": SecretStr(f"real-{v}-secret") for v in VENDORS}
+    return Runtime(Settings(env="production", home=tmp_path / "home", key_file=key,
+                            **secrets, **extra))
+
+
+def test_when_production_names_the_default_sqlite_file_then_startup_refuses(tmp_path):
+    from flows.runtime import StartupError
+
+    default = (tmp_path / "home" / "idv.db").resolve()
+    for url in (f"sqlite:///{default}", f"sqlite:///{tmp_path}/home/../home/idv.db"):
+        with pytest.raises(StartupError, match="IDV_DATABASE_URL"):
+            _check(tmp_path, url)
+
+
+def _check(tmp_path, url):
+    import shutil
+    shutil.rmtree(tmp_path / "keys", ignore_errors=True)
+    _production(tmp_path, database_url=url).check_production()
+
+
+def test_when_a_development_key_file_is_missing_but_keys_it_wrapped_exist_then_none_is_made(
+        tmp_path):
+    from flows.runtime import Runtime, Settings, StartupError
+
+    settings = Settings(env="development", home=tmp_path / "home",
+                        key_file=tmp_path / "keys" / "idv.key")
+    rt = Runtime(settings)
+    rt.keyring.secret("prefect-server")  # wraps a ring secret under the first key
+    rt.close()
+    settings.resolved_key_file.unlink()
+    with pytest.raises(StartupError, match="IDV_KEY_FILE"):
+        Runtime(settings).keyring  # noqa: B018
+    assert not settings.resolved_key_file.exists()
+
+
+def test_when_a_development_key_files_flag_is_edited_then_production_still_refuses_it(
+        tmp_path):
+    import json
+
+    from flows.runtime import VENDORS, Runtime, Settings, StartupError
+    from storage.keyring import LocalKekProvider
+
+    key = tmp_path / "keys" / "idv.key"
+    LocalKekProvider(key, create=True, development=True)
+    doc = json.loads(key.read_text())
+    doc["development"] = False
+    key.write_text(json.dumps(doc))
+    key.chmod(0o600)
+    secrets = {f"{v}_app_secret": SecretStr(f"real-{v}-secret") for v in VENDORS}
+    rt = Runtime(Settings(env="production", home=tmp_path / "home", key_file=key,
+                          database_url=f"sqlite:///{tmp_path / 'prod.db'}", **secrets))
+    with pytest.raises(StartupError, match="development key"):
+        rt.kek  # noqa: B018
+
+
+def test_when_the_key_file_is_made_by_default_then_it_is_outside_the_data_folder(tmp_path):
+    from flows.runtime import Runtime, Settings
+
+    settings = Settings(env="development", home=tmp_path / "home")
+    rt = Runtime(settings)
+    rt.keyring.secret("prefect-server")
+    rt.close()
+    home = (tmp_path / "home").resolve()
+    assert not settings.resolved_key_file.resolve().is_relative_to(home)
+    assert not settings.key_file_inside_home
+    assert settings.resolved_key_file.exists()
+    # An existing key file at the old place inside the home is kept, and flagged.
+    legacy = tmp_path / "old" / "keys" / "idv.key"
+    legacy.parent.mkdir(parents=True)
+    settings.resolved_key_file.rename(legacy)
+    old = Settings(env="development", home=tmp_path / "old")
+    assert old.resolved_key_file == legacy and old.key_file_inside_home
+
+
+def test_when_a_hold_names_nobody_or_a_malformed_reference_then_it_is_refused(store):
+    from services.errors import InvalidInput, NotFound
+
+    subjects = SubjectService(store, catalog.access_policy(), catalog.retention_policy())
+    officer = Actor(name="olga", role="compliance_officer")
+    for ref in ("../../etc/passwd", "A" * 5000):
+        with pytest.raises(InvalidInput) as bad:
+            subjects.hold(ref, basis="aml_customer_identification", actor=officer)
+        assert bad.value.field == "applicant_ref"
+    with pytest.raises(NotFound):
+        subjects.hold("NOBODY-1", basis="aml_customer_identification", actor=officer)
+    with pytest.raises(NotFound):  # not "restricted": nothing is held of them
+        subjects.erase("NOBODY-1", reason="erasure request #7", actor=officer)
