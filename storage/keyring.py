@@ -39,7 +39,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from storage.crypto import SealError, mac, open_sealed, random_key, seal
@@ -312,13 +312,22 @@ class RotationReport:
     remaining: int
 
 
+def _create_tables(engine: Engine) -> None:
+    """The key store's tables, made if missing. Two processes starting at once on a new key
+    store may both see them missing: the one that loses the race finds them made."""
+    try:
+        KeyStoreBase.metadata.create_all(engine)
+    except (OperationalError, ProgrammingError, IntegrityError):
+        KeyStoreBase.metadata.create_all(engine)  # checks first: now they exist
+
+
 class KeyRing:
     """DEKs per subject and ring secrets, wrapped by the provider's KEK, in the key store."""
 
     def __init__(self, provider: KekProvider, engine: Engine, *, cache_size: int = 4096) -> None:
         self.provider = provider
         self.engine = engine
-        KeyStoreBase.metadata.create_all(engine)
+        _create_tables(engine)
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._cache: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
         self._cache_size = cache_size

@@ -144,9 +144,11 @@ def test_when_everything_has_run_then_no_planted_value_is_anywhere(tmp_path):
     assert idv("audit", "verify", "--json").returncode == 0
 
     home = Path(env["IDV_HOME"])
-    files = [f for f in home.rglob("*") if f.is_file()]
+    keys = home.with_name(home.name + "-keys")  # beside the data folder, never inside it
+    files = [f for folder in (home, keys) for f in folder.rglob("*") if f.is_file()]
     names = {f.name for f in files}
     assert {"idv.db", "keystore.db", "idv.key"} <= names
+    assert not (home / "keys").exists()
     assert any(n.startswith("prefect.db") for n in names)
     # A person's password and API token are never stored or printed either.
     secrets = canaries(good) | canaries(bad) | canaries(poisoned) | event_secrets | {
