@@ -17,43 +17,21 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
-BIN = Path(sys.executable).parent
+from harness import APP_KEY, APP_SECRET, BIN, free_port, start_sandbox, stop, wait_for
+
 LATENCY_MS = 20
 TOKEN = "bench-token-" + "0" * 40
 # The steps that call a licensed source once each (the OAuth steps call nobody here: the
 # generated applicants authorized no account).
 LICENSED = {"id_check", "carrier_check", "court_list", "credit_report"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(url: str, proc: subprocess.Popen, what: str) -> None:
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2):  # noqa: S310
-                return
-        except urllib.error.HTTPError:
-            return  # it answers
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                sys.exit(f"{what} did not start")
-            time.sleep(0.3)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -99,19 +77,15 @@ def main() -> None:
     procs = []
     with tempfile.TemporaryDirectory(prefix="idv-on-demand-") as tmp:
         try:
-            sp, ap = free_port(), free_port()
-            sandbox_url, api_url = f"http://127.0.0.1:{sp}", f"http://127.0.0.1:{ap}"
-            procs.append(subprocess.Popen(
-                [str(BIN / "idv"), "sandbox", "serve", "--port", str(sp), "--faults",
-                 f"latency_ms={LATENCY_MS}"], env={**base, "IDV_IDENTITY_APP_KEY": "bench",
-                                                  "IDV_IDENTITY_APP_SECRET": "bench-secret"},
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
-            wait_for(f"{sandbox_url}/_sandbox/health", procs[-1], "the sandbox")
+            sandbox_url, sandbox = start_sandbox(LATENCY_MS, base)
+            procs.append(sandbox)
+            ap = free_port()
+            api_url = f"http://127.0.0.1:{ap}"
             from flows.runtime import vendor_overrides
 
             env = {**base, "IDV_HOME": str(Path(tmp) / "home"), "IDV_API_TOKEN": TOKEN,
                    **{f"IDV_{k.upper()}": v for k, v in
-                      vendor_overrides(sandbox_url, "bench", "bench-secret").items()}}
+                      vendor_overrides(sandbox_url, APP_KEY, APP_SECRET).items()}}
             if os.environ.get("IDV_BENCH_DATABASE_URL"):
                 env["IDV_DATABASE_URL"] = os.environ["IDV_BENCH_DATABASE_URL"]
             log = (Path(tmp) / "serve.log").open("w")
@@ -126,9 +100,7 @@ def main() -> None:
                          + (Path(tmp) / "serve.log").read_text()[-3000:])
         finally:
             for p in procs:
-                if p.poll() is None:
-                    os.killpg(p.pid, signal.SIGTERM)
-                    p.wait(30)
+                stop(p)
     ok = [(t, k) for code, t, k in got if code in (200, 201)]
     lat = [1000 * t for t, _ in ok]
     over = [1000 * t - k * LATENCY_MS for t, k in ok]

@@ -18,40 +18,19 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import yaml
+from harness import APP_KEY, APP_SECRET, BIN, free_port, start_sandbox, stop, wait_for
 from sqlalchemy import text
 
-BIN = Path(sys.executable).parent
 LATENCY_MS = 200
 CHUNK = 500
 IN_FLIGHT = 32
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(url: str, proc: subprocess.Popen, what: str, timeout_s: float = 180) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2):  # noqa: S310
-                return
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                sys.exit(f"{what} did not start")
-            time.sleep(0.3)
 
 
 def unlimited_contracts(path: Path) -> Path:
@@ -63,15 +42,6 @@ def unlimited_contracts(path: Path) -> Path:
             api["rate_per_s"] = 100_000
     path.write_text(yaml.safe_dump(doc), encoding="utf-8")
     return path
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def main() -> None:
@@ -100,14 +70,10 @@ def run(root: Path, n: int, pg: str, schema: str, procs: list[subprocess.Popen])
     from idv.synthetic import Mix, write_batch
 
     base = {k: v for k, v in os.environ.items() if not k.startswith(("IDV_", "PREFECT_"))}
-    sandbox_port, prefect_port = free_port(), free_port()
-    sandbox_url, api = f"http://127.0.0.1:{sandbox_port}", f"http://127.0.0.1:{prefect_port}/api"
-    procs.append(subprocess.Popen(
-        [str(BIN / "idv"), "sandbox", "serve", "--port", str(sandbox_port), "--faults",
-         f"latency_ms={LATENCY_MS}"], env={**base, "IDV_IDENTITY_APP_KEY": "bench",
-                                          "IDV_IDENTITY_APP_SECRET": "bench-secret"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
-    wait_for(f"{sandbox_url}/_sandbox/health", procs[-1], "the sandbox")
+    sandbox_url, sandbox = start_sandbox(LATENCY_MS, base)
+    procs.append(sandbox)
+    prefect_port = free_port()
+    api = f"http://127.0.0.1:{prefect_port}/api"
     prefect_env = {**base, "PREFECT_HOME": str(root / "prefect"), "PREFECT_API_URL": api,
                    "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     procs.append(subprocess.Popen(
@@ -124,7 +90,7 @@ def run(root: Path, n: int, pg: str, schema: str, procs: list[subprocess.Popen])
               "IDV_LIMITS_URL": "redis://127.0.0.1:6379/0",
               "IDV_LIMITS_PREFIX": f"idv-bench:{secrets.token_hex(6)}:",
               **{f"IDV_{k.upper()}": v for k, v in
-                 vendor_overrides(sandbox_url, "bench", "bench-secret").items()}}
+                 vendor_overrides(sandbox_url, APP_KEY, APP_SECRET).items()}}
     env = {**prefect_env, **values}
     Runtime(Settings(home=root / "home", database_url=pg, database_schema=schema)).migrate()
     applied = subprocess.run([str(BIN / "idv"), "schedule", "apply", "--pool", pool],

@@ -6,26 +6,21 @@ included, no HTTP): the queue's first page (50 cases, most urgent first, with th
 "next case" (claims one each time), and the case view of a random case. Prints p50 / p99
 in milliseconds against the targets: queue and next case < 300 ms, case view < 150 ms.
 
-Usage: IDV_BENCH_DATABASE_URL=postgresql://root@127.0.0.1:5432/test python bench/queue.py [N]
+Usage: IDV_BENCH_DATABASE_URL=postgresql://root@127.0.0.1:5432/test python bench/review_queue.py [N]
 (IDV_TEST_DATABASE_URL is used when the first is unset.) The schema is dropped at the end.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# This file's name is the standard library's `queue`: run as a script, its folder must not
-# shadow it for the libraries imported below.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
-
 import os
 import random
 import statistics
+import sys
 import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import insert, text
 
