@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing.process
 import os
+import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -71,6 +72,9 @@ def _processes_are_declared(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 def free_port() -> int:
+    """A loopback port free now, for a server in another process. A server in this process
+    takes `reserve_port()` instead: a port chosen and released can be taken (by an outgoing
+    connection's source port, say) before the server binds it."""
     import socket
 
     with socket.socket() as sock:
@@ -78,26 +82,39 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def reserve_port() -> socket.socket:
+    """A socket bound to a free loopback port and kept: hand it to `LoopbackServer`."""
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
 class LoopbackServer:
     """An ASGI app (our API) served by uvicorn in a daemon thread on 127.0.0.1: real HTTP
     over loopback, started and stopped by the test."""
 
-    def __init__(self, app: object, port: int | None = None) -> None:
+    def __init__(self, app: object, sock: socket.socket | None = None) -> None:
         import threading
         import time
 
         import uvicorn
 
-        self.port = port or free_port()
+        sock = sock or reserve_port()
+        self.port = int(sock.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(
             app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off",
             access_log=False))
-        self._thread = threading.Thread(target=self.server.run, daemon=True)
+        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]},
+                                        daemon=True)
         self._thread.start()
         deadline = time.monotonic() + 10
         while not self.server.started and time.monotonic() < deadline:
             time.sleep(0.02)
+        if not self.server.started:
+            raise RuntimeError(f"the loopback server on port {self.port} did not start")
 
     def stop(self) -> None:
         self.server.should_exit = True
@@ -208,8 +225,8 @@ class OAuthWorld:
         from sandbox.server import SandboxServer
         from sandbox.wechat import WeChatState
 
-        port = free_port()
-        self.api_url = f"http://127.0.0.1:{port}"
+        api_socket = reserve_port()
+        self.api_url = f"http://127.0.0.1:{api_socket.getsockname()[1]}"
         callback = f"{self.api_url}/oauth/wechat/callback"
         self.wechat = WeChatState()
         # WeChat registers the callback's domain (127.0.0.1 here), or `wechat_domain`.
@@ -240,7 +257,7 @@ class OAuthWorld:
             oauth_timeout_s=5,
             oauth_link_key=SecretStr(link_key) if link_key else None)
         self.rt = Runtime(settings)
-        self.api = LoopbackServer(create_app(self.rt), port)
+        self.api = LoopbackServer(create_app(self.rt), api_socket)
 
     def close(self) -> None:
         self.api.stop()

@@ -185,12 +185,12 @@ def test_when_cookies_are_set_for_production_then_they_are_host_only_secure_http
 
 def test_when_a_person_signs_in_through_the_openid_provider_then_their_user_is_signed_in(
         database, key_file, tmp_path, serve_app):
-    from tests.conftest import free_port
+    from tests.conftest import reserve_port
 
     provider = OidcProvider()
     issuer = provider.start()
-    port = free_port()
-    callback = f"http://127.0.0.1:{port}/web/sign-in/oidc/callback"
+    api_socket = reserve_port()
+    callback = f"http://127.0.0.1:{api_socket.getsockname()[1]}/web/sign-in/oidc/callback"
     provider.register_client("idv-staff", "staff-secret-0123456789", [callback])
     settings = dict(oidc_providers={"corp": {
         "issuer": issuer, "client_id": "idv-staff", "client_secret": "staff-secret-0123456789",
@@ -199,7 +199,7 @@ def test_when_a_person_signs_in_through_the_openid_provider_then_their_user_is_s
                           database_schema=database.schema, key_file=key_file,
                           web_cookie_secure=False, **settings))
     rt.services.people.add("alice", "supervisor", None, actor=None)
-    server = serve_app(create_app(rt), port)
+    server = serve_app(create_app(rt), api_socket)
     try:
         with httpx.Client(base_url=server.url, timeout=10) as b, \
                 httpx.Client(base_url=issuer, timeout=10) as idp:
