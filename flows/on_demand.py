@@ -8,19 +8,28 @@ line; its one answer per source is held to the response suites' rule directly
 idempotency key names the request: the same key again returns the first answer without
 calling anyone; a request that died mid-way, sent again under its key, makes its unstored
 calls under the vendor keys they had, so they are billed once.
+
+A process answering requests keeps one `Engine` (`Runtime.on_demand`): an event loop in a
+thread of its own with one vendor session (its connections kept alive between requests),
+one journal (requests in flight at once share its group commits) and the limits' store.
+A request hands its applicant to that loop and waits for the answer; it opens no loop,
+connection or thread of its own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
+import uvloop
 
-from flows.onboarding import ChunkReport, ChunkRunner, Pending, run_loop
+from flows.onboarding import ChunkReport, ChunkRunner, Pending
 from flows.quality import answer_complete
 from flows.runtime import Runtime
 from intake.models import Refusal
@@ -30,6 +39,7 @@ from services.runs import owner_id
 from storage.journal import Journal
 
 BATCH_NAME = "on-demand"
+T = TypeVar("T")
 log = logging.getLogger("idv.flows.on_demand")
 
 
@@ -51,32 +61,95 @@ def verify_one(rt: Runtime, record: Any, *, idempotency_key: str | None = None
     if isinstance(line, Refusal):
         raise InvalidInput(line.field, line.reason)
     basis = request_basis(idempotency_key) if idempotency_key else None
-    resumes = None
-    if basis is not None:
-        earlier = rt.store.runs.finished_run(basis)
-        if earlier is not None:
-            lines = rt.store.runs.lines(earlier)
-            if not lines or lines[0].applicant_ref != line.applicant_ref:
-                raise Conflict("Idempotency-Key", "was used for another applicant")
-            return earlier, True
-        resumes = rt.services.runs.close_crashed(basis, stale_s=rt.settings.run_stale_s)
-    run_id = rt.store.runs.start(batch_name=BATCH_NAME, batch_sha256=basis, owner=owner_id(),
-                                 resumes=resumes)
-    try:
-        run_loop(_one(rt, run_id, line))
-    except BaseException:
-        rt.store.runs.mark_crashed(run_id, reason="request_failed")
-        raise
-    rt.store.runs.finish(run_id, checkpoint=False)
-    return run_id, False
+    return rt.on_demand.run(lambda engine: engine.request(line, basis))
 
 
-async def _one(rt: Runtime, run_id: str, line: Any) -> ChunkReport:
-    report = ChunkReport(lines=1)
-    connector = aiohttp.TCPConnector(limit=max(1, min(rt.settings.concurrency, 8)))
-    async with aiohttp.ClientSession(connector=connector) as session, \
-            Journal(rt.store) as journal:
-        runner = ChunkRunner(rt, run_id, session, journal)
+class Engine:
+    """The event loop, vendor session, journal and limits that a process's on-demand
+    requests share. `run` may be called from any thread; `close` ends it all."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self._loop = uvloop.new_event_loop()
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._failed: BaseException | None = None
+        self.session: aiohttp.ClientSession | None = None
+        self.journal: Journal | None = None
+        self._thread = threading.Thread(target=self._serve, name="idv-on-demand", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._failed is not None:
+            raise self._failed
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._main())
+        finally:
+            self._loop.close()
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        try:
+            connector = aiohttp.TCPConnector(limit=max(1, self.rt.settings.concurrency))
+            async with aiohttp.ClientSession(connector=connector) as session, \
+                    Journal(self.rt.store) as journal:
+                self.session, self.journal = session, journal
+                self._ready.set()
+                await self._stop.wait()
+                await self.rt.call_limits.store.close()
+        except BaseException as exc:
+            self._failed = exc
+            raise
+        finally:
+            self._ready.set()
+
+    def run(self, work: Callable[[Engine], Coroutine[Any, Any, T]]) -> T:
+        """`work(engine)`'s coroutine run on the engine's loop; its result, or its error."""
+        if self._stop is None or not self._thread.is_alive():
+            raise RuntimeError("the on-demand engine is closed")
+        coro = work(self)
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    async def db(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """A one-at-a-time `Store` method, on the journal's thread: every write a request
+        makes then comes from that one thread, one after the other, never two of this
+        process's threads waiting on each other for SQLite's write lock (whose busy wait
+        sleeps up to 100 ms at a time)."""
+        assert self.journal is not None
+        return await self.journal.call(fn, *args, **kwargs)
+
+    async def request(self, line: Any, basis: str | None) -> tuple[str, bool]:
+        """One request: its replay, or a run of one opened, verified and closed."""
+        rt = self.rt
+        resumes = None
+        if basis is not None:
+            earlier = await self.db(rt.store.runs.finished_run, basis)
+            if earlier is not None:
+                lines = await self.db(rt.store.runs.lines, earlier)
+                if not lines or lines[0].applicant_ref != line.applicant_ref:
+                    raise Conflict("Idempotency-Key", "was used for another applicant")
+                return earlier, True
+            resumes = await self.db(rt.services.runs.close_crashed, basis,
+                                    stale_s=rt.settings.run_stale_s)
+        run_id = await self.db(rt.store.runs.start, batch_name=BATCH_NAME,
+                               batch_sha256=basis, owner=owner_id(), resumes=resumes)
+        try:
+            await self.work_line(run_id, line, basis)
+        except BaseException:
+            await asyncio.shield(self.db(rt.store.runs.mark_crashed, run_id,
+                                         reason="request_failed"))
+            raise
+        await self.db(rt.store.runs.finish, run_id, checkpoint=False)
+        return run_id, False
+
+    async def work_line(self, run_id: str, line: Any, basis: str | None) -> ChunkReport:
+        rt = self.rt
+        assert self.session is not None and self.journal is not None
+        report = ChunkReport(lines=1)
+        runner = ChunkRunner(rt, run_id, self.session, self.journal, batch_sha256=basis,
+                             degraded=set())
         prepared = await runner.prepare(line, report)
         if isinstance(prepared, Pending):
             # The response suites' rule over this one answer per source: a source whose
@@ -89,10 +162,14 @@ async def _one(rt: Runtime, run_id: str, line: Any) -> ChunkReport:
             done = await runner.finish(prepared, report)
         else:
             done = prepared
-        await runner.limits.store.close()
-    if done is not None:
-        rt.store.runs.add_lines(run_id, [done])
-    return report
+        if done is not None:
+            await self.db(rt.store.runs.add_lines, run_id, [done])
+        return report
+
+    def close(self) -> None:
+        if self._stop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
 
 
 def answer(rt: Runtime, run_id: str, *, replayed: bool) -> dict[str, Any]:

@@ -138,7 +138,8 @@ class ChunkRunner:
     goes on) and batches their reads; the gate reads and records through it too."""
 
     def __init__(self, rt: Runtime, run_id: str, session: aiohttp.ClientSession,
-                 journal: Journal) -> None:
+                 journal: Journal, *, batch_sha256: str | None = None,
+                 degraded: set[str] | None = None) -> None:
         self.rt = rt
         self.run_id = run_id
         self.session = session
@@ -148,13 +149,15 @@ class ChunkRunner:
         # storing it goes out again, from a run resuming it, under the key it had.
         # Keyed by this installation's blind-index key: another database running the same
         # file against the same vendor account makes calls of its own.
-        sha = rt.store.runs.batch_sha256(run_id)
+        sha = batch_sha256 or rt.store.runs.batch_sha256(run_id)
         self.call_basis = (rt.store.cipher.blind_index(sha, table="runs", column="call_basis")[:32]
                            if sha else run_id)
         self.endpoints = rt.settings.endpoints()
         self.limits = rt.limits_for(run_id)
         self.now = datetime.now(UTC)
-        self.degraded: set[str] = rt.store.quality.degraded_sources(run_id)
+        # A run of one (on demand) has no other chunk to have found a source degraded.
+        self.degraded: set[str] = (degraded if degraded is not None
+                                   else rt.store.quality.degraded_sources(run_id))
 
     async def record_consents(self, line: ApplicantLine) -> None:
         await self.journal.record_grants([{

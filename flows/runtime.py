@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -309,6 +310,9 @@ class StoreGateAdapter:
     async def record(self, kind: str, subject_ref: str | None, detail: dict[str, Any]) -> int:
         return self.audit.record(kind, subject_ref, detail)
 
+    def note(self, kind: str, subject_ref: str | None, detail: dict[str, Any]) -> None:
+        self.audit.record(kind, subject_ref, detail)  # one at a time: durable at once
+
 
 def _names_file(url: str, path: Path) -> bool:
     """Whether a database URL is a SQLite file at `path` (however the path is spelled)."""
@@ -345,6 +349,8 @@ class StartupError(RuntimeError):
 
 
 DEV_SECRETS = frozenset({"idv-dev-secret"})
+# One on-demand engine per runtime, however many request threads ask for it at once.
+_ON_DEMAND_LOCK = threading.Lock()
 
 
 @dataclass
@@ -588,7 +594,20 @@ class Runtime:
     def checkpoint_dir(self) -> Path | None:
         return self.settings.resolved_checkpoint_dir
 
+    @cached_property
+    def on_demand(self) -> Any:
+        """The loop, vendor session and journal this process's on-demand requests share
+        (`flows.on_demand.Engine`), started at the first request."""
+        from flows.on_demand import Engine
+
+        with _ON_DEMAND_LOCK:
+            if "on_demand" in self.__dict__:
+                return self.__dict__["on_demand"]
+            return Engine(self)
+
     def close(self) -> None:
+        if "on_demand" in self.__dict__:
+            self.__dict__.pop("on_demand").close()
         if "store" in self.__dict__:
             self.store.engine.dispose()
         if "keyring" in self.__dict__:

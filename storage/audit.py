@@ -27,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, delete, event, func, select, update
+from sqlalchemy import Connection, bindparam, delete, event, func, select, update
 from sqlalchemy.orm import Session
 
 from storage import models as m
@@ -75,6 +75,16 @@ class ChainReport:
     base_seq: int = 0
     rule: str | None = None
     file: str | None = None
+
+
+_HEAD = m.AuditHead.__table__
+# Built once: taking the head (its lock, with the sequence numbers reserved) and moving it
+# are the two statements of every append.
+_TAKE_HEAD = (update(_HEAD).where(_HEAD.c.id == 1)
+              .values(seq=_HEAD.c.seq + bindparam("n"))
+              .returning(_HEAD.c.seq, _HEAD.c.hash, _HEAD.c.link))
+_MOVE_HEAD = (update(_HEAD).where(_HEAD.c.id == 1)
+              .values(hash=bindparam("new_hash"), link=bindparam("new_link")))
 
 
 class AuditLog:
@@ -131,10 +141,7 @@ class AuditLog:
         (PostgreSQL), so concurrent writers append one after the other."""
         if not events:
             return []
-        head = m.AuditHead.__table__
-        conn.execute(update(head).where(head.c.id == 1).values(seq=head.c.seq + len(events)))
-        row = conn.execute(select(head.c.seq, head.c.hash, head.c.link)
-                           .where(head.c.id == 1)).first()
+        row = conn.execute(_TAKE_HEAD, {"n": len(events)}).first()
         if row is None:
             raise RuntimeError("audit_head row is missing: run `idv db upgrade`")
         at = self._ctx.clock()
@@ -153,7 +160,7 @@ class AuditLog:
                          "detail": detail, "prev_hash": prev, "hash": digest, "link": link})
             prev = digest
         insert_rows(conn, m.AuditEvent.__table__, rows)
-        conn.execute(update(head).where(head.c.id == 1).values(hash=prev, link=link))
+        conn.execute(_MOVE_HEAD, {"new_hash": prev, "new_link": link})
         self._appended = max(self._appended, seq)
         return [r["seq"] for r in rows]
 

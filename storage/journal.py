@@ -40,6 +40,22 @@ from storage.records import Decision, NewApplicant, StepRecord
 from storage.store import Store
 
 log = logging.getLogger("idv.storage.journal")
+MAX_CACHED_SUBJECTS = 20_000
+# How long a noted event waits for a write to go with before it is committed alone.
+NOTE_MAX_WAIT_S = 0.05
+
+
+def _subject_of(write: _Write) -> str | None:
+    if write.kind == "audit":
+        return write.payload[1]
+    if write.kind == "decided":
+        return write.payload["applicant"].applicant_ref
+    return None
+
+
+def _log_failed_note(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("audit event not recorded: %s", type(future.exception()).__name__)
 
 
 @dataclass(frozen=True)
@@ -79,6 +95,9 @@ class Journal:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._writes: list[_Write] = []
+        # Events noted, not waited for: they go with the next write's group commit.
+        self._later: list[_Write] = []
+        self._unrecorded: set[str | None] = set()  # subjects with an event not recorded
         self._reads = _Reads()
         self._wake = asyncio.Event()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="idv-journal")
@@ -98,6 +117,7 @@ class Journal:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self._flush_notes()
         while self._writes or self._reads:
             self._wake.set()
             await asyncio.sleep(0)
@@ -127,6 +147,17 @@ class Journal:
         """Append one audit event; returns its sequence number once it is durable."""
         return await self._submit("audit", (kind, subject_ref, detail))
 
+    def note(self, kind: str, subject_ref: str | None, detail: dict[str, Any]) -> None:
+        """Append one audit event with the next write, without waiting for it: for an event
+        nothing waits on (a step's completion, a refusal), it shares the commit of the
+        applicant's next gate decision or stored result instead of taking one of its own.
+        Events keep their order in the chain; a read does not wait for them (nothing it
+        answers depends on them); the journal's end, or a pause of `NOTE_MAX_WAIT_S`,
+        commits what is left."""
+        future = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_log_failed_note)
+        self._later.append(_Write("audit", (kind, subject_ref, detail), future))
+
     async def record_grants(self, grants: Iterable[dict[str, Any]]) -> list[tuple[str, bool]]:
         """Record grants (`ConsentLedger.record_grant`'s arguments each), durable on return:
         (consent id, newly recorded) each."""
@@ -154,13 +185,37 @@ class Journal:
         """How many other stored applicants carry this ID number's blind index."""
         return await self._ask(self._reads.sharing, (id_number_bidx, excluding_ref))
 
+    async def call(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        """Any one-at-a-time `Store` method, run on the journal's thread between its group
+        commits (what a caller sharing the journal needs besides its batch path), after the
+        events noted before it."""
+        await self._flush_notes()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+
+    async def _flush_notes(self) -> None:
+        """Commit the noted events now, and wait until they are (recorded or failed)."""
+        if self._later:
+            noted = [w.future for w in self._later]
+            self._writes[:0], self._later = self._later, []
+            self._wake.set()
+            await asyncio.gather(*noted, return_exceptions=True)
+
     # -- the worker's side ---------------------------------------------------------------
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await self._wake.wait()
+            if self._later and not self._writes:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), NOTE_MAX_WAIT_S)
+                except TimeoutError:
+                    self._writes[:0], self._later = self._later, []
+            else:
+                await self._wake.wait()
             self._wake.clear()
+            if self._writes and self._later:
+                self._writes[:0], self._later = self._later, []
             writes, self._writes = self._writes, []
             reads, self._reads = self._reads, _Reads()
             if writes:
@@ -201,18 +256,31 @@ class Journal:
             self.cpu_s += time.thread_time() - started
 
     def _commit_each(self, writes: list[_Write]) -> list[tuple[bool, Any]]:
-        """(ok, result or exception) per write: the group at once, else each alone."""
-        try:
-            return [(True, r) for r in self._commit(writes)]
-        except Exception as exc:  # noqa: BLE001 - retried one by one below
-            if len(writes) == 1:
-                return [(False, exc)]
+        """(ok, result or exception) per write: the group at once, else each alone. An
+        applicant one of whose events could not be recorded is not stored: no audit, no
+        record (the event may have been noted, not waited for)."""
+        if not any(_subject_of(w) in self._unrecorded for w in writes):
+            try:
+                return [(True, r) for r in self._commit(writes)]
+            except Exception as exc:  # noqa: BLE001 - retried one by one below
+                if len(writes) == 1:
+                    if writes[0].kind == "audit":
+                        self._unrecorded.add(_subject_of(writes[0]))
+                    return [(False, exc)]
+        self._unrecorded.discard(None)
         outcomes: list[tuple[bool, Any]] = []
         for write in writes:
+            if write.kind == "decided" and _subject_of(write) in self._unrecorded:
+                outcomes.append((False, RuntimeError(
+                    "an audit event of this applicant was not recorded")))
+                continue
             try:
                 outcomes.append((True, self._commit([write])[0]))
             except Exception as exc:  # noqa: BLE001 - handed to that write's caller
+                if write.kind == "audit":
+                    self._unrecorded.add(_subject_of(write))
                 outcomes.append((False, exc))
+        self._unrecorded.discard(None)
         return outcomes
 
     def _commit(self, writes: list[_Write]) -> list[Any]:
@@ -302,7 +370,9 @@ class Journal:
         cache in their own transaction, so their events do not make anything stale."""
         ae, ah = m.AuditEvent.__table__, m.AuditHead.__table__
         head = conn.scalar(select(ah.c.seq).where(ah.c.id == 1)) or 0
-        if self._seen_seq is None:
+        if self._seen_seq is None or len(self._grants) > MAX_CACHED_SUBJECTS:
+            # A journal kept for a process's life (on-demand requests) starts over now and
+            # then rather than holding every subject it ever saw.
             self._grants.clear()
         elif head > self._seen_seq:
             for seq, ref in conn.execute(select(ae.c.seq, ae.c.subject_ref).where(

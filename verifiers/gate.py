@@ -30,10 +30,14 @@ class ConsentReader(Protocol):
 
 
 class DecisionRecorder(Protocol):
-    """Appends to the audit chain; returns once the event is durable."""
+    """Appends to the audit chain. `record` returns once the event is durable (a decision
+    that allows a call is, before the call); `note` appends an event nothing waits on (a
+    step's completion, a refusal) with the recorder's next durable write, or at once."""
 
     async def record(self, kind: str, subject_ref: str | None,
                      detail: dict[str, Any]) -> int: ...
+
+    def note(self, kind: str, subject_ref: str | None, detail: dict[str, Any]) -> None: ...
 
 
 def _now() -> datetime:
@@ -76,8 +80,10 @@ class ConsentGate:
         }
         if call_ref is not None:
             detail["call_ref"] = call_ref
-        await self._recorder.record(
-            "consent.allowed" if decision.allowed else "consent.denied", subject_ref, detail)
+        if decision.allowed:
+            await self._recorder.record("consent.allowed", subject_ref, detail)
+        else:  # nothing is called on it: it goes with the subject's next durable write
+            self._recorder.note("consent.denied", subject_ref, detail)
         broken = sorted(g.consent_id for g in grants if not g.bound)
         if broken:
             # A ledger record the audit chain does not vouch for was ignored: say so apart,
@@ -116,7 +122,7 @@ class ConsentGate:
                                 consent_id=permit.consent_id)
         if evidence.consent_id != permit.consent_id:
             evidence = evidence.model_copy(update={"consent_id": permit.consent_id})
-        await self._recorder.record("step.completed", subject.applicant_ref, {
+        self._recorder.note("step.completed", subject.applicant_ref, {
             "decision_id": decision_id, "step": verifier.name, "status": evidence.status.value,
             "reason": evidence.reason, "consent_id": permit.consent_id,
             "vendor_request_id": evidence.vendor_request_id, "fee_cents": evidence.fee_cents})

@@ -126,6 +126,9 @@ class Audit:
         self.kinds.append(kind)
         return len(self.kinds)
 
+    def note(self, kind: str, subject_ref: str | None, detail: dict) -> None:
+        self.kinds.append(kind)
+
 
 SUBJECT = Subject(applicant_ref="C-1", name=SecretStr("张伟"), id_type="resident_id",
                   id_number=SecretStr("11010519491231002X"),

@@ -106,3 +106,46 @@ async def test_when_an_applicant_is_stored_twice_then_the_second_is_refused_whol
     assert [e.kind for e in store.audit.events()][-1] == "applicant.decided"
     revealed = store.applicants.reveal_by_ref("D-1", actor="t", purpose="test")
     assert revealed.name.get_secret_value() == "张伟"
+
+
+async def test_when_an_event_is_noted_then_it_goes_with_the_next_write_in_order(store):
+    async with Journal(store) as journal:
+        journal.note("step.completed", "N-1", {"step": "id_check"})
+        commits = journal.commits
+        await journal.grants_for("N-1")  # a read does not wait for it, nor commit it
+        assert journal.commits == commits
+        seq = await journal.record("consent.allowed", "N-1", {"step": "carrier_check"})
+        assert journal.commits == commits + 1  # one commit for both
+        journal.note("step.completed", "N-1", {"step": "carrier_check"})
+    kinds = [(e.seq, e.kind) for e in store.audit.events()]
+    assert kinds[-3:] == [(seq - 1, "step.completed"), (seq, "consent.allowed"),
+                          (seq + 1, "step.completed")]  # the journal's end commits the last
+    assert store.audit.verify_chain()[0]
+
+
+async def test_when_a_noted_event_is_alone_then_it_is_committed_after_a_pause(store):
+    async with Journal(store) as journal:
+        journal.note("step.completed", "N-2", {"step": "id_check"})
+        await asyncio.sleep(0.3)
+        assert [e.kind for e in store.audit.events()] == ["step.completed"]
+
+
+async def test_when_a_noted_event_cannot_be_recorded_then_its_applicant_is_not_stored(store):
+    run = store.runs.start(batch_name="n.jsonl", batch_sha256="1" * 64)
+    steps = [StepRecord(step="id_check", status="inconclusive", reason="NO_RECORD")]
+    async with Journal(store) as journal:
+        journal.note("step.completed", "N-3", {"not_json": object()})
+        stored = asyncio.gather(
+            journal.add_decided(run_id=run, line_no=1, applicant=person("N-3"),
+                                human_review_requested=False, steps=steps, decision=DECISION),
+            journal.add_decided(run_id=run, line_no=2, applicant=person("N-4"),
+                                human_review_requested=False, steps=steps, decision=DECISION),
+            return_exceptions=True)
+        first, second = await stored
+    assert isinstance(first, RuntimeError) and "not recorded" in str(first)
+    assert second is True  # another applicant in the same group is stored
+    with store.engine.connect() as conn:
+        refs = set(conn.scalars(select(m.Applicant.applicant_ref)))
+    assert refs == {"N-4"}
+    assert "step.completed" not in [e.kind for e in store.audit.events()]
+    assert store.audit.verify_chain()[0]

@@ -38,6 +38,9 @@ class Recorder:
         self.events.append((kind, subject_ref, detail))
         return len(self.events)
 
+    def note(self, kind, subject_ref, detail):
+        self.events.append((kind, subject_ref, detail))
+
 
 class CountingVerifier:
     name: ClassVar[str] = "counting"
