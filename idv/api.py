@@ -75,6 +75,7 @@ from services.cases import (
     QueuePage,
     Revealed,
     RevealRequest,
+    SlaReport,
 )
 from services.consent import (
     AskRequest,
@@ -783,6 +784,14 @@ def _case_routes(app: FastAPI, runtime: Runtime) -> None:
     def next_case(actor: Actor) -> Any:
         """Claim the oldest due unassigned case this caller may work; `null` when none."""
         return cases().next_case(actor=actor)
+
+    @app.get("/cases/sla", tags=tags, response_model=SlaReport,
+             responses=answers(401, 403, 422))
+    def sla(actor: Actor, days: Annotated[int, Query(ge=1, le=366)] = 30) -> Any:
+        """Cases not closed by age bucket, how many are due soon and breached, and each
+        person's time from a case's opening to their decision over the last `days` (median
+        and 90th percentile, in hours)."""
+        return cases().sla_report(actor=actor, days=days)
 
     @app.get("/cases/{case_id}", tags=tags, response_model=CaseView,
              responses=answers(*_CASE_READ))

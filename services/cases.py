@@ -277,6 +277,40 @@ class BulkResult(_Model):
     skipped: list[str]
 
 
+# The SLA report's age buckets: (name, opened less than this many hours ago).
+AGE_BUCKETS: tuple[tuple[str, int | None], ...] = (
+    ("under_4h", 4), ("4h_to_24h", 24), ("1d_to_3d", 72), ("3d_to_7d", 168), ("over_7d", None))
+
+
+class AgeBucket(_Model):
+    bucket: str
+    open: int
+    due_soon: int
+    breached: int
+
+
+class AnalystTiming(_Model):
+    """One person's decisions in the window: how long a case waited from opening to their
+    decision, in hours."""
+
+    actor: str
+    decisions: int
+    median_hours: float
+    p90_hours: float
+
+
+class SlaReport(_Model):
+    """Open cases by age and SLA state, and time to decision per person over `days`."""
+
+    as_of: str
+    days: int
+    open_total: int
+    due_soon: int
+    breached: int
+    buckets: list[AgeBucket]
+    analysts: list[AnalystTiming]
+
+
 def _iso(v: datetime | None) -> str | None:
     return v.isoformat() if v is not None else None
 
@@ -420,6 +454,41 @@ class CaseService:
     def views(self, *, actor: Actor) -> dict[str, dict[str, Any]]:
         self._permit(actor, "read_masked", "views")
         return self.store.cases.views(actor.name)
+
+    def sla_report(self, *, actor: Actor, days: int = 30) -> SlaReport:
+        """Cases not closed by age bucket with their SLA state (due soon, breached), and
+        each person's time from a case's opening to their decision over the last `days`
+        (median and 90th percentile, nearest rank; escalations aside)."""
+        self._permit(actor, "read_masked", "sla")
+        if not 1 <= days <= 366:
+            raise InvalidInput("days", "must be 1-366")
+        now = self._now()
+        open_rows, decided = self.store.cases.sla_facts(decided_since=now - timedelta(days=days))
+        counts = {name: {"open": 0, "due_soon": 0, "breached": 0} for name, _ in AGE_BUCKETS}
+        for opened, due in open_rows:
+            age_h = (now - opened).total_seconds() / 3600
+            name = next(n for n, top in AGE_BUCKETS if top is None or age_h < top)
+            counts[name]["open"] += 1
+            state = self.policy.sla_state(due, now) if due is not None else "on_time"
+            if state != "on_time":
+                counts[name][state] += 1
+        waits: dict[str, list[float]] = {}
+        for who, opened, at in decided:
+            waits.setdefault(who, []).append(max(0.0, (at - opened).total_seconds() / 3600))
+        analysts = []
+        for who in sorted(waits):
+            hours = sorted(waits[who])
+            n = len(hours)
+            median = (hours[(n - 1) // 2] + hours[n // 2]) / 2
+            p90 = hours[max(0, -(-9 * n // 10) - 1)]
+            analysts.append(AnalystTiming(actor=who, decisions=n, median_hours=round(median, 2),
+                                          p90_hours=round(p90, 2)))
+        return SlaReport(
+            as_of=now.isoformat(), days=days, open_total=len(open_rows),
+            due_soon=sum(c["due_soon"] for c in counts.values()),
+            breached=sum(c["breached"] for c in counts.values()),
+            buckets=[AgeBucket(bucket=n, **counts[n]) for n, _ in AGE_BUCKETS],
+            analysts=analysts)
 
     # --- claims ---------------------------------------------------------------------------
 

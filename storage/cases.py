@@ -572,3 +572,20 @@ class CaseRepository:
                                                              m.Outreach.status == "sent"))
                              .values(status="open", snoozed_until=None, updated_at=now)
                              ).rowcount
+
+    # --- the SLA report -------------------------------------------------------------------
+
+    def sla_facts(self, *, decided_since: datetime) -> tuple[
+            list[tuple[datetime, datetime | None]], list[tuple[str, datetime, datetime]]]:
+        """What the SLA report counts: each case not closed as (opened at, due at), and each
+        decision made since `decided_since` (escalations aside) as (who, the case opened at,
+        decided at)."""
+        with self._ctx.transaction() as s:
+            open_rows = [(as_utc(o), as_utc(d) if d is not None else None)
+                         for o, d in s.execute(select(C.opened_at, C.due_at)
+                                               .where(C.status.in_(ACTIVE)))]
+            D = m.CaseDecision
+            decided = [(who, as_utc(o), as_utc(at)) for who, o, at in s.execute(
+                select(D.actor, C.opened_at, D.decided_at).join(C, C.id == D.case_id)
+                .where(D.decided_at >= decided_since, D.action != "escalate"))]
+            return open_rows, decided

@@ -148,3 +148,32 @@ def explain(applicant_ref: str, as_json: JsonOpt = False) -> None:
     for st in found["steps"]:
         console.print(f"  step {st['step']}: {st['status']} ({st['reason']}) under consent "
                       f"{', '.join(st['consent_ids']) or '-'}")
+
+
+@review_app.command("sla")
+def review_sla(
+    days: Annotated[int, typer.Option(min=1, max=366,
+                                      help="Decisions of the last this many days.")] = 30,
+    as_json: JsonOpt = False,
+) -> None:
+    """Cases not closed by age, how many are due soon and breached, and each person's time
+    from a case's opening to their decision (median and 90th percentile, hours)."""
+    with runtime() as rt:
+        report = rt.services.cases.sla_report(actor=actor(), days=days)
+    if as_json:
+        emit(report.model_dump())
+        return
+    console.print(f"{report.open_total} open, {report.due_soon} due soon, "
+                  f"{report.breached} breached (as of {report.as_of[:16]})")
+    ages = Table(title="Open cases by age")
+    for col in ("age", "open", "due soon", "breached"):
+        ages.add_column(col)
+    for b in report.buckets:
+        ages.add_row(b.bucket, str(b.open), str(b.due_soon), str(b.breached))
+    console.print(ages)
+    people = Table(title=f"Time to decision, last {report.days} days (hours)")
+    for col in ("who", "decisions", "median", "p90"):
+        people.add_column(col)
+    for a in report.analysts:
+        people.add_row(a.actor, str(a.decisions), f"{a.median_hours:g}", f"{a.p90_hours:g}")
+    console.print(people)

@@ -1,6 +1,7 @@
 """The pages: sign-in (a local password, or an OpenID Connect provider), sign-out, the
-start page and the users page for a person with `users`. They parse the form, call
-`services.people`, and render a template; the services check every permission."""
+start page and the users page for a person with `users`; the workbench's pages are in
+`idv.web.cases`. They parse the form, call a service (`services.people`, `services.cases`),
+and render a template; the services check every permission."""
 
 from __future__ import annotations
 
@@ -169,3 +170,6 @@ def mount_pages(app: FastAPI, runtime: Any) -> None:
     from idv.web.oidc import oidc_routes
 
     oidc_routes(app, runtime, signed_in_answer=_signed_in, render=render)
+    from idv.web.cases import case_pages
+
+    case_pages(app, runtime, render, HEADERS)

@@ -1,0 +1,331 @@
+"""The workbench's pages (`/web/cases...`): the queue with its filters, saved views, "my
+cases", "next case" and bulk operations; the case page with its evidence, timeline, notes,
+reveal, claims and decision forms; the SLA view.
+
+Each route parses its form or query with pydantic, calls `services.cases` as the signed-in
+person and renders a template. The service checks every permission and audits every
+refusal; a page only hides the buttons a role may not use. A refusal renders the rule it
+broke (`field: rule`, never a value) with the service's status (403, 404, 409, 422, 503); a
+form that does not validate names the field and the rule (422). Personal values appear
+masked, except the one field a reveal answers, in that answer only (an HTMX fragment).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from urllib.parse import urlencode
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from idv.web.auth import CurrentActor, require_form_token
+from services.context import Actor
+from services.errors import InvalidInput, ServiceError, from_validation
+
+CheckedForm = Depends(require_form_token)
+# What each kind of refusal is answered with (as the JSON API answers it).
+STATUS = {"invalid": 422, "not_found": 404, "denied": 403, "conflict": 409, "unavailable": 503}
+_UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+CaseId = Annotated[str, StringConstraints(pattern=_UUID)]
+Reason = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+Who = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,119}$")]
+TagName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_:-]{0,31}$")]
+Disposition = Literal["false_positive", "valuable_alert", "confirmed_risk"]
+# The messages a redirect after an action may name (`?done=`): fixed text, never a value.
+DONE = {
+    "claim": "已认领 Claimed",
+    "release": "已释放 Released",
+    "note": "已添加备注 Note added",
+    "approve": "已批准 Approved",
+    "reject": "已提议拒绝，待主管确认 Reject proposed: a supervisor confirms it",
+    "request_info": "已请求资料，案件等待答复 Information requested: the case waits for the "
+                    "answer",
+    "escalate": "已升级至主管队列 Escalated to the supervisor queue",
+    "refer": "已提议移交执法，待确认 Referral proposed: it waits for confirmation",
+    "close": "已结案 Closed",
+    "confirm": "已确认 Confirmed",
+    "confirm_void": "失信名单命中已不成立，拒绝作废，请重新决定 The court-list hit no longer "
+                    "stands: the reject is void, decide again",
+    "snooze": "已暂缓 Snoozed",
+    "assign": "已分配 Assigned",
+    "tags": "标签已更新 Tags changed",
+    "whitelist": "已加入白名单 Whitelisted",
+    "view": "视图已保存 View saved",
+    "bulk": "批量操作完成 Bulk operation done",
+    "none": "没有待处理的案件 No case is waiting for you",
+}
+AGE_CHOICES = (1, 4, 24, 72, 168)
+
+
+class _Form(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class NoteForm(_Form):
+    text: Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+
+
+class RevealForm(_Form):
+    field: Literal["name", "id_number", "phone"]
+    reason_code: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+    reason: Reason
+
+
+class DecisionForm(_Form):
+    action: Literal["approve", "reject", "request_info", "escalate", "refer", "close"]
+    reason: Reason
+    evidence_version: int | None = Field(None, ge=1)
+    disposition: Disposition | None = None
+    template: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")] | None = None
+    channel: Literal["sms", "in_app", "wechat_template"] | None = None
+
+
+class SnoozeForm(_Form):
+    until: datetime
+
+
+class AssignForm(_Form):
+    assignee: Who | None = None
+
+
+class TagForm(_Form):
+    add: TagName | None = None
+    remove: TagName | None = None
+
+
+class WhitelistForm(_Form):
+    case_number: Annotated[str, StringConstraints(min_length=1, max_length=80)]
+    reason: Reason
+
+
+class BulkForm(_Form):
+    op: Literal["assign", "close"]
+    case_ids: list[CaseId] = Field(min_length=1, max_length=1000)
+    assignee: Who | None = None
+    disposition: Disposition | None = None
+    reason: Reason | None = None
+
+
+class ViewForm(_Form):
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    status: Literal["open", "waiting", "pending_confirmation", "closed"] | None = None
+    reason: str | None = None
+    assignee: str | None = None
+    product: str | None = None
+    tag: str | None = None
+    older_than_hours: int | None = None
+    mine: bool | None = None
+
+
+class SlaQuery(_Form):
+    days: int = Field(30, ge=1, le=366)
+
+
+# The queue's filters as the page's form names them (the service validates each).
+QUEUE_FIELDS = ("status", "queue", "reason", "assignee", "product", "tag", "older_than_hours",
+                "mine", "unassigned", "view", "offset")
+
+
+async def _parsed(request: Request, model: type[_Form], lists: tuple[str, ...] = ()) -> Any:
+    """The posted form as `model`; empty fields are absent. A form that does not validate
+    raises the service's `InvalidInput` naming the field and the rule."""
+    form = await request.form()
+    data: dict[str, Any] = {}
+    for key in form:
+        if key == "csrf":
+            continue
+        if key in lists:
+            data[key] = [v for v in form.getlist(key) if isinstance(v, str) and v]
+            continue
+        value = form.get(key)
+        if isinstance(value, str) and value.strip():
+            data[key] = value
+    for key in lists:
+        data.setdefault(key, [])
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise from_validation(exc) from None
+
+
+def case_pages(app: FastAPI, runtime: Any, render: Callable[..., HTMLResponse],
+               headers: dict[str, str]) -> None:
+    """Add the workbench's pages to the app."""
+
+    def cases() -> Any:
+        return runtime.services.cases
+
+    def can(actor: Actor) -> frozenset[str]:
+        return frozenset(runtime.access_policy.roles.get(actor.role, ()))
+
+    def labels() -> dict[str, Any]:
+        return cases().card.reasons
+
+    def fragment(request: Request) -> bool:
+        return bool(request.headers.get("hx-request")) and not request.headers.get("hx-boosted")
+
+    def refused(request: Request, exc: ServiceError, back: str = "/web/cases") -> HTMLResponse:
+        status = STATUS.get(exc.kind, 422)
+        name = "_refused.html" if fragment(request) else "refused.html"
+        return render(request, name, status, code=status, kind=exc.kind, field=exc.field,
+                      rule=exc.rule, back=back)
+
+    def done(where: str, what: str) -> RedirectResponse:
+        return RedirectResponse(f"{where}?done={what}", status_code=303, headers=headers)
+
+    async def call(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        return await run_in_threadpool(fn, *args, **kw)
+
+    # --- the queue ------------------------------------------------------------------------
+
+    @app.get("/web/cases", response_class=HTMLResponse, include_in_schema=False)
+    async def queue(request: Request, actor: CurrentActor) -> HTMLResponse:
+        params = request.query_params
+        query: dict[str, Any] = {}
+        for key in QUEUE_FIELDS:
+            values = [v for v in params.getlist(key) if v.strip()]
+            if values:
+                query[key] = values if key == "status" else values[0]
+        query.setdefault("limit", 50)
+        try:
+            page = await call(cases().queue, query, actor=actor)
+            views = await call(cases().views, actor=actor)
+        except ServiceError as exc:
+            return refused(request, exc, "/web/cases")
+        shown = {k: v for k, v in query.items() if k not in ("limit", "offset")}
+        return render(request, "cases.html", page=page, views=views, can=can(actor),
+                      base=urlencode(shown, doseq=True),
+                      actor=actor, filters=shown, labels=labels(),
+                      reason_codes=sorted(cases().policy.reasons), ages=AGE_CHOICES,
+                      message=DONE.get(params.get("done", "")),
+                      statuses=("open", "waiting", "pending_confirmation", "closed"))
+
+    @app.post("/web/cases/next", include_in_schema=False, dependencies=[CheckedForm])
+    async def next_case(request: Request, actor: CurrentActor) -> Response:
+        try:
+            out = await call(cases().next_case, actor=actor)
+        except ServiceError as exc:
+            return refused(request, exc)
+        if out is None:
+            return done("/web/cases", "none")
+        return done(f"/web/cases/{out.case_id}", "claim")
+
+    @app.post("/web/cases/views", include_in_schema=False, dependencies=[CheckedForm])
+    async def save_view(request: Request, actor: CurrentActor) -> Response:
+        try:
+            form = await _parsed(request, ViewForm)
+            filters = form.model_dump(exclude_none=True, exclude={"name"})
+            if "status" in filters:
+                filters["status"] = [filters["status"]]
+            await call(cases().save_view, form.name, filters, actor=actor)
+        except ServiceError as exc:
+            return refused(request, exc)
+        return RedirectResponse(f"/web/cases?view={form.name}&done=view", status_code=303,
+                                headers=headers)
+
+    @app.post("/web/cases/bulk", include_in_schema=False, dependencies=[CheckedForm])
+    async def bulk(request: Request, actor: CurrentActor) -> Response:
+        try:
+            form = await _parsed(request, BulkForm, lists=("case_ids",))
+            if form.op == "assign":
+                if form.assignee is None:
+                    raise InvalidInput("assignee", "is required to assign")
+                await call(cases().bulk_assign, form.case_ids, form.assignee, actor=actor)
+            else:
+                if form.disposition is None:
+                    raise InvalidInput("disposition", "is required to close")
+                await call(cases().bulk_close, form.case_ids, form.disposition,
+                           form.reason or "", actor=actor)
+        except ServiceError as exc:
+            return refused(request, exc)
+        return done("/web/cases", "bulk")
+
+    @app.get("/web/cases/sla", response_class=HTMLResponse, include_in_schema=False)
+    async def sla(request: Request, actor: CurrentActor) -> HTMLResponse:
+        try:
+            q = SlaQuery.model_validate({k: v for k, v in request.query_params.items()
+                                         if k == "days" and v})
+        except ValidationError as exc:
+            return refused(request, from_validation(exc))
+        try:
+            report = await call(cases().sla_report, actor=actor, days=q.days)
+        except ServiceError as exc:
+            return refused(request, exc)
+        return render(request, "sla.html", report=report)
+
+    # --- the case page --------------------------------------------------------------------
+
+    @app.get("/web/cases/{case_id}", response_class=HTMLResponse, include_in_schema=False)
+    async def case(request: Request, case_id: str, actor: CurrentActor) -> HTMLResponse:
+        try:
+            view = await call(cases().view, case_id, actor=actor)
+        except ServiceError as exc:
+            return refused(request, exc)
+        c = view.case
+        held = can(actor)
+        pending = next((d for d in reversed(view.decisions) if d.status == "pending"), None)
+        queues = ("analyst", "supervisor") if "confirm" in held else ("analyst",)
+        mine = c.claimed_by == actor.name
+        policy = cases().policy
+        return render(
+            request, "case.html", view=view, c=c, can=held, actor=actor, mine=mine,
+            pending=pending, open=c.status != "closed",
+            claimable=("case_work" in held and c.status != "closed" and not mine
+                       and c.claimed_by is None and c.queue in queues
+                       and c.assignee in (None, actor.name)),
+            reveal_reasons=policy.reveal.reasons, templates=policy.outreach.templates,
+            dispositions=("false_positive", "valuable_alert", "confirmed_risk"),
+            message=DONE.get(request.query_params.get("done", "")))
+
+    def case_action(path: str, fn: Callable[[str, Any, Actor], Any], model: type[_Form] | None,
+                    what: str | Callable[[Any], str]) -> None:
+        async def act(request: Request, case_id: str, actor: CurrentActor) -> Response:
+            back = f"/web/cases/{case_id}"
+            try:
+                form = await _parsed(request, model) if model is not None else None
+                out = await call(fn, case_id, form, actor)
+            except ServiceError as exc:
+                return refused(request, exc, back)
+            return done(back, what(out) if callable(what) else what)
+
+        act.__name__ = f"case_{path.strip('/').replace('-', '_')}"
+        app.post(f"/web/cases/{{case_id}}/{path}", include_in_schema=False,
+                 dependencies=[CheckedForm])(act)
+
+    case_action("claim", lambda cid, _f, a: cases().claim(cid, actor=a), None, "claim")
+    case_action("release", lambda cid, _f, a: cases().release(cid, actor=a), None, "release")
+    case_action("notes", lambda cid, f, a: cases().note(cid, f.text, actor=a), NoteForm, "note")
+    case_action("decisions", lambda cid, f, a: (f.action, cases().decide(
+        cid, f.model_dump(exclude_none=True), actor=a)), DecisionForm, lambda out: out[0])
+    case_action("confirm", lambda cid, _f, a: cases().confirm(cid, actor=a), None,
+                lambda out: "confirm_void" if out.note else "confirm")
+    case_action("snooze", lambda cid, f, a: cases().snooze(cid, f.until, actor=a), SnoozeForm,
+                "snooze")
+    case_action("assign", lambda cid, f, a: cases().assign(cid, f.assignee, actor=a),
+                AssignForm, "assign")
+    case_action("tags", lambda cid, f, a: cases().tag(
+        cid, [f.add] if f.add else [], [f.remove] if f.remove else [], actor=a), TagForm,
+        "tags")
+
+    def whitelist(case_id: str, form: WhitelistForm, actor: Actor) -> Any:
+        ref = cases().view(case_id, actor=actor).case.applicant_ref
+        return cases().whitelist(ref, form.case_number, form.reason, actor=actor)
+
+    case_action("whitelist", whitelist, WhitelistForm, "whitelist")
+
+    @app.post("/web/cases/{case_id}/reveal", response_class=HTMLResponse,
+              include_in_schema=False, dependencies=[CheckedForm])
+    async def reveal(request: Request, case_id: str, actor: CurrentActor) -> HTMLResponse:
+        """The one value, in this answer only (a fragment the case page shows in place)."""
+        try:
+            form = await _parsed(request, RevealForm)
+            out = await call(cases().reveal, case_id, form.model_dump(), actor=actor)
+        except ServiceError as exc:
+            return refused(request, exc, f"/web/cases/{case_id}")
+        name = "_revealed.html" if fragment(request) else "revealed.html"
+        return render(request, name, revealed=out, back=f"/web/cases/{case_id}")
+
