@@ -2,9 +2,9 @@
 the storage (a consent ledger's grants, steps with their vendor request ids and fees, a
 court-list entry) with planted canaries for the ID number, phone and name.
 
-- An analyst signs in, takes the next case, finds no reveal form (their role has no
-  `reveal`: a forged reveal is refused), adds a note, asks for information, claims the case
-  again and proposes a reject; they see no confirm button and a forged confirm is refused.
+- An analyst signs in, takes the next case, reveals the ID number with a reason (shown in
+  that answer only), adds a note, asks for information, claims the case again and proposes a
+  reject; they see no confirm button and a forged confirm is refused.
 - A supervisor claims that case, reveals the phone with a reason (shown in that answer only),
   whitelists the court entry, confirms the reject, reads the SLA view, bulk-assigns a case.
 - An auditor sees the queue and the case masked with no action button; forged actions are
@@ -138,12 +138,19 @@ def test_an_analyst_takes_the_next_case_asks_for_information_and_proposes_a_reje
     masked(page)
     shot(page, "analyst-case")
 
-    # No reveal for this role: the form is absent, and a forged one is refused.
-    assert page.locator("form[data-form='reveal']").count() == 0
-    answer = forged(page, f"/web/cases/{cases['W-1']}/reveal", {
-        "field": "phone", "reason_code": "applicant_contact", "reason": "call the applicant"})
-    assert answer["status"] == 403 and "reveal" in answer["text"]
-    assert PHONE_CANARY not in answer["text"]
+    # One field revealed with a reason from the list: shown in that answer only, audited.
+    reveal = page.locator("form[data-form='reveal']")
+    reveal.get_by_label("字段 Field").select_option("id_number")
+    reveal.get_by_label("原因 Reason code").select_option("identity_mismatch")
+    reveal.get_by_label("说明 Reason").fill("comparing with the ID document the applicant sent")
+    reveal.get_by_role("button", name="显示 Reveal").click()
+    page.get_by_test_id("revealed-value").filter(has_text=ID_CANARY).wait_for()
+    shot(page, "analyst-reveal")
+    revealed = rt.store.audit.events(kind_prefix="case.revealed")
+    assert [(e.detail["actor"], e.detail["field"]) for e in revealed] == [("ana", "id_number")]
+    page.reload()
+    page.get_by_test_id("claimed-by").wait_for()
+    masked(page)  # the value was in that answer only
 
     note = page.locator("form[data-action='note']")
     note.get_by_label("备注 Note").fill(f"applicant said their phone is {PHONE_CANARY}")

@@ -135,9 +135,8 @@ def test_a_refusal_names_the_rule_with_its_status_and_a_bad_form_names_the_field
                                                      "case_ids": "not-a-case"})
         assert bulk.status_code == 422 and "case_ids.0" in bulk.text
         # An HTMX request gets the refusal as a fragment, with the same status.
-        frag = browser.post(f"/web/cases/{case_id}/reveal", headers={"HX-Request": "true"},
-                            data={"csrf": token, "field": "phone",
-                                  "reason_code": "applicant_contact", "reason": "call back"})
+        frag = browser.post(f"/web/cases/{case_id}/assign", headers={"HX-Request": "true"},
+                            data={"csrf": token, "assignee": "ana"})
         assert frag.status_code == 403 and frag.text.lstrip().startswith("<div")
     assert site.rt.store.cases.get(case_id).status == "open"
 
