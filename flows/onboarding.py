@@ -239,8 +239,7 @@ class ChunkRunner:
         features["phone_range"] = (
             "virtual_operator" if phone and is_virtual_operator(phone) else "regular")
         shared = await self.journal.count_sharing_id_number(
-            self.rt.store.applicants.id_number_index(line.id_number.get_secret_value()),
-            excluding_ref=line.applicant_ref)
+            line.id_number.get_secret_value(), excluding_ref=line.applicant_ref)
         features["id_reuse"] = "shared" if shared else "unique"
         card = self.rt.scorecard
         features = {k: v for k, v in features.items() if k in card.features}
@@ -269,8 +268,8 @@ class ChunkRunner:
             return self.refuse(Refusal(line.line_no, line.applicant_ref, "applicant_ref",
                                        "belongs to an erased subject"), report)
         if existing is not None:
-            same = existing.id_number_bidx == self.rt.store.applicants.id_number_index(
-                line.id_number.get_secret_value())
+            same = self.rt.store.applicants.id_number_is(
+                existing.row_id, existing.id_number_ct, line.id_number.get_secret_value())
             if not same:
                 return self.refuse(Refusal(line.line_no, line.applicant_ref, "applicant_ref",
                                            "is already registered with another id_number"),

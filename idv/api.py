@@ -329,10 +329,12 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @app.post("/consents/{consent_id}/withdraw", response_model=WithdrawResult,
               responses=answers(*_READS_BODY, 404))
-    def withdraw(consent_id: Annotated[ConsentId, PathParam()], _actor: Actor,
+    def withdraw(consent_id: Annotated[ConsentId, PathParam()], actor: Actor,
                  req: WithdrawRequest | None = None) -> WithdrawResult:
-        """Withdraw a grant: no more fields than granting needed. Twice is harmless."""
-        return service().withdraw(consent_id, req or WithdrawRequest())
+        """Withdraw a grant: no more fields than granting needed. Twice is harmless. With
+        `applicant_ref`, only that subject's grant: another's is 404 as an unknown id is."""
+        return service().withdraw(consent_id, req or WithdrawRequest(), actor=actor,
+                                  via="api")
 
     @app.get("/subjects/{applicant_ref}/consents", response_model=SubjectConsents,
              responses=answers(*_GUARDED, 404))

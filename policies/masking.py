@@ -19,12 +19,12 @@ MaskKind = Literal["id_number", "phone", "name", "address", "bank_card", "oauth_
 
 
 def mask_id_number(value: str) -> str:
-    """First 3 and last 4 kept: `110***********002X`; the birth date is always hidden."""
+    """The check character alone: `*****************X`; the birth date is always hidden."""
     return mask("id_number", value)
 
 
 def mask_phone(value: str) -> str:
-    """First 3 and last 4 of the national number: `138****8000`."""
+    """The first 3 digits of the national number: `138********`."""
     return mask("phone", value)
 
 

@@ -33,7 +33,7 @@ from services.errors import InvalidInput, NotFound
 from services.subjects import require_known, require_ref
 from storage.context import as_utc
 from storage.crypto import ed25519_public
-from storage.ledger import UnknownConsentError
+from storage.ledger import NotTheSubjectsError, UnknownConsentError
 from storage.store import Store
 from storage.subjects import SubjectUnavailableError
 
@@ -63,12 +63,22 @@ class GrantRequest(BaseModel):
 
 
 class WithdrawRequest(BaseModel):
-    """Withdrawing needs no more than granting did; everything here is optional."""
+    """Withdrawing needs no more than granting did; everything here is optional. With
+    `applicant_ref` (whose consent the caller says it is), a grant of anyone else is
+    answered as no such grant, and the attempt is audited."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra={"examples": [{
+        "applicant_ref": "A-000123", "channel": "app"}]})
 
     channel: Code = "api"
     evidence: EvidenceRef | None = None
+    applicant_ref: ApplicantRef | None = None
+
+
+# The surfaces a withdrawal comes through: the command line, the HTTP API, the web pages, the
+# person's own (a page or app the subject uses themselves), and idv itself (an OAuth
+# authorization that never completed).
+WithdrawVia = Literal["cli", "api", "web", "subject", "system"]
 
 
 class GrantResult(BaseModel):
@@ -269,15 +279,25 @@ class ConsentService:
                            notice_hash=notice.text_sha256, granted_at=as_utc(granted_at),
                            expires_at=as_utc(expires_at))
 
-    def withdraw(self, consent_id: str, req: WithdrawRequest) -> WithdrawResult:
-        """Record a withdrawal; `NotFound` for an unknown id, `InvalidInput` for a malformed
-        one. A second withdrawal is harmless: it reports the first."""
+    def withdraw(self, consent_id: str, req: WithdrawRequest, *, actor: Actor,
+                 via: WithdrawVia) -> WithdrawResult:
+        """Record a withdrawal by `actor` through `via`, both on the withdrawal event and in
+        its binding; `NotFound` for an unknown id, `InvalidInput` for a malformed one. A
+        second withdrawal is harmless: it reports the first. A grant that is not the
+        subject's the request names is `NotFound` too, and the refusal is audited."""
         rule = check_consent_id(consent_id)
         if rule is not None:
             raise InvalidInput("consent_id", rule)
         try:
-            event_id, created = self.store.ledger.withdraw(consent_id, channel=req.channel,
-                                                           evidence_ref=req.evidence)
+            event_id, created = self.store.ledger.withdraw(
+                consent_id, actor=actor.name, via=via, channel=req.channel,
+                evidence_ref=req.evidence, subject_ref=req.applicant_ref)
+        except NotTheSubjectsError as exc:
+            self.store.audit.record("consent.withdraw_refused", exc.owner, {
+                "consent_id": consent_id, "named_subject": req.applicant_ref,
+                "actor": actor.name, "role": actor.role, "via": via,
+                "why": "not_the_named_subjects"})
+            raise NotFound("consent_id", "no such grant") from None
         except UnknownConsentError:
             raise NotFound("consent_id", "no such grant") from None
         grant = self.store.ledger.grant(consent_id)

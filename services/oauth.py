@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from policies.masking import mask_oauth_id
 from policies.notices import Notice
 from services.consent import ConsentService, GrantRequest, WithdrawRequest
+from services.context import Actor
 from storage.oauth import PendingAuthorization, StateError
 from storage.store import Store
 from verifiers.base import Evidence, StepStatus, Subject
@@ -101,6 +102,8 @@ class OAuthConfig(BaseModel):
 
 
 PURPOSE = "onboarding_verification"
+# Who withdraws a grant whose authorization never completed: idv itself.
+SYSTEM_ACTOR = Actor(name="system", role="operator")
 WECHAT = "wechat"
 WECHAT_SCOPES = ("snsapi_base", "snsapi_userinfo")
 
@@ -478,7 +481,8 @@ class OAuthService:
             self.store.oauth.link(applicant_ref=pending.applicant_ref, consent_id=consent_id,
                                   **account)
         except Exception:
-            self.consents.withdraw(consent_id, WithdrawRequest(channel="system"))
+            self.consents.withdraw(consent_id, WithdrawRequest(channel="system"),
+                                  actor=SYSTEM_ACTOR, via="system")
             raise
         return consent_id
 
@@ -558,8 +562,7 @@ class OAuthService:
         if evidence.status is not StepStatus.PASSED:
             raise _phone_failure(evidence)
         signals = self.store.oauth.account_signals(
-            applicant_ref, provider=WECHAT, declared_phone=None,
-            declared_phone_bidx=self.store.oauth.declared_phone_index(applicant_ref))
+            applicant_ref, provider=WECHAT, declared_phone=None, declared_stored=True)
         return {"applicant_ref": applicant_ref, "decision_id": decision_id,
                 "phone": evidence.signals["bound_phone"],
                 "bound_phone_match": signals["bound_phone_match"] if signals else "unknown"}

@@ -1,5 +1,6 @@
 """Applicants: stored decided, with their steps, decision, review case and run line, all or
-nothing; looked up by ref or by ID-number blind index; revealed for masked display.
+nothing; looked up by ref or by ID number (candidates by its blind index, each decrypted and
+compared); revealed for masked display.
 
 Personal fields are sealed by `applicant_fields` before they reach the database.
 """
@@ -27,6 +28,7 @@ from storage.bindings import (
     step_hash,
 )
 from storage.context import StoreContext, as_utc, in_parts
+from storage.crypto import FieldCipher
 from storage.db import insert_rows
 from storage.records import (
     Decision,
@@ -64,20 +66,28 @@ def find_by_refs(conn: Connection, refs: Iterable[str], *columns: Column[Any]
     return found
 
 
-def count_sharing(conn: Connection, queries: Iterable[tuple[str, str]]
+def count_sharing(conn: Connection, cipher: FieldCipher, queries: Iterable[tuple[str, str]]
                   ) -> dict[tuple[str, str], int]:
-    """For each (ID-number blind index, excluding ref): how many stored applicants other than
-    that ref carry the index. The one count, one at a time or a batch's; an erased applicant
-    has no index left and counts for nobody."""
+    """For each (raw ID number, excluding ref): how many stored applicants other than that
+    ref hold the ID number. The one count, one at a time or a batch's. The blind index
+    finds candidates (it is cut short, so unrelated people share it); each candidate is
+    decrypted and compared. An erased applicant has no index left and counts for nobody."""
     queries = list(queries)
     ap = m.Applicant.__table__
-    holders: dict[str, list[str]] = defaultdict(list)
-    for part in in_parts(sorted({bidx for bidx, _ in queries})):
-        for row in conn.execute(select(ap.c.id_number_bidx, ap.c.applicant_ref)
+    wanted: dict[str, set[str]] = defaultdict(set)  # index -> the raw values asked for
+    for value, _ in queries:
+        wanted[applicant_fields.id_number_index(cipher, value)].add(value)
+    holders: dict[str, list[str]] = defaultdict(list)  # raw value -> refs holding it
+    for part in in_parts(sorted(wanted)):
+        for row in conn.execute(select(ap.c.id, ap.c.applicant_ref, ap.c.id_number_bidx,
+                                       ap.c.id_number_ct)
                                 .where(ap.c.id_number_bidx.in_(part))):
-            holders[row.id_number_bidx].append(row.applicant_ref)
-    return {(bidx, ref): sum(1 for r in holders.get(bidx, ()) if r != ref)
-            for bidx, ref in queries}
+            for value in wanted[row.id_number_bidx]:
+                if applicant_fields.id_number_is(cipher, row.id, row.id_number_ct, value):
+                    holders[value].append(row.applicant_ref)
+                    break
+    return {(value, ref): sum(1 for r in holders.get(value, ()) if r != ref)
+            for value, ref in queries}
 
 
 def new_decided(conn: Connection, batch: list[DecidedRows]) -> list[bool]:
@@ -175,6 +185,12 @@ class ApplicantRepository:
         """The blind index of a raw ID number (`applicant_fields.id_number_index`)."""
         return applicant_fields.id_number_index(self._ctx.cipher, id_number)
 
+    def id_number_is(self, row_id: str, id_number_ct: bytes | None, id_number: str) -> bool:
+        """Whether a stored applicant (its row id and `id_number_ct`) holds this raw ID
+        number: decrypted and compared, never judged by the blind index alone."""
+        return applicant_fields.id_number_is(self._ctx.cipher, row_id, id_number_ct,
+                                             id_number)
+
     def get(self, applicant_ref: str) -> StoredApplicant | None:
         """A stored applicant with its steps; `BindingError` if its decision or a step result
         is not what the audit chain recorded (the decision reader refuses a forged one)."""
@@ -203,12 +219,12 @@ class ApplicantRepository:
                 idempotency_key=st.idempotency_key, signals=st.signals)
                 for st in steps))
 
-    def count_sharing_id_number(self, id_number_bidx: str, *, excluding_ref: str) -> int:
-        """How many other stored applicants carry this ID number's blind index
-        (`id_number_index` of the raw value)."""
+    def count_sharing_id_number(self, id_number: str, *, excluding_ref: str) -> int:
+        """How many other stored applicants hold this raw ID number (candidates by its
+        blind index, each decrypted and compared)."""
         with self._ctx.engine.connect() as conn:
-            return count_sharing(conn, [(id_number_bidx, excluding_ref)])[
-                (id_number_bidx, excluding_ref)]
+            return count_sharing(conn, self._ctx.cipher, [(id_number, excluding_ref)])[
+                (id_number, excluding_ref)]
 
     def decided_rows(self, *, run_id: str, line_no: int, applicant: NewApplicant,
                      human_review_requested: bool = False, steps: Iterable[StepRecord],

@@ -25,6 +25,9 @@ from storage.encoding import canonical
 CONSENT_FIELDS = ("id", "event", "subject_ref", "grant_id", "purpose", "scopes",
                   "notice_version", "notice_hash", "channel", "evidence_ref", "granted_at",
                   "expires_at", "occurred_at")
+# Who recorded a withdrawal and through which surface (revision 0015). Hashed only on a
+# record that carries them, so that a record written before hashes as it always did.
+CONSENT_ACTOR_FIELDS = ("actor", "via")
 DECISION_FIELDS = ("id", "applicant_ref", "product", "outcome", "score", "policy_version",
                    "reasons", "features", "human_review_requested")
 STEP_FIELDS = ("id", "applicant_id", "run_id", "position", "step", "status", "reason",
@@ -70,8 +73,17 @@ def record_hash(fields: tuple[str, ...], row: Any) -> str:
     return hashlib.sha256(record_body(fields, row)).hexdigest()
 
 
+def consent_fields(row: Any) -> tuple[str, ...]:
+    """The columns a consent event's hash covers: `CONSENT_FIELDS`, and the actor's when it
+    carries one."""
+    get = row.get if isinstance(row, dict) else (lambda f: getattr(row, f, None))
+    if any(get(f) is not None for f in CONSENT_ACTOR_FIELDS):
+        return CONSENT_FIELDS + CONSENT_ACTOR_FIELDS
+    return CONSENT_FIELDS
+
+
 def consent_hash(row: Any) -> str:
-    return record_hash(CONSENT_FIELDS, row)
+    return record_hash(consent_fields(row), row)
 
 
 def decision_hash(row: Any) -> str:

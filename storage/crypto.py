@@ -200,6 +200,12 @@ class FieldCipher:
             self._index_keys[name] = key
         return key
 
-    def blind_index(self, value: str, *, table: str, column: str) -> str:
-        """Keyed HMAC-SHA256 of a normalised value, hex: equality lookups without plaintext."""
-        return mac(self._index_key(table, column), value.encode("utf-8"))
+    def blind_index(self, value: str, *, table: str, column: str, bits: int = 256) -> str:
+        """Keyed HMAC-SHA256 of a normalised value, hex, cut to its first `bits`: equality
+        lookups without plaintext. Cut short (CipherSweet's truncated blind index), one
+        index value stands for many possible values, so whoever holds the key and the index
+        still cannot tell which; a lookup then returns candidates to decrypt and compare."""
+        # Whole hex digits: a stored full-length index cuts to the shorter one without the key.
+        if bits % 4 or not 4 <= bits <= 256:
+            raise ValueError("bits: must be a multiple of 4 from 4 to 256")
+        return mac(self._index_key(table, column), value.encode("utf-8"))[: bits // 4]

@@ -60,10 +60,13 @@ def _log_failed_note(future: asyncio.Future[Any]) -> None:
 
 @dataclass(frozen=True)
 class KnownApplicant:
-    """What the pipeline needs of an applicant already stored: no personal values."""
+    """What the pipeline needs of an applicant already stored: no personal values (the ID
+    number as its ciphertext, compared by `ApplicantRepository.id_number_is`)."""
 
     applicant_ref: str
-    id_number_bidx: str | None
+    row_id: str
+    id_number_bidx: str | None  # None once the subject is erased
+    id_number_ct: bytes | None
     outcome: str
 
 
@@ -181,9 +184,9 @@ class Journal:
     async def applicant(self, applicant_ref: str) -> KnownApplicant | None:
         return await self._ask(self._reads.applicants, applicant_ref)
 
-    async def count_sharing_id_number(self, id_number_bidx: str, *, excluding_ref: str) -> int:
-        """How many other stored applicants carry this ID number's blind index."""
-        return await self._ask(self._reads.sharing, (id_number_bidx, excluding_ref))
+    async def count_sharing_id_number(self, id_number: str, *, excluding_ref: str) -> int:
+        """How many other stored applicants hold this raw ID number (`count_sharing`)."""
+        return await self._ask(self._reads.sharing, (id_number, excluding_ref))
 
     async def call(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
         """Any one-at-a-time `Store` method, run on the journal's thread between its group
@@ -393,10 +396,12 @@ class Journal:
             if reads.grants:
                 self._refresh_grants(conn, reads.grants)
             grants = {ref: self._grants[ref] for ref in reads.grants}
-            found = applicants.find_by_refs(conn, reads.applicants, ap.c.id_number_bidx,
+            found = applicants.find_by_refs(conn, reads.applicants, ap.c.id,
+                                            ap.c.id_number_bidx, ap.c.id_number_ct,
                                             ap.c.outcome)
-            known = {ref: KnownApplicant(ref, row.id_number_bidx, row.outcome)
+            known = {ref: KnownApplicant(ref, row.id, row.id_number_bidx, row.id_number_ct,
+                                         row.outcome)
                      if (row := found.get(ref)) is not None else None
                      for ref in reads.applicants}
-            sharing = applicants.count_sharing(conn, reads.sharing)
+            sharing = applicants.count_sharing(conn, self._store.cipher, reads.sharing)
         return grants, known, sharing

@@ -33,6 +33,16 @@ class UnknownConsentError(KeyError):
         super().__init__("consent_id: no such grant")
 
 
+class NotTheSubjectsError(UnknownConsentError):
+    """The grant is another subject's than the caller named. A surface answers it as it
+    answers an unknown id, so that it tells nobody the grant exists; `owner` is for the
+    audit record of the refusal."""
+
+    def __init__(self, owner: str) -> None:
+        super().__init__()
+        self.owner = owner
+
+
 # Every ledger event is audited in its own transaction under one of these kinds: the
 # batch journal relies on it to know whose cached grants a new event makes stale.
 LEDGER_EVENT_KINDS = ("consent.granted", "consent.withdrawn", "consent.expired")
@@ -210,15 +220,20 @@ class ConsentLedger:
                 return g
         raise UnknownConsentError()
 
-    def withdraw(self, consent_id: str, *, at: datetime | None = None, channel: str = "api",
-                 evidence_ref: str | None = None) -> tuple[str, bool]:
-        """Record the withdrawal of a grant; returns (event id, newly recorded). Withdrawing
-        twice is harmless: the first withdrawal stands and is returned."""
+    def withdraw(self, consent_id: str, *, actor: str, via: str, at: datetime | None = None,
+                 channel: str = "api", evidence_ref: str | None = None,
+                 subject_ref: str | None = None) -> tuple[str, bool]:
+        """Record the withdrawal of a grant by `actor` through `via` (the surface: cli, api,
+        web, subject, system); returns (event id, newly recorded). Withdrawing twice is
+        harmless: the first withdrawal stands and is returned. With `subject_ref`, a grant
+        of another subject is `NotTheSubjectsError`, checked before anything else is told."""
         key = hashlib.sha256(canonical(["withdraw", consent_id])).hexdigest()
         with self._ctx.transaction() as s:
             grant = s.get(m.ConsentEvent, consent_id)
             if grant is None or grant.event != "grant":
                 raise UnknownConsentError()
+            if subject_ref is not None and grant.subject_ref != subject_ref:
+                raise NotTheSubjectsError(grant.subject_ref)
             existing = s.scalar(select(m.ConsentEvent.id).where(m.ConsentEvent.dedup_key == key))
             if existing is not None:
                 return existing, False
@@ -229,10 +244,11 @@ class ConsentLedger:
                 purpose=grant.purpose, scopes=grant.scopes, channel=channel,
                 notice_version=grant.notice_version, notice_hash=grant.notice_hash,
                 evidence_ref=evidence_ref, occurred_at=as_utc(at or now), recorded_at=now,
-                dedup_key=key, granted_at=None, expires_at=None)
+                dedup_key=key, granted_at=None, expires_at=None, actor=actor, via=via)
             row.audit_seq = self._audit.record("consent.withdrawn", grant.subject_ref, {
                 "consent_id": consent_id, "purpose": grant.purpose, "channel": channel,
-                "withdrawal_id": event_id, "record_hash": consent_hash(row)}, session=s)
+                "actor": actor, "via": via, "withdrawal_id": event_id,
+                "record_hash": consent_hash(row)}, session=s)
             s.add(row)
             return event_id, True
 

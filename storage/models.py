@@ -52,7 +52,8 @@ class Applicant(Base):
     name_ct: Mapped[bytes] = mapped_column(LargeBinary)
     id_number_ct: Mapped[bytes] = mapped_column(LargeBinary)
     phone_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
-    # Blind indexes are cleared when the subject is erased.
+    # Blind indexes, cut to 20 bits (`applicant_fields`): a lookup's candidates are decrypted
+    # and compared. Cleared when the subject is erased.
     id_number_bidx: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
     phone_bidx: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
     outcome: Mapped[str] = mapped_column(String(32))
@@ -122,6 +123,11 @@ class ConsentEvent(Base):
     dedup_key: Mapped[str] = mapped_column(String(64), unique=True)
     # The audit event that recorded this event, whose detail holds its hash (`bindings`).
     audit_seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Who recorded a withdrawal (a user, an API token's name, the subject's ref, `system`)
+    # and the surface it came through (`cli`, `api`, `web`, `subject`, `system`); both in
+    # the hash that binds the event (revision 0015). NULL on events recorded before.
+    actor: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    via: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class AuditEvent(Base):
@@ -445,7 +451,8 @@ class OAuthState(Base):
 
 class OAuthAccount(Base):
     """An account the applicant authorized. Identifiers (openid / subject, unionid, bound
-    phone) are blind indexes only: equality is all linking needs. Tokens are sealed under the
+    phone) are blind indexes: equality is all linking needs; the bound phone is also sealed,
+    since its index is cut short and a match is confirmed by decryption. Tokens are sealed under the
     applicant's key, bound to this row and column, and purged on withdrawal or when the
     refresh token dies. Nickname and avatar are never stored: they are self-asserted."""
 
@@ -461,6 +468,9 @@ class OAuthAccount(Base):
     subject_bidx: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
     union_bidx: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
     phone_bidx: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The bound phone sealed under the applicant's key, to compare the candidates its blind
+    # index (cut to 20 bits) finds.
+    phone_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     access_token_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     refresh_token_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     access_expires_at: Mapped[datetime | None] = mapped_column(nullable=True)

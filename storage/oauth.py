@@ -25,6 +25,7 @@ from storage import applicant_fields
 from storage import models as m
 from storage.audit import AuditLog
 from storage.context import StoreContext, as_utc
+from storage.crypto import FieldDecryptError
 
 TABLE = "oauth_accounts"
 STATES = "oauth_states"
@@ -160,10 +161,12 @@ class OAuthRepository:
         except IdentityRuleError:
             return None
 
-    def declared_phone_index(self, applicant_ref: str) -> str | None:
-        with self._ctx.transaction() as s:
-            return s.execute(select(m.Applicant.phone_bidx).where(
-                m.Applicant.applicant_ref == applicant_ref)).scalar_one_or_none()
+    def _declared_phone(self, s: Session, applicant_ref: str) -> str | None:
+        row = s.execute(select(m.Applicant.id, m.Applicant.phone_ct).where(
+            m.Applicant.applicant_ref == applicant_ref)).one_or_none()
+        if row is None:
+            return None
+        return applicant_fields.decrypt_phone(self._ctx.cipher, row.id, row.phone_ct)
 
     def link(self, *, applicant_ref: str, provider: str, scope: str, consent_id: str | None,
              subject_id: str, union_id: str | None, access_token: str | None,
@@ -288,11 +291,13 @@ class OAuthRepository:
                     m.OAuthAccount.applicant_ref == applicant_ref, cond).values(
                     status="withdrawn", access_token_ct=None, refresh_token_ct=None,
                     access_expires_at=None, refresh_expires_at=None, subject_bidx=None,
-                    union_bidx=None, phone_bidx=None, purged_at=now)).rowcount
+                    union_bidx=None, phone_bidx=None, phone_ct=None,
+                    purged_at=now)).rowcount
             if "wechat_phone" in scopes:
                 touched += s.execute(update(m.OAuthAccount).where(
                     m.OAuthAccount.applicant_ref == applicant_ref,
-                    m.OAuthAccount.phone_bidx.is_not(None)).values(phone_bidx=None)).rowcount
+                    m.OAuthAccount.phone_bidx.is_not(None)).values(phone_bidx=None, phone_ct=None)
+                ).rowcount
             if touched:
                 self._audit.record("oauth.purged", applicant_ref, {
                     "reason": "consent_withdrawn", "consent_id": consent_id,
@@ -301,23 +306,31 @@ class OAuthRepository:
 
     def set_bound_phone(self, applicant_ref: str, provider: str, phone: str, *,
                         consent_id: str) -> None:
-        """The phone bound to the account (a Mini Program's phone-number exchange), as a
-        blind index only."""
+        """The phone bound to the account (a Mini Program's phone-number exchange): its blind
+        index, to find candidates, and its value sealed under the applicant's key, to compare
+        them (the index is cut short, so unrelated phones share it)."""
         now = self._ctx.clock()
-        bidx = self.phone_index(phone)
+        try:
+            e164: str | None = normalize_phone(phone)
+        except IdentityRuleError:
+            e164 = None
         with self._ctx.transaction() as s:
             row = self._account(s, applicant_ref, provider, status="phone_only")
-            row.phone_bidx = bidx
+            row.phone_bidx = self.phone_index(e164)
+            row.phone_ct = (self._ctx.cipher.encrypt(e164, subject=applicant_ref, table=TABLE,
+                                                     column="phone", row=row.id)
+                            if e164 is not None else None)
             self._audit.record("oauth.phone_bound", applicant_ref, {
-                "provider": provider, "consent_id": consent_id, "usable": bidx is not None,
+                "provider": provider, "consent_id": consent_id, "usable": e164 is not None,
                 "at": now.isoformat()}, session=s)
 
     def account_signals(self, applicant_ref: str, *, provider: str,
                         declared_phone: str | None,
-                        declared_phone_bidx: str | None = None) -> dict[str, Any] | None:
+                        declared_stored: bool = False) -> dict[str, Any] | None:
         """What a verifier may know of the account: control proven, other applicants linked to
-        the same account, bound phone against the declared one, account age. None when the
-        applicant has no account at `provider` (`provider` ending in ':' is a prefix)."""
+        the same account, bound phone against the declared one (`declared_phone`, or with
+        `declared_stored` the phone the stored applicant declared), account age. None when
+        the applicant has no account at `provider` (`provider` ending in ':' is a prefix)."""
         now = self._ctx.clock()
         cond = (m.OAuthAccount.provider.startswith(provider) if provider.endswith(":")
                 else m.OAuthAccount.provider == provider)
@@ -335,11 +348,9 @@ class OAuthRepository:
                                           or_(m.OAuthAccount.union_bidx.in_(keys),
                                               m.OAuthAccount.subject_bidx.in_(keys)))
                                    ).scalar_one()
-        declared = self.phone_index(declared_phone) or declared_phone_bidx
-        if row.phone_bidx is None or declared is None:
-            phone = "unknown"
-        else:
-            phone = "match" if secrets.compare_digest(row.phone_bidx, declared) else "mismatch"
+            if declared_stored and not declared_phone:
+                declared_phone = self._declared_phone(s, applicant_ref)
+        phone = self._phone_match(row, declared_phone)
         out: dict[str, Any] = {
             "provider": row.provider.split(":")[0],
             "control_proven": row.linked_at is not None,
@@ -350,6 +361,26 @@ class OAuthRepository:
         if row.account_created_at is not None:
             out["account_age_days"] = max(0, (now - as_utc(row.account_created_at)).days)
         return out
+
+    def _phone_match(self, row: m.OAuthAccount, declared_phone: str | None) -> str:
+        """`match`, `mismatch` or `unknown`. Equal blind indexes only make the bound phone a
+        candidate: it is decrypted and compared. A phone bound before it was sealed beside its
+        index (revision 0015) is judged by the index alone, wrong once in 2^20 comparisons."""
+        declared = self.phone_index(declared_phone)
+        if row.phone_bidx is None or declared is None or declared_phone is None:
+            return "unknown"
+        if not secrets.compare_digest(row.phone_bidx, declared[: len(row.phone_bidx)]):
+            return "mismatch"
+        if row.phone_ct is None:
+            return "match"
+        try:
+            bound = self._ctx.cipher.decrypt(row.phone_ct, table=TABLE, column="phone",
+                                             row=row.id)
+        except FieldDecryptError:
+            return "unknown"
+        same = secrets.compare_digest(bound.encode("utf-8"),
+                                      normalize_phone(declared_phone).encode("utf-8"))
+        return "match" if same else "mismatch"
 
     def view(self, applicant_ref: str) -> list[dict[str, Any]]:
         """The applicant's accounts as an operator may see them: states and dates, no values."""

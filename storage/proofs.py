@@ -23,13 +23,13 @@ from sqlalchemy import select
 from storage import models as m
 from storage.audit import AuditLog, ChainReport, event_body, leaf_hash
 from storage.bindings import (
-    CONSENT_FIELDS,
     CONSENT_KINDS,
     DECISION_FIELDS,
     DECISION_KINDS,
     RECORDS_PURGED,
     STEP_FIELDS,
     STEP_KINDS,
+    consent_fields,
     consent_hash,
     decision_hash,
     record_body,
@@ -170,7 +170,8 @@ class ProofRepository:
             rows: list[tuple[str, tuple[str, ...], Any, int | None, str]] = []
             for r in conn.execute(select(ce).where(ce.c.subject_ref == subject_ref)
                                   .order_by(ce.c.recorded_at, ce.c.id)):
-                rows.append(("consent_events", CONSENT_FIELDS, r, r.audit_seq, "record_hash"))
+                rows.append(("consent_events", consent_fields(r), r, r.audit_seq,
+                             "record_hash"))
             a = conn.execute(select(ap).where(ap.c.applicant_ref == subject_ref)).first()
             if a is not None:
                 rows.append(("applicants", DECISION_FIELDS, a, a.decision_seq,

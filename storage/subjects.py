@@ -84,7 +84,8 @@ class SubjectRepository:
                         lease_until=None))
             s.execute(update(m.OAuthAccount).where(m.OAuthAccount.applicant_ref == applicant_ref)
                       .values(status="erased", subject_bidx=None, union_bidx=None,
-                              phone_bidx=None, access_token_ct=None, refresh_token_ct=None,
+                              phone_bidx=None, phone_ct=None, access_token_ct=None,
+                              refresh_token_ct=None,
                               purged_at=now))
             self._audit.record("subject.erased", applicant_ref, {
                 "actor": actor, "reason": reason, "key_destroyed": destroyed}, session=s)

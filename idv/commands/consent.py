@@ -89,7 +89,7 @@ def consent_withdraw(
     except ValidationError as exc:
         refuse(_cli_field(from_validation(exc)), as_json=as_json)
     with runtime() as rt:
-        result = rt.services.consent.withdraw(consent_id, req)
+        result = rt.services.consent.withdraw(consent_id, req, actor=actor(), via="cli")
     if as_json:
         emit(result.model_dump(mode="json"))
     elif result.already_withdrawn:

@@ -10,7 +10,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
+from storage.db import make_engine
 from tests.conftest import sign_in
 
 pytestmark = pytest.mark.e2e
@@ -51,6 +53,12 @@ def test_when_consent_commands_run_then_grant_withdraw_show_export_and_stats_agr
     assert withdrawn["already_withdrawn"] is False
     twice = idv(env, "consent", "withdraw", cid)
     assert twice.returncode == 0 and "already withdrawn" in twice.stdout
+    engine = make_engine(f"sqlite:///{Path(env['IDV_HOME']) / 'idv.db'}")
+    with engine.connect() as conn:  # who withdrew, and through the command line
+        assert conn.execute(text("select actor, via from consent_events where event = "
+                                 "'withdraw'")).all() == [("compliance-officer-user", "cli")]
+    engine.dispose()
+    assert idv(env, "audit", "verify").returncode == 0
     unknown = idv(env, "consent", "withdraw", "nope", "--json")
     assert unknown.returncode == 2 and unknown.stdout == ""
     assert json.loads(unknown.stderr)["field"] == "consent_id"

@@ -103,7 +103,7 @@ def test_when_a_withdrawal_is_deleted_then_the_gate_still_denies_and_verify_dete
     for c in claims(rt, person):
         rt.store.ledger.record_grant(**c)
     for g in rt.store.ledger.grants_for(ref):
-        rt.store.ledger.withdraw(g.consent_id, channel="app")
+        rt.store.ledger.withdraw(g.consent_id, actor="test", via="cli", channel="app")
     with rt.store.engine.begin() as conn:
         conn.execute(delete(m.ConsentEvent.__table__).where(
             m.ConsentEvent.subject_ref == ref, m.ConsentEvent.event == "withdraw"))

@@ -74,7 +74,8 @@ def test_a_consent_receipt_is_a_jws_the_public_key_verifies(rt):
         subject_ref="CE-9", purpose="onboarding_verification",
         scopes=frozenset({"id_verification"}), notice_version=notice.version, channel="web",
         evidence="sha256:" + "b" * 64))
-    rt.services.consent.withdraw(granted.consent_id, WithdrawRequest())
+    rt.services.consent.withdraw(granted.consent_id, WithdrawRequest(), actor=OFFICER,
+                                 via="cli")
 
     signed = rt.services.consent.signed_receipt(granted.consent_id, actor=OFFICER)
 

@@ -114,7 +114,8 @@ def test_when_histories_and_clocks_vary_then_no_call_lacks_a_live_covering_conse
             channel="app", evidence_ref=f"sha256:{i:064x}", granted_at=granted,
             expires_at=granted + timedelta(hours=g["hours"]))
         if g["withdraw_h"] is not None:
-            store.ledger.withdraw(cid, at=T0 + timedelta(hours=g["withdraw_h"]))
+            store.ledger.withdraw(cid,
+                                  actor="test", via="cli", at=T0 + timedelta(hours=g["withdraw_h"]))
     subject = Subject(applicant_ref=ref, name=SecretStr("张伟"), id_type="resident_id",
                       id_number=SecretStr(id_number), phone=SecretStr("+8613800138000"))
     registry = default_registry(max_attempts=1)

@@ -179,7 +179,7 @@ def test_when_a_grant_was_withdrawn_then_rerunning_its_line_does_not_revive_it(
         notice_version=claim["notice_version"], channel=claim["channel"],
         evidence_ref=claim["evidence"], granted_at=datetime.fromisoformat(claim["granted_at"]),
         expires_at=datetime.fromisoformat(claim["expires_at"]))
-    runtime.store.ledger.withdraw(consent_id)
+    runtime.store.ledger.withdraw(consent_id, actor="test", via="cli")
     result = run_batch(runtime, str(write(tmp_path / "a.jsonl", [line])))
     stored = runtime.store.applicants.get(line["applicant_ref"])
     # Only the identity grant was withdrawn: its step is refused, the others still run.

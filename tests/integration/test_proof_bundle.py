@@ -48,7 +48,8 @@ def exported(database, key_file, tmp_path):
                               **vendor_overrides(sandbox.base_url, "k", "s"), concurrency=2))
         run_batch(rt, str(batch))
         ref = lines[2]["applicant_ref"]
-        rt.store.ledger.withdraw(rt.store.ledger.grants_for(ref)[0].consent_id, channel="app")
+        rt.store.ledger.withdraw(rt.store.ledger.grants_for(ref)[0].consent_id,
+                                 actor="test", via="cli", channel="app")
         bundle = rt.services.audit.export_proof(
             ref, tmp_path / "out" / "bundle", verifier=Path(proofcheck.__file__),
             digests=("sha256", "sm3"))

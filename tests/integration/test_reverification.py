@@ -42,7 +42,7 @@ def test_when_consents_are_live_expired_or_withdrawn_then_one_call_one_request_n
         grant(rt, expired, granted=now - timedelta(days=400), expires=now - timedelta(days=1))
         for consent_id in grant(rt, withdrawn, granted=now - timedelta(days=1),
                                 expires=now + timedelta(days=300)):
-            rt.store.ledger.withdraw(consent_id, channel="app")
+            rt.store.ledger.withdraw(consent_id, actor="test", via="cli", channel="app")
         before = {ref: len(sandbox.state.calls_for(number)) for ref, number in people.items()}
 
         report = reverify(rt, sorted(people))

@@ -58,7 +58,8 @@ def test_when_consent_is_withdrawn_during_a_run_then_no_later_call_is_made(
                 time.sleep(0.005)
             for line in targets:
                 for grant in other.store.ledger.grants_for(line["applicant_ref"]):
-                    other.store.ledger.withdraw(grant.consent_id, channel="app")
+                    other.store.ledger.withdraw(grant.consent_id,
+                                                actor="test", via="cli", channel="app")
                 withdrawn_at[line["applicant_ref"]] = other.store.ledger.grants_for(
                     line["applicant_ref"])[0].withdrawn_at
             other.close()

@@ -132,7 +132,7 @@ async def test_when_a_verifier_raises_then_the_step_is_an_error_and_the_text_is_
 def test_when_a_subject_is_printed_then_only_masks_show():
     text = repr(SUBJECT) + str(SUBJECT)
     assert "11010519491231002X" not in text and "张伟" not in text
-    assert "110***********002X" in text
+    assert "*****************X" in text
 
 
 async def test_when_a_call_is_made_again_under_its_reference_then_it_keeps_its_idempotency_key():

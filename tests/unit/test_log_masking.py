@@ -35,7 +35,7 @@ def test_when_a_message_carries_identifiers_then_the_handler_sees_them_masked(ca
     logging.getLogger(name).warning("applicant %s phone %s", ID, PHONE)
     out = captured.getvalue()
     assert ID not in out and PHONE not in out
-    assert "110***********002X" in out and "138****8000" in out
+    assert "*****************X" in out and "138********" in out
 
 
 def test_when_an_exception_text_carries_an_identifier_then_the_traceback_is_masked(captured):

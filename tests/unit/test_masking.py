@@ -25,8 +25,8 @@ def test_when_free_text_carries_identifiers_then_every_one_is_masked():
     for raw in ("11010519491231002", "0013", "13900139000", "6222020200112341234",
                 "110105491231002"):
         assert raw not in out
-    assert "110***********002X" in out
-    assert "139****9000" in out
+    assert "*****************X" in out
+    assert "139********" in out
 
 
 def test_when_free_text_names_a_person_we_hold_then_the_name_is_masked():
