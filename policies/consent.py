@@ -212,6 +212,12 @@ def authorize(
                                            missing_scopes=missing, **base)
 
 
+class ConsentChanged(RuntimeError):
+    """The subject's consent ledger changed (a withdrawal, a new grant) after the check a
+    decision rests on and before the decision was recorded: the decision is not recorded,
+    and the gate decides again on the ledger as it now stands."""
+
+
 class GrantRuleError(ValueError):
     """A consent claim breaks the policy. Names the field and the rule."""
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from policies.consent import ConsentGrant
+from policies.consent import ConsentChanged, ConsentGrant
 from storage import applicants, ledger
 from storage import models as m
 from storage.audit import PendingEvent
@@ -75,6 +75,10 @@ class _Write:
     kind: str  # "audit" | "grants" | "decided"
     payload: Any
     future: asyncio.Future[Any]
+    noted: bool = False  # not waited for (`note`)
+    # For a decision that allows a call: the audit sequence number up to which the subject's
+    # grants it rests on were read; a ledger event of theirs past it refuses the decision.
+    checked_at: int | None = None
 
 
 @dataclass
@@ -108,6 +112,7 @@ class Journal:
         # Subjects' grants as last read, valid up to audit sequence number `_seen_seq`.
         self._grants: dict[str, list[ConsentGrant]] = {}
         self._seen_seq: int | None = None
+        self._valid_at: dict[str, int] = {}  # per subject: the head its cached grants match
         self._own_seqs: set[int] = set()  # ledger events this journal appended
         # For the benchmark: transactions, writes and reads, and the worker's CPU seconds.
         self.commits = 0
@@ -134,9 +139,10 @@ class Journal:
 
     # -- the caller's side ---------------------------------------------------------------
 
-    def _submit(self, kind: str, payload: Any) -> asyncio.Future[Any]:
+    def _submit(self, kind: str, payload: Any, *, checked_at: int | None = None
+                ) -> asyncio.Future[Any]:
         future = asyncio.get_running_loop().create_future()
-        self._writes.append(_Write(kind, payload, future))
+        self._writes.append(_Write(kind, payload, future, checked_at=checked_at))
         self._wake.set()
         return future
 
@@ -147,8 +153,15 @@ class Journal:
         return future
 
     async def record(self, kind: str, subject_ref: str | None, detail: dict[str, Any]) -> int:
-        """Append one audit event; returns its sequence number once it is durable."""
-        return await self._submit("audit", (kind, subject_ref, detail))
+        """Append one audit event; returns its sequence number once it is durable.
+
+        A decision that allows a call (`consent.allowed`) is recorded only if the subject's
+        ledger has not changed since the grants it rests on were read: it is checked in the
+        transaction that records it, under the chain's head lock, so a withdrawal committed
+        in between is seen, and `ConsentChanged` sends the gate back to decide again."""
+        checked = self._valid_at.get(subject_ref) if (
+            kind == "consent.allowed" and subject_ref is not None) else None
+        return await self._submit("audit", (kind, subject_ref, detail), checked_at=checked)
 
     def note(self, kind: str, subject_ref: str | None, detail: dict[str, Any]) -> None:
         """Append one audit event with the next write, without waiting for it: for an event
@@ -159,7 +172,7 @@ class Journal:
         commits what is left."""
         future = asyncio.get_running_loop().create_future()
         future.add_done_callback(_log_failed_note)
-        self._later.append(_Write("audit", (kind, subject_ref, detail), future))
+        self._later.append(_Write("audit", (kind, subject_ref, detail), future, noted=True))
 
     async def record_grants(self, grants: Iterable[dict[str, Any]]) -> list[tuple[str, bool]]:
         """Record grants (`ConsentLedger.record_grant`'s arguments each), durable on return:
@@ -267,7 +280,7 @@ class Journal:
                 return [(True, r) for r in self._commit(writes)]
             except Exception as exc:  # noqa: BLE001 - retried one by one below
                 if len(writes) == 1:
-                    if writes[0].kind == "audit":
+                    if writes[0].noted:
                         self._unrecorded.add(_subject_of(writes[0]))
                     return [(False, exc)]
         self._unrecorded.discard(None)
@@ -280,7 +293,7 @@ class Journal:
             try:
                 outcomes.append((True, self._commit([write])[0]))
             except Exception as exc:  # noqa: BLE001 - handed to that write's caller
-                if write.kind == "audit":
+                if write.noted:  # nobody waits for it: its applicant must not be stored
                     self._unrecorded.add(_subject_of(write))
                 outcomes.append((False, exc))
         self._unrecorded.discard(None)
@@ -330,6 +343,9 @@ class Journal:
                     results.append(new)
                 seq_slots.append(slot)
             seqs = store.audit.append_many(conn, events)
+            self._check_unchanged(conn, writes, {
+                seq for seq, (kind, _, _) in zip(seqs, events, strict=True)
+                if kind in LEDGER_EVENT_KINDS})
             fresh_decided = []
             for target, seq in zip(bound, seqs, strict=True):
                 if isinstance(target, dict):
@@ -348,11 +364,33 @@ class Journal:
             if slot is not None:
                 results[i] = seqs[slot]
         self._grants.update(ledgers)
+        if seqs:
+            self._valid_at.update(dict.fromkeys(ledgers, seqs[-1]))
         self._own_seqs.update(seq for seq, (kind, _, _) in zip(seqs, events, strict=True)
                               if kind in LEDGER_EVENT_KINDS)
         self.commits += 1
         self.writes += len(writes)
         return results
+
+    def _check_unchanged(self, conn: Connection, writes: list[_Write], fresh: set[int]) -> None:
+        """`ConsentChanged` if a decision allowing a call rests on grants its subject's
+        ledger has moved past: run after the chain's head is locked (by `append_many`), so
+        every ledger event committed before this transaction is visible and none can be
+        committed until it ends. The ledger events of this journal's own grants do not
+        count."""
+        checks = [w for w in writes if w.checked_at is not None]
+        if not checks:
+            return
+        ae = m.AuditEvent.__table__
+        later = conn.execute(select(ae.c.seq, ae.c.subject_ref).where(
+            ae.c.seq > min(w.checked_at or 0 for w in checks),
+            ae.c.subject_ref.in_(sorted({w.payload[1] for w in checks})),
+            ae.c.kind.in_(LEDGER_EVENT_KINDS))).all()
+        own = self._own_seqs | fresh
+        for w in checks:
+            if any(ref == w.payload[1] and seq > (w.checked_at or 0) and seq not in own
+                   for seq, ref in later):
+                raise ConsentChanged("the subject's consent ledger changed after the check")
 
     def _read_all(self, reads: _Reads) -> tuple[dict[Any, Any], ...]:
         started = time.thread_time()
@@ -377,6 +415,7 @@ class Journal:
             # A journal kept for a process's life (on-demand requests) starts over now and
             # then rather than holding every subject it ever saw.
             self._grants.clear()
+            self._valid_at.clear()
         elif head > self._seen_seq:
             for seq, ref in conn.execute(select(ae.c.seq, ae.c.subject_ref).where(
                     ae.c.seq > self._seen_seq, ae.c.seq <= head,
@@ -387,6 +426,7 @@ class Journal:
         self._seen_seq = head
         stale = sorted({ref for ref in wanted if ref not in self._grants})
         self._grants.update(ledger.read_grants(conn, stale, self._store.audit))
+        self._valid_at.update(dict.fromkeys(wanted, head))
 
     def _read(self, reads: _Reads) -> tuple[dict[Any, Any], ...]:
         """The queued reads, by the same functions as the store's one-at-a-time methods

@@ -15,11 +15,19 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from policies.consent import ConsentDecision, ConsentGrant, ConsentPolicy, authorize
+from policies.consent import (
+    ConsentChanged,
+    ConsentDecision,
+    ConsentGrant,
+    ConsentPolicy,
+    authorize,
+)
 from policies.notices import Notice
 from verifiers.base import Evidence, StepStatus, Subject, Verifier, _mint_permit
 
 log = logging.getLogger("idv.gate")
+# How many times a decision is taken again when the ledger moved under it (`ConsentChanged`).
+DECIDE_ATTEMPTS = 3
 
 
 class ConsentReader(Protocol):
@@ -68,22 +76,31 @@ class ConsentGate:
         recorded id. `call_ref`, when given, is recorded with the decision (see `run`). A
         synchronous caller (a command, an API request) awaits it with `asyncio.run`."""
         scopes = self._policy.step_scopes(step, scopes)
-        grants = await self._ledger.grants_for(subject_ref)
-        decision = authorize(grants, notices=self._notices, subject_ref=subject_ref,
-                             purpose=purpose, scopes=scopes, step=step, now=self._clock())
-        decision_id = str(uuid.uuid4())
-        detail: dict[str, Any] = {
-            "decision_id": decision_id, "step": step, "purpose": purpose,
-            "scopes": sorted(scopes), "reason": decision.reason,
-            "consent_ids": list(decision.consent_ids),
-            "missing_scopes": sorted(decision.missing_scopes),
-        }
-        if call_ref is not None:
-            detail["call_ref"] = call_ref
-        if decision.allowed:
-            await self._recorder.record("consent.allowed", subject_ref, detail)
-        else:  # nothing is called on it: it goes with the subject's next durable write
-            self._recorder.note("consent.denied", subject_ref, detail)
+        for attempt in range(1, DECIDE_ATTEMPTS + 1):
+            grants = await self._ledger.grants_for(subject_ref)
+            decision = authorize(grants, notices=self._notices, subject_ref=subject_ref,
+                                 purpose=purpose, scopes=scopes, step=step, now=self._clock())
+            decision_id = str(uuid.uuid4())
+            detail: dict[str, Any] = {
+                "decision_id": decision_id, "step": step, "purpose": purpose,
+                "scopes": sorted(scopes), "reason": decision.reason,
+                "consent_ids": list(decision.consent_ids),
+                "missing_scopes": sorted(decision.missing_scopes),
+            }
+            if call_ref is not None:
+                detail["call_ref"] = call_ref
+            if not decision.allowed:  # nothing is called on it: it goes with the next write
+                self._recorder.note("consent.denied", subject_ref, detail)
+                break
+            try:
+                await self._recorder.record("consent.allowed", subject_ref, detail)
+            except ConsentChanged:
+                # A withdrawal (or grant) landed between the check and the record: decide
+                # again on the ledger as it stands now.
+                if attempt == DECIDE_ATTEMPTS:
+                    raise
+                continue
+            break
         broken = sorted(g.consent_id for g in grants if not g.bound)
         if broken:
             # A ledger record the audit chain does not vouch for was ignored: say so apart,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from pydantic import SecretStr
 from sqlalchemy import func, select
 
@@ -149,3 +150,58 @@ async def test_when_a_noted_event_cannot_be_recorded_then_its_applicant_is_not_s
     assert refs == {"N-4"}
     assert "step.completed" not in [e.kind for e in store.audit.events()]
     assert store.audit.verify_chain()[0]
+
+
+async def test_when_a_withdrawal_lands_between_check_and_record_then_the_decision_is_refused(
+        store):
+    """The gate reads the grants, then records its decision: a withdrawal committed in
+    between (by another process) refuses the record, in the transaction that would have
+    written it, so no call goes out on the older reading."""
+    from policies.consent import ConsentChanged
+
+    async with Journal(store) as journal:
+        [(consent_id, _)] = await journal.record_grants([grant("R-1")])
+        assert (await journal.grants_for("R-1"))[0].withdrawn_at is None  # the check
+        store.ledger.withdraw(consent_id, actor="test", via="cli", channel="app")
+        with pytest.raises(ConsentChanged):
+            await journal.record("consent.allowed", "R-1", {"step": "id_check"})
+        # Another subject's decision, and this one's after a fresh read, are recorded.
+        await journal.grants_for("R-2")
+        assert await journal.record("consent.allowed", "R-2", {"step": "id_check"}) > 0
+        assert (await journal.grants_for("R-1"))[0].withdrawn_at is not None
+        assert await journal.record("consent.allowed", "R-1", {"step": "x"}) > 0
+    assert [e.detail["step"] for e in store.audit.events(kind_prefix="consent.allowed")] == [
+        "id_check", "x"]
+    assert store.audit.verify_chain()[0]
+
+
+async def test_when_the_ledger_moves_under_the_gate_then_it_decides_again_and_denies(store):
+    from policies import catalog
+    from verifiers.gate import ConsentGate
+
+    gate = None
+    async with Journal(store) as journal:
+        notices = catalog.notices()
+        version = "privacy-notice-2026.10"
+        [(consent_id, _)] = await journal.record_grants([{
+            **grant("R-3", scopes=("id_verification",)), "purpose": "onboarding_verification",
+            "notice_version": version, "notice_hash": notices[version].text_sha256}])
+        real_read = journal.grants_for
+        withdrawn = False
+
+        async def read_then_withdraw(ref):
+            nonlocal withdrawn
+            grants = await real_read(ref)
+            if not withdrawn:  # the withdrawal commits right after the gate's first check
+                withdrawn = True
+                store.ledger.withdraw(consent_id, actor="test", via="cli", channel="app")
+            return grants
+
+        journal.grants_for = read_then_withdraw  # type: ignore[method-assign]
+        gate = ConsentGate(journal, journal, policy=catalog.consent_policy(), notices=notices)
+        decision, _ = await gate.authorize(subject_ref="R-3", purpose="onboarding_verification",
+                                           scopes=frozenset({"id_verification"}),
+                                           step="id_check")
+    assert withdrawn and not decision.allowed and decision.reason == "withdrawn"
+    kinds = [e.kind for e in store.audit.events(subject_ref="R-3")]
+    assert "consent.allowed" not in kinds and kinds[-1] == "consent.denied"
