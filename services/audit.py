@@ -139,6 +139,7 @@ It checks: every file against manifest.json (SHA-256, and SM3 when listed); ever
 record in records.json (its canonical JSON hashed again) against the hash that its audit
 event holds; each event, with the leaf hashes of the events between, linked up to the
 signed root of the checkpoint covering it (chain.json); and each RFC 3161 time-stamp token
-(checkpoints/*.tsr), when present, against tsa.pem. It exits 0 when everything holds.
+(checkpoints/*.tsr), when present: over its checkpoint file and signed by the authority of
+tsa.pem (or by one it certifies). It exits 0 when everything holds.
 Compare checkpoint.vkey with the key the operator published.
 """

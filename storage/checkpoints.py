@@ -220,11 +220,13 @@ class TimeStamper:
         self.timeout_s = timeout_s
 
     def stamp(self, data: bytes) -> bytes:
-        """A time-stamp response (DER) over SHA-256(`data`), checked before it is returned."""
+        """A time-stamp response (DER) over the SHA-512 of `data` (the client's default), the
+        authority's certificate requested in it (certReq), checked before it is returned."""
         import httpx
         from rfc3161_client import TimestampRequestBuilder
 
-        request = TimestampRequestBuilder().data(data).nonce(nonce=True).build()
+        request = (TimestampRequestBuilder().data(data).nonce(nonce=True)
+                   .cert_request(cert_request=True).build())
         reply = httpx.post(self.url, content=request.as_bytes(), timeout=self.timeout_s,
                            headers={"Content-Type": "application/timestamp-query"})
         reply.raise_for_status()
