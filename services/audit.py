@@ -95,11 +95,13 @@ class AuditService:
         dest.mkdir(parents=True, mode=0o700)
         (dest / "checkpoints").mkdir()
         for seg in material.segments:
-            src = log.path_for(seg["size"])
-            shutil.copyfile(src, dest / "checkpoints" / src.name)
-            token = src.with_suffix(".tsr")
-            if token.exists():
-                shutil.copyfile(token, dest / "checkpoints" / token.name)
+            try:
+                note, token = log.files(seg["size"])
+            except CheckpointError as exc:
+                raise Conflict("checkpoints", f"{exc.path}: {exc.rule}") from None
+            (dest / "checkpoints" / log.file_name(seg["size"])).write_bytes(note)
+            if token is not None:
+                (dest / "checkpoints" / log.file_name(seg["size"], ".tsr")).write_bytes(token)
         if log.stamper is not None:
             (dest / "tsa.pem").write_bytes(log.stamper.certificate_pem)
         (dest / "checkpoint.vkey").write_text(log.key.verifier_key + "\n" if log.key
