@@ -397,10 +397,6 @@ class CheckpointLog:
     def directory(self) -> Path | None:
         return self.place.directory if isinstance(self.place, CheckpointFolder) else None
 
-    @property
-    def where(self) -> str:
-        return str(self.directory) if self.directory is not None else self.place.url  # type: ignore[union-attr]
-
     @staticmethod
     def file_name(size: int, suffix: str = FILE_SUFFIX) -> str:
         return f"{size:016d}{suffix}"
