@@ -33,7 +33,13 @@ from policies.vendors import VendorContracts
 from policies.verification import VerificationPolicy
 from services.oauth import OAuthConfig, OidcProviderSettings
 from services.wiring import Services
-from storage.checkpoints import CheckpointError, CheckpointKey, CheckpointLog, TimeStamper
+from storage.checkpoints import (
+    CheckpointError,
+    CheckpointKey,
+    CheckpointLog,
+    ObjectStorePrefix,
+    TimeStamper,
+)
 from storage.crypto import fernet_key
 from storage.db import current_revision, make_engine, upgrade
 from storage.keyring import KekProvider, KeyRing, LocalKekProvider, VaultTransitKekProvider
@@ -182,6 +188,14 @@ class Settings(BaseSettings):
     # The folder they are written to (default $IDV_HOME/checkpoints; files are never
     # overwritten: put it on append-only or write-once storage in production).
     checkpoint_dir: Path | None = None
+    # Or an object-store prefix instead of the folder (not both): `s3://bucket/prefix` on an
+    # S3-compatible store that honours conditional puts (`If-None-Match: *`, refused
+    # otherwise); its endpoint when it is not AWS, and its region. Credentials: boto3's own
+    # sources (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, shared files, an instance role).
+    checkpoint_url: str | None = Field(
+        None, pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[\x21-\x7e]*)?$")
+    checkpoint_endpoint_url: str | None = Field(None, pattern=r"^https?://\S+$")
+    checkpoint_region: str | None = Field(None, pattern=r"^[a-z0-9-]{1,40}$")
     # The Ed25519 signing key (default beside the key file; keep it out of data backups and
     # out of the database role's reach). Made on first use in development only.
     checkpoint_key_file: Path | None = None
@@ -423,9 +437,17 @@ class Runtime:
                     raise StartupError("IDV_TSA_CERT_FILE is needed with IDV_TSA_URL: the "
                                        "certificate time-stamp tokens must be signed under")
                 stamper = TimeStamper(s.tsa_url, s.tsa_cert_file.read_bytes())
+            place: Path | ObjectStorePrefix = s.resolved_checkpoint_dir
+            if s.checkpoint_url:
+                if s.checkpoint_dir is not None:
+                    raise StartupError("IDV_CHECKPOINT_DIR and IDV_CHECKPOINT_URL are both set: "
+                                       "checkpoints go to one place")
+                place = ObjectStorePrefix(s.checkpoint_url,
+                                          endpoint_url=s.checkpoint_endpoint_url,
+                                          region=s.checkpoint_region)
         except CheckpointError as exc:
             raise StartupError(str(exc)) from None
-        return CheckpointLog(s.resolved_checkpoint_dir, origin=s.checkpoint_origin, key=key,
+        return CheckpointLog(place, origin=s.checkpoint_origin, key=key,
                              stamper=stamper, require_tokens=stamper is not None)
 
     @cached_property
@@ -592,6 +614,8 @@ class Runtime:
 
     @property
     def checkpoint_dir(self) -> Path | None:
+        if self.settings.checkpoint_url:
+            return None
         return self.settings.resolved_checkpoint_dir
 
     @cached_property

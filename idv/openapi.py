@@ -145,6 +145,8 @@ class SubjectRequestAnswer(Answer):
     overdue: bool
     in_time: bool | None
     file: dict[str, Any] | None = None
+    # The workbench case the request is tracked in (None: the subject has no case to work).
+    case_id: str | None = None
 
 
 class SubjectRequestList(Answer):

@@ -18,7 +18,7 @@ from policies.consent import ConsentPolicy
 from policies.identity import IdentityPolicy
 from policies.notices import Notice, parse_notice
 from policies.quality import QualityPolicy
-from policies.requests import RequestPolicy
+from policies.requests import CASE_REASONS, RequestPolicy
 from policies.scorecard import Scorecard
 from policies.vendors import VendorContracts
 from policies.verification import VerificationPolicy
@@ -109,4 +109,4 @@ def request_policy() -> RequestPolicy:
 
 def case_policy() -> CasePolicy:
     return CasePolicy.load(read_text("cases.yaml"), source="policies/cases.yaml",
-                           known_reasons=scorecard().reasons)
+                           known_reasons=[*scorecard().reasons, *CASE_REASONS.values()])

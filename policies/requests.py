@@ -20,6 +20,10 @@ REQUEST_KINDS = ("access", "correction", "erasure", "restriction", "dispute")
 # What a correction may change, and what a dispute may be about.
 CORRECTABLE = ("name", "id_number", "phone")
 DISPUTE_TARGETS = ("decision", "court_list")
+# Each request is a review case's reason while it is open (its priority in cases.yaml, its
+# due time the request's deadline); disputes and corrections change the case's evidence.
+CASE_REASONS = {kind: f"SUBJECT_REQUEST_{kind.upper()}" for kind in REQUEST_KINDS}
+EVIDENCE_KINDS = ("correction", "dispute")
 
 
 class KindRule(BaseModel):

@@ -2,9 +2,10 @@
 
 It answers a `TimeStampReq` (POST, `application/timestamp-query`) with a granted
 `TimeStampResp` whose token is a CMS SignedData over a TSTInfo (RFC 3161 section 2.4.2),
-signed with an ECDSA P-256 key under a self-signed certificate that carries the critical
-extended key usage id-kp-timeStamping (section 2.3), the certificate embedded and named by a
-signing-certificate-v2 attribute (RFC 5816). The request is parsed by `rfc3161_client`; the
+signed with an ECDSA P-256 (or RSA) key under a self-signed (or CA-issued) certificate
+that carries the critical extended key usage id-kp-timeStamping (section 2.3), the
+certificate named by a signing-certificate-v2 attribute (RFC 5816) and embedded when the
+request asks for it (certReq). The request is parsed by `rfc3161_client`; the
 answer is DER written here (cryptography has no CMS builder for a TSTInfo content).
 
 `TimeStampAuthority.certificate_pem` is what a client trusts (IDV_TSA_CERT_FILE). A second
@@ -21,7 +22,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from rfc3161_client._rust import parse_timestamp_request
 
@@ -32,6 +33,7 @@ OID_MESSAGE_DIGEST = "1.2.840.113549.1.9.4"
 OID_SIGNING_CERT_V2 = "1.2.840.113549.1.9.16.2.47"
 OID_SHA256 = "2.16.840.1.101.3.4.2.1"
 OID_ECDSA_SHA256 = "1.2.840.10045.4.3.2"
+OID_RSA_SHA256 = "1.2.840.113549.1.1.11"
 POLICY = "1.3.6.1.4.1.55738.1.1"  # a test policy under a private enterprise arc
 
 
@@ -80,15 +82,49 @@ def explicit(n: int, content: bytes) -> bytes:
     return tlv(0xA0 + n, content)
 
 
-class TimeStampAuthority:
-    """A key, its certificate, and the answer to a time-stamp request."""
+class CertificateAuthority:
+    """A CA key and its self-signed certificate, to issue a time-stamping authority's
+    certificate: a client then trusts the CA (`certificate_pem`), not the TSA itself."""
 
-    def __init__(self, name: str = "idv sandbox TSA") -> None:
-        self._key = ec.generate_private_key(ec.SECP256R1())
+    def __init__(self, name: str = "idv sandbox TSA root") -> None:
+        self.key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         now = datetime.now(UTC)
         self.certificate = (
             x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=2)).not_valid_after(now + timedelta(days=60))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
+                                         key_encipherment=False, data_encipherment=False,
+                                         key_agreement=False, key_cert_sign=True,
+                                         crl_sign=True, encipher_only=False,
+                                         decipher_only=False), critical=True)
+            .sign(self.key, hashes.SHA256()))
+        self.certificate_pem = self.certificate.public_bytes(serialization.Encoding.PEM)
+
+
+class TimeStampAuthority:
+    """A key, its certificate, and the answer to a time-stamp request. `key="rsa"` signs
+    with RSA PKCS#1 v1.5 (sha256WithRSAEncryption) instead of ECDSA P-256; `issuer` gives
+    the certificate to a CA instead of self-signing it."""
+
+    def __init__(self, name: str = "idv sandbox TSA", *, key: str = "ec",
+                 issuer: CertificateAuthority | None = None) -> None:
+        if key == "rsa":
+            self._key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = (
+                rsa.generate_private_key(public_exponent=65537, key_size=2048))
+            self._sig_oid = OID_RSA_SHA256
+        elif key == "ec":
+            self._key = ec.generate_private_key(ec.SECP256R1())
+            self._sig_oid = OID_ECDSA_SHA256
+        else:
+            raise ValueError("key is 'ec' or 'rsa'")
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        now = datetime.now(UTC)
+        builder = (
+            x509.CertificateBuilder().subject_name(subject)
+            .issuer_name(issuer.certificate.subject if issuer else subject)
             .public_key(self._key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=30))
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]),
@@ -99,8 +135,8 @@ class TimeStampAuthority:
                                          key_encipherment=False, data_encipherment=False,
                                          key_agreement=False, key_cert_sign=False,
                                          crl_sign=False, encipher_only=False,
-                                         decipher_only=False), critical=True)
-            .sign(self._key, hashes.SHA256()))
+                                         decipher_only=False), critical=True))
+        self.certificate = builder.sign(issuer.key if issuer else self._key, hashes.SHA256())
         self.certificate_pem = self.certificate.public_bytes(serialization.Encoding.PEM)
         self._serial = 0
         self._lock = threading.Lock()
@@ -129,14 +165,21 @@ class TimeStampAuthority:
                 octets(hashlib.sha256(cert_der).digest())))))),
         ]
         signed_attrs = der_set(*attrs)
-        signature = self._key.sign(signed_attrs, ec.ECDSA(hashes.SHA256()))
+        if isinstance(self._key, rsa.RSAPrivateKey):
+            signature = self._key.sign(signed_attrs, padding.PKCS1v15(), hashes.SHA256())
+            sig_alg = seq(oid(self._sig_oid), b"\x05\x00")
+        else:
+            signature = self._key.sign(signed_attrs, ec.ECDSA(hashes.SHA256()))
+            sig_alg = seq(oid(self._sig_oid))
         issuer = self.certificate.issuer.public_bytes()
         signer = seq(integer(1), seq(issuer, integer(self.certificate.serial_number)), sha256,
                      b"\xa0" + signed_attrs[1:],  # [0] IMPLICIT SET OF Attribute
-                     seq(oid(OID_ECDSA_SHA256)), octets(signature))
+                     sig_alg, octets(signature))
+        # The certificate goes in only when the request asks for it (certReq, 2.4.1).
+        certs = [tlv(0xA0, cert_der)] if req.cert_req else []
         signed_data = seq(integer(3), der_set(sha256),
                           seq(oid(OID_TST_INFO), explicit(0, octets(tst_info))),
-                          tlv(0xA0, cert_der), der_set(signer))
+                          *certs, der_set(signer))
         token = seq(oid(OID_SIGNED_DATA), explicit(0, signed_data))
         return seq(seq(integer(0)), token)
 

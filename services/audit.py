@@ -95,11 +95,13 @@ class AuditService:
         dest.mkdir(parents=True, mode=0o700)
         (dest / "checkpoints").mkdir()
         for seg in material.segments:
-            src = log.path_for(seg["size"])
-            shutil.copyfile(src, dest / "checkpoints" / src.name)
-            token = src.with_suffix(".tsr")
-            if token.exists():
-                shutil.copyfile(token, dest / "checkpoints" / token.name)
+            try:
+                note, token = log.files(seg["size"])
+            except CheckpointError as exc:
+                raise Conflict("checkpoints", f"{exc.path}: {exc.rule}") from None
+            (dest / "checkpoints" / log.file_name(seg["size"])).write_bytes(note)
+            if token is not None:
+                (dest / "checkpoints" / log.file_name(seg["size"], ".tsr")).write_bytes(token)
         if log.stamper is not None:
             (dest / "tsa.pem").write_bytes(log.stamper.certificate_pem)
         (dest / "checkpoint.vkey").write_text(log.key.verifier_key + "\n" if log.key
@@ -139,6 +141,7 @@ It checks: every file against manifest.json (SHA-256, and SM3 when listed); ever
 record in records.json (its canonical JSON hashed again) against the hash that its audit
 event holds; each event, with the leaf hashes of the events between, linked up to the
 signed root of the checkpoint covering it (chain.json); and each RFC 3161 time-stamp token
-(checkpoints/*.tsr), when present, against tsa.pem. It exits 0 when everything holds.
+(checkpoints/*.tsr), when present: over its checkpoint file and signed by the authority of
+tsa.pem (or by one it certifies). It exits 0 when everything holds.
 Compare checkpoint.vkey with the key the operator published.
 """

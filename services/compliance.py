@@ -152,7 +152,8 @@ class ComplianceService:
         folder = self.checkpoint_dir
         if folder is None or not folder.is_dir():
             return {"folder": None, "files": [],
-                    "note": "none: no checkpoint folder (IDV_CHECKPOINT_DIR) is configured"
+                    "note": "none: no checkpoint folder is configured (checkpoints under "
+                            "IDV_CHECKPOINT_URL are not copied into the pack)"
                     if folder is None else "none: the checkpoint folder does not exist"}
         files = []
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):

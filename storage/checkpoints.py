@@ -31,6 +31,7 @@ import stat
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from storage.crypto import (
     ed25519_new_seed,
@@ -126,18 +127,15 @@ class CheckpointKey:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """One verified checkpoint: the chain had `size` events and head link `root` (hex)."""
+    """One verified checkpoint: the chain had `size` events and head link `root` (hex).
+    `path` is where it is kept: a file, or an object's `s3://` URL."""
 
     origin: str
     size: int
     root: str
     prev: int | None
-    path: Path
+    path: Path | str
     note: str
-
-    @property
-    def token_path(self) -> Path:
-        return self.path.with_suffix(TOKEN_SUFFIX)
 
 
 def checkpoint_body(origin: str, size: int, root: str, prev: int | None) -> str:
@@ -147,7 +145,7 @@ def checkpoint_body(origin: str, size: int, root: str, prev: int | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def open_note(path: Path, note: str, *, name: str, public: bytes,
+def open_note(path: Path | str, note: str, *, name: str, public: bytes,
               origin: str | None = None) -> Checkpoint:
     """Parse and verify a signed checkpoint note; `CheckpointError` names the rule broken."""
     body, sep, sigs = note.partition("\n\n")
@@ -220,18 +218,20 @@ class TimeStamper:
         self.timeout_s = timeout_s
 
     def stamp(self, data: bytes) -> bytes:
-        """A time-stamp response (DER) over SHA-256(`data`), checked before it is returned."""
+        """A time-stamp response (DER) over the SHA-512 of `data` (the client's default), the
+        authority's certificate requested in it (certReq), checked before it is returned."""
         import httpx
         from rfc3161_client import TimestampRequestBuilder
 
-        request = TimestampRequestBuilder().data(data).nonce(nonce=True).build()
+        request = (TimestampRequestBuilder().data(data).nonce(nonce=True)
+                   .cert_request(cert_request=True).build())
         reply = httpx.post(self.url, content=request.as_bytes(), timeout=self.timeout_s,
                            headers={"Content-Type": "application/timestamp-query"})
         reply.raise_for_status()
         self.check(Path(self.url), reply.content, data)
         return reply.content
 
-    def check(self, path: Path, token: bytes, data: bytes) -> None:
+    def check(self, path: Path | str, token: bytes, data: bytes) -> None:
         """`CheckpointError` unless `token` is a granted time-stamp of `data` signed by the
         trusted authority."""
         from rfc3161_client import VerificationError, VerifierBuilder, decode_timestamp_response
@@ -250,16 +250,141 @@ class TimeStamper:
                                         "checkpoint") from None
 
 
-class CheckpointLog:
-    """The checkpoint directory: `<size>.ckpt` notes (and `<size>.tsr` tokens), each
-    created once. `write` signs and stores one; `load` verifies every file."""
+class CheckpointFolder:
+    """A local directory of checkpoint files, each created once (`_write_new`: a temp file,
+    fsync, a hard link that fails if the name exists) and never replaced."""
 
-    def __init__(self, directory: Path, *, origin: str, key: CheckpointKey | None = None,
-                 public: bytes | None = None, name: str | None = None,
-                 stamper: TimeStamper | None = None, require_tokens: bool = False) -> None:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def locate(self, name: str) -> Path:
+        return self.directory / name
+
+    def names(self) -> list[str]:
+        if not self.directory.is_dir():
+            return []
+        return [p.name for p in self.directory.iterdir()]
+
+    def get(self, name: str) -> bytes | None:
+        try:
+            return (self.directory / name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def create(self, name: str, data: bytes) -> bool:
+        """Store `data` as `name` unless that name exists (False then, nothing written)."""
+        try:
+            _write_new(self.directory / name, data, mode=0o444)
+        except FileExistsError:
+            return False
+        return True
+
+
+_S3_URL = re.compile(r"^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/([\x21-\x7e]*?))?/?$")
+
+
+class ObjectStorePrefix:
+    """Checkpoint files as objects under a prefix of an S3-compatible store
+    (`s3://bucket/prefix`), written append-only: each put is conditional
+    (`If-None-Match: *`), so an object that exists is never replaced. A store that ignores
+    the condition is refused: after its first put in a process the log puts the same bytes
+    again under the same condition and requires `412 Precondition Failed` (a store that
+    ignored it has rewritten identical bytes, nothing lost). Credentials come from boto3's
+    usual chain (environment, shared files, instance role); `endpoint_url` names a store
+    other than AWS."""
+
+    def __init__(self, url: str, *, endpoint_url: str | None = None,
+                 region: str | None = None, client: Any = None) -> None:
+        m = _S3_URL.match(url)
+        if not m:
+            raise CheckpointError(url, "an object-store location is s3://bucket/prefix")
+        self.url = url.rstrip("/")
+        self.bucket = m.group(1)
+        self.prefix = f"{m.group(2)}/" if m.group(2) else ""
+        if client is None:
+            import boto3
+            from botocore.config import Config
+
+            client = boto3.client("s3", endpoint_url=endpoint_url, region_name=region,
+                                  config=Config(retries={"max_attempts": 3,
+                                                         "mode": "standard"}))
+        self._s3 = client
+        self._honoured = False
+
+    def locate(self, name: str) -> str:
+        return f"s3://{self.bucket}/{self.prefix}{name}"
+
+    def names(self) -> list[str]:
+        out: list[str] = []
+        try:
+            pages = self._s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.prefix, Delimiter="/")
+            for page in pages:
+                out.extend(o["Key"][len(self.prefix):] for o in page.get("Contents", ()))
+        except Exception as exc:  # noqa: BLE001 - botocore's errors, named by their code
+            raise CheckpointError(self.url, f"the object store cannot be listed "
+                                            f"({_code(exc)})") from None
+        return out
+
+    def get(self, name: str) -> bytes | None:
+        try:
+            return bytes(self._s3.get_object(Bucket=self.bucket,
+                                             Key=self.prefix + name)["Body"].read())
+        except Exception as exc:  # noqa: BLE001 - botocore's errors, named by their code
+            if _code(exc) in ("NoSuchKey", "404"):
+                return None
+            raise CheckpointError(self.locate(name), f"the object cannot be read "
+                                                     f"({_code(exc)})") from None
+
+    def create(self, name: str, data: bytes) -> bool:
+        """Put `data` as `name` only if no object has that name (False then)."""
+        if not self._put_new(name, data):
+            return False
+        if not self._honoured:
+            if self._put_new(name, data):  # identical bytes: harmless if it went through
+                raise CheckpointError(self.locate(name), "the object store does not honour "
+                                      "If-None-Match: * (an object could be overwritten); "
+                                      "checkpoints are refused there")
+            self._honoured = True
+        return True
+
+    def _put_new(self, name: str, data: bytes) -> bool:
+        try:
+            self._s3.put_object(Bucket=self.bucket, Key=self.prefix + name, Body=data,
+                                IfNoneMatch="*", ContentType="text/plain; charset=utf-8"
+                                if name.endswith(FILE_SUFFIX) else "application/timestamp-reply")
+        except Exception as exc:  # noqa: BLE001 - botocore's errors, named by their code
+            code = _code(exc)
+            if code in ("PreconditionFailed", "412"):
+                return False
+            raise CheckpointError(self.locate(name), f"the object cannot be written ({code})"
+                                  ) from None
+        return True
+
+
+def _code(exc: Exception) -> str:
+    """The S3 error code of a botocore error (or the exception's type name)."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code") or type(exc).__name__)
+    return type(exc).__name__
+
+
+CheckpointPlace = CheckpointFolder | ObjectStorePrefix
+
+
+class CheckpointLog:
+    """The checkpoints' place (a folder, or an object-store prefix): `<size>.ckpt` notes
+    (and `<size>.tsr` tokens), each created once. `write` signs and stores one; `load`
+    verifies every one."""
+
+    def __init__(self, place: Path | CheckpointPlace, *, origin: str,
+                 key: CheckpointKey | None = None, public: bytes | None = None,
+                 name: str | None = None, stamper: TimeStamper | None = None,
+                 require_tokens: bool = False) -> None:
         if key is None and public is None:
             raise ValueError("a checkpoint log needs its signing key or its public key")
-        self.directory = directory
+        self.place = CheckpointFolder(place) if isinstance(place, Path) else place
         self.origin = origin
         self.key = key
         self.public = key.public if key is not None else public
@@ -268,14 +393,26 @@ class CheckpointLog:
         self.require_tokens = require_tokens
         self._last: int | None = None
 
-    def path_for(self, size: int) -> Path:
-        return self.directory / f"{size:016d}{FILE_SUFFIX}"
+    @property
+    def directory(self) -> Path | None:
+        return self.place.directory if isinstance(self.place, CheckpointFolder) else None
+
+    @staticmethod
+    def file_name(size: int, suffix: str = FILE_SUFFIX) -> str:
+        return f"{size:016d}{suffix}"
+
+    def path_for(self, size: int) -> Path | str:
+        return self.place.locate(self.file_name(size))
 
     def sizes(self) -> list[int]:
-        if not self.directory.is_dir():
-            return []
-        return sorted(int(m.group(1)) for p in self.directory.iterdir()
-                      if (m := _NAME.match(p.name)))
+        return sorted(int(m.group(1)) for n in self.place.names() if (m := _NAME.match(n)))
+
+    def files(self, size: int) -> tuple[bytes, bytes | None]:
+        """The checkpoint of `size` and its token (None if it has none), as stored."""
+        note = self.place.get(self.file_name(size))
+        if note is None:
+            raise CheckpointError(self.path_for(size), "the checkpoint file is missing")
+        return note, self.place.get(self.file_name(size, TOKEN_SUFFIX))
 
     def write(self, size: int, root: str) -> Checkpoint:
         """Sign and store the checkpoint of a chain of `size` events with head link `root`.
@@ -283,51 +420,56 @@ class CheckpointLog:
         another root is a `CheckpointError` (two chains under one origin)."""
         if self.key is None:
             raise ValueError("this checkpoint log holds no signing key")
-        path = self.path_for(size)
-        if path.exists():
-            existing = self.read(path)
+        name = self.file_name(size)
+        if self.place.get(name) is not None:
+            existing = self.read(size)
             if existing.root != root:
-                raise CheckpointError(path, "a checkpoint of this size names another root")
+                raise CheckpointError(self.path_for(size), "a checkpoint of this size names "
+                                                           "another root")
             return existing
         if self._last is None:
             self._last = max((s for s in self.sizes() if s < size), default=None)
         prev = self._last if self._last is not None and self._last < size else None
         note = self.key.sign(checkpoint_body(self.origin, size, root, prev))
-        try:
-            _write_new(path, note.encode(), mode=0o444)
-        except FileExistsError:  # another process wrote it meanwhile
-            return self.read(path)
+        if not self.place.create(name, note.encode()):  # another process wrote it meanwhile
+            return self.read(size)
         self._last = max(self._last or 0, size)
         if self.stamper is not None:
-            _write_new(path.with_suffix(TOKEN_SUFFIX), self.stamper.stamp(note.encode()),
-                       mode=0o444)
-        return open_note(path, note, name=self.name, public=self.public or b"")
+            self.place.create(self.file_name(size, TOKEN_SUFFIX),
+                              self.stamper.stamp(note.encode()))
+        return open_note(self.path_for(size), note, name=self.name,
+                         public=self.public or b"")
 
-    def read(self, path: Path) -> Checkpoint:
-        """One checkpoint file, its signature, name and time-stamp checked."""
+    def read(self, size: int) -> Checkpoint:
+        """One checkpoint, its signature, name and time-stamp checked."""
+        path = self.path_for(size)
+        data = self.place.get(self.file_name(size))
+        if data is None:
+            raise CheckpointError(path, "the checkpoint file is missing")
         try:
-            note = path.read_bytes().decode("utf-8")
-        except FileNotFoundError:
-            raise CheckpointError(path, "the checkpoint file is missing") from None
+            note = data.decode("utf-8")
         except UnicodeDecodeError:
             raise CheckpointError(path, "the checkpoint is not UTF-8 text") from None
         cp = open_note(path, note, name=self.name, public=self.public or b"",
                        origin=self.origin)
-        if _NAME.match(path.name) and int(path.name[:16]) != cp.size:
+        if cp.size != size:
             raise CheckpointError(path, "the file name does not match the size it records")
-        token = cp.token_path
-        if token.exists():
+        token_name = self.file_name(size, TOKEN_SUFFIX)
+        token = self.place.get(token_name)
+        token_path = self.place.locate(token_name)
+        if token is not None:
             if self.stamper is None:
-                raise CheckpointError(token, "a time-stamp token is present but no trusted "
-                                             "time-stamping authority is configured")
-            self.stamper.check(token, token.read_bytes(), note.encode())
+                raise CheckpointError(token_path, "a time-stamp token is present but no "
+                                                  "trusted time-stamping authority is "
+                                                  "configured")
+            self.stamper.check(token_path, token, data)
         elif self.require_tokens:
-            raise CheckpointError(token, "the time-stamp token is missing")
+            raise CheckpointError(token_path, "the time-stamp token is missing")
         return cp
 
     def load(self) -> list[Checkpoint]:
-        """Every checkpoint, verified, by size; each `prev` must name a file here."""
-        found = [self.read(self.path_for(size)) for size in self.sizes()]
+        """Every checkpoint, verified, by size; each `prev` must name one here."""
+        found = [self.read(size) for size in self.sizes()]
         sizes = {cp.size for cp in found}
         for cp in found:
             if cp.prev is not None and cp.prev not in sizes:

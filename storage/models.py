@@ -541,7 +541,8 @@ class SubjectRequest(Base):
     correction is sealed into the applicant, the one it replaced into `corrected_values`."""
 
     __tablename__ = "subject_requests"
-    __table_args__ = (Index("ix_subject_requests_status", "status", "deadline"),)
+    __table_args__ = (Index("ix_subject_requests_status", "status", "deadline"),
+                      Index("ix_subject_requests_case_id", "case_id", "status"))
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     subject_ref: Mapped[str] = mapped_column(String(64), index=True)
@@ -559,6 +560,9 @@ class SubjectRequest(Base):
     # Codes, counts, the re-queried step's status: never a personal value.
     result: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     policy_version: Mapped[str] = mapped_column(String(64))
+    # The review case the request opened or joined (revision 0017); none for a subject
+    # known by consents only, or erased.
+    case_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
 
 
 class ConsentAsk(Base):

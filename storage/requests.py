@@ -1,9 +1,13 @@
 """Data-subject requests as tracked records, and the one write of a correction.
 
 A request holds its kind, target (a field, a disputed step), deadline, status and answer
-(codes and counts); never a personal value. A correction seals the new value into the
-applicant and moves the ciphertext it replaces, as it was, to `corrected_values`, where
-retention (`corrected_values`) removes it. Every change is in the audit chain.
+(codes and counts); never a personal value. Opening one opens the applicant's review case
+(or joins the one not closed) with the reason `SUBJECT_REQUEST_<KIND>`, due at the request's
+deadline (`reviews.request_case`), in the same transaction; answering it takes that reason
+off the case and closes a case left with none (`reviews.request_answered`). A correction
+seals the new value into the applicant and moves the ciphertext it replaces, as it was, to
+`corrected_values`, where retention (`corrected_values`) removes it. Every change is in the
+audit chain.
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ from typing import Any
 
 from sqlalchemy import select, update
 
+from policies.requests import CASE_REASONS, EVIDENCE_KINDS
 from storage import applicant_fields
 from storage import models as m
 from storage.audit import AuditLog
 from storage.context import StoreContext, as_utc
+from storage.reviews import request_answered, request_case
 from storage.subjects import SubjectUnavailableError
 
 
@@ -34,7 +40,7 @@ def _view(r: m.SubjectRequest) -> dict[str, Any]:
             "assignee": r.assignee,
             "answered_at": as_utc(r.answered_at).isoformat() if r.answered_at else None,
             "answered_by": r.answered_by, "outcome": r.outcome, "result": dict(r.result or {}),
-            "policy_version": r.policy_version}
+            "policy_version": r.policy_version, "case_id": r.case_id}
 
 
 class SubjectRequestRepository:
@@ -48,15 +54,20 @@ class SubjectRequestRepository:
         request_id = str(uuid.uuid4())
         now = self._ctx.clock()
         with self._ctx.transaction() as s:
+            case_id = request_case(s, applicant_ref=applicant_ref, reason=CASE_REASONS[kind],
+                                   due=as_utc(deadline), now=now, rules=self._ctx.cases,
+                                   audit=self._audit, assignee=assignee,
+                                   evidence=kind in EVIDENCE_KINDS)
             row = m.SubjectRequest(
                 id=request_id, subject_ref=applicant_ref, kind=kind, target=target,
                 channel=channel, status="open", opened_at=now, deadline=as_utc(deadline),
-                opened_by=actor, assignee=assignee, result={}, policy_version=policy_version)
+                opened_by=actor, assignee=assignee, result={}, policy_version=policy_version,
+                case_id=case_id)
             s.add(row)
             self._audit.record("subject_request.opened", applicant_ref, {
                 "request_id": request_id, "kind": kind, "target": target, "channel": channel,
                 "deadline": as_utc(deadline).isoformat(), "actor": actor,
-                "assignee": assignee}, session=s)
+                "assignee": assignee, "case_id": case_id}, session=s)
             return _view(row)
 
     def get(self, request_id: str) -> dict[str, Any]:
@@ -106,9 +117,16 @@ class SubjectRequestRepository:
             row.status, row.outcome = "answered", outcome
             row.answered_at, row.answered_by = now, actor
             row.result = {**(row.result or {}), **result}
+            case_status = None
+            if row.case_id is not None:
+                case_status = request_answered(
+                    s, case_id=row.case_id, reason=CASE_REASONS[row.kind],
+                    request_id=request_id, now=now, audit=self._audit,
+                    applicant_ref=row.subject_ref)
             self._audit.record("subject_request.answered", row.subject_ref, {
                 "request_id": request_id, "kind": row.kind, "outcome": outcome,
                 "actor": actor, "in_time": now <= as_utc(row.deadline),
+                "case_id": row.case_id, "case_status": case_status,
                 **{k: v for k, v in result.items() if k != "note"}}, session=s)
             return _view(row)
 

@@ -19,6 +19,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from policies.cases import CasePolicy
+from policies.requests import CASE_REASONS as REQUEST_REASONS
 from storage import applicant_fields
 from storage import models as m
 from storage.audit import AuditLog
@@ -39,6 +40,12 @@ def case_row(*, applicant_id: str, outcome: str, reasons: Iterable[str],
     time come from its reasons (`policies/cases.yaml`)."""
     if outcome not in REVIEWED_OUTCOMES:
         return None
+    return _new_case(applicant_id=applicant_id, outcome=outcome, reasons=reasons, now=now,
+                     rules=rules, product=product)
+
+
+def _new_case(*, applicant_id: str, outcome: str, reasons: Iterable[str], now: datetime,
+              rules: CasePolicy, product: str | None) -> dict[str, Any]:
     codes = list(reasons)
     return {"id": str(uuid.uuid4()), "applicant_id": applicant_id, "status": "open",
             "outcome": outcome, "reasons": codes, "opened_at": now, "product": product,
@@ -101,6 +108,69 @@ def open_case(session: Session, *, applicant_id: str, outcome: str, reasons: Ite
     evidence_changed(session, existing, now=now, audit=audit,
                      applicant_ref=applicant.applicant_ref if applicant else None, cause=cause)
     return existing.id
+
+
+def request_case(session: Session, *, applicant_ref: str, reason: str, due: datetime,
+                 now: datetime, rules: CasePolicy, audit: AuditLog | None,
+                 assignee: str | None = None, evidence: bool = False) -> str | None:
+    """The case of a data-subject request, in `session`: a new case with `reason`, due at
+    the request's deadline `due` (assigned to `assignee`, if given), or the applicant's case
+    not yet closed with `reason` appended and its due time brought forward to `due` if that
+    is sooner. `evidence`: the request changes what the case rests on (a dispute, a
+    correction), so a pending confirmation is voided. None, and no case, for a subject held
+    by consents only or erased. The outcome a new case carries is the applicant's own."""
+    applicant = session.scalar(select(m.Applicant).where(
+        m.Applicant.applicant_ref == applicant_ref).with_for_update())
+    if applicant is None or applicant.erased_at is not None:
+        return None
+    existing = session.scalar(select(m.ReviewCase).where(
+        m.ReviewCase.applicant_id == applicant.id, m.ReviewCase.closed_at.is_(None)))
+    if existing is None:
+        row = _new_case(applicant_id=applicant.id, outcome=applicant.outcome, reasons=[reason],
+                        now=now, rules=rules, product=applicant.product)
+        row.update(due_at=due, assignee=assignee)
+        session.add(m.ReviewCase(**row))
+        return str(row["id"])
+    if reason not in existing.reasons:
+        existing.reasons = [*existing.reasons, reason]
+    existing.priority = max(existing.priority, rules.priority([reason]))
+    existing.due_at = min(as_utc(existing.due_at), due) if existing.due_at else due
+    if existing.assignee is None and assignee is not None:
+        existing.assignee = assignee
+    if existing.status == "waiting":
+        existing.status, existing.snoozed_until = "open", None
+    if evidence:
+        evidence_changed(session, existing, now=now, audit=audit, applicant_ref=applicant_ref,
+                         cause="subject_request")
+    else:
+        existing.updated_at = now
+    return existing.id
+
+
+def request_answered(session: Session, *, case_id: str, reason: str, request_id: str,
+                     now: datetime, audit: AuditLog | None, applicant_ref: str) -> str | None:
+    """The case of a request just answered: `reason` leaves it unless another open request
+    of the case holds it; a case left with no reason is closed (resolution `answered`).
+    Returns the case's status (None if it is gone)."""
+    case = session.scalar(select(m.ReviewCase).where(m.ReviewCase.id == case_id)
+                          .with_for_update())
+    if case is None or case.closed_at is not None:
+        return case.status if case is not None else None
+    kinds = session.scalars(select(m.SubjectRequest.kind).where(
+        m.SubjectRequest.case_id == case_id, m.SubjectRequest.status == "open",
+        m.SubjectRequest.id != request_id)).all()
+    still = {REQUEST_REASONS.get(k) for k in kinds}
+    if reason not in still:
+        case.reasons = [r for r in case.reasons if r != reason]
+    case.updated_at = now
+    if not case.reasons:
+        case.status, case.closed_at, case.resolution = "closed", now, "answered"
+        case.claimed_by = case.lease_until = case.snoozed_until = None
+        if audit is not None:
+            audit.record("case.closed", applicant_ref, {
+                "case_id": case_id, "cause": "subject_request_answered",
+                "request_id": request_id}, session=session)
+    return case.status
 
 
 class ReviewRepository:

@@ -308,6 +308,8 @@ def test_subject_requests_asks_and_signed_receipts_over_http(api):
                            headers=officer(rt))
     assert answered.status_code == 200, answered.text
     assert answered.json()["outcome"] == "delivered"
+    assert "case_id" in opened.json()  # the workbench case, when the subject has one
+    assert answered.json()["case_id"] == opened.json()["case_id"]
     assert answered.json()["file"]["consents"][0]["consent_id"] == consent_id
     again = client.post(f"/subject-requests/{request_id}/answer", json={},
                         headers=officer(rt))

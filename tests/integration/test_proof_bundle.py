@@ -1,17 +1,23 @@
 """A proof bundle is verified by the shipped script in a process that has no access to the
-database (a bare environment, another folder, the database deleted first); one byte changed
-anywhere in it fails; no personal value is in it."""
+database and cannot import idv, rfc3161-client or any other installed package: a Python
+virtual environment without the system's site-packages, holding only `cryptography` and
+what it requires (copied from this interpreter's installed files, no network), run with
+`python -I` on a copy of the bundle in another folder, the SQLite database deleted first.
+One byte changed anywhere in it fails; no personal value is in it."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import shutil
 import subprocess
 import sys
+import venv
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 from flows.onboarding import run_batch
 from flows.runtime import Runtime, Settings, vendor_overrides
@@ -20,16 +26,70 @@ from idv.synthetic import Mix, applicants
 from sandbox.app import SandboxState
 from sandbox.server import SandboxServer
 from sandbox.tsa import TimeStampServer
+from storage.checkpoints import TimeStamper
 
 pytestmark = pytest.mark.subprocess
 MIX = Mix(invalid=0, no_consent=0, no_scoring_consent=0, virtual_phone=0)
+ROOT = Path(__file__).resolve().parents[2]
+# What the regulator's Python must not reach: the project, the producer side's time-stamp
+# library, the database drivers and the rest of the project's environment.
+UNREACHABLE = ("idv", "storage", "services", "flows", "rfc3161_client", "sqlalchemy",
+               "psycopg", "pydantic", "httpx")
 
 
-def check(bundle: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": os.environ.get("PATH", ""), "PYTHONNOUSERSITE": "1"}
-    return subprocess.run([sys.executable, str(bundle / "proofcheck.py"), str(bundle)],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=60,
-                          check=False)
+def install_copy(site: Path, name: str, done: set[str]) -> None:
+    """Copy distribution `name`'s installed files, then those of its unconditional
+    requirements, into `site`."""
+    dist = importlib.metadata.distribution(name)
+    key = dist.metadata["Name"].lower()
+    if key in done:
+        return
+    done.add(key)
+    for rel in dist.files or ():
+        src = Path(str(dist.locate_file(rel)))
+        if ".." in rel.parts or not src.is_file() or "__pycache__" in rel.parts:
+            continue
+        (site / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, site / rel)
+    for text in dist.requires or ():
+        req = Requirement(text)
+        if req.marker is None or req.marker.evaluate({"extra": ""}):
+            install_copy(site, req.name, done)
+
+
+@pytest.fixture(scope="module")
+def bare_python(tmp_path_factory) -> Path:
+    """A Python that imports the standard library and `cryptography` only."""
+    root = tmp_path_factory.mktemp("regulator-python")
+    venv.EnvBuilder(system_site_packages=False, with_pip=False, symlinks=True).create(root)
+    python = root / "bin" / "python"
+    site = Path(subprocess.run(
+        [python, "-I", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True, timeout=60).stdout.strip())
+    install_copy(site, "cryptography", set())
+    probe = ("import importlib.util, json, sys\n"
+             "import cryptography.hazmat.primitives.asymmetric.ec\n"
+             f"names = {UNREACHABLE!r}\n"
+             "print(json.dumps({'path': sys.path, 'found': [n for n in names "
+             "if importlib.util.find_spec(n) is not None]}))\n")
+    seen = json.loads(subprocess.run([python, "-I", "-c", probe], cwd=root, env=bare_env(),
+                                     capture_output=True, text=True, check=True,
+                                     timeout=60).stdout)
+    assert seen["found"] == [], seen
+    reach = [Path(p) for p in seen["path"] if p]
+    assert not any(p.is_relative_to(ROOT) or p.is_relative_to(Path(sys.prefix))
+                   for p in reach), reach
+    return python
+
+
+def bare_env() -> dict[str, str]:
+    return {"PATH": os.environ.get("PATH", ""), "LANG": "C.UTF-8"}
+
+
+def check(bundle: Path, cwd: Path, python: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(python), "-I", str(bundle / "proofcheck.py"), str(bundle)],
+                          cwd=cwd, env=bare_env(), capture_output=True, text=True,
+                          timeout=60, check=False)
 
 
 @pytest.fixture
@@ -60,19 +120,21 @@ def exported(database, key_file, tmp_path):
 
 
 def test_when_a_bundle_is_exported_then_the_script_verifies_it_without_the_database(
-        exported, tmp_path):
+        exported, tmp_path, database, bare_python):
     path, lines, bundle = exported
+    if database.schema is None:  # the SQLite file is gone before the check runs
+        shutil.rmtree(database.root)
     assert bundle.records >= 4 and bundle.checkpoints >= 1 and bundle.digests == ("sha256",
                                                                                  "sm3")
     elsewhere = tmp_path / "regulator"
     elsewhere.mkdir()
     copy = elsewhere / "bundle"
     shutil.copytree(path, copy)
-    result = check(copy, elsewhere)
+    result = check(copy, elsewhere, bare_python)
     assert result.returncode == 0, result.stderr
     assert "proof bundle verifies" in result.stdout
     assert "records:" in result.stdout and "sm3" in result.stdout
-    assert "time-stamped" in result.stdout
+    assert result.stdout.count("time-stamped 20") == bundle.checkpoints
     # No personal value: the canaries of every line, none in any file of the bundle.
     for p in copy.rglob("*"):
         if p.is_file():
@@ -82,10 +144,12 @@ def test_when_a_bundle_is_exported_then_the_script_verifies_it_without_the_datab
                     assert line[field] not in data, (p.name, field)
 
 
-def test_when_one_byte_of_a_bundle_is_changed_then_the_script_refuses_it(exported, tmp_path):
+def test_when_one_byte_of_a_bundle_is_changed_then_the_script_refuses_it(
+        exported, tmp_path, bare_python):
     path, _, _ = exported
     targets = ["records.json", "chain.json", "manifest.json", "checkpoint.vkey",
-               next(p.relative_to(path) for p in (path / "checkpoints").glob("*.ckpt"))]
+               next(p.relative_to(path) for p in (path / "checkpoints").glob("*.ckpt")),
+               next(p.relative_to(path) for p in (path / "checkpoints").glob("*.tsr"))]
     for i, rel in enumerate(targets):
         copy = tmp_path / f"b{i}"
         shutil.copytree(path, copy)
@@ -94,13 +158,13 @@ def test_when_one_byte_of_a_bundle_is_changed_then_the_script_refuses_it(exporte
         pos = len(data) // 2
         data[pos] = ord("0") if data[pos] != ord("0") else ord("1")
         f.write_bytes(bytes(data))
-        result = check(copy, tmp_path)
+        result = check(copy, tmp_path, bare_python)
         assert result.returncode == 1, (rel, result.stdout)
         assert "does NOT verify" in result.stderr
 
 
 def test_when_records_and_the_manifest_are_both_forged_then_the_chain_refuses_them(
-        exported, tmp_path):
+        exported, tmp_path, bare_python):
     """Whoever rewrites a record and recomputes every digest still cannot reach the root."""
     path, _, _ = exported
     copy = tmp_path / "forged"
@@ -118,5 +182,43 @@ def test_when_records_and_the_manifest_are_both_forged_then_the_chain_refuses_th
         manifest["files"][rel] = {a: proofcheck.digest(a, (copy / rel).read_bytes())
                                   for a in manifest["digests"]}
     (copy / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-    result = check(copy, tmp_path)
+    result = check(copy, tmp_path, bare_python)
     assert result.returncode == 1 and "hash is not the one" in result.stderr
+
+
+def reseal(bundle: Path) -> None:
+    """Recompute manifest.json after a change, as a forger would."""
+    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    manifest["files"] = {
+        str(p.relative_to(bundle)): {a: proofcheck.digest(a, p.read_bytes())
+                                     for a in manifest["digests"]}
+        for p in sorted(bundle.rglob("*")) if p.is_file() and p.name != "manifest.json"}
+    (bundle / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+
+
+def test_when_a_token_is_from_another_authority_or_of_another_checkpoint_then_it_is_refused(
+        exported, tmp_path, bare_python):
+    path, _, _ = exported
+    untrusted = tmp_path / "untrusted"
+    shutil.copytree(path, untrusted)
+    with TimeStampServer() as rogue:  # another authority's certificate put in as tsa.pem
+        (untrusted / "tsa.pem").write_bytes(rogue.authority.certificate_pem)
+    reseal(untrusted)
+    result = check(untrusted, tmp_path, bare_python)
+    assert result.returncode == 1 and "does not chain to the trusted" in result.stderr
+    moved = tmp_path / "moved"
+    shutil.copytree(path, moved)
+    ckpt = min((moved / "checkpoints").glob("*.ckpt"))
+    token = ckpt.with_suffix(".tsr")
+    other = Path(str(ckpt) + ".other")
+    other.write_bytes(ckpt.read_bytes() + b"\n")  # a token over bytes that are not the file
+    with TimeStampServer() as tsa:  # checked first: its checkpoint sorts first
+        pem = tsa.authority.certificate_pem
+        token.write_bytes(TimeStamper(tsa.url, pem).stamp(other.read_bytes()))
+    other.unlink()
+    (moved / "tsa.pem").write_bytes(pem)
+    reseal(moved)
+    result = check(moved, tmp_path, bare_python)
+    assert result.returncode == 1, result.stdout
+    assert f"{token.name}: the messageImprint is not the SHA512 of this checkpoint" in (
+        result.stderr)

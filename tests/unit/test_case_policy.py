@@ -10,6 +10,7 @@ import pytest
 from policies import catalog
 from policies.cases import CasePolicy
 from policies.document import PolicyError
+from policies.requests import CASE_REASONS
 
 NOW = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
 
@@ -42,7 +43,7 @@ def test_a_policy_that_breaks_a_rule_is_refused_with_file_line_and_rule(change, 
     broken = text.replace(old, new)
     with pytest.raises(PolicyError) as refused:
         CasePolicy.load(broken, source="cases.yaml",
-                        known_reasons=catalog.scorecard().reasons)
+                        known_reasons=[*catalog.scorecard().reasons, *CASE_REASONS.values()])
     err = refused.value
     assert err.path == path and rule in err.rule and err.line is not None
     assert broken.splitlines()[err.line - 1] == new  # the line that broke it
