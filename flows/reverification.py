@@ -22,6 +22,7 @@ from flows.court import clear_whitelisted
 from flows.onboarding import features_of, run_loop, step_record
 from flows.runtime import Runtime, install_log_masking
 from policies.scorecard import assess
+from services.context import Actor
 from services.runs import owner_id
 from storage.records import Decision, StepRecord
 from storage.subjects import SubjectUnavailableError
@@ -31,6 +32,8 @@ from verifiers.base import StepStatus, Subject
 ASK_AGAIN = frozenset({"no_consent", "expired", "wrong_purpose", "missing_scope",
                        "scope_not_in_notice", "not_yet_valid"})
 NEVER_ASK = frozenset({"withdrawn"})
+# Who the re-verification acts as when it asks for a consent again (it runs under `run`).
+REVERIFICATION_ACTOR = Actor(name="reverification flow", role="operator")
 
 
 @dataclass
@@ -122,6 +125,11 @@ async def _reverify(rt: Runtime, run_id: str, refs: list[str],
                     rt.store.audit.record("consent.reconsent_requested", ref, {
                         "purpose": rule.purpose, "reasons": sorted(refusals),
                         "steps": list(rule.steps), "run_id": run_id})
+                    # The ask goes out as an outreach on the applicant's case, which waits
+                    # for the answer and comes back to the queue if none comes.
+                    rt.services.cases.ask_reconsent(ref, purpose=rule.purpose,
+                                                    reasons=refusals & ASK_AGAIN,
+                                                    actor=REVERIFICATION_ACTOR)
                     report.waiting_reconsent.append(ref)
                 continue
             steps = clear_whitelisted(rt, ref, steps)

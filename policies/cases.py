@@ -48,6 +48,12 @@ class Template(_Frozen):
     zh: Text
 
 
+# Reasons a case gets from the workflow rather than from the scorecard: re-verification
+# asking for a consent that is missing or expired, with the outreach template it sends.
+RECONSENT_REASON, RECONSENT_TEMPLATE = "RECONSENT_NEEDED", "reconsent"
+WORKFLOW_REASONS = (RECONSENT_REASON,)
+
+
 class OutreachRules(_Frozen):
     templates: dict[Name, Template] = Field(min_length=1)
 

@@ -13,7 +13,7 @@ from importlib import resources
 from policies.access import AccessPolicy, RetentionPolicy
 from policies.behavior import BehaviorPolicy
 from policies.case_number import CaseNumberTable
-from policies.cases import CasePolicy
+from policies.cases import WORKFLOW_REASONS, CasePolicy
 from policies.consent import ConsentPolicy
 from policies.identity import IdentityPolicy
 from policies.notices import Notice, parse_notice
@@ -109,4 +109,5 @@ def request_policy() -> RequestPolicy:
 
 def case_policy() -> CasePolicy:
     return CasePolicy.load(read_text("cases.yaml"), source="policies/cases.yaml",
-                           known_reasons=[*scorecard().reasons, *CASE_REASONS.values()])
+                           known_reasons=[*scorecard().reasons, *CASE_REASONS.values(),
+                                          *WORKFLOW_REASONS])

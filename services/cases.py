@@ -19,7 +19,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from policies.access import AccessDenied, AccessPolicy, check_free_text
-from policies.cases import CHANNELS, DISPOSITIONS, CasePolicy
+from policies.cases import (
+    CHANNELS,
+    DISPOSITIONS,
+    RECONSENT_REASON,
+    RECONSENT_TEMPLATE,
+    CasePolicy,
+)
 from policies.masking import mask, mask_text
 from policies.scorecard import Scorecard
 from services.context import Actor
@@ -871,6 +877,29 @@ class CaseService:
             channel=channel, body=text, status=status, delivery=sent.get("delivery"),
             message_id=sent.get("message_id"), sent_by=actor.name, expires_at=expires)
         return {"outreach_id": oid, "expires_at": expires, "delivery": sent.get("delivery")}
+
+    def ask_reconsent(self, applicant_ref: str, *, purpose: str, reasons: Iterable[str],
+                      actor: Actor) -> dict[str, Any] | None:
+        """Re-verification found the consent for `purpose` missing or expired: the
+        applicant's case (opened, or joined, with `RECONSENT_NEEDED`) sends the `reconsent`
+        template and waits for the answer until the template's time runs out, when it comes
+        back to the queue. Needs `run` (whoever runs the re-verification). None for a subject
+        with no stored applicant (erased, or known by consents only)."""
+        self._permit(actor, "run", "ask_reconsent")
+        template = self.policy.outreach.templates.get(RECONSENT_TEMPLATE)
+        if template is None:
+            raise InvalidInput("outreach.templates", f"must include `{RECONSENT_TEMPLATE}`")
+        due = self.policy.due([RECONSENT_REASON], self._now())
+        case_id = self.store.cases.case_for(applicant_ref, RECONSENT_REASON, due=due)
+        if case_id is None:
+            return None
+        case = self._case(case_id)
+        sent = self._send_outreach(case, DecisionRequest(
+            action="request_info", template=RECONSENT_TEMPLATE,
+            reason=f"re-consent for {purpose}: {', '.join(sorted(reasons))}"), actor)
+        if sent["delivery"] != "failed":
+            self.store.cases.wait_for(case_id, sent["expires_at"])
+        return {"case_id": case_id, **sent}
 
     def answer_outreach(self, outreach_id: str, *, actor: Actor) -> Outcome:
         """The applicant answered (the lender's app says so): the case wakes."""

@@ -34,7 +34,7 @@ from storage.records import (
     OutreachRecord,
     WhitelistRecord,
 )
-from storage.reviews import ACTIVE, evidence_changed
+from storage.reviews import ACTIVE, evidence_changed, request_case
 
 C = m.ReviewCase
 
@@ -287,6 +287,27 @@ class CaseRepository:
                                .where(C.id == case_id))
             self._audit.record("case.refused", ref, {"case_id": case_id, **detail},
                                session=s)
+
+    def case_for(self, applicant_ref: str, reason: str, *, due: datetime) -> str | None:
+        """The applicant's case with `reason` on it: a new one, or the one not yet closed with
+        the reason appended and its due time brought forward to `due` if sooner (as a
+        subject request's case is). None for a subject with no stored applicant or erased."""
+        with self._ctx.transaction() as s:
+            case_id = request_case(s, applicant_ref=applicant_ref, reason=reason,
+                                   due=as_utc(due), now=self._ctx.clock(),
+                                   rules=self._ctx.cases, audit=self._audit)
+            if case_id is not None:
+                s.flush()
+                self._event(s, case_id, "case.reason_added", {"reason": reason})
+        return case_id
+
+    def wait_for(self, case_id: str, until: datetime) -> None:
+        """The case waits (for the applicant's answer) until `until`, unclaimed."""
+        with self._ctx.transaction() as s:
+            s.execute(update(C).where(C.id == case_id, C.closed_at.is_(None)).values(
+                status="waiting", snoozed_until=as_utc(until), claimed_by=None,
+                lease_until=None))
+            self._event(s, case_id, "case.waiting", {"until": as_utc(until).isoformat()})
 
     # --- notes ----------------------------------------------------------------------------
 

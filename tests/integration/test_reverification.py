@@ -55,6 +55,19 @@ def test_when_consents_are_live_expired_or_withdrawn_then_one_call_one_request_n
         asked = rt.store.audit.events(kind_prefix="consent.reconsent_requested")
         assert [e.subject_ref for e in asked] == [expired]
         assert asked[0].detail["purpose"] == "ongoing_monitoring"
+        # The ask is an outreach on the expired person's case, which waits for the answer,
+        # and comes back to the queue once the template's time has run out unanswered.
+        cases = rt.services.cases
+        case = rt.store.cases.case_of(expired)
+        assert case is not None and "RECONSENT_NEEDED" in case.reasons
+        assert case.status == "waiting"
+        [out] = rt.store.cases.outreach(case.case_id)
+        assert out.template == "reconsent" and out.sent_by == "reverification flow"
+        assert rt.store.cases.case_of(withdrawn) is None or "RECONSENT_NEEDED" not in (
+            rt.store.cases.case_of(withdrawn).reasons)
+        woken = cases.wake(now=datetime.now(UTC) + timedelta(hours=169))
+        assert woken["outreach_expired"] == 1
+        assert rt.store.cases.get(case.case_id).status == "open"
         # The live person's new evidence is appended to what onboarding found.
         steps = [s.step for s in rt.store.applicants.get(live).steps]
         assert steps.count("court_list") == 2 and steps.count("credit_report") == 2
