@@ -29,6 +29,9 @@ class _Frozen(BaseModel):
 class ReasonRule(_Frozen):
     priority: int = Field(ge=0, le=1000)
     sla_hours: int = Field(ge=1, le=24 * 90)
+    # Labels for a reason the scorecard does not label (a subject request, a re-consent).
+    en: Text | None = None
+    zh: Text | None = None
 
 
 class Label(_Frozen):

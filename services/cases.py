@@ -25,6 +25,7 @@ from policies.cases import (
     RECONSENT_REASON,
     RECONSENT_TEMPLATE,
     CasePolicy,
+    Label,
 )
 from policies.masking import mask, mask_text
 from policies.scorecard import Scorecard
@@ -575,7 +576,7 @@ class CaseService:
                 entries.append(CourtEntryView(
                     case_number=e["case_number"], level=e["level"], status=e["status"],
                     whitelisted=e["case_number"] in cleared))
-        labels = self.card.reasons
+        labels = self.reason_labels()
         reasons = [LabelledReason(
             code=c, en=labels[c].en if c in labels else c, zh=labels[c].zh if c in labels else c,
             priority=self.policy.rule(c).priority, sla_hours=self.policy.rule(c).sla_hours)
@@ -1011,6 +1012,14 @@ class CaseService:
                        public_key=base64.b64encode(public).decode("ascii"))
 
     # --- labels for a backtest ------------------------------------------------------------
+
+    def reason_labels(self) -> dict[str, Label]:
+        """zh/en labels of every reason a case can carry: the scorecard's, and the policy's
+        own for the reasons the workflow adds (subject requests, re-consent)."""
+        out = {code: Label(en=rule.en, zh=rule.zh) for code, rule in self.policy.reasons.items()
+               if rule.en and rule.zh}
+        out.update({code: Label(en=r.en, zh=r.zh) for code, r in self.card.reasons.items()})
+        return out
 
     def labels(self, *, actor: Actor | None = None) -> dict[str, str]:
         """`good` / `bad` per applicant from their closed cases' dispositions."""

@@ -163,7 +163,7 @@ def case_pages(app: FastAPI, runtime: Any, render: Callable[..., HTMLResponse],
         return frozenset(runtime.access_policy.roles.get(actor.role, ()))
 
     def labels() -> dict[str, Any]:
-        return cases().card.reasons
+        return cases().reason_labels()
 
     def fragment(request: Request) -> bool:
         return bool(request.headers.get("hx-request")) and not request.headers.get("hx-boosted")

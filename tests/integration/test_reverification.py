@@ -11,6 +11,7 @@ from flows.onboarding import run_batch
 from flows.reverification import due, reverify
 from flows.runtime import Runtime, Settings, vendor_overrides
 from idv.synthetic import Mix, write_batch
+from services.context import Actor
 
 STEPS = {"court_list": "court_records", "credit_report": "credit_report"}
 
@@ -63,6 +64,9 @@ def test_when_consents_are_live_expired_or_withdrawn_then_one_call_one_request_n
         assert case.status == "waiting"
         [out] = rt.store.cases.outreach(case.case_id)
         assert out.template == "reconsent" and out.sent_by == "reverification flow"
+        view = cases.view(case.case_id, actor=Actor("aud", "auditor"))
+        assert [(r.code, r.zh) for r in view.reasons if r.code == "RECONSENT_NEEDED"] == [
+            ("RECONSENT_NEEDED", "持续核验需要重新授权")]
         assert rt.store.cases.case_of(withdrawn) is None or "RECONSENT_NEEDED" not in (
             rt.store.cases.case_of(withdrawn).reasons)
         woken = cases.wake(now=datetime.now(UTC) + timedelta(hours=169))
