@@ -237,7 +237,10 @@ class ConsentService:
             "spi_categories": sensitive,
             "lifecycle": [{"event": lifecycle.get(e["event"], e["event"]),
                            "at": e["occurred_at"], "channel": e["channel"],
-                           "evidence_ref": e["evidence_ref"]} for e in events],
+                           "evidence_ref": e["evidence_ref"],
+                           # The surface a withdrawal came through (cli, api, web, subject,
+                           # system); who it was stays in the audit chain.
+                           **({"via": e["via"]} if e.get("via") else {})} for e in events],
             "state": "withdrawn" if grant.withdrawn_at and grant.withdrawn_at <= now
             else "expired" if grant.expires_at <= now else "active",
         }

@@ -289,6 +289,7 @@ class ConsentLedger:
                 "expires_at": as_utc(r.expires_at).isoformat() if r.expires_at else None,
                 "occurred_at": as_utc(r.occurred_at).isoformat(),
                 "recorded_at": as_utc(r.recorded_at).isoformat(),
+                "via": r.via,
             } for r in rows]
 
     def grants_for(self, subject_ref: str) -> list[ConsentGrant]:

@@ -94,6 +94,9 @@ def test_a_consent_receipt_is_a_jws_the_public_key_verifies(rt):
         "sensitive": True}
     assert receipt["sensitive"] is True and receipt["collection_method"] == "web"
     assert [e["event"] for e in receipt["lifecycle"]] == ["given", "withdrawn"]
+    assert "via" not in receipt["lifecycle"][0]  # a grant's way in is its channel
+    assert receipt["lifecycle"][1]["via"] == "cli"
+    assert OFFICER.name not in json.dumps(receipt)  # who withdrew stays in the audit chain
     assert receipt["state"] == "withdrawn"
     # One byte of the payload changed: the signature no longer holds.
     head, payload, sig = signed["jws"].split(".")
