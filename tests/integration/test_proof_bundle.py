@@ -20,9 +20,11 @@ from idv.synthetic import Mix, applicants
 from sandbox.app import SandboxState
 from sandbox.server import SandboxServer
 from sandbox.tsa import TimeStampServer
+from services.context import Actor
 
 pytestmark = pytest.mark.subprocess
 MIX = Mix(invalid=0, no_consent=0, no_scoring_consent=0, virtual_phone=0)
+AUDITOR = Actor("auditor-person", "auditor")
 
 
 def check(bundle: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -50,7 +52,7 @@ def exported(database, key_file, tmp_path):
         ref = lines[2]["applicant_ref"]
         rt.store.ledger.withdraw(rt.store.ledger.grants_for(ref)[0].consent_id, channel="app")
         bundle = rt.services.audit.export_proof(
-            ref, tmp_path / "out" / "bundle", verifier=Path(proofcheck.__file__),
+            ref, tmp_path / "out" / "bundle", verifier=Path(proofcheck.__file__), actor=AUDITOR,
             digests=("sha256", "sm3"))
         rt.close()
     yield Path(bundle.path), lines, bundle
