@@ -312,6 +312,11 @@ class PeopleService:
         if cred.kind not in kinds:
             raise SignInRefused("credential", "is not valid here")
         if cred.revoked_at is not None:
+            # A real credential presented after it stopped (signed out, its user disabled):
+            # audited with whose it is. An unknown token is not (nobody to name).
+            self.store.audit.record("credential.refused", None, {
+                "user": user.name, "role": user.role, "kind": cred.kind,
+                "credential": cred.credential_id, "rule": "revoked"})
             raise SignInRefused("credential", "was revoked or signed out: sign in again")
         why = self._stale(cred, user)
         if why is not None:

@@ -491,6 +491,22 @@ def test_a_disabled_person_is_refused_by_every_route_before_any_service_runs(wor
     assert refusals(world, seq) == [] and snapshot(world, c, "gone-person") == before
 
 
+def test_a_disabled_persons_refusals_are_audited_with_who_they_are(world):
+    """Disabling stops every credential at once (`user.disabled`, audited); each later use
+    of one is refused and audited with whose it is (`credential.refused`)."""
+    token = person_token(world.rt, "analyst", name="left-today")
+    seq = last_seq(world)
+    world.rt.services.people.disable("left-today", actor=Actor("admin", "operator"))
+    (disabled,) = world.rt.store.audit.events(kind_prefix="user.disabled", from_seq=seq + 1)
+    assert disabled.detail["credentials_revoked"] == 1
+    for _ in range(2):
+        answer = world.api.get("/cases", headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 401
+    refused = world.rt.store.audit.events(kind_prefix="credential.refused", from_seq=seq + 1)
+    assert [(e.detail["user"], e.detail["rule"]) for e in refused] == [
+        ("left-today", "revoked")] * 2
+
+
 @pytest.mark.parametrize("op_name", [op.name for op in OPS])
 def test_a_disabled_person_is_refused_by_every_command(world, op_name, monkeypatch, capsys):
     op = BY_NAME[op_name]
