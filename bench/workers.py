@@ -33,6 +33,20 @@ CHUNK = 500
 IN_FLIGHT = 32
 
 
+def operator_token(rt: object) -> str:
+    """An API token of a benchmark operator (deploying schedules needs `schedule`)."""
+    from pydantic import SecretStr
+
+    from services.context import Actor
+
+    people = rt.services.people  # type: ignore[attr-defined]
+    password = SecretStr(secrets.token_urlsafe(24))
+    if not people.any_user():
+        people.add("bench-operator", "operator", password, actor=None)
+    admin = Actor("bench-operator", "operator")
+    return people.issue_api_token("bench-operator", actor=admin).token.get_secret_value()
+
+
 def unlimited_contracts(path: Path) -> Path:
     from policies import catalog
 
@@ -92,7 +106,10 @@ def run(root: Path, n: int, pg: str, schema: str, procs: list[subprocess.Popen])
               **{f"IDV_{k.upper()}": v for k, v in
                  vendor_overrides(sandbox_url, APP_KEY, APP_SECRET).items()}}
     env = {**prefect_env, **values}
-    Runtime(Settings(home=root / "home", database_url=pg, database_schema=schema)).migrate()
+    rt = Runtime(Settings(home=root / "home", database_url=pg, database_schema=schema))
+    rt.migrate()
+    env["IDV_TOKEN"] = operator_token(rt)
+    rt.close()
     applied = subprocess.run([str(BIN / "idv"), "schedule", "apply", "--pool", pool],
                              env=env, capture_output=True, text=True, check=False)
     if applied.returncode != 0:

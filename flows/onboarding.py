@@ -32,6 +32,7 @@ from services.runs import owner_id
 from storage.journal import Journal
 from storage.records import Decision, NewApplicant, RunLineRecord, StepRecord
 from verifiers.base import Evidence, StepStatus, Subject
+from verifiers.court_list import entries_of
 
 log = logging.getLogger("idv.flows.onboarding")
 
@@ -289,6 +290,13 @@ class ChunkRunner:
         line = pending.line
         steps = [degrade(st) if st.step in self.degraded and st.status != "skipped" else st
                  for st in pending.steps]
+        if any(st.step == "court_list" and entries_of(st.signals) for st in steps):
+            # Judged as every path judges court evidence: whitelisted pairs taken out (an
+            # applicant new to this store has none; the rule holds here all the same).
+            from flows.court import clear_whitelisted
+
+            steps = await asyncio.to_thread(clear_whitelisted, self.rt, line.applicant_ref,
+                                            steps)
         decision = await self.decide(line, features_of(steps, self.rt.scorecard))
         stored = await self.journal.add_decided(
             run_id=self.run_id, line_no=line.line_no,

@@ -14,6 +14,7 @@ from typing import Any
 
 import aiohttp
 
+from flows.court import clear_whitelisted
 from flows.onboarding import step_record
 from flows.reverification import ASK_AGAIN, ReverificationReport, rescore
 from flows.runtime import Runtime
@@ -80,6 +81,8 @@ async def _recheck(rt: Runtime, run_id: str, ref: str, steps: list[str], call_re
                 records.append(step_record(evidence, decision_id))
         await limits.store.close()
     if records:
+        # A court-list dispute re-queried: a pair a supervisor whitelisted stays cleared.
+        records = clear_whitelisted(rt, ref, records)
         rt.store.decisions.add_steps(ref, run_id, records)
         rescore(rt, stored, records, ReverificationReport(run_id=run_id))
     return results

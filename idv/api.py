@@ -71,6 +71,7 @@ from services.cases import (
     CaseService,
     CaseView,
     DecisionRequest,
+    Dossier,
     Outcome,
     QueuePage,
     Revealed,
@@ -743,10 +744,26 @@ class WhitelistBody(BaseModel):
     reason: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
 
 
+class DossierBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    declare: list[Literal["name", "id_number", "phone"]] = Field(
+        [], max_length=3, description="Fields handed over unmasked (needs `reveal`); each is "
+        "named in the dossier's `declared_unmasked`")
+    reason: Annotated[str, StringConstraints(max_length=2000)] = Field(
+        "", description="The legal ground for the declared fields")
+
+
+OutreachPath = Annotated[str, PathParam(description="The outreach id (the case's outreach)",
+                                        pattern=(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-"
+                                                 r"[0-9a-f]{4}-[0-9a-f]{12}$"))]
+
+
 def _case_routes(app: FastAPI, runtime: Runtime) -> None:
     """The review workbench over `services.cases`: the queue, a case, claims, notes,
     reveals, decisions and confirmations, snoozes, escalation, assignment, tags, bulk
-    operations, the court whitelist."""
+    operations, a referral's dossier, an applicant's answer to outreach, the court
+    whitelist."""
     def cases() -> CaseService:
         return runtime.services.cases
 
@@ -794,6 +811,20 @@ def _case_routes(app: FastAPI, runtime: Runtime) -> None:
         person's time from a case's opening to their decision over the last `days` (median
         and 90th percentile, in hours)."""
         return cases().sla_report(actor=actor, days=days)
+
+    # Before the routes under /cases/{case_id}: `bulk` would otherwise be read as a case id.
+    @app.post("/cases/bulk/assign", tags=tags, response_model=BulkResult,
+              responses=answers(400, 401, 403, 422))
+    def bulk_assign(body: BulkAssignBody, actor: Actor) -> Any:
+        """Assign many cases (needs `bulk`); the ones not open are skipped."""
+        return cases().bulk_assign(body.case_ids, body.assignee, actor=actor)
+
+    @app.post("/cases/bulk/close", tags=tags, response_model=BulkResult,
+              responses=answers(400, 401, 403, 422))
+    def bulk_close(body: BulkCloseBody, actor: Actor) -> Any:
+        """Close many cases with one disposition (needs `bulk`)."""
+        return cases().bulk_close(body.case_ids, body.disposition, body.reason,
+                                  actor=actor)
 
     @app.get("/cases/{case_id}", tags=tags, response_model=CaseView,
              responses=answers(*_CASE_READ))
@@ -867,18 +898,24 @@ def _case_routes(app: FastAPI, runtime: Runtime) -> None:
         """Add and remove tags."""
         return cases().tag(case_id, body.add, body.remove, actor=actor)
 
-    @app.post("/cases/bulk/assign", tags=tags, response_model=BulkResult,
-              responses=answers(400, 401, 403, 422))
-    def bulk_assign(body: BulkAssignBody, actor: Actor) -> Any:
-        """Assign many cases (needs `bulk`); the ones not open are skipped."""
-        return cases().bulk_assign(body.case_ids, body.assignee, actor=actor)
+    @app.post("/cases/{case_id}/dossier", tags=tags, response_model=Dossier,
+              responses=answers(*_CASE_WRITE))
+    def dossier(case_id: CasePath, actor: Actor, body: DossierBody | None = None) -> Any:
+        """A confirmed referral's dossier (needs `refer`, as `idv review dossier`): the
+        canonical JSON document, its SHA-256 and a detached Ed25519 signature over the
+        document's UTF-8 bytes with the public key (base64); the applicant masked except the
+        `declare`d fields (each needs `reveal` and a reason). 409 for a case that is not a
+        confirmed referral. Audited."""
+        body = body or DossierBody()
+        return cases().dossier(case_id, actor=actor, declare=body.declare, reason=body.reason)
 
-    @app.post("/cases/bulk/close", tags=tags, response_model=BulkResult,
-              responses=answers(400, 401, 403, 422))
-    def bulk_close(body: BulkCloseBody, actor: Actor) -> Any:
-        """Close many cases with one disposition (needs `bulk`)."""
-        return cases().bulk_close(body.case_ids, body.disposition, body.reason,
-                                  actor=actor)
+    @app.post("/outreach/{outreach_id}/answer", tags=tags, response_model=Outcome,
+              responses=answers(401, 403, 404, 422))
+    def answer_outreach(outreach_id: OutreachPath, actor: Actor) -> Any:
+        """The applicant answered a request for information (the lender's systems say so,
+        with the service token; needs `answer_outreach`): the outreach ends and its case
+        wakes, back in the queue. 404 for an outreach not waiting for an answer."""
+        return cases().answer_outreach(outreach_id, actor=actor)
 
     @app.post("/whitelist", tags=tags, status_code=201, response_model=WhitelistEntry,
               responses=answers(400, 401, 403, 404, 422))

@@ -4,9 +4,9 @@ retention policy (floors, ceilings, holds) is `policies.retention`, re-exported 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Self
+from typing import Annotated, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from policies.document import LinedYaml, PolicyDocument, PolicyError
 from policies.retention import HoldRule, RetentionPolicy
@@ -17,11 +17,24 @@ __all__ = ["AccessDenied", "AccessPolicy", "HoldRule", "RetentionPolicy", "requi
 NAME_PATTERN = r"^[a-z][a-z0-9_.-]{1,63}$"
 
 
-class RevealRule(BaseModel):
+class RevealLabel(BaseModel):
+    """A reveal reason as a person reads it, in English and Chinese."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    reasons: tuple[str, ...] = Field(min_length=1)
+    en: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    zh: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class RevealRule(BaseModel):
+    """The one list of reveal reasons (code -> labels) and the daily limit per person, for
+    every service that reveals (subjects and cases)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
     per_user_per_day: int = Field(ge=1, le=10_000)
+    reasons: dict[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")],
+                  RevealLabel] = Field(min_length=1)
 
 
 class SignInRule(BaseModel):

@@ -1,7 +1,7 @@
 """The review queue's rules as data (`cases.yaml`): each reason's priority and SLA, when a
-case is due soon, the claim lease, reveal limits and reasons, outreach templates and the
-dispositions a backtest reads as labels. Pure: a case's priority and due time from its
-reasons; its SLA state at a moment."""
+case is due soon, the claim lease, outreach templates and the dispositions a backtest reads
+as labels (reveal reasons and limits are access rules: `policies.access`). Pure: a case's
+priority and due time from its reasons; its SLA state at a moment."""
 
 from __future__ import annotations
 
@@ -34,16 +34,6 @@ class ReasonRule(_Frozen):
     zh: Text | None = None
 
 
-class Label(_Frozen):
-    en: Text
-    zh: Text
-
-
-class RevealRules(_Frozen):
-    per_user_per_day: int = Field(ge=1, le=10_000)
-    reasons: dict[Name, Label] = Field(min_length=1)
-
-
 class Template(_Frozen):
     hours: int = Field(ge=1, le=24 * 30)
     channels: tuple[Channel, ...] = Field(min_length=1)
@@ -67,7 +57,6 @@ class CasePolicy(PolicyDocument):
     lease_minutes: int = Field(ge=1, le=24 * 60)
     default: ReasonRule
     reasons: dict[Code, ReasonRule] = Field(default_factory=dict)
-    reveal: RevealRules
     outreach: OutreachRules
     dispositions: dict[Literal["false_positive", "valuable_alert", "confirmed_risk"],
                        Literal["good", "bad"]]

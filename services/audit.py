@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from services.access import AccessControl
+from services.context import Actor
 from services.errors import Conflict, InvalidInput, NotFound
 from storage.bindings import BindingError
 from storage.checkpoints import CheckpointError
@@ -47,13 +49,18 @@ class ProofBundle(BaseModel):
 
 
 class AuditService:
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    """Reading the chain needs `audit_read`, a subject's proof bundle `audit_export`
+    (`policies/access.yaml`); a refusal is audited before anything is read."""
 
-    def check_chain(self) -> ChainCheck:
+    def __init__(self, store: Store, access: AccessControl) -> None:
+        self.store = store
+        self.access = access
+
+    def check_chain(self, *, actor: Actor) -> ChainCheck:
         """Every event's MAC and link, every checkpoint, then every binding of a consent,
         decision or step result; `broken_at` is the first sequence number that cannot be
         trusted, `rule` and `file` / `record` say why and where."""
+        self.access.require(actor, "audit_read", operation="audit.verify")
         found = self.store.proofs.check()
         c, b = found.chain, found.binding
         return ChainCheck(
@@ -63,7 +70,7 @@ class AuditService:
             record_table=b.table if b else None, record=b.record if b else None,
             records=found.records)
 
-    def export_proof(self, applicant_ref: str, dest: Path, *, verifier: Path,
+    def export_proof(self, applicant_ref: str, dest: Path, *, verifier: Path, actor: Actor,
                      digests: tuple[Digest, ...] = ("sha256",)) -> ProofBundle:
         """Write `dest` (a new folder): the subject's bound records, the events binding them
         and the chain from each to the checkpoint covering it, those checkpoints and their
@@ -71,6 +78,7 @@ class AuditService:
         standard library and `cryptography` only). No personal value goes in: records are
         codes, references and hashes. Refused when the chain or the subject's records do not
         verify: a bundle vouches only for what is intact."""
+        self.access.require(actor, "audit_export", operation="audit.export_proof")
         log = self.store.audit.checkpoints
         if log is None:
             raise Conflict("checkpoints", "no checkpoint log is configured")

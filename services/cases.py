@@ -6,7 +6,9 @@ A refusal is a `services.errors.ServiceError` naming the field and the rule; a r
 operation on a case (no permission, not claimed, an expired lease, confirming one's own) is
 audited (`case.refused`) and changes nothing else. Personal values leave this module masked,
 except the one field `reveal` returns to a role that may, with a reason, within the day's
-limit (`policies/cases.yaml`).
+limit (both in `policies/access.yaml`). The permission is checked before the case is looked
+up: a role without it is refused (and audited) alike for a case that exists and one that does
+not, so a refusal says nothing about which cases exist.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ MAX_PAGE = 1000
 STATUSES = ("open", "waiting", "pending_confirmation", "closed")
 Action = Literal["approve", "reject", "request_info", "escalate", "refer", "close"]
 ACTIONS: tuple[str, ...] = ("approve", "reject", "request_info", "escalate", "refer", "close")
+# The permission each decision needs (`policies/access.yaml`).
+DECISION_PERMISSIONS = {"approve": "decide", "reject": "decide", "request_info": "request_info",
+                        "escalate": "decide", "refer": "refer", "close": "decide"}
 # Adverse decisions wait for a second person with `confirm` (four eyes).
 FOUR_EYES = ("reject", "refer")
 # Court-list reasons a reject may rest on: re-queried before the reject is confirmed.
@@ -360,10 +365,12 @@ class CaseService:
         return self.store.clock()
 
     def _refuse(self, exc: ServiceError, actor: Actor, action: str,
-                case_id: str | None) -> ServiceError:
-        self.store.cases.record_refusal(case_id, {
-            "actor": actor.name, "role": actor.role, "action": action, "field": exc.field,
-            "rule": exc.rule})
+                case_id: str | None, *, permission: str | None = None) -> ServiceError:
+        detail = {"actor": actor.name, "role": actor.role, "action": action,
+                  "field": exc.field, "rule": exc.rule}
+        if permission is not None:
+            detail["permission"] = permission
+        self.store.cases.record_refusal(case_id, detail)
         return exc
 
     def _permit(self, actor: Actor, permission: str, action: str,
@@ -371,7 +378,7 @@ class CaseService:
         try:
             permit(self.access, actor, permission)
         except Denied as exc:
-            raise self._refuse(exc, actor, action, case_id) from None
+            raise self._refuse(exc, actor, action, case_id, permission=permission) from None
 
     def _queues(self, actor: Actor) -> tuple[str, ...]:
         held = self.access.roles.get(actor.role, frozenset())
@@ -508,8 +515,8 @@ class CaseService:
 
     def claim(self, case_id: str, *, actor: Actor) -> Outcome:
         """Claim a case (or renew one's claim) for the policy's lease."""
+        self._permit(actor, "case_work", "claim", _case_id(case_id))
         case = self._case(case_id)
-        self._permit(actor, "case_work", "claim", case.case_id)
         now = self._now()
         if case.queue not in self._queues(actor):
             raise self._refuse(Denied("queue", f"the {case.queue} queue is not this role's"),
@@ -533,8 +540,8 @@ class CaseService:
         return self._outcome(case_id) if case_id else None
 
     def release(self, case_id: str, *, actor: Actor) -> Outcome:
+        self._permit(actor, "case_work", "release", _case_id(case_id))
         case = self._case(case_id)
-        self._permit(actor, "case_work", "release", case.case_id)
         if not self.store.cases.release(case.case_id, actor=actor.name, now=self._now()):
             raise self._refuse(Conflict("case_id", "not claimed by you"), actor, "release",
                                case.case_id)
@@ -544,8 +551,8 @@ class CaseService:
 
     def view(self, case_id: str, *, actor: Actor) -> CaseView:
         """The case page's content, masked; the read is audited."""
+        self._permit(actor, "read_masked", "show", _case_id(case_id))
         case = self._case(case_id)
-        self._permit(actor, "read_masked", "show", case.case_id)
         now = self._now()
         ref = case.applicant_ref
         person = self.store.cases.person(case.case_id)
@@ -621,8 +628,8 @@ class CaseService:
     # --- notes and reveals ----------------------------------------------------------------
 
     def note(self, case_id: str, text: str, *, actor: Actor) -> Outcome:
+        self._permit(actor, "case_note", "note", _case_id(case_id))
         case = self._case(case_id)
-        self._permit(actor, "case_note", "note", case.case_id)
         if not text.strip() or len(text) > 4000:
             raise InvalidInput("text", "must be 1-4000 characters")
         note_id = self.store.cases.add_note(case.case_id, author=actor.name, body=text)
@@ -632,14 +639,14 @@ class CaseService:
                ) -> Revealed:
         """One unmasked field of the case's applicant, to a role with `reveal`, with a
         reason from the policy's list and free text, within the per-user daily limit."""
-        case = self._case(case_id)
+        self._permit(actor, "reveal", "reveal", _case_id(case_id))
         if not isinstance(req, RevealRequest):
             try:
                 req = RevealRequest.model_validate(req)
             except ValidationError as exc:
                 raise from_validation(exc) from None
-        self._permit(actor, "reveal", "reveal", case.case_id)
-        rules = self.policy.reveal
+        case = self._case(case_id)
+        rules = self.access.reveal
         if req.reason_code not in rules.reasons:
             raise self._refuse(InvalidInput(
                 "reason_code", f"must be one of {', '.join(sorted(rules.reasons))}"),
@@ -674,14 +681,14 @@ class CaseService:
                ) -> Outcome:
         """Approve, reject, request information, escalate, refer or close. Reject and refer
         wait for a second person's confirmation (`confirm`)."""
-        case = self._case(case_id)
+        _case_id(case_id)
         if not isinstance(req, DecisionRequest):
             try:
                 req = DecisionRequest.model_validate(req)
             except ValidationError as exc:
                 raise from_validation(exc) from None
-        needs = {"request_info": "request_info", "refer": "refer"}.get(req.action, "decide")
-        self._permit(actor, needs, req.action, case.case_id)
+        self._permit(actor, DECISION_PERMISSIONS[req.action], req.action, case_id)
+        case = self._case(case_id)
         self._require_claim(case, actor, req.action)
         seen = req.evidence_version or case.evidence_version
         if seen != case.evidence_version:
@@ -737,8 +744,8 @@ class CaseService:
         """A second person confirms a pending reject or referral. Nobody confirms their own;
         a reject resting on a court-list hit is re-queried first (a hit that no longer
         stands voids the reject and says so)."""
+        self._permit(actor, "confirm", "confirm", _case_id(case_id))
         case = self._case(case_id)
-        self._permit(actor, "confirm", "confirm", case.case_id)
         pending = [d for d in self.store.cases.decisions(case.case_id) if d.status == "pending"]
         if not pending:
             raise self._refuse(Conflict("case_id", "no decision waits for confirmation"),
@@ -779,8 +786,8 @@ class CaseService:
     # --- queue operations -----------------------------------------------------------------
 
     def snooze(self, case_id: str, until: datetime, *, actor: Actor) -> Outcome:
+        self._permit(actor, "case_work", "snooze", _case_id(case_id))
         case = self._case(case_id)
-        self._permit(actor, "case_work", "snooze", case.case_id)
         self._require_claim(case, actor, "snooze")
         now = self._now()
         until = until if until.tzinfo else until.replace(tzinfo=UTC)
@@ -797,8 +804,8 @@ class CaseService:
 
     def assign(self, case_id: str, assignee: str | None, *, actor: Actor) -> Outcome:
         """Assign a case to a person (or to nobody: back to the queue), for `reassign`."""
+        self._permit(actor, "reassign", "assign", _case_id(case_id))
         case = self._case(case_id)
-        self._permit(actor, "reassign", "assign", case.case_id)
         if assignee is not None and re.match(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,119}\Z",
                                              assignee) is None:
             raise InvalidInput("assignee", "must be a user name")
@@ -810,8 +817,8 @@ class CaseService:
 
     def tag(self, case_id: str, add: Iterable[str] = (), remove: Iterable[str] = (), *,
             actor: Actor) -> Outcome:
+        self._permit(actor, "case_work", "tag", _case_id(case_id))
         case = self._case(case_id)
-        self._permit(actor, "case_work", "tag", case.case_id)
         add, remove = [_tag(t) for t in add], [_tag(t) for t in remove]
         self.store.cases.add_tags(case.case_id, add, remove, actor=actor.name, now=self._now())
         return self._outcome(case.case_id)
@@ -904,8 +911,11 @@ class CaseService:
 
     def answer_outreach(self, outreach_id: str, *, actor: Actor) -> Outcome:
         """The applicant answered (the lender's app says so): the case wakes."""
-        self._permit(actor, "case_work", "answer_outreach")
-        done = self.store.cases.answer_outreach(outreach_id, now=self._now())
+        self._permit(actor, "answer_outreach", "answer_outreach")
+        if re.match(_UUID, outreach_id) is None:
+            raise InvalidInput("outreach_id", "must be an outreach id (a UUID as `idv review "
+                                              "show` prints)")
+        done = self.store.cases.answer_outreach(outreach_id, now=self._now(), actor=actor.name)
         if done is None:
             raise NotFound("outreach_id", "no such outreach waiting for an answer")
         return self._outcome(done.case_id)
@@ -956,8 +966,8 @@ class CaseService:
         from storage.crypto import derive_key, sign_detached
         from storage.encoding import canonical
 
+        self._permit(actor, "refer", "dossier", _case_id(case_id))
         case = self._case(case_id)
-        self._permit(actor, "refer", "dossier", case.case_id)
         if case.resolution != "refer":
             raise self._refuse(Conflict("case_id", "only a confirmed referral has a dossier"),
                                actor, "dossier", case.case_id)

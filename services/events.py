@@ -27,12 +27,13 @@ from policies.behavior import (
     check_event,
     evaluate,
 )
-from policies.scorecard import Scorecard, assess
+from policies.scorecard import Scorecard, assess, signal_features
 from policies.vocabulary import check_applicant_ref
 from services.errors import InvalidInput
 from storage.events import NewBehaviorEvent
 from storage.records import Decision
 from storage.store import Store
+from verifiers.court_list import entries_of, without_entries
 from verifiers.gate import ConsentGate
 
 STEP = "behavior_events"
@@ -165,6 +166,7 @@ class EventService:
         card = self.scorecard
         counts = self.store.events.alert_counts(applicant_ref)
         features = {k: v for k, v in stored.features.items() if k in card.features}
+        features.update(self._court_as_whitelisted(applicant_ref, stored.steps))
         features.update({k: counts.get(k, 0) for k in FEATURES if k in card.features})
         result = assess(card, features)
         self.store.decisions.redecide(applicant_ref, Decision(
@@ -172,6 +174,25 @@ class EventService:
             reasons=result.reasons, features=result.features), cause="behavior_alert",
             open_review=result.outcome == "decline_recommended")
         return result.outcome
+
+    def _court_as_whitelisted(self, applicant_ref: str, steps: Iterable[Any]
+                              ) -> dict[str, Any]:
+        """The court features judged again from the applicant's latest court evidence with
+        the entries whitelisted now taken out (`verifiers.court_list.without_entries`, as
+        every path that judges court evidence does): a score stored before a whitelist must
+        not flag the pair again, nor one stored under a whitelist since revoked stay
+        cleared. Nothing for an applicant without court entries."""
+        court = [st for st in steps if st.step == "court_list" and entries_of(st.signals)]
+        if not court:
+            return {}
+        latest = court[-1]
+        cleared = {w.case_number for w in self.store.cases.whitelisted(applicant_ref)}
+        changed = without_entries(latest.signals, cleared) if cleared else None
+        status, signals = ((changed[0].value, changed[2]) if changed is not None
+                           else (latest.status, latest.signals))
+        card = self.scorecard
+        fresh: dict[str, Any] = {**signal_features(signals, card), "court_list": status}
+        return {k: v for k, v in fresh.items() if k in card.features}
 
     def ingest(self, records: Iterable[tuple[int, Any]], *,
                now: datetime | None = None) -> IngestReport:

@@ -106,8 +106,10 @@ class PeopleService:
         # (tests/contract/test_architecture.py reads the code for it).
         self._matches = self.hasher.verify
         # Verified against when the name is unknown, so that an unknown name costs what a
-        # wrong password does and timing tells nobody which names exist.
-        self._dummy = self.hasher.hash(secrets.token_urlsafe(16))
+        # wrong password does and timing tells nobody which names exist. Made at the first
+        # sign-in, before the name is looked up (so known and unknown names pay for it
+        # alike), not here: a command that only presents a token never hashes.
+        self._dummy: str | None = None
 
     # --- checks -----------------------------------------------------------------------------
 
@@ -216,10 +218,13 @@ class PeopleService:
         lock the account for the policy's minutes)."""
         rule = self.policy.sign_in
         value = password.get_secret_value()[:MAX_PASSWORD_CHARS]
+        if self._dummy is None:
+            self._dummy = self.hasher.hash(secrets.token_urlsafe(16))
+        dummy = self._dummy
         user = self.store.people.get(name) if USER_NAME.fullmatch(name) else None
         now = self.store.clock()
         if user is None or user.password_hash is None:
-            self._verify(self._dummy, value)
+            self._verify(dummy, value)
             self.store.people.sign_in_failed(name if user else "-", locked_until=None,
                                              why="unknown_user" if user is None
                                              else "no_password", channel=channel)
@@ -307,6 +312,11 @@ class PeopleService:
         if cred.kind not in kinds:
             raise SignInRefused("credential", "is not valid here")
         if cred.revoked_at is not None:
+            # A real credential presented after it stopped (signed out, its user disabled):
+            # audited with whose it is. An unknown token is not (nobody to name).
+            self.store.audit.record("credential.refused", None, {
+                "user": user.name, "role": user.role, "kind": cred.kind,
+                "credential": cred.credential_id, "rule": "revoked"})
             raise SignInRefused("credential", "was revoked or signed out: sign in again")
         why = self._stale(cred, user)
         if why is not None:

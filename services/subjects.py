@@ -76,7 +76,7 @@ class SubjectService:
     @property
     def reveal_reasons(self) -> tuple[str, ...]:
         """The reasons a reveal may give (`policies/access.yaml`), beside free text."""
-        return self.policy.reveal.reasons
+        return tuple(self.policy.reveal.reasons)
 
     @property
     def reveals_per_user_per_day(self) -> int:

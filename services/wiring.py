@@ -73,7 +73,7 @@ class Services:
 
     @cached_property
     def audit(self) -> AuditService:
-        return AuditService(self._ctx.store)
+        return AuditService(self._ctx.store, self.access)
 
     @cached_property
     def backtest(self) -> BacktestService:

@@ -544,13 +544,17 @@ class CaseRepository:
             expires_at=as_utc(o.expires_at),
             answered_at=as_utc(o.answered_at) if o.answered_at else None)
 
-    def answer_outreach(self, outreach_id: str, *, now: datetime) -> OutreachRecord | None:
-        """The applicant answered: the outreach ends, its case wakes with new evidence."""
+    def answer_outreach(self, outreach_id: str, *, now: datetime, actor: str | None = None
+                        ) -> OutreachRecord | None:
+        """The applicant answered (`actor` says so): the outreach ends, audited, and its
+        case wakes with new evidence."""
         with self._ctx.transaction() as s:
             o = s.get(m.Outreach, outreach_id, with_for_update=True)
             if o is None or o.status not in ("sent",):
                 return None
             o.status, o.answered_at = "answered", now
+            self._event(s, o.case_id, "case.outreach_answered",
+                        {"outreach_id": o.id, "actor": actor})
             self._wake(s, o.case_id, now, cause="outreach_answered")
             return self._out(o)
 

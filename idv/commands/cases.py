@@ -1,6 +1,7 @@
 """`idv review next / show / claim / release / note / reveal / decide / confirm / snooze /
-escalate / assign / tag / bulk-assign / bulk-close / whitelist / wake`: the workbench on the
-command line, over `services.cases`. Every command takes `--json`."""
+escalate / assign / tag / bulk-assign / bulk-close / whitelist / unwhitelist / wake /
+answered / dossier / labels`: the workbench on the command line, over `services.cases`.
+Every command takes `--json`."""
 
 from __future__ import annotations
 
@@ -86,7 +87,8 @@ def review_show(case_id: CaseArg, as_json: JsonOpt = False) -> None:
     for n in view.notes:
         console.print(f"  note by {n.author} at {n.created_at}: {n.text}")
     for o in view.outreach:
-        console.print(f"  outreach {o.template} by {o.channel}: {o.status} until {o.expires_at}")
+        console.print(f"  outreach {o.outreach_id} {o.template} by {o.channel}: {o.status} "
+                      f"until {o.expires_at}")
     for t in view.timeline:
         console.print(f"  {t.at} {t.kind} {t.actor or ''}")
 
@@ -104,8 +106,8 @@ def review_note(case_id: CaseArg, text: Annotated[str, typer.Argument(help="The 
 def review_reveal(
     case_id: CaseArg,
     field: Annotated[str, typer.Option(help="name, id_number or phone")],
-    reason_code: Annotated[str, typer.Option("--reason-code",
-                                             help="A reason in policies/cases.yaml.")],
+    reason_code: Annotated[str, typer.Option(
+        "--reason-code", help="A reason in policies/access.yaml (reveal.reasons).")],
     reason: Annotated[str, typer.Option(help="Why, in words (audited).")],
     as_json: JsonOpt = False,
 ) -> None:
@@ -274,6 +276,18 @@ def review_wake(as_json: JsonOpt = False) -> None:
     else:
         console.print(f"outreach expired: {out['outreach_expired']}, snoozes ended: "
                       f"{out['snoozes_ended']}")
+
+
+@review_app.command("answered")
+def review_answered(
+    outreach_id: Annotated[str, typer.Argument(help="The outreach id (`idv review show`).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Record that the applicant answered a request for information: the case wakes, back
+    in the queue (needs `answer_outreach`)."""
+    with runtime() as rt:
+        out = rt.services.cases.answer_outreach(outreach_id, actor=actor())
+    _show_outcome(out, as_json, "woken")
 
 
 @review_app.command("dossier")

@@ -82,7 +82,7 @@ def audit_verify(as_json: JsonOpt = False) -> None:
     and the binding of every consent, decision and step result. Exit 1 at the first problem,
     naming the sequence number, the file or the record, and the rule."""
     with runtime() as rt:
-        check = rt.services.audit.check_chain()
+        check = rt.services.audit.check_chain(actor=actor())
     if as_json:
         emit(check.model_dump())
     elif check.intact:
@@ -116,7 +116,7 @@ def audit_export_proof(
 
     with runtime() as rt:
         bundle = rt.services.audit.export_proof(
-            applicant_ref, out, verifier=Path(proofcheck.__file__),
+            applicant_ref, out, verifier=Path(proofcheck.__file__), actor=actor(),
             digests=("sha256", "sm3") if sm3 else ("sha256",))
     if as_json:
         emit(bundle.model_dump())

@@ -22,6 +22,7 @@ from rich.table import Table
 
 from idv.shell import (
     JsonOpt,
+    actor,
     app,
     check_policies,
     prepare_environment,
@@ -50,6 +51,13 @@ def _planned(*, as_json: bool) -> list[Any]:
         fail("policy", f"refused: {exc}", as_json=as_json)
     except OSError:
         fail("IDV_SCHEDULES_FILE", "cannot be read", as_json=as_json)
+
+
+def _permitted(operation: str) -> None:
+    """Deploying, pausing and resuming need `schedule`: refused (exit 2, audited) before
+    anything reads the schedules or reaches a Prefect server."""
+    with runtime() as rt:
+        rt.services.access.require(actor(), "schedule", operation=operation)
 
 
 def _server_url() -> str | None:
@@ -150,6 +158,7 @@ def schedule_apply(
     paused."""
     from flows.runtime import Settings
 
+    _permitted("schedule.apply")
     planned = _planned(as_json=as_json)
     url = _need_server(as_json=as_json)
     from flows.deployments import apply, ensure_work_pool
@@ -175,6 +184,7 @@ def schedule_apply(
 
 
 def _set_paused(name: str, *, paused: bool, as_json: bool) -> None:
+    _permitted("schedule.pause" if paused else "schedule.resume")
     planned = _planned(as_json=as_json)
     _need_server(as_json=as_json)
     from flows.deployments import set_paused

@@ -1,18 +1,21 @@
 """Every permission of `policies/access.yaml`, checked in the service that needs it: generated
 from the policy, each role x permission cell calls every operation gated by that permission,
 on SQLite and PostgreSQL. A role without the permission is refused (`Denied`, nothing done)
-and the refusal is in the audit chain; a role with it gets past the check (the operation may
-then refuse for another reason, never for the role). An unknown role is refused as unknown
-by every operation.
+and the refusal is in the audit chain (`access.refused`, or `case.refused` for the
+workbench); a role with it gets past the check (the operation may then refuse for another
+reason, never for the role). An unknown role is refused as unknown by every operation.
 
-`AWAITING` names the permissions whose operations other parts of the workbench bring (the
-case queue and decisions, the audit export, subject requests, schedules): the policy test
-below fails when a permission is in neither table, so a new one cannot go unchecked."""
+The workbench's operations are called on a case that does not exist: the permission is
+checked before the case is looked up, so the answer to a role without it is the same whether
+the case exists or not. `tests/contract/test_case_matrix.py` crosses the same permissions
+with case ownership over the API and the command line. The policy test below fails when a
+permission has no operation here, so a new one cannot go unchecked."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +44,53 @@ def _add(s: Any, a: Actor) -> object:
     return s.people.add(_name(), "analyst", PASSWORD, actor=a)
 
 
+# A case and an outreach that do not exist: the refusal must not depend on existence.
+NO_CASE = "00000000-0000-4000-8000-000000000000"
+NO_OUTREACH = "00000000-0000-4000-8000-000000000001"
+REASON = "the documents the applicant sent match"
+
+
+def _decide(action: str, **extra: str) -> Operation:
+    return lambda s, a: s.cases.decide(NO_CASE, {"action": action, "reason": REASON, **extra},
+                                       actor=a)
+
+
+def _proof(s: Any, a: Actor) -> object:
+    from idv import proofcheck
+
+    return s.audit.export_proof("A-1", Path(f"/nonexistent/{uuid.uuid4().hex}"),
+                                verifier=Path(proofcheck.__file__), actor=a)
+
+
 OPERATIONS: dict[str, list[Operation]] = {
-    "read_masked": [lambda s, a: s.runs.examples("no-such-run", limit=1, actor=a)],
+    "read_masked": [lambda s, a: s.runs.examples("no-such-run", limit=1, actor=a),
+                    lambda s, a: s.cases.queue({}, actor=a),
+                    lambda s, a: s.cases.view(NO_CASE, actor=a),
+                    lambda s, a: s.cases.labels(actor=a)],
+    "case_work": [lambda s, a: s.cases.claim(NO_CASE, actor=a),
+                  lambda s, a: s.cases.release(NO_CASE, actor=a),
+                  lambda s, a: s.cases.next_case(actor=a),
+                  lambda s, a: s.cases.snooze(NO_CASE, datetime.now(UTC) + timedelta(days=1),
+                                              actor=a),
+                  lambda s, a: s.cases.tag(NO_CASE, add=["docs"], actor=a)],
+    "case_note": [lambda s, a: s.cases.note(NO_CASE, "called the applicant back", actor=a)],
+    "decide": [_decide("approve"), _decide("reject"), _decide("escalate"),
+               _decide("close", disposition="false_positive"),
+               lambda s, a: s.cases.escalate(NO_CASE, REASON, actor=a)],
+    "request_info": [_decide("request_info", template="document_request", channel="sms")],
+    "confirm": [lambda s, a: s.cases.confirm(NO_CASE, actor=a)],
+    "reassign": [lambda s, a: s.cases.assign(NO_CASE, "someone", actor=a)],
+    "whitelist": [lambda s, a: s.cases.whitelist("A-1", "(2026)京0105执1号", REASON, actor=a),
+                  lambda s, a: s.cases.unwhitelist(NO_CASE, actor=a)],
+    "bulk": [lambda s, a: s.cases.bulk_assign([NO_CASE], "someone", actor=a),
+             lambda s, a: s.cases.bulk_close([NO_CASE], "false_positive", REASON, actor=a)],
+    "refer": [_decide("refer"), lambda s, a: s.cases.dossier(NO_CASE, actor=a)],
+    "answer_outreach": [lambda s, a: s.cases.answer_outreach(NO_OUTREACH, actor=a)],
+    "audit_read": [lambda s, a: s.audit.check_chain(actor=a)],
+    "audit_export": [_proof],
+    # `idv schedule apply / pause / resume` ask this before reading the schedules or reaching
+    # Prefect (the command line's refusal: tests/contract/test_case_matrix.py).
+    "schedule": [lambda s, a: s.access.require(a, "schedule", operation="schedule.apply")],
     "export": [lambda s, a: s.consent.receipt("A-1", actor=a)],
     "reveal": [lambda s, a: s.subjects.reveal(
         "A-1", "name", reason_code="identity_dispute", reason="the applicant disputes it",
@@ -67,25 +115,13 @@ OPERATIONS: dict[str, list[Operation]] = {
     "retention": [lambda s, a: s.retention.plan(actor=a)],
     "compliance_pack": [lambda s, a: s.compliance.pack("2026-01-01", "2026-01-31", actor=a)],
 }
-AWAITING = {
-    # the case queue, the case page and decisions: checked in services.cases (audited as
-    # `case.refused`, tests/integration/test_cases.py) after the case is found, so not in
-    # this generated matrix, which calls each operation without a case
-    "case_work", "case_note", "decide", "request_info", "confirm", "reassign", "whitelist",
-    "bulk", "refer",
-    # the audit chain's reading and export (the accountability issue)
-    "audit_read", "audit_export",
-    # `idv schedule apply / pause / resume` (Prefect deployments: no service yet)
-    "schedule",
-}
 CELLS = [(role, permission) for role in sorted(POLICY.roles)
          for permission in sorted(OPERATIONS)]
 
 
-def test_every_permission_of_the_policy_is_gated_here_or_awaited():
+def test_every_permission_of_the_policy_is_gated_here():
     declared = set(POLICY.permissions)
-    assert set(OPERATIONS) | AWAITING == declared
-    assert not set(OPERATIONS) & AWAITING
+    assert set(OPERATIONS) == declared
     granted = {p for perms in POLICY.roles.values() for p in perms}
     assert granted <= declared
 
@@ -119,7 +155,9 @@ def services(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
 
 
 def _refusals(services: Any) -> list[Any]:
-    return services.people.store.audit.events(kind_prefix="access.refused")
+    audit = services.people.store.audit
+    return sorted(audit.events(kind_prefix="access.refused")
+                  + audit.events(kind_prefix="case.refused"), key=lambda e: e.seq)
 
 
 @pytest.mark.parametrize(("role", "permission"), CELLS)

@@ -141,7 +141,7 @@ def test_when_everything_has_run_then_no_planted_value_is_anywhere(tmp_path):
     assert idv("review", "list", "--json").returncode == 0
     assert idv("consent", "export", good[5]["applicant_ref"], token=officer).returncode == 0
     assert idv("keys", "status", "--json").returncode == 0
-    assert idv("audit", "verify", "--json").returncode == 0
+    assert idv("audit", "verify", "--json", token=officer).returncode == 0
 
     home = Path(env["IDV_HOME"])
     keys = home.with_name(home.name + "-keys")  # beside the data folder, never inside it

@@ -28,7 +28,7 @@ from idv.synthetic import write_batch
 from sandbox.app import SandboxState
 from sandbox.server import SandboxServer
 from storage.db import make_engine
-from tests.conftest import PG_URL, free_port
+from tests.conftest import PG_URL, free_port, person_token
 
 pytestmark = [pytest.mark.subprocess, pytest.mark.postgres,
               pytest.mark.skipif(not PG_URL, reason="IDV_TEST_DATABASE_URL is not set")]
@@ -144,6 +144,8 @@ def test_when_a_worker_is_killed_mid_chunk_then_the_chunk_runs_elsewhere_and_bil
         rt = Runtime(Settings(**values, database_url=database.url,
                               database_schema=database.schema))
         rt.migrate()
+        # Deploying needs the `schedule` permission: an operator's API token.
+        env["IDV_TOKEN"] = person_token(rt, "operator")
         applied = subprocess.run([str(BIN / "idv"), "schedule", "apply", "--pool", pool,
                                   "--json"], env=env, capture_output=True, text=True,
                                  timeout=300, check=False)

@@ -22,10 +22,13 @@ from flows.runtime import Runtime, Settings, vendor_overrides
 from idv.synthetic import Mix, applicants
 from sandbox.app import SandboxState
 from sandbox.server import SandboxServer
+from services.context import Actor
 from services.errors import ServiceError
 from storage import models as m
 from storage.bindings import BindingError
 from storage.records import Decision, NewApplicant, StepRecord
+
+AUDITOR = Actor("auditor-person", "auditor")
 
 MIX = Mix(invalid=0, no_consent=0, no_scoring_consent=0, virtual_phone=0)
 
@@ -74,7 +77,7 @@ def test_when_grants_are_inserted_for_someone_who_never_consented_then_the_gate_
     ref = victim["applicant_ref"]
     assert rt.store.audit.events(subject_ref=ref, kind_prefix="consent.binding_broken")
     assert not rt.store.audit.events(subject_ref=ref, kind_prefix="consent.allowed")
-    check = rt.services.audit.check_chain()
+    check = rt.services.audit.check_chain(actor=AUDITOR)
     assert not check.intact and check.record_table == "consent_events"
     assert check.record in {r["id"] for r in rows} and "audit event" in check.rule
 
@@ -92,7 +95,7 @@ def test_when_a_grant_is_altered_behind_the_chain_then_it_covers_nothing(world):
                      .values(scopes=sorted(grant.scopes | {"credit_report"})))
     assert [g.bound for g in rt.store.ledger.grants_for(person["applicant_ref"])
             if g.consent_id == grant.consent_id] == [False]
-    check = rt.services.audit.check_chain()
+    check = rt.services.audit.check_chain(actor=AUDITOR)
     assert (check.record_table, check.record) == ("consent_events", grant.consent_id)
 
 
@@ -111,7 +114,7 @@ def test_when_a_withdrawal_is_deleted_then_the_gate_still_denies_and_verify_dete
     assert grants and all(g.withdrawn_at is not None and not g.bound for g in grants)
     run_batch(rt, batch_of(tmp, [dict(person, consents=[])]))
     assert state.calls_for(person["id_number"]) == []
-    check = rt.services.audit.check_chain()
+    check = rt.services.audit.check_chain(actor=AUDITOR)
     assert not check.intact and check.record_table == "consent_events"
     assert "lost the record" in check.rule and check.broken_at is not None
 
@@ -135,7 +138,7 @@ def test_when_a_decline_is_rewritten_to_verified_then_the_reader_refuses_and_ver
     decided(rt, "D-1", "decline_recommended")
     decided(rt, "D-2", "decline_recommended")
     assert rt.store.applicants.get("D-1").outcome == "decline_recommended"
-    assert rt.services.audit.check_chain().intact
+    assert rt.services.audit.check_chain(actor=AUDITOR).intact
     with rt.store.engine.begin() as conn:
         conn.execute(update(m.Applicant.__table__).where(m.Applicant.applicant_ref == "D-2")
                      .values(outcome="verified", reasons=[]))
@@ -144,7 +147,7 @@ def test_when_a_decline_is_rewritten_to_verified_then_the_reader_refuses_and_ver
     with pytest.raises(ServiceError) as refused:
         rt.services.explain.explain("D-2")
     assert refused.value.field == "applicant_ref"
-    check = rt.services.audit.check_chain()
+    check = rt.services.audit.check_chain(actor=AUDITOR)
     assert (check.intact, check.record_table, check.record) == (False, "applicants", "D-2")
     assert rt.store.applicants.get("D-1").outcome == "decline_recommended"
 
@@ -174,7 +177,7 @@ def test_when_a_step_result_is_altered_or_deleted_then_it_is_refused(world):
         conn.execute(update(m.StepResult.__table__).values(status="passed", reason="ok"))
     with pytest.raises(BindingError, match="step result"):
         rt.store.applicants.get("S-1")
-    assert rt.services.audit.check_chain().record_table == "step_results"
+    assert rt.services.audit.check_chain(actor=AUDITOR).record_table == "step_results"
     with rt.store.engine.begin() as conn:
         conn.execute(delete(m.StepResult.__table__))
     with pytest.raises(BindingError, match="missing"):

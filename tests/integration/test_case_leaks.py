@@ -116,3 +116,61 @@ def test_no_personal_value_in_cli_or_api_output_or_logs_unless_revealed(
         server.stop()
     assert [leaks(o) for o in outputs] == [[] for _ in outputs]
     assert leaks("\n".join(r.getMessage() for r in caplog.records)) == []
+
+
+def test_the_dossier_over_the_api_is_signed_and_holds_no_value_it_does_not_declare(runtime):
+    """`POST /cases/{id}/dossier`, as `idv review dossier`: the signature checks over the
+    document's bytes with the key it names, one changed byte fails, the document's hash is
+    the one stated; the canaries appear only where declared, and only in the document."""
+    import hashlib
+
+    from idv.api import create_app
+
+    case_id = referred(runtime, "DS-API")
+    open_case = flagged(runtime, "DS-API-2")
+    supervisor = person_token(runtime, "supervisor", name="sam")
+    analyst = person_token(runtime, "analyst")
+    server = LoopbackServer(create_app(runtime))
+    try:
+        url = f"{server.url}/cases/{case_id}/dossier"
+        auth = {"Authorization": f"Bearer {supervisor}"}
+        answer = httpx.post(url, headers=auth, timeout=10)
+        assert answer.status_code == 200, answer.text[:300]
+        body = answer.json()
+        assert set(body) == {"document", "sha256", "signature", "public_key"}
+        assert leaks(answer.text) == []
+        document = body["document"].encode()
+        assert hashlib.sha256(document).hexdigest() == body["sha256"]
+        public, signature = base64.b64decode(body["public_key"]), base64.b64decode(
+            body["signature"])
+        assert verify_detached(public, signature, document)
+        assert not verify_detached(public, signature, document.replace(b'"refer"', b'"refex"'))
+        doc = json.loads(document)
+        assert doc["declared_unmasked"] == [] and doc["case"]["resolution"] == "refer"
+        assert doc["subject"]["id_number"] and ID_CANARY not in doc["subject"]["id_number"]
+
+        declared = httpx.post(url, headers=auth, timeout=10, json={
+            "declare": ["phone"], "reason": "police request 2026-114 under PIPL Art. 13(3)"})
+        assert declared.status_code == 200, declared.text[:300]
+        text = declared.json()["document"]
+        assert json.loads(text)["declared_unmasked"] == ["phone"]
+        # Beyond what it declares: the phone, in the subject, and nothing else.
+        assert leaks(text) == [PHONE_CANARY]
+        assert text.count(PHONE_CANARY) == 1
+        assert json.loads(text)["subject"]["phone"] == PHONE_CANARY
+        assert verify_detached(base64.b64decode(declared.json()["public_key"]),
+                               base64.b64decode(declared.json()["signature"]), text.encode())
+
+        refused = httpx.post(url, headers={"Authorization": f"Bearer {analyst}"}, timeout=10)
+        assert refused.status_code == 403 and refused.json()["field"] == "role"
+        assert leaks(refused.text) == [] and set(refused.json()) == {"error", "field", "rule"}
+        not_referred = httpx.post(f"{server.url}/cases/{open_case}/dossier", headers=auth,
+                                  timeout=10)
+        assert not_referred.status_code == 409 and leaks(not_referred.text) == []
+        no_reason = httpx.post(url, headers=auth, timeout=10, json={"declare": ["name"]})
+        assert no_reason.status_code == 422 and no_reason.json()["field"] == "reason"
+        assert leaks(no_reason.text) == []
+    finally:
+        server.stop()
+    kinds = [e.kind for e in runtime.store.audit.events(kind_prefix="case.dossier")]
+    assert kinds == ["case.dossier_exported"] * 2

@@ -195,7 +195,7 @@ def test_reveal_needs_permission_a_listed_reason_and_stops_at_the_daily_limit(ru
     shown = svc.reveal(case_id, {"field": "phone", "reason_code": "applicant_contact",
                                  "reason": "call to confirm the number"}, actor=SUPER)
     assert shown.value == PHONE_CANARY
-    limit = svc.policy.reveal.per_user_per_day
+    limit = svc.access.reveal.per_user_per_day
     for _ in range(limit - 1):
         svc.reveal(case_id, {"field": "name", "reason_code": "applicant_contact",
                              "reason": "call to confirm the number"}, actor=SUPER)

@@ -25,6 +25,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from flows.runtime import Runtime, Settings
+from services.context import Actor
 from storage.checkpoints import CheckpointError, CheckpointKey, CheckpointLog, ObjectStorePrefix
 from storage.db import make_engine, upgrade
 from storage.store import Store
@@ -219,7 +220,7 @@ def test_when_the_runtime_is_given_a_checkpoint_url_then_audit_verify_and_proofs
         for i in range(9):
             rt.store.audit.record("test.event", "S-1", {"i": i})
         rt.store.audit.checkpoint()
-        check = rt.services.audit.check_chain()
+        check = rt.services.audit.check_chain(actor=Actor("aud", "auditor"))
         assert check.intact and check.checkpoints == 3, check
         assert rt.checkpoint_dir is None and not (tmp_path / "home" / "checkpoints").exists()
         assert keys(s3, prefix) == [f"{n:016d}.ckpt" for n in (4, 8, 9)]
@@ -238,7 +239,7 @@ def test_when_idv_audit_verify_runs_on_an_object_store_then_it_exits_by_what_it_
     env.update(IDV_HOME=str(tmp_path / "home"), IDV_CHECKPOINT_URL=prefix,
                IDV_CHECKPOINT_ENDPOINT_URL=s3_server, IDV_CHECKPOINT_EVERY="3",
                **FAKE_CREDENTIALS)
-    env = sign_in(env, "operator")  # signing in writes audit events, and checkpoints
+    env = sign_in(env, "auditor")  # signing in writes audit events, and checkpoints
 
     def verify() -> subprocess.CompletedProcess[str]:
         return subprocess.run([idv, "audit", "verify", "--json"], env=env,

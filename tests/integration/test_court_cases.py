@@ -19,7 +19,7 @@ from services.context import Actor
 from services.errors import Unavailable
 from storage.records import Decision, NewApplicant
 from verifiers.base import Evidence, StepStatus
-from verifiers.court_list import CourtEntry, assess_entries
+from verifiers.court_list import CourtEntry, assess_entries, entries_of
 
 ANALYST, SUPER = Actor("ana", "analyst"), Actor("sue", "supervisor")
 NAME = "王小明"
@@ -132,3 +132,70 @@ def test_a_whitelisted_pair_no_longer_flags_and_revoking_it_flags_again(runtime,
     assert runtime.court_requery("CT-4")["hit"] == "confirmed"
     kinds = [e.kind for e in runtime.store.audit.events(subject_ref="CT-4")]
     assert "court.whitelisted" in kinds and "court.whitelist_revoked" in kinds
+
+
+def test_a_whitelisted_pair_does_not_flag_again_when_a_batch_brings_the_applicant_back(
+        runtime, sandbox, tmp_path):
+    """A real batch through the sandbox's court list: applicants with a court-list hit get a
+    case resting on it; a supervisor whitelists each (applicant, entry) pair and closes the
+    case as a false positive; the lender's next batch holds the same lines again (a nightly
+    file re-sent, a re-application under the same ref). None of them flags again: no case
+    is opened or appended to, and their stored outcome and evidence are unchanged."""
+    import json
+
+    from flows.onboarding import run_batch
+    from idv.synthetic import Mix, applicants
+
+    lines = [x for x in applicants(80, seed=5, prefix="WB-",
+                                   mix=Mix(invalid=0, no_consent=0, no_scoring_consent=0,
+                                           virtual_phone=0)) if isinstance(x, dict)]
+    batch = tmp_path / "nightly.jsonl"
+    batch.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines),
+                     encoding="utf-8")
+    run_batch(runtime, str(batch))
+    svc, store = runtime.services.cases, runtime.store
+    hits = {}
+    for x in lines:
+        stored = store.applicants.get(x["applicant_ref"])
+        court = [st for st in stored.steps if st.step == "court_list"] if stored else []
+        entries = [e for st in court for e in entries_of(st.signals)]
+        case = store.cases.case_of(x["applicant_ref"])
+        if entries and case is not None and any(r.startswith("COURT_") for r in case.reasons):
+            hits[x["applicant_ref"]] = (case.case_id, [e["case_number"] for e in entries])
+    assert hits, "the sandbox's list must hold a hit for some of these applicants"
+    before = {}
+    for ref, (case_id, numbers) in hits.items():
+        for number in numbers:
+            svc.whitelist(ref, number, "another person of the same name and birth year",
+                          actor=SUPER)
+        svc.claim(case_id, actor=SUPER)
+        svc.decide(case_id, {"action": "close", "reason": "not this applicant: whitelisted",
+                             "disposition": "false_positive"}, actor=SUPER)
+        stored = store.applicants.get(ref)
+        before[ref] = (stored.outcome, stored.reasons, len(stored.steps))
+    calls = len(sandbox.state.calls)
+
+    again = tmp_path / "nightly-again.jsonl"
+    again.write_text(batch.read_text(encoding="utf-8"), encoding="utf-8")
+    run_batch(runtime, str(again))
+    for ref, (case_id, _) in hits.items():
+        assert store.cases.case_of(ref) is None, f"{ref} flagged again"
+        assert [(c["case_id"], c["status"]) for c in store.decisions.open_cases_for(ref)] == [
+            (case_id, "closed")]
+        stored = store.applicants.get(ref)
+        assert (stored.outcome, stored.reasons, len(stored.steps)) == before[ref]
+        assert store.cases.get(case_id).status == "closed"
+    assert len(sandbox.state.calls) == calls  # nobody was screened again
+
+    # A later rescore of the stored decision (a behaviour alert) judges the stored court
+    # evidence with the whitelist too; revoking the entries brings the hit back.
+    entries = {ref: [w.entry_id for w in store.cases.whitelisted(ref)] for ref in hits}
+    scored = [ref for ref in hits if store.applicants.get(ref).score is not None]
+    assert scored, "an automated score is what a rescore changes"
+    for ref in scored:
+        runtime.services.events.rescore(ref)
+        assert not [r for r in store.applicants.get(ref).reasons if r.startswith("COURT_")]
+        for entry_id in entries[ref]:
+            svc.unwhitelist(entry_id, actor=SUPER)
+        runtime.services.events.rescore(ref)
+        assert [r for r in store.applicants.get(ref).reasons if r.startswith("COURT_")]

@@ -81,3 +81,84 @@ def test_a_template_must_exist_and_go_by_the_channel_chosen(runtime):
             "channel": "wechat_template"}, actor=ANALYST)
     assert bad.value.field == "channel"
     assert runtime.store.cases.get(case_id).status == "open"
+
+
+def test_the_lenders_systems_say_the_applicant_answered_over_the_api_and_the_case_wakes(
+        database, key_file, tmp_path, sandbox, serve_app):
+    """The lender's app receives the answer; its back office, holding the service token
+    (role `api`, permission `answer_outreach`), tells idv over HTTP on loopback."""
+    import httpx
+    from pydantic import SecretStr
+
+    from idv.api import create_app
+    from tests.conftest import person_token
+
+    service_token = "lender-service-token-0123456789abcdef"
+    rt = Runtime(Settings(home=tmp_path / "home", key_file=key_file, database_url=database.url,
+                          database_schema=database.schema, outreach_url=sandbox.base_url,
+                          api_token=SecretStr(service_token), api_token_role="api"))
+    server = serve_app(create_app(rt))
+    try:
+        case_id = flagged(rt, "O-API")
+        ask(rt, case_id)
+        [o] = rt.store.cases.outreach(case_id)
+        url = f"{server.url}/outreach/{o.outreach_id}/answer"
+        auditor = person_token(rt, "auditor")
+        refused = httpx.post(url, headers={"Authorization": f"Bearer {auditor}"}, timeout=10)
+        assert refused.status_code == 403 and refused.json()["field"] == "role"
+        assert "answer_outreach" in refused.json()["rule"]
+        assert rt.store.cases.get(case_id).status == "waiting"
+        done = httpx.post(url, headers={"Authorization": f"Bearer {service_token}"}, timeout=10)
+        assert done.status_code == 200, done.text
+        assert done.json()["case_id"] == case_id and done.json()["status"] == "open"
+        case = rt.store.cases.get(case_id)
+        assert case.status == "open" and case.snoozed_until is None
+        [answered] = rt.store.audit.events(kind_prefix="case.outreach_answered")
+        assert answered.detail == {"case_id": case_id, "outreach_id": o.outreach_id,
+                                   "actor": "api-token"}
+        again = httpx.post(url, headers={"Authorization": f"Bearer {service_token}"},
+                           timeout=10)
+        assert again.status_code == 404 and again.json()["field"] == "outreach_id"
+        bad = httpx.post(f"{server.url}/outreach/not-an-id/answer",
+                         headers={"Authorization": f"Bearer {service_token}"}, timeout=10)
+        assert bad.status_code == 422 and bad.json()["field"] == "outreach_id"
+        # The service token answers outreach and nothing else of the workbench.
+        nosy = httpx.get(f"{server.url}/cases/{case_id}",
+                         headers={"Authorization": f"Bearer {service_token}"}, timeout=10)
+        assert nosy.status_code == 403
+    finally:
+        server.stop()
+        rt.close()
+
+
+def test_an_analyst_records_an_answer_on_the_command_line_and_the_case_wakes(
+        runtime, monkeypatch, capsys):
+    import json
+
+    from idv.cli import main
+    from tests.conftest import person_token
+
+    case_id = flagged(runtime, "O-CLI")
+    ask(runtime, case_id)
+    [o] = runtime.store.cases.outreach(case_id)
+    env = {"IDV_HOME": str(runtime.settings.home),
+           "IDV_DATABASE_URL": runtime.settings.database_url,
+           "IDV_KEY_FILE": str(runtime.settings.key_file),
+           "IDV_TOKEN": person_token(runtime, "analyst", name="ana")}
+    if runtime.settings.database_schema:
+        env["IDV_DATABASE_SCHEMA"] = runtime.settings.database_schema
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SystemExit) as done:
+        main(["review", "answered", o.outreach_id, "--json"])
+    out, err = capsys.readouterr()
+    assert done.value.code == 0, err
+    assert json.loads(out)["status"] == "open"
+    assert runtime.store.cases.get(case_id).status == "open"
+    with pytest.raises(SystemExit) as again:
+        main(["review", "answered", o.outreach_id, "--json"])
+    out, err = capsys.readouterr()
+    assert again.value.code == 2 and out == ""
+    assert json.loads(err) == {"error": "outreach_id: no such outreach waiting for an answer",
+                               "field": "outreach_id",
+                               "rule": "no such outreach waiting for an answer"}

@@ -26,10 +26,12 @@ from idv.synthetic import Mix, applicants
 from sandbox.app import SandboxState
 from sandbox.server import SandboxServer
 from sandbox.tsa import TimeStampServer
+from services.context import Actor
 from storage.checkpoints import TimeStamper
 
 pytestmark = pytest.mark.subprocess
 MIX = Mix(invalid=0, no_consent=0, no_scoring_consent=0, virtual_phone=0)
+AUDITOR = Actor("auditor-person", "auditor")
 ROOT = Path(__file__).resolve().parents[2]
 # What the regulator's Python must not reach: the project, the producer side's time-stamp
 # library, the database drivers and the rest of the project's environment.
@@ -111,7 +113,7 @@ def exported(database, key_file, tmp_path):
         rt.store.ledger.withdraw(rt.store.ledger.grants_for(ref)[0].consent_id,
                                  actor="test", via="cli", channel="app")
         bundle = rt.services.audit.export_proof(
-            ref, tmp_path / "out" / "bundle", verifier=Path(proofcheck.__file__),
+            ref, tmp_path / "out" / "bundle", verifier=Path(proofcheck.__file__), actor=AUDITOR,
             digests=("sha256", "sm3"))
         rt.close()
     yield Path(bundle.path), lines, bundle

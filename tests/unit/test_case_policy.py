@@ -49,15 +49,31 @@ def test_a_policy_that_breaks_a_rule_is_refused_with_file_line_and_rule(change, 
     assert broken.splitlines()[err.line - 1] == new  # the line that broke it
 
 
-def test_the_reveal_reasons_are_one_list_in_both_policies():
-    """`access.yaml` lists the codes every reveal takes; `cases.yaml` labels the same ones."""
+def test_the_reveal_reasons_and_their_limit_are_declared_once_in_the_access_policy():
+    """`access.yaml` holds the reveal codes, their zh/en labels and the daily limit; the
+    queue's policy has no copy to drift (a `reveal` section there is refused)."""
     from policies import catalog
+    from policies.document import PolicyError
 
-    assert set(catalog.access_policy().reveal.reasons) == set(catalog.case_policy().reveal.reasons)
+    rule = catalog.access_policy().reveal
+    assert rule.per_user_per_day >= 1 and rule.reasons
+    assert all(label.en and label.zh for label in rule.reasons.values())
+    assert "reveal" not in CasePolicy.model_fields
+    text = catalog.read_text("cases.yaml")
+    with pytest.raises(PolicyError) as refused:
+        CasePolicy.load(text + "reveal: {per_user_per_day: 5}\n", source="cases.yaml")
+    assert refused.value.path == "reveal" and "not permitted" in refused.value.rule
 
 
-def test_the_daily_reveal_limit_is_one_number_in_both_policies():
-    from policies import catalog
+def test_both_services_that_reveal_read_the_one_rule(tmp_path, key_file):
+    from flows.runtime import Runtime, Settings
 
-    assert catalog.access_policy().reveal.per_user_per_day == \
-        catalog.case_policy().reveal.per_user_per_day
+    rt = Runtime(Settings(home=tmp_path / "home", key_file=key_file,
+                          database_url=f"sqlite:///{tmp_path / 'idv.db'}"))
+    try:
+        rule = rt.access_policy.reveal
+        assert rt.services.subjects.reveal_reasons == tuple(rule.reasons)
+        assert rt.services.subjects.reveals_per_user_per_day == rule.per_user_per_day
+        assert rt.services.cases.access.reveal is rule
+    finally:
+        rt.close()
