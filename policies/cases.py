@@ -34,6 +34,13 @@ class ReasonRule(_Frozen):
     zh: Text | None = None
 
 
+class Label(_Frozen):
+    """A reason as a person reads it, in English and Chinese."""
+
+    en: Text
+    zh: Text
+
+
 class Template(_Frozen):
     hours: int = Field(ge=1, le=24 * 30)
     channels: tuple[Channel, ...] = Field(min_length=1)

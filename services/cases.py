@@ -1023,6 +1023,11 @@ class CaseService:
 
     # --- labels for a backtest ------------------------------------------------------------
 
+    @property
+    def reveal_reasons(self) -> dict[str, Any]:
+        """The reasons a reveal may give, code -> zh/en labels (`policies/access.yaml`)."""
+        return dict(self.access.reveal.reasons)
+
     def reason_labels(self) -> dict[str, Label]:
         """zh/en labels of every reason a case can carry: the scorecard's, and the policy's
         own for the reasons the workflow adds (subject requests, re-consent)."""

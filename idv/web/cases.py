@@ -277,7 +277,7 @@ def case_pages(app: FastAPI, runtime: Any, render: Callable[..., HTMLResponse],
             claimable=("case_work" in held and c.status != "closed" and not mine
                        and c.claimed_by is None and c.queue in queues
                        and c.assignee in (None, actor.name)),
-            reveal_reasons=policy.reveal.reasons, templates=policy.outreach.templates,
+            reveal_reasons=cases().reveal_reasons, templates=policy.outreach.templates,
             dispositions=("false_positive", "valuable_alert", "confirmed_risk"),
             message=DONE.get(request.query_params.get("done", "")))
 
