@@ -6,7 +6,8 @@ ref: the notices and their hashes, consent statistics with refusals and abandone
 gate decisions allowed and denied by scope, reveals with their purposes and (masked)
 reasons, erasures, restrictions, holds, subject requests and their timeliness, retention
 purges, key rotations, and the audit checkpoints covering the period (the files found in
-the checkpoint folder, by their time; or none).
+the checkpoint folder, by their time; from an object store, the checkpoints over the
+period's events; or none).
 """
 
 from __future__ import annotations
@@ -141,19 +142,22 @@ class ComplianceService:
             "audit_chain": {"events_in_period": len(events),
                             "first_seq": events[0].seq if events else None,
                             "last_seq": events[-1].seq if events else None},
-            "checkpoints": self._checkpoints(since, until),
+            "checkpoints": self._checkpoints(since, until, events),
         }
         self.store.audit.record("compliance.pack_made", None, {
             "actor": actor.name, "role": actor.role, "from": start, "to": end,
             "events": len(events)})
         return pack
 
-    def _checkpoints(self, since: datetime, until: datetime) -> dict[str, Any]:
+    def _checkpoints(self, since: datetime, until: datetime,
+                     events: list[Any]) -> dict[str, Any]:
         folder = self.checkpoint_dir
+        log = self.store.audit.checkpoints
+        if folder is None and log is not None and log.directory is None:
+            return self._stored_checkpoints(log, events)
         if folder is None or not folder.is_dir():
             return {"folder": None, "files": [],
-                    "note": "none: no checkpoint folder is configured (checkpoints under "
-                            "IDV_CHECKPOINT_URL are not copied into the pack)"
+                    "note": "none: no checkpoint folder is configured"
                     if folder is None else "none: the checkpoint folder does not exist"}
         files = []
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
@@ -164,3 +168,29 @@ class ComplianceService:
                               "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
         return {"folder": str(folder), "files": files,
                 "note": None if files else "none: no checkpoint was written in the period"}
+
+    @staticmethod
+    def _stored_checkpoints(log: Any, events: list[Any]) -> dict[str, Any]:
+        """Checkpoints kept in an object store, which has no file times to go by: those
+        that cover the period's events (sizes from its first event up to the first
+        checkpoint at or past its last), each with its time-stamp token, their bytes
+        carried for the surface to write beside the pack."""
+        where = str(log.path_for(0)).rsplit("/", 1)[0]
+        if not events:
+            return {"folder": where, "files": [],
+                    "note": "none: no audit event in the period"}
+        first, last = events[0].seq, events[-1].seq
+        sizes = log.sizes()
+        closing = next((n for n in sizes if n >= last), None)
+        chosen = [n for n in sizes if n >= first and (closing is None or n <= closing)]
+        files = []
+        for size in chosen:
+            note, token = log.files(size)
+            for name, data in ((log.file_name(size), note),
+                               (log.file_name(size, ".tsr"), token)):
+                if data is not None:
+                    files.append({"name": name, "url": str(log.place.locate(name)),
+                                  "size": size, "data": data,
+                                  "sha256": hashlib.sha256(data).hexdigest()})
+        return {"folder": where, "files": files,
+                "note": None if files else "none: no checkpoint covers the period yet"}

@@ -260,3 +260,32 @@ def test_when_idv_audit_verify_runs_on_an_object_store_then_it_exits_by_what_it_
     refused = verify()
     assert refused.returncode == 2 and "IDV_CHECKPOINT_URL" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_when_checkpoints_live_in_an_object_store_then_the_compliance_pack_carries_them(
+        database, key_file, tmp_path, s3, s3_server, prefix):
+    import hashlib
+    from datetime import UTC, datetime, timedelta
+
+    settings = Settings(home=tmp_path / "home", database_url=database.url,
+                        database_schema=database.schema, key_file=key_file,
+                        checkpoint_every=4, checkpoint_url=prefix,
+                        checkpoint_endpoint_url=s3_server, checkpoint_region="us-east-1")
+    rt = Runtime(settings)
+    try:
+        for i in range(9):
+            rt.store.audit.record("test.event", "S-1", {"i": i})
+        rt.store.audit.checkpoint()
+        today = datetime.now(UTC).astimezone().date()
+        pack = rt.services.compliance.pack(
+            (today - timedelta(days=1)).isoformat(), (today + timedelta(days=1)).isoformat(),
+            actor=Actor("officer", "compliance_officer"))
+        files = pack["checkpoints"]["files"]
+        # Every checkpoint over the period's events, read back from the store, byte for byte.
+        assert [f["name"] for f in files] == [f"{n:016d}.ckpt" for n in (4, 8, 9)]
+        for f in files:
+            body = s3.get_object(Bucket=BUCKET, Key=f["url"].split("/", 3)[3])["Body"].read()
+            assert f["data"] == body and f["sha256"] == hashlib.sha256(body).hexdigest()
+        assert pack["checkpoints"]["folder"] == prefix
+    finally:
+        rt.close()
