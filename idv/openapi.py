@@ -81,6 +81,8 @@ class LedgerEvent(Answer):
     expires_at: str | None
     occurred_at: str
     recorded_at: str
+    # The surface a withdrawal came through (cli, api, web, subject, system); None otherwise.
+    via: str | None = None
 
 
 class ConsentReceipt(Answer):
