@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -43,6 +44,7 @@ from storage.checkpoints import (
 from storage.crypto import fernet_key
 from storage.db import current_revision, make_engine, upgrade
 from storage.keyring import KekProvider, KeyRing, LocalKekProvider, VaultTransitKekProvider
+from storage.ledger import LEDGER_EVENT_KINDS
 from storage.store import Store
 from verifiers.gate import ConsentGate, ConsentReader, DecisionRecorder
 from verifiers.limits import CallLimits, LimitStore, LocalLimitStore, RedisLimitStore
@@ -305,7 +307,16 @@ class _Ledger(Protocol):
 
 
 class _Audit(Protocol):
-    def record(self, kind: str, subject_ref: str | None, detail: dict[str, Any]) -> int: ...
+    def head_seq(self) -> int: ...
+
+    def record(self, kind: str, subject_ref: str | None, detail: dict[str, Any], *,
+               unless: tuple[int, frozenset[str]] | None = None) -> int: ...
+
+
+# Per task (one gate decision at a time in a coroutine): whose grants were read last, at
+# which size of the chain.
+_GRANTS_READ_AT: ContextVar[tuple[str, int] | None] = ContextVar("idv_grants_read_at",
+                                                                 default=None)
 
 
 @dataclass(frozen=True)
@@ -319,9 +330,16 @@ class StoreGateAdapter:
     audit: _Audit
 
     async def grants_for(self, subject_ref: str) -> list[ConsentGrant]:
+        # The chain's size before the read: a ledger event past it (a withdrawal landing
+        # before the decision is recorded) refuses the decision (`record`).
+        _GRANTS_READ_AT.set((subject_ref, self.audit.head_seq()))
         return self.ledger.grants_for(subject_ref)
 
     async def record(self, kind: str, subject_ref: str | None, detail: dict[str, Any]) -> int:
+        read = _GRANTS_READ_AT.get()
+        if kind == "consent.allowed" and read is not None and read[0] == subject_ref:
+            return self.audit.record(kind, subject_ref, detail,
+                                     unless=(read[1], frozenset(LEDGER_EVENT_KINDS)))
         return self.audit.record(kind, subject_ref, detail)
 
     def note(self, kind: str, subject_ref: str | None, detail: dict[str, Any]) -> None:

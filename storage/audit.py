@@ -30,6 +30,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, event, func, select, update
 from sqlalchemy.orm import Session
 
+from policies.consent import ConsentChanged
 from storage import models as m
 from storage.checkpoints import Checkpoint, CheckpointError, CheckpointLog
 from storage.context import StoreContext, as_utc
@@ -114,13 +115,28 @@ class AuditLog:
         return (e.hash == self._digest(*args)
                 or e.hash == self._digest(*args, form=canonical_stdlib))
 
+    def head_seq(self) -> int:
+        """The chain's size as committed now."""
+        with self._ctx.engine.connect() as conn:
+            return conn.scalar(select(_HEAD.c.seq).where(_HEAD.c.id == 1)) or 0
+
     def record(self, kind: str, subject_ref: str | None, detail: dict[str, Any],
-               *, session: Session | None = None) -> int:
+               *, session: Session | None = None,
+               unless: tuple[int, frozenset[str]] | None = None) -> int:
         """Append one event, in `session`'s unit of work if given, else in a transaction of
-        its own. Returns its sequence number."""
+        its own. Returns its sequence number. `unless=(seq, kinds)`: the event is not
+        appended, `ConsentChanged` instead, if the chain holds an event of one of `kinds`
+        for the same subject past `seq` (checked under the head's lock, in the same
+        transaction: a decision that rests on grants read at `seq`)."""
         if session is None:
             with self._ctx.engine.begin() as conn:
                 seq = self.append_many(conn, [(kind, subject_ref, detail)])[0]
+                if unless is not None and conn.scalar(select(func.count()).where(
+                        m.AuditEvent.seq > unless[0], m.AuditEvent.seq < seq,
+                        m.AuditEvent.subject_ref == subject_ref,
+                        m.AuditEvent.kind.in_(sorted(unless[1])))):
+                    raise ConsentChanged("the subject's consent ledger changed after the "
+                                         "check")
             self.after_commit()
             return seq
         # The session's pending rows first, as its own autoflush would: the head's lock is

@@ -205,3 +205,39 @@ async def test_when_the_ledger_moves_under_the_gate_then_it_decides_again_and_de
     assert withdrawn and not decision.allowed and decision.reason == "withdrawn"
     kinds = [e.kind for e in store.audit.events(subject_ref="R-3")]
     assert "consent.allowed" not in kinds and kinds[-1] == "consent.denied"
+
+
+async def test_when_the_ledger_moves_under_the_one_at_a_time_gate_then_it_decides_again(store):
+    """The same guarantee on the store's own path (commands, API requests)."""
+    from flows.runtime import StoreGateAdapter
+    from policies import catalog
+    from verifiers.gate import ConsentGate
+
+    notices = catalog.notices()
+    version = "privacy-notice-2026.10"
+    consent_id, _ = store.ledger.record_grant(**{
+        **grant("R-4", scopes=("id_verification",)), "purpose": "onboarding_verification",
+        "notice_version": version, "notice_hash": notices[version].text_sha256})
+
+    class Withdrawing:
+        """The store's ledger, a withdrawal committed right after the first read."""
+
+        def __init__(self) -> None:
+            self.reads = 0
+
+        def grants_for(self, ref):
+            grants = store.ledger.grants_for(ref)
+            self.reads += 1
+            if self.reads == 1:
+                store.ledger.withdraw(consent_id, actor="test", via="cli", channel="app")
+            return grants
+
+    ledger = Withdrawing()
+    io = StoreGateAdapter(ledger, store.audit)
+    gate = ConsentGate(io, io, policy=catalog.consent_policy(), notices=notices)
+    decision, _ = await gate.authorize(subject_ref="R-4", purpose="onboarding_verification",
+                                       scopes=frozenset({"id_verification"}), step="id_check")
+    assert ledger.reads == 2 and not decision.allowed and decision.reason == "withdrawn"
+    kinds = [e.kind for e in store.audit.events(subject_ref="R-4")]
+    assert "consent.allowed" not in kinds and kinds[-1] == "consent.denied"
+    assert store.audit.verify_chain()[0]
