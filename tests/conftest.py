@@ -13,6 +13,7 @@ import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -154,8 +155,16 @@ class Database:
 
 @pytest.fixture(params=_backends())
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        yield Database(f"sqlite:///{tmp_path / 'data' / 'idv.db'}", None, tmp_path / "data")
+    with fresh_database(request.param, tmp_path) as db:
+        yield db
+
+
+@contextmanager
+def fresh_database(backend: str, root: Path) -> Iterator[Database]:
+    """A SQLite file under `root`, or a PostgreSQL schema of its own dropped afterwards: the
+    `database` fixture's body, for fixtures of a wider scope."""
+    if backend == "sqlite":
+        yield Database(f"sqlite:///{root / 'data' / 'idv.db'}", None, root / "data")
         return
     assert PG_URL
     schema = f"idv_test_{uuid.uuid4().hex[:12]}"
@@ -163,7 +172,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databas
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     try:
-        yield Database(PG_URL, schema, tmp_path / "data")
+        yield Database(PG_URL, schema, root / "data")
     finally:
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))

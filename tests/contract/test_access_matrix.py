@@ -21,15 +21,13 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import text
 
 from flows.runtime import Runtime, Settings
 from policies import catalog
 from services.context import Actor
 from services.errors import Denied, ServiceError
-from storage.db import make_engine
 from storage.keyring import LocalKekProvider
-from tests.conftest import PG_URL
+from tests.conftest import PG_URL, fresh_database
 
 POLICY = catalog.access_policy()
 PASSWORD = SecretStr("matrix-password-0123")
@@ -136,22 +134,11 @@ def services(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     root: Path = tmp_path_factory.mktemp("matrix")
     key = root / "keys" / "idv.key"
     LocalKekProvider(key, create=True, development=True)
-    schema = None
-    if request.param == "postgres":
-        assert PG_URL
-        schema = f"idv_test_{uuid.uuid4().hex[:12]}"
-        with make_engine(PG_URL).begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = PG_URL if schema else f"sqlite:///{root / 'idv.db'}"
-    rt = Runtime(Settings(home=root / "home", database_url=url, database_schema=schema,
-                          key_file=key))
-    yield rt.services
-    rt.close()
-    if schema:
-        admin = make_engine(PG_URL or "")
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with fresh_database(request.param, root) as db:
+        rt = Runtime(Settings(home=root / "home", database_url=db.url,
+                              database_schema=db.schema, key_file=key))
+        yield rt.services
+        rt.close()
 
 
 def _refusals(services: Any) -> list[Any]:

@@ -29,7 +29,6 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import text
 
 from flows.runtime import Runtime, Settings
 from idv.api import create_app
@@ -37,10 +36,9 @@ from idv.cli import main
 from policies import catalog
 from services.context import Actor
 from services.errors import Denied
-from storage.db import make_engine
 from storage.keyring import LocalKekProvider
 from storage.records import Decision, NewApplicant
-from tests.conftest import PG_URL, LoopbackServer, person_token
+from tests.conftest import PG_URL, LoopbackServer, fresh_database, person_token
 
 POLICY = catalog.access_policy()
 ROLES = sorted(POLICY.roles)
@@ -77,34 +75,20 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     root: Path = tmp_path_factory.mktemp("case-matrix")
     key = root / "keys" / "idv.key"
     LocalKekProvider(key, create=True, development=True)
-    schema = None
-    if request.param == "postgres":
-        assert PG_URL
-        schema = f"idv_test_{uuid.uuid4().hex[:12]}"
-        with make_engine(PG_URL).begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = PG_URL if schema else f"sqlite:///{root / 'data' / 'idv.db'}"
-    rt = Runtime(Settings(home=root / "home", database_url=url or "", database_schema=schema,
-                          key_file=key))
-    people = {role: (f"{role.replace('_', '-')}-person", person_token(rt, role))
-              for role in ROLES}
-    gone = person_token(rt, "supervisor", name="gone-person")
-    rt.services.people.disable("gone-person", actor=Actor("admin", "operator"))
-    server = LoopbackServer(create_app(rt))
-    env = {"IDV_HOME": str(root / "home"), "IDV_DATABASE_URL": url or "",
-           "IDV_KEY_FILE": str(key)}
-    if schema:
-        env["IDV_DATABASE_SCHEMA"] = schema
-    client = httpx.Client(base_url=server.url, timeout=30)
-    yield World(rt, client, env, people, gone, root)
-    client.close()
-    server.stop()
-    rt.close()
-    if schema:
-        admin = make_engine(PG_URL or "")
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with fresh_database(request.param, root) as db:
+        rt = Runtime(Settings(home=root / "home", database_url=db.url,
+                              database_schema=db.schema, key_file=key))
+        people = {role: (f"{role.replace('_', '-')}-person", person_token(rt, role))
+                  for role in ROLES}
+        gone = person_token(rt, "supervisor", name="gone-person")
+        rt.services.people.disable("gone-person", actor=Actor("admin", "operator"))
+        server = LoopbackServer(create_app(rt))
+        env = {"IDV_HOME": str(root / "home"), **db.env(), "IDV_KEY_FILE": str(key)}
+        client = httpx.Client(base_url=server.url, timeout=30)
+        yield World(rt, client, env, people, gone, root)
+        client.close()
+        server.stop()
+        rt.close()
 
 
 def flagged(w: World, *, reasons: tuple[str, ...] = ("ID_MISMATCH",)) -> tuple[str, str]:

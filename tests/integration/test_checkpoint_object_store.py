@@ -209,13 +209,17 @@ def test_when_the_store_ignores_if_none_match_then_checkpoints_are_refused(
     engine.dispose()
 
 
+def stored_runtime(database, key_file, tmp_path, s3_server, prefix) -> Runtime:
+    """A runtime whose checkpoints (every 4 events) go to `prefix` of the S3 imitation."""
+    return Runtime(Settings(home=tmp_path / "home", database_url=database.url,
+                            database_schema=database.schema, key_file=key_file,
+                            checkpoint_every=4, checkpoint_url=prefix,
+                            checkpoint_endpoint_url=s3_server, checkpoint_region="us-east-1"))
+
+
 def test_when_the_runtime_is_given_a_checkpoint_url_then_audit_verify_and_proofs_use_it(
         database, key_file, tmp_path, s3, s3_server, prefix):
-    settings = Settings(home=tmp_path / "home", database_url=database.url,
-                        database_schema=database.schema, key_file=key_file,
-                        checkpoint_every=4, checkpoint_url=prefix,
-                        checkpoint_endpoint_url=s3_server, checkpoint_region="us-east-1")
-    rt = Runtime(settings)
+    rt = stored_runtime(database, key_file, tmp_path, s3_server, prefix)
     try:
         for i in range(9):
             rt.store.audit.record("test.event", "S-1", {"i": i})
@@ -267,11 +271,7 @@ def test_when_checkpoints_live_in_an_object_store_then_the_compliance_pack_carri
     import hashlib
     from datetime import UTC, datetime, timedelta
 
-    settings = Settings(home=tmp_path / "home", database_url=database.url,
-                        database_schema=database.schema, key_file=key_file,
-                        checkpoint_every=4, checkpoint_url=prefix,
-                        checkpoint_endpoint_url=s3_server, checkpoint_region="us-east-1")
-    rt = Runtime(settings)
+    rt = stored_runtime(database, key_file, tmp_path, s3_server, prefix)
     try:
         for i in range(9):
             rt.store.audit.record("test.event", "S-1", {"i": i})

@@ -74,14 +74,15 @@ def test_when_consent_is_withdrawn_during_a_run_then_no_later_call_is_made(
     for line in targets:
         ref = line["applicant_ref"]
         # The chain's order is the commit order: every call went out on a decision recorded
-        # before the withdrawal was (a decision whose check the withdrawal overtook is
-        # refused in its own transaction and taken again).
-        withdrawal_seq = min(e.seq for e in rt.store.audit.events(
-            subject_ref=ref, kind_prefix="consent.withdrawn"))
-        by_key = {key_for(e.detail): e.seq for e in
+        # before any consent it rested on was withdrawn (a decision whose check a withdrawal
+        # overtook is refused in its own transaction and taken again).
+        withdrawn_seq = {e.detail["consent_id"]: e.seq for e in rt.store.audit.events(
+            subject_ref=ref, kind_prefix="consent.withdrawn")}
+        by_key = {key_for(e.detail): e for e in
                   rt.store.audit.events(subject_ref=ref, kind_prefix="consent.allowed")}
         for call in state.calls_for(line["id_number"]):
-            assert by_key[call.idempotency_key] < withdrawal_seq
+            decision = by_key[call.idempotency_key]
+            assert all(decision.seq < withdrawn_seq[c] for c in decision.detail["consent_ids"])
         stored = rt.store.applicants.get(ref)
         # The account steps need scopes nobody here granted: skipped for that reason.
         licensed = [s for s in stored.steps if s.step not in ("account_attributes",
