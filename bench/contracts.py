@@ -30,7 +30,7 @@ from flows.runtime import Runtime, Settings, vendor_overrides
 from idv.synthetic import write_batch
 from policies import catalog
 from sandbox.app import SandboxState
-from sandbox.server import SandboxServer
+from sandbox.server import SandboxServer, keep_heap_still
 
 RATES = {"/v1/identity/two-element": 100, "/v1/identity/three-element": 100,
          "/v1/carrier/verify": 20, "/v1/court/dishonest": 50, "/v1/credit/summary": 20}
@@ -65,6 +65,7 @@ def main() -> None:
         state = SandboxState(app_key="bench", app_secret="bench-secret",
                              rates_per_s=dict(RATES), call_log_limit=10 * n + 1000)
         with SandboxServer(state) as vendor:
+            keep_heap_still()  # this process serves the sandbox: no collector pauses
             terms = contracts_file(root / "vendors.yaml", headroom)
             settings = {"IDV_HOME": str(root / "home"), "IDV_CHUNK_SIZE": "250",
                         "IDV_VENDOR_CONTRACTS": str(terms),

@@ -24,6 +24,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def cpu_seconds(pid: int) -> float:
+    """The user and system CPU time process `pid` has used so far (Linux's /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_for(url: str, proc: subprocess.Popen, what: str, timeout_s: float = 180) -> None:
     """Until `url` answers (any HTTP status counts); exit naming `what` if `proc` dies or
     the time runs out."""

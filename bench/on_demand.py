@@ -25,7 +25,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from harness import APP_KEY, APP_SECRET, BIN, free_port, start_sandbox, stop, wait_for
+from harness import (APP_KEY, APP_SECRET, BIN, cpu_seconds, free_port, start_sandbox, stop,
+                     wait_for)
 
 LATENCY_MS = 20
 TOKEN = "bench-token-" + "0" * 40
@@ -39,7 +40,8 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def load(url: str, people: list[dict], rate: float) -> list[tuple[int, float, int]]:
+async def load(url: str, people: list[dict], rate: float, server_pid: int
+               ) -> tuple[list[tuple[int, float, int]], float]:
     import httpx
 
     out: list[tuple[int, float, int]] = []
@@ -61,8 +63,10 @@ async def load(url: str, people: list[dict], rate: float) -> list[tuple[int, flo
             out.append((r.status_code, took, paid))
 
         start = time.perf_counter() + 0.5
+        cpu = cpu_seconds(server_pid)
         await asyncio.gather(*(one(p, start + i / rate) for i, p in enumerate(people[3:])))
-    return out
+        cpu = cpu_seconds(server_pid) - cpu
+    return out, cpu
 
 
 def main() -> None:
@@ -94,7 +98,7 @@ def main() -> None:
                                           start_new_session=True))
             wait_for(f"{api_url}/healthz", procs[-1], "idv serve")
             try:
-                got = asyncio.run(load(api_url, people, rate))
+                got, cpu = asyncio.run(load(api_url, people, rate, procs[-1].pid))
             except Exception as exc:
                 sys.exit(f"the load failed ({type(exc).__name__}); idv serve said:\n"
                          + (Path(tmp) / "serve.log").read_text()[-3000:])
@@ -108,6 +112,8 @@ def main() -> None:
     print(f"POST /verifications at {rate:.0f}/s for {seconds:.0f} s: {len(got)} requests, "
           f"answers {dict(Counter(code for code, _, _ in got))}; sandbox latency "
           f"{LATENCY_MS} ms per call, {calls:.1f} paid calls per request")
+    print(f"idv serve CPU {1000 * cpu / max(1, len(got)):.1f} ms per request "
+          f"({cpu / seconds:.0%} of a core)")
     if ok:
         print(f"latency  p50 {pct(lat, 0.5):7.1f} ms  p99 {pct(lat, 0.99):7.1f} ms  "
               f"max {max(lat):7.1f} ms")

@@ -23,7 +23,7 @@ import uvloop
 
 from flows import progress
 from flows.quality import QualityReport, check_batch, check_responses
-from flows.runtime import Runtime
+from flows.runtime import Runtime, settle_heap
 from intake.models import ApplicantLine, Refusal
 from intake.reader import BatchPlan, Chunk, file_sha256, parse_record, read_records, scan
 from policies.identity import is_virtual_operator
@@ -416,28 +416,6 @@ async def process_chunk(rt: Runtime, plan: BatchPlan, chunk: Chunk,
               chunk.index, journal.writes, journal.commits, journal.reads, journal.cpu_s)
     rt.store.runs.add_lines(run_id, pending_lines)
     return report
-
-
-# The collector's thresholds while chunks run: young collections every 10,000 allocations
-# rather than 700, and full ones left to the end of each chunk (see `settle_heap`).
-GC_THRESHOLDS = (10_000, 20, 1_000)
-_heap_settled = False
-
-
-def settle_heap() -> None:
-    """Once per worker process, before its first chunk: collect, then move everything alive
-    (libraries, GX, policies, keys: hundreds of thousands of objects) out of the collector's
-    sight with `gc.freeze`, and space collections out. Without it, every full collection
-    walks those objects again (about 0.3 s each, some every second under load), a sixth of
-    the pipeline's time. Full collections then run at the end of each chunk, over the
-    chunk's own objects only."""
-    global _heap_settled
-    if _heap_settled:
-        return
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
-    _heap_settled = True
 
 
 def run_chunk(rt: Runtime, plan: BatchPlan, chunk: Chunk, run_id: str) -> ChunkReport:
