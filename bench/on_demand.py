@@ -25,8 +25,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from harness import (APP_KEY, APP_SECRET, BIN, cpu_seconds, free_port, start_sandbox, stop,
-                     wait_for)
+from harness import APP_KEY, APP_SECRET, BIN, cpu_seconds, free_port, start_sandbox, stop, wait_for
 
 LATENCY_MS = 20
 TOKEN = "bench-token-" + "0" * 40

@@ -43,7 +43,7 @@ class SpendCeilings(BaseModel):
 class VendorContracts(PolicyDocument):
     version: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     timezone: str = "Asia/Shanghai"
-    headroom: float = Field(0.02, ge=0, lt=0.5)
+    headroom: float = Field(0.04, ge=0, lt=0.5)
     spend: SpendCeilings = SpendCeilings()
     vendors: dict[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")],
                   VendorContract] = Field(min_length=1)

@@ -194,6 +194,14 @@ class Journal:
         """The subject's grants as the ledger stands now (read after every awaited write)."""
         return await self._ask(self._reads.grants, subject_ref)
 
+    def cached_grants(self, subject_ref: str) -> list[ConsentGrant] | None:
+        """The subject's grants as last read (or as this journal recorded them), or None.
+        A decision allowing a call on them is recorded only if the ledger has not moved
+        since (`record`), so the gate may take its first try on them without a query."""
+        if subject_ref not in self._valid_at:
+            return None
+        return self._grants.get(subject_ref)
+
     async def applicant(self, applicant_ref: str) -> KnownApplicant | None:
         return await self._ask(self._reads.applicants, applicant_ref)
 
@@ -345,7 +353,7 @@ class Journal:
             seqs = store.audit.append_many(conn, events)
             self._check_unchanged(conn, writes, {
                 seq for seq, (kind, _, _) in zip(seqs, events, strict=True)
-                if kind in LEDGER_EVENT_KINDS})
+                if kind in LEDGER_EVENT_KINDS}, seqs[0] if seqs else None)
             fresh_decided = []
             for target, seq in zip(bound, seqs, strict=True):
                 if isinstance(target, dict):
@@ -365,6 +373,12 @@ class Journal:
                 results[i] = seqs[slot]
         self._grants.update(ledgers)
         if seqs:
+            # Under the head's lock nobody else appended: grants valid at the head this
+            # transaction took (or just checked) are valid at its last event too.
+            took = seqs[0] - 1
+            self._valid_at.update(dict.fromkeys(
+                (ref for ref in {_subject_of(w) for w in writes}
+                 if ref is not None and self._valid_at.get(ref, -1) >= took), seqs[-1]))
             self._valid_at.update(dict.fromkeys(ledgers, seqs[-1]))
         self._own_seqs.update(seq for seq, (kind, _, _) in zip(seqs, events, strict=True)
                               if kind in LEDGER_EVENT_KINDS)
@@ -372,13 +386,18 @@ class Journal:
         self.writes += len(writes)
         return results
 
-    def _check_unchanged(self, conn: Connection, writes: list[_Write], fresh: set[int]) -> None:
+    def _check_unchanged(self, conn: Connection, writes: list[_Write], fresh: set[int],
+                         first_seq: int | None) -> None:
         """`ConsentChanged` if a decision allowing a call rests on grants its subject's
         ledger has moved past: run after the chain's head is locked (by `append_many`), so
         every ledger event committed before this transaction is visible and none can be
         committed until it ends. The ledger events of this journal's own grants do not
         count."""
         checks = [w for w in writes if w.checked_at is not None]
+        # Nothing past the head this transaction took is anyone else's: a check made at
+        # that head or later needs no query.
+        if first_seq is not None:
+            checks = [w for w in checks if (w.checked_at or 0) < first_seq - 1]
         if not checks:
             return
         ae = m.AuditEvent.__table__

@@ -13,7 +13,7 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from policies.consent import (
     ConsentChanged,
@@ -35,6 +35,17 @@ class ConsentReader(Protocol):
     reads of many applicants), or the store's ledger behind the runtime's adapter."""
 
     async def grants_for(self, subject_ref: str) -> list[ConsentGrant]: ...
+
+
+@runtime_checkable
+class CachingConsentReader(ConsentReader, Protocol):
+    """A reader that keeps the grants it read (the journal)."""
+
+    def cached_grants(self, subject_ref: str) -> list[ConsentGrant] | None:
+        """The subject's grants as last read, or None. Good enough to allow a call on only
+        because the recorder checks, as it records the decision, that the subject's ledger
+        has not moved since that read (`ConsentChanged` otherwise); a refusal is taken on
+        the ledger as it stands now."""
 
 
 class DecisionRecorder(Protocol):
@@ -63,6 +74,12 @@ class ConsentGate:
         self._policy = policy
         self._notices = notices
         self._clock = clock
+        # Only a reader that is also the recorder checking what it read (the journal).
+        self._cache = ledger.cached_grants if (
+            isinstance(ledger, CachingConsentReader) and ledger is recorder) else None
+
+    def _cached(self, subject_ref: str) -> list[ConsentGrant] | None:
+        return None if self._cache is None else self._cache(subject_ref)
 
     def scopes_for(self, verifier: Verifier) -> frozenset[str]:
         """The scopes a step needs: what the policy says for it and what it declares."""
@@ -77,9 +94,18 @@ class ConsentGate:
         synchronous caller (a command, an API request) awaits it with `asyncio.run`."""
         scopes = self._policy.step_scopes(step, scopes)
         for attempt in range(1, DECIDE_ATTEMPTS + 1):
-            grants = await self._ledger.grants_for(subject_ref)
-            decision = authorize(grants, notices=self._notices, subject_ref=subject_ref,
-                                 purpose=purpose, scopes=scopes, step=step, now=self._clock())
+            # The first try may rest on the grants as last read: a decision allowing the
+            # call is recorded only if the ledger has not moved since (checked under the
+            # chain's lock); a refusal, which nothing checks later, reads the ledger again.
+            grants = self._cached(subject_ref) if attempt == 1 else None
+            decision = None if grants is None else authorize(
+                grants, notices=self._notices, subject_ref=subject_ref, purpose=purpose,
+                scopes=scopes, step=step, now=self._clock())
+            if decision is None or not decision.allowed:
+                grants = await self._ledger.grants_for(subject_ref)
+                decision = authorize(grants, notices=self._notices, subject_ref=subject_ref,
+                                     purpose=purpose, scopes=scopes, step=step,
+                                     now=self._clock())
             decision_id = str(uuid.uuid4())
             detail: dict[str, Any] = {
                 "decision_id": decision_id, "step": step, "purpose": purpose,

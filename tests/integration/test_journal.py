@@ -186,18 +186,28 @@ async def test_when_the_ledger_moves_under_the_gate_then_it_decides_again_and_de
         [(consent_id, _)] = await journal.record_grants([{
             **grant("R-3", scopes=("id_verification",)), "purpose": "onboarding_verification",
             "notice_version": version, "notice_hash": notices[version].text_sha256}])
-        real_read = journal.grants_for
+        real_read, real_cached = journal.grants_for, journal.cached_grants
         withdrawn = False
 
-        async def read_then_withdraw(ref):
+        def withdraw_once():
             nonlocal withdrawn
-            grants = await real_read(ref)
             if not withdrawn:  # the withdrawal commits right after the gate's first check
                 withdrawn = True
                 store.ledger.withdraw(consent_id, actor="test", via="cli", channel="app")
+
+        async def read_then_withdraw(ref):
+            grants = await real_read(ref)
+            withdraw_once()
+            return grants
+
+        def cached_then_withdraw(ref):
+            grants = real_cached(ref)
+            assert grants is not None  # the journal's own grant: the first try needs no read
+            withdraw_once()
             return grants
 
         journal.grants_for = read_then_withdraw  # type: ignore[method-assign]
+        journal.cached_grants = cached_then_withdraw  # type: ignore[method-assign]
         gate = ConsentGate(journal, journal, policy=catalog.consent_policy(), notices=notices)
         decision, _ = await gate.authorize(subject_ref="R-3", purpose="onboarding_verification",
                                            scopes=frozenset({"id_verification"}),
@@ -205,6 +215,31 @@ async def test_when_the_ledger_moves_under_the_gate_then_it_decides_again_and_de
     assert withdrawn and not decision.allowed and decision.reason == "withdrawn"
     kinds = [e.kind for e in store.audit.events(subject_ref="R-3")]
     assert "consent.allowed" not in kinds and kinds[-1] == "consent.denied"
+
+
+async def test_when_a_grant_lands_outside_the_journal_then_the_gate_reads_it_before_refusing(
+        store):
+    """The gate's first try rests on the journal's cached grants; a refusal is never taken
+    on them: a consent recorded elsewhere (another process, the API) since is read."""
+    from policies import catalog
+    from verifiers.gate import ConsentGate
+
+    notices = catalog.notices()
+    version = "privacy-notice-2026.10"
+    signed = {"purpose": "onboarding_verification", "notice_version": version,
+              "notice_hash": notices[version].text_sha256}
+    async with Journal(store) as journal:
+        await journal.record_grants([{**grant("R-6", scopes=("id_verification",)), **signed}])
+        assert journal.cached_grants("R-6") is not None
+        store.ledger.record_grant(**{**grant("R-6", scopes=("carrier_check",)),
+                                     **signed, "evidence_ref": "ev-R-6-later"})
+        gate = ConsentGate(journal, journal, policy=catalog.consent_policy(), notices=notices)
+        decision, _ = await gate.authorize(
+            subject_ref="R-6", purpose="onboarding_verification",
+            scopes=frozenset({"carrier_check"}), step="carrier_check")
+    assert decision.allowed, decision.reason
+    kinds = [e.kind for e in store.audit.events(subject_ref="R-6")]
+    assert "consent.denied" not in kinds and kinds[-1] == "consent.allowed"
 
 
 async def test_when_the_ledger_moves_under_the_one_at_a_time_gate_then_it_decides_again(store):
