@@ -1,47 +1,51 @@
-"""Contract saturation: how close two workers sharing one limiter come to each vendor API's
-contracted rate, and whether the vendor ever had to refuse a call.
+"""Contract saturation: how close two Prefect workers sharing one limiter come to each
+vendor API's contracted rate, and whether the vendor ever had to refuse a call.
 
 The sandbox enforces the contracts from its side (a sliding second per API: above the rate
 it answers 429 with Retry-After): 100/s for the identity checks, 20/s for the carrier check,
-50/s for the court list, 20/s for the credit report. Two worker processes each run half of
-a generated batch, drawing from one limiter in Redis (127.0.0.1:6379). Printed per API: the
-calls, the rate reached over the run and its share of the contract, 429 answers; and the
-run's wall time against the bound the binding API sets (its calls / its rate).
+50/s for the court list, 20/s for the credit report. A Prefect server of its own, the
+deployments applied to a process work pool, and two `prefect worker start --limit 2`
+processes (the next chunk's process starts while one works); the onboarding flow runs in
+this process with `IDV_CHUNK_POOL` naming the pool and sends every chunk there, so the
+chunks run as flow runs on whichever worker takes them, each drawing from one limiter in
+Redis (127.0.0.1:6379). The sandbox and the store (PostgreSQL, a schema of its own) run in
+processes of their own. Printed per API: the calls, the rate reached over the run and its
+share of the contract, 429 answers; and the run's wall time against the bound the binding
+API sets (its calls / its rate).
 
-Usage: python bench/contracts.py [APPLICANTS] [--headroom=0.05]
-(default 10000 applicants and the shipped contracts' headroom; 1000 take about a minute)
+Usage: python bench/contracts.py [APPLICANTS] [--headroom=0.04]
+(default 10000 applicants in chunks of 500 and the shipped contracts' headroom)
+       IDV_BENCH_DATABASE_URL (default postgresql://root@127.0.0.1:5432/test)
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
 import yaml
+from harness import BIN, free_port, start_sandbox, stop, wait_for
+from sqlalchemy import text
+from workers import operator_token
 
-from flows.runtime import Runtime, Settings, vendor_overrides
-from idv.synthetic import write_batch
 from policies import catalog
-from sandbox.app import SandboxState
-from sandbox.server import SandboxServer, keep_heap_still
 
 RATES = {"/v1/identity/two-element": 100, "/v1/identity/three-element": 100,
          "/v1/carrier/verify": 20, "/v1/court/dishonest": 50, "/v1/credit/summary": 20}
-WORKER = """
-import sys
-from flows.onboarding import run_batch
-from flows.runtime import Runtime
-rt = Runtime.from_env()
-run_batch(rt, sys.argv[1])
-rt.close()
-"""
+CHUNK = 500
+WORKERS = 2
+# Flow runs a worker takes at once: with two, the next chunk's process starts while one
+# works, so no second of the binding rate waits for a process start.
+LIMIT = 2
 
 
 def contracts_file(path: Path, headroom: float | None) -> Path:
@@ -60,39 +64,103 @@ def main() -> None:
     headroom = next((float(a.split("=", 1)[1]) for a in sys.argv[1:]
                      if a.startswith("--headroom=")), None)
     n = int(args[0]) if args else 10_000
-    with tempfile.TemporaryDirectory(prefix="idv-bench-") as tmp:
-        root = Path(tmp)
-        state = SandboxState(app_key="bench", app_secret="bench-secret",
-                             rates_per_s=dict(RATES), call_log_limit=10 * n + 1000)
-        with SandboxServer(state) as vendor:
-            keep_heap_still()  # this process serves the sandbox: no collector pauses
-            terms = contracts_file(root / "vendors.yaml", headroom)
-            settings = {"IDV_HOME": str(root / "home"), "IDV_CHUNK_SIZE": "250",
-                        "IDV_VENDOR_CONTRACTS": str(terms),
-                        "IDV_LIMITS_URL": "redis://127.0.0.1:6379/0",
-                        "IDV_LIMITS_PREFIX": f"idv-bench:{secrets.token_hex(6)}:",
-                        **{f"IDV_{k.upper()}": v for k, v in
-                           vendor_overrides(vendor.base_url, "bench", "bench-secret").items()}}
-            Runtime(Settings(home=root / "home")).migrate()
-            halves = [write_batch(root / f"half{i}.jsonl", n // 2, seed=500 + i,
-                                  prefix=f"H{i}-") for i in range(2)]
-            env = {k: v for k, v in os.environ.items() if not k.startswith("IDV_")} | settings
-            started = time.monotonic()
-            workers = [subprocess.Popen([sys.executable, "-c", WORKER, str(h)], env=env,
-                                        stdout=subprocess.DEVNULL) for h in halves]
-            codes = [w.wait() for w in workers]
-            wall = time.monotonic() - started
-            calls = list(state.calls)
-    if codes != [0, 0]:
-        raise SystemExit(f"a worker failed: exit codes {codes}")
-    by_path = Counter(c.path for c in calls if c.status_code != 429)
-    refused = Counter(c.path for c in calls if c.status_code == 429)
+    pg = os.environ.get("IDV_BENCH_DATABASE_URL", "postgresql://root@127.0.0.1:5432/test")
+    from storage.db import make_engine
+
+    schema = f"idv_bench_{secrets.token_hex(5)}"
+    admin = make_engine(pg)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    procs: list[subprocess.Popen] = []
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("IDV_", "PREFECT_"))}
+    try:
+        with tempfile.TemporaryDirectory(prefix="idv-contracts-") as tmp:
+            # The vendor in a process of its own, as it is on another machine: its count of
+            # arrivals is not held up by this process's own work.
+            sandbox_url, sandbox = start_sandbox(0, base, rates=RATES,
+                                                 call_log_limit=10 * n + 1000)
+            procs.append(sandbox)
+            counts, wall = run(Path(tmp), n, pg, schema, sandbox_url, headroom, procs)
+            with urllib.request.urlopen(f"{sandbox_url}/_sandbox/calls",  # noqa: S310
+                                        timeout=60) as answer:
+                calls = json.load(answer)["calls"]
+    finally:
+        for p in procs:
+            stop(p)
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+    report(calls, n, counts, wall, headroom)
+
+
+def run(root: Path, n: int, pg: str, schema: str, sandbox_url: str, headroom: float | None,
+        procs: list[subprocess.Popen]) -> tuple[Counter, float]:
+    from harness import APP_KEY, APP_SECRET
+
+    from flows.runtime import Runtime, Settings, vendor_overrides
+    from idv.synthetic import write_batch
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("IDV_", "PREFECT_"))}
+    prefect_port = free_port()
+    api = f"http://127.0.0.1:{prefect_port}/api"
+    prefect_env = {**base, "PREFECT_HOME": str(root / "prefect"), "PREFECT_API_URL": api,
+                   "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    procs.append(subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
+         str(prefect_port)], env=prefect_env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True))
+    wait_for(f"{api}/health", procs[-1], "the Prefect server")
+
+    pool = "idv-contracts"
+    values = {"IDV_HOME": str(root / "home"), "IDV_DATABASE_URL": pg,
+              "IDV_DATABASE_SCHEMA": schema, "IDV_CHUNK_SIZE": str(CHUNK),
+              "IDV_CHUNK_POOL": pool,
+              "IDV_VENDOR_CONTRACTS": str(contracts_file(root / "vendors.yaml", headroom)),
+              "IDV_LIMITS_URL": "redis://127.0.0.1:6379/0",
+              "IDV_LIMITS_PREFIX": f"idv-bench:{secrets.token_hex(6)}:",
+              **{f"IDV_{k.upper()}": v for k, v in
+                 vendor_overrides(sandbox_url, APP_KEY, APP_SECRET).items()}}
+    env = {**prefect_env, **values}
+    rt = Runtime(Settings(home=root / "home", database_url=pg, database_schema=schema))
+    rt.migrate()
+    env["IDV_TOKEN"] = operator_token(rt)
+    rt.close()
+    applied = subprocess.run([str(BIN / "idv"), "schedule", "apply", "--pool", pool],
+                             env=env, capture_output=True, text=True, check=False)
+    if applied.returncode != 0:
+        sys.exit(f"idv schedule apply failed: {applied.stderr[-2000:]}")
+
+    os.environ.update(env)
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.prefect_onboarding import onboarding
+
+    with temporary_settings({PREFECT_API_URL: api}):
+        procs.extend(subprocess.Popen(
+            [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process",
+             "--name", f"w-{i}", "--limit", str(LIMIT)], env=env, cwd=root,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            for i in range(WORKERS))
+        time.sleep(5)  # the workers poll the pool
+        batch = write_batch(root / "batch.jsonl", n, seed=500, prefix="C-")
+        t0 = time.monotonic()
+        result = onboarding(batch_path=str(batch))
+        wall = time.monotonic() - t0
+    return Counter(result["counts"]), wall
+
+
+def report(calls: list[dict], n: int, counts: Counter, wall: float,
+           headroom: float | None) -> None:
+    by_path = Counter(c["path"] for c in calls if c["status_code"] != 429)
+    refused = Counter(c["path"] for c in calls if c["status_code"] == 429)
     bound = max(by_path[p] / RATES[p] for p in by_path)
-    print(f"{n} applicants, 2 workers, one limiter in Redis; sandbox rates per API enforced; "
-          f"headroom {headroom if headroom is not None else 'as shipped'}")
+    print(f"{n} applicants in chunks of {CHUNK} on {WORKERS} Prefect workers "
+          f"(--limit {LIMIT}), one limiter in Redis; sandbox rates per API enforced; headroom "
+          f"{headroom if headroom is not None else 'as shipped'}; outcomes {dict(counts)}")
     print(f"{'api':32} {'calls':>7} {'rate/s':>8} {'contract':>8} {'share':>7} {'429':>5}")
     for path in sorted(by_path, key=lambda p: by_path[p] / RATES[p], reverse=True):
-        times = sorted(c.at for c in calls if c.path == path and c.status_code != 429)
+        times = sorted(c["at"] for c in calls
+                       if c["path"] == path and c["status_code"] != 429)
         span = (datetime.fromisoformat(times[-1]) - datetime.fromisoformat(times[0])
                 ).total_seconds() or 1e-9
         rate = (len(times) - 1) / span

@@ -46,13 +46,17 @@ def wait_for(url: str, proc: subprocess.Popen, what: str, timeout_s: float = 180
             time.sleep(0.3)
 
 
-def start_sandbox(latency_ms: float, env: Mapping[str, str]) -> tuple[str, subprocess.Popen]:
+def start_sandbox(latency_ms: float, env: Mapping[str, str], *,
+                  rates: Mapping[str, float] | None = None, call_log_limit: int = 200_000
+                  ) -> tuple[str, subprocess.Popen]:
     """`idv sandbox serve` in a process group of its own, adding `latency_ms` to every
-    answer, its credentials `APP_KEY` / `APP_SECRET`; its URL once it answers."""
+    answer and enforcing `rates` (calls a second per endpoint), its credentials `APP_KEY` /
+    `APP_SECRET`; its URL once it answers."""
     port = free_port()
     proc = subprocess.Popen(
         [str(BIN / "idv"), "sandbox", "serve", "--port", str(port), "--faults",
-         f"latency_ms={latency_ms}"],
+         f"latency_ms={latency_ms}", "--call-log-limit", str(call_log_limit),
+         *(arg for path, per_s in (rates or {}).items() for arg in ("--rate", f"{path}={per_s}"))],
         env={**env, "IDV_IDENTITY_APP_KEY": APP_KEY, "IDV_IDENTITY_APP_SECRET": APP_SECRET},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"

@@ -149,7 +149,7 @@ class Engine:
         assert self.session is not None and self.journal is not None
         report = ChunkReport(lines=1)
         runner = ChunkRunner(rt, run_id, self.session, self.journal, batch_sha256=basis,
-                             degraded=set())
+                             sha_known=True, degraded=set())
         prepared = await runner.prepare(line, report)
         if isinstance(prepared, Pending):
             # The response suites' rule over this one answer per source: a source whose

@@ -140,7 +140,7 @@ class ChunkRunner:
 
     def __init__(self, rt: Runtime, run_id: str, session: aiohttp.ClientSession,
                  journal: Journal, *, batch_sha256: str | None = None,
-                 degraded: set[str] | None = None) -> None:
+                 sha_known: bool = False, degraded: set[str] | None = None) -> None:
         self.rt = rt
         self.run_id = run_id
         self.session = session
@@ -150,7 +150,8 @@ class ChunkRunner:
         # storing it goes out again, from a run resuming it, under the key it had.
         # Keyed by this installation's blind-index key: another database running the same
         # file against the same vendor account makes calls of its own.
-        sha = batch_sha256 or rt.store.runs.batch_sha256(run_id)
+        # (`sha_known`: the caller states it, a request without a key has none.)
+        sha = batch_sha256 if batch_sha256 or sha_known else rt.store.runs.batch_sha256(run_id)
         self.call_basis = (rt.store.cipher.blind_index(sha, table="runs", column="call_basis")[:32]
                            if sha else run_id)
         self.endpoints = rt.settings.endpoints()

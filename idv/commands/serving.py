@@ -27,6 +27,26 @@ from idv.terminal import (
 LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
+def rates_of(given: list[str]) -> dict[str, float]:
+    """`--rate ENDPOINT=N` values: a known endpoint, a positive number of calls a second."""
+    from sandbox.app import REQUIRED
+
+    rates: dict[str, float] = {}
+    for item in given:
+        path, sep, value = item.partition("=")
+        if not sep or path not in REQUIRED:
+            fail("--rate", "must be ENDPOINT=CALLS_PER_SECOND with one of the sandbox's "
+                 f"endpoints ({', '.join(sorted(REQUIRED))})", as_json=False)
+        try:
+            per_s = float(value)
+        except ValueError:
+            per_s = -1.0
+        if not per_s > 0 or per_s == float("inf"):
+            fail("--rate", "calls per second must be a positive number", as_json=False)
+        rates[path] = per_s
+    return rates
+
+
 @sandbox_app.command("serve")
 def sandbox_serve(
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port on 127.0.0.1.")] = 8701,
@@ -37,6 +57,9 @@ def sandbox_serve(
     call_log_limit: Annotated[int, typer.Option(
         min=1, help="Most recent calls kept for /sandbox_wired/calls (older ones are counted).")]
     = 200_000,
+    rate: Annotated[list[str] | None, typer.Option(
+        help="A contracted rate the sandbox enforces, ENDPOINT=CALLS_PER_SECOND (e.g. "
+             "/v1/carrier/verify=20; above it: 429 with Retry-After). Repeatable.")] = None,
 ) -> None:
     """Serve the sandbox (licensed vendors and the WeChat imitation) until interrupted.
     Credentials: IDV_IDENTITY_APP_KEY/SECRET; WeChat apps: IDV_WECHAT_APPID/SECRET/REDIRECT_URI
@@ -48,6 +71,7 @@ def sandbox_serve(
 
     s = Settings()
     spec = faults_of(faults, as_json=False)
+    rates = rates_of(rate or [])
     # The WeChat imitation answers the app configured for idv (IDV_WECHAT_*), if any.
     wechat = WeChatState()
     if s.wechat_appid and s.wechat_secret:
@@ -57,7 +81,7 @@ def sandbox_serve(
         wechat.add_app(s.wechat_mini_appid, s.wechat_mini_secret.get_secret_value())
     state = SandboxState(app_key=s.identity_app_key,
                          app_secret=s.identity_app_secret.get_secret_value(), faults=spec,
-                         wechat=wechat, call_log_limit=call_log_limit)
+                         wechat=wechat, call_log_limit=call_log_limit, rates_per_s=rates)
     console.print(f"sandbox on http://{host}:{port} (app key {s.identity_app_key}; WeChat "
                   f"apps: {', '.join(wechat.apps) or 'none, set IDV_WECHAT_APPID/SECRET'})")
     serve_forever(host, port, state)
