@@ -33,9 +33,8 @@ from datetime import datetime
 from pathlib import Path
 
 import yaml
-from harness import BIN, free_port, start_sandbox, stop, wait_for
+from harness import BIN, deploy, start_prefect_server, start_sandbox, stop
 from sqlalchemy import text
-from workers import operator_token
 
 from policies import catalog
 
@@ -97,19 +96,11 @@ def run(root: Path, n: int, pg: str, schema: str, sandbox_url: str, headroom: fl
         procs: list[subprocess.Popen]) -> tuple[Counter, float]:
     from harness import APP_KEY, APP_SECRET
 
-    from flows.runtime import Runtime, Settings, vendor_overrides
+    from flows.runtime import vendor_overrides
     from idv.synthetic import write_batch
 
     base = {k: v for k, v in os.environ.items() if not k.startswith(("IDV_", "PREFECT_"))}
-    prefect_port = free_port()
-    api = f"http://127.0.0.1:{prefect_port}/api"
-    prefect_env = {**base, "PREFECT_HOME": str(root / "prefect"), "PREFECT_API_URL": api,
-                   "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    procs.append(subprocess.Popen(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
-         str(prefect_port)], env=prefect_env, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, start_new_session=True))
-    wait_for(f"{api}/health", procs[-1], "the Prefect server")
+    api, prefect_env = start_prefect_server(root, base, procs)
 
     pool = "idv-contracts"
     values = {"IDV_HOME": str(root / "home"), "IDV_DATABASE_URL": pg,
@@ -121,14 +112,7 @@ def run(root: Path, n: int, pg: str, schema: str, sandbox_url: str, headroom: fl
               **{f"IDV_{k.upper()}": v for k, v in
                  vendor_overrides(sandbox_url, APP_KEY, APP_SECRET).items()}}
     env = {**prefect_env, **values}
-    rt = Runtime(Settings(home=root / "home", database_url=pg, database_schema=schema))
-    rt.migrate()
-    env["IDV_TOKEN"] = operator_token(rt)
-    rt.close()
-    applied = subprocess.run([str(BIN / "idv"), "schedule", "apply", "--pool", pool],
-                             env=env, capture_output=True, text=True, check=False)
-    if applied.returncode != 0:
-        sys.exit(f"idv schedule apply failed: {applied.stderr[-2000:]}")
+    deploy(env, root, pg, schema, pool)
 
     os.environ.update(env)
     from prefect.settings import PREFECT_API_URL, temporary_settings

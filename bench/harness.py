@@ -73,3 +73,49 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def start_prefect_server(root: Path, base: Mapping[str, str],
+                         procs: list[subprocess.Popen]) -> tuple[str, dict[str, str]]:
+    """A Prefect server of its own (its database under `root`/prefect) in a process group
+    of its own, added to `procs`: its API URL and the environment that names it."""
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**base, "PREFECT_HOME": str(root / "prefect"), "PREFECT_API_URL": api,
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    procs.append(subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+    wait_for(f"{api}/health", procs[-1], "the Prefect server")
+    return api, env
+
+
+def operator_token(rt: object) -> str:
+    """An API token of a benchmark operator (deploying schedules needs `schedule`)."""
+    import secrets
+
+    from pydantic import SecretStr
+
+    from services.context import Actor
+
+    people = rt.services.people  # type: ignore[attr-defined]
+    password = SecretStr(secrets.token_urlsafe(24))
+    if not people.any_user():
+        people.add("bench-operator", "operator", password, actor=None)
+    admin = Actor("bench-operator", "operator")
+    return people.issue_api_token("bench-operator", actor=admin).token.get_secret_value()
+
+
+def deploy(env: dict[str, str], root: Path, pg: str, schema: str, pool: str) -> None:
+    """The store migrated, an operator's token in `env` (IDV_TOKEN), and the deployments
+    applied to the process work pool `pool` (`idv schedule apply`)."""
+    from flows.runtime import Runtime, Settings
+
+    rt = Runtime(Settings(home=root / "home", database_url=pg, database_schema=schema))
+    rt.migrate()
+    env["IDV_TOKEN"] = operator_token(rt)
+    rt.close()
+    applied = subprocess.run([str(BIN / "idv"), "schedule", "apply", "--pool", pool],
+                             env=env, capture_output=True, text=True, check=False)
+    if applied.returncode != 0:
+        sys.exit(f"idv schedule apply failed: {applied.stderr[-2000:]}")

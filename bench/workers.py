@@ -25,26 +25,12 @@ import time
 from pathlib import Path
 
 import yaml
-from harness import APP_KEY, APP_SECRET, BIN, free_port, start_sandbox, stop, wait_for
+from harness import APP_KEY, APP_SECRET, BIN, deploy, start_prefect_server, start_sandbox, stop
 from sqlalchemy import text
 
 LATENCY_MS = 200
 CHUNK = 500
 IN_FLIGHT = 32
-
-
-def operator_token(rt: object) -> str:
-    """An API token of a benchmark operator (deploying schedules needs `schedule`)."""
-    from pydantic import SecretStr
-
-    from services.context import Actor
-
-    people = rt.services.people  # type: ignore[attr-defined]
-    password = SecretStr(secrets.token_urlsafe(24))
-    if not people.any_user():
-        people.add("bench-operator", "operator", password, actor=None)
-    admin = Actor("bench-operator", "operator")
-    return people.issue_api_token("bench-operator", actor=admin).token.get_secret_value()
 
 
 def unlimited_contracts(path: Path) -> Path:
@@ -80,21 +66,13 @@ def main() -> None:
 
 
 def run(root: Path, n: int, pg: str, schema: str, procs: list[subprocess.Popen]) -> None:
-    from flows.runtime import Runtime, Settings, vendor_overrides
+    from flows.runtime import vendor_overrides
     from idv.synthetic import Mix, write_batch
 
     base = {k: v for k, v in os.environ.items() if not k.startswith(("IDV_", "PREFECT_"))}
     sandbox_url, sandbox = start_sandbox(LATENCY_MS, base)
     procs.append(sandbox)
-    prefect_port = free_port()
-    api = f"http://127.0.0.1:{prefect_port}/api"
-    prefect_env = {**base, "PREFECT_HOME": str(root / "prefect"), "PREFECT_API_URL": api,
-                   "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    procs.append(subprocess.Popen(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
-         str(prefect_port)], env=prefect_env, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, start_new_session=True))
-    wait_for(f"{api}/health", procs[-1], "the Prefect server")
+    api, prefect_env = start_prefect_server(root, base, procs)
 
     pool = "idv-bench"
     values = {"IDV_HOME": str(root / "home"), "IDV_DATABASE_URL": pg,
@@ -106,14 +84,7 @@ def run(root: Path, n: int, pg: str, schema: str, procs: list[subprocess.Popen])
               **{f"IDV_{k.upper()}": v for k, v in
                  vendor_overrides(sandbox_url, APP_KEY, APP_SECRET).items()}}
     env = {**prefect_env, **values}
-    rt = Runtime(Settings(home=root / "home", database_url=pg, database_schema=schema))
-    rt.migrate()
-    env["IDV_TOKEN"] = operator_token(rt)
-    rt.close()
-    applied = subprocess.run([str(BIN / "idv"), "schedule", "apply", "--pool", pool],
-                             env=env, capture_output=True, text=True, check=False)
-    if applied.returncode != 0:
-        sys.exit(f"idv schedule apply failed: {applied.stderr[-2000:]}")
+    deploy(env, root, pg, schema, pool)
 
     os.environ.update(env)
     from prefect.settings import PREFECT_API_URL, temporary_settings
