@@ -33,8 +33,7 @@ from datetime import datetime
 from pathlib import Path
 
 import yaml
-from harness import BIN, deploy, start_prefect_server, start_sandbox, stop
-from sqlalchemy import text
+from harness import BIN, bench_schema, deploy, start_prefect_server, start_sandbox, stop
 
 from policies import catalog
 
@@ -64,31 +63,23 @@ def main() -> None:
                      if a.startswith("--headroom=")), None)
     n = int(args[0]) if args else 10_000
     pg = os.environ.get("IDV_BENCH_DATABASE_URL", "postgresql://root@127.0.0.1:5432/test")
-    from storage.db import make_engine
-
-    schema = f"idv_bench_{secrets.token_hex(5)}"
-    admin = make_engine(pg)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     procs: list[subprocess.Popen] = []
     base = {k: v for k, v in os.environ.items() if not k.startswith(("IDV_", "PREFECT_"))}
-    try:
-        with tempfile.TemporaryDirectory(prefix="idv-contracts-") as tmp:
-            # The vendor in a process of its own, as it is on another machine: its count of
-            # arrivals is not held up by this process's own work.
-            sandbox_url, sandbox = start_sandbox(0, base, rates=RATES,
-                                                 call_log_limit=10 * n + 1000)
-            procs.append(sandbox)
-            counts, wall = run(Path(tmp), n, pg, schema, sandbox_url, headroom, procs)
-            with urllib.request.urlopen(f"{sandbox_url}/_sandbox/calls",  # noqa: S310
-                                        timeout=60) as answer:
-                calls = json.load(answer)["calls"]
-    finally:
-        for p in procs:
-            stop(p)
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with bench_schema(pg) as schema:  # dropped after the processes using it stop
+        try:
+            with tempfile.TemporaryDirectory(prefix="idv-contracts-") as tmp:
+                # The vendor in a process of its own, as it is on another machine: its count of
+                # arrivals is not held up by this process's own work.
+                sandbox_url, sandbox = start_sandbox(0, base, rates=RATES,
+                                                     call_log_limit=10 * n + 1000)
+                procs.append(sandbox)
+                counts, wall = run(Path(tmp), n, pg, schema, sandbox_url, headroom, procs)
+                with urllib.request.urlopen(f"{sandbox_url}/_sandbox/calls",  # noqa: S310
+                                            timeout=60) as answer:
+                    calls = json.load(answer)["calls"]
+        finally:
+            for p in procs:
+                stop(p)
     report(calls, n, counts, wall, headroom)
 
 

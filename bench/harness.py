@@ -11,7 +11,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
@@ -119,3 +120,25 @@ def deploy(env: dict[str, str], root: Path, pg: str, schema: str, pool: str) -> 
                              env=env, capture_output=True, text=True, check=False)
     if applied.returncode != 0:
         sys.exit(f"idv schedule apply failed: {applied.stderr[-2000:]}")
+
+
+@contextmanager
+def bench_schema(pg: str) -> Iterator[str]:
+    """A PostgreSQL schema of the benchmark's own at `pg`, dropped with all it holds at the
+    end."""
+    import secrets
+
+    from sqlalchemy import text
+
+    from storage.db import make_engine
+
+    schema = f"idv_bench_{secrets.token_hex(5)}"
+    admin = make_engine(pg)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield schema
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()

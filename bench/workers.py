@@ -25,8 +25,16 @@ import time
 from pathlib import Path
 
 import yaml
-from harness import APP_KEY, APP_SECRET, BIN, deploy, start_prefect_server, start_sandbox, stop
-from sqlalchemy import text
+from harness import (
+    APP_KEY,
+    APP_SECRET,
+    BIN,
+    bench_schema,
+    deploy,
+    start_prefect_server,
+    start_sandbox,
+    stop,
+)
 
 LATENCY_MS = 200
 CHUNK = 500
@@ -47,22 +55,14 @@ def unlimited_contracts(path: Path) -> Path:
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 4000
     pg = os.environ.get("IDV_BENCH_DATABASE_URL", "postgresql://root@127.0.0.1:5432/test")
-    from storage.db import make_engine
-
-    schema = f"idv_bench_{secrets.token_hex(5)}"
-    admin = make_engine(pg)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     procs: list[subprocess.Popen] = []
-    try:
-        with tempfile.TemporaryDirectory(prefix="idv-workers-") as tmp:
-            run(Path(tmp), n, pg, schema, procs)
-    finally:
-        for p in procs:
-            stop(p)
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with bench_schema(pg) as schema:  # dropped after the processes using it stop
+        try:
+            with tempfile.TemporaryDirectory(prefix="idv-workers-") as tmp:
+                run(Path(tmp), n, pg, schema, procs)
+        finally:
+            for p in procs:
+                stop(p)
 
 
 def run(root: Path, n: int, pg: str, schema: str, procs: list[subprocess.Popen]) -> None:
