@@ -48,6 +48,8 @@ CANARIES = (ID_CANARY, PHONE_CANARY, NAME_CANARY)
 REASON = "the documents the applicant sent match"
 COURT_CASE = "(2025)沪0101执77号"
 
+HEX_AS_LETTERS = str.maketrans("0123456789", "ghijklmnop")
+
 
 # --- the world: one runtime, the API on loopback, a person and token per role --------------
 
@@ -93,7 +95,8 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
 
 def flagged(w: World, *, reasons: tuple[str, ...] = ("ID_MISMATCH",)) -> tuple[str, str]:
     """A stored applicant whose outcome opened a case (canaries as its values): (ref, case)."""
-    ref = f"M-{uuid.uuid4().hex[:12]}"
+    # Letters only: a run of hex digits can spell a phone number, which refs refuse.
+    ref = f"M-{uuid.uuid4().hex[:12].translate(HEX_AS_LETTERS)}"
     run_id = w.rt.store.runs.start(batch_name="matrix", batch_sha256=None)
     w.rt.store.applicants.add_decided(
         run_id=run_id, line_no=1,

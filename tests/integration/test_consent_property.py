@@ -37,6 +37,8 @@ SCOPES = ["id_verification", "carrier_check", "court_records", "credit_report",
           "risk_scoring", "wechat_profile"]
 NOTICE_VERSIONS = sorted(NOTICES) + ["privacy-notice-unknown"]
 
+HEX_AS_LETTERS = str.maketrans("0123456789", "ghijklmnop")
+
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
@@ -102,7 +104,8 @@ def covered_at(events, purpose: str, scopes: frozenset[str], at: datetime) -> bo
 def test_when_histories_and_clocks_vary_then_no_call_lacks_a_live_covering_consent(
         world, history, steps, seed):
     store, sandbox = world
-    ref = f"P-{uuid.uuid4().hex[:12]}"
+    # Letters only: a run of hex digits can spell a phone number, which refs refuse.
+    ref = f"P-{uuid.uuid4().hex[:12].translate(HEX_AS_LETTERS)}"
     # A person of their own per example: the call log is shared across examples.
     id_number = make_id_number(random.Random(f"{ref}{seed}"))  # noqa: S311
     for i, g in enumerate(history):
