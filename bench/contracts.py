@@ -13,7 +13,7 @@ processes of their own. Printed per API: the calls, the rate reached over the ru
 share of the contract, 429 answers; and the run's wall time against the bound the binding
 API sets (its calls / its rate).
 
-Usage: python bench/contracts.py [APPLICANTS] [--headroom=0.04]
+Usage: python bench/contracts.py [APPLICANTS] [--headroom=0.04] [--chunk=500]
 (default 10000 applicants in chunks of 500 and the shipped contracts' headroom)
        IDV_BENCH_DATABASE_URL (default postgresql://root@127.0.0.1:5432/test)
 """
@@ -58,9 +58,12 @@ def contracts_file(path: Path, headroom: float | None) -> Path:
 
 
 def main() -> None:
-    args = [a for a in sys.argv[1:] if not a.startswith("--headroom=")]
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
     headroom = next((float(a.split("=", 1)[1]) for a in sys.argv[1:]
                      if a.startswith("--headroom=")), None)
+    global CHUNK
+    CHUNK = next((int(a.split("=", 1)[1]) for a in sys.argv[1:]
+                  if a.startswith("--chunk=")), CHUNK)
     n = int(args[0]) if args else 10_000
     pg = os.environ.get("IDV_BENCH_DATABASE_URL", "postgresql://root@127.0.0.1:5432/test")
     procs: list[subprocess.Popen] = []

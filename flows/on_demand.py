@@ -19,6 +19,7 @@ connection or thread of its own.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import logging
 import threading
@@ -32,11 +33,12 @@ import uvloop
 from flows.onboarding import ChunkReport, ChunkRunner, Pending
 from flows.quality import answer_complete
 from flows.runtime import Runtime
-from intake.models import Refusal
+from intake.models import ApplicantLine, Refusal
 from intake.reader import parse_record
 from services.errors import Conflict, InvalidInput
 from services.runs import owner_id
 from storage.journal import Journal
+from storage.records import Decision, StepRecord
 
 BATCH_NAME = "on-demand"
 T = TypeVar("T")
@@ -48,20 +50,36 @@ def request_basis(idempotency_key: str) -> str:
     return hashlib.sha256(f"idv-on-demand|{idempotency_key}".encode()).hexdigest()
 
 
-def verify_one(rt: Runtime, record: Any, *, idempotency_key: str | None = None
-               ) -> tuple[str, bool]:
-    """Verify one applicant. Returns the run id and whether it is a replay of an earlier
-    request under the same key. `InvalidInput` for a record intake refuses (field and
-    rule); `Conflict` for a key in use by another applicant or by a request still working."""
+def parse_request(rt: Runtime, record: Any, idempotency_key: str | None
+                  ) -> tuple[ApplicantLine, str | None]:
+    """The request's batch line and the basis naming it across retries. `InvalidInput` for
+    a record intake refuses (field and rule)."""
     if not isinstance(record, Mapping):
         raise InvalidInput("request", "must be a JSON object (one batch line)")
-    now = datetime.now(UTC)
     line = parse_record(record, 1, consent_policy=rt.consent_policy, notices=rt.notices,
-                        now=now)
+                        now=datetime.now(UTC))
     if isinstance(line, Refusal):
         raise InvalidInput(line.field, line.reason)
-    basis = request_basis(idempotency_key) if idempotency_key else None
+    return line, (request_basis(idempotency_key) if idempotency_key else None)
+
+
+def verify_one(rt: Runtime, record: Any, *, idempotency_key: str | None = None
+               ) -> dict[str, Any]:
+    """Verify one applicant; the masked answer (`answer`), whose `replayed` says whether it
+    is an earlier request's under the same key. `InvalidInput` for a record intake refuses
+    (field and rule); `Conflict` for a key in use by another applicant or by a request
+    still working."""
+    line, basis = parse_request(rt, record, idempotency_key)
     return rt.on_demand.run(lambda engine: engine.request(line, basis))
+
+
+async def verify_one_async(rt: Runtime, record: Any, *, idempotency_key: str | None = None
+                           ) -> dict[str, Any]:
+    """`verify_one` for a caller on an event loop of its own (the HTTP API's): it waits for
+    the engine's answer without holding a thread."""
+    line, basis = parse_request(rt, record, idempotency_key)
+    return await asyncio.wrap_future(rt.on_demand.submit(
+        lambda engine: engine.request(line, basis)))
 
 
 class Engine:
@@ -105,12 +123,16 @@ class Engine:
         finally:
             self._ready.set()
 
-    def run(self, work: Callable[[Engine], Coroutine[Any, Any, T]]) -> T:
-        """`work(engine)`'s coroutine run on the engine's loop; its result, or its error."""
+    def submit(self, work: Callable[[Engine], Coroutine[Any, Any, T]]
+               ) -> concurrent.futures.Future[T]:
+        """`work(engine)`'s coroutine started on the engine's loop: its future."""
         if self._stop is None or not self._thread.is_alive():
             raise RuntimeError("the on-demand engine is closed")
-        coro = work(self)
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        return asyncio.run_coroutine_threadsafe(work(self), self._loop)
+
+    def run(self, work: Callable[[Engine], Coroutine[Any, Any, T]]) -> T:
+        """`work(engine)`'s coroutine run on the engine's loop; its result, or its error."""
+        return self.submit(work).result()
 
     async def db(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """A one-at-a-time `Store` method, on the journal's thread: every write a request
@@ -120,8 +142,8 @@ class Engine:
         assert self.journal is not None
         return await self.journal.call(fn, *args, **kwargs)
 
-    async def request(self, line: Any, basis: str | None) -> tuple[str, bool]:
-        """One request: its replay, or a run of one opened, verified and closed."""
+    async def request(self, line: ApplicantLine, basis: str | None) -> dict[str, Any]:
+        """One request's answer: its replay, or a run of one opened, verified and closed."""
         rt = self.rt
         resumes = None
         if basis is not None:
@@ -130,41 +152,54 @@ class Engine:
                 lines = await self.db(rt.store.runs.lines, earlier)
                 if not lines or lines[0].applicant_ref != line.applicant_ref:
                     raise Conflict("Idempotency-Key", "was used for another applicant")
-                return earlier, True
+                return await self.db(answer, rt, earlier, replayed=True)
             resumes = await self.db(rt.services.runs.close_crashed, basis,
                                     stale_s=rt.settings.run_stale_s)
         run_id = await self.db(rt.store.runs.start, batch_name=BATCH_NAME,
                                batch_sha256=basis, owner=owner_id(), resumes=resumes)
         try:
-            await self.work_line(run_id, line, basis)
+            stored = await self.work_line(run_id, line, basis)
         except BaseException:
             await asyncio.shield(self.db(rt.store.runs.mark_crashed, run_id,
                                          reason="request_failed"))
             raise
         await self.db(rt.store.runs.finish, run_id, checkpoint=False)
-        return run_id, False
+        if stored is None:  # refused, or known already: the answer is what the store holds
+            return await self.db(answer, rt, run_id, replayed=False)
+        steps, decision = stored
+        # Stored just now by this run alone: the answer the store would give, without
+        # reading it back (a replay reads it, and answers the same).
+        return {"run_id": run_id, "replayed": False,
+                "fees_cents": sum(step.fee_cents for step in steps),
+                "applicant_ref": line.applicant_ref, "disposition": "new",
+                "outcome": decision.outcome, "steps": [
+                    {"verifier": step.step, "status": step.status, "reason": step.reason}
+                    for step in steps]}
 
-    async def work_line(self, run_id: str, line: Any, basis: str | None) -> ChunkReport:
+    async def work_line(self, run_id: str, line: ApplicantLine, basis: str | None
+                        ) -> tuple[list[StepRecord], Decision] | None:
+        """The line verified and stored: the steps and decision stored, or None when the
+        line was refused or its applicant is known already."""
         rt = self.rt
         assert self.session is not None and self.journal is not None
         report = ChunkReport(lines=1)
         runner = ChunkRunner(rt, run_id, self.session, self.journal, batch_sha256=basis,
                              sha_known=True, degraded=set())
         prepared = await runner.prepare(line, report)
-        if isinstance(prepared, Pending):
-            # The response suites' rule over this one answer per source: a source whose
-            # answer lacks a field its model requires ends `error`, never `passed`.
-            broken = {step for step, shape in prepared.shapes.items()
-                      if not answer_complete(step, shape)}
-            for step in sorted(broken):
-                log.warning("source %s degraded: its answer lacks a required field", step)
-            runner.degraded |= broken
-            done = await runner.finish(prepared, report)
-        else:
-            done = prepared
+        if not isinstance(prepared, Pending):
+            await self.db(rt.store.runs.add_lines, run_id, [prepared])
+            return None
+        # The response suites' rule over this one answer per source: a source whose
+        # answer lacks a field its model requires ends `error`, never `passed`.
+        broken = {step for step, shape in prepared.shapes.items()
+                  if not answer_complete(step, shape)}
+        for step in sorted(broken):
+            log.warning("source %s degraded: its answer lacks a required field", step)
+        runner.degraded |= broken
+        done = await runner.finish(prepared, report)
         if done is not None:
             await self.db(rt.store.runs.add_lines, run_id, [done])
-        return report
+        return prepared.stored
 
     def close(self) -> None:
         if self._stop is not None and self._thread.is_alive():

@@ -110,6 +110,8 @@ class Pending:
     line: ApplicantLine
     steps: list[StepRecord]
     shapes: dict[str, frozenset[str]]
+    # Once `finish` stored it: the steps as stored and the decision.
+    stored: tuple[list[StepRecord], Decision] | None = None
 
 
 def degrade(step: StepRecord) -> StepRecord:
@@ -312,6 +314,7 @@ class ChunkRunner:
             report.count(outcome)
             return RunLineRecord(line_no=line.line_no, applicant_ref=line.applicant_ref,
                                  disposition="existing", outcome=outcome)
+        pending.stored = (steps, decision)
         report.applicants_new += 1
         report.fees_cents += sum(s.fee_cents for s in steps)
         report.count(decision.outcome)

@@ -160,13 +160,14 @@ class BodyGuard:
         headers = {k.lower(): v for k, v in scope["headers"]}
         authorization = headers.get(b"authorization")
         try:
-            await run_in_threadpool(resolve_caller, self.state(), None if authorization is None
-                                    else authorization.decode("latin-1"))
+            caller = await caller_of(self.state(), None if authorization is None
+                                     else authorization.decode("latin-1"))
         except HTTPException as exc:
             await self._refuse(send, 401, ErrorBody(
                 error="unauthorized", field="Authorization", rule=str(exc.detail)),
                 ((b"www-authenticate", b"Bearer"),))
             return
+        scope.setdefault("state", {})[CALLER_KEY] = caller
         cap = BODY_CAPS.get(scope["path"], DEFAULT_BODY_CAP)
         too_large = ErrorBody(error="too_large", field="body",
                               rule=f"must be at most {cap} bytes")
@@ -207,10 +208,10 @@ def service_token_problem(token: str) -> str | None:
     return None
 
 
-def resolve_caller(state: Any, header: str | None) -> ServiceActor:
-    """Who an `Authorization` header stands for (the app's state holds the service token and
-    the runtime); `HTTPException` 401 when it stands for nobody. The one check of a token:
-    the routes' dependency and the body guard, which runs before any body is read."""
+def _caller_at_hand(state: Any, header: str | None) -> ServiceActor | None:
+    """Who an `Authorization` header stands for when the header alone tells (no token
+    needed, or the service token); None when the store must be asked; `HTTPException` 401
+    when it stands for nobody."""
     if header is None:
         if state.api_token is None and state.open_without_token:
             return ServiceActor(name="anonymous", role=state.api_token_role)
@@ -222,21 +223,51 @@ def resolve_caller(state: Any, header: str | None) -> ServiceActor:
     if state.api_token is not None and hmac.compare_digest(given.encode(),
                                                            state.api_token.encode()):
         return ServiceActor(name="api-token", role=state.api_token_role)
-    from services.people import TOKEN_PREFIX, SignInRefused
+    from services.people import TOKEN_PREFIX
 
     if not given.startswith(TOKEN_PREFIX):  # not one idv issued: no need to ask the store
         raise _unauthorized("wrong bearer token")
+    return None
+
+
+def resolve_caller(state: Any, header: str | None) -> ServiceActor:
+    """Who an `Authorization` header stands for (the app's state holds the service token and
+    the runtime); `HTTPException` 401 when it stands for nobody. The one check of a token:
+    the body guard, which runs before any body is read, and the routes' dependency."""
+    at_hand = _caller_at_hand(state, header)
+    if at_hand is not None:
+        return at_hand
+    from services.people import SignInRefused
+
+    matched = _BEARER.fullmatch((header or "").strip())
+    assert matched is not None  # `_caller_at_hand` refused any other header
+    given = matched.group(1)
     try:
         return state.runtime.services.people.resolve(given, kinds=("api", "cli")).actor
     except SignInRefused as exc:
         raise _unauthorized(f"{exc.field} {exc.rule}") from None
 
 
-def authenticated(request: Request, _credentials: Annotated[
+async def caller_of(state: Any, header: str | None) -> ServiceActor:
+    """`resolve_caller` on the event loop when the header alone tells, in a worker thread
+    when the store must be asked."""
+    return _caller_at_hand(state, header) or await run_in_threadpool(resolve_caller, state,
+                                                                     header)
+
+
+# Where the body guard leaves the caller it resolved, for the routes' dependency.
+CALLER_KEY = "idv_caller"
+
+
+async def authenticated(request: Request, _credentials: Annotated[
         HTTPAuthorizationCredentials | None, Depends(_bearer)] = None) -> ServiceActor:
     """Who calls, for the permission checks and the audit chain; 401 unless the header is
-    `Bearer <token>` with a token that stands (`_credentials` only documents the scheme)."""
-    return resolve_caller(request.app.state, request.headers.get("authorization"))
+    `Bearer <token>` with a token that stands (`_credentials` only documents the scheme).
+    A request with a body was resolved by the body guard already."""
+    known = request.scope.get("state", {}).get(CALLER_KEY)
+    if isinstance(known, ServiceActor):
+        return known
+    return await caller_of(request.app.state, request.headers.get("authorization"))
 
 
 Actor = Annotated[ServiceActor, Depends(authenticated)]
@@ -436,7 +467,7 @@ def create_app(runtime: Runtime) -> FastAPI:
               responses={200: {"model": VerificationAnswer,
                                "description": "the first answer to this Idempotency-Key"},
                          **answers(*_READS_BODY, 403, 409)})
-    def verification(
+    async def verification(
         payload: Annotated[dict[str, Any], Body(description="One batch line (JSON object)")],
         response: Response,
         actor: Actor,
@@ -447,16 +478,18 @@ def create_app(runtime: Runtime) -> FastAPI:
         batch: 201 with the outcome and the masked steps; the same `Idempotency-Key` again
         answers 200 with the first answer and calls nobody; 422 names the field and rule of
         a refused line."""
-        from flows.on_demand import answer, verify_one
+        from flows.on_demand import verify_one_async
 
-        runtime.services.runs.authorize(actor, operation="verify")
-        run_id, replayed = verify_one(runtime, payload, idempotency_key=idempotency_key)
-        body = answer(runtime, run_id, replayed=replayed)
+        # On the server's loop: the request waits for the on-demand engine without holding a
+        # thread. A refusal is audited, in a worker thread (a write to the store).
+        if not runtime.services.runs.may_start(actor):
+            await run_in_threadpool(runtime.services.runs.authorize, actor, operation="verify")
+        body = await verify_one_async(runtime, payload, idempotency_key=idempotency_key)
         if body["disposition"] == "refused":
             return JSONResponse(status_code=422, content=ErrorBody(
                 error="refused", field=body["field"] or "request",
                 rule=body["rule"] or "was refused").model_dump())
-        if replayed:
+        if body["replayed"]:
             response.status_code = 200
         return body
 

@@ -29,6 +29,15 @@ class AccessControl:
                          subject_ref=subject_ref)
             raise Denied(exc.field, exc.rule) from None
 
+    def allows(self, actor: Actor, permission: str) -> bool:
+        """Whether `require` would let the actor through: a check of the policy alone, for a
+        caller that must not wait on the store unless it refuses."""
+        try:
+            require(self.policy, actor.role, permission)
+        except AccessDenied:
+            return False
+        return True
+
     def refused(self, actor: Actor, permission: str, *, operation: str, rule: str,
                 subject_ref: str | None = None) -> None:
         self.store.audit.record("access.refused", subject_ref, {

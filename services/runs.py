@@ -65,6 +65,10 @@ class RunService:
         here first; the flows themselves run under a service actor."""
         self.access.require(actor, "run", operation=operation)
 
+    def may_start(self, actor: Actor) -> bool:
+        """Whether `authorize` lets the actor through (the policy alone, no store access)."""
+        return self.access.allows(actor, "run")
+
     def check_not_running(self, batch_sha256: str, *, stale_s: float, actor: Actor) -> None:
         """`Conflict` (field `batch`) when a run of this file is still working: a second
         one would race it for the same applicants. Needs `run`."""

@@ -196,16 +196,16 @@ def verify(
         fail("FILE", "no such applicant file", as_json=as_json)
     except (UnicodeDecodeError, ValueError):
         fail("FILE", "must be one JSON object in UTF-8", as_json=as_json)
-    from flows.on_demand import answer, verify_one
+    from flows.on_demand import verify_one
 
     with sandbox_wired(sandbox, None), runtime() as rt:
         check_policies(rt, as_json=as_json)
         try:
             rt.services.runs.authorize(actor(), operation="verify")
-            run_id, replayed = verify_one(rt, record, idempotency_key=idempotency_key)
+            result = verify_one(rt, record, idempotency_key=idempotency_key)
         except ServiceError as exc:
             refuse(exc, as_json=as_json)
-        result = answer(rt, run_id, replayed=replayed)
+    replayed = result["replayed"]
     if result["disposition"] == "refused":
         fail(result["field"] or "FILE", result["rule"] or "was refused", as_json=as_json)
     if as_json:

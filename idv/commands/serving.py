@@ -110,7 +110,7 @@ def serve(
     """Serve the HTTP API (consents, decisions, the OAuth pages)."""
     import uvicorn
 
-    from flows.runtime import Runtime, settle_heap
+    from flows.runtime import Runtime, settle_for_serving
     from idv.api import create_app
 
     prepare_environment()
@@ -138,6 +138,7 @@ def serve(
         # otherwise a full collection over it holds every request in flight a fifth of a
         # second.
         rt.warm()
-        settle_heap()
+        settle_for_serving()
         # No access log: callback URLs carry codes and states.
-        uvicorn.run(api, host=host, port=port, log_level="warning", access_log=False)
+        uvicorn.run(api, host=host, port=port, log_level="warning", access_log=False,
+                    http="httptools", loop="uvloop")
