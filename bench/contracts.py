@@ -14,7 +14,7 @@ share of the contract, 429 answers; and the run's wall time against the bound th
 API sets (its calls / its rate).
 
 Usage: python bench/contracts.py [APPLICANTS] [--headroom=0.04] [--chunk=500]
-(default 10000 applicants in chunks of 500 and the shipped contracts' headroom)
+(default 10000 applicants in chunks of 2500 and the shipped contracts' headroom)
        IDV_BENCH_DATABASE_URL (default postgresql://root@127.0.0.1:5432/test)
 """
 
@@ -33,13 +33,23 @@ from datetime import datetime
 from pathlib import Path
 
 import yaml
-from harness import BIN, bench_schema, deploy, start_prefect_server, start_sandbox, stop
+from harness import (
+    BIN,
+    WORKER_ENV,
+    bench_schema,
+    deploy,
+    start_prefect_server,
+    start_sandbox,
+    stop,
+)
 
 from policies import catalog
 
 RATES = {"/v1/identity/two-element": 100, "/v1/identity/three-element": 100,
          "/v1/carrier/verify": 20, "/v1/court/dishonest": 50, "/v1/credit/summary": 20}
-CHUNK = 500
+# One chunk per flow run the pool takes at once (10,000 / (2 workers x --limit 2)): every
+# chunk's process starts at the outset, none while the binding API's rate is being drawn.
+CHUNK = 2500
 WORKERS = 2
 # Flow runs a worker takes at once: with two, the next chunk's process starts while one
 # works, so no second of the binding rate waits for a process start.
@@ -116,7 +126,7 @@ def run(root: Path, n: int, pg: str, schema: str, sandbox_url: str, headroom: fl
     with temporary_settings({PREFECT_API_URL: api}):
         procs.extend(subprocess.Popen(
             [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process",
-             "--name", f"w-{i}", "--limit", str(LIMIT)], env=env, cwd=root,
+             "--name", f"w-{i}", "--limit", str(LIMIT)], env={**env, **WORKER_ENV}, cwd=root,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
             for i in range(WORKERS))
         time.sleep(5)  # the workers poll the pool

@@ -17,6 +17,9 @@ from pathlib import Path
 
 BIN = Path(sys.executable).parent
 APP_KEY, APP_SECRET = "bench", "bench-secret"
+# A worker's poll of its pool (Prefect's default is every 10 s): a free worker takes a
+# batch's next chunk within this.
+WORKER_ENV = {"PREFECT_WORKER_QUERY_SECONDS": "2"}
 
 
 def free_port() -> int:

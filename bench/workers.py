@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -29,6 +30,7 @@ from harness import (
     APP_KEY,
     APP_SECRET,
     BIN,
+    WORKER_ENV,
     bench_schema,
     deploy,
     start_prefect_server,
@@ -91,12 +93,13 @@ def run(root: Path, n: int, pg: str, schema: str, procs: list[subprocess.Popen])
 
     from flows.prefect_onboarding import onboarding
 
-    results = {}
+    results: dict[int, tuple[int, float]] = {}
+    phases: dict[int, dict[str, float]] = {}
     with temporary_settings({PREFECT_API_URL: api}):
         for workers in (1, 2):
             started = [subprocess.Popen(
                 [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process",
-                 "--name", f"w{workers}-{i}", "--limit", "1"], env=env, cwd=root,
+                 "--name", f"w{workers}-{i}", "--limit", "1"], env={**env, **WORKER_ENV}, cwd=root,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
                 for i in range(workers)]
             procs.extend(started)
@@ -104,10 +107,11 @@ def run(root: Path, n: int, pg: str, schema: str, procs: list[subprocess.Popen])
             batch = write_batch(root / f"batch-{workers}.jsonl", n, seed=700 + workers,
                                 prefix=f"WB{workers}-",
                                 mix=Mix(invalid=0, no_consent=0, no_scoring_consent=0))
-            t0 = time.monotonic()
+            t0, t_start = time.monotonic(), datetime.now(UTC)
             result = onboarding(batch_path=str(batch))
             wall = time.monotonic() - t0
             results[workers] = (result["lines"], wall)
+            phases[workers] = chunk_phases(t_start)
             for p in started:
                 stop(p)
     chunks = -(-n // CHUNK)
@@ -116,8 +120,39 @@ def run(root: Path, n: int, pg: str, schema: str, procs: list[subprocess.Popen])
     for workers, (lines, wall) in results.items():
         print(f"{workers} worker{'s' if workers > 1 else ''}: {lines} lines in {wall:.1f} s = "
               f"{lines / wall:.1f} applicants/s")
+    for workers, took in phases.items():
+        print(f"{workers} worker{'s' if workers > 1 else ''}, per chunk on average: "
+              + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in took.items()))
     ratio = (results[2][0] / results[2][1]) / (results[1][0] / results[1][1])
     print(f"ratio 2 workers / 1: {ratio:.2f} (target >= 1.8)")
+
+
+def chunk_phases(since: datetime) -> dict[str, float]:
+    """Where the chunks' flow runs created since `since` spent their time, on average: waiting
+    for a worker to take them (scheduled until pending), their process starting (pending
+    until running) and their work (running until done)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterStartTime,
+        FlowRunFilterTags,
+    )
+
+    totals = {"waiting for a worker": 0.0, "process start": 0.0, "work": 0.0}
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            tags=FlowRunFilterTags(all_=["chunk"]),
+            start_time=FlowRunFilterStartTime(after_=since)))
+        for fr in runs:
+            at = {}
+            for st in client.read_flow_run_states(fr.id):
+                at.setdefault(st.type.value, st.timestamp)
+            if not {"SCHEDULED", "PENDING", "RUNNING", "COMPLETED"} <= at.keys():
+                continue
+            totals["waiting for a worker"] += (at["PENDING"] - at["SCHEDULED"]).total_seconds()
+            totals["process start"] += (at["RUNNING"] - at["PENDING"]).total_seconds()
+            totals["work"] += (at["COMPLETED"] - at["RUNNING"]).total_seconds()
+    return {k: v / max(1, len(runs)) for k, v in totals.items()}
 
 
 if __name__ == "__main__":
