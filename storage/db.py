@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sqlite3
+import threading
 import weakref
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -16,6 +19,8 @@ from sqlalchemy import Connection, DateTime, Engine, Table, create_engine, event
 from sqlalchemy.engine import Dialect, make_url
 
 from storage.encoding import column_dumps, column_loads
+
+log = logging.getLogger("idv.storage.db")
 
 
 def normalize_url(url: str) -> str:
@@ -63,6 +68,61 @@ def make_engine(url: str, *, schema: str | None = None) -> Engine:
             cur.close()
 
     return engine
+
+
+def sqlite_file(engine: Engine) -> Path | None:
+    """The database file of an engine on an SQLite file, else None."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return Path(url.database)
+
+
+class WalCheckpointer:
+    """Copies an SQLite database's write-ahead log back into the database from a thread of
+    its own, every `every_s`, so that no commit pays for it.
+
+    SQLite checkpoints in the connection whose commit takes the log past
+    `wal_autocheckpoint` pages (1,000), and in WAL mode with `synchronous=NORMAL` that
+    checkpoint is the only step that waits for the disk: every few hundred commits, one
+    takes milliseconds longer, and every writer queued behind it waits as long. A passive
+    checkpoint here, on its own connection, runs beside the writers (SQLite lets it; it
+    takes no write lock) and keeps the log well under that size; if it falls behind (a
+    long reader holds old pages), SQLite's own checkpoint on commit is still there.
+    Use as a context manager; an engine on anything else than an SQLite file gets none."""
+
+    def __init__(self, engine: Engine, *, every_s: float = 0.1) -> None:
+        self._path = sqlite_file(engine)
+        self._every = every_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.passes = 0
+
+    def __enter__(self) -> WalCheckpointer:
+        if self._path is not None:
+            self._thread = threading.Thread(target=self._run, name="idv-wal-checkpoint",
+                                            daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        assert self._path is not None
+        conn = sqlite3.connect(self._path, timeout=1, check_same_thread=True)
+        try:
+            while not self._stop.wait(self._every):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error as exc:  # retried at the next pass
+                    log.warning("WAL checkpoint failed: %s", type(exc).__name__)
+                    continue
+                self.passes += 1
+        finally:
+            conn.close()
 
 
 _Plan = tuple[str, tuple[str, ...], tuple[tuple[int, Callable[[Any], Any]], ...]]

@@ -35,6 +35,7 @@ from policies.consent import ConsentChanged, ConsentGrant
 from storage import applicants, ledger
 from storage import models as m
 from storage.audit import PendingEvent
+from storage.db import WalCheckpointer
 from storage.ledger import LEDGER_EVENT_KINDS
 from storage.records import Decision, NewApplicant, StepRecord
 from storage.store import Store
@@ -108,6 +109,8 @@ class Journal:
         self._reads = _Reads()
         self._wake = asyncio.Event()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="idv-journal")
+        # On an SQLite file, the log is checkpointed beside the group commits, never in one.
+        self._checkpointer = WalCheckpointer(store.engine)
         self._worker: asyncio.Task[None] | None = None
         # Subjects' grants as last read, valid up to audit sequence number `_seen_seq`.
         self._grants: dict[str, list[ConsentGrant]] = {}
@@ -121,6 +124,7 @@ class Journal:
         self.cpu_s = 0.0
 
     async def __aenter__(self) -> Journal:
+        self._checkpointer.__enter__()
         self._worker = asyncio.create_task(self._run(), name="idv-journal")
         return self
 
@@ -136,6 +140,7 @@ class Journal:
             except asyncio.CancelledError:
                 pass
         self._pool.shutdown(wait=True)
+        self._checkpointer.__exit__(None, None, None)
 
     # -- the caller's side ---------------------------------------------------------------
 

@@ -276,3 +276,30 @@ async def test_when_the_ledger_moves_under_the_one_at_a_time_gate_then_it_decide
     kinds = [e.kind for e in store.audit.events(subject_ref="R-4")]
     assert "consent.allowed" not in kinds and kinds[-1] == "consent.denied"
     assert store.audit.verify_chain()[0]
+
+
+async def test_when_a_journal_is_open_on_an_sqlite_file_then_its_log_is_checkpointed_beside_it(
+        store):
+    """The write-ahead log is copied back by a thread of the journal's own, not by a commit:
+    after a burst of writes and a pause, nothing is left in the log to copy, while SQLite's
+    own checkpoint (at 1,000 pages) was never reached. PostgreSQL has no such log to tend."""
+    import sqlite3
+    import threading
+
+    from storage.db import sqlite_file
+
+    path = sqlite_file(store.engine)
+    async with Journal(store) as journal:
+        await asyncio.gather(*(journal.record("test.event", f"S-{i}", {"i": i, "pad": "x" * 500})
+                               for i in range(400)))
+        if path is None:
+            assert not any(t.name == "idv-wal-checkpoint" for t in threading.enumerate())
+            return
+        assert any(t.name == "idv-wal-checkpoint" for t in threading.enumerate())
+        await asyncio.sleep(0.5)
+        with sqlite3.connect(path) as conn:
+            busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert busy == 0 and 0 < frames == copied  # all copied back before this pass
+        assert journal._checkpointer.passes > 0
+    assert not any(t.name == "idv-wal-checkpoint" for t in threading.enumerate())
+    assert store.audit.verify_chain()[0]
