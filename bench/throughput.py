@@ -116,6 +116,7 @@ async def baseline(url: str, batch: Path) -> int:
 def run_side(mode: str, url: str, batch: Path, home: Path) -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
     startup = 0.0
+    outcomes: dict[str, int] = {}
     if mode == "baseline":
         applicants = asyncio.run(baseline(url, batch))
     else:
@@ -147,10 +148,11 @@ def run_side(mode: str, url: str, batch: Path, home: Path) -> dict:
         t0, c0 = time.perf_counter(), time.process_time()
         result = run_batch(rt, str(batch))
         applicants = result.lines
+        outcomes = result.counts
         rt.close()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0 + children_cpu()
     return {"applicants": applicants, "wall_s": wall, "cpu_s": cpu, "rss_mb": peak_rss_mb(),
-            "startup_s": startup}
+            "startup_s": startup, "outcomes": outcomes}
 
 
 def free_port() -> int:
@@ -245,7 +247,7 @@ def main() -> None:
               f"applicants/s, {1000 * p['cpu_s'] / p['applicants']:.2f} ms CPU each, "
               f"peak memory {p['pss_mb']:.0f} MB (PSS; peak RSS {p['rss_mb']:.0f} MB; "
               f"start-up, not timed: "
-              f"{p['startup_s']:.1f} s)")
+              f"{p['startup_s']:.1f} s); outcomes {p['outcomes']}")
         print(f"N={n}: ratio pipeline/baseline {p_rate / b_rate:.2f}")
         # What this machine allows at these CPU costs: the pipeline and the sandbox share
         # the cores, and the pipeline's process has one core at most.

@@ -75,10 +75,15 @@ class LocalLimitStore:
     """This process's memory: shared by every event loop and thread of the process (the
     embedded default, one worker)."""
 
+    # Every this many additions, counters past their time are dropped: a process kept for
+    # weeks (`idv serve`) holds a counter per person and API for their day, not forever.
+    SWEEP_EVERY = 10_000
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._tat: dict[str, float] = {}
         self._counters: dict[str, tuple[int, float]] = {}
+        self._adds = 0
 
     async def schedule(self, key: str, interval_s: float, max_wait_s: float) -> float | None:
         with self._lock:
@@ -92,6 +97,9 @@ class LocalLimitStore:
     async def add(self, key: str, amount: int, cap: int | None, ttl_s: int) -> bool:
         with self._lock:
             now = time.monotonic()
+            self._adds += 1
+            if self._adds % self.SWEEP_EVERY == 0:
+                self._counters = {k: v for k, v in self._counters.items() if v[1] > now}
             value, until = self._counters.get(key, (0, now + ttl_s))
             if until <= now:
                 value, until = 0, now + ttl_s

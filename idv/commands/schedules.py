@@ -54,8 +54,8 @@ def _planned(*, as_json: bool) -> list[Any]:
 
 
 def _permitted(operation: str) -> None:
-    """Deploying, pausing and resuming need `schedule`: refused (exit 2, audited) before
-    anything reads the schedules or reaches a Prefect server."""
+    """Deploying, pausing, resuming and serving need `schedule`: refused (exit 2, audited)
+    before anything reads the schedules or reaches a Prefect server."""
     with runtime() as rt:
         rt.services.access.require(actor(), "schedule", operation=operation)
 
@@ -276,6 +276,7 @@ def serve_flows(
     on a work pool already (then start workers there instead)."""
     from flows.runtime import Settings
 
+    _permitted("schedule.serve")  # it runs every scheduled operation, purges included
     planned = _planned(as_json=as_json)
     with runtime() as rt:
         check_policies(rt, as_json=as_json)

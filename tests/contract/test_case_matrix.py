@@ -618,7 +618,7 @@ def test_schedule_commands_refuse_a_role_without_the_permission_before_reaching_
     for key, value in {**world.env, "IDV_TOKEN": token, "PREFECT_API_URL": url}.items():
         monkeypatch.setenv(key, value)
     for argv in (["schedule", "apply", "--json"], ["schedule", "pause", "key-rotation", "--json"],
-                 ["schedule", "resume", "key-rotation", "--json"]):
+                 ["schedule", "resume", "key-rotation", "--json"], ["serve-flows", "--json"]):
         seq = last_seq(world)
         with pytest.raises(SystemExit) as done:
             main(argv)
@@ -627,8 +627,8 @@ def test_schedule_commands_refuse_a_role_without_the_permission_before_reaching_
         (line,) = err.strip().splitlines()
         assert "lacks the 'schedule' permission" in json.loads(line)["rule"]
         (event,) = world.rt.store.audit.events(kind_prefix="access.refused", from_seq=seq + 1)
-        assert event.detail["actor"] == caller and event.detail["operation"] == \
-            f"schedule.{argv[1]}"
+        assert event.detail["actor"] == caller and event.detail["operation"] == (
+            "schedule.serve" if argv[0] == "serve-flows" else f"schedule.{argv[1]}")
     assert seen == []
 
 

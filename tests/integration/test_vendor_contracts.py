@@ -18,6 +18,7 @@ import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import aiohttp
 import pytest
@@ -159,6 +160,25 @@ async def test_when_the_day_reaches_its_spend_ceiling_then_every_run_stops():
         second = await check_all(vendor, people("MATCH", 1, seed=8), limits.for_run("b"))
     assert [e.reason for e in first] == ["MATCH", "MATCH", "budget_exhausted"]
     assert second[0].reason == "budget_exhausted"
+
+
+async def test_when_a_local_counter_outlives_its_day_then_it_is_dropped_not_kept(monkeypatch):
+    """A serving process kept for weeks holds a counter per person and API for its window
+    only: past it, the next sweep drops it, and a counter still in its window stays."""
+    store = LocalLimitStore()
+    monkeypatch.setattr(LocalLimitStore, "SWEEP_EVERY", 10)
+    assert await store.add("cap:old", 1, 5, ttl_s=1)
+    assert await store.add("cap:live", 1, 5, ttl_s=3600)
+    later = time.monotonic() + 2
+    import verifiers.limits as limits_module  # its clock only, not the event loop's
+
+    monkeypatch.setattr(limits_module, "time", SimpleNamespace(monotonic=lambda: later,
+                                                               time=time.time))
+    for i in range(8):
+        assert await store.add(f"cap:new-{i}", 1, 5, ttl_s=3600)
+    assert "cap:old" not in store._counters and store._counters["cap:live"][0] == 1
+    # A counter past its window starts again from nothing, swept or not.
+    assert await store.add("cap:old", 5, 5, ttl_s=3600)
 
 
 async def test_when_limits_are_kept_in_redis_then_caps_and_rates_hold_across_clients(vendor):
