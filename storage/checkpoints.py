@@ -95,10 +95,13 @@ class CheckpointKey:
             if not _KEY_NAME.match(name):
                 raise CheckpointError(path, "the key name must be printable ASCII without "
                                             "spaces or '+'")
-            _write_new(path, (json.dumps({
-                "format": KEY_FORMAT, "name": name,
-                "seed": base64.b64encode(ed25519_new_seed()).decode()}, indent=2) + "\n"
-            ).encode(), mode=0o600)
+            try:
+                _write_new(path, (json.dumps({
+                    "format": KEY_FORMAT, "name": name,
+                    "seed": base64.b64encode(ed25519_new_seed()).decode()}, indent=2) + "\n"
+                ).encode(), mode=0o600)
+            except FileExistsError:
+                pass  # another process made it first (workers starting at once): theirs holds
         if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise CheckpointError(path, "the checkpoint key file is readable by others; "
                                         "chmod 600 it")

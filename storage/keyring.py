@@ -96,17 +96,25 @@ def _check_private(path: Path) -> None:
         raise KeyRingError(f"key file {path} is readable by others; chmod 600 it")
 
 
-def _write_private(path: Path, doc: dict[str, Any]) -> None:
-    """Write atomically (temp file + rename) with mode 0600: never a half-written key file."""
+def _write_private(path: Path, doc: dict[str, Any], *, new: bool = False) -> None:
+    """Write atomically (temp file + rename) with mode 0600: never a half-written key file.
+    `new`: only if no file has the name (hard link), else `FileExistsError` and nothing
+    written: two processes creating the key file at once keep the first one's keys."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(doc, fh, indent=2)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh, indent=2)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        if new:
+            os.link(tmp, path)
+        else:
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class LocalKekProvider:
@@ -118,11 +126,14 @@ class LocalKekProvider:
         if not path.exists():
             if not create:
                 raise KeyRingError(f"key file {path} does not exist")
-            _write_private(path, {"format": _KEK_FORMAT, "active": "v1",
-                                  "development": development,
-                                  "versions": {"v1": {"key": _b64(kek_key(
-                                      development=development)),
-                                                      "state": "active"}}})
+            try:
+                _write_private(path, {"format": _KEK_FORMAT, "active": "v1",
+                                      "development": development,
+                                      "versions": {"v1": {"key": _b64(kek_key(
+                                          development=development)),
+                                                          "state": "active"}}}, new=True)
+            except FileExistsError:
+                pass  # another process made it first: its keys are the ones
         self._doc = self._load()
 
     def _fresh(self) -> dict[str, Any]:

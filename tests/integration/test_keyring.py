@@ -162,3 +162,27 @@ def test_when_the_kek_is_in_vault_transit_then_wrap_rotate_and_retire_work(tmp_p
             bad.wrap(b"x" * 32, context="c")
         ring.engine.dispose()
     assert any("encrypt" in c for c in state.calls)
+
+
+def test_when_two_processes_create_the_key_file_at_once_then_both_hold_the_first_ones_keys(
+        tmp_path, monkeypatch):
+    """Two workers starting on a new installation may both find no key file. The one that
+    writes second must not replace the first one's file (whose KEK may already wrap keys):
+    it finds the name taken and reads that file."""
+    import storage.keyring as keyring_module
+
+    path = tmp_path / "keys" / "idv.key"
+    real = keyring_module._write_private
+    first: list[LocalKekProvider] = []
+
+    def raced(target, doc, *, new=False):
+        # The other process gets there between this one's look and its write.
+        monkeypatch.setattr(keyring_module, "_write_private", real)
+        first.append(LocalKekProvider(target, create=True, development=True))
+        real(target, doc, new=new)
+
+    monkeypatch.setattr(keyring_module, "_write_private", raced)
+    second = LocalKekProvider(path, create=True, development=True)
+    version, wrapped = first[0].wrap(b"k" * 32, context="ctx")
+    assert second.unwrap(version, wrapped, context="ctx") == b"k" * 32
+    assert [p.name for p in path.parent.iterdir()] == ["idv.key"]  # no temp file left

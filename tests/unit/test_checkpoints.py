@@ -56,3 +56,25 @@ def test_when_the_key_file_is_readable_by_others_then_it_is_refused(tmp_path):
     path.chmod(0o644)
     with pytest.raises(CheckpointError, match="readable by others"):
         CheckpointKey(path)
+
+
+def test_when_two_processes_create_the_key_at_once_then_both_hold_the_first_one(
+        tmp_path, monkeypatch):
+    """Workers starting together may both find no key file: the one that writes second
+    finds the name taken (a file is written once) and reads the first one's key."""
+    import storage.checkpoints as checkpoints
+
+    path = tmp_path / "checkpoint.key"
+    real = checkpoints._write_new
+    first: list[CheckpointKey] = []
+
+    def raced(target, data, *, mode):
+        # The other process gets there between this one's look and its write.
+        monkeypatch.setattr(checkpoints, "_write_new", real)
+        first.append(CheckpointKey(target, create=True))
+        real(target, data, mode=mode)
+
+    monkeypatch.setattr(checkpoints, "_write_new", raced)
+    second = CheckpointKey(path, create=True)
+    assert second.public == first[0].public and second.name == first[0].name
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.key"]  # no temp file left
