@@ -169,12 +169,11 @@ class Engine:
         steps, decision = stored
         # Stored just now by this run alone: the answer the store would give, without
         # reading it back (a replay reads it, and answers the same).
-        return {"run_id": run_id, "replayed": False,
-                "fees_cents": sum(step.fee_cents for step in steps),
-                "applicant_ref": line.applicant_ref, "disposition": "new",
-                "outcome": decision.outcome, "steps": [
-                    {"verifier": step.step, "status": step.status, "reason": step.reason}
-                    for step in steps]}
+        return _answered(run_id, replayed=False, fees_cents=sum(s.fee_cents for s in steps),
+                         applicant_ref=line.applicant_ref, disposition="new",
+                         outcome=decision.outcome, steps=[
+                             {"verifier": s.step, "status": s.status, "reason": s.reason}
+                             for s in steps])
 
     async def work_line(self, run_id: str, line: ApplicantLine, basis: str | None
                         ) -> tuple[list[StepRecord], Decision] | None:
@@ -207,22 +206,27 @@ class Engine:
         self._thread.join(30)
 
 
+def _answered(run_id: str, *, replayed: bool, fees_cents: int, applicant_ref: str | None,
+              disposition: str, outcome: str | None, steps: list[dict[str, Any]],
+              **refusal: Any) -> dict[str, Any]:
+    """The answer's one shape, whether read from the store or made from what was stored."""
+    return {"run_id": run_id, "replayed": replayed, "fees_cents": fees_cents,
+            "applicant_ref": applicant_ref, "disposition": disposition, "outcome": outcome,
+            "steps": steps, **refusal}
+
+
 def answer(rt: Runtime, run_id: str, *, replayed: bool) -> dict[str, Any]:
     """The masked answer: the applicant's ref, outcome and steps (status and reason), fees."""
     report = rt.services.runs.report({"run_id": run_id, "counts": {}, "fees_cents":
                                       rt.store.runs.fees(run_id), "lines": 1})
     applicant = report["applicants"][0] if report["applicants"] else None
-    out: dict[str, Any] = {"run_id": run_id, "replayed": replayed,
-                           "fees_cents": report["fees_cents"]}
     if applicant is None:
         refused = report["refused"][0] if report["refused"] else {}
-        out.update(applicant_ref=refused.get("applicant_ref"), disposition="refused",
-                   outcome=None, steps=[], field=refused.get("field"),
-                   rule=refused.get("reason"))
-        return out
-    out.update(applicant_ref=applicant["applicant_ref"], disposition=applicant["disposition"],
-               outcome=applicant["outcome"], steps=applicant["steps"])
-    return out
-
-
-
+        return _answered(run_id, replayed=replayed, fees_cents=report["fees_cents"],
+                         applicant_ref=refused.get("applicant_ref"), disposition="refused",
+                         outcome=None, steps=[], field=refused.get("field"),
+                         rule=refused.get("reason"))
+    return _answered(run_id, replayed=replayed, fees_cents=report["fees_cents"],
+                     applicant_ref=applicant["applicant_ref"],
+                     disposition=applicant["disposition"], outcome=applicant["outcome"],
+                     steps=applicant["steps"])
