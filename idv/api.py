@@ -208,10 +208,10 @@ def service_token_problem(token: str) -> str | None:
     return None
 
 
-def _caller_at_hand(state: Any, header: str | None) -> ServiceActor | None:
+def _caller_at_hand(state: Any, header: str | None) -> ServiceActor | str:
     """Who an `Authorization` header stands for when the header alone tells (no token
-    needed, or the service token); None when the store must be asked; `HTTPException` 401
-    when it stands for nobody."""
+    needed, or the service token); else the idv-issued token the store must be asked
+    about; `HTTPException` 401 when it stands for nobody."""
     if header is None:
         if state.api_token is None and state.open_without_token:
             return ServiceActor(name="anonymous", role=state.api_token_role)
@@ -227,32 +227,29 @@ def _caller_at_hand(state: Any, header: str | None) -> ServiceActor | None:
 
     if not given.startswith(TOKEN_PREFIX):  # not one idv issued: no need to ask the store
         raise _unauthorized("wrong bearer token")
-    return None
+    return given
 
 
-def resolve_caller(state: Any, header: str | None) -> ServiceActor:
-    """Who an `Authorization` header stands for (the app's state holds the service token and
-    the runtime); `HTTPException` 401 when it stands for nobody. The one check of a token:
-    the body guard, which runs before any body is read, and the routes' dependency."""
-    at_hand = _caller_at_hand(state, header)
-    if at_hand is not None:
-        return at_hand
+def _token_holder(state: Any, token: str) -> ServiceActor:
+    """Who an idv-issued token stands for, asked of the store."""
     from services.people import SignInRefused
 
-    matched = _BEARER.fullmatch((header or "").strip())
-    assert matched is not None  # `_caller_at_hand` refused any other header
-    given = matched.group(1)
     try:
-        return state.runtime.services.people.resolve(given, kinds=("api", "cli")).actor
+        return state.runtime.services.people.resolve(token, kinds=("api", "cli")).actor
     except SignInRefused as exc:
         raise _unauthorized(f"{exc.field} {exc.rule}") from None
 
 
 async def caller_of(state: Any, header: str | None) -> ServiceActor:
-    """`resolve_caller` on the event loop when the header alone tells, in a worker thread
-    when the store must be asked."""
-    return _caller_at_hand(state, header) or await run_in_threadpool(resolve_caller, state,
-                                                                     header)
+    """Who an `Authorization` header stands for (the app's state holds the service token and
+    the runtime); `HTTPException` 401 when it stands for nobody. The one check of a token:
+    the body guard, which runs before any body is read, and the routes' dependency. Told
+    on the event loop when the header alone tells, in a worker thread when the store must
+    be asked."""
+    at_hand = _caller_at_hand(state, header)
+    if isinstance(at_hand, ServiceActor):
+        return at_hand
+    return await run_in_threadpool(_token_holder, state, at_hand)
 
 
 # Where the body guard leaves the caller it resolved, for the routes' dependency.

@@ -43,6 +43,12 @@ def _private_file(path: Path) -> None:
         path.chmod(0o600)
 
 
+def _sqlite_path(url: Any) -> Path | None:
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return Path(url.database)
+
+
 def make_engine(url: str, *, schema: str | None = None) -> Engine:
     """An engine with the pragmas we rely on: WAL, foreign keys and a busy timeout on SQLite."""
     url = normalize_url(url)
@@ -50,8 +56,9 @@ def make_engine(url: str, *, schema: str | None = None) -> Engine:
     kwargs: dict[str, Any] = {"future": True, "json_serializer": column_dumps,
                               "json_deserializer": column_loads}
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            _private_file(Path(parsed.database))
+        path = _sqlite_path(parsed)
+        if path is not None:
+            _private_file(path)
         kwargs["connect_args"] = {"timeout": 30}
     elif schema:
         # Isolate (tests, tenants) by schema: everything, alembic's table included, lives there.
@@ -72,10 +79,7 @@ def make_engine(url: str, *, schema: str | None = None) -> Engine:
 
 def sqlite_file(engine: Engine) -> Path | None:
     """The database file of an engine on an SQLite file, else None."""
-    url = engine.url
-    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
-        return None
-    return Path(url.database)
+    return _sqlite_path(engine.url)
 
 
 class WalCheckpointer:
