@@ -217,6 +217,12 @@ def normalize_phone(raw: str, *, field: str = "phone") -> str:
     text = unicodedata.normalize("NFKC", raw).strip()
     if not text:
         raise IdentityRuleError(field, "must not be empty")
+    # Eleven digits 13-19 with spaces or dashes are a mainland mobile, given to phonenumbers
+    # as +86: dialling from CN, it would read `179xx00...` as a carrier's international
+    # prefix and the rest as a number abroad.
+    plain = _PLAIN_MOBILE.fullmatch(re.sub(r"[\s-]", "", text))
+    if plain is not None:
+        text = "+86" + plain.group(1)
     try:
         parsed = phonenumbers.parse(text, "CN")
     except phonenumbers.NumberParseException:
