@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from policies.access import AccessDenied, AccessPolicy, check_free_text
+from policies.access import AccessPolicy
 from policies.cases import (
     CHANNELS,
     DISPOSITIONS,
@@ -42,10 +42,11 @@ from services.errors import (
     from_validation,
 )
 from services.explain import ExplainService
-from services.subjects import permit
+from services.subjects import Revealed, SubjectService, permit
 from storage.cases import CaseFilter
 from storage.records import CaseRecord
 from storage.store import Store
+from storage.subjects import SubjectUnavailableError
 from verifiers.court_list import entries_of
 
 MAX_PAGE = 1000
@@ -59,6 +60,11 @@ DECISION_PERMISSIONS = {"approve": "decide", "reject": "decide", "request_info":
 FOUR_EYES = ("reject", "refer")
 # Court-list reasons a reject may rest on: re-queried before the reject is confirmed.
 COURT_REASONS = ("COURT_CONFIRMED_HIT", "COURT_PROBABLE_HIT")
+# The purpose every read of a person on the workbench serves: a legal hold's purpose is
+# another, so a restricted subject's values stay hidden here.
+REVIEW_PURPOSE = "review"
+# The listed reveal reason a referral's declared values are revealed under.
+REFERRAL_REASON = "fraud_investigation"
 _TAG_RE = re.compile(r"[a-z0-9][a-z0-9_:-]{0,31}\Z")
 TAG_RULE = "must be 1-32 lower-case letters, digits or _:- starting with a letter or digit"
 _UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
@@ -267,13 +273,6 @@ class Outcome(_Model):
     note: str | None = None
 
 
-class Revealed(_Model):
-    case_id: str
-    field: str
-    value: str | None
-    left_today: int
-
-
 class Dossier(_Model):
     """A referral's dossier: the JSON document (canonical form, the bytes signed), its
     SHA-256, and the detached Ed25519 signature and public key (base64)."""
@@ -349,11 +348,13 @@ class CaseService:
     `confirmed`) and the entries' case numbers, or raises `Unavailable`."""
 
     def __init__(self, store: Store, access: AccessPolicy, scorecard: Scorecard,
-                 policy: CasePolicy, *, court_requery: Callable[[str], dict[str, Any]] | None
-                 = None, outreach_channel: Callable[[str, str, str], dict[str, Any]] | None
+                 policy: CasePolicy, *, subjects: SubjectService,
+                 court_requery: Callable[[str], dict[str, Any]] | None = None,
+                 outreach_channel: Callable[[str, str, str], dict[str, Any]] | None
                  = None) -> None:
         self.store = store
         self.access = access
+        self.subjects = subjects
         self.card = scorecard
         self.policy = policy
         self.court_requery = court_requery
@@ -389,6 +390,17 @@ class CaseService:
         if found is None:
             raise NotFound("case_id", "no such case")
         return found
+
+    def _person(self, case: CaseRecord, actor: Actor, *, action: str) -> Any:
+        """The case's applicant decrypted for masked display, through the one read of a
+        person (`ApplicantRepository.reveal_by_ref`, which records it with the case), or
+        None when erased or restricted: nothing to show, even masked."""
+        try:
+            return self.store.applicants.reveal_by_ref(
+                case.applicant_ref, actor=actor.name, purpose=REVIEW_PURPOSE,
+                context={"case_id": case.case_id, "role": actor.role, "action": action})
+        except (SubjectUnavailableError, KeyError):
+            return None
 
     def _require_claim(self, case: CaseRecord, actor: Actor, action: str) -> None:
         now = self._now()
@@ -439,9 +451,11 @@ class CaseService:
             due_before=now + timedelta(hours=q.due_within_hours)
             if q.due_within_hours is not None else None,
             include_snoozed=q.include_snoozed)
-        total, rows = self.store.cases.listing(f, now=now, limit=q.limit, offset=q.offset,
-                                               actor=actor.name)
-        cases = [self.summary(r.case, r.person, now) for r in rows]
+        total, rows = self.store.cases.listing(f, now=now, limit=q.limit, offset=q.offset)
+        people = self.store.applicants.people(
+            [r.applicant_ref for r in rows], actor=actor.name, purpose=REVIEW_PURPOSE,
+            context={"case_ids": [r.case_id for r in rows]})
+        cases = [self.summary(r, people.get(r.applicant_ref), now) for r in rows]
         return QueuePage(total=total, offset=q.offset, limit=q.limit,
                          more=max(0, total - q.offset - len(cases)), cases=cases)
 
@@ -555,7 +569,7 @@ class CaseService:
         case = self._case(case_id)
         now = self._now()
         ref = case.applicant_ref
-        person = self.store.cases.person(case.case_id)
+        person = self._person(case, actor, action="show")
         stored = self.store.applicants.get(ref) if person is not None else None
         points: list[Points] = []
         alerts: list[AlertView] = []
@@ -596,8 +610,6 @@ class CaseService:
                     for e in self.store.audit.events(subject_ref=ref)]
         # Free text (notes, reasons) masked for ID and phone shapes and the applicant's name.
         names = (person.name.get_secret_value(),) if person is not None else ()
-        self.store.audit.record("case.viewed", ref, {
-            "case_id": case.case_id, "actor": actor.name, "role": actor.role, "masked": True})
         return CaseView(
             case=self.summary(case, person, now), reasons=reasons,
             score=stored.score if stored else None,
@@ -637,8 +649,9 @@ class CaseService:
 
     def reveal(self, case_id: str, req: RevealRequest | dict[str, Any], *, actor: Actor
                ) -> Revealed:
-        """One unmasked field of the case's applicant, to a role with `reveal`, with a
-        reason from the policy's list and free text, within the per-user daily limit."""
+        """One unmasked field of the case's applicant: the case checked here, the rest
+        (permission, reason, restriction, daily limit, record) at the one reveal door,
+        `SubjectService.reveal`, with the case as its context."""
         self._permit(actor, "reveal", "reveal", _case_id(case_id))
         if not isinstance(req, RevealRequest):
             try:
@@ -646,34 +659,9 @@ class CaseService:
             except ValidationError as exc:
                 raise from_validation(exc) from None
         case = self._case(case_id)
-        rules = self.access.reveal
-        if req.reason_code not in rules.reasons:
-            raise self._refuse(InvalidInput(
-                "reason_code", f"must be one of {', '.join(sorted(rules.reasons))}"),
-                actor, "reveal", case.case_id)
-        try:
-            check_free_text(self.access, req.reason)
-        except AccessDenied as exc:
-            raise self._refuse(InvalidInput(exc.field, exc.rule), actor, "reveal",
-                               case.case_id) from None
-        now = self._now()
-        day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        used = self.store.cases.reveals_since(actor.name, day)
-        if used >= rules.per_user_per_day:
-            raise self._refuse(Denied("reveal", f"the daily limit of {rules.per_user_per_day} "
-                                      "reveals is reached"), actor, "reveal", case.case_id)
-        person = self.store.cases.person(case.case_id)
-        if person is None:
-            raise self._refuse(Denied("applicant_ref", "the subject is erased"), actor,
-                               "reveal", case.case_id)
-        self.store.cases.record_reveal(case.case_id, actor=actor.name, role=actor.role,
-                                       field=req.field, reason_code=req.reason_code,
-                                       reason_text=mask_text(
-                                           req.reason, (person.name.get_secret_value(),)))
-        value = getattr(person, req.field)
-        return Revealed(case_id=case.case_id, field=req.field,
-                        value=value.get_secret_value() if value is not None else None,
-                        left_today=rules.per_user_per_day - used - 1)
+        return self.subjects.reveal(case.applicant_ref, req.field, reason_code=req.reason_code,
+                                    reason=req.reason, purpose=REVIEW_PURPOSE, actor=actor,
+                                    case_id=case.case_id)
 
     # --- decisions ------------------------------------------------------------------------
 
@@ -980,13 +968,17 @@ class CaseService:
             if len(reason.strip()) < self.access.min_reason_chars:
                 raise InvalidInput("reason", f"at least {self.access.min_reason_chars} "
                                              "characters are required to declare a value")
-        person = self.store.cases.person(case.case_id)
+        person = self._person(case, actor, action="dossier")
         stored = self.store.applicants.get(case.applicant_ref) if person else None
         subject: dict[str, Any] = {"applicant_ref": case.applicant_ref}
         for f in ("name", "id_number", "phone"):
             value = getattr(person, f) if person else None
             raw = value.get_secret_value() if value is not None else None
-            subject[f] = raw if f in fields else (mask(f, raw) if raw else None)  # type: ignore[arg-type]
+            subject[f] = mask(f, raw) if raw else None  # type: ignore[arg-type]
+        for f in fields:  # each declared value through the one reveal door, counted
+            subject[f] = self.subjects.reveal(
+                case.applicant_ref, f, reason_code=REFERRAL_REASON, reason=reason,
+                purpose=REVIEW_PURPOSE, actor=actor, case_id=case.case_id).value
         evidence = [{"step": st.step, "status": st.status, "as_of": _iso_date(st.as_of),
                      "vendor_request_id": st.vendor_request_id,
                      "sha256": hashlib.sha256(canonical(st.model_dump(mode="json"))).hexdigest()}

@@ -3,7 +3,7 @@ legal hold. Each checks the actor's permission in `policies/access.yaml` and is 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -15,15 +15,29 @@ from policies.access import (
     check_reveal_reason,
     require,
 )
+from policies.masking import mask_text
 from policies.vocabulary import check_applicant_ref
 from services.access import AccessControl
 from services.context import Actor
-from services.errors import Denied, InvalidInput, NotFound
+from services.errors import Denied, InvalidInput, NotFound, ServiceError
+from storage.applicants import RevealLimitError
 from storage.store import Store
 from storage.subjects import SubjectUnavailableError
 
 RevealField = Literal["name", "id_number", "phone"]
 REVEAL_FIELDS: tuple[str, ...] = ("name", "id_number", "phone")
+
+
+class Revealed(BaseModel):
+    """One unmasked value, for the one who asked only, and the reveals left them today."""
+
+    model_config = ConfigDict(frozen=True)
+
+    applicant_ref: str
+    case_id: str | None = None
+    field: str
+    value: str | None
+    left_today: int
 
 
 class Erasure(BaseModel):
@@ -67,10 +81,11 @@ def permit(policy: AccessPolicy, actor: Actor, permission: str, *,
 
 
 class SubjectService:
-    def __init__(self, store: Store, access: AccessPolicy, retention: RetentionPolicy) -> None:
+    def __init__(self, store: Store, access: AccessPolicy, retention: RetentionPolicy, *,
+                 control: AccessControl | None = None) -> None:
         self.store = store
         self.policy = access
-        self.access = AccessControl(store, access)
+        self.access = control or AccessControl(store, access)
         self.retention = retention
 
     @property
@@ -84,53 +99,75 @@ class SubjectService:
         return self.policy.reveal.per_user_per_day
 
     def _reason(self, actor: Actor, permission: str, text: str, *, operation: str,
-                code: str | None = None, subject_ref: str | None = None) -> None:
+                subject_ref: str | None = None) -> None:
         """The reason's rules, once the permission stands; a refused one is audited."""
         try:
-            if code is None:
-                permit(self.policy, actor, permission, reason=text)
-            else:
-                check_reveal_reason(self.policy, code, text)
-        except (AccessDenied, Denied) as exc:
+            permit(self.policy, actor, permission, reason=text)
+        except Denied as exc:
             self.access.refused(actor, permission, operation=operation, rule=exc.rule,
                                 subject_ref=subject_ref)
-            raise Denied(exc.field, exc.rule) from None
+            raise
+
+    def _refuse(self, exc: ServiceError, actor: Actor, applicant_ref: str,
+                case_id: str | None, *, permission: str = "reveal") -> ServiceError:
+        """A refused reveal, audited once: on the case it was asked on (`case.refused`, as
+        every refusal on a case), else as a refused access."""
+        if case_id is not None:
+            self.store.cases.record_refusal(case_id, {
+                "actor": actor.name, "role": actor.role, "action": "reveal",
+                "field": exc.field, "rule": exc.rule,
+                **({"permission": permission} if permission != "reveal" else {})})
+        else:
+            self.access.refused(actor, permission, operation="subject.reveal", rule=exc.rule,
+                                subject_ref=applicant_ref)
+        return exc
 
     def reveal(self, applicant_ref: str, field: str, *, reason_code: str, reason: str,
-               purpose: str, actor: Actor) -> str | None:
-        """One unmasked value, for a role with `reveal`, with a reason from the policy's
-        list (`reason_code`) and free text beside it; the read is audited."""
+               purpose: str, actor: Actor, case_id: str | None = None) -> Revealed:
+        """The one door to an unmasked value: for a role with `reveal`, with a reason from
+        the policy's list (`reason_code`) and free text beside it, within the per-user daily
+        limit, for a subject neither erased nor restricted (unless `purpose` is their
+        hold's, asserted by a role with `hold`). `case_id`: the case it is shown on (the
+        case door checks the case; refusals are then audited on it). The count, the record
+        (free text masked) and the read are one transaction."""
         require_ref(applicant_ref)
         if field not in REVEAL_FIELDS:
             raise InvalidInput("field", "must be name, id_number or phone")
         self.access.require(actor, "reveal", operation="subject.reveal",
                             subject_ref=applicant_ref)
-        self._reason(actor, "reveal", reason, code=reason_code, operation="subject.reveal",
-                     subject_ref=applicant_ref)
+        try:
+            check_reveal_reason(self.policy, reason_code, reason)
+        except AccessDenied as exc:
+            raise self._refuse(InvalidInput(exc.field, exc.rule), actor, applicant_ref,
+                               case_id) from None
         if purpose in {rule.purpose for rule in self.retention.holds.values()}:
             # A hold's purpose opens a restricted subject's data: asserting it is the hold
             # permission's, with a reason, and the assertion is audited before the read.
-            try:
-                self.access.require(actor, "hold", operation="subject.hold_purpose",
-                                    subject_ref=applicant_ref)
-            except Denied:
-                raise Denied("purpose", "a legal hold's purpose is asserted only by a role "
-                             "with the hold permission") from None
+            if not self.access.allows(actor, "hold"):
+                raise self._refuse(Denied("purpose", "a legal hold's purpose is asserted only "
+                                          "by a role with the hold permission"),
+                                   actor, applicant_ref, case_id, permission="hold")
             self.store.audit.record("subject.hold_purpose_asserted", applicant_ref, {
                 "actor": actor.name, "role": actor.role, "purpose": purpose,
-                "reason": reason, "field": field})
+                "reason": mask_text(reason), "field": field})
+        limit = self.policy.reveal.per_user_per_day
+        day = self.store.clock().astimezone(UTC).replace(hour=0, minute=0, second=0,
+                                                         microsecond=0)
         try:
-            person = self.store.applicants.reveal_by_ref(
-                applicant_ref, actor=actor.name, purpose=purpose, masked=False)
+            shown = self.store.applicants.reveal(
+                applicant_ref, field, actor=actor.name, role=actor.role, purpose=purpose,
+                reason_code=reason_code, reason=reason, since=day, limit=limit,
+                case_id=case_id)
         except SubjectUnavailableError as exc:
-            raise Denied("applicant_ref", str(exc)) from None
+            raise self._refuse(Denied("applicant_ref", str(exc)), actor, applicant_ref,
+                               case_id) from None
+        except RevealLimitError:
+            raise self._refuse(Denied("reveal", f"the daily limit of {limit} reveals is "
+                                      "reached"), actor, applicant_ref, case_id) from None
         except KeyError:
             raise NotFound("applicant_ref", "no such applicant") from None
-        self.store.audit.record("applicant.revealed", applicant_ref, {
-            "actor": actor.name, "role": actor.role, "field": field,
-            "reason_code": reason_code, "reason": reason, "purpose": purpose})
-        value = getattr(person, field)
-        return value.get_secret_value() if value is not None else None
+        return Revealed(applicant_ref=applicant_ref, case_id=case_id, field=field,
+                        value=shown.value, left_today=limit - shown.used - 1)
 
     def erase(self, applicant_ref: str, *, reason: str, actor: Actor) -> Erasure:
         """Erase the subject, or restrict them when a legal hold applies."""

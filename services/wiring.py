@@ -21,7 +21,6 @@ from services.oauth import OAuthService
 from services.people import PeopleService
 from services.requests import SubjectRequestService
 from services.retention import RetentionService
-from services.review import ReviewService
 from services.runs import RunService
 from services.subjects import SubjectService
 
@@ -45,7 +44,7 @@ class Services:
     @cached_property
     def subjects(self) -> SubjectService:
         return SubjectService(self._ctx.store, self._ctx.access_policy,
-                              self._ctx.retention_policy)
+                              self._ctx.retention_policy, control=self.access)
 
     @cached_property
     def keys(self) -> KeyService:
@@ -58,10 +57,6 @@ class Services:
     @cached_property
     def explain(self) -> ExplainService:
         return ExplainService(self._ctx.store, self._ctx.scorecard)
-
-    @cached_property
-    def review(self) -> ReviewService:
-        return ReviewService(self._ctx.store, self._ctx.scorecard)
 
     @cached_property
     def runs(self) -> RunService:
@@ -119,5 +114,6 @@ class Services:
         policy = getattr(self._ctx, "case_policy", None) or case_policy()
         self._ctx.store.context.case_policy = policy
         return CaseService(self._ctx.store, self._ctx.access_policy, self._ctx.scorecard,
-                           policy, court_requery=getattr(self._ctx, "court_requery", None),
+                           policy, subjects=self.subjects,
+                           court_requery=getattr(self._ctx, "court_requery", None),
                            outreach_channel=getattr(self._ctx, "outreach_channel", None))

@@ -11,12 +11,15 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Column, Connection, Row, and_, or_, select
+from sqlalchemy import Column, Connection, Row, and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
+from policies.masking import mask_text
 from storage import applicant_fields
 from storage import models as m
 from storage.audit import AuditLog, PendingEvent
@@ -39,6 +42,18 @@ from storage.records import (
 )
 from storage.reviews import case_row
 from storage.subjects import SubjectUnavailableError
+
+
+class RevealLimitError(PermissionError):
+    """The person has revealed as many values today as the policy allows (`args[0]`)."""
+
+
+@dataclass(frozen=True)
+class RevealedValue:
+    """One revealed value, and how many the person had revealed in the period before it."""
+
+    value: str | None
+    used: int
 
 
 @dataclass(frozen=True)
@@ -281,30 +296,114 @@ class ApplicantRepository:
         return self._stored(SimpleNamespace(**rows.applicant),
                             [SimpleNamespace(**st) for st in rows.steps])
 
-    def reveal_by_ref(self, applicant_ref: str, *, actor: str, purpose: str,
-                      masked: bool = True) -> RevealedApplicant:
-        """Decrypt one applicant (for masked display unless `masked` is False), recording who
-        and why. Refused for an erased subject, and for a restricted one unless `purpose` is
-        the purpose of the legal hold that restricts them."""
-        refused: str | None = None
-        with self._ctx.transaction() as s:
-            row = find_by_refs(s.connection(), [applicant_ref]).get(applicant_ref)
-            if row is None:
-                raise KeyError("applicant_ref: no such applicant")
+    def _unavailable(self, s: Session, rows: Iterable[Any], purpose: str) -> dict[str, str]:
+        """Why each of `rows` may not be read for `purpose`, by ref: erased, or restricted by
+        a legal hold whose purpose is another. The one rule every read of a person obeys."""
+        out: dict[str, str] = {}
+        restricted = []
+        for row in rows:
             if row.erased_at is not None:
-                raise SubjectUnavailableError("the subject was erased")
-            if row.restricted_at is not None:
-                holds = {h.purpose for h in s.scalars(select(m.LegalHold).where(
-                    m.LegalHold.subject_ref == applicant_ref, m.LegalHold.released_at.is_(None)))}
-                if purpose not in holds:
-                    refused = ", ".join(sorted(holds)) or "its hold"
-            if refused is None:
-                self._audit.record("applicant.read", applicant_ref, {
-                    "actor": actor, "purpose": purpose, "masked": masked}, session=s)
-                return applicant_fields.reveal(self._ctx.cipher, row)
+                out[row.applicant_ref] = "the subject was erased"
+            elif row.restricted_at is not None:
+                restricted.append(row.applicant_ref)
+        holds: dict[str, set[str]] = defaultdict(set)
+        for part in in_parts(restricted):
+            for ref, held in s.execute(select(m.LegalHold.subject_ref, m.LegalHold.purpose).where(
+                    m.LegalHold.subject_ref.in_(part), m.LegalHold.released_at.is_(None))):
+                holds[ref].add(held)
+        for ref in restricted:
+            if purpose not in holds[ref]:
+                out[ref] = ("the subject is restricted under a legal hold; reads serve only "
+                            f"{', '.join(sorted(holds[ref])) or 'its hold'}")
+        return out
+
+    def _refused(self, applicant_ref: str, *, actor: str, purpose: str) -> None:
         # Recorded in a transaction of its own: raising inside the read's transaction would
         # roll the record of the refusal back with it.
         self._audit.record("applicant.read_refused", applicant_ref, {
             "actor": actor, "purpose": purpose, "why": "restricted"})
-        raise SubjectUnavailableError(
-            f"the subject is restricted under a legal hold; reads serve only {refused}")
+
+    def reveal_by_ref(self, applicant_ref: str, *, actor: str, purpose: str,
+                      masked: bool = True, context: dict[str, Any] | None = None
+                      ) -> RevealedApplicant:
+        """Decrypt one applicant (for masked display unless `masked` is False), recording who
+        and why (`context`, e.g. the case it is read for, joins the record). Refused
+        (`SubjectUnavailableError`) for an erased subject, and for a restricted one unless
+        `purpose` is the purpose of the legal hold that restricts them; `KeyError` for no
+        such applicant."""
+        with self._ctx.transaction() as s:
+            row = find_by_refs(s.connection(), [applicant_ref]).get(applicant_ref)
+            if row is None:
+                raise KeyError("applicant_ref: no such applicant")
+            why = self._unavailable(s, [row], purpose).get(applicant_ref)
+            if why is None:
+                self._audit.record("applicant.read", applicant_ref, {
+                    **(context or {}), "actor": actor, "purpose": purpose, "masked": masked},
+                    session=s)
+                return applicant_fields.reveal(self._ctx.cipher, row)
+        if row.erased_at is None:
+            self._refused(applicant_ref, actor=actor, purpose=purpose)
+        raise SubjectUnavailableError(why)
+
+    def people(self, refs: Iterable[str], *, actor: str, purpose: str,
+               context: dict[str, Any] | None = None) -> dict[str, RevealedApplicant]:
+        """Many applicants decrypted for masked display (a page of the queue), by ref; those
+        the rule of `reveal_by_ref` refuses, and unknown refs, are left out. One record of
+        the read names them all."""
+        wanted = sorted(set(refs))
+        if not wanted:
+            return {}
+        with self._ctx.transaction() as s:
+            rows = find_by_refs(s.connection(), wanted)
+            refused = self._unavailable(s, rows.values(), purpose)
+            out = {ref: applicant_fields.reveal(self._ctx.cipher, row)
+                   for ref, row in rows.items() if ref not in refused}
+            self._audit.record("applicant.read", None, {
+                **(context or {}), "actor": actor, "purpose": purpose, "masked": True,
+                "refs": sorted(out)}, session=s)
+            return out
+
+    def reveal(self, applicant_ref: str, field: str, *, actor: str, role: str, purpose: str,
+               reason_code: str, reason: str, since: datetime, limit: int,
+               case_id: str | None = None) -> RevealedValue:
+        """One unmasked value of one applicant: the rule of `reveal_by_ref`, the actor's
+        reveals since `since` counted against `limit`, the reveal recorded (`reveals` and
+        `applicant.revealed`, the reason's free text masked) and the value decrypted, in one
+        transaction. `RevealLimitError` past the limit, with nothing recorded."""
+        with self._ctx.transaction() as s:
+            row = find_by_refs(s.connection(), [applicant_ref]).get(applicant_ref)
+            if row is None:
+                raise KeyError("applicant_ref: no such applicant")
+            why = self._unavailable(s, [row], purpose).get(applicant_ref)
+            if why is None:
+                person = applicant_fields.reveal(self._ctx.cipher, row)
+                # The event first: appending it takes the chain's head lock (SQLite's write
+                # lock, PostgreSQL's row lock) until commit, so the count below sees every
+                # reveal committed before and two reveals cannot both take the last slot.
+                self._audit.record("applicant.revealed", applicant_ref, {
+                    **({"case_id": case_id} if case_id else {}),
+                    "actor": actor, "role": role, "field": field, "reason_code": reason_code,
+                    "reason": mask_text(reason, (person.name.get_secret_value(),)),
+                    "purpose": purpose}, session=s)
+                used = self._reveals_since(s, actor, since)
+                if used >= limit:
+                    raise RevealLimitError(limit)
+                s.add(m.Reveal(id=str(uuid.uuid4()), subject_ref=applicant_ref,
+                               case_id=case_id, actor=actor, field=field,
+                               reason_code=reason_code, at=self._ctx.clock()))
+                value = getattr(person, field)
+                return RevealedValue(
+                    value=value.get_secret_value() if value is not None else None, used=used)
+        if row.erased_at is None:
+            self._refused(applicant_ref, actor=actor, purpose=purpose)
+        raise SubjectUnavailableError(why)
+
+    @staticmethod
+    def _reveals_since(s: Session, actor: str, since: datetime) -> int:
+        return s.scalar(select(func.count()).select_from(m.Reveal).where(
+            m.Reveal.actor == actor, m.Reveal.at >= since)) or 0
+
+    def reveals_since(self, actor: str, since: datetime) -> int:
+        """How many values `actor` has revealed since `since`, through any surface."""
+        with self._ctx.transaction() as s:
+            return self._reveals_since(s, actor, since)

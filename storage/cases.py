@@ -22,13 +22,11 @@ from sqlalchemy import String, and_, cast, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
-from storage import applicant_fields
 from storage import models as m
 from storage.audit import AuditLog
 from storage.context import StoreContext, as_utc
 from storage.records import (
     CaseDecisionRecord,
-    CaseListing,
     CaseRecord,
     NoteRecord,
     OutreachRecord,
@@ -125,27 +123,18 @@ class CaseRepository:
         return w
 
     def listing(self, f: CaseFilter, *, now: datetime, limit: int, offset: int,
-                actor: str) -> tuple[int, list[CaseListing]]:
-        """A page of the queue, most urgent first (due time, then priority), with each
-        applicant's fields decrypted for masked display; the listing is audited."""
+                ) -> tuple[int, list[CaseRecord]]:
+        """A page of the queue, most urgent first (due time, then priority). Its applicants
+        are read through `ApplicantRepository.people`, which records the read."""
         with self._ctx.transaction() as s:
             where = self._where(f, now)
             total = s.scalar(select(func.count()).select_from(C).where(*where)) or 0
             rows = s.execute(
-                select(C, m.Applicant).join(m.Applicant, m.Applicant.id == C.applicant_id)
+                select(C, m.Applicant.applicant_ref)
+                .join(m.Applicant, m.Applicant.id == C.applicant_id)
                 .where(*where).order_by(C.due_at, C.priority.desc(), C.id)
                 .limit(limit).offset(offset)).all()
-            out = [CaseListing(case=_record(c, a.applicant_ref), person=self._person(a))
-                   for c, a in rows]
-            self._audit.record("case.listed", None, {
-                "actor": actor, "case_ids": [x.case.case_id for x in out], "masked": True},
-                session=s)
-            return total, out
-
-    def _person(self, a: m.Applicant) -> Any:
-        if a.erased_at is not None:
-            return None
-        return applicant_fields.reveal(self._ctx.cipher, a)
+            return total, [_record(c, ref) for c, ref in rows]
 
     def get(self, case_id: str) -> CaseRecord | None:
         with self._ctx.transaction() as s:
@@ -153,13 +142,6 @@ class CaseRepository:
                             .join(m.Applicant, m.Applicant.id == C.applicant_id)
                             .where(C.id == case_id)).first()
             return _record(row[0], row[1]) if row else None
-
-    def person(self, case_id: str) -> Any:
-        """The case's applicant, decrypted (mask before any output), or None once erased."""
-        with self._ctx.transaction() as s:
-            a = s.scalar(select(m.Applicant).join(C, C.applicant_id == m.Applicant.id)
-                         .where(C.id == case_id))
-            return self._person(a) if a is not None else None
 
     def case_of(self, applicant_ref: str) -> CaseRecord | None:
         """The applicant's case not yet closed, if any."""
@@ -444,23 +426,6 @@ class CaseRepository:
             return {v.name: dict(v.filters) for v in s.scalars(
                 select(m.SavedView).where(m.SavedView.owner == owner)
                 .order_by(m.SavedView.name))}
-
-    # --- reveals --------------------------------------------------------------------------
-
-    def reveals_since(self, actor: str, since: datetime) -> int:
-        with self._ctx.transaction() as s:
-            return s.scalar(select(func.count()).select_from(m.CaseReveal).where(
-                m.CaseReveal.actor == actor, m.CaseReveal.at >= since)) or 0
-
-    def record_reveal(self, case_id: str, *, actor: str, role: str, field: str,
-                      reason_code: str, reason_text: str) -> None:
-        now = self._ctx.clock()
-        with self._ctx.transaction() as s:
-            s.add(m.CaseReveal(id=str(uuid.uuid4()), case_id=case_id, actor=actor,
-                               field=field, reason_code=reason_code, at=now))
-            self._event(s, case_id, "case.revealed", {
-                "actor": actor, "role": role, "field": field, "reason_code": reason_code,
-                "reason": reason_text})
 
     # --- the court whitelist --------------------------------------------------------------
 

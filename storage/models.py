@@ -255,14 +255,16 @@ class SavedView(Base):
     created_at: Mapped[datetime]
 
 
-class CaseReveal(Base):
-    """One field revealed on a case: counted against the per-user daily limit."""
+class Reveal(Base):
+    """One unmasked value shown to a person, through `ApplicantRepository.reveal` (with the
+    case it was shown on, if any): counted against the per-user daily limit."""
 
-    __tablename__ = "case_reveals"
-    __table_args__ = (Index("ix_case_reveals_actor_at", "actor", "at"),)
+    __tablename__ = "reveals"
+    __table_args__ = (Index("ix_reveals_actor_at", "actor", "at"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    case_id: Mapped[str] = mapped_column(String(36))
+    subject_ref: Mapped[str] = mapped_column(String(64))
+    case_id: Mapped[str | None] = mapped_column(String(36))
     actor: Mapped[str] = mapped_column(String(120))
     field: Mapped[str] = mapped_column(String(32))
     reason_code: Mapped[str] = mapped_column(String(40))

@@ -74,16 +74,6 @@ class RevealedApplicant(_Frozen):
     phone: SecretStr | None
 
 
-class ReviewItem(_Frozen):
-    case_id: str
-    applicant_ref: str
-    status: str
-    outcome: str
-    reasons: tuple[str, ...]
-    opened_at: datetime
-    person: RevealedApplicant
-
-
 class RunLineRecord(_Frozen):
     line_no: int
     applicant_ref: str | None
@@ -179,11 +169,6 @@ class CaseRecord(_Frozen):
     closed_at: datetime | None
     resolution: str | None
     disposition: str | None
-
-
-class CaseListing(_Frozen):
-    case: CaseRecord
-    person: RevealedApplicant | None  # None once erased: nothing to show, even masked
 
 
 class NoteRecord(_Frozen):

@@ -1,4 +1,4 @@
-"""Review cases: where they are opened, and the analysts' queue.
+"""Review cases: where they are opened (the queue is `storage.cases`).
 
 `case_row` is the one place a review case is made (`open_case` adds it to a session, or
 appends to the applicant's case not yet closed): every `review` and every
@@ -15,16 +15,14 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from policies.cases import CasePolicy
 from policies.requests import CASE_REASONS as REQUEST_REASONS
-from storage import applicant_fields
 from storage import models as m
 from storage.audit import AuditLog
-from storage.context import StoreContext, as_utc
-from storage.records import ReviewItem
+from storage.context import as_utc
 
 REVIEWED_OUTCOMES = ("review", "decline_recommended")
 # Statuses of a case a person still has to finish.
@@ -171,43 +169,3 @@ def request_answered(session: Session, *, case_id: str, reason: str, request_id:
                 "case_id": case_id, "cause": "subject_request_answered",
                 "request_id": request_id}, session=session)
     return case.status
-
-
-class ReviewRepository:
-    """The analysts' queue of open cases."""
-
-    def __init__(self, ctx: StoreContext, audit: AuditLog) -> None:
-        self._ctx = ctx
-        self._audit = audit
-
-    @staticmethod
-    def _open() -> tuple[Any, ...]:
-        return (m.ReviewCase.status == "open", m.Applicant.erased_at.is_(None),
-                m.Applicant.restricted_at.is_(None))
-
-    def count_open(self) -> int:
-        """How many cases `open_cases` can list."""
-        with self._ctx.transaction() as s:
-            return s.scalar(select(func.count()).select_from(m.ReviewCase)
-                            .join(m.Applicant, m.Applicant.id == m.ReviewCase.applicant_id)
-                            .where(*self._open())) or 0
-
-    def open_cases(self, *, actor: str, limit: int = 100, offset: int = 0) -> list[ReviewItem]:
-        """Open cases, oldest first, with the applicant's fields decrypted for masked display;
-        the access is recorded in the audit chain (who listed which cases)."""
-        with self._ctx.transaction() as s:
-            rows = s.execute(
-                select(m.ReviewCase, m.Applicant)
-                .join(m.Applicant, m.Applicant.id == m.ReviewCase.applicant_id)
-                .where(*self._open())
-                .order_by(m.ReviewCase.opened_at, m.ReviewCase.id)
-                .limit(limit).offset(offset)).all()
-            items = [ReviewItem(
-                case_id=case.id, applicant_ref=app.applicant_ref, status=case.status,
-                outcome=case.outcome, reasons=tuple(case.reasons),
-                opened_at=as_utc(case.opened_at),
-                person=applicant_fields.reveal(self._ctx.cipher, app)) for case, app in rows]
-            self._audit.record("review.listed", None, {
-                "actor": actor, "case_ids": [i.case_id for i in items], "masked": True},
-                session=s)
-            return items

@@ -30,7 +30,6 @@ from storage.proofs import ProofRepository
 from storage.quality import QualityRepository
 from storage.requests import SubjectRequestRepository
 from storage.retention import RetentionRepository
-from storage.reviews import ReviewRepository
 from storage.runs import RunRepository
 from storage.subjects import SubjectRepository
 
@@ -47,7 +46,6 @@ class Store:
         self.ledger = ConsentLedger(ctx, audit)
         self.applicants = ApplicantRepository(ctx, audit)
         self.runs = RunRepository(ctx, audit)
-        self.reviews = ReviewRepository(ctx, audit)
         self.subjects = SubjectRepository(ctx, audit)
         self.events = EventRepository(ctx, audit)
         self.decisions = DecisionRepository(ctx, audit)

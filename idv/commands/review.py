@@ -57,7 +57,10 @@ def review_list(
         if save_as:
             cases.save_view(save_as, query, actor=actor())
         page = cases.queue({**query, "limit": limit, "offset": offset}, actor=actor())
-        label = rt.services.review.reason_label
+        labels = cases.reason_labels()
+
+    def label(code: str) -> str:
+        return labels[code].en if code in labels else code
     if as_json:
         emit(page.model_dump())
         return

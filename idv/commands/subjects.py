@@ -63,10 +63,9 @@ def subject_reveal(
     """Show one unmasked value: needs a signed-in user whose role holds `reveal`, a reason
     code and a reason in words."""
     with runtime() as rt:
-        value = rt.services.subjects.reveal(applicant_ref, field, reason_code=reason_code,
-                                            reason=reason,
-                                            purpose=purpose, actor=actor())
+        shown = rt.services.subjects.reveal(applicant_ref, field, reason_code=reason_code,
+                                            reason=reason, purpose=purpose, actor=actor())
     if as_json:
-        emit({"applicant_ref": applicant_ref, "field": field, "value": value})
+        emit(shown.model_dump())
     else:
-        sys.stdout.write((value or "") + "\n")
+        sys.stdout.write((shown.value or "") + "\n")

@@ -379,7 +379,7 @@ def snapshot(w: World, c: Ctx, caller: str) -> dict[str, Any]:
             "notes": [n.note_id for n in store.notes(case_id)],
             "outreach": store.outreach(case_id),
             "whitelist": store.whitelisted(ref, include_revoked=True),
-            "reveals": store.reveals_since(caller, day),
+            "reveals": w.rt.store.applicants.reveals_since(caller, day),
             "dossiers": len(w.rt.store.audit.events(subject_ref=ref,
                                                     kind_prefix="case.dossier"))}
 

@@ -146,7 +146,7 @@ def test_an_analyst_takes_the_next_case_asks_for_information_and_proposes_a_reje
     reveal.get_by_role("button", name="显示 Reveal").click()
     page.get_by_test_id("revealed-value").filter(has_text=ID_CANARY).wait_for()
     shot(page, "analyst-reveal")
-    revealed = rt.store.audit.events(kind_prefix="case.revealed")
+    revealed = rt.store.audit.events(kind_prefix="applicant.revealed")
     assert [(e.detail["actor"], e.detail["field"]) for e in revealed] == [("ana", "id_number")]
     page.reload()
     page.get_by_test_id("claimed-by").wait_for()
@@ -210,7 +210,7 @@ def test_a_supervisor_reveals_with_a_reason_whitelists_and_confirms_the_reject(s
     reveal.get_by_role("button", name="显示 Reveal").click()
     page.get_by_test_id("revealed-value").filter(has_text=PHONE_CANARY).wait_for()
     shot(page, "supervisor-reveal")
-    assert [r for r in rt.store.audit.events(kind_prefix="case.revealed")] != []
+    assert [r for r in rt.store.audit.events(kind_prefix="applicant.revealed")] != []
     page.reload()
     page.get_by_test_id("claimed-by").wait_for()
     masked(page)  # the value was in that answer only

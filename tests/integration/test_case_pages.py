@@ -102,7 +102,7 @@ def test_no_page_shows_a_planted_value_unless_revealed_and_then_only_in_that_ans
         assert leaks(revealed.text) == [ID_CANARY]  # the one field, in this answer
         assert "<html" not in revealed.text  # a fragment, not a page to keep
         assert leaks(browser.get(f"/web/cases/{case_id}").text) == []
-    [event] = site.rt.store.audit.events(kind_prefix="case.revealed")
+    [event] = site.rt.store.audit.events(kind_prefix="applicant.revealed")
     assert event.detail["field"] == "id_number" and event.detail["actor"] == "sue"
 
 

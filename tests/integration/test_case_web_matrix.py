@@ -126,10 +126,8 @@ class Site:
         """Everything a refused request could have changed: of one case, or of all."""
         cases = self.rt.store.cases
         if case_id is None:
-            _, rows = cases.listing(CaseFilter(statuses=ALL_STATUSES),
-                                    now=self.rt.store.clock(), limit=1000, offset=0,
-                                    actor="matrix-test")
-            records = [r.case for r in rows]
+            _, records = cases.listing(CaseFilter(statuses=ALL_STATUSES),
+                                       now=self.rt.store.clock(), limit=1000, offset=0)
         else:
             records = [cases.get(case_id)]
         snapshot = []
@@ -139,7 +137,7 @@ class Site:
                              len(cases.outreach(c.case_id)),
                              len(cases.whitelisted(c.applicant_ref, include_revoked=True))))
         views = {f"{role}-user": cases.views(f"{role}-user") for role in ROLES}
-        reveals = {f"{role}-user": cases.reveals_since(f"{role}-user",
+        reveals = {f"{role}-user": self.rt.store.applicants.reveals_since(f"{role}-user",
                                                        self.rt.store.clock() - timedelta(1))
                    for role in ROLES}
         return sorted(snapshot, key=lambda x: x[0].case_id), views, reveals
