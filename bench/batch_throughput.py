@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 from flows.onboarding import run_batch
-from flows.runtime import Runtime, Settings, vendor_overrides
+from flows.runtime import Runtime
+from flows.settings import Settings, vendor_overrides
 from idv.synthetic import write_batch
 from sandbox.app import SandboxState
 from sandbox.server import SandboxServer

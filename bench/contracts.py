@@ -100,7 +100,7 @@ def run(root: Path, n: int, pg: str, schema: str, sandbox_url: str, headroom: fl
         procs: list[subprocess.Popen]) -> tuple[Counter, float]:
     from harness import APP_KEY, APP_SECRET
 
-    from flows.runtime import vendor_overrides
+    from flows.settings import vendor_overrides
     from idv.synthetic import write_batch
 
     base = {k: v for k, v in os.environ.items() if not k.startswith(("IDV_", "PREFECT_"))}

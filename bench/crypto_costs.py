@@ -95,7 +95,8 @@ def flow_cpu_per_applicant(n: int = 400) -> tuple[float, int]:
     import urllib.request
 
     from flows.onboarding import run_batch
-    from flows.runtime import Runtime, Settings, vendor_overrides
+    from flows.runtime import Runtime
+    from flows.settings import Settings, vendor_overrides
     from idv.synthetic import write_batch
 
     with socket.socket() as sock:

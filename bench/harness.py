@@ -113,7 +113,8 @@ def operator_token(rt: object) -> str:
 def deploy(env: dict[str, str], root: Path, pg: str, schema: str, pool: str) -> None:
     """The store migrated, an operator's token in `env` (IDV_TOKEN), and the deployments
     applied to the process work pool `pool` (`idv schedule apply`)."""
-    from flows.runtime import Runtime, Settings
+    from flows.runtime import Runtime
+    from flows.settings import Settings
 
     rt = Runtime(Settings(home=root / "home", database_url=pg, database_schema=schema))
     rt.migrate()

@@ -107,7 +107,7 @@ def main() -> None:
             procs.append(sandbox)
             ap = free_port()
             api_url = f"http://127.0.0.1:{ap}"
-            from flows.runtime import vendor_overrides
+            from flows.settings import vendor_overrides
 
             env = {**base, "IDV_HOME": str(Path(tmp) / "home"), "IDV_API_TOKEN": TOKEN,
                    **{f"IDV_{k.upper()}": v for k, v in

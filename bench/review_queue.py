@@ -24,7 +24,8 @@ from pathlib import Path
 
 from sqlalchemy import insert, text
 
-from flows.runtime import Runtime, Settings
+from flows.runtime import Runtime
+from flows.settings import Settings
 from idv.synthetic import make_id_number, make_name, make_phone
 from services.context import Actor
 from storage import models as m

@@ -123,7 +123,8 @@ def run_side(mode: str, url: str, batch: Path, home: Path) -> dict:
         import yaml
 
         from flows.onboarding import run_batch
-        from flows.runtime import Runtime, Settings, vendor_overrides
+        from flows.runtime import Runtime
+        from flows.settings import Settings, vendor_overrides
         from policies import catalog
 
         # The sandbox has no contracted rate limit and the baseline none either: lift ours.

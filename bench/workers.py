@@ -68,7 +68,7 @@ def main() -> None:
 
 
 def run(root: Path, n: int, pg: str, schema: str, procs: list[subprocess.Popen]) -> None:
-    from flows.runtime import vendor_overrides
+    from flows.settings import vendor_overrides
     from idv.synthetic import Mix, write_batch
 
     base = {k: v for k, v in os.environ.items() if not k.startswith(("IDV_", "PREFECT_"))}

@@ -14,8 +14,8 @@ from typing import Any
 
 import aiohttp
 
-from flows.onboarding import step_record
-from flows.runtime import Runtime
+from flows.parts import RuntimeParts
+from flows.steps import step_record
 from services.errors import NotFound, Unavailable
 from storage.records import StepRecord
 from storage.subjects import SubjectUnavailableError
@@ -26,7 +26,7 @@ STEP = "court_list"
 PURPOSES = ("ongoing_monitoring", "onboarding_verification")
 
 
-def clear_whitelisted(rt: Runtime, applicant_ref: str, steps: list[StepRecord]
+def clear_whitelisted(rt: RuntimeParts, applicant_ref: str, steps: list[StepRecord]
                       ) -> list[StepRecord]:
     """Court steps with the applicant's whitelisted entries taken out: a pair a supervisor
     marked as not a match does not flag again."""
@@ -47,7 +47,7 @@ def clear_whitelisted(rt: Runtime, applicant_ref: str, steps: list[StepRecord]
     return out
 
 
-def requery(rt: Runtime, applicant_ref: str) -> dict[str, Any]:
+def requery(rt: RuntimeParts, applicant_ref: str) -> dict[str, Any]:
     """Ask the court list again; the hit level now and the entries' case numbers."""
     try:
         person = rt.store.applicants.reveal_by_ref(

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from prefect import Flow
     from prefect.deployments.runner import RunnerDeployment
 
-    from flows.runtime import Settings
+    from flows.settings import Settings
 
 SHIPPED_SCHEDULES = "policies/schedules.yaml"
 TAGS = ["idv"]

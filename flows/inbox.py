@@ -16,7 +16,8 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from flows import progress
-from flows.runtime import Runtime, install_log_masking
+from flows.process import install_log_masking
+from flows.runtime import Runtime
 from services.inbox import InboxReport, Runner
 
 

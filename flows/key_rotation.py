@@ -6,7 +6,8 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.runtime import Runtime, install_log_masking
+from flows.process import install_log_masking
+from flows.runtime import Runtime
 from services.context import Actor
 
 

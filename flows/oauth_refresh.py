@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from flows.runtime import Runtime, install_log_masking
+from flows.process import install_log_masking
+from flows.runtime import Runtime
 
 
 @flow(name="oauth-refresh", persist_result=False, log_prints=False)

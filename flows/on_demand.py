@@ -31,8 +31,8 @@ import aiohttp
 import uvloop
 
 from flows.onboarding import ChunkReport, ChunkRunner, Pending
+from flows.parts import RuntimeParts
 from flows.quality import answer_complete
-from flows.runtime import Runtime
 from intake.models import ApplicantLine, Refusal
 from intake.reader import parse_record
 from services.errors import Conflict, InvalidInput
@@ -50,7 +50,7 @@ def request_basis(idempotency_key: str) -> str:
     return hashlib.sha256(f"idv-on-demand|{idempotency_key}".encode()).hexdigest()
 
 
-def parse_request(rt: Runtime, record: Any, idempotency_key: str | None
+def parse_request(rt: RuntimeParts, record: Any, idempotency_key: str | None
                   ) -> tuple[ApplicantLine, str | None]:
     """The request's batch line and the basis naming it across retries. `InvalidInput` for
     a record intake refuses (field and rule)."""
@@ -63,30 +63,29 @@ def parse_request(rt: Runtime, record: Any, idempotency_key: str | None
     return line, (request_basis(idempotency_key) if idempotency_key else None)
 
 
-def verify_one(rt: Runtime, record: Any, *, idempotency_key: str | None = None
+def verify_one(engine: Engine, record: Any, *, idempotency_key: str | None = None
                ) -> dict[str, Any]:
-    """Verify one applicant; the masked answer (`answer`), whose `replayed` says whether it
-    is an earlier request's under the same key. `InvalidInput` for a record intake refuses
-    (field and rule); `Conflict` for a key in use by another applicant or by a request
-    still working."""
-    line, basis = parse_request(rt, record, idempotency_key)
-    return rt.on_demand.run(lambda engine: engine.request(line, basis))
+    """Verify one applicant on a process's engine (`Runtime.on_demand`); the masked answer
+    (`answer`), whose `replayed` says whether it is an earlier request's under the same
+    key. `InvalidInput` for a record intake refuses (field and rule); `Conflict` for a key
+    in use by another applicant or by a request still working."""
+    line, basis = parse_request(engine.rt, record, idempotency_key)
+    return engine.run(lambda e: e.request(line, basis))
 
 
-async def verify_one_async(rt: Runtime, record: Any, *, idempotency_key: str | None = None
+async def verify_one_async(engine: Engine, record: Any, *, idempotency_key: str | None = None
                            ) -> dict[str, Any]:
     """`verify_one` for a caller on an event loop of its own (the HTTP API's): it waits for
     the engine's answer without holding a thread."""
-    line, basis = parse_request(rt, record, idempotency_key)
-    return await asyncio.wrap_future(rt.on_demand.submit(
-        lambda engine: engine.request(line, basis)))
+    line, basis = parse_request(engine.rt, record, idempotency_key)
+    return await asyncio.wrap_future(engine.submit(lambda e: e.request(line, basis)))
 
 
 class Engine:
     """The event loop, vendor session, journal and limits that a process's on-demand
     requests share. `run` may be called from any thread; `close` ends it all."""
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: RuntimeParts) -> None:
         self.rt = rt
         self._loop = uvloop.new_event_loop()
         self._ready = threading.Event()
@@ -215,7 +214,7 @@ def _answered(run_id: str, *, replayed: bool, fees_cents: int, applicant_ref: st
             "steps": steps, **refusal}
 
 
-def answer(rt: Runtime, run_id: str, *, replayed: bool) -> dict[str, Any]:
+def answer(rt: RuntimeParts, run_id: str, *, replayed: bool) -> dict[str, Any]:
     """The masked answer: the applicant's ref, outcome and steps (status and reason), fees."""
     report = rt.services.runs.report({"run_id": run_id, "counts": {}, "fees_cents":
                                       rt.store.runs.fees(run_id), "lines": 1})

@@ -22,8 +22,11 @@ import aiohttp
 import uvloop
 
 from flows import progress
+from flows.court import clear_whitelisted
+from flows.parts import RuntimeParts
+from flows.process import settle_heap
 from flows.quality import QualityReport, check_batch, check_responses
-from flows.runtime import Runtime, settle_heap
+from flows.steps import step_record
 from intake.models import ApplicantLine, Refusal
 from intake.reader import BatchPlan, Chunk, file_sha256, parse_record, read_records, scan
 from policies.identity import is_virtual_operator
@@ -31,7 +34,7 @@ from policies.scorecard import Scorecard, assess, signal_features
 from services.runs import owner_id
 from storage.journal import Journal
 from storage.records import Decision, NewApplicant, RunLineRecord, StepRecord
-from verifiers.base import Evidence, StepStatus, Subject
+from verifiers.base import StepStatus, Subject
 from verifiers.court_list import entries_of
 
 log = logging.getLogger("idv.flows.onboarding")
@@ -68,7 +71,7 @@ def plan_batch(batch_path: str, chunk_size: int) -> BatchPlan:
     return scan(Path(batch_path), chunk_size)
 
 
-def start_run(rt: Runtime, batch_path: str, flow_run_id: str | None = None) -> str:
+def start_run(rt: RuntimeParts, batch_path: str, flow_run_id: str | None = None) -> str:
     """Open a run; first append expiry events for grants that ran out since the last one.
 
     An earlier run of the same file (by content) that never finished is closed as crashed
@@ -88,16 +91,6 @@ def start_run(rt: Runtime, batch_path: str, flow_run_id: str | None = None) -> s
 def _subject(line: ApplicantLine) -> Subject:
     return Subject(applicant_ref=line.applicant_ref, name=line.name, id_type=line.id_type,
                    id_number=line.id_number, phone=line.phone)
-
-
-def step_record(evidence: Evidence, decision_id: str | None) -> StepRecord:
-    return StepRecord(
-        step=evidence.verifier, status=evidence.status.value, reason=evidence.reason,
-        result_code=evidence.result_code,
-        consent_ids=(evidence.consent_id,) if evidence.consent_id else (),
-        decision_id=decision_id, vendor_request_id=evidence.vendor_request_id,
-        as_of=evidence.as_of, fee_cents=evidence.fee_cents, attempts=evidence.attempts,
-        idempotency_key=evidence.idempotency_key, signals=dict(evidence.signals))
 
 
 DEGRADED = "source_degraded"
@@ -140,7 +133,7 @@ class ChunkRunner:
     group-commits the writes of all applicants in flight (each durable before its caller
     goes on) and batches their reads; the gate reads and records through it too."""
 
-    def __init__(self, rt: Runtime, run_id: str, session: aiohttp.ClientSession,
+    def __init__(self, rt: RuntimeParts, run_id: str, session: aiohttp.ClientSession,
                  journal: Journal, *, batch_sha256: str | None = None,
                  sha_known: bool = False, degraded: set[str] | None = None) -> None:
         self.rt = rt
@@ -296,8 +289,6 @@ class ChunkRunner:
         if any(st.step == "court_list" and entries_of(st.signals) for st in steps):
             # Judged as every path judges court evidence: whitelisted pairs taken out (an
             # applicant new to this store has none; the rule holds here all the same).
-            from flows.court import clear_whitelisted
-
             steps = await asyncio.to_thread(clear_whitelisted, self.rt, line.applicant_ref,
                                             steps)
         decision = await self.decide(line, features_of(steps, self.rt.scorecard))
@@ -337,7 +328,7 @@ def run_loop(work: Coroutine[Any, Any, ChunkReport]) -> ChunkReport:
         return runner.run(work)
 
 
-async def process_chunk(rt: Runtime, plan: BatchPlan, chunk: Chunk,
+async def process_chunk(rt: RuntimeParts, plan: BatchPlan, chunk: Chunk,
                         run_id: str) -> ChunkReport:
     """Parse, verify, decide and store one chunk.
 
@@ -422,7 +413,7 @@ async def process_chunk(rt: Runtime, plan: BatchPlan, chunk: Chunk,
     return report
 
 
-def run_chunk(rt: Runtime, plan: BatchPlan, chunk: Chunk, run_id: str) -> ChunkReport:
+def run_chunk(rt: RuntimeParts, plan: BatchPlan, chunk: Chunk, run_id: str) -> ChunkReport:
     """One chunk in this process. Run again after it died part-way (its worker lost, its
     flow run retried): applicants it stored come back as existing, no line is decided or
     recorded twice, and its unstored calls go out again under the keys they had."""
@@ -445,7 +436,7 @@ class BatchResult:
     quality: tuple[dict[str, Any], ...] = ()
 
 
-def check_batch_quality(rt: Runtime, plan: BatchPlan, run_id: str) -> QualityReport:
+def check_batch_quality(rt: RuntimeParts, plan: BatchPlan, run_id: str) -> QualityReport:
     """The batch suite, before any paid call; stored with the run. A failure halts the run:
     the caller processes no line and calls `halt_run`."""
     report = check_batch(plan, rt.quality_policy, consent_policy=rt.consent_policy,
@@ -455,14 +446,14 @@ def check_batch_quality(rt: Runtime, plan: BatchPlan, run_id: str) -> QualityRep
     return report
 
 
-def halt_run(rt: Runtime, run_id: str, report: QualityReport) -> dict[str, int]:
+def halt_run(rt: RuntimeParts, run_id: str, report: QualityReport) -> dict[str, int]:
     rt.store.audit.record("run.halted", None, {
         "run_id": run_id, "failed": [f["expectation"] for f in report.failed]})
     log.warning("run %s halted: %d batch expectations failed", run_id, len(report.failed))
     return rt.store.runs.finish(run_id, status="halted")
 
 
-def run_batch(rt: Runtime, batch_path: str, *, chunk_size: int | None = None) -> BatchResult:
+def run_batch(rt: RuntimeParts, batch_path: str, *, chunk_size: int | None = None) -> BatchResult:
     """The onboarding work without Prefect: plan, quality gate, chunks in order, finish."""
     plan = plan_batch(batch_path, chunk_size or rt.settings.chunk_size)
     run_id = start_run(rt, batch_path)

@@ -30,8 +30,9 @@ from flows.onboarding import (
     start_run,
     summary_markdown,
 )
+from flows.process import install_log_masking
 from flows.quality import QualityReport
-from flows.runtime import Runtime, install_log_masking
+from flows.runtime import Runtime
 from intake.reader import BatchPlan, Chunk
 
 

@@ -11,7 +11,8 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
-from flows.runtime import Runtime, install_log_masking
+from flows.process import install_log_masking
+from flows.runtime import Runtime
 from services.context import Actor
 
 

@@ -19,8 +19,10 @@ import aiohttp
 from prefect import flow, get_run_logger
 
 from flows.court import clear_whitelisted
-from flows.onboarding import features_of, run_loop, step_record
-from flows.runtime import Runtime, install_log_masking
+from flows.onboarding import features_of, run_loop
+from flows.process import install_log_masking
+from flows.runtime import Runtime
+from flows.steps import step_record
 from policies.scorecard import assess
 from services.context import Actor
 from services.runs import owner_id

@@ -15,9 +15,9 @@ from typing import Any
 import aiohttp
 
 from flows.court import clear_whitelisted
-from flows.onboarding import step_record
 from flows.reverification import ASK_AGAIN, ReverificationReport, rescore
 from flows.runtime import Runtime
+from flows.steps import step_record
 from services.runs import owner_id
 from storage.records import StepRecord
 from verifiers.base import StepStatus, Subject

@@ -36,7 +36,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSc
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from flows.runtime import Runtime, StartupError
+from flows.runtime import Runtime
+from flows.settings import StartupError
 from idv.openapi import (
     PAGE_HEADERS,
     WHY,
@@ -481,7 +482,8 @@ def create_app(runtime: Runtime) -> FastAPI:
         # thread. A refusal is audited, in a worker thread (a write to the store).
         if not runtime.services.runs.may_start(actor):
             await run_in_threadpool(runtime.services.runs.authorize, actor, operation="verify")
-        body = await verify_one_async(runtime, payload, idempotency_key=idempotency_key)
+        body = await verify_one_async(runtime.on_demand, payload,
+                                      idempotency_key=idempotency_key)
         if body["disposition"] == "refused":
             return JSONResponse(status_code=422, content=ErrorBody(
                 error="refused", field=body["field"] or "request",

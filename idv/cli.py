@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _startup_failure(exc: BaseException) -> tuple[str, str] | None:
     """A setting the runtime refuses to start with (production checks), as (variable, rule)."""
-    from flows.runtime import StartupError
+    from flows.settings import StartupError
 
     if not isinstance(exc, StartupError):
         return None

@@ -69,7 +69,7 @@ def moved(deployment: str) -> None:
 
 
 def home() -> Path:
-    from flows.runtime import Settings
+    from flows.settings import Settings
 
     return Settings().home
 
@@ -114,7 +114,8 @@ def actor() -> Actor:
 
 @contextmanager
 def runtime() -> Iterator[Any]:
-    from flows.runtime import Runtime, ambiguous_home
+    from flows.runtime import Runtime
+    from flows.settings import ambiguous_home
 
     other = ambiguous_home()
     if other is not None:
@@ -136,7 +137,8 @@ def prepare_prefect_client() -> None:
     """Prefect reads its settings at import: set ours first (home under IDV_HOME, no
     analytics, no persisted results), then mask every log handler. Enough for a command
     that only talks to a Prefect server."""
-    from flows.runtime import install_log_masking, prefect_environment
+    from flows.process import install_log_masking
+    from flows.settings import prefect_environment
 
     for key, value in prefect_environment(home()).items():
         os.environ.setdefault(key, value)
@@ -148,7 +150,8 @@ def prepare_prefect_client() -> None:
 def prepare_environment() -> None:
     """Prefect's environment for a command that runs flows (and may start Prefect's local
     server): `prepare_prefect_client`'s, and the server's key for Secret blocks."""
-    from flows.runtime import Runtime, install_log_masking
+    from flows.process import install_log_masking
+    from flows.runtime import Runtime
 
     prepare_prefect_client()
     if "PREFECT_SERVER_ENCRYPTION_KEY" not in os.environ:
@@ -191,7 +194,7 @@ def sandbox_wired(enabled: bool, spec: Any = None) -> Iterator[str | None]:
     if not enabled:
         yield None
         return
-    from flows.runtime import vendor_overrides
+    from flows.settings import vendor_overrides
     from sandbox.app import SandboxState, parse_faults
     from sandbox.server import SandboxServer
 
@@ -255,7 +258,7 @@ def oauth_sandbox(enabled: bool, host: str, port: int) -> Iterator[dict[str, str
     if not enabled:
         yield None
         return
-    from flows.runtime import vendor_overrides
+    from flows.settings import vendor_overrides
     from sandbox.app import SandboxState
     from sandbox.oidc import OidcProvider
     from sandbox.server import SandboxServer

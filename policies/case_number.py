@@ -3,7 +3,7 @@
 Since 2016 a number is `(year)` + court code + [special-trial code] + type code + serial +
 `号` (法〔2015〕137号, amended by 法〔2018〕335号); before, `(year)` + the court's own
 abbreviation + type + `字第` + serial + `号`. The court and type codes are data
-(`case_numbers.yaml`, read by `catalog.case_number_table()`).
+(`case_numbers.yaml`, parsed once by `case_number_table()`).
 
 A number that breaks its era's rule is evidence of a fabricated record: a review signal,
 never a decline by itself. Each verdict names the rule broken, never the value.
@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cache
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from policies.document import PolicyDocument
+from policies.shipped import read_text
 
 Era = Literal["2016", "before_2016"]
 Level = Literal["supreme", "high", "intermediate", "basic"]
@@ -140,7 +142,7 @@ def read_case_number(text: str, *, current_year: int,
                      table: CaseNumberTable | None = None) -> CaseNumber:
     """Read an enforcement case number by the rule of its era, or raise `CaseNumberError`
     naming the rule it breaks. `current_year` bounds the year (a filing cannot be later)."""
-    table = table or _shipped()
+    table = table or case_number_table()
     raw = text.strip()
     if any(c.isdigit() and not ("0" <= c <= "9" or "\uff10" <= c <= "\uff19") for c in raw):
         raise CaseNumberError(RULE_DIGITS)
@@ -245,8 +247,8 @@ def _court_level(court: str, number: str, table: CaseNumberTable
     raise CaseNumberError(RULE_COURT_DIGITS)
 
 
-def _shipped() -> CaseNumberTable:
-    # `catalog` imports this module for the type, so the shipped table is fetched at call.
-    from policies import catalog
-
-    return catalog.case_number_table()
+@cache
+def case_number_table() -> CaseNumberTable:
+    """`case_numbers.yaml`, parsed once: the table a caller that passes none reads by."""
+    return CaseNumberTable.from_yaml(read_text("case_numbers.yaml"),
+                                     source="policies/case_numbers.yaml")

@@ -1,31 +1,26 @@
-"""The policies shipped in this folder, parsed and validated.
+"""The policies shipped in this folder, parsed and validated, each once.
 
-The only module of `policies/` that reads anything: its own YAML files, once.
-Everything else here is pure. Pass another text to the `from_yaml` class
-methods to evaluate a policy that is not shipped (a backtest, a test).
+The files are read through `shipped.read_text`; the policies a module judges by when a
+caller passes none are parsed by that module itself, below this one (`identity.identity_policy`,
+`case_number.case_number_table`, `masking.masking_policy`). Pass another text to the
+`from_yaml` class methods to evaluate a policy that is not shipped (a backtest, a test).
 """
 
 from __future__ import annotations
 
 from functools import cache
-from importlib import resources
 
 from policies.access import AccessPolicy, RetentionPolicy
 from policies.behavior import BehaviorPolicy
-from policies.case_number import CaseNumberTable
 from policies.cases import WORKFLOW_REASONS, CasePolicy
 from policies.consent import ConsentPolicy
-from policies.identity import IdentityPolicy
 from policies.notices import Notice, parse_notice
 from policies.quality import QualityPolicy
 from policies.requests import CASE_REASONS, RequestPolicy
 from policies.scorecard import Scorecard
+from policies.shipped import folder_texts, read_text
 from policies.vendors import VendorContracts
 from policies.verification import VerificationPolicy
-
-
-def read_text(name: str) -> str:
-    return resources.files("policies").joinpath(name).read_text(encoding="utf-8")
 
 
 @cache
@@ -58,13 +53,10 @@ def verification_policy() -> VerificationPolicy:
 def notices() -> dict[str, Notice]:
     """Every notice in `notices/`, by version; a duplicate version is an error."""
     found: dict[str, Notice] = {}
-    for entry in sorted(resources.files("policies").joinpath("notices").iterdir(),
-                        key=lambda e: e.name):
-        if not entry.name.endswith(".md"):
-            continue
-        notice = parse_notice(entry.read_text(encoding="utf-8"), name=entry.name)
+    for name, text in folder_texts("notices", ".md"):
+        notice = parse_notice(text, name=name)
         if notice.version in found:
-            raise ValueError(f"notices/{entry.name}: version {notice.version} is not unique")
+            raise ValueError(f"notices/{name}: version {notice.version} is not unique")
         found[notice.version] = notice
     return found
 
@@ -83,17 +75,6 @@ def retention_policy() -> RetentionPolicy:
 @cache
 def vendor_contracts() -> VendorContracts:
     return VendorContracts.from_yaml(read_text("vendors.yaml"), source="policies/vendors.yaml")
-
-
-@cache
-def case_number_table() -> CaseNumberTable:
-    return CaseNumberTable.from_yaml(read_text("case_numbers.yaml"),
-                                     source="policies/case_numbers.yaml")
-
-
-@cache
-def identity_policy() -> IdentityPolicy:
-    return IdentityPolicy.from_yaml(read_text("identity.yaml"), source="policies/identity.yaml")
 
 
 def schedules_text() -> str:

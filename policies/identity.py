@@ -1,6 +1,6 @@
 """Identity-document, phone and name rules (DOMAIN.md): normalise, then validate.
 
-Pure functions over `identity.yaml` (read by `catalog.identity_policy()`; pass another
+Pure functions over `identity.yaml` (parsed once by `identity_policy()`; pass another
 `IdentityPolicy` to judge by other rules). Each failure raises `IdentityRuleError(field,
 rule)`, whose text names the field and the rule, never the value. Adding an identity
 document is an entry under `id_types`, not a new code path; each entry says in which script
@@ -22,6 +22,7 @@ from stdnum.cn import ric
 from stdnum.exceptions import InvalidComponent
 
 from policies.document import PolicyDocument
+from policies.shipped import read_text
 
 
 class IdentityRuleError(ValueError):
@@ -100,13 +101,14 @@ class IdentityPolicy(PolicyDocument):
         return self
 
 
-def _policy(policy: IdentityPolicy | None) -> IdentityPolicy:
-    if policy is not None:
-        return policy
-    # `catalog` imports this module for the type, so the shipped policy is fetched at call.
-    from policies import catalog
+@cache
+def identity_policy() -> IdentityPolicy:
+    """`identity.yaml`, parsed once: the rules a caller that passes no policy is judged by."""
+    return IdentityPolicy.from_yaml(read_text("identity.yaml"), source="policies/identity.yaml")
 
-    return catalog.identity_policy()
+
+def _policy(policy: IdentityPolicy | None) -> IdentityPolicy:
+    return policy if policy is not None else identity_policy()
 
 
 def _id_type(policy: IdentityPolicy, id_type: str) -> IdTypeRule:

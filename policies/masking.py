@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import re
 from functools import cache
-from importlib import resources
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
+
+from policies.shipped import read_text
 
 MaskKind = Literal["id_number", "phone", "name", "address", "bank_card", "oauth_id"]
 
@@ -85,8 +86,7 @@ class MaskingPolicy(BaseModel):
 @cache
 def masking_policy() -> MaskingPolicy:
     """`masking.yaml`, read once: the table every output path applies."""
-    text = resources.files("policies").joinpath("masking.yaml").read_text(encoding="utf-8")
-    return MaskingPolicy.model_validate(yaml.safe_load(text))
+    return MaskingPolicy.model_validate(yaml.safe_load(read_text("masking.yaml")))
 
 
 def mask(kind: MaskKind, value: str | None) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from policies.access import AccessPolicy, RetentionPolicy
 from policies.behavior import BehaviorPolicy
@@ -19,12 +19,10 @@ from policies.consent import ConsentPolicy
 from policies.notices import Notice
 from policies.requests import RequestPolicy
 from policies.scorecard import Scorecard
+from services.oauth_config import OAuthConfig
 from storage.keyring import KeyRing
 from storage.store import Store
 from verifiers.gate import ConsentGate
-
-if TYPE_CHECKING:  # services.oauth builds on this module's Actor
-    from services.oauth import OAuthConfig
 
 
 class ServiceContext(Protocol):

@@ -1,8 +1,8 @@
 """OAuth-authorized accounts: WeChat and any OpenID Connect provider, for the API's pages,
 the command line and the scheduled refresh flow.
 
-`OAuthConfig` is what the service needs to know of the providers (the runtime builds it from
-`IDV_WECHAT_*`, `IDV_OIDC_PROVIDERS` and `IDV_OAUTH_*`).
+`services.oauth_config.OAuthConfig` is what the service needs to know of the providers (the
+runtime builds it from `IDV_WECHAT_*`, `IDV_OIDC_PROVIDERS` and `IDV_OAUTH_*`).
 
 The dance, for both: `GET /oauth/<provider>/authorize?applicant_ref=REF` answers 302 to the
 provider with a fresh `state` (256 bits, single-use, bound to the applicant and to this
@@ -30,7 +30,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
@@ -41,12 +41,13 @@ from authlib.integrations.requests_client import OAuth2Session
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import SecretStr
 
 from policies.masking import mask_oauth_id
 from policies.notices import Notice
 from services.consent import ConsentService, GrantRequest, WithdrawRequest
 from services.context import Actor
+from services.oauth_config import OAuthConfig, OidcProviderSettings
 from storage.oauth import PendingAuthorization, StateError
 from storage.store import Store
 from verifiers.base import Evidence, StepStatus, Subject
@@ -57,49 +58,6 @@ log = logging.getLogger("idv.oauth")
 # Request lines carry codes and secrets in their query: never below WARNING.
 for _name in ("urllib3", "requests", "authlib"):
     logging.getLogger(_name).setLevel(logging.WARNING)
-
-class OidcProviderSettings(BaseModel):
-    """One OpenID Connect provider (`IDV_OIDC_PROVIDERS`, a JSON object by provider name)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    issuer: str
-    client_id: str
-    client_secret: SecretStr | None = None
-    client_secret_block: str | None = None  # a Prefect Secret block holding the secret
-    redirect_uri: str
-    scope: str = "openid profile"
-
-    def secret(self) -> str:
-        if self.client_secret is not None:
-            return self.client_secret.get_secret_value()
-        if self.client_secret_block:
-            from prefect.blocks.system import Secret
-
-            return str(Secret.load(self.client_secret_block).get())
-        raise ValueError("oidc provider: client_secret or client_secret_block is required")
-
-
-class OAuthConfig(BaseModel):
-    """The providers and the dance's limits, as configured (see the README's table)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    wechat_open_url: str = "https://open.weixin.qq.com"  # the authorize page
-    wechat_api_url: str = "https://api.weixin.qq.com"  # code exchange, userinfo, refresh
-    wechat_appid: str | None = None
-    wechat_secret: SecretStr | None = None
-    wechat_redirect_uri: str | None = None  # our callback, on the domain registered with WeChat
-    wechat_scope: Literal["snsapi_base", "snsapi_userinfo"] = "snsapi_base"
-    wechat_mini_appid: str | None = None
-    wechat_mini_secret: SecretStr | None = None
-    oidc_providers: Mapping[str, OidcProviderSettings] = Field(default_factory=dict)
-    link_key: SecretStr | None = None  # signs start links; required in production
-    link_ttl_s: int = 86400
-    state_ttl_s: int = 600
-    timeout_s: float = 10.0
-    refresh_margin_s: int = 900  # refresh an access token with less than this left
-
 
 PURPOSE = "onboarding_verification"
 # Who withdraws a grant whose authorization never completed: idv itself.

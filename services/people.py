@@ -29,7 +29,8 @@ from policies.access import AccessPolicy, lockout_until
 from services.access import AccessControl
 from services.context import Actor
 from services.errors import Conflict, Denied, InvalidInput, NotFound
-from services.oauth import OAuthConfig, OAuthFailure, OidcClient
+from services.oauth import OAuthFailure, OidcClient
+from services.oauth_config import OAuthConfig
 from storage.people import UserExistsError
 from storage.records import CredentialRecord, UserRecord
 from storage.store import Store

@@ -227,7 +227,8 @@ class OAuthWorld:
                  wechat_domain: str | None = None, link_key: str | None = None) -> None:
         from pydantic import SecretStr
 
-        from flows.runtime import Runtime, Settings, vendor_overrides
+        from flows.runtime import Runtime
+        from flows.settings import Settings, vendor_overrides
         from idv.api import create_app
         from sandbox.app import SandboxState
         from sandbox.oidc import OidcProvider

@@ -121,7 +121,7 @@ def demo(
 ) -> None:
     """Generate a synthetic batch, start the sandbox, run onboarding, print a masked summary.
     Development only: it runs as the `demo` service actor, nobody need sign in."""
-    from flows.runtime import Settings
+    from flows.settings import Settings
     from idv.synthetic import label_outcomes, write_batch, write_outcomes
 
     if Settings().env == "production":
@@ -202,7 +202,7 @@ def verify(
         check_policies(rt, as_json=as_json)
         try:
             rt.services.runs.authorize(actor(), operation="verify")
-            result = verify_one(rt, record, idempotency_key=idempotency_key)
+            result = verify_one(rt.on_demand, record, idempotency_key=idempotency_key)
         except ServiceError as exc:
             refuse(exc, as_json=as_json)
     replayed = result["replayed"]

@@ -31,7 +31,7 @@ def keys_init(
 ) -> None:
     """Create the local KEK file (mode 0600), and the audit checkpoints' signing key beside
     it if there is none. Refuses to overwrite a KEK file."""
-    from flows.runtime import Settings
+    from flows.settings import Settings
     from services.keys import create_checkpoint_key, create_key_file
 
     settings = Settings()

@@ -42,7 +42,7 @@ def _planned(*, as_json: bool) -> list[Any]:
     """The declared deployments and their schedules; a schedule file that does not validate
     is refused here with its file, line and rule (exit 2)."""
     from flows.deployments import plan
-    from flows.runtime import Settings
+    from flows.settings import Settings
     from policies.document import PolicyError
 
     try:
@@ -139,7 +139,7 @@ def schedule_list(
 
 def _source() -> str:
     from flows.deployments import SHIPPED_SCHEDULES
-    from flows.runtime import Settings
+    from flows.settings import Settings
 
     path = Settings().schedules_file
     return str(path) if path else SHIPPED_SCHEDULES
@@ -156,7 +156,7 @@ def schedule_apply(
 
     They go to a process work pool, made if missing. A deployment paused there stays
     paused."""
-    from flows.runtime import Settings
+    from flows.settings import Settings
 
     _permitted("schedule.apply")
     planned = _planned(as_json=as_json)
@@ -274,7 +274,7 @@ def serve_flows(
     The embedded default, for a laptop. Without PREFECT_API_URL, Prefect's server runs
     beside it on loopback; with it, that server is used, unless it runs these deployments
     on a work pool already (then start workers there instead)."""
-    from flows.runtime import Settings
+    from flows.settings import Settings
 
     _permitted("schedule.serve")  # it runs every scheduled operation, purges included
     planned = _planned(as_json=as_json)

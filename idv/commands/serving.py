@@ -64,7 +64,7 @@ def sandbox_serve(
     """Serve the sandbox (licensed vendors and the WeChat imitation) until interrupted.
     Credentials: IDV_IDENTITY_APP_KEY/SECRET; WeChat apps: IDV_WECHAT_APPID/SECRET/REDIRECT_URI
     and IDV_WECHAT_MINI_APPID/SECRET."""
-    from flows.runtime import Settings
+    from flows.settings import Settings
     from sandbox.app import SandboxState
     from sandbox.server import serve_forever
     from sandbox.wechat import WeChatState
@@ -110,7 +110,8 @@ def serve(
     """Serve the HTTP API (consents, decisions, the OAuth pages)."""
     import uvicorn
 
-    from flows.runtime import Runtime, settle_for_serving
+    from flows.process import settle_for_serving
+    from flows.runtime import Runtime
     from idv.api import create_app
 
     prepare_environment()

@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from flows.runtime import Runtime, Settings
+from flows.runtime import Runtime
+from flows.settings import Settings
 from policies import catalog
 from services.context import Actor
 from services.errors import Denied, ServiceError

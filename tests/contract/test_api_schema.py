@@ -121,7 +121,8 @@ def _document() -> dict[str, Any]:
     it); `test_the_served_document_is_the_one_tested` holds the served one to it."""
     from pydantic import SecretStr
 
-    from flows.runtime import Runtime, Settings
+    from flows.runtime import Runtime
+    from flows.settings import Settings
     from idv.api import create_app
 
     rt = Runtime(Settings(env="development", home=Path("never-opened"),

@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from flows.runtime import Runtime, Settings
+from flows.runtime import Runtime
+from flows.settings import Settings
 from idv.api import create_app
 from idv.cli import main
 from intake.models import ApplicantLine

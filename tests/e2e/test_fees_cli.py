@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from flows.onboarding import run_batch
-from flows.runtime import Runtime, Settings, vendor_overrides
+from flows.runtime import Runtime
+from flows.settings import Settings, vendor_overrides
 from idv.synthetic import Mix, applicants
 from sandbox.app import SandboxState, parse_faults
 from sandbox.server import SandboxServer

@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 import pytest
 from pydantic import SecretStr
 
-from flows.runtime import Runtime, Settings
+from flows.runtime import Runtime
+from flows.settings import Settings
 from idv.api import create_app
 from tests.e2e.conftest import launch
 

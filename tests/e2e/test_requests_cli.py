@@ -108,9 +108,9 @@ def test_bad_input_is_refused_naming_the_field_and_rule(env, args, expected):
 
 
 def test_a_retention_ceiling_below_its_floor_is_refused_with_file_line_and_rule(env, tmp_path):
-    from policies import catalog
+    from policies import shipped
 
-    text = catalog.read_text("retention.yaml").replace("ceiling_days: 400", "ceiling_days: 90")
+    text = shipped.read_text("retention.yaml").replace("ceiling_days: 400", "ceiling_days: 90")
     line = next(i for i, x in enumerate(text.splitlines(), 1) if "ceiling_days: 90" in x)
     path = tmp_path / "retention.yaml"
     path.write_text(text, encoding="utf-8")

@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from flows.runtime import Runtime, Settings
+from flows.runtime import Runtime
+from flows.settings import Settings
 from idv.api import create_app
 
 pytestmark = pytest.mark.e2e

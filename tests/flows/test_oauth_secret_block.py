@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.oauth import OidcProviderSettings
+from services.oauth_config import OidcProviderSettings
 
 pytestmark = pytest.mark.prefect
 

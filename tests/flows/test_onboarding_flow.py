@@ -50,7 +50,8 @@ def test_when_the_flow_runs_then_chunks_are_tasks_and_prefect_holds_nothing_pers
         prefect_harness, database, key_file, sandbox, tmp_path, monkeypatch):
     """Run outside a work pool, the flow works its chunks as tasks in its own process."""
     from flows.prefect_onboarding import onboarding
-    from flows.runtime import Runtime, vendor_overrides
+    from flows.runtime import Runtime
+    from flows.settings import vendor_overrides
 
     env = {"IDV_HOME": str(tmp_path / "home"), "IDV_KEY_FILE": str(key_file),
            **{f"IDV_{k.upper()}": v for k, v in vendor_overrides(
@@ -116,7 +117,7 @@ def test_when_a_chunk_task_fails_once_then_prefect_runs_it_again_and_bills_nothi
 
     from flows import onboarding as ob
     from flows.prefect_onboarding import onboarding
-    from flows.runtime import vendor_overrides
+    from flows.settings import vendor_overrides
     from idv.synthetic import Mix
 
     env = {"IDV_HOME": str(tmp_path / "home"), "IDV_KEY_FILE": str(key_file),

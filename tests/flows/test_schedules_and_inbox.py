@@ -81,7 +81,7 @@ def delete_deployments(names: list[str]) -> None:
 def test_when_schedules_are_applied_then_the_server_holds_them_and_pause_pauses_one(
         prefect_harness, tmp_path):
     from flows.deployments import plan
-    from flows.runtime import Settings
+    from flows.settings import Settings
 
     names = [p.full_name() for p in plan(Settings(home=tmp_path / "home"))] + [
         "verify-chunk/verify-chunk"]
@@ -95,7 +95,7 @@ def check_applied(tmp_path: Path) -> None:
     from prefect import get_client
 
     from flows.deployments import plan
-    from flows.runtime import Settings
+    from flows.settings import Settings
 
     env = idv_env(tmp_path)
     applied = idv(env, "schedule", "apply", "--json")
@@ -154,7 +154,8 @@ def test_when_the_inbox_flow_runs_then_files_are_taken_once_and_artifacts_hold_c
     from sqlalchemy import text
 
     from flows.inbox import onboard_inbox
-    from flows.runtime import Runtime, vendor_overrides
+    from flows.runtime import Runtime
+    from flows.settings import vendor_overrides
 
     inbox = tmp_path / "inbox"
     inbox.mkdir()
@@ -210,7 +211,7 @@ def test_when_the_inbox_flow_runs_then_files_are_taken_once_and_artifacts_hold_c
 def test_when_flows_are_served_then_each_deployment_is_registered_with_its_schedule(
         prefect_harness, tmp_path):
     from flows.deployments import plan
-    from flows.runtime import Settings
+    from flows.settings import Settings
 
     (tmp_path / "inbox").mkdir()
     env = idv_env(tmp_path)

@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from flows.runtime import Runtime, Settings, vendor_overrides
+from flows.runtime import Runtime
+from flows.settings import Settings, vendor_overrides
 from idv.synthetic import write_batch
 from sandbox.app import SandboxState
 from sandbox.server import SandboxServer

@@ -10,7 +10,8 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import text
 
-from flows.runtime import Runtime, Settings
+from flows.runtime import Runtime
+from flows.settings import Settings
 from idv.api import create_app
 from storage.records import Decision, NewApplicant
 from tests.conftest import person_token

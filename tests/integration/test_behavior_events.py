@@ -11,7 +11,8 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import text
 
-from flows.runtime import Runtime, Settings
+from flows.runtime import Runtime
+from flows.settings import Settings
 from policies.scorecard import assess
 from services.events import EventRefused
 from storage.records import Decision, NewApplicant

@@ -27,7 +27,8 @@ from sqlalchemy import select, text, update
 from stdnum import numdb
 
 from flows.onboarding import run_batch
-from flows.runtime import Runtime, Settings, vendor_overrides
+from flows.runtime import Runtime
+from flows.settings import Settings, vendor_overrides
 from idv.synthetic import Mix, applicants
 from policies.identity import check_character, division_code_existed
 from policies.masking import mask

@@ -12,7 +12,8 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from flows.runtime import Runtime, Settings
+from flows.runtime import Runtime
+from flows.settings import Settings
 from services.context import Actor
 from tests.conftest import LoopbackServer, person_token
 from tests.integration.test_cases import ID_CANARY, NAME_CANARY, PHONE_CANARY, flagged

@@ -24,7 +24,8 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError
 
-from flows.runtime import Runtime, Settings
+from flows.runtime import Runtime
+from flows.settings import Settings
 from services.context import Actor
 from storage.checkpoints import CheckpointError, CheckpointKey, CheckpointLog, ObjectStorePrefix
 from storage.db import make_engine, upgrade

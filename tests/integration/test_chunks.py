@@ -13,7 +13,8 @@ import pytest
 
 from flows.chunks import Dispatcher, Tracked, chunk_deployment, chunk_pool, work_chunk
 from flows.onboarding import plan_batch, start_run
-from flows.runtime import Runtime, Settings, vendor_overrides
+from flows.runtime import Runtime
+from flows.settings import Settings, vendor_overrides
 from idv.synthetic import write_batch
 from services.errors import Conflict, InvalidInput
 

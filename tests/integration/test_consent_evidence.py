@@ -17,7 +17,8 @@ from joserfc.errors import BadSignatureError
 from joserfc.jwk import OKPKey
 
 from flows.onboarding import run_batch
-from flows.runtime import Runtime, Settings, vendor_overrides
+from flows.runtime import Runtime
+from flows.settings import Settings, vendor_overrides
 from idv.synthetic import Mix, write_batch
 from services.consent import AskRequest, GrantRequest, WithdrawRequest
 from services.context import Actor

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from flows.runtime import StoreGateAdapter
+from flows.parts import StoreGateAdapter
 from idv.synthetic import make_id_number
 from policies import catalog
 from sandbox.app import SandboxState

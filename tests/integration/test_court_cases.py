@@ -12,7 +12,8 @@ from pydantic import SecretStr
 
 from flows.court import clear_whitelisted
 from flows.onboarding import step_record
-from flows.runtime import Runtime, Settings, vendor_overrides
+from flows.runtime import Runtime
+from flows.settings import Settings, vendor_overrides
 from idv.synthetic import make_id_number
 from sandbox.population import court_entries
 from services.context import Actor

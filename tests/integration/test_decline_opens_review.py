@@ -81,7 +81,8 @@ def test_when_a_stored_outcome_needs_a_person_then_exactly_one_case_is_open(stor
 def test_when_a_batch_runs_then_every_decline_it_makes_has_an_open_review_case(
         database, key_file, sandbox, tmp_path):
     from flows.onboarding import run_batch
-    from flows.runtime import Runtime, Settings, vendor_overrides
+    from flows.runtime import Runtime
+    from flows.settings import Settings, vendor_overrides
     from idv.synthetic import Mix, write_batch
 
     rt = Runtime(Settings(home=tmp_path / "home", database_url=database.url,

@@ -68,7 +68,8 @@ def test_when_the_embedded_database_is_made_then_only_its_owner_can_read_it(tmp_
 
 
 def _production(tmp_path, **extra):
-    from flows.runtime import VENDORS, Runtime, Settings
+    from flows.runtime import Runtime
+    from flows.settings import VENDORS, Settings
     from services.keys import create_key_file
 
     key = create_key_file(tmp_path / "keys" / "idv.key", production=True)
@@ -78,7 +79,7 @@ def _production(tmp_path, **extra):
 
 
 def test_when_production_names_the_default_sqlite_file_then_startup_refuses(tmp_path):
-    from flows.runtime import StartupError
+    from flows.settings import StartupError
 
     default = (tmp_path / "home" / "idv.db").resolve()
     for url in (f"sqlite:///{default}", f"sqlite:///{tmp_path}/home/../home/idv.db"):
@@ -94,7 +95,8 @@ def _check(tmp_path, url):
 
 def test_when_a_development_key_file_is_missing_but_keys_it_wrapped_exist_then_none_is_made(
         tmp_path):
-    from flows.runtime import Runtime, Settings, StartupError
+    from flows.runtime import Runtime
+    from flows.settings import Settings, StartupError
 
     settings = Settings(env="development", home=tmp_path / "home",
                         key_file=tmp_path / "keys" / "idv.key")
@@ -111,7 +113,8 @@ def test_when_a_development_key_files_flag_is_edited_then_production_still_refus
         tmp_path):
     import json
 
-    from flows.runtime import VENDORS, Runtime, Settings, StartupError
+    from flows.runtime import Runtime
+    from flows.settings import VENDORS, Settings, StartupError
     from storage.keyring import LocalKekProvider
 
     key = tmp_path / "keys" / "idv.key"
@@ -128,7 +131,8 @@ def test_when_a_development_key_files_flag_is_edited_then_production_still_refus
 
 
 def test_when_the_key_file_is_made_by_default_then_it_is_outside_the_data_folder(tmp_path):
-    from flows.runtime import Runtime, Settings
+    from flows.runtime import Runtime
+    from flows.settings import Settings
 
     settings = Settings(env="development", home=tmp_path / "home")
     rt = Runtime(settings)

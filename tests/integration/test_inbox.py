@@ -19,7 +19,8 @@ from sqlalchemy import text
 from flows import progress
 from flows.inbox import take_inbox
 from flows.onboarding import run_batch
-from flows.runtime import Runtime, Settings, vendor_overrides
+from flows.runtime import Runtime
+from flows.settings import Settings, vendor_overrides
 from idv.synthetic import Mix, applicants
 from services.errors import InvalidInput
 

@@ -244,7 +244,7 @@ async def test_when_a_grant_lands_outside_the_journal_then_the_gate_reads_it_bef
 
 async def test_when_the_ledger_moves_under_the_one_at_a_time_gate_then_it_decides_again(store):
     """The same guarantee on the store's own path (commands, API requests)."""
-    from flows.runtime import StoreGateAdapter
+    from flows.parts import StoreGateAdapter
     from policies import catalog
     from verifiers.gate import ConsentGate
 

@@ -242,7 +242,8 @@ def test_when_wechat_answers_garbage_then_the_page_says_so_and_nothing_is_grante
 
 
 def test_when_errcodes_come_on_http_200_then_each_maps_to_a_clear_error(oauth_world):
-    from services.oauth import OAuthConfig, OAuthFailure, WeChatClient
+    from services.oauth import OAuthFailure, WeChatClient
+    from services.oauth_config import OAuthConfig
 
     world = oauth_world
     service = world.rt.services.oauth
@@ -572,7 +573,8 @@ def test_when_the_id_token_is_wrong_in_any_way_then_it_is_refused(oauth_world):
     and with its signature altered: each refused, none with the token in the message."""
     import secrets
 
-    from services.oauth import OAuthFailure, OidcProviderSettings
+    from services.oauth import OAuthFailure
+    from services.oauth_config import OidcProviderSettings
 
     world = oauth_world
     service = world.rt.services.oauth

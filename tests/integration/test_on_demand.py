@@ -11,7 +11,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from flows.runtime import Runtime, Settings, vendor_overrides
+from flows.runtime import Runtime
+from flows.settings import Settings, vendor_overrides
 from idv.api import create_app
 from idv.synthetic import Mix, applicants
 

@@ -13,7 +13,8 @@ import pytest
 from sqlalchemy import text
 
 from flows.onboarding import run_batch
-from flows.runtime import Runtime, Settings, vendor_overrides
+from flows.runtime import Runtime
+from flows.settings import Settings, vendor_overrides
 from idv.synthetic import Mix, applicants
 from sandbox.population import three_element_result
 from storage.records import RunLineRecord

@@ -12,7 +12,8 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import text
 
-from flows.runtime import Runtime, Settings, StartupError
+from flows.runtime import Runtime
+from flows.settings import Settings, StartupError
 from idv.api import create_app
 from policies import catalog
 from services.consent import GrantRequest

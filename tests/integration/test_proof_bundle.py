@@ -20,7 +20,8 @@ import pytest
 from packaging.requirements import Requirement
 
 from flows.onboarding import run_batch
-from flows.runtime import Runtime, Settings, vendor_overrides
+from flows.runtime import Runtime
+from flows.settings import Settings, vendor_overrides
 from idv import proofcheck
 from idv.synthetic import Mix, applicants
 from sandbox.app import SandboxState

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from flows.onboarding import run_batch
-from flows.runtime import Runtime, Settings, vendor_overrides
+from flows.runtime import Runtime
+from flows.settings import Settings, vendor_overrides
 from flows.subject_requests import recheck
 from idv.synthetic import Mix, write_batch
 from services.context import Actor

@@ -11,7 +11,8 @@ from typing import Any
 from sqlalchemy import select
 
 from flows.onboarding import run_batch
-from flows.runtime import Runtime, Settings, vendor_overrides
+from flows.runtime import Runtime
+from flows.settings import Settings, vendor_overrides
 from idv.synthetic import Mix, write_batch
 from services.context import Actor
 from services.requests import AnswerRequest, OpenRequest

@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 from flows.onboarding import run_batch
 from flows.reverification import due, reverify
-from flows.runtime import Runtime, Settings, vendor_overrides
+from flows.runtime import Runtime
+from flows.settings import Settings, vendor_overrides
 from idv.synthetic import Mix, write_batch
 from services.context import Actor
 

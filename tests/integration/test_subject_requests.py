@@ -14,7 +14,8 @@ import pytest
 from pydantic import SecretStr
 
 from flows.onboarding import run_batch
-from flows.runtime import Runtime, Settings, vendor_overrides
+from flows.runtime import Runtime
+from flows.settings import Settings, vendor_overrides
 from flows.subject_requests import recheck
 from idv.synthetic import Mix, write_batch
 from services.consent import AskRequest

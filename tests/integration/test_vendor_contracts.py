@@ -26,7 +26,7 @@ import yaml
 from pydantic import SecretStr
 
 from idv.synthetic import make_id_number
-from policies import catalog
+from policies import catalog, shipped
 from policies.document import PolicyError
 from policies.vendors import VendorContracts
 from sandbox.app import SandboxState
@@ -35,7 +35,7 @@ from sandbox.server import SandboxServer
 from verifiers.base import StepStatus, Subject, _mint_permit
 from verifiers.id_check import IdCheckVerifier
 from verifiers.limits import CallLimits, LocalLimitStore, RedisLimitStore, local_limits
-from verifiers.vendor import VendorEndpoint
+from verifiers.vendor import VendorClient, VendorEndpoint
 
 TWO = "/v1/identity/two-element"
 REDIS = "redis://127.0.0.1:6379/0"
@@ -83,7 +83,8 @@ async def check_all(server, numbers: list[str], limits: CallLimits):
     endpoint = VendorEndpoint(base_url=server.base_url, app_key="k",
                               app_secret=SecretStr("s3cret"), name="identity")
     async with aiohttp.ClientSession() as session:
-        verifier = IdCheckVerifier(endpoint, session, max_attempts=1, limits=limits)
+        verifier = IdCheckVerifier(VendorClient(endpoint, session, max_attempts=1,
+                                                limits=limits))
         out, tag = [], secrets.token_hex(4)
         for i, number in enumerate(numbers):  # one at a time: the order is the test's
             out.append(await verifier.verify(subject(number), permit(f"{tag}-{i}")))
@@ -91,20 +92,21 @@ async def check_all(server, numbers: list[str], limits: CallLimits):
 
 
 def test_when_a_contract_is_wrong_then_it_is_refused_with_its_line_and_rule(tmp_path):
-    text = catalog.read_text("vendors.yaml").replace("rate_per_s: 200", "rate_per_s: -5")
+    text = shipped.read_text("vendors.yaml").replace("rate_per_s: 200", "rate_per_s: -5")
     with pytest.raises(PolicyError) as refused:
         VendorContracts.from_yaml(text, source="vendors.yaml")
     line = text.splitlines()[refused.value.line - 1]
     assert "rate_per_s: -5" in line and "greater than 0" in refused.value.rule
-    bad_zone = catalog.read_text("vendors.yaml").replace("Asia/Shanghai", "Asia/Atlantis")
+    bad_zone = shipped.read_text("vendors.yaml").replace("Asia/Shanghai", "Asia/Atlantis")
     with pytest.raises(PolicyError, match="IANA time zone"):
         VendorContracts.from_yaml(bad_zone, source="vendors.yaml")
 
 
 def test_when_a_paid_api_has_no_contract_then_no_run_starts(tmp_path, key_file):
-    from flows.runtime import Runtime, Settings
+    from flows.runtime import Runtime
+    from flows.settings import Settings
 
-    doc = yaml.safe_load(catalog.read_text("vendors.yaml"))
+    doc = yaml.safe_load(shipped.read_text("vendors.yaml"))
     del doc["vendors"]["court"]
     path = tmp_path / "vendors.yaml"
     path.write_text(yaml.safe_dump(doc), encoding="utf-8")
@@ -216,7 +218,7 @@ def test_when_two_workers_share_one_limiter_then_a_rate_limited_api_answers_no_4
         database, key_file, tmp_path):
     """Two processes, each a batch of its own, against a sandbox that allows the carrier
     check 20 calls a second (above it: 429). Both draw from one limiter in Redis."""
-    from flows.runtime import vendor_overrides
+    from flows.settings import vendor_overrides
     from idv.synthetic import write_batch
 
     state = SandboxState(app_key="k", app_secret="s3cret",
@@ -241,7 +243,8 @@ def test_when_two_workers_share_one_limiter_then_a_rate_limited_api_answers_no_4
         env.update({f"IDV_{k.upper()}": v for k, v in
                     vendor_overrides(vendor.base_url, "k", "s3cret").items()})
         # Migrated once before the workers start (two processes creating one schema race).
-        from flows.runtime import Runtime, Settings
+        from flows.runtime import Runtime
+        from flows.settings import Settings
 
         Runtime(Settings(home=tmp_path / "home", key_file=key_file, database_url=database.url,
                          database_schema=database.schema)).migrate()

@@ -13,11 +13,12 @@ from pathlib import Path
 import aiohttp
 
 from flows.onboarding import run_batch
-from flows.runtime import Runtime, Settings, vendor_overrides
+from flows.runtime import Runtime
+from flows.settings import Settings, vendor_overrides
 from idv.synthetic import Mix, applicants
 from sandbox.app import FaultPlan, SandboxState, parse_faults
 from sandbox.server import SandboxServer
-from verifiers.vendor import VendorEndpoint, post_signed
+from verifiers.vendor import VendorClient, VendorEndpoint
 
 TERMINAL = {"verified", "review", "decline_recommended", "invalid"}
 
@@ -120,10 +121,11 @@ def test_when_the_cooldown_has_passed_then_one_trial_call_closes_the_breaker_aga
         async def calls() -> list[str | None]:
             errors: list[str | None] = []
             async with aiohttp.ClientSession() as session:
+                client = VendorClient(endpoint, session, timeout_s=2, max_attempts=1)
+
                 async def one(key: str) -> None:
-                    reply = await post_signed(session, endpoint, "/v1/identity/two-element",
-                                              payload, idempotency_key=key, timeout_s=2,
-                                              max_attempts=1)
+                    reply = await client.post("/v1/identity/two-element", payload,
+                                              idempotency_key=key)
                     errors.append(reply.error)
 
                 for i in range(4):

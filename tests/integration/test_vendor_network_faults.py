@@ -22,11 +22,12 @@ from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 
 from flows.onboarding import run_batch
-from flows.runtime import Runtime, Settings, vendor_overrides
+from flows.runtime import Runtime
+from flows.settings import Settings, vendor_overrides
 from idv.synthetic import Mix, applicants
 from verifiers.base import StepStatus, Subject, _mint_permit
 from verifiers.id_check import IdCheckVerifier
-from verifiers.vendor import VendorEndpoint
+from verifiers.vendor import VendorClient, VendorEndpoint
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
@@ -96,8 +97,8 @@ def permit():
 async def verify_at(base_url: str, *, max_attempts: int = 3):
     endpoint = VendorEndpoint(base_url=base_url, app_key="k", app_secret="s")
     async with aiohttp.ClientSession() as session:
-        return await IdCheckVerifier(endpoint, session, timeout_s=2,
-                                     max_attempts=max_attempts).verify(SUBJECT, permit())
+        return await IdCheckVerifier(VendorClient(
+            endpoint, session, timeout_s=2, max_attempts=max_attempts)).verify(SUBJECT, permit())
 
 
 async def test_when_the_certificate_does_not_verify_then_the_step_errs_at_once_and_sends_nothing(

@@ -15,7 +15,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from flows.runtime import Runtime, Settings
+from flows.runtime import Runtime
+from flows.settings import Settings
 from idv.api import create_app
 from sandbox.oidc import OidcProvider
 from services.context import Actor

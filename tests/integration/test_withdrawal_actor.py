@@ -12,7 +12,8 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import select, update
 
-from flows.runtime import Runtime, Settings
+from flows.runtime import Runtime
+from flows.settings import Settings
 from idv.api import create_app
 from storage import models as m
 from tests.conftest import person_token

@@ -9,7 +9,8 @@ import time
 from datetime import datetime
 
 from flows.onboarding import run_batch
-from flows.runtime import Runtime, Settings, vendor_overrides
+from flows.runtime import Runtime
+from flows.settings import Settings, vendor_overrides
 from idv.synthetic import Mix, applicants
 from sandbox.app import SandboxState
 from sandbox.server import SandboxServer

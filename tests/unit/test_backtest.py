@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from policies import catalog
+from policies import catalog, shipped
 from policies.backtest import auc, histogram, ks, replay
 from policies.scorecard import Scorecard
 
@@ -45,7 +45,7 @@ def test_when_a_side_has_no_bad_outcome_then_auc_is_refused():
 
 def test_when_decisions_are_replayed_under_two_policies_then_rates_and_figures_follow():
     card = catalog.scorecard()
-    text = catalog.read_text("risk/scorecard.yaml")
+    text = shipped.read_text("risk/scorecard.yaml")
     # A stricter card: a shared account scores 40 instead of 20 (review floor unchanged).
     strict = Scorecard.from_yaml(text.replace(
         '{band: "1-2", min: 1, max: 2, points: 20,', '{band: "1-2", min: 1, max: 2, points: 75,'),

@@ -7,19 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from policies import catalog
 from policies.case_number import (
     CaseNumberError,
     CaseNumberTable,
     case_number_problem,
+    case_number_table,
     read_case_number,
 )
 from policies.document import PolicyError
+from policies.shipped import read_text
 from verifiers.court_list import CourtEntry, assess_entries
 
 V = json.loads((Path(__file__).parents[1] / "vectors" / "case_numbers.json").read_text())
 YEAR = 2026
-SHIPPED = (Path(catalog.__file__).parent / "case_numbers.yaml").read_text(encoding="utf-8")
+SHIPPED = read_text("case_numbers.yaml")
 
 
 @pytest.mark.parametrize("case", V["valid"], ids=lambda c: c["why"])
@@ -40,7 +41,7 @@ def test_when_a_number_breaks_a_rule_then_the_rule_is_named_and_the_value_is_not
 
 
 def test_every_type_code_of_the_table_and_every_high_court_is_covered_by_a_valid_vector():
-    table = catalog.case_number_table()
+    table = case_number_table()
     read = [read_case_number(c["case"], current_year=YEAR) for c in V["valid"]]
     assert {n.type_code for n in read if n.era == "2016"} == set(table.enforcement_types)
     assert {"supreme", "high", "intermediate", "basic"} <= {n.level for n in read}

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from policies import catalog
+from policies import catalog, shipped
 from policies.cases import CasePolicy
 from policies.document import PolicyError
 from policies.requests import CASE_REASONS
@@ -37,7 +37,7 @@ def test_the_most_urgent_reason_sets_priority_and_the_shortest_sla_the_due_time(
      "outreach.templates.phone_confirm.channels.1", "sms"),
 ])
 def test_a_policy_that_breaks_a_rule_is_refused_with_file_line_and_rule(change, path, rule):
-    text = catalog.read_text("cases.yaml")
+    text = shipped.read_text("cases.yaml")
     old, new = change
     assert old in text
     broken = text.replace(old, new)
@@ -59,14 +59,15 @@ def test_the_reveal_reasons_and_their_limit_are_declared_once_in_the_access_poli
     assert rule.per_user_per_day >= 1 and rule.reasons
     assert all(label.en and label.zh for label in rule.reasons.values())
     assert "reveal" not in CasePolicy.model_fields
-    text = catalog.read_text("cases.yaml")
+    text = shipped.read_text("cases.yaml")
     with pytest.raises(PolicyError) as refused:
         CasePolicy.load(text + "reveal: {per_user_per_day: 5}\n", source="cases.yaml")
     assert refused.value.path == "reveal" and "not permitted" in refused.value.rule
 
 
 def test_both_services_that_reveal_read_the_one_rule(tmp_path, key_file):
-    from flows.runtime import Runtime, Settings
+    from flows.runtime import Runtime
+    from flows.settings import Settings
 
     rt = Runtime(Settings(home=tmp_path / "home", key_file=key_file,
                           database_url=f"sqlite:///{tmp_path / 'idv.db'}"))

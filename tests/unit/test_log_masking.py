@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from flows.runtime import LOGGERS, MaskingFilter, install_log_masking
+from flows.process import LOGGERS, MaskingFilter, install_log_masking
 
 ID, PHONE = "11010519491231002X", "13800138000"
 

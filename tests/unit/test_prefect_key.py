@@ -1,6 +1,7 @@
 from cryptography.fernet import Fernet
 
-from flows.runtime import Runtime, Settings, vendor_overrides
+from flows.runtime import Runtime
+from flows.settings import Settings, vendor_overrides
 
 
 def test_when_prefect_needs_its_server_key_then_it_comes_from_our_key_ring(tmp_path):
@@ -22,7 +23,7 @@ def test_when_production_starts_with_a_development_key_then_it_is_refused(tmp_pa
     import pytest
     from pydantic import SecretStr
 
-    from flows.runtime import StartupError
+    from flows.settings import StartupError
     from storage.keyring import LocalKekProvider
 
     key = tmp_path / "keys" / "idv.key"

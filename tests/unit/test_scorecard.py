@@ -1,7 +1,7 @@
 import pytest
 import yaml
 
-from policies import catalog
+from policies import catalog, shipped
 from policies.scorecard import Scorecard, assess
 
 CARD = catalog.scorecard()
@@ -27,7 +27,7 @@ def test_when_features_are_scored_then_outcome_and_reasons_follow_the_card(featu
 
 
 def test_when_the_yaml_text_changes_then_the_version_changes():
-    text = catalog.read_text("risk/scorecard.yaml")
+    text = shipped.read_text("risk/scorecard.yaml")
     assert Scorecard.from_yaml(text + "\n# note\n").version != CARD.version
 
 
@@ -43,7 +43,7 @@ def test_when_a_feature_is_unknown_then_scoring_refuses_it():
     (lambda d: d["reasons"]["ID_MISMATCH"].pop("zh"), "zh"),
 ])
 def test_when_a_scorecard_does_not_validate_then_it_is_refused_at_load(mutate, message):
-    data = yaml.safe_load(catalog.read_text("risk/scorecard.yaml"))
+    data = yaml.safe_load(shipped.read_text("risk/scorecard.yaml"))
     mutate(data)
     with pytest.raises(ValueError, match=message):
         Scorecard.from_yaml(yaml.safe_dump(data, allow_unicode=True))

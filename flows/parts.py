@@ -1,0 +1,374 @@
+"""What a runtime is made of, each built from the settings on first use: the key ring, the
+store, the gate, the verifiers' registry, the call limits, the loaded policies and the
+services over them.
+
+`flows.runtime.Runtime` adds to these parts the work of `flows/` that services and surfaces
+call back into (the court re-query, the on-demand engine). The modules of that work take
+a `RuntimeParts`, so that they sit below the runtime and the runtime imports them, never
+the other way round.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Protocol
+
+from flows.settings import VENDORS, Settings, StartupError
+from policies import catalog
+from policies.access import AccessPolicy, RetentionPolicy
+from policies.behavior import BehaviorPolicy
+from policies.consent import ConsentGrant, ConsentPolicy
+from policies.document import PolicyError
+from policies.notices import Notice
+from policies.quality import QualityPolicy
+from policies.requests import RequestPolicy
+from policies.scorecard import Scorecard
+from policies.vendors import VendorContracts
+from policies.verification import VerificationPolicy
+from services.oauth_config import OAuthConfig
+from services.wiring import Services
+from storage.checkpoints import (
+    CheckpointError,
+    CheckpointKey,
+    CheckpointLog,
+    ObjectStorePrefix,
+    TimeStamper,
+)
+from storage.crypto import fernet_key
+from storage.db import current_revision, make_engine, upgrade
+from storage.keyring import KekProvider, KeyRing, LocalKekProvider, VaultTransitKekProvider
+from storage.ledger import LEDGER_EVENT_KINDS
+from storage.store import Store
+from verifiers.gate import ConsentGate, ConsentReader, DecisionRecorder
+from verifiers.limits import CallLimits, LimitStore, LocalLimitStore, RedisLimitStore
+from verifiers.registry import VerifierRegistry, default_registry, vendor_apis
+
+
+class _Ledger(Protocol):
+    def grants_for(self, subject_ref: str) -> list[ConsentGrant]: ...
+
+
+class _Audit(Protocol):
+    def head_seq(self) -> int: ...
+
+    def record(self, kind: str, subject_ref: str | None, detail: dict[str, Any], *,
+               unless: tuple[int, frozenset[str]] | None = None) -> int: ...
+
+
+# Per task (one gate decision at a time in a coroutine): whose grants were read last, at
+# which size of the chain.
+_GRANTS_READ_AT: ContextVar[tuple[str, int] | None] = ContextVar("idv_grants_read_at",
+                                                                 default=None)
+
+
+@dataclass(frozen=True)
+class StoreGateAdapter:
+    """The store's consent ledger and audit log, which are synchronous, as the gate's
+    asynchronous reader and recorder. Each read and write runs in the caller's event loop:
+    that of one command or API request (`asyncio.run`), never a batch's, which reads and
+    records through its journal (`Runtime.gate_over`)."""
+
+    ledger: _Ledger
+    audit: _Audit
+
+    async def grants_for(self, subject_ref: str) -> list[ConsentGrant]:
+        # The chain's size before the read: a ledger event past it (a withdrawal landing
+        # before the decision is recorded) refuses the decision (`record`).
+        _GRANTS_READ_AT.set((subject_ref, self.audit.head_seq()))
+        return self.ledger.grants_for(subject_ref)
+
+    async def record(self, kind: str, subject_ref: str | None, detail: dict[str, Any]) -> int:
+        read = _GRANTS_READ_AT.get()
+        if kind == "consent.allowed" and read is not None and read[0] == subject_ref:
+            return self.audit.record(kind, subject_ref, detail,
+                                     unless=(read[1], frozenset(LEDGER_EVENT_KINDS)))
+        return self.audit.record(kind, subject_ref, detail)
+
+    def note(self, kind: str, subject_ref: str | None, detail: dict[str, Any]) -> None:
+        self.audit.record(kind, subject_ref, detail)  # one at a time: durable at once
+
+
+def _names_file(url: str, path: Path) -> bool:
+    """Whether a database URL is a SQLite file at `path` (however the path is spelled)."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return False
+    return Path(parsed.database).resolve() == path.resolve()
+
+
+def _holds_keys(keystore_url: str, schema: str | None) -> bool:
+    """Whether the key store has any wrapped key (a DEK or ring secret made under a KEK)."""
+    from sqlalchemy import MetaData, func, select
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(keystore_url)
+    if parsed.get_backend_name() == "sqlite" and not (
+            parsed.database and Path(parsed.database).exists()):
+        return False
+    engine = make_engine(keystore_url, schema=schema)
+    try:
+        meta = MetaData()
+        meta.reflect(engine)
+        with engine.connect() as conn:
+            return any(conn.execute(select(func.count()).select_from(t)).scalar()
+                       for name, t in meta.tables.items() if name != "alembic_version")
+    finally:
+        engine.dispose()
+
+
+DEV_SECRETS = frozenset({"idv-dev-secret"})
+
+
+@dataclass
+class RuntimeParts:
+    """See the module docstring; build a `flows.runtime.Runtime`, which is one."""
+
+    settings: Settings
+
+    def check_production(self) -> None:
+        s = self.settings
+        if s.env != "production":
+            return
+        for vendor in VENDORS:
+            if getattr(s, f"{vendor}_app_secret").get_secret_value() in DEV_SECRETS:
+                raise StartupError(f"IDV_{vendor.upper()}_APP_SECRET is the development "
+                                   "secret; set a real one in production")
+        if s.kek_provider == "local" and not s.resolved_key_file.exists():
+            raise StartupError("IDV_KEY_FILE does not exist; production never creates keys")
+        if s.database_url is None:
+            raise StartupError("IDV_DATABASE_URL must be set in production")
+        if not s.web_cookie_secure:
+            raise StartupError("IDV_WEB_COOKIE_SECURE must stay on in production")
+        if _names_file(s.database_url, s.home / "idv.db"):
+            raise StartupError("IDV_DATABASE_URL names the embedded development database "
+                               "($IDV_HOME/idv.db); production needs a database of its own")
+        if (s.wechat_appid or s.oidc_providers) and s.oauth_link_key is None:
+            raise StartupError("IDV_OAUTH_LINK_KEY must be set in production: unsigned links "
+                               "would let anyone start an authorization for any applicant")
+
+    @cached_property
+    def kek(self) -> KekProvider:
+        s = self.settings
+        if s.kek_provider == "vault":
+            if not s.vault_addr or not s.vault_token:
+                raise StartupError("IDV_VAULT_ADDR and IDV_VAULT_TOKEN are needed for the "
+                                   "vault KEK provider")
+            return VaultTransitKekProvider(s.vault_addr, s.vault_token.get_secret_value(),
+                                           s.vault_key)
+        dev = s.env == "development"
+        if dev and not s.resolved_key_file.exists() and _holds_keys(s.resolved_keystore_url,
+                                                                     s.database_schema):
+            raise StartupError(
+                f"IDV_KEY_FILE {s.resolved_key_file} is missing, but the key store holds keys "
+                "wrapped by it: a new key would not open them. Restore the key file from its "
+                "own backup (or point IDV_KEY_FILE at it); no new key was made")
+        provider = LocalKekProvider(s.resolved_key_file, create=dev, development=dev)
+        if s.env == "production" and provider.development:
+            raise StartupError(f"{s.resolved_key_file} is a development key; production "
+                               "needs a key file made with `idv keys init --production` or a KMS")
+        return provider
+
+    @cached_property
+    def keyring(self) -> KeyRing:
+        self.check_production()
+        engine = make_engine(self.settings.resolved_keystore_url,
+                             schema=self.settings.database_schema)
+        return KeyRing(self.kek, engine)
+
+    @cached_property
+    def checkpoints(self) -> CheckpointLog:
+        """The audit checkpoints' folder, signing key and time-stamping authority."""
+        s = self.settings
+        try:
+            key = CheckpointKey(s.resolved_checkpoint_key_file, create=s.env == "development")
+            stamper = None
+            if s.tsa_url:
+                if s.tsa_cert_file is None:
+                    raise StartupError("IDV_TSA_CERT_FILE is needed with IDV_TSA_URL: the "
+                                       "certificate time-stamp tokens must be signed under")
+                stamper = TimeStamper(s.tsa_url, s.tsa_cert_file.read_bytes())
+            place: Path | ObjectStorePrefix = s.resolved_checkpoint_dir
+            if s.checkpoint_url:
+                if s.checkpoint_dir is not None:
+                    raise StartupError("IDV_CHECKPOINT_DIR and IDV_CHECKPOINT_URL are both set: "
+                                       "checkpoints go to one place")
+                place = ObjectStorePrefix(s.checkpoint_url,
+                                          endpoint_url=s.checkpoint_endpoint_url,
+                                          region=s.checkpoint_region)
+        except CheckpointError as exc:
+            raise StartupError(str(exc)) from None
+        return CheckpointLog(place, origin=s.checkpoint_origin, key=key,
+                             stamper=stamper, require_tokens=stamper is not None)
+
+    @cached_property
+    def store(self) -> Store:
+        s = self.settings
+        ring = self.keyring
+        engine = make_engine(s.resolved_database_url, schema=s.database_schema)
+        if s.auto_migrate:
+            upgrade(engine)
+        return Store(engine, ring, checkpoints=self.checkpoints,
+                     checkpoint_every=s.checkpoint_every)
+
+    def prefect_encryption_key(self) -> str:
+        """Prefect's server key for Secret blocks, derived from our key ring instead of the
+        key Prefect would otherwise keep in its own database beside the data."""
+        return fernet_key(self.keyring.secret("prefect-server"), "idv prefect server v1")
+
+    @cached_property
+    def gate(self) -> ConsentGate:
+        """The gate over the store's ledger and audit log, for one step at a time."""
+        store = StoreGateAdapter(self.store.ledger, self.store.audit)
+        return self.gate_over(store, store)
+
+    def gate_over(self, reader: ConsentReader, recorder: DecisionRecorder) -> ConsentGate:
+        """The same gate over another path to the ledger and audit (a batch's journal)."""
+        return ConsentGate(reader, recorder, policy=self.consent_policy, notices=self.notices)
+
+    @cached_property
+    def registry(self) -> VerifierRegistry:
+        s = self.settings
+        return default_registry(timeout_s=s.vendor_timeout_s, max_attempts=s.vendor_max_attempts,
+                                accounts=self.store.oauth)
+
+    @cached_property
+    def scorecard(self) -> Scorecard:
+        """The shipped card, or `IDV_SCORECARD_FILE`; raises `PolicyError` (file, line, rule)
+        when it does not validate, so no flow starts on it."""
+        path = self.settings.scorecard_file
+        if path is None:
+            return catalog.scorecard()
+        return Scorecard.from_yaml(path.read_text(encoding="utf-8"), source=str(path))
+
+    def migrate(self) -> str | None:
+        """Apply the migrations (whatever `IDV_AUTO_MIGRATE` says); the revision reached."""
+        s = self.settings
+        engine = make_engine(s.resolved_database_url, schema=s.database_schema)
+        try:
+            upgrade(engine)
+            return current_revision(engine)
+        finally:
+            engine.dispose()
+
+    def check_policies(self) -> None:
+        """Load every policy a run decides with, so that none starts on one that does not
+        validate: `PolicyError` names file, line and rule; `OSError` an unreadable file."""
+        _ = (self.scorecard, self.quality_policy, self.verification, self.consent_policy,
+             self.notices, self.vendor_contracts)
+
+    def outreach_channel(self, channel: str, applicant_ref: str, text: str) -> dict[str, Any]:
+        """Send one request for information by `channel` through `IDV_OUTREACH_URL`:
+        `{"delivery": "delivered" | "failed" | "not_sent", "message_id"}`. The gateway is
+        given the applicant's ref (it knows where to send), never a phone or an account."""
+        import httpx
+
+        base = self.settings.outreach_url
+        if base is None:
+            return {"delivery": "not_sent", "message_id": None}
+        try:
+            reply = httpx.post(f"{base.rstrip('/')}/v1/outreach/{channel}", timeout=10,
+                               json={"applicant_ref": applicant_ref, "text": text})
+            body = reply.json() if reply.status_code == 200 else {}
+        except (httpx.HTTPError, ValueError):
+            body = {}
+        delivery = body.get("delivery") if body.get("delivery") in ("delivered", "failed") \
+            else "failed"
+        message_id = body.get("message_id") if isinstance(body.get("message_id"), str) else None
+        return {"delivery": delivery, "message_id": message_id}
+
+    @cached_property
+    def services(self) -> Services:
+        """Every operation of `services/` over this runtime."""
+        return Services(self)
+
+    @cached_property
+    def vendor_contracts(self) -> VendorContracts:
+        """The shipped contracts, or `IDV_VENDOR_CONTRACTS`; `PolicyError` (file, line,
+        rule) when it does not validate or leaves a paid API without a contract."""
+        path = self.settings.vendor_contracts
+        if path is None:
+            contracts, source = catalog.vendor_contracts(), "policies/vendors.yaml"
+        else:
+            source = str(path)
+            contracts = VendorContracts.from_yaml(path.read_text(encoding="utf-8"),
+                                                  source=source)
+        for vendor, paths in vendor_apis().items():
+            for api in sorted(paths):
+                if contracts.api(vendor, api) is None:
+                    raise PolicyError(source, None, ("vendors", vendor, "apis", api),
+                                      "every paid API needs a contract")
+        return contracts
+
+    @cached_property
+    def call_limits(self) -> CallLimits:
+        """The contracts over the limits' store: Redis when `IDV_LIMITS_URL` is set (shared
+        by every worker), else this process's memory. People are named in it by a keyed
+        blind index, never by a value."""
+        url = self.settings.limits_url
+        store: LimitStore = (RedisLimitStore(url, prefix=self.settings.limits_prefix) if url
+                             else LocalLimitStore())
+        cipher = self.store.cipher
+        return CallLimits(self.vendor_contracts, store, person_key=lambda kind, value:
+                          cipher.blind_index(value, table="vendor_caps", column=kind))
+
+    def limits_for(self, run_id: str | None) -> CallLimits:
+        """A run's limits: its spend counted under its id."""
+        return self.call_limits.for_run(run_id)
+
+    @cached_property
+    def oauth_config(self) -> OAuthConfig:
+        return self.settings.oauth_config()
+
+    @cached_property
+    def behavior_policy(self) -> BehaviorPolicy:
+        return catalog.behavior_policy()
+
+    @cached_property
+    def quality_policy(self) -> QualityPolicy:
+        return catalog.quality_policy()
+
+    @cached_property
+    def verification(self) -> VerificationPolicy:
+        return catalog.verification_policy()
+
+    @cached_property
+    def consent_policy(self) -> ConsentPolicy:
+        return catalog.consent_policy()
+
+    @cached_property
+    def notices(self) -> dict[str, Notice]:
+        return catalog.notices()
+
+    @cached_property
+    def access_policy(self) -> AccessPolicy:
+        return catalog.access_policy()
+
+    @cached_property
+    def retention_policy(self) -> RetentionPolicy:
+        """The shipped policy, or `IDV_RETENTION_FILE`; `PolicyError` (file, line, rule)
+        when it does not validate (a ceiling below its floor, a floor below the law's)."""
+        path = self.settings.retention_file
+        if path is None:
+            return catalog.retention_policy()
+        return RetentionPolicy.from_yaml(path.read_text(encoding="utf-8"), source=str(path))
+
+    @cached_property
+    def request_policy(self) -> RequestPolicy:
+        return catalog.request_policy()
+
+    @property
+    def checkpoint_dir(self) -> Path | None:
+        if self.settings.checkpoint_url:
+            return None
+        return self.settings.resolved_checkpoint_dir
+
+    def close(self) -> None:
+        if "store" in self.__dict__:
+            self.store.engine.dispose()
+        if "keyring" in self.__dict__:
+            self.keyring.engine.dispose()
