@@ -323,14 +323,16 @@ def create_app(runtime: Runtime) -> FastAPI:
 
     @app.exception_handler(ServiceError)
     async def refused(_request: Request, exc: ServiceError) -> JSONResponse:
-        if isinstance(exc, ConsentRefused):
+        if exc.code is not None:  # another party's answer relayed (an OAuth provider's)
+            code = exc.code
+        elif isinstance(exc, ConsentRefused):
             code = "consent_refused"
         elif exc.kind == "not_found":
             code = _NOT_FOUND_CODES.get(exc.field, "not_found")
         else:
             code = {"invalid": "invalid_request", "denied": "forbidden",
                     "conflict": "conflict", "unavailable": "unavailable"}[exc.kind]
-        return JSONResponse(status_code=_STATUS[exc.kind], content=ErrorBody(
+        return JSONResponse(status_code=exc.status or _STATUS[exc.kind], content=ErrorBody(
             error=code, field=exc.field, rule=exc.rule).model_dump())
 
     # Starlette's, so that FastAPI's own (a body that cannot be read: 400) and the router's
@@ -636,13 +638,8 @@ def _oauth_routes(app: FastAPI, runtime: Runtime) -> None:
     def link(req: StartLink, request: Request, _actor: Actor) -> Any:
         """The link to send an applicant to, signed and expiring when IDV_OAUTH_LINK_KEY is
         set. `provider` is `wechat` or `oidc:<name>`; 404 for a provider not configured."""
-        try:
-            return oauth().start_link(str(request.base_url), req.provider, req.applicant_ref,
-                                      req.scope)
-        except OAuthFailure as failure:
-            return JSONResponse(status_code=failure.status, content=ErrorBody(
-                error=failure.code, field=failure.field or "provider",
-                rule=failure.message).model_dump())
+        return oauth().start_link(str(request.base_url), req.provider, req.applicant_ref,
+                                  req.scope)
 
     @app.get("/oauth/wechat/authorize", tags=["oauth"], response_class=RedirectResponse,
              status_code=302, responses={302: redirect, **answers(pages=(400, 403, 503)),
@@ -694,11 +691,7 @@ def _oauth_routes(app: FastAPI, runtime: Runtime) -> None:
         """Exchange a Mini Program's phone code for the bound phone (kept as a blind index),
         under the applicant's separate `wechat_phone` consent (403 `no_consent` without it:
         the gate decides, and records its decision, before anything is sent)."""
-        try:
-            return oauth().wechat_phone(req.applicant_ref, req.code, actor=actor.name)
-        except OAuthFailure as failure:
-            return JSONResponse(status_code=failure.status, content=ErrorBody(
-                error=failure.code, field=failure.field, rule=failure.message).model_dump())
+        return oauth().wechat_phone(req.applicant_ref, req.code, actor=actor.name)
 
     @app.get("/subjects/{applicant_ref}/accounts", tags=["oauth"],
              response_model=SubjectAccounts, responses=answers(*_GUARDED, 404))

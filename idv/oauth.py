@@ -36,7 +36,7 @@ def confirmation_page(linked: Linked) -> str:
 
 def error_page(failure: OAuthFailure) -> str:
     return page("Authorization not completed / 授权未完成", (
-        f"<p class='error' id='error'>{html.escape(failure.message)}</p>"
+        f"<p class='error' id='error'>{html.escape(failure.rule)}</p>"
         f"<p>Error code: <code id='code'>{html.escape(failure.code)}</code></p>"))
 
 

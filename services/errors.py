@@ -1,7 +1,8 @@
 """What a service refuses, and why: a field and the rule it broke, never the value.
 
 Surfaces map the kind to their own vocabulary: the command line exits 2 for each, the HTTP
-API answers 422, 404, 403, 409 or 503.
+API answers 422, 404, 403, 409 or 503, or the status and code a refusal carries when it
+relays another party's answer (`services.oauth.OAuthFailure`: a provider's).
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ class ServiceError(Exception):
     """A refusal a caller can act on. `str()` is `field: rule`."""
 
     kind: Kind = "invalid"
+    # Set by a refusal that relays another party's answer (an OAuth provider's): the code
+    # for machines and the HTTP status it calls for, which an HTTP surface answers with
+    # instead of the kind's.
+    code: str | None = None
+    status: int | None = None
 
     def __init__(self, field: str, rule: str) -> None:
         super().__init__(f"{field}: {rule}")

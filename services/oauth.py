@@ -47,6 +47,7 @@ from policies.masking import mask_oauth_id
 from policies.notices import Notice
 from services.consent import ConsentService, GrantRequest, WithdrawRequest
 from services.context import Actor
+from services.errors import Kind, ServiceError
 from services.oauth_config import OAuthConfig, OidcProviderSettings
 from storage.oauth import PendingAuthorization, StateError
 from storage.store import Store
@@ -103,27 +104,35 @@ WECHAT_CODE_REFUSED = frozenset({40029, 40163, 41008})
 WECHAT_TRY_LATER = frozenset({-1, 45011})
 
 
-class OAuthFailure(Exception):
-    """An authorization that cannot complete: a code for machines, a sentence for people.
-    Neither ever holds a value (a code, a token, an id)."""
+# The kind of refusal an OAuth failure's HTTP status is: what a surface that does not speak
+# HTTP (the command line) goes by.
+_KIND_OF_STATUS: dict[int, Kind] = {400: "invalid", 403: "denied", 404: "not_found",
+                                    409: "conflict"}
+
+
+class OAuthFailure(ServiceError):
+    """An authorization that cannot complete: a code for machines (`code`), a sentence for
+    people (`rule`), the HTTP status it calls for (`status`) and the field at fault:
+    `provider` (the provider or its configuration) unless a field of the request is.
+    Neither ever holds a value (a code, a token, an id). Its kind follows the status
+    (400 invalid, 403 denied, 404 not found, any other unavailable)."""
 
     def __init__(self, code: str, message: str, *, status: int = 400,
-                 field: str | None = None) -> None:
-        super().__init__(f"{code}: {message}")
+                 field: str = "provider") -> None:
+        super().__init__(field, message)
         self.code = code
-        self.message = message
         self.status = status
-        self.field = field
+        self.kind = _KIND_OF_STATUS.get(status, "unavailable")
 
 
 def _wechat_failure(errcode: int) -> OAuthFailure:
     code, message = WECHAT_ERRORS.get(errcode, ("provider_error", "WeChat refused the call."))
-    status = 502  # WeChat refused us: our configuration or our request
+    status, field = 502, "provider"  # WeChat refused us: our configuration or our request
     if errcode in WECHAT_CODE_REFUSED:
-        status = 400
+        status, field = 400, "code"
     elif errcode in WECHAT_TRY_LATER:
         status = 503
-    return OAuthFailure(f"wechat_{errcode}_{code}", message, status=status)
+    return OAuthFailure(f"wechat_{errcode}_{code}", message, status=status, field=field)
 
 
 def _garbage(provider: str) -> OAuthFailure:

@@ -13,7 +13,6 @@ from fastapi.responses import RedirectResponse, Response
 
 from idv.web.auth import SIGN_IN_PATH, secure_cookies
 from services.errors import ServiceError
-from services.oauth import OAuthFailure
 from services.people import SignInRefused, oidc_client
 
 PENDING_COOKIE = "idv_sso"
@@ -36,7 +35,7 @@ def oidc_routes(app: FastAPI, runtime: Any, *, signed_in_answer: Callable[..., R
             if sso is None:
                 return RedirectResponse(SIGN_IN_PATH, status_code=303)
             url, pending = runtime.services.people.oidc_start(sso)
-        except (ServiceError, OAuthFailure):
+        except ServiceError:
             return render(request, "sign_in.html", 502,
                           error="the single sign-on provider cannot be reached")
         done = RedirectResponse(url, status_code=302)
