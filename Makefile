@@ -50,6 +50,15 @@ lint: $(STAMP)
 
 check: lint test
 
+# The documentation site (mkdocs.yml, docs/): the reference pages made from the code are
+# written again, then the site is built into .site/ with `--strict`, so a broken link or
+# anchor fails it. Built and rendered offline: no web font, CDN or plugin that fetches.
+.PHONY: docs
+docs: $(STAMP)
+	$(BIN)/python docs/gen_cli.py
+	$(BIN)/python docs/gen_api.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d .site
+
 bench: $(STAMP)
 	$(BIN)/python bench/batch_throughput.py 1000
 	$(BIN)/python bench/crypto_costs.py 100000
