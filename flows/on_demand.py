@@ -10,8 +10,11 @@ calling anyone; a request that died mid-way, sent again under its key, makes its
 calls under the vendor keys they had, so they are billed once.
 
 A process answering requests keeps one `Engine` (`Runtime.on_demand`): an event loop in a
-thread of its own with one vendor session (its connections kept alive between requests),
-one journal (requests in flight at once share its group commits) and the limits' store.
+thread of its own with one step runner (`flows.steps.Steps`: one vendor session whose
+connections are kept alive between requests, one client per vendor whose circuit breaker
+sees every request's calls, each verifier built once), one journal (requests in flight at
+once share its group commits) and the limits' store. A request counts against the vendor
+contracts' daily ceilings; a run's spend ceiling is a batch's.
 A request hands its applicant to that loop and waits for the answer; it opens no loop,
 connection or thread of its own.
 """
@@ -27,12 +30,12 @@ from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-import aiohttp
 import uvloop
 
 from flows.onboarding import ChunkReport, ChunkRunner, Pending
 from flows.parts import RuntimeParts
 from flows.quality import answer_complete
+from flows.steps import Steps
 from intake.models import ApplicantLine, Refusal
 from intake.reader import parse_record
 from services.errors import Conflict, InvalidInput
@@ -91,7 +94,7 @@ class Engine:
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
         self._failed: BaseException | None = None
-        self.session: aiohttp.ClientSession | None = None
+        self.steps: Steps | None = None
         self.journal: Journal | None = None
         self._thread = threading.Thread(target=self._serve, name="idv-on-demand", daemon=True)
         self._thread.start()
@@ -109,13 +112,11 @@ class Engine:
     async def _main(self) -> None:
         self._stop = asyncio.Event()
         try:
-            connector = aiohttp.TCPConnector(limit=max(1, self.rt.settings.concurrency))
-            async with aiohttp.ClientSession(connector=connector) as session, \
-                    Journal(self.rt.store) as journal:
-                self.session, self.journal = session, journal
+            async with Journal(self.rt.store) as journal, \
+                    Steps(self.rt, gate=self.rt.gate_over(journal, journal)) as steps:
+                self.steps, self.journal = steps, journal
                 self._ready.set()
                 await self._stop.wait()
-                await self.rt.call_limits.store.close()
         except BaseException as exc:
             self._failed = exc
             raise
@@ -179,9 +180,9 @@ class Engine:
         """The line verified and stored: the steps and decision stored, or None when the
         line was refused or its applicant is known already."""
         rt = self.rt
-        assert self.session is not None and self.journal is not None
+        assert self.steps is not None and self.journal is not None
         report = ChunkReport(lines=1)
-        runner = ChunkRunner(rt, run_id, self.session, self.journal, batch_sha256=basis,
+        runner = ChunkRunner(rt, run_id, self.steps, self.journal, batch_sha256=basis,
                              sha_known=True, degraded=set())
         prepared = await runner.prepare(line, report)
         if not isinstance(prepared, Pending):

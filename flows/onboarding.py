@@ -18,15 +18,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import uvloop
 
 from flows import progress
-from flows.court import clear_whitelisted
 from flows.parts import RuntimeParts
 from flows.process import settle_heap
 from flows.quality import QualityReport, check_batch, check_responses
-from flows.steps import step_record
+from flows.steps import Steps, clear_whitelisted
 from intake.models import ApplicantLine, Refusal
 from intake.reader import BatchPlan, Chunk, file_sha256, parse_record, read_records, scan
 from policies.identity import is_virtual_operator
@@ -133,14 +131,14 @@ class ChunkRunner:
     group-commits the writes of all applicants in flight (each durable before its caller
     goes on) and batches their reads; the gate reads and records through it too."""
 
-    def __init__(self, rt: RuntimeParts, run_id: str, session: aiohttp.ClientSession,
-                 journal: Journal, *, batch_sha256: str | None = None,
-                 sha_known: bool = False, degraded: set[str] | None = None) -> None:
+    def __init__(self, rt: RuntimeParts, run_id: str, steps: Steps, journal: Journal, *,
+                 batch_sha256: str | None = None, sha_known: bool = False,
+                 degraded: set[str] | None = None) -> None:
         self.rt = rt
         self.run_id = run_id
-        self.session = session
+        self.steps = steps
         self.journal = journal
-        self.gate = rt.gate_over(journal, journal)
+        self.gate = steps.runner.gate
         # The same for every run of this batch file: a call made by a run that died before
         # storing it goes out again, from a run resuming it, under the key it had.
         # Keyed by this installation's blind-index key: another database running the same
@@ -149,8 +147,6 @@ class ChunkRunner:
         sha = batch_sha256 if batch_sha256 or sha_known else rt.store.runs.batch_sha256(run_id)
         self.call_basis = (rt.store.cipher.blind_index(sha, table="runs", column="call_basis")[:32]
                            if sha else run_id)
-        self.endpoints = rt.settings.endpoints()
-        self.limits = rt.limits_for(run_id)
         self.now = datetime.now(UTC)
         # A run of one (on demand) has no other chunk to have found a source degraded.
         self.degraded: set[str] = (degraded if degraded is not None
@@ -189,16 +185,12 @@ class ChunkRunner:
                 records.append(StepRecord(step=rule.step, status=StepStatus.ERROR.value,
                                           reason=DEGRADED))
                 continue
-            verifier = self.rt.registry.build(rule.step, self.endpoints, self.session,
-                                              self.limits)
-            evidence, decision_id = await self.gate.run(verifier, subject,
-                                                        purpose=product.purpose,
-                                                        call_ref=call_ref)
-            records.append(step_record(evidence, decision_id))
-            shape = getattr(verifier, "response_shape", None)
-            if shape is not None:
-                shapes[rule.step] = shape
-            if evidence.status.value in rule.stop_if:
+            result = await self.steps.one(rule.step, subject, purposes=(product.purpose,),
+                                          call_ref=call_ref)
+            records.append(result.record)
+            if result.shape is not None:
+                shapes[rule.step] = result.shape
+            if result.record.status in rule.stop_if:
                 stopped_by = rule.step
         return records, shapes
 
@@ -341,10 +333,10 @@ async def process_chunk(rt: RuntimeParts, plan: BatchPlan, chunk: Chunk,
     pending_lines: list[RunLineRecord] = []
     calls = rt.settings.concurrency
     slots = asyncio.Semaphore(calls * rt.settings.applicants_per_call)
-    connector = aiohttp.TCPConnector(limit=calls)
-    async with aiohttp.ClientSession(connector=connector) as session, \
-            Journal(rt.store) as journal:
-        runner = ChunkRunner(rt, run_id, session, journal)
+    async with Journal(rt.store) as journal, \
+            Steps(rt, run_id=run_id, gate=rt.gate_over(journal, journal),
+                  concurrency=calls) as steps:
+        runner = ChunkRunner(rt, run_id, steps, journal)
         pending: list[Pending] = []
 
         def failed(line: ApplicantLine, exc: Exception) -> RunLineRecord:
@@ -406,7 +398,6 @@ async def process_chunk(rt: RuntimeParts, plan: BatchPlan, chunk: Chunk,
         for p in sorted(pending, key=lambda x: x.line.line_no):
             await start(finish(p))
         await asyncio.gather(*tasks)
-        await runner.limits.store.close()
     log.debug("chunk %d: %d writes in %d commits, %d reads, %.2f s database CPU",
               chunk.index, journal.writes, journal.commits, journal.reads, journal.cpu_s)
     rt.store.runs.add_lines(run_id, pending_lines)

@@ -232,9 +232,7 @@ class RuntimeParts:
 
     @cached_property
     def registry(self) -> VerifierRegistry:
-        s = self.settings
-        return default_registry(timeout_s=s.vendor_timeout_s, max_attempts=s.vendor_max_attempts,
-                                accounts=self.store.oauth)
+        return default_registry(accounts=self.store.oauth)
 
     @cached_property
     def scorecard(self) -> Scorecard:

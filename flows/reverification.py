@@ -15,25 +15,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import aiohttp
 from prefect import flow, get_run_logger
 
-from flows.court import clear_whitelisted
 from flows.onboarding import features_of, run_loop
 from flows.process import install_log_masking
 from flows.runtime import Runtime
-from flows.steps import step_record
+from flows.steps import Steps
+from policies.consent import ASK_AGAIN, NEVER_ASK
 from policies.scorecard import assess
 from services.context import Actor
 from services.runs import owner_id
 from storage.records import Decision, StepRecord
 from storage.subjects import SubjectUnavailableError
-from verifiers.base import StepStatus, Subject
 
-# Consent refusals that ask for a new consent, and the one that never does.
-ASK_AGAIN = frozenset({"no_consent", "expired", "wrong_purpose", "missing_scope",
-                       "scope_not_in_notice", "not_yet_valid"})
-NEVER_ASK = frozenset({"withdrawn"})
 # Who the re-verification acts as when it asks for a consent again (it runs under `run`).
 REVERIFICATION_ACTOR = Actor(name="reverification flow", role="operator")
 
@@ -91,35 +85,23 @@ async def _reverify(rt: Runtime, run_id: str, refs: list[str],
     rule = rt.verification.reverification
     assert rule is not None
     day = datetime.now(UTC).date().isoformat()
-    limits = rt.limits_for(run_id)
-    endpoints = rt.settings.endpoints()
-    connector = aiohttp.TCPConnector(limit=max(1, rt.settings.concurrency))
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with Steps(rt, run_id=run_id) as runner:
         for ref in refs:
             stored = rt.store.applicants.get(ref)
             if stored is None:
                 continue
             try:
-                person = rt.store.applicants.reveal_by_ref(
-                    ref, actor="reverification", purpose=rule.purpose, masked=False)
+                subject = runner.subject(ref, actor="reverification", purpose=rule.purpose)
             except SubjectUnavailableError:
                 report.unavailable += 1
                 continue
             report.checked += 1
-            subject = Subject(applicant_ref=ref, name=person.name, id_type=person.id_type,
-                              id_number=person.id_number, phone=person.phone)
-            steps: list[StepRecord] = []
-            refusals: set[str] = set()
-            for step in rule.steps:
-                verifier = rt.registry.build(step, endpoints, session, limits)
-                evidence, decision_id = await rt.gate.run(
-                    verifier, subject, purpose=rule.purpose, call_ref=f"reverify:{day}:{ref}")
-                if evidence.status is StepStatus.SKIPPED:
-                    refusals.add(evidence.reason)
-                    continue
-                report.calls += 1
-                report.fees_cents += evidence.fee_cents
-                steps.append(step_record(evidence, decision_id))
+            ran = await runner.run(rule.steps, subject, purposes=(rule.purpose,),
+                                   call_ref=f"reverify:{day}:{ref}")
+            refusals = {r.record.reason for r in ran if r.skipped}
+            steps = [r.record for r in ran if not r.skipped]
+            report.calls += len(steps)
+            report.fees_cents += sum(st.fee_cents for st in steps)
             if not steps:
                 if refusals & NEVER_ASK:
                     report.withdrawn += 1
@@ -134,10 +116,7 @@ async def _reverify(rt: Runtime, run_id: str, refs: list[str],
                                                     actor=REVERIFICATION_ACTOR)
                     report.waiting_reconsent.append(ref)
                 continue
-            steps = clear_whitelisted(rt, ref, steps)
-            rt.store.decisions.add_steps(ref, run_id, steps)
-            rescore(rt, stored, steps, report)
-        await limits.store.close()
+            rescore(rt, stored, runner.store(ref, run_id, steps), report)
     return report
 
 

@@ -12,15 +12,10 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
-
-from flows.court import clear_whitelisted
-from flows.reverification import ASK_AGAIN, ReverificationReport, rescore
+from flows.reverification import ReverificationReport, rescore
 from flows.runtime import Runtime
-from flows.steps import step_record
+from flows.steps import Steps
 from services.runs import owner_id
-from storage.records import StepRecord
-from verifiers.base import StepStatus, Subject
 
 PURPOSES = ("onboarding_verification", "ongoing_monitoring")
 
@@ -55,34 +50,14 @@ async def _recheck(rt: Runtime, run_id: str, ref: str, steps: list[str], call_re
     if stored is None:
         return [{"step": s, "status": "skipped", "reason": "no_applicant", "result_code": None,
                  "purpose": None} for s in steps]
-    person = rt.store.applicants.reveal_by_ref(ref, actor="subject request",
-                                               purpose="subject request", masked=False)
-    subject = Subject(applicant_ref=ref, name=person.name, id_type=person.id_type,
-                      id_number=person.id_number, phone=person.phone)
-    limits = rt.limits_for(run_id)
-    endpoints = rt.settings.endpoints()
-    results: list[dict[str, Any]] = []
-    records: list[StepRecord] = []
-    connector = aiohttp.TCPConnector(limit=2)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        for step in steps:
-            for purpose in PURPOSES:
-                verifier = rt.registry.build(step, endpoints, session, limits)
-                evidence, decision_id = await rt.gate.run(verifier, subject, purpose=purpose,
-                                                          call_ref=f"{call_ref}:{purpose}")
-                if evidence.status is StepStatus.SKIPPED and evidence.reason in ASK_AGAIN:
-                    continue  # no live consent for this purpose: the next one may have it
-                break
-            results.append({"step": step, "status": evidence.status.value,
-                            "reason": evidence.reason, "result_code": evidence.result_code,
-                            "purpose": purpose if evidence.status is not StepStatus.SKIPPED
-                            else None})
-            if evidence.status is not StepStatus.SKIPPED:
-                records.append(step_record(evidence, decision_id))
-        await limits.store.close()
+    async with Steps(rt, run_id=run_id, concurrency=2) as runner:
+        subject = runner.subject(ref, actor="subject request", purpose="subject request")
+        ran = await runner.run(steps, subject, purposes=PURPOSES, call_ref=call_ref)
+    results = [{"step": r.record.step, "status": r.record.status, "reason": r.record.reason,
+                "result_code": r.record.result_code, "purpose": r.purpose} for r in ran]
+    records = [r.record for r in ran if not r.skipped]
     if records:
         # A court-list dispute re-queried: a pair a supervisor whitelisted stays cleared.
-        records = clear_whitelisted(rt, ref, records)
-        rt.store.decisions.add_steps(ref, run_id, records)
+        records = runner.store(ref, run_id, records)
         rescore(rt, stored, records, ReverificationReport(run_id=run_id))
     return results

@@ -28,6 +28,13 @@ Reason = Literal[
     "not_yet_valid",
     "binding_broken",
 ]
+# Refusals that a new consent (or one for another purpose) could answer: a runner with a
+# fallback purpose tries the next, re-verification asks the person again. A withdrawal is
+# never answered by asking again.
+ASK_AGAIN: frozenset[str] = frozenset({"no_consent", "expired", "wrong_purpose",
+                                       "missing_scope", "scope_not_in_notice",
+                                       "not_yet_valid"})
+NEVER_ASK: frozenset[str] = frozenset({"withdrawn"})
 
 
 class ScopeRule(BaseModel):

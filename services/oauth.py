@@ -33,7 +33,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-import aiohttp
 import requests
 from authlib.common.security import generate_token
 from authlib.integrations.base_client.errors import OAuthError as AuthlibError
@@ -53,6 +52,7 @@ from storage.oauth import PendingAuthorization, StateError
 from storage.store import Store
 from verifiers.base import Evidence, StepStatus, Subject
 from verifiers.gate import ConsentGate
+from verifiers.runner import StepRunner
 from verifiers.wechat_phone import MiniProgram, WeChatPhoneVerifier
 
 log = logging.getLogger("idv.oauth")
@@ -540,9 +540,10 @@ class OAuthService:
         # is the reference alone.
         subject = Subject(applicant_ref=applicant_ref, name=SecretStr(""), id_type="",
                           id_number=SecretStr(""))
-        async with aiohttp.ClientSession() as session:
-            return await self.gate.run(WeChatPhoneVerifier(
-                self.mini_program, session, code=code, binder=self.store.oauth), subject)
+        async with StepRunner(self.gate, concurrency=1) as runner:
+            ran = await runner.run(WeChatPhoneVerifier(
+                self.mini_program, runner.session, code=code, binder=self.store.oauth), subject)
+        return ran.evidence, ran.decision_id
 
     # -- OpenID Connect -----------------------------------------------------------------
 

@@ -108,6 +108,9 @@ class Evidence(BaseModel):
     # statement lists it under (`idv fees reconcile`). A hash, no personal value.
     idempotency_key: str | None = None
     signals: dict[str, Signal] = {}
+    # The field names of the vendor's answer (no values), when one was read: what the
+    # data-quality drift suite checks.
+    answer_shape: frozenset[str] | None = None
 
 
 @runtime_checkable

@@ -1,15 +1,15 @@
 """The verifier registry: step name -> factory. The extension point every source uses.
 
+A factory builds its step's verifier over the vendor clients of a step runner
+(`verifiers.runner.StepRunner`: one client per vendor, one HTTP session), once per runner.
 A verifier whose call takes an input of its own, such as the WeChat phone exchange's
 one-time code, is not registered: its caller constructs it per call and hands it to the
-gate (`PER_CALL_VERIFIERS` lists them, so the contract tests cover them too)."""
+runner (`PER_CALL_VERIFIERS` lists them, so the contract tests cover them too)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
-
-import aiohttp
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from verifiers.account_attributes import (
     AccountAttributesVerifier,
@@ -21,13 +21,20 @@ from verifiers.carrier_check import CarrierCheckVerifier
 from verifiers.court_list import CourtListVerifier
 from verifiers.credit_report import CreditReportVerifier
 from verifiers.id_check import IdCheckVerifier
-from verifiers.limits import CallLimits
-from verifiers.vendor import VendorAnswer, VendorEndpoint, VendorVerifier
+from verifiers.vendor import VendorAnswer, VendorClient, VendorVerifier
 from verifiers.wechat_phone import WeChatPhoneVerifier
 
-# (endpoints, session, the contracts' limits or None) -> a verifier for one chunk's calls.
-Factory = Callable[[Mapping[str, VendorEndpoint], aiohttp.ClientSession, CallLimits | None],
-                   Verifier]
+
+class VendorClients(Protocol):
+    """Where a factory finds the client of its vendor (a step runner)."""
+
+    def client(self, vendor: str) -> VendorClient:
+        """The vendor's client; `MissingEndpointError` if no endpoint is configured."""
+        ...
+
+
+# The runner's vendor clients -> the step's verifier, for the runner's length of work.
+Factory = Callable[[VendorClients], Verifier]
 
 
 class UnknownVerifierError(KeyError):
@@ -57,27 +64,17 @@ class VerifierRegistry:
     def names(self) -> list[str]:
         return sorted(self._factories)
 
-    def build(self, step: str, endpoints: Mapping[str, VendorEndpoint],
-              session: aiohttp.ClientSession, limits: CallLimits | None = None) -> Verifier:
-        """The step's verifier; a paid one calls within `limits` (the vendor contracts)."""
+    def build(self, step: str, clients: VendorClients) -> Verifier:
+        """The step's verifier over `clients` (a paid one calls through its vendor's)."""
         factory = self._factories.get(step)
         if factory is None:
             raise UnknownVerifierError(step, self.names())
-        return factory(endpoints, session, limits)
+        return factory(clients)
 
 
-def _endpoint(endpoints: Mapping[str, VendorEndpoint], vendor: str) -> VendorEndpoint:
-    if vendor not in endpoints:
-        raise MissingEndpointError(vendor)
-    return endpoints[vendor]
-
-
-def _vendor_factory(cls: type[VendorVerifier[Any]], timeout_s: float,
-                    max_attempts: int) -> Factory:
-    def build(endpoints: Mapping[str, VendorEndpoint], session: aiohttp.ClientSession,
-              limits: CallLimits | None) -> Verifier:
-        return cls(_endpoint(endpoints, cls.vendor), session,  # type: ignore[return-value]
-                   timeout_s=timeout_s, max_attempts=max_attempts, limits=limits)
+def _vendor_factory(cls: type[VendorVerifier[Any]]) -> Factory:
+    def build(clients: VendorClients) -> Verifier:
+        return cls(clients.client(cls.vendor))  # type: ignore[return-value]
 
     return build
 
@@ -121,14 +118,14 @@ def vendor_answer(step: str) -> type[VendorAnswer] | None:
     return None
 
 
-def default_registry(*, timeout_s: float = 5.0, max_attempts: int = 3,
-                     accounts: AccountReader | None = None) -> VerifierRegistry:
+def default_registry(*, accounts: AccountReader | None = None) -> VerifierRegistry:
     """Every source shipped with idv, keyed by the step names policies use. The account
-    steps read the authorized accounts through `accounts` (the store)."""
+    steps read the authorized accounts through `accounts` (the store). Timeouts, attempts
+    and limits are the runner's (its vendor clients')."""
     registry = VerifierRegistry()
     for cls in VENDOR_VERIFIERS:
-        registry.register(cls.name, _vendor_factory(cls, timeout_s, max_attempts))
+        registry.register(cls.name, _vendor_factory(cls))
     if accounts is not None:
         for acls in (AccountAttributesVerifier, OidcAccountVerifier):
-            registry.register(acls.name, lambda _e, _s, _l, c=acls: c(accounts))  # type: ignore[misc]
+            registry.register(acls.name, lambda _c, c=acls: c(accounts))  # type: ignore[misc]
     return registry

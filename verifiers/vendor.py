@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import typing
-import weakref
 from dataclasses import dataclass, replace
 from datetime import date
 from typing import Annotated, Any, Generic, TypeVar
@@ -111,9 +110,10 @@ class LicensedAnswer(VendorAnswer):
 
 
 class VendorGuard:
-    """Per vendor, per event loop: a circuit breaker (purgatory) that stops calling a vendor
-    that keeps failing, so its steps end `error` at once instead of after every retry. (The
-    contracted rate is shared by every worker: `verifiers.limits`.)"""
+    """Per vendor client: a circuit breaker (purgatory) that stops calling a vendor that keeps
+    failing, so its steps end `error` at once instead of after every retry. (The contracted
+    rate is shared by every worker: `verifiers.limits`.) Its state belongs to the event loop
+    the client is used in."""
 
     def __init__(self, endpoint: VendorEndpoint) -> None:
         self.breakers = AsyncCircuitBreakerFactory(
@@ -128,38 +128,6 @@ class VendorGuard:
         if self._breaker is None:
             self._breaker = await self.breakers.get_breaker(self.circuit)
         return self._breaker
-
-
-_GUARDS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
-                                    dict[tuple[str, str, str], VendorGuard]] = (
-    weakref.WeakKeyDictionary())
-
-
-def guard_for(endpoint: VendorEndpoint) -> VendorGuard:
-    """The one guard of this vendor in this event loop (created on first use). Per loop,
-    because the breaker's state belongs to a loop: a Prefect chunk task runs in its own."""
-    loop = asyncio.get_running_loop()
-    guards = _GUARDS.setdefault(loop, {})
-    key = (endpoint.name, endpoint.base_url, endpoint.app_key)
-    guard = guards.get(key)
-    if guard is None:
-        guard = guards[key] = VendorGuard(endpoint)
-    return guard
-
-
-_SLOTS: weakref.WeakKeyDictionary[aiohttp.ClientSession, asyncio.Semaphore] = (
-    weakref.WeakKeyDictionary())
-
-
-def call_slots(session: aiohttp.ClientSession) -> asyncio.Semaphore:
-    """The session's vendor-call slots: as many as its connector's connection limit. A call
-    takes a slot before its timeout starts, so waiting for a free connection behind other
-    applicants' calls never counts as the vendor being slow."""
-    slots = _SLOTS.get(session)
-    if slots is None:
-        limit = session.connector.limit if session.connector is not None else 0
-        slots = _SLOTS[session] = asyncio.Semaphore(limit or 100)
-    return slots
 
 
 class _VendorDown(Exception):
@@ -213,39 +181,62 @@ def _retry_after(value: str | None) -> float | None:
         return None
 
 
-async def post_signed(session: aiohttp.ClientSession, endpoint: VendorEndpoint, path: str,
-                      payload: dict[str, Any], *, idempotency_key: str, timeout_s: float,
-                      max_attempts: int, limits: CallLimits | None = None) -> VendorReply:
-    """POST `payload` as signed JSON, each attempt in its turn of the API's contracted rate
-    (`limits`, when given), through the vendor's circuit breaker.
+class VendorClient:
+    """One vendor over one HTTP session: its endpoint, the session's call slots, its circuit
+    breaker, the retry settings and the contracts' limits. A step runner
+    (`verifiers.runner.StepRunner`) builds one per vendor for the length of its work, and
+    every step calling that vendor calls through it, so the breaker sees all of them."""
 
-    Retries transient faults (each attempt re-signed with a fresh nonce, the same
-    idempotency key, so a retry is never billed twice); never retries a definitive answer.
-    A vendor whose breaker is open is not called: the reply says `circuit_open`. Reports a
-    final failure in the reply instead of raising."""
-    guard = guard_for(endpoint)
-    try:
-        breaker = await guard.breaker()
-        async with breaker:
-            reply = await _post_with_retries(session, endpoint, path, payload, limits,
-                                             idempotency_key=idempotency_key,
-                                             timeout_s=timeout_s, max_attempts=max_attempts)
-            if reply.error is not None and reply.status is None:
-                raise _VendorDown(reply)  # transient faults exhausted: counts against it
-            return reply
-    except _VendorDown as down:
-        return down.reply
-    except OpenedState:
-        return VendorReply(None, None, 0, "circuit_open")
+    def __init__(self, endpoint: VendorEndpoint, session: aiohttp.ClientSession, *,
+                 slots: asyncio.Semaphore | None = None, timeout_s: float = 5.0,
+                 max_attempts: int = 3, limits: CallLimits | None = None) -> None:
+        self.endpoint = endpoint
+        self.session = session
+        # A call takes a slot before its timeout starts, so waiting for a free connection
+        # behind other applicants' calls never counts as the vendor being slow. As many as
+        # the session's connections unless the runner shares its own among its vendors.
+        if slots is None:
+            limit = session.connector.limit if session.connector is not None else 0
+            slots = asyncio.Semaphore(limit or 100)
+        self.slots = slots
+        self.timeout_s = timeout_s
+        self.max_attempts = max_attempts
+        self.limits = limits
+        self.guard = VendorGuard(endpoint)
+
+    def api(self, path: str) -> ApiRef:
+        return ApiRef(self.endpoint.name, path, self.endpoint.app_key)
+
+    async def post(self, path: str, payload: dict[str, Any], *,
+                   idempotency_key: str) -> VendorReply:
+        """POST `payload` as signed JSON, each attempt in its turn of the API's contracted
+        rate (`limits`, when given), through the vendor's circuit breaker.
+
+        Retries transient faults (each attempt re-signed with a fresh nonce, the same
+        idempotency key, so a retry is never billed twice); never retries a definitive
+        answer. A vendor whose breaker is open is not called: the reply says
+        `circuit_open`. Reports a final failure in the reply instead of raising."""
+        try:
+            breaker = await self.guard.breaker()
+            async with breaker:
+                reply = await _post_with_retries(self, path, payload,
+                                                 idempotency_key=idempotency_key)
+                if reply.error is not None and reply.status is None:
+                    raise _VendorDown(reply)  # transient faults exhausted: counts against it
+                return reply
+        except _VendorDown as down:
+            return down.reply
+        except OpenedState:
+            return VendorReply(None, None, 0, "circuit_open")
 
 
-async def _post_with_retries(session: aiohttp.ClientSession, endpoint: VendorEndpoint,
-                             path: str, payload: dict[str, Any], limits: CallLimits | None, *,
-                             idempotency_key: str, timeout_s: float,
-                             max_attempts: int) -> VendorReply:
+async def _post_with_retries(client: VendorClient, path: str, payload: dict[str, Any], *,
+                             idempotency_key: str) -> VendorReply:
+    endpoint, session, limits = client.endpoint, client.session, client.limits
+    timeout_s, max_attempts, slots = client.timeout_s, client.max_attempts, client.slots
     body = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
     url = endpoint.base_url.rstrip("/") + path
-    api = ApiRef(endpoint.name, path, endpoint.app_key)
+    api = client.api(path)
     attempts = 0
 
     async def attempt() -> VendorReply:
@@ -255,7 +246,6 @@ async def _post_with_retries(session: aiohttp.ClientSession, endpoint: VendorEnd
                                endpoint.app_secret.get_secret_value())
         headers["Content-Type"] = "application/json; charset=utf-8"
         headers["Idempotency-Key"] = idempotency_key
-        slots = call_slots(session)
         # The turn in the contracted rate is waited for before a connection slot is taken,
         # so a call paced on one API never holds a slot another API's call needs. One that
         # gets its slot too late for its turn (it would crowd the calls behind it at the
@@ -336,26 +326,14 @@ class VendorVerifier(Generic[A]):
 
     vendor: str = "vendor"  # the key of its endpoint in the settings
     answer: type[A]  # the vendor's answer, declared once (see `VendorAnswer`)
-    # The field names of the last answer (no values), for the data-quality drift suite.
-    response_shape: frozenset[str] | None = None
 
-    def __init__(self, endpoint: VendorEndpoint, session: aiohttp.ClientSession, *,
-                 timeout_s: float = 5.0, max_attempts: int = 3,
-                 limits: CallLimits | None = None) -> None:
-        self._endpoint = endpoint
-        self._session = session
-        self._timeout_s = timeout_s
-        self._max_attempts = max_attempts
-        self._limits = limits
+    def __init__(self, client: VendorClient) -> None:
+        self._client = client
 
     async def _call(self, path: str, payload: dict[str, Any],
                     permit: ConsentPermit) -> VendorReply:
         key = idempotency_key(permit)
-        reply = await post_signed(self._session, self._endpoint, path, payload,
-                                  idempotency_key=key, timeout_s=self._timeout_s,
-                                  max_attempts=self._max_attempts, limits=self._limits)
-        if reply.body is not None:
-            self.response_shape = answer_shape(reply.body)
+        reply = await self._client.post(path, payload, idempotency_key=key)
         return replace(reply, idempotency_key=key) if reply.attempts else reply
 
     async def _ask(self, path: str, payload: dict[str, Any],
@@ -363,9 +341,9 @@ class VendorVerifier(Generic[A]):
         """The signed call and its answer parsed as `answer`: None when there is none (the
         reply says why) or it does not validate (`unusable` calls it `vendor_malformed`)."""
         admission: Admission | None = None
-        if self._limits is not None:
-            admitted = await self._limits.admit(
-                ApiRef(self._endpoint.name, path, self._endpoint.app_key), payload)
+        limits = self._client.limits
+        if limits is not None:
+            admitted = await limits.admit(self._client.api(path), payload)
             if isinstance(admitted, str):  # capped or over budget: not sent
                 return VendorReply(None, None, 0, admitted), None
             admission = admitted
@@ -378,13 +356,15 @@ class VendorVerifier(Generic[A]):
             # refusal, was not billed; one with no answer read may have been.
             billed = (answer.fee_cents if answer is not None
                       else 0 if reply.attempts == 0 or (reply.status or 0) >= 400 else None)
-            await self._limits.settle(admission, billed)  # type: ignore[union-attr]
+            await limits.settle(admission, billed)  # type: ignore[union-attr]
         return reply, answer
 
     def _base(self, permit: ConsentPermit, reply: VendorReply) -> dict[str, Any]:
-        """The evidence fields every answer shares, whatever it says."""
+        """The evidence fields every answer shares, whatever it says: the field names of the
+        answer (no values) among them, for the data-quality drift suite."""
         return {"verifier": self.name, "consent_id": permit.consent_id,  # type: ignore[attr-defined]
-                "attempts": reply.attempts, "idempotency_key": reply.idempotency_key}
+                "attempts": reply.attempts, "idempotency_key": reply.idempotency_key,
+                "answer_shape": answer_shape(reply.body) if reply.body is not None else None}
 
     def unusable(self, permit: ConsentPermit, reply: VendorReply) -> Evidence:
         """The step's `error` when no answer could be read: the reply's fault (a timeout,

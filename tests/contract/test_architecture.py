@@ -38,6 +38,33 @@ def test_when_the_code_is_read_then_only_the_gate_calls_verify():
     assert callers == {"verifiers/gate.py"}
 
 
+def test_when_the_code_is_read_then_only_the_step_runner_reaches_the_gate_and_the_vendors():
+    """One step runner (`verifiers.runner.StepRunner`): the only caller of the gate's `run`,
+    the only builder of a verifier from the registry and of a vendor client, the only
+    opener of a vendor HTTP session. Every flow and the phone exchange go through it."""
+    found: dict[str, set[str]] = {"gate.run": set(), "registry.build": set(),
+                                  "VendorClient": set(), "ClientSession": set()}
+    for path in sources():
+        if "sandbox" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            name = getattr(func, "id", getattr(func, "attr", None))
+            receiver = ast.unparse(func.value) if isinstance(func, ast.Attribute) else ""
+            where = str(path.relative_to(ROOT))
+            if name == "run" and receiver.endswith("gate"):
+                found["gate.run"].add(where)
+            if name == "build" and receiver.endswith("registry"):
+                found["registry.build"].add(where)
+            if name in ("VendorClient", "ClientSession"):
+                found[name].add(where)
+    assert found == {"gate.run": {"verifiers/runner.py"}, "registry.build": {
+        "verifiers/runner.py"}, "VendorClient": {"verifiers/runner.py"},
+        "ClientSession": {"verifiers/runner.py"}}
+
+
 def test_when_the_code_is_read_then_only_the_phone_verifier_reaches_wechats_phone_endpoint():
     """The Mini Program's phone exchange is a paid call: nothing but its verifier may know
     where WeChat answers it (the sandbox, which imitates WeChat, serves it)."""
@@ -48,7 +75,8 @@ def test_when_the_code_is_read_then_only_the_phone_verifier_reaches_wechats_phon
 
 def test_when_the_code_is_read_then_the_phone_verifier_is_only_ever_handed_to_the_gate():
     """Constructed per call (its one-time code is an input of that call), the phone verifier
-    is built only as the verifier argument of `ConsentGate.run`, so no permit can exist for
+    is built only as the verifier argument of `ConsentGate.run` or of a step runner's `run`
+    (`verifiers.runner.StepRunner`, which hands it to its gate), so no permit can exist for
     it but the gate's."""
     built, handed = [], set()
     for path in sources():
@@ -62,7 +90,7 @@ def test_when_the_code_is_read_then_the_phone_verifier_is_only_ever_handed_to_th
                 built.append((str(path.relative_to(ROOT)), node.lineno, id(node)))
             receiver = ast.unparse(node.func.value) if isinstance(node.func, ast.Attribute) \
                 else ""
-            if name == "run" and receiver.endswith("gate") and node.args:
+            if name == "run" and receiver.endswith(("gate", "runner")) and node.args:
                 handed.add(id(node.args[0]))
     assert built, "the phone exchange must construct its verifier somewhere"
     assert [(f, line) for f, line, node in built if node not in handed] == []

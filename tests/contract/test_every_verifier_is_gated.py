@@ -8,6 +8,7 @@ WeChat, for the phone exchange) points at a loopback server that records each re
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
@@ -23,7 +24,7 @@ from policies.notices import Notice
 from verifiers.base import StepStatus, Subject, Verifier
 from verifiers.gate import ConsentGate
 from verifiers.registry import PER_CALL_VERIFIERS, default_registry
-from verifiers.vendor import VendorEndpoint
+from verifiers.vendor import VendorClient, VendorEndpoint
 from verifiers.wechat_phone import MiniProgram, WeChatPhoneVerifier
 
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
@@ -49,7 +50,7 @@ class PhoneBinder:
         Recorder.hits.append(f"bind:{provider}")
 
 
-REGISTRY = default_registry(max_attempts=1, timeout_s=2, accounts=Accounts())
+REGISTRY = default_registry(accounts=Accounts())
 # The verifiers constructed per call, each with an input of its own, the source at `url`.
 PER_CALL = {
     "wechat_phone": lambda url, session: WeChatPhoneVerifier(
@@ -62,7 +63,18 @@ STEPS = REGISTRY.names() + sorted(PER_CALL)
 def build(step: str, url: str, session: aiohttp.ClientSession | None) -> Verifier:
     if step in PER_CALL:
         return PER_CALL[step](url, session)
-    return REGISTRY.build(step, EveryVendor(url), session)  # type: ignore[arg-type]
+    return REGISTRY.build(step, Clients(url, session))
+
+
+class Clients:
+    """A runner's vendor clients, every vendor at the recording server."""
+
+    def __init__(self, url: str, session: aiohttp.ClientSession | None) -> None:
+        self.url, self.session = url, session
+
+    def client(self, vendor: str) -> VendorClient:
+        return VendorClient(EveryVendor(self.url)[vendor], self.session,  # type: ignore[arg-type]
+                            slots=asyncio.Semaphore(8), timeout_s=2, max_attempts=1)
 
 
 class Recorder(BaseHTTPRequestHandler):

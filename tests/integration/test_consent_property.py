@@ -27,7 +27,7 @@ from storage.store import Store
 from verifiers.base import Subject
 from verifiers.gate import ConsentGate
 from verifiers.registry import default_registry
-from verifiers.vendor import VendorEndpoint, idempotency_key
+from verifiers.vendor import VendorClient, VendorEndpoint, idempotency_key
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 POLICY = catalog.consent_policy()
@@ -121,7 +121,7 @@ def test_when_histories_and_clocks_vary_then_no_call_lacks_a_live_covering_conse
                                   actor="test", via="cli", at=T0 + timedelta(hours=g["withdraw_h"]))
     subject = Subject(applicant_ref=ref, name=SecretStr("张伟"), id_type="resident_id",
                       id_number=SecretStr(id_number), phone=SecretStr("+8613800138000"))
-    registry = default_registry(max_attempts=1)
+    registry = default_registry()
     endpoint = {name: VendorEndpoint(base_url=sandbox.base_url, app_key="k",
                                      app_secret=SecretStr("s"), name=name)
                 for name in ("identity", "carrier", "court", "credit")}
@@ -135,7 +135,7 @@ def test_when_histories_and_clocks_vary_then_no_call_lacks_a_live_covering_conse
                 at = T0 + timedelta(hours=s["at_h"])
                 gate = ConsentGate(store_io, store_io, policy=POLICY, notices=NOTICES,
                                    clock=lambda at=at: at)
-                verifier = registry.build(s["step"], endpoint, session)
+                verifier = registry.build(s["step"], Clients(endpoint, session))
                 evidence, decision_id = await gate.run(verifier, subject, purpose=s["purpose"])
                 key = idempotency_key_for(s["step"], decision_id)
                 decided[key] = (at, s["purpose"], gate.scopes_for(verifier),
@@ -161,3 +161,13 @@ def idempotency_key_for(step: str, decision_id: str) -> str:
     permit = _mint_permit(consent_id="x", subject_ref="x", purpose="x", scopes=frozenset(),
                           step=step, issued_at=T0, decision_id=decision_id)
     return idempotency_key(permit)
+
+
+class Clients:
+    """A runner's vendor clients over one session, one attempt per call."""
+
+    def __init__(self, endpoints: dict[str, VendorEndpoint], session: aiohttp.ClientSession):
+        self.endpoints, self.session = endpoints, session
+
+    def client(self, vendor: str) -> VendorClient:
+        return VendorClient(self.endpoints[vendor], self.session, max_attempts=1)

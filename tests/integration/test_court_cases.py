@@ -10,10 +10,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import SecretStr
 
-from flows.court import clear_whitelisted
-from flows.onboarding import step_record
 from flows.runtime import Runtime
 from flows.settings import Settings, vendor_overrides
+from flows.steps import clear_whitelisted, step_record
 from idv.synthetic import make_id_number
 from sandbox.population import court_entries
 from services.context import Actor

@@ -214,7 +214,7 @@ def test_when_an_optional_scope_is_refused_then_its_step_is_skipped_and_the_rest
     from verifiers.registry import default_registry
 
     registry = default_registry()
-    registry.register("account_probe", lambda endpoints, session, limits: ProbeVerifier())
+    registry.register("account_probe", lambda clients: ProbeVerifier())
     runtime.__dict__["registry"] = registry
     policy = VerificationPolicy.model_validate({"version": "t", "products": {"consumer_loan": {
         "purpose": "onboarding_verification",

@@ -19,7 +19,7 @@ from sandbox.server import SandboxServer
 from verifiers.base import StepStatus, Subject, _mint_permit
 from verifiers.id_check import IdCheckVerifier
 from verifiers.signing import sign_request
-from verifiers.vendor import VendorEndpoint, post_signed
+from verifiers.vendor import VendorClient, VendorEndpoint
 
 
 def ids_by_result():
@@ -57,7 +57,7 @@ def server():
 async def check(server, id_number, *, secret="s3cret", phone="+8613800138000", decision="d-1"):
     endpoint = VendorEndpoint(base_url=server.base_url, app_key="k", app_secret=secret)
     async with aiohttp.ClientSession() as session:
-        return await IdCheckVerifier(endpoint, session, max_attempts=2).verify(
+        return await IdCheckVerifier(VendorClient(endpoint, session, max_attempts=2)).verify(
             subject(id_number, phone), permit(decision))
 
 
@@ -128,8 +128,8 @@ def test_when_a_body_is_malformed_then_the_error_names_the_field(server):
 async def test_when_the_vendor_is_unreachable_then_retries_end_in_an_error_reason():
     endpoint = VendorEndpoint(base_url="http://127.0.0.1:9", app_key="k", app_secret="s")
     async with aiohttp.ClientSession() as session:
-        reply = await post_signed(session, endpoint, "/v1/x", {}, idempotency_key="i",
-                                  timeout_s=1, max_attempts=3)
+        reply = await VendorClient(endpoint, session, timeout_s=1, max_attempts=3).post(
+            "/v1/x", {}, idempotency_key="i")
     assert reply.attempts == 3 and reply.error and reply.error.startswith("connection_")
 
 

@@ -10,7 +10,7 @@ from sandbox.server import SandboxServer
 from tests.integration.test_sandbox_vendor import IDS, permit, subject
 from verifiers.base import StepStatus
 from verifiers.id_check import IdCheckVerifier
-from verifiers.vendor import VendorEndpoint
+from verifiers.vendor import VendorClient, VendorEndpoint
 
 
 async def test_when_a_vendor_redirects_then_nothing_is_sent_on_and_the_step_is_an_error():
@@ -33,7 +33,8 @@ async def test_when_a_vendor_redirects_then_nothing_is_sent_on_and_the_step_is_a
         with SandboxServer(app=vendor) as server:
             endpoint = VendorEndpoint(base_url=server.base_url, app_key="k", app_secret="s")
             async with aiohttp.ClientSession() as session:
-                evidence = await IdCheckVerifier(endpoint, session, max_attempts=3).verify(
+                evidence = await IdCheckVerifier(
+                    VendorClient(endpoint, session, max_attempts=3)).verify(
                     subject(IDS["MATCH"]), permit())
     assert evidence.status is StepStatus.ERROR and evidence.reason == "vendor_redirect"
     assert received == []  # the personal data went nowhere else
