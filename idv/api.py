@@ -34,11 +34,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
 from starlette.concurrency import run_in_threadpool
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from flows.runtime import Runtime
 from flows.settings import StartupError
 from idv.openapi import (
+    BATCH_LINE_SCHEMA,
     PAGE_HEADERS,
     WHY,
     AskAnswer,
@@ -468,7 +470,8 @@ def create_app(runtime: Runtime) -> FastAPI:
                                "description": "the first answer to this Idempotency-Key"},
                          **answers(*_READS_BODY, 403, 409)})
     async def verification(
-        payload: Annotated[dict[str, Any], Body(description="One batch line (JSON object)")],
+        payload: Annotated[dict[str, Any], Body(description="One batch line (JSON object)",
+                                                json_schema_extra=BATCH_LINE_SCHEMA)],
         response: Response,
         actor: Actor,
         idempotency_key: Annotated[str | None, Header(
@@ -704,8 +707,27 @@ def _oauth_routes(app: FastAPI, runtime: Runtime) -> None:
 
 # --- the workbench -------------------------------------------------------------------------
 
-CasePath = Annotated[str, PathParam(description="The case id", pattern=(
-    r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"))]
+# A case id's text: a UUID in lower case, as the store makes them.
+_UUID_TEXT = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
+class UuidText(Convertor[str]):
+    """A path segment that is a UUID's lower-case text, kept as text. A route's
+    `{case_id:uuid_text}` matches a case id only, so a word in its place (`/cases/next`, a
+    POST) is never read as one: a GET there is 405 with `Allow: POST`, not a case read
+    refused with 422."""
+
+    regex = _UUID_TEXT
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("uuid_text", UuidText())
+CasePath = Annotated[str, PathParam(description="The case id", pattern=f"^{_UUID_TEXT}$")]
 _CASE_READ = (401, 403, 404, 422)
 _CASE_WRITE = (400, 401, 403, 404, 409, 422)
 
@@ -837,7 +859,7 @@ def _case_routes(app: FastAPI, runtime: Runtime) -> None:
         and 90th percentile, in hours)."""
         return cases().sla_report(actor=actor, days=days)
 
-    # Before the routes under /cases/{case_id}: `bulk` would otherwise be read as a case id.
+    # `next`, `sla` and `bulk` are no case id: `{case_id:uuid_text}` matches a UUID only.
     @app.post("/cases/bulk/assign", tags=tags, response_model=BulkResult,
               responses=answers(400, 401, 403, 422))
     def bulk_assign(body: BulkAssignBody, actor: Actor) -> Any:
@@ -851,40 +873,40 @@ def _case_routes(app: FastAPI, runtime: Runtime) -> None:
         return cases().bulk_close(body.case_ids, body.disposition, body.reason,
                                   actor=actor)
 
-    @app.get("/cases/{case_id}", tags=tags, response_model=CaseView,
+    @app.get("/cases/{case_id:uuid_text}", tags=tags, response_model=CaseView,
              responses=answers(*_CASE_READ))
     def case(case_id: CasePath, actor: Actor) -> Any:
         """Why the case was flagged, each step's evidence and consent, court entries,
         alerts, decisions, notes, outreach and the timeline; masked. The read is audited."""
         return cases().view(case_id, actor=actor)
 
-    @app.post("/cases/{case_id}/claim", tags=tags, response_model=Outcome,
+    @app.post("/cases/{case_id:uuid_text}/claim", tags=tags, response_model=Outcome,
               responses=answers(401, 403, 404, 409, 422))
     def claim(case_id: CasePath, actor: Actor) -> Any:
         """Claim the case (or renew one's claim) for the lease; 409 when someone else's
         claim is live or it is assigned to another."""
         return cases().claim(case_id, actor=actor)
 
-    @app.post("/cases/{case_id}/release", tags=tags, response_model=Outcome,
+    @app.post("/cases/{case_id:uuid_text}/release", tags=tags, response_model=Outcome,
               responses=answers(401, 403, 404, 409, 422))
     def release(case_id: CasePath, actor: Actor) -> Any:
         """Give one's claim back; 409 when the caller holds none."""
         return cases().release(case_id, actor=actor)
 
-    @app.post("/cases/{case_id}/notes", tags=tags, response_model=Outcome,
+    @app.post("/cases/{case_id:uuid_text}/notes", tags=tags, response_model=Outcome,
               responses=answers(*_CASE_WRITE))
     def note(case_id: CasePath, body: NoteBody, actor: Actor) -> Any:
         """A note on the case, sealed at rest."""
         return cases().note(case_id, body.text, actor=actor)
 
-    @app.post("/cases/{case_id}/reveal", tags=tags, response_model=Revealed,
+    @app.post("/cases/{case_id:uuid_text}/reveal", tags=tags, response_model=Revealed,
               responses=answers(*_CASE_WRITE))
     def reveal(case_id: CasePath, body: RevealRequest, actor: Actor) -> Any:
         """One unmasked field, for a role with `reveal`, with a listed reason and free text,
         within the per-user daily limit (403 past it); audited."""
         return cases().reveal(case_id, body, actor=actor)
 
-    @app.post("/cases/{case_id}/decisions", tags=tags, response_model=Outcome,
+    @app.post("/cases/{case_id:uuid_text}/decisions", tags=tags, response_model=Outcome,
               responses=answers(*_CASE_WRITE, 503))
     def decide(case_id: CasePath, body: DecisionRequest, actor: Actor) -> Any:
         """Approve, reject, request information, escalate, refer or close a case the caller
@@ -892,38 +914,38 @@ def _case_routes(app: FastAPI, runtime: Runtime) -> None:
         Reject and refer wait for a second person's confirmation."""
         return cases().decide(case_id, body, actor=actor)
 
-    @app.post("/cases/{case_id}/confirm", tags=tags, response_model=Outcome,
+    @app.post("/cases/{case_id:uuid_text}/confirm", tags=tags, response_model=Outcome,
               responses=answers(401, 403, 404, 409, 422, 503))
     def confirm(case_id: CasePath, actor: Actor) -> Any:
         """Confirm another person's pending reject or referral (403 for one's own); a
         reject resting on a court-list hit is re-queried first."""
         return cases().confirm(case_id, actor=actor)
 
-    @app.post("/cases/{case_id}/snooze", tags=tags, response_model=Outcome,
+    @app.post("/cases/{case_id:uuid_text}/snooze", tags=tags, response_model=Outcome,
               responses=answers(*_CASE_WRITE))
     def snooze(case_id: CasePath, body: SnoozeBody, actor: Actor) -> Any:
         """Put a claimed case aside until a time within 90 days."""
         return cases().snooze(case_id, body.until, actor=actor)
 
-    @app.post("/cases/{case_id}/escalate", tags=tags, response_model=Outcome,
+    @app.post("/cases/{case_id:uuid_text}/escalate", tags=tags, response_model=Outcome,
               responses=answers(*_CASE_WRITE, 503))
     def escalate(case_id: CasePath, body: ReasonBody, actor: Actor) -> Any:
         """Move a claimed case to the supervisor queue."""
         return cases().escalate(case_id, body.reason, actor=actor)
 
-    @app.post("/cases/{case_id}/assign", tags=tags, response_model=Outcome,
+    @app.post("/cases/{case_id:uuid_text}/assign", tags=tags, response_model=Outcome,
               responses=answers(*_CASE_WRITE))
     def assign(case_id: CasePath, body: AssignBody, actor: Actor) -> Any:
         """Assign the case to a person, or to nobody (needs `reassign`)."""
         return cases().assign(case_id, body.assignee, actor=actor)
 
-    @app.post("/cases/{case_id}/tags", tags=tags, response_model=Outcome,
+    @app.post("/cases/{case_id:uuid_text}/tags", tags=tags, response_model=Outcome,
               responses=answers(*_CASE_WRITE))
     def tag(case_id: CasePath, body: TagBody, actor: Actor) -> Any:
         """Add and remove tags."""
         return cases().tag(case_id, body.add, body.remove, actor=actor)
 
-    @app.post("/cases/{case_id}/dossier", tags=tags, response_model=Dossier,
+    @app.post("/cases/{case_id:uuid_text}/dossier", tags=tags, response_model=Dossier,
               responses=answers(*_CASE_WRITE))
     def dossier(case_id: CasePath, actor: Actor, body: DossierBody | None = None) -> Any:
         """A confirmed referral's dossier (needs `refer`, as `idv review dossier`): the

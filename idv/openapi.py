@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from intake.reader import FIELDS, REQUIRED_FIELDS
+
 FeatureValue = str | int | float | bool | None
 
 
@@ -224,6 +226,29 @@ class VerifiedStep(Answer):
     verifier: str
     status: str
     reason: str
+
+
+# Each batch-line field as intake reads it (`intake.reader.parse_record`); a CSV carries the
+# boolean as text.
+_LINE_FIELDS: dict[str, dict[str, Any]] = {
+    "applicant_ref": {"type": "string", "minLength": 1},
+    "name": {"type": "string", "minLength": 1},
+    "id_type": {"type": "string", "minLength": 1},
+    "id_number": {"type": "string", "minLength": 1},
+    "phone": {"type": ["string", "null"]},
+    "product": {"type": "string", "minLength": 1},
+    "consents": {"type": "array", "items": {"type": "object"}},
+    "human_review_requested": {"type": ["boolean", "string"]},
+}
+# The body of `POST /verifications`: one batch line. The route takes it as it comes, so that
+# intake refuses a line naming the field and rule (422 `refused`) as it does in a batch;
+# the document states what intake requires and knows (any other field is refused).
+BATCH_LINE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {name: _LINE_FIELDS[name] for name in FIELDS},
+    "required": list(REQUIRED_FIELDS),
+    "additionalProperties": False,
+}
 
 
 class VerificationAnswer(Answer):

@@ -33,6 +33,8 @@ from policies.vocabulary import REF_PII_RULE, check_applicant_ref
 
 FIELDS = ("applicant_ref", "name", "id_type", "id_number", "phone", "product", "consents",
           "human_review_requested")
+# The fields every line must carry, each a string that is not blank.
+REQUIRED_FIELDS = ("applicant_ref", "name", "id_type", "id_number", "product")
 # Reading a byte range line by line keeps memory flat whatever the batch size.
 _MAX_LINE_BYTES = 64 * 1024
 
@@ -356,7 +358,7 @@ def parse_record(
     unknown = sorted(set(raw) - set(FIELDS))
     if unknown:
         return Refusal(line_no, ref, unknown[0], "is not a batch-line field")
-    for required in ("applicant_ref", "name", "id_type", "id_number", "product"):
+    for required in REQUIRED_FIELDS:
         value = raw.get(required)
         if value is None or (isinstance(value, str) and not value.strip()):
             return Refusal(line_no, ref, required, "is required")
