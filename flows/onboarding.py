@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -444,22 +444,57 @@ def halt_run(rt: RuntimeParts, run_id: str, report: QualityReport) -> dict[str, 
     return rt.store.runs.finish(run_id, status="halted")
 
 
-def run_batch(rt: RuntimeParts, batch_path: str, *, chunk_size: int | None = None) -> BatchResult:
-    """The onboarding work without Prefect: plan, quality gate, chunks in order, finish."""
-    plan = plan_batch(batch_path, chunk_size or rt.settings.chunk_size)
-    run_id = start_run(rt, batch_path)
-    gate = check_batch_quality(rt, plan, run_id)
-    if not gate.success:
+# The pieces of a run the Prefect flow makes tasks of: the plan, the batch suite and the
+# working of every chunk (given a callback for each chunk done, with the running total).
+Planner = Callable[[str, int], BatchPlan]
+QualityCheck = Callable[[BatchPlan, str], QualityReport]
+ChunkWork = Callable[[BatchPlan, str, Callable[[ChunkReport], None]], ChunkReport]
+
+
+def onboard(rt: RuntimeParts, batch_path: str, *, chunk_size: int | None = None,
+            flow_run_id: str | None = None, planner: Planner = plan_batch,
+            quality: QualityCheck | None = None, work: ChunkWork | None = None,
+            started: Callable[[str, BatchPlan], None] | None = None,
+            done: Callable[[ChunkReport], None] | None = None) -> BatchResult:
+    """The one skeleton of a run: plan, open the run, the quality gate before any paid
+    call (a failure halts it), every chunk, finish. `run_batch` runs it in this process;
+    the Prefect flow passes its tasks (and its dispatch to a work pool) as the pieces."""
+    plan = planner(batch_path, chunk_size or rt.settings.chunk_size)
+    run_id = start_run(rt, batch_path, flow_run_id=flow_run_id)
+    if started is not None:
+        started(run_id, plan)
+    gate = (quality or (lambda p, r: check_batch_quality(rt, p, r)))(plan, run_id)
+    if not gate.success:  # halted before any paid call
         counts = halt_run(rt, run_id, gate)
         return BatchResult(run_id=run_id, counts=counts, fees_cents=0, lines=plan.records,
                            halted=True, quality=tuple(rt.store.quality.for_run(run_id)))
-    total = ChunkReport()
-    for chunk in plan.chunks:
-        total.add(run_chunk(rt, plan, chunk, run_id))
+
+    def chunk_done(total: ChunkReport) -> None:
         progress.report(total.lines, plan.records, total.fees_cents)
+        if done is not None:
+            done(total)
+
+    progress.report(0, plan.records, 0)
+    total = (work or (lambda p, r, d: each_chunk(
+        p, d, lambda chunk: run_chunk(rt, p, chunk, r))))(plan, run_id, chunk_done)
     counts = rt.store.runs.finish(run_id)
     return BatchResult(run_id=run_id, counts=counts, fees_cents=rt.store.runs.fees(run_id),
                        lines=total.lines, quality=tuple(rt.store.quality.for_run(run_id)))
+
+
+def each_chunk(plan: BatchPlan, done: Callable[[ChunkReport], None],
+               run_one: Callable[[Chunk], ChunkReport]) -> ChunkReport:
+    """Every chunk in order (`run_one`: in this process, or as a Prefect task)."""
+    total = ChunkReport()
+    for chunk in plan.chunks:
+        total.add(run_one(chunk))
+        done(total)
+    return total
+
+
+def run_batch(rt: RuntimeParts, batch_path: str, *, chunk_size: int | None = None) -> BatchResult:
+    """The onboarding work without Prefect (`onboard` with every piece in this process)."""
+    return onboard(rt, batch_path, chunk_size=chunk_size)
 
 
 def summary_markdown(result: dict[str, Any]) -> str:

@@ -5,6 +5,7 @@ per chunk, a table of applicants per outcome, a summary) hold counts only."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +20,14 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from prefect.utilities.annotations import quote
 
-from flows import progress
 from flows.chunks import CHUNK_FLOW, Dispatcher, chunk_deployment, chunk_pool, work_chunk
 from flows.onboarding import (
     ChunkReport,
     check_batch_quality,
-    halt_run,
+    each_chunk,
+    onboard,
     plan_batch,
     run_chunk,
-    start_run,
     summary_markdown,
 )
 from flows.process import install_log_masking
@@ -112,39 +112,38 @@ def onboarding(batch_path: str, chunk_size: int | None = None) -> dict[str, Any]
     try:
         ctx = get_run_context()
         flow_run = getattr(ctx, "flow_run", None)
-        flow_run_id = str(flow_run.id) if flow_run is not None else None
         size = chunk_size or rt.settings.chunk_size
         pool = chunk_pool(rt, flow_run)
         deployment_id = chunk_deployment(rt, pool) if pool else None
-        plan = plan_task(batch_path, size)
-        run_id = start_run(rt, batch_path, flow_run_id=flow_run_id)
-        logger.info("run %s: %d records in %d chunks%s", run_id, plan.records,
-                    len(plan.chunks), f" on work pool {pool}" if pool else "")
-        gate = quality_task(quote(plan), run_id)
-        total = ChunkReport()
         bar = create_progress_artifact(progress=0.0, key="onboarding-progress",
                                        description="Lines done, in percent; no personal data")
-        def done(so_far: ChunkReport) -> None:
-            progress.report(so_far.lines, plan.records, so_far.fees_cents)
-            update_progress_artifact(bar, progress=percent(so_far.lines, plan.records))
+        records = 0
 
-        if gate.success:
-            progress.report(0, plan.records, 0)
+        def started(run_id: str, plan: BatchPlan) -> None:
+            nonlocal records
+            records = plan.records
+            logger.info("run %s: %d records in %d chunks%s", run_id, plan.records,
+                        len(plan.chunks), f" on work pool {pool}" if pool else "")
+
+        def work(plan: BatchPlan, run_id: str, done: Callable[[ChunkReport], None]
+                 ) -> ChunkReport:
             if deployment_id is not None:
-                total = Dispatcher(rt, plan, run_id, str(Path(batch_path).resolve()), size,
-                                   deployment_id, on_done=done).run()
-            else:
-                for chunk in plan.chunks:
-                    total.add(chunk_task(quote(plan), chunk, run_id))
-                    done(total)
-            counts = rt.store.runs.finish(run_id)
-        else:  # halted before any paid call
-            counts = halt_run(rt, run_id, gate)
-            total.lines = plan.records
+                return Dispatcher(rt, plan, run_id, str(Path(batch_path).resolve()), size,
+                                  deployment_id, on_done=done).run()
+            return each_chunk(plan, done, lambda chunk: chunk_task(quote(plan), chunk, run_id))
+
+        batch = onboard(
+            rt, batch_path, chunk_size=size,
+            flow_run_id=str(flow_run.id) if flow_run is not None else None,
+            planner=plan_task, quality=lambda plan, run_id: quality_task(quote(plan), run_id),
+            work=work, started=started,
+            done=lambda total: update_progress_artifact(
+                bar, progress=percent(total.lines, records)))
         update_progress_artifact(bar, progress=100.0)
-        result = {"run_id": run_id, "counts": counts, "lines": total.lines,
-                  "fees_cents": rt.store.runs.fees(run_id), "halted": not gate.success,
-                  "quality": rt.store.quality.for_run(run_id)}
+        counts, run_id = batch.counts, batch.run_id
+        result = {"run_id": run_id, "counts": counts, "lines": batch.lines,
+                  "fees_cents": batch.fees_cents, "halted": batch.halted,
+                  "quality": list(batch.quality)}
         create_table_artifact(table=outcome_rows(counts), key="onboarding-outcomes",
                               description="Applicants per outcome; counts only")
         create_markdown_artifact(markdown=summary_markdown(result), key="onboarding-summary",
