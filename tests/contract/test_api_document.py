@@ -55,6 +55,36 @@ async def test_a_get_on_the_post_only_next_case_path_is_405_with_allow_post(app)
     ("POST", "/cases/bulk/assign", "bulk_assign")])
 def test_a_case_id_is_read_only_where_a_case_id_stands(app, method, path, name):
     scope = {"type": "http", "method": method, "path": path}
-    [route] = [r for r in app.routes
+    [route] = [r for r in routes(app.routes)
                if hasattr(r, "matches") and r.matches(scope)[0] is Match.FULL]
     assert route.name == name
+
+
+def routes(found: list[Any]) -> list[Any]:
+    """The app's routes, those of the routers it includes among them."""
+    out: list[Any] = []
+    for r in found:
+        inner = getattr(r, "original_router", None)
+        out.extend(routes(inner.routes) if inner is not None else [r])
+    return out
+
+
+def test_every_operation_names_the_permission_its_service_checks(app):
+    """`x-permission`: a permission of `policies/access.yaml` (or several, `|`), or
+    `authenticated` (any bearer token) or `public` (a page a browser follows)."""
+    from policies import catalog
+
+    declared = set(catalog.access_policy().permissions)
+    for path, item in app.openapi()["paths"].items():
+        for method, op in item.items():
+            named = op.get("x-permission")
+            assert named, f"{method.upper()} {path} names no permission"
+            if named not in ("authenticated", "public"):
+                assert set(named.split(" | ")) <= declared, (path, named)
+
+
+def test_every_route_is_a_module_level_function(app):
+    """The walk from a route enters the route: no route is a closure inside a function."""
+    inner = [f"{r.path}: {r.endpoint.__qualname__}" for r in routes(app.routes)
+             if hasattr(r, "endpoint") and "<locals>" in r.endpoint.__qualname__]
+    assert inner == []

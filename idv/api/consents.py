@@ -1,0 +1,126 @@
+"""Consents: grants, withdrawals, a subject's grants and receipt, statistics, asks, one
+grant's signed receipt (`services.consent`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Response
+from fastapi import Path as PathParam
+
+from idv.api.auth import Actor
+from idv.api.params import GUARDED, READS_BODY, SubjectRef, Svc, needs
+from idv.openapi import (
+    AskAnswer,
+    ConsentReceipt,
+    ConsentStats,
+    GrantState,
+    SignedReceipt,
+    SubjectConsents,
+    answers,
+)
+from policies.vocabulary import ConsentId
+from services.consent import (
+    AskRequest,
+    GrantRequest,
+    GrantResult,
+    WithdrawRequest,
+    WithdrawResult,
+)
+
+router = APIRouter()
+
+
+@router.post(
+    "/consents",
+    openapi_extra=needs("authenticated"),
+    status_code=201,
+    response_model=GrantResult,
+    responses={
+        200: {"model": GrantResult, "description": "already recorded"},
+        **answers(*READS_BODY),
+    },
+)
+def grant(req: GrantRequest, response: Response, _actor: Actor, svc: Svc) -> GrantResult:
+    """Record one grant. The same grant twice is one grant (200 the second time)."""
+    result = svc.consent.grant(req)
+    if not result.created:
+        response.status_code = 200
+    return result
+
+
+@router.post(
+    "/consents/{consent_id}/withdraw",
+    openapi_extra=needs("authenticated"),
+    response_model=WithdrawResult,
+    responses=answers(*READS_BODY, 404),
+)
+def withdraw(
+    consent_id: Annotated[ConsentId, PathParam()],
+    actor: Actor,
+    svc: Svc,
+    req: WithdrawRequest | None = None,
+) -> WithdrawResult:
+    """Withdraw a grant: no more fields than granting needed. Twice is harmless. With
+    `applicant_ref`, only that subject's grant: another's is 404 as an unknown id is."""
+    return svc.consent.withdraw(consent_id, req or WithdrawRequest(), actor=actor, via="api")
+
+
+@router.get(
+    "/subjects/{applicant_ref}/consents",
+    openapi_extra=needs("authenticated"),
+    response_model=SubjectConsents,
+    responses=answers(*GUARDED, 404),
+)
+def consents(applicant_ref: SubjectRef, _actor: Actor, svc: Svc) -> SubjectConsents:
+    """The subject's grants and their state now; 404 for a subject of whom nothing is
+    held."""
+    grants = [GrantState(**g) for g in svc.consent.status(applicant_ref)]
+    return SubjectConsents(applicant_ref=applicant_ref, grants=grants)
+
+
+@router.get(
+    "/subjects/{applicant_ref}/consents/export",
+    openapi_extra=needs("export"),
+    response_model=ConsentReceipt,
+    responses=answers(*GUARDED, 403, 404),
+)
+def export(applicant_ref: SubjectRef, actor: Actor, svc: Svc) -> Any:
+    """The subject's consent receipt: every event, the notices, identifiers masked. 403
+    for a caller whose role lacks `export`."""
+    return svc.consent.receipt(applicant_ref, actor=actor)
+
+
+@router.get(
+    "/consents/stats",
+    openapi_extra=needs("authenticated"),
+    response_model=ConsentStats,
+    responses=answers(401),
+)
+def stats(_actor: Actor, svc: Svc) -> Any:
+    """Per notice version and channel: people asked, granting each scope, withdrawing."""
+    return {"stats": svc.consent.stats()}
+
+
+@router.post(
+    "/consents/asks",
+    openapi_extra=needs("authenticated"),
+    status_code=201,
+    response_model=AskAnswer,
+    responses=answers(*READS_BODY, 404),
+)
+def ask(req: AskRequest, _actor: Actor, svc: Svc) -> Any:
+    """Record an ask for consent that was refused or abandoned (or a grant's ask), so
+    that authorization rates per notice version count everyone asked."""
+    return svc.consent.ask(req)
+
+
+@router.get(
+    "/consents/{consent_id}/receipt",
+    openapi_extra=needs("export"),
+    response_model=SignedReceipt,
+    responses=answers(*GUARDED, 403, 404),
+)
+def signed_receipt(consent_id: Annotated[ConsentId, PathParam()], actor: Actor, svc: Svc) -> Any:
+    """One grant's consent receipt as a signed JWS (ISO/IEC TS 27560, Kantara fields)."""
+    return svc.consent.signed_receipt(consent_id, actor=actor)
