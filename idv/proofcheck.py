@@ -283,6 +283,19 @@ def issuer_der(cert: x509.Certificate) -> bytes:
     return (tbs[3] if tbs[0].tag == 0xA0 else tbs[2]).raw
 
 
+@dataclass(frozen=True)
+class _Signer:
+    """What a SignerInfo says (RFC 5652 5.3), before its certificate is found."""
+
+    version: int
+    sid: Der
+    digest_hash: str
+    signed_attrs: bytes  # as signed: a DER SET OF (5.4)
+    attrs: dict[str, Der]
+    sig_alg: str
+    signature: bytes
+
+
 def check_timestamp(token: bytes, data: bytes, trusted: list[x509.Certificate]) -> TimeStamp:
     """Check a TimeStampResp (DER) over `data` against the trusted authority certificates:
     granted; a CMS SignedData over a TSTInfo whose messageImprint is the hash of `data`; one
@@ -290,6 +303,29 @@ def check_timestamp(token: bytes, data: bytes, trusted: list[x509.Certificate]) 
     an ESSCertID(v2) of its certificate; the signature over those attributes (as a DER SET)
     verifies under that certificate's key; the certificate is for time-stamping, valid at
     genTime, and is a trusted one or chains to one. `TokenError` names the rule broken."""
+    digest_algs, tst_der, certs, signer_el = _signed_data(token)
+    policy, imprint_hash, serial, gen_time = _tst_info(tst_der, data)
+    si = _signer_info(signer_el, digest_algs, tst_der)
+    signer = _signer_certificate(si, certs)
+    _check_ess_cert_id(si.attrs, signer)
+    _check_signature(si, signer)
+    # The signer: for time-stamping (RFC 3161 2.3), valid at genTime, trusted or chained.
+    try:
+        eku = signer.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
+    except x509.ExtensionNotFound:
+        eku = None
+    if eku is None or not eku.critical or [o.dotted_string for o in eku.value] != [
+            OID_TIME_STAMPING]:
+        raise TokenError("the signer's certificate is not a time-stamping one (extended key "
+                         "usage id-kp-timeStamping only, critical)")
+    chain_to(signer, certs, trusted, gen_time)
+    return TimeStamp(gen_time=gen_time, policy=policy, serial=serial,
+                     hash_name=imprint_hash, signer=signer)
+
+
+def _signed_data(token: bytes) -> tuple[set[str], bytes, list[x509.Certificate], Der]:
+    """The granted response's SignedData: its digest algorithms, the encapsulated TSTInfo
+    (DER), the certificates it carries and its one SignerInfo."""
     resp = der_one(token, SEQUENCE, "TimeStampResp").items("TimeStampResp")
     status = expect(resp[0], SEQUENCE, "PKIStatusInfo").items("PKIStatusInfo")
     if not status or der_int(status[0], "PKIStatus") not in (0, 1) or len(resp) != 2:
@@ -310,16 +346,7 @@ def check_timestamp(token: bytes, data: bytes, trusted: list[x509.Certificate]) 
     rest = sd[3:]
     certs: list[x509.Certificate] = []
     if rest and rest[0].tag == 0xA0:
-        for c in rest.pop(0).items("certificates"):
-            if c.tag != SEQUENCE:
-                raise TokenError("certificates: only X.509 certificates are read")
-            with warnings.catch_warnings():
-                warnings.simplefilter("error")  # a deprecated form is refused here
-                try:
-                    certs.append(x509.load_der_x509_certificate(c.raw))
-                except Exception:  # noqa: BLE001 - whatever the parser says, refused
-                    raise TokenError("certificates: a certificate does not parse as "
-                                     "X.509") from None
+        certs = _certificates(rest.pop(0))
     if rest and rest[0].tag == 0xA1:
         rest.pop(0)  # revocation information: not needed for a pinned authority
     if len(rest) != 1:
@@ -327,8 +354,27 @@ def check_timestamp(token: bytes, data: bytes, trusted: list[x509.Certificate]) 
     signers = expect(rest[0], SET, "signerInfos").items("signerInfos")
     if len(signers) != 1:
         raise TokenError("the token must carry exactly one signature, the authority's")
+    return digest_algs, tst_der, certs, signers[0]
 
-    # TSTInfo (RFC 3161 2.4.2)
+
+def _certificates(el: Der) -> list[x509.Certificate]:
+    certs = []
+    for c in el.items("certificates"):
+        if c.tag != SEQUENCE:
+            raise TokenError("certificates: only X.509 certificates are read")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a deprecated form is refused here
+            try:
+                certs.append(x509.load_der_x509_certificate(c.raw))
+            except Exception:  # noqa: BLE001 - whatever the parser says, refused
+                raise TokenError("certificates: a certificate does not parse as "
+                                 "X.509") from None
+    return certs
+
+
+def _tst_info(tst_der: bytes, data: bytes) -> tuple[str, str, int, datetime]:
+    """TSTInfo (RFC 3161 2.4.2): its policy, imprint hash, serial and genTime, the imprint
+    checked against `data`."""
     tst = der_one(tst_der, SEQUENCE, "TSTInfo").items("TSTInfo")
     if len(tst) < 5 or der_int(tst[0], "TSTInfo version") != 1:
         raise TokenError("TSTInfo: version 1 with policy, imprint, serial and genTime")
@@ -343,9 +389,13 @@ def check_timestamp(token: bytes, data: bytes, trusted: list[x509.Certificate]) 
             imprint_hash, data).digest():
         raise TokenError(f"the messageImprint is not the {imprint_hash.upper()} of this "
                          "checkpoint")
+    return policy, imprint_hash, serial, gen_time
 
-    # SignerInfo (RFC 5652 5.3)
-    si = expect(signers[0], SEQUENCE, "SignerInfo").items("SignerInfo")
+
+def _signer_info(el: Der, digest_algs: set[str], tst_der: bytes) -> _Signer:
+    """SignerInfo (RFC 5652 5.3), its signed attributes holding the TSTInfo's content type
+    and message digest."""
+    si = expect(el, SEQUENCE, "SignerInfo").items("SignerInfo")
     if len(si) < 6:
         raise TokenError("SignerInfo: signed attributes are required")
     version = der_int(si[0], "SignerInfo version")
@@ -354,7 +404,6 @@ def check_timestamp(token: bytes, data: bytes, trusted: list[x509.Certificate]) 
     if digest_alg not in digest_algs:
         raise TokenError("the signer's digest algorithm is not among SignedData's")
     attrs_el = expect(si[3], 0xA0, "signedAttrs")
-    signed_attrs = bytes([SET]) + attrs_el.raw[1:]  # signed as a DER SET OF (5.4)
     sig_alg = algorithm(si[4], "SignerInfo signatureAlgorithm")
     signature = expect(si[5], OCTETS, "SignerInfo signature").content
     if len(si) > 7 or (len(si) == 7 and si[6].tag != 0xA1):
@@ -375,26 +424,32 @@ def check_timestamp(token: bytes, data: bytes, trusted: list[x509.Certificate]) 
             digest_hash, tst_der).digest():
         raise TokenError("the signed message-digest attribute is not the hash of the "
                          "encapsulated TSTInfo")
+    return _Signer(version=version, sid=si[1], digest_hash=digest_hash,
+                   signed_attrs=bytes([SET]) + attrs_el.raw[1:], attrs=attrs,
+                   sig_alg=sig_alg, signature=signature)
 
-    # The signer's certificate, named by the SignerInfo, carried in the token (requested
-    # with certReq, RFC 3161 2.4.1).
-    pool = certs
-    if version == 1:
-        sid = expect(si[1], SEQUENCE, "SignerIdentifier").items("SignerIdentifier")
+
+def _signer_certificate(si: _Signer, certs: list[x509.Certificate]) -> x509.Certificate:
+    """The signer's certificate, named by the SignerInfo, carried in the token (requested
+    with certReq, RFC 3161 2.4.1)."""
+    if si.version == 1:
+        sid = expect(si.sid, SEQUENCE, "SignerIdentifier").items("SignerIdentifier")
         if len(sid) != 2:
             raise TokenError("SignerIdentifier: issuer and serial number")
         name, number = sid[0].raw, der_int(sid[1], "SignerIdentifier serial")
-        found = [c for c in pool if c.serial_number == number and issuer_der(c) == name]
-    elif version == 3:
-        ski = expect(si[1], 0x80, "SignerIdentifier").content
-        found = [c for c in pool if _ski(c) == ski]
+        found = [c for c in certs if c.serial_number == number and issuer_der(c) == name]
+    elif si.version == 3:
+        ski = expect(si.sid, 0x80, "SignerIdentifier").content
+        found = [c for c in certs if _ski(c) == ski]
     else:
         raise TokenError("SignerInfo: version 1 or 3")
     if not found:
         raise TokenError("the token does not carry its signer's certificate (certReq)")
-    signer = found[0]
+    return found[0]
 
-    # ESSCertID(v2): the signed attributes name that very certificate (RFC 5816, 2634).
+
+def _check_ess_cert_id(attrs: dict[str, Der], signer: x509.Certificate) -> None:
+    """ESSCertID(v2): the signed attributes name that very certificate (RFC 5816, 2634)."""
     if OID_SIGNING_CERT_V2 in attrs:
         ids = expect(attrs[OID_SIGNING_CERT_V2], SEQUENCE, "SigningCertificateV2").items(
             "SigningCertificateV2")
@@ -426,40 +481,29 @@ def check_timestamp(token: bytes, data: bytes, trusted: list[x509.Certificate]) 
                 or der_int(issuer_serial[1], "IssuerSerial") != signer.serial_number):
             raise TokenError("the ESSCertID's issuer and serial are not the signer's")
 
-    # The signature over the signed attributes, per the signer's algorithm.
-    if sig_alg not in SIGNATURES:
-        raise TokenError(f"the signature algorithm {sig_alg} is not supported")
-    scheme, named = SIGNATURES[sig_alg]
-    if named is not None and named != digest_hash:
+
+def _check_signature(si: _Signer, signer: x509.Certificate) -> None:
+    """The signature over the signed attributes, per the signer's algorithm."""
+    if si.sig_alg not in SIGNATURES:
+        raise TokenError(f"the signature algorithm {si.sig_alg} is not supported")
+    scheme, named = SIGNATURES[si.sig_alg]
+    if named is not None and named != si.digest_hash:
         raise TokenError("the signature algorithm's hash is not the signer's digest algorithm")
     algo = {"sha256": hashes.SHA256(), "sha384": hashes.SHA384(),
-            "sha512": hashes.SHA512()}[digest_hash]
+            "sha512": hashes.SHA512()}[si.digest_hash]
     key = signer.public_key()
     try:
         if scheme == "rsa" and isinstance(key, rsa.RSAPublicKey):
-            key.verify(signature, signed_attrs, padding.PKCS1v15(), algo)
+            key.verify(si.signature, si.signed_attrs, padding.PKCS1v15(), algo)
         elif scheme == "ecdsa" and isinstance(key, ec.EllipticCurvePublicKey):
-            key.verify(signature, signed_attrs, ec.ECDSA(algo))
+            key.verify(si.signature, si.signed_attrs, ec.ECDSA(algo))
         elif scheme == "ed25519" and isinstance(key, Ed25519PublicKey):
-            key.verify(signature, signed_attrs)
+            key.verify(si.signature, si.signed_attrs)
         else:
             raise TokenError("the signer's key does not fit the signature algorithm")
     except InvalidSignature:
         raise TokenError("the signature over the signed attributes does not verify under "
                          "the signer's certificate") from None
-
-    # The signer: for time-stamping (RFC 3161 2.3), valid at genTime, trusted or chained.
-    try:
-        eku = signer.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
-    except x509.ExtensionNotFound:
-        eku = None
-    if eku is None or not eku.critical or [o.dotted_string for o in eku.value] != [
-            OID_TIME_STAMPING]:
-        raise TokenError("the signer's certificate is not a time-stamping one (extended key "
-                         "usage id-kp-timeStamping only, critical)")
-    chain_to(signer, certs, trusted, gen_time)
-    return TimeStamp(gen_time=gen_time, policy=policy, serial=serial,
-                     hash_name=imprint_hash, signer=signer)
 
 
 def _ski(cert: x509.Certificate) -> bytes | None:
