@@ -44,9 +44,12 @@ test: $(STAMP) browser
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q $(XDIST) -m "$(FAST)"
 
+# Lint, import contracts and types (mypy strict on policies/, verifiers/, storage/: the
+# [tool.mypy] table of pyproject.toml): CI runs it before the tests, `make check` too.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 check: lint test
 

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic.config import JsonDict
 
 from policies.document import PolicyDocument
 from policies.vocabulary import ApplicantRef
@@ -64,7 +65,7 @@ class EventRuleError(ValueError):
 
 # What `EventIn._consistent` checks, as JSON Schema says it (the model's OpenAPI): lat and
 # lon both numbers or both absent or null; a profile change names its change.
-_CONSISTENT_SCHEMA = {"allOf": [
+_CONSISTENT_SCHEMA: JsonDict = {"allOf": [
     {"anyOf": [
         {"required": ["lat", "lon"],
          "properties": {"lat": {"type": "number"}, "lon": {"type": "number"}}},

@@ -199,6 +199,8 @@ def _read_old(body: str, year: int, table: CaseNumberTable) -> CaseNumber:
 
 def _read_new(body: str, year: int, table: CaseNumberTable) -> CaseNumber:
     courts = table.courts
+    level: Level
+    kind: str | None
     if body.startswith(courts.supreme):
         court, level, kind, rest = courts.supreme, "supreme", None, body[len(courts.supreme):]
     elif body[:1] in courts.high:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -181,8 +181,8 @@ def authorize(
     """
     own = [g for g in grants if g.subject_ref == subject_ref]
     same_purpose = [g for g in own if g.purpose == purpose]
-    base = {"subject_ref": subject_ref, "purpose": purpose, "step": step, "scopes": scopes,
-            "decided_at": now}
+    base: dict[str, Any] = {"subject_ref": subject_ref, "purpose": purpose, "step": step,
+                            "scopes": scopes, "decided_at": now}
     live = [g for g in same_purpose if _live(g, now)]
     covering: list[ConsentGrant] = []
     needed = set(scopes)

@@ -289,7 +289,7 @@ def _han_name(text: str, rules: HanNames, field: str) -> str:
 
 
 def _latin_name(text: str, rules: LatinNames, field: str) -> str:
-    text = " ".join(text.translate(str.maketrans(rules.variants)).split())
+    text = " ".join(text.translate({ord(k): v for k, v in rules.variants.items()}).split())
     _length(text, rules.max_chars, field)
     if any(c.isdigit() for c in text):
         raise IdentityRuleError(field, RULE_NAME_DIGITS)

@@ -25,9 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, bindparam, delete, event, func, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, event, func, select, update
 from sqlalchemy.orm import Session
 
 from policies.consent import ConsentChanged
@@ -78,7 +78,9 @@ class ChainReport:
     file: str | None = None
 
 
-_HEAD = m.AuditHead.__table__
+# Mapped classes' tables, typed as the Tables they are (SQLAlchemy says any FromClause).
+_HEAD = cast(Table, m.AuditHead.__table__)
+_EVENTS = cast(Table, m.AuditEvent.__table__)
 # Built once: taking the head (its lock, with the sequence numbers reserved) and moving it
 # are the two statements of every append.
 _TAKE_HEAD = (update(_HEAD).where(_HEAD.c.id == 1)
@@ -112,8 +114,8 @@ class AuditLog:
         form or, for events written before it, the standard library's. (It says nothing of
         the events around it: `check` walks those.)"""
         args = (e.prev_hash, e.seq, e.at, e.kind, e.subject_ref, e.detail)
-        return (e.hash == self._digest(*args)
-                or e.hash == self._digest(*args, form=canonical_stdlib))
+        return bool(e.hash == self._digest(*args)
+                    or e.hash == self._digest(*args, form=canonical_stdlib))
 
     def head_seq(self) -> int:
         """The chain's size as committed now."""
@@ -175,7 +177,7 @@ class AuditLog:
             rows.append({"seq": seq, "at": at, "kind": kind, "subject_ref": subject_ref,
                          "detail": detail, "prev_hash": prev, "hash": digest, "link": link})
             prev = digest
-        insert_rows(conn, m.AuditEvent.__table__, rows)
+        insert_rows(conn, _EVENTS, rows)
         conn.execute(_MOVE_HEAD, {"new_hash": prev, "new_link": link})
         self._appended = max(self._appended, seq)
         return [r["seq"] for r in rows]
@@ -202,7 +204,7 @@ class AuditLog:
         and every `checkpoint_every` events). None for an empty chain or without a log."""
         if self.checkpoints is None:
             return None
-        head = m.AuditHead.__table__
+        head = _HEAD
         with self._lock:
             with self._ctx.engine.connect() as conn:
                 row = conn.execute(select(head.c.seq, head.c.link, head.c.checkpoint_seq)
@@ -241,7 +243,7 @@ class AuditLog:
         if seq > limit:
             raise ValueError(f"seq: must be at most {limit} (the oldest event a stored record "
                              "is bound to, less one)")
-        head, ae = m.AuditHead.__table__, m.AuditEvent.__table__
+        head, ae = _HEAD, _EVENTS
         with self._ctx.engine.begin() as conn:
             conn.execute(update(head).where(head.c.id == 1).values(seq=head.c.seq))  # lock
             base = conn.execute(select(head.c.base_seq).where(head.c.id == 1)).scalar() or 0

@@ -76,7 +76,9 @@ def record_hash(fields: tuple[str, ...], row: Any) -> str:
 def consent_fields(row: Any) -> tuple[str, ...]:
     """The columns a consent event's hash covers: `CONSENT_FIELDS`, and the actor's when it
     carries one."""
-    get = row.get if isinstance(row, dict) else (lambda f: getattr(row, f, None))
+    def get(field: str) -> Any:
+        return row.get(field) if isinstance(row, dict) else getattr(row, field, None)
+
     if any(get(f) is not None for f in CONSENT_ACTOR_FIELDS):
         return CONSENT_FIELDS + CONSENT_ACTOR_FIELDS
     return CONSENT_FIELDS

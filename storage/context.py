@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine
+from sqlalchemy import CursorResult, Engine, Result
 from sqlalchemy.orm import Session, sessionmaker
 
 from policies.cases import CasePolicy
@@ -32,6 +32,12 @@ def as_utc(value: datetime) -> datetime:
     """A stored datetime as an aware UTC one: SQLite hands back naive datetimes, and
     everything we store is UTC."""
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def rowcount(result: Result[Any]) -> int:
+    """The rows an UPDATE or DELETE run in a session matched: SQLAlchemy types the session's
+    result as a `Result`, which for those statements is a `CursorResult` that counts them."""
+    return cast(CursorResult[Any], result).rowcount
 
 
 def in_parts(items: list[Any], size: int = 500) -> Iterator[list[Any]]:

@@ -174,7 +174,8 @@ def _insert_plan(dialect: Dialect, table: Table, keys: tuple[str, ...]) -> _Plan
         converters = []
         for i, key in enumerate(order):
             col_type = table.c[key].type
-            process = col_type.dialect_impl(dialect).bind_processor(dialect)
+            process: Callable[[Any], Any] | None = (
+                col_type.dialect_impl(dialect).bind_processor(dialect))
             if process is not None and isinstance(col_type, DateTime):
                 process = _fast_datetime(process)
             if process is not None:

@@ -96,8 +96,8 @@ class DecisionRepository:
             row = s.scalar(select(m.Applicant).where(m.Applicant.applicant_ref == applicant_ref))
             if row is None:
                 raise KeyError("applicant_ref: no such applicant")
-            last = s.scalar(select(func.coalesce(func.max(m.StepResult.position), -1))
-                            .where(m.StepResult.applicant_id == row.id))
+            last: int = s.execute(select(func.coalesce(func.max(m.StepResult.position), -1))
+                                  .where(m.StepResult.applicant_id == row.id)).scalar_one()
             rows = [m.StepResult(
                 id=str(uuid.uuid4()), applicant_id=row.id, run_id=run_id,
                 position=int(last) + 1 + i, step=st.step, status=st.status, reason=st.reason,

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from storage import models as m
 from storage.audit import AuditLog
-from storage.context import StoreContext, as_utc
+from storage.context import StoreContext, as_utc, rowcount
 from storage.records import InboxClaim, InboxFileRecord
 
 
@@ -47,17 +47,18 @@ class InboxRepository:
         except IntegrityError:
             pass
         with self._ctx.transaction() as s:
-            taken = s.execute(
+            taken = rowcount(s.execute(
                 update(m.InboxFile)
                 .where(m.InboxFile.sha256 == sha256, m.InboxFile.status == "running",
                        m.InboxFile.beat_at < now - stale_after)
-                .values(name=name, claimed_at=now, beat_at=now)).rowcount
+                .values(name=name, claimed_at=now, beat_at=now)))
             if taken:
                 self._audit.record("inbox.claimed", None, {
                     "sha256": sha256, "name": name, "taken_over": True}, session=s)
-            row = s.get(m.InboxFile, sha256)
-            if row is not None:
-                return InboxClaim(held=bool(taken), taken_over=bool(taken), file=_record(row))
+            current = s.get(m.InboxFile, sha256)
+            if current is not None:
+                return InboxClaim(held=bool(taken), taken_over=bool(taken),
+                                  file=_record(current))
         # Released by its holder between our insert and this read: claim afresh.
         return self.claim(sha256, name, stale_after=stale_after)
 

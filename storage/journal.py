@@ -27,9 +27,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Table, select
 
 from policies.consent import ConsentChanged, ConsentGrant
 from storage import applicants, ledger
@@ -47,11 +47,12 @@ NOTE_MAX_WAIT_S = 0.05
 
 
 def _subject_of(write: _Write) -> str | None:
+    subject: str | None = None
     if write.kind == "audit":
-        return write.payload[1]
-    if write.kind == "decided":
-        return write.payload["applicant"].applicant_ref
-    return None
+        subject = write.payload[1]
+    elif write.kind == "decided":
+        subject = write.payload["applicant"].applicant_ref
+    return subject
 
 
 def _log_failed_note(future: asyncio.Future[Any]) -> None:
@@ -166,7 +167,8 @@ class Journal:
         in between is seen, and `ConsentChanged` sends the gate back to decide again."""
         checked = self._valid_at.get(subject_ref) if (
             kind == "consent.allowed" and subject_ref is not None) else None
-        return await self._submit("audit", (kind, subject_ref, detail), checked_at=checked)
+        seq: int = await self._submit("audit", (kind, subject_ref, detail), checked_at=checked)
+        return seq
 
     def note(self, kind: str, subject_ref: str | None, detail: dict[str, Any]) -> None:
         """Append one audit event with the next write, without waiting for it: for an event
@@ -185,19 +187,22 @@ class Journal:
         rows = [self._store.ledger.grant_row(**g) for g in grants]
         if not rows:
             return []
-        return await self._submit("grants", rows)
+        recorded: list[tuple[str, bool]] = await self._submit("grants", rows)
+        return recorded
 
     async def add_decided(self, *, run_id: str, line_no: int, applicant: NewApplicant,
                           human_review_requested: bool, steps: list[StepRecord],
                           decision: Decision) -> bool:
         """Store a decided applicant, all or nothing; False when the ref was already stored."""
-        return await self._submit("decided", dict(
+        stored: bool = await self._submit("decided", dict(
             run_id=run_id, line_no=line_no, applicant=applicant,
             human_review_requested=human_review_requested, steps=steps, decision=decision))
+        return stored
 
     async def grants_for(self, subject_ref: str) -> list[ConsentGrant]:
         """The subject's grants as the ledger stands now (read after every awaited write)."""
-        return await self._ask(self._reads.grants, subject_ref)
+        grants: list[ConsentGrant] = await self._ask(self._reads.grants, subject_ref)
+        return grants
 
     def cached_grants(self, subject_ref: str) -> list[ConsentGrant] | None:
         """The subject's grants as last read (or as this journal recorded them), or None.
@@ -208,11 +213,13 @@ class Journal:
         return self._grants.get(subject_ref)
 
     async def applicant(self, applicant_ref: str) -> KnownApplicant | None:
-        return await self._ask(self._reads.applicants, applicant_ref)
+        known: KnownApplicant | None = await self._ask(self._reads.applicants, applicant_ref)
+        return known
 
     async def count_sharing_id_number(self, id_number: str, *, excluding_ref: str) -> int:
         """How many other stored applicants hold this raw ID number (`count_sharing`)."""
-        return await self._ask(self._reads.sharing, (id_number, excluding_ref))
+        count: int = await self._ask(self._reads.sharing, (id_number, excluding_ref))
+        return count
 
     async def call(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
         """Any one-at-a-time `Store` method, run on the journal's thread between its group
@@ -265,9 +272,9 @@ class Journal:
                 except Exception as exc:  # noqa: BLE001 - every waiter learns of it
                     answers = None
                     failure = exc
-                for table, results in zip(
-                        (reads.grants, reads.applicants, reads.sharing),
-                        answers or ({}, {}, {}), strict=True):
+                tables: tuple[dict[Any, list[asyncio.Future[Any]]], ...] = (
+                    reads.grants, reads.applicants, reads.sharing)
+                for table, results in zip(tables, answers or ({}, {}, {}), strict=True):
                     for key, futures in table.items():
                         for future in futures:
                             if future.done():
@@ -455,7 +462,7 @@ class Journal:
     def _read(self, reads: _Reads) -> tuple[dict[Any, Any], ...]:
         """The queued reads, by the same functions as the store's one-at-a-time methods
         (`ledger.read_grants`, `applicants.find_by_refs`, `applicants.count_sharing`)."""
-        ap = m.Applicant.__table__
+        ap = cast(Table, m.Applicant.__table__)
         with self._store.engine.connect() as conn:
             if reads.grants:
                 self._refresh_grants(conn, reads.grants)

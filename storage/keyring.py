@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import httpx
 from sqlalchemy import (
@@ -33,6 +33,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Table,
     bindparam,
     func,
     select,
@@ -146,7 +147,7 @@ class LocalKekProvider:
         _check_private(self.path)
         self._mtime = self.path.stat().st_mtime_ns
         try:
-            doc = json.loads(self.path.read_text(encoding="utf-8"))
+            doc: dict[str, Any] = json.loads(self.path.read_text(encoding="utf-8"))
             if doc.get("format") != _KEK_FORMAT:
                 raise KeyRingError(f"key file {self.path} is not an {_KEK_FORMAT} file")
             for version in doc["versions"].values():
@@ -239,10 +240,12 @@ class VaultTransitKekProvider:
             raise KeyRingError(f"Vault transit is unreachable ({type(exc).__name__})") from None
         if resp.status_code >= 400:
             raise KeyRingError(f"Vault transit answered {resp.status_code} on {path}")
-        return resp.json() if resp.content else {}
+        answer: dict[str, Any] = resp.json() if resp.content else {}
+        return answer
 
     def _info(self) -> dict[str, Any]:
-        return self._call("GET", f"/v1/transit/keys/{self._key}")["data"]
+        info: dict[str, Any] = self._call("GET", f"/v1/transit/keys/{self._key}")["data"]
+        return info
 
     def active_version(self) -> str:
         return f"v{self._info()['latest_version']}"
@@ -380,7 +383,7 @@ class KeyRing:
         # Most writes are for new subjects: insert first (one statement), read on conflict.
         key_id, key = str(uuid.uuid4()), random_key()
         version, wrapped = self.provider.wrap(key, context=self._context(key_id))
-        t = SubjectKey.__table__
+        t = cast(Table, SubjectKey.__table__)
         try:
             with self.engine.begin() as conn:
                 conn.execute(t.insert().values(key_id=key_id, subject_ref=subject,
@@ -406,11 +409,11 @@ class KeyRing:
             missing = sorted({s for s in subjects if f"s:{s}" not in self._cache})
         if not missing:
             return
-        t = SubjectKey.__table__
+        t = cast(Table, SubjectKey.__table__)
         with self._tx() as s:
             known = {row.subject_ref: row for row in s.scalars(
                 select(SubjectKey).where(SubjectKey.subject_ref.in_(missing)))}
-        fresh = []
+        fresh: list[tuple[dict[str, Any], bytes]] = []
         for subject in missing:
             row = known.get(subject)
             if row is not None:
@@ -428,8 +431,8 @@ class KeyRing:
                 conn.execute(t.insert(), [row for row, _ in fresh])
         except IntegrityError:
             return  # another writer created some of them: dek_for_write reads them one by one
-        for row, key in fresh:
-            self._remember(row["subject_ref"], row["key_id"], key)
+        for fields, key in fresh:
+            self._remember(fields["subject_ref"], fields["key_id"], key)
 
     def _unwrap(self, row: SubjectKey) -> bytes:
         assert row.wrapped is not None and row.kek_version is not None
@@ -513,7 +516,7 @@ class KeyRing:
         while True:
             # Re-read each batch: if another rotation moved the active version on, follow it.
             active = self.provider.active_version()
-            t = SubjectKey.__table__
+            t = cast(Table, SubjectKey.__table__)
             with self.engine.begin() as conn:
                 rows = conn.execute(select(t.c.key_id, t.c.kek_version, t.c.wrapped).where(
                     t.c.kek_version.is_not(None), t.c.kek_version != active)

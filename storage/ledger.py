@@ -12,9 +12,9 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Table, select
 from sqlalchemy.exc import IntegrityError
 
 from policies.consent import ConsentGrant
@@ -91,7 +91,7 @@ def new_grants(conn: Connection, rows: list[dict[str, Any]]
 
 def insert_grant_rows(conn: Connection, fresh: list[dict[str, Any]]) -> None:
     """Insert new grants' rows (from `new_grants`, each with its `audit_seq`)."""
-    insert_rows(conn, m.ConsentEvent.__table__, fresh)
+    insert_rows(conn, cast(Table, m.ConsentEvent.__table__), fresh)
 
 
 def record_grants(conn: Connection, audit: AuditLog, rows: list[dict[str, Any]]

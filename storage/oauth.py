@@ -15,16 +15,16 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Table, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from policies.identity import IdentityRuleError, normalize_phone
 from storage import applicant_fields
 from storage import models as m
 from storage.audit import AuditLog
-from storage.context import StoreContext, as_utc
+from storage.context import StoreContext, as_utc, rowcount
 from storage.crypto import FieldDecryptError
 
 TABLE = "oauth_accounts"
@@ -109,9 +109,9 @@ class OAuthRepository:
                             ).scalar_one_or_none()
             if row is None:
                 raise StateError("unknown (forged or from another server)")
-            burnt = s.execute(update(m.OAuthState).where(
+            burnt = rowcount(s.execute(update(m.OAuthState).where(
                 m.OAuthState.id == row.id, m.OAuthState.used_at.is_(None))
-                .values(used_at=now)).rowcount
+                .values(used_at=now)))
             if not burnt:
                 raise StateError("already used (a replay)")
             rule = None
@@ -140,8 +140,8 @@ class OAuthRepository:
         """Drop used or expired states older than `older_than` (they prove nothing more)."""
         cutoff = self._ctx.clock() - older_than
         with self._ctx.transaction() as s:
-            return s.execute(m.OAuthState.__table__.delete().where(
-                m.OAuthState.expires_at < cutoff)).rowcount
+            return rowcount(s.execute(cast(Table, m.OAuthState.__table__).delete().where(
+                m.OAuthState.expires_at < cutoff)))
 
     # -- accounts -----------------------------------------------------------------------
 
@@ -265,11 +265,11 @@ class OAuthRepository:
         """The refresh token is dead: tokens purged, the account asks the applicant again."""
         now = self._ctx.clock()
         with self._ctx.transaction() as s:
-            n = s.execute(update(m.OAuthAccount).where(
+            n = rowcount(s.execute(update(m.OAuthAccount).where(
                 m.OAuthAccount.applicant_ref == applicant_ref,
                 m.OAuthAccount.provider == provider).values(
                 status="reauth_required", access_token_ct=None, refresh_token_ct=None,
-                access_expires_at=None, refresh_expires_at=None, purged_at=now)).rowcount
+                access_expires_at=None, refresh_expires_at=None, purged_at=now)))
             if n:
                 self._audit.record("oauth.reauth_required", applicant_ref, {
                     "provider": provider, "reason": reason}, session=s)
@@ -287,17 +287,17 @@ class OAuthRepository:
                     continue
                 cond = (m.OAuthAccount.provider == prefix if not prefix.endswith(":")
                         else m.OAuthAccount.provider.startswith(prefix))
-                touched += s.execute(update(m.OAuthAccount).where(
+                touched += rowcount(s.execute(update(m.OAuthAccount).where(
                     m.OAuthAccount.applicant_ref == applicant_ref, cond).values(
                     status="withdrawn", access_token_ct=None, refresh_token_ct=None,
                     access_expires_at=None, refresh_expires_at=None, subject_bidx=None,
                     union_bidx=None, phone_bidx=None, phone_ct=None,
-                    purged_at=now)).rowcount
+                    purged_at=now)))
             if "wechat_phone" in scopes:
-                touched += s.execute(update(m.OAuthAccount).where(
+                touched += rowcount(s.execute(update(m.OAuthAccount).where(
                     m.OAuthAccount.applicant_ref == applicant_ref,
                     m.OAuthAccount.phone_bidx.is_not(None)).values(phone_bidx=None, phone_ct=None)
-                ).rowcount
+                ))
             if touched:
                 self._audit.record("oauth.purged", applicant_ref, {
                     "reason": "consent_withdrawn", "consent_id": consent_id,

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from storage import models as m
 from storage.audit import AuditLog
-from storage.context import StoreContext, as_utc
+from storage.context import StoreContext, as_utc, rowcount
 from storage.records import CredentialRecord, UserRecord
 
 
@@ -103,9 +103,9 @@ class PeopleRepository:
             row.updated_at = now
             revoked = 0
             if revoke:
-                revoked = s.execute(update(m.Credential).where(
+                revoked = rowcount(s.execute(update(m.Credential).where(
                     m.Credential.user_id == row.id, m.Credential.revoked_at.is_(None))
-                    .values(revoked_at=now)).rowcount
+                    .values(revoked_at=now)))
             detail = {k: v for k, v in values.items() if k in ("role", "status")}
             self._audit.record(kind, None, {"user": name, "actor": actor,
                                             "credentials_revoked": revoked, **detail},

@@ -12,6 +12,7 @@ audit chain.
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from datetime import datetime
 from typing import Any
@@ -152,7 +153,7 @@ class SubjectRequestRepository:
             self._audit.record("applicant.corrected", applicant_ref, {
                 "request_id": request_id, "field": field, "actor": actor}, session=s)
 
-    def corrections(self, applicant_ref: str) -> list[dict[str, Any]]:
+    def corrections(self, applicant_ref: str) -> builtins.list[dict[str, Any]]:
         with self._ctx.transaction() as s:
             return [{"field": c.field, "request_id": c.request_id,
                      "corrected_at": as_utc(c.corrected_at).isoformat()}

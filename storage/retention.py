@@ -26,7 +26,7 @@ from sqlalchemy import Connection, delete, func, select
 
 from policies.retention import RetentionPolicy
 from storage import models as m
-from storage.audit import AuditLog
+from storage.audit import AuditLog, PendingEvent
 from storage.bindings import records_purged
 from storage.context import StoreContext, as_utc, in_parts
 
@@ -77,7 +77,7 @@ class RetentionRepository:
         now = self._ctx.clock()
         with self._ctx.engine.begin() as conn:
             plan = _plan(conn, policy, now)
-            unbound: list[tuple[str, None, dict[str, Any]]] = []
+            unbound: list[PendingEvent] = []
             for cls in PURGED_CLASSES:
                 for model, ids in plan.rows.get(cls, {}).items():
                     key = model.__table__.primary_key.columns.values()[0]
@@ -148,11 +148,11 @@ def _plan(conn: Connection, policy: RetentionPolicy, now: datetime) -> Retention
         if r.applicant_ref not in held])
 
     # A decision goes when it is past its ceiling and none of its evidence stays.
-    going = defaultdict(int)
+    going: defaultdict[str, int] = defaultdict(int)
     for _, applicant_id in steps:
         going[applicant_id] += 1
-    kept = dict(conn.execute(select(sr.c.applicant_id, func.count())
-                             .group_by(sr.c.applicant_id)).all())
+    kept: dict[str, int] = {applicant_id: n for applicant_id, n in conn.execute(
+        select(sr.c.applicant_id, func.count()).group_by(sr.c.applicant_id))}
     decided = [r.id for r in conn.execute(
         select(ap.c.id, ap.c.applicant_ref).where(ap.c.decided_at < cut["decisions"]))
         if r.applicant_ref not in held and kept.get(r.id, 0) == going.get(r.id, 0)]

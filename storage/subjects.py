@@ -10,7 +10,7 @@ from sqlalchemy import select, update
 
 from storage import models as m
 from storage.audit import AuditLog
-from storage.context import StoreContext, as_utc
+from storage.context import StoreContext, as_utc, rowcount
 
 
 class SubjectUnavailableError(PermissionError):
@@ -73,10 +73,9 @@ class SubjectRepository:
             return "restricted"
         destroyed = self._ctx.keyring.destroy(applicant_ref, reason=reason)
         with self._ctx.transaction() as s:
-            found = s.execute(update(m.Applicant)
-                              .where(m.Applicant.applicant_ref == applicant_ref)
-                              .values(erased_at=now, id_number_bidx=None, phone_bidx=None)
-                              ).rowcount
+            found = rowcount(s.execute(
+                update(m.Applicant).where(m.Applicant.applicant_ref == applicant_ref)
+                .values(erased_at=now, id_number_bidx=None, phone_bidx=None)))
             s.execute(update(m.ReviewCase).where(m.ReviewCase.applicant_id.in_(
                 select(m.Applicant.id).where(m.Applicant.applicant_ref == applicant_ref)))
                 .where(m.ReviewCase.closed_at.is_(None))
@@ -96,9 +95,9 @@ class SubjectRepository:
         read that is not for a hold's purpose is refused. True if an applicant was held."""
         now = self._ctx.clock()
         with self._ctx.transaction() as s:
-            found = s.execute(update(m.Applicant).where(
+            found = rowcount(s.execute(update(m.Applicant).where(
                 m.Applicant.applicant_ref == applicant_ref, m.Applicant.erased_at.is_(None))
-                .values(restricted_at=now)).rowcount
+                .values(restricted_at=now)))
             self._audit.record("subject.restricted", applicant_ref, {
                 "actor": actor, "reason": reason, "holds": [], "on_request": True},
                 session=s)

@@ -13,9 +13,10 @@ left into signals, under a consent checked at the moment of the call.
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Any, ClassVar, Protocol
 
-from verifiers.base import ConsentPermit, Evidence, StepStatus, Subject
+from verifiers.base import ConsentPermit, Evidence, Signal, StepStatus, Subject
 
 
 class AccountReader(Protocol):
@@ -38,17 +39,18 @@ class AccountAttributesVerifier:
         phone = subject.phone.get_secret_value() if subject.phone is not None else None
         found = await asyncio.to_thread(self._reader.account_signals, subject.applicant_ref,
                                         provider=self.provider, declared_phone=phone)
-        base = {"verifier": self.name, "consent_id": permit.consent_id, "attempts": 1}
+        evidence = partial(Evidence, verifier=self.name, consent_id=permit.consent_id,
+                           attempts=1)
         if found is None:
-            return Evidence(status=StepStatus.INCONCLUSIVE, reason="no_authorized_account",
-                            **base)
-        signals = {k: found[k] for k in ("provider", "control_proven", "linked_applicants",
-                                         "bound_phone_match", "account_age_days") if k in found}
+            return evidence(status=StepStatus.INCONCLUSIVE, reason="no_authorized_account")
+        signals: dict[str, Signal] = {
+            k: found[k] for k in ("provider", "control_proven", "linked_applicants",
+                                  "bound_phone_match", "account_age_days") if k in found}
         if not found["control_proven"]:
-            return Evidence(status=StepStatus.INCONCLUSIVE, reason="control_not_proven",
-                            signals=signals, **base)
+            return evidence(status=StepStatus.INCONCLUSIVE, reason="control_not_proven",
+                            signals=signals)
         reason = "ACCOUNT_LINKED" if found.get("status") == "linked" else "ACCOUNT_LINKED_EARLIER"
-        return Evidence(status=StepStatus.PASSED, reason=reason, signals=signals, **base)
+        return evidence(status=StepStatus.PASSED, reason=reason, signals=signals)
 
 
 class OidcAccountVerifier(AccountAttributesVerifier):

@@ -17,7 +17,7 @@ from typing import ClassVar, Literal
 
 from policies.case_number import case_number_problem
 from policies.name_match import masked_id_matches, match_names
-from verifiers.base import ConsentPermit, Evidence, StepStatus, Subject
+from verifiers.base import ConsentPermit, Evidence, Signal, StepStatus, Subject
 from verifiers.vendor import LicensedAnswer, VendorAnswer, VendorVerifier
 
 
@@ -132,8 +132,9 @@ class CourtListVerifier(VendorVerifier[CourtListAnswer]):
                                         {"name": name, "id_number": number}, permit)
         if answer is None:
             return self.unusable(permit, reply)
-        signals = assess_entries(name, number, answer.entries, current_year=answer.as_of.year)
-        status, reason = STATUS_OF[signals["court_hit"]], REASON_OF[signals["court_hit"]]
+        found = assess_entries(name, number, answer.entries, current_year=answer.as_of.year)
+        status, reason = STATUS_OF[found["court_hit"]], REASON_OF[found["court_hit"]]
+        signals: dict[str, Signal] = dict(found)
         return Evidence(status=status, reason=reason, result_code=answer.result,
                         vendor_request_id=answer.request_id, as_of=answer.as_of,
                         fee_cents=answer.fee_cents, signals=signals,

@@ -75,8 +75,9 @@ class ConsentGate:
         self._notices = notices
         self._clock = clock
         # Only a reader that is also the recorder checking what it read (the journal).
+        reader: object = ledger  # the same object, seen through both protocols
         self._cache = ledger.cached_grants if (
-            isinstance(ledger, CachingConsentReader) and ledger is recorder) else None
+            isinstance(ledger, CachingConsentReader) and reader is recorder) else None
 
     def _cached(self, subject_ref: str) -> list[ConsentGrant] | None:
         return None if self._cache is None else self._cache(subject_ref)
@@ -101,7 +102,7 @@ class ConsentGate:
             decision = None if grants is None else authorize(
                 grants, notices=self._notices, subject_ref=subject_ref, purpose=purpose,
                 scopes=scopes, step=step, now=self._clock())
-            if decision is None or not decision.allowed:
+            if grants is None or decision is None or not decision.allowed:
                 grants = await self._ledger.grants_for(subject_ref)
                 decision = authorize(grants, notices=self._notices, subject_ref=subject_ref,
                                      purpose=purpose, scopes=scopes, step=step,
@@ -127,6 +128,7 @@ class ConsentGate:
                     raise
                 continue
             break
+        assert grants is not None and decision is not None  # each attempt breaks or raises
         broken = sorted(g.consent_id for g in grants if not g.bound)
         if broken:
             # A ledger record the audit chain does not vouch for was ignored: say so apart,

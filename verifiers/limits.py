@@ -27,9 +27,13 @@ import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from policies.vendors import ApiContract, VendorContracts
+
+if TYPE_CHECKING:  # imported at run time only when a Redis store is used
+    from redis.asyncio import Redis
+    from redis.commands.core import AsyncScript
 
 # A call that would wait longer than this for its slot is refused (`rate_wait_exceeded`):
 # with a rate this far behind, the run is better told than left hanging.
@@ -145,10 +149,10 @@ class RedisLimitStore:
     def __init__(self, url: str, *, prefix: str = "idv:limits:") -> None:
         self.url = url
         self.prefix = prefix
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _RedisScripts] = (
             weakref.WeakKeyDictionary())
 
-    def _client(self) -> Any:
+    def _client(self) -> _RedisScripts:
         from redis.asyncio import BlockingConnectionPool, Redis
 
         loop = asyncio.get_running_loop()
@@ -158,29 +162,38 @@ class RedisLimitStore:
             # a millisecond): the calls in flight never open one connection each.
             pool = BlockingConnectionPool.from_url(self.url, max_connections=8, timeout=30,
                                                    socket_timeout=5)
-            client = self._clients[loop] = Redis(connection_pool=pool)
-            client.idv_schedule = client.register_script(_SCHEDULE)
-            client.idv_add = client.register_script(_ADD)
+            redis = Redis(connection_pool=pool)
+            client = self._clients[loop] = _RedisScripts(
+                redis, schedule=redis.register_script(_SCHEDULE),
+                add=redis.register_script(_ADD))
         return client
 
     async def schedule(self, key: str, interval_s: float, max_wait_s: float) -> float | None:
         client = self._client()
-        due = int(await client.idv_schedule(keys=[self.prefix + "rate:" + key],
-                                            args=[int(interval_s * 1e6),
-                                                  int(max_wait_s * 1e6)]))
+        due = int(await client.schedule(keys=[self.prefix + "rate:" + key],
+                                        args=[int(interval_s * 1e6), int(max_wait_s * 1e6)]))
         return None if due < 0 else due / 1e6
 
     async def add(self, key: str, amount: int, cap: int | None, ttl_s: int) -> bool:
         client = self._client()
-        done = await client.idv_add(keys=[self.prefix + key],
-                                    args=[amount, -1 if cap is None else cap, ttl_s])
+        done = await client.add(keys=[self.prefix + key],
+                                args=[amount, -1 if cap is None else cap, ttl_s])
         return bool(int(done))
 
     async def close(self) -> None:
         """Close this event loop's client (a chunk's loop ends with its chunk)."""
         client = self._clients.pop(asyncio.get_running_loop(), None)
         if client is not None:
-            await client.aclose()
+            await client.redis.aclose()
+
+
+@dataclass(frozen=True)
+class _RedisScripts:
+    """One event loop's Redis client and the two scripts registered on it."""
+
+    redis: Redis
+    schedule: AsyncScript  # the rate's next slot
+    add: AsyncScript  # a capped counter's increment, refused past its cap
 
 
 @dataclass(frozen=True)

@@ -89,8 +89,8 @@ PER_CALL_VERIFIERS: tuple[type[Verifier], ...] = (WeChatPhoneVerifier,)
 def vendor_endpoints(vendor: str | None = None) -> frozenset[str]:
     """The vendor paths the steps of `vendor` call (every paid step's without one)."""
     return frozenset(path for cls in VENDOR_VERIFIERS
-                     if vendor is None or cls.vendor == vendor  # type: ignore[attr-defined]
-                     for path in cls.endpoints)  # type: ignore[attr-defined]
+                     if vendor is None or cls.vendor == vendor
+                     for path in cls.endpoints)
 
 
 def vendor_apis() -> dict[str, frozenset[str]]:
@@ -100,12 +100,12 @@ def vendor_apis() -> dict[str, frozenset[str]]:
 
 def vendors() -> tuple[str, ...]:
     """The licensed vendors, in registry order."""
-    return tuple(dict.fromkeys(cls.vendor for cls in VENDOR_VERIFIERS))  # type: ignore[attr-defined]
+    return tuple(dict.fromkeys(cls.vendor for cls in VENDOR_VERIFIERS))
 
 
 def vendor_steps(vendor: str | None = None) -> list[str]:
     """The steps that call `vendor` (every paid step without one)."""
-    return [cls.name for cls in VENDOR_VERIFIERS  # type: ignore[attr-defined]
+    return [cls.name for cls in VENDOR_VERIFIERS
             if vendor is None or cls.vendor == vendor]
 
 
@@ -113,7 +113,7 @@ def vendor_answer(step: str) -> type[VendorAnswer] | None:
     """The answer type of a licensed vendor's step (None for any other step): what the
     drift suite checks that step's answers against."""
     for cls in VENDOR_VERIFIERS:
-        if cls.name == step:  # type: ignore[attr-defined]
+        if cls.name == step:
             return cls.answer
     return None
 

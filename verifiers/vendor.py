@@ -8,7 +8,7 @@ import hashlib
 import typing
 from dataclasses import dataclass, replace
 from datetime import date
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
 import aiohttp
 import orjson
@@ -169,7 +169,8 @@ def _wait(state: RetryCallState) -> float:
 def _first_wait(exc: _Transient) -> float:
     if exc.retry_after is not None:
         return min(exc.retry_after, MAX_RETRY_AFTER_S)
-    return _FIRST_BACKOFF(RetryCallState(None, None, (), {}))
+    # The wait of a first attempt: the strategy reads the attempt number alone.
+    return _FIRST_BACKOFF(RetryCallState(AsyncRetrying(), None, (), {}))
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -324,7 +325,9 @@ class VendorVerifier(Generic[A]):
     declare `name`, `purpose`, `scopes`, `vendor`, their `answer` type, and implement
     `verify` over `_ask`."""
 
-    vendor: str = "vendor"  # the key of its endpoint in the settings
+    name: ClassVar[str]
+    endpoints: ClassVar[tuple[str, ...]]  # the paths it calls: each needs a contract
+    vendor: ClassVar[str] = "vendor"  # the key of its endpoint in the settings
     answer: type[A]  # the vendor's answer, declared once (see `VendorAnswer`)
 
     def __init__(self, client: VendorClient) -> None:
@@ -362,7 +365,7 @@ class VendorVerifier(Generic[A]):
     def _base(self, permit: ConsentPermit, reply: VendorReply) -> dict[str, Any]:
         """The evidence fields every answer shares, whatever it says: the field names of the
         answer (no values) among them, for the data-quality drift suite."""
-        return {"verifier": self.name, "consent_id": permit.consent_id,  # type: ignore[attr-defined]
+        return {"verifier": self.name, "consent_id": permit.consent_id,
                 "attempts": reply.attempts, "idempotency_key": reply.idempotency_key,
                 "answer_shape": answer_shape(reply.body) if reply.body is not None else None}
 

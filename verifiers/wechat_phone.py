@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Annotated, Any, ClassVar, Protocol
 
 import aiohttp
@@ -188,16 +189,16 @@ class WeChatPhoneVerifier:
         answer = await _call(self._session, "POST", self._program.api_url + PHONE_PATH,
                              self._program.timeout_s, params={"access_token": token},
                              body={"code": self._code.get_secret_value()})
-        base = {"verifier": self.name, "consent_id": permit.consent_id, "attempts": 1}
+        evidence = partial(Evidence, verifier=self.name, consent_id=permit.consent_id,
+                           attempts=1)
         if isinstance(answer, WeChatRefusal):
-            return Evidence(status=answer.status, reason=answer.reason,
-                            result_code=None if answer.errcode is None else str(answer.errcode),
-                            **base)
+            return evidence(status=answer.status, reason=answer.reason,
+                            result_code=None if answer.errcode is None else str(answer.errcode))
         phone = PhoneAnswer.parse(answer)
         if phone is None:
-            return Evidence(status=StepStatus.ERROR, reason="vendor_malformed", **base)
+            return evidence(status=StepStatus.ERROR, reason="vendor_malformed")
         bound = phone.phone_info.e164()
         await asyncio.to_thread(self._binder.set_bound_phone, subject.applicant_ref,
                                 self.provider, bound, consent_id=permit.consent_id)
-        return Evidence(status=StepStatus.PASSED, reason="PHONE_BOUND",
-                        signals={"bound_phone": mask_phone(bound)}, **base)
+        return evidence(status=StepStatus.PASSED, reason="PHONE_BOUND",
+                        signals={"bound_phone": mask_phone(bound)})
