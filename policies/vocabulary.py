@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from enum import StrEnum
 from typing import Annotated
 
 from pydantic import AfterValidator, StringConstraints, WithJsonSchema
@@ -105,3 +106,74 @@ StepName = Code
 EvidenceRef = Annotated[str, StringConstraints(pattern=EVIDENCE_PATTERN)]
 NoticeVersion = Annotated[str, StringConstraints(pattern=NOTICE_VERSION_PATTERN)]
 NoticeHash = Annotated[str, StringConstraints(pattern=NOTICE_HASH_PATTERN)]
+
+# A person's user name, as `idv users add` takes it: the one rule of every surface that names
+# a person (an assignee, a queue filter, the users page).
+_USER_RE = re.compile(r"[a-z0-9][a-z0-9_.@-]{1,127}\Z")
+USER_RULE = ("must be 2 to 128 lower-case letters, digits or _.@- starting with a letter or "
+             "digit")
+# Case ids, request ids and the other ids the store makes: a UUID's lower-case text.
+UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+_UUID_RE = re.compile(UUID_PATTERN[1:-1] + r"\Z")
+CASE_ID_RULE = "must be a case id (a UUID as `idv review list` prints)"
+REQUEST_ID_RULE = "must be a request id (a UUID as `idv requests list` prints)"
+# The tags people put on cases.
+_TAG_RE = re.compile(r"[a-z0-9][a-z0-9_:-]{0,31}\Z")
+TAG_RULE = "must be 1-32 lower-case letters, digits or _:- starting with a letter or digit"
+# The reason codes a case carries (the scorecard's, the case policy's): upper-case codes.
+_REASON_RE = re.compile(r"[A-Z][A-Z0-9_]{1,63}\Z")
+REASON_CODE_RULE = "must be an upper-case reason code (2-64 letters, digits or _)"
+
+
+def _matching(pattern: re.Pattern[str], rule: str) -> Callable[[object], str | None]:
+    def check(value: object) -> str | None:
+        return None if isinstance(value, str) and pattern.match(value) else rule
+
+    return check
+
+
+check_user_name = _matching(_USER_RE, USER_RULE)
+check_case_id = _matching(_UUID_RE, CASE_ID_RULE)
+check_request_id = _matching(_UUID_RE, REQUEST_ID_RULE)
+check_tag = _matching(_TAG_RE, TAG_RULE)
+check_reason_code = _matching(_REASON_RE, REASON_CODE_RULE)
+
+UserName = Annotated[str, _validator(check_user_name),
+                     _schema(r"^[a-z0-9][a-z0-9_.@-]{1,127}$", 128)]
+CaseId = Annotated[str, _validator(check_case_id), _schema(UUID_PATTERN, 36)]
+RequestId = Annotated[str, _validator(check_request_id), _schema(UUID_PATTERN, 36)]
+Tag = Annotated[str, _validator(check_tag), _schema(r"^[a-z0-9][a-z0-9_:-]{0,31}$", 32)]
+ReasonCode = Annotated[str, _validator(check_reason_code),
+                       _schema(r"^[A-Z][A-Z0-9_]{1,63}$", 64)]
+
+
+class CaseStatus(StrEnum):
+    """Where a review case stands."""
+
+    OPEN = "open"
+    WAITING = "waiting"  # for the applicant, or snoozed
+    PENDING_CONFIRMATION = "pending_confirmation"  # a proposal waits for a second person
+    CLOSED = "closed"
+
+
+class CaseQueue(StrEnum):
+    ANALYST = "analyst"
+    SUPERVISOR = "supervisor"
+
+
+class DecisionStatus(StrEnum):
+    """A decision on a case: done at once, or (four eyes) pending until a second person
+    confirms or sends it back; voided when the evidence changes first."""
+
+    DONE = "done"
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    SENT_BACK = "sent_back"
+    VOIDED = "voided"
+
+
+class RequestStatus(StrEnum):
+    """A data-subject request."""
+
+    OPEN = "open"
+    ANSWERED = "answered"

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from policies.access import AccessPolicy
+from policies.access import AccessDenied, AccessPolicy, check_free_text
 from policies.cases import (
     CHANNELS,
     DISPOSITIONS,
@@ -31,6 +31,16 @@ from policies.cases import (
 )
 from policies.masking import mask, mask_text
 from policies.scorecard import Scorecard
+from policies.vocabulary import (
+    CaseQueue,
+    CaseStatus,
+    ReasonCode,
+    Tag,
+    UserName,
+    check_case_id,
+    check_tag,
+    check_user_name,
+)
 from services.context import Actor
 from services.errors import (
     Conflict,
@@ -50,7 +60,7 @@ from storage.subjects import SubjectUnavailableError
 from verifiers.court_list import entries_of
 
 MAX_PAGE = 1000
-STATUSES = ("open", "waiting", "pending_confirmation", "closed")
+STATUSES = tuple(CaseStatus)
 Action = Literal["approve", "reject", "request_info", "escalate", "refer", "close"]
 ACTIONS: tuple[str, ...] = ("approve", "reject", "request_info", "escalate", "refer", "close")
 # The permission each decision needs (`policies/access.yaml`).
@@ -65,13 +75,7 @@ COURT_REASONS = ("COURT_CONFIRMED_HIT", "COURT_PROBABLE_HIT")
 REVIEW_PURPOSE = "review"
 # The listed reveal reason a referral's declared values are revealed under.
 REFERRAL_REASON = "fraud_investigation"
-_TAG_RE = re.compile(r"[a-z0-9][a-z0-9_:-]{0,31}\Z")
-TAG_RULE = "must be 1-32 lower-case letters, digits or _:- starting with a letter or digit"
-_UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
-CaseId = Annotated[str, StringConstraints(pattern=_UUID)]
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
-Tag = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_:-]{0,31}$")]
-Who = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,119}$")]
 
 
 class _Model(BaseModel):
@@ -84,10 +88,10 @@ class _Model(BaseModel):
 class QueueQuery(_Model):
     """The queue, narrowed. `older_than_hours`: opened at least that long ago."""
 
-    status: tuple[Literal["open", "waiting", "pending_confirmation", "closed"], ...] = ()
-    queue: Literal["analyst", "supervisor"] | None = None
-    reason: Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]{1,63}$")] | None = None
-    assignee: Who | None = None
+    status: tuple[CaseStatus, ...] = ()
+    queue: CaseQueue | None = None
+    reason: ReasonCode | None = None
+    assignee: UserName | None = None
     product: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")] | None = None
     tag: Tag | None = None
     older_than_hours: int | None = Field(None, ge=0, le=24 * 365)
@@ -268,6 +272,7 @@ class Outcome(_Model):
     queue: str
     decision_id: str | None = None
     pending_confirmation: bool = False
+    assignee: str | None = None
     claimed_by: str | None = None
     lease_until: str | None = None
     note: str | None = None
@@ -284,8 +289,13 @@ class Dossier(_Model):
 
 
 class BulkResult(_Model):
+    """What a bulk operation changed, and each case it left as it was with why (a proposal
+    waiting for a second person, another person's live claim, closed, a queue the assignee
+    does not work)."""
+
     changed: list[str]
     skipped: list[str]
+    why: dict[str, str] = {}
 
 
 # The SLA report's age buckets: (name, opened less than this many hours ago).
@@ -330,16 +340,19 @@ def _iso_date(v: Any) -> str | None:
     return v.isoformat() if v is not None else None
 
 
-def _tag(value: str) -> str:
-    if _TAG_RE.match(value) is None:
-        raise InvalidInput("tag", TAG_RULE)
+def _checked(field: str, check: Callable[[object], str | None], value: str) -> str:
+    rule = check(value)
+    if rule is not None:
+        raise InvalidInput(field, rule)
     return value
+
+
+def _tag(value: str) -> str:
+    return _checked("tag", check_tag, value)
 
 
 def _case_id(value: str) -> str:
-    if re.match(_UUID, value) is None:
-        raise InvalidInput("case_id", "must be a case id (a UUID as `idv review list` prints)")
-    return value
+    return _checked("case_id", check_case_id, value)
 
 
 class CaseService:
@@ -523,7 +536,7 @@ class CaseService:
     def _outcome(self, case_id: str, **kw: Any) -> Outcome:
         c = self._case(case_id)
         live = c.lease_until is not None and c.lease_until >= self._now()
-        return Outcome(case_id=c.case_id, status=c.status, queue=c.queue,
+        return Outcome(case_id=c.case_id, status=c.status, queue=c.queue, assignee=c.assignee,
                        claimed_by=c.claimed_by if live else None,
                        lease_until=_iso(c.lease_until) if live else None, **kw)
 
@@ -538,7 +551,12 @@ class CaseService:
         if not self.store.cases.claim(case.case_id, actor=actor.name,
                                       queues=self._queues(actor), now=now,
                                       until=now + self.policy.lease):
+            own = case.status == "pending_confirmation" and any(
+                d.status == "pending" and d.actor == actor.name
+                for d in self.store.cases.decisions(case.case_id))
             rule = ("the case is closed" if case.closed_at else
+                    "your proposal waits for a second person, who claims it to confirm it"
+                    if own else
                     "assigned to someone else" if case.assignee not in (None, actor.name)
                     else "claimed by someone else")
             raise self._refuse(Conflict("case_id", rule), actor, "claim", case.case_id)
@@ -649,7 +667,9 @@ class CaseService:
 
     def reveal(self, case_id: str, req: RevealRequest | dict[str, Any], *, actor: Actor
                ) -> Revealed:
-        """One unmasked field of the case's applicant: the case checked here, the rest
+        """One unmasked field of the case's applicant, tied to the work: on an open case the
+        caller holds or is assigned, unless their role may reveal on any case
+        (`reveal_any`). The case checked here, the rest
         (permission, reason, restriction, daily limit, record) at the one reveal door,
         `SubjectService.reveal`, with the case as its context."""
         self._permit(actor, "reveal", "reveal", _case_id(case_id))
@@ -659,6 +679,14 @@ class CaseService:
             except ValidationError as exc:
                 raise from_validation(exc) from None
         case = self._case(case_id)
+        if "reveal_any" not in self.access.roles.get(actor.role, frozenset()):
+            now = self._now()
+            holds = (case.claimed_by == actor.name and case.lease_until is not None
+                     and case.lease_until >= now)
+            if case.closed_at is not None or not (holds or case.assignee == actor.name):
+                raise self._refuse(Denied("case_id", "a value is revealed only on an open case "
+                                          "you hold or are assigned"), actor, "reveal",
+                                   case.case_id, permission="reveal_any")
         return self.subjects.reveal(case.applicant_ref, req.field, reason_code=req.reason_code,
                                     reason=req.reason, purpose=REVIEW_PURPOSE, actor=actor,
                                     case_id=case.case_id)
@@ -728,23 +756,50 @@ class CaseService:
         return self._outcome(case.case_id, decision_id=decision_id,
                              pending_confirmation=status == "pending")
 
-    def confirm(self, case_id: str, *, actor: Actor, reason: str = "") -> Outcome:
-        """A second person confirms a pending reject or referral. Nobody confirms their own;
-        a reject resting on a court-list hit is re-queried first (a hit that no longer
-        stands voids the reject and says so)."""
-        self._permit(actor, "confirm", "confirm", _case_id(case_id))
+    def _second_look(self, case_id: str, actor: Actor, action: str,
+                     reason: str | None) -> tuple[CaseRecord, Any]:
+        """The case and its pending proposal, for a second person who holds the case and
+        is not its author, with a reason that follows the policy's rule when given."""
+        self._permit(actor, "confirm", action, _case_id(case_id))
         case = self._case(case_id)
         pending = [d for d in self.store.cases.decisions(case.case_id) if d.status == "pending"]
         if not pending:
             raise self._refuse(Conflict("case_id", "no decision waits for confirmation"),
-                               actor, "confirm", case.case_id)
+                               actor, action, case.case_id)
         decision = pending[-1]
         if decision.actor == actor.name:
             raise self._refuse(Denied("actor", "nobody confirms their own decision"),
-                               actor, "confirm", case.case_id)
-        self._require_claim(case, actor, "confirm")
+                               actor, action, case.case_id)
+        self._require_claim(case, actor, action)
         if decision.action == "refer":
-            self._permit(actor, "refer", "confirm", case.case_id)
+            self._permit(actor, "refer", action, case.case_id)
+        if reason is not None:
+            try:
+                check_free_text(self.access, reason)
+            except AccessDenied as exc:
+                raise self._refuse(InvalidInput(exc.field, exc.rule), actor, action,
+                                   case.case_id) from None
+        return case, decision
+
+    def send_back(self, case_id: str, reason: str, *, actor: Actor) -> Outcome:
+        """A second person refuses a pending reject or referral, saying why (sealed, in the
+        chain as the event): the case returns, open, to its proposer."""
+        case, decision = self._second_look(case_id, actor, "send_back", reason)
+        proposer = Actor(decision.actor, decision.role)
+        values = {"status": CaseStatus.OPEN.value, "queue": self._queues(proposer)[-1],
+                  "assignee": decision.actor, "claimed_by": None, "lease_until": None}
+        if not self.store.cases.send_back(decision.decision_id, actor=actor.name,
+                                          now=self._now(), reason=reason, case_values=values):
+            raise self._refuse(Conflict("case_id", "the evidence changed since the decision "
+                                        "was proposed: it is void"), actor, "send_back",
+                               case.case_id)
+        return self._outcome(case.case_id, decision_id=decision.decision_id)
+
+    def confirm(self, case_id: str, *, actor: Actor, reason: str | None = None) -> Outcome:
+        """A second person confirms a pending reject or referral, with a reason if they give
+        one (sealed). Nobody confirms their own; a reject resting on a court-list hit is
+        re-queried first (a hit that no longer stands voids the reject and says so)."""
+        case, decision = self._second_look(case_id, actor, "confirm", reason)
         detail: dict[str, Any] = {}
         if decision.action == "reject" and any(r in COURT_REASONS for r in case.reasons):
             detail["court_requery"] = self._requery(case, actor)
@@ -759,7 +814,7 @@ class CaseService:
                   "disposition": decision.disposition or "confirmed_risk",
                   "claimed_by": None, "lease_until": None}
         if not self.store.cases.confirm(decision.decision_id, actor=actor.name, now=now,
-                                        case_values=values, detail=detail):
+                                        case_values=values, detail=detail, reason=reason):
             raise self._refuse(Conflict("case_id", "the evidence changed since the decision "
                                         "was proposed: it is void"), actor, "confirm",
                                case.case_id)
@@ -777,6 +832,9 @@ class CaseService:
         self._permit(actor, "case_work", "snooze", _case_id(case_id))
         case = self._case(case_id)
         self._require_claim(case, actor, "snooze")
+        if case.status == "pending_confirmation":
+            raise self._refuse(Conflict("case_id", "a decision waits for confirmation"),
+                               actor, "snooze", case.case_id)
         now = self._now()
         until = until if until.tzinfo else until.replace(tzinfo=UTC)
         if until <= now or until > now + timedelta(days=90):
@@ -790,17 +848,45 @@ class CaseService:
     def escalate(self, case_id: str, reason: str, *, actor: Actor) -> Outcome:
         return self.decide(case_id, {"action": "escalate", "reason": reason}, actor=actor)
 
+    def _assignee_queues(self, assignee: str) -> tuple[str, ...]:
+        """The queues `assignee` may work: an active person whose role works cases.
+        `InvalidInput` naming `assignee` otherwise (a name that is no possible user, nobody
+        of that name, a disabled person, a role that works no case)."""
+        _checked("assignee", check_user_name, assignee)
+        user = self.store.people.get(assignee)
+        if user is None or user.status != "active":
+            raise InvalidInput("assignee", "must be an active user")
+        if "case_work" not in self.access.roles.get(user.role, frozenset()):
+            raise InvalidInput("assignee", "must be a person whose role works cases")
+        return self._queues(Actor(user.name, user.role))
+
     def assign(self, case_id: str, assignee: str | None, *, actor: Actor) -> Outcome:
-        """Assign a case to a person (or to nobody: back to the queue), for `reassign`."""
+        """Assign a case to a person who may work its queue (or to nobody: back to the
+        queue), for `reassign`; never over another person's live claim, never to the person
+        whose proposal waits on it (they could not confirm it, and others could not claim
+        it)."""
         self._permit(actor, "reassign", "assign", _case_id(case_id))
         case = self._case(case_id)
-        if assignee is not None and re.match(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,119}\Z",
-                                             assignee) is None:
-            raise InvalidInput("assignee", "must be a user name")
+        if assignee is not None:
+            try:
+                queues = self._assignee_queues(assignee)
+            except InvalidInput as exc:
+                raise self._refuse(exc, actor, "assign", case.case_id) from None
+            if case.queue not in queues:
+                raise self._refuse(Conflict("assignee", f"does not work the {case.queue} "
+                                            "queue"), actor, "assign", case.case_id)
+            if any(d.status == "pending" and d.actor == assignee
+                   for d in self.store.cases.decisions(case.case_id)):
+                raise self._refuse(Conflict("assignee", "proposed the decision that waits on "
+                                            "the case: a second person confirms it"),
+                                   actor, "assign", case.case_id)
         now = self._now()
-        self.store.cases.change(case.case_id, "case.assigned", {
-            "actor": actor.name, "assignee": assignee}, assignee=assignee, claimed_by=None,
-            lease_until=None, updated_at=now)
+        if not self.store.cases.change(
+                case.case_id, "case.assigned", {"actor": actor.name, "assignee": assignee},
+                not_held_by_another=(actor.name, now), assignee=assignee, claimed_by=None,
+                lease_until=None, updated_at=now):
+            raise self._refuse(Conflict("case_id", "held under another person's live claim"),
+                               actor, "assign", case.case_id)
         return self._outcome(case.case_id)
 
     def tag(self, case_id: str, add: Iterable[str] = (), remove: Iterable[str] = (), *,
@@ -813,18 +899,27 @@ class CaseService:
 
     def bulk_assign(self, case_ids: Iterable[str], assignee: str, *, actor: Actor
                     ) -> BulkResult:
+        """Assign many cases to a person who may work them (needs `bulk`): those waiting for
+        a second person, held by another or in a queue the assignee does not work are
+        skipped, each with why."""
         self._permit(actor, "bulk", "bulk_assign")
         ids = [_case_id(c) for c in case_ids]
-        if re.match(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,119}\Z", assignee) is None:
-            raise InvalidInput("assignee", "must be a user name")
-        changed = self.store.cases.change_many(ids, "case.assigned", {
-            "actor": actor.name, "assignee": assignee, "bulk": True}, assignee=assignee,
-            claimed_by=None, lease_until=None, updated_at=self._now())
-        return BulkResult(changed=changed, skipped=[c for c in ids if c not in changed])
+        try:
+            queues = self._assignee_queues(assignee)
+        except InvalidInput as exc:
+            raise self._refuse(exc, actor, "bulk_assign", None) from None
+        now = self._now()
+        changed, why = self.store.cases.change_many(
+            ids, "case.assigned", {"actor": actor.name, "assignee": assignee, "bulk": True},
+            actor=actor.name, now=now, queues=queues, assignee=assignee, claimed_by=None,
+            lease_until=None, updated_at=now)
+        return BulkResult(changed=changed, skipped=list(why), why=why)
 
     def bulk_close(self, case_ids: Iterable[str], disposition: str, reason: str, *,
                    actor: Actor) -> BulkResult:
-        """Close many cases with one disposition (a supervisor clearing false positives)."""
+        """Close many cases with one disposition (a supervisor clearing false positives):
+        never one whose proposal waits for a second person (four eyes has no side door) or
+        one another person holds; those are skipped, each with why."""
         self._permit(actor, "bulk", "bulk_close")
         ids = [_case_id(c) for c in case_ids]
         if disposition not in DISPOSITIONS:
@@ -833,11 +928,11 @@ class CaseService:
             raise InvalidInput("reason",
                                f"at least {self.access.min_reason_chars} characters are required")
         now = self._now()
-        changed = self.store.cases.change_many(ids, "case.closed", {
-            "actor": actor.name, "disposition": disposition, "bulk": True},
-            status="closed", closed_at=now, resolution="close", disposition=disposition,
-            claimed_by=None, lease_until=None, updated_at=now)
-        return BulkResult(changed=changed, skipped=[c for c in ids if c not in changed])
+        changed, why = self.store.cases.change_many(
+            ids, "case.closed", {"actor": actor.name, "disposition": disposition, "bulk": True},
+            actor=actor.name, now=now, status="closed", closed_at=now, resolution="close",
+            disposition=disposition, claimed_by=None, lease_until=None, updated_at=now)
+        return BulkResult(changed=changed, skipped=list(why), why=why)
 
     def wake(self, *, now: datetime | None = None) -> dict[str, int]:
         """Expired outreach and ended snoozes put their cases back in the queue."""
@@ -900,7 +995,7 @@ class CaseService:
     def answer_outreach(self, outreach_id: str, *, actor: Actor) -> Outcome:
         """The applicant answered (the lender's app says so): the case wakes."""
         self._permit(actor, "answer_outreach", "answer_outreach")
-        if re.match(_UUID, outreach_id) is None:
+        if check_case_id(outreach_id) is not None:
             raise InvalidInput("outreach_id", "must be an outreach id (a UUID as `idv review "
                                               "show` prints)")
         done = self.store.cases.answer_outreach(outreach_id, now=self._now(), actor=actor.name)

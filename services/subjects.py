@@ -124,7 +124,8 @@ class SubjectService:
 
     def reveal(self, applicant_ref: str, field: str, *, reason_code: str, reason: str,
                purpose: str, actor: Actor, case_id: str | None = None) -> Revealed:
-        """The one door to an unmasked value: for a role with `reveal`, with a reason from
+        """The one door to an unmasked value: for a role with `reveal` (and `reveal_any`
+        outside a case: the case door checks that the caller works the case), with a reason from
         the policy's list (`reason_code`) and free text beside it, within the per-user daily
         limit, for a subject neither erased nor restricted (unless `purpose` is their
         hold's, asserted by a role with `hold`). `case_id`: the case it is shown on (the
@@ -133,8 +134,9 @@ class SubjectService:
         require_ref(applicant_ref)
         if field not in REVEAL_FIELDS:
             raise InvalidInput("field", "must be name, id_number or phone")
-        self.access.require(actor, "reveal", operation="subject.reveal",
-                            subject_ref=applicant_ref)
+        # Outside a case the reveal is tied to no work the caller holds: `reveal_any`.
+        self.access.require(actor, "reveal" if case_id else "reveal_any",
+                            operation="subject.reveal", subject_ref=applicant_ref)
         try:
             check_reveal_reason(self.policy, reason_code, reason)
         except AccessDenied as exc:

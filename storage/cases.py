@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import SecretStr
-from sqlalchemy import String, and_, cast, exists, func, or_, select, update
+from sqlalchemy import String, and_, case, cast, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
@@ -68,6 +68,24 @@ def _json_has(column: Any, value: str, dialect: str) -> Any:
 def _free(now: datetime) -> Any:
     """Nobody's live claim is on the case."""
     return or_(C.claimed_by.is_(None), C.lease_until < now)
+
+
+def _not_held_by_another(actor: str, now: datetime) -> Any:
+    """Nobody but `actor` holds a live claim on the case."""
+    return or_(_free(now), C.claimed_by == actor)
+
+
+def _proposed_by(actor: str) -> Any:
+    """A decision `actor` proposed waits on the case for a second person."""
+    return select(m.CaseDecision.id).where(
+        m.CaseDecision.case_id == C.id, m.CaseDecision.status == "pending",
+        m.CaseDecision.actor == actor).exists()
+
+
+# Why a bulk operation left a case as it was (`change_many`).
+SKIP_GONE = "no such case, or closed"
+SKIP_PENDING = "a proposal waits for a second person's confirmation"
+SKIP_HELD = "held under another person's live claim"
 
 
 def _record(c: m.ReviewCase, ref: str) -> CaseRecord:
@@ -157,12 +175,14 @@ class CaseRepository:
     def claim(self, case_id: str, *, actor: str, queues: Sequence[str], now: datetime,
               until: datetime) -> bool:
         """Claim (or renew the claim on) one case: only when nobody else's claim is live, it
-        is not assigned to someone else, it is active and in a queue the caller works."""
+        is not assigned to someone else, it is active and in a queue the caller works, and
+        no proposal of the caller's waits on it (a proposal stays open to every other
+        eligible confirmer)."""
         with self._ctx.transaction() as s:
             won = s.execute(update(C).where(
                 C.id == case_id, C.status.in_(ACTIVE), C.queue.in_(queues),
                 or_(C.assignee.is_(None), C.assignee == actor),
-                or_(_free(now), C.claimed_by == actor))
+                or_(_free(now), C.claimed_by == actor), ~_proposed_by(actor))
                 .values(claimed_by=actor, lease_until=until, updated_at=now)).rowcount
             if won:
                 self._event(s, case_id, "case.claimed", {"actor": actor,
@@ -171,10 +191,14 @@ class CaseRepository:
 
     def next_case(self, *, actor: str, queues: Sequence[str], now: datetime,
                   until: datetime) -> str | None:
-        """Claim the oldest due unassigned, unclaimed, unsnoozed open case of `queues`."""
-        eligible = (C.status == "open", C.queue.in_(queues), C.assignee.is_(None), _free(now),
+        """Claim the oldest due unclaimed, unsnoozed open case of `queues`: one assigned to
+        the caller first, then one assigned to nobody."""
+        eligible = (C.status == "open", C.queue.in_(queues),
+                    or_(C.assignee.is_(None), C.assignee == actor), _free(now),
                     or_(C.snoozed_until.is_(None), C.snoozed_until <= now))
-        pick = select(C.id).where(*eligible).order_by(C.due_at, C.priority.desc(), C.id)
+        mine_first = case((C.assignee == actor, 0), else_=1)
+        pick = select(C.id).where(*eligible).order_by(mine_first, C.due_at, C.priority.desc(),
+                                                      C.id)
         with self._ctx.transaction() as s:
             if s.get_bind().dialect.name == "postgresql":
                 candidates = list(s.scalars(pick.limit(1).with_for_update(skip_locked=True)))
@@ -202,31 +226,59 @@ class CaseRepository:
     # --- changes --------------------------------------------------------------------------
 
     def change(self, case_id: str, kind: str, detail: dict[str, Any], *,
-               expect_claim: tuple[str, datetime] | None = None, **values: Any) -> bool:
+               expect_claim: tuple[str, datetime] | None = None,
+               not_held_by_another: tuple[str, datetime] | None = None,
+               **values: Any) -> bool:
         """Set columns of one case, with its audit event, in one transaction. With
-        `expect_claim` (actor, now), only while that actor's claim is live."""
+        `expect_claim` (actor, now), only while that actor's claim is live; with
+        `not_held_by_another` (actor, now), only while nobody else's is. A change of status
+        never moves a case whose proposal waits for a second person: only the confirmation,
+        the sending back (`confirm`, `send_back`) or new evidence (`touch_evidence`) do."""
         with self._ctx.transaction() as s:
             q = update(C).where(C.id == case_id)
+            if "status" in values:
+                q = q.where(C.status != "pending_confirmation")
             if expect_claim is not None:
                 who, now = expect_claim
                 q = q.where(C.claimed_by == who, C.lease_until >= now)
+            if not_held_by_another is not None:
+                q = q.where(_not_held_by_another(*not_held_by_another))
             done = s.execute(q.values(**values)).rowcount
             if done:
                 self._event(s, case_id, kind, detail)
             return bool(done)
 
-    def change_many(self, case_ids: Iterable[str], kind: str, detail: dict[str, Any],
-                    **values: Any) -> list[str]:
-        """The same change on many active cases (a supervisor's bulk assign or close)."""
+    def change_many(self, case_ids: Iterable[str], kind: str, detail: dict[str, Any], *,
+                    actor: str, now: datetime, queues: Sequence[str] | None = None,
+                    **values: Any) -> tuple[list[str], dict[str, str]]:
+        """The same change on many cases (a supervisor's bulk assign or close), in one
+        transaction: on those that are active, wait for no second person (four eyes has no
+        side door) and are held by nobody else, in `queues` when given. Returns the cases
+        changed and, for each one left as it was, why."""
         ids = list(dict.fromkeys(case_ids))
+        skipped: dict[str, str] = {}
         with self._ctx.transaction() as s:
-            found = list(s.scalars(select(C.id).where(C.id.in_(ids), C.status.in_(ACTIVE))
-                                   .with_for_update()))
+            rows = {c.id: c for c in s.scalars(select(C).where(C.id.in_(ids))
+                                               .with_for_update())}
+            found = []
+            for case_id in ids:
+                c = rows.get(case_id)
+                if c is None or c.status not in ACTIVE:
+                    skipped[case_id] = SKIP_GONE
+                elif c.status == "pending_confirmation":
+                    skipped[case_id] = SKIP_PENDING
+                elif (c.claimed_by not in (None, actor) and c.lease_until is not None
+                      and as_utc(c.lease_until) >= now):
+                    skipped[case_id] = SKIP_HELD
+                elif queues is not None and c.queue not in queues:
+                    skipped[case_id] = f"in the {c.queue} queue, which the assignee does not work"
+                else:
+                    found.append(case_id)
             if found:
                 s.execute(update(C).where(C.id.in_(found)).values(**values))
                 for case_id in found:
                     self._event(s, case_id, kind, detail)
-            return found
+            return found, skipped
 
     def add_tags(self, case_id: str, add: Iterable[str], remove: Iterable[str], *,
                  actor: str, now: datetime) -> tuple[str, ...]:
@@ -354,7 +406,8 @@ class CaseRepository:
         return decision_id
 
     def confirm(self, decision_id: str, *, actor: str, now: datetime,
-                case_values: dict[str, Any], detail: dict[str, Any]) -> bool:
+                case_values: dict[str, Any], detail: dict[str, Any],
+                reason: str | None = None) -> bool:
         """Confirm a pending decision: only while it is pending, its case's evidence is the
         version it saw, the confirmer's claim is live and they are not its author."""
         with self._ctx.transaction() as s:
@@ -368,10 +421,36 @@ class CaseRepository:
             if not done:
                 return False
             d.status, d.confirmed_by, d.confirmed_at = "confirmed", actor, now
+            if reason:
+                d.second_reason_ct = self._seal(s, d.case_id, reason, self.DECISIONS,
+                                                "second_reason", d.id)
             d.detail = {**(d.detail or {}), **detail}
             self._event(s, d.case_id, f"case.{d.action}_confirmed", {
                 "actor": actor, "decision_id": d.id, "proposed_by": d.actor,
                 "evidence_version": d.evidence_version, **detail})
+            return True
+
+    def send_back(self, decision_id: str, *, actor: str, now: datetime, reason: str,
+                  case_values: dict[str, Any]) -> bool:
+        """A second person refuses a pending decision, with a reason (sealed): only while it
+        is pending, its case's evidence is the version it saw, the second person's claim is
+        live and they are not its author. The case goes back as `case_values` say."""
+        with self._ctx.transaction() as s:
+            d = s.get(m.CaseDecision, decision_id, with_for_update=True)
+            if d is None or d.status != "pending" or d.actor == actor:
+                return False
+            done = s.execute(update(C).where(
+                C.id == d.case_id, C.claimed_by == actor, C.lease_until >= now,
+                C.evidence_version == d.evidence_version)
+                .values(updated_at=now, **case_values)).rowcount
+            if not done:
+                return False
+            d.status, d.confirmed_by, d.confirmed_at = "sent_back", actor, now
+            d.second_reason_ct = self._seal(s, d.case_id, reason, self.DECISIONS,
+                                            "second_reason", d.id)
+            self._event(s, d.case_id, f"case.{d.action}_sent_back", {
+                "actor": actor, "decision_id": d.id, "proposed_by": d.actor,
+                "evidence_version": d.evidence_version})
             return True
 
     def decisions(self, case_id: str) -> list[CaseDecisionRecord]:
@@ -395,7 +474,10 @@ class CaseRepository:
             reason=SecretStr(self._open(d.reason_ct, self.DECISIONS, "reason", d.id)),
             evidence_version=d.evidence_version, status=d.status,
             decided_at=as_utc(d.decided_at), confirmed_by=d.confirmed_by,
-            confirmed_at=t(d.confirmed_at), voided_at=t(d.voided_at), detail=dict(d.detail))
+            confirmed_at=t(d.confirmed_at), voided_at=t(d.voided_at), detail=dict(d.detail),
+            second_reason=SecretStr(self._open(d.second_reason_ct, self.DECISIONS,
+                                               "second_reason", d.id))
+            if d.second_reason_ct is not None else None)
 
     def dispositions(self) -> dict[str, str]:
         """Each applicant's latest closed case's disposition (for a backtest's labels)."""

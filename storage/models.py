@@ -221,7 +221,8 @@ class CaseNote(Base):
 
 class CaseDecision(Base):
     """A decision on a case: who, when, why (sealed), the evidence version it saw. An
-    adverse one (reject, refer) waits `pending` for a second person's confirmation and is
+    adverse one (reject, refer) waits `pending` for a second person, who confirms it
+    (`confirmed`) or sends it back (`sent_back`) with a reason of their own (sealed); it is
     `voided` when the evidence changes first."""
 
     __tablename__ = "case_decisions"
@@ -234,10 +235,13 @@ class CaseDecision(Base):
     role: Mapped[str] = mapped_column(String(40))
     reason_ct: Mapped[bytes] = mapped_column(LargeBinary)
     evidence_version: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16))  # done | pending | confirmed | voided
+    # done | pending | confirmed | sent_back | voided
+    status: Mapped[str] = mapped_column(String(16))
     decided_at: Mapped[datetime]
+    # The second person, when they confirmed or sent it back, and why (sealed).
     confirmed_by: Mapped[str | None] = mapped_column(String(120), nullable=True)
     confirmed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    second_reason_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     voided_at: Mapped[datetime | None] = mapped_column(nullable=True)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 

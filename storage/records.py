@@ -193,6 +193,8 @@ class CaseDecisionRecord(_Frozen):
     confirmed_at: datetime | None
     voided_at: datetime | None
     detail: dict[str, Any]
+    # The second person's reason, when they confirmed with one or sent it back.
+    second_reason: SecretStr | None = None
 
 
 class WhitelistRecord(_Frozen):

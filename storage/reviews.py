@@ -161,7 +161,8 @@ def request_answered(session: Session, *, case_id: str, reason: str, request_id:
     if reason not in still:
         case.reasons = [r for r in case.reasons if r != reason]
     case.updated_at = now
-    if not case.reasons:
+    if not case.reasons and case.status != "pending_confirmation":
+        # (A proposal waiting for a second person keeps the case: only they close it.)
         case.status, case.closed_at, case.resolution = "closed", now, "answered"
         case.claimed_by = case.lease_until = case.snoozed_until = None
         if audit is not None:

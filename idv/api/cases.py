@@ -67,6 +67,12 @@ class ReasonBody(BaseModel):
     reason: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
 
 
+class ConfirmBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=2000)] | None = None
+
+
 class SnoozeBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -320,10 +326,22 @@ def decide(case_id: CasePath, body: DecisionRequest, actor: Actor, svc: Svc) -> 
     response_model=Outcome,
     responses=answers(401, 403, 404, 409, 422, 503),
 )
-def confirm(case_id: CasePath, actor: Actor, svc: Svc) -> Any:
-    """Confirm another person's pending reject or referral (403 for one's own); a
-    reject resting on a court-list hit is re-queried first."""
-    return svc.cases.confirm(case_id, actor=actor)
+def confirm(case_id: CasePath, actor: Actor, svc: Svc, body: ConfirmBody | None = None) -> Any:
+    """Confirm another person's pending reject or referral (403 for one's own), with a
+    reason if given (sealed); a reject resting on a court-list hit is re-queried first."""
+    return svc.cases.confirm(case_id, actor=actor, reason=body.reason if body else None)
+
+
+@router.post(
+    "/cases/{case_id:uuid_text}/send-back",
+    openapi_extra=needs("confirm"),
+    response_model=Outcome,
+    responses=answers(*_CASE_WRITE),
+)
+def send_back(case_id: CasePath, body: ReasonBody, actor: Actor, svc: Svc) -> Any:
+    """Refuse another person's pending reject or referral, saying why (sealed): the case
+    returns, open, to its proposer. 403 for one's own, 409 without a claim."""
+    return svc.cases.send_back(case_id, body.reason, actor=actor)
 
 
 @router.post(

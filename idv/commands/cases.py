@@ -147,11 +147,27 @@ def review_decide(
 
 
 @review_app.command("confirm")
-def review_confirm(case_id: CaseArg, as_json: JsonOpt = False) -> None:
+def review_confirm(
+    case_id: CaseArg,
+    reason: Annotated[str | None, typer.Option(help="Why, in words (sealed).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Confirm another person's pending reject or referral (four eyes)."""
     with runtime() as rt:
-        out = rt.services.cases.confirm(case_id, actor=actor())
+        out = rt.services.cases.confirm(case_id, actor=actor(), reason=reason)
     _show_outcome(out, as_json, "confirmed")
+
+
+@review_app.command("send-back")
+def review_send_back(
+    case_id: CaseArg,
+    reason: Annotated[str, typer.Option(help="Why the proposal does not stand (sealed).")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Refuse another person's pending reject or referral: the case returns to them."""
+    with runtime() as rt:
+        out = rt.services.cases.send_back(case_id, reason, actor=actor())
+    _show_outcome(out, as_json, "sent back")
 
 
 @review_app.command("snooze")
@@ -219,6 +235,8 @@ def review_bulk_assign(case_ids: Annotated[list[str], typer.Argument(help="Case 
         emit(out.model_dump())
     else:
         console.print(f"assigned {len(out.changed)}, skipped {len(out.skipped)}")
+        for case_id, why in out.why.items():
+            console.print(f"  skipped {case_id}: {why}")
 
 
 @review_app.command("bulk-close")
@@ -236,6 +254,8 @@ def review_bulk_close(
         emit(out.model_dump())
     else:
         console.print(f"closed {len(out.changed)}, skipped {len(out.skipped)}")
+        for case_id, why in out.why.items():
+            console.print(f"  skipped {case_id}: {why}")
 
 
 @review_app.command("whitelist")

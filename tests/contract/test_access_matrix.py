@@ -91,7 +91,10 @@ OPERATIONS: dict[str, list[Operation]] = {
     # Prefect (the command line's refusal: tests/contract/test_case_matrix.py).
     "schedule": [lambda s, a: s.access.require(a, "schedule", operation="schedule.apply")],
     "export": [lambda s, a: s.consent.receipt("A-1", actor=a)],
-    "reveal": [lambda s, a: s.subjects.reveal(
+    "reveal": [lambda s, a: s.cases.reveal(NO_CASE, {
+        "field": "name", "reason_code": "identity_dispute",
+        "reason": "the applicant disputes it"}, actor=a)],
+    "reveal_any": [lambda s, a: s.subjects.reveal(
         "A-1", "name", reason_code="identity_dispute", reason="the applicant disputes it",
         purpose="review", actor=a)],
     "erase": [lambda s, a: s.subjects.erase("A-1", reason="erasure request of the person",

@@ -62,6 +62,7 @@ class World:
     people: dict[str, tuple[str, str]]  # role -> (name, token)
     disabled_token: str
     root: Path
+    second_supervisor: str = ""
 
     def now(self) -> datetime:
         return self.rt.store.clock()
@@ -83,11 +84,12 @@ def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         people = {role: (f"{role.replace('_', '-')}-person", person_token(rt, role))
                   for role in ROLES}
         gone = person_token(rt, "supervisor", name="gone-person")
+        second = person_token(rt, "supervisor", name="second-supervisor")
         rt.services.people.disable("gone-person", actor=Actor("admin", "operator"))
         server = LoopbackServer(create_app(rt))
         env = {"IDV_HOME": str(root / "home"), **db.env(), "IDV_KEY_FILE": str(key)}
         client = httpx.Client(base_url=server.url, timeout=30)
-        yield World(rt, client, env, people, gone, root)
+        yield World(rt, client, env, people, gone, root, second)
         client.close()
         server.stop()
         rt.close()
@@ -118,6 +120,18 @@ def held_by(w: World, case_id: str, name: str) -> None:
                                   now=now, until=now + timedelta(minutes=30))
 
 
+def forced_hold(w: World, case_id: str, name: str) -> None:
+    """A live claim written straight into the table, past the service's and the store's
+    rules: the state an attacker would need, to show the operation still refuses."""
+    from sqlalchemy import update
+
+    from storage.models import ReviewCase
+
+    with w.rt.store.engine.begin() as conn:
+        conn.execute(update(ReviewCase).where(ReviewCase.id == case_id).values(
+            claimed_by=name, lease_until=w.now() + timedelta(minutes=30)))
+
+
 def proposed(w: World, case_id: str, action: str, by: str) -> None:
     """A pending four-eyes decision on the case, proposed by `by`."""
     held_by(w, case_id, by)
@@ -134,17 +148,21 @@ PROPOSALS = ("own_proposal", "their_proposal")
 
 @dataclass(frozen=True)
 class Ownership:
-    """A rule of the service about who holds the case: `ok(column)`, else the refusal."""
+    """A rule of the service about who holds the case: `ok(column)`, else the refusal; a
+    role holding `unless` passes it whatever the column."""
 
     ok: Callable[[str], bool]
     status: int
     field: str
+    unless: str | None = None
 
 
 ANY = Ownership(lambda c: True, 200, "")
 CLAIMED_BY_CALLER = Ownership(lambda c: c == "mine", 409, "case_id")
 NOT_THEIRS = Ownership(lambda c: c != "theirs", 409, "case_id")
 ANOTHERS_PROPOSAL = Ownership(lambda c: c == "their_proposal", 403, "actor")
+# A reveal is tied to the work: on a case the caller holds, unless their role reveals on any.
+TIED_TO_WORK = Ownership(lambda c: c == "mine", 403, "case_id", unless="reveal_any")
 
 
 @dataclass(frozen=True)
@@ -169,7 +187,8 @@ class Op:
             if isinstance(check, str):
                 if check not in POLICY.roles[role]:
                     return 403, "role", f"lacks the {check!r} permission"
-            elif not check.ok(column):
+            elif not check.ok(column) and (check.unless is None
+                                           or check.unless not in POLICY.roles[role]):
                 return check.status, check.field, ""
         return None
 
@@ -187,7 +206,10 @@ def confirm_setup(kind: str) -> Callable[[World, str, str], Ctx]:
     def setup(w: World, column: str, caller: str) -> Ctx:
         ref, case_id = flagged(w)
         proposed(w, case_id, kind, caller if column == "own_proposal" else OTHER)
-        held_by(w, case_id, caller)  # the confirmer holds the case, as confirm requires
+        if column == "own_proposal":
+            forced_hold(w, case_id, caller)  # a proposer cannot claim it: as if she had
+        else:
+            held_by(w, case_id, caller)  # the confirmer holds the case, as confirm requires
         return {"ref": ref, "case_id": case_id}
     return setup
 
@@ -285,7 +307,7 @@ OPS: list[Op] = [
        lambda c: ["review", "note", c["case_id"], "called back, no answer"],
        lambda s, c, a: s.note(c["case_id"], "called back, no answer", actor=a),
        action="note"),
-    Op("reveal", ("reveal", ANY), COLUMNS, case_setup,
+    Op("reveal", ("reveal", TIED_TO_WORK), COLUMNS, case_setup,
        lambda c: ("POST", f"/cases/{c['case_id']}/reveal", {
            "field": "phone", "reason_code": "applicant_contact", "reason": REASON}),
        lambda c: ["review", "reveal", c["case_id"], "--field", "phone", "--reason-code",
@@ -301,6 +323,12 @@ OPS: list[Op] = [
          lambda c: ["review", "confirm", c["case_id"]],
          lambda s, c, a: s.confirm(c["case_id"], actor=a), action="confirm")
       for kind in ("reject", "refer")],
+    *[Op(f"send-back-{kind}", ("confirm", ANOTHERS_PROPOSAL)
+         + (("refer",) if kind == "refer" else ()), PROPOSALS, confirm_setup(kind),
+         lambda c: ("POST", f"/cases/{c['case_id']}/send-back", {"reason": REASON}),
+         lambda c: ["review", "send-back", c["case_id"], "--reason", REASON],
+         lambda s, c, a: s.send_back(c["case_id"], REASON, actor=a), action="send_back")
+      for kind in ("reject", "refer")],
     Op("snooze", ("case_work", CLAIMED_BY_CALLER), COLUMNS, case_setup,
        lambda c: ("POST", f"/cases/{c['case_id']}/snooze", {"until": _until()}),
        lambda c: ["review", "snooze", c["case_id"], "--until", _until()],
@@ -310,7 +338,7 @@ OPS: list[Op] = [
        lambda c: ("POST", f"/cases/{c['case_id']}/escalate", {"reason": REASON}),
        lambda c: ["review", "escalate", c["case_id"], "--reason", REASON],
        lambda s, c, a: s.escalate(c["case_id"], REASON, actor=a), action="escalate"),
-    Op("assign", ("reassign", ANY), COLUMNS, case_setup,
+    Op("assign", ("reassign", NOT_THEIRS), COLUMNS, case_setup,
        lambda c: ("POST", f"/cases/{c['case_id']}/assign", {"assignee": "analyst-person"}),
        lambda c: ["review", "assign", c["case_id"], "--to", "analyst-person"],
        lambda s, c, a: s.assign(c["case_id"], "analyst-person", actor=a), action="assign"),
@@ -648,3 +676,83 @@ def test_a_role_with_the_schedule_permission_gets_past_the_check(world, monkeypa
         assert done.value.code == 2
         assert json.loads(err.strip())["field"] == "PREFECT_API_URL"
 
+
+
+# --- four eyes: no door but a second person's confirmation ends a proposal -----------------
+
+# Operations that end a proposal by design: the second person's confirmation or sending back.
+SECOND_LOOK = {"confirm-reject", "confirm-refer", "send-back-reject", "send-back-refer"}
+# Operations that cannot run on a case holding a proposal, and why (checked elsewhere).
+NOT_ON_A_PROPOSAL = {
+    "dossier": "a dossier needs a confirmed referral: the proposal must be confirmed first",
+    "answer-outreach": "an answered outreach raises the evidence version, which voids a "
+                       "proposal by design (tests/integration/test_cases.py)",
+}
+READ_ONLY_COMMANDS = {"list", "show", "sla", "labels", "wake"}
+
+
+def _template(path: str) -> str:
+    return path.replace(":uuid_text", "")
+
+
+def test_every_route_and_command_that_changes_a_case_is_in_the_matrix(world):
+    """The matrix enumerates the doors, as the gate's contract test enumerates the paid calls:
+    a route or a `review` command added without a row here fails this test."""
+    from fastapi.routing import APIRoute
+
+    from idv.shell import review_app
+
+    placeholders = {"case_id": "{case_id}", "ref": "{ref}", "entry_id": "{entry_id}",
+                    "outreach_id": "{outreach_id}", "out": "out"}
+    listed = {(m, p) for op in OPS if op.api(placeholders)[0] for m, p in [op.api(
+        placeholders)[:2]]}
+    app = create_app(world.rt)
+    routes: list[Any] = []
+    stack = list(app.routes)
+    while stack:
+        r = stack.pop()
+        inner = getattr(r, "original_router", None)
+        stack.extend(inner.routes if inner is not None else [])
+        if isinstance(r, APIRoute):
+            routes.append(r)
+    changing = {(m, _template(r.path)) for r in routes for m in r.methods
+                if m in ("POST", "DELETE")
+                and r.path.startswith(("/cases", "/outreach", "/whitelist"))}
+    assert changing <= listed, sorted(changing - listed)
+    commands = {c.name for c in review_app.registered_commands}
+    in_matrix = {op.cli(placeholders)[1] for op in OPS if op.cli is not None}
+    assert commands - in_matrix <= READ_ONLY_COMMANDS, sorted(commands - in_matrix)
+
+
+@pytest.mark.parametrize("surface", ["api", "cli"])
+@pytest.mark.parametrize("who", ["proposer", "another"])
+@pytest.mark.parametrize("op_name", [op.name for op in OPS if op.name not in SECOND_LOOK
+                                     and op.name not in NOT_ON_A_PROPOSAL])
+def test_no_door_ends_a_proposal_but_a_second_persons_look(world, surface, who, op_name,
+                                                            monkeypatch, capsys):
+    """A reject proposed by a supervisor: every other operation, by the proposer or by
+    another supervisor, each holding the case (as an attacker with the database could
+    arrange), leaves it waiting for a second person, its proposal pending."""
+    op = BY_NAME[op_name]
+    proposer, proposer_token = world.people["supervisor"]
+    caller, token = (proposer, proposer_token) if who == "proposer" else (
+        "second-supervisor", world.second_supervisor)
+    ref, case_id = flagged(world)
+    proposed(world, case_id, "reject", proposer)
+    forced_hold(world, case_id, caller)
+    entry = world.rt.store.cases.whitelist(ref, COURT_CASE, actor=OTHER, reason=REASON)
+    c = {"ref": ref, "case_id": case_id, "entry_id": entry,
+         "out": str(world.root / f"{uuid.uuid4().hex}.out")}
+    if surface == "api" and op.api(c)[0]:
+        method, path, body = op.api(c)
+        world.api.request(method, path, json=body, headers={"Authorization": f"Bearer {token}"})
+    elif surface == "cli" and op.cli is not None:
+        for key, value in {**world.env, "IDV_TOKEN": token}.items():
+            monkeypatch.setenv(key, value)
+        with pytest.raises(SystemExit):
+            main([*op.cli(c), "--json"])
+        capsys.readouterr()
+    case = world.rt.store.cases.get(case_id)
+    assert case.status == "pending_confirmation" and case.closed_at is None, op_name
+    assert [d.status for d in world.rt.store.cases.decisions(case_id)] == ["pending"], op_name
+    assert ref not in world.rt.services.cases.labels()

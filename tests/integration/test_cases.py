@@ -137,7 +137,11 @@ def test_a_supervisor_cannot_confirm_their_own_reject(runtime):
     case_id = flagged(runtime, "R-2")
     svc.claim(case_id, actor=SUPER)
     svc.decide(case_id, {"action": "reject", "reason": "identity mismatch"}, actor=SUPER)
-    svc.claim(case_id, actor=SUPER)
+    with pytest.raises(Conflict):  # the proposer cannot take her proposal back to herself
+        svc.claim(case_id, actor=SUPER)
+    now = runtime.store.clock()  # and holding it anyway changes nothing
+    runtime.store.cases.claim(case_id, actor=SUPER.name, queues=("supervisor",), now=now,
+                              until=now + timedelta(minutes=5))
     with pytest.raises(Denied) as own:
         svc.confirm(case_id, actor=SUPER)
     assert own.value.field == "actor"
@@ -210,6 +214,8 @@ def test_bulk_operations_need_the_bulk_permission(runtime):
     ids = [flagged(runtime, f"B-{i}") for i in range(3)]
     with pytest.raises(Denied):
         svc.bulk_close(ids, "false_positive", "duplicate alerts", actor=ANALYST)
+    runtime.services.people.add("bob", "analyst", SecretStr("a long enough passphrase"),
+                                actor=Actor("admin", "operator"))
     assert sorted(svc.bulk_assign(ids[:2], "bob", actor=SUPER).changed) == sorted(ids[:2])
     assert svc.queue({"assignee": "bob"}, actor=ANALYST).total == 2
     done = svc.bulk_close(ids, "false_positive", "duplicate alerts", actor=SUPER)
