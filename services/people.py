@@ -15,7 +15,6 @@ import base64
 import hashlib
 import hmac
 import json
-import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,6 +25,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from policies.access import AccessPolicy, lockout_until
+from policies.vocabulary import check_user_name
 from services.access import AccessControl
 from services.context import Actor
 from services.errors import Conflict, Denied, InvalidInput, NotFound
@@ -37,7 +37,7 @@ from storage.store import Store
 
 # A user's name: lower-case letters, digits and `_ . @ -`, so that an e-mail address or a
 # directory login may serve, and a name reads the same in every audit event.
-USER_NAME = re.compile(r"[a-z0-9][a-z0-9_.@-]{1,127}")
+
 # Every secret we issue: a prefix that says what it is (secret scanners key on it) and 32
 # random bytes, base64url.
 TOKEN_PREFIX = "idv_"  # noqa: S105 - a prefix, not a secret
@@ -115,9 +115,9 @@ class PeopleService:
     # --- checks -----------------------------------------------------------------------------
 
     def _name(self, name: str) -> str:
-        if not USER_NAME.fullmatch(name):
-            raise InvalidInput("name", "must be 2 to 128 lower-case letters, digits or _.@- "
-                               "starting with a letter or digit")
+        rule = check_user_name(name)
+        if rule is not None:
+            raise InvalidInput("name", rule)
         return name
 
     def _role(self, role: str) -> str:
@@ -222,7 +222,7 @@ class PeopleService:
         if self._dummy is None:
             self._dummy = self.hasher.hash(secrets.token_urlsafe(16))
         dummy = self._dummy
-        user = self.store.people.get(name) if USER_NAME.fullmatch(name) else None
+        user = self.store.people.get(name) if check_user_name(name) is None else None
         now = self.store.clock()
         if user is None or user.password_hash is None:
             self._verify(dummy, value)
@@ -260,7 +260,7 @@ class PeopleService:
     def user_for_sign_in(self, name: str, *, channel: str) -> UserRecord:
         """The user an external identity (OpenID Connect) names, if they may sign in;
         `SignInRefused` (audited) for nobody of that name or a disabled user."""
-        user = self.store.people.get(name) if USER_NAME.fullmatch(name) else None
+        user = self.store.people.get(name) if check_user_name(name) is None else None
         if user is None or user.status != "active":
             self.store.people.sign_in_failed(name if user else "-", locked_until=None,
                                              why="unknown_user" if user is None

@@ -15,7 +15,16 @@ from starlette.convertors import Convertor, register_url_convertor
 from idv.api.auth import Actor
 from idv.api.params import Svc, needs
 from idv.openapi import WhitelistEntry, answers
-from policies.vocabulary import ApplicantRef
+from policies.vocabulary import (
+    UUID_PATTERN,
+    ApplicantRef,
+    CaseId,
+    CaseQueue,
+    CaseStatus,
+    ReasonCode,
+    Tag,
+    UserName,
+)
 from services.cases import (
     BulkResult,
     CaseView,
@@ -50,7 +59,7 @@ class UuidText(Convertor[str]):
 
 
 register_url_convertor("uuid_text", UuidText())
-CasePath = Annotated[str, PathParam(description="The case id", pattern=f"^{_UUID_TEXT}$")]
+CasePath = Annotated[str, PathParam(description="The case id", pattern=UUID_PATTERN)]
 _CASE_READ = (401, 403, 404, 422)
 _CASE_WRITE = (400, 401, 403, 404, 409, 422)
 
@@ -82,43 +91,27 @@ class SnoozeBody(BaseModel):
 class AssignBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    assignee: (
-        Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,119}$")] | None
-    ) = None
+    assignee: UserName | None = None
 
 
 class TagBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    add: list[Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_:-]{0,31}$")]] = []
-    remove: list[Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_:-]{0,31}$")]] = []
+    add: list[Tag] = []
+    remove: list[Tag] = []
 
 
 class BulkAssignBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    case_ids: list[
-        Annotated[
-            str,
-            StringConstraints(
-                pattern=(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-            ),
-        ]
-    ] = Field(min_length=1, max_length=1000)
-    assignee: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,119}$")]
+    case_ids: list[CaseId] = Field(min_length=1, max_length=1000)
+    assignee: UserName
 
 
 class BulkCloseBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    case_ids: list[
-        Annotated[
-            str,
-            StringConstraints(
-                pattern=(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-            ),
-        ]
-    ] = Field(min_length=1, max_length=1000)
+    case_ids: list[CaseId] = Field(min_length=1, max_length=1000)
     disposition: Literal["false_positive", "valuable_alert", "confirmed_risk"]
     reason: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
 
@@ -146,14 +139,7 @@ class DossierBody(BaseModel):
 
 
 OutreachPath = Annotated[
-    str,
-    PathParam(
-        description="The outreach id (the case's outreach)",
-        pattern=(
-            r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-"
-            r"[0-9a-f]{4}-[0-9a-f]{12}$"
-        ),
-    ),
+    str, PathParam(description="The outreach id (the case's outreach)", pattern=UUID_PATTERN)
 ]
 
 
@@ -166,14 +152,12 @@ OutreachPath = Annotated[
 def queue(
     actor: Actor,
     svc: Svc,
-    status: Annotated[
-        list[Literal["open", "waiting", "pending_confirmation", "closed"]] | None, Query()
-    ] = None,
-    queue: Literal["analyst", "supervisor"] | None = None,
-    reason: Annotated[str | None, Query(pattern=r"^[A-Z][A-Z0-9_]{1,63}$")] = None,
-    assignee: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,119}$")] = None,
+    status: Annotated[list[CaseStatus] | None, Query()] = None,
+    queue: CaseQueue | None = None,
+    reason: Annotated[ReasonCode | None, Query()] = None,
+    assignee: Annotated[UserName | None, Query()] = None,
     product: Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")] = None,
-    tag: Annotated[str | None, Query(pattern=r"^[a-z0-9][a-z0-9_:-]{0,31}$")] = None,
+    tag: Annotated[Tag | None, Query()] = None,
     older_than_hours: Annotated[int | None, Query(ge=0, le=8760)] = None,
     due_within_hours: Annotated[int | None, Query(ge=0, le=8760)] = None,
     mine: bool = False,
@@ -324,7 +308,7 @@ def decide(case_id: CasePath, body: DecisionRequest, actor: Actor, svc: Svc) -> 
     "/cases/{case_id:uuid_text}/confirm",
     openapi_extra=needs("confirm"),
     response_model=Outcome,
-    responses=answers(401, 403, 404, 409, 422, 503),
+    responses=answers(*_CASE_WRITE, 503),
 )
 def confirm(case_id: CasePath, actor: Actor, svc: Svc, body: ConfirmBody | None = None) -> Any:
     """Confirm another person's pending reject or referral (403 for one's own), with a
@@ -436,9 +420,7 @@ def whitelist(body: WhitelistBody, actor: Actor, svc: Svc) -> Any:
     responses=answers(401, 403, 404, 422),
 )
 def unwhitelist(
-    entry_id: Annotated[
-        str, PathParam(pattern=(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"))
-    ],
+    entry_id: Annotated[str, PathParam(pattern=UUID_PATTERN)],
     actor: Actor,
     svc: Svc,
 ) -> Any:

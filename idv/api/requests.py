@@ -4,7 +4,7 @@ answered (a correction re-verified, a disputed court-list hit re-queried through
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
@@ -12,6 +12,7 @@ from flows.subject_requests import recheck
 from idv.api.auth import Actor
 from idv.api.params import GUARDED, READS_BODY, RequestIdPath, Rt, Svc, needs
 from idv.openapi import SubjectRequestAnswer, SubjectRequestList, answers
+from policies.vocabulary import RequestStatus
 from services.requests import AnswerRequest, OpenRequest
 
 router = APIRouter()
@@ -39,7 +40,7 @@ def open_request(req: OpenRequest, actor: Actor, svc: Svc) -> Any:
 def list_requests(
     actor: Actor,
     svc: Svc,
-    status: Annotated[Literal["open", "answered"] | None, Query()] = None,
+    status: Annotated[RequestStatus | None, Query()] = None,
     overdue: Annotated[bool, Query()] = False,
 ) -> Any:
     """Requests by deadline; each says whether it is overdue or was answered in time."""
