@@ -11,15 +11,19 @@ Every form carries `csrf`, a keyed MAC over the browser's random seed cookie and
 session (`PeopleService.form_token`); a POST without it, or with another, is refused with
 403 (`require_form_token`).
 
-Pages of other parts of the workbench take `current_actor` as a dependency:
+A page takes what it needs as dependencies, never from a closure: `CurrentActor`, the
+signed-in person; `Svc`, every service over the app's runtime; `Rt`, the runtime itself
+(its settings and access policy), both read from `request.app.state.runtime` (the names the
+API's routes use, `idv.api.params`). It names the permission its service checks with
+`needs`, as the API's routes do:
 
-    @router.get("/web/cases")
-    def cases(request: Request, actor: Annotated[Actor, Depends(current_actor)]): ...
+    @router.get("/web/cases", openapi_extra=needs("read_masked"))
+    def cases(request: Request, actor: CurrentActor, services: Svc): ...
 
-It answers the signed-in person as a `services.context.Actor` (name, role) for the
-services' permission checks; nobody signed in (or a session that no longer stands: signed
-out, idle, expired, the user disabled or their role changed) is sent to the sign-in page
-(303, or `HX-Redirect` for an HTMX request).
+`current_actor` answers the signed-in person as a `services.context.Actor` (name, role) for
+the services' permission checks; nobody signed in (or a session that no longer stands:
+signed out, idle, expired, the user disabled or their role changed) is sent to the sign-in
+page (303, or `HX-Redirect` for an HTMX request).
 """
 
 from __future__ import annotations
@@ -30,8 +34,10 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.responses import Response
 
+from flows.runtime import Runtime
 from services.context import Actor
-from services.people import SignedIn, SignInRefused
+from services.people import IssuedToken, SignedIn, SignInRefused
+from services.wiring import Services
 
 SEED_COOKIE = "idv_csrf"
 SIGN_IN_PATH = "/web/sign-in"
@@ -49,12 +55,31 @@ class FormRefused(Exception):
     """A form posted without its anti-forgery token (or with another one): 403."""
 
 
-def _runtime(request: Request) -> Any:
-    return request.app.state.runtime
+def runtime_of(request: Request) -> Runtime:
+    """The runtime the app serves (`app.state.runtime`, set by `create_app` or
+    `mount_pages`)."""
+    found: Runtime = request.app.state.runtime
+    return found
+
+
+def services_of(request: Request) -> Services:
+    """Every service over the app's runtime: what a page calls, as the signed-in person."""
+    return runtime_of(request).services
+
+
+Rt = Annotated[Runtime, Depends(runtime_of)]
+Svc = Annotated[Services, Depends(services_of)]
+
+
+def needs(permission: str) -> dict[str, Any]:
+    """A page's `openapi_extra`: the permission its service checks (several: `a | b`, one
+    per kind of request), or `authenticated` (anyone signed in) or `public` (anyone). The
+    page never checks it itself; it is named beside the route for a reader and the tests."""
+    return {"x-permission": permission}
 
 
 def secure_cookies(request: Request) -> bool:
-    return bool(_runtime(request).settings.web_cookie_secure)
+    return bool(runtime_of(request).settings.web_cookie_secure)
 
 
 def session_cookie(request: Request) -> str:
@@ -75,7 +100,7 @@ def signed_in(request: Request) -> SignedIn:
     if not token:
         raise SignInRequired()
     try:
-        found = _runtime(request).services.people.resolve(token, kinds=("web",))
+        found = runtime_of(request).services.people.resolve(token, kinds=("web",))
     except SignInRefused as exc:
         raise SignInRequired(exc.rule) from None
     request.state.signed_in = found
@@ -101,7 +126,7 @@ def seed(request: Request) -> str:
 
 def form_token(request: Request, session: str | None = None) -> str:
     """The `csrf` value of the forms on this page."""
-    return _runtime(request).services.people.form_token(
+    return runtime_of(request).services.people.form_token(
         seed(request), session if session is not None else session_token(request))
 
 
@@ -115,7 +140,7 @@ def remember_seed(request: Request, response: Response) -> None:
 async def require_form_token(request: Request) -> None:
     """A dependency of every POST: the `csrf` field (or `X-CSRF-Token` header) must be this
     browser's token for its session; else 403, nothing done."""
-    people = _runtime(request).services.people
+    people = runtime_of(request).services.people
     seed_cookie, session = request.cookies.get(SEED_COOKIE), session_token(request)
     if people.form_token_matches(request.headers.get("x-csrf-token"), seed_cookie, session):
         return
@@ -129,6 +154,20 @@ async def require_form_token(request: Request) -> None:
 def set_session(request: Request, response: Response, token: str, max_age_s: int) -> None:
     response.set_cookie(session_cookie(request), token, httponly=True, samesite="lax",
                         secure=secure_cookies(request), path="/", max_age=max_age_s)
+
+
+def start_session(request: Request, response: Response, issued: IssuedToken) -> None:
+    """Sign the browser in with the session just issued, on `response`: whatever session id
+    it had is revoked, so one planted before sign-in is never honoured after it (no
+    fixation), and it gets a new anti-forgery seed with the new session."""
+    rt = runtime_of(request)
+    old = session_token(request)
+    if old:
+        rt.services.people.sign_out(old)
+    minutes = rt.access_policy.sign_in.session_absolute_minutes
+    set_session(request, response, issued.token.get_secret_value(), minutes * 60)
+    request.state.new_seed = secrets.token_urlsafe(32)
+    remember_seed(request, response)
 
 
 def clear_session(request: Request, response: Response) -> None:

@@ -2,30 +2,36 @@
 cases", "next case" and bulk operations; the case page with its evidence, timeline, notes,
 reveal, claims and decision forms; the SLA view.
 
-Each route parses its form or query with pydantic, calls `services.cases` as the signed-in
-person and renders a template. The service checks every permission and audits every
-refusal; a page only hides the buttons a role may not use. A refusal renders the rule it
-broke (`field: rule`, never a value) with the service's status (403, 404, 409, 422, 503); a
-form that does not validate names the field and the rule (422). Personal values appear
-masked, except the one field a reveal answers, in that answer only (an HTMX fragment).
+Each route is a function of the module's `router`: it parses its form or query with
+pydantic, calls `services.cases` (from the `Svc` dependency) as the signed-in person and
+renders a template. The service checks every permission and audits every refusal;
+`openapi_extra=needs(...)` names the permission it checks for the route, and a page only
+hides the buttons a role may not use. A refusal renders the rule it broke (`field: rule`,
+never a value) with the service's status (403, 404, 409, 422, 503); a form that does not
+validate names the field and the rule (422). Personal values appear masked, except the one
+field a reveal answers, in that answer only (an HTMX fragment).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, ParamSpec, TypeVar
 from urllib.parse import urlencode
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from idv.web.auth import CurrentActor, require_form_token
+from flows.runtime import Runtime
+from idv.web.auth import CurrentActor, Rt, Svc, needs, require_form_token
+from idv.web.render import HEADERS, render
+from services.cases import CaseService
 from services.context import Actor
 from services.errors import InvalidInput, ServiceError, from_validation
 
+router = APIRouter(include_in_schema=False)
 CheckedForm = Depends(require_form_token)
 # What each kind of refusal is answered with (as the JSON API answers it).
 STATUS = {"invalid": 422, "not_found": 404, "denied": 403, "conflict": 409, "unavailable": 503}
@@ -130,7 +136,12 @@ QUEUE_FIELDS = ("status", "queue", "reason", "assignee", "product", "tag", "olde
                 "mine", "unassigned", "view", "offset")
 
 
-async def _parsed(request: Request, model: type[_Form], lists: tuple[str, ...] = ()) -> Any:
+F = TypeVar("F", bound=_Form)
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+async def parsed(request: Request, model: type[F], lists: tuple[str, ...] = ()) -> F:
     """The posted form as `model`; empty fields are absent. A form that does not validate
     raises the service's `InvalidInput` naming the field and the rule."""
     form = await request.form()
@@ -152,180 +163,297 @@ async def _parsed(request: Request, model: type[_Form], lists: tuple[str, ...] =
         raise from_validation(exc) from None
 
 
-def case_pages(app: FastAPI, runtime: Any, render: Callable[..., HTMLResponse],
-               headers: dict[str, str]) -> None:
-    """Add the workbench's pages to the app."""
+# --- how a page answers -----------------------------------------------------------------
 
-    def cases() -> Any:
-        return runtime.services.cases
 
-    def can(actor: Actor) -> frozenset[str]:
-        return frozenset(runtime.access_policy.roles.get(actor.role, ()))
+async def call(fn: Callable[P, T], *args: P.args, **kw: P.kwargs) -> T:
+    """A service call off the event loop (the services wait on the store), its typed
+    result."""
+    return await run_in_threadpool(fn, *args, **kw)
 
-    def labels() -> dict[str, Any]:
-        return cases().reason_labels()
 
-    def fragment(request: Request) -> bool:
-        return bool(request.headers.get("hx-request")) and not request.headers.get("hx-boosted")
+def can(runtime: Runtime, actor: Actor) -> frozenset[str]:
+    """The permissions the actor's role holds: which buttons a page draws (the service still
+    checks each one)."""
+    return frozenset(runtime.access_policy.roles.get(actor.role, ()))
 
-    def refused(request: Request, exc: ServiceError, back: str = "/web/cases") -> HTMLResponse:
-        status = STATUS.get(exc.kind, 422)
-        name = "_refused.html" if fragment(request) else "refused.html"
-        return render(request, name, status, code=status, kind=exc.kind, field=exc.field,
-                      rule=exc.rule, back=back)
 
-    def done(where: str, what: str) -> RedirectResponse:
-        return RedirectResponse(f"{where}?done={what}", status_code=303, headers=headers)
+def fragment(request: Request) -> bool:
+    """Whether HTMX asked for a piece of the page (not a boosted whole page)."""
+    return bool(request.headers.get("hx-request")) and not request.headers.get("hx-boosted")
 
-    async def call(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
-        return await run_in_threadpool(fn, *args, **kw)
 
-    # --- the queue ------------------------------------------------------------------------
+def refused(request: Request, exc: ServiceError, back: str = "/web/cases") -> HTMLResponse:
+    """The rule a request broke (`field: rule`) with its status, a link `back`."""
+    status = STATUS.get(exc.kind, 422)
+    name = "_refused.html" if fragment(request) else "refused.html"
+    return render(request, name, status, code=status, kind=exc.kind, field=exc.field,
+                  rule=exc.rule, back=back)
 
-    @app.get("/web/cases", response_class=HTMLResponse, include_in_schema=False)
-    async def queue(request: Request, actor: CurrentActor) -> HTMLResponse:
-        params = request.query_params
-        query: dict[str, Any] = {}
-        for key in QUEUE_FIELDS:
-            values = [v for v in params.getlist(key) if v.strip()]
-            if values:
-                query[key] = values if key == "status" else values[0]
-        query.setdefault("limit", 50)
-        try:
-            page = await call(cases().queue, query, actor=actor)
-            views = await call(cases().views, actor=actor)
-        except ServiceError as exc:
-            return refused(request, exc, "/web/cases")
-        shown = {k: v for k, v in query.items() if k not in ("limit", "offset")}
-        return render(request, "cases.html", page=page, views=views, can=can(actor),
-                      base=urlencode(shown, doseq=True),
-                      actor=actor, filters=shown, labels=labels(),
-                      reason_codes=sorted(cases().policy.reasons), ages=AGE_CHOICES,
-                      message=DONE.get(params.get("done", "")),
-                      statuses=("open", "waiting", "pending_confirmation", "closed"))
 
-    @app.post("/web/cases/next", include_in_schema=False, dependencies=[CheckedForm])
-    async def next_case(request: Request, actor: CurrentActor) -> Response:
-        try:
-            out = await call(cases().next_case, actor=actor)
-        except ServiceError as exc:
-            return refused(request, exc)
-        if out is None:
-            return done("/web/cases", "none")
-        return done(f"/web/cases/{out.case_id}", "claim")
+def done(where: str, what: str) -> RedirectResponse:
+    """Back to `where`, which names what was done (`DONE[what]`)."""
+    return RedirectResponse(f"{where}?done={what}", status_code=303, headers=HEADERS)
 
-    @app.post("/web/cases/views", include_in_schema=False, dependencies=[CheckedForm])
-    async def save_view(request: Request, actor: CurrentActor) -> Response:
-        try:
-            form = await _parsed(request, ViewForm)
-            filters = form.model_dump(exclude_none=True, exclude={"name"})
-            if "status" in filters:
-                filters["status"] = [filters["status"]]
-            await call(cases().save_view, form.name, filters, actor=actor)
-        except ServiceError as exc:
-            return refused(request, exc)
-        return RedirectResponse(f"/web/cases?view={form.name}&done=view", status_code=303,
-                                headers=headers)
 
-    @app.post("/web/cases/bulk", include_in_schema=False, dependencies=[CheckedForm])
-    async def bulk(request: Request, actor: CurrentActor) -> Response:
-        try:
-            form = await _parsed(request, BulkForm, lists=("case_ids",))
-            if form.op == "assign":
-                if form.assignee is None:
-                    raise InvalidInput("assignee", "is required to assign")
-                await call(cases().bulk_assign, form.case_ids, form.assignee, actor=actor)
-            else:
-                if form.disposition is None:
-                    raise InvalidInput("disposition", "is required to close")
-                await call(cases().bulk_close, form.case_ids, form.disposition,
-                           form.reason or "", actor=actor)
-        except ServiceError as exc:
-            return refused(request, exc)
-        return done("/web/cases", "bulk")
+def case_page(case_id: str) -> str:
+    return f"/web/cases/{case_id}"
 
-    @app.get("/web/cases/sla", response_class=HTMLResponse, include_in_schema=False)
-    async def sla(request: Request, actor: CurrentActor) -> HTMLResponse:
-        try:
-            q = SlaQuery.model_validate({k: v for k, v in request.query_params.items()
-                                         if k == "days" and v})
-        except ValidationError as exc:
-            return refused(request, from_validation(exc))
-        try:
-            report = await call(cases().sla_report, actor=actor, days=q.days)
-        except ServiceError as exc:
-            return refused(request, exc)
-        return render(request, "sla.html", report=report)
 
-    # --- the case page --------------------------------------------------------------------
+def queue_query(request: Request) -> dict[str, Any]:
+    """The queue's filters from the page's query string (empty ones left out); the service
+    validates them."""
+    params = request.query_params
+    query: dict[str, Any] = {}
+    for key in QUEUE_FIELDS:
+        values = [v for v in params.getlist(key) if v.strip()]
+        if values:
+            query[key] = values if key == "status" else values[0]
+    query.setdefault("limit", 50)
+    return query
 
-    @app.get("/web/cases/{case_id}", response_class=HTMLResponse, include_in_schema=False)
-    async def case(request: Request, case_id: str, actor: CurrentActor) -> HTMLResponse:
-        try:
-            view = await call(cases().view, case_id, actor=actor)
-        except ServiceError as exc:
-            return refused(request, exc)
-        c = view.case
-        held = can(actor)
-        pending = next((d for d in reversed(view.decisions) if d.status == "pending"), None)
-        queues = ("analyst", "supervisor") if "confirm" in held else ("analyst",)
-        mine = c.claimed_by == actor.name
-        policy = cases().policy
-        return render(
-            request, "case.html", view=view, c=c, can=held, actor=actor, mine=mine,
-            pending=pending, open=c.status != "closed",
-            claimable=("case_work" in held and c.status != "closed" and not mine
-                       and c.claimed_by is None and c.queue in queues
-                       and c.assignee in (None, actor.name)),
-            reveal_reasons=cases().reveal_reasons, templates=policy.outreach.templates,
-            dispositions=("false_positive", "valuable_alert", "confirmed_risk"),
-            message=DONE.get(request.query_params.get("done", "")))
 
-    def case_action(path: str, fn: Callable[[str, Any, Actor], Any], model: type[_Form] | None,
-                    what: str | Callable[[Any], str]) -> None:
-        async def act(request: Request, case_id: str, actor: CurrentActor) -> Response:
-            back = f"/web/cases/{case_id}"
-            try:
-                form = await _parsed(request, model) if model is not None else None
-                out = await call(fn, case_id, form, actor)
-            except ServiceError as exc:
-                return refused(request, exc, back)
-            return done(back, what(out) if callable(what) else what)
+# --- the queue --------------------------------------------------------------------------
 
-        act.__name__ = f"case_{path.strip('/').replace('-', '_')}"
-        app.post(f"/web/cases/{{case_id}}/{path}", include_in_schema=False,
-                 dependencies=[CheckedForm])(act)
 
-    case_action("claim", lambda cid, _f, a: cases().claim(cid, actor=a), None, "claim")
-    case_action("release", lambda cid, _f, a: cases().release(cid, actor=a), None, "release")
-    case_action("notes", lambda cid, f, a: cases().note(cid, f.text, actor=a), NoteForm, "note")
-    case_action("decisions", lambda cid, f, a: (f.action, cases().decide(
-        cid, f.model_dump(exclude_none=True), actor=a)), DecisionForm, lambda out: out[0])
-    case_action("confirm", lambda cid, _f, a: cases().confirm(cid, actor=a), None,
-                lambda out: "confirm_void" if out.note else "confirm")
-    case_action("snooze", lambda cid, f, a: cases().snooze(cid, f.until, actor=a), SnoozeForm,
-                "snooze")
-    case_action("assign", lambda cid, f, a: cases().assign(cid, f.assignee, actor=a),
-                AssignForm, "assign")
-    case_action("tags", lambda cid, f, a: cases().tag(
-        cid, [f.add] if f.add else [], [f.remove] if f.remove else [], actor=a), TagForm,
-        "tags")
+@router.get("/web/cases", response_class=HTMLResponse,
+            openapi_extra=needs("read_masked"))
+async def queue(request: Request, actor: CurrentActor, services: Svc,
+                runtime: Rt) -> HTMLResponse:
+    query = queue_query(request)
+    try:
+        page = await call(services.cases.queue, query, actor=actor)
+        views = await call(services.cases.views, actor=actor)
+    except ServiceError as exc:
+        return refused(request, exc, "/web/cases")
+    shown = {k: v for k, v in query.items() if k not in ("limit", "offset")}
+    return render(request, "cases.html", page=page, views=views, can=can(runtime, actor),
+                  base=urlencode(shown, doseq=True),
+                  actor=actor, filters=shown, labels=services.cases.reason_labels(),
+                  reason_codes=sorted(services.cases.policy.reasons), ages=AGE_CHOICES,
+                  message=DONE.get(request.query_params.get("done", "")),
+                  statuses=("open", "waiting", "pending_confirmation", "closed"))
 
-    def whitelist(case_id: str, form: WhitelistForm, actor: Actor) -> Any:
-        ref = cases().view(case_id, actor=actor).case.applicant_ref
-        return cases().whitelist(ref, form.case_number, form.reason, actor=actor)
 
-    case_action("whitelist", whitelist, WhitelistForm, "whitelist")
+@router.post("/web/cases/next", dependencies=[CheckedForm],
+             openapi_extra=needs("case_work"))
+async def next_case(request: Request, actor: CurrentActor, services: Svc) -> Response:
+    try:
+        out = await call(services.cases.next_case, actor=actor)
+    except ServiceError as exc:
+        return refused(request, exc)
+    if out is None:
+        return done("/web/cases", "none")
+    return done(case_page(out.case_id), "claim")
 
-    @app.post("/web/cases/{case_id}/reveal", response_class=HTMLResponse,
-              include_in_schema=False, dependencies=[CheckedForm])
-    async def reveal(request: Request, case_id: str, actor: CurrentActor) -> HTMLResponse:
-        """The one value, in this answer only (a fragment the case page shows in place)."""
-        try:
-            form = await _parsed(request, RevealForm)
-            out = await call(cases().reveal, case_id, form.model_dump(), actor=actor)
-        except ServiceError as exc:
-            return refused(request, exc, f"/web/cases/{case_id}")
-        name = "_revealed.html" if fragment(request) else "revealed.html"
-        return render(request, name, revealed=out, back=f"/web/cases/{case_id}")
 
+@router.post("/web/cases/views", dependencies=[CheckedForm],
+             openapi_extra=needs("read_masked"))
+async def save_view(request: Request, actor: CurrentActor, services: Svc) -> Response:
+    try:
+        form = await parsed(request, ViewForm)
+        filters = form.model_dump(exclude_none=True, exclude={"name"})
+        if "status" in filters:
+            filters["status"] = [filters["status"]]
+        await call(services.cases.save_view, form.name, filters, actor=actor)
+    except ServiceError as exc:
+        return refused(request, exc)
+    return RedirectResponse(f"/web/cases?view={form.name}&done=view", status_code=303,
+                            headers=HEADERS)
+
+
+@router.post("/web/cases/bulk", dependencies=[CheckedForm],
+             openapi_extra=needs("bulk"))
+async def bulk(request: Request, actor: CurrentActor, services: Svc) -> Response:
+    try:
+        form = await parsed(request, BulkForm, lists=("case_ids",))
+        if form.op == "assign":
+            if form.assignee is None:
+                raise InvalidInput("assignee", "is required to assign")
+            await call(services.cases.bulk_assign, form.case_ids, form.assignee, actor=actor)
+        else:
+            if form.disposition is None:
+                raise InvalidInput("disposition", "is required to close")
+            await call(services.cases.bulk_close, form.case_ids, form.disposition,
+                       form.reason or "", actor=actor)
+    except ServiceError as exc:
+        return refused(request, exc)
+    return done("/web/cases", "bulk")
+
+
+@router.get("/web/cases/sla", response_class=HTMLResponse,
+            openapi_extra=needs("read_masked"))
+async def sla(request: Request, actor: CurrentActor, services: Svc) -> HTMLResponse:
+    try:
+        q = SlaQuery.model_validate({k: v for k, v in request.query_params.items()
+                                     if k == "days" and v})
+    except ValidationError as exc:
+        return refused(request, from_validation(exc))
+    try:
+        report = await call(services.cases.sla_report, actor=actor, days=q.days)
+    except ServiceError as exc:
+        return refused(request, exc)
+    return render(request, "sla.html", report=report)
+
+
+# --- the case page ----------------------------------------------------------------------
+
+
+@router.get("/web/cases/{case_id}", response_class=HTMLResponse,
+            openapi_extra=needs("read_masked"))
+async def case(request: Request, case_id: str, actor: CurrentActor, services: Svc,
+               runtime: Rt) -> HTMLResponse:
+    try:
+        view = await call(services.cases.view, case_id, actor=actor)
+    except ServiceError as exc:
+        return refused(request, exc)
+    c = view.case
+    held = can(runtime, actor)
+    pending = next((d for d in reversed(view.decisions) if d.status == "pending"), None)
+    queues = ("analyst", "supervisor") if "confirm" in held else ("analyst",)
+    mine = c.claimed_by == actor.name
+    policy = services.cases.policy
+    return render(
+        request, "case.html", view=view, c=c, can=held, actor=actor, mine=mine,
+        pending=pending, open=c.status != "closed",
+        claimable=("case_work" in held and c.status != "closed" and not mine
+                   and c.claimed_by is None and c.queue in queues
+                   and c.assignee in (None, actor.name)),
+        reveal_reasons=services.cases.reveal_reasons, templates=policy.outreach.templates,
+        dispositions=("false_positive", "valuable_alert", "confirmed_risk"),
+        message=DONE.get(request.query_params.get("done", "")))
+
+
+# Each form on the case page: the service's operation, then back to the case page naming
+# what was done; a refusal (or a form that does not validate) renders the rule it broke.
+
+
+@router.post("/web/cases/{case_id}/claim", dependencies=[CheckedForm],
+             openapi_extra=needs("case_work"))
+async def claim(request: Request, case_id: str, actor: CurrentActor,
+                services: Svc) -> Response:
+    try:
+        await call(services.cases.claim, case_id, actor=actor)
+    except ServiceError as exc:
+        return refused(request, exc, case_page(case_id))
+    return done(case_page(case_id), "claim")
+
+
+@router.post("/web/cases/{case_id}/release", dependencies=[CheckedForm],
+             openapi_extra=needs("case_work"))
+async def release(request: Request, case_id: str, actor: CurrentActor,
+                  services: Svc) -> Response:
+    try:
+        await call(services.cases.release, case_id, actor=actor)
+    except ServiceError as exc:
+        return refused(request, exc, case_page(case_id))
+    return done(case_page(case_id), "release")
+
+
+@router.post("/web/cases/{case_id}/notes", dependencies=[CheckedForm],
+             openapi_extra=needs("case_note"))
+async def note(request: Request, case_id: str, actor: CurrentActor,
+               services: Svc) -> Response:
+    try:
+        form = await parsed(request, NoteForm)
+        await call(services.cases.note, case_id, form.text, actor=actor)
+    except ServiceError as exc:
+        return refused(request, exc, case_page(case_id))
+    return done(case_page(case_id), "note")
+
+
+# One per action (`services.cases.DECISION_PERMISSIONS`).
+@router.post("/web/cases/{case_id}/decisions", dependencies=[CheckedForm],
+             openapi_extra=needs("decide | request_info | refer"))
+async def decide(request: Request, case_id: str, actor: CurrentActor,
+                 services: Svc) -> Response:
+    try:
+        form = await parsed(request, DecisionForm)
+        await call(services.cases.decide, case_id, form.model_dump(exclude_none=True),
+                   actor=actor)
+    except ServiceError as exc:
+        return refused(request, exc, case_page(case_id))
+    return done(case_page(case_id), form.action)
+
+
+# `confirm`, and `refer` too when the decision confirmed is a referral.
+@router.post("/web/cases/{case_id}/confirm", dependencies=[CheckedForm],
+             openapi_extra=needs("confirm"))
+async def confirm(request: Request, case_id: str, actor: CurrentActor,
+                  services: Svc) -> Response:
+    try:
+        out = await call(services.cases.confirm, case_id, actor=actor)
+    except ServiceError as exc:
+        return refused(request, exc, case_page(case_id))
+    # A reject resting on the court list is void when the list no longer says so.
+    return done(case_page(case_id), "confirm_void" if out.note else "confirm")
+
+
+@router.post("/web/cases/{case_id}/snooze", dependencies=[CheckedForm],
+             openapi_extra=needs("case_work"))
+async def snooze(request: Request, case_id: str, actor: CurrentActor,
+                 services: Svc) -> Response:
+    try:
+        form = await parsed(request, SnoozeForm)
+        await call(services.cases.snooze, case_id, form.until, actor=actor)
+    except ServiceError as exc:
+        return refused(request, exc, case_page(case_id))
+    return done(case_page(case_id), "snooze")
+
+
+@router.post("/web/cases/{case_id}/assign", dependencies=[CheckedForm],
+             openapi_extra=needs("reassign"))
+async def assign(request: Request, case_id: str, actor: CurrentActor,
+                 services: Svc) -> Response:
+    try:
+        form = await parsed(request, AssignForm)
+        await call(services.cases.assign, case_id, form.assignee, actor=actor)
+    except ServiceError as exc:
+        return refused(request, exc, case_page(case_id))
+    return done(case_page(case_id), "assign")
+
+
+@router.post("/web/cases/{case_id}/tags", dependencies=[CheckedForm],
+             openapi_extra=needs("case_work"))
+async def tag(request: Request, case_id: str, actor: CurrentActor,
+              services: Svc) -> Response:
+    try:
+        form = await parsed(request, TagForm)
+        await call(services.cases.tag, case_id, [form.add] if form.add else [],
+                   [form.remove] if form.remove else [], actor=actor)
+    except ServiceError as exc:
+        return refused(request, exc, case_page(case_id))
+    return done(case_page(case_id), "tags")
+
+
+def whitelist_applicant(cases: CaseService, case_id: str, form: WhitelistForm,
+                        actor: Actor) -> dict[str, Any]:
+    """Whitelist the (applicant, court-list entry) pair of the case's applicant."""
+    ref = cases.view(case_id, actor=actor).case.applicant_ref
+    return cases.whitelist(ref, form.case_number, form.reason, actor=actor)
+
+
+@router.post("/web/cases/{case_id}/whitelist", dependencies=[CheckedForm],
+             openapi_extra=needs("whitelist"))
+async def whitelist(request: Request, case_id: str, actor: CurrentActor,
+                    services: Svc) -> Response:
+    try:
+        form = await parsed(request, WhitelistForm)
+        await call(whitelist_applicant, services.cases, case_id, form, actor)
+    except ServiceError as exc:
+        return refused(request, exc, case_page(case_id))
+    return done(case_page(case_id), "whitelist")
+
+
+@router.post("/web/cases/{case_id}/reveal", response_class=HTMLResponse,
+             dependencies=[CheckedForm], openapi_extra=needs("reveal"))
+async def reveal(request: Request, case_id: str, actor: CurrentActor,
+                 services: Svc) -> HTMLResponse:
+    """The one value, in this answer only (a fragment the case page shows in place)."""
+    try:
+        form = await parsed(request, RevealForm)
+        out = await call(services.cases.reveal, case_id, form.model_dump(), actor=actor)
+    except ServiceError as exc:
+        return refused(request, exc, case_page(case_id))
+    name = "_revealed.html" if fragment(request) else "revealed.html"
+    return render(request, name, revealed=out, back=case_page(case_id))

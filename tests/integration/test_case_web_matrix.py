@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi.routing import APIRoute, iter_route_contexts
 from pydantic import SecretStr
-from starlette.routing import Route
 
 from flows.runtime import Runtime, Settings
 from idv.api import create_app
@@ -75,9 +75,12 @@ ROUTES: dict[tuple[str, str], Need] = {
 }
 
 
-def web_routes(app: Any) -> set[tuple[str, str]]:
-    return {(method, r.path) for r in app.routes if isinstance(r, Route)
-            and r.path.startswith("/web/cases") for method in (r.methods or ()) - {"HEAD"}}
+def web_routes(app: Any) -> dict[tuple[str, str], str]:
+    """Every /web/cases route of the app (behind its routers) -> the permission it names."""
+    return {(method, r.path): (r.openapi_extra or {}).get("x-permission")
+            for r in iter_route_contexts(app.routes)
+            if isinstance(r.original_route, APIRoute) and r.path.startswith("/web/cases")
+            for method in (r.methods or ()) - {"HEAD"}}
 
 
 def csrf_of(page: httpx.Response) -> str:
@@ -171,8 +174,13 @@ def expected(role: str, need: Need, ownership: str) -> int | None:
 
 
 def test_every_workbench_web_route_is_in_the_matrix(site):
-    assert web_routes(site.app) == set(ROUTES), (
+    routes = web_routes(site.app)
+    assert set(routes) == set(ROUTES), (
         "a /web/cases route is missing from ROUTES (or ROUTES names one that is gone)")
+    # The permission a route names beside it (`needs(...)`) is the one the service refuses
+    # it without (one of them where each kind of request has its own).
+    for key, need in ROUTES.items():
+        assert need.permission in routes[key].split(" | "), (key, routes[key])
 
 
 @pytest.mark.parametrize("role", ROLES)
