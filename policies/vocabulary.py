@@ -154,6 +154,7 @@ class CaseStatus(StrEnum):
     WAITING = "waiting"  # for the applicant, or snoozed
     PENDING_CONFIRMATION = "pending_confirmation"  # a proposal waits for a second person
     CLOSED = "closed"
+    CLOSED_ERASED = "closed_erased"  # closed because its subject was erased
 
 
 class CaseQueue(StrEnum):

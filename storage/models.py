@@ -7,12 +7,14 @@ plaintext personal data.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     Boolean,
+    CheckConstraint,
     Date,
     DateTime,
     ForeignKey,
@@ -27,6 +29,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from policies.vocabulary import CaseQueue, CaseStatus, DecisionStatus, RequestStatus
+
 # Stable constraint names, so migrations read the same on SQLite and PostgreSQL.
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -35,6 +39,12 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+def one_of(column: str, values: Iterable[str]) -> CheckConstraint:
+    """The column holds one of the vocabulary's values (named `ck_<table>_<column>`)."""
+    listed = ", ".join(f"'{v}'" for v in values)
+    return CheckConstraint(f"{column} IN ({listed})", name=column)
 
 
 class Base(DeclarativeBase):
@@ -180,6 +190,8 @@ class ReviewCase(Base):
         Index("uq_review_cases_one_open", "applicant_id", unique=True,
               sqlite_where=text("closed_at IS NULL"),
               postgresql_where=text("closed_at IS NULL")),
+        one_of("status", CaseStatus),
+        one_of("queue", CaseQueue),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -226,6 +238,7 @@ class CaseDecision(Base):
     `voided` when the evidence changes first."""
 
     __tablename__ = "case_decisions"
+    __table_args__ = (one_of("status", DecisionStatus),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     case_id: Mapped[str] = mapped_column(ForeignKey("review_cases.id"), index=True)
@@ -548,7 +561,8 @@ class SubjectRequest(Base):
 
     __tablename__ = "subject_requests"
     __table_args__ = (Index("ix_subject_requests_status", "status", "deadline"),
-                      Index("ix_subject_requests_case_id", "case_id", "status"))
+                      Index("ix_subject_requests_case_id", "case_id", "status"),
+                      one_of("status", RequestStatus))
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     subject_ref: Mapped[str] = mapped_column(String(64), index=True)

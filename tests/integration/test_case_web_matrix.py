@@ -18,12 +18,15 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
 from pydantic import SecretStr
+from sqlalchemy import update
 
 from flows.runtime import Runtime, Settings
 from idv.api import create_app
 from policies.catalog import access_policy
 from services.context import Actor
+from services.errors import Conflict
 from storage.cases import CaseFilter
+from storage.models import ReviewCase
 from tests.integration.test_cases import flagged
 
 PASSWORD = "matrix-web-password-77"
@@ -39,13 +42,16 @@ COURT_NUMBER = "(2024)京0105执1234号"
 class Need:
     """What a route needs: a permission; `claim` its caller's own live claim; `free` a case
     nobody else holds; `pending` a reject of another person waiting on the case; `form` what
-    the route's form posts (`{case}` for the cell's case id)."""
+    the route's form posts (`{case}` for the cell's case id); `work_unless` the caller's own
+    claim unless their role holds that permission."""
 
     permission: str
     claim: bool = False
     free: bool = False
     pending: bool = False
     form: dict[str, Any] = field(default_factory=dict)
+    # Tied to the work: the caller's own live claim, unless their role holds this permission.
+    work_unless: str | None = None
 
 
 ROUTES: dict[tuple[str, str], Need] = {
@@ -56,11 +62,11 @@ ROUTES: dict[tuple[str, str], Need] = {
     ("POST", "/web/cases/views"): Need("read_masked", form={"name": "matrix-view",
                                                            "reason": "ID_MISMATCH"}),
     ("POST", "/web/cases/bulk"): Need("bulk", form={"op": "assign", "case_ids": "{case}",
-                                                    "assignee": OTHER}),
+                                                    "assignee": "analyst-user"}),
     ("POST", "/web/cases/{case_id}/claim"): Need("case_work", free=True),
     ("POST", "/web/cases/{case_id}/release"): Need("case_work", claim=True),
     ("POST", "/web/cases/{case_id}/notes"): Need("case_note", form={"text": "checked the file"}),
-    ("POST", "/web/cases/{case_id}/reveal"): Need("reveal", form={
+    ("POST", "/web/cases/{case_id}/reveal"): Need("reveal", work_unless="reveal_any", form={
         "field": "phone", "reason_code": "applicant_contact",
         "reason": "calling the applicant back"}),
     ("POST", "/web/cases/{case_id}/decisions"): Need("decide", claim=True, form={
@@ -68,7 +74,8 @@ ROUTES: dict[tuple[str, str], Need] = {
     ("POST", "/web/cases/{case_id}/confirm"): Need("confirm", claim=True, pending=True),
     ("POST", "/web/cases/{case_id}/snooze"): Need("case_work", claim=True, form={
         "until": "{tomorrow}"}),
-    ("POST", "/web/cases/{case_id}/assign"): Need("reassign", form={"assignee": OTHER}),
+    ("POST", "/web/cases/{case_id}/assign"): Need("reassign", free=True,
+                                                  form={"assignee": "analyst-user"}),
     ("POST", "/web/cases/{case_id}/tags"): Need("case_work", form={"add": "matrix"}),
     ("POST", "/web/cases/{case_id}/whitelist"): Need("whitelist", form={
         "case_number": COURT_NUMBER, "reason": "a different person of the same name"}),
@@ -170,6 +177,9 @@ def expected(role: str, need: Need, ownership: str) -> int | None:
         return 409
     if need.free and ownership == "other":
         return 409
+    if (need.work_unless is not None and ownership != "mine"
+            and need.work_unless not in access_policy().roles[role]):
+        return 403
     return None
 
 
@@ -223,7 +233,12 @@ def test_nobody_confirms_their_own_reject_on_the_page(site):
     cid = flagged(site.rt, "OWN-1")
     svc.claim(cid, actor=sup)
     svc.decide(cid, {"action": "reject", "reason": "identity does not match"}, actor=sup)
-    svc.claim(cid, actor=sup)
+    with pytest.raises(Conflict):  # the proposer cannot take her proposal back
+        svc.claim(cid, actor=sup)
+    with site.rt.store.engine.begin() as conn:  # and holding it anyway changes nothing
+        conn.execute(update(ReviewCase).where(ReviewCase.id == cid).values(
+            claimed_by="supervisor-user",
+            lease_until=site.rt.store.clock() + timedelta(minutes=30)))
     browser, token = site.browser("supervisor-user")
     with closing(browser):
         page = browser.get(f"/web/cases/{cid}")
