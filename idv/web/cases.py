@@ -27,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from flows.runtime import Runtime
 from idv.web.auth import CurrentActor, Rt, Svc, needs, require_form_token
 from idv.web.render import HEADERS, render
+from policies.vocabulary import CaseId, CaseStatus, Tag, UserName
 from services.cases import CaseService
 from services.context import Actor
 from services.errors import InvalidInput, ServiceError, from_validation
@@ -35,11 +36,7 @@ router = APIRouter(include_in_schema=False)
 CheckedForm = Depends(require_form_token)
 # What each kind of refusal is answered with (as the JSON API answers it).
 STATUS = {"invalid": 422, "not_found": 404, "denied": 403, "conflict": 409, "unavailable": 503}
-_UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
-CaseId = Annotated[str, StringConstraints(pattern=_UUID)]
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
-Who = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,119}$")]
-TagName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_:-]{0,31}$")]
 Disposition = Literal["false_positive", "valuable_alert", "confirmed_risk"]
 # The messages a redirect after an action may name (`?done=`): fixed text, never a value.
 DONE = {
@@ -54,6 +51,7 @@ DONE = {
     "refer": "已提议移交执法，待确认 Referral proposed: it waits for confirmation",
     "close": "已结案 Closed",
     "confirm": "已确认 Confirmed",
+    "send_back": "已退回提议人 Sent back to its proposer",
     "confirm_void": "失信名单命中已不成立，拒绝作废，请重新决定 The court-list hit no longer "
                     "stands: the reject is void, decide again",
     "snooze": "已暂缓 Snoozed",
@@ -90,17 +88,25 @@ class DecisionForm(_Form):
     channel: Literal["sms", "in_app", "wechat_template"] | None = None
 
 
+class ConfirmForm(_Form):
+    reason: Reason | None = None
+
+
+class SendBackForm(_Form):
+    reason: Reason
+
+
 class SnoozeForm(_Form):
     until: datetime
 
 
 class AssignForm(_Form):
-    assignee: Who | None = None
+    assignee: UserName | None = None
 
 
 class TagForm(_Form):
-    add: TagName | None = None
-    remove: TagName | None = None
+    add: Tag | None = None
+    remove: Tag | None = None
 
 
 class WhitelistForm(_Form):
@@ -111,14 +117,14 @@ class WhitelistForm(_Form):
 class BulkForm(_Form):
     op: Literal["assign", "close"]
     case_ids: list[CaseId] = Field(min_length=1, max_length=1000)
-    assignee: Who | None = None
+    assignee: UserName | None = None
     disposition: Disposition | None = None
     reason: Reason | None = None
 
 
 class ViewForm(_Form):
     name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
-    status: Literal["open", "waiting", "pending_confirmation", "closed"] | None = None
+    status: CaseStatus | None = None
     reason: str | None = None
     assignee: str | None = None
     product: str | None = None
@@ -382,11 +388,26 @@ async def decide(request: Request, case_id: str, actor: CurrentActor,
 async def confirm(request: Request, case_id: str, actor: CurrentActor,
                   services: Svc) -> Response:
     try:
-        out = await call(services.cases.confirm, case_id, actor=actor)
+        form = await parsed(request, ConfirmForm)
+        out = await call(services.cases.confirm, case_id, actor=actor,
+                         reason=form.reason or None)
     except ServiceError as exc:
         return refused(request, exc, case_page(case_id))
     # A reject resting on the court list is void when the list no longer says so.
     return done(case_page(case_id), "confirm_void" if out.note else "confirm")
+
+
+# The second person's other answer: the proposal goes back to its proposer, with why.
+@router.post("/web/cases/{case_id}/send-back", dependencies=[CheckedForm],
+             openapi_extra=needs("confirm"))
+async def send_back(request: Request, case_id: str, actor: CurrentActor,
+                    services: Svc) -> Response:
+    try:
+        form = await parsed(request, SendBackForm)
+        await call(services.cases.send_back, case_id, form.reason, actor=actor)
+    except ServiceError as exc:
+        return refused(request, exc, case_page(case_id))
+    return done(case_page(case_id), "send_back")
 
 
 @router.post("/web/cases/{case_id}/snooze", dependencies=[CheckedForm],

@@ -72,6 +72,8 @@ ROUTES: dict[tuple[str, str], Need] = {
     ("POST", "/web/cases/{case_id}/decisions"): Need("decide", claim=True, form={
         "action": "approve", "reason": "documents match the file"}),
     ("POST", "/web/cases/{case_id}/confirm"): Need("confirm", claim=True, pending=True),
+    ("POST", "/web/cases/{case_id}/send-back"): Need("confirm", claim=True, pending=True,
+                                                     form={"reason": "read the file again"}),
     ("POST", "/web/cases/{case_id}/snooze"): Need("case_work", claim=True, form={
         "until": "{tomorrow}"}),
     ("POST", "/web/cases/{case_id}/assign"): Need("reassign", free=True,
