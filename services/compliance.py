@@ -108,7 +108,7 @@ class ComplianceService:
                          "purposes": sorted(n.purposes), "scopes": sorted(n.scopes)}
                         for n in sorted(self.notices.values(), key=lambda n: n.published)],
             "consent": {
-                "by_notice": self.consent.stats(since=since, until=until),
+                "by_notice": self.consent.stats(since=since, until=until).model_dump()["stats"],
                 "granted": len(by_kind["consent.granted"]),
                 "withdrawn": len(by_kind["consent.withdrawn"]),
                 "expired": len(by_kind["consent.expired"]),

@@ -117,11 +117,105 @@ class AskRequest(BaseModel):
     asked_at: AwareDatetime | None = None
 
 
-class AskResult(BaseModel):
+class Answer(BaseModel):
+    """An answer a surface renders as it is: fixed fields, nothing more."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class AskAnswer(Answer):
     ask_id: str
     outcome: str
     notice_version: str
     notice_hash: str
+
+
+class GrantState(Answer):
+    consent_id: str
+    state: Literal["live", "withdrawn", "expired", "not_yet_valid"]
+    purpose: str
+    scopes: list[str]
+    notice_version: str
+    notice_hash: str
+    channel: str
+    granted_at: str
+    expires_at: str
+    withdrawn_at: str | None
+
+
+class SubjectConsents(Answer):
+    applicant_ref: str
+    grants: list[GrantState]
+
+
+class ReceiptSubject(Answer):
+    """The subject as a receipt shows it: masked, and only when a decided applicant is held."""
+
+    applicant_ref: str
+    name: str | None = None
+    id_type: str | None = None
+    id_number: str | None = None
+    phone: str | None = None
+
+
+class ReceiptNotice(Answer):
+    version: str
+    text_sha256: str | None
+    published: str | None
+    purposes: list[str]
+    scopes: list[str]
+    retention_days: int | None
+
+
+class LedgerEvent(Answer):
+    event_id: str
+    event: Literal["grant", "withdraw", "expire"]
+    consent_id: str
+    purpose: str
+    scopes: list[str]
+    notice_version: str | None
+    notice_hash: str | None
+    channel: str | None
+    evidence_ref: str | None
+    granted_at: str | None
+    expires_at: str | None
+    occurred_at: str
+    recorded_at: str
+    # The surface a withdrawal came through (cli, api, web, subject, system); None otherwise.
+    via: str | None = None
+
+
+class ConsentReceipt(Answer):
+    receipt_version: int
+    generated_at: str
+    subject: ReceiptSubject
+    consent_policy: str
+    notices: list[ReceiptNotice]
+    grants: list[GrantState]
+    events: list[LedgerEvent]
+
+
+class NoticeStats(Answer):
+    notice_version: str
+    channel: str
+    asked: int
+    granted: dict[str, int]
+    refused: int
+    abandoned: int
+    withdrew: int
+
+
+class ConsentStats(Answer):
+    stats: list[NoticeStats]
+
+
+class SignedReceipt(Answer):
+    """A consent receipt as a compact JWS (Ed25519), the receipt it signs, and the public
+    JWK that verifies it."""
+
+    jws: str
+    receipt: dict[str, Any]
+    public_key: dict[str, str]
 
 
 # The signing key of consent receipts: a ring secret, used as an Ed25519 private seed.
@@ -141,7 +235,7 @@ class ConsentService:
         self.notices = notices
         self.access = access
 
-    def ask(self, req: AskRequest) -> AskResult:
+    def ask(self, req: AskRequest) -> AskAnswer:
         """Record an ask and its outcome under a known notice; `InvalidInput` naming the field
         for an unknown notice or purpose, a `granted` ask without its consent, or a
         `consent_id` on a refusal."""
@@ -170,7 +264,7 @@ class ConsentService:
                 consent_id=req.consent_id)
         except UnknownConsentError:
             raise NotFound("consent_id", "no such grant") from None
-        return AskResult(ask_id=ask_id, outcome=req.outcome, notice_version=notice.version,
+        return AskAnswer(ask_id=ask_id, outcome=req.outcome, notice_version=notice.version,
                          notice_hash=notice.text_sha256)
 
     def receipt_public_key(self) -> dict[str, str]:
@@ -180,11 +274,11 @@ class ConsentService:
         return {"kty": "OKP", "crv": "Ed25519", "x": x, "alg": RECEIPT_ALG, "use": "sig",
                 "kid": hashlib.sha256(x.encode()).hexdigest()[:16]}
 
-    def signed_receipt(self, consent_id: str, *, actor: Actor) -> dict[str, Any]:
+    def signed_receipt(self, consent_id: str, *, actor: Actor) -> SignedReceipt:
         """One consent's receipt as a JWS (compact, Ed25519) with the fields of ISO/IEC TS
         27560 and the Kantara Consent Receipt: controller, purposes, PI categories and
         sensitive flags, collection method, the notice and its hash, lifecycle events.
-        Returns `{"jws", "receipt", "public_key"}`; producing it is audited."""
+        Producing it is audited."""
         from joserfc import jws
         from joserfc.jwk import OKPKey
 
@@ -254,7 +348,7 @@ class ConsentService:
         self.store.audit.record("consent.receipt_signed", grant.subject_ref, {
             "consent_id": consent_id, "receipt_id": receipt["receipt_id"], "kid": public["kid"],
             "actor": actor.name, "role": actor.role})
-        return {"jws": token, "receipt": receipt, "public_key": public}
+        return SignedReceipt(jws=token, receipt=receipt, public_key=public)
 
     def grant(self, req: GrantRequest) -> GrantResult:
         """Check against the policy and the notice, then record; raises `ConsentRefused`
@@ -311,12 +405,12 @@ class ConsentService:
         return WithdrawResult(consent_id=consent_id, withdrawal_id=event_id,
                               already_withdrawn=not created, withdrawn_at=grant.withdrawn_at)
 
-    def status(self, subject_ref: str) -> list[dict[str, Any]]:
+    def status(self, subject_ref: str) -> SubjectConsents:
         """The subject's grants now: live, withdrawn, expired or not yet valid. `NotFound`
         for a subject of whom nothing is held."""
         require_known(self.store, subject_ref)
         now = self.store.clock()
-        out = []
+        grants = []
         for g in self.store.ledger.grants_for(subject_ref):
             if g.withdrawn_at is not None and g.withdrawn_at <= now:
                 state = "withdrawn"
@@ -326,15 +420,15 @@ class ConsentService:
                 state = "not_yet_valid"
             else:
                 state = "live"
-            out.append({"consent_id": g.consent_id, "state": state, "purpose": g.purpose,
-                        "scopes": sorted(g.scopes), "notice_version": g.notice_version,
-                        "notice_hash": g.notice_hash, "channel": g.channel,
-                        "granted_at": g.granted_at.isoformat(),
-                        "expires_at": g.expires_at.isoformat(),
-                        "withdrawn_at": g.withdrawn_at.isoformat() if g.withdrawn_at else None})
-        return out
+            grants.append(GrantState(
+                consent_id=g.consent_id, state=state, purpose=g.purpose,
+                scopes=sorted(g.scopes), notice_version=g.notice_version,
+                notice_hash=g.notice_hash, channel=g.channel,
+                granted_at=g.granted_at.isoformat(), expires_at=g.expires_at.isoformat(),
+                withdrawn_at=g.withdrawn_at.isoformat() if g.withdrawn_at else None))
+        return SubjectConsents(applicant_ref=subject_ref, grants=grants)
 
-    def receipt(self, subject_ref: str, *, actor: Actor) -> dict[str, Any]:
+    def receipt(self, subject_ref: str, *, actor: Actor) -> ConsentReceipt:
         """A consent receipt the compliance officer can hand over: every event, the notices
         and their hashes, identifiers masked. Producing it is recorded in the audit chain.
         `NotFound` for a subject of whom nothing is held. Needs `export`."""
@@ -342,15 +436,15 @@ class ConsentService:
         self.access.require(actor, "export", operation="consent.export")
         require_known(self.store, subject_ref)
         events = self.store.ledger.events_for(subject_ref)
-        subject: dict[str, Any] = {"applicant_ref": subject_ref}
+        subject = ReceiptSubject(applicant_ref=subject_ref)
         try:
             person = self.store.applicants.reveal_by_ref(subject_ref, actor=actor.name,
                                                          purpose="consent receipt")
         except (KeyError, SubjectUnavailableError):  # unknown, or erased: nothing to mask
             person = None
         if person is not None:
-            subject.update(
-                name=mask("name", person.name.get_secret_value()),
+            subject = ReceiptSubject(
+                applicant_ref=subject_ref, name=mask("name", person.name.get_secret_value()),
                 id_type=person.id_type,
                 id_number=mask("id_number", person.id_number.get_secret_value()),
                 phone=mask("phone", person.phone.get_secret_value() if person.phone else None))
@@ -358,28 +452,34 @@ class ConsentService:
         self.store.audit.record("consent.exported", subject_ref,
                                 {"actor": actor.name, "role": actor.role,
                                  "events": len(events)})
-        return {
-            "receipt_version": 1,
-            "generated_at": self.store.clock().isoformat(),
-            "subject": subject,
-            "consent_policy": self.policy.version,
-            "notices": [{
-                "version": v, "text_sha256": self.notices[v].text_sha256 if v in self.notices
-                else None, "published": self.notices[v].published.isoformat()
-                if v in self.notices else None,
-                "purposes": sorted(self.notices[v].purposes) if v in self.notices else [],
-                "scopes": sorted(self.notices[v].scopes) if v in self.notices else [],
-                "retention_days": self.notices[v].retention_days if v in self.notices else None,
-            } for v in used],
-            "grants": self.status(subject_ref),
-            "events": events,
-        }
+        return ConsentReceipt(
+            receipt_version=1,
+            generated_at=self.store.clock().isoformat(),
+            subject=subject,
+            consent_policy=self.policy.version,
+            notices=[self._receipt_notice(v) for v in used],
+            grants=self.status(subject_ref).grants,
+            events=[LedgerEvent(**e) for e in events],
+        )
+
+    def _receipt_notice(self, version: str) -> ReceiptNotice:
+        """A notice as a receipt names it; one this policy no longer holds by its version
+        only."""
+        notice = self.notices.get(version)
+        if notice is None:
+            return ReceiptNotice(version=version, text_sha256=None, published=None,
+                                 purposes=[], scopes=[], retention_days=None)
+        return ReceiptNotice(version=version, text_sha256=notice.text_sha256,
+                             published=notice.published.isoformat(),
+                             purposes=sorted(notice.purposes), scopes=sorted(notice.scopes),
+                             retention_days=notice.retention_days)
 
     def stats(self, *, since: datetime | None = None, until: datetime | None = None
-              ) -> list[dict[str, Any]]:
+              ) -> ConsentStats:
         """Per notice version and channel: people asked (grants and recorded asks), granting
         each scope, refusing, abandoning, withdrawing."""
-        return self.store.ledger.stats(since=since, until=until)
+        return ConsentStats(stats=[NoticeStats(**row)
+                                   for row in self.store.ledger.stats(since=since, until=until)])
 
 
 def canonical_json(doc: Any) -> bytes:

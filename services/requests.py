@@ -270,9 +270,9 @@ class SubjectRequestService:
                 subject["state"] = "erased_or_restricted"
         out["subject"] = subject
         receipt = self.consent.receipt(applicant_ref, actor=actor)
-        out["notices"] = receipt["notices"]
-        out["consents"] = receipt["grants"]
-        out["consent_events"] = receipt["events"]
+        out["notices"] = [n.model_dump() for n in receipt.notices]
+        out["consents"] = [g.model_dump() for g in receipt.grants]
+        out["consent_events"] = [e.model_dump() for e in receipt.events]
         out["consent_asks"] = self.store.ledger.asks_for(applicant_ref)
         if stored is not None:
             explained = self.explain.explain(applicant_ref)

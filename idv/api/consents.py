@@ -3,27 +3,24 @@ grant's signed receipt (`services.consent`)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Response
 from fastapi import Path as PathParam
 
 from idv.api.auth import Actor
 from idv.api.params import GUARDED, READS_BODY, SubjectRef, Svc, needs
-from idv.openapi import (
-    AskAnswer,
-    ConsentReceipt,
-    ConsentStats,
-    GrantState,
-    SignedReceipt,
-    SubjectConsents,
-    answers,
-)
+from idv.openapi import answers
 from policies.vocabulary import ConsentId
 from services.consent import (
+    AskAnswer,
     AskRequest,
+    ConsentReceipt,
+    ConsentStats,
     GrantRequest,
     GrantResult,
+    SignedReceipt,
+    SubjectConsents,
     WithdrawRequest,
     WithdrawResult,
 )
@@ -75,8 +72,7 @@ def withdraw(
 def consents(applicant_ref: SubjectRef, _actor: Actor, svc: Svc) -> SubjectConsents:
     """The subject's grants and their state now; 404 for a subject of whom nothing is
     held."""
-    grants = [GrantState(**g) for g in svc.consent.status(applicant_ref)]
-    return SubjectConsents(applicant_ref=applicant_ref, grants=grants)
+    return svc.consent.status(applicant_ref)
 
 
 @router.get(
@@ -85,7 +81,7 @@ def consents(applicant_ref: SubjectRef, _actor: Actor, svc: Svc) -> SubjectConse
     response_model=ConsentReceipt,
     responses=answers(*GUARDED, 403, 404),
 )
-def export(applicant_ref: SubjectRef, actor: Actor, svc: Svc) -> Any:
+def export(applicant_ref: SubjectRef, actor: Actor, svc: Svc) -> ConsentReceipt:
     """The subject's consent receipt: every event, the notices, identifiers masked. 403
     for a caller whose role lacks `export`."""
     return svc.consent.receipt(applicant_ref, actor=actor)
@@ -97,9 +93,9 @@ def export(applicant_ref: SubjectRef, actor: Actor, svc: Svc) -> Any:
     response_model=ConsentStats,
     responses=answers(401),
 )
-def stats(_actor: Actor, svc: Svc) -> Any:
+def stats(_actor: Actor, svc: Svc) -> ConsentStats:
     """Per notice version and channel: people asked, granting each scope, withdrawing."""
-    return {"stats": svc.consent.stats()}
+    return svc.consent.stats()
 
 
 @router.post(
@@ -109,7 +105,7 @@ def stats(_actor: Actor, svc: Svc) -> Any:
     response_model=AskAnswer,
     responses=answers(*READS_BODY, 404),
 )
-def ask(req: AskRequest, _actor: Actor, svc: Svc) -> Any:
+def ask(req: AskRequest, _actor: Actor, svc: Svc) -> AskAnswer:
     """Record an ask for consent that was refused or abandoned (or a grant's ask), so
     that authorization rates per notice version count everyone asked."""
     return svc.consent.ask(req)
@@ -121,6 +117,7 @@ def ask(req: AskRequest, _actor: Actor, svc: Svc) -> Any:
     response_model=SignedReceipt,
     responses=answers(*GUARDED, 403, 404),
 )
-def signed_receipt(consent_id: Annotated[ConsentId, PathParam()], actor: Actor, svc: Svc) -> Any:
+def signed_receipt(consent_id: Annotated[ConsentId, PathParam()], actor: Actor, svc: Svc
+                   ) -> SignedReceipt:
     """One grant's consent receipt as a signed JWS (ISO/IEC TS 27560, Kantara fields)."""
     return svc.consent.signed_receipt(consent_id, actor=actor)

@@ -103,18 +103,18 @@ def consent_withdraw(
 def consent_show(applicant_ref: str, as_json: JsonOpt = False) -> None:
     """A subject's grants and their state now (whole consent ids, for `consent withdraw`)."""
     with runtime() as rt:
-        grants = rt.services.consent.status(applicant_ref)
+        grants = rt.services.consent.status(applicant_ref).grants
     if as_json:
-        emit({"applicant_ref": applicant_ref, "total": len(grants), "grants": grants})
+        emit({"applicant_ref": applicant_ref, "total": len(grants),
+              "grants": [g.model_dump() for g in grants]})
         return
     table = Table(title=f"Consents of {applicant_ref} ({len(grants)})")
     table.add_column("consent", no_wrap=True, min_width=36)  # whole, for `consent withdraw`
     for col in ("state", "purpose", "scopes", "notice", "channel", "granted", "expires"):
         table.add_column(col)
     for g in grants:
-        table.add_row(g["consent_id"], g["state"], g["purpose"], ", ".join(g["scopes"]),
-                      g["notice_version"], g["channel"], g["granted_at"][:19],
-                      g["expires_at"][:19])
+        table.add_row(g.consent_id, g.state, g.purpose, ", ".join(g.scopes),
+                      g.notice_version, g.channel, g.granted_at[:19], g.expires_at[:19])
     console.print(table)
 
 
@@ -129,7 +129,7 @@ def consent_export(
         fail("--output", "is a directory", as_json=as_json)
     with runtime() as rt:
         receipt = rt.services.consent.receipt(applicant_ref, actor=actor())
-    text = json.dumps(receipt, ensure_ascii=False, indent=2)
+    text = json.dumps(receipt.model_dump(), ensure_ascii=False, indent=2)
     if output is None:
         sys.stdout.write(text + "\n")
         return
@@ -139,7 +139,7 @@ def consent_export(
         fail("--output", "cannot be written", as_json=as_json)
     if as_json:
         emit({"applicant_ref": applicant_ref, "output": str(output),
-              "events": len(receipt["events"])})
+              "events": len(receipt.events)})
     else:
         console.print(f"receipt written to {output}")
 
@@ -161,18 +161,18 @@ def consent_stats(as_json: JsonOpt = False) -> None:
     with runtime() as rt:
         stats = rt.services.consent.stats()
     if as_json:
-        emit({"stats": stats})
+        emit(stats.model_dump())
         return
-    scopes = sorted({k for row in stats for k in row["granted"]})
+    scopes = sorted({k for row in stats.stats for k in row.granted})
     table = Table(title="Consent by notice version and channel")
     for col in ("notice", "channel", "asked", *scopes, "refused", "abandoned", "withdrew"):
         table.add_column(col, justify="right" if col not in ("notice", "channel") else "left")
-    for row in stats:
-        asked = row["asked"] or 1
-        table.add_row(row["notice_version"], row["channel"], str(row["asked"]),
-                      *[f"{row['granted'].get(s, 0)} ({100 * row['granted'].get(s, 0) // asked}%)"
-                        for s in scopes], str(row["refused"]), str(row["abandoned"]),
-                      str(row["withdrew"]))
+    for row in stats.stats:
+        asked = row.asked or 1
+        table.add_row(row.notice_version, row.channel, str(row.asked),
+                      *[f"{row.granted.get(s, 0)} ({100 * row.granted.get(s, 0) // asked}%)"
+                        for s in scopes], str(row.refused), str(row.abandoned),
+                      str(row.withdrew))
     console.print(table)
 
 
@@ -229,18 +229,18 @@ def consent_receipt(
         signed = rt.services.consent.signed_receipt(consent_id, actor=actor())
     if output is None:
         if as_json:
-            emit(signed)
+            emit(signed.model_dump())
         else:
-            sys.stdout.write(signed["jws"] + "\n")
+            sys.stdout.write(signed.jws + "\n")
         return
     key_file = output.with_name(output.name + ".jwk.json")
     try:
-        _write_new(output, signed["jws"] + "\n")
-        _write_new(key_file, json.dumps(signed["public_key"], indent=2) + "\n")
+        _write_new(output, signed.jws + "\n")
+        _write_new(key_file, json.dumps(signed.public_key, indent=2) + "\n")
     except OSError:
         fail("--output", "cannot be written", as_json=as_json)
     if as_json:
         emit({"consent_id": consent_id, "output": str(output), "public_key": str(key_file),
-              "kid": signed["public_key"]["kid"]})
+              "kid": signed.public_key["kid"]})
     else:
         console.print(f"signed receipt written to {output} (public key {key_file})")

@@ -84,7 +84,7 @@ MASKED_DOORS: dict[str, Callable[[Runtime, dict[str, str]], Any]] = {
     "queue": lambda rt, p: next((c.phone for c in rt.services.cases.queue(
         {}, actor=SUPER).cases if c.case_id == p["case_id"]), None),
     "consent receipt": lambda rt, p: rt.services.consent.receipt(
-        p["ref"], actor=OFFICER)["subject"].get("phone"),
+        p["ref"], actor=OFFICER).subject.phone,
     "access file": lambda rt, p: rt.services.requests.access_file(
         p["ref"], actor=OFFICER)["subject"].get("phone"),
     "run examples": lambda rt, p: next(

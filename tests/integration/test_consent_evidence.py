@@ -56,9 +56,9 @@ def test_refused_and_abandoned_asks_count_in_the_rates_per_notice(rt):
         svc.ask(AskRequest(subject_ref=ref, purpose="onboarding_verification",
                            scopes=frozenset({"risk_scoring"}), notice_version=notice.version,
                            channel="app", outcome=outcome))
-    (row,) = [r for r in svc.stats() if r["notice_version"] == notice.version
-              and r["channel"] == "app"]
-    assert (row["asked"], row["granted"], row["refused"], row["abandoned"]) == (
+    (row,) = [r for r in svc.stats().stats if r.notice_version == notice.version
+              and r.channel == "app"]
+    assert (row.asked, row.granted, row.refused, row.abandoned) == (
         4, {"risk_scoring": 1}, 2, 1)
     with pytest.raises(InvalidInput) as exc:
         svc.ask(AskRequest(subject_ref="CE-5", purpose="onboarding_verification",
@@ -80,10 +80,10 @@ def test_a_consent_receipt_is_a_jws_the_public_key_verifies(rt):
 
     signed = rt.services.consent.signed_receipt(granted.consent_id, actor=OFFICER)
 
-    public = OKPKey.import_key(signed["public_key"])
-    body = jws.deserialize_compact(signed["jws"], public, algorithms=["Ed25519"])
+    public = OKPKey.import_key(signed.public_key)
+    body = jws.deserialize_compact(signed.jws, public, algorithms=["Ed25519"])
     receipt = json.loads(body.payload)
-    assert body.protected["kid"] == signed["public_key"]["kid"]
+    assert body.protected["kid"] == signed.public_key["kid"]
     assert receipt["pii_controllers"][0]["name"]
     assert receipt["notice"] == {"version": notice.version, "sha256": notice.text_sha256,
                                  "published": notice.published.isoformat(),
@@ -100,13 +100,13 @@ def test_a_consent_receipt_is_a_jws_the_public_key_verifies(rt):
     assert OFFICER.name not in json.dumps(receipt)  # who withdrew stays in the audit chain
     assert receipt["state"] == "withdrawn"
     # One byte of the payload changed: the signature no longer holds.
-    head, payload, sig = signed["jws"].split(".")
+    head, payload, sig = signed.jws.split(".")
     forged = f"{head}.{payload[:-2]}{'A' if payload[-2] != 'A' else 'B'}{payload[-1]}.{sig}"
     with pytest.raises((BadSignatureError, ValueError)):
         jws.deserialize_compact(forged, public, algorithms=["Ed25519"])
     # Another key does not verify it either.
     with pytest.raises(BadSignatureError):
-        jws.deserialize_compact(signed["jws"], OKPKey.generate_key("Ed25519"),
+        jws.deserialize_compact(signed.jws, OKPKey.generate_key("Ed25519"),
                                 algorithms=["Ed25519"])
 
 
