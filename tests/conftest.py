@@ -1,5 +1,13 @@
 """Shared fixtures: a real database per backend (SQLite file, PostgreSQL schema), a key file,
-a `Store` on them. PostgreSQL runs when IDV_TEST_DATABASE_URL is set (CI sets it).
+a `Store` on them, `make_runtime(**settings)` for a `flows.runtime.Runtime` over them.
+PostgreSQL runs when IDV_TEST_DATABASE_URL is set (CI sets it). What the tests share beside
+fixtures (the `idv` subprocess, the canary scan) is in tests/support.py.
+
+Cheaper than production, and only in the tests: development KEKs are taken from
+tests/vectors/development_keks.json instead of drawn, password hashes use argon2's smallest
+cost, the `idv` command tree is built once per process, and an SQLite database starts as a
+copy of one migrated once per process (`_cheap_key_material`, `_cli_built_once`,
+`migrated_sqlite`).
 
 Also the lanes' markers: a test's folder marks it (`e2e/`, `flows/`), and a unit or
 integration test that starts a process fails unless it is marked `subprocess`, so that
@@ -7,21 +15,29 @@ integration test that starts a process fails unless it is marked `subprocess`, s
 
 from __future__ import annotations
 
+import base64
+import itertools
+import json
 import multiprocessing.process
 import os
+import shutil
 import socket
 import subprocess
+import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from storage.db import make_engine, upgrade
 from storage.keyring import KeyRing, LocalKekProvider
 from storage.store import Store
+from tests.support import run_idv
 
 PG_URL = os.environ.get("IDV_TEST_DATABASE_URL")
 TESTS = Path(__file__).parent
@@ -179,6 +195,118 @@ def fresh_database(backend: str, root: Path) -> Iterator[Database]:
         admin.dispose()
 
 
+# --- cheaper than production, in the tests only ---------------------------------------------
+
+DEVELOPMENT_KEKS = TESTS / "vectors" / "development_keks.json"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cheap_key_material() -> Iterator[None]:
+    """Development KEKs handed out in turn from tests/vectors/development_keks.json, and
+    password hashes at argon2's smallest cost.
+
+    A development KEK carries its mark in the key (storage/keyring.py), found by drawing some
+    65,000 keys: 0.2 s each, and the tests make one or more per test. The file's 256 keys
+    were drawn the same way and each carries the mark (tests/unit/test_support.py); any 256
+    in a row are different, so the keys one test makes are. Production keys are drawn as
+    ever. argon2id at t=3, 64 MiB, p=4 costs 0.3 s a hash or a check, and tests add and sign
+    in several people each; t=1, 8 KiB, p=1 hashes and checks alike (hashes already stored
+    are checked with their own parameters)."""
+    import argon2
+
+    import services.people
+    import storage.keyring
+
+    keys = [base64.b64decode(k) for k in json.loads(
+        DEVELOPMENT_KEKS.read_text(encoding="utf-8"))["keys"]]
+    turn = itertools.cycle(keys)
+    lock = threading.Lock()
+    draw = storage.keyring.kek_key
+
+    def kek_key(*, development: bool) -> bytes:
+        if not development:
+            return draw(development=False)
+        with lock:
+            return next(turn)
+
+    class CheapPasswordHasher(argon2.PasswordHasher):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(time_cost=1, memory_cost=8, parallelism=1)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(storage.keyring, "kek_key", kek_key)
+        mp.setattr(services.people, "PasswordHasher", CheapPasswordHasher)
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cli_built_once() -> Iterator[None]:
+    """`idv.cli.main` in this process builds typer's click command tree at every call
+    (0.15 s: every command's signature read again); the tree is the same each time, so the
+    tests that run the command line in process (hundreds of matrix cells) build it once."""
+    import typer.main
+
+    build = typer.main.get_command
+    built: dict[int, Any] = {}
+
+    def get_command(typer_instance: Any) -> Any:
+        key = id(typer_instance)
+        if key not in built:
+            built[key] = (typer_instance, build(typer_instance))  # keeps the app alive
+        return built[key][1]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(typer.main, "get_command", get_command)
+        yield
+
+
+class MigratedSqlite:
+    """An SQLite file migrated to head once per process, copied where a test's database is
+    about to be made: a copy takes a millisecond, the migrations 0.2 s."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._template: Path | None = None
+        self._lock = threading.Lock()
+
+    def _build(self) -> Path:
+        path = self.folder / "migrated.db"
+        engine = make_engine(f"sqlite:///{path}")
+        try:
+            upgrade(engine)
+            with engine.connect() as conn:  # everything into the file, none left in -wal
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            engine.dispose()
+        return path
+
+    def seed(self, url: str) -> bool:
+        """Copy the migrated file to `url`'s SQLite file if it does not exist yet; True when
+        copied (False: not SQLite, or the file is there already)."""
+        parsed = make_url(url)
+        if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+            return False
+        path = Path(parsed.database)
+        if path.exists():
+            return False
+        with self._lock:
+            if self._template is None:
+                self._template = self._build()
+        folder = path.parent
+        if not folder.exists():  # as storage.db makes it: 0700, the file 0600
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            folder.chmod(0o700)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        with os.fdopen(fd, "wb") as out, self._template.open("rb") as source:
+            shutil.copyfileobj(source, out)
+        return True
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> MigratedSqlite:
+    return MigratedSqlite(tmp_path_factory.mktemp("migrated-sqlite"))
+
+
 @pytest.fixture
 def key_file(tmp_path: Path) -> Path:
     path = tmp_path / "keys" / "idv.key"
@@ -195,12 +323,46 @@ def keyring(key_file: Path) -> Iterator[KeyRing]:
 
 
 @pytest.fixture
-def store(database: Database, keyring: KeyRing) -> Iterator[Store]:
+def store(database: Database, keyring: KeyRing, migrated_sqlite: MigratedSqlite
+          ) -> Iterator[Store]:
+    seeded = migrated_sqlite.seed(database.url)
     engine = make_engine(database.url, schema=database.schema)
-    upgrade(engine)
+    if not seeded:
+        upgrade(engine)
     s = Store(engine, keyring)
     yield s
     engine.dispose()
+
+
+@pytest.fixture
+def make_runtime(request: pytest.FixtureRequest, key_file: Path, tmp_path: Path,
+                 migrated_sqlite: MigratedSqlite) -> Iterator[Callable[..., Any]]:
+    """`make_runtime(**settings)`: a `flows.runtime.Runtime` over `Settings(home=<tmp>/home,
+    key_file=key_file)` and, when the test takes the `database` fixture, its database
+    (`database_url`, `database_schema`); keyword arguments override any of these. Every
+    runtime made is closed after the test, the last made first. In development, an SQLite
+    database not there yet starts as a copy of the migrated one (what `auto_migrate` would
+    make of it at the first use); production's start-up checks see the folder untouched."""
+    from flows.runtime import Runtime
+    from flows.settings import Settings
+
+    base: dict[str, Any] = {"home": tmp_path / "home", "key_file": key_file}
+    if "database" in request.fixturenames:
+        database: Database = request.getfixturevalue("database")
+        base.update(database_url=database.url, database_schema=database.schema)
+    made: list[Any] = []
+
+    def make(**overrides: Any) -> Any:
+        settings = Settings(**{**base, **overrides})
+        if settings.auto_migrate and settings.env == "development":
+            migrated_sqlite.seed(settings.resolved_database_url)
+        rt = Runtime(settings)
+        made.append(rt)
+        return rt
+
+    yield make
+    for rt in reversed(made):
+        rt.close()
 
 
 @pytest.fixture
@@ -281,7 +443,9 @@ class OAuthWorld:
 
 
 @pytest.fixture
-def oauth_world(database: Database, key_file: Path, tmp_path: Path) -> Iterator[OAuthWorld]:
+def oauth_world(database: Database, key_file: Path, tmp_path: Path,
+                migrated_sqlite: MigratedSqlite) -> Iterator[OAuthWorld]:
+    migrated_sqlite.seed(database.url)
     world = OAuthWorld(database, key_file, tmp_path / "home")
     yield world
     world.close()
@@ -290,13 +454,6 @@ def oauth_world(database: Database, key_file: Path, tmp_path: Path) -> Iterator[
 # --- people: the command line and the API act as a signed-in user -----------------------------
 
 E2E_PASSWORD = "e2e-password-0123456789"
-IDV_BIN = str(Path(__import__("sys").executable).parent / "idv")
-
-
-def _idv(env: dict[str, str], *args: str, stdin: str | None = None
-         ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([IDV_BIN, *args], env=env, input=stdin, capture_output=True,
-                          text=True, timeout=120, check=False)
 
 
 def sign_in(env: dict[str, str], role: str = "operator") -> dict[str, str]:
@@ -305,13 +462,13 @@ def sign_in(env: dict[str, str], role: str = "operator") -> dict[str, str]:
     when nobody exists; another role's user `<role>-user` is added by `admin`. Returns
     `env`."""
     pw = E2E_PASSWORD + "\n"
-    _idv(env, "users", "add", "admin", "--role", "operator", "--password-stdin", stdin=pw)
-    done = _idv(env, "login", "admin", "--password-stdin", stdin=pw)
+    run_idv(env, "users", "add", "admin", "--role", "operator", "--password-stdin", stdin=pw)
+    done = run_idv(env, "login", "admin", "--password-stdin", stdin=pw)
     assert done.returncode == 0, done.stderr
     if role != "operator":
         name = f"{role.replace('_', '-')}-user"
-        _idv(env, "users", "add", name, "--role", role, "--password-stdin", stdin=pw)
-        done = _idv(env, "login", name, "--password-stdin", stdin=pw)
+        run_idv(env, "users", "add", name, "--role", role, "--password-stdin", stdin=pw)
+        done = run_idv(env, "login", name, "--password-stdin", stdin=pw)
         assert done.returncode == 0, done.stderr
     return env
 
@@ -321,9 +478,9 @@ def api_token_for(env: dict[str, str], role: str) -> str:
     by `admin`; leaves `admin` signed in."""
     sign_in(env, "operator")
     name = f"{role.replace('_', '-')}-api"
-    _idv(env, "users", "add", name, "--role", role, "--password-stdin",
+    run_idv(env, "users", "add", name, "--role", role, "--password-stdin",
          stdin=E2E_PASSWORD + "\n")
-    done = _idv(env, "users", "token", name)
+    done = run_idv(env, "users", "token", name)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 

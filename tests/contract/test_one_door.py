@@ -18,13 +18,15 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from flows.runtime import Runtime, Settings
+from flows.runtime import Runtime
 from services.context import Actor
 from services.errors import Denied
 from storage.records import Decision, NewApplicant
 from storage.store import Store
+from tests.support import Canaries
 
 ID_CANARY, PHONE_CANARY, NAME_CANARY = "11010519491231002X", "13800138000", "测试人乙"
+CANARIES = Canaries({"id_number": ID_CANARY, "phone": PHONE_CANARY, "name": NAME_CANARY})
 SUPER = Actor("sue", "supervisor")
 OFFICER = Actor("olga", "compliance_officer")
 OPERATOR = Actor("otto", "operator")
@@ -34,11 +36,8 @@ HOLD_BASIS = "aml_customer_identification"
 
 
 @pytest.fixture
-def rt(database, key_file, tmp_path):
-    rt = Runtime(Settings(home=tmp_path / "home", database_url=database.url,
-                          database_schema=database.schema, key_file=key_file))
-    yield rt
-    rt.close()
+def rt(database, make_runtime):
+    return make_runtime()
 
 
 def person(rt: Runtime, ref: str) -> dict[str, str]:
@@ -94,10 +93,8 @@ MASKED_DOORS: dict[str, Callable[[Runtime, dict[str, str]], Any]] = {
 
 
 def no_canary_recorded(store: Store) -> None:
-    for e in store.audit.events():
-        text = repr(e.detail)
-        assert ID_CANARY not in text and PHONE_CANARY not in text and NAME_CANARY not in text, \
-            e.kind
+    assert [leak for e in store.audit.events()
+            for leak in CANARIES.in_text(repr(e.detail), f"audit event {e.seq} {e.kind}")] == []
 
 
 def reveals(store: Store, actor: str = SUPER.name) -> int:

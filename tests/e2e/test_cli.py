@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,48 +11,19 @@ import pytest
 from idv.synthetic import applicants
 from sandbox.population import three_element_result
 from tests.conftest import api_token_for, sign_in
+from tests.support import Canaries, run_idv
 
 pytestmark = pytest.mark.e2e
-IDV = str(Path(sys.executable).with_name("idv"))
 
 
-def forms(value: str) -> list[bytes]:
-    raw = value.encode()
-    return [raw, base64.b64encode(raw), raw.hex().encode(), raw.hex().upper().encode(),
-            value.encode("utf-16-le"), value.encode("utf-16-be")]
-
-
-def canaries(lines) -> set[str]:
-    out = set()
-    for x in lines:
-        if isinstance(x, dict):
-            if len(x["id_number"]) >= 15:
-                out.add(x["id_number"])
-            if len(x["phone"]) == 11:
-                out.add(x["phone"])
-    return out
-
-
-def scan(paths: list[Path], texts: list[str], secrets: set[str]) -> list[str]:
-    """Every file under `paths` (the SQLite file with -wal/-journal, keys, Prefect's home)
-    and every captured text: where does any canary appear, in any encoding?"""
-    found = []
-    blobs = [(f"text[{i}]", t.encode("utf-8")) for i, t in enumerate(texts)]
-    for base in paths:
-        for f in base.rglob("*"):
-            if f.is_file():
-                blobs.append((str(f), f.read_bytes()))
-    for where, blob in blobs:
-        for s in secrets:
-            for form in forms(s):
-                if form in blob:
-                    found.append(f"{where}: {form[:6]!r}...")
-    return found
-
-
-def run(args, env, timeout=300):
-    return subprocess.run([IDV, *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+def canaries(lines) -> Canaries:
+    """The lines' full ID numbers and phones, in plain text and the encodings a copy could
+    travel in. Scanned over every file under a folder (the SQLite file with -wal/-journal,
+    keys, Prefect's home) and every captured output."""
+    return Canaries.of_lines(
+        lines, ("id_number", "phone"),
+        keep=lambda field, value: len(value) >= 15 if field == "id_number" else len(value) == 11,
+        forms=("plain", "base64", "hex", "HEX", "utf-16-le", "utf-16-be"))
 
 
 @pytest.fixture
@@ -73,7 +41,7 @@ def test_when_a_batch_runs_from_the_command_line_then_nothing_personal_is_left_a
     batch.parent.mkdir()
     batch.write_text("\n".join(x if isinstance(x, str) else json.dumps(x, ensure_ascii=False)
                                for x in lines) + "\n", encoding="utf-8")
-    proc = run(["batch", "run", str(batch), "--sandbox", "--json"], env)
+    proc = run_idv(env, "batch", "run", str(batch), "--sandbox", "--json", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout)
     assert len(report["applicants"]) + len(report["refused"]) == len(lines)
@@ -86,28 +54,29 @@ def test_when_a_batch_runs_from_the_command_line_then_nothing_personal_is_left_a
             expected = {"MATCH": "passed", "MISMATCH": "failed", "NO_RECORD": "inconclusive"}
             assert step["status"] == expected[three_element_result(x["name"], x["id_number"],
                                                                    x["phone"])]
-    review = run(["review", "list", "--json"], env)
+    review = run_idv(env, "review", "list", "--json", timeout=300)
     assert review.returncode == 0, review.stderr[-2000:]
     assert json.loads(review.stdout)["cases"]
     # Reading the chain needs `audit_read`: an auditor's token, beside the operator's login.
-    audit = run(["audit", "verify", "--json"], {**env, "IDV_TOKEN": api_token_for(env, "auditor")})
+    audit = run_idv({**env, "IDV_TOKEN": api_token_for(env, "auditor")}, "audit", "verify",
+                    "--json", timeout=300)
     assert json.loads(audit.stdout)["intact"] is True
     home = Path(env["IDV_HOME"])
     assert (home / "idv.db").exists() and (home / "prefect").is_dir()
     secrets = canaries(lines)
-    assert scan([batch.parent], [], secrets), "control: the scan must find the input's canaries"
-    leaks = scan([home], [proc.stdout, proc.stderr, review.stdout, review.stderr,
-                          audit.stdout], secrets)
+    assert secrets.in_files(batch.parent), "control: the scan must find the input's canaries"
+    leaks = secrets.in_texts([proc.stdout, proc.stderr, review.stdout, review.stderr,
+                              audit.stdout]) + secrets.in_files(home)
     assert leaks == []
 
 
 def test_when_the_demo_runs_twice_then_it_exits_0_masks_everything_and_adds_no_one(env):
-    first = run(["demo", "--json"], env)
+    first = run_idv(env, "demo", "--json", timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
     a = json.loads(first.stdout)
     assert sum(a["counts"].values()) == 200
     assert a["examples"] and all("*" in ex["id_number"] for ex in a["examples"])
-    second = run(["demo"], env)
+    second = run_idv(env, "demo", timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "Database:" in second.stdout
     import sqlite3
@@ -123,29 +92,29 @@ def test_when_the_demo_runs_twice_then_it_exits_0_masks_everything_and_adds_no_o
     strict = Path(env["IDV_HOME"]) / "strict.yaml"
     strict.write_text(card.read_text(encoding="utf-8").replace(
         "  decline_recommended: 70", "  decline_recommended: 50"), encoding="utf-8")
-    backtest = run(["policy", "backtest", "--policy", str(card), "--against", str(strict),
-                    "--outcomes", a["outcomes_file"], "--json"], env)
+    backtest = run_idv(env, "policy", "backtest", "--policy", str(card), "--against",
+                       str(strict), "--outcomes", a["outcomes_file"], "--json", timeout=300)
     assert backtest.returncode == 0, backtest.stderr[-3000:]
     figures = json.loads(backtest.stdout)
     base, other = figures["sides"]
     assert base["n"] > 100 and base["bad"] > 0 and 0.5 < base["auc"] <= 1 and base["ks"] > 0
     assert other["rates"]["decline_recommended"] >= base["rates"]["decline_recommended"]
-    text_out = run(["policy", "backtest", "--policy", str(card), "--against", str(strict),
-                    "--outcomes", a["outcomes_file"]], env)
+    text_out = run_idv(env, "policy", "backtest", "--policy", str(card), "--against",
+                       str(strict), "--outcomes", a["outcomes_file"], timeout=300)
     assert text_out.returncode == 0 and "AUC" in text_out.stdout and "█" in text_out.stdout
-    explained = run(["explain", a["examples"][0]["applicant_ref"]], env)
+    explained = run_idv(env, "explain", a["examples"][0]["applicant_ref"], timeout=300)
     assert explained.returncode == 0 and "feature id_check" in explained.stdout
     broken = Path(env["IDV_HOME"]) / "broken.yaml"
     broken.write_text(card.read_text(encoding="utf-8").replace("  id_check:", "  id_chek:", 1),
                       encoding="utf-8")
-    refused = run(["policy", "backtest", "--policy", str(broken), "--outcomes",
-                   a["outcomes_file"], "--json"], env)
+    refused = run_idv(env, "policy", "backtest", "--policy", str(broken), "--outcomes",
+                      a["outcomes_file"], "--json", timeout=300)
     assert refused.returncode == 2 and refused.stdout == ""
     assert "unknown feature" in refused.stderr
     assert f"{broken}:" in json.loads(refused.stderr)["rule"]
     demo_lines = list(applicants(200, prefix="DEMO-"))
-    leaks = scan([Path(env["IDV_HOME"])], [first.stdout, first.stderr, second.stdout,
-                                           second.stderr, backtest.stdout, backtest.stderr,
-                                           text_out.stdout, explained.stdout],
-                 canaries(demo_lines))
+    secrets = canaries(demo_lines)
+    leaks = secrets.in_texts([first.stdout, first.stderr, second.stdout, second.stderr,
+                              backtest.stdout, backtest.stderr, text_out.stdout,
+                              explained.stdout]) + secrets.in_files(Path(env["IDV_HOME"]))
     assert leaks == []

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -15,15 +14,10 @@ import pytest
 
 from idv.synthetic import applicants
 from tests.conftest import sign_in
+from tests.support import run_idv
 
 pytestmark = pytest.mark.e2e
-IDV = str(Path(sys.executable).with_name("idv"))
 CANARY_ID = "11010519491231002X"
-
-
-def idv(env: dict[str, str], *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([IDV, *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
 
 
 @pytest.fixture
@@ -119,7 +113,7 @@ def test_when_a_command_gets_bad_input_then_one_line_on_stderr_names_field_and_r
     failures = []
     for args, field, phrase in CASES:
         argv = expand(args, made, tmp_path) + (["--json"] if as_json else [])
-        done = idv(env, *argv)
+        done = run_idv(env, *argv)
         lines = done.stderr.strip().splitlines()
         problem = None
         if done.returncode != 2:
@@ -153,7 +147,7 @@ def test_when_every_line_is_refused_then_the_run_exits_2_and_names_each_line(env
         json.dumps({"applicant_ref": "R-3", "name": "李娜", "id_type": "resident_id",
                     "id_number": "110105194912310021", "product": "consumer_loan"}),
     ]) + "\n", encoding="utf-8")
-    done = idv(env, "batch", "run", str(batch), "--json", timeout=300)
+    done = run_idv(env, "batch", "run", str(batch), "--json", timeout=300)
     assert done.returncode == 2, done.stderr[-2000:]
     report = json.loads(done.stdout)
     assert report["all_refused"] and report["applicants"] == []
@@ -176,8 +170,8 @@ def _mount_read_only(source: Path, target: Path) -> bool:
 
 def test_when_idv_home_is_read_only_then_commands_say_so_in_one_line(env, tmp_path):
     made = tmp_path / "home"
-    assert idv(env, "db", "upgrade").returncode == 0
-    assert idv(env, "keys", "status").returncode == 0
+    assert run_idv(env, "db", "upgrade").returncode == 0
+    assert run_idv(env, "keys", "status").returncode == 0
     read_only = tmp_path / "ro"
     # Root ignores file modes, so a read-only bind mount stands in for a read-only disk;
     # where mounting is not allowed the test cannot run here and says so.
@@ -189,7 +183,7 @@ def test_when_idv_home_is_read_only_then_commands_say_so_in_one_line(env, tmp_pa
                      ["batch", "run", str(tmp_path / "b.jsonl")]):
             if args[0] == "batch":
                 Path(args[2]).write_text("", encoding="utf-8")
-            done = idv(env, *args)
+            done = run_idv(env, *args)
             assert done.returncode == 2, (args, done.stdout, done.stderr[-1500:])
             assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
             assert done.stderr.startswith("error: IDV_HOME: "), done.stderr
@@ -208,7 +202,7 @@ def test_when_a_run_cannot_be_spread_over_a_pool_then_it_is_refused_before_it_st
     batch = tmp_path / "b.jsonl"
     batch.write_text(json.dumps(next(iter(applicants(1, prefix="P-"))), ensure_ascii=False)
                      + "\n", encoding="utf-8")
-    got = idv({**env, **extra}, "batch", "run", str(batch))
+    got = run_idv({**env, **extra}, "batch", "run", str(batch))
     assert got.returncode == 2, got.stderr
     assert got.stderr.startswith(f"error: {field}: ") and got.stderr.count("\n") == 1
     assert "Traceback" not in got.stderr and got.stdout == ""

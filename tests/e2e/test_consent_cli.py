@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,9 +12,9 @@ from sqlalchemy import text
 
 from storage.db import make_engine
 from tests.conftest import sign_in
+from tests.support import run_idv
 
 pytestmark = pytest.mark.e2e
-IDV = str(Path(sys.executable).with_name("idv"))
 
 
 @pytest.fixture
@@ -26,11 +24,6 @@ def env(tmp_path):
     return sign_in(e, "compliance_officer")
 
 
-def idv(env, *args):
-    return subprocess.run([IDV, *args], env=env, capture_output=True, text=True, timeout=120,
-                          check=False)
-
-
 YESTERDAY = (datetime.now(UTC) - timedelta(days=1)).replace(microsecond=0).isoformat()
 GRANT = ["consent", "grant", "A-7", "--purpose", "onboarding_verification", "--scope",
          "id_verification", "--notice", "privacy-notice-2026.10", "--channel", "app",
@@ -38,37 +31,37 @@ GRANT = ["consent", "grant", "A-7", "--purpose", "onboarding_verification", "--s
 
 
 def test_when_consent_commands_run_then_grant_withdraw_show_export_and_stats_agree(env):
-    granted = idv(env, *GRANT, "--json")
+    granted = run_idv(env, *GRANT, "--json")
     assert granted.returncode == 0, granted.stderr
     cid = json.loads(granted.stdout)["consent_id"]
-    again = json.loads(idv(env, *GRANT, "--json").stdout)
+    again = json.loads(run_idv(env, *GRANT, "--json").stdout)
     assert again["consent_id"] == cid and again["created"] is False
 
-    bundled = idv(env, *GRANT[:-4], "--scope", "credit_report", "--evidence",
-                  "sha256:" + "b" * 64, "--json")
+    bundled = run_idv(env, *GRANT[:-4], "--scope", "credit_report", "--evidence",
+                      "sha256:" + "b" * 64, "--json")
     assert bundled.returncode == 2 and bundled.stdout == ""
     assert json.loads(bundled.stderr)["error"].startswith("consent.scopes: bundles")
 
-    withdrawn = json.loads(idv(env, "consent", "withdraw", cid, "--json").stdout)
+    withdrawn = json.loads(run_idv(env, "consent", "withdraw", cid, "--json").stdout)
     assert withdrawn["already_withdrawn"] is False
-    twice = idv(env, "consent", "withdraw", cid)
+    twice = run_idv(env, "consent", "withdraw", cid)
     assert twice.returncode == 0 and "already withdrawn" in twice.stdout
     engine = make_engine(f"sqlite:///{Path(env['IDV_HOME']) / 'idv.db'}")
     with engine.connect() as conn:  # who withdrew, and through the command line
         assert conn.execute(text("select actor, via from consent_events where event = "
                                  "'withdraw'")).all() == [("compliance-officer-user", "cli")]
     engine.dispose()
-    assert idv(env, "audit", "verify").returncode == 0
-    unknown = idv(env, "consent", "withdraw", "nope", "--json")
+    assert run_idv(env, "audit", "verify").returncode == 0
+    unknown = run_idv(env, "consent", "withdraw", "nope", "--json")
     assert unknown.returncode == 2 and unknown.stdout == ""
     assert json.loads(unknown.stderr)["field"] == "consent_id"
 
-    shown = json.loads(idv(env, "consent", "show", "A-7", "--json").stdout)
+    shown = json.loads(run_idv(env, "consent", "show", "A-7", "--json").stdout)
     assert [g["state"] for g in shown["grants"]] == ["withdrawn"]
-    receipt = json.loads(idv(env, "consent", "export", "A-7").stdout)
+    receipt = json.loads(run_idv(env, "consent", "export", "A-7").stdout)
     assert [e["event"] for e in receipt["events"]] == ["grant", "withdraw"]
-    (row,) = json.loads(idv(env, "consent", "stats", "--json").stdout)["stats"]
+    (row,) = json.loads(run_idv(env, "consent", "stats", "--json").stdout)["stats"]
     assert row["asked"] == 1 and row["withdrew"] == 1
-    assert idv(env, "consent", "stats").returncode == 0
-    missing = idv(env, "explain", "A-7", "--json")
+    assert run_idv(env, "consent", "stats").returncode == 0
+    missing = run_idv(env, "explain", "A-7", "--json")
     assert missing.returncode == 2 and "no such applicant" in missing.stderr

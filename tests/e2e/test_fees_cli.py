@@ -8,8 +8,6 @@ import csv
 import io
 import json
 import os
-import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -22,16 +20,11 @@ from idv.synthetic import Mix, applicants
 from sandbox.app import SandboxState, parse_faults
 from sandbox.server import SandboxServer
 from tests.conftest import sign_in
+from tests.support import run_idv
 
 pytestmark = pytest.mark.e2e
-IDV = str(Path(sys.executable).with_name("idv"))
 LINES = list(applicants(40, seed=31, prefix="F-", mix=Mix(invalid=0, no_consent=0,
                                                           no_scoring_consent=0)))
-
-
-def idv(env, *args):
-    return subprocess.run([IDV, *args], env=env, capture_output=True, text=True, timeout=120,
-                          check=False)
 
 
 @pytest.fixture
@@ -74,7 +67,7 @@ def test_when_the_vendor_billed_calls_that_timed_out_then_reconcile_names_each_o
     path = tmp_path / "statement.csv"
     path.write_text(statement, encoding="utf-8")
 
-    done = idv(env, "fees", "reconcile", str(path), "--json")
+    done = run_idv(env, "fees", "reconcile", str(path), "--json")
     assert done.returncode == 1, done.stderr
     report = json.loads(done.stdout)
     assert report["counts"] == {"billed_twice": 0, "billed_not_recorded": len(late),
@@ -108,14 +101,14 @@ def test_when_the_vendor_billed_calls_that_timed_out_then_reconcile_names_each_o
                                           if r[endpoint].startswith("/v1/identity/")]])
     own = tmp_path / "identity.csv"
     own.write_text(out.getvalue(), encoding="utf-8")
-    identity = idv(env, "fees", "reconcile", str(own), "--vendor", "identity", "--json")
+    identity = run_idv(env, "fees", "reconcile", str(own), "--vendor", "identity", "--json")
     assert identity.returncode == 0, identity.stdout
     agreed = json.loads(identity.stdout)
     assert agreed["clean"] and agreed["matched_calls"] == sum(
         1 for st in stored if st.step == "id_check" and st.fee_cents)
     # The whole statement with --vendor credit: only the credit bureau's lines are compared,
     # the other vendors' are left out (not "billed under a key idv never stored").
-    credit = idv(env, "fees", "reconcile", str(path), "--vendor", "credit", "--json")
+    credit = run_idv(env, "fees", "reconcile", str(path), "--vendor", "credit", "--json")
     assert credit.returncode == 1, credit.stderr
     only = json.loads(credit.stdout)
     assert only["counts"]["billed_unknown"] == 0
@@ -124,7 +117,7 @@ def test_when_the_vendor_billed_calls_that_timed_out_then_reconcile_names_each_o
                                               if not r[endpoint].startswith("/v1/credit/"))
     assert only["other_vendors_lines"] > 0
     # Every vendor's steps against it: the other vendors' fees were recorded, not billed.
-    mixed = json.loads(idv(env, "fees", "reconcile", str(own), "--json").stdout)
+    mixed = json.loads(run_idv(env, "fees", "reconcile", str(own), "--json").stdout)
     assert mixed["counts"]["recorded_not_billed"] == sum(
         1 for st in stored if st.step != "id_check" and st.fee_cents)
 
@@ -149,7 +142,7 @@ def test_when_the_statement_is_doctored_then_every_kind_of_disagreement_is_found
     path = tmp_path / "doctored.csv"
     path.write_text(out.getvalue(), encoding="utf-8")
 
-    done = idv(env, "fees", "reconcile", str(path), "--json")
+    done = run_idv(env, "fees", "reconcile", str(path), "--json")
     assert done.returncode == 1, done.stderr
     report = json.loads(done.stdout)
     counts = report["counts"]
@@ -161,7 +154,7 @@ def test_when_the_statement_is_doctored_then_every_kind_of_disagreement_is_found
         {"line": len(lines) + 1, "column": "billed_at",
          "rule": report["unreadable_lines"][0]["rule"]}]
 
-    text = idv(env, "fees", "reconcile", str(path))
+    text = run_idv(env, "fees", "reconcile", str(path))
     assert text.returncode == 1
     assert "disagreed" in text.stdout and "unreadable lines 1" in text.stdout
     # Keys, refs and amounts only: no name, ID number or phone of anyone in the batch.
@@ -182,7 +175,7 @@ def test_when_the_statement_matches_then_reconcile_agrees(world, tmp_path):
     csv.writer(out).writerows([rows[0], *[r for r in rows[1:] if r[key] not in late]])
     path = tmp_path / "agreed.csv"
     path.write_text(out.getvalue(), encoding="utf-8")
-    done = idv(env, "fees", "reconcile", str(path))
+    done = run_idv(env, "fees", "reconcile", str(path))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "agreed" in done.stdout
 
@@ -191,7 +184,7 @@ def test_when_the_statement_cannot_be_read_then_the_error_names_the_rule(world, 
     env, *_ = world
     path = tmp_path / "bad.csv"
     path.write_text("billed_at,request_id,endpoint,fee_cents\n", encoding="utf-8")
-    done = idv(env, "fees", "reconcile", str(path), "--json")
+    done = run_idv(env, "fees", "reconcile", str(path), "--json")
     assert done.returncode == 2 and done.stdout == ""
     assert json.loads(done.stderr)["error"] == (
         "statement: the header lacks the column 'idempotency_key'")

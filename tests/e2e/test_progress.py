@@ -6,14 +6,14 @@ from __future__ import annotations
 import os
 import pty
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.support import IDV_BIN, run_idv
+
 pytestmark = pytest.mark.e2e
-IDV = str(Path(sys.executable).with_name("idv"))
 
 
 def env_for(tmp_path: Path) -> dict[str, str]:
@@ -45,11 +45,10 @@ def on_terminal(args: list[str], env: dict[str, str], timeout: float = 240) -> t
 def test_when_the_demo_runs_on_a_terminal_then_a_progress_bar_shows_lines_rate_and_fees(
         tmp_path):
     env = env_for(tmp_path)
-    code, screen = on_terminal([IDV, "demo", "--size", "30"], env)
+    code, screen = on_terminal([IDV_BIN, "demo", "--size", "30"], env)
     assert code == 0, screen[-2000:]
     assert "verifying" in screen and "lines/s" in screen and "CNY" in screen
-    piped = subprocess.run([IDV, "demo", "--size", "30"], env=env, capture_output=True,
-                           text=True, timeout=240, check=False)
+    piped = run_idv(env, "demo", "--size", "30", timeout=240)
     assert piped.returncode == 0, piped.stderr[-2000:]
     assert "verifying" not in piped.stdout + piped.stderr
     assert "lines/s" not in piped.stdout + piped.stderr

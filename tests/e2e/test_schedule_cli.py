@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -15,16 +14,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from tests.conftest import sign_in
+from tests.support import run_idv
 
 pytestmark = pytest.mark.e2e
-IDV = str(Path(sys.executable).with_name("idv"))
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 SHIPPED = Path(__file__).parents[2] / "policies" / "schedules.yaml"
-
-
-def idv(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([IDV, *args], env=env, capture_output=True, text=True, timeout=120,
-                          check=False)
 
 
 @pytest.fixture
@@ -55,7 +49,7 @@ def first_of_month_at_three(now: datetime, n: int) -> list[datetime]:
 
 def test_schedule_list_shows_the_crons_in_shanghai_with_their_next_run_times(env):
     before = datetime.now(UTC)
-    done = idv(env, "schedule", "list", "--json", "--count", "4")
+    done = run_idv(env, "schedule", "list", "--json", "--count", "4")
     after = datetime.now(UTC)
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
@@ -89,7 +83,7 @@ def test_a_schedule_file_that_does_not_validate_is_refused_with_file_line_and_ru
     bad.write_text(SHIPPED.read_text("utf-8").replace(old, new, 1), "utf-8")
     env["IDV_SCHEDULES_FILE"] = str(bad)
     for args in (["schedule", "list"], ["schedule", "apply", "--json"], ["serve-flows"]):
-        done = idv(env, *args)
+        done = run_idv(env, *args)
         assert done.returncode == 2 and done.stdout == "", (args, done.stdout)
         (only,) = done.stderr.strip().splitlines()
         assert "Traceback" not in done.stderr
@@ -112,7 +106,7 @@ def test_when_the_inbox_cannot_be_written_then_inbox_run_refuses_before_anything
             subprocess.run(["umount", str(read_only)], capture_output=True, check=False)
             pytest.skip("a read-only bind mount needs CAP_SYS_ADMIN, which this machine lacks")
     try:
-        done = idv({**env, "IDV_INBOX": str(read_only)}, "inbox", "run", "--json")
+        done = run_idv({**env, "IDV_INBOX": str(read_only)}, "inbox", "run", "--json")
     finally:
         subprocess.run(["umount", str(read_only)], capture_output=True, check=False)
     assert done.returncode == 2 and done.stdout == ""

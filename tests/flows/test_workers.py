@@ -30,6 +30,7 @@ from sandbox.app import SandboxState
 from sandbox.server import SandboxServer
 from storage.db import make_engine
 from tests.conftest import PG_URL, free_port, person_token
+from tests.support import run_idv
 
 pytestmark = [pytest.mark.subprocess, pytest.mark.postgres,
               pytest.mark.skipif(not PG_URL, reason="IDV_TEST_DATABASE_URL is not set")]
@@ -147,9 +148,7 @@ def test_when_a_worker_is_killed_mid_chunk_then_the_chunk_runs_elsewhere_and_bil
         rt.migrate()
         # Deploying needs the `schedule` permission: an operator's API token.
         env["IDV_TOKEN"] = person_token(rt, "operator")
-        applied = subprocess.run([str(BIN / "idv"), "schedule", "apply", "--pool", pool,
-                                  "--json"], env=env, capture_output=True, text=True,
-                                 timeout=300, check=False)
+        applied = run_idv(env, "schedule", "apply", "--pool", pool, "--json", timeout=300)
         assert applied.returncode == 0, applied.stderr
         workers = {}
         for name in ("worker-a", "worker-b"):

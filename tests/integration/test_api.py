@@ -10,8 +10,6 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import text
 
-from flows.runtime import Runtime
-from flows.settings import Settings
 from idv.api import create_app
 from storage.records import Decision, NewApplicant
 from tests.conftest import person_token
@@ -29,17 +27,14 @@ def officer(rt) -> dict[str, str]:
 
 
 @pytest.fixture
-def api(database, key_file, tmp_path, serve_app):
-    rt = Runtime(Settings(home=tmp_path / "home", database_url=database.url,
-                          database_schema=database.schema, key_file=key_file,
-                          api_token=SecretStr(TOKEN)))
+def api(database, make_runtime, serve_app):
+    rt = make_runtime(api_token=SecretStr(TOKEN))
     server = serve_app(create_app(rt))
     client = httpx.Client(base_url=server.url,
                           headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
     yield client, rt
     client.close()
     server.stop()
-    rt.close()
 
 
 def body(**kw):
@@ -243,10 +238,9 @@ def test_when_an_event_is_posted_then_it_is_gated_stored_and_refusals_name_field
 
 @pytest.mark.parametrize("env", ["development", "production"])
 def test_when_the_docs_are_asked_for_then_production_wants_the_token_and_no_asset_is_remote(
-        env, key_file, tmp_path, serve_app):
+        env, make_runtime, serve_app):
     token = STRONG if env == "production" else TOKEN
-    rt = Runtime(Settings(env=env, home=tmp_path / "home", key_file=key_file,
-                          api_token=SecretStr(token)))
+    rt = make_runtime(env=env, api_token=SecretStr(token))
     server = serve_app(create_app(rt))
     auth = {"Authorization": f"Bearer {token}"}
     try:
@@ -270,7 +264,6 @@ def test_when_the_docs_are_asked_for_then_production_wants_the_token_and_no_asse
             assert client.get("/openapi.json", headers=auth).json()["info"]["title"] == "idv"
     finally:
         server.stop()
-        rt.close()
 
 
 def test_subject_requests_asks_and_signed_receipts_over_http(api):

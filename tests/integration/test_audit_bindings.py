@@ -18,8 +18,7 @@ import pytest
 from sqlalchemy import delete, insert, text, update
 
 from flows.onboarding import run_batch
-from flows.runtime import Runtime
-from flows.settings import Settings, vendor_overrides
+from flows.settings import vendor_overrides
 from idv.synthetic import Mix, applicants
 from sandbox.app import SandboxState
 from sandbox.server import SandboxServer
@@ -35,14 +34,11 @@ MIX = Mix(invalid=0, no_consent=0, no_scoring_consent=0, virtual_phone=0)
 
 
 @pytest.fixture
-def world(database, key_file, tmp_path):
+def world(database, make_runtime, tmp_path):
     state = SandboxState(app_key="k", app_secret="s")
     with SandboxServer(state) as sandbox:
-        rt = Runtime(Settings(home=tmp_path / "home", database_url=database.url,
-                              database_schema=database.schema, key_file=key_file,
-                              **vendor_overrides(sandbox.base_url, "k", "s"), concurrency=2))
+        rt = make_runtime(**vendor_overrides(sandbox.base_url, "k", "s"), concurrency=2)
         yield rt, state, tmp_path
-        rt.close()
 
 
 def batch_of(tmp_path, lines, name="batch.jsonl"):

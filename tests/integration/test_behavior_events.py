@@ -12,7 +12,6 @@ from pydantic import SecretStr
 from sqlalchemy import text
 
 from flows.runtime import Runtime
-from flows.settings import Settings
 from policies.scorecard import assess
 from services.events import EventRefused
 from storage.records import Decision, NewApplicant
@@ -22,11 +21,8 @@ DEVICE, IP = "device-7f3a9c2e55", "203.0.113.77"
 
 
 @pytest.fixture
-def runtime(database, key_file, tmp_path):
-    rt = Runtime(Settings(home=tmp_path / "home", database_url=database.url,
-                          database_schema=database.schema, key_file=key_file))
-    yield rt
-    rt.close()
+def runtime(database, make_runtime):
+    return make_runtime()
 
 
 def enrol(rt: Runtime, ref: str, *, behavior_consent: bool = True) -> None:

@@ -27,8 +27,7 @@ from sqlalchemy import select, text, update
 from stdnum import numdb
 
 from flows.onboarding import run_batch
-from flows.runtime import Runtime
-from flows.settings import Settings, vendor_overrides
+from flows.settings import vendor_overrides
 from idv.synthetic import Mix, applicants
 from policies.identity import check_character, division_code_existed
 from policies.masking import mask
@@ -276,14 +275,9 @@ def test_when_many_rows_share_an_index_then_lookups_find_exactly_the_right_peopl
 
 
 @pytest.fixture
-def runtime(database, key_file, sandbox, tmp_path):
-    settings = Settings(home=tmp_path / "home", database_url=database.url,
-                        database_schema=database.schema, key_file=key_file,
-                        **vendor_overrides(sandbox.base_url, sandbox.state.app_key,
+def runtime(database, make_runtime, sandbox):
+    return make_runtime(**vendor_overrides(sandbox.base_url, sandbox.state.app_key,
                                            sandbox.state.app_secret), chunk_size=25)
-    rt = Runtime(settings)
-    yield rt
-    rt.close()
 
 
 def test_when_a_batch_meets_rows_sharing_an_index_then_it_judges_by_the_values(

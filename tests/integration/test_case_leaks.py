@@ -13,21 +13,18 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.runtime import Runtime
-from flows.settings import Settings
 from services.context import Actor
 from tests.conftest import LoopbackServer, person_token
 from tests.integration.test_cases import ID_CANARY, NAME_CANARY, PHONE_CANARY, flagged
+from tests.support import Canaries
 
-CANARIES = (ID_CANARY, PHONE_CANARY, NAME_CANARY)
+CANARIES = Canaries({"id_number": ID_CANARY, "phone": PHONE_CANARY, "name": NAME_CANARY})
 SUPER, SUPER2 = Actor("sue", "supervisor"), Actor("sam", "supervisor")
 
 
 @pytest.fixture
-def runtime(key_file, tmp_path):
-    rt = Runtime(Settings(home=tmp_path / "home", key_file=key_file,
-                          database_url=f"sqlite:///{tmp_path / 'data' / 'idv.db'}"))
-    yield rt
-    rt.close()
+def runtime(make_runtime, tmp_path):
+    return make_runtime(database_url=f"sqlite:///{tmp_path / 'data' / 'idv.db'}")
 
 
 def verify_detached(public: bytes, signature: bytes, message: bytes) -> bool:
@@ -40,10 +37,6 @@ def verify_detached(public: bytes, signature: bytes, message: bytes) -> bool:
     except InvalidSignature:
         return False
     return True
-
-
-def leaks(text: str) -> list[str]:
-    return [c for c in CANARIES if c in text]
 
 
 def referred(rt: Runtime, ref: str) -> str:
@@ -62,7 +55,7 @@ def test_the_dossier_is_signed_and_masked_except_what_it_declares(runtime):
     svc = runtime.services.cases
     case_id = referred(runtime, "DS-1")
     d = svc.dossier(case_id, actor=SUPER2)
-    assert leaks(d.document) == []
+    assert CANARIES.in_text(d.document, "dossier") == []
     assert verify_detached(base64.b64decode(d.public_key), base64.b64decode(d.signature),
                            d.document.encode())
     assert not verify_detached(base64.b64decode(d.public_key), base64.b64decode(d.signature),
@@ -72,7 +65,7 @@ def test_the_dossier_is_signed_and_masked_except_what_it_declares(runtime):
     assert [x["status"] for x in doc["decisions"]] == ["confirmed"]
     declared = svc.dossier(case_id, actor=SUPER2, declare=["id_number"],
                            reason="police request 2026-113 under PIPL Art. 13(3)")
-    assert leaks(declared.document) == [ID_CANARY]
+    assert CANARIES.names_in(declared.document) == ["id_number"]
     assert json.loads(declared.document)["declared_unmasked"] == ["id_number"]
     kinds = [e.kind for e in runtime.store.audit.events(kind_prefix="case.dossier")]
     assert kinds == ["case.dossier_exported"] * 2
@@ -115,8 +108,8 @@ def test_no_personal_value_in_cli_or_api_output_or_logs_unless_revealed(
             outputs.append(answer.text)
     finally:
         server.stop()
-    assert [leaks(o) for o in outputs] == [[] for _ in outputs]
-    assert leaks("\n".join(r.getMessage() for r in caplog.records)) == []
+    assert CANARIES.in_texts(outputs) == []
+    assert CANARIES.in_logs(caplog.records) == []
 
 
 def test_the_dossier_over_the_api_is_signed_and_holds_no_value_it_does_not_declare(runtime):
@@ -139,7 +132,7 @@ def test_the_dossier_over_the_api_is_signed_and_holds_no_value_it_does_not_decla
         assert answer.status_code == 200, answer.text[:300]
         body = answer.json()
         assert set(body) == {"document", "sha256", "signature", "public_key"}
-        assert leaks(answer.text) == []
+        assert CANARIES.in_text(answer.text) == []
         document = body["document"].encode()
         assert hashlib.sha256(document).hexdigest() == body["sha256"]
         public, signature = base64.b64decode(body["public_key"]), base64.b64decode(
@@ -156,7 +149,7 @@ def test_the_dossier_over_the_api_is_signed_and_holds_no_value_it_does_not_decla
         text = declared.json()["document"]
         assert json.loads(text)["declared_unmasked"] == ["phone"]
         # Beyond what it declares: the phone, in the subject, and nothing else.
-        assert leaks(text) == [PHONE_CANARY]
+        assert CANARIES.names_in(text) == ["phone"]
         assert text.count(PHONE_CANARY) == 1
         assert json.loads(text)["subject"]["phone"] == PHONE_CANARY
         assert verify_detached(base64.b64decode(declared.json()["public_key"]),
@@ -164,13 +157,14 @@ def test_the_dossier_over_the_api_is_signed_and_holds_no_value_it_does_not_decla
 
         refused = httpx.post(url, headers={"Authorization": f"Bearer {analyst}"}, timeout=10)
         assert refused.status_code == 403 and refused.json()["field"] == "role"
-        assert leaks(refused.text) == [] and set(refused.json()) == {"error", "field", "rule"}
+        assert CANARIES.in_text(refused.text) == []
+        assert set(refused.json()) == {"error", "field", "rule"}
         not_referred = httpx.post(f"{server.url}/cases/{open_case}/dossier", headers=auth,
                                   timeout=10)
-        assert not_referred.status_code == 409 and leaks(not_referred.text) == []
+        assert not_referred.status_code == 409 and CANARIES.in_text(not_referred.text) == []
         no_reason = httpx.post(url, headers=auth, timeout=10, json={"declare": ["name"]})
         assert no_reason.status_code == 422 and no_reason.json()["field"] == "reason"
-        assert leaks(no_reason.text) == []
+        assert CANARIES.in_text(no_reason.text) == []
     finally:
         server.stop()
     kinds = [e.kind for e in runtime.store.audit.events(kind_prefix="case.dossier")]

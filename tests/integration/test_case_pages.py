@@ -18,17 +18,18 @@ import pytest
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
-from flows.runtime import Runtime, Settings
+from flows.runtime import Runtime
 from idv.api import create_app
 from policies.catalog import access_policy
 from services.context import Actor
 from services.errors import Denied, InvalidInput
 from tests.conftest import person_token
 from tests.integration.test_cases import ID_CANARY, NAME_CANARY, PHONE_CANARY, flagged
+from tests.support import Canaries
 
 PASSWORD = "pages-password-0123"
 ADMIN, ANA, SUE = Actor("admin", "operator"), Actor("ana", "analyst"), Actor("sue", "supervisor")
-CANARIES = (ID_CANARY, PHONE_CANARY, NAME_CANARY)
+CANARIES = Canaries({"id_number": ID_CANARY, "phone": PHONE_CANARY, "name": NAME_CANARY})
 ROLES = sorted(access_policy().roles)
 
 
@@ -38,15 +39,9 @@ def csrf_of(page: httpx.Response) -> str:
     return found.group(1)
 
 
-def leaks(text: str) -> list[str]:
-    return [c for c in CANARIES if c in text]
-
-
 class Site:
-    def __init__(self, database, key_file, home, serve_app) -> None:
-        self.rt = Runtime(Settings(home=home, database_url=database.url,
-                                   database_schema=database.schema, key_file=key_file,
-                                   web_cookie_secure=False))
+    def __init__(self, rt, serve_app) -> None:
+        self.rt = rt
         people = self.rt.services.people
         people.add("admin", "operator", SecretStr(PASSWORD), actor=None)
         for name, role in (("ana", "analyst"), ("sue", "supervisor"),
@@ -63,12 +58,11 @@ class Site:
 
     def close(self) -> None:
         self.server.stop()
-        self.rt.close()
 
 
 @pytest.fixture
-def site(database, key_file, tmp_path, serve_app):
-    s = Site(database, key_file, tmp_path / "home", serve_app)
+def site(database, make_runtime, serve_app):
+    s = Site(make_runtime(web_cookie_secure=False), serve_app)
     yield s
     s.close()
 
@@ -91,7 +85,7 @@ def test_no_page_shows_a_planted_value_unless_revealed_and_then_only_in_that_ans
             for path in pages:
                 answer = browser.get(path)
                 assert answer.status_code in (200, 403, 404), (name, path)
-                assert leaks(answer.text) == [], (name, path)
+                assert CANARIES.in_text(answer.text, f"{path} as {name}") == []
     browser, token = site.browser("sue")
     with closing(browser):
         revealed = browser.post(f"/web/cases/{case_id}/reveal", headers={"HX-Request": "true"},
@@ -99,9 +93,9 @@ def test_no_page_shows_a_planted_value_unless_revealed_and_then_only_in_that_ans
                                       "reason_code": "court_match",
                                       "reason": "comparing with the court-list entry"})
         assert revealed.status_code == 200
-        assert leaks(revealed.text) == [ID_CANARY]  # the one field, in this answer
+        assert CANARIES.names_in(revealed.text) == ["id_number"]  # the one field, here
         assert "<html" not in revealed.text  # a fragment, not a page to keep
-        assert leaks(browser.get(f"/web/cases/{case_id}").text) == []
+        assert CANARIES.in_text(browser.get(f"/web/cases/{case_id}").text) == []
     [event] = site.rt.store.audit.events(kind_prefix="applicant.revealed")
     assert event.detail["field"] == "id_number" and event.detail["actor"] == "sue"
 

@@ -24,12 +24,12 @@ import httpx
 import pytest
 from botocore.exceptions import ClientError
 
-from flows.runtime import Runtime
 from flows.settings import Settings
 from services.context import Actor
 from storage.checkpoints import CheckpointError, CheckpointKey, CheckpointLog, ObjectStorePrefix
 from storage.db import make_engine, upgrade
 from storage.store import Store
+from tests.support import run_idv
 
 pytestmark = pytest.mark.subprocess
 BUCKET = "idv-audit-checkpoints"
@@ -210,27 +210,22 @@ def test_when_the_store_ignores_if_none_match_then_checkpoints_are_refused(
     engine.dispose()
 
 
-def stored_runtime(database, key_file, tmp_path, s3_server, prefix) -> Runtime:
-    """A runtime whose checkpoints (every 4 events) go to `prefix` of the S3 imitation."""
-    return Runtime(Settings(home=tmp_path / "home", database_url=database.url,
-                            database_schema=database.schema, key_file=key_file,
-                            checkpoint_every=4, checkpoint_url=prefix,
-                            checkpoint_endpoint_url=s3_server, checkpoint_region="us-east-1"))
+def stored_in(s3_server, prefix) -> dict:
+    """Settings for checkpoints (every 4 events) under `prefix` of the S3 imitation."""
+    return dict(checkpoint_every=4, checkpoint_url=prefix, checkpoint_endpoint_url=s3_server,
+                checkpoint_region="us-east-1")
 
 
 def test_when_the_runtime_is_given_a_checkpoint_url_then_audit_verify_and_proofs_use_it(
-        database, key_file, tmp_path, s3, s3_server, prefix):
-    rt = stored_runtime(database, key_file, tmp_path, s3_server, prefix)
-    try:
-        for i in range(9):
-            rt.store.audit.record("test.event", "S-1", {"i": i})
-        rt.store.audit.checkpoint()
-        check = rt.services.audit.check_chain(actor=Actor("aud", "auditor"))
-        assert check.intact and check.checkpoints == 3, check
-        assert rt.checkpoint_dir is None and not (tmp_path / "home" / "checkpoints").exists()
-        assert keys(s3, prefix) == [f"{n:016d}.ckpt" for n in (4, 8, 9)]
-    finally:
-        rt.close()
+        database, make_runtime, tmp_path, s3, s3_server, prefix):
+    rt = make_runtime(**stored_in(s3_server, prefix))
+    for i in range(9):
+        rt.store.audit.record("test.event", "S-1", {"i": i})
+    rt.store.audit.checkpoint()
+    check = rt.services.audit.check_chain(actor=Actor("aud", "auditor"))
+    assert check.intact and check.checkpoints == 3, check
+    assert rt.checkpoint_dir is None and not (tmp_path / "home" / "checkpoints").exists()
+    assert keys(s3, prefix) == [f"{n:016d}.ckpt" for n in (4, 8, 9)]
     with pytest.raises(ValueError, match="checkpoint_url"):
         Settings(home=tmp_path / "h2", checkpoint_url="s3://Bad_Bucket/x")
 
@@ -239,7 +234,6 @@ def test_when_idv_audit_verify_runs_on_an_object_store_then_it_exits_by_what_it_
         tmp_path, s3, s3_server, prefix):
     from tests.conftest import sign_in
 
-    idv = str(Path(sys.executable).with_name("idv"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IDV_", "PREFECT_"))}
     env.update(IDV_HOME=str(tmp_path / "home"), IDV_CHECKPOINT_URL=prefix,
                IDV_CHECKPOINT_ENDPOINT_URL=s3_server, IDV_CHECKPOINT_EVERY="3",
@@ -247,8 +241,7 @@ def test_when_idv_audit_verify_runs_on_an_object_store_then_it_exits_by_what_it_
     env = sign_in(env, "auditor")  # signing in writes audit events, and checkpoints
 
     def verify() -> subprocess.CompletedProcess[str]:
-        return subprocess.run([idv, "audit", "verify", "--json"], env=env,
-                              capture_output=True, text=True, timeout=120, check=False)
+        return run_idv(env, "audit", "verify", "--json")
 
     first = verify()
     assert first.returncode == 0, first.stderr[-2000:]
@@ -268,25 +261,22 @@ def test_when_idv_audit_verify_runs_on_an_object_store_then_it_exits_by_what_it_
 
 
 def test_when_checkpoints_live_in_an_object_store_then_the_compliance_pack_carries_them(
-        database, key_file, tmp_path, s3, s3_server, prefix):
+        database, make_runtime, s3, s3_server, prefix):
     import hashlib
     from datetime import UTC, datetime, timedelta
 
-    rt = stored_runtime(database, key_file, tmp_path, s3_server, prefix)
-    try:
-        for i in range(9):
-            rt.store.audit.record("test.event", "S-1", {"i": i})
-        rt.store.audit.checkpoint()
-        today = datetime.now(UTC).astimezone().date()
-        pack = rt.services.compliance.pack(
-            (today - timedelta(days=1)).isoformat(), (today + timedelta(days=1)).isoformat(),
-            actor=Actor("officer", "compliance_officer"))
-        files = pack["checkpoints"]["files"]
-        # Every checkpoint over the period's events, read back from the store, byte for byte.
-        assert [f["name"] for f in files] == [f"{n:016d}.ckpt" for n in (4, 8, 9)]
-        for f in files:
-            body = s3.get_object(Bucket=BUCKET, Key=f["url"].split("/", 3)[3])["Body"].read()
-            assert f["data"] == body and f["sha256"] == hashlib.sha256(body).hexdigest()
-        assert pack["checkpoints"]["folder"] == prefix
-    finally:
-        rt.close()
+    rt = make_runtime(**stored_in(s3_server, prefix))
+    for i in range(9):
+        rt.store.audit.record("test.event", "S-1", {"i": i})
+    rt.store.audit.checkpoint()
+    today = datetime.now(UTC).astimezone().date()
+    pack = rt.services.compliance.pack(
+        (today - timedelta(days=1)).isoformat(), (today + timedelta(days=1)).isoformat(),
+        actor=Actor("officer", "compliance_officer"))
+    files = pack["checkpoints"]["files"]
+    # Every checkpoint over the period's events, read back from the store, byte for byte.
+    assert [f["name"] for f in files] == [f"{n:016d}.ckpt" for n in (4, 8, 9)]
+    for f in files:
+        body = s3.get_object(Bucket=BUCKET, Key=f["url"].split("/", 3)[3])["Body"].read()
+        assert f["data"] == body and f["sha256"] == hashlib.sha256(body).hexdigest()
+    assert pack["checkpoints"]["folder"] == prefix

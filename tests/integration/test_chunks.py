@@ -6,80 +6,71 @@ flow runs, a kill) is tests/flows/test_workers.py."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from flows.chunks import Dispatcher, Tracked, chunk_deployment, chunk_pool, work_chunk
 from flows.onboarding import plan_batch, start_run
-from flows.runtime import Runtime
 from flows.settings import Settings, vendor_overrides
 from idv.synthetic import write_batch
 from services.errors import Conflict, InvalidInput
 
 
-def runtime(database, key_file: Path, home: Path, sandbox, **extra) -> Runtime:
-    return Runtime(Settings(home=home, key_file=key_file, database_url=database.url,
-                            database_schema=database.schema, chunk_size=10, concurrency=4,
-                            **vendor_overrides(sandbox.base_url, sandbox.state.app_key,
-                                               sandbox.state.app_secret), **extra))
+def chunked(sandbox) -> dict:
+    """Settings for chunks of 10 against the sandbox."""
+    return dict(chunk_size=10, concurrency=4, **vendor_overrides(
+        sandbox.base_url, sandbox.state.app_key, sandbox.state.app_secret))
 
 
 def test_when_a_chunk_is_worked_then_it_is_done_once_and_a_given_up_attempt_does_nothing(
-        database, key_file, tmp_path, sandbox):
+        database, make_runtime, tmp_path, sandbox):
     batch = write_batch(tmp_path / "b.jsonl", 30, seed=5, prefix="C-")
-    rt = runtime(database, key_file, tmp_path / "home", sandbox)
-    try:
-        run_id = start_run(rt, str(batch))
-        first = work_chunk(rt, str(batch), run_id, 1, 10, attempt=1)
-        assert first["lines"] == 10
-        calls = len(sandbox.state.calls)
-        # Sent again (a dispatcher that lost sight of it): the stored counts, no calls.
-        assert work_chunk(rt, str(batch), run_id, 1, 10, attempt=2) == first
-        assert len(sandbox.state.calls) == calls
-        # Chunk 2's first attempt given up on before it started: it does nothing.
-        rt.store.runs.release_chunk(run_id, 2, attempt=2, reason="worker_silent")
-        assert work_chunk(rt, str(batch), run_id, 2, 10, attempt=1) == {"superseded": 1}
-        assert len(sandbox.state.calls) == calls
-        assert work_chunk(rt, str(batch), run_id, 2, 10, attempt=2)["lines"] == 10
-        chunks = rt.store.runs.chunks(run_id)
-        assert {i: (c["status"], c["attempt"]) for i, c in chunks.items()} == {
-            1: ("done", 1), 2: ("done", 2)}
-        (event,) = rt.store.audit.events(kind_prefix="run.chunk_redispatched")
-        assert event.detail == {"run_id": run_id, "chunk": 2, "attempt": 2,
-                                "reason": "worker_silent"}
-        # Its lines recorded once each, whatever the attempts.
-        assert [x.line_no for x in rt.store.runs.lines(run_id)] == list(range(11, 31))
-        assert rt.store.audit.verify_chain()[0]
-    finally:
-        rt.close()
+    rt = make_runtime(**chunked(sandbox))
+    run_id = start_run(rt, str(batch))
+    first = work_chunk(rt, str(batch), run_id, 1, 10, attempt=1)
+    assert first["lines"] == 10
+    calls = len(sandbox.state.calls)
+    # Sent again (a dispatcher that lost sight of it): the stored counts, no calls.
+    assert work_chunk(rt, str(batch), run_id, 1, 10, attempt=2) == first
+    assert len(sandbox.state.calls) == calls
+    # Chunk 2's first attempt given up on before it started: it does nothing.
+    rt.store.runs.release_chunk(run_id, 2, attempt=2, reason="worker_silent")
+    assert work_chunk(rt, str(batch), run_id, 2, 10, attempt=1) == {"superseded": 1}
+    assert len(sandbox.state.calls) == calls
+    assert work_chunk(rt, str(batch), run_id, 2, 10, attempt=2)["lines"] == 10
+    chunks = rt.store.runs.chunks(run_id)
+    assert {i: (c["status"], c["attempt"]) for i, c in chunks.items()} == {
+        1: ("done", 1), 2: ("done", 2)}
+    (event,) = rt.store.audit.events(kind_prefix="run.chunk_redispatched")
+    assert event.detail == {"run_id": run_id, "chunk": 2, "attempt": 2,
+                            "reason": "worker_silent"}
+    # Its lines recorded once each, whatever the attempts.
+    assert [x.line_no for x in rt.store.runs.lines(run_id)] == list(range(11, 31))
+    assert rt.store.audit.verify_chain()[0]
 
 
 def test_when_a_chunk_names_another_file_or_a_closed_run_then_it_is_refused(
-        database, key_file, tmp_path, sandbox):
+        database, make_runtime, tmp_path, sandbox):
     batch = write_batch(tmp_path / "b.jsonl", 12, seed=6, prefix="D-")
     other = write_batch(tmp_path / "other.jsonl", 12, seed=7, prefix="E-")
-    rt = runtime(database, key_file, tmp_path / "home", sandbox)
-    try:
-        run_id = start_run(rt, str(batch))
-        with pytest.raises(InvalidInput) as wrong:
-            work_chunk(rt, str(other), run_id, 0, 10)
-        assert wrong.value.field == "batch_path"
-        with pytest.raises(InvalidInput) as missing:
-            work_chunk(rt, str(tmp_path / "gone.jsonl"), run_id, 0, 10)
-        assert missing.value.field == "batch_path"
-        with pytest.raises(InvalidInput) as out_of_range:
-            work_chunk(rt, str(batch), run_id, 5, 10)
-        assert out_of_range.value.field == "chunk"
-        with pytest.raises(InvalidInput):
-            work_chunk(rt, str(batch), "no-such-run", 0, 10)
-        rt.store.runs.finish(run_id)
-        with pytest.raises(Conflict):
-            work_chunk(rt, str(batch), run_id, 0, 10)
-        assert sandbox.state.calls == []
-    finally:
-        rt.close()
+    rt = make_runtime(**chunked(sandbox))
+    run_id = start_run(rt, str(batch))
+    with pytest.raises(InvalidInput) as wrong:
+        work_chunk(rt, str(other), run_id, 0, 10)
+    assert wrong.value.field == "batch_path"
+    with pytest.raises(InvalidInput) as missing:
+        work_chunk(rt, str(tmp_path / "gone.jsonl"), run_id, 0, 10)
+    assert missing.value.field == "batch_path"
+    with pytest.raises(InvalidInput) as out_of_range:
+        work_chunk(rt, str(batch), run_id, 5, 10)
+    assert out_of_range.value.field == "chunk"
+    with pytest.raises(InvalidInput):
+        work_chunk(rt, str(batch), "no-such-run", 0, 10)
+    rt.store.runs.finish(run_id)
+    with pytest.raises(Conflict):
+        work_chunk(rt, str(batch), run_id, 0, 10)
+    assert sandbox.state.calls == []
 
 
 def _state(kind: str, seconds_ago: float) -> SimpleNamespace:
@@ -93,10 +84,9 @@ def _state(kind: str, seconds_ago: float) -> SimpleNamespace:
 
 
 def test_when_an_attempt_falls_silent_or_fails_then_the_dispatcher_gives_it_up(
-        tmp_path, key_file):
+        tmp_path, make_runtime):
     """The judgement alone, over states shaped like Prefect's (no server here)."""
-    rt = Runtime(Settings(home=tmp_path / "home", key_file=key_file, chunk_stale_s=10,
-                          chunk_start_s=60))
+    rt = make_runtime(chunk_stale_s=10, chunk_start_s=60)
     batch = write_batch(tmp_path / "b.jsonl", 3, seed=8, prefix="F-")
     d = Dispatcher(rt, plan_batch(str(batch), 10), "run", str(batch), 10, "dep")
     t = Tracked(0, attempt=1, flow_run_id="fr-1")
@@ -121,21 +111,20 @@ def test_when_an_attempt_falls_silent_or_fails_then_the_dispatcher_gives_it_up(
     assert d.lost(t, row(100, flow_run_id="fr-0"), fr("PENDING", 5)) is None
     # Waiting for a free worker is not lost, however long.
     assert d.lost(t, None, fr("SCHEDULED", 1000)) is None
-    rt.close()
 
 
 def test_when_no_pool_is_named_then_a_run_off_the_pool_works_its_chunks_itself(
-        tmp_path, key_file, monkeypatch):
+        tmp_path, make_runtime, monkeypatch):
     monkeypatch.delenv("PREFECT__FLOW_RUN_ID", raising=False)
     on_pool = SimpleNamespace(id="x", work_pool_name="pool-a")
     off_pool = SimpleNamespace(id="y", work_pool_name=None)
-    rt = Runtime(Settings(home=tmp_path / "h", key_file=key_file))
+    rt = make_runtime(home=tmp_path / "h")
     assert chunk_pool(rt, on_pool) == "pool-a"
     assert chunk_pool(rt, off_pool) is None
     assert chunk_pool(rt, None) is None
-    local = Runtime(Settings(home=tmp_path / "h", key_file=key_file, chunk_pool="local"))
+    local = make_runtime(home=tmp_path / "h", chunk_pool="local")
     assert chunk_pool(local, on_pool) is None
-    named = Runtime(Settings(home=tmp_path / "h", key_file=key_file, chunk_pool="pool-b"))
+    named = make_runtime(home=tmp_path / "h", chunk_pool="pool-b")
     assert chunk_pool(named, off_pool) == "pool-b"
     # Spread over workers, every one must draw from one limiter: refused before any server
     # is asked when the limits live in this process's memory.

@@ -18,25 +18,22 @@ from joserfc.jwk import OKPKey
 
 from flows.onboarding import run_batch
 from flows.runtime import Runtime
-from flows.settings import Settings, vendor_overrides
+from flows.settings import vendor_overrides
 from idv.synthetic import Mix, write_batch
 from services.consent import AskRequest, GrantRequest, WithdrawRequest
 from services.context import Actor
 from services.errors import InvalidInput
 from services.requests import AnswerRequest, OpenRequest
+from tests.support import Canaries
 
 OFFICER = Actor(name="officer", role="compliance_officer")
 
 
 @pytest.fixture
-def rt(database: Any, key_file: Any, tmp_path: Path, sandbox: Any):
-    runtime = Runtime(Settings(home=tmp_path / "home", key_file=key_file,
-                               database_url=database.url, database_schema=database.schema,
-                               checkpoint_dir=tmp_path / "checkpoints",
-                               **vendor_overrides(sandbox.base_url, sandbox.state.app_key,
-                                                  sandbox.state.app_secret)))
-    yield runtime
-    runtime.close()
+def rt(database: Any, make_runtime: Any, tmp_path: Path, sandbox: Any):
+    return make_runtime(checkpoint_dir=tmp_path / "checkpoints",
+                        **vendor_overrides(sandbox.base_url, sandbox.state.app_key,
+                                           sandbox.state.app_secret))
 
 
 def notice_of(rt: Runtime):
@@ -165,9 +162,9 @@ def test_the_compliance_pack_of_a_period_has_its_counts_and_no_personal_value(
     assert "checkpoint-000001.txt" in names and "checkpoint-old.txt" not in names
     # The canary scan: no name, ID number, phone or applicant ref anywhere in the pack.
     text = json.dumps(pack, ensure_ascii=False)
-    for p in people:
-        for value in (p["name"], p["id_number"], p["phone"], p["applicant_ref"]):
-            assert value not in text
+    planted = Canaries({f"{field} of person {i}": p[field] for i, p in enumerate(people, 1)
+                        for field in ("name", "id_number", "phone", "applicant_ref")})
+    assert planted.in_text(text, "the compliance pack") == []
     # Bad dates are refused naming the option.
     with pytest.raises(InvalidInput) as exc:
         rt.services.compliance.pack("2026-13-01", end, actor=OFFICER)

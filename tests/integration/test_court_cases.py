@@ -11,7 +11,7 @@ import pytest
 from pydantic import SecretStr
 
 from flows.runtime import Runtime
-from flows.settings import Settings, vendor_overrides
+from flows.settings import vendor_overrides
 from flows.steps import clear_whitelisted, step_record
 from idv.synthetic import make_id_number
 from sandbox.population import court_entries
@@ -37,13 +37,9 @@ def confirmed_hit_id() -> str:
 
 
 @pytest.fixture
-def runtime(database, key_file, tmp_path, sandbox):
-    rt = Runtime(Settings(home=tmp_path / "home", key_file=key_file, database_url=database.url,
-                          database_schema=database.schema,
-                          **vendor_overrides(sandbox.base_url, sandbox.state.app_key,
-                                             sandbox.state.app_secret)))
-    yield rt
-    rt.close()
+def runtime(database, make_runtime, sandbox):
+    return make_runtime(**vendor_overrides(sandbox.base_url, sandbox.state.app_key,
+                                           sandbox.state.app_secret))
 
 
 def court_hit_case(rt: Runtime, ref: str, *, consent: bool = True) -> tuple[str, str]:

@@ -113,23 +113,17 @@ def test_when_a_run_is_killed_and_run_again_then_nobody_is_billed_twice(
 
 
 def test_when_a_run_of_the_same_file_is_still_working_then_a_second_is_refused(
-        database, key_file, tmp_path, sandbox):
+        database, make_runtime, tmp_path, sandbox):
+    from intake.reader import file_sha256
     from services.errors import Conflict
+    from services.runs import owner_id
 
     batch = write_batch(tmp_path / "batch.jsonl", 5, seed=78, prefix="Q-")
-    rt = Runtime(Settings(home=tmp_path / "home", key_file=key_file, database_url=database.url,
-                          database_schema=database.schema,
-                          **vendor_overrides(sandbox.base_url, sandbox.state.app_key,
-                                             sandbox.state.app_secret)))
-    try:
-        from intake.reader import file_sha256
-        from services.runs import owner_id
-
-        # A run of this file, opened by this very process: alive, and not to be raced.
-        rt.store.runs.start(batch_name="batch.jsonl", batch_sha256=file_sha256(batch),
-                            owner=owner_id())
-        with pytest.raises(Conflict) as refused:
-            run_batch(rt, str(batch))
-        assert refused.value.field == "batch" and "still working" in refused.value.rule
-    finally:
-        rt.close()
+    rt = make_runtime(**vendor_overrides(sandbox.base_url, sandbox.state.app_key,
+                                         sandbox.state.app_secret))
+    # A run of this file, opened by this very process: alive, and not to be raced.
+    rt.store.runs.start(batch_name="batch.jsonl", batch_sha256=file_sha256(batch),
+                        owner=owner_id())
+    with pytest.raises(Conflict) as refused:
+        run_batch(rt, str(batch))
+    assert refused.value.field == "batch" and "still working" in refused.value.rule

@@ -79,29 +79,23 @@ def test_when_a_stored_outcome_needs_a_person_then_exactly_one_case_is_open(stor
 
 
 def test_when_a_batch_runs_then_every_decline_it_makes_has_an_open_review_case(
-        database, key_file, sandbox, tmp_path):
+        database, make_runtime, sandbox, tmp_path):
     from flows.onboarding import run_batch
-    from flows.runtime import Runtime
-    from flows.settings import Settings, vendor_overrides
+    from flows.settings import vendor_overrides
     from idv.synthetic import Mix, write_batch
 
-    rt = Runtime(Settings(home=tmp_path / "home", database_url=database.url,
-                          database_schema=database.schema, key_file=key_file, chunk_size=20,
-                          **vendor_overrides(sandbox.base_url, sandbox.state.app_key,
-                                             sandbox.state.app_secret)))
-    try:
-        batch = write_batch(tmp_path / "b.jsonl", 60, seed=99, prefix="DB-",
-                            mix=Mix(invalid=0, no_consent=0.05))
-        result = run_batch(rt, str(batch))
-        assert result.counts.get("decline_recommended", 0) > 0
-        checked = 0
-        for d in rt.store.decisions.all_decided():
-            cases = rt.store.decisions.open_cases_for(d["applicant_ref"])
-            if d["outcome"] == "decline_recommended":
-                assert [c["outcome"] for c in cases] == ["decline_recommended"]
-                checked += 1
-            elif d["outcome"] == "verified":
-                assert cases == []
-        assert checked == result.counts["decline_recommended"]
-    finally:
-        rt.close()
+    rt = make_runtime(chunk_size=20, **vendor_overrides(sandbox.base_url, sandbox.state.app_key,
+                                                        sandbox.state.app_secret))
+    batch = write_batch(tmp_path / "b.jsonl", 60, seed=99, prefix="DB-",
+                        mix=Mix(invalid=0, no_consent=0.05))
+    result = run_batch(rt, str(batch))
+    assert result.counts.get("decline_recommended", 0) > 0
+    checked = 0
+    for d in rt.store.decisions.all_decided():
+        cases = rt.store.decisions.open_cases_for(d["applicant_ref"])
+        if d["outcome"] == "decline_recommended":
+            assert [c["outcome"] for c in cases] == ["decline_recommended"]
+            checked += 1
+        elif d["outcome"] == "verified":
+            assert cases == []
+    assert checked == result.counts["decline_recommended"]

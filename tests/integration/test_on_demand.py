@@ -11,8 +11,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from flows.runtime import Runtime
-from flows.settings import Settings, vendor_overrides
+from flows.settings import vendor_overrides
 from idv.api import create_app
 from idv.synthetic import Mix, applicants
 
@@ -20,18 +19,15 @@ TOKEN = "test-token-0123456789"
 
 
 @pytest.fixture
-def world(database, key_file, tmp_path, sandbox, serve_app):
-    rt = Runtime(Settings(home=tmp_path / "home", key_file=key_file, database_url=database.url,
-                          database_schema=database.schema, api_token=SecretStr(TOKEN),
-                          **vendor_overrides(sandbox.base_url, sandbox.state.app_key,
-                                             sandbox.state.app_secret)))
+def world(database, make_runtime, sandbox, serve_app):
+    rt = make_runtime(api_token=SecretStr(TOKEN), **vendor_overrides(
+        sandbox.base_url, sandbox.state.app_key, sandbox.state.app_secret))
     server = serve_app(create_app(rt))
     client = httpx.Client(base_url=server.url, timeout=30,
                           headers={"Authorization": f"Bearer {TOKEN}"})
     yield rt, client, sandbox
     client.close()
     server.stop()
-    rt.close()
 
 
 def people(n: int, seed: int) -> list[dict]:

@@ -13,22 +13,16 @@ import pytest
 from sqlalchemy import text
 
 from flows.onboarding import run_batch
-from flows.runtime import Runtime
-from flows.settings import Settings, vendor_overrides
+from flows.settings import vendor_overrides
 from idv.synthetic import Mix, applicants
 from sandbox.population import three_element_result
 from storage.records import RunLineRecord
 
 
 @pytest.fixture
-def runtime(database, key_file, sandbox, tmp_path):
-    settings = Settings(home=tmp_path / "home", database_url=database.url,
-                        database_schema=database.schema, key_file=key_file,
-                        **vendor_overrides(sandbox.base_url, sandbox.state.app_key,
+def runtime(database, make_runtime, sandbox):
+    return make_runtime(**vendor_overrides(sandbox.base_url, sandbox.state.app_key,
                                            sandbox.state.app_secret), chunk_size=25)
-    rt = Runtime(settings)
-    yield rt
-    rt.close()
 
 
 def write(path: Path, lines) -> Path:

@@ -10,7 +10,6 @@ import pytest
 from sqlalchemy import text
 
 from flows.runtime import Runtime
-from flows.settings import Settings
 from services.context import Actor
 from services.errors import InvalidInput
 from tests.integration.test_cases import flagged
@@ -19,11 +18,8 @@ ANALYST = Actor("ana", "analyst")
 
 
 @pytest.fixture
-def runtime(database, key_file, tmp_path, sandbox):
-    rt = Runtime(Settings(home=tmp_path / "home", key_file=key_file, database_url=database.url,
-                          database_schema=database.schema, outreach_url=sandbox.base_url))
-    yield rt
-    rt.close()
+def runtime(database, make_runtime, sandbox):
+    return make_runtime(outreach_url=sandbox.base_url)
 
 
 def ask(rt: Runtime, case_id: str, channel: str = "sms"):
@@ -85,7 +81,7 @@ def test_a_template_must_exist_and_go_by_the_channel_chosen(runtime):
 
 
 def test_the_lenders_systems_say_the_applicant_answered_over_the_api_and_the_case_wakes(
-        database, key_file, tmp_path, sandbox, serve_app):
+        database, make_runtime, sandbox, serve_app):
     """The lender's app receives the answer; its back office, holding the service token
     (role `api`, permission `answer_outreach`), tells idv over HTTP on loopback."""
     import httpx
@@ -95,9 +91,8 @@ def test_the_lenders_systems_say_the_applicant_answered_over_the_api_and_the_cas
     from tests.conftest import person_token
 
     service_token = "lender-service-token-0123456789abcdef"
-    rt = Runtime(Settings(home=tmp_path / "home", key_file=key_file, database_url=database.url,
-                          database_schema=database.schema, outreach_url=sandbox.base_url,
-                          api_token=SecretStr(service_token), api_token_role="api"))
+    rt = make_runtime(outreach_url=sandbox.base_url, api_token=SecretStr(service_token),
+                      api_token_role="api")
     server = serve_app(create_app(rt))
     try:
         case_id = flagged(rt, "O-API")
@@ -129,7 +124,6 @@ def test_the_lenders_systems_say_the_applicant_answered_over_the_api_and_the_cas
         assert nosy.status_code == 403
     finally:
         server.stop()
-        rt.close()
 
 
 def test_an_analyst_records_an_answer_on_the_command_line_and_the_case_wakes(

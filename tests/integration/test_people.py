@@ -10,10 +10,8 @@ from datetime import timedelta
 import httpx
 import pytest
 from pydantic import SecretStr
-from sqlalchemy import text
 
-from flows.runtime import Runtime
-from flows.settings import Settings, StartupError
+from flows.settings import StartupError
 from idv.api import create_app
 from policies import catalog
 from services.consent import GrantRequest
@@ -22,6 +20,7 @@ from services.errors import Conflict, Denied, InvalidInput
 from services.people import PeopleService, SignInRefused
 from storage.context import utcnow
 from tests.integration.test_api import body
+from tests.support import Canaries
 
 PASSWORD = SecretStr("canary-password-7Qz9x")
 ADMIN = Actor("admin", "operator")
@@ -39,13 +38,8 @@ def moved(store, minutes: float) -> None:
     store.clock = lambda: later
 
 
-def dump(store) -> bytes:
-    """Every row of every table, as text."""
-    out = []
-    with store.engine.connect() as conn:
-        for table in ("users", "credentials", "audit_events"):
-            out += [repr(tuple(r)) for r in conn.execute(text(f"SELECT * FROM {table}"))]
-    return "\n".join(out).encode()
+# Where people, their credentials and what was done with them are kept.
+PEOPLE_TABLES = ("users", "credentials", "audit_events")
 
 
 def test_when_the_first_user_exists_then_only_a_user_with_users_adds_another(people):
@@ -131,12 +125,14 @@ def test_when_people_sign_in_then_no_password_or_token_is_stored_or_audited(peop
     tokens.append(people.issue_api_token("ana", actor=ADMIN).token.get_secret_value())
     with pytest.raises(SignInRefused):
         people.sign_in("ana", SecretStr("canary-wrong-guess-55"), kind="web")
-    rows = dump(store)
-    assert b"$argon2id$" in rows  # the hashes are there
-    for secret in (PASSWORD.get_secret_value(), "canary-password-2Wx8r",
-                   "canary-wrong-guess-55", *tokens):
-        assert secret.encode() not in rows
-        assert secret[4:20].encode() not in rows
+    hashes = Canaries({"an argon2id hash": "$argon2id$"})
+    assert hashes.in_rows(store.engine, PEOPLE_TABLES)  # the hashes are there
+    secrets = {"first password": PASSWORD.get_secret_value(),
+               "new password": "canary-password-2Wx8r", "wrong guess": "canary-wrong-guess-55",
+               **{f"{kind} token": t for kind, t in zip(("cli", "web", "api"), tokens,
+                                                        strict=True)}}
+    secrets |= {f"part of the {name}": value[4:20] for name, value in secrets.items()}
+    assert Canaries(secrets).in_rows(store.engine, PEOPLE_TABLES) == []
     assert all(len(t) >= 4 + 43 for t in tokens)  # 32 random bytes after the prefix
 
 
@@ -146,15 +142,12 @@ SERVICE = "service-token-0123456789"
 
 
 @pytest.fixture
-def api(database, key_file, tmp_path, serve_app):
-    rt = Runtime(Settings(home=tmp_path / "home", database_url=database.url,
-                          database_schema=database.schema, key_file=key_file,
-                          api_token=SecretStr(SERVICE)))
+def api(database, make_runtime, serve_app):
+    rt = make_runtime(api_token=SecretStr(SERVICE))
     rt.services.people.add("admin", "operator", PASSWORD, actor=None)
     server = serve_app(create_app(rt))
     yield server.url, rt
     server.stop()
-    rt.close()
 
 
 def test_when_a_token_is_sent_without_the_bearer_prefix_then_it_is_refused(api):
@@ -193,20 +186,18 @@ def test_when_a_person_is_disabled_or_changes_role_then_their_api_token_stops(ap
 
 @pytest.mark.parametrize("token", ["x", "short-token-0123456789", "a" * 64])
 def test_when_production_has_a_weak_service_token_then_the_api_refuses_to_start(
-        key_file, tmp_path, token):
-    rt = Runtime(Settings(env="production", home=tmp_path / "home", key_file=key_file,
-                          api_token=SecretStr(token)))
+        make_runtime, token):
+    rt = make_runtime(env="production", api_token=SecretStr(token))
     with pytest.raises(StartupError, match="IDV_API_TOKEN must hold at least 32 random bytes"):
         create_app(rt)
 
 
 def test_when_development_has_no_service_token_then_start_up_warns_and_production_stays_shut(
-        key_file, tmp_path, caplog, serve_app):
-    rt = Runtime(Settings(home=tmp_path / "home", key_file=key_file))
+        make_runtime, tmp_path, caplog, serve_app):
+    rt = make_runtime()
     with caplog.at_level("WARNING", logger="idv.api"):
         app = create_app(rt)
     assert "IDV_API_TOKEN is unset" in caplog.text
     assert app.state.open_without_token
-    prod = Runtime(Settings(env="production", home=tmp_path / "p", key_file=key_file))
+    prod = make_runtime(env="production", home=tmp_path / "p")
     assert not create_app(prod).state.open_without_token
-    rt.close()

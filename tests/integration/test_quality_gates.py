@@ -11,26 +11,20 @@ import pytest
 from sqlalchemy import text
 
 from flows.onboarding import run_batch
-from flows.runtime import Runtime
-from flows.settings import Settings, vendor_overrides
+from flows.settings import vendor_overrides
 from idv.synthetic import Mix, applicants
 from policies.document import PolicyError
 
 CLEAN = Mix(invalid=0, no_consent=0, no_scoring_consent=0)
 
 
-def _runtime(database, key_file, sandbox, tmp_path, **extra) -> Runtime:
-    return Runtime(Settings(home=tmp_path / "home", database_url=database.url,
-                            database_schema=database.schema, key_file=key_file,
-                            **vendor_overrides(sandbox.base_url, sandbox.state.app_key,
-                                               sandbox.state.app_secret), **extra))
+def against(sandbox) -> dict:
+    return vendor_overrides(sandbox.base_url, sandbox.state.app_key, sandbox.state.app_secret)
 
 
 @pytest.fixture
-def runtime(database, key_file, sandbox, tmp_path):
-    rt = _runtime(database, key_file, sandbox, tmp_path, chunk_size=10)
-    yield rt
-    rt.close()
+def runtime(database, make_runtime, sandbox):
+    return make_runtime(**against(sandbox), chunk_size=10)
 
 
 def write(path: Path, lines) -> Path:
@@ -126,19 +120,16 @@ def test_when_a_nested_field_drifts_then_the_court_source_is_degraded(runtime, s
     assert [f["column"] for f in bad.failed] == ["has_entries[].case_number"]
 
 
-def test_when_the_scorecard_file_is_invalid_then_no_run_starts(database, key_file, sandbox,
+def test_when_the_scorecard_file_is_invalid_then_no_run_starts(database, make_runtime, sandbox,
                                                                tmp_path):
     card = tmp_path / "card.yaml"
     card.write_text("name: broken\nthresholds:\n  review: 80\n  decline_recommended: 70\n"
                     "features: {}\nreasons: {}\n", encoding="utf-8")
-    rt = _runtime(database, key_file, sandbox, tmp_path, scorecard_file=card)
-    try:
-        lines = list(applicants(5, seed=1, prefix="IP-", mix=CLEAN))
-        with pytest.raises(PolicyError) as caught:
-            run_batch(rt, str(write(tmp_path / "b.jsonl", lines)))
-        assert caught.value.line == 2 and "thresholds" in caught.value.rule
-        assert sandbox.state.calls == []
-        with rt.store.engine.connect() as conn:
-            assert conn.execute(text("select count(*) from runs")).scalar() == 0
-    finally:
-        rt.close()
+    rt = make_runtime(**against(sandbox), scorecard_file=card)
+    lines = list(applicants(5, seed=1, prefix="IP-", mix=CLEAN))
+    with pytest.raises(PolicyError) as caught:
+        run_batch(rt, str(write(tmp_path / "b.jsonl", lines)))
+    assert caught.value.line == 2 and "thresholds" in caught.value.rule
+    assert sandbox.state.calls == []
+    with rt.store.engine.connect() as conn:
+        assert conn.execute(text("select count(*) from runs")).scalar() == 0

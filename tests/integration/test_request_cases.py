@@ -14,7 +14,7 @@ import pytest
 
 from flows.onboarding import run_batch
 from flows.runtime import Runtime
-from flows.settings import Settings, vendor_overrides
+from flows.settings import vendor_overrides
 from flows.subject_requests import recheck
 from idv.synthetic import Mix, write_batch
 from services.context import Actor
@@ -25,11 +25,9 @@ ANALYST = Actor(name="ana", role="analyst")
 
 
 @pytest.fixture
-def world(database: Any, key_file: Any, tmp_path: Any, sandbox: Any):
-    rt = Runtime(Settings(home=tmp_path / "home", key_file=key_file,
-                          database_url=database.url, database_schema=database.schema,
-                          **vendor_overrides(sandbox.base_url, sandbox.state.app_key,
-                                             sandbox.state.app_secret)))
+def world(database: Any, make_runtime: Any, tmp_path: Any, sandbox: Any):
+    rt = make_runtime(**vendor_overrides(sandbox.base_url, sandbox.state.app_key,
+                                         sandbox.state.app_secret))
     batch = write_batch(tmp_path / "b.jsonl", 10, seed=141, prefix="RC-",
                         mix=Mix(invalid=0, no_consent=0, no_scoring_consent=0))
     people = [json.loads(x) for x in batch.read_text(encoding="utf-8").splitlines()]
@@ -38,8 +36,7 @@ def world(database: Any, key_file: Any, tmp_path: Any, sandbox: Any):
     with_case = [r for r in refs if rt.store.cases.case_of(r) is not None]
     without = [r for r in refs if rt.store.cases.case_of(r) is None]
     assert with_case and without, "the batch has applicants with and without a case"
-    yield rt, with_case, without
-    rt.close()
+    return rt, with_case, without
 
 
 def queue(rt: Runtime, reason: str | None = None) -> dict[str, Any]:

@@ -14,8 +14,7 @@ import pytest
 from pydantic import SecretStr
 
 from flows.onboarding import run_batch
-from flows.runtime import Runtime
-from flows.settings import Settings, vendor_overrides
+from flows.settings import vendor_overrides
 from flows.subject_requests import recheck
 from idv.synthetic import Mix, write_batch
 from services.consent import AskRequest
@@ -28,17 +27,14 @@ OFFICER = Actor(name="officer", role="compliance_officer")
 
 
 @pytest.fixture
-def world(database: Any, key_file: Any, tmp_path: Any, sandbox: Any):
-    rt = Runtime(Settings(home=tmp_path / "home", key_file=key_file,
-                          database_url=database.url, database_schema=database.schema,
-                          **vendor_overrides(sandbox.base_url, sandbox.state.app_key,
-                                             sandbox.state.app_secret)))
+def world(database: Any, make_runtime: Any, tmp_path: Any, sandbox: Any):
+    rt = make_runtime(**vendor_overrides(sandbox.base_url, sandbox.state.app_key,
+                                         sandbox.state.app_secret))
     batch = write_batch(tmp_path / "b.jsonl", 3, seed=141, prefix="SR-",
                         mix=Mix(invalid=0, no_consent=0))
     people = [json.loads(x) for x in batch.read_text(encoding="utf-8").splitlines()]
     run_batch(rt, str(batch))
-    yield rt, {p["applicant_ref"]: p for p in people}
-    rt.close()
+    return rt, {p["applicant_ref"]: p for p in people}
 
 
 def test_an_access_file_holds_every_record_class_and_no_one_elses_data(world):

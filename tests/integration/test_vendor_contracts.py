@@ -102,15 +102,12 @@ def test_when_a_contract_is_wrong_then_it_is_refused_with_its_line_and_rule(tmp_
         VendorContracts.from_yaml(bad_zone, source="vendors.yaml")
 
 
-def test_when_a_paid_api_has_no_contract_then_no_run_starts(tmp_path, key_file):
-    from flows.runtime import Runtime
-    from flows.settings import Settings
-
+def test_when_a_paid_api_has_no_contract_then_no_run_starts(tmp_path, make_runtime):
     doc = yaml.safe_load(shipped.read_text("vendors.yaml"))
     del doc["vendors"]["court"]
     path = tmp_path / "vendors.yaml"
     path.write_text(yaml.safe_dump(doc), encoding="utf-8")
-    rt = Runtime(Settings(home=tmp_path / "home", key_file=key_file, vendor_contracts=path))
+    rt = make_runtime(vendor_contracts=path)
     with pytest.raises(PolicyError) as refused:
         rt.check_policies()
     assert refused.value.path == "vendors.court.apis./v1/court/dishonest"
@@ -215,7 +212,7 @@ rt.close()
 
 @pytest.mark.subprocess
 def test_when_two_workers_share_one_limiter_then_a_rate_limited_api_answers_no_429(
-        database, key_file, tmp_path):
+        database, key_file, make_runtime, tmp_path):
     """Two processes, each a batch of its own, against a sandbox that allows the carrier
     check 20 calls a second (above it: 429). Both draw from one limiter in Redis."""
     from flows.settings import vendor_overrides
@@ -243,11 +240,7 @@ def test_when_two_workers_share_one_limiter_then_a_rate_limited_api_answers_no_4
         env.update({f"IDV_{k.upper()}": v for k, v in
                     vendor_overrides(vendor.base_url, "k", "s3cret").items()})
         # Migrated once before the workers start (two processes creating one schema race).
-        from flows.runtime import Runtime
-        from flows.settings import Settings
-
-        Runtime(Settings(home=tmp_path / "home", key_file=key_file, database_url=database.url,
-                         database_schema=database.schema)).migrate()
+        make_runtime().migrate()
         batches = [write_batch(tmp_path / f"b{i}.jsonl", 250, seed=40 + i, prefix=f"W{i}-")
                    for i in range(2)]
         started = time.monotonic()
@@ -285,20 +278,19 @@ def test_when_the_standalone_sandbox_is_given_a_rate_then_it_answers_429_above_i
     import urllib.request
 
     from tests.conftest import free_port
+    from tests.support import IDV_BIN, run_idv
     from verifiers.vendor import sign_request
 
-    idv = [sys.executable, "-m", "idv.cli"]
     env = {**os.environ, "IDV_HOME": str(tmp_path / "home"),
            "IDV_IDENTITY_APP_KEY": "k", "IDV_IDENTITY_APP_SECRET": "s3cret"}
     for bad, rule in (("/v1/nowhere=5", "one of the sandbox's endpoints"),
                       ("/v1/carrier/verify=-3", "positive number"),
                       ("/v1/carrier/verify", "ENDPOINT=CALLS_PER_SECOND")):
-        refused = subprocess.run([*idv, "sandbox", "serve", "--port", "0", "--rate", bad],
-                                 env=env, capture_output=True, text=True, timeout=60)
+        refused = run_idv(env, "sandbox", "serve", "--port", "0", "--rate", bad, timeout=60)
         assert refused.returncode == 2 and "--rate" in refused.stderr and rule in refused.stderr
         assert "Traceback" not in refused.stderr
     port = free_port()
-    proc = subprocess.Popen([*idv, "sandbox", "serve", "--port", str(port), "--rate",
+    proc = subprocess.Popen([IDV_BIN, "sandbox", "serve", "--port", str(port), "--rate",
                              "/v1/carrier/verify=3"], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"

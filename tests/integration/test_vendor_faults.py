@@ -11,10 +11,10 @@ from collections import Counter
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from flows.onboarding import run_batch
-from flows.runtime import Runtime
-from flows.settings import Settings, vendor_overrides
+from flows.settings import vendor_overrides
 from idv.synthetic import Mix, applicants
 from sandbox.app import FaultPlan, SandboxState, parse_faults
 from sandbox.server import SandboxServer
@@ -30,19 +30,21 @@ def batch(path: Path, n: int, prefix: str) -> tuple[Path, list]:
     return path, lines
 
 
-def runtime(tmp_path: Path, sandbox: SandboxServer, **kw) -> Runtime:
-    return Runtime(Settings(home=tmp_path / "home",
-                            **vendor_overrides(sandbox.base_url, "k", "s"), **kw))
+def against(sandbox: SandboxServer) -> dict:
+    return vendor_overrides(sandbox.base_url, "k", "s")
 
 
+# A thousand applicants at 64 in flight through timeouts and retries: 15-30 s on two cores.
+# The breaker and the aimed faults below keep the fast lane's share of this file.
+@pytest.mark.slow
 def test_when_faults_hit_every_call_then_every_applicant_ends_and_nothing_is_billed_twice(
-        tmp_path):
+        tmp_path, make_runtime):
     state = SandboxState(app_key="k", app_secret="s",
                          faults=parse_faults("5xx=0.3,timeout=0.1,429=0.05,seed=7"))
     path, lines = batch(tmp_path / "b.jsonl", 1000, "Z-")
     with SandboxServer(state) as sandbox:
-        rt = runtime(tmp_path, sandbox, vendor_timeout_s=0.3, vendor_max_attempts=3,
-                     concurrency=64, vendor_breaker_threshold=10_000)
+        rt = make_runtime(**against(sandbox), vendor_timeout_s=0.3, vendor_max_attempts=3,
+                          concurrency=64, vendor_breaker_threshold=10_000)
         result = run_batch(rt, str(path))
     run_lines = rt.store.runs.lines(result.run_id)
     assert [x.line_no for x in run_lines] == list(range(1, 1001))  # nobody lost
@@ -58,18 +60,18 @@ def test_when_faults_hit_every_call_then_every_applicant_ends_and_nothing_is_bil
     # whose answer timed out on our side, with every retry failing after it, ends `error`
     # with no fee known; the idempotency keys reconcile it with the vendor's statement.
     assert result.fees_cents <= sum(c.billed_cents for c in state.calls)
-    rt.close()
 
 
-def test_when_a_vendor_fails_every_call_then_the_breaker_cuts_it_off_quickly(tmp_path):
+def test_when_a_vendor_fails_every_call_then_the_breaker_cuts_it_off_quickly(tmp_path,
+                                                                            make_runtime):
     state = SandboxState(app_key="k", app_secret="s", faults=parse_faults("5xx=1"))
     path, lines = batch(tmp_path / "b.jsonl", 60, "Y-")
     with SandboxServer(state) as sandbox:
         # One applicant at a time, so the arithmetic below is exact: with more in flight,
         # calls already under way when the breaker opens still end (up to one per slot).
-        rt = runtime(tmp_path, sandbox, vendor_max_attempts=3, concurrency=1,
-                     applicants_per_call=1, vendor_breaker_threshold=5,
-                     vendor_breaker_cooldown_s=60)
+        rt = make_runtime(**against(sandbox), vendor_max_attempts=3, concurrency=1,
+                          applicants_per_call=1, vendor_breaker_threshold=5,
+                          vendor_breaker_cooldown_s=60)
         started = time.perf_counter()
         result = run_batch(rt, str(path))
         elapsed = time.perf_counter() - started
@@ -87,14 +89,13 @@ def test_when_a_vendor_fails_every_call_then_the_breaker_cuts_it_off_quickly(tmp
     assert len(state.calls) == 4 * 5 * 3  # 4 vendors x 5 applicants x 3 attempts, then none
     assert sum(result.counts.values()) == len(lines)
     assert elapsed < 30
-    rt.close()
 
 
-def test_when_faults_are_aimed_at_one_vendor_then_only_its_steps_suffer(tmp_path):
+def test_when_faults_are_aimed_at_one_vendor_then_only_its_steps_suffer(tmp_path, make_runtime):
     state = SandboxState(app_key="k", app_secret="s", faults=parse_faults("credit:5xx=1"))
     path, _ = batch(tmp_path / "b.jsonl", 20, "X-")
     with SandboxServer(state) as sandbox:
-        rt = runtime(tmp_path, sandbox, vendor_max_attempts=2)
+        rt = make_runtime(**against(sandbox), vendor_max_attempts=2)
         result = run_batch(rt, str(path))
     for x in rt.store.runs.lines(result.run_id):
         if x.disposition == "refused":
@@ -105,7 +106,6 @@ def test_when_faults_are_aimed_at_one_vendor_then_only_its_steps_suffer(tmp_path
             assert x.outcome != "verified"  # a source error never passes silently
         if steps["carrier_check"].status != "skipped":
             assert steps["carrier_check"].status != "error"
-    rt.close()
 
 
 def test_when_the_cooldown_has_passed_then_one_trial_call_closes_the_breaker_again(tmp_path):

@@ -22,8 +22,7 @@ from cryptography.x509.oid import NameOID
 from pydantic import SecretStr
 
 from flows.onboarding import run_batch
-from flows.runtime import Runtime
-from flows.settings import Settings, vendor_overrides
+from flows.settings import vendor_overrides
 from idv.synthetic import Mix, applicants
 from verifiers.base import StepStatus, Subject, _mint_permit
 from verifiers.id_check import IdCheckVerifier
@@ -122,7 +121,7 @@ async def test_when_the_vendor_name_does_not_resolve_then_it_is_retried_then_an_
 
 
 def test_when_a_vendor_has_a_bad_certificate_then_the_batch_still_decides_everyone(
-        database, sandbox, key_file, tmp_path):
+        database, sandbox, make_runtime, tmp_path):
     lines = list(applicants(30, seed=41, prefix="T-", mix=Mix(invalid=0, no_consent=0,
                                                              no_scoring_consent=0)))
     batch = tmp_path / "batch.jsonl"
@@ -132,14 +131,9 @@ def test_when_a_vendor_has_a_bad_certificate_then_the_batch_still_decides_everyo
         endpoints = vendor_overrides(sandbox.base_url, sandbox.state.app_key,
                                      sandbox.state.app_secret)
         endpoints["credit_base_url"] = bad.url
-        rt = Runtime(Settings(home=tmp_path / "home", key_file=key_file,
-                              database_url=database.url, database_schema=database.schema,
-                              **endpoints))
-        try:
-            result = run_batch(rt, str(batch))
-            stored = [rt.store.applicants.get(x["applicant_ref"]) for x in lines]
-        finally:
-            rt.close()
+        rt = make_runtime(**endpoints)
+        result = run_batch(rt, str(batch))
+        stored = [rt.store.applicants.get(x["applicant_ref"]) for x in lines]
     assert sum(result.counts.values()) == len(lines) and all(stored)
     # Those the policy did not stop early (an ID mismatch buys no credit report) called it.
     credit = [s for a in stored for s in a.steps

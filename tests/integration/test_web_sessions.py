@@ -15,8 +15,6 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from flows.runtime import Runtime
-from flows.settings import Settings
 from idv.api import create_app
 from sandbox.oidc import OidcProvider
 from services.context import Actor
@@ -29,11 +27,8 @@ COOKIE = "idv_session"
 
 
 class Site:
-    def __init__(self, database, key_file, home, serve_app, *, secure: bool = False,
-                 **extra) -> None:
-        self.rt = Runtime(Settings(home=home, database_url=database.url,
-                                   database_schema=database.schema, key_file=key_file,
-                                   web_cookie_secure=secure, **extra))
+    def __init__(self, make_runtime, serve_app, *, secure: bool = False, **extra) -> None:
+        self.rt = make_runtime(web_cookie_secure=secure, **extra)
         self.people = self.rt.services.people
         self.people.add("admin", "operator", SecretStr(PASSWORD), actor=None)
         self.server = serve_app(create_app(self.rt))
@@ -44,12 +39,11 @@ class Site:
 
     def close(self) -> None:
         self.server.stop()
-        self.rt.close()
 
 
 @pytest.fixture
-def site(database, key_file, tmp_path, serve_app):
-    s = Site(database, key_file, tmp_path / "home", serve_app)
+def site(database, make_runtime, serve_app):
+    s = Site(make_runtime, serve_app)
     yield s
     s.close()
 
@@ -164,8 +158,8 @@ def test_when_an_administrator_adds_and_disables_people_on_the_users_page_then_i
 
 
 def test_when_cookies_are_set_for_production_then_they_are_host_only_secure_httponly(
-        database, key_file, tmp_path, serve_app):
-    s = Site(database, key_file, tmp_path / "home", serve_app, secure=True)
+        database, make_runtime, serve_app):
+    s = Site(make_runtime, serve_app, secure=True)
     try:
         with s.browser() as b:
             page = b.get("/web/sign-in")
@@ -185,7 +179,7 @@ def test_when_cookies_are_set_for_production_then_they_are_host_only_secure_http
 
 
 def test_when_a_person_signs_in_through_the_openid_provider_then_their_user_is_signed_in(
-        database, key_file, tmp_path, serve_app):
+        database, make_runtime, serve_app):
     from tests.conftest import reserve_port
 
     provider = OidcProvider()
@@ -196,9 +190,7 @@ def test_when_a_person_signs_in_through_the_openid_provider_then_their_user_is_s
     settings = dict(oidc_providers={"corp": {
         "issuer": issuer, "client_id": "idv-staff", "client_secret": "staff-secret-0123456789",
         "redirect_uri": callback, "scope": "openid profile"}}, web_oidc_provider="corp")
-    rt = Runtime(Settings(home=tmp_path / "home", database_url=database.url,
-                          database_schema=database.schema, key_file=key_file,
-                          web_cookie_secure=False, **settings))
+    rt = make_runtime(web_cookie_secure=False, **settings)
     rt.services.people.add("alice", "supervisor", None, actor=None)
     server = serve_app(create_app(rt), api_socket)
     try:
@@ -230,4 +222,3 @@ def test_when_a_person_signs_in_through_the_openid_provider_then_their_user_is_s
     finally:
         server.stop()
         provider.stop()
-        rt.close()

@@ -12,8 +12,6 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import select, update
 
-from flows.runtime import Runtime
-from flows.settings import Settings
 from idv.api import create_app
 from storage import models as m
 from tests.conftest import person_token
@@ -23,17 +21,14 @@ TOKEN = "test-token-0123456789"
 
 
 @pytest.fixture
-def api(database, key_file, tmp_path, serve_app):
-    rt = Runtime(Settings(home=tmp_path / "home", database_url=database.url,
-                          database_schema=database.schema, key_file=key_file,
-                          api_token=SecretStr(TOKEN)))
+def api(database, make_runtime, serve_app):
+    rt = make_runtime(api_token=SecretStr(TOKEN))
     server = serve_app(create_app(rt))
     client = httpx.Client(base_url=server.url,
                           headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
     yield client, rt
     client.close()
     server.stop()
-    rt.close()
 
 
 def grant(client, subject_ref: str, evidence: str = "c") -> str:

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from flows.onboarding import run_batch
 from flows.runtime import Runtime
-from flows.settings import Settings, vendor_overrides
+from flows.settings import vendor_overrides
 from idv.synthetic import Mix, applicants
 from sandbox.app import SandboxState
 from sandbox.server import SandboxServer
@@ -27,7 +27,7 @@ def key_for(detail: dict) -> str:
 
 
 def test_when_consent_is_withdrawn_during_a_run_then_no_later_call_is_made(
-        database, key_file, tmp_path):
+        database, make_runtime, tmp_path):
     lines = list(applicants(60, seed=77, prefix="M-", mix=Mix(invalid=0, no_consent=0,
                                                              no_scoring_consent=0)))
     batch = tmp_path / "batch.jsonl"
@@ -35,10 +35,7 @@ def test_when_consent_is_withdrawn_during_a_run_then_no_later_call_is_made(
                      encoding="utf-8")
     state = SandboxState(app_key="k", app_secret="s", latency_ms=25)
     with SandboxServer(state) as sandbox:
-        rt = Runtime(Settings(home=tmp_path / "home", database_url=database.url,
-                              database_schema=database.schema, key_file=key_file,
-                              **vendor_overrides(sandbox.base_url, "k", "s"),
-                              concurrency=2))
+        rt = make_runtime(**vendor_overrides(sandbox.base_url, "k", "s"), concurrency=2)
         targets = lines[30:]
         # The consents arrived earlier (through the API); the batch lines carry them again.
         for line in lines:
@@ -93,4 +90,3 @@ def test_when_consent_is_withdrawn_during_a_run_then_no_later_call_is_made(
             assert state.calls_for(line["id_number"]) == []
     # The withdrawal landed mid-run: some of its people had not been reached yet.
     assert skipped > 0
-    rt.close()
