@@ -314,6 +314,11 @@ class RuntimeParts:
         return CallLimits(self.vendor_contracts, store, person_key=lambda kind, value:
                           cipher.blind_index(value, table="vendor_caps", column=kind))
 
+    @property
+    def limits_url(self) -> str | None:
+        """The Redis every worker shares limits through, if any (sign-in throttling too)."""
+        return self.settings.limits_url
+
     def limits_for(self, run_id: str | None) -> CallLimits:
         """A run's limits: its spend counted under its id."""
         return self.call_limits.for_run(run_id)

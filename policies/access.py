@@ -41,7 +41,15 @@ class SignInRule(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     password_min_chars: int = Field(ge=8, le=256)
+    # zxcvbn's score (0-4) a new password must reach: 3 is "safely unguessable" against an
+    # offline attack on a slow hash, and refuses the common passwords its lists hold.
+    password_min_strength: int = Field(3, ge=0, le=4)
     max_failures: int = Field(ge=1, le=100)
+    # Failed sign-ins a client, and everyone together, may make in a window before a
+    # sign-in is refused unchecked (429): password spraying over many names is slowed.
+    throttle_per_client: int = Field(10, ge=1, le=10_000)
+    throttle_global: int = Field(200, ge=1, le=1_000_000)
+    throttle_window_seconds: int = Field(300, ge=10, le=24 * 3600)
     lockout_minutes: int = Field(ge=1, le=24 * 60)
     cli_token_minutes: int = Field(ge=1, le=7 * 24 * 60)
     session_idle_minutes: int = Field(ge=1, le=24 * 60)

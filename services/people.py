@@ -31,6 +31,7 @@ from services.context import Actor
 from services.errors import Conflict, Denied, InvalidInput, NotFound
 from services.oauth import OAuthFailure, OidcClient
 from services.oauth_config import OAuthConfig
+from services.throttle import SignInThrottle, SignInThrottled
 from storage.people import UserExistsError
 from storage.records import CredentialRecord, UserRecord
 from storage.store import Store
@@ -44,6 +45,16 @@ TOKEN_PREFIX = "idv_"  # noqa: S105 - a prefix, not a secret
 TOKEN_BYTES = 32
 MAX_PASSWORD_CHARS = 1024  # argon2 takes any length; a bound keeps a sign-in cheap to refuse
 Kind = Literal["api", "cli", "web"]
+
+
+# The one answer to a refused sign-in, whatever the reason (audited apart).
+REFUSED = "wrong name or password, or the account is locked or disabled"
+
+
+def client_tag(client: str) -> str:
+    """A client named in the audit chain: a keyed digest would need a key here; the first
+    bytes of a plain digest tell clients apart without holding an address."""
+    return hashlib.sha256(client.encode()).hexdigest()[:12]
 
 
 def digest(token: str) -> str:
@@ -96,10 +107,13 @@ class SignedIn:
 
 class PeopleService:
     def __init__(self, store: Store, policy: AccessPolicy,
-                 hasher: PasswordHasher | None = None) -> None:
+                 hasher: PasswordHasher | None = None, *,
+                 control: AccessControl | None = None,
+                 throttle: SignInThrottle | None = None) -> None:
         self.store = store
         self.policy = policy
-        self.access = AccessControl(store, policy)
+        self.access = control or AccessControl(store, policy)
+        self.throttle = throttle or SignInThrottle(policy.sign_in)
         # argon2id with argon2-cffi's defaults (RFC 9106's low-memory profile: t=3,
         # 64 MiB, p=4).
         self.hasher = hasher or PasswordHasher()
@@ -125,15 +139,25 @@ class PeopleService:
             raise InvalidInput("role", f"must be one of {', '.join(sorted(self.policy.roles))}")
         return role
 
-    def _password(self, password: SecretStr) -> str:
+    def _password(self, password: SecretStr, *, name: str) -> str:
+        """A new password's hash, once it is long and strong enough: zxcvbn's estimate
+        (its lists of common passwords, names and words, keyboard runs, sequences, dates,
+        the user's own name) must reach `sign_in.password_min_strength`."""
+        from zxcvbn import zxcvbn
+
         value = password.get_secret_value()
-        low = self.policy.sign_in.password_min_chars
-        if len(value) < low:
-            raise InvalidInput("password", f"must be at least {low} characters")
+        rule = self.policy.sign_in
+        if len(value) < rule.password_min_chars:
+            raise InvalidInput("password", f"must be at least {rule.password_min_chars} "
+                               "characters")
         if len(value) > MAX_PASSWORD_CHARS:
             raise InvalidInput("password", f"must be at most {MAX_PASSWORD_CHARS} characters")
         if len(set(value)) < 4:
             raise InvalidInput("password", "must not be a few characters repeated")
+        # The estimate reads at most 100 characters: past that it is slow and no weaker.
+        if zxcvbn(value[:100], user_inputs=[name, "idv"])["score"] < rule.password_min_strength:
+            raise InvalidInput("password", "is too easy to guess (a common password, a "
+                               "sequence, a name or a word with digits): use a longer phrase")
         return self.hasher.hash(value)
 
     def _user(self, name: str) -> UserRecord:
@@ -160,7 +184,7 @@ class PeopleService:
         only."""
         self._name(name)
         self._role(role)
-        hashed = self._password(password) if password is not None else None
+        hashed = self._password(password, name=name) if password is not None else None
         try:
             if actor is None:
                 try:
@@ -206,45 +230,54 @@ class PeopleService:
         """A new password (and the lock lifted): every credential the user holds stops."""
         self.access.require(actor, "users", operation="users.reset_password")
         self._user(self._name(name))
-        hashed = self._password(password)
+        hashed = self._password(password, name=name)
         return self._view(self.store.people.change(
             name, kind="user.password_reset", actor=actor.name, password_hash=hashed,
             failed_count=0, locked_until=None))
 
     # --- signing in -------------------------------------------------------------------------
 
-    def authenticate(self, name: str, password: SecretStr, *, channel: str) -> UserRecord:
+    def authenticate(self, name: str, password: SecretStr, *, channel: str,
+                     client: str | None = None) -> UserRecord:
         """The user whose name and password these are, or `SignInRefused` (audited: an
         unknown name, a wrong password, a disabled or locked account; repeated failures
-        lock the account for the policy's minutes)."""
+        lock the account for the policy's minutes). Every refusal gives the same answer
+        after the same work (one password hash checked), so that neither the answer nor
+        its time tells which names exist or are locked. `client` (the web client's address;
+        the command line's `cli`) is throttled: past the policy's failures, from it or from
+        everyone, `SignInThrottled` before anything is checked."""
+        client = client or channel
+        try:
+            self.throttle.check(client)
+        except SignInThrottled:
+            self.store.audit.record("user.sign_in_throttled", None, {
+                "channel": channel, "client": client_tag(client)})
+            raise
         rule = self.policy.sign_in
         value = password.get_secret_value()[:MAX_PASSWORD_CHARS]
         if self._dummy is None:
             self._dummy = self.hasher.hash(secrets.token_urlsafe(16))
-        dummy = self._dummy
         user = self.store.people.get(name) if check_user_name(name) is None else None
         now = self.store.clock()
+        why: str | None = None
+        locked_until = None
         if user is None or user.password_hash is None:
-            self._verify(dummy, value)
-            self.store.people.sign_in_failed(name if user else "-", locked_until=None,
-                                             why="unknown_user" if user is None
-                                             else "no_password", channel=channel)
-            raise SignInRefused("credentials", "wrong name or password")
-        if user.locked_until is not None and user.locked_until > now:
-            self.store.people.sign_in_failed(name, locked_until=None, why="locked",
-                                             channel=channel)
-            raise SignInRefused("credentials", "the account is locked after repeated "
-                                "failures; try again later")
-        if not self._verify(user.password_hash.get_secret_value(), value):
-            failures = user.failed_count + 1
-            self.store.people.sign_in_failed(
-                name, locked_until=lockout_until(rule, failures, now), why="wrong_password",
-                channel=channel)
-            raise SignInRefused("credentials", "wrong name or password")
-        if user.status != "active":
-            self.store.people.sign_in_failed(name, locked_until=None, why="disabled",
-                                             channel=channel)
-            raise SignInRefused("credentials", "the account is disabled")
+            self._verify(self._dummy, value)
+            why = "unknown_user" if user is None else "no_password"
+        elif user.locked_until is not None and user.locked_until > now:
+            self._verify(self._dummy, value)
+            why = "locked"
+        elif not self._verify(user.password_hash.get_secret_value(), value):
+            why = "wrong_password"
+            locked_until = lockout_until(rule, user.failed_count + 1, now)
+        elif user.status != "active":
+            why = "disabled"
+        if why is not None:
+            self.throttle.failed(client)
+            self.store.people.sign_in_failed(name if user else "-", locked_until=locked_until,
+                                             why=why, channel=channel)
+            raise SignInRefused("credentials", REFUSED)
+        assert user is not None and user.password_hash is not None  # noqa: S101 - by the above
         if self.hasher.check_needs_rehash(user.password_hash.get_secret_value()):
             self.store.people.change(name, kind="user.password_rehashed", actor=name,
                                      revoke=False, password_hash=self.hasher.hash(value))
@@ -279,11 +312,11 @@ class PeopleService:
         return IssuedToken(user=user.name, kind=kind, token=SecretStr(token),
                            expires_at=expires)
 
-    def sign_in(self, name: str, password: SecretStr, *, kind: Literal["cli", "web"]
-                ) -> IssuedToken:
+    def sign_in(self, name: str, password: SecretStr, *, kind: Literal["cli", "web"],
+                client: str | None = None) -> IssuedToken:
         """Sign in with a password: a command-line token (`cli_token_minutes`) or a web
         session (its lifetimes are checked at each request)."""
-        user = self.authenticate(name, password, channel=kind)
+        user = self.authenticate(name, password, channel=kind, client=client)
         return self.session_for(user, kind=kind)
 
     def session_for(self, user: UserRecord, *, kind: Literal["cli", "web"]) -> IssuedToken:

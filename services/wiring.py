@@ -90,7 +90,12 @@ class Services:
 
     @cached_property
     def people(self) -> PeopleService:
-        return PeopleService(self._ctx.store, self._ctx.access_policy)
+        from services.throttle import SignInThrottle
+
+        policy = self._ctx.access_policy
+        return PeopleService(self._ctx.store, policy, control=self.access,
+                             throttle=SignInThrottle.from_url(
+                                 policy.sign_in, getattr(self._ctx, "limits_url", None)))
 
     @cached_property
     def retention(self) -> RetentionService:

@@ -34,7 +34,8 @@ from idv.web.auth import (
 from idv.web.render import FILES, HEADERS, render, signed_in_answer
 from services.context import Actor
 from services.errors import Denied, ServiceError
-from services.people import SignInRefused
+from services.people import REFUSED, SignInRefused
+from services.throttle import SignInThrottled
 
 router = APIRouter(include_in_schema=False)
 CheckedForm = Depends(require_form_token)
@@ -93,10 +94,18 @@ def sign_in_page(request: Request) -> HTMLResponse:
 @router.post(SIGN_IN_PATH, dependencies=[CheckedForm], openapi_extra=needs("public"))
 def sign_in(request: Request, services: Svc, name: Name = "",
             password: Password = NO_PASSWORD) -> Response:
+    client = request.client.host if request.client else "web"
     try:
-        issued = services.people.sign_in(name.strip().lower(), password, kind="web")
-    except SignInRefused as exc:
-        return render(request, "sign_in.html", 401, error=exc.rule)
+        issued = services.people.sign_in(name.strip().lower(), password, kind="web",
+                                         client=client)
+    except SignInThrottled as exc:
+        page = render(request, "sign_in.html", 429, error="登录失败次数过多，请稍后再试 "
+                      "Too many failed sign-ins: try again later")
+        page.headers["Retry-After"] = str(exc.retry_after)
+        return page
+    except SignInRefused:
+        return render(request, "sign_in.html", 401,
+                      error="用户名或密码错误，或账户已锁定或停用 " + REFUSED)
     return signed_in_answer(request, issued)
 
 
