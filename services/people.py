@@ -218,6 +218,15 @@ class PeopleService:
                                                    status="active", failed_count=0,
                                                    locked_until=None))
 
+    def unlock(self, name: str, *, actor: Actor) -> UserView:
+        """Lift a lock-out (and the failures in a row) before its time; the user's
+        credentials stand."""
+        self.access.require(actor, "users", operation="users.unlock")
+        self._user(self._name(name))
+        return self._view(self.store.people.change(name, kind="user.unlocked",
+                                                   actor=actor.name, revoke=False,
+                                                   failed_count=0, locked_until=None))
+
     def change_role(self, name: str, role: str, *, actor: Actor) -> UserView:
         """A new role: every credential issued under the old one stops."""
         self.access.require(actor, "users", operation="users.change_role")

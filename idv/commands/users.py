@@ -67,6 +67,13 @@ def users_enable(name: str, as_json: JsonOpt = False) -> None:
         _shown(rt.services.people.enable(name, actor=actor()), as_json)
 
 
+@users_app.command("unlock")
+def users_unlock(name: str, as_json: JsonOpt = False) -> None:
+    """Lift a lock-out after repeated failed sign-ins (needs `users`)."""
+    with runtime() as rt:
+        _shown(rt.services.people.unlock(name, actor=actor()), as_json)
+
+
 @users_app.command("role")
 def users_role(name: str, role: Annotated[str, typer.Argument(help="The new role.")],
                as_json: JsonOpt = False) -> None:

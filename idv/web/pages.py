@@ -10,6 +10,7 @@ the answers to a missing sign-in and a forged form, and each slice's router."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Form, Request
@@ -157,12 +158,56 @@ def add_user(request: Request, actor: CurrentActor, runtime: Rt, name: Name = ""
     return RedirectResponse("/web/users", status_code=303, headers=HEADERS)
 
 
+def user_changed(request: Request, actor: Actor, runtime: Runtime,
+                 change: Callable[[], object]) -> Response:
+    """One change to a user through the people service, then the users page (or the page
+    again naming the rule it broke)."""
+    try:
+        change()
+    except ServiceError as exc:
+        return users_refused(request, actor, runtime, exc)
+    return RedirectResponse("/web/users", status_code=303, headers=HEADERS)
+
+
 @router.post("/web/users/{name}/disable", response_class=HTMLResponse,
              dependencies=[CheckedForm], openapi_extra=needs("users"))
 def disable_user(request: Request, name: str, actor: CurrentActor,
                  runtime: Rt) -> Response:
-    try:
-        runtime.services.people.disable(name, actor=actor)
-    except ServiceError as exc:
-        return users_refused(request, actor, runtime, exc)
-    return RedirectResponse("/web/users", status_code=303, headers=HEADERS)
+    return user_changed(request, actor, runtime,
+                        lambda: runtime.services.people.disable(name, actor=actor))
+
+
+@router.post("/web/users/{name}/enable", response_class=HTMLResponse,
+             dependencies=[CheckedForm], openapi_extra=needs("users"))
+def enable_user(request: Request, name: str, actor: CurrentActor, runtime: Rt) -> Response:
+    return user_changed(request, actor, runtime,
+                        lambda: runtime.services.people.enable(name, actor=actor))
+
+
+@router.post("/web/users/{name}/unlock", response_class=HTMLResponse,
+             dependencies=[CheckedForm], openapi_extra=needs("users"))
+def unlock_user(request: Request, name: str, actor: CurrentActor, runtime: Rt) -> Response:
+    return user_changed(request, actor, runtime,
+                        lambda: runtime.services.people.unlock(name, actor=actor))
+
+
+@router.post("/web/users/{name}/role", response_class=HTMLResponse,
+             dependencies=[CheckedForm], openapi_extra=needs("users"))
+def change_role(request: Request, name: str, actor: CurrentActor, runtime: Rt,
+                role: Annotated[str, Form(max_length=32)] = "") -> Response:
+    return user_changed(request, actor, runtime,
+                        lambda: runtime.services.people.change_role(name, role, actor=actor))
+
+
+@router.post("/web/users/{name}/password", response_class=HTMLResponse,
+             dependencies=[CheckedForm], openapi_extra=needs("users"))
+def reset_password(request: Request, name: str, actor: CurrentActor, runtime: Rt,
+                   password: Password = NO_PASSWORD) -> Response:
+    return user_changed(request, actor, runtime, lambda: runtime.services.people
+                        .reset_password(name, password, actor=actor))
+
+
+# The front door: a visitor is sent to the pages (and from there to sign in).
+@router.get("/", openapi_extra=needs("public"))
+def front_door() -> RedirectResponse:
+    return RedirectResponse("/web/", status_code=303, headers=HEADERS)

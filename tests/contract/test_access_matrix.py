@@ -109,6 +109,7 @@ OPERATIONS: dict[str, list[Operation]] = {
     "users": [_add, lambda s, a: s.people.list(actor=a),
               lambda s, a: s.people.disable("nobody-here", actor=a),
               lambda s, a: s.people.enable("nobody-here", actor=a),
+              lambda s, a: s.people.unlock("nobody-here", actor=a),
               lambda s, a: s.people.change_role("nobody-here", "auditor", actor=a),
               lambda s, a: s.people.reset_password("nobody-here", PASSWORD, actor=a),
               lambda s, a: s.people.issue_api_token("nobody-here", actor=a)],

@@ -155,3 +155,46 @@ def test_the_sign_in_page_answers_429_with_retry_after(database, key_file, tmp_p
     finally:
         server.stop()
         rt.close()
+
+
+def test_the_users_page_unlocks_changes_a_role_and_resets_a_password(database, key_file,
+                                                                      tmp_path, serve_app):
+    from idv.api import create_app
+    from tests.integration.test_web_sessions import csrf_of
+
+    rt = Runtime(Settings(home=tmp_path / "home", database_url=database.url,
+                          database_schema=database.schema, key_file=key_file,
+                          web_cookie_secure=False))
+    people = rt.services.people
+    people.add("admin", "operator", PASSWORD, actor=None)
+    people.add("ana", "analyst", PASSWORD, actor=ADMIN)
+    for _ in range(rt.access_policy.sign_in.max_failures):
+        with pytest.raises(SignInRefused):
+            people.sign_in("ana", WRONG, kind="web", client="192.0.2.50")
+    server = serve_app(create_app(rt))
+    try:
+        with httpx.Client(base_url=server.url, follow_redirects=False) as browser:
+            front = browser.get("/")
+            assert front.status_code == 303 and front.headers["location"] == "/web/"
+            token = csrf_of(browser.get("/web/sign-in"))
+            assert browser.post("/web/sign-in", data={
+                "csrf": token, "name": "admin",
+                "password": PASSWORD.get_secret_value()}).status_code == 303
+            page = browser.get("/web/users")
+            token = csrf_of(page)
+            assert 'action="/web/users/ana/unlock"' in page.text
+            assert browser.post("/web/users/ana/unlock", data={"csrf": token}).status_code == 303
+            assert browser.post("/web/users/ana/role", data={
+                "csrf": token, "role": "supervisor"}).status_code == 303
+            weak = browser.post("/web/users/ana/password", data={
+                "csrf": token, "password": "password1234"})
+            assert weak.status_code == 422 and "password1234" not in weak.text
+            assert browser.post("/web/users/ana/password", data={
+                "csrf": token, "password": "cobalt harbour 7 lantern"}).status_code == 303
+        ana = {u.name: u for u in people.list(actor=ADMIN)}["ana"]
+        assert ana.role == "supervisor" and not ana.locked
+        assert people.sign_in("ana", SecretStr("cobalt harbour 7 lantern"), kind="cli",
+                              client="192.0.2.51").user == "ana"
+    finally:
+        server.stop()
+        rt.close()
