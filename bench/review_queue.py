@@ -19,18 +19,19 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import insert, text
+from pydantic import SecretStr
+from sqlalchemy import text
 
 from flows.runtime import Runtime
 from flows.settings import Settings
 from idv.synthetic import make_id_number, make_name, make_phone
 from services.context import Actor
-from storage import models as m
+from storage.applicants import insert_decided
 from storage.db import make_engine
 from storage.keyring import LocalKekProvider
+from storage.records import Decision, NewApplicant, StepRecord
 
 REASONS = ["ID_MISMATCH", "COURT_CONFIRMED_HIT", "CARRIER_MISMATCH", "CREDIT_THIN_FILE",
            "BEHAVIOR_IMPOSSIBLE_TRAVEL", "ACCOUNT_SHARED_FEW", "HUMAN_REVIEW_REQUESTED"]
@@ -38,48 +39,37 @@ CHUNK = 5000
 
 
 def load(rt: Runtime, n: int) -> None:
+    """N decided applicants stored as the pipeline stores them (`insert_decided`: the
+    decision and steps bound to their audit events, so the case view's binding checks
+    pass), each with its open case; then the cases' opening times spread over ten days and
+    one in ten moved to the supervisor queue."""
     rng = random.Random(7)  # noqa: S311 - fictional data
-    cipher, rules = rt.store.cipher, rt.store.context.cases
-    now = datetime.now(UTC)
-    run_id = rt.store.runs.start(batch_name="bench", batch_sha256=None)
-    # One subject key for every row: the bench measures the queue, not key creation.
-    subject = "BENCH-KEY"
-    with rt.store.engine.begin() as conn:
-        for start in range(0, n, CHUNK):
-            apps, steps, cases = [], [], []
-            for i in range(start, min(n, start + CHUNK)):
-                aid = str(uuid.uuid4())
-                enc = {col: cipher.encrypt(value, subject=subject, table="applicants",
-                                           column=col, row=aid)
-                       for col, value in (("name", make_name(rng)),
-                                          ("id_number", make_id_number(rng)),
-                                          ("phone", make_phone(rng)))}
-                reasons = rng.sample(REASONS, rng.randint(1, 3))
-                opened = now - timedelta(minutes=rng.randint(0, 60 * 24 * 10))
-                apps.append({"id": aid, "applicant_ref": f"BQ-{i:07d}", "product":
-                             rng.choice(["consumer_loan", "credit_line"]),
-                             "id_type": "resident_id", "name_ct": enc["name"],
-                             "id_number_ct": enc["id_number"], "phone_ct": enc["phone"],
-                             "id_number_bidx": None, "phone_bidx": None, "outcome": "review",
-                             "human_review_requested": False, "score": rng.randint(20, 69),
-                             "policy_version": "bench", "reasons": reasons, "features": {},
-                             "run_id": run_id, "created_at": opened, "decided_at": opened})
-                for pos, step in enumerate(("id_check", "court_list")):
-                    steps.append({"id": str(uuid.uuid4()), "applicant_id": aid,
-                                  "run_id": run_id, "position": pos, "step": step,
-                                  "status": "passed", "reason": "MATCH", "consent_ids": [],
-                                  "fee_cents": 15, "attempts": 1, "signals": {},
-                                  "vendor_request_id": f"req-{i}-{pos}", "created_at": opened})
-                row = dict(id=str(uuid.uuid4()), applicant_id=aid, status="open",
-                           outcome="review", reasons=reasons, opened_at=opened,
-                           product=apps[-1]["product"], priority=rules.priority(reasons),
-                           due_at=rules.due(reasons, opened),
-                           queue="supervisor" if i % 10 == 0 else "analyst", tags=[],
-                           evidence_version=1, updated_at=opened)
-                cases.append(row)
-            conn.execute(insert(m.Applicant), apps)
-            conn.execute(insert(m.StepResult), steps)
-            conn.execute(insert(m.ReviewCase), cases)
+    store = rt.store
+    run_id = store.runs.start(batch_name="bench", batch_sha256=None)
+    for start in range(0, n, CHUNK):
+        batch = []
+        for i in range(start, min(n, start + CHUNK)):
+            batch.append(store.applicants.decided_rows(
+                run_id=run_id, line_no=i + 1,
+                applicant=NewApplicant(
+                    applicant_ref=f"BQ-{i:07d}", id_type="resident_id",
+                    product=rng.choice(["consumer_loan", "credit_line"]),
+                    name=SecretStr(make_name(rng)), id_number=SecretStr(make_id_number(rng)),
+                    phone=SecretStr(make_phone(rng))),
+                steps=[StepRecord(step=step, status="passed", reason="MATCH", fee_cents=15,
+                                  attempts=1, vendor_request_id=f"req-{i}-{pos}")
+                       for pos, step in enumerate(("id_check", "court_list"))],
+                decision=Decision(outcome="review", score=rng.randint(20, 69),
+                                  policy_version="bench",
+                                  reasons=tuple(rng.sample(REASONS, rng.randint(1, 3))),
+                                  features={})))
+        with store.engine.begin() as conn:
+            insert_decided(conn, store.audit, batch)
+    with store.engine.begin() as conn:
+        conn.execute(text(
+            "UPDATE review_cases SET opened_at = opened_at - (random() * interval '10 days'),"
+            " queue = CASE WHEN random() < 0.1 THEN 'supervisor' ELSE queue END"))
+        conn.execute(text("UPDATE review_cases SET due_at = opened_at + (due_at - updated_at)"))
         conn.execute(text("ANALYZE"))
 
 
