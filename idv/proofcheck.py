@@ -1,4 +1,11 @@
-"""Verify an idv proof bundle without idv's database: `python proofcheck.py BUNDLE`.
+"""Verify an idv proof bundle without idv's database:
+`python proofcheck.py BUNDLE --key KEY [--tsa-cert PEM]`.
+
+`KEY` is the checkpoint verifier key the operator published (`idv audit checkpoint-key`
+prints it: `<name>+<key id>+<base64>`, or a file holding it); `PEM` the time-stamping
+authority's certificate(s) the verifier trusts. Both come from outside the bundle: a
+bundle's own checkpoint.vkey and tsa.pem prove nothing alone, since whoever made the bundle
+could have made them too.
 
 A standalone script, handed to a third party inside each bundle (`idv audit export-proof`):
 it uses the standard library and the `cryptography` package only, and imports nothing of
@@ -23,8 +30,9 @@ idv. It checks, and exits 0 only if all hold (1 with the first failure otherwise
    issued by one through CA certificates the token carries. The token is read by the DER
    reader below (X.690 DER, RFC 5652 SignedData, RFC 3161 TSTInfo).
 
-Compare checkpoint.vkey with the key the operator published: the bundle proves that the
-holder of that key signed checkpoints covering these records.
+checkpoint.vkey must be the key given (`--key`): the bundle then proves that the holder of
+that key signed checkpoints covering these records. Time-stamp tokens are checked against
+the certificates given (`--tsa-cert`); without them they are reported unchecked.
 """
 
 from __future__ import annotations
@@ -561,8 +569,11 @@ def check_token(token: Path, note: bytes, cert_pem: bytes | None) -> str:
     return f"time-stamped {stamp.gen_time.isoformat()}"
 
 
-def verify(bundle: Path) -> list[str]:
-    """Check the bundle; the lines of a report. Raises `ProofError` at the first failure."""
+def verify(bundle: Path, *, key: str, tsa_cert: bytes | None = None) -> list[str]:
+    """Check the bundle against the operator's published checkpoint key (`key`, a signed-note
+    verifier key line) and, for its time-stamp tokens, the trusted authority certificates
+    (`tsa_cert`, PEM; None: tokens reported unchecked); the lines of a report. Raises
+    `ProofError` at the first failure."""
     report: list[str] = []
     try:
         manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
@@ -582,14 +593,22 @@ def verify(bundle: Path) -> list[str]:
         raise ProofError(f"{rel}: not listed in manifest.json")
     report.append(f"files: {len(manifest['files'])} match manifest.json ({', '.join(algorithms)})")
 
-    name, public = load_vkey((bundle / "checkpoint.vkey").read_text(encoding="utf-8"))
+    name, public = load_vkey(key)
+    if load_vkey((bundle / "checkpoint.vkey").read_text(encoding="utf-8")) != (name, public):
+        raise ProofError("checkpoint.vkey: not the key given (--key): the checkpoints are "
+                         "not signed by the operator's published key")
     origin = (bundle / "origin.txt").read_text(encoding="utf-8").strip()
-    cert = (bundle / "tsa.pem").read_bytes() if (bundle / "tsa.pem").exists() else None
+    cert = tsa_cert
     roots: dict[str, tuple[int, bytes]] = {}
     for path in sorted((bundle / "checkpoints").glob("*.ckpt")):
         roots[path.name] = open_checkpoint(path, name, public, origin)
         token = path.with_suffix(".tsr")
-        stamp = check_token(token, path.read_bytes(), cert) if token.exists() else "no token"
+        if not token.exists():
+            stamp = "no token"
+        elif cert is None:
+            stamp = "time-stamp token not checked (no --tsa-cert given)"
+        else:
+            stamp = check_token(token, path.read_bytes(), cert)
         report.append(f"checkpoint {path.name}: size {roots[path.name][0]}, signed by "
                       f"{name}, {stamp}")
 
@@ -643,13 +662,36 @@ def verify(bundle: Path) -> list[str]:
     return report
 
 
+USAGE = ("usage: python proofcheck.py BUNDLE --key KEY [--tsa-cert PEM]\n"
+         "  KEY: the checkpoint key the operator published (the key line, or a file holding "
+         "it)\n  PEM: the time-stamping authority's certificate(s) you trust\n")
+
+
+def _key_line(value: str) -> str:
+    path = Path(value)
+    return path.read_text(encoding="utf-8").strip() if path.is_file() else value.strip()
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        sys.stderr.write("usage: python proofcheck.py BUNDLE\n")
+    args = list(sys.argv[1:] if argv is None else argv)
+    options: dict[str, str] = {}
+    positional: list[str] = []
+    while args:
+        arg = args.pop(0)
+        if arg in ("--key", "--tsa-cert") and args:
+            options[arg] = args.pop(0)
+        elif arg.startswith("--"):
+            sys.stderr.write(USAGE)
+            return 2
+        else:
+            positional.append(arg)
+    if len(positional) != 1 or "--key" not in options:
+        sys.stderr.write(USAGE)
         return 2
     try:
-        lines = verify(Path(args[0]))
+        tsa = (Path(options["--tsa-cert"]).read_bytes() if "--tsa-cert" in options
+               else None)
+        lines = verify(Path(positional[0]), key=_key_line(options["--key"]), tsa_cert=tsa)
     except (ProofError, KeyError, ValueError, OSError) as exc:
         sys.stderr.write(f"proof bundle does NOT verify: {exc}\n")
         return 1

@@ -70,6 +70,15 @@ class AuditService:
             record_table=b.table if b else None, record=b.record if b else None,
             records=found.records)
 
+    def checkpoint_key(self, *, actor: Actor) -> str:
+        """The checkpoint verifier key to publish (`<name>+<key id>+<base64>`): what a third
+        party checks a proof bundle against (`proofcheck.py --key`). Needs `audit_read`."""
+        self.access.require(actor, "audit_read", operation="audit.checkpoint_key")
+        log = self.store.audit.checkpoints
+        if log is None or log.key is None:
+            raise Conflict("checkpoints", "no checkpoint key is configured")
+        return log.key.verifier_key
+
     def export_proof(self, applicant_ref: str, dest: Path, *, verifier: Path, actor: Actor,
                      digests: tuple[Digest, ...] = ("sha256",)) -> ProofBundle:
         """Write `dest` (a new folder): the subject's bound records, the events binding them
@@ -142,14 +151,17 @@ README = """A proof bundle of idv's audit chain for one subject.
 Verify it, with Python 3.11+ and the `cryptography` package only, and no access to idv's
 database:
 
-    python proofcheck.py .
+    python proofcheck.py . --key KEY [--tsa-cert TSA.pem]
+
+KEY is the checkpoint key the operator published (not checkpoint.vkey: whoever made the
+bundle could have made that too); TSA.pem the time-stamping authority you trust.
 
 It checks: every file against manifest.json (SHA-256, and SM3 when listed); every checkpoint
 (checkpoints/*.ckpt, C2SP signed notes) against the Ed25519 key in checkpoint.vkey; each
 record in records.json (its canonical JSON hashed again) against the hash that its audit
 event holds; each event, with the leaf hashes of the events between, linked up to the
 signed root of the checkpoint covering it (chain.json); and each RFC 3161 time-stamp token
-(checkpoints/*.tsr), when present: over its checkpoint file and signed by the authority of
-tsa.pem (or by one it certifies). It exits 0 when everything holds.
-Compare checkpoint.vkey with the key the operator published.
+(checkpoints/*.tsr), when present and a trusted authority is given: over its checkpoint
+file and signed by that authority (or by one it certifies). It exits 0 when everything
+holds. tsa.pem is the authority the operator used, for reference.
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -106,6 +107,18 @@ def audit_verify(as_json: JsonOpt = False) -> None:
         raise typer.Exit(EXIT_PROBLEM)
 
 
+@audit_app.command("checkpoint-key")
+def audit_checkpoint_key(as_json: JsonOpt = False) -> None:
+    """The checkpoint key to publish: a proof bundle is checked against it
+    (`proofcheck.py BUNDLE --key KEY`), never against the key the bundle carries."""
+    with runtime() as rt:
+        key = rt.services.audit.checkpoint_key(actor=actor())
+    if as_json:
+        emit({"checkpoint_key": key})
+    else:
+        sys.stdout.write(key + "\n")
+
+
 @audit_app.command("export-proof")
 def audit_export_proof(
     applicant_ref: str,
@@ -114,7 +127,8 @@ def audit_export_proof(
     as_json: JsonOpt = False,
 ) -> None:
     """Write a proof bundle for one applicant that a third party verifies without our
-    database: `python proofcheck.py BUNDLE` (shipped inside it)."""
+    database: `python proofcheck.py BUNDLE --key KEY` (shipped inside it; KEY the
+    published `idv audit checkpoint-key`)."""
     from idv import proofcheck
 
     with runtime() as rt:
@@ -126,8 +140,9 @@ def audit_export_proof(
         return
     console.print(f"proof bundle written to {bundle.path}: {bundle.records} records, "
                   f"{bundle.events} chain entries, {bundle.checkpoints} checkpoints "
-                  f"({', '.join(bundle.digests)}); verify with "
-                  f"`python {bundle.path}/proofcheck.py {bundle.path}`")
+                  f"({', '.join(bundle.digests)}); verify with `python "
+                  f"{bundle.path}/proofcheck.py {bundle.path} --key KEY` (KEY: `idv audit "
+                  "checkpoint-key`, as published)")
 
 
 @app.command()

@@ -89,8 +89,15 @@ def bare_env() -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", ""), "LANG": "C.UTF-8"}
 
 
+# What the operator publishes beside the bundles (`idv audit checkpoint-key`) and the
+# time-stamping authority the verifier trusts: both from outside any bundle.
+PUBLISHED: dict[str, Path] = {}
+
+
 def check(bundle: Path, cwd: Path, python: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(python), "-I", str(bundle / "proofcheck.py"), str(bundle)],
+    return subprocess.run([str(python), "-I", str(bundle / "proofcheck.py"), str(bundle),
+                           "--key", str(PUBLISHED["key"]),
+                           "--tsa-cert", str(PUBLISHED["tsa"])],
                           cwd=cwd, env=bare_env(), capture_output=True, text=True,
                           timeout=60, check=False)
 
@@ -114,6 +121,13 @@ def exported(database, make_runtime, tmp_path):
         bundle = rt.services.audit.export_proof(
             ref, tmp_path / "out" / "bundle", verifier=Path(proofcheck.__file__), actor=AUDITOR,
             digests=("sha256", "sm3"))
+        published = tmp_path / "published"
+        published.mkdir()
+        PUBLISHED["key"] = published / "checkpoint.key"
+        PUBLISHED["key"].write_text(rt.services.audit.checkpoint_key(actor=AUDITOR) + "\n",
+                                    encoding="utf-8")
+        PUBLISHED["tsa"] = published / "tsa.pem"
+        PUBLISHED["tsa"].write_bytes(tsa.authority.certificate_pem)
         rt.close()  # before the tests remove its SQLite file (closed again at teardown: no-op)
     yield Path(bundle.path), lines, bundle
     if database.schema is None:
@@ -197,8 +211,12 @@ def test_when_a_token_is_from_another_authority_or_of_another_checkpoint_then_it
     path, _, _ = exported
     untrusted = tmp_path / "untrusted"
     shutil.copytree(path, untrusted)
-    with TimeStampServer() as rogue:  # another authority's certificate put in as tsa.pem
-        (untrusted / "tsa.pem").write_bytes(rogue.authority.certificate_pem)
+    with TimeStampServer() as rogue:  # every token another authority's, its tsa.pem too
+        pem = rogue.authority.certificate_pem
+        for ckpt in (untrusted / "checkpoints").glob("*.ckpt"):
+            ckpt.with_suffix(".tsr").write_bytes(TimeStamper(rogue.url, pem).stamp(
+                ckpt.read_bytes()))
+        (untrusted / "tsa.pem").write_bytes(pem)
     reseal(untrusted)
     result = check(untrusted, tmp_path, bare_python)
     assert result.returncode == 1 and "does not chain to the trusted" in result.stderr
@@ -212,9 +230,34 @@ def test_when_a_token_is_from_another_authority_or_of_another_checkpoint_then_it
         pem = tsa.authority.certificate_pem
         token.write_bytes(TimeStamper(tsa.url, pem).stamp(other.read_bytes()))
     other.unlink()
-    (moved / "tsa.pem").write_bytes(pem)
+    PUBLISHED["tsa"].write_bytes(PUBLISHED["tsa"].read_bytes() + pem)  # both trusted
     reseal(moved)
     result = check(moved, tmp_path, bare_python)
     assert result.returncode == 1, result.stdout
     assert f"{token.name}: the messageImprint is not the SHA512 of this checkpoint" in (
         result.stderr)
+
+
+def test_a_bundle_signed_by_a_key_the_operator_did_not_publish_is_refused(
+        exported, tmp_path, bare_python):
+    """A bundle made whole by someone else: every checkpoint signed again by a fresh key of
+    the same name, its checkpoint.vkey that key's. It is consistent in itself; checked
+    against the published key, it is refused. Without a key the script does not judge."""
+    from storage.checkpoints import CheckpointKey
+
+    path, _, _ = exported
+    forged = tmp_path / "forged-key"
+    shutil.copytree(path, forged)
+    rogue = CheckpointKey(tmp_path / "rogue.key", create=True, name="idv-audit")
+    for ckpt in (forged / "checkpoints").glob("*.ckpt"):
+        body = ckpt.read_text(encoding="utf-8").partition("\n\n")[0] + "\n"
+        ckpt.write_text(rogue.sign(body), encoding="utf-8")
+        ckpt.with_suffix(".tsr").unlink()
+    (forged / "checkpoint.vkey").write_text(rogue.verifier_key + "\n", encoding="utf-8")
+    reseal(forged)
+    result = check(forged, tmp_path, bare_python)
+    assert result.returncode == 1 and "not the key given" in result.stderr
+    bare = subprocess.run([str(bare_python), "-I", str(forged / "proofcheck.py"), str(forged)],
+                          cwd=tmp_path, env=bare_env(), capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert bare.returncode == 2 and "--key" in bare.stderr
