@@ -41,6 +41,7 @@ from storage.crypto import fernet_key
 from storage.db import current_revision, make_engine, upgrade
 from storage.keyring import KekProvider, KeyRing, LocalKekProvider, VaultTransitKekProvider
 from storage.ledger import LEDGER_EVENT_KINDS
+from storage.people import BINDINGS_REVISION
 from storage.store import Store
 from verifiers.gate import ConsentGate, ConsentReader, DecisionRecorder
 from verifiers.limits import CallLimits, LimitStore, LocalLimitStore, RedisLimitStore
@@ -62,6 +63,15 @@ class _Audit(Protocol):
 # which size of the chain.
 _GRANTS_READ_AT: ContextVar[tuple[str, int] | None] = ContextVar("idv_grants_read_at",
                                                                  default=None)
+
+
+def _crosses_people_bindings(before: str | None, after: str | None) -> bool:
+    """Did this migration take a database with people in it past revision 0021 (people bound
+    to the audit chain)? Then the rows written before are bound, once, now."""
+    def number(revision: str | None) -> int:
+        return int(revision[:4]) if revision and revision[:4].isdigit() else 0
+
+    return before is not None and number(before) < BINDINGS_REVISION <= number(after)
 
 
 @dataclass(frozen=True)
@@ -210,10 +220,14 @@ class RuntimeParts:
         s = self.settings
         ring = self.keyring
         engine = make_engine(s.resolved_database_url, schema=s.database_schema)
+        before = current_revision(engine) if s.auto_migrate else None
         if s.auto_migrate:
             upgrade(engine)
-        return Store(engine, ring, checkpoints=self.checkpoints,
-                     checkpoint_every=s.checkpoint_every)
+        store = Store(engine, ring, checkpoints=self.checkpoints,
+                      checkpoint_every=s.checkpoint_every)
+        if s.auto_migrate and _crosses_people_bindings(before, current_revision(engine)):
+            store.people.bind_existing()
+        return store
 
     def prefect_encryption_key(self) -> str:
         """Prefect's server key for Secret blocks, derived from our key ring instead of the
@@ -248,10 +262,14 @@ class RuntimeParts:
         s = self.settings
         engine = make_engine(s.resolved_database_url, schema=s.database_schema)
         try:
+            before = current_revision(engine)
             upgrade(engine)
-            return current_revision(engine)
+            after = current_revision(engine)
         finally:
             engine.dispose()
+        if _crosses_people_bindings(before, after):
+            self.store.people.bind_existing()
+        return after
 
     def check_policies(self) -> None:
         """Load every policy a run decides with, so that none starts on one that does not

@@ -224,12 +224,15 @@ class AuditLog:
 
     def purgeable_through(self) -> int:
         """The highest sequence number `purge_through` accepts now: below the oldest event
-        that a stored consent, decision or step result is bound to (those records must go
-        first, or their bindings could no longer be checked)."""
+        that a stored consent, decision, step result, user or live credential is bound to
+        (those records must go first, or their bindings could no longer be checked)."""
         with self._ctx.engine.connect() as conn:
             head = conn.execute(select(m.AuditHead.seq)).scalar() or 0
             oldest = [conn.scalar(select(func.min(col))) for col in (
-                m.ConsentEvent.audit_seq, m.Applicant.decision_seq, m.StepResult.audit_seq)]
+                m.ConsentEvent.audit_seq, m.Applicant.decision_seq, m.StepResult.audit_seq,
+                m.User.audit_seq)]
+            oldest.append(conn.scalar(select(func.min(m.Credential.audit_seq)).where(
+                m.Credential.revoked_at.is_(None))))
         bound = [s for s in oldest if s is not None]
         return min([head, *(s - 1 for s in bound)])
 

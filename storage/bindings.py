@@ -34,6 +34,13 @@ STEP_FIELDS = ("id", "applicant_id", "run_id", "position", "step", "status", "re
                "result_code", "consent_ids", "decision_id", "vendor_request_id", "as_of",
                "fee_cents", "attempts", "idempotency_key", "signals")
 
+# People and their credentials (revision 0021): who may sign in, with which role and
+# password hash, and which credential digests stand. The lock-out counters change on every
+# failed sign-in and are not bound.
+USER_FIELDS = ("id", "name", "role", "status", "password_hash")
+CREDENTIAL_FIELDS = ("id", "digest", "user_id", "kind", "role", "expires_at")
+
+
 class BindingError(ValueError):
     """A record that is not the one the audit chain recorded. Names the table, the record
     (its id or reference, never a personal value) and the rule."""
@@ -94,6 +101,14 @@ def decision_hash(row: Any) -> str:
 
 def step_hash(row: Any) -> str:
     return record_hash(STEP_FIELDS, row)
+
+
+def user_hash(row: Any) -> str:
+    return record_hash(USER_FIELDS, row)
+
+
+def credential_hash(row: Any) -> str:
+    return record_hash(CREDENTIAL_FIELDS, row)
 
 
 RECORDS_PURGED = "records.purged"

@@ -534,6 +534,9 @@ class User(Base):
     locked_until: Mapped[datetime | None] = mapped_column(nullable=True)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # The audit event that holds this row's hash (`bindings.user_hash`): a row changed
+    # behind the chain's back (a role raised, a password hash swapped) no longer matches.
+    audit_seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class Credential(Base):
@@ -552,6 +555,9 @@ class Credential(Base):
     last_seen_at: Mapped[datetime]
     expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # The `credential.issued` event that holds this row's hash (`bindings.credential_hash`):
+    # a row inserted behind the chain's back stands for nobody.
+    audit_seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class SubjectRequest(Base):

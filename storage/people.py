@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from storage import models as m
 from storage.audit import AuditLog
+from storage.bindings import credential_hash, user_hash
 from storage.context import StoreContext, as_utc, rowcount
 from storage.records import CredentialRecord, UserRecord
 
@@ -42,6 +43,10 @@ class UserExistsError(ValueError):
     """A user of that name exists already."""
 
 
+# The first revision whose users and credentials carry their binding (`bind_existing`).
+BINDINGS_REVISION = 21
+
+
 class PeopleRepository:
     def __init__(self, ctx: StoreContext, audit: AuditLog) -> None:
         self._ctx = ctx
@@ -67,21 +72,68 @@ class PeopleRepository:
                              updated_at=now)
                 s.add(row)
                 s.flush()
-                self._audit.record("user.added", None, {
-                    "user": name, "role": role, "actor": actor,
-                    "first_user": only_if_none}, session=s)
+                self._bind_user(s, row, "user.added", {
+                    "user": name, "role": role, "actor": actor, "first_user": only_if_none})
                 return _user(row)
         except IntegrityError:
             raise UserExistsError(name) from None
 
+    # --- bindings -----------------------------------------------------------------------
+
+    def _bind_user(self, s: Any, row: m.User, kind: str, detail: dict[str, Any]) -> None:
+        """Record `kind` with the row's hash as it now stands, and bind the row to it."""
+        s.flush()
+        row.audit_seq = self._audit.record(kind, None, {**detail, "user_hash": user_hash(row)},
+                                           session=s)
+
+    def _bound(self, s: Any, row: m.User | m.Credential, key: str, digest: str) -> bool:
+        """Does the authentic audit event the row names hold the row's hash?"""
+        if row.audit_seq is None:
+            return False
+        event = s.get(m.AuditEvent, row.audit_seq)
+        return (event is not None and self._audit.authentic(event)
+                and isinstance(event.detail, dict) and event.detail.get(key) == digest)
+
+    def _checked_user(self, s: Any, row: m.User | None) -> m.User | None:
+        """The row if the chain vouches for it; else None, the broken binding audited apart
+        (a role raised or a password hash swapped in the database stands for nobody)."""
+        if row is None or self._bound(s, row, "user_hash", user_hash(row)):
+            return row
+        self._broken("users", row.id)
+        return None
+
+    def _broken(self, table: str, row_id: str) -> None:
+        with self._ctx.engine.begin() as conn:
+            self._audit.append_many(conn, [("people.binding_broken", None, {
+                "table": table, "id": row_id})])
+
+    def bind_existing(self) -> int:
+        """Bind the users and credentials written before revision 0021 (each recorded with
+        its hash, `user.bound` / `credential.bound`, then `people.bound`). Called once, when
+        a migration crosses that revision: afterwards a row without a binding stands for
+        nobody. Returns how many rows were bound."""
+        with self._ctx.transaction() as s:
+            users = list(s.scalars(select(m.User).where(m.User.audit_seq.is_(None))))
+            for row in users:
+                self._bind_user(s, row, "user.bound", {"user": row.name})
+            creds = list(s.scalars(select(m.Credential).where(
+                m.Credential.audit_seq.is_(None), m.Credential.revoked_at.is_(None))))
+            for cred in creds:
+                cred.audit_seq = self._audit.record("credential.bound", None, {
+                    "credential": cred.id, "credential_hash": credential_hash(cred)},
+                    session=s)
+            self._audit.record("people.bound", None, {"users": len(users),
+                                                      "credentials": len(creds)}, session=s)
+            return len(users) + len(creds)
+
     def get(self, name: str) -> UserRecord | None:
         with self._ctx.transaction() as s:
-            row = s.scalar(select(m.User).where(m.User.name == name))
+            row = self._checked_user(s, s.scalar(select(m.User).where(m.User.name == name)))
             return _user(row) if row is not None else None
 
     def get_by_id(self, user_id: str) -> UserRecord | None:
         with self._ctx.transaction() as s:
-            row = s.get(m.User, user_id)
+            row = self._checked_user(s, s.get(m.User, user_id))
             return _user(row) if row is not None else None
 
     def all(self) -> list[UserRecord]:
@@ -107,9 +159,8 @@ class PeopleRepository:
                     m.Credential.user_id == row.id, m.Credential.revoked_at.is_(None))
                     .values(revoked_at=now)))
             detail = {k: v for k, v in values.items() if k in ("role", "status")}
-            self._audit.record(kind, None, {"user": name, "actor": actor,
-                                            "credentials_revoked": revoked, **detail},
-                               session=s)
+            self._bind_user(s, row, kind, {"user": name, "actor": actor,
+                                           "credentials_revoked": revoked, **detail})
             return _user(row)
 
     def sign_in_failed(self, name: str, *, locked_until: datetime | None,
@@ -154,17 +205,28 @@ class PeopleRepository:
                                expires_at=expires_at)
             s.add(row)
             s.flush()
-            self._audit.record("credential.issued", None, {
+            row.audit_seq = self._audit.record("credential.issued", None, {
                 "user": user.name, "kind": kind, "credential": row.id, "actor": actor,
-                "expires_at": expires_at.isoformat() if expires_at else None}, session=s)
+                "expires_at": expires_at.isoformat() if expires_at else None,
+                "credential_hash": credential_hash(row)}, session=s)
             return _credential(row)
 
     def find(self, digest: str) -> tuple[CredentialRecord, UserRecord] | None:
+        """The credential of that digest and its user, if the chain vouches for both (a
+        credential or a role written into the database behind it stands for nobody)."""
         with self._ctx.transaction() as s:
             got = s.execute(select(m.Credential, m.User).join(
                 m.User, m.User.id == m.Credential.user_id)
                 .where(m.Credential.digest == digest)).first()
-            return (_credential(got[0]), _user(got[1])) if got else None
+            if got is None:
+                return None
+            cred, user = got
+            if not self._bound(s, cred, "credential_hash", credential_hash(cred)):
+                self._broken("credentials", cred.id)
+                return None
+            if self._checked_user(s, user) is None:
+                return None
+            return _credential(cred), _user(user)
 
     def seen(self, credential_id: str) -> None:
         with self._ctx.transaction() as s:
