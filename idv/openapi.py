@@ -9,7 +9,7 @@ to this document with Schemathesis.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -30,38 +30,6 @@ class ErrorBody(BaseModel):
 
 class Answer(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class SubjectRequestAnswer(Answer):
-    """A data-subject request: its kind, deadline and state; the answer as codes and counts.
-    `file` is an answered access request's copy for the person (identifiers masked)."""
-
-    request_id: str
-    applicant_ref: str
-    kind: str
-    target: str | None
-    channel: str
-    status: Literal["open", "answered"]
-    opened_at: str
-    deadline: str
-    opened_by: str
-    assignee: str | None
-    answered_at: str | None
-    answered_by: str | None
-    outcome: str | None
-    result: dict[str, Any]
-    policy_version: str
-    overdue: bool
-    in_time: bool | None
-    file: dict[str, Any] | None = None
-    # The workbench case the request is tracked in (None: the subject has no case to work).
-    case_id: str | None = None
-
-
-class SubjectRequestList(Answer):
-    total: int
-    overdue: int
-    requests: list[SubjectRequestAnswer]
 
 
 class Reason(Answer):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
@@ -25,7 +25,7 @@ from policies.identity import (
 from policies.masking import mask, mask_text
 from policies.requests import CORRECTABLE, DISPUTE_TARGETS, REQUEST_KINDS, RequestPolicy
 from policies.vocabulary import check_applicant_ref
-from services.consent import ConsentService
+from services.consent import ConsentService, GrantState, LedgerEvent, ReceiptNotice
 from services.context import Actor
 from services.errors import Conflict, Denied, InvalidInput, NotFound
 from services.explain import ExplainService
@@ -74,6 +74,66 @@ class AnswerRequest(BaseModel):
     value: SecretStr | None = None
 
 
+class Answer(BaseModel):
+    """An answer a surface renders as it is: fixed fields, nothing more."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SubjectRequestAnswer(Answer):
+    """A data-subject request: its kind, deadline and state; the answer as codes and counts.
+    `file` is an answered access request's copy for the person (identifiers masked)."""
+
+    request_id: str
+    applicant_ref: str
+    kind: str
+    target: str | None
+    channel: str
+    status: Literal["open", "answered"]
+    opened_at: str
+    deadline: str
+    opened_by: str
+    assignee: str | None
+    answered_at: str | None
+    answered_by: str | None
+    outcome: str | None
+    result: dict[str, Any]
+    policy_version: str
+    overdue: bool
+    in_time: bool | None
+    file: dict[str, Any] | None = None
+    # The workbench case the request is tracked in (None: the subject has no case to work).
+    case_id: str | None = None
+
+
+class SubjectRequestList(Answer):
+    total: int
+    overdue: int
+    requests: list[SubjectRequestAnswer]
+
+
+class AccessFile(Answer):
+    """Everything held about the person (PIPL Art. 45), identifiers masked, one section a
+    field. The sections other services own travel as the documents they are."""
+
+    applicant_ref: str
+    generated_at: str
+    subject: dict[str, Any]
+    notices: list[ReceiptNotice]
+    consents: list[GrantState]
+    consent_events: list[LedgerEvent]
+    consent_asks: list[dict[str, Any]]
+    decision: list[dict[str, Any]]
+    evidence: list[dict[str, Any]]
+    alerts: list[dict[str, Any]]
+    accounts: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    holds: list[dict[str, Any]]
+    requests: list[dict[str, Any]]
+    corrections: list[dict[str, Any]]
+    accessed: list[dict[str, Any]]
+
+
 class SubjectRequestService:
     def __init__(self, store: Store, policy: RequestPolicy, subjects: SubjectService,
                  consent: ConsentService, explain: ExplainService) -> None:
@@ -94,19 +154,18 @@ class SubjectRequestService:
         except UnknownRequestError:
             raise NotFound("request_id", "no such request") from None
 
-    def _with_state(self, r: dict[str, Any]) -> dict[str, Any]:
+    def _with_state(self, r: dict[str, Any], *, file: AccessFile | None = None
+                    ) -> SubjectRequestAnswer:
         now = self.store.clock()
         deadline = datetime.fromisoformat(r["deadline"])
         if r["status"] == "open":
-            r["overdue"] = now > deadline
-            r["in_time"] = None
+            overdue, in_time = now > deadline, None
         else:
-            answered = datetime.fromisoformat(r["answered_at"])
-            r["overdue"] = False
-            r["in_time"] = answered <= deadline
-        return r
+            overdue, in_time = False, datetime.fromisoformat(r["answered_at"]) <= deadline
+        return SubjectRequestAnswer(**r, overdue=overdue, in_time=in_time,
+                                    file=file.model_dump() if file is not None else None)
 
-    def open(self, req: OpenRequest, *, actor: Actor) -> dict[str, Any]:
+    def open(self, req: OpenRequest, *, actor: Actor) -> SubjectRequestAnswer:
         """Record a request with its deadline. `InvalidInput` for an unknown kind or a target
         the kind does not take; `NotFound` for a subject of whom nothing is held."""
         self._permit(actor)
@@ -135,21 +194,23 @@ class SubjectRequestService:
         return self._with_state(opened)
 
     def list(self, *, actor: Actor, status: str | None = None, overdue: bool = False
-             ) -> list[dict[str, Any]]:
+             ) -> SubjectRequestList:
         """Requests by deadline; each says whether it is overdue (open past its deadline) or
-        was answered in time."""
+        was answered in time. With `overdue`, only those."""
         self._permit(actor)
         if status not in (None, "open", "answered"):
             raise InvalidInput("status", "must be open or answered")
         out = [self._with_state(r) for r in self.store.requests.list(status=status)]
-        return [r for r in out if r["overdue"]] if overdue else out
+        rows = [r for r in out if r.overdue] if overdue else out
+        return SubjectRequestList(total=len(rows), overdue=sum(1 for r in rows if r.overdue),
+                                  requests=rows)
 
-    def show(self, request_id: str, *, actor: Actor) -> dict[str, Any]:
+    def show(self, request_id: str, *, actor: Actor) -> SubjectRequestAnswer:
         self._permit(actor)
         return self._with_state(self._get(request_id))
 
     def answer(self, request_id: str, req: AnswerRequest, *, actor: Actor,
-               recheck: Recheck | None = None) -> dict[str, Any]:
+               recheck: Recheck | None = None) -> SubjectRequestAnswer:
         """Carry the request out and record the answer. Returns the request; for an access
         request also `file`, the copy to deliver (its delivery is audited)."""
         self._permit(actor)
@@ -162,14 +223,14 @@ class SubjectRequestService:
             raise InvalidInput("value", "is taken by a correction request only")
         if kind != "dispute" and req.outcome is not None:
             raise InvalidInput("outcome", "is taken by a dispute request only")
-        extra: dict[str, Any] = {}
+        file: AccessFile | None = None
         if kind == "access":
             file = self.access_file(ref, actor=actor)
+            sections = file.model_dump()
             self.store.audit.record("subject_request.delivered", ref, {
                 "request_id": request_id, "actor": actor.name, "role": actor.role,
-                "sections": {k: len(v) for k, v in file.items() if isinstance(v, list)}})
-            outcome, result = "delivered", {"sections": sorted(file)}
-            extra["file"] = file
+                "sections": {k: len(v) for k, v in sections.items() if isinstance(v, list)}})
+            outcome, result = "delivered", {"sections": sorted(sections)}
         elif kind == "correction":
             outcome, result = self._correct(r, req, actor=actor, recheck=recheck)
         elif kind == "erasure":
@@ -187,7 +248,7 @@ class SubjectRequestService:
             result["note"] = note
         answered = self.store.requests.answer(request_id, outcome=outcome, result=result,
                                               actor=actor.name)
-        return {**self._with_state(answered), **extra}
+        return self._with_state(answered, file=file)
 
     def _correct(self, r: dict[str, Any], req: AnswerRequest, *, actor: Actor,
                  recheck: Recheck | None) -> tuple[str, dict[str, Any]]:
@@ -248,7 +309,7 @@ class SubjectRequestService:
                                           "reviewer's answer to the disputed decision)")
         return req.outcome, {"target": "decision"}
 
-    def access_file(self, applicant_ref: str, *, actor: Actor) -> dict[str, Any]:
+    def access_file(self, applicant_ref: str, *, actor: Actor) -> AccessFile:
         """Everything held about the person (PIPL Art. 45), identifiers masked: fields,
         consents and notices, refused and abandoned asks, evidence summaries, the decision
         with its reasons, accounts, behaviour events and alerts, holds, requests,
@@ -270,9 +331,9 @@ class SubjectRequestService:
                 subject["state"] = "erased_or_restricted"
         out["subject"] = subject
         receipt = self.consent.receipt(applicant_ref, actor=actor)
-        out["notices"] = [n.model_dump() for n in receipt.notices]
-        out["consents"] = [g.model_dump() for g in receipt.grants]
-        out["consent_events"] = [e.model_dump() for e in receipt.events]
+        out["notices"] = receipt.notices
+        out["consents"] = receipt.grants
+        out["consent_events"] = receipt.events
         out["consent_asks"] = self.store.ledger.asks_for(applicant_ref)
         if stored is not None:
             explained = self.explain.explain(applicant_ref)
@@ -299,4 +360,4 @@ class SubjectRequestService:
                             "purpose": e.detail.get("purpose")}
                            for e in self.store.audit.events(subject_ref=applicant_ref)
                            if e.kind in ACCESS_KINDS]
-        return out
+        return AccessFile(**out)

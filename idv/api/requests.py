@@ -4,16 +4,21 @@ answered (a correction re-verified, a disputed court-list hit re-queried through
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from flows.subject_requests import recheck
 from idv.api.auth import Actor
 from idv.api.params import GUARDED, READS_BODY, RequestIdPath, Rt, Svc, needs
-from idv.openapi import SubjectRequestAnswer, SubjectRequestList, answers
+from idv.openapi import answers
 from policies.vocabulary import RequestStatus
-from services.requests import AnswerRequest, OpenRequest
+from services.requests import (
+    AnswerRequest,
+    OpenRequest,
+    SubjectRequestAnswer,
+    SubjectRequestList,
+)
 
 router = APIRouter()
 
@@ -25,7 +30,7 @@ router = APIRouter()
     response_model=SubjectRequestAnswer,
     responses=answers(*READS_BODY, 403, 404),
 )
-def open_request(req: OpenRequest, actor: Actor, svc: Svc) -> Any:
+def open_request(req: OpenRequest, actor: Actor, svc: Svc) -> SubjectRequestAnswer:
     """Record a data-subject request (access, correction, erasure, restriction, dispute)
     with its deadline."""
     return svc.requests.open(req, actor=actor)
@@ -42,10 +47,9 @@ def list_requests(
     svc: Svc,
     status: Annotated[RequestStatus | None, Query()] = None,
     overdue: Annotated[bool, Query()] = False,
-) -> Any:
+) -> SubjectRequestList:
     """Requests by deadline; each says whether it is overdue or was answered in time."""
-    rows = svc.requests.list(actor=actor, status=status, overdue=overdue)
-    return {"total": len(rows), "overdue": sum(1 for r in rows if r["overdue"]), "requests": rows}
+    return svc.requests.list(actor=actor, status=status, overdue=overdue)
 
 
 @router.get(
@@ -54,7 +58,7 @@ def list_requests(
     response_model=SubjectRequestAnswer,
     responses=answers(*GUARDED, 403, 404),
 )
-def show_request(request_id: RequestIdPath, actor: Actor, svc: Svc) -> Any:
+def show_request(request_id: RequestIdPath, actor: Actor, svc: Svc) -> SubjectRequestAnswer:
     """One request and its answer."""
     return svc.requests.show(request_id, actor=actor)
 
@@ -67,7 +71,7 @@ def show_request(request_id: RequestIdPath, actor: Actor, svc: Svc) -> Any:
 )
 def answer_request(
     request_id: RequestIdPath, actor: Actor, rt: Rt, req: AnswerRequest | None = None
-) -> Any:
+) -> SubjectRequestAnswer:
     """Carry the request out and record the answer (an access request's answer holds the
     person's file; a correction is re-verified; a court-list dispute re-queried)."""
     return rt.services.requests.answer(

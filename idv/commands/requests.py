@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -14,18 +14,21 @@ from rich.table import Table
 from idv.shell import JsonOpt, actor, requests_app, runtime
 from idv.terminal import console, emit, fail
 
+if TYPE_CHECKING:
+    from services.requests import SubjectRequestAnswer
 
-def _row(r: dict) -> list[str]:
-    state = r["status"]
-    if r["overdue"]:
+
+def _row(r: SubjectRequestAnswer) -> list[str]:
+    state: str = r.status
+    if r.overdue:
         state = "OVERDUE"
-    elif r["in_time"] is False:
+    elif r.in_time is False:
         state = "answered late"
-    return [r["request_id"], r["applicant_ref"], r["kind"], r["target"] or "", state,
-            r["deadline"][:10], r["assignee"] or "", r["outcome"] or ""]
+    return [r.request_id, r.applicant_ref, r.kind, r.target or "", state,
+            r.deadline[:10], r.assignee or "", r.outcome or ""]
 
 
-def _table(rows: list[dict], title: str) -> None:
+def _table(rows: list[SubjectRequestAnswer], title: str) -> None:
     table = Table(title=title)
     table.add_column("request", no_wrap=True, min_width=36)
     for col in ("applicant", "kind", "target", "state", "deadline", "assignee", "outcome"):
@@ -56,9 +59,9 @@ def requests_open(
             applicant_ref=applicant_ref, kind=kind, target=target, channel=channel,
             assignee=assignee), actor=actor())
     if as_json:
-        emit(r)
+        emit(r.model_dump())
     else:
-        console.print(f"request {r['request_id']} ({r['kind']}) due {r['deadline']}")
+        console.print(f"request {r.request_id} ({r.kind}) due {r.deadline}")
 
 
 @requests_app.command("list")
@@ -70,13 +73,12 @@ def requests_list(
 ) -> None:
     """Requests by deadline; open ones past it are flagged OVERDUE (exit 1 if any)."""
     with runtime() as rt:
-        rows = rt.services.requests.list(actor=actor(), status=status, overdue=overdue)
-    late = sum(1 for r in rows if r["overdue"])
+        listed = rt.services.requests.list(actor=actor(), status=status, overdue=overdue)
     if as_json:
-        emit({"total": len(rows), "overdue": late, "requests": rows})
+        emit(listed.model_dump())
     else:
-        _table(rows, f"Subject requests ({len(rows)}, {late} overdue)")
-    if late:
+        _table(listed.requests, f"Subject requests ({listed.total}, {listed.overdue} overdue)")
+    if listed.overdue:
         raise typer.Exit(1)
 
 
@@ -86,11 +88,11 @@ def requests_show(request_id: str, as_json: JsonOpt = False) -> None:
     with runtime() as rt:
         r = rt.services.requests.show(request_id, actor=actor())
     if as_json:
-        emit(r)
+        emit(r.model_dump())
     else:
         _table([r], f"Request {request_id}")
-        if r["result"]:
-            console.print_json(json.dumps(r["result"], ensure_ascii=False))
+        if r.result:
+            console.print_json(json.dumps(r.result, ensure_ascii=False))
 
 
 @requests_app.command("answer")
@@ -130,9 +132,8 @@ def requests_answer(
         r = rt.services.requests.answer(
             request_id, AnswerRequest(outcome=outcome, note=note, value=value),
             actor=actor(), recheck=recheck(rt))
-    file = r.pop("file", None)
-    if file is not None:
-        text = json.dumps(file, ensure_ascii=False, indent=2) + "\n"
+    if r.file is not None:
+        text = json.dumps(r.file, ensure_ascii=False, indent=2) + "\n"
         if output is None:
             sys.stdout.write(text)
             return
@@ -142,8 +143,8 @@ def requests_answer(
         except OSError:
             fail("--output", "cannot be written", as_json=as_json)
     if as_json:
-        emit(r)
+        emit(r.model_dump(exclude={"file"}))
     else:
         where = f", file written to {output}" if output is not None else ""
-        console.print(f"request {request_id} answered: {r['outcome']} "
-                      f"({'in time' if r['in_time'] else 'late'}){where}")
+        console.print(f"request {request_id} answered: {r.outcome} "
+                      f"({'in time' if r.in_time else 'late'}){where}")

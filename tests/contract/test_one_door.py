@@ -85,7 +85,7 @@ MASKED_DOORS: dict[str, Callable[[Runtime, dict[str, str]], Any]] = {
     "consent receipt": lambda rt, p: rt.services.consent.receipt(
         p["ref"], actor=OFFICER).subject.phone,
     "access file": lambda rt, p: rt.services.requests.access_file(
-        p["ref"], actor=OFFICER)["subject"].get("phone"),
+        p["ref"], actor=OFFICER).subject.get("phone"),
     "run examples": lambda rt, p: next(
         (e["phone"] for e in rt.services.runs.examples(p["run_id"], limit=5, actor=OPERATOR)),
         None),

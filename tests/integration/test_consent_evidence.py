@@ -125,7 +125,7 @@ def test_the_compliance_pack_of_a_period_has_its_counts_and_no_personal_value(
     rt.services.subjects.erase(refs[2], reason="asked to be forgotten", actor=OFFICER)
     req = rt.services.requests.open(OpenRequest(applicant_ref=refs[3], kind="restriction"),
                                     actor=OFFICER)
-    rt.services.requests.answer(req["request_id"], AnswerRequest(), actor=OFFICER)
+    rt.services.requests.answer(req.request_id, AnswerRequest(), actor=OFFICER)
     rt.services.requests.open(OpenRequest(applicant_ref=refs[3], kind="access"), actor=OFFICER)
     rt.services.retention.purge(actor=OFFICER)
     folder = tmp_path / "checkpoints"  # the audit chain writes its own checkpoints here too

@@ -82,7 +82,7 @@ def test_when_the_clock_moves_past_ceilings_then_exactly_those_rows_go(
         at(days)
         opened = rt.services.requests.open(OpenRequest(
             applicant_ref=newer_ref, kind="restriction"), actor=OFFICER)
-        rt.services.requests.answer(opened["request_id"], AnswerRequest(), actor=OFFICER)
+        rt.services.requests.answer(opened.request_id, AnswerRequest(), actor=OFFICER)
     # A grant given late: its consent ends under the floor of the purge instant.
     at(1800)
     rt.store.ledger.record_grant(

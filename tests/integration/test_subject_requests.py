@@ -52,9 +52,9 @@ def test_an_access_file_holds_every_record_class_and_no_one_elses_data(world):
 
     opened = rt.services.requests.open(OpenRequest(applicant_ref=ref, kind="access",
                                                    channel="app"), actor=OFFICER)
-    done = rt.services.requests.answer(opened["request_id"], AnswerRequest(), actor=OFFICER)
+    done = rt.services.requests.answer(opened.request_id, AnswerRequest(), actor=OFFICER)
 
-    file = done["file"]
+    file = done.file
     for section in ("subject", "notices", "consents", "consent_events", "consent_asks",
                     "decision", "evidence", "alerts", "accounts", "events", "holds",
                     "requests", "corrections", "accessed"):
@@ -73,7 +73,7 @@ def test_an_access_file_holds_every_record_class_and_no_one_elses_data(world):
         for value in (other, people[other]["name"], people[other]["id_number"],
                       people[other]["phone"]):
             assert value not in text
-    assert done["status"] == "answered" and done["outcome"] == "delivered" and done["in_time"]
+    assert done.status == "answered" and done.outcome == "delivered" and done.in_time
     delivered = rt.store.audit.events(kind_prefix="subject_request.delivered")
     assert [e.subject_ref for e in delivered] == [ref]
 
@@ -85,22 +85,22 @@ def test_a_dispute_of_a_court_hit_is_requeried_and_answered_in_time(world, sandb
     opened = rt.services.requests.open(OpenRequest(
         applicant_ref=ref, kind="dispute", target="court_list", channel="app",
         assignee="officer"), actor=OFFICER)
-    assert opened["status"] == "open" and not opened["overdue"]
+    assert opened.status == "open" and not opened.overdue
     listed = rt.services.requests.list(actor=OFFICER, status="open")
-    assert [r["request_id"] for r in listed] == [opened["request_id"]]
+    assert [r.request_id for r in listed.requests] == [opened.request_id]
     court_before = [c for c in sandbox.state.calls_for(number) if "court" in c.path]
 
-    done = rt.services.requests.answer(opened["request_id"], AnswerRequest(
+    done = rt.services.requests.answer(opened.request_id, AnswerRequest(
         note="re-queried the list"), actor=OFFICER, recheck=recheck(rt))
 
     court_after = [c for c in sandbox.state.calls_for(number) if "court" in c.path]
     assert len(court_after) == len(court_before) + 1  # the hit was queried once more
-    (step,) = done["result"]["rechecked"]
+    (step,) = done.result["rechecked"]
     assert step["step"] == "court_list" and step["purpose"] == "onboarding_verification"
-    assert done["outcome"] in ("upheld", "amended") and done["in_time"] is True
-    assert done["answered_by"] == "officer" and done["result"]["note"] == "re-queried the list"
+    assert done.outcome in ("upheld", "amended") and done.in_time is True
+    assert done.answered_by == "officer" and done.result["note"] == "re-queried the list"
     decided = [e for e in rt.store.audit.events(kind_prefix="consent.allowed")
-               if e.detail.get("call_ref", "").startswith(f"request:{opened['request_id']}")]
+               if e.detail.get("call_ref", "").startswith(f"request:{opened.request_id}")]
     assert [e.detail["step"] for e in decided] == ["court_list"]
     (answered,) = rt.store.audit.events(kind_prefix="subject_request.answered")
     assert answered.detail["in_time"] is True
@@ -109,7 +109,7 @@ def test_a_dispute_of_a_court_hit_is_requeried_and_answered_in_time(world, sandb
                                      actor=OFFICER)
     rt.store.clock = lambda: datetime.now(UTC) + timedelta(days=40)
     overdue = rt.services.requests.list(actor=OFFICER, overdue=True)
-    assert [r["request_id"] for r in overdue] == [late["request_id"]]
+    assert [r.request_id for r in overdue.requests] == [late.request_id]
     assert rt.store.audit.verify_chain()[0]
 
 
@@ -122,13 +122,13 @@ def test_a_correction_is_reverified_and_the_old_value_kept_only_sealed(world, sa
                                                    target="phone"), actor=OFFICER)
     carrier_before = [c for c in sandbox.state.calls_for(number) if "carrier" in c.path]
 
-    done = rt.services.requests.answer(opened["request_id"], AnswerRequest(
+    done = rt.services.requests.answer(opened.request_id, AnswerRequest(
         value=SecretStr(new_phone)), actor=OFFICER, recheck=recheck(rt))
 
     carrier_after = [c for c in sandbox.state.calls_for(number) if "carrier" in c.path]
     assert len(carrier_after) == len(carrier_before) + 1
-    assert done["outcome"] == "corrected"
-    assert [s["step"] for s in done["result"]["rechecked"]] == ["carrier_check"]
+    assert done.outcome == "corrected"
+    assert [s["step"] for s in done.result["rechecked"]] == ["carrier_check"]
     person = rt.store.applicants.reveal_by_ref(ref, actor="test", purpose="test", masked=False)
     assert person.phone.get_secret_value() == "+86" + new_phone
     assert rt.store.requests.corrections(ref)[0]["field"] == "phone"
@@ -153,11 +153,11 @@ def test_bad_requests_are_refused_naming_the_field_and_rule(world):
     opened = rt.services.requests.open(OpenRequest(applicant_ref=ref, kind="correction",
                                                    target="id_number"), actor=OFFICER)
     with pytest.raises(InvalidInput) as exc:
-        rt.services.requests.answer(opened["request_id"], AnswerRequest(
+        rt.services.requests.answer(opened.request_id, AnswerRequest(
             value=SecretStr("110105194912310021")), actor=OFFICER, recheck=recheck(rt))
     assert exc.value.field == "value" and "110105" not in exc.value.rule
     restricted = rt.services.requests.open(OpenRequest(applicant_ref=ref, kind="restriction"),
                                            actor=OFFICER)
-    rt.services.requests.answer(restricted["request_id"], AnswerRequest(), actor=OFFICER)
+    rt.services.requests.answer(restricted.request_id, AnswerRequest(), actor=OFFICER)
     with pytest.raises(Conflict):
-        rt.services.requests.answer(restricted["request_id"], AnswerRequest(), actor=OFFICER)
+        rt.services.requests.answer(restricted.request_id, AnswerRequest(), actor=OFFICER)
