@@ -408,8 +408,24 @@ class CaseRepository:
     def confirm(self, decision_id: str, *, actor: str, now: datetime,
                 case_values: dict[str, Any], detail: dict[str, Any],
                 reason: str | None = None) -> bool:
-        """Confirm a pending decision: only while it is pending, its case's evidence is the
-        version it saw, the confirmer's claim is live and they are not its author."""
+        """Confirm a pending decision (`_second_look`), with the second person's reason if
+        given (sealed)."""
+        return self._second_look(decision_id, "confirmed", actor=actor, now=now,
+                                 case_values=case_values, detail=detail, reason=reason)
+
+    def send_back(self, decision_id: str, *, actor: str, now: datetime, reason: str,
+                  case_values: dict[str, Any]) -> bool:
+        """Refuse a pending decision with a reason (sealed, `_second_look`): the case goes
+        back as `case_values` say."""
+        return self._second_look(decision_id, "sent_back", actor=actor, now=now,
+                                 case_values=case_values, detail={}, reason=reason)
+
+    def _second_look(self, decision_id: str, outcome: str, *, actor: str, now: datetime,
+                     case_values: dict[str, Any], detail: dict[str, Any],
+                     reason: str | None) -> bool:
+        """A second person's answer to a pending decision, and the case's change with it,
+        both or neither: only while it is pending, its case's evidence is the version it
+        saw, the second person's claim is live and they are not its author."""
         with self._ctx.transaction() as s:
             d = s.get(m.CaseDecision, decision_id, with_for_update=True)
             if d is None or d.status != "pending" or d.actor == actor:
@@ -420,37 +436,14 @@ class CaseRepository:
                 .values(updated_at=now, **case_values)).rowcount
             if not done:
                 return False
-            d.status, d.confirmed_by, d.confirmed_at = "confirmed", actor, now
+            d.status, d.confirmed_by, d.confirmed_at = outcome, actor, now
             if reason:
                 d.second_reason_ct = self._seal(s, d.case_id, reason, self.DECISIONS,
                                                 "second_reason", d.id)
             d.detail = {**(d.detail or {}), **detail}
-            self._event(s, d.case_id, f"case.{d.action}_confirmed", {
+            self._event(s, d.case_id, f"case.{d.action}_{outcome}", {
                 "actor": actor, "decision_id": d.id, "proposed_by": d.actor,
                 "evidence_version": d.evidence_version, **detail})
-            return True
-
-    def send_back(self, decision_id: str, *, actor: str, now: datetime, reason: str,
-                  case_values: dict[str, Any]) -> bool:
-        """A second person refuses a pending decision, with a reason (sealed): only while it
-        is pending, its case's evidence is the version it saw, the second person's claim is
-        live and they are not its author. The case goes back as `case_values` say."""
-        with self._ctx.transaction() as s:
-            d = s.get(m.CaseDecision, decision_id, with_for_update=True)
-            if d is None or d.status != "pending" or d.actor == actor:
-                return False
-            done = s.execute(update(C).where(
-                C.id == d.case_id, C.claimed_by == actor, C.lease_until >= now,
-                C.evidence_version == d.evidence_version)
-                .values(updated_at=now, **case_values)).rowcount
-            if not done:
-                return False
-            d.status, d.confirmed_by, d.confirmed_at = "sent_back", actor, now
-            d.second_reason_ct = self._seal(s, d.case_id, reason, self.DECISIONS,
-                                            "second_reason", d.id)
-            self._event(s, d.case_id, f"case.{d.action}_sent_back", {
-                "actor": actor, "decision_id": d.id, "proposed_by": d.actor,
-                "evidence_version": d.evidence_version})
             return True
 
     def decisions(self, case_id: str) -> list[CaseDecisionRecord]:
