@@ -81,20 +81,6 @@ class Explanation(Answer):
     decided_at: str
 
 
-class RaisedAlert(Answer):
-    applicant_ref: str
-    alert_id: str
-    rule: str
-    reason: str
-    evidence: dict[str, float | int | str]
-
-
-class EventReceived(Answer):
-    event_id: str
-    duplicate: bool
-    alerts: list[RaisedAlert]
-
-
 class VerifiedStep(Answer):
     verifier: str
     status: str

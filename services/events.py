@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from policies.behavior import (
     BehaviorPolicy,
@@ -40,6 +40,26 @@ STEP = "behavior_events"
 SCOPES = frozenset({"behavior_signals"})
 # The scorecard feature each rule's alert count feeds.
 FEATURES = ("impossible_travel", "new_device_new_region", "rapid_profile_changes")
+
+
+class Answer(BaseModel):
+    """An answer a surface renders as it is: fixed fields, nothing more."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RaisedAlert(Answer):
+    applicant_ref: str
+    alert_id: str
+    rule: str
+    reason: str
+    evidence: dict[str, float | int | str]
+
+
+class EventReceived(Answer):
+    event_id: str
+    duplicate: bool
+    alerts: list[RaisedAlert]
 
 
 @dataclass
@@ -90,7 +110,7 @@ class EventService:
         self.policy = policy
         self.scorecard = scorecard
 
-    def ingest_one(self, raw: Any, *, now: datetime | None = None) -> dict[str, Any]:
+    def ingest_one(self, raw: Any, *, now: datetime | None = None) -> EventReceived:
         """One event: stored and its alerts raised, or `EventRefused` (nothing written)."""
         if not isinstance(raw, Mapping):
             raise EventRefused("event", "must be a JSON object")
@@ -103,7 +123,7 @@ class EventService:
             raise EventRefused(loc, err["msg"].removeprefix("Value error, "), ref) from None
         return self.ingest_event(event, now=now)
 
-    def ingest_event(self, event: EventIn, *, now: datetime | None = None) -> dict[str, Any]:
+    def ingest_event(self, event: EventIn, *, now: datetime | None = None) -> EventReceived:
         """One event already in shape (the HTTP API parses the body as an `EventIn`): the
         clock, a known applicant and the consent gate, then stored and its alerts raised;
         or `EventRefused` (nothing written)."""
@@ -126,7 +146,7 @@ class EventService:
             change=event.change, occurred_at=event.occurred_at, device_id=event.device_id,
             ip=event.ip, region=event.region, lat=event.lat, lon=event.lon))
         if not new:
-            return {"event_id": event_id, "duplicate": True, "alerts": []}
+            return EventReceived(event_id=event_id, duplicate=True, alerts=[])
         history = [Observed(**e.model_dump()) for e in
                    self.store.events.history(event.applicant_ref, until=event.occurred_at)]
         this = next(e for e in history if e.id == event_id)
@@ -136,12 +156,12 @@ class EventService:
             alert_id = self.store.events.add_alert(event.applicant_ref, rule=alert.rule,
                                                    event_id=event_id, reason=alert.reason,
                                                    evidence=dict(alert.evidence))
-            alerts.append({"applicant_ref": event.applicant_ref, "alert_id": alert_id,
-                           "rule": alert.rule, "reason": alert.reason,
-                           "evidence": dict(alert.evidence)})
+            alerts.append(RaisedAlert(applicant_ref=event.applicant_ref, alert_id=alert_id,
+                                      rule=alert.rule, reason=alert.reason,
+                                      evidence=dict(alert.evidence)))
         if alerts:
             self.rescore(event.applicant_ref)
-        return {"event_id": event_id, "duplicate": False, "alerts": alerts}
+        return EventReceived(event_id=event_id, duplicate=False, alerts=alerts)
 
     async def _consent_refusal(self, applicant_ref: str,
                                purposes: Iterable[str]) -> str | None:
@@ -207,9 +227,9 @@ class EventService:
                 report.refused.append({"line": line_no, "applicant_ref": exc.applicant_ref,
                                        "field": exc.field, "reason": exc.rule})
                 continue
-            if done["duplicate"]:
+            if done.duplicate:
                 report.duplicates += 1
             else:
                 report.accepted += 1
-            report.alerts.extend(done["alerts"])
+            report.alerts.extend(a.model_dump() for a in done.alerts)
         return report

@@ -16,13 +16,12 @@ from idv.api.params import GUARDED, READS_BODY, Rt, SubjectRef, Svc, needs
 from idv.openapi import (
     BATCH_LINE_SCHEMA,
     ErrorBody,
-    EventReceived,
     Explanation,
     VerificationAnswer,
     answers,
 )
 from policies.behavior import EventIn
-from services.events import EventRefused
+from services.events import EventReceived, EventRefused
 
 router = APIRouter()
 
@@ -49,7 +48,8 @@ def decision(applicant_ref: SubjectRef, _actor: Actor, svc: Svc) -> Any:
         **answers(*READS_BODY),
     },
 )
-def event(payload: EventIn, response: Response, _actor: Actor, svc: Svc) -> Any:
+def event(payload: EventIn, response: Response, _actor: Actor, svc: Svc
+          ) -> EventReceived | JSONResponse:
     """One login or profile-change event, under the applicant's `behavior_signals`
     consent: 201 with the alerts it raised, 200 if already received, 422 naming the
     field and the rule (unknown applicant, no consent, impossible coordinates, future
@@ -61,7 +61,7 @@ def event(payload: EventIn, response: Response, _actor: Actor, svc: Svc) -> Any:
             status_code=422,
             content=ErrorBody(error="event_refused", field=exc.field, rule=exc.rule).model_dump(),
         )
-    if done["duplicate"]:
+    if done.duplicate:
         response.status_code = 200
     return done
 
