@@ -134,24 +134,6 @@ class PhoneAnswer(Answer):
     bound_phone_match: str
 
 
-class Account(Answer):
-    provider: str
-    status: str
-    scope: str
-    consent_id: str | None
-    tokens_held: bool
-    unionid: bool
-    bound_phone: bool
-    access_expires_at: str | None
-    refresh_expires_at: str | None
-    linked_at: str | None
-
-
-class SubjectAccounts(Answer):
-    applicant_ref: str
-    accounts: list[Account]
-
-
 class WhitelistEntry(Answer):
     entry_id: str
     applicant_ref: str

@@ -21,11 +21,11 @@ from idv.openapi import (
     WHY,
     PhoneAnswer,
     StartLinkAnswer,
-    SubjectAccounts,
     answers,
     json_answers,
 )
 from policies.vocabulary import APPLICANT_REF_SCHEMA, ApplicantRef, check_applicant_ref
+from services.accounts import SubjectAccounts
 from services.oauth import WECHAT_SCOPES, Linked, OAuthFailure
 
 router = APIRouter(tags=["oauth"])
@@ -236,7 +236,7 @@ def wechat_phone(req: PhoneExchange, actor: Actor, svc: Svc) -> Any:
     response_model=SubjectAccounts,
     responses=answers(*GUARDED, 404),
 )
-def accounts(applicant_ref: SubjectRef, _actor: Actor, svc: Svc) -> Any:
+def accounts(applicant_ref: SubjectRef, _actor: Actor, svc: Svc) -> SubjectAccounts:
     """The applicant's authorized accounts: status, dates, whether tokens are held; 404
     for a subject of whom nothing is held."""
-    return {"applicant_ref": applicant_ref, "accounts": svc.accounts.view(applicant_ref)}
+    return svc.accounts.view(applicant_ref)

@@ -33,15 +33,16 @@ def oauth_refresh(as_json: JsonOpt = False) -> None:
 def oauth_show(applicant_ref: str, as_json: JsonOpt = False) -> None:
     """An applicant's authorized accounts: status, dates, whether tokens are held."""
     with runtime() as rt:
-        accounts = rt.services.accounts.view(applicant_ref)
+        accounts = rt.services.accounts.view(applicant_ref).accounts
     if as_json:
-        emit({"applicant_ref": applicant_ref, "total": len(accounts), "accounts": accounts})
+        emit({"applicant_ref": applicant_ref, "total": len(accounts),
+              "accounts": [a.model_dump() for a in accounts]})
         return
     table = Table("provider", "status", "scope", "tokens held", "access expires", "linked",
                   title=f"Authorized accounts of {applicant_ref} ({len(accounts)})")
     for a in accounts:
-        table.add_row(a["provider"], a["status"], a["scope"], "yes" if a["tokens_held"] else "no",
-                      a["access_expires_at"] or "-", a["linked_at"] or "-")
+        table.add_row(a.provider, a.status, a.scope, "yes" if a.tokens_held else "no",
+                      a.access_expires_at or "-", a.linked_at or "-")
     console.print(table)
 
 

@@ -190,4 +190,4 @@ def test_the_subject_held_is_reachable_through_the_documented_example(world):
     [param] = doc["paths"]["/subjects/{applicant_ref}/consents"]["get"]["parameters"]
     assert SUBJECT in param["schema"]["examples"]
     assert world.rt.services.consent.status(SUBJECT).grants
-    assert world.rt.services.accounts.view(SUBJECT)
+    assert world.rt.services.accounts.view(SUBJECT).accounts
