@@ -122,18 +122,6 @@ class VerificationAnswer(Answer):
     steps: list[VerifiedStep]
 
 
-class StartLinkAnswer(Answer):
-    url: str
-    expires_at: str | None
-
-
-class PhoneAnswer(Answer):
-    applicant_ref: str
-    decision_id: str
-    phone: str
-    bound_phone_match: str
-
-
 class WhitelistEntry(Answer):
     entry_id: str
     applicant_ref: str

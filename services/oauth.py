@@ -40,7 +40,7 @@ from authlib.integrations.requests_client import OAuth2Session
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-from pydantic import SecretStr
+from pydantic import BaseModel, ConfigDict, SecretStr
 
 from policies.masking import mask_oauth_id
 from policies.notices import Notice
@@ -155,6 +155,24 @@ def _phone_failure(evidence: Evidence) -> OAuthFailure:
         return _unreachable("WeChat")
     return OAuthFailure("phone_exchange_failed", "The phone exchange failed on our side; "
                         "nothing was recorded. Try again later.", status=500)
+
+
+class Answer(BaseModel):
+    """An answer a surface renders as it is: fixed fields, nothing more."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class StartLinkAnswer(Answer):
+    url: str
+    expires_at: str | None
+
+
+class PhoneAnswer(Answer):
+    applicant_ref: str
+    decision_id: str
+    phone: str
+    bound_phone_match: str
 
 
 @dataclass(frozen=True)
@@ -382,7 +400,7 @@ class OAuthService:
     # -- signed start links ---------------------------------------------------------------
 
     def start_link(self, base_url: str, provider: str, applicant_ref: str,
-                   scope: str | None = None) -> dict[str, Any]:
+                   scope: str | None = None) -> StartLinkAnswer:
         """The link a lender sends the applicant to: signed and expiring when
         `IDV_OAUTH_LINK_KEY` is set, so the applicant cannot be swapped for another."""
         if provider == WECHAT:
@@ -405,8 +423,8 @@ class OAuthService:
         self.store.audit.record("oauth.link_issued", applicant_ref, {
             "provider": provider, "scope": scope, "signed": key is not None,
             "expires_at": expires})
-        return {"url": f"{base_url.rstrip('/')}{path}?{urlencode(params)}",
-                "expires_at": expires}
+        return StartLinkAnswer(url=f"{base_url.rstrip('/')}{path}?{urlencode(params)}",
+                               expires_at=expires)
 
     def check_link(self, provider: str, applicant_ref: str, scope: str,
                    exp: str | None, sig: str | None) -> None:
@@ -513,7 +531,7 @@ class OAuthService:
                       account=mask_oauth_id(tokens["openid"]),
                       unionid=mask_oauth_id(union) if union else None, account_created=False)
 
-    def wechat_phone(self, applicant_ref: str, code: str, *, actor: str) -> dict[str, Any]:
+    def wechat_phone(self, applicant_ref: str, code: str, *, actor: str) -> PhoneAnswer:
         """The Mini Program's phone exchange, a paid call run by the gate under its own
         sensitive `wechat_phone` consent, checked at the moment of the call. The phone is
         kept as a blind index only; the answer shows its mask."""
@@ -530,9 +548,10 @@ class OAuthService:
             raise _phone_failure(evidence)
         signals = self.store.oauth.account_signals(
             applicant_ref, provider=WECHAT, declared_phone=None, declared_stored=True)
-        return {"applicant_ref": applicant_ref, "decision_id": decision_id,
-                "phone": evidence.signals["bound_phone"],
-                "bound_phone_match": signals["bound_phone_match"] if signals else "unknown"}
+        return PhoneAnswer(
+            applicant_ref=applicant_ref, decision_id=decision_id,
+            phone=evidence.signals["bound_phone"],
+            bound_phone_match=signals["bound_phone_match"] if signals else "unknown")
 
     async def _exchange_phone(self, applicant_ref: str, code: SecretStr
                               ) -> tuple[Evidence, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
@@ -19,14 +19,18 @@ from idv.oauth import BROWSER_COOKIE, confirmation_page, error_page, new_browser
 from idv.openapi import (
     PAGE_HEADERS,
     WHY,
-    PhoneAnswer,
-    StartLinkAnswer,
     answers,
     json_answers,
 )
 from policies.vocabulary import APPLICANT_REF_SCHEMA, ApplicantRef, check_applicant_ref
 from services.accounts import SubjectAccounts
-from services.oauth import WECHAT_SCOPES, Linked, OAuthFailure
+from services.oauth import (
+    WECHAT_SCOPES,
+    Linked,
+    OAuthFailure,
+    PhoneAnswer,
+    StartLinkAnswer,
+)
 
 router = APIRouter(tags=["oauth"])
 _HEADERS = {
@@ -127,7 +131,7 @@ def _finish(run: Callable[[], Linked]) -> HTMLResponse:
     response_model=StartLinkAnswer,
     responses=answers(*READS_BODY, 404),
 )
-def link(req: StartLink, request: Request, _actor: Actor, svc: Svc) -> Any:
+def link(req: StartLink, request: Request, _actor: Actor, svc: Svc) -> StartLinkAnswer:
     """The link to send an applicant to, signed and expiring when IDV_OAUTH_LINK_KEY is
     set. `provider` is `wechat` or `oidc:<name>`; 404 for a provider not configured."""
     return svc.oauth.start_link(str(request.base_url), req.provider, req.applicant_ref, req.scope)
@@ -223,7 +227,7 @@ def oidc_callback(request: Request, provider: ProviderName, svc: Svc) -> HTMLRes
     response_model=PhoneAnswer,
     responses=answers(*READS_BODY, 403, 502, 503, 504),
 )
-def wechat_phone(req: PhoneExchange, actor: Actor, svc: Svc) -> Any:
+def wechat_phone(req: PhoneExchange, actor: Actor, svc: Svc) -> PhoneAnswer:
     """Exchange a Mini Program's phone code for the bound phone (kept as a blind index),
     under the applicant's separate `wechat_phone` consent (403 `no_consent` without it:
     the gate decides, and records its decision, before anything is sent)."""
