@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -23,6 +22,27 @@ class Rotation(BaseModel):
     active: str
     rewrapped: int
     remaining: int
+
+
+class KekVersion(BaseModel):
+    """One KEK version: its state (active, enabled, retired) and how many keys it wraps."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: str
+    state: str
+    wraps: int
+
+
+class KeyRingStatus(BaseModel):
+    """The key ring now: the active KEK version, every version, and how many subject keys
+    were destroyed (their subjects erased)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    active: str
+    versions: list[KekVersion]
+    destroyed_subject_keys: int
 
 
 def create_key_file(path: Path, *, production: bool) -> Path:
@@ -48,11 +68,11 @@ class KeyService:
         self.keyring = keyring
         self.access = access
 
-    def status(self, *, actor: Actor) -> dict[str, Any]:
+    def status(self, *, actor: Actor) -> KeyRingStatus:
         """KEK versions, their state, how many keys each wraps, destroyed subject keys.
         Needs `keys`, as every operation here."""
         self.access.require(actor, "keys", operation="keys.status")
-        return self.keyring.status()
+        return KeyRingStatus.model_validate(self.keyring.status())
 
     def pending(self, *, actor: Actor) -> int:
         """Keys a rotation started now would rewrap (for a progress bar's total)."""

@@ -53,15 +53,15 @@ def keys_status(as_json: JsonOpt = False) -> None:
     with runtime() as rt:
         status = rt.services.keys.status(actor=actor())
     if as_json:
-        emit(status)
+        emit(status.model_dump())
         return
-    table = Table(title=f"Key ring (active: {status['active']})")
+    table = Table(title=f"Key ring (active: {status.active})")
     for col in ("version", "state", "wraps"):
         table.add_column(col)
-    for v in status["versions"]:
-        table.add_row(v["version"], v["state"], str(v["wraps"]))
+    for v in status.versions:
+        table.add_row(v.version, v.state, str(v.wraps))
     console.print(table)
-    console.print(f"destroyed subject keys (erased): {status['destroyed_subject_keys']}")
+    console.print(f"destroyed subject keys (erased): {status.destroyed_subject_keys}")
 
 
 @keys_app.command("rotate")
