@@ -1,4 +1,6 @@
-"""What the HTTP API's OpenAPI document says: the body of every answer and every refusal.
+"""What the HTTP API's OpenAPI document says beside the answer models the services return
+(`services.consent.SubjectConsents`, `services.explain.Explanation`...): every refusal, and
+the answers no service makes.
 
 Each route names its answers with `answers(...)`: the status codes it can give, each with
 `ErrorBody` (JSON) or the OAuth pages' HTML. The answer models forbid extra fields, so a
@@ -30,55 +32,6 @@ class ErrorBody(BaseModel):
 
 class Answer(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class Reason(Answer):
-    code: str
-    en: str
-    zh: str
-
-
-class Contribution(Answer):
-    feature: str
-    value: FeatureValue
-    band: str
-    points: int
-    reason: str | None
-    label: str
-
-
-class StoredAlert(Answer):
-    alert_id: str
-    rule: str
-    event_id: str
-    evidence: dict[str, Any]
-    review_case_id: str | None
-    created_at: str
-
-
-class StepExplained(Answer):
-    step: str
-    status: str
-    reason: str
-    consent_ids: list[str]
-    vendor_request_id: str | None
-    as_of: str | None
-
-
-class Explanation(Answer):
-    """Why an outcome is what it is (PIPL Art. 24): no personal values."""
-
-    applicant_ref: str
-    outcome: str
-    automated: bool
-    score: int | None
-    policy_version: str | None
-    reasons: list[Reason]
-    features: dict[str, FeatureValue]
-    contributions: list[Contribution]
-    alerts: list[StoredAlert]
-    steps: list[StepExplained]
-    decided_at: str
 
 
 class VerifiedStep(Answer):

@@ -593,11 +593,10 @@ class CaseService:
         alerts: list[AlertView] = []
         if stored is not None:
             explained = ExplainService(self.store, self.card).explain(ref)
-            points = [Points(**{k: c[k] for k in Points.model_fields})
-                      for c in explained["contributions"]]
-            alerts = [AlertView(alert_id=a["alert_id"], rule=a["rule"],
-                                created_at=a["created_at"], evidence=a["evidence"])
-                      for a in explained["alerts"]]
+            points = [Points(**c.model_dump(include=set(Points.model_fields)))
+                      for c in explained.contributions]
+            alerts = [AlertView(alert_id=a.alert_id, rule=a.rule, created_at=a.created_at,
+                                evidence=a.evidence) for a in explained.alerts]
         grants = {g.consent_id: g for g in self.store.ledger.grants_for(ref)}
         cleared = {w.case_number for w in self.store.cases.whitelisted(ref)}
         steps, entries = [], []

@@ -6,11 +6,68 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from policies.scorecard import Scorecard, assess
 from services.errors import Conflict, NotFound
 from services.subjects import require_ref
 from storage.bindings import BindingError
 from storage.store import Store
+
+FeatureValue = str | int | float | bool | None
+
+
+class Answer(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Reason(Answer):
+    code: str
+    en: str
+    zh: str
+
+
+class Contribution(Answer):
+    feature: str
+    value: FeatureValue
+    band: str
+    points: int
+    reason: str | None
+    label: str
+
+
+class StoredAlert(Answer):
+    alert_id: str
+    rule: str
+    event_id: str
+    evidence: dict[str, Any]
+    review_case_id: str | None
+    created_at: str
+
+
+class StepExplained(Answer):
+    step: str
+    status: str
+    reason: str
+    consent_ids: list[str]
+    vendor_request_id: str | None
+    as_of: str | None
+
+
+class Explanation(Answer):
+    """Why an outcome is what it is (PIPL Art. 24): no personal values."""
+
+    applicant_ref: str
+    outcome: str
+    automated: bool
+    score: int | None
+    policy_version: str | None
+    reasons: list[Reason]
+    features: dict[str, FeatureValue]
+    contributions: list[Contribution]
+    alerts: list[StoredAlert]
+    steps: list[StepExplained]
+    decided_at: str
 
 
 class ExplainService:
@@ -18,7 +75,7 @@ class ExplainService:
         self.store = store
         self.scorecard = scorecard
 
-    def explain(self, applicant_ref: str) -> dict[str, Any]:
+    def explain(self, applicant_ref: str) -> Explanation:
         require_ref(applicant_ref)
         try:
             stored = self.store.applicants.get(applicant_ref)
@@ -40,7 +97,7 @@ class ExplainService:
                 {**c.model_dump(), "label": card.features[c.feature].label}
                 for c in assess(card, {k: v for k, v in stored.features.items()
                                        if k in card.features}).contributions]
-        return {
+        return Explanation.model_validate({
             "applicant_ref": applicant_ref,
             "outcome": stored.outcome,
             "automated": stored.score is not None,
@@ -57,4 +114,4 @@ class ExplainService:
                        "as_of": st.as_of.isoformat() if st.as_of else None}
                       for st in stored.steps],
             "decided_at": stored.decided_at.isoformat(),
-        }
+        })

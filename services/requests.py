@@ -336,7 +336,7 @@ class SubjectRequestService:
         out["consent_events"] = receipt.events
         out["consent_asks"] = self.store.ledger.asks_for(applicant_ref)
         if stored is not None:
-            explained = self.explain.explain(applicant_ref)
+            explained = self.explain.explain(applicant_ref).model_dump()
             out["decision"] = [{k: explained[k] for k in (
                 "outcome", "automated", "score", "policy_version", "reasons", "decided_at")}]
             out["evidence"] = explained["steps"]

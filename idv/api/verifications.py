@@ -16,12 +16,12 @@ from idv.api.params import GUARDED, READS_BODY, Rt, SubjectRef, Svc, needs
 from idv.openapi import (
     BATCH_LINE_SCHEMA,
     ErrorBody,
-    Explanation,
     VerificationAnswer,
     answers,
 )
 from policies.behavior import EventIn
 from services.events import EventReceived, EventRefused
+from services.explain import Explanation
 
 router = APIRouter()
 
@@ -48,8 +48,9 @@ def decision(applicant_ref: SubjectRef, _actor: Actor, svc: Svc) -> Any:
         **answers(*READS_BODY),
     },
 )
-def event(payload: EventIn, response: Response, _actor: Actor, svc: Svc
-          ) -> EventReceived | JSONResponse:
+def event(
+    payload: EventIn, response: Response, _actor: Actor, svc: Svc
+) -> EventReceived | JSONResponse:
     """One login or profile-change event, under the applicant's `behavior_signals`
     consent: 201 with the alerts it raised, 200 if already received, 422 naming the
     field and the rule (unknown applicant, no consent, impossible coordinates, future
