@@ -32,15 +32,21 @@ def main() -> None:
         env["IDV_HOME"] = str(root / "cli-home")
         idv = str(Path(sys.executable).with_name("idv"))
         t0 = time.perf_counter()
-        proc = subprocess.run([idv, "batch", "run", str(batch), "--sandbox", "--json"],
-                              env=env, capture_output=True, text=True, check=True)
+        proc = subprocess.run(
+            [idv, "batch", "run", str(batch), "--sandbox", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         cli_s = time.perf_counter() - t0
         report = json.loads(proc.stdout)
         accounted = len(report["applicants"]) + len(report["refused"])
 
         with SandboxServer(SandboxState(app_key="bench", app_secret="bench-secret")) as sbx:
-            settings = Settings(home=root / "direct-home",
-                                **vendor_overrides(sbx.base_url, "bench", "bench-secret"))
+            settings = Settings(
+                home=root / "direct-home", **vendor_overrides(sbx.base_url, "bench", "bench-secret")
+            )
             rt = Runtime(settings)
             rt.store  # noqa: B018 - open and migrate outside the timing
             t0 = time.perf_counter()
@@ -50,10 +56,14 @@ def main() -> None:
             calls = len(sbx.state.calls)
 
     print(f"lines: {n}")
-    print(f"idv batch run --sandbox: {cli_s:.1f} s wall (Prefect start included), "
-          f"{accounted}/{n} lines accounted for, counts {report['counts']}")
-    print(f"run_batch (flow work only): {direct_s:.2f} s, {n / direct_s:.0f} lines/s, "
-          f"{calls} vendor calls, counts {result.counts}")
+    print(
+        f"idv batch run --sandbox: {cli_s:.1f} s wall (Prefect start included), "
+        f"{accounted}/{n} lines accounted for, counts {report['counts']}"
+    )
+    print(
+        f"run_batch (flow work only): {direct_s:.2f} s, {n / direct_s:.0f} lines/s, "
+        f"{calls} vendor calls, counts {result.counts}"
+    )
 
 
 if __name__ == "__main__":

@@ -45,8 +45,13 @@ from harness import (
 
 from policies import catalog
 
-RATES = {"/v1/identity/two-element": 100, "/v1/identity/three-element": 100,
-         "/v1/carrier/verify": 20, "/v1/court/dishonest": 50, "/v1/credit/summary": 20}
+RATES = {
+    "/v1/identity/two-element": 100,
+    "/v1/identity/three-element": 100,
+    "/v1/carrier/verify": 20,
+    "/v1/court/dishonest": 50,
+    "/v1/credit/summary": 20,
+}
 # One chunk per flow run the pool takes at once (10,000 / (2 workers x --limit 2)): every
 # chunk's process starts at the outset, none while the binding API's rate is being drawn.
 CHUNK = 2500
@@ -69,11 +74,11 @@ def contracts_file(path: Path, headroom: float | None) -> Path:
 
 def main() -> None:
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    headroom = next((float(a.split("=", 1)[1]) for a in sys.argv[1:]
-                     if a.startswith("--headroom=")), None)
+    headroom = next(
+        (float(a.split("=", 1)[1]) for a in sys.argv[1:] if a.startswith("--headroom=")), None
+    )
     global CHUNK
-    CHUNK = next((int(a.split("=", 1)[1]) for a in sys.argv[1:]
-                  if a.startswith("--chunk=")), CHUNK)
+    CHUNK = next((int(a.split("=", 1)[1]) for a in sys.argv[1:] if a.startswith("--chunk=")), CHUNK)
     n = int(args[0]) if args else 10_000
     pg = os.environ.get("IDV_BENCH_DATABASE_URL", "postgresql://root@127.0.0.1:5432/test")
     procs: list[subprocess.Popen] = []
@@ -83,12 +88,15 @@ def main() -> None:
             with tempfile.TemporaryDirectory(prefix="idv-contracts-") as tmp:
                 # The vendor in a process of its own, as it is on another machine: its count of
                 # arrivals is not held up by this process's own work.
-                sandbox_url, sandbox = start_sandbox(0, base, rates=RATES,
-                                                     call_log_limit=10 * n + 1000)
+                sandbox_url, sandbox = start_sandbox(
+                    0, base, rates=RATES, call_log_limit=10 * n + 1000
+                )
                 procs.append(sandbox)
                 counts, wall = run(Path(tmp), n, pg, schema, sandbox_url, headroom, procs)
-                with urllib.request.urlopen(f"{sandbox_url}/_sandbox/calls",  # noqa: S310
-                                            timeout=60) as answer:
+                with urllib.request.urlopen(
+                    f"{sandbox_url}/_sandbox/calls",  # noqa: S310
+                    timeout=60,
+                ) as answer:
                     calls = json.load(answer)["calls"]
         finally:
             for p in procs:
@@ -96,8 +104,15 @@ def main() -> None:
     report(calls, n, counts, wall, headroom)
 
 
-def run(root: Path, n: int, pg: str, schema: str, sandbox_url: str, headroom: float | None,
-        procs: list[subprocess.Popen]) -> tuple[Counter, float]:
+def run(
+    root: Path,
+    n: int,
+    pg: str,
+    schema: str,
+    sandbox_url: str,
+    headroom: float | None,
+    procs: list[subprocess.Popen],
+) -> tuple[Counter, float]:
     from harness import APP_KEY, APP_SECRET
 
     from flows.settings import vendor_overrides
@@ -107,14 +122,20 @@ def run(root: Path, n: int, pg: str, schema: str, sandbox_url: str, headroom: fl
     api, prefect_env = start_prefect_server(root, base, procs)
 
     pool = "idv-contracts"
-    values = {"IDV_HOME": str(root / "home"), "IDV_DATABASE_URL": pg,
-              "IDV_DATABASE_SCHEMA": schema, "IDV_CHUNK_SIZE": str(CHUNK),
-              "IDV_CHUNK_POOL": pool,
-              "IDV_VENDOR_CONTRACTS": str(contracts_file(root / "vendors.yaml", headroom)),
-              "IDV_LIMITS_URL": "redis://127.0.0.1:6379/0",
-              "IDV_LIMITS_PREFIX": f"idv-bench:{secrets.token_hex(6)}:",
-              **{f"IDV_{k.upper()}": v for k, v in
-                 vendor_overrides(sandbox_url, APP_KEY, APP_SECRET).items()}}
+    values = {
+        "IDV_HOME": str(root / "home"),
+        "IDV_DATABASE_URL": pg,
+        "IDV_DATABASE_SCHEMA": schema,
+        "IDV_CHUNK_SIZE": str(CHUNK),
+        "IDV_CHUNK_POOL": pool,
+        "IDV_VENDOR_CONTRACTS": str(contracts_file(root / "vendors.yaml", headroom)),
+        "IDV_LIMITS_URL": "redis://127.0.0.1:6379/0",
+        "IDV_LIMITS_PREFIX": f"idv-bench:{secrets.token_hex(6)}:",
+        **{
+            f"IDV_{k.upper()}": v
+            for k, v in vendor_overrides(sandbox_url, APP_KEY, APP_SECRET).items()
+        },
+    }
     env = {**prefect_env, **values}
     deploy(env, root, pg, schema, pool)
 
@@ -124,11 +145,29 @@ def run(root: Path, n: int, pg: str, schema: str, sandbox_url: str, headroom: fl
     from flows.prefect_onboarding import onboarding
 
     with temporary_settings({PREFECT_API_URL: api}):
-        procs.extend(subprocess.Popen(
-            [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process",
-             "--name", f"w-{i}", "--limit", str(LIMIT)], env={**env, **WORKER_ENV}, cwd=root,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-            for i in range(WORKERS))
+        procs.extend(
+            subprocess.Popen(
+                [
+                    str(BIN / "prefect"),
+                    "worker",
+                    "start",
+                    "--pool",
+                    pool,
+                    "--type",
+                    "process",
+                    "--name",
+                    f"w-{i}",
+                    "--limit",
+                    str(LIMIT),
+                ],
+                env={**env, **WORKER_ENV},
+                cwd=root,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            for i in range(WORKERS)
+        )
         time.sleep(5)  # the workers poll the pool
         batch = write_batch(root / "batch.jsonl", n, seed=500, prefix="C-")
         t0 = time.monotonic()
@@ -137,26 +176,31 @@ def run(root: Path, n: int, pg: str, schema: str, sandbox_url: str, headroom: fl
     return Counter(result["counts"]), wall
 
 
-def report(calls: list[dict], n: int, counts: Counter, wall: float,
-           headroom: float | None) -> None:
+def report(calls: list[dict], n: int, counts: Counter, wall: float, headroom: float | None) -> None:
     by_path = Counter(c["path"] for c in calls if c["status_code"] != 429)
     refused = Counter(c["path"] for c in calls if c["status_code"] == 429)
     bound = max(by_path[p] / RATES[p] for p in by_path)
-    print(f"{n} applicants in chunks of {CHUNK} on {WORKERS} Prefect workers "
-          f"(--limit {LIMIT}), one limiter in Redis; sandbox rates per API enforced; headroom "
-          f"{headroom if headroom is not None else 'as shipped'}; outcomes {dict(counts)}")
+    print(
+        f"{n} applicants in chunks of {CHUNK} on {WORKERS} Prefect workers "
+        f"(--limit {LIMIT}), one limiter in Redis; sandbox rates per API enforced; headroom "
+        f"{headroom if headroom is not None else 'as shipped'}; outcomes {dict(counts)}"
+    )
     print(f"{'api':32} {'calls':>7} {'rate/s':>8} {'contract':>8} {'share':>7} {'429':>5}")
     for path in sorted(by_path, key=lambda p: by_path[p] / RATES[p], reverse=True):
-        times = sorted(c["at"] for c in calls
-                       if c["path"] == path and c["status_code"] != 429)
-        span = (datetime.fromisoformat(times[-1]) - datetime.fromisoformat(times[0])
-                ).total_seconds() or 1e-9
+        times = sorted(c["at"] for c in calls if c["path"] == path and c["status_code"] != 429)
+        span = (
+            datetime.fromisoformat(times[-1]) - datetime.fromisoformat(times[0])
+        ).total_seconds() or 1e-9
         rate = (len(times) - 1) / span
-        print(f"{path:32} {by_path[path]:7d} {rate:8.1f} {RATES[path]:8d} "
-              f"{rate / RATES[path]:7.1%} {refused[path]:5d}")
+        print(
+            f"{path:32} {by_path[path]:7d} {rate:8.1f} {RATES[path]:8d} "
+            f"{rate / RATES[path]:7.1%} {refused[path]:5d}"
+        )
     print(f"429 answers: {sum(refused.values())}")
-    print(f"wall {wall:.1f} s; bound set by the binding API {bound:.1f} s "
-          f"(wall / bound {wall / bound:.2f})")
+    print(
+        f"wall {wall:.1f} s; bound set by the binding API {bound:.1f} s "
+        f"(wall / bound {wall / bound:.2f})"
+    )
 
 
 if __name__ == "__main__":

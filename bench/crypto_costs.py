@@ -44,19 +44,27 @@ def main() -> None:
         root = Path(tmp)
         provider = LocalKekProvider(root / "idv.key", create=True)
         ring = KeyRing(provider, make_engine(f"sqlite:///{root / 'keystore.db'}"))
-        cipher = FieldCipher(dek_for_write=ring.dek_for_write, dek_for_read=ring.dek_for_read,
-                             index_master=ring.secret("blind-index"))
+        cipher = FieldCipher(
+            dek_for_write=ring.dek_for_write,
+            dek_for_read=ring.dek_for_read,
+            index_master=ring.secret("blind-index"),
+        )
         ring.dek_for_write("warm")
-        blob = cipher.encrypt(SAMPLE_ID, subject="warm", table="applicants",
-                              column="id_number", row="r")
-        enc = per_call_us(lambda: cipher.encrypt(SAMPLE_ID, subject="warm",
-                                                 table="applicants", column="id_number",
-                                                 row="r"), 20_000)
-        dec = per_call_us(lambda: cipher.decrypt(blob, table="applicants",
-                                                 column="id_number", row="r"), 20_000)
-        bidx = per_call_us(lambda: cipher.blind_index(SAMPLE_ID,
-                                                      table="applicants",
-                                                      column="id_number"), 20_000)
+        blob = cipher.encrypt(
+            SAMPLE_ID, subject="warm", table="applicants", column="id_number", row="r"
+        )
+        enc = per_call_us(
+            lambda: cipher.encrypt(
+                SAMPLE_ID, subject="warm", table="applicants", column="id_number", row="r"
+            ),
+            20_000,
+        )
+        dec = per_call_us(
+            lambda: cipher.decrypt(blob, table="applicants", column="id_number", row="r"), 20_000
+        )
+        bidx = per_call_us(
+            lambda: cipher.blind_index(SAMPLE_ID, table="applicants", column="id_number"), 20_000
+        )
         counter = iter(range(10**9))
         new_dek = per_call_us(lambda: ring.dek_for_write(f"s-{next(counter)}"), 2_000)
         per_applicant = new_dek + 3 * enc + 2 * bidx
@@ -66,8 +74,15 @@ def main() -> None:
         for i in range(subjects):
             key_id = str(uuid.uuid4())
             version, wrapped = provider.wrap(random_key(), context=f"idv dek {key_id}")
-            rows.append({"key_id": key_id, "subject_ref": f"R-{i}", "kek_version": version,
-                         "wrapped": wrapped, "created_at": datetime.now(UTC)})
+            rows.append(
+                {
+                    "key_id": key_id,
+                    "subject_ref": f"R-{i}",
+                    "kek_version": version,
+                    "wrapped": wrapped,
+                    "created_at": datetime.now(UTC),
+                }
+            )
         with ring.engine.begin() as conn:
             conn.execute(insert(SubjectKey), rows)
         t0, c0 = time.perf_counter(), time.process_time()
@@ -75,15 +90,21 @@ def main() -> None:
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         ring.engine.dispose()
 
-    print(f"field encrypt: {enc:.1f} us, field decrypt: {dec:.1f} us, "
-          f"blind index: {bidx:.1f} us (CPU)")
+    print(
+        f"field encrypt: {enc:.1f} us, field decrypt: {dec:.1f} us, "
+        f"blind index: {bidx:.1f} us (CPU)"
+    )
     print(f"new subject DEK (create, wrap, store): {new_dek:.0f} us (CPU)")
     print(f"crypto per new applicant (DEK + 3 fields + 2 indexes): {per_applicant:.0f} us (CPU)")
-    print(f"rotation: {report.rewrapped} DEKs rewrapped in {wall:.1f} s "
-          f"({report.rewrapped / wall:,.0f} DEKs/s wall, {cpu:.1f} s CPU)")
+    print(
+        f"rotation: {report.rewrapped} DEKs rewrapped in {wall:.1f} s "
+        f"({report.rewrapped / wall:,.0f} DEKs/s wall, {cpu:.1f} s CPU)"
+    )
     flow_cpu_us, lines = flow_cpu_per_applicant()
-    print(f"onboarding flow CPU per applicant ({lines} lines, sandbox in another process): "
-          f"{flow_cpu_us:.0f} us; encryption's share: {100 * per_applicant / flow_cpu_us:.1f}%")
+    print(
+        f"onboarding flow CPU per applicant ({lines} lines, sandbox in another process): "
+        f"{flow_cpu_us:.0f} us; encryption's share: {100 * per_applicant / flow_cpu_us:.1f}%"
+    )
 
 
 def flow_cpu_per_applicant(n: int = 400) -> tuple[float, int]:
@@ -105,8 +126,12 @@ def flow_cpu_per_applicant(n: int = 400) -> tuple[float, int]:
     env = dict(os.environ, IDV_IDENTITY_APP_KEY="bench", IDV_IDENTITY_APP_SECRET="bench-secret")
     url = f"http://127.0.0.1:{port}"
     idv = str(Path(sys.executable).with_name("idv"))
-    server = subprocess.Popen([idv, "sandbox", "serve", "--port", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [idv, "sandbox", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for _ in range(100):
             try:
@@ -117,8 +142,9 @@ def flow_cpu_per_applicant(n: int = 400) -> tuple[float, int]:
         with tempfile.TemporaryDirectory(prefix="idv-flow-bench-") as tmp:
             root = Path(tmp)
             batch = write_batch(root / "b.jsonl", n, prefix="C-")
-            rt = Runtime(Settings(home=root / "home",
-                                  **vendor_overrides(url, "bench", "bench-secret")))
+            rt = Runtime(
+                Settings(home=root / "home", **vendor_overrides(url, "bench", "bench-secret"))
+            )
             rt.store  # noqa: B018 - migrate outside the measurement
             c0 = time.process_time()
             result = run_batch(rt, str(batch))

@@ -50,19 +50,39 @@ def wait_for(url: str, proc: subprocess.Popen, what: str, timeout_s: float = 180
             time.sleep(0.3)
 
 
-def start_sandbox(latency_ms: float, env: Mapping[str, str], *,
-                  rates: Mapping[str, float] | None = None, call_log_limit: int = 200_000
-                  ) -> tuple[str, subprocess.Popen]:
+def start_sandbox(
+    latency_ms: float,
+    env: Mapping[str, str],
+    *,
+    rates: Mapping[str, float] | None = None,
+    call_log_limit: int = 200_000,
+) -> tuple[str, subprocess.Popen]:
     """`idv sandbox serve` in a process group of its own, adding `latency_ms` to every
     answer and enforcing `rates` (calls a second per endpoint), its credentials `APP_KEY` /
     `APP_SECRET`; its URL once it answers."""
     port = free_port()
     proc = subprocess.Popen(
-        [str(BIN / "idv"), "sandbox", "serve", "--port", str(port), "--faults",
-         f"latency_ms={latency_ms}", "--call-log-limit", str(call_log_limit),
-         *(arg for path, per_s in (rates or {}).items() for arg in ("--rate", f"{path}={per_s}"))],
+        [
+            str(BIN / "idv"),
+            "sandbox",
+            "serve",
+            "--port",
+            str(port),
+            "--faults",
+            f"latency_ms={latency_ms}",
+            "--call-log-limit",
+            str(call_log_limit),
+            *(
+                arg
+                for path, per_s in (rates or {}).items()
+                for arg in ("--rate", f"{path}={per_s}")
+            ),
+        ],
         env={**env, "IDV_IDENTITY_APP_KEY": APP_KEY, "IDV_IDENTITY_APP_SECRET": APP_SECRET},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     wait_for(f"{url}/_sandbox/health", proc, "the sandbox")
     return url, proc
@@ -79,17 +99,28 @@ def stop(proc: subprocess.Popen) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def start_prefect_server(root: Path, base: Mapping[str, str],
-                         procs: list[subprocess.Popen]) -> tuple[str, dict[str, str]]:
+def start_prefect_server(
+    root: Path, base: Mapping[str, str], procs: list[subprocess.Popen]
+) -> tuple[str, dict[str, str]]:
     """A Prefect server of its own (its database under `root`/prefect) in a process group
     of its own, added to `procs`: its API URL and the environment that names it."""
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
-    env = {**base, "PREFECT_HOME": str(root / "prefect"), "PREFECT_API_URL": api,
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    procs.append(subprocess.Popen(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+    env = {
+        **base,
+        "PREFECT_HOME": str(root / "prefect"),
+        "PREFECT_API_URL": api,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    procs.append(
+        subprocess.Popen(
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    )
     wait_for(f"{api}/health", procs[-1], "the Prefect server")
     return api, env
 
@@ -120,8 +151,13 @@ def deploy(env: dict[str, str], root: Path, pg: str, schema: str, pool: str) -> 
     rt.migrate()
     env["IDV_TOKEN"] = operator_token(rt)
     rt.close()
-    applied = subprocess.run([str(BIN / "idv"), "schedule", "apply", "--pool", pool],
-                             env=env, capture_output=True, text=True, check=False)
+    applied = subprocess.run(
+        [str(BIN / "idv"), "schedule", "apply", "--pool", pool],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if applied.returncode != 0:
         sys.exit(f"idv schedule apply failed: {applied.stderr[-2000:]}")
 

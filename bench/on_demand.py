@@ -51,14 +51,16 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def load(url: str, people: list[dict], rate: float, server_pid: int
-               ) -> tuple[list[tuple[int, float, int]], float]:
+async def load(
+    url: str, people: list[dict], rate: float, server_pid: int
+) -> tuple[list[tuple[int, float, int]], float]:
     import httpx
 
     out: list[tuple[int, float, int]] = []
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits,
-                                 headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+    async with httpx.AsyncClient(
+        base_url=url, timeout=60, limits=limits, headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as client:
         # Warm-up: connections, the server's first request (its policies and GX loaded).
         for p in people[:3]:
             await client.post("/verifications", json=p)
@@ -68,9 +70,15 @@ async def load(url: str, people: list[dict], rate: float, server_pid: int
             t0 = time.perf_counter()
             r = await client.post("/verifications", json=person)
             took = time.perf_counter() - t0
-            paid = sum(1 for s in r.json().get("steps", []) if s["verifier"] in LICENSED
-                       and s["status"] not in ("skipped", "error")) \
-                if r.status_code in (200, 201) else 0
+            paid = (
+                sum(
+                    1
+                    for s in r.json().get("steps", [])
+                    if s["verifier"] in LICENSED and s["status"] not in ("skipped", "error")
+                )
+                if r.status_code in (200, 201)
+                else 0
+            )
             out.append((r.status_code, took, paid))
 
         start = time.perf_counter() + 0.5
@@ -93,15 +101,24 @@ def main() -> None:
     rate = float(sys.argv[2]) if len(sys.argv) > 2 else 50
     from idv.synthetic import Mix, applicants
 
-    people = [x for x in applicants(int(seconds * rate) + 3, seed=909, prefix="OD-",
-                                    mix=Mix(invalid=0, no_consent=0, no_scoring_consent=0))
-              if isinstance(x, dict)]
+    people = [
+        x
+        for x in applicants(
+            int(seconds * rate) + 3,
+            seed=909,
+            prefix="OD-",
+            mix=Mix(invalid=0, no_consent=0, no_scoring_consent=0),
+        )
+        if isinstance(x, dict)
+    ]
     base = {k: v for k, v in os.environ.items() if not k.startswith(("IDV_", "PREFECT_"))}
     procs = []
     pg = os.environ.get("IDV_BENCH_DATABASE_URL")
     # On PostgreSQL, a schema of the benchmark's own, dropped after `idv serve` stops.
-    with (bench_schema(pg) if pg else nullcontext("")) as schema, \
-            tempfile.TemporaryDirectory(prefix="idv-on-demand-") as tmp:
+    with (
+        bench_schema(pg) if pg else nullcontext("") as schema,
+        tempfile.TemporaryDirectory(prefix="idv-on-demand-") as tmp,
+    ):
         try:
             sandbox_url, sandbox = start_sandbox(LATENCY_MS, base)
             procs.append(sandbox)
@@ -109,21 +126,35 @@ def main() -> None:
             api_url = f"http://127.0.0.1:{ap}"
             from flows.settings import vendor_overrides
 
-            env = {**base, "IDV_HOME": str(Path(tmp) / "home"), "IDV_API_TOKEN": TOKEN,
-                   **{f"IDV_{k.upper()}": v for k, v in
-                      vendor_overrides(sandbox_url, APP_KEY, APP_SECRET).items()}}
+            env = {
+                **base,
+                "IDV_HOME": str(Path(tmp) / "home"),
+                "IDV_API_TOKEN": TOKEN,
+                **{
+                    f"IDV_{k.upper()}": v
+                    for k, v in vendor_overrides(sandbox_url, APP_KEY, APP_SECRET).items()
+                },
+            }
             if pg:
                 env["IDV_DATABASE_URL"], env["IDV_DATABASE_SCHEMA"] = pg, schema
             log = (Path(tmp) / "serve.log").open("w")
-            procs.append(subprocess.Popen([str(BIN / "idv"), "serve", "--port", str(ap)],
-                                          env=env, stdout=log, stderr=subprocess.STDOUT,
-                                          start_new_session=True))
+            procs.append(
+                subprocess.Popen(
+                    [str(BIN / "idv"), "serve", "--port", str(ap)],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
             wait_for(f"{api_url}/healthz", procs[-1], "idv serve")
             try:
                 got, cpu = asyncio.run(load(api_url, people, rate, procs[-1].pid))
             except Exception as exc:
-                sys.exit(f"the load failed ({type(exc).__name__}); idv serve said:\n"
-                         + (Path(tmp) / "serve.log").read_text()[-3000:])
+                sys.exit(
+                    f"the load failed ({type(exc).__name__}); idv serve said:\n"
+                    + (Path(tmp) / "serve.log").read_text()[-3000:]
+                )
         finally:
             for p in procs:
                 stop(p)
@@ -131,16 +162,24 @@ def main() -> None:
     lat = [1000 * t for t, _ in ok]
     over = [1000 * t - k * LATENCY_MS for t, k in ok]
     calls = statistics.mean(k for _, k in ok) if ok else 0
-    print(f"POST /verifications at {rate:.0f}/s for {seconds:.0f} s: {len(got)} requests, "
-          f"answers {dict(Counter(code for code, _, _ in got))}; sandbox latency "
-          f"{LATENCY_MS} ms per call, {calls:.1f} paid calls per request")
-    print(f"idv serve CPU {1000 * cpu / max(1, len(got)):.1f} ms per request "
-          f"({cpu / seconds:.0%} of a core)")
+    print(
+        f"POST /verifications at {rate:.0f}/s for {seconds:.0f} s: {len(got)} requests, "
+        f"answers {dict(Counter(code for code, _, _ in got))}; sandbox latency "
+        f"{LATENCY_MS} ms per call, {calls:.1f} paid calls per request"
+    )
+    print(
+        f"idv serve CPU {1000 * cpu / max(1, len(got)):.1f} ms per request "
+        f"({cpu / seconds:.0%} of a core)"
+    )
     if ok:
-        print(f"latency  p50 {pct(lat, 0.5):7.1f} ms  p99 {pct(lat, 0.99):7.1f} ms  "
-              f"max {max(lat):7.1f} ms")
-        print(f"overhead p50 {pct(over, 0.5):7.1f} ms  p99 {pct(over, 0.99):7.1f} ms  "
-              f"max {max(over):7.1f} ms  (target: p99 <= 25 ms)")
+        print(
+            f"latency  p50 {pct(lat, 0.5):7.1f} ms  p99 {pct(lat, 0.99):7.1f} ms  "
+            f"max {max(lat):7.1f} ms"
+        )
+        print(
+            f"overhead p50 {pct(over, 0.5):7.1f} ms  p99 {pct(over, 0.99):7.1f} ms  "
+            f"max {max(over):7.1f} ms  (target: p99 <= 25 ms)"
+        )
 
 
 if __name__ == "__main__":

@@ -33,8 +33,15 @@ from storage.db import make_engine
 from storage.keyring import LocalKekProvider
 from storage.records import Decision, NewApplicant, StepRecord
 
-REASONS = ["ID_MISMATCH", "COURT_CONFIRMED_HIT", "CARRIER_MISMATCH", "CREDIT_THIN_FILE",
-           "BEHAVIOR_IMPOSSIBLE_TRAVEL", "ACCOUNT_SHARED_FEW", "HUMAN_REVIEW_REQUESTED"]
+REASONS = [
+    "ID_MISMATCH",
+    "COURT_CONFIRMED_HIT",
+    "CARRIER_MISMATCH",
+    "CREDIT_THIN_FILE",
+    "BEHAVIOR_IMPOSSIBLE_TRAVEL",
+    "ACCOUNT_SHARED_FEW",
+    "HUMAN_REVIEW_REQUESTED",
+]
 CHUNK = 5000
 
 
@@ -49,26 +56,47 @@ def load(rt: Runtime, n: int) -> None:
     for start in range(0, n, CHUNK):
         batch = []
         for i in range(start, min(n, start + CHUNK)):
-            batch.append(store.applicants.decided_rows(
-                run_id=run_id, line_no=i + 1,
-                applicant=NewApplicant(
-                    applicant_ref=f"BQ-{i:07d}", id_type="resident_id",
-                    product=rng.choice(["consumer_loan", "credit_line"]),
-                    name=SecretStr(make_name(rng)), id_number=SecretStr(make_id_number(rng)),
-                    phone=SecretStr(make_phone(rng))),
-                steps=[StepRecord(step=step, status="passed", reason="MATCH", fee_cents=15,
-                                  attempts=1, vendor_request_id=f"req-{i}-{pos}")
-                       for pos, step in enumerate(("id_check", "court_list"))],
-                decision=Decision(outcome="review", score=rng.randint(20, 69),
-                                  policy_version="bench",
-                                  reasons=tuple(rng.sample(REASONS, rng.randint(1, 3))),
-                                  features={})))
+            batch.append(
+                store.applicants.decided_rows(
+                    run_id=run_id,
+                    line_no=i + 1,
+                    applicant=NewApplicant(
+                        applicant_ref=f"BQ-{i:07d}",
+                        id_type="resident_id",
+                        product=rng.choice(["consumer_loan", "credit_line"]),
+                        name=SecretStr(make_name(rng)),
+                        id_number=SecretStr(make_id_number(rng)),
+                        phone=SecretStr(make_phone(rng)),
+                    ),
+                    steps=[
+                        StepRecord(
+                            step=step,
+                            status="passed",
+                            reason="MATCH",
+                            fee_cents=15,
+                            attempts=1,
+                            vendor_request_id=f"req-{i}-{pos}",
+                        )
+                        for pos, step in enumerate(("id_check", "court_list"))
+                    ],
+                    decision=Decision(
+                        outcome="review",
+                        score=rng.randint(20, 69),
+                        policy_version="bench",
+                        reasons=tuple(rng.sample(REASONS, rng.randint(1, 3))),
+                        features={},
+                    ),
+                )
+            )
         with store.engine.begin() as conn:
             insert_decided(conn, store.audit, batch)
     with store.engine.begin() as conn:
-        conn.execute(text(
-            "UPDATE review_cases SET opened_at = opened_at - (random() * interval '10 days'),"
-            " queue = CASE WHEN random() < 0.1 THEN 'supervisor' ELSE queue END"))
+        conn.execute(
+            text(
+                "UPDATE review_cases SET opened_at = opened_at - (random() * interval '10 days'),"
+                " queue = CASE WHEN random() < 0.1 THEN 'supervisor' ELSE queue END"
+            )
+        )
         conn.execute(text("UPDATE review_cases SET due_at = opened_at + (due_at - updated_at)"))
         conn.execute(text("ANALYZE"))
 
@@ -95,8 +123,9 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     key = tmp / "keys" / "idv.key"
     LocalKekProvider(key, create=True, development=True)
-    rt = Runtime(Settings(home=tmp / "home", database_url=url, database_schema=schema,
-                          key_file=key))
+    rt = Runtime(
+        Settings(home=tmp / "home", database_url=url, database_schema=schema, key_file=key)
+    )
     try:
         t0 = time.perf_counter()
         load(rt, n)
@@ -109,15 +138,18 @@ def main() -> None:
         rng = random.Random(3)  # noqa: S311
         figures = {
             "queue page (50)": (timed(lambda: svc.queue({}, actor=analyst), 200), 300),
-            "queue page, filtered by reason": (timed(lambda: svc.queue(
-                {"reason": "COURT_CONFIRMED_HIT"}, actor=analyst), 100), 300),
+            "queue page, filtered by reason": (
+                timed(lambda: svc.queue({"reason": "COURT_CONFIRMED_HIT"}, actor=analyst), 100),
+                300,
+            ),
             "next case": (timed(lambda: svc.next_case(actor=analyst), 200), 300),
             "case view": (timed(lambda: svc.view(rng.choice(ids), actor=analyst), 200), 150),
         }
         for name, ((p50, p99), target) in figures.items():
             verdict = "ok" if p99 < target else "OVER"
-            print(f"{name:32} p50 {p50:7.1f} ms   p99 {p99:7.1f} ms   target < {target} ms "
-                  f"{verdict}")
+            print(
+                f"{name:32} p50 {p50:7.1f} ms   p99 {p99:7.1f} ms   target < {target} ms {verdict}"
+            )
     finally:
         rt.close()
         with admin.begin() as conn:

@@ -33,8 +33,12 @@ from pathlib import Path
 LATENCY_MS = 20
 IN_FLIGHT = 64
 CHUNK = 2000
-PATHS = ["/v1/identity/three-element", "/v1/carrier/verify", "/v1/court/dishonest",
-         "/v1/credit/summary"]
+PATHS = [
+    "/v1/identity/three-element",
+    "/v1/carrier/verify",
+    "/v1/court/dishonest",
+    "/v1/credit/summary",
+]
 
 
 def peak_rss_mb() -> float:
@@ -85,8 +89,7 @@ async def baseline(url: str, batch: Path) -> int:
 
     async def one(session: aiohttp.ClientSession, line: dict) -> None:
         nonlocal done
-        payload = {"name": line["name"], "id_number": line["id_number"],
-                   "phone": line["phone"]}
+        payload = {"name": line["name"], "id_number": line["id_number"], "phone": line["phone"]}
         for path in PATHS:
             body = json.dumps(payload, ensure_ascii=False).encode()
             async with limit:
@@ -135,9 +138,15 @@ def run_side(mode: str, url: str, batch: Path, home: Path) -> dict:
         home.mkdir(parents=True, exist_ok=True)
         unlimited = home / "vendors.yaml"
         unlimited.write_text(yaml.safe_dump(doc), encoding="utf-8")
-        rt = Runtime(Settings(home=home, concurrency=IN_FLIGHT, chunk_size=CHUNK,
-                              vendor_contracts=unlimited,
-                              **vendor_overrides(url, "bench", "bench-secret")))
+        rt = Runtime(
+            Settings(
+                home=home,
+                concurrency=IN_FLIGHT,
+                chunk_size=CHUNK,
+                vendor_contracts=unlimited,
+                **vendor_overrides(url, "bench", "bench-secret"),
+            )
+        )
         # Start-up, outside the timing and printed apart: migrations, the policies, and GX's
         # import and context (seconds, whatever the batch's size; a worker pays it once).
         rt.store  # noqa: B018
@@ -152,8 +161,14 @@ def run_side(mode: str, url: str, batch: Path, home: Path) -> dict:
         outcomes = result.counts
         rt.close()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0 + children_cpu()
-    return {"applicants": applicants, "wall_s": wall, "cpu_s": cpu, "rss_mb": peak_rss_mb(),
-            "startup_s": startup, "outcomes": outcomes}
+    return {
+        "applicants": applicants,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "rss_mb": peak_rss_mb(),
+        "startup_s": startup,
+        "outcomes": outcomes,
+    }
 
 
 def free_port() -> int:
@@ -176,9 +191,12 @@ def sandbox() -> Iterator[tuple[str, int]]:
     url = f"http://127.0.0.1:{port}"
     env = dict(os.environ, IDV_IDENTITY_APP_KEY="bench", IDV_IDENTITY_APP_SECRET="bench-secret")
     idv = str(Path(sys.executable).with_name("idv"))
-    proc = subprocess.Popen([idv, "sandbox", "serve", "--port", str(port), "--faults",
-                             f"latency_ms={LATENCY_MS}"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [idv, "sandbox", "serve", "--port", str(port), "--faults", f"latency_ms={LATENCY_MS}"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for _ in range(100):
             try:
@@ -210,12 +228,18 @@ def main() -> None:
     from idv.synthetic import Mix, write_batch
 
     bound = IN_FLIGHT / (LATENCY_MS / 1000)
-    print(f"latency bound: {IN_FLIGHT} calls in flight / {LATENCY_MS} ms = "
-          f"{bound:,.0f} calls/s = {bound / len(PATHS):,.0f} applicants/s")
+    print(
+        f"latency bound: {IN_FLIGHT} calls in flight / {LATENCY_MS} ms = "
+        f"{bound:,.0f} calls/s = {bound / len(PATHS):,.0f} applicants/s"
+    )
     for n in sizes:
         with tempfile.TemporaryDirectory(prefix="idv-throughput-") as tmp:
-            batch = write_batch(Path(tmp) / "b.jsonl", n, prefix=f"T{n}-",
-                                mix=Mix(invalid=0, no_consent=0, no_scoring_consent=0))
+            batch = write_batch(
+                Path(tmp) / "b.jsonl",
+                n,
+                prefix=f"T{n}-",
+                mix=Mix(invalid=0, no_consent=0, no_scoring_consent=0),
+            )
             out = {}
             for side in ("baseline", "pipeline"):
                 # A fresh sandbox per side: its call log grows with every call, and neither
@@ -223,9 +247,22 @@ def main() -> None:
                 with sandbox() as (url, sandbox_pid), tempfile.TemporaryFile("w+") as err:
                     sandbox_cpu = process_cpu_s(sandbox_pid)
                     proc = subprocess.Popen(
-                        [sys.executable, __file__, "--side", side, "--url", url, "--batch",
-                         str(batch), "--home", str(Path(tmp) / side)],
-                        stdout=subprocess.PIPE, stderr=err, text=True)
+                        [
+                            sys.executable,
+                            __file__,
+                            "--side",
+                            side,
+                            "--url",
+                            url,
+                            "--batch",
+                            str(batch),
+                            "--home",
+                            str(Path(tmp) / side),
+                        ],
+                        stdout=subprocess.PIPE,
+                        stderr=err,
+                        text=True,
+                    )
                     peak = 0.0
                     while proc.poll() is None:
                         peak = max(peak, tree_pss_mb(proc.pid))
@@ -240,15 +277,19 @@ def main() -> None:
                 out[side]["sandbox_cpu_s"] = sandbox_cpu
         b, p = out["baseline"], out["pipeline"]
         b_rate, p_rate = b["applicants"] / b["wall_s"], p["applicants"] / p["wall_s"]
-        print(f"N={n}: baseline {b_rate:,.0f} applicants/s "
-              f"({b_rate * len(PATHS) / bound:.0%} of the bound), "
-              f"{1000 * b['cpu_s'] / b['applicants']:.2f} ms CPU each, "
-              f"peak RSS {b['rss_mb']:.0f} MB, PSS {b['pss_mb']:.0f} MB")
-        print(f"N={n}: pipeline (one process) {p_rate:,.0f} "
-              f"applicants/s, {1000 * p['cpu_s'] / p['applicants']:.2f} ms CPU each, "
-              f"peak memory {p['pss_mb']:.0f} MB (PSS; peak RSS {p['rss_mb']:.0f} MB; "
-              f"start-up, not timed: "
-              f"{p['startup_s']:.1f} s); outcomes {p['outcomes']}")
+        print(
+            f"N={n}: baseline {b_rate:,.0f} applicants/s "
+            f"({b_rate * len(PATHS) / bound:.0%} of the bound), "
+            f"{1000 * b['cpu_s'] / b['applicants']:.2f} ms CPU each, "
+            f"peak RSS {b['rss_mb']:.0f} MB, PSS {b['pss_mb']:.0f} MB"
+        )
+        print(
+            f"N={n}: pipeline (one process) {p_rate:,.0f} "
+            f"applicants/s, {1000 * p['cpu_s'] / p['applicants']:.2f} ms CPU each, "
+            f"peak memory {p['pss_mb']:.0f} MB (PSS; peak RSS {p['rss_mb']:.0f} MB; "
+            f"start-up, not timed: "
+            f"{p['startup_s']:.1f} s); outcomes {p['outcomes']}"
+        )
         print(f"N={n}: ratio pipeline/baseline {p_rate / b_rate:.2f}")
         # What this machine allows at these CPU costs: the pipeline and the sandbox share
         # the cores, and the pipeline's process has one core at most.
@@ -256,10 +297,12 @@ def main() -> None:
         p_ms = 1000 * p["cpu_s"] / p["applicants"]
         s_ms = 1000 * p["sandbox_cpu_s"] / p["applicants"]
         ceiling = min(1000 / p_ms, 1000 * cores / (p_ms + s_ms))
-        print(f"N={n}: sandbox CPU per applicant {1000 * b['sandbox_cpu_s'] / b['applicants']:.2f}"
-              f" ms (baseline side), {s_ms:.2f} ms (pipeline side); at {p_ms:.2f} + {s_ms:.2f}"
-              f" ms on {cores} cores the pipeline's CPU ceiling is {ceiling:,.0f} applicants/s,"
-              f" a ratio of {ceiling / b_rate:.2f}; it ran at {p_rate / ceiling:.0%} of it")
+        print(
+            f"N={n}: sandbox CPU per applicant {1000 * b['sandbox_cpu_s'] / b['applicants']:.2f}"
+            f" ms (baseline side), {s_ms:.2f} ms (pipeline side); at {p_ms:.2f} + {s_ms:.2f}"
+            f" ms on {cores} cores the pipeline's CPU ceiling is {ceiling:,.0f} applicants/s,"
+            f" a ratio of {ceiling / b_rate:.2f}; it ran at {p_rate / ceiling:.0%} of it"
+        )
 
 
 if __name__ == "__main__":

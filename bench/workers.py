@@ -77,14 +77,21 @@ def run(root: Path, n: int, pg: str, schema: str, procs: list[subprocess.Popen])
     api, prefect_env = start_prefect_server(root, base, procs)
 
     pool = "idv-bench"
-    values = {"IDV_HOME": str(root / "home"), "IDV_DATABASE_URL": pg,
-              "IDV_DATABASE_SCHEMA": schema, "IDV_CHUNK_SIZE": str(CHUNK),
-              "IDV_CONCURRENCY": str(IN_FLIGHT), "IDV_CHUNK_POOL": pool,
-              "IDV_VENDOR_CONTRACTS": str(unlimited_contracts(root / "vendors.yaml")),
-              "IDV_LIMITS_URL": "redis://127.0.0.1:6379/0",
-              "IDV_LIMITS_PREFIX": f"idv-bench:{secrets.token_hex(6)}:",
-              **{f"IDV_{k.upper()}": v for k, v in
-                 vendor_overrides(sandbox_url, APP_KEY, APP_SECRET).items()}}
+    values = {
+        "IDV_HOME": str(root / "home"),
+        "IDV_DATABASE_URL": pg,
+        "IDV_DATABASE_SCHEMA": schema,
+        "IDV_CHUNK_SIZE": str(CHUNK),
+        "IDV_CONCURRENCY": str(IN_FLIGHT),
+        "IDV_CHUNK_POOL": pool,
+        "IDV_VENDOR_CONTRACTS": str(unlimited_contracts(root / "vendors.yaml")),
+        "IDV_LIMITS_URL": "redis://127.0.0.1:6379/0",
+        "IDV_LIMITS_PREFIX": f"idv-bench:{secrets.token_hex(6)}:",
+        **{
+            f"IDV_{k.upper()}": v
+            for k, v in vendor_overrides(sandbox_url, APP_KEY, APP_SECRET).items()
+        },
+    }
     env = {**prefect_env, **values}
     deploy(env, root, pg, schema, pool)
 
@@ -97,16 +104,38 @@ def run(root: Path, n: int, pg: str, schema: str, procs: list[subprocess.Popen])
     phases: dict[int, dict[str, float]] = {}
     with temporary_settings({PREFECT_API_URL: api}):
         for workers in (1, 2):
-            started = [subprocess.Popen(
-                [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--type", "process",
-                 "--name", f"w{workers}-{i}", "--limit", "1"], env={**env, **WORKER_ENV}, cwd=root,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-                for i in range(workers)]
+            started = [
+                subprocess.Popen(
+                    [
+                        str(BIN / "prefect"),
+                        "worker",
+                        "start",
+                        "--pool",
+                        pool,
+                        "--type",
+                        "process",
+                        "--name",
+                        f"w{workers}-{i}",
+                        "--limit",
+                        "1",
+                    ],
+                    env={**env, **WORKER_ENV},
+                    cwd=root,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+                for i in range(workers)
+            ]
             procs.extend(started)
             time.sleep(5)  # the workers poll the pool
-            batch = write_batch(root / f"batch-{workers}.jsonl", n, seed=700 + workers,
-                                prefix=f"WB{workers}-",
-                                mix=Mix(invalid=0, no_consent=0, no_scoring_consent=0))
+            batch = write_batch(
+                root / f"batch-{workers}.jsonl",
+                n,
+                seed=700 + workers,
+                prefix=f"WB{workers}-",
+                mix=Mix(invalid=0, no_consent=0, no_scoring_consent=0),
+            )
             t0, t_start = time.monotonic(), datetime.now(UTC)
             result = onboarding(batch_path=str(batch))
             wall = time.monotonic() - t0
@@ -115,14 +144,20 @@ def run(root: Path, n: int, pg: str, schema: str, procs: list[subprocess.Popen])
             for p in started:
                 stop(p)
     chunks = -(-n // CHUNK)
-    print(f"{n} applicants in {chunks} chunks of {CHUNK}; sandbox latency {LATENCY_MS} ms, no "
-          f"rate limit; {IN_FLIGHT} calls in flight per worker; workers --limit 1")
+    print(
+        f"{n} applicants in {chunks} chunks of {CHUNK}; sandbox latency {LATENCY_MS} ms, no "
+        f"rate limit; {IN_FLIGHT} calls in flight per worker; workers --limit 1"
+    )
     for workers, (lines, wall) in results.items():
-        print(f"{workers} worker{'s' if workers > 1 else ''}: {lines} lines in {wall:.1f} s = "
-              f"{lines / wall:.1f} applicants/s")
+        print(
+            f"{workers} worker{'s' if workers > 1 else ''}: {lines} lines in {wall:.1f} s = "
+            f"{lines / wall:.1f} applicants/s"
+        )
     for workers, took in phases.items():
-        print(f"{workers} worker{'s' if workers > 1 else ''}, per chunk on average: "
-              + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in took.items()))
+        print(
+            f"{workers} worker{'s' if workers > 1 else ''}, per chunk on average: "
+            + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in took.items())
+        )
     ratio = (results[2][0] / results[2][1]) / (results[1][0] / results[1][1])
     print(f"ratio 2 workers / 1: {ratio:.2f} (target >= 1.8)")
 
@@ -140,9 +175,12 @@ def chunk_phases(since: datetime) -> dict[str, float]:
 
     totals = {"waiting for a worker": 0.0, "process start": 0.0, "work": 0.0}
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-            tags=FlowRunFilterTags(all_=["chunk"]),
-            start_time=FlowRunFilterStartTime(after_=since)))
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                tags=FlowRunFilterTags(all_=["chunk"]),
+                start_time=FlowRunFilterStartTime(after_=since),
+            )
+        )
         for fr in runs:
             at = {}
             for st in client.read_flow_run_states(fr.id):

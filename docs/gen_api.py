@@ -35,8 +35,11 @@ def document() -> dict[str, Any]:
 
     # A service token, so that the app does not warn that it would serve without one; in
     # development its strength is not checked and it appears nowhere in the document.
-    settings = Settings(env="development", home=Path("never-opened"),
-                        api_token=SecretStr("documentation-only-" + "x" * 24))
+    settings = Settings(
+        env="development",
+        home=Path("never-opened"),
+        api_token=SecretStr("documentation-only-" + "x" * 24),
+    )
     return create_app(Runtime(settings)).openapi()
 
 
@@ -56,18 +59,23 @@ def routes(doc: dict[str, Any]) -> str:
             statuses = ", ".join(sorted(op.get("responses", {})))
             rows.append(f"| `{method.upper()}` | `{cell(path)}` | {cell(does)} | {statuses} |")
     info = doc["info"]
-    return "\n\n".join([
-        "## Every route",
-        f"{info['title']} {info['version']}, OpenAPI {doc['openapi']}: {len(rows)} operations "
-        f"on {len(doc['paths'])} paths, in the order the document gives them.",
-        "| method | path | does | answers |\n| --- | --- | --- | --- |\n" + "\n".join(rows),
-    ]) + "\n"
+    return (
+        "\n\n".join(
+            [
+                "## Every route",
+                f"{info['title']} {info['version']}, OpenAPI {doc['openapi']}: "
+                f"{len(rows)} operations on {len(doc['paths'])} paths, in the order the "
+                "document gives them.",
+                "| method | path | does | answers |\n| --- | --- | --- | --- |\n" + "\n".join(rows),
+            ]
+        )
+        + "\n"
+    )
 
 
 def main() -> None:
     doc = document()
-    DOCUMENT.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n",
-                        encoding="utf-8")
+    DOCUMENT.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     text = PAGE.read_text(encoding="utf-8")
     head, found, _ = text.partition(MARK)
     if not found:

@@ -41,8 +41,7 @@ def sections(command: Command, ctx: Context, path: list[str]) -> list[str]:
             sub = command.get_command(ctx, sub_name)
             if sub is None or sub.hidden:
                 continue
-            out += sections(sub, Context(sub, info_name=sub_name, parent=ctx),
-                            [*path, sub_name])
+            out += sections(sub, Context(sub, info_name=sub_name, parent=ctx), [*path, sub_name])
     return out
 
 

@@ -49,14 +49,12 @@ class Heartbeat:
     """Renews the chunk's heartbeat from a thread while the chunk works (its event loop may
     be busy for seconds at a time); notices when a later attempt has taken the chunk over."""
 
-    def __init__(self, rt: Runtime, run_id: str, index: int, attempt: int,
-                 every_s: float) -> None:
+    def __init__(self, rt: Runtime, run_id: str, index: int, attempt: int, every_s: float) -> None:
         self._args = (run_id, index, attempt)
         self._rt = rt
         self._every = every_s
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="idv-chunk-heartbeat",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._beat, name="idv-chunk-heartbeat", daemon=True)
         self.superseded = False
 
     def _beat(self) -> None:
@@ -64,8 +62,12 @@ class Heartbeat:
             try:
                 if not self._rt.store.runs.beat_chunk(*self._args):
                     if not self.superseded:
-                        log.warning("chunk %d of run %s: attempt %d was taken over by a "
-                                    "later one", self._args[1], self._args[0], self._args[2])
+                        log.warning(
+                            "chunk %d of run %s: attempt %d was taken over by a later one",
+                            self._args[1],
+                            self._args[0],
+                            self._args[2],
+                        )
                     self.superseded = True
             except Exception as exc:  # a missed beat is retried at the next one
                 log.warning("chunk heartbeat failed: %s", type(exc).__name__)
@@ -79,8 +81,16 @@ class Heartbeat:
         self._thread.join()
 
 
-def work_chunk(rt: Runtime, batch_path: str, run_id: str, index: int, chunk_size: int, *,
-               attempt: int = 1, flow_run_id: str | None = None) -> dict[str, Any]:
+def work_chunk(
+    rt: Runtime,
+    batch_path: str,
+    run_id: str,
+    index: int,
+    chunk_size: int,
+    *,
+    attempt: int = 1,
+    flow_run_id: str | None = None,
+) -> dict[str, Any]:
     """Chunk `index` of run `run_id`, in this process. Returns its counts (those recorded
     earlier when it is already done; `{"superseded": 1}` when a later attempt holds it)."""
     status = rt.store.runs.status(run_id)
@@ -90,19 +100,31 @@ def work_chunk(rt: Runtime, batch_path: str, run_id: str, index: int, chunk_size
         raise Conflict("run_id", f"is {status}: its chunks are no longer worked")
     path = Path(batch_path)
     if not path.is_file():
-        raise InvalidInput("batch_path", "is not a file this worker can read (workers need "
-                                         "the batch at the same path: a shared folder)")
+        raise InvalidInput(
+            "batch_path",
+            "is not a file this worker can read (workers need "
+            "the batch at the same path: a shared folder)",
+        )
     if file_sha256(path) != rt.store.runs.batch_sha256(run_id):
         raise InvalidInput("batch_path", "is not the file the run was started on")
     plan = plan_batch(batch_path, chunk_size)
     if not 0 <= index < len(plan.chunks):
         raise InvalidInput("chunk", f"must be between 0 and {len(plan.chunks) - 1}")
-    held = rt.store.runs.claim_chunk(run_id, index, attempt=attempt, flow_run_id=flow_run_id,
-                                     owner=owner_id(),
-                                     worker=os.environ.get("PREFECT__WORKER_NAME"))
+    held = rt.store.runs.claim_chunk(
+        run_id,
+        index,
+        attempt=attempt,
+        flow_run_id=flow_run_id,
+        owner=owner_id(),
+        worker=os.environ.get("PREFECT__WORKER_NAME"),
+    )
     if held is None:
-        log.info("chunk %d of run %s: attempt %d was given up on; a later one holds it",
-                 index, run_id, attempt)
+        log.info(
+            "chunk %d of run %s: attempt %d was given up on; a later one holds it",
+            index,
+            run_id,
+            attempt,
+        )
         return {"superseded": 1}
     if isinstance(held, dict):
         return held
@@ -140,21 +162,30 @@ def chunk_deployment(rt: Runtime, pool: str) -> str:
     from prefect.exceptions import ObjectNotFound
 
     if not rt.settings.limits_url:
-        raise InvalidInput("IDV_LIMITS_URL", "must name a Redis server when chunks run on a "
-                                             "work pool: every worker draws the vendors' "
-                                             "rates and caps from one limiter")
+        raise InvalidInput(
+            "IDV_LIMITS_URL",
+            "must name a Redis server when chunks run on a "
+            "work pool: every worker draws the vendors' "
+            "rates and caps from one limiter",
+        )
     from flows.deployments import prefect_server
 
     with prefect_server("read the chunks' deployment"), get_client(sync_client=True) as client:
         try:
             d = client.read_deployment_by_name(CHUNK_DEPLOYMENT)
         except ObjectNotFound:
-            raise Unavailable("IDV_CHUNK_POOL", f"the Prefect server has no {CHUNK_DEPLOYMENT} "
-                              f"deployment: run `idv schedule apply --pool {pool}`") from None
+            raise Unavailable(
+                "IDV_CHUNK_POOL",
+                f"the Prefect server has no {CHUNK_DEPLOYMENT} "
+                f"deployment: run `idv schedule apply --pool {pool}`",
+            ) from None
     if d.work_pool_name != pool:
-        raise Unavailable("IDV_CHUNK_POOL", f"the {CHUNK_DEPLOYMENT} deployment is on "
-                          "another work pool: run `idv schedule apply --pool "
-                          f"{pool}`")
+        raise Unavailable(
+            "IDV_CHUNK_POOL",
+            f"the {CHUNK_DEPLOYMENT} deployment is on "
+            "another work pool: run `idv schedule apply --pool "
+            f"{pool}`",
+        )
     return str(d.id)
 
 
@@ -187,12 +218,20 @@ class Dispatcher:
         from prefect.deployments import run_deployment
 
         fr: FlowRun = run_deployment(
-            name=self.deployment_id, timeout=0, as_subflow=True, tags=["idv", "chunk"],
+            name=self.deployment_id,
+            timeout=0,
+            as_subflow=True,
+            tags=["idv", "chunk"],
             flow_run_name=f"chunk-{t.index}-attempt-{t.attempt}",
             idempotency_key=f"{self.run_id}:{t.index}:{t.attempt}",
-            parameters={"batch_path": self.batch_path, "run_id": self.run_id,
-                        "chunk": t.index, "chunk_size": self.chunk_size,
-                        "attempt": t.attempt})
+            parameters={
+                "batch_path": self.batch_path,
+                "run_id": self.run_id,
+                "chunk": t.index,
+                "chunk_size": self.chunk_size,
+                "attempt": t.attempt,
+            },
+        )
         t.flow_run_id, t.sent_at, t.waiting_warned = str(fr.id), time.monotonic(), False
 
     def states(self) -> dict[str, Any]:
@@ -201,8 +240,9 @@ class Dispatcher:
 
         ids = [t.flow_run_id for t in self.tracked.values() if t.flow_run_id]
         with get_client(sync_client=True) as client:
-            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                id=FlowRunFilterId(any_=ids)), limit=len(ids) or 1)
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)), limit=len(ids) or 1
+            )
         return {str(r.id): r for r in runs}
 
     def lost(self, t: Tracked, row: dict[str, Any] | None, flow_run: Any | None) -> str | None:
@@ -212,8 +252,12 @@ class Dispatcher:
             return None if state.is_completed() else f"flow_run_{state.type.value.lower()}"
         stale = self.rt.settings.chunk_stale_s
         now = datetime.now(UTC)
-        claimed = (row is not None and row["attempt"] == t.attempt
-                   and row["flow_run_id"] == t.flow_run_id and row["status"] == "running")
+        claimed = (
+            row is not None
+            and row["attempt"] == t.attempt
+            and row["flow_run_id"] == t.flow_run_id
+            and row["status"] == "running"
+        )
         if claimed:
             silent = (now - row["heartbeat_at"]).total_seconds()
             return "worker_silent" if silent > stale else None
@@ -221,12 +265,12 @@ class Dispatcher:
             # Taken by a worker, the chunk not claimed yet: a process starting (seconds on a
             # busy machine), or one that died starting.
             since = getattr(state, "timestamp", None)
-            if since is not None and (now - since).total_seconds() > \
-                    self.rt.settings.chunk_start_s:
+            if since is not None and (now - since).total_seconds() > self.rt.settings.chunk_start_s:
                 return "worker_silent"
         elif not t.waiting_warned and time.monotonic() - t.sent_at > stale:
-            log.warning("chunk %d of run %s is waiting for a worker on the pool", t.index,
-                        self.run_id)
+            log.warning(
+                "chunk %d of run %s is waiting for a worker on the pool", t.index, self.run_id
+            )
             t.waiting_warned = True
         return None
 
@@ -240,12 +284,15 @@ class Dispatcher:
             try:
                 with get_client(sync_client=True) as client:
                     client.set_flow_run_state(
-                        t.flow_run_id, Crashed(message=f"idv: chunk attempt lost ({reason})"),
-                        force=True)
+                        t.flow_run_id,
+                        Crashed(message=f"idv: chunk attempt lost ({reason})"),
+                        force=True,
+                    )
             except Exception as exc:  # the next attempt goes out regardless
                 log.warning("could not close a lost chunk's flow run: %s", type(exc).__name__)
-        log.warning("chunk %d of run %s: attempt %d lost (%s)", t.index, self.run_id,
-                    t.attempt, reason)
+        log.warning(
+            "chunk %d of run %s: attempt %d lost (%s)", t.index, self.run_id, t.attempt, reason
+        )
 
     def run(self) -> ChunkReport:
         total = ChunkReport()
@@ -269,8 +316,12 @@ class Dispatcher:
                     continue
                 flow_run = flow_runs.get(t.flow_run_id or "")
                 reason = self.lost(t, row, flow_run)
-                if reason is None and flow_run is not None and flow_run.state is not None \
-                        and flow_run.state.is_completed():
+                if (
+                    reason is None
+                    and flow_run is not None
+                    and flow_run.state is not None
+                    and flow_run.state.is_completed()
+                ):
                     # Completed, yet its row is not done: read again before judging.
                     rows_again = self.rt.store.runs.chunks(self.run_id).get(index)
                     if rows_again is None or rows_again["status"] != "done":
@@ -281,13 +332,24 @@ class Dispatcher:
                     continue
                 self.give_up(t, flow_run, reason)
                 t.attempt += 1
-                self.rt.store.runs.release_chunk(self.run_id, index, attempt=t.attempt,
-                                                 reason=reason)
+                self.rt.store.runs.release_chunk(
+                    self.run_id, index, attempt=t.attempt, reason=reason
+                )
                 if t.attempt > max_attempts:
-                    log.warning("chunk %d of run %s: worked by the flow itself after %d "
-                                "attempts", index, self.run_id, max_attempts)
-                    counts = work_chunk(self.rt, self.batch_path, self.run_id, index,
-                                        self.chunk_size, attempt=t.attempt)
+                    log.warning(
+                        "chunk %d of run %s: worked by the flow itself after %d attempts",
+                        index,
+                        self.run_id,
+                        max_attempts,
+                    )
+                    counts = work_chunk(
+                        self.rt,
+                        self.batch_path,
+                        self.run_id,
+                        index,
+                        self.chunk_size,
+                        attempt=t.attempt,
+                    )
                     pending.discard(index)
                     total.add(report_of(counts))
                     self.on_done(total)

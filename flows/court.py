@@ -29,24 +29,26 @@ def requery(rt: RuntimeParts, applicant_ref: str) -> dict[str, Any]:
     async def ask() -> tuple[Steps, StepResult]:
         async with Steps(rt, concurrency=1) as steps:
             try:
-                subject = steps.subject(applicant_ref, actor="court_requery",
-                                        purpose="ongoing_monitoring")
+                subject = steps.subject(
+                    applicant_ref, actor="court_requery", purpose="ongoing_monitoring"
+                )
             except SubjectUnavailableError:
-                raise Unavailable("applicant_ref", "the subject is erased or restricted"
-                                  ) from None
+                raise Unavailable("applicant_ref", "the subject is erased or restricted") from None
             except KeyError:
                 raise NotFound("applicant_ref", "no such applicant") from None
             return steps, await steps.one(COURT_STEP, subject, purposes=PURPOSES)
 
     steps, result = asyncio.run(ask())
     if result.skipped:
-        raise Unavailable("consent", "no live court_records consent: the hit cannot be "
-                                     "re-queried")
+        raise Unavailable("consent", "no live court_records consent: the hit cannot be re-queried")
     if result.record.status == StepStatus.ERROR.value:
         raise Unavailable("court", "the court list could not be asked; try again later")
     # The caller decides whether the evidence changed (a hit that no longer stands).
     [step] = steps.store(applicant_ref, str(uuid.uuid4()), [result.record], touch_case=False)
-    return {"hit": str(step.signals.get("court_hit", "none")), "status": step.status,
-            "vendor_request_id": step.vendor_request_id,
-            "as_of": step.as_of.isoformat() if step.as_of else None,
-            "case_numbers": [e["case_number"] for e in entries_of(step.signals)]}
+    return {
+        "hit": str(step.signals.get("court_hit", "none")),
+        "status": step.status,
+        "vendor_request_id": step.vendor_request_id,
+        "as_of": step.as_of.isoformat() if step.as_of else None,
+        "case_numbers": [e["case_number"] for e in entries_of(step.signals)],
+    }

@@ -100,8 +100,9 @@ def find(planned: list[Planned], name: str) -> Planned:
     for p in planned:
         if p.name == name:
             return p
-    raise InvalidInput("NAME", "is not a deployment idv declares (one of "
-                               f"{', '.join(p.name for p in planned)})")
+    raise InvalidInput(
+        "NAME", f"is not a deployment idv declares (one of {', '.join(p.name for p in planned)})"
+    )
 
 
 def runner_deployment(p: Planned, *, paused: bool) -> RunnerDeployment:
@@ -110,9 +111,13 @@ def runner_deployment(p: Planned, *, paused: bool) -> RunnerDeployment:
     from prefect.types.entrypoint import EntrypointType
 
     return p.declared.flow().to_deployment(
-        name=p.name, schedule=Cron(p.schedule.cron, timezone=p.schedule.timezone, slug=p.name),
-        paused=paused, description=p.schedule.description or None, tags=TAGS,
-        entrypoint_type=EntrypointType.MODULE_PATH)
+        name=p.name,
+        schedule=Cron(p.schedule.cron, timezone=p.schedule.timezone, slug=p.name),
+        paused=paused,
+        description=p.schedule.description or None,
+        tags=TAGS,
+        entrypoint_type=EntrypointType.MODULE_PATH,
+    )
 
 
 @dataclass(frozen=True)
@@ -135,11 +140,14 @@ def prefect_server(what: str) -> Iterator[None]:
     try:
         yield
     except PrefectHTTPStatusError as exc:
-        raise Unavailable("PREFECT_API_URL", f"the Prefect server refused to {what} "
-                          f"(HTTP {exc.response.status_code})") from None
+        raise Unavailable(
+            "PREFECT_API_URL",
+            f"the Prefect server refused to {what} (HTTP {exc.response.status_code})",
+        ) from None
     except httpx.HTTPError as exc:
-        raise Unavailable("PREFECT_API_URL", "the Prefect server does not answer "
-                          f"({type(exc).__name__})") from None
+        raise Unavailable(
+            "PREFECT_API_URL", f"the Prefect server does not answer ({type(exc).__name__})"
+        ) from None
 
 
 def server_state(planned: list[Planned]) -> dict[str, Deployed | None]:
@@ -156,10 +164,18 @@ def server_state(planned: list[Planned]) -> dict[str, Deployed | None]:
                 out[p.name] = None
                 continue
             out[p.name] = Deployed(
-                id=str(d.id), paused=bool(d.paused), work_pool=d.work_pool_name,
-                schedules=tuple((getattr(s.schedule, "cron", ""),
-                                 getattr(s.schedule, "timezone", None), bool(s.active))
-                                for s in d.schedules))
+                id=str(d.id),
+                paused=bool(d.paused),
+                work_pool=d.work_pool_name,
+                schedules=tuple(
+                    (
+                        getattr(s.schedule, "cron", ""),
+                        getattr(s.schedule, "timezone", None),
+                        bool(s.active),
+                    )
+                    for s in d.schedules
+                ),
+            )
     return out
 
 
@@ -175,11 +191,15 @@ def ensure_work_pool(name: str) -> bool:
         try:
             pool = client.read_work_pool(name)
         except ObjectNotFound:
-            client.create_work_pool(WorkPoolCreate(
-                name=name, type="process",
-                base_job_template=ProcessWorker.get_default_base_job_template(),
-                description="idv's scheduled flows: run `prefect worker start --pool "
-                            f"{name}` beside an idv installation"))
+            client.create_work_pool(
+                WorkPoolCreate(
+                    name=name,
+                    type="process",
+                    base_job_template=ProcessWorker.get_default_base_job_template(),
+                    description="idv's scheduled flows: run `prefect worker start --pool "
+                    f"{name}` beside an idv installation",
+                )
+            )
             return True
         if pool.type != "process":
             raise InvalidInput("--pool", f"is a {pool.type} work pool, not a process pool")
@@ -190,9 +210,12 @@ def on_demand_deployment(d: Declared) -> RunnerDeployment:
     """An unscheduled deployment of `d` (a module-path entrypoint)."""
     from prefect.types.entrypoint import EntrypointType
 
-    return d.flow().to_deployment(name=d.name, tags=TAGS,
-                                  entrypoint_type=EntrypointType.MODULE_PATH,
-                                  description="Run by idv's own flows, never on a schedule")
+    return d.flow().to_deployment(
+        name=d.name,
+        tags=TAGS,
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        description="Run by idv's own flows, never on a schedule",
+    )
 
 
 def apply(planned: list[Planned], *, pool: str) -> list[dict[str, Any]]:
@@ -209,8 +232,16 @@ def apply(planned: list[Planned], *, pool: str) -> list[dict[str, Any]]:
             before = state[p.name]
             paused = (before.paused if before else False) or not p.schedule.active
             deployment_id = runner_deployment(p, paused=paused).apply(work_pool_name=pool)
-            out.append({"name": p.name, "id": str(deployment_id), "created": before is None,
-                        "paused": paused, "pool": pool, "scheduled": True})
+            out.append(
+                {
+                    "name": p.name,
+                    "id": str(deployment_id),
+                    "created": before is None,
+                    "paused": paused,
+                    "pool": pool,
+                    "scheduled": True,
+                }
+            )
         for d in ON_DEMAND:
             with get_client(sync_client=True) as client:
                 try:
@@ -219,8 +250,16 @@ def apply(planned: list[Planned], *, pool: str) -> list[dict[str, Any]]:
                 except ObjectNotFound:
                     existed = False
             deployment_id = on_demand_deployment(d).apply(work_pool_name=pool)
-            out.append({"name": d.name, "id": str(deployment_id), "created": not existed,
-                        "paused": False, "pool": pool, "scheduled": False})
+            out.append(
+                {
+                    "name": d.name,
+                    "id": str(deployment_id),
+                    "created": not existed,
+                    "paused": False,
+                    "pool": pool,
+                    "scheduled": False,
+                }
+            )
     return out
 
 
@@ -233,8 +272,9 @@ def set_paused(planned: list[Planned], name: str, *, paused: bool) -> dict[str, 
         try:
             d = client.read_deployment_by_name(p.full_name())
         except ObjectNotFound:
-            raise NotFound("NAME", "is not on the Prefect server: run `idv schedule apply` "
-                                   "first") from None
+            raise NotFound(
+                "NAME", "is not on the Prefect server: run `idv schedule apply` first"
+            ) from None
         if paused:
             client.pause_deployment(d.id)
         else:
@@ -248,5 +288,7 @@ def serve_all(planned: list[Planned]) -> None:
     serving stops, and served again (as declared) at the next start."""
     from prefect import serve
 
-    serve(*[runner_deployment(p, paused=not p.schedule.active) for p in planned],
-          print_starting_message=False)
+    serve(
+        *[runner_deployment(p, paused=not p.schedule.active) for p in planned],
+        print_starting_message=False,
+    )

@@ -30,15 +30,25 @@ def run_onboarding(path: Path, beat: Callable[[], None]) -> dict[str, Any]:
     return result
 
 
-def take_inbox(rt: Runtime, inbox: Path | None = None, *, run: Runner = run_onboarding,
-               field: str = "IDV_INBOX",
-               pause: Callable[[float], None] = time.sleep) -> InboxReport:
+def take_inbox(
+    rt: Runtime,
+    inbox: Path | None = None,
+    *,
+    run: Runner = run_onboarding,
+    field: str = "IDV_INBOX",
+    pause: Callable[[float], None] = time.sleep,
+) -> InboxReport:
     """One look at the inbox (`inbox`, or `IDV_INBOX`): refused with `field` and the rule
     when it does not exist or cannot be written."""
     service = rt.services.inbox
     box = service.open(inbox or rt.settings.resolved_inbox, field=field)
-    return service.take(box, run, settle_s=rt.settings.inbox_settle_s,
-                        stale_after=timedelta(seconds=rt.settings.inbox_stale_s), pause=pause)
+    return service.take(
+        box,
+        run,
+        settle_s=rt.settings.inbox_settle_s,
+        stale_after=timedelta(seconds=rt.settings.inbox_stale_s),
+        pause=pause,
+    )
 
 
 @flow(name="onboarding-inbox", persist_result=False, log_prints=False)
@@ -48,11 +58,17 @@ def onboard_inbox(inbox: str | None = None) -> dict[str, Any]:
     logger = get_run_logger()
     rt = Runtime.from_env()
     try:
-        report = take_inbox(rt, Path(inbox) if inbox else None,
-                            field="inbox" if inbox else "IDV_INBOX")
+        report = take_inbox(
+            rt, Path(inbox) if inbox else None, field="inbox" if inbox else "IDV_INBOX"
+        )
         tally = report.tally()
-        logger.info("inbox %s: %d done, %d failed, %d left for the next look", report.inbox,
-                    tally["done"], tally["failed"], tally["left"])
+        logger.info(
+            "inbox %s: %d done, %d failed, %d left for the next look",
+            report.inbox,
+            tally["done"],
+            tally["failed"],
+            tally["left"],
+        )
         return report.model_dump(mode="json")
     finally:
         rt.close()

@@ -18,11 +18,19 @@ def rotate_keys(batch_size: int = 500) -> dict[str, Any]:
     logger = get_run_logger()
     rt = Runtime.from_env()
     try:
-        report = rt.services.keys.rotate(batch_size=batch_size,
-                                         actor=Actor(name="key-rotation flow", role="operator"))
-        logger.info("KEK %s active: %d keys rewrapped, %d remaining", report.active,
-                    report.rewrapped, report.remaining)
-        return {"active": report.active, "rewrapped": report.rewrapped,
-                "remaining": report.remaining}
+        report = rt.services.keys.rotate(
+            batch_size=batch_size, actor=Actor(name="key-rotation flow", role="operator")
+        )
+        logger.info(
+            "KEK %s active: %d keys rewrapped, %d remaining",
+            report.active,
+            report.rewrapped,
+            report.remaining,
+        )
+        return {
+            "active": report.active,
+            "rewrapped": report.rewrapped,
+            "remaining": report.remaining,
+        }
     finally:
         rt.close()

@@ -18,8 +18,12 @@ def refresh_oauth_tokens() -> dict[str, int]:
     try:
         counts = rt.services.oauth.refresh_due()
         counts["states_dropped"] = rt.store.oauth.purge_states()
-        logger.info("oauth tokens: %d refreshed, %d need re-authorization, %d failed",
-                    counts["refreshed"], counts["reauth_required"], counts["failed"])
+        logger.info(
+            "oauth tokens: %d refreshed, %d need re-authorization, %d failed",
+            counts["refreshed"],
+            counts["reauth_required"],
+            counts["failed"],
+        )
         return counts
     finally:
         rt.close()

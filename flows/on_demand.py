@@ -53,21 +53,24 @@ def request_basis(idempotency_key: str) -> str:
     return hashlib.sha256(f"idv-on-demand|{idempotency_key}".encode()).hexdigest()
 
 
-def parse_request(rt: RuntimeParts, record: Any, idempotency_key: str | None
-                  ) -> tuple[ApplicantLine, str | None]:
+def parse_request(
+    rt: RuntimeParts, record: Any, idempotency_key: str | None
+) -> tuple[ApplicantLine, str | None]:
     """The request's batch line and the basis naming it across retries. `InvalidInput` for
     a record intake refuses (field and rule)."""
     if not isinstance(record, Mapping):
         raise InvalidInput("request", "must be a JSON object (one batch line)")
-    line = parse_record(record, 1, consent_policy=rt.consent_policy, notices=rt.notices,
-                        now=datetime.now(UTC))
+    line = parse_record(
+        record, 1, consent_policy=rt.consent_policy, notices=rt.notices, now=datetime.now(UTC)
+    )
     if isinstance(line, Refusal):
         raise InvalidInput(line.field, line.reason)
     return line, (request_basis(idempotency_key) if idempotency_key else None)
 
 
-def verify_one(engine: Engine, record: Any, *, idempotency_key: str | None = None
-               ) -> dict[str, Any]:
+def verify_one(
+    engine: Engine, record: Any, *, idempotency_key: str | None = None
+) -> dict[str, Any]:
     """Verify one applicant on a process's engine (`Runtime.on_demand`); the masked answer
     (`answer`), whose `replayed` says whether it is an earlier request's under the same
     key. `InvalidInput` for a record intake refuses (field and rule); `Conflict` for a key
@@ -76,8 +79,9 @@ def verify_one(engine: Engine, record: Any, *, idempotency_key: str | None = Non
     return engine.run(lambda e: e.request(line, basis))
 
 
-async def verify_one_async(engine: Engine, record: Any, *, idempotency_key: str | None = None
-                           ) -> dict[str, Any]:
+async def verify_one_async(
+    engine: Engine, record: Any, *, idempotency_key: str | None = None
+) -> dict[str, Any]:
     """`verify_one` for a caller on an event loop of its own (the HTTP API's): it waits for
     the engine's answer without holding a thread."""
     line, basis = parse_request(engine.rt, record, idempotency_key)
@@ -112,8 +116,10 @@ class Engine:
     async def _main(self) -> None:
         self._stop = asyncio.Event()
         try:
-            async with Journal(self.rt.store) as journal, \
-                    Steps(self.rt, gate=self.rt.gate_over(journal, journal)) as steps:
+            async with (
+                Journal(self.rt.store) as journal,
+                Steps(self.rt, gate=self.rt.gate_over(journal, journal)) as steps,
+            ):
                 self.steps, self.journal = steps, journal
                 self._ready.set()
                 await self._stop.wait()
@@ -123,8 +129,9 @@ class Engine:
         finally:
             self._ready.set()
 
-    def submit(self, work: Callable[[Engine], Coroutine[Any, Any, T]]
-               ) -> concurrent.futures.Future[T]:
+    def submit(
+        self, work: Callable[[Engine], Coroutine[Any, Any, T]]
+    ) -> concurrent.futures.Future[T]:
         """`work(engine)`'s coroutine started on the engine's loop: its future."""
         if self._stop is None or not self._thread.is_alive():
             raise RuntimeError("the on-demand engine is closed")
@@ -153,15 +160,22 @@ class Engine:
                 if not lines or lines[0].applicant_ref != line.applicant_ref:
                     raise Conflict("Idempotency-Key", "was used for another applicant")
                 return await self.db(answer, rt, earlier, replayed=True)
-            resumes = await self.db(rt.services.runs.close_crashed, basis,
-                                    stale_s=rt.settings.run_stale_s)
-        run_id = await self.db(rt.store.runs.start, batch_name=BATCH_NAME,
-                               batch_sha256=basis, owner=owner_id(), resumes=resumes)
+            resumes = await self.db(
+                rt.services.runs.close_crashed, basis, stale_s=rt.settings.run_stale_s
+            )
+        run_id = await self.db(
+            rt.store.runs.start,
+            batch_name=BATCH_NAME,
+            batch_sha256=basis,
+            owner=owner_id(),
+            resumes=resumes,
+        )
         try:
             stored = await self.work_line(run_id, line, basis)
         except BaseException:
-            await asyncio.shield(self.db(rt.store.runs.mark_crashed, run_id,
-                                         reason="request_failed"))
+            await asyncio.shield(
+                self.db(rt.store.runs.mark_crashed, run_id, reason="request_failed")
+            )
             raise
         await self.db(rt.store.runs.finish, run_id, checkpoint=False)
         if stored is None:  # refused, or known already: the answer is what the store holds
@@ -169,29 +183,36 @@ class Engine:
         steps, decision = stored
         # Stored just now by this run alone: the answer the store would give, without
         # reading it back (a replay reads it, and answers the same).
-        return _answered(run_id, replayed=False, fees_cents=sum(s.fee_cents for s in steps),
-                         applicant_ref=line.applicant_ref, disposition="new",
-                         outcome=decision.outcome, steps=[
-                             {"verifier": s.step, "status": s.status, "reason": s.reason}
-                             for s in steps])
+        return _answered(
+            run_id,
+            replayed=False,
+            fees_cents=sum(s.fee_cents for s in steps),
+            applicant_ref=line.applicant_ref,
+            disposition="new",
+            outcome=decision.outcome,
+            steps=[{"verifier": s.step, "status": s.status, "reason": s.reason} for s in steps],
+        )
 
-    async def work_line(self, run_id: str, line: ApplicantLine, basis: str | None
-                        ) -> tuple[list[StepRecord], Decision] | None:
+    async def work_line(
+        self, run_id: str, line: ApplicantLine, basis: str | None
+    ) -> tuple[list[StepRecord], Decision] | None:
         """The line verified and stored: the steps and decision stored, or None when the
         line was refused or its applicant is known already."""
         rt = self.rt
         assert self.steps is not None and self.journal is not None
         report = ChunkReport(lines=1)
-        runner = ChunkRunner(rt, run_id, self.steps, self.journal, batch_sha256=basis,
-                             sha_known=True, degraded=set())
+        runner = ChunkRunner(
+            rt, run_id, self.steps, self.journal, batch_sha256=basis, sha_known=True, degraded=set()
+        )
         prepared = await runner.prepare(line, report)
         if not isinstance(prepared, Pending):
             await self.db(rt.store.runs.add_lines, run_id, [prepared])
             return None
         # The response suites' rule over this one answer per source: a source whose
         # answer lacks a field its model requires ends `error`, never `passed`.
-        broken = {step for step, shape in prepared.shapes.items()
-                  if not answer_complete(step, shape)}
+        broken = {
+            step for step, shape in prepared.shapes.items() if not answer_complete(step, shape)
+        }
         for step in sorted(broken):
             log.warning("source %s degraded: its answer lacks a required field", step)
         runner.degraded |= broken
@@ -206,27 +227,55 @@ class Engine:
         self._thread.join(30)
 
 
-def _answered(run_id: str, *, replayed: bool, fees_cents: int, applicant_ref: str | None,
-              disposition: str, outcome: str | None, steps: list[dict[str, Any]],
-              **refusal: Any) -> dict[str, Any]:
+def _answered(
+    run_id: str,
+    *,
+    replayed: bool,
+    fees_cents: int,
+    applicant_ref: str | None,
+    disposition: str,
+    outcome: str | None,
+    steps: list[dict[str, Any]],
+    **refusal: Any,
+) -> dict[str, Any]:
     """The answer's one shape, whether read from the store or made from what was stored."""
-    return {"run_id": run_id, "replayed": replayed, "fees_cents": fees_cents,
-            "applicant_ref": applicant_ref, "disposition": disposition, "outcome": outcome,
-            "steps": steps, **refusal}
+    return {
+        "run_id": run_id,
+        "replayed": replayed,
+        "fees_cents": fees_cents,
+        "applicant_ref": applicant_ref,
+        "disposition": disposition,
+        "outcome": outcome,
+        "steps": steps,
+        **refusal,
+    }
 
 
 def answer(rt: RuntimeParts, run_id: str, *, replayed: bool) -> dict[str, Any]:
     """The masked answer: the applicant's ref, outcome and steps (status and reason), fees."""
-    report = rt.services.runs.report({"run_id": run_id, "counts": {}, "fees_cents":
-                                      rt.store.runs.fees(run_id), "lines": 1})
+    report = rt.services.runs.report(
+        {"run_id": run_id, "counts": {}, "fees_cents": rt.store.runs.fees(run_id), "lines": 1}
+    )
     applicant = report["applicants"][0] if report["applicants"] else None
     if applicant is None:
         refused = report["refused"][0] if report["refused"] else {}
-        return _answered(run_id, replayed=replayed, fees_cents=report["fees_cents"],
-                         applicant_ref=refused.get("applicant_ref"), disposition="refused",
-                         outcome=None, steps=[], field=refused.get("field"),
-                         rule=refused.get("reason"))
-    return _answered(run_id, replayed=replayed, fees_cents=report["fees_cents"],
-                     applicant_ref=applicant["applicant_ref"],
-                     disposition=applicant["disposition"], outcome=applicant["outcome"],
-                     steps=applicant["steps"])
+        return _answered(
+            run_id,
+            replayed=replayed,
+            fees_cents=report["fees_cents"],
+            applicant_ref=refused.get("applicant_ref"),
+            disposition="refused",
+            outcome=None,
+            steps=[],
+            field=refused.get("field"),
+            rule=refused.get("reason"),
+        )
+    return _answered(
+        run_id,
+        replayed=replayed,
+        fees_cents=report["fees_cents"],
+        applicant_ref=applicant["applicant_ref"],
+        disposition=applicant["disposition"],
+        outcome=applicant["outcome"],
+        steps=applicant["steps"],
+    )

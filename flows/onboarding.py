@@ -82,13 +82,23 @@ def start_run(rt: RuntimeParts, batch_path: str, flow_run_id: str | None = None)
     sha = file_sha256(path)
     resumes = rt.services.runs.close_crashed(sha, stale_s=rt.settings.run_stale_s)
     rt.store.ledger.record_expiries()
-    return rt.store.runs.start(batch_name=path.name, batch_sha256=sha,
-                               flow_run_id=flow_run_id, owner=owner_id(), resumes=resumes)
+    return rt.store.runs.start(
+        batch_name=path.name,
+        batch_sha256=sha,
+        flow_run_id=flow_run_id,
+        owner=owner_id(),
+        resumes=resumes,
+    )
 
 
 def _subject(line: ApplicantLine) -> Subject:
-    return Subject(applicant_ref=line.applicant_ref, name=line.name, id_type=line.id_type,
-                   id_number=line.id_number, phone=line.phone)
+    return Subject(
+        applicant_ref=line.applicant_ref,
+        name=line.name,
+        id_type=line.id_type,
+        id_number=line.id_number,
+        phone=line.phone,
+    )
 
 
 DEGRADED = "source_degraded"
@@ -109,8 +119,9 @@ def degrade(step: StepRecord) -> StepRecord:
     """A step of a degraded source: `error`, its signals dropped (they cannot be trusted)."""
     if step.reason == DEGRADED:
         return step
-    return step.model_copy(update={"status": StepStatus.ERROR.value, "reason": DEGRADED,
-                                   "signals": {}})
+    return step.model_copy(
+        update={"status": StepStatus.ERROR.value, "reason": DEGRADED, "signals": {}}
+    )
 
 
 def features_of(steps: list[StepRecord], card: Scorecard) -> dict[str, str | int]:
@@ -131,9 +142,17 @@ class ChunkRunner:
     group-commits the writes of all applicants in flight (each durable before its caller
     goes on) and batches their reads; the gate reads and records through it too."""
 
-    def __init__(self, rt: RuntimeParts, run_id: str, steps: Steps, journal: Journal, *,
-                 batch_sha256: str | None = None, sha_known: bool = False,
-                 degraded: set[str] | None = None) -> None:
+    def __init__(
+        self,
+        rt: RuntimeParts,
+        run_id: str,
+        steps: Steps,
+        journal: Journal,
+        *,
+        batch_sha256: str | None = None,
+        sha_known: bool = False,
+        degraded: set[str] | None = None,
+    ) -> None:
         self.rt = rt
         self.run_id = run_id
         self.steps = steps
@@ -145,25 +164,40 @@ class ChunkRunner:
         # file against the same vendor account makes calls of its own.
         # (`sha_known`: the caller states it, a request without a key has none.)
         sha = batch_sha256 if batch_sha256 or sha_known else rt.store.runs.batch_sha256(run_id)
-        self.call_basis = (rt.store.cipher.blind_index(sha, table="runs", column="call_basis")[:32]
-                           if sha else run_id)
+        self.call_basis = (
+            rt.store.cipher.blind_index(sha, table="runs", column="call_basis")[:32]
+            if sha
+            else run_id
+        )
         self.now = datetime.now(UTC)
         # A run of one (on demand) has no other chunk to have found a source degraded.
-        self.degraded: set[str] = (degraded if degraded is not None
-                                   else rt.store.quality.degraded_sources(run_id))
+        self.degraded: set[str] = (
+            degraded if degraded is not None else rt.store.quality.degraded_sources(run_id)
+        )
 
     async def record_consents(self, line: ApplicantLine) -> None:
-        await self.journal.record_grants([{
-            "subject_ref": line.applicant_ref, "purpose": claim.purpose,
-            "scopes": claim.scopes, "notice_version": claim.notice_version,
-            "notice_hash": (claim.notice_hash
-                            or self.rt.notices[claim.notice_version].text_sha256),
-            "channel": claim.channel, "evidence_ref": claim.evidence,
-            "granted_at": claim.granted_at, "expires_at": claim.expires_at,
-        } for claim in line.consents])
+        await self.journal.record_grants(
+            [
+                {
+                    "subject_ref": line.applicant_ref,
+                    "purpose": claim.purpose,
+                    "scopes": claim.scopes,
+                    "notice_version": claim.notice_version,
+                    "notice_hash": (
+                        claim.notice_hash or self.rt.notices[claim.notice_version].text_sha256
+                    ),
+                    "channel": claim.channel,
+                    "evidence_ref": claim.evidence,
+                    "granted_at": claim.granted_at,
+                    "expires_at": claim.expires_at,
+                }
+                for claim in line.consents
+            ]
+        )
 
-    async def run_steps(self, line: ApplicantLine
-                        ) -> tuple[list[StepRecord], dict[str, frozenset[str]]]:
+    async def run_steps(
+        self, line: ApplicantLine
+    ) -> tuple[list[StepRecord], dict[str, frozenset[str]]]:
         """Every step of the product's policy, each through the gate, in order. Returns the
         step records and the shape (field names, no values) of each vendor answer."""
         product = self.rt.verification.products[line.product]
@@ -177,16 +211,23 @@ class ChunkRunner:
         stopped_by: str | None = None
         for rule in product.steps:
             if stopped_by is not None:
-                records.append(StepRecord(step=rule.step, status=StepStatus.SKIPPED.value,
-                                          reason=f"policy_short_circuit:{stopped_by}"))
+                records.append(
+                    StepRecord(
+                        step=rule.step,
+                        status=StepStatus.SKIPPED.value,
+                        reason=f"policy_short_circuit:{stopped_by}",
+                    )
+                )
                 continue
             if rule.step in self.degraded:
                 # Its answers no longer match their suite: no paid call we cannot read.
-                records.append(StepRecord(step=rule.step, status=StepStatus.ERROR.value,
-                                          reason=DEGRADED))
+                records.append(
+                    StepRecord(step=rule.step, status=StepStatus.ERROR.value, reason=DEGRADED)
+                )
                 continue
-            result = await self.steps.one(rule.step, subject, purposes=(product.purpose,),
-                                          call_ref=call_ref)
+            result = await self.steps.one(
+                rule.step, subject, purposes=(product.purpose,), call_ref=call_ref
+            )
             records.append(result.record)
             if result.shape is not None:
                 shapes[rule.step] = result.shape
@@ -210,11 +251,17 @@ class ChunkRunner:
             result = check_responses(step, shapes, self.rt.quality_policy)
             if result is None or result.success:
                 continue
-            self.rt.store.quality.add(run_id=self.run_id, suite=result.suite,
-                                      target=result.target, success=False, rows=result.rows,
-                                      failed=result.failed)
-            log.warning("source %s degraded: its answers fail %d expectations", step,
-                        len(result.failed))
+            self.rt.store.quality.add(
+                run_id=self.run_id,
+                suite=result.suite,
+                target=result.target,
+                success=False,
+                rows=result.rows,
+                failed=result.failed,
+            )
+            log.warning(
+                "source %s degraded: its answers fail %d expectations", step, len(result.failed)
+            )
             newly.add(step)
         self.degraded |= newly
         return newly
@@ -226,48 +273,86 @@ class ChunkRunner:
         phone = line.phone.get_secret_value() if line.phone else None
         features = dict(features)
         features["phone_range"] = (
-            "virtual_operator" if phone and is_virtual_operator(phone) else "regular")
+            "virtual_operator" if phone and is_virtual_operator(phone) else "regular"
+        )
         shared = await self.journal.count_sharing_id_number(
-            line.id_number.get_secret_value(), excluding_ref=line.applicant_ref)
+            line.id_number.get_secret_value(), excluding_ref=line.applicant_ref
+        )
         features["id_reuse"] = "shared" if shared else "unique"
         card = self.rt.scorecard
         features = {k: v for k, v in features.items() if k in card.features}
         if line.human_review_requested:
-            return Decision(outcome="review", score=None, policy_version=card.version,
-                            reasons=("HUMAN_REVIEW_REQUESTED",), features=features)
-        consent, _ = await self.gate.authorize(subject_ref=line.applicant_ref,
-                                               purpose=product.purpose, scopes=SCORING_SCOPES,
-                                               step=SCORING_STEP)
+            return Decision(
+                outcome="review",
+                score=None,
+                policy_version=card.version,
+                reasons=("HUMAN_REVIEW_REQUESTED",),
+                features=features,
+            )
+        consent, _ = await self.gate.authorize(
+            subject_ref=line.applicant_ref,
+            purpose=product.purpose,
+            scopes=SCORING_SCOPES,
+            step=SCORING_STEP,
+        )
         if not consent.allowed:
-            return Decision(outcome="review", score=None, policy_version=card.version,
-                            reasons=("NO_AUTOMATED_DECISION",), features=features)
+            return Decision(
+                outcome="review",
+                score=None,
+                policy_version=card.version,
+                reasons=("NO_AUTOMATED_DECISION",),
+                features=features,
+            )
         result = assess(card, features)
-        return Decision(outcome=result.outcome, score=result.score,
-                        policy_version=result.policy_version, reasons=result.reasons,
-                        features=result.features)
+        return Decision(
+            outcome=result.outcome,
+            score=result.score,
+            policy_version=result.policy_version,
+            reasons=result.reasons,
+            features=result.features,
+        )
 
-    async def prepare(self, line: ApplicantLine,
-                      report: ChunkReport) -> Pending | RunLineRecord:
+    async def prepare(self, line: ApplicantLine, report: ChunkReport) -> Pending | RunLineRecord:
         """One applicant up to its steps: a run line if it is refused or already known."""
         if line.product not in self.rt.verification.products:
-            return self.refuse(Refusal(line.line_no, line.applicant_ref, "product",
-                                       "is not a known product"), report)
+            return self.refuse(
+                Refusal(line.line_no, line.applicant_ref, "product", "is not a known product"),
+                report,
+            )
         existing = await self.journal.applicant(line.applicant_ref)
         if existing is not None and existing.id_number_bidx is None:
-            return self.refuse(Refusal(line.line_no, line.applicant_ref, "applicant_ref",
-                                       "belongs to an erased subject"), report)
+            return self.refuse(
+                Refusal(
+                    line.line_no,
+                    line.applicant_ref,
+                    "applicant_ref",
+                    "belongs to an erased subject",
+                ),
+                report,
+            )
         if existing is not None:
             same = self.rt.store.applicants.id_number_is(
-                existing.row_id, existing.id_number_ct, line.id_number.get_secret_value())
+                existing.row_id, existing.id_number_ct, line.id_number.get_secret_value()
+            )
             if not same:
-                return self.refuse(Refusal(line.line_no, line.applicant_ref, "applicant_ref",
-                                           "is already registered with another id_number"),
-                                   report)
+                return self.refuse(
+                    Refusal(
+                        line.line_no,
+                        line.applicant_ref,
+                        "applicant_ref",
+                        "is already registered with another id_number",
+                    ),
+                    report,
+                )
             await self.record_consents(line)
             report.applicants_existing += 1
             report.count(existing.outcome)
-            return RunLineRecord(line_no=line.line_no, applicant_ref=line.applicant_ref,
-                                 disposition="existing", outcome=existing.outcome)
+            return RunLineRecord(
+                line_no=line.line_no,
+                applicant_ref=line.applicant_ref,
+                disposition="existing",
+                outcome=existing.outcome,
+            )
         await self.record_consents(line)
         steps, shapes = await self.run_steps(line)
         return Pending(line, steps, shapes)
@@ -276,27 +361,41 @@ class ChunkRunner:
         """Decide and store, all or nothing. Returns a run line unless `add_decided` wrote
         it. Steps of a source degraded meanwhile end `error`, never `passed`."""
         line = pending.line
-        steps = [degrade(st) if st.step in self.degraded and st.status != "skipped" else st
-                 for st in pending.steps]
+        steps = [
+            degrade(st) if st.step in self.degraded and st.status != "skipped" else st
+            for st in pending.steps
+        ]
         if any(st.step == "court_list" and entries_of(st.signals) for st in steps):
             # Judged as every path judges court evidence: whitelisted pairs taken out (an
             # applicant new to this store has none; the rule holds here all the same).
-            steps = await asyncio.to_thread(clear_whitelisted, self.rt, line.applicant_ref,
-                                            steps)
+            steps = await asyncio.to_thread(clear_whitelisted, self.rt, line.applicant_ref, steps)
         decision = await self.decide(line, features_of(steps, self.rt.scorecard))
         stored = await self.journal.add_decided(
-            run_id=self.run_id, line_no=line.line_no,
-            applicant=NewApplicant(applicant_ref=line.applicant_ref, product=line.product,
-                                   id_type=line.id_type, name=line.name,
-                                   id_number=line.id_number, phone=line.phone),
-            human_review_requested=line.human_review_requested, steps=steps, decision=decision)
+            run_id=self.run_id,
+            line_no=line.line_no,
+            applicant=NewApplicant(
+                applicant_ref=line.applicant_ref,
+                product=line.product,
+                id_type=line.id_type,
+                name=line.name,
+                id_number=line.id_number,
+                phone=line.phone,
+            ),
+            human_review_requested=line.human_review_requested,
+            steps=steps,
+            decision=decision,
+        )
         if not stored:  # a concurrent writer stored this ref first
             report.applicants_existing += 1
             current = await self.journal.applicant(line.applicant_ref)
             outcome = current.outcome if current else decision.outcome
             report.count(outcome)
-            return RunLineRecord(line_no=line.line_no, applicant_ref=line.applicant_ref,
-                                 disposition="existing", outcome=outcome)
+            return RunLineRecord(
+                line_no=line.line_no,
+                applicant_ref=line.applicant_ref,
+                disposition="existing",
+                outcome=outcome,
+            )
         pending.stored = (steps, decision)
         report.applicants_new += 1
         report.fees_cents += sum(s.fee_cents for s in steps)
@@ -307,9 +406,14 @@ class ChunkRunner:
     def refuse(refusal: Refusal, report: ChunkReport) -> RunLineRecord:
         report.refused += 1
         report.count("invalid")
-        return RunLineRecord(line_no=refusal.line_no, applicant_ref=refusal.applicant_ref,
-                             disposition="refused", outcome="invalid", field=refusal.field,
-                             reason=refusal.reason)
+        return RunLineRecord(
+            line_no=refusal.line_no,
+            applicant_ref=refusal.applicant_ref,
+            disposition="refused",
+            outcome="invalid",
+            field=refusal.field,
+            reason=refusal.reason,
+        )
 
 
 def run_loop(work: Coroutine[Any, Any, ChunkReport]) -> ChunkReport:
@@ -320,8 +424,9 @@ def run_loop(work: Coroutine[Any, Any, ChunkReport]) -> ChunkReport:
         return runner.run(work)
 
 
-async def process_chunk(rt: RuntimeParts, plan: BatchPlan, chunk: Chunk,
-                        run_id: str) -> ChunkReport:
+async def process_chunk(
+    rt: RuntimeParts, plan: BatchPlan, chunk: Chunk, run_id: str
+) -> ChunkReport:
     """Parse, verify, decide and store one chunk.
 
     `concurrency` bounds the vendor calls in flight (the session's connection limit);
@@ -333,17 +438,24 @@ async def process_chunk(rt: RuntimeParts, plan: BatchPlan, chunk: Chunk,
     pending_lines: list[RunLineRecord] = []
     calls = rt.settings.concurrency
     slots = asyncio.Semaphore(calls * rt.settings.applicants_per_call)
-    async with Journal(rt.store) as journal, \
-            Steps(rt, run_id=run_id, gate=rt.gate_over(journal, journal),
-                  concurrency=calls) as steps:
+    async with (
+        Journal(rt.store) as journal,
+        Steps(rt, run_id=run_id, gate=rt.gate_over(journal, journal), concurrency=calls) as steps,
+    ):
         runner = ChunkRunner(rt, run_id, steps, journal)
         pending: list[Pending] = []
 
         def failed(line: ApplicantLine, exc: Exception) -> RunLineRecord:
             log.error("line %d failed: %s", line.line_no, type(exc).__name__)
-            return runner.refuse(Refusal(
-                line.line_no, line.applicant_ref, "line",
-                f"could not be processed ({type(exc).__name__}); run it again"), report)
+            return runner.refuse(
+                Refusal(
+                    line.line_no,
+                    line.applicant_ref,
+                    "line",
+                    f"could not be processed ({type(exc).__name__}); run it again",
+                ),
+                report,
+            )
 
         async def one(line: ApplicantLine) -> None:
             try:
@@ -381,15 +493,24 @@ async def process_chunk(rt: RuntimeParts, plan: BatchPlan, chunk: Chunk,
             if isinstance(raw, Refusal):
                 pending_lines.append(runner.refuse(raw, report))
                 continue
-            parsed = parse_record(raw, line_no, consent_policy=rt.consent_policy,
-                                  notices=rt.notices, now=runner.now)
+            parsed = parse_record(
+                raw, line_no, consent_policy=rt.consent_policy, notices=rt.notices, now=runner.now
+            )
             if isinstance(parsed, Refusal):
                 pending_lines.append(runner.refuse(parsed, report))
                 continue
             if line_no in plan.duplicate_lines or parsed.applicant_ref in seen_refs:
-                pending_lines.append(runner.refuse(Refusal(
-                    line_no, parsed.applicant_ref, "applicant_ref",
-                    "appears on an earlier line of this batch"), report))
+                pending_lines.append(
+                    runner.refuse(
+                        Refusal(
+                            line_no,
+                            parsed.applicant_ref,
+                            "applicant_ref",
+                            "appears on an earlier line of this batch",
+                        ),
+                        report,
+                    )
+                )
                 continue
             seen_refs.add(parsed.applicant_ref)
             await start(one(parsed))
@@ -398,8 +519,14 @@ async def process_chunk(rt: RuntimeParts, plan: BatchPlan, chunk: Chunk,
         for p in sorted(pending, key=lambda x: x.line.line_no):
             await start(finish(p))
         await asyncio.gather(*tasks)
-    log.debug("chunk %d: %d writes in %d commits, %d reads, %.2f s database CPU",
-              chunk.index, journal.writes, journal.commits, journal.reads, journal.cpu_s)
+    log.debug(
+        "chunk %d: %d writes in %d commits, %d reads, %.2f s database CPU",
+        chunk.index,
+        journal.writes,
+        journal.commits,
+        journal.reads,
+        journal.cpu_s,
+    )
     rt.store.runs.add_lines(run_id, pending_lines)
     return report
 
@@ -430,16 +557,28 @@ class BatchResult:
 def check_batch_quality(rt: RuntimeParts, plan: BatchPlan, run_id: str) -> QualityReport:
     """The batch suite, before any paid call; stored with the run. A failure halts the run:
     the caller processes no line and calls `halt_run`."""
-    report = check_batch(plan, rt.quality_policy, consent_policy=rt.consent_policy,
-                         notices=rt.notices, now=datetime.now(UTC))
-    rt.store.quality.add(run_id=run_id, suite=report.suite, target=report.target,
-                         success=report.success, rows=report.rows, failed=report.failed)
+    report = check_batch(
+        plan,
+        rt.quality_policy,
+        consent_policy=rt.consent_policy,
+        notices=rt.notices,
+        now=datetime.now(UTC),
+    )
+    rt.store.quality.add(
+        run_id=run_id,
+        suite=report.suite,
+        target=report.target,
+        success=report.success,
+        rows=report.rows,
+        failed=report.failed,
+    )
     return report
 
 
 def halt_run(rt: RuntimeParts, run_id: str, report: QualityReport) -> dict[str, int]:
-    rt.store.audit.record("run.halted", None, {
-        "run_id": run_id, "failed": [f["expectation"] for f in report.failed]})
+    rt.store.audit.record(
+        "run.halted", None, {"run_id": run_id, "failed": [f["expectation"] for f in report.failed]}
+    )
     log.warning("run %s halted: %d batch expectations failed", run_id, len(report.failed))
     return rt.store.runs.finish(run_id, status="halted")
 
@@ -451,11 +590,18 @@ QualityCheck = Callable[[BatchPlan, str], QualityReport]
 ChunkWork = Callable[[BatchPlan, str, Callable[[ChunkReport], None]], ChunkReport]
 
 
-def onboard(rt: RuntimeParts, batch_path: str, *, chunk_size: int | None = None,
-            flow_run_id: str | None = None, planner: Planner = plan_batch,
-            quality: QualityCheck | None = None, work: ChunkWork | None = None,
-            started: Callable[[str, BatchPlan], None] | None = None,
-            done: Callable[[ChunkReport], None] | None = None) -> BatchResult:
+def onboard(
+    rt: RuntimeParts,
+    batch_path: str,
+    *,
+    chunk_size: int | None = None,
+    flow_run_id: str | None = None,
+    planner: Planner = plan_batch,
+    quality: QualityCheck | None = None,
+    work: ChunkWork | None = None,
+    started: Callable[[str, BatchPlan], None] | None = None,
+    done: Callable[[ChunkReport], None] | None = None,
+) -> BatchResult:
     """The one skeleton of a run: plan, open the run, the quality gate before any paid
     call (a failure halts it), every chunk, finish. `run_batch` runs it in this process;
     the Prefect flow passes its tasks (and its dispatch to a work pool) as the pieces."""
@@ -466,8 +612,14 @@ def onboard(rt: RuntimeParts, batch_path: str, *, chunk_size: int | None = None,
     gate = (quality or (lambda p, r: check_batch_quality(rt, p, r)))(plan, run_id)
     if not gate.success:  # halted before any paid call
         counts = halt_run(rt, run_id, gate)
-        return BatchResult(run_id=run_id, counts=counts, fees_cents=0, lines=plan.records,
-                           halted=True, quality=tuple(rt.store.quality.for_run(run_id)))
+        return BatchResult(
+            run_id=run_id,
+            counts=counts,
+            fees_cents=0,
+            lines=plan.records,
+            halted=True,
+            quality=tuple(rt.store.quality.for_run(run_id)),
+        )
 
     def chunk_done(total: ChunkReport) -> None:
         progress.report(total.lines, plan.records, total.fees_cents)
@@ -475,15 +627,22 @@ def onboard(rt: RuntimeParts, batch_path: str, *, chunk_size: int | None = None,
             done(total)
 
     progress.report(0, plan.records, 0)
-    total = (work or (lambda p, r, d: each_chunk(
-        p, d, lambda chunk: run_chunk(rt, p, chunk, r))))(plan, run_id, chunk_done)
+    total = (work or (lambda p, r, d: each_chunk(p, d, lambda chunk: run_chunk(rt, p, chunk, r))))(
+        plan, run_id, chunk_done
+    )
     counts = rt.store.runs.finish(run_id)
-    return BatchResult(run_id=run_id, counts=counts, fees_cents=rt.store.runs.fees(run_id),
-                       lines=total.lines, quality=tuple(rt.store.quality.for_run(run_id)))
+    return BatchResult(
+        run_id=run_id,
+        counts=counts,
+        fees_cents=rt.store.runs.fees(run_id),
+        lines=total.lines,
+        quality=tuple(rt.store.quality.for_run(run_id)),
+    )
 
 
-def each_chunk(plan: BatchPlan, done: Callable[[ChunkReport], None],
-               run_one: Callable[[Chunk], ChunkReport]) -> ChunkReport:
+def each_chunk(
+    plan: BatchPlan, done: Callable[[ChunkReport], None], run_one: Callable[[Chunk], ChunkReport]
+) -> ChunkReport:
     """Every chunk in order (`run_one`: in this process, or as a Prefect task)."""
     total = ChunkReport()
     for chunk in plan.chunks:
@@ -500,5 +659,7 @@ def run_batch(rt: RuntimeParts, batch_path: str, *, chunk_size: int | None = Non
 def summary_markdown(result: dict[str, Any]) -> str:
     """The run's Prefect artifact: counts and fees only, never a personal value."""
     rows = "\n".join(f"| {k} | {v} |" for k, v in sorted(result["counts"].items()))
-    return (f"# Onboarding run `{result['run_id']}`\n\n| outcome | applicants |\n|---|---|\n"
-            f"{rows}\n\nLines: {result['lines']}. Fees: {result['fees_cents'] / 100:.2f} CNY.\n")
+    return (
+        f"# Onboarding run `{result['run_id']}`\n\n| outcome | applicants |\n|---|---|\n"
+        f"{rows}\n\nLines: {result['lines']}. Fees: {result['fees_cents'] / 100:.2f} CNY.\n"
+    )

@@ -55,19 +55,25 @@ class _Ledger(Protocol):
 class _Audit(Protocol):
     def head_seq(self) -> int: ...
 
-    def record(self, kind: str, subject_ref: str | None, detail: dict[str, Any], *,
-               unless: tuple[int, frozenset[str]] | None = None) -> int: ...
+    def record(
+        self,
+        kind: str,
+        subject_ref: str | None,
+        detail: dict[str, Any],
+        *,
+        unless: tuple[int, frozenset[str]] | None = None,
+    ) -> int: ...
 
 
 # Per task (one gate decision at a time in a coroutine): whose grants were read last, at
 # which size of the chain.
-_GRANTS_READ_AT: ContextVar[tuple[str, int] | None] = ContextVar("idv_grants_read_at",
-                                                                 default=None)
+_GRANTS_READ_AT: ContextVar[tuple[str, int] | None] = ContextVar("idv_grants_read_at", default=None)
 
 
 def _crosses_people_bindings(before: str | None, after: str | None) -> bool:
     """Did this migration take a database with people in it past revision 0021 (people bound
     to the audit chain)? Then the rows written before are bound, once, now."""
+
     def number(revision: str | None) -> int:
         return int(revision[:4]) if revision and revision[:4].isdigit() else 0
 
@@ -93,8 +99,9 @@ class StoreGateAdapter:
     async def record(self, kind: str, subject_ref: str | None, detail: dict[str, Any]) -> int:
         read = _GRANTS_READ_AT.get()
         if kind == "consent.allowed" and read is not None and read[0] == subject_ref:
-            return self.audit.record(kind, subject_ref, detail,
-                                     unless=(read[1], frozenset(LEDGER_EVENT_KINDS)))
+            return self.audit.record(
+                kind, subject_ref, detail, unless=(read[1], frozenset(LEDGER_EVENT_KINDS))
+            )
         return self.audit.record(kind, subject_ref, detail)
 
     def note(self, kind: str, subject_ref: str | None, detail: dict[str, Any]) -> None:
@@ -118,15 +125,19 @@ def _holds_keys(keystore_url: str, schema: str | None) -> bool:
 
     parsed = make_url(keystore_url)
     if parsed.get_backend_name() == "sqlite" and not (
-            parsed.database and Path(parsed.database).exists()):
+        parsed.database and Path(parsed.database).exists()
+    ):
         return False
     engine = make_engine(keystore_url, schema=schema)
     try:
         meta = MetaData()
         meta.reflect(engine)
         with engine.connect() as conn:
-            return any(conn.execute(select(func.count()).select_from(t)).scalar()
-                       for name, t in meta.tables.items() if name != "alembic_version")
+            return any(
+                conn.execute(select(func.count()).select_from(t)).scalar()
+                for name, t in meta.tables.items()
+                if name != "alembic_version"
+            )
     finally:
         engine.dispose()
 
@@ -146,8 +157,10 @@ class RuntimeParts:
             return
         for vendor in VENDORS:
             if getattr(s, f"{vendor}_app_secret").get_secret_value() in DEV_SECRETS:
-                raise StartupError(f"IDV_{vendor.upper()}_APP_SECRET is the development "
-                                   "secret; set a real one in production")
+                raise StartupError(
+                    f"IDV_{vendor.upper()}_APP_SECRET is the development "
+                    "secret; set a real one in production"
+                )
         if s.kek_provider == "local" and not s.resolved_key_file.exists():
             raise StartupError("IDV_KEY_FILE does not exist; production never creates keys")
         if s.database_url is None:
@@ -155,39 +168,52 @@ class RuntimeParts:
         if not s.web_cookie_secure:
             raise StartupError("IDV_WEB_COOKIE_SECURE must stay on in production")
         if _names_file(s.database_url, s.home / "idv.db"):
-            raise StartupError("IDV_DATABASE_URL names the embedded development database "
-                               "($IDV_HOME/idv.db); production needs a database of its own")
+            raise StartupError(
+                "IDV_DATABASE_URL names the embedded development database "
+                "($IDV_HOME/idv.db); production needs a database of its own"
+            )
         if (s.wechat_appid or s.oidc_providers) and s.oauth_link_key is None:
-            raise StartupError("IDV_OAUTH_LINK_KEY must be set in production: unsigned links "
-                               "would let anyone start an authorization for any applicant")
+            raise StartupError(
+                "IDV_OAUTH_LINK_KEY must be set in production: unsigned links "
+                "would let anyone start an authorization for any applicant"
+            )
 
     @cached_property
     def kek(self) -> KekProvider:
         s = self.settings
         if s.kek_provider == "vault":
             if not s.vault_addr or not s.vault_token:
-                raise StartupError("IDV_VAULT_ADDR and IDV_VAULT_TOKEN are needed for the "
-                                   "vault KEK provider")
-            return VaultTransitKekProvider(s.vault_addr, s.vault_token.get_secret_value(),
-                                           s.vault_key)
+                raise StartupError(
+                    "IDV_VAULT_ADDR and IDV_VAULT_TOKEN are needed for the vault KEK provider"
+                )
+            return VaultTransitKekProvider(
+                s.vault_addr, s.vault_token.get_secret_value(), s.vault_key
+            )
         dev = s.env == "development"
-        if dev and not s.resolved_key_file.exists() and _holds_keys(s.resolved_keystore_url,
-                                                                     s.database_schema):
+        if (
+            dev
+            and not s.resolved_key_file.exists()
+            and _holds_keys(s.resolved_keystore_url, s.database_schema)
+        ):
             raise StartupError(
                 f"IDV_KEY_FILE {s.resolved_key_file} is missing, but the key store holds keys "
                 "wrapped by it: a new key would not open them. Restore the key file from its "
-                "own backup (or point IDV_KEY_FILE at it); no new key was made")
+                "own backup (or point IDV_KEY_FILE at it); no new key was made"
+            )
         provider = LocalKekProvider(s.resolved_key_file, create=dev, development=dev)
         if s.env == "production" and provider.development:
-            raise StartupError(f"{s.resolved_key_file} is a development key; production "
-                               "needs a key file made with `idv keys init --production` or a KMS")
+            raise StartupError(
+                f"{s.resolved_key_file} is a development key; production "
+                "needs a key file made with `idv keys init --production` or a KMS"
+            )
         return provider
 
     @cached_property
     def keyring(self) -> KeyRing:
         self.check_production()
-        engine = make_engine(self.settings.resolved_keystore_url,
-                             schema=self.settings.database_schema)
+        engine = make_engine(
+            self.settings.resolved_keystore_url, schema=self.settings.database_schema
+        )
         return KeyRing(self.kek, engine)
 
     @cached_property
@@ -199,21 +225,32 @@ class RuntimeParts:
             stamper = None
             if s.tsa_url:
                 if s.tsa_cert_file is None:
-                    raise StartupError("IDV_TSA_CERT_FILE is needed with IDV_TSA_URL: the "
-                                       "certificate time-stamp tokens must be signed under")
+                    raise StartupError(
+                        "IDV_TSA_CERT_FILE is needed with IDV_TSA_URL: the "
+                        "certificate time-stamp tokens must be signed under"
+                    )
                 stamper = TimeStamper(s.tsa_url, s.tsa_cert_file.read_bytes())
             place: Path | ObjectStorePrefix = s.resolved_checkpoint_dir
             if s.checkpoint_url:
                 if s.checkpoint_dir is not None:
-                    raise StartupError("IDV_CHECKPOINT_DIR and IDV_CHECKPOINT_URL are both set: "
-                                       "checkpoints go to one place")
-                place = ObjectStorePrefix(s.checkpoint_url,
-                                          endpoint_url=s.checkpoint_endpoint_url,
-                                          region=s.checkpoint_region)
+                    raise StartupError(
+                        "IDV_CHECKPOINT_DIR and IDV_CHECKPOINT_URL are both set: "
+                        "checkpoints go to one place"
+                    )
+                place = ObjectStorePrefix(
+                    s.checkpoint_url,
+                    endpoint_url=s.checkpoint_endpoint_url,
+                    region=s.checkpoint_region,
+                )
         except CheckpointError as exc:
             raise StartupError(str(exc)) from None
-        return CheckpointLog(place, origin=s.checkpoint_origin, key=key,
-                             stamper=stamper, require_tokens=stamper is not None)
+        return CheckpointLog(
+            place,
+            origin=s.checkpoint_origin,
+            key=key,
+            stamper=stamper,
+            require_tokens=stamper is not None,
+        )
 
     @cached_property
     def store(self) -> Store:
@@ -223,8 +260,9 @@ class RuntimeParts:
         before = current_revision(engine) if s.auto_migrate else None
         if s.auto_migrate:
             upgrade(engine)
-        store = Store(engine, ring, checkpoints=self.checkpoints,
-                      checkpoint_every=s.checkpoint_every)
+        store = Store(
+            engine, ring, checkpoints=self.checkpoints, checkpoint_every=s.checkpoint_every
+        )
         if s.auto_migrate and _crosses_people_bindings(before, current_revision(engine)):
             store.people.bind_existing()
         return store
@@ -274,8 +312,14 @@ class RuntimeParts:
     def check_policies(self) -> None:
         """Load every policy a run decides with, so that none starts on one that does not
         validate: `PolicyError` names file, line and rule; `OSError` an unreadable file."""
-        _ = (self.scorecard, self.quality_policy, self.verification, self.consent_policy,
-             self.notices, self.vendor_contracts)
+        _ = (
+            self.scorecard,
+            self.quality_policy,
+            self.verification,
+            self.consent_policy,
+            self.notices,
+            self.vendor_contracts,
+        )
 
     def outreach_channel(self, channel: str, applicant_ref: str, text: str) -> dict[str, Any]:
         """Send one request for information by `channel` through `IDV_OUTREACH_URL`:
@@ -287,13 +331,17 @@ class RuntimeParts:
         if base is None:
             return {"delivery": "not_sent", "message_id": None}
         try:
-            reply = httpx.post(f"{base.rstrip('/')}/v1/outreach/{channel}", timeout=10,
-                               json={"applicant_ref": applicant_ref, "text": text})
+            reply = httpx.post(
+                f"{base.rstrip('/')}/v1/outreach/{channel}",
+                timeout=10,
+                json={"applicant_ref": applicant_ref, "text": text},
+            )
             body = reply.json() if reply.status_code == 200 else {}
         except (httpx.HTTPError, ValueError):
             body = {}
-        delivery = body.get("delivery") if body.get("delivery") in ("delivered", "failed") \
-            else "failed"
+        delivery = (
+            body.get("delivery") if body.get("delivery") in ("delivered", "failed") else "failed"
+        )
         message_id = body.get("message_id") if isinstance(body.get("message_id"), str) else None
         return {"delivery": delivery, "message_id": message_id}
 
@@ -311,13 +359,16 @@ class RuntimeParts:
             contracts, source = catalog.vendor_contracts(), "policies/vendors.yaml"
         else:
             source = str(path)
-            contracts = VendorContracts.from_yaml(path.read_text(encoding="utf-8"),
-                                                  source=source)
+            contracts = VendorContracts.from_yaml(path.read_text(encoding="utf-8"), source=source)
         for vendor, paths in vendor_apis().items():
             for api in sorted(paths):
                 if contracts.api(vendor, api) is None:
-                    raise PolicyError(source, None, ("vendors", vendor, "apis", api),
-                                      "every paid API needs a contract")
+                    raise PolicyError(
+                        source,
+                        None,
+                        ("vendors", vendor, "apis", api),
+                        "every paid API needs a contract",
+                    )
         return contracts
 
     @cached_property
@@ -326,11 +377,17 @@ class RuntimeParts:
         by every worker), else this process's memory. People are named in it by a keyed
         blind index, never by a value."""
         url = self.settings.limits_url
-        store: LimitStore = (RedisLimitStore(url, prefix=self.settings.limits_prefix) if url
-                             else LocalLimitStore())
+        store: LimitStore = (
+            RedisLimitStore(url, prefix=self.settings.limits_prefix) if url else LocalLimitStore()
+        )
         cipher = self.store.cipher
-        return CallLimits(self.vendor_contracts, store, person_key=lambda kind, value:
-                          cipher.blind_index(value, table="vendor_caps", column=kind))
+        return CallLimits(
+            self.vendor_contracts,
+            store,
+            person_key=lambda kind, value: cipher.blind_index(
+                value, table="vendor_caps", column=kind
+            ),
+        )
 
     @property
     def limits_url(self) -> str | None:

@@ -59,8 +59,13 @@ CHUNK_RETRIES = 2
 CHUNK_RETRY_DELAY_S = 5
 
 
-@task(name="work-chunk", cache_policy=NO_CACHE, persist_result=False,
-      retries=CHUNK_RETRIES, retry_delay_seconds=CHUNK_RETRY_DELAY_S)
+@task(
+    name="work-chunk",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    retries=CHUNK_RETRIES,
+    retry_delay_seconds=CHUNK_RETRY_DELAY_S,
+)
 def chunk_task(plan: BatchPlan, chunk: Chunk, run_id: str) -> ChunkReport:
     """Touches personal data: never cached, never persisted; returns counts only."""
     rt = Runtime.from_env()
@@ -71,8 +76,9 @@ def chunk_task(plan: BatchPlan, chunk: Chunk, run_id: str) -> ChunkReport:
 
 
 @flow(name=CHUNK_FLOW, persist_result=False, log_prints=False)
-def verify_chunk(batch_path: str, run_id: str, chunk: int, chunk_size: int,
-                 attempt: int = 1) -> dict[str, Any]:
+def verify_chunk(
+    batch_path: str, run_id: str, chunk: int, chunk_size: int, attempt: int = 1
+) -> dict[str, Any]:
     """One chunk of a run, on whichever worker of the pool takes it. Parameters are a path,
     a run id and numbers; the result is counts: never personal data."""
     install_log_masking()
@@ -80,8 +86,15 @@ def verify_chunk(batch_path: str, run_id: str, chunk: int, chunk_size: int,
     try:
         ctx = get_run_context()
         flow_run = getattr(ctx, "flow_run", None)
-        return work_chunk(rt, batch_path, run_id, chunk, chunk_size, attempt=attempt,
-                          flow_run_id=str(flow_run.id) if flow_run is not None else None)
+        return work_chunk(
+            rt,
+            batch_path,
+            run_id,
+            chunk,
+            chunk_size,
+            attempt=attempt,
+            flow_run_id=str(flow_run.id) if flow_run is not None else None,
+        )
     finally:
         rt.close()
 
@@ -97,8 +110,9 @@ def outcome_rows(counts: dict[str, int]) -> list[dict[str, Any]]:
     """The table artifact's rows: every outcome with its count (zero included), then the
     total. Outcome names and integers only."""
     names = list(OUTCOME_ORDER) + sorted(set(counts) - set(OUTCOME_ORDER))
-    rows: list[dict[str, Any]] = [{"outcome": n, "applicants": int(counts.get(n, 0))}
-                                  for n in names]
+    rows: list[dict[str, Any]] = [
+        {"outcome": n, "applicants": int(counts.get(n, 0))} for n in names
+    ]
     rows.append({"outcome": "total", "applicants": sum(int(v) for v in counts.values())})
     return rows
 
@@ -115,39 +129,70 @@ def onboarding(batch_path: str, chunk_size: int | None = None) -> dict[str, Any]
         size = chunk_size or rt.settings.chunk_size
         pool = chunk_pool(rt, flow_run)
         deployment_id = chunk_deployment(rt, pool) if pool else None
-        bar = create_progress_artifact(progress=0.0, key="onboarding-progress",
-                                       description="Lines done, in percent; no personal data")
+        bar = create_progress_artifact(
+            progress=0.0,
+            key="onboarding-progress",
+            description="Lines done, in percent; no personal data",
+        )
         records = 0
 
         def started(run_id: str, plan: BatchPlan) -> None:
             nonlocal records
             records = plan.records
-            logger.info("run %s: %d records in %d chunks%s", run_id, plan.records,
-                        len(plan.chunks), f" on work pool {pool}" if pool else "")
+            logger.info(
+                "run %s: %d records in %d chunks%s",
+                run_id,
+                plan.records,
+                len(plan.chunks),
+                f" on work pool {pool}" if pool else "",
+            )
 
-        def work(plan: BatchPlan, run_id: str, done: Callable[[ChunkReport], None]
-                 ) -> ChunkReport:
+        def work(plan: BatchPlan, run_id: str, done: Callable[[ChunkReport], None]) -> ChunkReport:
             if deployment_id is not None:
-                return Dispatcher(rt, plan, run_id, str(Path(batch_path).resolve()), size,
-                                  deployment_id, on_done=done).run()
+                return Dispatcher(
+                    rt,
+                    plan,
+                    run_id,
+                    str(Path(batch_path).resolve()),
+                    size,
+                    deployment_id,
+                    on_done=done,
+                ).run()
             return each_chunk(plan, done, lambda chunk: chunk_task(quote(plan), chunk, run_id))
 
         batch = onboard(
-            rt, batch_path, chunk_size=size,
+            rt,
+            batch_path,
+            chunk_size=size,
             flow_run_id=str(flow_run.id) if flow_run is not None else None,
-            planner=plan_task, quality=lambda plan, run_id: quality_task(quote(plan), run_id),
-            work=work, started=started,
+            planner=plan_task,
+            quality=lambda plan, run_id: quality_task(quote(plan), run_id),
+            work=work,
+            started=started,
             done=lambda total: update_progress_artifact(
-                bar, progress=percent(total.lines, records)))
+                bar, progress=percent(total.lines, records)
+            ),
+        )
         update_progress_artifact(bar, progress=100.0)
         counts, run_id = batch.counts, batch.run_id
-        result = {"run_id": run_id, "counts": counts, "lines": batch.lines,
-                  "fees_cents": batch.fees_cents, "halted": batch.halted,
-                  "quality": list(batch.quality)}
-        create_table_artifact(table=outcome_rows(counts), key="onboarding-outcomes",
-                              description="Applicants per outcome; counts only")
-        create_markdown_artifact(markdown=summary_markdown(result), key="onboarding-summary",
-                                 description="Counts per outcome; no personal data")
+        result = {
+            "run_id": run_id,
+            "counts": counts,
+            "lines": batch.lines,
+            "fees_cents": batch.fees_cents,
+            "halted": batch.halted,
+            "quality": list(batch.quality),
+        }
+        create_table_artifact(
+            table=outcome_rows(counts),
+            key="onboarding-outcomes",
+            description="Applicants per outcome; counts only",
+        )
+        create_markdown_artifact(
+            markdown=summary_markdown(result),
+            key="onboarding-summary",
+            description="Counts per outcome; no personal data",
+        )
         logger.info("run %s finished: %s", run_id, counts)
         return result
     finally:

@@ -71,8 +71,19 @@ class MaskingFilter(logging.Filter):
 
 
 _FILTER = MaskingFilter()
-LOGGERS = ("", "idv", "prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.server",
-           "uvicorn", "uvicorn.error", "uvicorn.access", "aiohttp", "httpx")
+LOGGERS = (
+    "",
+    "idv",
+    "prefect",
+    "prefect.flow_runs",
+    "prefect.task_runs",
+    "prefect.server",
+    "uvicorn",
+    "uvicorn.error",
+    "uvicorn.access",
+    "aiohttp",
+    "httpx",
+)
 
 
 def install_log_masking() -> None:

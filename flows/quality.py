@@ -41,8 +41,13 @@ class QualityReport:
     failed: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"suite": self.suite, "target": self.target, "success": self.success,
-                "rows": self.rows, "failed": self.failed}
+        return {
+            "suite": self.suite,
+            "target": self.target,
+            "success": self.success,
+            "rows": self.rows,
+            "failed": self.failed,
+        }
 
 
 class _Gx:
@@ -70,13 +75,18 @@ class _Gx:
                 return found
             gx = self.gx
             batch = self.source.add_dataframe_asset(suite).add_batch_definition_whole_dataframe(
-                "whole")
+                "whole"
+            )
             s = self.context.suites.add(gx.ExpectationSuite(name=suite))
             for e in expectations:
-                s.add_expectation(gx.expectations.ExpectColumnValuesToBeInSet(
-                    column=e.column, value_set=[e.expect == "true"], mostly=e.mostly))
+                s.add_expectation(
+                    gx.expectations.ExpectColumnValuesToBeInSet(
+                        column=e.column, value_set=[e.expect == "true"], mostly=e.mostly
+                    )
+                )
             found = self.context.validation_definitions.add(
-                gx.ValidationDefinition(name=suite, data=batch, suite=s))
+                gx.ValidationDefinition(name=suite, data=batch, suite=s)
+            )
             self.definitions[suite] = found
             return found
 
@@ -104,9 +114,14 @@ def warm_up() -> None:
 MAX_NAMED_LINES = 1000
 
 
-def run_suite(suite: str, target: str, columns: dict[str, list[bool]],
-              expectations: list[ColumnExpectation], *,
-              lines: BatchLines | None = None) -> QualityReport:
+def run_suite(
+    suite: str,
+    target: str,
+    columns: dict[str, list[bool]],
+    expectations: list[ColumnExpectation],
+    *,
+    lines: BatchLines | None = None,
+) -> QualityReport:
     """Validate boolean `columns` against `expectations` with GX; report failures by name
     with the observed share (a count, not a value) and, given `lines`, the line numbers
     that broke each one with the rule each broke."""
@@ -116,8 +131,11 @@ def run_suite(suite: str, target: str, columns: dict[str, list[bool]],
     if rows == 0:
         return QualityReport(suite, target, True, 0)
     frame = pd.DataFrame(columns)
-    result = _gx().validation(suite, expectations).run(
-        batch_parameters={"dataframe": frame}, result_format="BOOLEAN_ONLY")
+    result = (
+        _gx()
+        .validation(suite, expectations)
+        .run(batch_parameters={"dataframe": frame}, result_format="BOOLEAN_ONLY")
+    )
     by_column = {e.column: e for e in expectations}
     failed = []
     for r in result.results:
@@ -127,13 +145,20 @@ def run_suite(suite: str, target: str, columns: dict[str, list[bool]],
         e = by_column[column]
         wanted = e.expect == "true"
         holds = sum(1 for v in columns[column] if v == wanted)
-        found = {"expectation": e.name, "type": r.expectation_config.type,
-                 "column": column, "mostly": e.mostly, "severity": e.severity,
-                 "observed": round(holds / rows, 4)}
+        found = {
+            "expectation": e.name,
+            "type": r.expectation_config.type,
+            "column": column,
+            "mostly": e.mostly,
+            "severity": e.severity,
+            "observed": round(holds / rows, 4),
+        }
         if lines is not None:
             broke = [i for i, v in enumerate(columns[column]) if v != wanted]
-            found["lines"] = [{"line": lines.numbers[i], "rule": lines.rule(column, i)}
-                              for i in broke[:MAX_NAMED_LINES]]
+            found["lines"] = [
+                {"line": lines.numbers[i], "rule": lines.rule(column, i)}
+                for i in broke[:MAX_NAMED_LINES]
+            ]
             found["lines_total"] = len(broke)
         failed.append(found)
     halting = any(f["severity"] == "halt" for f in failed)
@@ -164,13 +189,27 @@ class BatchLines:
         return _COLUMN_RULES.get(column, f"{column}: does not hold")
 
 
-def batch_columns(plan: BatchPlan, *, consent_policy: ConsentPolicy,
-                  notices: dict[str, Notice], now: datetime,
-                  lines: BatchLines | None = None) -> dict[str, list[bool]]:
+def batch_columns(
+    plan: BatchPlan,
+    *,
+    consent_policy: ConsentPolicy,
+    notices: dict[str, Notice],
+    now: datetime,
+    lines: BatchLines | None = None,
+) -> dict[str, list[bool]]:
     """One pass over the batch: per line, booleans derived from its fields (no values kept);
     `lines`, when given, gets each row's line number and refusal."""
-    cols: dict[str, list[bool]] = {k: [] for k in (
-        "line_valid", "id_valid", "phone_valid", "name_present", "ref_duplicate", "has_consent")}
+    cols: dict[str, list[bool]] = {
+        k: []
+        for k in (
+            "line_valid",
+            "id_valid",
+            "phone_valid",
+            "name_present",
+            "ref_duplicate",
+            "has_consent",
+        )
+    }
     for chunk in plan.chunks:
         for line_no, raw in read_records(plan, chunk):
             if lines is not None:
@@ -181,8 +220,9 @@ def batch_columns(plan: BatchPlan, *, consent_policy: ConsentPolicy,
                 for k in cols:
                     cols[k].append(k == "ref_duplicate" and line_no in plan.duplicate_lines)
                 continue
-            parsed = parse_record(raw, line_no, consent_policy=consent_policy, notices=notices,
-                                  now=now)
+            parsed = parse_record(
+                raw, line_no, consent_policy=consent_policy, notices=notices, now=now
+            )
             valid = not isinstance(parsed, Refusal)
             if lines is not None and isinstance(parsed, Refusal):
                 lines.refusals[len(lines.numbers) - 1] = f"{parsed.field}: {parsed.reason}"
@@ -222,11 +262,18 @@ def _valid_phone(phone: Any) -> bool:
     return True
 
 
-def check_batch(plan: BatchPlan, policy: QualityPolicy, *, consent_policy: ConsentPolicy,
-                notices: dict[str, Notice], now: datetime) -> QualityReport:
+def check_batch(
+    plan: BatchPlan,
+    policy: QualityPolicy,
+    *,
+    consent_policy: ConsentPolicy,
+    notices: dict[str, Notice],
+    now: datetime,
+) -> QualityReport:
     lines = BatchLines()
-    columns = batch_columns(plan, consent_policy=consent_policy, notices=notices, now=now,
-                            lines=lines)
+    columns = batch_columns(
+        plan, consent_policy=consent_policy, notices=notices, now=now, lines=lines
+    )
     expectations = list(policy.batch)
     small = len(columns["line_valid"]) < policy.batch_min_lines
     suite = f"batch-{policy.version}" + ("-small" if small else "")
@@ -245,8 +292,9 @@ def answer_complete(step: str, shape: frozenset[str]) -> bool:
     return all(field_present(shape, f) for f in answer.required_fields())
 
 
-def check_responses(step: str, shapes: list[frozenset[str]],
-                    policy: QualityPolicy) -> QualityReport | None:
+def check_responses(
+    step: str, shapes: list[frozenset[str]], policy: QualityPolicy
+) -> QualityReport | None:
     """The suite of one vendor answer type over a chunk's answers (the fields its answer
     model requires, the share the policy sets); None if the step has no vendor answer type
     or the chunk no answers."""
@@ -254,6 +302,7 @@ def check_responses(step: str, shapes: list[frozenset[str]],
     if answer is None or not shapes:
         return None
     columns = response_columns(shapes, answer.required_fields())
-    expectations = [ColumnExpectation(column=c, expect="true", mostly=policy.responses.mostly)
-                    for c in columns]
+    expectations = [
+        ColumnExpectation(column=c, expect="true", mostly=policy.responses.mostly) for c in columns
+    ]
     return run_suite(f"response-{step}-{policy.version}", step, columns, expectations)

@@ -23,15 +23,20 @@ def purge_retention() -> dict[str, Any]:
     logger = get_run_logger()
     rt = Runtime.from_env()
     try:
-        report = rt.services.retention.purge(
-            actor=Actor(name="retention flow", role="operator"))
+        report = rt.services.retention.purge(actor=Actor(name="retention flow", role="operator"))
         counts, awaiting = report["counts"], report["awaiting"]
         create_table_artifact(
-            key="retention-purge", description="Records purged, by class (counts only)",
+            key="retention-purge",
+            description="Records purged, by class (counts only)",
             table=[{"class": c, "purged": n} for c, n in counts.items()]
-            + [{"class": c, "purged": 0, "awaiting": n} for c, n in awaiting.items()])
-        logger.info("retention %s: %d records purged (%s)", report["policy_version"],
-                    sum(counts.values()), ", ".join(f"{c} {n}" for c, n in counts.items()))
+            + [{"class": c, "purged": 0, "awaiting": n} for c, n in awaiting.items()],
+        )
+        logger.info(
+            "retention %s: %d records purged (%s)",
+            report["policy_version"],
+            sum(counts.values()),
+            ", ".join(f"{c} {n}" for c, n in counts.items()),
+        )
         return {"counts": counts, "awaiting": awaiting, "audit_seq": report["audit_seq"]}
     finally:
         rt.close()

@@ -47,10 +47,17 @@ class ReverificationReport:
     fees_cents: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"run_id": self.run_id, "checked": self.checked, "calls": self.calls,
-                "unchanged": self.unchanged, "changed": self.changed,
-                "waiting_reconsent": self.waiting_reconsent, "withdrawn": self.withdrawn,
-                "unavailable": self.unavailable, "fees_cents": self.fees_cents}
+        return {
+            "run_id": self.run_id,
+            "checked": self.checked,
+            "calls": self.calls,
+            "unchanged": self.unchanged,
+            "changed": self.changed,
+            "waiting_reconsent": self.waiting_reconsent,
+            "withdrawn": self.withdrawn,
+            "unavailable": self.unavailable,
+            "fees_cents": self.fees_cents,
+        }
 
 
 def due(rt: Runtime, *, now: datetime | None = None) -> list[str]:
@@ -60,16 +67,17 @@ def due(rt: Runtime, *, now: datetime | None = None) -> list[str]:
         return []
     now = now or datetime.now(UTC)
     return rt.store.decisions.reverification_candidates(
-        min_score=rule.min_score, min_alerts=rule.min_alerts,
+        min_score=rule.min_score,
+        min_alerts=rule.min_alerts,
         evidence_before=now - timedelta(days=rule.evidence_max_age_days),
-        limit=rule.max_applicants)
+        limit=rule.max_applicants,
+    )
 
 
 def reverify(rt: Runtime, refs: list[str] | None = None) -> ReverificationReport:
     """Re-check `refs` (default: those due) and record what changed."""
     refs = due(rt) if refs is None else refs
-    run_id = rt.store.runs.start(batch_name="reverification", batch_sha256=None,
-                                 owner=owner_id())
+    run_id = rt.store.runs.start(batch_name="reverification", batch_sha256=None, owner=owner_id())
     report = ReverificationReport(run_id=run_id)
     try:
         run_loop(_reverify(rt, run_id, refs, report))
@@ -80,8 +88,9 @@ def reverify(rt: Runtime, refs: list[str] | None = None) -> ReverificationReport
     return report
 
 
-async def _reverify(rt: Runtime, run_id: str, refs: list[str],
-                    report: ReverificationReport) -> ReverificationReport:
+async def _reverify(
+    rt: Runtime, run_id: str, refs: list[str], report: ReverificationReport
+) -> ReverificationReport:
     rule = rt.verification.reverification
     assert rule is not None
     day = datetime.now(UTC).date().isoformat()
@@ -96,8 +105,9 @@ async def _reverify(rt: Runtime, run_id: str, refs: list[str],
                 report.unavailable += 1
                 continue
             report.checked += 1
-            ran = await runner.run(rule.steps, subject, purposes=(rule.purpose,),
-                                   call_ref=f"reverify:{day}:{ref}")
+            ran = await runner.run(
+                rule.steps, subject, purposes=(rule.purpose,), call_ref=f"reverify:{day}:{ref}"
+            )
             refusals = {r.record.reason for r in ran if r.skipped}
             steps = [r.record for r in ran if not r.skipped]
             report.calls += len(steps)
@@ -106,22 +116,33 @@ async def _reverify(rt: Runtime, run_id: str, refs: list[str],
                 if refusals & NEVER_ASK:
                     report.withdrawn += 1
                 elif refusals & ASK_AGAIN:
-                    rt.store.audit.record("consent.reconsent_requested", ref, {
-                        "purpose": rule.purpose, "reasons": sorted(refusals),
-                        "steps": list(rule.steps), "run_id": run_id})
+                    rt.store.audit.record(
+                        "consent.reconsent_requested",
+                        ref,
+                        {
+                            "purpose": rule.purpose,
+                            "reasons": sorted(refusals),
+                            "steps": list(rule.steps),
+                            "run_id": run_id,
+                        },
+                    )
                     # The ask goes out as an outreach on the applicant's case, which waits
                     # for the answer and comes back to the queue if none comes.
-                    rt.services.cases.ask_reconsent(ref, purpose=rule.purpose,
-                                                    reasons=refusals & ASK_AGAIN,
-                                                    actor=REVERIFICATION_ACTOR)
+                    rt.services.cases.ask_reconsent(
+                        ref,
+                        purpose=rule.purpose,
+                        reasons=refusals & ASK_AGAIN,
+                        actor=REVERIFICATION_ACTOR,
+                    )
                     report.waiting_reconsent.append(ref)
                 continue
             rescore(rt, stored, runner.store(ref, run_id, steps), report)
     return report
 
 
-def rescore(rt: Runtime, stored: Any, steps: list[StepRecord],
-            report: ReverificationReport) -> None:
+def rescore(
+    rt: Runtime, stored: Any, steps: list[StepRecord], report: ReverificationReport
+) -> None:
     """Score the stored applicant again with `steps`' evidence; record a changed outcome
     (and open a review case unless it is `verified`)."""
     card = rt.scorecard
@@ -131,12 +152,21 @@ def rescore(rt: Runtime, stored: Any, steps: list[StepRecord],
     if result.outcome == stored.outcome:
         report.unchanged += 1
         return
-    rt.store.decisions.redecide(stored.applicant_ref, Decision(
-        outcome=result.outcome, score=result.score, policy_version=result.policy_version,
-        reasons=result.reasons, features=result.features), cause="reverification",
-        open_review=result.outcome != "verified")
-    report.changed.append({"applicant_ref": stored.applicant_ref, "from": stored.outcome,
-                           "to": result.outcome})
+    rt.store.decisions.redecide(
+        stored.applicant_ref,
+        Decision(
+            outcome=result.outcome,
+            score=result.score,
+            policy_version=result.policy_version,
+            reasons=result.reasons,
+            features=result.features,
+        ),
+        cause="reverification",
+        open_review=result.outcome != "verified",
+    )
+    report.changed.append(
+        {"applicant_ref": stored.applicant_ref, "from": stored.outcome, "to": result.outcome}
+    )
 
 
 @flow(name="reverification", persist_result=False, log_prints=False)
@@ -147,11 +177,19 @@ def reverification() -> dict[str, Any]:
     rt = Runtime.from_env()
     try:
         report = reverify(rt).as_dict()
-        logger.info("reverification %s: %d checked, %d calls, %d changed, %d waiting for "
-                    "consent", report["run_id"], report["checked"], report["calls"],
-                    len(report["changed"]), len(report["waiting_reconsent"]))
+        logger.info(
+            "reverification %s: %d checked, %d calls, %d changed, %d waiting for consent",
+            report["run_id"],
+            report["checked"],
+            report["calls"],
+            len(report["changed"]),
+            len(report["waiting_reconsent"]),
+        )
         # Counts only in Prefect's state: the refs stay in our database and audit chain.
-        return {**report, "changed": len(report["changed"]),
-                "waiting_reconsent": len(report["waiting_reconsent"])}
+        return {
+            **report,
+            "changed": len(report["changed"]),
+            "waiting_reconsent": len(report["waiting_reconsent"]),
+        }
     finally:
         rt.close()

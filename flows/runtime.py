@@ -48,10 +48,24 @@ class Runtime(RuntimeParts):
         """Load what answering a request uses (the store, the services, every policy, the
         gate, the verifiers, the on-demand engine) before the first request comes: a
         serving process then settles its heap over all of it (`flows.process.settle_heap`)."""
-        for part in ("store", "services", "gate", "registry", "scorecard", "call_limits",
-                     "oauth_config", "behavior_policy", "quality_policy", "verification",
-                     "consent_policy", "notices", "access_policy", "retention_policy",
-                     "request_policy", "on_demand"):
+        for part in (
+            "store",
+            "services",
+            "gate",
+            "registry",
+            "scorecard",
+            "call_limits",
+            "oauth_config",
+            "behavior_policy",
+            "quality_policy",
+            "verification",
+            "consent_policy",
+            "notices",
+            "access_policy",
+            "retention_policy",
+            "request_policy",
+            "on_demand",
+        ):
             getattr(self, part)
 
     def close(self) -> None:

@@ -162,7 +162,8 @@ class Settings(BaseSettings):
     # otherwise); its endpoint when it is not AWS, and its region. Credentials: boto3's own
     # sources (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, shared files, an instance role).
     checkpoint_url: str | None = Field(
-        None, pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[\x21-\x7e]*)?$")
+        None, pattern=r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[\x21-\x7e]*)?$"
+    )
     checkpoint_endpoint_url: str | None = Field(None, pattern=r"^https?://\S+$")
     checkpoint_region: str | None = Field(None, pattern=r"^[a-z0-9-]{1,40}$")
     # The Ed25519 signing key (default beside the key file; keep it out of data backups and
@@ -179,20 +180,29 @@ class Settings(BaseSettings):
     @classmethod
     def _workers_gone(cls, value: str | None) -> None:
         if value is not None:
-            raise ValueError("is gone: a batch's chunks run as flow runs on a Prefect work "
-                             "pool's workers (start more workers to run more at once; "
-                             "README, migration notes)")
+            raise ValueError(
+                "is gone: a batch's chunks run as flow runs on a Prefect work "
+                "pool's workers (start more workers to run more at once; "
+                "README, migration notes)"
+            )
 
     def oauth_config(self) -> OAuthConfig:
         return OAuthConfig(
-            wechat_open_url=self.wechat_open_url, wechat_api_url=self.wechat_api_url,
-            wechat_appid=self.wechat_appid, wechat_secret=self.wechat_secret,
-            wechat_redirect_uri=self.wechat_redirect_uri, wechat_scope=self.wechat_scope,
+            wechat_open_url=self.wechat_open_url,
+            wechat_api_url=self.wechat_api_url,
+            wechat_appid=self.wechat_appid,
+            wechat_secret=self.wechat_secret,
+            wechat_redirect_uri=self.wechat_redirect_uri,
+            wechat_scope=self.wechat_scope,
             wechat_mini_appid=self.wechat_mini_appid,
-            wechat_mini_secret=self.wechat_mini_secret, oidc_providers=self.oidc_providers,
-            link_key=self.oauth_link_key, link_ttl_s=self.oauth_link_ttl_s,
-            state_ttl_s=self.oauth_state_ttl_s, timeout_s=self.oauth_timeout_s,
-            refresh_margin_s=self.oauth_refresh_margin_s)
+            wechat_mini_secret=self.wechat_mini_secret,
+            oidc_providers=self.oidc_providers,
+            link_key=self.oauth_link_key,
+            link_ttl_s=self.oauth_link_ttl_s,
+            state_ttl_s=self.oauth_state_ttl_s,
+            timeout_s=self.oauth_timeout_s,
+            refresh_margin_s=self.oauth_refresh_margin_s,
+        )
 
     @property
     def resolved_database_url(self) -> str:
@@ -250,9 +260,11 @@ class Settings(BaseSettings):
             name: VendorEndpoint(
                 base_url=getattr(self, f"{name}_base_url"),
                 app_key=getattr(self, f"{name}_app_key"),
-                app_secret=getattr(self, f"{name}_app_secret"), name=name,
+                app_secret=getattr(self, f"{name}_app_secret"),
+                name=name,
                 breaker_threshold=self.vendor_breaker_threshold,
-                breaker_cooldown_s=self.vendor_breaker_cooldown_s)
+                breaker_cooldown_s=self.vendor_breaker_cooldown_s,
+            )
             for name in VENDORS
         }
 
@@ -264,8 +276,13 @@ def vendor_overrides(base_url: str, app_key: str, app_secret: str) -> dict[str, 
     """Settings that point every licensed vendor at one place (the sandbox)."""
     out: dict[str, str] = {}
     for vendor in VENDORS:
-        out.update({f"{vendor}_base_url": base_url, f"{vendor}_app_key": app_key,
-                    f"{vendor}_app_secret": app_secret})
+        out.update(
+            {
+                f"{vendor}_base_url": base_url,
+                f"{vendor}_app_key": app_key,
+                f"{vendor}_app_secret": app_secret,
+            }
+        )
     return out
 
 

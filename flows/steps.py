@@ -28,12 +28,19 @@ COURT_STEP = "court_list"
 def step_record(evidence: Evidence, decision_id: str | None) -> StepRecord:
     """A verifier's evidence as the step record the store keeps: the one conversion."""
     return StepRecord(
-        step=evidence.verifier, status=evidence.status.value, reason=evidence.reason,
+        step=evidence.verifier,
+        status=evidence.status.value,
+        reason=evidence.reason,
         result_code=evidence.result_code,
         consent_ids=(evidence.consent_id,) if evidence.consent_id else (),
-        decision_id=decision_id, vendor_request_id=evidence.vendor_request_id,
-        as_of=evidence.as_of, fee_cents=evidence.fee_cents, attempts=evidence.attempts,
-        idempotency_key=evidence.idempotency_key, signals=dict(evidence.signals))
+        decision_id=decision_id,
+        vendor_request_id=evidence.vendor_request_id,
+        as_of=evidence.as_of,
+        fee_cents=evidence.fee_cents,
+        attempts=evidence.attempts,
+        idempotency_key=evidence.idempotency_key,
+        signals=dict(evidence.signals),
+    )
 
 
 @dataclass(frozen=True)
@@ -51,12 +58,14 @@ class StepResult:
 
     @classmethod
     def of(cls, ran: Ran) -> StepResult:
-        return cls(step_record(ran.evidence, ran.decision_id), ran.purpose,
-                   ran.evidence.answer_shape)
+        return cls(
+            step_record(ran.evidence, ran.decision_id), ran.purpose, ran.evidence.answer_shape
+        )
 
 
-def clear_whitelisted(rt: RuntimeParts, applicant_ref: str, steps: list[StepRecord]
-                      ) -> list[StepRecord]:
+def clear_whitelisted(
+    rt: RuntimeParts, applicant_ref: str, steps: list[StepRecord]
+) -> list[StepRecord]:
     """Court steps with the applicant's whitelisted entries taken out: a pair a supervisor
     marked as not a match does not flag again."""
     if not any(st.step == COURT_STEP and entries_of(st.signals) for st in steps):
@@ -71,8 +80,9 @@ def clear_whitelisted(rt: RuntimeParts, applicant_ref: str, steps: list[StepReco
             out.append(st)
             continue
         status, reason, signals = changed
-        out.append(st.model_copy(update={"status": status.value, "reason": reason,
-                                         "signals": signals}))
+        out.append(
+            st.model_copy(update={"status": status.value, "reason": reason, "signals": signals})
+        )
     return out
 
 
@@ -81,22 +91,34 @@ class Steps:
     pass (default the runtime's, one step at a time; a chunk's reads and records through its
     journal). The run's limits are closed with it."""
 
-    def __init__(self, rt: RuntimeParts, *, run_id: str | None = None,
-                 gate: ConsentGate | None = None, concurrency: int | None = None) -> None:
+    def __init__(
+        self,
+        rt: RuntimeParts,
+        *,
+        run_id: str | None = None,
+        gate: ConsentGate | None = None,
+        concurrency: int | None = None,
+    ) -> None:
         s = rt.settings
         self.rt = rt
         self.limits = rt.limits_for(run_id)
         self.runner = StepRunner(
-            gate or rt.gate, rt.registry, s.endpoints(),
-            concurrency=concurrency or s.concurrency, timeout_s=s.vendor_timeout_s,
-            max_attempts=s.vendor_max_attempts, limits=self.limits)
+            gate or rt.gate,
+            rt.registry,
+            s.endpoints(),
+            concurrency=concurrency or s.concurrency,
+            timeout_s=s.vendor_timeout_s,
+            max_attempts=s.vendor_max_attempts,
+            limits=self.limits,
+        )
 
     async def __aenter__(self) -> Steps:
         await self.runner.__aenter__()
         return self
 
-    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         try:
             await self.runner.__aexit__(kind, exc, tb)
         finally:
@@ -105,30 +127,49 @@ class Steps:
     def subject(self, applicant_ref: str, *, actor: str, purpose: str) -> Subject:
         """The stored person, read for `purpose` through the one read of a person (the
         erased / restricted rule; `SubjectUnavailableError`, or `KeyError` for nobody)."""
-        person = self.rt.store.applicants.reveal_by_ref(applicant_ref, actor=actor,
-                                                        purpose=purpose, masked=False)
-        return Subject(applicant_ref=applicant_ref, name=person.name, id_type=person.id_type,
-                       id_number=person.id_number, phone=person.phone)
+        person = self.rt.store.applicants.reveal_by_ref(
+            applicant_ref, actor=actor, purpose=purpose, masked=False
+        )
+        return Subject(
+            applicant_ref=applicant_ref,
+            name=person.name,
+            id_type=person.id_type,
+            id_number=person.id_number,
+            phone=person.phone,
+        )
 
-    async def one(self, step: str, subject: Subject, *, purposes: Sequence[str] = (),
-                  call_ref: str | None = None) -> StepResult:
+    async def one(
+        self,
+        step: str,
+        subject: Subject,
+        *,
+        purposes: Sequence[str] = (),
+        call_ref: str | None = None,
+    ) -> StepResult:
         """One step through the gate, under the first of `purposes` whose consent covers
         it (`StepRunner.run`)."""
-        return StepResult.of(await self.runner.run(step, subject, purposes=purposes,
-                                                   call_ref=call_ref))
+        return StepResult.of(
+            await self.runner.run(step, subject, purposes=purposes, call_ref=call_ref)
+        )
 
-    async def run(self, steps: Sequence[str], subject: Subject, *,
-                  purposes: Sequence[str] = (), call_ref: str | None = None
-                  ) -> list[StepResult]:
+    async def run(
+        self,
+        steps: Sequence[str],
+        subject: Subject,
+        *,
+        purposes: Sequence[str] = (),
+        call_ref: str | None = None,
+    ) -> list[StepResult]:
         """Each of `steps` in order (`one`), skipped ones included."""
-        return [await self.one(step, subject, purposes=purposes, call_ref=call_ref)
-                for step in steps]
+        return [
+            await self.one(step, subject, purposes=purposes, call_ref=call_ref) for step in steps
+        ]
 
-    def store(self, applicant_ref: str, run_id: str, records: list[StepRecord], *,
-              touch_case: bool = True) -> list[StepRecord]:
+    def store(
+        self, applicant_ref: str, run_id: str, records: list[StepRecord], *, touch_case: bool = True
+    ) -> list[StepRecord]:
         """Append the records to the applicant's evidence, whitelisted court entries taken
         out; the records as stored."""
         records = clear_whitelisted(self.rt, applicant_ref, records)
-        self.rt.store.decisions.add_steps(applicant_ref, run_id, records,
-                                          touch_case=touch_case)
+        self.rt.store.decisions.add_steps(applicant_ref, run_id, records, touch_case=touch_case)
         return records

@@ -29,12 +29,12 @@ def recheck(rt: Runtime) -> Callable[[str, list[str], str], list[dict[str, Any]]
     return run
 
 
-def recheck_steps(rt: Runtime, applicant_ref: str, steps: list[str], *, call_ref: str
-                  ) -> list[dict[str, Any]]:
+def recheck_steps(
+    rt: Runtime, applicant_ref: str, steps: list[str], *, call_ref: str
+) -> list[dict[str, Any]]:
     """Run `steps` again for the applicant; per step its status, reason, result code and the
     purpose whose consent allowed it (statuses and codes only, never a value)."""
-    run_id = rt.store.runs.start(batch_name="subject-request", batch_sha256=None,
-                                 owner=owner_id())
+    run_id = rt.store.runs.start(batch_name="subject-request", batch_sha256=None, owner=owner_id())
     try:
         out = asyncio.run(_recheck(rt, run_id, applicant_ref, steps, call_ref))
     except BaseException:
@@ -44,17 +44,34 @@ def recheck_steps(rt: Runtime, applicant_ref: str, steps: list[str], *, call_ref
     return out
 
 
-async def _recheck(rt: Runtime, run_id: str, ref: str, steps: list[str], call_ref: str
-                   ) -> list[dict[str, Any]]:
+async def _recheck(
+    rt: Runtime, run_id: str, ref: str, steps: list[str], call_ref: str
+) -> list[dict[str, Any]]:
     stored = rt.store.applicants.get(ref)
     if stored is None:
-        return [{"step": s, "status": "skipped", "reason": "no_applicant", "result_code": None,
-                 "purpose": None} for s in steps]
+        return [
+            {
+                "step": s,
+                "status": "skipped",
+                "reason": "no_applicant",
+                "result_code": None,
+                "purpose": None,
+            }
+            for s in steps
+        ]
     async with Steps(rt, run_id=run_id, concurrency=2) as runner:
         subject = runner.subject(ref, actor="subject request", purpose="subject request")
         ran = await runner.run(steps, subject, purposes=PURPOSES, call_ref=call_ref)
-    results = [{"step": r.record.step, "status": r.record.status, "reason": r.record.reason,
-                "result_code": r.record.result_code, "purpose": r.purpose} for r in ran]
+    results = [
+        {
+            "step": r.record.step,
+            "status": r.record.status,
+            "reason": r.record.reason,
+            "result_code": r.record.result_code,
+            "purpose": r.purpose,
+        }
+        for r in ran
+    ]
     records = [r.record for r in ran if not r.skipped]
     if records:
         # A court-list dispute re-queried: a pair a supervisor whitelisted stays cleared.

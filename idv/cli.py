@@ -20,6 +20,7 @@ from services.errors import ServiceError, environment_failure
 
 __all__ = ["app", "main"]
 
+
 def main(argv: list[str] | None = None) -> None:
     """Run the command; whatever a user can cause ends in one line on stderr, never a
     traceback (`IDV_DEBUG=1` shows one for an internal error)."""
@@ -45,8 +46,10 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("IDV_DEBUG") == "1":
             raise
         known = _startup_failure(exc) or environment_failure(exc)
-        field, rule = known or ("internal", f"{type(exc).__name__} (IDV_DEBUG=1 shows the "
-                                            "traceback)")
+        field, rule = known or (
+            "internal",
+            f"{type(exc).__name__} (IDV_DEBUG=1 shows the traceback)",
+        )
         code = EXIT_USAGE if known else EXIT_PROBLEM
         error_line(field, rule, as_json=as_json)
     sys.exit(code if isinstance(code, int) else 0)

@@ -13,31 +13,46 @@ BROWSER_COOKIE = "idv_oauth_browser"
 
 # -- pages ------------------------------------------------------------------------------
 
+
 def page(title: str, body: str) -> str:
-    return ("<!doctype html><html lang='zh-CN'><head><meta charset='utf-8'>"
-            "<meta name='viewport' content='width=device-width'>"
-            f"<title>{html.escape(title)}</title><style>body{{font-family:sans-serif;"
-            "max-width:36em;margin:3em auto;padding:0 1em}dt{font-weight:bold}"
-            ".error{color:#a00}</style></head>"
-            f"<body><h1>{html.escape(title)}</h1>{body}</body></html>")
+    return (
+        "<!doctype html><html lang='zh-CN'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width'>"
+        f"<title>{html.escape(title)}</title><style>body{{font-family:sans-serif;"
+        "max-width:36em;margin:3em auto;padding:0 1em}dt{font-weight:bold}"
+        ".error{color:#a00}</style></head>"
+        f"<body><h1>{html.escape(title)}</h1>{body}</body></html>"
+    )
 
 
 def confirmation_page(linked: Linked) -> str:
-    rows = [("Applicant", linked.applicant_ref), ("Provider", linked.provider),
-            ("Account", linked.account), ("Authorized scope", linked.scope),
-            ("Consent recorded", linked.consent_id)]
+    rows = [
+        ("Applicant", linked.applicant_ref),
+        ("Provider", linked.provider),
+        ("Account", linked.account),
+        ("Authorized scope", linked.scope),
+        ("Consent recorded", linked.consent_id),
+    ]
     if linked.unionid:
         rows.insert(3, ("unionid", linked.unionid))
     items = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in rows)
-    return page("Authorization recorded / 授权成功", (
-        f"<p id='result'>Control of the account is proven.</p><dl>{items}</dl>"
-        "<p>You can withdraw this consent at any time; the tokens are then deleted.</p>"))
+    return page(
+        "Authorization recorded / 授权成功",
+        (
+            f"<p id='result'>Control of the account is proven.</p><dl>{items}</dl>"
+            "<p>You can withdraw this consent at any time; the tokens are then deleted.</p>"
+        ),
+    )
 
 
 def error_page(failure: OAuthFailure) -> str:
-    return page("Authorization not completed / 授权未完成", (
-        f"<p class='error' id='error'>{html.escape(failure.rule)}</p>"
-        f"<p>Error code: <code id='code'>{html.escape(failure.code)}</code></p>"))
+    return page(
+        "Authorization not completed / 授权未完成",
+        (
+            f"<p class='error' id='error'>{html.escape(failure.rule)}</p>"
+            f"<p>Error code: <code id='code'>{html.escape(failure.code)}</code></p>"
+        ),
+    )
 
 
 def new_browser_id() -> str:

@@ -131,19 +131,32 @@ OID_MESSAGE_DIGEST = "1.2.840.113549.1.9.4"
 OID_SIGNING_CERT = "1.2.840.113549.1.9.16.2.12"  # ESSCertID, SHA-1 (RFC 2634)
 OID_SIGNING_CERT_V2 = "1.2.840.113549.1.9.16.2.47"  # ESSCertIDv2 (RFC 5035)
 OID_TIME_STAMPING = "1.3.6.1.5.5.7.3.8"
-HASHES = {"2.16.840.1.101.3.4.2.1": "sha256", "2.16.840.1.101.3.4.2.2": "sha384",
-          "2.16.840.1.101.3.4.2.3": "sha512"}
+HASHES = {
+    "2.16.840.1.101.3.4.2.1": "sha256",
+    "2.16.840.1.101.3.4.2.2": "sha384",
+    "2.16.840.1.101.3.4.2.3": "sha512",
+}
 # Signature algorithms: (scheme, hash it names or None for the signer's digest algorithm).
 SIGNATURES = {
     "1.2.840.113549.1.1.1": ("rsa", None),  # rsaEncryption
-    "1.2.840.113549.1.1.11": ("rsa", "sha256"), "1.2.840.113549.1.1.12": ("rsa", "sha384"),
+    "1.2.840.113549.1.1.11": ("rsa", "sha256"),
+    "1.2.840.113549.1.1.12": ("rsa", "sha384"),
     "1.2.840.113549.1.1.13": ("rsa", "sha512"),
-    "1.2.840.10045.4.3.2": ("ecdsa", "sha256"), "1.2.840.10045.4.3.3": ("ecdsa", "sha384"),
+    "1.2.840.10045.4.3.2": ("ecdsa", "sha256"),
+    "1.2.840.10045.4.3.3": ("ecdsa", "sha384"),
     "1.2.840.10045.4.3.4": ("ecdsa", "sha512"),
     "1.3.101.112": ("ed25519", None),
 }
 SEQUENCE, SET, INTEGER, OCTETS, OID, NULL, GENERALIZED_TIME, BOOLEAN = (
-    0x30, 0x31, 0x02, 0x04, 0x06, 0x05, 0x18, 0x01)
+    0x30,
+    0x31,
+    0x02,
+    0x04,
+    0x06,
+    0x05,
+    0x18,
+    0x01,
+)
 
 
 class TokenError(Exception):
@@ -179,7 +192,7 @@ def der_next(data: bytes, pos: int, what: str) -> tuple[Der, int]:
             raise TokenError(f"{what}: an indefinite length is not DER")
         if n > 4 or len(data) - start < n:
             raise TokenError(f"{what}: DER length is malformed")
-        length = int.from_bytes(data[start:start + n], "big")
+        length = int.from_bytes(data[start : start + n], "big")
         if length < 0x80 or data[start] == 0:
             raise TokenError(f"{what}: DER length is not in its shortest form")
         start += n
@@ -220,8 +233,7 @@ def only(el: Der, tag: int, what: str) -> Der:
 
 def der_int(el: Der, what: str) -> int:
     c = expect(el, INTEGER, what).content
-    if not c or (len(c) > 1 and ((c[0] == 0 and c[1] < 0x80) or (c[0] == 0xFF
-                                                                    and c[1] >= 0x80))):
+    if not c or (len(c) > 1 and ((c[0] == 0 and c[1] < 0x80) or (c[0] == 0xFF and c[1] >= 0x80))):
         raise TokenError(f"{what}: an INTEGER not in its shortest form")
     return int.from_bytes(c, "big", signed=True)
 
@@ -253,8 +265,7 @@ def algorithm(el: Der, what: str) -> str:
 
 def hash_name(dotted: str, what: str) -> str:
     if dotted not in HASHES:
-        raise TokenError(f"{what}: the hash algorithm {dotted} is not SHA-256, SHA-384 or "
-                         "SHA-512")
+        raise TokenError(f"{what}: the hash algorithm {dotted} is not SHA-256, SHA-384 or SHA-512")
     return HASHES[dotted]
 
 
@@ -322,13 +333,19 @@ def check_timestamp(token: bytes, data: bytes, trusted: list[x509.Certificate]) 
         eku = signer.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
     except x509.ExtensionNotFound:
         eku = None
-    if eku is None or not eku.critical or [o.dotted_string for o in eku.value] != [
-            OID_TIME_STAMPING]:
-        raise TokenError("the signer's certificate is not a time-stamping one (extended key "
-                         "usage id-kp-timeStamping only, critical)")
+    if (
+        eku is None
+        or not eku.critical
+        or [o.dotted_string for o in eku.value] != [OID_TIME_STAMPING]
+    ):
+        raise TokenError(
+            "the signer's certificate is not a time-stamping one (extended key "
+            "usage id-kp-timeStamping only, critical)"
+        )
     chain_to(signer, certs, trusted, gen_time)
-    return TimeStamp(gen_time=gen_time, policy=policy, serial=serial,
-                     hash_name=imprint_hash, signer=signer)
+    return TimeStamp(
+        gen_time=gen_time, policy=policy, serial=serial, hash_name=imprint_hash, signer=signer
+    )
 
 
 def _signed_data(token: bytes) -> tuple[set[str], bytes, list[x509.Certificate], Der]:
@@ -342,11 +359,14 @@ def _signed_data(token: bytes) -> tuple[set[str], bytes, list[x509.Certificate],
     if len(ci) != 2 or der_oid(ci[0], "ContentInfo") != OID_SIGNED_DATA:
         raise TokenError("the time-stamp token is not a CMS SignedData")
     sd = expect(only(ci[1], 0xA0, "ContentInfo content"), SEQUENCE, "SignedData").items(
-        "SignedData")
+        "SignedData"
+    )
     if len(sd) < 4 or der_int(sd[0], "SignedData version") != 3:
         raise TokenError("SignedData: version 3 with digest algorithms, content, signers")
-    digest_algs = {algorithm(a, "SignedData digestAlgorithms")
-                   for a in expect(sd[1], SET, "digestAlgorithms").items("digestAlgorithms")}
+    digest_algs = {
+        algorithm(a, "SignedData digestAlgorithms")
+        for a in expect(sd[1], SET, "digestAlgorithms").items("digestAlgorithms")
+    }
     encap = expect(sd[2], SEQUENCE, "encapContentInfo").items("encapContentInfo")
     if len(encap) != 2 or der_oid(encap[0], "eContentType") != OID_TST_INFO:
         raise TokenError("the signed content is not a TSTInfo")
@@ -375,8 +395,7 @@ def _certificates(el: Der) -> list[x509.Certificate]:
             try:
                 certs.append(x509.load_der_x509_certificate(c.raw))
             except Exception:  # noqa: BLE001 - whatever the parser says, refused
-                raise TokenError("certificates: a certificate does not parse as "
-                                 "X.509") from None
+                raise TokenError("certificates: a certificate does not parse as X.509") from None
     return certs
 
 
@@ -393,10 +412,11 @@ def _tst_info(tst_der: bytes, data: bytes) -> tuple[str, str, int, datetime]:
     imprint_hash = hash_name(algorithm(imprint[0], "messageImprint"), "messageImprint")
     serial = der_int(tst[3], "TSTInfo serialNumber")
     gen_time = generalized_time(tst[4], "TSTInfo")
-    if expect(imprint[1], OCTETS, "messageImprint").content != hashlib.new(
-            imprint_hash, data).digest():
-        raise TokenError(f"the messageImprint is not the {imprint_hash.upper()} of this "
-                         "checkpoint")
+    if (
+        expect(imprint[1], OCTETS, "messageImprint").content
+        != hashlib.new(imprint_hash, data).digest()
+    ):
+        raise TokenError(f"the messageImprint is not the {imprint_hash.upper()} of this checkpoint")
     return policy, imprint_hash, serial, gen_time
 
 
@@ -424,17 +444,28 @@ def _signer_info(el: Der, digest_algs: set[str], tst_der: bytes) -> _Signer:
         if kind in attrs or len(values) != 1:
             raise TokenError(f"signed attribute {kind}: once, with one value")
         attrs[kind] = values[0]
-    if OID_CONTENT_TYPE not in attrs or der_oid(attrs[OID_CONTENT_TYPE],
-                                                "contentType") != OID_TST_INFO:
+    if (
+        OID_CONTENT_TYPE not in attrs
+        or der_oid(attrs[OID_CONTENT_TYPE], "contentType") != OID_TST_INFO
+    ):
         raise TokenError("the signed content-type attribute is not TSTInfo")
-    if OID_MESSAGE_DIGEST not in attrs or expect(
-            attrs[OID_MESSAGE_DIGEST], OCTETS, "messageDigest").content != hashlib.new(
-            digest_hash, tst_der).digest():
-        raise TokenError("the signed message-digest attribute is not the hash of the "
-                         "encapsulated TSTInfo")
-    return _Signer(version=version, sid=si[1], digest_hash=digest_hash,
-                   signed_attrs=bytes([SET]) + attrs_el.raw[1:], attrs=attrs,
-                   sig_alg=sig_alg, signature=signature)
+    if (
+        OID_MESSAGE_DIGEST not in attrs
+        or expect(attrs[OID_MESSAGE_DIGEST], OCTETS, "messageDigest").content
+        != hashlib.new(digest_hash, tst_der).digest()
+    ):
+        raise TokenError(
+            "the signed message-digest attribute is not the hash of the encapsulated TSTInfo"
+        )
+    return _Signer(
+        version=version,
+        sid=si[1],
+        digest_hash=digest_hash,
+        signed_attrs=bytes([SET]) + attrs_el.raw[1:],
+        attrs=attrs,
+        sig_alg=sig_alg,
+        signature=signature,
+    )
 
 
 def _signer_certificate(si: _Signer, certs: list[x509.Certificate]) -> x509.Certificate:
@@ -460,33 +491,42 @@ def _check_ess_cert_id(attrs: dict[str, Der], signer: x509.Certificate) -> None:
     """ESSCertID(v2): the signed attributes name that very certificate (RFC 5816, 2634)."""
     if OID_SIGNING_CERT_V2 in attrs:
         ids = expect(attrs[OID_SIGNING_CERT_V2], SEQUENCE, "SigningCertificateV2").items(
-            "SigningCertificateV2")
-        first = expect(ids[0], SEQUENCE, "ESSCertIDv2s").items("ESSCertIDv2s")[:1] if ids \
-            else []
-        parts = expect(first[0], SEQUENCE, "ESSCertIDv2").items("ESSCertIDv2") if first \
-            else []
+            "SigningCertificateV2"
+        )
+        first = expect(ids[0], SEQUENCE, "ESSCertIDv2s").items("ESSCertIDv2s")[:1] if ids else []
+        parts = expect(first[0], SEQUENCE, "ESSCertIDv2").items("ESSCertIDv2") if first else []
         cert_hash = "sha256"
         if parts and parts[0].tag == SEQUENCE:
             cert_hash = hash_name(algorithm(parts.pop(0), "ESSCertIDv2"), "ESSCertIDv2")
     elif OID_SIGNING_CERT in attrs:
         ids = expect(attrs[OID_SIGNING_CERT], SEQUENCE, "SigningCertificate").items(
-            "SigningCertificate")
+            "SigningCertificate"
+        )
         first = expect(ids[0], SEQUENCE, "ESSCertIDs").items("ESSCertIDs")[:1] if ids else []
         parts = expect(first[0], SEQUENCE, "ESSCertID").items("ESSCertID") if first else []
         cert_hash = "sha1"
     else:
         raise TokenError("the signed attributes name no signing certificate (ESSCertID)")
     der_cert = signer.public_bytes(serialization.Encoding.DER)
-    if not parts or expect(parts[0], OCTETS, "ESSCertID certHash").content != hashlib.new(
-            cert_hash, der_cert).digest():
+    if (
+        not parts
+        or expect(parts[0], OCTETS, "ESSCertID certHash").content
+        != hashlib.new(cert_hash, der_cert).digest()
+    ):
         raise TokenError("the ESSCertID is not the hash of the signer's certificate")
     if len(parts) > 1:
         issuer_serial = expect(parts[1], SEQUENCE, "IssuerSerial").items("IssuerSerial")
-        names = (expect(issuer_serial[0], SEQUENCE, "IssuerSerial").items("IssuerSerial")
-                 if issuer_serial else [])
+        names = (
+            expect(issuer_serial[0], SEQUENCE, "IssuerSerial").items("IssuerSerial")
+            if issuer_serial
+            else []
+        )
         directory = [n.content for n in names if n.tag == 0xA4]
-        if (len(issuer_serial) != 2 or issuer_der(signer) not in directory
-                or der_int(issuer_serial[1], "IssuerSerial") != signer.serial_number):
+        if (
+            len(issuer_serial) != 2
+            or issuer_der(signer) not in directory
+            or der_int(issuer_serial[1], "IssuerSerial") != signer.serial_number
+        ):
             raise TokenError("the ESSCertID's issuer and serial are not the signer's")
 
 
@@ -497,8 +537,9 @@ def _check_signature(si: _Signer, signer: x509.Certificate) -> None:
     scheme, named = SIGNATURES[si.sig_alg]
     if named is not None and named != si.digest_hash:
         raise TokenError("the signature algorithm's hash is not the signer's digest algorithm")
-    algo = {"sha256": hashes.SHA256(), "sha384": hashes.SHA384(),
-            "sha512": hashes.SHA512()}[si.digest_hash]
+    algo = {"sha256": hashes.SHA256(), "sha384": hashes.SHA384(), "sha512": hashes.SHA512()}[
+        si.digest_hash
+    ]
     key = signer.public_key()
     try:
         if scheme == "rsa" and isinstance(key, rsa.RSAPublicKey):
@@ -510,8 +551,10 @@ def _check_signature(si: _Signer, signer: x509.Certificate) -> None:
         else:
             raise TokenError("the signer's key does not fit the signature algorithm")
     except InvalidSignature:
-        raise TokenError("the signature over the signed attributes does not verify under "
-                         "the signer's certificate") from None
+        raise TokenError(
+            "the signature over the signed attributes does not verify under "
+            "the signer's certificate"
+        ) from None
 
 
 def _ski(cert: x509.Certificate) -> bytes | None:
@@ -521,8 +564,12 @@ def _ski(cert: x509.Certificate) -> bytes | None:
         return None
 
 
-def chain_to(cert: x509.Certificate, pool: list[x509.Certificate],
-             trusted: list[x509.Certificate], at: datetime) -> None:
+def chain_to(
+    cert: x509.Certificate,
+    pool: list[x509.Certificate],
+    trusted: list[x509.Certificate],
+    at: datetime,
+) -> None:
     """`cert` is a trusted certificate, or is issued (signature checked) by one through CA
     certificates of `pool`; each valid at `at`."""
     for _ in range(8):
@@ -545,8 +592,9 @@ def chain_to(cert: x509.Certificate, pool: list[x509.Certificate],
         if issuer is None:
             break
         cert = issuer
-    raise TokenError("the signer's certificate does not chain to the trusted time-stamping "
-                     "authority (tsa.pem)")
+    raise TokenError(
+        "the signer's certificate does not chain to the trusted time-stamping authority (tsa.pem)"
+    )
 
 
 def load_trusted(pem: bytes) -> list[x509.Certificate]:
@@ -595,8 +643,10 @@ def verify(bundle: Path, *, key: str, tsa_cert: bytes | None = None) -> list[str
 
     name, public = load_vkey(key)
     if load_vkey((bundle / "checkpoint.vkey").read_text(encoding="utf-8")) != (name, public):
-        raise ProofError("checkpoint.vkey: not the key given (--key): the checkpoints are "
-                         "not signed by the operator's published key")
+        raise ProofError(
+            "checkpoint.vkey: not the key given (--key): the checkpoints are "
+            "not signed by the operator's published key"
+        )
     origin = (bundle / "origin.txt").read_text(encoding="utf-8").strip()
     cert = tsa_cert
     roots: dict[str, tuple[int, bytes]] = {}
@@ -609,16 +659,16 @@ def verify(bundle: Path, *, key: str, tsa_cert: bytes | None = None) -> list[str
             stamp = "time-stamp token not checked (no --tsa-cert given)"
         else:
             stamp = check_token(token, path.read_bytes(), cert)
-        report.append(f"checkpoint {path.name}: size {roots[path.name][0]}, signed by "
-                      f"{name}, {stamp}")
+        report.append(
+            f"checkpoint {path.name}: size {roots[path.name][0]}, signed by {name}, {stamp}"
+        )
 
     events: dict[int, dict[str, object]] = {}
     subject = manifest.get("applicant_ref")
     for seg in json.loads((bundle / "chain.json").read_text(encoding="utf-8")):
         cp = roots.get(seg["checkpoint"])
         if cp is None:
-            raise ProofError(f"chain.json: names {seg['checkpoint']}, which is not in the "
-                             "bundle")
+            raise ProofError(f"chain.json: names {seg['checkpoint']}, which is not in the bundle")
         link = bytes.fromhex(seg["start_link"])
         seq = seg["start_seq"] - 1
         for entry in seg["entries"]:
@@ -629,42 +679,50 @@ def verify(bundle: Path, *, key: str, tsa_cert: bytes | None = None) -> list[str
                 body = entry["body"].encode("utf-8")
                 ev_seq, _at, kind, ref, detail = json.loads(body)
                 if ev_seq != seq or ref != subject:
-                    raise ProofError(f"chain.json: event {seq} is not the subject's event "
-                                     f"{seq}")
+                    raise ProofError(f"chain.json: event {seq} is not the subject's event {seq}")
                 events[seq] = {"kind": kind, "detail": detail}
                 leaf = hashlib.sha256(body).digest()
             else:
                 leaf = bytes.fromhex(entry["leaf"])
             link = hashlib.sha256(LINK_DOMAIN + link + leaf).digest()
         if seq != cp[0] or link != cp[1]:
-            raise ProofError(f"chain.json: the segment to {seg['checkpoint']} does not reach "
-                             "its signed root")
-        report.append(f"chain: events {seg['start_seq']}..{seq} reach the root of "
-                      f"{seg['checkpoint']}")
+            raise ProofError(
+                f"chain.json: the segment to {seg['checkpoint']} does not reach its signed root"
+            )
+        report.append(
+            f"chain: events {seg['start_seq']}..{seq} reach the root of {seg['checkpoint']}"
+        )
 
     records = json.loads((bundle / "records.json").read_text(encoding="utf-8"))
     for rec in records:
         body = rec["body"].encode("utf-8")
         for alg, value in rec["digests"].items():
             if digest(alg, body) != value:
-                raise ProofError(f"records.json: {rec['table']} {rec['id']}: its {alg} "
-                                 "digest does not match its body")
+                raise ProofError(
+                    f"records.json: {rec['table']} {rec['id']}: its {alg} "
+                    "digest does not match its body"
+                )
         event = events.get(rec["audit_seq"])
         if event is None or event["kind"] not in BINDING_KINDS[rec["table"]]:
-            raise ProofError(f"records.json: {rec['table']} {rec['id']}: no event of the "
-                             "chain binds it")
+            raise ProofError(
+                f"records.json: {rec['table']} {rec['id']}: no event of the chain binds it"
+            )
         held = event["detail"].get(rec["binding"])  # type: ignore[union-attr]
         mine = hashlib.sha256(body).hexdigest()
         if not (held == mine or (isinstance(held, list) and mine in held)):
-            raise ProofError(f"records.json: {rec['table']} {rec['id']}: its hash is not the "
-                             f"one audit event {rec['audit_seq']} holds")
+            raise ProofError(
+                f"records.json: {rec['table']} {rec['id']}: its hash is not the "
+                f"one audit event {rec['audit_seq']} holds"
+            )
     report.append(f"records: {len(records)} bound to events covered by signed checkpoints")
     return report
 
 
-USAGE = ("usage: python proofcheck.py BUNDLE --key KEY [--tsa-cert PEM]\n"
-         "  KEY: the checkpoint key the operator published (the key line, or a file holding "
-         "it)\n  PEM: the time-stamping authority's certificate(s) you trust\n")
+USAGE = (
+    "usage: python proofcheck.py BUNDLE --key KEY [--tsa-cert PEM]\n"
+    "  KEY: the checkpoint key the operator published (the key line, or a file holding "
+    "it)\n  PEM: the time-stamping authority's certificate(s) you trust\n"
+)
 
 
 def _key_line(value: str) -> str:
@@ -689,8 +747,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(USAGE)
         return 2
     try:
-        tsa = (Path(options["--tsa-cert"]).read_bytes() if "--tsa-cert" in options
-               else None)
+        tsa = Path(options["--tsa-cert"]).read_bytes() if "--tsa-cert" in options else None
         lines = verify(Path(positional[0]), key=_key_line(options["--key"]), tsa_cert=tsa)
     except (ProofError, KeyError, ValueError, OSError) as exc:
         sys.stderr.write(f"proof bundle does NOT verify: {exc}\n")

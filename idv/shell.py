@@ -22,8 +22,12 @@ from idv.terminal import (
 )
 from services.context import Actor
 
-app = typer.Typer(help="Consent-gated identity verification.", no_args_is_help=True,
-                  add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Consent-gated identity verification.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 
 
 def _group(name: str, help_text: str) -> typer.Typer:
@@ -47,8 +51,11 @@ policy_app = _group("policy", "Risk policies.")
 schedule_app = _group("schedule", "Scheduled operations: the Prefect deployments.")
 inbox_app = _group("inbox", "The inbox the loan-origination system drops batch files into.")
 users_app = _group("users", "People who sign in, and their roles.")
-requests_app = _group("requests", "Data-subject requests (access, correction, erasure, "
-                                  "restriction, dispute) and their deadlines.")
+requests_app = _group(
+    "requests",
+    "Data-subject requests (access, correction, erasure, "
+    "restriction, dispute) and their deadlines.",
+)
 retention_app = _group("retention", "Retention: what is past its ceiling, and its purge.")
 compliance_app = _group("compliance", "The PIPL compliance-audit pack.")
 
@@ -60,9 +67,13 @@ MOVED = {"allow_extra_args": True, "ignore_unknown_options": True}
 def moved(deployment: str) -> None:
     from idv.terminal import json_requested
 
-    fail("command", f"moved: the {deployment} schedule is in policies/schedules.yaml "
-         "(IDV_SCHEDULES_FILE); `idv serve-flows` serves it, `idv schedule apply` deploys "
-         "it to a Prefect server", as_json=json_requested())
+    fail(
+        "command",
+        f"moved: the {deployment} schedule is in policies/schedules.yaml "
+        "(IDV_SCHEDULES_FILE); `idv serve-flows` serves it, `idv schedule apply` deploys "
+        "it to a Prefect server",
+        as_json=json_requested(),
+    )
 
 
 # --- wiring ---------------------------------------------------------------------------------
@@ -104,8 +115,11 @@ def actor() -> Actor:
 
     token = presented_token()
     if token is None:
-        raise SignInRefused("login", "nobody is signed in: run `idv login NAME` (or set "
-                            "IDV_TOKEN to an API token from `idv users token`)")
+        raise SignInRefused(
+            "login",
+            "nobody is signed in: run `idv login NAME` (or set "
+            "IDV_TOKEN to an API token from `idv users token`)",
+        )
     if _open:
         return _open[-1].services.people.resolve(token, kinds=("cli", "api")).actor
     with runtime() as rt:
@@ -123,9 +137,11 @@ def runtime() -> Iterator[Any]:
     rt = Runtime.from_env()
     _open.append(rt)
     if rt.settings.kek_provider == "local" and rt.settings.key_file_inside_home:
-        warn(f"the key file {rt.settings.resolved_key_file} is inside IDV_HOME, beside the "
-             "data: a backup of that folder holds the keys too. Move it out (set "
-             "IDV_KEY_FILE) and keep it out of data backups")
+        warn(
+            f"the key file {rt.settings.resolved_key_file} is inside IDV_HOME, beside the "
+            "data: a backup of that folder holds the keys too. Move it out (set "
+            "IDV_KEY_FILE) and keep it out of data backups"
+        )
     try:
         yield rt
     finally:
@@ -199,8 +215,11 @@ def sandbox_wired(enabled: bool, spec: Any = None) -> Iterator[str | None]:
     from sandbox.server import SandboxServer
 
     key, secret = "idv-sandbox", secrets.token_urlsafe(24)
-    server = SandboxServer(SandboxState(app_key=key, app_secret=secret,
-                                        faults=spec if spec is not None else parse_faults("")))
+    server = SandboxServer(
+        SandboxState(
+            app_key=key, app_secret=secret, faults=spec if spec is not None else parse_faults("")
+        )
+    )
     url = server.start()
     # The sandbox imitates every licensed vendor.
     wired = {f"IDV_{k.upper()}": v for k, v in vendor_overrides(url, key, secret).items()}
@@ -227,8 +246,10 @@ def run_flow(batch: Path, chunk_size: int | None, *, show_progress: bool) -> dic
     from flows import progress
     from flows.prefect_onboarding import onboarding
 
-    with progress_bar("verifying", enabled=show_progress) as update, \
-            progress.watching(lambda p: update(p.done, p.total, p.fees_cents)):
+    with (
+        progress_bar("verifying", enabled=show_progress) as update,
+        progress.watching(lambda p: update(p.done, p.total, p.fees_cents)),
+    ):
         return onboarding(batch_path=str(batch.resolve()), chunk_size=chunk_size)
 
 
@@ -242,7 +263,6 @@ def counts_table(counts: dict[str, int]) -> Table:
             table.add_row(key, str(counts[key]))
     table.add_row("[bold]total[/bold]", f"[bold]{sum(counts.values())}[/bold]")
     return table
-
 
 
 def database_location(rt: Any) -> str:
@@ -276,21 +296,37 @@ def oauth_sandbox(enabled: bool, host: str, port: int) -> Iterator[dict[str, str
     issuer = provider.start()
     provider.register_client("idv-sandbox", oidc_secret, [f"{api}/oauth/oidc/sandbox/callback"])
     wired = {f"IDV_{k.upper()}": v for k, v in vendor_overrides(url, key, secret).items()}
-    wired.update({
-        "IDV_WECHAT_OPEN_URL": url, "IDV_WECHAT_API_URL": url,
-        "IDV_WECHAT_APPID": "wx-sandbox-web", "IDV_WECHAT_SECRET": web_secret,
-        "IDV_WECHAT_REDIRECT_URI": f"{api}/oauth/wechat/callback",
-        "IDV_WECHAT_MINI_APPID": "wx-sandbox-mini", "IDV_WECHAT_MINI_SECRET": mini_secret,
-        "IDV_OIDC_PROVIDERS": json.dumps({"sandbox": {
-            "issuer": issuer, "client_id": "idv-sandbox", "client_secret": oidc_secret,
-            "redirect_uri": f"{api}/oauth/oidc/sandbox/callback", "scope": "openid profile"}}),
-    })
+    wired.update(
+        {
+            "IDV_WECHAT_OPEN_URL": url,
+            "IDV_WECHAT_API_URL": url,
+            "IDV_WECHAT_APPID": "wx-sandbox-web",
+            "IDV_WECHAT_SECRET": web_secret,
+            "IDV_WECHAT_REDIRECT_URI": f"{api}/oauth/wechat/callback",
+            "IDV_WECHAT_MINI_APPID": "wx-sandbox-mini",
+            "IDV_WECHAT_MINI_SECRET": mini_secret,
+            "IDV_OIDC_PROVIDERS": json.dumps(
+                {
+                    "sandbox": {
+                        "issuer": issuer,
+                        "client_id": "idv-sandbox",
+                        "client_secret": oidc_secret,
+                        "redirect_uri": f"{api}/oauth/oidc/sandbox/callback",
+                        "scope": "openid profile",
+                    }
+                }
+            ),
+        }
+    )
     try:
         with environ(wired):
-            yield {"vendors": url, "issuer": issuer,
-                   "wechat": f"{api}/oauth/wechat/authorize?applicant_ref=DEMO-000001"
-                             "&scope=snsapi_userinfo",
-                   "oidc": f"{api}/oauth/oidc/sandbox/authorize?applicant_ref=DEMO-000002"}
+            yield {
+                "vendors": url,
+                "issuer": issuer,
+                "wechat": f"{api}/oauth/wechat/authorize?applicant_ref=DEMO-000001"
+                "&scope=snsapi_userinfo",
+                "oidc": f"{api}/oauth/oidc/sandbox/authorize?applicant_ref=DEMO-000002",
+            }
     finally:
         provider.stop()
         vendors.stop()

@@ -15,19 +15,80 @@ from typing import Any
 
 from policies.identity import check_character
 
-SURNAMES = ["王", "李", "张", "刘", "陈", "杨", "黄", "赵", "吴", "周", "徐", "孙", "马", "朱",
-            "胡", "郭", "何", "高", "林", "罗", "欧阳", "司马", "诸葛", "𠮷"]
-GIVEN = ["伟", "芳", "娜", "秀英", "敏", "静", "丽", "强", "磊", "军", "洋", "勇", "艳", "杰",
-         "娟", "涛", "明", "超", "秀兰", "霞", "平", "刚", "桂英", "子涵", "浩然", "雨桐"]
+SURNAMES = [
+    "王",
+    "李",
+    "张",
+    "刘",
+    "陈",
+    "杨",
+    "黄",
+    "赵",
+    "吴",
+    "周",
+    "徐",
+    "孙",
+    "马",
+    "朱",
+    "胡",
+    "郭",
+    "何",
+    "高",
+    "林",
+    "罗",
+    "欧阳",
+    "司马",
+    "诸葛",
+    "𠮷",
+]
+GIVEN = [
+    "伟",
+    "芳",
+    "娜",
+    "秀英",
+    "敏",
+    "静",
+    "丽",
+    "强",
+    "磊",
+    "军",
+    "洋",
+    "勇",
+    "艳",
+    "杰",
+    "娟",
+    "涛",
+    "明",
+    "超",
+    "秀兰",
+    "霞",
+    "平",
+    "刚",
+    "桂英",
+    "子涵",
+    "浩然",
+    "雨桐",
+]
 MINORITY = ["阿依古丽·买买提", "热依拉·艾力", "迪丽娜尔·阿不都"]
 # Real county-level division codes (GB/T 2260; intake checks that a code existed): where
 # a number was issued. The people are fictional.
-REGIONS = ["110105", "110108", "310104", "440305", "440106", "330106", "510107", "420106",
-           "320102", "610113", "370202", "500103"]
+REGIONS = [
+    "110105",
+    "110108",
+    "310104",
+    "440305",
+    "440106",
+    "330106",
+    "510107",
+    "420106",
+    "320102",
+    "610113",
+    "370202",
+    "500103",
+]
 MOBILE_PREFIXES = ["138", "139", "135", "186", "158", "177", "199", "150", "136", "188"]
 VIRTUAL_PREFIXES = ["170", "171", "165"]
-FULL_SCOPES = ["id_verification", "carrier_check", "court_records", "credit_report",
-               "risk_scoring"]
+FULL_SCOPES = ["id_verification", "carrier_check", "court_records", "credit_report", "risk_scoring"]
 NOTICE = "privacy-notice-2026.10"
 
 
@@ -50,8 +111,7 @@ def make_name(rng: random.Random) -> str:
     return rng.choice(SURNAMES) + rng.choice(GIVEN)
 
 
-SENSITIVE = {"id_verification", "carrier_check", "court_records", "credit_report",
-             "wechat_phone"}
+SENSITIVE = {"id_verification", "carrier_check", "court_records", "credit_report", "wechat_phone"}
 OLD_NOTICE = "privacy-notice-2026.04"
 
 
@@ -64,15 +124,18 @@ def consents(now: datetime, scopes: list[str], rng: random.Random) -> list[dict[
     rest = [s for s in scopes if s not in SENSITIVE]
     if rest:
         groups.append(rest)
-    return [{
-        "purpose": "onboarding_verification",
-        "scopes": group,
-        "granted_at": (granted + timedelta(seconds=i)).isoformat(),
-        "expires_at": (granted + timedelta(days=365)).isoformat(),
-        "notice_version": notice,
-        "channel": channel,
-        "evidence": f"sha256:{rng.getrandbits(256):064x}",
-    } for i, group in enumerate(groups)]
+    return [
+        {
+            "purpose": "onboarding_verification",
+            "scopes": group,
+            "granted_at": (granted + timedelta(seconds=i)).isoformat(),
+            "expires_at": (granted + timedelta(days=365)).isoformat(),
+            "notice_version": notice,
+            "channel": channel,
+            "evidence": f"sha256:{rng.getrandbits(256):064x}",
+        }
+        for i, group in enumerate(groups)
+    ]
 
 
 @dataclass(frozen=True)
@@ -85,12 +148,20 @@ class Mix:
     virtual_phone: float = 0.05
 
 
-INVALID_KINDS = ("bad_checksum", "future_birth", "short_id", "bad_phone", "empty_name",
-                 "not_json", "consent_shape")
+INVALID_KINDS = (
+    "bad_checksum",
+    "future_birth",
+    "short_id",
+    "bad_phone",
+    "empty_name",
+    "not_json",
+    "consent_shape",
+)
 
 
-def applicants(n: int, *, seed: int = 2026, now: datetime | None = None,
-               prefix: str = "A-", mix: Mix = Mix()) -> Iterator[dict[str, Any] | str]:
+def applicants(
+    n: int, *, seed: int = 2026, now: datetime | None = None, prefix: str = "A-", mix: Mix = Mix()
+) -> Iterator[dict[str, Any] | str]:
     """Yield `n` batch lines (dicts), a few of them broken (a raw string for non-JSON)."""
     rng = random.Random(seed)  # noqa: S311 - synthetic data, not security
     now = now or datetime.now(UTC)
@@ -136,30 +207,37 @@ def write_batch(path: Path, n: int, **kwargs: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as fh:
         for line in applicants(n, **kwargs):
-            fh.write((line if isinstance(line, str) else json.dumps(line, ensure_ascii=False))
-                     + "\n")
+            fh.write(
+                (line if isinstance(line, str) else json.dumps(line, ensure_ascii=False)) + "\n"
+            )
     return path
 
 
 # Synthetic "truth" for the backtest demo: the chance that a fictional applicant later
 # defaults, from what the sources said (never from the score itself), plus a base rate.
 _BAD_WEIGHTS = {
-    ("id_check", "failed"): 0.6, ("carrier_check", "failed"): 0.25,
-    ("credit_overdue", "severe"): 0.5, ("credit_overdue", "serious"): 0.3,
-    ("credit_overdue", "minor"): 0.08, ("credit_multi_lender", "high"): 0.3,
-    ("credit_multi_lender", "medium"): 0.12, ("court_hit", "confirmed"): 0.35,
-    ("court_hit", "probable"): 0.15, ("phone_tenure", "lt_6m"): 0.05,
-    ("phone_range", "virtual_operator"): 0.1, ("id_reuse", "shared"): 0.2,
+    ("id_check", "failed"): 0.6,
+    ("carrier_check", "failed"): 0.25,
+    ("credit_overdue", "severe"): 0.5,
+    ("credit_overdue", "serious"): 0.3,
+    ("credit_overdue", "minor"): 0.08,
+    ("credit_multi_lender", "high"): 0.3,
+    ("credit_multi_lender", "medium"): 0.12,
+    ("court_hit", "confirmed"): 0.35,
+    ("court_hit", "probable"): 0.15,
+    ("phone_tenure", "lt_6m"): 0.05,
+    ("phone_range", "virtual_operator"): 0.1,
+    ("id_reuse", "shared"): 0.2,
 }
 
 
-def label_outcomes(decisions: list[dict[str, Any]], *, seed: int = 2026
-                   ) -> list[tuple[str, str]]:
+def label_outcomes(decisions: list[dict[str, Any]], *, seed: int = 2026) -> list[tuple[str, str]]:
     """(applicant_ref, good | bad) for stored decisions: a labelled history to backtest on."""
     out = []
     for d in decisions:
-        p = 0.04 + sum(w for (feature, value), w in _BAD_WEIGHTS.items()
-                       if d["features"].get(feature) == value)
+        p = 0.04 + sum(
+            w for (feature, value), w in _BAD_WEIGHTS.items() if d["features"].get(feature) == value
+        )
         rng = random.Random(f"{seed}:{d['applicant_ref']}")  # noqa: S311 - synthetic
         out.append((d["applicant_ref"], "bad" if rng.random() < min(p, 0.95) else "good"))
     return out

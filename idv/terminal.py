@@ -51,8 +51,12 @@ def emit(data: Any) -> None:
 
 def error_line(field: str, rule: str, *, as_json: bool) -> None:
     if as_json:
-        sys.stderr.write(json.dumps({"error": f"{field}: {rule}", "field": field, "rule": rule},
-                                    ensure_ascii=False) + "\n")
+        sys.stderr.write(
+            json.dumps(
+                {"error": f"{field}: {rule}", "field": field, "rule": rule}, ensure_ascii=False
+            )
+            + "\n"
+        )
     else:
         errors.print(f"[red]error:[/red] {field}: {rule}", markup=True, soft_wrap=True)
 
@@ -72,23 +76,36 @@ def warn(message: str) -> None:
 
 
 @contextmanager
-def progress_bar(description: str, *, enabled: bool,
-                 unit: str = "lines") -> Iterator[Callable[[int, int, int | None], None]]:
+def progress_bar(
+    description: str, *, enabled: bool, unit: str = "lines"
+) -> Iterator[Callable[[int, int, int | None], None]]:
     """A rich progress bar on a terminal (done of total, rate, fees so far when given);
     nothing at all when piped or with `--json`. Yields `update(done, total, fees_cents)`."""
     if not enabled or not sys.stderr.isatty() or os.environ.get("TERM") == "dumb":
         yield lambda done, total, fees=None: None
         return
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[fees]}"),
-                   TimeElapsedColumn(), console=errors, transient=True)
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TextColumn("{task.fields[fees]}"),
+        TimeElapsedColumn(),
+        console=errors,
+        transient=True,
+    )
     task = bar.add_task(description, total=None, rate="", fees="")
 
     def update(done: int, total: int, fees: int | None = None) -> None:
         elapsed = bar.tasks[0].elapsed or 0.0
         rate = f"{done / elapsed:,.0f} {unit}/s" if elapsed > 0 and done else ""
-        bar.update(task, completed=done, total=total or None, rate=rate,
-                   fees="" if fees is None else f"fees {fees / 100:,.2f} CNY")
+        bar.update(
+            task,
+            completed=done,
+            total=total or None,
+            rate=rate,
+            fees="" if fees is None else f"fees {fees / 100:,.2f} CNY",
+        )
 
     with bar:
         yield update
@@ -108,12 +125,13 @@ def usage_error(exc: click.ClickException) -> tuple[str, str]:
         if rule and ("greater" in message or "less" in message):
             return _hint(exc), rule
         annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
-        if annotation is not None and getattr(annotation, "__name__", "") in ("datetime",
-                                                                             "date"):
-            formats = getattr(getattr(param.type_descriptor, "parameter_info", None),
-                              "formats", None) or ["%Y-%m-%d"]
-            shown = ", ".join(f.replace("%Y", "YYYY").replace("%m", "MM").replace("%d", "DD")
-                              for f in formats)
+        if annotation is not None and getattr(annotation, "__name__", "") in ("datetime", "date"):
+            formats = getattr(
+                getattr(param.type_descriptor, "parameter_info", None), "formats", None
+            ) or ["%Y-%m-%d"]
+            shown = ", ".join(
+                f.replace("%Y", "YYYY").replace("%m", "MM").replace("%d", "DD") for f in formats
+            )
             return _hint(exc), f"must be a date ({shown})"
         # typer states other rules in pydantic's words, which never quote the input.
         if message.startswith("Input should"):

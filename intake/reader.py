@@ -31,8 +31,16 @@ from policies.identity import (
 from policies.notices import Notice
 from policies.vocabulary import REF_PII_RULE, check_applicant_ref
 
-FIELDS = ("applicant_ref", "name", "id_type", "id_number", "phone", "product", "consents",
-          "human_review_requested")
+FIELDS = (
+    "applicant_ref",
+    "name",
+    "id_type",
+    "id_number",
+    "phone",
+    "product",
+    "consents",
+    "human_review_requested",
+)
 # The fields every line must carry, each a string that is not blank.
 REQUIRED_FIELDS = ("applicant_ref", "name", "id_type", "id_number", "product")
 # Reading a byte range line by line keeps memory flat whatever the batch size.
@@ -107,8 +115,9 @@ def _csv_header(path: Path) -> tuple[tuple[str, ...], int]:
         raise BatchFormatError("FILE", "a CSV batch needs a header line naming its columns")
     for name in columns:
         if name not in FIELDS:
-            raise BatchFormatError(f"header.{name}" if name.isidentifier() else "header",
-                                   "is not a batch-line field")
+            raise BatchFormatError(
+                f"header.{name}" if name.isidentifier() else "header", "is not a batch-line field"
+            )
     for name in REQUIRED_FIELDS:
         if name not in columns:
             raise BatchFormatError(f"header.{name}", "is required")
@@ -186,8 +195,9 @@ def scan(path: Path, chunk_size: int) -> BatchPlan:
             body_start = len(_BOM) if fh.read(len(_BOM)) == _BOM else 0
             line_no = 0
         size = path.stat().st_size
-        for offset, ref, first_line, last_line in _records(fh, fmt, plan.csv_header, body_start,
-                                                          size, line_no):
+        for offset, ref, first_line, last_line in _records(
+            fh, fmt, plan.csv_header, body_start, size, line_no
+        ):
             if in_chunk == 0 or in_chunk >= chunk_size:
                 if plan.chunks:
                     prev = plan.chunks[-1]
@@ -327,8 +337,9 @@ def _decode_csv(text: str, header: tuple[str, ...], line_no: int) -> Mapping[str
             try:
                 record[key] = json.loads(value)
             except ValueError:
-                return Refusal(line_no, record.get("applicant_ref"), "consents",
-                               "must be a JSON array")
+                return Refusal(
+                    line_no, record.get("applicant_ref"), "consents", "must be a JSON array"
+                )
         elif key == "phone" and not value:
             record[key] = None
         else:
@@ -422,5 +433,9 @@ def parse_record(
         )
     except ValidationError as exc:
         err = exc.errors(include_input=False, include_url=False)[0]
-        return Refusal(line_no, ref if err["loc"][:1] != ("applicant_ref",) else None,
-                       _field_of(err["loc"]), err["msg"])
+        return Refusal(
+            line_no,
+            ref if err["loc"][:1] != ("applicant_ref",) else None,
+            _field_of(err["loc"]),
+            err["msg"],
+        )

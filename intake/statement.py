@@ -60,20 +60,26 @@ def read_statement(lines: Iterable[str]) -> Iterator[BilledCall | StatementRefus
         if not any(f.strip() for f in fields):
             continue
         if len(fields) != len(header):
-            yield StatementRefusal(line_no, "line", f"has {len(fields)} fields, the header "
-                                                    f"{len(header)}")
+            yield StatementRefusal(
+                line_no, "line", f"has {len(fields)} fields, the header {len(header)}"
+            )
             continue
         try:
-            line = _Line.model_validate({h: f.strip() for h, f in zip(header, fields,
-                                                                       strict=True)})
+            line = _Line.model_validate({h: f.strip() for h, f in zip(header, fields, strict=True)})
         except ValidationError as exc:
             err = exc.errors(include_input=False, include_url=False)[0]
-            yield StatementRefusal(line_no, ".".join(str(p) for p in err["loc"]) or "line",
-                                   err["msg"])
+            yield StatementRefusal(
+                line_no, ".".join(str(p) for p in err["loc"]) or "line", err["msg"]
+            )
             continue
-        yield BilledCall(line_no=line_no, billed_at=line.billed_at,
-                         request_id=line.request_id, idempotency_key=line.idempotency_key,
-                         endpoint=line.endpoint, fee_cents=line.fee_cents)
+        yield BilledCall(
+            line_no=line_no,
+            billed_at=line.billed_at,
+            request_id=line.request_id,
+            idempotency_key=line.idempotency_key,
+            endpoint=line.endpoint,
+            fee_cents=line.fee_cents,
+        )
 
 
 def read_statement_text(text: str) -> list[BilledCall | StatementRefusal]:

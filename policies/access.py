@@ -33,8 +33,9 @@ class RevealRule(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     per_user_per_day: int = Field(ge=1, le=10_000)
-    reasons: dict[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")],
-                  RevealLabel] = Field(min_length=1)
+    reasons: dict[
+        Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")], RevealLabel
+    ] = Field(min_length=1)
 
 
 class SignInRule(BaseModel):
@@ -79,9 +80,10 @@ class AccessPolicy(PolicyDocument):
         for role, granted in (doc.data.get("roles") or {}).items():
             for i, permission in enumerate(granted or ()):
                 if permission not in policy.permissions:
-                    raise doc.error(("roles", role, i),
-                                    f"unknown permission {permission!r}: declare it under "
-                                    "permissions")
+                    raise doc.error(
+                        ("roles", role, i),
+                        f"unknown permission {permission!r}: declare it under permissions",
+                    )
         return policy
 
     def role_holds(self, role: str, permission: str) -> bool:
@@ -89,8 +91,9 @@ class AccessPolicy(PolicyDocument):
         not declare (a caller's mistake, never a user's), `AccessDenied` for an unknown
         role."""
         if permission not in self.permissions:
-            raise PolicyError("access.yaml", None, ("permissions", permission),
-                              "is not a declared permission")
+            raise PolicyError(
+                "access.yaml", None, ("permissions", permission), "is not a declared permission"
+            )
         if role not in self.roles:
             raise AccessDenied("role", "is not a known role")
         return permission in self.roles[role]
@@ -105,8 +108,7 @@ class AccessDenied(PermissionError):
         self.rule = rule
 
 
-def require(policy: AccessPolicy, role: str, permission: str, *, reason: str | None = None
-            ) -> None:
+def require(policy: AccessPolicy, role: str, permission: str, *, reason: str | None = None) -> None:
     """Raise `AccessDenied` unless `role` holds `permission` (and gave a reason if one is
     due). An unknown role is refused as unknown, whatever the permission."""
     if not policy.role_holds(role, permission):
@@ -119,8 +121,7 @@ def check_free_text(policy: AccessPolicy, text: str) -> None:
     """A reason's free text: long enough, and not one character repeated."""
     stripped = "".join(text.split())
     if len(text.strip()) < policy.min_reason_chars:
-        raise AccessDenied("reason", f"at least {policy.min_reason_chars} characters are "
-                           "required")
+        raise AccessDenied("reason", f"at least {policy.min_reason_chars} characters are required")
     if len(set(stripped.lower())) < 3:
         raise AccessDenied("reason", "must say why in words, not one character repeated")
 

@@ -63,8 +63,9 @@ class BacktestSide(BaseModel):
 OUTCOMES = ("verified", "review", "decline_recommended")
 
 
-def replay(card: Scorecard, decisions: Iterable[Mapping[str, Any]],
-           labels: Mapping[str, Label]) -> BacktestSide:
+def replay(
+    card: Scorecard, decisions: Iterable[Mapping[str, Any]], labels: Mapping[str, Label]
+) -> BacktestSide:
     """Score each labelled decision's stored features under `card` (features the card does
     not know are dropped; those it knows but the decision lacks take their default)."""
     counts = dict.fromkeys(OUTCOMES, 0)
@@ -86,13 +87,16 @@ def replay(card: Scorecard, decisions: Iterable[Mapping[str, Any]],
     n = len(good_scores) + len(bad_scores)
     both = bool(good_scores and bad_scores)
     return BacktestSide(
-        policy_version=card.version, n=n, bad=len(bad_scores),
+        policy_version=card.version,
+        n=n,
+        bad=len(bad_scores),
         rates={o: (counts[o] / n if n else 0.0) for o in OUTCOMES},
-        bad_rate_by_outcome={o: (bad_by[o] / counts[o] if counts[o] else None)
-                             for o in OUTCOMES},
+        bad_rate_by_outcome={o: (bad_by[o] / counts[o] if counts[o] else None) for o in OUTCOMES},
         auc=auc(bad_scores, good_scores) if both else None,
         ks=ks(bad_scores, good_scores) if both else None,
-        scores_good=tuple(good_scores), scores_bad=tuple(bad_scores))
+        scores_good=tuple(good_scores),
+        scores_bad=tuple(bad_scores),
+    )
 
 
 def histogram(scores: Sequence[int], edges: Sequence[int]) -> list[int]:

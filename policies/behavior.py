@@ -65,14 +65,23 @@ class EventRuleError(ValueError):
 
 # What `EventIn._consistent` checks, as JSON Schema says it (the model's OpenAPI): lat and
 # lon both numbers or both absent or null; a profile change names its change.
-_CONSISTENT_SCHEMA: JsonDict = {"allOf": [
-    {"anyOf": [
-        {"required": ["lat", "lon"],
-         "properties": {"lat": {"type": "number"}, "lon": {"type": "number"}}},
-        {"properties": {"lat": {"type": "null"}, "lon": {"type": "null"}}}]},
-    {"if": {"required": ["kind"], "properties": {"kind": {"const": "profile_change"}}},
-     "then": {"required": ["change"], "properties": {"change": {"type": "string"}}}},
-]}
+_CONSISTENT_SCHEMA: JsonDict = {
+    "allOf": [
+        {
+            "anyOf": [
+                {
+                    "required": ["lat", "lon"],
+                    "properties": {"lat": {"type": "number"}, "lon": {"type": "number"}},
+                },
+                {"properties": {"lat": {"type": "null"}, "lon": {"type": "null"}}},
+            ]
+        },
+        {
+            "if": {"required": ["kind"], "properties": {"kind": {"const": "profile_change"}}},
+            "then": {"required": ["change"], "properties": {"change": {"type": "string"}}},
+        },
+    ]
+}
 
 
 class EventIn(BaseModel):
@@ -137,9 +146,11 @@ class Alert(BaseModel):
     evidence: dict[str, float | int | str]
 
 
-REASONS = {"impossible_travel": "BEHAVIOR_IMPOSSIBLE_TRAVEL",
-           "new_device_new_region": "BEHAVIOR_NEW_DEVICE_REGION",
-           "rapid_profile_changes": "BEHAVIOR_PROFILE_CHANGES"}
+REASONS = {
+    "impossible_travel": "BEHAVIOR_IMPOSSIBLE_TRAVEL",
+    "new_device_new_region": "BEHAVIOR_NEW_DEVICE_REGION",
+    "rapid_profile_changes": "BEHAVIOR_PROFILE_CHANGES",
+}
 
 
 def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -151,8 +162,9 @@ def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
 
 
-def impossible_travel(event: Observed, before: Sequence[Observed],
-                      rule: TravelRule) -> Alert | None:
+def impossible_travel(
+    event: Observed, before: Sequence[Observed], rule: TravelRule
+) -> Alert | None:
     """The login against the previous login: too far for the time between them."""
     if event.kind != "login" or event.lat is None or event.lon is None:
         return None
@@ -166,14 +178,22 @@ def impossible_travel(event: Observed, before: Sequence[Observed],
     speed = math.inf if hours <= 0 else km / hours
     if speed <= rule.max_speed_kmh:
         return None
-    return Alert(rule="impossible_travel", reason=REASONS["impossible_travel"], evidence={
-        "distance_km": round(km, 1), "hours": round(hours, 3),
-        "speed_kmh": round(speed) if math.isfinite(speed) else "instant",
-        "max_speed_kmh": rule.max_speed_kmh, "previous_event_id": previous.id})
+    return Alert(
+        rule="impossible_travel",
+        reason=REASONS["impossible_travel"],
+        evidence={
+            "distance_km": round(km, 1),
+            "hours": round(hours, 3),
+            "speed_kmh": round(speed) if math.isfinite(speed) else "instant",
+            "max_speed_kmh": rule.max_speed_kmh,
+            "previous_event_id": previous.id,
+        },
+    )
 
 
-def new_device_new_region(event: Observed, before: Sequence[Observed],
-                          rule: DeviceRule) -> Alert | None:
+def new_device_new_region(
+    event: Observed, before: Sequence[Observed], rule: DeviceRule
+) -> Alert | None:
     """A login from a device never seen, in a region never seen (a first login is neither)."""
     if not rule.enabled or event.kind != "login" or not event.device or not event.region:
         return None
@@ -184,36 +204,54 @@ def new_device_new_region(event: Observed, before: Sequence[Observed],
         return None
     if any(e.region == event.region for e in logins):
         return None
-    return Alert(rule="new_device_new_region", reason=REASONS["new_device_new_region"],
-                 evidence={"previous_logins": len(logins),
-                           "known_devices": len({e.device for e in before if e.device}),
-                           "known_regions": len({e.region for e in logins if e.region})})
+    return Alert(
+        rule="new_device_new_region",
+        reason=REASONS["new_device_new_region"],
+        evidence={
+            "previous_logins": len(logins),
+            "known_devices": len({e.device for e in before if e.device}),
+            "known_regions": len({e.region for e in logins if e.region}),
+        },
+    )
 
 
-def rapid_profile_changes(event: Observed, before: Sequence[Observed],
-                          rule: ChangeRule) -> Alert | None:
+def rapid_profile_changes(
+    event: Observed, before: Sequence[Observed], rule: ChangeRule
+) -> Alert | None:
     """Fires once, on the change that takes the count in the window above the limit."""
     if event.kind != "profile_change" or event.change not in rule.kinds:
         return None
     start = event.occurred_at - timedelta(hours=rule.window_hours)
-    earlier = [e for e in before if e.kind == "profile_change" and e.change in rule.kinds
-               and start <= e.occurred_at <= event.occurred_at]
+    earlier = [
+        e
+        for e in before
+        if e.kind == "profile_change"
+        and e.change in rule.kinds
+        and start <= e.occurred_at <= event.occurred_at
+    ]
     count = len(earlier) + 1
     if count != rule.max_changes + 1:
         return None
     kinds: dict[str, int] = {}
     for e in [*earlier, event]:
         kinds[str(e.change)] = kinds.get(str(e.change), 0) + 1
-    return Alert(rule="rapid_profile_changes", reason=REASONS["rapid_profile_changes"],
-                 evidence={"changes": count, "window_hours": rule.window_hours,
-                           "max_changes": rule.max_changes,
-                           **{f"changes_{k}": v for k, v in sorted(kinds.items())}})
+    return Alert(
+        rule="rapid_profile_changes",
+        reason=REASONS["rapid_profile_changes"],
+        evidence={
+            "changes": count,
+            "window_hours": rule.window_hours,
+            "max_changes": rule.max_changes,
+            **{f"changes_{k}": v for k, v in sorted(kinds.items())},
+        },
+    )
 
 
-def evaluate(policy: BehaviorPolicy, event: Observed,
-             before: Sequence[Observed]) -> list[Alert]:
+def evaluate(policy: BehaviorPolicy, event: Observed, before: Sequence[Observed]) -> list[Alert]:
     """Every rule on one event, given the applicant's earlier events (oldest first)."""
-    found = [impossible_travel(event, before, policy.impossible_travel),
-             new_device_new_region(event, before, policy.new_device_new_region),
-             rapid_profile_changes(event, before, policy.profile_changes)]
+    found = [
+        impossible_travel(event, before, policy.impossible_travel),
+        new_device_new_region(event, before, policy.new_device_new_region),
+        rapid_profile_changes(event, before, policy.profile_changes),
+    ]
     return [a for a in found if a is not None]

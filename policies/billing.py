@@ -24,8 +24,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
-FINDING_KINDS = ("billed_twice", "billed_not_recorded", "billed_unstored", "billed_unknown",
-                 "fee_mismatch", "recorded_not_billed")
+FINDING_KINDS = (
+    "billed_twice",
+    "billed_not_recorded",
+    "billed_unstored",
+    "billed_unknown",
+    "fee_mismatch",
+    "recorded_not_billed",
+)
 
 
 @dataclass(frozen=True)
@@ -92,16 +98,26 @@ class Reconciliation:
         return out
 
     def as_dict(self) -> dict[str, object]:
-        return {"clean": self.clean, "billed_calls": self.billed_calls,
-                "billed_cents": self.billed_cents, "recorded_calls": self.recorded_calls,
-                "recorded_cents": self.recorded_cents, "matched_calls": self.matched_calls,
-                "matched_cents": self.matched_cents, "counts": self.counts(),
-                "findings": [f.as_dict() for f in self.findings]}
+        return {
+            "clean": self.clean,
+            "billed_calls": self.billed_calls,
+            "billed_cents": self.billed_cents,
+            "recorded_calls": self.recorded_calls,
+            "recorded_cents": self.recorded_cents,
+            "matched_calls": self.matched_calls,
+            "matched_cents": self.matched_cents,
+            "counts": self.counts(),
+            "findings": [f.as_dict() for f in self.findings],
+        }
 
 
-def reconcile(billed: Iterable[BilledCall], recorded: Iterable[RecordedCall], *,
-              period: tuple[datetime, datetime] | None = None,
-              made: Mapping[str, tuple[str, str]] | None = None) -> Reconciliation:
+def reconcile(
+    billed: Iterable[BilledCall],
+    recorded: Iterable[RecordedCall],
+    *,
+    period: tuple[datetime, datetime] | None = None,
+    made: Mapping[str, tuple[str, str]] | None = None,
+) -> Reconciliation:
     """Compare a statement's lines with our recorded calls, key by key.
 
     `recorded` may hold calls outside the statement's period (found by the statement's keys);
@@ -133,21 +149,34 @@ def reconcile(billed: Iterable[BilledCall], recorded: Iterable[RecordedCall], *,
             result.matched_calls += 1
             result.matched_cents += charged
             continue
-        result.findings.append(Finding(
-            kind, key, billed_cents=charged, recorded_cents=mine.fee_cents if mine else 0,
-            step=mine.step if mine else made.get(key, (None, None))[1],
-            applicant_ref=mine.applicant_ref if mine else made.get(key, (None, None))[0],
-            run_id=mine.run_id if mine else None,
-            request_ids=tuple(sorted({b.request_id for b in lines})),
-            lines=tuple(b.line_no for b in lines)))
+        result.findings.append(
+            Finding(
+                kind,
+                key,
+                billed_cents=charged,
+                recorded_cents=mine.fee_cents if mine else 0,
+                step=mine.step if mine else made.get(key, (None, None))[1],
+                applicant_ref=mine.applicant_ref if mine else made.get(key, (None, None))[0],
+                run_id=mine.run_id if mine else None,
+                request_ids=tuple(sorted({b.request_id for b in lines})),
+                lines=tuple(b.line_no for b in lines),
+            )
+        )
     for key, mine in sorted(ours.items()):
         in_period = period is None or period[0] <= mine.recorded_at < period[1]
         if mine.fee_cents and in_period:
             result.recorded_calls += 1
             result.recorded_cents += mine.fee_cents
             if key not in lines_of:
-                result.findings.append(Finding(
-                    "recorded_not_billed", key, recorded_cents=mine.fee_cents, step=mine.step,
-                    applicant_ref=mine.applicant_ref, run_id=mine.run_id,
-                    request_ids=(mine.vendor_request_id,) if mine.vendor_request_id else ()))
+                result.findings.append(
+                    Finding(
+                        "recorded_not_billed",
+                        key,
+                        recorded_cents=mine.fee_cents,
+                        step=mine.step,
+                        applicant_ref=mine.applicant_ref,
+                        run_id=mine.run_id,
+                        request_ids=(mine.vendor_request_id,) if mine.vendor_request_id else (),
+                    )
+                )
     return result

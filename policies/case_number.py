@@ -126,8 +126,9 @@ def rule_too_early(table: CaseNumberTable) -> str:
 
 # Full-width digits and parentheses are what a Chinese input method types; every other
 # Unicode digit (Arabic-Indic, Devanagari, superscript, circled) is refused, never mapped.
-_WIDTH = str.maketrans({**{chr(0xFF10 + i): str(i) for i in range(10)},
-                        "\uff08": "(", "\uff09": ")"})
+_WIDTH = str.maketrans(
+    {**{chr(0xFF10 + i): str(i) for i in range(10)}, "\uff08": "(", "\uff09": ")"}
+)
 # (year) ... 号 around a body; the year checked on its own so its rule can be named.
 _HEAD = re.compile(r"\((?P<year>[^()]*)\)(?P<body>.+)号")
 # Chinese characters of the basic plane: every court abbreviation and type code is one.
@@ -138,8 +139,9 @@ _OLD = re.compile(rf"(?P<prefix>[{_HAN}]*)字第(?P<serial>[0-9]+)")
 _NEW_CODES = re.compile(rf"[{_HAN}]+")
 
 
-def read_case_number(text: str, *, current_year: int,
-                     table: CaseNumberTable | None = None) -> CaseNumber:
+def read_case_number(
+    text: str, *, current_year: int, table: CaseNumberTable | None = None
+) -> CaseNumber:
     """Read an enforcement case number by the rule of its era, or raise `CaseNumberError`
     naming the rule it breaks. `current_year` bounds the year (a filing cannot be later)."""
     table = table or case_number_table()
@@ -163,8 +165,9 @@ def read_case_number(text: str, *, current_year: int,
     return _read_new(body, year, table)
 
 
-def case_number_problem(case_number: str, *, current_year: int,
-                        table: CaseNumberTable | None = None) -> str | None:
+def case_number_problem(
+    case_number: str, *, current_year: int, table: CaseNumberTable | None = None
+) -> str | None:
     """None for a number that keeps its era's rule; otherwise the rule it breaks."""
     try:
         read_case_number(case_number, current_year=current_year, table=table)
@@ -181,8 +184,9 @@ def _read_old(body: str, year: int, table: CaseNumberTable) -> CaseNumber:
         raise CaseNumberError(RULE_OLD_COURT)
     prefix = m["prefix"]
     # The longest type the prefix ends with: 执恢 before 执, 民执 before 执.
-    kinds = sorted((t for t in table.before_2016.types if prefix.endswith(t)), key=len,
-                   reverse=True)
+    kinds = sorted(
+        (t for t in table.before_2016.types if prefix.endswith(t)), key=len, reverse=True
+    )
     if not kinds:
         raise CaseNumberError(RULE_TYPE)
     court = prefix[: len(prefix) - len(kinds[0])]
@@ -193,8 +197,16 @@ def _read_old(body: str, year: int, table: CaseNumberTable) -> CaseNumber:
         raise CaseNumberError(RULE_OLD_SERIAL)
     if len(serial.lstrip("0")) > table.serial_max_digits:
         raise CaseNumberError(RULE_SERIAL_LONG)
-    return CaseNumber(era="before_2016", year=year, court=court, level=None, court_kind=None,
-                      special_trial=None, type_code=kinds[0], serial=int(serial))
+    return CaseNumber(
+        era="before_2016",
+        year=year,
+        court=court,
+        level=None,
+        court_kind=None,
+        special_trial=None,
+        type_code=kinds[0],
+        serial=int(serial),
+    )
 
 
 def _read_new(body: str, year: int, table: CaseNumberTable) -> CaseNumber:
@@ -202,7 +214,7 @@ def _read_new(body: str, year: int, table: CaseNumberTable) -> CaseNumber:
     level: Level
     kind: str | None
     if body.startswith(courts.supreme):
-        court, level, kind, rest = courts.supreme, "supreme", None, body[len(courts.supreme):]
+        court, level, kind, rest = courts.supreme, "supreme", None, body[len(courts.supreme) :]
     elif body[:1] in courts.high:
         rest = body[1:].lstrip("0123456789")  # the digits after the code: none, 2 or 4
         court = body[: len(body) - len(rest)]
@@ -212,7 +224,7 @@ def _read_new(body: str, year: int, table: CaseNumberTable) -> CaseNumber:
         raise CaseNumberError(RULE_COURT)
     lead = _NEW_CODES.match(rest)
     codes, special = (lead.group() if lead else ""), None
-    serial = rest[len(codes):]
+    serial = rest[len(codes) :]
     if codes not in table.enforcement_types:
         if codes[:1] in table.special_trial and codes[1:] in table.enforcement_types:
             special, codes = codes[0], codes[1:]
@@ -226,12 +238,19 @@ def _read_new(body: str, year: int, table: CaseNumberTable) -> CaseNumber:
         raise CaseNumberError(RULE_SERIAL)
     if len(serial) > table.serial_max_digits:
         raise CaseNumberError(RULE_SERIAL_LONG)
-    return CaseNumber(era="2016", year=year, court=court, level=level, court_kind=kind,
-                      special_trial=special, type_code=codes, serial=int(serial))
+    return CaseNumber(
+        era="2016",
+        year=year,
+        court=court,
+        level=level,
+        court_kind=kind,
+        special_trial=special,
+        type_code=codes,
+        serial=int(serial),
+    )
 
 
-def _court_level(court: str, number: str, table: CaseNumberTable
-                 ) -> tuple[Level, str | None]:
+def _court_level(court: str, number: str, table: CaseNumberTable) -> tuple[Level, str | None]:
     if not number:
         return "high", None
     if len(number) == 2:
@@ -252,5 +271,6 @@ def _court_level(court: str, number: str, table: CaseNumberTable
 @cache
 def case_number_table() -> CaseNumberTable:
     """`case_numbers.yaml`, parsed once: the table a caller that passes none reads by."""
-    return CaseNumberTable.from_yaml(read_text("case_numbers.yaml"),
-                                     source="policies/case_numbers.yaml")
+    return CaseNumberTable.from_yaml(
+        read_text("case_numbers.yaml"), source="policies/case_numbers.yaml"
+    )

@@ -65,8 +65,9 @@ class CasePolicy(PolicyDocument):
     default: ReasonRule
     reasons: dict[Code, ReasonRule] = Field(default_factory=dict)
     outreach: OutreachRules
-    dispositions: dict[Literal["false_positive", "valuable_alert", "confirmed_risk"],
-                       Literal["good", "bad"]]
+    dispositions: dict[
+        Literal["false_positive", "valuable_alert", "confirmed_risk"], Literal["good", "bad"]
+    ]
 
     @model_validator(mode="after")
     def _every_disposition(self) -> CasePolicy:
@@ -76,8 +77,9 @@ class CasePolicy(PolicyDocument):
         return self
 
     @classmethod
-    def load(cls, text: str, *, source: str = "cases.yaml",
-             known_reasons: Iterable[str] | None = None) -> CasePolicy:
+    def load(
+        cls, text: str, *, source: str = "cases.yaml", known_reasons: Iterable[str] | None = None
+    ) -> CasePolicy:
         """Validate the text; with `known_reasons` (the scorecard's), a reason the card does
         not know is refused with its line."""
         doc = LinedYaml(text, source)

@@ -30,8 +30,9 @@ def consent_policy() -> ConsentPolicy:
 
 @cache
 def scorecard() -> Scorecard:
-    return Scorecard.from_yaml(read_text("risk/scorecard.yaml"),
-                               source="policies/risk/scorecard.yaml")
+    return Scorecard.from_yaml(
+        read_text("risk/scorecard.yaml"), source="policies/risk/scorecard.yaml"
+    )
 
 
 @cache
@@ -68,8 +69,7 @@ def access_policy() -> AccessPolicy:
 
 @cache
 def retention_policy() -> RetentionPolicy:
-    return RetentionPolicy.from_yaml(read_text("retention.yaml"),
-                                     source="policies/retention.yaml")
+    return RetentionPolicy.from_yaml(read_text("retention.yaml"), source="policies/retention.yaml")
 
 
 @cache
@@ -89,6 +89,8 @@ def request_policy() -> RequestPolicy:
 
 
 def case_policy() -> CasePolicy:
-    return CasePolicy.load(read_text("cases.yaml"), source="policies/cases.yaml",
-                           known_reasons=[*scorecard().reasons, *CASE_REASONS.values(),
-                                          *WORKFLOW_REASONS])
+    return CasePolicy.load(
+        read_text("cases.yaml"),
+        source="policies/cases.yaml",
+        known_reasons=[*scorecard().reasons, *CASE_REASONS.values(), *WORKFLOW_REASONS],
+    )

@@ -31,9 +31,16 @@ Reason = Literal[
 # Refusals that a new consent (or one for another purpose) could answer: a runner with a
 # fallback purpose tries the next, re-verification asks the person again. A withdrawal is
 # never answered by asking again.
-ASK_AGAIN: frozenset[str] = frozenset({"no_consent", "expired", "wrong_purpose",
-                                       "missing_scope", "scope_not_in_notice",
-                                       "not_yet_valid"})
+ASK_AGAIN: frozenset[str] = frozenset(
+    {
+        "no_consent",
+        "expired",
+        "wrong_purpose",
+        "missing_scope",
+        "scope_not_in_notice",
+        "not_yet_valid",
+    }
+)
 NEVER_ASK: frozenset[str] = frozenset({"withdrawn"})
 
 
@@ -83,7 +90,6 @@ class ConsentPolicy(PolicyDocument):
             if unknown:
                 raise ValueError(f"step {step!r} needs unknown scopes {sorted(unknown)}")
         return self
-
 
     def step_scopes(self, step: str, declared: frozenset[str] = frozenset()) -> frozenset[str]:
         """What a step needs: the policy's scopes for it together with what it declares."""
@@ -181,8 +187,13 @@ def authorize(
     """
     own = [g for g in grants if g.subject_ref == subject_ref]
     same_purpose = [g for g in own if g.purpose == purpose]
-    base: dict[str, Any] = {"subject_ref": subject_ref, "purpose": purpose, "step": step,
-                            "scopes": scopes, "decided_at": now}
+    base: dict[str, Any] = {
+        "subject_ref": subject_ref,
+        "purpose": purpose,
+        "step": step,
+        "scopes": scopes,
+        "decided_at": now,
+    }
     live = [g for g in same_purpose if _live(g, now)]
     covering: list[ConsentGrant] = []
     needed = set(scopes)
@@ -194,8 +205,11 @@ def authorize(
             needed -= usable
     if not needed:
         return ConsentDecision.model_construct(
-            allowed=True, reason="granted", consent_ids=tuple(g.consent_id for g in covering),
-            **base)
+            allowed=True,
+            reason="granted",
+            consent_ids=tuple(g.consent_id for g in covering),
+            **base,
+        )
     missing = frozenset(needed)
     claiming = [g for g in same_purpose if missing & g.scopes]
     reason: Reason
@@ -215,8 +229,9 @@ def authorize(
         reason = "wrong_purpose"
     else:
         reason = "no_consent"
-    return ConsentDecision.model_construct(allowed=False, reason=reason,
-                                           missing_scopes=missing, **base)
+    return ConsentDecision.model_construct(
+        allowed=False, reason=reason, missing_scopes=missing, **base
+    )
 
 
 class ConsentChanged(RuntimeError):
@@ -259,8 +274,11 @@ def check_grant(
     if scopes - policy.scopes.keys():
         raise GrantRuleError(f"{field}.scopes", "contains an unknown scope")
     if len(scopes & policy.sensitive()) > 1:
-        raise GrantRuleError(f"{field}.scopes", "bundles several sensitive scopes into one "
-                             "grant; each sensitive scope needs its own (PIPL Art. 29)")
+        raise GrantRuleError(
+            f"{field}.scopes",
+            "bundles several sensitive scopes into one "
+            "grant; each sensitive scope needs its own (PIPL Art. 29)",
+        )
     notice = notices.get(notice_version)
     if notice is None:
         raise GrantRuleError(f"{field}.notice_version", "is not a known notice version")
@@ -269,14 +287,17 @@ def check_grant(
     if purpose not in notice.purposes:
         raise GrantRuleError(f"{field}.purpose", "is not listed by the notice version")
     if scopes - notice.scopes:
-        raise GrantRuleError(f"{field}.scopes", "includes a scope the notice version does "
-                             "not list")
+        raise GrantRuleError(f"{field}.scopes", "includes a scope the notice version does not list")
     if granted_at > now + CLOCK_SKEW:
-        raise GrantRuleError(f"{field}.granted_at", "must not be in the future (beyond a "
-                             f"{int(CLOCK_SKEW.total_seconds() // 60)}-minute clock skew)")
+        raise GrantRuleError(
+            f"{field}.granted_at",
+            "must not be in the future (beyond a "
+            f"{int(CLOCK_SKEW.total_seconds() // 60)}-minute clock skew)",
+        )
     if granted_at.date() < notice.published:
-        raise GrantRuleError(f"{field}.granted_at", "must not be before the notice version "
-                             "was published")
+        raise GrantRuleError(
+            f"{field}.granted_at", "must not be before the notice version was published"
+        )
     if expires_at <= granted_at:
         raise GrantRuleError(f"{field}.expires_at", "must be after granted_at")
     if expires_at <= now:

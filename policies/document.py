@@ -50,8 +50,9 @@ class LinedYaml:
             node = yaml.compose(text, Loader=yaml.SafeLoader)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
-            raise PolicyError(source, mark.line + 1 if mark else None, (),
-                              "is not valid YAML") from None
+            raise PolicyError(
+                source, mark.line + 1 if mark else None, (), "is not valid YAML"
+            ) from None
         self.lines: dict[Path_, int] = {}
         if node is not None:
             _index(node, (), self.lines)

@@ -161,7 +161,11 @@ def normalize_id_number(raw: str) -> str:
 
 
 def validate_id_number(
-    id_type: str, raw: str, *, today: date, field: str = "id_number",
+    id_type: str,
+    raw: str,
+    *,
+    today: date,
+    field: str = "id_number",
     policy: IdentityPolicy | None = None,
 ) -> str:
     """Normalise and validate; return the canonical number or raise `IdentityRuleError`."""
@@ -253,8 +257,10 @@ RULE_NAME_CONTROL = "must not contain control characters"
 RULE_NAME_DIGITS = "must not contain digits"
 RULE_NAME_DOT = "middle dot must separate name parts"
 RULE_NAME_HAN = "must be Chinese characters, with a middle dot (·) between the parts of a name"
-RULE_NAME_LATIN = ("must be Latin letters, with spaces, hyphens, apostrophes or periods "
-                   "between the parts of a name")
+RULE_NAME_LATIN = (
+    "must be Latin letters, with spaces, hyphens, apostrophes or periods "
+    "between the parts of a name"
+)
 
 # Latin name parts joined by one separator each: "J. R.", "Anne-Marie", "O'Neil", a space;
 # a closing period ("Jr."). Letters are read as "a" first (see `_latin_name`).
@@ -308,8 +314,9 @@ def _latin_name(text: str, rules: LatinNames, field: str) -> str:
     return text
 
 
-def validate_name(id_type: str, raw: str, *, field: str = "name",
-                  policy: IdentityPolicy | None = None) -> str:
+def validate_name(
+    id_type: str, raw: str, *, field: str = "name", policy: IdentityPolicy | None = None
+) -> str:
     """The name as the `id_type`'s document writes it (NFC, its script's separators
     unified), or `IdentityRuleError` naming the rule it breaks. A type whose name may be
     written in either of two scripts accepts a name wholly in one of them."""

@@ -112,7 +112,8 @@ _CARD_RE = re.compile(CARD_PATTERN)
 # OAuth secrets and identifiers carried in a URL or a form (a logged request line).
 _OAUTH_PARAM_RE = re.compile(
     r"(?i)\b(code|state|access_token|refresh_token|id_token|secret|client_secret|openid|"
-    r"unionid|code_verifier|nonce)=([^&\s\"'#]+)")
+    r"unionid|code_verifier|nonce)=([^&\s\"'#]+)"
+)
 
 
 def mask_text(text: str, names: tuple[str, ...] = ()) -> str:

@@ -75,7 +75,8 @@ def field_present(shape: frozenset[str], field: str) -> bool:
     return field in shape
 
 
-def response_columns(shapes: list[frozenset[str]], fields: tuple[str, ...]
-                     ) -> dict[str, list[bool]]:
+def response_columns(
+    shapes: list[frozenset[str]], fields: tuple[str, ...]
+) -> dict[str, list[bool]]:
     """One boolean column per expected field (`has_<field>`), one row per answer."""
     return {f"has_{f}": [field_present(s, f) for s in shapes] for f in fields}

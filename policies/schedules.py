@@ -31,15 +31,17 @@ def check_cron(value: str) -> str:
     rule."""
     fields = value.split()
     if len(fields) != len(CRON_FIELDS):
-        raise PydanticCustomError("cron", "must have five fields (minute hour day-of-month "
-                                          "month day-of-week)")
+        raise PydanticCustomError(
+            "cron", "must have five fields (minute hour day-of-month month day-of-week)"
+        )
     expr = " ".join(fields)
     try:
         CronSim(expr, datetime(2026, 1, 1))  # noqa: DTZ001 - parsing only
     except CronSimError as exc:
         # cronsim names the field ("Bad minute"), never echoes the expression.
-        raise PydanticCustomError("cron", f"is not a valid cron expression: "
-                                          f"{str(exc).lower()}") from None
+        raise PydanticCustomError(
+            "cron", f"is not a valid cron expression: {str(exc).lower()}"
+        ) from None
     return expr
 
 
@@ -47,8 +49,9 @@ def check_timezone(value: str) -> str:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
-        raise PydanticCustomError("timezone", "is not a known IANA time zone "
-                                              "(such as Asia/Shanghai)") from None
+        raise PydanticCustomError(
+            "timezone", "is not a known IANA time zone (such as Asia/Shanghai)"
+        ) from None
     return value
 
 
@@ -118,29 +121,48 @@ class SchedulePolicy:
         raise KeyError(name)
 
     @classmethod
-    def from_yaml(cls, text: str, *, source: str = "<schedules>",
-                  declared: Collection[str]) -> SchedulePolicy:
+    def from_yaml(
+        cls, text: str, *, source: str = "<schedules>", declared: Collection[str]
+    ) -> SchedulePolicy:
         """Validate `text`; every name in `declared` must be scheduled, and nothing else."""
         doc = LinedYaml(text, source)
         model = doc.validate(_Document)
         known = list(declared)
         for name in model.deployments:
             if name not in known:
-                raise doc.error(("deployments", name),
-                                f"is not a deployment idv declares (one of {', '.join(known)})")
+                raise doc.error(
+                    ("deployments", name),
+                    f"is not a deployment idv declares (one of {', '.join(known)})",
+                )
         missing = [n for n in known if n not in model.deployments]
         if missing:
-            raise doc.error(("deployments",), f"has no schedule for {', '.join(missing)} "
-                                              "(set active: false to keep one from running)")
+            raise doc.error(
+                ("deployments",),
+                f"has no schedule for {', '.join(missing)} "
+                "(set active: false to keep one from running)",
+            )
         schedules = tuple(
-            Schedule(name=name, cron=model.deployments[name].cron,
-                     timezone=model.deployments[name].timezone or model.timezone,
-                     active=model.deployments[name].active,
-                     description=model.deployments[name].description)
-            for name in known)
-        return cls(schedules=schedules, source=source,
-                   version=hashlib.sha256(text.encode("utf-8")).hexdigest())
+            Schedule(
+                name=name,
+                cron=model.deployments[name].cron,
+                timezone=model.deployments[name].timezone or model.timezone,
+                active=model.deployments[name].active,
+                description=model.deployments[name].description,
+            )
+            for name in known
+        )
+        return cls(
+            schedules=schedules,
+            source=source,
+            version=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        )
 
 
-__all__ = ["CRON_FIELDS", "PolicyError", "Schedule", "SchedulePolicy", "check_cron",
-           "check_timezone"]
+__all__ = [
+    "CRON_FIELDS",
+    "PolicyError",
+    "Schedule",
+    "SchedulePolicy",
+    "check_cron",
+    "check_timezone",
+]

@@ -29,20 +29,30 @@ FeatureValue = str | int
 # a misspelt feature would otherwise silently score as its default for everyone.
 KNOWN_FEATURES: dict[str, Literal["categorical", "numeric"]] = {
     # step outcomes
-    "id_check": "categorical", "carrier_check": "categorical", "court_list": "categorical",
-    "credit_report": "categorical", "account_attributes": "categorical",
+    "id_check": "categorical",
+    "carrier_check": "categorical",
+    "court_list": "categorical",
+    "credit_report": "categorical",
+    "account_attributes": "categorical",
     "oidc_account": "categorical",
     # derived at decision time
-    "phone_range": "categorical", "id_reuse": "categorical",
+    "phone_range": "categorical",
+    "id_reuse": "categorical",
     # carrier, court and credit signals
-    "phone_tenure": "categorical", "court_hit": "categorical",
-    "court_record_suspect": "categorical", "court_no_property_case": "categorical",
-    "credit_multi_lender": "categorical", "credit_overdue": "categorical",
+    "phone_tenure": "categorical",
+    "court_hit": "categorical",
+    "court_record_suspect": "categorical",
+    "court_no_property_case": "categorical",
+    "credit_multi_lender": "categorical",
+    "credit_overdue": "categorical",
     # account attributes (OAuth-authorized)
-    "account_control": "categorical", "bound_phone_match": "categorical",
-    "linked_applicants": "numeric", "account_age_days": "numeric",
+    "account_control": "categorical",
+    "bound_phone_match": "categorical",
+    "linked_applicants": "numeric",
+    "account_age_days": "numeric",
     # behaviour alerts (open alerts per rule)
-    "impossible_travel": "numeric", "new_device_new_region": "numeric",
+    "impossible_travel": "numeric",
+    "new_device_new_region": "numeric",
     "rapid_profile_changes": "numeric",
 }
 
@@ -123,8 +133,9 @@ def check(card: Scorecard) -> list[tuple[Path_, str]]:
     out: list[tuple[Path_, str]] = []
     t = card.thresholds
     if not 0 < t.review < t.decline_recommended:
-        out.append((("thresholds",), "thresholds out of order: need 0 < review < "
-                                     "decline_recommended"))
+        out.append(
+            (("thresholds",), "thresholds out of order: need 0 < review < decline_recommended")
+        )
     used: list[tuple[Path_, str]] = []
     for name, f in card.features.items():
         at: Path_ = ("features", name)
@@ -135,8 +146,7 @@ def check(card: Scorecard) -> list[tuple[Path_, str]]:
         if kind == "numeric" and not f.bands:
             out.append((at, "a numeric feature needs bands"))
         if kind == "categorical" and f.bands:
-            out.append(((*at, "bands"), "a categorical feature has points per value, "
-                                        "not bands"))
+            out.append(((*at, "bands"), "a categorical feature has points per value, not bands"))
         if f.default not in f.points:
             out.append(((*at, "default"), "default has no points"))
         for value in f.reasons.keys() - f.points.keys():
@@ -237,11 +247,17 @@ def _contribution(name: str, feature: Feature, value: object) -> Contribution:
     if number is not None:
         band = feature.band_of(number)
         if band is not None:
-            return Contribution(feature=name, value=number, band=band.band, points=band.points,
-                                reason=band.reason)
+            return Contribution(
+                feature=name, value=number, band=band.band, points=band.points, reason=band.reason
+            )
     key = value if isinstance(value, str) and value in feature.points else feature.default
-    return Contribution(feature=name, value=key, band=key, points=feature.points[key],
-                        reason=feature.reasons.get(key))
+    return Contribution(
+        feature=name,
+        value=key,
+        band=key,
+        points=feature.points[key],
+        reason=feature.reasons.get(key),
+    )
 
 
 def outcome_of(card: Scorecard, score: int, reasons: tuple[str, ...]) -> Outcome:
@@ -257,13 +273,19 @@ def assess(card: Scorecard, features: Mapping[str, object]) -> RiskAssessment:
     unknown = features.keys() - card.features.keys()
     if unknown:
         raise KeyError(f"features not in scorecard {card.version}: {sorted(unknown)}")
-    parts = tuple(contribution(name, f, features.get(name, f.default))
-                  for name, f in card.features.items())
+    parts = tuple(
+        contribution(name, f, features.get(name, f.default)) for name, f in card.features.items()
+    )
     reasons = tuple(p.reason for p in parts if p.reason)
     score = sum(p.points for p in parts)
     return RiskAssessment(
-        policy_version=card.version, score=score, outcome=outcome_of(card, score, reasons),
-        reasons=reasons, features={p.feature: p.value for p in parts}, contributions=parts)
+        policy_version=card.version,
+        score=score,
+        outcome=outcome_of(card, score, reasons),
+        reasons=reasons,
+        features={p.feature: p.value for p in parts},
+        contributions=parts,
+    )
 
 
 def signal_features(signals: Mapping[str, object], card: Scorecard) -> dict[str, FeatureValue]:

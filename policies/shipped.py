@@ -17,6 +17,5 @@ def read_text(name: str) -> str:
 
 def folder_texts(folder: str, suffix: str) -> list[tuple[str, str]]:
     """Each file of a subfolder whose name ends with `suffix`, as (name, text), by name."""
-    entries = sorted(resources.files("policies").joinpath(folder).iterdir(),
-                     key=lambda e: e.name)
+    entries = sorted(resources.files("policies").joinpath(folder).iterdir(), key=lambda e: e.name)
     return [(e.name, e.read_text(encoding="utf-8")) for e in entries if e.name.endswith(suffix)]

@@ -20,11 +20,11 @@ class ApiContract(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     rate_per_s: float = Field(gt=0, le=100_000)
-    per_person_daily: dict[PayloadField, Annotated[int, Field(ge=1)]] = Field(
-        default_factory=dict)
+    per_person_daily: dict[PayloadField, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
     fee_cents: int = Field(ge=0)
     billed: frozenset[Annotated[str, StringConstraints(min_length=1, max_length=40)]] = Field(
-        min_length=1)
+        min_length=1
+    )
 
 
 class VendorContract(BaseModel):
@@ -45,8 +45,9 @@ class VendorContracts(PolicyDocument):
     timezone: str = "Asia/Shanghai"
     headroom: float = Field(0.04, ge=0, lt=0.5)
     spend: SpendCeilings = SpendCeilings()
-    vendors: dict[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")],
-                  VendorContract] = Field(min_length=1)
+    vendors: dict[
+        Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")], VendorContract
+    ] = Field(min_length=1)
 
     @field_validator("timezone")
     @classmethod

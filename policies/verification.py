@@ -41,4 +41,3 @@ class VerificationPolicy(PolicyDocument):
     version: str
     products: dict[str, ProductRule]
     reverification: ReverificationRule | None = None
-

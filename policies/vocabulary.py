@@ -87,18 +87,22 @@ def _schema(pattern: str, max_length: int) -> WithJsonSchema:
 # which the shape already refuses). `$` in ECMA-262 is the end of the input only; for
 # validators that read patterns as Python does, a line break is refused too.
 APPLICANT_REF_SCHEMA: dict[str, object] = {
-    "type": "string", "minLength": 1, "maxLength": 64,
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 64,
     "pattern": r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$",
     "not": {"anyOf": [{"pattern": p} for p in (r"\n", ID_PATTERN, CARD_PATTERN, PHONE_PATTERN)]},
     "description": f"The caller's key for the applicant: {REF_RULE}; {REF_PII_RULE} "
-                   "(nor a bank card number).",
+    "(nor a bank card number).",
     "examples": ["A-000123"],
 }
 
-ApplicantRef = Annotated[str, _validator(check_applicant_ref),
-                         WithJsonSchema(APPLICANT_REF_SCHEMA)]
-ConsentId = Annotated[str, _validator(check_consent_id), _schema(
-    r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", 36)]
+ApplicantRef = Annotated[str, _validator(check_applicant_ref), WithJsonSchema(APPLICANT_REF_SCHEMA)]
+ConsentId = Annotated[
+    str,
+    _validator(check_consent_id),
+    _schema(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", 36),
+]
 Code = Annotated[str, _validator(check_code), _schema(r"^[a-z][a-z0-9_.-]{0,63}$", 64)]
 Purpose = Code
 Scope = Code
@@ -110,8 +114,7 @@ NoticeHash = Annotated[str, StringConstraints(pattern=NOTICE_HASH_PATTERN)]
 # A person's user name, as `idv users add` takes it: the one rule of every surface that names
 # a person (an assignee, a queue filter, the users page).
 _USER_RE = re.compile(r"[a-z0-9][a-z0-9_.@-]{1,127}\Z")
-USER_RULE = ("must be 2 to 128 lower-case letters, digits or _.@- starting with a letter or "
-             "digit")
+USER_RULE = "must be 2 to 128 lower-case letters, digits or _.@- starting with a letter or digit"
 # Case ids, request ids and the other ids the store makes: a UUID's lower-case text.
 UUID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 _UUID_RE = re.compile(UUID_PATTERN[1:-1] + r"\Z")
@@ -138,13 +141,13 @@ check_request_id = _matching(_UUID_RE, REQUEST_ID_RULE)
 check_tag = _matching(_TAG_RE, TAG_RULE)
 check_reason_code = _matching(_REASON_RE, REASON_CODE_RULE)
 
-UserName = Annotated[str, _validator(check_user_name),
-                     _schema(r"^[a-z0-9][a-z0-9_.@-]{1,127}$", 128)]
+UserName = Annotated[
+    str, _validator(check_user_name), _schema(r"^[a-z0-9][a-z0-9_.@-]{1,127}$", 128)
+]
 CaseId = Annotated[str, _validator(check_case_id), _schema(UUID_PATTERN, 36)]
 RequestId = Annotated[str, _validator(check_request_id), _schema(UUID_PATTERN, 36)]
 Tag = Annotated[str, _validator(check_tag), _schema(r"^[a-z0-9][a-z0-9_:-]{0,31}$", 32)]
-ReasonCode = Annotated[str, _validator(check_reason_code),
-                       _schema(r"^[A-Z][A-Z0-9_]{1,63}$", 64)]
+ReasonCode = Annotated[str, _validator(check_reason_code), _schema(r"^[A-Z][A-Z0-9_]{1,63}$", 64)]
 
 
 class CaseStatus(StrEnum):

@@ -45,24 +45,33 @@ STATEMENT_COLUMNS = ("billed_at", "request_id", "idempotency_key", "endpoint", "
 CALL_LOG_LIMIT = 200_000
 IDEMPOTENCY_TTL_S = 24 * 3600.0
 IDEMPOTENCY_LIMIT = 200_000
-FEES_CENTS = {"/v1/identity/three-element": 30, "/v1/identity/two-element": 20,
-              "/v1/carrier/verify": 25, "/v1/credit/summary": 80, "/v1/court/dishonest": 15}
+FEES_CENTS = {
+    "/v1/identity/three-element": 30,
+    "/v1/identity/two-element": 20,
+    "/v1/carrier/verify": 25,
+    "/v1/credit/summary": 80,
+    "/v1/court/dishonest": 15,
+}
 # The answers each endpoint does not bill: a lookup that finds no record is free.
-UNBILLED = {"/v1/identity/three-element": frozenset({"NO_RECORD"}),
-            "/v1/identity/two-element": frozenset({"NO_RECORD"}),
-            "/v1/carrier/verify": frozenset({"NO_RECORD"}),
-            "/v1/credit/summary": frozenset({"NO_RECORD"}),
-            "/v1/court/dishonest": frozenset()}
+UNBILLED = {
+    "/v1/identity/three-element": frozenset({"NO_RECORD"}),
+    "/v1/identity/two-element": frozenset({"NO_RECORD"}),
+    "/v1/carrier/verify": frozenset({"NO_RECORD"}),
+    "/v1/credit/summary": frozenset({"NO_RECORD"}),
+    "/v1/court/dishonest": frozenset(),
+}
 # Calls one person (by ID number) may have on one endpoint in a day (Asia/Shanghai): the
 # same ID number is checked at most 1,000 times a day, as Tencent Cloud's contracts say.
 PERSON_DAILY_CAP = 1000
 SHANGHAI = timezone(timedelta(hours=8))
 # The body fields each endpoint requires.
-REQUIRED = {"/v1/identity/three-element": ("name", "id_number", "phone"),
-            "/v1/identity/two-element": ("name", "id_number"),
-            "/v1/carrier/verify": ("name", "id_number", "phone"),
-            "/v1/credit/summary": ("name", "id_number"),
-            "/v1/court/dishonest": ("name", "id_number")}
+REQUIRED = {
+    "/v1/identity/three-element": ("name", "id_number", "phone"),
+    "/v1/identity/two-element": ("name", "id_number"),
+    "/v1/carrier/verify": ("name", "id_number", "phone"),
+    "/v1/credit/summary": ("name", "id_number"),
+    "/v1/court/dishonest": ("name", "id_number"),
+}
 
 
 # The 99th percentile of a standard normal: a log-normal latency's spread from p50 and p99.
@@ -99,9 +108,16 @@ class Faults:
         return rng.lognormvariate(math.log(self.latency_ms), sigma) / 1000
 
 
-_FAULT_KEYS = {"latency_ms": "latency_ms", "latency_p99_ms": "latency_p99_ms",
-               "5xx": "error_5xx", "timeout": "timeout", "429": "rate_429",
-               "malformed": "malformed", "late": "late", "seed": "seed"}
+_FAULT_KEYS = {
+    "latency_ms": "latency_ms",
+    "latency_p99_ms": "latency_p99_ms",
+    "5xx": "error_5xx",
+    "timeout": "timeout",
+    "429": "rate_429",
+    "malformed": "malformed",
+    "late": "late",
+    "seed": "seed",
+}
 _NOT_RATES = ("latency_ms", "latency_p99_ms", "seed")
 
 
@@ -137,8 +153,10 @@ def parse_faults(spec: str) -> FaultPlan:
     default = _parse_knobs(groups.pop("", ""))
     by_endpoint = {}
     for name, knobs in groups.items():
-        merged = {**default.__dict__, **{k: v for k, v in _parse_knobs(knobs).__dict__.items()
-                                        if v != getattr(Faults(), k)}}
+        merged = {
+            **default.__dict__,
+            **{k: v for k, v in _parse_knobs(knobs).__dict__.items() if v != getattr(Faults(), k)},
+        }
         by_endpoint[name] = _checked(Faults(**merged))
     return FaultPlan(_checked(default), by_endpoint)
 
@@ -156,8 +174,9 @@ def _parse_knobs(spec: str) -> Faults:
     for part in filter(None, (p.strip() for p in spec.split(","))):
         key, sep, raw = part.partition("=")
         if not sep or key.strip() not in _FAULT_KEYS:
-            raise FaultSpecError(f"faults: unknown knob {key.strip()!r}; known: "
-                                 f"{', '.join(_FAULT_KEYS)}")
+            raise FaultSpecError(
+                f"faults: unknown knob {key.strip()!r}; known: {', '.join(_FAULT_KEYS)}"
+            )
         try:
             value = float(raw)
         except ValueError:
@@ -224,7 +243,8 @@ class SandboxState:
     # Idempotency key -> (kept at, body digest, answer as sent, result, request id), oldest
     # first: plain values.
     _answers: OrderedDict[str, tuple[float, str, bytes, str, str]] = field(
-        default_factory=OrderedDict, repr=False)
+        default_factory=OrderedDict, repr=False
+    )
     _dropped_cents: int = field(default=0, repr=False)  # fees of the calls dropped from the log
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     # The WeChat OAuth imitation, served beside the vendors when set.
@@ -232,8 +252,9 @@ class SandboxState:
 
     def digest(self, id_number: str) -> str:
         """Keyed digest of a normalised ID number: lets tests find a person's calls."""
-        return hmac.new(self._digest_key, normalize_id(id_number).encode("utf-8"),
-                        hashlib.sha256).hexdigest()
+        return hmac.new(
+            self._digest_key, normalize_id(id_number).encode("utf-8"), hashlib.sha256
+        ).hexdigest()
 
     def calls_for(self, id_number: str) -> list[CallRecord]:
         d = self.digest(id_number)
@@ -314,21 +335,26 @@ class SandboxState:
             return True
 
 
-def _expected_signature(secret: str, method: str, path: str, ts: str, nonce: str,
-                        body: bytes) -> str:
+def _expected_signature(
+    secret: str, method: str, path: str, ts: str, nonce: str, body: bytes
+) -> str:
     message = "\n".join([method.upper(), path, ts, nonce, hashlib.sha256(body).hexdigest()])
-    return base64.b64encode(hmac.new(secret.encode(), message.encode(), hashlib.sha256).digest()
-                            ).decode()
+    return base64.b64encode(
+        hmac.new(secret.encode(), message.encode(), hashlib.sha256).digest()
+    ).decode()
 
 
-def _answer(path: str, data: dict[str, Any], settled: frozenset[str] = frozenset()
-            ) -> dict[str, Any]:
+def _answer(
+    path: str, data: dict[str, Any], settled: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     if path.startswith("/v1/identity/"):
-        return {"result": three_element_result(data["name"], data["id_number"],
-                                               data.get("phone"))}
+        return {"result": three_element_result(data["name"], data["id_number"], data.get("phone"))}
     if path == "/v1/court/dishonest":
-        entries = [e for e in court_entries(data["name"], data["id_number"])
-                   if e["case_number"] not in settled]
+        entries = [
+            e
+            for e in court_entries(data["name"], data["id_number"])
+            if e["case_number"] not in settled
+        ]
         return {"result": "HIT" if entries else "NO_HIT", "entries": entries}
     if path == "/v1/carrier/verify":
         return dict(carrier_result(data["name"], data["id_number"], data["phone"]))
@@ -354,11 +380,22 @@ def build_app(state: SandboxState) -> web.Application:
         body = await request.read()
         key = request.headers.get("Idempotency-Key")
 
-        def refuse(status: int, error: str, field_name: str | None = None,
-                   digest: str | None = None) -> web.Response:
-            state.log(CallRecord(at=_now_iso(), path=path, status_code=status, result=None,
-                                 request_id=None, idempotency_key=key, billed_cents=0,
-                                 subject_digest=digest, error=error))
+        def refuse(
+            status: int, error: str, field_name: str | None = None, digest: str | None = None
+        ) -> web.Response:
+            state.log(
+                CallRecord(
+                    at=_now_iso(),
+                    path=path,
+                    status_code=status,
+                    result=None,
+                    request_id=None,
+                    idempotency_key=key,
+                    billed_cents=0,
+                    subject_digest=digest,
+                    error=error,
+                )
+            )
             payload = {"error": error} | ({"field": field_name} if field_name else {})
             return web.json_response(payload, status=status)
 
@@ -391,21 +428,41 @@ def build_app(state: SandboxState) -> web.Application:
         digest = state.digest(data["id_number"])
         wait = state.over_rate(path, state.app_key, now)
         if wait is not None:
-            state.log(CallRecord(at=_now_iso(), path=path, status_code=429, result=None,
-                                 request_id=None, idempotency_key=key, billed_cents=0,
-                                 subject_digest=digest, error="rate_limited"))
-            return web.json_response({"error": "rate_limited"}, status=429,
-                                     headers={"Retry-After": f"{wait:.3f}"})
+            state.log(
+                CallRecord(
+                    at=_now_iso(),
+                    path=path,
+                    status_code=429,
+                    result=None,
+                    request_id=None,
+                    idempotency_key=key,
+                    billed_cents=0,
+                    subject_digest=digest,
+                    error="rate_limited",
+                )
+            )
+            return web.json_response(
+                {"error": "rate_limited"}, status=429, headers={"Retry-After": f"{wait:.3f}"}
+            )
         if key:
             previous = state.answer_for(key, now)
             if previous is not None:
                 body_hash, sent, result, request_id = previous
                 if body_hash != hashlib.sha256(body).hexdigest():
                     return refuse(422, "idempotency_key_reused", "Idempotency-Key", digest)
-                state.log(CallRecord(at=_now_iso(), path=path, status_code=200,
-                                     result=result, request_id=request_id,
-                                     idempotency_key=key, billed_cents=0,
-                                     subject_digest=digest, replay=True))
+                state.log(
+                    CallRecord(
+                        at=_now_iso(),
+                        path=path,
+                        status_code=200,
+                        result=result,
+                        request_id=request_id,
+                        idempotency_key=key,
+                        billed_cents=0,
+                        subject_digest=digest,
+                        replay=True,
+                    )
+                )
                 return web.Response(body=sent, content_type="application/json")
         f = faults
         roll = state._rng.random()
@@ -413,24 +470,54 @@ def build_app(state: SandboxState) -> web.Application:
             await asyncio.sleep(3600)  # the client's timeout ends it
         roll -= f.timeout
         if roll < f.error_5xx:
-            state.log(CallRecord(at=_now_iso(), path=path, status_code=503, result=None,
-                                 request_id=None, idempotency_key=key, billed_cents=0,
-                                 subject_digest=digest, error="fault_5xx"))
+            state.log(
+                CallRecord(
+                    at=_now_iso(),
+                    path=path,
+                    status_code=503,
+                    result=None,
+                    request_id=None,
+                    idempotency_key=key,
+                    billed_cents=0,
+                    subject_digest=digest,
+                    error="fault_5xx",
+                )
+            )
             return web.Response(status=503, text=f"upstream failed for request {body.decode()}")
         roll -= f.error_5xx
         if roll < f.rate_429:
-            state.log(CallRecord(at=_now_iso(), path=path, status_code=429, result=None,
-                                 request_id=None, idempotency_key=key, billed_cents=0,
-                                 subject_digest=digest, error="fault_429"))
-            return web.json_response({"error": "rate_limited"}, status=429,
-                                     headers={"Retry-After": "0.05"})
+            state.log(
+                CallRecord(
+                    at=_now_iso(),
+                    path=path,
+                    status_code=429,
+                    result=None,
+                    request_id=None,
+                    idempotency_key=key,
+                    billed_cents=0,
+                    subject_digest=digest,
+                    error="fault_429",
+                )
+            )
+            return web.json_response(
+                {"error": "rate_limited"}, status=429, headers={"Retry-After": "0.05"}
+            )
         roll -= f.rate_429
         if roll < f.malformed:
-            state.log(CallRecord(at=_now_iso(), path=path, status_code=200, result=None,
-                                 request_id=None, idempotency_key=key, billed_cents=0,
-                                 subject_digest=digest, error="fault_malformed"))
-            return web.Response(status=200, text="<html>" + body.decode(),
-                                content_type="text/html")
+            state.log(
+                CallRecord(
+                    at=_now_iso(),
+                    path=path,
+                    status_code=200,
+                    result=None,
+                    request_id=None,
+                    idempotency_key=key,
+                    billed_cents=0,
+                    subject_digest=digest,
+                    error="fault_malformed",
+                )
+            )
+            return web.Response(status=200, text="<html>" + body.decode(), content_type="text/html")
         if state.over_person_cap(path, digest):
             return refuse(403, "person_daily_limit", "id_number", digest)
         answer = _answer(path, data, frozenset(state.court_settled))
@@ -443,11 +530,21 @@ def build_app(state: SandboxState) -> web.Application:
                 answer[new] = answer.pop(old)
         sent = json.dumps(answer).encode("utf-8")
         if key:
-            state.keep_answer(key, (hashlib.sha256(body).hexdigest(), sent, result,
-                                    request_id), time.time())
-        state.log(CallRecord(at=_now_iso(), path=path, status_code=200, result=result,
-                             request_id=request_id, idempotency_key=key,
-                             billed_cents=fee, subject_digest=digest))
+            state.keep_answer(
+                key, (hashlib.sha256(body).hexdigest(), sent, result, request_id), time.time()
+            )
+        state.log(
+            CallRecord(
+                at=_now_iso(),
+                path=path,
+                status_code=200,
+                result=result,
+                request_id=request_id,
+                idempotency_key=key,
+                billed_cents=fee,
+                subject_digest=digest,
+            )
+        )
         roll -= f.malformed
         if roll < f.late:
             await asyncio.sleep(3600)  # billed; the client's timeout ends the wait
@@ -457,8 +554,7 @@ def build_app(state: SandboxState) -> web.Application:
         with state._lock:
             records = [c._asdict() for c in state.calls]
             dropped = state.calls_dropped
-        return web.json_response({"calls": records, "count": len(records),
-                                  "dropped": dropped})
+        return web.json_response({"calls": records, "count": len(records), "dropped": dropped})
 
     async def statement(_request: web.Request) -> web.Response:
         """The billing statement, as vendors send one: a CSV line per billed call (of the
@@ -469,8 +565,7 @@ def build_app(state: SandboxState) -> web.Application:
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(STATEMENT_COLUMNS)
         for c in billed:
-            writer.writerow([c.at, c.request_id, c.idempotency_key or "", c.path,
-                             c.billed_cents])
+            writer.writerow([c.at, c.request_id, c.idempotency_key or "", c.path, c.billed_cents])
         return web.Response(text=out.getvalue(), content_type="text/csv")
 
     async def health(_request: web.Request) -> web.Response:

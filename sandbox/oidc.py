@@ -46,10 +46,32 @@ DEFAULT_SCOPES = ("openid", "profile", "phone")
 AUTH_METHODS = ("client_secret_basic", "client_secret_post")
 GRANT_TYPES = ("authorization_code", "refresh_token")
 # The authorization request parameters the consent form carries to its POST.
-AUTHORIZE_PARAMS = ("response_type", "client_id", "redirect_uri", "scope", "state", "nonce",
-                    "code_challenge", "code_challenge_method", "prompt", "max_age")
-CLAIMS = ("sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash",
-          "preferred_username", "phone_number", "phone_number_verified", "account_created_at")
+AUTHORIZE_PARAMS = (
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "nonce",
+    "code_challenge",
+    "code_challenge_method",
+    "prompt",
+    "max_age",
+)
+CLAIMS = (
+    "sub",
+    "iss",
+    "aud",
+    "exp",
+    "iat",
+    "auth_time",
+    "nonce",
+    "at_hash",
+    "preferred_username",
+    "phone_number",
+    "phone_number_verified",
+    "account_created_at",
+)
 
 
 def _secret() -> str:
@@ -183,16 +205,24 @@ class _Server(AuthorizationServer):
     def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
         self.provider._save_token(token, request)
 
-    def authenticate_client(self, request: OAuth2Request, methods: list[str],
-                            endpoint: str = "token") -> _Client:
+    def authenticate_client(
+        self, request: OAuth2Request, methods: list[str], endpoint: str = "token"
+    ) -> _Client:
         # "The client MUST NOT use more than one authentication method in each request"
         # (RFC 6749 section 2.3): a Basic header beside a secret or assertion in the body.
         form = request.form or {}
-        used = [scheme for scheme, present in (
-            ("client_secret_basic", request.headers.get("Authorization", "").lower()
-             .startswith("basic ")),
-            ("client_secret_post", bool(form.get("client_secret"))),
-            ("client_assertion", bool(form.get("client_assertion")))) if present]
+        used = [
+            scheme
+            for scheme, present in (
+                (
+                    "client_secret_basic",
+                    request.headers.get("Authorization", "").lower().startswith("basic "),
+                ),
+                ("client_secret_post", bool(form.get("client_secret"))),
+                ("client_assertion", bool(form.get("client_assertion"))),
+            )
+            if present
+        ]
         if len(used) > 1:
             raise InvalidRequestError("More than one client authentication method was used.")
         return super().authenticate_client(request, methods, endpoint)
@@ -324,8 +354,12 @@ class _OpenIDCode(OpenIDCode):
     def get_client_claims(self, client: _Client) -> dict[str, Any]:
         now = int(self.provider._clock())
         # An ID token lives as long as the access token issued with it.
-        return {"iss": self.provider.issuer, "aud": client.client_id, "iat": now,
-                "exp": now + self.provider._access_ttl_s}
+        return {
+            "iss": self.provider.issuer,
+            "aud": client.client_id,
+            "iat": now,
+            "exp": now + self.provider._access_ttl_s,
+        }
 
     def generate_user_info(self, user: _User, scope: str) -> UserInfo:
         # The ID token carries the subject only; the claims are behind /userinfo.
@@ -368,12 +402,20 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 def _page(status: int, title: str, body: str) -> Response:
-    doc = ("<!doctype html><html><head><meta charset=\"utf-8\">"
-           f"<title>{html.escape(title)}</title></head><body>{body}</body></html>")
-    return Response(doc, status=status, mimetype="text/html", headers={
-        "Cache-Control": "no-store",
-        "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
-        "X-Frame-Options": "DENY"})
+    doc = (
+        '<!doctype html><html><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title></head><body>{body}</body></html>"
+    )
+    return Response(
+        doc,
+        status=status,
+        mimetype="text/html",
+        headers={
+            "Cache-Control": "no-store",
+            "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+            "X-Frame-Options": "DENY",
+        },
+    )
 
 
 def _is_loopback(host: str) -> bool:
@@ -394,8 +436,15 @@ class OidcProvider:
     clients and users, `start()`, point the client at the returned issuer URL. `clock` drives
     code and token expiry and the ID token's times, so a test can expire them."""
 
-    def __init__(self, *, issuer_host: str = "127.0.0.1", port: int = 0, code_ttl_s: int = 60,
-                 access_ttl_s: int = 3600, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        *,
+        issuer_host: str = "127.0.0.1",
+        port: int = 0,
+        code_ttl_s: int = 60,
+        access_ttl_s: int = 3600,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         host = issuer_host.strip("[]")
         if not _is_loopback(host):
             # Authlib refuses plain http except on loopback (RFC 8252 section 7.3).
@@ -430,25 +479,34 @@ class OidcProvider:
 
     # -- set-up ---------------------------------------------------------------------------
 
-    def register_client(self, client_id: str, client_secret: str, redirect_uris: list[str],
-                        scope: str = "openid profile phone") -> None:
+    def register_client(
+        self,
+        client_id: str,
+        client_secret: str,
+        redirect_uris: list[str],
+        scope: str = "openid profile phone",
+    ) -> None:
         if not redirect_uris:
             raise ValueError("a client needs at least one redirect URI")
         with self._lock:
-            self._clients[client_id] = _Client(client_id, client_secret, tuple(redirect_uris),
-                                               scope)
+            self._clients[client_id] = _Client(
+                client_id, client_secret, tuple(redirect_uris), scope
+            )
 
-    def add_user(self, username: str, *, phone: str | None = None,
-                 created_at: int | None = None) -> str:
+    def add_user(
+        self, username: str, *, phone: str | None = None, created_at: int | None = None
+    ) -> str:
         """Add a user, or update the given fields of an existing one; returns the stable `sub`."""
         with self._lock:
             old = self._users.get(username)
             # 128 bits of HMAC-SHA256 as hex: opaque, and collisions are out of reach.
             sub = hmac.new(self._sub_key, username.encode(), hashlib.sha256).hexdigest()[:32]
             self._users[username] = _User(
-                username, sub,
+                username,
+                sub,
                 phone if phone is not None else (old.phone if old else None),
-                created_at if created_at is not None else (old.created_at if old else None))
+                created_at if created_at is not None else (old.created_at if old else None),
+            )
             if old is None:
                 self._issue(sub)
             return sub
@@ -465,18 +523,23 @@ class OidcProvider:
         if self._http is not None:
             raise RuntimeError("the provider is already running")
         # RSA 2048: the floor of RFC 7518 section 3.3 for RS256; kid is the key's thumbprint.
-        self._key = RSAKey.generate_key(2048, parameters={"use": "sig", "alg": "RS256"},
-                                        auto_kid=True)
-        self._http = make_server(self._host, self._port, self._app, threaded=True,
-                                 request_handler=_QuietHandler)
+        self._key = RSAKey.generate_key(
+            2048, parameters={"use": "sig", "alg": "RS256"}, auto_kid=True
+        )
+        self._http = make_server(
+            self._host, self._port, self._app, threaded=True, request_handler=_QuietHandler
+        )
         host = f"[{self._host}]" if ":" in self._host else self._host
         port = self._http.server_port
         self._authority = host if port == 80 else f"{host}:{port}"
         self.issuer = f"http://{self._authority}"
         # A short poll interval so stop() returns quickly.
-        self._thread = threading.Thread(target=self._http.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, name="idv-oidc",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._http.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="idv-oidc",
+            daemon=True,
+        )
         self._thread.start()
         return self.issuer
 
@@ -494,20 +557,29 @@ class OidcProvider:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     # -- wiring ---------------------------------------------------------------------------
 
     def _build_server(self) -> _Server:
         server = _Server(self)
-        server.register_token_generator("default", BearerTokenGenerator(
-            access_token_generator=lambda **_: _secret(),
-            refresh_token_generator=lambda **_: _secret(),
-            expires_generator=self._access_ttl_s))
-        server.register_grant(_CodeGrant, [_S256Challenge(required=True), _NoRequestObjects(),
-                                           _OpenIDCode(self)])
+        server.register_token_generator(
+            "default",
+            BearerTokenGenerator(
+                access_token_generator=lambda **_: _secret(),
+                refresh_token_generator=lambda **_: _secret(),
+                expires_generator=self._access_ttl_s,
+            ),
+        )
+        server.register_grant(
+            _CodeGrant, [_S256Challenge(required=True), _NoRequestObjects(), _OpenIDCode(self)]
+        )
         server.register_grant(_RefreshGrant)
         protector = ResourceProtector()
         protector.register_token_validator(_BearerValidator(self))
@@ -536,25 +608,27 @@ class OidcProvider:
 
     def _discovery(self) -> Response:
         self._log("discovery", None, "ok")
-        return jsonify({
-            "issuer": self.issuer,
-            "authorization_endpoint": f"{self.issuer}/authorize",
-            "token_endpoint": f"{self.issuer}/token",
-            "userinfo_endpoint": f"{self.issuer}/userinfo",
-            "jwks_uri": f"{self.issuer}/jwks",
-            "response_types_supported": ["code"],
-            "response_modes_supported": ["query"],
-            "grant_types_supported": list(GRANT_TYPES),
-            "code_challenge_methods_supported": ["S256"],
-            "id_token_signing_alg_values_supported": ["RS256"],
-            "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
-            "scopes_supported": self.scopes_supported(),
-            "subject_types_supported": ["public"],
-            "claims_supported": list(CLAIMS),
-            # Request objects are refused; request_uri's default would be true (Discovery 3).
-            "request_parameter_supported": False,
-            "request_uri_parameter_supported": False,
-        })
+        return jsonify(
+            {
+                "issuer": self.issuer,
+                "authorization_endpoint": f"{self.issuer}/authorize",
+                "token_endpoint": f"{self.issuer}/token",
+                "userinfo_endpoint": f"{self.issuer}/userinfo",
+                "jwks_uri": f"{self.issuer}/jwks",
+                "response_types_supported": ["code"],
+                "response_modes_supported": ["query"],
+                "grant_types_supported": list(GRANT_TYPES),
+                "code_challenge_methods_supported": ["S256"],
+                "id_token_signing_alg_values_supported": ["RS256"],
+                "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
+                "scopes_supported": self.scopes_supported(),
+                "subject_types_supported": ["public"],
+                "claims_supported": list(CLAIMS),
+                # Request objects are refused; request_uri's default would be true (Discovery 3).
+                "request_parameter_supported": False,
+                "request_uri_parameter_supported": False,
+            }
+        )
 
     def _jwks(self) -> Response:
         self._log("jwks", None, "ok")
@@ -565,8 +639,11 @@ class OidcProvider:
         client_id = values.get("client_id")
         client = self._clients.get(client_id or "")
         redirect_uri = values.get("redirect_uri")
-        redirect_ok = None if client is None else (
-            bool(redirect_uri) and client.check_redirect_uri(redirect_uri))
+        redirect_ok = (
+            None
+            if client is None
+            else (bool(redirect_uri) and client.check_redirect_uri(redirect_uri))
+        )
         challenge, method = values.get("code_challenge"), values.get("code_challenge_method")
         if not challenge:
             pkce = "missing"
@@ -588,11 +665,18 @@ class OidcProvider:
 
         decision = request.form.get("decision")
         username = (request.form.get("user") or "").strip()
-        if decision not in ("approve", "deny") or not 0 < len(username) <= 64 \
-                or not username.isprintable():
+        if (
+            decision not in ("approve", "deny")
+            or not 0 < len(username) <= 64
+            or not username.isprintable()
+        ):
             log("invalid_request")
-            return _page(400, "Request refused", "<p>invalid_request: a decision and a user "
-                         "name (1 to 64 printable characters) are required.</p>")
+            return _page(
+                400,
+                "Request refused",
+                "<p>invalid_request: a decision and a user "
+                "name (1 to 64 printable characters) are required.</p>",
+            )
         with self._lock:
             # Signing in creates the account on the fly, as a demo identity provider would.
             self.add_user(username)
@@ -603,7 +687,8 @@ class OidcProvider:
                 return self._refuse(error, log)
             g.oauth_error = None
             response = self._server.create_authorization_response(
-                grant=grant, grant_user=user if decision == "approve" else None)
+                grant=grant, grant_user=user if decision == "approve" else None
+            )
         log(g.oauth_error or "ok")
         return response
 
@@ -613,25 +698,35 @@ class OidcProvider:
             # The redirect URI was validated: errors go back to the client (RFC 6749 4.1.2.1).
             return self._server.handle_error_response(None, error)
         # Unknown client or redirect URI: tell the user, never redirect (RFC 6749 4.1.2.1).
-        return _page(400, "Request refused",
-                     f"<p>{_esc(error.error)}: {_esc(error.get_error_description())}</p>")
+        return _page(
+            400,
+            "Request refused",
+            f"<p>{_esc(error.error)}: {_esc(error.get_error_description())}</p>",
+        )
 
     def _consent_page(self, client_id: str, scope: str) -> Response:
         hidden = "".join(
             f'<input type="hidden" name="{name}" value="{_esc(request.args[name])}">'
-            for name in AUTHORIZE_PARAMS if name in request.args)
+            for name in AUTHORIZE_PARAMS
+            if name in request.args
+        )
         scopes = "".join(f"<li>{_esc(s)}</li>" for s in scope_to_list(scope) or [])
-        return _page(200, "Sign in and consent", (
-            f"<h1>Sign in to {_esc(client_id)}</h1>"
-            f"<p>The application <strong>{_esc(client_id)}</strong> asks for:</p>"
-            f"<ul>{scopes}</ul>"
-            '<form method="post" action="/authorize">'
-            '<label for="user">Signed in as</label> '
-            '<input type="text" id="user" name="user" value="alice">'
-            f"{hidden}"
-            '<button id="approve" name="decision" value="approve">Approve</button> '
-            '<button id="deny" name="decision" value="deny">Deny</button>'
-            "</form>"))
+        return _page(
+            200,
+            "Sign in and consent",
+            (
+                f"<h1>Sign in to {_esc(client_id)}</h1>"
+                f"<p>The application <strong>{_esc(client_id)}</strong> asks for:</p>"
+                f"<ul>{scopes}</ul>"
+                '<form method="post" action="/authorize">'
+                '<label for="user">Signed in as</label> '
+                '<input type="text" id="user" name="user" value="alice">'
+                f"{hidden}"
+                '<button id="approve" name="decision" value="approve">Approve</button> '
+                '<button id="deny" name="decision" value="deny">Deny</button>'
+                "</form>"
+            ),
+        )
 
     def _token(self) -> Response:
         with self._lock:
@@ -659,21 +754,41 @@ class OidcProvider:
         with self._log_lock:
             self.issued.append(secret)
 
-    def _log(self, endpoint: str, client_id: str | None, outcome: str,
-             pkce: str | None = None, redirect_uri_ok: bool | None = None) -> None:
+    def _log(
+        self,
+        endpoint: str,
+        client_id: str | None,
+        outcome: str,
+        pkce: str | None = None,
+        redirect_uri_ok: bool | None = None,
+    ) -> None:
         with self._log_lock:
-            self.calls.append({"endpoint": endpoint, "client_id": client_id, "outcome": outcome,
-                               "pkce": pkce, "redirect_uri_ok": redirect_uri_ok})
+            self.calls.append(
+                {
+                    "endpoint": endpoint,
+                    "client_id": client_id,
+                    "outcome": outcome,
+                    "pkce": pkce,
+                    "redirect_uri_ok": redirect_uri_ok,
+                }
+            )
 
     def _save_code(self, code: str, request: OAuth2Request) -> None:
         data = request.payload.data
         client_id = request.client.get_client_id()
         now = self._clock()
         self._codes[code] = _Code(
-            code=code, client_id=client_id, redirect_uri=request.payload.redirect_uri,
-            scope=request.scope, user=request.user, nonce=data.get("nonce"),
-            code_challenge=data["code_challenge"], code_challenge_method="S256",
-            auth_time=int(now), issued_at=now)
+            code=code,
+            client_id=client_id,
+            redirect_uri=request.payload.redirect_uri,
+            scope=request.scope,
+            user=request.user,
+            nonce=data.get("nonce"),
+            code_challenge=data["code_challenge"],
+            code_challenge_method="S256",
+            auth_time=int(now),
+            issued_at=now,
+        )
         if data.get("nonce"):
             self._nonces.add((client_id, data["nonce"]))
         self._issue(code)
@@ -699,12 +814,22 @@ class OidcProvider:
         self._spent[record.code] = record
 
     def _save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
-        family = (request.authorization_code if request.authorization_code is not None
-                  else request.refresh_token.family)
-        record = _Token(client=request.client, user=request.user, scope=token.get("scope", ""),
-                        access_token=token["access_token"],
-                        refresh_token=token.get("refresh_token"), issued_at=self._clock(),
-                        expires_in=int(token["expires_in"]), family=family, clock=self._clock)
+        family = (
+            request.authorization_code
+            if request.authorization_code is not None
+            else request.refresh_token.family
+        )
+        record = _Token(
+            client=request.client,
+            user=request.user,
+            scope=token.get("scope", ""),
+            access_token=token["access_token"],
+            refresh_token=token.get("refresh_token"),
+            issued_at=self._clock(),
+            expires_in=int(token["expires_in"]),
+            family=family,
+            clock=self._clock,
+        )
         family.tokens.append(record)
         self._access[record.access_token] = record
         self._issue(record.access_token)

@@ -36,16 +36,25 @@ def outreach_routes(state: OutreachState) -> list[web.RouteDef]:
             body = await request.json()
         except ValueError:
             return web.json_response({"error": "not_json"}, status=400)
-        if not isinstance(body, dict) or not isinstance(body.get("applicant_ref"), str) \
-                or not isinstance(body.get("text"), str):
-            return web.json_response({"error": "applicant_ref and text are required"},
-                                     status=400)
+        if (
+            not isinstance(body, dict)
+            or not isinstance(body.get("applicant_ref"), str)
+            or not isinstance(body.get("text"), str)
+        ):
+            return web.json_response({"error": "applicant_ref and text are required"}, status=400)
         delivery = "failed" if channel in state.fail else "delivered"
         message_id = f"msg-{uuid.uuid4().hex[:16]}"
         with state._lock:
-            state.sent.append({"channel": channel, "applicant_ref": body["applicant_ref"],
-                               "text": body["text"], "template": body.get("template"),
-                               "delivery": delivery, "message_id": message_id})
+            state.sent.append(
+                {
+                    "channel": channel,
+                    "applicant_ref": body["applicant_ref"],
+                    "text": body["text"],
+                    "template": body.get("template"),
+                    "delivery": delivery,
+                    "message_id": message_id,
+                }
+            )
         return web.json_response({"message_id": message_id, "delivery": delivery})
 
     return [web.post("/v1/outreach/{channel}", send)]

@@ -66,18 +66,44 @@ def credit_summary(name: str, id_number: str) -> dict[str, object]:
     return {
         "result": "FOUND",
         "loans": d[4] % 8,
-        "overdue": {"m1": d[5] % 3 if d[6] % 4 == 0 else 0,
-                    "m3": d[7] % 2 if d[8] % 8 == 0 else 0,
-                    "m6_plus": 1 if d[9] % 16 == 0 else 0},
+        "overdue": {
+            "m1": d[5] % 3 if d[6] % 4 == 0 else 0,
+            "m3": d[7] % 2 if d[8] % 8 == 0 else 0,
+            "m6_plus": 1 if d[9] % 16 == 0 else 0,
+        },
         "inquiries": {"m1": m1, "m3": m3, "m6": m6},
     }
 
 
-_TRADITIONAL = str.maketrans({"张": "張", "伟": "偉", "欧": "歐", "阳": "陽", "丽": "麗",
-                              "刘": "劉", "陈": "陳", "杨": "楊", "黄": "黃", "赵": "趙",
-                              "吴": "吳", "孙": "孫", "马": "馬", "郭": "郭", "罗": "羅",
-                              "军": "軍", "洋": "洋", "艳": "艷", "杰": "傑", "娟": "娟",
-                              "涛": "濤", "兰": "蘭", "霞": "霞", "刚": "剛", "英": "英"})
+_TRADITIONAL = str.maketrans(
+    {
+        "张": "張",
+        "伟": "偉",
+        "欧": "歐",
+        "阳": "陽",
+        "丽": "麗",
+        "刘": "劉",
+        "陈": "陳",
+        "杨": "楊",
+        "黄": "黃",
+        "赵": "趙",
+        "吴": "吳",
+        "孙": "孫",
+        "马": "馬",
+        "郭": "郭",
+        "罗": "羅",
+        "军": "軍",
+        "洋": "洋",
+        "艳": "艷",
+        "杰": "傑",
+        "娟": "娟",
+        "涛": "濤",
+        "兰": "蘭",
+        "霞": "霞",
+        "刚": "剛",
+        "英": "英",
+    }
+)
 
 
 def _masked(id_number: str) -> str:
@@ -97,22 +123,48 @@ def court_entries(name: str, id_number: str, *, today: date | None = None) -> li
     d = _digest("court", number)
     bucket = int.from_bytes(d[:2], "big") % 100
     year = today.year - 1 - d[1] % 5
-    base = {"case_number": f"({year})京0105执{100 + d[2]}号", "court": "北京市朝阳区人民法院",
-            "province": "北京", "performance": "全部未履行",
-            "conduct": "有履行能力而拒不履行生效法律文书确定义务",
-            "filed_at": f"{year}-03-0{1 + d[3] % 9}", "published_at": f"{year}-06-1{d[4] % 9}",
-            "status": "active"}
+    base = {
+        "case_number": f"({year})京0105执{100 + d[2]}号",
+        "court": "北京市朝阳区人民法院",
+        "province": "北京",
+        "performance": "全部未履行",
+        "conduct": "有履行能力而拒不履行生效法律文书确定义务",
+        "filed_at": f"{year}-03-0{1 + d[3] % 9}",
+        "published_at": f"{year}-06-1{d[4] % 9}",
+        "status": "active",
+    }
     if bucket == 0:
         return [{**base, "match": "confirmed", "name": name, "id_masked": _masked(number)}]
     if bucket == 1:
-        return [{**base, "match": "public", "name": name.translate(_TRADITIONAL),
-                 "id_masked": _masked(number)}]
+        return [
+            {
+                **base,
+                "match": "public",
+                "name": name.translate(_TRADITIONAL),
+                "id_masked": _masked(number),
+            }
+        ]
     if bucket == 2:
         return [{**base, "match": "public", "name": "司马懿", "id_masked": _masked(number)}]
     if bucket == 3:
-        return [{**base, "match": "confirmed", "name": name, "id_masked": _masked(number),
-                 "case_number": f"({today.year + 2})京0105执{d[2]}号"}]
+        return [
+            {
+                **base,
+                "match": "confirmed",
+                "name": name,
+                "id_masked": _masked(number),
+                "case_number": f"({today.year + 2})京0105执{d[2]}号",
+            }
+        ]
     if bucket == 4:
-        return [{**base, "match": "confirmed", "name": name, "id_masked": _masked(number),
-                 "status": "terminated_no_property", "performance": "部分未履行"}]
+        return [
+            {
+                **base,
+                "match": "confirmed",
+                "name": name,
+                "id_masked": _masked(number),
+                "status": "terminated_no_property",
+                "performance": "部分未履行",
+            }
+        ]
     return []

@@ -17,8 +17,14 @@ class SandboxServer:
     """`start()` returns the base URL; `stop()` shuts down cleanly. Also a context manager.
     Serves the vendor app for `state`, or any aiohttp app given as `app`."""
 
-    def __init__(self, state: SandboxState | None = None, host: str = "127.0.0.1",
-                 port: int = 0, *, app: web.Application | None = None) -> None:
+    def __init__(
+        self,
+        state: SandboxState | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        app: web.Application | None = None,
+    ) -> None:
         self.state = state
         self._app = app
         self.host = host
@@ -81,8 +87,12 @@ class SandboxServer:
         self.start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
 
@@ -101,5 +111,6 @@ def serve_forever(host: str, port: int, state: SandboxState) -> None:
 
     app = build_app(state)
     keep_heap_still()
-    web.run_app(app, host=host, port=port, access_log=None, print=None,
-                loop=uvloop.new_event_loop())
+    web.run_app(
+        app, host=host, port=port, access_log=None, print=None, loop=uvloop.new_event_loop()
+    )

@@ -91,16 +91,30 @@ class CertificateAuthority:
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         now = datetime.now(UTC)
         self.certificate = (
-            x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-            .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(days=2)).not_valid_after(now + timedelta(days=60))
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=2))
+            .not_valid_after(now + timedelta(days=60))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
-                                         key_encipherment=False, data_encipherment=False,
-                                         key_agreement=False, key_cert_sign=True,
-                                         crl_sign=True, encipher_only=False,
-                                         decipher_only=False), critical=True)
-            .sign(self.key, hashes.SHA256()))
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=False,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .sign(self.key, hashes.SHA256())
+        )
         self.certificate_pem = self.certificate.public_bytes(serialization.Encoding.PEM)
 
 
@@ -109,11 +123,17 @@ class TimeStampAuthority:
     with RSA PKCS#1 v1.5 (sha256WithRSAEncryption) instead of ECDSA P-256; `issuer` gives
     the certificate to a CA instead of self-signing it."""
 
-    def __init__(self, name: str = "idv sandbox TSA", *, key: str = "ec",
-                 issuer: CertificateAuthority | None = None) -> None:
+    def __init__(
+        self,
+        name: str = "idv sandbox TSA",
+        *,
+        key: str = "ec",
+        issuer: CertificateAuthority | None = None,
+    ) -> None:
         if key == "rsa":
-            self._key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = (
-                rsa.generate_private_key(public_exponent=65537, key_size=2048))
+            self._key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = rsa.generate_private_key(
+                public_exponent=65537, key_size=2048
+            )
             self._sig_oid = OID_RSA_SHA256
         elif key == "ec":
             self._key = ec.generate_private_key(ec.SECP256R1())
@@ -123,19 +143,33 @@ class TimeStampAuthority:
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         now = datetime.now(UTC)
         builder = (
-            x509.CertificateBuilder().subject_name(subject)
+            x509.CertificateBuilder()
+            .subject_name(subject)
             .issuer_name(issuer.certificate.subject if issuer else subject)
-            .public_key(self._key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=30))
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]),
-                           critical=True)
+            .public_key(self._key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=1))
+            .not_valid_after(now + timedelta(days=30))
+            .add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True
+            )
             # A time-stamping key signs time-stamps only (RFC 3161 2.3; OpenSSL's purpose
             # check refuses a key usage beyond digital signature and non-repudiation).
-            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=True,
-                                         key_encipherment=False, data_encipherment=False,
-                                         key_agreement=False, key_cert_sign=False,
-                                         crl_sign=False, encipher_only=False,
-                                         decipher_only=False), critical=True))
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=True,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+        )
         self.certificate = builder.sign(issuer.key if issuer else self._key, hashes.SHA256())
         self.certificate_pem = self.certificate.public_bytes(serialization.Encoding.PEM)
         self._serial = 0
@@ -151,9 +185,13 @@ class TimeStampAuthority:
         gen_time = datetime.now(UTC).strftime("%Y%m%d%H%M%SZ").encode()
         sha256 = seq(oid(OID_SHA256))
         imprint_alg = seq(oid(req.message_imprint.hash_algorithm.dotted_string))
-        fields = [integer(1), oid(POLICY),
-                  seq(imprint_alg, octets(req.message_imprint.message)), integer(serial),
-                  tlv(0x18, gen_time)]
+        fields = [
+            integer(1),
+            oid(POLICY),
+            seq(imprint_alg, octets(req.message_imprint.message)),
+            integer(serial),
+            tlv(0x18, gen_time),
+        ]
         if req.nonce is not None:
             fields.append(integer(req.nonce))
         tst_info = seq(*fields)
@@ -161,8 +199,10 @@ class TimeStampAuthority:
         attrs = [
             seq(oid(OID_CONTENT_TYPE), der_set(oid(OID_TST_INFO))),
             seq(oid(OID_MESSAGE_DIGEST), der_set(octets(hashlib.sha256(tst_info).digest()))),
-            seq(oid(OID_SIGNING_CERT_V2), der_set(seq(seq(seq(
-                octets(hashlib.sha256(cert_der).digest())))))),
+            seq(
+                oid(OID_SIGNING_CERT_V2),
+                der_set(seq(seq(seq(octets(hashlib.sha256(cert_der).digest()))))),
+            ),
         ]
         signed_attrs = der_set(*attrs)
         if isinstance(self._key, rsa.RSAPrivateKey):
@@ -172,14 +212,23 @@ class TimeStampAuthority:
             signature = self._key.sign(signed_attrs, ec.ECDSA(hashes.SHA256()))
             sig_alg = seq(oid(self._sig_oid))
         issuer = self.certificate.issuer.public_bytes()
-        signer = seq(integer(1), seq(issuer, integer(self.certificate.serial_number)), sha256,
-                     b"\xa0" + signed_attrs[1:],  # [0] IMPLICIT SET OF Attribute
-                     sig_alg, octets(signature))
+        signer = seq(
+            integer(1),
+            seq(issuer, integer(self.certificate.serial_number)),
+            sha256,
+            b"\xa0" + signed_attrs[1:],  # [0] IMPLICIT SET OF Attribute
+            sig_alg,
+            octets(signature),
+        )
         # The certificate goes in only when the request asks for it (certReq, 2.4.1).
         certs = [tlv(0xA0, cert_der)] if req.cert_req else []
-        signed_data = seq(integer(3), der_set(sha256),
-                          seq(oid(OID_TST_INFO), explicit(0, octets(tst_info))),
-                          *certs, der_set(signer))
+        signed_data = seq(
+            integer(3),
+            der_set(sha256),
+            seq(oid(OID_TST_INFO), explicit(0, octets(tst_info))),
+            *certs,
+            der_set(signer),
+        )
         token = seq(oid(OID_SIGNED_DATA), explicit(0, signed_data))
         return seq(seq(integer(0)), token)
 

@@ -55,10 +55,16 @@ def build_vault_app(state: VaultState) -> web.Application:
         version = max(state.keys)
         nonce = os.urandom(12)
         sealed = AESGCM(state.derived(version, context)).encrypt(
-            nonce, base64.b64decode(body["plaintext"]), None)
-        return web.json_response({"data": {
-            "ciphertext": f"vault:v{version}:" + base64.b64encode(nonce + sealed).decode(),
-            "key_version": version}})
+            nonce, base64.b64decode(body["plaintext"]), None
+        )
+        return web.json_response(
+            {
+                "data": {
+                    "ciphertext": f"vault:v{version}:" + base64.b64encode(nonce + sealed).decode(),
+                    "key_version": version,
+                }
+            }
+        )
 
     async def decrypt(request: web.Request) -> web.Response:
         if (bad := check_key(request)) is not None:
@@ -89,10 +95,17 @@ def build_vault_app(state: VaultState) -> web.Application:
     async def info(request: web.Request) -> web.Response:
         if (bad := check_key(request)) is not None:
             return bad
-        return web.json_response({"data": {
-            "name": state.key_name, "derived": True, "latest_version": max(state.keys),
-            "min_decryption_version": state.min_decryption_version,
-            "keys": {str(v): 1700000000 for v in state.keys}}})
+        return web.json_response(
+            {
+                "data": {
+                    "name": state.key_name,
+                    "derived": True,
+                    "latest_version": max(state.keys),
+                    "min_decryption_version": state.min_decryption_version,
+                    "keys": {str(v): 1700000000 for v in state.keys},
+                }
+            }
+        )
 
     async def config(request: web.Request) -> web.Response:
         if (bad := check_key(request)) is not None:

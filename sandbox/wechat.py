@@ -117,8 +117,15 @@ class WeChatState:
     _phone_codes: dict[str, _Grant] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add_app(self, appid: str, secret: str, callback: str = "", *,
-                domain: str | None = None, platform: str = "open-platform-1") -> WeChatApp:
+    def add_app(
+        self,
+        appid: str,
+        secret: str,
+        callback: str = "",
+        *,
+        domain: str | None = None,
+        platform: str = "open-platform-1",
+    ) -> WeChatApp:
         """Register an app. WeChat keeps a callback *domain*: give it as `domain`, or give a
         `callback` URL and its host is registered (a Mini Program registers neither)."""
         host = domain if domain is not None else (urlsplit(callback).hostname or "")
@@ -157,9 +164,12 @@ class WeChatState:
         mainland (`+852…`); `purePhoneNumber` never has it; `countryCode` is a string."""
         pure = self.phone_of(user)
         country = self.phone_countries.get(user, MAINLAND)
-        return {"phoneNumber": pure if country == MAINLAND else f"+{country}{pure}",
-                "purePhoneNumber": pure, "countryCode": country,
-                "watermark": {"timestamp": int(self.now()), "appid": appid}}
+        return {
+            "phoneNumber": pure if country == MAINLAND else f"+{country}{pure}",
+            "purePhoneNumber": pure,
+            "countryCode": country,
+            "watermark": {"timestamp": int(self.now()), "appid": appid},
+        }
 
     def _secret(self, table: dict[str, _Grant], grant: _Grant) -> str:
         value = secrets.token_urlsafe(24)
@@ -170,11 +180,14 @@ class WeChatState:
 
     def phone_code(self, appid: str, user: str) -> str:
         """What a Mini Program's phone-number button hands the lender's page: a one-time code."""
-        return self._secret(self._phone_codes, _Grant(appid=appid, user=user, scope="phone",
-                                                      expires=self.now() + 300))
+        return self._secret(
+            self._phone_codes,
+            _Grant(appid=appid, user=user, scope="phone", expires=self.now() + 300),
+        )
 
-    def redeem(self, table: dict[str, _Grant], code: str, appid: str, *,
-               used_errcode: int = 40163) -> tuple[_Grant | None, int]:
+    def redeem(
+        self, table: dict[str, _Grant], code: str, appid: str, *, used_errcode: int = 40163
+    ) -> tuple[_Grant | None, int]:
         """Use a one-time code: 40029 if unknown, expired or another app's; `used_errcode` if
         used (40163 for an authorization code; a phone code says 40029 then too)."""
         with self._lock:
@@ -195,21 +208,28 @@ class WeChatState:
 
     def log(self, endpoint: str, appid: str | None, errcode: int) -> None:
         with self._lock:
-            self.calls.append({"at": self.now(), "endpoint": endpoint, "appid": appid,
-                               "errcode": errcode})
+            self.calls.append(
+                {"at": self.now(), "endpoint": endpoint, "appid": appid, "errcode": errcode}
+            )
 
     def exchanges(self, *, ok_only: bool = False) -> list[dict[str, Any]]:
         """The code exchanges the sandbox saw (the test of "zero token exchanges")."""
         with self._lock:
-            return [c for c in self.calls if c["endpoint"] == "access_token"
-                    and (not ok_only or c["errcode"] == 0)]
+            return [
+                c
+                for c in self.calls
+                if c["endpoint"] == "access_token" and (not ok_only or c["errcode"] == 0)
+            ]
 
     def domain_ok(self, app: WeChatApp, redirect_uri: str) -> bool:
         """WeChat's check of a callback: an http(s) URL on the registered host exactly (any
         path and port; a subdomain is another host)."""
         parts = urlsplit(redirect_uri)
-        return bool(app.domain) and parts.scheme in ("http", "https") and (
-            parts.hostname or "") == app.domain
+        return (
+            bool(app.domain)
+            and parts.scheme in ("http", "https")
+            and (parts.hostname or "") == app.domain
+        )
 
 
 def _rid(now: float) -> str:
@@ -219,20 +239,28 @@ def _rid(now: float) -> str:
 
 def _error(state: WeChatState, endpoint: str, appid: str | None, code: int) -> web.Response:
     state.log(endpoint, appid, code)
-    return web.json_response({"errcode": code, "errmsg": f"{ERRMSG.get(code, 'error')}, "
-                                                         f"rid: {_rid(state.now())}"})
+    return web.json_response(
+        {"errcode": code, "errmsg": f"{ERRMSG.get(code, 'error')}, rid: {_rid(state.now())}"}
+    )
 
 
 def _page(title: str, body: str, status: int = 200) -> web.Response:
-    return web.Response(status=status, content_type="text/html", charset="utf-8", text=(
-        "<!doctype html><html lang='zh-CN'><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title></head><body><h1>{html.escape(title)}</h1>"
-        f"{body}</body></html>"))
+    return web.Response(
+        status=status,
+        content_type="text/html",
+        charset="utf-8",
+        text=(
+            "<!doctype html><html lang='zh-CN'><head><meta charset='utf-8'>"
+            f"<title>{html.escape(title)}</title></head><body><h1>{html.escape(title)}</h1>"
+            f"{body}</body></html>"
+        ),
+    )
 
 
 def wechat_routes(state: WeChatState) -> list[web.RouteDef]:
-    def check_app(q: Any, endpoint: str, *, secret: bool, grant_type: str
-                  ) -> tuple[WeChatApp | None, web.Response | None]:
+    def check_app(
+        q: Any, endpoint: str, *, secret: bool, grant_type: str
+    ) -> tuple[WeChatApp | None, web.Response | None]:
         appid = q.get("appid")
         if not appid:
             return None, _error(state, endpoint, None, 41002)
@@ -261,32 +289,41 @@ def wechat_routes(state: WeChatState) -> list[web.RouteDef]:
                 return _page("redirect_uri不能为空", "<p>errcode 10011</p>", 400)
             if not state.domain_ok(app, q["redirect_uri"]):
                 state.log(page, app.appid, 10003)
-                return _page("redirect_uri域名与后台配置不一致", "<p>errcode 10003: the "
-                             "callback is not on the domain registered for this app</p>", 400)
+                return _page(
+                    "redirect_uri域名与后台配置不一致",
+                    "<p>errcode 10003: the "
+                    "callback is not on the domain registered for this app</p>",
+                    400,
+                )
             if q.get("response_type") != "code" or q.get("scope") not in PAGE_SCOPES[page]:
                 state.log(page, app.appid, 10005)
                 return _page("scope 参数错误", "<p>errcode 10005</p>", 400)
             state.log(page, app.appid, 0)
             hidden = "".join(
                 f"<input type='hidden' name='{k}' value='{html.escape(q.get(k, ''))}'>"
-                for k in ("appid", "redirect_uri", "scope", "state"))
-            wants = ("你的账户标识" if q["scope"] == "snsapi_base"
-                     else "你的公开信息（昵称、头像）")
-            return _page("微信授权 (WeChat authorization)", (
-                f"<p>应用 {html.escape(app.appid)} 申请获得：{wants}</p>"
-                "<form method='post' action='/connect/oauth2/authorize/confirm'>" + hidden +
-                "<label>当前微信账户 (signed in as) <input id='user' name='user' "
-                "value='wx-user-1'></label><p><button id='approve' name='decision' "
-                "value='approve'>允许 Approve</button> <button id='deny' name='decision' "
-                "value='deny'>拒绝 Deny</button></p></form>"))
+                for k in ("appid", "redirect_uri", "scope", "state")
+            )
+            wants = "你的账户标识" if q["scope"] == "snsapi_base" else "你的公开信息（昵称、头像）"
+            return _page(
+                "微信授权 (WeChat authorization)",
+                (
+                    f"<p>应用 {html.escape(app.appid)} 申请获得：{wants}</p>"
+                    "<form method='post' action='/connect/oauth2/authorize/confirm'>"
+                    + hidden
+                    + "<label>当前微信账户 (signed in as) <input id='user' name='user' "
+                    "value='wx-user-1'></label><p><button id='approve' name='decision' "
+                    "value='approve'>允许 Approve</button> <button id='deny' name='decision' "
+                    "value='deny'>拒绝 Deny</button></p></form>"
+                ),
+            )
+
         return authorize
 
     async def confirm(request: web.Request) -> web.Response:
         form = await request.post()
         app = state.apps.get(str(form.get("appid", "")))
         redirect_uri = str(form.get("redirect_uri", ""))
-        if app is None or not state.domain_ok(app, redirect_uri) or form.get(
-                "scope") not in SCOPES:
+        if app is None or not state.domain_ok(app, redirect_uri) or form.get("scope") not in SCOPES:
             return _page("参数错误", "<p>errcode 10003</p>", 400)
         st = str(form.get("state", ""))
         user = str(form.get("user", "")).strip() or "wx-user-1"
@@ -294,16 +331,29 @@ def wechat_routes(state: WeChatState) -> list[web.RouteDef]:
         if form.get("decision") != "approve":
             state.log("authorize_denied", app.appid, 0)
             raise web.HTTPFound(redirect_uri + sep + urlencode({"state": st}))
-        code = state._secret(state._codes, _Grant(
-            appid=app.appid, user=user, scope=str(form["scope"]), redirect_uri=redirect_uri,
-            expires=state.now() + state.code_ttl_s))
+        code = state._secret(
+            state._codes,
+            _Grant(
+                appid=app.appid,
+                user=user,
+                scope=str(form["scope"]),
+                redirect_uri=redirect_uri,
+                expires=state.now() + state.code_ttl_s,
+            ),
+        )
         state.log("authorize_approved", app.appid, 0)
         raise web.HTTPFound(redirect_uri + sep + urlencode({"code": code, "state": st}))
 
     def access_for(grant: _Grant) -> str:
-        return state._secret(state._access, _Grant(
-            appid=grant.appid, user=grant.user, scope=grant.scope,
-            expires=state.now() + state.access_ttl_s))
+        return state._secret(
+            state._access,
+            _Grant(
+                appid=grant.appid,
+                user=grant.user,
+                scope=grant.scope,
+                expires=state.now() + state.access_ttl_s,
+            ),
+        )
 
     def garbage(endpoint: str, appid: str | None) -> web.Response:
         state.log(endpoint, appid, -1)
@@ -322,15 +372,13 @@ def wechat_routes(state: WeChatState) -> list[web.RouteDef]:
         openid = q.get("openid")
         if not openid:
             return None, _error(state, endpoint, grant.appid, 41009)
-        if not hmac.compare_digest(openid.encode(), state.openid(grant.appid,
-                                                                 grant.user).encode()):
+        if not hmac.compare_digest(openid.encode(), state.openid(grant.appid, grant.user).encode()):
             return None, _error(state, endpoint, grant.appid, 40003)
         return grant, None
 
     async def access_token(request: web.Request) -> web.Response:
         q = request.query
-        app, refused = check_app(q, "access_token", secret=True,
-                                 grant_type="authorization_code")
+        app, refused = check_app(q, "access_token", secret=True, grant_type="authorization_code")
         if refused is not None or app is None:
             return refused  # type: ignore[return-value]
         if state.garbage:
@@ -342,13 +390,23 @@ def wechat_routes(state: WeChatState) -> list[web.RouteDef]:
         if errcode or grant is None:
             return _error(state, "access_token", app.appid, errcode)
         access = access_for(grant)
-        refresh = state._secret(state._refresh, _Grant(
-            appid=grant.appid, user=grant.user, scope=grant.scope, access=access,
-            expires=state.now() + state.refresh_ttl_s))
-        body: dict[str, Any] = {"access_token": access, "expires_in": state.access_ttl_s,
-                                "refresh_token": refresh,
-                                "openid": state.openid(grant.appid, grant.user),
-                                "scope": grant.scope}
+        refresh = state._secret(
+            state._refresh,
+            _Grant(
+                appid=grant.appid,
+                user=grant.user,
+                scope=grant.scope,
+                access=access,
+                expires=state.now() + state.refresh_ttl_s,
+            ),
+        )
+        body: dict[str, Any] = {
+            "access_token": access,
+            "expires_in": state.access_ttl_s,
+            "refresh_token": refresh,
+            "openid": state.openid(grant.appid, grant.user),
+            "scope": grant.scope,
+        }
         if grant.scope in PROFILE_SCOPES:
             body["unionid"] = state.unionid(grant.appid, grant.user)
         state.log("access_token", app.appid, 0)
@@ -377,10 +435,15 @@ def wechat_routes(state: WeChatState) -> list[web.RouteDef]:
         else:
             grant.access = access_for(grant)
         state.log("refresh_token", app.appid, 0)
-        return web.json_response({"access_token": grant.access,
-                                  "expires_in": state.access_ttl_s, "refresh_token": given,
-                                  "openid": state.openid(grant.appid, grant.user),
-                                  "scope": grant.scope})
+        return web.json_response(
+            {
+                "access_token": grant.access,
+                "expires_in": state.access_ttl_s,
+                "refresh_token": given,
+                "openid": state.openid(grant.appid, grant.user),
+                "scope": grant.scope,
+            }
+        )
 
     async def userinfo(request: web.Request) -> web.Response:
         grant, refused = bearer(request.query, "userinfo")
@@ -389,11 +452,19 @@ def wechat_routes(state: WeChatState) -> list[web.RouteDef]:
         if grant.scope not in PROFILE_SCOPES:
             return _error(state, "userinfo", grant.appid, 48001)
         state.log("userinfo", grant.appid, 0)
-        return web.json_response({
-            "openid": state.openid(grant.appid, grant.user), "nickname": f"{grant.user} 的昵称",
-            "sex": 0, "province": "", "city": "", "country": "",
-            "headimgurl": "https://thirdwx.qlogo.cn/mmopen/sandbox/132", "privilege": [],
-            "unionid": state.unionid(grant.appid, grant.user)})
+        return web.json_response(
+            {
+                "openid": state.openid(grant.appid, grant.user),
+                "nickname": f"{grant.user} 的昵称",
+                "sex": 0,
+                "province": "",
+                "city": "",
+                "country": "",
+                "headimgurl": "https://thirdwx.qlogo.cn/mmopen/sandbox/132",
+                "privilege": [],
+                "unionid": state.unionid(grant.appid, grant.user),
+            }
+        )
 
     async def check_token(request: web.Request) -> web.Response:
         grant, refused = bearer(request.query, "auth")
@@ -407,8 +478,10 @@ def wechat_routes(state: WeChatState) -> list[web.RouteDef]:
         app, refused = check_app(q, "client_token", secret=True, grant_type="client_credential")
         if refused is not None or app is None:
             return refused  # type: ignore[return-value]
-        token = state._secret(state._app_tokens, _Grant(
-            appid=app.appid, user="", scope="client", expires=state.now() + 7200))
+        token = state._secret(
+            state._app_tokens,
+            _Grant(appid=app.appid, user="", scope="client", expires=state.now() + 7200),
+        )
         state.log("client_token", app.appid, 0)
         return web.json_response({"access_token": token, "expires_in": 7200})
 
@@ -424,20 +497,19 @@ def wechat_routes(state: WeChatState) -> list[web.RouteDef]:
             code = None
         if not code:
             return _error(state, "phone_number", token.appid, 41008)
-        grant, errcode = state.redeem(state._phone_codes, code, token.appid,
-                                      used_errcode=40029)
+        grant, errcode = state.redeem(state._phone_codes, code, token.appid, used_errcode=40029)
         if errcode or grant is None:
             return _error(state, "phone_number", token.appid, errcode)
         state.log("phone_number", token.appid, 0)
-        return web.json_response({"errcode": 0, "errmsg": "ok",
-                                  "phone_info": state.phone_info(grant.user, token.appid)})
+        return web.json_response(
+            {"errcode": 0, "errmsg": "ok", "phone_info": state.phone_info(grant.user, token.appid)}
+        )
 
     async def sandbox_phone_code(request: web.Request) -> web.Response:
         q = request.query
         if q.get("appid") not in state.apps:
             return web.json_response({"error": "unknown appid"}, status=404)
-        return web.json_response({"code": state.phone_code(q["appid"], q.get("user",
-                                                                            "wx-user-1"))})
+        return web.json_response({"code": state.phone_code(q["appid"], q.get("user", "wx-user-1"))})
 
     async def sandbox_calls(_request: web.Request) -> web.Response:
         with state._lock:

@@ -18,15 +18,17 @@ class AccessControl:
         self.store = store
         self.policy = policy
 
-    def require(self, actor: Actor, permission: str, *, operation: str,
-                subject_ref: str | None = None) -> None:
+    def require(
+        self, actor: Actor, permission: str, *, operation: str, subject_ref: str | None = None
+    ) -> None:
         """`Denied` (audited as `access.refused`) unless the actor's role holds
         `permission`."""
         try:
             require(self.policy, actor.role, permission)
         except AccessDenied as exc:
-            self.refused(actor, permission, operation=operation, rule=exc.rule,
-                         subject_ref=subject_ref)
+            self.refused(
+                actor, permission, operation=operation, rule=exc.rule, subject_ref=subject_ref
+            )
             raise Denied(exc.field, exc.rule) from None
 
     def allows(self, actor: Actor, permission: str) -> bool:
@@ -38,8 +40,23 @@ class AccessControl:
             return False
         return True
 
-    def refused(self, actor: Actor, permission: str, *, operation: str, rule: str,
-                subject_ref: str | None = None) -> None:
-        self.store.audit.record("access.refused", subject_ref, {
-            "actor": actor.name, "role": actor.role, "permission": permission,
-            "operation": operation, "rule": rule})
+    def refused(
+        self,
+        actor: Actor,
+        permission: str,
+        *,
+        operation: str,
+        rule: str,
+        subject_ref: str | None = None,
+    ) -> None:
+        self.store.audit.record(
+            "access.refused",
+            subject_ref,
+            {
+                "actor": actor.name,
+                "role": actor.role,
+                "permission": permission,
+                "operation": operation,
+                "rule": rule,
+            },
+        )

@@ -41,5 +41,7 @@ class AccountService:
         """`NotFound` for a subject of whom nothing is held; no accounts for one who
         authorized none."""
         require_known(self.store, applicant_ref)
-        return SubjectAccounts(applicant_ref=applicant_ref, accounts=[
-            Account(**a) for a in self.store.oauth.view(applicant_ref)])
+        return SubjectAccounts(
+            applicant_ref=applicant_ref,
+            accounts=[Account(**a) for a in self.store.oauth.view(applicant_ref)],
+        )

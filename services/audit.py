@@ -64,11 +64,17 @@ class AuditService:
         found = self.store.proofs.check()
         c, b = found.chain, found.binding
         return ChainCheck(
-            intact=found.intact, broken_at=c.broken_at if b is None else b.seq,
-            events=c.events, checkpoints=c.checkpoints, base_seq=c.base_seq,
-            rule=c.rule if b is None else b.rule, file=c.file,
-            record_table=b.table if b else None, record=b.record if b else None,
-            records=found.records)
+            intact=found.intact,
+            broken_at=c.broken_at if b is None else b.seq,
+            events=c.events,
+            checkpoints=c.checkpoints,
+            base_seq=c.base_seq,
+            rule=c.rule if b is None else b.rule,
+            file=c.file,
+            record_table=b.table if b else None,
+            record=b.record if b else None,
+            records=found.records,
+        )
 
     def checkpoint_key(self, *, actor: Actor) -> str:
         """The checkpoint verifier key to publish (`<name>+<key id>+<base64>`): what a third
@@ -79,8 +85,15 @@ class AuditService:
             raise Conflict("checkpoints", "no checkpoint key is configured")
         return log.key.verifier_key
 
-    def export_proof(self, applicant_ref: str, dest: Path, *, verifier: Path, actor: Actor,
-                     digests: tuple[Digest, ...] = ("sha256",)) -> ProofBundle:
+    def export_proof(
+        self,
+        applicant_ref: str,
+        dest: Path,
+        *,
+        verifier: Path,
+        actor: Actor,
+        digests: tuple[Digest, ...] = ("sha256",),
+    ) -> ProofBundle:
         """Write `dest` (a new folder): the subject's bound records, the events binding them
         and the chain from each to the checkpoint covering it, those checkpoints and their
         time-stamp tokens, the checkpoint public key and the verifier script (`verifier`,
@@ -97,7 +110,8 @@ class AuditService:
             raise InvalidInput("digest", "sha256 is always included")
         try:
             if self.store.applicants.get(applicant_ref) is None and not (
-                    self.store.ledger.events_for(applicant_ref)):
+                self.store.ledger.events_for(applicant_ref)
+            ):
                 raise NotFound("applicant_ref", "nothing is held about this subject")
         except BindingError as exc:
             raise Conflict("applicant_ref", f"{exc.table}: {exc.rule}") from None
@@ -121,8 +135,9 @@ class AuditService:
                 (dest / "checkpoints" / log.file_name(seg["size"], ".tsr")).write_bytes(token)
         if log.stamper is not None:
             (dest / "tsa.pem").write_bytes(log.stamper.certificate_pem)
-        (dest / "checkpoint.vkey").write_text(log.key.verifier_key + "\n" if log.key
-                                              else "", encoding="utf-8")
+        (dest / "checkpoint.vkey").write_text(
+            log.key.verifier_key + "\n" if log.key else "", encoding="utf-8"
+        )
         (dest / "origin.txt").write_text(log.origin + "\n", encoding="utf-8")
         _dump(dest / "records.json", material.records)
         _dump(dest / "chain.json", material.segments)
@@ -130,20 +145,30 @@ class AuditService:
         (dest / "README.txt").write_text(README, encoding="utf-8")
         files = sorted(p for p in dest.rglob("*") if p.is_file())
         manifest = {
-            "format": BUNDLE_FORMAT, "applicant_ref": applicant_ref,
-            "created_at": datetime.now(UTC).isoformat(), "digests": list(digests),
+            "format": BUNDLE_FORMAT,
+            "applicant_ref": applicant_ref,
+            "created_at": datetime.now(UTC).isoformat(),
+            "digests": list(digests),
             "link": "sha256(b'idv audit link v1\\n' || previous link || sha256(event body))",
-            "files": {str(p.relative_to(dest)): {d: digest(d, p.read_bytes()) for d in digests}
-                      for p in files}}
+            "files": {
+                str(p.relative_to(dest)): {d: digest(d, p.read_bytes()) for d in digests}
+                for p in files
+            },
+        }
         _dump(dest / "manifest.json", manifest)
-        return ProofBundle(path=str(dest), records=len(material.records),
-                           events=sum(len(s["entries"]) for s in material.segments),
-                           checkpoints=len(material.segments), digests=tuple(digests))
+        return ProofBundle(
+            path=str(dest),
+            records=len(material.records),
+            events=sum(len(s["entries"]) for s in material.segments),
+            checkpoints=len(material.segments),
+            digests=tuple(digests),
+        )
 
 
 def _dump(path: Path, doc: object) -> None:
-    path.write_text(json.dumps(doc, indent=1, ensure_ascii=False, sort_keys=True) + "\n",
-                    encoding="utf-8")
+    path.write_text(
+        json.dumps(doc, indent=1, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8"
+    )
 
 
 README = """A proof bundle of idv's audit chain for one subject.

@@ -69,14 +69,13 @@ def _readable(path: Path | None, option: str) -> None:
         raise InvalidInput(option, "is a directory" if path.is_dir() else "no such file")
 
 
-def run(store: Store, policy: Path, outcomes: Path, against: Path | None = None
-        ) -> dict[str, Any]:
+def run(store: Store, policy: Path, outcomes: Path, against: Path | None = None) -> dict[str, Any]:
     """The backtest report: per policy its figures, plus what was left out and why."""
-    for option, path in (("--policy", policy), ("--outcomes", outcomes),
-                         ("--against", against)):
+    for option, path in (("--policy", policy), ("--outcomes", outcomes), ("--against", against)):
         _readable(path, option)
     cards = [load_card(policy, option="--policy")] + (
-        [load_card(against, option="--against")] if against else [])
+        [load_card(against, option="--against")] if against else []
+    )
     try:
         labels, refused = read_outcomes(outcomes)
     except UnicodeDecodeError:
@@ -85,14 +84,17 @@ def run(store: Store, policy: Path, outcomes: Path, against: Path | None = None
     automated = [d for d in stored if d["score"] is not None]
     sides = [replay(card, automated, labels) for card in cards]
     known = {d["applicant_ref"] for d in stored}
-    store.audit.record("policy.backtested", None, {
-        "policies": [c.version for c in cards], "labelled": len(labels),
-        "replayed": sides[0].n})
+    store.audit.record(
+        "policy.backtested",
+        None,
+        {"policies": [c.version for c in cards], "labelled": len(labels), "replayed": sides[0].n},
+    )
     return {
         "sides": [_side(s) for s in sides],
         "labelled": len(labels),
-        "not_automated": sum(1 for d in stored if d["score"] is None
-                             and d["applicant_ref"] in labels),
+        "not_automated": sum(
+            1 for d in stored if d["score"] is None and d["applicant_ref"] in labels
+        ),
         "unknown_refs": sum(1 for ref in labels if ref not in known),
         "refused": refused,
         "chart": chart(sides),
@@ -109,10 +111,20 @@ class BacktestService:
 
 
 def _side(s: BacktestSide) -> dict[str, Any]:
-    return {"policy_version": s.policy_version, "n": s.n, "bad": s.bad, "rates": s.rates,
-            "bad_rate_by_outcome": s.bad_rate_by_outcome, "auc": s.auc, "ks": s.ks,
-            "histogram": {"edges": EDGES, "good": histogram(s.scores_good, EDGES),
-                          "bad": histogram(s.scores_bad, EDGES)}}
+    return {
+        "policy_version": s.policy_version,
+        "n": s.n,
+        "bad": s.bad,
+        "rates": s.rates,
+        "bad_rate_by_outcome": s.bad_rate_by_outcome,
+        "auc": s.auc,
+        "ks": s.ks,
+        "histogram": {
+            "edges": EDGES,
+            "good": histogram(s.scores_good, EDGES),
+            "bad": histogram(s.scores_bad, EDGES),
+        },
+    }
 
 
 def chart(sides: list[BacktestSide], width: int = 30) -> str:
@@ -141,17 +153,19 @@ def table(report: dict[str, Any]) -> str:
     def num(v: float | None) -> str:
         return "-" if v is None else f"{v:.3f}"
 
-    rows = [("policy", [s["policy_version"] for s in sides]),
-            ("labelled decisions", [str(s["n"]) for s in sides]),
-            ("bad", [str(s["bad"]) for s in sides]),
-            ("approval (verified)", [pct(s["rates"]["verified"]) for s in sides]),
-            ("review", [pct(s["rates"]["review"]) for s in sides]),
-            ("decline recommended", [pct(s["rates"]["decline_recommended"]) for s in sides]),
-            ("bad rate among approved",
-             [pct(s["bad_rate_by_outcome"]["verified"]) for s in sides]),
-            ("AUC", [num(s["auc"]) for s in sides]),
-            ("KS", [num(s["ks"]) for s in sides])]
+    rows = [
+        ("policy", [s["policy_version"] for s in sides]),
+        ("labelled decisions", [str(s["n"]) for s in sides]),
+        ("bad", [str(s["bad"]) for s in sides]),
+        ("approval (verified)", [pct(s["rates"]["verified"]) for s in sides]),
+        ("review", [pct(s["rates"]["review"]) for s in sides]),
+        ("decline recommended", [pct(s["rates"]["decline_recommended"]) for s in sides]),
+        ("bad rate among approved", [pct(s["bad_rate_by_outcome"]["verified"]) for s in sides]),
+        ("AUC", [num(s["auc"]) for s in sides]),
+        ("KS", [num(s["ks"]) for s in sides]),
+    ]
     w0 = max(len(r[0]) for r in rows)
     w = max(len(v) for r in rows for v in r[1])
-    return "\n".join(f"{name:<{w0}}  " + "  ".join(f"{v:>{w}}" for v in values)
-                     for name, values in rows)
+    return "\n".join(
+        f"{name:<{w0}}  " + "  ".join(f"{v:>{w}}" for v in values) for name, values in rows
+    )

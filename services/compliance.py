@@ -49,13 +49,22 @@ def period(start: str, end: str) -> tuple[datetime, datetime]:
     if (last - first).days > MAX_DAYS:
         raise InvalidInput("--to", f"the period must be at most {MAX_DAYS} days")
     # In UTC: stored times are UTC, and SQLite compares them as text.
-    return (datetime.combine(first, time(0), tzinfo=ZONE).astimezone(UTC),
-            datetime.combine(last + timedelta(days=1), time(0), tzinfo=ZONE).astimezone(UTC))
+    return (
+        datetime.combine(first, time(0), tzinfo=ZONE).astimezone(UTC),
+        datetime.combine(last + timedelta(days=1), time(0), tzinfo=ZONE).astimezone(UTC),
+    )
 
 
 class ComplianceService:
-    def __init__(self, store: Store, access: AccessPolicy, notices: Mapping[str, Notice],
-                 consent: ConsentService, *, checkpoint_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        access: AccessPolicy,
+        notices: Mapping[str, Notice],
+        consent: ConsentService,
+        *,
+        checkpoint_dir: Path | None = None,
+    ) -> None:
         self.store = store
         self.access = access
         self.control = AccessControl(store, access)
@@ -74,16 +83,23 @@ class ComplianceService:
             by_kind[e.kind].append(e)
 
         gate: dict[str, dict[str, Counter[str]]] = defaultdict(
-            lambda: {"allowed": Counter(), "denied": Counter()})
+            lambda: {"allowed": Counter(), "denied": Counter()}
+        )
         for kind, verdict in (("consent.allowed", "allowed"), ("consent.denied", "denied")):
             for e in by_kind[kind]:
                 for scope in e.detail.get("scopes") or ["(none)"]:
                     gate[scope][verdict][str(e.detail.get("reason", ""))] += 1
-        reveals = [{"at": e.at.isoformat(), "actor": e.detail.get("actor"),
-                    "role": e.detail.get("role"), "field": e.detail.get("field"),
-                    "purpose": e.detail.get("purpose"),
-                    "reason": mask_text(str(e.detail.get("reason", "")))}
-                   for e in by_kind["applicant.revealed"]]
+        reveals = [
+            {
+                "at": e.at.isoformat(),
+                "actor": e.detail.get("actor"),
+                "role": e.detail.get("role"),
+                "field": e.detail.get("field"),
+                "purpose": e.detail.get("purpose"),
+                "reason": mask_text(str(e.detail.get("reason", ""))),
+            }
+            for e in by_kind["applicant.revealed"]
+        ]
         requests = self.store.requests.list(since=since, until=until)
         now = self.store.clock()
         timeliness: dict[str, Counter[str]] = defaultdict(Counter)
@@ -99,75 +115,134 @@ class ComplianceService:
 
         pack: dict[str, Any] = {
             "pack_version": 1,
-            "period": {"from": start, "to": end, "since": since.isoformat(),
-                       "until": until.isoformat(), "zone": str(ZONE)},
+            "period": {
+                "from": start,
+                "to": end,
+                "since": since.isoformat(),
+                "until": until.isoformat(),
+                "zone": str(ZONE),
+            },
             "generated_at": now.isoformat(),
             "generated_by": {"actor": actor.name, "role": actor.role},
-            "notices": [{"version": n.version, "sha256": n.text_sha256,
-                         "published": n.published.isoformat(),
-                         "purposes": sorted(n.purposes), "scopes": sorted(n.scopes)}
-                        for n in sorted(self.notices.values(), key=lambda n: n.published)],
+            "notices": [
+                {
+                    "version": n.version,
+                    "sha256": n.text_sha256,
+                    "published": n.published.isoformat(),
+                    "purposes": sorted(n.purposes),
+                    "scopes": sorted(n.scopes),
+                }
+                for n in sorted(self.notices.values(), key=lambda n: n.published)
+            ],
             "consent": {
                 "by_notice": self.consent.stats(since=since, until=until).model_dump()["stats"],
                 "granted": len(by_kind["consent.granted"]),
                 "withdrawn": len(by_kind["consent.withdrawn"]),
                 "expired": len(by_kind["consent.expired"]),
-                "asks": dict(Counter(str(e.detail.get("outcome"))
-                                     for e in by_kind["consent.asked"])),
+                "asks": dict(
+                    Counter(str(e.detail.get("outcome")) for e in by_kind["consent.asked"])
+                ),
             },
             "gate_decisions": {
                 "allowed": len(by_kind["consent.allowed"]),
                 "denied": len(by_kind["consent.denied"]),
-                "by_scope": {scope: {v: dict(c) for v, c in verdicts.items()}
-                             for scope, verdicts in sorted(gate.items())},
+                "by_scope": {
+                    scope: {v: dict(c) for v, c in verdicts.items()}
+                    for scope, verdicts in sorted(gate.items())
+                },
             },
-            "reveals": {"count": len(reveals), "by_purpose": dict(Counter(
-                str(r["purpose"]) for r in reveals)), "events": reveals},
-            "erasures": {"erased": len(by_kind["subject.erased"]),
-                         "restricted": len(by_kind["subject.restricted"])},
-            "holds": {"placed": len(by_kind["subject.hold_placed"]),
-                      "by_basis": dict(Counter(str(e.detail.get("basis"))
-                                               for e in by_kind["subject.hold_placed"]))},
-            "subject_requests": {"opened": len(requests),
-                                 "by_kind": {k: dict(c) for k, c in sorted(timeliness.items())}},
-            "retention_purges": [{"at": e.at.isoformat(), "seq": e.seq,
-                                  "policy_version": e.detail.get("policy_version"),
-                                  "counts": e.detail.get("counts"),
-                                  "awaiting": e.detail.get("awaiting")}
-                                 for e in by_kind["retention.purged"]],
-            "key_rotations": [{"at": e.at.isoformat(), "kind": e.kind,
-                               **{k: v for k, v in e.detail.items()
-                                  if k in ("active", "version", "rewrapped", "remaining")}}
-                              for e in events if e.kind in ("keys.rotated", "keys.retired")],
-            "audit_chain": {"events_in_period": len(events),
-                            "first_seq": events[0].seq if events else None,
-                            "last_seq": events[-1].seq if events else None},
+            "reveals": {
+                "count": len(reveals),
+                "by_purpose": dict(Counter(str(r["purpose"]) for r in reveals)),
+                "events": reveals,
+            },
+            "erasures": {
+                "erased": len(by_kind["subject.erased"]),
+                "restricted": len(by_kind["subject.restricted"]),
+            },
+            "holds": {
+                "placed": len(by_kind["subject.hold_placed"]),
+                "by_basis": dict(
+                    Counter(str(e.detail.get("basis")) for e in by_kind["subject.hold_placed"])
+                ),
+            },
+            "subject_requests": {
+                "opened": len(requests),
+                "by_kind": {k: dict(c) for k, c in sorted(timeliness.items())},
+            },
+            "retention_purges": [
+                {
+                    "at": e.at.isoformat(),
+                    "seq": e.seq,
+                    "policy_version": e.detail.get("policy_version"),
+                    "counts": e.detail.get("counts"),
+                    "awaiting": e.detail.get("awaiting"),
+                }
+                for e in by_kind["retention.purged"]
+            ],
+            "key_rotations": [
+                {
+                    "at": e.at.isoformat(),
+                    "kind": e.kind,
+                    **{
+                        k: v
+                        for k, v in e.detail.items()
+                        if k in ("active", "version", "rewrapped", "remaining")
+                    },
+                }
+                for e in events
+                if e.kind in ("keys.rotated", "keys.retired")
+            ],
+            "audit_chain": {
+                "events_in_period": len(events),
+                "first_seq": events[0].seq if events else None,
+                "last_seq": events[-1].seq if events else None,
+            },
             "checkpoints": self._checkpoints(since, until, events),
         }
-        self.store.audit.record("compliance.pack_made", None, {
-            "actor": actor.name, "role": actor.role, "from": start, "to": end,
-            "events": len(events)})
+        self.store.audit.record(
+            "compliance.pack_made",
+            None,
+            {
+                "actor": actor.name,
+                "role": actor.role,
+                "from": start,
+                "to": end,
+                "events": len(events),
+            },
+        )
         return pack
 
-    def _checkpoints(self, since: datetime, until: datetime,
-                     events: list[Any]) -> dict[str, Any]:
+    def _checkpoints(self, since: datetime, until: datetime, events: list[Any]) -> dict[str, Any]:
         folder = self.checkpoint_dir
         log = self.store.audit.checkpoints
         if folder is None and log is not None and log.directory is None:
             return self._stored_checkpoints(log, events)
         if folder is None or not folder.is_dir():
-            return {"folder": None, "files": [],
-                    "note": "none: no checkpoint folder is configured"
-                    if folder is None else "none: the checkpoint folder does not exist"}
+            return {
+                "folder": None,
+                "files": [],
+                "note": "none: no checkpoint folder is configured"
+                if folder is None
+                else "none: the checkpoint folder does not exist",
+            }
         files = []
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             at = datetime.fromtimestamp(path.stat().st_mtime, tz=ZONE)
             if since <= at < until:
-                files.append({"name": str(path.relative_to(folder)), "path": str(path),
-                              "written_at": at.isoformat(),
-                              "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
-        return {"folder": str(folder), "files": files,
-                "note": None if files else "none: no checkpoint was written in the period"}
+                files.append(
+                    {
+                        "name": str(path.relative_to(folder)),
+                        "path": str(path),
+                        "written_at": at.isoformat(),
+                        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                    }
+                )
+        return {
+            "folder": str(folder),
+            "files": files,
+            "note": None if files else "none: no checkpoint was written in the period",
+        }
 
     @staticmethod
     def _stored_checkpoints(log: Any, events: list[Any]) -> dict[str, Any]:
@@ -177,8 +252,7 @@ class ComplianceService:
         carried for the surface to write beside the pack."""
         where = str(log.path_for(0)).rsplit("/", 1)[0]
         if not events:
-            return {"folder": where, "files": [],
-                    "note": "none: no audit event in the period"}
+            return {"folder": where, "files": [], "note": "none: no audit event in the period"}
         first, last = events[0].seq, events[-1].seq
         sizes = log.sizes()
         closing = next((n for n in sizes if n >= last), None)
@@ -186,11 +260,19 @@ class ComplianceService:
         files = []
         for size in chosen:
             note, token = log.files(size)
-            for name, data in ((log.file_name(size), note),
-                               (log.file_name(size, ".tsr"), token)):
+            for name, data in ((log.file_name(size), note), (log.file_name(size, ".tsr"), token)):
                 if data is not None:
-                    files.append({"name": name, "url": str(log.place.locate(name)),
-                                  "size": size, "data": data,
-                                  "sha256": hashlib.sha256(data).hexdigest()})
-        return {"folder": where, "files": files,
-                "note": None if files else "none: no checkpoint covers the period yet"}
+                    files.append(
+                        {
+                            "name": name,
+                            "url": str(log.place.locate(name)),
+                            "size": size,
+                            "data": data,
+                            "sha256": hashlib.sha256(data).hexdigest(),
+                        }
+                    )
+        return {
+            "folder": where,
+            "files": files,
+            "note": None if files else "none: no checkpoint covers the period yet",
+        }

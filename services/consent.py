@@ -46,10 +46,22 @@ class ConsentRefused(InvalidInput):
 class GrantRequest(BaseModel):
     """One affirmative act of consent. `expires_at` defaults to the purpose's longest validity."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra={"examples": [{
-        "subject_ref": "A-000123", "purpose": "onboarding_verification",
-        "scopes": ["risk_scoring"], "notice_version": "privacy-notice-2026.10",
-        "channel": "app", "evidence": "sha256:" + "c" * 64}]})
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "subject_ref": "A-000123",
+                    "purpose": "onboarding_verification",
+                    "scopes": ["risk_scoring"],
+                    "notice_version": "privacy-notice-2026.10",
+                    "channel": "app",
+                    "evidence": "sha256:" + "c" * 64,
+                }
+            ]
+        },
+    )
 
     subject_ref: ApplicantRef
     purpose: Purpose
@@ -67,8 +79,11 @@ class WithdrawRequest(BaseModel):
     `applicant_ref` (whose consent the caller says it is), a grant of anyone else is
     answered as no such grant, and the attempt is audited."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra={"examples": [{
-        "applicant_ref": "A-000123", "channel": "app"}]})
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        json_schema_extra={"examples": [{"applicant_ref": "A-000123", "channel": "app"}]},
+    )
 
     channel: Code = "api"
     evidence: EvidenceRef | None = None
@@ -102,10 +117,22 @@ class AskRequest(BaseModel):
     `abandoned` (left unanswered). A grant may also be linked to its ask (`granted` with
     the `consent_id` it made). What makes authorization rates per notice version true."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra={"examples": [{
-        "subject_ref": "A-000123", "purpose": "onboarding_verification",
-        "scopes": ["credit_report"], "notice_version": "privacy-notice-2026.10",
-        "channel": "app", "outcome": "refused"}]})
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "subject_ref": "A-000123",
+                    "purpose": "onboarding_verification",
+                    "scopes": ["credit_report"],
+                    "notice_version": "privacy-notice-2026.10",
+                    "channel": "app",
+                    "outcome": "refused",
+                }
+            ]
+        },
+    )
 
     subject_ref: ApplicantRef
     purpose: Purpose
@@ -228,8 +255,14 @@ def _b64url(raw: bytes) -> str:
 
 
 class ConsentService:
-    def __init__(self, store: Store, policy: ConsentPolicy, notices: Mapping[str, Notice], *,
-                 access: AccessControl) -> None:
+    def __init__(
+        self,
+        store: Store,
+        policy: ConsentPolicy,
+        notices: Mapping[str, Notice],
+        *,
+        access: AccessControl,
+    ) -> None:
         self.store = store
         self.policy = policy
         self.notices = notices
@@ -258,21 +291,37 @@ class ConsentService:
             raise InvalidInput("asked_at", "must not be in the future")
         try:
             ask_id = self.store.ledger.record_ask(
-                subject_ref=req.subject_ref, purpose=req.purpose, scopes=req.scopes,
-                notice_version=notice.version, notice_hash=notice.text_sha256,
-                channel=req.channel, outcome=req.outcome, asked_at=asked_at,
-                consent_id=req.consent_id)
+                subject_ref=req.subject_ref,
+                purpose=req.purpose,
+                scopes=req.scopes,
+                notice_version=notice.version,
+                notice_hash=notice.text_sha256,
+                channel=req.channel,
+                outcome=req.outcome,
+                asked_at=asked_at,
+                consent_id=req.consent_id,
+            )
         except UnknownConsentError:
             raise NotFound("consent_id", "no such grant") from None
-        return AskAnswer(ask_id=ask_id, outcome=req.outcome, notice_version=notice.version,
-                         notice_hash=notice.text_sha256)
+        return AskAnswer(
+            ask_id=ask_id,
+            outcome=req.outcome,
+            notice_version=notice.version,
+            notice_hash=notice.text_sha256,
+        )
 
     def receipt_public_key(self) -> dict[str, str]:
         """The public JWK that verifies signed consent receipts."""
         seed = self.store.keyring.secret(RECEIPT_KEY)[:32]
         x = _b64url(ed25519_public(seed))
-        return {"kty": "OKP", "crv": "Ed25519", "x": x, "alg": RECEIPT_ALG, "use": "sig",
-                "kid": hashlib.sha256(x.encode()).hexdigest()[:16]}
+        return {
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "x": x,
+            "alg": RECEIPT_ALG,
+            "use": "sig",
+            "kid": hashlib.sha256(x.encode()).hexdigest()[:16],
+        }
 
     def signed_receipt(self, consent_id: str, *, actor: Actor) -> SignedReceipt:
         """One consent's receipt as a JWS (compact, Ed25519) with the fields of ISO/IEC TS
@@ -290,8 +339,11 @@ class ConsentService:
             grant = self.store.ledger.grant(consent_id)
         except UnknownConsentError:
             raise NotFound("consent_id", "no such grant") from None
-        events = [e for e in self.store.ledger.events_for(grant.subject_ref)
-                  if e["consent_id"] == consent_id]
+        events = [
+            e
+            for e in self.store.ledger.events_for(grant.subject_ref)
+            if e["consent_id"] == consent_id
+        ]
         notice = self.notices.get(grant.notice_version)
         sensitive = sorted(set(grant.scopes) & self.policy.sensitive())
         controller = self.policy.controller
@@ -305,49 +357,87 @@ class ConsentService:
             "jurisdiction": controller.jurisdiction if controller else "CN",
             "language": controller.language if controller else "zh-CN",
             "pii_principal_id": grant.subject_ref,
-            "pii_controllers": [{"name": controller.name, "contact": controller.contact,
-                                 "address": controller.address}] if controller else [],
+            "pii_controllers": [
+                {
+                    "name": controller.name,
+                    "contact": controller.contact,
+                    "address": controller.address,
+                }
+            ]
+            if controller
+            else [],
             "consent_id": consent_id,
             "consent_timestamp": grant.granted_at.isoformat(),
             "collection_method": grant.channel,
             "consent_type": "explicit",
-            "notice": {"version": grant.notice_version, "sha256": grant.notice_hash,
-                       "published": notice.published.isoformat() if notice else None,
-                       "retention_days": notice.retention_days if notice else None},
-            "services": [{
-                "purpose": grant.purpose,
-                "purpose_label": self.policy.purposes[grant.purpose].label
-                if grant.purpose in self.policy.purposes else grant.purpose,
-                "legal_basis": self.policy.purposes[grant.purpose].legal_basis
-                if grant.purpose in self.policy.purposes else None,
-                "pii_categories": [{"scope": s, "label": self.policy.scopes[s].label
-                                    if s in self.policy.scopes else s,
-                                    "sensitive": s in sensitive} for s in sorted(grant.scopes)],
-                "primary_purpose": True,
-                "termination": grant.expires_at.isoformat(),
-                "third_party_disclosure": False,
-            }],
+            "notice": {
+                "version": grant.notice_version,
+                "sha256": grant.notice_hash,
+                "published": notice.published.isoformat() if notice else None,
+                "retention_days": notice.retention_days if notice else None,
+            },
+            "services": [
+                {
+                    "purpose": grant.purpose,
+                    "purpose_label": self.policy.purposes[grant.purpose].label
+                    if grant.purpose in self.policy.purposes
+                    else grant.purpose,
+                    "legal_basis": self.policy.purposes[grant.purpose].legal_basis
+                    if grant.purpose in self.policy.purposes
+                    else None,
+                    "pii_categories": [
+                        {
+                            "scope": s,
+                            "label": self.policy.scopes[s].label if s in self.policy.scopes else s,
+                            "sensitive": s in sensitive,
+                        }
+                        for s in sorted(grant.scopes)
+                    ],
+                    "primary_purpose": True,
+                    "termination": grant.expires_at.isoformat(),
+                    "third_party_disclosure": False,
+                }
+            ],
             "sensitive": bool(sensitive),
             "spi_categories": sensitive,
-            "lifecycle": [{"event": lifecycle.get(e["event"], e["event"]),
-                           "at": e["occurred_at"], "channel": e["channel"],
-                           "evidence_ref": e["evidence_ref"],
-                           # The surface a withdrawal came through (cli, api, web, subject,
-                           # system); who it was stays in the audit chain.
-                           **({"via": e["via"]} if e.get("via") else {})} for e in events],
-            "state": "withdrawn" if grant.withdrawn_at and grant.withdrawn_at <= now
-            else "expired" if grant.expires_at <= now else "active",
+            "lifecycle": [
+                {
+                    "event": lifecycle.get(e["event"], e["event"]),
+                    "at": e["occurred_at"],
+                    "channel": e["channel"],
+                    "evidence_ref": e["evidence_ref"],
+                    # The surface a withdrawal came through (cli, api, web, subject,
+                    # system); who it was stays in the audit chain.
+                    **({"via": e["via"]} if e.get("via") else {}),
+                }
+                for e in events
+            ],
+            "state": "withdrawn"
+            if grant.withdrawn_at and grant.withdrawn_at <= now
+            else "expired"
+            if grant.expires_at <= now
+            else "active",
         }
         public = self.receipt_public_key()
         seed = self.store.keyring.secret(RECEIPT_KEY)[:32]
-        key = OKPKey.import_key({**{k: public[k] for k in ("kty", "crv", "x")},
-                                 "d": _b64url(seed)})
+        key = OKPKey.import_key({**{k: public[k] for k in ("kty", "crv", "x")}, "d": _b64url(seed)})
         token = jws.serialize_compact(
             {"alg": RECEIPT_ALG, "kid": public["kid"], "typ": "consent-receipt+jws"},
-            canonical_json(receipt), key, algorithms=[RECEIPT_ALG])
-        self.store.audit.record("consent.receipt_signed", grant.subject_ref, {
-            "consent_id": consent_id, "receipt_id": receipt["receipt_id"], "kid": public["kid"],
-            "actor": actor.name, "role": actor.role})
+            canonical_json(receipt),
+            key,
+            algorithms=[RECEIPT_ALG],
+        )
+        self.store.audit.record(
+            "consent.receipt_signed",
+            grant.subject_ref,
+            {
+                "consent_id": consent_id,
+                "receipt_id": receipt["receipt_id"],
+                "kid": public["kid"],
+                "actor": actor.name,
+                "role": actor.role,
+            },
+        )
         return SignedReceipt(jws=token, receipt=receipt, public_key=public)
 
     def grant(self, req: GrantRequest) -> GrantResult:
@@ -363,21 +453,44 @@ class ConsentService:
         granted_at = req.granted_at or now
         expires_at = req.expires_at or granted_at + timedelta(
             days=self.policy.purposes[req.purpose].max_validity_days
-            if req.purpose in self.policy.purposes else 1)
-        notice = check_grant(self.policy, self.notices, purpose=req.purpose, scopes=req.scopes,
-                             notice_version=req.notice_version, notice_hash=req.notice_hash,
-                             granted_at=granted_at, expires_at=expires_at, now=now,
-                             field="consent")
+            if req.purpose in self.policy.purposes
+            else 1
+        )
+        notice = check_grant(
+            self.policy,
+            self.notices,
+            purpose=req.purpose,
+            scopes=req.scopes,
+            notice_version=req.notice_version,
+            notice_hash=req.notice_hash,
+            granted_at=granted_at,
+            expires_at=expires_at,
+            now=now,
+            field="consent",
+        )
         consent_id, created = self.store.ledger.record_grant(
-            subject_ref=req.subject_ref, purpose=req.purpose, scopes=req.scopes,
-            notice_version=notice.version, notice_hash=notice.text_sha256, channel=req.channel,
-            evidence_ref=req.evidence, granted_at=granted_at, expires_at=expires_at)
-        return GrantResult(consent_id=consent_id, created=created, notice_version=notice.version,
-                           notice_hash=notice.text_sha256, granted_at=as_utc(granted_at),
-                           expires_at=as_utc(expires_at))
+            subject_ref=req.subject_ref,
+            purpose=req.purpose,
+            scopes=req.scopes,
+            notice_version=notice.version,
+            notice_hash=notice.text_sha256,
+            channel=req.channel,
+            evidence_ref=req.evidence,
+            granted_at=granted_at,
+            expires_at=expires_at,
+        )
+        return GrantResult(
+            consent_id=consent_id,
+            created=created,
+            notice_version=notice.version,
+            notice_hash=notice.text_sha256,
+            granted_at=as_utc(granted_at),
+            expires_at=as_utc(expires_at),
+        )
 
-    def withdraw(self, consent_id: str, req: WithdrawRequest, *, actor: Actor,
-                 via: WithdrawVia) -> WithdrawResult:
+    def withdraw(
+        self, consent_id: str, req: WithdrawRequest, *, actor: Actor, via: WithdrawVia
+    ) -> WithdrawResult:
         """Record a withdrawal by `actor` through `via`, both on the withdrawal event and in
         its binding; `NotFound` for an unknown id, `InvalidInput` for a malformed one. A
         second withdrawal is harmless: it reports the first. A grant that is not the
@@ -387,23 +500,41 @@ class ConsentService:
             raise InvalidInput("consent_id", rule)
         try:
             event_id, created = self.store.ledger.withdraw(
-                consent_id, actor=actor.name, via=via, channel=req.channel,
-                evidence_ref=req.evidence, subject_ref=req.applicant_ref)
+                consent_id,
+                actor=actor.name,
+                via=via,
+                channel=req.channel,
+                evidence_ref=req.evidence,
+                subject_ref=req.applicant_ref,
+            )
         except NotTheSubjectsError as exc:
-            self.store.audit.record("consent.withdraw_refused", exc.owner, {
-                "consent_id": consent_id, "named_subject": req.applicant_ref,
-                "actor": actor.name, "role": actor.role, "via": via,
-                "why": "not_the_named_subjects"})
+            self.store.audit.record(
+                "consent.withdraw_refused",
+                exc.owner,
+                {
+                    "consent_id": consent_id,
+                    "named_subject": req.applicant_ref,
+                    "actor": actor.name,
+                    "role": actor.role,
+                    "via": via,
+                    "why": "not_the_named_subjects",
+                },
+            )
             raise NotFound("consent_id", "no such grant") from None
         except UnknownConsentError:
             raise NotFound("consent_id", "no such grant") from None
         grant = self.store.ledger.grant(consent_id)
         assert grant.withdrawn_at is not None
         # What the grant let us hold of an authorized account goes with it.
-        self.store.oauth.withdraw(grant.subject_ref, scopes=frozenset(grant.scopes),
-                                  consent_id=consent_id)
-        return WithdrawResult(consent_id=consent_id, withdrawal_id=event_id,
-                              already_withdrawn=not created, withdrawn_at=grant.withdrawn_at)
+        self.store.oauth.withdraw(
+            grant.subject_ref, scopes=frozenset(grant.scopes), consent_id=consent_id
+        )
+        return WithdrawResult(
+            consent_id=consent_id,
+            withdrawal_id=event_id,
+            already_withdrawn=not created,
+            withdrawn_at=grant.withdrawn_at,
+        )
 
     def status(self, subject_ref: str) -> SubjectConsents:
         """The subject's grants now: live, withdrawn, expired or not yet valid. `NotFound`
@@ -420,12 +551,20 @@ class ConsentService:
                 state = "not_yet_valid"
             else:
                 state = "live"
-            grants.append(GrantState(
-                consent_id=g.consent_id, state=state, purpose=g.purpose,
-                scopes=sorted(g.scopes), notice_version=g.notice_version,
-                notice_hash=g.notice_hash, channel=g.channel,
-                granted_at=g.granted_at.isoformat(), expires_at=g.expires_at.isoformat(),
-                withdrawn_at=g.withdrawn_at.isoformat() if g.withdrawn_at else None))
+            grants.append(
+                GrantState(
+                    consent_id=g.consent_id,
+                    state=state,
+                    purpose=g.purpose,
+                    scopes=sorted(g.scopes),
+                    notice_version=g.notice_version,
+                    notice_hash=g.notice_hash,
+                    channel=g.channel,
+                    granted_at=g.granted_at.isoformat(),
+                    expires_at=g.expires_at.isoformat(),
+                    withdrawn_at=g.withdrawn_at.isoformat() if g.withdrawn_at else None,
+                )
+            )
         return SubjectConsents(applicant_ref=subject_ref, grants=grants)
 
     def receipt(self, subject_ref: str, *, actor: Actor) -> ConsentReceipt:
@@ -438,20 +577,25 @@ class ConsentService:
         events = self.store.ledger.events_for(subject_ref)
         subject = ReceiptSubject(applicant_ref=subject_ref)
         try:
-            person = self.store.applicants.reveal_by_ref(subject_ref, actor=actor.name,
-                                                         purpose="consent receipt")
+            person = self.store.applicants.reveal_by_ref(
+                subject_ref, actor=actor.name, purpose="consent receipt"
+            )
         except (KeyError, SubjectUnavailableError):  # unknown, or erased: nothing to mask
             person = None
         if person is not None:
             subject = ReceiptSubject(
-                applicant_ref=subject_ref, name=mask("name", person.name.get_secret_value()),
+                applicant_ref=subject_ref,
+                name=mask("name", person.name.get_secret_value()),
                 id_type=person.id_type,
                 id_number=mask("id_number", person.id_number.get_secret_value()),
-                phone=mask("phone", person.phone.get_secret_value() if person.phone else None))
+                phone=mask("phone", person.phone.get_secret_value() if person.phone else None),
+            )
         used = sorted({e["notice_version"] for e in events if e["notice_version"]})
-        self.store.audit.record("consent.exported", subject_ref,
-                                {"actor": actor.name, "role": actor.role,
-                                 "events": len(events)})
+        self.store.audit.record(
+            "consent.exported",
+            subject_ref,
+            {"actor": actor.name, "role": actor.role, "events": len(events)},
+        )
         return ConsentReceipt(
             receipt_version=1,
             generated_at=self.store.clock().isoformat(),
@@ -467,22 +611,35 @@ class ConsentService:
         only."""
         notice = self.notices.get(version)
         if notice is None:
-            return ReceiptNotice(version=version, text_sha256=None, published=None,
-                                 purposes=[], scopes=[], retention_days=None)
-        return ReceiptNotice(version=version, text_sha256=notice.text_sha256,
-                             published=notice.published.isoformat(),
-                             purposes=sorted(notice.purposes), scopes=sorted(notice.scopes),
-                             retention_days=notice.retention_days)
+            return ReceiptNotice(
+                version=version,
+                text_sha256=None,
+                published=None,
+                purposes=[],
+                scopes=[],
+                retention_days=None,
+            )
+        return ReceiptNotice(
+            version=version,
+            text_sha256=notice.text_sha256,
+            published=notice.published.isoformat(),
+            purposes=sorted(notice.purposes),
+            scopes=sorted(notice.scopes),
+            retention_days=notice.retention_days,
+        )
 
-    def stats(self, *, since: datetime | None = None, until: datetime | None = None
-              ) -> ConsentStats:
+    def stats(
+        self, *, since: datetime | None = None, until: datetime | None = None
+    ) -> ConsentStats:
         """Per notice version and channel: people asked (grants and recorded asks), granting
         each scope, refusing, abandoning, withdrawing."""
-        return ConsentStats(stats=[NoticeStats(**row)
-                                   for row in self.store.ledger.stats(since=since, until=until)])
+        return ConsentStats(
+            stats=[NoticeStats(**row) for row in self.store.ledger.stats(since=since, until=until)]
+        )
 
 
 def canonical_json(doc: Any) -> bytes:
     """Sorted keys, no spaces, UTF-8: the bytes a receipt's signature covers."""
-    return json.dumps(doc, ensure_ascii=False, sort_keys=True, separators=(",", ":")
-                      ).encode("utf-8")
+    return json.dumps(doc, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode(
+        "utf-8"
+    )

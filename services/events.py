@@ -72,8 +72,12 @@ class IngestReport:
     alerts: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"accepted": self.accepted, "duplicates": self.duplicates,
-                "refused": self.refused, "alerts": self.alerts}
+        return {
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "refused": self.refused,
+            "alerts": self.alerts,
+        }
 
 
 class EventRefused(InvalidInput):
@@ -103,8 +107,9 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
 
 
 class EventService:
-    def __init__(self, store: Store, gate: ConsentGate, policy: BehaviorPolicy,
-                 scorecard: Scorecard) -> None:
+    def __init__(
+        self, store: Store, gate: ConsentGate, policy: BehaviorPolicy, scorecard: Scorecard
+    ) -> None:
         self.store = store
         self.gate = gate
         self.policy = policy
@@ -139,38 +144,61 @@ class EventService:
             raise EventRefused("applicant_ref", "is not a known applicant", ref)
         refused = asyncio.run(self._consent_refusal(event.applicant_ref, policy.purposes))
         if refused is not None:
-            raise EventRefused("applicant_ref",
-                               f"has no live behavior_signals consent ({refused})", ref)
-        event_id, new = self.store.events.add(NewBehaviorEvent(
-            event_id=event.event_id, applicant_ref=event.applicant_ref, kind=event.kind,
-            change=event.change, occurred_at=event.occurred_at, device_id=event.device_id,
-            ip=event.ip, region=event.region, lat=event.lat, lon=event.lon))
+            raise EventRefused(
+                "applicant_ref", f"has no live behavior_signals consent ({refused})", ref
+            )
+        event_id, new = self.store.events.add(
+            NewBehaviorEvent(
+                event_id=event.event_id,
+                applicant_ref=event.applicant_ref,
+                kind=event.kind,
+                change=event.change,
+                occurred_at=event.occurred_at,
+                device_id=event.device_id,
+                ip=event.ip,
+                region=event.region,
+                lat=event.lat,
+                lon=event.lon,
+            )
+        )
         if not new:
             return EventReceived(event_id=event_id, duplicate=True, alerts=[])
-        history = [Observed(**e.model_dump()) for e in
-                   self.store.events.history(event.applicant_ref, until=event.occurred_at)]
+        history = [
+            Observed(**e.model_dump())
+            for e in self.store.events.history(event.applicant_ref, until=event.occurred_at)
+        ]
         this = next(e for e in history if e.id == event_id)
         before = [e for e in history if e.id != event_id]
         alerts = []
         for alert in evaluate(policy, this, before):
-            alert_id = self.store.events.add_alert(event.applicant_ref, rule=alert.rule,
-                                                   event_id=event_id, reason=alert.reason,
-                                                   evidence=dict(alert.evidence))
-            alerts.append(RaisedAlert(applicant_ref=event.applicant_ref, alert_id=alert_id,
-                                      rule=alert.rule, reason=alert.reason,
-                                      evidence=dict(alert.evidence)))
+            alert_id = self.store.events.add_alert(
+                event.applicant_ref,
+                rule=alert.rule,
+                event_id=event_id,
+                reason=alert.reason,
+                evidence=dict(alert.evidence),
+            )
+            alerts.append(
+                RaisedAlert(
+                    applicant_ref=event.applicant_ref,
+                    alert_id=alert_id,
+                    rule=alert.rule,
+                    reason=alert.reason,
+                    evidence=dict(alert.evidence),
+                )
+            )
         if alerts:
             self.rescore(event.applicant_ref)
         return EventReceived(event_id=event_id, duplicate=False, alerts=alerts)
 
-    async def _consent_refusal(self, applicant_ref: str,
-                               purposes: Iterable[str]) -> str | None:
+    async def _consent_refusal(self, applicant_ref: str, purposes: Iterable[str]) -> str | None:
         """None once the gate allows storing the event under one of `purposes` (each
         decision recorded); else the reason the last purpose was refused."""
         reason = "no_consent"
         for purpose in purposes:
-            decision, _ = await self.gate.authorize(subject_ref=applicant_ref,
-                                                    purpose=purpose, scopes=SCOPES, step=STEP)
+            decision, _ = await self.gate.authorize(
+                subject_ref=applicant_ref, purpose=purpose, scopes=SCOPES, step=STEP
+            )
             if decision.allowed:
                 return None
             reason = decision.reason
@@ -189,14 +217,21 @@ class EventService:
         features.update(self._court_as_whitelisted(applicant_ref, stored.steps))
         features.update({k: counts.get(k, 0) for k in FEATURES if k in card.features})
         result = assess(card, features)
-        self.store.decisions.redecide(applicant_ref, Decision(
-            outcome=result.outcome, score=result.score, policy_version=result.policy_version,
-            reasons=result.reasons, features=result.features), cause="behavior_alert",
-            open_review=result.outcome == "decline_recommended")
+        self.store.decisions.redecide(
+            applicant_ref,
+            Decision(
+                outcome=result.outcome,
+                score=result.score,
+                policy_version=result.policy_version,
+                reasons=result.reasons,
+                features=result.features,
+            ),
+            cause="behavior_alert",
+            open_review=result.outcome == "decline_recommended",
+        )
         return result.outcome
 
-    def _court_as_whitelisted(self, applicant_ref: str, steps: Iterable[Any]
-                              ) -> dict[str, Any]:
+    def _court_as_whitelisted(self, applicant_ref: str, steps: Iterable[Any]) -> dict[str, Any]:
         """The court features judged again from the applicant's latest court evidence with
         the entries whitelisted now taken out (`verifiers.court_list.without_entries`, as
         every path that judges court evidence does): a score stored before a whitelist must
@@ -208,14 +243,18 @@ class EventService:
         latest = court[-1]
         cleared = {w.case_number for w in self.store.cases.whitelisted(applicant_ref)}
         changed = without_entries(latest.signals, cleared) if cleared else None
-        status, signals = ((changed[0].value, changed[2]) if changed is not None
-                           else (latest.status, latest.signals))
+        status, signals = (
+            (changed[0].value, changed[2])
+            if changed is not None
+            else (latest.status, latest.signals)
+        )
         card = self.scorecard
         fresh: dict[str, Any] = {**signal_features(signals, card), "court_list": status}
         return {k: v for k, v in fresh.items() if k in card.features}
 
-    def ingest(self, records: Iterable[tuple[int, Any]], *,
-               now: datetime | None = None) -> IngestReport:
+    def ingest(
+        self, records: Iterable[tuple[int, Any]], *, now: datetime | None = None
+    ) -> IngestReport:
         """Every event of a file; a refused line is reported and the rest goes on."""
         report = IngestReport()
         for line_no, raw in records:
@@ -224,8 +263,14 @@ class EventService:
                     raise raw
                 done = self.ingest_one(raw, now=now)
             except EventRefused as exc:
-                report.refused.append({"line": line_no, "applicant_ref": exc.applicant_ref,
-                                       "field": exc.field, "reason": exc.rule})
+                report.refused.append(
+                    {
+                        "line": line_no,
+                        "applicant_ref": exc.applicant_ref,
+                        "field": exc.field,
+                        "reason": exc.rule,
+                    }
+                )
                 continue
             if done.duplicate:
                 report.duplicates += 1

@@ -80,38 +80,56 @@ class ExplainService:
         try:
             stored = self.store.applicants.get(applicant_ref)
         except BindingError as exc:
-            self.store.audit.record("decision.binding_broken", applicant_ref,
-                                    {"table": exc.table, "rule": exc.rule})
-            raise Conflict("applicant_ref", "the stored decision does not match the audit "
-                                            f"chain ({exc.table}: {exc.rule})") from None
+            self.store.audit.record(
+                "decision.binding_broken", applicant_ref, {"table": exc.table, "rule": exc.rule}
+            )
+            raise Conflict(
+                "applicant_ref",
+                f"the stored decision does not match the audit chain ({exc.table}: {exc.rule})",
+            ) from None
         if stored is None:
             raise NotFound("applicant_ref", "no such applicant")
         card = self.scorecard
         labels = card.reasons
-        self.store.audit.record("decision.explained", applicant_ref,
-                                {"outcome": stored.outcome})
+        self.store.audit.record("decision.explained", applicant_ref, {"outcome": stored.outcome})
         # Each feature's part in the score, when the policy that decided is the one loaded.
         contributions = []
         if stored.score is not None and stored.policy_version == card.version:
             contributions = [
                 {**c.model_dump(), "label": card.features[c.feature].label}
-                for c in assess(card, {k: v for k, v in stored.features.items()
-                                       if k in card.features}).contributions]
-        return Explanation.model_validate({
-            "applicant_ref": applicant_ref,
-            "outcome": stored.outcome,
-            "automated": stored.score is not None,
-            "score": stored.score,
-            "policy_version": stored.policy_version,
-            "reasons": [{"code": c, "en": labels[c].en if c in labels else c,
-                         "zh": labels[c].zh if c in labels else c} for c in stored.reasons],
-            "features": stored.features,
-            "contributions": contributions,
-            "alerts": self.store.events.alerts(applicant_ref),
-            "steps": [{"step": st.step, "status": st.status, "reason": st.reason,
-                       "consent_ids": list(st.consent_ids),
-                       "vendor_request_id": st.vendor_request_id,
-                       "as_of": st.as_of.isoformat() if st.as_of else None}
-                      for st in stored.steps],
-            "decided_at": stored.decided_at.isoformat(),
-        })
+                for c in assess(
+                    card, {k: v for k, v in stored.features.items() if k in card.features}
+                ).contributions
+            ]
+        return Explanation.model_validate(
+            {
+                "applicant_ref": applicant_ref,
+                "outcome": stored.outcome,
+                "automated": stored.score is not None,
+                "score": stored.score,
+                "policy_version": stored.policy_version,
+                "reasons": [
+                    {
+                        "code": c,
+                        "en": labels[c].en if c in labels else c,
+                        "zh": labels[c].zh if c in labels else c,
+                    }
+                    for c in stored.reasons
+                ],
+                "features": stored.features,
+                "contributions": contributions,
+                "alerts": self.store.events.alerts(applicant_ref),
+                "steps": [
+                    {
+                        "step": st.step,
+                        "status": st.status,
+                        "reason": st.reason,
+                        "consent_ids": list(st.consent_ids),
+                        "vendor_request_id": st.vendor_request_id,
+                        "as_of": st.as_of.isoformat() if st.as_of else None,
+                    }
+                    for st in stored.steps
+                ],
+                "decided_at": stored.decided_at.isoformat(),
+            }
+        )

@@ -126,12 +126,18 @@ class InboxService:
                 with tempfile.NamedTemporaryFile(dir=folder, prefix=".idv-probe-"):
                     pass
         except OSError:
-            raise InvalidInput(
-                field, "is not writable: files cannot be moved out of it") from None
+            raise InvalidInput(field, "is not writable: files cannot be moved out of it") from None
         return inbox
 
-    def take(self, inbox: Inbox, run: Runner, *, settle_s: float, stale_after: timedelta,
-             pause: Callable[[float], None] = time.sleep) -> InboxReport:
+    def take(
+        self,
+        inbox: Inbox,
+        run: Runner,
+        *,
+        settle_s: float,
+        stale_after: timedelta,
+        pause: Callable[[float], None] = time.sleep,
+    ) -> InboxReport:
         """One look at the inbox: every complete file, oldest first, run or refused; the
         rest left for the next look."""
         first = _look(inbox.path)
@@ -143,12 +149,23 @@ class InboxService:
         ready: list[Path] = []
         for name, seen in sorted(second.items(), key=lambda kv: (kv[1][1], kv[0])):
             if name.endswith(PARTIAL_SUFFIX):
-                outcomes.append(FileOutcome(name=name, status="left", reason="partial",
-                                            rule="is still being written (*.part)"))
+                outcomes.append(
+                    FileOutcome(
+                        name=name,
+                        status="left",
+                        reason="partial",
+                        rule="is still being written (*.part)",
+                    )
+                )
             elif first.get(name) != seen:
-                outcomes.append(FileOutcome(name=name, status="left", reason="changing",
-                                            rule="changed between two looks: still being "
-                                                 "written"))
+                outcomes.append(
+                    FileOutcome(
+                        name=name,
+                        status="left",
+                        reason="changing",
+                        rule="changed between two looks: still being written",
+                    )
+                )
             else:
                 ready.append(inbox.path / name)
         for path in ready:
@@ -157,8 +174,9 @@ class InboxService:
                 outcomes.append(outcome)
         return InboxReport(inbox=str(inbox.path), files=tuple(outcomes))
 
-    def _take_one(self, inbox: Inbox, path: Path, run: Runner,
-                  stale_after: timedelta) -> FileOutcome | None:
+    def _take_one(
+        self, inbox: Inbox, path: Path, run: Runner, stale_after: timedelta
+    ) -> FileOutcome | None:
         """What became of `path`; None when another run moved it away meanwhile."""
         sha: str | None
         try:
@@ -172,39 +190,84 @@ class InboxService:
         except InvalidInput as exc:
             if not path.exists():
                 return None
-            return self._move(inbox, path, status=FAILED, reason="not_a_batch", sha=sha,
-                              field=exc.field, rule=exc.rule)
+            return self._move(
+                inbox,
+                path,
+                status=FAILED,
+                reason="not_a_batch",
+                sha=sha,
+                field=exc.field,
+                rule=exc.rule,
+            )
         if sha is None:
-            return self._move(inbox, path, status=FAILED, reason="not_a_batch",
-                              field="FILE", rule="cannot be read")
+            return self._move(
+                inbox,
+                path,
+                status=FAILED,
+                reason="not_a_batch",
+                field="FILE",
+                rule="cannot be read",
+            )
         claim = self.store.inbox.claim(sha, path.name, stale_after=stale_after)
         if not claim.held:
             if claim.file.status == "running":
-                return FileOutcome(name=path.name, status="left", reason="in_progress",
-                                   rule="another run is running this content", sha256=sha)
-            return self._move(inbox, path, status=FAILED, reason="already_run", sha=sha,
-                              rule="this content was taken before",
-                              first=claim.file)
+                return FileOutcome(
+                    name=path.name,
+                    status="left",
+                    reason="in_progress",
+                    rule="another run is running this content",
+                    sha256=sha,
+                )
+            return self._move(
+                inbox,
+                path,
+                status=FAILED,
+                reason="already_run",
+                sha=sha,
+                rule="this content was taken before",
+                first=claim.file,
+            )
         try:
             result = run(path, lambda: self.store.inbox.beat(sha))
         except Exception as exc:  # noqa: BLE001 - the next file goes on
             kind = type(exc).__name__
             log.error("inbox file %s: the run stopped (%s)", path.name, kind)
             self.store.inbox.release(sha, reason=f"run_error:{kind}")
-            return self._move(inbox, path, status=FAILED, reason="run_error", sha=sha,
-                              rule=f"the run stopped ({kind}); move the file back into the "
-                                   "inbox to run it again")
+            return self._move(
+                inbox,
+                path,
+                status=FAILED,
+                reason="run_error",
+                sha=sha,
+                rule=f"the run stopped ({kind}); move the file back into the inbox to run it again",
+            )
         report = self.runs.report(result)
         halted = report["halted"]
         return self._move(
-            inbox, path, status=FAILED if halted else DONE, reason="halted" if halted else None,
+            inbox,
+            path,
+            status=FAILED if halted else DONE,
+            reason="halted" if halted else None,
             rule="breaks the batch's data-quality suite: nothing was sent to any vendor"
-            if halted else None, sha=sha, run=report)
+            if halted
+            else None,
+            sha=sha,
+            run=report,
+        )
 
-    def _move(self, inbox: Inbox, path: Path, *, status: str, reason: str | None,
-              rule: str | None = None, field: str | None = None, sha: str | None = None,
-              run: dict[str, Any] | None = None,
-              first: InboxFileRecord | None = None) -> FileOutcome | None:
+    def _move(
+        self,
+        inbox: Inbox,
+        path: Path,
+        *,
+        status: str,
+        reason: str | None,
+        rule: str | None = None,
+        field: str | None = None,
+        sha: str | None = None,
+        run: dict[str, Any] | None = None,
+        first: InboxFileRecord | None = None,
+    ) -> FileOutcome | None:
         """Write the report, record the file's end (when it was claimed), then move it: a
         file is never run again once its end is recorded, even if the move is lost. None
         when another run moved the file first (one refused by both)."""
@@ -212,49 +275,79 @@ class InboxService:
         dest = _free_name(folder, path.name, sha or uuid.uuid4().hex)
         report_path = dest.with_name(dest.name + REPORT_SUFFIX)
         body: dict[str, Any] = {
-            "file": path.name, "sha256": sha, "status": status, "reason": reason,
-            "field": field, "rule": rule, "moved_to": f"{folder.name}/{dest.name}",
+            "file": path.name,
+            "sha256": sha,
+            "status": status,
+            "reason": reason,
+            "field": field,
+            "rule": rule,
+            "moved_to": f"{folder.name}/{dest.name}",
             "taken_at": self.store.clock().isoformat(),
         }
         if run is not None:
-            body.update({
-                "run_id": run["run_id"], "lines": run["lines"], "counts": run["counts"],
-                "fees_cents": run["fees_cents"], "halted": run["halted"],
-                # Line numbers, fields and rules: never the applicant_ref or a value.
-                "refused": [{"line": r["line"], "field": r["field"], "rule": r["reason"]}
-                            for r in run["refused"]],
-                "failed_expectations": run["failed_expectations"],
-            })
+            body.update(
+                {
+                    "run_id": run["run_id"],
+                    "lines": run["lines"],
+                    "counts": run["counts"],
+                    "fees_cents": run["fees_cents"],
+                    "halted": run["halted"],
+                    # Line numbers, fields and rules: never the applicant_ref or a value.
+                    "refused": [
+                        {"line": r["line"], "field": r["field"], "rule": r["reason"]}
+                        for r in run["refused"]
+                    ],
+                    "failed_expectations": run["failed_expectations"],
+                }
+            )
         if first is not None:
-            body["first_taken"] = {"name": first.name, "status": first.status,
-                                   "reason": first.reason, "run_id": first.run_id,
-                                   "moved_to": first.moved_to,
-                                   "at": first.claimed_at.isoformat()}
+            body["first_taken"] = {
+                "name": first.name,
+                "status": first.status,
+                "reason": first.reason,
+                "run_id": first.run_id,
+                "moved_to": first.moved_to,
+                "at": first.claimed_at.isoformat(),
+            }
         tmp = report_path.with_name(f".{report_path.name}.tmp")
         tmp.write_text(json.dumps(body, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         tmp.replace(report_path)
         if run is not None and sha is not None:  # it ran under our claim
-            self.store.inbox.finish(sha, status=status, reason=reason, run_id=run["run_id"],
-                                    moved_to=f"{folder.name}/{dest.name}")
+            self.store.inbox.finish(
+                sha,
+                status=status,
+                reason=reason,
+                run_id=run["run_id"],
+                moved_to=f"{folder.name}/{dest.name}",
+            )
         try:
             shutil.move(path, dest)
         except FileNotFoundError:
             report_path.unlink(missing_ok=True)
             return None
-        return FileOutcome(name=path.name, status=DONE if status == DONE else FAILED,
-                           reason=reason, field=field, rule=rule, sha256=sha,
-                           run_id=run["run_id"] if run else None,
-                           counts=dict(run["counts"]) if run else {},
-                           moved_to=f"{folder.name}/{dest.name}",
-                           report=f"{folder.name}/{report_path.name}")
+        return FileOutcome(
+            name=path.name,
+            status=DONE if status == DONE else FAILED,
+            reason=reason,
+            field=field,
+            rule=rule,
+            sha256=sha,
+            run_id=run["run_id"] if run else None,
+            counts=dict(run["counts"]) if run else {},
+            moved_to=f"{folder.name}/{dest.name}",
+            report=f"{folder.name}/{report_path.name}",
+        )
 
 
 def _free_name(folder: Path, name: str, sha: str) -> Path:
     """`name` in `folder`, unless it or its report is there already (the loan-origination
     system may reuse a name every day): then the content's hash, and a counter, are added."""
+
     def free(candidate: Path) -> bool:
-        return not candidate.exists() and not candidate.with_name(
-            candidate.name + REPORT_SUFFIX).exists()
+        return (
+            not candidate.exists()
+            and not candidate.with_name(candidate.name + REPORT_SUFFIX).exists()
+        )
 
     plain = folder / name
     if free(plain):

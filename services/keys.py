@@ -81,17 +81,26 @@ class KeyService:
         # Nothing half-rotated: a new version will rewrap every key wrapped today.
         return remaining or sum(self.keyring.usage().values())
 
-    def rotate(self, *, batch_size: int, actor: Actor,
-               on_batch: Callable[[int], None] | None = None) -> Rotation:
+    def rotate(
+        self, *, batch_size: int, actor: Actor, on_batch: Callable[[int], None] | None = None
+    ) -> Rotation:
         """Add a KEK version and rewrap every DEK under it; rerun to resume one that stopped.
         `on_batch(done)` is called after each committed batch when given."""
         self.access.require(actor, "keys", operation="keys.rotate")
         report = self.keyring.rotate(batch_size=batch_size, on_batch=on_batch)
-        self.store.audit.record("keys.rotated", None, {
-            "active": report.active, "rewrapped": report.rewrapped,
-            "remaining": report.remaining, "actor": actor.name})
-        return Rotation(active=report.active, rewrapped=report.rewrapped,
-                        remaining=report.remaining)
+        self.store.audit.record(
+            "keys.rotated",
+            None,
+            {
+                "active": report.active,
+                "rewrapped": report.rewrapped,
+                "remaining": report.remaining,
+                "actor": actor.name,
+            },
+        )
+        return Rotation(
+            active=report.active, rewrapped=report.rewrapped, remaining=report.remaining
+        )
 
     def retire(self, version: str, *, actor: Actor) -> str:
         """Retire an old KEK version; refused while anything is wrapped under it."""

@@ -69,33 +69,49 @@ WECHAT_SCOPES = ("snsapi_base", "snsapi_userinfo")
 # WeChat answers errors on HTTP 200 as {"errcode": N, "errmsg": "..., rid: ..."}: only the
 # number is read (errmsg's text and its request id vary).
 WECHAT_ERRORS: dict[int, tuple[str, str]] = {
-    40029: ("invalid_code", "The authorization code is not valid (expired, forged, used or "
-            "issued to another app). Start the authorization again."),
-    40163: ("code_used", "The authorization code was already used. Start the authorization "
-            "again."),
+    40029: (
+        "invalid_code",
+        "The authorization code is not valid (expired, forged, used or "
+        "issued to another app). Start the authorization again.",
+    ),
+    40163: ("code_used", "The authorization code was already used. Start the authorization again."),
     41008: ("missing_code", "The provider was not sent an authorization code."),
     42001: ("access_token_expired", "The access token has expired; it must be refreshed."),
-    42002: ("refresh_token_expired", "The refresh token has expired; the applicant must "
-            "authorize again."),
-    40001: ("invalid_token", "WeChat refused the access token (not valid, or revoked by the "
-            "applicant)."),
-    40030: ("invalid_refresh_token", "The refresh token is not valid; the applicant must "
-            "authorize again."),
-    40003: ("invalid_openid", "WeChat says the openid is not the one the access token was "
-            "issued for."),
+    42002: (
+        "refresh_token_expired",
+        "The refresh token has expired; the applicant must authorize again.",
+    ),
+    40001: (
+        "invalid_token",
+        "WeChat refused the access token (not valid, or revoked by the applicant).",
+    ),
+    40030: (
+        "invalid_refresh_token",
+        "The refresh token is not valid; the applicant must authorize again.",
+    ),
+    40003: (
+        "invalid_openid",
+        "WeChat says the openid is not the one the access token was issued for.",
+    ),
     40013: ("invalid_appid", "WeChat does not know our app id: check IDV_WECHAT_APPID."),
-    40125: ("invalid_secret", "WeChat refused our app secret: check IDV_WECHAT_SECRET (or "
-            "IDV_WECHAT_MINI_SECRET)."),
+    40125: (
+        "invalid_secret",
+        "WeChat refused our app secret: check IDV_WECHAT_SECRET (or IDV_WECHAT_MINI_SECRET).",
+    ),
     40002: ("invalid_grant_type", "WeChat refused the request's grant_type."),
     41001: ("missing_access_token", "The request to WeChat lacked the access token."),
     41002: ("missing_appid", "The request to WeChat lacked the app id."),
     41003: ("missing_refresh_token", "The request to WeChat lacked the refresh token."),
     41004: ("missing_secret", "The request to WeChat lacked the app secret."),
     41009: ("missing_openid", "The request to WeChat lacked the openid."),
-    48001: ("api_unauthorized", "The authorization does not cover this call (snsapi_base "
-            "gives no profile)."),
-    45011: ("rate_limited", "WeChat's per-minute limit for this call is reached; try again "
-            "in a minute."),
+    48001: (
+        "api_unauthorized",
+        "The authorization does not cover this call (snsapi_base gives no profile).",
+    ),
+    45011: (
+        "rate_limited",
+        "WeChat's per-minute limit for this call is reached; try again in a minute.",
+    ),
     -1: ("busy", "WeChat is busy; try again later."),
 }
 # Errcodes that refuse what the applicant brought back (the code): a 400, not our fault.
@@ -106,8 +122,12 @@ WECHAT_TRY_LATER = frozenset({-1, 45011})
 
 # The kind of refusal an OAuth failure's HTTP status is: what a surface that does not speak
 # HTTP (the command line) goes by.
-_KIND_OF_STATUS: dict[int, Kind] = {400: "invalid", 403: "denied", 404: "not_found",
-                                    409: "conflict"}
+_KIND_OF_STATUS: dict[int, Kind] = {
+    400: "invalid",
+    403: "denied",
+    404: "not_found",
+    409: "conflict",
+}
 
 
 class OAuthFailure(ServiceError):
@@ -117,8 +137,9 @@ class OAuthFailure(ServiceError):
     Neither ever holds a value (a code, a token, an id). Its kind follows the status
     (400 invalid, 403 denied, 404 not found, any other unavailable)."""
 
-    def __init__(self, code: str, message: str, *, status: int = 400,
-                 field: str = "provider") -> None:
+    def __init__(
+        self, code: str, message: str, *, status: int = 400, field: str = "provider"
+    ) -> None:
         super().__init__(field, message)
         self.code = code
         self.status = status
@@ -136,13 +157,20 @@ def _wechat_failure(errcode: int) -> OAuthFailure:
 
 
 def _garbage(provider: str) -> OAuthFailure:
-    return OAuthFailure("provider_garbage", f"{provider} answered something that is not a "
-                        "valid answer; nothing was recorded. Try again later.", status=502)
+    return OAuthFailure(
+        "provider_garbage",
+        f"{provider} answered something that is not a "
+        "valid answer; nothing was recorded. Try again later.",
+        status=502,
+    )
 
 
 def _unreachable(provider: str) -> OAuthFailure:
-    return OAuthFailure("provider_unreachable", f"{provider} could not be reached in time; "
-                        "nothing was recorded. Try again later.", status=504)
+    return OAuthFailure(
+        "provider_unreachable",
+        f"{provider} could not be reached in time; nothing was recorded. Try again later.",
+        status=504,
+    )
 
 
 def _phone_failure(evidence: Evidence) -> OAuthFailure:
@@ -153,8 +181,11 @@ def _phone_failure(evidence: Evidence) -> OAuthFailure:
         return _garbage("WeChat")
     if evidence.reason == "timeout" or evidence.reason.startswith("connection_"):
         return _unreachable("WeChat")
-    return OAuthFailure("phone_exchange_failed", "The phone exchange failed on our side; "
-                        "nothing was recorded. Try again later.", status=500)
+    return OAuthFailure(
+        "phone_exchange_failed",
+        "The phone exchange failed on our side; nothing was recorded. Try again later.",
+        status=500,
+    )
 
 
 class Answer(BaseModel):
@@ -216,8 +247,9 @@ class WeChatClient:
 
     def _get(self, path: str, params: dict[str, str]) -> dict[str, Any]:
         try:
-            response = self._http.get(self.api + path, params=params, timeout=self.timeout,
-                                      allow_redirects=False)
+            response = self._http.get(
+                self.api + path, params=params, timeout=self.timeout, allow_redirects=False
+            )
         except requests.RequestException:
             raise _unreachable("WeChat") from None
         return self._answer(response)
@@ -225,26 +257,48 @@ class WeChatClient:
     @staticmethod
     def _tokens(body: dict[str, Any]) -> dict[str, Any]:
         """The fields a token answer must have, with the right types, or garbage."""
-        need = {"access_token": str, "expires_in": int, "refresh_token": str, "openid": str,
-                "scope": str}
+        need = {
+            "access_token": str,
+            "expires_in": int,
+            "refresh_token": str,
+            "openid": str,
+            "scope": str,
+        }
         if any(not isinstance(body.get(k), t) for k, t in need.items()) or (
-                "unionid" in body and not isinstance(body["unionid"], str)):
+            "unionid" in body and not isinstance(body["unionid"], str)
+        ):
             raise _garbage("WeChat")
         return body
 
     def exchange(self, code: str) -> dict[str, Any]:
-        return self._tokens(self._get("/sns/oauth2/access_token", {
-            "appid": self.appid, "secret": self.secret, "code": code,
-            "grant_type": "authorization_code"}))
+        return self._tokens(
+            self._get(
+                "/sns/oauth2/access_token",
+                {
+                    "appid": self.appid,
+                    "secret": self.secret,
+                    "code": code,
+                    "grant_type": "authorization_code",
+                },
+            )
+        )
 
     def refresh(self, refresh_token: str) -> dict[str, Any]:
-        return self._tokens(self._get("/sns/oauth2/refresh_token", {
-            "appid": self.appid, "grant_type": "refresh_token",
-            "refresh_token": refresh_token}))
+        return self._tokens(
+            self._get(
+                "/sns/oauth2/refresh_token",
+                {
+                    "appid": self.appid,
+                    "grant_type": "refresh_token",
+                    "refresh_token": refresh_token,
+                },
+            )
+        )
 
     def userinfo(self, access_token: str, openid: str) -> dict[str, Any]:
-        body = self._get("/sns/userinfo", {"access_token": access_token, "openid": openid,
-                                           "lang": "zh_CN"})
+        body = self._get(
+            "/sns/userinfo", {"access_token": access_token, "openid": openid, "lang": "zh_CN"}
+        )
         if not isinstance(body.get("openid"), str):
             raise _garbage("WeChat")
         return body
@@ -261,9 +315,15 @@ class OidcClient:
         self._keys: KeySet | None = None
 
     def session(self, **kw: Any) -> OAuth2Session:
-        return OAuth2Session(self.conf.client_id, self.conf.secret(), scope=self.conf.scope,
-                             redirect_uri=self.conf.redirect_uri, code_challenge_method="S256",
-                             default_timeout=self.timeout, **kw)
+        return OAuth2Session(
+            self.conf.client_id,
+            self.conf.secret(),
+            scope=self.conf.scope,
+            redirect_uri=self.conf.redirect_uri,
+            code_challenge_method="S256",
+            default_timeout=self.timeout,
+            **kw,
+        )
 
     def metadata(self) -> dict[str, Any]:
         if self._meta is None:
@@ -273,8 +333,11 @@ class OidcClient:
             if not isinstance(meta, dict) or any(not isinstance(meta.get(k), str) for k in need):
                 raise _garbage(self.name)
             if meta["issuer"] != self.conf.issuer:  # a mix-up: another issuer's metadata
-                raise OAuthFailure("issuer_mismatch", "The provider's metadata names another "
-                                   "issuer than the one configured.", status=502)
+                raise OAuthFailure(
+                    "issuer_mismatch",
+                    "The provider's metadata names another issuer than the one configured.",
+                    status=502,
+                )
             self._meta = meta
         return self._meta
 
@@ -303,25 +366,33 @@ class OidcClient:
     def authorize_url(self, *, state: str, nonce: str, verifier: str) -> str:
         with self.session() as session:
             url, _ = session.create_authorization_url(
-                self.metadata()["authorization_endpoint"], state=state, nonce=nonce,
-                code_verifier=verifier)
+                self.metadata()["authorization_endpoint"],
+                state=state,
+                nonce=nonce,
+                code_verifier=verifier,
+            )
         return str(url)
 
     def exchange(self, code: str, verifier: str) -> dict[str, Any]:
         try:
             with self.session() as session:
-                token = session.fetch_token(self.metadata()["token_endpoint"], code=code,
-                                            code_verifier=verifier)
+                token = session.fetch_token(
+                    self.metadata()["token_endpoint"], code=code, code_verifier=verifier
+                )
         except AuthlibError as exc:
-            raise OAuthFailure(f"oidc_{exc.error or 'error'}", "The provider refused the code "
-                               "exchange (an invalid, used or expired code, or a wrong "
-                               "verifier). Start the authorization again.") from None
+            raise OAuthFailure(
+                f"oidc_{exc.error or 'error'}",
+                "The provider refused the code "
+                "exchange (an invalid, used or expired code, or a wrong "
+                "verifier). Start the authorization again.",
+            ) from None
         except ValueError:  # before RequestException: requests' JSONDecodeError is both
             raise _garbage(self.name) from None
         except requests.RequestException:
             raise _unreachable(self.name) from None
         if not isinstance(token.get("access_token"), str) or not isinstance(
-                token.get("id_token"), str):
+            token.get("id_token"), str
+        ):
             raise _garbage(self.name)
         return dict(token)
 
@@ -331,17 +402,25 @@ class OidcClient:
             try:
                 decoded = jwt.decode(id_token, self.keys(), algorithms=["RS256", "ES256"])
             except JoseError:  # perhaps a rotated key: fetch the key set once more
-                decoded = jwt.decode(id_token, self.keys(refresh=True),
-                                     algorithms=["RS256", "ES256"])
+                decoded = jwt.decode(
+                    id_token, self.keys(refresh=True), algorithms=["RS256", "ES256"]
+                )
             jwt.JWTClaimsRegistry(
-                leeway=60, iss={"essential": True, "value": self.conf.issuer},
+                leeway=60,
+                iss={"essential": True, "value": self.conf.issuer},
                 aud={"essential": True, "value": self.conf.client_id},
-                exp={"essential": True}, sub={"essential": True},
-                nonce={"essential": True, "value": nonce}).validate(decoded.claims)
+                exp={"essential": True},
+                sub={"essential": True},
+                nonce={"essential": True, "value": nonce},
+            ).validate(decoded.claims)
         except (JoseError, ValueError):
-            raise OAuthFailure("id_token_invalid", "The provider's ID token did not validate "
-                               "(signature, issuer, audience, expiry or nonce); nothing was "
-                               "recorded.", status=502) from None
+            raise OAuthFailure(
+                "id_token_invalid",
+                "The provider's ID token did not validate "
+                "(signature, issuer, audience, expiry or nonce); nothing was "
+                "recorded.",
+                status=502,
+            ) from None
         return dict(decoded.claims)
 
     def userinfo(self, token: dict[str, Any]) -> dict[str, Any]:
@@ -364,11 +443,16 @@ class OidcClient:
     def refresh(self, refresh_token: str) -> dict[str, Any]:
         try:
             with self.session() as session:
-                return dict(session.refresh_token(self.metadata()["token_endpoint"],
-                                                  refresh_token=refresh_token))
+                return dict(
+                    session.refresh_token(
+                        self.metadata()["token_endpoint"], refresh_token=refresh_token
+                    )
+                )
         except AuthlibError as exc:
-            raise OAuthFailure(f"oidc_{exc.error or 'error'}", "The provider refused the "
-                               "refresh token; the applicant must authorize again.") from None
+            raise OAuthFailure(
+                f"oidc_{exc.error or 'error'}",
+                "The provider refused the refresh token; the applicant must authorize again.",
+            ) from None
         except ValueError:
             raise _garbage(self.name) from None
         except requests.RequestException:
@@ -384,8 +468,14 @@ def _link_mac(key: str, provider: str, applicant_ref: str, scope: str, exp: int)
 class OAuthService:
     """The dance and its aftermath (refresh, purge, the phone exchange)."""
 
-    def __init__(self, store: Store, consents: ConsentService, notices: Mapping[str, Notice],
-                 gate: ConsentGate, config: OAuthConfig) -> None:
+    def __init__(
+        self,
+        store: Store,
+        consents: ConsentService,
+        notices: Mapping[str, Notice],
+        gate: ConsentGate,
+        config: OAuthConfig,
+    ) -> None:
         self.store = store
         self.consents = consents
         self.notices = notices
@@ -393,14 +483,18 @@ class OAuthService:
         self.config = config
         self.wechat = WeChatClient(config)
         self.mini_program = MiniProgram(
-            api_url=config.wechat_api_url, appid=config.wechat_mini_appid or "",
-            secret=config.wechat_mini_secret or SecretStr(""), timeout_s=config.timeout_s)
+            api_url=config.wechat_api_url,
+            appid=config.wechat_mini_appid or "",
+            secret=config.wechat_mini_secret or SecretStr(""),
+            timeout_s=config.timeout_s,
+        )
         self._oidc: dict[str, OidcClient] = {}
 
     # -- signed start links ---------------------------------------------------------------
 
-    def start_link(self, base_url: str, provider: str, applicant_ref: str,
-                   scope: str | None = None) -> StartLinkAnswer:
+    def start_link(
+        self, base_url: str, provider: str, applicant_ref: str, scope: str | None = None
+    ) -> StartLinkAnswer:
         """The link a lender sends the applicant to: signed and expiring when
         `IDV_OAUTH_LINK_KEY` is set, so the applicant cannot be swapped for another."""
         if provider == WECHAT:
@@ -417,31 +511,54 @@ class OAuthService:
         key = self.config.link_key
         if key is not None:
             exp = int(self.store.clock().timestamp()) + self.config.link_ttl_s
-            params.update(exp=str(exp), sig=_link_mac(key.get_secret_value(), provider,
-                                                      applicant_ref, scope, exp))
+            params.update(
+                exp=str(exp),
+                sig=_link_mac(key.get_secret_value(), provider, applicant_ref, scope, exp),
+            )
             expires = datetime.fromtimestamp(exp, UTC).isoformat()
-        self.store.audit.record("oauth.link_issued", applicant_ref, {
-            "provider": provider, "scope": scope, "signed": key is not None,
-            "expires_at": expires})
-        return StartLinkAnswer(url=f"{base_url.rstrip('/')}{path}?{urlencode(params)}",
-                               expires_at=expires)
+        self.store.audit.record(
+            "oauth.link_issued",
+            applicant_ref,
+            {
+                "provider": provider,
+                "scope": scope,
+                "signed": key is not None,
+                "expires_at": expires,
+            },
+        )
+        return StartLinkAnswer(
+            url=f"{base_url.rstrip('/')}{path}?{urlencode(params)}", expires_at=expires
+        )
 
-    def check_link(self, provider: str, applicant_ref: str, scope: str,
-                   exp: str | None, sig: str | None) -> None:
+    def check_link(
+        self, provider: str, applicant_ref: str, scope: str, exp: str | None, sig: str | None
+    ) -> None:
         """With a link key configured, refuse a start link that is unsigned, altered or old."""
         key = self.config.link_key
         if key is None:
             return
         if not exp or not sig or not exp.isdigit():
-            raise OAuthFailure("link_unsigned", "This authorization link is not signed: ask "
-                               "the lender for a new link.", status=403, field="sig")
+            raise OAuthFailure(
+                "link_unsigned",
+                "This authorization link is not signed: ask the lender for a new link.",
+                status=403,
+                field="sig",
+            )
         want = _link_mac(key.get_secret_value(), provider, applicant_ref, scope, int(exp))
         if not hmac.compare_digest(want, sig):
-            raise OAuthFailure("link_invalid", "This authorization link was altered: ask the "
-                               "lender for a new link.", status=403, field="sig")
+            raise OAuthFailure(
+                "link_invalid",
+                "This authorization link was altered: ask the lender for a new link.",
+                status=403,
+                field="sig",
+            )
         if int(exp) <= self.store.clock().timestamp():
-            raise OAuthFailure("link_expired", "This authorization link has expired: ask the "
-                               "lender for a new link.", status=403, field="exp")
+            raise OAuthFailure(
+                "link_expired",
+                "This authorization link has expired: ask the lender for a new link.",
+                status=403,
+                field="exp",
+            )
 
     # -- shared -------------------------------------------------------------------------
 
@@ -453,67 +570,107 @@ class OAuthService:
         notice = max(fitting, key=lambda n: n.published)
         return notice.version, notice.text_sha256
 
-    def _grant_and_link(self, pending: PendingAuthorization, consent_scope: str,
-                        channel: str, **account: Any) -> str:
+    def _grant_and_link(
+        self, pending: PendingAuthorization, consent_scope: str, channel: str, **account: Any
+    ) -> str:
         """Record the grant, then the account under it. Should the account not be stored,
         the grant is withdrawn again: no consent stands for an authorization we do not hold."""
         version, digest = self._notice_for(consent_scope)
-        consent_id = self.consents.grant(GrantRequest(
-            subject_ref=pending.applicant_ref, purpose=PURPOSE, scopes=frozenset({consent_scope}),
-            notice_version=version, notice_hash=digest, channel=channel,
-            evidence=f"oauth:{pending.digest[:40]}")).consent_id
+        consent_id = self.consents.grant(
+            GrantRequest(
+                subject_ref=pending.applicant_ref,
+                purpose=PURPOSE,
+                scopes=frozenset({consent_scope}),
+                notice_version=version,
+                notice_hash=digest,
+                channel=channel,
+                evidence=f"oauth:{pending.digest[:40]}",
+            )
+        ).consent_id
         try:
-            self.store.oauth.link(applicant_ref=pending.applicant_ref, consent_id=consent_id,
-                                  **account)
+            self.store.oauth.link(
+                applicant_ref=pending.applicant_ref, consent_id=consent_id, **account
+            )
         except Exception:
-            self.consents.withdraw(consent_id, WithdrawRequest(channel="system"),
-                                  actor=SYSTEM_ACTOR, via="system")
+            self.consents.withdraw(
+                consent_id, WithdrawRequest(channel="system"), actor=SYSTEM_ACTOR, via="system"
+            )
             raise
         return consent_id
 
-    def _consume(self, state: str | None, browser: str | None, provider: str
-                 ) -> PendingAuthorization:
+    def _consume(
+        self, state: str | None, browser: str | None, provider: str
+    ) -> PendingAuthorization:
         try:
             return self.store.oauth.consume_state(state, browser=browser, provider=provider)
         except StateError as exc:
-            raise OAuthFailure(f"state_{exc.rule.split()[0]}", f"The authorization's state "
-                               f"is {exc.rule}. Nothing was exchanged or recorded; start the "
-                               "authorization again.", field="state") from None
+            raise OAuthFailure(
+                f"state_{exc.rule.split()[0]}",
+                f"The authorization's state "
+                f"is {exc.rule}. Nothing was exchanged or recorded; start the "
+                "authorization again.",
+                field="state",
+            ) from None
 
     # -- WeChat -------------------------------------------------------------------------
 
     def _wechat_ready(self) -> None:
         s = self.config
         if not (s.wechat_appid and s.wechat_secret and s.wechat_redirect_uri):
-            raise OAuthFailure("wechat_not_configured", "WeChat is not configured (set "
-                               "IDV_WECHAT_APPID, IDV_WECHAT_SECRET, IDV_WECHAT_REDIRECT_URI).",
-                               status=503)
+            raise OAuthFailure(
+                "wechat_not_configured",
+                "WeChat is not configured (set "
+                "IDV_WECHAT_APPID, IDV_WECHAT_SECRET, IDV_WECHAT_REDIRECT_URI).",
+                status=503,
+            )
 
-    def wechat_authorize_url(self, applicant_ref: str, scope: str | None, browser: str, *,
-                             exp: str | None = None, sig: str | None = None) -> str:
+    def wechat_authorize_url(
+        self,
+        applicant_ref: str,
+        scope: str | None,
+        browser: str,
+        *,
+        exp: str | None = None,
+        sig: str | None = None,
+    ) -> str:
         self._wechat_ready()
         scope = scope or self.config.wechat_scope
         if scope not in WECHAT_SCOPES:
-            raise OAuthFailure("invalid_scope", "scope must be snsapi_base or snsapi_userinfo",
-                               field="scope")
+            raise OAuthFailure(
+                "invalid_scope", "scope must be snsapi_base or snsapi_userinfo", field="scope"
+            )
         self.check_link(WECHAT, applicant_ref, scope, exp, sig)
-        state = self.store.oauth.create_state(applicant_ref=applicant_ref, provider=WECHAT,
-                                              scope=scope, browser=browser,
-                                              ttl_s=self.config.state_ttl_s)
-        query = urlencode({"appid": self.config.wechat_appid,
-                           "redirect_uri": self.config.wechat_redirect_uri,
-                           "response_type": "code", "scope": scope, "state": state})
-        return (f"{self.config.wechat_open_url.rstrip('/')}/connect/oauth2/authorize?"
-                f"{query}#wechat_redirect")
+        state = self.store.oauth.create_state(
+            applicant_ref=applicant_ref,
+            provider=WECHAT,
+            scope=scope,
+            browser=browser,
+            ttl_s=self.config.state_ttl_s,
+        )
+        query = urlencode(
+            {
+                "appid": self.config.wechat_appid,
+                "redirect_uri": self.config.wechat_redirect_uri,
+                "response_type": "code",
+                "scope": scope,
+                "state": state,
+            }
+        )
+        return (
+            f"{self.config.wechat_open_url.rstrip('/')}/connect/oauth2/authorize?"
+            f"{query}#wechat_redirect"
+        )
 
-    def wechat_callback(self, code: str | None, state: str | None, browser: str | None
-                        ) -> Linked:
+    def wechat_callback(self, code: str | None, state: str | None, browser: str | None) -> Linked:
         self._wechat_ready()
         pending = self._consume(state, browser, WECHAT)
         if not code:
             self.store.audit.record("oauth.denied", pending.applicant_ref, {"provider": WECHAT})
-            raise OAuthFailure("access_denied", "The authorization was declined in WeChat; "
-                               "nothing was recorded.", status=403)
+            raise OAuthFailure(
+                "access_denied",
+                "The authorization was declined in WeChat; nothing was recorded.",
+                status=403,
+            )
         tokens = self.wechat.exchange(code)
         union = tokens.get("unionid")
         if pending.scope == "snsapi_userinfo":
@@ -521,15 +678,27 @@ class OAuthService:
             union = info.get("unionid") if isinstance(info.get("unionid"), str) else union
             # Nickname, avatar, sex and region are self-asserted: not read, not stored.
         consent_id = self._grant_and_link(
-            pending, "wechat_profile", "wechat_oauth", provider=WECHAT, scope=pending.scope,
+            pending,
+            "wechat_profile",
+            "wechat_oauth",
+            provider=WECHAT,
+            scope=pending.scope,
             subject_id=f"{self.config.wechat_appid}|{tokens['openid']}",
-            union_id=f"wechat|{union}" if union else None, access_token=tokens["access_token"],
-            refresh_token=tokens["refresh_token"], access_ttl_s=tokens["expires_in"],
-            refresh_ttl_s=30 * 86400)
-        return Linked(provider="WeChat", applicant_ref=pending.applicant_ref,
-                      consent_id=consent_id, scope=pending.scope,
-                      account=mask_oauth_id(tokens["openid"]),
-                      unionid=mask_oauth_id(union) if union else None, account_created=False)
+            union_id=f"wechat|{union}" if union else None,
+            access_token=tokens["access_token"],
+            refresh_token=tokens["refresh_token"],
+            access_ttl_s=tokens["expires_in"],
+            refresh_ttl_s=30 * 86400,
+        )
+        return Linked(
+            provider="WeChat",
+            applicant_ref=pending.applicant_ref,
+            consent_id=consent_id,
+            scope=pending.scope,
+            account=mask_oauth_id(tokens["openid"]),
+            unionid=mask_oauth_id(union) if union else None,
+            account_created=False,
+        )
 
     def wechat_phone(self, applicant_ref: str, code: str, *, actor: str) -> PhoneAnswer:
         """The Mini Program's phone exchange, a paid call run by the gate under its own
@@ -537,31 +706,45 @@ class OAuthService:
         kept as a blind index only; the answer shows its mask."""
         s = self.config
         if not (s.wechat_mini_appid and s.wechat_mini_secret):
-            raise OAuthFailure("wechat_not_configured", "The Mini Program is not configured "
-                               "(IDV_WECHAT_MINI_APPID, IDV_WECHAT_MINI_SECRET).", status=503)
+            raise OAuthFailure(
+                "wechat_not_configured",
+                "The Mini Program is not configured "
+                "(IDV_WECHAT_MINI_APPID, IDV_WECHAT_MINI_SECRET).",
+                status=503,
+            )
         evidence, decision_id = asyncio.run(self._exchange_phone(applicant_ref, SecretStr(code)))
         if evidence.status is StepStatus.SKIPPED:
-            raise OAuthFailure("no_consent", f"the wechat_phone consent is not live "
-                               f"({evidence.reason}); no call was made", status=403,
-                               field="wechat_phone")
+            raise OAuthFailure(
+                "no_consent",
+                f"the wechat_phone consent is not live ({evidence.reason}); no call was made",
+                status=403,
+                field="wechat_phone",
+            )
         if evidence.status is not StepStatus.PASSED:
             raise _phone_failure(evidence)
         signals = self.store.oauth.account_signals(
-            applicant_ref, provider=WECHAT, declared_phone=None, declared_stored=True)
+            applicant_ref, provider=WECHAT, declared_phone=None, declared_stored=True
+        )
         return PhoneAnswer(
-            applicant_ref=applicant_ref, decision_id=decision_id,
+            applicant_ref=applicant_ref,
+            decision_id=decision_id,
             phone=evidence.signals["bound_phone"],
-            bound_phone_match=signals["bound_phone_match"] if signals else "unknown")
+            bound_phone_match=signals["bound_phone_match"] if signals else "unknown",
+        )
 
-    async def _exchange_phone(self, applicant_ref: str, code: SecretStr
-                              ) -> tuple[Evidence, str]:
+    async def _exchange_phone(self, applicant_ref: str, code: SecretStr) -> tuple[Evidence, str]:
         # The exchange sends the one-time code, none of the applicant's values: its subject
         # is the reference alone.
-        subject = Subject(applicant_ref=applicant_ref, name=SecretStr(""), id_type="",
-                          id_number=SecretStr(""))
+        subject = Subject(
+            applicant_ref=applicant_ref, name=SecretStr(""), id_type="", id_number=SecretStr("")
+        )
         async with StepRunner(self.gate, concurrency=1) as runner:
-            ran = await runner.run(WeChatPhoneVerifier(
-                self.mini_program, runner.session, code=code, binder=self.store.oauth), subject)
+            ran = await runner.run(
+                WeChatPhoneVerifier(
+                    self.mini_program, runner.session, code=code, binder=self.store.oauth
+                ),
+                subject,
+            )
         return ran.evidence, ran.decision_id
 
     # -- OpenID Connect -----------------------------------------------------------------
@@ -569,51 +752,89 @@ class OAuthService:
     def oidc(self, name: str) -> OidcClient:
         conf = self.config.oidc_providers.get(name)
         if conf is None:
-            raise OAuthFailure("unknown_provider", "No OpenID Connect provider of that name is "
-                               "configured (IDV_OIDC_PROVIDERS).", status=404, field="provider")
+            raise OAuthFailure(
+                "unknown_provider",
+                "No OpenID Connect provider of that name is configured (IDV_OIDC_PROVIDERS).",
+                status=404,
+                field="provider",
+            )
         if name not in self._oidc:
             self._oidc[name] = OidcClient(name, conf, timeout_s=self.config.timeout_s)
         return self._oidc[name]
 
-    def oidc_authorize_url(self, name: str, applicant_ref: str, browser: str, *,
-                           exp: str | None = None, sig: str | None = None) -> str:
+    def oidc_authorize_url(
+        self,
+        name: str,
+        applicant_ref: str,
+        browser: str,
+        *,
+        exp: str | None = None,
+        sig: str | None = None,
+    ) -> str:
         client = self.oidc(name)
         self.check_link(f"oidc:{name}", applicant_ref, client.conf.scope, exp, sig)
         client.metadata()  # fail before a state is spent if the provider is down
         verifier, nonce = generate_token(64), generate_token(32)
         state = self.store.oauth.create_state(
-            applicant_ref=applicant_ref, provider=f"oidc:{name}", scope=client.conf.scope,
-            browser=browser, ttl_s=self.config.state_ttl_s, verifier=verifier,
-            nonce=nonce)
+            applicant_ref=applicant_ref,
+            provider=f"oidc:{name}",
+            scope=client.conf.scope,
+            browser=browser,
+            ttl_s=self.config.state_ttl_s,
+            verifier=verifier,
+            nonce=nonce,
+        )
         return client.authorize_url(state=state, nonce=nonce, verifier=verifier)
 
     def oidc_callback(self, name: str, params: dict[str, str], browser: str | None) -> Linked:
         client = self.oidc(name)
         pending = self._consume(params.get("state"), browser, f"oidc:{name}")
         if params.get("error") or not params.get("code"):
-            self.store.audit.record("oauth.denied", pending.applicant_ref,
-                                    {"provider": f"oidc:{name}"})
-            raise OAuthFailure("access_denied", "The authorization was declined at the "
-                               "provider; nothing was recorded.", status=403)
+            self.store.audit.record(
+                "oauth.denied", pending.applicant_ref, {"provider": f"oidc:{name}"}
+            )
+            raise OAuthFailure(
+                "access_denied",
+                "The authorization was declined at the provider; nothing was recorded.",
+                status=403,
+            )
         assert pending.verifier is not None and pending.nonce is not None
         token = client.exchange(params["code"], pending.verifier)
         claims = client.id_claims(token["id_token"], nonce=pending.nonce)
         info = client.userinfo(token)
         if info and info.get("sub") != claims["sub"]:
-            raise OAuthFailure("userinfo_mismatch", "The provider's userinfo names another "
-                               "subject than the ID token; nothing was recorded.", status=502)
+            raise OAuthFailure(
+                "userinfo_mismatch",
+                "The provider's userinfo names another "
+                "subject than the ID token; nothing was recorded.",
+                status=502,
+            )
         created = info.get("account_created_at")
         created_at = datetime.fromtimestamp(created, UTC) if isinstance(created, int) else None
         expires = token.get("expires_in")
         consent_id = self._grant_and_link(
-            pending, "oidc_profile", "oidc", provider=f"oidc:{name}", scope=pending.scope,
-            subject_id=f"{client.conf.issuer}|{claims['sub']}", union_id=None,
-            access_token=token["access_token"], refresh_token=token.get("refresh_token"),
+            pending,
+            "oidc_profile",
+            "oidc",
+            provider=f"oidc:{name}",
+            scope=pending.scope,
+            subject_id=f"{client.conf.issuer}|{claims['sub']}",
+            union_id=None,
+            access_token=token["access_token"],
+            refresh_token=token.get("refresh_token"),
             access_ttl_s=int(expires) if isinstance(expires, int) else None,
-            refresh_ttl_s=None, account_created_at=created_at)
-        return Linked(provider=name, applicant_ref=pending.applicant_ref, consent_id=consent_id,
-                      scope=pending.scope, account=mask_oauth_id(str(claims["sub"])),
-                      unionid=None, account_created=created_at is not None)
+            refresh_ttl_s=None,
+            account_created_at=created_at,
+        )
+        return Linked(
+            provider=name,
+            applicant_ref=pending.applicant_ref,
+            consent_id=consent_id,
+            scope=pending.scope,
+            account=mask_oauth_id(str(claims["sub"])),
+            unionid=None,
+            account_created=created_at is not None,
+        )
 
     # -- refresh ------------------------------------------------------------------------
 
@@ -629,29 +850,38 @@ class OAuthService:
             if tokens is None or tokens.refresh_token is None:
                 continue
             if tokens.refresh_expires_at is not None and tokens.refresh_expires_at <= now:
-                self.store.oauth.require_reauthorization(ref, provider,
-                                                         reason="refresh_token_expired")
+                self.store.oauth.require_reauthorization(
+                    ref, provider, reason="refresh_token_expired"
+                )
                 counts["reauth_required"] += 1
                 continue
             try:
                 if provider == WECHAT:
                     body = self.wechat.refresh(tokens.refresh_token)
-                    self.store.oauth.refreshed(ref, provider, access_token=body["access_token"],
-                                               refresh_token=None,
-                                               access_ttl_s=body["expires_in"],
-                                               refresh_ttl_s=None)
+                    self.store.oauth.refreshed(
+                        ref,
+                        provider,
+                        access_token=body["access_token"],
+                        refresh_token=None,
+                        access_ttl_s=body["expires_in"],
+                        refresh_ttl_s=None,
+                    )
                 else:
-                    body = self.oidc(provider.removeprefix("oidc:")).refresh(
-                        tokens.refresh_token)
+                    body = self.oidc(provider.removeprefix("oidc:")).refresh(tokens.refresh_token)
                     ttl = body.get("expires_in")
-                    self.store.oauth.refreshed(ref, provider, access_token=body["access_token"],
-                                               refresh_token=body.get("refresh_token"),
-                                               access_ttl_s=int(ttl) if isinstance(ttl, int)
-                                               else 3600, refresh_ttl_s=None)
+                    self.store.oauth.refreshed(
+                        ref,
+                        provider,
+                        access_token=body["access_token"],
+                        refresh_token=body.get("refresh_token"),
+                        access_ttl_s=int(ttl) if isinstance(ttl, int) else 3600,
+                        refresh_ttl_s=None,
+                    )
                 counts["refreshed"] += 1
             except OAuthFailure as exc:
-                if exc.code.endswith(("refresh_token_expired", "invalid_refresh_token",
-                                      "invalid_grant")):
+                if exc.code.endswith(
+                    ("refresh_token_expired", "invalid_refresh_token", "invalid_grant")
+                ):
                     self.store.oauth.require_reauthorization(ref, provider, reason=exc.code)
                     counts["reauth_required"] += 1
                 else:

@@ -106,10 +106,15 @@ class SignedIn:
 
 
 class PeopleService:
-    def __init__(self, store: Store, policy: AccessPolicy,
-                 hasher: PasswordHasher | None = None, *,
-                 control: AccessControl | None = None,
-                 throttle: SignInThrottle | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        policy: AccessPolicy,
+        hasher: PasswordHasher | None = None,
+        *,
+        control: AccessControl | None = None,
+        throttle: SignInThrottle | None = None,
+    ) -> None:
         self.store = store
         self.policy = policy
         self.access = control or AccessControl(store, policy)
@@ -148,16 +153,18 @@ class PeopleService:
         value = password.get_secret_value()
         rule = self.policy.sign_in
         if len(value) < rule.password_min_chars:
-            raise InvalidInput("password", f"must be at least {rule.password_min_chars} "
-                               "characters")
+            raise InvalidInput("password", f"must be at least {rule.password_min_chars} characters")
         if len(value) > MAX_PASSWORD_CHARS:
             raise InvalidInput("password", f"must be at most {MAX_PASSWORD_CHARS} characters")
         if len(set(value)) < 4:
             raise InvalidInput("password", "must not be a few characters repeated")
         # The estimate reads at most 100 characters: past that it is slow and no weaker.
         if zxcvbn(value[:100], user_inputs=[name, "idv"])["score"] < rule.password_min_strength:
-            raise InvalidInput("password", "is too easy to guess (a common password, a "
-                               "sequence, a name or a word with digits): use a longer phrase")
+            raise InvalidInput(
+                "password",
+                "is too easy to guess (a common password, a "
+                "sequence, a name or a word with digits): use a longer phrase",
+            )
         return self.hasher.hash(value)
 
     def _user(self, name: str) -> UserRecord:
@@ -168,17 +175,23 @@ class PeopleService:
 
     def _view(self, user: UserRecord) -> UserView:
         now = self.store.clock()
-        return UserView(name=user.name, role=user.role, status=user.status,
-                        locked=user.locked_until is not None and user.locked_until > now,
-                        created_at=user.created_at, updated_at=user.updated_at)
+        return UserView(
+            name=user.name,
+            role=user.role,
+            status=user.status,
+            locked=user.locked_until is not None and user.locked_until > now,
+            created_at=user.created_at,
+            updated_at=user.updated_at,
+        )
 
     # --- users ------------------------------------------------------------------------------
 
     def any_user(self) -> bool:
         return self.store.people.count() > 0
 
-    def add(self, name: str, role: str, password: SecretStr | None, *,
-            actor: Actor | None) -> UserView:
+    def add(
+        self, name: str, role: str, password: SecretStr | None, *, actor: Actor | None
+    ) -> UserView:
         """Add a user. `actor` None is the first user, allowed only while nobody exists; a
         later one needs `users`. `password` None: the user signs in through OpenID Connect
         only."""
@@ -188,11 +201,13 @@ class PeopleService:
         try:
             if actor is None:
                 try:
-                    user = self.store.people.add(name, role, hashed, actor=name,
-                                                 only_if_none=True)
+                    user = self.store.people.add(name, role, hashed, actor=name, only_if_none=True)
                 except PermissionError:
-                    raise SignInRefused("user", "people exist already: sign in (`idv login`) "
-                                        "as a user with the 'users' permission") from None
+                    raise SignInRefused(
+                        "user",
+                        "people exist already: sign in (`idv login`) "
+                        "as a user with the 'users' permission",
+                    ) from None
             else:
                 self.access.require(actor, "users", operation="users.add")
                 user = self.store.people.add(name, role, hashed, actor=actor.name)
@@ -208,46 +223,72 @@ class PeopleService:
         """Disable a user: every credential they hold stops at once."""
         self.access.require(actor, "users", operation="users.disable")
         self._user(self._name(name))
-        return self._view(self.store.people.change(name, kind="user.disabled",
-                                                   actor=actor.name, status="disabled"))
+        return self._view(
+            self.store.people.change(
+                name, kind="user.disabled", actor=actor.name, status="disabled"
+            )
+        )
 
     def enable(self, name: str, *, actor: Actor) -> UserView:
         self.access.require(actor, "users", operation="users.enable")
         self._user(self._name(name))
-        return self._view(self.store.people.change(name, kind="user.enabled", actor=actor.name,
-                                                   status="active", failed_count=0,
-                                                   locked_until=None))
+        return self._view(
+            self.store.people.change(
+                name,
+                kind="user.enabled",
+                actor=actor.name,
+                status="active",
+                failed_count=0,
+                locked_until=None,
+            )
+        )
 
     def unlock(self, name: str, *, actor: Actor) -> UserView:
         """Lift a lock-out (and the failures in a row) before its time; the user's
         credentials stand."""
         self.access.require(actor, "users", operation="users.unlock")
         self._user(self._name(name))
-        return self._view(self.store.people.change(name, kind="user.unlocked",
-                                                   actor=actor.name, revoke=False,
-                                                   failed_count=0, locked_until=None))
+        return self._view(
+            self.store.people.change(
+                name,
+                kind="user.unlocked",
+                actor=actor.name,
+                revoke=False,
+                failed_count=0,
+                locked_until=None,
+            )
+        )
 
     def change_role(self, name: str, role: str, *, actor: Actor) -> UserView:
         """A new role: every credential issued under the old one stops."""
         self.access.require(actor, "users", operation="users.change_role")
         self._user(self._name(name))
         self._role(role)
-        return self._view(self.store.people.change(name, kind="user.role_changed",
-                                                   actor=actor.name, role=role))
+        return self._view(
+            self.store.people.change(name, kind="user.role_changed", actor=actor.name, role=role)
+        )
 
     def reset_password(self, name: str, password: SecretStr, *, actor: Actor) -> UserView:
         """A new password (and the lock lifted): every credential the user holds stops."""
         self.access.require(actor, "users", operation="users.reset_password")
         self._user(self._name(name))
         hashed = self._password(password, name=name)
-        return self._view(self.store.people.change(
-            name, kind="user.password_reset", actor=actor.name, password_hash=hashed,
-            failed_count=0, locked_until=None))
+        return self._view(
+            self.store.people.change(
+                name,
+                kind="user.password_reset",
+                actor=actor.name,
+                password_hash=hashed,
+                failed_count=0,
+                locked_until=None,
+            )
+        )
 
     # --- signing in -------------------------------------------------------------------------
 
-    def authenticate(self, name: str, password: SecretStr, *, channel: str,
-                     client: str | None = None) -> UserRecord:
+    def authenticate(
+        self, name: str, password: SecretStr, *, channel: str, client: str | None = None
+    ) -> UserRecord:
         """The user whose name and password these are, or `SignInRefused` (audited: an
         unknown name, a wrong password, a disabled or locked account; repeated failures
         lock the account for the policy's minutes). Every refusal gives the same answer
@@ -259,8 +300,9 @@ class PeopleService:
         try:
             self.throttle.check(client)
         except SignInThrottled:
-            self.store.audit.record("user.sign_in_throttled", None, {
-                "channel": channel, "client": client_tag(client)})
+            self.store.audit.record(
+                "user.sign_in_throttled", None, {"channel": channel, "client": client_tag(client)}
+            )
             raise
         rule = self.policy.sign_in
         value = password.get_secret_value()[:MAX_PASSWORD_CHARS]
@@ -283,13 +325,19 @@ class PeopleService:
             why = "disabled"
         if why is not None:
             self.throttle.failed(client)
-            self.store.people.sign_in_failed(name if user else "-", locked_until=locked_until,
-                                             why=why, channel=channel)
+            self.store.people.sign_in_failed(
+                name if user else "-", locked_until=locked_until, why=why, channel=channel
+            )
             raise SignInRefused("credentials", REFUSED)
         assert user is not None and user.password_hash is not None  # noqa: S101 - by the above
         if self.hasher.check_needs_rehash(user.password_hash.get_secret_value()):
-            self.store.people.change(name, kind="user.password_rehashed", actor=name,
-                                     revoke=False, password_hash=self.hasher.hash(value))
+            self.store.people.change(
+                name,
+                kind="user.password_rehashed",
+                actor=name,
+                revoke=False,
+                password_hash=self.hasher.hash(value),
+            )
         self.store.people.signed_in(name, channel=channel)
         return user
 
@@ -304,25 +352,33 @@ class PeopleService:
         `SignInRefused` (audited) for nobody of that name or a disabled user."""
         user = self.store.people.get(name) if check_user_name(name) is None else None
         if user is None or user.status != "active":
-            self.store.people.sign_in_failed(name if user else "-", locked_until=None,
-                                             why="unknown_user" if user is None
-                                             else "disabled", channel=channel)
+            self.store.people.sign_in_failed(
+                name if user else "-",
+                locked_until=None,
+                why="unknown_user" if user is None else "disabled",
+                channel=channel,
+            )
             raise SignInRefused("credentials", "no active user for that identity")
         self.store.people.signed_in(name, channel=channel)
         return user
 
-    def _issue(self, user: UserRecord, kind: Kind, minutes: int | None,
-               actor: str) -> IssuedToken:
+    def _issue(self, user: UserRecord, kind: Kind, minutes: int | None, actor: str) -> IssuedToken:
         token = new_token()
         now = self.store.clock()
         expires = now + timedelta(minutes=minutes) if minutes is not None else None
-        self.store.people.issue(user, kind=kind, digest=digest(token), expires_at=expires,
-                                actor=actor)
-        return IssuedToken(user=user.name, kind=kind, token=SecretStr(token),
-                           expires_at=expires)
+        self.store.people.issue(
+            user, kind=kind, digest=digest(token), expires_at=expires, actor=actor
+        )
+        return IssuedToken(user=user.name, kind=kind, token=SecretStr(token), expires_at=expires)
 
-    def sign_in(self, name: str, password: SecretStr, *, kind: Literal["cli", "web"],
-                client: str | None = None) -> IssuedToken:
+    def sign_in(
+        self,
+        name: str,
+        password: SecretStr,
+        *,
+        kind: Literal["cli", "web"],
+        client: str | None = None,
+    ) -> IssuedToken:
         """Sign in with a password: a command-line token (`cli_token_minutes`) or a web
         session (its lifetimes are checked at each request)."""
         user = self.authenticate(name, password, channel=kind, client=client)
@@ -357,22 +413,38 @@ class PeopleService:
         if cred.revoked_at is not None:
             # A real credential presented after it stopped (signed out, its user disabled):
             # audited with whose it is. An unknown token is not (nobody to name).
-            self.store.audit.record("credential.refused", None, {
-                "user": user.name, "role": user.role, "kind": cred.kind,
-                "credential": cred.credential_id, "rule": "revoked"})
+            self.store.audit.record(
+                "credential.refused",
+                None,
+                {
+                    "user": user.name,
+                    "role": user.role,
+                    "kind": cred.kind,
+                    "credential": cred.credential_id,
+                    "rule": "revoked",
+                },
+            )
             raise SignInRefused("credential", "was revoked or signed out: sign in again")
         why = self._stale(cred, user)
         if why is not None:
             self.store.people.revoke(cred.credential_id, why=why)
-            raise SignInRefused("credential", {
-                "expired": "has expired: sign in again",
-                "idle": "was idle too long: sign in again",
-                "disabled": "belongs to a disabled user",
-                "role_changed": "was issued under another role: sign in again"}[why])
+            raise SignInRefused(
+                "credential",
+                {
+                    "expired": "has expired: sign in again",
+                    "idle": "was idle too long: sign in again",
+                    "disabled": "belongs to a disabled user",
+                    "role_changed": "was issued under another role: sign in again",
+                }[why],
+            )
         self.store.people.seen(cred.credential_id)
-        return SignedIn(actor=Actor(name=user.name, role=user.role), user=user.name,
-                        credential_id=cred.credential_id, kind=cred.kind,
-                        created_at=cred.created_at)
+        return SignedIn(
+            actor=Actor(name=user.name, role=user.role),
+            user=user.name,
+            credential_id=cred.credential_id,
+            kind=cred.kind,
+            created_at=cred.created_at,
+        )
 
     def _stale(self, cred: CredentialRecord, user: UserRecord) -> str | None:
         now = self.store.clock()
@@ -389,8 +461,7 @@ class PeopleService:
 
     def sign_out(self, token: str) -> None:
         """Revoke the presented credential, if it is one (signing out twice is harmless)."""
-        found = self.store.people.find(digest(token)) if token.startswith(TOKEN_PREFIX) \
-            else None
+        found = self.store.people.find(digest(token)) if token.startswith(TOKEN_PREFIX) else None
         if found is not None:
             self.store.people.revoke(found[0].credential_id, why="signed_out")
 
@@ -404,8 +475,7 @@ class PeopleService:
         message = f"{seed}|{digest(session) if session else '-'}".encode()
         return hmac.new(key, message, hashlib.sha256).hexdigest()
 
-    def form_token_matches(self, given: str | None, seed: str | None,
-                           session: str | None) -> bool:
+    def form_token_matches(self, given: str | None, seed: str | None, session: str | None) -> bool:
         if not given or not seed:
             return False
         return hmac.compare_digest(given.encode(), self.form_token(seed, session).encode())
@@ -436,28 +506,43 @@ class PeopleService:
         state, nonce, verifier = (secrets.token_urlsafe(32) for _ in range(3))
         url = client.authorize_url(state=state, nonce=nonce, verifier=verifier)
         expires = int(self.store.clock().timestamp()) + ttl_s
-        return url, self._seal({"state": state, "nonce": nonce, "verifier": verifier,
-                                "exp": expires, "provider": client.name})
+        return url, self._seal(
+            {
+                "state": state,
+                "nonce": nonce,
+                "verifier": verifier,
+                "exp": expires,
+                "provider": client.name,
+            }
+        )
 
-    def oidc_finish(self, client: OidcClient, sealed: str | None, params: dict[str, str], *,
-                    claim: str) -> IssuedToken:
+    def oidc_finish(
+        self, client: OidcClient, sealed: str | None, params: dict[str, str], *, claim: str
+    ) -> IssuedToken:
         """The provider's answer: the state checked, the code exchanged with the verifier, the
         ID token validated (signature, issuer, audience, expiry, nonce), and the person its
         `claim` names (lower-case, as user names are) signed in with a new web session.
         `SignInRefused` (audited) for anything else."""
         pending = self._unseal(sealed)
         now = int(self.store.clock().timestamp())
-        if (pending is None or pending.get("provider") != client.name
-                or not isinstance(pending.get("exp"), int) or int(pending["exp"]) < now
-                or not params.get("state")
-                or not hmac.compare_digest(str(pending.get("state")), params["state"])):
-            self.store.people.sign_in_failed("-", locked_until=None, why="oidc_state",
-                                             channel="oidc")
-            raise SignInRefused("state", "the sign-in was not started here or has expired: "
-                                "start again")
+        if (
+            pending is None
+            or pending.get("provider") != client.name
+            or not isinstance(pending.get("exp"), int)
+            or int(pending["exp"]) < now
+            or not params.get("state")
+            or not hmac.compare_digest(str(pending.get("state")), params["state"])
+        ):
+            self.store.people.sign_in_failed(
+                "-", locked_until=None, why="oidc_state", channel="oidc"
+            )
+            raise SignInRefused(
+                "state", "the sign-in was not started here or has expired: start again"
+            )
         if params.get("error") or not params.get("code"):
-            self.store.people.sign_in_failed("-", locked_until=None, why="oidc_declined",
-                                             channel="oidc")
+            self.store.people.sign_in_failed(
+                "-", locked_until=None, why="oidc_declined", channel="oidc"
+            )
             raise SignInRefused("credentials", "the provider declined the sign-in")
         try:
             token = client.exchange(params["code"], str(pending["verifier"]))
@@ -467,13 +552,14 @@ class PeopleService:
                 info = client.userinfo(token)
                 value = info.get(claim) if info.get("sub") == claims["sub"] else None
         except OAuthFailure as failure:
-            self.store.people.sign_in_failed("-", locked_until=None, why=failure.code,
-                                             channel="oidc")
-            raise SignInRefused("credentials", "the provider's answer did not validate") \
-                from None
+            self.store.people.sign_in_failed(
+                "-", locked_until=None, why=failure.code, channel="oidc"
+            )
+            raise SignInRefused("credentials", "the provider's answer did not validate") from None
         if not isinstance(value, str):
-            self.store.people.sign_in_failed("-", locked_until=None, why="oidc_no_claim",
-                                             channel="oidc")
+            self.store.people.sign_in_failed(
+                "-", locked_until=None, why="oidc_no_claim", channel="oidc"
+            )
             raise SignInRefused("credentials", f"the provider's ID token has no {claim}")
         user = self.user_for_sign_in(value.strip().lower(), channel="oidc")
         return self.session_for(user, kind="web")
@@ -485,5 +571,6 @@ def oidc_client(config: OAuthConfig, name: str, redirect_uri: str) -> OidcClient
     conf = config.oidc_providers.get(name)
     if conf is None:
         raise NotFound("provider", "no OpenID Connect provider of that name is configured")
-    return OidcClient(name, conf.model_copy(update={"redirect_uri": redirect_uri}),
-                      timeout_s=config.timeout_s)
+    return OidcClient(
+        name, conf.model_copy(update={"redirect_uri": redirect_uri}), timeout_s=config.timeout_s
+    )

@@ -42,18 +42,35 @@ each step run again through the consent gate under a live consent, its evidence 
 RECHECK_STEPS = {"name": ["id_check"], "id_number": ["id_check"], "phone": ["carrier_check"]}
 DISPUTE_OUTCOMES = ("upheld", "amended")
 # Audit kinds that are someone reading or handing out the subject's data.
-ACCESS_KINDS = ("applicant.read", "applicant.read_refused", "applicant.revealed",
-                "consent.exported", "decision.explained", "subject_request.delivered",
-                "consent.receipt_signed")
+ACCESS_KINDS = (
+    "applicant.read",
+    "applicant.read_refused",
+    "applicant.revealed",
+    "consent.exported",
+    "decision.explained",
+    "subject_request.delivered",
+    "consent.receipt_signed",
+)
 PERMISSION = "subject_requests"
 
 
 class OpenRequest(BaseModel):
     """A request as the person made it: who, what kind, about what."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra={"examples": [{
-        "applicant_ref": "A-000123", "kind": "dispute", "target": "court_list",
-        "channel": "app"}]})
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "applicant_ref": "A-000123",
+                    "kind": "dispute",
+                    "target": "court_list",
+                    "channel": "app",
+                }
+            ]
+        },
+    )
 
     applicant_ref: str
     kind: str
@@ -135,8 +152,14 @@ class AccessFile(Answer):
 
 
 class SubjectRequestService:
-    def __init__(self, store: Store, policy: RequestPolicy, subjects: SubjectService,
-                 consent: ConsentService, explain: ExplainService) -> None:
+    def __init__(
+        self,
+        store: Store,
+        policy: RequestPolicy,
+        subjects: SubjectService,
+        consent: ConsentService,
+        explain: ExplainService,
+    ) -> None:
         self.store = store
         self.policy = policy
         self.subjects = subjects
@@ -154,16 +177,21 @@ class SubjectRequestService:
         except UnknownRequestError:
             raise NotFound("request_id", "no such request") from None
 
-    def _with_state(self, r: dict[str, Any], *, file: AccessFile | None = None
-                    ) -> SubjectRequestAnswer:
+    def _with_state(
+        self, r: dict[str, Any], *, file: AccessFile | None = None
+    ) -> SubjectRequestAnswer:
         now = self.store.clock()
         deadline = datetime.fromisoformat(r["deadline"])
         if r["status"] == "open":
             overdue, in_time = now > deadline, None
         else:
             overdue, in_time = False, datetime.fromisoformat(r["answered_at"]) <= deadline
-        return SubjectRequestAnswer(**r, overdue=overdue, in_time=in_time,
-                                    file=file.model_dump() if file is not None else None)
+        return SubjectRequestAnswer(
+            **r,
+            overdue=overdue,
+            in_time=in_time,
+            file=file.model_dump() if file is not None else None,
+        )
 
     def open(self, req: OpenRequest, *, actor: Actor) -> SubjectRequestAnswer:
         """Record a request with its deadline. `InvalidInput` for an unknown kind or a target
@@ -178,8 +206,9 @@ class SubjectRequestService:
         if targets is None and req.target is not None:
             raise InvalidInput("target", f"is not taken by a {req.kind} request")
         if targets is not None and req.target not in targets:
-            raise InvalidInput("target", f"must be one of {', '.join(targets)} for a "
-                                         f"{req.kind} request")
+            raise InvalidInput(
+                "target", f"must be one of {', '.join(targets)} for a {req.kind} request"
+            )
         if not req.channel.replace("_", "").isalnum() or len(req.channel) > 32:
             raise InvalidInput("channel", "must be a code of letters, digits and _ (at most 32)")
         if req.assignee is not None and not (0 < len(req.assignee) <= 120):
@@ -188,13 +217,20 @@ class SubjectRequestService:
         now = self.store.clock()
         deadline = self.policy.deadline(req.kind, now)
         opened = self.store.requests.open(
-            applicant_ref=req.applicant_ref, kind=req.kind, target=req.target,
-            channel=req.channel, deadline=deadline, actor=actor.name, assignee=req.assignee,
-            policy_version=self.policy.version)
+            applicant_ref=req.applicant_ref,
+            kind=req.kind,
+            target=req.target,
+            channel=req.channel,
+            deadline=deadline,
+            actor=actor.name,
+            assignee=req.assignee,
+            policy_version=self.policy.version,
+        )
         return self._with_state(opened)
 
-    def list(self, *, actor: Actor, status: str | None = None, overdue: bool = False
-             ) -> SubjectRequestList:
+    def list(
+        self, *, actor: Actor, status: str | None = None, overdue: bool = False
+    ) -> SubjectRequestList:
         """Requests by deadline; each says whether it is overdue (open past its deadline) or
         was answered in time. With `overdue`, only those."""
         self._permit(actor)
@@ -202,15 +238,17 @@ class SubjectRequestService:
             raise InvalidInput("status", "must be open or answered")
         out = [self._with_state(r) for r in self.store.requests.list(status=status)]
         rows = [r for r in out if r.overdue] if overdue else out
-        return SubjectRequestList(total=len(rows), overdue=sum(1 for r in rows if r.overdue),
-                                  requests=rows)
+        return SubjectRequestList(
+            total=len(rows), overdue=sum(1 for r in rows if r.overdue), requests=rows
+        )
 
     def show(self, request_id: str, *, actor: Actor) -> SubjectRequestAnswer:
         self._permit(actor)
         return self._with_state(self._get(request_id))
 
-    def answer(self, request_id: str, req: AnswerRequest, *, actor: Actor,
-               recheck: Recheck | None = None) -> SubjectRequestAnswer:
+    def answer(
+        self, request_id: str, req: AnswerRequest, *, actor: Actor, recheck: Recheck | None = None
+    ) -> SubjectRequestAnswer:
         """Carry the request out and record the answer. Returns the request; for an access
         request also `file`, the copy to deliver (its delivery is audited)."""
         self._permit(actor)
@@ -227,9 +265,16 @@ class SubjectRequestService:
         if kind == "access":
             file = self.access_file(ref, actor=actor)
             sections = file.model_dump()
-            self.store.audit.record("subject_request.delivered", ref, {
-                "request_id": request_id, "actor": actor.name, "role": actor.role,
-                "sections": {k: len(v) for k, v in sections.items() if isinstance(v, list)}})
+            self.store.audit.record(
+                "subject_request.delivered",
+                ref,
+                {
+                    "request_id": request_id,
+                    "actor": actor.name,
+                    "role": actor.role,
+                    "sections": {k: len(v) for k, v in sections.items() if isinstance(v, list)},
+                },
+            )
             outcome, result = "delivered", {"sections": sorted(sections)}
         elif kind == "correction":
             outcome, result = self._correct(r, req, actor=actor, recheck=recheck)
@@ -237,21 +282,23 @@ class SubjectRequestService:
             done = self.subjects.erase(ref, reason=f"subject request {request_id}", actor=actor)
             outcome, result = done.result, {}
         elif kind == "restriction":
-            if not self.store.subjects.restrict(ref, reason=f"subject request {request_id}",
-                                                actor=actor.name):
-                raise Conflict("applicant_ref", "no applicant to restrict (none held, or "
-                                                "erased)")
+            if not self.store.subjects.restrict(
+                ref, reason=f"subject request {request_id}", actor=actor.name
+            ):
+                raise Conflict("applicant_ref", "no applicant to restrict (none held, or erased)")
             outcome, result = "restricted", {}
         else:
             outcome, result = self._dispute(r, req, actor=actor, recheck=recheck)
         if note:
             result["note"] = note
-        answered = self.store.requests.answer(request_id, outcome=outcome, result=result,
-                                              actor=actor.name)
+        answered = self.store.requests.answer(
+            request_id, outcome=outcome, result=result, actor=actor.name
+        )
         return self._with_state(answered, file=file)
 
-    def _correct(self, r: dict[str, Any], req: AnswerRequest, *, actor: Actor,
-                 recheck: Recheck | None) -> tuple[str, dict[str, Any]]:
+    def _correct(
+        self, r: dict[str, Any], req: AnswerRequest, *, actor: Actor, recheck: Recheck | None
+    ) -> tuple[str, dict[str, Any]]:
         field, ref = r["target"], r["applicant_ref"]
         if req.value is None:
             raise InvalidInput("value", "is required: the corrected value")
@@ -259,7 +306,8 @@ class SubjectRequestService:
             raise InvalidInput("recheck", "a correction is re-verified: no pipeline was given")
         try:
             stored = self.store.applicants.reveal_by_ref(
-                ref, actor=actor.name, purpose="subject request correction")
+                ref, actor=actor.name, purpose="subject request correction"
+            )
         except KeyError:
             raise NotFound("applicant_ref", "no such applicant") from None
         except SubjectUnavailableError:
@@ -269,35 +317,48 @@ class SubjectRequestService:
             if field == "name":
                 value = validate_name(stored.id_type, raw, field="value")
             elif field == "id_number":
-                value = validate_id_number(stored.id_type, raw, field="value",
-                                           today=self.store.clock().date())
+                value = validate_id_number(
+                    stored.id_type, raw, field="value", today=self.store.clock().date()
+                )
             else:
                 value = normalize_phone(raw, field="value")
         except IdentityRuleError as exc:
             raise InvalidInput("value", exc.rule) from None
         try:
-            self.store.requests.correct(r["request_id"], applicant_ref=ref, field=field,
-                                        value=value, actor=actor.name)
+            self.store.requests.correct(
+                r["request_id"], applicant_ref=ref, field=field, value=value, actor=actor.name
+            )
         except SubjectUnavailableError:
             raise Denied("applicant_ref", "the subject is erased or restricted") from None
         steps = recheck(ref, RECHECK_STEPS[field], f"request:{r['request_id']}")
-        self.store.requests.note(r["request_id"], {"rechecked": steps}, actor=actor.name,
-                                 kind="subject_request.rechecked")
+        self.store.requests.note(
+            r["request_id"],
+            {"rechecked": steps},
+            actor=actor.name,
+            kind="subject_request.rechecked",
+        )
         return "corrected", {"field": field, "rechecked": steps}
 
-    def _dispute(self, r: dict[str, Any], req: AnswerRequest, *, actor: Actor,
-                 recheck: Recheck | None) -> tuple[str, dict[str, Any]]:
+    def _dispute(
+        self, r: dict[str, Any], req: AnswerRequest, *, actor: Actor, recheck: Recheck | None
+    ) -> tuple[str, dict[str, Any]]:
         if r["target"] == "court_list":
             if recheck is None:
-                raise InvalidInput("recheck", "a disputed hit is re-queried: no pipeline was "
-                                              "given")
+                raise InvalidInput("recheck", "a disputed hit is re-queried: no pipeline was given")
             steps = recheck(r["applicant_ref"], ["court_list"], f"request:{r['request_id']}")
-            self.store.requests.note(r["request_id"], {"rechecked": steps}, actor=actor.name,
-                                     kind="subject_request.rechecked")
+            self.store.requests.note(
+                r["request_id"],
+                {"rechecked": steps},
+                actor=actor.name,
+                kind="subject_request.rechecked",
+            )
             status = steps[0]["status"] if steps else "skipped"
             if status == "skipped":
-                raise Conflict("consent", "the hit cannot be re-queried: no live consent "
-                                          f"covers it ({steps[0]['reason'] if steps else ''})")
+                raise Conflict(
+                    "consent",
+                    "the hit cannot be re-queried: no live consent "
+                    f"covers it ({steps[0]['reason'] if steps else ''})",
+                )
             # A re-query that no longer finds the person amends the hit; one that finds them
             # again upholds it.
             derived = "amended" if status == "passed" else "upheld"
@@ -305,8 +366,11 @@ class SubjectRequestService:
                 raise InvalidInput("outcome", f"must be one of {', '.join(DISPUTE_OUTCOMES)}")
             return req.outcome or derived, {"target": "court_list", "rechecked": steps}
         if req.outcome not in DISPUTE_OUTCOMES:
-            raise InvalidInput("outcome", f"must be one of {', '.join(DISPUTE_OUTCOMES)} (the "
-                                          "reviewer's answer to the disputed decision)")
+            raise InvalidInput(
+                "outcome",
+                f"must be one of {', '.join(DISPUTE_OUTCOMES)} (the "
+                "reviewer's answer to the disputed decision)",
+            )
         return req.outcome, {"target": "decision"}
 
     def access_file(self, applicant_ref: str, *, actor: Actor) -> AccessFile:
@@ -315,18 +379,23 @@ class SubjectRequestService:
         with its reasons, accounts, behaviour events and alerts, holds, requests,
         corrections, and who accessed their data and when."""
         require_known(self.store, applicant_ref)
-        out: dict[str, Any] = {"applicant_ref": applicant_ref,
-                               "generated_at": self.store.clock().isoformat()}
+        out: dict[str, Any] = {
+            "applicant_ref": applicant_ref,
+            "generated_at": self.store.clock().isoformat(),
+        }
         stored = self.store.applicants.get(applicant_ref)
         subject: dict[str, Any] = {"held": stored is not None}
         if stored is not None:
             try:
-                p = self.store.applicants.reveal_by_ref(applicant_ref, actor=actor.name,
-                                                        purpose="subject access request")
+                p = self.store.applicants.reveal_by_ref(
+                    applicant_ref, actor=actor.name, purpose="subject access request"
+                )
                 subject.update(
-                    id_type=p.id_type, name=mask("name", p.name.get_secret_value()),
+                    id_type=p.id_type,
+                    name=mask("name", p.name.get_secret_value()),
                     id_number=mask("id_number", p.id_number.get_secret_value()),
-                    phone=mask("phone", p.phone.get_secret_value() if p.phone else None))
+                    phone=mask("phone", p.phone.get_secret_value() if p.phone else None),
+                )
             except SubjectUnavailableError:
                 subject["state"] = "erased_or_restricted"
         out["subject"] = subject
@@ -337,8 +406,19 @@ class SubjectRequestService:
         out["consent_asks"] = self.store.ledger.asks_for(applicant_ref)
         if stored is not None:
             explained = self.explain.explain(applicant_ref).model_dump()
-            out["decision"] = [{k: explained[k] for k in (
-                "outcome", "automated", "score", "policy_version", "reasons", "decided_at")}]
+            out["decision"] = [
+                {
+                    k: explained[k]
+                    for k in (
+                        "outcome",
+                        "automated",
+                        "score",
+                        "policy_version",
+                        "reasons",
+                        "decided_at",
+                    )
+                }
+            ]
             out["evidence"] = explained["steps"]
             out["alerts"] = explained["alerts"]
         else:
@@ -348,16 +428,36 @@ class SubjectRequestService:
             history = self.store.events.history(applicant_ref, until=self.store.clock())
         except Exception:  # noqa: BLE001 - an erased subject's sealed coordinates are gone
             history = []
-        out["events"] = [{"kind": e.kind, "change": e.change,
-                          "occurred_at": e.occurred_at.isoformat()} for e in history]
+        out["events"] = [
+            {"kind": e.kind, "change": e.change, "occurred_at": e.occurred_at.isoformat()}
+            for e in history
+        ]
         out["holds"] = self.store.subjects.active_holds(applicant_ref)
-        out["requests"] = [{k: q[k] for k in ("request_id", "kind", "target", "status",
-                                               "opened_at", "deadline", "outcome")}
-                           for q in self.store.requests.list(applicant_ref=applicant_ref)]
+        out["requests"] = [
+            {
+                k: q[k]
+                for k in (
+                    "request_id",
+                    "kind",
+                    "target",
+                    "status",
+                    "opened_at",
+                    "deadline",
+                    "outcome",
+                )
+            }
+            for q in self.store.requests.list(applicant_ref=applicant_ref)
+        ]
         out["corrections"] = self.store.requests.corrections(applicant_ref)
-        out["accessed"] = [{"at": e.at.isoformat(), "kind": e.kind,
-                            "actor": e.detail.get("actor"), "role": e.detail.get("role"),
-                            "purpose": e.detail.get("purpose")}
-                           for e in self.store.audit.events(subject_ref=applicant_ref)
-                           if e.kind in ACCESS_KINDS]
+        out["accessed"] = [
+            {
+                "at": e.at.isoformat(),
+                "kind": e.kind,
+                "actor": e.detail.get("actor"),
+                "role": e.detail.get("role"),
+                "purpose": e.detail.get("purpose"),
+            }
+            for e in self.store.audit.events(subject_ref=applicant_ref)
+            if e.kind in ACCESS_KINDS
+        ]
         return AccessFile(**out)

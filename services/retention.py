@@ -18,16 +18,28 @@ from storage.retention import PURGED_CLASSES, RetentionPlan
 from storage.store import Store
 
 
-def _report(policy: RetentionPolicy, plan: RetentionPlan, *, purged: bool,
-            seq: int | None = None) -> dict[str, Any]:
+def _report(
+    policy: RetentionPolicy, plan: RetentionPlan, *, purged: bool, seq: int | None = None
+) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "policy_version": policy.version, "policy_digest": policy.digest,
-        "at": plan.now.isoformat(), "purged": purged, "counts": plan.counts(),
-        "awaiting": plan.awaiting, "held_subjects": plan.held_subjects,
-        "classes": {name: {"floor_days": r.floor_days, "ceiling_days": r.ceiling_days,
-                           "cutoff": cut.isoformat(), "source": r.source}
-                    for (name, r), cut in zip(policy.classes.items(),
-                                              policy.cutoffs(plan.now).values(), strict=True)},
+        "policy_version": policy.version,
+        "policy_digest": policy.digest,
+        "at": plan.now.isoformat(),
+        "purged": purged,
+        "counts": plan.counts(),
+        "awaiting": plan.awaiting,
+        "held_subjects": plan.held_subjects,
+        "classes": {
+            name: {
+                "floor_days": r.floor_days,
+                "ceiling_days": r.ceiling_days,
+                "cutoff": cut.isoformat(),
+                "source": r.source,
+            }
+            for (name, r), cut in zip(
+                policy.classes.items(), policy.cutoffs(plan.now).values(), strict=True
+            )
+        },
     }
     if seq is not None:
         out["audit_seq"] = seq

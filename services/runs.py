@@ -79,8 +79,11 @@ class RunService:
         now = datetime.now(UTC)
         for run in self.store.runs.open_runs(batch_sha256):
             if run_gone(run, now=now, stale_s=stale_s) is None:
-                raise Conflict("batch", f"is being run by run {run['run_id']}, whose process "
-                               "is still working; wait for it to finish")
+                raise Conflict(
+                    "batch",
+                    f"is being run by run {run['run_id']}, whose process "
+                    "is still working; wait for it to finish",
+                )
 
     def close_crashed(self, batch_sha256: str, *, stale_s: float) -> str | None:
         """Close the runs of this file whose process died before they finished, audited as
@@ -91,7 +94,8 @@ class RunService:
         now = datetime.now(UTC)
         for run in self.store.runs.open_runs(batch_sha256):
             self.store.runs.mark_crashed(
-                run["run_id"], reason=run_gone(run, now=now, stale_s=stale_s) or "unknown")
+                run["run_id"], reason=run_gone(run, now=now, stale_s=stale_s) or "unknown"
+            )
             resumed = run["run_id"]
         return resumed
 
@@ -103,23 +107,43 @@ class RunService:
         refused: list[dict[str, Any]] = []
         for line in self.store.runs.lines(run_id):
             if line.disposition == "refused":
-                refused.append({"line": line.line_no, "applicant_ref": line.applicant_ref,
-                                "field": line.field, "reason": line.reason})
+                refused.append(
+                    {
+                        "line": line.line_no,
+                        "applicant_ref": line.applicant_ref,
+                        "field": line.field,
+                        "reason": line.reason,
+                    }
+                )
                 continue
             stored = self.store.applicants.get(line.applicant_ref or "")
-            applicants.append({
-                "line": line.line_no, "applicant_ref": line.applicant_ref,
-                "outcome": line.outcome, "disposition": line.disposition,
-                "steps": [{"verifier": s.step, "status": s.status, "reason": s.reason}
-                          for s in (stored.steps if stored else ())],
-            })
+            applicants.append(
+                {
+                    "line": line.line_no,
+                    "applicant_ref": line.applicant_ref,
+                    "outcome": line.outcome,
+                    "disposition": line.disposition,
+                    "steps": [
+                        {"verifier": s.step, "status": s.status, "reason": s.reason}
+                        for s in (stored.steps if stored else ())
+                    ],
+                }
+            )
         quality = self.store.quality.for_run(run_id)
-        return {"run_id": run_id, "counts": run["counts"], "fees_cents": run["fees_cents"],
-                "lines": run["lines"], "halted": bool(run.get("halted")),
-                "failed_expectations": [dict(f, target=q["target"]) for q in quality
-                                        for f in q["failed"]],
-                "quality": quality, "applicants": applicants, "refused": refused,
-                "all_refused": bool(refused) and not applicants}
+        return {
+            "run_id": run_id,
+            "counts": run["counts"],
+            "fees_cents": run["fees_cents"],
+            "lines": run["lines"],
+            "halted": bool(run.get("halted")),
+            "failed_expectations": [
+                dict(f, target=q["target"]) for q in quality for f in q["failed"]
+            ],
+            "quality": quality,
+            "applicants": applicants,
+            "refused": refused,
+            "all_refused": bool(refused) and not applicants,
+        }
 
     def examples(self, run_id: str, *, limit: int, actor: Actor) -> list[dict[str, Any]]:
         """A few of the run's applicants, one per outcome first, identifiers masked (the
@@ -136,22 +160,27 @@ class RunService:
                 break
             try:
                 person = self.store.applicants.reveal_by_ref(
-                    line.applicant_ref or "", actor=actor.name, purpose="run summary")
+                    line.applicant_ref or "", actor=actor.name, purpose="run summary"
+                )
             except (SubjectUnavailableError, KeyError):  # erased or restricted: not shown
                 continue
             stored = self.store.applicants.get(line.applicant_ref or "")
-            out.append({
-                "applicant_ref": line.applicant_ref,
-                "name": mask("name", person.name.get_secret_value()),
-                "id_number": mask("id_number", person.id_number.get_secret_value()),
-                "phone": mask("phone", person.phone.get_secret_value() if person.phone else None),
-                "outcome": line.outcome,
-                "reasons": list(stored.reasons) if stored else [],
-            })
+            out.append(
+                {
+                    "applicant_ref": line.applicant_ref,
+                    "name": mask("name", person.name.get_secret_value()),
+                    "id_number": mask("id_number", person.id_number.get_secret_value()),
+                    "phone": mask(
+                        "phone", person.phone.get_secret_value() if person.phone else None
+                    ),
+                    "outcome": line.outcome,
+                    "reasons": list(stored.reasons) if stored else [],
+                }
+            )
         return out
 
     def decided(self, *, prefix: str = "") -> list[dict[str, Any]]:
         """Stored decisions (ref, outcome, features) whose ref starts with `prefix`."""
-        return [d for d in self.store.decisions.all_decided()
-                if d["applicant_ref"].startswith(prefix)]
-
+        return [
+            d for d in self.store.decisions.all_decided() if d["applicant_ref"].startswith(prefix)
+        ]

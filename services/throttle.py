@@ -102,8 +102,10 @@ class SignInThrottle:
         """`SignInThrottled` when the client, or everyone together, failed too often in this
         window."""
         window = self.rule.throttle_window_seconds
-        if (self.counter.count(f"client:{client}", window) >= self.rule.throttle_per_client
-                or self.counter.count(GLOBAL, window) >= self.rule.throttle_global):
+        if (
+            self.counter.count(f"client:{client}", window) >= self.rule.throttle_per_client
+            or self.counter.count(GLOBAL, window) >= self.rule.throttle_global
+        ):
             raise SignInThrottled(retry_after=window - int(time.time()) % window)
 
     def failed(self, client: str) -> None:

@@ -35,8 +35,7 @@ PHONE_INDEX_BITS = 20
 def id_number_index(cipher: FieldCipher, id_number: str) -> str:
     """The blind index of an ID number (as intake normalised it). Computed where the raw
     value is at hand; a lookup by it returns candidates, compared by `id_number_is`."""
-    return cipher.blind_index(id_number, table=TABLE, column="id_number",
-                              bits=ID_NUMBER_INDEX_BITS)
+    return cipher.blind_index(id_number, table=TABLE, column="id_number", bits=ID_NUMBER_INDEX_BITS)
 
 
 def phone_index(cipher: FieldCipher, phone: str) -> str:
@@ -44,8 +43,7 @@ def phone_index(cipher: FieldCipher, phone: str) -> str:
     return cipher.blind_index(phone, table=TABLE, column="phone", bits=PHONE_INDEX_BITS)
 
 
-def _holds(cipher: FieldCipher, column: str, row_id: str, blob: bytes | None,
-           value: str) -> bool:
+def _holds(cipher: FieldCipher, column: str, row_id: str, blob: bytes | None, value: str) -> bool:
     if blob is None:
         return False
     try:
@@ -76,13 +74,17 @@ def decrypt_phone(cipher: FieldCipher, row_id: str, blob: bytes | None) -> str |
         return None
 
 
-def sealed_fields(cipher: FieldCipher, applicant: NewApplicant, *, row_id: str
-                  ) -> dict[str, Any]:
+def sealed_fields(cipher: FieldCipher, applicant: NewApplicant, *, row_id: str) -> dict[str, Any]:
     """The personal columns of a new `applicants` row: ciphertexts and blind indexes."""
 
     def enc(column: str, secret: SecretStr) -> bytes:
-        return cipher.encrypt(secret.get_secret_value(), subject=applicant.applicant_ref,
-                              table=TABLE, column=column, row=row_id)
+        return cipher.encrypt(
+            secret.get_secret_value(),
+            subject=applicant.applicant_ref,
+            table=TABLE,
+            column=column,
+            row=row_id,
+        )
 
     phone = applicant.phone.get_secret_value() if applicant.phone else None
     return {
@@ -102,18 +104,24 @@ def reveal(cipher: FieldCipher, row: Any) -> RevealedApplicant:
         return cipher.decrypt(blob, table=TABLE, column=column, row=row.id)
 
     return RevealedApplicant(
-        applicant_ref=row.applicant_ref, id_type=row.id_type,
+        applicant_ref=row.applicant_ref,
+        id_type=row.id_type,
         name=SecretStr(dec("name", row.name_ct)),
         id_number=SecretStr(dec("id_number", row.id_number_ct)),
-        phone=SecretStr(dec("phone", row.phone_ct)) if row.phone_ct is not None else None)
+        phone=SecretStr(dec("phone", row.phone_ct)) if row.phone_ct is not None else None,
+    )
 
 
-def sealed_field(cipher: FieldCipher, *, applicant_ref: str, row_id: str, field: str,
-                 value: str) -> dict[str, Any]:
+def sealed_field(
+    cipher: FieldCipher, *, applicant_ref: str, row_id: str, field: str, value: str
+) -> dict[str, Any]:
     """The columns of one corrected personal field: its ciphertext and, for the ID number
     and the phone, its blind index."""
-    out: dict[str, Any] = {f"{field}_ct": cipher.encrypt(
-        value, subject=applicant_ref, table=TABLE, column=field, row=row_id)}
+    out: dict[str, Any] = {
+        f"{field}_ct": cipher.encrypt(
+            value, subject=applicant_ref, table=TABLE, column=field, row=row_id
+        )
+    }
     if field == "id_number":
         out["id_number_bidx"] = id_number_index(cipher, value)
     elif field == "phone":

@@ -49,8 +49,9 @@ LINK_DOMAIN = b"idv audit link v1\n"
 PURGED = "audit.purged"
 
 
-def event_body(seq: int, at: datetime, kind: str, subject_ref: str | None,
-               detail: dict[str, Any]) -> bytes:
+def event_body(
+    seq: int, at: datetime, kind: str, subject_ref: str | None, detail: dict[str, Any]
+) -> bytes:
     """The canonical bytes of an event's content, which its leaf hash covers."""
     return canonical([seq, as_utc(at).isoformat(), kind, subject_ref, detail])
 
@@ -83,19 +84,30 @@ _HEAD = cast(Table, m.AuditHead.__table__)
 _EVENTS = cast(Table, m.AuditEvent.__table__)
 # Built once: taking the head (its lock, with the sequence numbers reserved) and moving it
 # are the two statements of every append.
-_TAKE_HEAD = (update(_HEAD).where(_HEAD.c.id == 1)
-              .values(seq=_HEAD.c.seq + bindparam("n"))
-              .returning(_HEAD.c.seq, _HEAD.c.hash, _HEAD.c.link))
-_MOVE_HEAD = (update(_HEAD).where(_HEAD.c.id == 1)
-              .values(hash=bindparam("new_hash"), link=bindparam("new_link")))
+_TAKE_HEAD = (
+    update(_HEAD)
+    .where(_HEAD.c.id == 1)
+    .values(seq=_HEAD.c.seq + bindparam("n"))
+    .returning(_HEAD.c.seq, _HEAD.c.hash, _HEAD.c.link)
+)
+_MOVE_HEAD = (
+    update(_HEAD)
+    .where(_HEAD.c.id == 1)
+    .values(hash=bindparam("new_hash"), link=bindparam("new_link"))
+)
 
 
 class AuditLog:
     """The chain of one database. `record` appends one event (in a unit of work, or alone),
     `append_many` a batch in a connection's transaction; the first is the second for one."""
 
-    def __init__(self, ctx: StoreContext, *, checkpoints: CheckpointLog | None = None,
-                 checkpoint_every: int = 1000) -> None:
+    def __init__(
+        self,
+        ctx: StoreContext,
+        *,
+        checkpoints: CheckpointLog | None = None,
+        checkpoint_every: int = 1000,
+    ) -> None:
         self._ctx = ctx
         self.checkpoints = checkpoints
         self.checkpoint_every = checkpoint_every
@@ -103,9 +115,17 @@ class AuditLog:
         self._appended = 0  # the highest sequence number this process appended
         self._checkpointed: int | None = None  # the size of the last checkpoint, once known
 
-    def _digest(self, prev_hash: str, seq: int, at: datetime, kind: str,
-                subject_ref: str | None, detail: dict[str, Any], *,
-                form: Callable[[Any], bytes] = canonical) -> str:
+    def _digest(
+        self,
+        prev_hash: str,
+        seq: int,
+        at: datetime,
+        kind: str,
+        subject_ref: str | None,
+        detail: dict[str, Any],
+        *,
+        form: Callable[[Any], bytes] = canonical,
+    ) -> str:
         body = form([prev_hash, seq, as_utc(at).isoformat(), kind, subject_ref, detail])
         return mac(self._ctx.audit_key, body)
 
@@ -114,17 +134,24 @@ class AuditLog:
         form or, for events written before it, the standard library's. (It says nothing of
         the events around it: `check` walks those.)"""
         args = (e.prev_hash, e.seq, e.at, e.kind, e.subject_ref, e.detail)
-        return bool(e.hash == self._digest(*args)
-                    or e.hash == self._digest(*args, form=canonical_stdlib))
+        return bool(
+            e.hash == self._digest(*args) or e.hash == self._digest(*args, form=canonical_stdlib)
+        )
 
     def head_seq(self) -> int:
         """The chain's size as committed now."""
         with self._ctx.engine.connect() as conn:
             return conn.scalar(select(_HEAD.c.seq).where(_HEAD.c.id == 1)) or 0
 
-    def record(self, kind: str, subject_ref: str | None, detail: dict[str, Any],
-               *, session: Session | None = None,
-               unless: tuple[int, frozenset[str]] | None = None) -> int:
+    def record(
+        self,
+        kind: str,
+        subject_ref: str | None,
+        detail: dict[str, Any],
+        *,
+        session: Session | None = None,
+        unless: tuple[int, frozenset[str]] | None = None,
+    ) -> int:
         """Append one event, in `session`'s unit of work if given, else in a transaction of
         its own. Returns its sequence number. `unless=(seq, kinds)`: the event is not
         appended, `ConsentChanged` instead, if the chain holds an event of one of `kinds`
@@ -133,12 +160,15 @@ class AuditLog:
         if session is None:
             with self._ctx.engine.begin() as conn:
                 seq = self.append_many(conn, [(kind, subject_ref, detail)])[0]
-                if unless is not None and conn.scalar(select(func.count()).where(
-                        m.AuditEvent.seq > unless[0], m.AuditEvent.seq < seq,
+                if unless is not None and conn.scalar(
+                    select(func.count()).where(
+                        m.AuditEvent.seq > unless[0],
+                        m.AuditEvent.seq < seq,
                         m.AuditEvent.subject_ref == subject_ref,
-                        m.AuditEvent.kind.in_(sorted(unless[1])))):
-                    raise ConsentChanged("the subject's consent ledger changed after the "
-                                         "check")
+                        m.AuditEvent.kind.in_(sorted(unless[1])),
+                    )
+                ):
+                    raise ConsentChanged("the subject's consent ledger changed after the check")
             self.after_commit()
             return seq
         # The session's pending rows first, as its own autoflush would: the head's lock is
@@ -174,8 +204,18 @@ class AuditLog:
             # previous hash (hex, nothing to escape) put first; one serialisation for both.
             digest = mac(key, b'["' + prev.encode() + b'",' + content[1:])
             link = next_link(link, content)
-            rows.append({"seq": seq, "at": at, "kind": kind, "subject_ref": subject_ref,
-                         "detail": detail, "prev_hash": prev, "hash": digest, "link": link})
+            rows.append(
+                {
+                    "seq": seq,
+                    "at": at,
+                    "kind": kind,
+                    "subject_ref": subject_ref,
+                    "detail": detail,
+                    "prev_hash": prev,
+                    "hash": digest,
+                    "link": link,
+                }
+            )
             prev = digest
         insert_rows(conn, _EVENTS, rows)
         conn.execute(_MOVE_HEAD, {"new_hash": prev, "new_link": link})
@@ -207,16 +247,19 @@ class AuditLog:
         head = _HEAD
         with self._lock:
             with self._ctx.engine.connect() as conn:
-                row = conn.execute(select(head.c.seq, head.c.link, head.c.checkpoint_seq)
-                                   .where(head.c.id == 1)).first()
+                row = conn.execute(
+                    select(head.c.seq, head.c.link, head.c.checkpoint_seq).where(head.c.id == 1)
+                ).first()
             if row is None or row.seq == 0 or row.link is None:
                 return None
             cp = self.checkpoints.write(row.seq, row.link)
             if (row.checkpoint_seq or 0) < row.seq:
                 with self._ctx.engine.begin() as conn:
-                    conn.execute(update(head).where(
-                        head.c.id == 1, func.coalesce(head.c.checkpoint_seq, 0) < row.seq)
-                        .values(checkpoint_seq=row.seq))
+                    conn.execute(
+                        update(head)
+                        .where(head.c.id == 1, func.coalesce(head.c.checkpoint_seq, 0) < row.seq)
+                        .values(checkpoint_seq=row.seq)
+                    )
             self._checkpointed = max(self._checkpointed or 0, row.seq)
             return cp
 
@@ -228,11 +271,22 @@ class AuditLog:
         (those records must go first, or their bindings could no longer be checked)."""
         with self._ctx.engine.connect() as conn:
             head = conn.execute(select(m.AuditHead.seq)).scalar() or 0
-            oldest = [conn.scalar(select(func.min(col))) for col in (
-                m.ConsentEvent.audit_seq, m.Applicant.decision_seq, m.StepResult.audit_seq,
-                m.User.audit_seq)]
-            oldest.append(conn.scalar(select(func.min(m.Credential.audit_seq)).where(
-                m.Credential.revoked_at.is_(None))))
+            oldest = [
+                conn.scalar(select(func.min(col)))
+                for col in (
+                    m.ConsentEvent.audit_seq,
+                    m.Applicant.decision_seq,
+                    m.StepResult.audit_seq,
+                    m.User.audit_seq,
+                )
+            ]
+            oldest.append(
+                conn.scalar(
+                    select(func.min(m.Credential.audit_seq)).where(
+                        m.Credential.revoked_at.is_(None)
+                    )
+                )
+            )
         bound = [s for s in oldest if s is not None]
         return min([head, *(s - 1 for s in bound)])
 
@@ -244,8 +298,10 @@ class AuditLog:
         many events were deleted."""
         limit = self.purgeable_through()
         if seq > limit:
-            raise ValueError(f"seq: must be at most {limit} (the oldest event a stored record "
-                             "is bound to, less one)")
+            raise ValueError(
+                f"seq: must be at most {limit} (the oldest event a stored record "
+                "is bound to, less one)"
+            )
         head, ae = _HEAD, _EVENTS
         with self._ctx.engine.begin() as conn:
             conn.execute(update(head).where(head.c.id == 1).values(seq=head.c.seq))  # lock
@@ -256,20 +312,43 @@ class AuditLog:
             if last is None:
                 raise ValueError("seq: no such event")
             count = conn.execute(delete(ae).where(ae.c.seq <= seq)).rowcount
-            conn.execute(update(head).where(head.c.id == 1).values(
-                base_seq=seq, base_hash=last.hash, base_link=last.link))
-            self.append_many(conn, [(PURGED, None, {
-                "through_seq": seq, "hash": last.hash, "link": last.link, "events": count,
-                "reason": reason})])
+            conn.execute(
+                update(head)
+                .where(head.c.id == 1)
+                .values(base_seq=seq, base_hash=last.hash, base_link=last.link)
+            )
+            self.append_many(
+                conn,
+                [
+                    (
+                        PURGED,
+                        None,
+                        {
+                            "through_seq": seq,
+                            "hash": last.hash,
+                            "link": last.link,
+                            "events": count,
+                            "reason": reason,
+                        },
+                    )
+                ],
+            )
         self.after_commit()
         return int(count)
 
     # -- reading and verifying -----------------------------------------------------------
 
-    def events(self, *, subject_ref: str | None = None, kind_prefix: str | None = None,
-               limit: int | None = None, since: datetime | None = None,
-               until: datetime | None = None, from_seq: int | None = None,
-               to_seq: int | None = None) -> list[AuditRecord]:
+    def events(
+        self,
+        *,
+        subject_ref: str | None = None,
+        kind_prefix: str | None = None,
+        limit: int | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        from_seq: int | None = None,
+        to_seq: int | None = None,
+    ) -> list[AuditRecord]:
         """Events in chain order, by subject, kind prefix, time (`since` included, `until`
         excluded) and sequence number (both ends included)."""
         with self._ctx.transaction() as s:
@@ -288,10 +367,19 @@ class AuditLog:
                 q = q.where(m.AuditEvent.kind.startswith(kind_prefix))
             if limit is not None:
                 q = q.limit(limit)
-            return [AuditRecord(seq=e.seq, at=as_utc(e.at), kind=e.kind,
-                                subject_ref=e.subject_ref, detail=e.detail,
-                                prev_hash=e.prev_hash, hash=e.hash, link=e.link)
-                    for e in s.scalars(q)]
+            return [
+                AuditRecord(
+                    seq=e.seq,
+                    at=as_utc(e.at),
+                    kind=e.kind,
+                    subject_ref=e.subject_ref,
+                    detail=e.detail,
+                    prev_hash=e.prev_hash,
+                    hash=e.hash,
+                    link=e.link,
+                )
+                for e in s.scalars(q)
+            ]
 
     def verify_chain(self) -> tuple[bool, int | None, int]:
         """(intact, first broken sequence number or None, events checked): `verify` in short."""
@@ -309,8 +397,9 @@ class AuditLog:
             try:
                 cps = self.checkpoints.load()
             except CheckpointError as exc:
-                return ChainReport(intact=False, broken_at=None, events=0, rule=exc.rule,
-                                   file=exc.path)
+                return ChainReport(
+                    intact=False, broken_at=None, events=0, rule=exc.rule, file=exc.path
+                )
         by_size = {cp.size: cp for cp in cps}
         with self._ctx.transaction() as s:
             head = s.get(m.AuditHead, 1)
@@ -318,42 +407,58 @@ class AuditLog:
             prev = (head.base_hash if head is not None and base else None) or GENESIS
             link = (head.base_link if head is not None and base else None) or GENESIS
 
-            def report(broken_at: int | None, rule: str | None = None,
-                       file: Path | str | None = None) -> ChainReport:
-                return ChainReport(intact=broken_at is None and rule is None,
-                                   broken_at=broken_at, events=checked, checkpoints=len(cps),
-                                   base_seq=base, rule=rule,
-                                   file=str(file) if file is not None else None)
+            def report(
+                broken_at: int | None, rule: str | None = None, file: Path | str | None = None
+            ) -> ChainReport:
+                return ChainReport(
+                    intact=broken_at is None and rule is None,
+                    broken_at=broken_at,
+                    events=checked,
+                    checkpoints=len(cps),
+                    base_seq=base,
+                    rule=rule,
+                    file=str(file) if file is not None else None,
+                )
 
             checked = 0
-            if (self.checkpoints is not None and head is not None and head.checkpoint_seq
-                    and head.checkpoint_seq not in by_size):
-                return report(None, "the checkpoint file is missing (the database's last "
-                                    "checkpoint)",
-                              self.checkpoints.path_for(head.checkpoint_seq))
+            if (
+                self.checkpoints is not None
+                and head is not None
+                and head.checkpoint_seq
+                and head.checkpoint_seq not in by_size
+            ):
+                return report(
+                    None,
+                    "the checkpoint file is missing (the database's last checkpoint)",
+                    self.checkpoints.path_for(head.checkpoint_seq),
+                )
             good = base  # the last position a checkpoint (or the base) vouches for
             if base and base in by_size and by_size[base].root != link:
-                return report(base, "the chain's base does not match the checkpoint",
-                              by_size[base].path)
+                return report(
+                    base, "the chain's base does not match the checkpoint", by_size[base].path
+                )
             expected = base + 1
             last_purge: Any = None
-            for e in s.scalars(select(m.AuditEvent).order_by(m.AuditEvent.seq)
-                               .execution_options(yield_per=1000)):
+            for e in s.scalars(
+                select(m.AuditEvent).order_by(m.AuditEvent.seq).execution_options(yield_per=1000)
+            ):
                 if e.seq != expected or e.prev_hash != prev:
                     return report(expected, "an event is missing or out of order")
                 if not self.authentic(e):
                     return report(e.seq, "the event's MAC does not cover its content")
-                link = next_link(link, event_body(e.seq, e.at, e.kind, e.subject_ref,
-                                                  e.detail))
+                link = next_link(link, event_body(e.seq, e.at, e.kind, e.subject_ref, e.detail))
                 if e.link != link:
-                    return report(e.seq, "the event's link does not follow from the one "
-                                         "before")
+                    return report(e.seq, "the event's link does not follow from the one before")
                 cp = by_size.get(e.seq)
                 if cp is not None:
                     if cp.root != link:
-                        return report(good + 1, "the chain does not match the checkpoint: an "
-                                                f"event after {good} and up to {cp.size} was "
-                                                "rewritten", cp.path)
+                        return report(
+                            good + 1,
+                            "the chain does not match the checkpoint: an "
+                            f"event after {good} and up to {cp.size} was "
+                            "rewritten",
+                            cp.path,
+                        )
                     good = e.seq
                 if e.kind == PURGED:
                     last_purge = e
@@ -363,19 +468,30 @@ class AuditLog:
                 expected += 1
                 checked += 1
             end = expected - 1
-            if head is None or head.seq != end or head.hash != prev or (
-                    end > base and head.link != link):
+            if (
+                head is None
+                or head.seq != end
+                or head.hash != prev
+                or (end > base and head.link != link)
+            ):
                 return report(expected, "the head row does not match the last event")
             past = [cp for cp in cps if cp.size > end]
             if past:
-                return report(end + 1, f"the checkpoint records {past[0].size} events; the "
-                                       f"chain ends at {end}: events were removed from its "
-                                       "end", past[0].path)
+                return report(
+                    end + 1,
+                    f"the checkpoint records {past[0].size} events; the "
+                    f"chain ends at {end}: events were removed from its "
+                    "end",
+                    past[0].path,
+                )
             if base:
                 d = last_purge.detail if last_purge is not None else {}
                 if (d.get("through_seq"), d.get("hash"), d.get("link")) != (
-                        base, head.base_hash, head.base_link):
-                    return report(base + 1, "the chain's base is not the one an audit.purged "
-                                            "event names")
+                    base,
+                    head.base_hash,
+                    head.base_link,
+                ):
+                    return report(
+                        base + 1, "the chain's base is not the one an audit.purged event names"
+                    )
         return report(None)
-

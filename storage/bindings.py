@@ -22,17 +22,53 @@ from typing import Any
 from storage.context import as_utc
 from storage.encoding import canonical
 
-CONSENT_FIELDS = ("id", "event", "subject_ref", "grant_id", "purpose", "scopes",
-                  "notice_version", "notice_hash", "channel", "evidence_ref", "granted_at",
-                  "expires_at", "occurred_at")
+CONSENT_FIELDS = (
+    "id",
+    "event",
+    "subject_ref",
+    "grant_id",
+    "purpose",
+    "scopes",
+    "notice_version",
+    "notice_hash",
+    "channel",
+    "evidence_ref",
+    "granted_at",
+    "expires_at",
+    "occurred_at",
+)
 # Who recorded a withdrawal and through which surface (revision 0015). Hashed only on a
 # record that carries them, so that a record written before hashes as it always did.
 CONSENT_ACTOR_FIELDS = ("actor", "via")
-DECISION_FIELDS = ("id", "applicant_ref", "product", "outcome", "score", "policy_version",
-                   "reasons", "features", "human_review_requested")
-STEP_FIELDS = ("id", "applicant_id", "run_id", "position", "step", "status", "reason",
-               "result_code", "consent_ids", "decision_id", "vendor_request_id", "as_of",
-               "fee_cents", "attempts", "idempotency_key", "signals")
+DECISION_FIELDS = (
+    "id",
+    "applicant_ref",
+    "product",
+    "outcome",
+    "score",
+    "policy_version",
+    "reasons",
+    "features",
+    "human_review_requested",
+)
+STEP_FIELDS = (
+    "id",
+    "applicant_id",
+    "run_id",
+    "position",
+    "step",
+    "status",
+    "reason",
+    "result_code",
+    "consent_ids",
+    "decision_id",
+    "vendor_request_id",
+    "as_of",
+    "fee_cents",
+    "attempts",
+    "idempotency_key",
+    "signals",
+)
 
 # People and their credentials (revision 0021): who may sign in, with which role and
 # password hash, and which credential digests stand. The lock-out counters change on every
@@ -51,8 +87,11 @@ class BindingError(ValueError):
 
 
 # The audit events that bind records, by what they bind.
-CONSENT_KINDS = {"consent.granted": "grant", "consent.withdrawn": "withdraw",
-                 "consent.expired": "expire"}
+CONSENT_KINDS = {
+    "consent.granted": "grant",
+    "consent.withdrawn": "withdraw",
+    "consent.expired": "expire",
+}
 DECISION_KINDS = ("applicant.decided", "applicant.redecided")
 STEP_KINDS = ("applicant.decided", "applicant.reverified")
 
@@ -83,6 +122,7 @@ def record_hash(fields: tuple[str, ...], row: Any) -> str:
 def consent_fields(row: Any) -> tuple[str, ...]:
     """The columns a consent event's hash covers: `CONSENT_FIELDS`, and the actor's when it
     carries one."""
+
     def get(field: str) -> Any:
         return row.get(field) if isinstance(row, dict) else getattr(row, field, None)
 
@@ -114,10 +154,14 @@ def credential_hash(row: Any) -> str:
 RECORDS_PURGED = "records.purged"
 
 
-def records_purged(table: str, audit_seqs: list[int], reason: str
-                   ) -> tuple[str, None, dict[str, Any]]:
+def records_purged(
+    table: str, audit_seqs: list[int], reason: str
+) -> tuple[str, None, dict[str, Any]]:
     """The event to append, in the transaction that deletes bound records of `table`
     (`consent_events`, `applicants`, `step_results`), naming the events that had bound them,
     so that `check` does not report them missing."""
-    return (RECORDS_PURGED, None, {"table": table, "audit_seqs": sorted(audit_seqs),
-                                   "reason": reason})
+    return (
+        RECORDS_PURGED,
+        None,
+        {"table": table, "audit_seqs": sorted(audit_seqs), "reason": reason},
+    )

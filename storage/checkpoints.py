@@ -69,8 +69,7 @@ def key_id(name: str, public: bytes) -> bytes:
 
 def verifier_key(name: str, public: bytes) -> str:
     """The key in the signed-note verifier-key form: `<name>+<hex key id>+<base64 key>`."""
-    return (f"{name}+{key_id(name, public).hex()}+"
-            f"{base64.b64encode(ED25519_TYPE + public).decode()}")
+    return f"{name}+{key_id(name, public).hex()}+{base64.b64encode(ED25519_TYPE + public).decode()}"
 
 
 def parse_verifier_key(vkey: str) -> tuple[str, bytes]:
@@ -93,18 +92,31 @@ class CheckpointKey:
             if not create:
                 raise CheckpointError(path, "the checkpoint key file does not exist")
             if not _KEY_NAME.match(name):
-                raise CheckpointError(path, "the key name must be printable ASCII without "
-                                            "spaces or '+'")
+                raise CheckpointError(
+                    path, "the key name must be printable ASCII without spaces or '+'"
+                )
             try:
-                _write_new(path, (json.dumps({
-                    "format": KEY_FORMAT, "name": name,
-                    "seed": base64.b64encode(ed25519_new_seed()).decode()}, indent=2) + "\n"
-                ).encode(), mode=0o600)
+                _write_new(
+                    path,
+                    (
+                        json.dumps(
+                            {
+                                "format": KEY_FORMAT,
+                                "name": name,
+                                "seed": base64.b64encode(ed25519_new_seed()).decode(),
+                            },
+                            indent=2,
+                        )
+                        + "\n"
+                    ).encode(),
+                    mode=0o600,
+                )
             except FileExistsError:
                 pass  # another process made it first (workers starting at once): theirs holds
         if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise CheckpointError(path, "the checkpoint key file is readable by others; "
-                                        "chmod 600 it")
+            raise CheckpointError(
+                path, "the checkpoint key file is readable by others; chmod 600 it"
+            )
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
             if doc.get("format") != KEY_FORMAT:
@@ -148,8 +160,9 @@ def checkpoint_body(origin: str, size: int, root: str, prev: int | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def open_note(path: Path | str, note: str, *, name: str, public: bytes,
-              origin: str | None = None) -> Checkpoint:
+def open_note(
+    path: Path | str, note: str, *, name: str, public: bytes, origin: str | None = None
+) -> Checkpoint:
     """Parse and verify a signed checkpoint note; `CheckpointError` names the rule broken."""
     body, sep, sigs = note.partition("\n\n")
     if not sep or not body or not note.endswith("\n"):
@@ -160,7 +173,7 @@ def open_note(path: Path | str, note: str, *, name: str, public: bytes,
     for line in sigs.splitlines():
         if not line.startswith(SIGNATURE_PREFIX):
             raise CheckpointError(path, "a signature line must start with an em dash")
-        who, _, blob = line[len(SIGNATURE_PREFIX):].rpartition(" ")
+        who, _, blob = line[len(SIGNATURE_PREFIX) :].rpartition(" ")
         try:
             raw = base64.b64decode(blob, validate=True)
         except ValueError:
@@ -169,8 +182,9 @@ def open_note(path: Path | str, note: str, *, name: str, public: bytes,
             raise CheckpointError(path, "a signature is not in canonical base64")
         if who == name and raw[:4] == kid:
             if not ed25519_verify(public, body.encode(), raw[4:]):
-                raise CheckpointError(path, "the signature does not verify under the "
-                                            "checkpoint key")
+                raise CheckpointError(
+                    path, "the signature does not verify under the checkpoint key"
+                )
             signed = True
     if not signed:
         raise CheckpointError(path, f"no signature by the checkpoint key {name}")
@@ -192,8 +206,9 @@ def open_note(path: Path | str, note: str, *, name: str, public: bytes,
         m = re.fullmatch(r"prev (0|[1-9]\d{0,18})", ext)
         if m:
             prev = int(m.group(1))
-    return Checkpoint(origin=lines[0], size=int(lines[1]), root=root.hex(), prev=prev,
-                      path=path, note=note)
+    return Checkpoint(
+        origin=lines[0], size=int(lines[1]), root=root.hex(), prev=prev, path=path, note=note
+    )
 
 
 def _write_new(path: Path, data: bytes, *, mode: int) -> None:
@@ -226,10 +241,19 @@ class TimeStamper:
         import httpx
         from rfc3161_client import TimestampRequestBuilder
 
-        request = (TimestampRequestBuilder().data(data).nonce(nonce=True)
-                   .cert_request(cert_request=True).build())
-        reply = httpx.post(self.url, content=request.as_bytes(), timeout=self.timeout_s,
-                           headers={"Content-Type": "application/timestamp-query"})
+        request = (
+            TimestampRequestBuilder()
+            .data(data)
+            .nonce(nonce=True)
+            .cert_request(cert_request=True)
+            .build()
+        )
+        reply = httpx.post(
+            self.url,
+            content=request.as_bytes(),
+            timeout=self.timeout_s,
+            headers={"Content-Type": "application/timestamp-query"},
+        )
         reply.raise_for_status()
         self.check(Path(self.url), reply.content, data)
         return reply.content
@@ -248,9 +272,12 @@ class TimeStamper:
         try:
             verifier.verify_message(response, data)
         except VerificationError:
-            raise CheckpointError(path, "the time-stamp token is not from the trusted "
-                                        "time-stamping authority, or not of this "
-                                        "checkpoint") from None
+            raise CheckpointError(
+                path,
+                "the time-stamp token is not from the trusted "
+                "time-stamping authority, or not of this "
+                "checkpoint",
+            ) from None
 
 
 class CheckpointFolder:
@@ -296,8 +323,14 @@ class ObjectStorePrefix:
     usual chain (environment, shared files, instance role); `endpoint_url` names a store
     other than AWS."""
 
-    def __init__(self, url: str, *, endpoint_url: str | None = None,
-                 region: str | None = None, client: Any = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        client: Any = None,
+    ) -> None:
         m = _S3_URL.match(url)
         if not m:
             raise CheckpointError(url, "an object-store location is s3://bucket/prefix")
@@ -308,9 +341,12 @@ class ObjectStorePrefix:
             import boto3
             from botocore.config import Config
 
-            client = boto3.client("s3", endpoint_url=endpoint_url, region_name=region,
-                                  config=Config(retries={"max_attempts": 3,
-                                                         "mode": "standard"}))
+            client = boto3.client(
+                "s3",
+                endpoint_url=endpoint_url,
+                region_name=region,
+                config=Config(retries={"max_attempts": 3, "mode": "standard"}),
+            )
         self._s3 = client
         self._honoured = False
 
@@ -321,23 +357,27 @@ class ObjectStorePrefix:
         out: list[str] = []
         try:
             pages = self._s3.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=self.prefix, Delimiter="/")
+                Bucket=self.bucket, Prefix=self.prefix, Delimiter="/"
+            )
             for page in pages:
-                out.extend(o["Key"][len(self.prefix):] for o in page.get("Contents", ()))
+                out.extend(o["Key"][len(self.prefix) :] for o in page.get("Contents", ()))
         except Exception as exc:  # noqa: BLE001 - botocore's errors, named by their code
-            raise CheckpointError(self.url, f"the object store cannot be listed "
-                                            f"({_code(exc)})") from None
+            raise CheckpointError(
+                self.url, f"the object store cannot be listed ({_code(exc)})"
+            ) from None
         return out
 
     def get(self, name: str) -> bytes | None:
         try:
-            return bytes(self._s3.get_object(Bucket=self.bucket,
-                                             Key=self.prefix + name)["Body"].read())
+            return bytes(
+                self._s3.get_object(Bucket=self.bucket, Key=self.prefix + name)["Body"].read()
+            )
         except Exception as exc:  # noqa: BLE001 - botocore's errors, named by their code
             if _code(exc) in ("NoSuchKey", "404"):
                 return None
-            raise CheckpointError(self.locate(name), f"the object cannot be read "
-                                                     f"({_code(exc)})") from None
+            raise CheckpointError(
+                self.locate(name), f"the object cannot be read ({_code(exc)})"
+            ) from None
 
     def create(self, name: str, data: bytes) -> bool:
         """Put `data` as `name` only if no object has that name (False then)."""
@@ -345,23 +385,33 @@ class ObjectStorePrefix:
             return False
         if not self._honoured:
             if self._put_new(name, data):  # identical bytes: harmless if it went through
-                raise CheckpointError(self.locate(name), "the object store does not honour "
-                                      "If-None-Match: * (an object could be overwritten); "
-                                      "checkpoints are refused there")
+                raise CheckpointError(
+                    self.locate(name),
+                    "the object store does not honour "
+                    "If-None-Match: * (an object could be overwritten); "
+                    "checkpoints are refused there",
+                )
             self._honoured = True
         return True
 
     def _put_new(self, name: str, data: bytes) -> bool:
         try:
-            self._s3.put_object(Bucket=self.bucket, Key=self.prefix + name, Body=data,
-                                IfNoneMatch="*", ContentType="text/plain; charset=utf-8"
-                                if name.endswith(FILE_SUFFIX) else "application/timestamp-reply")
+            self._s3.put_object(
+                Bucket=self.bucket,
+                Key=self.prefix + name,
+                Body=data,
+                IfNoneMatch="*",
+                ContentType="text/plain; charset=utf-8"
+                if name.endswith(FILE_SUFFIX)
+                else "application/timestamp-reply",
+            )
         except Exception as exc:  # noqa: BLE001 - botocore's errors, named by their code
             code = _code(exc)
             if code in ("PreconditionFailed", "412"):
                 return False
-            raise CheckpointError(self.locate(name), f"the object cannot be written ({code})"
-                                  ) from None
+            raise CheckpointError(
+                self.locate(name), f"the object cannot be written ({code})"
+            ) from None
         return True
 
 
@@ -381,10 +431,17 @@ class CheckpointLog:
     (and `<size>.tsr` tokens), each created once. `write` signs and stores one; `load`
     verifies every one."""
 
-    def __init__(self, place: Path | CheckpointPlace, *, origin: str,
-                 key: CheckpointKey | None = None, public: bytes | None = None,
-                 name: str | None = None, stamper: TimeStamper | None = None,
-                 require_tokens: bool = False) -> None:
+    def __init__(
+        self,
+        place: Path | CheckpointPlace,
+        *,
+        origin: str,
+        key: CheckpointKey | None = None,
+        public: bytes | None = None,
+        name: str | None = None,
+        stamper: TimeStamper | None = None,
+        require_tokens: bool = False,
+    ) -> None:
         if key is None and public is None:
             raise ValueError("a checkpoint log needs its signing key or its public key")
         self.place = CheckpointFolder(place) if isinstance(place, Path) else place
@@ -427,8 +484,9 @@ class CheckpointLog:
         if self.place.get(name) is not None:
             existing = self.read(size)
             if existing.root != root:
-                raise CheckpointError(self.path_for(size), "a checkpoint of this size names "
-                                                           "another root")
+                raise CheckpointError(
+                    self.path_for(size), "a checkpoint of this size names another root"
+                )
             return existing
         if self._last is None:
             self._last = max((s for s in self.sizes() if s < size), default=None)
@@ -438,10 +496,8 @@ class CheckpointLog:
             return self.read(size)
         self._last = max(self._last or 0, size)
         if self.stamper is not None:
-            self.place.create(self.file_name(size, TOKEN_SUFFIX),
-                              self.stamper.stamp(note.encode()))
-        return open_note(self.path_for(size), note, name=self.name,
-                         public=self.public or b"")
+            self.place.create(self.file_name(size, TOKEN_SUFFIX), self.stamper.stamp(note.encode()))
+        return open_note(self.path_for(size), note, name=self.name, public=self.public or b"")
 
     def read(self, size: int) -> Checkpoint:
         """One checkpoint, its signature, name and time-stamp checked."""
@@ -453,8 +509,7 @@ class CheckpointLog:
             note = data.decode("utf-8")
         except UnicodeDecodeError:
             raise CheckpointError(path, "the checkpoint is not UTF-8 text") from None
-        cp = open_note(path, note, name=self.name, public=self.public or b"",
-                       origin=self.origin)
+        cp = open_note(path, note, name=self.name, public=self.public or b"", origin=self.origin)
         if cp.size != size:
             raise CheckpointError(path, "the file name does not match the size it records")
         token_name = self.file_name(size, TOKEN_SUFFIX)
@@ -462,9 +517,12 @@ class CheckpointLog:
         token_path = self.place.locate(token_name)
         if token is not None:
             if self.stamper is None:
-                raise CheckpointError(token_path, "a time-stamp token is present but no "
-                                                  "trusted time-stamping authority is "
-                                                  "configured")
+                raise CheckpointError(
+                    token_path,
+                    "a time-stamp token is present but no "
+                    "trusted time-stamping authority is "
+                    "configured",
+                )
             self.stamper.check(token_path, token, data)
         elif self.require_tokens:
             raise CheckpointError(token_path, "the time-stamp token is missing")
@@ -476,6 +534,8 @@ class CheckpointLog:
         sizes = {cp.size for cp in found}
         for cp in found:
             if cp.prev is not None and cp.prev not in sizes:
-                raise CheckpointError(self.path_for(cp.prev), "the checkpoint file is missing "
-                                      f"(the checkpoint of size {cp.size} names it)")
+                raise CheckpointError(
+                    self.path_for(cp.prev),
+                    f"the checkpoint file is missing (the checkpoint of size {cp.size} names it)",
+                )
         return found

@@ -43,7 +43,7 @@ def rowcount(result: Result[Any]) -> int:
 def in_parts(items: list[Any], size: int = 500) -> Iterator[list[Any]]:
     """`IN (...)` lists in slices a database accepts."""
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield items[i : i + size]
 
 
 class StoreContext:
@@ -54,9 +54,11 @@ class StoreContext:
     def __init__(self, engine: Engine, keyring: KeyRing, *, clock: Clock = utcnow) -> None:
         self.engine = engine
         self.keyring = keyring
-        self.cipher = FieldCipher(dek_for_write=keyring.dek_for_write,
-                                  dek_for_read=keyring.dek_for_read,
-                                  index_master=keyring.secret("blind-index"))
+        self.cipher = FieldCipher(
+            dek_for_write=keyring.dek_for_write,
+            dek_for_read=keyring.dek_for_read,
+            index_master=keyring.secret("blind-index"),
+        )
         self.audit_key = derive_key(keyring.secret("audit-mac"), "idv audit chain v1")
         self.clock = clock
         # The queue's rules (priority, SLA): the shipped policy unless a runtime sets one.

@@ -69,8 +69,9 @@ def open_sealed(key: bytes, blob: bytes, *, context: bytes) -> bytes:
 
 def derive_key(master: bytes, info: str) -> bytes:
     """A 32-byte key for one use (`info` names it), so no two uses share a key."""
-    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None,
-                info=info.encode("utf-8")).derive(master)
+    return HKDF(
+        algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=info.encode("utf-8")
+    ).derive(master)
 
 
 def mac(key: bytes, message: bytes) -> str:
@@ -147,15 +148,15 @@ class FieldCipher:
     """Encrypts personal fields under their subject's DEK, bound to their place; computes
     blind indexes with a key per column."""
 
-    def __init__(self, *, dek_for_write: DekForWrite, dek_for_read: DekForRead,
-                 index_master: bytes) -> None:
+    def __init__(
+        self, *, dek_for_write: DekForWrite, dek_for_read: DekForRead, index_master: bytes
+    ) -> None:
         self._dek_for_write = dek_for_write
         self._dek_for_read = dek_for_read
         self._index_master = index_master
         self._index_keys: dict[str, bytes] = {}
 
-    def encrypt(self, plaintext: str, *, subject: str, table: str, column: str,
-                row: str) -> bytes:
+    def encrypt(self, plaintext: str, *, subject: str, table: str, column: str, row: str) -> bytes:
         key_id, key = self._dek_for_write(subject)
         kid = key_id.encode("ascii")
         nonce = secrets.token_bytes(NONCE_BYTES)
@@ -179,12 +180,14 @@ class FieldCipher:
         try:
             key = self._dek_for_read(kid)
         except KeyError as exc:
-            raise FieldDecryptError(table, column, row, str(exc.args[0]) if exc.args
-                                    else "key is not in the key ring") from None
+            raise FieldDecryptError(
+                table, column, row, str(exc.args[0]) if exc.args else "key is not in the key ring"
+            ) from None
         nonce = blob[kid_end : kid_end + NONCE_BYTES]
         try:
-            plain = AESGCM(key).decrypt(nonce, blob[kid_end + NONCE_BYTES :],
-                                        _aad(table, column, row))
+            plain = AESGCM(key).decrypt(
+                nonce, blob[kid_end + NONCE_BYTES :], _aad(table, column, row)
+            )
         except InvalidTag:
             raise FieldDecryptError(
                 table, column, row, "authentication failed (tampered, moved or wrong key)"

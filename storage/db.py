@@ -53,8 +53,11 @@ def make_engine(url: str, *, schema: str | None = None) -> Engine:
     """An engine with the pragmas we rely on: WAL, foreign keys and a busy timeout on SQLite."""
     url = normalize_url(url)
     parsed = make_url(url)
-    kwargs: dict[str, Any] = {"future": True, "json_serializer": column_dumps,
-                              "json_deserializer": column_loads}
+    kwargs: dict[str, Any] = {
+        "future": True,
+        "json_serializer": column_dumps,
+        "json_deserializer": column_loads,
+    }
     if parsed.get_backend_name() == "sqlite":
         path = _sqlite_path(parsed)
         if path is not None:
@@ -104,8 +107,9 @@ class WalCheckpointer:
 
     def __enter__(self) -> WalCheckpointer:
         if self._path is not None:
-            self._thread = threading.Thread(target=self._run, name="idv-wal-checkpoint",
-                                            daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, name="idv-wal-checkpoint", daemon=True
+            )
             self._thread.start()
         return self
 
@@ -131,11 +135,15 @@ class WalCheckpointer:
 
 _Plan = tuple[str, tuple[str, ...], tuple[tuple[int, Callable[[Any], Any]], ...]]
 _PLANS: weakref.WeakKeyDictionary[Dialect, dict[tuple[Table, tuple[str, ...]], _Plan]] = (
-    weakref.WeakKeyDictionary())
+    weakref.WeakKeyDictionary()
+)
 
 
-_SAMPLES = (datetime(2026, 11, 1, 8, 30, 5, 123456, tzinfo=UTC),
-            datetime(1999, 1, 2, 3, 4, 5, tzinfo=UTC), datetime(2026, 11, 1, 8, 30, 5, 7))
+_SAMPLES = (
+    datetime(2026, 11, 1, 8, 30, 5, 123456, tzinfo=UTC),
+    datetime(1999, 1, 2, 3, 4, 5, tzinfo=UTC),
+    datetime(2026, 11, 1, 8, 30, 5, 7),
+)
 
 
 def _fast_datetime(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -174,8 +182,9 @@ def _insert_plan(dialect: Dialect, table: Table, keys: tuple[str, ...]) -> _Plan
         converters = []
         for i, key in enumerate(order):
             col_type = table.c[key].type
-            process: Callable[[Any], Any] | None = (
-                col_type.dialect_impl(dialect).bind_processor(dialect))
+            process: Callable[[Any], Any] | None = col_type.dialect_impl(dialect).bind_processor(
+                dialect
+            )
             if process is not None and isinstance(col_type, DateTime):
                 process = _fast_datetime(process)
             if process is not None:

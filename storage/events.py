@@ -67,8 +67,9 @@ class EventRepository:
     def _bidx(self, value: SecretStr | None, column: str) -> str | None:
         if value is None:
             return None
-        return self._ctx.cipher.blind_index(value.get_secret_value(), table=self.TABLE,
-                                              column=column)
+        return self._ctx.cipher.blind_index(
+            value.get_secret_value(), table=self.TABLE, column=column
+        )
 
     def add(self, event: NewBehaviorEvent) -> tuple[str, bool]:
         """Store one event; the same event id for the same applicant twice is one event.
@@ -81,21 +82,37 @@ class EventRepository:
         row_id = str(uuid.uuid4())
         geo = None
         if event.lat is not None and event.lon is not None:
-            geo = self._ctx.cipher.encrypt(f"{event.lat!r},{event.lon!r}",
-                                             subject=event.applicant_ref, table=self.TABLE,
-                                             column="geo", row=row_id)
+            geo = self._ctx.cipher.encrypt(
+                f"{event.lat!r},{event.lon!r}",
+                subject=event.applicant_ref,
+                table=self.TABLE,
+                column="geo",
+                row=row_id,
+            )
         try:
             with self._ctx.transaction() as s:
-                s.add(m.BehaviorEvent(
-                    id=row_id, applicant_ref=event.applicant_ref, kind=event.kind,
-                    change=event.change, occurred_at=as_utc(event.occurred_at),
-                    received_at=self._ctx.clock(),
-                    device_bidx=self._bidx(event.device_id, "device_id"),
-                    ip_bidx=self._bidx(event.ip, "ip"),
-                    region_bidx=self._bidx(event.region, "region"), geo_ct=geo, dedup_key=key))
+                s.add(
+                    m.BehaviorEvent(
+                        id=row_id,
+                        applicant_ref=event.applicant_ref,
+                        kind=event.kind,
+                        change=event.change,
+                        occurred_at=as_utc(event.occurred_at),
+                        received_at=self._ctx.clock(),
+                        device_bidx=self._bidx(event.device_id, "device_id"),
+                        ip_bidx=self._bidx(event.ip, "ip"),
+                        region_bidx=self._bidx(event.region, "region"),
+                        geo_ct=geo,
+                        dedup_key=key,
+                    )
+                )
                 s.flush()
-                self._audit.record("event.received", event.applicant_ref, {
-                    "event_id": row_id, "kind": event.kind, "change": event.change}, session=s)
+                self._audit.record(
+                    "event.received",
+                    event.applicant_ref,
+                    {"event_id": row_id, "kind": event.kind, "change": event.change},
+                    session=s,
+                )
         except IntegrityError:
             return self.add(event)
         return row_id, True
@@ -103,56 +120,107 @@ class EventRepository:
     def history(self, applicant_ref: str, *, until: datetime) -> list[StoredBehaviorEvent]:
         """The applicant's events up to `until`, oldest first."""
         with self._ctx.transaction() as s:
-            rows = s.scalars(select(m.BehaviorEvent).where(
-                m.BehaviorEvent.applicant_ref == applicant_ref,
-                m.BehaviorEvent.occurred_at <= as_utc(until))
-                .order_by(m.BehaviorEvent.occurred_at, m.BehaviorEvent.received_at)).all()
+            rows = s.scalars(
+                select(m.BehaviorEvent)
+                .where(
+                    m.BehaviorEvent.applicant_ref == applicant_ref,
+                    m.BehaviorEvent.occurred_at <= as_utc(until),
+                )
+                .order_by(m.BehaviorEvent.occurred_at, m.BehaviorEvent.received_at)
+            ).all()
         out = []
         for r in rows:
             lat = lon = None
             if r.geo_ct is not None:
-                text = self._ctx.cipher.decrypt(r.geo_ct, table=self.TABLE, column="geo",
-                                                  row=r.id)
+                text = self._ctx.cipher.decrypt(r.geo_ct, table=self.TABLE, column="geo", row=r.id)
                 lat_s, lon_s = text.split(",")
                 lat, lon = float(lat_s), float(lon_s)
-            out.append(StoredBehaviorEvent(
-                id=r.id, kind=r.kind, change=r.change, occurred_at=as_utc(r.occurred_at),
-                device=r.device_bidx, region=r.region_bidx, lat=lat, lon=lon))
+            out.append(
+                StoredBehaviorEvent(
+                    id=r.id,
+                    kind=r.kind,
+                    change=r.change,
+                    occurred_at=as_utc(r.occurred_at),
+                    device=r.device_bidx,
+                    region=r.region_bidx,
+                    lat=lat,
+                    lon=lon,
+                )
+            )
         return out
 
-    def add_alert(self, applicant_ref: str, *, rule: str, event_id: str, reason: str,
-                  evidence: dict[str, Any]) -> str:
+    def add_alert(
+        self, applicant_ref: str, *, rule: str, event_id: str, reason: str, evidence: dict[str, Any]
+    ) -> str:
         """Record an alert and open a review case with its evidence, in one transaction."""
         now = self._ctx.clock()
         alert_id = str(uuid.uuid4())
         with self._ctx.transaction() as s:
-            applicant = s.scalar(select(m.Applicant).where(
-                m.Applicant.applicant_ref == applicant_ref))
+            applicant = s.scalar(
+                select(m.Applicant).where(m.Applicant.applicant_ref == applicant_ref)
+            )
             if applicant is None:
                 raise KeyError("applicant_ref: no such applicant")
-            case_id = open_case(s, applicant_id=applicant.id, outcome="review",
-                                reasons=[reason], now=now, rules=self._ctx.cases,
-                                audit=self._audit, cause="behavior_alert")
-            s.add(m.BehaviorAlert(id=alert_id, applicant_ref=applicant_ref, rule=rule,
-                                  event_id=event_id, evidence=evidence, review_case_id=case_id,
-                                  created_at=now))
-            self._audit.record("alert.raised", applicant_ref, {
-                "alert_id": alert_id, "rule": rule, "event_id": event_id,
-                "review_case_id": case_id, "evidence": evidence}, session=s)
+            case_id = open_case(
+                s,
+                applicant_id=applicant.id,
+                outcome="review",
+                reasons=[reason],
+                now=now,
+                rules=self._ctx.cases,
+                audit=self._audit,
+                cause="behavior_alert",
+            )
+            s.add(
+                m.BehaviorAlert(
+                    id=alert_id,
+                    applicant_ref=applicant_ref,
+                    rule=rule,
+                    event_id=event_id,
+                    evidence=evidence,
+                    review_case_id=case_id,
+                    created_at=now,
+                )
+            )
+            self._audit.record(
+                "alert.raised",
+                applicant_ref,
+                {
+                    "alert_id": alert_id,
+                    "rule": rule,
+                    "event_id": event_id,
+                    "review_case_id": case_id,
+                    "evidence": evidence,
+                },
+                session=s,
+            )
         return alert_id
 
     def alerts(self, applicant_ref: str) -> list[dict[str, Any]]:
         with self._ctx.transaction() as s:
-            return [{"alert_id": a.id, "rule": a.rule, "event_id": a.event_id,
-                     "evidence": a.evidence, "review_case_id": a.review_case_id,
-                     "created_at": as_utc(a.created_at).isoformat()}
-                    for a in s.scalars(select(m.BehaviorAlert).where(
-                        m.BehaviorAlert.applicant_ref == applicant_ref)
-                        .order_by(m.BehaviorAlert.created_at))]
+            return [
+                {
+                    "alert_id": a.id,
+                    "rule": a.rule,
+                    "event_id": a.event_id,
+                    "evidence": a.evidence,
+                    "review_case_id": a.review_case_id,
+                    "created_at": as_utc(a.created_at).isoformat(),
+                }
+                for a in s.scalars(
+                    select(m.BehaviorAlert)
+                    .where(m.BehaviorAlert.applicant_ref == applicant_ref)
+                    .order_by(m.BehaviorAlert.created_at)
+                )
+            ]
 
     def alert_counts(self, applicant_ref: str) -> dict[str, int]:
         with self._ctx.transaction() as s:
-            return {rule: n for rule, n in s.execute(
-                select(m.BehaviorAlert.rule, func.count())
-                .where(m.BehaviorAlert.applicant_ref == applicant_ref)
-                .group_by(m.BehaviorAlert.rule))}
+            return {
+                rule: n
+                for rule, n in s.execute(
+                    select(m.BehaviorAlert.rule, func.count())
+                    .where(m.BehaviorAlert.applicant_ref == applicant_ref)
+                    .group_by(m.BehaviorAlert.rule)
+                )
+            }

@@ -85,12 +85,13 @@ class _Write:
 
 @dataclass
 class _Reads:
-    grants: dict[str, list[asyncio.Future[Any]]] = field(
-        default_factory=lambda: defaultdict(list))
+    grants: dict[str, list[asyncio.Future[Any]]] = field(default_factory=lambda: defaultdict(list))
     applicants: dict[str, list[asyncio.Future[Any]]] = field(
-        default_factory=lambda: defaultdict(list))
+        default_factory=lambda: defaultdict(list)
+    )
     sharing: dict[tuple[str, str], list[asyncio.Future[Any]]] = field(
-        default_factory=lambda: defaultdict(list))
+        default_factory=lambda: defaultdict(list)
+    )
 
     def __bool__(self) -> bool:
         return bool(self.grants or self.applicants or self.sharing)
@@ -145,8 +146,9 @@ class Journal:
 
     # -- the caller's side ---------------------------------------------------------------
 
-    def _submit(self, kind: str, payload: Any, *, checked_at: int | None = None
-                ) -> asyncio.Future[Any]:
+    def _submit(
+        self, kind: str, payload: Any, *, checked_at: int | None = None
+    ) -> asyncio.Future[Any]:
         future = asyncio.get_running_loop().create_future()
         self._writes.append(_Write(kind, payload, future, checked_at=checked_at))
         self._wake.set()
@@ -165,8 +167,11 @@ class Journal:
         ledger has not changed since the grants it rests on were read: it is checked in the
         transaction that records it, under the chain's head lock, so a withdrawal committed
         in between is seen, and `ConsentChanged` sends the gate back to decide again."""
-        checked = self._valid_at.get(subject_ref) if (
-            kind == "consent.allowed" and subject_ref is not None) else None
+        checked = (
+            self._valid_at.get(subject_ref)
+            if (kind == "consent.allowed" and subject_ref is not None)
+            else None
+        )
         seq: int = await self._submit("audit", (kind, subject_ref, detail), checked_at=checked)
         return seq
 
@@ -190,13 +195,28 @@ class Journal:
         recorded: list[tuple[str, bool]] = await self._submit("grants", rows)
         return recorded
 
-    async def add_decided(self, *, run_id: str, line_no: int, applicant: NewApplicant,
-                          human_review_requested: bool, steps: list[StepRecord],
-                          decision: Decision) -> bool:
+    async def add_decided(
+        self,
+        *,
+        run_id: str,
+        line_no: int,
+        applicant: NewApplicant,
+        human_review_requested: bool,
+        steps: list[StepRecord],
+        decision: Decision,
+    ) -> bool:
         """Store a decided applicant, all or nothing; False when the ref was already stored."""
-        stored: bool = await self._submit("decided", dict(
-            run_id=run_id, line_no=line_no, applicant=applicant,
-            human_review_requested=human_review_requested, steps=steps, decision=decision))
+        stored: bool = await self._submit(
+            "decided",
+            dict(
+                run_id=run_id,
+                line_no=line_no,
+                applicant=applicant,
+                human_review_requested=human_review_requested,
+                steps=steps,
+                decision=decision,
+            ),
+        )
         return stored
 
     async def grants_for(self, subject_ref: str) -> list[ConsentGrant]:
@@ -273,7 +293,10 @@ class Journal:
                     answers = None
                     failure = exc
                 tables: tuple[dict[Any, list[asyncio.Future[Any]]], ...] = (
-                    reads.grants, reads.applicants, reads.sharing)
+                    reads.grants,
+                    reads.applicants,
+                    reads.sharing,
+                )
                 for table, results in zip(tables, answers or ({}, {}, {}), strict=True):
                     for key, futures in table.items():
                         for future in futures:
@@ -307,8 +330,9 @@ class Journal:
         outcomes: list[tuple[bool, Any]] = []
         for write in writes:
             if write.kind == "decided" and _subject_of(write) in self._unrecorded:
-                outcomes.append((False, RuntimeError(
-                    "an audit event of this applicant was not recorded")))
+                outcomes.append(
+                    (False, RuntimeError("an audit event of this applicant was not recorded"))
+                )
                 continue
             try:
                 outcomes.append((True, self._commit([write])[0]))
@@ -336,8 +360,9 @@ class Journal:
             fresh_ids = {row["id"]: row for row in fresh}
             granted_iter = iter(granted)
             flags = applicants.new_decided(conn, rows_of) if rows_of else []
-            stored = {id(w): (rows, new)
-                      for w, rows, new in zip(decided, rows_of, flags, strict=True)}
+            stored = {
+                id(w): (rows, new) for w, rows, new in zip(decided, rows_of, flags, strict=True)
+            }
             events: list[PendingEvent] = []
             bound: list[Any] = []  # per event: the grant row or decided rows it binds, or None
             seq_slots: list[int | None] = []  # per write: index into events of its audit row
@@ -363,9 +388,16 @@ class Journal:
                     results.append(new)
                 seq_slots.append(slot)
             seqs = store.audit.append_many(conn, events)
-            self._check_unchanged(conn, writes, {
-                seq for seq, (kind, _, _) in zip(seqs, events, strict=True)
-                if kind in LEDGER_EVENT_KINDS}, seqs[0] if seqs else None)
+            self._check_unchanged(
+                conn,
+                writes,
+                {
+                    seq
+                    for seq, (kind, _, _) in zip(seqs, events, strict=True)
+                    if kind in LEDGER_EVENT_KINDS
+                },
+                seqs[0] if seqs else None,
+            )
             fresh_decided = []
             for target, seq in zip(bound, seqs, strict=True):
                 if isinstance(target, dict):
@@ -377,8 +409,9 @@ class Journal:
             applicants.insert_decided_rows(conn, fresh_decided)
             # The granted subjects' ledgers as they stand with these grants: read here, in
             # the write's transaction, so that their first consent check needs no query.
-            ledgers = ledger.read_grants(conn, sorted({r["subject_ref"] for r in grant_rows}),
-                                         store.audit)
+            ledgers = ledger.read_grants(
+                conn, sorted({r["subject_ref"] for r in grant_rows}), store.audit
+            )
         store.audit.after_commit()
         for i, slot in enumerate(seq_slots):
             if slot is not None:
@@ -388,18 +421,29 @@ class Journal:
             # Under the head's lock nobody else appended: grants valid at the head this
             # transaction took (or just checked) are valid at its last event too.
             took = seqs[0] - 1
-            self._valid_at.update(dict.fromkeys(
-                (ref for ref in {_subject_of(w) for w in writes}
-                 if ref is not None and self._valid_at.get(ref, -1) >= took), seqs[-1]))
+            self._valid_at.update(
+                dict.fromkeys(
+                    (
+                        ref
+                        for ref in {_subject_of(w) for w in writes}
+                        if ref is not None and self._valid_at.get(ref, -1) >= took
+                    ),
+                    seqs[-1],
+                )
+            )
             self._valid_at.update(dict.fromkeys(ledgers, seqs[-1]))
-        self._own_seqs.update(seq for seq, (kind, _, _) in zip(seqs, events, strict=True)
-                              if kind in LEDGER_EVENT_KINDS)
+        self._own_seqs.update(
+            seq
+            for seq, (kind, _, _) in zip(seqs, events, strict=True)
+            if kind in LEDGER_EVENT_KINDS
+        )
         self.commits += 1
         self.writes += len(writes)
         return results
 
-    def _check_unchanged(self, conn: Connection, writes: list[_Write], fresh: set[int],
-                         first_seq: int | None) -> None:
+    def _check_unchanged(
+        self, conn: Connection, writes: list[_Write], fresh: set[int], first_seq: int | None
+    ) -> None:
         """`ConsentChanged` if a decision allowing a call rests on grants its subject's
         ledger has moved past: run after the chain's head is locked (by `append_many`), so
         every ledger event committed before this transaction is visible and none can be
@@ -413,14 +457,19 @@ class Journal:
         if not checks:
             return
         ae = m.AuditEvent.__table__
-        later = conn.execute(select(ae.c.seq, ae.c.subject_ref).where(
-            ae.c.seq > min(w.checked_at or 0 for w in checks),
-            ae.c.subject_ref.in_(sorted({w.payload[1] for w in checks})),
-            ae.c.kind.in_(LEDGER_EVENT_KINDS))).all()
+        later = conn.execute(
+            select(ae.c.seq, ae.c.subject_ref).where(
+                ae.c.seq > min(w.checked_at or 0 for w in checks),
+                ae.c.subject_ref.in_(sorted({w.payload[1] for w in checks})),
+                ae.c.kind.in_(LEDGER_EVENT_KINDS),
+            )
+        ).all()
         own = self._own_seqs | fresh
         for w in checks:
-            if any(ref == w.payload[1] and seq > (w.checked_at or 0) and seq not in own
-                   for seq, ref in later):
+            if any(
+                ref == w.payload[1] and seq > (w.checked_at or 0) and seq not in own
+                for seq, ref in later
+            ):
                 raise ConsentChanged("the subject's consent ledger changed after the check")
 
     def _read_all(self, reads: _Reads) -> tuple[dict[Any, Any], ...]:
@@ -448,9 +497,11 @@ class Journal:
             self._grants.clear()
             self._valid_at.clear()
         elif head > self._seen_seq:
-            for seq, ref in conn.execute(select(ae.c.seq, ae.c.subject_ref).where(
-                    ae.c.seq > self._seen_seq, ae.c.seq <= head,
-                    ae.c.kind.in_(LEDGER_EVENT_KINDS))):
+            for seq, ref in conn.execute(
+                select(ae.c.seq, ae.c.subject_ref).where(
+                    ae.c.seq > self._seen_seq, ae.c.seq <= head, ae.c.kind.in_(LEDGER_EVENT_KINDS)
+                )
+            ):
                 if seq not in self._own_seqs:  # our own grants are in the cache already
                     self._grants.pop(ref, None)
         self._own_seqs = {seq for seq in self._own_seqs if seq > head}
@@ -467,12 +518,19 @@ class Journal:
             if reads.grants:
                 self._refresh_grants(conn, reads.grants)
             grants = {ref: self._grants[ref] for ref in reads.grants}
-            found = applicants.find_by_refs(conn, reads.applicants, ap.c.id,
-                                            ap.c.id_number_bidx, ap.c.id_number_ct,
-                                            ap.c.outcome)
-            known = {ref: KnownApplicant(ref, row.id, row.id_number_bidx, row.id_number_ct,
-                                         row.outcome)
-                     if (row := found.get(ref)) is not None else None
-                     for ref in reads.applicants}
+            found = applicants.find_by_refs(
+                conn,
+                reads.applicants,
+                ap.c.id,
+                ap.c.id_number_bidx,
+                ap.c.id_number_ct,
+                ap.c.outcome,
+            )
+            known = {
+                ref: KnownApplicant(ref, row.id, row.id_number_bidx, row.id_number_ct, row.outcome)
+                if (row := found.get(ref)) is not None
+                else None
+                for ref in reads.applicants
+            }
             sharing = applicants.count_sharing(conn, self._store.cipher, reads.sharing)
         return grants, known, sharing

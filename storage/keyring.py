@@ -128,11 +128,18 @@ class LocalKekProvider:
             if not create:
                 raise KeyRingError(f"key file {path} does not exist")
             try:
-                _write_private(path, {"format": _KEK_FORMAT, "active": "v1",
-                                      "development": development,
-                                      "versions": {"v1": {"key": _b64(kek_key(
-                                          development=development)),
-                                                          "state": "active"}}}, new=True)
+                _write_private(
+                    path,
+                    {
+                        "format": _KEK_FORMAT,
+                        "active": "v1",
+                        "development": development,
+                        "versions": {
+                            "v1": {"key": _b64(kek_key(development=development)), "state": "active"}
+                        },
+                    },
+                    new=True,
+                )
             except FileExistsError:
                 pass  # another process made it first: its keys are the ones
         self._doc = self._load()
@@ -156,8 +163,9 @@ class LocalKekProvider:
             if doc["active"] not in doc["versions"]:
                 raise KeyRingError(f"key file {self.path}: the active version is not in it")
         except (ValueError, KeyError, TypeError) as exc:
-            raise KeyRingError(f"key file {self.path} is malformed ({type(exc).__name__})"
-                               ) from None
+            raise KeyRingError(
+                f"key file {self.path} is malformed ({type(exc).__name__})"
+            ) from None
         return doc
 
     @property
@@ -165,7 +173,8 @@ class LocalKekProvider:
         """A development key file: by its flag, or by the mark its keys carry."""
         doc = self._fresh()
         return bool(doc.get("development")) or any(
-            _marked(base64.b64decode(e["key"])) for e in doc["versions"].values())
+            _marked(base64.b64decode(e["key"])) for e in doc["versions"].values()
+        )
 
     def _key(self, version: str) -> bytes:
         entry = self._fresh()["versions"].get(version)
@@ -200,8 +209,7 @@ class LocalKekProvider:
                 if entry["state"] == "active":
                     entry["state"] = "enabled"
             dev = any(_marked(base64.b64decode(e["key"])) for e in doc["versions"].values())
-            doc["versions"][version] = {"key": _b64(kek_key(development=dev)),
-                                        "state": "active"}
+            doc["versions"][version] = {"key": _b64(kek_key(development=dev)), "state": "active"}
             doc["active"] = version
             _write_private(self.path, doc)
             self._doc = doc
@@ -226,11 +234,19 @@ class VaultTransitKekProvider:
     """HashiCorp Vault's transit engine as the KEK: keys never leave Vault; we send DEKs to
     be wrapped and unwrapped. Versions are Vault's key versions (`v1`, `v2`, ...)."""
 
-    def __init__(self, addr: str, token: str, key_name: str, *, timeout_s: float = 5.0,
-                 client: httpx.Client | None = None) -> None:
+    def __init__(
+        self,
+        addr: str,
+        token: str,
+        key_name: str,
+        *,
+        timeout_s: float = 5.0,
+        client: httpx.Client | None = None,
+    ) -> None:
         self._own_client = client is None
-        self._client = client or httpx.Client(base_url=addr.rstrip("/"), timeout=timeout_s,
-                                              headers={"X-Vault-Token": token})
+        self._client = client or httpx.Client(
+            base_url=addr.rstrip("/"), timeout=timeout_s, headers={"X-Vault-Token": token}
+        )
         self._key = key_name
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -255,13 +271,15 @@ class VaultTransitKekProvider:
         latest, minimum = info["latest_version"], info.get("min_decryption_version", 1)
         out = {}
         for v in sorted(int(k) for k in info["keys"]):
-            out[f"v{v}"] = ("active" if v == latest else "retired" if v < minimum
-                            else "enabled")
+            out[f"v{v}"] = "active" if v == latest else "retired" if v < minimum else "enabled"
         return out
 
     def wrap(self, plaintext: bytes, *, context: str) -> tuple[str, bytes]:
-        data = self._call("POST", f"/v1/transit/encrypt/{self._key}", {
-            "plaintext": _b64(plaintext), "context": _b64(context.encode())})["data"]
+        data = self._call(
+            "POST",
+            f"/v1/transit/encrypt/{self._key}",
+            {"plaintext": _b64(plaintext), "context": _b64(context.encode())},
+        )["data"]
         ciphertext = str(data["ciphertext"])
         version = "v" + ciphertext.split(":")[1].removeprefix("v")
         return version, ciphertext.encode("ascii")
@@ -270,8 +288,11 @@ class VaultTransitKekProvider:
         ciphertext = blob.decode("ascii")
         if "v" + ciphertext.split(":")[1].removeprefix("v") != version:
             raise KeyRingError(f"wrapped key does not belong to KEK version {version!r}")
-        data = self._call("POST", f"/v1/transit/decrypt/{self._key}", {
-            "ciphertext": ciphertext, "context": _b64(context.encode())})["data"]
+        data = self._call(
+            "POST",
+            f"/v1/transit/decrypt/{self._key}",
+            {"ciphertext": ciphertext, "context": _b64(context.encode())},
+        )["data"]
         return base64.b64decode(data["plaintext"])
 
     def add_version(self) -> str:
@@ -282,8 +303,9 @@ class VaultTransitKekProvider:
         number = int(version.removeprefix("v"))
         if version == self.active_version():
             raise KeyRingError(f"KEK version {version!r} is active; rotate first")
-        self._call("POST", f"/v1/transit/keys/{self._key}/config",
-                   {"min_decryption_version": number + 1})
+        self._call(
+            "POST", f"/v1/transit/keys/{self._key}/config", {"min_decryption_version": number + 1}
+        )
 
 
 def _b64(raw: bytes) -> str:
@@ -305,8 +327,7 @@ class SubjectKey(KeyStoreBase):
     kek_version: Mapped[str | None] = mapped_column(String(32), index=True, nullable=True)
     wrapped: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    destroyed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
-                                                          nullable=True)
+    destroyed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     destroy_reason: Mapped[str | None] = mapped_column(String(200), nullable=True)
 
 
@@ -386,9 +407,15 @@ class KeyRing:
         t = cast(Table, SubjectKey.__table__)
         try:
             with self.engine.begin() as conn:
-                conn.execute(t.insert().values(key_id=key_id, subject_ref=subject,
-                                               kek_version=version, wrapped=wrapped,
-                                               created_at=datetime.now(UTC)))
+                conn.execute(
+                    t.insert().values(
+                        key_id=key_id,
+                        subject_ref=subject,
+                        kek_version=version,
+                        wrapped=wrapped,
+                        created_at=datetime.now(UTC),
+                    )
+                )
         except IntegrityError:
             with self._tx() as s:
                 row = s.scalar(select(SubjectKey).where(SubjectKey.subject_ref == subject))
@@ -411,8 +438,10 @@ class KeyRing:
             return
         t = cast(Table, SubjectKey.__table__)
         with self._tx() as s:
-            known = {row.subject_ref: row for row in s.scalars(
-                select(SubjectKey).where(SubjectKey.subject_ref.in_(missing)))}
+            known = {
+                row.subject_ref: row
+                for row in s.scalars(select(SubjectKey).where(SubjectKey.subject_ref.in_(missing)))
+            }
         fresh: list[tuple[dict[str, Any], bytes]] = []
         for subject in missing:
             row = known.get(subject)
@@ -422,8 +451,18 @@ class KeyRing:
                 continue
             key_id, key = str(uuid.uuid4()), random_key()
             version, wrapped = self.provider.wrap(key, context=self._context(key_id))
-            fresh.append(({"key_id": key_id, "subject_ref": subject, "kek_version": version,
-                           "wrapped": wrapped, "created_at": datetime.now(UTC)}, key))
+            fresh.append(
+                (
+                    {
+                        "key_id": key_id,
+                        "subject_ref": subject,
+                        "kek_version": version,
+                        "wrapped": wrapped,
+                        "created_at": datetime.now(UTC),
+                    },
+                    key,
+                )
+            )
         if not fresh:
             return
         try:
@@ -436,8 +475,7 @@ class KeyRing:
 
     def _unwrap(self, row: SubjectKey) -> bytes:
         assert row.wrapped is not None and row.kek_version is not None
-        return self.provider.unwrap(row.kek_version, row.wrapped,
-                                    context=self._context(row.key_id))
+        return self.provider.unwrap(row.kek_version, row.wrapped, context=self._context(row.key_id))
 
     def dek_for_read(self, key_id: str) -> bytes:
         with self._lock:
@@ -465,9 +503,16 @@ class KeyRing:
             if row is None:
                 return False
             key_id = row.key_id
-            s.execute(update(SubjectKey).where(SubjectKey.key_id == key_id).values(
-                wrapped=None, kek_version=None, destroyed_at=datetime.now(UTC),
-                destroy_reason=reason[:200]))
+            s.execute(
+                update(SubjectKey)
+                .where(SubjectKey.key_id == key_id)
+                .values(
+                    wrapped=None,
+                    kek_version=None,
+                    destroyed_at=datetime.now(UTC),
+                    destroy_reason=reason[:200],
+                )
+            )
         self._forget(subject, key_id)
         if self.engine.dialect.name == "sqlite":
             with self.engine.connect() as conn:
@@ -486,20 +531,30 @@ class KeyRing:
             version, wrapped = self.provider.wrap(value, context=f"idv secret {name}")
             try:
                 with self._tx() as s:
-                    s.add(RingSecret(name=name, kek_version=version, wrapped=wrapped,
-                                     created_at=datetime.now(UTC)))
+                    s.add(
+                        RingSecret(
+                            name=name,
+                            kek_version=version,
+                            wrapped=wrapped,
+                            created_at=datetime.now(UTC),
+                        )
+                    )
             except IntegrityError:
                 return self.secret(name)
         else:
-            value = self.provider.unwrap(row.kek_version, row.wrapped,
-                                         context=f"idv secret {name}")
+            value = self.provider.unwrap(row.kek_version, row.wrapped, context=f"idv secret {name}")
         self._secrets[name] = value
         return value
 
     # ----------------------------------------------------------------- rotation
 
-    def rotate(self, *, batch_size: int = 500, new_version: bool | None = None,
-               on_batch: Callable[[int], None] | None = None) -> RotationReport:
+    def rotate(
+        self,
+        *,
+        batch_size: int = 500,
+        new_version: bool | None = None,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> RotationReport:
         """Add a KEK version and rewrap every DEK and secret under it, in committed batches.
         Safe to run while others read and write. If an earlier rotation stopped half way
         (`new_version=None`, the default), it resumes that one instead of adding a version."""
@@ -509,31 +564,38 @@ class KeyRing:
         done = 0
         with self._tx() as s:
             for secret in s.scalars(select(RingSecret).where(RingSecret.kek_version != active)):
-                value = self.provider.unwrap(secret.kek_version, secret.wrapped,
-                                             context=f"idv secret {secret.name}")
+                value = self.provider.unwrap(
+                    secret.kek_version, secret.wrapped, context=f"idv secret {secret.name}"
+                )
                 secret.kek_version, secret.wrapped = self.provider.wrap(
-                    value, context=f"idv secret {secret.name}")
+                    value, context=f"idv secret {secret.name}"
+                )
         while True:
             # Re-read each batch: if another rotation moved the active version on, follow it.
             active = self.provider.active_version()
             t = cast(Table, SubjectKey.__table__)
             with self.engine.begin() as conn:
-                rows = conn.execute(select(t.c.key_id, t.c.kek_version, t.c.wrapped).where(
-                    t.c.kek_version.is_not(None), t.c.kek_version != active)
-                    .limit(batch_size)).all()
+                rows = conn.execute(
+                    select(t.c.key_id, t.c.kek_version, t.c.wrapped)
+                    .where(t.c.kek_version.is_not(None), t.c.kek_version != active)
+                    .limit(batch_size)
+                ).all()
                 if not rows:
                     break
                 params = []
                 for key_id, old_version, old_wrapped in rows:
-                    key = self.provider.unwrap(old_version, old_wrapped,
-                                               context=self._context(key_id))
+                    key = self.provider.unwrap(
+                        old_version, old_wrapped, context=self._context(key_id)
+                    )
                     version, wrapped = self.provider.wrap(key, context=self._context(key_id))
                     params.append({"k": key_id, "old": old_version, "v": version, "w": wrapped})
                 # Compare-and-set: a concurrent destroy (kek_version NULL) wins over the rewrap.
-                conn.execute(update(t).where(t.c.key_id == bindparam("k"),
-                                             t.c.kek_version == bindparam("old"))
-                             .values(kek_version=bindparam("v"), wrapped=bindparam("w")),
-                             params)
+                conn.execute(
+                    update(t)
+                    .where(t.c.key_id == bindparam("k"), t.c.kek_version == bindparam("old"))
+                    .values(kek_version=bindparam("v"), wrapped=bindparam("w")),
+                    params,
+                )
                 done += len(rows)
             if on_batch is not None:
                 on_batch(done)
@@ -542,35 +604,59 @@ class KeyRing:
     def _secrets_remaining(self) -> int:
         active = self.provider.active_version()
         with self._tx() as s:
-            return s.scalar(select(func.count()).select_from(RingSecret).where(
-                RingSecret.kek_version != active)) or 0
+            return (
+                s.scalar(
+                    select(func.count())
+                    .select_from(RingSecret)
+                    .where(RingSecret.kek_version != active)
+                )
+                or 0
+            )
 
     def remaining(self, active: str | None = None) -> int:
         active = active or self.provider.active_version()
         with self._tx() as s:
-            return s.scalar(select(func.count()).select_from(SubjectKey).where(
-                SubjectKey.kek_version.is_not(None), SubjectKey.kek_version != active)) or 0
+            return (
+                s.scalar(
+                    select(func.count())
+                    .select_from(SubjectKey)
+                    .where(SubjectKey.kek_version.is_not(None), SubjectKey.kek_version != active)
+                )
+                or 0
+            )
 
     def usage(self) -> dict[str, int]:
         """How many DEKs and secrets each KEK version wraps."""
         with self._tx() as s:
-            counts = {v: n for v, n in s.execute(
-                select(SubjectKey.kek_version, func.count()).where(
-                    SubjectKey.kek_version.is_not(None)).group_by(SubjectKey.kek_version))}
-            for v, n in s.execute(select(RingSecret.kek_version, func.count())
-                                  .group_by(RingSecret.kek_version)):
+            counts = {
+                v: n
+                for v, n in s.execute(
+                    select(SubjectKey.kek_version, func.count())
+                    .where(SubjectKey.kek_version.is_not(None))
+                    .group_by(SubjectKey.kek_version)
+                )
+            }
+            for v, n in s.execute(
+                select(RingSecret.kek_version, func.count()).group_by(RingSecret.kek_version)
+            ):
                 counts[v] = counts.get(v, 0) + n
         return counts
 
     def status(self) -> dict[str, Any]:
         usage = self.usage()
         with self._tx() as s:
-            destroyed = s.scalar(select(func.count()).select_from(SubjectKey).where(
-                SubjectKey.wrapped.is_(None))) or 0
+            destroyed = (
+                s.scalar(
+                    select(func.count()).select_from(SubjectKey).where(SubjectKey.wrapped.is_(None))
+                )
+                or 0
+            )
         return {
             "active": self.provider.active_version(),
-            "versions": [{"version": v, "state": state, "wraps": usage.get(v, 0)}
-                         for v, state in self.provider.versions().items()],
+            "versions": [
+                {"version": v, "state": state, "wraps": usage.get(v, 0)}
+                for v, state in self.provider.versions().items()
+            ],
             "destroyed_subject_keys": destroyed,
         }
 
@@ -578,6 +664,7 @@ class KeyRing:
         """Retire a KEK version; refused while any DEK or secret is wrapped under it."""
         in_use = self.usage().get(version, 0)
         if in_use:
-            raise KeyRingError(f"KEK version {version!r} still wraps {in_use} keys; "
-                               "finish the rotation first")
+            raise KeyRingError(
+                f"KEK version {version!r} still wraps {in_use} keys; finish the rotation first"
+            )
         self.provider.retire(version)

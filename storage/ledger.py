@@ -48,26 +48,46 @@ class NotTheSubjectsError(UnknownConsentError):
 LEDGER_EVENT_KINDS = ("consent.granted", "consent.withdrawn", "consent.expired")
 
 
-def grant_key(subject_ref: str, purpose: str, scopes: Iterable[str], granted_at: datetime,
-              evidence_ref: str) -> str:
+def grant_key(
+    subject_ref: str, purpose: str, scopes: Iterable[str], granted_at: datetime, evidence_ref: str
+) -> str:
     """A grant's content key: the same grant recorded twice has the same key."""
-    return hashlib.sha256(canonical(
-        ["grant", subject_ref, purpose, sorted(scopes), as_utc(granted_at).isoformat(),
-         evidence_ref])).hexdigest()
+    return hashlib.sha256(
+        canonical(
+            [
+                "grant",
+                subject_ref,
+                purpose,
+                sorted(scopes),
+                as_utc(granted_at).isoformat(),
+                evidence_ref,
+            ]
+        )
+    ).hexdigest()
 
 
 def granted_event(row: dict[str, Any]) -> PendingEvent:
     """The audit event of a newly recorded grant (a `consent_events` row), with the row's
     hash (`bindings.consent_hash`)."""
-    return ("consent.granted", row["subject_ref"], {
-        "consent_id": row["id"], "purpose": row["purpose"], "scopes": row["scopes"],
-        "notice_version": row["notice_version"], "notice_hash": row["notice_hash"],
-        "channel": row["channel"], "evidence_ref": row["evidence_ref"],
-        "record_hash": consent_hash(row)})
+    return (
+        "consent.granted",
+        row["subject_ref"],
+        {
+            "consent_id": row["id"],
+            "purpose": row["purpose"],
+            "scopes": row["scopes"],
+            "notice_version": row["notice_version"],
+            "notice_hash": row["notice_hash"],
+            "channel": row["channel"],
+            "evidence_ref": row["evidence_ref"],
+            "record_hash": consent_hash(row),
+        },
+    )
 
 
-def new_grants(conn: Connection, rows: list[dict[str, Any]]
-               ) -> tuple[list[tuple[str, bool]], list[dict[str, Any]]]:
+def new_grants(
+    conn: Connection, rows: list[dict[str, Any]]
+) -> tuple[list[tuple[str, bool]], list[dict[str, Any]]]:
     """Which grants (`ConsentLedger.grant_row`s) are not recorded yet, as `conn` sees the
     ledger: (consent id, newly recorded) per row, and the new rows. The caller appends their
     `granted_event`s, puts each event's sequence number on its row (`audit_seq`) and inserts
@@ -76,8 +96,14 @@ def new_grants(conn: Connection, rows: list[dict[str, Any]]
     keys = sorted({r["dedup_key"] for r in rows})
     known: dict[str, str] = {}
     for part in in_parts(keys):
-        known.update({k: i for i, k in conn.execute(
-            select(t.c.id, t.c.dedup_key).where(t.c.dedup_key.in_(part)))})
+        known.update(
+            {
+                k: i
+                for i, k in conn.execute(
+                    select(t.c.id, t.c.dedup_key).where(t.c.dedup_key.in_(part))
+                )
+            }
+        )
     results, fresh = [], []
     for row in rows:
         if row["dedup_key"] in known:
@@ -94,8 +120,9 @@ def insert_grant_rows(conn: Connection, fresh: list[dict[str, Any]]) -> None:
     insert_rows(conn, cast(Table, m.ConsentEvent.__table__), fresh)
 
 
-def record_grants(conn: Connection, audit: AuditLog, rows: list[dict[str, Any]]
-                  ) -> list[tuple[str, bool]]:
+def record_grants(
+    conn: Connection, audit: AuditLog, rows: list[dict[str, Any]]
+) -> list[tuple[str, bool]]:
     """The one write of grants, one at a time or a batch's: the new ones' events appended
     to the chain, their rows inserted bound to them, in `conn`'s transaction."""
     results, fresh = new_grants(conn, rows)
@@ -106,21 +133,30 @@ def record_grants(conn: Connection, audit: AuditLog, rows: list[dict[str, Any]]
     return results
 
 
-def read_grants(conn: Connection, subjects: list[str], audit: AuditLog
-                ) -> dict[str, list[ConsentGrant]]:
+def read_grants(
+    conn: Connection, subjects: list[str], audit: AuditLog
+) -> dict[str, list[ConsentGrant]]:
     """Each subject's grants as `conn` sees the ledger, withdrawals folded in and bindings
     checked (`fold`): the one read of grants, one subject at a time or a batch's."""
     ce, ae = m.ConsentEvent.__table__, m.AuditEvent.__table__
     by_subject: dict[str, list[Any]] = defaultdict(list)
     chain: dict[str, list[Any]] = defaultdict(list)
     for part in in_parts(subjects):
-        for row in conn.execute(select(ce).where(ce.c.subject_ref.in_(part))
-                                .order_by(ce.c.recorded_at)):
+        for row in conn.execute(
+            select(ce).where(ce.c.subject_ref.in_(part)).order_by(ce.c.recorded_at)
+        ):
             by_subject[row.subject_ref].append(row)
-        for e in conn.execute(select(ae.c.seq, ae.c.at, ae.c.kind, ae.c.subject_ref,
-                                     ae.c.detail, ae.c.prev_hash, ae.c.hash)
-                              .where(ae.c.subject_ref.in_(part),
-                                     ae.c.kind.in_(LEDGER_EVENT_KINDS))):
+        for e in conn.execute(
+            select(
+                ae.c.seq,
+                ae.c.at,
+                ae.c.kind,
+                ae.c.subject_ref,
+                ae.c.detail,
+                ae.c.prev_hash,
+                ae.c.hash,
+            ).where(ae.c.subject_ref.in_(part), ae.c.kind.in_(LEDGER_EVENT_KINDS))
+        ):
             if audit.authentic(e):
                 chain[e.subject_ref].append(e)
     return {ref: fold(by_subject.get(ref, ()), chain.get(ref, ())) for ref in subjects}
@@ -128,9 +164,12 @@ def read_grants(conn: Connection, subjects: list[str], audit: AuditLog
 
 def bound(row: Any, e: Any | None) -> bool:
     """Is a `consent_events` row the one its audit event recorded?"""
-    return (e is not None and e.subject_ref == row.subject_ref
-            and CONSENT_KINDS.get(e.kind) == row.event
-            and e.detail.get("record_hash") == consent_hash(row))
+    return (
+        e is not None
+        and e.subject_ref == row.subject_ref
+        and CONSENT_KINDS.get(e.kind) == row.event
+        and e.detail.get("record_hash") == consent_hash(row)
+    )
 
 
 def fold(rows: Iterable[Any], chain: Iterable[Any] = ()) -> list[ConsentGrant]:
@@ -154,13 +193,20 @@ def fold(rows: Iterable[Any], chain: Iterable[Any] = ()) -> list[ConsentGrant]:
     # and this runs for every subject the batch pipeline reads.
     return [
         ConsentGrant.model_construct(
-            consent_id=r.id, subject_ref=r.subject_ref, purpose=r.purpose,
-            scopes=frozenset(r.scopes), granted_at=as_utc(r.granted_at or r.occurred_at),
+            consent_id=r.id,
+            subject_ref=r.subject_ref,
+            purpose=r.purpose,
+            scopes=frozenset(r.scopes),
+            granted_at=as_utc(r.granted_at or r.occurred_at),
             expires_at=as_utc(r.expires_at or r.occurred_at),
-            notice_version=r.notice_version or "", notice_hash=r.notice_hash or "",
-            channel=r.channel or "", withdrawn_at=withdrawn.get(r.id),
-            bound=r.id not in broken)
-        for r in rows if r.event == "grant"
+            notice_version=r.notice_version or "",
+            notice_hash=r.notice_hash or "",
+            channel=r.channel or "",
+            withdrawn_at=withdrawn.get(r.id),
+            bound=r.id not in broken,
+        )
+        for r in rows
+        if r.event == "grant"
     ]
 
 
@@ -173,30 +219,65 @@ class ConsentLedger:
         self._ctx = ctx
         self._audit = audit
 
-    def grant_row(self, *, subject_ref: str, purpose: str, scopes: Iterable[str],
-                  notice_version: str, channel: str, evidence_ref: str, granted_at: datetime,
-                  expires_at: datetime, notice_hash: str | None = None) -> dict[str, Any]:
+    def grant_row(
+        self,
+        *,
+        subject_ref: str,
+        purpose: str,
+        scopes: Iterable[str],
+        notice_version: str,
+        channel: str,
+        evidence_ref: str,
+        granted_at: datetime,
+        expires_at: datetime,
+        notice_hash: str | None = None,
+    ) -> dict[str, Any]:
         """The `consent_events` row of a new grant (its `dedup_key` makes a repeat one grant)."""
         scope_list = sorted(set(scopes))
         return {
-            "id": str(uuid.uuid4()), "event": "grant", "subject_ref": subject_ref,
-            "grant_id": None, "purpose": purpose, "scopes": scope_list,
-            "notice_version": notice_version, "notice_hash": notice_hash, "channel": channel,
-            "evidence_ref": evidence_ref, "granted_at": as_utc(granted_at),
-            "expires_at": as_utc(expires_at), "occurred_at": as_utc(granted_at),
+            "id": str(uuid.uuid4()),
+            "event": "grant",
+            "subject_ref": subject_ref,
+            "grant_id": None,
+            "purpose": purpose,
+            "scopes": scope_list,
+            "notice_version": notice_version,
+            "notice_hash": notice_hash,
+            "channel": channel,
+            "evidence_ref": evidence_ref,
+            "granted_at": as_utc(granted_at),
+            "expires_at": as_utc(expires_at),
+            "occurred_at": as_utc(granted_at),
             "recorded_at": self._ctx.clock(),
-            "dedup_key": grant_key(subject_ref, purpose, scope_list, granted_at, evidence_ref)}
+            "dedup_key": grant_key(subject_ref, purpose, scope_list, granted_at, evidence_ref),
+        }
 
-    def record_grant(self, *, subject_ref: str, purpose: str, scopes: Iterable[str],
-                     notice_version: str, channel: str, evidence_ref: str,
-                     granted_at: datetime, expires_at: datetime,
-                     notice_hash: str | None = None) -> tuple[str, bool]:
+    def record_grant(
+        self,
+        *,
+        subject_ref: str,
+        purpose: str,
+        scopes: Iterable[str],
+        notice_version: str,
+        channel: str,
+        evidence_ref: str,
+        granted_at: datetime,
+        expires_at: datetime,
+        notice_hash: str | None = None,
+    ) -> tuple[str, bool]:
         """Record a grant the caller has checked against the policy (`check_grant`).
         Returns (consent id, newly recorded)."""
-        row = self.grant_row(subject_ref=subject_ref, purpose=purpose, scopes=scopes,
-                             notice_version=notice_version, channel=channel,
-                             evidence_ref=evidence_ref, granted_at=granted_at,
-                             expires_at=expires_at, notice_hash=notice_hash)
+        row = self.grant_row(
+            subject_ref=subject_ref,
+            purpose=purpose,
+            scopes=scopes,
+            notice_version=notice_version,
+            channel=channel,
+            evidence_ref=evidence_ref,
+            granted_at=granted_at,
+            expires_at=expires_at,
+            notice_hash=notice_hash,
+        )
         for attempt in (1, 2):
             try:
                 with self._ctx.engine.begin() as conn:
@@ -220,9 +301,17 @@ class ConsentLedger:
                 return g
         raise UnknownConsentError()
 
-    def withdraw(self, consent_id: str, *, actor: str, via: str, at: datetime | None = None,
-                 channel: str = "api", evidence_ref: str | None = None,
-                 subject_ref: str | None = None) -> tuple[str, bool]:
+    def withdraw(
+        self,
+        consent_id: str,
+        *,
+        actor: str,
+        via: str,
+        at: datetime | None = None,
+        channel: str = "api",
+        evidence_ref: str | None = None,
+        subject_ref: str | None = None,
+    ) -> tuple[str, bool]:
         """Record the withdrawal of a grant by `actor` through `via` (the surface: cli, api,
         web, subject, system); returns (event id, newly recorded). Withdrawing twice is
         harmless: the first withdrawal stands and is returned. With `subject_ref`, a grant
@@ -240,15 +329,38 @@ class ConsentLedger:
             now = self._ctx.clock()
             event_id = str(uuid.uuid4())
             row = m.ConsentEvent(
-                id=event_id, event="withdraw", subject_ref=grant.subject_ref, grant_id=consent_id,
-                purpose=grant.purpose, scopes=grant.scopes, channel=channel,
-                notice_version=grant.notice_version, notice_hash=grant.notice_hash,
-                evidence_ref=evidence_ref, occurred_at=as_utc(at or now), recorded_at=now,
-                dedup_key=key, granted_at=None, expires_at=None, actor=actor, via=via)
-            row.audit_seq = self._audit.record("consent.withdrawn", grant.subject_ref, {
-                "consent_id": consent_id, "purpose": grant.purpose, "channel": channel,
-                "actor": actor, "via": via, "withdrawal_id": event_id,
-                "record_hash": consent_hash(row)}, session=s)
+                id=event_id,
+                event="withdraw",
+                subject_ref=grant.subject_ref,
+                grant_id=consent_id,
+                purpose=grant.purpose,
+                scopes=grant.scopes,
+                channel=channel,
+                notice_version=grant.notice_version,
+                notice_hash=grant.notice_hash,
+                evidence_ref=evidence_ref,
+                occurred_at=as_utc(at or now),
+                recorded_at=now,
+                dedup_key=key,
+                granted_at=None,
+                expires_at=None,
+                actor=actor,
+                via=via,
+            )
+            row.audit_seq = self._audit.record(
+                "consent.withdrawn",
+                grant.subject_ref,
+                {
+                    "consent_id": consent_id,
+                    "purpose": grant.purpose,
+                    "channel": channel,
+                    "actor": actor,
+                    "via": via,
+                    "withdrawal_id": event_id,
+                    "record_hash": consent_hash(row),
+                },
+                session=s,
+            )
             s.add(row)
             return event_id, True
 
@@ -258,48 +370,86 @@ class ConsentLedger:
         now = self._ctx.clock()
         with self._ctx.transaction() as s:
             ended = select(m.ConsentEvent.grant_id).where(m.ConsentEvent.grant_id.is_not(None))
-            due = s.scalars(select(m.ConsentEvent).where(
-                m.ConsentEvent.event == "grant", m.ConsentEvent.expires_at <= now,
-                m.ConsentEvent.id.not_in(ended))).all()
+            due = s.scalars(
+                select(m.ConsentEvent).where(
+                    m.ConsentEvent.event == "grant",
+                    m.ConsentEvent.expires_at <= now,
+                    m.ConsentEvent.id.not_in(ended),
+                )
+            ).all()
             for g in due:
                 row = m.ConsentEvent(
-                    id=str(uuid.uuid4()), event="expire", subject_ref=g.subject_ref,
-                    grant_id=g.id, purpose=g.purpose, scopes=g.scopes,
-                    notice_version=g.notice_version, notice_hash=g.notice_hash,
-                    channel=g.channel, evidence_ref=None, granted_at=None, expires_at=None,
-                    occurred_at=as_utc(g.expires_at or now), recorded_at=now,
-                    dedup_key=hashlib.sha256(canonical(["expire", g.id])).hexdigest())
-                row.audit_seq = self._audit.record("consent.expired", g.subject_ref, {
-                    "consent_id": g.id, "record_hash": consent_hash(row)}, session=s)
+                    id=str(uuid.uuid4()),
+                    event="expire",
+                    subject_ref=g.subject_ref,
+                    grant_id=g.id,
+                    purpose=g.purpose,
+                    scopes=g.scopes,
+                    notice_version=g.notice_version,
+                    notice_hash=g.notice_hash,
+                    channel=g.channel,
+                    evidence_ref=None,
+                    granted_at=None,
+                    expires_at=None,
+                    occurred_at=as_utc(g.expires_at or now),
+                    recorded_at=now,
+                    dedup_key=hashlib.sha256(canonical(["expire", g.id])).hexdigest(),
+                )
+                row.audit_seq = self._audit.record(
+                    "consent.expired",
+                    g.subject_ref,
+                    {"consent_id": g.id, "record_hash": consent_hash(row)},
+                    session=s,
+                )
                 s.add(row)
             return len(due)
 
     def events_for(self, subject_ref: str) -> list[dict[str, Any]]:
         """Every event of one subject, oldest first, as plain dicts (for receipts)."""
         with self._ctx.transaction() as s:
-            rows = s.scalars(select(m.ConsentEvent)
-                             .where(m.ConsentEvent.subject_ref == subject_ref)
-                             .order_by(m.ConsentEvent.recorded_at, m.ConsentEvent.id)).all()
-            return [{
-                "event_id": r.id, "event": r.event, "consent_id": r.grant_id or r.id,
-                "purpose": r.purpose, "scopes": list(r.scopes),
-                "notice_version": r.notice_version, "notice_hash": r.notice_hash,
-                "channel": r.channel, "evidence_ref": r.evidence_ref,
-                "granted_at": as_utc(r.granted_at).isoformat() if r.granted_at else None,
-                "expires_at": as_utc(r.expires_at).isoformat() if r.expires_at else None,
-                "occurred_at": as_utc(r.occurred_at).isoformat(),
-                "recorded_at": as_utc(r.recorded_at).isoformat(),
-                "via": r.via,
-            } for r in rows]
+            rows = s.scalars(
+                select(m.ConsentEvent)
+                .where(m.ConsentEvent.subject_ref == subject_ref)
+                .order_by(m.ConsentEvent.recorded_at, m.ConsentEvent.id)
+            ).all()
+            return [
+                {
+                    "event_id": r.id,
+                    "event": r.event,
+                    "consent_id": r.grant_id or r.id,
+                    "purpose": r.purpose,
+                    "scopes": list(r.scopes),
+                    "notice_version": r.notice_version,
+                    "notice_hash": r.notice_hash,
+                    "channel": r.channel,
+                    "evidence_ref": r.evidence_ref,
+                    "granted_at": as_utc(r.granted_at).isoformat() if r.granted_at else None,
+                    "expires_at": as_utc(r.expires_at).isoformat() if r.expires_at else None,
+                    "occurred_at": as_utc(r.occurred_at).isoformat(),
+                    "recorded_at": as_utc(r.recorded_at).isoformat(),
+                    "via": r.via,
+                }
+                for r in rows
+            ]
 
     def grants_for(self, subject_ref: str) -> list[ConsentGrant]:
         """The subject's grants as the ledger stands now, withdrawals folded in."""
         with self._ctx.engine.connect() as conn:
             return read_grants(conn, [subject_ref], self._audit)[subject_ref]
 
-    def record_ask(self, *, subject_ref: str, purpose: str, scopes: Iterable[str],
-                   notice_version: str, notice_hash: str, channel: str, outcome: str,
-                   asked_at: datetime, consent_id: str | None = None) -> str:
+    def record_ask(
+        self,
+        *,
+        subject_ref: str,
+        purpose: str,
+        scopes: Iterable[str],
+        notice_version: str,
+        notice_hash: str,
+        channel: str,
+        outcome: str,
+        asked_at: datetime,
+        consent_id: str | None = None,
+    ) -> str:
         """Record one ask for consent and its outcome: `refused`, `abandoned` (shown and
         left unanswered), or `granted` with the grant that answered it. Audited as
         `consent.asked`."""
@@ -309,37 +459,77 @@ class ConsentLedger:
                 grant = s.get(m.ConsentEvent, consent_id)
                 if grant is None or grant.event != "grant":
                     raise UnknownConsentError()
-            s.add(m.ConsentAsk(id=ask_id, subject_ref=subject_ref, purpose=purpose,
-                               scopes=sorted(set(scopes)), notice_version=notice_version,
-                               notice_hash=notice_hash, channel=channel, outcome=outcome,
-                               consent_id=consent_id, asked_at=as_utc(asked_at),
-                               recorded_at=self._ctx.clock()))
-            self._audit.record("consent.asked", subject_ref, {
-                "ask_id": ask_id, "purpose": purpose, "scopes": sorted(set(scopes)),
-                "notice_version": notice_version, "notice_hash": notice_hash,
-                "channel": channel, "outcome": outcome, "consent_id": consent_id}, session=s)
+            s.add(
+                m.ConsentAsk(
+                    id=ask_id,
+                    subject_ref=subject_ref,
+                    purpose=purpose,
+                    scopes=sorted(set(scopes)),
+                    notice_version=notice_version,
+                    notice_hash=notice_hash,
+                    channel=channel,
+                    outcome=outcome,
+                    consent_id=consent_id,
+                    asked_at=as_utc(asked_at),
+                    recorded_at=self._ctx.clock(),
+                )
+            )
+            self._audit.record(
+                "consent.asked",
+                subject_ref,
+                {
+                    "ask_id": ask_id,
+                    "purpose": purpose,
+                    "scopes": sorted(set(scopes)),
+                    "notice_version": notice_version,
+                    "notice_hash": notice_hash,
+                    "channel": channel,
+                    "outcome": outcome,
+                    "consent_id": consent_id,
+                },
+                session=s,
+            )
         return ask_id
 
     def asks_for(self, subject_ref: str) -> list[dict[str, Any]]:
         with self._ctx.transaction() as s:
-            return [{"ask_id": a.id, "purpose": a.purpose, "scopes": list(a.scopes),
-                     "notice_version": a.notice_version, "notice_hash": a.notice_hash,
-                     "channel": a.channel, "outcome": a.outcome, "consent_id": a.consent_id,
-                     "asked_at": as_utc(a.asked_at).isoformat()}
-                    for a in s.scalars(select(m.ConsentAsk)
-                                       .where(m.ConsentAsk.subject_ref == subject_ref)
-                                       .order_by(m.ConsentAsk.asked_at, m.ConsentAsk.id))]
+            return [
+                {
+                    "ask_id": a.id,
+                    "purpose": a.purpose,
+                    "scopes": list(a.scopes),
+                    "notice_version": a.notice_version,
+                    "notice_hash": a.notice_hash,
+                    "channel": a.channel,
+                    "outcome": a.outcome,
+                    "consent_id": a.consent_id,
+                    "asked_at": as_utc(a.asked_at).isoformat(),
+                }
+                for a in s.scalars(
+                    select(m.ConsentAsk)
+                    .where(m.ConsentAsk.subject_ref == subject_ref)
+                    .order_by(m.ConsentAsk.asked_at, m.ConsentAsk.id)
+                )
+            ]
 
-    def stats(self, *, since: datetime | None = None, until: datetime | None = None
-              ) -> list[dict[str, Any]]:
+    def stats(
+        self, *, since: datetime | None = None, until: datetime | None = None
+    ) -> list[dict[str, Any]]:
         """Per notice version and channel: people asked (a grant under it, or an ask that
         was refused or abandoned), people who granted each scope, people who refused or
         left the ask without granting anything there, people who withdrew any grant.
         `since`/`until` bound when the grant or ask was recorded."""
         ce, ca = m.ConsentEvent, m.ConsentAsk
         with self._ctx.transaction() as s:
-            q = select(ce.event, ce.subject_ref, ce.notice_version, ce.channel, ce.scopes,
-                       ce.grant_id, ce.id)
+            q = select(
+                ce.event,
+                ce.subject_ref,
+                ce.notice_version,
+                ce.channel,
+                ce.scopes,
+                ce.grant_id,
+                ce.id,
+            )
             qa = select(ca.subject_ref, ca.notice_version, ca.channel, ca.outcome)
             if since is not None:
                 q, qa = q.where(ce.recorded_at >= since), qa.where(ca.recorded_at >= since)
@@ -350,12 +540,20 @@ class ConsentLedger:
         grant_place = {r.id: (r.notice_version, r.channel) for r in rows if r.event == "grant"}
         groups: dict[tuple[str, str], dict[str, Any]] = {}
         for r in rows:
-            place = (grant_place.get(r.grant_id) if r.grant_id else (r.notice_version, r.channel))
+            place = grant_place.get(r.grant_id) if r.grant_id else (r.notice_version, r.channel)
             if place is None:
                 continue
-            g = groups.setdefault((place[0] or "", place[1] or ""), {
-                "asked": set(), "scopes": {}, "withdrew": set(), "granting": set(),
-                "refused": set(), "abandoned": set()})
+            g = groups.setdefault(
+                (place[0] or "", place[1] or ""),
+                {
+                    "asked": set(),
+                    "scopes": {},
+                    "withdrew": set(),
+                    "granting": set(),
+                    "refused": set(),
+                    "abandoned": set(),
+                },
+            )
             if r.event == "grant":
                 g["asked"].add(r.subject_ref)
                 g["granting"].add(r.subject_ref)
@@ -364,17 +562,30 @@ class ConsentLedger:
             elif r.event == "withdraw":
                 g["withdrew"].add(r.subject_ref)
         for a in asks:
-            g = groups.setdefault((a.notice_version, a.channel), {
-                "asked": set(), "scopes": {}, "withdrew": set(), "granting": set(),
-                "refused": set(), "abandoned": set()})
+            g = groups.setdefault(
+                (a.notice_version, a.channel),
+                {
+                    "asked": set(),
+                    "scopes": {},
+                    "withdrew": set(),
+                    "granting": set(),
+                    "refused": set(),
+                    "abandoned": set(),
+                },
+            )
             g["asked"].add(a.subject_ref)
             if a.outcome in ("refused", "abandoned"):
                 g[a.outcome].add(a.subject_ref)
-        return [{
-            "notice_version": nv, "channel": ch, "asked": len(g["asked"]),
-            "granted": {k: len(v) for k, v in sorted(g["scopes"].items())},
-            # Someone who refused once and granted later is counted as granting.
-            "refused": len(g["refused"] - g["granting"]),
-            "abandoned": len(g["abandoned"] - g["granting"] - g["refused"]),
-            "withdrew": len(g["withdrew"]),
-        } for (nv, ch), g in sorted(groups.items())]
+        return [
+            {
+                "notice_version": nv,
+                "channel": ch,
+                "asked": len(g["asked"]),
+                "granted": {k: len(v) for k, v in sorted(g["scopes"].items())},
+                # Someone who refused once and granted later is counted as granting.
+                "refused": len(g["refused"] - g["granting"]),
+                "abandoned": len(g["abandoned"] - g["granting"] - g["refused"]),
+                "withdrew": len(g["withdrew"]),
+            }
+            for (nv, ch), g in sorted(groups.items())
+        ]

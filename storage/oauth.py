@@ -76,28 +76,56 @@ class OAuthRepository:
 
     # -- states -------------------------------------------------------------------------
 
-    def create_state(self, *, applicant_ref: str, provider: str, scope: str, browser: str,
-                     ttl_s: int, verifier: str | None = None, nonce: str | None = None) -> str:
+    def create_state(
+        self,
+        *,
+        applicant_ref: str,
+        provider: str,
+        scope: str,
+        browser: str,
+        ttl_s: int,
+        verifier: str | None = None,
+        nonce: str | None = None,
+    ) -> str:
         """A fresh `state` (256 random bits) for one authorization; only its digest is kept."""
         state = secrets.token_urlsafe(32)
         now = self._ctx.clock()
         row_id = str(uuid.uuid4())
         enc = self._ctx.cipher.encrypt
         with self._ctx.transaction() as s:
-            s.add(m.OAuthState(
-                id=row_id, state_hash=_digest(state), browser_hash=_digest(browser),
-                applicant_ref=applicant_ref, provider=provider, scope=scope,
-                verifier_ct=enc(verifier, subject=applicant_ref, table=STATES,
-                                column="verifier", row=row_id) if verifier else None,
-                nonce_ct=enc(nonce, subject=applicant_ref, table=STATES, column="nonce",
-                             row=row_id) if nonce else None,
-                created_at=now, expires_at=now + timedelta(seconds=ttl_s)))
-            self._audit.record("oauth.started", applicant_ref, {
-                "provider": provider, "scope": scope, "state_id": row_id}, session=s)
+            s.add(
+                m.OAuthState(
+                    id=row_id,
+                    state_hash=_digest(state),
+                    browser_hash=_digest(browser),
+                    applicant_ref=applicant_ref,
+                    provider=provider,
+                    scope=scope,
+                    verifier_ct=enc(
+                        verifier, subject=applicant_ref, table=STATES, column="verifier", row=row_id
+                    )
+                    if verifier
+                    else None,
+                    nonce_ct=enc(
+                        nonce, subject=applicant_ref, table=STATES, column="nonce", row=row_id
+                    )
+                    if nonce
+                    else None,
+                    created_at=now,
+                    expires_at=now + timedelta(seconds=ttl_s),
+                )
+            )
+            self._audit.record(
+                "oauth.started",
+                applicant_ref,
+                {"provider": provider, "scope": scope, "state_id": row_id},
+                session=s,
+            )
         return state
 
-    def consume_state(self, state: str | None, *, browser: str | None,
-                      provider: str) -> PendingAuthorization:
+    def consume_state(
+        self, state: str | None, *, browser: str | None, provider: str
+    ) -> PendingAuthorization:
         """Use a state once. Raises `StateError` (missing, unknown, used, expired,
         other_browser, other_provider); a state presented wrongly is burnt all the same."""
         if not state:
@@ -105,13 +133,18 @@ class OAuthRepository:
         now = self._ctx.clock()
         digest = _digest(state)
         with self._ctx.transaction() as s:
-            row = s.execute(select(m.OAuthState).where(m.OAuthState.state_hash == digest)
-                            ).scalar_one_or_none()
+            row = s.execute(
+                select(m.OAuthState).where(m.OAuthState.state_hash == digest)
+            ).scalar_one_or_none()
             if row is None:
                 raise StateError("unknown (forged or from another server)")
-            burnt = rowcount(s.execute(update(m.OAuthState).where(
-                m.OAuthState.id == row.id, m.OAuthState.used_at.is_(None))
-                .values(used_at=now)))
+            burnt = rowcount(
+                s.execute(
+                    update(m.OAuthState)
+                    .where(m.OAuthState.id == row.id, m.OAuthState.used_at.is_(None))
+                    .values(used_at=now)
+                )
+            )
             if not burnt:
                 raise StateError("already used (a replay)")
             rule = None
@@ -121,17 +154,36 @@ class OAuthRepository:
                 rule = "issued to another browser"
             elif row.provider != provider:
                 rule = "issued for another provider"
-            self._audit.record("oauth.state_used", row.applicant_ref, {
-                "provider": row.provider, "state_id": row.id, "accepted": rule is None,
-                "rule": rule}, session=s)
+            self._audit.record(
+                "oauth.state_used",
+                row.applicant_ref,
+                {
+                    "provider": row.provider,
+                    "state_id": row.id,
+                    "accepted": rule is None,
+                    "rule": rule,
+                },
+                session=s,
+            )
             dec = self._ctx.cipher.decrypt
-            verifier = dec(row.verifier_ct, table=STATES, column="verifier", row=row.id
-                           ) if row.verifier_ct is not None and rule is None else None
-            nonce = dec(row.nonce_ct, table=STATES, column="nonce", row=row.id
-                        ) if row.nonce_ct is not None and rule is None else None
-            found = PendingAuthorization(applicant_ref=row.applicant_ref, provider=row.provider,
-                                         scope=row.scope, verifier=verifier, nonce=nonce,
-                                         digest=digest)
+            verifier = (
+                dec(row.verifier_ct, table=STATES, column="verifier", row=row.id)
+                if row.verifier_ct is not None and rule is None
+                else None
+            )
+            nonce = (
+                dec(row.nonce_ct, table=STATES, column="nonce", row=row.id)
+                if row.nonce_ct is not None and rule is None
+                else None
+            )
+            found = PendingAuthorization(
+                applicant_ref=row.applicant_ref,
+                provider=row.provider,
+                scope=row.scope,
+                verifier=verifier,
+                nonce=nonce,
+                digest=digest,
+            )
         if rule is not None:  # after the commit: the state stays burnt, the refusal on record
             raise StateError(rule)
         return found
@@ -140,8 +192,13 @@ class OAuthRepository:
         """Drop used or expired states older than `older_than` (they prove nothing more)."""
         cutoff = self._ctx.clock() - older_than
         with self._ctx.transaction() as s:
-            return rowcount(s.execute(cast(Table, m.OAuthState.__table__).delete().where(
-                m.OAuthState.expires_at < cutoff)))
+            return rowcount(
+                s.execute(
+                    cast(Table, m.OAuthState.__table__)
+                    .delete()
+                    .where(m.OAuthState.expires_at < cutoff)
+                )
+            )
 
     # -- accounts -----------------------------------------------------------------------
 
@@ -162,16 +219,30 @@ class OAuthRepository:
             return None
 
     def _declared_phone(self, s: Session, applicant_ref: str) -> str | None:
-        row = s.execute(select(m.Applicant.id, m.Applicant.phone_ct).where(
-            m.Applicant.applicant_ref == applicant_ref)).one_or_none()
+        row = s.execute(
+            select(m.Applicant.id, m.Applicant.phone_ct).where(
+                m.Applicant.applicant_ref == applicant_ref
+            )
+        ).one_or_none()
         if row is None:
             return None
         return applicant_fields.decrypt_phone(self._ctx.cipher, row.id, row.phone_ct)
 
-    def link(self, *, applicant_ref: str, provider: str, scope: str, consent_id: str | None,
-             subject_id: str, union_id: str | None, access_token: str | None,
-             refresh_token: str | None, access_ttl_s: int | None, refresh_ttl_s: int | None,
-             account_created_at: datetime | None = None) -> str:
+    def link(
+        self,
+        *,
+        applicant_ref: str,
+        provider: str,
+        scope: str,
+        consent_id: str | None,
+        subject_id: str,
+        union_id: str | None,
+        access_token: str | None,
+        refresh_token: str | None,
+        access_ttl_s: int | None,
+        refresh_ttl_s: int | None,
+        account_created_at: datetime | None = None,
+    ) -> str:
         """Record (or renew) the applicant's account at `provider` after a code exchange:
         control of the account is proven. Returns the account row id."""
         now = self._ctx.clock()
@@ -186,93 +257,167 @@ class OAuthRepository:
             row.linked_at = now
             row.purged_at = None
             self._set_tokens(row, access_token, refresh_token, access_ttl_s, refresh_ttl_s, now)
-            self._audit.record("oauth.linked", applicant_ref, {
-                "provider": provider, "scope": scope, "consent_id": consent_id,
-                "account_id": row.id, "unionid": union_id is not None}, session=s)
+            self._audit.record(
+                "oauth.linked",
+                applicant_ref,
+                {
+                    "provider": provider,
+                    "scope": scope,
+                    "consent_id": consent_id,
+                    "account_id": row.id,
+                    "unionid": union_id is not None,
+                },
+                session=s,
+            )
             return row.id
 
     @staticmethod
-    def _account(s: Session, applicant_ref: str, provider: str, *,
-                 status: str) -> m.OAuthAccount:
+    def _account(s: Session, applicant_ref: str, provider: str, *, status: str) -> m.OAuthAccount:
         """The applicant's account at `provider`, created (with `status`) if there is none."""
-        row = s.execute(select(m.OAuthAccount).where(
-            m.OAuthAccount.applicant_ref == applicant_ref,
-            m.OAuthAccount.provider == provider)).scalar_one_or_none()
+        row = s.execute(
+            select(m.OAuthAccount).where(
+                m.OAuthAccount.applicant_ref == applicant_ref, m.OAuthAccount.provider == provider
+            )
+        ).scalar_one_or_none()
         if row is None:
-            row = m.OAuthAccount(id=str(uuid.uuid4()), applicant_ref=applicant_ref,
-                                 provider=provider, status=status, scope="")
+            row = m.OAuthAccount(
+                id=str(uuid.uuid4()),
+                applicant_ref=applicant_ref,
+                provider=provider,
+                status=status,
+                scope="",
+            )
             s.add(row)
         return row
 
-    def _set_tokens(self, row: m.OAuthAccount, access: str | None, refresh: str | None,
-                    access_ttl_s: int | None, refresh_ttl_s: int | None, now: datetime) -> None:
+    def _set_tokens(
+        self,
+        row: m.OAuthAccount,
+        access: str | None,
+        refresh: str | None,
+        access_ttl_s: int | None,
+        refresh_ttl_s: int | None,
+        now: datetime,
+    ) -> None:
         enc = self._ctx.cipher.encrypt
-        row.access_token_ct = enc(access, subject=row.applicant_ref, table=TABLE,
-                                  column="access_token", row=row.id) if access else None
-        row.access_expires_at = now + timedelta(seconds=access_ttl_s) if (
-            access and access_ttl_s) else None
+        row.access_token_ct = (
+            enc(access, subject=row.applicant_ref, table=TABLE, column="access_token", row=row.id)
+            if access
+            else None
+        )
+        row.access_expires_at = (
+            now + timedelta(seconds=access_ttl_s) if (access and access_ttl_s) else None
+        )
         if refresh is not None:
-            row.refresh_token_ct = enc(refresh, subject=row.applicant_ref, table=TABLE,
-                                       column="refresh_token", row=row.id)
-            row.refresh_expires_at = now + timedelta(seconds=refresh_ttl_s) if (
-                refresh_ttl_s) else None
+            row.refresh_token_ct = enc(
+                refresh, subject=row.applicant_ref, table=TABLE, column="refresh_token", row=row.id
+            )
+            row.refresh_expires_at = (
+                now + timedelta(seconds=refresh_ttl_s) if (refresh_ttl_s) else None
+            )
 
     def tokens(self, applicant_ref: str, provider: str) -> Tokens | None:
         """The account's tokens, decrypted for one provider call (never logged, never shown)."""
         with self._ctx.transaction() as s:
-            row = s.execute(select(m.OAuthAccount).where(
-                m.OAuthAccount.applicant_ref == applicant_ref,
-                m.OAuthAccount.provider == provider)).scalar_one_or_none()
+            row = s.execute(
+                select(m.OAuthAccount).where(
+                    m.OAuthAccount.applicant_ref == applicant_ref,
+                    m.OAuthAccount.provider == provider,
+                )
+            ).scalar_one_or_none()
             if row is None:
                 return None
             dec = self._ctx.cipher.decrypt
             return Tokens(
-                applicant_ref=applicant_ref, provider=provider,
-                access_token=dec(row.access_token_ct, table=TABLE, column="access_token",
-                                 row=row.id) if row.access_token_ct is not None else None,
-                refresh_token=dec(row.refresh_token_ct, table=TABLE, column="refresh_token",
-                                  row=row.id) if row.refresh_token_ct is not None else None,
+                applicant_ref=applicant_ref,
+                provider=provider,
+                access_token=dec(
+                    row.access_token_ct, table=TABLE, column="access_token", row=row.id
+                )
+                if row.access_token_ct is not None
+                else None,
+                refresh_token=dec(
+                    row.refresh_token_ct, table=TABLE, column="refresh_token", row=row.id
+                )
+                if row.refresh_token_ct is not None
+                else None,
                 access_expires_at=as_utc(row.access_expires_at) if row.access_expires_at else None,
                 refresh_expires_at=as_utc(row.refresh_expires_at)
-                if row.refresh_expires_at else None)
+                if row.refresh_expires_at
+                else None,
+            )
 
-    def refreshed(self, applicant_ref: str, provider: str, *, access_token: str,
-                  refresh_token: str | None, access_ttl_s: int,
-                  refresh_ttl_s: int | None) -> None:
+    def refreshed(
+        self,
+        applicant_ref: str,
+        provider: str,
+        *,
+        access_token: str,
+        refresh_token: str | None,
+        access_ttl_s: int,
+        refresh_ttl_s: int | None,
+    ) -> None:
         now = self._ctx.clock()
         with self._ctx.transaction() as s:
-            row = s.execute(select(m.OAuthAccount).where(
-                m.OAuthAccount.applicant_ref == applicant_ref,
-                m.OAuthAccount.provider == provider)).scalar_one()
+            row = s.execute(
+                select(m.OAuthAccount).where(
+                    m.OAuthAccount.applicant_ref == applicant_ref,
+                    m.OAuthAccount.provider == provider,
+                )
+            ).scalar_one()
             self._set_tokens(row, access_token, refresh_token, access_ttl_s, refresh_ttl_s, now)
             row.refreshed_at = now
-            self._audit.record("oauth.refreshed", applicant_ref, {
-                "provider": provider, "account_id": row.id}, session=s)
+            self._audit.record(
+                "oauth.refreshed",
+                applicant_ref,
+                {"provider": provider, "account_id": row.id},
+                session=s,
+            )
 
     def due_for_refresh(self, *, margin: timedelta) -> list[tuple[str, str]]:
         """Accounts whose access token expires within `margin`, or whose refresh token has
         died (those are purged by the refresher and asked to re-authorize)."""
         limit = self._ctx.clock() + margin
         with self._ctx.transaction() as s:
-            rows = s.execute(select(m.OAuthAccount.applicant_ref, m.OAuthAccount.provider)
-                             .where(m.OAuthAccount.status == "linked",
-                                    m.OAuthAccount.refresh_token_ct.is_not(None),
-                                    m.OAuthAccount.access_expires_at <= limit)
-                             .order_by(m.OAuthAccount.access_expires_at)).all()
+            rows = s.execute(
+                select(m.OAuthAccount.applicant_ref, m.OAuthAccount.provider)
+                .where(
+                    m.OAuthAccount.status == "linked",
+                    m.OAuthAccount.refresh_token_ct.is_not(None),
+                    m.OAuthAccount.access_expires_at <= limit,
+                )
+                .order_by(m.OAuthAccount.access_expires_at)
+            ).all()
         return [(r[0], r[1]) for r in rows]
 
     def require_reauthorization(self, applicant_ref: str, provider: str, *, reason: str) -> None:
         """The refresh token is dead: tokens purged, the account asks the applicant again."""
         now = self._ctx.clock()
         with self._ctx.transaction() as s:
-            n = rowcount(s.execute(update(m.OAuthAccount).where(
-                m.OAuthAccount.applicant_ref == applicant_ref,
-                m.OAuthAccount.provider == provider).values(
-                status="reauth_required", access_token_ct=None, refresh_token_ct=None,
-                access_expires_at=None, refresh_expires_at=None, purged_at=now)))
+            n = rowcount(
+                s.execute(
+                    update(m.OAuthAccount)
+                    .where(
+                        m.OAuthAccount.applicant_ref == applicant_ref,
+                        m.OAuthAccount.provider == provider,
+                    )
+                    .values(
+                        status="reauth_required",
+                        access_token_ct=None,
+                        refresh_token_ct=None,
+                        access_expires_at=None,
+                        refresh_expires_at=None,
+                        purged_at=now,
+                    )
+                )
+            )
             if n:
-                self._audit.record("oauth.reauth_required", applicant_ref, {
-                    "provider": provider, "reason": reason}, session=s)
+                self._audit.record(
+                    "oauth.reauth_required",
+                    applicant_ref,
+                    {"provider": provider, "reason": reason},
+                    session=s,
+                )
 
     def withdraw(self, applicant_ref: str, *, scopes: frozenset[str], consent_id: str) -> int:
         """A consent covering an account was withdrawn: purge what it allowed us to hold.
@@ -285,27 +430,57 @@ class OAuthRepository:
             for scope, prefix in profile.items():
                 if scope not in scopes:
                     continue
-                cond = (m.OAuthAccount.provider == prefix if not prefix.endswith(":")
-                        else m.OAuthAccount.provider.startswith(prefix))
-                touched += rowcount(s.execute(update(m.OAuthAccount).where(
-                    m.OAuthAccount.applicant_ref == applicant_ref, cond).values(
-                    status="withdrawn", access_token_ct=None, refresh_token_ct=None,
-                    access_expires_at=None, refresh_expires_at=None, subject_bidx=None,
-                    union_bidx=None, phone_bidx=None, phone_ct=None,
-                    purged_at=now)))
+                cond = (
+                    m.OAuthAccount.provider == prefix
+                    if not prefix.endswith(":")
+                    else m.OAuthAccount.provider.startswith(prefix)
+                )
+                touched += rowcount(
+                    s.execute(
+                        update(m.OAuthAccount)
+                        .where(m.OAuthAccount.applicant_ref == applicant_ref, cond)
+                        .values(
+                            status="withdrawn",
+                            access_token_ct=None,
+                            refresh_token_ct=None,
+                            access_expires_at=None,
+                            refresh_expires_at=None,
+                            subject_bidx=None,
+                            union_bidx=None,
+                            phone_bidx=None,
+                            phone_ct=None,
+                            purged_at=now,
+                        )
+                    )
+                )
             if "wechat_phone" in scopes:
-                touched += rowcount(s.execute(update(m.OAuthAccount).where(
-                    m.OAuthAccount.applicant_ref == applicant_ref,
-                    m.OAuthAccount.phone_bidx.is_not(None)).values(phone_bidx=None, phone_ct=None)
-                ))
+                touched += rowcount(
+                    s.execute(
+                        update(m.OAuthAccount)
+                        .where(
+                            m.OAuthAccount.applicant_ref == applicant_ref,
+                            m.OAuthAccount.phone_bidx.is_not(None),
+                        )
+                        .values(phone_bidx=None, phone_ct=None)
+                    )
+                )
             if touched:
-                self._audit.record("oauth.purged", applicant_ref, {
-                    "reason": "consent_withdrawn", "consent_id": consent_id,
-                    "scopes": sorted(scopes), "accounts": touched}, session=s)
+                self._audit.record(
+                    "oauth.purged",
+                    applicant_ref,
+                    {
+                        "reason": "consent_withdrawn",
+                        "consent_id": consent_id,
+                        "scopes": sorted(scopes),
+                        "accounts": touched,
+                    },
+                    session=s,
+                )
         return touched
 
-    def set_bound_phone(self, applicant_ref: str, provider: str, phone: str, *,
-                        consent_id: str) -> None:
+    def set_bound_phone(
+        self, applicant_ref: str, provider: str, phone: str, *, consent_id: str
+    ) -> None:
         """The phone bound to the account (a Mini Program's phone-number exchange): its blind
         index, to find candidates, and its value sealed under the applicant's key, to compare
         them (the index is cut short, so unrelated phones share it)."""
@@ -317,37 +492,67 @@ class OAuthRepository:
         with self._ctx.transaction() as s:
             row = self._account(s, applicant_ref, provider, status="phone_only")
             row.phone_bidx = self.phone_index(e164)
-            row.phone_ct = (self._ctx.cipher.encrypt(e164, subject=applicant_ref, table=TABLE,
-                                                     column="phone", row=row.id)
-                            if e164 is not None else None)
-            self._audit.record("oauth.phone_bound", applicant_ref, {
-                "provider": provider, "consent_id": consent_id, "usable": e164 is not None,
-                "at": now.isoformat()}, session=s)
+            row.phone_ct = (
+                self._ctx.cipher.encrypt(
+                    e164, subject=applicant_ref, table=TABLE, column="phone", row=row.id
+                )
+                if e164 is not None
+                else None
+            )
+            self._audit.record(
+                "oauth.phone_bound",
+                applicant_ref,
+                {
+                    "provider": provider,
+                    "consent_id": consent_id,
+                    "usable": e164 is not None,
+                    "at": now.isoformat(),
+                },
+                session=s,
+            )
 
-    def account_signals(self, applicant_ref: str, *, provider: str,
-                        declared_phone: str | None,
-                        declared_stored: bool = False) -> dict[str, Any] | None:
+    def account_signals(
+        self,
+        applicant_ref: str,
+        *,
+        provider: str,
+        declared_phone: str | None,
+        declared_stored: bool = False,
+    ) -> dict[str, Any] | None:
         """What a verifier may know of the account: control proven, other applicants linked to
         the same account, bound phone against the declared one (`declared_phone`, or with
         `declared_stored` the phone the stored applicant declared), account age. None when
         the applicant has no account at `provider` (`provider` ending in ':' is a prefix)."""
         now = self._ctx.clock()
-        cond = (m.OAuthAccount.provider.startswith(provider) if provider.endswith(":")
-                else m.OAuthAccount.provider == provider)
+        cond = (
+            m.OAuthAccount.provider.startswith(provider)
+            if provider.endswith(":")
+            else m.OAuthAccount.provider == provider
+        )
         with self._ctx.transaction() as s:
-            row = s.execute(select(m.OAuthAccount).where(
-                m.OAuthAccount.applicant_ref == applicant_ref, cond)
-                .order_by(m.OAuthAccount.linked_at.desc())).scalars().first()
+            row = (
+                s.execute(
+                    select(m.OAuthAccount)
+                    .where(m.OAuthAccount.applicant_ref == applicant_ref, cond)
+                    .order_by(m.OAuthAccount.linked_at.desc())
+                )
+                .scalars()
+                .first()
+            )
             if row is None or row.status in ("withdrawn", "erased"):
                 return None
             keys = [c for c in (row.union_bidx, row.subject_bidx) if c]
             linked = 0
             if keys:
-                linked = s.execute(select(func.count(func.distinct(m.OAuthAccount.applicant_ref)))
-                                   .where(m.OAuthAccount.applicant_ref != applicant_ref,
-                                          or_(m.OAuthAccount.union_bidx.in_(keys),
-                                              m.OAuthAccount.subject_bidx.in_(keys)))
-                                   ).scalar_one()
+                linked = s.execute(
+                    select(func.count(func.distinct(m.OAuthAccount.applicant_ref))).where(
+                        m.OAuthAccount.applicant_ref != applicant_ref,
+                        or_(
+                            m.OAuthAccount.union_bidx.in_(keys),
+                            m.OAuthAccount.subject_bidx.in_(keys),
+                        ),
+                    )
+                ).scalar_one()
             if declared_stored and not declared_phone:
                 declared_phone = self._declared_phone(s, applicant_ref)
         phone = self._phone_match(row, declared_phone)
@@ -374,26 +579,40 @@ class OAuthRepository:
         if row.phone_ct is None:
             return "match"
         try:
-            bound = self._ctx.cipher.decrypt(row.phone_ct, table=TABLE, column="phone",
-                                             row=row.id)
+            bound = self._ctx.cipher.decrypt(row.phone_ct, table=TABLE, column="phone", row=row.id)
         except FieldDecryptError:
             return "unknown"
-        same = secrets.compare_digest(bound.encode("utf-8"),
-                                      normalize_phone(declared_phone).encode("utf-8"))
+        same = secrets.compare_digest(
+            bound.encode("utf-8"), normalize_phone(declared_phone).encode("utf-8")
+        )
         return "match" if same else "mismatch"
 
     def view(self, applicant_ref: str) -> list[dict[str, Any]]:
         """The applicant's accounts as an operator may see them: states and dates, no values."""
         with self._ctx.transaction() as s:
-            rows = s.execute(select(m.OAuthAccount).where(
-                m.OAuthAccount.applicant_ref == applicant_ref)).scalars().all()
-            return [{"provider": r.provider, "status": r.status, "scope": r.scope,
-                     "consent_id": r.consent_id, "tokens_held": r.access_token_ct is not None
-                     or r.refresh_token_ct is not None,
-                     "unionid": r.union_bidx is not None, "bound_phone": r.phone_bidx is not None,
-                     "access_expires_at": r.access_expires_at.isoformat()
-                     if r.access_expires_at else None,
-                     "refresh_expires_at": r.refresh_expires_at.isoformat()
-                     if r.refresh_expires_at else None,
-                     "linked_at": r.linked_at.isoformat() if r.linked_at else None}
-                    for r in rows]
+            rows = (
+                s.execute(
+                    select(m.OAuthAccount).where(m.OAuthAccount.applicant_ref == applicant_ref)
+                )
+                .scalars()
+                .all()
+            )
+            return [
+                {
+                    "provider": r.provider,
+                    "status": r.status,
+                    "scope": r.scope,
+                    "consent_id": r.consent_id,
+                    "tokens_held": r.access_token_ct is not None or r.refresh_token_ct is not None,
+                    "unionid": r.union_bidx is not None,
+                    "bound_phone": r.phone_bidx is not None,
+                    "access_expires_at": r.access_expires_at.isoformat()
+                    if r.access_expires_at
+                    else None,
+                    "refresh_expires_at": r.refresh_expires_at.isoformat()
+                    if r.refresh_expires_at
+                    else None,
+                    "linked_at": r.linked_at.isoformat() if r.linked_at else None,
+                }
+                for r in rows
+            ]

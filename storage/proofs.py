@@ -96,65 +96,117 @@ class ProofRepository:
         with self._ctx.engine.connect() as conn:
             # Consent events: each row bound; each ledger event with its row.
             seen: set[int] = set()
-            for r in conn.execute(select(m.ConsentEvent.__table__)
-                                  .execution_options(yield_per=1000)):
+            for r in conn.execute(
+                select(m.ConsentEvent.__table__).execution_options(yield_per=1000)
+            ):
                 count += 1
                 e = events.get(r.audit_seq) if r.audit_seq is not None else None
-                if (e is None or e[1] != r.subject_ref or CONSENT_KINDS.get(e[0]) != r.event
-                        or e[2].get("record_hash") != consent_hash(r)):
-                    issues.append(BindingIssue("consent_events", r.id, "the consent record is "
-                                               "not the one its audit event recorded",
-                                               r.audit_seq))
+                if (
+                    e is None
+                    or e[1] != r.subject_ref
+                    or CONSENT_KINDS.get(e[0]) != r.event
+                    or e[2].get("record_hash") != consent_hash(r)
+                ):
+                    issues.append(
+                        BindingIssue(
+                            "consent_events",
+                            r.id,
+                            "the consent record is not the one its audit event recorded",
+                            r.audit_seq,
+                        )
+                    )
                 else:
                     seen.add(r.audit_seq)
             for seq, (kind, _, d) in events.items():
-                if kind in CONSENT_KINDS and seq not in seen and seq not in purged[
-                        "consent_events"]:
-                    issues.append(BindingIssue("consent_events", str(d.get("consent_id")),
-                                               f"the ledger lost the record audit event {seq} "
-                                               "recorded", seq))
+                if (
+                    kind in CONSENT_KINDS
+                    and seq not in seen
+                    and seq not in purged["consent_events"]
+                ):
+                    issues.append(
+                        BindingIssue(
+                            "consent_events",
+                            str(d.get("consent_id")),
+                            f"the ledger lost the record audit event {seq} recorded",
+                            seq,
+                        )
+                    )
             # Decisions: each the latest of its applicant's decision events, hash matching.
             latest: dict[str, int] = {}
             for seq, (kind, ref, _) in events.items():
                 if kind in DECISION_KINDS and ref is not None:
                     latest[ref] = max(latest.get(ref, 0), seq)
             decided: set[str] = set()
-            for a in conn.execute(select(m.Applicant.__table__)
-                                  .execution_options(yield_per=1000)):
+            for a in conn.execute(select(m.Applicant.__table__).execution_options(yield_per=1000)):
                 count += 1
                 decided.add(a.applicant_ref)
                 e = events.get(a.decision_seq) if a.decision_seq is not None else None
-                if (e is None or e[0] not in DECISION_KINDS or e[1] != a.applicant_ref
-                        or e[2].get("decision_hash") != decision_hash(a)):
-                    issues.append(BindingIssue("applicants", a.applicant_ref, "the decision is "
-                                               "not the one its audit event recorded",
-                                               a.decision_seq))
+                if (
+                    e is None
+                    or e[0] not in DECISION_KINDS
+                    or e[1] != a.applicant_ref
+                    or e[2].get("decision_hash") != decision_hash(a)
+                ):
+                    issues.append(
+                        BindingIssue(
+                            "applicants",
+                            a.applicant_ref,
+                            "the decision is not the one its audit event recorded",
+                            a.decision_seq,
+                        )
+                    )
                 elif latest.get(a.applicant_ref) != a.decision_seq:
-                    issues.append(BindingIssue("applicants", a.applicant_ref, "the decision is "
-                                               "not the latest the audit chain recorded",
-                                               latest.get(a.applicant_ref)))
+                    issues.append(
+                        BindingIssue(
+                            "applicants",
+                            a.applicant_ref,
+                            "the decision is not the latest the audit chain recorded",
+                            latest.get(a.applicant_ref),
+                        )
+                    )
             for ref, seq in latest.items():
                 if ref not in decided and seq not in purged["applicants"]:
-                    issues.append(BindingIssue("applicants", ref, "the decision audit event "
-                                               f"{seq} recorded is missing", seq))
+                    issues.append(
+                        BindingIssue(
+                            "applicants",
+                            ref,
+                            f"the decision audit event {seq} recorded is missing",
+                            seq,
+                        )
+                    )
             # Step results: each listed by its event; each listed hash with its row.
             by_seq: dict[int, set[str]] = defaultdict(set)
-            for st in conn.execute(select(m.StepResult.__table__)
-                                   .execution_options(yield_per=1000)):
+            for st in conn.execute(
+                select(m.StepResult.__table__).execution_options(yield_per=1000)
+            ):
                 count += 1
                 e = events.get(st.audit_seq) if st.audit_seq is not None else None
                 h = step_hash(st)
-                if e is None or e[0] not in STEP_KINDS or h not in (e[2].get("step_hashes")
-                                                                   or ()):
-                    issues.append(BindingIssue("step_results", st.id, "the step result is not "
-                                               "one its audit event recorded", st.audit_seq))
+                if e is None or e[0] not in STEP_KINDS or h not in (e[2].get("step_hashes") or ()):
+                    issues.append(
+                        BindingIssue(
+                            "step_results",
+                            st.id,
+                            "the step result is not one its audit event recorded",
+                            st.audit_seq,
+                        )
+                    )
                 else:
                     by_seq[st.audit_seq].add(h)
             for seq, (kind, ref, d) in events.items():
-                if kind in STEP_KINDS and set(d.get("step_hashes") or ()) - by_seq[seq] and (
-                        seq not in purged["step_results"]):
-                    issues.append(BindingIssue("step_results", str(ref), "a step result audit "
-                                               f"event {seq} recorded is missing", seq))
+                if (
+                    kind in STEP_KINDS
+                    and set(d.get("step_hashes") or ()) - by_seq[seq]
+                    and (seq not in purged["step_results"])
+                ):
+                    issues.append(
+                        BindingIssue(
+                            "step_results",
+                            str(ref),
+                            f"a step result audit event {seq} recorded is missing",
+                            seq,
+                        )
+                    )
         first = min(issues, key=lambda i: (i.seq is not None, i.seq or 0)) if issues else None
         return ProofCheck(chain=chain, binding=first, records=count)
 
@@ -164,27 +216,34 @@ class ProofRepository:
         covered. Records are checked (`applicants.check_decision` is the reader's check;
         here the hashes are recomputed and must equal those their events hold)."""
         out = Material()
-        ce, ap, st = (m.ConsentEvent.__table__, m.Applicant.__table__,
-                      m.StepResult.__table__)
+        ce, ap, st = (m.ConsentEvent.__table__, m.Applicant.__table__, m.StepResult.__table__)
         with self._ctx.engine.connect() as conn:
             rows: list[tuple[str, tuple[str, ...], Any, int | None, str]] = []
-            for r in conn.execute(select(ce).where(ce.c.subject_ref == subject_ref)
-                                  .order_by(ce.c.recorded_at, ce.c.id)):
-                rows.append(("consent_events", consent_fields(r), r, r.audit_seq,
-                             "record_hash"))
+            for r in conn.execute(
+                select(ce)
+                .where(ce.c.subject_ref == subject_ref)
+                .order_by(ce.c.recorded_at, ce.c.id)
+            ):
+                rows.append(("consent_events", consent_fields(r), r, r.audit_seq, "record_hash"))
             a = conn.execute(select(ap).where(ap.c.applicant_ref == subject_ref)).first()
             if a is not None:
-                rows.append(("applicants", DECISION_FIELDS, a, a.decision_seq,
-                             "decision_hash"))
-                for s in conn.execute(select(st).where(st.c.applicant_id == a.id)
-                                      .order_by(st.c.position)):
+                rows.append(("applicants", DECISION_FIELDS, a, a.decision_seq, "decision_hash"))
+                for s in conn.execute(
+                    select(st).where(st.c.applicant_id == a.id).order_by(st.c.position)
+                ):
                     rows.append(("step_results", STEP_FIELDS, s, s.audit_seq, "step_hashes"))
         for table, fields, r, seq, binding in rows:
             body = record_body(fields, r)
-            out.records.append({
-                "table": table, "id": r.id, "audit_seq": seq, "binding": binding,
-                "body": body.decode("utf-8"),
-                "digests": {name: digest(name, body) for name in digests}})
+            out.records.append(
+                {
+                    "table": table,
+                    "id": r.id,
+                    "audit_seq": seq,
+                    "binding": binding,
+                    "body": body.decode("utf-8"),
+                    "digests": {name: digest(name, body) for name in digests},
+                }
+            )
         seqs = sorted({r["audit_seq"] for r in out.records if r["audit_seq"] is not None})
         checkpoints = self._audit.checkpoints.load() if self._audit.checkpoints else []
         groups: dict[int, list[int]] = defaultdict(list)
@@ -210,7 +269,13 @@ class ProofRepository:
                     entries.append({"seq": e.seq, "body": body.decode("utf-8")})
                 else:
                     entries.append({"seq": e.seq, "leaf": leaf_hash(body).hex()})
-            out.segments.append({"checkpoint": f"{size:016d}.ckpt", "size": size,
-                                 "start_seq": start, "start_link": start_link,
-                                 "entries": entries})
+            out.segments.append(
+                {
+                    "checkpoint": f"{size:016d}.ckpt",
+                    "size": size,
+                    "start_seq": start,
+                    "start_link": start_link,
+                    "entries": entries,
+                }
+            )
         return out

@@ -38,11 +38,19 @@ class Store:
     """Everything the flows and commands need from the database, behind one object: the
     repositories as attributes, and the context's engine, key ring, cipher and clock."""
 
-    def __init__(self, engine: Engine, keyring: KeyRing, *, clock: Clock = utcnow,
-                 checkpoints: CheckpointLog | None = None, checkpoint_every: int = 1000) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        keyring: KeyRing,
+        *,
+        clock: Clock = utcnow,
+        checkpoints: CheckpointLog | None = None,
+        checkpoint_every: int = 1000,
+    ) -> None:
         self.context = ctx = StoreContext(engine, keyring, clock=clock)
-        self.audit = audit = AuditLog(ctx, checkpoints=checkpoints,
-                                      checkpoint_every=checkpoint_every)
+        self.audit = audit = AuditLog(
+            ctx, checkpoints=checkpoints, checkpoint_every=checkpoint_every
+        )
         self.ledger = ConsentLedger(ctx, audit)
         self.applicants = ApplicantRepository(ctx, audit)
         self.runs = RunRepository(ctx, audit)

@@ -28,34 +28,65 @@ class SubjectRepository:
         """Whether anything is held of the subject: a decided applicant, a consent event, an
         authorized account, a legal hold or a consent ask. An erased subject stays known
         (its rows remain, its keys do not)."""
-        columns = (m.Applicant.applicant_ref, m.ConsentEvent.subject_ref,
-                   m.OAuthAccount.applicant_ref, m.LegalHold.subject_ref,
-                   m.ConsentAsk.subject_ref)
+        columns = (
+            m.Applicant.applicant_ref,
+            m.ConsentEvent.subject_ref,
+            m.OAuthAccount.applicant_ref,
+            m.LegalHold.subject_ref,
+            m.ConsentAsk.subject_ref,
+        )
         with self._ctx.engine.connect() as conn:
-            return any(conn.execute(select(c).where(c == applicant_ref).limit(1)).first()
-                       is not None for c in columns)
+            return any(
+                conn.execute(select(c).where(c == applicant_ref).limit(1)).first() is not None
+                for c in columns
+            )
 
-    def hold(self, applicant_ref: str, *, basis: str, purpose: str, until: datetime,
-             actor: str) -> str:
+    def hold(
+        self, applicant_ref: str, *, basis: str, purpose: str, until: datetime, actor: str
+    ) -> str:
         hold_id = str(uuid.uuid4())
         with self._ctx.transaction() as s:
-            s.add(m.LegalHold(id=hold_id, subject_ref=applicant_ref, basis=basis,
-                              purpose=purpose, until=as_utc(until),
-                              created_at=self._ctx.clock()))
-            self._audit.record("subject.hold_placed", applicant_ref, {
-                "hold_id": hold_id, "basis": basis, "purpose": purpose,
-                "until": as_utc(until).isoformat(), "actor": actor}, session=s)
+            s.add(
+                m.LegalHold(
+                    id=hold_id,
+                    subject_ref=applicant_ref,
+                    basis=basis,
+                    purpose=purpose,
+                    until=as_utc(until),
+                    created_at=self._ctx.clock(),
+                )
+            )
+            self._audit.record(
+                "subject.hold_placed",
+                applicant_ref,
+                {
+                    "hold_id": hold_id,
+                    "basis": basis,
+                    "purpose": purpose,
+                    "until": as_utc(until).isoformat(),
+                    "actor": actor,
+                },
+                session=s,
+            )
         return hold_id
 
     def active_holds(self, applicant_ref: str) -> list[dict[str, Any]]:
         now = self._ctx.clock()
         with self._ctx.transaction() as s:
-            return [{"hold_id": h.id, "basis": h.basis, "purpose": h.purpose,
-                     "until": as_utc(h.until).isoformat()}
-                    for h in s.scalars(select(m.LegalHold).where(
-                        m.LegalHold.subject_ref == applicant_ref,
-                        m.LegalHold.released_at.is_(None)))
-                    if as_utc(h.until) > now]
+            return [
+                {
+                    "hold_id": h.id,
+                    "basis": h.basis,
+                    "purpose": h.purpose,
+                    "until": as_utc(h.until).isoformat(),
+                }
+                for h in s.scalars(
+                    select(m.LegalHold).where(
+                        m.LegalHold.subject_ref == applicant_ref, m.LegalHold.released_at.is_(None)
+                    )
+                )
+                if as_utc(h.until) > now
+            ]
 
     def erase(self, applicant_ref: str, *, reason: str, actor: str) -> str:
         """Erase a subject: destroy their DEK and blind indexes, so their fields can no longer
@@ -65,29 +96,57 @@ class SubjectRepository:
         now = self._ctx.clock()
         if holds:
             with self._ctx.transaction() as s:
-                s.execute(update(m.Applicant).where(m.Applicant.applicant_ref == applicant_ref)
-                          .values(restricted_at=now))
-                self._audit.record("subject.restricted", applicant_ref, {
-                    "actor": actor, "reason": reason, "holds": [h["hold_id"] for h in holds]},
-                    session=s)
+                s.execute(
+                    update(m.Applicant)
+                    .where(m.Applicant.applicant_ref == applicant_ref)
+                    .values(restricted_at=now)
+                )
+                self._audit.record(
+                    "subject.restricted",
+                    applicant_ref,
+                    {"actor": actor, "reason": reason, "holds": [h["hold_id"] for h in holds]},
+                    session=s,
+                )
             return "restricted"
         destroyed = self._ctx.keyring.destroy(applicant_ref, reason=reason)
         with self._ctx.transaction() as s:
-            found = rowcount(s.execute(
-                update(m.Applicant).where(m.Applicant.applicant_ref == applicant_ref)
-                .values(erased_at=now, id_number_bidx=None, phone_bidx=None)))
-            s.execute(update(m.ReviewCase).where(m.ReviewCase.applicant_id.in_(
-                select(m.Applicant.id).where(m.Applicant.applicant_ref == applicant_ref)))
+            found = rowcount(
+                s.execute(
+                    update(m.Applicant)
+                    .where(m.Applicant.applicant_ref == applicant_ref)
+                    .values(erased_at=now, id_number_bidx=None, phone_bidx=None)
+                )
+            )
+            s.execute(
+                update(m.ReviewCase)
+                .where(
+                    m.ReviewCase.applicant_id.in_(
+                        select(m.Applicant.id).where(m.Applicant.applicant_ref == applicant_ref)
+                    )
+                )
                 .where(m.ReviewCase.closed_at.is_(None))
-                .values(status="closed_erased", closed_at=now, claimed_by=None,
-                        lease_until=None))
-            s.execute(update(m.OAuthAccount).where(m.OAuthAccount.applicant_ref == applicant_ref)
-                      .values(status="erased", subject_bidx=None, union_bidx=None,
-                              phone_bidx=None, phone_ct=None, access_token_ct=None,
-                              refresh_token_ct=None,
-                              purged_at=now))
-            self._audit.record("subject.erased", applicant_ref, {
-                "actor": actor, "reason": reason, "key_destroyed": destroyed}, session=s)
+                .values(status="closed_erased", closed_at=now, claimed_by=None, lease_until=None)
+            )
+            s.execute(
+                update(m.OAuthAccount)
+                .where(m.OAuthAccount.applicant_ref == applicant_ref)
+                .values(
+                    status="erased",
+                    subject_bidx=None,
+                    union_bidx=None,
+                    phone_bidx=None,
+                    phone_ct=None,
+                    access_token_ct=None,
+                    refresh_token_ct=None,
+                    purged_at=now,
+                )
+            )
+            self._audit.record(
+                "subject.erased",
+                applicant_ref,
+                {"actor": actor, "reason": reason, "key_destroyed": destroyed},
+                session=s,
+            )
         return "erased" if (found or destroyed) else "unknown"
 
     def restrict(self, applicant_ref: str, *, reason: str, actor: str) -> bool:
@@ -95,10 +154,19 @@ class SubjectRepository:
         read that is not for a hold's purpose is refused. True if an applicant was held."""
         now = self._ctx.clock()
         with self._ctx.transaction() as s:
-            found = rowcount(s.execute(update(m.Applicant).where(
-                m.Applicant.applicant_ref == applicant_ref, m.Applicant.erased_at.is_(None))
-                .values(restricted_at=now)))
-            self._audit.record("subject.restricted", applicant_ref, {
-                "actor": actor, "reason": reason, "holds": [], "on_request": True},
-                session=s)
+            found = rowcount(
+                s.execute(
+                    update(m.Applicant)
+                    .where(
+                        m.Applicant.applicant_ref == applicant_ref, m.Applicant.erased_at.is_(None)
+                    )
+                    .values(restricted_at=now)
+                )
+            )
+            self._audit.record(
+                "subject.restricted",
+                applicant_ref,
+                {"actor": actor, "reason": reason, "holds": [], "on_request": True},
+                session=s,
+            )
         return bool(found)

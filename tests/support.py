@@ -25,13 +25,21 @@ from sqlalchemy import Engine, inspect, text
 IDV_BIN = str(Path(sys.executable).with_name("idv"))
 
 
-def run_idv(env: Mapping[str, str], *args: str, stdin: str | None = None,
-            timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_idv(
+    env: Mapping[str, str], *args: str, stdin: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """`idv *args` in a subprocess with `env` as its whole environment (nothing inherited),
     `stdin` as its input. A test that runs it is marked `e2e` (its folder) or
     `subprocess`."""
-    return subprocess.run([IDV_BIN, *args], env=dict(env), input=stdin, capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [IDV_BIN, *args],
+        env=dict(env),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 # --- canaries -----------------------------------------------------------------------------
@@ -82,10 +90,18 @@ class Canaries:
     (`FORMS`); `min_bytes` leaves out forms shorter than that, which would match by
     chance."""
 
-    def __init__(self, values: Mapping[str, str] | Iterable[str], *,
-                 forms: Iterable[str] = ("plain",), min_bytes: int = 1) -> None:
-        pairs = (values.items() if isinstance(values, Mapping)
-                 else ((f"canary {i}", v) for i, v in enumerate(values, 1)))
+    def __init__(
+        self,
+        values: Mapping[str, str] | Iterable[str],
+        *,
+        forms: Iterable[str] = ("plain",),
+        min_bytes: int = 1,
+    ) -> None:
+        pairs = (
+            values.items()
+            if isinstance(values, Mapping)
+            else ((f"canary {i}", v) for i, v in enumerate(values, 1))
+        )
         named: dict[str, str] = {}
         for name, value in pairs:
             _add(named, name, value)
@@ -94,15 +110,22 @@ class Canaries:
         if unknown:
             raise ValueError(f"unknown forms {sorted(unknown)}; known: {EVERY_FORM}")
         self.values = named
-        self._needles = [(name, form, needle) for name, value in named.items()
-                         for form in self.forms
-                         for needle in [FORMS[form](value)] if len(needle) >= min_bytes]
+        self._needles = [
+            (name, form, needle)
+            for name, value in named.items()
+            for form in self.forms
+            for needle in [FORMS[form](value)]
+            if len(needle) >= min_bytes
+        ]
 
     @classmethod
-    def of_lines(cls, lines: Iterable[Any], fields: Iterable[str] = ("id_number", "phone",
-                                                                     "name"),
-                 keep: Callable[[str, str], bool] = lambda field, value: bool(value),
-                 **kwargs: Any) -> Canaries:
+    def of_lines(
+        cls,
+        lines: Iterable[Any],
+        fields: Iterable[str] = ("id_number", "phone", "name"),
+        keep: Callable[[str, str], bool] = lambda field, value: bool(value),
+        **kwargs: Any,
+    ) -> Canaries:
         """The personal fields of a batch's applicant lines (dicts; other lines are left
         out), each named `<field> of <applicant_ref>`; `keep(field, value)` chooses."""
         named: dict[str, str] = {}
@@ -123,13 +146,15 @@ class Canaries:
         for part in (self, other):
             for name, value in part.values.items():
                 kept = _add(joined.values, name, value)
-                joined._needles += [(kept, form, needle) for n, form, needle in part._needles
-                                    if n == name and (kept, form, needle) not in joined._needles]
+                joined._needles += [
+                    (kept, form, needle)
+                    for n, form, needle in part._needles
+                    if n == name and (kept, form, needle) not in joined._needles
+                ]
         return joined
 
     def in_bytes(self, blob: bytes, where: str) -> list[Leak]:
-        return [Leak(name, form, where) for name, form, needle in self._needles
-                if needle in blob]
+        return [Leak(name, form, where) for name, form, needle in self._needles if needle in blob]
 
     def in_text(self, text_: str, where: str = "text") -> list[Leak]:
         return self.in_bytes(text_.encode("utf-8"), where)
@@ -142,16 +167,23 @@ class Canaries:
 
     def in_texts(self, texts: Mapping[str, str] | Iterable[str]) -> list[Leak]:
         """Several outputs, named (`{"stdout": ...}`) or numbered (`output[0]`, ...)."""
-        named = texts.items() if isinstance(texts, Mapping) else (
-            (f"output[{i}]", t) for i, t in enumerate(texts))
+        named = (
+            texts.items()
+            if isinstance(texts, Mapping)
+            else ((f"output[{i}]", t) for i, t in enumerate(texts))
+        )
         return [leak for where, t in named for leak in self.in_text(t, where)]
 
     def in_files(self, *folders: Path, pattern: str = "*") -> list[Leak]:
         """Every file under `folders` (recursively) whose name matches `pattern`, as
         bytes: databases with their -wal files, keys, reports, logs."""
-        return [leak for folder in folders for path in sorted(folder.rglob(pattern))
-                if path.is_file()
-                for leak in self.in_bytes(path.read_bytes(), f"file {path}")]
+        return [
+            leak
+            for folder in folders
+            for path in sorted(folder.rglob(pattern))
+            if path.is_file()
+            for leak in self.in_bytes(path.read_bytes(), f"file {path}")
+        ]
 
     def in_rows(self, engine: Engine, tables: Iterable[str] | None = None) -> list[Leak]:
         """Every column of every row of `tables` (all the engine's tables by default):
@@ -166,9 +198,13 @@ class Canaries:
                     for column, value in zip(columns, row, strict=True):
                         if value is None:
                             continue
-                        blob = (value if isinstance(value, bytes)
-                                else value.encode("utf-8") if isinstance(value, str)
-                                else repr(value).encode("utf-8"))
+                        blob = (
+                            value
+                            if isinstance(value, bytes)
+                            else value.encode("utf-8")
+                            if isinstance(value, str)
+                            else repr(value).encode("utf-8")
+                        )
                         found += self.in_bytes(blob, f"{table} row {n} column {column}")
         return found
 

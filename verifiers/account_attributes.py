@@ -20,8 +20,9 @@ from verifiers.base import ConsentPermit, Evidence, Signal, StepStatus, Subject
 
 
 class AccountReader(Protocol):
-    def account_signals(self, applicant_ref: str, *, provider: str,
-                        declared_phone: str | None) -> dict[str, Any] | None: ...
+    def account_signals(
+        self, applicant_ref: str, *, provider: str, declared_phone: str | None
+    ) -> dict[str, Any] | None: ...
 
 
 class AccountAttributesVerifier:
@@ -37,18 +38,30 @@ class AccountAttributesVerifier:
 
     async def verify(self, subject: Subject, permit: ConsentPermit) -> Evidence:
         phone = subject.phone.get_secret_value() if subject.phone is not None else None
-        found = await asyncio.to_thread(self._reader.account_signals, subject.applicant_ref,
-                                        provider=self.provider, declared_phone=phone)
-        evidence = partial(Evidence, verifier=self.name, consent_id=permit.consent_id,
-                           attempts=1)
+        found = await asyncio.to_thread(
+            self._reader.account_signals,
+            subject.applicant_ref,
+            provider=self.provider,
+            declared_phone=phone,
+        )
+        evidence = partial(Evidence, verifier=self.name, consent_id=permit.consent_id, attempts=1)
         if found is None:
             return evidence(status=StepStatus.INCONCLUSIVE, reason="no_authorized_account")
         signals: dict[str, Signal] = {
-            k: found[k] for k in ("provider", "control_proven", "linked_applicants",
-                                  "bound_phone_match", "account_age_days") if k in found}
+            k: found[k]
+            for k in (
+                "provider",
+                "control_proven",
+                "linked_applicants",
+                "bound_phone_match",
+                "account_age_days",
+            )
+            if k in found
+        }
         if not found["control_proven"]:
-            return evidence(status=StepStatus.INCONCLUSIVE, reason="control_not_proven",
-                            signals=signals)
+            return evidence(
+                status=StepStatus.INCONCLUSIVE, reason="control_not_proven", signals=signals
+            )
         reason = "ACCOUNT_LINKED" if found.get("status") == "linked" else "ACCOUNT_LINKED_EARLIER"
         return evidence(status=StepStatus.PASSED, reason=reason, signals=signals)
 

@@ -32,12 +32,21 @@ class CarrierCheckVerifier(VendorVerifier[CarrierCheckAnswer]):
 
     async def verify(self, subject: Subject, permit: ConsentPermit) -> Evidence:
         if subject.phone is None:
-            return Evidence(verifier=self.name, consent_id=permit.consent_id,
-                            status=StepStatus.INCONCLUSIVE, reason="no_phone")
-        reply, answer = await self._ask("/v1/carrier/verify", {
-            "name": subject.name.get_secret_value(),
-            "id_number": subject.id_number.get_secret_value(),
-            "phone": subject.phone.get_secret_value().removeprefix("+86")}, permit)
+            return Evidence(
+                verifier=self.name,
+                consent_id=permit.consent_id,
+                status=StepStatus.INCONCLUSIVE,
+                reason="no_phone",
+            )
+        reply, answer = await self._ask(
+            "/v1/carrier/verify",
+            {
+                "name": subject.name.get_secret_value(),
+                "id_number": subject.id_number.get_secret_value(),
+                "phone": subject.phone.get_secret_value().removeprefix("+86"),
+            },
+            permit,
+        )
         if answer is None:
             return self.unusable(permit, reply)
         number = answer.number_status
@@ -49,8 +58,13 @@ class CarrierCheckVerifier(VendorVerifier[CarrierCheckAnswer]):
             status, reason = StepStatus.FAILED, f"number_{number}"
         else:
             status, reason = StepStatus.PASSED, "MATCH"
-        return Evidence(status=status, reason=reason, result_code=answer.result,
-                        vendor_request_id=answer.request_id, as_of=answer.as_of,
-                        fee_cents=answer.fee_cents,
-                        signals={"number_status": number, "phone_tenure": answer.tenure_band},
-                        **self._base(permit, reply))
+        return Evidence(
+            status=status,
+            reason=reason,
+            result_code=answer.result,
+            vendor_request_id=answer.request_id,
+            as_of=answer.as_of,
+            fee_cents=answer.fee_cents,
+            signals={"number_status": number, "phone_tenure": answer.tenure_band},
+            **self._base(permit, reply),
+        )

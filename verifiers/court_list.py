@@ -40,8 +40,9 @@ class CourtListAnswer(LicensedAnswer):
     entries: tuple[CourtEntry, ...]
 
 
-def assess_entries(name: str, id_number: str, entries: Iterable[CourtEntry], *,
-                   current_year: int) -> dict[str, str]:
+def assess_entries(
+    name: str, id_number: str, entries: Iterable[CourtEntry], *, current_year: int
+) -> dict[str, str]:
     """Signals from the list's entries for one person: hit level, suspect records (with
     `court_record_rule`, the rule the first suspect case number broke), property clue, and
     `court_entries`: the entries weighed (case number, level, status, suspect rule) as JSON
@@ -51,14 +52,23 @@ def assess_entries(name: str, id_number: str, entries: Iterable[CourtEntry], *,
     for e in entries:
         if e.match == "confirmed":
             level = "confirmed"
-        elif (e.match == "public" and match_names(name, e.name)
-              and masked_id_matches(id_number, e.id_masked)):
+        elif (
+            e.match == "public"
+            and match_names(name, e.name)
+            and masked_id_matches(id_number, e.id_masked)
+        ):
             level = "probable"
         else:
             continue
         problem = case_number_problem(e.case_number, current_year=current_year)
-        weighed.append({"case_number": e.case_number, "level": level, "status": e.status,
-                        "suspect": problem or ""})
+        weighed.append(
+            {
+                "case_number": e.case_number,
+                "level": level,
+                "status": e.status,
+                "suspect": problem or "",
+            }
+        )
     return signals_of(weighed)
 
 
@@ -75,9 +85,12 @@ def signals_of(weighed: Iterable[dict[str, str]]) -> dict[str, str]:
             rule = rule or e["suspect"]
         if e["status"] == "terminated_no_property":
             no_property = "yes"
-    signals = {"court_hit": hit, "court_record_suspect": suspect,
-               "court_no_property_case": no_property,
-               "court_entries": json.dumps(kept, ensure_ascii=False, separators=(",", ":"))}
+    signals = {
+        "court_hit": hit,
+        "court_record_suspect": suspect,
+        "court_no_property_case": no_property,
+        "court_entries": json.dumps(kept, ensure_ascii=False, separators=(",", ":")),
+    }
     if rule is not None:
         signals["court_record_rule"] = rule
     return signals
@@ -92,21 +105,24 @@ def entries_of(signals: Mapping[str, object]) -> list[dict[str, str]]:
     return list(raw) if isinstance(raw, list) else []
 
 
-STATUS_OF = {"none": StepStatus.PASSED, "probable": StepStatus.INCONCLUSIVE,
-             "confirmed": StepStatus.FAILED}
+STATUS_OF = {
+    "none": StepStatus.PASSED,
+    "probable": StepStatus.INCONCLUSIVE,
+    "confirmed": StepStatus.FAILED,
+}
 REASON_OF = {"none": "NO_HIT", "probable": "PROBABLE_HIT", "confirmed": "CONFIRMED_HIT"}
 
 
-def without_entries(signals: Mapping[str, object], cleared: set[str]
-                    ) -> tuple[StepStatus, str, dict[str, object]] | None:
+def without_entries(
+    signals: Mapping[str, object], cleared: set[str]
+) -> tuple[StepStatus, str, dict[str, object]] | None:
     """A court step's status, reason and signals with the entries whose case numbers are in
     `cleared` (a whitelist) taken out; None when none of its entries is cleared."""
     entries = entries_of(signals)
     kept = [e for e in entries if e.get("case_number") not in cleared]
     if len(kept) == len(entries):
         return None
-    fresh: dict[str, object] = {k: v for k, v in signals.items()
-                                if not k.startswith("court_")}
+    fresh: dict[str, object] = {k: v for k, v in signals.items() if not k.startswith("court_")}
     fresh.update(signals_of(kept))
     fresh["court_whitelisted"] = len(entries) - len(kept)
     hit = str(fresh["court_hit"])
@@ -128,14 +144,21 @@ class CourtListVerifier(VendorVerifier[CourtListAnswer]):
     async def verify(self, subject: Subject, permit: ConsentPermit) -> Evidence:
         name = subject.name.get_secret_value()
         number = subject.id_number.get_secret_value()
-        reply, answer = await self._ask("/v1/court/dishonest",
-                                        {"name": name, "id_number": number}, permit)
+        reply, answer = await self._ask(
+            "/v1/court/dishonest", {"name": name, "id_number": number}, permit
+        )
         if answer is None:
             return self.unusable(permit, reply)
         found = assess_entries(name, number, answer.entries, current_year=answer.as_of.year)
         status, reason = STATUS_OF[found["court_hit"]], REASON_OF[found["court_hit"]]
         signals: dict[str, Signal] = dict(found)
-        return Evidence(status=status, reason=reason, result_code=answer.result,
-                        vendor_request_id=answer.request_id, as_of=answer.as_of,
-                        fee_cents=answer.fee_cents, signals=signals,
-                        **self._base(permit, reply))
+        return Evidence(
+            status=status,
+            reason=reason,
+            result_code=answer.result,
+            vendor_request_id=answer.request_id,
+            as_of=answer.as_of,
+            fee_cents=answer.fee_cents,
+            signals=signals,
+            **self._base(permit, reply),
+        )

@@ -74,24 +74,43 @@ class CreditReportVerifier(VendorVerifier[CreditReportAnswer]):
     answer = CreditReportAnswer
 
     async def verify(self, subject: Subject, permit: ConsentPermit) -> Evidence:
-        reply, answer = await self._ask("/v1/credit/summary", {
-            "name": subject.name.get_secret_value(),
-            "id_number": subject.id_number.get_secret_value()}, permit)
+        reply, answer = await self._ask(
+            "/v1/credit/summary",
+            {
+                "name": subject.name.get_secret_value(),
+                "id_number": subject.id_number.get_secret_value(),
+            },
+            permit,
+        )
         if answer is None:
             return self.unusable(permit, reply)
-        base = dict(result_code=answer.result, vendor_request_id=answer.request_id,
-                    as_of=answer.as_of, fee_cents=answer.fee_cents,
-                    **self._base(permit, reply))
+        base = dict(
+            result_code=answer.result,
+            vendor_request_id=answer.request_id,
+            as_of=answer.as_of,
+            fee_cents=answer.fee_cents,
+            **self._base(permit, reply),
+        )
         loans, overdue, inquiries = answer.loans, answer.overdue, answer.inquiries
         # FOUND has all three (validated): the None tests only tell the type checker so.
         if answer.result == "NO_RECORD" or loans is None or overdue is None or inquiries is None:
-            return Evidence(status=StepStatus.INCONCLUSIVE, reason="NO_RECORD",
-                            signals={"credit_file": "thin"}, **base)
-        return Evidence(status=StepStatus.PASSED, reason="FOUND",
-                        signals={"credit_file": "found", "loans": loans,
-                                 "inquiries_1m": inquiries.m1, "inquiries_3m": inquiries.m3,
-                                 "inquiries_6m": inquiries.m6,
-                                 "credit_multi_lender": multi_lender_band(inquiries.m3),
-                                 "credit_overdue": overdue_band(overdue.m1, overdue.m3,
-                                                                overdue.m6_plus)},
-                        **base)
+            return Evidence(
+                status=StepStatus.INCONCLUSIVE,
+                reason="NO_RECORD",
+                signals={"credit_file": "thin"},
+                **base,
+            )
+        return Evidence(
+            status=StepStatus.PASSED,
+            reason="FOUND",
+            signals={
+                "credit_file": "found",
+                "loans": loans,
+                "inquiries_1m": inquiries.m1,
+                "inquiries_3m": inquiries.m3,
+                "inquiries_6m": inquiries.m6,
+                "credit_multi_lender": multi_lender_band(inquiries.m3),
+                "credit_overdue": overdue_band(overdue.m1, overdue.m3, overdue.m6_plus),
+            },
+            **base,
+        )

@@ -53,8 +53,7 @@ class DecisionRecorder(Protocol):
     that allows a call is, before the call); `note` appends an event nothing waits on (a
     step's completion, a refusal) with the recorder's next durable write, or at once."""
 
-    async def record(self, kind: str, subject_ref: str | None,
-                     detail: dict[str, Any]) -> int: ...
+    async def record(self, kind: str, subject_ref: str | None, detail: dict[str, Any]) -> int: ...
 
     def note(self, kind: str, subject_ref: str | None, detail: dict[str, Any]) -> None: ...
 
@@ -66,9 +65,15 @@ def _now() -> datetime:
 class ConsentGate:
     """Authorize, record, then call. Construct one per process with the ledger and audit log."""
 
-    def __init__(self, ledger: ConsentReader, recorder: DecisionRecorder, *,
-                 policy: ConsentPolicy, notices: Mapping[str, Notice],
-                 clock: Callable[[], datetime] = _now) -> None:
+    def __init__(
+        self,
+        ledger: ConsentReader,
+        recorder: DecisionRecorder,
+        *,
+        policy: ConsentPolicy,
+        notices: Mapping[str, Notice],
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
         self._ledger = ledger
         self._recorder = recorder
         self._policy = policy
@@ -76,8 +81,11 @@ class ConsentGate:
         self._clock = clock
         # Only a reader that is also the recorder checking what it read (the journal).
         reader: object = ledger  # the same object, seen through both protocols
-        self._cache = ledger.cached_grants if (
-            isinstance(ledger, CachingConsentReader) and reader is recorder) else None
+        self._cache = (
+            ledger.cached_grants
+            if (isinstance(ledger, CachingConsentReader) and reader is recorder)
+            else None
+        )
 
     def _cached(self, subject_ref: str) -> list[ConsentGrant] | None:
         return None if self._cache is None else self._cache(subject_ref)
@@ -86,9 +94,15 @@ class ConsentGate:
         """The scopes a step needs: what the policy says for it and what it declares."""
         return self._policy.step_scopes(verifier.name, verifier.scopes)
 
-    async def authorize(self, *, subject_ref: str, purpose: str, scopes: frozenset[str],
-                        step: str, call_ref: str | None = None
-                        ) -> tuple[ConsentDecision, str]:
+    async def authorize(
+        self,
+        *,
+        subject_ref: str,
+        purpose: str,
+        scopes: frozenset[str],
+        step: str,
+        call_ref: str | None = None,
+    ) -> tuple[ConsentDecision, str]:
         """Decide and record, without calling anything (for steps that are not verifiers,
         such as automated scoring or storing a behaviour event). Returns the decision and its
         recorded id. `call_ref`, when given, is recorded with the decision (see `run`). A
@@ -99,18 +113,37 @@ class ConsentGate:
             # call is recorded only if the ledger has not moved since (checked under the
             # chain's lock); a refusal, which nothing checks later, reads the ledger again.
             grants = self._cached(subject_ref) if attempt == 1 else None
-            decision = None if grants is None else authorize(
-                grants, notices=self._notices, subject_ref=subject_ref, purpose=purpose,
-                scopes=scopes, step=step, now=self._clock())
+            decision = (
+                None
+                if grants is None
+                else authorize(
+                    grants,
+                    notices=self._notices,
+                    subject_ref=subject_ref,
+                    purpose=purpose,
+                    scopes=scopes,
+                    step=step,
+                    now=self._clock(),
+                )
+            )
             if grants is None or decision is None or not decision.allowed:
                 grants = await self._ledger.grants_for(subject_ref)
-                decision = authorize(grants, notices=self._notices, subject_ref=subject_ref,
-                                     purpose=purpose, scopes=scopes, step=step,
-                                     now=self._clock())
+                decision = authorize(
+                    grants,
+                    notices=self._notices,
+                    subject_ref=subject_ref,
+                    purpose=purpose,
+                    scopes=scopes,
+                    step=step,
+                    now=self._clock(),
+                )
             decision_id = str(uuid.uuid4())
             detail: dict[str, Any] = {
-                "decision_id": decision_id, "step": step, "purpose": purpose,
-                "scopes": sorted(scopes), "reason": decision.reason,
+                "decision_id": decision_id,
+                "step": step,
+                "purpose": purpose,
+                "scopes": sorted(scopes),
+                "reason": decision.reason,
                 "consent_ids": list(decision.consent_ids),
                 "missing_scopes": sorted(decision.missing_scopes),
             }
@@ -133,12 +166,21 @@ class ConsentGate:
         if broken:
             # A ledger record the audit chain does not vouch for was ignored: say so apart,
             # whatever the decision, so that the forgery is seen.
-            await self._recorder.record("consent.binding_broken", subject_ref, {
-                "decision_id": decision_id, "step": step, "consent_ids": broken})
+            await self._recorder.record(
+                "consent.binding_broken",
+                subject_ref,
+                {"decision_id": decision_id, "step": step, "consent_ids": broken},
+            )
         return decision, decision_id
 
-    async def run(self, verifier: Verifier, subject: Subject, *, purpose: str | None = None,
-                  call_ref: str | None = None) -> tuple[Evidence, str]:
+    async def run(
+        self,
+        verifier: Verifier,
+        subject: Subject,
+        *,
+        purpose: str | None = None,
+        call_ref: str | None = None,
+    ) -> tuple[Evidence, str]:
         """Run one step under consent. Returns its evidence and the gate decision's id.
 
         `call_ref` names the call so that making it again is recognisably the same call
@@ -147,28 +189,51 @@ class ConsentGate:
         time, consent is decided afresh; only the vendor's bill is not repeated."""
         purpose = purpose or verifier.purpose
         decision, decision_id = await self.authorize(
-            subject_ref=subject.applicant_ref, purpose=purpose, scopes=self.scopes_for(verifier),
-            step=verifier.name, call_ref=call_ref)
+            subject_ref=subject.applicant_ref,
+            purpose=purpose,
+            scopes=self.scopes_for(verifier),
+            step=verifier.name,
+            call_ref=call_ref,
+        )
         if not decision.allowed:
-            return Evidence(verifier=verifier.name, status=StepStatus.SKIPPED,
-                            reason=decision.reason), decision_id
+            return Evidence(
+                verifier=verifier.name, status=StepStatus.SKIPPED, reason=decision.reason
+            ), decision_id
         permit = _mint_permit(
-            consent_id=decision.consent_ids[0], consent_ids=decision.consent_ids,
-            subject_ref=subject.applicant_ref, purpose=purpose, scopes=decision.scopes,
-            step=verifier.name, issued_at=decision.decided_at, decision_id=decision_id,
-            call_ref=call_ref)
+            consent_id=decision.consent_ids[0],
+            consent_ids=decision.consent_ids,
+            subject_ref=subject.applicant_ref,
+            purpose=purpose,
+            scopes=decision.scopes,
+            step=verifier.name,
+            issued_at=decision.decided_at,
+            decision_id=decision_id,
+            call_ref=call_ref,
+        )
         try:
             evidence = await verifier.verify(subject, permit)
         except Exception as exc:  # a verifier bug must not lose the rest of the batch
             # No traceback: exception text from a library may carry the values it was given.
             log.error("verifier %s raised %s", verifier.name, type(exc).__name__)
-            evidence = Evidence(verifier=verifier.name, status=StepStatus.ERROR,
-                                reason=f"verifier_raised:{type(exc).__name__}",
-                                consent_id=permit.consent_id)
+            evidence = Evidence(
+                verifier=verifier.name,
+                status=StepStatus.ERROR,
+                reason=f"verifier_raised:{type(exc).__name__}",
+                consent_id=permit.consent_id,
+            )
         if evidence.consent_id != permit.consent_id:
             evidence = evidence.model_copy(update={"consent_id": permit.consent_id})
-        self._recorder.note("step.completed", subject.applicant_ref, {
-            "decision_id": decision_id, "step": verifier.name, "status": evidence.status.value,
-            "reason": evidence.reason, "consent_id": permit.consent_id,
-            "vendor_request_id": evidence.vendor_request_id, "fee_cents": evidence.fee_cents})
+        self._recorder.note(
+            "step.completed",
+            subject.applicant_ref,
+            {
+                "decision_id": decision_id,
+                "step": verifier.name,
+                "status": evidence.status.value,
+                "reason": evidence.reason,
+                "consent_id": permit.consent_id,
+                "vendor_request_id": evidence.vendor_request_id,
+                "fee_cents": evidence.fee_cents,
+            },
+        )
         return evidence, decision_id

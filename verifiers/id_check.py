@@ -31,8 +31,10 @@ class IdCheckVerifier(VendorVerifier[IdCheckAnswer]):
     scopes: ClassVar[frozenset[str]] = frozenset({"id_verification"})
     vendor = "identity"
     # The vendor paths this step calls: how its lines are told apart on a statement.
-    endpoints: ClassVar[tuple[str, ...]] = ("/v1/identity/two-element",
-                                             "/v1/identity/three-element")
+    endpoints: ClassVar[tuple[str, ...]] = (
+        "/v1/identity/two-element",
+        "/v1/identity/three-element",
+    )
     answer = IdCheckAnswer
 
     async def verify(self, subject: Subject, permit: ConsentPermit) -> Evidence:
@@ -47,7 +49,12 @@ class IdCheckVerifier(VendorVerifier[IdCheckAnswer]):
         reply, answer = await self._ask(path, payload, permit)
         if answer is None:
             return self.unusable(permit, reply)
-        return Evidence(status=_STATUS[answer.result], reason=answer.result,
-                        result_code=answer.result, vendor_request_id=answer.request_id,
-                        as_of=answer.as_of, fee_cents=answer.fee_cents,
-                        **self._base(permit, reply))
+        return Evidence(
+            status=_STATUS[answer.result],
+            reason=answer.result,
+            result_code=answer.result,
+            vendor_request_id=answer.request_id,
+            as_of=answer.as_of,
+            fee_cents=answer.fee_cents,
+            **self._base(permit, reply),
+        )

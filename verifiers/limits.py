@@ -150,7 +150,8 @@ class RedisLimitStore:
         self.url = url
         self.prefix = prefix
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _RedisScripts] = (
-            weakref.WeakKeyDictionary())
+            weakref.WeakKeyDictionary()
+        )
 
     def _client(self) -> _RedisScripts:
         from redis.asyncio import BlockingConnectionPool, Redis
@@ -160,24 +161,30 @@ class RedisLimitStore:
         if client is None:
             # A few connections, waited for when all are busy (each script takes well under
             # a millisecond): the calls in flight never open one connection each.
-            pool = BlockingConnectionPool.from_url(self.url, max_connections=8, timeout=30,
-                                                   socket_timeout=5)
+            pool = BlockingConnectionPool.from_url(
+                self.url, max_connections=8, timeout=30, socket_timeout=5
+            )
             redis = Redis(connection_pool=pool)
             client = self._clients[loop] = _RedisScripts(
-                redis, schedule=redis.register_script(_SCHEDULE),
-                add=redis.register_script(_ADD))
+                redis, schedule=redis.register_script(_SCHEDULE), add=redis.register_script(_ADD)
+            )
         return client
 
     async def schedule(self, key: str, interval_s: float, max_wait_s: float) -> float | None:
         client = self._client()
-        due = int(await client.schedule(keys=[self.prefix + "rate:" + key],
-                                        args=[int(interval_s * 1e6), int(max_wait_s * 1e6)]))
+        due = int(
+            await client.schedule(
+                keys=[self.prefix + "rate:" + key],
+                args=[int(interval_s * 1e6), int(max_wait_s * 1e6)],
+            )
+        )
         return None if due < 0 else due / 1e6
 
     async def add(self, key: str, amount: int, cap: int | None, ttl_s: int) -> bool:
         client = self._client()
-        done = await client.add(keys=[self.prefix + key],
-                                args=[amount, -1 if cap is None else cap, ttl_s])
+        done = await client.add(
+            keys=[self.prefix + key], args=[amount, -1 if cap is None else cap, ttl_s]
+        )
         return bool(int(done))
 
     async def close(self) -> None:
@@ -207,9 +214,16 @@ class Admission:
 class CallLimits:
     """The contracts over one store; `for_run` binds a run's spend ceiling."""
 
-    def __init__(self, contracts: VendorContracts, store: LimitStore, *,
-                 person_key: Callable[[str, str], str], run_id: str | None = None,
-                 share: int = 1, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        contracts: VendorContracts,
+        store: LimitStore,
+        *,
+        person_key: Callable[[str, str], str],
+        run_id: str | None = None,
+        share: int = 1,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self.contracts = contracts
         self.store = store
         self.person_key = person_key
@@ -219,9 +233,14 @@ class CallLimits:
         self.clock = clock or (lambda: datetime.now(UTC))
 
     def for_run(self, run_id: str | None, *, share: int | None = None) -> CallLimits:
-        return CallLimits(self.contracts, self.store, person_key=self.person_key,
-                          run_id=run_id, share=self.share if share is None else share,
-                          clock=self.clock)
+        return CallLimits(
+            self.contracts,
+            self.store,
+            person_key=self.person_key,
+            run_id=run_id,
+            share=self.share if share is None else share,
+            clock=self.clock,
+        )
 
     def contract(self, api: ApiRef) -> ApiContract | None:
         return self.contracts.api(api.vendor, api.path)
@@ -250,8 +269,9 @@ class CallLimits:
             for undo in taken:
                 await self.store.add(undo, -1, None, 2 * DAY_S)
             return "budget_exhausted"
-        return Admission(reserved_cents=fee if (spend.per_run_cents or spend.per_day_cents)
-                         else 0, day=day)
+        return Admission(
+            reserved_cents=fee if (spend.per_run_cents or spend.per_day_cents) else 0, day=day
+        )
 
     async def _reserve(self, cents: int, day: str) -> bool:
         spend = self.contracts.spend
@@ -312,14 +332,18 @@ class CallLimits:
         # of a second: 41.7 ms at 4%). A share of that slack is this side's lateness, the
         # rest is left to the way to the vendor; never more than half an interval.
         slack_s = self.contracts.headroom / (1.0 - self.contracts.headroom)
-        tolerance = min(0.5 * self.contracts.interval_s(contract) * self.share,
-                        LATE_SHARE * slack_s)
+        tolerance = min(
+            0.5 * self.contracts.interval_s(contract) * self.share, LATE_SHARE * slack_s
+        )
         return time.time() - due <= max(tolerance, LATE_S)
 
 
 def local_limits(contracts: VendorContracts, *, share: int = 1) -> CallLimits:
     """The contracts over this process's memory, people named by an unkeyed digest: for
     tests and embedding, where no key ring is at hand."""
-    return CallLimits(contracts, LocalLimitStore(), share=share,
-                      person_key=lambda kind, value: hashlib.sha256(
-                          f"{kind}|{value}".encode()).hexdigest()[:32])
+    return CallLimits(
+        contracts,
+        LocalLimitStore(),
+        share=share,
+        person_key=lambda kind, value: hashlib.sha256(f"{kind}|{value}".encode()).hexdigest()[:32],
+    )

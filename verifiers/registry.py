@@ -43,7 +43,8 @@ class UnknownVerifierError(KeyError):
     def __init__(self, step: str, known: list[str]) -> None:
         super().__init__(
             f"no verifier registered for step {step!r} (known: {', '.join(known) or 'none'}); "
-            "add a module under verifiers/ and register it in verifiers/registry.py")
+            "add a module under verifiers/ and register it in verifiers/registry.py"
+        )
         self.step = step
 
 
@@ -81,16 +82,23 @@ def _vendor_factory(cls: type[VendorVerifier[Any]]) -> Factory:
 
 # The licensed sources, each a step calling one vendor (its endpoint key in the settings).
 VENDOR_VERIFIERS: tuple[type[VendorVerifier[Any]], ...] = (
-    IdCheckVerifier, CarrierCheckVerifier, CourtListVerifier, CreditReportVerifier)
+    IdCheckVerifier,
+    CarrierCheckVerifier,
+    CourtListVerifier,
+    CreditReportVerifier,
+)
 # Constructed by their callers, one per call, with that call's own input.
 PER_CALL_VERIFIERS: tuple[type[Verifier], ...] = (WeChatPhoneVerifier,)
 
 
 def vendor_endpoints(vendor: str | None = None) -> frozenset[str]:
     """The vendor paths the steps of `vendor` call (every paid step's without one)."""
-    return frozenset(path for cls in VENDOR_VERIFIERS
-                     if vendor is None or cls.vendor == vendor
-                     for path in cls.endpoints)
+    return frozenset(
+        path
+        for cls in VENDOR_VERIFIERS
+        if vendor is None or cls.vendor == vendor
+        for path in cls.endpoints
+    )
 
 
 def vendor_apis() -> dict[str, frozenset[str]]:
@@ -105,8 +113,7 @@ def vendors() -> tuple[str, ...]:
 
 def vendor_steps(vendor: str | None = None) -> list[str]:
     """The steps that call `vendor` (every paid step without one)."""
-    return [cls.name for cls in VENDOR_VERIFIERS
-            if vendor is None or cls.vendor == vendor]
+    return [cls.name for cls in VENDOR_VERIFIERS if vendor is None or cls.vendor == vendor]
 
 
 def vendor_answer(step: str) -> type[VendorAnswer] | None:

@@ -27,8 +27,14 @@ from verifiers.vendor import VendorClient, VendorEndpoint
 class StepGate(Protocol):
     """The consent gate's `run` (`verifiers.gate.ConsentGate`)."""
 
-    async def run(self, verifier: Verifier, subject: Subject, *, purpose: str | None = None,
-                  call_ref: str | None = None) -> tuple[Evidence, str]: ...
+    async def run(
+        self,
+        verifier: Verifier,
+        subject: Subject,
+        *,
+        purpose: str | None = None,
+        call_ref: str | None = None,
+    ) -> tuple[Evidence, str]: ...
 
 
 @dataclass(frozen=True)
@@ -46,10 +52,17 @@ class StepRunner:
     per-call verifier) for a subject. The session is closed at the end; the limits are the
     caller's."""
 
-    def __init__(self, gate: StepGate, registry: VerifierRegistry | None = None,
-                 endpoints: Mapping[str, VendorEndpoint] | None = None, *,
-                 concurrency: int = 8, timeout_s: float = 5.0, max_attempts: int = 3,
-                 limits: CallLimits | None = None) -> None:
+    def __init__(
+        self,
+        gate: StepGate,
+        registry: VerifierRegistry | None = None,
+        endpoints: Mapping[str, VendorEndpoint] | None = None,
+        *,
+        concurrency: int = 8,
+        timeout_s: float = 5.0,
+        max_attempts: int = 3,
+        limits: CallLimits | None = None,
+    ) -> None:
         self.gate = gate
         self._registry = registry
         self._endpoints = dict(endpoints or {})
@@ -64,13 +77,15 @@ class StepRunner:
 
     async def __aenter__(self) -> StepRunner:
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self._concurrency))
+            connector=aiohttp.TCPConnector(limit=self._concurrency)
+        )
         # One set of call slots for every vendor: the session's connections.
         self._slots = asyncio.Semaphore(self._concurrency)
         return self
 
-    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._session is not None:
             await self._session.close()
         self._session = None
@@ -92,9 +107,13 @@ class StepRunner:
             if vendor not in self._endpoints:
                 raise MissingEndpointError(vendor)
             found = self._clients[vendor] = VendorClient(
-                self._endpoints[vendor], self.session, slots=self._slots,
+                self._endpoints[vendor],
+                self.session,
+                slots=self._slots,
                 timeout_s=self._timeout_s,
-                max_attempts=self._max_attempts, limits=self.limits)
+                max_attempts=self._max_attempts,
+                limits=self.limits,
+            )
         return found
 
     def verifier(self, step: str) -> Verifier:
@@ -106,8 +125,14 @@ class StepRunner:
             found = self._verifiers[step] = self._registry.build(step, self)
         return found
 
-    async def run(self, step: str | Verifier, subject: Subject, *,
-                  purposes: Sequence[str] = (), call_ref: str | None = None) -> Ran:
+    async def run(
+        self,
+        step: str | Verifier,
+        subject: Subject,
+        *,
+        purposes: Sequence[str] = (),
+        call_ref: str | None = None,
+    ) -> Ran:
         """One step through the gate, under the first of `purposes` whose consent covers it
         (the verifier's own purpose when none is given): a refusal that another purpose's
         consent could answer (`policies.consent.ASK_AGAIN`) tries the next. With several
@@ -117,13 +142,12 @@ class StepRunner:
         evidence: Any = None
         decision_id = ""
         for purpose in tried:
-            ref = (f"{call_ref}:{purpose}" if call_ref is not None and len(tried) > 1
-                   else call_ref)
-            evidence, decision_id = await self.gate.run(verifier, subject, purpose=purpose,
-                                                        call_ref=ref)
+            ref = f"{call_ref}:{purpose}" if call_ref is not None and len(tried) > 1 else call_ref
+            evidence, decision_id = await self.gate.run(
+                verifier, subject, purpose=purpose, call_ref=ref
+            )
             if evidence.status is StepStatus.SKIPPED and evidence.reason in ASK_AGAIN:
                 continue
             break
         skipped = evidence.status is StepStatus.SKIPPED
-        return Ran(evidence, decision_id,
-                   None if skipped else (purpose or verifier.purpose))
+        return Ran(evidence, decision_id, None if skipped else (purpose or verifier.purpose))

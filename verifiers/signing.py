@@ -18,12 +18,21 @@ def canonical(method: str, path: str, timestamp: str, nonce: str, body: bytes) -
 
 
 def signature(secret: str, message: bytes) -> str:
-    return base64.b64encode(hmac.new(secret.encode("utf-8"), message, hashlib.sha256).digest()
-                            ).decode("ascii")
+    return base64.b64encode(
+        hmac.new(secret.encode("utf-8"), message, hashlib.sha256).digest()
+    ).decode("ascii")
 
 
-def sign_request(method: str, path: str, body: bytes, app_key: str, app_secret: str, *,
-                 now: float | None = None, nonce: str | None = None) -> dict[str, str]:
+def sign_request(
+    method: str,
+    path: str,
+    body: bytes,
+    app_key: str,
+    app_secret: str,
+    *,
+    now: float | None = None,
+    nonce: str | None = None,
+) -> dict[str, str]:
     """Headers that authenticate one request. A fresh 128-bit nonce makes each one unique
     (vendors refuse replays); the timestamp bounds how long a captured request is useful."""
     timestamp = str(int(time.time() if now is None else now))

@@ -117,8 +117,8 @@ class VendorGuard:
 
     def __init__(self, endpoint: VendorEndpoint) -> None:
         self.breakers = AsyncCircuitBreakerFactory(
-            default_threshold=endpoint.breaker_threshold,
-            default_ttl=endpoint.breaker_cooldown_s)
+            default_threshold=endpoint.breaker_threshold, default_ttl=endpoint.breaker_cooldown_s
+        )
         self.circuit = f"{endpoint.name}@{endpoint.base_url}"
         self._breaker: AsyncCircuitBreaker | None = None
 
@@ -188,9 +188,16 @@ class VendorClient:
     (`verifiers.runner.StepRunner`) builds one per vendor for the length of its work, and
     every step calling that vendor calls through it, so the breaker sees all of them."""
 
-    def __init__(self, endpoint: VendorEndpoint, session: aiohttp.ClientSession, *,
-                 slots: asyncio.Semaphore | None = None, timeout_s: float = 5.0,
-                 max_attempts: int = 3, limits: CallLimits | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: VendorEndpoint,
+        session: aiohttp.ClientSession,
+        *,
+        slots: asyncio.Semaphore | None = None,
+        timeout_s: float = 5.0,
+        max_attempts: int = 3,
+        limits: CallLimits | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.session = session
         # A call takes a slot before its timeout starts, so waiting for a free connection
@@ -208,8 +215,9 @@ class VendorClient:
     def api(self, path: str) -> ApiRef:
         return ApiRef(self.endpoint.name, path, self.endpoint.app_key)
 
-    async def post(self, path: str, payload: dict[str, Any], *,
-                   idempotency_key: str) -> VendorReply:
+    async def post(
+        self, path: str, payload: dict[str, Any], *, idempotency_key: str
+    ) -> VendorReply:
         """POST `payload` as signed JSON, each attempt in its turn of the API's contracted
         rate (`limits`, when given), through the vendor's circuit breaker.
 
@@ -220,8 +228,9 @@ class VendorClient:
         try:
             breaker = await self.guard.breaker()
             async with breaker:
-                reply = await _post_with_retries(self, path, payload,
-                                                 idempotency_key=idempotency_key)
+                reply = await _post_with_retries(
+                    self, path, payload, idempotency_key=idempotency_key
+                )
                 if reply.error is not None and reply.status is None:
                     raise _VendorDown(reply)  # transient faults exhausted: counts against it
                 return reply
@@ -231,8 +240,9 @@ class VendorClient:
             return VendorReply(None, None, 0, "circuit_open")
 
 
-async def _post_with_retries(client: VendorClient, path: str, payload: dict[str, Any], *,
-                             idempotency_key: str) -> VendorReply:
+async def _post_with_retries(
+    client: VendorClient, path: str, payload: dict[str, Any], *, idempotency_key: str
+) -> VendorReply:
     endpoint, session, limits = client.endpoint, client.session, client.limits
     timeout_s, max_attempts, slots = client.timeout_s, client.max_attempts, client.slots
     body = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
@@ -243,8 +253,9 @@ async def _post_with_retries(client: VendorClient, path: str, payload: dict[str,
     async def attempt() -> VendorReply:
         nonlocal attempts
         attempts += 1
-        headers = sign_request("POST", path, body, endpoint.app_key,
-                               endpoint.app_secret.get_secret_value())
+        headers = sign_request(
+            "POST", path, body, endpoint.app_key, endpoint.app_secret.get_secret_value()
+        )
         headers["Content-Type"] = "application/json; charset=utf-8"
         headers["Idempotency-Key"] = idempotency_key
         # The turn in the contracted rate is waited for before a connection slot is taken,
@@ -263,14 +274,19 @@ async def _post_with_retries(client: VendorClient, path: str, payload: dict[str,
         try:
             try:
                 async with session.post(
-                        url, data=body, headers=headers, allow_redirects=False,
-                        timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+                    url,
+                    data=body,
+                    headers=headers,
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(total=timeout_s),
+                ) as resp:
                     if 300 <= resp.status < 400:
                         # Never follow: the request carries personal data and our signature.
                         return VendorReply(resp.status, None, attempts, "vendor_redirect")
                     if resp.status == 429:
-                        raise _Transient("vendor_429",
-                                         _retry_after(resp.headers.get("Retry-After")))
+                        raise _Transient(
+                            "vendor_429", _retry_after(resp.headers.get("Retry-After"))
+                        )
                     if resp.status >= 500:
                         raise _Transient("vendor_5xx")
                     if resp.status >= 400:
@@ -304,9 +320,12 @@ async def _post_with_retries(client: VendorClient, path: str, payload: dict[str,
             return VendorReply(None, None, attempts, exc.reason)
         await asyncio.sleep(_first_wait(exc))
     try:
-        async for trial in AsyncRetrying(stop=stop_after_attempt(max_attempts - 1), wait=_wait,
-                                         retry=retry_if_exception_type(_Transient),
-                                         reraise=True):
+        async for trial in AsyncRetrying(
+            stop=stop_after_attempt(max_attempts - 1),
+            wait=_wait,
+            retry=retry_if_exception_type(_Transient),
+            reraise=True,
+        ):
             with trial:
                 return await attempt()
     except _Transient as exc:
@@ -333,14 +352,14 @@ class VendorVerifier(Generic[A]):
     def __init__(self, client: VendorClient) -> None:
         self._client = client
 
-    async def _call(self, path: str, payload: dict[str, Any],
-                    permit: ConsentPermit) -> VendorReply:
+    async def _call(self, path: str, payload: dict[str, Any], permit: ConsentPermit) -> VendorReply:
         key = idempotency_key(permit)
         reply = await self._client.post(path, payload, idempotency_key=key)
         return replace(reply, idempotency_key=key) if reply.attempts else reply
 
-    async def _ask(self, path: str, payload: dict[str, Any],
-                   permit: ConsentPermit) -> tuple[VendorReply, A | None]:
+    async def _ask(
+        self, path: str, payload: dict[str, Any], permit: ConsentPermit
+    ) -> tuple[VendorReply, A | None]:
         """The signed call and its answer parsed as `answer`: None when there is none (the
         reply says why) or it does not validate (`unusable` calls it `vendor_malformed`)."""
         admission: Admission | None = None
@@ -357,31 +376,44 @@ class VendorVerifier(Generic[A]):
         if admission is not None:
             # Settled to the stated fee; a call that never left, or got a definitive
             # refusal, was not billed; one with no answer read may have been.
-            billed = (answer.fee_cents if answer is not None
-                      else 0 if reply.attempts == 0 or (reply.status or 0) >= 400 else None)
+            billed = (
+                answer.fee_cents
+                if answer is not None
+                else 0
+                if reply.attempts == 0 or (reply.status or 0) >= 400
+                else None
+            )
             await limits.settle(admission, billed)  # type: ignore[union-attr]
         return reply, answer
 
     def _base(self, permit: ConsentPermit, reply: VendorReply) -> dict[str, Any]:
         """The evidence fields every answer shares, whatever it says: the field names of the
         answer (no values) among them, for the data-quality drift suite."""
-        return {"verifier": self.name, "consent_id": permit.consent_id,
-                "attempts": reply.attempts, "idempotency_key": reply.idempotency_key,
-                "answer_shape": answer_shape(reply.body) if reply.body is not None else None}
+        return {
+            "verifier": self.name,
+            "consent_id": permit.consent_id,
+            "attempts": reply.attempts,
+            "idempotency_key": reply.idempotency_key,
+            "answer_shape": answer_shape(reply.body) if reply.body is not None else None,
+        }
 
     def unusable(self, permit: ConsentPermit, reply: VendorReply) -> Evidence:
         """The step's `error` when no answer could be read: the reply's fault (a timeout,
         vendor_5xx, circuit_open...) or `vendor_malformed`."""
-        return Evidence(status=StepStatus.ERROR, reason=reply.error or "vendor_malformed",
-                        **self._base(permit, reply))
+        return Evidence(
+            status=StepStatus.ERROR,
+            reason=reply.error or "vendor_malformed",
+            **self._base(permit, reply),
+        )
 
 
 def idempotency_key(permit: ConsentPermit) -> str:
     """Derived from the step and the call's reference (`ConsentPermit.call_ref`), or, without
     one, the gate's decision: every retry of this paid call reuses it, and so does the same
     call made again under a later decision (a chunk run a second time)."""
-    return call_key(permit.step,
-                    permit.call_ref if permit.call_ref is not None else permit.decision_id)
+    return call_key(
+        permit.step, permit.call_ref if permit.call_ref is not None else permit.decision_id
+    )
 
 
 def call_key(step: str, basis: str) -> str:

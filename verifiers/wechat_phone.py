@@ -64,10 +64,10 @@ class PhoneInfo(VendorAnswer):
     read); `phoneNumber` has it only outside the mainland, so it is not read."""
 
     # Digits only, at most E.164's 15; a country code is 1 to 3 digits (ITU-T E.164).
-    purePhoneNumber: Annotated[str, StringConstraints(pattern=r"^\d{4,15}$"),
-                               Field(repr=False)]
-    countryCode: Annotated[str, BeforeValidator(_number_as_text),
-                           StringConstraints(pattern=r"^\d{1,3}$")]
+    purePhoneNumber: Annotated[str, StringConstraints(pattern=r"^\d{4,15}$"), Field(repr=False)]
+    countryCode: Annotated[
+        str, BeforeValidator(_number_as_text), StringConstraints(pattern=r"^\d{1,3}$")
+    ]
 
     def e164(self) -> str:
         """The number with its country code (`+8613800138000`): a foreign number is never
@@ -96,8 +96,9 @@ class MiniProgram:
     keeps the client-credential token between exchanges (WeChat limits how often one may be
     fetched)."""
 
-    def __init__(self, *, api_url: str, appid: str, secret: SecretStr,
-                 timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, *, api_url: str, appid: str, secret: SecretStr, timeout_s: float = 10.0
+    ) -> None:
         self.api_url = api_url.rstrip("/")
         self.appid = appid
         self._secret = secret
@@ -108,30 +109,51 @@ class MiniProgram:
         now = datetime.now(UTC)
         if self._token is not None and self._token[1] > now:
             return self._token[0]
-        answer = await _call(session, "GET", self.api_url + CLIENT_CREDENTIAL_PATH, self.timeout_s,
-                             params={"grant_type": "client_credential", "appid": self.appid,
-                                     "secret": self._secret.get_secret_value()})
+        answer = await _call(
+            session,
+            "GET",
+            self.api_url + CLIENT_CREDENTIAL_PATH,
+            self.timeout_s,
+            params={
+                "grant_type": "client_credential",
+                "appid": self.appid,
+                "secret": self._secret.get_secret_value(),
+            },
+        )
         if isinstance(answer, WeChatRefusal):
             return answer
         token = ClientToken.parse(answer)
         if token is None:
             return WeChatRefusal(StepStatus.ERROR, "vendor_malformed")
-        self._token = (token.access_token,
-                       now + max(timedelta(0), timedelta(seconds=token.expires_in) - TOKEN_MARGIN))
+        self._token = (
+            token.access_token,
+            now + max(timedelta(0), timedelta(seconds=token.expires_in) - TOKEN_MARGIN),
+        )
         return token.access_token
 
 
-async def _call(session: aiohttp.ClientSession, method: str, url: str, timeout_s: float, *,
-                params: dict[str, str], body: dict[str, str] | None = None
-                ) -> dict[str, Any] | WeChatRefusal:
+async def _call(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    timeout_s: float,
+    *,
+    params: dict[str, str],
+    body: dict[str, str] | None = None,
+) -> dict[str, Any] | WeChatRefusal:
     """One WeChat call, redirects never followed (the query carries secrets): its answer
     once its errcode is 0, else the refusal."""
     headers = {"Content-Type": "application/json"} if body is not None else None
     try:
-        async with session.request(method, url, params=params,
-                                   data=orjson.dumps(body) if body is not None else None,
-                                   headers=headers, allow_redirects=False,
-                                   timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+        async with session.request(
+            method,
+            url,
+            params=params,
+            data=orjson.dumps(body) if body is not None else None,
+            headers=headers,
+            allow_redirects=False,
+            timeout=aiohttp.ClientTimeout(total=timeout_s),
+        ) as resp:
             raw = await resp.read()
     except TimeoutError:
         return WeChatRefusal(StepStatus.ERROR, "timeout")
@@ -157,8 +179,9 @@ class PhoneBinder(Protocol):
     """Keeps the phone bound to an applicant's account (the storage room implements it, as a
     blind index only)."""
 
-    def set_bound_phone(self, applicant_ref: str, provider: str, phone: str, *,
-                        consent_id: str) -> None: ...
+    def set_bound_phone(
+        self, applicant_ref: str, provider: str, phone: str, *, consent_id: str
+    ) -> None: ...
 
 
 class WeChatPhoneVerifier:
@@ -173,8 +196,14 @@ class WeChatPhoneVerifier:
     scopes: ClassVar[frozenset[str]] = frozenset({"wechat_phone"})
     provider: ClassVar[str] = "wechat"
 
-    def __init__(self, program: MiniProgram, session: aiohttp.ClientSession, *,
-                 code: SecretStr, binder: PhoneBinder) -> None:
+    def __init__(
+        self,
+        program: MiniProgram,
+        session: aiohttp.ClientSession,
+        *,
+        code: SecretStr,
+        binder: PhoneBinder,
+    ) -> None:
         self._program = program
         self._session = session
         self._code = code
@@ -183,22 +212,41 @@ class WeChatPhoneVerifier:
     async def verify(self, subject: Subject, permit: ConsentPermit) -> Evidence:
         token = await self._program.client_token(self._session)
         if isinstance(token, WeChatRefusal):  # the paid call was never made
-            return Evidence(verifier=self.name, consent_id=permit.consent_id,
-                            status=token.status, reason=token.reason,
-                            result_code=None if token.errcode is None else str(token.errcode))
-        answer = await _call(self._session, "POST", self._program.api_url + PHONE_PATH,
-                             self._program.timeout_s, params={"access_token": token},
-                             body={"code": self._code.get_secret_value()})
-        evidence = partial(Evidence, verifier=self.name, consent_id=permit.consent_id,
-                           attempts=1)
+            return Evidence(
+                verifier=self.name,
+                consent_id=permit.consent_id,
+                status=token.status,
+                reason=token.reason,
+                result_code=None if token.errcode is None else str(token.errcode),
+            )
+        answer = await _call(
+            self._session,
+            "POST",
+            self._program.api_url + PHONE_PATH,
+            self._program.timeout_s,
+            params={"access_token": token},
+            body={"code": self._code.get_secret_value()},
+        )
+        evidence = partial(Evidence, verifier=self.name, consent_id=permit.consent_id, attempts=1)
         if isinstance(answer, WeChatRefusal):
-            return evidence(status=answer.status, reason=answer.reason,
-                            result_code=None if answer.errcode is None else str(answer.errcode))
+            return evidence(
+                status=answer.status,
+                reason=answer.reason,
+                result_code=None if answer.errcode is None else str(answer.errcode),
+            )
         phone = PhoneAnswer.parse(answer)
         if phone is None:
             return evidence(status=StepStatus.ERROR, reason="vendor_malformed")
         bound = phone.phone_info.e164()
-        await asyncio.to_thread(self._binder.set_bound_phone, subject.applicant_ref,
-                                self.provider, bound, consent_id=permit.consent_id)
-        return evidence(status=StepStatus.PASSED, reason="PHONE_BOUND",
-                        signals={"bound_phone": mask_phone(bound)})
+        await asyncio.to_thread(
+            self._binder.set_bound_phone,
+            subject.applicant_ref,
+            self.provider,
+            bound,
+            consent_id=permit.consent_id,
+        )
+        return evidence(
+            status=StepStatus.PASSED,
+            reason="PHONE_BOUND",
+            signals={"bound_phone": mask_phone(bound)},
+        )

@@ -117,7 +117,8 @@ def ask(req: AskRequest, _actor: Actor, svc: Svc) -> AskAnswer:
     response_model=SignedReceipt,
     responses=answers(*GUARDED, 403, 404),
 )
-def signed_receipt(consent_id: Annotated[ConsentId, PathParam()], actor: Actor, svc: Svc
-                   ) -> SignedReceipt:
+def signed_receipt(
+    consent_id: Annotated[ConsentId, PathParam()], actor: Actor, svc: Svc
+) -> SignedReceipt:
     """One grant's consent receipt as a signed JWS (ISO/IEC TS 27560, Kantara fields)."""
     return svc.consent.signed_receipt(consent_id, actor=actor)

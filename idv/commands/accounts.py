@@ -25,8 +25,10 @@ def oauth_refresh(as_json: JsonOpt = False) -> None:
     if as_json:
         emit(counts)
     else:
-        console.print(f"{counts['refreshed']} refreshed, {counts['reauth_required']} need "
-                      f"re-authorization, {counts['failed']} failed")
+        console.print(
+            f"{counts['refreshed']} refreshed, {counts['reauth_required']} need "
+            f"re-authorization, {counts['failed']} failed"
+        )
 
 
 @oauth_app.command("show")
@@ -35,14 +37,32 @@ def oauth_show(applicant_ref: str, as_json: JsonOpt = False) -> None:
     with runtime() as rt:
         accounts = rt.services.accounts.view(applicant_ref).accounts
     if as_json:
-        emit({"applicant_ref": applicant_ref, "total": len(accounts),
-              "accounts": [a.model_dump() for a in accounts]})
+        emit(
+            {
+                "applicant_ref": applicant_ref,
+                "total": len(accounts),
+                "accounts": [a.model_dump() for a in accounts],
+            }
+        )
         return
-    table = Table("provider", "status", "scope", "tokens held", "access expires", "linked",
-                  title=f"Authorized accounts of {applicant_ref} ({len(accounts)})")
+    table = Table(
+        "provider",
+        "status",
+        "scope",
+        "tokens held",
+        "access expires",
+        "linked",
+        title=f"Authorized accounts of {applicant_ref} ({len(accounts)})",
+    )
     for a in accounts:
-        table.add_row(a.provider, a.status, a.scope, "yes" if a.tokens_held else "no",
-                      a.access_expires_at or "-", a.linked_at or "-")
+        table.add_row(
+            a.provider,
+            a.status,
+            a.scope,
+            "yes" if a.tokens_held else "no",
+            a.access_expires_at or "-",
+            a.linked_at or "-",
+        )
     console.print(table)
 
 

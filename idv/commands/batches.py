@@ -45,13 +45,18 @@ DEMO_ACTOR = Actor(name="demo", role="operator")
 @batch_app.command("run")
 def batch_run(
     file: Annotated[Path, typer.Argument(help="A JSONL or CSV batch.")],
-    sandbox: Annotated[bool, typer.Option("--sandbox", help="Run against the local sandbox.")]
-    = False,
-    chunk_size: Annotated[int | None, typer.Option(
-        min=1, max=50_000, help="Applicants per Prefect task.")] = None,
-    faults: Annotated[str | None, typer.Option(
-        help="Sandbox faults, e.g. latency_ms=20,5xx=0.3,timeout=0.1,429=0.05,malformed=0.01"
-    )] = None,
+    sandbox: Annotated[
+        bool, typer.Option("--sandbox", help="Run against the local sandbox.")
+    ] = False,
+    chunk_size: Annotated[
+        int | None, typer.Option(min=1, max=50_000, help="Applicants per Prefect task.")
+    ] = None,
+    faults: Annotated[
+        str | None,
+        typer.Option(
+            help="Sandbox faults, e.g. latency_ms=20,5xx=0.3,timeout=0.1,429=0.05,malformed=0.01"
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run the onboarding flow on a batch file. Exit 2 if every line was refused, 3 if the
@@ -70,8 +75,9 @@ def batch_run(
     with runtime() as rt:
         check_policies(rt, as_json=as_json)
         try:
-            rt.services.runs.check_not_running(file_sha256(file),
-                                               stale_s=rt.settings.run_stale_s, actor=actor())
+            rt.services.runs.check_not_running(
+                file_sha256(file), stale_s=rt.settings.run_stale_s, actor=actor()
+            )
             pool = chunk_pool(rt, None)
             if pool:  # refused here, before a flow run, rather than inside one
                 chunk_deployment(rt, pool)
@@ -89,25 +95,31 @@ def batch_run(
         emit(report)
         raise typer.Exit(code)
     if report["halted"]:
-        console.print(f"[red]run {report['run_id']} halted before any vendor call[/red]: "
-                      "the batch breaks its data-quality suite")
+        console.print(
+            f"[red]run {report['run_id']} halted before any vendor call[/red]: "
+            "the batch breaks its data-quality suite"
+        )
     for f in report["failed_expectations"]:
-        console.print(f"  {f['target']}: {f['expectation']} (observed {f['observed']:.2%}, "
-                      f"needs {f['mostly']:.0%})")
+        console.print(
+            f"  {f['target']}: {f['expectation']} (observed {f['observed']:.2%}, "
+            f"needs {f['mostly']:.0%})"
+        )
         lines = f.get("lines") or []
         if lines:
             shown = ", ".join(f"{x['line']} ({x['rule']})" for x in lines[:20])
-            more = f" and {len(lines) - 20} more (--json lists them all)" if len(lines) > 20 \
-                else ""
+            more = f" and {len(lines) - 20} more (--json lists them all)" if len(lines) > 20 else ""
             console.print(f"    lines: {shown}{more}")
     console.print(counts_table(report["counts"]))
     for r in report["refused"][:20]:
         console.print(f"refused line {r['line']}: {r['field']} {r['reason']}")
     if len(report["refused"]) > 20:
-        console.print(f"and {len(report['refused']) - 20} more refused lines: --json lists "
-                      "them all")
-    console.print(f"run {report['run_id']}: {report['lines']} lines in "
-                  f"{report['duration_s']} s, fees {report['fees_cents'] / 100:.2f} CNY")
+        console.print(
+            f"and {len(report['refused']) - 20} more refused lines: --json lists them all"
+        )
+    console.print(
+        f"run {report['run_id']}: {report['lines']} lines in "
+        f"{report['duration_s']} s, fees {report['fees_cents'] / 100:.2f} CNY"
+    )
     if report["all_refused"]:
         error_line("FILE", "every line was refused", as_json=False)
     raise typer.Exit(code)
@@ -115,8 +127,9 @@ def batch_run(
 
 @app.command()
 def demo(
-    size: Annotated[int, typer.Option(min=1, max=100_000,
-                                      help="Applicants in the synthetic batch.")] = 200,
+    size: Annotated[
+        int, typer.Option(min=1, max=100_000, help="Applicants in the synthetic batch.")
+    ] = 200,
     as_json: JsonOpt = False,
 ) -> None:
     """Generate a synthetic batch, start the sandbox, run onboarding, print a masked summary.
@@ -142,42 +155,70 @@ def demo(
     duration = round(time.perf_counter() - started, 2)
     ui = os.environ.get("PREFECT_API_URL", "").removesuffix("/api") or None
     if as_json:
-        emit({"run_id": run["run_id"], "counts": run["counts"], "lines": run["lines"],
-              "fees_cents": run["fees_cents"], "examples": examples, "database": db,
-              "home": str(home()), "prefect_home": os.environ.get("PREFECT_HOME"),
-              "prefect_ui": ui, "outcomes_file": str(outcomes), "duration_s": duration})
+        emit(
+            {
+                "run_id": run["run_id"],
+                "counts": run["counts"],
+                "lines": run["lines"],
+                "fees_cents": run["fees_cents"],
+                "examples": examples,
+                "database": db,
+                "home": str(home()),
+                "prefect_home": os.environ.get("PREFECT_HOME"),
+                "prefect_ui": ui,
+                "outcomes_file": str(outcomes),
+                "duration_s": duration,
+            }
+        )
         return
     console.print(counts_table(run["counts"]))
     table = Table(title="Examples (masked)")
     for col in ("applicant", "name", "ID number", "phone", "outcome", "reasons"):
         table.add_column(col)
     for ex in examples:
-        table.add_row(ex["applicant_ref"], ex["name"], ex["id_number"], ex["phone"],
-                      ex["outcome"], ", ".join(ex["reasons"]))
+        table.add_row(
+            ex["applicant_ref"],
+            ex["name"],
+            ex["id_number"],
+            ex["phone"],
+            ex["outcome"],
+            ", ".join(ex["reasons"]),
+        )
     console.print(table)
     console.print(f"{run['lines']} lines in {duration} s; fees {run['fees_cents'] / 100:.2f} CNY")
     console.print(f"Database: {db} (IDV_HOME {home()})")
     if ui:
         console.print(f"Prefect UI: {ui}")
     else:
-        console.print(f"Prefect runs are stored under {os.environ.get('PREFECT_HOME')}; "
-                      "to browse them: PREFECT_HOME=" + os.environ.get("PREFECT_HOME", "")
-                      + " .venv/bin/prefect server start, then open http://127.0.0.1:4200")
+        console.print(
+            f"Prefect runs are stored under {os.environ.get('PREFECT_HOME')}; "
+            "to browse them: PREFECT_HOME="
+            + os.environ.get("PREFECT_HOME", "")
+            + " .venv/bin/prefect server start, then open http://127.0.0.1:4200"
+        )
     console.print("Review queue: .venv/bin/idv review list")
     if examples:
         console.print(f"Why an outcome: .venv/bin/idv explain {examples[0]['applicant_ref']}")
-    console.print(f"Labelled synthetic outcomes: {outcomes}; try .venv/bin/idv policy backtest "
-                  f"--policy policies/risk/scorecard.yaml --outcomes {outcomes}")
+    console.print(
+        f"Labelled synthetic outcomes: {outcomes}; try .venv/bin/idv policy backtest "
+        f"--policy policies/risk/scorecard.yaml --outcomes {outcomes}"
+    )
 
 
 @app.command()
 def verify(
     file: Annotated[Path, typer.Argument(help="One applicant: a JSON object, as one batch line.")],
-    idempotency_key: Annotated[str | None, typer.Option(
-        "--idempotency-key", help="Names this request: the same key again answers the first "
-        "result and calls nobody.")] = None,
-    sandbox: Annotated[bool, typer.Option("--sandbox", help="Verify against the local sandbox.")]
-    = False,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            "--idempotency-key",
+            help="Names this request: the same key again answers the first "
+            "result and calls nobody.",
+        ),
+    ] = None,
+    sandbox: Annotated[
+        bool, typer.Option("--sandbox", help="Verify against the local sandbox.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Verify one applicant now, through the same pipeline, consent gate and vendor contracts
@@ -185,8 +226,7 @@ def verify(
     import json
     import re
 
-    if idempotency_key is not None and not re.fullmatch(r"[A-Za-z0-9_.:-]{8,128}",
-                                                        idempotency_key):
+    if idempotency_key is not None and not re.fullmatch(r"[A-Za-z0-9_.:-]{8,128}", idempotency_key):
         fail("--idempotency-key", "must be 8 to 128 letters, digits or _.:-", as_json=as_json)
     if file.is_dir():
         fail("FILE", "is a directory, not an applicant file", as_json=as_json)
@@ -211,9 +251,13 @@ def verify(
     if as_json:
         emit(result)
         return
-    table = Table("step", "status", "reason",
-                  title=f"{result['applicant_ref']}: {result['outcome']}"
-                  + (" (the first answer to this key)" if replayed else ""))
+    table = Table(
+        "step",
+        "status",
+        "reason",
+        title=f"{result['applicant_ref']}: {result['outcome']}"
+        + (" (the first answer to this key)" if replayed else ""),
+    )
     for step in result["steps"]:
         table.add_row(step["verifier"], step["status"], step["reason"])
     console.print(table)
@@ -222,8 +266,9 @@ def verify(
 
 @app.command()
 def reverify(
-    sandbox: Annotated[bool, typer.Option("--sandbox", help="Re-check against the local sandbox.")]
-    = False,
+    sandbox: Annotated[
+        bool, typer.Option("--sandbox", help="Re-check against the local sandbox.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Re-check the applicants the re-verification policy says are due (risky by score or
@@ -237,9 +282,11 @@ def reverify(
     if as_json:
         emit(report)
         return
-    console.print(f"run {report['run_id']}: {report['checked']} checked, {report['calls']} "
-                  f"calls, {len(report['changed'])} changed, {report['unchanged']} unchanged, "
-                  f"{len(report['waiting_reconsent'])} waiting for consent, "
-                  f"{report['withdrawn']} withdrawn, fees {report['fees_cents'] / 100:.2f} CNY")
+    console.print(
+        f"run {report['run_id']}: {report['checked']} checked, {report['calls']} "
+        f"calls, {len(report['changed'])} changed, {report['unchanged']} unchanged, "
+        f"{len(report['waiting_reconsent'])} waiting for consent, "
+        f"{report['withdrawn']} withdrawn, fees {report['fees_cents'] / 100:.2f} CNY"
+    )
     for c in report["changed"]:
         console.print(f"  {c['applicant_ref']}: {c['from']} -> {c['to']}")

@@ -19,7 +19,8 @@ def compliance_pack(
     start: Annotated[str, typer.Option("--from", help="First day (YYYY-MM-DD, Asia/Shanghai).")],
     end: Annotated[str, typer.Option("--to", help="Last day, included.")],
     output: Annotated[Path, typer.Option(help="A new folder for the bundle.")] = Path(
-        "compliance-pack"),
+        "compliance-pack"
+    ),
     as_json: JsonOpt = False,
 ) -> None:
     """Write the compliance-audit pack of the period: pack.json (counts, versions, hashes;
@@ -43,16 +44,23 @@ def compliance_pack(
         body = (json.dumps(pack, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
         (output / "pack.json").write_bytes(body)
         files["pack.json"] = hashlib.sha256(body).hexdigest()
-        (output / "manifest.json").write_text(json.dumps(
-            {"period": pack["period"], "files": dict(sorted(files.items()))}, indent=2) + "\n",
-            encoding="utf-8")
+        (output / "manifest.json").write_text(
+            json.dumps({"period": pack["period"], "files": dict(sorted(files.items()))}, indent=2)
+            + "\n",
+            encoding="utf-8",
+        )
     except OSError:
         fail("--output", "cannot be written", as_json=as_json)
-    summary = {"output": str(output), "events": pack["audit_chain"]["events_in_period"],
-               "checkpoints": len(pack["checkpoints"]["files"]),
-               "subject_requests": pack["subject_requests"]["opened"]}
+    summary = {
+        "output": str(output),
+        "events": pack["audit_chain"]["events_in_period"],
+        "checkpoints": len(pack["checkpoints"]["files"]),
+        "subject_requests": pack["subject_requests"]["opened"],
+    }
     if as_json:
         emit(summary)
     else:
-        console.print(f"compliance pack {start}..{end} written to {output}: "
-                      f"{summary['events']} audit events, {summary['checkpoints']} checkpoints")
+        console.print(
+            f"compliance pack {start}..{end} written to {output}: "
+            f"{summary['events']} audit events, {summary['checkpoints']} checkpoints"
+        )

@@ -30,15 +30,16 @@ from services.errors import ServiceError
 def consent_grant(
     applicant_ref: Annotated[str, typer.Argument(help="The subject's applicant_ref.")],
     purpose: Annotated[str, typer.Option(help="e.g. onboarding_verification")],
-    scope: Annotated[list[str], typer.Option(help="A scope; repeat for several (one sensitive "
-                                             "scope per grant).")],
+    scope: Annotated[
+        list[str], typer.Option(help="A scope; repeat for several (one sensitive scope per grant).")
+    ],
     notice: Annotated[str, typer.Option(help="The notice version shown.")],
     channel: Annotated[str, typer.Option(help="app, web, branch, call_center...")],
     evidence: Annotated[str, typer.Option(help="Reference to the proof, e.g. sha256:<hex>.")],
-    granted_at: Annotated[str | None, typer.Option(help="ISO time with zone; default now.")]
-    = None,
-    expires_at: Annotated[str | None, typer.Option(help="ISO time with zone; default the "
-                                                   "purpose's longest validity.")] = None,
+    granted_at: Annotated[str | None, typer.Option(help="ISO time with zone; default now.")] = None,
+    expires_at: Annotated[
+        str | None, typer.Option(help="ISO time with zone; default the purpose's longest validity.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Record one affirmative act of consent."""
@@ -48,9 +49,16 @@ def consent_grant(
     from services.errors import from_validation
 
     try:
-        req = GrantRequest(subject_ref=applicant_ref, purpose=purpose, scopes=frozenset(scope),
-                           notice_version=notice, channel=channel, evidence=evidence,
-                           granted_at=granted_at, expires_at=expires_at)
+        req = GrantRequest(
+            subject_ref=applicant_ref,
+            purpose=purpose,
+            scopes=frozenset(scope),
+            notice_version=notice,
+            channel=channel,
+            evidence=evidence,
+            granted_at=granted_at,
+            expires_at=expires_at,
+        )
     except ValidationError as exc:
         refuse(_cli_field(from_validation(exc)), as_json=as_json)
     with runtime() as rt:
@@ -64,8 +72,13 @@ def consent_grant(
 
 def _cli_field(exc: ServiceError) -> ServiceError:
     """A request model's field under the name the command line gives it."""
-    names = {"subject_ref": "APPLICANT_REF", "scopes": "--scope", "notice_version": "--notice",
-             "granted_at": "--granted-at", "expires_at": "--expires-at"}
+    names = {
+        "subject_ref": "APPLICANT_REF",
+        "scopes": "--scope",
+        "notice_version": "--notice",
+        "granted_at": "--granted-at",
+        "expires_at": "--expires-at",
+    }
     head, _, rest = exc.field.partition(".")
     field = names.get(head, f"--{head.replace('_', '-')}")
     return type(exc)(field + (f".{rest}" if rest else ""), exc.rule)
@@ -93,8 +106,9 @@ def consent_withdraw(
     if as_json:
         emit(result.model_dump(mode="json"))
     elif result.already_withdrawn:
-        console.print(f"consent {consent_id} was already withdrawn at "
-                      f"{result.withdrawn_at.isoformat()}")
+        console.print(
+            f"consent {consent_id} was already withdrawn at {result.withdrawn_at.isoformat()}"
+        )
     else:
         console.print(f"consent {consent_id} withdrawn at {result.withdrawn_at.isoformat()}")
 
@@ -105,16 +119,29 @@ def consent_show(applicant_ref: str, as_json: JsonOpt = False) -> None:
     with runtime() as rt:
         grants = rt.services.consent.status(applicant_ref).grants
     if as_json:
-        emit({"applicant_ref": applicant_ref, "total": len(grants),
-              "grants": [g.model_dump() for g in grants]})
+        emit(
+            {
+                "applicant_ref": applicant_ref,
+                "total": len(grants),
+                "grants": [g.model_dump() for g in grants],
+            }
+        )
         return
     table = Table(title=f"Consents of {applicant_ref} ({len(grants)})")
     table.add_column("consent", no_wrap=True, min_width=36)  # whole, for `consent withdraw`
     for col in ("state", "purpose", "scopes", "notice", "channel", "granted", "expires"):
         table.add_column(col)
     for g in grants:
-        table.add_row(g.consent_id, g.state, g.purpose, ", ".join(g.scopes),
-                      g.notice_version, g.channel, g.granted_at[:19], g.expires_at[:19])
+        table.add_row(
+            g.consent_id,
+            g.state,
+            g.purpose,
+            ", ".join(g.scopes),
+            g.notice_version,
+            g.channel,
+            g.granted_at[:19],
+            g.expires_at[:19],
+        )
     console.print(table)
 
 
@@ -138,8 +165,7 @@ def consent_export(
     except OSError:
         fail("--output", "cannot be written", as_json=as_json)
     if as_json:
-        emit({"applicant_ref": applicant_ref, "output": str(output),
-              "events": len(receipt.events)})
+        emit({"applicant_ref": applicant_ref, "output": str(output), "events": len(receipt.events)})
     else:
         console.print(f"receipt written to {output}")
 
@@ -169,10 +195,15 @@ def consent_stats(as_json: JsonOpt = False) -> None:
         table.add_column(col, justify="right" if col not in ("notice", "channel") else "left")
     for row in stats.stats:
         asked = row.asked or 1
-        table.add_row(row.notice_version, row.channel, str(row.asked),
-                      *[f"{row.granted.get(s, 0)} ({100 * row.granted.get(s, 0) // asked}%)"
-                        for s in scopes], str(row.refused), str(row.abandoned),
-                      str(row.withdrew))
+        table.add_row(
+            row.notice_version,
+            row.channel,
+            str(row.asked),
+            *[f"{row.granted.get(s, 0)} ({100 * row.granted.get(s, 0) // asked}%)" for s in scopes],
+            str(row.refused),
+            str(row.abandoned),
+            str(row.withdrew),
+        )
     console.print(table)
 
 
@@ -183,12 +214,11 @@ def consent_ask(
     scope: Annotated[list[str], typer.Option(help="A scope asked for; repeat for several.")],
     notice: Annotated[str, typer.Option(help="The notice version shown.")],
     channel: Annotated[str, typer.Option(help="app, web, branch, call_center...")],
-    outcome: Annotated[str, typer.Option(help="refused, abandoned, or granted (with "
-                                         "--consent-id)")],
-    consent_id: Annotated[str | None, typer.Option(help="The grant a granted ask made.")]
-    = None,
-    asked_at: Annotated[str | None, typer.Option(help="ISO time with zone; default now.")]
-    = None,
+    outcome: Annotated[
+        str, typer.Option(help="refused, abandoned, or granted (with --consent-id)")
+    ],
+    consent_id: Annotated[str | None, typer.Option(help="The grant a granted ask made.")] = None,
+    asked_at: Annotated[str | None, typer.Option(help="ISO time with zone; default now.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Record an ask for consent that was refused or abandoned (or link a grant to its ask),
@@ -199,9 +229,16 @@ def consent_ask(
     from services.errors import from_validation
 
     try:
-        req = AskRequest(subject_ref=applicant_ref, purpose=purpose, scopes=frozenset(scope),
-                         notice_version=notice, channel=channel, outcome=outcome,
-                         consent_id=consent_id, asked_at=asked_at)
+        req = AskRequest(
+            subject_ref=applicant_ref,
+            purpose=purpose,
+            scopes=frozenset(scope),
+            notice_version=notice,
+            channel=channel,
+            outcome=outcome,
+            consent_id=consent_id,
+            asked_at=asked_at,
+        )
     except ValidationError as exc:
         refuse(_cli_field(from_validation(exc)), as_json=as_json)
     with runtime() as rt:
@@ -209,16 +246,20 @@ def consent_ask(
     if as_json:
         emit(result.model_dump(mode="json"))
     else:
-        console.print(f"ask {result.ask_id} recorded: {result.outcome} under "
-                      f"{result.notice_version}")
+        console.print(
+            f"ask {result.ask_id} recorded: {result.outcome} under {result.notice_version}"
+        )
 
 
 @consent_app.command("receipt")
 def consent_receipt(
     consent_id: Annotated[str, typer.Argument(help="The grant (its whole id).")],
-    output: Annotated[Path | None, typer.Option(help="Write the signed receipt (JWS) here; "
-                                                "the public key beside it (.jwk.json).")]
-    = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the signed receipt (JWS) here; the public key beside it (.jwk.json)."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """The consent receipt of one grant as a signed JWS (Ed25519; ISO/IEC TS 27560 and
@@ -240,7 +281,13 @@ def consent_receipt(
     except OSError:
         fail("--output", "cannot be written", as_json=as_json)
     if as_json:
-        emit({"consent_id": consent_id, "output": str(output), "public_key": str(key_file),
-              "kid": signed.public_key["kid"]})
+        emit(
+            {
+                "consent_id": consent_id,
+                "output": str(output),
+                "public_key": str(key_file),
+                "kid": signed.public_key["kid"],
+            }
+        )
     else:
         console.print(f"signed receipt written to {output} (public key {key_file})")

@@ -26,13 +26,18 @@ from idv.terminal import (
 @fees_app.command("reconcile")
 def fees_reconcile(
     statement: Annotated[Path, typer.Argument(help="The vendor's billing statement (CSV).")],
-    vendor: Annotated[str | None, typer.Option(
-        help="Compare only this vendor's calls (identity, carrier, court, credit).")]
-    = None,
-    start: Annotated[datetime | None, typer.Option(
-        "--from", formats=["%Y-%m-%d"], help="First day of the period (UTC).")] = None,
-    end: Annotated[datetime | None, typer.Option(
-        "--to", formats=["%Y-%m-%d"], help="Last day of the period (UTC), included.")] = None,
+    vendor: Annotated[
+        str | None,
+        typer.Option(help="Compare only this vendor's calls (identity, carrier, court, credit)."),
+    ] = None,
+    start: Annotated[
+        datetime | None,
+        typer.Option("--from", formats=["%Y-%m-%d"], help="First day of the period (UTC)."),
+    ] = None,
+    end: Annotated[
+        datetime | None,
+        typer.Option("--to", formats=["%Y-%m-%d"], help="Last day of the period (UTC), included."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Compare a vendor's billing statement with the paid calls idv recorded, call by call
@@ -49,9 +54,13 @@ def fees_reconcile(
     except OSError:
         fail("STATEMENT", "cannot be read", as_json=as_json)
     with runtime() as rt:
-        found = rt.services.fees.reconcile(raw, vendor=vendor,
-                                           start=start.date() if start else None,
-                                           end=end.date() if end else None, actor=actor())
+        found = rt.services.fees.reconcile(
+            raw,
+            vendor=vendor,
+            start=start.date() if start else None,
+            end=end.date() if end else None,
+            actor=actor(),
+        )
     out = found.as_dict()
     if as_json:
         emit(out)
@@ -59,23 +68,42 @@ def fees_reconcile(
             raise typer.Exit(EXIT_PROBLEM)
         return
     result = found.result
-    console.print(f"period {found.first} to {found.last}"
-                  + (f", vendor {vendor}" if vendor else ", every vendor"))
+    console.print(
+        f"period {found.first} to {found.last}"
+        + (f", vendor {vendor}" if vendor else ", every vendor")
+    )
     if found.other_vendors_lines:
         console.print(f"{found.other_vendors_lines} statement lines of other vendors left out")
-    console.print(f"billed: {result.billed_calls} calls, {result.billed_cents / 100:.2f} CNY; "
-                  f"recorded: {result.recorded_calls} calls, "
-                  f"{result.recorded_cents / 100:.2f} CNY; matched: {result.matched_calls} "
-                  f"calls, {result.matched_cents / 100:.2f} CNY")
+    console.print(
+        f"billed: {result.billed_calls} calls, {result.billed_cents / 100:.2f} CNY; "
+        f"recorded: {result.recorded_calls} calls, "
+        f"{result.recorded_cents / 100:.2f} CNY; matched: {result.matched_calls} "
+        f"calls, {result.matched_cents / 100:.2f} CNY"
+    )
     for r in found.unreadable:
         console.print(f"[red]statement line {r.line_no}:[/red] {r.column} {r.rule}")
     if result.findings:
-        table = Table("finding", "run", "applicant_ref", "step", "idempotency key",
-                      "billed", "recorded", "statement lines")
+        table = Table(
+            "finding",
+            "run",
+            "applicant_ref",
+            "step",
+            "idempotency key",
+            "billed",
+            "recorded",
+            "statement lines",
+        )
         for f in result.findings[:50]:
-            table.add_row(f.kind, f.run_id or "", f.applicant_ref or "", f.step or "",
-                          f.idempotency_key, f"{f.billed_cents / 100:.2f}",
-                          f"{f.recorded_cents / 100:.2f}", ",".join(str(n) for n in f.lines))
+            table.add_row(
+                f.kind,
+                f.run_id or "",
+                f.applicant_ref or "",
+                f.step or "",
+                f.idempotency_key,
+                f"{f.billed_cents / 100:.2f}",
+                f"{f.recorded_cents / 100:.2f}",
+                ",".join(str(n) for n in f.lines),
+            )
         console.print(table)
         if len(result.findings) > 50:
             console.print(f"and {len(result.findings) - 50} more: --json lists them all")

@@ -23,10 +23,12 @@ from services.errors import ServiceError
 
 @inbox_app.command("run")
 def inbox_run(
-    inbox: Annotated[Path | None, typer.Option(
-        help="The inbox folder (default IDV_INBOX, or $IDV_HOME/inbox).")] = None,
-    sandbox: Annotated[bool, typer.Option("--sandbox", help="Run against the local sandbox.")]
-    = False,
+    inbox: Annotated[
+        Path | None, typer.Option(help="The inbox folder (default IDV_INBOX, or $IDV_HOME/inbox).")
+    ] = None,
+    sandbox: Annotated[
+        bool, typer.Option("--sandbox", help="Run against the local sandbox.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Take the inbox once: each complete batch file run through onboarding, once.
@@ -37,8 +39,9 @@ def inbox_run(
         check_policies(rt, as_json=as_json)
         try:
             rt.services.runs.authorize(actor(), operation="inbox.run")
-            rt.services.inbox.open(inbox or rt.settings.resolved_inbox,
-                                   field="--inbox" if inbox else "IDV_INBOX")
+            rt.services.inbox.open(
+                inbox or rt.settings.resolved_inbox, field="--inbox" if inbox else "IDV_INBOX"
+            )
         except ServiceError as exc:
             refuse(exc, as_json=as_json)
     prepare_environment()
@@ -55,7 +58,12 @@ def inbox_run(
     for f in report["files"]:
         why = ": ".join(x for x in (f["reason"], f["field"], f["rule"]) if x) or "-"
         outcomes = ", ".join(f"{k} {v}" for k, v in sorted(f["counts"].items())) or "-"
-        table.add_row(f["name"], f["status"] + (f" ({f['moved_to']})" if f["moved_to"] else ""),
-                      why, f["run_id"] or "-", outcomes)
+        table.add_row(
+            f["name"],
+            f["status"] + (f" ({f['moved_to']})" if f["moved_to"] else ""),
+            why,
+            f["run_id"] or "-",
+            outcomes,
+        )
     console.print(table if report["files"] else f"inbox {report['inbox']}: nothing to take")
     raise typer.Exit(code)

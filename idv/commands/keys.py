@@ -24,9 +24,13 @@ from idv.terminal import (
 
 @keys_app.command("init")
 def keys_init(
-    production: Annotated[bool, typer.Option("--production", help="Mark the key as fit for "
-                                             "production (IDV_ENV=production refuses others).")]
-    = False,
+    production: Annotated[
+        bool,
+        typer.Option(
+            "--production",
+            help="Mark the key as fit for production (IDV_ENV=production refuses others).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Create the local KEK file (mode 0600), and the audit checkpoints' signing key beside
@@ -38,13 +42,20 @@ def keys_init(
     path = create_key_file(settings.resolved_key_file, production=production)
     checkpoint = create_checkpoint_key(settings.resolved_checkpoint_key_file)
     if as_json:
-        emit({"key_file": str(path), "production": production,
-              "checkpoint_key_file": str(checkpoint) if checkpoint else None})
+        emit(
+            {
+                "key_file": str(path),
+                "production": production,
+                "checkpoint_key_file": str(checkpoint) if checkpoint else None,
+            }
+        )
     else:
         console.print(f"key file created: {path} (mode 0600)")
         if checkpoint:
-            console.print(f"checkpoint key created: {checkpoint} (mode 0600; keep it out of "
-                          "the database's reach and out of data backups)")
+            console.print(
+                f"checkpoint key created: {checkpoint} (mode 0600; keep it out of "
+                "the database's reach and out of data backups)"
+            )
 
 
 @keys_app.command("status")
@@ -66,8 +77,9 @@ def keys_status(as_json: JsonOpt = False) -> None:
 
 @keys_app.command("rotate")
 def keys_rotate(
-    batch_size: Annotated[int, typer.Option(min=1, max=100_000,
-                                            help="DEKs rewrapped per transaction.")] = 500,
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=100_000, help="DEKs rewrapped per transaction.")
+    ] = 500,
     as_json: JsonOpt = False,
 ) -> None:
     """Add a KEK version and rewrap every DEK under it, without downtime; rerun to resume."""
@@ -75,13 +87,16 @@ def keys_rotate(
         keys = rt.services.keys
         total = keys.pending(actor=actor())
         with progress_bar("rewrapping", enabled=not as_json, unit="keys") as update:
-            report = keys.rotate(batch_size=batch_size, actor=actor(),
-                                 on_batch=lambda done: update(done, total))
+            report = keys.rotate(
+                batch_size=batch_size, actor=actor(), on_batch=lambda done: update(done, total)
+            )
     if as_json:
         emit(report.model_dump())
     else:
-        console.print(f"KEK {report.active} active: {report.rewrapped} keys rewrapped, "
-                      f"{report.remaining} remaining")
+        console.print(
+            f"KEK {report.active} active: {report.rewrapped} keys rewrapped, "
+            f"{report.remaining} remaining"
+        )
 
 
 @keys_app.command("retire")

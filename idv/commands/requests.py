@@ -24,8 +24,16 @@ def _row(r: SubjectRequestAnswer) -> list[str]:
         state = "OVERDUE"
     elif r.in_time is False:
         state = "answered late"
-    return [r.request_id, r.applicant_ref, r.kind, r.target or "", state,
-            r.deadline[:10], r.assignee or "", r.outcome or ""]
+    return [
+        r.request_id,
+        r.applicant_ref,
+        r.kind,
+        r.target or "",
+        state,
+        r.deadline[:10],
+        r.assignee or "",
+        r.outcome or "",
+    ]
 
 
 def _table(rows: list[SubjectRequestAnswer], title: str) -> None:
@@ -41,23 +49,32 @@ def _table(rows: list[SubjectRequestAnswer], title: str) -> None:
 @requests_app.command("open")
 def requests_open(
     applicant_ref: str,
-    kind: Annotated[str, typer.Option(help="access, correction, erasure, restriction or "
-                                      "dispute")],
-    target: Annotated[str | None, typer.Option(help="correction: name, id_number or phone; "
-                                               "dispute: decision or court_list")] = None,
-    channel: Annotated[str, typer.Option(help="How the request came: app, web, branch...")]
-    = "cli",
-    assignee: Annotated[str | None, typer.Option(help="Who answers it (a person with the "
-                                                 "subject_requests permission).")] = None,
+    kind: Annotated[str, typer.Option(help="access, correction, erasure, restriction or dispute")],
+    target: Annotated[
+        str | None,
+        typer.Option(help="correction: name, id_number or phone; dispute: decision or court_list"),
+    ] = None,
+    channel: Annotated[str, typer.Option(help="How the request came: app, web, branch...")] = "cli",
+    assignee: Annotated[
+        str | None,
+        typer.Option(help="Who answers it (a person with the subject_requests permission)."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Record a request with its deadline (policies/requests.yaml)."""
     from services.requests import OpenRequest
 
     with runtime() as rt:
-        r = rt.services.requests.open(OpenRequest(
-            applicant_ref=applicant_ref, kind=kind, target=target, channel=channel,
-            assignee=assignee), actor=actor())
+        r = rt.services.requests.open(
+            OpenRequest(
+                applicant_ref=applicant_ref,
+                kind=kind,
+                target=target,
+                channel=channel,
+                assignee=assignee,
+            ),
+            actor=actor(),
+        )
     if as_json:
         emit(r.model_dump())
     else:
@@ -67,8 +84,9 @@ def requests_open(
 @requests_app.command("list")
 def requests_list(
     status: Annotated[str | None, typer.Option(help="open or answered")] = None,
-    overdue: Annotated[bool, typer.Option("--overdue", help="Only open requests past their "
-                                          "deadline.")] = False,
+    overdue: Annotated[
+        bool, typer.Option("--overdue", help="Only open requests past their deadline.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Requests by deadline; open ones past it are flagged OVERDUE (exit 1 if any)."""
@@ -98,17 +116,30 @@ def requests_show(request_id: str, as_json: JsonOpt = False) -> None:
 @requests_app.command("answer")
 def requests_answer(
     request_id: str,
-    outcome: Annotated[str | None, typer.Option(help="A dispute's answer: upheld or amended "
-                                                "(a court-list dispute derives it from the "
-                                                "re-query when not given).")] = None,
+    outcome: Annotated[
+        str | None,
+        typer.Option(
+            help="A dispute's answer: upheld or amended "
+            "(a court-list dispute derives it from the "
+            "re-query when not given)."
+        ),
+    ] = None,
     note: Annotated[str | None, typer.Option(help="The answer's text to the person.")] = None,
-    value_stdin: Annotated[bool, typer.Option("--value-stdin", help="A correction: read the "
-                                              "corrected value from stdin (never an "
-                                              "argument, which others can see).")] = False,
-    output: Annotated[Path | None, typer.Option(help="An access request: write the file "
-                                                "for the person here.")] = None,
-    sandbox: Annotated[bool, typer.Option("--sandbox", help="Re-check against the sandbox "
-                                          "on loopback.")] = False,
+    value_stdin: Annotated[
+        bool,
+        typer.Option(
+            "--value-stdin",
+            help="A correction: read the "
+            "corrected value from stdin (never an "
+            "argument, which others can see).",
+        ),
+    ] = False,
+    output: Annotated[
+        Path | None, typer.Option(help="An access request: write the file for the person here.")
+    ] = None,
+    sandbox: Annotated[
+        bool, typer.Option("--sandbox", help="Re-check against the sandbox on loopback.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Carry a request out and record the answer: access writes the person's file,
@@ -130,8 +161,11 @@ def requests_answer(
         value = SecretStr(text)
     with sandbox_wired(sandbox), runtime() as rt:
         r = rt.services.requests.answer(
-            request_id, AnswerRequest(outcome=outcome, note=note, value=value),
-            actor=actor(), recheck=recheck(rt))
+            request_id,
+            AnswerRequest(outcome=outcome, note=note, value=value),
+            actor=actor(),
+            recheck=recheck(rt),
+        )
     if r.file is not None:
         text = json.dumps(r.file, ensure_ascii=False, indent=2) + "\n"
         if output is None:
@@ -146,5 +180,7 @@ def requests_answer(
         emit(r.model_dump(exclude={"file"}))
     else:
         where = f", file written to {output}" if output is not None else ""
-        console.print(f"request {request_id} answered: {r.outcome} "
-                      f"({'in time' if r.in_time else 'late'}){where}")
+        console.print(
+            f"request {request_id} answered: {r.outcome} "
+            f"({'in time' if r.in_time else 'late'}){where}"
+        )

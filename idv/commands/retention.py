@@ -14,13 +14,19 @@ def _render(report: dict, *, title: str) -> None:
         table.add_column(col, justify="right" if "days" in col or col == "records" else "left")
     for name, rule in report["classes"].items():
         count = report["counts"].get(name)
-        shown = str(count) if count is not None else (
-            f"{report['awaiting'].get(name, 0)} (awaiting the chain's purge)")
-        table.add_row(name, str(rule["floor_days"]), str(rule["ceiling_days"]),
-                      rule["cutoff"][:10], shown)
+        shown = (
+            str(count)
+            if count is not None
+            else (f"{report['awaiting'].get(name, 0)} (awaiting the chain's purge)")
+        )
+        table.add_row(
+            name, str(rule["floor_days"]), str(rule["ceiling_days"]), rule["cutoff"][:10], shown
+        )
     console.print(table)
-    console.print(f"policy {report['policy_version']}; subjects under a legal hold are kept "
-                  f"({report['held_subjects']})")
+    console.print(
+        f"policy {report['policy_version']}; subjects under a legal hold are kept "
+        f"({report['held_subjects']})"
+    )
 
 
 @retention_app.command("plan")

@@ -28,30 +28,44 @@ from idv.terminal import (
 def review_list(
     limit: Annotated[int, typer.Option(min=1, max=1000, help="Cases per page.")] = 50,
     offset: Annotated[int, typer.Option(min=0, help="Cases to skip (the page's start).")] = 0,
-    status: Annotated[list[str] | None, typer.Option(
-        help="open, waiting, pending_confirmation or closed (repeatable).")] = None,
+    status: Annotated[
+        list[str] | None,
+        typer.Option(help="open, waiting, pending_confirmation or closed (repeatable)."),
+    ] = None,
     queue: Annotated[str | None, typer.Option(help="analyst or supervisor.")] = None,
     reason: Annotated[str | None, typer.Option(help="A reason code.")] = None,
     assignee: Annotated[str | None, typer.Option(help="Assigned to this user.")] = None,
     product: Annotated[str | None, typer.Option(help="A product code.")] = None,
     tag: Annotated[str | None, typer.Option(help="Carrying this tag.")] = None,
-    older_than: Annotated[int | None, typer.Option(
-        "--older-than", min=0, help="Opened at least this many hours ago.")] = None,
-    due_within: Annotated[int | None, typer.Option(
-        "--due-within", min=0, help="Due within this many hours.")] = None,
+    older_than: Annotated[
+        int | None, typer.Option("--older-than", min=0, help="Opened at least this many hours ago.")
+    ] = None,
+    due_within: Annotated[
+        int | None, typer.Option("--due-within", min=0, help="Due within this many hours.")
+    ] = None,
     mine: Annotated[bool, typer.Option("--mine", help="Assigned to or claimed by me.")] = False,
     unassigned: Annotated[bool, typer.Option("--unassigned", help="Nobody's.")] = False,
     view: Annotated[str | None, typer.Option(help="A saved view's filters.")] = None,
-    save_as: Annotated[str | None, typer.Option(
-        "--save-as", help="Save these filters as a view of this name.")] = None,
+    save_as: Annotated[
+        str | None, typer.Option("--save-as", help="Save these filters as a view of this name.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """The review queue, most urgent first (due time, then priority), masked, a page at a
     time; with filters, saved views and "my cases"."""
-    given = {"status": status or None, "queue": queue, "reason": reason,
-             "assignee": assignee, "product": product, "tag": tag,
-             "older_than_hours": older_than, "due_within_hours": due_within,
-             "mine": mine or None, "unassigned": unassigned or None, "view": view}
+    given = {
+        "status": status or None,
+        "queue": queue,
+        "reason": reason,
+        "assignee": assignee,
+        "product": product,
+        "tag": tag,
+        "older_than_hours": older_than,
+        "due_within_hours": due_within,
+        "mine": mine or None,
+        "unassigned": unassigned or None,
+        "view": view,
+    }
     query = {k: v for k, v in given.items() if v is not None}
     with runtime() as rt:
         cases = rt.services.cases
@@ -62,19 +76,42 @@ def review_list(
 
     def label(code: str) -> str:
         return labels[code].en if code in labels else code
+
     if as_json:
         emit(page.model_dump())
         return
     first = page.offset + 1 if page.cases else page.offset
     table = Table(title=f"Review cases {first}-{page.offset + len(page.cases)} of {page.total}")
-    for col in ("case", "applicant", "status", "queue", "prio", "due", "sla", "who", "name",
-                "ID number", "phone", "reasons"):
+    for col in (
+        "case",
+        "applicant",
+        "status",
+        "queue",
+        "prio",
+        "due",
+        "sla",
+        "who",
+        "name",
+        "ID number",
+        "phone",
+        "reasons",
+    ):
         table.add_column(col)
     for r in page.cases:
-        table.add_row(r.case_id, r.applicant_ref, r.status, r.queue, str(r.priority),
-                      (r.due_at or "")[:16], r.sla, r.claimed_by or r.assignee or "",
-                      r.name or "", r.id_number or "", r.phone or "",
-                      "; ".join(label(c) for c in r.reasons))
+        table.add_row(
+            r.case_id,
+            r.applicant_ref,
+            r.status,
+            r.queue,
+            str(r.priority),
+            (r.due_at or "")[:16],
+            r.sla,
+            r.claimed_by or r.assignee or "",
+            r.name or "",
+            r.id_number or "",
+            r.phone or "",
+            "; ".join(label(c) for c in r.reasons),
+        )
     console.print(table)
     if page.more:
         console.print(f"{page.more} more: --offset {page.offset + len(page.cases)}")
@@ -90,9 +127,11 @@ def audit_verify(as_json: JsonOpt = False) -> None:
     if as_json:
         emit(check.model_dump())
     elif check.intact:
-        console.print(f"audit chain intact: {check.events} events, {check.checkpoints} "
-                      f"checkpoints, {check.records} bound records"
-                      + (f" (events through {check.base_seq} purged)" if check.base_seq else ""))
+        console.print(
+            f"audit chain intact: {check.events} events, {check.checkpoints} "
+            f"checkpoints, {check.records} bound records"
+            + (f" (events through {check.base_seq} purged)" if check.base_seq else "")
+        )
     else:
         where = []
         if check.broken_at is not None:
@@ -101,8 +140,10 @@ def audit_verify(as_json: JsonOpt = False) -> None:
             where.append(f"checkpoint file {check.file}")
         if check.record:
             where.append(f"record {check.record_table} {check.record}")
-        console.print(f"[red]audit chain broken {', '.join(where)}[/red]: {check.rule} "
-                      f"({check.events} events verified before it)")
+        console.print(
+            f"[red]audit chain broken {', '.join(where)}[/red]: {check.rule} "
+            f"({check.events} events verified before it)"
+        )
     if not check.intact:
         raise typer.Exit(EXIT_PROBLEM)
 
@@ -133,16 +174,22 @@ def audit_export_proof(
 
     with runtime() as rt:
         bundle = rt.services.audit.export_proof(
-            applicant_ref, out, verifier=Path(proofcheck.__file__), actor=actor(),
-            digests=("sha256", "sm3") if sm3 else ("sha256",))
+            applicant_ref,
+            out,
+            verifier=Path(proofcheck.__file__),
+            actor=actor(),
+            digests=("sha256", "sm3") if sm3 else ("sha256",),
+        )
     if as_json:
         emit(bundle.model_dump())
         return
-    console.print(f"proof bundle written to {bundle.path}: {bundle.records} records, "
-                  f"{bundle.events} chain entries, {bundle.checkpoints} checkpoints "
-                  f"({', '.join(bundle.digests)}); verify with `python "
-                  f"{bundle.path}/proofcheck.py {bundle.path} --key KEY` (KEY: `idv audit "
-                  "checkpoint-key`, as published)")
+    console.print(
+        f"proof bundle written to {bundle.path}: {bundle.records} records, "
+        f"{bundle.events} chain entries, {bundle.checkpoints} checkpoints "
+        f"({', '.join(bundle.digests)}); verify with `python "
+        f"{bundle.path}/proofcheck.py {bundle.path} --key KEY` (KEY: `idv audit "
+        "checkpoint-key`, as published)"
+    )
 
 
 @app.command()
@@ -154,24 +201,30 @@ def explain(applicant_ref: str, as_json: JsonOpt = False) -> None:
         emit(found)
         return
     kind = "automated" if found["automated"] else "for a person to decide"
-    console.print(f"{applicant_ref}: {found['outcome']} ({kind}), score {found['score']}, "
-                  f"policy {found['policy_version']}")
+    console.print(
+        f"{applicant_ref}: {found['outcome']} ({kind}), score {found['score']}, "
+        f"policy {found['policy_version']}"
+    )
     for r in found["reasons"]:
         console.print(f"  {r['code']}: {r['en']} / {r['zh']}")
-    for c in found.get("contributions") or [{"feature": k, "band": v, "points": "-"}
-                                            for k, v in found["features"].items()]:
+    for c in found.get("contributions") or [
+        {"feature": k, "band": v, "points": "-"} for k, v in found["features"].items()
+    ]:
         console.print(f"  feature {c['feature']} = {c['band']}: {c['points']} points")
     for a in found.get("alerts", []):
         console.print(f"  alert {a['rule']}: {a['evidence']} (review case {a['review_case_id']})")
     for st in found["steps"]:
-        console.print(f"  step {st['step']}: {st['status']} ({st['reason']}) under consent "
-                      f"{', '.join(st['consent_ids']) or '-'}")
+        console.print(
+            f"  step {st['step']}: {st['status']} ({st['reason']}) under consent "
+            f"{', '.join(st['consent_ids']) or '-'}"
+        )
 
 
 @review_app.command("sla")
 def review_sla(
-    days: Annotated[int, typer.Option(min=1, max=366,
-                                      help="Decisions of the last this many days.")] = 30,
+    days: Annotated[
+        int, typer.Option(min=1, max=366, help="Decisions of the last this many days.")
+    ] = 30,
     as_json: JsonOpt = False,
 ) -> None:
     """Cases not closed by age, how many are due soon and breached, and each person's time
@@ -181,8 +234,10 @@ def review_sla(
     if as_json:
         emit(report.model_dump())
         return
-    console.print(f"{report.open_total} open, {report.due_soon} due soon, "
-                  f"{report.breached} breached (as of {report.as_of[:16]})")
+    console.print(
+        f"{report.open_total} open, {report.due_soon} due soon, "
+        f"{report.breached} breached (as of {report.as_of[:16]})"
+    )
     ages = Table(title="Open cases by age")
     for col in ("age", "open", "due soon", "breached"):
         ages.add_column(col)

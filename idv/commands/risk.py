@@ -42,8 +42,10 @@ def events_ingest(
     if as_json:
         emit(report)
         raise typer.Exit(EXIT_USAGE if all_refused else 0)
-    console.print(f"accepted {report['accepted']}, duplicates {report['duplicates']}, "
-                  f"refused {len(report['refused'])}, alerts {len(report['alerts'])}")
+    console.print(
+        f"accepted {report['accepted']}, duplicates {report['duplicates']}, "
+        f"refused {len(report['refused'])}, alerts {len(report['alerts'])}"
+    )
     for r in report["refused"][:20]:
         console.print(f"refused line {r['line']}: {r['field']} {r['reason']}")
     for a in report["alerts"]:
@@ -55,10 +57,13 @@ def events_ingest(
 @policy_app.command("backtest")
 def policy_backtest(
     policy: Annotated[Path, typer.Option("--policy", help="A scorecard YAML file.")],
-    outcomes: Annotated[Path, typer.Option(
-        "--outcomes", help="Labelled outcomes: CSV (applicant_ref,outcome) or JSONL.")],
-    against: Annotated[Path | None, typer.Option(
-        "--against", help="A second scorecard to compare with.")] = None,
+    outcomes: Annotated[
+        Path,
+        typer.Option("--outcomes", help="Labelled outcomes: CSV (applicant_ref,outcome) or JSONL."),
+    ],
+    against: Annotated[
+        Path | None, typer.Option("--against", help="A second scorecard to compare with.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Replay stored decisions' features under one or two scorecards against labelled
@@ -71,9 +76,11 @@ def policy_backtest(
         emit(report)
         return
     console.print(table(report))
-    console.print(f"labelled {report['labelled']}; not automated (left out) "
-                  f"{report['not_automated']}; unknown refs {report['unknown_refs']}; "
-                  f"refused lines {len(report['refused'])}")
+    console.print(
+        f"labelled {report['labelled']}; not automated (left out) "
+        f"{report['not_automated']}; unknown refs {report['unknown_refs']}; "
+        f"refused lines {len(report['refused'])}"
+    )
     for r in report["refused"][:20]:
         console.print(f"refused line {r['line']}: {r['field']} {r['rule']}")
     sys.stdout.write(report["chart"] + "\n")

@@ -75,16 +75,21 @@ def _shown(url: str) -> str:
 def _need_server(*, as_json: bool) -> str:
     url = _server_url()
     if url is None:
-        fail("PREFECT_API_URL", "is not set: this acts on a Prefect server's deployments "
-             "(`idv serve-flows` runs them on this machine without one)", as_json=as_json)
+        fail(
+            "PREFECT_API_URL",
+            "is not set: this acts on a Prefect server's deployments "
+            "(`idv serve-flows` runs them on this machine without one)",
+            as_json=as_json,
+        )
     prepare_prefect_client()
     return url
 
 
 @schedule_app.command("list")
 def schedule_list(
-    count: Annotated[int, typer.Option(min=1, max=50,
-                                       help="Next run times shown per deployment.")] = 3,
+    count: Annotated[
+        int, typer.Option(min=1, max=50, help="Next run times shown per deployment.")
+    ] = 3,
     as_json: JsonOpt = False,
 ) -> None:
     """Each deployment: cron, time zone, active or paused, next run times.
@@ -113,26 +118,43 @@ def schedule_list(
         else:
             state = "paused" if on_server.paused else "active"
         differs = on_server is not None and not any(
-            cron == s.cron and tz == s.timezone for cron, tz, _ in on_server.schedules)
-        runs = [] if state == "paused" or (state == "not applied" and not s.active) \
+            cron == s.cron and tz == s.timezone for cron, tz, _ in on_server.schedules
+        )
+        runs = (
+            []
+            if state == "paused" or (state == "not applied" and not s.active)
             else s.next_runs(now, count)
-        rows.append({"name": p.name, "entrypoint": p.declared.entrypoint, "cron": s.cron,
-                     "timezone": s.timezone, "declared_active": s.active, "state": state,
-                     "next_runs": [r.isoformat() for r in runs],
-                     "pool": on_server.work_pool if on_server else None,
-                     "differs_from_server": differs, "description": s.description})
+        )
+        rows.append(
+            {
+                "name": p.name,
+                "entrypoint": p.declared.entrypoint,
+                "cron": s.cron,
+                "timezone": s.timezone,
+                "declared_active": s.active,
+                "state": state,
+                "next_runs": [r.isoformat() for r in runs],
+                "pool": on_server.work_pool if on_server else None,
+                "differs_from_server": differs,
+                "description": s.description,
+            }
+        )
     source = _source()
     if as_json:
-        emit({"schedules_file": source, "server": _shown(url) if url else None,
-              "deployments": rows})
+        emit(
+            {"schedules_file": source, "server": _shown(url) if url else None, "deployments": rows}
+        )
         return
     title = f"Schedules ({source}; " + (f"server {_shown(url)})" if url else "declared)")
     table = Table("deployment", "cron", "time zone", "state", "next runs", title=title)
     for r in rows:
-        nxt = ", ".join(datetime.fromisoformat(x).strftime("%Y-%m-%d %H:%M")
-                        for x in r["next_runs"]) or "-"
-        state = r["state"] + (" (differs from the server: `idv schedule apply`)"
-                              if r["differs_from_server"] else "")
+        nxt = (
+            ", ".join(datetime.fromisoformat(x).strftime("%Y-%m-%d %H:%M") for x in r["next_runs"])
+            or "-"
+        )
+        state = r["state"] + (
+            " (differs from the server: `idv schedule apply`)" if r["differs_from_server"] else ""
+        )
         table.add_row(r["name"], r["cron"], r["timezone"], state, nxt)
     console.print(table)
 
@@ -147,9 +169,12 @@ def _source() -> str:
 
 @schedule_app.command("apply")
 def schedule_apply(
-    pool: Annotated[str | None, typer.Option(
-        help="The process work pool (default IDV_WORK_POOL: idv-process); made if missing.")]
-    = None,
+    pool: Annotated[
+        str | None,
+        typer.Option(
+            help="The process work pool (default IDV_WORK_POOL: idv-process); made if missing."
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create or update every deployment on the Prefect server of PREFECT_API_URL.
@@ -170,17 +195,19 @@ def schedule_apply(
     except ServiceError as exc:
         refuse(exc, as_json=as_json)
     if as_json:
-        emit({"server": _shown(url), "pool": pool, "pool_created": created,
-              "deployments": applied})
+        emit({"server": _shown(url), "pool": pool, "pool_created": created, "deployments": applied})
         return
-    console.print(f"work pool {pool}: {'created' if created else 'exists'} "
-                  f"(on {_shown(url)})")
+    console.print(f"work pool {pool}: {'created' if created else 'exists'} (on {_shown(url)})")
     for d in applied:
-        console.print(f"  {d['name']}: {'created' if d['created'] else 'updated'}"
-                      f"{', paused' if d['paused'] else ''}"
-                      f"{'' if d['scheduled'] else ' (run by the onboarding flow)'}")
-    console.print(f"Run flows with: prefect worker start --pool {pool}  (beside an idv "
-                  "installation with the IDV_* environment)")
+        console.print(
+            f"  {d['name']}: {'created' if d['created'] else 'updated'}"
+            f"{', paused' if d['paused'] else ''}"
+            f"{'' if d['scheduled'] else ' (run by the onboarding flow)'}"
+        )
+    console.print(
+        f"Run flows with: prefect worker start --pool {pool}  (beside an idv "
+        "installation with the IDV_* environment)"
+    )
 
 
 def _set_paused(name: str, *, paused: bool, as_json: bool) -> None:
@@ -226,18 +253,34 @@ def local_prefect_server(port: int, *, as_json: bool) -> Iterator[str]:
     temporary in-process server schedules nothing). Its database and log live under
     PREFECT_HOME."""
     if not _port_free(port):
-        fail("--port", "is in use: set PREFECT_API_URL to use the Prefect server there, or "
-             "choose another port", as_json=as_json)
+        fail(
+            "--port",
+            "is in use: set PREFECT_API_URL to use the Prefect server there, or "
+            "choose another port",
+            as_json=as_json,
+        )
     log_path = Path(os.environ["PREFECT_HOME"]) / "server.log"
     url = f"http://127.0.0.1:{port}/api"
     with log_path.open("ab") as log:
         proc = subprocess.Popen(  # noqa: S603 - our interpreter, fixed arguments
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "prefect",
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             # Out of the terminal's process group: Ctrl-C reaches this command only, which
             # pauses the served deployments on the server before stopping it.
-            start_new_session=True)
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
         while not _healthy(url):
@@ -264,9 +307,14 @@ def _healthy(url: str) -> bool:
 
 @app.command("serve-flows")
 def serve_flows(
-    port: Annotated[int, typer.Option(min=1, max=65535, help=(
-        "Port of the Prefect server started on 127.0.0.1 when PREFECT_API_URL is unset."))]
-    = 4200,
+    port: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=65535,
+            help=("Port of the Prefect server started on 127.0.0.1 when PREFECT_API_URL is unset."),
+        ),
+    ] = 4200,
     as_json: JsonOpt = False,
 ) -> None:
     """Serve every deployment on its schedule in this process, until interrupted.
@@ -294,19 +342,36 @@ def serve_flows(
         except ServiceError as exc:
             refuse(exc, as_json=as_json)
         if pooled:
-            fail("PREFECT_API_URL", f"runs {', '.join(pooled)} on a work pool: start "
-                 f"workers there (prefect worker start --pool {Settings().work_pool}) "
-                 "instead of serving them here", as_json=as_json)
+            fail(
+                "PREFECT_API_URL",
+                f"runs {', '.join(pooled)} on a work pool: start "
+                f"workers there (prefect worker start --pool {Settings().work_pool}) "
+                "instead of serving them here",
+                as_json=as_json,
+            )
         ui = _shown(url).removesuffix("/api")
         if as_json:
-            emit({"server": _shown(url), "ui": ui,
-                  "deployments": [{"name": p.name, "cron": p.schedule.cron,
-                                   "timezone": p.schedule.timezone,
-                                   "active": p.schedule.active} for p in planned]})
+            emit(
+                {
+                    "server": _shown(url),
+                    "ui": ui,
+                    "deployments": [
+                        {
+                            "name": p.name,
+                            "cron": p.schedule.cron,
+                            "timezone": p.schedule.timezone,
+                            "active": p.schedule.active,
+                        }
+                        for p in planned
+                    ],
+                }
+            )
         else:
             for p in planned:
-                console.print(f"serving {p.name}: {p.schedule.cron} ({p.schedule.timezone})"
-                              f"{'' if p.schedule.active else ', paused'}")
+                console.print(
+                    f"serving {p.name}: {p.schedule.cron} ({p.schedule.timezone})"
+                    f"{'' if p.schedule.active else ', paused'}"
+                )
             console.print(f"Prefect UI: {ui}; Ctrl-C stops")
         sys.stdout.flush()
         serve_all(planned)

@@ -35,8 +35,12 @@ def rates_of(given: list[str]) -> dict[str, float]:
     for item in given:
         path, sep, value = item.partition("=")
         if not sep or path not in REQUIRED:
-            fail("--rate", "must be ENDPOINT=CALLS_PER_SECOND with one of the sandbox's "
-                 f"endpoints ({', '.join(sorted(REQUIRED))})", as_json=False)
+            fail(
+                "--rate",
+                "must be ENDPOINT=CALLS_PER_SECOND with one of the sandbox's "
+                f"endpoints ({', '.join(sorted(REQUIRED))})",
+                as_json=False,
+            )
         try:
             per_s = float(value)
         except ValueError:
@@ -51,15 +55,22 @@ def rates_of(given: list[str]) -> dict[str, float]:
 def sandbox_serve(
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port on 127.0.0.1.")] = 8701,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    faults: Annotated[str | None, typer.Option(
-        help="Fault knobs, e.g. 5xx=0.3,latency_ms=20,latency_p99_ms=200")]
-    = None,
-    call_log_limit: Annotated[int, typer.Option(
-        min=1, help="Most recent calls kept for /sandbox_wired/calls (older ones are counted).")]
-    = 200_000,
-    rate: Annotated[list[str] | None, typer.Option(
-        help="A contracted rate the sandbox enforces, ENDPOINT=CALLS_PER_SECOND (e.g. "
-             "/v1/carrier/verify=20; above it: 429 with Retry-After). Repeatable.")] = None,
+    faults: Annotated[
+        str | None, typer.Option(help="Fault knobs, e.g. 5xx=0.3,latency_ms=20,latency_p99_ms=200")
+    ] = None,
+    call_log_limit: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Most recent calls kept for /sandbox_wired/calls (older ones are counted)."
+        ),
+    ] = 200_000,
+    rate: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A contracted rate the sandbox enforces, ENDPOINT=CALLS_PER_SECOND (e.g. "
+            "/v1/carrier/verify=20; above it: 429 with Retry-After). Repeatable."
+        ),
+    ] = None,
 ) -> None:
     """Serve the sandbox (licensed vendors and the WeChat imitation) until interrupted.
     Credentials: IDV_IDENTITY_APP_KEY/SECRET; WeChat apps: IDV_WECHAT_APPID/SECRET/REDIRECT_URI
@@ -75,15 +86,23 @@ def sandbox_serve(
     # The WeChat imitation answers the app configured for idv (IDV_WECHAT_*), if any.
     wechat = WeChatState()
     if s.wechat_appid and s.wechat_secret:
-        wechat.add_app(s.wechat_appid, s.wechat_secret.get_secret_value(),
-                       s.wechat_redirect_uri or "")
+        wechat.add_app(
+            s.wechat_appid, s.wechat_secret.get_secret_value(), s.wechat_redirect_uri or ""
+        )
     if s.wechat_mini_appid and s.wechat_mini_secret:
         wechat.add_app(s.wechat_mini_appid, s.wechat_mini_secret.get_secret_value())
-    state = SandboxState(app_key=s.identity_app_key,
-                         app_secret=s.identity_app_secret.get_secret_value(), faults=spec,
-                         wechat=wechat, call_log_limit=call_log_limit, rates_per_s=rates)
-    console.print(f"sandbox on http://{host}:{port} (app key {s.identity_app_key}; WeChat "
-                  f"apps: {', '.join(wechat.apps) or 'none, set IDV_WECHAT_APPID/SECRET'})")
+    state = SandboxState(
+        app_key=s.identity_app_key,
+        app_secret=s.identity_app_secret.get_secret_value(),
+        faults=spec,
+        wechat=wechat,
+        call_log_limit=call_log_limit,
+        rates_per_s=rates,
+    )
+    console.print(
+        f"sandbox on http://{host}:{port} (app key {s.identity_app_key}; WeChat "
+        f"apps: {', '.join(wechat.apps) or 'none, set IDV_WECHAT_APPID/SECRET'})"
+    )
     serve_forever(host, port, state)
 
 
@@ -103,9 +122,14 @@ def db_upgrade(as_json: JsonOpt = False) -> None:
 def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8700,
-    sandbox: Annotated[bool, typer.Option(
-        "--sandbox", help="Start the sandbox too (licensed vendors, the WeChat imitation, an "
-        "OpenID provider), wired to this API, to click through the OAuth dance.")] = False,
+    sandbox: Annotated[
+        bool,
+        typer.Option(
+            "--sandbox",
+            help="Start the sandbox too (licensed vendors, the WeChat imitation, an "
+            "OpenID provider), wired to this API, to click through the OAuth dance.",
+        ),
+    ] = False,
 ) -> None:
     """Serve the HTTP API (consents, decisions, the OAuth pages)."""
     import uvicorn
@@ -123,15 +147,23 @@ def serve(
         s = rt.settings
         if s.env == "development" and s.api_token is None:
             if host not in LOOPBACK:
-                fail("--host", "must be a loopback address while IDV_API_TOKEN is unset: the "
-                     "API would be open to the network", as_json=False)
-            warn(f"IDV_API_TOKEN is unset: ANY caller on this machine without a token acts "
-                 f"as 'anonymous' with role {s.api_token_role}; serving on loopback only. "
-                 "Set IDV_API_TOKEN, or use people's API tokens (`idv users token`).")
+                fail(
+                    "--host",
+                    "must be a loopback address while IDV_API_TOKEN is unset: the "
+                    "API would be open to the network",
+                    as_json=False,
+                )
+            warn(
+                f"IDV_API_TOKEN is unset: ANY caller on this machine without a token acts "
+                f"as 'anonymous' with role {s.api_token_role}; serving on loopback only. "
+                "Set IDV_API_TOKEN, or use people's API tokens (`idv users token`)."
+            )
         console.print(f"idv API on http://{host}:{port} (OpenAPI at /docs)")
         if wired:
-            console.print(f"sandbox vendors and WeChat on {wired['vendors']}, "
-                          f"OpenID provider on {wired['issuer']}")
+            console.print(
+                f"sandbox vendors and WeChat on {wired['vendors']}, "
+                f"OpenID provider on {wired['issuer']}"
+            )
             console.print(f"WeChat dance: open {wired['wechat']}")
             console.print(f"OpenID Connect dance: open {wired['oidc']}")
         api = create_app(rt)
@@ -141,5 +173,12 @@ def serve(
         rt.warm()
         settle_for_serving()
         # No access log: callback URLs carry codes and states.
-        uvicorn.run(api, host=host, port=port, log_level="warning", access_log=False,
-                    http="httptools", loop="uvloop")
+        uvicorn.run(
+            api,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            http="httptools",
+            loop="uvloop",
+        )

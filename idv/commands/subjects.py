@@ -37,8 +37,9 @@ def subject_erase(
 @subject_app.command("hold")
 def subject_hold(
     applicant_ref: str,
-    basis: Annotated[str, typer.Option(help="A hold in policies/retention.yaml.")]
-    = "aml_customer_identification",
+    basis: Annotated[
+        str, typer.Option(help="A hold in policies/retention.yaml.")
+    ] = "aml_customer_identification",
     as_json: JsonOpt = False,
 ) -> None:
     """Place a legal hold: an erasure request then restricts instead of erasing."""
@@ -54,8 +55,12 @@ def subject_hold(
 def subject_reveal(
     applicant_ref: str,
     field: Annotated[str, typer.Option(help="name, id_number or phone")],
-    reason_code: Annotated[str, typer.Option(
-        "--reason-code", help="Why, from the list in policies/access.yaml (reveal.reasons).")],
+    reason_code: Annotated[
+        str,
+        typer.Option(
+            "--reason-code", help="Why, from the list in policies/access.yaml (reveal.reasons)."
+        ),
+    ],
     reason: Annotated[str, typer.Option(help="Why, in words (audited).")],
     purpose: Annotated[str, typer.Option(help="The purpose the read serves.")] = "review",
     as_json: JsonOpt = False,
@@ -63,8 +68,14 @@ def subject_reveal(
     """Show one unmasked value: needs a signed-in user whose role holds `reveal`, a reason
     code and a reason in words."""
     with runtime() as rt:
-        shown = rt.services.subjects.reveal(applicant_ref, field, reason_code=reason_code,
-                                            reason=reason, purpose=purpose, actor=actor())
+        shown = rt.services.subjects.reveal(
+            applicant_ref,
+            field,
+            reason_code=reason_code,
+            reason=reason,
+            purpose=purpose,
+            actor=actor(),
+        )
     if as_json:
         emit(shown.model_dump())
     else:

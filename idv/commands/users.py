@@ -14,8 +14,12 @@ from rich.table import Table
 from idv.shell import JsonOpt, actor, app, runtime, token_file, users_app
 from idv.terminal import console, emit, errors, fail
 
-PasswordStdin = Annotated[bool, typer.Option(
-    "--password-stdin", help="Read the password from the first line of standard input.")]
+PasswordStdin = Annotated[
+    bool,
+    typer.Option(
+        "--password-stdin", help="Read the password from the first line of standard input."
+    ),
+]
 RoleOpt = Annotated[str, typer.Option("--role", help="A role of policies/access.yaml.")]
 
 
@@ -39,17 +43,21 @@ def _shown(user: object, as_json: bool) -> None:
 
 
 @users_app.command("add")
-def users_add(name: str, role: RoleOpt, password_stdin: PasswordStdin = False,
-              sso_only: Annotated[bool, typer.Option(
-                  "--sso-only", help="No password: signs in through OpenID Connect only.")]
-              = False, as_json: JsonOpt = False) -> None:
+def users_add(
+    name: str,
+    role: RoleOpt,
+    password_stdin: PasswordStdin = False,
+    sso_only: Annotated[
+        bool, typer.Option("--sso-only", help="No password: signs in through OpenID Connect only.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
     """Add a person. The first user may be added by anyone while nobody exists (make them
     an operator); every later one needs a signed-in user with `users`."""
     with runtime() as rt:
         people = rt.services.people
         who = actor() if people.any_user() else None
-        password = None if sso_only else _password(password_stdin, confirm=True,
-                                                    as_json=as_json)
+        password = None if sso_only else _password(password_stdin, confirm=True, as_json=as_json)
         _shown(people.add(name, role, password, actor=who), as_json)
 
 
@@ -75,16 +83,18 @@ def users_unlock(name: str, as_json: JsonOpt = False) -> None:
 
 
 @users_app.command("role")
-def users_role(name: str, role: Annotated[str, typer.Argument(help="The new role.")],
-               as_json: JsonOpt = False) -> None:
+def users_role(
+    name: str, role: Annotated[str, typer.Argument(help="The new role.")], as_json: JsonOpt = False
+) -> None:
     """Change a person's role: their tokens and sessions stop; they sign in again."""
     with runtime() as rt:
         _shown(rt.services.people.change_role(name, role, actor=actor()), as_json)
 
 
 @users_app.command("reset-password")
-def users_reset_password(name: str, password_stdin: PasswordStdin = False,
-                         as_json: JsonOpt = False) -> None:
+def users_reset_password(
+    name: str, password_stdin: PasswordStdin = False, as_json: JsonOpt = False
+) -> None:
     """Set a new password (and lift a lock-out): their tokens and sessions stop."""
     with runtime() as rt:
         who = actor()
@@ -102,8 +112,9 @@ def users_list(as_json: JsonOpt = False) -> None:
         return
     table = Table("name", "role", "status", "locked", "since", title="Users")
     for u in users:
-        table.add_row(u.name, u.role, u.status, "yes" if u.locked else "no",
-                      u.created_at.date().isoformat())
+        table.add_row(
+            u.name, u.role, u.status, "yes" if u.locked else "no", u.created_at.date().isoformat()
+        )
     console.print(table)
 
 
@@ -118,8 +129,10 @@ def users_token(name: str, as_json: JsonOpt = False) -> None:
         emit({"user": issued.user, "kind": issued.kind, "token": token})
     else:
         sys.stdout.write(token + "\n")
-        errors.print("shown once: keep it in a secret store; use it as `Authorization: "
-                     "Bearer <token>` or IDV_TOKEN")
+        errors.print(
+            "shown once: keep it in a secret store; use it as `Authorization: "
+            "Bearer <token>` or IDV_TOKEN"
+        )
 
 
 @app.command()
@@ -137,8 +150,10 @@ def login(name: str, password_stdin: PasswordStdin = False, as_json: JsonOpt = F
             out.write(issued.token.get_secret_value())
         os.chmod(partial, 0o600)
         os.replace(partial, path)
-    data = {"user": issued.user, "expires_at": issued.expires_at.isoformat()
-            if issued.expires_at else None}
+    data = {
+        "user": issued.user,
+        "expires_at": issued.expires_at.isoformat() if issued.expires_at else None,
+    }
     if as_json:
         emit(data)
     else:

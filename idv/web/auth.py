@@ -127,14 +127,21 @@ def seed(request: Request) -> str:
 def form_token(request: Request, session: str | None = None) -> str:
     """The `csrf` value of the forms on this page."""
     return runtime_of(request).services.people.form_token(
-        seed(request), session if session is not None else session_token(request))
+        seed(request), session if session is not None else session_token(request)
+    )
 
 
 def remember_seed(request: Request, response: Response) -> None:
     new = getattr(request.state, "new_seed", None)
     if new is not None:
-        response.set_cookie(SEED_COOKIE, new, httponly=True, samesite="strict",
-                            secure=secure_cookies(request), path="/")
+        response.set_cookie(
+            SEED_COOKIE,
+            new,
+            httponly=True,
+            samesite="strict",
+            secure=secure_cookies(request),
+            path="/",
+        )
 
 
 async def require_form_token(request: Request) -> None:
@@ -146,14 +153,22 @@ async def require_form_token(request: Request) -> None:
         return
     form = await request.form()
     value = form.get("csrf")
-    if not people.form_token_matches(value if isinstance(value, str) else None, seed_cookie,
-                                     session):
+    if not people.form_token_matches(
+        value if isinstance(value, str) else None, seed_cookie, session
+    ):
         raise FormRefused()
 
 
 def set_session(request: Request, response: Response, token: str, max_age_s: int) -> None:
-    response.set_cookie(session_cookie(request), token, httponly=True, samesite="lax",
-                        secure=secure_cookies(request), path="/", max_age=max_age_s)
+    response.set_cookie(
+        session_cookie(request),
+        token,
+        httponly=True,
+        samesite="lax",
+        secure=secure_cookies(request),
+        path="/",
+        max_age=max_age_s,
+    )
 
 
 def start_session(request: Request, response: Response, issued: IssuedToken) -> None:
@@ -171,5 +186,10 @@ def start_session(request: Request, response: Response, issued: IssuedToken) -> 
 
 
 def clear_session(request: Request, response: Response) -> None:
-    response.delete_cookie(session_cookie(request), path="/", httponly=True, samesite="lax",
-                           secure=secure_cookies(request))
+    response.delete_cookie(
+        session_cookie(request),
+        path="/",
+        httponly=True,
+        samesite="lax",
+        secure=secure_cookies(request),
+    )

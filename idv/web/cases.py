@@ -45,15 +45,14 @@ DONE = {
     "note": "已添加备注 Note added",
     "approve": "已批准 Approved",
     "reject": "已提议拒绝，待主管确认 Reject proposed: a supervisor confirms it",
-    "request_info": "已请求资料，案件等待答复 Information requested: the case waits for the "
-                    "answer",
+    "request_info": "已请求资料，案件等待答复 Information requested: the case waits for the answer",
     "escalate": "已升级至主管队列 Escalated to the supervisor queue",
     "refer": "已提议移交执法，待确认 Referral proposed: it waits for confirmation",
     "close": "已结案 Closed",
     "confirm": "已确认 Confirmed",
     "send_back": "已退回提议人 Sent back to its proposer",
     "confirm_void": "失信名单命中已不成立，拒绝作废，请重新决定 The court-list hit no longer "
-                    "stands: the reject is void, decide again",
+    "stands: the reject is void, decide again",
     "snooze": "已暂缓 Snoozed",
     "assign": "已分配 Assigned",
     "tags": "标签已更新 Tags changed",
@@ -138,8 +137,19 @@ class SlaQuery(_Form):
 
 
 # The queue's filters as the page's form names them (the service validates each).
-QUEUE_FIELDS = ("status", "queue", "reason", "assignee", "product", "tag", "older_than_hours",
-                "mine", "unassigned", "view", "offset")
+QUEUE_FIELDS = (
+    "status",
+    "queue",
+    "reason",
+    "assignee",
+    "product",
+    "tag",
+    "older_than_hours",
+    "mine",
+    "unassigned",
+    "view",
+    "offset",
+)
 
 
 F = TypeVar("F", bound=_Form)
@@ -193,8 +203,9 @@ def refused(request: Request, exc: ServiceError, back: str = "/web/cases") -> HT
     """The rule a request broke (`field: rule`) with its status, a link `back`."""
     status = STATUS.get(exc.kind, 422)
     name = "_refused.html" if fragment(request) else "refused.html"
-    return render(request, name, status, code=status, kind=exc.kind, field=exc.field,
-                  rule=exc.rule, back=back)
+    return render(
+        request, name, status, code=status, kind=exc.kind, field=exc.field, rule=exc.rule, back=back
+    )
 
 
 def done(where: str, what: str) -> RedirectResponse:
@@ -222,10 +233,8 @@ def queue_query(request: Request) -> dict[str, Any]:
 # --- the queue --------------------------------------------------------------------------
 
 
-@router.get("/web/cases", response_class=HTMLResponse,
-            openapi_extra=needs("read_masked"))
-async def queue(request: Request, actor: CurrentActor, services: Svc,
-                runtime: Rt) -> HTMLResponse:
+@router.get("/web/cases", response_class=HTMLResponse, openapi_extra=needs("read_masked"))
+async def queue(request: Request, actor: CurrentActor, services: Svc, runtime: Rt) -> HTMLResponse:
     query = queue_query(request)
     try:
         page = await call(services.cases.queue, query, actor=actor)
@@ -233,16 +242,24 @@ async def queue(request: Request, actor: CurrentActor, services: Svc,
     except ServiceError as exc:
         return refused(request, exc, "/web/cases")
     shown = {k: v for k, v in query.items() if k not in ("limit", "offset")}
-    return render(request, "cases.html", page=page, views=views, can=can(runtime, actor),
-                  base=urlencode(shown, doseq=True),
-                  actor=actor, filters=shown, labels=services.cases.reason_labels(),
-                  reason_codes=sorted(services.cases.policy.reasons), ages=AGE_CHOICES,
-                  message=DONE.get(request.query_params.get("done", "")),
-                  statuses=("open", "waiting", "pending_confirmation", "closed"))
+    return render(
+        request,
+        "cases.html",
+        page=page,
+        views=views,
+        can=can(runtime, actor),
+        base=urlencode(shown, doseq=True),
+        actor=actor,
+        filters=shown,
+        labels=services.cases.reason_labels(),
+        reason_codes=sorted(services.cases.policy.reasons),
+        ages=AGE_CHOICES,
+        message=DONE.get(request.query_params.get("done", "")),
+        statuses=("open", "waiting", "pending_confirmation", "closed"),
+    )
 
 
-@router.post("/web/cases/next", dependencies=[CheckedForm],
-             openapi_extra=needs("case_work"))
+@router.post("/web/cases/next", dependencies=[CheckedForm], openapi_extra=needs("case_work"))
 async def next_case(request: Request, actor: CurrentActor, services: Svc) -> Response:
     try:
         out = await call(services.cases.next_case, actor=actor)
@@ -253,8 +270,7 @@ async def next_case(request: Request, actor: CurrentActor, services: Svc) -> Res
     return done(case_page(out.case_id), "claim")
 
 
-@router.post("/web/cases/views", dependencies=[CheckedForm],
-             openapi_extra=needs("read_masked"))
+@router.post("/web/cases/views", dependencies=[CheckedForm], openapi_extra=needs("read_masked"))
 async def save_view(request: Request, actor: CurrentActor, services: Svc) -> Response:
     try:
         form = await parsed(request, ViewForm)
@@ -264,12 +280,12 @@ async def save_view(request: Request, actor: CurrentActor, services: Svc) -> Res
         await call(services.cases.save_view, form.name, filters, actor=actor)
     except ServiceError as exc:
         return refused(request, exc)
-    return RedirectResponse(f"/web/cases?view={form.name}&done=view", status_code=303,
-                            headers=HEADERS)
+    return RedirectResponse(
+        f"/web/cases?view={form.name}&done=view", status_code=303, headers=HEADERS
+    )
 
 
-@router.post("/web/cases/bulk", dependencies=[CheckedForm],
-             openapi_extra=needs("bulk"))
+@router.post("/web/cases/bulk", dependencies=[CheckedForm], openapi_extra=needs("bulk"))
 async def bulk(request: Request, actor: CurrentActor, services: Svc) -> Response:
     try:
         form = await parsed(request, BulkForm, lists=("case_ids",))
@@ -280,19 +296,24 @@ async def bulk(request: Request, actor: CurrentActor, services: Svc) -> Response
         else:
             if form.disposition is None:
                 raise InvalidInput("disposition", "is required to close")
-            await call(services.cases.bulk_close, form.case_ids, form.disposition,
-                       form.reason or "", actor=actor)
+            await call(
+                services.cases.bulk_close,
+                form.case_ids,
+                form.disposition,
+                form.reason or "",
+                actor=actor,
+            )
     except ServiceError as exc:
         return refused(request, exc)
     return done("/web/cases", "bulk")
 
 
-@router.get("/web/cases/sla", response_class=HTMLResponse,
-            openapi_extra=needs("read_masked"))
+@router.get("/web/cases/sla", response_class=HTMLResponse, openapi_extra=needs("read_masked"))
 async def sla(request: Request, actor: CurrentActor, services: Svc) -> HTMLResponse:
     try:
-        q = SlaQuery.model_validate({k: v for k, v in request.query_params.items()
-                                     if k == "days" and v})
+        q = SlaQuery.model_validate(
+            {k: v for k, v in request.query_params.items() if k == "days" and v}
+        )
     except ValidationError as exc:
         return refused(request, from_validation(exc))
     try:
@@ -305,10 +326,10 @@ async def sla(request: Request, actor: CurrentActor, services: Svc) -> HTMLRespo
 # --- the case page ----------------------------------------------------------------------
 
 
-@router.get("/web/cases/{case_id}", response_class=HTMLResponse,
-            openapi_extra=needs("read_masked"))
-async def case(request: Request, case_id: str, actor: CurrentActor, services: Svc,
-               runtime: Rt) -> HTMLResponse:
+@router.get("/web/cases/{case_id}", response_class=HTMLResponse, openapi_extra=needs("read_masked"))
+async def case(
+    request: Request, case_id: str, actor: CurrentActor, services: Svc, runtime: Rt
+) -> HTMLResponse:
     try:
         view = await call(services.cases.view, case_id, actor=actor)
     except ServiceError as exc:
@@ -320,24 +341,38 @@ async def case(request: Request, case_id: str, actor: CurrentActor, services: Sv
     mine = c.claimed_by == actor.name
     policy = services.cases.policy
     return render(
-        request, "case.html", view=view, c=c, can=held, actor=actor, mine=mine,
-        pending=pending, open=c.status != "closed",
-        claimable=("case_work" in held and c.status != "closed" and not mine
-                   and c.claimed_by is None and c.queue in queues
-                   and c.assignee in (None, actor.name)),
-        reveal_reasons=services.cases.reveal_reasons, templates=policy.outreach.templates,
+        request,
+        "case.html",
+        view=view,
+        c=c,
+        can=held,
+        actor=actor,
+        mine=mine,
+        pending=pending,
+        open=c.status != "closed",
+        claimable=(
+            "case_work" in held
+            and c.status != "closed"
+            and not mine
+            and c.claimed_by is None
+            and c.queue in queues
+            and c.assignee in (None, actor.name)
+        ),
+        reveal_reasons=services.cases.reveal_reasons,
+        templates=policy.outreach.templates,
         dispositions=("false_positive", "valuable_alert", "confirmed_risk"),
-        message=DONE.get(request.query_params.get("done", "")))
+        message=DONE.get(request.query_params.get("done", "")),
+    )
 
 
 # Each form on the case page: the service's operation, then back to the case page naming
 # what was done; a refusal (or a form that does not validate) renders the rule it broke.
 
 
-@router.post("/web/cases/{case_id}/claim", dependencies=[CheckedForm],
-             openapi_extra=needs("case_work"))
-async def claim(request: Request, case_id: str, actor: CurrentActor,
-                services: Svc) -> Response:
+@router.post(
+    "/web/cases/{case_id}/claim", dependencies=[CheckedForm], openapi_extra=needs("case_work")
+)
+async def claim(request: Request, case_id: str, actor: CurrentActor, services: Svc) -> Response:
     try:
         await call(services.cases.claim, case_id, actor=actor)
     except ServiceError as exc:
@@ -345,10 +380,10 @@ async def claim(request: Request, case_id: str, actor: CurrentActor,
     return done(case_page(case_id), "claim")
 
 
-@router.post("/web/cases/{case_id}/release", dependencies=[CheckedForm],
-             openapi_extra=needs("case_work"))
-async def release(request: Request, case_id: str, actor: CurrentActor,
-                  services: Svc) -> Response:
+@router.post(
+    "/web/cases/{case_id}/release", dependencies=[CheckedForm], openapi_extra=needs("case_work")
+)
+async def release(request: Request, case_id: str, actor: CurrentActor, services: Svc) -> Response:
     try:
         await call(services.cases.release, case_id, actor=actor)
     except ServiceError as exc:
@@ -356,10 +391,10 @@ async def release(request: Request, case_id: str, actor: CurrentActor,
     return done(case_page(case_id), "release")
 
 
-@router.post("/web/cases/{case_id}/notes", dependencies=[CheckedForm],
-             openapi_extra=needs("case_note"))
-async def note(request: Request, case_id: str, actor: CurrentActor,
-               services: Svc) -> Response:
+@router.post(
+    "/web/cases/{case_id}/notes", dependencies=[CheckedForm], openapi_extra=needs("case_note")
+)
+async def note(request: Request, case_id: str, actor: CurrentActor, services: Svc) -> Response:
     try:
         form = await parsed(request, NoteForm)
         await call(services.cases.note, case_id, form.text, actor=actor)
@@ -369,28 +404,28 @@ async def note(request: Request, case_id: str, actor: CurrentActor,
 
 
 # One per action (`services.cases.DECISION_PERMISSIONS`).
-@router.post("/web/cases/{case_id}/decisions", dependencies=[CheckedForm],
-             openapi_extra=needs("decide | request_info | refer"))
-async def decide(request: Request, case_id: str, actor: CurrentActor,
-                 services: Svc) -> Response:
+@router.post(
+    "/web/cases/{case_id}/decisions",
+    dependencies=[CheckedForm],
+    openapi_extra=needs("decide | request_info | refer"),
+)
+async def decide(request: Request, case_id: str, actor: CurrentActor, services: Svc) -> Response:
     try:
         form = await parsed(request, DecisionForm)
-        await call(services.cases.decide, case_id, form.model_dump(exclude_none=True),
-                   actor=actor)
+        await call(services.cases.decide, case_id, form.model_dump(exclude_none=True), actor=actor)
     except ServiceError as exc:
         return refused(request, exc, case_page(case_id))
     return done(case_page(case_id), form.action)
 
 
 # `confirm`, and `refer` too when the decision confirmed is a referral.
-@router.post("/web/cases/{case_id}/confirm", dependencies=[CheckedForm],
-             openapi_extra=needs("confirm"))
-async def confirm(request: Request, case_id: str, actor: CurrentActor,
-                  services: Svc) -> Response:
+@router.post(
+    "/web/cases/{case_id}/confirm", dependencies=[CheckedForm], openapi_extra=needs("confirm")
+)
+async def confirm(request: Request, case_id: str, actor: CurrentActor, services: Svc) -> Response:
     try:
         form = await parsed(request, ConfirmForm)
-        out = await call(services.cases.confirm, case_id, actor=actor,
-                         reason=form.reason or None)
+        out = await call(services.cases.confirm, case_id, actor=actor, reason=form.reason or None)
     except ServiceError as exc:
         return refused(request, exc, case_page(case_id))
     # A reject resting on the court list is void when the list no longer says so.
@@ -398,10 +433,10 @@ async def confirm(request: Request, case_id: str, actor: CurrentActor,
 
 
 # The second person's other answer: the proposal goes back to its proposer, with why.
-@router.post("/web/cases/{case_id}/send-back", dependencies=[CheckedForm],
-             openapi_extra=needs("confirm"))
-async def send_back(request: Request, case_id: str, actor: CurrentActor,
-                    services: Svc) -> Response:
+@router.post(
+    "/web/cases/{case_id}/send-back", dependencies=[CheckedForm], openapi_extra=needs("confirm")
+)
+async def send_back(request: Request, case_id: str, actor: CurrentActor, services: Svc) -> Response:
     try:
         form = await parsed(request, SendBackForm)
         await call(services.cases.send_back, case_id, form.reason, actor=actor)
@@ -410,10 +445,10 @@ async def send_back(request: Request, case_id: str, actor: CurrentActor,
     return done(case_page(case_id), "send_back")
 
 
-@router.post("/web/cases/{case_id}/snooze", dependencies=[CheckedForm],
-             openapi_extra=needs("case_work"))
-async def snooze(request: Request, case_id: str, actor: CurrentActor,
-                 services: Svc) -> Response:
+@router.post(
+    "/web/cases/{case_id}/snooze", dependencies=[CheckedForm], openapi_extra=needs("case_work")
+)
+async def snooze(request: Request, case_id: str, actor: CurrentActor, services: Svc) -> Response:
     try:
         form = await parsed(request, SnoozeForm)
         await call(services.cases.snooze, case_id, form.until, actor=actor)
@@ -422,10 +457,10 @@ async def snooze(request: Request, case_id: str, actor: CurrentActor,
     return done(case_page(case_id), "snooze")
 
 
-@router.post("/web/cases/{case_id}/assign", dependencies=[CheckedForm],
-             openapi_extra=needs("reassign"))
-async def assign(request: Request, case_id: str, actor: CurrentActor,
-                 services: Svc) -> Response:
+@router.post(
+    "/web/cases/{case_id}/assign", dependencies=[CheckedForm], openapi_extra=needs("reassign")
+)
+async def assign(request: Request, case_id: str, actor: CurrentActor, services: Svc) -> Response:
     try:
         form = await parsed(request, AssignForm)
         await call(services.cases.assign, case_id, form.assignee, actor=actor)
@@ -434,30 +469,36 @@ async def assign(request: Request, case_id: str, actor: CurrentActor,
     return done(case_page(case_id), "assign")
 
 
-@router.post("/web/cases/{case_id}/tags", dependencies=[CheckedForm],
-             openapi_extra=needs("case_work"))
-async def tag(request: Request, case_id: str, actor: CurrentActor,
-              services: Svc) -> Response:
+@router.post(
+    "/web/cases/{case_id}/tags", dependencies=[CheckedForm], openapi_extra=needs("case_work")
+)
+async def tag(request: Request, case_id: str, actor: CurrentActor, services: Svc) -> Response:
     try:
         form = await parsed(request, TagForm)
-        await call(services.cases.tag, case_id, [form.add] if form.add else [],
-                   [form.remove] if form.remove else [], actor=actor)
+        await call(
+            services.cases.tag,
+            case_id,
+            [form.add] if form.add else [],
+            [form.remove] if form.remove else [],
+            actor=actor,
+        )
     except ServiceError as exc:
         return refused(request, exc, case_page(case_id))
     return done(case_page(case_id), "tags")
 
 
-def whitelist_applicant(cases: CaseService, case_id: str, form: WhitelistForm,
-                        actor: Actor) -> dict[str, Any]:
+def whitelist_applicant(
+    cases: CaseService, case_id: str, form: WhitelistForm, actor: Actor
+) -> dict[str, Any]:
     """Whitelist the (applicant, court-list entry) pair of the case's applicant."""
     ref = cases.view(case_id, actor=actor).case.applicant_ref
     return cases.whitelist(ref, form.case_number, form.reason, actor=actor)
 
 
-@router.post("/web/cases/{case_id}/whitelist", dependencies=[CheckedForm],
-             openapi_extra=needs("whitelist"))
-async def whitelist(request: Request, case_id: str, actor: CurrentActor,
-                    services: Svc) -> Response:
+@router.post(
+    "/web/cases/{case_id}/whitelist", dependencies=[CheckedForm], openapi_extra=needs("whitelist")
+)
+async def whitelist(request: Request, case_id: str, actor: CurrentActor, services: Svc) -> Response:
     try:
         form = await parsed(request, WhitelistForm)
         await call(whitelist_applicant, services.cases, case_id, form, actor)
@@ -466,10 +507,15 @@ async def whitelist(request: Request, case_id: str, actor: CurrentActor,
     return done(case_page(case_id), "whitelist")
 
 
-@router.post("/web/cases/{case_id}/reveal", response_class=HTMLResponse,
-             dependencies=[CheckedForm], openapi_extra=needs("reveal"))
-async def reveal(request: Request, case_id: str, actor: CurrentActor,
-                 services: Svc) -> HTMLResponse:
+@router.post(
+    "/web/cases/{case_id}/reveal",
+    response_class=HTMLResponse,
+    dependencies=[CheckedForm],
+    openapi_extra=needs("reveal"),
+)
+async def reveal(
+    request: Request, case_id: str, actor: CurrentActor, services: Svc
+) -> HTMLResponse:
     """The one value, in this answer only (a fragment the case page shows in place)."""
     try:
         form = await parsed(request, RevealForm)

@@ -39,26 +39,33 @@ def start(request: Request, runtime: Rt) -> Response:
             return RedirectResponse(SIGN_IN_PATH, status_code=303)
         url, pending = runtime.services.people.oidc_start(sso)
     except ServiceError:
-        return render(request, "sign_in.html", 502,
-                      error="the single sign-on provider cannot be reached")
+        return render(
+            request, "sign_in.html", 502, error="the single sign-on provider cannot be reached"
+        )
     done = RedirectResponse(url, status_code=302)
     # Lax: the provider's redirect back is a top-level navigation from its site.
-    done.set_cookie(PENDING_COOKIE, pending, httponly=True, samesite="lax",
-                    secure=secure_cookies(request), path="/web/sign-in", max_age=600)
+    done.set_cookie(
+        PENDING_COOKIE,
+        pending,
+        httponly=True,
+        samesite="lax",
+        secure=secure_cookies(request),
+        path="/web/sign-in",
+        max_age=600,
+    )
     return done
 
 
 @router.get(CALLBACK, openapi_extra=needs("public"))
 def callback(request: Request, runtime: Rt) -> Response:
-    params = {k: v for k, v in request.query_params.items()
-              if k in ("code", "state", "error")}
+    params = {k: v for k, v in request.query_params.items() if k in ("code", "state", "error")}
     try:
         sso = client(request, runtime)
         if sso is None:
             return RedirectResponse(SIGN_IN_PATH, status_code=303)
         issued = runtime.services.people.oidc_finish(
-            sso, request.cookies.get(PENDING_COOKIE), params,
-            claim=runtime.settings.web_oidc_claim)
+            sso, request.cookies.get(PENDING_COOKIE), params, claim=runtime.settings.web_oidc_claim
+        )
     except SignInRefused as exc:
         page = render(request, "sign_in.html", 401, error=exc.rule)
         page.delete_cookie(PENDING_COOKIE, path="/web/sign-in")

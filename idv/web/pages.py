@@ -71,15 +71,24 @@ async def to_sign_in(request: Request, exc: Exception) -> Response:
 
 async def forged(request: Request, _exc: Exception) -> Response:
     """`FormRefused`: 403, nothing done."""
-    return render(request, "error.html", 403, title="403",
-                  message="The form was not sent by this page (no or a wrong anti-forgery "
-                          "token): reload the page and try again.")
+    return render(
+        request,
+        "error.html",
+        403,
+        title="403",
+        message="The form was not sent by this page (no or a wrong anti-forgery "
+        "token): reload the page and try again.",
+    )
 
 
 @router.get("/web/", response_class=HTMLResponse, openapi_extra=needs("authenticated"))
 def home(request: Request, actor: CurrentActor, runtime: Rt) -> HTMLResponse:
-    return render(request, "home.html", actor=actor,
-                  permissions=sorted(runtime.access_policy.roles[actor.role]))
+    return render(
+        request,
+        "home.html",
+        actor=actor,
+        permissions=sorted(runtime.access_policy.roles[actor.role]),
+    )
 
 
 @router.get("/web", openapi_extra=needs("public"))
@@ -93,20 +102,25 @@ def sign_in_page(request: Request) -> HTMLResponse:
 
 
 @router.post(SIGN_IN_PATH, dependencies=[CheckedForm], openapi_extra=needs("public"))
-def sign_in(request: Request, services: Svc, name: Name = "",
-            password: Password = NO_PASSWORD) -> Response:
+def sign_in(
+    request: Request, services: Svc, name: Name = "", password: Password = NO_PASSWORD
+) -> Response:
     client = request.client.host if request.client else "web"
     try:
-        issued = services.people.sign_in(name.strip().lower(), password, kind="web",
-                                         client=client)
+        issued = services.people.sign_in(name.strip().lower(), password, kind="web", client=client)
     except SignInThrottled as exc:
-        page = render(request, "sign_in.html", 429, error="登录失败次数过多，请稍后再试 "
-                      "Too many failed sign-ins: try again later")
+        page = render(
+            request,
+            "sign_in.html",
+            429,
+            error="登录失败次数过多，请稍后再试 Too many failed sign-ins: try again later",
+        )
         page.headers["Retry-After"] = str(exc.retry_after)
         return page
     except SignInRefused:
-        return render(request, "sign_in.html", 401,
-                      error="用户名或密码错误，或账户已锁定或停用 " + REFUSED)
+        return render(
+            request, "sign_in.html", 401, error="用户名或密码错误，或账户已锁定或停用 " + REFUSED
+        )
     return signed_in_answer(request, issued)
 
 
@@ -120,23 +134,36 @@ def sign_out(request: Request, services: Svc) -> Response:
     return done
 
 
-def users_page(request: Request, actor: Actor, runtime: Runtime, status: int = 200,
-               **context: Any) -> HTMLResponse:
+def users_page(
+    request: Request, actor: Actor, runtime: Runtime, status: int = 200, **context: Any
+) -> HTMLResponse:
     """The users page, with `context` (an error); a person without `users` gets the rule."""
     try:
         listed = runtime.services.people.list(actor=actor)
     except Denied as exc:
-        return render(request, "error.html", 403, title="403",
-                      message=f"{exc.field}: {exc.rule}")
-    return render(request, "users.html", status, users=listed,
-                  roles=sorted(runtime.access_policy.roles), actor=actor, **context)
+        return render(request, "error.html", 403, title="403", message=f"{exc.field}: {exc.rule}")
+    return render(
+        request,
+        "users.html",
+        status,
+        users=listed,
+        roles=sorted(runtime.access_policy.roles),
+        actor=actor,
+        **context,
+    )
 
 
-def users_refused(request: Request, actor: Actor, runtime: Runtime,
-                  exc: ServiceError) -> HTMLResponse:
+def users_refused(
+    request: Request, actor: Actor, runtime: Runtime, exc: ServiceError
+) -> HTMLResponse:
     """The users page again, naming the rule a change broke (403 when refused, else 422)."""
-    return users_page(request, actor, runtime, 403 if exc.kind == "denied" else 422,
-                      error=f"{exc.field}: {exc.rule}")
+    return users_page(
+        request,
+        actor,
+        runtime,
+        403 if exc.kind == "denied" else 422,
+        error=f"{exc.field}: {exc.rule}",
+    )
 
 
 @router.get("/web/users", response_class=HTMLResponse, openapi_extra=needs("users"))
@@ -144,22 +171,32 @@ def users(request: Request, actor: CurrentActor, runtime: Rt) -> HTMLResponse:
     return users_page(request, actor, runtime)
 
 
-@router.post("/web/users", response_class=HTMLResponse, dependencies=[CheckedForm],
-             openapi_extra=needs("users"))
-def add_user(request: Request, actor: CurrentActor, runtime: Rt, name: Name = "",
-             role: Annotated[str, Form(max_length=32)] = "",
-             password: Password = NO_PASSWORD) -> Response:
+@router.post(
+    "/web/users",
+    response_class=HTMLResponse,
+    dependencies=[CheckedForm],
+    openapi_extra=needs("users"),
+)
+def add_user(
+    request: Request,
+    actor: CurrentActor,
+    runtime: Rt,
+    name: Name = "",
+    role: Annotated[str, Form(max_length=32)] = "",
+    password: Password = NO_PASSWORD,
+) -> Response:
     try:
         runtime.services.people.add(
-            name.strip(), role, password if password.get_secret_value() else None,
-            actor=actor)
+            name.strip(), role, password if password.get_secret_value() else None, actor=actor
+        )
     except ServiceError as exc:
         return users_refused(request, actor, runtime, exc)
     return RedirectResponse("/web/users", status_code=303, headers=HEADERS)
 
 
-def user_changed(request: Request, actor: Actor, runtime: Runtime,
-                 change: Callable[[], object]) -> Response:
+def user_changed(
+    request: Request, actor: Actor, runtime: Runtime, change: Callable[[], object]
+) -> Response:
     """One change to a user through the people service, then the users page (or the page
     again naming the rule it broke)."""
     try:
@@ -169,42 +206,78 @@ def user_changed(request: Request, actor: Actor, runtime: Runtime,
     return RedirectResponse("/web/users", status_code=303, headers=HEADERS)
 
 
-@router.post("/web/users/{name}/disable", response_class=HTMLResponse,
-             dependencies=[CheckedForm], openapi_extra=needs("users"))
-def disable_user(request: Request, name: str, actor: CurrentActor,
-                 runtime: Rt) -> Response:
-    return user_changed(request, actor, runtime,
-                        lambda: runtime.services.people.disable(name, actor=actor))
+@router.post(
+    "/web/users/{name}/disable",
+    response_class=HTMLResponse,
+    dependencies=[CheckedForm],
+    openapi_extra=needs("users"),
+)
+def disable_user(request: Request, name: str, actor: CurrentActor, runtime: Rt) -> Response:
+    return user_changed(
+        request, actor, runtime, lambda: runtime.services.people.disable(name, actor=actor)
+    )
 
 
-@router.post("/web/users/{name}/enable", response_class=HTMLResponse,
-             dependencies=[CheckedForm], openapi_extra=needs("users"))
+@router.post(
+    "/web/users/{name}/enable",
+    response_class=HTMLResponse,
+    dependencies=[CheckedForm],
+    openapi_extra=needs("users"),
+)
 def enable_user(request: Request, name: str, actor: CurrentActor, runtime: Rt) -> Response:
-    return user_changed(request, actor, runtime,
-                        lambda: runtime.services.people.enable(name, actor=actor))
+    return user_changed(
+        request, actor, runtime, lambda: runtime.services.people.enable(name, actor=actor)
+    )
 
 
-@router.post("/web/users/{name}/unlock", response_class=HTMLResponse,
-             dependencies=[CheckedForm], openapi_extra=needs("users"))
+@router.post(
+    "/web/users/{name}/unlock",
+    response_class=HTMLResponse,
+    dependencies=[CheckedForm],
+    openapi_extra=needs("users"),
+)
 def unlock_user(request: Request, name: str, actor: CurrentActor, runtime: Rt) -> Response:
-    return user_changed(request, actor, runtime,
-                        lambda: runtime.services.people.unlock(name, actor=actor))
+    return user_changed(
+        request, actor, runtime, lambda: runtime.services.people.unlock(name, actor=actor)
+    )
 
 
-@router.post("/web/users/{name}/role", response_class=HTMLResponse,
-             dependencies=[CheckedForm], openapi_extra=needs("users"))
-def change_role(request: Request, name: str, actor: CurrentActor, runtime: Rt,
-                role: Annotated[str, Form(max_length=32)] = "") -> Response:
-    return user_changed(request, actor, runtime,
-                        lambda: runtime.services.people.change_role(name, role, actor=actor))
+@router.post(
+    "/web/users/{name}/role",
+    response_class=HTMLResponse,
+    dependencies=[CheckedForm],
+    openapi_extra=needs("users"),
+)
+def change_role(
+    request: Request,
+    name: str,
+    actor: CurrentActor,
+    runtime: Rt,
+    role: Annotated[str, Form(max_length=32)] = "",
+) -> Response:
+    return user_changed(
+        request,
+        actor,
+        runtime,
+        lambda: runtime.services.people.change_role(name, role, actor=actor),
+    )
 
 
-@router.post("/web/users/{name}/password", response_class=HTMLResponse,
-             dependencies=[CheckedForm], openapi_extra=needs("users"))
-def reset_password(request: Request, name: str, actor: CurrentActor, runtime: Rt,
-                   password: Password = NO_PASSWORD) -> Response:
-    return user_changed(request, actor, runtime, lambda: runtime.services.people
-                        .reset_password(name, password, actor=actor))
+@router.post(
+    "/web/users/{name}/password",
+    response_class=HTMLResponse,
+    dependencies=[CheckedForm],
+    openapi_extra=needs("users"),
+)
+def reset_password(
+    request: Request, name: str, actor: CurrentActor, runtime: Rt, password: Password = NO_PASSWORD
+) -> Response:
+    return user_changed(
+        request,
+        actor,
+        runtime,
+        lambda: runtime.services.people.reset_password(name, password, actor=actor),
+    )
 
 
 # The front door: a visitor is sent to the pages (and from there to sign in).

@@ -20,20 +20,28 @@ templates = Jinja2Templates(directory=str(FILES / "templates"))
 # framing, nothing cached.
 HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
-                               "img-src 'self' data:; form-action 'self'; "
-                               "frame-ancestors 'none'; base-uri 'none'",
-    "Cache-Control": "no-store", "Referrer-Policy": "same-origin",
-    "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY"}
+    "img-src 'self' data:; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'",
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+}
 
 
-def render(request: Request, name: str, status: int = 200, *, session: str | None = None,
-           **context: Any) -> HTMLResponse:
+def render(
+    request: Request, name: str, status: int = 200, *, session: str | None = None, **context: Any
+) -> HTMLResponse:
     """A page, with its forms' token, the security headers and the seed cookie."""
     context.setdefault("who", getattr(request.state, "signed_in", None))
     context.setdefault("oidc", runtime_of(request).settings.web_oidc_provider)
-    page = templates.TemplateResponse(request, name, {
-        "csrf": form_token(request, session), **context}, status_code=status,
-        headers=HEADERS)
+    page = templates.TemplateResponse(
+        request,
+        name,
+        {"csrf": form_token(request, session), **context},
+        status_code=status,
+        headers=HEADERS,
+    )
     remember_seed(request, page)
     return page
 

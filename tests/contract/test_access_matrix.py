@@ -50,39 +50,52 @@ REASON = "the documents the applicant sent match"
 
 
 def _decide(action: str, **extra: str) -> Operation:
-    return lambda s, a: s.cases.decide(NO_CASE, {"action": action, "reason": REASON, **extra},
-                                       actor=a)
+    return lambda s, a: s.cases.decide(
+        NO_CASE, {"action": action, "reason": REASON, **extra}, actor=a
+    )
 
 
 def _proof(s: Any, a: Actor) -> object:
     from idv import proofcheck
 
-    return s.audit.export_proof("A-1", Path(f"/nonexistent/{uuid.uuid4().hex}"),
-                                verifier=Path(proofcheck.__file__), actor=a)
+    return s.audit.export_proof(
+        "A-1", Path(f"/nonexistent/{uuid.uuid4().hex}"), verifier=Path(proofcheck.__file__), actor=a
+    )
 
 
 OPERATIONS: dict[str, list[Operation]] = {
-    "read_masked": [lambda s, a: s.runs.examples("no-such-run", limit=1, actor=a),
-                    lambda s, a: s.cases.queue({}, actor=a),
-                    lambda s, a: s.cases.view(NO_CASE, actor=a),
-                    lambda s, a: s.cases.labels(actor=a)],
-    "case_work": [lambda s, a: s.cases.claim(NO_CASE, actor=a),
-                  lambda s, a: s.cases.release(NO_CASE, actor=a),
-                  lambda s, a: s.cases.next_case(actor=a),
-                  lambda s, a: s.cases.snooze(NO_CASE, datetime.now(UTC) + timedelta(days=1),
-                                              actor=a),
-                  lambda s, a: s.cases.tag(NO_CASE, add=["docs"], actor=a)],
+    "read_masked": [
+        lambda s, a: s.runs.examples("no-such-run", limit=1, actor=a),
+        lambda s, a: s.cases.queue({}, actor=a),
+        lambda s, a: s.cases.view(NO_CASE, actor=a),
+        lambda s, a: s.cases.labels(actor=a),
+    ],
+    "case_work": [
+        lambda s, a: s.cases.claim(NO_CASE, actor=a),
+        lambda s, a: s.cases.release(NO_CASE, actor=a),
+        lambda s, a: s.cases.next_case(actor=a),
+        lambda s, a: s.cases.snooze(NO_CASE, datetime.now(UTC) + timedelta(days=1), actor=a),
+        lambda s, a: s.cases.tag(NO_CASE, add=["docs"], actor=a),
+    ],
     "case_note": [lambda s, a: s.cases.note(NO_CASE, "called the applicant back", actor=a)],
-    "decide": [_decide("approve"), _decide("reject"), _decide("escalate"),
-               _decide("close", disposition="false_positive"),
-               lambda s, a: s.cases.escalate(NO_CASE, REASON, actor=a)],
+    "decide": [
+        _decide("approve"),
+        _decide("reject"),
+        _decide("escalate"),
+        _decide("close", disposition="false_positive"),
+        lambda s, a: s.cases.escalate(NO_CASE, REASON, actor=a),
+    ],
     "request_info": [_decide("request_info", template="document_request", channel="sms")],
     "confirm": [lambda s, a: s.cases.confirm(NO_CASE, actor=a)],
     "reassign": [lambda s, a: s.cases.assign(NO_CASE, "someone", actor=a)],
-    "whitelist": [lambda s, a: s.cases.whitelist("A-1", "(2026)京0105执1号", REASON, actor=a),
-                  lambda s, a: s.cases.unwhitelist(NO_CASE, actor=a)],
-    "bulk": [lambda s, a: s.cases.bulk_assign([NO_CASE], "someone", actor=a),
-             lambda s, a: s.cases.bulk_close([NO_CASE], "false_positive", REASON, actor=a)],
+    "whitelist": [
+        lambda s, a: s.cases.whitelist("A-1", "(2026)京0105执1号", REASON, actor=a),
+        lambda s, a: s.cases.unwhitelist(NO_CASE, actor=a),
+    ],
+    "bulk": [
+        lambda s, a: s.cases.bulk_assign([NO_CASE], "someone", actor=a),
+        lambda s, a: s.cases.bulk_close([NO_CASE], "false_positive", REASON, actor=a),
+    ],
     "refer": [_decide("refer"), lambda s, a: s.cases.dossier(NO_CASE, actor=a)],
     "answer_outreach": [lambda s, a: s.cases.answer_outreach(NO_OUTREACH, actor=a)],
     "audit_read": [lambda s, a: s.audit.check_chain(actor=a)],
@@ -91,35 +104,59 @@ OPERATIONS: dict[str, list[Operation]] = {
     # Prefect (the command line's refusal: tests/contract/test_case_matrix.py).
     "schedule": [lambda s, a: s.access.require(a, "schedule", operation="schedule.apply")],
     "export": [lambda s, a: s.consent.receipt("A-1", actor=a)],
-    "reveal": [lambda s, a: s.cases.reveal(NO_CASE, {
-        "field": "name", "reason_code": "identity_dispute",
-        "reason": "the applicant disputes it"}, actor=a)],
-    "reveal_any": [lambda s, a: s.subjects.reveal(
-        "A-1", "name", reason_code="identity_dispute", reason="the applicant disputes it",
-        purpose="review", actor=a)],
-    "erase": [lambda s, a: s.subjects.erase("A-1", reason="erasure request of the person",
-                                            actor=a)],
-    "hold": [lambda s, a: s.subjects.hold("A-1", basis="aml_customer_identification",
-                                          actor=a)],
-    "run": [lambda s, a: s.runs.authorize(a, operation="batch.run"),
-            lambda s, a: s.runs.check_not_running("0" * 64, stale_s=60, actor=a)],
-    "keys": [lambda s, a: s.keys.status(actor=a), lambda s, a: s.keys.pending(actor=a),
-             lambda s, a: s.keys.rotate(batch_size=50, actor=a),
-             lambda s, a: s.keys.retire("v999", actor=a)],
-    "users": [_add, lambda s, a: s.people.list(actor=a),
-              lambda s, a: s.people.disable("nobody-here", actor=a),
-              lambda s, a: s.people.enable("nobody-here", actor=a),
-              lambda s, a: s.people.unlock("nobody-here", actor=a),
-              lambda s, a: s.people.change_role("nobody-here", "auditor", actor=a),
-              lambda s, a: s.people.reset_password("nobody-here", PASSWORD, actor=a),
-              lambda s, a: s.people.issue_api_token("nobody-here", actor=a)],
-    "subject_requests": [lambda s, a: s.requests.list(actor=a),
-                         lambda s, a: s.requests.show("0" * 36, actor=a)],
+    "reveal": [
+        lambda s, a: s.cases.reveal(
+            NO_CASE,
+            {
+                "field": "name",
+                "reason_code": "identity_dispute",
+                "reason": "the applicant disputes it",
+            },
+            actor=a,
+        )
+    ],
+    "reveal_any": [
+        lambda s, a: s.subjects.reveal(
+            "A-1",
+            "name",
+            reason_code="identity_dispute",
+            reason="the applicant disputes it",
+            purpose="review",
+            actor=a,
+        )
+    ],
+    "erase": [
+        lambda s, a: s.subjects.erase("A-1", reason="erasure request of the person", actor=a)
+    ],
+    "hold": [lambda s, a: s.subjects.hold("A-1", basis="aml_customer_identification", actor=a)],
+    "run": [
+        lambda s, a: s.runs.authorize(a, operation="batch.run"),
+        lambda s, a: s.runs.check_not_running("0" * 64, stale_s=60, actor=a),
+    ],
+    "keys": [
+        lambda s, a: s.keys.status(actor=a),
+        lambda s, a: s.keys.pending(actor=a),
+        lambda s, a: s.keys.rotate(batch_size=50, actor=a),
+        lambda s, a: s.keys.retire("v999", actor=a),
+    ],
+    "users": [
+        _add,
+        lambda s, a: s.people.list(actor=a),
+        lambda s, a: s.people.disable("nobody-here", actor=a),
+        lambda s, a: s.people.enable("nobody-here", actor=a),
+        lambda s, a: s.people.unlock("nobody-here", actor=a),
+        lambda s, a: s.people.change_role("nobody-here", "auditor", actor=a),
+        lambda s, a: s.people.reset_password("nobody-here", PASSWORD, actor=a),
+        lambda s, a: s.people.issue_api_token("nobody-here", actor=a),
+    ],
+    "subject_requests": [
+        lambda s, a: s.requests.list(actor=a),
+        lambda s, a: s.requests.show("0" * 36, actor=a),
+    ],
     "retention": [lambda s, a: s.retention.plan(actor=a)],
     "compliance_pack": [lambda s, a: s.compliance.pack("2026-01-01", "2026-01-31", actor=a)],
 }
-CELLS = [(role, permission) for role in sorted(POLICY.roles)
-         for permission in sorted(OPERATIONS)]
+CELLS = [(role, permission) for role in sorted(POLICY.roles) for permission in sorted(OPERATIONS)]
 
 
 def test_every_permission_of_the_policy_is_gated_here():
@@ -129,32 +166,46 @@ def test_every_permission_of_the_policy_is_gated_here():
     assert granted <= declared
 
 
-@pytest.fixture(scope="module", params=[
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("postgres", id="postgres", marks=[
-        pytest.mark.postgres,
-        pytest.mark.skipif(not PG_URL, reason="IDV_TEST_DATABASE_URL is not set")])])
-def services(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-             ) -> Iterator[Any]:
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param(
+            "postgres",
+            id="postgres",
+            marks=[
+                pytest.mark.postgres,
+                pytest.mark.skipif(not PG_URL, reason="IDV_TEST_DATABASE_URL is not set"),
+            ],
+        ),
+    ],
+)
+def services(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
     root: Path = tmp_path_factory.mktemp("matrix")
     key = root / "keys" / "idv.key"
     LocalKekProvider(key, create=True, development=True)
     with fresh_database(request.param, root) as db:
-        rt = Runtime(Settings(home=root / "home", database_url=db.url,
-                              database_schema=db.schema, key_file=key))
+        rt = Runtime(
+            Settings(
+                home=root / "home", database_url=db.url, database_schema=db.schema, key_file=key
+            )
+        )
         yield rt.services
         rt.close()
 
 
 def _refusals(services: Any) -> list[Any]:
     audit = services.people.store.audit
-    return sorted(audit.events(kind_prefix="access.refused")
-                  + audit.events(kind_prefix="case.refused"), key=lambda e: e.seq)
+    return sorted(
+        audit.events(kind_prefix="access.refused") + audit.events(kind_prefix="case.refused"),
+        key=lambda e: e.seq,
+    )
 
 
 @pytest.mark.parametrize(("role", "permission"), CELLS)
-def test_each_gated_operation_refuses_every_role_without_its_permission(
-        services, role, permission):
+def test_each_gated_operation_refuses_every_role_without_its_permission(services, role, permission):
     holds = permission in POLICY.roles[role]
     actor = Actor(f"{role}-person", role)
     for i, operation in enumerate(OPERATIONS[permission]):

@@ -25,8 +25,7 @@ CASE_ID = "0f8fad5b-d9cb-469f-a165-70867728950e"
 
 @pytest.fixture(scope="module")
 def app() -> Any:
-    rt = Runtime(Settings(env="development", home=Path("never-opened"),
-                          api_token=SecretStr(TOKEN)))
+    rt = Runtime(Settings(env="development", home=Path("never-opened"), api_token=SecretStr(TOKEN)))
     return create_app(rt)
 
 
@@ -41,22 +40,30 @@ def test_the_document_marks_every_field_a_verification_requires(app):
 
 
 async def test_a_get_on_the_post_only_next_case_path_is_405_with_allow_post(app):
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://127.0.0.1") as client:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
+    ) as client:
         answer = await client.get("/cases/next", headers={"Authorization": f"Bearer {TOKEN}"})
     assert answer.status_code == 405
     assert answer.headers["allow"] == "POST"
     assert answer.json()["error"] == "method_not_allowed"
 
 
-@pytest.mark.parametrize(("method", "path", "name"), [
-    ("GET", f"/cases/{CASE_ID}", "case"), ("POST", f"/cases/{CASE_ID}/claim", "claim"),
-    ("POST", "/cases/next", "next_case"), ("GET", "/cases/sla", "sla"),
-    ("POST", "/cases/bulk/assign", "bulk_assign")])
+@pytest.mark.parametrize(
+    ("method", "path", "name"),
+    [
+        ("GET", f"/cases/{CASE_ID}", "case"),
+        ("POST", f"/cases/{CASE_ID}/claim", "claim"),
+        ("POST", "/cases/next", "next_case"),
+        ("GET", "/cases/sla", "sla"),
+        ("POST", "/cases/bulk/assign", "bulk_assign"),
+    ],
+)
 def test_a_case_id_is_read_only_where_a_case_id_stands(app, method, path, name):
     scope = {"type": "http", "method": method, "path": path}
-    [route] = [r for r in routes(app.routes)
-               if hasattr(r, "matches") and r.matches(scope)[0] is Match.FULL]
+    [route] = [
+        r for r in routes(app.routes) if hasattr(r, "matches") and r.matches(scope)[0] is Match.FULL
+    ]
     assert route.name == name
 
 
@@ -85,6 +92,9 @@ def test_every_operation_names_the_permission_its_service_checks(app):
 
 def test_every_route_is_a_module_level_function(app):
     """The walk from a route enters the route: no route is a closure inside a function."""
-    inner = [f"{r.path}: {r.endpoint.__qualname__}" for r in routes(app.routes)
-             if hasattr(r, "endpoint") and "<locals>" in r.endpoint.__qualname__]
+    inner = [
+        f"{r.path}: {r.endpoint.__qualname__}"
+        for r in routes(app.routes)
+        if hasattr(r, "endpoint") and "<locals>" in r.endpoint.__qualname__
+    ]
     assert inner == []

@@ -31,8 +31,13 @@ from tests.conftest import Database, OAuthWorld
 
 SUBJECT = "A-000123"
 # Fictional values of the shapes `mask_text` masks: what no answer may ever repeat.
-CANARIES = ("11010519491231002X", "13800138000", "+86 139 0013 9000", "6222021234567890123",
-            "subject-11010519491231002X")
+CANARIES = (
+    "11010519491231002X",
+    "13800138000",
+    "+86 139 0013 9000",
+    "6222021234567890123",
+    "subject-11010519491231002X",
+)
 _PERSONAL = [re.compile(p) for p in (ID_PATTERN, PHONE_PATTERN, CARD_PATTERN)]
 EXAMPLES = 25  # per operation and phase: the whole module stays well under a minute
 
@@ -57,18 +62,25 @@ def no_personal_data_echoed(ctx: Any, response: Any, case: schemathesis.Case) ->
     """No answer, body or header, repeats a value of the request shaped like personal data,
     nor its digits with the separators dropped."""
     answered = response.text + " ".join(
-        f"{k}: {v}" for k, values in response.headers.items() for v in values)
+        f"{k}: {v}" for k, values in response.headers.items() for v in values
+    )
     for value in _personal_values(case):
         digits = re.sub(r"[^0-9Xx]", "", value)
         for form in {value, digits}:
             if len(form) >= 11 and form in answered:
-                raise AssertionError(f"the answer repeats a personal value of the request "
-                                     f"({len(form)} characters)")
+                raise AssertionError(
+                    f"the answer repeats a personal value of the request ({len(form)} characters)"
+                )
 
 
-CHECKS = [st_checks.not_a_server_error, st_checks.status_code_conformance,
-          st_checks.content_type_conformance, st_checks.response_schema_conformance,
-          st_checks.response_headers_conformance, no_personal_data_echoed]
+CHECKS = [
+    st_checks.not_a_server_error,
+    st_checks.status_code_conformance,
+    st_checks.content_type_conformance,
+    st_checks.response_schema_conformance,
+    st_checks.response_headers_conformance,
+    no_personal_data_echoed,
+]
 
 
 def _plant(case: schemathesis.Case, canary: str) -> None:
@@ -91,13 +103,24 @@ def _hold_one_subject(world: OAuthWorld) -> None:
 
     enrol(world.rt, SUBJECT)
     notice = world.rt.notices["privacy-notice-2026.12"]
-    with httpx.Client(base_url=world.api_url, timeout=10,
-                      headers={"Authorization": f"Bearer {world.TOKEN}"}) as api:
-        assert api.post("/consents", json={
-            "subject_ref": SUBJECT, "purpose": "onboarding_verification",
-            "scopes": ["wechat_phone"], "notice_version": notice.version,
-            "notice_hash": notice.text_sha256, "channel": "mini_program",
-            "evidence": "sha256:" + "d" * 64}).status_code == 201
+    with httpx.Client(
+        base_url=world.api_url, timeout=10, headers={"Authorization": f"Bearer {world.TOKEN}"}
+    ) as api:
+        assert (
+            api.post(
+                "/consents",
+                json={
+                    "subject_ref": SUBJECT,
+                    "purpose": "onboarding_verification",
+                    "scopes": ["wechat_phone"],
+                    "notice_version": notice.version,
+                    "notice_hash": notice.text_sha256,
+                    "channel": "mini_program",
+                    "evidence": "sha256:" + "d" * 64,
+                },
+            ).status_code
+            == 201
+        )
     with httpx.Client(follow_redirects=False, timeout=10) as browser:
         assert dance(browser, world, SUBJECT).status_code == 200
 
@@ -109,8 +132,9 @@ def world(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("schema")
     key = root / "keys" / "idv.key"
     LocalKekProvider(key, create=True, development=True)
-    w = OAuthWorld(Database(f"sqlite:///{root / 'data' / 'idv.db'}", None, root / "data"),
-                   key, root / "home")
+    w = OAuthWorld(
+        Database(f"sqlite:///{root / 'data' / 'idv.db'}", None, root / "data"), key, root / "home"
+    )
     _hold_one_subject(w)
     yield w
     w.close()
@@ -125,8 +149,11 @@ def _document() -> dict[str, Any]:
     from flows.settings import Settings
     from idv.api import create_app
 
-    rt = Runtime(Settings(env="development", home=Path("never-opened"),
-                          api_token=SecretStr(OAuthWorld.TOKEN)))
+    rt = Runtime(
+        Settings(
+            env="development", home=Path("never-opened"), api_token=SecretStr(OAuthWorld.TOKEN)
+        )
+    )
     return create_app(rt).openapi()
 
 
@@ -134,14 +161,25 @@ DOCUMENT = _document()
 schema = schemathesis.openapi.from_dict(DOCUMENT)
 
 
-SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[
-    HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+        HealthCheck.function_scoped_fixture,
+    ],
+)
 
 
 def _call(case: schemathesis.Case, world: OAuthWorld) -> None:
     # A browser follows the 302 to the provider; the document states the 302 itself.
-    case.call_and_validate(base_url=world.api_url, allow_redirects=False,
-                           headers={"Authorization": f"Bearer {world.TOKEN}"}, checks=CHECKS)
+    case.call_and_validate(
+        base_url=world.api_url,
+        allow_redirects=False,
+        headers={"Authorization": f"Bearer {world.TOKEN}"},
+        checks=CHECKS,
+    )
 
 
 @schema.parametrize()
@@ -169,13 +207,15 @@ def test_the_served_document_is_the_one_tested(world):
 def test_when_an_answer_repeats_a_personal_value_then_the_echo_check_fails(world):
     """The custom check can fail: a refusal that echoed its input would be caught."""
     case = schema["/subjects/{applicant_ref}/consents"]["GET"].Case(
-        path_parameters={"applicant_ref": "ref:138-0013-8000"})
+        path_parameters={"applicant_ref": "ref:138-0013-8000"}
+    )
 
     def answer(rule: str, **headers: str) -> SimpleNamespace:
         """What the check reads of a response: its text and its headers (lists of values)."""
-        return SimpleNamespace(text=json.dumps({"error": "invalid_request",
-                                                "field": "applicant_ref", "rule": rule}),
-                               headers={k: [v] for k, v in headers.items()})
+        return SimpleNamespace(
+            text=json.dumps({"error": "invalid_request", "field": "applicant_ref", "rule": rule}),
+            headers={k: [v] for k, v in headers.items()},
+        )
 
     with pytest.raises(AssertionError, match="repeats a personal value"):
         no_personal_data_echoed(None, answer("13800138000 is not a ref"), case)

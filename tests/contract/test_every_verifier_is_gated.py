@@ -35,18 +35,25 @@ NOTICES = catalog.notices()
 class Accounts:
     """The account steps read stored authorizations, not a vendor: their reads count as calls."""
 
-    def account_signals(self, applicant_ref: str, *, provider: str,
-                        declared_phone: str | None) -> dict:
+    def account_signals(
+        self, applicant_ref: str, *, provider: str, declared_phone: str | None
+    ) -> dict:
         Recorder.hits.append(f"account:{provider}")
-        return {"provider": provider, "control_proven": True, "linked_applicants": 0,
-                "bound_phone_match": "unknown", "status": "linked"}
+        return {
+            "provider": provider,
+            "control_proven": True,
+            "linked_applicants": 0,
+            "bound_phone_match": "unknown",
+            "status": "linked",
+        }
 
 
 class PhoneBinder:
     """Where the phone exchange keeps the bound phone: a write counts as a call too."""
 
-    def set_bound_phone(self, applicant_ref: str, provider: str, phone: str, *,
-                        consent_id: str) -> None:
+    def set_bound_phone(
+        self, applicant_ref: str, provider: str, phone: str, *, consent_id: str
+    ) -> None:
         Recorder.hits.append(f"bind:{provider}")
 
 
@@ -55,7 +62,10 @@ REGISTRY = default_registry(accounts=Accounts())
 PER_CALL = {
     "wechat_phone": lambda url, session: WeChatPhoneVerifier(
         MiniProgram(api_url=url, appid="wx-mini", secret=SecretStr("s"), timeout_s=2),
-        session, code=SecretStr("one-time-code"), binder=PhoneBinder()),
+        session,
+        code=SecretStr("one-time-code"),
+        binder=PhoneBinder(),
+    ),
 }
 STEPS = REGISTRY.names() + sorted(PER_CALL)
 
@@ -73,8 +83,13 @@ class Clients:
         self.url, self.session = url, session
 
     def client(self, vendor: str) -> VendorClient:
-        return VendorClient(EveryVendor(self.url)[vendor], self.session,  # type: ignore[arg-type]
-                            slots=asyncio.Semaphore(8), timeout_s=2, max_attempts=1)
+        return VendorClient(
+            EveryVendor(self.url)[vendor],
+            self.session,  # type: ignore[arg-type]
+            slots=asyncio.Semaphore(8),
+            timeout_s=2,
+            max_attempts=1,
+        )
 
 
 class Recorder(BaseHTTPRequestHandler):
@@ -142,18 +157,28 @@ class Audit:
         self.kinds.append(kind)
 
 
-SUBJECT = Subject(applicant_ref="C-1", name=SecretStr("张伟"), id_type="resident_id",
-                  id_number=SecretStr("11010519491231002X"),
-                  phone=SecretStr("+8613800138000"))
+SUBJECT = Subject(
+    applicant_ref="C-1",
+    name=SecretStr("张伟"),
+    id_type="resident_id",
+    id_number=SecretStr("11010519491231002X"),
+    phone=SecretStr("+8613800138000"),
+)
 NOTICE = "privacy-notice-2026.12"
 
 
 def grants_for_case(case: str, scopes: frozenset[str], purpose: str) -> list[ConsentGrant]:
     def g(**kw: object) -> ConsentGrant:
         base: dict[str, object] = dict(
-            consent_id="c", subject_ref="C-1", purpose=purpose, scopes=scopes,
-            granted_at=NOW - timedelta(days=1), expires_at=NOW + timedelta(days=30),
-            notice_version=NOTICE, notice_hash=NOTICES[NOTICE].text_sha256)
+            consent_id="c",
+            subject_ref="C-1",
+            purpose=purpose,
+            scopes=scopes,
+            granted_at=NOW - timedelta(days=1),
+            expires_at=NOW + timedelta(days=30),
+            notice_version=NOTICE,
+            notice_hash=NOTICES[NOTICE].text_sha256,
+        )
         base.update(kw)
         return ConsentGrant(**base)  # type: ignore[arg-type]
 
@@ -163,14 +188,23 @@ def grants_for_case(case: str, scopes: frozenset[str], purpose: str) -> list[Con
         "withdrawn": [g(withdrawn_at=NOW - timedelta(minutes=1))],
         "expired": [g(expires_at=NOW - timedelta(seconds=1))],
         "wrong purpose": [g(purpose=other)],
-        "missing scope": [g(scopes=frozenset(sorted(scopes)[1:]) or frozenset({"risk_scoring"}))
-                          if len(scopes) > 1 else g(scopes=frozenset(POLICY.scopes) - scopes)],
+        "missing scope": [
+            g(scopes=frozenset(sorted(scopes)[1:]) or frozenset({"risk_scoring"}))
+            if len(scopes) > 1
+            else g(scopes=frozenset(POLICY.scopes) - scopes)
+        ],
         "scope not in the notice version": [g(notice_version="narrow")],
     }[case]
 
 
-CASES = ["no consent", "withdrawn", "expired", "wrong purpose", "missing scope",
-         "scope not in the notice version"]
+CASES = [
+    "no consent",
+    "withdrawn",
+    "expired",
+    "wrong purpose",
+    "missing scope",
+    "scope not in the notice version",
+]
 
 
 def test_when_a_verifier_is_constructed_per_call_then_this_file_builds_it():
@@ -180,20 +214,30 @@ def test_when_a_verifier_is_constructed_per_call_then_this_file_builds_it():
 @pytest.mark.parametrize("step", STEPS)
 @pytest.mark.parametrize("case", CASES)
 async def test_when_consent_is_missing_in_any_way_then_no_call_reaches_the_source(
-        source, step, case):
+    source, step, case
+):
     Recorder.hits.clear()
     async with aiohttp.ClientSession() as session:
         verifier = build(step, source, session)
         scopes = POLICY.step_scopes(verifier.name, verifier.scopes)
         # A notice that tells of every purpose but none of this step's scopes.
-        narrow = Notice(version="narrow", published=NOW.date(), language="zh-CN",
-                        purposes=frozenset(POLICY.purposes),
-                        scopes=frozenset(POLICY.scopes) - scopes, retention_days=30,
-                        text_sha256="0" * 64)
+        narrow = Notice(
+            version="narrow",
+            published=NOW.date(),
+            language="zh-CN",
+            purposes=frozenset(POLICY.purposes),
+            scopes=frozenset(POLICY.scopes) - scopes,
+            retention_days=30,
+            text_sha256="0" * 64,
+        )
         audit = Audit()
-        gate = ConsentGate(Ledger(grants_for_case(case, scopes, verifier.purpose)), audit,
-                           policy=POLICY, notices={**NOTICES, "narrow": narrow},
-                           clock=lambda: NOW)
+        gate = ConsentGate(
+            Ledger(grants_for_case(case, scopes, verifier.purpose)),
+            audit,
+            policy=POLICY,
+            notices={**NOTICES, "narrow": narrow},
+            clock=lambda: NOW,
+        )
         evidence, _ = await gate.run(verifier, SUBJECT)
     assert evidence.status is StepStatus.SKIPPED
     assert audit.kinds == ["consent.denied"]
@@ -207,11 +251,18 @@ async def test_when_consent_is_live_then_the_same_setup_does_reach_the_source(so
     async with aiohttp.ClientSession() as session:
         verifier = build(step, source, session)
         scopes = POLICY.step_scopes(verifier.name, verifier.scopes)
-        grant = ConsentGrant(consent_id="c", subject_ref="C-1", purpose=verifier.purpose,
-                             scopes=scopes, granted_at=NOW - timedelta(days=1),
-                             expires_at=NOW + timedelta(days=30), notice_version=NOTICE)
-        gate = ConsentGate(Ledger([grant]), Audit(), policy=POLICY, notices=NOTICES,
-                           clock=lambda: NOW)
+        grant = ConsentGrant(
+            consent_id="c",
+            subject_ref="C-1",
+            purpose=verifier.purpose,
+            scopes=scopes,
+            granted_at=NOW - timedelta(days=1),
+            expires_at=NOW + timedelta(days=30),
+            notice_version=NOTICE,
+        )
+        gate = ConsentGate(
+            Ledger([grant]), Audit(), policy=POLICY, notices=NOTICES, clock=lambda: NOW
+        )
         await gate.run(verifier, SUBJECT)
     assert Recorder.hits
 
@@ -220,5 +271,6 @@ async def test_when_consent_is_live_then_the_same_setup_does_reach_the_source(so
 def test_when_a_verifier_is_registered_then_its_declared_scopes_match_the_policy(step):
     verifier_cls = type(build(step, "http://127.0.0.1:9", None))
     assert POLICY.steps.get(step) == verifier_cls.scopes, (
-        f"policies/consent.yaml steps.{step} must list the scopes the verifier declares")
+        f"policies/consent.yaml steps.{step} must list the scopes the verifier declares"
+    )
     assert verifier_cls.purpose in POLICY.purposes

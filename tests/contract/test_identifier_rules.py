@@ -44,9 +44,15 @@ IDS = [repr(r)[:24] for r, _ in TABLE]
 
 
 def line(ref: str) -> dict:
-    return {"applicant_ref": ref, "name": "张伟", "id_type": "resident_id",
-            "id_number": "11010519491231002X", "phone": "13800138000",
-            "product": "consumer_loan", "consents": []}
+    return {
+        "applicant_ref": ref,
+        "name": "张伟",
+        "id_type": "resident_id",
+        "id_number": "11010519491231002X",
+        "phone": "13800138000",
+        "product": "consumer_loan",
+        "consents": [],
+    }
 
 
 @pytest.mark.parametrize(("ref", "rule"), TABLE, ids=IDS)
@@ -57,8 +63,9 @@ def test_when_a_ref_is_judged_then_the_vocabulary_says_the_rule(ref, rule):
 
 @pytest.mark.parametrize(("ref", "rule"), TABLE, ids=IDS)
 def test_when_a_batch_line_carries_the_ref_then_intake_judges_it_alike(ref, rule):
-    out = parse_record(line(ref), 1, consent_policy=catalog.consent_policy(),
-                       notices=catalog.notices(), now=NOW)
+    out = parse_record(
+        line(ref), 1, consent_policy=catalog.consent_policy(), notices=catalog.notices(), now=NOW
+    )
     if rule is None:
         assert isinstance(out, ApplicantLine), out
     else:
@@ -83,11 +90,16 @@ def surfaces(tmp_path_factory, serve_app):
 
 
 def grant(ref: str) -> dict:
-    return {"subject_ref": ref, "purpose": "onboarding_verification",
-            "scopes": ["id_verification"], "notice_version": "privacy-notice-2026.10",
-            "channel": "app", "evidence": "sha256:" + "c" * 64,
-            "granted_at": (NOW - timedelta(hours=1)).isoformat(),
-            "expires_at": (NOW + timedelta(days=300)).isoformat()}
+    return {
+        "subject_ref": ref,
+        "purpose": "onboarding_verification",
+        "scopes": ["id_verification"],
+        "notice_version": "privacy-notice-2026.10",
+        "channel": "app",
+        "evidence": "sha256:" + "c" * 64,
+        "granted_at": (NOW - timedelta(hours=1)).isoformat(),
+        "expires_at": (NOW + timedelta(days=300)).isoformat(),
+    }
 
 
 @pytest.mark.parametrize(("ref", "rule"), TABLE, ids=IDS)
@@ -110,15 +122,34 @@ def test_when_the_api_is_given_the_ref_then_it_judges_it_alike(surfaces, ref, ru
 
 @pytest.mark.parametrize(("ref", "rule"), TABLE, ids=IDS)
 def test_when_the_command_line_is_given_the_ref_then_it_judges_it_alike(
-        surfaces, ref, rule, monkeypatch, capsys):
+    surfaces, ref, rule, monkeypatch, capsys
+):
     _, home = surfaces
     monkeypatch.setenv("IDV_HOME", str(home))
     # Granted first: `consent show` of a subject of whom nothing is held is refused (404).
     for argv, field in (
-            (["consent", "grant", "--purpose", "onboarding_verification", "--scope",
-              "id_verification", "--notice", "privacy-notice-2026.10", "--channel", "app",
-              "--evidence", "sha256:" + "d" * 64, "--json", "--", ref], "APPLICANT_REF"),
-            (["consent", "show", "--json", "--", ref], "applicant_ref")):
+        (
+            [
+                "consent",
+                "grant",
+                "--purpose",
+                "onboarding_verification",
+                "--scope",
+                "id_verification",
+                "--notice",
+                "privacy-notice-2026.10",
+                "--channel",
+                "app",
+                "--evidence",
+                "sha256:" + "d" * 64,
+                "--json",
+                "--",
+                ref,
+            ],
+            "APPLICANT_REF",
+        ),
+        (["consent", "show", "--json", "--", ref], "applicant_ref"),
+    ):
         with pytest.raises(SystemExit) as done:
             main(argv)
         out, err = capsys.readouterr()
@@ -133,7 +164,8 @@ def test_when_the_command_line_is_given_the_ref_then_it_judges_it_alike(
 
 # Strings near the rule's edges: the ref alphabet, digit runs, separators, a line break.
 _NEAR_REFS = st.text(alphabet="0123456789Xx-:._Ab+ \n", max_size=70) | st.from_regex(
-    r"[A-Za-z0-9][A-Za-z0-9._:-]{0,70}", fullmatch=True)
+    r"[A-Za-z0-9][A-Za-z0-9._:-]{0,70}", fullmatch=True
+)
 
 
 @given(_NEAR_REFS)
@@ -152,16 +184,22 @@ def test_when_the_openapi_schema_is_given_the_table_then_it_judges_it_alike(ref,
 
 
 def test_when_the_command_line_shows_a_subject_of_whom_nothing_is_held_then_it_refuses(
-        surfaces, monkeypatch, capsys):
+    surfaces, monkeypatch, capsys
+):
     client, home = surfaces
     monkeypatch.setenv("IDV_HOME", str(home))
     monkeypatch.setenv("IDV_TOKEN", client.officer)
-    for argv in (["consent", "show", "--json", "NOBODY-2"],
-                 ["consent", "export", "--json", "NOBODY-2"],
-                 ["oauth", "show", "--json", "NOBODY-2"]):
+    for argv in (
+        ["consent", "show", "--json", "NOBODY-2"],
+        ["consent", "export", "--json", "NOBODY-2"],
+        ["oauth", "show", "--json", "NOBODY-2"],
+    ):
         with pytest.raises(SystemExit) as done:
             main(argv)
         out, err = capsys.readouterr()
         assert done.value.code == 2 and out == "", argv
-        assert json.loads(err) == {"error": json.loads(err)["error"], "field": "applicant_ref",
-                                   "rule": "no such subject"}
+        assert json.loads(err) == {
+            "error": json.loads(err)["error"],
+            "field": "applicant_ref",
+            "rule": "no such subject",
+        }

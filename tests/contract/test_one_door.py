@@ -44,12 +44,21 @@ def person(rt: Runtime, ref: str) -> dict[str, str]:
     """A stored applicant whose outcome opened a case: its ref, case id and run id."""
     run_id = rt.store.runs.start(batch_name="t", batch_sha256=None)
     rt.store.applicants.add_decided(
-        run_id=run_id, line_no=1,
-        applicant=NewApplicant(applicant_ref=ref, product="consumer_loan", id_type="resident_id",
-                               name=SecretStr(NAME_CANARY), id_number=SecretStr(ID_CANARY),
-                               phone=SecretStr(PHONE_CANARY)),
-        steps=[], decision=Decision(outcome="review", score=40, policy_version="t",
-                                    reasons=("ID_MISMATCH",), features={}))
+        run_id=run_id,
+        line_no=1,
+        applicant=NewApplicant(
+            applicant_ref=ref,
+            product="consumer_loan",
+            id_type="resident_id",
+            name=SecretStr(NAME_CANARY),
+            id_number=SecretStr(ID_CANARY),
+            phone=SecretStr(PHONE_CANARY),
+        ),
+        steps=[],
+        decision=Decision(
+            outcome="review", score=40, policy_version="t", reasons=("ID_MISMATCH",), features={}
+        ),
+    )
     case = rt.store.cases.case_of(ref)
     assert case is not None
     return {"ref": ref, "case_id": case.case_id, "run_id": run_id}
@@ -61,18 +70,26 @@ def erased(rt: Runtime, p: dict[str, str]) -> None:
 
 def restricted(rt: Runtime, p: dict[str, str]) -> None:
     rt.services.subjects.hold(p["ref"], basis=HOLD_BASIS, actor=OFFICER)
-    assert rt.store.subjects.erase(p["ref"], reason="erasure request", actor="o") == \
-        "restricted"
+    assert rt.store.subjects.erase(p["ref"], reason="erasure request", actor="o") == "restricted"
 
 
-def reveal_door(rt: Runtime, door: str, p: dict[str, str], *, actor: Actor = SUPER,
-                reason: str = REASON) -> str | None:
+def reveal_door(
+    rt: Runtime, door: str, p: dict[str, str], *, actor: Actor = SUPER, reason: str = REASON
+) -> str | None:
     if door == "subject":
-        return rt.services.subjects.reveal(p["ref"], "phone", reason_code="applicant_contact",
-                                           reason=reason, purpose="review", actor=actor).value
-    return rt.services.cases.reveal(p["case_id"], {
-        "field": "phone", "reason_code": "applicant_contact", "reason": reason},
-        actor=actor).value
+        return rt.services.subjects.reveal(
+            p["ref"],
+            "phone",
+            reason_code="applicant_contact",
+            reason=reason,
+            purpose="review",
+            actor=actor,
+        ).value
+    return rt.services.cases.reveal(
+        p["case_id"],
+        {"field": "phone", "reason_code": "applicant_contact", "reason": reason},
+        actor=actor,
+    ).value
 
 
 REVEAL_DOORS = ("subject", "case")
@@ -80,21 +97,32 @@ REVEAL_DOORS = ("subject", "case")
 # Each masked read of a person: what it shows of the phone (masked), or None.
 MASKED_DOORS: dict[str, Callable[[Runtime, dict[str, str]], Any]] = {
     "case view": lambda rt, p: rt.services.cases.view(p["case_id"], actor=SUPER).case.phone,
-    "queue": lambda rt, p: next((c.phone for c in rt.services.cases.queue(
-        {}, actor=SUPER).cases if c.case_id == p["case_id"]), None),
-    "consent receipt": lambda rt, p: rt.services.consent.receipt(
-        p["ref"], actor=OFFICER).subject.phone,
+    "queue": lambda rt, p: next(
+        (
+            c.phone
+            for c in rt.services.cases.queue({}, actor=SUPER).cases
+            if c.case_id == p["case_id"]
+        ),
+        None,
+    ),
+    "consent receipt": lambda rt, p: (
+        rt.services.consent.receipt(p["ref"], actor=OFFICER).subject.phone
+    ),
     "access file": lambda rt, p: rt.services.requests.access_file(
-        p["ref"], actor=OFFICER).subject.get("phone"),
+        p["ref"], actor=OFFICER
+    ).subject.get("phone"),
     "run examples": lambda rt, p: next(
-        (e["phone"] for e in rt.services.runs.examples(p["run_id"], limit=5, actor=OPERATOR)),
-        None),
+        (e["phone"] for e in rt.services.runs.examples(p["run_id"], limit=5, actor=OPERATOR)), None
+    ),
 }
 
 
 def no_canary_recorded(store: Store) -> None:
-    assert [leak for e in store.audit.events()
-            for leak in CANARIES.in_text(repr(e.detail), f"audit event {e.seq} {e.kind}")] == []
+    assert [
+        leak
+        for e in store.audit.events()
+        for leak in CANARIES.in_text(repr(e.detail), f"audit event {e.seq} {e.kind}")
+    ] == []
 
 
 def reveals(store: Store, actor: str = SUPER.name) -> int:
@@ -123,8 +151,10 @@ def test_an_erased_or_restricted_subject_is_revealed_by_no_door(rt, door, state)
     assert reveals(rt.store) == 0
     assert rt.store.audit.events(kind_prefix="applicant.revealed") == []
     if state == "restricted":
-        assert [e.detail["purpose"] for e in rt.store.audit.events(
-            subject_ref="R-2", kind_prefix="applicant.read_refused")] == ["review"]
+        assert [
+            e.detail["purpose"]
+            for e in rt.store.audit.events(subject_ref="R-2", kind_prefix="applicant.read_refused")
+        ] == ["review"]
     # The refusal itself is audited once, where the door was asked.
     kind = "case.refused" if door == "case" else "access.refused"
     assert len(rt.store.audit.events(subject_ref="R-2", kind_prefix=kind)) == 1
@@ -183,11 +213,23 @@ def test_a_hold_s_purpose_opens_the_restricted_value_to_the_hold_permission_only
     restricted(rt, p)
     purpose = rt.services.subjects.retention.holds[HOLD_BASIS].purpose
     with pytest.raises(Denied) as refused:
-        rt.services.subjects.reveal("H-1", "phone", reason_code="legal_hold_review",
-                                    reason=REASON, purpose=purpose, actor=SUPER)
+        rt.services.subjects.reveal(
+            "H-1",
+            "phone",
+            reason_code="legal_hold_review",
+            reason=REASON,
+            purpose=purpose,
+            actor=SUPER,
+        )
     assert refused.value.field == "purpose"
-    shown = rt.services.subjects.reveal("H-1", "phone", reason_code="legal_hold_review",
-                                        reason=REASON, purpose=purpose, actor=OFFICER)
+    shown = rt.services.subjects.reveal(
+        "H-1",
+        "phone",
+        reason_code="legal_hold_review",
+        reason=REASON,
+        purpose=purpose,
+        actor=OFFICER,
+    )
     assert shown.value == PHONE_CANARY and reveals(rt.store, OFFICER.name) == 1
 
 
@@ -208,8 +250,7 @@ def test_two_reveals_racing_for_the_last_slot_show_one_value(rt):
         except Denied as exc:
             refused.append(exc.rule)
 
-    threads = [threading.Thread(target=race, args=(REVEAL_DOORS[i % 2],))
-               for i in range(racers)]
+    threads = [threading.Thread(target=race, args=(REVEAL_DOORS[i % 2],)) for i in range(racers)]
     for t in threads:
         t.start()
     for t in threads:

@@ -21,26 +21,35 @@ def canaries(lines) -> Canaries:
     travel in. Scanned over every file under a folder (the SQLite file with -wal/-journal,
     keys, Prefect's home) and every captured output."""
     return Canaries.of_lines(
-        lines, ("id_number", "phone"),
+        lines,
+        ("id_number", "phone"),
         keep=lambda field, value: len(value) >= 15 if field == "id_number" else len(value) == 11,
-        forms=("plain", "base64", "hex", "HEX", "utf-16-le", "utf-16-be"))
+        forms=("plain", "base64", "hex", "HEX", "utf-16-le", "utf-16-be"),
+    )
 
 
 @pytest.fixture
 def env(tmp_path):
     e = {k: v for k, v in os.environ.items() if not k.startswith(("IDV_", "PREFECT_"))}
-    e.update(IDV_HOME=str(tmp_path / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-             PREFECT_LOGGING_LEVEL="INFO")
+    e.update(
+        IDV_HOME=str(tmp_path / "home"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_LOGGING_LEVEL="INFO",
+    )
     return sign_in(e, "operator")
 
 
 def test_when_a_batch_runs_from_the_command_line_then_nothing_personal_is_left_anywhere(
-        env, tmp_path):
+    env, tmp_path
+):
     lines = list(applicants(150, seed=42, prefix="E-"))
     batch = tmp_path / "input" / "batch.jsonl"
     batch.parent.mkdir()
-    batch.write_text("\n".join(x if isinstance(x, str) else json.dumps(x, ensure_ascii=False)
-                               for x in lines) + "\n", encoding="utf-8")
+    batch.write_text(
+        "\n".join(x if isinstance(x, str) else json.dumps(x, ensure_ascii=False) for x in lines)
+        + "\n",
+        encoding="utf-8",
+    )
     proc = run_idv(env, "batch", "run", str(batch), "--sandbox", "--json", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout)
@@ -52,21 +61,29 @@ def test_when_a_batch_runs_from_the_command_line_then_nothing_personal_is_left_a
             step = by_ref[x["applicant_ref"]]["steps"][0]
             assert step["verifier"] == "id_check"
             expected = {"MATCH": "passed", "MISMATCH": "failed", "NO_RECORD": "inconclusive"}
-            assert step["status"] == expected[three_element_result(x["name"], x["id_number"],
-                                                                   x["phone"])]
+            assert (
+                step["status"]
+                == expected[three_element_result(x["name"], x["id_number"], x["phone"])]
+            )
     review = run_idv(env, "review", "list", "--json", timeout=300)
     assert review.returncode == 0, review.stderr[-2000:]
     assert json.loads(review.stdout)["cases"]
     # Reading the chain needs `audit_read`: an auditor's token, beside the operator's login.
-    audit = run_idv({**env, "IDV_TOKEN": api_token_for(env, "auditor")}, "audit", "verify",
-                    "--json", timeout=300)
+    audit = run_idv(
+        {**env, "IDV_TOKEN": api_token_for(env, "auditor")},
+        "audit",
+        "verify",
+        "--json",
+        timeout=300,
+    )
     assert json.loads(audit.stdout)["intact"] is True
     home = Path(env["IDV_HOME"])
     assert (home / "idv.db").exists() and (home / "prefect").is_dir()
     secrets = canaries(lines)
     assert secrets.in_files(batch.parent), "control: the scan must find the input's canaries"
-    leaks = secrets.in_texts([proc.stdout, proc.stderr, review.stdout, review.stderr,
-                              audit.stdout]) + secrets.in_files(home)
+    leaks = secrets.in_texts(
+        [proc.stdout, proc.stderr, review.stdout, review.stderr, audit.stdout]
+    ) + secrets.in_files(home)
     assert leaks == []
 
 
@@ -84,37 +101,84 @@ def test_when_the_demo_runs_twice_then_it_exits_0_masks_everything_and_adds_no_o
     conn = sqlite3.connect(Path(env["IDV_HOME"]) / "idv.db")
     (count,) = conn.execute("select count(*) from applicants").fetchone()
     conn.close()
-    valid = a["counts"].get("verified", 0) + a["counts"].get("review", 0) + a["counts"].get(
-        "decline_recommended", 0)
+    valid = (
+        a["counts"].get("verified", 0)
+        + a["counts"].get("review", 0)
+        + a["counts"].get("decline_recommended", 0)
+    )
     assert count == valid
     # The demo's labelled outcomes feed a backtest of the shipped card against a stricter one.
     card = Path(__file__).parents[2] / "policies" / "risk" / "scorecard.yaml"
     strict = Path(env["IDV_HOME"]) / "strict.yaml"
-    strict.write_text(card.read_text(encoding="utf-8").replace(
-        "  decline_recommended: 70", "  decline_recommended: 50"), encoding="utf-8")
-    backtest = run_idv(env, "policy", "backtest", "--policy", str(card), "--against",
-                       str(strict), "--outcomes", a["outcomes_file"], "--json", timeout=300)
+    strict.write_text(
+        card.read_text(encoding="utf-8").replace(
+            "  decline_recommended: 70", "  decline_recommended: 50"
+        ),
+        encoding="utf-8",
+    )
+    backtest = run_idv(
+        env,
+        "policy",
+        "backtest",
+        "--policy",
+        str(card),
+        "--against",
+        str(strict),
+        "--outcomes",
+        a["outcomes_file"],
+        "--json",
+        timeout=300,
+    )
     assert backtest.returncode == 0, backtest.stderr[-3000:]
     figures = json.loads(backtest.stdout)
     base, other = figures["sides"]
     assert base["n"] > 100 and base["bad"] > 0 and 0.5 < base["auc"] <= 1 and base["ks"] > 0
     assert other["rates"]["decline_recommended"] >= base["rates"]["decline_recommended"]
-    text_out = run_idv(env, "policy", "backtest", "--policy", str(card), "--against",
-                       str(strict), "--outcomes", a["outcomes_file"], timeout=300)
+    text_out = run_idv(
+        env,
+        "policy",
+        "backtest",
+        "--policy",
+        str(card),
+        "--against",
+        str(strict),
+        "--outcomes",
+        a["outcomes_file"],
+        timeout=300,
+    )
     assert text_out.returncode == 0 and "AUC" in text_out.stdout and "█" in text_out.stdout
     explained = run_idv(env, "explain", a["examples"][0]["applicant_ref"], timeout=300)
     assert explained.returncode == 0 and "feature id_check" in explained.stdout
     broken = Path(env["IDV_HOME"]) / "broken.yaml"
-    broken.write_text(card.read_text(encoding="utf-8").replace("  id_check:", "  id_chek:", 1),
-                      encoding="utf-8")
-    refused = run_idv(env, "policy", "backtest", "--policy", str(broken), "--outcomes",
-                      a["outcomes_file"], "--json", timeout=300)
+    broken.write_text(
+        card.read_text(encoding="utf-8").replace("  id_check:", "  id_chek:", 1), encoding="utf-8"
+    )
+    refused = run_idv(
+        env,
+        "policy",
+        "backtest",
+        "--policy",
+        str(broken),
+        "--outcomes",
+        a["outcomes_file"],
+        "--json",
+        timeout=300,
+    )
     assert refused.returncode == 2 and refused.stdout == ""
     assert "unknown feature" in refused.stderr
     assert f"{broken}:" in json.loads(refused.stderr)["rule"]
     demo_lines = list(applicants(200, prefix="DEMO-"))
     secrets = canaries(demo_lines)
-    leaks = secrets.in_texts([first.stdout, first.stderr, second.stdout, second.stderr,
-                              backtest.stdout, backtest.stderr, text_out.stdout,
-                              explained.stdout]) + secrets.in_files(Path(env["IDV_HOME"]))
+    leaks = secrets.in_texts(
+        [
+            first.stdout,
+            first.stderr,
+            second.stdout,
+            second.stderr,
+            backtest.stdout,
+            backtest.stderr,
+            text_out.stdout,
+            explained.stdout,
+        ]
+    ) + secrets.in_files(Path(env["IDV_HOME"]))
     assert leaks == []

@@ -23,8 +23,9 @@ CANARY_ID = "11010519491231002X"
 @pytest.fixture
 def env(tmp_path):
     e = {k: v for k, v in os.environ.items() if not k.startswith(("IDV_", "PREFECT_"))}
-    e.update(IDV_HOME=str(tmp_path / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-             COLUMNS="200")
+    e.update(
+        IDV_HOME=str(tmp_path / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false", COLUMNS="200"
+    )
     return sign_in(e, "operator")
 
 
@@ -33,8 +34,9 @@ def files(tmp: Path) -> dict[str, Path]:
     made = {
         "wrong_headers.csv": b"applicant_ref,full_name,id_number\nA-1,x,y\n",
         "missing_column.csv": b"applicant_ref,name,id_type,id_number\nA-1,x,y,z\n",
-        "latin1.csv": ("applicant_ref,name,id_type,id_number,product\n"
-                       "A-1,Jos\u00e9,resident_id,1,p\n").encode("latin-1"),
+        "latin1.csv": (
+            "applicant_ref,name,id_type,id_number,product\nA-1,Jos\u00e9,resident_id,1,p\n"
+        ).encode("latin-1"),
         "latin1.jsonl": ('{"applicant_ref": "A-1", "name": "Jos\u00e9"}\n').encode("latin-1"),
         "batch.txt": (good + "\n").encode(),
         "batch.json": (good + "\n").encode(),
@@ -69,26 +71,63 @@ CASES = [
     (["fees", "reconcile", "{missing}.csv"], "STATEMENT", "no such file"),
     (["fees", "reconcile", "{statement.txt}"], "statement", "is not UTF-8 text"),
     (["fees", "reconcile", "{empty.csv}", "--vendor", "bank"], "vendor", "must be one of"),
-    (["fees", "reconcile", "{empty.csv}", "--from", "yesterday"], "--from",
-     "must be a date (YYYY-MM-DD)"),
+    (
+        ["fees", "reconcile", "{empty.csv}", "--from", "yesterday"],
+        "--from",
+        "must be a date (YYYY-MM-DD)",
+    ),
     (["consent", "withdraw", "3f2a"], "consent_id", "whole consent id"),
     (["consent", "show", CANARY_ID], "applicant_ref", "must not contain an ID or phone"),
-    (["consent", "grant", "A-1", "--purpose", "onboarding_verification", "--scope",
-      "id_verification", "--notice", "privacy-notice-2026.10", "--channel", "app",
-      "--evidence", CANARY_ID], "--evidence", "should match pattern"),
+    (
+        [
+            "consent",
+            "grant",
+            "A-1",
+            "--purpose",
+            "onboarding_verification",
+            "--scope",
+            "id_verification",
+            "--notice",
+            "privacy-notice-2026.10",
+            "--channel",
+            "app",
+            "--evidence",
+            CANARY_ID,
+        ],
+        "--evidence",
+        "should match pattern",
+    ),
     (["consent", "export", "A 1"], "applicant_ref", "must be 1-64"),
     (["explain", "A-404"], "applicant_ref", "no such applicant"),
     (["review", "list", "--limit", "0"], "--limit", "from 1 to 1000"),
     (["review", "list", "--offset", "-1"], "--offset", "at least 0"),
     (["review", "list", "--limit", "many"], "--limit", "must be a valid integer"),
-    (["subject", "reveal", "A-1", "--field", "address", "--reason-code", "identity_dispute",
-      "--reason", "a dispute #12"],
-     "field", "must be name, id_number or phone"),
-    (["subject", "erase", "A-1", "--reason", "request #42 from the person"], "role",
-     "lacks the 'erase' permission"),
+    (
+        [
+            "subject",
+            "reveal",
+            "A-1",
+            "--field",
+            "address",
+            "--reason-code",
+            "identity_dispute",
+            "--reason",
+            "a dispute #12",
+        ],
+        "field",
+        "must be name, id_number or phone",
+    ),
+    (
+        ["subject", "erase", "A-1", "--reason", "request #42 from the person"],
+        "role",
+        "lacks the 'erase' permission",
+    ),
     (["keys", "retire", "v99"], "version", "does not exist"),
-    (["policy", "backtest", "--policy", "{missing}.yaml", "--outcomes", "{empty.csv}"],
-     "--policy", "no such file"),
+    (
+        ["policy", "backtest", "--policy", "{missing}.yaml", "--outcomes", "{empty.csv}"],
+        "--policy",
+        "no such file",
+    ),
     (["inbox", "run", "--inbox", "{missing}"], "--inbox", "no such folder"),
     (["schedule", "apply"], "PREFECT_API_URL", "is not set"),
     (["keys", "schedule", "--cron", "0 3 * * *"], "command", "moved"),
@@ -108,7 +147,8 @@ def expand(args: list[str], made: dict[str, Path], tmp: Path) -> list[str]:
 
 @pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
 def test_when_a_command_gets_bad_input_then_one_line_on_stderr_names_field_and_rule(
-        env, tmp_path, as_json):
+    env, tmp_path, as_json
+):
     made = files(tmp_path)
     failures = []
     for args, field, phrase in CASES:
@@ -141,26 +181,45 @@ def test_when_a_command_gets_bad_input_then_one_line_on_stderr_names_field_and_r
 
 def test_when_every_line_is_refused_then_the_run_exits_2_and_names_each_line(env, tmp_path):
     batch = tmp_path / "refused.jsonl"
-    batch.write_text("\ufeff" + "\n".join([
-        json.dumps({"applicant_ref": "R-1", "name": "张伟"}),
-        "not json",
-        json.dumps({"applicant_ref": "R-3", "name": "李娜", "id_type": "resident_id",
-                    "id_number": "110105194912310021", "product": "consumer_loan"}),
-    ]) + "\n", encoding="utf-8")
+    batch.write_text(
+        "\ufeff"
+        + "\n".join(
+            [
+                json.dumps({"applicant_ref": "R-1", "name": "张伟"}),
+                "not json",
+                json.dumps(
+                    {
+                        "applicant_ref": "R-3",
+                        "name": "李娜",
+                        "id_type": "resident_id",
+                        "id_number": "110105194912310021",
+                        "product": "consumer_loan",
+                    }
+                ),
+            ]
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     done = run_idv(env, "batch", "run", str(batch), "--json", timeout=300)
     assert done.returncode == 2, done.stderr[-2000:]
     report = json.loads(done.stdout)
     assert report["all_refused"] and report["applicants"] == []
     # The byte-order mark does not cost the first line: line 1 is read and refused by rule.
     assert [(r["line"], r["field"]) for r in report["refused"]] == [
-        (1, "id_type"), (2, "line"), (3, "id_number")]
+        (1, "id_type"),
+        (2, "line"),
+        (3, "id_number"),
+    ]
     assert "110105194912310021" not in done.stdout + done.stderr
 
 
 def _mount_read_only(source: Path, target: Path) -> bool:
     target.mkdir()
-    steps = [["mount", "--bind", str(source), str(target)],
-             ["mount", "-o", "remount,ro,bind", str(target)]]
+    steps = [
+        ["mount", "--bind", str(source), str(target)],
+        ["mount", "-o", "remount,ro,bind", str(target)],
+    ]
     for step in steps:
         if subprocess.run(step, capture_output=True, check=False).returncode != 0:
             subprocess.run(["umount", str(target)], capture_output=True, check=False)
@@ -179,8 +238,12 @@ def test_when_idv_home_is_read_only_then_commands_say_so_in_one_line(env, tmp_pa
         pytest.skip("a read-only bind mount needs CAP_SYS_ADMIN, which this machine lacks")
     try:
         env = {**env, "IDV_HOME": str(read_only)}
-        for args in (["review", "list"], ["audit", "verify"], ["consent", "show", "A-1"],
-                     ["batch", "run", str(tmp_path / "b.jsonl")]):
+        for args in (
+            ["review", "list"],
+            ["audit", "verify"],
+            ["consent", "show", "A-1"],
+            ["batch", "run", str(tmp_path / "b.jsonl")],
+        ):
             if args[0] == "batch":
                 Path(args[2]).write_text("", encoding="utf-8")
             done = run_idv(env, *args)
@@ -191,17 +254,29 @@ def test_when_idv_home_is_read_only_then_commands_say_so_in_one_line(env, tmp_pa
         subprocess.run(["umount", str(read_only)], capture_output=True, check=False)
 
 
-@pytest.mark.parametrize(("extra", "field"), [
-    ({"IDV_CHUNK_POOL": "idv-process"}, "IDV_LIMITS_URL"),
-    ({"IDV_CHUNK_POOL": "idv-process", "IDV_LIMITS_URL": "redis://127.0.0.1:6379/0",
-      "PREFECT_API_URL": "http://127.0.0.1:9/api"}, "PREFECT_API_URL"),
-    ({"IDV_WORKERS": "2"}, "IDV_WORKERS"),
-])
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"IDV_CHUNK_POOL": "idv-process"}, "IDV_LIMITS_URL"),
+        (
+            {
+                "IDV_CHUNK_POOL": "idv-process",
+                "IDV_LIMITS_URL": "redis://127.0.0.1:6379/0",
+                "PREFECT_API_URL": "http://127.0.0.1:9/api",
+            },
+            "PREFECT_API_URL",
+        ),
+        ({"IDV_WORKERS": "2"}, "IDV_WORKERS"),
+    ],
+)
 def test_when_a_run_cannot_be_spread_over_a_pool_then_it_is_refused_before_it_starts(
-        env, tmp_path, extra, field):
+    env, tmp_path, extra, field
+):
     batch = tmp_path / "b.jsonl"
-    batch.write_text(json.dumps(next(iter(applicants(1, prefix="P-"))), ensure_ascii=False)
-                     + "\n", encoding="utf-8")
+    batch.write_text(
+        json.dumps(next(iter(applicants(1, prefix="P-"))), ensure_ascii=False) + "\n",
+        encoding="utf-8",
+    )
     got = run_idv({**env, **extra}, "batch", "run", str(batch))
     assert got.returncode == 2, got.stderr
     assert got.stderr.startswith(f"error: {field}: ") and got.stderr.count("\n") == 1

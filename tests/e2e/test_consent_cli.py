@@ -25,9 +25,23 @@ def env(tmp_path):
 
 
 YESTERDAY = (datetime.now(UTC) - timedelta(days=1)).replace(microsecond=0).isoformat()
-GRANT = ["consent", "grant", "A-7", "--purpose", "onboarding_verification", "--scope",
-         "id_verification", "--notice", "privacy-notice-2026.10", "--channel", "app",
-         "--evidence", "sha256:" + "a" * 64, "--granted-at", YESTERDAY]
+GRANT = [
+    "consent",
+    "grant",
+    "A-7",
+    "--purpose",
+    "onboarding_verification",
+    "--scope",
+    "id_verification",
+    "--notice",
+    "privacy-notice-2026.10",
+    "--channel",
+    "app",
+    "--evidence",
+    "sha256:" + "a" * 64,
+    "--granted-at",
+    YESTERDAY,
+]
 
 
 def test_when_consent_commands_run_then_grant_withdraw_show_export_and_stats_agree(env):
@@ -37,8 +51,9 @@ def test_when_consent_commands_run_then_grant_withdraw_show_export_and_stats_agr
     again = json.loads(run_idv(env, *GRANT, "--json").stdout)
     assert again["consent_id"] == cid and again["created"] is False
 
-    bundled = run_idv(env, *GRANT[:-4], "--scope", "credit_report", "--evidence",
-                      "sha256:" + "b" * 64, "--json")
+    bundled = run_idv(
+        env, *GRANT[:-4], "--scope", "credit_report", "--evidence", "sha256:" + "b" * 64, "--json"
+    )
     assert bundled.returncode == 2 and bundled.stdout == ""
     assert json.loads(bundled.stderr)["error"].startswith("consent.scopes: bundles")
 
@@ -48,8 +63,9 @@ def test_when_consent_commands_run_then_grant_withdraw_show_export_and_stats_agr
     assert twice.returncode == 0 and "already withdrawn" in twice.stdout
     engine = make_engine(f"sqlite:///{Path(env['IDV_HOME']) / 'idv.db'}")
     with engine.connect() as conn:  # who withdrew, and through the command line
-        assert conn.execute(text("select actor, via from consent_events where event = "
-                                 "'withdraw'")).all() == [("compliance-officer-user", "cli")]
+        assert conn.execute(
+            text("select actor, via from consent_events where event = 'withdraw'")
+        ).all() == [("compliance-officer-user", "cli")]
     engine.dispose()
     assert run_idv(env, "audit", "verify").returncode == 0
     unknown = run_idv(env, "consent", "withdraw", "nope", "--json")

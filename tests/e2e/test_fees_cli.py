@@ -23,28 +23,39 @@ from tests.conftest import sign_in
 from tests.support import run_idv
 
 pytestmark = pytest.mark.e2e
-LINES = list(applicants(40, seed=31, prefix="F-", mix=Mix(invalid=0, no_consent=0,
-                                                          no_scoring_consent=0)))
+LINES = list(
+    applicants(40, seed=31, prefix="F-", mix=Mix(invalid=0, no_consent=0, no_scoring_consent=0))
+)
 
 
 @pytest.fixture
 def world(database, key_file, tmp_path):
     """A stored run, the sandbox's statement of it, and the environment to run `idv` in."""
     batch = tmp_path / "batch.jsonl"
-    batch.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in LINES) + "\n",
-                     encoding="utf-8")
-    state = SandboxState(app_key="k", app_secret="s-secret",
-                         faults=parse_faults("credit:late=0.3,seed=5"))
+    batch.write_text(
+        "\n".join(json.dumps(x, ensure_ascii=False) for x in LINES) + "\n", encoding="utf-8"
+    )
+    state = SandboxState(
+        app_key="k", app_secret="s-secret", faults=parse_faults("credit:late=0.3,seed=5")
+    )
     home = tmp_path / "home"
     with SandboxServer(state) as sandbox:
-        rt = Runtime(Settings(home=home, key_file=key_file, database_url=database.url,
-                              database_schema=database.schema, vendor_max_attempts=1,
-                              vendor_timeout_s=0.5,
-                              **vendor_overrides(sandbox.base_url, "k", "s-secret")))
+        rt = Runtime(
+            Settings(
+                home=home,
+                key_file=key_file,
+                database_url=database.url,
+                database_schema=database.schema,
+                vendor_max_attempts=1,
+                vendor_timeout_s=0.5,
+                **vendor_overrides(sandbox.base_url, "k", "s-secret"),
+            )
+        )
         try:
             run_batch(rt, str(batch))
-            stored = [st for line in LINES
-                      for st in rt.store.applicants.get(line["applicant_ref"]).steps]
+            stored = [
+                st for line in LINES for st in rt.store.applicants.get(line["applicant_ref"]).steps
+            ]
         finally:
             rt.close()
         with urllib.request.urlopen(sandbox.base_url + "/_sandbox/statement") as resp:  # noqa: S310
@@ -55,7 +66,8 @@ def world(database, key_file, tmp_path):
 
 
 def test_when_the_vendor_billed_calls_that_timed_out_then_reconcile_names_each_of_them(
-        world, tmp_path):
+    world, tmp_path
+):
     env, statement, stored, state = world
     late = [st for st in stored if st.step == "credit_report" and st.reason == "timeout"]
     paid = [st for st in stored if st.fee_cents > 0]
@@ -70,20 +82,28 @@ def test_when_the_vendor_billed_calls_that_timed_out_then_reconcile_names_each_o
     done = run_idv(env, "fees", "reconcile", str(path), "--json")
     assert done.returncode == 1, done.stderr
     report = json.loads(done.stdout)
-    assert report["counts"] == {"billed_twice": 0, "billed_not_recorded": len(late),
-                                "billed_unstored": 0, "billed_unknown": 0, "fee_mismatch": 0,
-                                "recorded_not_billed": 0}
-    assert {f["idempotency_key"] for f in report["findings"]} == {
-        st.idempotency_key for st in late}
+    assert report["counts"] == {
+        "billed_twice": 0,
+        "billed_not_recorded": len(late),
+        "billed_unstored": 0,
+        "billed_unknown": 0,
+        "fee_mismatch": 0,
+        "recorded_not_billed": 0,
+    }
+    assert {f["idempotency_key"] for f in report["findings"]} == {st.idempotency_key for st in late}
     assert {(f["step"], f["billed_cents"], f["recorded_cents"]) for f in report["findings"]} == {
-        ("credit_report", 80, 0)}
+        ("credit_report", 80, 0)
+    }
     assert report["matched_calls"] == len(paid)
     assert report["matched_cents"] == sum(st.fee_cents for st in paid)
     assert report["billed_cents"] == state.billed_cents()
     # The reconciliation is itself recorded: counts and the statement's digest, no values.
-    settings = Settings(home=Path(env["IDV_HOME"]), key_file=Path(env["IDV_KEY_FILE"]),
-                        database_url=env["IDV_DATABASE_URL"],
-                        database_schema=env.get("IDV_DATABASE_SCHEMA"))
+    settings = Settings(
+        home=Path(env["IDV_HOME"]),
+        key_file=Path(env["IDV_KEY_FILE"]),
+        database_url=env["IDV_DATABASE_URL"],
+        database_schema=env.get("IDV_DATABASE_SCHEMA"),
+    )
     rt = Runtime(settings)
     try:
         (event,) = rt.store.audit.events(kind_prefix="fees.reconciled")
@@ -97,15 +117,17 @@ def test_when_the_vendor_billed_calls_that_timed_out_then_reconcile_names_each_o
     rows = list(csv.reader(io.StringIO(statement)))
     endpoint = rows[0].index("endpoint")
     out = io.StringIO()
-    csv.writer(out).writerows([rows[0], *[r for r in rows[1:]
-                                          if r[endpoint].startswith("/v1/identity/")]])
+    csv.writer(out).writerows(
+        [rows[0], *[r for r in rows[1:] if r[endpoint].startswith("/v1/identity/")]]
+    )
     own = tmp_path / "identity.csv"
     own.write_text(out.getvalue(), encoding="utf-8")
     identity = run_idv(env, "fees", "reconcile", str(own), "--vendor", "identity", "--json")
     assert identity.returncode == 0, identity.stdout
     agreed = json.loads(identity.stdout)
     assert agreed["clean"] and agreed["matched_calls"] == sum(
-        1 for st in stored if st.step == "id_check" and st.fee_cents)
+        1 for st in stored if st.step == "id_check" and st.fee_cents
+    )
     # The whole statement with --vendor credit: only the credit bureau's lines are compared,
     # the other vendors' are left out (not "billed under a key idv never stored").
     credit = run_idv(env, "fees", "reconcile", str(path), "--vendor", "credit", "--json")
@@ -113,17 +135,18 @@ def test_when_the_vendor_billed_calls_that_timed_out_then_reconcile_names_each_o
     only = json.loads(credit.stdout)
     assert only["counts"]["billed_unknown"] == 0
     assert only["counts"]["billed_not_recorded"] == len(late)
-    assert only["other_vendors_lines"] == sum(1 for r in rows[1:]
-                                              if not r[endpoint].startswith("/v1/credit/"))
+    assert only["other_vendors_lines"] == sum(
+        1 for r in rows[1:] if not r[endpoint].startswith("/v1/credit/")
+    )
     assert only["other_vendors_lines"] > 0
     # Every vendor's steps against it: the other vendors' fees were recorded, not billed.
     mixed = json.loads(run_idv(env, "fees", "reconcile", str(own), "--json").stdout)
     assert mixed["counts"]["recorded_not_billed"] == sum(
-        1 for st in stored if st.step != "id_check" and st.fee_cents)
+        1 for st in stored if st.step != "id_check" and st.fee_cents
+    )
 
 
-def test_when_the_statement_is_doctored_then_every_kind_of_disagreement_is_found(
-        world, tmp_path):
+def test_when_the_statement_is_doctored_then_every_kind_of_disagreement_is_found(world, tmp_path):
     env, statement, stored, _ = world
     rows = list(csv.reader(io.StringIO(statement)))
     header, lines = rows[0], rows[1:]
@@ -151,8 +174,12 @@ def test_when_the_statement_is_doctored_then_every_kind_of_disagreement_is_found
     (missing,) = [f for f in report["findings"] if f["kind"] == "recorded_not_billed"]
     assert missing["idempotency_key"] == dropped[header.index("idempotency_key")]
     assert report["unreadable_lines"] == [
-        {"line": len(lines) + 1, "column": "billed_at",
-         "rule": report["unreadable_lines"][0]["rule"]}]
+        {
+            "line": len(lines) + 1,
+            "column": "billed_at",
+            "rule": report["unreadable_lines"][0]["rule"],
+        }
+    ]
 
     text = run_idv(env, "fees", "reconcile", str(path))
     assert text.returncode == 1
@@ -160,8 +187,12 @@ def test_when_the_statement_is_doctored_then_every_kind_of_disagreement_is_found
     # Keys, refs and amounts only: no name, ID number or phone of anyone in the batch.
     shown = done.stdout + text.stdout + text.stderr
     for line in LINES:
-        for value in (line["name"], line["id_number"], line["phone"],
-                      line["phone"].removeprefix("+86")):
+        for value in (
+            line["name"],
+            line["id_number"],
+            line["phone"],
+            line["phone"].removeprefix("+86"),
+        ):
             assert value not in shown
     assert "yesterday" not in shown and "ten" not in text.stdout.split("statement line")[1][:60]
 
@@ -187,4 +218,5 @@ def test_when_the_statement_cannot_be_read_then_the_error_names_the_rule(world, 
     done = run_idv(env, "fees", "reconcile", str(path), "--json")
     assert done.returncode == 2 and done.stdout == ""
     assert json.loads(done.stderr)["error"] == (
-        "statement: the header lacks the column 'idempotency_key'")
+        "statement: the header lacks the column 'idempotency_key'"
+    )

@@ -26,20 +26,22 @@ def world(key_file, tmp_path):
     from tests.conftest import Database, OAuthWorld
 
     data = tmp_path / "data"
-    w = OAuthWorld(Database(f"sqlite:///{data / 'idv.db'}", None, data), key_file,
-                   tmp_path / "home")
+    w = OAuthWorld(
+        Database(f"sqlite:///{data / 'idv.db'}", None, data), key_file, tmp_path / "home"
+    )
     yield w
     w.close()
 
 
 def test_when_the_applicant_approves_in_the_browser_then_the_grant_and_signals_are_stored(
-        world, page, tmp_path):
-    [line] = list(applicants(1, seed=21, prefix="BR-", mix=Mix(
-        invalid=0, no_consent=0, no_scoring_consent=0)))
+    world, page, tmp_path
+):
+    [line] = list(
+        applicants(1, seed=21, prefix="BR-", mix=Mix(invalid=0, no_consent=0, no_scoring_consent=0))
+    )
     ref = line["applicant_ref"]
     world.wechat.phones["wx-user-1"] = line["phone"].removeprefix("+86")
-    page.goto(f"{world.api_url}/oauth/wechat/authorize?applicant_ref={ref}"
-              "&scope=snsapi_userinfo")
+    page.goto(f"{world.api_url}/oauth/wechat/authorize?applicant_ref={ref}&scope=snsapi_userinfo")
     assert page.url.startswith(world.sandbox_url + "/connect/oauth2/authorize")
     assert "#wechat_redirect" in page.url
     page.click("#approve")
@@ -65,8 +67,7 @@ def test_when_the_applicant_approves_in_the_browser_then_the_grant_and_signals_a
     assert stored.features["account_control"] == "yes"
 
 
-def test_when_the_applicant_approves_at_an_openid_provider_then_the_grant_is_recorded(
-        world, page):
+def test_when_the_applicant_approves_at_an_openid_provider_then_the_grant_is_recorded(world, page):
     page.goto(f"{world.api_url}/oauth/oidc/demo/authorize?applicant_ref=BR-OIDC")
     assert page.url.startswith(world.issuer + "/authorize")
     page.fill("#user", "carol")

@@ -23,7 +23,7 @@ from tests.e2e.conftest import launch
 pytestmark = pytest.mark.e2e
 
 TOKEN = "pages-test-token-0123456789"
-TOFU = "\U0010FFFD"
+TOFU = "\U0010fffd"
 # fontconfig as the machine has it, less every font that covers Chinese.
 NO_CJK_FONTS = """<?xml version="1.0"?>
 <!DOCTYPE fontconfig SYSTEM "fonts.dtd">
@@ -65,8 +65,7 @@ GLYPHS_JS = """(el) => {
 
 @pytest.fixture
 def api(tmp_path, key_file, serve_app):
-    rt = Runtime(Settings(home=tmp_path / "home", key_file=key_file,
-                          api_token=SecretStr(TOKEN)))
+    rt = Runtime(Settings(home=tmp_path / "home", key_file=key_file, api_token=SecretStr(TOKEN)))
     server = serve_app(create_app(rt))
     yield server
     server.stop()
@@ -85,7 +84,8 @@ def glyphs_of_heading(browser, url: str) -> dict:
 
 
 def test_when_an_oauth_page_is_shown_then_its_chinese_is_drawn_with_real_glyphs(
-        api, chromium, playwright_driver, tmp_path):
+    api, chromium, playwright_driver, tmp_path
+):
     # An error page: this installation has no WeChat configured.
     url = f"{api.url}/oauth/wechat/authorize?applicant_ref=A-1"
     shown = glyphs_of_heading(chromium, url)
@@ -99,8 +99,7 @@ def test_when_an_oauth_page_is_shown_then_its_chinese_is_drawn_with_real_glyphs(
     # The same check where no font covers Chinese: every character is the box.
     config = tmp_path / "no-cjk-fonts.conf"
     config.write_text(NO_CJK_FONTS, encoding="utf-8")
-    bare = launch(playwright_driver, env={"FONTCONFIG_FILE": str(config),
-                                          "HOME": str(tmp_path)})
+    bare = launch(playwright_driver, env={"FONTCONFIG_FILE": str(config), "HOME": str(tmp_path)})
     try:
         boxed = glyphs_of_heading(bare, url)
     finally:
@@ -109,8 +108,7 @@ def test_when_an_oauth_page_is_shown_then_its_chinese_is_drawn_with_real_glyphs(
     assert boxed["em_per_char"] < 0.9
 
 
-def test_when_the_docs_are_opened_offline_then_swagger_ui_renders_the_operations(
-        api, page):
+def test_when_the_docs_are_opened_offline_then_swagger_ui_renders_the_operations(api, page):
     asked_elsewhere: list[str] = []
 
     def loopback_only(route) -> None:
@@ -125,12 +123,12 @@ def test_when_the_docs_are_opened_offline_then_swagger_ui_renders_the_operations
     block = page.locator(".opblock").first
     block.wait_for(state="visible")
     assert page.locator(".opblock").count() >= 14
-    assert page.locator(".opblock-summary-path", has_text="/subjects/{applicant_ref}/consents"
-                        ).first.is_visible()
+    assert page.locator(
+        ".opblock-summary-path", has_text="/subjects/{applicant_ref}/consents"
+    ).first.is_visible()
     assert asked_elsewhere == []
 
     page.goto(f"{api.url}/redoc")
     page.locator("h2", has_text="Decision").first.wait_for(state="visible")
     assert page.locator("h2").count() >= 14  # one heading per operation
     assert asked_elsewhere == []
-

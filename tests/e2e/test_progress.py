@@ -18,8 +18,12 @@ pytestmark = pytest.mark.e2e
 
 def env_for(tmp_path: Path) -> dict[str, str]:
     e = {k: v for k, v in os.environ.items() if not k.startswith(("IDV_", "PREFECT_"))}
-    e.update(IDV_HOME=str(tmp_path / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-             TERM="xterm-256color", COLUMNS="150")
+    e.update(
+        IDV_HOME=str(tmp_path / "home"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        TERM="xterm-256color",
+        COLUMNS="150",
+    )
     return e
 
 
@@ -42,8 +46,7 @@ def on_terminal(args: list[str], env: dict[str, str], timeout: float = 240) -> t
     return proc.wait(timeout=30), b"".join(chunks).decode("utf-8", "replace")
 
 
-def test_when_the_demo_runs_on_a_terminal_then_a_progress_bar_shows_lines_rate_and_fees(
-        tmp_path):
+def test_when_the_demo_runs_on_a_terminal_then_a_progress_bar_shows_lines_rate_and_fees(tmp_path):
     env = env_for(tmp_path)
     code, screen = on_terminal([IDV_BIN, "demo", "--size", "30"], env)
     assert code == 0, screen[-2000:]

@@ -24,8 +24,9 @@ SHIPPED = Path(__file__).parents[2] / "policies" / "schedules.yaml"
 @pytest.fixture
 def env(tmp_path):
     e = {k: v for k, v in os.environ.items() if not k.startswith(("IDV_", "PREFECT_"))}
-    e.update(IDV_HOME=str(tmp_path / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-             COLUMNS="200")
+    e.update(
+        IDV_HOME=str(tmp_path / "home"), PREFECT_SERVER_ANALYTICS_ENABLED="false", COLUMNS="200"
+    )
     return sign_in(e, "operator")
 
 
@@ -60,9 +61,13 @@ def test_schedule_list_shows_the_crons_in_shanghai_with_their_next_run_times(env
         "key-rotation": ("0 3 1 * *", "Asia/Shanghai", "active"),
         "oauth-refresh": ("*/10 * * * *", "Asia/Shanghai", "active"),
         "reverification": ("30 2 * * *", "Asia/Shanghai", "active"),
-        "retention": ("0 4 * * *", "Asia/Shanghai", "active")}
-    expected = {"onboarding": every_ten_minutes, "key-rotation": first_of_month_at_three,
-                "oauth-refresh": every_ten_minutes}
+        "retention": ("0 4 * * *", "Asia/Shanghai", "active"),
+    }
+    expected = {
+        "onboarding": every_ten_minutes,
+        "key-rotation": first_of_month_at_three,
+        "oauth-refresh": every_ten_minutes,
+    }
     for name, rule in expected.items():
         shown = [datetime.fromisoformat(x) for x in rows[name]["next_runs"]]
         assert all(t.utcoffset() == timedelta(hours=8) for t in shown)
@@ -70,15 +75,27 @@ def test_schedule_list_shows_the_crons_in_shanghai_with_their_next_run_times(env
         assert shown in (rule(before, 4), rule(after, 4)), name
 
 
-@pytest.mark.parametrize(("old", "new", "line", "rule"), [
-    ('"0 3 1 * *"', '"0 3 32 * *"', 16, "deployments.key-rotation.cron: is not a valid "
-                                        "cron expression: bad day-of-month"),
-    ('"0 3 1 * *"', '"0 3 1 *"', 16, "deployments.key-rotation.cron: must have five fields"),
-    ("timezone: Asia/Shanghai", "timezone: Asia/Beijing", 6,
-     "timezone: is not a known IANA time zone"),
-])
+@pytest.mark.parametrize(
+    ("old", "new", "line", "rule"),
+    [
+        (
+            '"0 3 1 * *"',
+            '"0 3 32 * *"',
+            16,
+            "deployments.key-rotation.cron: is not a valid cron expression: bad day-of-month",
+        ),
+        ('"0 3 1 * *"', '"0 3 1 *"', 16, "deployments.key-rotation.cron: must have five fields"),
+        (
+            "timezone: Asia/Shanghai",
+            "timezone: Asia/Beijing",
+            6,
+            "timezone: is not a known IANA time zone",
+        ),
+    ],
+)
 def test_a_schedule_file_that_does_not_validate_is_refused_with_file_line_and_rule(
-        env, tmp_path, old, new, line, rule):
+    env, tmp_path, old, new, line, rule
+):
     bad = tmp_path / "schedules.yaml"
     bad.write_text(SHIPPED.read_text("utf-8").replace(old, new, 1), "utf-8")
     env["IDV_SCHEDULES_FILE"] = str(bad)
@@ -93,14 +110,17 @@ def test_a_schedule_file_that_does_not_validate_is_refused_with_file_line_and_ru
 
 
 def test_when_the_inbox_cannot_be_written_then_inbox_run_refuses_before_anything_starts(
-        env, tmp_path):
+    env, tmp_path
+):
     source = tmp_path / "inbox"
     source.mkdir()
     read_only = tmp_path / "ro-inbox"
     read_only.mkdir()
     # Root ignores file modes: a read-only bind mount stands in for a read-only share.
-    steps = [["mount", "--bind", str(source), str(read_only)],
-             ["mount", "-o", "remount,ro,bind", str(read_only)]]
+    steps = [
+        ["mount", "--bind", str(source), str(read_only)],
+        ["mount", "-o", "remount,ro,bind", str(read_only)],
+    ]
     for step in steps:
         if subprocess.run(step, capture_output=True, check=False).returncode != 0:
             subprocess.run(["umount", str(read_only)], capture_output=True, check=False)
@@ -112,5 +132,7 @@ def test_when_the_inbox_cannot_be_written_then_inbox_run_refuses_before_anything
     assert done.returncode == 2 and done.stdout == ""
     assert json.loads(done.stderr) == {
         "error": "IDV_INBOX: is not writable: files cannot be moved out of it",
-        "field": "IDV_INBOX", "rule": "is not writable: files cannot be moved out of it"}
+        "field": "IDV_INBOX",
+        "rule": "is not writable: files cannot be moved out of it",
+    }
     assert not (tmp_path / "home" / "prefect").exists()

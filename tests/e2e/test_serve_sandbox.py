@@ -29,9 +29,14 @@ def test_when_serve_runs_with_the_sandbox_then_the_wechat_dance_completes(tmp_pa
     port = free_port()
     env = {**os.environ, "IDV_HOME": str(tmp_path / ".idv"), "COLUMNS": "200"}
     env.pop("IDV_DATABASE_URL", None)
-    proc = subprocess.Popen([IDV, "serve", "--sandbox", "--port", str(port)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            cwd=tmp_path)
+    proc = subprocess.Popen(
+        [IDV, "serve", "--sandbox", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+    )
     try:
         printed = []
         deadline = time.monotonic() + 60
@@ -54,9 +59,10 @@ def test_when_serve_runs_with_the_sandbox_then_the_wechat_dance_completes(tmp_pa
             page = client.get(r.headers["location"].split("#")[0])
             fields = dict(re.findall(r"name='(\w+)' value='([^']*)'", page.text))
             fields = {k: html.unescape(v) for k, v in fields.items()}
-            back = client.post(page.url.copy_with(path="/connect/oauth2/authorize/confirm",
-                                                  query=None),
-                               data={**fields, "decision": "approve"})
+            back = client.post(
+                page.url.copy_with(path="/connect/oauth2/authorize/confirm", query=None),
+                data={**fields, "decision": "approve"},
+            )
             done = client.get(back.headers["location"])
         assert done.status_code == 200 and "Authorization recorded" in done.text
     finally:

@@ -28,7 +28,8 @@ def site(tmp_path, key_file, serve_app):
 
 
 def test_when_an_operator_signs_in_then_the_users_page_lists_adds_and_disables(
-        site, page, tmp_path):
+    site, page, tmp_path
+):
     url, rt = site
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -57,9 +58,12 @@ def test_when_an_operator_signs_in_then_the_users_page_lists_adds_and_disables(
     page.locator("tr[data-user='wang.fang']", has_text="disabled").wait_for()
     assert rt.store.people.get("wang.fang").status == "disabled"
     # A post from this browser, with its session cookie but without the token: refused.
-    status = page.evaluate("""(pw) => fetch("/web/users", {method: "POST",
+    status = page.evaluate(
+        """(pw) => fetch("/web/users", {method: "POST",
         credentials: "same-origin", body: new URLSearchParams({name: "intruder",
-        role: "operator", password: pw})}).then((r) => r.status)""", PASSWORD)
+        role: "operator", password: pw})}).then((r) => r.status)""",
+        PASSWORD,
+    )
     assert status == 403
     assert rt.store.people.get("intruder") is None
     assert all(r.startswith(url) for r in requests), "a request left this origin"

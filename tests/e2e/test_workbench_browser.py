@@ -36,8 +36,9 @@ PASSWORD = "workbench-password-0123"
 CANARIES = (ID_CANARY, PHONE_CANARY, NAME_CANARY)
 ADMIN, ANA = Actor("admin", "operator"), Actor("ana", "analyst")
 COURT_NUMBER = "(2025)京0105执5678号"
-ARTIFACTS = Path(os.environ.get("IDV_TEST_ARTIFACTS") or
-                 Path(__file__).resolve().parents[2] / ".artifacts")
+ARTIFACTS = Path(
+    os.environ.get("IDV_TEST_ARTIFACTS") or Path(__file__).resolve().parents[2] / ".artifacts"
+)
 
 
 def shot(page, name: str) -> None:
@@ -49,24 +50,65 @@ def seed(rt: Runtime) -> dict[str, str]:
     """Two flagged applicants: W-1 (an ID mismatch, due first) with its consents, steps and
     a court-list entry; W-2 (a thin credit file)."""
     now = rt.store.clock()
-    consent_ids = [rt.store.ledger.record_grant(
-        subject_ref="W-1", purpose="onboarding_verification", scopes=[scope],
-        notice_version="privacy-notice-2026.10", channel="app",
-        evidence_ref=f"sha256:{'a' * 63}{i}", granted_at=now - timedelta(hours=2),
-        expires_at=now + timedelta(days=365))[0]
-        for i, scope in enumerate(("id_verification", "court_records"))]
-    steps = [StepRecord(step="id_check", status="failed", reason="MISMATCH", result_code="2",
-                        consent_ids=(consent_ids[0],), vendor_request_id="vr-id-0001",
-                        as_of=date.today(), fee_cents=30, attempts=1),
-             StepRecord(step="court_list", status="passed", reason="PROBABLE_HIT",
-                        consent_ids=(consent_ids[1],), vendor_request_id="vr-court-0002",
-                        as_of=date.today(), fee_cents=50, attempts=1,
-                        signals={"court_hit": "probable", "court_entries": json.dumps([
-                            {"case_number": COURT_NUMBER, "level": "probable",
-                             "status": "open", "suspect": ""}])})]
-    return {"W-1": flagged(rt, "W-1", reasons=("ID_MISMATCH",), steps=steps),
-            "W-2": flagged(rt, "W-2", reasons=("CREDIT_THIN_FILE",), id_number="110105199001011234",
-                           phone="13900139000")}
+    consent_ids = [
+        rt.store.ledger.record_grant(
+            subject_ref="W-1",
+            purpose="onboarding_verification",
+            scopes=[scope],
+            notice_version="privacy-notice-2026.10",
+            channel="app",
+            evidence_ref=f"sha256:{'a' * 63}{i}",
+            granted_at=now - timedelta(hours=2),
+            expires_at=now + timedelta(days=365),
+        )[0]
+        for i, scope in enumerate(("id_verification", "court_records"))
+    ]
+    steps = [
+        StepRecord(
+            step="id_check",
+            status="failed",
+            reason="MISMATCH",
+            result_code="2",
+            consent_ids=(consent_ids[0],),
+            vendor_request_id="vr-id-0001",
+            as_of=date.today(),
+            fee_cents=30,
+            attempts=1,
+        ),
+        StepRecord(
+            step="court_list",
+            status="passed",
+            reason="PROBABLE_HIT",
+            consent_ids=(consent_ids[1],),
+            vendor_request_id="vr-court-0002",
+            as_of=date.today(),
+            fee_cents=50,
+            attempts=1,
+            signals={
+                "court_hit": "probable",
+                "court_entries": json.dumps(
+                    [
+                        {
+                            "case_number": COURT_NUMBER,
+                            "level": "probable",
+                            "status": "open",
+                            "suspect": "",
+                        }
+                    ]
+                ),
+            },
+        ),
+    ]
+    return {
+        "W-1": flagged(rt, "W-1", reasons=("ID_MISMATCH",), steps=steps),
+        "W-2": flagged(
+            rt,
+            "W-2",
+            reasons=("CREDIT_THIN_FILE",),
+            id_number="110105199001011234",
+            phone="13900139000",
+        ),
+    }
 
 
 @pytest.fixture
@@ -101,12 +143,15 @@ def masked(page) -> None:
 
 def forged(page, path: str, form: dict[str, str]) -> dict:
     """A POST this page does not offer, with the browser's session and its valid token."""
-    return page.evaluate("""([path, form]) => {
+    return page.evaluate(
+        """([path, form]) => {
         const csrf = document.querySelector("input[name=csrf]").value;
         return fetch(path, {method: "POST", credentials: "same-origin",
             body: new URLSearchParams({csrf, ...form})})
           .then(async (r) => ({status: r.status, text: await r.text()}));
-    }""", [path, form])
+    }""",
+        [path, form],
+    )
 
 
 def watch(page) -> tuple[list[str], list[str]]:
@@ -117,8 +162,7 @@ def watch(page) -> tuple[list[str], list[str]]:
     return errors, requests
 
 
-def test_an_analyst_takes_the_next_case_asks_for_information_and_proposes_a_reject(
-        site, page):
+def test_an_analyst_takes_the_next_case_asks_for_information_and_proposes_a_reject(site, page):
     url, rt, cases = site
     errors, requests = watch(page)
     sign_in(page, url, "ana")
@@ -182,7 +226,9 @@ def test_an_analyst_takes_the_next_case_asks_for_information_and_proposes_a_reje
     answer = forged(page, f"/web/cases/{cases['W-1']}/confirm", {})
     assert answer["status"] == 403 and 'data-testid="refused"' in answer["text"]
     assert [(d.action, d.status) for d in rt.store.cases.decisions(cases["W-1"])] == [
-        ("request_info", "done"), ("reject", "pending")]
+        ("request_info", "done"),
+        ("reject", "pending"),
+    ]
     assert all(r.startswith(url) for r in requests), "a request left this origin"
     assert not [e for e in errors if "403" not in e], errors
 
@@ -243,8 +289,7 @@ def test_a_supervisor_reveals_with_a_reason_whitelists_and_confirms_the_reject(s
     assert not [e for e in errors if "422" not in e], errors
 
 
-def test_an_auditor_sees_everything_masked_and_no_action_and_forged_actions_are_refused(
-        site, page):
+def test_an_auditor_sees_everything_masked_and_no_action_and_forged_actions_are_refused(site, page):
     url, rt, cases = site
     case_id = cases["W-1"]
     rt.services.cases.claim(case_id, actor=ANA)
@@ -264,16 +309,30 @@ def test_an_auditor_sees_everything_masked_and_no_action_and_forged_actions_are_
     masked(page)
     shot(page, "auditor-case")
 
-    before = (rt.store.cases.get(case_id), len(rt.store.cases.notes(case_id)),
-              rt.store.cases.decisions(case_id))
+    before = (
+        rt.store.cases.get(case_id),
+        len(rt.store.cases.notes(case_id)),
+        rt.store.cases.decisions(case_id),
+    )
     refused_before = len(rt.store.audit.events(kind_prefix="case.refused"))
     for path, form in (
-            ("claim", {}), ("release", {}), ("notes", {"text": "an auditor's note"}),
-            ("reveal", {"field": "id_number", "reason_code": "court_match",
-                        "reason": "checking the court list"}),
-            ("decisions", {"action": "approve", "reason": "looks fine to me"}),
-            ("confirm", {}), ("tags", {"add": "audited"}), ("assign", {"assignee": "aud"}),
-            ("whitelist", {"case_number": COURT_NUMBER, "reason": "not the same person"})):
+        ("claim", {}),
+        ("release", {}),
+        ("notes", {"text": "an auditor's note"}),
+        (
+            "reveal",
+            {
+                "field": "id_number",
+                "reason_code": "court_match",
+                "reason": "checking the court list",
+            },
+        ),
+        ("decisions", {"action": "approve", "reason": "looks fine to me"}),
+        ("confirm", {}),
+        ("tags", {"add": "audited"}),
+        ("assign", {"assignee": "aud"}),
+        ("whitelist", {"case_number": COURT_NUMBER, "reason": "not the same person"}),
+    ):
         answer = forged(page, f"/web/cases/{case_id}/{path}", form)
         assert answer["status"] == 403, (path, answer["status"])
         assert 'data-testid="refused"' in answer["text"]
@@ -281,6 +340,9 @@ def test_an_auditor_sees_everything_masked_and_no_action_and_forged_actions_are_
     answer = forged(page, "/web/cases/next", {})
     assert answer["status"] == 403
     assert len(rt.store.audit.events(kind_prefix="case.refused")) == refused_before + 10
-    assert (rt.store.cases.get(case_id), len(rt.store.cases.notes(case_id)),
-            rt.store.cases.decisions(case_id)) == before
+    assert (
+        rt.store.cases.get(case_id),
+        len(rt.store.cases.notes(case_id)),
+        rt.store.cases.decisions(case_id),
+    ) == before
     assert not [e for e in errors if "403" not in e], errors

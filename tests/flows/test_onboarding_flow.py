@@ -15,8 +15,9 @@ pytestmark = pytest.mark.prefect
 
 def canaries(lines) -> Canaries:
     """The lines' ID numbers and phones, as they are and as Prefect could have stored them."""
-    return Canaries.of_lines(lines, ("id_number", "phone"),
-                             forms=("plain", "base64", "hex", "utf-16-le-hex"))
+    return Canaries.of_lines(
+        lines, ("id_number", "phone"), forms=("plain", "base64", "hex", "utf-16-le-hex")
+    )
 
 
 async def prefect_records(flow_run_id):
@@ -30,31 +31,44 @@ async def prefect_records(flow_run_id):
 
     async with get_client() as client:
         run = await client.read_flow_run(flow_run_id)
-        logs = await client.read_logs(log_filter=LogFilter(
-            flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
-        arts = await client.read_artifacts(artifact_filter=ArtifactFilter(
-            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+        logs = await client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+        )
+        arts = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
         tasks = await client.read_task_runs()
     return run, logs, arts, tasks
 
 
 def test_when_the_flow_runs_then_chunks_are_tasks_and_prefect_holds_nothing_personal(
-        prefect_harness, database, key_file, sandbox, tmp_path, monkeypatch):
+    prefect_harness, database, key_file, sandbox, tmp_path, monkeypatch
+):
     """Run outside a work pool, the flow works its chunks as tasks in its own process."""
     from flows.prefect_onboarding import onboarding
     from flows.runtime import Runtime
     from flows.settings import vendor_overrides
 
-    env = {"IDV_HOME": str(tmp_path / "home"), "IDV_KEY_FILE": str(key_file),
-           **{f"IDV_{k.upper()}": v for k, v in vendor_overrides(
-               sandbox.base_url, sandbox.state.app_key, sandbox.state.app_secret).items()},
-           **database.env()}
+    env = {
+        "IDV_HOME": str(tmp_path / "home"),
+        "IDV_KEY_FILE": str(key_file),
+        **{
+            f"IDV_{k.upper()}": v
+            for k, v in vendor_overrides(
+                sandbox.base_url, sandbox.state.app_key, sandbox.state.app_secret
+            ).items()
+        },
+        **database.env(),
+    }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     lines = list(applicants(120, seed=21, prefix="F-"))
     batch = tmp_path / "batch.jsonl"
-    batch.write_text("\n".join(x if isinstance(x, str) else json.dumps(x, ensure_ascii=False)
-                               for x in lines) + "\n", encoding="utf-8")
+    batch.write_text(
+        "\n".join(x if isinstance(x, str) else json.dumps(x, ensure_ascii=False) for x in lines)
+        + "\n",
+        encoding="utf-8",
+    )
 
     state = onboarding(batch_path=str(batch), chunk_size=50, return_state=True)
     result = state.result()
@@ -64,24 +78,31 @@ def test_when_the_flow_runs_then_chunks_are_tasks_and_prefect_holds_nothing_pers
     with rt.store.engine.connect() as conn:
         from sqlalchemy import text
 
-        flow_run_id = conn.execute(text("select flow_run_id from runs where id = :r"),
-                                   {"r": result["run_id"]}).scalar()
+        flow_run_id = conn.execute(
+            text("select flow_run_id from runs where id = :r"), {"r": result["run_id"]}
+        ).scalar()
     rt.close()
     run, logs, arts, tasks = asyncio.run(prefect_records(flow_run_id))
-    chunk_tasks = [t for t in tasks if t.flow_run_id == run.id and
-                   t.name.startswith("work-chunk")]
+    chunk_tasks = [t for t in tasks if t.flow_run_id == run.id and t.name.startswith("work-chunk")]
     assert len(chunk_tasks) == 3  # 120 lines in chunks of 50: never one task per applicant
     assert set(run.parameters) == {"batch_path", "chunk_size"}
     (art,) = [a for a in arts if a.key == "onboarding-summary"]
     assert "verified" in art.data or "review" in art.data
-    blob = json.dumps([run.model_dump(mode="json"), [g.model_dump(mode="json") for g in logs],
-                       [a.model_dump(mode="json") for a in arts],
-                       [t.model_dump(mode="json") for t in chunk_tasks]], ensure_ascii=False)
+    blob = json.dumps(
+        [
+            run.model_dump(mode="json"),
+            [g.model_dump(mode="json") for g in logs],
+            [a.model_dump(mode="json") for a in arts],
+            [t.model_dump(mode="json") for t in chunk_tasks],
+        ],
+        ensure_ascii=False,
+    )
     assert canaries(lines).in_text(blob, "Prefect's records of the run") == []
 
 
 def test_when_the_rotation_flow_runs_then_every_key_moves_to_the_new_version(
-        prefect_harness, key_file, tmp_path, monkeypatch):
+    prefect_harness, key_file, tmp_path, monkeypatch
+):
     from flows.key_rotation import rotate_keys
     from flows.runtime import Runtime
 
@@ -99,7 +120,8 @@ def test_when_the_rotation_flow_runs_then_every_key_moves_to_the_new_version(
 
 
 def test_when_a_chunk_task_fails_once_then_prefect_runs_it_again_and_bills_nothing_twice(
-        prefect_harness, database, key_file, sandbox, tmp_path, monkeypatch):
+    prefect_harness, database, key_file, sandbox, tmp_path, monkeypatch
+):
     """The second chunk's first attempt makes its vendor calls, then fails before storing
     anyone: Prefect runs the task again, and the sandbox answers those calls from its
     idempotency record."""
@@ -110,18 +132,27 @@ def test_when_a_chunk_task_fails_once_then_prefect_runs_it_again_and_bills_nothi
     from flows.settings import vendor_overrides
     from idv.synthetic import Mix
 
-    env = {"IDV_HOME": str(tmp_path / "home"), "IDV_KEY_FILE": str(key_file),
-           **{f"IDV_{k.upper()}": v for k, v in vendor_overrides(
-               sandbox.base_url, sandbox.state.app_key, sandbox.state.app_secret).items()},
-           **database.env()}
+    env = {
+        "IDV_HOME": str(tmp_path / "home"),
+        "IDV_KEY_FILE": str(key_file),
+        **{
+            f"IDV_{k.upper()}": v
+            for k, v in vendor_overrides(
+                sandbox.base_url, sandbox.state.app_key, sandbox.state.app_secret
+            ).items()
+        },
+        **database.env(),
+    }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     monkeypatch.setattr("flows.prefect_onboarding.chunk_task.retry_delay_seconds", 0)
-    lines = list(applicants(60, seed=22, prefix="P-", mix=Mix(invalid=0, no_consent=0,
-                                                             no_scoring_consent=0)))
+    lines = list(
+        applicants(60, seed=22, prefix="P-", mix=Mix(invalid=0, no_consent=0, no_scoring_consent=0))
+    )
     batch = tmp_path / "batch.jsonl"
-    batch.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\n",
-                     encoding="utf-8")
+    batch.write_text(
+        "\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\n", encoding="utf-8"
+    )
     real_check = ob.ChunkRunner.check_drift
     failed = []
 

@@ -27,8 +27,12 @@ def idv_env(tmp_path: Path) -> dict[str, str]:
     from prefect.settings import PREFECT_API_URL
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IDV_", "PREFECT_"))}
-    env.update(IDV_HOME=str(tmp_path / "home"), PREFECT_API_URL=PREFECT_API_URL.value(),
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", COLUMNS="200")
+    env.update(
+        IDV_HOME=str(tmp_path / "home"),
+        PREFECT_API_URL=PREFECT_API_URL.value(),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        COLUMNS="200",
+    )
     return sign_in(env, "operator")
 
 
@@ -54,12 +58,15 @@ def scheduled_runs(deployment_id, start: datetime) -> list[float]:
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
     from prefect.settings import PREFECT_API_URL
 
-    httpx.post(f"{PREFECT_API_URL.value()}/deployments/{deployment_id}/schedule",
-               json={"start_time": start.isoformat(), "min_runs": 3, "max_runs": 3},
-               timeout=30).raise_for_status()
+    httpx.post(
+        f"{PREFECT_API_URL.value()}/deployments/{deployment_id}/schedule",
+        json={"start_time": start.isoformat(), "min_runs": 3, "max_runs": 3},
+        timeout=30,
+    ).raise_for_status()
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(
-            id=DeploymentFilterId(any_=[deployment_id])))
+        runs = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+        )
     return sorted(r.expected_start_time.timestamp() for r in runs)
 
 
@@ -73,12 +80,14 @@ def delete_deployments(names: list[str]) -> None:
 
 
 def test_when_schedules_are_applied_then_the_server_holds_them_and_pause_pauses_one(
-        prefect_harness, tmp_path):
+    prefect_harness, tmp_path
+):
     from flows.deployments import plan
     from flows.settings import Settings
 
     names = [p.full_name() for p in plan(Settings(home=tmp_path / "home"))] + [
-        "verify-chunk/verify-chunk"]
+        "verify-chunk/verify-chunk"
+    ]
     try:
         check_applied(tmp_path)
     finally:  # the server is the session's: the next test starts without them
@@ -96,9 +105,14 @@ def check_applied(tmp_path: Path) -> None:
     assert applied.returncode == 0, applied.stderr
     out = json.loads(applied.stdout)
     assert out["pool"] == "idv-process"
-    assert [d["name"] for d in out["deployments"]] == ["onboarding", "key-rotation",
-                                                        "oauth-refresh", "reverification",
-                                                        "retention", "verify-chunk"]
+    assert [d["name"] for d in out["deployments"]] == [
+        "onboarding",
+        "key-rotation",
+        "oauth-refresh",
+        "reverification",
+        "retention",
+        "verify-chunk",
+    ]
     # The chunks' deployment is there for the onboarding run to use, without a schedule.
     assert [d["scheduled"] for d in out["deployments"]] == [True] * 5 + [False]
     paused = run_idv(env, "schedule", "pause", "key-rotation", "--json", timeout=300)
@@ -112,11 +126,14 @@ def check_applied(tmp_path: Path) -> None:
         assert d.work_pool_name == "idv-process" and d.entrypoint == p.declared.entrypoint
         (schedule,) = d.schedules
         assert (schedule.schedule.cron, schedule.schedule.timezone) == (
-            p.schedule.cron, "Asia/Shanghai")
+            p.schedule.cron,
+            "Asia/Shanghai",
+        )
         assert d.paused is (p.name == "key-rotation")
         if not d.paused:  # the times we show are the runs Prefect's scheduler makes
             assert scheduled_runs(d.id, now) == [
-                t.timestamp() for t in p.schedule.next_runs(now, 3)], p.name
+                t.timestamp() for t in p.schedule.next_runs(now, 3)
+            ], p.name
     with get_client(sync_client=True) as client:
         assert client.read_work_pool("idv-process").type == "process"
 
@@ -125,24 +142,29 @@ def check_applied(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr
     listed = run_idv(env, "schedule", "list", "--json", timeout=300)
     assert listed.returncode == 0, listed.stderr
-    states = {d["name"]: (d["state"], d["pool"], len(d["next_runs"]))
-              for d in json.loads(listed.stdout)["deployments"]}
-    assert states == {"onboarding": ("active", "idv-process", 3),
-                      "key-rotation": ("paused", "idv-process", 0),
-                      "oauth-refresh": ("active", "idv-process", 3),
-                      "reverification": ("active", "idv-process", 3),
-                      "retention": ("active", "idv-process", 3)}
+    states = {
+        d["name"]: (d["state"], d["pool"], len(d["next_runs"]))
+        for d in json.loads(listed.stdout)["deployments"]
+    }
+    assert states == {
+        "onboarding": ("active", "idv-process", 3),
+        "key-rotation": ("paused", "idv-process", 0),
+        "oauth-refresh": ("active", "idv-process", 3),
+        "reverification": ("active", "idv-process", 3),
+        "retention": ("active", "idv-process", 3),
+    }
     # Serving here would take the deployments off the pool's workers: refused.
     (tmp_path / "inbox").mkdir()
     served = run_idv({**env, "IDV_INBOX": str(tmp_path / "inbox")}, "serve-flows", timeout=300)
     assert served.returncode == 2 and "Traceback" not in served.stderr
-    assert ("runs onboarding, key-rotation, oauth-refresh, reverification, retention on a "
-            "work pool") \
-        in served.stderr
+    assert (
+        "runs onboarding, key-rotation, oauth-refresh, reverification, retention on a work pool"
+    ) in served.stderr
 
 
 def test_when_the_inbox_flow_runs_then_files_are_taken_once_and_artifacts_hold_counts_only(
-        prefect_harness, database, key_file, sandbox, tmp_path, monkeypatch):
+    prefect_harness, database, key_file, sandbox, tmp_path, monkeypatch
+):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
     from sqlalchemy import text
@@ -153,15 +175,27 @@ def test_when_the_inbox_flow_runs_then_files_are_taken_once_and_artifacts_hold_c
 
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    env = {"IDV_HOME": str(tmp_path / "home"), "IDV_KEY_FILE": str(key_file),
-           "IDV_INBOX": str(inbox), "IDV_INBOX_SETTLE_S": "0.2", "IDV_CHUNK_SIZE": "10",
-           **{f"IDV_{k.upper()}": v for k, v in vendor_overrides(
-               sandbox.base_url, sandbox.state.app_key, sandbox.state.app_secret).items()},
-           **database.env()}
+    env = {
+        "IDV_HOME": str(tmp_path / "home"),
+        "IDV_KEY_FILE": str(key_file),
+        "IDV_INBOX": str(inbox),
+        "IDV_INBOX_SETTLE_S": "0.2",
+        "IDV_CHUNK_SIZE": "10",
+        **{
+            f"IDV_{k.upper()}": v
+            for k, v in vendor_overrides(
+                sandbox.base_url, sandbox.state.app_key, sandbox.state.app_secret
+            ).items()
+        },
+        **database.env(),
+    }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    lines = list(applicants(30, seed=71, prefix="IQ-", mix=Mix(invalid=0, no_consent=0.1,
-                                                              no_scoring_consent=0)))
+    lines = list(
+        applicants(
+            30, seed=71, prefix="IQ-", mix=Mix(invalid=0, no_consent=0.1, no_scoring_consent=0)
+        )
+    )
     canaries = Canaries.of_lines(lines)
     body = "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines)
     (inbox / "nightly.jsonl").write_text(body, encoding="utf-8")
@@ -176,23 +210,28 @@ def test_when_the_inbox_flow_runs_then_files_are_taken_once_and_artifacts_hold_c
 
     rt = Runtime.from_env()
     with rt.store.engine.connect() as conn:
-        flow_run_id = conn.execute(text("select flow_run_id from runs where id = :r"),
-                                   {"r": done["run_id"]}).scalar()
+        flow_run_id = conn.execute(
+            text("select flow_run_id from runs where id = :r"), {"r": done["run_id"]}
+        ).scalar()
         assert conn.execute(text("select count(*) from runs")).scalar() == 1
     rt.close()
 
     async def artifacts():
         async with get_client() as client:
-            return await client.read_artifacts(artifact_filter=ArtifactFilter(
-                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])
+                )
+            )
 
     arts = {a.key: a for a in asyncio.run(artifacts())}
     progress, table = arts["onboarding-progress"], arts["onboarding-outcomes"]
     assert (progress.type, float(progress.data)) == ("progress", 100.0)
     assert table.type == "table"
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
-    assert all(set(r) == {"outcome", "applicants"} and isinstance(r["applicants"], int)
-               for r in rows)
+    assert all(
+        set(r) == {"outcome", "applicants"} and isinstance(r["applicants"], int) for r in rows
+    )
     by_outcome = {r["outcome"]: r["applicants"] for r in rows}
     assert by_outcome.pop("total") == 30
     assert {k: v for k, v in by_outcome.items() if v} == done["counts"]
@@ -202,7 +241,8 @@ def test_when_the_inbox_flow_runs_then_files_are_taken_once_and_artifacts_hold_c
 
 
 def test_when_flows_are_served_then_each_deployment_is_registered_with_its_schedule(
-        prefect_harness, tmp_path):
+    prefect_harness, tmp_path
+):
     from flows.deployments import plan
     from flows.settings import Settings
 
@@ -216,8 +256,13 @@ def test_when_flows_are_served_then_each_deployment_is_registered_with_its_sched
     env["IDV_SCHEDULES_FILE"] = str(schedules)
     planned = plan(Settings(home=tmp_path / "home", schedules_file=schedules))
     names = [p.full_name() for p in planned]
-    proc = subprocess.Popen([IDV_BIN, "serve-flows", "--json"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [IDV_BIN, "serve-flows", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         held = read_deployments(names)
@@ -225,10 +270,18 @@ def test_when_flows_are_served_then_each_deployment_is_registered_with_its_sched
             time.sleep(1)
             held = read_deployments(names)
         assert proc.poll() is None, proc.stderr.read()
-        crons = {n: (d.schedules[0].schedule.cron, d.schedules[0].schedule.timezone,
-                     d.work_pool_name, d.paused) for n, d in held.items()}
-        assert crons == {p.full_name(): (p.schedule.cron, "Asia/Shanghai", None, False)
-                         for p in planned}
+        crons = {
+            n: (
+                d.schedules[0].schedule.cron,
+                d.schedules[0].schedule.timezone,
+                d.work_pool_name,
+                d.paused,
+            )
+            for n, d in held.items()
+        }
+        assert crons == {
+            p.full_name(): (p.schedule.cron, "Asia/Shanghai", None, False) for p in planned
+        }
         assert crons[planned[0].full_name()][0] == "7 * * * *"
     finally:
         proc.send_signal(signal.SIGINT)

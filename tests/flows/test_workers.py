@@ -32,8 +32,11 @@ from storage.db import make_engine
 from tests.conftest import PG_URL, free_port, person_token
 from tests.support import run_idv
 
-pytestmark = [pytest.mark.subprocess, pytest.mark.postgres,
-              pytest.mark.skipif(not PG_URL, reason="IDV_TEST_DATABASE_URL is not set")]
+pytestmark = [
+    pytest.mark.subprocess,
+    pytest.mark.postgres,
+    pytest.mark.skipif(not PG_URL, reason="IDV_TEST_DATABASE_URL is not set"),
+]
 
 BIN = Path(sys.executable).parent
 LINES = 400
@@ -80,12 +83,19 @@ def prefect_on_postgres(tmp_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IDV_", "PREFECT_"))}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_API_URL=url,
-               PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               PREFECT_API_DATABASE_CONNECTION_URL=f"{base}/{name}")
-    server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
-                               "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
+    env.update(
+        PREFECT_HOME=str(tmp_path / "prefect"),
+        PREFECT_API_URL=url,
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_API_DATABASE_CONNECTION_URL=f"{base}/{name}",
+    )
+    server = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 180
         while True:
@@ -122,7 +132,8 @@ def billed_twice(state: SandboxState) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("database", ["postgres"], indirect=True)
 def test_when_a_worker_is_killed_mid_chunk_then_the_chunk_runs_elsewhere_and_bills_once(
-        prefect_on_postgres, database, key_file, tmp_path):
+    prefect_on_postgres, database, key_file, tmp_path
+):
     from prefect import get_client
 
     api = prefect_on_postgres
@@ -130,21 +141,31 @@ def test_when_a_worker_is_killed_mid_chunk_then_the_chunk_runs_elsewhere_and_bil
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     # 6 ms a call: slow enough that a chunk is still working when its worker is killed.
-    state = SandboxState(app_key="k", app_secret="s3cret", latency_ms=6,
-                         call_log_limit=100_000)
+    state = SandboxState(app_key="k", app_secret="s3cret", latency_ms=6, call_log_limit=100_000)
     with SandboxServer(state) as vendor:
-        values = {"home": str(tmp_path / "home"), "key_file": str(key_file),
-                  "chunk_size": str(CHUNK), "concurrency": "4", "inbox": str(inbox),
-                  "inbox_settle_s": "0.5", "limits_url": "redis://127.0.0.1:6379/0",
-                  "limits_prefix": f"idv-test:{secrets.token_hex(6)}:",
-                  "chunk_stale_s": "8", "chunk_heartbeat_s": "1", "chunk_start_s": "120",
-                  **vendor_overrides(vendor.base_url, "k", "s3cret")}
+        values = {
+            "home": str(tmp_path / "home"),
+            "key_file": str(key_file),
+            "chunk_size": str(CHUNK),
+            "concurrency": "4",
+            "inbox": str(inbox),
+            "inbox_settle_s": "0.5",
+            "limits_url": "redis://127.0.0.1:6379/0",
+            "limits_prefix": f"idv-test:{secrets.token_hex(6)}:",
+            "chunk_stale_s": "8",
+            "chunk_heartbeat_s": "1",
+            "chunk_start_s": "120",
+            **vendor_overrides(vendor.base_url, "k", "s3cret"),
+        }
         env = {k: v for k, v in os.environ.items() if not k.startswith(("IDV_", "PREFECT_"))}
-        env.update({f"IDV_{k.upper()}": v for k, v in values.items()}, **database.env(),
-                   PREFECT_API_URL=api, PREFECT_HOME=str(tmp_path / "prefect-client"),
-                   PREFECT_SERVER_ANALYTICS_ENABLED="false")
-        rt = Runtime(Settings(**values, database_url=database.url,
-                              database_schema=database.schema))
+        env.update(
+            {f"IDV_{k.upper()}": v for k, v in values.items()},
+            **database.env(),
+            PREFECT_API_URL=api,
+            PREFECT_HOME=str(tmp_path / "prefect-client"),
+            PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        )
+        rt = Runtime(Settings(**values, database_url=database.url, database_schema=database.schema))
         rt.migrate()
         # Deploying needs the `schedule` permission: an operator's API token.
         env["IDV_TOKEN"] = person_token(rt, "operator")
@@ -153,17 +174,31 @@ def test_when_a_worker_is_killed_mid_chunk_then_the_chunk_runs_elsewhere_and_bil
         workers = {}
         for name in ("worker-a", "worker-b"):
             workers[name] = subprocess.Popen(
-                [str(BIN / "prefect"), "worker", "start", "--pool", pool, "--name", name,
-                 "--type", "process", "--limit", "3"], env=env, cwd=tmp_path,
-                stdout=(tmp_path / f"{name}.log").open("w"), stderr=subprocess.STDOUT,
-                start_new_session=True)
+                [
+                    str(BIN / "prefect"),
+                    "worker",
+                    "start",
+                    "--pool",
+                    pool,
+                    "--name",
+                    name,
+                    "--type",
+                    "process",
+                    "--limit",
+                    "3",
+                ],
+                env=env,
+                cwd=tmp_path,
+                stdout=(tmp_path / f"{name}.log").open("w"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         try:
             write_batch(inbox / "nightly.jsonl", LINES, seed=91, prefix="W-")
             with on_server(api):
                 from prefect.deployments import run_deployment
 
-                parent = run_deployment("onboarding-inbox/onboarding", timeout=0,
-                                        as_subflow=False)
+                parent = run_deployment("onboarding-inbox/onboarding", timeout=0, as_subflow=False)
             run_id, seen_workers, killed = _kill_one_mid_chunk(rt, workers, api, parent.id)
             final = _wait_final(api, parent.id, timeout_s=420)
             assert final.is_completed(), final
@@ -182,9 +217,13 @@ def test_when_a_worker_is_killed_mid_chunk_then_the_chunk_runs_elsewhere_and_bil
         # The killed worker's chunk was sent out again and finished on the other one.
         redispatched = [e for e in rt.store.audit.events(kind_prefix="run.chunk_redispatched")]
         assert redispatched and {e.detail["reason"] for e in redispatched} <= {
-            "worker_silent", "flow_run_crashed", "flow_run_failed"}
+            "worker_silent",
+            "flow_run_crashed",
+            "flow_run_failed",
+        }
         assert {chunks[e.detail["chunk"]]["worker"] for e in redispatched} == (
-            seen_workers - {killed})
+            seen_workers - {killed}
+        )
         # Every line once, every applicant once.
         lines = runs.lines(run_id)
         assert [x.line_no for x in lines] == list(range(1, LINES + 1))
@@ -194,8 +233,9 @@ def test_when_a_worker_is_killed_mid_chunk_then_the_chunk_runs_elsewhere_and_bil
         assert rt.store.audit.verify_chain()[0]
         # From the vendor's side: nothing billed twice, under one key or two.
         assert billed_twice(state) == []
-        assert max(Counter(c.idempotency_key for c in state.calls
-                           if c.billed_cents > 0).values()) == 1
+        assert (
+            max(Counter(c.idempotency_key for c in state.calls if c.billed_cents > 0).values()) == 1
+        )
         rt.close()
 
     # Prefect's records hold no personal value: the flow runs' parameters are paths, ids
@@ -204,7 +244,8 @@ def test_when_a_worker_is_killed_mid_chunk_then_the_chunk_runs_elsewhere_and_bil
         runs_seen = client.read_flow_runs(limit=200)
     chunk_runs = [r for r in runs_seen if r.name.startswith("chunk-")]
     assert {tuple(sorted(r.parameters)) for r in chunk_runs} == {
-        ("attempt", "batch_path", "chunk", "chunk_size", "run_id")}
+        ("attempt", "batch_path", "chunk", "chunk_size", "run_id")
+    }
     blob = json.dumps([r.model_dump(mode="json") for r in runs_seen], ensure_ascii=False)
     batch_text = (inbox / "done" / "nightly.jsonl").read_text(encoding="utf-8")
     for line in batch_text.splitlines()[:50]:
@@ -234,8 +275,9 @@ def _worker_of(pid: int, workers: dict[str, subprocess.Popen]) -> str | None:
     return None
 
 
-def _kill_one_mid_chunk(rt: Runtime, workers: dict[str, subprocess.Popen], api: str,
-                        parent_id) -> tuple[str, set[str], str]:
+def _kill_one_mid_chunk(
+    rt: Runtime, workers: dict[str, subprocess.Popen], api: str, parent_id
+) -> tuple[str, set[str], str]:
     """Wait until both workers work chunks, then kill the one that does not run the
     onboarding flow itself, while a chunk of it is part-way. Returns the run, the workers
     seen working chunks, and the one killed."""
@@ -251,13 +293,17 @@ def _kill_one_mid_chunk(rt: Runtime, workers: dict[str, subprocess.Popen], api: 
     while True:
         assert time.monotonic() < deadline, f"the chunks never ran on both workers: {seen}"
         with rt.store.engine.connect() as conn:
-            parent_owner = conn.execute(text("select owner from runs where id = :r"),
-                                        {"r": run_id}).scalar()
+            parent_owner = conn.execute(
+                text("select owner from runs where id = :r"), {"r": run_id}
+            ).scalar()
         chunks = rt.store.runs.chunks(run_id)
         seen |= {c["worker"] for c in chunks.values() if c["worker"]}
         parent_worker = _worker_of(int(parent_owner.rsplit(":", 1)[1]), workers)
-        running = [c for c in chunks.values() if c["status"] == "running" and c["worker"]
-                   and c["worker"] != parent_worker]
+        running = [
+            c
+            for c in chunks.values()
+            if c["status"] == "running" and c["worker"] and c["worker"] != parent_worker
+        ]
         if seen == set(workers) and running and parent_worker is not None:
             # Part-way: the chunk has been working for a while (calls made, some stored).
             age = (datetime.now(UTC) - running[0]["started_at"]).total_seconds()

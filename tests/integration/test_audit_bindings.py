@@ -43,19 +43,25 @@ def world(database, make_runtime, tmp_path):
 
 def batch_of(tmp_path, lines, name="batch.jsonl"):
     path = tmp_path / name
-    path.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\n",
-                    encoding="utf-8")
+    path.write_text(
+        "\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\n", encoding="utf-8"
+    )
     return str(path)
 
 
 def claims(rt, line):
     for c in line["consents"]:
-        yield dict(subject_ref=line["applicant_ref"], purpose=c["purpose"], scopes=c["scopes"],
-                   notice_version=c["notice_version"],
-                   notice_hash=rt.notices[c["notice_version"]].text_sha256,
-                   channel=c["channel"], evidence_ref=c["evidence"],
-                   granted_at=datetime.fromisoformat(c["granted_at"]),
-                   expires_at=datetime.fromisoformat(c["expires_at"]))
+        yield dict(
+            subject_ref=line["applicant_ref"],
+            purpose=c["purpose"],
+            scopes=c["scopes"],
+            notice_version=c["notice_version"],
+            notice_hash=rt.notices[c["notice_version"]].text_sha256,
+            channel=c["channel"],
+            evidence_ref=c["evidence"],
+            granted_at=datetime.fromisoformat(c["granted_at"]),
+            expires_at=datetime.fromisoformat(c["expires_at"]),
+        )
 
 
 def test_when_grants_are_inserted_for_someone_who_never_consented_then_the_gate_denies(world):
@@ -87,11 +93,16 @@ def test_when_a_grant_is_altered_behind_the_chain_then_it_covers_nothing(world):
         rt.store.ledger.record_grant(**c)
     grant = rt.store.ledger.grants_for(person["applicant_ref"])[0]
     with rt.store.engine.begin() as conn:
-        conn.execute(update(m.ConsentEvent.__table__)
-                     .where(m.ConsentEvent.id == grant.consent_id)
-                     .values(scopes=sorted(grant.scopes | {"credit_report"})))
-    assert [g.bound for g in rt.store.ledger.grants_for(person["applicant_ref"])
-            if g.consent_id == grant.consent_id] == [False]
+        conn.execute(
+            update(m.ConsentEvent.__table__)
+            .where(m.ConsentEvent.id == grant.consent_id)
+            .values(scopes=sorted(grant.scopes | {"credit_report"}))
+        )
+    assert [
+        g.bound
+        for g in rt.store.ledger.grants_for(person["applicant_ref"])
+        if g.consent_id == grant.consent_id
+    ] == [False]
     check = rt.services.audit.check_chain(actor=AUDITOR)
     assert (check.record_table, check.record) == ("consent_events", grant.consent_id)
 
@@ -105,8 +116,11 @@ def test_when_a_withdrawal_is_deleted_then_the_gate_still_denies_and_verify_dete
     for g in rt.store.ledger.grants_for(ref):
         rt.store.ledger.withdraw(g.consent_id, actor="test", via="cli", channel="app")
     with rt.store.engine.begin() as conn:
-        conn.execute(delete(m.ConsentEvent.__table__).where(
-            m.ConsentEvent.subject_ref == ref, m.ConsentEvent.event == "withdraw"))
+        conn.execute(
+            delete(m.ConsentEvent.__table__).where(
+                m.ConsentEvent.subject_ref == ref, m.ConsentEvent.event == "withdraw"
+            )
+        )
     grants = rt.store.ledger.grants_for(ref)
     assert grants and all(g.withdrawn_at is not None and not g.bound for g in grants)
     run_batch(rt, batch_of(tmp, [dict(person, consents=[])]))
@@ -119,26 +133,46 @@ def test_when_a_withdrawal_is_deleted_then_the_gate_still_denies_and_verify_dete
 def decided(rt, ref: str, outcome: str) -> None:
     rt.store.runs.start(batch_name="b", batch_sha256=None, run_id=f"run-{ref}")
     rt.store.applicants.add_decided(
-        run_id=f"run-{ref}", line_no=1,
-        applicant=NewApplicant(applicant_ref=ref, product="consumer_loan",
-                               id_type="resident_id", name="测试", id_number="11010519491231002X",
-                               phone=None),
-        steps=[StepRecord(step="court_list", status="failed", reason="court_hit",
-                          decision_id=str(uuid.uuid4()))],
-        decision=Decision(outcome=outcome, score=180, policy_version="card-1",
-                          reasons=("COURT_HIT",), features={"court_list": "failed"}))
+        run_id=f"run-{ref}",
+        line_no=1,
+        applicant=NewApplicant(
+            applicant_ref=ref,
+            product="consumer_loan",
+            id_type="resident_id",
+            name="测试",
+            id_number="11010519491231002X",
+            phone=None,
+        ),
+        steps=[
+            StepRecord(
+                step="court_list",
+                status="failed",
+                reason="court_hit",
+                decision_id=str(uuid.uuid4()),
+            )
+        ],
+        decision=Decision(
+            outcome=outcome,
+            score=180,
+            policy_version="card-1",
+            reasons=("COURT_HIT",),
+            features={"court_list": "failed"},
+        ),
+    )
 
 
-def test_when_a_decline_is_rewritten_to_verified_then_the_reader_refuses_and_verify_names_it(
-        world):
+def test_when_a_decline_is_rewritten_to_verified_then_the_reader_refuses_and_verify_names_it(world):
     rt, _, _ = world
     decided(rt, "D-1", "decline_recommended")
     decided(rt, "D-2", "decline_recommended")
     assert rt.store.applicants.get("D-1").outcome == "decline_recommended"
     assert rt.services.audit.check_chain(actor=AUDITOR).intact
     with rt.store.engine.begin() as conn:
-        conn.execute(update(m.Applicant.__table__).where(m.Applicant.applicant_ref == "D-2")
-                     .values(outcome="verified", reasons=[]))
+        conn.execute(
+            update(m.Applicant.__table__)
+            .where(m.Applicant.applicant_ref == "D-2")
+            .values(outcome="verified", reasons=[])
+        )
     with pytest.raises(BindingError, match="decision"):
         rt.store.applicants.get("D-2")
     with pytest.raises(ServiceError) as refused:
@@ -153,16 +187,33 @@ def test_when_a_decision_is_rolled_back_to_an_older_one_then_it_is_refused(world
     rt, _, _ = world
     decided(rt, "R-1", "verified")
     with rt.store.engine.connect() as conn:
-        old = dict(conn.execute(text("SELECT decision_seq FROM applicants "
-                                     "WHERE applicant_ref = 'R-1'")).first()._mapping)
-    rt.store.decisions.redecide("R-1", Decision(outcome="decline_recommended", score=10,
-                                                policy_version="card-1", reasons=("X",),
-                                                features={"court_list": "failed"}),
-                                cause="alert")
+        old = dict(
+            conn.execute(text("SELECT decision_seq FROM applicants WHERE applicant_ref = 'R-1'"))
+            .first()
+            ._mapping
+        )
+    rt.store.decisions.redecide(
+        "R-1",
+        Decision(
+            outcome="decline_recommended",
+            score=10,
+            policy_version="card-1",
+            reasons=("X",),
+            features={"court_list": "failed"},
+        ),
+        cause="alert",
+    )
     with rt.store.engine.begin() as conn:
-        conn.execute(update(m.Applicant.__table__).where(m.Applicant.applicant_ref == "R-1")
-                     .values(outcome="verified", reasons=["COURT_HIT"], score=180,
-                             decision_seq=old["decision_seq"]))
+        conn.execute(
+            update(m.Applicant.__table__)
+            .where(m.Applicant.applicant_ref == "R-1")
+            .values(
+                outcome="verified",
+                reasons=["COURT_HIT"],
+                score=180,
+                decision_seq=old["decision_seq"],
+            )
+        )
     with pytest.raises(BindingError, match="latest"):
         rt.store.applicants.get("R-1")
 
@@ -182,14 +233,17 @@ def test_when_a_step_result_is_altered_or_deleted_then_it_is_refused(world):
 
 
 TRIGGERS = {
-    "sqlite": ["CREATE TRIGGER audit_down BEFORE INSERT ON audit_events "
-               "WHEN NEW.kind = 'consent.allowed' BEGIN SELECT RAISE(ABORT, 'audit down'); END"],
+    "sqlite": [
+        "CREATE TRIGGER audit_down BEFORE INSERT ON audit_events "
+        "WHEN NEW.kind = 'consent.allowed' BEGIN SELECT RAISE(ABORT, 'audit down'); END"
+    ],
     "postgresql": [
         "CREATE FUNCTION audit_down() RETURNS trigger AS $$ BEGIN IF NEW.kind = "
         "'consent.allowed' THEN RAISE EXCEPTION 'audit down'; END IF; RETURN NEW; END $$ "
         "LANGUAGE plpgsql",
         "CREATE TRIGGER audit_down BEFORE INSERT ON audit_events FOR EACH ROW "
-        "EXECUTE FUNCTION audit_down()"],
+        "EXECUTE FUNCTION audit_down()",
+    ],
 }
 
 

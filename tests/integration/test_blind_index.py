@@ -42,8 +42,9 @@ from tests.integration.test_onboarding import write
 WORK = 10**8  # values the mask must leave to try
 PEOPLE = 80  # erased people in the old backup
 SAMPLE = 2**17  # candidates tried per field; 80 x 2^17 / 2^20 = 10 chance hits expected
-DECISION = Decision(outcome="review", score=40, policy_version="card@1",
-                    reasons=("ID_NO_RECORD",), features={})
+DECISION = Decision(
+    outcome="review", score=40, policy_version="card@1", reasons=("ID_NO_RECORD",), features={}
+)
 # Adults of 18 to 100 in 2026: the birth dates an attacker must try.
 FIRST_BIRTH, LAST_BIRTH = date(1926, 1, 1), date(2008, 12, 31)
 # GB 11643: weights of the first 17 digits and the check character of each sum mod 11.
@@ -69,8 +70,10 @@ def fits(value: str, masked: str) -> bool:
     return all(s == "*" or s == v for v, s in zip(value, masked, strict=True))
 
 
-DATES = [(FIRST_BIRTH + timedelta(days=i)).strftime("%Y%m%d")
-         for i in range((LAST_BIRTH - FIRST_BIRTH).days + 1)]
+DATES = [
+    (FIRST_BIRTH + timedelta(days=i)).strftime("%Y%m%d")
+    for i in range((LAST_BIRTH - FIRST_BIRTH).days + 1)
+]
 
 
 def birth_dates(masked: str) -> list[str]:
@@ -113,8 +116,9 @@ def id_candidates(masked: str, rng: random.Random, n: int) -> list[str]:
     shown = masked[17]
     if id_space(masked) <= n:  # small enough to try every one
         every = (c + d + s for c in codes for d in dates for s in seqs)
-        return [v + check_character(v) for v in every
-                if shown == "*" or check_character(v) == shown]
+        return [
+            v + check_character(v) for v in every if shown == "*" or check_character(v) == shown
+        ]
     assert masked[16] == "*" and shown != "*", "sampling solves the last digit"
     out: set[str] = set()
     while len(out) < n:
@@ -126,16 +130,20 @@ def id_candidates(masked: str, rng: random.Random, n: int) -> list[str]:
     return sorted(out)
 
 
-def fitting_values(cipher, column: str, stored: list[str], truths: set[str],
-                   candidates: list[str], space: int) -> float:
+def fitting_values(
+    cipher, column: str, stored: list[str], truths: set[str], candidates: list[str], space: int
+) -> float:
     """How many values of the whole space fit one person's stored index, on average: their
     own, and the chance hits found among `candidates` scaled to `space`."""
     width = len(stored[0])
     wanted: dict[str, int] = {}
     for idx in stored:
         wanted[idx] = wanted.get(idx, 0) + 1
-    hits = sum(wanted.get(cipher.blind_index(c, table="applicants", column=column)[:width], 0)
-               for c in candidates if c not in truths)
+    hits = sum(
+        wanted.get(cipher.blind_index(c, table="applicants", column=column)[:width], 0)
+        for c in candidates
+        if c not in truths
+    )
     return 1 + hits / len(stored) * (space - len(truths)) / len(candidates)
 
 
@@ -148,19 +156,35 @@ def planted(rng: random.Random, n: int) -> list[NewApplicant]:
         first17 = rng.choice(codes) + rng.choice(DATES) + "002"
         if check_character(first17) != "X":
             continue
-        people.append(NewApplicant(
-            applicant_ref=f"BK-{len(people):04d}", product="consumer_loan",
-            id_type="resident_id", name=SecretStr("王芳"), id_number=SecretStr(first17 + "X"),
-            phone=SecretStr(f"+86138{rng.randrange(10**4):04d}8000")))
+        people.append(
+            NewApplicant(
+                applicant_ref=f"BK-{len(people):04d}",
+                product="consumer_loan",
+                id_type="resident_id",
+                name=SecretStr("王芳"),
+                id_number=SecretStr(first17 + "X"),
+                phone=SecretStr(f"+86138{rng.randrange(10**4):04d}8000"),
+            )
+        )
     return people
 
 
 async def store_all(store, people: list[NewApplicant]) -> None:
     run = store.runs.start(batch_name="b.jsonl", batch_sha256="0" * 64)
     async with Journal(store) as journal:
-        await asyncio.gather(*(journal.add_decided(
-            run_id=run, line_no=i, applicant=p, human_review_requested=False, steps=[],
-            decision=DECISION) for i, p in enumerate(people, 1)))
+        await asyncio.gather(
+            *(
+                journal.add_decided(
+                    run_id=run,
+                    line_no=i,
+                    applicant=p,
+                    human_review_requested=False,
+                    steps=[],
+                    decision=DECISION,
+                )
+                for i, p in enumerate(people, 1)
+            )
+        )
 
 
 def backup_rows(store, database, tmp_path: Path) -> list:
@@ -185,34 +209,55 @@ def backup_rows(store, database, tmp_path: Path) -> list:
 
 
 def test_when_an_old_backup_the_key_and_the_masks_are_joined_then_no_person_is_singled_out(
-        store, database, tmp_path):
+    store, database, tmp_path
+):
     rng = random.Random(20)  # noqa: S311 - fictional people and a sampled search
     people = planted(rng, PEOPLE)
     asyncio.run(store_all(store, people))
-    masks = {(mask("phone", p.phone.get_secret_value()),
-              mask("id_number", p.id_number.get_secret_value())) for p in people}
+    masks = {
+        (
+            mask("phone", p.phone.get_secret_value()),
+            mask("id_number", p.id_number.get_secret_value()),
+        )
+        for p in people
+    }
     backup = backup_rows(store, database, tmp_path)
     for p in people:
-        assert store.subjects.erase(p.applicant_ref, reason="subject request",
-                                    actor="officer") == "erased"
+        assert (
+            store.subjects.erase(p.applicant_ref, reason="subject request", actor="officer")
+            == "erased"
+        )
     # Erased: the backup's ciphertexts do not open any more; only the indexes are left.
     row = backup[0]
     with pytest.raises(FieldDecryptError):
-        store.cipher.decrypt(row.id_number_ct, table="applicants", column="id_number",
-                             row=row.id)
+        store.cipher.decrypt(row.id_number_ct, table="applicants", column="id_number", row=row.id)
     assert len(masks) == 1, "the planted people's masks are alike"
     ((phone_mask, id_mask),) = masks
     phones = {p.phone.get_secret_value() for p in people}
     ids = {p.id_number.get_secret_value() for p in people}
 
     phone_work = phone_space(phone_mask)
-    phone_fit = fitting_values(store.cipher, "phone", [r.phone_bidx for r in backup], phones,
-                               phone_candidates(phone_mask, rng, SAMPLE), phone_work)
+    phone_fit = fitting_values(
+        store.cipher,
+        "phone",
+        [r.phone_bidx for r in backup],
+        phones,
+        phone_candidates(phone_mask, rng, SAMPLE),
+        phone_work,
+    )
     id_work = id_space(id_mask)
-    id_fit = fitting_values(store.cipher, "id_number", [r.id_number_bidx for r in backup],
-                            ids, id_candidates(id_mask, rng, SAMPLE), id_work)
-    figures = (f"phone: {phone_work:.2e} to try, {phone_fit:.1f} fit; "
-               f"ID number: {id_work:.2e} to try, {id_fit:.1f} fit")
+    id_fit = fitting_values(
+        store.cipher,
+        "id_number",
+        [r.id_number_bidx for r in backup],
+        ids,
+        id_candidates(id_mask, rng, SAMPLE),
+        id_work,
+    )
+    figures = (
+        f"phone: {phone_work:.2e} to try, {phone_fit:.1f} fit; "
+        f"ID number: {id_work:.2e} to try, {id_fit:.1f} fit"
+    )
     assert phone_work >= WORK and id_work >= WORK, figures
     assert phone_fit >= 2 and id_fit >= 2, figures
 
@@ -221,9 +266,14 @@ def colliding(store, ref: str, id_number: str, phone: str) -> None:
     """Make the stored applicant `ref` share the blind indexes of `id_number` and `phone`
     while holding its own values: the unrelated people a shortened index finds."""
     with store.engine.begin() as conn:
-        conn.execute(update(m.Applicant).where(m.Applicant.applicant_ref == ref).values(
-            id_number_bidx=store.applicants.id_number_index(id_number),
-            phone_bidx=store.oauth.phone_index(phone)))
+        conn.execute(
+            update(m.Applicant)
+            .where(m.Applicant.applicant_ref == ref)
+            .values(
+                id_number_bidx=store.applicants.id_number_index(id_number),
+                phone_bidx=store.oauth.phone_index(phone),
+            )
+        )
 
 
 def test_when_many_rows_share_an_index_then_lookups_find_exactly_the_right_people(store):
@@ -242,16 +292,25 @@ def test_when_many_rows_share_an_index_then_lookups_find_exactly_the_right_peopl
     assert store.applicants.count_sharing_id_number(raw_id, excluding_ref="BK-0000") == 2
     assert store.applicants.count_sharing_id_number(raw_id, excluding_ref="nobody") == 3
     for d in decoys[:5]:
-        assert store.applicants.count_sharing_id_number(
-            d.id_number.get_secret_value(), excluding_ref=d.applicant_ref) == 0
+        assert (
+            store.applicants.count_sharing_id_number(
+                d.id_number.get_secret_value(), excluding_ref=d.applicant_ref
+            )
+            == 0
+        )
 
     async def journal_counts() -> list[int]:
         async with Journal(store) as journal:
-            return list(await asyncio.gather(
-                journal.count_sharing_id_number(raw_id, excluding_ref="BK-0000"),
-                journal.count_sharing_id_number(raw_id, excluding_ref="SH-1"),
-                journal.count_sharing_id_number(decoys[0].id_number.get_secret_value(),
-                                                excluding_ref=decoys[0].applicant_ref)))
+            return list(
+                await asyncio.gather(
+                    journal.count_sharing_id_number(raw_id, excluding_ref="BK-0000"),
+                    journal.count_sharing_id_number(raw_id, excluding_ref="SH-1"),
+                    journal.count_sharing_id_number(
+                        decoys[0].id_number.get_secret_value(),
+                        excluding_ref=decoys[0].applicant_ref,
+                    ),
+                )
+            )
 
     assert asyncio.run(journal_counts()) == [2, 2, 0]
     for ref, row in rows.items():
@@ -264,26 +323,29 @@ def test_when_many_rows_share_an_index_then_lookups_find_exactly_the_right_peopl
     store.oauth.set_bound_phone(decoy, "wechat", raw_phone, consent_id="c-1")
     store.oauth.set_bound_phone("BK-0000", "wechat", raw_phone, consent_id="c-2")
     with store.engine.connect() as conn:
-        bound = conn.execute(select(m.OAuthAccount.phone_bidx).where(
-            m.OAuthAccount.applicant_ref == decoy)).scalar_one()
+        bound = conn.execute(
+            select(m.OAuthAccount.phone_bidx).where(m.OAuthAccount.applicant_ref == decoy)
+        ).scalar_one()
     assert bound == rows[decoy].phone_bidx  # the indexes agree; the phones do not
-    seen = store.oauth.account_signals(decoy, provider="wechat", declared_phone=None,
-                                       declared_stored=True)
-    own = store.oauth.account_signals("BK-0000", provider="wechat", declared_phone=None,
-                                      declared_stored=True)
+    seen = store.oauth.account_signals(
+        decoy, provider="wechat", declared_phone=None, declared_stored=True
+    )
+    own = store.oauth.account_signals(
+        "BK-0000", provider="wechat", declared_phone=None, declared_stored=True
+    )
     assert seen["bound_phone_match"] == "mismatch" and own["bound_phone_match"] == "match"
 
 
 @pytest.fixture
 def runtime(database, make_runtime, sandbox):
-    return make_runtime(**vendor_overrides(sandbox.base_url, sandbox.state.app_key,
-                                           sandbox.state.app_secret), chunk_size=25)
+    return make_runtime(
+        **vendor_overrides(sandbox.base_url, sandbox.state.app_key, sandbox.state.app_secret),
+        chunk_size=25,
+    )
 
 
-def test_when_a_batch_meets_rows_sharing_an_index_then_it_judges_by_the_values(
-        runtime, tmp_path):
-    first, second = list(applicants(2, seed=11, prefix="CI-", mix=Mix(invalid=0,
-                                                                       no_consent=0)))
+def test_when_a_batch_meets_rows_sharing_an_index_then_it_judges_by_the_values(runtime, tmp_path):
+    first, second = list(applicants(2, seed=11, prefix="CI-", mix=Mix(invalid=0, no_consent=0)))
     run_batch(runtime, str(write(tmp_path / "a.jsonl", [first])))
     # The stored CI-000001 now shares the index of CI-000002's ID number (not its value).
     colliding(runtime.store, first["applicant_ref"], second["id_number"], second["phone"])
@@ -291,8 +353,9 @@ def test_when_a_batch_meets_rows_sharing_an_index_then_it_judges_by_the_values(
     stored = runtime.store.applicants.get(second["applicant_ref"])
     assert stored.features["id_reuse"] == "unique"
     # CI-000001 comes back with CI-000002's ID number: the index agrees, the value does not.
-    result = run_batch(runtime, str(write(tmp_path / "c.jsonl", [
-        dict(first, id_number=second["id_number"])])))
+    result = run_batch(
+        runtime, str(write(tmp_path / "c.jsonl", [dict(first, id_number=second["id_number"])]))
+    )
     (rec,) = runtime.store.runs.lines(result.run_id)
     assert rec.disposition == "refused" and rec.field == "applicant_ref"
     # And with its own ID number it is the applicant already stored.
@@ -302,7 +365,8 @@ def test_when_a_batch_meets_rows_sharing_an_index_then_it_judges_by_the_values(
 
 
 def test_when_the_database_is_upgraded_then_stored_indexes_are_cut_without_the_key(
-        database, keyring):
+    database, keyring
+):
     engine = make_engine(database.url, schema=database.schema)
     try:
         upgrade(engine, "0012_chain")
@@ -316,15 +380,22 @@ def test_when_the_database_is_upgraded_then_stored_indexes_are_cut_without_the_k
                 ids, phone = p.id_number.get_secret_value(), p.phone.get_secret_value()
                 full[p.applicant_ref] = (
                     store.cipher.blind_index(ids, table="applicants", column="id_number"),
-                    store.cipher.blind_index(phone, table="applicants", column="phone"))
-                conn.execute(update(m.Applicant).where(
-                    m.Applicant.applicant_ref == p.applicant_ref).values(
-                    id_number_bidx=full[p.applicant_ref][0],
-                    phone_bidx=full[p.applicant_ref][1]))
-            conn.execute(text(
-                "INSERT INTO oauth_accounts (id, applicant_ref, provider, status, scope, "
-                "phone_bidx) VALUES ('acct-1', :ref, 'wechat', 'phone_only', '', :bidx)"),
-                {"ref": people[0].applicant_ref, "bidx": full[people[0].applicant_ref][1]})
+                    store.cipher.blind_index(phone, table="applicants", column="phone"),
+                )
+                conn.execute(
+                    update(m.Applicant)
+                    .where(m.Applicant.applicant_ref == p.applicant_ref)
+                    .values(
+                        id_number_bidx=full[p.applicant_ref][0], phone_bidx=full[p.applicant_ref][1]
+                    )
+                )
+            conn.execute(
+                text(
+                    "INSERT INTO oauth_accounts (id, applicant_ref, provider, status, scope, "
+                    "phone_bidx) VALUES ('acct-1', :ref, 'wechat', 'phone_only', '', :bidx)"
+                ),
+                {"ref": people[0].applicant_ref, "bidx": full[people[0].applicant_ref][1]},
+            )
         # The key is not needed: the store is closed, the migration runs on the engine alone.
         upgrade(engine)
         with engine.connect() as conn:
@@ -339,8 +410,9 @@ def test_when_the_database_is_upgraded_then_stored_indexes_are_cut_without_the_k
             assert store.applicants.count_sharing_id_number(ids, excluding_ref="-") == 1
         assert bound == full[people[0].applicant_ref][1][:5]
         # A phone bound before 0015 has no ciphertext: it is judged by its index alone.
-        signals = store.oauth.account_signals(people[0].applicant_ref, provider="wechat",
-                                              declared_phone=None, declared_stored=True)
+        signals = store.oauth.account_signals(
+            people[0].applicant_ref, provider="wechat", declared_phone=None, declared_stored=True
+        )
         assert signals["bound_phone_match"] == "match"
     finally:
         engine.dispose()

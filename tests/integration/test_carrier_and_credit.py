@@ -40,15 +40,25 @@ def find_id(predicate) -> str:
 
 def permit(step: str):
     # Tests only: the gate mints permits; here we test the verifier behind it.
-    return _mint_permit(consent_id="c-1", subject_ref="S-1", purpose="onboarding_verification",
-                        scopes=frozenset({step}), step=step, issued_at=datetime.now(UTC),
-                        decision_id=f"d-{RNG.random()}")
+    return _mint_permit(
+        consent_id="c-1",
+        subject_ref="S-1",
+        purpose="onboarding_verification",
+        scopes=frozenset({step}),
+        step=step,
+        issued_at=datetime.now(UTC),
+        decision_id=f"d-{RNG.random()}",
+    )
 
 
 def subject(id_number="11010519491231002X", phone="13800138000"):
-    return Subject(applicant_ref="S-1", name=SecretStr("张伟"), id_type="resident_id",
-                   id_number=SecretStr(id_number),
-                   phone=SecretStr("+86" + phone) if phone else None)
+    return Subject(
+        applicant_ref="S-1",
+        name=SecretStr("张伟"),
+        id_type="resident_id",
+        id_number=SecretStr(id_number),
+        phone=SecretStr("+86" + phone) if phone else None,
+    )
 
 
 @pytest.fixture
@@ -58,43 +68,57 @@ def server():
 
 
 async def run(verifier_cls, base_url: str, subj: Subject, step: str):
-    endpoint = VendorEndpoint(base_url=base_url, app_key="k", app_secret=SecretStr("s"),
-                              name=step)
+    endpoint = VendorEndpoint(base_url=base_url, app_key="k", app_secret=SecretStr("s"), name=step)
     async with aiohttp.ClientSession() as session:
         return await verifier_cls(endpoint, session, max_attempts=1).verify(subj, permit(step))
 
 
 CARRIER_CASES = [
-    (lambda r: r["result"] == "MATCH" and r["number_status"] == "active", StepStatus.PASSED,
-     "MATCH"),
+    (
+        lambda r: r["result"] == "MATCH" and r["number_status"] == "active",
+        StepStatus.PASSED,
+        "MATCH",
+    ),
     (lambda r: r["result"] == "MISMATCH", StepStatus.FAILED, "MISMATCH"),
     (lambda r: r["result"] == "NO_RECORD", StepStatus.INCONCLUSIVE, "NO_RECORD"),
-    (lambda r: r["result"] == "MATCH" and r["number_status"] == "cancelled",
-     StepStatus.FAILED, "number_cancelled"),
-    (lambda r: r["result"] == "MATCH" and r["number_status"] == "suspended",
-     StepStatus.FAILED, "number_suspended"),
+    (
+        lambda r: r["result"] == "MATCH" and r["number_status"] == "cancelled",
+        StepStatus.FAILED,
+        "number_cancelled",
+    ),
+    (
+        lambda r: r["result"] == "MATCH" and r["number_status"] == "suspended",
+        StepStatus.FAILED,
+        "number_suspended",
+    ),
 ]
 
 
-@pytest.mark.parametrize("predicate, status, reason", CARRIER_CASES,
-                         ids=[c[2] for c in CARRIER_CASES])
-async def test_when_the_carrier_answers_then_status_and_signals_follow(server, predicate,
-                                                                       status, reason):
+@pytest.mark.parametrize(
+    "predicate, status, reason", CARRIER_CASES, ids=[c[2] for c in CARRIER_CASES]
+)
+async def test_when_the_carrier_answers_then_status_and_signals_follow(
+    server, predicate, status, reason
+):
     phone = find_phone(predicate)
-    evidence = await run(CarrierCheckVerifier, server.base_url, subject(phone=phone),
-                         "carrier_check")
+    evidence = await run(
+        CarrierCheckVerifier, server.base_url, subject(phone=phone), "carrier_check"
+    )
     assert (evidence.status, evidence.reason) == (status, reason)
     expected = carrier_result("x", "y", phone)
-    assert evidence.signals == {"number_status": expected["number_status"],
-                                "phone_tenure": expected["tenure_band"]}
+    assert evidence.signals == {
+        "number_status": expected["number_status"],
+        "phone_tenure": expected["tenure_band"],
+    }
     # A lookup that finds no record is not billed (sandbox.app.UNBILLED).
     assert evidence.fee_cents == (0 if reason == "NO_RECORD" else 25)
     assert evidence.consent_id == "c-1"
 
 
 async def test_when_there_is_no_phone_then_the_carrier_is_not_called(server):
-    evidence = await run(CarrierCheckVerifier, server.base_url, subject(phone=None),
-                         "carrier_check")
+    evidence = await run(
+        CarrierCheckVerifier, server.base_url, subject(phone=None), "carrier_check"
+    )
     assert evidence.status is StepStatus.INCONCLUSIVE and server.state.calls == []
 
 
@@ -104,8 +128,7 @@ async def test_when_the_bureau_has_a_file_then_bands_are_derived_from_it(server)
     summary = credit_summary("x", n)
     assert evidence.status is StepStatus.PASSED and evidence.fee_cents == 80
     assert evidence.signals["inquiries_3m"] == summary["inquiries"]["m3"]
-    assert evidence.signals["credit_multi_lender"] == multi_lender_band(
-        summary["inquiries"]["m3"])
+    assert evidence.signals["credit_multi_lender"] == multi_lender_band(summary["inquiries"]["m3"])
     assert evidence.as_of < datetime.now(UTC).date()  # the bureau is T+1
 
 
@@ -116,8 +139,10 @@ async def test_when_the_bureau_has_no_file_then_it_is_a_thin_file(server):
     assert evidence.signals == {"credit_file": "thin"}
 
 
-@pytest.mark.parametrize("m1, m3, m6, band", [(0, 0, 0, "none"), (2, 0, 0, "minor"),
-                                              (1, 1, 0, "serious"), (0, 0, 1, "severe")])
+@pytest.mark.parametrize(
+    "m1, m3, m6, band",
+    [(0, 0, 0, "none"), (2, 0, 0, "minor"), (1, 1, 0, "serious"), (0, 0, 1, "severe")],
+)
 def test_when_overdue_counts_are_banded_then_the_worst_severity_wins(m1, m3, m6, band):
     assert overdue_band(m1, m3, m6) == band
 
@@ -136,25 +161,66 @@ def drifting_vendor(body):
 BASE = {"request_id": "r", "as_of": "2026-11-01", "fee_cents": 25}
 
 
-@pytest.mark.parametrize("verifier_cls, step, body", [
-    (CarrierCheckVerifier, "carrier_check", {**BASE, "result": "MATCH",
-                                             "number_status": "active"}),
-    (CarrierCheckVerifier, "carrier_check", {**BASE, "result": "YES", "number_status":
-                                             "active", "tenure_band": "gt_24m"}),
-    (CarrierCheckVerifier, "carrier_check", {**BASE, "result": "MATCH", "number_status":
-                                             "active", "tenure_band": "gt_24m",
-                                             "fee_cents": "free"}),
-    (CreditReportVerifier, "credit_report", {**BASE, "result": "FOUND", "loans": 1,
-                                             "overdue": {"m1": 0, "m3": 0, "m6_plus": 0},
-                                             "inquiries": {"m1": 3, "m3": 1, "m6": 1}}),
-    (CreditReportVerifier, "credit_report", {**BASE, "result": "FOUND", "loans": -1,
-                                             "overdue": {"m1": 0, "m3": 0, "m6_plus": 0},
-                                             "inquiries": {"m1": 0, "m3": 1, "m6": 1}}),
-    (CreditReportVerifier, "credit_report", {**BASE, "result": "MAYBE"}),
-], ids=["carrier missing field", "carrier unknown code", "carrier wrong type",
-        "credit windows do not nest", "credit negative count", "credit unknown code"])
+@pytest.mark.parametrize(
+    "verifier_cls, step, body",
+    [
+        (
+            CarrierCheckVerifier,
+            "carrier_check",
+            {**BASE, "result": "MATCH", "number_status": "active"},
+        ),
+        (
+            CarrierCheckVerifier,
+            "carrier_check",
+            {**BASE, "result": "YES", "number_status": "active", "tenure_band": "gt_24m"},
+        ),
+        (
+            CarrierCheckVerifier,
+            "carrier_check",
+            {
+                **BASE,
+                "result": "MATCH",
+                "number_status": "active",
+                "tenure_band": "gt_24m",
+                "fee_cents": "free",
+            },
+        ),
+        (
+            CreditReportVerifier,
+            "credit_report",
+            {
+                **BASE,
+                "result": "FOUND",
+                "loans": 1,
+                "overdue": {"m1": 0, "m3": 0, "m6_plus": 0},
+                "inquiries": {"m1": 3, "m3": 1, "m6": 1},
+            },
+        ),
+        (
+            CreditReportVerifier,
+            "credit_report",
+            {
+                **BASE,
+                "result": "FOUND",
+                "loans": -1,
+                "overdue": {"m1": 0, "m3": 0, "m6_plus": 0},
+                "inquiries": {"m1": 0, "m3": 1, "m6": 1},
+            },
+        ),
+        (CreditReportVerifier, "credit_report", {**BASE, "result": "MAYBE"}),
+    ],
+    ids=[
+        "carrier missing field",
+        "carrier unknown code",
+        "carrier wrong type",
+        "credit windows do not nest",
+        "credit negative count",
+        "credit unknown code",
+    ],
+)
 async def test_when_a_vendor_answer_drifts_from_its_schema_then_the_step_is_an_error(
-        verifier_cls, step, body):
+    verifier_cls, step, body
+):
     with SandboxServer(app=drifting_vendor(body)) as srv:
         evidence = await run(verifier_cls, srv.base_url, subject(), step)
     assert evidence.status is StepStatus.ERROR and evidence.reason == "vendor_malformed"
@@ -170,24 +236,65 @@ def find_court(bucket: int) -> str:
             return n
 
 
-@pytest.mark.parametrize("bucket, status, signals", [
-    (0, StepStatus.FAILED, {"court_hit": "confirmed", "court_record_suspect": "no",
-                            "court_no_property_case": "no"}),
-    (1, StepStatus.INCONCLUSIVE, {"court_hit": "probable", "court_record_suspect": "no",
-                                  "court_no_property_case": "no"}),
-    (2, StepStatus.PASSED, {"court_hit": "none", "court_record_suspect": "no",
-                            "court_no_property_case": "no"}),
-    (3, StepStatus.FAILED, {"court_hit": "confirmed", "court_record_suspect": "yes",
-                            "court_no_property_case": "no",
-                            "court_record_rule": "year is in the future"}),
-    (4, StepStatus.FAILED, {"court_hit": "confirmed", "court_record_suspect": "no",
-                            "court_no_property_case": "yes"}),
-    (9, StepStatus.PASSED, {"court_hit": "none", "court_record_suspect": "no",
-                            "court_no_property_case": "no"}),
-], ids=["confirmed", "probable traditional name", "masked ID but another name",
-        "future case number", "closed for lack of property", "no entry"])
+@pytest.mark.parametrize(
+    "bucket, status, signals",
+    [
+        (
+            0,
+            StepStatus.FAILED,
+            {
+                "court_hit": "confirmed",
+                "court_record_suspect": "no",
+                "court_no_property_case": "no",
+            },
+        ),
+        (
+            1,
+            StepStatus.INCONCLUSIVE,
+            {"court_hit": "probable", "court_record_suspect": "no", "court_no_property_case": "no"},
+        ),
+        (
+            2,
+            StepStatus.PASSED,
+            {"court_hit": "none", "court_record_suspect": "no", "court_no_property_case": "no"},
+        ),
+        (
+            3,
+            StepStatus.FAILED,
+            {
+                "court_hit": "confirmed",
+                "court_record_suspect": "yes",
+                "court_no_property_case": "no",
+                "court_record_rule": "year is in the future",
+            },
+        ),
+        (
+            4,
+            StepStatus.FAILED,
+            {
+                "court_hit": "confirmed",
+                "court_record_suspect": "no",
+                "court_no_property_case": "yes",
+            },
+        ),
+        (
+            9,
+            StepStatus.PASSED,
+            {"court_hit": "none", "court_record_suspect": "no", "court_no_property_case": "no"},
+        ),
+    ],
+    ids=[
+        "confirmed",
+        "probable traditional name",
+        "masked ID but another name",
+        "future case number",
+        "closed for lack of property",
+        "no entry",
+    ],
+)
 async def test_when_the_court_list_answers_then_hits_are_weighed_not_trusted(
-        server, bucket, status, signals):
+    server, bucket, status, signals
+):
     from verifiers.court_list import CourtListVerifier
 
     n = find_court(bucket)

@@ -44,8 +44,7 @@ def referred(rt: Runtime, ref: str) -> str:
     case_id = flagged(rt, ref)
     svc.claim(case_id, actor=SUPER)
     svc.note(case_id, f"the applicant {NAME_CANARY} gave {PHONE_CANARY}", actor=SUPER)
-    svc.decide(case_id, {"action": "refer", "reason": f"fraud ring, ID {ID_CANARY}"},
-               actor=SUPER)
+    svc.decide(case_id, {"action": "refer", "reason": f"fraud ring, ID {ID_CANARY}"}, actor=SUPER)
     svc.claim(case_id, actor=SUPER2)
     assert svc.confirm(case_id, actor=SUPER2).status == "closed"
     return case_id
@@ -56,15 +55,23 @@ def test_the_dossier_is_signed_and_masked_except_what_it_declares(runtime):
     case_id = referred(runtime, "DS-1")
     d = svc.dossier(case_id, actor=SUPER2)
     assert CANARIES.in_text(d.document, "dossier") == []
-    assert verify_detached(base64.b64decode(d.public_key), base64.b64decode(d.signature),
-                           d.document.encode())
-    assert not verify_detached(base64.b64decode(d.public_key), base64.b64decode(d.signature),
-                               d.document.replace("refer", "refex").encode())
+    assert verify_detached(
+        base64.b64decode(d.public_key), base64.b64decode(d.signature), d.document.encode()
+    )
+    assert not verify_detached(
+        base64.b64decode(d.public_key),
+        base64.b64decode(d.signature),
+        d.document.replace("refer", "refex").encode(),
+    )
     doc = json.loads(d.document)
     assert doc["declared_unmasked"] == [] and doc["audit_excerpt"]
     assert [x["status"] for x in doc["decisions"]] == ["confirmed"]
-    declared = svc.dossier(case_id, actor=SUPER2, declare=["id_number"],
-                           reason="police request 2026-113 under PIPL Art. 13(3)")
+    declared = svc.dossier(
+        case_id,
+        actor=SUPER2,
+        declare=["id_number"],
+        reason="police request 2026-113 under PIPL Art. 13(3)",
+    )
     assert CANARIES.names_in(declared.document) == ["id_number"]
     assert json.loads(declared.document)["declared_unmasked"] == ["id_number"]
     kinds = [e.kind for e in runtime.store.audit.events(kind_prefix="case.dossier")]
@@ -72,7 +79,8 @@ def test_the_dossier_is_signed_and_masked_except_what_it_declares(runtime):
 
 
 def test_no_personal_value_in_cli_or_api_output_or_logs_unless_revealed(
-        runtime, tmp_path, monkeypatch, caplog):
+    runtime, tmp_path, monkeypatch, caplog
+):
     import idv.commands  # noqa: F401 - registers the commands on the app
     from idv.api import create_app
     from idv.shell import app
@@ -80,23 +88,42 @@ def test_no_personal_value_in_cli_or_api_output_or_logs_unless_revealed(
     caplog.set_level(logging.DEBUG)
     case_id = referred(runtime, "DS-2")
     other = flagged(runtime, "DS-3")
-    for key, value in {"IDV_HOME": str(tmp_path / "home"),
-                       "IDV_DATABASE_URL": runtime.settings.database_url,
-                       "IDV_KEY_FILE": str(runtime.settings.key_file),
-                       "IDV_TOKEN": person_token(runtime, "supervisor", name="sue")}.items():
+    for key, value in {
+        "IDV_HOME": str(tmp_path / "home"),
+        "IDV_DATABASE_URL": runtime.settings.database_url,
+        "IDV_KEY_FILE": str(runtime.settings.key_file),
+        "IDV_TOKEN": person_token(runtime, "supervisor", name="sue"),
+    }.items():
         monkeypatch.setenv(key, value)
     cli = CliRunner()
     outputs = []
-    for args in (["review", "list", "--json"], ["review", "list"],
-                 ["review", "show", case_id, "--json"], ["review", "show", other],
-                 ["review", "claim", other, "--json"], ["review", "note", other, "x", "--json"],
-                 ["review", "tag", other, "--add", "docs", "--json"]):
+    for args in (
+        ["review", "list", "--json"],
+        ["review", "list"],
+        ["review", "show", case_id, "--json"],
+        ["review", "show", other],
+        ["review", "claim", other, "--json"],
+        ["review", "note", other, "x", "--json"],
+        ["review", "tag", other, "--add", "docs", "--json"],
+    ):
         result = cli.invoke(app, args)
         assert result.exit_code == 0, (args, result.output[-500:])
         outputs.append(result.output)
-    revealed = cli.invoke(app, ["review", "reveal", other, "--field", "phone",
-                                "--reason-code", "applicant_contact",
-                                "--reason", "call the applicant back", "--json"])
+    revealed = cli.invoke(
+        app,
+        [
+            "review",
+            "reveal",
+            other,
+            "--field",
+            "phone",
+            "--reason-code",
+            "applicant_contact",
+            "--reason",
+            "call the applicant back",
+            "--json",
+        ],
+    )
     assert revealed.exit_code == 0 and PHONE_CANARY in revealed.output  # the one reveal
 
     server = LoopbackServer(create_app(runtime))
@@ -135,16 +162,22 @@ def test_the_dossier_over_the_api_is_signed_and_holds_no_value_it_does_not_decla
         assert CANARIES.in_text(answer.text) == []
         document = body["document"].encode()
         assert hashlib.sha256(document).hexdigest() == body["sha256"]
-        public, signature = base64.b64decode(body["public_key"]), base64.b64decode(
-            body["signature"])
+        public, signature = (
+            base64.b64decode(body["public_key"]),
+            base64.b64decode(body["signature"]),
+        )
         assert verify_detached(public, signature, document)
         assert not verify_detached(public, signature, document.replace(b'"refer"', b'"refex"'))
         doc = json.loads(document)
         assert doc["declared_unmasked"] == [] and doc["case"]["resolution"] == "refer"
         assert doc["subject"]["id_number"] and ID_CANARY not in doc["subject"]["id_number"]
 
-        declared = httpx.post(url, headers=auth, timeout=10, json={
-            "declare": ["phone"], "reason": "police request 2026-114 under PIPL Art. 13(3)"})
+        declared = httpx.post(
+            url,
+            headers=auth,
+            timeout=10,
+            json={"declare": ["phone"], "reason": "police request 2026-114 under PIPL Art. 13(3)"},
+        )
         assert declared.status_code == 200, declared.text[:300]
         text = declared.json()["document"]
         assert json.loads(text)["declared_unmasked"] == ["phone"]
@@ -152,15 +185,19 @@ def test_the_dossier_over_the_api_is_signed_and_holds_no_value_it_does_not_decla
         assert CANARIES.names_in(text) == ["phone"]
         assert text.count(PHONE_CANARY) == 1
         assert json.loads(text)["subject"]["phone"] == PHONE_CANARY
-        assert verify_detached(base64.b64decode(declared.json()["public_key"]),
-                               base64.b64decode(declared.json()["signature"]), text.encode())
+        assert verify_detached(
+            base64.b64decode(declared.json()["public_key"]),
+            base64.b64decode(declared.json()["signature"]),
+            text.encode(),
+        )
 
         refused = httpx.post(url, headers={"Authorization": f"Bearer {analyst}"}, timeout=10)
         assert refused.status_code == 403 and refused.json()["field"] == "role"
         assert CANARIES.in_text(refused.text) == []
         assert set(refused.json()) == {"error", "field", "rule"}
-        not_referred = httpx.post(f"{server.url}/cases/{open_case}/dossier", headers=auth,
-                                  timeout=10)
+        not_referred = httpx.post(
+            f"{server.url}/cases/{open_case}/dossier", headers=auth, timeout=10
+        )
         assert not_referred.status_code == 409 and CANARIES.in_text(not_referred.text) == []
         no_reason = httpx.post(url, headers=auth, timeout=10, json={"declare": ["name"]})
         assert no_reason.status_code == 422 and no_reason.json()["field"] == "reason"

@@ -44,16 +44,23 @@ class Site:
         self.rt = rt
         people = self.rt.services.people
         people.add("admin", "operator", SecretStr(PASSWORD), actor=None)
-        for name, role in (("ana", "analyst"), ("sue", "supervisor"),
-                           *((f"{r}-user", r) for r in ROLES)):
+        for name, role in (
+            ("ana", "analyst"),
+            ("sue", "supervisor"),
+            *((f"{r}-user", r) for r in ROLES),
+        ):
             people.add(name, role, SecretStr(PASSWORD), actor=ADMIN)
         self.server = serve_app(create_app(self.rt))
 
     def browser(self, name: str) -> tuple[httpx.Client, str]:
         b = httpx.Client(base_url=self.server.url, timeout=20, follow_redirects=False)
         token = csrf_of(b.get("/web/sign-in"))
-        assert b.post("/web/sign-in", data={"csrf": token, "name": name,
-                                            "password": PASSWORD}).status_code == 303
+        assert (
+            b.post(
+                "/web/sign-in", data={"csrf": token, "name": name, "password": PASSWORD}
+            ).status_code
+            == 303
+        )
         return b, csrf_of(b.get("/web/"))
 
     def close(self) -> None:
@@ -73,12 +80,17 @@ def test_no_page_shows_a_planted_value_unless_revealed_and_then_only_in_that_ans
     flagged(site.rt, "CAN-2", reasons=("CREDIT_THIN_FILE",))
     svc.claim(case_id, actor=ANA)
     svc.note(case_id, f"{NAME_CANARY} says {PHONE_CANARY}, ID {ID_CANARY}", actor=ANA)
-    svc.decide(case_id, {"action": "reject", "reason": f"ID {ID_CANARY} is not theirs"},
-               actor=ANA)
+    svc.decide(case_id, {"action": "reject", "reason": f"ID {ID_CANARY} is not theirs"}, actor=ANA)
     svc.save_view("mine", {"mine": True}, actor=ANA)
-    pages = ["/web/", "/web/cases", "/web/cases?mine=true", "/web/cases?view=mine",
-             "/web/cases?reason=ID_MISMATCH&status=pending_confirmation",
-             "/web/cases/sla", f"/web/cases/{case_id}"]
+    pages = [
+        "/web/",
+        "/web/cases",
+        "/web/cases?mine=true",
+        "/web/cases?view=mine",
+        "/web/cases?reason=ID_MISMATCH&status=pending_confirmation",
+        "/web/cases/sla",
+        f"/web/cases/{case_id}",
+    ]
     for name in ("ana", "sue", *(f"{r}-user" for r in ROLES)):
         browser, _ = site.browser(name)
         with closing(browser):
@@ -88,10 +100,16 @@ def test_no_page_shows_a_planted_value_unless_revealed_and_then_only_in_that_ans
                 assert CANARIES.in_text(answer.text, f"{path} as {name}") == []
     browser, token = site.browser("sue")
     with closing(browser):
-        revealed = browser.post(f"/web/cases/{case_id}/reveal", headers={"HX-Request": "true"},
-                                data={"csrf": token, "field": "id_number",
-                                      "reason_code": "court_match",
-                                      "reason": "comparing with the court-list entry"})
+        revealed = browser.post(
+            f"/web/cases/{case_id}/reveal",
+            headers={"HX-Request": "true"},
+            data={
+                "csrf": token,
+                "field": "id_number",
+                "reason_code": "court_match",
+                "reason": "comparing with the court-list entry",
+            },
+        )
         assert revealed.status_code == 200
         assert CANARIES.names_in(revealed.text) == ["id_number"]  # the one field, here
         assert "<html" not in revealed.text  # a fragment, not a page to keep
@@ -109,28 +127,39 @@ def test_a_refusal_names_the_rule_with_its_status_and_a_bad_form_names_the_field
         assert "soon" not in bad.text  # never the value
         missing = browser.get("/web/cases/00000000-0000-4000-8000-000000000000")
         assert missing.status_code == 404 and "case_id: no such case" in missing.text
-        unclaimed = browser.post(f"/web/cases/{case_id}/decisions", data={
-            "csrf": token, "action": "approve", "reason": "documents match the file"})
+        unclaimed = browser.post(
+            f"/web/cases/{case_id}/decisions",
+            data={"csrf": token, "action": "approve", "reason": "documents match the file"},
+        )
         assert unclaimed.status_code == 409 and "claim the case first" in unclaimed.text
         browser.post(f"/web/cases/{case_id}/claim", data={"csrf": token})
-        wrong = browser.post(f"/web/cases/{case_id}/decisions", data={
-            "csrf": token, "action": "shred", "reason": "documents match the file"})
+        wrong = browser.post(
+            f"/web/cases/{case_id}/decisions",
+            data={"csrf": token, "action": "shred", "reason": "documents match the file"},
+        )
         assert wrong.status_code == 422 and "action: Input should be" in wrong.text
         assert "shred" not in wrong.text
         empty = browser.post(f"/web/cases/{case_id}/notes", data={"csrf": token})
         assert empty.status_code == 422 and "text: Field required" in empty.text
-        closing_ = browser.post(f"/web/cases/{case_id}/decisions", data={
-            "csrf": token, "action": "close", "reason": "nothing found in the end"})
+        closing_ = browser.post(
+            f"/web/cases/{case_id}/decisions",
+            data={"csrf": token, "action": "close", "reason": "nothing found in the end"},
+        )
         assert closing_.status_code == 422 and "disposition" in closing_.text
-        denied = browser.post(f"/web/cases/{case_id}/assign", data={"csrf": token,
-                                                                    "assignee": "ana"})
+        denied = browser.post(
+            f"/web/cases/{case_id}/assign", data={"csrf": token, "assignee": "ana"}
+        )
         assert denied.status_code == 403 and "reassign" in denied.text
-        bulk = browser.post("/web/cases/bulk", data={"csrf": token, "op": "close",
-                                                     "case_ids": "not-a-case"})
+        bulk = browser.post(
+            "/web/cases/bulk", data={"csrf": token, "op": "close", "case_ids": "not-a-case"}
+        )
         assert bulk.status_code == 422 and "case_ids.0" in bulk.text
         # An HTMX request gets the refusal as a fragment, with the same status.
-        frag = browser.post(f"/web/cases/{case_id}/assign", headers={"HX-Request": "true"},
-                            data={"csrf": token, "assignee": "ana"})
+        frag = browser.post(
+            f"/web/cases/{case_id}/assign",
+            headers={"HX-Request": "true"},
+            data={"csrf": token, "assignee": "ana"},
+        )
         assert frag.status_code == 403 and frag.text.lstrip().startswith("<div")
     assert site.rt.store.cases.get(case_id).status == "open"
 
@@ -146,16 +175,20 @@ def test_the_queue_shows_sla_states_priority_filters_and_saved_views(site):
     browser, token = site.browser("sue")
     with closing(browser):
         page = browser.get("/web/cases").text
-        assert page.index('data-ref="Q-0"') < page.index('data-ref="Q-1"') < page.index(
-            'data-ref="Q-2"')  # due first
+        assert (
+            page.index('data-ref="Q-0"')
+            < page.index('data-ref="Q-1"')
+            < page.index('data-ref="Q-2"')
+        )  # due first
         assert re.search(r'data-ref="Q-1".*?data-sla="due_soon"', page, re.S)
         assert re.search(r'data-ref="Q-0".*?data-sla="breached"', page, re.S)
         assert re.search(r'data-ref="Q-2".*?data-sla="on_time"', page, re.S)
         assert "失信" in page or "Court" in page  # the reasons' labels
         only = browser.get("/web/cases?reason=CREDIT_THIN_FILE").text
         assert 'data-ref="Q-2"' in only and 'data-ref="Q-1"' not in only
-        saved = browser.post("/web/cases/views", data={"csrf": token, "name": "thin",
-                                                       "reason": "CREDIT_THIN_FILE"})
+        saved = browser.post(
+            "/web/cases/views", data={"csrf": token, "name": "thin", "reason": "CREDIT_THIN_FILE"}
+        )
         assert saved.status_code == 303
         view = browser.get(saved.headers["location"]).text
         assert 'data-view="thin"' in view and 'data-ref="Q-1"' not in view
@@ -177,19 +210,29 @@ def sla_world(rt: Runtime) -> None:
     svc.decide(a, {"action": "approve", "reason": "documents match"}, actor=ANA)
     rt.store.clock = lambda: start + timedelta(hours=30)
     svc.claim(b, actor=SUE)
-    svc.decide(b, {"action": "close", "reason": "a false positive after all",
-                   "disposition": "false_positive"}, actor=SUE)
+    svc.decide(
+        b,
+        {
+            "action": "close",
+            "reason": "a false positive after all",
+            "disposition": "false_positive",
+        },
+        actor=SUE,
+    )
 
 
 def test_the_sla_report_counts_age_breaches_and_time_to_decision_on_every_surface(
-        site, tmp_path, monkeypatch):
+    site, tmp_path, monkeypatch
+):
     rt = site.rt
     sla_world(rt)
     report = rt.services.cases.sla_report(actor=Actor("aud", "auditor"))
     assert (report.open_total, report.breached, report.due_soon) == (1, 1, 0)
     assert {b.bucket: b.open for b in report.buckets}["1d_to_3d"] == 1
     assert [(a.actor, a.decisions, a.median_hours, a.p90_hours) for a in report.analysts] == [
-        ("ana", 1, 2.0, 2.0), ("sue", 1, 30.0, 30.0)]
+        ("ana", 1, 2.0, 2.0),
+        ("sue", 1, 30.0, 30.0),
+    ]
     with pytest.raises(Denied):
         rt.services.cases.sla_report(actor=Actor("api-user", "api"))
     assert rt.store.audit.events(kind_prefix="case.refused")[-1].detail["action"] == "sla"
@@ -207,21 +250,29 @@ def test_the_sla_report_counts_age_breaches_and_time_to_decision_on_every_surfac
         answer = api.get("/cases/sla", headers={"Authorization": f"Bearer {token}"})
         assert answer.status_code == 200, answer.text
         assert answer.json() == report.model_dump() | {"as_of": answer.json()["as_of"]}
-        refused = api.get("/cases/sla", headers={
-            "Authorization": f"Bearer {person_token(rt, 'api', name='lender-api')}"})
+        refused = api.get(
+            "/cases/sla",
+            headers={"Authorization": f"Bearer {person_token(rt, 'api', name='lender-api')}"},
+        )
         assert refused.status_code == 403
-        assert api.get("/cases/sla?days=999", headers={
-            "Authorization": f"Bearer {token}"}).json()["field"] == "days"
+        assert (
+            api.get("/cases/sla?days=999", headers={"Authorization": f"Bearer {token}"}).json()[
+                "field"
+            ]
+            == "days"
+        )
         schema = api.get("/openapi.json").json()
         ok = schema["paths"]["/cases/sla"]["get"]["responses"]["200"]
         assert ok["content"]["application/json"]["schema"]["$ref"].endswith("/SlaReport")
 
     from idv.cli import app
 
-    for key, value in {"IDV_HOME": str(tmp_path / "cli-home"),
-                       "IDV_DATABASE_URL": rt.settings.database_url,
-                       "IDV_KEY_FILE": str(rt.settings.key_file),
-                       "IDV_TOKEN": person_token(rt, "analyst", name="ana-cli")}.items():
+    for key, value in {
+        "IDV_HOME": str(tmp_path / "cli-home"),
+        "IDV_DATABASE_URL": rt.settings.database_url,
+        "IDV_KEY_FILE": str(rt.settings.key_file),
+        "IDV_TOKEN": person_token(rt, "analyst", name="ana-cli"),
+    }.items():
         monkeypatch.setenv(key, value)
     if rt.settings.database_schema:
         monkeypatch.setenv("IDV_DATABASE_SCHEMA", rt.settings.database_schema)

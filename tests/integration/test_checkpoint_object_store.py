@@ -33,17 +33,24 @@ from tests.support import run_idv
 
 pytestmark = pytest.mark.subprocess
 BUCKET = "idv-audit-checkpoints"
-FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                    "AWS_DEFAULT_REGION": "us-east-1"}
+FAKE_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 
 @pytest.fixture(scope="module")
 def s3_server() -> Iterator[str]:
     """moto_server on a loopback port it picks (port 0), its address read from its log."""
     exe = Path(sys.executable).with_name("moto_server")
-    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", "0"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **FAKE_CREDENTIALS})
+    proc = subprocess.Popen(
+        [str(exe), "-H", "127.0.0.1", "-p", "0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **FAKE_CREDENTIALS},
+    )
     try:
         deadline = time.monotonic() + 60
         url = None
@@ -70,8 +77,7 @@ def s3(s3_server, monkeypatch, request):
     try:
         client.create_bucket(Bucket=BUCKET)
     except ClientError as exc:
-        if exc.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou",
-                                                 "BucketAlreadyExists"):
+        if exc.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
             raise
     return client
 
@@ -86,7 +92,7 @@ def prefix(request) -> str:
 def keys(client, url: str) -> list[str]:
     p = url.split("/", 3)[3] + "/"
     found = client.list_objects_v2(Bucket=BUCKET, Prefix=p).get("Contents", [])
-    return sorted(o["Key"][len(p):] for o in found)
+    return sorted(o["Key"][len(p) :] for o in found)
 
 
 def fill(store: Store, n: int) -> None:
@@ -99,22 +105,31 @@ def fill(store: Store, n: int) -> None:
 def stored(database, keyring, tmp_path, s3, s3_server, prefix):
     engine = make_engine(database.url, schema=database.schema)
     upgrade(engine)
-    log = CheckpointLog(ObjectStorePrefix(prefix, endpoint_url=s3_server), origin="idv/test",
-                        key=CheckpointKey(tmp_path / "ck.key", create=True))
+    log = CheckpointLog(
+        ObjectStorePrefix(prefix, endpoint_url=s3_server),
+        origin="idv/test",
+        key=CheckpointKey(tmp_path / "ck.key", create=True),
+    )
     store = Store(engine, keyring, checkpoints=log, checkpoint_every=5)
     yield store, log
     engine.dispose()
 
 
 def test_when_checkpoints_go_to_an_object_store_then_they_are_read_back_and_verify(
-        stored, s3, prefix):
+    stored, s3, prefix
+):
     store, log = stored
     fill(store, 17)
     assert keys(s3, prefix) == [f"{n:016d}.ckpt" for n in (5, 10, 15, 17)]
     report = store.audit.check()
     assert report.intact and report.checkpoints == 4 and report.events == 17
-    note = s3.get_object(Bucket=BUCKET, Key=prefix.split("/", 3)[3] + "/" + keys(s3, prefix)[
-        -1])["Body"].read().decode()
+    note = (
+        s3.get_object(Bucket=BUCKET, Key=prefix.split("/", 3)[3] + "/" + keys(s3, prefix)[-1])[
+            "Body"
+        ]
+        .read()
+        .decode()
+    )
     assert note.splitlines()[:2] == ["idv/test", "17"] and "prev 15" in note
 
 
@@ -132,7 +147,8 @@ def test_when_a_checkpoint_object_exists_then_it_is_never_overwritten(stored, s3
 
 
 def test_when_an_object_is_changed_or_deleted_in_the_bucket_then_verify_names_it(
-        stored, s3, prefix):
+    stored, s3, prefix
+):
     store, log = stored
     fill(store, 12)
     base = prefix.split("/", 3)[3] + "/"
@@ -158,13 +174,20 @@ class ForgetfulProxy:
         class Handler(BaseHTTPRequestHandler):
             def forward(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                headers = {k: v for k, v in self.headers.items()
-                           if k.lower() not in ("if-none-match", "host", "content-length")}
+                headers = {
+                    k: v
+                    for k, v in self.headers.items()
+                    if k.lower() not in ("if-none-match", "host", "content-length")
+                }
                 reply = client.request(self.command, self.path, headers=headers, content=body)
                 self.send_response(reply.status_code)
                 for k, v in reply.headers.items():
-                    if k.lower() not in ("content-length", "transfer-encoding", "connection",
-                                         "content-encoding"):
+                    if k.lower() not in (
+                        "content-length",
+                        "transfer-encoding",
+                        "connection",
+                        "content-encoding",
+                    ):
                         self.send_header(k, v)
                 self.send_header("Content-Length", str(len(reply.content)))
                 self.end_headers()
@@ -191,13 +214,15 @@ class ForgetfulProxy:
 
 
 def test_when_the_store_ignores_if_none_match_then_checkpoints_are_refused(
-        database, keyring, tmp_path, s3, s3_server, prefix):
+    database, keyring, tmp_path, s3, s3_server, prefix
+):
     engine = make_engine(database.url, schema=database.schema)
     upgrade(engine)
     with ForgetfulProxy(s3_server) as proxy:
         place = ObjectStorePrefix(prefix, endpoint_url=proxy.url)
-        log = CheckpointLog(place, origin="idv/test",
-                            key=CheckpointKey(tmp_path / "ck.key", create=True))
+        log = CheckpointLog(
+            place, origin="idv/test", key=CheckpointKey(tmp_path / "ck.key", create=True)
+        )
         store = Store(engine, keyring, checkpoints=log, checkpoint_every=1000)
         for i in range(3):
             store.audit.record("test.event", "S-1", {"i": i})
@@ -205,19 +230,28 @@ def test_when_the_store_ignores_if_none_match_then_checkpoints_are_refused(
             store.audit.checkpoint()
         # Put straight to moto, the same object is refused: the proxy is what forgets.
         with pytest.raises(ClientError):
-            s3.put_object(Bucket=BUCKET, Key=prefix.split("/", 3)[3] + "/"
-                          + f"{3:016d}.ckpt", Body=b"x", IfNoneMatch="*")
+            s3.put_object(
+                Bucket=BUCKET,
+                Key=prefix.split("/", 3)[3] + "/" + f"{3:016d}.ckpt",
+                Body=b"x",
+                IfNoneMatch="*",
+            )
     engine.dispose()
 
 
 def stored_in(s3_server, prefix) -> dict:
     """Settings for checkpoints (every 4 events) under `prefix` of the S3 imitation."""
-    return dict(checkpoint_every=4, checkpoint_url=prefix, checkpoint_endpoint_url=s3_server,
-                checkpoint_region="us-east-1")
+    return dict(
+        checkpoint_every=4,
+        checkpoint_url=prefix,
+        checkpoint_endpoint_url=s3_server,
+        checkpoint_region="us-east-1",
+    )
 
 
 def test_when_the_runtime_is_given_a_checkpoint_url_then_audit_verify_and_proofs_use_it(
-        database, make_runtime, tmp_path, s3, s3_server, prefix):
+    database, make_runtime, tmp_path, s3, s3_server, prefix
+):
     rt = make_runtime(**stored_in(s3_server, prefix))
     for i in range(9):
         rt.store.audit.record("test.event", "S-1", {"i": i})
@@ -231,13 +265,18 @@ def test_when_the_runtime_is_given_a_checkpoint_url_then_audit_verify_and_proofs
 
 
 def test_when_idv_audit_verify_runs_on_an_object_store_then_it_exits_by_what_it_finds(
-        tmp_path, s3, s3_server, prefix):
+    tmp_path, s3, s3_server, prefix
+):
     from tests.conftest import sign_in
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IDV_", "PREFECT_"))}
-    env.update(IDV_HOME=str(tmp_path / "home"), IDV_CHECKPOINT_URL=prefix,
-               IDV_CHECKPOINT_ENDPOINT_URL=s3_server, IDV_CHECKPOINT_EVERY="3",
-               **FAKE_CREDENTIALS)
+    env.update(
+        IDV_HOME=str(tmp_path / "home"),
+        IDV_CHECKPOINT_URL=prefix,
+        IDV_CHECKPOINT_ENDPOINT_URL=s3_server,
+        IDV_CHECKPOINT_EVERY="3",
+        **FAKE_CREDENTIALS,
+    )
     env = sign_in(env, "auditor")  # signing in writes audit events, and checkpoints
 
     def verify() -> subprocess.CompletedProcess[str]:
@@ -261,7 +300,8 @@ def test_when_idv_audit_verify_runs_on_an_object_store_then_it_exits_by_what_it_
 
 
 def test_when_checkpoints_live_in_an_object_store_then_the_compliance_pack_carries_them(
-        database, make_runtime, s3, s3_server, prefix):
+    database, make_runtime, s3, s3_server, prefix
+):
     import hashlib
     from datetime import UTC, datetime, timedelta
 
@@ -271,8 +311,10 @@ def test_when_checkpoints_live_in_an_object_store_then_the_compliance_pack_carri
     rt.store.audit.checkpoint()
     today = datetime.now(UTC).astimezone().date()
     pack = rt.services.compliance.pack(
-        (today - timedelta(days=1)).isoformat(), (today + timedelta(days=1)).isoformat(),
-        actor=Actor("officer", "compliance_officer"))
+        (today - timedelta(days=1)).isoformat(),
+        (today + timedelta(days=1)).isoformat(),
+        actor=Actor("officer", "compliance_officer"),
+    )
     files = pack["checkpoints"]["files"]
     # Every checkpoint over the period's events, read back from the store, byte for byte.
     assert [f["name"] for f in files] == [f"{n:016d}.ckpt" for n in (4, 8, 9)]

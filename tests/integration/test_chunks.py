@@ -19,12 +19,16 @@ from services.errors import Conflict, InvalidInput
 
 def chunked(sandbox) -> dict:
     """Settings for chunks of 10 against the sandbox."""
-    return dict(chunk_size=10, concurrency=4, **vendor_overrides(
-        sandbox.base_url, sandbox.state.app_key, sandbox.state.app_secret))
+    return dict(
+        chunk_size=10,
+        concurrency=4,
+        **vendor_overrides(sandbox.base_url, sandbox.state.app_key, sandbox.state.app_secret),
+    )
 
 
 def test_when_a_chunk_is_worked_then_it_is_done_once_and_a_given_up_attempt_does_nothing(
-        database, make_runtime, tmp_path, sandbox):
+    database, make_runtime, tmp_path, sandbox
+):
     batch = write_batch(tmp_path / "b.jsonl", 30, seed=5, prefix="C-")
     rt = make_runtime(**chunked(sandbox))
     run_id = start_run(rt, str(batch))
@@ -41,17 +45,19 @@ def test_when_a_chunk_is_worked_then_it_is_done_once_and_a_given_up_attempt_does
     assert work_chunk(rt, str(batch), run_id, 2, 10, attempt=2)["lines"] == 10
     chunks = rt.store.runs.chunks(run_id)
     assert {i: (c["status"], c["attempt"]) for i, c in chunks.items()} == {
-        1: ("done", 1), 2: ("done", 2)}
+        1: ("done", 1),
+        2: ("done", 2),
+    }
     (event,) = rt.store.audit.events(kind_prefix="run.chunk_redispatched")
-    assert event.detail == {"run_id": run_id, "chunk": 2, "attempt": 2,
-                            "reason": "worker_silent"}
+    assert event.detail == {"run_id": run_id, "chunk": 2, "attempt": 2, "reason": "worker_silent"}
     # Its lines recorded once each, whatever the attempts.
     assert [x.line_no for x in rt.store.runs.lines(run_id)] == list(range(11, 31))
     assert rt.store.audit.verify_chain()[0]
 
 
 def test_when_a_chunk_names_another_file_or_a_closed_run_then_it_is_refused(
-        database, make_runtime, tmp_path, sandbox):
+    database, make_runtime, tmp_path, sandbox
+):
     batch = write_batch(tmp_path / "b.jsonl", 12, seed=6, prefix="D-")
     other = write_batch(tmp_path / "other.jsonl", 12, seed=7, prefix="E-")
     rt = make_runtime(**chunked(sandbox))
@@ -77,14 +83,18 @@ def _state(kind: str, seconds_ago: float) -> SimpleNamespace:
     """A Prefect state's shape, as the dispatcher reads it (type, timestamp, predicates)."""
     final = kind in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
     return SimpleNamespace(
-        type=SimpleNamespace(value=kind), timestamp=datetime.now(UTC) - timedelta(
-            seconds=seconds_ago),
-        is_final=lambda: final, is_completed=lambda: kind == "COMPLETED",
-        is_running=lambda: kind == "RUNNING", is_pending=lambda: kind == "PENDING")
+        type=SimpleNamespace(value=kind),
+        timestamp=datetime.now(UTC) - timedelta(seconds=seconds_ago),
+        is_final=lambda: final,
+        is_completed=lambda: kind == "COMPLETED",
+        is_running=lambda: kind == "RUNNING",
+        is_pending=lambda: kind == "PENDING",
+    )
 
 
 def test_when_an_attempt_falls_silent_or_fails_then_the_dispatcher_gives_it_up(
-        tmp_path, make_runtime):
+    tmp_path, make_runtime
+):
     """The judgement alone, over states shaped like Prefect's (no server here)."""
     rt = make_runtime(chunk_stale_s=10, chunk_start_s=60)
     batch = write_batch(tmp_path / "b.jsonl", 3, seed=8, prefix="F-")
@@ -93,8 +103,12 @@ def test_when_an_attempt_falls_silent_or_fails_then_the_dispatcher_gives_it_up(
     now = datetime.now(UTC)
 
     def row(beat_ago: float, *, flow_run_id: str | None = "fr-1", attempt: int = 1) -> dict:
-        return {"attempt": attempt, "status": "running", "flow_run_id": flow_run_id,
-                "heartbeat_at": now - timedelta(seconds=beat_ago)}
+        return {
+            "attempt": attempt,
+            "status": "running",
+            "flow_run_id": flow_run_id,
+            "heartbeat_at": now - timedelta(seconds=beat_ago),
+        }
 
     def fr(kind: str, ago: float = 0) -> SimpleNamespace:
         return SimpleNamespace(state=_state(kind, ago))
@@ -114,7 +128,8 @@ def test_when_an_attempt_falls_silent_or_fails_then_the_dispatcher_gives_it_up(
 
 
 def test_when_no_pool_is_named_then_a_run_off_the_pool_works_its_chunks_itself(
-        tmp_path, make_runtime, monkeypatch):
+    tmp_path, make_runtime, monkeypatch
+):
     monkeypatch.delenv("PREFECT__FLOW_RUN_ID", raising=False)
     on_pool = SimpleNamespace(id="x", work_pool_name="pool-a")
     off_pool = SimpleNamespace(id="y", work_pool_name=None)
@@ -133,8 +148,7 @@ def test_when_no_pool_is_named_then_a_run_off_the_pool_works_its_chunks_itself(
     assert refused.value.field == "IDV_LIMITS_URL"
 
 
-def test_when_idv_workers_is_set_then_the_settings_refuse_it_with_the_way_forward(
-        monkeypatch):
+def test_when_idv_workers_is_set_then_the_settings_refuse_it_with_the_way_forward(monkeypatch):
     from pydantic import ValidationError
 
     from services.errors import environment_failure

@@ -31,9 +31,10 @@ OFFICER = Actor(name="officer", role="compliance_officer")
 
 @pytest.fixture
 def rt(database: Any, make_runtime: Any, tmp_path: Path, sandbox: Any):
-    return make_runtime(checkpoint_dir=tmp_path / "checkpoints",
-                        **vendor_overrides(sandbox.base_url, sandbox.state.app_key,
-                                           sandbox.state.app_secret))
+    return make_runtime(
+        checkpoint_dir=tmp_path / "checkpoints",
+        **vendor_overrides(sandbox.base_url, sandbox.state.app_key, sandbox.state.app_secret),
+    )
 
 
 def notice_of(rt: Runtime):
@@ -43,37 +44,75 @@ def notice_of(rt: Runtime):
 def test_refused_and_abandoned_asks_count_in_the_rates_per_notice(rt):
     notice = notice_of(rt)
     svc = rt.services.consent
-    granted = svc.grant(GrantRequest(
-        subject_ref="CE-1", purpose="onboarding_verification", scopes=frozenset({"risk_scoring"}),
-        notice_version=notice.version, channel="app", evidence="sha256:" + "a" * 64))
-    svc.ask(AskRequest(subject_ref="CE-1", purpose="onboarding_verification",
-                       scopes=frozenset({"risk_scoring"}), notice_version=notice.version,
-                       channel="app", outcome="granted", consent_id=granted.consent_id))
+    granted = svc.grant(
+        GrantRequest(
+            subject_ref="CE-1",
+            purpose="onboarding_verification",
+            scopes=frozenset({"risk_scoring"}),
+            notice_version=notice.version,
+            channel="app",
+            evidence="sha256:" + "a" * 64,
+        )
+    )
+    svc.ask(
+        AskRequest(
+            subject_ref="CE-1",
+            purpose="onboarding_verification",
+            scopes=frozenset({"risk_scoring"}),
+            notice_version=notice.version,
+            channel="app",
+            outcome="granted",
+            consent_id=granted.consent_id,
+        )
+    )
     for ref, outcome in (("CE-2", "refused"), ("CE-3", "abandoned"), ("CE-4", "refused")):
-        svc.ask(AskRequest(subject_ref=ref, purpose="onboarding_verification",
-                           scopes=frozenset({"risk_scoring"}), notice_version=notice.version,
-                           channel="app", outcome=outcome))
-    (row,) = [r for r in svc.stats().stats if r.notice_version == notice.version
-              and r.channel == "app"]
-    assert (row.asked, row.granted, row.refused, row.abandoned) == (
-        4, {"risk_scoring": 1}, 2, 1)
+        svc.ask(
+            AskRequest(
+                subject_ref=ref,
+                purpose="onboarding_verification",
+                scopes=frozenset({"risk_scoring"}),
+                notice_version=notice.version,
+                channel="app",
+                outcome=outcome,
+            )
+        )
+    (row,) = [
+        r for r in svc.stats().stats if r.notice_version == notice.version and r.channel == "app"
+    ]
+    assert (row.asked, row.granted, row.refused, row.abandoned) == (4, {"risk_scoring": 1}, 2, 1)
     with pytest.raises(InvalidInput) as exc:
-        svc.ask(AskRequest(subject_ref="CE-5", purpose="onboarding_verification",
-                           scopes=frozenset({"risk_scoring"}), notice_version=notice.version,
-                           channel="app", outcome="granted"))
+        svc.ask(
+            AskRequest(
+                subject_ref="CE-5",
+                purpose="onboarding_verification",
+                scopes=frozenset({"risk_scoring"}),
+                notice_version=notice.version,
+                channel="app",
+                outcome="granted",
+            )
+        )
     assert exc.value.field == "consent_id"
-    assert [e.detail["outcome"] for e in rt.store.audit.events(kind_prefix="consent.asked")] \
-        == ["granted", "refused", "abandoned", "refused"]
+    assert [e.detail["outcome"] for e in rt.store.audit.events(kind_prefix="consent.asked")] == [
+        "granted",
+        "refused",
+        "abandoned",
+        "refused",
+    ]
 
 
 def test_a_consent_receipt_is_a_jws_the_public_key_verifies(rt):
     notice = notice_of(rt)
-    granted = rt.services.consent.grant(GrantRequest(
-        subject_ref="CE-9", purpose="onboarding_verification",
-        scopes=frozenset({"id_verification"}), notice_version=notice.version, channel="web",
-        evidence="sha256:" + "b" * 64))
-    rt.services.consent.withdraw(granted.consent_id, WithdrawRequest(), actor=OFFICER,
-                                 via="cli")
+    granted = rt.services.consent.grant(
+        GrantRequest(
+            subject_ref="CE-9",
+            purpose="onboarding_verification",
+            scopes=frozenset({"id_verification"}),
+            notice_version=notice.version,
+            channel="web",
+            evidence="sha256:" + "b" * 64,
+        )
+    )
+    rt.services.consent.withdraw(granted.consent_id, WithdrawRequest(), actor=OFFICER, via="cli")
 
     signed = rt.services.consent.signed_receipt(granted.consent_id, actor=OFFICER)
 
@@ -82,14 +121,19 @@ def test_a_consent_receipt_is_a_jws_the_public_key_verifies(rt):
     receipt = json.loads(body.payload)
     assert body.protected["kid"] == signed.public_key["kid"]
     assert receipt["pii_controllers"][0]["name"]
-    assert receipt["notice"] == {"version": notice.version, "sha256": notice.text_sha256,
-                                 "published": notice.published.isoformat(),
-                                 "retention_days": notice.retention_days}
+    assert receipt["notice"] == {
+        "version": notice.version,
+        "sha256": notice.text_sha256,
+        "published": notice.published.isoformat(),
+        "retention_days": notice.retention_days,
+    }
     (service,) = receipt["services"]
     assert service["purpose"] == "onboarding_verification"
     assert service["pii_categories"][0] == {
-        "scope": "id_verification", "label": service["pii_categories"][0]["label"],
-        "sensitive": True}
+        "scope": "id_verification",
+        "label": service["pii_categories"][0]["label"],
+        "sensitive": True,
+    }
     assert receipt["sensitive"] is True and receipt["collection_method"] == "web"
     assert [e["event"] for e in receipt["lifecycle"]] == ["given", "withdrawn"]
     assert "via" not in receipt["lifecycle"][0]  # a grant's way in is its channel
@@ -103,28 +147,40 @@ def test_a_consent_receipt_is_a_jws_the_public_key_verifies(rt):
         jws.deserialize_compact(forged, public, algorithms=["Ed25519"])
     # Another key does not verify it either.
     with pytest.raises(BadSignatureError):
-        jws.deserialize_compact(signed.jws, OKPKey.generate_key("Ed25519"),
-                                algorithms=["Ed25519"])
+        jws.deserialize_compact(signed.jws, OKPKey.generate_key("Ed25519"), algorithms=["Ed25519"])
 
 
-def test_the_compliance_pack_of_a_period_has_its_counts_and_no_personal_value(
-        rt, tmp_path):
-    batch = write_batch(tmp_path / "b.jsonl", 4, seed=151, prefix="CP-",
-                        mix=Mix(invalid=0, no_consent=0))
+def test_the_compliance_pack_of_a_period_has_its_counts_and_no_personal_value(rt, tmp_path):
+    batch = write_batch(
+        tmp_path / "b.jsonl", 4, seed=151, prefix="CP-", mix=Mix(invalid=0, no_consent=0)
+    )
     people = [json.loads(x) for x in batch.read_text(encoding="utf-8").splitlines()]
     run_batch(rt, str(batch))
     refs = sorted(p["applicant_ref"] for p in people)
     notice = notice_of(rt)
-    rt.services.consent.ask(AskRequest(
-        subject_ref=refs[0], purpose="ongoing_monitoring", scopes=frozenset({"credit_report"}),
-        notice_version=notice.version, channel="app", outcome="refused"))
-    rt.services.subjects.reveal(refs[0], "phone", reason_code="subject_request",
-                                reason=f"call back {people[0]['phone']}",
-                                purpose="review", actor=OFFICER)
+    rt.services.consent.ask(
+        AskRequest(
+            subject_ref=refs[0],
+            purpose="ongoing_monitoring",
+            scopes=frozenset({"credit_report"}),
+            notice_version=notice.version,
+            channel="app",
+            outcome="refused",
+        )
+    )
+    rt.services.subjects.reveal(
+        refs[0],
+        "phone",
+        reason_code="subject_request",
+        reason=f"call back {people[0]['phone']}",
+        purpose="review",
+        actor=OFFICER,
+    )
     rt.services.subjects.hold(refs[1], basis="aml_customer_identification", actor=OFFICER)
     rt.services.subjects.erase(refs[2], reason="asked to be forgotten", actor=OFFICER)
-    req = rt.services.requests.open(OpenRequest(applicant_ref=refs[3], kind="restriction"),
-                                    actor=OFFICER)
+    req = rt.services.requests.open(
+        OpenRequest(applicant_ref=refs[3], kind="restriction"), actor=OFFICER
+    )
     rt.services.requests.answer(req.request_id, AnswerRequest(), actor=OFFICER)
     rt.services.requests.open(OpenRequest(applicant_ref=refs[3], kind="access"), actor=OFFICER)
     rt.services.retention.purge(actor=OFFICER)
@@ -145,25 +201,32 @@ def test_the_compliance_pack_of_a_period_has_its_counts_and_no_personal_value(
     allowed = len(rt.store.audit.events(kind_prefix="consent.allowed"))
     denied = len(rt.store.audit.events(kind_prefix="consent.denied"))
     assert (gate["allowed"], gate["denied"]) == (allowed, denied) and allowed > 0
-    assert sum(sum(c.values()) for s in gate["by_scope"].values()
-               for c in s.values()) >= allowed + denied
+    assert (
+        sum(sum(c.values()) for s in gate["by_scope"].values() for c in s.values())
+        >= allowed + denied
+    )
     assert pack["reveals"]["count"] == 1 and pack["reveals"]["by_purpose"] == {"review": 1}
     assert pack["erasures"] == {"erased": 1, "restricted": 1}
     assert pack["holds"]["placed"] == 1
     assert pack["subject_requests"]["by_kind"] == {
         "access": {"opened": 1, "open": 1},
-        "restriction": {"opened": 1, "answered_in_time": 1}}
+        "restriction": {"opened": 1, "answered_in_time": 1},
+    }
     assert len(pack["retention_purges"]) == 1
     assert pack["consent"]["asks"] == {"refused": 1}
-    assert pack["consent"]["granted"] == len(rt.store.audit.events(
-        kind_prefix="consent.granted"))
+    assert pack["consent"]["granted"] == len(rt.store.audit.events(kind_prefix="consent.granted"))
     assert {n["version"] for n in pack["notices"]} == set(rt.notices)
     names = [f["name"] for f in pack["checkpoints"]["files"]]
     assert "checkpoint-000001.txt" in names and "checkpoint-old.txt" not in names
     # The canary scan: no name, ID number, phone or applicant ref anywhere in the pack.
     text = json.dumps(pack, ensure_ascii=False)
-    planted = Canaries({f"{field} of person {i}": p[field] for i, p in enumerate(people, 1)
-                        for field in ("name", "id_number", "phone", "applicant_ref")})
+    planted = Canaries(
+        {
+            f"{field} of person {i}": p[field]
+            for i, p in enumerate(people, 1)
+            for field in ("name", "id_number", "phone", "applicant_ref")
+        }
+    )
     assert planted.in_text(text, "the compliance pack") == []
     # Bad dates are refused naming the option.
     with pytest.raises(InvalidInput) as exc:

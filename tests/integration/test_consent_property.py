@@ -33,8 +33,14 @@ T0 = datetime(2026, 11, 1, tzinfo=UTC)
 POLICY = catalog.consent_policy()
 NOTICES = catalog.notices()
 PURPOSES = sorted(POLICY.purposes)
-SCOPES = ["id_verification", "carrier_check", "court_records", "credit_report",
-          "risk_scoring", "wechat_profile"]
+SCOPES = [
+    "id_verification",
+    "carrier_check",
+    "court_records",
+    "credit_report",
+    "risk_scoring",
+    "wechat_profile",
+]
 NOTICE_VERSIONS = sorted(NOTICES) + ["privacy-notice-unknown"]
 
 HEX_AS_LETTERS = str.maketrans("0123456789", "ghijklmnop")
@@ -46,8 +52,10 @@ def world(tmp_path_factory):
     key = root / "keys" / "idv.key"
     engine = make_engine(f"sqlite:///{root / 'idv.db'}")
     upgrade(engine)
-    ring = KeyRing(LocalKekProvider(key, create=True, development=True),
-                   make_engine(f"sqlite:///{root / 'keys' / 'keystore.db'}"))
+    ring = KeyRing(
+        LocalKekProvider(key, create=True, development=True),
+        make_engine(f"sqlite:///{root / 'keys' / 'keystore.db'}"),
+    )
     store = Store(engine, ring)
     with SandboxServer(SandboxState(app_key="k", app_secret="s")) as sandbox:
         yield store, sandbox
@@ -59,26 +67,34 @@ def world(tmp_path_factory):
 # exercised (the statistics line of --hypothesis-show-statistics shows the mix).
 ONBOARDING = "onboarding_verification"
 purpose_st = st.one_of(st.just(ONBOARDING), st.just(ONBOARDING), st.sampled_from(PURPOSES))
-grant_st = st.fixed_dictionaries({
-    "purpose": purpose_st,
-    "scopes": st.one_of(st.just({"id_verification"}),
-                        st.sets(st.sampled_from(SCOPES), min_size=1, max_size=3)),
-    "notice": st.one_of(st.just("privacy-notice-2026.10"), st.sampled_from(NOTICE_VERSIONS)),
-    "start_h": st.integers(-48, 24),
-    "hours": st.integers(1, 120),
-    "withdraw_h": st.one_of(st.none(), st.none(), st.integers(-48, 96)),
-})
-step_st = st.fixed_dictionaries({
-    "step": st.sampled_from(default_registry().names()),
-    "purpose": purpose_st,
-    "at_h": st.integers(-60, 110),
-})
+grant_st = st.fixed_dictionaries(
+    {
+        "purpose": purpose_st,
+        "scopes": st.one_of(
+            st.just({"id_verification"}), st.sets(st.sampled_from(SCOPES), min_size=1, max_size=3)
+        ),
+        "notice": st.one_of(st.just("privacy-notice-2026.10"), st.sampled_from(NOTICE_VERSIONS)),
+        "start_h": st.integers(-48, 24),
+        "hours": st.integers(1, 120),
+        "withdraw_h": st.one_of(st.none(), st.none(), st.integers(-48, 96)),
+    }
+)
+step_st = st.fixed_dictionaries(
+    {
+        "step": st.sampled_from(default_registry().names()),
+        "purpose": purpose_st,
+        "at_h": st.integers(-60, 110),
+    }
+)
 
 
 def covered_at(events, purpose: str, scopes: frozenset[str], at: datetime) -> bool:
     """The oracle, written from the ledger's events without the code under test."""
-    withdrawn = {e["consent_id"]: datetime.fromisoformat(e["occurred_at"])
-                 for e in events if e["event"] == "withdraw"}
+    withdrawn = {
+        e["consent_id"]: datetime.fromisoformat(e["occurred_at"])
+        for e in events
+        if e["event"] == "withdraw"
+    }
     for scope in scopes:
         ok = False
         for e in events:
@@ -97,12 +113,19 @@ def covered_at(events, purpose: str, scopes: frozenset[str], at: datetime) -> bo
     return True
 
 
-@settings(max_examples=150, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(history=st.lists(grant_st, max_size=5), steps=st.lists(step_st, min_size=1, max_size=6),
-       seed=st.integers(0, 10**9))
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    history=st.lists(grant_st, max_size=5),
+    steps=st.lists(step_st, min_size=1, max_size=6),
+    seed=st.integers(0, 10**9),
+)
 def test_when_histories_and_clocks_vary_then_no_call_lacks_a_live_covering_consent(
-        world, history, steps, seed):
+    world, history, steps, seed
+):
     store, sandbox = world
     # Letters only: a run of hex digits can spell a phone number, which refs refuse.
     ref = f"P-{uuid.uuid4().hex[:12].translate(HEX_AS_LETTERS)}"
@@ -111,20 +134,34 @@ def test_when_histories_and_clocks_vary_then_no_call_lacks_a_live_covering_conse
     for i, g in enumerate(history):
         granted = T0 + timedelta(hours=g["start_h"])
         cid, _ = store.ledger.record_grant(
-            subject_ref=ref, purpose=g["purpose"], scopes=g["scopes"],
+            subject_ref=ref,
+            purpose=g["purpose"],
+            scopes=g["scopes"],
             notice_version=g["notice"],
             notice_hash=NOTICES[g["notice"]].text_sha256 if g["notice"] in NOTICES else None,
-            channel="app", evidence_ref=f"sha256:{i:064x}", granted_at=granted,
-            expires_at=granted + timedelta(hours=g["hours"]))
+            channel="app",
+            evidence_ref=f"sha256:{i:064x}",
+            granted_at=granted,
+            expires_at=granted + timedelta(hours=g["hours"]),
+        )
         if g["withdraw_h"] is not None:
-            store.ledger.withdraw(cid,
-                                  actor="test", via="cli", at=T0 + timedelta(hours=g["withdraw_h"]))
-    subject = Subject(applicant_ref=ref, name=SecretStr("张伟"), id_type="resident_id",
-                      id_number=SecretStr(id_number), phone=SecretStr("+8613800138000"))
+            store.ledger.withdraw(
+                cid, actor="test", via="cli", at=T0 + timedelta(hours=g["withdraw_h"])
+            )
+    subject = Subject(
+        applicant_ref=ref,
+        name=SecretStr("张伟"),
+        id_type="resident_id",
+        id_number=SecretStr(id_number),
+        phone=SecretStr("+8613800138000"),
+    )
     registry = default_registry()
-    endpoint = {name: VendorEndpoint(base_url=sandbox.base_url, app_key="k",
-                                     app_secret=SecretStr("s"), name=name)
-                for name in ("identity", "carrier", "court", "credit")}
+    endpoint = {
+        name: VendorEndpoint(
+            base_url=sandbox.base_url, app_key="k", app_secret=SecretStr("s"), name=name
+        )
+        for name in ("identity", "carrier", "court", "credit")
+    }
     decided: dict[str, tuple[datetime, str, frozenset[str], bool]] = {}
 
     store_io = StoreGateAdapter(store.ledger, store.audit)
@@ -133,13 +170,18 @@ def test_when_histories_and_clocks_vary_then_no_call_lacks_a_live_covering_conse
         async with aiohttp.ClientSession() as session:
             for s in steps:
                 at = T0 + timedelta(hours=s["at_h"])
-                gate = ConsentGate(store_io, store_io, policy=POLICY, notices=NOTICES,
-                                   clock=lambda at=at: at)
+                gate = ConsentGate(
+                    store_io, store_io, policy=POLICY, notices=NOTICES, clock=lambda at=at: at
+                )
                 verifier = registry.build(s["step"], Clients(endpoint, session))
                 evidence, decision_id = await gate.run(verifier, subject, purpose=s["purpose"])
                 key = idempotency_key_for(s["step"], decision_id)
-                decided[key] = (at, s["purpose"], gate.scopes_for(verifier),
-                                evidence.status.value != "skipped")
+                decided[key] = (
+                    at,
+                    s["purpose"],
+                    gate.scopes_for(verifier),
+                    evidence.status.value != "skipped",
+                )
 
     asyncio.run(run_all())
     events = store.ledger.events_for(ref)
@@ -158,8 +200,15 @@ def idempotency_key_for(step: str, decision_id: str) -> str:
     """The key the verifier sends for the call this decision allowed."""
     from verifiers.base import _mint_permit
 
-    permit = _mint_permit(consent_id="x", subject_ref="x", purpose="x", scopes=frozenset(),
-                          step=step, issued_at=T0, decision_id=decision_id)
+    permit = _mint_permit(
+        consent_id="x",
+        subject_ref="x",
+        purpose="x",
+        scopes=frozenset(),
+        step=step,
+        issued_at=T0,
+        decision_id=decision_id,
+    )
     return idempotency_key(permit)
 
 

@@ -33,9 +33,14 @@ run_batch(rt, sys.argv[1])
 
 
 def settings(vendor: SandboxServer, database, key_file: Path, home: Path) -> dict[str, str]:
-    values = {"home": str(home), "key_file": str(key_file), "database_url": database.url,
-              "chunk_size": "60", "concurrency": "8",
-              **vendor_overrides(vendor.base_url, "k", "s3cret")}
+    values = {
+        "home": str(home),
+        "key_file": str(key_file),
+        "database_url": database.url,
+        "chunk_size": "60",
+        "concurrency": "8",
+        **vendor_overrides(vendor.base_url, "k", "s3cret"),
+    }
     if database.schema:
         values["database_schema"] = database.schema
     return values
@@ -62,14 +67,19 @@ def billed_twice(state: SandboxState) -> list[tuple[str, str]]:
 @pytest.mark.subprocess
 @pytest.mark.parametrize("kill_after_calls", [30, 200, 500])
 def test_when_a_run_is_killed_and_run_again_then_nobody_is_billed_twice(
-        database, key_file, tmp_path, kill_after_calls):
+    database, key_file, tmp_path, kill_after_calls
+):
     batch = write_batch(tmp_path / "batch.jsonl", LINES, seed=77, prefix="K-")
     # 4 ms a call: slow enough that the kill lands mid-run, at a point the test picks.
     with SandboxServer(SandboxState(app_key="k", app_secret="s3cret", latency_ms=4)) as vendor:
         values = settings(vendor, database, key_file, tmp_path / "home")
         env = {**os.environ, **{f"IDV_{k.upper()}": v for k, v in values.items()}}
-        worker = subprocess.Popen([sys.executable, "-c", WORKER, str(batch)], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        worker = subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(batch)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         deadline = time.monotonic() + 120
         while len(vendor.state.calls) < kill_after_calls and worker.poll() is None:
             assert time.monotonic() < deadline, "the worker made no calls"
@@ -104,8 +114,14 @@ def test_when_a_run_is_killed_and_run_again_then_nobody_is_billed_twice(
             rt.close()
         assert len(vendor.state.calls) > killed_calls  # the second run did call
         assert billed_twice(vendor.state) == []
-        assert max(Counter(c.idempotency_key for c in vendor.state.calls
-                           if c.billed_cents > 0).values()) == 1
+        assert (
+            max(
+                Counter(
+                    c.idempotency_key for c in vendor.state.calls if c.billed_cents > 0
+                ).values()
+            )
+            == 1
+        )
         replays = [c for c in vendor.state.calls if c.replay]
         # Calls the killed run had made but not stored were answered from the vendor's
         # record, unbilled, when the resuming run made them again under the same keys.
@@ -113,17 +129,18 @@ def test_when_a_run_is_killed_and_run_again_then_nobody_is_billed_twice(
 
 
 def test_when_a_run_of_the_same_file_is_still_working_then_a_second_is_refused(
-        database, make_runtime, tmp_path, sandbox):
+    database, make_runtime, tmp_path, sandbox
+):
     from intake.reader import file_sha256
     from services.errors import Conflict
     from services.runs import owner_id
 
     batch = write_batch(tmp_path / "batch.jsonl", 5, seed=78, prefix="Q-")
-    rt = make_runtime(**vendor_overrides(sandbox.base_url, sandbox.state.app_key,
-                                         sandbox.state.app_secret))
+    rt = make_runtime(
+        **vendor_overrides(sandbox.base_url, sandbox.state.app_key, sandbox.state.app_secret)
+    )
     # A run of this file, opened by this very process: alive, and not to be raced.
-    rt.store.runs.start(batch_name="batch.jsonl", batch_sha256=file_sha256(batch),
-                        owner=owner_id())
+    rt.store.runs.start(batch_name="batch.jsonl", batch_sha256=file_sha256(batch), owner=owner_id())
     with pytest.raises(Conflict) as refused:
         run_batch(rt, str(batch))
     assert refused.value.field == "batch" and "still working" in refused.value.rule

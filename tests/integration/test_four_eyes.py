@@ -27,12 +27,19 @@ PHONE = "13800138000"
 
 @pytest.fixture
 def rt(database, key_file, tmp_path):
-    rt = Runtime(Settings(home=tmp_path / "home", database_url=database.url,
-                          database_schema=database.schema, key_file=key_file))
+    rt = Runtime(
+        Settings(
+            home=tmp_path / "home",
+            database_url=database.url,
+            database_schema=database.schema,
+            key_file=key_file,
+        )
+    )
     admin = Actor("admin", "operator")
     for who in (ANA, BOB, SUE, SAM, AUD, OFFICER):
-        rt.services.people.add(who.name, who.role, SecretStr("a long enough passphrase"),
-                               actor=admin)
+        rt.services.people.add(
+            who.name, who.role, SecretStr("a long enough passphrase"), actor=admin
+        )
     yield rt
     rt.close()
 
@@ -40,13 +47,21 @@ def rt(database, key_file, tmp_path):
 def flagged(rt: Runtime, ref: str) -> str:
     run_id = rt.store.runs.start(batch_name="t", batch_sha256=None)
     rt.store.applicants.add_decided(
-        run_id=run_id, line_no=1,
-        applicant=NewApplicant(applicant_ref=ref, product="consumer_loan", id_type="resident_id",
-                               name=SecretStr("测试人丙"),
-                               id_number=SecretStr("11010519491231002X"),
-                               phone=SecretStr(PHONE)),
-        steps=[], decision=Decision(outcome="review", score=40, policy_version="t",
-                                    reasons=("ID_MISMATCH",), features={}))
+        run_id=run_id,
+        line_no=1,
+        applicant=NewApplicant(
+            applicant_ref=ref,
+            product="consumer_loan",
+            id_type="resident_id",
+            name=SecretStr("测试人丙"),
+            id_number=SecretStr("11010519491231002X"),
+            phone=SecretStr(PHONE),
+        ),
+        steps=[],
+        decision=Decision(
+            outcome="review", score=40, policy_version="t", reasons=("ID_MISMATCH",), features={}
+        ),
+    )
     case = rt.store.cases.case_of(ref)
     assert case is not None
     return case.case_id
@@ -134,15 +149,21 @@ def test_the_second_person_sends_a_proposal_back_with_a_reason(rt):
         rt.services.cases.confirm(case_id, actor=SAM)
     # The proposer takes it back and decides again.
     rt.services.cases.claim(case_id, actor=SUE)
-    rt.services.cases.decide(case_id, {"action": "close", "reason": REASON,
-                                       "disposition": "false_positive"}, actor=SUE)
+    rt.services.cases.decide(
+        case_id, {"action": "close", "reason": REASON, "disposition": "false_positive"}, actor=SUE
+    )
     assert rt.store.cases.get(case_id).status == "closed"
 
 
 def test_nobody_sends_back_their_own_proposal(rt):
     case_id = proposed_reject(rt, "FE-9", by=SUE)
-    rt.store.cases.claim(case_id, actor="sue", queues=("supervisor",),
-                         now=rt.store.clock(), until=rt.store.clock() + timedelta(minutes=5))
+    rt.store.cases.claim(
+        case_id,
+        actor="sue",
+        queues=("supervisor",),
+        now=rt.store.clock(),
+        until=rt.store.clock() + timedelta(minutes=5),
+    )
     with pytest.raises(Denied) as own:
         rt.services.cases.send_back(case_id, "changed my mind about it", actor=SUE)
     assert own.value.field == "actor"
@@ -153,14 +174,24 @@ def test_a_subject_request_answered_never_closes_a_case_waiting_for_a_second_per
     from storage.reviews import request_answered
 
     with rt.store.transaction() as s:
-        request_answered(s, case_id=case_id, reason="ID_MISMATCH", request_id="r-1",
-                         applicant_ref="FE-10", now=rt.store.clock(), audit=rt.store.audit)
+        request_answered(
+            s,
+            case_id=case_id,
+            reason="ID_MISMATCH",
+            request_id="r-1",
+            applicant_ref="FE-10",
+            now=rt.store.clock(),
+            audit=rt.store.audit,
+        )
     assert rt.store.cases.get(case_id).status == "pending_confirmation"
 
 
 def test_an_analyst_reveals_only_on_an_open_case_she_holds_or_is_assigned(rt):
-    body = {"field": "phone", "reason_code": "applicant_contact",
-            "reason": "calling the applicant back about the ID"}
+    body = {
+        "field": "phone",
+        "reason_code": "applicant_contact",
+        "reason": "calling the applicant back about the ID",
+    }
     case_id = flagged(rt, "FE-11")
     with pytest.raises(Denied) as refused:  # nobody's case
         rt.services.cases.reveal(case_id, body, actor=ANA)
@@ -171,14 +202,29 @@ def test_an_analyst_reveals_only_on_an_open_case_she_holds_or_is_assigned(rt):
     assert rt.services.cases.reveal(case_id, body, actor=BOB).value == PHONE
     assert rt.services.cases.reveal(case_id, body, actor=SUE).value == PHONE  # any case
     with pytest.raises(Denied) as outside:  # no case at all: reveal_any
-        rt.services.subjects.reveal("FE-11", "phone", reason_code="applicant_contact",
-                                    reason=body["reason"], purpose="review", actor=ANA)
+        rt.services.subjects.reveal(
+            "FE-11",
+            "phone",
+            reason_code="applicant_contact",
+            reason=body["reason"],
+            purpose="review",
+            actor=ANA,
+        )
     assert "reveal_any" in outside.value.rule
-    assert rt.services.subjects.reveal(
-        "FE-11", "phone", reason_code="subject_request", reason=body["reason"],
-        purpose="review", actor=OFFICER).value == PHONE
-    rt.services.cases.decide(case_id, {"action": "close", "reason": REASON,
-                                       "disposition": "false_positive"}, actor=BOB)
+    assert (
+        rt.services.subjects.reveal(
+            "FE-11",
+            "phone",
+            reason_code="subject_request",
+            reason=body["reason"],
+            purpose="review",
+            actor=OFFICER,
+        ).value
+        == PHONE
+    )
+    rt.services.cases.decide(
+        case_id, {"action": "close", "reason": REASON, "disposition": "false_positive"}, actor=BOB
+    )
     with pytest.raises(Denied):  # closed: the work is done
         rt.services.cases.reveal(case_id, body, actor=BOB)
 

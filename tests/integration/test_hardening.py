@@ -21,35 +21,61 @@ HOLD_PURPOSE = "aml_record_keeping"
 
 def _held_subject(store, ref: str) -> None:
     from tests.integration.test_storage import new_run
+
     run = new_run(store)
     store.applicants.add_decided(
-        run_id=run, line_no=1,
-        applicant=NewApplicant(applicant_ref=ref, product="consumer_loan",
-                               id_type="resident_id", name=SecretStr("张伟"),
-                               id_number=SecretStr("11010519491231002X"),
-                               phone=SecretStr("+8613800138000")),
-        steps=[], decision=Decision(outcome="review", score=40, policy_version="card@1",
-                                    reasons=("ID_NO_RECORD",), features={}))
-    store.subjects.hold(ref, basis="aml_customer_identification", purpose=HOLD_PURPOSE,
-                        until=datetime.now(UTC) + timedelta(days=365), actor="officer")
-    assert store.subjects.erase(ref, reason="erasure request #1", actor="officer") == \
-        "restricted"
+        run_id=run,
+        line_no=1,
+        applicant=NewApplicant(
+            applicant_ref=ref,
+            product="consumer_loan",
+            id_type="resident_id",
+            name=SecretStr("张伟"),
+            id_number=SecretStr("11010519491231002X"),
+            phone=SecretStr("+8613800138000"),
+        ),
+        steps=[],
+        decision=Decision(
+            outcome="review",
+            score=40,
+            policy_version="card@1",
+            reasons=("ID_NO_RECORD",),
+            features={},
+        ),
+    )
+    store.subjects.hold(
+        ref,
+        basis="aml_customer_identification",
+        purpose=HOLD_PURPOSE,
+        until=datetime.now(UTC) + timedelta(days=365),
+        actor="officer",
+    )
+    assert store.subjects.erase(ref, reason="erasure request #1", actor="officer") == "restricted"
 
 
-def test_when_a_role_without_hold_names_the_holds_purpose_then_the_held_value_stays_hidden(
-        store):
+def test_when_a_role_without_hold_names_the_holds_purpose_then_the_held_value_stays_hidden(store):
     _held_subject(store, "H-1")
     subjects = SubjectService(store, catalog.access_policy(), catalog.retention_policy())
     senior = Actor(name="sam", role="supervisor")  # may reveal, may not assert a hold
     with pytest.raises(Denied) as refused:
-        subjects.reveal("H-1", "id_number", reason_code="identity_dispute",
-                        reason="customer called about the loan",
-                        purpose=HOLD_PURPOSE, actor=senior)
+        subjects.reveal(
+            "H-1",
+            "id_number",
+            reason_code="identity_dispute",
+            reason="customer called about the loan",
+            purpose=HOLD_PURPOSE,
+            actor=senior,
+        )
     assert refused.value.field == "purpose"
     officer = Actor(name="olga", role="compliance_officer")
-    value = subjects.reveal("H-1", "id_number", reason_code="regulator_request",
-                            reason="AML inquiry 2026-118 from the PBoC",
-                            purpose=HOLD_PURPOSE, actor=officer)
+    value = subjects.reveal(
+        "H-1",
+        "id_number",
+        reason_code="regulator_request",
+        reason="AML inquiry 2026-118 from the PBoC",
+        purpose=HOLD_PURPOSE,
+        actor=officer,
+    )
     assert value is not None  # never printed
     (asserted,) = store.audit.events(subject_ref="H-1", kind_prefix="subject.hold_purpose")
     assert asserted.detail["actor"] == "olga" and asserted.detail["purpose"] == HOLD_PURPOSE
@@ -74,8 +100,9 @@ def _production(tmp_path, **extra):
 
     key = create_key_file(tmp_path / "keys" / "idv.key", production=True)
     secrets = {f"{v}_app_secret": SecretStr(f"real-{v}-secret") for v in VENDORS}
-    return Runtime(Settings(env="production", home=tmp_path / "home", key_file=key,
-                            **secrets, **extra))
+    return Runtime(
+        Settings(env="production", home=tmp_path / "home", key_file=key, **secrets, **extra)
+    )
 
 
 def test_when_production_names_the_default_sqlite_file_then_startup_refuses(tmp_path):
@@ -89,17 +116,20 @@ def test_when_production_names_the_default_sqlite_file_then_startup_refuses(tmp_
 
 def _check(tmp_path, url):
     import shutil
+
     shutil.rmtree(tmp_path / "keys", ignore_errors=True)
     _production(tmp_path, database_url=url).check_production()
 
 
 def test_when_a_development_key_file_is_missing_but_keys_it_wrapped_exist_then_none_is_made(
-        tmp_path):
+    tmp_path,
+):
     from flows.runtime import Runtime
     from flows.settings import Settings, StartupError
 
-    settings = Settings(env="development", home=tmp_path / "home",
-                        key_file=tmp_path / "keys" / "idv.key")
+    settings = Settings(
+        env="development", home=tmp_path / "home", key_file=tmp_path / "keys" / "idv.key"
+    )
     rt = Runtime(settings)
     rt.keyring.secret("prefect-server")  # wraps a ring secret under the first key
     rt.close()
@@ -109,8 +139,7 @@ def test_when_a_development_key_file_is_missing_but_keys_it_wrapped_exist_then_n
     assert not settings.resolved_key_file.exists()
 
 
-def test_when_a_development_key_files_flag_is_edited_then_production_still_refuses_it(
-        tmp_path):
+def test_when_a_development_key_files_flag_is_edited_then_production_still_refuses_it(tmp_path):
     import json
 
     from flows.runtime import Runtime
@@ -124,8 +153,15 @@ def test_when_a_development_key_files_flag_is_edited_then_production_still_refus
     key.write_text(json.dumps(doc))
     key.chmod(0o600)
     secrets = {f"{v}_app_secret": SecretStr(f"real-{v}-secret") for v in VENDORS}
-    rt = Runtime(Settings(env="production", home=tmp_path / "home", key_file=key,
-                          database_url=f"sqlite:///{tmp_path / 'prod.db'}", **secrets))
+    rt = Runtime(
+        Settings(
+            env="production",
+            home=tmp_path / "home",
+            key_file=key,
+            database_url=f"sqlite:///{tmp_path / 'prod.db'}",
+            **secrets,
+        )
+    )
     with pytest.raises(StartupError, match="development key"):
         rt.kek  # noqa: B018
 

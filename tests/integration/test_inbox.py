@@ -31,24 +31,30 @@ CLEAN = Mix(invalid=0, no_consent=0, no_scoring_consent=0)
 @pytest.fixture
 def runtime(database, make_runtime, sandbox, tmp_path):
     (tmp_path / "inbox").mkdir()
-    return make_runtime(inbox=tmp_path / "inbox", inbox_settle_s=0, chunk_size=10,
-                        **vendor_overrides(sandbox.base_url, sandbox.state.app_key,
-                                           sandbox.state.app_secret))
+    return make_runtime(
+        inbox=tmp_path / "inbox",
+        inbox_settle_s=0,
+        chunk_size=10,
+        **vendor_overrides(sandbox.base_url, sandbox.state.app_key, sandbox.state.app_secret),
+    )
 
 
 def runner(rt: Runtime, ran: list[str]):
     """The onboarding work without Prefect, renewing the claim per chunk as the flow does."""
+
     def run(path: Path, beat):
         ran.append(path.name)
         with progress.watching(lambda _p: beat()):
             return dataclasses.asdict(run_batch(rt, str(path)))
+
     return run
 
 
 def batch_text(n: int, seed: int, prefix: str, mix: Mix = CLEAN) -> tuple[str, Canaries]:
     lines = list(applicants(n, seed=seed, prefix=prefix, mix=mix))
-    text_ = "".join((x if isinstance(x, str) else json.dumps(x, ensure_ascii=False)) + "\n"
-                    for x in lines)
+    text_ = "".join(
+        (x if isinstance(x, str) else json.dumps(x, ensure_ascii=False)) + "\n" for x in lines
+    )
     return text_, Canaries.of_lines(lines)
 
 
@@ -58,11 +64,13 @@ def runs_of(rt: Runtime) -> int:
 
 
 def test_when_a_complete_file_is_dropped_then_it_runs_once_and_moves_to_done_with_a_report(
-        runtime, sandbox, tmp_path):
+    runtime, sandbox, tmp_path
+):
     inbox = tmp_path / "inbox"
     # Under 20 lines a batch is never halted: its bad lines are refused one by one.
-    body, canaries = batch_text(18, 61, "IB-", mix=Mix(invalid=0.2, no_consent=0,
-                                                      no_scoring_consent=0))
+    body, canaries = batch_text(
+        18, 61, "IB-", mix=Mix(invalid=0.2, no_consent=0, no_scoring_consent=0)
+    )
     (inbox / "nightly.jsonl").write_text(body, encoding="utf-8")
     ran: list[str] = []
     report = take_inbox(runtime, run=runner(runtime, ran))
@@ -73,8 +81,9 @@ def test_when_a_complete_file_is_dropped_then_it_runs_once_and_moves_to_done_wit
     assert written["status"] == "done" and written["run_id"] == taken.run_id
     assert sum(written["counts"].values()) == written["lines"] == 18
     # Refused lines by number, field and rule: nothing else of them.
-    assert written["refused"] and all(set(r) == {"line", "field", "rule"}
-                                      for r in written["refused"])
+    assert written["refused"] and all(
+        set(r) == {"line", "field", "rule"} for r in written["refused"]
+    )
     assert written["counts"].get("invalid", 0) == len(written["refused"])
     assert canaries.in_files(inbox, pattern="*.report.json") == []
     assert canaries.in_text(report.model_dump_json(), "the inbox report") == []
@@ -84,8 +93,7 @@ def test_when_a_complete_file_is_dropped_then_it_runs_once_and_moves_to_done_wit
     assert runtime.store.inbox.get(taken.sha256).status == "done"
 
 
-def test_when_a_file_is_still_being_written_then_it_is_left_for_the_next_look(
-        runtime, tmp_path):
+def test_when_a_file_is_still_being_written_then_it_is_left_for_the_next_look(runtime, tmp_path):
     inbox = tmp_path / "inbox"
     body, _ = batch_text(6, 62, "IG-")
     growing = inbox / "hourly.jsonl"
@@ -100,12 +108,16 @@ def test_when_a_file_is_still_being_written_then_it_is_left_for_the_next_look(
     ran: list[str] = []
     first = take_inbox(runtime, run=runner(runtime, ran), pause=writer_still_at_work)
     assert {(f.name, f.status, f.reason) for f in first.files} == {
-        ("hourly.jsonl", "left", "changing"), ("upload.jsonl.part", "left", "partial")}
+        ("hourly.jsonl", "left", "changing"),
+        ("upload.jsonl.part", "left", "partial"),
+    }
     assert ran == [] and growing.exists() and runs_of(runtime) == 0
     # Two looks without a change: complete. The .part name stays until it is renamed.
     second = take_inbox(runtime, run=runner(runtime, ran))
     assert {(f.name, f.status) for f in second.files} == {
-        ("hourly.jsonl", "done"), ("upload.jsonl.part", "left")}
+        ("hourly.jsonl", "done"),
+        ("upload.jsonl.part", "left"),
+    }
     (inbox / "upload.jsonl.part").rename(inbox / "upload.jsonl")
     third = take_inbox(runtime, run=runner(runtime, ran))
     assert [(f.name, f.status) for f in third.files] == [("upload.jsonl", "done")]
@@ -121,7 +133,9 @@ def test_when_the_same_content_is_dropped_twice_then_it_runs_once(runtime, tmp_p
     ran: list[str] = []
     first = take_inbox(runtime, run=runner(runtime, ran))
     assert [(f.name, f.status, f.reason) for f in first.files] == [
-        ("a.jsonl", "done", None), ("a-copy.jsonl", "failed", "already_run")]
+        ("a.jsonl", "done", None),
+        ("a-copy.jsonl", "failed", "already_run"),
+    ]
     dup = json.loads((inbox / "failed/a-copy.jsonl.report.json").read_text("utf-8"))
     assert dup["reason"] == "already_run"
     assert dup["first_taken"]["run_id"] == first.files[0].run_id
@@ -142,26 +156,29 @@ def test_when_the_same_content_is_dropped_twice_then_it_runs_once(runtime, tmp_p
     (inbox / "b.jsonl").write_text(other.replace("IE-", "IF-"), encoding="utf-8")
     fourth = take_inbox(runtime, run=runner(runtime, ran))
     (renamed,) = fourth.files
-    assert renamed.status == "done" and renamed.moved_to == (
-        f"done/b.{renamed.sha256[:12]}.jsonl")
+    assert renamed.status == "done" and renamed.moved_to == (f"done/b.{renamed.sha256[:12]}.jsonl")
     assert (inbox / renamed.moved_to).exists() and (inbox / "done/b.jsonl").exists()
     assert ran == ["a.jsonl", "b.jsonl", "b.jsonl"] and runs_of(runtime) == 3
     assert (canaries | more).in_files(inbox, pattern="*.report.json") == []
 
 
 def test_when_a_file_is_not_a_batch_then_it_goes_to_failed_with_its_reason_and_the_next_runs(
-        runtime, tmp_path):
+    runtime, tmp_path
+):
     inbox = tmp_path / "inbox"
     good, canaries = batch_text(6, 65, "IH-")
-    poisoned = [dict(x, id_number=x["id_number"][:12]) if i % 4 == 0 else x
-                for i, x in enumerate(applicants(24, seed=66, prefix="IP-", mix=CLEAN))]
+    poisoned = [
+        dict(x, id_number=x["id_number"][:12]) if i % 4 == 0 else x
+        for i, x in enumerate(applicants(24, seed=66, prefix="IP-", mix=CLEAN))
+    ]
     canaries |= Canaries.of_lines(poisoned)
     files = {
         "notes.txt": good.encode(),
         "latin1.jsonl": '{"applicant_ref": "A-1", "name": "Jos\u00e9"}\n'.encode("latin-1"),
         "header.csv": b"applicant_ref,full_name,id_number\nA-1,x,y\n",
-        "poisoned.jsonl": "".join(json.dumps(x, ensure_ascii=False) + "\n"
-                                  for x in poisoned).encode(),
+        "poisoned.jsonl": "".join(
+            json.dumps(x, ensure_ascii=False) + "\n" for x in poisoned
+        ).encode(),
         "zz-good.jsonl": good.encode(),
     }
     for i, (name, data) in enumerate(files.items()):
@@ -170,8 +187,12 @@ def test_when_a_file_is_not_a_batch_then_it_goes_to_failed_with_its_reason_and_t
     ran: list[str] = []
     report = take_inbox(runtime, run=runner(runtime, ran))
     got = {f.name: (f.status, f.reason, f.field, f.rule) for f in report.files}
-    assert got["notes.txt"] == ("failed", "not_a_batch", "FILE",
-                                "must end in .jsonl, .ndjson or .csv")
+    assert got["notes.txt"] == (
+        "failed",
+        "not_a_batch",
+        "FILE",
+        "must end in .jsonl, .ndjson or .csv",
+    )
     assert got["latin1.jsonl"] == ("failed", "not_a_batch", "FILE", "is not UTF-8 text")
     assert got["header.csv"][:3] == ("failed", "not_a_batch", "header.full_name")
     assert got["poisoned.jsonl"][:2] == ("failed", "halted")
@@ -187,8 +208,7 @@ def test_when_a_file_is_not_a_batch_then_it_goes_to_failed_with_its_reason_and_t
     assert canaries.in_files(inbox, pattern="*.report.json") == []
 
 
-def test_when_a_run_breaks_then_the_file_goes_to_failed_and_may_be_dropped_again(
-        runtime, tmp_path):
+def test_when_a_run_breaks_then_the_file_goes_to_failed_and_may_be_dropped_again(runtime, tmp_path):
     inbox = tmp_path / "inbox"
     body, _ = batch_text(5, 67, "IR-")
     (inbox / "r.jsonl").write_text(body, encoding="utf-8")
@@ -210,7 +230,9 @@ def test_when_the_inbox_is_missing_or_not_a_folder_then_it_is_refused(runtime, t
     with pytest.raises(InvalidInput) as missing:
         take_inbox(runtime, tmp_path / "nowhere", field="--inbox")
     assert (missing.value.field, missing.value.rule) == (
-        "--inbox", "no such folder: the inbox must exist")
+        "--inbox",
+        "no such folder: the inbox must exist",
+    )
     (tmp_path / "a-file").write_text("x")
     with pytest.raises(InvalidInput, match="is not a folder"):
         take_inbox(runtime, tmp_path / "a-file")
@@ -228,8 +250,7 @@ def test_when_two_runs_claim_one_content_then_one_holds_it_until_its_claim_goes_
     # A run that stopped renewing its claim: the next claimant takes it over, once.
     taken = store.inbox.claim("a" * 64, "x.jsonl", stale_after=timedelta(0))
     assert taken.held and taken.taken_over
-    store.inbox.finish("a" * 64, status="done", reason=None, run_id="r-1",
-                       moved_to="done/x.jsonl")
+    store.inbox.finish("a" * 64, status="done", reason=None, run_id="r-1", moved_to="done/x.jsonl")
     after = store.inbox.claim("a" * 64, "x.jsonl", stale_after=timedelta(0))
     assert not after.held and after.file.status == "done" and after.file.run_id == "r-1"
     kinds = [e.kind for e in store.audit.events(kind_prefix="inbox.")]

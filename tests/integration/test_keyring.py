@@ -23,9 +23,14 @@ from storage.subjects import SubjectUnavailableError
 
 
 def person(i: int) -> NewApplicant:
-    return NewApplicant(applicant_ref=f"K-{i}", product="consumer_loan", id_type="resident_id",
-                        name=SecretStr(f"测试{i}"), id_number=SecretStr(f"1101051949{i:08d}"),
-                        phone=SecretStr(f"+86138{i:08d}"))
+    return NewApplicant(
+        applicant_ref=f"K-{i}",
+        product="consumer_loan",
+        id_type="resident_id",
+        name=SecretStr(f"测试{i}"),
+        id_number=SecretStr(f"1101051949{i:08d}"),
+        phone=SecretStr(f"+86138{i:08d}"),
+    )
 
 
 DECISION = Decision(outcome="verified", score=0, policy_version="p", reasons=(), features={})
@@ -34,13 +39,16 @@ DECISION = Decision(outcome="verified", score=0, policy_version="p", reasons=(),
 def add(store: Store, n: int, start: int = 0) -> None:
     run = store.runs.start(batch_name="b", batch_sha256=None)
     for i in range(start, start + n):
-        store.applicants.add_decided(run_id=run, line_no=i + 1, applicant=person(i), steps=[],
-                                     decision=DECISION)
+        store.applicants.add_decided(
+            run_id=run, line_no=i + 1, applicant=person(i), steps=[], decision=DECISION
+        )
 
 
 def read_all(store: Store, refs) -> dict[str, str]:
-    return {r: store.applicants.reveal_by_ref(r, actor="t", purpose="t").id_number
-            .get_secret_value() for r in refs}
+    return {
+        r: store.applicants.reveal_by_ref(r, actor="t", purpose="t").id_number.get_secret_value()
+        for r in refs
+    }
 
 
 def test_when_the_key_file_is_missing_open_to_others_or_malformed_then_it_is_refused(tmp_path):
@@ -97,7 +105,8 @@ def test_when_a_version_still_wraps_keys_then_retiring_it_is_refused(store):
 
 
 def test_when_a_subject_is_erased_then_a_backup_taken_before_cannot_decrypt_them(
-        store, database, tmp_path):
+    store, database, tmp_path
+):
     if database.schema:
         pytest.skip("the backup copy is a SQLite file copy")
     add(store, 5)
@@ -113,12 +122,14 @@ def test_when_a_subject_is_erased_then_a_backup_taken_before_cannot_decrypt_them
         rows = {r.applicant_ref: r for r in s.scalars(select(m.Applicant))}
     erased = rows["K-2"]
     with pytest.raises(FieldDecryptError, match="destroyed"):
-        copy.cipher.decrypt(erased.id_number_ct, table="applicants", column="id_number",
-                            row=erased.id)
+        copy.cipher.decrypt(
+            erased.id_number_ct, table="applicants", column="id_number", row=erased.id
+        )
     for ref in ("K-0", "K-1", "K-3", "K-4"):
         r = rows[ref]
-        assert copy.cipher.decrypt(r.id_number_ct, table="applicants", column="id_number",
-                                   row=r.id).startswith("1101051949")
+        assert copy.cipher.decrypt(
+            r.id_number_ct, table="applicants", column="id_number", row=r.id
+        ).startswith("1101051949")
     copy.engine.dispose()
     with pytest.raises(SubjectUnavailableError, match="erased"):
         store.applicants.reveal_by_ref("K-2", actor="t", purpose="t")
@@ -130,9 +141,13 @@ def test_when_a_subject_is_erased_then_a_backup_taken_before_cannot_decrypt_them
 
 def test_when_a_subject_is_under_a_legal_hold_then_erasure_restricts_instead(store):
     add(store, 2)
-    store.subjects.hold("K-1", basis="aml_customer_identification",
-                        purpose="aml_record_keeping",
-                        until=datetime.now(UTC) + timedelta(days=1825), actor="t")
+    store.subjects.hold(
+        "K-1",
+        basis="aml_customer_identification",
+        purpose="aml_record_keeping",
+        until=datetime.now(UTC) + timedelta(days=1825),
+        actor="t",
+    )
     assert store.subjects.erase("K-1", reason="erasure request", actor="t") == "restricted"
     with pytest.raises(SubjectUnavailableError, match="restricted"):
         store.applicants.reveal_by_ref("K-1", actor="t", purpose="review")
@@ -165,7 +180,8 @@ def test_when_the_kek_is_in_vault_transit_then_wrap_rotate_and_retire_work(tmp_p
 
 
 def test_when_two_processes_create_the_key_file_at_once_then_both_hold_the_first_ones_keys(
-        tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
     """Two workers starting on a new installation may both find no key file. The one that
     writes second must not replace the first one's file (whose KEK may already wrap keys):
     it finds the name taken and reads that file."""

@@ -26,24 +26,35 @@ def browser() -> httpx.Client:
 
 
 def start(client: httpx.Client, world, ref: str, scope: str = "snsapi_userinfo") -> str:
-    r = client.get(f"{world.api_url}/oauth/wechat/authorize",
-                   params={"applicant_ref": ref, "scope": scope})
+    r = client.get(
+        f"{world.api_url}/oauth/wechat/authorize", params={"applicant_ref": ref, "scope": scope}
+    )
     assert r.status_code == 302, r.text
     return r.headers["location"]
 
 
 def form_fields(page: str) -> dict[str, str]:
-    return {k: html.unescape(v) for k, v in
-            re.findall(r"<input type='hidden' name='(\w+)' value='([^']*)'>", page)}
+    return {
+        k: html.unescape(v)
+        for k, v in re.findall(r"<input type='hidden' name='(\w+)' value='([^']*)'>", page)
+    }
 
 
-def answer(client: httpx.Client, world, location: str, *, user: str = "wx-user-1",
-           decision: str = "approve") -> str:
+def answer(
+    client: httpx.Client,
+    world,
+    location: str,
+    *,
+    user: str = "wx-user-1",
+    decision: str = "approve",
+) -> str:
     """The applicant on WeChat's page: Approve or Deny. Returns where WeChat sends them."""
     page = client.get(location.split("#")[0])
     assert page.status_code == 200, page.text
-    r = client.post(f"{world.sandbox_url}/connect/oauth2/authorize/confirm",
-                    data={**form_fields(page.text), "user": user, "decision": decision})
+    r = client.post(
+        f"{world.sandbox_url}/connect/oauth2/authorize/confirm",
+        data={**form_fields(page.text), "user": user, "decision": decision},
+    )
     assert r.status_code == 302
     return r.headers["location"]
 
@@ -62,33 +73,45 @@ def grants(world, ref: str) -> list:
 
 
 def api(world) -> httpx.Client:
-    return httpx.Client(base_url=world.api_url, timeout=10,
-                        headers={"Authorization": f"Bearer {world.TOKEN}"})
+    return httpx.Client(
+        base_url=world.api_url, timeout=10, headers={"Authorization": f"Bearer {world.TOKEN}"}
+    )
 
 
 def grant_phone_consent(world, ref: str) -> None:
     notice = world.rt.notices["privacy-notice-2026.12"]
     with api(world) as c:
-        r = c.post("/consents", json={
-            "subject_ref": ref, "purpose": "onboarding_verification",
-            "scopes": ["wechat_phone"], "notice_version": notice.version,
-            "notice_hash": notice.text_sha256, "channel": "mini_program",
-            "evidence": "sha256:" + "d" * 64})
+        r = c.post(
+            "/consents",
+            json={
+                "subject_ref": ref,
+                "purpose": "onboarding_verification",
+                "scopes": ["wechat_phone"],
+                "notice_version": notice.version,
+                "notice_hash": notice.text_sha256,
+                "channel": "mini_program",
+                "evidence": "sha256:" + "d" * 64,
+            },
+        )
         assert r.status_code == 201, r.text
 
 
 def subject(ref: str, phone: str | None = PHONE) -> Subject:
     from pydantic import SecretStr
 
-    return Subject(applicant_ref=ref, name=SecretStr("张伟"), id_type="resident_id",
-                   id_number=SecretStr("11010519491231002X"),
-                   phone=SecretStr(phone) if phone else None)
+    return Subject(
+        applicant_ref=ref,
+        name=SecretStr("张伟"),
+        id_type="resident_id",
+        id_number=SecretStr("11010519491231002X"),
+        phone=SecretStr(phone) if phone else None,
+    )
 
 
 # -- the dance -----------------------------------------------------------------------------
 
-def test_when_the_applicant_approves_then_the_grant_is_recorded_and_the_tokens_sealed(
-        oauth_world):
+
+def test_when_the_applicant_approves_then_the_grant_is_recorded_and_the_tokens_sealed(oauth_world):
     world = oauth_world
     with browser() as client:
         location = start(client, world, "W-1")
@@ -131,7 +154,8 @@ def test_when_the_applicant_denies_then_nothing_is_granted_and_no_token_exists(o
 
 @pytest.mark.parametrize("case", ["missing", "forged", "expired", "replayed", "other browser"])
 def test_when_the_state_is_wrong_then_no_token_is_exchanged_and_nothing_is_granted(
-        oauth_world, case):
+    oauth_world, case
+):
     world = oauth_world
     with browser() as client:
         back = answer(client, world, start(client, world, "W-3"))
@@ -148,8 +172,9 @@ def test_when_the_state_is_wrong_then_no_token_is_exchanged_and_nothing_is_grant
         if case == "missing":
             r = client.get(callback, params={"code": params["code"]})
         elif case == "forged":
-            r = client.get(callback, params={"code": params["code"],
-                                             "state": params["state"][:-2] + "xy"})
+            r = client.get(
+                callback, params={"code": params["code"], "state": params["state"][:-2] + "xy"}
+            )
         elif case == "expired":
             with world.rt.store.engine.begin() as conn:
                 conn.execute(text("update oauth_states set expires_at = created_at"))
@@ -158,15 +183,20 @@ def test_when_the_state_is_wrong_then_no_token_is_exchanged_and_nothing_is_grant
             with browser() as other:  # the link opened in another browser (login CSRF)
                 r = other.get(back)
     assert r.status_code == 400, r.text
-    assert {"missing": "state_missing", "forged": "state_unknown", "expired": "state_expired",
-            "other browser": "state_issued"}[case] in r.text
+    assert {
+        "missing": "state_missing",
+        "forged": "state_unknown",
+        "expired": "state_expired",
+        "other browser": "state_issued",
+    }[case] in r.text
     assert params["code"] not in r.text and params["state"] not in r.text
     assert world.wechat.exchanges() == []
     assert grants(world, "W-3") == []
 
 
 def test_when_a_code_is_reused_or_forged_then_wechat_refuses_it_and_nothing_more_is_granted(
-        oauth_world):
+    oauth_world,
+):
     world = oauth_world
     with browser() as client:
         first = answer(client, world, start(client, world, "W-4"))
@@ -174,19 +204,24 @@ def test_when_a_code_is_reused_or_forged_then_wechat_refuses_it_and_nothing_more
         old_code = query(first)["code"]
         # A second authorization, returning with the first one's code: WeChat says 40163.
         second = query(answer(client, world, start(client, world, "W-4")))
-        r = client.get(f"{world.api_url}/oauth/wechat/callback",
-                       params={"code": old_code, "state": second["state"]})
+        r = client.get(
+            f"{world.api_url}/oauth/wechat/callback",
+            params={"code": old_code, "state": second["state"]},
+        )
         assert r.status_code == 400 and "wechat_40163_code_used" in r.text
         third = query(answer(client, world, start(client, world, "W-4")))
-        r = client.get(f"{world.api_url}/oauth/wechat/callback",
-                       params={"code": "forged-code-0000", "state": third["state"]})
+        r = client.get(
+            f"{world.api_url}/oauth/wechat/callback",
+            params={"code": "forged-code-0000", "state": third["state"]},
+        )
         assert r.status_code == 400 and "wechat_40029_invalid_code" in r.text
     assert [c["errcode"] for c in world.wechat.exchanges()] == [0, 40163, 40029]
     assert len(grants(world, "W-4")) == 1
 
 
 def test_when_the_callback_is_not_on_the_registered_domain_then_no_code_is_issued(
-        database, key_file, tmp_path):
+    database, key_file, tmp_path
+):
     from tests.conftest import OAuthWorld
 
     # WeChat's app registers idv.example (网页授权域名); our callback is on 127.0.0.1.
@@ -199,8 +234,9 @@ def test_when_the_callback_is_not_on_the_registered_domain_then_no_code_is_issue
         assert world.wechat.exchanges() == [] and grants(world, "W-5") == []
         # The OpenID provider matches the whole URI: one character off is refused at authorize.
         with browser() as client:
-            r = client.get(f"{world.api_url}/oauth/oidc/demo/authorize",
-                           params={"applicant_ref": "W-5"})
+            r = client.get(
+                f"{world.api_url}/oauth/oidc/demo/authorize", params={"applicant_ref": "W-5"}
+            )
             url = r.headers["location"].replace("%2Fcallback", "%2Fcallbacc")
             page = client.get(url)
         assert page.status_code == 400 and "location" not in page.headers
@@ -209,7 +245,8 @@ def test_when_the_callback_is_not_on_the_registered_domain_then_no_code_is_issue
 
 
 def test_when_a_code_is_sent_to_another_path_of_our_domain_then_our_state_still_refuses_it(
-        oauth_world):
+    oauth_world,
+):
     """WeChat checks the domain only, so a crafted authorize link can send a code to any page
     of ours: the callback's state, bound to the applicant and the browser, is what refuses it."""
     world = oauth_world
@@ -220,19 +257,22 @@ def test_when_a_code_is_sent_to_another_path_of_our_domain_then_our_state_still_
         assert crafted != location
         page = client.get(crafted)
         assert page.status_code == 200  # WeChat accepts any path on the registered domain
-        r = client.post(f"{world.sandbox_url}/connect/oauth2/authorize/confirm",
-                        data={**form_fields(page.text), "decision": "approve"})
+        r = client.post(
+            f"{world.sandbox_url}/connect/oauth2/authorize/confirm",
+            data={**form_fields(page.text), "decision": "approve"},
+        )
         assert r.headers["location"].startswith(f"{world.api_url}/elsewhere?")
         code = query(r.headers["location"])["code"]
         with browser() as attacker:  # the code, replayed to our callback by someone else
-            stolen = attacker.get(f"{world.api_url}/oauth/wechat/callback",
-                                  params={"code": code, "state": sent["state"]})
+            stolen = attacker.get(
+                f"{world.api_url}/oauth/wechat/callback",
+                params={"code": code, "state": sent["state"]},
+            )
     assert stolen.status_code == 400 and "state_issued" in stolen.text
     assert world.wechat.exchanges() == [] and grants(world, "W-5b") == []
 
 
-def test_when_wechat_answers_garbage_then_the_page_says_so_and_nothing_is_granted(
-        oauth_world):
+def test_when_wechat_answers_garbage_then_the_page_says_so_and_nothing_is_granted(oauth_world):
     world = oauth_world
     world.wechat.garbage = True
     with browser() as client:
@@ -252,29 +292,51 @@ def test_when_errcodes_come_on_http_200_then_each_maps_to_a_clear_error(oauth_wo
     tokens = world.rt.store.oauth.tokens("W-7", "wechat")
     openid = world.wechat.openid(world.WEB_APPID, "wx-user-1")
     other_openid = world.wechat.openid(world.WEB_APPID, "wx-user-2")
-    wrong_secret = WeChatClient(OAuthConfig(
-        wechat_api_url=world.sandbox_url, wechat_appid=world.WEB_APPID,
-        wechat_secret="not-the-secret", timeout_s=5))
+    wrong_secret = WeChatClient(
+        OAuthConfig(
+            wechat_api_url=world.sandbox_url,
+            wechat_appid=world.WEB_APPID,
+            wechat_secret="not-the-secret",
+            timeout_s=5,
+        )
+    )
     cases = [  # (what happens, our error code), in order: the clock moves at the end
         (lambda: service.wechat.userinfo("not-a-token", openid), "wechat_40001_invalid_token"),
-        (lambda: service.wechat.userinfo(tokens.access_token, other_openid),
-         "wechat_40003_invalid_openid"),
+        (
+            lambda: service.wechat.userinfo(tokens.access_token, other_openid),
+            "wechat_40003_invalid_openid",
+        ),
         (lambda: service.wechat.exchange(""), "wechat_41008_missing_code"),
         (lambda: wrong_secret.exchange("any-code"), "wechat_40125_invalid_secret"),
-        (lambda: service.wechat.refresh("not-a-refresh-token"),
-         "wechat_40030_invalid_refresh_token"),
-        (lambda: world.wechat.advance(7300) or service.wechat.userinfo(  # past 7,200 s
-            tokens.access_token, openid), "wechat_42001_access_token_expired"),
-        (lambda: world.wechat.advance(31 * 86400) or service.wechat.refresh(  # past 30 days
-            tokens.refresh_token), "wechat_42002_refresh_token_expired"),
+        (
+            lambda: service.wechat.refresh("not-a-refresh-token"),
+            "wechat_40030_invalid_refresh_token",
+        ),
+        (
+            lambda: (
+                world.wechat.advance(7300)
+                or service.wechat.userinfo(  # past 7,200 s
+                    tokens.access_token, openid
+                )
+            ),
+            "wechat_42001_access_token_expired",
+        ),
+        (
+            lambda: (
+                world.wechat.advance(31 * 86400)
+                or service.wechat.refresh(  # past 30 days
+                    tokens.refresh_token
+                )
+            ),
+            "wechat_42002_refresh_token_expired",
+        ),
     ]
     for call, code in cases:
         with pytest.raises(OAuthFailure) as refused:
             call()
         assert refused.value.code == code
         # Only the errcode is read: WeChat's errmsg (with its rid) is not repeated.
-        assert "rid" not in str(refused.value) and "invalid credential" not in str(
-            refused.value)
+        assert "rid" not in str(refused.value) and "invalid credential" not in str(refused.value)
         assert tokens.access_token not in str(refused.value)
         assert tokens.refresh_token not in str(refused.value)
         assert refused.value.status == (400 if "41008" in code else 502)
@@ -284,8 +346,10 @@ def test_when_errcodes_come_on_http_200_then_each_maps_to_a_clear_error(oauth_wo
 
 # -- after the dance -----------------------------------------------------------------------
 
+
 async def test_when_the_wechat_profile_consent_is_withdrawn_then_tokens_go_and_the_step_stops(
-        oauth_world):
+    oauth_world,
+):
     world = oauth_world
     with browser() as client:
         assert dance(client, world, "W-8").status_code == 200
@@ -304,7 +368,8 @@ async def test_when_the_wechat_profile_consent_is_withdrawn_then_tokens_go_and_t
 
 
 def test_when_an_access_token_nears_expiry_then_it_is_refreshed_and_a_dead_refresh_asks_again(
-        oauth_world):
+    oauth_world,
+):
 
     world = oauth_world
     with browser() as client:
@@ -336,7 +401,8 @@ def test_when_an_access_token_nears_expiry_then_it_is_refreshed_and_a_dead_refre
 
 
 async def test_when_one_wechat_account_is_behind_several_applicants_then_the_verifier_counts_them(
-        oauth_world):
+    oauth_world,
+):
     world = oauth_world
     with browser() as client:
         for ref in ("R-1", "R-2", "R-3"):
@@ -349,13 +415,14 @@ async def test_when_one_wechat_account_is_behind_several_applicants_then_the_ver
     assert ring.signals["provider"] == "wechat" and ring.signals["bound_phone_match"] == "unknown"
     # The Mini Program is another appid of the same open platform: another openid, same unionid.
     assert world.wechat.openid(world.MINI_APPID, "ring-member") != world.wechat.openid(
-        world.WEB_APPID, "ring-member")
+        world.WEB_APPID, "ring-member"
+    )
     assert world.wechat.unionid(world.MINI_APPID, "ring-member") == world.wechat.unionid(
-        world.WEB_APPID, "ring-member")
+        world.WEB_APPID, "ring-member"
+    )
 
 
-async def test_when_the_mini_program_phone_is_exchanged_then_it_needs_its_own_consent(
-        oauth_world):
+async def test_when_the_mini_program_phone_is_exchanged_then_it_needs_its_own_consent(oauth_world):
     world = oauth_world
     world.wechat.phones["wx-user-1"] = PHONE.removeprefix("+86")
     with browser() as client:
@@ -373,11 +440,18 @@ async def test_when_the_mini_program_phone_is_exchanged_then_it_needs_its_own_co
         # WeChat calls a used phone code invalid (40029), as it does an expired one.
         assert again.status_code == 400 and again.json()["error"] == "wechat_40029_invalid_code"
     # Each exchange is a step of the gate: decided, then, when allowed, completed.
-    trail = [(e.kind, e.detail.get("status")) for e in world.rt.store.audit.events(
-        subject_ref="W-11") if e.detail.get("step") == "wechat_phone"]
-    assert trail == [("consent.denied", None), ("consent.allowed", None),
-                     ("step.completed", "passed"), ("consent.allowed", None),
-                     ("step.completed", "failed")]
+    trail = [
+        (e.kind, e.detail.get("status"))
+        for e in world.rt.store.audit.events(subject_ref="W-11")
+        if e.detail.get("step") == "wechat_phone"
+    ]
+    assert trail == [
+        ("consent.denied", None),
+        ("consent.allowed", None),
+        ("step.completed", "passed"),
+        ("consent.allowed", None),
+        ("step.completed", "failed"),
+    ]
     assert [c["endpoint"] for c in world.wechat.calls].count("phone_number") == 2
     verifier = AccountAttributesVerifier(world.rt.store.oauth)
     match, _ = await world.rt.gate.run(verifier, subject("W-11"))
@@ -388,7 +462,8 @@ async def test_when_the_mini_program_phone_is_exchanged_then_it_needs_its_own_co
 
 @pytest.mark.parametrize("case", ["none", "withdrawn", "expired"])
 def test_when_the_phone_exchange_has_no_live_wechat_phone_consent_then_nothing_reaches_wechat(
-        oauth_world, case):
+    oauth_world, case
+):
     world = oauth_world
     ref = f"WP-{case}"
     if case == "withdrawn":
@@ -400,10 +475,16 @@ def test_when_the_phone_exchange_has_no_live_wechat_phone_consent_then_nothing_r
         notice = world.rt.notices["privacy-notice-2026.12"]
         now = world.rt.store.clock()
         world.rt.store.ledger.record_grant(
-            subject_ref=ref, purpose="onboarding_verification", scopes=["wechat_phone"],
-            notice_version=notice.version, notice_hash=notice.text_sha256,
-            channel="mini_program", evidence_ref="sha256:" + "e" * 64,
-            granted_at=now - timedelta(days=30), expires_at=now - timedelta(seconds=1))
+            subject_ref=ref,
+            purpose="onboarding_verification",
+            scopes=["wechat_phone"],
+            notice_version=notice.version,
+            notice_hash=notice.text_sha256,
+            channel="mini_program",
+            evidence_ref="sha256:" + "e" * 64,
+            granted_at=now - timedelta(days=30),
+            expires_at=now - timedelta(seconds=1),
+        )
     code = world.wechat.phone_code(world.MINI_APPID, "wx-user-1")
     with api(world) as c:
         refused = c.post("/oauth/wechat/phone", json={"applicant_ref": ref, "code": code})
@@ -413,16 +494,21 @@ def test_when_the_phone_exchange_has_no_live_wechat_phone_consent_then_nothing_r
     assert f"({reason})" in refused.json()["rule"]
     assert world.wechat.calls == []  # not even the client-credential token was fetched
     assert world.rt.store.oauth.view(ref) == []
-    decisions = [e for e in world.rt.store.audit.events(subject_ref=ref)
-                 if e.kind.startswith("consent.") and e.detail.get("step") == "wechat_phone"]
+    decisions = [
+        e
+        for e in world.rt.store.audit.events(subject_ref=ref)
+        if e.kind.startswith("consent.") and e.detail.get("step") == "wechat_phone"
+    ]
     assert [e.kind for e in decisions] == ["consent.denied"]
     assert code not in repr(world.rt.store.audit.events(subject_ref=ref))
 
 
 # -- OpenID Connect ------------------------------------------------------------------------
 
-def oidc_dance(client: httpx.Client, world, ref: str, *, decision: str = "approve",
-               user: str = "alice") -> httpx.Response:
+
+def oidc_dance(
+    client: httpx.Client, world, ref: str, *, decision: str = "approve", user: str = "alice"
+) -> httpx.Response:
     r = client.get(f"{world.api_url}/oauth/oidc/demo/authorize", params={"applicant_ref": ref})
     assert r.status_code == 302, r.text
     sent = query(r.headers["location"])
@@ -430,12 +516,17 @@ def oidc_dance(client: httpx.Client, world, ref: str, *, decision: str = "approv
     assert "code_verifier" not in sent
     page = client.get(r.headers["location"])
     assert page.status_code == 200, page.text
-    fields = {k: html.unescape(v) for k, v in re.findall(
-        r"<input type=\"hidden\" name=\"(\w+)\" value=\"([^\"]*)\"", page.text)}
+    fields = {
+        k: html.unescape(v)
+        for k, v in re.findall(
+            r"<input type=\"hidden\" name=\"(\w+)\" value=\"([^\"]*)\"", page.text
+        )
+    }
     if not fields:
         fields = form_fields(page.text)
-    back = client.post(f"{world.issuer}/authorize",
-                       data={**fields, "user": user, "decision": decision})
+    back = client.post(
+        f"{world.issuer}/authorize", data={**fields, "user": user, "decision": decision}
+    )
     assert back.status_code == 302, back.text
     return client.get(back.headers["location"])
 
@@ -459,7 +550,8 @@ async def test_when_an_oidc_account_is_authorized_then_pkce_and_the_id_token_hol
 
 
 def test_when_a_rotated_oidc_refresh_token_is_replayed_then_the_account_must_authorize_again(
-        oauth_world):
+    oauth_world,
+):
     """The provider rotates refresh tokens; the old one coming back (a stolen copy) revokes
     the whole family, so the scheduled refresh finds the current one dead too."""
     from services.oauth import OAuthFailure
@@ -484,7 +576,11 @@ def test_when_a_rotated_oidc_refresh_token_is_replayed_then_the_account_must_aut
     [account] = world.rt.store.oauth.view("O-4")
     assert account["status"] == "reauth_required" and not account["tokens_held"]
     assert [c["outcome"] for c in world.oidc.calls if c["endpoint"] == "token"] == [
-        "ok", "ok", "invalid_grant", "invalid_grant"]
+        "ok",
+        "ok",
+        "invalid_grant",
+        "invalid_grant",
+    ]
 
 
 def provider_code(world, verifier: str, nonce: str, *, user: str) -> str:
@@ -493,17 +589,32 @@ def provider_code(world, verifier: str, nonce: str, *, user: str) -> str:
     import base64
     import hashlib
 
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()
-                                         ).rstrip(b"=").decode()
+    challenge = (
+        base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    )
     with browser() as client:
-        page = client.get(f"{world.issuer}/authorize", params={
-            "client_id": "idv-client", "redirect_uri": f"{world.api_url}/oauth/oidc/demo/callback",
-            "response_type": "code", "scope": "openid", "state": "s" * 20, "nonce": nonce,
-            "code_challenge": challenge, "code_challenge_method": "S256"})
-        fields = {k: html.unescape(v) for k, v in re.findall(
-            r"<input type=\"hidden\" name=\"(\w+)\" value=\"([^\"]*)\"", page.text)}
-        back = client.post(f"{world.issuer}/authorize",
-                           data={**fields, "user": user, "decision": "approve"})
+        page = client.get(
+            f"{world.issuer}/authorize",
+            params={
+                "client_id": "idv-client",
+                "redirect_uri": f"{world.api_url}/oauth/oidc/demo/callback",
+                "response_type": "code",
+                "scope": "openid",
+                "state": "s" * 20,
+                "nonce": nonce,
+                "code_challenge": challenge,
+                "code_challenge_method": "S256",
+            },
+        )
+        fields = {
+            k: html.unescape(v)
+            for k, v in re.findall(
+                r"<input type=\"hidden\" name=\"(\w+)\" value=\"([^\"]*)\"", page.text
+            )
+        }
+        back = client.post(
+            f"{world.issuer}/authorize", data={**fields, "user": user, "decision": "approve"}
+        )
     assert back.status_code == 302, back.text
     return query(back.headers["location"])["code"]
 
@@ -515,28 +626,36 @@ def test_when_the_oidc_provider_gets_a_wrong_verifier_then_it_refuses(oauth_worl
     redirect = f"{world.api_url}/oauth/oidc/demo/callback"
     code = provider_code(world, secrets.token_urlsafe(48), "n" * 20, user="bob")
     with browser() as client:
-        r = client.post(f"{world.issuer}/token", data={
-            "grant_type": "authorization_code", "code": code, "redirect_uri": redirect,
-            "code_verifier": secrets.token_urlsafe(48)}, auth=("idv-client",
-                                                            "oidc-secret-0123456789"))
+        r = client.post(
+            f"{world.issuer}/token",
+            data={
+                "grant_type": "authorization_code",
+                "code": code,
+                "redirect_uri": redirect,
+                "code_verifier": secrets.token_urlsafe(48),
+            },
+            auth=("idv-client", "oidc-secret-0123456789"),
+        )
     assert r.status_code == 400
     assert world.oidc.calls[-1]["pkce"] == "wrong"
 
 
-def test_when_the_oidc_applicant_denies_or_the_state_is_forged_then_nothing_is_granted(
-        oauth_world):
+def test_when_the_oidc_applicant_denies_or_the_state_is_forged_then_nothing_is_granted(oauth_world):
     world = oauth_world
     with browser() as client:
         denied = oidc_dance(client, world, "O-2", decision="deny")
         assert denied.status_code == 403 and "access_denied" in denied.text
-        forged = client.get(f"{world.api_url}/oauth/oidc/demo/callback",
-                            params={"code": "x" * 30, "state": "y" * 43})
+        forged = client.get(
+            f"{world.api_url}/oauth/oidc/demo/callback",
+            params={"code": "x" * 30, "state": "y" * 43},
+        )
         assert forged.status_code == 400 and "state_unknown" in forged.text
     assert grants(world, "O-2") == []
     assert not [c for c in world.oidc.calls if c["endpoint"] == "token"]
 
 
 # -- no plaintext anywhere -----------------------------------------------------------------
+
 
 def test_tokens_codes_and_openids_appear_in_no_log_table_or_page(oauth_world, caplog):
     world = oauth_world
@@ -551,8 +670,7 @@ def test_tokens_codes_and_openids_appear_in_no_log_table_or_page(oauth_world, ca
         pages.append(oidc_dance(client, world, "C-2").text)
         pages.append(dance(client, world, "C-3", decision="deny").text)
 
-    world.rt.store.clock = (lambda c: lambda: c() + timedelta(seconds=7000))(
-        world.rt.store.clock)
+    world.rt.store.clock = (lambda c: lambda: c() + timedelta(seconds=7000))(world.rt.store.clock)
     world.rt.services.oauth.refresh_due()
     issued = world.secrets_issued()
     assert len(issued) > 8
@@ -585,12 +703,18 @@ def test_when_the_id_token_is_wrong_in_any_way_then_it_is_refused(oauth_world):
     assert client.id_claims(token["id_token"], nonce=nonce)["sub"]  # the control
     head, body, sig = token["id_token"].split(".")
     tampered = f"{head}.{body}.{sig[:-4]}{'AAAA' if sig[-4:] != 'AAAA' else 'BBBB'}"
-    other = type(client)("demo", OidcProviderSettings(
-        issuer=world.issuer, client_id="someone-else", client_secret="x",
-        redirect_uri=redirect), timeout_s=5)
-    for check in (lambda: client.id_claims(token["id_token"], nonce="another-nonce"),
-                  lambda: client.id_claims(tampered, nonce=nonce),
-                  lambda: other.id_claims(token["id_token"], nonce=nonce)):
+    other = type(client)(
+        "demo",
+        OidcProviderSettings(
+            issuer=world.issuer, client_id="someone-else", client_secret="x", redirect_uri=redirect
+        ),
+        timeout_s=5,
+    )
+    for check in (
+        lambda: client.id_claims(token["id_token"], nonce="another-nonce"),
+        lambda: client.id_claims(tampered, nonce=nonce),
+        lambda: other.id_claims(token["id_token"], nonce=nonce),
+    ):
         with pytest.raises(OAuthFailure) as refused:
             check()
         assert refused.value.code == "id_token_invalid"
@@ -598,19 +722,23 @@ def test_when_the_id_token_is_wrong_in_any_way_then_it_is_refused(oauth_world):
 
 
 def test_when_an_oidc_provider_answers_garbage_then_no_state_is_spent_and_nothing_granted(
-        oauth_world):
+    oauth_world,
+):
     world = oauth_world
     # The vendors' sandbox is no OpenID provider: its "discovery document" is a 404 page.
     providers = dict(world.rt.oauth_config.oidc_providers)
     providers["junk"] = providers["demo"].model_copy(update={"issuer": world.sandbox_url})
     world.rt.__dict__["oauth_config"] = world.rt.oauth_config.model_copy(
-        update={"oidc_providers": providers})
+        update={"oidc_providers": providers}
+    )
     world.rt.services.__dict__.pop("oauth", None)  # rebuilt over the new configuration
     with browser() as client:
-        r = client.get(f"{world.api_url}/oauth/oidc/junk/authorize",
-                       params={"applicant_ref": "O-3"})
-        unknown = client.get(f"{world.api_url}/oauth/oidc/nobody/authorize",
-                             params={"applicant_ref": "O-3"})
+        r = client.get(
+            f"{world.api_url}/oauth/oidc/junk/authorize", params={"applicant_ref": "O-3"}
+        )
+        unknown = client.get(
+            f"{world.api_url}/oauth/oidc/nobody/authorize", params={"applicant_ref": "O-3"}
+        )
     assert r.status_code == 502 and "provider_garbage" in r.text
     assert unknown.status_code == 404 and "unknown_provider" in unknown.text
     with world.rt.store.engine.connect() as conn:
@@ -619,24 +747,29 @@ def test_when_an_oidc_provider_answers_garbage_then_no_state_is_spent_and_nothin
 
 
 def test_when_links_are_signed_then_an_unsigned_altered_or_old_link_starts_nothing(
-        database, key_file, tmp_path):
+    database, key_file, tmp_path
+):
     from tests.conftest import OAuthWorld
 
     world = OAuthWorld(database, key_file, tmp_path / "home", link_key="link-key-0123456789")
     try:
         with api(world) as lender:
-            issued = lender.post("/oauth/links", json={"applicant_ref": "L-1",
-                                                      "provider": "wechat"}).json()
-            oidc = lender.post("/oauth/links", json={"applicant_ref": "L-1",
-                                                    "provider": "oidc:demo"}).json()
-            bad = lender.post("/oauth/links", json={"applicant_ref": "L-1",
-                                                   "provider": "oidc:nobody"})
+            issued = lender.post(
+                "/oauth/links", json={"applicant_ref": "L-1", "provider": "wechat"}
+            ).json()
+            oidc = lender.post(
+                "/oauth/links", json={"applicant_ref": "L-1", "provider": "oidc:demo"}
+            ).json()
+            bad = lender.post(
+                "/oauth/links", json={"applicant_ref": "L-1", "provider": "oidc:nobody"}
+            )
         assert bad.status_code == 404 and bad.json()["error"] == "unknown_provider"
         signed = query(issued["url"])
         assert signed["scope"] == "snsapi_userinfo" and signed["sig"] and issued["expires_at"]
         with browser() as client:
-            unsigned = client.get(f"{world.api_url}/oauth/wechat/authorize",
-                                  params={"applicant_ref": "L-1"})
+            unsigned = client.get(
+                f"{world.api_url}/oauth/wechat/authorize", params={"applicant_ref": "L-1"}
+            )
             swapped = client.get(issued["url"].replace("L-1", "L-2"))
             rescoped = client.get(issued["url"].replace("snsapi_userinfo", "snsapi_base"))
             ok = client.get(issued["url"])
@@ -654,8 +787,7 @@ def test_when_links_are_signed_then_an_unsigned_altered_or_old_link_starts_nothi
         world.close()
 
 
-def test_when_the_account_cannot_be_stored_then_the_grant_does_not_stand(oauth_world,
-                                                                        monkeypatch):
+def test_when_the_account_cannot_be_stored_then_the_grant_does_not_stand(oauth_world, monkeypatch):
     """A database fault injected after the grant (the one stand-in in this file: a real
     fault at that instant cannot be provoked from outside)."""
     world = oauth_world

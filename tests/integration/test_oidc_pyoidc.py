@@ -54,8 +54,11 @@ def rp(provider: OidcProvider) -> Client:
     """pyoidc's relying party, configured from the provider's discovery document and keys."""
     client = Client(client_authn_method=CLIENT_AUTHN_METHOD)
     client.provider_config(provider.issuer)
-    client.store_registration_info(RegistrationResponse(
-        client_id=CLIENT_ID, client_secret=CLIENT_SECRET, redirect_uris=[REDIRECT_URI]))
+    client.store_registration_info(
+        RegistrationResponse(
+            client_id=CLIENT_ID, client_secret=CLIENT_SECRET, redirect_uris=[REDIRECT_URI]
+        )
+    )
     return client
 
 
@@ -63,9 +66,19 @@ def authorization(rp: Client, **request_args: str) -> tuple[str, str, str]:
     """pyoidc's authorization request with PKCE S256: (state, code verifier, URL)."""
     challenge, verifier = rp.add_code_challenge()
     state = rndstr(24)
-    url, _, _, _ = rp.request_info(AuthorizationRequest, method="GET", request_args={
-        "response_type": "code", "scope": ["openid", "profile"], "state": state,
-        "nonce": rndstr(24), "redirect_uri": REDIRECT_URI, **challenge, **request_args})
+    url, _, _, _ = rp.request_info(
+        AuthorizationRequest,
+        method="GET",
+        request_args={
+            "response_type": "code",
+            "scope": ["openid", "profile"],
+            "state": state,
+            "nonce": rndstr(24),
+            "redirect_uri": REDIRECT_URI,
+            **challenge,
+            **request_args,
+        },
+    )
     return state, verifier, url
 
 
@@ -76,10 +89,13 @@ def browse(provider: OidcProvider, url: str, *, user: str = "alice") -> httpx.Re
         page = browser.get(url)
         if page.status_code != 200:
             return page
-        fields = {k: html.unescape(v) for k, v in re.findall(
-            r'<input type="hidden" name="(\w+)" value="([^"]*)"', page.text)}
-        return browser.post(f"{provider.issuer}/authorize",
-                            data={**fields, "user": user, "decision": "approve"})
+        fields = {
+            k: html.unescape(v)
+            for k, v in re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', page.text)
+        }
+        return browser.post(
+            f"{provider.issuer}/authorize", data={**fields, "user": user, "decision": "approve"}
+        )
 
 
 def returned(rp: Client, response: httpx.Response):
@@ -87,8 +103,9 @@ def returned(rp: Client, response: httpx.Response):
     assert response.status_code == 302, response.text
     location = response.headers["location"]
     assert location.startswith(REDIRECT_URI + "?")
-    return rp.parse_response(AuthorizationResponse, info=urlsplit(location).query,
-                             sformat="urlencoded")
+    return rp.parse_response(
+        AuthorizationResponse, info=urlsplit(location).query, sformat="urlencoded"
+    )
 
 
 def code_for(rp: Client, provider: OidcProvider) -> tuple[str, str, str]:
@@ -98,8 +115,9 @@ def code_for(rp: Client, provider: OidcProvider) -> tuple[str, str, str]:
     return state, verifier, answer["code"]
 
 
-def exchange(rp: Client, state: str, verifier: str | None, code: str, *,
-             method: str = "client_secret_basic"):
+def exchange(
+    rp: Client, state: str, verifier: str | None, code: str, *, method: str = "client_secret_basic"
+):
     args = {"code": code, "redirect_uri": REDIRECT_URI}
     if verifier is not None:
         args["code_verifier"] = verifier
@@ -117,8 +135,7 @@ def userinfo(rp: Client, state: str, **kw):
     return rp.do_user_info_request(state=state, behavior="use_authorization_header", **kw)
 
 
-def test_pyoidc_reads_discovery_as_published_no_request_objects_and_the_issuers_keys(
-        rp, provider):
+def test_pyoidc_reads_discovery_as_published_no_request_objects_and_the_issuers_keys(rp, provider):
     info = rp.provider_info
     assert info["issuer"] == provider.issuer
     # Both published as false: absent, request_uri_parameter_supported would read as true.
@@ -126,7 +143,9 @@ def test_pyoidc_reads_discovery_as_published_no_request_objects_and_the_issuers_
     assert info["request_uri_parameter_supported"] is False
     assert info["code_challenge_methods_supported"] == ["S256"]
     assert set(info["token_endpoint_auth_methods_supported"]) == {
-        "client_secret_basic", "client_secret_post"}
+        "client_secret_basic",
+        "client_secret_post",
+    }
     assert rp.keyjar.get_signing_key("RSA", owner=provider.issuer)  # /jwks, fetched by pyoidc
 
 
@@ -153,7 +172,8 @@ def test_pyoidc_without_the_right_code_verifier_is_refused(rp, provider, verifie
 
 
 def test_pyoidc_refreshes_with_rotation_and_a_replayed_refresh_token_revokes_its_family(
-        rp, provider):
+    rp, provider
+):
     state, token = signed_in(rp, provider)
     other_state, _ = signed_in(rp, provider)  # another authorization: another family
     first = rp.get_token(state=state)
@@ -167,11 +187,13 @@ def test_pyoidc_refreshes_with_rotation_and_a_replayed_refresh_token_revokes_its
 
     # The first refresh token comes back (stolen, or a client's stale copy): refused, and
     # the family it belongs to is revoked: the current refresh token and access tokens too.
-    replay = rp.do_access_token_refresh(state=state, token=first,
-                                        authn_method="client_secret_basic")
+    replay = rp.do_access_token_refresh(
+        state=state, token=first, authn_method="client_secret_basic"
+    )
     assert isinstance(replay, TokenErrorResponse) and replay["error"] == "invalid_grant"
-    after = rp.do_access_token_refresh(state=state, token=current,
-                                       authn_method="client_secret_basic")
+    after = rp.do_access_token_refresh(
+        state=state, token=current, authn_method="client_secret_basic"
+    )
     assert isinstance(after, TokenErrorResponse) and after["error"] == "invalid_grant"
     revoked = userinfo(rp, state)
     assert isinstance(revoked, ErrorResponse) and revoked["error"] == "invalid_token"
@@ -181,19 +203,30 @@ def test_pyoidc_refreshes_with_rotation_and_a_replayed_refresh_token_revokes_its
     assert isinstance(other, AccessTokenResponse), other.to_dict()
 
 
-@pytest.mark.parametrize("how, error", [
-    ("request", "request_not_supported"),
-    ("request_uri", "request_uri_not_supported"),
-])
+@pytest.mark.parametrize(
+    "how, error",
+    [
+        ("request", "request_not_supported"),
+        ("request_uri", "request_uri_not_supported"),
+    ],
+)
 def test_request_objects_are_refused_back_to_the_client(rp, provider, how, error):
     if how == "request":
         # pyoidc's own request object (unsigned here: it is refused whatever its signature).
         challenge, _ = rp.add_code_challenge()
         state = rndstr(24)
-        request = rp.construct_AuthorizationRequest(request_args={
-            "response_type": "code", "scope": ["openid"], "state": state, "nonce": rndstr(24),
-            "redirect_uri": REDIRECT_URI, **challenge}, request_param="request",
-            request_object_signing_alg="none")
+        request = rp.construct_AuthorizationRequest(
+            request_args={
+                "response_type": "code",
+                "scope": ["openid"],
+                "state": state,
+                "nonce": rndstr(24),
+                "redirect_uri": REDIRECT_URI,
+                **challenge,
+            },
+            request_param="request",
+            request_object_signing_alg="none",
+        )
         assert request["request"]
         url = request.request(rp.authorization_endpoint)
     else:
@@ -211,9 +244,13 @@ def test_two_client_authentication_methods_in_one_request_are_refused(rp, provid
     its client_secret_post request is sent with a Basic header added."""
     state, verifier, code = code_for(rp, provider)
     url, body, http_args, _ = rp.request_info(
-        AccessTokenRequest, method="POST", state=state, authn_method="client_secret_post",
-        authn_endpoint="token", request_args={"code": code, "redirect_uri": REDIRECT_URI,
-                                              "code_verifier": verifier})
+        AccessTokenRequest,
+        method="POST",
+        state=state,
+        authn_method="client_secret_post",
+        authn_endpoint="token",
+        request_args={"code": code, "redirect_uri": REDIRECT_URI, "code_verifier": verifier},
+    )
     assert "client_secret=" in body
     basic = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
     headers = {**http_args.get("headers", {}), "Authorization": f"Basic {basic}"}

@@ -72,9 +72,15 @@ def pkce_pair() -> tuple[str, str]:
 
 def authorize_params(challenge: str, **overrides: str | None) -> dict[str, str]:
     params: dict[str, str | None] = {
-        "response_type": "code", "client_id": CLIENT_ID, "redirect_uri": REDIRECT_URI,
-        "scope": "openid profile phone", "state": "state-1", "nonce": "nonce-1",
-        "code_challenge": challenge, "code_challenge_method": "S256"}
+        "response_type": "code",
+        "client_id": CLIENT_ID,
+        "redirect_uri": REDIRECT_URI,
+        "scope": "openid profile phone",
+        "state": "state-1",
+        "nonce": "nonce-1",
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+    }
     params.update(overrides)
     return {k: v for k, v in params.items() if v is not None}
 
@@ -85,8 +91,9 @@ def query(response: httpx.Response) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
 
 
-def consent(http: httpx.Client, params: dict[str, str], decision: str = "approve",
-            user: str = "alice") -> httpx.Response:
+def consent(
+    http: httpx.Client, params: dict[str, str], decision: str = "approve", user: str = "alice"
+) -> httpx.Response:
     page = http.get("/authorize", params=params)
     assert page.status_code == 200, page.text
     form = Form(page.text)
@@ -107,8 +114,9 @@ def approve(http: httpx.Client, params: dict[str, str]) -> str:
     return answer["code"]
 
 
-def redeem(http: httpx.Client, code: str, verifier: str | None,
-           redirect_uri: str = REDIRECT_URI) -> httpx.Response:
+def redeem(
+    http: httpx.Client, code: str, verifier: str | None, redirect_uri: str = REDIRECT_URI
+) -> httpx.Response:
     form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
     if verifier is not None:
         form["code_verifier"] = verifier
@@ -150,8 +158,10 @@ def test_discovery_names_the_issuer_exactly_and_is_valid_provider_metadata(provi
     assert doc["code_challenge_methods_supported"] == ["S256"]
     assert doc["response_types_supported"] == ["code"]
     assert doc["id_token_signing_alg_values_supported"] == ["RS256"]
-    assert doc["token_endpoint_auth_methods_supported"] == ["client_secret_basic",
-                                                            "client_secret_post"]
+    assert doc["token_endpoint_auth_methods_supported"] == [
+        "client_secret_basic",
+        "client_secret_post",
+    ]
     assert doc["subject_types_supported"] == ["public"]
     assert {"openid", "profile", "phone"} <= set(doc["scopes_supported"])
     jwks = http.get(doc["jwks_uri"]).json()
@@ -169,11 +179,14 @@ def test_code_flow_with_pkce_gives_a_verified_id_token_and_userinfo(provider, ht
     decoded = jwt.decode(token["id_token"], KeySet.import_key_set(jwks), algorithms=["RS256"])
     assert decoded.header["kid"] == jwks["keys"][0]["kid"]
     claims = CodeIDToken(
-        decoded.claims, decoded.header,
-        {"iss": {"essential": True, "value": provider.issuer},
-         "aud": {"essential": True, "value": CLIENT_ID}},
-        {"nonce": params["nonce"], "client_id": CLIENT_ID,
-         "access_token": token["access_token"]})
+        decoded.claims,
+        decoded.header,
+        {
+            "iss": {"essential": True, "value": provider.issuer},
+            "aud": {"essential": True, "value": CLIENT_ID},
+        },
+        {"nonce": params["nonce"], "client_id": CLIENT_ID, "access_token": token["access_token"]},
+    )
     claims.validate(now=int(clock()))
     assert claims["aud"] == CLIENT_ID
     assert claims["nonce"] == "nonce-1"
@@ -187,8 +200,13 @@ def test_code_flow_with_pkce_gives_a_verified_id_token_and_userinfo(provider, ht
 
     info = http.get("/userinfo", headers={"Authorization": f"Bearer {token['access_token']}"})
     assert info.status_code == 200
-    assert info.json() == {"sub": sub, "preferred_username": "alice", "phone_number": PHONE,
-                           "phone_number_verified": True, "account_created_at": CREATED_AT}
+    assert info.json() == {
+        "sub": sub,
+        "preferred_username": "alice",
+        "phone_number": PHONE,
+        "phone_number_verified": True,
+        "account_created_at": CREATED_AT,
+    }
 
 
 def test_userinfo_gives_the_phone_only_with_the_phone_scope(http):
@@ -222,11 +240,15 @@ def test_a_missing_code_verifier_is_refused(http):
     assert response.json()["error"] == "invalid_request"
 
 
-@pytest.mark.parametrize("overrides", [
-    {"code_challenge_method": "plain"},
-    {"code_challenge_method": None},
-    {"code_challenge": None, "code_challenge_method": None},
-], ids=["plain", "no-method", "no-challenge"])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"code_challenge_method": "plain"},
+        {"code_challenge_method": None},
+        {"code_challenge": None, "code_challenge_method": None},
+    ],
+    ids=["plain", "no-method", "no-challenge"],
+)
 def test_authorize_without_an_s256_challenge_is_refused(http, overrides):
     verifier, _ = pkce_pair()
     params = authorize_params(verifier, **overrides)  # plain: the challenge is the verifier
@@ -237,10 +259,17 @@ def test_authorize_without_an_s256_challenge_is_refused(http, overrides):
     assert "code" not in answer
 
 
-@pytest.mark.parametrize("redirect_uri", [
-    REDIRECT_URI[:-1], REDIRECT_URI + "/", REDIRECT_URI.replace("8765", "8766"),
-    REDIRECT_URI.upper(), REDIRECT_URI + "?x=1",
-], ids=["shorter", "slash", "port", "case", "query"])
+@pytest.mark.parametrize(
+    "redirect_uri",
+    [
+        REDIRECT_URI[:-1],
+        REDIRECT_URI + "/",
+        REDIRECT_URI.replace("8765", "8766"),
+        REDIRECT_URI.upper(),
+        REDIRECT_URI + "?x=1",
+    ],
+    ids=["shorter", "slash", "port", "case", "query"],
+)
 def test_a_redirect_uri_one_character_off_gets_an_error_page_not_a_redirect(http, redirect_uri):
     _, challenge = pkce_pair()
     params = authorize_params(challenge, redirect_uri=redirect_uri)
@@ -317,8 +346,12 @@ def test_userinfo_with_an_expired_or_unknown_token_is_401_with_www_authenticate(
 
 def test_a_refresh_token_works_once_with_client_secret_post(http):
     token, _ = tokens_for(http)
-    form = {"grant_type": "refresh_token", "refresh_token": token["refresh_token"],
-            "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET}
+    form = {
+        "grant_type": "refresh_token",
+        "refresh_token": token["refresh_token"],
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+    }
     fresh = http.post("/token", data=form)
     assert fresh.status_code == 200, fresh.text
     assert fresh.json()["access_token"] != token["access_token"]
@@ -331,9 +364,16 @@ def test_a_refresh_token_works_once_with_client_secret_post(http):
 def test_a_wrong_client_secret_is_refused(http):
     verifier, challenge = pkce_pair()
     code = approve(http, authorize_params(challenge))
-    response = http.post("/token", auth=(CLIENT_ID, "wrong"), data={
-        "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI,
-        "code_verifier": verifier})
+    response = http.post(
+        "/token",
+        auth=(CLIENT_ID, "wrong"),
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT_URI,
+            "code_verifier": verifier,
+        },
+    )
     assert response.status_code == 401 and response.json()["error"] == "invalid_client"
 
 
@@ -341,8 +381,7 @@ def test_the_consent_page_escapes_what_it_shows(provider, http):
     odd = '<script>alert("x")</script>'
     provider.register_client(odd, CLIENT_SECRET, [REDIRECT_URI])
     _, challenge = pkce_pair()
-    page = http.get("/authorize", params=authorize_params(challenge, client_id=odd,
-                                                          state='"><b>'))
+    page = http.get("/authorize", params=authorize_params(challenge, client_id=odd, state='"><b>'))
     assert page.status_code == 200
     assert "<script>" not in page.text and '"><b>' not in page.text
     assert Form(page.text).fields["client_id"] == odd
@@ -355,17 +394,23 @@ def test_the_call_log_records_pkce_outcomes_and_holds_none_of_the_secrets(provid
         redeem(http, approve(http, authorize_params(challenge, nonce=None)), verifier)
     token_calls = [c for c in provider.calls if c["endpoint"] == "token"]
     assert [(c["pkce"], c["outcome"]) for c in token_calls] == [
-        ("ok", "ok"), ("missing", "invalid_request"), ("wrong", "invalid_grant")]
+        ("ok", "ok"),
+        ("missing", "invalid_request"),
+        ("wrong", "invalid_grant"),
+    ]
     assert all(c["client_id"] == CLIENT_ID and c["redirect_uri_ok"] for c in token_calls)
     assert {c["endpoint"] for c in provider.calls} >= {"authorize", "token"}
-    assert all(set(c) == {"endpoint", "client_id", "outcome", "pkce", "redirect_uri_ok"}
-               for c in provider.calls)
+    assert all(
+        set(c) == {"endpoint", "client_id", "outcome", "pkce", "redirect_uri_ok"}
+        for c in provider.calls
+    )
 
     # One subject, three codes, one access token, one refresh token, one ID token.
     assert len(provider.issued) == 7
     assert provider.add_user("alice") in provider.issued
     assert {token["access_token"], token["refresh_token"], token["id_token"]} <= set(
-        provider.issued)
+        provider.issued
+    )
     logged = repr(provider.calls)
     leaked = [s for s in provider.issued if s in logged]
     assert leaked == []

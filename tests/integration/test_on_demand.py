@@ -20,40 +20,47 @@ TOKEN = "test-token-0123456789"
 
 @pytest.fixture
 def world(database, make_runtime, sandbox, serve_app):
-    rt = make_runtime(api_token=SecretStr(TOKEN), **vendor_overrides(
-        sandbox.base_url, sandbox.state.app_key, sandbox.state.app_secret))
+    rt = make_runtime(
+        api_token=SecretStr(TOKEN),
+        **vendor_overrides(sandbox.base_url, sandbox.state.app_key, sandbox.state.app_secret),
+    )
     server = serve_app(create_app(rt))
-    client = httpx.Client(base_url=server.url, timeout=30,
-                          headers={"Authorization": f"Bearer {TOKEN}"})
+    client = httpx.Client(
+        base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {TOKEN}"}
+    )
     yield rt, client, sandbox
     client.close()
     server.stop()
 
 
 def people(n: int, seed: int) -> list[dict]:
-    return [x for x in applicants(n, seed=seed, prefix="OD-", mix=Mix(invalid=0, no_consent=0))
-            if isinstance(x, dict)]
+    return [
+        x
+        for x in applicants(n, seed=seed, prefix="OD-", mix=Mix(invalid=0, no_consent=0))
+        if isinstance(x, dict)
+    ]
 
 
 def test_when_a_request_is_sent_twice_with_one_key_then_one_set_of_paid_calls_is_made(world):
     rt, client, sandbox = world
     person = people(1, seed=61)[0]
-    first = client.post("/verifications", json=person,
-                        headers={"Idempotency-Key": "req-0000000001"})
+    first = client.post(
+        "/verifications", json=person, headers={"Idempotency-Key": "req-0000000001"}
+    )
     assert first.status_code == 201, first.text
     calls = len(sandbox.state.calls)
     assert calls >= 1  # the licensed sources were asked
     body = first.json()
     assert body["applicant_ref"] == person["applicant_ref"] and body["outcome"]
     assert {s["verifier"] for s in body["steps"]} >= {"id_check", "court_list"}
-    again = client.post("/verifications", json=person,
-                        headers={"Idempotency-Key": "req-0000000001"})
+    again = client.post(
+        "/verifications", json=person, headers={"Idempotency-Key": "req-0000000001"}
+    )
     assert again.status_code == 200 and again.json() == {**body, "replayed": True}
     assert len(sandbox.state.calls) == calls  # nobody was called again
     # The same key for someone else is a conflict, and calls nobody either.
     other = people(2, seed=62)[1]
-    clash = client.post("/verifications", json=other,
-                        headers={"Idempotency-Key": "req-0000000001"})
+    clash = client.post("/verifications", json=other, headers={"Idempotency-Key": "req-0000000001"})
     assert clash.status_code == 409 and clash.json()["field"] == "Idempotency-Key"
     assert len(sandbox.state.calls) == calls
     # Nothing personal in any answer.
@@ -66,8 +73,10 @@ def test_when_a_request_is_sent_twice_with_one_key_then_one_set_of_paid_calls_is
 def test_when_the_line_is_refused_then_the_answer_names_field_and_rule(world):
     _rt, client, sandbox = world
     person = people(1, seed=63)[0]
-    broken = dict(person, id_number=person["id_number"][:-1] + ("0" if person["id_number"][-1]
-                                                               != "0" else "1"))
+    broken = dict(
+        person,
+        id_number=person["id_number"][:-1] + ("0" if person["id_number"][-1] != "0" else "1"),
+    )
     r = client.post("/verifications", json=broken)
     assert r.status_code == 422 and r.json()["field"] == "id_number"
     assert broken["id_number"] not in r.text

@@ -21,26 +21,32 @@ from storage.records import RunLineRecord
 
 @pytest.fixture
 def runtime(database, make_runtime, sandbox):
-    return make_runtime(**vendor_overrides(sandbox.base_url, sandbox.state.app_key,
-                                           sandbox.state.app_secret), chunk_size=25)
+    return make_runtime(
+        **vendor_overrides(sandbox.base_url, sandbox.state.app_key, sandbox.state.app_secret),
+        chunk_size=25,
+    )
 
 
 def write(path: Path, lines) -> Path:
     with path.open("w", encoding="utf-8") as fh:
         for line in lines:
-            fh.write((line if isinstance(line, str) else json.dumps(line, ensure_ascii=False))
-                     + "\n")
+            fh.write(
+                (line if isinstance(line, str) else json.dumps(line, ensure_ascii=False)) + "\n"
+            )
     return path
 
 
 def table_counts(rt) -> dict[str, int]:
     with rt.store.engine.connect() as conn:
-        return {t: conn.execute(text(f"select count(*) from {t}")).scalar()
-                for t in ("applicants", "step_results", "review_cases", "consent_events")}
+        return {
+            t: conn.execute(text(f"select count(*) from {t}")).scalar()
+            for t in ("applicants", "step_results", "review_cases", "consent_events")
+        }
 
 
 def test_when_a_batch_runs_then_every_line_is_accounted_for_with_predicted_outcomes(
-        runtime, sandbox, tmp_path):
+    runtime, sandbox, tmp_path
+):
     lines = list(applicants(80, seed=7, prefix="T-"))
     batch = write(tmp_path / "batch.jsonl", lines)
     result = run_batch(runtime, str(batch))
@@ -55,9 +61,14 @@ def test_when_a_batch_runs_then_every_line_is_accounted_for_with_predicted_outco
         stored = runtime.store.applicants.get(line["applicant_ref"])
         scopes = {s for c in line["consents"] for s in c["scopes"]}
         step = stored.steps[0]
-        assert [s.step for s in stored.steps] == ["id_check", "carrier_check", "court_list",
-                                                  "credit_report", "account_attributes",
-                                                  "oidc_account"]
+        assert [s.step for s in stored.steps] == [
+            "id_check",
+            "carrier_check",
+            "court_list",
+            "credit_report",
+            "account_attributes",
+            "oidc_account",
+        ]
         # Nobody here authorized an account: those optional steps are skipped, never stop.
         assert all(s.status == "skipped" for s in stored.steps[4:])
         if "id_verification" not in scopes:
@@ -74,8 +85,11 @@ def test_when_a_batch_runs_then_every_line_is_accounted_for_with_predicted_outco
             assert all(s.reason == "policy_short_circuit:id_check" for s in stored.steps[1:])
         else:
             assert sorted(c.path for c in calls) == [
-                "/v1/carrier/verify", "/v1/court/dishonest", "/v1/credit/summary",
-                "/v1/identity/three-element"]
+                "/v1/carrier/verify",
+                "/v1/court/dishonest",
+                "/v1/credit/summary",
+                "/v1/identity/three-element",
+            ]
         assert step.consent_ids and step.vendor_request_id
         if "risk_scoring" not in scopes:
             assert stored.outcome == "review" and stored.reasons == ("NO_AUTOMATED_DECISION",)
@@ -90,13 +104,15 @@ def test_when_a_batch_runs_then_every_line_is_accounted_for_with_predicted_outco
 
 
 def test_when_applicants_have_no_consent_then_the_sandbox_receives_no_call_for_them(
-        runtime, sandbox, tmp_path):
+    runtime, sandbox, tmp_path
+):
     lines = [x for x in applicants(30, seed=11, prefix="N-", mix=Mix(invalid=0, no_consent=1.0))]
     batch = write(tmp_path / "batch.jsonl", lines)
     result = run_batch(runtime, str(batch))
     assert result.counts == {"review": 30}
     assert sandbox.state.calls == [] or all(
-        not sandbox.state.calls_for(x["id_number"]) for x in lines)
+        not sandbox.state.calls_for(x["id_number"]) for x in lines
+    )
     assert len(sandbox.state.calls) == 0
     denied = runtime.store.audit.events(kind_prefix="consent.denied")
     # Six verification steps (four licensed, two account) and the scoring step, per applicant.
@@ -104,7 +120,8 @@ def test_when_applicants_have_no_consent_then_the_sandbox_receives_no_call_for_t
 
 
 def test_when_a_batch_is_run_again_then_nothing_changes_and_no_vendor_is_paid_twice(
-        runtime, sandbox, tmp_path):
+    runtime, sandbox, tmp_path
+):
     lines = list(applicants(40, seed=5, prefix="R-"))
     batch = write(tmp_path / "batch.jsonl", lines)
     first = run_batch(runtime, str(batch))
@@ -118,8 +135,12 @@ def test_when_a_batch_is_run_again_then_nothing_changes_and_no_vendor_is_paid_tw
 
 
 def test_when_a_ref_repeats_in_one_batch_then_one_applicant_and_a_refusal(runtime, tmp_path):
-    (line,) = [x for x in applicants(1, seed=3, prefix="D-", mix=Mix(invalid=0, no_consent=0,
-                                                                    no_scoring_consent=0))]
+    (line,) = [
+        x
+        for x in applicants(
+            1, seed=3, prefix="D-", mix=Mix(invalid=0, no_consent=0, no_scoring_consent=0)
+        )
+    ]
     other = dict(line, id_number="11010519491231002X")
     batch = write(tmp_path / "batch.jsonl", [line, line, other])
     result = run_batch(runtime, str(batch))
@@ -130,9 +151,11 @@ def test_when_a_ref_repeats_in_one_batch_then_one_applicant_and_a_refusal(runtim
 
 
 def test_when_a_name_or_number_breaks_its_documents_rule_then_no_source_is_paid(
-        runtime, sandbox, tmp_path):
-    good = list(applicants(5, seed=12, prefix="W-", mix=Mix(invalid=0, no_consent=0,
-                                                               no_scoring_consent=0)))
+    runtime, sandbox, tmp_path
+):
+    good = list(
+        applicants(5, seed=12, prefix="W-", mix=Mix(invalid=0, no_consent=0, no_scoring_consent=0))
+    )
     broken = [
         dict(good[0], name="Robert'); DROP TABLE applicants;--"),  # SQL on a resident ID
         dict(good[1], name="John Smith"),  # a Latin name on a resident ID
@@ -143,7 +166,8 @@ def test_when_a_name_or_number_breaks_its_documents_rule_then_no_source_is_paid(
     result = run_batch(runtime, str(write(tmp_path / "batch.jsonl", broken)))
     lines = runtime.store.runs.lines(result.run_id)
     assert [(x.disposition, x.field) for x in lines] == [("refused", "name")] * 3 + [
-        ("refused", "id_number")] * 2
+        ("refused", "id_number")
+    ] * 2
     assert "2013-01-01" in lines[3].reason and "GB/T 2260" in lines[4].reason
     assert sandbox.state.calls == []
     for line, rec in zip(broken, lines, strict=True):
@@ -163,24 +187,32 @@ def test_when_a_ref_returns_with_another_id_number_then_it_is_refused(runtime, t
 
 
 def test_when_a_grant_was_withdrawn_then_rerunning_its_line_does_not_revive_it(
-        runtime, sandbox, tmp_path):
-    (line,) = list(applicants(1, seed=9, prefix="W-", mix=Mix(invalid=0, no_consent=0,
-                                                             no_scoring_consent=0)))
+    runtime, sandbox, tmp_path
+):
+    (line,) = list(
+        applicants(1, seed=9, prefix="W-", mix=Mix(invalid=0, no_consent=0, no_scoring_consent=0))
+    )
     claim = line["consents"][0]
     from datetime import datetime
 
     consent_id, _ = runtime.store.ledger.record_grant(
-        subject_ref=line["applicant_ref"], purpose=claim["purpose"], scopes=claim["scopes"],
-        notice_version=claim["notice_version"], channel=claim["channel"],
-        evidence_ref=claim["evidence"], granted_at=datetime.fromisoformat(claim["granted_at"]),
-        expires_at=datetime.fromisoformat(claim["expires_at"]))
+        subject_ref=line["applicant_ref"],
+        purpose=claim["purpose"],
+        scopes=claim["scopes"],
+        notice_version=claim["notice_version"],
+        channel=claim["channel"],
+        evidence_ref=claim["evidence"],
+        granted_at=datetime.fromisoformat(claim["granted_at"]),
+        expires_at=datetime.fromisoformat(claim["expires_at"]),
+    )
     runtime.store.ledger.withdraw(consent_id, actor="test", via="cli")
     result = run_batch(runtime, str(write(tmp_path / "a.jsonl", [line])))
     stored = runtime.store.applicants.get(line["applicant_ref"])
     # Only the identity grant was withdrawn: its step is refused, the others still run.
     assert (stored.steps[0].status, stored.steps[0].reason) == ("skipped", "withdrawn")
-    assert not [c for c in sandbox.state.calls_for(line["id_number"])
-                if c.path.startswith("/v1/identity/")]
+    assert not [
+        c for c in sandbox.state.calls_for(line["id_number"]) if c.path.startswith("/v1/identity/")
+    ]
     assert result.counts == {"review": 1}
 
 
@@ -198,25 +230,42 @@ class ProbeVerifier:
         from verifiers.base import Evidence, StepStatus
 
         ProbeVerifier.calls.append(subject.applicant_ref)
-        return Evidence(verifier=self.name, status=StepStatus.PASSED, reason="ok",
-                        consent_id=permit.consent_id)
+        return Evidence(
+            verifier=self.name, status=StepStatus.PASSED, reason="ok", consent_id=permit.consent_id
+        )
 
 
 def test_when_an_optional_scope_is_refused_then_its_step_is_skipped_and_the_rest_decides(
-        runtime, sandbox, tmp_path):
+    runtime, sandbox, tmp_path
+):
     from policies.verification import VerificationPolicy
     from verifiers.registry import default_registry
 
     registry = default_registry()
     registry.register("account_probe", lambda clients: ProbeVerifier())
     runtime.__dict__["registry"] = registry
-    policy = VerificationPolicy.model_validate({"version": "t", "products": {"consumer_loan": {
-        "purpose": "onboarding_verification",
-        "steps": [{"step": "id_check"}, {"step": "account_probe"},
-                  {"step": "carrier_check"}]}}})
+    policy = VerificationPolicy.model_validate(
+        {
+            "version": "t",
+            "products": {
+                "consumer_loan": {
+                    "purpose": "onboarding_verification",
+                    "steps": [
+                        {"step": "id_check"},
+                        {"step": "account_probe"},
+                        {"step": "carrier_check"},
+                    ],
+                }
+            },
+        }
+    )
     runtime.__dict__["verification"] = policy
-    lines = [x for x in applicants(30, seed=13, prefix="O-", mix=Mix(
-        invalid=0, no_consent=0, no_scoring_consent=0))]
+    lines = [
+        x
+        for x in applicants(
+            30, seed=13, prefix="O-", mix=Mix(invalid=0, no_consent=0, no_scoring_consent=0)
+        )
+    ]
     ProbeVerifier.calls.clear()
     run_batch(runtime, str(write(tmp_path / "b.jsonl", lines)))
     assert ProbeVerifier.calls == []  # nobody granted wechat_profile
@@ -229,10 +278,13 @@ def test_when_an_optional_scope_is_refused_then_its_step_is_skipped_and_the_rest
     assert "verified" in outcomes  # refusing an optional scope did not stop the application
 
 
-def test_when_the_applicant_asks_for_a_human_then_no_automated_outcome_is_given(
-        runtime, tmp_path):
-    lines = [dict(x, human_review_requested=True) for x in applicants(
-        5, seed=17, prefix="H-", mix=Mix(invalid=0, no_consent=0, no_scoring_consent=0))]
+def test_when_the_applicant_asks_for_a_human_then_no_automated_outcome_is_given(runtime, tmp_path):
+    lines = [
+        dict(x, human_review_requested=True)
+        for x in applicants(
+            5, seed=17, prefix="H-", mix=Mix(invalid=0, no_consent=0, no_scoring_consent=0)
+        )
+    ]
     result = run_batch(runtime, str(write(tmp_path / "b.jsonl", lines)))
     assert result.counts == {"review": 5}
     for line in lines:

@@ -24,9 +24,16 @@ def runtime(database, make_runtime, sandbox):
 
 def ask(rt: Runtime, case_id: str, channel: str = "sms"):
     rt.services.cases.claim(case_id, actor=ANALYST)
-    return rt.services.cases.decide(case_id, {
-        "action": "request_info", "reason": "need the ID document", "template":
-        "document_request", "channel": channel}, actor=ANALYST)
+    return rt.services.cases.decide(
+        case_id,
+        {
+            "action": "request_info",
+            "reason": "need the ID document",
+            "template": "document_request",
+            "channel": channel,
+        },
+        actor=ANALYST,
+    )
 
 
 def test_when_an_outreach_expires_unanswered_then_the_case_wakes(runtime, sandbox):
@@ -73,15 +80,23 @@ def test_a_template_must_exist_and_go_by_the_channel_chosen(runtime):
     case_id = flagged(runtime, "O-4")
     runtime.services.cases.claim(case_id, actor=ANALYST)
     with pytest.raises(InvalidInput) as bad:
-        runtime.services.cases.decide(case_id, {
-            "action": "request_info", "reason": "r", "template": "phone_confirm",
-            "channel": "wechat_template"}, actor=ANALYST)
+        runtime.services.cases.decide(
+            case_id,
+            {
+                "action": "request_info",
+                "reason": "r",
+                "template": "phone_confirm",
+                "channel": "wechat_template",
+            },
+            actor=ANALYST,
+        )
     assert bad.value.field == "channel"
     assert runtime.store.cases.get(case_id).status == "open"
 
 
 def test_the_lenders_systems_say_the_applicant_answered_over_the_api_and_the_case_wakes(
-        database, make_runtime, sandbox, serve_app):
+    database, make_runtime, sandbox, serve_app
+):
     """The lender's app receives the answer; its back office, holding the service token
     (role `api`, permission `answer_outreach`), tells idv over HTTP on loopback."""
     import httpx
@@ -91,8 +106,9 @@ def test_the_lenders_systems_say_the_applicant_answered_over_the_api_and_the_cas
     from tests.conftest import person_token
 
     service_token = "lender-service-token-0123456789abcdef"
-    rt = make_runtime(outreach_url=sandbox.base_url, api_token=SecretStr(service_token),
-                      api_token_role="api")
+    rt = make_runtime(
+        outreach_url=sandbox.base_url, api_token=SecretStr(service_token), api_token_role="api"
+    )
     server = serve_app(create_app(rt))
     try:
         case_id = flagged(rt, "O-API")
@@ -110,24 +126,33 @@ def test_the_lenders_systems_say_the_applicant_answered_over_the_api_and_the_cas
         case = rt.store.cases.get(case_id)
         assert case.status == "open" and case.snoozed_until is None
         [answered] = rt.store.audit.events(kind_prefix="case.outreach_answered")
-        assert answered.detail == {"case_id": case_id, "outreach_id": o.outreach_id,
-                                   "actor": "api-token"}
-        again = httpx.post(url, headers={"Authorization": f"Bearer {service_token}"},
-                           timeout=10)
+        assert answered.detail == {
+            "case_id": case_id,
+            "outreach_id": o.outreach_id,
+            "actor": "api-token",
+        }
+        again = httpx.post(url, headers={"Authorization": f"Bearer {service_token}"}, timeout=10)
         assert again.status_code == 404 and again.json()["field"] == "outreach_id"
-        bad = httpx.post(f"{server.url}/outreach/not-an-id/answer",
-                         headers={"Authorization": f"Bearer {service_token}"}, timeout=10)
+        bad = httpx.post(
+            f"{server.url}/outreach/not-an-id/answer",
+            headers={"Authorization": f"Bearer {service_token}"},
+            timeout=10,
+        )
         assert bad.status_code == 422 and bad.json()["field"] == "outreach_id"
         # The service token answers outreach and nothing else of the workbench.
-        nosy = httpx.get(f"{server.url}/cases/{case_id}",
-                         headers={"Authorization": f"Bearer {service_token}"}, timeout=10)
+        nosy = httpx.get(
+            f"{server.url}/cases/{case_id}",
+            headers={"Authorization": f"Bearer {service_token}"},
+            timeout=10,
+        )
         assert nosy.status_code == 403
     finally:
         server.stop()
 
 
 def test_an_analyst_records_an_answer_on_the_command_line_and_the_case_wakes(
-        runtime, monkeypatch, capsys):
+    runtime, monkeypatch, capsys
+):
     import json
 
     from idv.cli import main
@@ -136,10 +161,12 @@ def test_an_analyst_records_an_answer_on_the_command_line_and_the_case_wakes(
     case_id = flagged(runtime, "O-CLI")
     ask(runtime, case_id)
     [o] = runtime.store.cases.outreach(case_id)
-    env = {"IDV_HOME": str(runtime.settings.home),
-           "IDV_DATABASE_URL": runtime.settings.database_url,
-           "IDV_KEY_FILE": str(runtime.settings.key_file),
-           "IDV_TOKEN": person_token(runtime, "analyst", name="ana")}
+    env = {
+        "IDV_HOME": str(runtime.settings.home),
+        "IDV_DATABASE_URL": runtime.settings.database_url,
+        "IDV_KEY_FILE": str(runtime.settings.key_file),
+        "IDV_TOKEN": person_token(runtime, "analyst", name="ana"),
+    }
     if runtime.settings.database_schema:
         env["IDV_DATABASE_SCHEMA"] = runtime.settings.database_schema
     for key, value in env.items():
@@ -154,6 +181,8 @@ def test_an_analyst_records_an_answer_on_the_command_line_and_the_case_wakes(
         main(["review", "answered", o.outreach_id, "--json"])
     out, err = capsys.readouterr()
     assert again.value.code == 2 and out == ""
-    assert json.loads(err) == {"error": "outreach_id: no such outreach waiting for an answer",
-                               "field": "outreach_id",
-                               "rule": "no such outreach waiting for an answer"}
+    assert json.loads(err) == {
+        "error": "outreach_id: no such outreach waiting for an answer",
+        "field": "outreach_id",
+        "rule": "no such outreach waiting for an answer",
+    }

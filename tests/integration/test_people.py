@@ -78,7 +78,8 @@ def test_when_sign_ins_fail_repeatedly_then_the_account_locks_for_a_while_audite
 
 
 def test_when_a_user_is_disabled_or_their_role_changes_then_their_next_request_is_refused(
-        people, store):
+    people, store
+):
     people.add("ana", "analyst", PASSWORD, actor=ADMIN)
     people.add("sam", "analyst", PASSWORD, actor=ADMIN)
     ana_cli = people.sign_in("ana", PASSWORD, kind="cli").token.get_secret_value()
@@ -114,23 +115,29 @@ def test_when_time_passes_then_cli_tokens_expire_and_idle_web_sessions_end(peopl
         people.resolve(cli, kinds=("cli",))
     people.sign_out(cli)
     assert [e.detail["why"] for e in store.audit.events(kind_prefix="credential.revoked")] == [
-        "idle", "expired"]
+        "idle",
+        "expired",
+    ]
 
 
 def test_when_people_sign_in_then_no_password_or_token_is_stored_or_audited(people, store):
     people.add("ana", "analyst", PASSWORD, actor=ADMIN)
     people.reset_password("ana", SecretStr("canary-password-2Wx8r"), actor=ADMIN)
-    tokens = [people.sign_in("ana", SecretStr("canary-password-2Wx8r"), kind=k)
-              .token.get_secret_value() for k in ("cli", "web")]
+    tokens = [
+        people.sign_in("ana", SecretStr("canary-password-2Wx8r"), kind=k).token.get_secret_value()
+        for k in ("cli", "web")
+    ]
     tokens.append(people.issue_api_token("ana", actor=ADMIN).token.get_secret_value())
     with pytest.raises(SignInRefused):
         people.sign_in("ana", SecretStr("canary-wrong-guess-55"), kind="web")
     hashes = Canaries({"an argon2id hash": "$argon2id$"})
     assert hashes.in_rows(store.engine, PEOPLE_TABLES)  # the hashes are there
-    secrets = {"first password": PASSWORD.get_secret_value(),
-               "new password": "canary-password-2Wx8r", "wrong guess": "canary-wrong-guess-55",
-               **{f"{kind} token": t for kind, t in zip(("cli", "web", "api"), tokens,
-                                                        strict=True)}}
+    secrets = {
+        "first password": PASSWORD.get_secret_value(),
+        "new password": "canary-password-2Wx8r",
+        "wrong guess": "canary-wrong-guess-55",
+        **{f"{kind} token": t for kind, t in zip(("cli", "web", "api"), tokens, strict=True)},
+    }
     secrets |= {f"part of the {name}": value[4:20] for name, value in secrets.items()}
     assert Canaries(secrets).in_rows(store.engine, PEOPLE_TABLES) == []
     assert all(len(t) >= 4 + 43 for t in tokens)  # 32 random bytes after the prefix
@@ -153,15 +160,26 @@ def api(database, make_runtime, serve_app):
 def test_when_a_token_is_sent_without_the_bearer_prefix_then_it_is_refused(api):
     url, rt = api
     token = rt.services.people.issue_api_token("admin", actor=ADMIN).token.get_secret_value()
-    for header in (token, f"Token {token}", f"Bearer  {token}", f"Bearer {token} x",
-                   f"Basic {token}", SERVICE, f"Bearer {token[:-1]}"):
+    for header in (
+        token,
+        f"Token {token}",
+        f"Bearer  {token}",
+        f"Bearer {token} x",
+        f"Basic {token}",
+        SERVICE,
+        f"Bearer {token[:-1]}",
+    ):
         answer = httpx.get(f"{url}/consents/stats", headers={"Authorization": header})
         assert answer.status_code == 401, header[:8]
         assert answer.json()["field"] == "Authorization"
         assert token not in answer.text
     for good in (token, SERVICE):
-        assert httpx.get(f"{url}/consents/stats",
-                         headers={"Authorization": f"Bearer {good}"}).status_code == 200
+        assert (
+            httpx.get(
+                f"{url}/consents/stats", headers={"Authorization": f"Bearer {good}"}
+            ).status_code
+            == 200
+        )
 
 
 def test_when_a_person_is_disabled_or_changes_role_then_their_api_token_stops(api):
@@ -186,14 +204,16 @@ def test_when_a_person_is_disabled_or_changes_role_then_their_api_token_stops(ap
 
 @pytest.mark.parametrize("token", ["x", "short-token-0123456789", "a" * 64])
 def test_when_production_has_a_weak_service_token_then_the_api_refuses_to_start(
-        make_runtime, token):
+    make_runtime, token
+):
     rt = make_runtime(env="production", api_token=SecretStr(token))
     with pytest.raises(StartupError, match="IDV_API_TOKEN must hold at least 32 random bytes"):
         create_app(rt)
 
 
 def test_when_development_has_no_service_token_then_start_up_warns_and_production_stays_shut(
-        make_runtime, tmp_path, caplog, serve_app):
+    make_runtime, tmp_path, caplog, serve_app
+):
     rt = make_runtime()
     with caplog.at_level("WARNING", logger="idv.api"):
         app = create_app(rt)

@@ -26,8 +26,14 @@ ADMIN = Actor("admin", "operator")
 
 @pytest.fixture
 def rt(database, key_file, tmp_path):
-    rt = Runtime(Settings(home=tmp_path / "home", database_url=database.url,
-                          database_schema=database.schema, key_file=key_file))
+    rt = Runtime(
+        Settings(
+            home=tmp_path / "home",
+            database_url=database.url,
+            database_schema=database.schema,
+            key_file=key_file,
+        )
+    )
     rt.services.people.add("admin", "operator", PASSWORD, actor=None)
     rt.services.people.add("olga", "compliance_officer", PASSWORD, actor=ADMIN)
     rt.services.people.add("ana", "analyst", PASSWORD, actor=ADMIN)
@@ -43,25 +49,36 @@ def test_a_credential_written_into_the_database_stands_for_nobody(rt):
     token = new_token()
     olga = rt.store.people.get("olga")
     with rt.store.engine.begin() as conn:
-        conn.execute(insert(m.Credential).values(
-            id=str(uuid.uuid4()), digest=hashlib.sha256(token.encode()).hexdigest(),
-            user_id=olga.user_id, kind="api", role="compliance_officer",
-            created_at=rt.store.clock(), last_seen_at=rt.store.clock()))
+        conn.execute(
+            insert(m.Credential).values(
+                id=str(uuid.uuid4()),
+                digest=hashlib.sha256(token.encode()).hexdigest(),
+                user_id=olga.user_id,
+                kind="api",
+                role="compliance_officer",
+                created_at=rt.store.clock(),
+                last_seen_at=rt.store.clock(),
+            )
+        )
     with pytest.raises(SignInRefused):
         rt.services.people.resolve(token, kinds=("api",))
     assert broken(rt) == ["credentials"]
     issued = rt.services.people.issue_api_token("olga", actor=ADMIN)  # a real one stands
-    assert rt.services.people.resolve(issued.token.get_secret_value(),
-                                      kinds=("api",)).actor.name == "olga"
+    assert (
+        rt.services.people.resolve(issued.token.get_secret_value(), kinds=("api",)).actor.name
+        == "olga"
+    )
 
 
 def test_a_role_raised_in_the_database_stands_for_nobody(rt):
     issued = rt.services.people.sign_in("ana", PASSWORD, kind="cli")
     with rt.store.engine.begin() as conn:
-        conn.execute(update(m.User).where(m.User.name == "ana").values(
-            role="compliance_officer"))
-        conn.execute(update(m.Credential).where(m.Credential.id.isnot(None)).values(
-            role="compliance_officer"))
+        conn.execute(update(m.User).where(m.User.name == "ana").values(role="compliance_officer"))
+        conn.execute(
+            update(m.Credential)
+            .where(m.Credential.id.isnot(None))
+            .values(role="compliance_officer")
+        )
     with pytest.raises(SignInRefused):
         rt.services.people.resolve(issued.token.get_secret_value(), kinds=("cli",))
     with pytest.raises(SignInRefused):
@@ -72,38 +89,61 @@ def test_a_role_raised_in_the_database_stands_for_nobody(rt):
 def test_a_password_hash_swapped_in_the_database_signs_nobody_in(rt):
     chosen = "insider-chosen-pass-99"
     with rt.store.engine.begin() as conn:
-        conn.execute(update(m.User).where(m.User.name == "olga").values(
-            password_hash=PasswordHasher().hash(chosen)))
+        conn.execute(
+            update(m.User)
+            .where(m.User.name == "olga")
+            .values(password_hash=PasswordHasher().hash(chosen))
+        )
     with pytest.raises(SignInRefused):
         rt.services.people.sign_in("olga", SecretStr(chosen), kind="cli", client="t")
     assert broken(rt) == ["users"]
 
 
 def test_rows_from_before_the_bindings_are_bound_once_when_the_migration_crosses_them(
-        database, key_file, tmp_path):
+    database, key_file, tmp_path
+):
     engine = make_engine(database.url, schema=database.schema)
     upgrade(engine, "0020_status_checks")
     now_sql = "CURRENT_TIMESTAMP"
     with engine.begin() as conn:
-        conn.execute(text(
-            "INSERT INTO users (id, name, role, status, password_hash, failed_count, "
-            f"created_at, updated_at) VALUES (:id, 'old-admin', 'operator', 'active', :h, 0, "
-            f"{now_sql}, {now_sql})"), {"id": str(uuid.uuid4()),
-                                        "h": PasswordHasher().hash(PASSWORD.get_secret_value())})
+        conn.execute(
+            text(
+                "INSERT INTO users (id, name, role, status, password_hash, failed_count, "
+                f"created_at, updated_at) VALUES (:id, 'old-admin', 'operator', 'active', :h, 0, "
+                f"{now_sql}, {now_sql})"
+            ),
+            {"id": str(uuid.uuid4()), "h": PasswordHasher().hash(PASSWORD.get_secret_value())},
+        )
     engine.dispose()
-    rt = Runtime(Settings(home=tmp_path / "home", database_url=database.url,
-                          database_schema=database.schema, key_file=key_file))
+    rt = Runtime(
+        Settings(
+            home=tmp_path / "home",
+            database_url=database.url,
+            database_schema=database.schema,
+            key_file=key_file,
+        )
+    )
     try:
-        assert rt.services.people.sign_in("old-admin", PASSWORD, kind="cli",
-                                          client="t").user == "old-admin"
+        assert (
+            rt.services.people.sign_in("old-admin", PASSWORD, kind="cli", client="t").user
+            == "old-admin"
+        )
         [bound] = rt.store.audit.events(kind_prefix="people.bound")
         assert bound.detail["users"] == 1
         # Written after the crossing, without a binding: nobody.
         with rt.store.engine.begin() as conn:
-            conn.execute(insert(m.User).values(
-                id=str(uuid.uuid4()), name="late-admin", role="operator", status="active",
-                password_hash=PasswordHasher().hash(PASSWORD.get_secret_value()),
-                failed_count=0, created_at=rt.store.clock(), updated_at=rt.store.clock()))
+            conn.execute(
+                insert(m.User).values(
+                    id=str(uuid.uuid4()),
+                    name="late-admin",
+                    role="operator",
+                    status="active",
+                    password_hash=PasswordHasher().hash(PASSWORD.get_secret_value()),
+                    failed_count=0,
+                    created_at=rt.store.clock(),
+                    updated_at=rt.store.clock(),
+                )
+            )
         with pytest.raises(SignInRefused):
             rt.services.people.sign_in("late-admin", PASSWORD, kind="cli", client="t")
         assert rt.store.audit.check().intact

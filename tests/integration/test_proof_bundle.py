@@ -36,8 +36,17 @@ AUDITOR = Actor("auditor-person", "auditor")
 ROOT = Path(__file__).resolve().parents[2]
 # What the regulator's Python must not reach: the project, the producer side's time-stamp
 # library, the database drivers and the rest of the project's environment.
-UNREACHABLE = ("idv", "storage", "services", "flows", "rfc3161_client", "sqlalchemy",
-               "psycopg", "pydantic", "httpx")
+UNREACHABLE = (
+    "idv",
+    "storage",
+    "services",
+    "flows",
+    "rfc3161_client",
+    "sqlalchemy",
+    "psycopg",
+    "pydantic",
+    "httpx",
+)
 
 
 def install_copy(site: Path, name: str, done: set[str]) -> None:
@@ -66,22 +75,39 @@ def bare_python(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("regulator-python")
     venv.EnvBuilder(system_site_packages=False, with_pip=False, symlinks=True).create(root)
     python = root / "bin" / "python"
-    site = Path(subprocess.run(
-        [python, "-I", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True, text=True, check=True, timeout=60).stdout.strip())
+    site = Path(
+        subprocess.run(
+            [python, "-I", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout.strip()
+    )
     install_copy(site, "cryptography", set())
-    probe = ("import importlib.util, json, sys\n"
-             "import cryptography.hazmat.primitives.asymmetric.ec\n"
-             f"names = {UNREACHABLE!r}\n"
-             "print(json.dumps({'path': sys.path, 'found': [n for n in names "
-             "if importlib.util.find_spec(n) is not None]}))\n")
-    seen = json.loads(subprocess.run([python, "-I", "-c", probe], cwd=root, env=bare_env(),
-                                     capture_output=True, text=True, check=True,
-                                     timeout=60).stdout)
+    probe = (
+        "import importlib.util, json, sys\n"
+        "import cryptography.hazmat.primitives.asymmetric.ec\n"
+        f"names = {UNREACHABLE!r}\n"
+        "print(json.dumps({'path': sys.path, 'found': [n for n in names "
+        "if importlib.util.find_spec(n) is not None]}))\n"
+    )
+    seen = json.loads(
+        subprocess.run(
+            [python, "-I", "-c", probe],
+            cwd=root,
+            env=bare_env(),
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout
+    )
     assert seen["found"] == [], seen
     reach = [Path(p) for p in seen["path"] if p]
-    assert not any(p.is_relative_to(ROOT) or p.is_relative_to(Path(sys.prefix))
-                   for p in reach), reach
+    assert not any(p.is_relative_to(ROOT) or p.is_relative_to(Path(sys.prefix)) for p in reach), (
+        reach
+    )
     return python
 
 
@@ -95,37 +121,62 @@ PUBLISHED: dict[str, Path] = {}
 
 
 def check(bundle: Path, cwd: Path, python: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(python), "-I", str(bundle / "proofcheck.py"), str(bundle),
-                           "--key", str(PUBLISHED["key"]),
-                           "--tsa-cert", str(PUBLISHED["tsa"])],
-                          cwd=cwd, env=bare_env(), capture_output=True, text=True,
-                          timeout=60, check=False)
+    return subprocess.run(
+        [
+            str(python),
+            "-I",
+            str(bundle / "proofcheck.py"),
+            str(bundle),
+            "--key",
+            str(PUBLISHED["key"]),
+            "--tsa-cert",
+            str(PUBLISHED["tsa"]),
+        ],
+        cwd=cwd,
+        env=bare_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 @pytest.fixture
 def exported(database, make_runtime, tmp_path):
     lines = list(applicants(6, seed=41, prefix="P-", mix=MIX))
     batch = tmp_path / "batch.jsonl"
-    batch.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\n",
-                     encoding="utf-8")
+    batch.write_text(
+        "\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\n", encoding="utf-8"
+    )
     state = SandboxState(app_key="k", app_secret="s")
     with SandboxServer(state) as sandbox, TimeStampServer() as tsa:
         cert = tmp_path / "tsa.pem"
         cert.write_bytes(tsa.authority.certificate_pem)
-        rt = make_runtime(checkpoint_every=7, tsa_url=tsa.url, tsa_cert_file=cert,
-                          **vendor_overrides(sandbox.base_url, "k", "s"), concurrency=2)
+        rt = make_runtime(
+            checkpoint_every=7,
+            tsa_url=tsa.url,
+            tsa_cert_file=cert,
+            **vendor_overrides(sandbox.base_url, "k", "s"),
+            concurrency=2,
+        )
         run_batch(rt, str(batch))
         ref = lines[2]["applicant_ref"]
-        rt.store.ledger.withdraw(rt.store.ledger.grants_for(ref)[0].consent_id,
-                                 actor="test", via="cli", channel="app")
+        rt.store.ledger.withdraw(
+            rt.store.ledger.grants_for(ref)[0].consent_id, actor="test", via="cli", channel="app"
+        )
         bundle = rt.services.audit.export_proof(
-            ref, tmp_path / "out" / "bundle", verifier=Path(proofcheck.__file__), actor=AUDITOR,
-            digests=("sha256", "sm3"))
+            ref,
+            tmp_path / "out" / "bundle",
+            verifier=Path(proofcheck.__file__),
+            actor=AUDITOR,
+            digests=("sha256", "sm3"),
+        )
         published = tmp_path / "published"
         published.mkdir()
         PUBLISHED["key"] = published / "checkpoint.key"
-        PUBLISHED["key"].write_text(rt.services.audit.checkpoint_key(actor=AUDITOR) + "\n",
-                                    encoding="utf-8")
+        PUBLISHED["key"].write_text(
+            rt.services.audit.checkpoint_key(actor=AUDITOR) + "\n", encoding="utf-8"
+        )
         PUBLISHED["tsa"] = published / "tsa.pem"
         PUBLISHED["tsa"].write_bytes(tsa.authority.certificate_pem)
         rt.close()  # before the tests remove its SQLite file (closed again at teardown: no-op)
@@ -135,12 +186,12 @@ def exported(database, make_runtime, tmp_path):
 
 
 def test_when_a_bundle_is_exported_then_the_script_verifies_it_without_the_database(
-        exported, tmp_path, database, bare_python):
+    exported, tmp_path, database, bare_python
+):
     path, lines, bundle = exported
     if database.schema is None:  # the SQLite file is gone before the check runs
         shutil.rmtree(database.root)
-    assert bundle.records >= 4 and bundle.checkpoints >= 1 and bundle.digests == ("sha256",
-                                                                                 "sm3")
+    assert bundle.records >= 4 and bundle.checkpoints >= 1 and bundle.digests == ("sha256", "sm3")
     elsewhere = tmp_path / "regulator"
     elsewhere.mkdir()
     copy = elsewhere / "bundle"
@@ -155,11 +206,17 @@ def test_when_a_bundle_is_exported_then_the_script_verifies_it_without_the_datab
 
 
 def test_when_one_byte_of_a_bundle_is_changed_then_the_script_refuses_it(
-        exported, tmp_path, bare_python):
+    exported, tmp_path, bare_python
+):
     path, _, _ = exported
-    targets = ["records.json", "chain.json", "manifest.json", "checkpoint.vkey",
-               next(p.relative_to(path) for p in (path / "checkpoints").glob("*.ckpt")),
-               next(p.relative_to(path) for p in (path / "checkpoints").glob("*.tsr"))]
+    targets = [
+        "records.json",
+        "chain.json",
+        "manifest.json",
+        "checkpoint.vkey",
+        next(p.relative_to(path) for p in (path / "checkpoints").glob("*.ckpt")),
+        next(p.relative_to(path) for p in (path / "checkpoints").glob("*.tsr")),
+    ]
     for i, rel in enumerate(targets):
         copy = tmp_path / f"b{i}"
         shutil.copytree(path, copy)
@@ -174,7 +231,8 @@ def test_when_one_byte_of_a_bundle_is_changed_then_the_script_refuses_it(
 
 
 def test_when_records_and_the_manifest_are_both_forged_then_the_chain_refuses_them(
-        exported, tmp_path, bare_python):
+    exported, tmp_path, bare_python
+):
     """Whoever rewrites a record and recomputes every digest still cannot reach the root."""
     path, _, _ = exported
     copy = tmp_path / "forged"
@@ -189,8 +247,9 @@ def test_when_records_and_the_manifest_are_both_forged_then_the_chain_refuses_th
     (copy / "records.json").write_text(json.dumps(records), encoding="utf-8")
     manifest = json.loads((copy / "manifest.json").read_text(encoding="utf-8"))
     for rel in manifest["files"]:
-        manifest["files"][rel] = {a: proofcheck.digest(a, (copy / rel).read_bytes())
-                                  for a in manifest["digests"]}
+        manifest["files"][rel] = {
+            a: proofcheck.digest(a, (copy / rel).read_bytes()) for a in manifest["digests"]
+        }
     (copy / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     result = check(copy, tmp_path, bare_python)
     assert result.returncode == 1 and "hash is not the one" in result.stderr
@@ -200,22 +259,27 @@ def reseal(bundle: Path) -> None:
     """Recompute manifest.json after a change, as a forger would."""
     manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
     manifest["files"] = {
-        str(p.relative_to(bundle)): {a: proofcheck.digest(a, p.read_bytes())
-                                     for a in manifest["digests"]}
-        for p in sorted(bundle.rglob("*")) if p.is_file() and p.name != "manifest.json"}
+        str(p.relative_to(bundle)): {
+            a: proofcheck.digest(a, p.read_bytes()) for a in manifest["digests"]
+        }
+        for p in sorted(bundle.rglob("*"))
+        if p.is_file() and p.name != "manifest.json"
+    }
     (bundle / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
 
 
 def test_when_a_token_is_from_another_authority_or_of_another_checkpoint_then_it_is_refused(
-        exported, tmp_path, bare_python):
+    exported, tmp_path, bare_python
+):
     path, _, _ = exported
     untrusted = tmp_path / "untrusted"
     shutil.copytree(path, untrusted)
     with TimeStampServer() as rogue:  # every token another authority's, its tsa.pem too
         pem = rogue.authority.certificate_pem
         for ckpt in (untrusted / "checkpoints").glob("*.ckpt"):
-            ckpt.with_suffix(".tsr").write_bytes(TimeStamper(rogue.url, pem).stamp(
-                ckpt.read_bytes()))
+            ckpt.with_suffix(".tsr").write_bytes(
+                TimeStamper(rogue.url, pem).stamp(ckpt.read_bytes())
+            )
         (untrusted / "tsa.pem").write_bytes(pem)
     reseal(untrusted)
     result = check(untrusted, tmp_path, bare_python)
@@ -235,11 +299,13 @@ def test_when_a_token_is_from_another_authority_or_of_another_checkpoint_then_it
     result = check(moved, tmp_path, bare_python)
     assert result.returncode == 1, result.stdout
     assert f"{token.name}: the messageImprint is not the SHA512 of this checkpoint" in (
-        result.stderr)
+        result.stderr
+    )
 
 
 def test_a_bundle_signed_by_a_key_the_operator_did_not_publish_is_refused(
-        exported, tmp_path, bare_python):
+    exported, tmp_path, bare_python
+):
     """A bundle made whole by someone else: every checkpoint signed again by a fresh key of
     the same name, its checkpoint.vkey that key's. It is consistent in itself; checked
     against the published key, it is refused. Without a key the script does not judge."""
@@ -257,7 +323,13 @@ def test_a_bundle_signed_by_a_key_the_operator_did_not_publish_is_refused(
     reseal(forged)
     result = check(forged, tmp_path, bare_python)
     assert result.returncode == 1 and "not the key given" in result.stderr
-    bare = subprocess.run([str(bare_python), "-I", str(forged / "proofcheck.py"), str(forged)],
-                          cwd=tmp_path, env=bare_env(), capture_output=True, text=True,
-                          timeout=60, check=False)
+    bare = subprocess.run(
+        [str(bare_python), "-I", str(forged / "proofcheck.py"), str(forged)],
+        cwd=tmp_path,
+        env=bare_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert bare.returncode == 2 and "--key" in bare.stderr

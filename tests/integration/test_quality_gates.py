@@ -30,8 +30,9 @@ def runtime(database, make_runtime, sandbox):
 def write(path: Path, lines) -> Path:
     with path.open("w", encoding="utf-8") as fh:
         for line in lines:
-            fh.write((line if isinstance(line, str) else json.dumps(line, ensure_ascii=False))
-                     + "\n")
+            fh.write(
+                (line if isinstance(line, str) else json.dumps(line, ensure_ascii=False)) + "\n"
+            )
     return path
 
 
@@ -43,7 +44,8 @@ def poisoned(n: int, bad_every: int, prefix: str) -> list:
 
 
 def test_when_a_fifth_of_the_batch_is_invalid_then_it_is_halted_before_any_vendor_call(
-        runtime, sandbox, tmp_path):
+    runtime, sandbox, tmp_path
+):
     lines = poisoned(50, 5, "PZ-")  # 10 of 50 lines: 20%
     result = run_batch(runtime, str(write(tmp_path / "poisoned.jsonl", lines)))
     assert result.halted
@@ -59,8 +61,7 @@ def test_when_a_fifth_of_the_batch_is_invalid_then_it_is_halted_before_any_vendo
     with runtime.store.engine.connect() as conn:
         assert conn.execute(text("select count(*) from applicants")).scalar() == 0
         assert conn.execute(text("select count(*) from consent_events")).scalar() == 0
-    assert [e.kind for e in runtime.store.audit.events(kind_prefix="run.halted")] == [
-        "run.halted"]
+    assert [e.kind for e in runtime.store.audit.events(kind_prefix="run.halted")] == ["run.halted"]
     stored = json.dumps(runtime.store.quality.for_run(result.run_id), ensure_ascii=False)
     for line in lines:  # the stored results hold no personal value
         assert line["id_number"] not in stored and line["phone"] not in stored
@@ -68,7 +69,8 @@ def test_when_a_fifth_of_the_batch_is_invalid_then_it_is_halted_before_any_vendo
 
 
 def test_when_few_lines_are_invalid_then_the_batch_runs_and_refuses_them_one_by_one(
-        runtime, sandbox, tmp_path):
+    runtime, sandbox, tmp_path
+):
     lines = poisoned(50, 25, "PO-")  # 2 of 50 lines: 4%
     result = run_batch(runtime, str(write(tmp_path / "ok.jsonl", lines)))
     assert not result.halted
@@ -78,7 +80,8 @@ def test_when_few_lines_are_invalid_then_the_batch_runs_and_refuses_them_one_by_
 
 
 def test_when_a_vendor_renames_a_field_then_the_source_is_degraded_and_never_passes(
-        runtime, sandbox, tmp_path):
+    runtime, sandbox, tmp_path
+):
     sandbox.state.renamed_fields = {"/v1/carrier/verify": {"tenure_band": "tenure"}}
     lines = list(applicants(30, seed=43, prefix="DR-", mix=CLEAN))
     result = run_batch(runtime, str(write(tmp_path / "drift.jsonl", lines)))
@@ -101,30 +104,36 @@ def test_when_a_vendor_renames_a_field_then_the_source_is_degraded_and_never_pas
     assert runtime.store.quality.degraded_sources(result.run_id) == {"carrier_check"}
 
 
-def test_when_a_nested_field_drifts_then_the_court_source_is_degraded(runtime, sandbox,
-                                                                      tmp_path):
+def test_when_a_nested_field_drifts_then_the_court_source_is_degraded(runtime, sandbox, tmp_path):
     from flows.quality import check_responses
     from policies.quality import answer_shape
 
-    good = {"result": "HIT", "entries": [{"match": "confirmed", "case_number": "x",
-                                          "status": "open"}],
-            "request_id": "r", "as_of": "2026-11-01", "fee_cents": 15}
+    good = {
+        "result": "HIT",
+        "entries": [{"match": "confirmed", "case_number": "x", "status": "open"}],
+        "request_id": "r",
+        "as_of": "2026-11-01",
+        "fee_cents": 15,
+    }
     empty = dict(good, result="NO_HIT", entries=[])
     drifted = dict(good, entries=[{"match": "confirmed", "case_no": "x", "status": "open"}])
     policy = runtime.quality_policy
     ok = check_responses("court_list", [answer_shape(good), answer_shape(empty)] * 5, policy)
     assert ok is not None and ok.success
-    bad = check_responses("court_list", [answer_shape(drifted)] + [answer_shape(empty)] * 9,
-                          policy)
+    bad = check_responses("court_list", [answer_shape(drifted)] + [answer_shape(empty)] * 9, policy)
     assert bad is not None and not bad.success
     assert [f["column"] for f in bad.failed] == ["has_entries[].case_number"]
 
 
-def test_when_the_scorecard_file_is_invalid_then_no_run_starts(database, make_runtime, sandbox,
-                                                               tmp_path):
+def test_when_the_scorecard_file_is_invalid_then_no_run_starts(
+    database, make_runtime, sandbox, tmp_path
+):
     card = tmp_path / "card.yaml"
-    card.write_text("name: broken\nthresholds:\n  review: 80\n  decline_recommended: 70\n"
-                    "features: {}\nreasons: {}\n", encoding="utf-8")
+    card.write_text(
+        "name: broken\nthresholds:\n  review: 80\n  decline_recommended: 70\n"
+        "features: {}\nreasons: {}\n",
+        encoding="utf-8",
+    )
     rt = make_runtime(**against(sandbox), scorecard_file=card)
     lines = list(applicants(5, seed=1, prefix="IP-", mix=CLEAN))
     with pytest.raises(PolicyError) as caught:

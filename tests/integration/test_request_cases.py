@@ -26,10 +26,16 @@ ANALYST = Actor(name="ana", role="analyst")
 
 @pytest.fixture
 def world(database: Any, make_runtime: Any, tmp_path: Any, sandbox: Any):
-    rt = make_runtime(**vendor_overrides(sandbox.base_url, sandbox.state.app_key,
-                                         sandbox.state.app_secret))
-    batch = write_batch(tmp_path / "b.jsonl", 10, seed=141, prefix="RC-",
-                        mix=Mix(invalid=0, no_consent=0, no_scoring_consent=0))
+    rt = make_runtime(
+        **vendor_overrides(sandbox.base_url, sandbox.state.app_key, sandbox.state.app_secret)
+    )
+    batch = write_batch(
+        tmp_path / "b.jsonl",
+        10,
+        seed=141,
+        prefix="RC-",
+        mix=Mix(invalid=0, no_consent=0, no_scoring_consent=0),
+    )
     people = [json.loads(x) for x in batch.read_text(encoding="utf-8").splitlines()]
     run_batch(rt, str(batch))
     refs = sorted(p["applicant_ref"] for p in people)
@@ -47,8 +53,9 @@ def queue(rt: Runtime, reason: str | None = None) -> dict[str, Any]:
 def test_when_a_request_is_opened_then_a_case_is_due_at_its_deadline_until_answered(world):
     rt, _, without = world
     ref = without[0]
-    opened = rt.services.requests.open(OpenRequest(applicant_ref=ref, kind="access",
-                                                   channel="app"), actor=OFFICER)
+    opened = rt.services.requests.open(
+        OpenRequest(applicant_ref=ref, kind="access", channel="app"), actor=OFFICER
+    )
     assert opened.case_id is not None
     listed = queue(rt, "SUBJECT_REQUEST_ACCESS")
     case = listed[opened.case_id]
@@ -67,20 +74,23 @@ def test_when_a_request_is_opened_then_a_case_is_due_at_its_deadline_until_answe
     (answered,) = rt.store.audit.events(kind_prefix="subject_request.answered")
     assert answered.detail["case_id"] == opened.case_id
     assert answered.detail["case_status"] == "closed"
-    assert [e.detail["case_id"] for e in rt.store.audit.events(kind_prefix="case.closed")
-            if e.subject_ref == ref] == [opened.case_id]
+    assert [
+        e.detail["case_id"]
+        for e in rt.store.audit.events(kind_prefix="case.closed")
+        if e.subject_ref == ref
+    ] == [opened.case_id]
     assert rt.store.audit.verify_chain()[0]
 
 
-def test_when_a_court_hit_is_disputed_then_it_joins_the_open_case_and_is_requeried(
-        world, sandbox):
+def test_when_a_court_hit_is_disputed_then_it_joins_the_open_case_and_is_requeried(world, sandbox):
     rt, with_case, _ = world
     ref = with_case[0]
     before = rt.store.cases.case_of(ref)
     court_calls = len([c for c in sandbox.state.calls if "court" in c.path])
-    opened = rt.services.requests.open(OpenRequest(
-        applicant_ref=ref, kind="dispute", target="court_list", assignee="officer"),
-        actor=OFFICER)
+    opened = rt.services.requests.open(
+        OpenRequest(applicant_ref=ref, kind="dispute", target="court_list", assignee="officer"),
+        actor=OFFICER,
+    )
     joined = rt.store.cases.get(opened.case_id)
     assert joined.case_id == before.case_id  # one case not closed per applicant
     assert joined.reasons == (*before.reasons, "SUBJECT_REQUEST_DISPUTE")
@@ -90,8 +100,9 @@ def test_when_a_court_hit_is_disputed_then_it_joins_the_open_case_and_is_requeri
     assert joined.assignee == (before.assignee or "officer")
     assert opened.case_id in queue(rt, "SUBJECT_REQUEST_DISPUTE")
 
-    done = rt.services.requests.answer(opened.request_id, AnswerRequest(), actor=OFFICER,
-                                       recheck=recheck(rt))
+    done = rt.services.requests.answer(
+        opened.request_id, AnswerRequest(), actor=OFFICER, recheck=recheck(rt)
+    )
 
     assert len([c for c in sandbox.state.calls if "court" in c.path]) == court_calls + 1
     assert [s["step"] for s in done.result["rechecked"]] == ["court_list"]
@@ -104,13 +115,12 @@ def test_when_a_court_hit_is_disputed_then_it_joins_the_open_case_and_is_requeri
 def test_when_two_requests_share_a_case_then_it_closes_with_the_last_answer(world):
     rt, _, without = world
     ref = without[-1]
-    access = rt.services.requests.open(OpenRequest(applicant_ref=ref, kind="access"),
-                                       actor=OFFICER)
-    dispute = rt.services.requests.open(OpenRequest(
-        applicant_ref=ref, kind="dispute", target="decision", assignee="officer"),
-        actor=OFFICER)
-    again = rt.services.requests.open(OpenRequest(applicant_ref=ref, kind="access"),
-                                      actor=OFFICER)
+    access = rt.services.requests.open(OpenRequest(applicant_ref=ref, kind="access"), actor=OFFICER)
+    dispute = rt.services.requests.open(
+        OpenRequest(applicant_ref=ref, kind="dispute", target="decision", assignee="officer"),
+        actor=OFFICER,
+    )
+    again = rt.services.requests.open(OpenRequest(applicant_ref=ref, kind="access"), actor=OFFICER)
     assert access.case_id == dispute.case_id == again.case_id
     case = rt.store.cases.get(access.case_id)
     assert case.reasons == ("SUBJECT_REQUEST_ACCESS", "SUBJECT_REQUEST_DISPUTE")
@@ -122,26 +132,26 @@ def test_when_two_requests_share_a_case_then_it_closes_with_the_last_answer(worl
     assert case.reasons == ("SUBJECT_REQUEST_ACCESS", "SUBJECT_REQUEST_DISPUTE")
     rt.services.requests.answer(again.request_id, AnswerRequest(), actor=OFFICER)
     assert rt.store.cases.get(access.case_id).reasons == ("SUBJECT_REQUEST_DISPUTE",)
-    rt.services.requests.answer(dispute.request_id, AnswerRequest(outcome="upheld"),
-                                actor=OFFICER)
+    rt.services.requests.answer(dispute.request_id, AnswerRequest(outcome="upheld"), actor=OFFICER)
     closed = rt.store.cases.get(access.case_id)
     assert closed.status == "closed" and closed.reasons == ()
-    later = rt.services.requests.open(OpenRequest(applicant_ref=ref, kind="restriction"),
-                                      actor=OFFICER)
+    later = rt.services.requests.open(
+        OpenRequest(applicant_ref=ref, kind="restriction"), actor=OFFICER
+    )
     assert later.case_id not in (None, access.case_id)  # a new case after the close
 
 
 def test_when_an_erasure_is_answered_then_its_case_ends_with_the_subject(world):
     rt, _, without = world
     ref = without[1]
-    opened = rt.services.requests.open(OpenRequest(applicant_ref=ref, kind="erasure"),
-                                       actor=OFFICER)
+    opened = rt.services.requests.open(
+        OpenRequest(applicant_ref=ref, kind="erasure"), actor=OFFICER
+    )
     assert opened.case_id in queue(rt, "SUBJECT_REQUEST_ERASURE")
     done = rt.services.requests.answer(opened.request_id, AnswerRequest(), actor=OFFICER)
     assert done.status == "answered"
     assert rt.store.cases.get(opened.case_id).status == "closed_erased"
     assert opened.case_id not in queue(rt)
-    access = rt.services.requests.open(OpenRequest(applicant_ref=ref, kind="access"),
-                                       actor=OFFICER)
+    access = rt.services.requests.open(OpenRequest(applicant_ref=ref, kind="access"), actor=OFFICER)
     assert access.case_id is None  # an erased subject has no case to work
     assert rt.store.audit.verify_chain()[0]

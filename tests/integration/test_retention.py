@@ -27,14 +27,17 @@ OFFICER = Actor(name="officer", role="compliance_officer")
 
 @pytest.fixture
 def runtime(database: Any, make_runtime: Any, sandbox: Any) -> Runtime:
-    return make_runtime(**vendor_overrides(sandbox.base_url, sandbox.state.app_key,
-                                           sandbox.state.app_secret))
+    return make_runtime(
+        **vendor_overrides(sandbox.base_url, sandbox.state.app_key, sandbox.state.app_secret)
+    )
 
 
 def snapshot(rt: Runtime) -> dict[str, dict[str, tuple[str, datetime]]]:
     """Every retained row by class: id -> (subject, anchor)."""
-    out: dict[str, dict[str, tuple[str, datetime]]] = {c: {} for c in (
-        "network_logs", "evidence", "decisions", "consent_records", "subject_requests")}
+    out: dict[str, dict[str, tuple[str, datetime]]] = {
+        c: {}
+        for c in ("network_logs", "evidence", "decisions", "consent_records", "subject_requests")
+    }
     with rt.store.transaction() as s:
         for e in s.scalars(select(m.BehaviorEvent)):
             out["network_logs"][e.id] = (e.applicant_ref, as_utc(e.occurred_at))
@@ -55,13 +58,14 @@ def snapshot(rt: Runtime) -> dict[str, dict[str, tuple[str, datetime]]]:
     return out
 
 
-def test_when_the_clock_moves_past_ceilings_then_exactly_those_rows_go(
-        runtime, tmp_path, sandbox):
+def test_when_the_clock_moves_past_ceilings_then_exactly_those_rows_go(runtime, tmp_path, sandbox):
     rt = runtime
-    batch = write_batch(tmp_path / "b.jsonl", 3, seed=131, prefix="RT-",
-                        mix=Mix(invalid=0, no_consent=0))
-    refs = sorted(json.loads(x)["applicant_ref"]
-                  for x in batch.read_text(encoding="utf-8").splitlines())
+    batch = write_batch(
+        tmp_path / "b.jsonl", 3, seed=131, prefix="RT-", mix=Mix(invalid=0, no_consent=0)
+    )
+    refs = sorted(
+        json.loads(x)["applicant_ref"] for x in batch.read_text(encoding="utf-8").splitlines()
+    )
     run_batch(rt, str(batch))
     gone_ref, newer_ref, held_ref = refs
     t0 = datetime.now(UTC)
@@ -74,25 +78,36 @@ def test_when_the_clock_moves_past_ceilings_then_exactly_those_rows_go(
     # Network logs at three ages; one of the held subject.
     for i, (ref, days) in enumerate([(gone_ref, 10), (gone_ref, 1600), (held_ref, 10)]):
         at(days)
-        rt.store.events.add(NewBehaviorEvent(
-            event_id=f"e{i}", applicant_ref=ref, kind="login",
-            occurred_at=t0 + timedelta(days=days)))
+        rt.store.events.add(
+            NewBehaviorEvent(
+                event_id=f"e{i}",
+                applicant_ref=ref,
+                kind="login",
+                occurred_at=t0 + timedelta(days=days),
+            )
+        )
     # A subject request answered early (past its ceiling later), one answered late.
     for days in (100, 1000):
         at(days)
-        opened = rt.services.requests.open(OpenRequest(
-            applicant_ref=newer_ref, kind="restriction"), actor=OFFICER)
+        opened = rt.services.requests.open(
+            OpenRequest(applicant_ref=newer_ref, kind="restriction"), actor=OFFICER
+        )
         rt.services.requests.answer(opened.request_id, AnswerRequest(), actor=OFFICER)
     # A grant given late: its consent ends under the floor of the purge instant.
     at(1800)
     rt.store.ledger.record_grant(
-        subject_ref=gone_ref, purpose="ongoing_monitoring", scopes=["court_records"],
-        notice_version=notice.version, notice_hash=notice.text_sha256, channel="app",
-        evidence_ref="test:late", granted_at=t0 + timedelta(days=1800),
-        expires_at=t0 + timedelta(days=2100))
+        subject_ref=gone_ref,
+        purpose="ongoing_monitoring",
+        scopes=["court_records"],
+        notice_version=notice.version,
+        notice_hash=notice.text_sha256,
+        channel="app",
+        evidence_ref="test:late",
+        granted_at=t0 + timedelta(days=1800),
+        expires_at=t0 + timedelta(days=2100),
+    )
     at(1000)
-    rt.services.subjects.hold(held_ref, basis="aml_customer_identification",
-                              actor=OFFICER)
+    rt.services.subjects.hold(held_ref, basis="aml_customer_identification", actor=OFFICER)
 
     at(1900)
     now = rt.store.clock()
@@ -103,22 +118,31 @@ def test_when_the_clock_moves_past_ceilings_then_exactly_those_rows_go(
 
     cut, floor = policy.cutoffs(now), policy.floors(now)
     with rt.store.transaction() as s:  # consents still proving evidence that stays
-        proving = {c for st in s.scalars(select(m.StepResult))
-                   if as_utc(st.created_at) >= cut["evidence"] or st.applicant_id in {
-                       a.id for a in s.scalars(select(m.Applicant).where(
-                           m.Applicant.applicant_ref == held_ref))}
-                   for c in st.consent_ids}
+        proving = {
+            c
+            for st in s.scalars(select(m.StepResult))
+            if as_utc(st.created_at) >= cut["evidence"]
+            or st.applicant_id
+            in {
+                a.id
+                for a in s.scalars(select(m.Applicant).where(m.Applicant.applicant_ref == held_ref))
+            }
+            for c in st.consent_ids
+        }
     for cls, rows in before.items():
-        expected = {i for i, (ref, anchor) in rows.items()
-                    if anchor < cut[cls] and ref != held_ref
-                    and not (cls == "consent_records" and i in proving)}
+        expected = {
+            i
+            for i, (ref, anchor) in rows.items()
+            if anchor < cut[cls]
+            and ref != held_ref
+            and not (cls == "consent_records" and i in proving)
+        }
         assert set(rows) - set(after[cls]) == expected, cls
         assert report["counts"][cls] >= len(expected)
         for ref, anchor in after[cls].values():  # what stays is under ceiling or held
             assert anchor >= cut[cls] or ref == held_ref
         # Nothing under its floor went.
-        assert all(anchor < floor[cls] for i, (_, anchor) in rows.items()
-                   if i not in after[cls])
+        assert all(anchor < floor[cls] for i, (_, anchor) in rows.items() if i not in after[cls])
     assert report["counts"]["network_logs"] == 1
     assert report["counts"]["subject_requests"] == 1
     assert report["counts"]["consent_records"] >= 1 and report["counts"]["evidence"] >= 1

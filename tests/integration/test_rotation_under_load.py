@@ -24,15 +24,22 @@ DECISION = Decision(outcome="verified", score=0, policy_version="p", reasons=(),
 
 
 def person(i: int) -> NewApplicant:
-    return NewApplicant(applicant_ref=f"L-{i}", product="consumer_loan", id_type="resident_id",
-                        name=SecretStr(f"负载{i}"), id_number=SecretStr(f"3101041980{i:08d}"),
-                        phone=SecretStr(f"+86139{i:08d}"))
+    return NewApplicant(
+        applicant_ref=f"L-{i}",
+        product="consumer_loan",
+        id_type="resident_id",
+        name=SecretStr(f"负载{i}"),
+        id_number=SecretStr(f"3101041980{i:08d}"),
+        phone=SecretStr(f"+86139{i:08d}"),
+    )
 
 
 def open_store(root: Path, cache_size: int) -> Store:
-    ring = KeyRing(LocalKekProvider(root / "keys" / "idv.key", create=True),
-                   make_engine(f"sqlite:///{root / 'keys' / 'keystore.db'}"),
-                   cache_size=cache_size)
+    ring = KeyRing(
+        LocalKekProvider(root / "keys" / "idv.key", create=True),
+        make_engine(f"sqlite:///{root / 'keys' / 'keystore.db'}"),
+        cache_size=cache_size,
+    )
     engine = make_engine(f"sqlite:///{root / 'idv.db'}")
     upgrade(engine)
     return Store(engine, ring)
@@ -41,8 +48,9 @@ def open_store(root: Path, cache_size: int) -> Store:
 def fill(store: Store, start: int, n: int) -> None:
     run = store.runs.start(batch_name="b", batch_sha256=None)
     for i in range(start, start + n):
-        store.applicants.add_decided(run_id=run, line_no=i + 1, applicant=person(i), steps=[],
-                                     decision=DECISION)
+        store.applicants.add_decided(
+            run_id=run, line_no=i + 1, applicant=person(i), steps=[], decision=DECISION
+        )
 
 
 def check(store: Store, i: int) -> None:
@@ -74,8 +82,11 @@ def test_when_rotation_runs_under_load_then_every_row_decrypts_at_every_moment(t
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=writer), threading.Thread(target=reader),
-               threading.Thread(target=reader)]
+    threads = [
+        threading.Thread(target=writer),
+        threading.Thread(target=reader),
+        threading.Thread(target=reader),
+    ]
     for t in threads:
         t.start()
     time.sleep(0.2)

@@ -37,15 +37,26 @@ IDS = ids_by_result()
 
 
 def subject(id_number, phone="+8613800138000"):
-    return Subject(applicant_ref="S-1", name=SecretStr("张伟"), id_type="resident_id",
-                   id_number=SecretStr(id_number), phone=SecretStr(phone) if phone else None)
+    return Subject(
+        applicant_ref="S-1",
+        name=SecretStr("张伟"),
+        id_type="resident_id",
+        id_number=SecretStr(id_number),
+        phone=SecretStr(phone) if phone else None,
+    )
 
 
 def permit(decision_id="d-1"):
     # Tests only: the gate mints permits; here we test the verifier behind it.
-    return _mint_permit(consent_id="c-1", subject_ref="S-1", purpose="onboarding_verification",
-                        scopes=frozenset({"id_verification"}), step="id_check",
-                        issued_at=datetime.now(UTC), decision_id=decision_id)
+    return _mint_permit(
+        consent_id="c-1",
+        subject_ref="S-1",
+        purpose="onboarding_verification",
+        scopes=frozenset({"id_verification"}),
+        step="id_check",
+        issued_at=datetime.now(UTC),
+        decision_id=decision_id,
+    )
 
 
 @pytest.fixture
@@ -58,14 +69,21 @@ async def check(server, id_number, *, secret="s3cret", phone="+8613800138000", d
     endpoint = VendorEndpoint(base_url=server.base_url, app_key="k", app_secret=secret)
     async with aiohttp.ClientSession() as session:
         return await IdCheckVerifier(VendorClient(endpoint, session, max_attempts=2)).verify(
-            subject(id_number, phone), permit(decision))
+            subject(id_number, phone), permit(decision)
+        )
 
 
-@pytest.mark.parametrize("result, status", [("MATCH", StepStatus.PASSED),
-                                            ("MISMATCH", StepStatus.FAILED),
-                                            ("NO_RECORD", StepStatus.INCONCLUSIVE)])
+@pytest.mark.parametrize(
+    "result, status",
+    [
+        ("MATCH", StepStatus.PASSED),
+        ("MISMATCH", StepStatus.FAILED),
+        ("NO_RECORD", StepStatus.INCONCLUSIVE),
+    ],
+)
 async def test_when_the_source_answers_then_the_status_follows_the_predicted_result(
-        server, result, status):
+    server, result, status
+):
     evidence = await check(server, IDS[result])
     assert evidence.status is status and evidence.result_code == result
     assert evidence.consent_id == "c-1" and evidence.vendor_request_id.startswith("sbx-")
@@ -96,8 +114,9 @@ async def test_when_a_paid_call_is_repeated_with_its_key_then_it_is_billed_once(
 
 
 def raw_post(server, headers, body):
-    req = urllib.request.Request(server.base_url + "/v1/identity/three-element", data=body,
-                                 headers=headers, method="POST")
+    req = urllib.request.Request(
+        server.base_url + "/v1/identity/three-element", data=body, headers=headers, method="POST"
+    )
     try:
         with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 - loopback
             return resp.status, json.loads(resp.read())
@@ -114,8 +133,9 @@ def test_when_a_signed_request_is_replayed_then_the_sandbox_refuses_it(server):
 
 def test_when_a_request_is_stale_then_the_sandbox_refuses_it(server):
     body = b'{"name":"x","id_number":"y","phone":"z"}'
-    headers = sign_request("POST", "/v1/identity/three-element", body, "k", "s3cret",
-                           now=time.time() - 3600)
+    headers = sign_request(
+        "POST", "/v1/identity/three-element", body, "k", "s3cret", now=time.time() - 3600
+    )
     assert raw_post(server, headers, body) == (401, {"error": "stale_timestamp"})
 
 
@@ -129,7 +149,8 @@ async def test_when_the_vendor_is_unreachable_then_retries_end_in_an_error_reaso
     endpoint = VendorEndpoint(base_url="http://127.0.0.1:9", app_key="k", app_secret="s")
     async with aiohttp.ClientSession() as session:
         reply = await VendorClient(endpoint, session, timeout_s=1, max_attempts=3).post(
-            "/v1/x", {}, idempotency_key="i")
+            "/v1/x", {}, idempotency_key="i"
+        )
     assert reply.attempts == 3 and reply.error and reply.error.startswith("connection_")
 
 
@@ -161,8 +182,9 @@ async def test_when_calls_outgrow_the_log_then_the_oldest_are_dropped_and_still_
 
 
 async def test_when_an_idempotency_key_is_past_its_retention_then_its_call_is_billed_anew():
-    state = SandboxState(app_key="k", app_secret="s3cret", idempotency_ttl_s=0.5,
-                         idempotency_limit=2)
+    state = SandboxState(
+        app_key="k", app_secret="s3cret", idempotency_ttl_s=0.5, idempotency_limit=2
+    )
     with SandboxServer(state) as srv:
         await check(srv, IDS["MATCH"], decision="a")
         await check(srv, IDS["MATCH"], decision="a")  # kept: answered from the record

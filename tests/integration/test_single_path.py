@@ -32,12 +32,20 @@ UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
 TABLES = {
     "runs": ("SELECT t.* FROM runs t ORDER BY t.id", ()),
     "consent_events": ("SELECT t.* FROM consent_events t ORDER BY t.dedup_key", ()),
-    "applicants": ("SELECT t.* FROM applicants t ORDER BY t.applicant_ref",
-                   ("name_ct", "id_number_ct", "phone_ct")),
-    "step_results": ("SELECT t.* FROM step_results t JOIN applicants a ON a.id = t.applicant_id"
-                     " ORDER BY a.applicant_ref, t.position", ()),
-    "review_cases": ("SELECT t.* FROM review_cases t JOIN applicants a ON a.id = t.applicant_id"
-                     " ORDER BY a.applicant_ref", ()),
+    "applicants": (
+        "SELECT t.* FROM applicants t ORDER BY t.applicant_ref",
+        ("name_ct", "id_number_ct", "phone_ct"),
+    ),
+    "step_results": (
+        "SELECT t.* FROM step_results t JOIN applicants a ON a.id = t.applicant_id"
+        " ORDER BY a.applicant_ref, t.position",
+        (),
+    ),
+    "review_cases": (
+        "SELECT t.* FROM review_cases t JOIN applicants a ON a.id = t.applicant_id"
+        " ORDER BY a.applicant_ref",
+        (),
+    ),
     "run_lines": ("SELECT t.* FROM run_lines t ORDER BY t.line_no", ()),
     "audit_events": ("SELECT t.* FROM audit_events t ORDER BY t.seq", ()),
 }
@@ -45,43 +53,77 @@ TABLES = {
 
 def grants() -> list[dict[str, Any]]:
     def grant(ref: str, scopes: list[str], evidence: str) -> dict[str, Any]:
-        return {"subject_ref": ref, "purpose": "onboarding_verification", "scopes": scopes,
-                "notice_version": "privacy-notice-2026.10", "notice_hash": "b" * 64,
-                "channel": "app", "evidence_ref": f"sha256:{evidence}",
-                "granted_at": T - timedelta(minutes=5), "expires_at": T + timedelta(days=365)}
+        return {
+            "subject_ref": ref,
+            "purpose": "onboarding_verification",
+            "scopes": scopes,
+            "notice_version": "privacy-notice-2026.10",
+            "notice_hash": "b" * 64,
+            "channel": "app",
+            "evidence_ref": f"sha256:{evidence}",
+            "granted_at": T - timedelta(minutes=5),
+            "expires_at": T + timedelta(days=365),
+        }
 
-    return [grant("SP-1", ["id_verification"], "e1"),
-            grant("SP-1", ["risk_scoring"], "e2"),
-            grant("SP-2", ["id_verification", "risk_scoring"], "e3"),
-            grant("SP-1", ["id_verification"], "e1"),  # the same grant again: one grant
-            grant("SP-3", ["carrier_check"], "e4")]
+    return [
+        grant("SP-1", ["id_verification"], "e1"),
+        grant("SP-1", ["risk_scoring"], "e2"),
+        grant("SP-2", ["id_verification", "risk_scoring"], "e3"),
+        grant("SP-1", ["id_verification"], "e1"),  # the same grant again: one grant
+        grant("SP-3", ["carrier_check"], "e4"),
+    ]
 
 
 def person(ref: str, id_number: str, phone: str | None) -> NewApplicant:
-    return NewApplicant(applicant_ref=ref, product="consumer_loan", id_type="resident_id",
-                        name=SecretStr("李娜"), id_number=SecretStr(id_number),
-                        phone=SecretStr(phone) if phone else None)
+    return NewApplicant(
+        applicant_ref=ref,
+        product="consumer_loan",
+        id_type="resident_id",
+        name=SecretStr("李娜"),
+        id_number=SecretStr(id_number),
+        phone=SecretStr(phone) if phone else None,
+    )
 
 
 def decided(consent_ids: list[str]) -> list[dict[str, Any]]:
-    steps = [StepRecord(step="id_check", status="passed", reason="MATCH", result_code="0",
-                        consent_ids=tuple(consent_ids[:1]), vendor_request_id="v-1",
-                        fee_cents=30, attempts=1, idempotency_key="k" * 64,
-                        signals={"match": True}),
-             StepRecord(step="court_check", status="skipped", reason="NO_CONSENT")]
+    steps = [
+        StepRecord(
+            step="id_check",
+            status="passed",
+            reason="MATCH",
+            result_code="0",
+            consent_ids=tuple(consent_ids[:1]),
+            vendor_request_id="v-1",
+            fee_cents=30,
+            attempts=1,
+            idempotency_key="k" * 64,
+            signals={"match": True},
+        ),
+        StepRecord(step="court_check", status="skipped", reason="NO_CONSENT"),
+    ]
     people = [
         ("SP-1", person("SP-1", "11010519491231002X", "+8613800138000"), "verified", 81),
         ("SP-2", person("SP-2", "11010519491231002X", None), "review", 55),  # shares an ID
-        ("SP-3", person("SP-3", "110105194912310029", "+8613900139000"),
-         "decline_recommended", 12),
+        ("SP-3", person("SP-3", "110105194912310029", "+8613900139000"), "decline_recommended", 12),
         ("SP-1", person("SP-1", "11010519491231002X", "+8613800138000"), "verified", 81),
     ]
-    return [dict(run_id=RUN, line_no=i + 1, applicant=applicant,
-                 human_review_requested=ref == "SP-2", steps=steps,
-                 decision=Decision(outcome=outcome, score=score, policy_version="card@1",
-                                   reasons=(f"R_{outcome.upper()}",),
-                                   features={"id_check": "passed", "id_reuse": "unique"}))
-            for i, (ref, applicant, outcome, score) in enumerate(people)]
+    return [
+        dict(
+            run_id=RUN,
+            line_no=i + 1,
+            applicant=applicant,
+            human_review_requested=ref == "SP-2",
+            steps=steps,
+            decision=Decision(
+                outcome=outcome,
+                score=score,
+                policy_version="card@1",
+                reasons=(f"R_{outcome.upper()}",),
+                features={"id_check": "passed", "id_reuse": "unique"},
+            ),
+        )
+        for i, (ref, applicant, outcome, score) in enumerate(people)
+    ]
 
 
 AUDITED = [("test.note", "SP-1", {"n": 1, "text": "张"}), ("test.note", None, {"n": 2.5})]
@@ -122,10 +164,15 @@ def one_at_a_time(store: Store) -> None:
 async def group_commit(store: Store) -> int:
     store.runs.start(batch_name="b.jsonl", batch_sha256="0" * 64, run_id=RUN)
     async with Journal(store) as journal:
-        ids = [cid for result in await asyncio.gather(
-            *(journal.record_grants([g]) for g in grants())) for cid, _ in result]
-        await asyncio.gather(*(journal.add_decided(**d) for d in decided(ids)),
-                             *(journal.record(*event) for event in AUDITED))
+        ids = [
+            cid
+            for result in await asyncio.gather(*(journal.record_grants([g]) for g in grants()))
+            for cid, _ in result
+        ]
+        await asyncio.gather(
+            *(journal.add_decided(**d) for d in decided(ids)),
+            *(journal.record(*event) for event in AUDITED),
+        )
     return journal.commits
 
 
@@ -157,19 +204,25 @@ def stored_rows(store: Store) -> dict[str, list[tuple[Any, ...]]]:
             for values in raw:
                 row = dict(zip(columns, values, strict=True))
                 for column in sealed:
-                    row[column] = seal_digest(store.cipher, row[column], table,
-                                              column.removesuffix("_ct"), str(row["id"]))
+                    row[column] = seal_digest(
+                        store.cipher, row[column], table, column.removesuffix("_ct"), str(row["id"])
+                    )
                 row.pop("hash", None)
                 row.pop("prev_hash", None)
                 row.pop("link", None)  # over the random ids too; `verify_chain` checks it
-                rows.append(tuple(UUID.sub(name, BOUND.sub(r'"\1":"<hash>"', v))
-                                  if isinstance(v, str) else v for v in row.values()))
+                rows.append(
+                    tuple(
+                        UUID.sub(name, BOUND.sub(r'"\1":"<hash>"', v)) if isinstance(v, str) else v
+                        for v in row.values()
+                    )
+                )
             out[table] = rows
     return out
 
 
-def seal_digest(cipher: FieldCipher, value: Any, table: str, column: str,
-                row: str) -> tuple[int, str | None, str] | None:
+def seal_digest(
+    cipher: FieldCipher, value: Any, table: str, column: str, row: str
+) -> tuple[int, str | None, str] | None:
     if value is None:
         return None
     blob = bytes.fromhex(value[2:]) if isinstance(value, str) else bytes(value)
@@ -178,7 +231,8 @@ def seal_digest(cipher: FieldCipher, value: Any, table: str, column: str,
 
 
 async def test_when_the_journal_and_the_store_write_the_same_then_the_rows_are_the_same(
-        store, twin):
+    store, twin
+):
     store.clock = lambda: T
     one_at_a_time(store)
     commits = await group_commit(twin)
@@ -186,8 +240,14 @@ async def test_when_the_journal_and_the_store_write_the_same_then_the_rows_are_t
     assert store.audit.verify_chain()[0] and twin.audit.verify_chain()[0]
     by_store, by_journal = stored_rows(store), stored_rows(twin)
     assert {t: len(r) for t, r in by_store.items()} == {
-        "runs": 1, "consent_events": 4, "applicants": 3, "step_results": 6,
-        "review_cases": 2, "run_lines": 3, "audit_events": 10}
+        "runs": 1,
+        "consent_events": 4,
+        "applicants": 3,
+        "step_results": 6,
+        "review_cases": 2,
+        "run_lines": 3,
+        "audit_events": 10,
+    }
     for table in TABLES:
         assert by_journal[table] == by_store[table], table
 
@@ -206,10 +266,13 @@ async def test_when_the_journal_and_the_store_read_then_they_answer_the_same(sto
             assert (known is None) == (stored is None)
             if stored is not None:
                 assert (known.id_number_bidx, known.outcome) == (
-                    stored.id_number_bidx, stored.outcome)
+                    stored.id_number_bidx,
+                    stored.outcome,
+                )
             for other in ids.values():
-                assert (await journal.count_sharing_id_number(other, excluding_ref=ref)
-                        == a.count_sharing_id_number(other, excluding_ref=ref))
+                assert await journal.count_sharing_id_number(
+                    other, excluding_ref=ref
+                ) == a.count_sharing_id_number(other, excluding_ref=ref)
     assert a.count_sharing_id_number(ids["SP-1"], excluding_ref="SP-1") == 1
     assert a.count_sharing_id_number(ids["SP-3"], excluding_ref="SP-1") == 1
     assert a.count_sharing_id_number(ids["SP-3"], excluding_ref="SP-3") == 0

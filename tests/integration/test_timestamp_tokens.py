@@ -21,11 +21,20 @@ NOTE = b"idv/audit\n42\nq83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=\n\n\xe2\x80
 
 def stamp(authority: TimeStampAuthority, data: bytes = NOTE) -> bytes:
     """A token over `data` from `authority`, asked over HTTP as `TimeStamper` asks."""
-    request = (TimestampRequestBuilder().data(data).nonce(nonce=True)
-               .cert_request(cert_request=True).build())
+    request = (
+        TimestampRequestBuilder()
+        .data(data)
+        .nonce(nonce=True)
+        .cert_request(cert_request=True)
+        .build()
+    )
     with TimeStampServer(authority) as tsa:
-        reply = httpx.post(tsa.url, content=request.as_bytes(), timeout=10,
-                           headers={"Content-Type": "application/timestamp-query"})
+        reply = httpx.post(
+            tsa.url,
+            content=request.as_bytes(),
+            timeout=10,
+            headers={"Content-Type": "application/timestamp-query"},
+        )
     reply.raise_for_status()
     return reply.content
 
@@ -103,15 +112,18 @@ def test_when_the_signature_or_the_tstinfo_is_changed_then_the_rule_is_named(iss
     at = token.index(b"\x18\x0f") + 2 + 13  # genTime's last digit of the seconds
     when[at] = ord("1") if when[at] != ord("1") else ord("2")
     assert not oracle(bytes(when), NOTE, root)
-    with pytest.raises(proofcheck.TokenError, match="message-digest attribute is not the "
-                                                    "hash of the encapsulated TSTInfo"):
+    with pytest.raises(
+        proofcheck.TokenError,
+        match="message-digest attribute is not the hash of the encapsulated TSTInfo",
+    ):
         ours(bytes(when), NOTE, root)
 
 
 def test_when_a_token_is_from_another_authority_then_it_is_refused(issued, ca):
     authority, root, _ = issued
-    rogue = TimeStampAuthority("rogue", key="rsa" if "RSA" in type(
-        authority.certificate.public_key()).__name__ else "ec")
+    rogue = TimeStampAuthority(
+        "rogue", key="rsa" if "RSA" in type(authority.certificate.public_key()).__name__ else "ec"
+    )
     token = stamp(rogue)
     assert not oracle(token, NOTE, root)
     with pytest.raises(proofcheck.TokenError, match="does not chain to the trusted"):
@@ -145,9 +157,13 @@ def test_when_the_bundle_token_is_refused_then_the_file_is_named(tmp_path):
     with TimeStampServer(authority) as tsa:  # the token as the checkpoint log stores it
         token.write_bytes(TimeStamper(tsa.url, authority.certificate_pem).stamp(NOTE))
     assert proofcheck.check_token(token, NOTE, authority.certificate_pem).startswith(
-        "time-stamped 20")
-    with pytest.raises(proofcheck.ProofError, match=r"^0000000000000042\.tsr: the "
-                                                    "messageImprint"):
+        "time-stamped 20"
+    )
+    with pytest.raises(
+        proofcheck.ProofError,
+        match=r"^0000000000000042\.tsr: the "
+        "messageImprint",
+    ):
         proofcheck.check_token(token, NOTE + b"x", authority.certificate_pem)
     with pytest.raises(proofcheck.ProofError, match="does not chain"):
         proofcheck.check_token(token, NOTE, TimeStampAuthority().certificate_pem)

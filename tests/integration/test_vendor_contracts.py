@@ -62,15 +62,26 @@ def people(result: str, n: int, seed: int) -> list[str]:
 
 
 def subject(id_number: str) -> Subject:
-    return Subject(applicant_ref="C-1", name=SecretStr("张伟"), id_type="resident_id",
-                   id_number=SecretStr(id_number))
+    return Subject(
+        applicant_ref="C-1",
+        name=SecretStr("张伟"),
+        id_type="resident_id",
+        id_number=SecretStr(id_number),
+    )
 
 
 def permit(call_ref: str):
     # Tests only: the gate mints permits; here the verifier's limits are under test.
-    return _mint_permit(consent_id="c-1", subject_ref="C-1", purpose="onboarding_verification",
-                        scopes=frozenset({"id_verification"}), step="id_check",
-                        issued_at=datetime.now(UTC), decision_id=call_ref, call_ref=call_ref)
+    return _mint_permit(
+        consent_id="c-1",
+        subject_ref="C-1",
+        purpose="onboarding_verification",
+        scopes=frozenset({"id_verification"}),
+        step="id_check",
+        issued_at=datetime.now(UTC),
+        decision_id=call_ref,
+        call_ref=call_ref,
+    )
 
 
 @pytest.fixture
@@ -80,11 +91,11 @@ def vendor():
 
 
 async def check_all(server, numbers: list[str], limits: CallLimits):
-    endpoint = VendorEndpoint(base_url=server.base_url, app_key="k",
-                              app_secret=SecretStr("s3cret"), name="identity")
+    endpoint = VendorEndpoint(
+        base_url=server.base_url, app_key="k", app_secret=SecretStr("s3cret"), name="identity"
+    )
     async with aiohttp.ClientSession() as session:
-        verifier = IdCheckVerifier(VendorClient(endpoint, session, max_attempts=1,
-                                                limits=limits))
+        verifier = IdCheckVerifier(VendorClient(endpoint, session, max_attempts=1, limits=limits))
         out, tag = [], secrets.token_hex(4)
         for i, number in enumerate(numbers):  # one at a time: the order is the test's
             out.append(await verifier.verify(subject(number), permit(f"{tag}-{i}")))
@@ -152,8 +163,11 @@ async def test_when_the_run_reaches_its_spend_ceiling_then_paid_calls_stop(vendo
 
 async def test_when_the_day_reaches_its_spend_ceiling_then_every_run_stops():
     store = LocalLimitStore()
-    limits = CallLimits(contracts(spend={"per_day_cents": 40}), store,
-                        person_key=lambda kind, value: f"{kind}:{hash(value)}")
+    limits = CallLimits(
+        contracts(spend={"per_day_cents": 40}),
+        store,
+        person_key=lambda kind, value: f"{kind}:{hash(value)}",
+    )
     with SandboxServer(SandboxState(app_key="k", app_secret="s3cret")) as vendor:
         first = await check_all(vendor, people("MATCH", 3, seed=7), limits.for_run("a"))
         second = await check_all(vendor, people("MATCH", 1, seed=8), limits.for_run("b"))
@@ -171,8 +185,9 @@ async def test_when_a_local_counter_outlives_its_day_then_it_is_dropped_not_kept
     later = time.monotonic() + 2
     import verifiers.limits as limits_module  # its clock only, not the event loop's
 
-    monkeypatch.setattr(limits_module, "time", SimpleNamespace(monotonic=lambda: later,
-                                                               time=time.time))
+    monkeypatch.setattr(
+        limits_module, "time", SimpleNamespace(monotonic=lambda: later, time=time.time)
+    )
     for i in range(8):
         assert await store.add(f"cap:new-{i}", 1, 5, ttl_s=3600)
     assert "cap:old" not in store._counters and store._counters["cap:live"][0] == 1
@@ -185,15 +200,17 @@ async def test_when_limits_are_kept_in_redis_then_caps_and_rates_hold_across_cli
     one = people("MATCH", 1, seed=9)[0]
     terms = contracts(two={"per_person_daily": {"id_number": 2}, "rate_per_s": 10})
     stores = [RedisLimitStore(REDIS, prefix=prefix), RedisLimitStore(REDIS, prefix=prefix)]
-    a, b = (CallLimits(terms, s, person_key=lambda kind, value: f"{kind}:{value[-4:]}")
-            for s in stores)
+    a, b = (
+        CallLimits(terms, s, person_key=lambda kind, value: f"{kind}:{value[-4:]}") for s in stores
+    )
     got = [*(await check_all(vendor, [one], a)), *(await check_all(vendor, [one, one], b))]
     assert [e.reason for e in got] == ["MATCH", "MATCH", "person_daily_cap:id_number"]
     # Twenty calls from two clients at 10/s (less 4% headroom) take about two seconds.
     many = people("MATCH", 20, seed=10)
     started = time.monotonic()
-    await asyncio.gather(check_all(vendor, many[:10], a.for_run("x")),
-                         check_all(vendor, many[10:], b.for_run("y")))
+    await asyncio.gather(
+        check_all(vendor, many[:10], a.for_run("x")), check_all(vendor, many[10:], b.for_run("y"))
+    )
     assert time.monotonic() - started >= 19 / 10
     for s in stores:
         await s.close()
@@ -212,14 +229,14 @@ rt.close()
 
 @pytest.mark.subprocess
 def test_when_two_workers_share_one_limiter_then_a_rate_limited_api_answers_no_429(
-        database, key_file, make_runtime, tmp_path):
+    database, key_file, make_runtime, tmp_path
+):
     """Two processes, each a batch of its own, against a sandbox that allows the carrier
     check 20 calls a second (above it: 429). Both draw from one limiter in Redis."""
     from flows.settings import vendor_overrides
     from idv.synthetic import write_batch
 
-    state = SandboxState(app_key="k", app_secret="s3cret",
-                         rates_per_s={"/v1/carrier/verify": 20})
+    state = SandboxState(app_key="k", app_secret="s3cret", rates_per_s={"/v1/carrier/verify": 20})
     doc = catalog.vendor_contracts().model_dump(mode="json")
     doc["vendors"]["carrier"]["apis"]["/v1/carrier/verify"]["rate_per_s"] = 20
     # The vendor counts arrivals, we pace departures: between the two, a machine whose two
@@ -232,21 +249,41 @@ def test_when_two_workers_share_one_limiter_then_a_rate_limited_api_answers_no_4
     terms.write_text(yaml.safe_dump(doc), encoding="utf-8")
     prefix = f"idv-test:{secrets.token_hex(6)}:"
     with SandboxServer(state) as vendor:
-        env = {**os.environ, "IDV_HOME": str(tmp_path / "home"), "IDV_KEY_FILE": str(key_file),
-               "IDV_DATABASE_URL": database.url, "IDV_VENDOR_CONTRACTS": str(terms),
-               "IDV_LIMITS_URL": REDIS, "IDV_LIMITS_PREFIX": prefix, "IDV_CHUNK_SIZE": "100"}
+        env = {
+            **os.environ,
+            "IDV_HOME": str(tmp_path / "home"),
+            "IDV_KEY_FILE": str(key_file),
+            "IDV_DATABASE_URL": database.url,
+            "IDV_VENDOR_CONTRACTS": str(terms),
+            "IDV_LIMITS_URL": REDIS,
+            "IDV_LIMITS_PREFIX": prefix,
+            "IDV_CHUNK_SIZE": "100",
+        }
         if database.schema:
             env["IDV_DATABASE_SCHEMA"] = database.schema
-        env.update({f"IDV_{k.upper()}": v for k, v in
-                    vendor_overrides(vendor.base_url, "k", "s3cret").items()})
+        env.update(
+            {
+                f"IDV_{k.upper()}": v
+                for k, v in vendor_overrides(vendor.base_url, "k", "s3cret").items()
+            }
+        )
         # Migrated once before the workers start (two processes creating one schema race).
         make_runtime().migrate()
-        batches = [write_batch(tmp_path / f"b{i}.jsonl", 250, seed=40 + i, prefix=f"W{i}-")
-                   for i in range(2)]
+        batches = [
+            write_batch(tmp_path / f"b{i}.jsonl", 250, seed=40 + i, prefix=f"W{i}-")
+            for i in range(2)
+        ]
         started = time.monotonic()
-        workers = [subprocess.Popen([sys.executable, "-c", WORKER, str(b)], env=env,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                   for b in batches]
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-c", WORKER, str(b)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for b in batches
+        ]
         outs = [w.communicate(timeout=300) for w in workers]
         took = time.monotonic() - started
         assert [w.returncode for w in workers] == [0, 0], [o[1][-2000:] for o in outs]
@@ -281,18 +318,27 @@ def test_when_the_standalone_sandbox_is_given_a_rate_then_it_answers_429_above_i
     from tests.support import IDV_BIN, run_idv
     from verifiers.vendor import sign_request
 
-    env = {**os.environ, "IDV_HOME": str(tmp_path / "home"),
-           "IDV_IDENTITY_APP_KEY": "k", "IDV_IDENTITY_APP_SECRET": "s3cret"}
-    for bad, rule in (("/v1/nowhere=5", "one of the sandbox's endpoints"),
-                      ("/v1/carrier/verify=-3", "positive number"),
-                      ("/v1/carrier/verify", "ENDPOINT=CALLS_PER_SECOND")):
+    env = {
+        **os.environ,
+        "IDV_HOME": str(tmp_path / "home"),
+        "IDV_IDENTITY_APP_KEY": "k",
+        "IDV_IDENTITY_APP_SECRET": "s3cret",
+    }
+    for bad, rule in (
+        ("/v1/nowhere=5", "one of the sandbox's endpoints"),
+        ("/v1/carrier/verify=-3", "positive number"),
+        ("/v1/carrier/verify", "ENDPOINT=CALLS_PER_SECOND"),
+    ):
         refused = run_idv(env, "sandbox", "serve", "--port", "0", "--rate", bad, timeout=60)
         assert refused.returncode == 2 and "--rate" in refused.stderr and rule in refused.stderr
         assert "Traceback" not in refused.stderr
     port = free_port()
-    proc = subprocess.Popen([IDV_BIN, "sandbox", "serve", "--port", str(port), "--rate",
-                             "/v1/carrier/verify=3"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [IDV_BIN, "sandbox", "serve", "--port", str(port), "--rate", "/v1/carrier/verify=3"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(200):
@@ -303,15 +349,21 @@ def test_when_the_standalone_sandbox_is_given_a_rate_then_it_answers_429_above_i
                 time.sleep(0.1)
 
         async def burst() -> list[tuple[int, str | None]]:
-            body = json.dumps({"name": "张伟", "id_number": make_id_number(random.Random(3)),
-                               "phone": "13800138000"}).encode()
+            body = json.dumps(
+                {
+                    "name": "张伟",
+                    "id_number": make_id_number(random.Random(3)),
+                    "phone": "13800138000",
+                }
+            ).encode()
             async with aiohttp.ClientSession() as session:
                 out = []
                 for _ in range(5):
                     headers = sign_request("POST", "/v1/carrier/verify", body, "k", "s3cret")
                     headers["Content-Type"] = "application/json"
-                    async with session.post(f"{base}/v1/carrier/verify", data=body,
-                                            headers=headers) as resp:
+                    async with session.post(
+                        f"{base}/v1/carrier/verify", data=body, headers=headers
+                    ) as resp:
                         out.append((resp.status, resp.headers.get("Retry-After")))
                 return out
 

@@ -25,8 +25,11 @@ TERMINAL = {"verified", "review", "decline_recommended", "invalid"}
 
 def batch(path: Path, n: int, prefix: str) -> tuple[Path, list]:
     lines = list(applicants(n, seed=31, prefix=prefix, mix=Mix(invalid=0.02, no_consent=0.02)))
-    path.write_text("\n".join(x if isinstance(x, str) else json.dumps(x, ensure_ascii=False)
-                              for x in lines) + "\n", encoding="utf-8")
+    path.write_text(
+        "\n".join(x if isinstance(x, str) else json.dumps(x, ensure_ascii=False) for x in lines)
+        + "\n",
+        encoding="utf-8",
+    )
     return path, lines
 
 
@@ -38,13 +41,20 @@ def against(sandbox: SandboxServer) -> dict:
 # The breaker and the aimed faults below keep the fast lane's share of this file.
 @pytest.mark.slow
 def test_when_faults_hit_every_call_then_every_applicant_ends_and_nothing_is_billed_twice(
-        tmp_path, make_runtime):
-    state = SandboxState(app_key="k", app_secret="s",
-                         faults=parse_faults("5xx=0.3,timeout=0.1,429=0.05,seed=7"))
+    tmp_path, make_runtime
+):
+    state = SandboxState(
+        app_key="k", app_secret="s", faults=parse_faults("5xx=0.3,timeout=0.1,429=0.05,seed=7")
+    )
     path, lines = batch(tmp_path / "b.jsonl", 1000, "Z-")
     with SandboxServer(state) as sandbox:
-        rt = make_runtime(**against(sandbox), vendor_timeout_s=0.3, vendor_max_attempts=3,
-                          concurrency=64, vendor_breaker_threshold=10_000)
+        rt = make_runtime(
+            **against(sandbox),
+            vendor_timeout_s=0.3,
+            vendor_max_attempts=3,
+            concurrency=64,
+            vendor_breaker_threshold=10_000,
+        )
         result = run_batch(rt, str(path))
     run_lines = rt.store.runs.lines(result.run_id)
     assert [x.line_no for x in run_lines] == list(range(1, 1001))  # nobody lost
@@ -62,16 +72,22 @@ def test_when_faults_hit_every_call_then_every_applicant_ends_and_nothing_is_bil
     assert result.fees_cents <= sum(c.billed_cents for c in state.calls)
 
 
-def test_when_a_vendor_fails_every_call_then_the_breaker_cuts_it_off_quickly(tmp_path,
-                                                                            make_runtime):
+def test_when_a_vendor_fails_every_call_then_the_breaker_cuts_it_off_quickly(
+    tmp_path, make_runtime
+):
     state = SandboxState(app_key="k", app_secret="s", faults=parse_faults("5xx=1"))
     path, lines = batch(tmp_path / "b.jsonl", 60, "Y-")
     with SandboxServer(state) as sandbox:
         # One applicant at a time, so the arithmetic below is exact: with more in flight,
         # calls already under way when the breaker opens still end (up to one per slot).
-        rt = make_runtime(**against(sandbox), vendor_max_attempts=3, concurrency=1,
-                          applicants_per_call=1, vendor_breaker_threshold=5,
-                          vendor_breaker_cooldown_s=60)
+        rt = make_runtime(
+            **against(sandbox),
+            vendor_max_attempts=3,
+            concurrency=1,
+            applicants_per_call=1,
+            vendor_breaker_threshold=5,
+            vendor_breaker_cooldown_s=60,
+        )
         started = time.perf_counter()
         result = run_batch(rt, str(path))
         elapsed = time.perf_counter() - started
@@ -113,9 +129,14 @@ def test_when_the_cooldown_has_passed_then_one_trial_call_closes_the_breaker_aga
     while open, one trial after the cooldown, closed again when the vendor answers."""
     state = SandboxState(app_key="k", app_secret="s", faults=parse_faults("5xx=1"))
     with SandboxServer(state) as sandbox:
-        endpoint = VendorEndpoint(base_url=sandbox.base_url, app_key="k", app_secret="s",
-                                  name="identity", breaker_threshold=2,
-                                  breaker_cooldown_s=0.5)
+        endpoint = VendorEndpoint(
+            base_url=sandbox.base_url,
+            app_key="k",
+            app_secret="s",
+            name="identity",
+            breaker_threshold=2,
+            breaker_cooldown_s=0.5,
+        )
         payload = {"name": "测试", "id_number": "11010519491231002X"}
 
         async def calls() -> list[str | None]:
@@ -124,8 +145,9 @@ def test_when_the_cooldown_has_passed_then_one_trial_call_closes_the_breaker_aga
                 client = VendorClient(endpoint, session, timeout_s=2, max_attempts=1)
 
                 async def one(key: str) -> None:
-                    reply = await client.post("/v1/identity/two-element", payload,
-                                              idempotency_key=key)
+                    reply = await client.post(
+                        "/v1/identity/two-element", payload, idempotency_key=key
+                    )
                     errors.append(reply.error)
 
                 for i in range(4):
@@ -138,7 +160,14 @@ def test_when_the_cooldown_has_passed_then_one_trial_call_closes_the_breaker_aga
             return errors
 
         errors = asyncio.run(calls())
-    assert errors == ["vendor_5xx", "vendor_5xx", "circuit_open", "circuit_open",
-                      "circuit_open", None, None]
+    assert errors == [
+        "vendor_5xx",
+        "vendor_5xx",
+        "circuit_open",
+        "circuit_open",
+        "circuit_open",
+        None,
+        None,
+    ]
     assert [c.idempotency_key for c in state.calls][-2:] == ["trial", "after"]
     assert len(state.calls) == 4

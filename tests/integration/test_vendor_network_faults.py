@@ -33,18 +33,29 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vendor.example")])
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return cert_path, key_path
 
 
@@ -83,25 +94,38 @@ class UntrustedTlsServer:
         self.sock.close()
 
 
-SUBJECT = Subject(applicant_ref="N-1", name=SecretStr("张伟"), id_type="resident_id",
-                  id_number=SecretStr("11010519491231002X"), phone=SecretStr("+8613800138000"))
+SUBJECT = Subject(
+    applicant_ref="N-1",
+    name=SecretStr("张伟"),
+    id_type="resident_id",
+    id_number=SecretStr("11010519491231002X"),
+    phone=SecretStr("+8613800138000"),
+)
 
 
 def permit():
-    return _mint_permit(consent_id="c-1", subject_ref="N-1", purpose="onboarding_verification",
-                        scopes=frozenset({"id_verification"}), step="id_check",
-                        issued_at=dt.datetime.now(dt.UTC), decision_id="d-1")
+    return _mint_permit(
+        consent_id="c-1",
+        subject_ref="N-1",
+        purpose="onboarding_verification",
+        scopes=frozenset({"id_verification"}),
+        step="id_check",
+        issued_at=dt.datetime.now(dt.UTC),
+        decision_id="d-1",
+    )
 
 
 async def verify_at(base_url: str, *, max_attempts: int = 3):
     endpoint = VendorEndpoint(base_url=base_url, app_key="k", app_secret="s")
     async with aiohttp.ClientSession() as session:
-        return await IdCheckVerifier(VendorClient(
-            endpoint, session, timeout_s=2, max_attempts=max_attempts)).verify(SUBJECT, permit())
+        return await IdCheckVerifier(
+            VendorClient(endpoint, session, timeout_s=2, max_attempts=max_attempts)
+        ).verify(SUBJECT, permit())
 
 
 async def test_when_the_certificate_does_not_verify_then_the_step_errs_at_once_and_sends_nothing(
-        tmp_path):
+    tmp_path,
+):
     with UntrustedTlsServer(tmp_path) as server:
         started = time.perf_counter()
         evidence = await verify_at(server.url)
@@ -121,23 +145,28 @@ async def test_when_the_vendor_name_does_not_resolve_then_it_is_retried_then_an_
 
 
 def test_when_a_vendor_has_a_bad_certificate_then_the_batch_still_decides_everyone(
-        database, sandbox, make_runtime, tmp_path):
-    lines = list(applicants(30, seed=41, prefix="T-", mix=Mix(invalid=0, no_consent=0,
-                                                             no_scoring_consent=0)))
+    database, sandbox, make_runtime, tmp_path
+):
+    lines = list(
+        applicants(30, seed=41, prefix="T-", mix=Mix(invalid=0, no_consent=0, no_scoring_consent=0))
+    )
     batch = tmp_path / "batch.jsonl"
-    batch.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\n",
-                     encoding="utf-8")
+    batch.write_text(
+        "\n".join(json.dumps(x, ensure_ascii=False) for x in lines) + "\n", encoding="utf-8"
+    )
     with UntrustedTlsServer(tmp_path) as bad:
-        endpoints = vendor_overrides(sandbox.base_url, sandbox.state.app_key,
-                                     sandbox.state.app_secret)
+        endpoints = vendor_overrides(
+            sandbox.base_url, sandbox.state.app_key, sandbox.state.app_secret
+        )
         endpoints["credit_base_url"] = bad.url
         rt = make_runtime(**endpoints)
         result = run_batch(rt, str(batch))
         stored = [rt.store.applicants.get(x["applicant_ref"]) for x in lines]
     assert sum(result.counts.values()) == len(lines) and all(stored)
     # Those the policy did not stop early (an ID mismatch buys no credit report) called it.
-    credit = [s for a in stored for s in a.steps
-              if s.step == "credit_report" and s.status != "skipped"]
+    credit = [
+        s for a in stored for s in a.steps if s.step == "credit_report" and s.status != "skipped"
+    ]
     assert credit and {s.status for s in credit} == {"error"}
     assert {s.reason for s in credit} <= {"tls_certificate", "circuit_open"}
     assert bad.received == 0

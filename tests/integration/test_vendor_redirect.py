@@ -24,6 +24,7 @@ async def test_when_a_vendor_redirects_then_nothing_is_sent_on_and_the_step_is_a
     sink.router.add_route("*", "/{tail:.*}", elsewhere)
     hits: list[str] = []
     with SandboxServer(app=sink) as other:
+
         async def redirect(request: web.Request) -> web.Response:
             hits.append(request.path)
             raise web.HTTPTemporaryRedirect(other.base_url + request.path)
@@ -34,8 +35,8 @@ async def test_when_a_vendor_redirects_then_nothing_is_sent_on_and_the_step_is_a
             endpoint = VendorEndpoint(base_url=server.base_url, app_key="k", app_secret="s")
             async with aiohttp.ClientSession() as session:
                 evidence = await IdCheckVerifier(
-                    VendorClient(endpoint, session, max_attempts=3)).verify(
-                    subject(IDS["MATCH"]), permit())
+                    VendorClient(endpoint, session, max_attempts=3)
+                ).verify(subject(IDS["MATCH"]), permit())
     assert evidence.status is StepStatus.ERROR and evidence.reason == "vendor_redirect"
     assert received == []  # the personal data went nowhere else
     assert len(hits) == 1  # a redirect is definitive: not retried

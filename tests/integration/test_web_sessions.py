@@ -54,11 +54,9 @@ def csrf_of(page: httpx.Response) -> str:
     return found.group(1)
 
 
-def sign_in(browser: httpx.Client, name: str = "admin", password: str = PASSWORD
-            ) -> httpx.Response:
+def sign_in(browser: httpx.Client, name: str = "admin", password: str = PASSWORD) -> httpx.Response:
     token = csrf_of(browser.get("/web/sign-in"))
-    return browser.post("/web/sign-in", data={"csrf": token, "name": name,
-                                              "password": password})
+    return browser.post("/web/sign-in", data={"csrf": token, "name": name, "password": password})
 
 
 def test_when_a_form_is_posted_without_its_token_then_it_is_refused_with_403(site):
@@ -76,8 +74,13 @@ def test_when_a_form_is_posted_without_its_token_then_it_is_refused_with_403(sit
         assert done.status_code == 303 and done.headers["location"] == "/web/"
         assert b.get("/web/").status_code == 200
         # Signed in, the forms carry the session's token; the old one no longer serves.
-        assert b.post("/web/users", data={"csrf": token, "name": "eve", "role": "operator",
-                                          "password": PASSWORD}).status_code == 403
+        assert (
+            b.post(
+                "/web/users",
+                data={"csrf": token, "name": "eve", "role": "operator", "password": PASSWORD},
+            ).status_code
+            == 403
+        )
         assert b.post("/web/sign-out", data={}).status_code == 403
         assert site.rt.store.people.get("eve") is None
 
@@ -103,7 +106,8 @@ def test_when_a_session_id_is_planted_before_sign_in_then_it_is_not_honoured_aft
 
 
 def test_when_a_role_is_changed_or_a_user_disabled_mid_session_then_the_next_request_is_refused(
-        site):
+    site,
+):
     site.people.add("ana", "operator", SecretStr(PASSWORD), actor=ADMIN)
     site.people.add("ben", "analyst", SecretStr(PASSWORD), actor=ADMIN)
     with site.browser() as ana, site.browser() as ben:
@@ -135,20 +139,22 @@ def test_when_a_session_is_idle_too_long_then_it_ends(site):
         assert b.get("/web/").status_code == 303
 
 
-def test_when_an_administrator_adds_and_disables_people_on_the_users_page_then_it_is_done(
-        site):
+def test_when_an_administrator_adds_and_disables_people_on_the_users_page_then_it_is_done(site):
     with site.browser() as b:
         assert sign_in(b).status_code == 303
         page = b.get("/web/users")
         assert page.status_code == 200 and "用户 Users" in page.text
         assert "default-src 'self'" in page.headers["content-security-policy"]
         token = csrf_of(page)
-        added = b.post("/web/users", data={"csrf": token, "name": "chen", "role": "analyst",
-                                           "password": PASSWORD})
+        added = b.post(
+            "/web/users",
+            data={"csrf": token, "name": "chen", "role": "analyst", "password": PASSWORD},
+        )
         assert added.status_code == 303
         assert site.rt.store.people.get("chen").role == "analyst"
-        bad = b.post("/web/users", data={"csrf": token, "name": "li", "role": "root",
-                                         "password": PASSWORD})
+        bad = b.post(
+            "/web/users", data={"csrf": token, "name": "li", "role": "root", "password": PASSWORD}
+        )
         assert bad.status_code == 422 and "role: must be one of" in bad.text
         assert b.post("/web/users/chen/disable", data={"csrf": token}).status_code == 303
         assert site.rt.store.people.get("chen").status == "disabled"
@@ -158,7 +164,8 @@ def test_when_an_administrator_adds_and_disables_people_on_the_users_page_then_i
 
 
 def test_when_cookies_are_set_for_production_then_they_are_host_only_secure_httponly(
-        database, make_runtime, serve_app):
+    database, make_runtime, serve_app
+):
     s = Site(make_runtime, serve_app, secure=True)
     try:
         with s.browser() as b:
@@ -167,19 +174,27 @@ def test_when_cookies_are_set_for_production_then_they_are_host_only_secure_http
             assert "HttpOnly" in seed and "Secure" in seed and "SameSite=strict" in seed
             # The client keeps Secure cookies off http: send the seed back by hand.
             name, value = seed.split(";")[0].split("=", 1)
-            done = b.post("/web/sign-in", headers={"Cookie": f"{name}={value}"}, data={
-                "csrf": csrf_of(page), "name": "admin", "password": PASSWORD})
+            done = b.post(
+                "/web/sign-in",
+                headers={"Cookie": f"{name}={value}"},
+                data={"csrf": csrf_of(page), "name": "admin", "password": PASSWORD},
+            )
             assert done.status_code == 303
-            session = [c for c in done.headers.get_list("set-cookie")
-                       if c.startswith("__Host-idv_session=")]
-            assert session and all(f in session[0] for f in ("HttpOnly", "Secure",
-                                                              "SameSite=lax", "Path=/"))
+            session = [
+                c
+                for c in done.headers.get_list("set-cookie")
+                if c.startswith("__Host-idv_session=")
+            ]
+            assert session and all(
+                f in session[0] for f in ("HttpOnly", "Secure", "SameSite=lax", "Path=/")
+            )
     finally:
         s.close()
 
 
 def test_when_a_person_signs_in_through_the_openid_provider_then_their_user_is_signed_in(
-        database, make_runtime, serve_app):
+    database, make_runtime, serve_app
+):
     from tests.conftest import reserve_port
 
     provider = OidcProvider()
@@ -187,22 +202,34 @@ def test_when_a_person_signs_in_through_the_openid_provider_then_their_user_is_s
     api_socket = reserve_port()
     callback = f"http://127.0.0.1:{api_socket.getsockname()[1]}/web/sign-in/oidc/callback"
     provider.register_client("idv-staff", "staff-secret-0123456789", [callback])
-    settings = dict(oidc_providers={"corp": {
-        "issuer": issuer, "client_id": "idv-staff", "client_secret": "staff-secret-0123456789",
-        "redirect_uri": callback, "scope": "openid profile"}}, web_oidc_provider="corp")
+    settings = dict(
+        oidc_providers={
+            "corp": {
+                "issuer": issuer,
+                "client_id": "idv-staff",
+                "client_secret": "staff-secret-0123456789",
+                "redirect_uri": callback,
+                "scope": "openid profile",
+            }
+        },
+        web_oidc_provider="corp",
+    )
     rt = make_runtime(web_cookie_secure=False, **settings)
     rt.services.people.add("alice", "supervisor", None, actor=None)
     server = serve_app(create_app(rt), api_socket)
     try:
-        with httpx.Client(base_url=server.url, timeout=10) as b, \
-                httpx.Client(base_url=issuer, timeout=10) as idp:
+        with (
+            httpx.Client(base_url=server.url, timeout=10) as b,
+            httpx.Client(base_url=issuer, timeout=10) as idp,
+        ):
             assert "/web/sign-in/oidc" in b.get("/web/sign-in").text
             start = b.get("/web/sign-in/oidc")
             assert start.status_code == 302
             to = urlsplit(start.headers["location"])
             form = Form(idp.get(f"{to.path}?{to.query}").text)
-            back = idp.post("/authorize", data={**form.fields, "user": "alice",
-                                                "decision": "approve"})
+            back = idp.post(
+                "/authorize", data={**form.fields, "user": "alice", "decision": "approve"}
+            )
             assert back.status_code == 302 and back.headers["location"].startswith(callback)
             done = b.get(back.headers["location"].removeprefix(server.url))
             assert done.status_code == 303 and done.headers["location"] == "/web/"
@@ -215,8 +242,9 @@ def test_when_a_person_signs_in_through_the_openid_provider_then_their_user_is_s
             start = b.get("/web/sign-in/oidc")
             to = urlsplit(start.headers["location"])
             form = Form(idp.get(f"{to.path}?{to.query}").text)
-            back = idp.post("/authorize", data={**form.fields, "user": "mallory",
-                                                "decision": "approve"})
+            back = idp.post(
+                "/authorize", data={**form.fields, "user": "mallory", "decision": "approve"}
+            )
             refused = b.get(back.headers["location"].removeprefix(server.url))
             assert refused.status_code == 401 and "no active user" in refused.text
     finally:

@@ -37,9 +37,15 @@ def wechat() -> Iterator[tuple[WeChatState, str]]:
         yield state, server.base_url
 
 
-def wechatpy(base_url: str, *, appid: str = APP, secret: str = SECRET,
-             redirect_uri: str = CALLBACK, scope: str = "snsapi_userinfo",
-             state: str = "st-0123456789") -> WeChatOAuth:
+def wechatpy(
+    base_url: str,
+    *,
+    appid: str = APP,
+    secret: str = SECRET,
+    redirect_uri: str = CALLBACK,
+    scope: str = "snsapi_userinfo",
+    state: str = "st-0123456789",
+) -> WeChatOAuth:
     client = WeChatOAuth(appid, secret, redirect_uri, scope=scope, state=state)
     client.API_BASE_URL = f"{base_url}/"
     client.OAUTH_BASE_URL = f"{base_url}/connect/"
@@ -58,15 +64,23 @@ def approve(base_url: str, url: str, *, user: str = "wx-user-1") -> dict[str, st
     """The person approves on WeChat's page; returns the query WeChat redirects with."""
     page = open_page(base_url, url)
     assert page.status_code == 200, page.text
-    fields = {k: html.unescape(v) for k, v in re.findall(
-        r"<input type='hidden' name='(\w+)' value='([^']*)'>", page.text)}
+    fields = {
+        k: html.unescape(v)
+        for k, v in re.findall(r"<input type='hidden' name='(\w+)' value='([^']*)'>", page.text)
+    }
     with httpx.Client(follow_redirects=False, timeout=10) as browser:
-        back = browser.post(f"{base_url}/connect/oauth2/authorize/confirm",
-                            data={**fields, "user": user, "decision": "approve"})
+        back = browser.post(
+            f"{base_url}/connect/oauth2/authorize/confirm",
+            data={**fields, "user": user, "decision": "approve"},
+        )
     assert back.status_code == 302
     location, sent = urlsplit(back.headers["location"]), urlsplit(fields["redirect_uri"])
     assert (location.scheme, location.hostname, location.port, location.path) == (
-        sent.scheme, sent.hostname, sent.port, sent.path)
+        sent.scheme,
+        sent.hostname,
+        sent.port,
+        sent.path,
+    )
     return {k: v[0] for k, v in parse_qs(location.query).items()}
 
 
@@ -153,11 +167,11 @@ def _expired_code(a: Authorized) -> object:
     return a.oauth.fetch_access_token(code)
 
 
-def _later(seconds: float, call: Callable[[Authorized], object]) -> Callable[[Authorized],
-                                                                                object]:
+def _later(seconds: float, call: Callable[[Authorized], object]) -> Callable[[Authorized], object]:
     def run(a: Authorized) -> object:
         a.state.advance(seconds)
         return call(a)
+
     return run
 
 
@@ -168,15 +182,32 @@ def _revoked(a: Authorized) -> object:
 
 MISUSES: dict[str, tuple[Callable[[Authorized], object], int]] = {
     # The code exchange.
-    "grant_type wrong": (lambda a: a.oauth._get("sns/oauth2/access_token", params={
-        "appid": APP, "secret": SECRET, "code": a.code, "grant_type": "client_credential"}),
-        40002),
-    "grant_type missing": (lambda a: a.oauth._get("sns/oauth2/access_token", params={
-        "appid": APP, "secret": SECRET, "code": a.code}), 40002),
-    "secret wrong": (lambda a: wechatpy(a.url, secret="not-the-secret").fetch_access_token(
-        "any-code"), 40125),
-    "appid unknown": (lambda a: wechatpy(a.url, appid="wx-nobody").fetch_access_token(
-        "any-code"), 40013),
+    "grant_type wrong": (
+        lambda a: a.oauth._get(
+            "sns/oauth2/access_token",
+            params={
+                "appid": APP,
+                "secret": SECRET,
+                "code": a.code,
+                "grant_type": "client_credential",
+            },
+        ),
+        40002,
+    ),
+    "grant_type missing": (
+        lambda a: a.oauth._get(
+            "sns/oauth2/access_token", params={"appid": APP, "secret": SECRET, "code": a.code}
+        ),
+        40002,
+    ),
+    "secret wrong": (
+        lambda a: wechatpy(a.url, secret="not-the-secret").fetch_access_token("any-code"),
+        40125,
+    ),
+    "appid unknown": (
+        lambda a: wechatpy(a.url, appid="wx-nobody").fetch_access_token("any-code"),
+        40013,
+    ),
     "code used": (lambda a: a.oauth.fetch_access_token(a.code), 40163),
     "code forged": (lambda a: a.oauth.fetch_access_token("forged-code"), 40029),
     "code expired": (_expired_code, 40029),
@@ -184,23 +215,29 @@ MISUSES: dict[str, tuple[Callable[[Authorized], object], int]] = {
     # The refresh.
     "refresh_token missing": (lambda a: a.oauth.refresh_access_token(None), 41003),
     "refresh_token wrong": (lambda a: a.oauth.refresh_access_token("not-a-token"), 40030),
-    "refresh_token expired": (_later(30 * 86400 + 1, lambda a: a.oauth.refresh_access_token(
-        a.tokens["refresh_token"])), 42002),
-    "refresh grant_type wrong": (lambda a: a.oauth._get("sns/oauth2/refresh_token", params={
-        "appid": APP, "grant_type": "authorization_code",
-        "refresh_token": a.tokens["refresh_token"]}), 40002),
+    "refresh_token expired": (
+        _later(30 * 86400 + 1, lambda a: a.oauth.refresh_access_token(a.tokens["refresh_token"])),
+        42002,
+    ),
+    "refresh grant_type wrong": (
+        lambda a: a.oauth._get(
+            "sns/oauth2/refresh_token",
+            params={
+                "appid": APP,
+                "grant_type": "authorization_code",
+                "refresh_token": a.tokens["refresh_token"],
+            },
+        ),
+        40002,
+    ),
     # The user's token at /sns/userinfo and /sns/auth.
     "userinfo openid wrong": (lambda a: a.oauth.get_user_info(openid=a.other_openid()), 40003),
     "userinfo openid missing": (lambda a: _without(a.oauth, "open_id").get_user_info(), 41009),
-    "userinfo token wrong": (lambda a: a.oauth.get_user_info(access_token="not-a-token"),
-                             40001),
+    "userinfo token wrong": (lambda a: a.oauth.get_user_info(access_token="not-a-token"), 40001),
     "userinfo token expired": (_later(7201, lambda a: a.oauth.get_user_info()), 42001),
-    "auth openid wrong": (lambda a: a.oauth.check_access_token(openid=a.other_openid()),
-                          40003),
-    "auth openid missing": (lambda a: _without(a.oauth, "open_id").check_access_token(),
-                            41009),
-    "auth token missing": (lambda a: _without(a.oauth, "access_token").check_access_token(),
-                           41001),
+    "auth openid wrong": (lambda a: a.oauth.check_access_token(openid=a.other_openid()), 40003),
+    "auth openid missing": (lambda a: _without(a.oauth, "open_id").check_access_token(), 41009),
+    "auth token missing": (lambda a: _without(a.oauth, "access_token").check_access_token(), 41001),
     "auth token revoked": (_revoked, 40001),
 }
 
@@ -215,24 +252,40 @@ def test_each_misuse_gets_the_errcode_wechat_documents_with_a_request_id(authori
     assert authorized.state.calls[-1]["errcode"] == errcode
 
 
-@pytest.mark.parametrize("redirect_uri, accepted", [
-    (CALLBACK, True),
-    (f"https://{DOMAIN}/another/page?x=1", True),  # any path of the registered domain
-    (f"http://{DOMAIN}:8443/oauth/wechat/callback", True),  # the domain is kept without port
-    ("https://IDV.EXAMPLE/oauth/wechat/callback", True),  # host names are case-insensitive
-    (f"https://www.{DOMAIN}/oauth/wechat/callback", False),  # a subdomain not registered
-    ("https://example/oauth/wechat/callback", False),  # the parent domain
-    (f"https://{DOMAIN}.evil.test/oauth/wechat/callback", False),  # a look-alike host
-    ("https://127.0.0.1/oauth/wechat/callback", False),  # another host
-    (f"javascript://{DOMAIN}/%0aalert(1)", False),  # not a web URL
-], ids=["registered callback", "other path", "other port", "upper case", "subdomain",
-        "parent domain", "look-alike", "other host", "not http"])
-def test_the_authorize_page_checks_the_registered_domain_not_the_uri(wechat, redirect_uri,
-                                                                     accepted):
+@pytest.mark.parametrize(
+    "redirect_uri, accepted",
+    [
+        (CALLBACK, True),
+        (f"https://{DOMAIN}/another/page?x=1", True),  # any path of the registered domain
+        (f"http://{DOMAIN}:8443/oauth/wechat/callback", True),  # the domain is kept without port
+        ("https://IDV.EXAMPLE/oauth/wechat/callback", True),  # host names are case-insensitive
+        (f"https://www.{DOMAIN}/oauth/wechat/callback", False),  # a subdomain not registered
+        ("https://example/oauth/wechat/callback", False),  # the parent domain
+        (f"https://{DOMAIN}.evil.test/oauth/wechat/callback", False),  # a look-alike host
+        ("https://127.0.0.1/oauth/wechat/callback", False),  # another host
+        (f"javascript://{DOMAIN}/%0aalert(1)", False),  # not a web URL
+    ],
+    ids=[
+        "registered callback",
+        "other path",
+        "other port",
+        "upper case",
+        "subdomain",
+        "parent domain",
+        "look-alike",
+        "other host",
+        "not http",
+    ],
+)
+def test_the_authorize_page_checks_the_registered_domain_not_the_uri(
+    wechat, redirect_uri, accepted
+):
     state, url = wechat
     oauth = wechatpy(url, redirect_uri=redirect_uri)
-    for authorize_url in (oauth.authorize_url, wechatpy(
-            url, appid=SITE, secret=SITE_SECRET, redirect_uri=redirect_uri).qrconnect_url):
+    for authorize_url in (
+        oauth.authorize_url,
+        wechatpy(url, appid=SITE, secret=SITE_SECRET, redirect_uri=redirect_uri).qrconnect_url,
+    ):
         page = open_page(url, authorize_url)
         if accepted:
             assert page.status_code == 200 and "id='approve'" in page.text

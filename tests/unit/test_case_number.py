@@ -27,7 +27,11 @@ SHIPPED = read_text("case_numbers.yaml")
 def test_when_a_number_keeps_its_eras_rule_then_it_is_read_with_its_court_and_type(case):
     number = read_case_number(case["case"], current_year=YEAR)
     assert (number.level, number.court_kind, number.type_code, number.era) == (
-        case["level"], case["court_kind"], case["type_code"], case["era"])
+        case["level"],
+        case["court_kind"],
+        case["type_code"],
+        case["era"],
+    )
     assert case_number_problem(case["case"], current_year=YEAR) is None
 
 
@@ -59,22 +63,27 @@ def test_when_the_table_drops_a_type_code_then_numbers_of_that_type_are_suspect(
     table = CaseNumberTable.from_yaml(SHIPPED.replace("  执他: 其他执行案件\n", ""))
     assert case_number_problem("(2019)兵执他5号", current_year=YEAR) is None
     assert case_number_problem("(2019)兵执他5号", current_year=YEAR, table=table) == (
-        "type code is not an enforcement type code")
+        "type code is not an enforcement type code"
+    )
 
 
 def test_when_a_table_gives_a_high_court_a_two_character_code_then_it_is_refused_at_load():
     with pytest.raises(PolicyError) as err:
-        CaseNumberTable.from_yaml(SHIPPED.replace("    京: 北京市", "    京京: 北京市"),
-                                  source="case_numbers.yaml")
+        CaseNumberTable.from_yaml(
+            SHIPPED.replace("    京: 北京市", "    京京: 北京市"), source="case_numbers.yaml"
+        )
     assert "one character" in err.value.rule
 
 
 def test_when_a_list_entry_has_a_suspect_number_then_the_verifier_flags_it_with_the_rule():
-    entries = [CourtEntry(match="confirmed", case_number="(2019)蒙01执1号", status="active"),
-               CourtEntry(match="confirmed", case_number="(2019)内01执1号", status="active")]
+    entries = [
+        CourtEntry(match="confirmed", case_number="(2019)蒙01执1号", status="active"),
+        CourtEntry(match="confirmed", case_number="(2019)内01执1号", status="active"),
+    ]
     signals = assess_entries("张伟", "11010519491231002X", entries, current_year=YEAR)
     assert signals["court_record_suspect"] == "yes"
     assert signals["court_record_rule"] == (
-        "court code is not in the court code table (法〔2015〕137号 art. 4)")
+        "court code is not in the court code table (法〔2015〕137号 art. 4)"
+    )
     clean = assess_entries("张伟", "11010519491231002X", entries[1:], current_year=YEAR)
     assert clean["court_record_suspect"] == "no" and "court_record_rule" not in clean

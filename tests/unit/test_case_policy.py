@@ -26,24 +26,43 @@ def test_the_most_urgent_reason_sets_priority_and_the_shortest_sla_the_due_time(
     assert p.sla_state(due, due) == "breached"
 
 
-@pytest.mark.parametrize("change, path, rule", [
-    (("  COURT_CONFIRMED_HIT: {priority: 100, sla_hours: 24}",
-      "  COURT_CONFIRMED_HIT: {priority: 100, sla_hours: 0}"),
-     "reasons.COURT_CONFIRMED_HIT.sla_hours", "greater than or equal to 1"),
-    (("  CREDIT_THIN_FILE: {priority: 10, sla_hours: 120}",
-      "  NOT_A_REASON: {priority: 10, sla_hours: 120}"),
-     "reasons.NOT_A_REASON", "is not a reason code of the scorecard"),
-    (("      channels: [sms, in_app]", "      channels: [sms, pigeon]"),
-     "outreach.templates.phone_confirm.channels.1", "sms"),
-])
+@pytest.mark.parametrize(
+    "change, path, rule",
+    [
+        (
+            (
+                "  COURT_CONFIRMED_HIT: {priority: 100, sla_hours: 24}",
+                "  COURT_CONFIRMED_HIT: {priority: 100, sla_hours: 0}",
+            ),
+            "reasons.COURT_CONFIRMED_HIT.sla_hours",
+            "greater than or equal to 1",
+        ),
+        (
+            (
+                "  CREDIT_THIN_FILE: {priority: 10, sla_hours: 120}",
+                "  NOT_A_REASON: {priority: 10, sla_hours: 120}",
+            ),
+            "reasons.NOT_A_REASON",
+            "is not a reason code of the scorecard",
+        ),
+        (
+            ("      channels: [sms, in_app]", "      channels: [sms, pigeon]"),
+            "outreach.templates.phone_confirm.channels.1",
+            "sms",
+        ),
+    ],
+)
 def test_a_policy_that_breaks_a_rule_is_refused_with_file_line_and_rule(change, path, rule):
     text = shipped.read_text("cases.yaml")
     old, new = change
     assert old in text
     broken = text.replace(old, new)
     with pytest.raises(PolicyError) as refused:
-        CasePolicy.load(broken, source="cases.yaml",
-                        known_reasons=[*catalog.scorecard().reasons, *CASE_REASONS.values()])
+        CasePolicy.load(
+            broken,
+            source="cases.yaml",
+            known_reasons=[*catalog.scorecard().reasons, *CASE_REASONS.values()],
+        )
     err = refused.value
     assert err.path == path and rule in err.rule and err.line is not None
     assert broken.splitlines()[err.line - 1] == new  # the line that broke it
@@ -69,8 +88,13 @@ def test_both_services_that_reveal_read_the_one_rule(tmp_path, key_file):
     from flows.runtime import Runtime
     from flows.settings import Settings
 
-    rt = Runtime(Settings(home=tmp_path / "home", key_file=key_file,
-                          database_url=f"sqlite:///{tmp_path / 'idv.db'}"))
+    rt = Runtime(
+        Settings(
+            home=tmp_path / "home",
+            key_file=key_file,
+            database_url=f"sqlite:///{tmp_path / 'idv.db'}",
+        )
+    )
     try:
         rule = rt.access_policy.reveal
         assert rt.services.subjects.reveal_reasons == tuple(rule.reasons)

@@ -38,16 +38,22 @@ def test_when_a_note_is_signed_then_it_opens_and_any_change_refuses_it(tmp_path)
     root = hashlib.sha256(b"x").hexdigest()
     note = key.sign(checkpoint_body("idv/test", 42, root, 40))
     lines = note.splitlines()
-    assert lines[:4] == ["idv/test", "42", base64.b64encode(bytes.fromhex(root)).decode(),
-                         "prev 40"]
+    assert lines[:4] == [
+        "idv/test",
+        "42",
+        base64.b64encode(bytes.fromhex(root)).decode(),
+        "prev 40",
+    ]
     assert lines[4] == "" and lines[5].startswith("\u2014 idv-audit ")
     cp = open_note(tmp_path / "n", note, name=key.name, public=key.public, origin="idv/test")
     assert (cp.size, cp.root, cp.prev) == (42, root, 40)
-    for forged in (note.replace("42", "43", 1), note.replace("idv/test", "idv/other", 1),
-                   note[:-2] + ("A" if note[-2] != "A" else "B") + "\n"):
+    for forged in (
+        note.replace("42", "43", 1),
+        note.replace("idv/test", "idv/other", 1),
+        note[:-2] + ("A" if note[-2] != "A" else "B") + "\n",
+    ):
         with pytest.raises(CheckpointError):
-            open_note(tmp_path / "n", forged, name=key.name, public=key.public,
-                      origin="idv/test")
+            open_note(tmp_path / "n", forged, name=key.name, public=key.public, origin="idv/test")
 
 
 def test_when_the_key_file_is_readable_by_others_then_it_is_refused(tmp_path):
@@ -59,7 +65,8 @@ def test_when_the_key_file_is_readable_by_others_then_it_is_refused(tmp_path):
 
 
 def test_when_two_processes_create_the_key_at_once_then_both_hold_the_first_one(
-        tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
     """Workers starting together may both find no key file: the one that writes second
     finds the name taken (a file is written once) and reads the first one's key."""
     import storage.checkpoints as checkpoints

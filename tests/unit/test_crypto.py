@@ -22,8 +22,11 @@ def cipher(dek=DEK):
             raise KeyError(f"key {key_id} is not in the key ring")
         return dek
 
-    return FieldCipher(dek_for_write=lambda s: (V["dek_id"], dek), dek_for_read=read,
-                       index_master=base64.b64decode(V["index_master_b64"]))
+    return FieldCipher(
+        dek_for_write=lambda s: (V["dek_id"], dek),
+        dek_for_read=read,
+        index_master=base64.b64decode(V["index_master_b64"]),
+    )
 
 
 def decrypt(blob, table=F["table"], column=F["column"], row=F["row"], dek=DEK):
@@ -31,7 +34,7 @@ def decrypt(blob, table=F["table"], column=F["column"], row=F["row"], dek=DEK):
 
 
 def flip(blob: bytes, index: int) -> bytes:
-    return blob[:index] + bytes([blob[index] ^ 0x01]) + blob[index + 1:]
+    return blob[:index] + bytes([blob[index] ^ 0x01]) + blob[index + 1 :]
 
 
 def test_when_the_vector_is_decrypted_then_the_plaintext_comes_back():
@@ -39,16 +42,27 @@ def test_when_the_vector_is_decrypted_then_the_plaintext_comes_back():
     assert FieldCipher.key_id(BLOB) == V["dek_id"]
 
 
-@pytest.mark.parametrize("blob, why", [
-    (flip(BLOB, NONCE.start + 3), "authentication failed"),
-    (flip(BLOB, len(BLOB) - 1), "authentication failed"),  # tag
-    (flip(BLOB, KID_END + 12 + 2), "authentication failed"),  # body
-    (flip(BLOB, 0), "unknown header version"),
-    (flip(BLOB, 3), "not in the key ring"),  # a byte of the key id in the header
-    (BLOB[:KID_END + 20], "truncated"),
-    (BLOB[:1], "unknown header version"),
-], ids=["nonce", "tag", "body", "header version", "header key id", "truncated",
-        "truncated header"])
+@pytest.mark.parametrize(
+    "blob, why",
+    [
+        (flip(BLOB, NONCE.start + 3), "authentication failed"),
+        (flip(BLOB, len(BLOB) - 1), "authentication failed"),  # tag
+        (flip(BLOB, KID_END + 12 + 2), "authentication failed"),  # body
+        (flip(BLOB, 0), "unknown header version"),
+        (flip(BLOB, 3), "not in the key ring"),  # a byte of the key id in the header
+        (BLOB[: KID_END + 20], "truncated"),
+        (BLOB[:1], "unknown header version"),
+    ],
+    ids=[
+        "nonce",
+        "tag",
+        "body",
+        "header version",
+        "header key id",
+        "truncated",
+        "truncated header",
+    ],
+)
 def test_when_any_part_is_tampered_or_cut_then_decryption_fails_naming_the_place(blob, why):
     with pytest.raises(FieldDecryptError, match=why) as err:
         decrypt(blob)
@@ -56,8 +70,11 @@ def test_when_any_part_is_tampered_or_cut_then_decryption_fails_naming_the_place
     assert F["plaintext"] not in str(err.value)
 
 
-@pytest.mark.parametrize("place", [{"row": "row-2"}, {"column": "name"},
-                                   {"table": "contacts"}], ids=["row", "column", "table"])
+@pytest.mark.parametrize(
+    "place",
+    [{"row": "row-2"}, {"column": "name"}, {"table": "contacts"}],
+    ids=["row", "column", "table"],
+)
 def test_when_a_ciphertext_is_moved_then_it_fails_to_decrypt(place):
     with pytest.raises(FieldDecryptError, match="authentication failed"):
         decrypt(BLOB, **place)

@@ -47,6 +47,9 @@ def test_every_relative_link_points_at_a_file_that_exists(page: Path):
 
 def test_a_link_to_a_missing_file_is_found(tmp_path: Path):
     page = tmp_path / "page.md"
-    page.write_text("[here](there.md#part), [site](https://example.org), [top](#top), "
-                    "`[not](a-link.md)`\n\n```\n[nor](this.md)\n```\n", encoding="utf-8")
+    page.write_text(
+        "[here](there.md#part), [site](https://example.org), [top](#top), "
+        "`[not](a-link.md)`\n\n```\n[nor](this.md)\n```\n",
+        encoding="utf-8",
+    )
     assert relative_links(page) == ["there.md#part"]

@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 from storage.encoding import canonical, canonical_stdlib, column_dumps, column_loads
 
 _plain = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**63 - 1)
-    | st.text(),
+    st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**63 - 1) | st.text(),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
-    max_leaves=12)
+    max_leaves=12,
+)
 
 
 @given(_plain)

@@ -18,8 +18,13 @@ NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 
 
 def make_gate(ledger, recorder):
-    return ConsentGate(ledger, recorder, policy=catalog.consent_policy(),
-                       notices=catalog.notices(), clock=lambda: NOW)
+    return ConsentGate(
+        ledger,
+        recorder,
+        policy=catalog.consent_policy(),
+        notices=catalog.notices(),
+        clock=lambda: NOW,
+    )
 
 
 class Ledger:
@@ -58,14 +63,25 @@ class CountingVerifier:
         return Evidence(verifier=self.name, status=StepStatus.PASSED, reason="MATCH")
 
 
-SUBJECT = Subject(applicant_ref="A-1", name=SecretStr("张伟"), id_type="resident_id",
-                  id_number=SecretStr("11010519491231002X"), phone=None)
+SUBJECT = Subject(
+    applicant_ref="A-1",
+    name=SecretStr("张伟"),
+    id_type="resident_id",
+    id_number=SecretStr("11010519491231002X"),
+    phone=None,
+)
 
 
 def grant(**kw):
-    base = dict(consent_id="c1", subject_ref="A-1", purpose="onboarding_verification",
-                scopes=frozenset({"id_verification"}), granted_at=NOW - timedelta(days=1),
-                expires_at=NOW + timedelta(days=30), notice_version="privacy-notice-2026.10")
+    base = dict(
+        consent_id="c1",
+        subject_ref="A-1",
+        purpose="onboarding_verification",
+        scopes=frozenset({"id_verification"}),
+        granted_at=NOW - timedelta(days=1),
+        expires_at=NOW + timedelta(days=30),
+        notice_version="privacy-notice-2026.10",
+    )
     base.update(kw)
     return ConsentGrant(**base)
 
@@ -93,8 +109,7 @@ async def test_when_no_live_consent_covers_the_step_then_the_verifier_is_never_c
 async def test_when_consent_covers_the_step_then_the_call_carries_the_permit_and_is_recorded():
     ledger, recorder, verifier = Ledger(), Recorder(), CountingVerifier()
     ledger.grants = [grant()]
-    evidence, decision_id = await make_gate(ledger, recorder).run(
-        verifier, SUBJECT)
+    evidence, decision_id = await make_gate(ledger, recorder).run(verifier, SUBJECT)
     (permit,) = verifier.permits
     assert permit.consent_id == "c1" and permit.decision_id == decision_id
     assert evidence.consent_id == "c1"

@@ -57,8 +57,16 @@ def test_when_travel_permit_has_the_hm_shape_then_it_is_accepted():
     assert validate_id_number("hk_mo_travel_permit", "h12345678", today=TODAY) == "H12345678"
 
 
-@pytest.mark.parametrize("raw", ["13800138000", "+86 138 0013 8000", "138-0013-8000",
-                                 "8613800138000", "＋８６１３８００１３８０００"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "13800138000",
+        "+86 138 0013 8000",
+        "138-0013-8000",
+        "8613800138000",
+        "＋８６１３８００１３８０００",
+    ],
+)
 def test_when_phone_is_written_in_common_ways_then_it_becomes_e164(raw):
     assert normalize_phone(raw) == "+8613800138000"
 
@@ -86,9 +94,12 @@ def test_when_a_first_generation_number_is_refused_then_the_reason_is_said_and_n
 
 def test_when_the_policy_converts_first_generation_numbers_then_they_become_18_digits():
     policy = IdentityPolicy.from_yaml(
-        SHIPPED.replace("first_generation: refuse", "first_generation: convert"))
-    assert validate_id_number("resident_id", "110105491231002", today=TODAY,
-                              policy=policy) == "11010519491231002X"
+        SHIPPED.replace("first_generation: refuse", "first_generation: convert")
+    )
+    assert (
+        validate_id_number("resident_id", "110105491231002", today=TODAY, policy=policy)
+        == "11010519491231002X"
+    )
     # Conversion keeps every other rule: a never-existing division code is still refused.
     with pytest.raises(IdentityRuleError) as err:
         validate_id_number("resident_id", "110199491231002", today=TODAY, policy=policy)
@@ -104,17 +115,23 @@ def test_when_stdnum_judges_a_code_by_the_birth_year_then_ours_judges_that_it_ev
 
 def test_when_the_policy_adds_a_division_code_then_numbers_issued_under_it_pass():
     assert not division_code_existed("110199")
-    policy = IdentityPolicy.from_yaml(SHIPPED.replace(
-        "division_codes_added: {}", "division_codes_added: {'110199': 'a test source'}"))
+    policy = IdentityPolicy.from_yaml(
+        SHIPPED.replace(
+            "division_codes_added: {}", "division_codes_added: {'110199': 'a test source'}"
+        )
+    )
     assert division_code_existed("110199", policy=policy)
-    assert validate_id_number("resident_id", "11019919491231002X", today=TODAY,
-                              policy=policy) == "11019919491231002X"
+    assert (
+        validate_id_number("resident_id", "11019919491231002X", today=TODAY, policy=policy)
+        == "11019919491231002X"
+    )
 
 
 def test_when_an_added_division_code_is_not_six_digits_then_the_policy_is_refused():
     with pytest.raises(PolicyError):
-        IdentityPolicy.from_yaml(SHIPPED.replace(
-            "division_codes_added: {}", "division_codes_added: {'1101': 'short'}"))
+        IdentityPolicy.from_yaml(
+            SHIPPED.replace("division_codes_added: {}", "division_codes_added: {'1101': 'short'}")
+        )
 
 
 def test_when_a_permit_number_is_checked_then_the_division_table_is_not_asked():
@@ -128,9 +145,12 @@ def test_when_a_permit_number_is_checked_then_the_division_table_is_not_asked():
 def test_every_id_type_declares_the_script_of_its_name():
     policy = identity_policy()
     assert {t: r.name for t, r in policy.id_types.items()} == {
-        "resident_id": ("han",), "hmt_residence_permit": ("han",),
-        "foreign_permanent_resident": ("latin",), "hk_mo_travel_permit": ("han", "latin"),
-        "tw_travel_permit": ("han",)}
+        "resident_id": ("han",),
+        "hmt_residence_permit": ("han",),
+        "foreign_permanent_resident": ("latin",),
+        "hk_mo_travel_permit": ("han", "latin"),
+        "tw_travel_permit": ("han",),
+    }
 
 
 @pytest.mark.parametrize("case", NAMES["valid"], ids=lambda c: f"{c['id_type']}: {c['why']}")

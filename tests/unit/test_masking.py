@@ -19,11 +19,18 @@ def test_when_an_id_number_is_masked_then_the_birth_date_digits_are_never_shown(
 
 
 def test_when_free_text_carries_identifiers_then_every_one_is_masked():
-    text = ("applicant 11010519491231002x called from +86 138-0013-8000 and 13900139000, "
-            "card 6222020200112341234, old id 110105491231002")
+    text = (
+        "applicant 11010519491231002x called from +86 138-0013-8000 and 13900139000, "
+        "card 6222020200112341234, old id 110105491231002"
+    )
     out = mask_text(text, names=("张伟",))
-    for raw in ("11010519491231002", "0013", "13900139000", "6222020200112341234",
-                "110105491231002"):
+    for raw in (
+        "11010519491231002",
+        "0013",
+        "13900139000",
+        "6222020200112341234",
+        "110105491231002",
+    ):
         assert raw not in out
     assert "*****************X" in out
     assert "139********" in out

@@ -21,4 +21,3 @@ def test_when_names_differ_then_they_do_not_match(case):
 @pytest.mark.parametrize("case", V["masked_ids"], ids=lambda c: c["masked"])
 def test_when_a_masked_id_is_compared_then_prefix_suffix_and_length_decide(case):
     assert masked_id_matches(case["id"], case["masked"]) is case["match"]
-

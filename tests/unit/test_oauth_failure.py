@@ -9,9 +9,18 @@ from services.errors import ServiceError
 from services.oauth import OAuthFailure, _wechat_failure
 
 
-@pytest.mark.parametrize(("status", "kind"), [
-    (400, "invalid"), (403, "denied"), (404, "not_found"), (500, "unavailable"),
-    (502, "unavailable"), (503, "unavailable"), (504, "unavailable")])
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (400, "invalid"),
+        (403, "denied"),
+        (404, "not_found"),
+        (500, "unavailable"),
+        (502, "unavailable"),
+        (503, "unavailable"),
+        (504, "unavailable"),
+    ],
+)
 def test_an_oauth_failure_is_a_service_error_whose_kind_follows_its_status(status, kind):
     failure = OAuthFailure("some_code", "what went wrong", status=status)
     assert isinstance(failure, ServiceError)

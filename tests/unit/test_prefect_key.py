@@ -28,9 +28,13 @@ def test_when_production_starts_with_a_development_key_then_it_is_refused(tmp_pa
 
     key = tmp_path / "keys" / "idv.key"
     LocalKekProvider(key, create=True, development=True)
-    base = dict(env="production", home=tmp_path, key_file=key,
-                database_url=f"sqlite:///{tmp_path / 'prod.db'}",
-                **vendor_overrides("https://vendor.example", "app", "a-real-vendor-secret"))
+    base = dict(
+        env="production",
+        home=tmp_path,
+        key_file=key,
+        database_url=f"sqlite:///{tmp_path / 'prod.db'}",
+        **vendor_overrides("https://vendor.example", "app", "a-real-vendor-secret"),
+    )
     with pytest.raises(StartupError, match="development key"):
         Runtime(Settings(**base)).store  # noqa: B018
     with pytest.raises(StartupError, match="development secret"):
@@ -40,6 +44,7 @@ def test_when_production_starts_with_a_development_key_then_it_is_refused(tmp_pa
     with pytest.raises(StartupError, match="checkpoint key file does not exist"):
         Runtime(Settings(**{**base, "key_file": prod})).store  # noqa: B018
     from storage.checkpoints import CheckpointKey
+
     CheckpointKey(prod.parent / "checkpoint.key", create=True)  # as `idv keys init` makes it
     rt = Runtime(Settings(**{**base, "key_file": prod}))
     assert rt.store.keyring.provider.active_version() == "v1"

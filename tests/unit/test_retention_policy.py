@@ -33,24 +33,35 @@ def test_when_a_ceiling_is_below_its_floor_then_the_file_line_and_rule_are_named
     line = next(i for i, x in enumerate(text.splitlines(), 1) if "ceiling_days: 100" in x)
     with pytest.raises(PolicyError) as exc:
         RetentionPolicy.from_yaml(text, source="r.yaml")
-    assert str(exc.value) == (f"r.yaml:{line}: classes.network_logs.ceiling_days: "
-                              "must not be below floor_days")
+    assert str(exc.value) == (
+        f"r.yaml:{line}: classes.network_logs.ceiling_days: must not be below floor_days"
+    )
 
 
 def test_when_a_floor_is_below_the_law_then_it_is_refused():
-    text = shipped().replace("floor_days: 1096\n    ceiling_days: 1186\n    source: Civil Code",
-                             "floor_days: 365\n    ceiling_days: 1186\n    source: Civil Code", 1)
+    text = shipped().replace(
+        "floor_days: 1096\n    ceiling_days: 1186\n    source: Civil Code",
+        "floor_days: 365\n    ceiling_days: 1186\n    source: Civil Code",
+        1,
+    )
     with pytest.raises(PolicyError) as exc:
         RetentionPolicy.from_yaml(text, source="r.yaml")
     assert exc.value.path == "classes.consent_records.floor_days"
     assert "at least 1096 days" in exc.value.rule
 
 
-@pytest.mark.parametrize(("old", "new", "path", "rule"), [
-    ("  corrected_values:", "  scratch:", "classes.scratch", "is not a record class idv keeps"),
-    ("version: retention-2026.12", "version: retention-2026.12\nextra: 1", "extra",
-     "Extra inputs are not permitted"),
-])
+@pytest.mark.parametrize(
+    ("old", "new", "path", "rule"),
+    [
+        ("  corrected_values:", "  scratch:", "classes.scratch", "is not a record class idv keeps"),
+        (
+            "version: retention-2026.12",
+            "version: retention-2026.12\nextra: 1",
+            "extra",
+            "Extra inputs are not permitted",
+        ),
+    ],
+)
 def test_when_a_class_is_unknown_or_a_key_is_extra_then_it_is_refused(old, new, path, rule):
     with pytest.raises(PolicyError) as exc:
         RetentionPolicy.from_yaml(shipped().replace(old, new), source="r.yaml")

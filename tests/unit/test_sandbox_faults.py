@@ -33,16 +33,19 @@ def test_when_an_endpoint_overrides_the_tail_then_it_keeps_the_common_median():
     assert plan.for_path("/v1/court/dishonest") == Faults(latency_ms=20, latency_p99_ms=100)
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("latency=20", "unknown knob 'latency'"),
-    ("5xx=1.5", "5xx is a rate between 0 and 1"),
-    ("timeout=x", "timeout must be a number"),
-    ("latency_ms=nan", "latency_ms must be a finite number"),
-    ("latency_ms=-1", "latency_ms must not be negative"),
-    ("latency_ms=50,latency_p99_ms=20", "latency_p99_ms must be at least latency_ms"),
-    ("latency_p99_ms=200", "latency_p99_ms needs latency_ms"),
-    ("latency_ms=50,credit:latency_p99_ms=20", "latency_p99_ms must be at least latency_ms"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("latency=20", "unknown knob 'latency'"),
+        ("5xx=1.5", "5xx is a rate between 0 and 1"),
+        ("timeout=x", "timeout must be a number"),
+        ("latency_ms=nan", "latency_ms must be a finite number"),
+        ("latency_ms=-1", "latency_ms must not be negative"),
+        ("latency_ms=50,latency_p99_ms=20", "latency_p99_ms must be at least latency_ms"),
+        ("latency_p99_ms=200", "latency_p99_ms needs latency_ms"),
+        ("latency_ms=50,credit:latency_p99_ms=20", "latency_p99_ms must be at least latency_ms"),
+    ],
+)
 def test_when_a_knob_is_wrong_then_the_error_names_it_and_the_rule(spec, message):
     with pytest.raises(FaultSpecError, match=message):
         parse_faults(spec)

@@ -7,19 +7,30 @@ from policies.scorecard import Scorecard, assess
 CARD = catalog.scorecard()
 
 
-@pytest.mark.parametrize("features, outcome, reasons", [
-    ({"id_check": "passed"}, "verified", ()),
-    ({"id_check": "passed", "phone_range": "virtual_operator"}, "verified",
-     ("PHONE_VIRTUAL_OPERATOR",)),
-    ({"id_check": "passed", "id_reuse": "shared"}, "review", ("ID_SHARED_ACROSS_APPLICATIONS",)),
-    ({"id_check": "inconclusive"}, "review", ("ID_NO_RECORD",)),
-    ({"id_check": "error"}, "review", ("ID_SOURCE_ERROR",)),
-    ({"id_check": "skipped"}, "review", ("ID_NOT_CHECKED",)),
-    ({"id_check": "failed"}, "decline_recommended", ("ID_MISMATCH",)),
-    ({}, "review", ("ID_NOT_CHECKED",)),
-])
-def test_when_features_are_scored_then_outcome_and_reasons_follow_the_card(features, outcome,
-                                                                            reasons):
+@pytest.mark.parametrize(
+    "features, outcome, reasons",
+    [
+        ({"id_check": "passed"}, "verified", ()),
+        (
+            {"id_check": "passed", "phone_range": "virtual_operator"},
+            "verified",
+            ("PHONE_VIRTUAL_OPERATOR",),
+        ),
+        (
+            {"id_check": "passed", "id_reuse": "shared"},
+            "review",
+            ("ID_SHARED_ACROSS_APPLICATIONS",),
+        ),
+        ({"id_check": "inconclusive"}, "review", ("ID_NO_RECORD",)),
+        ({"id_check": "error"}, "review", ("ID_SOURCE_ERROR",)),
+        ({"id_check": "skipped"}, "review", ("ID_NOT_CHECKED",)),
+        ({"id_check": "failed"}, "decline_recommended", ("ID_MISMATCH",)),
+        ({}, "review", ("ID_NOT_CHECKED",)),
+    ],
+)
+def test_when_features_are_scored_then_outcome_and_reasons_follow_the_card(
+    features, outcome, reasons
+):
     result = assess(CARD, features)
     assert result.outcome == outcome
     assert result.reasons == reasons
@@ -36,12 +47,15 @@ def test_when_a_feature_is_unknown_then_scoring_refuses_it():
         assess(CARD, {"shoe_size": "42"})
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda d: d["thresholds"].update(review=80), "thresholds"),
-    (lambda d: d["features"]["id_check"]["reasons"].update(failed="NOT_A_CODE"), "labels"),
-    (lambda d: d["features"]["id_check"].update(default="maybe"), "default"),
-    (lambda d: d["reasons"]["ID_MISMATCH"].pop("zh"), "zh"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d["thresholds"].update(review=80), "thresholds"),
+        (lambda d: d["features"]["id_check"]["reasons"].update(failed="NOT_A_CODE"), "labels"),
+        (lambda d: d["features"]["id_check"].update(default="maybe"), "default"),
+        (lambda d: d["reasons"]["ID_MISMATCH"].pop("zh"), "zh"),
+    ],
+)
 def test_when_a_scorecard_does_not_validate_then_it_is_refused_at_load(mutate, message):
     data = yaml.safe_load(shipped.read_text("risk/scorecard.yaml"))
     mutate(data)

@@ -20,8 +20,10 @@ PLANTED = Canaries({"phone": PHONE, "id_number": ID_NUMBER, "name": NAME}, forms
 
 
 def test_every_development_kek_of_the_tests_carries_the_mark_and_none_repeats():
-    keys = [base64.b64decode(k, validate=True) for k in json.loads(
-        DEVELOPMENT_KEKS.read_text(encoding="utf-8"))["keys"]]
+    keys = [
+        base64.b64decode(k, validate=True)
+        for k in json.loads(DEVELOPMENT_KEKS.read_text(encoding="utf-8"))["keys"]
+    ]
     assert len(keys) == 256 and len(set(keys)) == len(keys)
     assert all(len(k) == 32 for k in keys)
     assert all(_marked(k) for k in keys)
@@ -30,8 +32,10 @@ def test_every_development_kek_of_the_tests_carries_the_mark_and_none_repeats():
 def test_the_tests_draw_development_keks_from_the_file_in_turn():
     from storage import keyring
 
-    known = {base64.b64decode(k) for k in json.loads(
-        DEVELOPMENT_KEKS.read_text(encoding="utf-8"))["keys"]}
+    known = {
+        base64.b64decode(k)
+        for k in json.loads(DEVELOPMENT_KEKS.read_text(encoding="utf-8"))["keys"]
+    }
     drawn = [keyring.kek_key(development=True) for _ in range(3)]
     assert set(drawn) <= known and len(set(drawn)) == 3
     production = keyring.kek_key(development=False)
@@ -57,8 +61,11 @@ def test_names_in_lists_the_canaries_a_text_holds_in_their_order():
 
 def test_values_alone_are_numbered_and_a_repeated_name_keeps_both_values():
     assert Canaries(["a1b2c3", "d4e5f6"]).names_in("x d4e5f6") == ["canary 2"]
-    lines = [{"applicant_ref": "R-1", "phone": "13900139000"},
-             {"applicant_ref": "R-1", "phone": "13700137000"}, "not a line"]
+    lines = [
+        {"applicant_ref": "R-1", "phone": "13900139000"},
+        {"applicant_ref": "R-1", "phone": "13700137000"},
+        "not a line",
+    ]
     both = Canaries.of_lines(lines, ("phone",))
     assert both.names_in("13700137000 13900139000") == ["phone of R-1", "phone of R-1 (2)"]
     joined = both | Canaries({"phone of R-1": "13600136000"})
@@ -73,15 +80,19 @@ def test_min_bytes_leaves_out_forms_short_enough_to_match_by_chance():
 
 def test_files_under_a_folder_are_scanned_by_pattern(tmp_path: Path):
     (tmp_path / "done").mkdir()
-    (tmp_path / "done" / "a.report.json").write_text(json.dumps({"x": NAME},
-                                                                ensure_ascii=False))
+    (tmp_path / "done" / "a.report.json").write_text(json.dumps({"x": NAME}, ensure_ascii=False))
     (tmp_path / "b.jsonl").write_bytes(base64.b64encode(ID_NUMBER.encode()))
     (tmp_path / "c.db").write_bytes(PHONE.encode("utf-16-le"))
-    found = {(x.canary, x.form, Path(x.where.removeprefix("file ")).name)
-             for x in PLANTED.in_files(tmp_path)}
-    assert found == {("name", "plain", "a.report.json"), ("id_number", "base64", "b.jsonl"),
-                     ("id_number", "base64url", "b.jsonl"),  # alike for this value
-                     ("phone", "utf-16-le", "c.db")}
+    found = {
+        (x.canary, x.form, Path(x.where.removeprefix("file ")).name)
+        for x in PLANTED.in_files(tmp_path)
+    }
+    assert found == {
+        ("name", "plain", "a.report.json"),
+        ("id_number", "base64", "b.jsonl"),
+        ("id_number", "base64url", "b.jsonl"),  # alike for this value
+        ("phone", "utf-16-le", "c.db"),
+    }
     reports = PLANTED.in_files(tmp_path, pattern="*.report.json")
     assert [(x.canary, x.form) for x in reports] == [("name", "plain")]
 
@@ -91,12 +102,16 @@ def test_database_rows_are_scanned_column_by_column():
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE notes (id INTEGER, body TEXT, blob BLOB)"))
         conn.execute(text("CREATE TABLE clean (id INTEGER, body TEXT)"))
-        conn.execute(text("INSERT INTO notes VALUES (1, 'fine', NULL), (2, :b, :x)"),
-                     {"b": f"called {PHONE}", "x": NAME.encode("utf-8")})
+        conn.execute(
+            text("INSERT INTO notes VALUES (1, 'fine', NULL), (2, :b, :x)"),
+            {"b": f"called {PHONE}", "x": NAME.encode("utf-8")},
+        )
         conn.execute(text("INSERT INTO clean VALUES (1, 'nothing')"))
     plain = Canaries(PLANTED.values)
     assert {(x.canary, x.where) for x in plain.in_rows(engine)} == {
-        ("phone", "notes row 2 column body"), ("name", "notes row 2 column blob")}
+        ("phone", "notes row 2 column body"),
+        ("name", "notes row 2 column blob"),
+    }
     assert plain.in_rows(engine, ["clean"]) == []
     engine.dispose()
 
@@ -113,4 +128,6 @@ def test_log_records_are_scanned_with_their_arguments_and_tracebacks():
 
     records = [record("all well"), record("calling %s", PHONE), record("failed", exc=True)]
     assert [(x.canary, x.where) for x in Canaries(PLANTED.values).in_logs(records)] == [
-        ("phone", "log record 2 (idv.test)"), ("id_number", "log record 3 (idv.test)")]
+        ("phone", "log record 2 (idv.test)"),
+        ("id_number", "log record 3 (idv.test)"),
+    ]

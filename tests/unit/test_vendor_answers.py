@@ -14,15 +14,17 @@ SHARED = {"request_id", "as_of", "fee_cents"}
 REQUIRED = {
     "id_check": SHARED | {"result"},
     "carrier_check": SHARED | {"result", "number_status", "tenure_band"},
-    "court_list": SHARED | {"result", "entries", "entries[].match", "entries[].case_number",
-                            "entries[].status"},
+    "court_list": SHARED
+    | {"result", "entries", "entries[].match", "entries[].case_number", "entries[].status"},
     "credit_report": SHARED | {"result"},
 }
 GOOD = {
     "id_check": {"result": "MATCH"},
     "carrier_check": {"result": "MATCH", "number_status": "active", "tenure_band": "gt_24m"},
-    "court_list": {"result": "HIT", "entries": [{"match": "confirmed", "case_number": "x",
-                                                 "status": "active"}]},
+    "court_list": {
+        "result": "HIT",
+        "entries": [{"match": "confirmed", "case_number": "x", "status": "active"}],
+    },
     "credit_report": {"result": "NO_RECORD"},
 }
 BASE = {"request_id": "r", "as_of": "2026-11-01", "fee_cents": 15}
@@ -61,13 +63,23 @@ def test_when_a_court_entry_lacks_a_required_field_then_the_answer_does_not_pars
         assert CourtListAnswer.parse({**body, "entries": [broken]}) is None, field
 
 
-@pytest.mark.parametrize("summary", [
-    {},
-    {"loans": 1, "overdue": {"m1": 0, "m3": 0, "m6_plus": 0}},
-    {"loans": True, "overdue": {"m1": 0, "m3": 0, "m6_plus": 0},
-     "inquiries": {"m1": 0, "m3": 0, "m6": 0}},
-    {"loans": 1, "overdue": {"m1": "0", "m3": 0, "m6_plus": 0},
-     "inquiries": {"m1": 0, "m3": 0, "m6": 0}},
-], ids=["no summary", "no inquiries", "a boolean count", "a count as text"])
+@pytest.mark.parametrize(
+    "summary",
+    [
+        {},
+        {"loans": 1, "overdue": {"m1": 0, "m3": 0, "m6_plus": 0}},
+        {
+            "loans": True,
+            "overdue": {"m1": 0, "m3": 0, "m6_plus": 0},
+            "inquiries": {"m1": 0, "m3": 0, "m6": 0},
+        },
+        {
+            "loans": 1,
+            "overdue": {"m1": "0", "m3": 0, "m6_plus": 0},
+            "inquiries": {"m1": 0, "m3": 0, "m6": 0},
+        },
+    ],
+    ids=["no summary", "no inquiries", "a boolean count", "a count as text"],
+)
 def test_when_a_found_credit_file_lacks_a_usable_summary_then_it_does_not_parse(summary):
     assert CreditReportAnswer.parse({**BASE, "result": "FOUND", **summary}) is None
