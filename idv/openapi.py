@@ -75,12 +75,6 @@ class VerificationAnswer(Answer):
     steps: list[VerifiedStep]
 
 
-class WhitelistEntry(Answer):
-    entry_id: str
-    applicant_ref: str
-    case_number: str
-
-
 # Why each status is given, as the document says it.
 WHY = {
     200: "done",

@@ -288,6 +288,14 @@ class Dossier(_Model):
     public_key: str
 
 
+class WhitelistEntry(_Model):
+    """An (applicant, court-list entry) pair marked not a match."""
+
+    entry_id: str
+    applicant_ref: str
+    case_number: str
+
+
 class BulkResult(_Model):
     """What a bulk operation changed, and each case it left as it was with why (a proposal
     waiting for a second person, another person's live claim, closed, a queue the assignee
@@ -1005,7 +1013,7 @@ class CaseService:
     # --- the court whitelist --------------------------------------------------------------
 
     def whitelist(self, applicant_ref: str, case_number: str, reason: str, *, actor: Actor
-                  ) -> dict[str, Any]:
+                  ) -> WhitelistEntry:
         """Mark an (applicant, court-list entry) pair as not a match: later screenings of
         the pair do not flag. Reversible (`unwhitelist`)."""
         from services.subjects import require_ref
@@ -1023,16 +1031,16 @@ class CaseService:
             raise NotFound("applicant_ref", "no such applicant")
         entry_id = self.store.cases.whitelist(applicant_ref, case_number, actor=actor.name,
                                               reason=reason)
-        return {"entry_id": entry_id, "applicant_ref": applicant_ref,
-                "case_number": case_number}
+        return WhitelistEntry(entry_id=entry_id, applicant_ref=applicant_ref,
+                              case_number=case_number)
 
-    def unwhitelist(self, entry_id: str, *, actor: Actor) -> dict[str, Any]:
+    def unwhitelist(self, entry_id: str, *, actor: Actor) -> WhitelistEntry:
         self._permit(actor, "whitelist", "unwhitelist")
         done = self.store.cases.unwhitelist(entry_id, actor=actor.name)
         if done is None:
             raise NotFound("entry_id", "no such whitelist entry in force")
-        return {"entry_id": entry_id, "applicant_ref": done.applicant_ref,
-                "case_number": done.case_number}
+        return WhitelistEntry(entry_id=entry_id, applicant_ref=done.applicant_ref,
+                              case_number=done.case_number)
 
     # --- referral dossier -----------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from starlette.convertors import Convertor, register_url_convertor
 
 from idv.api.auth import Actor
 from idv.api.params import Svc, needs
-from idv.openapi import WhitelistEntry, answers
+from idv.openapi import answers
 from policies.vocabulary import (
     UUID_PATTERN,
     ApplicantRef,
@@ -35,6 +35,7 @@ from services.cases import (
     Revealed,
     RevealRequest,
     SlaReport,
+    WhitelistEntry,
 )
 
 router = APIRouter(tags=["cases"])

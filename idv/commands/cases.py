@@ -270,9 +270,9 @@ def review_whitelist(
     with runtime() as rt:
         out = rt.services.cases.whitelist(applicant_ref, case_number, reason, actor=actor())
     if as_json:
-        emit(out)
+        emit(out.model_dump())
     else:
-        console.print(f"whitelisted: entry {out['entry_id']}")
+        console.print(f"whitelisted: entry {out.entry_id}")
 
 
 @review_app.command("unwhitelist")
@@ -281,9 +281,9 @@ def review_unwhitelist(entry_id: str, as_json: JsonOpt = False) -> None:
     with runtime() as rt:
         out = rt.services.cases.unwhitelist(entry_id, actor=actor())
     if as_json:
-        emit(out)
+        emit(out.model_dump())
     else:
-        console.print(f"revoked: entry {out['entry_id']}")
+        console.print(f"revoked: entry {out.entry_id}")
 
 
 @review_app.command("wake")

@@ -124,7 +124,7 @@ def test_a_whitelisted_pair_no_longer_flags_and_revoking_it_flags_again(runtime,
     assert now["hit"] == "none"
     [latest] = clear_whitelisted(runtime, "CT-4", [runtime.store.applicants.get("CT-4").steps[-1]])
     assert latest.status == "passed" and latest.signals["court_whitelisted"] == 1
-    svc.unwhitelist(entry["entry_id"], actor=SUPER)
+    svc.unwhitelist(entry.entry_id, actor=SUPER)
     assert runtime.court_requery("CT-4")["hit"] == "confirmed"
     kinds = [e.kind for e in runtime.store.audit.events(subject_ref="CT-4")]
     assert "court.whitelisted" in kinds and "court.whitelist_revoked" in kinds
