@@ -5,9 +5,10 @@ fixtures (the `idv` subprocess, the canary scan) is in tests/support.py.
 
 Cheaper than production, and only in the tests: development KEKs are taken from
 tests/vectors/development_keks.json instead of drawn, password hashes use argon2's smallest
-cost, the `idv` command tree is built once per process, and an SQLite database starts as a
-copy of one migrated once per process (`_cheap_key_material`, `_cli_built_once`,
-`migrated_sqlite`).
+cost, the `idv` command tree is built once per process, HTTP clients share one default TLS
+context, a loopback server stops at once, and an SQLite database starts as a copy of one
+migrated once per process (`_cheap_key_material`, `_cli_built_once`,
+`_one_default_tls_context`, `LoopbackServer`, `migrated_sqlite`).
 
 Also the lanes' markers: a test's folder marks it (`e2e/`, `flows/`), and a unit or
 integration test that starts a process fails unless it is marked `subprocess`, so that
@@ -108,6 +109,57 @@ def reserve_port() -> socket.socket:
     return sock
 
 
+def _quick_uvicorn() -> type:
+    """uvicorn's server, serving as it does, that stops as soon as it is told: its own loop
+    looks at `should_exit` every 0.1 s and its shutdown sleeps 0.1 s and then polls the
+    connections every 0.1 s, some 0.15 s a stop that tests starting hundreds of servers pay
+    again and again. Here the loop is woken, and the shutdown (the same steps: stop
+    listening, close the connections, wait for them and the tasks, then the lifespan) polls
+    every 2 ms."""
+    import asyncio
+    import contextlib
+
+    import uvicorn
+
+    class QuickStop(uvicorn.Server):
+        _loop: asyncio.AbstractEventLoop | None = None
+        _wake: asyncio.Event | None = None
+
+        async def main_loop(self) -> None:
+            self._wake = asyncio.Event()
+            self._loop = asyncio.get_running_loop()
+            counter = 0
+            while not await self.on_tick(counter):
+                counter = (counter + 1) % 864000
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 0.1)
+
+        def wake(self) -> None:
+            loop, wake = self._loop, self._wake
+            if loop is not None and wake is not None:
+                with contextlib.suppress(RuntimeError):  # its loop has closed already
+                    loop.call_soon_threadsafe(wake.set)
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            for server in self.servers:
+                server.close()
+            for sock in sockets or []:
+                sock.close()
+            for connection in list(self.server_state.connections):
+                connection.shutdown()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.config.timeout_graceful_shutdown \
+                if self.config.timeout_graceful_shutdown else loop.time() + 10
+            while (self.server_state.connections or self.server_state.tasks) \
+                    and loop.time() < deadline:
+                await asyncio.sleep(0.002)
+            for server in self.servers:
+                await server.wait_closed()
+            await self.lifespan.shutdown()
+
+    return QuickStop
+
+
 class LoopbackServer:
     """An ASGI app (our API) served by uvicorn in a daemon thread on 127.0.0.1: real HTTP
     over loopback, started and stopped by the test."""
@@ -121,7 +173,7 @@ class LoopbackServer:
         sock = sock or reserve_port()
         self.port = int(sock.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(
+        self.server = _quick_uvicorn()(uvicorn.Config(
             app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off",
             access_log=False))
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]},
@@ -129,12 +181,13 @@ class LoopbackServer:
         self._thread.start()
         deadline = time.monotonic() + 10
         while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
+            time.sleep(0.002)
         if not self.server.started:
             raise RuntimeError(f"the loopback server on port {self.port} did not start")
 
     def stop(self) -> None:
         self.server.should_exit = True
+        self.server.wake()
         self._thread.join(10)
 
 
@@ -260,6 +313,32 @@ def _cli_built_once() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_default_tls_context() -> Iterator[None]:
+    """Every `httpx.Client` loads the CA bundle into a TLS context of its own (20 ms), even
+    for plain http on loopback, and the tests make hundreds of clients: those that ask for
+    the default verification (the bundle named by the same environment) share one."""
+    import ssl
+
+    import httpx._transports.default as transports
+
+    make = transports.create_ssl_context
+    made: dict[tuple[str | None, str | None], ssl.SSLContext] = {}
+
+    def create_ssl_context(verify: Any = True, cert: Any = None,
+                           trust_env: bool = True) -> ssl.SSLContext:
+        if verify is not True or cert is not None or not trust_env:
+            return make(verify=verify, cert=cert, trust_env=trust_env)
+        key = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+        if key not in made:
+            made[key] = make(verify=verify, cert=cert, trust_env=trust_env)
+        return made[key]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(transports, "create_ssl_context", create_ssl_context)
+        yield
+
+
 class MigratedSqlite:
     """An SQLite file migrated to head once per process, copied where a test's database is
     about to be made: a copy takes a millisecond, the migrations 0.2 s."""
@@ -341,8 +420,9 @@ def make_runtime(request: pytest.FixtureRequest, key_file: Path, tmp_path: Path,
     key_file=key_file)` and, when the test takes the `database` fixture, its database
     (`database_url`, `database_schema`); keyword arguments override any of these. Every
     runtime made is closed after the test, the last made first. In development, an SQLite
-    database not there yet starts as a copy of the migrated one (what `auto_migrate` would
-    make of it at the first use); production's start-up checks see the folder untouched."""
+    database not there yet starts as a copy of the migrated one, which is what `auto_migrate`
+    would make of it at the first use (so it is not asked to, unless the test says so);
+    production's start-up checks see the folder untouched."""
     from flows.runtime import Runtime
     from flows.settings import Settings
 
@@ -354,8 +434,10 @@ def make_runtime(request: pytest.FixtureRequest, key_file: Path, tmp_path: Path,
 
     def make(**overrides: Any) -> Any:
         settings = Settings(**{**base, **overrides})
-        if settings.auto_migrate and settings.env == "development":
-            migrated_sqlite.seed(settings.resolved_database_url)
+        if (settings.auto_migrate and settings.env == "development"
+                and migrated_sqlite.seed(settings.resolved_database_url)
+                and "auto_migrate" not in overrides):
+            settings = Settings(**{**base, **overrides, "auto_migrate": False})
         rt = Runtime(settings)
         made.append(rt)
         return rt

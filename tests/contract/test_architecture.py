@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import inspect
 import pkgutil
@@ -26,12 +27,19 @@ def sources():
             yield from sorted(base.rglob("*.py"))
 
 
+@functools.cache
+def nodes(path: Path) -> tuple[ast.AST, ...]:
+    """Every node of a source file's tree, parsed and walked once for all the tests here
+    (they only read it)."""
+    return tuple(ast.walk(ast.parse(path.read_text(encoding="utf-8"))))
+
+
 def test_when_the_code_is_read_then_only_the_gate_calls_verify():
     callers = set()
     for path in sources():
         if path in (ROOT / "idv" / "proofcheck.py", ROOT / "storage" / "crypto.py"):
             continue  # the two `cryptography` importers: an Ed25519 key's `verify`
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in nodes(path):
             if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                     and node.func.attr == "verify"):
                 callers.add(str(path.relative_to(ROOT)))
@@ -47,7 +55,7 @@ def test_when_the_code_is_read_then_only_the_step_runner_reaches_the_gate_and_th
     for path in sources():
         if "sandbox" in path.parts:
             continue
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in nodes(path):
             if not isinstance(node, ast.Call):
                 continue
             func = node.func
@@ -82,7 +90,7 @@ def test_when_the_code_is_read_then_the_phone_verifier_is_only_ever_handed_to_th
     for path in sources():
         if "verifiers" in path.relative_to(ROOT).parts[:1]:
             continue
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        for node in nodes(path):
             if not isinstance(node, ast.Call):
                 continue
             name = getattr(node.func, "id", getattr(node.func, "attr", None))
@@ -119,8 +127,7 @@ def test_when_the_code_is_read_then_only_one_module_imports_cryptography_hazmat(
     importers = []
     # sandbox/ imitates external services (Vault's transit engine) and is not shipped logic.
     for path in (p for p in sources() if "sandbox" not in p.parts):
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
+        for node in nodes(path):
             names = []
             if isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
