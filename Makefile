@@ -48,10 +48,12 @@ test-fast: $(STAMP)
 	PYTHONDONTWRITEBYTECODE= PYTHONPYCACHEPREFIX=$(CURDIR)/.pytest_cache/pycache \
 	  $(BIN)/python -m pytest -q $(XDIST) -m "$(FAST) and not slow"
 
-# Lint, import contracts and types (mypy strict on policies/, verifiers/, storage/: the
-# [tool.mypy] table of pyproject.toml): CI runs it before the tests, `make check` too.
+# Lint, formatting, import contracts and types (mypy strict on policies/, verifiers/,
+# storage/: the [tool.mypy] table of pyproject.toml): CI runs it before the tests, `make
+# check` too.
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 

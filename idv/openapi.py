@@ -81,13 +81,13 @@ WHY = {
     201: "recorded",
     302: "to the provider's authorization page",
     400: "refused: a body that is not JSON, a malformed page parameter, a wrong state, or "
-         "a code the provider refused",
+    "a code the provider refused",
     401: "missing or wrong bearer token",
     403: "not allowed: no live consent, a declined authorization, an unsigned or old link, "
-         "a role without the permission, confirming one's own decision",
+    "a role without the permission, confirming one's own decision",
     404: "no such subject, consent, provider, case or saved view",
     409: "conflicts with what is held: a case not claimed by the caller, an expired lease, "
-         "evidence changed since it was read",
+    "evidence changed since it was read",
     413: "the body is larger than the route reads",
     422: "a field breaks a rule (the field and the rule are named, never the value)",
     502: "the provider answered something that is not a valid answer",
@@ -98,18 +98,22 @@ WHY = {
 ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
 HTML = {"text/html": {"schema": {"type": "string"}}}
 # The pages an applicant's browser lands on; none may be cached, framed or referred from.
-PAGE_HEADERS = {name: {"schema": {"type": "string"}, "required": True}
-                for name in ("Cache-Control", "Referrer-Policy", "X-Frame-Options")}
+PAGE_HEADERS = {
+    name: {"schema": {"type": "string"}, "required": True}
+    for name in ("Cache-Control", "Referrer-Policy", "X-Frame-Options")
+}
 
 
 def answers(*codes: int, pages: tuple[int, ...] = ()) -> dict[int | str, dict[str, Any]]:
     """The `responses=` of a route: each code in `codes` with `ErrorBody`, each in `pages`
     with an HTML page (the OAuth routes a browser follows)."""
     out: dict[int | str, dict[str, Any]] = {
-        code: {"model": ErrorBody, "description": WHY[code]} for code in codes}
+        code: {"model": ErrorBody, "description": WHY[code]} for code in codes
+    }
     if 401 in out:
-        out[401]["headers"] = {"WWW-Authenticate": {
-            "schema": {"type": "string", "const": "Bearer"}, "required": True}}
+        out[401]["headers"] = {
+            "WWW-Authenticate": {"schema": {"type": "string", "const": "Bearer"}, "required": True}
+        }
     for code in pages:
         out[code] = {"description": WHY[code], "content": HTML, "headers": PAGE_HEADERS}
     return out
@@ -118,5 +122,7 @@ def answers(*codes: int, pages: tuple[int, ...] = ()) -> dict[int | str, dict[st
 def json_answers(*codes: int) -> dict[int | str, dict[str, Any]]:
     """`ErrorBody` answers on a route whose own media type is not JSON (an HTML page that a
     missing parameter refuses before the page is made)."""
-    return {code: {"description": WHY[code],
-                   "content": {"application/json": {"schema": ERROR_REF}}} for code in codes}
+    return {
+        code: {"description": WHY[code], "content": {"application/json": {"schema": ERROR_REF}}}
+        for code in codes
+    }

@@ -25,8 +25,10 @@ def _show_outcome(out: Any, as_json: bool, verb: str) -> None:
         console.print("no case is waiting for you")
     else:
         extra = f", claimed by {out.claimed_by} until {out.lease_until}" if out.claimed_by else ""
-        console.print(f"case {out.case_id} {verb}: {out.status} in the {out.queue} queue{extra}"
-                      + (f" ({out.note})" if out.note else ""))
+        console.print(
+            f"case {out.case_id} {verb}: {out.status} in the {out.queue} queue{extra}"
+            + (f" ({out.note})" if out.note else "")
+        )
 
 
 @review_app.command("next")
@@ -63,10 +65,14 @@ def review_show(case_id: CaseArg, as_json: JsonOpt = False) -> None:
         emit(view.model_dump())
         return
     c = view.case
-    console.print(f"case {c.case_id}: {c.applicant_ref} {c.status} ({c.queue} queue), "
-                  f"priority {c.priority}, due {c.due_at} [{c.sla}]")
-    console.print(f"  {c.name} / {c.id_number} / {c.phone or '-'}; score {view.score}, "
-                  f"policy {view.policy_version}, evidence version {c.evidence_version}")
+    console.print(
+        f"case {c.case_id}: {c.applicant_ref} {c.status} ({c.queue} queue), "
+        f"priority {c.priority}, due {c.due_at} [{c.sla}]"
+    )
+    console.print(
+        f"  {c.name} / {c.id_number} / {c.phone or '-'}; score {view.score}, "
+        f"policy {view.policy_version}, evidence version {c.evidence_version}"
+    )
     for r in view.reasons:
         console.print(f"  reason {r.code}: {r.en} / {r.zh}")
     for p in view.points:
@@ -75,27 +81,37 @@ def review_show(case_id: CaseArg, as_json: JsonOpt = False) -> None:
         console.print(f"  alert {a.rule} at {a.created_at}: {a.evidence}")
     for st in view.steps:
         consent = ", ".join(f"{x.notice_version} granted {x.granted_at}" for x in st.consents)
-        console.print(f"  step {st.step}: {st.status} ({st.reason}) as of {st.as_of or '-'}, "
-                      f"request {st.vendor_request_id or '-'}, fee {st.fee_cents} cents, "
-                      f"consent {consent or '-'}")
+        console.print(
+            f"  step {st.step}: {st.status} ({st.reason}) as of {st.as_of or '-'}, "
+            f"request {st.vendor_request_id or '-'}, fee {st.fee_cents} cents, "
+            f"consent {consent or '-'}"
+        )
     for e in view.court_entries:
-        console.print(f"  court entry {e.case_number}: {e.level}, {e.status}"
-                      + (" (whitelisted)" if e.whitelisted else ""))
+        console.print(
+            f"  court entry {e.case_number}: {e.level}, {e.status}"
+            + (" (whitelisted)" if e.whitelisted else "")
+        )
     for d in view.decisions:
-        console.print(f"  decision {d.action} by {d.actor} ({d.status}) at {d.decided_at}: "
-                      f"{d.reason}")
+        console.print(
+            f"  decision {d.action} by {d.actor} ({d.status}) at {d.decided_at}: {d.reason}"
+        )
     for n in view.notes:
         console.print(f"  note by {n.author} at {n.created_at}: {n.text}")
     for o in view.outreach:
-        console.print(f"  outreach {o.outreach_id} {o.template} by {o.channel}: {o.status} "
-                      f"until {o.expires_at}")
+        console.print(
+            f"  outreach {o.outreach_id} {o.template} by {o.channel}: {o.status} "
+            f"until {o.expires_at}"
+        )
     for t in view.timeline:
         console.print(f"  {t.at} {t.kind} {t.actor or ''}")
 
 
 @review_app.command("note")
-def review_note(case_id: CaseArg, text: Annotated[str, typer.Argument(help="The note.")],
-                as_json: JsonOpt = False) -> None:
+def review_note(
+    case_id: CaseArg,
+    text: Annotated[str, typer.Argument(help="The note.")],
+    as_json: JsonOpt = False,
+) -> None:
     """Add a note to a case (sealed at rest)."""
     with runtime() as rt:
         out = rt.services.cases.note(case_id, text, actor=actor())
@@ -106,16 +122,19 @@ def review_note(case_id: CaseArg, text: Annotated[str, typer.Argument(help="The 
 def review_reveal(
     case_id: CaseArg,
     field: Annotated[str, typer.Option(help="name, id_number or phone")],
-    reason_code: Annotated[str, typer.Option(
-        "--reason-code", help="A reason in policies/access.yaml (reveal.reasons).")],
+    reason_code: Annotated[
+        str,
+        typer.Option("--reason-code", help="A reason in policies/access.yaml (reveal.reasons)."),
+    ],
     reason: Annotated[str, typer.Option(help="Why, in words (audited).")],
     as_json: JsonOpt = False,
 ) -> None:
     """Show one unmasked field of the case's applicant (needs `reveal`; audited; limited
     per user per day)."""
     with runtime() as rt:
-        out = rt.services.cases.reveal(case_id, {"field": field, "reason_code": reason_code,
-                                                 "reason": reason}, actor=actor())
+        out = rt.services.cases.reveal(
+            case_id, {"field": field, "reason_code": reason_code, "reason": reason}, actor=actor()
+        )
     if as_json:
         emit(out.model_dump())
     else:
@@ -125,24 +144,36 @@ def review_reveal(
 @review_app.command("decide")
 def review_decide(
     case_id: CaseArg,
-    action: Annotated[str, typer.Argument(
-        help="approve, reject, request_info, escalate, refer or close")],
+    action: Annotated[
+        str, typer.Argument(help="approve, reject, request_info, escalate, refer or close")
+    ],
     reason: Annotated[str, typer.Option(help="Why (stored with the decision).")],
-    disposition: Annotated[str | None, typer.Option(
-        help="false_positive, valuable_alert or confirmed_risk (close needs one).")] = None,
+    disposition: Annotated[
+        str | None,
+        typer.Option(help="false_positive, valuable_alert or confirmed_risk (close needs one)."),
+    ] = None,
     template: Annotated[str | None, typer.Option(help="request_info: the template.")] = None,
-    channel: Annotated[str | None, typer.Option(
-        help="request_info: sms, in_app or wechat_template.")] = None,
-    evidence_version: Annotated[int | None, typer.Option(
-        "--evidence-version", min=1, help="The evidence version you read.")] = None,
+    channel: Annotated[
+        str | None, typer.Option(help="request_info: sms, in_app or wechat_template.")
+    ] = None,
+    evidence_version: Annotated[
+        int | None, typer.Option("--evidence-version", min=1, help="The evidence version you read.")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Decide a case you have claimed. Reject and refer wait for a supervisor's confirm."""
-    req = {"action": action, "reason": reason, "disposition": disposition,
-           "template": template, "channel": channel, "evidence_version": evidence_version}
+    req = {
+        "action": action,
+        "reason": reason,
+        "disposition": disposition,
+        "template": template,
+        "channel": channel,
+        "evidence_version": evidence_version,
+    }
     with runtime() as rt:
-        out = rt.services.cases.decide(case_id, {k: v for k, v in req.items() if v is not None},
-                                       actor=actor())
+        out = rt.services.cases.decide(
+            case_id, {k: v for k, v in req.items() if v is not None}, actor=actor()
+        )
     _show_outcome(out, as_json, "decided")
 
 
@@ -187,8 +218,9 @@ def review_snooze(
 
 
 @review_app.command("escalate")
-def review_escalate(case_id: CaseArg, reason: Annotated[str, typer.Option(help="Why.")],
-                    as_json: JsonOpt = False) -> None:
+def review_escalate(
+    case_id: CaseArg, reason: Annotated[str, typer.Option(help="Why.")], as_json: JsonOpt = False
+) -> None:
     """Move a claimed case to the supervisor queue."""
     with runtime() as rt:
         out = rt.services.cases.escalate(case_id, reason, actor=actor())
@@ -225,9 +257,11 @@ def review_tag(
 
 
 @review_app.command("bulk-assign")
-def review_bulk_assign(case_ids: Annotated[list[str], typer.Argument(help="Case ids.")],
-                       to: Annotated[str, typer.Option("--to", help="The user.")],
-                       as_json: JsonOpt = False) -> None:
+def review_bulk_assign(
+    case_ids: Annotated[list[str], typer.Argument(help="Case ids.")],
+    to: Annotated[str, typer.Option("--to", help="The user.")],
+    as_json: JsonOpt = False,
+) -> None:
     """Assign many cases at once (needs `bulk`)."""
     with runtime() as rt:
         out = rt.services.cases.bulk_assign(case_ids, to, actor=actor())
@@ -242,8 +276,9 @@ def review_bulk_assign(case_ids: Annotated[list[str], typer.Argument(help="Case 
 @review_app.command("bulk-close")
 def review_bulk_close(
     case_ids: Annotated[list[str], typer.Argument(help="Case ids.")],
-    disposition: Annotated[str, typer.Option(
-        help="false_positive, valuable_alert or confirmed_risk")],
+    disposition: Annotated[
+        str, typer.Option(help="false_positive, valuable_alert or confirmed_risk")
+    ],
     reason: Annotated[str, typer.Option(help="Why.")],
     as_json: JsonOpt = False,
 ) -> None:
@@ -261,8 +296,9 @@ def review_bulk_close(
 @review_app.command("whitelist")
 def review_whitelist(
     applicant_ref: str,
-    case_number: Annotated[str, typer.Option("--case-number",
-                                             help="The court-list entry's case number.")],
+    case_number: Annotated[
+        str, typer.Option("--case-number", help="The court-list entry's case number.")
+    ],
     reason: Annotated[str, typer.Option(help="Why the entry is not this applicant.")],
     as_json: JsonOpt = False,
 ) -> None:
@@ -294,8 +330,9 @@ def review_wake(as_json: JsonOpt = False) -> None:
     if as_json:
         emit(out)
     else:
-        console.print(f"outreach expired: {out['outreach_expired']}, snoozes ended: "
-                      f"{out['snoozes_ended']}")
+        console.print(
+            f"outreach expired: {out['outreach_expired']}, snoozes ended: {out['snoozes_ended']}"
+        )
 
 
 @review_app.command("answered")
@@ -314,15 +351,16 @@ def review_answered(
 def review_dossier(
     case_id: CaseArg,
     out: Annotated[Path, typer.Option(help="Folder to write dossier.json and its .sig into.")],
-    declare: Annotated[list[str] | None, typer.Option(
-        help="A field to hand over unmasked (name, id_number, phone; needs reveal).")] = None,
+    declare: Annotated[
+        list[str] | None,
+        typer.Option(help="A field to hand over unmasked (name, id_number, phone; needs reveal)."),
+    ] = None,
     reason: Annotated[str, typer.Option(help="The legal ground for declared fields.")] = "",
     as_json: JsonOpt = False,
 ) -> None:
     """Export a confirmed referral's dossier: JSON plus a detached Ed25519 signature."""
     with runtime() as rt:
-        d = rt.services.cases.dossier(case_id, actor=actor(), declare=declare or (),
-                                      reason=reason)
+        d = rt.services.cases.dossier(case_id, actor=actor(), declare=declare or (), reason=reason)
     out.mkdir(parents=True, exist_ok=True)
     (out / "dossier.json").write_text(d.document, encoding="utf-8")
     (out / "dossier.json.sig").write_text(d.signature + "\n", encoding="ascii")
@@ -342,8 +380,11 @@ def review_labels(
     and confirmed_risk bad (policies/cases.yaml)."""
     with runtime() as rt:
         labels = rt.services.cases.labels(actor=actor())
-    out.write_text("applicant_ref,outcome\n" + "".join(
-        f"{ref},{label}\n" for ref, label in sorted(labels.items())), encoding="utf-8")
+    out.write_text(
+        "applicant_ref,outcome\n"
+        + "".join(f"{ref},{label}\n" for ref, label in sorted(labels.items())),
+        encoding="utf-8",
+    )
     if as_json:
         emit({"labels": len(labels), "file": str(out)})
     else:

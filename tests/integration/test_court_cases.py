@@ -31,52 +31,84 @@ def confirmed_hit_id() -> str:
     while True:
         number = make_id_number(rng)
         found = court_entries(NAME, number)
-        if found and found[0]["match"] == "confirmed" and found[0]["status"] == "active" \
-                and "京0105执1" in found[0]["case_number"]:
+        if (
+            found
+            and found[0]["match"] == "confirmed"
+            and found[0]["status"] == "active"
+            and "京0105执1" in found[0]["case_number"]
+        ):
             return number
 
 
 @pytest.fixture
 def runtime(database, make_runtime, sandbox):
-    return make_runtime(**vendor_overrides(sandbox.base_url, sandbox.state.app_key,
-                                           sandbox.state.app_secret))
+    return make_runtime(
+        **vendor_overrides(sandbox.base_url, sandbox.state.app_key, sandbox.state.app_secret)
+    )
 
 
 def court_hit_case(rt: Runtime, ref: str, *, consent: bool = True) -> tuple[str, str]:
     number = confirmed_hit_id()
     [entry] = court_entries(NAME, number)
     signals = assess_entries(NAME, number, [CourtEntry(**entry)], current_year=2026)
-    step = step_record(Evidence(verifier="court_list", status=StepStatus.FAILED,
-                                reason="CONFIRMED_HIT", vendor_request_id="req-0",
-                                signals=signals), None)
+    step = step_record(
+        Evidence(
+            verifier="court_list",
+            status=StepStatus.FAILED,
+            reason="CONFIRMED_HIT",
+            vendor_request_id="req-0",
+            signals=signals,
+        ),
+        None,
+    )
     run_id = rt.store.runs.start(batch_name="t", batch_sha256=None)
     rt.store.applicants.add_decided(
-        run_id=run_id, line_no=1,
-        applicant=NewApplicant(applicant_ref=ref, product="consumer_loan", id_type="resident_id",
-                               name=SecretStr(NAME), id_number=SecretStr(number), phone=None),
-        steps=[step], decision=Decision(outcome="review", score=45, policy_version="t",
-                                        reasons=("COURT_CONFIRMED_HIT",), features={}))
+        run_id=run_id,
+        line_no=1,
+        applicant=NewApplicant(
+            applicant_ref=ref,
+            product="consumer_loan",
+            id_type="resident_id",
+            name=SecretStr(NAME),
+            id_number=SecretStr(number),
+            phone=None,
+        ),
+        steps=[step],
+        decision=Decision(
+            outcome="review",
+            score=45,
+            policy_version="t",
+            reasons=("COURT_CONFIRMED_HIT",),
+            features={},
+        ),
+    )
     if consent:
         notice = max(rt.notices.values(), key=lambda n: n.published)
         now = datetime.now(UTC)
         rt.store.ledger.record_grant(
-            subject_ref=ref, purpose="ongoing_monitoring", scopes=["court_records"],
-            notice_version=notice.version, notice_hash=notice.text_sha256, channel="app",
-            evidence_ref=f"test:{ref}", granted_at=now - timedelta(days=1),
-            expires_at=now + timedelta(days=300))
+            subject_ref=ref,
+            purpose="ongoing_monitoring",
+            scopes=["court_records"],
+            notice_version=notice.version,
+            notice_hash=notice.text_sha256,
+            channel="app",
+            evidence_ref=f"test:{ref}",
+            granted_at=now - timedelta(days=1),
+            expires_at=now + timedelta(days=300),
+        )
     return rt.store.cases.case_of(ref).case_id, entry["case_number"]
 
 
 def propose_reject(rt: Runtime, case_id: str) -> None:
     svc = rt.services.cases
     svc.claim(case_id, actor=ANALYST)
-    svc.decide(case_id, {"action": "reject", "reason": "on the dishonest-debtor list"},
-               actor=ANALYST)
+    svc.decide(
+        case_id, {"action": "reject", "reason": "on the dishonest-debtor list"}, actor=ANALYST
+    )
     svc.claim(case_id, actor=SUPER)
 
 
-def test_when_the_hit_still_stands_then_the_reject_is_confirmed_after_a_requery(
-        runtime, sandbox):
+def test_when_the_hit_still_stands_then_the_reject_is_confirmed_after_a_requery(runtime, sandbox):
     case_id, _ = court_hit_case(runtime, "CT-1")
     propose_reject(runtime, case_id)
     calls = len(sandbox.state.calls)
@@ -131,7 +163,8 @@ def test_a_whitelisted_pair_no_longer_flags_and_revoking_it_flags_again(runtime,
 
 
 def test_a_whitelisted_pair_does_not_flag_again_when_a_batch_brings_the_applicant_back(
-        runtime, sandbox, tmp_path):
+    runtime, sandbox, tmp_path
+):
     """A real batch through the sandbox's court list: applicants with a court-list hit get a
     case resting on it; a supervisor whitelists each (applicant, entry) pair and closes the
     case as a false positive; the lender's next batch holds the same lines again (a nightly
@@ -142,12 +175,20 @@ def test_a_whitelisted_pair_does_not_flag_again_when_a_batch_brings_the_applican
     from flows.onboarding import run_batch
     from idv.synthetic import Mix, applicants
 
-    lines = [x for x in applicants(80, seed=5, prefix="WB-",
-                                   mix=Mix(invalid=0, no_consent=0, no_scoring_consent=0,
-                                           virtual_phone=0)) if isinstance(x, dict)]
+    lines = [
+        x
+        for x in applicants(
+            80,
+            seed=5,
+            prefix="WB-",
+            mix=Mix(invalid=0, no_consent=0, no_scoring_consent=0, virtual_phone=0),
+        )
+        if isinstance(x, dict)
+    ]
     batch = tmp_path / "nightly.jsonl"
-    batch.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines),
-                     encoding="utf-8")
+    batch.write_text(
+        "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), encoding="utf-8"
+    )
     run_batch(runtime, str(batch))
     svc, store = runtime.services.cases, runtime.store
     hits = {}
@@ -162,11 +203,19 @@ def test_a_whitelisted_pair_does_not_flag_again_when_a_batch_brings_the_applican
     before = {}
     for ref, (case_id, numbers) in hits.items():
         for number in numbers:
-            svc.whitelist(ref, number, "another person of the same name and birth year",
-                          actor=SUPER)
+            svc.whitelist(
+                ref, number, "another person of the same name and birth year", actor=SUPER
+            )
         svc.claim(case_id, actor=SUPER)
-        svc.decide(case_id, {"action": "close", "reason": "not this applicant: whitelisted",
-                             "disposition": "false_positive"}, actor=SUPER)
+        svc.decide(
+            case_id,
+            {
+                "action": "close",
+                "reason": "not this applicant: whitelisted",
+                "disposition": "false_positive",
+            },
+            actor=SUPER,
+        )
         stored = store.applicants.get(ref)
         before[ref] = (stored.outcome, stored.reasons, len(stored.steps))
     calls = len(sandbox.state.calls)
@@ -177,7 +226,8 @@ def test_a_whitelisted_pair_does_not_flag_again_when_a_batch_brings_the_applican
     for ref, (case_id, _) in hits.items():
         assert store.cases.case_of(ref) is None, f"{ref} flagged again"
         assert [(c["case_id"], c["status"]) for c in store.decisions.open_cases_for(ref)] == [
-            (case_id, "closed")]
+            (case_id, "closed")
+        ]
         stored = store.applicants.get(ref)
         assert (stored.outcome, stored.reasons, len(stored.steps)) == before[ref]
         assert store.cases.get(case_id).status == "closed"
