@@ -34,12 +34,11 @@ from pathlib import Path
 
 import yaml
 from harness import (
-    BIN,
-    WORKER_ENV,
     bench_schema,
     deploy,
     start_prefect_server,
     start_sandbox,
+    start_workers,
     stop,
 )
 
@@ -145,30 +144,7 @@ def run(
     from flows.prefect_onboarding import onboarding
 
     with temporary_settings({PREFECT_API_URL: api}):
-        procs.extend(
-            subprocess.Popen(
-                [
-                    str(BIN / "prefect"),
-                    "worker",
-                    "start",
-                    "--pool",
-                    pool,
-                    "--type",
-                    "process",
-                    "--name",
-                    f"w-{i}",
-                    "--limit",
-                    str(LIMIT),
-                ],
-                env={**env, **WORKER_ENV},
-                cwd=root,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            for i in range(WORKERS)
-        )
-        time.sleep(5)  # the workers poll the pool
+        start_workers(api, pool, [f"w-{i}" for i in range(WORKERS)], env, root, procs, limit=LIMIT)
         batch = write_batch(root / "batch.jsonl", n, seed=500, prefix="C-")
         t0 = time.monotonic()
         result = onboarding(batch_path=str(batch))

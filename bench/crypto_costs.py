@@ -111,48 +111,27 @@ def flow_cpu_per_applicant(n: int = 400) -> tuple[float, int]:
     """CPU of this process per applicant for `run_batch`, the vendor sandbox running in a
     separate process so its CPU is not counted."""
     import os
-    import socket
-    import subprocess
-    import urllib.request
+
+    from harness import APP_KEY, APP_SECRET, start_sandbox, stop
 
     from flows.onboarding import run_batch
     from flows.runtime import Runtime
     from flows.settings import Settings, vendor_overrides
     from idv.synthetic import write_batch
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = dict(os.environ, IDV_IDENTITY_APP_KEY="bench", IDV_IDENTITY_APP_SECRET="bench-secret")
-    url = f"http://127.0.0.1:{port}"
-    idv = str(Path(sys.executable).with_name("idv"))
-    server = subprocess.Popen(
-        [idv, "sandbox", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    url, server = start_sandbox(0, os.environ)
     try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/_sandbox/health", timeout=1)  # noqa: S310
-                break
-            except OSError:
-                time.sleep(0.1)
         with tempfile.TemporaryDirectory(prefix="idv-flow-bench-") as tmp:
             root = Path(tmp)
             batch = write_batch(root / "b.jsonl", n, prefix="C-")
-            rt = Runtime(
-                Settings(home=root / "home", **vendor_overrides(url, "bench", "bench-secret"))
-            )
+            rt = Runtime(Settings(home=root / "home", **vendor_overrides(url, APP_KEY, APP_SECRET)))
             rt.store  # noqa: B018 - migrate outside the measurement
             c0 = time.process_time()
             result = run_batch(rt, str(batch))
             cpu = time.process_time() - c0
             rt.close()
     finally:
-        server.terminate()
-        server.wait(10)
+        stop(server)
     return cpu / result.lines * 1e6, result.lines
 
 

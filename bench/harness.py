@@ -1,19 +1,28 @@
-"""What the benchmarks that start processes share: free loopback ports, waiting for a
-server to answer, the sandbox in a process of its own, and stopping a process group."""
+"""What the benchmarks that start processes share: free loopback ports, a server started
+in a process group of its own and waited for until it answers (the sandbox, `idv serve`, a
+Prefect server), Prefect workers waited for until they poll their pool, and stopping a
+process group.
+
+Every start waits with a deadline; a server that dies first or never answers, or a worker
+that never polls, ends the benchmark with a message naming what did not start, why, and the
+last lines it wrote. A benchmark starts its servers here, never on its own."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 BIN = Path(sys.executable).parent
 APP_KEY, APP_SECRET = "bench", "bench-secret"
@@ -34,9 +43,39 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wait_for(url: str, proc: subprocess.Popen, what: str, timeout_s: float = 180) -> None:
-    """Until `url` answers (any HTTP status counts); exit naming `what` if `proc` dies or
-    the time runs out."""
+# How long a server or a worker is given to answer: a loaded machine starts a Python
+# process in seconds, a Prefect server in tens of them.
+START_TIMEOUT_S = 180.0
+
+
+def _log_tail(log: IO[bytes] | None, chars: int = 2000) -> str:
+    if log is None:
+        return ""
+    log.flush()
+    log.seek(0)
+    text = log.read().decode("utf-8", errors="replace").strip()
+    return f"; its last output:\n{text[-chars:]}" if text else "; it wrote nothing"
+
+
+def _did_not_start(
+    what: str, why: str, procs: Sequence[subprocess.Popen], log: IO[bytes] | None
+) -> None:
+    """Stop what was started for it, and end the benchmark saying so."""
+    for proc in procs:
+        stop(proc)
+    sys.exit(f"{what} did not start: {why}{_log_tail(log)}")
+
+
+def wait_for(
+    url: str,
+    proc: subprocess.Popen,
+    what: str,
+    timeout_s: float = START_TIMEOUT_S,
+    log: IO[bytes] | None = None,
+) -> None:
+    """Until `url` answers (any HTTP status counts). If `proc` exits first or `url` has not
+    answered within `timeout_s`, stop it and exit naming `what`, why, and the end of `log`
+    (its output)."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -45,9 +84,40 @@ def wait_for(url: str, proc: subprocess.Popen, what: str, timeout_s: float = 180
         except urllib.error.HTTPError:
             return  # it answers
         except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                sys.exit(f"{what} did not start")
+            code = proc.poll()
+            if code is not None:
+                _did_not_start(
+                    what, f"it exited with code {code} before {url} answered", [proc], log
+                )
+            if time.monotonic() > deadline:
+                _did_not_start(what, f"{url} did not answer within {timeout_s:.0f} s", [proc], log)
             time.sleep(0.3)
+
+
+def start_server(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    health_url: str,
+    what: str,
+    *,
+    cwd: Path | None = None,
+    log: IO[bytes] | None = None,
+    timeout_s: float = START_TIMEOUT_S,
+) -> subprocess.Popen:
+    """`argv` in a process group of its own (`stop` ends it and its children), returned once
+    `health_url` answers (`wait_for`). Its output goes to `log`, or to a temporary file kept
+    for the message should it not start."""
+    out = log if log is not None else tempfile.TemporaryFile()  # noqa: SIM115 - the process's
+    proc = subprocess.Popen(
+        list(argv),
+        env=dict(env),
+        cwd=cwd,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    wait_for(health_url, proc, what, timeout_s, out)
+    return proc
 
 
 def start_sandbox(
@@ -61,7 +131,8 @@ def start_sandbox(
     answer and enforcing `rates` (calls a second per endpoint), its credentials `APP_KEY` /
     `APP_SECRET`; its URL once it answers."""
     port = free_port()
-    proc = subprocess.Popen(
+    url = f"http://127.0.0.1:{port}"
+    proc = start_server(
         [
             str(BIN / "idv"),
             "sandbox",
@@ -78,13 +149,10 @@ def start_sandbox(
                 for arg in ("--rate", f"{path}={per_s}")
             ),
         ],
-        env={**env, "IDV_IDENTITY_APP_KEY": APP_KEY, "IDV_IDENTITY_APP_SECRET": APP_SECRET},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        {**env, "IDV_IDENTITY_APP_KEY": APP_KEY, "IDV_IDENTITY_APP_SECRET": APP_SECRET},
+        f"{url}/_sandbox/health",
+        f"the sandbox (idv sandbox serve on port {port})",
     )
-    url = f"http://127.0.0.1:{port}"
-    wait_for(f"{url}/_sandbox/health", proc, "the sandbox")
     return url, proc
 
 
@@ -113,16 +181,97 @@ def start_prefect_server(
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
     procs.append(
-        subprocess.Popen(
+        start_server(
             [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
+            env,
+            f"{api}/health",
+            f"the Prefect server (port {port})",
         )
     )
-    wait_for(f"{api}/health", procs[-1], "the Prefect server")
     return api, env
+
+
+def start_workers(
+    api: str,
+    pool: str,
+    names: Sequence[str],
+    env: Mapping[str, str],
+    root: Path,
+    procs: list[subprocess.Popen],
+    *,
+    limit: int = 1,
+    timeout_s: float = START_TIMEOUT_S,
+) -> list[subprocess.Popen]:
+    """`prefect worker start` for each of `names` on the process work pool `pool` (`limit`
+    flow runs at once each, polling every few seconds: `WORKER_ENV`), each in a process
+    group of its own added to `procs`; returns their processes once the Prefect server at
+    `api` lists every one of them as polling the pool. A worker that exits first, or is not
+    listed within `timeout_s`, ends the benchmark naming it."""
+    logs = {}
+    for name in names:
+        logs[name] = tempfile.TemporaryFile()  # noqa: SIM115 - the worker's, kept while it runs
+        procs.append(
+            subprocess.Popen(
+                [
+                    str(BIN / "prefect"),
+                    "worker",
+                    "start",
+                    "--pool",
+                    pool,
+                    "--type",
+                    "process",
+                    "--name",
+                    name,
+                    "--limit",
+                    str(limit),
+                ],
+                env={**env, **WORKER_ENV},
+                cwd=root,
+                stdout=logs[name],
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+    started = dict(zip(names, procs[-len(names) :], strict=True))
+    deadline = time.monotonic() + timeout_s
+    while True:
+        polling = _workers_polling(api, pool)
+        if polling >= set(names):
+            return list(started.values())
+        for name, proc in started.items():
+            code = proc.poll()
+            if code is not None:
+                _did_not_start(
+                    f"the Prefect worker {name} (pool {pool})",
+                    f"it exited with code {code}",
+                    list(started.values()),
+                    logs[name],
+                )
+        if time.monotonic() > deadline:
+            late = sorted(set(names) - polling)
+            _did_not_start(
+                f"the Prefect worker {late[0]} (pool {pool})",
+                f"{api} did not list it within {timeout_s:.0f} s",
+                list(started.values()),
+                logs[late[0]],
+            )
+        time.sleep(0.5)
+
+
+def _workers_polling(api: str, pool: str) -> set[str]:
+    """The names of the workers the Prefect server at `api` has heard from on `pool` (none
+    while the pool does not exist yet)."""
+    request = urllib.request.Request(  # noqa: S310 - the benchmark's own server on loopback
+        f"{api}/work_pools/{pool}/workers/filter",
+        data=b"{}",
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310
+            return {w["name"] for w in json.load(answer) if w.get("status") != "OFFLINE"}
+    except (OSError, ValueError):
+        return set()
 
 
 def operator_token(rt: object) -> str:

@@ -19,7 +19,6 @@ import asyncio
 import gc
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,8 +34,8 @@ from harness import (
     cpu_seconds,
     free_port,
     start_sandbox,
+    start_server,
     stop,
-    wait_for,
 )
 
 LATENCY_MS = 20
@@ -137,17 +136,16 @@ def main() -> None:
             }
             if pg:
                 env["IDV_DATABASE_URL"], env["IDV_DATABASE_SCHEMA"] = pg, schema
-            log = (Path(tmp) / "serve.log").open("w")
+            log = (Path(tmp) / "serve.log").open("w+b")
             procs.append(
-                subprocess.Popen(
+                start_server(
                     [str(BIN / "idv"), "serve", "--port", str(ap)],
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
+                    env,
+                    f"{api_url}/healthz",
+                    f"idv serve (port {ap})",
+                    log=log,
                 )
             )
-            wait_for(f"{api_url}/healthz", procs[-1], "idv serve")
             try:
                 got, cpu = asyncio.run(load(api_url, people, rate, procs[-1].pid))
             except Exception as exc:

@@ -21,14 +21,14 @@ import contextlib
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+
+from harness import APP_KEY, APP_SECRET, cpu_seconds, start_sandbox, stop
 
 LATENCY_MS = 20
 IN_FLIGHT = 64
@@ -93,7 +93,7 @@ async def baseline(url: str, batch: Path) -> int:
         for path in PATHS:
             body = json.dumps(payload, ensure_ascii=False).encode()
             async with limit:
-                headers = sign_request("POST", path, body, "bench", "bench-secret")
+                headers = sign_request("POST", path, body, APP_KEY, APP_SECRET)
                 async with session.post(url + path, data=body, headers=headers) as resp:
                     await resp.read()
         done += 1
@@ -144,7 +144,7 @@ def run_side(mode: str, url: str, batch: Path, home: Path) -> dict:
                 concurrency=IN_FLIGHT,
                 chunk_size=CHUNK,
                 vendor_contracts=unlimited,
-                **vendor_overrides(url, "bench", "bench-secret"),
+                **vendor_overrides(url, APP_KEY, APP_SECRET),
             )
         )
         # Start-up, outside the timing and printed apart: migrations, the policies, and GX's
@@ -171,43 +171,16 @@ def run_side(mode: str, url: str, batch: Path, home: Path) -> dict:
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def process_cpu_s(pid: int) -> float:
-    """CPU seconds (user and system) a running process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @contextlib.contextmanager
-def sandbox() -> Iterator[tuple[str, int]]:
-    """The sandbox in a process of its own, 20 ms latency on every source; yields its URL
-    and process id."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, IDV_IDENTITY_APP_KEY="bench", IDV_IDENTITY_APP_SECRET="bench-secret")
-    idv = str(Path(sys.executable).with_name("idv"))
-    proc = subprocess.Popen(
-        [idv, "sandbox", "serve", "--port", str(port), "--faults", f"latency_ms={LATENCY_MS}"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def sandbox(calls: int) -> Iterator[tuple[str, int]]:
+    """The sandbox in a process of its own (`harness.start_sandbox`: once it answers, or the
+    benchmark ends saying it did not start), 20 ms latency on every source, its call log
+    long enough for `calls`; yields its URL and process id, and stops it."""
+    url, proc = start_sandbox(LATENCY_MS, os.environ, call_log_limit=calls + 1000)
     try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(url + "/_sandbox/health", timeout=1)  # noqa: S310
-                break
-            except OSError:
-                time.sleep(0.1)
         yield url, proc.pid
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop(proc)
 
 
 def main() -> None:
@@ -244,8 +217,11 @@ def main() -> None:
             for side in ("baseline", "pipeline"):
                 # A fresh sandbox per side: its call log grows with every call, and neither
                 # side should meet the other's.
-                with sandbox() as (url, sandbox_pid), tempfile.TemporaryFile("w+") as err:
-                    sandbox_cpu = process_cpu_s(sandbox_pid)
+                with (
+                    sandbox(len(PATHS) * n) as (url, sandbox_pid),
+                    tempfile.TemporaryFile("w+") as err,
+                ):
+                    sandbox_cpu = cpu_seconds(sandbox_pid)
                     proc = subprocess.Popen(
                         [
                             sys.executable,
@@ -268,7 +244,7 @@ def main() -> None:
                         peak = max(peak, tree_pss_mb(proc.pid))
                         time.sleep(0.2)
                     stdout = proc.stdout.read() if proc.stdout else ""
-                    sandbox_cpu = process_cpu_s(sandbox_pid) - sandbox_cpu
+                    sandbox_cpu = cpu_seconds(sandbox_pid) - sandbox_cpu
                     if proc.returncode != 0:
                         err.seek(0)
                         sys.exit(f"{side} failed:\n{err.read()[-4000:]}")

@@ -29,12 +29,11 @@ import yaml
 from harness import (
     APP_KEY,
     APP_SECRET,
-    BIN,
-    WORKER_ENV,
     bench_schema,
     deploy,
     start_prefect_server,
     start_sandbox,
+    start_workers,
     stop,
 )
 
@@ -104,31 +103,9 @@ def run(root: Path, n: int, pg: str, schema: str, procs: list[subprocess.Popen])
     phases: dict[int, dict[str, float]] = {}
     with temporary_settings({PREFECT_API_URL: api}):
         for workers in (1, 2):
-            started = [
-                subprocess.Popen(
-                    [
-                        str(BIN / "prefect"),
-                        "worker",
-                        "start",
-                        "--pool",
-                        pool,
-                        "--type",
-                        "process",
-                        "--name",
-                        f"w{workers}-{i}",
-                        "--limit",
-                        "1",
-                    ],
-                    env={**env, **WORKER_ENV},
-                    cwd=root,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-                for i in range(workers)
-            ]
-            procs.extend(started)
-            time.sleep(5)  # the workers poll the pool
+            started = start_workers(
+                api, pool, [f"w{workers}-{i}" for i in range(workers)], env, root, procs
+            )
             batch = write_batch(
                 root / f"batch-{workers}.jsonl",
                 n,
