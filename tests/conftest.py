@@ -71,8 +71,10 @@ def _processes_are_declared(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
         return
 
-    message = (f"{node.nodeid} starts a process: mark it @pytest.mark.subprocess "
-               "(it then leaves `make test-fast`)")
+    message = (
+        f"{node.nodeid} starts a process: mark it @pytest.mark.subprocess "
+        "(it then leaves `make test-fast`)"
+    )
     tried: list[str] = []
 
     def refuse(*args: object, **kwargs: object) -> None:
@@ -148,10 +150,14 @@ def _quick_uvicorn() -> type:
             for connection in list(self.server_state.connections):
                 connection.shutdown()
             loop = asyncio.get_running_loop()
-            deadline = loop.time() + self.config.timeout_graceful_shutdown \
-                if self.config.timeout_graceful_shutdown else loop.time() + 10
-            while (self.server_state.connections or self.server_state.tasks) \
-                    and loop.time() < deadline:
+            deadline = (
+                loop.time() + self.config.timeout_graceful_shutdown
+                if self.config.timeout_graceful_shutdown
+                else loop.time() + 10
+            )
+            while (
+                self.server_state.connections or self.server_state.tasks
+            ) and loop.time() < deadline:
                 await asyncio.sleep(0.002)
             for server in self.servers:
                 await server.wait_closed()
@@ -173,11 +179,19 @@ class LoopbackServer:
         sock = sock or reserve_port()
         self.port = int(sock.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = _quick_uvicorn()(uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off",
-            access_log=False))
-        self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]},
-                                        daemon=True)
+        self.server = _quick_uvicorn()(
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=self.port,
+                log_level="warning",
+                lifespan="off",
+                access_log=False,
+            )
+        )
+        self._thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [sock]}, daemon=True
+        )
         self._thread.start()
         deadline = time.monotonic() + 10
         while not self.server.started and time.monotonic() < deadline:
@@ -200,10 +214,14 @@ def serve_app() -> type[LoopbackServer]:
 def _backends() -> list:
     return [
         pytest.param("sqlite", id="sqlite"),
-        pytest.param("postgres", id="postgres", marks=[
-            pytest.mark.postgres,
-            pytest.mark.skipif(not PG_URL, reason="IDV_TEST_DATABASE_URL is not set"),
-        ]),
+        pytest.param(
+            "postgres",
+            id="postgres",
+            marks=[
+                pytest.mark.postgres,
+                pytest.mark.skipif(not PG_URL, reason="IDV_TEST_DATABASE_URL is not set"),
+            ],
+        ),
     ]
 
 
@@ -270,8 +288,10 @@ def _cheap_key_material() -> Iterator[None]:
     import services.people
     import storage.keyring
 
-    keys = [base64.b64decode(k) for k in json.loads(
-        DEVELOPMENT_KEKS.read_text(encoding="utf-8"))["keys"]]
+    keys = [
+        base64.b64decode(k)
+        for k in json.loads(DEVELOPMENT_KEKS.read_text(encoding="utf-8"))["keys"]
+    ]
     turn = itertools.cycle(keys)
     lock = threading.Lock()
     draw = storage.keyring.kek_key
@@ -325,8 +345,9 @@ def _one_default_tls_context() -> Iterator[None]:
     make = transports.create_ssl_context
     made: dict[tuple[str | None, str | None], ssl.SSLContext] = {}
 
-    def create_ssl_context(verify: Any = True, cert: Any = None,
-                           trust_env: bool = True) -> ssl.SSLContext:
+    def create_ssl_context(
+        verify: Any = True, cert: Any = None, trust_env: bool = True
+    ) -> ssl.SSLContext:
         if verify is not True or cert is not None or not trust_env:
             return make(verify=verify, cert=cert, trust_env=trust_env)
         key = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
@@ -402,8 +423,7 @@ def keyring(key_file: Path) -> Iterator[KeyRing]:
 
 
 @pytest.fixture
-def store(database: Database, keyring: KeyRing, migrated_sqlite: MigratedSqlite
-          ) -> Iterator[Store]:
+def store(database: Database, keyring: KeyRing, migrated_sqlite: MigratedSqlite) -> Iterator[Store]:
     seeded = migrated_sqlite.seed(database.url)
     engine = make_engine(database.url, schema=database.schema)
     if not seeded:
@@ -414,8 +434,9 @@ def store(database: Database, keyring: KeyRing, migrated_sqlite: MigratedSqlite
 
 
 @pytest.fixture
-def make_runtime(request: pytest.FixtureRequest, key_file: Path, tmp_path: Path,
-                 migrated_sqlite: MigratedSqlite) -> Iterator[Callable[..., Any]]:
+def make_runtime(
+    request: pytest.FixtureRequest, key_file: Path, tmp_path: Path, migrated_sqlite: MigratedSqlite
+) -> Iterator[Callable[..., Any]]:
     """`make_runtime(**settings)`: a `flows.runtime.Runtime` over `Settings(home=<tmp>/home,
     key_file=key_file)` and, when the test takes the `database` fixture, its database
     (`database_url`, `database_schema`); keyword arguments override any of these. Every
@@ -434,9 +455,12 @@ def make_runtime(request: pytest.FixtureRequest, key_file: Path, tmp_path: Path,
 
     def make(**overrides: Any) -> Any:
         settings = Settings(**{**base, **overrides})
-        if (settings.auto_migrate and settings.env == "development"
-                and migrated_sqlite.seed(settings.resolved_database_url)
-                and "auto_migrate" not in overrides):
+        if (
+            settings.auto_migrate
+            and settings.env == "development"
+            and migrated_sqlite.seed(settings.resolved_database_url)
+            and "auto_migrate" not in overrides
+        ):
             settings = Settings(**{**base, **overrides, "auto_migrate": False})
         rt = Runtime(settings)
         made.append(rt)
@@ -467,8 +491,15 @@ class OAuthWorld:
     WEB_APPID = "wx-web-sandbox"
     MINI_APPID = "wx-mini-sandbox"
 
-    def __init__(self, database: Database, key_file: Path, home: Path, *,
-                 wechat_domain: str | None = None, link_key: str | None = None) -> None:
+    def __init__(
+        self,
+        database: Database,
+        key_file: Path,
+        home: Path,
+        *,
+        wechat_domain: str | None = None,
+        link_key: str | None = None,
+    ) -> None:
         from pydantic import SecretStr
 
         from flows.runtime import Runtime
@@ -484,32 +515,44 @@ class OAuthWorld:
         callback = f"{self.api_url}/oauth/wechat/callback"
         self.wechat = WeChatState()
         # WeChat registers the callback's domain (127.0.0.1 here), or `wechat_domain`.
-        self.wechat.add_app(self.WEB_APPID, "web-secret-0123456789", callback,
-                            domain=wechat_domain)
+        self.wechat.add_app(self.WEB_APPID, "web-secret-0123456789", callback, domain=wechat_domain)
         self.wechat.add_app(self.MINI_APPID, "mini-secret-0123456789")
-        self.vendors = SandboxServer(SandboxState(app_key="test-key",
-                                                  app_secret="test-secret-1234",
-                                                  wechat=self.wechat))
+        self.vendors = SandboxServer(
+            SandboxState(app_key="test-key", app_secret="test-secret-1234", wechat=self.wechat)
+        )
         self.sandbox_url = self.vendors.start()
         self.oidc = OidcProvider()
         self.issuer = self.oidc.start()
-        self.oidc.register_client("idv-client", "oidc-secret-0123456789",
-                                  [f"{self.api_url}/oauth/oidc/demo/callback"])
+        self.oidc.register_client(
+            "idv-client", "oidc-secret-0123456789", [f"{self.api_url}/oauth/oidc/demo/callback"]
+        )
         settings = Settings(
-            home=home, database_url=database.url, database_schema=database.schema,
-            key_file=key_file, api_token=SecretStr(self.TOKEN),
+            home=home,
+            database_url=database.url,
+            database_schema=database.schema,
+            key_file=key_file,
+            api_token=SecretStr(self.TOKEN),
             **vendor_overrides(self.sandbox_url, "test-key", "test-secret-1234"),
-            wechat_open_url=self.sandbox_url, wechat_api_url=self.sandbox_url,
-            wechat_appid=self.WEB_APPID, wechat_secret=SecretStr("web-secret-0123456789"),
-            wechat_redirect_uri=callback, wechat_scope="snsapi_userinfo",
+            wechat_open_url=self.sandbox_url,
+            wechat_api_url=self.sandbox_url,
+            wechat_appid=self.WEB_APPID,
+            wechat_secret=SecretStr("web-secret-0123456789"),
+            wechat_redirect_uri=callback,
+            wechat_scope="snsapi_userinfo",
             wechat_mini_appid=self.MINI_APPID,
             wechat_mini_secret=SecretStr("mini-secret-0123456789"),
-            oidc_providers={"demo": {"issuer": self.issuer, "client_id": "idv-client",
-                                     "client_secret": "oidc-secret-0123456789",
-                                     "redirect_uri": f"{self.api_url}/oauth/oidc/demo/callback",
-                                     "scope": "openid profile"}},
+            oidc_providers={
+                "demo": {
+                    "issuer": self.issuer,
+                    "client_id": "idv-client",
+                    "client_secret": "oidc-secret-0123456789",
+                    "redirect_uri": f"{self.api_url}/oauth/oidc/demo/callback",
+                    "scope": "openid profile",
+                }
+            },
             oauth_timeout_s=5,
-            oauth_link_key=SecretStr(link_key) if link_key else None)
+            oauth_link_key=SecretStr(link_key) if link_key else None,
+        )
         self.rt = Runtime(settings)
         self.api = LoopbackServer(create_app(self.rt), api_socket)
 
@@ -525,8 +568,9 @@ class OAuthWorld:
 
 
 @pytest.fixture
-def oauth_world(database: Database, key_file: Path, tmp_path: Path,
-                migrated_sqlite: MigratedSqlite) -> Iterator[OAuthWorld]:
+def oauth_world(
+    database: Database, key_file: Path, tmp_path: Path, migrated_sqlite: MigratedSqlite
+) -> Iterator[OAuthWorld]:
     migrated_sqlite.seed(database.url)
     world = OAuthWorld(database, key_file, tmp_path / "home")
     yield world
@@ -560,8 +604,9 @@ def api_token_for(env: dict[str, str], role: str) -> str:
     by `admin`; leaves `admin` signed in."""
     sign_in(env, "operator")
     name = f"{role.replace('_', '-')}-api"
-    run_idv(env, "users", "add", name, "--role", role, "--password-stdin",
-         stdin=E2E_PASSWORD + "\n")
+    run_idv(
+        env, "users", "add", name, "--role", role, "--password-stdin", stdin=E2E_PASSWORD + "\n"
+    )
     done = run_idv(env, "users", "token", name)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()

@@ -40,8 +40,11 @@ def test_when_the_code_is_read_then_only_the_gate_calls_verify():
         if path in (ROOT / "idv" / "proofcheck.py", ROOT / "storage" / "crypto.py"):
             continue  # the two `cryptography` importers: an Ed25519 key's `verify`
         for node in nodes(path):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                    and node.func.attr == "verify"):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "verify"
+            ):
                 callers.add(str(path.relative_to(ROOT)))
     assert callers == {"verifiers/gate.py"}
 
@@ -50,8 +53,12 @@ def test_when_the_code_is_read_then_only_the_step_runner_reaches_the_gate_and_th
     """One step runner (`verifiers.runner.StepRunner`): the only caller of the gate's `run`,
     the only builder of a verifier from the registry and of a vendor client, the only
     opener of a vendor HTTP session. Every flow and the phone exchange go through it."""
-    found: dict[str, set[str]] = {"gate.run": set(), "registry.build": set(),
-                                  "VendorClient": set(), "ClientSession": set()}
+    found: dict[str, set[str]] = {
+        "gate.run": set(),
+        "registry.build": set(),
+        "VendorClient": set(),
+        "ClientSession": set(),
+    }
     for path in sources():
         if "sandbox" in path.parts:
             continue
@@ -68,16 +75,23 @@ def test_when_the_code_is_read_then_only_the_step_runner_reaches_the_gate_and_th
                 found["registry.build"].add(where)
             if name in ("VendorClient", "ClientSession"):
                 found[name].add(where)
-    assert found == {"gate.run": {"verifiers/runner.py"}, "registry.build": {
-        "verifiers/runner.py"}, "VendorClient": {"verifiers/runner.py"},
-        "ClientSession": {"verifiers/runner.py"}}
+    assert found == {
+        "gate.run": {"verifiers/runner.py"},
+        "registry.build": {"verifiers/runner.py"},
+        "VendorClient": {"verifiers/runner.py"},
+        "ClientSession": {"verifiers/runner.py"},
+    }
 
 
 def test_when_the_code_is_read_then_only_the_phone_verifier_reaches_wechats_phone_endpoint():
     """The Mini Program's phone exchange is a paid call: nothing but its verifier may know
     where WeChat answers it (the sandbox, which imitates WeChat, serves it)."""
-    reaching = {str(p.relative_to(ROOT)) for p in sources() if "sandbox" not in p.parts
-                and "getuserphonenumber" in p.read_text(encoding="utf-8").lower()}
+    reaching = {
+        str(p.relative_to(ROOT))
+        for p in sources()
+        if "sandbox" not in p.parts
+        and "getuserphonenumber" in p.read_text(encoding="utf-8").lower()
+    }
     assert reaching == {"verifiers/wechat_phone.py"}
 
 
@@ -96,8 +110,7 @@ def test_when_the_code_is_read_then_the_phone_verifier_is_only_ever_handed_to_th
             name = getattr(node.func, "id", getattr(node.func, "attr", None))
             if name == "WeChatPhoneVerifier":
                 built.append((str(path.relative_to(ROOT)), node.lineno, id(node)))
-            receiver = ast.unparse(node.func.value) if isinstance(node.func, ast.Attribute) \
-                else ""
+            receiver = ast.unparse(node.func.value) if isinstance(node.func, ast.Attribute) else ""
             if name == "run" and receiver.endswith(("gate", "runner")) and node.args:
                 handed.add(id(node.args[0]))
     assert built, "the phone exchange must construct its verifier somewhere"
@@ -114,9 +127,11 @@ def test_when_verifiers_are_listed_then_every_verifier_class_is_registered_or_pe
     for info in pkgutil.iter_modules(verifiers.__path__):
         module = importlib.import_module(f"verifiers.{info.name}")
         for _, cls in inspect.getmembers(module, inspect.isclass):
-            if (cls.__module__ == module.__name__ and inspect.iscoroutinefunction(
-                    getattr(cls, "verify", None)) and isinstance(getattr(cls, "name", None),
-                                                                  str)):
+            if (
+                cls.__module__ == module.__name__
+                and inspect.iscoroutinefunction(getattr(cls, "verify", None))
+                and isinstance(getattr(cls, "name", None), str)
+            ):
                 defined.add(cls.name)
     covered = set(default_registry(accounts=object()).names())  # type: ignore[arg-type]
     covered |= {cls.name for cls in PER_CALL_VERIFIERS}
@@ -143,22 +158,31 @@ def test_when_the_code_is_read_then_only_one_module_imports_cryptography_hazmat(
 
 def test_when_the_proof_checker_is_read_then_it_imports_stdlib_and_cryptography_only():
     tree = ast.parse((ROOT / "idv" / "proofcheck.py").read_text(encoding="utf-8"))
-    names = {n.module.split(".")[0] for n in ast.walk(tree)
-             if isinstance(n, ast.ImportFrom) and n.module}
-    names |= {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
-              for a in n.names}
+    names = {
+        n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
+    }
+    names |= {
+        a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+    }
     assert names - set(sys.stdlib_module_names) == {"cryptography"}
 
 
 def test_when_a_permit_is_built_outside_the_gate_then_it_is_refused():
     with pytest.raises(PermissionError):
-        ConsentPermit(consent_id="c", subject_ref="A-1", purpose="onboarding_verification",
-                      scopes=frozenset({"id_verification"}), step="id_check",
-                      issued_at=datetime.now(UTC), decision_id="d")
+        ConsentPermit(
+            consent_id="c",
+            subject_ref="A-1",
+            purpose="onboarding_verification",
+            scopes=frozenset({"id_verification"}),
+            step="id_check",
+            issued_at=datetime.now(UTC),
+            decision_id="d",
+        )
 
 
 def test_when_import_contracts_are_checked_then_the_rooms_keep_their_directions():
     lint = Path(sys.executable).with_name("lint-imports")
-    result = subprocess.run([str(lint), "--no-cache"], cwd=ROOT, capture_output=True,
-                            text=True, check=False)
+    result = subprocess.run(
+        [str(lint), "--no-cache"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -31,8 +31,11 @@ N_EVENTS = 40
 def chained(database, keyring, tmp_path):
     engine = make_engine(database.url, schema=database.schema)
     upgrade(engine)
-    log = CheckpointLog(tmp_path / "checkpoints", origin="idv/test",
-                        key=CheckpointKey(tmp_path / "ck" / "checkpoint.key", create=True))
+    log = CheckpointLog(
+        tmp_path / "checkpoints",
+        origin="idv/test",
+        key=CheckpointKey(tmp_path / "ck" / "checkpoint.key", create=True),
+    )
     store = Store(engine, keyring, checkpoints=log, checkpoint_every=EVERY)
     yield store
     engine.dispose()
@@ -46,8 +49,10 @@ def fill(store: Store, n: int = N_EVENTS) -> None:
 
 def rows(store: Store) -> list[dict]:
     with store.engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(
-            select(m.AuditEvent.__table__).order_by(m.AuditEvent.seq))]
+        return [
+            dict(r._mapping)
+            for r in conn.execute(select(m.AuditEvent.__table__).order_by(m.AuditEvent.seq))
+        ]
 
 
 def head(store: Store) -> dict:
@@ -72,10 +77,15 @@ def rechain(store: Store, events: list[dict], *, start: int = 0) -> list[dict]:
     for e in out[start:]:
         at = e["at"]
         e["prev_hash"] = prev
-        e["hash"] = mac(store.context.audit_key, canonical(
-            [prev, e["seq"], as_utc(at).isoformat(), e["kind"], e["subject_ref"], e["detail"]]))
-        e["link"] = link = next_link(link, event_body(e["seq"], at, e["kind"], e["subject_ref"],
-                                                      e["detail"]))
+        e["hash"] = mac(
+            store.context.audit_key,
+            canonical(
+                [prev, e["seq"], as_utc(at).isoformat(), e["kind"], e["subject_ref"], e["detail"]]
+            ),
+        )
+        e["link"] = link = next_link(
+            link, event_body(e["seq"], at, e["kind"], e["subject_ref"], e["detail"])
+        )
         prev = e["hash"]
     return out
 
@@ -99,7 +109,8 @@ def test_when_the_chain_is_written_then_checkpoints_cover_it_and_it_verifies(cha
 
 
 def test_when_the_last_ten_events_are_cut_and_the_head_moved_back_then_verify_names_the_first(
-        chained):
+    chained,
+):
     fill(chained)
     kept = rows(chained)[:-10]
     put(chained, kept, head_of(kept))
@@ -108,7 +119,8 @@ def test_when_the_last_ten_events_are_cut_and_the_head_moved_back_then_verify_na
 
 
 def test_when_the_table_is_rebuilt_from_its_first_events_then_verify_names_the_first_missing(
-        chained):
+    chained,
+):
     fill(chained)
     first = rows(chained)[:20]
     put(chained, first, head_of(first))
@@ -123,8 +135,7 @@ def test_when_everything_is_deleted_then_verify_no_longer_says_intact(chained):
     assert not report.intact and report.broken_at == 1 and report.events == 0
 
 
-def test_when_the_whole_table_is_rewritten_with_the_mac_key_then_a_checkpoint_refuses_it(
-        chained):
+def test_when_the_whole_table_is_rewritten_with_the_mac_key_then_a_checkpoint_refuses_it(chained):
     fill(chained)
     events = rows(chained)
     events[12]["detail"] = {"i": 12, "note": "rewritten"}
@@ -165,18 +176,27 @@ def test_when_old_events_are_purged_then_the_chain_and_its_checkpoints_still_ver
     events = rows(chained)
     put(chained, events[3:], head_of(events))
     with chained.engine.begin() as conn:
-        conn.execute(update(m.AuditHead.__table__).values(
-            base_seq=20, base_hash=events[2]["hash"], base_link=events[2]["link"]))
+        conn.execute(
+            update(m.AuditHead.__table__).values(
+                base_seq=20, base_hash=events[2]["hash"], base_link=events[2]["link"]
+            )
+        )
     assert not chained.audit.check().intact
 
 
 def test_when_a_bound_record_needs_an_event_then_the_purge_stops_below_it(chained):
     fill(chained, 10)
     now = datetime.now(UTC)
-    chained.ledger.record_grant(subject_ref="P-1", purpose="onboarding_verification",
-                                scopes=["id_verification"], notice_version="n",
-                                channel="app", evidence_ref="e", granted_at=now,
-                                expires_at=now + timedelta(days=1))
+    chained.ledger.record_grant(
+        subject_ref="P-1",
+        purpose="onboarding_verification",
+        scopes=["id_verification"],
+        notice_version="n",
+        channel="app",
+        evidence_ref="e",
+        granted_at=now,
+        expires_at=now + timedelta(days=1),
+    )
     assert chained.audit.purgeable_through() == 10
     with pytest.raises(ValueError, match="seq"):
         chained.audit.purge_through(11, reason="retention")
@@ -184,14 +204,27 @@ def test_when_a_bound_record_needs_an_event_then_the_purge_stops_below_it(chaine
 
 # -- 1,000 random mutations -------------------------------------------------------------
 
-def mutate(rng: random.Random, store: Store, pristine: list[dict], files: dict[Path, bytes]
-           ) -> tuple[str, int | None, Path | None, int | None]:
+
+def mutate(
+    rng: random.Random, store: Store, pristine: list[dict], files: dict[Path, bytes]
+) -> tuple[str, int | None, Path | None, int | None]:
     """Apply one mutation; (kind, expected first bad seq or None, file or None, upper bound
     of the seq for rewrites with the key)."""
     n = len(pristine)
     events = [dict(e) for e in pristine]
-    kind = rng.choice(["modify", "delete", "insert", "reorder", "truncate", "rewrite",
-                       "file_byte", "file_delete", "file_swap"])
+    kind = rng.choice(
+        [
+            "modify",
+            "delete",
+            "insert",
+            "reorder",
+            "truncate",
+            "rewrite",
+            "file_byte",
+            "file_delete",
+            "file_swap",
+        ]
+    )
     cps = sorted(int(p.name[:16]) for p in files)
     if kind == "modify":
         k = rng.randrange(n)
@@ -243,8 +276,9 @@ def mutate(rng: random.Random, store: Store, pristine: list[dict], files: dict[P
     return kind, None, path, None
 
 
-def restore(store: Store, pristine: list[dict], pristine_head: dict,
-            files: dict[Path, bytes]) -> None:
+def restore(
+    store: Store, pristine: list[dict], pristine_head: dict, files: dict[Path, bytes]
+) -> None:
     put(store, pristine, pristine_head)
     for path, data in files.items():
         if path.exists():
@@ -256,7 +290,8 @@ def restore(store: Store, pristine: list[dict], pristine_head: dict,
 # PostgreSQL) take 15-25 s on two busy cores, so they run in `make test` only.
 @pytest.mark.parametrize("scale", ["hundred", pytest.param("full", marks=pytest.mark.slow)])
 def test_when_the_table_or_the_checkpoints_are_mutated_at_random_then_every_mutation_is_found(
-        chained, database, scale):
+    chained, database, scale
+):
     fill(chained)
     pristine = rows(chained)
     pristine_head = {k: v for k, v in head(chained).items() if k != "id"}
@@ -283,18 +318,23 @@ def test_when_the_table_or_the_checkpoints_are_mutated_at_random_then_every_muta
 
 # -- RFC 3161 time-stamps ----------------------------------------------------------------
 
+
 def test_when_checkpoints_are_time_stamped_then_a_token_of_an_untrusted_authority_is_refused(
-        database, keyring, tmp_path):
+    database, keyring, tmp_path
+):
     from sandbox.tsa import TimeStampAuthority, TimeStampServer
     from storage.checkpoints import TimeStamper
 
     engine = make_engine(database.url, schema=database.schema)
     upgrade(engine)
     with TimeStampServer() as tsa:
-        log = CheckpointLog(tmp_path / "cps", origin="idv/test",
-                            key=CheckpointKey(tmp_path / "ck.key", create=True),
-                            stamper=TimeStamper(tsa.url, tsa.authority.certificate_pem),
-                            require_tokens=True)
+        log = CheckpointLog(
+            tmp_path / "cps",
+            origin="idv/test",
+            key=CheckpointKey(tmp_path / "ck.key", create=True),
+            stamper=TimeStamper(tsa.url, tsa.authority.certificate_pem),
+            require_tokens=True,
+        )
         store = Store(engine, keyring, checkpoints=log, checkpoint_every=EVERY)
         fill(store, 20)
         assert store.audit.check().intact
@@ -303,8 +343,8 @@ def test_when_checkpoints_are_time_stamped_then_a_token_of_an_untrusted_authorit
         assert token.exists() and tsa.authority.requests == len(log.sizes())
         rogue = TimeStampAuthority("rogue")
         from rfc3161_client import TimestampRequestBuilder
-        forged = rogue.respond(TimestampRequestBuilder().data(cp.read_bytes()).build()
-                               .as_bytes())
+
+        forged = rogue.respond(TimestampRequestBuilder().data(cp.read_bytes()).build().as_bytes())
         token.chmod(0o644)
         token.write_bytes(forged)
         report = store.audit.check()
