@@ -20,7 +20,6 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from pydantic import SecretStr
 from sqlalchemy import update
 
-from flows.runtime import Runtime, Settings
 from idv.api import create_app
 from policies.catalog import access_policy
 from services.context import Actor
@@ -115,16 +114,8 @@ def csrf_of(page: httpx.Response) -> str:
 
 
 class Site:
-    def __init__(self, database, key_file, home, serve_app) -> None:
-        self.rt = Runtime(
-            Settings(
-                home=home,
-                database_url=database.url,
-                database_schema=database.schema,
-                key_file=key_file,
-                web_cookie_secure=False,
-            )
-        )
+    def __init__(self, rt, serve_app) -> None:
+        self.rt = rt
         people = self.rt.services.people
         people.add("admin", "operator", SecretStr(PASSWORD), actor=None)
         people.add(OTHER, "analyst", SecretStr(PASSWORD), actor=ADMIN)
@@ -210,12 +201,11 @@ class Site:
 
     def close(self) -> None:
         self.server.stop()
-        self.rt.close()
 
 
 @pytest.fixture
-def site(database, key_file, tmp_path, serve_app):
-    s = Site(database, key_file, tmp_path / "home", serve_app)
+def site(database, make_runtime, serve_app):
+    s = Site(make_runtime(web_cookie_secure=False), serve_app)
     yield s
     s.close()
 
