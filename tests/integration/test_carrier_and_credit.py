@@ -19,7 +19,7 @@ from sandbox.server import SandboxServer
 from verifiers.base import StepStatus, Subject, _mint_permit
 from verifiers.carrier_check import CarrierCheckVerifier
 from verifiers.credit_report import CreditReportVerifier, multi_lender_band, overdue_band
-from verifiers.vendor import VendorEndpoint
+from verifiers.vendor import VendorClient, VendorEndpoint
 
 RNG = random.Random(5)  # noqa: S311
 
@@ -70,7 +70,8 @@ def server():
 async def run(verifier_cls, base_url: str, subj: Subject, step: str):
     endpoint = VendorEndpoint(base_url=base_url, app_key="k", app_secret=SecretStr("s"), name=step)
     async with aiohttp.ClientSession() as session:
-        return await verifier_cls(endpoint, session, max_attempts=1).verify(subj, permit(step))
+        client = VendorClient(endpoint, session, max_attempts=1)
+        return await verifier_cls(client).verify(subj, permit(step))
 
 
 CARRIER_CASES = [
