@@ -73,6 +73,9 @@ COURT_REASONS = ("COURT_CONFIRMED_HIT", "COURT_PROBABLE_HIT")
 # The purpose every read of a person on the workbench serves: a legal hold's purpose is
 # another, so a restricted subject's values stay hidden here.
 REVIEW_PURPOSE = "review"
+# Reads of the applicant (a page opened, a listing): in the audit chain, not the timeline,
+# which shows what was done.
+READS = ("applicant.read", "applicant.read_refused", "decision.explained")
 # The listed reveal reason a referral's declared values are revealed under.
 REFERRAL_REASON = "fraud_investigation"
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
@@ -632,7 +635,7 @@ class CaseService:
                                       e.detail.get("actor"), str) else None,
                                   case_id=e.detail.get("case_id") if isinstance(
                                       e.detail.get("case_id"), str) else None)
-                    for e in self.store.audit.events(subject_ref=ref)]
+                    for e in self.store.audit.events(subject_ref=ref, except_kinds=READS)]
         # Free text (notes, reasons) masked for ID and phone shapes and the applicant's name.
         names = (person.name.get_secret_value(),) if person is not None else ()
         return CaseView(

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -348,9 +348,10 @@ class AuditLog:
         until: datetime | None = None,
         from_seq: int | None = None,
         to_seq: int | None = None,
+        except_kinds: Sequence[str] = (),
     ) -> list[AuditRecord]:
         """Events in chain order, by subject, kind prefix, time (`since` included, `until`
-        excluded) and sequence number (both ends included)."""
+        excluded) and sequence number (both ends included), leaving out `except_kinds`."""
         with self._ctx.transaction() as s:
             q = select(m.AuditEvent).order_by(m.AuditEvent.seq)
             if since is not None:
@@ -365,6 +366,8 @@ class AuditLog:
                 q = q.where(m.AuditEvent.subject_ref == subject_ref)
             if kind_prefix is not None:
                 q = q.where(m.AuditEvent.kind.startswith(kind_prefix))
+            if except_kinds:
+                q = q.where(m.AuditEvent.kind.not_in(list(except_kinds)))
             if limit is not None:
                 q = q.limit(limit)
             return [
