@@ -6,27 +6,13 @@ page a browser follows)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import Depends, Request
 from fastapi import Path as PathParam
 
-from flows.runtime import Runtime
+from idv.deps import Rt, Svc, needs, runtime_of, services_of  # noqa: F401 - shared by the routes
 from policies.vocabulary import ApplicantRef
-from services.wiring import Services
 
-
-def runtime_of(request: Request) -> Runtime:
-    """The runtime the app was made over (`create_app`)."""
-    return request.app.state.runtime  # type: ignore[no-any-return]
-
-
-def services_of(request: Request) -> Services:
-    return runtime_of(request).services
-
-
-Rt = Annotated[Runtime, Depends(runtime_of)]
-Svc = Annotated[Services, Depends(services_of)]
 # A subject in a path: the vocabulary's rule, refused with 422 naming `applicant_ref`.
 SubjectRef = Annotated[ApplicantRef, PathParam(description="The caller's key for the applicant")]
 RequestIdPath = Annotated[
@@ -42,8 +28,3 @@ RequestIdPath = Annotated[
 # one that reads a body, 400 for a body that is not JSON and 413 for one too large.
 GUARDED = (401, 422)
 READS_BODY = (400, 401, 413, 422)
-
-
-def needs(permission: str) -> dict[str, Any]:
-    """The route's `openapi_extra`: the permission its service checks."""
-    return {"x-permission": permission}

@@ -29,15 +29,14 @@ page (303, or `HX-Redirect` for an HTMX request).
 from __future__ import annotations
 
 import secrets
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.responses import Response
 
-from flows.runtime import Runtime
+from idv.deps import Rt, Svc, needs, runtime_of, services_of  # noqa: F401 - the pages import them here
 from services.context import Actor
 from services.people import IssuedToken, SignedIn, SignInRefused
-from services.wiring import Services
 
 SEED_COOKIE = "idv_csrf"
 SIGN_IN_PATH = "/web/sign-in"
@@ -53,29 +52,6 @@ class SignInRequired(Exception):
 
 class FormRefused(Exception):
     """A form posted without its anti-forgery token (or with another one): 403."""
-
-
-def runtime_of(request: Request) -> Runtime:
-    """The runtime the app serves (`app.state.runtime`, set by `create_app` or
-    `mount_pages`)."""
-    found: Runtime = request.app.state.runtime
-    return found
-
-
-def services_of(request: Request) -> Services:
-    """Every service over the app's runtime: what a page calls, as the signed-in person."""
-    return runtime_of(request).services
-
-
-Rt = Annotated[Runtime, Depends(runtime_of)]
-Svc = Annotated[Services, Depends(services_of)]
-
-
-def needs(permission: str) -> dict[str, Any]:
-    """A page's `openapi_extra`: the permission its service checks (several: `a | b`, one
-    per kind of request), or `authenticated` (anyone signed in) or `public` (anyone). The
-    page never checks it itself; it is named beside the route for a reader and the tests."""
-    return {"x-permission": permission}
 
 
 def secure_cookies(request: Request) -> bool:
