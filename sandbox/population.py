@@ -168,3 +168,163 @@ def court_entries(name: str, id_number: str, *, today: date | None = None) -> li
             }
         ]
     return []
+
+
+# --- Facts about a person and a phone line, for the real vendors' imitations ----------------
+# (`sandbox.tencent`, and any other vendor imitation that wants the same people): one truth per
+# input, from every input it concerns, so two vendors asked about the same person agree on the
+# facts and differ only in how they code them. The functions above stay as the generic
+# endpoints use them.
+
+_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_ID_CHECK = "10X98765432"  # GB 11643-1999: the check character of (sum of weighted digits) % 11
+
+
+def id_number_valid(id_number: str) -> bool:
+    """A mainland resident ID number as GB 11643-1999 defines it: 18 characters, 17 digits, a
+    check character (ISO 7064 MOD 11-2), and a real date of birth in the 7th to 14th."""
+    n = normalize_id(id_number)
+    if len(n) != 18 or not n[:17].isdigit() or not (n[17].isdigit() or n[17] == "X"):
+        return False
+    if _ID_CHECK[sum(int(d) * w for d, w in zip(n[:17], _ID_WEIGHTS, strict=True)) % 11] != n[17]:
+        return False
+    try:
+        born = date(int(n[6:10]), int(n[10:12]), int(n[12:14]))
+    except ValueError:
+        return False
+    return date(1900, 1, 1) <= born <= datetime.now(UTC).date()
+
+
+def _is_han(ch: str) -> bool:
+    cp = ord(ch)
+    # CJK Unified Ideographs, Extension A, and Extensions B to F (rare characters in names).
+    return 0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2EBEF
+
+
+def name_valid(name: str) -> bool:
+    """A name as the mainland's identity sources take it: 2 to 30 Han characters, minority
+    names joined by a middle dot (·) that neither starts nor ends it."""
+    n = unicodedata.normalize("NFKC", name).strip().replace("•", "·")
+    if not 2 <= len(n) <= 30 or n[0] == "·" or n[-1] == "·":
+        return False
+    return all(_is_han(ch) or ch == "·" for ch in n)
+
+
+Segment = Literal["invalid", "mobile", "unicom", "telecom", "broadnet", "virtual"]
+
+# Number blocks by their first three digits (MIIT's allocations). The virtual operators'
+# (170, 171, 162, 165, 167) and China Broadnet's 192 are the blocks the carriers' real-name
+# checks do not serve.
+_BLOCKS: dict[str, Segment] = {
+    **dict.fromkeys(
+        "134 135 136 137 138 139 147 148 150 151 152 157 158 159 172 178 182 183 184 187 188"
+        " 195 197 198".split(),
+        "mobile",
+    ),
+    **dict.fromkeys("130 131 132 145 146 155 156 166 175 176 185 186 196".split(), "unicom"),
+    **dict.fromkeys("133 149 153 173 174 177 180 181 189 190 191 193 199".split(), "telecom"),
+    "192": "broadnet",
+    **dict.fromkeys("170 171 162 165 167".split(), "virtual"),
+}
+
+
+def phone_segment(phone: str) -> Segment:
+    """Who serves a mainland mobile number: 11 digits, no country code (`+86` makes it
+    invalid, as the carriers' checks take it)."""
+    if len(phone) != 11 or not phone.isascii() or not phone.isdigit() or phone[0] != "1":
+        return "invalid"
+    return _BLOCKS.get(phone[:3], "invalid")
+
+
+IdentityFact = Literal["MATCH", "MISMATCH", "NO_RECORD"]
+
+
+def identity_fact(name: str, id_number: str) -> IdentityFact:
+    """Whether the identity source has this ID number (3% have no record, by the ID number)
+    and, if so, whether the name is the one it holds (8% of name and ID pairs are not, by both:
+    another name for the same ID can answer differently)."""
+    number = normalize_id(id_number)
+    if _digest("identity-record", number)[0] % 100 < 3:
+        return "NO_RECORD"
+    given = unicodedata.normalize("NFKC", name).strip()
+    if _digest("identity-name", number, given)[0] % 100 < 8:
+        return "MISMATCH"
+    return "MATCH"
+
+
+LineStatus = Literal[
+    "normal", "suspended", "cancelled", "not_in_network", "unavailable", "unknown", "no_record"
+]
+Tenure = Literal["[0,3)", "[3,6)", "[6,12)", "[12,24)", "[24,+)", "not_found", "unknown"]
+
+
+def line_status(phone: str) -> LineStatus:
+    """A number's status at its carrier, by SHA-256 of the number (byte 0, mod 100): 0-1 no
+    record, 2-3 cancelled (销号), 4 not in the network, 5-7 suspended (停机), 8 in the network but
+    unavailable, 9 unknown, else normal."""
+    b = _digest("line-status", phone)[0] % 100
+    if b < 2:
+        return "no_record"
+    if b < 4:
+        return "cancelled"
+    if b < 5:
+        return "not_in_network"
+    if b < 8:
+        return "suspended"
+    if b < 9:
+        return "unavailable"
+    if b < 10:
+        return "unknown"
+    return "normal"
+
+
+def line_tenure(phone: str) -> Tenure:
+    """How long the number has been in its network, in months, as carriers band it: a number
+    with no record, cancelled or not in the network is `not_found`; 2% of the others have an
+    unknown tenure; the rest [0,3) 10%, [3,6) 10%, [6,12) 15%, [12,24) 20%, [24,+) 45%."""
+    if line_status(phone) in ("no_record", "cancelled", "not_in_network"):
+        return "not_found"
+    d = _digest("line-tenure", phone)
+    if d[0] % 100 < 2:
+        return "unknown"
+    b = d[1] % 100
+    if b < 10:
+        return "[0,3)"
+    if b < 20:
+        return "[3,6)"
+    if b < 35:
+        return "[6,12)"
+    if b < 55:
+        return "[12,24)"
+    return "[24,+)"
+
+
+PhoneMismatch = Literal[
+    "PhoneIdCardMismatch",
+    "PhoneNameMismatch",
+    "PhoneNameIdCardMismatch",
+    "NameIdCardMismatch",
+    "OtherMismatch",
+]
+
+
+def phone_fact(name: str, id_number: str, phone: str) -> tuple[IdentityFact, PhoneMismatch | None]:
+    """Whether the carrier's real-name record of the number holds this name and ID number: no
+    record when the line has none, is cancelled or out of the network; a mismatch when the name
+    and ID number do not go together (`identity_fact`), or for 10% of (name, ID, phone) triples,
+    with which element differs; else a match. Every input changes the answer."""
+    if line_status(phone) in ("no_record", "cancelled", "not_in_network"):
+        return "NO_RECORD", None
+    if identity_fact(name, id_number) == "MISMATCH":
+        return "MISMATCH", "NameIdCardMismatch"
+    given = unicodedata.normalize("NFKC", name).strip()
+    d = _digest("phone-owner", given, normalize_id(id_number), phone)
+    if d[0] % 100 < 10:
+        kinds: tuple[PhoneMismatch, ...] = (
+            "PhoneIdCardMismatch",
+            "PhoneNameMismatch",
+            "PhoneNameIdCardMismatch",
+            "OtherMismatch",
+        )
+        return "MISMATCH", kinds[d[1] % len(kinds)]
+    return "MATCH", None
