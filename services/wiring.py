@@ -15,6 +15,7 @@ from services.context import ServiceContext
 from services.events import EventService
 from services.explain import ExplainService
 from services.fees import FeeService
+from services.health import HealthService
 from services.inbox import InboxService
 from services.keys import KeyService
 from services.oauth import OAuthService
@@ -87,6 +88,17 @@ class Services:
     def events(self) -> EventService:
         return EventService(self._ctx.store, self._ctx.gate, self._ctx.behavior_policy,
                             self._ctx.scorecard)
+
+    @cached_property
+    def health(self) -> HealthService:
+        """The readiness checks (`/readyz`, `idv doctor`): the store and key ring reached on
+        each check, Redis when the runtime shares limits through it, the Prefect server when
+        `PREFECT_API_URL` names one (the variable Prefect's own client reads)."""
+        import os
+
+        return HealthService(store=lambda: self._ctx.store, keyring=lambda: self._ctx.keyring,
+                             limits_url=getattr(self._ctx, "limits_url", None),
+                             prefect_api_url=os.environ.get("PREFECT_API_URL") or None)
 
     @cached_property
     def people(self) -> PeopleService:

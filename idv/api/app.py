@@ -1,6 +1,6 @@
 """The app over one runtime: settings checked, the body guard, the error handlers, and each
-slice's router (the documentation pages, consents, subject requests, verification, OAuth,
-the web pages, the workbench)."""
+slice's router (the probes, the documentation pages, consents, subject requests,
+verification, OAuth, the web pages, the workbench)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from flows.runtime import Runtime
 from flows.settings import StartupError
-from idv.api import cases, consents, docs, errors, oauth, requests, verifications
+from idv.api import cases, consents, docs, errors, health, oauth, requests, verifications
 from idv.api.auth import BodyGuard, service_token_problem
 from idv.web import mount_pages
 
@@ -51,7 +51,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.add_middleware(BodyGuard, state=lambda: app.state)
     errors.install(app)
     docs.mount(app, production=s.env == "production")
-    for slice_ in (consents, requests, verifications, oauth):
+    for slice_ in (health, consents, requests, verifications, oauth):
         app.include_router(slice_.router)
     mount_pages(app, runtime)
     app.include_router(cases.router)
