@@ -32,6 +32,8 @@ from sandbox.population import (
     normalize_id,
     three_element_result,
 )
+from sandbox.tencent import TencentState, tencent_routes
+from sandbox.tencent import handle as tencent_handle
 from sandbox.wechat import WeChatState, wechat_routes
 
 # How far a request's timestamp may stray from our clock before it is refused as stale.
@@ -249,6 +251,9 @@ class SandboxState:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     # The WeChat OAuth imitation, served beside the vendors when set.
     wechat: WeChatState | None = None
+    # The Tencent Cloud imitation (`sandbox.tencent`) on `POST /`; when None, `build_app` makes
+    # one whose account is SecretId = app_key, SecretKey = app_secret.
+    tencent: TencentState | None = None
 
     def digest(self, id_number: str) -> str:
         """Keyed digest of a normalised ID number: lets tests find a person's calls."""
@@ -571,7 +576,29 @@ def build_app(state: SandboxState) -> web.Application:
     async def health(_request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
 
+    if state.tencent is None:
+        state.tencent = TencentState(accounts={state.app_key: state.app_secret})
+    tencent = state.tencent
+
+    async def vendor_api(request: web.Request) -> web.Response:
+        """`POST /`, told apart by the vendors' own request shapes: Tencent's `X-TC-Action`
+        header; Aliyun's `x-acs-action` header or `Action` parameter (`sandbox.aliyun`)."""
+        if "X-TC-Action" in request.headers:
+            return await tencent_handle(request, tencent, state.faults)
+        aliyun_state = getattr(state, "aliyun", None)
+        if aliyun_state is not None and (
+            "x-acs-action" in request.headers
+            or "Action" in request.query
+            or "Action" in await request.post()
+        ):
+            from sandbox import aliyun  # noqa: PLC0415 - served only when configured
+
+            return await aliyun.handle(request, aliyun_state)
+        return web.Response(status=404)
+
     app = web.Application(client_max_size=64 * 1024)
+    app.router.add_post("/", vendor_api)
+    app.add_routes(tencent_routes(tencent))
     for endpoint in REQUIRED:
         app.router.add_post(endpoint, identity)
     app.router.add_get("/_sandbox/calls", calls)
