@@ -328,3 +328,109 @@ def phone_fact(name: str, id_number: str, phone: str) -> tuple[IdentityFact, Pho
         )
         return "MISMATCH", kinds[d[1] % len(kinds)]
     return "MATCH", None
+
+
+# Alibaba Cloud Cloudauth (`sandbox.aliyun`): every answer depends on every input the action
+# takes. Each input is given as its key: the lower-case MD5 hex of the normalised value (what a
+# caller sends itself with ParamType=md5), so a plain and an MD5 call about the same person get
+# the same answer.
+
+AliyunBiz = Literal["1", "2", "3"]
+# Mobile segments of virtual operators (170/171/162/165/167) and of China Broadnet (192): the
+# three-element checks answer them Code 405 (号段不支持), as Aliyun's error codes page says.
+VIRTUAL_SEGMENTS = ("162", "165", "167", "170", "171", "192")
+_ISP_BY_SEGMENT = {
+    "CMCC": (
+        "134 135 136 137 138 139 147 150 151 152 157 158 159 172 178 182 183 184 187 188 195 197"
+        " 198"
+    ).split(),
+    "CUCC": "130 131 132 145 155 156 166 175 176 185 186 196".split(),
+    "CTCC": "133 149 153 173 177 180 181 189 190 191 193 199".split(),
+}
+
+
+def aliyun_key(kind: Literal["id", "name", "phone"], value: str) -> str:
+    """The MD5 key of a plain value: the ID number normalised (`normalize_id`), the name with
+    its spaces taken off (NFKC), the phone without `+86` or spaces."""
+    if kind == "id":
+        plain = normalize_id(value)
+    elif kind == "name":
+        plain = "".join(unicodedata.normalize("NFKC", value).split())
+    else:
+        plain = "".join(value.split()).removeprefix("+86")
+    return hashlib.md5(plain.encode("utf-8")).hexdigest()  # noqa: S324 - the vendor's form
+
+
+def aliyun_identity(name_key: str, id_key: str) -> AliyunBiz:
+    """Id2MetaVerify's BizCode: "3" (no record) for 5% of ID numbers; else "2" (inconsistent)
+    for a tenth of (ID, name) pairs, "1" for the rest: another name on the same ID number may
+    change the answer."""
+    if _digest("aliyun-id", id_key)[0] % 20 == 0:
+        return "3"
+    return "2" if _digest("aliyun-id-name", id_key, name_key)[0] % 10 == 0 else "1"
+
+
+def _phone_unknown(phone_key: str) -> bool:
+    return _digest("aliyun-phone", phone_key)[0] % 20 == 0
+
+
+def aliyun_mobile3(name_key: str, id_key: str, phone_key: str) -> tuple[AliyunBiz, str]:
+    """Mobile3Meta*'s (BizCode, SubCode): no record ("3", "301") for 5% of numbers; the number's
+    holder matches the ID number for 7 in 8 (phone, ID) pairs and the name for 7 in 8 (phone,
+    name) pairs: both "1"/"101"; neither "2"/"201"; the name only "2"/"202"; the ID only
+    "2"/"203"; and one in 50 of the consistent triples "2"/"204" (other inconsistency)."""
+    if _phone_unknown(phone_key):
+        return "3", "301"
+    id_ok = _digest("aliyun-phone-id", phone_key, id_key)[0] % 8 != 0
+    name_ok = _digest("aliyun-phone-name", phone_key, name_key)[0] % 8 != 0
+    if id_ok and name_ok:
+        other = _digest("aliyun-phone-other", phone_key, id_key, name_key)[0] % 50 == 0
+        return ("2", "204") if other else ("1", "101")
+    if not id_ok and not name_ok:
+        return "2", "201"
+    return ("2", "202") if name_ok else ("2", "203")
+
+
+def aliyun_isp(phone: str | None, phone_key: str) -> str:
+    """The carrier of a number by its segment; of an MD5 key (no segment known), by the key."""
+    if phone is not None:
+        segment = "".join(phone.split()).removeprefix("+86")[:3]
+        for isp, segments in _ISP_BY_SEGMENT.items():
+            if segment in segments:
+                return isp
+    return ("CMCC", "CUCC", "CTCC")[_digest("aliyun-isp", phone_key)[0] % 3]
+
+
+def aliyun_online_status(phone_key: str) -> tuple[AliyunBiz, str]:
+    """MobileOnlineStatus's (BizCode, SubCode): the numbers Mobile3Meta knows nothing of are
+    ("3", "301"); of the others, by a byte of the key mod 100: 0-3 suspended "201", 4-6
+    cancelled "202", 7-8 active but unavailable "203", 9 not activated "204" (all BizCode
+    "2"), the rest active "101" ("1")."""
+    if _phone_unknown(phone_key):
+        return "3", "301"
+    bucket = _digest("aliyun-status", phone_key)[0] % 100
+    for limit, sub in ((4, "201"), (7, "202"), (9, "203"), (10, "204")):
+        if bucket < limit:
+            return "2", sub
+    return "1", "101"
+
+
+def aliyun_online_time(phone_key: str) -> tuple[AliyunBiz, str | None]:
+    """MobileOnlineTime's (BizCode, TimeCode): no result ("3", None) for the unknown numbers;
+    else TimeCode 1-5 ([0,3), [3,6), [6,12), [12,24), [24,+) months), one in ten under 3
+    months, most over 24."""
+    if _phone_unknown(phone_key):
+        return "3", None
+    bucket = _digest("aliyun-tenure", phone_key)[0] % 20
+    code = (
+        "1"
+        if bucket < 2
+        else "2"
+        if bucket < 4
+        else "3"
+        if bucket < 7
+        else "4"
+        if bucket < 10
+        else "5"
+    )
+    return "1", code
