@@ -71,4 +71,6 @@ class Runtime(RuntimeParts):
     def close(self) -> None:
         if "on_demand" in self.__dict__:
             self.__dict__.pop("on_demand").close()
+        if "store" in self.__dict__:
+            self.store.audit.close()  # its checkpoint timer, before the engine goes
         super().close()

@@ -77,6 +77,7 @@ class ComplianceService:
         of the period (`path`, `sha256`) for the surface to copy beside it."""
         self.control.require(actor, "compliance_pack", operation="compliance_pack")
         since, until = period(start, end)
+        head = self.store.audit.check_head()
         events = self.store.audit.events(since=since, until=until)
         by_kind: dict[str, list[Any]] = defaultdict(list)
         for e in events:
@@ -197,6 +198,9 @@ class ComplianceService:
                 "events_in_period": len(events),
                 "first_seq": events[0].seq if events else None,
                 "last_seq": events[-1].seq if events else None,
+                # The chain held against the latest checkpoint: counts above taken from a
+                # chain cut behind it would be short, and this says so.
+                "head": {"intact": head.intact, "rule": head.rule, "events": head.events},
             },
             "checkpoints": self._checkpoints(since, until, events),
         }

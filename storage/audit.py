@@ -11,6 +11,14 @@ Each event carries two links to the one before it:
   matches them; and a third party can check an event against a checkpoint without the MAC
   key (`idv audit export-proof`).
 
+No unchecked tail worth cutting: a transaction that records one of `WITNESSED_KINDS` (a
+withdrawal, a hold, an erasure, a change of a person's role or credentials) is checkpointed
+as it commits, and any other event within `checkpoint_interval_s` (a timer armed by the first
+event not yet covered). Before anything is paid for, `require_head` holds the chain against
+the latest checkpoint it can read (and the latest this process wrote or read, which a
+rollback of the database and the checkpoint place cannot take back): not shorter, and the
+same link at the checkpoint's position.
+
 Old events can be purged (`purge_through`): the chain then starts from a base (the last
 purged event's hash and link, on the head row) that an `audit.purged` event attests.
 Every repository that records an event is given the one `AuditLog` of its store.
@@ -47,6 +55,38 @@ PendingEvent = tuple[str, str | None, dict[str, Any]]
 GENESIS = "0" * 64
 LINK_DOMAIN = b"idv audit link v1\n"
 PURGED = "audit.purged"
+
+# Events a rollback of the chain's tail would undo to someone's harm (a withdrawal reversed,
+# a hold lifted, an erasure or a revoked role forgotten): the transaction that records one
+# is checkpointed as it commits, so none of them is ever in the unchecked tail for longer
+# than that commit takes.
+WITNESSED_KINDS = frozenset(
+    {
+        "consent.withdrawn",
+        "subject.hold_placed",
+        "subject.hold_released",
+        "subject.erased",
+        "subject.restricted",
+        "user.added",
+        "user.role_changed",
+        "user.disabled",
+        "user.enabled",
+        "user.password_reset",
+        "credential.issued",
+        "credential.revoked",
+    }
+)
+
+
+class ChainRolledBackError(RuntimeError):
+    """The chain in the database is shorter than, or not the one, the latest checkpoint
+    signed: its tail was cut or rolled back. Nothing is paid for on it (`require_head`).
+    Names the rule and the checkpoint, never a record."""
+
+    def __init__(self, rule: str, file: str | None = None) -> None:
+        super().__init__(rule)
+        self.rule = rule
+        self.file = file
 
 
 def event_body(
@@ -107,13 +147,22 @@ class AuditLog:
         *,
         checkpoints: CheckpointLog | None = None,
         checkpoint_every: int = 1000,
+        checkpoint_interval_s: float = 60.0,
     ) -> None:
         self._ctx = ctx
         self.checkpoints = checkpoints
         self.checkpoint_every = checkpoint_every
+        self.checkpoint_interval_s = checkpoint_interval_s
         self._lock = threading.Lock()
         self._appended = 0  # the highest sequence number this process appended
         self._checkpointed: int | None = None  # the size of the last checkpoint, once known
+        self._must_cover = 0  # the last witnessed event this process appended
+        self._timer: threading.Timer | None = None
+        self._timer_lock = threading.Lock()  # apart from `_lock`: appenders never wait on I/O
+        self._closed = False
+        # The latest checkpoint this process wrote or read (size, root): a witness of the
+        # chain's head that a rollback of the database and the checkpoint place cannot undo.
+        self._witness: tuple[int, str] | None = None
 
     def _digest(
         self,
@@ -220,32 +269,80 @@ class AuditLog:
         insert_rows(conn, _EVENTS, rows)
         conn.execute(_MOVE_HEAD, {"new_hash": prev, "new_link": link})
         self._appended = max(self._appended, seq)
+        if self.checkpoints is not None:
+            witnessed = [r["seq"] for r in rows if r["kind"] in WITNESSED_KINDS]
+            if witnessed:
+                self._must_cover = max(self._must_cover, witnessed[-1])
+            self._arm_timer()
         return [r["seq"] for r in rows]
 
     # -- checkpoints ---------------------------------------------------------------------
 
     def after_commit(self) -> None:
-        """Write a checkpoint if `checkpoint_every` events were appended since the last one.
-        Cheap when none is due (no query). A checkpoint that cannot be written is logged:
-        the events it would cover are committed, and `check` still checks their MACs."""
+        """Write a checkpoint if this process committed a witnessed event (`WITNESSED_KINDS`)
+        not yet covered, or `checkpoint_every` events since the last one. Cheap when none is
+        due (no query). A checkpoint that cannot be written is logged: the events it would
+        cover are committed, `check` still checks their MACs, and the timer tries again."""
         if self.checkpoints is None:
             return
         if self._checkpointed is None:
             self._checkpointed = max(self.checkpoints.sizes(), default=0)
-        if self._appended - self._checkpointed < self.checkpoint_every:
+        if (
+            self._appended - self._checkpointed < self.checkpoint_every
+            and self._must_cover <= self._checkpointed
+        ):
             return
         try:
             self.checkpoint()
         except Exception as exc:  # noqa: BLE001 - the events are committed; verify still sees
             log.error("audit checkpoint not written: %s", type(exc).__name__)
 
+    def _arm_timer(self) -> None:
+        """Start the timer that checkpoints what is still uncovered `checkpoint_interval_s`
+        from now (one at a time; none when the interval is 0)."""
+        if self.checkpoint_interval_s <= 0 or self._closed:
+            return
+        with self._timer_lock:
+            if self._timer is not None:
+                return
+            timer = threading.Timer(self.checkpoint_interval_s, self._on_timer)
+            timer.daemon = True
+            timer.name = "idv-audit-checkpoint"
+            self._timer = timer
+        timer.start()
+
+    def _on_timer(self) -> None:
+        with self._timer_lock:
+            self._timer = None
+        if self._closed:
+            return
+        try:
+            self.checkpoint()
+        except Exception as exc:  # noqa: BLE001 - logged; the next event arms it again
+            log.error("audit checkpoint not written: %s", type(exc).__name__)
+        if self._appended > (self._checkpointed or 0):  # appended, not committed then
+            self._arm_timer()
+
+    def close(self) -> None:
+        """Stop the timer (a process ending, a runtime closed); nothing is written after."""
+        self._closed = True
+        with self._timer_lock:
+            timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+
     def checkpoint(self) -> Checkpoint | None:
         """Sign and store a checkpoint of the chain as committed now (at the end of a run,
-        and every `checkpoint_every` events). None for an empty chain or without a log."""
+        after a witnessed event, every `checkpoint_every` events and on the timer). None for
+        an empty chain or without a log; `ChainRolledBackError` for a chain that does not
+        extend the latest checkpoint (`check_head`)."""
         if self.checkpoints is None:
             return None
         head = _HEAD
         with self._lock:
+            # Never sign a chain that does not extend the latest checkpoint: a cut tail grown
+            # back past it would otherwise be vouched for.
+            self.require_head()
             with self._ctx.engine.connect() as conn:
                 row = conn.execute(
                     select(head.c.seq, head.c.link, head.c.checkpoint_seq).where(head.c.id == 1)
@@ -253,6 +350,7 @@ class AuditLog:
             if row is None or row.seq == 0 or row.link is None:
                 return None
             cp = self.checkpoints.write(row.seq, row.link)
+            self._witness = max(self._witness or (0, ""), (cp.size, cp.root))
             if (row.checkpoint_seq or 0) < row.seq:
                 with self._ctx.engine.begin() as conn:
                     conn.execute(
@@ -262,6 +360,79 @@ class AuditLog:
                     )
             self._checkpointed = max(self._checkpointed or 0, row.seq)
             return cp
+
+    def check_head(self) -> ChainReport:
+        """The chain's head against the latest checkpoint: the one with the largest size in
+        the checkpoint place (its signature checked) or the latest this process wrote or read
+        (whichever is larger). The chain must not be shorter, its event at that position
+        must carry the checkpoint's root, and the last checkpoint the database names must be
+        there. One file and one query: what a run checks before it pays for anything; the
+        full walk is `check`. Intact when there is no checkpoint log."""
+        if self.checkpoints is None:
+            return ChainReport(intact=True, broken_at=None, events=0)
+        try:
+            sizes = self.checkpoints.sizes()
+            latest = max(sizes, default=0)
+            if latest and (self._witness is None or latest > self._witness[0]):
+                cp = self.checkpoints.read(latest)
+                self._witness = max(self._witness or (0, ""), (cp.size, cp.root))
+        except CheckpointError as exc:
+            return ChainReport(intact=False, broken_at=None, events=0, rule=exc.rule, file=exc.path)
+        with self._ctx.engine.connect() as conn:
+            head = conn.execute(
+                select(
+                    _HEAD.c.seq, _HEAD.c.base_seq, _HEAD.c.base_link, _HEAD.c.checkpoint_seq
+                ).where(_HEAD.c.id == 1)
+            ).first()
+            size, root = self._witness or (0, "")
+            at = conn.scalar(select(_EVENTS.c.link).where(_EVENTS.c.seq == size)) if size else None
+        end = head.seq if head is not None else 0
+        base = (head.base_seq or 0) if head is not None else 0
+
+        def broken(rule: str, file: Path | str | None = None) -> ChainReport:
+            return ChainReport(
+                intact=False,
+                broken_at=min(end, size) + 1 if size else None,
+                events=end,
+                checkpoints=len(sizes),
+                base_seq=base,
+                rule=rule,
+                file=str(file) if file is not None else None,
+            )
+
+        path = self.checkpoints.path_for(size) if size else None
+        named = head.checkpoint_seq if head is not None else None
+        if named and named not in sizes and named > size:
+            return broken(
+                "the checkpoint file is missing (the database's last checkpoint)",
+                self.checkpoints.path_for(named),
+            )
+        if size and end < size:
+            return broken(
+                f"the checkpoint records {size} events; the chain ends at {end}: events "
+                "were removed from its end",
+                path,
+            )
+        if size > base:
+            if at != root:
+                return broken(
+                    f"the chain at {size} is not the one the checkpoint signed: it was "
+                    "rolled back or rewritten",
+                    path,
+                )
+        elif size and size == base and head is not None and head.base_link != root:
+            return broken("the chain's base does not match the checkpoint", path)
+        return ChainReport(
+            intact=True, broken_at=None, events=end, checkpoints=len(sizes), base_seq=base
+        )
+
+    def require_head(self) -> None:
+        """`ChainRolledBackError` unless `check_head` finds the chain intact: called before a
+        run starts (`RunRepository.start`), so nothing is paid for on a chain whose tail
+        was cut (a withdrawal deleted with its events)."""
+        report = self.check_head()
+        if not report.intact:
+            raise ChainRolledBackError(report.rule or "the chain does not match", report.file)
 
     # -- purging -------------------------------------------------------------------------
 

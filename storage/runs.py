@@ -34,6 +34,10 @@ class RunRepository:
         owner: str | None = None,
         resumes: str | None = None,
     ) -> str:
+        """Open a run. First the audit chain is held against the latest checkpoint
+        (`AuditLog.require_head`): on a chain whose tail was cut, `ChainRolledBackError`,
+        and no run, so no paid call."""
+        self._audit.require_head()
         run_id = run_id or str(uuid.uuid4())
         now = self._ctx.clock()
         with self._ctx.transaction() as s:

@@ -46,10 +46,14 @@ class Store:
         clock: Clock = utcnow,
         checkpoints: CheckpointLog | None = None,
         checkpoint_every: int = 1000,
+        checkpoint_interval_s: float = 60.0,
     ) -> None:
         self.context = ctx = StoreContext(engine, keyring, clock=clock)
         self.audit = audit = AuditLog(
-            ctx, checkpoints=checkpoints, checkpoint_every=checkpoint_every
+            ctx,
+            checkpoints=checkpoints,
+            checkpoint_every=checkpoint_every,
+            checkpoint_interval_s=checkpoint_interval_s,
         )
         self.ledger = ConsentLedger(ctx, audit)
         self.applicants = ApplicantRepository(ctx, audit)
