@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 from aiohttp import web
 
+from sandbox.aliyun import AliyunState, aliyun_routes
 from sandbox.outreach import OutreachState, outreach_routes
 from sandbox.population import (
     as_of_for,
@@ -254,6 +255,9 @@ class SandboxState:
     # The Tencent Cloud imitation (`sandbox.tencent`) on `POST /`; when None, `build_app` makes
     # one whose account is SecretId = app_key, SecretKey = app_secret.
     tencent: TencentState | None = None
+    # The Alibaba Cloud Cloudauth imitation (`sandbox.aliyun`) on `POST /`; when None,
+    # `build_app` makes one whose AccessKey pair is app_key / app_secret, with this state's faults.
+    aliyun: AliyunState | None = None
 
     def digest(self, id_number: str) -> str:
         """Keyed digest of a normalised ID number: lets tests find a person's calls."""
@@ -579,6 +583,10 @@ def build_app(state: SandboxState) -> web.Application:
     if state.tencent is None:
         state.tencent = TencentState(accounts={state.app_key: state.app_secret})
     tencent = state.tencent
+    if state.aliyun is None:
+        state.aliyun = AliyunState(
+            state.app_key, state.app_secret, faults_source=lambda: state.faults
+        )
 
     async def vendor_api(request: web.Request) -> web.Response:
         """`POST /`, told apart by the vendors' own request shapes: Tencent's `X-TC-Action`
@@ -599,6 +607,7 @@ def build_app(state: SandboxState) -> web.Application:
     app = web.Application(client_max_size=64 * 1024)
     app.router.add_post("/", vendor_api)
     app.add_routes(tencent_routes(tencent))
+    app.add_routes(aliyun_routes(state.aliyun))
     for endpoint in REQUIRED:
         app.router.add_post(endpoint, identity)
     app.router.add_get("/_sandbox/calls", calls)
