@@ -12,6 +12,7 @@ from flows.runtime import Runtime
 from flows.settings import StartupError
 from idv.api import cases, consents, docs, errors, health, oauth, requests, verifications
 from idv.api.auth import BodyGuard, service_token_problem
+from idv.api.metrics import RouteMetrics
 from idv.web import mount_pages
 
 
@@ -49,6 +50,8 @@ def create_app(runtime: Runtime) -> FastAPI:
             s.api_token_role,
         )
     app.add_middleware(BodyGuard, state=lambda: app.state)
+    # Outermost: every request counted by its route's template (`/metrics`, admin port).
+    app.add_middleware(RouteMetrics)
     errors.install(app)
     docs.mount(app, production=s.env == "production")
     for slice_ in (health, consents, requests, verifications, oauth):

@@ -130,8 +130,21 @@ def serve(
             "OpenID provider), wired to this API, to click through the OAuth dance.",
         ),
     ] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            envvar="IDV_METRICS_PORT",
+            help="Serve Prometheus /metrics on this admin port (never the API's).",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(envvar="IDV_METRICS_HOST", help="Interface of the admin port.")
+    ] = "127.0.0.1",
 ) -> None:
-    """Serve the HTTP API (consents, decisions, the OAuth pages)."""
+    """Serve the HTTP API (consents, decisions, the OAuth pages); with --metrics-port,
+    Prometheus /metrics on an admin port of its own."""
     import uvicorn
 
     from flows.process import settle_for_serving
@@ -167,6 +180,13 @@ def serve(
             console.print(f"WeChat dance: open {wired['wechat']}")
             console.print(f"OpenID Connect dance: open {wired['oidc']}")
         api = create_app(rt)
+        if metrics_port is not None:
+            if metrics_port == port:
+                fail("--metrics-port", "must differ from the API's port", as_json=False)
+            from idv.api.metrics import serve_admin
+
+            serve_admin(rt, metrics_host, metrics_port)
+            console.print(f"metrics on http://{metrics_host}:{metrics_port}/metrics")
         # What every request uses is loaded now and kept out of the collector's walks:
         # otherwise a full collection over it holds every request in flight a fifth of a
         # second.

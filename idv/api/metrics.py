@@ -1,0 +1,90 @@
+"""Prometheus metrics of the API process, served on an admin port of their own (never on
+the API's): requests by method, route template and status, their latency, and the
+operations metrics read from the database (`services.metrics.OperationsCollector`), beside
+whatever else this process's default registry holds (the vendor calls it made,
+`verifiers.metrics`; the Python process's own).
+
+A route is labelled by its template (`/subjects/{applicant_ref}/decision`), never by the
+path a caller sent, so a ref, an id or a name in a path never reaches a label; a request
+that reached no route (no route matched, or the body guard refused it first: 401, 413) is
+`unmatched`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+
+from services.metrics import OperationsCollector
+
+HTTP_REQUESTS = Counter(
+    "idv_http_requests",
+    "HTTP requests answered, by method, route template and status",
+    ["method", "route", "status"],
+)
+HTTP_SECONDS = Histogram(
+    "idv_http_request_seconds",
+    "Time to answer an HTTP request, by method and route template",
+    ["method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def route_of(scope: dict[str, Any]) -> str:
+    """The template of the route the router matched, from the scope it set."""
+    path = getattr(scope.get("route"), "path", None)
+    return path if isinstance(path, str) and path else "unmatched"
+
+
+class RouteMetrics:
+    """Pure ASGI, outermost: counts and times each HTTP request by its route's template,
+    the body guard's refusals included."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [500]
+
+        async def sending(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            method = scope["method"] if scope["method"] in _METHODS else "other"
+            route = route_of(scope)
+            HTTP_REQUESTS.labels(method, route, str(status[0])).inc()
+            HTTP_SECONDS.labels(method, route).observe(time.perf_counter() - started)
+
+
+_collectors: dict[int, OperationsCollector] = {}
+
+
+def register_operations(runtime: Any, registry: Any = REGISTRY) -> OperationsCollector:
+    """The operations collector over `runtime`'s store, on `registry` (once per runtime)."""
+    if id(runtime) not in _collectors:
+        from policies.catalog import case_policy
+
+        collector = OperationsCollector(runtime.store, due_soon_hours=case_policy().due_soon_hours)
+        registry.register(collector)
+        _collectors[id(runtime)] = collector
+    return _collectors[id(runtime)]
+
+
+def serve_admin(runtime: Any, host: str, port: int) -> Any:
+    """`/metrics` (any path, as `prometheus_client` serves it) on `host:port` in a thread of
+    its own, over the default registry with the operations collector registered; the
+    server, whose `shutdown()` stops it."""
+    register_operations(runtime)
+    server, _thread = start_http_server(port, addr=host, registry=REGISTRY)
+    return server

@@ -1,0 +1,177 @@
+"""The operations metrics read from the database at scrape time: what every process did
+(the API's and each worker's alike, since all record into the same audit chain) and what is
+held now.
+
+- counters, as running totals over the audit chain (each scrape reads only the events past
+  the last one it counted): vendor calls by step, status, result code and billed
+  (`step.completed`), their fees; gate refusals by step, purpose and reason
+  (`consent.denied`); reveals by field and reason code; chunk redispatches by reason;
+- gauges: applicants by outcome, open review cases by age bucket and SLA state, events the
+  audit checkpoints do not cover yet and how long the oldest of them has waited, chunks
+  redispatched over the last day.
+
+No label holds a ref, an id, a name or any value of a person: every label value is a word
+of a closed vocabulary (`verifiers.metrics.label_value` turns anything else into `other`).
+A scrape is answered from what the last one read when it came less than `min_interval_s`
+ago, so that many scrapers do not multiply the queries.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from storage import tallies
+from verifiers.metrics import label_value
+
+# The age buckets of the SLA report (services.cases.AGE_BUCKETS).
+AGE_BUCKETS: tuple[tuple[str, int | None], ...] = (
+    ("under_4h", 4),
+    ("4h_to_24h", 24),
+    ("1d_to_3d", 72),
+    ("3d_to_7d", 168),
+    ("over_7d", None),
+)
+
+
+class OperationsCollector(Collector):
+    """A `prometheus_client` collector over one store (register it on the registry the
+    admin port serves). `due_soon_hours` is the case policy's."""
+
+    def __init__(
+        self,
+        store: Any,
+        *,
+        due_soon_hours: int,
+        min_interval_s: float = 5.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._store = store
+        self._due_soon_hours = due_soon_hours
+        self._min_interval_s = min_interval_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._seen = 0  # audit events counted so far (sequence number)
+        self._totals: dict[tuple[str, tuple[str, ...]], list[int]] = {}
+        self._metrics: list[Metric] = []
+        self._read_at = float("-inf")
+        self.last_read_s = 0.0  # how long the last read of the database took
+
+    def describe(self) -> list[Metric]:
+        """Nothing described ahead: the registry then calls `collect` only when scraped."""
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            if time.monotonic() - self._read_at >= self._min_interval_s:
+                started = time.perf_counter()
+                self._metrics = self._read()
+                self.last_read_s = time.perf_counter() - started
+                self._read_at = time.monotonic()
+            metrics = list(self._metrics)
+        yield from metrics
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _count(self, tally: tallies.AuditTally) -> None:
+        labels: tuple[str, ...]
+        if tally.kind == "step.completed":
+            labels = (tally.step, tally.status, tally.reason, "true" if tally.billed else "false")
+        elif tally.kind == "consent.denied":
+            labels = (tally.step, tally.purpose, tally.reason)
+        elif tally.kind == "applicant.revealed":
+            labels = (tally.field, tally.reason)
+        else:
+            labels = (tally.reason,)
+        key = (tally.kind, tuple(label_value(x) for x in labels))
+        total = self._totals.setdefault(key, [0, 0])
+        total[0] += tally.events
+        total[1] += tally.fee_cents
+
+    def _read(self) -> list[Metric]:
+        now = self._clock()
+        with self._store.engine.connect() as conn:
+            head, checkpointed = tallies.audit_head(conn)
+            if head > self._seen:
+                for tally in tallies.audit_tallies(conn, self._seen, head):
+                    self._count(tally)
+                self._seen = head
+            waiting_since = tallies.uncheckpointed_since(conn, checkpointed, head)
+            outcomes = tallies.outcomes(conn)
+            cases = tallies.open_cases(
+                conn, now, buckets=AGE_BUCKETS, due_soon_hours=self._due_soon_hours
+            )
+            redispatched = tallies.redispatched_chunks(conn, now - timedelta(days=1))
+        metrics = self._counters()
+        outcome = GaugeMetricFamily(
+            "idv_applicants", "Applicants held, by outcome", labels=["outcome"]
+        )
+        for name, n in sorted(outcomes.items()):
+            outcome.add_metric([label_value(name)], n)
+        open_cases = GaugeMetricFamily(
+            "idv_open_cases", "Review cases not closed, by age and SLA state", labels=["age", "sla"]
+        )
+        for (age, sla), n in sorted(cases.items()):
+            open_cases.add_metric([label_value(age), label_value(sla)], n)
+        uncovered = GaugeMetricFamily(
+            "idv_audit_events_uncheckpointed",
+            "Audit events no signed checkpoint covers yet",
+            value=max(0, head - checkpointed),
+        )
+        waited = GaugeMetricFamily(
+            "idv_audit_uncheckpointed_age_seconds",
+            "How long the oldest audit event no checkpoint covers has waited (0: none)",
+            value=max(0.0, (now - waiting_since).total_seconds()) if waiting_since else 0.0,
+        )
+        chunks = GaugeMetricFamily(
+            "idv_chunks_redispatched_last_day",
+            "Chunks of the runs started in the last 24 hours that were sent out again",
+            value=redispatched,
+        )
+        return [*metrics, outcome, open_cases, uncovered, waited, chunks]
+
+    def _counters(self) -> list[Metric]:
+        calls = CounterMetricFamily(
+            "idv_step_calls",
+            "Steps run through the gate by every process, by step, status, result code and "
+            "whether the source billed it",
+            labels=["step", "status", "code", "billed"],
+        )
+        fees = CounterMetricFamily(
+            "idv_step_fees_cents",
+            "Fees the sources billed for the steps, by step",
+            labels=["step"],
+        )
+        refusals = CounterMetricFamily(
+            "idv_gate_refusals",
+            "Steps the consent gate refused, by step, purpose and reason",
+            labels=["step", "purpose", "reason"],
+        )
+        reveals = CounterMetricFamily(
+            "idv_reveals",
+            "Unmasked values shown, by field and reason code",
+            labels=["field", "reason"],
+        )
+        redispatches = CounterMetricFamily(
+            "idv_chunk_redispatches", "Chunks sent out again, by reason", labels=["reason"]
+        )
+        fee_by_step: dict[str, int] = {}
+        for (kind, labels), (events, cents) in sorted(self._totals.items()):
+            if kind == "step.completed":
+                calls.add_metric(list(labels), events)
+                fee_by_step[labels[0]] = fee_by_step.get(labels[0], 0) + cents
+            elif kind == "consent.denied":
+                refusals.add_metric(list(labels), events)
+            elif kind == "applicant.revealed":
+                reveals.add_metric(list(labels), events)
+            else:
+                redispatches.add_metric(list(labels), events)
+        for step, cents in sorted(fee_by_step.items()):
+            fees.add_metric([step], cents)
+        return [calls, fees, refusals, reveals, redispatches]
