@@ -21,7 +21,7 @@ from policies import catalog
 from policies.access import AccessPolicy, RetentionPolicy
 from policies.behavior import BehaviorPolicy
 from policies.consent import ConsentGrant, ConsentPolicy
-from policies.document import PolicyError
+from policies.document import LinedYaml
 from policies.notices import Notice
 from policies.quality import QualityPolicy
 from policies.requests import RequestPolicy
@@ -45,7 +45,8 @@ from storage.people import BINDINGS_REVISION
 from storage.store import Store
 from verifiers.gate import ConsentGate, ConsentReader, DecisionRecorder
 from verifiers.limits import CallLimits, LimitStore, LocalLimitStore, RedisLimitStore
-from verifiers.registry import VerifierRegistry, default_registry, vendor_apis
+from verifiers.registry import VerifierRegistry, check_routes, default_registry
+from verifiers.vendor import VendorEndpoint
 
 
 class _Ledger(Protocol):
@@ -356,20 +357,20 @@ class RuntimeParts:
         rule) when it does not validate or leaves a paid API without a contract."""
         path = self.settings.vendor_contracts
         if path is None:
-            contracts, source = catalog.vendor_contracts(), "policies/vendors.yaml"
+            source, text = "policies/vendors.yaml", catalog.read_text("vendors.yaml")
         else:
-            source = str(path)
-            contracts = VendorContracts.from_yaml(path.read_text(encoding="utf-8"), source=source)
-        for vendor, paths in vendor_apis().items():
-            for api in sorted(paths):
-                if contracts.api(vendor, api) is None:
-                    raise PolicyError(
-                        source,
-                        None,
-                        ("vendors", vendor, "apis", api),
-                        "every paid API needs a contract",
-                    )
+            source, text = str(path), path.read_text(encoding="utf-8")
+        contracts = VendorContracts.from_yaml(text, source=source)
+        for where, rule in check_routes(contracts):
+            raise LinedYaml(text, source).error(where, rule)
         return contracts
+
+    @cached_property
+    def endpoints(self) -> dict[str, VendorEndpoint]:
+        """Each vendor's endpoint (`Settings.endpoints`), speaking its contract's protocol."""
+        return self.settings.endpoints(
+            {name: v.protocol for name, v in self.vendor_contracts.vendors.items()}
+        )
 
     @cached_property
     def call_limits(self) -> CallLimits:

@@ -8,6 +8,7 @@ needs only a setting (a path, a pool's name) reads them without wiring anything.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -75,14 +76,20 @@ class Settings(BaseSettings):
     chunk_attempts: int = Field(3, ge=1, le=10)
     # Gone: chunks run as flow runs on a work pool's workers. Set, it is refused at start.
     workers: str | None = None
-    identity_base_url: str = "http://127.0.0.1:8701"
-    identity_app_key: str = "idv-dev"
-    identity_app_secret: SecretStr = SecretStr("idv-dev-secret")
+    # The licensed vendors (`policies/vendors.yaml` names which serves which step): per
+    # vendor its base URL and the account's key pair. Tencent Cloud: `IDV_TENCENT_APP_KEY` is
+    # the SecretId, `_APP_SECRET` the SecretKey, `IDV_TENCENT_REGION` the X-TC-Region;
+    # Alibaba Cloud: the AccessKeyId and AccessKeySecret; the generic adapters (court list,
+    # credit bureau): the app key and secret they issue.
+    tencent_base_url: str = "http://127.0.0.1:8701"
+    tencent_app_key: str = "idv-dev"
+    tencent_app_secret: SecretStr = SecretStr("idv-dev-secret")
+    tencent_region: str | None = "ap-guangzhou"
+    aliyun_base_url: str = "http://127.0.0.1:8701"
+    aliyun_app_key: str = "idv-dev"
+    aliyun_app_secret: SecretStr = SecretStr("idv-dev-secret")
     vendor_timeout_s: float = Field(5.0, gt=0)
     vendor_max_attempts: int = Field(3, ge=1, le=10)
-    carrier_base_url: str = "http://127.0.0.1:8701"
-    carrier_app_key: str = "idv-dev"
-    carrier_app_secret: SecretStr = SecretStr("idv-dev-secret")
     court_base_url: str = "http://127.0.0.1:8701"
     court_app_key: str = "idv-dev"
     court_app_secret: SecretStr = SecretStr("idv-dev-secret")
@@ -253,15 +260,19 @@ class Settings(BaseSettings):
             return self.keystore_url
         return f"sqlite:///{self.resolved_key_file.resolve().parent / 'keystore.db'}"
 
-    def endpoints(self) -> dict[str, VendorEndpoint]:
+    def endpoints(self, protocols: Mapping[str, str] | None = None) -> dict[str, VendorEndpoint]:
         """One endpoint per licensed vendor: `IDV_<VENDOR>_BASE_URL`, `_APP_KEY`,
-        `_APP_SECRET` (its rates are the contracts': `vendor_contracts`)."""
+        `_APP_SECRET`, speaking the protocol the contracts give it (`protocols`; its rates
+        are the contracts' too: `vendor_contracts`)."""
+        protocols = protocols or DEFAULT_PROTOCOLS
         return {
             name: VendorEndpoint(
                 base_url=getattr(self, f"{name}_base_url"),
                 app_key=getattr(self, f"{name}_app_key"),
                 app_secret=getattr(self, f"{name}_app_secret"),
                 name=name,
+                protocol=protocols.get(name, "generic"),  # type: ignore[arg-type]
+                region=self.tencent_region if name == "tencent" else None,
                 breaker_threshold=self.vendor_breaker_threshold,
                 breaker_cooldown_s=self.vendor_breaker_cooldown_s,
             )
@@ -269,7 +280,8 @@ class Settings(BaseSettings):
         }
 
 
-VENDORS = ("identity", "carrier", "court", "credit")
+VENDORS = ("tencent", "aliyun", "court", "credit")
+DEFAULT_PROTOCOLS = {"tencent": "tencent", "aliyun": "aliyun"}
 
 
 def vendor_overrides(base_url: str, app_key: str, app_secret: str) -> dict[str, str]:

@@ -105,11 +105,12 @@ class Steps:
         self.runner = StepRunner(
             gate or rt.gate,
             rt.registry,
-            s.endpoints(),
+            rt.endpoints,
             concurrency=concurrency or s.concurrency,
             timeout_s=s.vendor_timeout_s,
             max_attempts=s.vendor_max_attempts,
             limits=self.limits,
+            contracts=rt.vendor_contracts,
         )
 
     async def __aenter__(self) -> Steps:

@@ -31,6 +31,7 @@ KNOWN_FEATURES: dict[str, Literal["categorical", "numeric"]] = {
     # step outcomes
     "id_check": "categorical",
     "carrier_check": "categorical",
+    "number_status": "categorical",
     "court_list": "categorical",
     "credit_report": "categorical",
     "account_attributes": "categorical",

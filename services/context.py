@@ -19,6 +19,7 @@ from policies.consent import ConsentPolicy
 from policies.notices import Notice
 from policies.requests import RequestPolicy
 from policies.scorecard import Scorecard
+from policies.vendors import VendorContracts
 from services.oauth_config import OAuthConfig
 from storage.keyring import KeyRing
 from storage.store import Store
@@ -55,6 +56,9 @@ class ServiceContext(Protocol):
 
     @property
     def request_policy(self) -> RequestPolicy: ...
+
+    @property
+    def vendor_contracts(self) -> VendorContracts: ...
 
     @property
     def checkpoint_dir(self) -> Path | None: ...

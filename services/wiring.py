@@ -53,7 +53,7 @@ class Services:
 
     @cached_property
     def fees(self) -> FeeService:
-        return FeeService(self._ctx.store)
+        return FeeService(self._ctx.store, self._ctx.vendor_contracts)
 
     @cached_property
     def explain(self) -> ExplainService:

@@ -111,6 +111,18 @@ class Evidence(BaseModel):
     # The field names of the vendor's answer (no values), when one was read: what the
     # data-quality drift suite checks.
     answer_shape: frozenset[str] | None = None
+    # The vendor that answered (a step routed to a primary and a fallback names the last),
+    # every vendor call the step made (vendor, action, code, reason, request id, fee,
+    # in doubt: no values), and how many attempts were sent and never answered by a vendor
+    # that takes no idempotency key (each may be on its bill).
+    vendor: str | None = None
+    calls: tuple[dict[str, str | int | bool | None], ...] = ()
+    in_doubt: int = 0
+    # The gate decisions of earlier attempts at this same call (a run that died with them in
+    # flight) that were sent and never answered: each may be on the vendor's bill.
+    in_doubt_prior: tuple[str, ...] = ()
+    # The answer is an earlier attempt's, recorded before its run died: not paid again.
+    reused: bool = False
 
 
 @runtime_checkable

@@ -1,70 +1,85 @@
-"""Carrier three-element check: name + ID number + phone matched by the mobile carrier, with
-the number's status (active, suspended, cancelled) and tenure band."""
+"""Carrier checks through a real vendor, one step per product the vendors sell:
+
+- `carrier_check`: name + ID number + phone matched by the mobile carrier (three-element:
+  Tencent Cloud `PhoneVerification`, Alibaba Cloud `Mobile3MetaSimpleVerify`);
+- `number_status`: whether the number is in service (`MobileStatus`, `MobileOnlineStatus`),
+  with the signal `number_status` (active, suspended, cancelled, not_in_network,
+  unavailable, unknown);
+- `number_tenure`: how long it has been in service (`MobileNetworkTimeVerification`,
+  `MobileOnlineTime`), with the signal `phone_tenure` (lt_3m, lt_6m, 6m_24m, gt_24m,
+  not_found, unknown).
+
+Each needs the phone: without one the step is `inconclusive` (`no_phone`) and nothing is
+sent."""
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar
 
-from verifiers.base import ConsentPermit, Evidence, StepStatus, Subject
-from verifiers.vendor import LicensedAnswer, VendorVerifier
-
-
-class CarrierCheckAnswer(LicensedAnswer):
-    """`/v1/carrier/verify`: the match, and the number's status and tenure, whatever the
-    match says."""
-
-    result: Literal["MATCH", "MISMATCH", "NO_RECORD"]
-    number_status: Literal["active", "suspended", "cancelled"]
-    tenure_band: Literal["lt_6m", "6m_24m", "gt_24m"]
+from verifiers.base import Subject
+from verifiers.licensed import Action, LicensedVerifier
 
 
-class CarrierCheckVerifier(VendorVerifier[CarrierCheckAnswer]):
-    """Use after the identity check: a match on an active number is `passed`; a mismatch, or
-    a match on a suspended or cancelled number, is `failed`; no record is `inconclusive`."""
+def _phone(subject: Subject) -> str:
+    return subject.phone.get_secret_value().removeprefix("+86") if subject.phone else ""
+
+
+class CarrierCheckVerifier(LicensedVerifier):
+    """Use after the identity check: a match is `passed`, a mismatch `failed`; no record, an
+    invalid input or a range the carriers do not verify (virtual operators) `inconclusive`."""
 
     name: ClassVar[str] = "carrier_check"
     purpose: ClassVar[str] = "onboarding_verification"
     scopes: ClassVar[frozenset[str]] = frozenset({"carrier_check"})
-    vendor = "carrier"
-    # The vendor paths this step calls: how its lines are told apart on a statement.
-    endpoints: ClassVar[tuple[str, ...]] = ("/v1/carrier/verify",)
-    answer = CarrierCheckAnswer
-
-    async def verify(self, subject: Subject, permit: ConsentPermit) -> Evidence:
-        if subject.phone is None:
-            return Evidence(
-                verifier=self.name,
-                consent_id=permit.consent_id,
-                status=StepStatus.INCONCLUSIVE,
-                reason="no_phone",
-            )
-        reply, answer = await self._ask(
-            "/v1/carrier/verify",
-            {
-                "name": subject.name.get_secret_value(),
-                "id_number": subject.id_number.get_secret_value(),
-                "phone": subject.phone.get_secret_value().removeprefix("+86"),
+    needs_phone = True
+    actions = {
+        "tencent": Action(
+            "PhoneVerification",
+            lambda s: {
+                "IdCard": s.id_number.get_secret_value(),
+                "Name": s.name.get_secret_value(),
+                "Phone": _phone(s),
             },
-            permit,
-        )
-        if answer is None:
-            return self.unusable(permit, reply)
-        number = answer.number_status
-        if answer.result == "NO_RECORD":
-            status, reason = StepStatus.INCONCLUSIVE, "NO_RECORD"
-        elif answer.result == "MISMATCH":
-            status, reason = StepStatus.FAILED, "MISMATCH"
-        elif number != "active":
-            status, reason = StepStatus.FAILED, f"number_{number}"
-        else:
-            status, reason = StepStatus.PASSED, "MATCH"
-        return Evidence(
-            status=status,
-            reason=reason,
-            result_code=answer.result,
-            vendor_request_id=answer.request_id,
-            as_of=answer.as_of,
-            fee_cents=answer.fee_cents,
-            signals={"number_status": number, "phone_tenure": answer.tenure_band},
-            **self._base(permit, reply),
-        )
+        ),
+        "aliyun": Action(
+            "Mobile3MetaSimpleVerify",
+            lambda s: {
+                "ParamType": "normal",
+                "IdentifyNum": s.id_number.get_secret_value(),
+                "UserName": s.name.get_secret_value(),
+                "Mobile": _phone(s),
+            },
+        ),
+    }
+
+
+class NumberStatusVerifier(LicensedVerifier):
+    """The number's status: in service is `passed`; suspended, cancelled, not in the network
+    or unusable `failed`; unknown or no record `inconclusive`."""
+
+    name: ClassVar[str] = "number_status"
+    purpose: ClassVar[str] = "onboarding_verification"
+    scopes: ClassVar[frozenset[str]] = frozenset({"carrier_check"})
+    needs_phone = True
+    actions = {
+        "tencent": Action("MobileStatus", lambda s: {"Mobile": _phone(s)}),
+        "aliyun": Action(
+            "MobileOnlineStatus", lambda s: {"ParamType": "normal", "Mobile": _phone(s)}
+        ),
+    }
+
+
+class NumberTenureVerifier(LicensedVerifier):
+    """How long the number has been in service: `passed` with the `phone_tenure` band; a
+    number that does not exist `failed`; tenure unknown `inconclusive`."""
+
+    name: ClassVar[str] = "number_tenure"
+    purpose: ClassVar[str] = "onboarding_verification"
+    scopes: ClassVar[frozenset[str]] = frozenset({"carrier_check"})
+    needs_phone = True
+    actions = {
+        "tencent": Action("MobileNetworkTimeVerification", lambda s: {"Mobile": _phone(s)}),
+        "aliyun": Action(
+            "MobileOnlineTime", lambda s: {"ParamType": "normal", "Mobile": _phone(s)}
+        ),
+    }

@@ -24,6 +24,7 @@ from policies.consent import (
 )
 from policies.notices import Notice
 from verifiers.base import Evidence, StepStatus, Subject, Verifier, _mint_permit
+from verifiers.limits import LIMITS_UNAVAILABLE, LimitsUnavailableError
 
 log = logging.getLogger("idv.gate")
 # How many times a decision is taken again when the ledger moved under it (`ConsentChanged`).
@@ -212,6 +213,16 @@ class ConsentGate:
         )
         try:
             evidence = await verifier.verify(subject, permit)
+        except LimitsUnavailableError as exc:
+            # The limiter is down: the call was not sent, for our own reasons
+            # (`verifiers.limits.not_sent`); nobody is decided on this step.
+            log.warning("verifier %s not sent: the limiter is unreachable (%s)", verifier.name, exc)
+            evidence = Evidence(
+                verifier=verifier.name,
+                status=StepStatus.ERROR,
+                reason=LIMITS_UNAVAILABLE,
+                consent_id=permit.consent_id,
+            )
         except Exception as exc:  # a verifier bug must not lose the rest of the batch
             # No traceback: exception text from a library may carry the values it was given.
             log.error("verifier %s raised %s", verifier.name, type(exc).__name__)
@@ -223,17 +234,28 @@ class ConsentGate:
             )
         if evidence.consent_id != permit.consent_id:
             evidence = evidence.model_copy(update={"consent_id": permit.consent_id})
-        self._recorder.note(
-            "step.completed",
-            subject.applicant_ref,
-            {
-                "decision_id": decision_id,
-                "step": verifier.name,
-                "status": evidence.status.value,
-                "reason": evidence.reason,
-                "consent_id": permit.consent_id,
-                "vendor_request_id": evidence.vendor_request_id,
-                "fee_cents": evidence.fee_cents,
-            },
-        )
+        detail: dict[str, Any] = {
+            "decision_id": decision_id,
+            "step": verifier.name,
+            "status": evidence.status.value,
+            "reason": evidence.reason,
+            "consent_id": permit.consent_id,
+            "vendor_request_id": evidence.vendor_request_id,
+            "fee_cents": evidence.fee_cents,
+        }
+        if evidence.calls:
+            # A real vendor's answer is on its bill whether or not we store it: the answer
+            # (codes, ids, fee, signals; no values) is durable before the step returns, so a
+            # run resumed after a crash reuses it instead of paying for it again.
+            detail.update(
+                call_ref=call_ref,
+                calls=list(evidence.calls),
+                in_doubt=evidence.in_doubt,
+                evidence=evidence.model_dump(
+                    mode="json", exclude={"calls", "consent_id", "answer_shape"}
+                ),
+            )
+            await self._recorder.record("step.completed", subject.applicant_ref, detail)
+        else:
+            self._recorder.note("step.completed", subject.applicant_ref, detail)
         return evidence, decision_id

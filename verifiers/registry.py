@@ -8,19 +8,25 @@ runner (`PER_CALL_VERIFIERS` lists them, so the contract tests cover them too)."
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from policies.vendors import VendorContracts
 from verifiers.account_attributes import (
     AccountAttributesVerifier,
     AccountReader,
     OidcAccountVerifier,
 )
 from verifiers.base import Verifier
-from verifiers.carrier_check import CarrierCheckVerifier
+from verifiers.carrier_check import (
+    CarrierCheckVerifier,
+    NumberStatusVerifier,
+    NumberTenureVerifier,
+)
 from verifiers.court_list import CourtListVerifier
 from verifiers.credit_report import CreditReportVerifier
 from verifiers.id_check import IdCheckVerifier
+from verifiers.licensed import LicensedVerifier, contract_problems
 from verifiers.vendor import VendorAnswer, VendorClient, VendorVerifier
 from verifiers.wechat_phone import WeChatPhoneVerifier
 
@@ -28,8 +34,14 @@ from verifiers.wechat_phone import WeChatPhoneVerifier
 class VendorClients(Protocol):
     """Where a factory finds the client of its vendor (a step runner)."""
 
+    contracts: VendorContracts | None
+
     def client(self, vendor: str) -> VendorClient:
         """The vendor's client; `MissingEndpointError` if no endpoint is configured."""
+        ...
+
+    def route(self, step: str) -> Sequence[VendorClient]:
+        """The clients of the vendors serving `step`, primary first."""
         ...
 
 
@@ -80,10 +92,26 @@ def _vendor_factory(cls: type[VendorVerifier[Any]]) -> Factory:
     return build
 
 
-# The licensed sources, each a step calling one vendor (its endpoint key in the settings).
-VENDOR_VERIFIERS: tuple[type[VendorVerifier[Any]], ...] = (
+def _licensed_factory(cls: type[LicensedVerifier]) -> Factory:
+    def build(clients: VendorClients) -> Verifier:
+        if clients.contracts is None:
+            raise MissingEndpointError(cls.name)
+        return cls(clients.route(cls.name), clients.contracts)
+
+    return build
+
+
+# The licensed checks through real vendors (Tencent Cloud, Alibaba Cloud), each routed to a
+# primary and an optional fallback vendor by the contracts' `steps`.
+LICENSED_VERIFIERS: tuple[type[LicensedVerifier], ...] = (
     IdCheckVerifier,
     CarrierCheckVerifier,
+    NumberStatusVerifier,
+    NumberTenureVerifier,
+)
+# The sources through the generic adapter, each a step calling one vendor (its endpoint key
+# in the settings).
+VENDOR_VERIFIERS: tuple[type[VendorVerifier[Any]], ...] = (
     CourtListVerifier,
     CreditReportVerifier,
 )
@@ -91,29 +119,79 @@ VENDOR_VERIFIERS: tuple[type[VendorVerifier[Any]], ...] = (
 PER_CALL_VERIFIERS: tuple[type[Verifier], ...] = (WeChatPhoneVerifier,)
 
 
-def vendor_endpoints(vendor: str | None = None) -> frozenset[str]:
-    """The vendor paths the steps of `vendor` call (every paid step's without one)."""
-    return frozenset(
-        path
-        for cls in VENDOR_VERIFIERS
-        if vendor is None or cls.vendor == vendor
-        for path in cls.endpoints
-    )
+def vendor_apis(contracts: VendorContracts) -> dict[str, frozenset[str]]:
+    """Every vendor's paid APIs the steps call, as the contracts route them: a licensed
+    step's action at each vendor of its route (by the vendor's protocol), a generic step's
+    paths at its vendor. What the contracts must cover (`check_routes`)."""
+    out: dict[str, set[str]] = {}
+    for lcls in LICENSED_VERIFIERS:
+        route = contracts.route(lcls.name)
+        for vendor in route.vendors if route is not None else ():
+            action = lcls.actions.get(contracts.protocol(vendor) or "")
+            if action is not None:
+                out.setdefault(vendor, set()).add(action.name)
+    for cls in VENDOR_VERIFIERS:
+        route = contracts.route(cls.name)
+        vendor = route.primary if route is not None else cls.vendor
+        out.setdefault(vendor, set()).update(cls.endpoints)
+    return {vendor: frozenset(apis) for vendor, apis in out.items()}
 
 
-def vendor_apis() -> dict[str, frozenset[str]]:
-    """Every licensed vendor's paid paths: what the vendor contracts must cover."""
-    return {vendor: vendor_endpoints(vendor) for vendor in vendors()}
+def check_routes(contracts: VendorContracts) -> list[tuple[tuple[str, ...], str]]:
+    """What keeps the contracts from serving every paid step: (path in the file, rule)."""
+    problems: list[tuple[tuple[str, ...], str]] = []
+    for lcls in LICENSED_VERIFIERS:
+        route = contracts.route(lcls.name)
+        if route is None:
+            problems.append((("steps", lcls.name), "every licensed step needs a route"))
+            continue
+        for role, vendor in (("primary", route.primary), ("fallback", route.fallback)):
+            protocol = contracts.protocol(vendor) if vendor is not None else None
+            if vendor is None or protocol is None:
+                continue
+            if protocol not in lcls.actions:
+                problems.append(
+                    (
+                        ("steps", lcls.name, role),
+                        f"{vendor} speaks {protocol}, no product of it serves this step",
+                    )
+                )
+    for cls in VENDOR_VERIFIERS:
+        route = contracts.route(cls.name)
+        if route is not None and (
+            contracts.protocol(route.primary) != "generic" or route.fallback is not None
+        ):
+            problems.append(
+                (("steps", cls.name), "is served by one generic adapter, with no fallback")
+            )
+    for vendor, apis in vendor_apis(contracts).items():
+        for api in sorted(apis):
+            if contracts.api(vendor, api) is None:
+                problems.append(
+                    (("vendors", vendor, "apis", api), "every paid API needs a contract")
+                )
+    for name, contract in contracts.vendors.items():
+        if contract.protocol == "generic":
+            continue
+        for action, terms in contract.apis.items():
+            for where, rule in contract_problems(contract.protocol, action, terms):
+                problems.append((("vendors", name, "apis", action, *where), rule))
+    return problems
 
 
-def vendors() -> tuple[str, ...]:
-    """The licensed vendors, in registry order."""
-    return tuple(dict.fromkeys(cls.vendor for cls in VENDOR_VERIFIERS))
-
-
-def vendor_steps(vendor: str | None = None) -> list[str]:
-    """The steps that call `vendor` (every paid step without one)."""
-    return [cls.name for cls in VENDOR_VERIFIERS if vendor is None or cls.vendor == vendor]
+def vendor_steps(contracts: VendorContracts, vendor: str | None = None) -> list[str]:
+    """The paid steps that call `vendor` (every paid step without one)."""
+    steps = [lcls.name for lcls in LICENSED_VERIFIERS] + [cls.name for cls in VENDOR_VERIFIERS]
+    if vendor is None:
+        return steps
+    out = []
+    for step in steps:
+        route = contracts.route(step)
+        if route is not None and vendor in route.vendors:
+            out.append(step)
+        elif route is None and any(c.name == step and c.vendor == vendor for c in VENDOR_VERIFIERS):
+            out.append(step)
+    return out
 
 
 def vendor_answer(step: str) -> type[VendorAnswer] | None:
@@ -130,6 +208,8 @@ def default_registry(*, accounts: AccountReader | None = None) -> VerifierRegist
     steps read the authorized accounts through `accounts` (the store). Timeouts, attempts
     and limits are the runner's (its vendor clients')."""
     registry = VerifierRegistry()
+    for lcls in LICENSED_VERIFIERS:
+        registry.register(lcls.name, _licensed_factory(lcls))
     for cls in VENDOR_VERIFIERS:
         registry.register(cls.name, _vendor_factory(cls))
     if accounts is not None:

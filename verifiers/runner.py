@@ -18,7 +18,8 @@ from typing import Any, Protocol
 import aiohttp
 
 from policies.consent import ASK_AGAIN
-from verifiers.base import Evidence, StepStatus, Subject, Verifier
+from policies.vendors import VendorContracts
+from verifiers.base import ConsentPermit, Evidence, StepStatus, Subject, Verifier
 from verifiers.limits import CallLimits
 from verifiers.registry import MissingEndpointError, VerifierRegistry
 from verifiers.vendor import VendorClient, VendorEndpoint
@@ -35,6 +36,54 @@ class StepGate(Protocol):
         purpose: str | None = None,
         call_ref: str | None = None,
     ) -> tuple[Evidence, str]: ...
+
+
+@dataclass(frozen=True)
+class Prior:
+    """What earlier attempts at one paid call left behind (a run that died with them): the
+    answer recorded for it (`evidence`, as the gate's `step.completed` event holds it), and
+    the decisions whose call was sent and never answered (`in_doubt`)."""
+
+    evidence: dict[str, Any] | None = None
+    in_doubt: tuple[str, ...] = ()
+
+
+class _Resumed:
+    """A step's verifier for a call an earlier attempt made: the recorded answer is reused
+    (a real vendor bills every call it receives, and takes no idempotency key); without one,
+    the call is sent again when the contracts say so (`in_doubt.resend`), else the step ends
+    `error` (`in_doubt`). The calls in doubt are named on the evidence either way."""
+
+    def __init__(self, inner: Verifier, prior: Prior, *, resend: bool) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.purpose = inner.purpose
+        self.scopes = inner.scopes
+        self.prior = prior
+        self.resend = resend
+
+    async def verify(self, subject: Subject, permit: ConsentPermit) -> Evidence:
+        named = self.prior.in_doubt
+        if self.prior.evidence is not None:
+            return Evidence.model_validate(
+                {
+                    **self.prior.evidence,
+                    "verifier": self.name,
+                    "consent_id": permit.consent_id,
+                    "reused": True,
+                    "in_doubt_prior": named,
+                }
+            )
+        if not self.resend:
+            return Evidence(
+                verifier=self.name,
+                consent_id=permit.consent_id,
+                status=StepStatus.ERROR,
+                reason="in_doubt",
+                in_doubt_prior=named,
+            )
+        evidence = await self.inner.verify(subject, permit)
+        return evidence.model_copy(update={"in_doubt_prior": named})
 
 
 @dataclass(frozen=True)
@@ -62,8 +111,12 @@ class StepRunner:
         timeout_s: float = 5.0,
         max_attempts: int = 3,
         limits: CallLimits | None = None,
+        contracts: VendorContracts | None = None,
     ) -> None:
         self.gate = gate
+        self.contracts = (
+            contracts if contracts is not None else limits.contracts if limits else None
+        )
         self._registry = registry
         self._endpoints = dict(endpoints or {})
         self._concurrency = max(1, concurrency)
@@ -116,6 +169,16 @@ class StepRunner:
             )
         return found
 
+    def route(self, step: str) -> list[VendorClient]:
+        """The clients of the vendors that serve `step`, primary first (the contracts'
+        `steps`); `MissingEndpointError` when one has no endpoint."""
+        if self.contracts is None:
+            raise RuntimeError("this runner has no vendor contracts: it routes no step")
+        route = self.contracts.route(step)
+        if route is None:
+            raise MissingEndpointError(step)
+        return [self.client(vendor) for vendor in route.vendors]
+
     def verifier(self, step: str) -> Verifier:
         """The step's verifier, built once for this runner."""
         found = self._verifiers.get(step)
@@ -132,12 +195,17 @@ class StepRunner:
         *,
         purposes: Sequence[str] = (),
         call_ref: str | None = None,
+        prior: Prior | None = None,
     ) -> Ran:
         """One step through the gate, under the first of `purposes` whose consent covers it
         (the verifier's own purpose when none is given): a refusal that another purpose's
         consent could answer (`policies.consent.ASK_AGAIN`) tries the next. With several
-        purposes, each purpose's call is its own (`call_ref:purpose`)."""
+        purposes, each purpose's call is its own (`call_ref:purpose`). `prior`: what an
+        earlier attempt at this call left (see `Prior`)."""
         verifier = self.verifier(step) if isinstance(step, str) else step
+        if prior is not None and (prior.evidence is not None or prior.in_doubt):
+            resend = self.contracts.in_doubt.resend if self.contracts is not None else True
+            verifier = _Resumed(verifier, prior, resend=resend)  # type: ignore[assignment]
         tried: Sequence[str | None] = tuple(purposes) or (None,)
         evidence: Any = None
         decision_id = ""

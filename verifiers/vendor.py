@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import secrets
+import time
 import typing
 from dataclasses import dataclass, replace
 from datetime import date
-from typing import Annotated, Any, ClassVar, Generic, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
-import orjson
 from purgatory import AsyncCircuitBreakerFactory
 from purgatory.domain.model import OpenedState
 from purgatory.service._async.circuitbreaker import AsyncCircuitBreaker
@@ -26,8 +28,9 @@ from tenacity import (
 
 from policies.quality import answer_shape
 from verifiers.base import ConsentPermit, Evidence, StepStatus
+from verifiers.generic import GenericWire
 from verifiers.limits import Admission, ApiRef, CallLimits
-from verifiers.signing import sign_request
+from verifiers.wire import Credentials, Wire, WireAnswer
 
 # 100 ms, 200 ms, 400 ms... capped at 2 s, plus up to 100 ms of jitter so that many
 # clients failing together do not retry in lockstep. The first attempt runs outside the
@@ -40,7 +43,9 @@ MAX_RETRY_AFTER_S = 10.0
 
 
 class VendorEndpoint(BaseModel):
-    """Where a vendor is, how we authenticate to it, and how hard we may lean on it."""
+    """Where a vendor is, which protocol it speaks, how we authenticate to it (the account's
+    key pair: Tencent's SecretId/SecretKey, Aliyun's AccessKeyId/AccessKeySecret, the generic
+    adapter's app key/secret), and how hard we may lean on it."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -48,8 +53,27 @@ class VendorEndpoint(BaseModel):
     app_key: str
     app_secret: SecretStr
     name: str = "vendor"
+    protocol: Literal["tencent", "aliyun", "generic"] = "generic"
+    region: str | None = None  # Tencent's X-TC-Region (ap-guangzhou...); unused elsewhere
     breaker_threshold: int = Field(20, ge=1)  # failed calls in a row before it is cut off
     breaker_cooldown_s: float = Field(30.0, gt=0)  # how long before one trial call
+
+    @property
+    def credentials(self) -> Credentials:
+        return Credentials(self.app_key, self.app_secret.get_secret_value(), self.region)
+
+
+def wire_for(protocol: str) -> Wire:
+    """The wire of a protocol (imported when first used: a deployment may use one)."""
+    if protocol == "tencent":
+        from verifiers.tencent import TencentWire
+
+        return TencentWire()
+    if protocol == "aliyun":
+        from verifiers.aliyun import AliyunWire
+
+        return AliyunWire()
+    return GenericWire()
 
 
 class VendorAnswer(BaseModel):
@@ -140,13 +164,21 @@ class _VendorDown(Exception):
 
 @dataclass(frozen=True)
 class VendorReply:
-    """A vendor's final answer, or why there is none (`error`: timeout, vendor_5xx, http_401...)."""
+    """A vendor's final answer, or why there is none (`error`: timeout, vendor_5xx, http_401,
+    a vendor's own error code such as `AuthFailure.SignatureFailure`...).
+
+    `answer` is the answer as its protocol read it (`body` its fields, for the generic
+    adapter's verifiers); `in_doubt` counts the attempts that were sent and never answered
+    (a timeout, a dropped connection) to a vendor that takes no idempotency key: each may
+    have been billed."""
 
     status: int | None
     body: dict[str, Any] | None
     attempts: int
     error: str | None = None
     idempotency_key: str | None = None  # set by `VendorVerifier._call` when a call went out
+    answer: WireAnswer | None = None
+    in_doubt: int = 0
 
 
 class _Transient(Exception):
@@ -211,19 +243,36 @@ class VendorClient:
         self.max_attempts = max_attempts
         self.limits = limits
         self.guard = VendorGuard(endpoint)
+        self.wire = wire_for(endpoint.protocol)
+        self.host = urlsplit(endpoint.base_url).netloc
+
+    @property
+    def name(self) -> str:
+        return self.endpoint.name
+
+    @property
+    def protocol(self) -> str:
+        return self.endpoint.protocol
 
     def api(self, path: str) -> ApiRef:
         return ApiRef(self.endpoint.name, path, self.endpoint.app_key)
 
+    async def breaker_open(self) -> bool:
+        """Whether the vendor's breaker is open now (its calls would not be sent)."""
+        breaker = await self.guard.breaker()
+        return breaker.context.state == "opened"
+
     async def post(
-        self, path: str, payload: dict[str, Any], *, idempotency_key: str
+        self, path: str, payload: dict[str, Any], *, idempotency_key: str | None = None
     ) -> VendorReply:
-        """POST `payload` as signed JSON, each attempt in its turn of the API's contracted
+        """Call `path` (a generic adapter's path, or a real vendor's action) with `payload`,
+        signed by the vendor's protocol, each attempt in its turn of the API's contracted
         rate (`limits`, when given), through the vendor's circuit breaker.
 
-        Retries transient faults (each attempt re-signed with a fresh nonce, the same
-        idempotency key, so a retry is never billed twice); never retries a definitive
-        answer. A vendor whose breaker is open is not called: the reply says
+        Retries transient faults (each attempt signed afresh; a protocol that takes an
+        idempotency key gets the same one, so its retry is never billed twice; one that does
+        not counts each attempt sent and never answered as `in_doubt`); never retries a
+        definitive answer. A vendor whose breaker is open is not called: the reply says
         `circuit_open`. Reports a final failure in the reply instead of raising."""
         try:
             breaker = await self.guard.breaker()
@@ -241,83 +290,108 @@ class VendorClient:
 
 
 async def _post_with_retries(
-    client: VendorClient, path: str, payload: dict[str, Any], *, idempotency_key: str
+    client: VendorClient, path: str, payload: dict[str, Any], *, idempotency_key: str | None
 ) -> VendorReply:
-    endpoint, session, limits = client.endpoint, client.session, client.limits
+    endpoint, session, limits, wire = client.endpoint, client.session, client.limits, client.wire
     timeout_s, max_attempts, slots = client.timeout_s, client.max_attempts, client.slots
-    body = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
-    url = endpoint.base_url.rstrip("/") + path
+    credentials = endpoint.credentials
+    idempotent = bool(getattr(wire, "idempotent", False))
     api = client.api(path)
     attempts = 0
+    in_doubt = 0
+
+    def reply(
+        status: int | None, error: str | None, answer: WireAnswer | None = None
+    ) -> VendorReply:
+        body = answer.fields if answer is not None and error is None else None
+        return VendorReply(status, body, attempts, error, answer=answer, in_doubt=in_doubt)
 
     async def attempt() -> VendorReply:
-        nonlocal attempts
+        nonlocal attempts, in_doubt
         attempts += 1
-        headers = sign_request(
-            "POST", path, body, endpoint.app_key, endpoint.app_secret.get_secret_value()
+        request = wire.request(
+            path,
+            payload,
+            credentials,
+            host=client.host,
+            now=time.time(),
+            nonce=secrets.token_hex(16),
         )
-        headers["Content-Type"] = "application/json; charset=utf-8"
-        headers["Idempotency-Key"] = idempotency_key
+        headers = dict(request.headers)
+        if idempotent and idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
         # The turn in the contracted rate is waited for before a connection slot is taken,
         # so a call paced on one API never holds a slot another API's call needs. One that
         # gets its slot too late for its turn (it would crowd the calls behind it at the
         # vendor) keeps the slot and waits for a new turn.
         due = await limits.wait_turn(api) if limits is not None else 0.0
         if due is None:
-            return VendorReply(None, None, attempts - 1, "rate_wait_exceeded")
+            attempts -= 1
+            return reply(None, "rate_wait_exceeded")
         await slots.acquire()
         while limits is not None and not limits.on_time(api, due):
             due = await limits.wait_turn(api)
             if due is None:
                 slots.release()
-                return VendorReply(None, None, attempts - 1, "rate_wait_exceeded")
+                attempts -= 1
+                return reply(None, "rate_wait_exceeded")
         try:
             try:
-                async with session.post(
-                    url,
-                    data=body,
+                async with session.request(
+                    request.method,
+                    endpoint.base_url.rstrip("/") + request.path,
+                    data=request.body,
                     headers=headers,
                     allow_redirects=False,
                     timeout=aiohttp.ClientTimeout(total=timeout_s),
                 ) as resp:
                     if 300 <= resp.status < 400:
                         # Never follow: the request carries personal data and our signature.
-                        return VendorReply(resp.status, None, attempts, "vendor_redirect")
+                        return reply(resp.status, "vendor_redirect")
                     if resp.status == 429:
                         raise _Transient(
                             "vendor_429", _retry_after(resp.headers.get("Retry-After"))
                         )
                     if resp.status >= 500:
                         raise _Transient("vendor_5xx")
-                    if resp.status >= 400:
-                        return VendorReply(resp.status, None, attempts, f"http_{resp.status}")
-                    try:
-                        parsed = await resp.json(content_type=None, loads=orjson.loads)
-                    except (ValueError, aiohttp.ContentTypeError):
-                        return VendorReply(resp.status, None, attempts, "vendor_malformed")
-                    if not isinstance(parsed, dict):
-                        return VendorReply(resp.status, None, attempts, "vendor_malformed")
-                    return VendorReply(resp.status, parsed, attempts)
+                    raw = await resp.read()
             finally:
                 slots.release()
         except TimeoutError:
+            if not idempotent:
+                in_doubt += 1  # it may have reached the vendor, and been billed there
             raise _Transient("timeout") from None
         except aiohttp.ClientConnectorCertificateError:
             # The vendor's certificate does not verify: another try would not verify it
             # either, and the request must not go anywhere else.
-            return VendorReply(None, None, attempts, "tls_certificate")
+            return reply(None, "tls_certificate")
         except aiohttp.ClientSSLError:
-            return VendorReply(None, None, attempts, "tls_error")
+            return reply(None, "tls_error")
         except aiohttp.ClientConnectorDNSError:
             raise _Transient("connection_dns") from None
-        except aiohttp.ClientError as exc:
+        except aiohttp.ClientConnectorError as exc:  # never connected: nothing was sent
             raise _Transient(f"connection_{type(exc).__name__}") from None
+        except aiohttp.ClientError as exc:
+            if not idempotent:
+                in_doubt += 1  # the connection broke with the request out
+            raise _Transient(f"connection_{type(exc).__name__}") from None
+        answer = wire.read(path, resp.status, raw)
+        if answer.malformed is not None:
+            where = (
+                f"vendor_malformed:{answer.malformed}" if answer.malformed else "vendor_malformed"
+            )
+            return reply(resp.status, where, answer)
+        if answer.error is not None:
+            if wire.transient(answer.error):
+                raise _Transient(answer.error)
+            return reply(resp.status, answer.error, answer)
+        return reply(resp.status, None, answer)
 
     try:
         return await attempt()
     except _Transient as exc:
         if max_attempts <= 1:
-            return VendorReply(None, None, attempts, exc.reason)
+            return reply(None, exc.reason)
         await asyncio.sleep(_first_wait(exc))
     try:
         async for trial in AsyncRetrying(
@@ -329,7 +403,7 @@ async def _post_with_retries(
             with trial:
                 return await attempt()
     except _Transient as exc:
-        return VendorReply(None, None, attempts, exc.reason)
+        return reply(None, exc.reason)
     except asyncio.CancelledError:
         raise
     raise AssertionError("unreachable: tenacity either returns or re-raises")

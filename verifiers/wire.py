@@ -65,7 +65,8 @@ class Wire(Protocol):
     """A vendor protocol. `name` is the protocol's name in `policies/vendors.yaml`
     (`tencent`, `aliyun`, `generic`)."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def request(
         self,
