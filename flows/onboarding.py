@@ -24,7 +24,7 @@ from flows import progress
 from flows.parts import RuntimeParts
 from flows.process import settle_heap
 from flows.quality import QualityReport, check_batch, check_responses
-from flows.steps import Steps, clear_whitelisted
+from flows.steps import UNKEYED_STEPS, Steps, clear_whitelisted, prior_for
 from intake.models import ApplicantLine, Refusal
 from intake.reader import BatchPlan, Chunk, file_sha256, parse_record, read_records, scan
 from policies.identity import is_virtual_operator
@@ -158,15 +158,19 @@ class ChunkRunner:
         self.steps = steps
         self.journal = journal
         self.gate = steps.runner.gate
-        # The same for every run of this batch file: a call made by a run that died before
-        # storing it goes out again, from a run resuming it, under the key it had.
-        # Keyed by this installation's blind-index key: another database running the same
-        # file against the same vendor account makes calls of its own.
-        # (`sha_known`: the caller states it, a request without a key has none.)
-        sha = batch_sha256 if batch_sha256 or sha_known else rt.store.runs.batch_sha256(run_id)
+        # The basis of this installation's call references: the same for every batch file
+        # (an applicant's onboarding calls are its own, whichever file lists it), and for an
+        # on-demand request its key (`sha_known`: the caller states it; a request without a
+        # key has none, and its calls are its run's). Keyed by this installation's
+        # blind-index key: another database against the same vendor account makes calls of
+        # its own.
+        if sha_known:
+            basis = batch_sha256
+        else:
+            basis = "onboarding"
         self.call_basis = (
-            rt.store.cipher.blind_index(sha, table="runs", column="call_basis")[:32]
-            if sha
+            rt.store.cipher.blind_index(basis, table="runs", column="call_basis")[:32]
+            if basis
             else run_id
         )
         self.now = datetime.now(UTC)
@@ -202,10 +206,13 @@ class ChunkRunner:
         step records and the shape (field names, no values) of each vendor answer."""
         product = self.rt.verification.products[line.product]
         subject = _subject(line)
-        # The same in every attempt at this batch's line: a chunk run again after its worker
-        # or its run died makes the same paid calls under the same idempotency keys, and is not
-        # billed again.
+        # The same in every attempt at this applicant's onboarding, whatever the batch file
+        # (a loan system re-sending it with a line added): a chunk run again after its worker
+        # or its run died finds the calls made before. A generic adapter answers them again
+        # under the same idempotency keys; a real vendor takes none, so an answer recorded is
+        # reused and a call in doubt named (`flows.steps.prior_for`).
         call_ref = f"{self.call_basis}:{line.applicant_ref}"
+        made = await self.journal.calls_made(line.applicant_ref)
         records: list[StepRecord] = []
         shapes: dict[str, frozenset[str]] = {}
         stopped_by: str | None = None
@@ -225,8 +232,9 @@ class ChunkRunner:
                     StepRecord(step=rule.step, status=StepStatus.ERROR.value, reason=DEGRADED)
                 )
                 continue
+            prior = prior_for(made, rule.step, call_ref) if rule.step in UNKEYED_STEPS else None
             result = await self.steps.one(
-                rule.step, subject, purposes=(product.purpose,), call_ref=call_ref
+                rule.step, subject, purposes=(product.purpose,), call_ref=call_ref, prior=prior
             )
             records.append(result.record)
             if result.shape is not None:

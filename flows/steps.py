@@ -14,15 +14,52 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 from flows.parts import RuntimeParts
 from storage.records import StepRecord
 from verifiers.base import Evidence, StepStatus, Subject
 from verifiers.court_list import entries_of, without_entries
 from verifiers.gate import ConsentGate
-from verifiers.runner import Ran, StepRunner
+from verifiers.registry import LICENSED_VERIFIERS
+from verifiers.runner import Prior, Ran, StepRunner
 
 COURT_STEP = "court_list"
+# The steps whose vendors take no idempotency key: an earlier attempt's call is resumed from
+# the gate's records (`prior_for`), never sent blind.
+UNKEYED_STEPS = frozenset(cls.name for cls in LICENSED_VERIFIERS)
+
+
+def prior_for(
+    calls: Sequence[tuple[str, dict[str, Any]]], step: str, call_ref: str
+) -> Prior | None:
+    """What earlier attempts at `step`'s call `call_ref` left in the gate's records
+    (`Journal.calls_made`): the last answer recorded (reused unless it was an error, which
+    costs nothing to ask again), and the decisions whose call was sent and never answered
+    (in doubt). None when no attempt was made."""
+    allowed = [
+        str(d.get("decision_id"))
+        for kind, d in calls
+        if kind == "consent.allowed" and d.get("step") == step and d.get("call_ref") == call_ref
+    ]
+    if not allowed:
+        return None
+    done = {
+        str(d.get("decision_id")): d
+        for kind, d in calls
+        if kind == "step.completed" and d.get("step") == step
+    }
+    evidence: dict[str, Any] | None = None
+    doubt: list[str] = []
+    for decision in allowed:
+        completed = done.get(decision)
+        if completed is None:
+            doubt.append(decision)
+            continue
+        answer = completed.get("evidence")
+        if isinstance(answer, dict) and answer.get("status") not in ("error", "skipped"):
+            evidence = answer
+    return Prior(evidence=evidence, in_doubt=tuple(doubt))
 
 
 def step_record(evidence: Evidence, decision_id: str | None) -> StepRecord:
@@ -146,11 +183,12 @@ class Steps:
         *,
         purposes: Sequence[str] = (),
         call_ref: str | None = None,
+        prior: Prior | None = None,
     ) -> StepResult:
         """One step through the gate, under the first of `purposes` whose consent covers
-        it (`StepRunner.run`)."""
+        it (`StepRunner.run`; `prior`: what an earlier attempt at the call left)."""
         return StepResult.of(
-            await self.runner.run(step, subject, purposes=purposes, call_ref=call_ref)
+            await self.runner.run(step, subject, purposes=purposes, call_ref=call_ref, prior=prior)
         )
 
     async def run(

@@ -55,6 +55,26 @@ def _subject_of(write: _Write) -> str | None:
     return subject
 
 
+CALL_KINDS = ("consent.allowed", "step.completed")
+
+
+def _calls_made(conn: Connection, refs: list[str]) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """Per subject, its gate records that name a call (`Journal.calls_made`), in order."""
+    found: dict[str, list[tuple[str, dict[str, Any]]]] = {ref: [] for ref in refs}
+    if not refs:
+        return found
+    ae = m.AuditEvent.__table__
+    rows = conn.execute(
+        select(ae.c.subject_ref, ae.c.kind, ae.c.detail)
+        .where(ae.c.subject_ref.in_(refs), ae.c.kind.in_(CALL_KINDS))
+        .order_by(ae.c.seq)
+    )
+    for ref, kind, detail in rows:
+        if isinstance(detail, dict) and detail.get("call_ref") is not None:
+            found[ref].append((kind, detail))
+    return found
+
+
 def _log_failed_note(future: asyncio.Future[Any]) -> None:
     if not future.cancelled() and future.exception() is not None:
         log.error("audit event not recorded: %s", type(future.exception()).__name__)
@@ -92,9 +112,10 @@ class _Reads:
     sharing: dict[tuple[str, str], list[asyncio.Future[Any]]] = field(
         default_factory=lambda: defaultdict(list)
     )
+    calls: dict[str, list[asyncio.Future[Any]]] = field(default_factory=lambda: defaultdict(list))
 
     def __bool__(self) -> bool:
-        return bool(self.grants or self.applicants or self.sharing)
+        return bool(self.grants or self.applicants or self.sharing or self.calls)
 
 
 class Journal:
@@ -236,6 +257,13 @@ class Journal:
         known: KnownApplicant | None = await self._ask(self._reads.applicants, applicant_ref)
         return known
 
+    async def calls_made(self, subject_ref: str) -> list[tuple[str, dict[str, Any]]]:
+        """The gate's records of the subject's paid calls so far (`consent.allowed` and
+        `step.completed` events with a call reference: kind and detail, no values), for a run
+        resuming a call an earlier attempt made (`flows.steps.prior_for`)."""
+        found: list[tuple[str, dict[str, Any]]] = await self._ask(self._reads.calls, subject_ref)
+        return found
+
     async def count_sharing_id_number(self, id_number: str, *, excluding_ref: str) -> int:
         """How many other stored applicants hold this raw ID number (`count_sharing`)."""
         count: int = await self._ask(self._reads.sharing, (id_number, excluding_ref))
@@ -296,8 +324,9 @@ class Journal:
                     reads.grants,
                     reads.applicants,
                     reads.sharing,
+                    reads.calls,
                 )
-                for table, results in zip(tables, answers or ({}, {}, {}), strict=True):
+                for table, results in zip(tables, answers or ({}, {}, {}, {}), strict=True):
                     for key, futures in table.items():
                         for future in futures:
                             if future.done():
@@ -478,7 +507,9 @@ class Journal:
             return self._read(reads)
         finally:
             self.cpu_s += time.thread_time() - started
-            self.reads += len(reads.grants) + len(reads.applicants) + len(reads.sharing)
+            self.reads += (
+                len(reads.grants) + len(reads.applicants) + len(reads.sharing) + len(reads.calls)
+            )
 
     def _refresh_grants(self, conn: Connection, wanted: Iterable[str]) -> None:
         """Bring the cached grants of `wanted` subjects up to the ledger as it stands now.
@@ -533,4 +564,5 @@ class Journal:
                 for ref in reads.applicants
             }
             sharing = applicants.count_sharing(conn, self._store.cipher, reads.sharing)
-        return grants, known, sharing
+            calls = _calls_made(conn, list(reads.calls))
+        return grants, known, sharing, calls

@@ -243,16 +243,21 @@ class ConsentGate:
             "vendor_request_id": evidence.vendor_request_id,
             "fee_cents": evidence.fee_cents,
         }
-        if evidence.calls:
+        if call_ref is not None:
+            detail["call_ref"] = call_ref
+        if evidence.in_doubt_prior:
+            detail["in_doubt_prior"] = list(evidence.in_doubt_prior)
+        if evidence.calls or evidence.reused:
             # A real vendor's answer is on its bill whether or not we store it: the answer
             # (codes, ids, fee, signals; no values) is durable before the step returns, so a
             # run resumed after a crash reuses it instead of paying for it again.
             detail.update(
-                call_ref=call_ref,
                 calls=list(evidence.calls),
                 in_doubt=evidence.in_doubt,
+                reused=evidence.reused,
                 evidence=evidence.model_dump(
-                    mode="json", exclude={"calls", "consent_id", "answer_shape"}
+                    mode="json",
+                    exclude={"calls", "consent_id", "answer_shape", "in_doubt_prior", "reused"},
                 ),
             )
             await self._recorder.record("step.completed", subject.applicant_ref, detail)
