@@ -106,47 +106,100 @@ _TRADITIONAL = str.maketrans(
 )
 
 
+# Courts the imitation's entries come from: (court, its case-number code, province). Basic
+# courts carry 4 digits after the province's character, intermediate ones 2 (法〔2015〕137号).
+COURTS: tuple[tuple[str, str, str], ...] = (
+    ("北京市朝阳区人民法院", "京0105", "北京"),
+    ("北京市海淀区人民法院", "京0108", "北京"),
+    ("北京市第二中级人民法院", "京02", "北京"),
+    ("上海市浦东新区人民法院", "沪0115", "上海"),
+    ("上海市第一中级人民法院", "沪01", "上海"),
+    ("广州市天河区人民法院", "粤0106", "广东"),
+    ("深圳市福田区人民法院", "粤0304", "广东"),
+    ("杭州市西湖区人民法院", "浙0106", "浙江"),
+    ("南京市玄武区人民法院", "苏0102", "江苏"),
+    ("成都市武侯区人民法院", "川0107", "四川"),
+    ("武汉市江岸区人民法院", "鄂0102", "湖北"),
+    ("长沙市岳麓区人民法院", "湘0104", "湖南"),
+    ("重庆市渝中区人民法院", "渝0103", "重庆"),
+    ("西安市雁塔区人民法院", "陕0113", "陕西"),
+)
+# The grounds of Art. 1 of the SPC's provisions on the list (法释〔2017〕7号), as
+# disruptTypeName carries them.
+CONDUCTS = (
+    "有履行能力而拒不履行生效法律文书确定义务",
+    "违反财产报告制度",
+    "违反限制消费令",
+    "以伪造证据、暴力、威胁等方法妨碍、抗拒执行",
+    "以虚假诉讼、虚假仲裁或者以隐匿、转移财产等方法规避执行",
+    "无正当理由拒不履行执行和解协议",
+)
+PERFORMANCE = ("全部未履行", "部分未履行")
+# Mask shapes the public list is sold in: shown prefix and suffix of an 18-character number.
+MASK_SHAPES = ((4, 4), (3, 3), (6, 4))
+
+
+def masked(id_number: str, prefix: int = 4, suffix: int = 4) -> str:
+    """The public list's form: the first `prefix` and last `suffix` characters shown."""
+    return id_number[:prefix] + "*" * (len(id_number) - prefix - suffix) + id_number[-suffix:]
+
+
 def _masked(id_number: str) -> str:
-    """The public list's form: first 4 and last 4 shown."""
-    return id_number[:4] + "*" * (len(id_number) - 8) + id_number[-4:]
+    return masked(id_number)
+
+
+def court_record(d: bytes, *, year: int, court: int, serial: int, performance: int = 0) -> dict:
+    """One entry's court record from digest bytes: the enforcing court, its case number, the
+    basis document (a civil judgment of the same court, or an arbitration award), the
+    obligation it fixed, the performance, the conduct, filing and publication dates."""
+    name, code, province = COURTS[court % len(COURTS)]
+    amount = 1000 * (5 + d[6] % 200)
+    if d[7] % 4 == 0:
+        gist_id, gist_unit = f"({year - 1})京仲裁字第{100 + d[8]}号", "北京仲裁委员会"
+    else:
+        gist_id, gist_unit = f"({year - 1}){code}民初{1000 + d[8] * 7}号", name
+    month, day = 1 + d[9] % 12, 1 + d[10] % 28
+    return {
+        "case_number": f"({year}){code}执{serial}号",
+        "court": name,
+        "province": province,
+        "gist_id": gist_id,
+        "gist_unit": gist_unit,
+        "duty": f"被执行人于判决生效之日起十日内偿还借款本金人民币{amount}元及利息",
+        "performance": PERFORMANCE[performance % 2],
+        "conduct": CONDUCTS[d[11] % len(CONDUCTS)],
+        "filed_at": f"{year}-{month:02d}-{day:02d}",
+        "published_at": f"{year}-{month:02d}-{min(day + 14, 28):02d}",
+    }
 
 
 def court_entries(name: str, id_number: str, *, today: date | None = None) -> list[dict]:
     """The dishonest-debtor list's entries for a query, from SHA-256 of the ID number (first
     two bytes, mod 100):
-    0 a confirmed entry (the vendor matched the full ID); 1 a public entry, masked ID, the
-    name in traditional characters; 2 a public entry with the same masked ID but another
-    person's name (must not match); 3 a confirmed entry whose case number is malformed;
-    4 a confirmed entry closed for lack of property (终结本次执行程序); else none."""
+    0 a confirmed entry (the vendor matched the full ID) at 北京市朝阳区人民法院;
+    1 a public entry, the ID masked in one of the list's shapes (4+4, 3+3, 6+4), the name in
+    traditional characters; 2 a public entry with the same masked ID but another person's
+    name (must not match); 3 a confirmed entry whose case number is malformed (a future
+    year); 4 several confirmed entries (2 to 4) across courts and years, one partly
+    performed; else none. Every entry carries the court's record (`court_record`)."""
     today = today or datetime.now(UTC).date()
     number = normalize_id(id_number)
     d = _digest("court", number)
     bucket = int.from_bytes(d[:2], "big") % 100
     year = today.year - 1 - d[1] % 5
-    base = {
-        "case_number": f"({year})京0105执{100 + d[2]}号",
-        "court": "北京市朝阳区人民法院",
-        "province": "北京",
-        "performance": "全部未履行",
-        "conduct": "有履行能力而拒不履行生效法律文书确定义务",
-        "filed_at": f"{year}-03-0{1 + d[3] % 9}",
-        "published_at": f"{year}-06-1{d[4] % 9}",
-        "status": "active",
-    }
+    serial = 100 + d[2]
     if bucket == 0:
+        base = court_record(d, year=year, court=0, serial=serial)
         return [{**base, "match": "confirmed", "name": name, "id_masked": _masked(number)}]
-    if bucket == 1:
+    if bucket in (1, 2):
+        prefix, suffix = MASK_SHAPES[d[5] % len(MASK_SHAPES)]
+        base = court_record(d, year=year, court=d[12], serial=serial)
+        other = name.translate(_TRADITIONAL) if bucket == 1 else "司马懿"
         return [
-            {
-                **base,
-                "match": "public",
-                "name": name.translate(_TRADITIONAL),
-                "id_masked": _masked(number),
-            }
+            {**base, "match": "public", "name": other, "id_masked": masked(number, prefix, suffix)}
         ]
-    if bucket == 2:
-        return [{**base, "match": "public", "name": "司马懿", "id_masked": _masked(number)}]
     if bucket == 3:
+        base = court_record(d, year=year, court=0, serial=serial)
         return [
             {
                 **base,
@@ -157,16 +210,15 @@ def court_entries(name: str, id_number: str, *, today: date | None = None) -> li
             }
         ]
     if bucket == 4:
-        return [
-            {
-                **base,
-                "match": "confirmed",
-                "name": name,
-                "id_masked": _masked(number),
-                "status": "terminated_no_property",
-                "performance": "部分未履行",
-            }
-        ]
+        out = []
+        for i in range(2 + d[13] % 3):
+            e = _digest("court-entry", number, str(i))
+            at = today.year - 1 - (i * 2 + e[1] % 2)
+            base = court_record(
+                e, year=at, court=d[12] + i * 5, serial=100 + e[2], performance=1 if i == 1 else 0
+            )
+            out.append({**base, "match": "confirmed", "name": name, "id_masked": _masked(number)})
+        return out
     return []
 
 

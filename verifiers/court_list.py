@@ -1,22 +1,32 @@
 """The dishonest judgment-debtor list (失信被执行人名单), through a licensed vendor.
 
 An entry the vendor matched on the full ID number is `confirmed`; a public-list entry with a
-masked ID matches as `probable` when the name agrees (across simplified and traditional
-characters, or in pinyin) and the shown ID prefix and suffix agree. A hit is evidence for a
-person to weigh (entries are removed within days of payment: re-query before any adverse
-decision); it never declines anyone by itself. A case number that breaks its era's rule
-(`policies.case_number`: malformed, unknown court or type code, future-dated) flags the record
-as suspect; a case closed for lack of property (终结本次执行程序) is a signal.
+masked ID matches as `probable` when the name agrees (the same characters, across simplified
+and traditional, or a romanised spelling with the surname's own reading, in either order:
+`policies.name_match`) and the shown ID prefix and suffix agree. A homophone (王小明 /
+王晓明) is another person: not weighed here (the whole-book re-screen keeps it as `possible`).
+A hit is evidence for a person to weigh (entries are removed within days of payment:
+re-query before any adverse decision); it never declines anyone by itself. A case number
+that breaks its era's rule (`policies.case_number`: malformed, unknown court or type code,
+future-dated) flags the record as suspect.
+
+An entry carries what the court publishes: the case number, the enforcing court and its
+province, the basis document (`gist_id`, issued by `gist_unit`), the obligation it fixed
+(`duty`), its performance (全部未履行 / 部分未履行), the dishonest conduct and the filing and
+publication dates. A person may have several entries, across courts and years. Whether a
+case was closed for lack of property (终结本次执行程序) is another dataset (终本案件), not
+this list: no signal of it is read from here.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from datetime import date
 from typing import ClassVar, Literal
 
 from policies.case_number import case_number_problem
-from policies.name_match import masked_id_matches, match_names
+from policies.name_match import STRENGTH, masked_id_matches, match_names
 from verifiers.base import ConsentPermit, Evidence, Signal, StepStatus, Subject
 from verifiers.vendor import LicensedAnswer, VendorAnswer, VendorVerifier
 
@@ -24,13 +34,31 @@ from verifiers.vendor import LicensedAnswer, VendorAnswer, VendorVerifier
 class CourtEntry(VendorAnswer):
     """One entry of the list. `match` is `confirmed` (the vendor matched the full ID number)
     or `public` (the published entry, its ID masked: `name` and `id_masked` say whose it
-    may be); an entry of another kind is not weighed."""
+    may be); an entry of another kind is not weighed. The rest is the court's record (its
+    own field names in brackets)."""
 
     match: str
-    case_number: str
-    status: str  # `terminated_no_property`: closed for lack of property (终结本次执行程序)
+    case_number: str  # caseCode
+    court: str  # courtName
+    province: str  # areaName
+    gist_id: str  # the basis document's number (执行依据文号)
+    gist_unit: str  # who issued the basis document (做出执行依据单位)
+    duty: str  # the obligation the effective instrument fixed (生效法律文书确定的义务)
+    performance: str  # 全部未履行 / 部分未履行
+    conduct: str = ""  # disruptTypeName: the dishonest conduct (失信被执行人行为具体情形)
+    filed_at: date | None = None  # regDate
+    published_at: date | None = None  # publishDate
     name: str = ""
     id_masked: str = ""
+
+
+# The weakest name match that makes a public entry `probable`: a romanised spelling.
+_NAME_BAR = STRENGTH["romanised"]
+
+
+def _name_agrees(ours: str, theirs: str) -> bool:
+    kind = match_names(ours, theirs)
+    return kind is not None and STRENGTH[kind] >= _NAME_BAR
 
 
 class CourtListAnswer(LicensedAnswer):
@@ -44,17 +72,18 @@ def assess_entries(
     name: str, id_number: str, entries: Iterable[CourtEntry], *, current_year: int
 ) -> dict[str, str]:
     """Signals from the list's entries for one person: hit level, suspect records (with
-    `court_record_rule`, the rule the first suspect case number broke), property clue, and
-    `court_entries`: the entries weighed (case number, level, status, suspect rule) as JSON
-    text, so that a whitelisted entry can be taken out later (`without_entries`).
-    Entries that are someone else's (name or masked ID disagree) are ignored."""
+    `court_record_rule`, the rule the first suspect case number broke), and `court_entries`:
+    the entries weighed (case number, level, status: the entry's performance, suspect rule)
+    as JSON text, so that a whitelisted entry can be taken out later (`without_entries`).
+    Entries that are someone else's (name or masked ID disagree, or a homophone) are
+    ignored."""
     weighed: list[dict[str, str]] = []
     for e in entries:
         if e.match == "confirmed":
             level = "confirmed"
         elif (
             e.match == "public"
-            and match_names(name, e.name)
+            and _name_agrees(name, e.name)
             and masked_id_matches(id_number, e.id_masked)
         ):
             level = "probable"
@@ -65,7 +94,7 @@ def assess_entries(
             {
                 "case_number": e.case_number,
                 "level": level,
-                "status": e.status,
+                "status": e.performance,
                 "suspect": problem or "",
             }
         )
@@ -74,7 +103,7 @@ def assess_entries(
 
 def signals_of(weighed: Iterable[dict[str, str]]) -> dict[str, str]:
     """The court signals of the entries weighed (see `assess_entries`)."""
-    hit, suspect, no_property = "none", "no", "no"
+    hit, suspect = "none", "no"
     rule: str | None = None
     kept = list(weighed)
     for e in kept:
@@ -83,12 +112,9 @@ def signals_of(weighed: Iterable[dict[str, str]]) -> dict[str, str]:
         if e.get("suspect"):
             suspect = "yes"
             rule = rule or e["suspect"]
-        if e["status"] == "terminated_no_property":
-            no_property = "yes"
     signals = {
         "court_hit": hit,
         "court_record_suspect": suspect,
-        "court_no_property_case": no_property,
         "court_entries": json.dumps(kept, ensure_ascii=False, separators=(",", ":")),
     }
     if rule is not None:

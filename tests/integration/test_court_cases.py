@@ -34,7 +34,7 @@ def confirmed_hit_id() -> str:
         if (
             found
             and found[0]["match"] == "confirmed"
-            and found[0]["status"] == "active"
+            and len(found) == 1
             and "京0105执1" in found[0]["case_number"]
         ):
             return number
