@@ -394,16 +394,27 @@ def test_the_bill_lists_exactly_the_billed_calls(sandbox: tuple[SandboxState, st
 
 def test_faults_5xx_and_late(sandbox: tuple[SandboxState, str]) -> None:
     state, base = sandbox
-    state.faults = parse_faults("Id2MetaVerify:5xx=1,MobileOnlineTime:late=1")
+    state.faults = parse_faults(
+        "Id2MetaVerify:5xx=1,MobileOnlineTime:late=1,MobileOnlineStatus:timeout=1,"
+        "Mobile3MetaSimpleVerify:latency_ms=250"
+    )
     client = _client(base, read_timeout=400)
+    started = time.monotonic()
+    assert _m3(client, NAME, ID, PHONE).code == "200"
+    assert time.monotonic() - started >= 0.25
+    with pytest.raises(Exception, match="(?i)timed? ?out"):
+        client.mobile_online_status(m.MobileOnlineStatusRequest(param_type="normal", mobile=PHONE))
     with pytest.raises(ServerException) as down:
         _id2(client)
     assert down.value.code == "ServiceUnavailable" and down.value.status_code == 503
     with pytest.raises(Exception, match="(?i)timed? ?out"):
         client.mobile_online_time(m.MobileOnlineTimeRequest(param_type="normal", mobile=PHONE))
-    # Answered late: billed, never sent; the unanswered 503 is not billed.
+    # Answered late: billed, never sent; the 503 and the timed-out call are not billed.
     lines = _bill(state, base)
-    assert [line.action for line in lines] == ["MobileOnlineTime"]
+    assert sorted(line.action for line in lines if line.action != "Mobile3MetaSimpleVerify") == [
+        "MobileOnlineTime"
+    ]
+    assert all(line.action != "MobileOnlineStatus" for line in lines)  # timed out: not done
     assert state.aliyun is not None
     late = [c for c in state.aliyun.calls if c.action == "MobileOnlineTime"]
     assert len(late) == 1 and not late[0].sent and late[0].billed_fen > 0
