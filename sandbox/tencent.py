@@ -236,6 +236,7 @@ class TencentState:
     _digest_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     _arrivals: dict[tuple[str, str], deque[float]] = field(default_factory=dict, repr=False)
     _person: dict[tuple[str, str, str, str, str], int] = field(default_factory=dict, repr=False)
+    _cap_day: str = field(default="", repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def digest(self, value: str) -> str:
@@ -293,6 +294,9 @@ class TencentState:
             for name, cap in caps.items()
         ]
         with self._lock:
+            if self._cap_day != day:  # a new day: yesterday's counts go (bounded memory)
+                self._person.clear()
+                self._cap_day = day
             if any(self._person.get(key, 0) >= cap for key, cap in keys):
                 return True
             for key, _cap in keys:
