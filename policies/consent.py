@@ -146,12 +146,27 @@ class ConsentDecision(BaseModel):
     decided_at: datetime
 
 
-def _live(grant: ConsentGrant, now: datetime) -> bool:
+GrantStateName = Literal["live", "withdrawn", "expired", "not_yet_valid", "not_bound"]
+
+
+def grant_state(grant: ConsentGrant, now: datetime) -> GrantStateName:
+    """What a grant is at `now`: the one rule for the gate and for every surface that shows
+    one (`consent show`, receipts, the compliance pack). A grant the audit chain does not
+    vouch for (`bound=False`: inserted or altered behind it, or its withdrawal lost) is
+    `not_bound` whatever its rows say: never live, never presented as a grant."""
     if not grant.bound:
-        return False
+        return "not_bound"
     if grant.withdrawn_at is not None and grant.withdrawn_at <= now:
-        return False
-    return grant.granted_at <= now < grant.expires_at
+        return "withdrawn"
+    if grant.expires_at <= now:
+        return "expired"
+    if grant.granted_at > now:
+        return "not_yet_valid"
+    return "live"
+
+
+def _live(grant: ConsentGrant, now: datetime) -> bool:
+    return grant_state(grant, now) == "live"
 
 
 def noticed_scopes(grant: ConsentGrant, notices: Mapping[str, Notice]) -> frozenset[str]:

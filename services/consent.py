@@ -14,7 +14,14 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from policies.consent import ConsentPolicy, GrantRuleError, check_grant
+from policies.consent import (
+    ConsentGrant,
+    ConsentPolicy,
+    GrantRuleError,
+    GrantStateName,
+    check_grant,
+    grant_state,
+)
 from policies.masking import mask
 from policies.notices import Notice
 from policies.vocabulary import (
@@ -29,7 +36,7 @@ from policies.vocabulary import (
 )
 from services.access import AccessControl
 from services.context import Actor
-from services.errors import InvalidInput, NotFound
+from services.errors import Conflict, InvalidInput, NotFound
 from services.subjects import require_known, require_ref
 from storage.context import as_utc
 from storage.crypto import ed25519_public
@@ -159,7 +166,9 @@ class AskAnswer(Answer):
 
 class GrantState(Answer):
     consent_id: str
-    state: Literal["live", "withdrawn", "expired", "not_yet_valid"]
+    # `not_bound`: the ledger's rows are not what the audit chain recorded (inserted or
+    # altered behind it, or its withdrawal lost); it covers nothing and no receipt names it.
+    state: GrantStateName
     purpose: str
     scopes: list[str]
     notice_version: str
@@ -339,6 +348,13 @@ class ConsentService:
             grant = self.store.ledger.grant(consent_id)
         except UnknownConsentError:
             raise NotFound("consent_id", "no such grant") from None
+        now = self.store.clock()
+        state = grant_state(grant, now)
+        if state == "not_bound":
+            raise Conflict(
+                "consent_id",
+                "the grant is not the one the audit chain recorded: no receipt is signed",
+            )
         events = [
             e
             for e in self.store.ledger.events_for(grant.subject_ref)
@@ -347,7 +363,6 @@ class ConsentService:
         notice = self.notices.get(grant.notice_version)
         sensitive = sorted(set(grant.scopes) & self.policy.sensitive())
         controller = self.policy.controller
-        now = self.store.clock()
         lifecycle = {"grant": "given", "withdraw": "withdrawn", "expire": "expired"}
         receipt: dict[str, Any] = {
             "schema": "ISO/IEC TS 27560:2023; Kantara Consent Receipt v1.1",
@@ -412,11 +427,7 @@ class ConsentService:
                 }
                 for e in events
             ],
-            "state": "withdrawn"
-            if grant.withdrawn_at and grant.withdrawn_at <= now
-            else "expired"
-            if grant.expires_at <= now
-            else "active",
+            "state": {"live": "active", "not_yet_valid": "active"}.get(state, state),
         }
         public = self.receipt_public_key()
         seed = self.store.keyring.secret(RECEIPT_KEY)[:32]
@@ -537,35 +548,15 @@ class ConsentService:
         )
 
     def status(self, subject_ref: str) -> SubjectConsents:
-        """The subject's grants now: live, withdrawn, expired or not yet valid. `NotFound`
-        for a subject of whom nothing is held."""
+        """The subject's grants now: live, withdrawn, expired, not yet valid, or not bound
+        (`policies.consent.grant_state`, the gate's rule). `NotFound` for a subject of whom
+        nothing is held."""
         require_known(self.store, subject_ref)
         now = self.store.clock()
-        grants = []
-        for g in self.store.ledger.grants_for(subject_ref):
-            if g.withdrawn_at is not None and g.withdrawn_at <= now:
-                state = "withdrawn"
-            elif g.expires_at <= now:
-                state = "expired"
-            elif g.granted_at > now:
-                state = "not_yet_valid"
-            else:
-                state = "live"
-            grants.append(
-                GrantState(
-                    consent_id=g.consent_id,
-                    state=state,
-                    purpose=g.purpose,
-                    scopes=sorted(g.scopes),
-                    notice_version=g.notice_version,
-                    notice_hash=g.notice_hash,
-                    channel=g.channel,
-                    granted_at=g.granted_at.isoformat(),
-                    expires_at=g.expires_at.isoformat(),
-                    withdrawn_at=g.withdrawn_at.isoformat() if g.withdrawn_at else None,
-                )
-            )
-        return SubjectConsents(applicant_ref=subject_ref, grants=grants)
+        return SubjectConsents(
+            applicant_ref=subject_ref,
+            grants=[_grant_state(g, now) for g in self.store.ledger.grants_for(subject_ref)],
+        )
 
     def receipt(self, subject_ref: str, *, actor: Actor) -> ConsentReceipt:
         """A consent receipt the compliance officer can hand over: every event, the notices
@@ -602,7 +593,8 @@ class ConsentService:
             subject=subject,
             consent_policy=self.policy.version,
             notices=[self._receipt_notice(v) for v in used],
-            grants=self.status(subject_ref).grants,
+            # Only what the chain vouches for: a receipt never names a grant not bound.
+            grants=[g for g in self.status(subject_ref).grants if g.state != "not_bound"],
             events=[LedgerEvent(**e) for e in events],
         )
 
@@ -636,6 +628,21 @@ class ConsentService:
         return ConsentStats(
             stats=[NoticeStats(**row) for row in self.store.ledger.stats(since=since, until=until)]
         )
+
+
+def _grant_state(g: ConsentGrant, now: datetime) -> GrantState:
+    return GrantState(
+        consent_id=g.consent_id,
+        state=grant_state(g, now),
+        purpose=g.purpose,
+        scopes=sorted(g.scopes),
+        notice_version=g.notice_version,
+        notice_hash=g.notice_hash,
+        channel=g.channel,
+        granted_at=g.granted_at.isoformat(),
+        expires_at=g.expires_at.isoformat(),
+        withdrawn_at=g.withdrawn_at.isoformat() if g.withdrawn_at else None,
+    )
 
 
 def canonical_json(doc: Any) -> bytes:

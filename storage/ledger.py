@@ -162,6 +162,30 @@ def read_grants(
     return {ref: fold(by_subject.get(ref, ()), chain.get(ref, ())) for ref in subjects}
 
 
+def bound_rows(conn: Connection, rows: list[Any], audit: AuditLog) -> list[Any]:
+    """Those of `rows` (with the `consent_events` columns) that are the ones their authentic
+    audit events recorded (`bound`): all a receipt, a subject's event list or the statistics
+    present. A row inserted or altered behind the chain is left out."""
+    ae = m.AuditEvent.__table__
+    seqs = sorted({r.audit_seq for r in rows if r.audit_seq is not None})
+    events: dict[int, Any] = {}
+    for part in in_parts(seqs):
+        for e in conn.execute(
+            select(
+                ae.c.seq,
+                ae.c.at,
+                ae.c.kind,
+                ae.c.subject_ref,
+                ae.c.detail,
+                ae.c.prev_hash,
+                ae.c.hash,
+            ).where(ae.c.seq.in_(part))
+        ):
+            if audit.authentic(e):
+                events[e.seq] = e
+    return [r for r in rows if bound(r, events.get(r.audit_seq))]
+
+
 def bound(row: Any, e: Any | None) -> bool:
     """Is a `consent_events` row the one its audit event recorded?"""
     return (
@@ -405,13 +429,21 @@ class ConsentLedger:
             return len(due)
 
     def events_for(self, subject_ref: str) -> list[dict[str, Any]]:
-        """Every event of one subject, oldest first, as plain dicts (for receipts)."""
-        with self._ctx.transaction() as s:
-            rows = s.scalars(
-                select(m.ConsentEvent)
-                .where(m.ConsentEvent.subject_ref == subject_ref)
-                .order_by(m.ConsentEvent.recorded_at, m.ConsentEvent.id)
-            ).all()
+        """Every event of one subject the audit chain vouches for (`bound_rows`), oldest
+        first, as plain dicts (for receipts)."""
+        ce = m.ConsentEvent.__table__
+        with self._ctx.engine.connect() as conn:
+            rows = bound_rows(
+                conn,
+                list(
+                    conn.execute(
+                        select(ce)
+                        .where(ce.c.subject_ref == subject_ref)
+                        .order_by(ce.c.recorded_at, ce.c.id)
+                    )
+                ),
+                self._audit,
+            )
             return [
                 {
                     "event_id": r.id,
@@ -519,24 +551,17 @@ class ConsentLedger:
         was refused or abandoned), people who granted each scope, people who refused or
         left the ask without granting anything there, people who withdrew any grant.
         `since`/`until` bound when the grant or ask was recorded."""
-        ce, ca = m.ConsentEvent, m.ConsentAsk
-        with self._ctx.transaction() as s:
-            q = select(
-                ce.event,
-                ce.subject_ref,
-                ce.notice_version,
-                ce.channel,
-                ce.scopes,
-                ce.grant_id,
-                ce.id,
-            )
+        ce, ca = m.ConsentEvent.__table__, m.ConsentAsk
+        with self._ctx.engine.connect() as conn:
+            q = select(ce)
             qa = select(ca.subject_ref, ca.notice_version, ca.channel, ca.outcome)
             if since is not None:
-                q, qa = q.where(ce.recorded_at >= since), qa.where(ca.recorded_at >= since)
+                q, qa = q.where(ce.c.recorded_at >= since), qa.where(ca.recorded_at >= since)
             if until is not None:
-                q, qa = q.where(ce.recorded_at < until), qa.where(ca.recorded_at < until)
-            rows = s.execute(q).all()
-            asks = s.execute(qa).all()
+                q, qa = q.where(ce.c.recorded_at < until), qa.where(ca.recorded_at < until)
+            # Only what the chain vouches for is counted: a grant inserted behind it is not.
+            rows = bound_rows(conn, list(conn.execute(q)), self._audit)
+            asks = conn.execute(qa).all()
         grant_place = {r.id: (r.notice_version, r.channel) for r in rows if r.event == "grant"}
         groups: dict[tuple[str, str], dict[str, Any]] = {}
         for r in rows:
