@@ -9,6 +9,7 @@ And `AliyunWire.read` on documented answers and on malformed ones."""
 from __future__ import annotations
 
 import hashlib
+import inspect
 import random
 import string
 import time
@@ -306,3 +307,28 @@ def test_every_action_documents_its_billed_and_unbilled_codes() -> None:
         assert any(c.billed for c in biz.values()) and any(c.billed is False for c in biz.values())
         assert spec.source
         assert set(spec.required) <= set(spec.result_fields)
+
+
+_RESULT_MODELS = {
+    "Id2MetaVerify": m.Id2MetaVerifyResponseBodyResultObject,
+    "Mobile3MetaSimpleVerify": m.Mobile3MetaSimpleVerifyResponseBodyResultObject,
+    "Mobile3MetaDetailVerify": m.Mobile3MetaDetailVerifyResponseBodyResultObject,
+    "MobileOnlineStatus": m.MobileOnlineStatusResponseBodyResultObject,
+    "MobileOnlineTime": m.MobileOnlineTimeResponseBodyResultObject,
+}
+
+
+@pytest.mark.parametrize("action", sorted(ACTIONS))
+def test_the_table_names_fields_as_the_sdks_models_do(action: str) -> None:
+    spec = ACTIONS[action]
+    model, _ = _REQUESTS[action]
+    request = model(**{_SNAKE[p]: "x" for p in spec.params})
+    assert set(request.to_map()) == set(spec.params)
+    result_model = _RESULT_MODELS[action]
+    parsed = result_model().from_map(dict.fromkeys(spec.result_fields, "1"))
+    assert set(parsed.to_map()) == set(spec.result_fields)
+    # Every detail code the table documents is in the SDK model's docstrings.
+    source = inspect.getsource(result_model)
+    for field_name in ("SubCode", "TimeCode"):
+        for code in spec.codes.get(field_name, {}):
+            assert f"{code}" in source, (action, field_name, code)
