@@ -161,15 +161,16 @@ CAP_CODE = {
     "MobileStatus": "-4",
     "MobileNetworkTimeVerification": "-5",
 }
-# What a billed call costs here, in fen: the sandbox's figures, not Tencent's list prices
-# (PhoneVerification's 详版, VerifyMode "1", costs more than 简版, as its docstring says).
+# What a billed call costs here, in fen: the sandbox's figures (the shipped contracts',
+# policies/vendors.yaml), not Tencent's list prices. PhoneVerification's 详版, VerifyMode "1",
+# costs more than its 简版, as its docstring says.
 FEES_FEN: dict[str, int] = {
-    "IdCardVerification": 20,
-    "PhoneVerification": 30,
-    "PhoneVerification/1": 40,
-    **dict.fromkeys(_CARRIER_VARIANTS, 30),
-    "MobileStatus": 10,
-    "MobileNetworkTimeVerification": 10,
+    "IdCardVerification": 30,
+    "PhoneVerification": 50,
+    "PhoneVerification/1": 60,
+    **dict.fromkeys(_CARRIER_VARIANTS, 50),
+    "MobileStatus": 25,
+    "MobileNetworkTimeVerification": 25,
 }
 _ISP = {"mobile": "移动", "unicom": "联通", "telecom": "电信"}
 _STATUS_CODE = {
