@@ -21,7 +21,6 @@ from policies import catalog
 from policies.access import AccessPolicy, RetentionPolicy
 from policies.behavior import BehaviorPolicy
 from policies.consent import ConsentGrant, ConsentPolicy
-from policies.document import LinedYaml
 from policies.notices import Notice
 from policies.quality import QualityPolicy
 from policies.requests import RequestPolicy
@@ -45,7 +44,7 @@ from storage.people import BINDINGS_REVISION
 from storage.store import Store
 from verifiers.gate import ConsentGate, ConsentReader, DecisionRecorder
 from verifiers.limits import CallLimits, LimitStore, LocalLimitStore, RedisLimitStore
-from verifiers.registry import VerifierRegistry, check_routes, default_registry
+from verifiers.registry import VerifierRegistry, default_registry, load_contracts
 from verifiers.vendor import VendorEndpoint
 
 
@@ -156,8 +155,17 @@ class RuntimeParts:
         s = self.settings
         if s.env != "production":
             return
+        # Every vendor a step is routed to needs the account's own key pair.
+        routed = {v for r in self.vendor_contracts.steps.values() for v in r.vendors}
         for vendor in VENDORS:
-            if getattr(s, f"{vendor}_app_secret").get_secret_value() in DEV_SECRETS:
+            if vendor not in routed:
+                continue
+            if not getattr(s, f"{vendor}_app_key"):
+                raise StartupError(
+                    f"IDV_{vendor.upper()}_APP_KEY is empty: a step is routed to {vendor} "
+                    "(IDV_VENDOR_CONTRACTS); set the account's key id"
+                )
+            if getattr(s, f"{vendor}_app_secret").get_secret_value() in DEV_SECRETS | {""}:
                 raise StartupError(
                     f"IDV_{vendor.upper()}_APP_SECRET is the development "
                     "secret; set a real one in production"
@@ -360,10 +368,7 @@ class RuntimeParts:
             source, text = "policies/vendors.yaml", catalog.read_text("vendors.yaml")
         else:
             source, text = str(path), path.read_text(encoding="utf-8")
-        contracts = VendorContracts.from_yaml(text, source=source)
-        for where, rule in check_routes(contracts):
-            raise LinedYaml(text, source).error(where, rule)
-        return contracts
+        return load_contracts(text, source=source)
 
     @cached_property
     def endpoints(self) -> dict[str, VendorEndpoint]:

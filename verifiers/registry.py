@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from policies.document import LinedYaml
 from policies.vendors import VendorContracts
 from verifiers.account_attributes import (
     AccountAttributesVerifier,
@@ -164,19 +165,29 @@ def check_routes(contracts: VendorContracts) -> list[tuple[tuple[str, ...], str]
             problems.append(
                 (("steps", cls.name), "is served by one generic adapter, with no fallback")
             )
-    for vendor, apis in vendor_apis(contracts).items():
-        for api in sorted(apis):
-            if contracts.api(vendor, api) is None:
-                problems.append(
-                    (("vendors", vendor, "apis", api), "every paid API needs a contract")
-                )
     for name, contract in contracts.vendors.items():
         if contract.protocol == "generic":
             continue
         for action, terms in contract.apis.items():
             for where, rule in contract_problems(contract.protocol, action, terms):
                 problems.append((("vendors", name, "apis", action, *where), rule))
+    for vendor, apis in vendor_apis(contracts).items():
+        for api in sorted(apis):
+            if contracts.api(vendor, api) is None:
+                problems.append(
+                    (("vendors", vendor, "apis", api), "every paid API needs a contract")
+                )
     return problems
+
+
+def load_contracts(text: str, *, source: str) -> VendorContracts:
+    """A contracts file read and checked: its shape (`VendorContracts`), then every route
+    and API against the steps and what the vendors document (`check_routes`). `PolicyError`
+    names the file, the line and the rule of the first thing that does not hold."""
+    contracts = VendorContracts.from_yaml(text, source=source)
+    for where, rule in check_routes(contracts):
+        raise LinedYaml(text, source).error(where, rule)
+    return contracts
 
 
 def vendor_steps(contracts: VendorContracts, vendor: str | None = None) -> list[str]:

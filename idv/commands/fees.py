@@ -25,10 +25,15 @@ from idv.terminal import (
 
 @fees_app.command("reconcile")
 def fees_reconcile(
-    statement: Annotated[Path, typer.Argument(help="The vendor's billing statement (CSV).")],
+    statement: Annotated[
+        Path, typer.Argument(help="The vendor's billing statement or bill (CSV).")
+    ],
     vendor: Annotated[
         str | None,
-        typer.Option(help="Compare only this vendor's calls (identity, carrier, court, credit)."),
+        typer.Option(
+            help="The vendor of the contracts whose calls to compare (tencent and aliyun "
+            "read that vendor's own bill; court, credit a generic adapter's statement)."
+        ),
     ] = None,
     start: Annotated[
         datetime | None,
@@ -40,11 +45,14 @@ def fees_reconcile(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Compare a vendor's billing statement with the paid calls idv recorded, call by call
-    (by idempotency key): calls billed twice, billed without a recorded fee, billed for a
-    call idv made but never stored (its run died), billed under a key idv never used,
-    billed at another fee, recorded but not billed. Exit 1 if they
-    disagree. The period defaults to the statement's first and last days."""
+    """Compare a vendor's bill with the paid calls idv recorded, call by call: a generic
+    adapter's statement by idempotency key, Tencent Cloud's and Alibaba Cloud's bills by
+    the vendor's request id. Finds calls billed twice, billed without a recorded fee,
+    billed for a call idv made but never stored (its run died), billed under a key or id
+    idv never saw, billed at another fee, recorded but not billed; names the lines billed
+    for calls idv sent and never got an answer to (`billed_in_doubt`: explained, not a
+    disagreement). Exit 1 if they disagree. The period defaults to the bill's first and
+    last days."""
     if statement.is_dir():
         fail("STATEMENT", "is a directory, not a statement file", as_json=as_json)
     try:
@@ -88,7 +96,7 @@ def fees_reconcile(
             "run",
             "applicant_ref",
             "step",
-            "idempotency key",
+            "key or decision",
             "billed",
             "recorded",
             "statement lines",
@@ -107,7 +115,23 @@ def fees_reconcile(
         console.print(table)
         if len(result.findings) > 50:
             console.print(f"and {len(result.findings) - 50} more: --json lists them all")
-    problems = [f"{k} {n}" for k, n in result.counts().items() if n]
+    if result.in_doubt:
+        console.print(
+            f"billed in doubt: {len(result.in_doubt)} calls sent and never answered, "
+            f"{sum(f.billed_cents for f in result.in_doubt) / 100:.2f} CNY"
+        )
+        doubt = Table("applicant_ref", "step", "decision", "request id", "billed", "bill line")
+        for f in result.in_doubt[:50]:
+            doubt.add_row(
+                f.applicant_ref or "",
+                f.step or "",
+                f.idempotency_key,
+                ",".join(f.request_ids),
+                f"{f.billed_cents / 100:.2f}",
+                ",".join(str(n) for n in f.lines),
+            )
+        console.print(doubt)
+    problems = [f"{k} {n}" for k, n in result.counts().items() if n and k != "billed_in_doubt"]
     if found.unreadable:
         problems.append(f"unreadable lines {len(found.unreadable)}")
     console.print("agreed" if found.clean else "[red]disagreed:[/red] " + ", ".join(problems))
