@@ -101,11 +101,24 @@ class RunService:
 
     def report(self, run: dict[str, Any]) -> dict[str, Any]:
         """The `batch run` report: counts, fees, each line's outcome and steps, refusals
-        with field and rule, the data-quality results. No personal values."""
+        with field and rule, the lines left to the next run (`deferred`: the step whose
+        call was kept back on our side, and why), the data-quality results. No personal
+        values."""
         run_id = run["run_id"]
         applicants: list[dict[str, Any]] = []
         refused: list[dict[str, Any]] = []
+        deferred: list[dict[str, Any]] = []
         for line in self.store.runs.lines(run_id):
+            if line.disposition == "deferred":  # left to the next run: nothing stored
+                deferred.append(
+                    {
+                        "line": line.line_no,
+                        "applicant_ref": line.applicant_ref,
+                        "step": line.field,
+                        "reason": line.reason,
+                    }
+                )
+                continue
             if line.disposition == "refused":
                 refused.append(
                     {
@@ -130,6 +143,7 @@ class RunService:
                 }
             )
         quality = self.store.quality.for_run(run_id)
+        in_doubt = self.calls_in_doubt(run_id, {a["applicant_ref"] for a in applicants})
         return {
             "run_id": run_id,
             "counts": run["counts"],
@@ -142,8 +156,42 @@ class RunService:
             "quality": quality,
             "applicants": applicants,
             "refused": refused,
-            "all_refused": bool(refused) and not applicants,
+            "deferred": deferred,
+            "calls_in_doubt": in_doubt,
+            "all_refused": bool(refused) and not applicants and not deferred,
         }
+
+    def calls_in_doubt(self, run_id: str, refs: set[str]) -> list[dict[str, Any]]:
+        """The paid calls to real vendors that an earlier attempt sent and never got an
+        answer to (a run that died with them in flight), found by this run as it resumed its
+        applicants' steps: by applicant, step and the gate's decision of each; whether the
+        step was sent again or reused an answer recorded before. Each may be on the vendor's
+        bill (`idv fees reconcile` names those `billed_in_doubt`)."""
+        started = [
+            e.at
+            for e in self.store.audit.events(kind_prefix="run.started")
+            if e.detail.get("run_id") == run_id
+        ]
+        if not started or not refs:
+            return []
+        out: list[dict[str, Any]] = []
+        for e in self.store.audit.events(kind_prefix="step.completed", since=started[0]):
+            prior = e.detail.get("in_doubt_prior")
+            if not prior or e.subject_ref not in refs:
+                continue
+            out.append(
+                {
+                    "applicant_ref": e.subject_ref,
+                    "step": e.detail.get("step"),
+                    "decisions": list(prior),
+                    "then": "reused"
+                    if e.detail.get("reused")
+                    else "not_sent"
+                    if e.detail.get("reason") == "in_doubt"
+                    else "sent_again",
+                }
+            )
+        return out
 
     def examples(self, run_id: str, *, limit: int, actor: Actor) -> list[dict[str, Any]]:
         """A few of the run's applicants, one per outcome first, identifiers masked (the
