@@ -65,6 +65,8 @@ REQUIRED = (
 )
 IDENTITY = ("iname", "cardNum", "caseCode")
 OPTIONAL = tuple(f for f in FIELDS if f not in REQUIRED)
+_REQUIRED_AT = tuple((i, f) for i, f in enumerate(FIELDS) if f in REQUIRED)
+_IDENTITY_AT = tuple((i, f) for i, f in enumerate(FIELDS) if f in IDENTITY)
 
 RULE_MISSING = "is required"
 RULE_TOO_LONG = "is longer than the policy allows"
@@ -168,6 +170,9 @@ def entry_key(case_code: str, card_num: str, iname: str) -> str:
 
 
 def _text(value: object) -> str:
+    if type(value) is str:
+        # ASCII needs no normalising; the rest is NFKC (full-width digits and letters).
+        return value.strip() if value.isascii() else unicodedata.normalize("NFKC", value).strip()
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -184,7 +189,7 @@ class RowChecker:
         self.policy = policy
         self.today = today
         self._performance = frozenset(policy.performance)
-        self._limits = dict(policy.max_chars)
+        self._limits = tuple(policy.max_chars.get(f, 64) for f in FIELDS)
         self._case = lru_cache(maxsize=1 << 18)(self._case_problem)
         self._date = lru_cache(maxsize=1 << 16)(self._read_date)
 
@@ -225,26 +230,48 @@ class RowChecker:
 
     def check(self, record: Mapping[str, object]) -> ListRow:
         """One record as a `ListRow`, or `RowError` for the first rule it breaks."""
-        values = {f: _text(record.get(f)) for f in FIELDS}
-        for f, v in values.items():
-            if len(v) > self._limits.get(f, 64):
+        get = record.get
+        texts = [_text(get(f)) for f in FIELDS]
+        for f, v, limit in zip(FIELDS, texts, self._limits, strict=True):
+            if len(v) > limit:
                 raise RowError(f, RULE_TOO_LONG)
-            if _CONTROL.search(v):
-                raise RowError(f, RULE_CONTROL)
-        delist = values["delist"].lower()
+        # One search over every field (joined by a tab, which is allowed); the field is
+        # looked for only when there is something to name.
+        if _CONTROL.search("\t".join(texts)):
+            for f, v in zip(FIELDS, texts, strict=True):
+                if _CONTROL.search(v):
+                    raise RowError(f, RULE_CONTROL)
+        (
+            name,
+            card,
+            case_code,
+            court_name,
+            area_name,
+            gist_id,
+            gist_unit,
+            duty,
+            performance,
+            performed_part,
+            unperform_part,
+            disrupt,
+            reg_text,
+            publish_text,
+            kind,
+            delist,
+        ) = texts
+        delist = delist.lower()
         if delist in ("", "0", "false", "否", "no"):
             delisted = False
         elif delist in ("1", "true", "是", "yes"):
             delisted = True
         else:
             raise RowError("delist", RULE_DELIST)
-        for f in IDENTITY if delisted else REQUIRED:
-            if not values[f]:
+        for i, f in _IDENTITY_AT if delisted else _REQUIRED_AT:
+            if not texts[i]:
                 raise RowError(f, RULE_MISSING)
-        kind = values["type"]
         if kind not in ("0", "1", "") or (not kind and not delisted):
             raise RowError("type", RULE_TYPE)
-        card = values["cardNum"].upper()
+        card = card.upper()
         person = kind != "1"
         match_key: str | None = None
         shape: MaskShape | None = None
@@ -257,37 +284,35 @@ class RowChecker:
                 raise RowError("cardNum", RULE_PROVINCE)
         elif not _ORG.fullmatch(card):
             raise RowError("cardNum", RULE_ORG)
-        problem = self.case_problem(values["caseCode"])
+        problem = self.case_problem(case_code)
         if problem is not None:
             raise RowError("caseCode", problem)
-        performance = values["performance"]
         if performance and performance not in self._performance:
             raise RowError("performance", RULE_PERFORMANCE)
-        reg = self._when("regDate", values["regDate"])
-        published = self._when("publishDate", values["publishDate"])
+        reg = self._when("regDate", reg_text)
+        published = self._when("publishDate", publish_text)
         if reg is not None and published is not None and published < reg:
             raise RowError("publishDate", RULE_DATE_ORDER)
-        name = values["iname"]
         return ListRow(
-            entry_key=entry_key(values["caseCode"], card, name),
-            person=person,
-            delisted=delisted,
-            match_key=match_key,
-            shape=shape.label if shape else None,
-            iname=name,
-            card_num=card,
-            case_code=values["caseCode"],
-            court_name=values["courtName"],
-            area_name=values["areaName"],
-            gist_id=values["gistId"],
-            gist_unit=values["gistUnit"],
-            duty=values["duty"],
-            performance=performance,
-            performed_part=values["performedPart"],
-            unperform_part=values["unperformPart"],
-            disrupt_type_name=values["disruptTypeName"],
-            reg_date=reg,
-            publish_date=published,
+            entry_key(case_code, card, name),
+            person,
+            delisted,
+            match_key,
+            shape.label if shape else None,
+            name,
+            card,
+            case_code,
+            court_name,
+            area_name,
+            gist_id,
+            gist_unit,
+            duty,
+            performance,
+            performed_part,
+            unperform_part,
+            disrupt,
+            reg,
+            published,
         )
 
 

@@ -244,14 +244,23 @@ ID_LENGTHS = (15, 18)
 
 def masked_key(masked: str) -> tuple[MaskShape, str] | None:
     """The shape of a masked ID and its key (`MaskShape.key`), or None if it is not one."""
-    text = unicodedata.normalize("NFKC", masked).strip().upper()
-    m = _MASKED.fullmatch(text)
-    if m is None or len(text) not in ID_LENGTHS:
+    text = masked if masked.isascii() else unicodedata.normalize("NFKC", masked)
+    text = text.strip().upper()
+    if len(text) not in ID_LENGTHS:
         return None
-    if len(text) == 15 and "X" in m.group(3):
+    m = _MASKED.fullmatch(text)
+    if m is None:
+        return None
+    head, tail = m.group(1), m.group(3)
+    if len(text) == 15 and "X" in tail:
         return None  # a first-generation number has no check character
-    shape = MaskShape(len(m.group(1)), len(m.group(3)), len(text))
-    return shape, f"{shape.prefix}.{shape.suffix}.{shape.length}:{m.group(1)}{m.group(3)}"
+    shape = _shape(len(head), len(tail), len(text))
+    return shape, f"{shape.prefix}.{shape.suffix}.{shape.length}:{head}{tail}"
+
+
+@lru_cache(maxsize=256)
+def _shape(prefix: int, suffix: int, length: int) -> MaskShape:
+    return MaskShape(prefix, suffix, length)
 
 
 def mask_shape(masked: str) -> MaskShape | None:

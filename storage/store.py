@@ -18,6 +18,8 @@ from storage.audit import AuditLog
 from storage.cases import CaseRepository
 from storage.checkpoints import CheckpointLog
 from storage.context import Clock, StoreContext, utcnow
+from storage.court_copy import CourtCopyRepository
+from storage.court_matches import CourtMatchRepository
 from storage.crypto import FieldCipher
 from storage.decisions import DecisionRepository
 from storage.events import EventRepository
@@ -69,6 +71,8 @@ class Store:
         self.retention = RetentionRepository(ctx, audit)
         self.cases = CaseRepository(ctx, audit)
         self.proofs = ProofRepository(ctx, audit)
+        self.court_copy = CourtCopyRepository(ctx, audit)
+        self.court_matches = CourtMatchRepository(ctx, audit)
 
     @property
     def engine(self) -> Engine:
