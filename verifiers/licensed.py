@@ -19,6 +19,7 @@ it could not be reached without any attempt in doubt. Every call is on the evide
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +29,7 @@ from zoneinfo import ZoneInfo
 from policies.vendors import ApiContract, VendorContracts
 from verifiers.base import ConsentPermit, Evidence, StepStatus, Subject
 from verifiers.limits import Admission
+from verifiers.metrics import record_vendor_call
 from verifiers.vendor import VendorClient, VendorReply
 
 # Faults after which the same call may go to the fallback: nothing was billed for them.
@@ -219,8 +221,18 @@ class LicensedVerifier:
             if isinstance(admitted, str):  # capped or over budget: not sent
                 return _Call(client.name, action.name, self._error(permit, admitted, 0), False)
             admission = admitted
+        started = time.perf_counter()
         reply = await client.post(action.name, action.params(subject))
         evidence, go_on = self._read(client, action, api, reply, permit)
+        if reply.attempts:
+            # Labelled by the contract's reason (a closed vocabulary), never by a value.
+            record_vendor_call(
+                client.name,
+                action.name,
+                evidence.reason,
+                billed=evidence.fee_cents > 0,
+                seconds=time.perf_counter() - started,
+            )
         if admission is not None and limits is not None:
             # Settled to the fee of the code; a call with an attempt in doubt may have been
             # billed: its reservation stands.

@@ -30,6 +30,7 @@ from policies.quality import answer_shape
 from verifiers.base import ConsentPermit, Evidence, StepStatus
 from verifiers.generic import GenericWire
 from verifiers.limits import Admission, ApiRef, CallLimits
+from verifiers.metrics import record_vendor_call
 from verifiers.wire import Credentials, Wire, WireAnswer
 
 # 100 ms, 200 ms, 400 ms... capped at 2 s, plus up to 100 ms of jitter so that many
@@ -443,10 +444,19 @@ class VendorVerifier(Generic[A]):
             if isinstance(admitted, str):  # capped or over budget: not sent
                 return VendorReply(None, None, 0, admitted), None
             admission = admitted
+        started = time.perf_counter()
         reply = await self._call(path, payload, permit)
         answer = None
         if reply.error is None and reply.body is not None:
             answer = self.answer.parse(reply.body)
+        if reply.attempts:
+            record_vendor_call(
+                self._client.name,
+                path,
+                str(getattr(answer, "result", None) or reply.error or "vendor_malformed"),
+                billed=answer is not None and answer.fee_cents > 0,
+                seconds=time.perf_counter() - started,
+            )
         if admission is not None:
             # Settled to the stated fee; a call that never left, or got a definitive
             # refusal, was not billed; one with no answer read may have been.
