@@ -40,8 +40,7 @@ from storage.crypto import fernet_key
 from storage.db import current_revision, make_engine, upgrade
 from storage.keyring import KekProvider, KeyRing, LocalKekProvider, VaultTransitKekProvider
 from storage.ledger import LEDGER_EVENT_KINDS
-from storage.people import BINDINGS_REVISION
-from storage.store import Store
+from storage.store import Store, crosses
 from verifiers.gate import ConsentGate, ConsentReader, DecisionRecorder
 from verifiers.limits import CallLimits, LimitStore, LocalLimitStore, RedisLimitStore
 from verifiers.registry import VerifierRegistry, default_registry, load_contracts
@@ -68,16 +67,6 @@ class _Audit(Protocol):
 # Per task (one gate decision at a time in a coroutine): whose grants were read last, at
 # which size of the chain.
 _GRANTS_READ_AT: ContextVar[tuple[str, int] | None] = ContextVar("idv_grants_read_at", default=None)
-
-
-def _crosses_people_bindings(before: str | None, after: str | None) -> bool:
-    """Did this migration take a database with people in it past revision 0021 (people bound
-    to the audit chain)? Then the rows written before are bound, once, now."""
-
-    def number(revision: str | None) -> int:
-        return int(revision[:4]) if revision and revision[:4].isdigit() else 0
-
-    return before is not None and number(before) < BINDINGS_REVISION <= number(after)
 
 
 @dataclass(frozen=True)
@@ -272,8 +261,9 @@ class RuntimeParts:
         store = Store(
             engine, ring, checkpoints=self.checkpoints, checkpoint_every=s.checkpoint_every
         )
-        if s.auto_migrate and _crosses_people_bindings(before, current_revision(engine)):
-            store.people.bind_existing()
+        after = current_revision(engine) if s.auto_migrate else None
+        if s.auto_migrate and crosses(before, after):  # rows from before their bindings
+            store.bind_crossed(before, after)
         return store
 
     def prefect_encryption_key(self) -> str:
@@ -314,8 +304,8 @@ class RuntimeParts:
             after = current_revision(engine)
         finally:
             engine.dispose()
-        if _crosses_people_bindings(before, after):
-            self.store.people.bind_existing()
+        if crosses(before, after):  # rows from before their bindings: bound, once
+            self.store.bind_crossed(before, after)
         return after
 
     def check_policies(self) -> None:

@@ -53,6 +53,7 @@ from services.errors import (
 )
 from services.explain import ExplainService
 from services.subjects import Revealed, SubjectService, permit
+from storage.bindings import BindingError
 from storage.cases import CaseFilter
 from storage.records import CaseRecord
 from storage.store import Store
@@ -410,7 +411,10 @@ class CaseService:
         return ("analyst", "supervisor") if "confirm" in held else ("analyst",)
 
     def _case(self, case_id: str) -> CaseRecord:
-        found = self.store.cases.get(_case_id(case_id))
+        try:
+            found = self.store.cases.get(_case_id(case_id))
+        except BindingError as exc:  # closed or decided in the database behind the chain
+            raise Conflict("case_id", f"{exc.table}: {exc.rule}") from None
         if found is None:
             raise NotFound("case_id", "no such case")
         return found

@@ -28,6 +28,7 @@ from storage.bindings import (
     STEP_KINDS,
     BindingError,
     decision_hash,
+    read_holds,
     step_hash,
 )
 from storage.context import StoreContext, as_utc, in_parts
@@ -307,10 +308,10 @@ class ApplicantRepository:
             elif row.restricted_at is not None:
                 restricted.append(row.applicant_ref)
         holds: dict[str, set[str]] = defaultdict(set)
-        for part in in_parts(restricted):
-            for ref, held in s.execute(select(m.LegalHold.subject_ref, m.LegalHold.purpose).where(
-                    m.LegalHold.subject_ref.in_(part), m.LegalHold.released_at.is_(None))):
-                holds[ref].add(held)
+        if restricted:  # the holds the audit chain recorded, not the rows (`read_holds`)
+            found, _ = read_holds(s.connection(), self._audit.authentic, restricted)
+            for ref, placed in found.items():
+                holds[ref].update(h.purpose for h in placed)
         for ref in restricted:
             if purpose not in holds[ref]:
                 out[ref] = ("the subject is restricted under a legal hold; reads serve only "

@@ -438,8 +438,9 @@ class AuditLog:
 
     def purgeable_through(self) -> int:
         """The highest sequence number `purge_through` accepts now: below the oldest event
-        that a stored consent, decision, step result, user or live credential is bound to
-        (those records must go first, or their bindings could no longer be checked)."""
+        that a stored consent, decision, step result, user, live credential, closed case,
+        case decision or legal hold in force is bound to (those records must go first, or
+        their bindings could no longer be checked)."""
         with self._ctx.engine.connect() as conn:
             head = conn.execute(select(m.AuditHead.seq)).scalar() or 0
             oldest = [
@@ -449,8 +450,18 @@ class AuditLog:
                     m.Applicant.decision_seq,
                     m.StepResult.audit_seq,
                     m.User.audit_seq,
+                    m.ReviewCase.closed_seq,
+                    m.CaseDecision.audit_seq,
                 )
             ]
+            # A hold's event is the hold (`bindings.read_holds`): kept while it is in force.
+            oldest.append(
+                conn.scalar(
+                    select(func.min(m.LegalHold.audit_seq)).where(
+                        m.LegalHold.until > self._ctx.clock()
+                    )
+                )
+            )
             oldest.append(
                 conn.scalar(
                     select(func.min(m.Credential.audit_seq)).where(

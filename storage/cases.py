@@ -24,6 +24,14 @@ from sqlalchemy.orm import Session
 
 from storage import models as m
 from storage.audit import AuditLog
+from storage.bindings import (
+    CLOSED,
+    binds_cases,
+    case_decision_hash,
+    case_hash,
+    check_case,
+    closing_hash,
+)
 from storage.context import StoreContext, as_utc
 from storage.records import (
     CaseDecisionRecord,
@@ -35,6 +43,9 @@ from storage.records import (
 from storage.reviews import ACTIVE, evidence_changed, request_case
 
 C = m.ReviewCase
+# The first revision whose closed cases and case decisions carry their binding
+# (`CaseRepository.bind_existing`).
+BINDINGS_REVISION = 23
 
 
 @dataclass(frozen=True)
@@ -155,20 +166,59 @@ class CaseRepository:
             return total, [_record(c, ref) for c, ref in rows]
 
     def get(self, case_id: str) -> CaseRecord | None:
+        """One case; `BindingError` when its closing or a decision on it is not what the
+        audit chain recorded (a case closed or approved in the database stands for
+        nothing)."""
         with self._ctx.transaction() as s:
             row = s.execute(select(C, m.Applicant.applicant_ref)
                             .join(m.Applicant, m.Applicant.id == C.applicant_id)
                             .where(C.id == case_id)).first()
-            return _record(row[0], row[1]) if row else None
+            if row is None:
+                return None
+            self._check(s, row[0], row[1])
+            return _record(row[0], row[1])
 
     def case_of(self, applicant_ref: str) -> CaseRecord | None:
-        """The applicant's case not yet closed, if any."""
+        """The applicant's case not yet closed, if any (`BindingError` as `get`)."""
         with self._ctx.transaction() as s:
             row = s.execute(select(C, m.Applicant.applicant_ref)
                             .join(m.Applicant, m.Applicant.id == C.applicant_id)
                             .where(m.Applicant.applicant_ref == applicant_ref,
                                    C.closed_at.is_(None))).first()
-            return _record(row[0], row[1]) if row else None
+            if row is None:
+                return None
+            self._check(s, row[0], row[1])
+            return _record(row[0], row[1])
+
+    def bind_existing(self) -> int:
+        """Bind the closed cases and case decisions written before revision 0023 (one
+        `case.bound` event per case, then `cases.bound`). Called once, when a migration
+        crosses that revision: afterwards a closing or a decision without its binding stands
+        for nothing. Returns how many rows were bound."""
+        with self._ctx.transaction() as s:
+            closed = {c.id for c in s.scalars(select(C).where(
+                C.closed_seq.is_(None), C.status.in_(CLOSED)))}
+            decisions: dict[str, list[m.CaseDecision]] = {}
+            for d in s.scalars(select(m.CaseDecision).where(m.CaseDecision.audit_seq.is_(None))
+                               .order_by(m.CaseDecision.decided_at, m.CaseDecision.id)):
+                decisions.setdefault(d.case_id, []).append(d)
+            for case_id in sorted(closed | set(decisions)):
+                self._event(s, case_id, "case.bound", {}, closing=case_id in closed,
+                            decisions=decisions.get(case_id, ()))
+            bound_decisions = sum(len(ds) for ds in decisions.values())
+            self._audit.record("cases.bound", None, {
+                "cases": len(closed), "decisions": bound_decisions}, session=s)
+            return len(closed) + bound_decisions
+
+    def _check(self, s: Session, c: m.ReviewCase, ref: str) -> None:
+        """`bindings.check_case` over the subject's authentic events that bind cases."""
+        ae = m.AuditEvent
+        events = [e for e in s.scalars(
+            select(ae).where(ae.subject_ref == ref,
+                             or_(ae.kind.startswith("case."), ae.kind == "subject.erased"))
+            .order_by(ae.seq)) if binds_cases(e.detail) and self._audit.authentic(e)]
+        decisions = s.scalars(select(m.CaseDecision).where(m.CaseDecision.case_id == c.id))
+        check_case(c, list(decisions), events)
 
     # --- claims ---------------------------------------------------------------------------
 
@@ -245,7 +295,7 @@ class CaseRepository:
                 q = q.where(_not_held_by_another(*not_held_by_another))
             done = s.execute(q.values(**values)).rowcount
             if done:
-                self._event(s, case_id, kind, detail)
+                self._event(s, case_id, kind, detail, closing="closed_at" in values)
             return bool(done)
 
     def change_many(self, case_ids: Iterable[str], kind: str, detail: dict[str, Any], *,
@@ -277,7 +327,7 @@ class CaseRepository:
             if found:
                 s.execute(update(C).where(C.id.in_(found)).values(**values))
                 for case_id in found:
-                    self._event(s, case_id, kind, detail)
+                    self._event(s, case_id, kind, detail, closing="closed_at" in values)
             return found, skipped
 
     def add_tags(self, case_id: str, add: Iterable[str], remove: Iterable[str], *,
@@ -306,10 +356,28 @@ class CaseRepository:
                              applicant_ref=ref, cause=cause)
             return c.evidence_version
 
-    def _event(self, s: Session, case_id: str, kind: str, detail: dict[str, Any]) -> None:
+    def _event(self, s: Session, case_id: str, kind: str, detail: dict[str, Any], *,
+               closing: bool = False, decisions: Sequence[m.CaseDecision] = ()) -> None:
+        """Record `kind` for the case. `closing`: this transaction closed it, and the event
+        binds its closing (`case_hash`, the row's `closed_seq`); `decisions`: the case
+        decisions this transaction wrote, bound the same way (`case_decision_hashes`)."""
         ref = s.scalar(select(m.Applicant.applicant_ref).join(C, C.applicant_id == m.Applicant.id)
                        .where(C.id == case_id))
-        self._audit.record(kind, ref, {"case_id": case_id, **detail}, session=s)
+        extra: dict[str, Any] = {}
+        closed = None
+        if closing or decisions:
+            s.flush()
+        if closing:
+            closed = s.get(C, case_id, populate_existing=True)
+            if closed is not None and closed.status in CLOSED:
+                extra["case_hash"] = case_hash(closed)
+        if decisions:
+            extra["case_decision_hashes"] = {d.id: case_decision_hash(d) for d in decisions}
+        seq = self._audit.record(kind, ref, {"case_id": case_id, **detail, **extra}, session=s)
+        if closed is not None and "case_hash" in extra:
+            closed.closed_seq = seq
+        for d in decisions:
+            d.audit_seq = seq
 
     def record_refusal(self, case_id: str | None, detail: dict[str, Any]) -> None:
         """A refused operation on a case, audited; nothing else changes."""
@@ -392,17 +460,19 @@ class CaseRepository:
                 .values(updated_at=now, **case_values)).rowcount
             if not done:
                 return None
-            s.add(m.CaseDecision(
+            row = m.CaseDecision(
                 id=decision_id, case_id=case_id, action=action, disposition=disposition,
                 actor=actor, role=role,
                 reason_ct=self._seal(s, case_id, reason, self.DECISIONS, "reason", decision_id),
                 evidence_version=evidence_version, status=status, decided_at=now,
-                detail=detail or {}))
+                detail=detail or {})
+            s.add(row)
             self._event(s, case_id, f"case.{action}" + (
                 "_proposed" if status == "pending" else ""), {
                 "actor": actor, "role": role, "decision_id": decision_id,
                 "evidence_version": evidence_version, "disposition": disposition,
-                "status": status, **(detail or {})})
+                "status": status, **(detail or {})},
+                closing="closed_at" in case_values, decisions=[row])
         return decision_id
 
     def confirm(self, decision_id: str, *, actor: str, now: datetime,
@@ -443,7 +513,8 @@ class CaseRepository:
             d.detail = {**(d.detail or {}), **detail}
             self._event(s, d.case_id, f"case.{d.action}_{outcome}", {
                 "actor": actor, "decision_id": d.id, "proposed_by": d.actor,
-                "evidence_version": d.evidence_version, **detail})
+                "evidence_version": d.evidence_version, **detail},
+                closing="closed_at" in case_values, decisions=[d])
             return True
 
     def decisions(self, case_id: str) -> list[CaseDecisionRecord]:
@@ -473,13 +544,23 @@ class CaseRepository:
             if d.second_reason_ct is not None else None)
 
     def dispositions(self) -> dict[str, str]:
-        """Each applicant's latest closed case's disposition (for a backtest's labels)."""
+        """Each applicant's latest closed case's disposition (for a backtest's labels), of
+        the closings the audit chain recorded: one written into the database labels
+        nothing."""
+        ae = m.AuditEvent
         with self._ctx.transaction() as s:
-            rows = s.execute(select(m.Applicant.applicant_ref, C.disposition)
+            closings: dict[int, dict[str, Any]] = {
+                e.seq: e.detail for e in s.scalars(
+                    select(ae).where(or_(ae.kind.startswith("case."),
+                                         ae.kind == "subject.erased")))
+                if binds_cases(e.detail) and self._audit.authentic(e)}
+            rows = s.execute(select(m.Applicant.applicant_ref, C)
                              .join(C, C.applicant_id == m.Applicant.id)
                              .where(C.disposition.is_not(None))
                              .order_by(C.closed_at)).all()
-            return {ref: disp for ref, disp in rows}
+            return {ref: c.disposition for ref, c in rows
+                    if c.closed_seq in closings
+                    and closing_hash(closings[c.closed_seq], c.id) == case_hash(c)}
 
     # --- saved views ----------------------------------------------------------------------
 

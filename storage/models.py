@@ -217,6 +217,9 @@ class ReviewCase(Base):
     # approve | reject | refer | close; a close's disposition (a backtest's label)
     resolution: Mapped[str | None] = mapped_column(String(16), nullable=True)
     disposition: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # The audit event that holds the hash of the case's closing (`bindings.case_hash`), once
+    # closed: a case closed in the database behind the chain stands for nothing.
+    closed_seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class CaseNote(Base):
@@ -257,6 +260,8 @@ class CaseDecision(Base):
     second_reason_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     voided_at: Mapped[datetime | None] = mapped_column(nullable=True)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The latest audit event holding this row's hash (`bindings.case_decision_hash`).
+    audit_seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class SavedView(Base):
@@ -394,6 +399,8 @@ class LegalHold(Base):
     until: Mapped[datetime]
     created_at: Mapped[datetime]
     released_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # The `subject.hold_placed` event, which holds the hold (`bindings.read_holds`).
+    audit_seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class BehaviorEvent(Base):

@@ -29,9 +29,14 @@ from storage.bindings import (
     RECORDS_PURGED,
     STEP_FIELDS,
     STEP_KINDS,
+    BindingError,
+    binds_cases,
+    check_case,
+    closing_hash,
     consent_fields,
     consent_hash,
     decision_hash,
+    read_holds,
     record_body,
     step_hash,
 )
@@ -80,9 +85,13 @@ class ProofRepository:
         """The chain and its checkpoints, then every binding; the first problem is named."""
         events: dict[int, tuple[str, str | None, dict[str, Any]]] = {}
 
+        cases: dict[str | None, list[Any]] = defaultdict(list)  # by subject
+
         def keep(e: Any) -> None:
             if e.kind in _BINDING_KINDS:
                 events[e.seq] = (e.kind, e.subject_ref, e.detail)
+            if binds_cases(e.detail):
+                cases[e.subject_ref].append(e)
 
         chain = self._audit.check(keep)
         if not chain.intact:
@@ -207,8 +216,82 @@ class ProofRepository:
                             seq,
                         )
                     )
+            count += self._check_holds(conn, issues)
+            count += self._check_cases(conn, cases, purged["review_cases"], issues)
         first = min(issues, key=lambda i: (i.seq is not None, i.seq or 0)) if issues else None
         return ProofCheck(chain=chain, binding=first, records=count)
+
+    def _check_holds(self, conn: Any, issues: list[BindingIssue]) -> int:
+        """Legal holds both ways: every row one the chain recorded, every hold the chain
+        recorded with its row (`bindings.read_holds`)."""
+        lh = m.LegalHold.__table__
+        holds, broken = read_holds(conn, self._audit.authentic)
+        rows = {r.id: r.audit_seq for r in conn.execute(select(lh.c.id, lh.c.audit_seq))}
+        for hold_id in broken:
+            issues.append(
+                BindingIssue(
+                    "legal_holds",
+                    hold_id,
+                    "the hold is not one the audit chain recorded",
+                    rows.get(hold_id),
+                )
+            )
+        for hold in (h for hs in holds.values() for h in hs):
+            if hold.hold_id not in rows:
+                issues.append(
+                    BindingIssue(
+                        "legal_holds",
+                        hold.hold_id,
+                        "the hold the audit chain recorded has lost its record",
+                    )
+                )
+        return len(rows)
+
+    def _check_cases(
+        self,
+        conn: Any,
+        events: dict[str | None, list[Any]],
+        purged: set[int],
+        issues: list[BindingIssue],
+    ) -> int:
+        """Every case's closing and decisions against its subject's events
+        (`bindings.check_case`), and every case a closing names with its row."""
+        rc, cd, ap = (m.ReviewCase.__table__, m.CaseDecision.__table__, m.Applicant.__table__)
+        decisions: dict[str, list[Any]] = defaultdict(list)
+        for d in conn.execute(select(cd).execution_options(yield_per=1000)):
+            decisions[d.case_id].append(d)
+        count = sum(len(ds) for ds in decisions.values())
+        ids = set()
+        for c in conn.execute(
+            select(rc, ap.c.applicant_ref)
+            .join(ap, ap.c.id == rc.c.applicant_id)
+            .execution_options(yield_per=1000)
+        ):
+            count += 1
+            ids.add(c.id)
+            try:
+                check_case(c, decisions.get(c.id, ()), events.get(c.applicant_ref, ()))
+            except BindingError as exc:
+                issues.append(BindingIssue(exc.table, exc.record, exc.rule, c.closed_seq))
+        for subject_events in events.values():
+            for e in subject_events:
+                named = [e.detail.get("case_id")] + list(e.detail.get("case_hashes") or {})
+                for case_id in named:
+                    if (
+                        case_id
+                        and case_id not in ids
+                        and closing_hash(e.detail, case_id) is not None
+                        and e.seq not in purged
+                    ):
+                        issues.append(
+                            BindingIssue(
+                                "review_cases",
+                                str(case_id),
+                                f"the closed case audit event {e.seq} recorded is missing",
+                                e.seq,
+                            )
+                        )
+        return count
 
     def material(self, subject_ref: str, digests: tuple[str, ...] = ("sha256",)) -> Material:
         """A subject's bound records and the chain segments that carry their events to the

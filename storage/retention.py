@@ -18,6 +18,7 @@ oldest event a kept record is bound to; those still kept are reported as `awaiti
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -27,7 +28,7 @@ from sqlalchemy import Connection, delete, func, select
 from policies.retention import RetentionPolicy
 from storage import models as m
 from storage.audit import AuditLog, PendingEvent
-from storage.bindings import records_purged
+from storage.bindings import holds_in_force, records_purged
 from storage.context import StoreContext, as_utc, in_parts
 
 # The column of each bound table naming the audit event that bound its row.
@@ -35,6 +36,7 @@ BOUND_SEQ: dict[type[Any], Any] = {
     m.ConsentEvent: lambda t: t.audit_seq,
     m.Applicant: lambda t: t.decision_seq,
     m.StepResult: lambda t: t.audit_seq,
+    m.ReviewCase: lambda t: t.closed_seq,
 }
 
 # The order rows go in: what a row points at goes after it.
@@ -76,7 +78,7 @@ class RetentionRepository:
         """What a purge now would remove (a dry run: nothing is written)."""
         now = now or self._ctx.clock()
         with self._ctx.engine.connect() as conn:
-            return _plan(conn, policy, now)
+            return _plan(conn, policy, now, self._audit.authentic)
 
     def purge(self, policy: RetentionPolicy, *, actor: str) -> tuple[RetentionPlan, int]:
         """Remove every record past its ceiling, and record `retention.purged` (counts by
@@ -84,7 +86,7 @@ class RetentionRepository:
         carried out and the event's sequence number."""
         now = self._ctx.clock()
         with self._ctx.engine.begin() as conn:
-            plan = _plan(conn, policy, now)
+            plan = _plan(conn, policy, now, self._audit.authentic)
             unbound: list[PendingEvent] = []
             for cls in PURGED_CLASSES:
                 for model, ids in plan.rows.get(cls, {}).items():
@@ -148,20 +150,12 @@ class RetentionRepository:
         return plan, seq
 
 
-def _held(conn: Connection, now: datetime) -> set[str]:
-    lh = m.LegalHold.__table__
-    return {
-        r.subject_ref
-        for r in conn.execute(
-            select(lh.c.subject_ref, lh.c.until).where(lh.c.released_at.is_(None))
-        )
-        if as_utc(r.until) > now
-    }
-
-
-def _plan(conn: Connection, policy: RetentionPolicy, now: datetime) -> RetentionPlan:
+def _plan(
+    conn: Connection, policy: RetentionPolicy, now: datetime, authentic: Callable[[Any], bool]
+) -> RetentionPlan:
     cut = policy.cutoffs(now)
-    held = _held(conn, now)
+    # The holds the audit chain recorded (a hold row deleted still holds).
+    held = set(holds_in_force(conn, authentic, None, now))
     plan = RetentionPlan(now=now, held_subjects=len(held))
 
     def add(cls: str, model: type[Any], ids: list[Any]) -> None:

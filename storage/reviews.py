@@ -15,13 +15,14 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from policies.cases import CasePolicy
 from policies.requests import CASE_REASONS as REQUEST_REASONS
 from storage import models as m
 from storage.audit import AuditLog
+from storage.bindings import case_decision_hash, case_hash
 from storage.context import as_utc
 
 REVIEWED_OUTCOMES = ("review", "decline_recommended")
@@ -59,18 +60,24 @@ def evidence_changed(session: Session, case: m.ReviewCase, *, now: datetime,
     before is void (the person asked confirmed what is no longer the evidence)."""
     case.evidence_version += 1
     case.updated_at = now
-    voided = session.scalars(select(m.CaseDecision.id).where(
+    pending = session.scalars(select(m.CaseDecision).where(
         m.CaseDecision.case_id == case.id, m.CaseDecision.status == "pending")).all()
-    if voided:
-        session.execute(update(m.CaseDecision).where(m.CaseDecision.id.in_(voided))
-                        .values(status="voided", voided_at=now))
-        if case.status == "pending_confirmation":
-            case.status = "open"
-            case.queue = "analyst"
+    voided = [d.id for d in pending]
+    for d in pending:
+        d.status, d.voided_at = "voided", now
+    if pending and case.status == "pending_confirmation":
+        case.status = "open"
+        case.queue = "analyst"
     if audit is not None:
-        audit.record("case.evidence_changed", applicant_ref, {
+        session.flush()
+        seq = audit.record("case.evidence_changed", applicant_ref, {
             "case_id": case.id, "cause": cause, "evidence_version": case.evidence_version,
-            "voided_decisions": list(voided)}, session=session)
+            "voided_decisions": voided,
+            # Each voided decision bound as it now stands (`bindings.check_case`).
+            **({"case_decision_hashes": {d.id: case_decision_hash(d) for d in pending}}
+               if pending else {})}, session=session)
+        for d in pending:
+            d.audit_seq = seq
 
 
 def open_case(session: Session, *, applicant_id: str, outcome: str, reasons: Iterable[str],
@@ -166,7 +173,8 @@ def request_answered(session: Session, *, case_id: str, reason: str, request_id:
         case.status, case.closed_at, case.resolution = "closed", now, "answered"
         case.claimed_by = case.lease_until = case.snoozed_until = None
         if audit is not None:
-            audit.record("case.closed", applicant_ref, {
+            session.flush()
+            case.closed_seq = audit.record("case.closed", applicant_ref, {
                 "case_id": case_id, "cause": "subject_request_answered",
-                "request_id": request_id}, session=session)
+                "request_id": request_id, "case_hash": case_hash(case)}, session=session)
     return case.status

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from storage.applicants import ApplicantRepository
 from storage.audit import AuditLog
+from storage.cases import BINDINGS_REVISION as CASE_BINDINGS_REVISION
 from storage.cases import CaseRepository
 from storage.checkpoints import CheckpointLog
 from storage.context import Clock, StoreContext, utcnow
@@ -27,6 +28,7 @@ from storage.inbox import InboxRepository
 from storage.keyring import KeyRing
 from storage.ledger import ConsentLedger
 from storage.oauth import OAuthRepository
+from storage.people import BINDINGS_REVISION as PEOPLE_BINDINGS_REVISION
 from storage.people import PeopleRepository
 from storage.proofs import ProofRepository
 from storage.quality import QualityRepository
@@ -34,6 +36,22 @@ from storage.requests import SubjectRequestRepository
 from storage.retention import RetentionRepository
 from storage.runs import RunRepository
 from storage.subjects import SubjectRepository
+
+
+def _number(revision: str | None) -> int:
+    return int(revision[:4]) if revision and revision[:4].isdigit() else 0
+
+
+def crosses(before: str | None, after: str | None, revision: int | None = None) -> bool:
+    """Did a migration take a database that existed (`before` is a revision) past
+    `revision`, or past any revision that binds rows to the audit chain when None? Then
+    `Store.bind_crossed` has rows to bind."""
+    if before is None:  # a new database: nothing was written before
+        return False
+    wanted = (
+        [revision] if revision is not None else [PEOPLE_BINDINGS_REVISION, CASE_BINDINGS_REVISION]
+    )
+    return any(_number(before) < r <= _number(after) for r in wanted)
 
 
 class Store:
@@ -73,6 +91,20 @@ class Store:
         self.proofs = ProofRepository(ctx, audit)
         self.court_copy = CourtCopyRepository(ctx, audit)
         self.court_matches = CourtMatchRepository(ctx, audit)
+
+    def bind_crossed(self, before: str | None, after: str | None) -> int:
+        """When a migration took a database with rows in it from `before` past a revision
+        that binds rows to the audit chain (`BINDING_REVISIONS`), bind the rows written
+        before, once: users and credentials (0021), closed cases and case decisions (0023).
+        Returns the rows bound."""
+        bound = 0
+        for revision, bind in (
+            (PEOPLE_BINDINGS_REVISION, self.people.bind_existing),
+            (CASE_BINDINGS_REVISION, self.cases.bind_existing),
+        ):
+            if crosses(before, after, revision):
+                bound += bind()
+        return bound
 
     @property
     def engine(self) -> Engine:

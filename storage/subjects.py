@@ -10,6 +10,7 @@ from sqlalchemy import select, update
 
 from storage import models as m
 from storage.audit import AuditLog
+from storage.bindings import CLOSED, case_hash, hold_hash, holds_in_force, read_holds
 from storage.context import StoreContext, as_utc, rowcount
 
 
@@ -44,19 +45,20 @@ class SubjectRepository:
     def hold(
         self, applicant_ref: str, *, basis: str, purpose: str, until: datetime, actor: str
     ) -> str:
+        """Place a legal hold, bound to the audit chain: its `subject.hold_placed` event
+        holds it (and the row's hash), so the chain, not the row, decides whether the
+        subject is held (`bindings.read_holds`)."""
         hold_id = str(uuid.uuid4())
         with self._ctx.transaction() as s:
-            s.add(
-                m.LegalHold(
-                    id=hold_id,
-                    subject_ref=applicant_ref,
-                    basis=basis,
-                    purpose=purpose,
-                    until=as_utc(until),
-                    created_at=self._ctx.clock(),
-                )
+            row = m.LegalHold(
+                id=hold_id,
+                subject_ref=applicant_ref,
+                basis=basis,
+                purpose=purpose,
+                until=as_utc(until),
+                created_at=self._ctx.clock(),
             )
-            self._audit.record(
+            row.audit_seq = self._audit.record(
                 "subject.hold_placed",
                 applicant_ref,
                 {
@@ -65,28 +67,39 @@ class SubjectRepository:
                     "purpose": purpose,
                     "until": as_utc(until).isoformat(),
                     "actor": actor,
+                    "hold_hash": hold_hash(row),
                 },
                 session=s,
             )
+            s.add(row)
         return hold_id
 
     def active_holds(self, applicant_ref: str) -> list[dict[str, Any]]:
+        """The subject's holds in force as the audit chain recorded them: a hold whose row
+        was deleted still holds, a row written behind the chain holds nothing (and is
+        audited, `subject.hold_binding_broken`)."""
         now = self._ctx.clock()
-        with self._ctx.transaction() as s:
-            return [
-                {
-                    "hold_id": h.id,
-                    "basis": h.basis,
-                    "purpose": h.purpose,
-                    "until": as_utc(h.until).isoformat(),
-                }
-                for h in s.scalars(
-                    select(m.LegalHold).where(
-                        m.LegalHold.subject_ref == applicant_ref, m.LegalHold.released_at.is_(None)
-                    )
-                )
-                if as_utc(h.until) > now
-            ]
+        with self._ctx.engine.connect() as conn:
+            holds, broken = read_holds(conn, self._audit.authentic, [applicant_ref])
+        if broken:
+            self._audit.record(
+                "subject.hold_binding_broken", applicant_ref, {"legal_holds": sorted(broken)}
+            )
+        return [
+            {
+                "hold_id": h.hold_id,
+                "basis": h.basis,
+                "purpose": h.purpose,
+                "until": h.until.isoformat(),
+            }
+            for h in holds.get(applicant_ref, [])
+            if h.until > now
+        ]
+
+    def held(self, refs: list[str]) -> set[str]:
+        """Which of `refs` are under a hold in force (the chain's, as `active_holds`)."""
+        with self._ctx.engine.connect() as conn:
+            return set(holds_in_force(conn, self._audit.authentic, refs, self._ctx.clock()))
 
     def erase(self, applicant_ref: str, *, reason: str, actor: str) -> str:
         """Erase a subject: destroy their DEK and blind indexes, so their fields can no longer
@@ -110,6 +123,16 @@ class SubjectRepository:
             return "restricted"
         destroyed = self._ctx.keyring.destroy(applicant_ref, reason=reason)
         with self._ctx.transaction() as s:
+            closing = list(
+                s.scalars(
+                    select(m.ReviewCase.id).where(
+                        m.ReviewCase.applicant_id.in_(
+                            select(m.Applicant.id).where(m.Applicant.applicant_ref == applicant_ref)
+                        ),
+                        m.ReviewCase.closed_at.is_(None),
+                    )
+                )
+            )
             found = rowcount(
                 s.execute(
                     update(m.Applicant)
@@ -141,12 +164,29 @@ class SubjectRepository:
                     purged_at=now,
                 )
             )
-            self._audit.record(
+            closed = [
+                c
+                for c in s.scalars(
+                    select(m.ReviewCase)
+                    .where(m.ReviewCase.id.in_(closing))
+                    .execution_options(populate_existing=True)
+                )
+                if c.status in CLOSED
+            ]
+            seq = self._audit.record(
                 "subject.erased",
                 applicant_ref,
-                {"actor": actor, "reason": reason, "key_destroyed": destroyed},
+                {
+                    "actor": actor,
+                    "reason": reason,
+                    "key_destroyed": destroyed,
+                    # The cases the erasure closed, bound (`bindings.check_case`).
+                    **({"case_hashes": {c.id: case_hash(c) for c in closed}} if closed else {}),
+                },
                 session=s,
             )
+            for c in closed:
+                c.closed_seq = seq
         return "erased" if (found or destroyed) else "unknown"
 
     def restrict(self, applicant_ref: str, *, reason: str, actor: str) -> bool:
