@@ -15,6 +15,12 @@ API, read and moved by one script against Redis's own clock, so workers on sever
 share it without trusting each other's clocks. Counters are one key per person, API and day
 (or per run, or per day for spend), reserved and checked in one script, never above the cap.
 People are named by a keyed digest (`person_key`), never by a value.
+
+A call the limits keep from going out (a cap, a ceiling, a rate too far behind, a limiter
+that cannot be reached: `LimitsUnavailableError`, which the gate turns into the step's
+`error`) was not sent for our own reasons, never the vendor's or the applicant's:
+`not_sent(reason)` says which reasons those are, and a run decides nobody on such a step
+(it leaves the applicant to the next run).
 """
 
 from __future__ import annotations
@@ -44,6 +50,28 @@ LATE_S = 0.002
 # The share of the headroom's slack a call may spend being late on this side.
 LATE_SHARE = 0.3
 RUN_TTL_S = 30 * DAY_S
+
+# A step's reason when the limiter could not be reached: the call was not sent.
+LIMITS_UNAVAILABLE = "limits_unavailable"
+# The reasons of a call the limits kept back (`CallLimits.admit`, `wait_turn`, the gate).
+NOT_SENT_REASONS = frozenset(
+    {LIMITS_UNAVAILABLE, "budget_exhausted", "rate_wait_exceeded", "no_contract"}
+)
+NOT_SENT_PREFIXES = ("person_daily_cap:",)
+
+
+def not_sent(reason: str | None) -> bool:
+    """Whether a step's `error` reason says its call was kept back on our side (a limit,
+    or the limiter unreachable): nothing the vendor answered, nothing about the person.
+    Such a step is never scored; the applicant is left to the next run."""
+    if not reason:
+        return False
+    return reason in NOT_SENT_REASONS or reason.startswith(NOT_SENT_PREFIXES)
+
+
+class LimitsUnavailableError(Exception):
+    """The limits' store (Redis) could not be reached or refused: the call was not sent.
+    The text names the exception's type only (a library's message may carry an address)."""
 
 
 @dataclass(frozen=True)
@@ -171,20 +199,30 @@ class RedisLimitStore:
         return client
 
     async def schedule(self, key: str, interval_s: float, max_wait_s: float) -> float | None:
+        from redis.exceptions import RedisError
+
         client = self._client()
-        due = int(
-            await client.schedule(
-                keys=[self.prefix + "rate:" + key],
-                args=[int(interval_s * 1e6), int(max_wait_s * 1e6)],
+        try:
+            due = int(
+                await client.schedule(
+                    keys=[self.prefix + "rate:" + key],
+                    args=[int(interval_s * 1e6), int(max_wait_s * 1e6)],
+                )
             )
-        )
+        except (RedisError, OSError) as exc:
+            raise LimitsUnavailableError(type(exc).__name__) from None
         return None if due < 0 else due / 1e6
 
     async def add(self, key: str, amount: int, cap: int | None, ttl_s: int) -> bool:
+        from redis.exceptions import RedisError
+
         client = self._client()
-        done = await client.add(
-            keys=[self.prefix + key], args=[amount, -1 if cap is None else cap, ttl_s]
-        )
+        try:
+            done = await client.add(
+                keys=[self.prefix + key], args=[amount, -1 if cap is None else cap, ttl_s]
+            )
+        except (RedisError, OSError) as exc:
+            raise LimitsUnavailableError(type(exc).__name__) from None
         return bool(int(done))
 
     async def close(self) -> None:
