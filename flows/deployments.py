@@ -56,6 +56,7 @@ DECLARED: tuple[Declared, ...] = (
     Declared("oauth-refresh", "flows.oauth_refresh", "refresh_oauth_tokens"),
     Declared("reverification", "flows.reverification", "reverification"),
     Declared("retention", "flows.retention", "purge_retention"),
+    Declared("freshness", "flows.freshness", "check_freshness"),
 )
 
 

@@ -62,10 +62,32 @@ def _policies_check(rt: Any) -> Any:
     )
 
 
+def _freshness_checks(rt: Any) -> list[Any]:
+    """The freshness alarms (`flows.freshness`), when the database answers."""
+    from flows.freshness import freshness_service
+    from services.health import Check
+
+    try:
+        return list(freshness_service(rt).check())
+    except Exception as exc:  # noqa: BLE001 - reported as a check, by its type only
+        return [
+            Check(
+                name="freshness",
+                ok=False,
+                problem=f"not checked ({type(exc).__name__})",
+                fix="fix the checks above first (the database, the schedules file)",
+                ms=0.0,
+            )
+        ]
+
+
 def collect(rt: Any) -> list[Any]:
     """Every check of `idv doctor`, in the order printed."""
     checks = [_settings_check(rt), _policies_check(rt)]
-    checks.extend(rt.services.health.readiness().checks)
+    readiness = rt.services.health.readiness()
+    checks.extend(readiness.checks)
+    if readiness.checks and readiness.checks[0].ok:  # the database answers
+        checks.extend(_freshness_checks(rt))
     return checks
 
 
@@ -73,8 +95,9 @@ def collect(rt: Any) -> list[Any]:
 def doctor(as_json: JsonOpt = False) -> None:
     """Check what serving and running flows need: the settings, the policies, the database,
     the key ring, the audit chain's head, Redis (IDV_LIMITS_URL) and the Prefect server
-    (PREFECT_API_URL) when configured. Exit 1 when a check fails, each failure with what
-    to fix."""
+    (PREFECT_API_URL) when configured; then the freshness alarms (deployments past their
+    window, audit checkpoints overdue, chunks redispatched). Exit 1 when a check fails,
+    each failure with what to fix."""
     with runtime() as rt:
         checks = collect(rt)
     failed = [c for c in checks if not c.ok]
@@ -86,11 +109,12 @@ def doctor(as_json: JsonOpt = False) -> None:
         table.add_column("state")
         table.add_column("what was seen / what to fix")
         for c in checks:
+            name = f"{c.name}: {c.setting}" if c.name == "freshness" and c.setting else c.name
             if c.ok:
-                table.add_row(c.name, "[green]ok[/green]", f"{c.ms:.0f} ms")
+                table.add_row(name, "[green]ok[/green]", f"{c.ms:.0f} ms")
             else:
-                where = f" ({c.setting})" if c.setting else ""
-                table.add_row(c.name, "[red]FAIL[/red]", f"{c.problem}{where}\nfix: {c.fix}")
+                where = f" ({c.setting})" if c.setting and c.name != "freshness" else ""
+                table.add_row(name, "[red]FAIL[/red]", f"{c.problem}{where}\nfix: {c.fix}")
         console.print(table)
     if failed:
         raise typer.Exit(EXIT_PROBLEM)

@@ -62,6 +62,7 @@ def test_schedule_list_shows_the_crons_in_shanghai_with_their_next_run_times(env
         "oauth-refresh": ("*/10 * * * *", "Asia/Shanghai", "active"),
         "reverification": ("30 2 * * *", "Asia/Shanghai", "active"),
         "retention": ("0 4 * * *", "Asia/Shanghai", "active"),
+        "freshness": ("*/15 * * * *", "Asia/Shanghai", "active"),
     }
     expected = {
         "onboarding": every_ten_minutes,
