@@ -87,18 +87,20 @@ class CourtListService:
         path: Path,
         *,
         source: str,
-        version: int,
+        version: int | None = None,
         actor: Actor,
         base: int | None = None,
         as_of: datetime | None = None,
         expect_rows: int | None = None,
         sha256: str | None = None,
     ) -> ImportReport:
-        """Import `path` as `version` of `source`: a full copy, or a delta when `base` (the
-        version it applies to) is given."""
+        """Import `path` as `version` of `source` (default: one above its highest): a full
+        copy, or a delta when `base` (the version it applies to) is given."""
         self.control.require(actor, "run", operation="court_list.import")
         if not _SOURCE.fullmatch(source):
             raise InvalidInput("source", "must be lower-case letters, digits, '.', '_' or '-'")
+        if version is None:
+            version = self.store.court_copy.highest(source) + 1
         if version < 1:
             raise InvalidInput("version", "must be a positive whole number")
         if sha256 is not None and not _SHA256.fullmatch(sha256.lower()):

@@ -12,6 +12,7 @@ from services.cases import CaseService
 from services.compliance import ComplianceService
 from services.consent import ConsentService
 from services.context import ServiceContext
+from services.court_list import CourtListService
 from services.events import EventService
 from services.explain import ExplainService
 from services.fees import FeeService
@@ -108,6 +109,13 @@ class Services:
         return PeopleService(self._ctx.store, policy, control=self.access,
                              throttle=SignInThrottle.from_url(
                                  policy.sign_in, getattr(self._ctx, "limits_url", None)))
+
+    @cached_property
+    def court_list(self) -> CourtListService:
+        """The licensed court-list copy: imports and status."""
+        from policies.court_list import court_list_policy
+
+        return CourtListService(self._ctx.store, self.access, court_list_policy())
 
     @cached_property
     def retention(self) -> RetentionService:

@@ -610,6 +610,16 @@ class CourtCopyRepository:
 
     # --- reading -----------------------------------------------------------------------------
 
+    def highest(self, source: str) -> int:
+        """The highest version the source has had (0 for none), failed attempts aside."""
+        with self.ctx.engine.connect() as conn:
+            found = conn.scalar(
+                select(func.max(VERSIONS.c.version)).where(
+                    VERSIONS.c.source == source, VERSIONS.c.status != "failed"
+                )
+            )
+        return int(found or 0)
+
     def _current(self, conn: Connection, source: str) -> LiveCopy | None:
         row = conn.execute(
             select(VERSIONS)

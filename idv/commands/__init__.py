@@ -6,6 +6,7 @@ from idv.commands import (  # noqa: F401
     cases,
     compliance,
     consent,
+    court_list,
     doctor,
     fees,
     inbox,
