@@ -10,6 +10,10 @@ the other, as the product's steps are) times the sandbox's latency; its overhead
 the caller waited beyond that. Printed: p50, p99 and max of latency and overhead, and the
 answers by status (target: p99 overhead <= 25 ms).
 
+Both stores in one run: SQLite, then PostgreSQL when `IDV_BENCH_DATABASE_URL` is set (in a
+schema of its own). Each `idv serve` runs with its admin port, whose `idv_db_commits_total`
+gives the store commits per request.
+
 Usage: python bench/on_demand.py [SECONDS] [RATE] (default 20 s at 50/s)
 """
 
@@ -51,8 +55,8 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def load(
-    url: str, people: list[dict], rate: float, server_pid: int
-) -> tuple[list[tuple[int, float, int]], float]:
+    url: str, people: list[dict], rate: float, server_pid: int, metrics_url: str
+) -> tuple[list[tuple[int, float, int]], float, float]:
     import httpx
 
     out: list[tuple[int, float, int]] = []
@@ -63,6 +67,7 @@ async def load(
         # Warm-up: connections, the server's first request (its policies and GX loaded).
         for p in people[:3]:
             await client.post("/verifications", json=p)
+        committed = commits(metrics_url)
 
         async def one(person: dict, at: float) -> None:
             await asyncio.sleep(max(0.0, at - time.perf_counter()))
@@ -92,7 +97,91 @@ async def load(
         finally:
             gc.enable()
         cpu = cpu_seconds(server_pid) - cpu
-    return out, cpu
+    return out, cpu, commits(metrics_url) - committed
+
+
+def commits(metrics_url: str) -> float:
+    """The serving process's store commits so far (`idv_db_commits_total` on its admin port)."""
+    import httpx
+
+    for line in httpx.get(metrics_url, timeout=10).text.splitlines():
+        if line.startswith("idv_db_commits_total "):
+            return float(line.split()[1])
+    raise RuntimeError("idv serve's /metrics has no idv_db_commits_total")
+
+
+def run_store(pg: str | None, people: list[dict], rate: float) -> dict:
+    """`idv serve` on one store (SQLite, or PostgreSQL at `pg` in a schema of its own) under
+    the load; its answers, CPU and commits per request."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("IDV_", "PREFECT_"))}
+    procs = []
+    with (
+        bench_schema(pg) if pg else nullcontext("") as schema,
+        tempfile.TemporaryDirectory(prefix="idv-on-demand-") as tmp,
+    ):
+        try:
+            sandbox_url, sandbox = start_sandbox(LATENCY_MS, base)
+            procs.append(sandbox)
+            ap, mp = free_port(), free_port()
+            api_url = f"http://127.0.0.1:{ap}"
+            from flows.settings import vendor_overrides
+
+            env = {
+                **base,
+                "IDV_HOME": str(Path(tmp) / "home"),
+                "IDV_API_TOKEN": TOKEN,
+                **{
+                    f"IDV_{k.upper()}": v
+                    for k, v in vendor_overrides(sandbox_url, APP_KEY, APP_SECRET).items()
+                },
+            }
+            if pg:
+                env["IDV_DATABASE_URL"], env["IDV_DATABASE_SCHEMA"] = pg, schema
+            log = (Path(tmp) / "serve.log").open("w+b")
+            argv = [str(BIN / "idv"), "serve", "--port", str(ap), "--metrics-port", str(mp)]
+            procs.append(
+                start_server(argv, env, f"{api_url}/healthz", f"idv serve (port {ap})", log=log)
+            )
+            metrics_url = f"http://127.0.0.1:{mp}/metrics"
+            try:
+                got, cpu, done = asyncio.run(
+                    load(api_url, people, rate, procs[-1].pid, metrics_url)
+                )
+            except Exception as exc:
+                sys.exit(
+                    f"the load failed ({type(exc).__name__}); idv serve said:\n"
+                    + (Path(tmp) / "serve.log").read_text()[-3000:]
+                )
+        finally:
+            for p in procs:
+                stop(p)
+    return {"got": got, "cpu": cpu, "commits": done / max(1, len(got))}
+
+
+def report(store: str, result: dict, rate: float, seconds: float) -> None:
+    got, cpu = result["got"], result["cpu"]
+    ok = [(t, k) for code, t, k in got if code in (200, 201)]
+    lat = [1000 * t for t, _ in ok]
+    over = [1000 * t - k * LATENCY_MS for t, k in ok]
+    calls = statistics.mean(k for _, k in ok) if ok else 0
+    print(
+        f"[{store}] POST /verifications at {rate:.0f}/s for {seconds:.0f} s: {len(got)} "
+        f"requests, answers {dict(Counter(code for code, _, _ in got))}; sandbox latency "
+        f"{LATENCY_MS} ms per call, {calls:.1f} paid calls per request"
+    )
+    print(
+        f"[{store}] idv serve CPU {1000 * cpu / max(1, len(got)):.1f} ms per request "
+        f"({cpu / seconds:.0%} of a core); {result['commits']:.1f} store commits per request"
+    )
+    if ok:
+        print(
+            f"[{store}] latency  p50 {pct(lat, 0.5):7.1f} ms  p99 {pct(lat, 0.99):7.1f} ms  "
+            f"max {max(lat):7.1f} ms"
+        )
+        print(
+            f"[{store}] overhead p50 {pct(over, 0.5):7.1f} ms  p99 {pct(over, 0.99):7.1f} ms  "
+            f"max {max(over):7.1f} ms  (target: p99 <= 25 ms)"
+        )
 
 
 def main() -> None:
@@ -110,74 +199,13 @@ def main() -> None:
         )
         if isinstance(x, dict)
     ]
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("IDV_", "PREFECT_"))}
-    procs = []
     pg = os.environ.get("IDV_BENCH_DATABASE_URL")
-    # On PostgreSQL, a schema of the benchmark's own, dropped after `idv serve` stops.
-    with (
-        bench_schema(pg) if pg else nullcontext("") as schema,
-        tempfile.TemporaryDirectory(prefix="idv-on-demand-") as tmp,
-    ):
-        try:
-            sandbox_url, sandbox = start_sandbox(LATENCY_MS, base)
-            procs.append(sandbox)
-            ap = free_port()
-            api_url = f"http://127.0.0.1:{ap}"
-            from flows.settings import vendor_overrides
-
-            env = {
-                **base,
-                "IDV_HOME": str(Path(tmp) / "home"),
-                "IDV_API_TOKEN": TOKEN,
-                **{
-                    f"IDV_{k.upper()}": v
-                    for k, v in vendor_overrides(sandbox_url, APP_KEY, APP_SECRET).items()
-                },
-            }
-            if pg:
-                env["IDV_DATABASE_URL"], env["IDV_DATABASE_SCHEMA"] = pg, schema
-            log = (Path(tmp) / "serve.log").open("w+b")
-            procs.append(
-                start_server(
-                    [str(BIN / "idv"), "serve", "--port", str(ap)],
-                    env,
-                    f"{api_url}/healthz",
-                    f"idv serve (port {ap})",
-                    log=log,
-                )
-            )
-            try:
-                got, cpu = asyncio.run(load(api_url, people, rate, procs[-1].pid))
-            except Exception as exc:
-                sys.exit(
-                    f"the load failed ({type(exc).__name__}); idv serve said:\n"
-                    + (Path(tmp) / "serve.log").read_text()[-3000:]
-                )
-        finally:
-            for p in procs:
-                stop(p)
-    ok = [(t, k) for code, t, k in got if code in (200, 201)]
-    lat = [1000 * t for t, _ in ok]
-    over = [1000 * t - k * LATENCY_MS for t, k in ok]
-    calls = statistics.mean(k for _, k in ok) if ok else 0
-    print(
-        f"POST /verifications at {rate:.0f}/s for {seconds:.0f} s: {len(got)} requests, "
-        f"answers {dict(Counter(code for code, _, _ in got))}; sandbox latency "
-        f"{LATENCY_MS} ms per call, {calls:.1f} paid calls per request"
-    )
-    print(
-        f"idv serve CPU {1000 * cpu / max(1, len(got)):.1f} ms per request "
-        f"({cpu / seconds:.0%} of a core)"
-    )
-    if ok:
-        print(
-            f"latency  p50 {pct(lat, 0.5):7.1f} ms  p99 {pct(lat, 0.99):7.1f} ms  "
-            f"max {max(lat):7.1f} ms"
-        )
-        print(
-            f"overhead p50 {pct(over, 0.5):7.1f} ms  p99 {pct(over, 0.99):7.1f} ms  "
-            f"max {max(over):7.1f} ms  (target: p99 <= 25 ms)"
-        )
+    stores = [("sqlite", None)] + ([("postgresql", pg)] if pg else [])
+    results = [(name, run_store(url, people, rate)) for name, url in stores]
+    for name, result in results:
+        report(name, result, rate, seconds)
+    if not pg:
+        print("(set IDV_BENCH_DATABASE_URL to run PostgreSQL in the same run)")
 
 
 if __name__ == "__main__":

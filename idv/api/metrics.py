@@ -31,6 +31,10 @@ HTTP_SECONDS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+DB_COMMITS = Counter(
+    "idv_db_commits",
+    "Transactions this process committed to its store (each a durable flush on PostgreSQL)",
+)
 
 
 def route_of(scope: dict[str, Any]) -> str:
@@ -70,11 +74,23 @@ class RouteMetrics:
 _collectors: dict[int, OperationsCollector] = {}
 
 
+def count_commits(engine: Any) -> None:
+    """Count every transaction committed through `engine` (`idv_db_commits_total`)."""
+    from sqlalchemy import event
+
+    def committed(_conn: Any) -> None:
+        DB_COMMITS.inc()
+
+    event.listen(engine, "commit", committed)
+
+
 def register_operations(runtime: Any, registry: Any = REGISTRY) -> OperationsCollector:
-    """The operations collector over `runtime`'s store, on `registry` (once per runtime)."""
+    """The operations collector over `runtime`'s store, on `registry`, and its commits
+    counted (once per runtime)."""
     if id(runtime) not in _collectors:
         from policies.catalog import case_policy
 
+        count_commits(runtime.store.engine)
         collector = OperationsCollector(runtime.store, due_soon_hours=case_policy().due_soon_hours)
         registry.register(collector)
         _collectors[id(runtime)] = collector

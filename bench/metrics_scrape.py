@@ -1,0 +1,95 @@
+"""`/metrics` scrape time with N open review cases on PostgreSQL (default 100,000), printed.
+
+Loads N decided applicants with their open cases and audit events as the pipeline stores
+them (`review_queue.load`) into a schema of its own, serves the admin port over that store
+(`idv.api.metrics.serve_admin`), and times GET /metrics over HTTP: the first scrape (which
+counts the whole audit chain once) and then 50 scrapes each reading the database again
+(the collector's 5 s reuse turned off), with a few new audit events between them. Target:
+< 100 ms.
+
+Usage: IDV_BENCH_DATABASE_URL=postgresql://root@127.0.0.1:5432/test \
+    python bench/metrics_scrape.py [N]
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+from harness import free_port
+from review_queue import load
+from sqlalchemy import text
+
+from flows.runtime import Runtime
+from flows.settings import Settings
+from idv.api.metrics import register_operations, serve_admin
+from storage.db import make_engine
+from storage.keyring import LocalKekProvider
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
+    url = os.environ.get("IDV_BENCH_DATABASE_URL") or os.environ.get("IDV_TEST_DATABASE_URL")
+    if not url or not url.startswith("postgresql"):
+        sys.exit("set IDV_BENCH_DATABASE_URL to a PostgreSQL URL")
+    schema = f"idv_bench_{uuid.uuid4().hex[:10]}"
+    admin = make_engine(url)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    tmp = Path(tempfile.mkdtemp())
+    key = tmp / "keys" / "idv.key"
+    LocalKekProvider(key, create=True, development=True)
+    rt = Runtime(
+        Settings(home=tmp / "home", database_url=url, database_schema=schema, key_file=key)
+    )
+    server = None
+    try:
+        t0 = time.perf_counter()
+        load(rt, n)
+        print(f"loaded {n:,} open cases in {time.perf_counter() - t0:.0f} s")
+        port = free_port()
+        server = serve_admin(rt, "127.0.0.1", port)
+        collector = register_operations(rt)
+        collector._min_interval_s = 0.0  # every scrape reads the database
+        scrape = f"http://127.0.0.1:{port}/metrics"
+        with httpx.Client(timeout=30) as client:
+            t0 = time.perf_counter()
+            body = client.get(scrape).text
+            first = 1000 * (time.perf_counter() - t0)
+            assert "idv_open_cases" in body
+            samples = []
+            for i in range(50):
+                rt.store.audit.record(
+                    "step.completed", None, {"step": "id_check", "status": "passed", "n": i}
+                )
+                t0 = time.perf_counter()
+                client.get(scrape)
+                samples.append(1000 * (time.perf_counter() - t0))
+        samples.sort()
+        series = sum(1 for line in body.splitlines() if line and not line.startswith("#"))
+        print(
+            f"first scrape (the whole audit chain counted): {first:.1f} ms, {series} series, "
+            f"{len(body):,} bytes"
+        )
+        print(
+            f"scrape with {n:,} open cases: p50 {statistics.median(samples):.1f} ms, "
+            f"p99 {samples[-1]:.1f} ms, database read {1000 * collector.last_read_s:.1f} ms "
+            f"(target < 100 ms)"
+        )
+    finally:
+        if server is not None:
+            server.shutdown()
+        rt.close()
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+if __name__ == "__main__":
+    main()
