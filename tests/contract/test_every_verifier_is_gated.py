@@ -77,19 +77,30 @@ def build(step: str, url: str, session: aiohttp.ClientSession | None) -> Verifie
 
 
 class Clients:
-    """A runner's vendor clients, every vendor at the recording server."""
+    """A runner's vendor clients, every vendor at the recording server, each speaking its
+    contract's protocol; a licensed step routed as the shipped contracts route it."""
+
+    contracts = catalog.vendor_contracts()
 
     def __init__(self, url: str, session: aiohttp.ClientSession | None) -> None:
         self.url, self.session = url, session
 
     def client(self, vendor: str) -> VendorClient:
+        endpoint = EveryVendor(self.url)[vendor].model_copy(
+            update={"name": vendor, "protocol": self.contracts.protocol(vendor) or "generic"}
+        )
         return VendorClient(
-            EveryVendor(self.url)[vendor],
+            endpoint,
             self.session,  # type: ignore[arg-type]
             slots=asyncio.Semaphore(8),
             timeout_s=2,
             max_attempts=1,
         )
+
+    def route(self, step: str) -> list[VendorClient]:
+        route = self.contracts.route(step)
+        assert route is not None, step
+        return [self.client(vendor) for vendor in route.vendors]
 
 
 class Recorder(BaseHTTPRequestHandler):

@@ -37,8 +37,10 @@ def test_when_production_starts_with_a_development_key_then_it_is_refused(tmp_pa
     )
     with pytest.raises(StartupError, match="development key"):
         Runtime(Settings(**base)).store  # noqa: B018
-    with pytest.raises(StartupError, match="development secret"):
-        Runtime(Settings(**{**base, "identity_app_secret": SecretStr("idv-dev-secret")})).store  # noqa: B018
+    for vendor in ("tencent", "aliyun", "court", "credit"):
+        dev = {f"{vendor}_app_secret": SecretStr("idv-dev-secret")}
+        with pytest.raises(StartupError, match="development secret"):
+            Runtime(Settings(**{**base, **dev})).store  # noqa: B018
     prod = tmp_path / "prod" / "idv.key"
     LocalKekProvider(prod, create=True, development=False)
     with pytest.raises(StartupError, match="checkpoint key file does not exist"):

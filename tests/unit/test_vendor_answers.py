@@ -1,5 +1,8 @@
 """Vendor answers, declared once per type: what the verifier parses is what the drift suite
-requires, field for field."""
+requires, field for field. The generic adapter's steps (court list, credit bureau) declare an
+answer type; the licensed checks (Tencent Cloud, Alibaba Cloud) declare none: their answers are
+read by the contracts' code tables, and an undocumented code or detail is an error naming the
+field (`tests/unit/test_tencent_codes.py`, `tests/integration/test_carrier_and_credit.py`)."""
 
 from __future__ import annotations
 
@@ -8,19 +11,15 @@ import pytest
 from policies.quality import answer_shape, field_present
 from verifiers.court_list import CourtListAnswer
 from verifiers.credit_report import CreditReportAnswer
-from verifiers.registry import VENDOR_VERIFIERS, vendor_answer
+from verifiers.registry import LICENSED_VERIFIERS, VENDOR_VERIFIERS, vendor_answer
 
 SHARED = {"request_id", "as_of", "fee_cents"}
 REQUIRED = {
-    "id_check": SHARED | {"result"},
-    "carrier_check": SHARED | {"result", "number_status", "tenure_band"},
     "court_list": SHARED
     | {"result", "entries", "entries[].match", "entries[].case_number", "entries[].status"},
     "credit_report": SHARED | {"result"},
 }
 GOOD = {
-    "id_check": {"result": "MATCH"},
-    "carrier_check": {"result": "MATCH", "number_status": "active", "tenure_band": "gt_24m"},
     "court_list": {
         "result": "HIT",
         "entries": [{"match": "confirmed", "case_number": "x", "status": "active"}],
@@ -33,6 +32,8 @@ BASE = {"request_id": "r", "as_of": "2026-11-01", "fee_cents": 15}
 def test_when_every_vendor_step_is_listed_then_each_declares_its_answer_type():
     assert {cls.name for cls in VENDOR_VERIFIERS} == set(REQUIRED)
     assert vendor_answer("risk_score") is None and vendor_answer("wechat_phone") is None
+    for lcls in LICENSED_VERIFIERS:
+        assert vendor_answer(lcls.name) is None, lcls.name
 
 
 @pytest.mark.parametrize("step", sorted(REQUIRED))
