@@ -53,11 +53,16 @@ class CodeRule(BaseModel):
     billed: bool
     fallback: bool = False
     signals: dict[PayloadField, Signal] = Field(default_factory=dict)
+    # A flow's result code that is no verdict yet (Tencent's face flow "17 本次流程未完成"): the
+    # result is pulled again later.
+    pending: bool = False
 
     @model_validator(mode="after")
     def _fallback_unbilled(self) -> Self:
         if self.fallback and self.billed:
             raise ValueError("a billed code is an answer: it never goes to the fallback")
+        if self.pending and self.billed:
+            raise ValueError("a billed code is a verdict: it is never pending")
         return self
 
 
@@ -81,6 +86,11 @@ class ApiContract(BaseModel):
 
     rate_per_s: float = Field(gt=0, le=100_000)
     per_person_daily: dict[PayloadField, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
+    # Calls one person may have in any 60 seconds (Tencent's face flow: the same ID number 15
+    # a minute), per field.
+    per_person_per_minute: dict[PayloadField, Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict
+    )
     fee_cents: int = Field(ge=0)
     # The generic adapter's billed answers (its `result` values).
     billed: frozenset[Annotated[str, StringConstraints(min_length=1, max_length=40)]] = Field(
@@ -115,7 +125,9 @@ class VendorContract(BaseModel):
             else:
                 if name.startswith("/"):
                     raise ValueError(f"a {self.protocol} API is an action name: {name} is not")
-                if not api.codes:
+                if not api.codes and api.fee_cents:
+                    # A call the vendor never bills (a face flow's create call) may answer no
+                    # result code; the vendor's table says which (`contract_problems`).
                     raise ValueError(f"{name}: a {self.protocol} API maps its result codes")
         return self
 
@@ -158,6 +170,19 @@ class InDoubt(BaseModel):
     resend: bool = True
 
 
+class FaceFlow(BaseModel):
+    """How the lender's account at a vendor runs the hosted face flow, as its console set it
+    up: Tencent's `rule_id` (业务流程 RuleId), Aliyun's `scene_id` (认证场景 SceneId) with its
+    `product_code` and liveness `model`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rule_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]{1,32}$")] | None = None
+    scene_id: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,20}$")] | None = None
+    product_code: Annotated[str, StringConstraints(pattern=r"^[A-Z_]{2,20}$")] | None = None
+    model: Annotated[str, StringConstraints(pattern=r"^[A-Z_]{2,30}$")] | None = None
+
+
 class VendorContracts(PolicyDocument):
     version: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     timezone: str = "Asia/Shanghai"
@@ -166,6 +191,8 @@ class VendorContracts(PolicyDocument):
     in_doubt: InDoubt = InDoubt()
     steps: dict[PayloadField, StepRoute] = Field(default_factory=dict)
     vendors: dict[VendorName, VendorContract] = Field(min_length=1)
+    # Per vendor serving the face step, its hosted flow's configuration.
+    face: dict[VendorName, FaceFlow] = Field(default_factory=dict)
 
     @field_validator("timezone")
     @classmethod
@@ -184,6 +211,9 @@ class VendorContracts(PolicyDocument):
                     raise ValueError(
                         f"steps.{step} names {vendor}, which is no vendor of `vendors`"
                     )
+        for vendor in self.face:
+            if vendor not in self.vendors:
+                raise ValueError(f"face names {vendor}, which is no vendor of `vendors`")
         return self
 
     def route(self, step: str) -> StepRoute | None:
@@ -210,6 +240,7 @@ __all__ = [
     "ApiContract",
     "CodeRule",
     "DetailRule",
+    "FaceFlow",
     "InDoubt",
     "PolicyError",
     "StepRoute",

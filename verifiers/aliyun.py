@@ -202,6 +202,182 @@ ACTIONS: Mapping[str, AliyunAction] = MappingProxyType(
     }
 )
 
+# ---------------------------------------------------------------------------------------------
+# Face verification (金融级实人认证, the PC or mobile H5 flow): InitFaceVerify -> the CertifyUrl
+# page -> the browser back on ReturnUrl -> DescribeFaceVerify; DeleteFaceVerifyResult removes
+# the record's sensitive data once the result was read.
+
+_FV_DOCS = "https://help.aliyun.com/zh/id-verification/financial-grade-id-verification"
+
+
+@dataclass(frozen=True)
+class FaceCode:
+    """One documented value of a face answer's field. `kind` uses the words of
+    `verifiers.tencent.FACE_CODES`; `billed` is set on the field that decides the bill."""
+
+    meaning: str
+    kind: str
+    billed: bool | None = None
+
+
+@dataclass(frozen=True)
+class AliyunFaceAction:
+    """One face action: its parameters (named as the SDK's request model names them), the
+    `ResultObject` fields it answers (`required`: in every successful answer) and the
+    documented values of the fields that carry codes."""
+
+    name: str
+    params: tuple[str, ...]
+    result_fields: tuple[str, ...]
+    required: tuple[str, ...]
+    codes: Mapping[str, Mapping[str, FaceCode]]
+    rate_per_s: int
+    source: str
+
+
+# ResultObject.SubCode (code-collection, "ResultObject.SubCode错误码说明"). Aliyun states one
+# price per verification ("单次认证价格 1元/次", document_detail/140775) and counts a free
+# trial call "只有调用成功时计作一次"; no page read here lists which SubCodes it bills: every
+# completed verification is taken as billed (never kinder than the vendor). Reconcile against
+# the first real bill.
+FACE_SUBCODES: Mapping[str, FaceCode] = MappingProxyType(
+    {
+        "200": FaceCode("认证通过", "passed", True),
+        "201": FaceCode("姓名和身份证不一致", "name_id_mismatch", True),
+        "202": FaceCode("查询不到身份信息", "no_record", True),
+        "203": FaceCode("查询不到照片或照片不可用", "no_photo", True),
+        "204": FaceCode("人脸比对不一致", "low_similarity", True),
+        "205": FaceCode("活体检测存在风险", "liveness_attack", True),
+        "206": FaceCode("业务策略限制", "policy_refused", True),
+    }
+)
+# The face actions' `Code` other than "200" (HTTP 200): the error codes page, InitFaceVerify's
+# and DescribeFaceVerify's tables (`.../financial-grade-id-verification/error-code`). Their
+# meanings differ from the element checks' same numbers (402 is a missing app configuration
+# here), so they are their own table.
+FACE_SERVICE_ERRORS: Mapping[str, FaceCode] = MappingProxyType(
+    {
+        "400": FaceCode("参数不能为空", "misuse"),
+        "401": FaceCode("参数非法", "input_invalid"),
+        "402": FaceCode("应用配置不存在", "misuse"),
+        "403": FaceCode("认证未完成", "not_finished"),
+        "404": FaceCode("认证场景配置不存在", "misuse"),
+        "406": FaceCode("无效的CertifyId", "invalid_token"),
+        "410": FaceCode("未开通服务", "misuse"),
+        "411": FaceCode("RAM无权限", "misuse"),
+        "412": FaceCode("欠费中", "misuse"),
+        "414": FaceCode("设备类型不支持", "device"),
+        "415": FaceCode("SDK版本不支持", "device"),
+        "416": FaceCode("系统版本不支持", "device"),
+        "417": FaceCode("无法使用刷脸服务（比对源不可用）", "source_unavailable"),
+        "418": FaceCode("刷脸失败次数过多", "daily_cap"),
+        # "当前CertifyId还未完成认证...CertifyId未认证、认证过程中放弃、认证处理中的情况,均会导致
+        # 查询接口返回此错误码": not finished, abandoned, or no longer held.
+        "424": FaceCode("身份认证记录不存在", "not_finished"),
+        "427": FaceCode("业务策略限制", "policy_refused"),
+        "500": FaceCode("系统错误", "service_error"),
+    }
+)
+# DescribeFaceVerify's `MaterialInfo` is a JSON string; idv reads these keys of it, never the
+# pictures' or videos' OSS locations.
+FACE_MATERIAL_KEPT = (
+    "faceAttack",
+    "faceAttackScore",
+    "faceOcclusion",
+    "qualityScore",
+    "verifyScore",
+)
+# "初始化接口返回的认证CertifyUrl在30分钟有效且仅能认证提交一次" (InitFaceVerify's answer model);
+# "认证记录只能保存180天" (user-guide/query-authentication-records).
+FACE_TOKEN_TTL_S = 30 * 60
+FACE_RESULT_TTL_S = 180 * 24 * 3_600
+
+FACE_ACTIONS: Mapping[str, AliyunFaceAction] = MappingProxyType(
+    {
+        "InitFaceVerify": AliyunFaceAction(
+            name="InitFaceVerify",
+            params=(
+                "SceneId",
+                "OuterOrderNo",
+                "ProductCode",
+                "Model",
+                "CertType",
+                "CertName",
+                "CertNo",
+                "ReturnUrl",
+                "MetaInfo",
+                "Mobile",
+                "Ip",
+                "UserId",
+                "CallbackUrl",
+                "CallbackToken",
+                "CertifyUrlType",
+                "CertifyUrlStyle",
+                "EncryptType",
+                "ProcedurePriority",
+            ),
+            result_fields=("CertifyId", "CertifyUrl"),
+            required=("CertifyId", "CertifyUrl"),
+            codes=MappingProxyType({}),
+            # QPS 限量: 50 per API for the H5 flows, shared by the account's RAM users.
+            rate_per_s=50,
+            source=f"{_FV_DOCS}/initfaceverify-3; the SDK's InitFaceVerifyRequest",
+        ),
+        "DescribeFaceVerify": AliyunFaceAction(
+            name="DescribeFaceVerify",
+            params=("SceneId", "CertifyId", "PictureReturnType"),
+            result_fields=(
+                "Passed",
+                "SubCode",
+                "MaterialInfo",
+                "DeviceRisk",
+                "DeviceToken",
+                "IdentityInfo",
+                "DegradeInfo",
+                "Success",
+                "UserInfo",
+            ),
+            required=("Passed", "SubCode"),
+            codes=MappingProxyType(
+                {
+                    "SubCode": FACE_SUBCODES,
+                    "Passed": MappingProxyType(
+                        {"T": FaceCode("通过", "passed"), "F": FaceCode("不通过", "failed")}
+                    ),
+                }
+            ),
+            rate_per_s=50,
+            source=f"{_FV_DOCS}/describefaceverify-1; {_FV_DOCS}/code-collection",
+        ),
+        "DeleteFaceVerifyResult": AliyunFaceAction(
+            name="DeleteFaceVerifyResult",
+            params=("CertifyId", "DeleteAfterQuery"),
+            result_fields=("CertifyId", "DeleteResult", "FailReason"),
+            required=("DeleteResult",),
+            codes=MappingProxyType(
+                {
+                    "DeleteResult": MappingProxyType(
+                        {
+                            "Y": FaceCode("删除成功", "deleted", False),
+                            "N": FaceCode("删除失败", "not_deleted", False),
+                        }
+                    ),
+                    "FailReason": MappingProxyType(
+                        {
+                            "NOT_DELETE_REPEATEDLY": FaceCode("不能重复删除", "already_deleted"),
+                            "NEED_QUERY_VERIFY_RESULT": FaceCode("需先查询认证结果", "not_queried"),
+                        }
+                    ),
+                }
+            ),
+            # "删除认证记录敏感数据" is among the 10-QPS operations (QPS 限量说明).
+            rate_per_s=10,
+            source=f"{_FV_DOCS}/delete-sensitive-data-in-verification-records",
+        ),
+    }
+)
+
+
 # The answer's `IspName` where given (every action but Id2MetaVerify).
 ISP_NAMES = _ISP
 
@@ -310,7 +486,7 @@ class AliyunWire:
         now: float,
         nonce: str,
     ) -> WireRequest:
-        if action not in ACTIONS:
+        if action not in ACTIONS and action not in FACE_ACTIONS:
             raise ValueError(f"aliyun: unknown action {action!r}; known: {', '.join(ACTIONS)}")
         body = form_body(params)
         headers = {
@@ -336,7 +512,8 @@ class AliyunWire:
 
     def read(self, action: str, status: int, body: bytes) -> WireAnswer:
         spec = ACTIONS.get(action)
-        if spec is None:
+        face = FACE_ACTIONS.get(action)
+        if spec is None and face is None:
             raise ValueError(f"aliyun: unknown action {action!r}; known: {', '.join(ACTIONS)}")
         try:
             doc = orjson.loads(body)
@@ -361,6 +538,9 @@ class AliyunWire:
         result = doc.get("ResultObject")
         if not isinstance(result, dict):
             return WireAnswer(request_id=request_id, malformed="ResultObject")
+        if face is not None:
+            return _read_face(face, result, request_id)
+        assert spec is not None  # one of the two tables has the action
         fields: dict[str, Any] = {}
         for name in spec.result_fields:
             value = result.get(name)
@@ -386,6 +566,29 @@ class AliyunWire:
             return True
         known = SERVICE_ERRORS.get(error) or GATEWAY_ERRORS.get(error)
         return known is not None and known.transient
+
+
+def _read_face(spec: AliyunFaceAction, result: dict[str, Any], request_id: str) -> WireAnswer:
+    """A face action's `ResultObject`: its documented fields (strings or null), each required
+    one present, each coded one a documented value; anything else is `malformed`, naming the
+    field."""
+    fields: dict[str, Any] = {}
+    for name in spec.result_fields:
+        value = result.get(name)
+        if value is None or value == "":
+            if name in spec.required:
+                return WireAnswer(request_id=request_id, malformed=f"ResultObject.{name}")
+            continue
+        if name == "Success" and isinstance(value, bool):
+            fields[name] = value
+            continue
+        if not isinstance(value, str):
+            return WireAnswer(request_id=request_id, malformed=f"ResultObject.{name}")
+        documented = spec.codes.get(name)
+        if documented is not None and value not in documented:
+            return WireAnswer(request_id=request_id, malformed=f"ResultObject.{name}")
+        fields[name] = value
+    return WireAnswer(fields=fields, request_id=request_id)
 
 
 def billed(action: str, fields: Mapping[str, Any]) -> bool:

@@ -52,6 +52,13 @@ def documented(protocol: str, action: str) -> Documented | None:
     if protocol == "tencent":
         from verifiers import tencent
 
+        f = tencent.FACE_ACTIONS.get(action)
+        if f is not None:  # the face flow: its verdict is the pull's, billed per FACE_CODES
+            if f.result_field is None:
+                return Documented("", {}, {})
+            return Documented(
+                f.result_field, {c: r.billed for c, r in tencent.FACE_CODES.items()}, {}
+            )
         t = tencent.ACTIONS.get(action)
         if t is None:
             return None
@@ -64,6 +71,21 @@ def documented(protocol: str, action: str) -> Documented | None:
     if protocol == "aliyun":
         from verifiers import aliyun
 
+        fa = aliyun.FACE_ACTIONS.get(action)
+        if fa is not None:  # the face flow: the coded field with the billing decides
+            deciding = [
+                name
+                for name in fa.result_fields
+                if any(r.billed is not None for r in fa.codes.get(name, {}).values())
+            ]
+            if not deciding:
+                return Documented("", {}, {})
+            field = deciding[0]
+            return Documented(
+                field,
+                {c: bool(r.billed) for c, r in fa.codes[field].items()},
+                {n: frozenset(v) for n, v in fa.codes.items() if n != field},
+            )
         a = aliyun.ACTIONS.get(action)
         if a is None:
             return None

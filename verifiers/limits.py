@@ -1,10 +1,11 @@
 """Vendor contracts honoured by every worker: one rate per API, per-person daily caps and
 spend ceilings, over one shared store (Redis) or, embedded, this process's memory.
 
-Every paid call passes `CallLimits` twice. Before it is sent: the person's daily caps on
-that API (`per_person_daily`), then the run's and the day's spend ceilings (its list price
-is reserved); a call refused there is not sent and its step ends `error` with the reason
-(`person_daily_cap:<field>`, `budget_exhausted`), to be retried by a later run. Then each
+Every paid call passes `CallLimits` twice. Before it is sent: the person's caps on that API
+per minute (`per_person_per_minute`, any 60 seconds) and per day (`per_person_daily`), then
+the run's and the day's spend ceilings (its list price is reserved); a call refused there is
+not sent and its step ends `error` with the reason (`person_minute_cap:<field>`,
+`person_daily_cap:<field>`, `budget_exhausted`), to be retried by a later run. Then each
 attempt waits for its turn in the API's rate (`pace`). After the answer, the reservation is
 settled to the fee the vendor stated (an unbilled answer, such as NO_RECORD, costs nothing).
 
@@ -57,7 +58,8 @@ LIMITS_UNAVAILABLE = "limits_unavailable"
 NOT_SENT_REASONS = frozenset(
     {LIMITS_UNAVAILABLE, "budget_exhausted", "rate_wait_exceeded", "no_contract"}
 )
-NOT_SENT_PREFIXES = ("person_daily_cap:",)
+NOT_SENT_PREFIXES = ("person_daily_cap:", "person_minute_cap:")
+MINUTE_S = 60
 
 
 def not_sent(reason: str | None) -> bool:
@@ -290,22 +292,41 @@ class CallLimits:
         day = self.contracts.day(self.clock())
         if contract is None:
             return "no_contract"
-        taken: list[str] = []
+        taken: list[tuple[str, int]] = []
+
+        async def undo() -> None:
+            for key, ttl in taken:
+                await self.store.add(key, -1, None, ttl)
+
+        # Any 60 seconds lie within two consecutive calendar minutes: a call counts in the
+        # pair of minutes ending at its own and in the pair starting at it, and each pair is
+        # held to the cap, so no sliding minute ever holds more (a person may wait up to a
+        # minute longer than the vendor would make them: the safe side).
+        minute = int(self.clock().timestamp()) // MINUTE_S
+        for field_name, cap in sorted(contract.per_person_per_minute.items()):
+            value = payload.get(field_name)
+            if not isinstance(value, str) or not value:
+                continue
+            person = self.person_key(field_name, value)
+            for start in (minute - 1, minute):
+                key = f"capm:{api.key}:{start}:{person}"
+                if not await self.store.add(key, 1, cap, 3 * MINUTE_S):
+                    await undo()
+                    return f"person_minute_cap:{field_name}"
+                taken.append((key, 3 * MINUTE_S))
         for field_name, cap in sorted(contract.per_person_daily.items()):
             value = payload.get(field_name)
             if not isinstance(value, str) or not value:
                 continue
             key = f"cap:{api.key}:{day}:{self.person_key(field_name, value)}"
             if not await self.store.add(key, 1, cap, 2 * DAY_S):
-                for undo in taken:
-                    await self.store.add(undo, -1, None, 2 * DAY_S)
+                await undo()
                 return f"person_daily_cap:{field_name}"
-            taken.append(key)
+            taken.append((key, 2 * DAY_S))
         fee = contract.fee_cents
         spend = self.contracts.spend
         if fee and not await self._reserve(fee, day):
-            for undo in taken:
-                await self.store.add(undo, -1, None, 2 * DAY_S)
+            await undo()
             return "budget_exhausted"
         return Admission(
             reserved_cents=fee if (spend.per_run_cents or spend.per_day_cents) else 0, day=day

@@ -290,6 +290,202 @@ ACTIONS: Mapping[str, TencentAction] = MappingProxyType(
     }
 )
 
+# ---------------------------------------------------------------------------------------------
+# Face verification (人脸核身, the hosted WeChat H5 flow): DetectAuth -> the H5 page -> the
+# redirect -> GetDetectInfoEnhanced. Not element checks: the create call answers a BizToken and
+# a URL, and the verdict is the flow's `Text.ErrCode`, billed per the flow's return-code table.
+
+
+@dataclass(frozen=True)
+class FaceAction:
+    """An action of the hosted face flow, as Tencent documents it (the SDK's request and
+    response models): its parameters, the answer fields idv reads, the result field (None for
+    the create call, which answers no verdict), its rate, and per-person caps of the flow
+    (the same ID number's flows per minute and per day, and the code the flow answers above
+    them)."""
+
+    name: str
+    required: tuple[str, ...]
+    optional: tuple[str, ...]
+    answer: tuple[str, ...]  # top-level answer fields (the `Response` object's, no RequestId)
+    result_field: str | None
+    rate_per_s: int
+    minute_caps: Mapping[str, int]
+    daily_caps: Mapping[str, int]
+    cap_code: str | None
+    source: str
+
+
+# The flow's return codes (`Text.ErrCode`) with Tencent's billing: Plus 版人脸核身服务错误码,
+# cloud.tencent.com/document/product/1007/31082 (微信小程序/H5(微信公众号)/H5(微信浏览器)返回码);
+# 2011-2015 as worded on the SDK's code page (/1007/101997) and unbilled in the H5 channels
+# since 2021-07-19 (/213/32309); 2018 from 限频策略 (/1007/108625). `kind` words, shared with
+# Aliyun's table: `passed`, `name_id_mismatch`, `low_similarity`, `liveness_attack` (billed
+# verdicts and the pass), `liveness_failed`, `compare_failed`, `no_record`, `no_photo`,
+# `source_unavailable`, `input_invalid`, `id_input_mismatch`, `id_expired`, `scan_failed`,
+# `token_expired`, `retry_limit`, `not_finished`, `already_done`, `daily_cap`, `misuse`,
+# `service_error`, `wechat_error`, `network`.
+FACE_CODES: Mapping[str, ResultCode] = _codes(
+    ("0", True, "成功", "passed"),
+    ("1", False, "调用方式出错,请参考人脸核身 DetectAuth 文档进行调用", "misuse"),
+    ("2", False, "调用方式出错,请参考人脸核身 DetectAuth 文档进行调用", "misuse"),
+    ("3", False, "调用方式出错,请参考人脸核身 DetectAuth 文档进行调用", "misuse"),
+    ("4", False, "服务异常,请稍后重试或联系客服人员", "service_error"),
+    ("8", False, "服务异常,请稍后重试或联系客服人员", "service_error"),
+    ("10", False, "服务异常,请稍后重试或联系客服人员", "service_error"),
+    ("12", False, "服务异常,请稍后重试或联系客服人员", "service_error"),
+    ("13", False, "服务异常,请稍后重试或联系客服人员", "service_error"),
+    ("14", False, "本次校验已完成", "already_done"),
+    ("15", False, "Token 过期,请重试", "token_expired"),
+    ("16", False, "已达到重试上限", "retry_limit"),
+    ("17", False, "本次流程未完成", "not_finished"),
+    ("201", False, "从微信拉取图片失败,请重试", "wechat_error"),
+    ("202", False, "视频获取失败,请重试", "wechat_error"),
+    ("203", False, "无此 API 调用权限", "wechat_error"),
+    ("204", False, "当前公众号/小程序未完成对慧眼授权", "wechat_error"),
+    (
+        "301",
+        False,
+        "当前认证人身份证号码与业务传入验证证件号码不符,请重新上传",
+        "id_input_mismatch",
+    ),
+    ("302", False, "身份证已过期,请使用有效身份证进行核验", "id_expired"),
+    ("303", False, "扫描识别失败,请重新拍摄", "scan_failed"),
+    ("1001", False, "引擎超时,请稍后重试", "service_error"),
+    ("1002", True, "疑似非真人录制", "liveness_attack"),
+    ("1003", False, "人脸识别验证未成功,请重试", "liveness_failed"),
+    ("1004", False, "人脸验证失败,请重试", "liveness_failed"),
+    ("1005", False, "人脸验证失败,请重试", "liveness_failed"),
+    ("1006", False, "证照库出错,请重试", "source_unavailable"),
+    ("1007", False, "未拉取微信活体结果或拉取微信活体结果失败", "wechat_error"),
+    ("1008", False, "用户活体过程网络不稳定,请切换网络环境后重试", "network"),
+    ("2001", False, "引擎超时,请稍后重试", "service_error"),
+    ("2002", False, "姓名有误,请确认后重试", "input_invalid"),
+    ("2003", False, "身份证号有误,请确认后重试", "input_invalid"),
+    ("2004", False, "视频提取照片出错,请重试或更换手机进行验证", "compare_failed"),
+    ("2005", False, "未查询到身份信息,请通过其他渠道验证", "no_record"),
+    ("2006", True, "姓名和身份证号不匹配,请核实身份后重试", "name_id_mismatch"),
+    ("2007", False, "未查询到照片信息,请通过其他渠道验证", "no_photo"),
+    ("2008", False, "未查询到照片信息,请通过其他渠道验证", "no_photo"),
+    ("2009", False, "查询到照片分辨率过低,请通过其他渠道验证", "no_photo"),
+    ("2010", False, "脸部未完整露出,请保持正脸面对屏幕", "compare_failed"),
+    ("2011", False, "无法判断为同一人,请确认身份后重试(疑似非活体)", "compare_failed"),
+    ("2012", False, "检测到多张人脸,请保持验证视频中只有本人", "compare_failed"),
+    ("2013", False, "脸部未完整露出,请保持正脸面对屏幕", "compare_failed"),
+    ("2014", False, "视频像素太低无法检测,请更换手机进行验证", "compare_failed"),
+    ("2015", False, "无法判断为同一人,请确认身份后重试(比对失败)", "compare_failed"),
+    ("2016", True, "无法判断为同一人,请确认身份后重试(相似度未达到通过阈值)", "low_similarity"),
+    ("2018", False, "操作过于频繁,请第二天0点后重试", "daily_cap"),
+)
+# `Text.LivenessInfoTag`: why the liveness stage refused (Plus only; the SDK's DetectInfoText).
+LIVENESS_TAGS: Mapping[str, str] = MappingProxyType(
+    {
+        "01": "用户全程闭眼",
+        "02": "用户未完成指定动作",
+        "03": "疑似翻拍攻击",
+        "04": "疑似合成攻击",
+        "05": "疑似黑产模板",
+        "06": "疑似存在水印",
+        "07": "反光校验未通过",
+        "08": "疑似中途换人",
+        "09": "人脸质量过差",
+        "10": "距离校验不通过",
+        "11": "疑似对抗样本攻击",
+        "12": "嘴巴区域疑似存在攻击痕迹",
+        "13": "眼睛区域疑似存在攻击痕迹",
+        "14": "眼睛或嘴巴被遮挡",
+    }
+)
+# The text fields of `Text` idv keeps (codes, statuses, the score, the tags): never IdCard,
+# Name, Mobile, Location or any Ocr* field (the person's values), never an image (InfoType "1"
+# asks for text only).
+FACE_TEXT_KEPT = (
+    "ErrCode",
+    "LiveStatus",
+    "Comparestatus",
+    "Sim",
+    "LivenessMode",
+    "LivenessInfoTag",
+    "CompareLibType",
+    "Extra",
+)
+# How long a BizToken is good for ("有效时间为7,200秒": DetectAuthResponse.BizToken), and how
+# long its result can be pulled ("BizToken生成后三天内（3*24*3,600秒）可多次拉取": the API page
+# of GetDetectInfo / GetDetectInfoEnhanced, cloud.tencent.com/document/api/1007/41957).
+FACE_TOKEN_TTL_S = 7_200
+FACE_RESULT_TTL_S = 3 * 24 * 3_600
+
+FACE_ACTIONS: Mapping[str, FaceAction] = MappingProxyType(
+    {
+        "DetectAuth": FaceAction(
+            name="DetectAuth",
+            required=("RuleId",),
+            optional=(
+                "TerminalType",
+                "IdCard",
+                "Name",
+                "RedirectUrl",
+                "Extra",
+                "ImageBase64",
+                "Encryption",
+                "IntentionVerifyText",
+                "IntentionQuestions",
+                "IntentionActions",
+                "Config",
+            ),
+            answer=("Url", "BizToken"),
+            result_field=None,
+            rate_per_s=100,
+            # 108625, SaaS 服务限频策略: "同一个身份证号当天请求频率不可高于15次/分钟或30次/天",
+            # answered by the flow with 2018.
+            minute_caps=MappingProxyType({"IdCard": 15}),
+            daily_caps=MappingProxyType({"IdCard": 30}),
+            cap_code="2018",
+            source=(
+                "faceid models.DetectAuthRequest/Response; cloud.tencent.com/document/api/"
+                "1007/31816; rate /api/1007/31320; caps /product/1007/108625"
+            ),
+        ),
+        "GetDetectInfoEnhanced": FaceAction(
+            name="GetDetectInfoEnhanced",
+            required=("BizToken", "RuleId"),
+            optional=(
+                "InfoType",
+                "BestFramesCount",
+                "IsCutIdCardImage",
+                "IsNeedIdCardAvatar",
+                "IsEncrypt",
+                "Encryption",
+                "IsEncryptResponse",
+                "IsReturnAllVideo",
+            ),
+            answer=(
+                "Text",
+                "IdCardData",
+                "BestFrame",
+                "VideoData",
+                "Encryption",
+                "IntentionVerifyData",
+                "IntentionQuestionResult",
+                "IntentionActionResult",
+                "EncryptedBody",
+                "IsVerifyIntention",
+                "IntentionVerifyType",
+            ),
+            result_field="Text.ErrCode",
+            rate_per_s=100,
+            minute_caps=MappingProxyType({}),
+            daily_caps=MappingProxyType({}),
+            cap_code=None,
+            source=(
+                "faceid models.GetDetectInfoEnhancedRequest/Response, DetectInfoText; "
+                "cloud.tencent.com/document/api/1007/41957; codes /product/1007/31082"
+            ),
+        ),
+    }
+)
+
+
 # Error codes (`Response.Error.Code`) that mean "not done, not billed, try again later".
 # - RequestLimitExceeded and its sub-codes (UinLimitExceeded, IPLimitExceeded,
 #   GlobalRegionUinLimitExceeded): 公共错误码 "请求的次数超过了频率限制" (1007/31063), and
