@@ -26,6 +26,13 @@ calls the vendor saw in any one second, and its rate-limit answers; then the bin
 share (target >= 95%), the `RequestLimitExceeded` answers (target 0), and the run's wall time
 against the bound the binding API sets (its calls / its contracted rate).
 
+What explains a share below target, sampled every second while the batch runs: the machine's
+load average (it is shared), and how far ahead of Redis's clock the limiter's schedule of the
+binding API runs (its next free slot less now: calls that hold a turn and wait for it). A
+schedule always ahead while the vendor sees fewer calls than the limiter's pace means turns
+were taken and not used; a schedule at now means the pipeline did not bring calls fast enough.
+The binding API's calls per 10 s over the run are printed too.
+
 Usage: python bench/contracts.py [APPLICANTS] [--headroom=0.04] [--chunk=N]
 (default 3000 applicants, in APPLICANTS / 4 per chunk, and the shipped contracts' headroom)
        IDV_BENCH_DATABASE_URL (default postgresql://root@127.0.0.1:5432/test)
@@ -37,9 +44,11 @@ import json
 import math
 import os
 import secrets
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections import Counter, defaultdict
@@ -64,6 +73,12 @@ WORKERS = 2
 # works, so no second of the binding rate waits for a process start.
 LIMIT = 2
 TARGET_SHARE = 0.95
+TENCENT_ACTIONS = (
+    "IdCardVerification",
+    "PhoneVerification",
+    "MobileStatus",
+    "MobileNetworkTimeVerification",
+)
 
 
 def contracts_file(path: Path, headroom: float | None) -> tuple[Path, dict]:
@@ -85,6 +100,38 @@ def generic_rates(doc: dict) -> dict[str, float]:
     }
 
 
+class Sampler(threading.Thread):
+    """Every second until stopped: the machine's 1-minute load average, and per API of
+    `apis` (vendor, action) the seconds the limiter's schedule in Redis runs ahead of Redis's
+    clock (0 when it is idle), read-only."""
+
+    def __init__(self, url: str, prefix: str, apis: list[tuple[str, str]]) -> None:
+        super().__init__(daemon=True)
+        self.url, self.prefix, self.apis = url, prefix, apis
+        self.samples: list[tuple[float, float, dict[tuple[str, str], float]]] = []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        import redis
+        from harness import APP_KEY
+
+        from verifiers.limits import ApiRef
+
+        client = redis.Redis.from_url(self.url)
+        keys = {
+            api: f"{self.prefix}rate:{ApiRef(api[0], api[1], APP_KEY).key}" for api in self.apis
+        }
+        while not self.done.wait(1.0):
+            sec, usec = client.time()
+            now = sec + usec / 1e6
+            ahead = {}
+            for api, key in keys.items():
+                tat = client.get(key)
+                ahead[api] = max(0.0, int(tat) / 1e6 - now) if tat else 0.0
+            self.samples.append((now, os.getloadavg()[0], ahead))
+        client.close()
+
+
 def main() -> None:
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     headroom = next(
@@ -99,6 +146,7 @@ def main() -> None:
     procs: list[subprocess.Popen] = []
     base = {k: v for k, v in os.environ.items() if not k.startswith(("IDV_", "PREFECT_"))}
     logs: dict[str, list[dict]] = {}
+    sampler: Sampler | None = None
     with bench_schema(pg) as schema:  # dropped after the processes using it stop
         try:
             with tempfile.TemporaryDirectory(prefix="idv-contracts-") as tmp:
@@ -110,7 +158,9 @@ def main() -> None:
                     0, base, rates=generic_rates(doc), call_log_limit=10 * n + 1000
                 )
                 procs.append(sandbox)
-                counts, wall = run(root, n, chunk, pg, schema, sandbox_url, vendors_yaml, procs)
+                counts, wall, sampler = run(
+                    root, n, chunk, pg, schema, sandbox_url, vendors_yaml, procs
+                )
                 for vendor, path in (
                     ("tencent", "/_sandbox/tencent/calls"),
                     ("generic", "/_sandbox/calls"),
@@ -121,7 +171,7 @@ def main() -> None:
         finally:
             for p in procs:
                 stop(p)
-    report(logs, doc, n, chunk, counts, wall, headroom)
+    report(logs, doc, n, chunk, counts, wall, headroom, sampler)
 
 
 def run(
@@ -133,7 +183,7 @@ def run(
     sandbox_url: str,
     vendors_yaml: Path,
     procs: list[subprocess.Popen],
-) -> tuple[Counter, float]:
+) -> tuple[Counter, float, Sampler]:
     from harness import APP_KEY, APP_SECRET
 
     from flows.settings import vendor_overrides
@@ -143,6 +193,7 @@ def run(
     api, prefect_env = start_prefect_server(root, base, procs)
 
     pool = "idv-contracts"
+    limits_url, limits_prefix = "redis://127.0.0.1:6379/0", f"idv-bench:{secrets.token_hex(6)}:"
     values = {
         "IDV_HOME": str(root / "home"),
         "IDV_DATABASE_URL": pg,
@@ -150,8 +201,8 @@ def run(
         "IDV_CHUNK_SIZE": str(chunk),
         "IDV_CHUNK_POOL": pool,
         "IDV_VENDOR_CONTRACTS": str(vendors_yaml),
-        "IDV_LIMITS_URL": "redis://127.0.0.1:6379/0",
-        "IDV_LIMITS_PREFIX": f"idv-bench:{secrets.token_hex(6)}:",
+        "IDV_LIMITS_URL": limits_url,
+        "IDV_LIMITS_PREFIX": limits_prefix,
         **{
             f"IDV_{k.upper()}": v
             for k, v in vendor_overrides(sandbox_url, APP_KEY, APP_SECRET).items()
@@ -168,10 +219,16 @@ def run(
     with temporary_settings({PREFECT_API_URL: api}):
         start_workers(api, pool, [f"w-{i}" for i in range(WORKERS)], env, root, procs, limit=LIMIT)
         batch = write_batch(root / "batch.jsonl", n, seed=500, prefix="C-")
+        sampler = Sampler(limits_url, limits_prefix, [("tencent", a) for a in TENCENT_ACTIONS])
+        sampler.start()
         t0 = time.monotonic()
-        result = onboarding(batch_path=str(batch))
-        wall = time.monotonic() - t0
-    return Counter(result["counts"]), wall
+        try:
+            result = onboarding(batch_path=str(batch))
+        finally:
+            wall = time.monotonic() - t0
+            sampler.done.set()
+            sampler.join(10)
+    return Counter(result["counts"]), wall, sampler
 
 
 def _epoch(at: float | str) -> float:
@@ -225,6 +282,7 @@ def report(
     counts: Counter,
     wall: float,
     headroom: float | None,
+    sampler: Sampler | None,
 ) -> None:
     from sandbox.tencent import RATES_PER_S
 
@@ -307,6 +365,28 @@ def report(
         f"{rate:g}/s; at the limiter's {1 - h:.0%}: {seconds / (1 - h):.1f} s); "
         f"wall / bound {wall / seconds if seconds else float('nan'):.2f}"
     )
+    times = sections["tencent" if vendor == "tencent" else "generic"][0].get(api, [])
+    if times:
+        first = times[0]
+        buckets = Counter(int((t - first) // 10) for t in times)
+        print(
+            f"{api} calls per 10 s from its first call (the limiter's pace: "
+            f"{10 * rate * (1 - h):.0f}): "
+            + " ".join(str(buckets.get(i, 0)) for i in range(max(buckets) + 1))
+        )
+    if sampler is not None and sampler.samples and times and vendor == "tencent":
+        during = [x for x in sampler.samples if times[0] <= x[0] <= times[-1]] or sampler.samples
+        ahead = [x[2][(vendor, api)] for x in during]
+        loads = [x[1] for x in sampler.samples]
+        print(
+            f"{api}'s schedule in Redis ran ahead of now (turns taken, waiting) in "
+            f"{sum(a > 0 for a in ahead) / len(ahead):.0%} of the {len(ahead)} seconds sampled "
+            f"between its first and last call; median {statistics.median(ahead):.1f} s ahead"
+        )
+        print(
+            f"machine load average (1 min) during the batch: mean {statistics.fmean(loads):.1f},"
+            f" max {max(loads):.1f} on {os.cpu_count()} cores"
+        )
 
 
 if __name__ == "__main__":
