@@ -57,6 +57,7 @@ DECLARED: tuple[Declared, ...] = (
     Declared("reverification", "flows.reverification", "reverification"),
     Declared("retention", "flows.retention", "purge_retention"),
     Declared("freshness", "flows.freshness", "check_freshness"),
+    Declared("rescreen", "flows.rescreen", "rescreen"),
 )
 
 
@@ -64,6 +65,8 @@ DECLARED: tuple[Declared, ...] = (
 # to the pool as a flow run of this deployment (`flows.chunks`).
 ON_DEMAND: tuple[Declared, ...] = (
     Declared("verify-chunk", "flows.prefect_onboarding", "verify_chunk"),
+    # A worker of a re-screen run: takes its chunks until none is left (`flows.rescreen`).
+    Declared("rescreen-chunk", "flows.rescreen", "rescreen_chunk"),
 )
 
 

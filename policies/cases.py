@@ -51,7 +51,9 @@ class Template(_Frozen):
 # Reasons a case gets from the workflow rather than from the scorecard: re-verification
 # asking for a consent that is missing or expired, with the outreach template it sends.
 RECONSENT_REASON, RECONSENT_TEMPLATE = "RECONSENT_NEEDED", "reconsent"
-WORKFLOW_REASONS = (RECONSENT_REASON,)
+# The re-screen against the list copy: a new listing, and a delisting a case rests on.
+COURT_NEW_LISTING, COURT_DELISTED = "COURT_NEW_LISTING", "COURT_DELISTED"
+WORKFLOW_REASONS = (RECONSENT_REASON, COURT_NEW_LISTING, COURT_DELISTED)
 
 
 class OutreachRules(_Frozen):

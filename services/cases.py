@@ -70,7 +70,7 @@ DECISION_PERMISSIONS = {"approve": "decide", "reject": "decide", "request_info":
 # Adverse decisions wait for a second person with `confirm` (four eyes).
 FOUR_EYES = ("reject", "refer")
 # Court-list reasons a reject may rest on: re-queried before the reject is confirmed.
-COURT_REASONS = ("COURT_CONFIRMED_HIT", "COURT_PROBABLE_HIT")
+COURT_REASONS = ("COURT_CONFIRMED_HIT", "COURT_PROBABLE_HIT", "COURT_NEW_LISTING")
 # The purpose every read of a person on the workbench serves: a legal hold's purpose is
 # another, so a restricted subject's values stay hidden here.
 REVIEW_PURPOSE = "review"

@@ -22,6 +22,7 @@ from services.keys import KeyService
 from services.oauth import OAuthService
 from services.people import PeopleService
 from services.requests import SubjectRequestService
+from services.rescreen import RescreenService
 from services.retention import RetentionService
 from services.runs import RunService
 from services.subjects import SubjectService
@@ -116,6 +117,14 @@ class Services:
         from policies.court_list import court_list_policy
 
         return CourtListService(self._ctx.store, self.access, court_list_policy())
+
+    @cached_property
+    def rescreen(self) -> RescreenService:
+        """The whole-book re-screen against the list copy (`flows.rescreen` runs it)."""
+        from policies.court_list import court_list_policy
+
+        return RescreenService(self._ctx.store, self.access, court_list_policy(),
+                               self._ctx.notices)
 
     @cached_property
     def retention(self) -> RetentionService:

@@ -28,14 +28,18 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Table,
+    insert,
     select,
     update,
 )
+from sqlalchemy.exc import IntegrityError
 
+from policies.consent import ConsentGrant
 from storage import models as m
 from storage.audit import AuditLog, PendingEvent
 from storage.context import StoreContext, as_utc, in_parts
 from storage.crypto import FieldDecryptError
+from storage.ledger import LEDGER_EVENT_KINDS, read_grants
 
 MATCHES = Table(
     "court_matches",
@@ -281,6 +285,166 @@ class CourtMatchRepository:
             }
             for r in rows
         ]
+
+    # --- consent --------------------------------------------------------------------------
+
+    def grants(self, refs: Sequence[str]) -> tuple[int, dict[str, list[ConsentGrant]]]:
+        """The chain's size, then each subject's grants as the ledger holds them (bindings
+        checked: `storage.ledger.read_grants`, the one read of grants)."""
+        head = self._audit.head_seq()
+        with self._ctx.engine.connect() as conn:
+            return head, read_grants(conn, list(refs), self._audit)
+
+    def record_decisions(
+        self, events: list[PendingEvent], *, allowed: Sequence[str], read_at: int
+    ) -> set[str]:
+        """Append the consent decisions of a chunk (`consent.allowed`, `consent.denied`), in
+        one transaction, unless the ledger of a subject allowed moved after the grants were
+        read at chain size `read_at` (a withdrawal in between): then nothing is recorded and
+        those subjects are returned, to be decided again."""
+        if not events:
+            return set()
+        with self._ctx.engine.connect() as conn, conn.begin() as tx:
+            seqs = self._audit.append_many(conn, events)
+            moved: set[str] = set()
+            ae = m.AuditEvent
+            for part in in_parts(sorted(set(allowed))):
+                moved.update(
+                    conn.scalars(
+                        select(ae.subject_ref).where(
+                            ae.seq > read_at,
+                            ae.seq < seqs[0],
+                            ae.subject_ref.in_(part),
+                            ae.kind.in_(sorted(LEDGER_EVENT_KINDS)),
+                        )
+                    )
+                )
+            if moved:
+                tx.rollback()
+                return {r for r in moved if r is not None}
+        self._audit.after_commit()
+        return set()
+
+    # --- chunks, taken by whichever worker asks first -------------------------------------
+
+    def take_chunk(
+        self, run_id: str, count: int, *, owner: str, worker: str | None, stale_s: float
+    ) -> tuple[int, int] | None:
+        """The next chunk of the run nobody holds, as (index, attempt): a chunk never taken,
+        else one whose holder fell silent (no heartbeat for `stale_s`), taken over under the
+        next attempt. None when every chunk is done or held."""
+        rc = m.RunChunk
+        now = self._ctx.clock()
+        with self._ctx.engine.connect() as conn:
+            rows = {
+                r.chunk_index: r
+                for r in conn.execute(
+                    select(rc.chunk_index, rc.status, rc.attempt, rc.heartbeat_at).where(
+                        rc.run_id == run_id
+                    )
+                )
+            }
+        for index in range(count):
+            row = rows.get(index)
+            if row is None:
+                try:
+                    with self._ctx.engine.begin() as conn:
+                        conn.execute(
+                            insert(rc).values(
+                                run_id=run_id,
+                                chunk_index=index,
+                                attempt=1,
+                                status="running",
+                                owner=owner,
+                                worker=worker,
+                                started_at=now,
+                                heartbeat_at=now,
+                                report={},
+                            )
+                        )
+                    return index, 1
+                except IntegrityError:
+                    continue  # another worker took it first
+            if (
+                row.status == "running"
+                and (now - as_utc(row.heartbeat_at)).total_seconds() > stale_s
+            ):
+                with self._ctx.engine.begin() as conn:
+                    taken = conn.execute(
+                        update(rc)
+                        .where(
+                            rc.run_id == run_id,
+                            rc.chunk_index == index,
+                            rc.attempt == row.attempt,
+                            rc.status == "running",
+                        )
+                        .values(
+                            attempt=row.attempt + 1,
+                            owner=owner,
+                            worker=worker,
+                            started_at=now,
+                            heartbeat_at=now,
+                        )
+                    ).rowcount
+                    if taken:
+                        self._audit.record(
+                            "run.chunk_redispatched",
+                            None,
+                            {
+                                "run_id": run_id,
+                                "chunk": index,
+                                "attempt": row.attempt + 1,
+                                "reason": "worker_silent",
+                            },
+                        )
+                        return index, row.attempt + 1
+        return None
+
+    def beat_chunk(self, run_id: str, index: int, attempt: int) -> bool:
+        """The holder is alive; False when a later attempt took the chunk over."""
+        rc = m.RunChunk
+        with self._ctx.engine.begin() as conn:
+            return bool(
+                conn.execute(
+                    update(rc)
+                    .where(
+                        rc.run_id == run_id,
+                        rc.chunk_index == index,
+                        rc.attempt == attempt,
+                        rc.status == "running",
+                    )
+                    .values(heartbeat_at=self._ctx.clock())
+                ).rowcount
+            )
+
+    def finish_chunk(self, run_id: str, index: int, attempt: int, report: dict[str, Any]) -> bool:
+        """The chunk's counts, recorded by the attempt that holds it (False: taken over)."""
+        rc = m.RunChunk
+        now = self._ctx.clock()
+        with self._ctx.engine.begin() as conn:
+            return bool(
+                conn.execute(
+                    update(rc)
+                    .where(
+                        rc.run_id == run_id,
+                        rc.chunk_index == index,
+                        rc.attempt == attempt,
+                        rc.status == "running",
+                    )
+                    .values(status="done", report=report, finished_at=now, heartbeat_at=now)
+                ).rowcount
+            )
+
+    def chunk_reports(self, run_id: str) -> dict[int, dict[str, Any] | None]:
+        """Each chunk seen so far: its counts when done, None while held."""
+        rc = m.RunChunk
+        with self._ctx.engine.connect() as conn:
+            return {
+                r.chunk_index: (dict(r.report) if r.status == "done" else None)
+                for r in conn.execute(
+                    select(rc.chunk_index, rc.status, rc.report).where(rc.run_id == run_id)
+                )
+            }
 
     # --- the runs ----------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from idv.shell import JsonOpt, actor, app, runtime
-from idv.terminal import EXIT_USAGE, console, emit, error_line
+from idv.terminal import EXIT_HALTED, EXIT_USAGE, console, emit, error_line
 
 list_app = typer.Typer(
     help="The licensed copy of the dishonest judgment-debtor list.", no_args_is_help=True
@@ -145,3 +145,44 @@ def list_status(as_json: JsonOpt = False) -> None:
             "yes" if c["stale"] else "no",
         )
     console.print(table)
+
+
+@app.command("rescreen")
+def rescreen(
+    chunk_size: Annotated[
+        int, typer.Option(min=1, help="Applicants per chunk, the unit a worker takes.")
+    ] = 20_000,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Processes on this machine working the chunks.")
+    ] = 1,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-screen every applicant with a live ongoing_monitoring consent covering
+    court_records against the list copy in use (the `rescreen` deployment does it nightly).
+    New listings open or join the applicant's case, delistings end what rests on them. A
+    copy missing or older than the policy allows stops the run (exit 3), with the reason."""
+    from flows.rescreen import run_rescreen
+
+    with runtime() as rt:
+        report = run_rescreen(rt, chunk_size=chunk_size, workers=workers, actor=actor())
+    if as_json:
+        emit(report.model_dump())
+    else:
+        if report.status == "stopped":
+            error_line("list", report.stop_reason or "stopped", as_json=False)
+        else:
+            c = report.counts
+            console.print(
+                f"re-screen {report.run_id} {report.status} in {report.seconds} s on "
+                + ", ".join(f"{s} v{v}" for s, v in report.versions.items())
+                + f": {c.get('screened', 0)} screened of {c.get('applicants', 0)}, "
+                f"{c.get('skipped_consent', 0)} skipped for consent "
+                f"({', '.join(f'{k} {v}' for k, v in report.skipped.items()) or '-'}), "
+                f"{c.get('unavailable', 0)} erased or restricted; matches standing: "
+                f"{c.get('verdict_confirmed', 0)} confirmed, {c.get('verdict_probable', 0)} "
+                f"probable, {c.get('verdict_possible', 0)} possible; new {c.get('new', 0)} "
+                f"(whitelisted {c.get('whitelisted', 0)}), delisted {c.get('delisted', 0)}, "
+                f"cleared {c.get('cleared', 0)}; cases opened or joined {c.get('cases', 0)}"
+            )
+    if report.status == "stopped":
+        raise typer.Exit(EXIT_HALTED)

@@ -53,3 +53,47 @@ def test_an_operator_imports_a_copy_and_a_bad_file_is_refused_by_line(env, tmp_p
     assert [h["status"] for h in source["history"]] == ["failed", "live"]
     text = run_idv(env, "list", "status")
     assert text.returncode == 0 and "vendor-a" in text.stdout and f"4+4/18 {people}" in text.stdout
+
+
+def test_idv_rescreen_screens_the_book_and_a_stale_copy_stops_it(env, tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    from flows.runtime import Runtime
+    from flows.settings import Settings
+    from tests.integration.test_rescreen import add, grant
+
+    rt = Runtime(
+        Settings(
+            home=env["IDV_HOME"],
+            key_file=env["IDV_KEY_FILE"],
+            database_url=env["IDV_DATABASE_URL"],
+            database_schema=env.get("IDV_DATABASE_SCHEMA"),
+        )
+    )
+    try:
+        add(rt, "C-1", PLANTED[0].name, PLANTED[0].id_number)
+        grant(rt, "C-1")
+        add(rt, "C-2", "李娜", "320102198511110026")
+    finally:
+        rt.close()
+    good = tmp_path / "v1.jsonl"
+    write(BulkList(rows=30, seed=3, planted=PLANTED).records(), good)
+    assert run_idv(env, "list", "import", str(good), "--source", "vendor-a").returncode == 0
+    done = run_idv(env, "rescreen", "--json", "--chunk-size", "1")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert (report["status"], report["counts"]["new"], report["counts"]["skipped_consent"]) == (
+        "finished",
+        1,
+        1,
+    )
+    assert not Canaries(["张伟", "11010519491231002X", "李娜"]).in_text(done.stdout + done.stderr)
+    text = run_idv(env, "rescreen")
+    assert text.returncode == 0 and "1 screened of 2" in text.stdout
+    old = (datetime.now(UTC) - timedelta(days=4)).isoformat()
+    assert (
+        run_idv(env, "list", "import", str(good), "--source", "vendor-a", "--as-of", old).returncode
+        == 0
+    )
+    stopped = run_idv(env, "rescreen")
+    assert stopped.returncode == 3 and "over the policy's 72 h" in stopped.stderr

@@ -63,6 +63,7 @@ def test_schedule_list_shows_the_crons_in_shanghai_with_their_next_run_times(env
         "reverification": ("30 2 * * *", "Asia/Shanghai", "active"),
         "retention": ("0 4 * * *", "Asia/Shanghai", "active"),
         "freshness": ("*/15 * * * *", "Asia/Shanghai", "active"),
+        "rescreen": ("0 1 * * *", "Asia/Shanghai", "active"),
     }
     expected = {
         "onboarding": every_ten_minutes,

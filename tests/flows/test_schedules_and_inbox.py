@@ -112,10 +112,12 @@ def check_applied(tmp_path: Path) -> None:
         "reverification",
         "retention",
         "freshness",
+        "rescreen",
         "verify-chunk",
+        "rescreen-chunk",
     ]
     # The chunks' deployment is there for the onboarding run to use, without a schedule.
-    assert [d["scheduled"] for d in out["deployments"]] == [True] * 6 + [False]
+    assert [d["scheduled"] for d in out["deployments"]] == [True] * 7 + [False] * 2
     paused = run_idv(env, "schedule", "pause", "key-rotation", "--json", timeout=300)
     assert paused.returncode == 0, paused.stderr
 
@@ -154,14 +156,15 @@ def check_applied(tmp_path: Path) -> None:
         "reverification": ("active", "idv-process", 3),
         "retention": ("active", "idv-process", 3),
         "freshness": ("active", "idv-process", 3),
+        "rescreen": ("active", "idv-process", 3),
     }
     # Serving here would take the deployments off the pool's workers: refused.
     (tmp_path / "inbox").mkdir()
     served = run_idv({**env, "IDV_INBOX": str(tmp_path / "inbox")}, "serve-flows", timeout=300)
     assert served.returncode == 2 and "Traceback" not in served.stderr
     assert (
-        "runs onboarding, key-rotation, oauth-refresh, reverification, retention, freshness on a "
-        "work pool"
+        "runs onboarding, key-rotation, oauth-refresh, reverification, retention, freshness, "
+        "rescreen on a work pool"
     ) in served.stderr
 
 
