@@ -7,6 +7,7 @@ tests/flows/ runs the real Prefect flow.
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,35 @@ from sqlalchemy import text
 
 from flows.onboarding import run_batch
 from flows.settings import vendor_overrides
-from idv.synthetic import Mix, applicants
-from sandbox.population import three_element_result
+from idv.synthetic import Mix, applicants, make_phone
+from sandbox.population import identity_fact, line_status, line_tenure, phone_fact
 from storage.records import RunLineRecord
+
+# Tencent's IdCardVerification code for each fact of the identity source (the contracts'
+# primary for the licensed steps; its imitation answers from `population.identity_fact`).
+ID_CARD_CODE = {"MATCH": "0", "MISMATCH": "-1", "NO_RECORD": "-5"}
+LICENSED_STEPS = ["id_check", "carrier_check", "number_status", "number_tenure"]
+
+
+def clean_phone(name: str, id_number: str) -> str:
+    """A mobile number whose three elements match, in service for 24 months or more."""
+    rng = random.Random(1)  # noqa: S311
+    while True:
+        phone = make_phone(rng)
+        if (
+            phone_fact(name, id_number, phone)[0] == "MATCH"
+            and line_status(phone) == "normal"
+            and line_tenure(phone) == "[24,+)"
+        ):
+            return phone
+
+
+def tencent_actions(sandbox, line) -> list[str]:
+    """The Tencent actions called about one line: by its ID number (the two- and
+    three-element checks) and by its phone (the number's status and tenure)."""
+    tencent = sandbox.state.tencent
+    phone = line["phone"].removeprefix("+86")
+    return sorted(c.action for c in tencent.calls_for(line["id_number"]) + tencent.calls_for(phone))
 
 
 @pytest.fixture
@@ -62,34 +89,37 @@ def test_when_a_batch_runs_then_every_line_is_accounted_for_with_predicted_outco
         scopes = {s for c in line["consents"] for s in c["scopes"]}
         step = stored.steps[0]
         assert [s.step for s in stored.steps] == [
-            "id_check",
-            "carrier_check",
+            *LICENSED_STEPS,
             "court_list",
             "credit_report",
             "account_attributes",
             "oidc_account",
         ]
         # Nobody here authorized an account: those optional steps are skipped, never stop.
-        assert all(s.status == "skipped" for s in stored.steps[4:])
+        assert all(s.status == "skipped" for s in stored.steps[6:])
         if "id_verification" not in scopes:
             assert {s.status for s in stored.steps} == {"skipped"}
             assert step.reason == "no_consent"
             assert stored.outcome == "review"
             assert sandbox.state.calls_for(line["id_number"]) == []
+            assert tencent_actions(sandbox, line) == []
             continue
-        expected = three_element_result(line["name"], line["id_number"], line["phone"])
-        assert step.result_code == expected
+        # Two elements: name and ID number (the phone is the carrier check's).
+        expected = identity_fact(line["name"], line["id_number"])
+        assert (step.reason, step.result_code) == (expected, ID_CARD_CODE[expected])
         calls = sandbox.state.calls_for(line["id_number"])
         if expected == "MISMATCH":  # stop early: no carrier check, no paid credit report
-            assert len(calls) == 1
-            assert all(s.reason == "policy_short_circuit:id_check" for s in stored.steps[1:])
+            assert calls == [] and tencent_actions(sandbox, line) == ["IdCardVerification"]
+            assert all(s.reason == "policy_short_circuit:id_check" for s in stored.steps[1:6])
         else:
-            assert sorted(c.path for c in calls) == [
-                "/v1/carrier/verify",
-                "/v1/court/dishonest",
-                "/v1/credit/summary",
-                "/v1/identity/three-element",
+            assert sorted(c.path for c in calls) == ["/v1/court/dishonest", "/v1/credit/summary"]
+            assert tencent_actions(sandbox, line) == [
+                "IdCardVerification",
+                "MobileNetworkTimeVerification",
+                "MobileStatus",
+                "PhoneVerification",
             ]
+        assert sandbox.state.aliyun.calls == []  # the fallback: Tencent answered every call
         assert step.consent_ids and step.vendor_request_id
         if "risk_scoring" not in scopes:
             assert stored.outcome == "review" and stored.reasons == ("NO_AUTOMATED_DECISION",)
@@ -114,9 +144,11 @@ def test_when_applicants_have_no_consent_then_the_sandbox_receives_no_call_for_t
         not sandbox.state.calls_for(x["id_number"]) for x in lines
     )
     assert len(sandbox.state.calls) == 0
+    assert sandbox.state.tencent.calls == [] and sandbox.state.aliyun.calls == []
     denied = runtime.store.audit.events(kind_prefix="consent.denied")
-    # Six verification steps (four licensed, two account) and the scoring step, per applicant.
-    assert len(denied) == 210
+    # Eight verification steps (four licensed, two generic, two account) and the scoring
+    # step, per applicant.
+    assert len(denied) == 270
 
 
 def test_when_a_batch_is_run_again_then_nothing_changes_and_no_vendor_is_paid_twice(
@@ -125,11 +157,16 @@ def test_when_a_batch_is_run_again_then_nothing_changes_and_no_vendor_is_paid_tw
     lines = list(applicants(40, seed=5, prefix="R-"))
     batch = write(tmp_path / "batch.jsonl", lines)
     first = run_batch(runtime, str(batch))
+    tencent = sandbox.state.tencent
     before, calls = table_counts(runtime), len(sandbox.state.calls)
+    paid, billed = len(tencent.calls), tencent.billed_fen()
+    assert paid > 0
     second = run_batch(runtime, str(batch))
     assert second.counts == first.counts
     assert table_counts(runtime) == before
     assert len(sandbox.state.calls) == calls
+    # A real vendor takes no idempotency key: no second call, so no second bill.
+    assert (len(tencent.calls), tencent.billed_fen()) == (paid, billed)
     dispositions = {x.disposition for x in runtime.store.runs.lines(second.run_id)}
     assert dispositions <= {"existing", "refused"}
 
@@ -169,7 +206,7 @@ def test_when_a_name_or_number_breaks_its_documents_rule_then_no_source_is_paid(
         ("refused", "id_number")
     ] * 2
     assert "2013-01-01" in lines[3].reason and "GB/T 2260" in lines[4].reason
-    assert sandbox.state.calls == []
+    assert sandbox.state.calls == [] and sandbox.state.tencent.calls == []
     for line, rec in zip(broken, lines, strict=True):
         assert line["name"] not in (rec.reason or "")
         assert line["id_number"] not in (rec.reason or "")
@@ -192,6 +229,9 @@ def test_when_a_grant_was_withdrawn_then_rerunning_its_line_does_not_revive_it(
     (line,) = list(
         applicants(1, seed=9, prefix="W-", mix=Mix(invalid=0, no_consent=0, no_scoring_consent=0))
     )
+    # A number the carrier matches to this person, in service for years: the withdrawn
+    # identity grant is all that keeps the application from `verified`.
+    line["phone"] = clean_phone(line["name"], line["id_number"])
     claim = line["consents"][0]
     from datetime import datetime
 
@@ -210,9 +250,8 @@ def test_when_a_grant_was_withdrawn_then_rerunning_its_line_does_not_revive_it(
     stored = runtime.store.applicants.get(line["applicant_ref"])
     # Only the identity grant was withdrawn: its step is refused, the others still run.
     assert (stored.steps[0].status, stored.steps[0].reason) == ("skipped", "withdrawn")
-    assert not [
-        c for c in sandbox.state.calls_for(line["id_number"]) if c.path.startswith("/v1/identity/")
-    ]
+    assert "IdCardVerification" not in tencent_actions(sandbox, line)
+    assert "PhoneVerification" in tencent_actions(sandbox, line)  # carrier_check's grant stands
     assert result.counts == {"review": 1}
 
 
