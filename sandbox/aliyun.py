@@ -47,6 +47,7 @@ from urllib.parse import parse_qsl, quote, quote_plus
 
 from aiohttp import web
 
+from sandbox import face
 from sandbox.population import (
     VIRTUAL_SEGMENTS,
     aliyun_identity,
@@ -138,7 +139,9 @@ class AliyunState:
     access_key_id: str
     access_key_secret: str = field(repr=False)
     ram_users: dict[str, str] = field(default_factory=dict, repr=False)  # key id -> secret
-    rate_per_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PARAMS, RATE_PER_S))
+    rate_per_s: dict[str, float] = field(
+        default_factory=lambda: {**dict.fromkeys(PARAMS, RATE_PER_S), **face.ALIYUN_RATES_PER_S}
+    )
     repeat_cap: int = REPEAT_CAP
     fees_fen: dict[str, int] = field(default_factory=lambda: dict(FEES_FEN))
     faults: FaultPlan | None = None
@@ -146,6 +149,9 @@ class AliyunState:
     # swap): read at each call, before `faults`.
     faults_source: Callable[[], FaultPlan | None] | None = field(default=None, repr=False)
     latency_ms: float = 0.0
+    # The hosted face flows (`sandbox.face.FaceState`, shared with the Tencent imitation's);
+    # None: the face actions are unknown APIs here.
+    face: Any = None
     calls: list[AliyunCall] = field(default_factory=list)
     call_log_limit: int = CALL_LOG_LIMIT
     calls_dropped: int = 0
@@ -491,7 +497,8 @@ async def handle(request: web.Request, state: AliyunState) -> web.Response:
         return gateway("SignatureNonceUsed")
     if version != VERSION:
         return gateway("InvalidVersion")
-    if action not in PARAMS:
+    is_face = action in face.ALIYUN_PARAMS and state.face is not None
+    if action not in PARAMS and not is_face:
         return gateway("InvalidApi.NotFound")
     if state.over_rate(action, now):
         return gateway("Throttling.User")
@@ -529,6 +536,32 @@ async def handle(request: web.Request, state: AliyunState) -> web.Response:
     def service(code: str) -> web.Response:
         record(200, code)
         return _json(200, {"RequestId": request_id, "Code": code, "Message": _SERVICE[code]})
+
+    if is_face:  # the hosted face flow (`sandbox.face`): billed once, at its verdict
+        cert_no = form.get("CertNo") or query.get("CertNo")
+        subject = state.digest(cert_no) if cert_no else None
+        code, result = face.aliyun_action(
+            state.face,
+            action,
+            # The SDK sends a face action's parameters in the query (RPC style takes either).
+            {**query, **form},
+            account=key_id or "",
+            base_url=f"{request.scheme}://{request.host}",
+            request_id=request_id,
+        )
+        record(200, code, sent=not late)
+        if code != "200":
+            message = face.ALIYUN_MESSAGES.get(code, "")
+            return _json(200, {"RequestId": request_id, "Code": code, "Message": message})
+        answer: dict[str, Any] = {
+            "RequestId": request_id,
+            "Code": "200",
+            "Message": "success",
+            "ResultObject": result,
+        }
+        if late:
+            await asyncio.sleep(3600)
+        return _json(200, answer)
 
     try:
         keys = _inputs(action, form)

@@ -23,7 +23,8 @@ from typing import Any, NamedTuple
 
 from aiohttp import web
 
-from sandbox.aliyun import AliyunState, aliyun_routes
+from sandbox.aliyun import AliyunCall, AliyunState, aliyun_routes
+from sandbox.face import FaceSession, FaceState, face_routes
 from sandbox.outreach import OutreachState, outreach_routes
 from sandbox.population import (
     as_of_for,
@@ -33,7 +34,7 @@ from sandbox.population import (
     normalize_id,
     three_element_result,
 )
-from sandbox.tencent import TencentState, tencent_routes
+from sandbox.tencent import TencentCall, TencentState, tencent_routes
 from sandbox.tencent import handle as tencent_handle
 from sandbox.wechat import WeChatState, wechat_routes
 
@@ -258,6 +259,8 @@ class SandboxState:
     # The Alibaba Cloud Cloudauth imitation (`sandbox.aliyun`) on `POST /`; when None,
     # `build_app` makes one whose AccessKey pair is app_key / app_secret, with this state's faults.
     aliyun: AliyunState | None = None
+    # Both vendors' hosted face flows (`sandbox.face`): sessions, H5 pages, knobs.
+    face: FaceState = field(default_factory=FaceState)
 
     def digest(self, id_number: str) -> str:
         """Keyed digest of a normalised ID number: lets tests find a person's calls."""
@@ -588,6 +591,43 @@ def build_app(state: SandboxState) -> web.Application:
             state.app_key, state.app_secret, faults_source=lambda: state.faults
         )
 
+    aliyun_imitation = state.aliyun
+    tencent.face = aliyun_imitation.face = state.face
+
+    def bill_face(session: FaceSession, code: str, fen: int, at: float) -> None:
+        """A face flow's billed verdict on its vendor's bill, under its token (BizToken,
+        CertifyId: what each vendor bills a flow by)."""
+        if session.vendor == "tencent":
+            tencent.log(
+                TencentCall(
+                    at,
+                    "DetectAuth",
+                    session.account,
+                    code,
+                    None,
+                    session.token,
+                    fen,
+                    tencent.digest(session.id_number),
+                    None,
+                )
+            )
+        else:
+            aliyun_imitation.log(
+                AliyunCall(
+                    datetime.fromtimestamp(at, UTC).isoformat(),
+                    "InitFaceVerify",
+                    200,
+                    "200",
+                    code,
+                    session.token,
+                    fen,
+                    aliyun_imitation.digest(session.id_number),
+                    session.account,
+                )
+            )
+
+    state.face.bill = bill_face
+
     async def vendor_api(request: web.Request) -> web.Response:
         """`POST /`, told apart by the vendors' own request shapes: Tencent's `X-TC-Action`
         header; Aliyun's `x-acs-action` header or `Action` parameter (`sandbox.aliyun`)."""
@@ -616,4 +656,5 @@ def build_app(state: SandboxState) -> web.Application:
     if state.wechat is not None:
         app.add_routes(wechat_routes(state.wechat))
     app.add_routes(outreach_routes(state.outreach))
+    app.add_routes(face_routes(state.face))
     return app

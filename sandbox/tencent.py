@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 
 from aiohttp import web
 
+from sandbox import face
 from sandbox.population import (
     Segment,
     id_number_valid,
@@ -145,6 +146,8 @@ RATES_PER_S: dict[str, float] = {
     **dict.fromkeys(_CARRIER_VARIANTS, 20.0),
     "MobileStatus": 20,
     "MobileNetworkTimeVerification": 20,
+    # The hosted face flow (`sandbox.face`): 100 each.
+    **dict.fromkeys(face.TENCENT_REQUIRED, face.TENCENT_FACE_RATE_PER_S),
 }
 # Per-person daily caps under one account (限频策略, cloud.tencent.com/document/product/1007/
 # 108625): parameter -> calls a day (Asia/Shanghai) with the same value, and the code above it.
@@ -232,6 +235,9 @@ class TencentState:
     calls: list[TencentCall] = field(default_factory=list)
     call_log_limit: int = CALL_LOG_LIMIT
     calls_dropped: int = 0
+    # The hosted face flows (`sandbox.face.FaceState`, shared with the Aliyun imitation's);
+    # None: DetectAuth and GetDetectInfoEnhanced are unknown actions here.
+    face: Any = None
     _dropped_fen: int = field(default=0, repr=False)
     _rng: random.Random = field(default_factory=random.Random, repr=False)  # noqa: S311
     _digest_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
@@ -522,7 +528,8 @@ async def handle(request: web.Request, state: TencentState, faults: Any = None) 
         )
     if request.headers.get("X-TC-Version") != VERSION:
         return error("NoSuchVersion", "The API version does not exist.")
-    if action not in REQUIRED:
+    is_face = action in face.TENCENT_REQUIRED and state.face is not None
+    if action not in REQUIRED and not is_face:
         return error("InvalidAction", "The action does not exist.")
     if state.over_rate(secret_id, action, now):
         return error("RequestLimitExceeded", "Your request count exceeds the frequency limit.")
@@ -535,22 +542,25 @@ async def handle(request: web.Request, state: TencentState, faults: Any = None) 
     if not isinstance(params, dict):
         return error("InvalidParameter", "The request body is not a JSON object.")
     subject = _subject(action, params)
+    if is_face and isinstance(params.get("IdCard"), str):
+        subject = params["IdCard"]
     digest = state.digest(subject) if subject else None
-    for name in params:
-        if name not in REQUIRED[action] and name not in OPTIONAL[action]:
-            return error("UnknownParameter", f"The parameter `{name}` is not recognized.")
-    for name in REQUIRED[action]:
-        if name not in params:
-            return error(
-                "MissingParameter", f"The request is missing a required parameter `{name}`."
-            )
-        if not isinstance(params[name], str):
-            return error("InvalidParameter", f"The parameter `{name}` must be a string.")
-    if "VerifyMode" in params and params["VerifyMode"] not in ("0", "1"):
-        return error("InvalidParameterValue", "The value of `VerifyMode` is invalid.")
-    if any(p in params for p in ("Encryption", "CiphertextBlob", "EncryptList", "Iv")):
-        # Field encryption (数据加密) is not imitated: nothing here can decrypt.
-        return error("FailedOperation.DecryptSystemError", "Decryption failed.")
+    if not is_face:
+        for name in params:
+            if name not in REQUIRED[action] and name not in OPTIONAL[action]:
+                return error("UnknownParameter", f"The parameter `{name}` is not recognized.")
+        for name in REQUIRED[action]:
+            if name not in params:
+                return error(
+                    "MissingParameter", f"The request is missing a required parameter `{name}`."
+                )
+            if not isinstance(params[name], str):
+                return error("InvalidParameter", f"The parameter `{name}` must be a string.")
+        if "VerifyMode" in params and params["VerifyMode"] not in ("0", "1"):
+            return error("InvalidParameterValue", "The value of `VerifyMode` is invalid.")
+        if any(p in params for p in ("Encryption", "CiphertextBlob", "EncryptList", "Iv")):
+            # Field encryption (数据加密) is not imitated: nothing here can decrypt.
+            return error("FailedOperation.DecryptSystemError", "Decryption failed.")
 
     # The fault knobs, as the generic endpoints honour them.
     if f is not None:
@@ -574,6 +584,23 @@ async def handle(request: web.Request, state: TencentState, faults: Any = None) 
         late = roll - f.malformed < f.late
     else:
         late = False
+
+    if is_face:
+        fields, code, message = face.tencent_action(
+            state.face,
+            action,
+            params,
+            account=secret_id,
+            base_url=f"{request.scheme}://{request.host}",
+            request_id=request_id,
+        )
+        if fields is None:
+            return error(code or "InvalidParameter", message)
+        # Not billed here: a face flow is billed once, when its verdict is in (`sandbox.face`).
+        state.log(TencentCall(now, action, secret_id, None, None, request_id, 0, digest, key))
+        if late:
+            await asyncio.sleep(3600)
+        return _envelope(fields, request_id)
 
     strings = {k: v for k, v in params.items() if isinstance(v, str)}
     if action in state.busy:

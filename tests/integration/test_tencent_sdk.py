@@ -270,7 +270,10 @@ def test_missing_and_invalid_parameters_get_the_common_error_codes(
     )
     bad_mode = {"IdCard": make_id(3), "Name": "王芳", "Phone": "13800000000", "VerifyMode": "2"}
     assert error_code(lambda: call(sdk, "PhoneVerification", **bad_mode)) == "InvalidParameterValue"
-    assert error_code(lambda: sdk.call_json("DetectAuth", {"RuleId": "1"})) == "InvalidAction"
+    assert (
+        error_code(lambda: sdk.call_json("LivenessCompare", {"LivenessType": "SILENT"}))
+        == "InvalidAction"
+    )
     # Malformed values are not errors but unbilled result codes.
     assert call(sdk, "IdCardVerification", IdCard="110105199003070000", Name="王芳").Result == "-2"
     assert call(sdk, "IdCardVerification", IdCard=make_id(3), Name="Wang Fang").Result == "-3"
