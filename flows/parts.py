@@ -31,6 +31,7 @@ from services.oauth_config import OAuthConfig
 from services.wiring import Services
 from storage.checkpoints import (
     CheckpointError,
+    CheckpointFolder,
     CheckpointKey,
     CheckpointLog,
     ObjectStorePrefix,
@@ -175,6 +176,10 @@ class RuntimeParts:
                 "IDV_OAUTH_LINK_KEY must be set in production: unsigned links "
                 "would let anyone start an authorization for any applicant"
             )
+        if not s.checkpoint_url:  # (an object store: its puts are conditional)
+            exposed = CheckpointFolder(s.resolved_checkpoint_dir).exposure()
+            if exposed is not None:
+                raise StartupError(f"IDV_CHECKPOINT_DIR: {exposed}")
 
     @cached_property
     def kek(self) -> KekProvider:

@@ -161,8 +161,8 @@ class Settings(BaseSettings):
     # The Prefect work pool `idv schedule apply` deploys to (a process pool, made if missing).
     work_pool: str = Field("idv-process", min_length=1, max_length=100)
     # Audit checkpoints: signed notes of the chain's size and head, outside the database.
-    # The folder they are written to (default $IDV_HOME/checkpoints; files are never
-    # overwritten: put it on append-only or write-once storage in production).
+    # The folder they are written to (default: beside the checkpoint key, out of $IDV_HOME;
+    # files are never overwritten; production wants it append-only, `chattr +a`).
     checkpoint_dir: Path | None = None
     # Or an object-store prefix instead of the folder (not both): `s3://bucket/prefix` on an
     # S3-compatible store that honours conditional puts (`If-None-Match: *`, refused
@@ -246,7 +246,15 @@ class Settings(BaseSettings):
 
     @property
     def resolved_checkpoint_dir(self) -> Path:
-        return self.checkpoint_dir or self.home / "checkpoints"
+        """`IDV_CHECKPOINT_DIR`, or a folder beside the checkpoint key, out of `$IDV_HOME`:
+        whoever can write the data folder (the database's user) or restores it from a backup
+        does not take the checkpoints back with it. A folder at the old place
+        (`$IDV_HOME/checkpoints`) is kept."""
+        if self.checkpoint_dir:
+            return self.checkpoint_dir
+        if (self.home / "checkpoints").is_dir():
+            return self.home / "checkpoints"
+        return self.resolved_checkpoint_key_file.parent / "checkpoints"
 
     @property
     def resolved_checkpoint_key_file(self) -> Path:

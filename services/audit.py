@@ -85,6 +85,16 @@ class AuditService:
             raise Conflict("checkpoints", "no checkpoint key is configured")
         return log.key.verifier_key
 
+    def checkpoint_exposure(self) -> str | None:
+        """Why the checkpoints could be deleted or replaced by the user idv runs as (who can
+        also write the database), so that a rollback of both goes unseen: what `idv doctor`
+        warns of and production refuses (`CheckpointLog.exposure`). None when they cannot
+        (an append-only folder, an object store with conditional writes)."""
+        log = self.store.audit.checkpoints
+        if log is None:
+            return "no checkpoint log is configured: nothing outside the database witnesses it"
+        return log.exposure()
+
     def export_proof(
         self,
         applicant_ref: str,

@@ -28,6 +28,7 @@ import json
 import os
 import re
 import stat
+import struct
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -211,10 +212,44 @@ def open_note(
     )
 
 
-def _write_new(path: Path, data: bytes, *, mode: int) -> None:
-    """Create `path` with `data`, never replacing a file (temp file, fsync, hard link)."""
+# Linux's inode flags (linux/fs.h): FS_IOC_GETFLAGS reads them; a folder marked append-only
+# (`chattr +a`) or immutable lets nobody, its owner included, rename or delete what is in it.
+_FS_IOC_GETFLAGS = 0x80086601
+_FS_APPEND_FL = 0x20
+_FS_IMMUTABLE_FL = 0x10
+STAGING = ".staging"  # inside the folder: a file is written there, then linked into place
+
+
+def append_only(directory: Path) -> bool:
+    """Whether a folder carries Linux's append-only (or immutable) attribute, which root
+    sets (`chattr +a`): files can be added to it and none renamed or deleted, even by the
+    user who wrote them. False when it does not, or cannot be told (another system)."""
+    try:
+        import fcntl
+
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except (ImportError, OSError):
+        return False
+    try:
+        raw = fcntl.ioctl(fd, _FS_IOC_GETFLAGS, b"\0" * 8)
+    except OSError:  # a file system without the attributes
+        return False
+    finally:
+        os.close(fd)
+    return bool(struct.unpack("i", raw[:4])[0] & (_FS_APPEND_FL | _FS_IMMUTABLE_FL))
+
+
+def _write_new(path: Path, data: bytes, *, mode: int, staged: bool = False) -> None:
+    """Create `path` with `data`, never replacing a file (temp file, fsync, hard link).
+    `staged`: the temp file is written in a staging folder inside the folder (the same file
+    system, for the link), so that an append-only folder, where nothing can be deleted,
+    takes it."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    folder = path.parent
+    if staged:
+        folder = path.parent / STAGING
+        folder.mkdir(exist_ok=True, mode=0o700)
+    tmp = folder / f".{path.name}.{uuid.uuid4().hex}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -304,10 +339,23 @@ class CheckpointFolder:
     def create(self, name: str, data: bytes) -> bool:
         """Store `data` as `name` unless that name exists (False then, nothing written)."""
         try:
-            _write_new(self.directory / name, data, mode=0o444)
+            _write_new(self.directory / name, data, mode=0o444, staged=True)
         except FileExistsError:
             return False
         return True
+
+    def exposure(self) -> str | None:
+        """Why the user idv runs as (in the embedded default, the database's user too) could
+        delete or replace checkpoints here, and so undo what they witness together with a
+        rollback of the database; None when the folder is append-only."""
+        if append_only(self.directory):
+            return None
+        return (
+            "the checkpoint folder can be rewritten by the user idv runs as, who can also "
+            "write the database: a rollback with the newer checkpoints deleted goes unseen. "
+            "Make it append-only (as root: chattr +a, idv running as another user) or set "
+            "IDV_CHECKPOINT_URL to an object store that honours conditional writes"
+        )
 
 
 _S3_URL = re.compile(r"^s3://([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/([\x21-\x7e]*?))?/?$")
@@ -352,6 +400,12 @@ class ObjectStorePrefix:
 
     def locate(self, name: str) -> str:
         return f"s3://{self.bucket}/{self.prefix}{name}"
+
+    def exposure(self) -> str | None:
+        """None: every put is conditional (`If-None-Match: *`, a store ignoring it is refused),
+        so no checkpoint is replaced; that none is deleted is the bucket's policy (object
+        lock, or no delete right for idv's credentials), the operator's to set."""
+        return None
 
     def names(self) -> list[str]:
         out: list[str] = []
@@ -466,6 +520,11 @@ class CheckpointLog:
 
     def sizes(self) -> list[int]:
         return sorted(int(m.group(1)) for n in self.place.names() if (m := _NAME.match(n)))
+
+    def exposure(self) -> str | None:
+        """Why checkpoints could be deleted or replaced by the user idv runs as (see the
+        place's `exposure`); None when they cannot."""
+        return self.place.exposure()
 
     def files(self, size: int) -> tuple[bytes, bytes | None]:
         """The checkpoint of `size` and its token (None if it has none), as stored."""
