@@ -163,21 +163,25 @@ class Engine:
             resumes = await self.db(
                 rt.services.runs.close_crashed, basis, stale_s=rt.settings.run_stale_s
             )
-        run_id = await self.db(
-            rt.store.runs.start,
-            batch_name=BATCH_NAME,
-            batch_sha256=basis,
-            owner=owner_id(),
-            resumes=resumes,
+        # The run opens in the commit of the request's first write (its grants) and closes
+        # in its decided applicant's: two durable commits fewer per request, each a flush
+        # to disk on PostgreSQL. Nothing is paid for before the run is committed.
+        assert self.journal is not None
+        await self.db(rt.store.audit.require_head)
+        run_id = self.journal.start_run(
+            batch_name=BATCH_NAME, batch_sha256=basis, owner=owner_id(), resumes=resumes
         )
+        self.journal.finish_with_decided(run_id)
         try:
             stored = await self.work_line(run_id, line, basis)
         except BaseException:
+            self.journal.finished(run_id)
             await asyncio.shield(
                 self.db(rt.store.runs.mark_crashed, run_id, reason="request_failed")
             )
             raise
-        await self.db(rt.store.runs.finish, run_id, checkpoint=False)
+        if not self.journal.finished(run_id):
+            await self.db(rt.store.runs.finish, run_id, checkpoint=False)
         if stored is None:  # refused, or known already: the answer is what the store holds
             return await self.db(answer, rt, run_id, replayed=False)
         steps, decision = stored

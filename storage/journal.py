@@ -23,13 +23,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, select
+from sqlalchemy import Connection, Table, insert, select, update
 
 from policies.consent import ConsentChanged, ConsentGrant
 from storage import applicants, ledger
@@ -44,6 +45,10 @@ log = logging.getLogger("idv.storage.journal")
 MAX_CACHED_SUBJECTS = 20_000
 # How long a noted event waits for a write to go with before it is committed alone.
 NOTE_MAX_WAIT_S = 0.05
+# Threads for the one-at-a-time calls (`Journal.call`) on a server database: each commit
+# there waits for the server's flush to disk, and the flushes of transactions committed at
+# once are one (PostgreSQL's group commit), while one thread would wait for each in turn.
+CALL_THREADS = 8
 
 
 def _subject_of(write: _Write) -> str | None:
@@ -94,7 +99,7 @@ class KnownApplicant:
 
 @dataclass
 class _Write:
-    kind: str  # "audit" | "grants" | "decided"
+    kind: str  # "audit" | "grants" | "decided" | "run"
     payload: Any
     future: asyncio.Future[Any]
     noted: bool = False  # not waited for (`note`)
@@ -132,6 +137,13 @@ class Journal:
         self._reads = _Reads()
         self._wake = asyncio.Event()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="idv-journal")
+        # On an SQLite file every write stays on the one thread: two of this process's threads
+        # would wait on each other for its write lock (a busy wait sleeping up to 100 ms).
+        self._calls = (
+            self._pool
+            if store.engine.dialect.name == "sqlite"
+            else ThreadPoolExecutor(max_workers=CALL_THREADS, thread_name_prefix="idv-journal-call")
+        )
         # On an SQLite file, the log is checkpointed beside the group commits, never in one.
         self._checkpointer = WalCheckpointer(store.engine)
         self._worker: asyncio.Task[None] | None = None
@@ -140,6 +152,9 @@ class Journal:
         self._seen_seq: int | None = None
         self._valid_at: dict[str, int] = {}  # per subject: the head its cached grants match
         self._own_seqs: set[int] = set()  # ledger events this journal appended
+        # Runs to close with their decided applicant's commit, and those so closed.
+        self._finish_with_decided: set[str] = set()
+        self._finished: set[str] = set()
         # For the benchmark: transactions, writes and reads, and the worker's CPU seconds.
         self.commits = 0
         self.writes = 0
@@ -163,6 +178,7 @@ class Journal:
             except asyncio.CancelledError:
                 pass
         self._pool.shutdown(wait=True)
+        self._calls.shutdown(wait=True)
         self._checkpointer.__exit__(None, None, None)
 
     # -- the caller's side ---------------------------------------------------------------
@@ -206,6 +222,53 @@ class Journal:
         future = asyncio.get_running_loop().create_future()
         future.add_done_callback(_log_failed_note)
         self._later.append(_Write("audit", (kind, subject_ref, detail), future, noted=True))
+
+    def start_run(
+        self,
+        *,
+        batch_name: str,
+        batch_sha256: str | None,
+        owner: str | None = None,
+        resumes: str | None = None,
+    ) -> str:
+        """Open a run (its row and `run.started`, as `RunRepository.start` writes them) with
+        the next write, without waiting for a commit of its own: a request's run opens in
+        its grants' transaction. Its id; the caller holds the chain's head first
+        (`AuditLog.require_head`), as `RunRepository.start` does."""
+        run_id = str(uuid.uuid4())
+        now = self._store.clock()
+        row: dict[str, Any] = {
+            "id": run_id,
+            "batch_name": batch_name,
+            "batch_sha256": batch_sha256,
+            "flow_run_id": None,
+            "started_at": now,
+            "status": "running",
+            "owner": owner,
+            "heartbeat_at": now,
+            "resumes": resumes,
+            "counts": {},
+            "fees_cents": 0,
+        }
+        future = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_log_failed_note)
+        self._later.append(_Write("run", row, future, noted=True))
+        return run_id
+
+    def finish_with_decided(self, run_id: str) -> None:
+        """Close run `run_id` in the commit that stores its decided applicant (a run of one
+        line: counts and fees are that applicant's): `finished` then says it was."""
+        self._finish_with_decided.add(run_id)
+
+    def finished(self, run_id: str) -> bool:
+        """Whether run `run_id` was closed with its decided applicant (`finish_with_decided`);
+        if not (the applicant was refused, known already or stored by someone else first),
+        the caller closes it (`RunRepository.finish`)."""
+        self._finish_with_decided.discard(run_id)
+        if run_id in self._finished:
+            self._finished.discard(run_id)
+            return True
+        return False
 
     async def record_grants(self, grants: Iterable[dict[str, Any]]) -> list[tuple[str, bool]]:
         """Record grants (`ConsentLedger.record_grant`'s arguments each), durable on return:
@@ -270,12 +333,14 @@ class Journal:
         return count
 
     async def call(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
-        """Any one-at-a-time `Store` method, run on the journal's thread between its group
-        commits (what a caller sharing the journal needs besides its batch path), after the
-        events noted before it."""
+        """Any one-at-a-time `Store` method (what a caller sharing the journal needs besides
+        its batch path), after the events noted before it: on an SQLite file on the
+        journal's thread, between its group commits; on a server database in a pool of
+        `CALL_THREADS` beside them, so that concurrent callers' commits share the server's
+        flushes. A caller's own calls and writes keep their order: each is awaited."""
         await self._flush_notes()
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
+        return await loop.run_in_executor(self._calls, lambda: fn(*args, **kwargs))
 
     async def _flush_notes(self) -> None:
         """Commit the noted events now, and wait until they are (recorded or failed)."""
@@ -383,7 +448,11 @@ class Journal:
             store.keyring.prepare_subjects(w.payload["applicant"].applicant_ref for w in decided)
         rows_of = [store.applicants.decided_rows(**w.payload) for w in decided]
         results: list[Any] = []
+        closing: list[tuple[str, dict[str, Any]]] = []  # (run id, its counts and fees)
         with store.engine.begin() as conn:
+            runs = [w.payload for w in writes if w.kind == "run"]
+            if runs:  # first: the run lines of this commit refer to them
+                conn.execute(insert(cast(Table, m.Run.__table__)), runs)
             grant_rows = [row for w in writes if w.kind == "grants" for row in w.payload]
             granted, fresh = ledger.new_grants(conn, grant_rows)
             fresh_ids = {row["id"]: row for row in fresh}
@@ -402,6 +471,22 @@ class Journal:
                     events.append(w.payload)
                     bound.append(None)
                     results.append(None)
+                elif w.kind == "run":
+                    row = w.payload
+                    events.append(
+                        (
+                            "run.started",
+                            None,
+                            {
+                                "run_id": row["id"],
+                                "batch_name": row["batch_name"],
+                                "batch_sha256": row["batch_sha256"],
+                                "resumes": row["resumes"],
+                            },
+                        )
+                    )
+                    bound.append(None)
+                    results.append(None)
                 elif w.kind == "grants":
                     outcome = [next(granted_iter) for _ in w.payload]
                     for cid, new in outcome:
@@ -414,6 +499,16 @@ class Journal:
                     if new:
                         events.append(rows.event)
                         bound.append(rows)
+                        run_id = w.payload["run_id"]
+                        if run_id in self._finish_with_decided:
+                            closed = {
+                                "run_id": run_id,
+                                "counts": {w.payload["decision"].outcome: 1},
+                                "fees_cents": sum(st.fee_cents for st in w.payload["steps"]),
+                            }
+                            events.append(("run.finished", None, closed))
+                            bound.append(None)
+                            closing.append((run_id, closed))
                     results.append(new)
                 seq_slots.append(slot)
             seqs = store.audit.append_many(conn, events)
@@ -436,12 +531,24 @@ class Journal:
                     fresh_decided.append(target)
             ledger.insert_grant_rows(conn, fresh)
             applicants.insert_decided_rows(conn, fresh_decided)
+            for run_id, closed in closing:
+                conn.execute(
+                    update(cast(Table, m.Run.__table__))
+                    .where(m.Run.__table__.c.id == run_id)
+                    .values(
+                        counts=closed["counts"],
+                        fees_cents=closed["fees_cents"],
+                        status="finished",
+                        finished_at=store.clock(),
+                    )
+                )
             # The granted subjects' ledgers as they stand with these grants: read here, in
             # the write's transaction, so that their first consent check needs no query.
             ledgers = ledger.read_grants(
                 conn, sorted({r["subject_ref"] for r in grant_rows}), store.audit
             )
         store.audit.after_commit()
+        self._finished.update(run_id for run_id, _ in closing)
         for i, slot in enumerate(seq_slots):
             if slot is not None:
                 results[i] = seqs[slot]

@@ -1,0 +1,79 @@
+"""An on-demand request's run opens in the commit of its grants and closes in the commit of
+its decided applicant (SQLite and PostgreSQL): two durable commits fewer per request, and
+the run still committed before any paid call."""
+
+from __future__ import annotations
+
+import httpx
+from pydantic import SecretStr
+from sqlalchemy import event, text
+
+from flows.settings import vendor_overrides
+from idv.api import create_app
+from idv.synthetic import Mix, applicants
+
+TOKEN = "commits-test-token-0123456789"
+
+
+def test_a_request_opens_its_run_with_its_grants_and_closes_it_with_its_decision(
+    database, make_runtime, sandbox, serve_app
+):
+    rt = make_runtime(
+        api_token=SecretStr(TOKEN),
+        **vendor_overrides(sandbox.base_url, sandbox.state.app_key, sandbox.state.app_secret),
+    )
+    [person] = [
+        x
+        for x in applicants(1, seed=81, prefix="OC-", mix=Mix(invalid=0, no_consent=0))
+        if isinstance(x, dict)
+    ]
+    # Which transaction (by the commits before it) wrote into which table.
+    commits: list[int] = []
+    wrote: list[tuple[int, str]] = []
+
+    def executed(_conn, _cursor, statement, *_args):
+        words = statement.split()
+        if words and words[0].upper() in ("INSERT", "UPDATE"):
+            table = words[2] if words[0].upper() == "INSERT" else words[1]
+            wrote.append((len(commits), table.strip('"').split(".")[-1]))
+
+    event.listen(rt.store.engine, "commit", lambda _conn: commits.append(1))
+    event.listen(rt.store.engine, "before_cursor_execute", executed)
+    server = serve_app(create_app(rt))
+    try:
+        with httpx.Client(
+            base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {TOKEN}"}
+        ) as client:
+            answer = client.post("/verifications", json=person)
+    finally:
+        server.stop()
+    assert answer.status_code == 201, answer.text
+    run_id = answer.json()["run_id"]
+    with rt.store.engine.connect() as conn:
+        status, counts = conn.execute(
+            text("select status, counts from runs where id = :id"), {"id": run_id}
+        ).one()
+        kinds = [
+            k
+            for (k,) in conn.execute(
+                text("select kind from audit_events where kind not like 'step.%' order by seq")
+            )
+        ]
+    assert status == "finished"
+    # The run's start is the first event of the grants' commit, its end the event after
+    # the decided applicant's; the paid calls' decisions come between.
+    first = kinds.index("run.started")
+    assert kinds[first + 1] == "consent.granted"
+    assert kinds.index("consent.allowed") > first
+    assert kinds[kinds.index("applicant.decided") + 1] == "run.finished"
+
+    def transactions(table: str) -> set[int]:
+        return {n for n, t in wrote if t == table}
+
+    # The run's row is written in the grants' transaction, its end in the decided
+    # applicant's: no commit of their own.
+    assert transactions("runs") == transactions("consent_events") | transactions("applicants")
+    assert len(transactions("runs")) == 2
+    only_runs = [n for n in transactions("runs") if {t for m, t in wrote if m == n} <= {"runs"}]
+    assert only_runs == []
+    assert rt.store.audit.verify_chain()[0]
