@@ -383,6 +383,21 @@ def report(
             f"{sum(a > 0 for a in ahead) / len(ahead):.0%} of the {len(ahead)} seconds sampled "
             f"between its first and last call; median {statistics.median(ahead):.1f} s ahead"
         )
+        # Between two samples with the schedule ahead at both, it moved by one interval per
+        # turn handed out: (ahead2 - ahead1 + elapsed) / interval.
+        interval = 1.0 / (rate * (1 - h))
+        turns = sent = 0.0
+        for (t1, _, a1), (t2, _, a2) in zip(during, during[1:], strict=False):
+            x1, x2 = a1[(vendor, api)], a2[(vendor, api)]
+            if x1 > 0 and x2 > 0:
+                turns += (x2 - x1 + t2 - t1) / interval
+                sent += sum(1 for t in times if t1 + x1 <= t < t2 + x2)
+        if turns:
+            print(
+                f"{api}: over the seconds its schedule stayed ahead, the limiter handed out "
+                f"{turns:.0f} turns and the vendor received {sent:.0f} calls due in them: "
+                f"{1 - sent / turns:.0%} of the turns went unused"
+            )
         print(
             f"machine load average (1 min) during the batch: mean {statistics.fmean(loads):.1f},"
             f" max {max(loads):.1f} on {os.cpu_count()} cores"
