@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -32,6 +33,7 @@ from policies.cases import (
 from policies.masking import mask, mask_text
 from policies.scorecard import Scorecard
 from policies.vocabulary import (
+    ApplicantRef,
     CaseQueue,
     CaseStatus,
     ReasonCode,
@@ -104,6 +106,11 @@ class QueueQuery(_Model):
     unassigned: bool = False
     include_snoozed: bool = True
     view: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = None
+    # One applicant's cases, whatever their status unless `status` narrows them (a search).
+    applicant_ref: ApplicantRef | None = None
+    # The order (`storage.cases.ORDERS`): a column, "-" first for descending.
+    sort: Literal["due", "-due", "priority", "-priority", "opened", "-opened", "ref",
+                  "-ref"] = "due"
     limit: int = Field(50, ge=1, le=MAX_PAGE)
     offset: int = Field(0, ge=0)
 
@@ -151,6 +158,8 @@ class CaseSummary(_Model):
     name: str | None
     id_number: str | None
     phone: str | None
+    # A waiting case waits on the applicant's answer to an outreach, or is snoozed.
+    waiting_on: Literal["applicant", "snooze"] | None = None
 
 
 class QueuePage(_Model):
@@ -441,7 +450,9 @@ class CaseService:
 
     # --- the queue ------------------------------------------------------------------------
 
-    def summary(self, case: CaseRecord, person: Any, now: datetime) -> CaseSummary:
+    def summary(self, case: CaseRecord, person: Any, now: datetime, *,
+                awaiting: bool = False) -> CaseSummary:
+        """`awaiting`: an outreach of the case waits for the applicant's answer."""
         live = case.lease_until is not None and case.lease_until >= now
         sla = ("closed" if case.closed_at else
                self.policy.sla_state(case.due_at, now) if case.due_at else "on_time")
@@ -457,7 +468,9 @@ class CaseService:
             name=mask("name", person.name.get_secret_value()) if person else None,
             id_number=mask("id_number", person.id_number.get_secret_value()) if person else None,
             phone=mask("phone", person.phone.get_secret_value())
-            if person and person.phone else None)
+            if person and person.phone else None,
+            waiting_on=("applicant" if awaiting else "snooze")
+            if case.status == "waiting" else None)
 
     def queue(self, query: QueueQuery | dict[str, Any], *, actor: Actor) -> QueuePage:
         """A page of the queue, most urgent first; a saved view's filters under the query's."""
@@ -478,12 +491,18 @@ class CaseService:
             if q.older_than_hours is not None else None,
             due_before=now + timedelta(hours=q.due_within_hours)
             if q.due_within_hours is not None else None,
-            include_snoozed=q.include_snoozed)
-        total, rows = self.store.cases.listing(f, now=now, limit=q.limit, offset=q.offset)
+            include_snoozed=q.include_snoozed, applicant_ref=q.applicant_ref)
+        if q.applicant_ref and not q.status:
+            f = replace(f, statuses=STATUSES)
+        total, rows = self.store.cases.listing(f, now=now, limit=q.limit, offset=q.offset,
+                                               order=q.sort)
         people = self.store.applicants.people(
             [r.applicant_ref for r in rows], actor=actor.name, purpose=REVIEW_PURPOSE,
             context={"case_ids": [r.case_id for r in rows]})
-        cases = [self.summary(r, people.get(r.applicant_ref), now) for r in rows]
+        awaiting = self.store.cases.awaiting_answer(
+            [r.case_id for r in rows if r.status == "waiting"])
+        cases = [self.summary(r, people.get(r.applicant_ref), now,
+                              awaiting=r.case_id in awaiting) for r in rows]
         return QueuePage(total=total, offset=q.offset, limit=q.limit,
                          more=max(0, total - q.offset - len(cases)), cases=cases)
 
@@ -615,6 +634,9 @@ class CaseService:
         grants = {g.consent_id: g for g in self.store.ledger.grants_for(ref)}
         cleared = {w.case_number for w in self.store.cases.whitelisted(ref)}
         steps, entries = [], []
+        # The court list's entries as its latest answer gives them: a re-query (before a
+        # reject is confirmed) appends a step that names the same entries again.
+        court = [st for st in stored.steps if st.step == "court_list"] if stored else []
         for st in stored.steps if stored else ():
             steps.append(StepEvidence(
                 step=st.step, status=st.status, reason=st.reason,
@@ -625,7 +647,7 @@ class CaseService:
                     notice_version=grants[cid].notice_version if cid in grants else None,
                     granted_at=grants[cid].granted_at.isoformat() if cid in grants else None)
                     for cid in st.consent_ids]))
-            for e in entries_of(st.signals) if st.step == "court_list" else []:
+            for e in entries_of(st.signals) if court and st is court[-1] else []:
                 entries.append(CourtEntryView(
                     case_number=e["case_number"], level=e["level"], status=e["status"],
                     whitelisted=e["case_number"] in cleared))
@@ -642,8 +664,11 @@ class CaseService:
                     for e in self.store.audit.events(subject_ref=ref, except_kinds=READS)]
         # Free text (notes, reasons) masked for ID and phone shapes and the applicant's name.
         names = (person.name.get_secret_value(),) if person is not None else ()
+        outreach = self.store.cases.outreach(case.case_id)
         return CaseView(
-            case=self.summary(case, person, now), reasons=reasons,
+            case=self.summary(case, person, now,
+                              awaiting=any(o.status == "sent" for o in outreach)),
+            reasons=reasons,
             score=stored.score if stored else None,
             policy_version=stored.policy_version if stored else None, points=points,
             alerts=alerts, steps=steps, court_entries=entries,
@@ -657,7 +682,7 @@ class CaseService:
                 outreach_id=o.outreach_id, template=o.template, channel=o.channel,
                 status=o.status, delivery=o.delivery, sent_by=o.sent_by,
                 sent_at=o.sent_at.isoformat(), expires_at=o.expires_at.isoformat(),
-                answered_at=_iso(o.answered_at)) for o in self.store.cases.outreach(case.case_id)],
+                answered_at=_iso(o.answered_at)) for o in outreach],
             timeline=timeline)
 
     @staticmethod
@@ -850,7 +875,8 @@ class CaseService:
             raise self._refuse(Conflict("case_id", "a decision waits for confirmation"),
                                actor, "snooze", case.case_id)
         now = self._now()
-        until = until if until.tzinfo else until.replace(tzinfo=UTC)
+        # Stored as UTC: a time with another offset (+08:00) is converted, not relabelled.
+        until = until.astimezone(UTC) if until.tzinfo else until.replace(tzinfo=UTC)
         if until <= now or until > now + timedelta(days=90):
             raise InvalidInput("until", "must be in the future, within 90 days")
         self.store.cases.change(case.case_id, "case.snoozed", {

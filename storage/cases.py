@@ -64,7 +64,13 @@ class CaseFilter:
     opened_after: datetime | None = None
     due_before: datetime | None = None
     include_snoozed: bool = True
+    applicant_ref: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+# The queue's orders (`CaseRepository.listing`): a column, ascending unless "-" leads; each
+# ends with the case id so that a page boundary is stable.
+ORDERS = ("due", "-due", "priority", "-priority", "opened", "-opened", "ref", "-ref")
 
 
 def _json_has(column: Any, value: str, dialect: str) -> Any:
@@ -149,21 +155,44 @@ class CaseRepository:
             w.append(C.due_at < f.due_before)
         if not f.include_snoozed:
             w.append(or_(C.snoozed_until.is_(None), C.snoozed_until <= now))
+        if f.applicant_ref:
+            w.append(C.applicant_id == select(m.Applicant.id).where(
+                m.Applicant.applicant_ref == f.applicant_ref).scalar_subquery())
         return w
 
+    @staticmethod
+    def _order(order: str) -> list[Any]:
+        """The ORDER BY of one of `ORDERS` (most urgent first for "due")."""
+        column = {"due": C.due_at, "priority": C.priority, "opened": C.opened_at,
+                  "ref": m.Applicant.applicant_ref}[order.lstrip("-")]
+        first = column.desc() if order.startswith("-") else column.asc()
+        if order == "due":
+            return [C.due_at, C.priority.desc(), C.id]
+        return [first, C.due_at, C.id]
+
     def listing(self, f: CaseFilter, *, now: datetime, limit: int, offset: int,
-                ) -> tuple[int, list[CaseRecord]]:
-        """A page of the queue, most urgent first (due time, then priority). Its applicants
-        are read through `ApplicantRepository.people`, which records the read."""
+                order: str = "due") -> tuple[int, list[CaseRecord]]:
+        """A page of the queue in `order` (one of `ORDERS`; "due": most urgent first, due
+        time then priority). Its applicants are read through `ApplicantRepository.people`,
+        which records the read."""
         with self._ctx.transaction() as s:
             where = self._where(f, now)
             total = s.scalar(select(func.count()).select_from(C).where(*where)) or 0
             rows = s.execute(
                 select(C, m.Applicant.applicant_ref)
                 .join(m.Applicant, m.Applicant.id == C.applicant_id)
-                .where(*where).order_by(C.due_at, C.priority.desc(), C.id)
+                .where(*where).order_by(*self._order(order))
                 .limit(limit).offset(offset)).all()
             return total, [_record(c, ref) for c, ref in rows]
+
+    def awaiting_answer(self, case_ids: Sequence[str]) -> set[str]:
+        """Of `case_ids`, those waiting on an applicant's answer (an outreach sent and not
+        yet answered or expired): a waiting case not among them is snoozed."""
+        if not case_ids:
+            return set()
+        with self._ctx.transaction() as s:
+            return set(s.scalars(select(m.Outreach.case_id).where(
+                m.Outreach.case_id.in_(list(case_ids)), m.Outreach.status == "sent")))
 
     def get(self, case_id: str) -> CaseRecord | None:
         """One case; `BindingError` when its closing or a decision on it is not what the

@@ -1,6 +1,10 @@
-"""The workbench's pages (`/web/cases...`): the queue with its filters, saved views, "my
-cases", "next case" and bulk operations; the case page with its evidence, timeline, notes,
-reveal, claims and decision forms; the SLA view.
+"""The workbench's pages (`/web/cases...`): the queue with its filters, search (a case id
+or an applicant ref), sortable columns, saved views, "my cases", "next case" and bulk
+operations; the case page with its decision bar on top (one reason box, a button per
+decision, "decide and take the next case"), its evidence and scorecard folded below, the
+timeline, notes, reveal and claims; the SLA view. Keyboard shortcuts are `data-key`
+attributes that `static/workbench.js` reads; every time is shown in Asia/Shanghai
+(`render.when`); notices and refusals speak the person's language (`idv.web.messages`).
 
 Each route is a function of the module's `router`: it parses its form or query with
 pydantic, calls `services.cases` (from the `Svc` dependency) as the signed-in person and
@@ -21,13 +25,28 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 from starlette.concurrency import run_in_threadpool
 
 from flows.runtime import Runtime
 from idv.web.auth import CurrentActor, Rt, Svc, needs, require_form_token
-from idv.web.render import HEADERS, render
-from policies.vocabulary import CaseId, CaseStatus, Tag, UserName
+from idv.web.messages import MESSAGES
+from idv.web.render import HEADERS, ZONE, render
+from policies.vocabulary import (
+    CaseId,
+    CaseStatus,
+    Tag,
+    UserName,
+    check_applicant_ref,
+    check_case_id,
+)
 from services.cases import CaseService
 from services.context import Actor
 from services.errors import InvalidInput, ServiceError, from_validation
@@ -38,30 +57,10 @@ CheckedForm = Depends(require_form_token)
 STATUS = {"invalid": 422, "not_found": 404, "denied": 403, "conflict": 409, "unavailable": 503}
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
 Disposition = Literal["false_positive", "valuable_alert", "confirmed_risk"]
-# The messages a redirect after an action may name (`?done=`): fixed text, never a value.
-DONE = {
-    "claim": "已认领 Claimed",
-    "release": "已释放 Released",
-    "note": "已添加备注 Note added",
-    "approve": "已批准 Approved",
-    "reject": "已提议拒绝，待主管确认 Reject proposed: a supervisor confirms it",
-    "request_info": "已请求资料，案件等待答复 Information requested: the case waits for the answer",
-    "escalate": "已升级至主管队列 Escalated to the supervisor queue",
-    "refer": "已提议移交执法，待确认 Referral proposed: it waits for confirmation",
-    "close": "已结案 Closed",
-    "confirm": "已确认 Confirmed",
-    "send_back": "已退回提议人 Sent back to its proposer",
-    "confirm_void": "失信名单命中已不成立，拒绝作废，请重新决定 The court-list hit no longer "
-    "stands: the reject is void, decide again",
-    "snooze": "已暂缓 Snoozed",
-    "assign": "已分配 Assigned",
-    "tags": "标签已更新 Tags changed",
-    "whitelist": "已加入白名单 Whitelisted",
-    "view": "视图已保存 View saved",
-    "bulk": "批量操作完成 Bulk operation done",
-    "none": "没有待处理的案件 No case is waiting for you",
-}
+DISPOSITIONS: tuple[Disposition, ...] = ("false_positive", "valuable_alert", "confirmed_risk")
 AGE_CHOICES = (1, 4, 24, 72, 168)
+# The queue's sortable columns (`services.cases.QueueQuery.sort`), by their header.
+SORTABLE = ("due", "priority", "opened", "ref")
 
 
 class _Form(BaseModel):
@@ -79,12 +78,28 @@ class RevealForm(_Form):
 
 
 class DecisionForm(_Form):
+    """A decision: `action` (with `disposition` to close), or the decision bar's button,
+    `do` (`approve`, ..., `close.false_positive`: a close with its disposition). `then`:
+    `next` takes the next case once decided."""
+
     action: Literal["approve", "reject", "request_info", "escalate", "refer", "close"]
     reason: Reason
     evidence_version: int | None = Field(None, ge=1)
     disposition: Disposition | None = None
     template: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,39}$")] | None = None
     channel: Literal["sms", "in_app", "wechat_template"] | None = None
+    then: Literal["next"] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _button(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "do" in data:
+            data = dict(data)
+            action, _, disposition = str(data.pop("do")).partition(".")
+            data.setdefault("action", action)
+            if disposition:
+                data.setdefault("disposition", disposition)
+        return data
 
 
 class ConfirmForm(_Form):
@@ -148,6 +163,8 @@ QUEUE_FIELDS = (
     "mine",
     "unassigned",
     "view",
+    "applicant_ref",
+    "sort",
     "offset",
 )
 
@@ -209,8 +226,14 @@ def refused(request: Request, exc: ServiceError, back: str = "/web/cases") -> HT
 
 
 def done(where: str, what: str) -> RedirectResponse:
-    """Back to `where`, which names what was done (`DONE[what]`)."""
+    """Back to `where`, which names what was done (`done.<what>` of the catalogue)."""
     return RedirectResponse(f"{where}?done={what}", status_code=303, headers=HEADERS)
+
+
+def done_key(request: Request) -> str | None:
+    """The catalogue's key of the notice `?done=` names, when it names one."""
+    key = f"done.{request.query_params.get('done', '')}"
+    return key if key in MESSAGES else None
 
 
 def case_page(case_id: str) -> str:
@@ -233,15 +256,32 @@ def queue_query(request: Request) -> dict[str, Any]:
 # --- the queue --------------------------------------------------------------------------
 
 
+def searched(request: Request, query: dict[str, Any]) -> Response | None:
+    """The search box (`q`): a case id opens the case; an applicant ref narrows the queue to
+    their cases (whatever their status); anything else is refused naming `q`."""
+    q = request.query_params.get("q", "").strip()
+    if not q:
+        return None
+    if check_case_id(q) is None:
+        return RedirectResponse(case_page(q), status_code=303, headers=HEADERS)
+    if check_applicant_ref(q) is not None:
+        raise InvalidInput("q", "must be a case id or an applicant ref")
+    query["applicant_ref"] = q
+    return None
+
+
 @router.get("/web/cases", response_class=HTMLResponse, openapi_extra=needs("read_masked"))
-async def queue(request: Request, actor: CurrentActor, services: Svc, runtime: Rt) -> HTMLResponse:
+async def queue(request: Request, actor: CurrentActor, services: Svc, runtime: Rt) -> Response:
     query = queue_query(request)
     try:
+        found = searched(request, query)
+        if found is not None:
+            return found
         page = await call(services.cases.queue, query, actor=actor)
         views = await call(services.cases.views, actor=actor)
     except ServiceError as exc:
         return refused(request, exc, "/web/cases")
-    shown = {k: v for k, v in query.items() if k not in ("limit", "offset")}
+    shown = {k: v for k, v in query.items() if k not in ("limit", "offset", "sort")}
     return render(
         request,
         "cases.html",
@@ -249,12 +289,14 @@ async def queue(request: Request, actor: CurrentActor, services: Svc, runtime: R
         views=views,
         can=can(runtime, actor),
         base=urlencode(shown, doseq=True),
+        sort=query.get("sort", "due"),
+        sortable=SORTABLE,
         actor=actor,
         filters=shown,
         labels=services.cases.reason_labels(),
         reason_codes=sorted(services.cases.policy.reasons),
         ages=AGE_CHOICES,
-        message=DONE.get(request.query_params.get("done", "")),
+        message=done_key(request),
         statuses=("open", "waiting", "pending_confirmation", "closed"),
     )
 
@@ -360,8 +402,9 @@ async def case(
         ),
         reveal_reasons=services.cases.reveal_reasons,
         templates=policy.outreach.templates,
-        dispositions=("false_positive", "valuable_alert", "confirmed_risk"),
-        message=DONE.get(request.query_params.get("done", "")),
+        dispositions=DISPOSITIONS,
+        labels=services.cases.reason_labels(),
+        message=done_key(request),
     )
 
 
@@ -410,12 +453,21 @@ async def note(request: Request, case_id: str, actor: CurrentActor, services: Sv
     openapi_extra=needs("decide | request_info | refer"),
 )
 async def decide(request: Request, case_id: str, actor: CurrentActor, services: Svc) -> Response:
+    """One decision; with `then=next`, the next case is taken at once (decide and take the
+    next case: its page, or the queue when none is left)."""
     try:
         form = await parsed(request, DecisionForm)
-        await call(services.cases.decide, case_id, form.model_dump(exclude_none=True), actor=actor)
+        decision = form.model_dump(exclude_none=True, exclude={"then"})
+        await call(services.cases.decide, case_id, decision, actor=actor)
     except ServiceError as exc:
         return refused(request, exc, case_page(case_id))
-    return done(case_page(case_id), form.action)
+    if form.then != "next":
+        return done(case_page(case_id), form.action)
+    try:
+        taken = await call(services.cases.next_case, actor=actor)
+    except ServiceError as exc:
+        return refused(request, exc, case_page(case_id))
+    return done(case_page(taken.case_id), "next") if taken else done("/web/cases", "last")
 
 
 # `confirm`, and `refer` too when the decision confirmed is a referral.
@@ -451,7 +503,9 @@ async def send_back(request: Request, case_id: str, actor: CurrentActor, service
 async def snooze(request: Request, case_id: str, actor: CurrentActor, services: Svc) -> Response:
     try:
         form = await parsed(request, SnoozeForm)
-        await call(services.cases.snooze, case_id, form.until, actor=actor)
+        # The page's `datetime-local` field is in Asia/Shanghai, as every time it shows.
+        until = form.until if form.until.tzinfo else form.until.replace(tzinfo=ZONE)
+        await call(services.cases.snooze, case_id, until, actor=actor)
     except ServiceError as exc:
         return refused(request, exc, case_page(case_id))
     return done(case_page(case_id), "snooze")
