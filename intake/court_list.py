@@ -131,16 +131,112 @@ def read_list(
         report.sha256 = hashing.digest.hexdigest()
 
 
+def splittable(path: Path) -> bool:
+    """Whether the file can be read in byte ranges by several processes: plain JSON Lines
+    (a CSV field may hold a line break; a gzip stream reads from its start)."""
+    return _format(path) == "jsonl" and not path.name.lower().endswith(".gz")
+
+
+def ranges(path: Path, parts: int) -> list[tuple[int, int, int]]:
+    """`path` cut into about `parts` byte ranges at line ends: (start, end, number of the
+    range's first line)."""
+    size = path.stat().st_size
+    cuts = [0]
+    with path.open("rb") as f:
+        for i in range(1, parts):
+            f.seek(max(cuts[-1], size * i // parts))
+            f.readline()
+            at = f.tell()
+            if cuts[-1] < at < size:
+                cuts.append(at)
+        cuts.append(size)
+        firsts, line = [1], 1
+        for start, end in zip(cuts[:-1], cuts[1:-1], strict=False):
+            f.seek(start)
+            left = end - start
+            while left > 0:
+                block = f.read(min(left, 1 << 22))
+                line += block.count(b"\n")
+                left -= len(block)
+            firsts.append(line)
+    return [
+        (a, b, n) for (a, b), n in zip(zip(cuts[:-1], cuts[1:], strict=True), firsts, strict=True)
+    ]
+
+
+def read_range(
+    path: Path,
+    start: int,
+    end: int,
+    first_line: int,
+    checker: RowChecker,
+    report: ReadReport,
+    *,
+    batch: int = BATCH_ROWS,
+) -> Iterator[list[tuple[int, ListRow]]]:
+    """A byte range of a JSON Lines file (`ranges`), as `read_list` reads a whole file; a
+    range that ends the file must end with a line end (else `ListFileError`: cut short)."""
+    with path.open("rb") as raw:
+        raw.seek(start)
+        lines = _lines_between(raw, end - start)
+        text = io.TextIOWrapper(
+            _Chunks(lines), encoding="utf-8-sig" if start == 0 else "utf-8", newline=""
+        )
+        out: list[tuple[int, ListRow]] = []
+        try:
+            for n, row in _jsonl(text, checker, report, first=first_line):
+                out.append((n, row))
+                if len(out) >= batch:
+                    yield out
+                    out = []
+        except UnicodeDecodeError:
+            raise ListFileError("file", RULE_UTF8) from None
+        if out:
+            yield out
+
+
+def _lines_between(raw: IO[bytes], size: int) -> Iterator[bytes]:
+    left = size
+    while left > 0:
+        block = raw.read(min(left, 1 << 20))
+        if not block:
+            return
+        left -= len(block)
+        yield block
+
+
+class _Chunks(io.RawIOBase):
+    """Blocks of bytes read as a stream."""
+
+    def __init__(self, blocks: Iterator[bytes]) -> None:
+        self._blocks = blocks
+        self._rest = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._rest:
+            try:
+                self._rest = next(self._blocks)
+            except StopIteration:
+                return 0
+        n = min(len(buffer), len(self._rest))
+        buffer[:n] = self._rest[:n]
+        self._rest = self._rest[n:]
+        return n
+
+
 def _ended(last: str) -> None:
     if last and not last.endswith(("\n", "\r")):
         raise ListFileError("file", RULE_CUT)
 
 
 def _jsonl(
-    text: io.TextIOWrapper, checker: RowChecker, report: ReadReport
+    text: io.TextIOWrapper, checker: RowChecker, report: ReadReport, *, first: int = 1
 ) -> Iterator[tuple[int, ListRow]]:
     last = ""
-    for n, line in enumerate(text, 1):
+    for n, line in enumerate(text, first):
         last = line
         report.lines = n
         if not line.strip():

@@ -170,14 +170,26 @@ def entry_key(case_code: str, card_num: str, iname: str) -> str:
 
 
 def _text(value: object) -> str:
+    """A field as text, NFKC-normalised (full-width digits, letters, asterisks, brackets):
+    for the fields rules read (ID, case number, dates, flags)."""
     if type(value) is str:
-        # ASCII needs no normalising; the rest is NFKC (full-width digits and letters).
+        # ASCII needs no normalising.
         return value.strip() if value.isascii() else unicodedata.normalize("NFKC", value).strip()
     if value is None:
         return ""
     if isinstance(value, bool):
         return "1" if value else "0"
     return unicodedata.normalize("NFKC", str(value)).strip()
+
+
+def _free(value: object) -> str:
+    """A free-text field as text (names are normalised where they are compared)."""
+    return value.strip() if type(value) is str else _text(value)
+
+
+# The fields the rules read, normalised; the rest are kept as given (stripped).
+_NORMALISED = frozenset({"cardNum", "caseCode", "regDate", "publishDate", "type", "delist"})
+_READERS = tuple(_text if f in _NORMALISED else _free for f in FIELDS)
 
 
 class RowChecker:
@@ -231,7 +243,7 @@ class RowChecker:
     def check(self, record: Mapping[str, object]) -> ListRow:
         """One record as a `ListRow`, or `RowError` for the first rule it breaks."""
         get = record.get
-        texts = [_text(get(f)) for f in FIELDS]
+        texts = [read(get(f)) for read, f in zip(_READERS, FIELDS, strict=True)]
         for f, v, limit in zip(FIELDS, texts, self._limits, strict=True):
             if len(v) > limit:
                 raise RowError(f, RULE_TOO_LONG)

@@ -158,7 +158,8 @@ def rows_table(name: str) -> Table:
     )
 
 
-def _tuple(line: int, r: ListRow) -> tuple[Any, ...]:
+def row_tuple(line: int, r: ListRow) -> tuple[Any, ...]:
+    """A row as the rows table takes it, in `ROW_COLUMNS` order."""
     return (
         line,
         r.entry_key,
@@ -256,7 +257,7 @@ class CopyImport:
         else:
             self._delta(listed, gone)
         for n, r in listed:
-            self._pending.append(_tuple(n, r))
+            self._pending.append(row_tuple(n, r))
             if r.person:
                 self.persons += 1
                 self.shapes[r.shape or ""] += 1
@@ -400,18 +401,23 @@ class CourtCopyRepository:
         )
 
     def insert(self, conn: Connection, table: Table, rows: list[tuple[Any, ...]]) -> None:
-        """Rows as tuples in `ROW_COLUMNS` order, the fastest way each database takes them:
-        one prepared statement for SQLite, COPY for PostgreSQL."""
-        cols = ", ".join(ROW_COLUMNS)
-        if conn.dialect.name == "postgresql":
-            raw = conn.connection.driver_connection
-            assert raw is not None  # noqa: S101 - a live connection has its driver's
-            with raw.cursor() as cur, cur.copy(f"COPY {table.name} ({cols}) FROM STDIN") as cp:
-                for row in rows:
-                    cp.write_row(row)
-            return
-        marks = ", ".join("?" for _ in ROW_COLUMNS)
-        conn.exec_driver_sql(f"INSERT INTO {table.name} ({cols}) VALUES ({marks})", rows)  # noqa: S608 - the name is ours
+        insert_tuples(conn, table, rows)
+
+    def merge(self, imp: CopyImport, counts: dict[str, Any]) -> None:
+        """What another process wrote into `imp`'s table (`insert_tuples`): its counts."""
+        imp.rows += counts["rows"]
+        imp.persons += counts["persons"]
+        imp.organisations += counts["organisations"]
+        imp.delisted_rows += counts["delisted_rows"]
+        imp.shapes.update(counts["shapes"])
+
+    def database(self) -> tuple[str, str | None]:
+        """The URL and schema another process opens this database with."""
+        url = self.ctx.engine.url.render_as_string(hide_password=False)
+        if self.ctx.engine.dialect.name != "postgresql":
+            return url, None
+        with self.ctx.engine.connect() as conn:
+            return url, conn.exec_driver_sql("SELECT current_schema()").scalar()
 
     def present(self, copy: LiveCopy | None, entry_keys: list[str]) -> set[str]:
         """Which of `entry_keys` the version `copy` holds."""
@@ -727,6 +733,21 @@ class CourtCopyRepository:
         return list(out.values())
 
 
+def insert_tuples(conn: Connection, table: Table, rows: list[tuple[Any, ...]]) -> None:
+    """Rows as tuples in `ROW_COLUMNS` order, the fastest way each database takes them: one
+    prepared statement for SQLite, COPY for PostgreSQL."""
+    cols = ", ".join(ROW_COLUMNS)
+    if conn.dialect.name == "postgresql":
+        raw = conn.connection.driver_connection
+        assert raw is not None  # noqa: S101 - a live connection has its driver's
+        with raw.cursor() as cur, cur.copy(f"COPY {table.name} ({cols}) FROM STDIN") as cp:
+            for row in rows:
+                cp.write_row(row)
+        return
+    marks = ", ".join("?" for _ in ROW_COLUMNS)
+    conn.exec_driver_sql(f"INSERT INTO {table.name} ({cols}) VALUES ({marks})", rows)  # noqa: S608 - the name is ours
+
+
 def _live(row: Any) -> LiveCopy:
     return LiveCopy(
         source=row.source,
@@ -748,6 +769,8 @@ __all__ = [
     "CopyImport",
     "CourtCopyRepository",
     "ImportRefusedError",
+    "insert_tuples",
+    "row_tuple",
     "LineProblem",
     "LiveCopy",
 ]

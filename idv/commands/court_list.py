@@ -44,6 +44,12 @@ def list_import(
     sha256: Annotated[
         str | None, typer.Option(help="The SHA-256 the vendor gave for the file: checked.")
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Processes reading a full copy in JSON Lines, each a share of the file."
+        ),
+    ] = 1,
     as_json: JsonOpt = False,
 ) -> None:
     """Import a vendor's bulk file (or, with --base, a delta: new entries and delistings) as
@@ -67,6 +73,7 @@ def list_import(
                 as_of=as_of,
                 expect_rows=rows,
                 sha256=sha256,
+                workers=workers,
                 actor=actor(),
             )
         except ListRefused as exc:

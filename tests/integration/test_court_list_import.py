@@ -278,3 +278,36 @@ def test_an_import_is_in_the_audit_chain_with_counts_only(service, store, tmp_pa
     [event] = store.audit.events(kind_prefix="court_list.imported")
     text = json.dumps(event.detail, ensure_ascii=False)
     assert event.detail["rows"] == 22 and "张伟" not in text and "1101" not in text
+
+
+@pytest.mark.subprocess
+def test_when_two_processes_share_an_import_then_the_copy_and_the_refusals_are_the_same(
+    service, store, tmp_path
+):
+    spec = base_spec(900)
+    path = file_of(tmp_path, spec.records())
+    one = service.import_file(path, source="vendor-a", version=1, actor=OPERATOR)
+    two = service.import_file(path, source="vendor-b", version=1, actor=OPERATOR, workers=2)
+    assert (two.rows, two.persons, two.organisations, two.shapes, two.file_sha256) == (
+        one.rows,
+        one.persons,
+        one.organisations,
+        one.shapes,
+        one.file_sha256,
+    )
+    a, b = (
+        next(c for c in store.court_copy.live() if c.source == s) for s in ("vendor-a", "vendor-b")
+    )
+    keys = [MaskShape(4, 4, 18).key(PLANTED[0].id_number)]
+    assert store.court_copy.candidates(a, keys) == store.court_copy.candidates(b, keys)
+    # A line refused in the second half is named by its line in the whole file.
+    records = list(spec.records())
+    records[700]["caseCode"] = "(2023)京0105执0123号"
+    records[20] = dict(records[19])
+    bad = file_of(tmp_path, records, "bad.jsonl")
+    exc = refused(service, bad, version=2, workers=2)
+    assert [(r.line, r.field) for r in exc.lines] == [(21, "caseCode"), (701, "caseCode")]
+    whole = bad.read_bytes()
+    bad.write_bytes(whole[:-30])
+    assert refused(service, bad, version=2, workers=2).field == "file"
+    assert next(c for c in store.court_copy.live() if c.source == "vendor-a").version == 1
