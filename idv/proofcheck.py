@@ -21,8 +21,13 @@ idv. It checks, and exits 0 only if all hold (1 with the first failure otherwise
 4. each chain segment of chain.json, from its start link, through the subject's events
    (their bodies) and the leaf hashes of every other event, reaches the signed root of its
    checkpoint at exactly its size: link = SHA-256("idv audit link v1\\n" || link || leaf),
-   leaf = SHA-256(event body);
-5. each RFC 3161 time-stamp token (checkpoints/NNNN.tsr) is granted, its TSTInfo's
+   leaf = SHA-256(event body); and subject.note, a note signed by the same key, lists each
+   segment and every event given in whole in it: none of the subject's events (a
+   withdrawal, say) can be passed off as a bare leaf hash, nor a segment left out;
+5. every record the subject's events bind is there (each consent event's, the latest
+   decision's, every step result listed), or named by the `records.purged` event that
+   purged it, given in whole too;
+6. each RFC 3161 time-stamp token (checkpoints/NNNN.tsr) is granted, its TSTInfo's
    messageImprint is the hash of its checkpoint file, the signed attributes' message digest
    is the hash of that TSTInfo and name the signer's certificate (ESSCertID or
    ESSCertIDv2), the signature over them verifies (RSA PKCS#1 v1.5, ECDSA or Ed25519) under
@@ -88,8 +93,8 @@ def load_vkey(text: str) -> tuple[str, bytes]:
     return name, raw[1:]
 
 
-def open_checkpoint(path: Path, name: str, public: bytes, origin: str) -> tuple[int, bytes]:
-    """(size, root) of a signed checkpoint note, its signature verified."""
+def signed_body(path: Path, name: str, public: bytes) -> str:
+    """The body of a signed note (C2SP signed-note), its signature by `name` verified."""
     note = path.read_bytes().decode("utf-8")
     body, sep, sigs = note.partition("\n\n")
     if not sep:
@@ -111,13 +116,82 @@ def open_checkpoint(path: Path, name: str, public: bytes, origin: str) -> tuple[
             signed = True
     if not signed:
         raise ProofError(f"{path.name}: no signature by {name}")
-    lines = body.splitlines()
+    return body
+
+
+def open_checkpoint(path: Path, name: str, public: bytes, origin: str) -> tuple[int, bytes]:
+    """(size, root) of a signed checkpoint note, its signature verified."""
+    lines = signed_body(path, name, public).splitlines()
     if len(lines) < 3 or lines[0] != origin or not re.fullmatch(r"0|[1-9]\d*", lines[1]):
         raise ProofError(f"{path.name}: not a checkpoint of {origin}")
     root = base64.b64decode(lines[2], validate=True)
     if len(root) != 32 or not path.name.startswith(f"{int(lines[1]):016d}"):
         raise ProofError(f"{path.name}: the root or the size is malformed")
     return int(lines[1]), root
+
+
+INDEX_HEADER = "subject index v1"
+
+
+def open_index(path: Path, name: str, public: bytes, origin: str, subject: object) -> Index:
+    """The signed subject index (subject.note): per segment, (checkpoint size, first
+    sequence number) -> the sequence numbers of the events carried in whole."""
+    if not path.is_file():
+        raise ProofError("subject.note: missing (the signed list of the subject's events)")
+    lines = signed_body(path, name, public).splitlines()
+    if len(lines) < 2 or lines[0] != f"{origin} {INDEX_HEADER}" or lines[1] != subject:
+        raise ProofError("subject.note: not the subject index of this subject and origin")
+    index: Index = {}
+    for line in lines[2:]:
+        m = re.fullmatch(r"([1-9]\d*) ([1-9]\d*) ((?:[1-9]\d*)(?:,[1-9]\d*)*)?", line)
+        if not m:
+            raise ProofError("subject.note: a segment line is malformed")
+        index[(int(m.group(1)), int(m.group(2)))] = {
+            int(x) for x in (m.group(3) or "").split(",") if x
+        }
+    return index
+
+
+Index = dict[tuple[int, int], set[int]]
+PURGED = "records.purged"
+CONSENT_KINDS = BINDING_KINDS["consent_events"]
+DECISION_KINDS = BINDING_KINDS["applicants"]
+STEP_KINDS = BINDING_KINDS["step_results"]
+
+
+def check_complete(events: dict[int, dict[str, object]], records: list[dict[str, object]]) -> None:
+    """Every record the subject's events bind is in records.json, or named by an event that
+    purged it: each consent event's, the latest decision's, every step result listed. A
+    withdrawal whose record was dropped does not pass for a grant never withdrawn."""
+    purged: dict[str, set[int]] = {}
+    for e in events.values():
+        d = e["detail"]
+        if e["kind"] == PURGED and isinstance(d, dict):
+            purged.setdefault(str(d.get("table")), set()).update(d.get("audit_seqs") or ())
+    held: dict[str, set[int]] = {}
+    hashes: set[str] = set()
+    for rec in records:
+        held.setdefault(str(rec["table"]), set()).add(rec["audit_seq"])  # type: ignore[arg-type]
+        if rec["table"] == "step_results":
+            hashes.add(hashlib.sha256(str(rec["body"]).encode("utf-8")).hexdigest())
+    own = {seq: e for seq, e in events.items() if e["kind"] != PURGED}
+    decisions = [seq for seq, e in own.items() if e["kind"] in DECISION_KINDS]
+    for seq, e in sorted(own.items()):
+        d = e["detail"] if isinstance(e["detail"], dict) else {}
+        wanted = []
+        if e["kind"] in CONSENT_KINDS and "record_hash" in d:
+            wanted.append("consent_events")
+        if e["kind"] in DECISION_KINDS and "decision_hash" in d and seq == max(decisions):
+            wanted.append("applicants")
+        for table in wanted:
+            if seq not in held.get(table, set()) and seq not in purged.get(table, set()):
+                raise ProofError(
+                    f"records.json: the {table} record audit event {seq} binds is missing"
+                )
+        if e["kind"] in STEP_KINDS and seq not in purged.get("step_results", set()):
+            missing = set(d.get("step_hashes") or ()) - hashes
+            if missing:
+                raise ProofError(f"records.json: a step result audit event {seq} binds is missing")
 
 
 # ---------------------------------------------------------------------------------------
@@ -665,12 +739,15 @@ def verify(bundle: Path, *, key: str, tsa_cert: bytes | None = None) -> list[str
 
     events: dict[int, dict[str, object]] = {}
     subject = manifest.get("applicant_ref")
+    index = open_index(bundle / "subject.note", name, public, origin, subject)
+    seen: set[tuple[int, int]] = set()
     for seg in json.loads((bundle / "chain.json").read_text(encoding="utf-8")):
         cp = roots.get(seg["checkpoint"])
         if cp is None:
             raise ProofError(f"chain.json: names {seg['checkpoint']}, which is not in the bundle")
         link = bytes.fromhex(seg["start_link"])
         seq = seg["start_seq"] - 1
+        whole: set[int] = set()
         for entry in seg["entries"]:
             seq += 1
             if entry["seq"] != seq:
@@ -678,9 +755,10 @@ def verify(bundle: Path, *, key: str, tsa_cert: bytes | None = None) -> list[str
             if "body" in entry:
                 body = entry["body"].encode("utf-8")
                 ev_seq, _at, kind, ref, detail = json.loads(body)
-                if ev_seq != seq or ref != subject:
+                if ev_seq != seq or (ref != subject and kind != PURGED):
                     raise ProofError(f"chain.json: event {seq} is not the subject's event {seq}")
                 events[seq] = {"kind": kind, "detail": detail}
+                whole.add(seq)
                 leaf = hashlib.sha256(body).digest()
             else:
                 leaf = bytes.fromhex(entry["leaf"])
@@ -689,9 +767,26 @@ def verify(bundle: Path, *, key: str, tsa_cert: bytes | None = None) -> list[str
             raise ProofError(
                 f"chain.json: the segment to {seg['checkpoint']} does not reach its signed root"
             )
+        listed = index.get((cp[0], seg["start_seq"]))
+        if listed is None:
+            raise ProofError(
+                f"chain.json: the segment to {seg['checkpoint']} is not in subject.note"
+            )
+        if listed - whole:
+            raise ProofError(
+                f"chain.json: event {min(listed - whole)} is the subject's (subject.note) but is "
+                "given as a bare leaf hash"
+            )
+        if whole - listed:
+            raise ProofError(f"chain.json: event {min(whole - listed)} is not in subject.note")
+        seen.add((cp[0], seg["start_seq"]))
         report.append(
             f"chain: events {seg['start_seq']}..{seq} reach the root of {seg['checkpoint']}"
         )
+    if set(index) - seen:
+        size, start = min(set(index) - seen)
+        raise ProofError(f"chain.json: the segment {start}..{size} of subject.note is missing")
+    report.append(f"subject index: {sum(map(len, index.values()))} events, each given whole")
 
     records = json.loads((bundle / "records.json").read_text(encoding="utf-8"))
     for rec in records:
@@ -707,13 +802,15 @@ def verify(bundle: Path, *, key: str, tsa_cert: bytes | None = None) -> list[str
             raise ProofError(
                 f"records.json: {rec['table']} {rec['id']}: no event of the chain binds it"
             )
-        held = event["detail"].get(rec["binding"])  # type: ignore[union-attr]
+        detail = event["detail"]
+        held = detail.get(rec["binding"]) if isinstance(detail, dict) else None
         mine = hashlib.sha256(body).hexdigest()
         if not (held == mine or (isinstance(held, list) and mine in held)):
             raise ProofError(
                 f"records.json: {rec['table']} {rec['id']}: its hash is not the "
                 f"one audit event {rec['audit_seq']} holds"
             )
+    check_complete(events, records)
     report.append(f"records: {len(records)} bound to events covered by signed checkpoints")
     return report
 

@@ -119,10 +119,18 @@ class AuditService:
         if "sha256" not in digests:
             raise InvalidInput("digest", "sha256 is always included")
         try:
-            if self.store.applicants.get(applicant_ref) is None and not (
-                self.store.ledger.events_for(applicant_ref)
-            ):
+            grants = self.store.ledger.grants_for(applicant_ref)
+            if self.store.applicants.get(applicant_ref) is None and not grants:
                 raise NotFound("applicant_ref", "nothing is held about this subject")
+            # A bundle vouches only for records the chain binds: none of a subject whose
+            # consent records were altered, forged or lost (a withdrawal deleted, say).
+            if any(not g.bound for g in grants):
+                raise Conflict(
+                    "applicant_ref",
+                    "consent_events: the subject's consent records are not the ones the "
+                    "audit chain recorded",
+                )
+            self.store.cases.case_of(applicant_ref)
         except BindingError as exc:
             raise Conflict("applicant_ref", f"{exc.table}: {exc.rule}") from None
         try:
@@ -149,6 +157,13 @@ class AuditService:
             log.key.verifier_key + "\n" if log.key else "", encoding="utf-8"
         )
         (dest / "origin.txt").write_text(log.origin + "\n", encoding="utf-8")
+        if log.key is None:
+            raise Conflict("checkpoints", "no checkpoint key is configured")
+        # Which events go in whole, signed with the checkpoint key: none can be passed off
+        # as a bare leaf hash.
+        (dest / "subject.note").write_text(
+            log.key.sign(material.index(log.origin, applicant_ref)), encoding="utf-8"
+        )
         _dump(dest / "records.json", material.records)
         _dump(dest / "chain.json", material.segments)
         shutil.copyfile(verifier, dest / "proofcheck.py")
@@ -194,8 +209,10 @@ bundle could have made that too); TSA.pem the time-stamping authority you trust.
 It checks: every file against manifest.json (SHA-256, and SM3 when listed); every checkpoint
 (checkpoints/*.ckpt, C2SP signed notes) against the Ed25519 key in checkpoint.vkey; each
 record in records.json (its canonical JSON hashed again) against the hash that its audit
-event holds; each event, with the leaf hashes of the events between, linked up to the
-signed root of the checkpoint covering it (chain.json); and each RFC 3161 time-stamp token
+event holds, and each of the subject's events that binds a record with its record (or the
+event that purged it); each event, with the leaf hashes of the events between, linked up to
+the signed root of the checkpoint covering it (chain.json), and every event the signed
+subject index (subject.note) lists given in whole; and each RFC 3161 time-stamp token
 (checkpoints/*.tsr), when present and a trusted authority is given: over its checkpoint
 file and signed by that authority (or by one it certifies). It exits 0 when everything
 holds. tsa.pem is the authority the operator used, for reference.

@@ -75,6 +75,21 @@ class Material:
     records: list[dict[str, Any]] = field(default_factory=list)
     segments: list[dict[str, Any]] = field(default_factory=list)
 
+    def index(self, origin: str, subject_ref: str) -> str:
+        """The body of the bundle's subject index, for the checkpoint key to sign: per
+        segment (its checkpoint's size and its first sequence number), every event carried
+        in whole. A verifier refuses a bundle where one of them is a bare leaf hash (an
+        event of the subject, a withdrawal say, hidden among the others')."""
+        lines = [f"{origin} {INDEX_HEADER}", subject_ref]
+        for seg in self.segments:
+            whole = [str(e["seq"]) for e in seg["entries"] if "body" in e]
+            lines.append(f"{seg['size']} {seg['start_seq']} {','.join(whole)}")
+        return "\n".join(lines) + "\n"
+
+
+# The first line of a subject index, after the origin: never a checkpoint's size.
+INDEX_HEADER = "subject index v1"
+
 
 class ProofRepository:
     def __init__(self, ctx: StoreContext, audit: AuditLog) -> None:
@@ -327,7 +342,17 @@ class ProofRepository:
                     "digests": {name: digest(name, body) for name in digests},
                 }
             )
-        seqs = sorted({r["audit_seq"] for r in out.records if r["audit_seq"] is not None})
+        # Every event of the subject goes in whole, not only those binding a record kept: a
+        # withdrawal cannot be left out as a bare leaf hash (the signed index lists them);
+        # and so does each `records.purged` event naming one, where a record was purged.
+        own = {e.seq for e in self._audit.events(subject_ref=subject_ref)}
+        bound = {r["audit_seq"] for r in out.records if r["audit_seq"] is not None}
+        purges = {
+            e.seq
+            for e in self._audit.events(kind_prefix=RECORDS_PURGED)
+            if set(e.detail.get("audit_seqs") or ()) & own
+        }
+        seqs = sorted(own | bound | purges)
         checkpoints = self._audit.checkpoints.load() if self._audit.checkpoints else []
         groups: dict[int, list[int]] = defaultdict(list)
         for seq in seqs:
