@@ -1,16 +1,37 @@
 """`idv doctor`: the checks `/readyz` makes (`services.health`), with the settings and the
-policies a runtime refuses to start on, each failure saying what to fix."""
+policies a runtime refuses to start on, each failure saying what to fix; and `idv
+--version`."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from idv.shell import JsonOpt, app, runtime
 from idv.terminal import EXIT_PROBLEM, console, emit
+
+
+def _version(value: bool) -> None:
+    if value:
+        from idv import __version__
+
+        console.print(f"idv {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print idv's version and stop."
+        ),
+    ] = False,
+) -> None:
+    """Consent-gated identity verification."""
 
 
 def _settings_check(rt: Any) -> Any:
