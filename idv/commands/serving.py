@@ -68,13 +68,14 @@ def sandbox_serve(
         list[str] | None,
         typer.Option(
             help="A contracted rate the sandbox enforces, ENDPOINT=CALLS_PER_SECOND (e.g. "
-            "/v1/carrier/verify=20; above it: 429 with Retry-After). Repeatable."
+            "/v1/court/dishonest=500; above it: 429 with Retry-After). Repeatable. The "
+            "Tencent and Aliyun imitations keep their published rates."
         ),
     ] = None,
 ) -> None:
     """Serve the sandbox (licensed vendors and the WeChat imitation) until interrupted.
-    Credentials: IDV_IDENTITY_APP_KEY/SECRET; WeChat apps: IDV_WECHAT_APPID/SECRET/REDIRECT_URI
-    and IDV_WECHAT_MINI_APPID/SECRET."""
+    Credentials (every imitated vendor's account): IDV_TENCENT_APP_KEY/SECRET; WeChat apps:
+    IDV_WECHAT_APPID/SECRET/REDIRECT_URI and IDV_WECHAT_MINI_APPID/SECRET."""
     from flows.settings import Settings
     from sandbox.app import SandboxState
     from sandbox.server import serve_forever
@@ -92,15 +93,15 @@ def sandbox_serve(
     if s.wechat_mini_appid and s.wechat_mini_secret:
         wechat.add_app(s.wechat_mini_appid, s.wechat_mini_secret.get_secret_value())
     state = SandboxState(
-        app_key=s.identity_app_key,
-        app_secret=s.identity_app_secret.get_secret_value(),
+        app_key=s.tencent_app_key,
+        app_secret=s.tencent_app_secret.get_secret_value(),
         faults=spec,
         wechat=wechat,
         call_log_limit=call_log_limit,
         rates_per_s=rates,
     )
     console.print(
-        f"sandbox on http://{host}:{port} (app key {s.identity_app_key}; WeChat "
+        f"sandbox on http://{host}:{port} (app key {s.tencent_app_key}; WeChat "
         f"apps: {', '.join(wechat.apps) or 'none, set IDV_WECHAT_APPID/SECRET'})"
     )
     serve_forever(host, port, state)

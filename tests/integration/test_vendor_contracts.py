@@ -1,7 +1,7 @@
 """Vendor contracts honoured (`policies/vendors.yaml`, `verifiers.limits`): per-person daily
 caps and spend ceilings checked before a paid call, unbilled answers settled back, the
-sandbox enforcing the contract from its side, and two worker processes sharing one Redis
-limiter against a sandbox limited to 20 calls/s, with zero 429 answers.
+vendor enforcing its own caps from its side, and two worker processes sharing one Redis
+limiter against Tencent's imitation at its published 20 calls/s, with zero rate refusals.
 
 All against the sandbox over loopback HTTP; the shared limiter against this machine's
 Redis (127.0.0.1:6379), each test under a key prefix of its own."""
@@ -30,14 +30,15 @@ from policies import catalog, shipped
 from policies.document import PolicyError
 from policies.vendors import VendorContracts
 from sandbox.app import SandboxState
-from sandbox.population import three_element_result
+from sandbox.population import identity_fact
 from sandbox.server import SandboxServer
 from verifiers.base import StepStatus, Subject, _mint_permit
 from verifiers.id_check import IdCheckVerifier
 from verifiers.limits import CallLimits, LocalLimitStore, RedisLimitStore, local_limits
 from verifiers.vendor import VendorClient, VendorEndpoint
 
-TWO = "/v1/identity/two-element"
+TWO = "IdCardVerification"  # the two-element check at Tencent, the contracts' primary
+NAME = "张伟"
 REDIS = "redis://127.0.0.1:6379/0"
 
 
@@ -45,18 +46,18 @@ def contracts(**changes) -> VendorContracts:
     """The shipped contracts with `changes` applied to the two-element check's and the
     spend ceilings ({"two": {...}, "spend": {...}})."""
     doc = catalog.vendor_contracts().model_dump(mode="json")
-    doc["vendors"]["identity"]["apis"][TWO].update(changes.get("two", {}))
+    doc["vendors"]["tencent"]["apis"][TWO].update(changes.get("two", {}))
     doc["spend"].update(changes.get("spend", {}))
     return VendorContracts.model_validate(doc)
 
 
 def people(result: str, n: int, seed: int) -> list[str]:
-    """`n` ID numbers the sandbox answers `result` for."""
+    """`n` ID numbers the identity source answers `result` for under `NAME`."""
     rng = random.Random(seed)
     found: list[str] = []
     while len(found) < n:
         number = make_id_number(rng)
-        if three_element_result("x", number) == result:
+        if identity_fact(NAME, number) == result:
             found.append(number)
     return found
 
@@ -64,7 +65,7 @@ def people(result: str, n: int, seed: int) -> list[str]:
 def subject(id_number: str) -> Subject:
     return Subject(
         applicant_ref="C-1",
-        name=SecretStr("张伟"),
+        name=SecretStr(NAME),
         id_type="resident_id",
         id_number=SecretStr(id_number),
     )
@@ -92,10 +93,16 @@ def vendor():
 
 async def check_all(server, numbers: list[str], limits: CallLimits):
     endpoint = VendorEndpoint(
-        base_url=server.base_url, app_key="k", app_secret=SecretStr("s3cret"), name="identity"
+        base_url=server.base_url,
+        app_key="k",
+        app_secret=SecretStr("s3cret"),
+        name="tencent",
+        protocol="tencent",
+        region="ap-guangzhou",
     )
     async with aiohttp.ClientSession() as session:
-        verifier = IdCheckVerifier(VendorClient(endpoint, session, max_attempts=1, limits=limits))
+        client = VendorClient(endpoint, session, max_attempts=1, limits=limits)
+        verifier = IdCheckVerifier([client], limits.contracts)
         out, tag = [], secrets.token_hex(4)
         for i, number in enumerate(numbers):  # one at a time: the order is the test's
             out.append(await verifier.verify(subject(number), permit(f"{tag}-{i}")))
@@ -115,7 +122,8 @@ def test_when_a_contract_is_wrong_then_it_is_refused_with_its_line_and_rule(tmp_
 
 def test_when_a_paid_api_has_no_contract_then_no_run_starts(tmp_path, make_runtime):
     doc = yaml.safe_load(shipped.read_text("vendors.yaml"))
-    del doc["vendors"]["court"]
+    apis = doc["vendors"]["court"]["apis"]  # the court's contract covers another path only
+    apis["/v1/court/other"] = apis.pop("/v1/court/dishonest")
     path = tmp_path / "vendors.yaml"
     path.write_text(yaml.safe_dump(doc), encoding="utf-8")
     rt = make_runtime(vendor_contracts=path)
@@ -131,31 +139,38 @@ async def test_when_a_person_reaches_the_daily_cap_then_no_further_call_is_sent(
     got = await check_all(vendor, [one, one, one], limits)
     assert [e.status for e in got] == [StepStatus.PASSED, StepStatus.PASSED, StepStatus.ERROR]
     assert got[2].reason == "person_daily_cap:id_number" and got[2].attempts == 0
-    assert len(vendor.state.calls_for(one)) == 2  # the third never left
+    assert len(vendor.state.tencent.calls_for(one)) == 2  # the third never left
 
 
 async def test_when_the_vendor_caps_a_person_then_the_step_ends_error_unbilled(vendor):
-    vendor.state.person_daily_cap = 1
+    tencent = vendor.state.tencent
+    tencent.daily_caps["IdCardVerification"]["IdCard"] = 1
     one = people("MATCH", 1, seed=4)[0]
     got = await check_all(vendor, [one, one], local_limits(contracts()))
     assert got[0].status is StepStatus.PASSED
-    assert got[1].status is StepStatus.ERROR and got[1].reason == "http_403"
-    assert [c.error for c in vendor.state.calls_for(one)] == [None, "person_daily_limit"]
-    assert vendor.state.billed_cents() == 20
+    # Tencent's own code for it ("-7", 认证次数超过当日限制): an error, not the fallback's.
+    assert (got[1].status, got[1].reason, got[1].result_code) == (
+        StepStatus.ERROR,
+        "VENDOR_DAILY_LIMIT",
+        "-7",
+    )
+    assert got[1].fee_cents == 0
+    assert [c.result for c in tencent.calls_for(one)] == ["0", "-7"]
+    assert tencent.billed_fen() == 30
 
 
 async def test_when_the_run_reaches_its_spend_ceiling_then_paid_calls_stop(vendor):
-    # Ten people the source knows, at 20 fen a call, under a ceiling of 100 fen a run: five
+    # Ten people the source knows, at 30 fen a call, under a ceiling of 150 fen a run: five
     # calls go out, the rest end `budget_exhausted` unsent. NO_RECORD answers are free and
     # give their reservation back, so they never eat into the ceiling.
     free = people("NO_RECORD", 3, seed=5)
     billed = people("MATCH", 10, seed=6)
-    limits = local_limits(contracts(spend={"per_run_cents": 100})).for_run("run-1")
+    limits = local_limits(contracts(spend={"per_run_cents": 150})).for_run("run-1")
     got = await check_all(vendor, [*free, *billed], limits)
     reasons = Counter(e.reason for e in got)
     assert reasons == {"NO_RECORD": 3, "MATCH": 5, "budget_exhausted": 5}
-    assert vendor.state.billed_cents() == 100
-    assert len(vendor.state.calls) == 8
+    assert vendor.state.tencent.billed_fen() == 150
+    assert len(vendor.state.tencent.calls) == 8
     # Another run has a ceiling of its own; the day's is shared by every run.
     other = await check_all(vendor, billed[:1], limits.for_run("run-2"))
     assert other[0].reason == "MATCH"
@@ -164,7 +179,7 @@ async def test_when_the_run_reaches_its_spend_ceiling_then_paid_calls_stop(vendo
 async def test_when_the_day_reaches_its_spend_ceiling_then_every_run_stops():
     store = LocalLimitStore()
     limits = CallLimits(
-        contracts(spend={"per_day_cents": 40}),
+        contracts(spend={"per_day_cents": 60}),
         store,
         person_key=lambda kind, value: f"{kind}:{hash(value)}",
     )
@@ -231,14 +246,16 @@ rt.close()
 def test_when_two_workers_share_one_limiter_then_a_rate_limited_api_answers_no_429(
     database, key_file, make_runtime, tmp_path
 ):
-    """Two processes, each a batch of its own, against a sandbox that allows the carrier
-    check 20 calls a second (above it: 429). Both draw from one limiter in Redis."""
+    """Two processes, each a batch of its own, against Tencent's imitation, which allows the
+    three-element check (and the number's status and tenure) 20 calls a second per account,
+    as Tencent publishes (above it: `RequestLimitExceeded`). Both draw from one limiter in
+    Redis."""
     from flows.settings import vendor_overrides
     from idv.synthetic import write_batch
 
-    state = SandboxState(app_key="k", app_secret="s3cret", rates_per_s={"/v1/carrier/verify": 20})
+    state = SandboxState(app_key="k", app_secret="s3cret")
     doc = catalog.vendor_contracts().model_dump(mode="json")
-    doc["vendors"]["carrier"]["apis"]["/v1/carrier/verify"]["rate_per_s"] = 20
+    assert doc["vendors"]["tencent"]["apis"]["PhoneVerification"]["rate_per_s"] == 20
     # The vendor counts arrivals, we pace departures: between the two, a machine whose two
     # cores are busy with other tests delays some requests by tens of milliseconds (the
     # limiter's own departures hold exactly 20 in any second; bench/contracts.py prints
@@ -289,10 +306,12 @@ def test_when_two_workers_share_one_limiter_then_a_rate_limited_api_answers_no_4
         assert [w.returncode for w in workers] == [0, 0], [o[1][-2000:] for o in outs]
         # No step failed on the limiter itself (a store error is a verifier error).
         assert not [err for _out, err in outs if "raised" in err], [o[1][-2000:] for o in outs]
-        calls = list(vendor.state.calls)
-    carrier = [c for c in calls if c.path == "/v1/carrier/verify"]
+        calls = list(vendor.state.tencent.calls)
+        fallback = list(vendor.state.aliyun.calls)
+    carrier = [c for c in calls if c.action == "PhoneVerification"]
     assert len(carrier) > 300  # enough to hold the rate for many seconds
-    assert [c for c in calls if c.status_code == 429] == []
+    assert [c for c in calls if c.error == "RequestLimitExceeded"] == []
+    assert fallback == []  # nothing was refused, so nothing went to Aliyun
     # The rate was reached, not just respected: two workers together near 20/s.
     assert took >= len(carrier) / 20
     # No personal value in what the workers printed.
@@ -310,31 +329,33 @@ def test_when_two_workers_share_one_limiter_then_a_rate_limited_api_answers_no_4
 @pytest.mark.subprocess
 def test_when_the_standalone_sandbox_is_given_a_rate_then_it_answers_429_above_it(tmp_path):
     """`idv sandbox serve --rate ENDPOINT=N` (the vendor in a process of its own, as the
-    benchmarks run it): a bad rate is refused at start naming the option and the rule; a good
-    one is enforced, 429 with Retry-After above it."""
+    benchmarks run it) for a generic adapter's path (the real vendors' imitations keep the
+    rates they publish): a bad rate is refused at start naming the option and the rule; a
+    good one is enforced, 429 with Retry-After above it. Every imitated vendor's account is
+    IDV_TENCENT_APP_KEY / _APP_SECRET."""
     import urllib.request
 
     from tests.conftest import free_port
     from tests.support import IDV_BIN, run_idv
-    from verifiers.vendor import sign_request
+    from verifiers.signing import sign_request
 
     env = {
         **os.environ,
         "IDV_HOME": str(tmp_path / "home"),
-        "IDV_IDENTITY_APP_KEY": "k",
-        "IDV_IDENTITY_APP_SECRET": "s3cret",
+        "IDV_TENCENT_APP_KEY": "k",
+        "IDV_TENCENT_APP_SECRET": "s3cret",
     }
     for bad, rule in (
         ("/v1/nowhere=5", "one of the sandbox's endpoints"),
-        ("/v1/carrier/verify=-3", "positive number"),
-        ("/v1/carrier/verify", "ENDPOINT=CALLS_PER_SECOND"),
+        ("/v1/credit/summary=-3", "positive number"),
+        ("/v1/credit/summary", "ENDPOINT=CALLS_PER_SECOND"),
     ):
         refused = run_idv(env, "sandbox", "serve", "--port", "0", "--rate", bad, timeout=60)
         assert refused.returncode == 2 and "--rate" in refused.stderr and rule in refused.stderr
         assert "Traceback" not in refused.stderr
     port = free_port()
     proc = subprocess.Popen(
-        [IDV_BIN, "sandbox", "serve", "--port", str(port), "--rate", "/v1/carrier/verify=3"],
+        [IDV_BIN, "sandbox", "serve", "--port", str(port), "--rate", "/v1/credit/summary=3"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -350,19 +371,15 @@ def test_when_the_standalone_sandbox_is_given_a_rate_then_it_answers_429_above_i
 
         async def burst() -> list[tuple[int, str | None]]:
             body = json.dumps(
-                {
-                    "name": "张伟",
-                    "id_number": make_id_number(random.Random(3)),
-                    "phone": "13800138000",
-                }
+                {"name": "张伟", "id_number": make_id_number(random.Random(3))}
             ).encode()
             async with aiohttp.ClientSession() as session:
                 out = []
                 for _ in range(5):
-                    headers = sign_request("POST", "/v1/carrier/verify", body, "k", "s3cret")
+                    headers = sign_request("POST", "/v1/credit/summary", body, "k", "s3cret")
                     headers["Content-Type"] = "application/json"
                     async with session.post(
-                        f"{base}/v1/carrier/verify", data=body, headers=headers
+                        f"{base}/v1/credit/summary", data=body, headers=headers
                     ) as resp:
                         out.append((resp.status, resp.headers.get("Retry-After")))
                 return out
