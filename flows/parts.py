@@ -264,7 +264,11 @@ class RuntimeParts:
         if s.auto_migrate:
             upgrade(engine)
         store = Store(
-            engine, ring, checkpoints=self.checkpoints, checkpoint_every=s.checkpoint_every
+            engine,
+            ring,
+            checkpoints=self.checkpoints,
+            checkpoint_every=s.checkpoint_every,
+            checkpoint_interval_s=s.checkpoint_interval_s,
         )
         after = current_revision(engine) if s.auto_migrate else None
         if s.auto_migrate and crosses(before, after):  # rows from before their bindings

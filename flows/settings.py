@@ -177,6 +177,9 @@ class Settings(BaseSettings):
     # out of the database role's reach). Made on first use in development only.
     checkpoint_key_file: Path | None = None
     checkpoint_every: int = Field(1000, ge=1, le=10_000_000)  # events between checkpoints
+    # Seconds an event waits at most for a checkpoint (a timer armed by the first event not
+    # covered; 0: none). Withdrawals, holds, erasures, roles and credentials do not wait.
+    checkpoint_interval_s: float = Field(60.0, ge=0, le=86_400)
     checkpoint_origin: str = Field("idv/audit", min_length=1, max_length=200)
     # RFC 3161 time-stamping of each checkpoint: the authority's URL and its certificate
     # (PEM), the one a token must be signed under.

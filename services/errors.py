@@ -76,6 +76,7 @@ def environment_failure(exc: BaseException) -> tuple[str, str] | None:
     from sqlalchemy.exc import DBAPIError
 
     from policies.document import PolicyError
+    from storage.audit import ChainRolledBackError
     from storage.keyring import KeyRingError
 
     if isinstance(exc, ValidationError) and exc.title == "Settings":
@@ -90,6 +91,8 @@ def environment_failure(exc: BaseException) -> tuple[str, str] | None:
         return "policy", f"refused: {exc}"
     if isinstance(exc, KeyRingError):
         return "keys", str(exc)
+    if isinstance(exc, ChainRolledBackError):  # no run starts: nothing is paid for on it
+        return "audit_chain", f"{exc.rule}; run `idv audit verify`"
     if isinstance(exc, DBAPIError):
         text = str(exc.orig).lower()
         if "readonly" in text or "read-only" in text:

@@ -213,3 +213,14 @@ def test_when_events_arrive_then_the_timer_checkpoints_them_and_a_withdrawal_at_
     assert max(store.audit.checkpoints.sizes()) == 5  # a grant waits for the timer
     store.ledger.withdraw(consent_id, actor="applicant", via="subject")
     assert max(store.audit.checkpoints.sizes()) == store.audit.head_seq() == 7
+
+
+def test_the_interval_is_a_setting_and_a_refused_run_is_named_on_the_command_line(
+    database, make_runtime
+):
+    from services.errors import environment_failure
+
+    rt = make_runtime(checkpoint_interval_s=0.25)
+    assert rt.store.audit.checkpoint_interval_s == 0.25
+    field, rule = environment_failure(ChainRolledBackError("events were removed from its end"))
+    assert field == "audit_chain" and "idv audit verify" in rule
