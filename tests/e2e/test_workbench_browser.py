@@ -3,10 +3,11 @@ the storage (a consent ledger's grants, steps with their vendor request ids and 
 court-list entry) with planted canaries for the ID number, phone and name.
 
 - An analyst signs in, takes the next case, reveals the ID number with a reason (shown in
-  that answer only), adds a note, asks for information, claims the case again and proposes a
-  reject; they see no confirm button and a forged confirm is refused.
+  that answer only), adds a note, asks for information from the decision bar, claims the case
+  again and proposes a reject; they see no confirm button and a forged confirm is refused.
 - A supervisor claims that case, reveals the phone with a reason (shown in that answer only),
-  whitelists the court entry, confirms the reject, reads the SLA view, bulk-assigns a case.
+  whitelists the court entry, confirms the reject from the decision bar, reads the SLA view,
+  bulk-assigns a case.
 - An auditor sees the queue and the case masked with no action button; forged actions are
   refused and change nothing.
 
@@ -175,7 +176,9 @@ def test_an_analyst_takes_the_next_case_asks_for_information_and_proposes_a_reje
     page.get_by_role("button", name="下一个案件 Next case").click()
     page.get_by_test_id("claimed-by").filter(has_text="ana").wait_for()
     assert cases["W-1"] in page.url
-    page.locator("li[data-reason='ID_MISMATCH']", has_text="ID").wait_for()
+    page.locator("[data-reason='ID_MISMATCH']", has_text="ID").wait_for()
+    page.locator("details[data-fold='evidence'] > summary").click()
+    page.locator("tr[data-step='court_list']", has_text="vr-court-0002").wait_for()
     assert page.locator("tr[data-step='court_list']", has_text="vr-court-0002").count() == 1
     assert "privacy-notice-2026.10" in page.locator("tr[data-step='id_check']").inner_text()
     assert page.locator(f"tr[data-entry='{COURT_NUMBER}']").count() == 1
@@ -183,6 +186,7 @@ def test_an_analyst_takes_the_next_case_asks_for_information_and_proposes_a_reje
     shot(page, "analyst-case")
 
     # One field revealed with a reason from the list: shown in that answer only, audited.
+    page.locator("details[data-fold='reveal'] > summary").click()
     reveal = page.locator("form[data-form='reveal']")
     reveal.get_by_label("字段 Field").select_option("id_number")
     reveal.get_by_label("原因 Reason code").select_option("identity_mismatch")
@@ -202,20 +206,22 @@ def test_an_analyst_takes_the_next_case_asks_for_information_and_proposes_a_reje
     page.locator("ul.notes li", has_text="applicant said").wait_for()
     masked(page)  # the note is masked when shown
 
-    ask = page.locator("form[data-action='request_info']")
-    ask.get_by_label("模板 Template").select_option("document_request")
-    ask.get_by_label("渠道 Channel").select_option("sms")
-    ask.get_by_label("理由 Reason").fill("the ID document is needed")
-    ask.get_by_role("button", name="请求资料 Request information").click()
+    bar = page.locator("form[data-form='decide']")
+    bar.get_by_label("资料模板 Template").select_option("document_request")
+    bar.get_by_label("渠道 Channel").select_option("sms")
+    bar.get_by_label("理由 Reason").fill("the ID document is needed")
+    bar.get_by_test_id("then-next").uncheck()  # stay on this case
+    bar.get_by_role("button", name="请求资料 Request information").click()
     page.locator("li[data-outreach='document_request']").wait_for()
     assert "waiting" in page.get_by_test_id("status").inner_text()
     shot(page, "analyst-request-info")
 
     page.get_by_role("button", name="认领 Claim").click()
     page.get_by_test_id("claimed-by").filter(has_text="ana").wait_for()
-    reject = page.locator("form[data-action='reject']")
-    reject.get_by_label("理由 Reason").fill("the ID check failed and no document came")
-    reject.get_by_role("button", name="提议拒绝 Propose reject").click()
+    bar = page.locator("form[data-form='decide']")
+    bar.get_by_label("理由 Reason").fill("the ID check failed and no document came")
+    bar.get_by_test_id("then-next").uncheck()
+    bar.get_by_role("button", name="提议拒绝 Propose reject").click()
     page.get_by_test_id("status").filter(has_text="pending confirmation").wait_for()
     assert page.locator("tr[data-decision='reject']", has_text="pending").count() == 1
     masked(page)
@@ -244,6 +250,7 @@ def test_a_supervisor_reveals_with_a_reason_whitelists_and_confirms_the_reject(s
     page.get_by_role("button", name="认领 Claim").click()
     page.get_by_test_id("claimed-by").filter(has_text="sue").wait_for()
 
+    page.locator("details[data-fold='reveal'] > summary").click()
     reveal = page.locator("form[data-form='reveal']")
     reveal.get_by_label("字段 Field").select_option("phone")
     reveal.get_by_label("原因 Reason code").select_option("applicant_contact")
@@ -261,9 +268,12 @@ def test_a_supervisor_reveals_with_a_reason_whitelists_and_confirms_the_reject(s
     page.get_by_test_id("claimed-by").wait_for()
     masked(page)  # the value was in that answer only
 
+    page.locator("details[data-fold='evidence'] > summary").click()
     entry = page.locator(f"tr[data-entry='{COURT_NUMBER}']")
     entry.get_by_label("理由 Reason").fill("a different person with the same name")
     entry.get_by_role("button", name="标记为非本人 Whitelist").click()
+    page.wait_for_url("**done=whitelist")
+    page.locator("details[data-fold='evidence'] > summary").click()
     page.locator(f"tr[data-entry='{COURT_NUMBER}']", has_text="是 yes").wait_for()
 
     page.get_by_role("button", name="确认 Confirm reject").click()
