@@ -18,9 +18,9 @@ import re
 
 from prometheus_client import Counter, Gauge, Histogram
 
-# A label word: starts with a letter or '-' (vendor codes such as -7), then letters, digits
-# and _ . : - ; 48 characters at most.
-_WORD = re.compile(r"^[A-Za-z_-][A-Za-z0-9_.:-]{0,47}$")
+# A label word: starts with a letter, '-' (vendor codes such as -7) or '/' (an API's path),
+# then letters, digits and _ . : / - ; 64 characters at most.
+_WORD = re.compile(r"^[A-Za-z_/-][A-Za-z0-9_.:/-]{0,63}$")
 # Four digits in a row: a count, a year, an ID number, a phone or a ref ("A-000123") is not a
 # word of a vocabulary. Vendor result codes have at most three ("-7", "1001" is refused:
 # vendors' numeric codes are named by the contracts, `code` below).

@@ -121,13 +121,22 @@ def test_no_label_of_any_series_holds_a_personal_value_or_an_id(
 
 @pytest.mark.parametrize(
     "value",
-    [*CANARIES, "OD-000001", "6222021234567890123", "+86 139 0013 9000", "f8fad5bd-d9cb"],
+    [
+        *CANARIES,
+        "OD-000001",
+        "6222021234567890123",
+        "+86 139 0013 9000",
+        "f8fad5bd-d9cb",
+        "/subjects/A-000123/decision",
+    ],
 )
 def test_a_value_that_is_not_a_vocabulary_word_becomes_other(value):
     assert label_value(value) == "other"
 
 
-@pytest.mark.parametrize("value", ["id_check", "passed", "-7", "no_consent", "FailedOperation.X"])
+@pytest.mark.parametrize(
+    "value", ["id_check", "passed", "-7", "no_consent", "FailedOperation.X", "/v1/court/dishonest"]
+)
 def test_a_vocabulary_word_is_kept(value):
     assert label_value(value) == value
 
