@@ -6,13 +6,14 @@ import json
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from policies.vocabulary import ApplicantRef
 from services.access import AccessControl
 from services.context import Actor
-from services.errors import Conflict, InvalidInput, NotFound
+from services.errors import Conflict, InvalidInput, NotFound, from_validation
 from storage.bindings import BindingError
 from storage.checkpoints import CheckpointError
 from storage.crypto import digest
@@ -48,6 +49,46 @@ class ProofBundle(BaseModel):
     digests: tuple[str, ...]
 
 
+class TrailQuery(BaseModel):
+    """The audit trail narrowed: by subject, by the actor an event names, by kind (a prefix:
+    `case.`, `subject.erased`), by time (`since` included, `until` excluded); `before` a
+    sequence number for the next page."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    applicant_ref: ApplicantRef | None = None
+    actor: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.@:-]{1,120}$")] | None = None
+    kind: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.]{0,63}$")] | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    before: int | None = Field(None, ge=1)
+    limit: int = Field(50, ge=1, le=500)
+
+
+class TrailEvent(BaseModel):
+    """One event of the trail as the chain holds it (its detail carries codes, hashes and
+    masked text, never a personal value), and whether its MAC holds."""
+
+    model_config = ConfigDict(frozen=True)
+
+    seq: int
+    at: str
+    kind: str
+    subject_ref: str | None
+    actor: str | None
+    role: str | None
+    detail: dict[str, Any]
+    authentic: bool
+
+
+class TrailPage(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    events: list[TrailEvent]
+    # The next page: `before` this sequence number (None: nothing older matches).
+    next_before: int | None
+
+
 class AuditService:
     """Reading the chain needs `audit_read`, a subject's proof bundle `audit_export`
     (`policies/access.yaml`); a refusal is audited before anything is read."""
@@ -75,6 +116,46 @@ class AuditService:
             record=b.record if b else None,
             records=found.records,
         )
+
+    def trail(self, query: TrailQuery | dict[str, Any], *, actor: Actor) -> TrailPage:
+        """The audit trail, newest first, narrowed by `query`; needs `audit_read`. A time
+        without a zone is UTC."""
+        self.access.require(actor, "audit_read", operation="audit.trail")
+        if not isinstance(query, TrailQuery):
+            try:
+                query = TrailQuery.model_validate(query)
+            except ValidationError as exc:
+                raise from_validation(exc) from None
+
+        def utc(at: datetime | None) -> datetime | None:
+            if at is None:
+                return None
+            return at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
+
+        rows = self.store.audit.trail(
+            subject_ref=query.applicant_ref,
+            actor=query.actor,
+            kind_prefix=query.kind,
+            since=utc(query.since),
+            until=utc(query.until),
+            before_seq=query.before,
+            limit=query.limit,
+        )
+        events = [
+            TrailEvent(
+                seq=e.seq,
+                at=e.at.isoformat(),
+                kind=e.kind,
+                subject_ref=e.subject_ref,
+                actor=e.detail.get("actor") if isinstance(e.detail.get("actor"), str) else None,
+                role=e.detail.get("role") if isinstance(e.detail.get("role"), str) else None,
+                detail=dict(e.detail),
+                authentic=ok,
+            )
+            for e, ok in rows
+        ]
+        more = len(events) == query.limit and events[-1].seq > 1
+        return TrailPage(events=events, next_before=events[-1].seq if more else None)
 
     def checkpoint_key(self, *, actor: Actor) -> str:
         """The checkpoint verifier key to publish (`<name>+<key id>+<base64>`): what a third

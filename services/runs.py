@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from intake.reader import BatchFormatError, check_batch
 from policies.masking import mask
 from services.access import AccessControl
@@ -54,6 +56,21 @@ def run_gone(run: dict[str, Any], *, now: datetime, stale_s: float) -> str | Non
     return None
 
 
+class RunSummary(BaseModel):
+    """A run as the operator's page lists it: counts and fees, no personal value."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    batch_name: str
+    started_at: datetime
+    finished_at: datetime | None
+    status: str
+    counts: dict[str, int]
+    fees_cents: int
+    resumes: str | None
+
+
 class RunService:
     def __init__(self, store: Store, *, access: AccessControl) -> None:
         self.store = store
@@ -64,6 +81,19 @@ class RunService:
         the inbox, one applicant, a re-verification. Every surface that starts one asks
         here first; the flows themselves run under a service actor."""
         self.access.require(actor, "run", operation=operation)
+
+    def recent(self, *, actor: Actor, limit: int = 50) -> list[RunSummary]:
+        """The latest runs, newest first (needs `run`)."""
+        self.authorize(actor, operation="runs.list")
+        if not 1 <= limit <= 500:
+            raise InvalidInput("limit", "must be 1-500")
+        return [
+            RunSummary(
+                **{k: v for k, v in r.items() if k != "counts"},
+                counts={k: int(v) for k, v in r["counts"].items() if isinstance(v, int)},
+            )
+            for r in self.store.runs.recent(limit)
+        ]
 
     def may_start(self, actor: Actor) -> bool:
         """Whether `authorize` lets the actor through (the policy alone, no store access)."""

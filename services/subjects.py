@@ -1,10 +1,18 @@
 """Data-subject operations: reveal one value with a reason, erase (crypto-shredding), place a
-legal hold. Each checks the actor's permission in `policies/access.yaml` and is audited."""
+legal hold. Each checks the actor's permission in `policies/access.yaml` and is audited.
+
+Erasure with four eyes: one person with `erase` proposes it with a reason
+(`propose_erasure`), another confirms it (`confirm_erasure`), and only then is the subject
+erased (or restricted under a hold); nobody confirms their own proposal, and only its proposer
+withdraws it. A proposal is what its audit events record (`subject.erasure_proposed`,
+`_confirmed`, `_withdrawn`): one written into the database behind the chain proposes
+nothing."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -19,7 +27,7 @@ from policies.masking import mask_text
 from policies.vocabulary import check_applicant_ref
 from services.access import AccessControl
 from services.context import Actor
-from services.errors import Denied, InvalidInput, NotFound, ServiceError
+from services.errors import Conflict, Denied, InvalidInput, NotFound, ServiceError
 from storage.applicants import RevealLimitError
 from storage.store import Store
 from storage.subjects import SubjectUnavailableError
@@ -54,6 +62,35 @@ class Hold(BaseModel):
     applicant_ref: str
     basis: str
     until: datetime
+
+
+class ErasureProposal(BaseModel):
+    """An erasure proposed by one person for a second to confirm; its reason masked."""
+
+    model_config = ConfigDict(frozen=True)
+
+    proposal_id: str
+    applicant_ref: str
+    proposed_by: str
+    proposed_at: datetime
+    reason: str
+    status: Literal["pending", "confirmed", "withdrawn"]
+    decided_by: str | None = None
+    decided_at: datetime | None = None
+    result: str | None = None
+
+
+class HoldInForce(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    hold_id: str
+    basis: str
+    purpose: str
+    until: datetime
+
+
+ERASURE_KINDS = ("subject.erasure_proposed", "subject.erasure_confirmed",
+                 "subject.erasure_withdrawn")
 
 
 def require_ref(value: str) -> None:
@@ -181,6 +218,106 @@ class SubjectService:
         if result == "unknown":
             raise NotFound("applicant_ref", "no such subject")
         return Erasure(applicant_ref=applicant_ref, result=result)  # type: ignore[arg-type]
+
+    # --- erasure with four eyes -----------------------------------------------------------
+
+    def _proposals(self, applicant_ref: str | None = None) -> dict[str, ErasureProposal]:
+        """Every erasure proposal as the chain's authentic events record it, by id."""
+        found: dict[str, ErasureProposal] = {}
+        events = self.store.audit.events(kind_prefix="subject.erasure_",
+                                         subject_ref=applicant_ref)
+        for e in events:
+            d: dict[str, Any] = e.detail
+            pid = d.get("proposal_id")
+            if e.kind not in ERASURE_KINDS or not isinstance(pid, str):
+                continue
+            if not self.store.audit.authentic(e):  # written behind the chain: nothing
+                continue
+            if e.kind == "subject.erasure_proposed":
+                found[pid] = ErasureProposal(
+                    proposal_id=pid, applicant_ref=str(e.subject_ref), proposed_by=d["actor"],
+                    proposed_at=e.at, reason=str(d.get("reason", "")), status="pending")
+            elif pid in found and found[pid].status == "pending":
+                found[pid] = found[pid].model_copy(update={
+                    "status": "confirmed" if e.kind.endswith("confirmed") else "withdrawn",
+                    "decided_by": d.get("actor"), "decided_at": e.at,
+                    "result": d.get("result")})
+        return found
+
+    def erasure_proposals(self, *, actor: Actor, pending: bool = True,
+                          applicant_ref: str | None = None) -> list[ErasureProposal]:
+        """Erasure proposals, oldest first (only those waiting for a second person unless
+        `pending` is False); needs `erase`."""
+        self.access.require(actor, "erase", operation="subject.erasure_proposals")
+        if applicant_ref is not None:
+            require_ref(applicant_ref)
+        return [p for p in self._proposals(applicant_ref).values()
+                if not pending or p.status == "pending"]
+
+    def propose_erasure(self, applicant_ref: str, *, reason: str, actor: Actor
+                        ) -> ErasureProposal:
+        """Propose erasing a subject of whom something is held, with a reason (the policy's
+        rule for free text; kept masked): a second person with `erase` confirms it. One
+        proposal waits per subject at a time."""
+        require_ref(applicant_ref)
+        self.access.require(actor, "erase", operation="subject.erasure_proposed",
+                            subject_ref=applicant_ref)
+        self._reason(actor, "erase", reason, operation="subject.erasure_proposed",
+                     subject_ref=applicant_ref)
+        require_known(self.store, applicant_ref)
+        if any(p.status == "pending" for p in self._proposals(applicant_ref).values()):
+            raise Conflict("erasure", "an erasure proposal waits for this subject already")
+        pid = str(uuid.uuid4())
+        self.store.audit.record("subject.erasure_proposed", applicant_ref, {
+            "proposal_id": pid, "actor": actor.name, "role": actor.role,
+            "reason": mask_text(reason)})
+        return self._proposals(applicant_ref)[pid]
+
+    def _pending(self, proposal_id: str, actor: Actor, operation: str) -> ErasureProposal:
+        if len(proposal_id) != 36:
+            raise InvalidInput("proposal_id", "must be a proposal id (36 characters)")
+        self.access.require(actor, "erase", operation=operation)
+        found = self._proposals().get(proposal_id)
+        if found is None or found.status != "pending":
+            raise NotFound("erasure", "no erasure proposal waits for this subject")
+        return found
+
+    def confirm_erasure(self, proposal_id: str, *, actor: Actor) -> Erasure:
+        """A second person with `erase` confirms a pending proposal: the subject is erased,
+        or restricted when a legal hold applies. Nobody confirms their own (refused and
+        audited)."""
+        p = self._pending(proposal_id, actor, "subject.erasure_confirmed")
+        if p.proposed_by == actor.name:
+            self.access.refused(actor, "erase", operation="subject.erasure_confirmed",
+                                rule="nobody confirms their own proposal",
+                                subject_ref=p.applicant_ref)
+            raise Denied("actor", "nobody confirms their own proposal")
+        result = self.store.subjects.erase(p.applicant_ref, reason=f"erasure proposal "
+                                           f"{proposal_id}", actor=actor.name)
+        self.store.audit.record("subject.erasure_confirmed", p.applicant_ref, {
+            "proposal_id": proposal_id, "actor": actor.name, "role": actor.role,
+            "proposed_by": p.proposed_by, "result": result})
+        if result == "unknown":
+            raise NotFound("applicant_ref", "no such subject")
+        return Erasure(applicant_ref=p.applicant_ref, result=result)  # type: ignore[arg-type]
+
+    def withdraw_erasure(self, proposal_id: str, *, actor: Actor) -> ErasureProposal:
+        """The proposer takes a pending proposal back."""
+        p = self._pending(proposal_id, actor, "subject.erasure_withdrawn")
+        if p.proposed_by != actor.name:
+            raise Denied("actor", "only its proposer withdraws a proposal")
+        self.store.audit.record("subject.erasure_withdrawn", p.applicant_ref, {
+            "proposal_id": proposal_id, "actor": actor.name, "role": actor.role})
+        return self._proposals(p.applicant_ref)[proposal_id]
+
+    def holds(self, applicant_ref: str, *, actor: Actor) -> list[HoldInForce]:
+        """The subject's legal holds in force, as the chain records them; needs `hold`."""
+        require_ref(applicant_ref)
+        self.access.require(actor, "hold", operation="subject.holds", subject_ref=applicant_ref)
+        require_known(self.store, applicant_ref)
+        return [HoldInForce(hold_id=h["hold_id"], basis=h["basis"], purpose=h["purpose"],
+                            until=datetime.fromisoformat(h["until"]))
+                for h in self.store.subjects.active_holds(applicant_ref)]
 
     def hold(self, applicant_ref: str, *, basis: str, actor: Actor) -> Hold:
         """A legal hold on a subject of whom something is held (`NotFound` otherwise): an

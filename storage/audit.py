@@ -566,6 +566,51 @@ class AuditLog:
                 for e in s.scalars(q)
             ]
 
+    def trail(
+        self,
+        *,
+        subject_ref: str | None = None,
+        actor: str | None = None,
+        kind_prefix: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        before_seq: int | None = None,
+        limit: int = 50,
+    ) -> list[tuple[AuditRecord, bool]]:
+        """The audit trail, newest first: events by subject, by the actor their detail names,
+        by kind prefix, by time (`since` included, `until` excluded), below `before_seq` (the
+        next page), at most `limit`; each with whether its MAC holds (`authentic`)."""
+        with self._ctx.transaction() as s:
+            q = select(m.AuditEvent).order_by(m.AuditEvent.seq.desc()).limit(limit)
+            if subject_ref is not None:
+                q = q.where(m.AuditEvent.subject_ref == subject_ref)
+            if actor is not None:
+                q = q.where(m.AuditEvent.detail["actor"].as_string() == actor)
+            if kind_prefix is not None:
+                q = q.where(m.AuditEvent.kind.startswith(kind_prefix))
+            if since is not None:
+                q = q.where(m.AuditEvent.at >= since)
+            if until is not None:
+                q = q.where(m.AuditEvent.at < until)
+            if before_seq is not None:
+                q = q.where(m.AuditEvent.seq < before_seq)
+            return [
+                (
+                    AuditRecord(
+                        seq=e.seq,
+                        at=as_utc(e.at),
+                        kind=e.kind,
+                        subject_ref=e.subject_ref,
+                        detail=e.detail,
+                        prev_hash=e.prev_hash,
+                        hash=e.hash,
+                        link=e.link,
+                    ),
+                    self.authentic(e),
+                )
+                for e in s.scalars(q)
+            ]
+
     def verify_chain(self) -> tuple[bool, int | None, int]:
         """(intact, first broken sequence number or None, events checked): `verify` in short."""
         report = self.check()

@@ -345,6 +345,25 @@ class RunRepository:
             self._audit.checkpoint()  # every batch ends under a checkpoint
         return counts
 
+    def recent(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The latest runs, newest first: id, batch name, times, status, counts and fees."""
+        with self._ctx.transaction() as s:
+            return [
+                {
+                    "run_id": r.id,
+                    "batch_name": r.batch_name,
+                    "started_at": as_utc(r.started_at),
+                    "finished_at": as_utc(r.finished_at) if r.finished_at else None,
+                    "status": r.status,
+                    "counts": dict(r.counts or {}),
+                    "fees_cents": r.fees_cents or 0,
+                    "resumes": r.resumes,
+                }
+                for r in s.scalars(
+                    select(m.Run).order_by(m.Run.started_at.desc(), m.Run.id).limit(limit)
+                )
+            ]
+
     def lines(self, run_id: str) -> list[RunLineRecord]:
         with self._ctx.transaction() as s:
             return [
