@@ -53,7 +53,10 @@ class Template(_Frozen):
 RECONSENT_REASON, RECONSENT_TEMPLATE = "RECONSENT_NEEDED", "reconsent"
 # The re-screen against the list copy: a new listing, and a delisting a case rests on.
 COURT_NEW_LISTING, COURT_DELISTED = "COURT_NEW_LISTING", "COURT_DELISTED"
-WORKFLOW_REASONS = (RECONSENT_REASON, COURT_NEW_LISTING, COURT_DELISTED)
+# The applicant chose to verify another way than face: an analyst's document check, asked
+# with the outreach template below.
+FACE_ANOTHER_WAY_REASON, FACE_ANOTHER_WAY_TEMPLATE = "FACE_ANOTHER_WAY", "document_request"
+WORKFLOW_REASONS = (RECONSENT_REASON, COURT_NEW_LISTING, COURT_DELISTED, FACE_ANOTHER_WAY_REASON)
 
 
 class OutreachRules(_Frozen):

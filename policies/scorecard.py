@@ -57,6 +57,33 @@ KNOWN_FEATURES: dict[str, Literal["categorical", "numeric"]] = {
     "rapid_profile_changes": "numeric",
 }
 
+# A face verification may pass or fail identity; it never feeds a risk score (GB/T 41819: face
+# data must not be used to judge a person's economic status). Every face-derived name (the step
+# `face_check`, its signals `face_*`) is refused: by a card at load (file, line, rule), by
+# `assess`, and by `signal_features`, which never maps one.
+FACE_DERIVED_PREFIX = "face_"
+FACE_RULE = (
+    "a face-derived feature never scores: face verification passes or fails identity only "
+    "(GB/T 41819)"
+)
+
+
+def face_derived(name: str) -> bool:
+    """Whether a feature or signal name comes from face verification."""
+    return name.startswith(FACE_DERIVED_PREFIX)
+
+
+class FaceFeatureError(ValueError):
+    """A face-derived feature given to the scorecard. The text names the feature and the rule,
+    never a value."""
+
+    def __init__(self, feature: str) -> None:
+        super().__init__(f"{feature}: {FACE_RULE}")
+        self.feature = feature
+
+
+assert not any(face_derived(f) for f in KNOWN_FEATURES), "no face-derived feature is known"
+
 
 class ReasonLabel(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -140,6 +167,9 @@ def check(card: Scorecard) -> list[tuple[Path_, str]]:
     used: list[tuple[Path_, str]] = []
     for name, f in card.features.items():
         at: Path_ = ("features", name)
+        if face_derived(name):
+            out.append((at, FACE_RULE))
+            continue
         kind = KNOWN_FEATURES.get(name)
         if kind is None:
             out.append((at, "unknown feature: the pipeline supplies no such feature"))
@@ -270,7 +300,11 @@ def outcome_of(card: Scorecard, score: int, reasons: tuple[str, ...]) -> Outcome
 
 
 def assess(card: Scorecard, features: Mapping[str, object]) -> RiskAssessment:
-    """Score `features` (categorical values, or counts for numeric features)."""
+    """Score `features` (categorical values, or counts for numeric features). A face-derived
+    feature is refused (`FaceFeatureError`), whatever the card says."""
+    face = sorted(name for name in features if face_derived(name))
+    if face:
+        raise FaceFeatureError(face[0])
     unknown = features.keys() - card.features.keys()
     if unknown:
         raise KeyError(f"features not in scorecard {card.version}: {sorted(unknown)}")
@@ -296,6 +330,8 @@ def signal_features(signals: Mapping[str, object], card: Scorecard) -> dict[str,
     out: dict[str, FeatureValue] = {}
     for key, value in signals.items():
         name = renamed.get(key, key)
+        if face_derived(key) or face_derived(name):
+            continue  # never a feature, whatever the card names (FACE_RULE)
         if name not in card.features or value is None:
             continue
         if isinstance(value, bool):
@@ -307,4 +343,12 @@ def signal_features(signals: Mapping[str, object], card: Scorecard) -> dict[str,
     return out
 
 
-__all__ = ["PolicyError", "Scorecard", "assess", "check", "signal_features"]
+__all__ = [
+    "FaceFeatureError",
+    "PolicyError",
+    "Scorecard",
+    "assess",
+    "check",
+    "face_derived",
+    "signal_features",
+]

@@ -25,6 +25,8 @@ from policies.access import AccessDenied, AccessPolicy, check_free_text
 from policies.cases import (
     CHANNELS,
     DISPOSITIONS,
+    FACE_ANOTHER_WAY_REASON,
+    FACE_ANOTHER_WAY_TEMPLATE,
     RECONSENT_REASON,
     RECONSENT_TEMPLATE,
     CasePolicy,
@@ -1028,6 +1030,27 @@ class CaseService:
         sent = self._send_outreach(case, DecisionRequest(
             action="request_info", template=RECONSENT_TEMPLATE,
             reason=f"re-consent for {purpose}: {', '.join(sorted(reasons))}"), actor)
+        if sent["delivery"] != "failed":
+            self.store.cases.wait_for(case_id, sent["expires_at"])
+        return {"case_id": case_id, **sent}
+
+    def ask_another_way(self, applicant_ref: str, *, actor: Actor) -> dict[str, Any] | None:
+        """The applicant chose to verify their identity another way than face
+        (`services.face`): their case (opened, or joined, with `FACE_ANOTHER_WAY`) sends the
+        `document_request` template, for an analyst's document check, and waits for the
+        answer until the template's time runs out. Needs `run` (idv acting on the applicant's
+        choice). None for a subject with no stored applicant."""
+        self._permit(actor, "run", "ask_another_way")
+        if FACE_ANOTHER_WAY_TEMPLATE not in self.policy.outreach.templates:
+            raise InvalidInput("outreach.templates", f"must include `{FACE_ANOTHER_WAY_TEMPLATE}`")
+        due = self.policy.due([FACE_ANOTHER_WAY_REASON], self._now())
+        case_id = self.store.cases.case_for(applicant_ref, FACE_ANOTHER_WAY_REASON, due=due)
+        if case_id is None:
+            return None
+        case = self._case(case_id)
+        sent = self._send_outreach(case, DecisionRequest(
+            action="request_info", template=FACE_ANOTHER_WAY_TEMPLATE,
+            reason="the applicant chose another way than face verification"), actor)
         if sent["delivery"] != "failed":
             self.store.cases.wait_for(case_id, sent["expires_at"])
         return {"case_id": case_id, **sent}

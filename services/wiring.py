@@ -11,10 +11,11 @@ from services.backtest import BacktestService
 from services.cases import CaseService
 from services.compliance import ComplianceService
 from services.consent import ConsentService
-from services.context import ServiceContext
+from services.context import Actor, ServiceContext
 from services.court_list import CourtListService
 from services.events import EventService
 from services.explain import ExplainService
+from services.face import FaceService
 from services.fees import FeeService
 from services.health import HealthService
 from services.inbox import InboxService
@@ -125,6 +126,21 @@ class Services:
 
         return RescreenService(self._ctx.store, self.access, court_list_policy(),
                                self._ctx.notices)
+
+    @cached_property
+    def face(self) -> FaceService:
+        """Face verification: start, the way back, the sweep of lost redirects, another way
+        (an outreach request on the case, acting as idv on the applicant's choice)."""
+        settings = getattr(self._ctx, "settings", None)
+        cases = self.cases
+        system = Actor(name="system", role="operator")
+        return FaceService(self._ctx.store, self._ctx.gate, self._ctx.vendor_contracts,
+                           endpoints=getattr(self._ctx, "endpoints", {}),
+                           limits=getattr(self._ctx, "call_limits", None),
+                           timeout_s=getattr(settings, "vendor_timeout_s", 5.0),
+                           max_attempts=getattr(settings, "vendor_max_attempts", 3),
+                           another_way=lambda ref, _actor: cases.ask_another_way(
+                               ref, actor=system))
 
     @cached_property
     def retention(self) -> RetentionService:

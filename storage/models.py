@@ -631,3 +631,47 @@ class CorrectedValue(Base):
     field: Mapped[str] = mapped_column(String(16))
     old_ct: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     corrected_at: Mapped[datetime]
+
+
+class FaceToken(Base):
+    """One hosted face flow (`storage.face`): the vendor's token (Tencent's BizToken, Aliyun's
+    CertifyId, no personal value) recorded when the flow starts, under idv's own id, with the
+    gate's decision that allowed it; the verdict's text results once pulled (codes, statuses,
+    the similarity, attack tags: never an image, a name or an ID number); the deletion at the
+    vendor. `status`: `open` (no verdict yet), `final` (a verdict), `expired` (the token ran
+    out unused), `lost` (never pulled within the vendor's window)."""
+
+    __tablename__ = "face_tokens"
+    __table_args__ = (
+        UniqueConstraint("vendor", "vendor_token"),
+        one_of("status", ("open", "final", "expired", "lost")),
+        Index("ix_face_tokens_status", "status", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    applicant_ref: Mapped[str] = mapped_column(String(64), index=True)
+    vendor: Mapped[str] = mapped_column(String(40))
+    protocol: Mapped[str] = mapped_column(String(16))
+    vendor_token: Mapped[str] = mapped_column(String(128))
+    url: Mapped[str] = mapped_column(String(2048))
+    purpose: Mapped[str] = mapped_column(String(64))
+    decision_id: Mapped[str] = mapped_column(String(36))
+    consent_id: Mapped[str] = mapped_column(String(36))
+    start_request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]  # the flow may run until then
+    window_ends_at: Mapped[datetime]  # the vendor holds the verdict until then
+    redirected_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    pulled_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    pulled_by: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    reason: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    code: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    fee_cents: Mapped[int] = mapped_column(Integer, default=0)
+    result_request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    signals: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    pull_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    deleted_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    deletion: Mapped[str | None] = mapped_column(String(80), nullable=True)

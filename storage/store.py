@@ -24,6 +24,7 @@ from storage.court_matches import CourtMatchRepository
 from storage.crypto import FieldCipher
 from storage.decisions import DecisionRepository
 from storage.events import EventRepository
+from storage.face import FaceTokenRepository
 from storage.inbox import InboxRepository
 from storage.keyring import KeyRing
 from storage.ledger import ConsentLedger
@@ -91,6 +92,7 @@ class Store:
         self.proofs = ProofRepository(ctx, audit)
         self.court_copy = CourtCopyRepository(ctx, audit)
         self.court_matches = CourtMatchRepository(ctx, audit)
+        self.face = FaceTokenRepository(ctx, audit)
 
     def bind_crossed(self, before: str | None, after: str | None) -> int:
         """When a migration took a database with rows in it from `before` past a revision

@@ -26,6 +26,7 @@ from verifiers.carrier_check import (
 )
 from verifiers.court_list import CourtListVerifier
 from verifiers.credit_report import CreditReportVerifier
+from verifiers.face import FaceCheckVerifier, face_route_problems
 from verifiers.id_check import IdCheckVerifier
 from verifiers.licensed import LicensedVerifier, contract_problems
 from verifiers.vendor import VendorAnswer, VendorClient, VendorVerifier
@@ -117,7 +118,7 @@ VENDOR_VERIFIERS: tuple[type[VendorVerifier[Any]], ...] = (
     CreditReportVerifier,
 )
 # Constructed by their callers, one per call, with that call's own input.
-PER_CALL_VERIFIERS: tuple[type[Verifier], ...] = (WeChatPhoneVerifier,)
+PER_CALL_VERIFIERS: tuple[type[Verifier], ...] = (WeChatPhoneVerifier, FaceCheckVerifier)
 
 
 def vendor_apis(contracts: VendorContracts) -> dict[str, frozenset[str]]:
@@ -165,6 +166,7 @@ def check_routes(contracts: VendorContracts) -> list[tuple[tuple[str, ...], str]
             problems.append(
                 (("steps", cls.name), "is served by one generic adapter, with no fallback")
             )
+    problems.extend(face_route_problems(contracts))
     for name, contract in contracts.vendors.items():
         if contract.protocol == "generic":
             continue

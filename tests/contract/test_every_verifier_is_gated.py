@@ -25,6 +25,7 @@ from verifiers.base import StepStatus, Subject, Verifier
 from verifiers.gate import ConsentGate
 from verifiers.registry import PER_CALL_VERIFIERS, default_registry
 from verifiers.vendor import VendorClient, VendorEndpoint
+from verifiers.face import FaceCheckVerifier
 from verifiers.wechat_phone import MiniProgram, WeChatPhoneVerifier
 
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
@@ -65,6 +66,25 @@ PER_CALL = {
         session,
         code=SecretStr("one-time-code"),
         binder=PhoneBinder(),
+    ),
+    # The face flow's start, at both vendors of its route (Aliyun given a browser environment).
+    "face_check": lambda url, session: FaceCheckVerifier(
+        [
+            VendorClient(
+                VendorEndpoint(
+                    base_url=url, app_key="k", app_secret=SecretStr("s"), name=v, protocol=v
+                ),
+                session,  # type: ignore[arg-type]
+                slots=asyncio.Semaphore(8),
+                timeout_s=2,
+                max_attempts=1,
+            )
+            for v in ("tencent", "aliyun")
+        ],
+        catalog.vendor_contracts(),
+        return_url="https://portal.example/face",
+        token_id="fv_" + "0" * 32,
+        meta_info='{"zimVer": "3.0.0"}',
     ),
 }
 STEPS = REGISTRY.names() + sorted(PER_CALL)
@@ -262,17 +282,23 @@ async def test_when_consent_is_live_then_the_same_setup_does_reach_the_source(so
     async with aiohttp.ClientSession() as session:
         verifier = build(step, source, session)
         scopes = POLICY.step_scopes(verifier.name, verifier.scopes)
+        # The first notice that tells of the step's scopes (a face grant is given under the
+        # face notice), and a day after it was published.
+        notice = min(
+            (n for n in NOTICES.values() if scopes <= n.scopes), key=lambda n: n.published
+        )
+        at = max(NOW, datetime.combine(notice.published, NOW.timetz()) + timedelta(days=1))
         grant = ConsentGrant(
             consent_id="c",
             subject_ref="C-1",
             purpose=verifier.purpose,
             scopes=scopes,
-            granted_at=NOW - timedelta(days=1),
-            expires_at=NOW + timedelta(days=30),
-            notice_version=NOTICE,
+            granted_at=at - timedelta(days=1),
+            expires_at=at + timedelta(days=30),
+            notice_version=notice.version,
         )
         gate = ConsentGate(
-            Ledger([grant]), Audit(), policy=POLICY, notices=NOTICES, clock=lambda: NOW
+            Ledger([grant]), Audit(), policy=POLICY, notices=NOTICES, clock=lambda: at
         )
         await gate.run(verifier, SUBJECT)
     assert Recorder.hits
