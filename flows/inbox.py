@@ -58,6 +58,8 @@ def onboard_inbox(inbox: str | None = None) -> dict[str, Any]:
     logger = get_run_logger()
     rt = Runtime.from_env()
     try:
+        # Refused before any file is taken: the files stay in the inbox for the next look.
+        rt.check_dependencies()
         report = take_inbox(
             rt, Path(inbox) if inbox else None, field="inbox" if inbox else "IDV_INBOX"
         )

@@ -32,13 +32,13 @@ from typing import Any, TypeVar
 
 import uvloop
 
-from flows.onboarding import ChunkReport, ChunkRunner, Pending
+from flows.onboarding import DEFERRED, ChunkReport, ChunkRunner, Pending
 from flows.parts import RuntimeParts
 from flows.quality import answer_complete
 from flows.steps import Steps
 from intake.models import ApplicantLine, Refusal
 from intake.reader import parse_record
-from services.errors import Conflict, InvalidInput
+from services.errors import Conflict, InvalidInput, Unavailable
 from services.runs import owner_id
 from storage.journal import Journal
 from storage.records import Decision, StepRecord
@@ -209,6 +209,13 @@ class Engine:
             rt, run_id, self.steps, self.journal, batch_sha256=basis, sha_known=True, degraded=set()
         )
         prepared = await runner.prepare(line, report)
+        if not isinstance(prepared, Pending) and prepared.disposition == DEFERRED:
+            # A call kept back on our side (the limiter down, a ceiling): nobody decided,
+            # nothing stored; the request, sent again under its key, resumes.
+            raise Unavailable(
+                prepared.field or "request",
+                (prepared.reason or "was not sent").split(";")[0] + "; send the request again",
+            )
         if not isinstance(prepared, Pending):
             await self.db(rt.store.runs.add_lines, run_id, [prepared])
             return None

@@ -34,6 +34,7 @@ from storage.journal import Journal
 from storage.records import Decision, NewApplicant, RunLineRecord, StepRecord
 from verifiers.base import StepStatus, Subject
 from verifiers.court_list import entries_of
+from verifiers.limits import not_sent
 
 log = logging.getLogger("idv.flows.onboarding")
 
@@ -51,12 +52,15 @@ class ChunkReport:
     refused: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
     fees_cents: int = 0
+    # Applicants left to the next run: a step's call was kept back on our side.
+    deferred: int = 0
 
     def add(self, other: ChunkReport) -> None:
         self.lines += other.lines
         self.applicants_new += other.applicants_new
         self.applicants_existing += other.applicants_existing
         self.refused += other.refused
+        self.deferred += other.deferred
         self.fees_cents += other.fees_cents
         for k, v in other.outcomes.items():
             self.outcomes[k] = self.outcomes.get(k, 0) + v
@@ -122,6 +126,20 @@ def degrade(step: StepRecord) -> StepRecord:
     return step.model_copy(
         update={"status": StepStatus.ERROR.value, "reason": DEGRADED, "signals": {}}
     )
+
+
+def kept_back(steps: list[StepRecord]) -> StepRecord | None:
+    """The first step whose call was kept back on our side (a limit, the limiter down:
+    `verifiers.limits.not_sent`). An infrastructure fault of ours is never an adverse
+    outcome: an applicant with such a step is not scored, not stored, and no case opens;
+    the next run of the batch verifies them."""
+    return next(
+        (st for st in steps if st.status == StepStatus.ERROR.value and not_sent(st.reason)), None
+    )
+
+
+DEFERRED = "deferred"  # a run line's disposition: left to the next run (`kept_back`)
+NOT_VERIFIED = "error"  # its outcome in the run's counts
 
 
 def features_of(steps: list[StepRecord], card: Scorecard) -> dict[str, str | int]:
@@ -239,6 +257,8 @@ class ChunkRunner:
             records.append(result.record)
             if result.shape is not None:
                 shapes[rule.step] = result.shape
+            if kept_back([result.record]) is not None:
+                break  # the applicant waits for the next run: no further paid call now
             if result.record.status in rule.stop_if:
                 stopped_by = rule.step
         return records, shapes
@@ -363,6 +383,9 @@ class ChunkRunner:
             )
         await self.record_consents(line)
         steps, shapes = await self.run_steps(line)
+        held = kept_back(steps)
+        if held is not None:
+            return self.defer(line, held, report)
         return Pending(line, steps, shapes)
 
     async def finish(self, pending: Pending, report: ChunkReport) -> RunLineRecord | None:
@@ -409,6 +432,22 @@ class ChunkRunner:
         report.fees_cents += sum(s.fee_cents for s in steps)
         report.count(decision.outcome)
         return None
+
+    @staticmethod
+    def defer(line: ApplicantLine, step: StepRecord, report: ChunkReport) -> RunLineRecord:
+        """A line left to the next run: nothing of the applicant is stored but the consents
+        and the audit chain's record of each step; its run line names the step and why."""
+        log.warning("line %d deferred: %s was not sent (%s)", line.line_no, step.step, step.reason)
+        report.deferred += 1
+        report.count(NOT_VERIFIED)
+        return RunLineRecord(
+            line_no=line.line_no,
+            applicant_ref=line.applicant_ref,
+            disposition=DEFERRED,
+            outcome=NOT_VERIFIED,
+            field=step.step,
+            reason=f"was not sent ({step.reason}); the next run of this batch verifies it",
+        )
 
     @staticmethod
     def refuse(refusal: Refusal, report: ChunkReport) -> RunLineRecord:
@@ -610,9 +649,11 @@ def onboard(
     started: Callable[[str, BatchPlan], None] | None = None,
     done: Callable[[ChunkReport], None] | None = None,
 ) -> BatchResult:
-    """The one skeleton of a run: plan, open the run, the quality gate before any paid
-    call (a failure halts it), every chunk, finish. `run_batch` runs it in this process;
+    """The one skeleton of a run: the dependencies checked (`StartupError` when one does
+    not answer), plan, open the run, the quality gate before any paid call (a failure halts
+    it), every chunk, finish. `run_batch` runs it in this process;
     the Prefect flow passes its tasks (and its dispatch to a work pool) as the pieces."""
+    rt.check_dependencies()  # a limiter that does not answer refuses the run here
     plan = planner(batch_path, chunk_size or rt.settings.chunk_size)
     run_id = start_run(rt, batch_path, flow_run_id=flow_run_id)
     if started is not None:

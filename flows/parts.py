@@ -135,11 +135,89 @@ def _holds_keys(keystore_url: str, schema: str | None) -> bool:
 DEV_SECRETS = frozenset({"idv-dev-secret"})
 
 
+def _answers_tcp(url: str, timeout_s: float) -> str | None:
+    """Whether something listens at `url`'s host and port: None, else why not (the
+    exception's type only)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return "is not a URL with a valid port"
+    if not parts.hostname:
+        return "is not a URL with a host"
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout_s).close()
+    except OSError as exc:
+        return f"cannot be reached ({type(exc).__name__})"
+    return None
+
+
+def unreachable_dependencies(
+    settings: Settings, *, prefect_api_url: str | None = None, timeout_s: float = 2.0
+) -> list[tuple[str, str]]:
+    """The services a run is configured to depend on that do not answer now, as (setting,
+    "what was seen; what to do"): the limiter every paid call passes (`IDV_LIMITS_URL`) and
+    the Prefect server (`PREFECT_API_URL`, when given), probed by `services.health`; the
+    time-stamp authority and the checkpoints' object store that every run ends by writing
+    to (`IDV_TSA_URL`, `IDV_CHECKPOINT_ENDPOINT_URL`: a TCP connection). The database and
+    the key provider are not probed here: a run opens them before anything else, and names
+    them when they fail. Each probe waits `timeout_s` at most; the rules name no address or
+    credential."""
+    from services.health import DependencyDown, probe_prefect, probe_redis
+
+    found: list[tuple[str, str]] = []
+    probes: list[tuple[str | None, Any]] = [
+        (settings.limits_url, probe_redis),
+        (prefect_api_url, probe_prefect),
+    ]
+    for url, probe in probes:
+        if not url:
+            continue
+        try:
+            probe(url, timeout_s=timeout_s)
+        except DependencyDown as down:
+            found.append((down.field, f"{down.rule}; {down.fix}"))
+    for name, url in (
+        ("IDV_TSA_URL", settings.tsa_url),
+        ("IDV_CHECKPOINT_ENDPOINT_URL", settings.checkpoint_endpoint_url),
+    ):
+        if url:
+            why = _answers_tcp(url, timeout_s)
+            if why is not None:
+                found.append((name, f"{why}; start it, or correct {name}"))
+    return found
+
+
+# What each dependency is to a run: said after the rule, so the refusal explains itself.
+_NEEDED_FOR = {
+    "IDV_LIMITS_URL": "every paid call passes the limiter the vendor contracts are kept in",
+    "PREFECT_API_URL": "the run's flow is recorded on the Prefect server",
+    "IDV_TSA_URL": "every run ends with a time-stamped audit checkpoint",
+    "IDV_CHECKPOINT_ENDPOINT_URL": "every run ends with an audit checkpoint written there",
+}
+
+
 @dataclass
 class RuntimeParts:
     """See the module docstring; build a `flows.runtime.Runtime`, which is one."""
 
     settings: Settings
+
+    def check_dependencies(self, *, prefect_api_url: str | None = None) -> None:
+        """Refuse to start a run while a dependency it is configured with does not answer
+        (`unreachable_dependencies`): `StartupError` naming the setting and the rule, before
+        anything is opened or sent. An infrastructure fault stops the run; it never turns
+        into the applicants' outcomes."""
+        for setting, rule in unreachable_dependencies(
+            self.settings, prefect_api_url=prefect_api_url
+        ):
+            seen, _, fix = rule.partition("; ")
+            raise StartupError(
+                f"{setting} {seen}: no run was started ({_NEEDED_FOR[setting]}); {fix}"
+            )
 
     def check_production(self) -> None:
         s = self.settings

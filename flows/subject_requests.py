@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+from flows.onboarding import kept_back
 from flows.reverification import ReverificationReport, rescore
 from flows.runtime import Runtime
 from flows.steps import Steps
@@ -73,6 +74,10 @@ async def _recheck(
         for r in ran
     ]
     records = [r.record for r in ran if not r.skipped]
+    if kept_back(records) is not None:
+        # A call kept back on our side (the limiter down): no new evidence, no new score;
+        # the results say which step and why, for the request to be answered again.
+        return results
     if records:
         # A court-list dispute re-queried: a pair a supervisor whitelisted stays cleared.
         records = runner.store(ref, run_id, records)

@@ -63,7 +63,7 @@ def _startup_failure(exc: BaseException) -> tuple[str, str] | None:
         return None
     text = str(exc)
     head, _, rest = text.partition(" ")
-    return (head, rest) if head.startswith("IDV_") else ("environment", text)
+    return (head, rest) if head.startswith(("IDV_", "PREFECT_")) else ("environment", text)
 
 
 if __name__ == "__main__":

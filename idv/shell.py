@@ -9,7 +9,7 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -20,7 +20,9 @@ from idv.terminal import (
     progress_bar,
     warn,
 )
-from services.context import Actor
+
+if TYPE_CHECKING:  # the services (and the storage under them) load when a command acts
+    from services.context import Actor
 
 app = typer.Typer(
     help="Consent-gated identity verification.",
@@ -240,6 +242,13 @@ def check_policies(rt: Any, *, as_json: bool) -> None:
         fail("policy", f"refused: {exc}", as_json=as_json)
     except OSError:
         fail("IDV_SCORECARD_FILE", "cannot be read", as_json=as_json)
+
+
+def check_dependencies(rt: Any) -> None:
+    """No run starts while a service it is configured with does not answer (the limiter,
+    the Prefect server...): `StartupError`, one line naming the setting and the rule, exit 2,
+    before Prefect, the sandbox or any flow is started."""
+    rt.check_dependencies(prefect_api_url=os.environ.get("PREFECT_API_URL") or None)
 
 
 def run_flow(batch: Path, chunk_size: int | None, *, show_progress: bool) -> dict[str, Any]:

@@ -3,8 +3,10 @@ on stderr as one line naming the field or file and the rule (`{"error", "field",
 under `--json`), progress bars only on a terminal.
 
 Exit codes: 0 done; 1 a check found a problem (a broken audit chain, a disagreeing bill);
-2 bad usage or input (including a refused permission and a batch whose every line was
-refused); 3 a batch halted by its data-quality suite.
+2 bad usage or input (including a refused permission, a batch whose every line was
+refused, and a dependency that does not answer at start); 3 a batch that did not finish its
+work: halted by its data-quality suite, or lines left to the next run (a call kept back on
+our side, such as the limiter lost mid-run).
 """
 
 from __future__ import annotations

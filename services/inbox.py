@@ -9,7 +9,10 @@ between two looks `settle_s` apart, a file another run is running. What goes to 
 a file that is not a batch (its field and rule, as `idv batch run` refuses it), a content
 already run (`already_run`: `done/` holds only files that ran, one per run), a run halted
 by the batch's data-quality suite (`halted`), a run that broke (`run_error`: its claim is
-released, so moving the file back into the inbox runs it again).
+released, so moving the file back into the inbox runs it again). A run that left lines to
+the next run (`deferred`: a call kept back on our side, the limiter down) leaves the file
+where it is, its claim released: the next look runs it again, and only those lines are
+verified (the others are known by then).
 
 The run itself is the caller's (`Runner`): the onboarding flow, the same path as
 `idv batch run`. This service never imports a flow.
@@ -243,6 +246,19 @@ class InboxService:
             )
         report = self.runs.report(result)
         halted = report["halted"]
+        if report["deferred"] and not halted:
+            self.store.inbox.release(sha, reason="deferred")
+            why = sorted({d["reason"].split(";")[0] for d in report["deferred"]})
+            return FileOutcome(
+                name=path.name,
+                status="left",
+                reason="deferred",
+                rule=f"{len(report['deferred'])} lines not verified ({', '.join(why)}); "
+                "the next look runs them",
+                sha256=sha,
+                run_id=report["run_id"],
+                counts=report["counts"],
+            )
         return self._move(
             inbox,
             path,

@@ -172,6 +172,15 @@ return 1
 """
 
 
+def _store_down() -> tuple[type[BaseException], ...]:
+    """What a Redis that went away raises: redis-py's errors, the socket's, and uvloop's
+    refusal to write to a transport the peer closed (a RuntimeError; asyncio's loop raises
+    none). Evaluated only when something was raised, so redis is imported only then."""
+    from redis.exceptions import RedisError
+
+    return (RedisError, OSError, RuntimeError)
+
+
 class RedisLimitStore:
     """One Redis shared by every worker (`IDV_LIMITS_URL`, e.g. redis://host:6379/0). A
     client per event loop, since redis-py's asyncio connections belong to one."""
@@ -201,8 +210,6 @@ class RedisLimitStore:
         return client
 
     async def schedule(self, key: str, interval_s: float, max_wait_s: float) -> float | None:
-        from redis.exceptions import RedisError
-
         client = self._client()
         try:
             due = int(
@@ -211,19 +218,17 @@ class RedisLimitStore:
                     args=[int(interval_s * 1e6), int(max_wait_s * 1e6)],
                 )
             )
-        except (RedisError, OSError) as exc:
+        except _store_down() as exc:
             raise LimitsUnavailableError(type(exc).__name__) from None
         return None if due < 0 else due / 1e6
 
     async def add(self, key: str, amount: int, cap: int | None, ttl_s: int) -> bool:
-        from redis.exceptions import RedisError
-
         client = self._client()
         try:
             done = await client.add(
                 keys=[self.prefix + key], args=[amount, -1 if cap is None else cap, ttl_s]
             )
-        except (RedisError, OSError) as exc:
+        except _store_down() as exc:
             raise LimitsUnavailableError(type(exc).__name__) from None
         return bool(int(done))
 
@@ -231,7 +236,9 @@ class RedisLimitStore:
         """Close this event loop's client (a chunk's loop ends with its chunk)."""
         client = self._clients.pop(asyncio.get_running_loop(), None)
         if client is not None:
-            await client.redis.aclose()
+            # The pool is ours (made in `_client`), so its connections close with it: left
+            # open, they outlive their loop (uvloop refuses to close over them).
+            await client.redis.aclose(close_connection_pool=True)
 
 
 @dataclass(frozen=True)

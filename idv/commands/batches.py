@@ -16,6 +16,7 @@ from idv.shell import (
     actor,
     app,
     batch_app,
+    check_dependencies,
     check_policies,
     counts_table,
     database_location,
@@ -35,11 +36,10 @@ from idv.terminal import (
     fail,
     refuse,
 )
-from services.context import Actor
 from services.errors import ServiceError
 
 # The demo's synthetic run, on the sandbox, in development: a service actor as a flow's.
-DEMO_ACTOR = Actor(name="demo", role="operator")
+DEMO_ACTOR = ("demo", "operator")  # an `Actor` made when the demo runs
 
 
 @batch_app.command("run")
@@ -59,8 +59,10 @@ def batch_run(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run the onboarding flow on a batch file. Exit 2 if every line was refused, 3 if the
-    batch broke its data-quality suite (nothing was sent to any vendor)."""
+    """Run the onboarding flow on a batch file. Exit 2 if every line was refused or a
+    dependency (IDV_LIMITS_URL...) does not answer at start, 3 if the batch broke its
+    data-quality suite (nothing was sent to any vendor) or left lines to the next run (a
+    call kept back on our side: run the same file again)."""
     from flows.chunks import chunk_deployment, chunk_pool
     from intake.reader import file_sha256
     from services.runs import check_batch_file
@@ -74,6 +76,7 @@ def batch_run(
     spec = faults_of(faults, as_json=as_json)
     with runtime() as rt:
         check_policies(rt, as_json=as_json)
+        check_dependencies(rt)
         try:
             rt.services.runs.check_not_running(
                 file_sha256(file), stale_s=rt.settings.run_stale_s, actor=actor()
@@ -90,7 +93,8 @@ def batch_run(
     with runtime() as rt:
         report = rt.services.runs.report(run)
     report["duration_s"] = round(time.perf_counter() - started, 2)
-    code = EXIT_HALTED if report["halted"] else EXIT_USAGE if report["all_refused"] else 0
+    unfinished = report["halted"] or bool(report["deferred"])
+    code = EXIT_HALTED if unfinished else EXIT_USAGE if report["all_refused"] else 0
     if as_json:
         emit(report)
         raise typer.Exit(code)
@@ -116,6 +120,13 @@ def batch_run(
         console.print(
             f"and {len(report['refused']) - 20} more refused lines: --json lists them all"
         )
+    if report["deferred"]:
+        why = sorted({f"{d['step']} {d['reason'].split(';')[0]}" for d in report["deferred"]})
+        console.print(
+            f"[yellow]{len(report['deferred'])} lines not verified[/yellow], nothing stored "
+            f"for them and nobody declined: {'; '.join(why[:3])}. Run the same file again "
+            "once that is mended: only those lines are verified."
+        )
     console.print(
         f"run {report['run_id']}: {report['lines']} lines in "
         f"{report['duration_s']} s, fees {report['fees_cents'] / 100:.2f} CNY"
@@ -136,10 +147,12 @@ def demo(
     Development only: it runs as the `demo` service actor, nobody need sign in."""
     from flows.settings import Settings
     from idv.synthetic import label_outcomes, write_batch, write_outcomes
+    from services.context import Actor
 
     if Settings().env == "production":
         fail("IDV_ENV", "is production: the demo runs in development only", as_json=as_json)
-
+    with runtime() as rt:
+        check_dependencies(rt)
     prepare_environment()
     started = time.perf_counter()
     # The batch holds (synthetic) plaintext: it lives in a private temp dir, gone after the run.
@@ -148,7 +161,7 @@ def demo(
         with sandbox_wired(True):
             run = run_flow(batch, None, show_progress=not as_json)
     with runtime() as rt:
-        examples = rt.services.runs.examples(run["run_id"], limit=5, actor=DEMO_ACTOR)
+        examples = rt.services.runs.examples(run["run_id"], limit=5, actor=Actor(*DEMO_ACTOR))
         decided = rt.services.runs.decided(prefix="DEMO-")
         db = database_location(rt)
     outcomes = write_outcomes(home() / "demo-outcomes.csv", label_outcomes(decided))
@@ -240,6 +253,7 @@ def verify(
 
     with sandbox_wired(sandbox, None), runtime() as rt:
         check_policies(rt, as_json=as_json)
+        check_dependencies(rt)
         try:
             rt.services.runs.authorize(actor(), operation="verify")
             result = verify_one(rt.on_demand, record, idempotency_key=idempotency_key)

@@ -11,6 +11,7 @@ from rich.table import Table
 from idv.shell import (
     JsonOpt,
     actor,
+    check_dependencies,
     check_policies,
     inbox_app,
     prepare_environment,
@@ -33,10 +34,12 @@ def inbox_run(
 ) -> None:
     """Take the inbox once: each complete batch file run through onboarding, once.
 
-    Each file is moved to done/ or failed/ with a masked report beside it. Exit 1 if a
-    file went to failed/."""
+    Each file is moved to done/ or failed/ with a masked report beside it; one whose run
+    left lines to the next run (the limiter lost mid-run) stays for the next look. Exit 1
+    if a file went to failed/, 2 if a dependency (IDV_LIMITS_URL...) does not answer."""
     with runtime() as rt:
         check_policies(rt, as_json=as_json)
+        check_dependencies(rt)
         try:
             rt.services.runs.authorize(actor(), operation="inbox.run")
             rt.services.inbox.open(
