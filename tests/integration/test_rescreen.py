@@ -40,7 +40,10 @@ RANDOM = 30  # more applicants with the consent and no entry
 
 
 def grant(rt, ref: str, purpose: str = "ongoing_monitoring") -> str:
-    notice = max(rt.notices.values(), key=lambda n: n.published)
+    notice = max(
+        (n for n in rt.notices.values() if n.covers("ongoing_monitoring", "court_records")),
+        key=lambda n: n.published,
+    )
     now = datetime.now(UTC)
     consent_id, _ = rt.store.ledger.record_grant(
         subject_ref=ref,
