@@ -458,3 +458,26 @@ def test_aliyun_start_return_describe_and_delete_after_the_pull(aliyun_world: Wo
     assert kinds == ["face.started", "face.redirected", "face.result", "face.deleted"]
     canaries = Canaries({"name": w.name, "id_number": w.ids[0]})
     assert canaries.in_rows(w.rt.store.engine) == []
+
+
+def test_when_tencent_fails_the_flow_starts_at_aliyun_under_the_same_decision(
+    world: World,
+) -> None:
+    from sandbox.app import parse_faults
+
+    ref = world.person("FACE-0700", 3)
+    world.state.faults = parse_faults("DetectAuth:5xx=1")
+    started = world.face.start(ref, return_url=PORTAL, actor=APPLICANT, meta_info=META)
+    assert started.vendor == "aliyun"
+    completed = [
+        e
+        for e in world.rt.store.audit.events(subject_ref=ref, kind_prefix="step.completed")
+        if e.detail.get("step") == "face_check"
+    ]
+    assert [(c["vendor"], c["reason"]) for c in completed[0].detail["calls"]] == [
+        ("tencent", "vendor_5xx"),
+        ("aliyun", "FACE_STARTED"),
+    ]
+    world.browser(started.url)
+    result = world.face.callback(started.token_id, applicant_ref=ref, actor=APPLICANT)
+    assert (result.state, result.vendor, result.outcome) == ("final", "aliyun", "passed")
