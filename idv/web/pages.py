@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import SecretStr
 
 from flows.runtime import Runtime
-from idv.web import cases, language, oidc
+from idv.web import audit, cases, language, oidc, operations, subjects
 from idv.web.auth import (
     SIGN_IN_PATH,
     CurrentActor,
@@ -54,7 +54,15 @@ def mount_pages(app: FastAPI, runtime: Runtime) -> None:
     app.mount("/web/static", StaticFiles(directory=str(FILES / "static")), name="web-static")
     app.add_exception_handler(SignInRequired, to_sign_in)
     app.add_exception_handler(FormRefused, forged)
-    for pages in (router, oidc.router, cases.router, language.router):
+    for pages in (
+        router,
+        oidc.router,
+        cases.router,
+        language.router,
+        audit.router,
+        subjects.router,
+        operations.router,
+    ):
         app.include_router(pages)
 
 
