@@ -9,7 +9,9 @@ record deliberately deleted (retention) is named by a `records.purged` event
 `ProofRepository.material` gathers, for one subject, what a third party needs to check its
 records without the database: each record's canonical bytes, the events that bind them, and
 for each checkpoint covering those events the chain from just before them to the
-checkpoint's size (the subject's events in full, every other event as its leaf hash only).
+checkpoint's size (every event of the subject in full, and each `records.purged` event
+naming one; every other event as its leaf hash only), and the subject index the checkpoint
+key signs (`Material.index`), so that none of the subject's events can pass as a leaf.
 """
 
 from __future__ import annotations
