@@ -4,7 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install browser demo test test-fast check lint bench clean
+.PHONY: install link browser demo test test-fast check lint bench clean
+
+# `idv` on PATH from any folder: a link in BINDIR (~/.local/bin, which most login shells put
+# on PATH) to the venv's command, made by `make install` and `make demo`. BINDIR= makes none.
+BINDIR ?= $(HOME)/.local/bin
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PY) >/dev/null 2>&1 || { echo "need $(PY) on PATH (set PY=...)"; exit 1; }
@@ -13,9 +17,23 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt --config-settings editable_mode=compat -e ".[dev]"
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) link
 
-demo: $(STAMP)
+# A file of that name that is not a link (another program's idv) is left alone.
+link:
+	@if [ -n "$(BINDIR)" ]; then \
+	  mkdir -p "$(BINDIR)"; \
+	  if [ -e "$(BINDIR)/idv" ] && [ ! -L "$(BINDIR)/idv" ]; then \
+	    echo "$(BINDIR)/idv is not a link made here: left alone; idv is $(CURDIR)/$(BIN)/idv"; \
+	  else \
+	    ln -sfn "$(CURDIR)/$(BIN)/idv" "$(BINDIR)/idv"; \
+	    case ":$$PATH:" in *":$(BINDIR):"*) ;; \
+	      *) echo "idv is in $(BINDIR), not on PATH yet: add" \
+	        "export PATH=\"$(BINDIR):\$$PATH\" to your shell's profile";; esac; \
+	  fi; \
+	fi
+
+demo: $(STAMP) link
 	$(BIN)/idv demo
 
 # The browser tests drive Debian's chromium through Playwright (never `playwright install`).

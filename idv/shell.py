@@ -80,6 +80,32 @@ def moved(deployment: str) -> None:
 
 # --- wiring ---------------------------------------------------------------------------------
 
+# Where idv's own packages live (the clone, or site-packages): `policies/` is beside `idv/`.
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def installed(name: str) -> str:
+    """How to call one of this environment's commands (`idv`, `prefect`) from any folder:
+    the bare name when that name on PATH is this environment's, else its full path."""
+    import shutil
+    import sys
+
+    mine = Path(sys.executable).with_name(name)  # the venv's bin/, not the interpreter's
+    found = shutil.which(name)
+    if found is not None and mine.exists() and Path(found).resolve() == mine.resolve():
+        return name
+    return str(mine) if mine.exists() else name
+
+
+def given_path(path: Path) -> Path:
+    """A file as the user named it: from the current folder; a relative path that is not
+    there but names a file shipped with idv (`policies/risk/scorecard.yaml`) is the shipped
+    one, so the documentation's paths work from any folder."""
+    if path.is_absolute() or path.exists():
+        return path
+    shipped = PACKAGE_ROOT / path
+    return shipped if shipped.is_file() else path
+
 
 def home() -> Path:
     from flows.settings import Settings

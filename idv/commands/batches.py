@@ -22,6 +22,7 @@ from idv.shell import (
     database_location,
     faults_of,
     home,
+    installed,
     prepare_environment,
     run_flow,
     runtime,
@@ -207,14 +208,14 @@ def demo(
             f"Prefect runs are stored under {os.environ.get('PREFECT_HOME')}; "
             "to browse them: PREFECT_HOME="
             + os.environ.get("PREFECT_HOME", "")
-            + " .venv/bin/prefect server start, then open http://127.0.0.1:4200"
+            + f" {installed('prefect')} server start, then open http://127.0.0.1:4200"
         )
-    console.print("Review queue: .venv/bin/idv review list")
+    idv = installed("idv")
+    console.print(f"Review queue: {idv} review list")
     if examples:
-        console.print(f"Why an outcome: .venv/bin/idv explain {examples[0]['applicant_ref']}")
+        console.print(f"Why an outcome: {idv} explain {examples[0]['applicant_ref']}")
     console.print(
-        f"Labelled synthetic outcomes: {outcomes}; try .venv/bin/idv policy backtest "
-        f"--policy policies/risk/scorecard.yaml --outcomes {outcomes}"
+        f"Labelled synthetic outcomes: {outcomes}; try {idv} policy backtest --outcomes {outcomes}"
     )
 
 

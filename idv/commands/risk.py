@@ -11,6 +11,7 @@ import typer
 from idv.shell import (
     JsonOpt,
     events_app,
+    given_path,
     policy_app,
     runtime,
 )
@@ -56,22 +57,36 @@ def events_ingest(
 
 @policy_app.command("backtest")
 def policy_backtest(
-    policy: Annotated[Path, typer.Option("--policy", help="A scorecard YAML file.")],
     outcomes: Annotated[
         Path,
         typer.Option("--outcomes", help="Labelled outcomes: CSV (applicant_ref,outcome) or JSONL."),
     ],
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            "--policy",
+            help="A scorecard YAML file (default: the one in use, IDV_SCORECARD_FILE or "
+            "the shipped policies/risk/scorecard.yaml).",
+        ),
+    ] = None,
     against: Annotated[
         Path | None, typer.Option("--against", help="A second scorecard to compare with.")
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Replay stored decisions' features under one or two scorecards against labelled
-    outcomes (good / bad): approval, review and decline rates, AUC and KS, a chart."""
+    outcomes (good / bad): approval, review and decline rates, AUC and KS, a chart.
+    Relative paths are read from the current folder; `policies/...` names a shipped file
+    from any folder."""
     from services.backtest import table
 
     with runtime() as rt:
-        report = rt.services.backtest.run(policy, outcomes, against)
+        card = given_path(policy) if policy else rt.settings.scorecard_file
+        report = rt.services.backtest.run(
+            card or given_path(Path("policies/risk/scorecard.yaml")),
+            outcomes,
+            given_path(against) if against else None,
+        )
     if as_json:
         emit(report)
         return
