@@ -1,6 +1,12 @@
 """A batch killed with SIGKILL mid-run and run again, on SQLite and PostgreSQL: the killed
 run is closed as crashed and the new one resumes it, every line ends once, the audit chain
-verifies, and no idempotency key is billed twice, counted from the sandbox's own log."""
+verifies, and no idempotency key of the generic adapter's calls (court list, credit bureau)
+is billed twice, counted from the sandbox's own log.
+
+The real vendors (Tencent Cloud, Alibaba Cloud) take no idempotency key: a call of theirs
+in flight at the kill may be billed again when the resumed run sends it. That is proven,
+with each such call named `billed_in_doubt`, by tests/integration/test_real_vendor_batches.py;
+here only the generic adapter's calls are counted."""
 
 from __future__ import annotations
 
@@ -58,14 +64,16 @@ def reconciled(rt: Runtime, vendor: SandboxServer) -> dict[str, int]:
 
 
 def billed_twice(state: SandboxState) -> list[tuple[str, str]]:
-    """Calls billed more than once: one person's check on one endpoint billed again, under
-    its old key or a new one (the batch checks each person once per endpoint)."""
+    """Generic calls billed more than once: one person's check on one endpoint billed again,
+    under its old key or a new one (the batch checks each person once per endpoint)."""
     billed = Counter((c.path, c.subject_digest) for c in state.calls if c.billed_cents > 0)
     return [call for call, n in billed.items() if n > 1]
 
 
 @pytest.mark.subprocess
-@pytest.mark.parametrize("kill_after_calls", [30, 200, 500])
+# Generic calls (two per applicant who gets past the identity check, about 440 in all):
+# killed early, a quarter in, past the middle.
+@pytest.mark.parametrize("kill_after_calls", [15, 100, 250])
 def test_when_a_run_is_killed_and_run_again_then_nobody_is_billed_twice(
     database, key_file, tmp_path, kill_after_calls
 ):
