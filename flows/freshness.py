@@ -1,6 +1,7 @@
 """The `freshness` deployment's flow (`freshness-check`): idv's own freshness alarms
 (`services.freshness`: scheduled deployments past their window, audit events waiting for a
-checkpoint past its interval, chunks redispatched over the threshold), each failed one sent
+checkpoint past its interval, chunks redispatched over the threshold, face verdicts not
+pulled, court list copies past their age limit), each failed one sent
 as a Prefect event `idv.freshness.alarm` on the resource `idv.freshness.<check>`, which an
 automation routes to the lender's pager (docs: Platform engineer, Freshness alarms).
 
@@ -27,12 +28,25 @@ EVENT = "idv.freshness.alarm"
 def freshness_service(rt: Runtime) -> FreshnessService:
     """The alarms over a runtime: its checkpoint interval, the declared deployments'
     schedules, the Prefect server of `PREFECT_API_URL` (deployments unchecked without)."""
+    from datetime import datetime, timedelta
+
+    from policies.court_list import court_list_policy
+
     policy = schedule_policy(rt.settings)
+
+    def list_copies() -> list[tuple[str, datetime | None]]:
+        return [
+            (s["source"], datetime.fromisoformat(s["current"]["as_of"]) if s["current"] else None)
+            for s in rt.store.court_copy.status()
+        ]
+
     return FreshnessService(
         lambda: rt.store,
         checkpoint_every=rt.settings.checkpoint_every,
         schedules=[policy.get(d.name) for d in DECLARED],
         prefect_api_url=os.environ.get("PREFECT_API_URL") or None,
+        list_copies=list_copies,
+        list_max_age=timedelta(hours=court_list_policy().max_age_hours),
     )
 
 

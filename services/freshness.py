@@ -1,7 +1,8 @@
 """Freshness alarms, idv's own (Prefect's SLAs are a feature of its cloud product only):
 a scheduled deployment that has not completed within its expected window, audit events that
-no signed checkpoint has covered for longer than the checkpoint interval, and more chunks
-sent out again over the last day than the threshold.
+no signed checkpoint has covered for longer than the checkpoint interval, more chunks sent
+out again over the last day than the threshold, face verdicts not pulled past their flow's
+expiry, and a court list copy older than the policy allows.
 
 `FreshnessService.check` judges each and returns one `Check` per alarm (the same model as
 the readiness checks, so `idv doctor` prints them alike); the `freshness` deployment
@@ -20,6 +21,7 @@ from typing import Any
 from policies.schedules import Schedule
 from services.health import Check
 from storage import tallies
+from storage.tallies import FACE_PULL_GRACE
 
 # A scheduled run may take a while past its start: a deployment is late once its last
 # completion is older than one interval plus this share of it (at least GRACE_MIN).
@@ -115,6 +117,39 @@ def judge_redispatches(count: int, limit: int) -> Check:
     )
 
 
+def judge_list_copy(
+    source: str, as_of: datetime | None, max_age: timedelta, now: datetime
+) -> Check:
+    """Stale when the court list copy in use is older than the policy allows (re-screening
+    and new checks then run against an old list)."""
+    label = f"court list copy {source}"
+    if as_of is not None and now - as_of <= max_age:
+        return _check(label, None, None)
+    what = (
+        "has no version in use"
+        if as_of is None
+        else f"is {(now - as_of).total_seconds() / 3600:.1f} h old"
+    )
+    return _check(
+        label,
+        f"{what}; the limit is {max_age.total_seconds() / 3600:.0f} h",
+        "import the vendor's newer copy (`idv list import FILE --source NAME`) or look at "
+        "why its scheduled import failed (`idv list status`)",
+    )
+
+
+def judge_face_tokens(unpulled: int) -> Check:
+    if unpulled == 0:
+        return _check("face verdicts", None, None)
+    return _check(
+        "face verdicts",
+        f"{unpulled} face verdicts are not pulled {FACE_PULL_GRACE.total_seconds() / 60:.0f} "
+        "minutes past their flow's expiry (the vendor drops them when its window ends)",
+        "look at the face-sweep deployment's runs and the vendors' face APIs (credentials, "
+        "breaker open)",
+    )
+
+
 def read_deployments(
     api_url: str, names: Sequence[str], *, timeout_s: float = TIMEOUT_S
 ) -> list[DeploymentState]:
@@ -177,6 +212,8 @@ class FreshnessService:
         schedules: Sequence[Schedule],
         prefect_api_url: str | None,
         max_redispatches: int = MAX_REDISPATCHES_PER_DAY,
+        list_copies: Callable[[], Sequence[tuple[str, datetime | None]]] | None = None,
+        list_max_age: timedelta | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._store = store
@@ -184,20 +221,30 @@ class FreshnessService:
         self.schedules = list(schedules)
         self.prefect_api_url = prefect_api_url
         self.max_redispatches = max_redispatches
+        self._list_copies = list_copies
+        self.list_max_age = list_max_age
         self._clock = clock
 
     def check(self) -> list[Check]:
-        """Every alarm, failed or not: the audit checkpoint, the chunk redispatches, then
+        """Every alarm, failed or not: the audit checkpoint, the chunk redispatches, the face
+        verdicts not pulled, each court list copy's age (when the caller reads them), then
         one per scheduled deployment (when a Prefect server is configured)."""
         now = self._clock()
         with self._store().engine.connect() as conn:
             head, covered = tallies.audit_head(conn)
             waiting = tallies.uncheckpointed_since(conn, covered, head)
             redispatched = tallies.redispatched_chunks(conn, now - timedelta(days=1))
+            _, unpulled = tallies.face_tokens(conn, now, FACE_PULL_GRACE)
         found = [
             judge_checkpoint(head - covered, self.checkpoint_every, waiting, now),
             judge_redispatches(redispatched, self.max_redispatches),
+            judge_face_tokens(unpulled),
         ]
+        if self._list_copies is not None and self.list_max_age is not None:
+            found.extend(
+                judge_list_copy(source, as_of, self.list_max_age, now)
+                for source, as_of in self._list_copies()
+            )
         if self.prefect_api_url and self.schedules:
             try:
                 states = read_deployments(self.prefect_api_url, [s.name for s in self.schedules])

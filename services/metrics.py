@@ -8,7 +8,8 @@ held now.
   (`consent.denied`); reveals by field and reason code; chunk redispatches by reason;
 - gauges: applicants by outcome, open review cases by age bucket and SLA state, events the
   audit checkpoints do not cover yet and how long the oldest of them has waited, chunks
-  redispatched over the last day.
+  redispatched over the last day, face flows by status and verdicts not pulled, each court
+  list copy's age.
 
 No label holds a ref, an id, a name or any value of a person: every label value is a word
 of a closed vocabulary (`verifiers.metrics.label_value` turns anything else into `other`).
@@ -28,6 +29,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from storage import tallies
+from storage.tallies import FACE_PULL_GRACE
 from verifiers.metrics import label_value
 
 # The age buckets of the SLA report (services.cases.AGE_BUCKETS).
@@ -108,6 +110,7 @@ class OperationsCollector(Collector):
                 conn, now, buckets=AGE_BUCKETS, due_soon_hours=self._due_soon_hours
             )
             redispatched = tallies.redispatched_chunks(conn, now - timedelta(days=1))
+            faces, unpulled = tallies.face_tokens(conn, now, FACE_PULL_GRACE)
         metrics = self._counters()
         outcome = GaugeMetricFamily(
             "idv_applicants", "Applicants held, by outcome", labels=["outcome"]
@@ -134,7 +137,43 @@ class OperationsCollector(Collector):
             "Chunks of the runs started in the last 24 hours that were sent out again",
             value=redispatched,
         )
-        return [*metrics, outcome, open_cases, uncovered, waited, chunks]
+        face = GaugeMetricFamily(
+            "idv_face_flows", "Hosted face flows, by status", labels=["status"]
+        )
+        for status, n in sorted(faces.items()):
+            face.add_metric([label_value(status)], n)
+        unpulled_faces = GaugeMetricFamily(
+            "idv_face_verdicts_unpulled",
+            "Face flows still open 30 minutes past their expiry (their verdict not pulled)",
+            value=unpulled,
+        )
+        return [
+            *metrics,
+            outcome,
+            open_cases,
+            uncovered,
+            waited,
+            chunks,
+            face,
+            unpulled_faces,
+            self._list_ages(now),
+        ]
+
+    def _list_ages(self, now: datetime) -> Metric:
+        """Each court list source's copy in use: its age (its as-of date to now)."""
+        ages = GaugeMetricFamily(
+            "idv_court_list_copy_age_seconds",
+            "Age of the court list copy in use, by source (from its as-of time)",
+            labels=["source"],
+        )
+        for source in self._store.court_copy.status():
+            current = source.get("current")
+            if current is not None:
+                as_of = datetime.fromisoformat(current["as_of"])
+                ages.add_metric(
+                    [label_value(source["source"])], max(0.0, (now - as_of).total_seconds())
+                )
+        return ages
 
     def _counters(self) -> list[Metric]:
         calls = CounterMetricFamily(

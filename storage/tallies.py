@@ -26,6 +26,9 @@ TALLIED_KINDS = (
     "applicant.revealed",  # field, reason_code
     "run.chunk_redispatched",  # reason
 )
+# A face flow's verdict is pulled by the face-sweep deployment after the flow's expiry; one
+# still not pulled this long after is late (the vendor drops it when its window ends).
+FACE_PULL_GRACE = timedelta(minutes=30)
 # Review cases that are not closed (storage.reviews.ACTIVE).
 ACTIVE_CASES = ("open", "waiting", "pending_confirmation")
 
@@ -153,3 +156,17 @@ def redispatched_chunks(conn: Connection, since: datetime) -> int:
         )
         or 0
     )
+
+
+def face_tokens(conn: Connection, now: datetime, grace: timedelta) -> tuple[dict[str, int], int]:
+    """Face flows by status, and how many are still `open` more than `grace` past their
+    expiry (a verdict the vendor holds that nobody has pulled: lost once its window ends)."""
+    ft = m.FaceToken.__table__
+    by_status = {
+        str(status): int(n)
+        for status, n in conn.execute(select(ft.c.status, func.count()).group_by(ft.c.status))
+    }
+    unpulled = conn.scalar(
+        select(func.count()).where(ft.c.status == "open", ft.c.expires_at < now - grace)
+    )
+    return by_status, int(unpulled or 0)

@@ -113,3 +113,43 @@ def test_a_deployment_is_late_once_its_last_completion_is_older_than_its_window(
     assert not missing.ok and "idv schedule apply" in missing.fix
     monthly = policy.get("key-rotation")
     assert window_of(monthly, NOW) >= timedelta(days=42)
+
+
+def test_when_a_face_verdict_is_not_pulled_past_its_expiry_then_the_alarm_fires(
+    database, make_runtime
+):
+    rt = make_runtime()
+    now = datetime.now(UTC)
+
+    def token(status: str, expired_minutes_ago: int) -> dict:
+        return {
+            "id": str(uuid.uuid4()), "applicant_ref": "A-1", "vendor": "tencent",
+            "protocol": "tencent", "vendor_token": str(uuid.uuid4()), "url": "https://x",
+            "purpose": "onboarding_verification", "decision_id": str(uuid.uuid4()),
+            "consent_id": str(uuid.uuid4()), "status": status, "created_at": now,
+            "expires_at": now - timedelta(minutes=expired_minutes_ago),
+            "window_ends_at": now + timedelta(days=2), "fee_cents": 0, "signals": {},
+            "pull_attempts": 0,
+        }  # fmt: skip
+
+    with rt.store.engine.begin() as conn:
+        conn.execute(insert(m.FaceToken.__table__), [token("open", 10), token("final", 90)])
+    assert by_setting(service(rt, checkpoint_every=1000).check())["face verdicts"].ok
+    with rt.store.engine.begin() as conn:
+        conn.execute(insert(m.FaceToken.__table__), [token("open", 45)])
+    late = by_setting(service(rt, checkpoint_every=1000).check())["face verdicts"]
+    assert not late.ok and late.problem.startswith("1 face verdicts are not pulled")
+
+
+def test_a_court_list_copy_older_than_its_limit_is_an_alarm(database, make_runtime):
+    rt = make_runtime()
+    copies = [("supreme_court", NOW - timedelta(hours=30)), ("bulk_vendor", None)]
+    svc = FreshnessService(
+        lambda: rt.store, checkpoint_every=1000, schedules=[], prefect_api_url=None,
+        list_copies=lambda: copies, list_max_age=timedelta(hours=26), clock=lambda: NOW,
+    )  # fmt: skip
+    checks = by_setting(svc.check())
+    assert "30.0 h old; the limit is 26 h" in checks["court list copy supreme_court"].problem
+    assert "has no version in use" in checks["court list copy bulk_vendor"].problem
+    copies[0] = ("supreme_court", NOW - timedelta(hours=2))
+    assert by_setting(svc.check())["court list copy supreme_court"].ok

@@ -115,8 +115,9 @@ def test_no_label_of_any_series_holds_a_personal_value_or_an_id(
     assert any(ls["reason"] == "other" for _, ls, _ in series["idv_gate_refusals"])
     assert {ls["field"] for _, ls, _ in series["idv_reveals"]} == {"other"}
     assert "idv_open_cases" in series and "idv_audit_events_uncheckpointed" in series
+    # The vendor layer's own calls by their codes, and the planted one as `other`.
     codes = {ls["code"] for _, ls, _ in series["idv_vendor_calls"]}
-    assert codes == {"other"}
+    assert "other" in codes and len(codes) > 1
 
 
 @pytest.mark.parametrize(
