@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing import get_context
@@ -185,6 +186,17 @@ def run_rescreen(
             executor.shutdown(wait=True, cancel_futures=True)
 
 
+def _on_pool(flow_run_id: str | None) -> bool:
+    """Whether this flow run was taken from a work pool (a deployment's run on a worker):
+    then its chunks go to the pool's workers too."""
+    if flow_run_id is None:
+        return False
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        return bool(client.read_flow_run(uuid.UUID(flow_run_id)).work_pool_name)
+
+
 def report_table(report: RescreenReport) -> list[dict[str, Any]]:
     """The run's counts as an artifact's rows (no personal value)."""
     rows = [{"count": k, "value": v} for k, v in report.counts.items()]
@@ -205,7 +217,7 @@ def rescreen(chunk_size: int = CHUNK, workers: int = 1) -> dict[str, Any]:
     logger = get_run_logger()
     rt = Runtime.from_env()
     try:
-        on_pool = bool(getattr(flow_run, "work_pool_name", None)) and workers > 0
+        on_pool = workers > 0 and _on_pool(str(flow_run.id) if flow_run.id else None)
         report = run_rescreen(
             rt,
             chunk_size=chunk_size,

@@ -194,6 +194,12 @@ def test_planted_matches_are_found_graded_and_taken_to_the_workbench(world, capl
     # Nor in the database outside the list copy (licensed public data, masked IDs).
     tables = [t for t in _tables(rt) if not t.startswith("court_list_rows_")]
     assert not canaries.in_rows(rt.store.engine, tables)
+    # A match goes with its applicant's row (as the retention purge of a decision removes it).
+    from sqlalchemy import text
+
+    with rt.store.engine.begin() as conn:
+        conn.execute(text("DELETE FROM applicants WHERE applicant_ref = 'R-white'"))
+    assert rt.store.court_matches.matches_of("R-white") == []
     # Screening again finds the same: nothing new, no case touched again.
     again = run_rescreen(rt, chunk_size=50)
     assert (again.counts["new"], again.counts["delisted"], again.counts["cleared"]) == (0, 0, 0)

@@ -78,8 +78,10 @@ def upgrade() -> None:
     sa.Column('case_id', sa.String(length=36), nullable=True),
     sa.CheckConstraint("status IN ('active', 'whitelisted', 'delisted', 'cleared')",
                        name=op.f('ck_court_matches_status')),
+    # A match goes with its applicant's row (the retention purge of a decision).
     sa.ForeignKeyConstraint(['applicant_id'], ['applicants.id'],
-                            name=op.f('fk_court_matches_applicant_id_applicants')),
+                            name=op.f('fk_court_matches_applicant_id_applicants'),
+                            ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_court_matches')),
     )
     op.create_index(op.f('ix_court_matches_applicant_id'), 'court_matches', ['applicant_id'])
