@@ -21,9 +21,10 @@ if ! podman image exists localhost/idv-debian-base:bookworm; then
 fi
 
 mkdir -p "$work/context/wheels"
-# Debian bookworm's python3 is 3.11: the wheels are built for it by the project's 3.11.
+# Debian bookworm's python3 is 3.11(.2): the wheels are built for it by the project's 3.11,
+# with what a dependency asks of a 3.11 before 3.11.3 only (redis: async-timeout) added.
 "$python" -m pip wheel --quiet --no-cache-dir -c "$root/constraints.txt" \
-  -w "$work/context/wheels" "$root"
+  -w "$work/context/wheels" "$root" async-timeout
 cp "$root/deploy/Containerfile" "$work/context/Containerfile"
 buildah bud --isolation chroot --layers=false -t "$tag" "$work/context"
 echo "$tag"

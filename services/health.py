@@ -28,6 +28,11 @@ from services.errors import Unavailable
 # (a firewall dropping packets) must not hold a readiness check past its caller's timeout.
 PROBE_TIMEOUT_S = 2.0
 
+# What to do when the runtime itself refuses to start (its message names the setting).
+REFUSED_FIX = (
+    "the runtime refuses to start: `idv doctor`'s settings line names the setting and the rule"
+)
+
 CheckName = Literal[
     "database", "key_ring", "audit_head", "redis", "prefect", "settings", "policies", "freshness"
 ]
@@ -323,14 +328,26 @@ class HealthService:
             raise DependencyDown(
                 "IDV_DATABASE_URL",
                 f"the store cannot be opened ({_named(exc)})",
-                fix="run `idv doctor`: it names the setting the runtime refuses",
+                fix=REFUSED_FIX,
+            ) from None
+
+    def _ring(self) -> Any:
+        """The key ring; one that cannot be built (a missing or development key file in
+        production, the KMS settings) fails the check with the setting to look at."""
+        try:
+            return self._keyring()
+        except Exception as exc:  # noqa: BLE001 - reported by type; `idv doctor` says more
+            raise DependencyDown(
+                "IDV_KEY_FILE",
+                f"the key ring cannot be opened ({_named(exc)})",
+                fix=REFUSED_FIX,
             ) from None
 
     def probes(self) -> list[Probe]:
         timeout = self.timeout_s
         found = [
             Probe("database", lambda: probe_database(self._engine(), timeout_s=timeout)),
-            Probe("key_ring", lambda: probe_keyring(self._keyring())),
+            Probe("key_ring", lambda: probe_keyring(self._ring())),
             Probe("audit_head", lambda: probe_audit_head(self._store()), after="database"),
         ]
         limits, prefect = self.limits_url, self.prefect_api_url
