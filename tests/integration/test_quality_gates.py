@@ -113,15 +113,26 @@ def test_when_a_nested_field_drifts_then_the_court_source_is_degraded(runtime, s
     from flows.quality import check_responses
     from policies.quality import answer_shape
 
+    entry = {
+        "match": "confirmed",
+        "case_number": "x",
+        "court": "c",
+        "province": "p",
+        "gist_id": "g",
+        "gist_unit": "u",
+        "duty": "d",
+        "performance": "全部未履行",
+    }
     good = {
         "result": "HIT",
-        "entries": [{"match": "confirmed", "case_number": "x", "status": "open"}],
+        "entries": [entry],
         "request_id": "r",
         "as_of": "2026-11-01",
         "fee_cents": 15,
     }
     empty = dict(good, result="NO_HIT", entries=[])
-    drifted = dict(good, entries=[{"match": "confirmed", "case_no": "x", "status": "open"}])
+    renamed = {("case_no" if k == "case_number" else k): v for k, v in entry.items()}
+    drifted = dict(good, entries=[renamed])
     policy = runtime.quality_policy
     ok = check_responses("court_list", [answer_shape(good), answer_shape(empty)] * 5, policy)
     assert ok is not None and ok.success

@@ -16,13 +16,37 @@ from verifiers.registry import LICENSED_VERIFIERS, VENDOR_VERIFIERS, vendor_answ
 SHARED = {"request_id", "as_of", "fee_cents"}
 REQUIRED = {
     "court_list": SHARED
-    | {"result", "entries", "entries[].match", "entries[].case_number", "entries[].status"},
+    | {"result", "entries"}
+    | {
+        f"entries[].{f}"
+        for f in (
+            "match",
+            "case_number",
+            "court",
+            "province",
+            "gist_id",
+            "gist_unit",
+            "duty",
+            "performance",
+        )
+    },
     "credit_report": SHARED | {"result"},
 }
 GOOD = {
     "court_list": {
         "result": "HIT",
-        "entries": [{"match": "confirmed", "case_number": "x", "status": "active"}],
+        "entries": [
+            {
+                "match": "confirmed",
+                "case_number": "x",
+                "court": "北京市朝阳区人民法院",
+                "province": "北京",
+                "gist_id": "(2022)京0105民初1号",
+                "gist_unit": "北京市朝阳区人民法院",
+                "duty": "偿还借款",
+                "performance": "全部未履行",
+            }
+        ],
     },
     "credit_report": {"result": "NO_RECORD"},
 }
@@ -56,10 +80,11 @@ def test_when_an_answer_lacks_any_required_field_then_it_does_not_parse(step):
 
 
 def test_when_a_court_entry_lacks_a_required_field_then_the_answer_does_not_parse():
-    entry = {"match": "public", "case_number": "x", "status": "active", "name": "张伟"}
+    entry = {**GOOD["court_list"]["entries"][0], "match": "public", "name": "张伟"}
     body = {**BASE, "result": "HIT", "entries": [entry]}
     assert CourtListAnswer.parse(body) is not None
-    for field in ("match", "case_number", "status"):
+    # The court's record: the basis document, the obligation and its performance included.
+    for field in ("match", "case_number", "court", "gist_id", "gist_unit", "duty", "performance"):
         broken = {k: v for k, v in entry.items() if k != field}
         assert CourtListAnswer.parse({**body, "entries": [broken]}) is None, field
 
