@@ -292,6 +292,7 @@ class LicensedVerifier:
             return evidence, False
         code = str(value)
         outcome, reason, signals = rule.outcome, rule.reason, dict(rule.signals)
+        refined = False
         for name, values in api.details.items():
             detail = answer.fields.get(name)
             if detail is None or detail == "":
@@ -305,6 +306,14 @@ class LicensedVerifier:
             code = f"{code}/{detail}"
             outcome, reason = drule.outcome, drule.reason
             signals.update(drule.signals)
+            refined = True
+        if api.details and not refined and outcome == "passed" and not signals:
+            # A pass that says nothing by itself (MobileStatus "0": the status is StatusCode's;
+            # a tenure "0": the band is Range's) came without its detail, renamed or dropped
+            # by a release: a shape the vendor does not document, never a silent pass.
+            field = next(iter(api.details))
+            evidence = Evidence(status=StepStatus.ERROR, reason=f"vendor_malformed:{field}", **base)
+            return evidence, False
         evidence = Evidence(
             status=_outcome(outcome),
             reason=reason,
