@@ -326,6 +326,19 @@ BASE = {"request_id": "r", "as_of": "2026-11-01", "fee_cents": 25}
             {"Result": "0", "Range": "[2,5)"},
             "vendor_malformed:Range",
         ),
+        # A release that renames or drops the field a pass means nothing without.
+        (
+            NumberStatusVerifier,
+            "number_status",
+            {"Result": "0", "Status": 2},
+            "vendor_malformed:StatusCode",
+        ),
+        (
+            NumberTenureVerifier,
+            "number_tenure",
+            {"Result": "0", "Range": ""},
+            "vendor_malformed:Range",
+        ),
         (
             CreditReportVerifier,
             "credit_report",
@@ -357,6 +370,8 @@ BASE = {"request_id": "r", "as_of": "2026-11-01", "fee_cents": 25}
         "carrier unknown code",
         "status undocumented value",
         "tenure undocumented range",
+        "status renamed",
+        "tenure blank on a pass",
         "credit windows do not nest",
         "credit negative count",
         "credit unknown code",
