@@ -57,8 +57,8 @@ DECLARED: tuple[Declared, ...] = (
     Declared("reverification", "flows.reverification", "reverification"),
     Declared("retention", "flows.retention", "purge_retention"),
     Declared("freshness", "flows.freshness", "check_freshness"),
-    Declared("face-sweep", "flows.face", "sweep_face_tokens"),
     Declared("rescreen", "flows.rescreen", "rescreen"),
+    Declared("face-sweep", "flows.face", "sweep_face_tokens"),
 )
 
 

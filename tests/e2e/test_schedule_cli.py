@@ -64,6 +64,7 @@ def test_schedule_list_shows_the_crons_in_shanghai_with_their_next_run_times(env
         "retention": ("0 4 * * *", "Asia/Shanghai", "active"),
         "freshness": ("*/15 * * * *", "Asia/Shanghai", "active"),
         "rescreen": ("0 1 * * *", "Asia/Shanghai", "active"),
+        "face-sweep": ("*/30 * * * *", "Asia/Shanghai", "active"),
     }
     expected = {
         "onboarding": every_ten_minutes,

@@ -113,11 +113,12 @@ def check_applied(tmp_path: Path) -> None:
         "retention",
         "freshness",
         "rescreen",
+        "face-sweep",
         "verify-chunk",
         "rescreen-chunk",
     ]
     # The chunks' deployment is there for the onboarding run to use, without a schedule.
-    assert [d["scheduled"] for d in out["deployments"]] == [True] * 7 + [False] * 2
+    assert [d["scheduled"] for d in out["deployments"]] == [True] * 8 + [False] * 2
     paused = run_idv(env, "schedule", "pause", "key-rotation", "--json", timeout=300)
     assert paused.returncode == 0, paused.stderr
 
@@ -157,6 +158,7 @@ def check_applied(tmp_path: Path) -> None:
         "retention": ("active", "idv-process", 3),
         "freshness": ("active", "idv-process", 3),
         "rescreen": ("active", "idv-process", 3),
+        "face-sweep": ("active", "idv-process", 3),
     }
     # Serving here would take the deployments off the pool's workers: refused.
     (tmp_path / "inbox").mkdir()
@@ -164,7 +166,7 @@ def check_applied(tmp_path: Path) -> None:
     assert served.returncode == 2 and "Traceback" not in served.stderr
     assert (
         "runs onboarding, key-rotation, oauth-refresh, reverification, retention, freshness, "
-        "rescreen on a work pool"
+        "rescreen, face-sweep on a work pool"
     ) in served.stderr
 
 
