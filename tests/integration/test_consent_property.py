@@ -1,6 +1,11 @@
 """Property: over random consent histories, step sequences and clock positions, joining the
-sandbox's call log with the ledger finds zero calls without a live covering consent at the
-moment of the call. Real ledger (SQLite), real gate, real HTTP to the sandbox."""
+sandbox's call logs with the ledger finds zero calls without a live covering consent at the
+moment of the call. Real ledger (SQLite), real gate, real HTTP to the sandbox.
+
+The generic adapter's calls (court list, credit bureau) are joined to the gate's decisions by
+their idempotency keys. The real vendors (Tencent Cloud, Alibaba Cloud) take no key: their
+calls are joined by when they arrived (the steps run one at a time, each step's calls are
+those its vendors logged while it ran) and by the request ids its evidence records."""
 
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from flows.parts import StoreGateAdapter
-from idv.synthetic import make_id_number
+from idv.synthetic import make_id_number, make_phone
 from policies import catalog
 from sandbox.app import SandboxState
 from sandbox.server import SandboxServer
@@ -26,7 +31,7 @@ from storage.keyring import KeyRing, LocalKekProvider
 from storage.store import Store
 from verifiers.base import Subject
 from verifiers.gate import ConsentGate
-from verifiers.registry import default_registry
+from verifiers.registry import LICENSED_VERIFIERS, default_registry
 from verifiers.vendor import VendorClient, VendorEndpoint, idempotency_key
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -44,6 +49,8 @@ SCOPES = [
 NOTICE_VERSIONS = sorted(NOTICES) + ["privacy-notice-unknown"]
 
 HEX_AS_LETTERS = str.maketrans("0123456789", "ghijklmnop")
+CONTRACTS = catalog.vendor_contracts()
+LICENSED = {cls.name for cls in LICENSED_VERIFIERS}
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +137,9 @@ def test_when_histories_and_clocks_vary_then_no_call_lacks_a_live_covering_conse
     # Letters only: a run of hex digits can spell a phone number, which refs refuse.
     ref = f"P-{uuid.uuid4().hex[:12].translate(HEX_AS_LETTERS)}"
     # A person of their own per example: the call log is shared across examples.
-    id_number = make_id_number(random.Random(f"{ref}{seed}"))  # noqa: S311
+    rng = random.Random(f"{ref}{seed}")  # noqa: S311
+    id_number = make_id_number(rng)
+    phone = make_phone(rng)  # a number of their own too: the number checks log by phone
     for i, g in enumerate(history):
         granted = T0 + timedelta(hours=g["start_h"])
         cid, _ = store.ledger.record_grant(
@@ -153,16 +162,25 @@ def test_when_histories_and_clocks_vary_then_no_call_lacks_a_live_covering_conse
         name=SecretStr("张伟"),
         id_type="resident_id",
         id_number=SecretStr(id_number),
-        phone=SecretStr("+8613800138000"),
+        phone=SecretStr("+86" + phone),
     )
     registry = default_registry()
     endpoint = {
         name: VendorEndpoint(
-            base_url=sandbox.base_url, app_key="k", app_secret=SecretStr("s"), name=name
+            base_url=sandbox.base_url,
+            app_key="k",
+            app_secret=SecretStr("s"),
+            name=name,
+            protocol=CONTRACTS.protocol(name) or "generic",
+            region="ap-guangzhou" if name == "tencent" else None,
         )
-        for name in ("identity", "carrier", "court", "credit")
+        for name in ("tencent", "aliyun", "court", "credit")
     }
+    real = (sandbox.state.tencent, sandbox.state.aliyun)
     decided: dict[str, tuple[datetime, str, frozenset[str], bool]] = {}
+    # Per licensed step run: its decision's time, purpose and scopes, whether it was allowed,
+    # the real vendors' calls logged while it ran, and the request ids its evidence names.
+    windows: list[tuple[datetime, str, frozenset[str], bool, list, set]] = []
 
     store_io = StoreGateAdapter(store.ledger, store.audit)
 
@@ -174,14 +192,17 @@ def test_when_histories_and_clocks_vary_then_no_call_lacks_a_live_covering_conse
                     store_io, store_io, policy=POLICY, notices=NOTICES, clock=lambda at=at: at
                 )
                 verifier = registry.build(s["step"], Clients(endpoint, session))
+                before = [len(v.calls) for v in real]
                 evidence, decision_id = await gate.run(verifier, subject, purpose=s["purpose"])
+                allowed = evidence.status.value != "skipped"
+                if s["step"] in LICENSED:
+                    logged = [c for v, n in zip(real, before, strict=True) for c in v.calls[n:]]
+                    named = {str(c["request_id"]) for c in evidence.calls if c["request_id"]}
+                    scopes = gate.scopes_for(verifier)
+                    windows.append((at, s["purpose"], scopes, allowed, logged, named))
+                    continue
                 key = idempotency_key_for(s["step"], decision_id)
-                decided[key] = (
-                    at,
-                    s["purpose"],
-                    gate.scopes_for(verifier),
-                    evidence.status.value != "skipped",
-                )
+                decided[key] = (at, s["purpose"], gate.scopes_for(verifier), allowed)
 
     asyncio.run(run_all())
     events = store.ledger.events_for(ref)
@@ -194,6 +215,10 @@ def test_when_histories_and_clocks_vary_then_no_call_lacks_a_live_covering_conse
     for key, (at, purpose, scopes, allowed) in decided.items():
         assert allowed == covered_at(events, purpose, scopes, at)
         assert (key in called) == allowed
+    for at, purpose, scopes, allowed, logged, named in windows:
+        assert allowed == covered_at(events, purpose, scopes, at)
+        assert bool(logged) == allowed, "a licensed call went out without consent, or none with"
+        assert named <= {c.request_id for c in logged}
 
 
 def idempotency_key_for(step: str, decision_id: str) -> str:
@@ -213,10 +238,18 @@ def idempotency_key_for(step: str, decision_id: str) -> str:
 
 
 class Clients:
-    """A runner's vendor clients over one session, one attempt per call."""
+    """A runner's vendor clients over one session, one attempt per call; a licensed step
+    routed as the shipped contracts route it."""
+
+    contracts = CONTRACTS
 
     def __init__(self, endpoints: dict[str, VendorEndpoint], session: aiohttp.ClientSession):
         self.endpoints, self.session = endpoints, session
 
     def client(self, vendor: str) -> VendorClient:
         return VendorClient(self.endpoints[vendor], self.session, max_attempts=1)
+
+    def route(self, step: str) -> list[VendorClient]:
+        route = self.contracts.route(step)
+        assert route is not None, step
+        return [self.client(vendor) for vendor in route.vendors]
