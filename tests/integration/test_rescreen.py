@@ -292,3 +292,30 @@ def test_two_workers_over_one_book_screen_every_applicant_once(world, make_runti
         e.detail.get("run_id") for e in rt.store.audit.events(kind_prefix="court.match_found")
     }
     assert workers == {plan.run_id}
+
+
+def test_a_reject_resting_on_a_new_listing_asks_the_licensed_source_first(
+    world, make_runtime, sandbox
+):
+    from flows.settings import vendor_overrides
+
+    rt, _, _, _ = world
+    run_rescreen(rt, chunk_size=50)
+    wired = make_runtime(
+        **vendor_overrides(sandbox.base_url, sandbox.state.app_key, sandbox.state.app_secret)
+    )
+    case_id = wired.store.cases.case_of("R-exact").case_id
+    svc = wired.services.cases
+    svc.claim(case_id, actor=ANALYST)
+    svc.decide(
+        case_id, {"action": "reject", "reason": "newly on the dishonest-debtor list"}, actor=ANALYST
+    )
+    svc.claim(case_id, actor=SUPER)
+    calls = len(sandbox.state.calls)
+    out = svc.confirm(case_id, actor=SUPER)
+    assert len(sandbox.state.calls) == calls + 1  # the licensed re-query, through the gate
+    [d] = wired.store.cases.decisions(case_id)
+    if out.note:  # the licensed source no longer has it: the reject is void
+        assert d.status == "voided" and "no longer stands" in out.note
+    else:
+        assert d.status == "confirmed" and d.detail["court_requery"]["hit"] != "none"
