@@ -228,8 +228,9 @@ def test_when_a_delta_applies_then_listings_and_delistings_are_recorded_and_swap
 
 
 def test_while_an_import_is_written_a_reader_sees_the_version_in_use_whole(store, tmp_path):
-    from policies.court_list import RowChecker
     from datetime import date
+
+    from policies.court_list import RowChecker
 
     spec = base_spec(100)
     checker = RowChecker(court_list_policy(), today=date(2026, 12, 1))
