@@ -90,9 +90,9 @@ class RescreenPlan(_Model):
 
 
 class RescreenReport(_Model):
-    """A run's end: counts per verdict (of every match standing after it), skipped for
-    consent (by reason), new listings, delistings, cases opened or joined; no personal
-    value."""
+    """A run's end: counts per verdict (of the matches found for the applicants screened),
+    skipped for consent (by reason), new listings, delistings, cases opened or joined; no
+    personal value."""
 
     run_id: str
     status: str
