@@ -4,7 +4,8 @@ held now.
 
 - counters, as running totals over the audit chain (each scrape reads only the events past
   the last one it counted): vendor calls by step, status, result code and billed
-  (`step.completed`), their fees; gate refusals by step, purpose and reason
+  (`step.completed`), their fees, the vendor calls they made by vendor, API, code and
+  billed (`step.completed`'s `calls`); gate refusals by step, purpose and reason
   (`consent.denied`); reveals by field and reason code; chunk redispatches by reason;
 - gauges: applicants by outcome, open review cases by age bucket and SLA state, events the
   audit checkpoints do not cover yet and how long the oldest of them has waited, chunks
@@ -32,6 +33,7 @@ from storage import tallies
 from storage.tallies import FACE_PULL_GRACE
 from verifiers.metrics import label_value
 
+MAX_EVENTS_PER_READ = 200_000
 # The age buckets of the SLA report (services.cases.AGE_BUCKETS).
 AGE_BUCKETS: tuple[tuple[str, int | None], ...] = (
     ("under_4h", 4),
@@ -96,14 +98,28 @@ class OperationsCollector(Collector):
         total[0] += tally.events
         total[1] += tally.fee_cents
 
+    def _count_call(self, call: dict[str, Any]) -> None:
+        billed = "true" if (call.get("fee_cents") or 0) > 0 else "false"
+        labels = (call.get("vendor"), call.get("action"), call.get("code"), billed)
+        total = self._totals.setdefault(
+            ("vendor.call", tuple(label_value(x) for x in labels)), [0, 0]
+        )
+        total[0] += 1
+        total[1] += int(call.get("fee_cents") or 0)
+
     def _read(self) -> list[Metric]:
         now = self._clock()
         with self._store.engine.connect() as conn:
             head, checkpointed = tallies.audit_head(conn)
             if head > self._seen:
-                for tally in tallies.audit_tallies(conn, self._seen, head):
+                # At most MAX_EVENTS_PER_READ events a scrape: a long chain is caught up
+                # over several scrapes rather than one slow one.
+                upto = min(head, self._seen + MAX_EVENTS_PER_READ)
+                for tally in tallies.audit_tallies(conn, self._seen, upto):
                     self._count(tally)
-                self._seen = head
+                for call in tallies.vendor_calls(conn, self._seen, upto):
+                    self._count_call(call)
+                self._seen = upto
             waiting_since = tallies.uncheckpointed_since(conn, checkpointed, head)
             outcomes = tallies.outcomes(conn)
             cases = tallies.open_cases(
@@ -200,6 +216,12 @@ class OperationsCollector(Collector):
         redispatches = CounterMetricFamily(
             "idv_chunk_redispatches", "Chunks sent out again, by reason", labels=["reason"]
         )
+        vendor_calls = CounterMetricFamily(
+            "idv_recorded_vendor_calls",
+            "Calls to a licensed source as every process recorded them, by vendor, API, "
+            "result code and whether the source billed it",
+            labels=["vendor", "api", "code", "billed"],
+        )
         fee_by_step: dict[str, int] = {}
         for (kind, labels), (events, cents) in sorted(self._totals.items()):
             if kind == "step.completed":
@@ -209,8 +231,10 @@ class OperationsCollector(Collector):
                 refusals.add_metric(list(labels), events)
             elif kind == "applicant.revealed":
                 reveals.add_metric(list(labels), events)
+            elif kind == "vendor.call":
+                vendor_calls.add_metric(list(labels), events)
             else:
                 redispatches.add_metric(list(labels), events)
         for step, cents in sorted(fee_by_step.items()):
             fees.add_metric([step], cents)
-        return [calls, fees, refusals, reveals, redispatches]
+        return [calls, fees, refusals, reveals, redispatches, vendor_calls]

@@ -2,10 +2,12 @@
 code and whether the code is billed, their latency, the share of each contracted rate in
 use and the spend against the ceilings.
 
-The series live in `prometheus_client`'s default registry, which both `idv serve`'s admin
-port and Prefect's client metrics port (`PREFECT_CLIENT_METRICS_ENABLED=true` on a worker:
-every flow run process it starts serves the registry on `PREFECT_CLIENT_METRICS_PORT`) expose.
-The vendor layer calls the `record_*` functions; nothing here reads a value of a person.
+The series live in `prometheus_client`'s default registry, which `idv serve`'s admin port
+exposes. A worker's flow run processes do not serve theirs (Prefect's client metrics port
+would be held by the worker itself, and each flow run process would fail to bind it): their
+calls are counted from the audit chain instead (`services.metrics`,
+`idv_recorded_vendor_calls_total`). The vendor layer calls the `record_*` functions; nothing
+here reads a value of a person.
 
 Every label value passes `label_value`: a closed-vocabulary word (a vendor, an API, a code)
 is kept, anything that could be a value of a person or a record (an ID number, a phone, a

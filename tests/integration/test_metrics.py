@@ -51,7 +51,21 @@ def planted(rt, case_id: str) -> None:
     audit.record(
         "step.completed",
         "A-000123",
-        {"step": CANARIES[0], "status": CANARIES[2], "reason": case_id, "fee_cents": 1},
+        {
+            "step": CANARIES[0],
+            "status": CANARIES[2],
+            "reason": case_id,
+            "fee_cents": 1,
+            "calls": [
+                {
+                    "vendor": CANARIES[1],
+                    "action": CANARIES[2],
+                    "code": CANARIES[0],
+                    "request_id": case_id,
+                    "fee_cents": 1,
+                }
+            ],
+        },  # fmt: skip
     )
     audit.record(
         "consent.denied",
@@ -115,7 +129,11 @@ def test_no_label_of_any_series_holds_a_personal_value_or_an_id(
     assert any(ls["reason"] == "other" for _, ls, _ in series["idv_gate_refusals"])
     assert {ls["field"] for _, ls, _ in series["idv_reveals"]} == {"other"}
     assert "idv_open_cases" in series and "idv_audit_events_uncheckpointed" in series
-    # The vendor layer's own calls by their codes, and the planted one as `other`.
+    # Every process's vendor calls as recorded: the sandbox's vendors by name, the planted
+    # call's values as `other`.
+    recorded = {ls["vendor"] for _, ls, _ in series["idv_recorded_vendor_calls"]}
+    assert "other" in recorded and len(recorded) > 1
+    # This process's vendor layer's own calls by their codes, and the planted one as `other`.
     codes = {ls["code"] for _, ls, _ in series["idv_vendor_calls"]}
     assert "other" in codes and len(codes) > 1
 
