@@ -58,8 +58,8 @@ from services.errors import (
 from services.explain import ExplainService
 from services.subjects import Revealed, SubjectService, permit
 from storage.bindings import BindingError
-from storage.cases import CaseFilter
-from storage.records import CaseRecord
+from storage.cases import CaseFilter, CasePage
+from storage.records import CaseRecord, StoredApplicant
 from storage.store import Store
 from storage.subjects import SubjectUnavailableError
 from verifiers.court_list import entries_of
@@ -617,27 +617,31 @@ class CaseService:
 
     # --- the case view --------------------------------------------------------------------
 
-    def view(self, case_id: str, *, actor: Actor) -> CaseView:
-        """The case page's content, masked; the read is audited."""
-        self._permit(actor, "read_masked", "show", _case_id(case_id))
-        case = self._case(case_id)
-        now = self._now()
-        ref = case.applicant_ref
-        person = self._person(case, actor, action="show")
-        stored = self.store.applicants.get(ref) if person is not None else None
-        points: list[Points] = []
-        alerts: list[AlertView] = []
-        if stored is not None:
-            explained = ExplainService(self.store, self.card).explain(ref)
-            points = [Points(**c.model_dump(include=set(Points.model_fields)))
-                      for c in explained.contributions]
-            alerts = [AlertView(alert_id=a.alert_id, rule=a.rule, created_at=a.created_at,
-                                evidence=a.evidence) for a in explained.alerts]
-        grants = {g.consent_id: g for g in self.store.ledger.grants_for(ref)}
-        cleared = {w.case_number for w in self.store.cases.whitelisted(ref)}
-        steps, entries = [], []
-        # The court list's entries as its latest answer gives them: a re-query (before a
-        # reject is confirmed) appends a step that names the same entries again.
+    def _page(self, case_id: str) -> CasePage:
+        """The case page's rows in one read (`CaseRepository.page`), checked as `_case`."""
+        try:
+            found = self.store.cases.page(_case_id(case_id), except_kinds=READS)
+        except BindingError as exc:  # closed or decided in the database behind the chain
+            raise Conflict("case_id", f"{exc.table}: {exc.rule}") from None
+        if found is None:
+            raise NotFound("case_id", "no such case")
+        return found
+
+    def _stored(self, ref: str) -> StoredApplicant | None:
+        try:
+            return self.store.applicants.get(ref)
+        except BindingError as exc:
+            raise Conflict("applicant_ref", "the stored decision does not match the audit "
+                                            f"chain ({exc.table}: {exc.rule})") from None
+
+    @staticmethod
+    def _evidence(stored: StoredApplicant | None, grants: dict[str, Any], cleared: set[str]
+                  ) -> tuple[list[StepEvidence], list[CourtEntryView]]:
+        """Each step with the consents it ran under, and the court list's entries as its
+        latest answer gives them: a re-query (before a reject is confirmed) appends a step
+        that names the same entries again."""
+        steps: list[StepEvidence] = []
+        entries: list[CourtEntryView] = []
         court = [st for st in stored.steps if st.step == "court_list"] if stored else []
         for st in stored.steps if stored else ():
             steps.append(StepEvidence(
@@ -649,10 +653,33 @@ class CaseService:
                     notice_version=grants[cid].notice_version if cid in grants else None,
                     granted_at=grants[cid].granted_at.isoformat() if cid in grants else None)
                     for cid in st.consent_ids]))
-            for e in entries_of(st.signals) if court and st is court[-1] else []:
-                entries.append(CourtEntryView(
-                    case_number=e["case_number"], level=e["level"], status=e["status"],
-                    whitelisted=e["case_number"] in cleared))
+        for e in entries_of(court[-1].signals) if court else []:
+            entries.append(CourtEntryView(
+                case_number=e["case_number"], level=e["level"], status=e["status"],
+                whitelisted=e["case_number"] in cleared))
+        return steps, entries
+
+    def view(self, case_id: str, *, actor: Actor) -> CaseView:
+        """The case page's content, masked; the read is audited (`applicant.read`, with the
+        case). Its rows are read in one transaction (`CaseRepository.page`), the applicant
+        once (the scorecard's points computed from it, not explained again)."""
+        self._permit(actor, "read_masked", "show", _case_id(case_id))
+        page = self._page(case_id)
+        case = page.case
+        now = self._now()
+        ref = case.applicant_ref
+        person = self._person(case, actor, action="show")
+        stored = self._stored(ref) if person is not None else None
+        points: list[Points] = []
+        alerts: list[AlertView] = []
+        if stored is not None:
+            points = [Points(**c.model_dump(include=set(Points.model_fields)))
+                      for c in ExplainService(self.store, self.card).contributions(stored)]
+            alerts = [AlertView(alert_id=a["alert_id"], rule=a["rule"],
+                                created_at=a["created_at"], evidence=a["evidence"])
+                      for a in self.store.events.alerts(ref)]
+        grants = {g.consent_id: g for g in self.store.ledger.grants_for(ref)} if stored else {}
+        steps, entries = self._evidence(stored, grants, {w.case_number for w in page.whitelisted})
         labels = self.reason_labels()
         reasons = [LabelledReason(
             code=c, en=labels[c].en if c in labels else c, zh=labels[c].zh if c in labels else c,
@@ -663,28 +690,26 @@ class CaseService:
                                       e.detail.get("actor"), str) else None,
                                   case_id=e.detail.get("case_id") if isinstance(
                                       e.detail.get("case_id"), str) else None)
-                    for e in self.store.audit.events(subject_ref=ref, except_kinds=READS)]
+                    for e in page.events]
         # Free text (notes, reasons) masked for ID and phone shapes and the applicant's name.
         names = (person.name.get_secret_value(),) if person is not None else ()
-        outreach = self.store.cases.outreach(case.case_id)
         return CaseView(
             case=self.summary(case, person, now,
-                              awaiting=any(o.status == "sent" for o in outreach)),
+                              awaiting=any(o.status == "sent" for o in page.outreach)),
             reasons=reasons,
             score=stored.score if stored else None,
             policy_version=stored.policy_version if stored else None, points=points,
             alerts=alerts, steps=steps, court_entries=entries,
-            decisions=[self._decision_view(d, names)
-                       for d in self.store.cases.decisions(case.case_id)],
+            decisions=[self._decision_view(d, names) for d in page.decisions],
             notes=[NoteView(note_id=n.note_id, author=n.author,
                             created_at=n.created_at.isoformat(),
                             text=mask_text(n.body.get_secret_value(), names))
-                   for n in self.store.cases.notes(case.case_id)],
+                   for n in page.notes],
             outreach=[OutreachView(
                 outreach_id=o.outreach_id, template=o.template, channel=o.channel,
                 status=o.status, delivery=o.delivery, sent_by=o.sent_by,
                 sent_at=o.sent_at.isoformat(), expires_at=o.expires_at.isoformat(),
-                answered_at=_iso(o.answered_at)) for o in outreach],
+                answered_at=_iso(o.answered_at)) for o in page.outreach],
             timeline=timeline)
 
     @staticmethod

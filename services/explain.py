@@ -12,6 +12,7 @@ from policies.scorecard import Scorecard, assess
 from services.errors import Conflict, NotFound
 from services.subjects import require_ref
 from storage.bindings import BindingError
+from storage.records import StoredApplicant
 from storage.store import Store
 
 FeatureValue = str | int | float | bool | None
@@ -75,6 +76,20 @@ class ExplainService:
         self.store = store
         self.scorecard = scorecard
 
+    def contributions(self, stored: StoredApplicant) -> list[Contribution]:
+        """Each feature's part in a stored applicant's score, when the policy that decided is
+        the one loaded (none otherwise): pure, for a caller that holds the applicant already
+        and records its own read (the case page)."""
+        card = self.scorecard
+        if stored.score is None or stored.policy_version != card.version:
+            return []
+        return [
+            Contribution(**c.model_dump(), label=card.features[c.feature].label)
+            for c in assess(
+                card, {k: v for k, v in stored.features.items() if k in card.features}
+            ).contributions
+        ]
+
     def explain(self, applicant_ref: str) -> Explanation:
         require_ref(applicant_ref)
         try:
@@ -89,18 +104,9 @@ class ExplainService:
             ) from None
         if stored is None:
             raise NotFound("applicant_ref", "no such applicant")
-        card = self.scorecard
-        labels = card.reasons
+        labels = self.scorecard.reasons
         self.store.audit.record("decision.explained", applicant_ref, {"outcome": stored.outcome})
-        # Each feature's part in the score, when the policy that decided is the one loaded.
-        contributions = []
-        if stored.score is not None and stored.policy_version == card.version:
-            contributions = [
-                {**c.model_dump(), "label": card.features[c.feature].label}
-                for c in assess(
-                    card, {k: v for k, v in stored.features.items() if k in card.features}
-                ).contributions
-            ]
+        contributions = [c.model_dump() for c in self.contributions(stored)]
         return Explanation.model_validate(
             {
                 "applicant_ref": applicant_ref,

@@ -34,6 +34,7 @@ from storage.bindings import (
 )
 from storage.context import StoreContext, as_utc
 from storage.records import (
+    AuditRecord,
     CaseDecisionRecord,
     CaseRecord,
     NoteRecord,
@@ -71,6 +72,21 @@ class CaseFilter:
 # The queue's orders (`CaseRepository.listing`): a column, ascending unless "-" leads; each
 # ends with the case id so that a page boundary is stable.
 ORDERS = ("due", "-due", "priority", "-priority", "opened", "-opened", "ref", "-ref")
+
+
+@dataclass(frozen=True)
+class CasePage:
+    """What the case page shows of one case, read in one transaction
+    (`CaseRepository.page`): the case (checked against the chain as `get`), its decisions,
+    notes, outreach, the applicant's whitelisted court entries in force and the subject's
+    audit events but those of the kinds left out, in chain order."""
+
+    case: CaseRecord
+    decisions: list[CaseDecisionRecord]
+    notes: list[NoteRecord]
+    outreach: list[OutreachRecord]
+    whitelisted: list[WhitelistRecord]
+    events: list[AuditRecord]
 
 
 def _json_has(column: Any, value: str, dialect: str) -> Any:
@@ -206,6 +222,49 @@ class CaseRepository:
                 return None
             self._check(s, row[0], row[1])
             return _record(row[0], row[1])
+
+    def page(self, case_id: str, *, except_kinds: Sequence[str] = ()) -> CasePage | None:
+        """Everything the case page shows of one case, in one transaction and one read of
+        the subject's events (which serves both the binding check of `get` and the
+        timeline); `except_kinds` are left out of those events (reads of the applicant,
+        which the check never needs). None for no such case; `BindingError` as `get`."""
+        ae = m.AuditEvent
+        with self._ctx.transaction() as s:
+            row = s.execute(select(C, m.Applicant.applicant_ref)
+                            .join(m.Applicant, m.Applicant.id == C.applicant_id)
+                            .where(C.id == case_id)).first()
+            if row is None:
+                return None
+            c, ref = row[0], row[1]
+            q = select(ae).where(ae.subject_ref == ref).order_by(ae.seq)
+            if except_kinds:
+                q = q.where(ae.kind.not_in(list(except_kinds)))
+            events = list(s.scalars(q))
+            decisions = list(s.scalars(
+                select(m.CaseDecision).where(m.CaseDecision.case_id == c.id)
+                .order_by(m.CaseDecision.decided_at, m.CaseDecision.id)))
+            check_case(c, decisions, [
+                e for e in events
+                if (e.kind.startswith("case.") or e.kind == "subject.erased")
+                and binds_cases(e.detail) and self._audit.authentic(e)])
+            notes = [NoteRecord(note_id=n.id, author=n.author, created_at=as_utc(n.created_at),
+                                body=SecretStr(self._open(n.body_ct, self.NOTES, "body", n.id)))
+                     for n in s.scalars(select(m.CaseNote).where(m.CaseNote.case_id == c.id)
+                                        .order_by(m.CaseNote.created_at, m.CaseNote.id))]
+            outreach = [self._out(o) for o in s.scalars(
+                select(m.Outreach).where(m.Outreach.case_id == c.id)
+                .order_by(m.Outreach.sent_at))]
+            whitelisted = [self._white(w) for w in s.scalars(
+                select(m.CourtWhitelist).where(m.CourtWhitelist.applicant_ref == ref,
+                                               m.CourtWhitelist.revoked_at.is_(None))
+                .order_by(m.CourtWhitelist.created_at))]
+            return CasePage(
+                case=_record(c, ref), decisions=[self._decision(d) for d in decisions],
+                notes=notes, outreach=outreach, whitelisted=whitelisted,
+                events=[AuditRecord(seq=e.seq, at=as_utc(e.at), kind=e.kind,
+                                    subject_ref=e.subject_ref, detail=e.detail,
+                                    prev_hash=e.prev_hash, hash=e.hash, link=e.link)
+                        for e in events])
 
     def case_of(self, applicant_ref: str) -> CaseRecord | None:
         """The applicant's case not yet closed, if any (`BindingError` as `get`)."""
