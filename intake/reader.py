@@ -75,8 +75,10 @@ def batch_format(path: Path) -> str:
 def check_batch(path: Path) -> str:
     """What can be known of a batch before anything runs: it is a readable file with a batch
     extension, its text is UTF-8 throughout (a byte-order mark is allowed), and a CSV's header
-    names every batch-line field it needs and no other. Returns the format; a line that breaks
-    a rule is the reader's business, one refusal each, the batch going on."""
+    names every batch-line field it needs and no other, and it has at least one line to
+    verify (an empty file, or a CSV with its header alone, is refused: nothing would run).
+    Returns the format; a line that breaks a rule is the reader's business, one refusal each,
+    the batch going on."""
     if path.is_dir():
         raise BatchFormatError("FILE", "is a directory, not a batch file")
     if not path.exists():
@@ -85,21 +87,38 @@ def check_batch(path: Path) -> str:
         raise BatchFormatError("FILE", "is not a regular file")
     fmt = batch_format(path)
     decoder = codecs.getincrementaldecoder("utf-8")()
+    has_text = False  # anything but white space: a JSONL batch without it has no line
     try:
         with path.open("rb") as fh:
             head = fh.read(len(_BOM))
             if head != _BOM:
                 decoder.decode(head)
+                has_text = bool(head.strip())
             while block := fh.read(_UTF8_BLOCK):
                 decoder.decode(block)
+                has_text = has_text or bool(block.strip())
             decoder.decode(b"", final=True)
     except UnicodeDecodeError:
         raise BatchFormatError("FILE", "is not UTF-8 text") from None
     except OSError:
         raise BatchFormatError("FILE", "cannot be read") from None
     if fmt == "csv":
-        _csv_header(path)
+        _, header_bytes = _csv_header(path)
+        if not _has_text_after(path, header_bytes):
+            raise BatchFormatError("FILE", "is empty: a header and no line to verify")
+    elif not has_text:
+        raise BatchFormatError("FILE", "is empty: no line to verify")
     return fmt
+
+
+def _has_text_after(path: Path, offset: int) -> bool:
+    """Whether anything but white space follows `offset` bytes (a CSV's header line)."""
+    with path.open("rb") as fh:
+        fh.seek(offset)
+        while block := fh.read(_UTF8_BLOCK):
+            if block.strip():
+                return True
+    return False
 
 
 def _csv_header(path: Path) -> tuple[tuple[str, ...], int]:

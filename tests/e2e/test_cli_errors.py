@@ -41,6 +41,8 @@ def files(tmp: Path) -> dict[str, Path]:
         "batch.txt": (good + "\n").encode(),
         "batch.json": (good + "\n").encode(),
         "empty.csv": b"",
+        "header_only.csv": b"applicant_ref,name,id_type,id_number,product\n",
+        "blank.jsonl": b"\n  \n",
         "statement.txt": b"\xff\xfe not a statement",
     }
     out = {}
@@ -61,6 +63,8 @@ CASES = [
     (["batch", "run", "{batch.txt}"], "FILE", "must end in .jsonl, .ndjson or .csv"),
     (["batch", "run", "{batch.json}"], "FILE", "must end in .jsonl, .ndjson or .csv"),
     (["batch", "run", "{empty.csv}"], "FILE", "needs a header line"),
+    (["batch", "run", "{header_only.csv}"], "FILE", "is empty"),
+    (["batch", "run", "{blank.jsonl}"], "FILE", "is empty"),
     (["batch", "run", "{a_folder.jsonl}"], "FILE", "is a directory"),
     (["batch", "run", "{missing}.jsonl"], "FILE", "no such file"),
     (["batch", "run", "{batch.txt}", "--faults", "5xx=0.1"], "FILE", "must end in"),
@@ -244,8 +248,9 @@ def test_when_idv_home_is_read_only_then_commands_say_so_in_one_line(env, tmp_pa
             ["consent", "show", "A-1"],
             ["batch", "run", str(tmp_path / "b.jsonl")],
         ):
-            if args[0] == "batch":
-                Path(args[2]).write_text("", encoding="utf-8")
+            if args[0] == "batch":  # a batch with a line: an empty one is refused first
+                good = json.dumps(next(iter(applicants(1, prefix="R-"))), ensure_ascii=False)
+                Path(args[2]).write_text(good + "\n", encoding="utf-8")
             done = run_idv(env, *args)
             assert done.returncode == 2, (args, done.stdout, done.stderr[-1500:])
             assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1

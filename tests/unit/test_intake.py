@@ -273,7 +273,8 @@ def test_when_a_jsonl_batch_starts_with_a_byte_order_mark_then_its_first_line_is
             "names a column twice",
         ),
         ("b.jsonl", b'{"name": "\xe5\xbc"}\n', "FILE", "is not UTF-8 text"),
-        ("b.ndjson", b"", None, None),
+        ("b.ndjson", b"", "FILE", "is empty: no line to verify"),
+        ("b.ndjson", b'{"applicant_ref": "A-1"}\n', None, None),
     ],
 )
 def test_when_a_batch_is_checked_as_a_whole_then_the_rule_is_named(
