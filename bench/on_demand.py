@@ -3,12 +3,13 @@ vendors themselves take, in one run.
 
 The sandbox (its Tencent and Aliyun imitations, `vendor_sandbox.py`) runs in a process of its
 own with the vendors' rates lifted (and idv's contracts likewise) and adds `LATENCY_MS` to
-every answer; `idv serve` runs in another. This process sends requests open-loop at `RATE` per second (each at its scheduled time, whether
-or not earlier ones have answered: the latency a caller sees under that load), each a new
-applicant with every consent. A request's vendor time is its paid calls (made one after
-the other, as the product's steps are) times the sandbox's latency; its overhead is what
-the caller waited beyond that. Printed: p50, p99 and max of latency and overhead, and the
-answers by status (target: p99 overhead <= 25 ms).
+every answer; `idv serve` runs in another. This process sends requests open-loop at `RATE`
+per second (each at its scheduled time, whether or not earlier ones have answered: the
+latency a caller sees under that load), each a new applicant with every consent. A
+request's vendor time is its paid calls (made one after the other, as the product's steps
+are) times the sandbox's latency; its overhead is what the caller waited beyond that.
+Printed: p50, p99 and max of latency and overhead, and the answers by status (target: p99
+overhead <= 25 ms).
 
 Both stores in one run: SQLite, then PostgreSQL when `IDV_BENCH_DATABASE_URL` is set (in a
 schema of its own). Each `idv serve` runs with its admin port, whose `idv_db_commits_total`
