@@ -627,9 +627,17 @@ class CaseService:
             raise NotFound("case_id", "no such case")
         return found
 
-    def _stored(self, ref: str) -> StoredApplicant | None:
+    def _person_stored(self, case: CaseRecord, actor: Actor
+                       ) -> tuple[Any, StoredApplicant | None]:
+        """The case's applicant for masked display and as stored, in one read recorded with
+        the case (`ApplicantRepository.reveal_stored`); (None, None) when erased or
+        restricted, as `_person`."""
         try:
-            return self.store.applicants.get(ref)
+            return self.store.applicants.reveal_stored(
+                case.applicant_ref, actor=actor.name, purpose=REVIEW_PURPOSE,
+                context={"case_id": case.case_id, "role": actor.role, "action": "show"})
+        except (SubjectUnavailableError, KeyError):
+            return None, None
         except BindingError as exc:
             raise Conflict("applicant_ref", "the stored decision does not match the audit "
                                             f"chain ({exc.table}: {exc.rule})") from None
@@ -662,14 +670,14 @@ class CaseService:
     def view(self, case_id: str, *, actor: Actor) -> CaseView:
         """The case page's content, masked; the read is audited (`applicant.read`, with the
         case). Its rows are read in one transaction (`CaseRepository.page`), the applicant
-        once (the scorecard's points computed from it, not explained again)."""
+        once with its steps, in the transaction that records the read (the scorecard's points
+        computed from it, not explained again)."""
         self._permit(actor, "read_masked", "show", _case_id(case_id))
         page = self._page(case_id)
         case = page.case
         now = self._now()
         ref = case.applicant_ref
-        person = self._person(case, actor, action="show")
-        stored = self._stored(ref) if person is not None else None
+        person, stored = self._person_stored(case, actor)
         points: list[Points] = []
         alerts: list[AlertView] = []
         if stored is not None:

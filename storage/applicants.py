@@ -346,6 +346,32 @@ class ApplicantRepository:
             self._refused(applicant_ref, actor=actor, purpose=purpose)
         raise SubjectUnavailableError(why)
 
+    def reveal_stored(self, applicant_ref: str, *, actor: str, purpose: str,
+                      context: dict[str, Any] | None = None
+                      ) -> tuple[RevealedApplicant, StoredApplicant]:
+        """`reveal_by_ref` (masked display) and `get` in one transaction and one read of the
+        applicant, for a page that shows both (the case page): the same refusals, the read
+        recorded with `context`, the stored decision and steps checked against the chain
+        (`BindingError`, and then no read is recorded: nothing was shown)."""
+        st = m.StepResult.__table__
+        with self._ctx.transaction() as s:
+            conn = s.connection()
+            row = find_by_refs(conn, [applicant_ref]).get(applicant_ref)
+            if row is None:
+                raise KeyError("applicant_ref: no such applicant")
+            why = self._unavailable(s, [row], purpose).get(applicant_ref)
+            if why is None:
+                steps = conn.execute(select(st).where(st.c.applicant_id == row.id)
+                                     .order_by(st.c.position)).all()
+                check_decision(self._audit, conn, row, steps)
+                self._audit.record("applicant.read", applicant_ref, {
+                    **(context or {}), "actor": actor, "purpose": purpose, "masked": True},
+                    session=s)
+                return applicant_fields.reveal(self._ctx.cipher, row), self._stored(row, steps)
+        if row.erased_at is None:
+            self._refused(applicant_ref, actor=actor, purpose=purpose)
+        raise SubjectUnavailableError(why)
+
     def people(self, refs: Iterable[str], *, actor: str, purpose: str,
                context: dict[str, Any] | None = None) -> dict[str, RevealedApplicant]:
         """Many applicants decrypted for masked display (a page of the queue), by ref; those
