@@ -5,9 +5,10 @@ held now.
 - counters, as running totals over the audit chain (each scrape reads only the events past
   the last one it counted): vendor calls by step, status, result code and billed
   (`step.completed`), their fees, the vendor calls they made by vendor, API, code and
-  billed (`step.completed`'s `calls`); gate refusals by step, purpose and reason
+  billed (`step.completed`'s `calls`); decisions by outcome (`applicant.decided`,
+  `applicant.redecided`); gate refusals by step, purpose and reason
   (`consent.denied`); reveals by field and reason code; chunk redispatches by reason;
-- gauges: applicants by outcome, open review cases by age bucket and SLA state, events the
+- gauges: open review cases by age bucket and SLA state, events the
   audit checkpoints do not cover yet and how long the oldest of them has waited, chunks
   redispatched over the last day, face flows by status and verdicts not pulled, each court
   list copy's age.
@@ -91,6 +92,8 @@ class OperationsCollector(Collector):
             labels = (tally.step, tally.purpose, tally.reason)
         elif tally.kind == "applicant.revealed":
             labels = (tally.field, tally.reason)
+        elif tally.kind in ("applicant.decided", "applicant.redecided"):
+            labels = ("new" if tally.kind == "applicant.decided" else "again", tally.outcome)
         else:
             labels = (tally.reason,)
         key = (tally.kind, tuple(label_value(x) for x in labels))
@@ -121,18 +124,12 @@ class OperationsCollector(Collector):
                     self._count_call(call)
                 self._seen = upto
             waiting_since = tallies.uncheckpointed_since(conn, checkpointed, head)
-            outcomes = tallies.outcomes(conn)
             cases = tallies.open_cases(
                 conn, now, buckets=AGE_BUCKETS, due_soon_hours=self._due_soon_hours
             )
             redispatched = tallies.redispatched_chunks(conn, now - timedelta(days=1))
             faces, unpulled = tallies.face_tokens(conn, now, FACE_PULL_GRACE)
         metrics = self._counters()
-        outcome = GaugeMetricFamily(
-            "idv_applicants", "Applicants held, by outcome", labels=["outcome"]
-        )
-        for name, n in sorted(outcomes.items()):
-            outcome.add_metric([label_value(name)], n)
         open_cases = GaugeMetricFamily(
             "idv_open_cases", "Review cases not closed, by age and SLA state", labels=["age", "sla"]
         )
@@ -165,7 +162,6 @@ class OperationsCollector(Collector):
         )
         return [
             *metrics,
-            outcome,
             open_cases,
             uncovered,
             waited,
@@ -216,6 +212,12 @@ class OperationsCollector(Collector):
         redispatches = CounterMetricFamily(
             "idv_chunk_redispatches", "Chunks sent out again, by reason", labels=["reason"]
         )
+        decisions = CounterMetricFamily(
+            "idv_decisions",
+            "Applicants decided, by outcome: a first decision (`new`) or a later one "
+            "(`again`: re-verification, a correction, a dispute)",
+            labels=["decision", "outcome"],
+        )
         vendor_calls = CounterMetricFamily(
             "idv_recorded_vendor_calls",
             "Calls to a licensed source as every process recorded them, by vendor, API, "
@@ -233,8 +235,10 @@ class OperationsCollector(Collector):
                 reveals.add_metric(list(labels), events)
             elif kind == "vendor.call":
                 vendor_calls.add_metric(list(labels), events)
+            elif kind in ("applicant.decided", "applicant.redecided"):
+                decisions.add_metric(list(labels), events)
             else:
                 redispatches.add_metric(list(labels), events)
         for step, cents in sorted(fee_by_step.items()):
             fees.add_metric([step], cents)
-        return [calls, fees, refusals, reveals, redispatches, vendor_calls]
+        return [calls, fees, refusals, reveals, redispatches, vendor_calls, decisions]

@@ -4,7 +4,9 @@ vocabulary (a step, a status, a reason code, an outcome, an age bucket).
 
 The audit chain is every process's record (the API's, each worker's), so counting its events
 counts the work of all of them: `audit_tallies` counts the events of a few kinds between two
-sequence numbers, so that a caller keeps running totals by reading only what is new.
+sequence numbers, so that a caller keeps running totals by reading only what is new (the
+decisions by outcome among them: counting the applicants table instead would read every
+row of it, ciphertexts and all, at each scrape).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ TALLIED_KINDS = (
     "consent.denied",  # step, purpose, reason
     "applicant.revealed",  # field, reason_code
     "run.chunk_redispatched",  # reason
+    "applicant.decided",  # outcome
+    "applicant.redecided",  # outcome
 )
 # A face flow's verdict is pulled by the face-sweep deployment after the flow's expiry; one
 # still not pulled this long after is late (the vendor drops it when its window ends).
@@ -43,6 +47,7 @@ class AuditTally:
     reason: str | None
     purpose: str | None
     field: str | None
+    outcome: str | None
     billed: bool
     events: int
     fee_cents: int
@@ -75,6 +80,7 @@ def audit_tallies(conn: Connection, after: int, up_to: int) -> list[AuditTally]:
         reason,
         text_of("purpose"),
         text_of("field"),
+        text_of("outcome"),
         billed,
     )
     query = (
@@ -90,9 +96,10 @@ def audit_tallies(conn: Connection, after: int, up_to: int) -> list[AuditTally]:
             reason=row[3],
             purpose=row[4],
             field=row[5],
-            billed=bool(row[6]),
-            events=int(row[7]),
-            fee_cents=int(row[8] or 0),
+            outcome=row[6],
+            billed=bool(row[7]),
+            events=int(row[8]),
+            fee_cents=int(row[9] or 0),
         )
         for row in conn.execute(query)
     ]
@@ -105,15 +112,6 @@ def uncheckpointed_since(conn: Connection, checkpoint_seq: int, head: int) -> da
     ae = m.AuditEvent.__table__
     at = conn.scalar(select(ae.c.at).where(ae.c.seq == checkpoint_seq + 1))
     return as_utc(at) if at is not None else None
-
-
-def outcomes(conn: Connection) -> dict[str, int]:
-    """Applicants held, by outcome."""
-    ap = m.Applicant.__table__
-    return {
-        str(outcome): int(n)
-        for outcome, n in conn.execute(select(ap.c.outcome, func.count()).group_by(ap.c.outcome))
-    }
 
 
 def open_cases(

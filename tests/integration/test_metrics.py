@@ -124,8 +124,8 @@ def test_no_label_of_any_series_holds_a_personal_value_or_an_id(
     assert {"/verifications", "/subjects/{applicant_ref}/decision", "unmatched"} <= routes
     steps = {ls["step"] for _, ls, _ in series["idv_step_calls"]}
     assert {"id_check", "other"} <= steps
-    outcomes = {ls["outcome"]: v for _, ls, v in series["idv_applicants"]}
-    assert sum(outcomes.values()) == len(people)
+    decided = [v for _, ls, v in series["idv_decisions"] if ls["decision"] == "new"]
+    assert sum(decided) == len(people)
     assert any(ls["reason"] == "other" for _, ls, _ in series["idv_gate_refusals"])
     assert {ls["field"] for _, ls, _ in series["idv_reveals"]} == {"other"}
     assert "idv_open_cases" in series and "idv_audit_events_uncheckpointed" in series
