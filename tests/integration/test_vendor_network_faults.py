@@ -24,6 +24,7 @@ from pydantic import SecretStr
 from flows.onboarding import run_batch
 from flows.settings import vendor_overrides
 from idv.synthetic import Mix, applicants
+from policies import catalog
 from verifiers.base import StepStatus, Subject, _mint_permit
 from verifiers.id_check import IdCheckVerifier
 from verifiers.vendor import VendorClient, VendorEndpoint
@@ -116,11 +117,19 @@ def permit():
 
 
 async def verify_at(base_url: str, *, max_attempts: int = 3):
-    endpoint = VendorEndpoint(base_url=base_url, app_key="k", app_secret="s")
+    """The identity check at Tencent (its protocol, alone on the route) at `base_url`."""
+    endpoint = VendorEndpoint(
+        base_url=base_url,
+        app_key="k",
+        app_secret="s",
+        name="tencent",
+        protocol="tencent",
+        region="ap-guangzhou",
+    )
     async with aiohttp.ClientSession() as session:
-        return await IdCheckVerifier(
-            VendorClient(endpoint, session, timeout_s=2, max_attempts=max_attempts)
-        ).verify(SUBJECT, permit())
+        client = VendorClient(endpoint, session, timeout_s=2, max_attempts=max_attempts)
+        verifier = IdCheckVerifier([client], catalog.vendor_contracts())
+        return await verifier.verify(SUBJECT, permit())
 
 
 async def test_when_the_certificate_does_not_verify_then_the_step_errs_at_once_and_sends_nothing(
@@ -132,6 +141,7 @@ async def test_when_the_certificate_does_not_verify_then_the_step_errs_at_once_a
         took = time.perf_counter() - started
     assert evidence.status is StepStatus.ERROR and evidence.reason == "tls_certificate"
     assert evidence.attempts == 1 and took < 2  # not retried
+    assert evidence.in_doubt == 0  # nothing was sent: nothing can have been billed
     assert server.connections == 1 and server.received == 0  # no byte of the request
     assert evidence.fee_cents == 0
 
@@ -140,7 +150,7 @@ async def test_when_the_vendor_name_does_not_resolve_then_it_is_retried_then_an_
     started = time.perf_counter()
     evidence = await verify_at("http://vendor.invalid", max_attempts=3)
     assert evidence.status is StepStatus.ERROR and evidence.reason == "connection_dns"
-    assert evidence.attempts == 3
+    assert evidence.attempts == 3 and evidence.in_doubt == 0
     assert time.perf_counter() - started < 3 * 2 + 2.5  # bounded by timeouts and backoff
 
 
