@@ -1,6 +1,8 @@
 """`idv fees reconcile` in a subprocess, on SQLite and PostgreSQL: a batch run against a
 sandbox whose credit bureau sometimes answers too late (it bills, our call times out), then
-the sandbox's own billing statement compared with what was stored, as is and doctored."""
+the generic adapter's billing statement compared with what was stored, as is and doctored,
+by idempotency key; and Tencent's own bill of the licensed checks, by its request ids (a
+real vendor takes no idempotency key)."""
 
 from __future__ import annotations
 
@@ -60,17 +62,20 @@ def world(database, key_file, tmp_path):
             rt.close()
         with urllib.request.urlopen(sandbox.base_url + "/_sandbox/statement") as resp:  # noqa: S310
             statement = resp.read().decode()
+        with urllib.request.urlopen(sandbox.base_url + "/_sandbox/tencent/bill") as resp:  # noqa: S310
+            bill = resp.read().decode()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IDV_", "PREFECT_"))}
     env |= {"IDV_HOME": str(home), "IDV_KEY_FILE": str(key_file), **database.env()}
-    return sign_in(env, "operator"), statement, stored, state
+    return sign_in(env, "operator"), statement, stored, state, bill
 
 
 def test_when_the_vendor_billed_calls_that_timed_out_then_reconcile_names_each_of_them(
     world, tmp_path
 ):
-    env, statement, stored, state = world
+    env, statement, stored, state, _ = world
     late = [st for st in stored if st.step == "credit_report" and st.reason == "timeout"]
-    paid = [st for st in stored if st.fee_cents > 0]
+    # The generic adapter's paid calls (under a key); the licensed checks' are on Tencent's bill.
+    paid = [st for st in stored if st.fee_cents > 0 and st.idempotency_key]
     assert late and paid  # the faults did hit, and most calls came back
     # A late answer the vendor does not bill (NO_RECORD) is on no statement.
     billed = {c.idempotency_key for c in state.calls if c.billed_cents > 0}
@@ -89,6 +94,7 @@ def test_when_the_vendor_billed_calls_that_timed_out_then_reconcile_names_each_o
         "billed_unknown": 0,
         "fee_mismatch": 0,
         "recorded_not_billed": 0,
+        "billed_in_doubt": 0,
     }
     assert {f["idempotency_key"] for f in report["findings"]} == {st.idempotency_key for st in late}
     assert {(f["step"], f["billed_cents"], f["recorded_cents"]) for f in report["findings"]} == {
@@ -113,20 +119,20 @@ def test_when_the_vendor_billed_calls_that_timed_out_then_reconcile_names_each_o
     assert event.detail["counts"] == report["counts"]
     assert len(event.detail["statement_sha256"]) == 64
 
-    # The identity vendor's own statement (its lines only) against its steps only: agreed.
+    # The court list vendor's own statement (its lines only) against its steps only: agreed.
     rows = list(csv.reader(io.StringIO(statement)))
     endpoint = rows[0].index("endpoint")
     out = io.StringIO()
     csv.writer(out).writerows(
-        [rows[0], *[r for r in rows[1:] if r[endpoint].startswith("/v1/identity/")]]
+        [rows[0], *[r for r in rows[1:] if r[endpoint].startswith("/v1/court/")]]
     )
-    own = tmp_path / "identity.csv"
+    own = tmp_path / "court.csv"
     own.write_text(out.getvalue(), encoding="utf-8")
-    identity = run_idv(env, "fees", "reconcile", str(own), "--vendor", "identity", "--json")
-    assert identity.returncode == 0, identity.stdout
-    agreed = json.loads(identity.stdout)
+    court = run_idv(env, "fees", "reconcile", str(own), "--vendor", "court", "--json")
+    assert court.returncode == 0, court.stdout
+    agreed = json.loads(court.stdout)
     assert agreed["clean"] and agreed["matched_calls"] == sum(
-        1 for st in stored if st.step == "id_check" and st.fee_cents
+        1 for st in stored if st.step == "court_list" and st.fee_cents
     )
     # The whole statement with --vendor credit: only the credit bureau's lines are compared,
     # the other vendors' are left out (not "billed under a key idv never stored").
@@ -139,15 +145,43 @@ def test_when_the_vendor_billed_calls_that_timed_out_then_reconcile_names_each_o
         1 for r in rows[1:] if not r[endpoint].startswith("/v1/credit/")
     )
     assert only["other_vendors_lines"] > 0
-    # Every vendor's steps against it: the other vendors' fees were recorded, not billed.
+    # Every generic vendor's steps against it: the credit bureau's fees were recorded, not
+    # billed (the real vendors' calls carry no key: they are on their own bills).
     mixed = json.loads(run_idv(env, "fees", "reconcile", str(own), "--json").stdout)
-    assert mixed["counts"]["recorded_not_billed"] == sum(
-        1 for st in stored if st.step != "id_check" and st.fee_cents
-    )
+    credit_paid = sum(1 for st in stored if st.step == "credit_report" and st.fee_cents)
+    assert credit_paid and mixed["counts"]["recorded_not_billed"] == credit_paid
+
+
+def test_when_tencents_bill_is_read_then_each_line_is_a_call_we_recorded(world, tmp_path):
+    """The licensed checks went to Tencent (the contracts' primary): its bill, line for line
+    by RequestId, is what the steps recorded, fee for fee."""
+    env, _, stored, state, bill = world
+    licensed = ("id_check", "carrier_check", "number_status", "number_tenure")
+    paid = [st for st in stored if st.step in licensed and st.fee_cents]
+    assert paid and len(bill.splitlines()) - 1 == len(state.tencent.billed_calls())
+    path = tmp_path / "tencent.csv"
+    path.write_text(bill, encoding="utf-8")
+    done = run_idv(env, "fees", "reconcile", str(path), "--vendor", "tencent", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["clean"] and report["vendor"] == "tencent"
+    assert report["matched_calls"] == len(paid)
+    assert report["matched_cents"] == sum(st.fee_cents for st in paid) == state.tencent.billed_fen()
+    assert report["billed_in_doubt"] == []
+    # A line taken off the bill: the call we recorded is named, by its RequestId.
+    lines = bill.splitlines()
+    dropped = lines.pop(1)
+    short = tmp_path / "short.csv"
+    short.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    found = run_idv(env, "fees", "reconcile", str(short), "--vendor", "tencent", "--json")
+    assert found.returncode == 1, found.stdout + found.stderr
+    (missing,) = json.loads(found.stdout)["findings"]
+    assert missing["kind"] == "recorded_not_billed"
+    assert dropped.split(",")[1] in missing["request_ids"]
 
 
 def test_when_the_statement_is_doctored_then_every_kind_of_disagreement_is_found(world, tmp_path):
-    env, statement, stored, _ = world
+    env, statement, stored, *_ = world
     rows = list(csv.reader(io.StringIO(statement)))
     header, lines = rows[0], rows[1:]
     fee = header.index("fee_cents")
@@ -198,7 +232,7 @@ def test_when_the_statement_is_doctored_then_every_kind_of_disagreement_is_found
 
 
 def test_when_the_statement_matches_then_reconcile_agrees(world, tmp_path):
-    env, statement, stored, _ = world
+    env, statement, stored, *_ = world
     late = {st.idempotency_key for st in stored if st.reason == "timeout"}
     rows = list(csv.reader(io.StringIO(statement)))
     key = rows[0].index("idempotency_key")
