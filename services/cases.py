@@ -627,15 +627,17 @@ class CaseService:
             raise NotFound("case_id", "no such case")
         return found
 
-    def _person_stored(self, case: CaseRecord, actor: Actor
+    def _person_stored(self, page: CasePage, actor: Actor
                        ) -> tuple[Any, StoredApplicant | None]:
         """The case's applicant for masked display and as stored, in one read recorded with
-        the case (`ApplicantRepository.reveal_stored`); (None, None) when erased or
-        restricted, as `_person`."""
+        the case (`ApplicantRepository.reveal_stored`, checked against the page's events);
+        (None, None) when erased or restricted, as `_person`."""
+        case = page.case
         try:
             return self.store.applicants.reveal_stored(
                 case.applicant_ref, actor=actor.name, purpose=REVIEW_PURPOSE,
-                context={"case_id": case.case_id, "role": actor.role, "action": "show"})
+                context={"case_id": case.case_id, "role": actor.role, "action": "show"},
+                events=page.events)
         except (SubjectUnavailableError, KeyError):
             return None, None
         except BindingError as exc:
@@ -669,15 +671,15 @@ class CaseService:
 
     def view(self, case_id: str, *, actor: Actor) -> CaseView:
         """The case page's content, masked; the read is audited (`applicant.read`, with the
-        case). Its rows are read in one transaction (`CaseRepository.page`), the applicant
+        case). Its rows (grants and alerts too) are read in one transaction
+        (`CaseRepository.page`), the applicant
         once with its steps, in the transaction that records the read (the scorecard's points
         computed from it, not explained again)."""
         self._permit(actor, "read_masked", "show", _case_id(case_id))
         page = self._page(case_id)
         case = page.case
         now = self._now()
-        ref = case.applicant_ref
-        person, stored = self._person_stored(case, actor)
+        person, stored = self._person_stored(page, actor)
         points: list[Points] = []
         alerts: list[AlertView] = []
         if stored is not None:
@@ -685,8 +687,8 @@ class CaseService:
                       for c in ExplainService(self.store, self.card).contributions(stored)]
             alerts = [AlertView(alert_id=a["alert_id"], rule=a["rule"],
                                 created_at=a["created_at"], evidence=a["evidence"])
-                      for a in self.store.events.alerts(ref)]
-        grants = {g.consent_id: g for g in self.store.ledger.grants_for(ref)} if stored else {}
+                      for a in page.alerts]
+        grants = {g.consent_id: g for g in page.grants}
         steps, entries = self._evidence(stored, grants, {w.case_number for w in page.whitelisted})
         labels = self.reason_labels()
         reasons = [LabelledReason(

@@ -150,17 +150,21 @@ def insert_decided(conn: Connection, audit: AuditLog, batch: list[DecidedRows]) 
     return flags
 
 
-def check_decision(audit: AuditLog, conn: Connection, row: Any, steps: Iterable[Any]) -> None:
+def check_decision(audit: AuditLog, conn: Connection, row: Any, steps: Iterable[Any],
+                   known: Iterable[Any] | None = None) -> None:
     """`BindingError` unless the applicant's decision and step results are the ones the
     audit chain recorded: the decision's event is authentic, is the applicant's latest
     decision event and holds its hash; each step's event lists its hash, and every step hash
-    those events list has its row."""
+    those events list has its row. `known`: the subject's events read already (every kind
+    but reads), used when they hold every event the rows name; else they are read."""
     ae = m.AuditEvent.__table__
     steps = list(steps)
     seqs = {row.decision_seq} | {st.audit_seq for st in steps}
     seqs.discard(None)
     ref = row.applicant_ref
-    events = {e.seq: e for e in conn.execute(
+    given = {e.seq: e for e in known or () if e.subject_ref == ref and e.kind in
+             DECISION_KINDS + STEP_KINDS}
+    events = given if known is not None and seqs <= set(given) else {e.seq: e for e in conn.execute(
         select(ae.c.seq, ae.c.at, ae.c.kind, ae.c.subject_ref, ae.c.detail, ae.c.prev_hash,
                ae.c.hash).where(or_(ae.c.seq.in_(sorted(seqs)), and_(
                    ae.c.subject_ref == ref, ae.c.kind.in_(DECISION_KINDS + STEP_KINDS)))))}
@@ -347,12 +351,14 @@ class ApplicantRepository:
         raise SubjectUnavailableError(why)
 
     def reveal_stored(self, applicant_ref: str, *, actor: str, purpose: str,
-                      context: dict[str, Any] | None = None
+                      context: dict[str, Any] | None = None,
+                      events: Iterable[Any] | None = None
                       ) -> tuple[RevealedApplicant, StoredApplicant]:
         """`reveal_by_ref` (masked display) and `get` in one transaction and one read of the
         applicant, for a page that shows both (the case page): the same refusals, the read
         recorded with `context`, the stored decision and steps checked against the chain
-        (`BindingError`, and then no read is recorded: nothing was shown)."""
+        (`BindingError`, and then no read is recorded: nothing was shown). `events`: the
+        subject's audit events read already (`check_decision`'s `known`)."""
         st = m.StepResult.__table__
         with self._ctx.transaction() as s:
             conn = s.connection()
@@ -363,7 +369,8 @@ class ApplicantRepository:
             if why is None:
                 steps = conn.execute(select(st).where(st.c.applicant_id == row.id)
                                      .order_by(st.c.position)).all()
-                check_decision(self._audit, conn, row, steps)
+                check_decision(self._audit, conn, row, steps,
+                               list(events) if events is not None else None)
                 self._audit.record("applicant.read", applicant_ref, {
                     **(context or {}), "actor": actor, "purpose": purpose, "masked": True},
                     session=s)

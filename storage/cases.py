@@ -22,6 +22,7 @@ from sqlalchemy import String, and_, case, cast, exists, func, or_, select, upda
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
+from policies.consent import ConsentGrant
 from storage import models as m
 from storage.audit import AuditLog
 from storage.bindings import (
@@ -33,6 +34,7 @@ from storage.bindings import (
     closing_hash,
 )
 from storage.context import StoreContext, as_utc
+from storage.ledger import LEDGER_EVENT_KINDS, fold
 from storage.records import (
     AuditRecord,
     CaseDecisionRecord,
@@ -78,7 +80,8 @@ ORDERS = ("due", "-due", "priority", "-priority", "opened", "-opened", "ref", "-
 class CasePage:
     """What the case page shows of one case, read in one transaction
     (`CaseRepository.page`): the case (checked against the chain as `get`), its decisions,
-    notes, outreach, the applicant's whitelisted court entries in force and the subject's
+    notes, outreach, the applicant's whitelisted court entries in force, their consent
+    grants (as `ledger.read_grants` folds them), their behaviour alerts and the subject's
     audit events but those of the kinds left out, in chain order."""
 
     case: CaseRecord
@@ -87,6 +90,8 @@ class CasePage:
     outreach: list[OutreachRecord]
     whitelisted: list[WhitelistRecord]
     events: list[AuditRecord]
+    grants: list[ConsentGrant] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _json_has(column: Any, value: str, dialect: str) -> Any:
@@ -258,9 +263,23 @@ class CaseRepository:
                 select(m.CourtWhitelist).where(m.CourtWhitelist.applicant_ref == ref,
                                                m.CourtWhitelist.revoked_at.is_(None))
                 .order_by(m.CourtWhitelist.created_at))]
+            # The grants as `ledger.read_grants` folds them, against the ledger events of
+            # the subject's events just read (the chain's, authentic).
+            ce = m.ConsentEvent.__table__
+            grants = fold(
+                s.connection().execute(select(ce).where(ce.c.subject_ref == ref)
+                                       .order_by(ce.c.recorded_at)).all(),
+                [e for e in events if e.kind in LEDGER_EVENT_KINDS and self._audit.authentic(e)])
+            alerts = [{"alert_id": a.id, "rule": a.rule, "event_id": a.event_id,
+                       "evidence": a.evidence, "review_case_id": a.review_case_id,
+                       "created_at": as_utc(a.created_at).isoformat()}
+                      for a in s.scalars(select(m.BehaviorAlert)
+                                         .where(m.BehaviorAlert.applicant_ref == ref)
+                                         .order_by(m.BehaviorAlert.created_at))]
             return CasePage(
                 case=_record(c, ref), decisions=[self._decision(d) for d in decisions],
-                notes=notes, outreach=outreach, whitelisted=whitelisted,
+                notes=notes, outreach=outreach, whitelisted=whitelisted, grants=grants,
+                alerts=alerts,
                 events=[AuditRecord(seq=e.seq, at=as_utc(e.at), kind=e.kind,
                                     subject_ref=e.subject_ref, detail=e.detail,
                                     prev_hash=e.prev_hash, hash=e.hash, link=e.link)
