@@ -51,6 +51,7 @@ import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -691,12 +692,9 @@ def check_token(token: Path, note: bytes, cert_pem: bytes | None) -> str:
     return f"time-stamped {stamp.gen_time.isoformat()}"
 
 
-def verify(bundle: Path, *, key: str, tsa_cert: bytes | None = None) -> list[str]:
-    """Check the bundle against the operator's published checkpoint key (`key`, a signed-note
-    verifier key line) and, for its time-stamp tokens, the trusted authority certificates
-    (`tsa_cert`, PEM; None: tokens reported unchecked); the lines of a report. Raises
-    `ProofError` at the first failure."""
-    report: list[str] = []
+def check_files(bundle: Path) -> tuple[dict[str, Any], str]:
+    """The manifest, each file it lists present with the digests it lists, and no file it
+    does not list; the manifest and the report's line. `ProofError` at the first failure."""
     try:
         manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -713,7 +711,43 @@ def verify(bundle: Path, *, key: str, tsa_cert: bytes | None = None) -> list[str
     present = {str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file()}
     for rel in sorted(present - set(manifest.get("files", {})) - {"manifest.json"}):
         raise ProofError(f"{rel}: not listed in manifest.json")
-    report.append(f"files: {len(manifest['files'])} match manifest.json ({', '.join(algorithms)})")
+    line = f"files: {len(manifest['files'])} match manifest.json ({', '.join(algorithms)})"
+    return manifest, line
+
+
+def check_records(records: list[dict[str, Any]], events: dict[int, dict[str, object]]) -> None:
+    """Each record's body matches its digests and is bound by the hash an event of the
+    chain (given whole) holds. `ProofError` at the first that is not."""
+    for rec in records:
+        body = rec["body"].encode("utf-8")
+        for alg, value in rec["digests"].items():
+            if digest(alg, body) != value:
+                raise ProofError(
+                    f"records.json: {rec['table']} {rec['id']}: its {alg} "
+                    "digest does not match its body"
+                )
+        event = events.get(rec["audit_seq"])
+        if event is None or event["kind"] not in BINDING_KINDS[rec["table"]]:
+            raise ProofError(
+                f"records.json: {rec['table']} {rec['id']}: no event of the chain binds it"
+            )
+        detail = event["detail"]
+        held = detail.get(rec["binding"]) if isinstance(detail, dict) else None
+        mine = hashlib.sha256(body).hexdigest()
+        if not (held == mine or (isinstance(held, list) and mine in held)):
+            raise ProofError(
+                f"records.json: {rec['table']} {rec['id']}: its hash is not the "
+                f"one audit event {rec['audit_seq']} holds"
+            )
+
+
+def verify(bundle: Path, *, key: str, tsa_cert: bytes | None = None) -> list[str]:
+    """Check the bundle against the operator's published checkpoint key (`key`, a signed-note
+    verifier key line) and, for its time-stamp tokens, the trusted authority certificates
+    (`tsa_cert`, PEM; None: tokens reported unchecked); the lines of a report. Raises
+    `ProofError` at the first failure."""
+    manifest, line = check_files(bundle)
+    report: list[str] = [line]
 
     name, public = load_vkey(key)
     if load_vkey((bundle / "checkpoint.vkey").read_text(encoding="utf-8")) != (name, public):
@@ -789,27 +823,7 @@ def verify(bundle: Path, *, key: str, tsa_cert: bytes | None = None) -> list[str
     report.append(f"subject index: {sum(map(len, index.values()))} events, each given whole")
 
     records = json.loads((bundle / "records.json").read_text(encoding="utf-8"))
-    for rec in records:
-        body = rec["body"].encode("utf-8")
-        for alg, value in rec["digests"].items():
-            if digest(alg, body) != value:
-                raise ProofError(
-                    f"records.json: {rec['table']} {rec['id']}: its {alg} "
-                    "digest does not match its body"
-                )
-        event = events.get(rec["audit_seq"])
-        if event is None or event["kind"] not in BINDING_KINDS[rec["table"]]:
-            raise ProofError(
-                f"records.json: {rec['table']} {rec['id']}: no event of the chain binds it"
-            )
-        detail = event["detail"]
-        held = detail.get(rec["binding"]) if isinstance(detail, dict) else None
-        mine = hashlib.sha256(body).hexdigest()
-        if not (held == mine or (isinstance(held, list) and mine in held)):
-            raise ProofError(
-                f"records.json: {rec['table']} {rec['id']}: its hash is not the "
-                f"one audit event {rec['audit_seq']} holds"
-            )
+    check_records(records, events)
     check_complete(events, records)
     report.append(f"records: {len(records)} bound to events covered by signed checkpoints")
     return report

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -75,6 +75,14 @@ def fees_reconcile(
         if not found.clean:
             raise typer.Exit(EXIT_PROBLEM)
         return
+    _render(found, vendor)
+    if not found.clean:
+        raise typer.Exit(EXIT_PROBLEM)
+
+
+def _render(found: Any, vendor: str | None) -> None:
+    """The reconciliation on the terminal: totals, unreadable lines, findings, the calls
+    billed in doubt, and whether the bill and the record agree."""
     result = found.result
     console.print(
         f"period {found.first} to {found.last}"
@@ -135,5 +143,3 @@ def fees_reconcile(
     if found.unreadable:
         problems.append(f"unreadable lines {len(found.unreadable)}")
     console.print("agreed" if found.clean else "[red]disagreed:[/red] " + ", ".join(problems))
-    if not found.clean:
-        raise typer.Exit(EXIT_PROBLEM)
