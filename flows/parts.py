@@ -14,7 +14,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from flows.settings import VENDORS, Settings, StartupError
 from policies import catalog
@@ -44,8 +44,10 @@ from storage.ledger import LEDGER_EVENT_KINDS
 from storage.store import Store, crosses
 from verifiers.gate import ConsentGate, ConsentReader, DecisionRecorder
 from verifiers.limits import CallLimits, LimitStore, LocalLimitStore, RedisLimitStore
-from verifiers.registry import VerifierRegistry, default_registry, load_contracts
-from verifiers.vendor import VendorEndpoint
+
+if TYPE_CHECKING:  # the verifiers and their HTTP stack load when a step is run
+    from verifiers.registry import VerifierRegistry
+    from verifiers.vendor import VendorEndpoint
 
 
 class _Ledger(Protocol):
@@ -370,6 +372,8 @@ class RuntimeParts:
 
     @cached_property
     def registry(self) -> VerifierRegistry:
+        from verifiers.registry import default_registry
+
         return default_registry(accounts=self.store.oauth)
 
     @cached_property
@@ -445,6 +449,8 @@ class RuntimeParts:
             source, text = "policies/vendors.yaml", catalog.read_text("vendors.yaml")
         else:
             source, text = str(path), path.read_text(encoding="utf-8")
+        from verifiers.registry import load_contracts
+
         return load_contracts(text, source=source)
 
     @cached_property

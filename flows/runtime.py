@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import threading
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flows.court import requery
-from flows.on_demand import Engine
 from flows.parts import RuntimeParts
 from flows.settings import Settings
+
+if TYPE_CHECKING:  # the work loads when it is called for, not with every command's runtime
+    from flows.on_demand import Engine
 
 # One on-demand engine per runtime, however many request threads ask for it at once.
 _ON_DEMAND_LOCK = threading.Lock()
@@ -32,12 +33,16 @@ class Runtime(RuntimeParts):
 
     def court_requery(self, applicant_ref: str) -> dict[str, Any]:
         """The court list asked again about one applicant, through the gate (`flows.court`)."""
+        from flows.court import requery
+
         return requery(self, applicant_ref)
 
     @cached_property
     def on_demand(self) -> Engine:
         """The loop, vendor session and journal this process's on-demand requests share
         (`flows.on_demand.Engine`), started at the first request."""
+        from flows.on_demand import Engine
+
         with _ON_DEMAND_LOCK:
             if "on_demand" not in self.__dict__:
                 self.__dict__["on_demand"] = Engine(self)

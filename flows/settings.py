@@ -10,14 +10,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import platformdirs
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.oauth_config import OAuthConfig, OidcProviderSettings
-from verifiers.vendor import VendorEndpoint
+
+if TYPE_CHECKING:  # the vendors' client stack (aiohttp, breakers) loads when a run calls one
+    from verifiers.vendor import VendorEndpoint
 
 LOCAL_HOME = Path(".idv")
 
@@ -275,6 +277,8 @@ class Settings(BaseSettings):
         """One endpoint per licensed vendor: `IDV_<VENDOR>_BASE_URL`, `_APP_KEY`,
         `_APP_SECRET`, speaking the protocol the contracts give it (`protocols`; its rates
         are the contracts' too: `vendor_contracts`)."""
+        from verifiers.vendor import VendorEndpoint
+
         protocols = protocols or DEFAULT_PROTOCOLS
         return {
             name: VendorEndpoint(

@@ -40,22 +40,35 @@ def _index(node: yaml.Node, path: Path_, lines: dict[Path_, int]) -> None:
             _index(item, (*path, i), lines)
 
 
+# libyaml's parser where PyYAML was built with it (the wheels are): the pure-Python one
+# takes most of a second over the policies every command loads.
+_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 class LinedYaml:
-    """Parsed YAML plus the line of every path in it."""
+    """Parsed YAML plus the line of every path in it (`lines`, worked out when an error
+    first needs one: a policy that validates never pays for it)."""
 
     def __init__(self, text: str, source: str) -> None:
         self.source = source
+        self._text = text
+        self._lines: dict[Path_, int] | None = None
         try:
-            self.data: Any = yaml.safe_load(text)
-            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            self.data: Any = yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             raise PolicyError(
                 source, mark.line + 1 if mark else None, (), "is not valid YAML"
             ) from None
-        self.lines: dict[Path_, int] = {}
-        if node is not None:
-            _index(node, (), self.lines)
+
+    @property
+    def lines(self) -> dict[Path_, int]:
+        if self._lines is None:
+            self._lines = {}
+            node = yaml.compose(self._text, Loader=_LOADER)
+            if node is not None:
+                _index(node, (), self._lines)
+        return self._lines
 
     def line(self, path: Path_) -> int | None:
         """The line of `path`, or of its nearest ancestor that has one."""

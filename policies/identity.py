@@ -15,7 +15,6 @@ from datetime import date
 from functools import cache
 from typing import Any, Literal
 
-import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from stdnum import numdb
 from stdnum.cn import ric
@@ -229,6 +228,8 @@ def normalize_phone(raw: str, *, field: str = "phone") -> str:
     plain = _PLAIN_MOBILE.fullmatch(re.sub(r"[\s-]", "", text))
     if plain is not None:
         text = "+86" + plain.group(1)
+    import phonenumbers  # loaded with the first phone read: most commands read none
+
     try:
         parsed = phonenumbers.parse(text, "CN")
     except phonenumbers.NumberParseException:

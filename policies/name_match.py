@@ -25,19 +25,22 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from functools import cache, lru_cache
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
-import opencc
 import yaml
 
 from policies.shipped import read_text
 
 # Names are compared character by character: pypinyin's phrase dictionary (about 45 MB
 # resident in every worker) would only change readings inside multi-character words, the
-# same way on both sides. Its documented switch must be set before the import.
+# same way on both sides. Its documented switch must be set before the import, which is
+# made when a name is first compared (pypinyin and opencc take a fifth of a second to load:
+# every command opens the store, which reaches this module, and most compare no name).
 os.environ.setdefault("PYPINYIN_NO_PHRASES", "true")
 os.environ.setdefault("PYPINYIN_NO_DICT_COPY", "true")
-from pypinyin import Style, lazy_pinyin, pinyin  # noqa: E402
+
+if TYPE_CHECKING:
+    import opencc
 
 Match = Literal["exact", "script", "romanised", "homophone"]
 # Higher is stronger; callers map these to their own levels.
@@ -76,18 +79,24 @@ def readings() -> Readings:
 
 @cache
 def _t2s() -> opencc.OpenCC:
+    import opencc
+
     return opencc.OpenCC("t2s")
 
 
 @lru_cache(maxsize=1 << 16)
 def _char_readings(ch: str) -> tuple[str, ...]:
     """Every toneless reading of one character, as a word (ü as v, and its spellings)."""
+    from pypinyin import Style, pinyin
+
     found = pinyin(ch, style=Style.NORMAL, heteronym=True)[0]
     return _spellings(found)
 
 
 @lru_cache(maxsize=1 << 16)
 def _char_primary(ch: str) -> str:
+    from pypinyin import lazy_pinyin
+
     return str(lazy_pinyin(ch)[0])
 
 

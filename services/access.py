@@ -5,10 +5,14 @@ unknown, whatever it asks for."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from policies.access import AccessDenied, AccessPolicy, require
 from services.context import Actor
 from services.errors import Denied
-from storage.store import Store
+
+if TYPE_CHECKING:
+    from storage.store import Store
 
 
 class AccessControl:

@@ -62,7 +62,6 @@ from storage.cases import CaseFilter, CasePage
 from storage.records import CaseRecord, StoredApplicant
 from storage.store import Store
 from storage.subjects import SubjectUnavailableError
-from verifiers.court_list import entries_of
 
 MAX_PAGE = 1000
 STATUSES = tuple(CaseStatus)
@@ -663,7 +662,7 @@ class CaseService:
                     notice_version=grants[cid].notice_version if cid in grants else None,
                     granted_at=grants[cid].granted_at.isoformat() if cid in grants else None)
                     for cid in st.consent_ids]))
-        for e in entries_of(court[-1].signals) if court else []:
+        for e in _entries_of(court[-1].signals) if court else []:
             entries.append(CourtEntryView(
                 case_number=e["case_number"], level=e["level"], status=e["status"],
                 whitelisted=e["case_number"] in cleared))
@@ -1228,3 +1227,11 @@ class CaseService:
         meaning = self.policy.dispositions
         return {ref: meaning[d] for ref, d in self.store.cases.dispositions().items()  # type: ignore[index]
                 if d in meaning}
+
+
+def _entries_of(signals: dict[str, Any]) -> list[dict[str, str]]:
+    """A court step's entries (`verifiers.court_list.entries_of`), its module loaded when a
+    case with court evidence is read: it brings the vendors' HTTP client stack with it."""
+    from verifiers.court_list import entries_of
+
+    return entries_of(signals)

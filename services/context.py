@@ -11,19 +11,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from policies.access import AccessPolicy, RetentionPolicy
-from policies.behavior import BehaviorPolicy
-from policies.consent import ConsentPolicy
-from policies.notices import Notice
-from policies.requests import RequestPolicy
-from policies.scorecard import Scorecard
-from policies.vendors import VendorContracts
-from services.oauth_config import OAuthConfig
-from storage.keyring import KeyRing
-from storage.store import Store
-from verifiers.gate import ConsentGate
+# Types only: who imports `Actor` (every command) must not load the store and the verifiers.
+if TYPE_CHECKING:
+    from policies.access import AccessPolicy, RetentionPolicy
+    from policies.behavior import BehaviorPolicy
+    from policies.consent import ConsentPolicy
+    from policies.notices import Notice
+    from policies.requests import RequestPolicy
+    from policies.scorecard import Scorecard
+    from policies.vendors import VendorContracts
+    from services.oauth_config import OAuthConfig
+    from storage.keyring import KeyRing
+    from storage.store import Store
+    from verifiers.gate import ConsentGate
 
 
 class ServiceContext(Protocol):

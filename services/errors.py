@@ -7,9 +7,10 @@ relays another party's answer (`services.oauth.OAuthFailure`: a provider's).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import ValidationError
+if TYPE_CHECKING:  # pydantic is imported by whoever raises one, not by every surface
+    from pydantic import ValidationError
 
 Kind = Literal["invalid", "not_found", "denied", "conflict", "unavailable"]
 

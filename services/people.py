@@ -18,7 +18,7 @@ import json
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -29,12 +29,14 @@ from policies.vocabulary import check_user_name
 from services.access import AccessControl
 from services.context import Actor
 from services.errors import Conflict, Denied, InvalidInput, NotFound
-from services.oauth import OAuthFailure, OidcClient
 from services.oauth_config import OAuthConfig
 from services.throttle import SignInThrottle, SignInThrottled
 from storage.people import UserExistsError
 from storage.records import CredentialRecord, UserRecord
-from storage.store import Store
+
+if TYPE_CHECKING:  # the OIDC client (and its HTTP stack) load for an OIDC sign-in only
+    from services.oauth import OidcClient
+    from storage.store import Store
 
 # A user's name: lower-case letters, digits and `_ . @ -`, so that an e-mail address or a
 # directory login may serve, and a name reads the same in every audit event.
@@ -548,7 +550,7 @@ class PeopleService:
             if value is None:
                 info = client.userinfo(token)
                 value = info.get(claim) if info.get("sub") == claims["sub"] else None
-        except OAuthFailure as failure:
+        except _oauth_failure() as failure:
             self.store.people.sign_in_failed(
                 "-", locked_until=None, why=failure.code, channel="oidc"
             )
@@ -562,9 +564,17 @@ class PeopleService:
         return self.session_for(user, kind="web")
 
 
+def _oauth_failure() -> type[Exception]:
+    from services.oauth import OAuthFailure
+
+    return OAuthFailure
+
+
 def oidc_client(config: OAuthConfig, name: str, redirect_uri: str) -> OidcClient:
     """A client of the provider `name` (IDV_OIDC_PROVIDERS) for staff sign-in, answering at
     `redirect_uri` (the pages' callback, registered with the provider)."""
+    from services.oauth import OidcClient
+
     conf = config.oidc_providers.get(name)
     if conf is None:
         raise NotFound("provider", "no OpenID Connect provider of that name is configured")

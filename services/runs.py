@@ -7,7 +7,7 @@ import os
 import socket
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -16,8 +16,9 @@ from policies.masking import mask
 from services.access import AccessControl
 from services.context import Actor
 from services.errors import Conflict, InvalidInput
-from storage.store import Store
-from storage.subjects import SubjectUnavailableError
+
+if TYPE_CHECKING:  # `check_batch_file` is asked before any store is opened
+    from storage.store import Store
 
 
 def check_batch_file(path: Path) -> str:
@@ -226,6 +227,8 @@ class RunService:
     def examples(self, run_id: str, *, limit: int, actor: Actor) -> list[dict[str, Any]]:
         """A few of the run's applicants, one per outcome first, identifiers masked (the
         reads are audited as any other). Needs `read_masked`."""
+        from storage.subjects import SubjectUnavailableError
+
         self.access.require(actor, "read_masked", operation="run.examples")
         out: list[dict[str, Any]] = []
         lines = [x for x in self.store.runs.lines(run_id) if x.disposition != "refused"]

@@ -3,30 +3,35 @@
 from __future__ import annotations
 
 from functools import cached_property
+from typing import TYPE_CHECKING
 
-from services.access import AccessControl
-from services.accounts import AccountService
-from services.audit import AuditService
-from services.backtest import BacktestService
-from services.cases import CaseService
-from services.compliance import ComplianceService
-from services.consent import ConsentService
 from services.context import Actor, ServiceContext
-from services.court_list import CourtListService
-from services.events import EventService
-from services.explain import ExplainService
-from services.face import FaceService
-from services.fees import FeeService
-from services.health import HealthService
-from services.inbox import InboxService
-from services.keys import KeyService
-from services.oauth import OAuthService
-from services.people import PeopleService
-from services.requests import SubjectRequestService
-from services.rescreen import RescreenService
-from services.retention import RetentionService
-from services.runs import RunService
-from services.subjects import SubjectService
+
+# Each service's module loads when the service is first used: a command that reads the
+# review queue loads neither the vendors' clients nor the OAuth stack.
+if TYPE_CHECKING:
+    from services.access import AccessControl
+    from services.accounts import AccountService
+    from services.audit import AuditService
+    from services.backtest import BacktestService
+    from services.cases import CaseService
+    from services.compliance import ComplianceService
+    from services.consent import ConsentService
+    from services.court_list import CourtListService
+    from services.events import EventService
+    from services.explain import ExplainService
+    from services.face import FaceService
+    from services.fees import FeeService
+    from services.health import HealthService
+    from services.inbox import InboxService
+    from services.keys import KeyService
+    from services.oauth import OAuthService
+    from services.people import PeopleService
+    from services.requests import SubjectRequestService
+    from services.rescreen import RescreenService
+    from services.retention import RetentionService
+    from services.runs import RunService
+    from services.subjects import SubjectService
 
 
 class Services:
@@ -38,57 +43,70 @@ class Services:
     @cached_property
     def access(self) -> AccessControl:
         """The permission check (audited refusals) every service below makes."""
+        from services.access import AccessControl
         return AccessControl(self._ctx.store, self._ctx.access_policy)
 
     @cached_property
     def consent(self) -> ConsentService:
+        from services.consent import ConsentService
         return ConsentService(self._ctx.store, self._ctx.consent_policy, self._ctx.notices,
                               access=self.access)
 
     @cached_property
     def subjects(self) -> SubjectService:
+        from services.subjects import SubjectService
         return SubjectService(self._ctx.store, self._ctx.access_policy,
                               self._ctx.retention_policy, control=self.access)
 
     @cached_property
     def keys(self) -> KeyService:
+        from services.keys import KeyService
         return KeyService(self._ctx.store, self._ctx.keyring, access=self.access)
 
     @cached_property
     def fees(self) -> FeeService:
+        from services.fees import FeeService
         return FeeService(self._ctx.store, self._ctx.vendor_contracts)
 
     @cached_property
     def explain(self) -> ExplainService:
+        from services.explain import ExplainService
         return ExplainService(self._ctx.store, self._ctx.scorecard)
 
     @cached_property
     def runs(self) -> RunService:
+        from services.runs import RunService
         return RunService(self._ctx.store, access=self.access)
 
     @cached_property
     def inbox(self) -> InboxService:
+        from services.inbox import InboxService
         return InboxService(self._ctx.store, self.runs)
 
     @cached_property
     def audit(self) -> AuditService:
+        from services.audit import AuditService
         return AuditService(self._ctx.store, self.access)
 
     @cached_property
     def backtest(self) -> BacktestService:
+        from services.backtest import BacktestService
         return BacktestService(self._ctx.store)
 
     @cached_property
     def accounts(self) -> AccountService:
+        from services.accounts import AccountService
         return AccountService(self._ctx.store)
 
     @cached_property
     def oauth(self) -> OAuthService:
+        from services.oauth import OAuthService
         return OAuthService(self._ctx.store, self.consent, self._ctx.notices, self._ctx.gate,
                             self._ctx.oauth_config)
 
     @cached_property
     def events(self) -> EventService:
+        from services.events import EventService
         return EventService(self._ctx.store, self._ctx.gate, self._ctx.behavior_policy,
                             self._ctx.scorecard)
 
@@ -99,12 +117,15 @@ class Services:
         `PREFECT_API_URL` names one (the variable Prefect's own client reads)."""
         import os
 
+        from services.health import HealthService
+
         return HealthService(store=lambda: self._ctx.store, keyring=lambda: self._ctx.keyring,
                              limits_url=getattr(self._ctx, "limits_url", None),
                              prefect_api_url=os.environ.get("PREFECT_API_URL") or None)
 
     @cached_property
     def people(self) -> PeopleService:
+        from services.people import PeopleService
         from services.throttle import SignInThrottle
 
         policy = self._ctx.access_policy
@@ -116,6 +137,7 @@ class Services:
     def court_list(self) -> CourtListService:
         """The licensed court-list copy: imports and status."""
         from policies.court_list import court_list_policy
+        from services.court_list import CourtListService
 
         return CourtListService(self._ctx.store, self.access, court_list_policy())
 
@@ -123,6 +145,7 @@ class Services:
     def rescreen(self) -> RescreenService:
         """The whole-book re-screen against the list copy (`flows.rescreen` runs it)."""
         from policies.court_list import court_list_policy
+        from services.rescreen import RescreenService
 
         return RescreenService(self._ctx.store, self.access, court_list_policy(),
                                self._ctx.notices)
@@ -131,6 +154,7 @@ class Services:
     def face(self) -> FaceService:
         """Face verification: start, the way back, the sweep of lost redirects, another way
         (an outreach request on the case, acting as idv on the applicant's choice)."""
+        from services.face import FaceService
         settings = getattr(self._ctx, "settings", None)
         cases = self.cases
         system = Actor(name="system", role="operator")
@@ -144,22 +168,26 @@ class Services:
 
     @cached_property
     def retention(self) -> RetentionService:
+        from services.retention import RetentionService
         return RetentionService(self._ctx.store, self._ctx.retention_policy,
                                 self._ctx.access_policy)
 
     @cached_property
     def requests(self) -> SubjectRequestService:
+        from services.requests import SubjectRequestService
         return SubjectRequestService(self._ctx.store, self._ctx.request_policy, self.subjects,
                                      self.consent, self.explain)
 
     @cached_property
     def compliance(self) -> ComplianceService:
+        from services.compliance import ComplianceService
         return ComplianceService(self._ctx.store, self._ctx.access_policy, self._ctx.notices,
                                  self.consent, checkpoint_dir=self._ctx.checkpoint_dir)
 
     @cached_property
     def cases(self) -> CaseService:
         from policies.catalog import case_policy
+        from services.cases import CaseService
 
         policy = getattr(self._ctx, "case_policy", None) or case_policy()
         self._ctx.store.context.case_policy = policy

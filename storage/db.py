@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sqlite3
 import threading
 import weakref
@@ -11,14 +12,15 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, DateTime, Engine, Table, create_engine, event
 from sqlalchemy.engine import Dialect, make_url
 
 from storage.encoding import column_dumps, column_loads
+
+if TYPE_CHECKING:  # alembic loads when a migration has to run, not at every start
+    from alembic.config import Config
 
 log = logging.getLogger("idv.storage.db")
 
@@ -217,6 +219,8 @@ def insert_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) 
 
 
 def alembic_config(engine: Engine) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(resources.files("storage") / "migrations"))
     cfg.attributes["engine"] = engine
@@ -224,12 +228,65 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Apply migrations up to `revision` (idempotent)."""
+    """Apply migrations up to `revision` (idempotent). At the head already (the common case,
+    every command's start), nothing of alembic is loaded: `at_head` reads it off the
+    migration files' text and the database's version row."""
+    if revision == "head" and at_head(engine):
+        return
+    from alembic import command
+
     command.upgrade(alembic_config(engine), revision)
 
 
 def current_revision(engine: Engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
+    """The database's migration revision (its `alembic_version` row), None before the
+    first migration. Read with SQL: alembic is loaded only to migrate."""
+    rows = _version_rows(engine)
+    if rows is None or not rows:
+        return None
+    if len(rows) > 1:
+        raise RuntimeError("the database has more than one migration head")
+    return rows[0]
+
+
+def _version_rows(engine: Engine) -> list[str] | None:
+    """The `alembic_version` rows, or None when there is no such table (yet)."""
+    from sqlalchemy import inspect, text
 
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return [str(r[0]) for r in conn.execute(text("SELECT version_num FROM alembic_version"))]
+
+
+# A migration file's own `revision = "..."` and `down_revision = "..."` lines.
+_REVISION = re.compile(r"^revision\s*(?::[^=]+)?=\s*['\"]([^'\"]+)['\"]", re.MULTILINE)
+_DOWN = re.compile(r"^down_revision\s*(?::[^=]+)?=\s*(?:['\"]([^'\"]+)['\"]|None)", re.MULTILINE)
+
+
+def head_revision() -> str | None:
+    """The one head of the migrations, read off the files' text (no import of alembic or of
+    the scripts); None when it cannot be told so (a merge, a branch, an unusual file), and
+    the caller asks alembic."""
+    folder = resources.files("storage") / "migrations" / "versions"
+    revisions: set[str] = set()
+    downs: set[str] = set()
+    for entry in folder.iterdir():
+        if not entry.name.endswith(".py") or entry.name.startswith("_"):
+            continue
+        text = entry.read_text(encoding="utf-8")
+        rev, down = _REVISION.search(text), _DOWN.search(text)
+        if rev is None or down is None:
+            return None
+        revisions.add(rev.group(1))
+        if down.group(1):
+            downs.add(down.group(1))
+    heads = revisions - downs
+    return heads.pop() if len(heads) == 1 else None
+
+
+def at_head(engine: Engine) -> bool:
+    """Whether the database is at the migrations' head (its `alembic_version` row), told
+    without alembic; False whenever in doubt (no such table yet, no single head)."""
+    head = head_revision()
+    return head is not None and _version_rows(engine) == [head]

@@ -24,9 +24,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
-import httpx
 from sqlalchemy import (
     DateTime,
     Engine,
@@ -40,6 +39,9 @@ from sqlalchemy import (
     text,
     update,
 )
+
+if TYPE_CHECKING:
+    import httpx
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -243,6 +245,8 @@ class VaultTransitKekProvider:
         timeout_s: float = 5.0,
         client: httpx.Client | None = None,
     ) -> None:
+        import httpx  # the Vault provider's only: the local key file needs no HTTP client
+
         self._own_client = client is None
         self._client = client or httpx.Client(
             base_url=addr.rstrip("/"), timeout=timeout_s, headers={"X-Vault-Token": token}
@@ -250,6 +254,8 @@ class VaultTransitKekProvider:
         self._key = key_name
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        import httpx
+
         try:
             resp = self._client.request(method, path, json=body)
         except httpx.HTTPError as exc:

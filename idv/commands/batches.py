@@ -64,17 +64,18 @@ def batch_run(
     dependency (IDV_LIMITS_URL...) does not answer at start, 3 if the batch broke its
     data-quality suite (nothing was sent to any vendor) or left lines to the next run (a
     call kept back on our side: run the same file again)."""
-    from flows.chunks import chunk_deployment, chunk_pool
-    from intake.reader import file_sha256
     from services.runs import check_batch_file
 
     try:
-        check_batch_file(file)
+        check_batch_file(file)  # an empty or malformed file is refused before anything loads
     except ServiceError as exc:
         refuse(exc, as_json=as_json)
     if faults and not sandbox:
         fail("--faults", "needs --sandbox", as_json=as_json)
     spec = faults_of(faults, as_json=as_json)
+    from flows.chunks import chunk_deployment, chunk_pool
+    from intake.reader import file_sha256
+
     with runtime() as rt:
         check_policies(rt, as_json=as_json)
         check_dependencies(rt)

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from pydantic import SecretStr
 from rich.table import Table
 
 from idv.shell import JsonOpt, actor, app, runtime, token_file, users_app
 from idv.terminal import console, emit, errors, fail
+
+if TYPE_CHECKING:
+    from pydantic import SecretStr
 
 PasswordStdin = Annotated[
     bool,
@@ -24,6 +26,8 @@ RoleOpt = Annotated[str, typer.Option("--role", help="A role of policies/access.
 
 
 def _password(from_stdin: bool, *, confirm: bool, as_json: bool) -> SecretStr:
+    from pydantic import SecretStr
+
     if from_stdin:
         line = sys.stdin.readline().rstrip("\r\n")
         if not line:
