@@ -87,6 +87,7 @@ docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d .site
 
 bench: $(STAMP)
+	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/batch_throughput.py 1000
 	$(BIN)/python bench/crypto_costs.py 100000
 	$(BIN)/python bench/throughput.py --n 1000
