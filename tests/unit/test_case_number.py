@@ -76,9 +76,17 @@ def test_when_a_table_gives_a_high_court_a_two_character_code_then_it_is_refused
 
 
 def test_when_a_list_entry_has_a_suspect_number_then_the_verifier_flags_it_with_the_rule():
+    record = {
+        "court": "内蒙古自治区呼和浩特市中级人民法院",
+        "province": "内蒙古",
+        "gist_id": "(2018)内01民初1号",
+        "gist_unit": "呼和浩特市中级人民法院",
+        "duty": "偿还借款",
+        "performance": "全部未履行",
+    }
     entries = [
-        CourtEntry(match="confirmed", case_number="(2019)蒙01执1号", status="active"),
-        CourtEntry(match="confirmed", case_number="(2019)内01执1号", status="active"),
+        CourtEntry(match="confirmed", case_number="(2019)蒙01执1号", **record),
+        CourtEntry(match="confirmed", case_number="(2019)内01执1号", **record),
     ]
     signals = assess_entries("张伟", "11010519491231002X", entries, current_year=YEAR)
     assert signals["court_record_suspect"] == "yes"
