@@ -203,10 +203,20 @@ def applicants(
         yield line
 
 
-def write_batch(path: Path, n: int, **kwargs: Any) -> Path:
+# The demo's people: the same every time, so that running the demo again adds no one twice.
+DEMO_SEED = 2026
+
+
+def write_batch(path: Path, n: int, *, seed: int | None = None, **kwargs: Any) -> Path:
+    """`n` fictional batch lines (`applicants`) written to `path`. Without a `seed`, new
+    people each time: a batch of one's own never collides with the demo's (`DEMO_SEED`) or
+    another's, whose shared ID numbers would score `ID_SHARED_ACROSS_APPLICATIONS`."""
+    import secrets
+
     path.parent.mkdir(parents=True, exist_ok=True)
+    chosen = secrets.randbits(32) if seed is None else seed
     with path.open("w", encoding="utf-8") as fh:
-        for line in applicants(n, **kwargs):
+        for line in applicants(n, seed=chosen, **kwargs):
             fh.write(
                 (line if isinstance(line, str) else json.dumps(line, ensure_ascii=False)) + "\n"
             )

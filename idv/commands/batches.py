@@ -148,7 +148,7 @@ def demo(
     """Generate a synthetic batch, start the sandbox, run onboarding, print a masked summary.
     Development only: it runs as the `demo` service actor, nobody need sign in."""
     from flows.settings import Settings
-    from idv.synthetic import label_outcomes, write_batch, write_outcomes
+    from idv.synthetic import DEMO_SEED, label_outcomes, write_batch, write_outcomes
     from services.context import Actor
 
     if Settings().env == "production":
@@ -159,7 +159,7 @@ def demo(
     started = time.perf_counter()
     # The batch holds (synthetic) plaintext: it lives in a private temp dir, gone after the run.
     with tempfile.TemporaryDirectory(prefix="idv-demo-") as tmp:
-        batch = write_batch(Path(tmp) / "demo-batch.jsonl", size, prefix="DEMO-")
+        batch = write_batch(Path(tmp) / "demo-batch.jsonl", size, seed=DEMO_SEED, prefix="DEMO-")
         with sandbox_wired(True):
             run = run_flow(batch, None, show_progress=not as_json)
     with runtime() as rt:
