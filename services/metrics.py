@@ -15,12 +15,14 @@ held now.
 
 No label holds a ref, an id, a name or any value of a person: every label value is a word
 of a closed vocabulary (`verifiers.metrics.label_value` turns anything else into `other`).
-A scrape is answered from what the last one read when it came less than `min_interval_s`
-ago, so that many scrapers do not multiply the queries.
+`idv serve`'s admin port reads the database from a thread of its own every 15 s
+(`start_refreshing`) and answers every scrape with the last read, so a scrape never waits on
+the database; without it, a scrape reads when the last read is `min_interval_s` old.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +36,7 @@ from storage import tallies
 from storage.tallies import FACE_PULL_GRACE
 from verifiers.metrics import label_value
 
+log = logging.getLogger("idv.services.metrics")
 MAX_EVENTS_PER_READ = 200_000
 # The age buckets of the SLA report (services.cases.AGE_BUCKETS).
 AGE_BUCKETS: tuple[tuple[str, int | None], ...] = (
@@ -61,7 +64,9 @@ class OperationsCollector(Collector):
         self._due_soon_hours = due_soon_hours
         self._min_interval_s = min_interval_s
         self._clock = clock
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one read of the database at a time
+        self._refresher: threading.Thread | None = None
+        self._stop = threading.Event()
         self._seen = 0  # audit events counted so far (sequence number)
         self._totals: dict[tuple[str, tuple[str, ...]], list[int]] = {}
         self._metrics: list[Metric] = []
@@ -73,14 +78,41 @@ class OperationsCollector(Collector):
         return []
 
     def collect(self) -> Iterator[Metric]:
+        """The last read's series. Without a refresher (`start_refreshing`), a scrape reads
+        the database itself when the last read is `min_interval_s` old."""
+        if self._refresher is None and time.monotonic() - self._read_at >= self._min_interval_s:
+            self.refresh()
+        yield from list(self._metrics)
+
+    def refresh(self) -> None:
+        """Read the database now; the series scrapes answer with until the next read."""
         with self._lock:
-            if time.monotonic() - self._read_at >= self._min_interval_s:
-                started = time.perf_counter()
-                self._metrics = self._read()
-                self.last_read_s = time.perf_counter() - started
-                self._read_at = time.monotonic()
-            metrics = list(self._metrics)
-        yield from metrics
+            started = time.perf_counter()
+            metrics = self._read()
+            self.last_read_s = time.perf_counter() - started
+            self._metrics, self._read_at = metrics, time.monotonic()
+
+    def start_refreshing(self, every_s: float = 15.0) -> None:
+        """Read the database from a thread of its own, now and every `every_s`, so that a
+        scrape never waits on it (a read over 100,000 open cases takes tens to hundreds of
+        milliseconds); a failed read keeps the last series and is logged by its type."""
+        if self._refresher is not None:
+            return
+
+        def run() -> None:
+            while True:
+                try:
+                    self.refresh()
+                except Exception as exc:  # noqa: BLE001 - the next read tries again
+                    log.error("operations metrics not read: %s", type(exc).__name__)
+                if self._stop.wait(every_s):
+                    return
+
+        self._refresher = threading.Thread(target=run, name="idv-metrics-read", daemon=True)
+        self._refresher.start()
+
+    def stop_refreshing(self) -> None:
+        self._stop.set()
 
     # -- reading ---------------------------------------------------------------------------
 

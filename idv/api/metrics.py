@@ -99,8 +99,22 @@ def register_operations(runtime: Any, registry: Any = REGISTRY) -> OperationsCol
 
 def serve_admin(runtime: Any, host: str, port: int) -> Any:
     """`/metrics` (any path, as `prometheus_client` serves it) on `host:port` in a thread of
-    its own, over the default registry with the operations collector registered; the
-    server, whose `shutdown()` stops it."""
-    register_operations(runtime)
+    its own, over the default registry with the operations collector registered and
+    reading the database every 15 s off the scrapes' path; the server, whose `shutdown()`
+    stops it."""
+    collector = register_operations(runtime)
+    collector.start_refreshing()
     server, _thread = start_http_server(port, addr=host, registry=REGISTRY)
-    return server
+    return AdminServer(server, collector)
+
+
+class AdminServer:
+    """The admin port's server and the collector's reads: `shutdown()` stops both."""
+
+    def __init__(self, server: Any, collector: OperationsCollector) -> None:
+        self._server = server
+        self._collector = collector
+
+    def shutdown(self) -> None:
+        self._collector.stop_refreshing()
+        self._server.shutdown()

@@ -107,6 +107,7 @@ def test_no_label_of_any_series_holds_a_personal_value_or_an_id(
             run_ids = [r[0] for r in conn.execute(text("select id from runs"))]
         planted(rt, case_ids[0] if case_ids else CANARIES[4])
         record_vendor_call("tencent", "IdCardVerification", CANARIES[0], billed=True, seconds=0.02)
+        register_operations(rt).refresh()  # as the admin port's reader does every 15 s
         series = scrape(f"http://127.0.0.1:{port}/metrics")
     finally:
         admin.shutdown()
