@@ -22,10 +22,10 @@ from policies import catalog
 from policies.consent import ConsentGrant
 from policies.notices import Notice
 from verifiers.base import StepStatus, Subject, Verifier
+from verifiers.face import FaceCheckVerifier
 from verifiers.gate import ConsentGate
 from verifiers.registry import PER_CALL_VERIFIERS, default_registry
 from verifiers.vendor import VendorClient, VendorEndpoint
-from verifiers.face import FaceCheckVerifier
 from verifiers.wechat_phone import MiniProgram, WeChatPhoneVerifier
 
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
@@ -284,9 +284,7 @@ async def test_when_consent_is_live_then_the_same_setup_does_reach_the_source(so
         scopes = POLICY.step_scopes(verifier.name, verifier.scopes)
         # The first notice that tells of the step's scopes (a face grant is given under the
         # face notice), and a day after it was published.
-        notice = min(
-            (n for n in NOTICES.values() if scopes <= n.scopes), key=lambda n: n.published
-        )
+        notice = min((n for n in NOTICES.values() if scopes <= n.scopes), key=lambda n: n.published)
         at = max(NOW, datetime.combine(notice.published, NOW.timetz()) + timedelta(days=1))
         grant = ConsentGrant(
             consent_id="c",
