@@ -377,6 +377,12 @@ def _case_id(value: str) -> str:
     return _checked("case_id", check_case_id, value)
 
 
+# A case id as the queue and the API give it (a UUID's lower-case text), and the first
+# characters of one (4 at least: fewer would name too many to be of use).
+_WHOLE_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_ID_PREFIX = re.compile(r"[0-9a-f][0-9a-f-]{3,35}")
+
+
 class CaseService:
     """See the module docstring. `court_requery` (when wired) re-asks the court list about
     one applicant through the gate and returns the hit level now (`none`, `probable`,
@@ -472,6 +478,35 @@ class CaseService:
             if person and person.phone else None,
             waiting_on=("applicant" if awaiting else "snooze")
             if case.status == "waiting" else None)
+
+    def case_id_of(self, given: str, *, actor: Actor) -> str:
+        """The whole id of the case `given` names: its whole id, or the first characters of
+        one case's id (4 at least, as the queue shows them). `NotFound` when none has it,
+        `InvalidInput` when several do (give more of it). Needs `read_masked`."""
+        text = given.strip().lower()
+        if _WHOLE_ID.fullmatch(text):
+            return text
+        if not _ID_PREFIX.fullmatch(text):
+            raise InvalidInput("case", "must be a case id or at least its first 4 characters")
+        self._permit(actor, "read_masked", "resolve")
+        found = self.store.cases.ids_from(text, limit=2)
+        if not found:
+            raise NotFound("case", "no case id starts with it")
+        if len(found) > 1:
+            raise InvalidInput("case", "more than one case id starts with it: give more of it")
+        return found[0]
+
+    def short_ids(self, case_ids: Iterable[str], *, shortest: int = 8) -> dict[str, str]:
+        """Each case id's shortest prefix (`shortest` characters at least) that no other
+        case's id starts with, as git shortens commits: what the queue shows, and what
+        `case_id_of` takes back."""
+        out: dict[str, str] = {}
+        for cid in case_ids:
+            n = shortest
+            while n < len(cid) and len(self.store.cases.ids_from(cid[:n], limit=2)) > 1:
+                n += 1
+            out[cid] = cid[:n]
+        return out
 
     def queue(self, query: QueueQuery | dict[str, Any], *, actor: Actor) -> QueuePage:
         """A page of the queue, most urgent first; a saved view's filters under the query's."""

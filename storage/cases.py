@@ -215,6 +215,14 @@ class CaseRepository:
             return set(s.scalars(select(m.Outreach.case_id).where(
                 m.Outreach.case_id.in_(list(case_ids)), m.Outreach.status == "sent")))
 
+    def ids_from(self, prefix: str, *, limit: int = 2) -> list[str]:
+        """Case ids that start with `prefix` (lower-case hex and dashes), at most `limit`,
+        in order: a range of the primary key, so an index answers it on either database."""
+        with self._ctx.transaction() as s:
+            # "g" sorts after every character of a UUID's text: [prefix, prefix + "g").
+            return list(s.scalars(select(C.id).where(C.id >= prefix, C.id < prefix + "g")
+                                  .order_by(C.id).limit(limit)))
+
     def get(self, case_id: str) -> CaseRecord | None:
         """One case; `BindingError` when its closing or a decision on it is not what the
         audit chain recorded (a case closed or approved in the database stands for

@@ -15,7 +15,17 @@ import typer
 from idv.shell import JsonOpt, actor, review_app, runtime
 from idv.terminal import console, emit, fail
 
-CaseArg = Annotated[str, typer.Argument(help="The case id (`idv review list`).")]
+CaseArg = Annotated[
+    str,
+    typer.Argument(help="The case id, or its first characters as `idv review list` shows them."),
+]
+
+
+def full_case_id(rt: Any, given: str) -> str:
+    """The whole id of the case `given` names: a whole id, or a prefix of one case's id
+    (at least 4 characters, as `idv review list` shows them); refused, naming `case`, when
+    no case or more than one has it."""
+    return str(rt.services.cases.case_id_of(given, actor=actor()))
 
 
 def _show_outcome(out: Any, as_json: bool, verb: str) -> None:
@@ -43,6 +53,7 @@ def review_next(as_json: JsonOpt = False) -> None:
 def review_claim(case_id: CaseArg, as_json: JsonOpt = False) -> None:
     """Claim a case (or renew your claim) for the lease in policies/cases.yaml."""
     with runtime() as rt:
+        case_id = full_case_id(rt, case_id)
         out = rt.services.cases.claim(case_id, actor=actor())
     _show_outcome(out, as_json, "claimed")
 
@@ -51,6 +62,7 @@ def review_claim(case_id: CaseArg, as_json: JsonOpt = False) -> None:
 def review_release(case_id: CaseArg, as_json: JsonOpt = False) -> None:
     """Give a claimed case back to the queue."""
     with runtime() as rt:
+        case_id = full_case_id(rt, case_id)
         out = rt.services.cases.release(case_id, actor=actor())
     _show_outcome(out, as_json, "released")
 
@@ -60,6 +72,7 @@ def review_show(case_id: CaseArg, as_json: JsonOpt = False) -> None:
     """The case: why it was flagged, each step's evidence and consent, court entries,
     alerts, decisions, notes, outreach and the timeline; masked."""
     with runtime() as rt:
+        case_id = full_case_id(rt, case_id)
         view = rt.services.cases.view(case_id, actor=actor())
     if as_json:
         emit(view.model_dump())
@@ -114,6 +127,7 @@ def review_note(
 ) -> None:
     """Add a note to a case (sealed at rest)."""
     with runtime() as rt:
+        case_id = full_case_id(rt, case_id)
         out = rt.services.cases.note(case_id, text, actor=actor())
     _show_outcome(out, as_json, "noted")
 
@@ -132,6 +146,7 @@ def review_reveal(
     """Show one unmasked field of the case's applicant (needs `reveal`; audited; limited
     per user per day)."""
     with runtime() as rt:
+        case_id = full_case_id(rt, case_id)
         out = rt.services.cases.reveal(
             case_id, {"field": field, "reason_code": reason_code, "reason": reason}, actor=actor()
         )
@@ -171,6 +186,7 @@ def review_decide(
         "evidence_version": evidence_version,
     }
     with runtime() as rt:
+        case_id = full_case_id(rt, case_id)
         out = rt.services.cases.decide(
             case_id, {k: v for k, v in req.items() if v is not None}, actor=actor()
         )
@@ -185,6 +201,7 @@ def review_confirm(
 ) -> None:
     """Confirm another person's pending reject or referral (four eyes)."""
     with runtime() as rt:
+        case_id = full_case_id(rt, case_id)
         out = rt.services.cases.confirm(case_id, actor=actor(), reason=reason)
     _show_outcome(out, as_json, "confirmed")
 
@@ -197,6 +214,7 @@ def review_send_back(
 ) -> None:
     """Refuse another person's pending reject or referral: the case returns to them."""
     with runtime() as rt:
+        case_id = full_case_id(rt, case_id)
         out = rt.services.cases.send_back(case_id, reason, actor=actor())
     _show_outcome(out, as_json, "sent back")
 
@@ -213,6 +231,7 @@ def review_snooze(
     except ValueError:
         fail("--until", "must be an ISO date or date and time", as_json=as_json)
     with runtime() as rt:
+        case_id = full_case_id(rt, case_id)
         out = rt.services.cases.snooze(case_id, when, actor=actor())
     _show_outcome(out, as_json, "snoozed")
 
@@ -223,6 +242,7 @@ def review_escalate(
 ) -> None:
     """Move a claimed case to the supervisor queue."""
     with runtime() as rt:
+        case_id = full_case_id(rt, case_id)
         out = rt.services.cases.escalate(case_id, reason, actor=actor())
     _show_outcome(out, as_json, "escalated")
 
@@ -235,6 +255,7 @@ def review_assign(
 ) -> None:
     """Assign a case to a person (needs `reassign`)."""
     with runtime() as rt:
+        case_id = full_case_id(rt, case_id)
         out = rt.services.cases.assign(case_id, to, actor=actor())
     _show_outcome(out, as_json, "assigned")
 
@@ -248,6 +269,7 @@ def review_tag(
 ) -> None:
     """Add or remove tags on a case."""
     with runtime() as rt:
+        case_id = full_case_id(rt, case_id)
         out = rt.services.cases.tag(case_id, add or [], remove or [], actor=actor())
         tags = rt.services.cases.view(out.case_id, actor=actor()).case.tags
     if as_json:
@@ -360,6 +382,7 @@ def review_dossier(
 ) -> None:
     """Export a confirmed referral's dossier: JSON plus a detached Ed25519 signature."""
     with runtime() as rt:
+        case_id = full_case_id(rt, case_id)
         d = rt.services.cases.dossier(case_id, actor=actor(), declare=declare or (), reason=reason)
     out.mkdir(parents=True, exist_ok=True)
     (out / "dossier.json").write_text(d.document, encoding="utf-8")

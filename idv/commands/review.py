@@ -73,6 +73,9 @@ def review_list(
             cases.save_view(save_as, query, actor=actor())
         page = cases.queue({**query, "limit": limit, "offset": offset}, actor=actor())
         labels = cases.reason_labels()
+        # What the table shows of each id: its shortest unique prefix, which every `idv
+        # review` command takes back (`--json` gives the whole ids).
+        short = {} if as_json else cases.short_ids(r.case_id for r in page.cases)
 
     def label(code: str) -> str:
         return labels[code].en if code in labels else code
@@ -96,10 +99,11 @@ def review_list(
         "phone",
         "reasons",
     ):
-        table.add_column(col)
+        # The case and the applicant are never cut short: they are what the next command takes.
+        table.add_column(col, no_wrap=col in ("case", "applicant"))
     for r in page.cases:
         table.add_row(
-            r.case_id,
+            short[r.case_id],
             r.applicant_ref,
             r.status,
             r.queue,
