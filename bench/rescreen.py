@@ -48,6 +48,14 @@ TRADITIONAL_NAMES = ("张伟", "刘杰", "陈涛", "杨军", "黄伟", "赵杰",
 YENTE_PER_VCPU = {"yente logic-v2 (req/s per vCPU)": 4, "yente logic-v1, 3 candidates (req/s)": 30}
 
 
+def cpu_children() -> float:
+    """CPU seconds (user + system) of the children reaped so far, and theirs."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def load() -> str:
     one, five, _ = os.getloadavg()
     return f"load {one:.1f}/{five:.1f} on {os.cpu_count()} cores"

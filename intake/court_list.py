@@ -15,7 +15,7 @@ import csv
 import gzip
 import hashlib
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -113,8 +113,11 @@ def read_list(
             gzip.GzipFile(fileobj=buffered) if path.name.lower().endswith(".gz") else buffered
         )
         # The end of the decompressed text decides whether the last line was cut.
-        text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
-        reader = _csv(text, checker, report) if kind == "csv" else _jsonl(text, checker, report)
+        reader = (
+            _csv(io.TextIOWrapper(stream, encoding="utf-8-sig", newline=""), checker, report)
+            if kind == "csv"
+            else _jsonl(stream, checker, report)
+        )
         out: list[tuple[int, ListRow]] = []
         try:
             for item in reader:
@@ -179,12 +182,10 @@ def read_range(
     with path.open("rb") as raw:
         raw.seek(start)
         lines = _lines_between(raw, end - start)
-        text = io.TextIOWrapper(
-            _Chunks(lines), encoding="utf-8-sig" if start == 0 else "utf-8", newline=""
-        )
+        stream = io.BufferedReader(_Chunks(lines), 1 << 20)
         out: list[tuple[int, ListRow]] = []
         try:
-            for n, row in _jsonl(text, checker, report, first=first_line):
+            for n, row in _jsonl(stream, checker, report, first=first_line):
                 out.append((n, row))
                 if len(out) >= batch:
                     yield out
@@ -233,10 +234,13 @@ def _ended(last: str) -> None:
 
 
 def _jsonl(
-    text: io.TextIOWrapper, checker: RowChecker, report: ReadReport, *, first: int = 1
+    lines: Iterable[bytes], checker: RowChecker, report: ReadReport, *, first: int = 1
 ) -> Iterator[tuple[int, ListRow]]:
-    last = ""
-    for n, line in enumerate(text, first):
+    """JSON Lines as bytes (orjson reads UTF-8 itself: no text layer in between)."""
+    last = b""
+    for n, line in enumerate(lines, first):
+        if n == 1 and line.startswith(b"\xef\xbb\xbf"):
+            line = line[3:]  # a byte-order mark
         last = line
         report.lines = n
         if not line.strip():
@@ -245,8 +249,12 @@ def _jsonl(
         try:
             record = orjson.loads(line)
         except orjson.JSONDecodeError:
-            if not line.endswith(("\n", "\r")):
+            if not line.endswith((b"\n", b"\r")):
                 raise ListFileError("file", RULE_CUT) from None
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ListFileError("file", RULE_UTF8) from None
             report.refuse(n, "line", RULE_JSON)
             continue
         if not isinstance(record, dict):
@@ -256,7 +264,8 @@ def _jsonl(
             yield n, checker.check(record)
         except RowError as exc:
             report.refuse(n, exc.field, exc.rule)
-    _ended(last)
+    if last and not last.endswith((b"\n", b"\r")):
+        raise ListFileError("file", RULE_CUT)
 
 
 def _csv(
