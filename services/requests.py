@@ -213,6 +213,12 @@ class SubjectRequestService:
             raise InvalidInput("channel", "must be a code of letters, digits and _ (at most 32)")
         if req.assignee is not None and not (0 < len(req.assignee) <= 120):
             raise InvalidInput("assignee", "must be 1 to 120 characters")
+        if req.assignee is not None:
+            # A deadline no one can see is a deadline missed: the assignee must be someone
+            # who may sign in and work it.
+            person = self.store.people.get(req.assignee)
+            if person is None or person.status != "active":
+                raise InvalidInput("assignee", "is not an active user (idv users list)")
         require_known(self.store, req.applicant_ref)
         now = self.store.clock()
         deadline = self.policy.deadline(req.kind, now)

@@ -112,9 +112,9 @@ def users_list(as_json: JsonOpt = False) -> None:
     with runtime() as rt:
         users = rt.services.people.list(actor=actor())
     if as_json:
-        emit({"users": [u.model_dump(mode="json") for u in users]})
+        emit({"users": [u.model_dump(mode="json") for u in users], "total": len(users)})
         return
-    table = Table("name", "role", "status", "locked", "since", title="Users")
+    table = Table("name", "role", "status", "locked", "since", title=f"Users ({len(users)})")
     for u in users:
         table.add_row(
             u.name, u.role, u.status, "yes" if u.locked else "no", u.created_at.date().isoformat()

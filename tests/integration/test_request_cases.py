@@ -19,6 +19,7 @@ from flows.subject_requests import recheck
 from idv.synthetic import Mix, write_batch
 from services.context import Actor
 from services.requests import AnswerRequest, OpenRequest
+from tests.conftest import person_token
 
 OFFICER = Actor(name="officer", role="compliance_officer")
 ANALYST = Actor(name="ana", role="analyst")
@@ -87,6 +88,7 @@ def test_when_a_court_hit_is_disputed_then_it_joins_the_open_case_and_is_requeri
     ref = with_case[0]
     before = rt.store.cases.case_of(ref)
     court_calls = len([c for c in sandbox.state.calls if "court" in c.path])
+    person_token(rt, "compliance_officer", "officer")  # the assignee is a user
     opened = rt.services.requests.open(
         OpenRequest(applicant_ref=ref, kind="dispute", target="court_list", assignee="officer"),
         actor=OFFICER,
@@ -116,6 +118,7 @@ def test_when_two_requests_share_a_case_then_it_closes_with_the_last_answer(worl
     rt, _, without = world
     ref = without[-1]
     access = rt.services.requests.open(OpenRequest(applicant_ref=ref, kind="access"), actor=OFFICER)
+    person_token(rt, "compliance_officer", "officer")  # the assignee is a user
     dispute = rt.services.requests.open(
         OpenRequest(applicant_ref=ref, kind="dispute", target="decision", assignee="officer"),
         actor=OFFICER,

@@ -22,6 +22,7 @@ from services.context import Actor
 from services.errors import Conflict, Denied, InvalidInput
 from services.requests import AnswerRequest, OpenRequest
 from storage.events import NewBehaviorEvent
+from tests.conftest import person_token
 
 OFFICER = Actor(name="officer", role="compliance_officer")
 
@@ -121,6 +122,16 @@ def test_a_dispute_of_a_court_hit_is_requeried_and_answered_in_time(world, sandb
     rt, people = world
     ref = sorted(people)[0]
     number = people[ref]["id_number"]
+    person_token(rt, "compliance_officer", "officer")  # the assignee is a user
+    with pytest.raises(InvalidInput) as nobody:
+        rt.services.requests.open(
+            OpenRequest(applicant_ref=ref, kind="dispute", target="court_list", assignee="li.wei"),
+            actor=OFFICER,
+        )
+    assert (nobody.value.field, nobody.value.rule) == (
+        "assignee",
+        "is not an active user (idv users list)",
+    )
     opened = rt.services.requests.open(
         OpenRequest(
             applicant_ref=ref,
