@@ -128,8 +128,9 @@ def start_sandbox(
     call_log_limit: int = 200_000,
 ) -> tuple[str, subprocess.Popen]:
     """`idv sandbox serve` in a process group of its own, adding `latency_ms` to every
-    answer and enforcing `rates` (calls a second per endpoint), its credentials `APP_KEY` /
-    `APP_SECRET`; its URL once it answers."""
+    answer and enforcing `rates` (calls a second per generic endpoint; the Tencent and Aliyun
+    imitations keep their published rates: `vendor_sandbox.start` lifts them), every vendor's
+    account `APP_KEY` / `APP_SECRET`; its URL once it answers."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = start_server(
@@ -149,7 +150,7 @@ def start_sandbox(
                 for arg in ("--rate", f"{path}={per_s}")
             ),
         ],
-        {**env, "IDV_IDENTITY_APP_KEY": APP_KEY, "IDV_IDENTITY_APP_SECRET": APP_SECRET},
+        {**env, "IDV_TENCENT_APP_KEY": APP_KEY, "IDV_TENCENT_APP_SECRET": APP_SECRET},
         f"{url}/_sandbox/health",
         f"the sandbox (idv sandbox serve on port {port})",
     )

@@ -2,8 +2,9 @@
 
 A Prefect server of its own (SQLite, under a temporary PREFECT_HOME), the deployments
 applied to a process work pool, and `prefect worker start --limit 1` processes: each
-worker works one chunk at a time. The sandbox, in a process of its own, adds 200 ms to
-every answer and enforces no rate (the contracts' rates are lifted too), so a worker's
+worker works one chunk at a time. The sandbox (`vendor_sandbox.py`: the Tencent and Aliyun
+imitations beside the generic adapter), in a process of its own, adds 200 ms to every answer
+and enforces no rate (its published rates and the contracts' are lifted), so a worker's
 throughput is bound by its calls in flight, not by a vendor. The onboarding flow runs in
 this process with `IDV_CHUNK_POOL` naming the pool and sends every chunk there; the store
 is PostgreSQL (a schema of its own), the limiter Redis. Each configuration runs its own
@@ -32,10 +33,10 @@ from harness import (
     bench_schema,
     deploy,
     start_prefect_server,
-    start_sandbox,
     start_workers,
     stop,
 )
+from vendor_sandbox import start as start_vendor_sandbox
 
 LATENCY_MS = 200
 CHUNK = 500
@@ -71,7 +72,7 @@ def run(root: Path, n: int, pg: str, schema: str, procs: list[subprocess.Popen])
     from idv.synthetic import Mix, write_batch
 
     base = {k: v for k, v in os.environ.items() if not k.startswith(("IDV_", "PREFECT_"))}
-    sandbox_url, sandbox = start_sandbox(LATENCY_MS, base)
+    sandbox_url, sandbox = start_vendor_sandbox(LATENCY_MS, base, lifted=True)
     procs.append(sandbox)
     api, prefect_env = start_prefect_server(root, base, procs)
 
