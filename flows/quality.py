@@ -15,6 +15,7 @@ DataFrame asset and `BOOLEAN_ONLY` results: GX's richer formats carry failing va
 
 from __future__ import annotations
 
+import logging
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -61,6 +62,9 @@ class _Gx:
             import great_expectations as gx
             from great_expectations.data_context.types.base import ProgressBarsConfig
 
+        # GX says at INFO that it made a temporary docs folder: noise on stderr (under
+        # `--json` too), nothing an operator acts on. Its warnings still show.
+        logging.getLogger("great_expectations").setLevel(logging.WARNING)
         self.gx = gx
         self.context = gx.get_context(mode="ephemeral")
         self.context.variables.progress_bars = ProgressBarsConfig(globally=False)

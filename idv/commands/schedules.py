@@ -238,14 +238,14 @@ def schedule_resume(name: NameArg, as_json: JsonOpt = False) -> None:
     _set_paused(name, paused=False, as_json=as_json)
 
 
-def _port_free(port: int) -> bool:
+def _port_free(port: int, *, host: str = "127.0.0.1") -> bool:
     """Whether the server could listen on `port` now. SO_REUSEADDR as the server binds with
     it: a port left in TIME_WAIT by the server stopped a moment ago is free to it, one
     another process listens on is not."""
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind((host, port))
         except OSError:
             return False
     return True

@@ -151,7 +151,16 @@ def serve(
     from flows.process import settle_for_serving
     from flows.runtime import Runtime
     from idv.api import create_app
+    from idv.commands.schedules import _port_free
 
+    if not _port_free(port, host=host):  # refused before anything starts or is printed
+        fail("--port", "is in use: choose another port, or stop what listens there", as_json=False)
+    if (
+        metrics_port is not None
+        and metrics_port != port
+        and not _port_free(metrics_port, host=metrics_host)
+    ):
+        fail("--metrics-port", "is in use: choose another port", as_json=False)
     prepare_environment()
     with oauth_sandbox(sandbox, host, port) as wired:
         rt = Runtime.from_env()

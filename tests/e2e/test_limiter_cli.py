@@ -53,6 +53,7 @@ def test_when_the_limiter_is_down_then_the_batch_is_refused_at_start_and_runs_on
     up = {**env, "IDV_LIMITS_URL": "redis://127.0.0.1:6379/0"}
     done = run_idv(up, "batch", "run", str(batch), "--sandbox", "--json", timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "great_expectations" not in done.stderr  # no library's INFO line under --json
     report = json.loads(done.stdout)
     assert report["deferred"] == [] and report["refused"] == []
     assert [a["disposition"] for a in report["applicants"]] == ["new"] * len(lines)
