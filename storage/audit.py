@@ -403,6 +403,10 @@ class AuditLog:
         path = self.checkpoints.path_for(size) if size else None
         named = head.checkpoint_seq if head is not None else None
         if named and named not in sizes and named > size:
+            # Another process may have written it since the listing above (and then named it
+            # in the head row): look again before calling it missing.
+            sizes = self.checkpoints.sizes()
+        if named and named not in sizes and named > size:
             return broken(
                 "the checkpoint file is missing (the database's last checkpoint)",
                 self.checkpoints.path_for(named),
