@@ -513,8 +513,10 @@ async def process_chunk(
                 slots.release()
             if isinstance(prepared, Pending):
                 pending.append(prepared)
+                progress.advance(1, sum(st.fee_cents for st in prepared.steps))
             else:
                 pending_lines.append(prepared)
+                progress.advance(1)
 
         async def finish(p: Pending) -> None:
             try:
@@ -539,12 +541,14 @@ async def process_chunk(
             report.lines += 1
             if isinstance(raw, Refusal):
                 pending_lines.append(runner.refuse(raw, report))
+                progress.advance(1)
                 continue
             parsed = parse_record(
                 raw, line_no, consent_policy=rt.consent_policy, notices=rt.notices, now=runner.now
             )
             if isinstance(parsed, Refusal):
                 pending_lines.append(runner.refuse(parsed, report))
+                progress.advance(1)
                 continue
             if line_no in plan.duplicate_lines or parsed.applicant_ref in seen_refs:
                 pending_lines.append(
@@ -558,6 +562,7 @@ async def process_chunk(
                         report,
                     )
                 )
+                progress.advance(1)
                 continue
             seen_refs.add(parsed.applicant_ref)
             await start(one(parsed))

@@ -278,14 +278,20 @@ def check_dependencies(rt: Any) -> None:
 
 
 def run_flow(batch: Path, chunk_size: int | None, *, show_progress: bool) -> dict[str, Any]:
+    """The onboarding flow over `batch`, a progress bar on a terminal: it says Prefect is
+    starting (its import and its local server take seconds), then moves a line at a time."""
     from flows import progress
-    from flows.prefect_onboarding import onboarding
 
-    with (
-        progress_bar("verifying", enabled=show_progress) as update,
-        progress.watching(lambda p: update(p.done, p.total, p.fees_cents)),
-    ):
-        return onboarding(batch_path=str(batch.resolve()), chunk_size=chunk_size)
+    with progress_bar("starting Prefect", enabled=show_progress) as update:
+        from flows.prefect_onboarding import onboarding
+
+        with progress.watching(
+            lambda p: update(p.done, p.total, p.fees_cents, "verifying"), per_line=True
+        ):
+            result: dict[str, Any] = onboarding(
+                batch_path=str(batch.resolve()), chunk_size=chunk_size
+            )
+            return result
 
 
 def counts_table(counts: dict[str, int]) -> Table:

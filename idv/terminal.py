@@ -80,11 +80,13 @@ def warn(message: str) -> None:
 @contextmanager
 def progress_bar(
     description: str, *, enabled: bool, unit: str = "lines"
-) -> Iterator[Callable[[int, int, int | None], None]]:
+) -> Iterator[Callable[..., None]]:
     """A rich progress bar on a terminal (done of total, rate, fees so far when given);
-    nothing at all when piped or with `--json`. Yields `update(done, total, fees_cents)`."""
+    nothing at all when piped or with `--json`. Yields `update(done, total, fees_cents,
+    description=None)`: a new description replaces the first (`starting Prefect`, then
+    `verifying`)."""
     if not enabled or not sys.stderr.isatty() or os.environ.get("TERM") == "dumb":
-        yield lambda done, total, fees=None: None
+        yield lambda done, total, fees=None, description=None: None
         return
     bar = Progress(
         TextColumn("{task.description}"),
@@ -98,7 +100,9 @@ def progress_bar(
     )
     task = bar.add_task(description, total=None, rate="", fees="")
 
-    def update(done: int, total: int, fees: int | None = None) -> None:
+    def update(
+        done: int, total: int, fees: int | None = None, description: str | None = None
+    ) -> None:
         elapsed = bar.tasks[0].elapsed or 0.0
         rate = f"{done / elapsed:,.0f} {unit}/s" if elapsed > 0 and done else ""
         bar.update(
@@ -107,6 +111,7 @@ def progress_bar(
             total=total or None,
             rate=rate,
             fees="" if fees is None else f"fees {fees / 100:,.2f} CNY",
+            **({"description": description} if description else {}),
         )
 
     with bar:

@@ -51,6 +51,7 @@ def test_when_the_demo_runs_on_a_terminal_then_a_progress_bar_shows_lines_rate_a
     code, screen = on_terminal([IDV_BIN, "demo", "--size", "30"], env)
     assert code == 0, screen[-2000:]
     assert "verifying" in screen and "lines/s" in screen and "CNY" in screen
+    assert "starting Prefect" in screen  # said while Prefect starts, before any line
     piped = run_idv(env, "demo", "--size", "30", timeout=240)
     assert piped.returncode == 0, piped.stderr[-2000:]
     assert "verifying" not in piped.stdout + piped.stderr
