@@ -41,6 +41,10 @@ def take_inbox(
     """One look at the inbox (`inbox`, or `IDV_INBOX`): refused with `field` and the rule
     when it does not exist or cannot be written."""
     service = rt.services.inbox
+    if inbox is None and rt.settings.inbox is None:
+        # The default inbox ($IDV_HOME/inbox) is made on first use; one that is named
+        # (IDV_INBOX, --inbox) must exist: a typo is not made into an empty folder.
+        rt.settings.resolved_inbox.mkdir(parents=True, exist_ok=True, mode=0o700)
     box = service.open(inbox or rt.settings.resolved_inbox, field=field)
     return service.take(
         box,

@@ -42,6 +42,8 @@ def inbox_run(
         check_dependencies(rt)
         try:
             rt.services.runs.authorize(actor(), operation="inbox.run")
+            if inbox is None and rt.settings.inbox is None:  # the default: made on first use
+                rt.settings.resolved_inbox.mkdir(parents=True, exist_ok=True, mode=0o700)
             rt.services.inbox.open(
                 inbox or rt.settings.resolved_inbox, field="--inbox" if inbox else "IDV_INBOX"
             )
