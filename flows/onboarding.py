@@ -538,6 +538,8 @@ async def process_chunk(
 
         seen_refs: set[str] = set()
         for line_no, raw in read_records(plan, chunk):
+            if progress.stopping():
+                break  # asked to stop: the lines in flight finish, no new one starts
             report.lines += 1
             if isinstance(raw, Refusal):
                 pending_lines.append(runner.refuse(raw, report))
@@ -604,6 +606,7 @@ class BatchResult:
     lines: int
     halted: bool = False
     quality: tuple[dict[str, Any], ...] = ()
+    stopped: bool = False  # asked to stop (`progress.request_stop`): the next run goes on
 
 
 def check_batch_quality(rt: RuntimeParts, plan: BatchPlan, run_id: str) -> QualityReport:
@@ -684,13 +687,15 @@ def onboard(
     total = (work or (lambda p, r, d: each_chunk(p, d, lambda chunk: run_chunk(rt, p, chunk, r))))(
         plan, run_id, chunk_done
     )
-    counts = rt.store.runs.finish(run_id)
+    stopped = progress.stopping()
+    counts = rt.store.runs.finish(run_id, status="stopped" if stopped else "finished")
     return BatchResult(
         run_id=run_id,
         counts=counts,
         fees_cents=rt.store.runs.fees(run_id),
         lines=total.lines,
         quality=tuple(rt.store.quality.for_run(run_id)),
+        stopped=stopped,
     )
 
 
@@ -700,6 +705,8 @@ def each_chunk(
     """Every chunk in order (`run_one`: in this process, or as a Prefect task)."""
     total = ChunkReport()
     for chunk in plan.chunks:
+        if progress.stopping():
+            break
         total.add(run_one(chunk))
         done(total)
     return total

@@ -182,6 +182,7 @@ def onboarding(batch_path: str, chunk_size: int | None = None) -> dict[str, Any]
             "fees_cents": batch.fees_cents,
             "halted": batch.halted,
             "quality": list(batch.quality),
+            "stopped": batch.stopped,
         }
         create_table_artifact(
             table=outcome_rows(counts),

@@ -49,6 +49,30 @@ def report(done: int, total: int, fees_cents: int) -> None:
         listener(_last)
 
 
+# Asked to stop (a Ctrl-C at the command): no new line is started, those in flight finish.
+_stop = threading.Event()
+
+
+def request_stop() -> None:
+    """Stop the run in this process after the lines in flight: each chunk starts no new
+    line, the run starts no new chunk and closes as `stopped`; its next run goes on."""
+    _stop.set()
+
+
+def stopping() -> bool:
+    return _stop.is_set()
+
+
+@contextmanager
+def stoppable() -> Iterator[None]:
+    """A run that `request_stop` may stop: asked afresh each time."""
+    _stop.clear()
+    try:
+        yield
+    finally:
+        _stop.clear()
+
+
 def advance(lines: int = 1, fees_cents: int = 0) -> None:
     """`lines` more done (their steps run), `fees_cents` more spent, since the last report:
     heard by the listeners that asked for each line. The next `report` sets the count."""

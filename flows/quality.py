@@ -63,8 +63,10 @@ class _Gx:
             from great_expectations.data_context.types.base import ProgressBarsConfig
 
         # GX says at INFO that it made a temporary docs folder: noise on stderr (under
-        # `--json` too), nothing an operator acts on. Its warnings still show.
-        logging.getLogger("great_expectations").setLevel(logging.WARNING)
+        # `--json` too), nothing an operator acts on. Its warnings still show. (That module
+        # sets its own logger to INFO, so the package's level alone does not quiet it.)
+        for name in ("great_expectations", "great_expectations.data_context.types.base"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         self.gx = gx
         self.context = gx.get_context(mode="ephemeral")
         self.context.variables.progress_bars = ProgressBarsConfig(globally=False)

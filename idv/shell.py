@@ -282,9 +282,10 @@ def run_flow(batch: Path, chunk_size: int | None, *, show_progress: bool) -> dic
     starting (its import and its local server take seconds), then moves a line at a time."""
     from flows import progress
 
-    with progress_bar("starting Prefect", enabled=show_progress) as update:
+    with progress_bar("starting Prefect", enabled=show_progress) as update, stop_on_ctrl_c():
         from flows.prefect_onboarding import onboarding
 
+        prefect_server_in_a_session_of_its_own()
         with progress.watching(
             lambda p: update(p.done, p.total, p.fees_cents, "verifying"), per_line=True
         ):
@@ -292,6 +293,51 @@ def run_flow(batch: Path, chunk_size: int | None, *, show_progress: bool) -> dic
                 batch_path=str(batch.resolve()), chunk_size=chunk_size
             )
             return result
+
+
+@contextmanager
+def stop_on_ctrl_c() -> Iterator[None]:
+    """The first Ctrl-C stops the run after the lines in flight (`flows.progress.
+    request_stop`: the run closes as `stopped`, its report says so); a second stops the
+    command at once."""
+    import signal
+
+    from flows import progress
+
+    def first(signum: int, frame: Any) -> None:
+        if progress.stopping():
+            raise KeyboardInterrupt
+        progress.request_stop()
+        warn("stopping after the lines in flight (Ctrl-C again to stop at once)")
+
+    before = signal.getsignal(signal.SIGINT)
+    with progress.stoppable():
+        signal.signal(signal.SIGINT, first)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, before)
+
+
+def prefect_server_in_a_session_of_its_own() -> None:
+    """Prefect's temporary local server (started at the first flow run when no
+    PREFECT_API_URL is set) in a session of its own, out of the terminal's process group:
+    a Ctrl-C reaches this command, which stops its run cleanly, and not the server the run
+    still reports to. Prefect starts it with `subprocess.Popen`; its module is given one
+    that starts a new session."""
+    import functools
+    import subprocess
+    import types
+
+    from prefect.server.api import server
+
+    if getattr(server.subprocess, "idv_own_session", False):
+        return
+    shim = types.ModuleType("subprocess")
+    shim.__dict__.update(vars(subprocess))
+    shim.Popen = functools.partial(subprocess.Popen, start_new_session=True)  # type: ignore[attr-defined]
+    shim.idv_own_session = True  # type: ignore[attr-defined]
+    server.subprocess = shim  # type: ignore[attr-defined]
 
 
 def counts_table(counts: dict[str, int]) -> Table:

@@ -40,6 +40,7 @@ errors = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty()
 EXIT_PROBLEM = 1
 EXIT_USAGE = 2
 EXIT_HALTED = 3
+EXIT_INTERRUPTED = 130  # a Ctrl-C, as shells report it (128 + SIGINT)
 
 
 def json_requested(argv: list[str] | None = None) -> bool:

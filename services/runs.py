@@ -181,6 +181,7 @@ class RunService:
             "fees_cents": run["fees_cents"],
             "lines": run["lines"],
             "halted": bool(run.get("halted")),
+            "stopped": bool(run.get("stopped")),
             "failed_expectations": [
                 dict(f, target=q["target"]) for q in quality for f in q["failed"]
             ],

@@ -30,6 +30,7 @@ from idv.shell import (
 )
 from idv.terminal import (
     EXIT_HALTED,
+    EXIT_INTERRUPTED,
     EXIT_USAGE,
     console,
     emit,
@@ -95,6 +96,16 @@ def batch_run(
     with runtime() as rt:
         report = rt.services.runs.report(run)
     report["duration_s"] = round(time.perf_counter() - started, 2)
+    if report["stopped"]:  # Ctrl-C: the lines done are kept, the next run goes on
+        if as_json:
+            emit(report)
+        error_line(
+            "interrupted",
+            f"stopped after {report['lines']} lines (run {report['run_id']}); run "
+            f"`idv batch run {file}` again to go on: the lines done are not verified twice",
+            as_json=as_json,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED)
     unfinished = report["halted"] or bool(report["deferred"])
     code = EXIT_HALTED if unfinished else EXIT_USAGE if report["all_refused"] else 0
     if as_json:
