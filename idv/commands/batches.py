@@ -6,7 +6,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -111,6 +111,15 @@ def batch_run(
     if as_json:
         emit(report)
         raise typer.Exit(code)
+    _print_report(report)
+    if report["all_refused"]:
+        error_line("FILE", "every line was refused", as_json=False)
+    raise typer.Exit(code)
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    """A run's report for a person: the halt and its failed expectations, the counts, the
+    refused and deferred lines, the duration and fees."""
     if report["halted"]:
         console.print(
             f"[red]run {report['run_id']} halted before any vendor call[/red]: "
@@ -144,9 +153,6 @@ def batch_run(
         f"run {report['run_id']}: {report['lines']} lines in "
         f"{report['duration_s']} s, fees {report['fees_cents'] / 100:.2f} CNY"
     )
-    if report["all_refused"]:
-        error_line("FILE", "every line was refused", as_json=False)
-    raise typer.Exit(code)
 
 
 @app.command()

@@ -60,7 +60,7 @@ def test_the_flow_sends_an_event_per_alarm(
     monkeypatch.setattr(freshness.Runtime, "from_env", classmethod(lambda cls: rt))
     monkeypatch.setattr(rt, "close", lambda: None)
     result = freshness.check_freshness()
-    assert result == {"checks": 2, "alarms": 1}
+    assert result == {"checks": 3, "alarms": 1}  # checkpoint, redispatches, face tokens
 
     async def events() -> list:
         async with get_client() as client:

@@ -123,8 +123,9 @@ def test_when_a_chunk_task_fails_once_then_prefect_runs_it_again_and_bills_nothi
     prefect_harness, database, key_file, sandbox, tmp_path, monkeypatch
 ):
     """The second chunk's first attempt makes its vendor calls, then fails before storing
-    anyone: Prefect runs the task again, and the sandbox answers those calls from its
-    idempotency record."""
+    anyone: Prefect runs the task again. The generic adapter's calls are answered from the
+    vendor's idempotency record; the real vendors take no key, so their answers are reused
+    from what the gate recorded of them, never asked (and billed) again."""
     from collections import Counter
 
     from flows import onboarding as ob
@@ -170,4 +171,10 @@ def test_when_a_chunk_task_fails_once_then_prefect_runs_it_again_and_bills_nothi
     billed = Counter(c.idempotency_key for c in calls if c.billed_cents > 0)
     assert billed and max(billed.values()) == 1
     assert sum(1 for c in calls if c.replay) > 0
-    assert result["fees_cents"] == sandbox.state.billed_cents()
+    # Tencent's log: each person's check on each action billed once (by ID number, or by
+    # phone for the number's status and tenure), the failed attempt's answers reused.
+    tencent = sandbox.state.tencent
+    paid = Counter((c.action, c.subject_digest) for c in tencent.calls if c.billed_fen > 0)
+    assert paid and max(paid.values()) == 1
+    assert sandbox.state.aliyun.calls == []
+    assert result["fees_cents"] == sandbox.state.billed_cents() + tencent.billed_fen()

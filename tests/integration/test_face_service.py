@@ -11,10 +11,11 @@ import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -424,7 +425,8 @@ def test_the_compliance_pack_counts_people_beside_the_filing_threshold(world: Wo
             started = world.face.start(ref, return_url=PORTAL, actor=APPLICANT)
             world.browser(started.url, "mismatch" if i else "pass")
             world.face.callback(started.token_id, applicant_ref=ref, actor=APPLICANT)
-    today = datetime.now(UTC).astimezone().date().isoformat()
+    # The pack's days are Asia/Shanghai's (8 h ahead of UTC): today's there.
+    today = datetime.now(ZoneInfo("Asia/Shanghai")).date().isoformat()
     pack = world.rt.services.compliance.pack(today, today, actor=OFFICER)
     face = pack["face_verification"]
     assert face["people_to_date"] == 2 and face["filing_threshold"] == 100_000
