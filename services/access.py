@@ -8,11 +8,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from policies.access import AccessDenied, AccessPolicy, require
-from services.context import Actor
+from services.context import APPLICANT_ROLE, Actor
 from services.errors import Denied
 
 if TYPE_CHECKING:
     from storage.store import Store
+
+
+# What the applicant does in the portal: not a permission of `policies/access.yaml` (no user
+# holds it), the role of the portal's session.
+SELF_SERVICE = "self_service"
 
 
 class AccessControl:
@@ -34,6 +39,19 @@ class AccessControl:
                 actor, permission, operation=operation, rule=exc.rule, subject_ref=subject_ref
             )
             raise Denied(exc.field, exc.rule) from None
+
+    def require_applicant(
+        self, actor: Actor, *, operation: str, subject_ref: str | None = None
+    ) -> None:
+        """`Denied` (audited as `access.refused`, permission `self_service`) unless the actor
+        is the applicant of the portal's session (`APPLICANT_ROLE`): self-service is the
+        person's own, and no staff role holds it, whatever else it holds."""
+        if actor.role != APPLICANT_ROLE:
+            rule = "self_service is the applicant's own, through the portal"
+            self.refused(
+                actor, SELF_SERVICE, operation=operation, rule=rule, subject_ref=subject_ref
+            )
+            raise Denied("role", rule)
 
     def allows(self, actor: Actor, permission: str) -> bool:
         """Whether `require` would let the actor through: a check of the policy alone, for a

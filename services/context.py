@@ -75,3 +75,10 @@ class Actor:
 
     name: str
     role: str
+
+
+# The applicant in the portal: bound by the portal's session to one applicant ref. Not a role
+# of `policies/access.yaml`, so no user can hold it and no permission there is its; only
+# `AccessControl.require_applicant` lets it through (self-service).
+APPLICANT_ROLE = "applicant"
+APPLICANT = Actor(name="applicant", role=APPLICANT_ROLE)

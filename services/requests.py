@@ -197,6 +197,31 @@ class SubjectRequestService:
         """Record a request with its deadline. `InvalidInput` for an unknown kind or a target
         the kind does not take; `NotFound` for a subject of whom nothing is held."""
         self._permit(actor)
+        return self._open(req, actor=actor)
+
+    def open_own(self, req: OpenRequest, *, actor: Actor) -> SubjectRequestAnswer:
+        """The person's own request, from the applicant's portal (the applicant only): the caller
+        has bound `req.applicant_ref` to the person's session. No assignee is taken."""
+        self.subjects.access.require_applicant(
+            actor, operation="requests.open_own", subject_ref=req.applicant_ref
+        )
+        if req.assignee is not None:
+            raise InvalidInput("assignee", "is not taken from the person")
+        return self._open(req, actor=actor)
+
+    def own(self, applicant_ref: str, *, actor: Actor) -> list[SubjectRequestAnswer]:
+        """The person's own requests, oldest first, each with its state and deadline
+        (the applicant only: the caller has bound `applicant_ref` to the person's session)."""
+        self.subjects.access.require_applicant(
+            actor, operation="requests.own", subject_ref=applicant_ref
+        )
+        rule = check_applicant_ref(applicant_ref)
+        if rule is not None:
+            raise InvalidInput("applicant_ref", rule)
+        rows = self.store.requests.list(applicant_ref=applicant_ref)
+        return sorted((self._with_state(r) for r in rows), key=lambda r: r.opened_at)
+
+    def _open(self, req: OpenRequest, *, actor: Actor) -> SubjectRequestAnswer:
         rule = check_applicant_ref(req.applicant_ref)
         if rule is not None:
             raise InvalidInput("applicant_ref", rule)

@@ -12,6 +12,7 @@ from services.context import Actor, ServiceContext
 if TYPE_CHECKING:
     from services.access import AccessControl
     from services.accounts import AccountService
+    from services.applicant_self import ApplicantSelfService
     from services.audit import AuditService
     from services.backtest import BacktestService
     from services.cases import CaseService
@@ -195,3 +196,9 @@ class Services:
                            policy, subjects=self.subjects,
                            court_requery=getattr(self._ctx, "court_requery", None),
                            outreach_channel=getattr(self._ctx, "outreach_channel", None))
+
+    @cached_property
+    def applicant_self(self) -> ApplicantSelfService:
+        """The applicant's own consents and requests, from the portal's session."""
+        from services.applicant_self import ApplicantSelfService
+        return ApplicantSelfService(self.consent, self.requests, self._ctx.consent_policy)
