@@ -45,6 +45,28 @@ FIELDS = (
 REQUIRED_FIELDS = ("applicant_ref", "name", "id_type", "id_number", "product")
 # Reading a byte range line by line keeps memory flat whatever the batch size.
 _MAX_LINE_BYTES = 64 * 1024
+# A copy interrupted or a disk gone full leaves a file that ends inside its last line: that
+# line is refused as cut, not by the rule its cut-off field happens to break.
+RULE_CUT = "the file ends inside this line (no end of line): cut short"
+
+
+class CutRecord(dict[str, Any]):
+    """The record a file ends inside (its last line has no end of line). Read as any other,
+    so a line whole but for its end of line passes; refused, it is refused as cut short."""
+
+
+def _cut(raw: bytes) -> bool:
+    """Whether a physical line read to the end of its range lacks its end of line: only the
+    file's last line can (an overlong line is read in pieces and refused as overlong)."""
+    return not raw.endswith(b"\n") and len(raw) <= _MAX_LINE_BYTES
+
+
+def _as_read(record: Mapping[str, Any] | Refusal, cut: bool) -> Mapping[str, Any] | Refusal:
+    if not cut:
+        return record
+    if isinstance(record, Refusal):
+        return Refusal(record.line_no, None, "line", RULE_CUT)
+    return CutRecord(record)
 
 
 class BatchFormatError(ValueError):
@@ -296,7 +318,7 @@ def read_records(
                 line_no += 1
                 if not raw.strip():
                     continue
-                yield line_no, _decode_json(raw, line_no)
+                yield line_no, _as_read(_decode_json(raw, line_no), _cut(raw))
             return
         line_no = chunk.first_line - 1
         pending: list[bytes] = []
@@ -318,7 +340,7 @@ def read_records(
             first = line_no + 1
             line_no += len(pending)
             pending = []
-            yield first, _decode_csv(text, plan.csv_header, first)
+            yield first, _as_read(_decode_csv(text, plan.csv_header, first), _cut(raw))
         if pending:
             first = line_no + 1
             yield first, Refusal(first, None, "line", "has an unterminated quoted field")
@@ -378,7 +400,22 @@ def parse_record(
     notices: Mapping[str, Notice],
     now: datetime,
 ) -> ApplicantLine | Refusal:
-    """Validate one record into a normalised `ApplicantLine`, or refuse it naming field and rule."""
+    """Validate one record into a normalised `ApplicantLine`, or refuse it naming field and
+    rule (a record the file ends inside: `line`, cut short)."""
+    out = _parse_record(raw, line_no, consent_policy=consent_policy, notices=notices, now=now)
+    if isinstance(out, Refusal) and isinstance(raw, CutRecord):
+        return Refusal(line_no, None, "line", RULE_CUT)
+    return out
+
+
+def _parse_record(
+    raw: Mapping[str, Any],
+    line_no: int,
+    *,
+    consent_policy: ConsentPolicy,
+    notices: Mapping[str, Notice],
+    now: datetime,
+) -> ApplicantLine | Refusal:
     ref_value = raw.get("applicant_ref")
     ref_rule = check_applicant_ref(ref_value)
     # A refusal echoes the ref only when it is one (never one shaped like an ID or phone).

@@ -11,7 +11,14 @@ import pytest
 
 from idv.synthetic import REGIONS, Mix, applicants
 from intake.models import ApplicantLine, Refusal
-from intake.reader import BatchFormatError, check_batch, parse_record, read_records, scan
+from intake.reader import (
+    RULE_CUT,
+    BatchFormatError,
+    check_batch,
+    parse_record,
+    read_records,
+    scan,
+)
 from policies import catalog
 from policies.identity import division_code_existed
 
@@ -249,6 +256,39 @@ def test_when_a_jsonl_batch_starts_with_a_byte_order_mark_then_its_first_line_is
     plan = scan(path, 10)
     records = [r for chunk in plan.chunks for r in read_records(plan, chunk)]
     assert [(no, raw["applicant_ref"]) for no, raw in records] == [(1, "A-1"), (2, "A-2")]
+
+
+def test_when_a_file_ends_inside_its_last_line_then_that_line_is_refused_as_cut(tmp_path):
+    whole = [json.dumps(good(applicant_ref=f"A-{i}"), ensure_ascii=False) for i in (1, 2)]
+    # JSON Lines cut inside the ID number: not read as a broken JSON line, but as cut.
+    cut = whole[1][: whole[1].index(ID) + 6]
+    path = tmp_path / "cut.jsonl"
+    path.write_text(whole[0] + "\n" + cut, encoding="utf-8")
+    records = all_records(scan(path, chunk_size=1))
+    assert isinstance(parse(records[0][1], 1), ApplicantLine)
+    assert records[1][0] == 2 and records[1][1] == Refusal(2, None, "line", RULE_CUT)
+    # CSV whose last column is the ID number, cut inside it: the row has every column and
+    # the ID number breaks its rule, but the line is reported as cut, not as a bad ID.
+    header = "applicant_ref,name,id_type,product,id_number\n"
+    row = f"C-1,{NAME},resident_id,consumer_loan,{ID}"
+    path = tmp_path / "cut.csv"
+    path.write_text(header + row + "\n" + row.replace("C-1", "C-2")[:-5], encoding="utf-8")
+    (first, last) = [parse(raw, n) for n, raw in all_records(scan(path, chunk_size=10))]
+    assert isinstance(first, ApplicantLine)
+    assert last == Refusal(3, None, "line", RULE_CUT)
+    # A last line whole but for its end of line is read as any other, in both formats.
+    path = tmp_path / "whole.jsonl"
+    path.write_text("\n".join(whole), encoding="utf-8")
+    assert all(isinstance(parse(r, n), ApplicantLine) for n, r in all_records(scan(path, 5)))
+    path = tmp_path / "whole.csv"
+    path.write_text(header + row, encoding="utf-8")
+    ((n, raw),) = all_records(scan(path, 5))
+    assert isinstance(parse(raw, n), ApplicantLine)
+    # A line refused for its own rule, not cut, keeps its rule.
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(good(id_number="110105194912310021")) + "\n", encoding="utf-8")
+    ((n, raw),) = all_records(scan(path, 5))
+    assert parse(raw, n).field == "id_number"
 
 
 @pytest.mark.parametrize(
