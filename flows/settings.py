@@ -144,6 +144,14 @@ class Settings(BaseSettings):
     # application. Required in production.
     oauth_link_key: SecretStr | None = None
     oauth_link_ttl_s: int = Field(86400, ge=60, le=30 * 86400)
+    # The applicant portal's one-time links (`services.applicant_links`): the key that signs
+    # them and the way back to the lender (unset: the key ring's secret), how long a link
+    # stays valid and a session's cookie holds, and the allow-list of the lender's return
+    # URLs (a JSON list of URL prefixes: scheme, host, port and path prefix).
+    applicant_link_key: SecretStr | None = None
+    applicant_link_ttl_s: int = Field(86400, ge=60, le=7 * 86400)
+    applicant_session_ttl_s: int = Field(7200, ge=60, le=86400)
+    applicant_return_urls: list[str] = Field(default_factory=list)
     oauth_state_ttl_s: int = Field(600, ge=30, le=3600)
     oauth_timeout_s: float = Field(10.0, gt=0)
     # Refresh an access token when it has less than this left.

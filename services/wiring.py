@@ -12,6 +12,7 @@ from services.context import Actor, ServiceContext
 if TYPE_CHECKING:
     from services.access import AccessControl
     from services.accounts import AccountService
+    from services.applicant_links import LinkService
     from services.applicant_self import ApplicantSelfService
     from services.audit import AuditService
     from services.backtest import BacktestService
@@ -202,3 +203,17 @@ class Services:
         """The applicant's own consents and requests, from the portal's session."""
         from services.applicant_self import ApplicantSelfService
         return ApplicantSelfService(self.consent, self.requests, self._ctx.consent_policy)
+
+    @cached_property
+    def links(self) -> LinkService:
+        """The applicant portal's one-time links and sessions (`services.applicant_links`)."""
+        from services.applicant_links import LinkService
+
+        settings = getattr(self._ctx, "settings", None)
+        key = getattr(settings, "applicant_link_key", None)
+        return LinkService(
+            self._ctx.store, self.access,
+            key=(lambda: key.get_secret_value().encode("utf-8")) if key is not None else None,
+            ttl_s=getattr(settings, "applicant_link_ttl_s", 86400),
+            session_ttl_s=getattr(settings, "applicant_session_ttl_s", 7200),
+            return_urls=getattr(settings, "applicant_return_urls", ()))

@@ -675,3 +675,43 @@ class FaceToken(Base):
     last_error: Mapped[str | None] = mapped_column(String(80), nullable=True)
     deleted_at: Mapped[datetime | None] = mapped_column(nullable=True)
     deletion: Mapped[str | None] = mapped_column(String(80), nullable=True)
+
+
+class ApplicantSession(Base):
+    """One applicant's journey in the portal (`storage.portal`): one row per applicant ref and
+    journey, so a reopened or resumed link never starts a second one. Its public id is opaque
+    (random); the browser holds a random cookie whose SHA-256 only is kept here. No personal
+    value: the ref, the journey's name and step, the lender's return URL (checked against the
+    allow-list), times."""
+
+    __tablename__ = "applicant_sessions"
+    __table_args__ = (
+        UniqueConstraint("applicant_ref", "journey"),
+        one_of("status", ("open", "done")),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    applicant_ref: Mapped[str] = mapped_column(String(64), index=True)
+    journey: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    step: Mapped[str] = mapped_column(String(32))
+    return_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    cookie_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
+    cookie_expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    done_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class ApplicantLink(Base):
+    """A one-time link into a session: its opaque id, when it runs out, when it was used."""
+
+    __tablename__ = "applicant_links"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    session_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("applicant_sessions.id"), index=True
+    )
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None] = mapped_column(nullable=True)

@@ -31,6 +31,7 @@ from storage.ledger import ConsentLedger
 from storage.oauth import OAuthRepository
 from storage.people import BINDINGS_REVISION as PEOPLE_BINDINGS_REVISION
 from storage.people import PeopleRepository
+from storage.portal import PortalRepository
 from storage.proofs import ProofRepository
 from storage.quality import QualityRepository
 from storage.requests import SubjectRequestRepository
@@ -93,6 +94,7 @@ class Store:
         self.court_copy = CourtCopyRepository(ctx, audit)
         self.court_matches = CourtMatchRepository(ctx, audit)
         self.face = FaceTokenRepository(ctx, audit)
+        self.portal = PortalRepository(ctx, audit)
 
     def bind_crossed(self, before: str | None, after: str | None) -> int:
         """When a migration took a database with rows in it from `before` past a revision

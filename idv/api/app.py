@@ -10,7 +10,17 @@ from fastapi import FastAPI
 
 from flows.runtime import Runtime
 from flows.settings import StartupError
-from idv.api import cases, consents, docs, errors, health, oauth, requests, verifications
+from idv.api import (
+    applicant_links,
+    cases,
+    consents,
+    docs,
+    errors,
+    health,
+    oauth,
+    requests,
+    verifications,
+)
 from idv.api.auth import BodyGuard, service_token_problem
 from idv.api.metrics import RouteMetrics
 from idv.web import mount_pages
@@ -54,7 +64,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.add_middleware(RouteMetrics)
     errors.install(app)
     docs.mount(app, production=s.env == "production")
-    for slice_ in (health, consents, requests, verifications, oauth):
+    for slice_ in (health, consents, requests, verifications, oauth, applicant_links):
         app.include_router(slice_.router)
     mount_pages(app, runtime)
     app.include_router(cases.router)
