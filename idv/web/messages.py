@@ -101,6 +101,86 @@ MESSAGES: dict[str, Text] = {
     "kind.unavailable": Text("暂不可用", "Unavailable"),
     # The zone every time is shown in.
     "zone": Text("时间均为北京时间（Asia/Shanghai, UTC+8）", "Times in Asia/Shanghai (UTC+8)"),
+    # The applicant's self-service pages (`idv.web.applicant_self`).
+    "self.title": Text("我的授权与请求", "My consents and requests"),
+    "self.nav.consents": Text("我的授权", "My consents"),
+    "self.nav.requests": Text("我的请求", "My requests"),
+    "self.consents.none": Text("暂无授权记录", "No consent is recorded"),
+    "self.state.live": Text("有效", "in force"),
+    "self.state.withdrawn": Text("已撤回", "withdrawn"),
+    "self.state.expired": Text("已过期", "expired"),
+    "self.state.not_yet_valid": Text("尚未生效", "not yet in force"),
+    "self.state.not_bound": Text("记录待核查", "record under check"),
+    "self.sensitive": Text("敏感个人信息", "sensitive"),
+    "self.notice": Text("告知版本", "Notice version"),
+    "self.granted_at": Text("同意时间", "Granted"),
+    "self.expires_at": Text("有效期至", "Valid until"),
+    "self.withdrawn_at": Text("撤回时间", "Withdrawn"),
+    "self.withdraw": Text("撤回此授权", "Withdraw this consent"),
+    "self.withdraw.explain": Text(
+        "撤回后，我们立即停止依赖此授权的处理，尚未进行的核验步骤不再进行；撤回前已进行的处理不受影响。",
+        "Once withdrawn, processing that relies on this consent stops at once and the checks "
+        "not yet made are not made; what was done before stays as it was.",
+    ),
+    "self.withdraw.confirm": Text("确认撤回", "Withdraw"),
+    "self.back": Text("返回", "Back"),
+    "self.done.withdrawn": Text("授权已撤回", "Consent withdrawn"),
+    "self.done.already_withdrawn": Text("此授权此前已撤回", "This consent was withdrawn already"),
+    "self.done.opened": Text("请求已提交", "Request sent"),
+    "self.done.already_open": Text(
+        "同类请求正在处理中，无需重复提交", "A request of this kind is being handled already"
+    ),
+    "self.purpose.onboarding_verification": Text(
+        "借款申请前的身份核验与风险评估", "Identity check and risk assessment before a loan"
+    ),
+    "self.purpose.ongoing_monitoring": Text(
+        "借款期间的持续核验", "Checks again during the life of the loan"
+    ),
+    "self.scope.id_verification": Text(
+        "姓名与身份证号核验", "Name and ID number checked with a licensed source"
+    ),
+    "self.scope.carrier_check": Text("手机号运营商核验", "Phone number checked with the carrier"),
+    "self.scope.court_records": Text("失信被执行人名单查询", "Court dishonest-debtor list"),
+    "self.scope.credit_report": Text("征信报告摘要", "Credit bureau summary"),
+    "self.scope.wechat_profile": Text("微信账号标识", "WeChat account identifiers"),
+    "self.scope.wechat_phone": Text("微信绑定手机号", "Phone number bound to WeChat"),
+    "self.scope.oidc_profile": Text(
+        "第三方账号标识", "Account identifiers from a sign-in provider"
+    ),
+    "self.scope.behavior_signals": Text("登录与资料变更记录", "Login and profile-change events"),
+    "self.scope.risk_scoring": Text("自动化风险评分", "Automated risk score"),
+    "self.scope.face_verification": Text("人脸识别核验", "Face verification"),
+    "self.ask.heading": Text("提出请求", "Make a request"),
+    "self.ask.explain": Text(
+        "我们会在期限内答复（15个工作日），并在此页显示处理状态。",
+        "We answer within the deadline (15 working days); this page shows where it stands.",
+    ),
+    "self.ask.access": Text("获取我的个人信息副本", "A copy of my personal information"),
+    "self.ask.correction.name": Text("更正我的姓名", "Correct my name"),
+    "self.ask.correction.id_number": Text("更正我的身份证号", "Correct my ID number"),
+    "self.ask.correction.phone": Text("更正我的手机号", "Correct my phone number"),
+    "self.ask.erasure": Text("删除我的个人信息", "Delete my personal information"),
+    "self.ask.dispute.decision": Text("对审核结果提出异议", "Dispute the decision"),
+    "self.ask.dispute.court_list": Text("对失信名单匹配提出异议", "Dispute a court-list match"),
+    "self.requests.none": Text("暂无请求", "No request yet"),
+    "self.request.open": Text("处理中", "being handled"),
+    "self.request.answered": Text("已答复", "answered"),
+    "self.request.overdue": Text("已超过答复期限", "past its deadline"),
+    "self.request.opened_at": Text("提交时间", "Sent"),
+    "self.request.deadline": Text("答复期限", "Answer by"),
+    "self.request.answered_at": Text("答复时间", "Answered"),
+    "self.outcome.delivered": Text("副本已提供", "copy delivered"),
+    "self.outcome.corrected": Text("已更正", "corrected"),
+    "self.outcome.erased": Text("已删除", "deleted"),
+    "self.outcome.restricted": Text("已限制处理", "processing restricted"),
+    "self.outcome.upheld": Text("维持原结果", "the result stands"),
+    "self.outcome.amended": Text("已更改结果", "the result was changed"),
+    "self.refused.title": Text("链接无效或已过期", "This link is not valid"),
+    "self.refused.body": Text(
+        "链接可能已被使用、已过期或不完整。请回到借款应用重新获取链接。",
+        "It may have been used, run out or been cut short. Ask the lender's app for a new one.",
+    ),
+    "self.error.title": Text("未能完成", "Not done"),
 }
 
 

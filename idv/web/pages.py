@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import SecretStr
 
 from flows.runtime import Runtime
-from idv.web import audit, cases, language, oidc, operations, subjects
+from idv.web import applicant_self, audit, cases, language, oidc, operations, subjects
 from idv.web.auth import (
     SIGN_IN_PATH,
     CurrentActor,
@@ -62,6 +62,7 @@ def mount_pages(app: FastAPI, runtime: Runtime) -> None:
         audit.router,
         subjects.router,
         operations.router,
+        applicant_self.router,
     ):
         app.include_router(pages)
 
