@@ -27,11 +27,12 @@ share (target >= 95%), the `RequestLimitExceeded` answers (target 0), and the ru
 against the bound the binding API sets (its calls / its contracted rate).
 
 What explains a share below target, sampled every second while the batch runs: the machine's
-load average (it is shared), and how far ahead of Redis's clock the limiter's schedule of the
-binding API runs (its next free slot less now: calls that hold a turn and wait for it). A
-schedule always ahead while the vendor sees fewer calls than the limiter's pace means turns
-were taken and not used; a schedule at now means the pipeline did not bring calls fast enough.
-The binding API's calls per 10 s over the run are printed too.
+load average (it is shared), and how full the limiter's window of the binding API is in Redis
+(places taken in the last window, against the places it holds). A window always full while the
+vendor sees fewer calls than the limiter's pace would mean places were taken and not used; a
+window with room means the pipeline did not bring calls fast enough. The places given back (a
+call whose place came too late for it to leave in time gives it back for the next caller) are
+counted from Redis. The binding API's calls per 10 s over the run are printed too.
 
 Usage: python bench/contracts.py [APPLICANTS] [--headroom=0.04] [--chunk=N]
 (default 3000 applicants, in APPLICANTS / 4 per chunk, and the shipped contracts' headroom)
@@ -102,13 +103,15 @@ def generic_rates(doc: dict) -> dict[str, float]:
 
 class Sampler(threading.Thread):
     """Every second until stopped: the machine's 1-minute load average, and per API of
-    `apis` (vendor, action) the seconds the limiter's schedule in Redis runs ahead of Redis's
-    clock (0 when it is idle), read-only."""
+    `apis` (vendor, action) the places the limiter's window in Redis holds now (taken within
+    the last window by Redis's clock), read-only; at the end, the places given back."""
 
     def __init__(self, url: str, prefix: str, apis: list[tuple[str, str]]) -> None:
         super().__init__(daemon=True)
         self.url, self.prefix, self.apis = url, prefix, apis
         self.samples: list[tuple[float, float, dict[tuple[str, str], float]]] = []
+        self.given_back: dict[tuple[str, str], int] = {}
+        self.window_s = 1.0
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -118,17 +121,17 @@ class Sampler(threading.Thread):
         from verifiers.limits import ApiRef
 
         client = redis.Redis.from_url(self.url)
-        keys = {
-            api: f"{self.prefix}rate:{ApiRef(api[0], api[1], APP_KEY).key}" for api in self.apis
-        }
+        refs = {api: ApiRef(api[0], api[1], APP_KEY).key for api in self.apis}
         while not self.done.wait(1.0):
             sec, usec = client.time()
-            now = sec + usec / 1e6
-            ahead = {}
-            for api, key in keys.items():
-                tat = client.get(key)
-                ahead[api] = max(0.0, int(tat) / 1e6 - now) if tat else 0.0
-            self.samples.append((now, os.getloadavg()[0], ahead))
+            now = sec * 1_000_000 + usec
+            held = {}
+            for api, ref in refs.items():
+                key = f"{self.prefix}window:{ref}"
+                held[api] = float(client.zcount(key, now - self.window_s * 1e6, "+inf"))
+            self.samples.append((now / 1e6, os.getloadavg()[0], held))
+        for api, ref in refs.items():
+            self.given_back[api] = int(client.get(f"{self.prefix}given_back:{ref}") or 0)
         client.close()
 
 
@@ -220,6 +223,8 @@ def run(
         start_workers(api, pool, [f"w-{i}" for i in range(WORKERS)], env, root, procs, limit=LIMIT)
         batch = write_batch(root / "batch.jsonl", n, seed=500, prefix="C-")
         sampler = Sampler(limits_url, limits_prefix, [("tencent", a) for a in TENCENT_ACTIONS])
+        headroom = float(yaml.safe_load(vendors_yaml.read_text(encoding="utf-8"))["headroom"])
+        sampler.window_s = 1.0 / (1.0 - headroom)
         sampler.start()
         t0 = time.monotonic()
         try:
@@ -376,28 +381,18 @@ def report(
         )
     if sampler is not None and sampler.samples and times and vendor == "tencent":
         during = [x for x in sampler.samples if times[0] <= x[0] <= times[-1]] or sampler.samples
-        ahead = [x[2][(vendor, api)] for x in during]
+        held = [x[2][(vendor, api)] for x in during]
         loads = [x[1] for x in sampler.samples]
+        full = sum(h >= rate for h in held)
         print(
-            f"{api}'s schedule in Redis ran ahead of now (turns taken, waiting) in "
-            f"{sum(a > 0 for a in ahead) / len(ahead):.0%} of the {len(ahead)} seconds sampled "
-            f"between its first and last call; median {statistics.median(ahead):.1f} s ahead"
+            f"{api}'s window in Redis (places in the last {sampler.window_s:.3f} s, at most "
+            f"{rate:g}): full in {full / len(held):.0%} of the {len(held)} seconds sampled "
+            f"between its first and last call; median {statistics.median(held):.0f} places"
         )
-        # Between two samples with the schedule ahead at both, it moved by one interval per
-        # turn handed out: (ahead2 - ahead1 + elapsed) / interval.
-        interval = 1.0 / (rate * (1 - h))
-        turns = sent = 0.0
-        for (t1, _, a1), (t2, _, a2) in zip(during, during[1:], strict=False):
-            x1, x2 = a1[(vendor, api)], a2[(vendor, api)]
-            if x1 > 0 and x2 > 0:
-                turns += (x2 - x1 + t2 - t1) / interval
-                sent += sum(1 for t in times if t1 + x1 <= t < t2 + x2)
-        if turns:
-            print(
-                f"{api}: over the seconds its schedule stayed ahead, the limiter handed out "
-                f"{turns:.0f} turns and the vendor received {sent:.0f} calls due in them: "
-                f"{1 - sent / turns:.0%} of the turns went unused"
-            )
+        print(
+            "places given back by callers too late to use them (taken again at once): "
+            + ", ".join(f"{a}: {n}" for (_v, a), n in sorted(sampler.given_back.items()))
+        )
         print(
             f"machine load average (1 min) during the batch: mean {statistics.fmean(loads):.1f},"
             f" max {max(loads):.1f} on {os.cpu_count()} cores"

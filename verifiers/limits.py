@@ -6,16 +6,26 @@ per minute (`per_person_per_minute`, any 60 seconds) and per day (`per_person_da
 the run's and the day's spend ceilings (its list price is reserved); a call refused there is
 not sent and its step ends `error` with the reason (`person_minute_cap:<field>`,
 `person_daily_cap:<field>`, `budget_exhausted`), to be retried by a later run. Then each
-attempt waits for its turn in the API's rate (`pace`). After the answer, the reservation is
+attempt waits for a place in the API's rate (`turn`). After the answer, the reservation is
 settled to the fee the vendor stated (an unbilled answer, such as NO_RECORD, costs nothing).
 
-The rate is a GCRA schedule (generic cell rate algorithm): each call reserves the next slot
-one interval after the last one, so calls leave evenly spaced at the contracted rate less
-the contract's headroom, whichever worker sends them; on Redis the schedule is one key per
-API, read and moved by one script against Redis's own clock, so workers on several machines
-share it without trusting each other's clocks. Counters are one key per person, API and day
-(or per run, or per day for spend), reserved and checked in one script, never above the cap.
-People are named by a keyed digest (`person_key`), never by a value.
+The rate is a sliding window of departures, as the vendors count arrivals: an attempt takes a
+place in its API's window at the moment it leaves, and no `window` seconds ever hold more than
+the contracted calls a second (`window` is a second stretched by the contract's headroom: 1/0.96
+s at 4%, so that a call delayed on its way by less than the stretch still cannot crowd a vendor's
+second). A place is taken when the caller is ready to send, not reserved ahead: a caller that
+its event loop, a garbage collection or a busy machine made late takes the next free place when
+it comes, and a place taken too long before its call could leave (the store's answer itself came
+late) is given back to the window for the next caller, so a late caller never wastes a place.
+Vendors document their limit as the first N requests of each second by arrival (Tencent: 每一秒钟
+的前20次请求, API 频率限制说明); their second's start is unknown here, and a window that holds in
+every sliding second holds in each of theirs, wherever it starts. In each process one caller per
+API waits on the rate (the others queue behind it, first come first served), holding its
+connection, so the time between its place and its request is a store round trip. On Redis the
+window is one sorted set per API, read and changed by one script against Redis's own clock, so
+workers on several machines share it without trusting each other's clocks. Counters are one key
+per person, API and day (or per run, or per day for spend), reserved and checked in one script,
+never above the cap. People are named by a keyed digest (`person_key`), never by a value.
 
 A call the limits keep from going out (a cap, a ceiling, a rate too far behind, a limiter
 that cannot be reached: `LimitsUnavailableError`, which the gate turns into the step's
@@ -28,10 +38,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
+import secrets
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -42,14 +55,17 @@ if TYPE_CHECKING:  # imported at run time only when a Redis store is used
     from redis.asyncio import Redis
     from redis.commands.core import AsyncScript
 
-# A call that would wait longer than this for its slot is refused (`rate_wait_exceeded`):
+# A call that has waited longer than this for its place is refused (`rate_wait_exceeded`):
 # with a rate this far behind, the run is better told than left hanging.
 MAX_WAIT_S = 300.0
 DAY_S = 86_400
 # Lateness below this is the clocks' own noise, not a busy loop.
 LATE_S = 0.002
-# The share of the headroom's slack a call may spend being late on this side.
+# The share of the headroom's slack (the window's stretch past the vendor's second) a place may
+# age on this side before its call leaves; the rest is left to the way to the vendor.
 LATE_SHARE = 0.3
+# Two places of one API are at least this share of the pace's interval apart (see `window`).
+GAP_SHARE = 0.5
 RUN_TTL_S = 30 * DAY_S
 
 # A step's reason when the limiter could not be reached: the call was not sent.
@@ -93,9 +109,13 @@ class ApiRef:
 class LimitStore(Protocol):
     """The two primitives the contracts need, atomic wherever the store is shared."""
 
-    async def schedule(self, key: str, interval_s: float, max_wait_s: float) -> float | None:
-        """Reserve the next slot of `key`'s schedule: when it is (Unix time, by the store's
-        clock), or None when that is more than `max_wait_s` away (nothing reserved)."""
+    async def take(self, key: str, member: str, limit: int, window_s: float, gap_s: float) -> float:
+        """Take a place named `member` in `key`'s window now, by the store's clock, if the last
+        `window_s` seconds hold fewer than `limit` places and the newest is `gap_s` old: 0.
+        Otherwise nothing is taken, and the answer is the seconds until one could be."""
+
+    async def give_back(self, key: str, member: str) -> None:
+        """Take back the place `member` (its call was not sent): the window has room again."""
 
     async def add(self, key: str, amount: int, cap: int | None, ttl_s: int) -> bool:
         """Add `amount` (negative to give back) unless that takes the counter above `cap`;
@@ -115,18 +135,34 @@ class LocalLimitStore:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._tat: dict[str, float] = {}
+        self._windows: dict[str, deque[tuple[float, str]]] = {}
         self._counters: dict[str, tuple[int, float]] = {}
         self._adds = 0
+        self.given_back = 0  # places given back, for benches and tests
 
-    async def schedule(self, key: str, interval_s: float, max_wait_s: float) -> float | None:
+    async def take(self, key: str, member: str, limit: int, window_s: float, gap_s: float) -> float:
         with self._lock:
-            now = time.time()
-            tat = max(self._tat.get(key, now), now)
-            if tat - now > max_wait_s:
-                return None
-            self._tat[key] = tat + interval_s
-            return tat
+            now = time.monotonic()
+            places = self._windows.setdefault(key, deque())
+            while places and places[0][0] <= now - window_s:
+                places.popleft()
+            if len(places) >= limit:
+                return max(1e-6, places[0][0] + window_s - now)
+            if places and now - places[-1][0] < gap_s:
+                return max(1e-6, places[-1][0] + gap_s - now)
+            places.append((now, member))
+            return 0.0
+
+    async def give_back(self, key: str, member: str) -> None:
+        with self._lock:
+            places = self._windows.get(key)
+            if places is None:
+                return
+            for i, (_at, name) in enumerate(places):
+                if name == member:
+                    del places[i]
+                    self.given_back += 1
+                    return
 
     async def add(self, key: str, amount: int, cap: int | None, ttl_s: int) -> bool:
         with self._lock:
@@ -146,19 +182,42 @@ class LocalLimitStore:
         return None
 
 
-# Both scripts read Redis's clock (TIME), so workers on several machines share one schedule.
-_SCHEDULE = """
+# The window reads Redis's clock (TIME), so workers on several machines share one window: a
+# sorted set of places scored by the microsecond they were taken. The answer is 0 (taken) or
+# the microseconds until a place could be: the oldest leaving the window, or the newest
+# being a gap old.
+_TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local max_wait = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-if tat - now > max_wait then return -1 end
-local nxt = tat + interval
-redis.call('SET', KEYS[1], string.format('%.0f', nxt), 'PX',
-           math.floor((nxt - now) / 1000) + 1000)
-return string.format('%.0f', tat)
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local gap = tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local wait = 0
+if redis.call('ZCARD', KEYS[1]) >= limit then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  wait = tonumber(oldest[2]) + window - now
+else
+  local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+  if newest[2] and now - tonumber(newest[2]) < gap then
+    wait = tonumber(newest[2]) + gap - now
+  end
+end
+if wait > 0 then
+  if wait < 1 then wait = 1 end
+  return string.format('%.0f', wait)
+end
+redis.call('ZADD', KEYS[1], now, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], math.floor(window / 1000) + 1000)
+return 0
+"""
+# A place given back is counted beside the window (how often callers came late), for a day.
+_GIVE_BACK = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('INCR', KEYS[2])
+  redis.call('EXPIRE', KEYS[2], 86400)
+end
+return 1
 """
 _ADD = """
 local amount = tonumber(ARGV[1])
@@ -205,22 +264,35 @@ class RedisLimitStore:
             )
             redis = Redis(connection_pool=pool)
             client = self._clients[loop] = _RedisScripts(
-                redis, schedule=redis.register_script(_SCHEDULE), add=redis.register_script(_ADD)
+                redis,
+                take=redis.register_script(_TAKE),
+                give_back=redis.register_script(_GIVE_BACK),
+                add=redis.register_script(_ADD),
             )
         return client
 
-    async def schedule(self, key: str, interval_s: float, max_wait_s: float) -> float | None:
+    async def take(self, key: str, member: str, limit: int, window_s: float, gap_s: float) -> float:
         client = self._client()
         try:
-            due = int(
-                await client.schedule(
-                    keys=[self.prefix + "rate:" + key],
-                    args=[int(interval_s * 1e6), int(max_wait_s * 1e6)],
+            wait = int(
+                await client.take(
+                    keys=[self.prefix + "window:" + key],
+                    args=[limit, int(window_s * 1e6), member, int(gap_s * 1e6)],
                 )
             )
         except _store_down() as exc:
             raise LimitsUnavailableError(type(exc).__name__) from None
-        return None if due < 0 else due / 1e6
+        return wait / 1e6
+
+    async def give_back(self, key: str, member: str) -> None:
+        client = self._client()
+        try:
+            await client.give_back(
+                keys=[self.prefix + "window:" + key, self.prefix + "given_back:" + key],
+                args=[member],
+            )
+        except _store_down() as exc:
+            raise LimitsUnavailableError(type(exc).__name__) from None
 
     async def add(self, key: str, amount: int, cap: int | None, ttl_s: int) -> bool:
         client = self._client()
@@ -246,8 +318,34 @@ class _RedisScripts:
     """One event loop's Redis client and the two scripts registered on it."""
 
     redis: Redis
-    schedule: AsyncScript  # the rate's next slot
+    take: AsyncScript  # a place in the rate's window
+    give_back: AsyncScript  # a place taken back unused
     add: AsyncScript  # a capped counter's increment, refused past its cap
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A place in an API's window, taken for one attempt that leaves now."""
+
+    key: str
+    member: str
+
+
+# One queue per event loop and API: in a process, one caller at a time waits on an API's rate.
+_QUEUES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _queue(key: str) -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    locks = _QUEUES.get(loop)
+    if locks is None:
+        locks = _QUEUES[loop] = {}
+    lock = locks.get(key)
+    if lock is None:
+        lock = locks[key] = asyncio.Lock()  # waiters are woken first come, first served
+    return lock
 
 
 @dataclass(frozen=True)
@@ -367,41 +465,65 @@ class CallLimits:
         if spend.per_day_cents is not None:
             await self.store.add(f"spend:day:{admission.day}", -back, None, 2 * DAY_S)
 
-    async def wait_turn(self, api: ApiRef) -> float | None:
-        """Wait for this attempt's turn in the API's rate. Returns when it was due (Unix
-        time: the store's clock, which is this machine's or, on Redis, Redis's; machines
-        sharing one keep their clocks in step with NTP), for `on_time`; None if it would
-        wait longer than `MAX_WAIT_S` (the attempt is not sent)."""
+    def window(self, api: ApiRef) -> tuple[int, float] | None:
+        """The API's window as this process keeps it: at most `limit` places in any
+        `window_s` seconds (None: no contract, no rate). `window_s` is the vendor's second (or
+        the time `limit` calls take at the rate, for a rate below one a second or a process's
+        share of it) stretched by the headroom. Two places are at least `GAP_SHARE` of the
+        pace's interval apart (`window_s / limit`): a window's places spread over it instead
+        of leaving in one burst, and calls may still go at twice the pace to make up for a
+        late one."""
         contract = self.contract(api)
         if contract is None:
-            return time.time()
-        interval = self.contracts.interval_s(contract) * self.share
-        due = await self.store.schedule(api.key, interval, MAX_WAIT_S)
-        if due is None:
             return None
-        wait = due - time.time()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        return due
+        rate = contract.rate_per_s / self.share
+        limit = max(1, math.floor(rate + 1e-9))
+        return limit, max(1.0, limit / rate) / (1.0 - self.contracts.headroom)
 
-    def on_time(self, api: ApiRef, due: float) -> bool:
-        """Whether an attempt due at `due` may still leave: one that would leave later than
-        the contract's headroom allows (a busy event loop, a garbage collection, a
-        connection waited for) would crowd the calls behind it at the vendor, so it gives
-        its slot up and waits for a new one."""
-        contract = self.contract(api)
-        if contract is None:
-            return True
-        # Calls leave one interval apart; the vendor counts arrivals in a sliding second.
-        # Twenty-one arrivals (at a rate of twenty) fit in one second only when the delays
-        # of two calls a second apart differ by more than the headroom's slack (h / (1 - h)
-        # of a second: 41.7 ms at 4%). A share of that slack is this side's lateness, the
-        # rest is left to the way to the vendor; never more than half an interval.
-        slack_s = self.contracts.headroom / (1.0 - self.contracts.headroom)
-        tolerance = min(
-            0.5 * self.contracts.interval_s(contract) * self.share, LATE_SHARE * slack_s
-        )
-        return time.time() - due <= max(tolerance, LATE_S)
+    def late_s(self, api: ApiRef) -> float:
+        """How long a place may age before its call leaves: a share of the window's stretch
+        (`LATE_SHARE`); the rest of the stretch is left to the way to the vendor."""
+        window = self.window(api)
+        if window is None:
+            return math.inf
+        limit, window_s = window
+        rate = self.contract(api).rate_per_s / self.share  # type: ignore[union-attr]
+        stretch = window_s - max(1.0, limit / rate)
+        return max(LATE_S, LATE_SHARE * stretch)
+
+    async def turn(
+        self, api: ApiRef, *, ready: Callable[[], Awaitable[object]] | None = None
+    ) -> Turn | None:
+        """Wait for a place in the API's window and take it, for an attempt that leaves at
+        once. `ready` (the caller's connection, say) is awaited first, by the one caller of
+        this process at the head of the API's queue, so nothing but a store round trip lies
+        between its place and its request. A place whose answer came later than `late_s` is
+        given back and the next free one taken. None: waited longer than `MAX_WAIT_S` (the
+        attempt is not sent; what `ready` took is the caller's to release)."""
+        window = self.window(api)
+        if window is None:
+            if ready is not None:
+                await ready()
+            return Turn(api.key, "")
+        limit, window_s = window
+        late_s = self.late_s(api)
+        started = time.monotonic()
+        async with _queue(api.key):
+            if ready is not None:
+                await ready()
+            gap_s = GAP_SHARE * window_s / limit
+            while time.monotonic() - started <= MAX_WAIT_S:
+                member = secrets.token_hex(8)
+                asked = time.monotonic()
+                wait = await self.store.take(api.key, member, limit, window_s, gap_s)
+                if wait <= 0:
+                    if time.monotonic() - asked <= late_s:
+                        return Turn(api.key, member)
+                    # Its call would leave too long after its place: given back, not wasted.
+                    await self.store.give_back(api.key, member)
+                    continue
+                await asyncio.sleep(wait)
+        return None
 
 
 def local_limits(contracts: VendorContracts, *, share: int = 1) -> CallLimits:

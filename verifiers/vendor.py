@@ -321,21 +321,29 @@ async def _post_with_retries(
         headers = dict(request.headers)
         if idempotent and idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_key
-        # The turn in the contracted rate is waited for before a connection slot is taken,
-        # so a call paced on one API never holds a slot another API's call needs. One that
-        # gets its slot too late for its turn (it would crowd the calls behind it at the
-        # vendor) keeps the slot and waits for a new turn.
-        due = await limits.wait_turn(api) if limits is not None else 0.0
-        if due is None:
+        # A place in the contracted rate is taken when the call can leave: the connection
+        # slot first, by the one caller per API and process at the head of its queue (a call
+        # paced on one API holds one slot at most while it waits, never all of them).
+        held = False
+
+        async def ready() -> None:
+            nonlocal held
+            await slots.acquire()
+            held = True
+
+        try:
+            turn = await limits.turn(api, ready=ready) if limits is not None else None
+            if limits is None:
+                await ready()
+        except BaseException:
+            if held:
+                slots.release()
+            raise
+        if limits is not None and turn is None:
+            if held:
+                slots.release()
             attempts -= 1
             return reply(None, "rate_wait_exceeded")
-        await slots.acquire()
-        while limits is not None and not limits.on_time(api, due):
-            due = await limits.wait_turn(api)
-            if due is None:
-                slots.release()
-                attempts -= 1
-                return reply(None, "rate_wait_exceeded")
         try:
             try:
                 async with session.request(
