@@ -5,11 +5,17 @@ taken to the workbench.
 A run (`plan`) takes each source's version in use once and cuts the applicants into ranges
 (chunks). A chunk (`screen_chunk`), wherever it runs:
 
-1. reads the range's applicants (refs and standing only), and their grants; decides each by
-   `policies.consent.authorize` and records every decision (`consent.allowed`,
-   `consent.denied` with its reason) in one write, re-deciding any subject whose ledger
-   moved in between. No consent, no screening: the subject is counted as skipped and never
-   decrypted.
+1. reads the range's applicants (refs and standing only), and their grants in bulk, a
+   slice at a time (each grant checked against its authentic chain event); decides each by
+   `policies.consent.authorize` and records the slice's decisions as one `consent.decided`
+   event (`decided_event`: who was allowed on which grants, the refused counted by reason
+   with a digest of who they were, the chain size the grants were read at), re-deciding the
+   slice when the ledger of a subject allowed moved in between. No consent, no screening:
+   the subject is counted as skipped and never decrypted. One event per slice rather than
+   per person: a nightly run would otherwise append a million decisions a night, and each
+   subject's pile of them would slow every later read of their ledger; a refused subject is
+   not named at all (monitoring those who said no, even in the audit trail, is what the
+   refusal declines), yet every decision can be re-derived from the chain.
 2. decrypts the allowed ones only (`ApplicantRepository.people`, one read event per slice
    naming them, with the purpose and the run), computes the key of each mask shape in the
    copy from the full ID number in memory (never written), and looks the keys up
@@ -32,6 +38,7 @@ before it starts (`Unavailable`, the source and its age). The report is counts o
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -109,6 +116,43 @@ class RescreenStopped(Unavailable):
     def __init__(self, field: str, rule: str, run_id: str) -> None:
         super().__init__(field, rule)
         self.run_id = run_id
+
+
+def denied_digest(denied: Mapping[str, str]) -> str:
+    """SHA-256 over the refused subjects of a slice and their reasons (sorted `ref<US>reason`
+    lines): names no one, yet anyone who replays the ledger up to the decision's chain size
+    can show who was refused and why."""
+    text = "\n".join(f"{ref}\x1f{denied[ref]}" for ref in sorted(denied))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def decided_event(
+    run_id: str,
+    read_at: int,
+    now: datetime,
+    allowed: Mapping[str, tuple[str, tuple[str, ...]]],
+    denied: Mapping[str, str],
+) -> PendingEvent:
+    """The consent decisions of one slice as one audit event: the subjects allowed with the
+    grants each decision rests on (they are read next, and named again by the read), the
+    refused counted by reason with `denied_digest`, the chain size the grants were read at
+    and the decision's time: every decision can be re-derived from the chain."""
+    return (
+        "consent.decided",
+        None,
+        {
+            "decision_id": str(uuid.uuid4()),
+            "step": STEP,
+            "purpose": PURPOSE,
+            "scopes": sorted(SCOPES),
+            "run_id": run_id,
+            "read_at": read_at,
+            "decided_at": now.isoformat(),
+            "allowed": {ref: list(allowed[ref][1]) for ref in sorted(allowed)},
+            "denied": dict(sorted(Counter(denied.values()).items())),
+            "denied_sha256": denied_digest(denied),
+        },
+    )
 
 
 def _empty() -> Counter[str]:
@@ -212,14 +256,13 @@ class RescreenService:
         self, run_id: str, part: list[tuple[str, str]], skipped: Counter[str]
     ) -> dict[str, tuple[str, tuple[str, ...]]]:
         """The applicants of `part` whose consent covers the re-screen now, ref -> (row id,
-        consent ids); every decision recorded."""
+        consent ids); the slice's decisions recorded as one `consent.decided` event."""
         ids = dict((r, i) for i, r in part)
         for _ in range(3):
             now = self.store.clock()
             read_at, grants = self.store.court_matches.grants(list(ids))
-            events: list[PendingEvent] = []
             allowed: dict[str, tuple[str, tuple[str, ...]]] = {}
-            refused: Counter[str] = Counter()
+            denied: dict[str, str] = {}
             for ref in ids:
                 d = authorize(
                     grants.get(ref, []),
@@ -230,31 +273,16 @@ class RescreenService:
                     step=STEP,
                     now=now,
                 )
-                events.append(
-                    (
-                        "consent.allowed" if d.allowed else "consent.denied",
-                        ref,
-                        {
-                            "decision_id": str(uuid.uuid4()),
-                            "step": STEP,
-                            "purpose": PURPOSE,
-                            "scopes": sorted(SCOPES),
-                            "reason": d.reason,
-                            "consent_ids": list(d.consent_ids),
-                            "missing_scopes": sorted(d.missing_scopes),
-                            "run_id": run_id,
-                        },
-                    )
-                )
                 if d.allowed:
                     allowed[ref] = (ids[ref], d.consent_ids)
                 else:
-                    refused[d.reason] += 1
+                    denied[ref] = d.reason
+            event = decided_event(run_id, read_at, now, allowed, denied)
             moved = self.store.court_matches.record_decisions(
-                events, allowed=list(allowed), read_at=read_at
+                [event], allowed=list(allowed), read_at=read_at
             )
             if not moved:
-                skipped.update(refused)
+                skipped.update(Counter(denied.values()))
                 return allowed
         raise Unavailable("consent", "the consent ledger kept changing under the re-screen")
 

@@ -304,8 +304,8 @@ class CourtMatchRepository:
     def record_decisions(
         self, events: list[PendingEvent], *, allowed: Sequence[str], read_at: int
     ) -> set[str]:
-        """Append the consent decisions of a chunk (`consent.allowed`, `consent.denied`), in
-        one transaction, unless the ledger of a subject allowed moved after the grants were
+        """Append the consent decisions of a slice (one `consent.decided` event), in one
+        transaction, unless the ledger of a subject allowed moved after the grants were
         read at chain size `read_at` (a withdrawal in between): then nothing is recorded and
         those subjects are returned, to be decided again."""
         if not events:

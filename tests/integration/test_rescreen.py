@@ -12,6 +12,7 @@ import logging
 import random
 import threading
 from datetime import UTC, datetime, timedelta
+from itertools import combinations
 
 import pytest
 from pydantic import SecretStr
@@ -176,14 +177,35 @@ def test_planted_matches_are_found_graded_and_taken_to_the_workbench(world, capl
     read = reads(rt, report.run_id)
     assert len(read) == len(set(read)) == c["screened"]
     every_read = reads(rt, None)
-    for ref in ("R-noconsent", "R-withdrawn", "R-wrongpurpose"):
+    refused = {"R-noconsent": "no_consent", "R-withdrawn": "withdrawn"}
+    refused["R-wrongpurpose"] = "wrong_purpose"
+    for ref in refused:
         assert ref not in every_read
-        [denied] = [
-            e
-            for e in rt.store.audit.events(subject_ref=ref, kind_prefix="consent.denied")
-            if e.detail.get("run_id") == report.run_id
-        ]
-        assert denied.detail["step"] == "court_rescreen"
+    # The decisions: one event per slice, the allowed named with their grants, the refused
+    # counted by reason and provable by the digest of who they were, never named.
+    decided = [
+        e.detail
+        for e in rt.store.audit.events(kind_prefix="consent.decided")
+        if e.detail.get("run_id") == report.run_id
+    ]
+    assert decided and all(d["step"] == "court_rescreen" for d in decided)
+    allowed = [ref for d in decided for ref in d["allowed"]]
+    assert sorted(allowed) == sorted(read) and not set(refused) & set(allowed)
+    denied: dict[str, int] = {}
+    for d in decided:
+        for reason, n in d["denied"].items():
+            denied[reason] = denied.get(reason, 0) + n
+    assert denied == report.skipped
+    from services.rescreen import denied_digest
+
+    # Each slice's digest is that of the refused subjects it held, with their reasons.
+    subsets = [dict(c) for k in (1, 2, 3) for c in combinations(refused.items(), k)]
+    for d in decided:
+        held = [s for s in subsets if denied_digest(s) == d["denied_sha256"]]
+        assert (len(held) == 1 and sum(d["denied"].values()) == len(held[0])) or (
+            not d["denied"] and d["denied_sha256"] == denied_digest({})
+        )
+    assert not rt.store.audit.events(kind_prefix="consent.denied")
     # Nothing personal in the report, the run's events or the logs.
     assert not canaries.in_text(report.model_dump_json())
     run_events = [e for e in rt.store.audit.events(kind_prefix="rescreen.")]
