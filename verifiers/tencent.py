@@ -319,12 +319,16 @@ class FaceAction:
 # The flow's return codes (`Text.ErrCode`) with Tencent's billing: Plus 版人脸核身服务错误码,
 # cloud.tencent.com/document/product/1007/31082 (微信小程序/H5(微信公众号)/H5(微信浏览器)返回码);
 # 2011-2015 as worded on the SDK's code page (/1007/101997) and unbilled in the H5 channels
-# since 2021-07-19 (/213/32309); 2018 from 限频策略 (/1007/108625). `kind` words, shared with
+# since 2021-07-19 (/213/32309); 2018 from 限频策略 (/1007/108625); the liveness modes' codes,
+# 数字活体 1101-1109 and 动作活体 1201-1205, as worded and unbilled (否) on /213/32309, and the
+# reflection mode's 1301-1303 as worded since 2023-08-01 (关于慧眼人脸核身返回码提示语调整公告,
+# /1007/95804), unbilled like every liveness code but 1002 on the Plus table (/1007/31082);
+# each asks the applicant to try again, so none fails a person. `kind` words, shared with
 # Aliyun's table: `passed`, `name_id_mismatch`, `low_similarity`, `liveness_attack` (billed
 # verdicts and the pass), `liveness_failed`, `compare_failed`, `no_record`, `no_photo`,
 # `source_unavailable`, `input_invalid`, `id_input_mismatch`, `id_expired`, `scan_failed`,
 # `token_expired`, `retry_limit`, `not_finished`, `already_done`, `daily_cap`, `misuse`,
-# `service_error`, `wechat_error`, `network`.
+# `service_error`, `wechat_error`, `network`, `capture_failed` (light, distance, video).
 FACE_CODES: Mapping[str, ResultCode] = _codes(
     ("0", True, "成功", "passed"),
     ("1", False, "调用方式出错,请参考人脸核身 DetectAuth 文档进行调用", "misuse"),
@@ -359,6 +363,23 @@ FACE_CODES: Mapping[str, ResultCode] = _codes(
     ("1006", False, "证照库出错,请重试", "source_unavailable"),
     ("1007", False, "未拉取微信活体结果或拉取微信活体结果失败", "wechat_error"),
     ("1008", False, "用户活体过程网络不稳定,请切换网络环境后重试", "network"),
+    ("1101", False, "声音未能识别,请大声慢读一遍数字", "liveness_failed"),
+    ("1102", False, "脸部未完整露出,请保持正脸面对屏幕", "liveness_failed"),
+    ("1103", False, "声音未能识别,请大声慢读一遍数字", "liveness_failed"),
+    ("1104", False, "视频格式出错无法检测,请更换手机进行验证", "capture_failed"),
+    ("1105", False, "视频拉取失败,请重试", "capture_failed"),
+    ("1106", False, "声音太小,请大声慢读一遍数字", "liveness_failed"),
+    ("1107", False, "视频为空,或大小不合适,请控制录制时长在6s左右", "capture_failed"),
+    ("1108", False, "视频像素太低无法检测,请更换手机进行验证", "capture_failed"),
+    ("1109", False, "未识别到唇动,请大声慢读一遍数字", "liveness_failed"),
+    ("1201", False, "光线不佳,建议在光源充足的室内环境验证", "capture_failed"),
+    ("1202", False, "光线不佳,建议在光源充足的室内环境验证", "capture_failed"),
+    ("1203", False, "离屏幕太近或太远,请确保人脸清晰完整", "capture_failed"),
+    ("1204", False, "离屏幕太近或太远,请确保人脸清晰完整", "capture_failed"),
+    ("1205", False, "离屏幕太近或太远,请确保人脸清晰完整", "capture_failed"),
+    ("1301", False, "疑似非真人录制,请重试", "liveness_failed"),
+    ("1302", False, "人脸验证失败,请重试", "liveness_failed"),
+    ("1303", False, "视频录制时间过短,请重新录制2秒以上的视频", "capture_failed"),
     ("2001", False, "引擎超时,请稍后重试", "service_error"),
     ("2002", False, "姓名有误,请确认后重试", "input_invalid"),
     ("2003", False, "身份证号有误,请确认后重试", "input_invalid"),
