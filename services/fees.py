@@ -27,6 +27,8 @@ from policies.vendors import VendorContracts
 from services.context import Actor
 from services.errors import InvalidInput
 from storage.store import Store
+from verifiers.face import FACE_APIS
+from verifiers.face import STEP as FACE_STEP
 from verifiers.registry import LICENSED_VERIFIERS, vendor_apis, vendor_steps
 from verifiers.vendor import call_key
 
@@ -242,7 +244,9 @@ class FeeService:
         """Our calls at a real vendor around `period` (a day either side), from the audit
         chain: each answered call (`step.completed`'s `calls`), and each call sent and never
         answered: an attempt the answer counts as in doubt, or a decision allowed for a
-        licensed step whose `step.completed` never came (its run died with it in flight)."""
+        licensed step whose `step.completed` never came (its run died with it in flight).
+        Each face flow started at the vendor (`face_calls`) is one answered call too, under
+        the token the vendor bills it by."""
         since, until = period[0] - timedelta(days=1), period[1] + timedelta(days=1)
         actions = {
             cls.name: cls.actions[protocol].name
@@ -284,4 +288,29 @@ class FeeService:
                 doubtful.append(
                     DoubtfulCall(actions[step], step, e.subject_ref or "", decision, e.at)
                 )
+        answered.extend(self.face_calls(vendor, protocol, (since, until)))
         return answered, doubtful
+
+    def face_calls(
+        self, vendor: str, protocol: str, period: tuple[datetime, datetime]
+    ) -> list[AnsweredCall]:
+        """`vendor`'s face flows started in `period`, as its bill names them: a flow is billed
+        once, at its verdict, under its token (Tencent's BizToken, Aliyun's CertifyId) and its
+        start action (`DetectAuth`, `InitFaceVerify`), at the fee the verdict's code carries
+        (`GetDetectInfoEnhanced`, `DescribeFaceVerify` in the contracts). A flow whose verdict
+        was never read is recorded at 0: a bill line for it is `billed_not_recorded`."""
+        apis = FACE_APIS.get(protocol)
+        if apis is None:
+            return []
+        return [
+            AnsweredCall(
+                t.vendor_token,
+                apis.create,
+                FACE_STEP,
+                t.applicant_ref,
+                t.decision_id,
+                t.fee_cents,
+                t.pulled_at or t.created_at,
+            )
+            for t in self.store.face.of_vendor(vendor, since=period[0], until=period[1])
+        ]

@@ -332,6 +332,21 @@ class FaceTokenRepository:
             ).all()
             return [_token(r) for r in rows]
 
+    def of_vendor(self, vendor: str, *, since: datetime, until: datetime) -> list[FaceToken]:
+        """`vendor`'s flows started in [`since`, `until`), oldest first: what its bill may
+        list (a flow is billed at its verdict, under its token)."""
+        with self._ctx.transaction() as s:
+            rows = s.scalars(
+                select(m.FaceToken)
+                .where(
+                    m.FaceToken.vendor == vendor,
+                    m.FaceToken.created_at >= since,
+                    m.FaceToken.created_at < until,
+                )
+                .order_by(m.FaceToken.created_at)
+            ).all()
+            return [_token(r) for r in rows]
+
     def undeleted(self, protocols: Iterable[str]) -> list[FaceToken]:
         """Read verdicts still held at a vendor that deletes on request."""
         with self._ctx.transaction() as s:
