@@ -121,6 +121,9 @@ class SubjectRequestAnswer(Answer):
     file: dict[str, Any] | None = None
     # The workbench case the request is tracked in (None: the subject has no case to work).
     case_id: str | None = None
+    # An open erasure request's erasure, proposed and waiting for a second person to confirm
+    # it (`SubjectService.confirm_erasure`), which answers the request.
+    erasure_proposal: str | None = None
 
 
 class SubjectRequestList(Answer):
@@ -191,6 +194,7 @@ class SubjectRequestService:
             overdue=overdue,
             in_time=in_time,
             file=file.model_dump() if file is not None else None,
+            erasure_proposal=self._erasure_proposal(r),
         )
 
     def open(self, req: OpenRequest, *, actor: Actor) -> SubjectRequestAnswer:
@@ -310,8 +314,7 @@ class SubjectRequestService:
         elif kind == "correction":
             outcome, result = self._correct(r, req, actor=actor, recheck=recheck)
         elif kind == "erasure":
-            done = self.subjects.erase(ref, reason=f"subject request {request_id}", actor=actor)
-            outcome, result = done.result, {}
+            return self._propose_erasure(r, note, actor=actor)
         elif kind == "restriction":
             if not self.store.subjects.restrict(
                 ref, reason=f"subject request {request_id}", actor=actor.name
@@ -326,6 +329,30 @@ class SubjectRequestService:
             request_id, outcome=outcome, result=result, actor=actor.name
         )
         return self._with_state(answered, file=file)
+
+    def _propose_erasure(
+        self, r: dict[str, Any], note: str | None, *, actor: Actor
+    ) -> SubjectRequestAnswer:
+        """An erasure request is answered with four eyes: answering it proposes the erasure
+        (`erase`), and a second person's confirmation erases the subject and answers the
+        request (`SubjectService.confirm_erasure`). The request stays open until then."""
+        request_id, ref = r["request_id"], r["applicant_ref"]
+        if self._erasure_proposal(r) is not None:
+            raise Conflict("erasure", "the erasure waits for a second person to confirm it")
+        self.subjects.propose_erasure(
+            ref,
+            reason=note or f"subject request {request_id}",
+            actor=actor,
+            request_id=request_id,
+        )
+        return self._with_state(self._get(request_id))
+
+    def _erasure_proposal(self, r: dict[str, Any]) -> str | None:
+        """The pending erasure proposal that answers an open erasure request, if any."""
+        if r["kind"] != "erasure" or r["status"] != "open":
+            return None
+        pending = self.subjects.pending_erasure(r["applicant_ref"])
+        return pending.proposal_id if pending and pending.request_id == r["request_id"] else None
 
     def _correct(
         self, r: dict[str, Any], req: AnswerRequest, *, actor: Actor, recheck: Recheck | None

@@ -4,9 +4,11 @@ legal hold. Each checks the actor's permission in `policies/access.yaml` and is 
 Erasure with four eyes: one person with `erase` proposes it with a reason
 (`propose_erasure`), another confirms it (`confirm_erasure`), and only then is the subject
 erased (or restricted under a hold); nobody confirms their own proposal, and only its proposer
-withdraws it. A proposal is what its audit events record (`subject.erasure_proposed`,
-`_confirmed`, `_withdrawn`): one written into the database behind the chain proposes
-nothing."""
+withdraws it. `confirm_erasure` is the one caller of the store's erasure: every surface (the
+compliance pages, `idv subject erase`, the API, an answered erasure request) proposes, and a
+second person confirms (tests/contract/test_erasure_doors.py). A proposal is what its audit
+events record (`subject.erasure_proposed`, `_confirmed`, `_withdrawn`): one written into the
+database behind the chain proposes nothing."""
 
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from services.access import AccessControl
 from services.context import Actor
 from services.errors import Conflict, Denied, InvalidInput, NotFound, ServiceError
 from storage.applicants import RevealLimitError
+from storage.requests import UnknownRequestError
 from storage.store import Store
 from storage.subjects import SubjectUnavailableError
 
@@ -78,6 +81,8 @@ class ErasureProposal(BaseModel):
     decided_by: str | None = None
     decided_at: datetime | None = None
     result: str | None = None
+    # The data-subject request the erasure answers, when it was proposed by answering one.
+    request_id: str | None = None
 
 
 class HoldInForce(BaseModel):
@@ -208,17 +213,6 @@ class SubjectService:
         return Revealed(applicant_ref=applicant_ref, case_id=case_id, field=field,
                         value=shown.value, left_today=limit - shown.used - 1)
 
-    def erase(self, applicant_ref: str, *, reason: str, actor: Actor) -> Erasure:
-        """Erase the subject, or restrict them when a legal hold applies."""
-        require_ref(applicant_ref)
-        self.access.require(actor, "erase", operation="subject.erase", subject_ref=applicant_ref)
-        self._reason(actor, "erase", reason, operation="subject.erase",
-                     subject_ref=applicant_ref)
-        result = self.store.subjects.erase(applicant_ref, reason=reason, actor=actor.name)
-        if result == "unknown":
-            raise NotFound("applicant_ref", "no such subject")
-        return Erasure(applicant_ref=applicant_ref, result=result)  # type: ignore[arg-type]
-
     # --- erasure with four eyes -----------------------------------------------------------
 
     def _proposals(self, applicant_ref: str | None = None) -> dict[str, ErasureProposal]:
@@ -236,7 +230,8 @@ class SubjectService:
             if e.kind == "subject.erasure_proposed":
                 found[pid] = ErasureProposal(
                     proposal_id=pid, applicant_ref=str(e.subject_ref), proposed_by=d["actor"],
-                    proposed_at=e.at, reason=str(d.get("reason", "")), status="pending")
+                    proposed_at=e.at, reason=str(d.get("reason", "")), status="pending",
+                    request_id=d.get("request_id"))
             elif pid in found and found[pid].status == "pending":
                 found[pid] = found[pid].model_copy(update={
                     "status": "confirmed" if e.kind.endswith("confirmed") else "withdrawn",
@@ -254,23 +249,30 @@ class SubjectService:
         return [p for p in self._proposals(applicant_ref).values()
                 if not pending or p.status == "pending"]
 
-    def propose_erasure(self, applicant_ref: str, *, reason: str, actor: Actor
-                        ) -> ErasureProposal:
+    def pending_erasure(self, applicant_ref: str) -> ErasureProposal | None:
+        """The erasure proposal waiting for a second person on this subject, if any (no
+        permission: for a service that has checked its own)."""
+        waiting = [p for p in self._proposals(applicant_ref).values() if p.status == "pending"]
+        return waiting[0] if waiting else None
+
+    def propose_erasure(self, applicant_ref: str, *, reason: str, actor: Actor,
+                        request_id: str | None = None) -> ErasureProposal:
         """Propose erasing a subject of whom something is held, with a reason (the policy's
         rule for free text; kept masked): a second person with `erase` confirms it. One
-        proposal waits per subject at a time."""
+        proposal waits per subject at a time. `request_id`: the erasure request it answers
+        (answered when the erasure is confirmed)."""
         require_ref(applicant_ref)
         self.access.require(actor, "erase", operation="subject.erasure_proposed",
                             subject_ref=applicant_ref)
         self._reason(actor, "erase", reason, operation="subject.erasure_proposed",
                      subject_ref=applicant_ref)
         require_known(self.store, applicant_ref)
-        if any(p.status == "pending" for p in self._proposals(applicant_ref).values()):
+        if self.pending_erasure(applicant_ref) is not None:
             raise Conflict("erasure", "an erasure proposal waits for this subject already")
         pid = str(uuid.uuid4())
         self.store.audit.record("subject.erasure_proposed", applicant_ref, {
             "proposal_id": pid, "actor": actor.name, "role": actor.role,
-            "reason": mask_text(reason)})
+            "reason": mask_text(reason), **({"request_id": request_id} if request_id else {})})
         return self._proposals(applicant_ref)[pid]
 
     def _pending(self, proposal_id: str, actor: Actor, operation: str) -> ErasureProposal:
@@ -284,8 +286,9 @@ class SubjectService:
 
     def confirm_erasure(self, proposal_id: str, *, actor: Actor) -> Erasure:
         """A second person with `erase` confirms a pending proposal: the subject is erased,
-        or restricted when a legal hold applies. Nobody confirms their own (refused and
-        audited)."""
+        or restricted when a legal hold applies, and the erasure request it answers (if any)
+        is answered. Nobody confirms their own (refused and audited). The only door to the
+        store's erasure."""
         p = self._pending(proposal_id, actor, "subject.erasure_confirmed")
         if p.proposed_by == actor.name:
             self.access.refused(actor, "erase", operation="subject.erasure_confirmed",
@@ -299,7 +302,17 @@ class SubjectService:
             "proposed_by": p.proposed_by, "result": result})
         if result == "unknown":
             raise NotFound("applicant_ref", "no such subject")
+        if p.request_id is not None and self._open_request(p.request_id):
+            self.store.requests.answer(p.request_id, outcome=result, result={
+                "erasure_proposal": proposal_id, "proposed_by": p.proposed_by},
+                actor=actor.name)
         return Erasure(applicant_ref=p.applicant_ref, result=result)  # type: ignore[arg-type]
+
+    def _open_request(self, request_id: str) -> bool:
+        try:
+            return self.store.requests.get(request_id)["status"] == "open"
+        except UnknownRequestError:
+            return False
 
     def withdraw_erasure(self, proposal_id: str, *, actor: Actor) -> ErasureProposal:
         """The proposer takes a pending proposal back."""

@@ -599,11 +599,11 @@ def sign_in(env: dict[str, str], role: str = "operator") -> dict[str, str]:
     return env
 
 
-def api_token_for(env: dict[str, str], role: str) -> str:
-    """An API token (for IDV_TOKEN or `Authorization: Bearer`) of a person of `role`, issued
-    by `admin`; leaves `admin` signed in."""
+def api_token_for(env: dict[str, str], role: str, *, name: str | None = None) -> str:
+    """An API token (for IDV_TOKEN or `Authorization: Bearer`) of a person of `role` (named
+    `name`, else after the role), issued by `admin`; leaves `admin` signed in."""
     sign_in(env, "operator")
-    name = f"{role.replace('_', '-')}-api"
+    name = name or f"{role.replace('_', '-')}-api"
     run_idv(
         env, "users", "add", name, "--role", role, "--password-stdin", stdin=E2E_PASSWORD + "\n"
     )

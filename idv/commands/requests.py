@@ -143,8 +143,9 @@ def requests_answer(
     as_json: JsonOpt = False,
 ) -> None:
     """Carry a request out and record the answer: access writes the person's file,
-    correction re-verifies the corrected value, erasure erases (or restricts under a hold),
-    restriction restricts, a court-list dispute re-queries the hit."""
+    correction re-verifies the corrected value, erasure proposes the erasure (a second person
+    confirms it: idv subject confirm-erasure), restriction restricts, a court-list dispute
+    re-queries the hit."""
     from pydantic import SecretStr
 
     from flows.subject_requests import recheck
@@ -178,6 +179,11 @@ def requests_answer(
             fail("--output", "cannot be written", as_json=as_json)
     if as_json:
         emit(r.model_dump(exclude={"file"}))
+    elif r.erasure_proposal is not None:
+        console.print(
+            f"request {request_id}: erasure proposed ({r.erasure_proposal}); it waits for a "
+            f"second person: idv subject confirm-erasure {r.erasure_proposal}"
+        )
     else:
         where = f", file written to {output}" if output is not None else ""
         console.print(

@@ -126,7 +126,12 @@ OPERATIONS: dict[str, list[Operation]] = {
         )
     ],
     "erase": [
-        lambda s, a: s.subjects.erase("A-1", reason="erasure request of the person", actor=a)
+        lambda s, a: s.subjects.propose_erasure(
+            "A-1", reason="erasure request of the person", actor=a
+        ),
+        lambda s, a: s.subjects.erasure_proposals(actor=a),
+        lambda s, a: s.subjects.confirm_erasure("0" * 36, actor=a),
+        lambda s, a: s.subjects.withdraw_erasure("0" * 36, actor=a),
     ],
     "hold": [lambda s, a: s.subjects.hold("A-1", basis="aml_customer_identification", actor=a)],
     "run": [

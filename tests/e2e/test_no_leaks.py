@@ -71,6 +71,7 @@ def test_when_everything_has_run_then_no_planted_value_is_anywhere(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IDV_", "PREFECT_"))}
     env.update(IDV_HOME=str(tmp_path / "home"), PREFECT_LOGGING_LEVEL="DEBUG")
     officer = api_token_for(env, "compliance_officer")
+    second_officer = api_token_for(env, "compliance_officer", name="second-officer")
     sign_in(env, "operator")
     inputs = tmp_path / "inputs"
     inputs.mkdir()
@@ -204,7 +205,7 @@ def test_when_everything_has_run_then_no_planted_value_is_anywhere(tmp_path):
     )
     assert idv("keys", "rotate", "--json").returncode == 0
     victim = next(x["applicant_ref"] for x in good if isinstance(x, dict) and x["consents"])
-    erased = idv(
+    erased = idv(  # proposed by one officer, confirmed by another
         "subject",
         "erase",
         victim,
@@ -213,7 +214,15 @@ def test_when_everything_has_run_then_no_planted_value_is_anywhere(tmp_path):
         "--json",
         token=officer,
     )
-    assert erased.returncode == 0 and json.loads(erased.stdout)["result"] == "erased"
+    assert erased.returncode == 0 and json.loads(erased.stdout)["status"] == "pending"
+    confirmed = idv(
+        "subject",
+        "confirm-erasure",
+        json.loads(erased.stdout)["proposal_id"],
+        "--json",
+        token=second_officer,
+    )
+    assert confirmed.returncode == 0 and json.loads(confirmed.stdout)["result"] == "erased"
     assert idv("review", "list", "--json").returncode == 0
     assert idv("consent", "export", good[5]["applicant_ref"], token=officer).returncode == 0
     assert idv("keys", "status", "--json").returncode == 0
@@ -235,6 +244,7 @@ def test_when_everything_has_run_then_no_planted_value_is_anywhere(tmp_path):
             **{f"event value {i}": v for i, v in enumerate(sorted(event_secrets), 1)},
             "password": E2E_PASSWORD,
             "officer's token": officer,
+            "second officer's token": second_officer,
             **{
                 f"coordinate {i}": c
                 for i, c in enumerate(

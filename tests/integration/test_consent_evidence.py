@@ -27,6 +27,7 @@ from services.requests import AnswerRequest, OpenRequest
 from tests.support import Canaries
 
 OFFICER = Actor(name="officer", role="compliance_officer")
+SECOND_OFFICER = Actor(name="second-officer", role="compliance_officer")
 
 
 @pytest.fixture
@@ -177,7 +178,10 @@ def test_the_compliance_pack_of_a_period_has_its_counts_and_no_personal_value(rt
         actor=OFFICER,
     )
     rt.services.subjects.hold(refs[1], basis="aml_customer_identification", actor=OFFICER)
-    rt.services.subjects.erase(refs[2], reason="asked to be forgotten", actor=OFFICER)
+    proposed = rt.services.subjects.propose_erasure(
+        refs[2], reason="asked to be forgotten", actor=OFFICER
+    )
+    rt.services.subjects.confirm_erasure(proposed.proposal_id, actor=SECOND_OFFICER)
     req = rt.services.requests.open(
         OpenRequest(applicant_ref=refs[3], kind="restriction"), actor=OFFICER
     )

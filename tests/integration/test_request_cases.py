@@ -22,6 +22,7 @@ from services.requests import AnswerRequest, OpenRequest
 from tests.conftest import person_token
 
 OFFICER = Actor(name="officer", role="compliance_officer")
+SECOND_OFFICER = Actor(name="second-officer", role="compliance_officer")
 ANALYST = Actor(name="ana", role="analyst")
 
 
@@ -151,8 +152,14 @@ def test_when_an_erasure_is_answered_then_its_case_ends_with_the_subject(world):
         OpenRequest(applicant_ref=ref, kind="erasure"), actor=OFFICER
     )
     assert opened.case_id in queue(rt, "SUBJECT_REQUEST_ERASURE")
-    done = rt.services.requests.answer(opened.request_id, AnswerRequest(), actor=OFFICER)
-    assert done.status == "answered"
+    proposed = rt.services.requests.answer(opened.request_id, AnswerRequest(), actor=OFFICER)
+    # Answering proposes: nothing is erased until a second officer confirms it.
+    assert proposed.status == "open" and proposed.erasure_proposal is not None
+    assert rt.store.cases.get(opened.case_id).status != "closed_erased"
+    rt.services.subjects.confirm_erasure(proposed.erasure_proposal, actor=SECOND_OFFICER)
+    done = rt.services.requests.show(opened.request_id, actor=OFFICER)
+    assert done.status == "answered" and done.outcome == "erased"
+    assert done.answered_by == SECOND_OFFICER.name
     assert rt.store.cases.get(opened.case_id).status == "closed_erased"
     assert opened.case_id not in queue(rt)
     access = rt.services.requests.open(OpenRequest(applicant_ref=ref, kind="access"), actor=OFFICER)
