@@ -362,28 +362,36 @@ def main() -> None:
     upgrade(rt.store.engine)
     rt.close()
     ctx = get_context("spawn")
+    cpu0 = cpu_children()
     with PeakMemory() as mem, ProcessPoolExecutor(1, mp_context=ctx) as pool:
         t0 = time.perf_counter()
         report = pool.submit(_import, str(db), str(path), "bench", args.workers).result()
         wall = time.perf_counter() - t0
+    cpu = cpu_children() - cpu0
     print(
-        f"IMPORT {report['rows']:,} rows: {wall:.0f} s wall (target < 180 s), peak "
-        f"{mem.peak_kb / 2**20:.2f} GiB (target < 2 GiB), {report['rows'] / wall:,.0f} rows/s, "
-        f"shapes {report['shapes']}; {load()}"
+        f"IMPORT {report['rows']:,} rows: {wall:.0f} s wall (target < 180 s), {cpu:.0f} CPU s "
+        f"({cpu / report['rows'] * 1e6:.1f} us a row; {cpu / args.workers:.0f} s on "
+        f"{args.workers} idle cores), peak {mem.peak_kb / 2**20:.2f} GiB (target < 2 GiB), "
+        f"{report['rows'] / wall:,.0f} rows/s, shapes {report['shapes']}; {load()}"
     )
 
     # 2. Re-screen.
     rt = runtime(db)
     build_book(rt, args.seed, args.applicants, dict(truth))
     rt.close()
+    cpu0 = cpu_children()
     with PeakMemory() as mem, ProcessPoolExecutor(1, mp_context=ctx) as pool:
         t0 = time.perf_counter()
         done = pool.submit(_rescreen, str(db), args.workers).result()
         wall = time.perf_counter() - t0
+    cpu = cpu_children() - cpu0
     c = done["counts"]
     print(
         f"RESCREEN {c.get('applicants', 0):,} applicants x {report['rows']:,} rows: "
-        f"{wall:.0f} s wall (target < 180 s), {c.get('applicants', 0) / wall:,.0f} "
+        f"{wall:.0f} s wall (target < 180 s), {cpu:.0f} CPU s "
+        f"({cpu / max(1, c.get('applicants', 0)) * 1e3:.3f} ms an applicant; "
+        f"{cpu / args.workers:.0f} s on {args.workers} idle cores), "
+        f"{c.get('applicants', 0) / wall:,.0f} "
         f"applicants/s on {args.workers} processes, peak {mem.peak_kb / 2**20:.2f} GiB "
         f"(target < 2 GiB); screened {c.get('screened', 0):,}, skipped for consent "
         f"{c.get('skipped_consent', 0):,}, candidates {c.get('candidates', 0):,}, verdicts "
