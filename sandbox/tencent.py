@@ -139,7 +139,11 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
     },
 }
 # The published default rates, calls a second per action and account (API 概览,
-# cloud.tencent.com/document/api/1007/31320), enforced over a sliding second.
+# cloud.tencent.com/document/api/1007/31320), enforced over a sliding second. Tencent counts
+# the first N arrivals of each second at its gateway (API 频率限制说明, /document/product/1278/
+# 109059: "每一秒钟的前20次请求都能成功到达业务后端", by arrival time); where its second starts is
+# not published, and a sliding second refuses whatever a second starting at any moment would:
+# never kinder.
 RATES_PER_S: dict[str, float] = {
     "IdCardVerification": 100,
     "PhoneVerification": 20,
