@@ -80,6 +80,10 @@ REVIEW_PURPOSE = "review"
 # Reads of the applicant (a page opened, a listing): in the audit chain, not the timeline,
 # which shows what was done.
 READS = ("applicant.read", "applicant.read_refused", "decision.explained")
+# What the case's timeline leaves out besides: a request refused (on the case, or an access
+# refused about its subject) and the applicant opening their portal link. Not actions: they
+# stay in the audit chain (the audit trail page shows them), and no binding check needs them.
+NOT_ACTIONS = (*READS, "case.refused", "access.refused", "applicant.link_opened")
 # The listed reveal reason a referral's declared values are revealed under.
 REFERRAL_REASON = "fraud_investigation"
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
@@ -654,7 +658,7 @@ class CaseService:
     def _page(self, case_id: str) -> CasePage:
         """The case page's rows in one read (`CaseRepository.page`), checked as `_case`."""
         try:
-            found = self.store.cases.page(_case_id(case_id), except_kinds=READS)
+            found = self.store.cases.page(_case_id(case_id), except_kinds=NOT_ACTIONS)
         except BindingError as exc:  # closed or decided in the database behind the chain
             raise Conflict("case_id", f"{exc.table}: {exc.rule}") from None
         if found is None:
