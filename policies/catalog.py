@@ -63,6 +63,18 @@ def notices() -> dict[str, Notice]:
 
 
 @cache
+def notice_texts() -> dict[str, str]:
+    """Every notice's text as shown (after its front matter, line endings LF, stripped), by
+    version: the bytes whose SHA-256 is the notice's `text_sha256`."""
+    texts: dict[str, str] = {}
+    for name, text in folder_texts("notices", ".md"):
+        notice = parse_notice(text, name=name)
+        body = text.split("\n---\n", 1)[1]
+        texts[notice.version] = body.replace("\r\n", "\n").strip()
+    return texts
+
+
+@cache
 def access_policy() -> AccessPolicy:
     return AccessPolicy.from_yaml(read_text("access.yaml"))
 

@@ -65,7 +65,7 @@ Journey = Literal["onboarding", "re_consent", "face_recheck"]
 JOURNEYS: dict[str, tuple[str, ...]] = {
     "onboarding": ("consents", "wechat", "face", "done"),
     "re_consent": ("consents", "done"),
-    "face_recheck": ("face", "done"),
+    "face_recheck": ("consents", "face", "done"),
 }
 # The browser's cookie that holds a portal session (HttpOnly, SameSite=Lax, path /applicant).
 COOKIE = "idv_applicant"

@@ -332,22 +332,32 @@ class ConsentService:
             "kid": hashlib.sha256(x.encode()).hexdigest()[:16],
         }
 
-    def signed_receipt(self, consent_id: str, *, actor: Actor) -> SignedReceipt:
+    def signed_receipt(
+        self, consent_id: str, *, actor: Actor, own_subject: str | None = None
+    ) -> SignedReceipt:
         """One consent's receipt as a JWS (compact, Ed25519) with the fields of ISO/IEC TS
         27560 and the Kantara Consent Receipt: controller, purposes, PI categories and
         sensitive flags, collection method, the notice and its hash, lifecycle events.
-        Producing it is audited."""
+        Producing it is audited. Needs `export`; or, with `own_subject` (the applicant's
+        portal), the applicant actor, and then another subject's grant is no such grant."""
         from joserfc import jws
         from joserfc.jwk import OKPKey
 
         rule = check_consent_id(consent_id)
         if rule is not None:
             raise InvalidInput("consent_id", rule)
-        self.access.require(actor, "export", operation="consent.receipt")
+        if own_subject is None:
+            self.access.require(actor, "export", operation="consent.receipt")
+        else:
+            self.access.require_applicant(
+                actor, operation="consent.receipt", subject_ref=own_subject
+            )
         try:
             grant = self.store.ledger.grant(consent_id)
         except UnknownConsentError:
             raise NotFound("consent_id", "no such grant") from None
+        if own_subject is not None and grant.subject_ref != own_subject:
+            raise NotFound("consent_id", "no such grant")
         now = self.store.clock()
         state = grant_state(grant, now)
         if state == "not_bound":

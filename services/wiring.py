@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from services.access import AccessControl
     from services.accounts import AccountService
     from services.applicant_links import LinkService
+    from services.applicant_portal import PortalService
     from services.applicant_self import ApplicantSelfService
     from services.audit import AuditService
     from services.backtest import BacktestService
@@ -217,3 +218,13 @@ class Services:
             ttl_s=getattr(settings, "applicant_link_ttl_s", 86400),
             session_ttl_s=getattr(settings, "applicant_session_ttl_s", 7200),
             return_urls=getattr(settings, "applicant_return_urls", ()))
+
+    @cached_property
+    def portal(self) -> PortalService:
+        """The applicant's journey in the portal: the layered notice, the grants and refusals,
+        face, the receipts (`services.applicant_portal`)."""
+        from policies.catalog import notice_texts
+        from services.applicant_portal import PortalService
+
+        return PortalService(self.links, self.consent, self.face, self._ctx.consent_policy,
+                             self._ctx.notices, notice_texts())

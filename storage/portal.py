@@ -128,6 +128,8 @@ class PortalRepository:
             else:
                 row.return_url = return_url
                 row.updated_at = now
+                if row.status == "done":  # asked again (a new notice): the same session, anew
+                    row.status, row.step, row.done_at = "open", first_step, None
             s.add(
                 m.ApplicantLink(
                     id=link_id, session_id=row.id, created_at=now, expires_at=expires_at

@@ -38,6 +38,8 @@ def _unauthorized(rule: str) -> HTTPException:
 BODY_CAPS = {"/events": 16 * 1024, "/verifications": 16 * 1024}
 DEFAULT_BODY_CAP = 64 * 1024
 _NO_BODY = frozenset({"GET", "HEAD", "OPTIONS"})
+# The browser's pages: a form is authenticated by its session cookie and form token.
+PAGE_PREFIXES = ("/web/", "/applicant/")
 
 
 class BodyGuard:
@@ -75,19 +77,23 @@ class BodyGuard:
             return
         headers = {k.lower(): v for k, v in scope["headers"]}
         authorization = headers.get(b"authorization")
-        try:
-            caller = await caller_of(
-                self.state(), None if authorization is None else authorization.decode("latin-1")
-            )
-        except HTTPException as exc:
-            await self._refuse(
-                send,
-                401,
-                ErrorBody(error="unauthorized", field="Authorization", rule=str(exc.detail)),
-                ((b"www-authenticate", b"Bearer"),),
-            )
-            return
-        scope.setdefault("state", {})[CALLER_KEY] = caller
+        # The pages' forms carry no bearer token: their cookie and anti-forgery token are
+        # checked by the pages themselves (`idv.web.auth`, `idv.web.applicant`).
+        if not str(scope["path"]).startswith(PAGE_PREFIXES):
+            try:
+                caller = await caller_of(
+                    self.state(),
+                    None if authorization is None else authorization.decode("latin-1"),
+                )
+            except HTTPException as exc:
+                await self._refuse(
+                    send,
+                    401,
+                    ErrorBody(error="unauthorized", field="Authorization", rule=str(exc.detail)),
+                    ((b"www-authenticate", b"Bearer"),),
+                )
+                return
+            scope.setdefault("state", {})[CALLER_KEY] = caller
         cap = BODY_CAPS.get(scope["path"], DEFAULT_BODY_CAP)
         too_large = ErrorBody(error="too_large", field="body", rule=f"must be at most {cap} bytes")
         length = headers.get(b"content-length")

@@ -414,3 +414,103 @@ def both(key: str, lang: str) -> str:
     if found is None:
         return key
     return f"{found.en} {found.zh}" if lang == "en" else f"{found.zh} {found.en}"
+
+
+# --- the applicant portal's journey (idv.web.applicant) ------------------------------------
+
+MESSAGES.update(
+    {
+        "portal.title": Text("身份核验", "Identity verification"),
+        "portal.footer": Text("时间均为北京时间（UTC+8）", "Times are Beijing time (UTC+8)"),
+        "portal.step.consents": Text("告知与同意", "Notice and consent"),
+        "portal.step.wechat": Text("微信授权", "WeChat authorization"),
+        "portal.step.face": Text("人脸核验", "Face verification"),
+        "portal.step.done": Text("完成", "Done"),
+        "portal.refused.title": Text("链接无效", "This link does not work"),
+        "portal.refused.body": Text(
+            "链接可能已被修改、已过期或已使用。请向贷款机构索取新的链接。",
+            "It may have been altered, have expired or been used already. "
+            "Ask the lender for a new link.",
+        ),
+        "portal.error.title": Text("无法完成", "This could not be done"),
+        "portal.error.back": Text("返回", "Back"),
+        "portal.notice.general": Text("个人信息处理告知书", "Privacy notice"),
+        "portal.notice.enhanced": Text("逐项单独同意", "Each sensitive use, separately"),
+        "portal.notice.separately": Text(
+            "以下每一项都需要您单独决定；默认均未勾选。",
+            "Decide on each use below on its own; none is switched on.",
+        ),
+        "portal.notice.refusing": Text(
+            "不勾选即表示拒绝该项；拒绝可选项不影响其他各项。48 小时内不会再次询问您拒绝的项目。",
+            "A use left off is refused; refusing an optional use never blocks the rest. "
+            "A refused use is not asked again for 48 hours.",
+        ),
+        "portal.use.id_check": Text("身份核验", "ID check"),
+        "portal.use.carrier_check": Text("运营商核验", "Mobile carrier check"),
+        "portal.use.court_list": Text("失信被执行人名单查询", "Court dishonest-debtor list"),
+        "portal.use.credit_bureau": Text("征信查询", "Credit bureau"),
+        "portal.use.wechat_account": Text("微信账户", "WeChat account"),
+        "portal.use.face": Text("人脸识别", "Face verification"),
+        "portal.optional": Text("可选", "optional"),
+        "portal.agree": Text("我同意此项", "I agree to this use"),
+        "portal.state.ask": Text("待决定", "To decide"),
+        "portal.state.granted": Text("已同意", "Agreed"),
+        "portal.state.live": Text("有效", "In force"),
+        "portal.state.withdrawn": Text("已撤回", "Withdrawn"),
+        "portal.state.expired": Text("已过期", "Expired"),
+        "portal.state.not_yet_valid": Text("尚未生效", "Not yet in force"),
+        "portal.state.not_bound": Text("记录不一致", "Record inconsistent"),
+        "portal.state.refused": Text(
+            "您已拒绝，之后可再询问：", "You refused; may be asked again after:"
+        ),
+        "portal.submit": Text("提交我的选择", "Send my choices"),
+        "portal.continue": Text("继续", "Continue"),
+        "portal.wechat.body": Text(
+            "您同意了微信账户一项：请在微信中确认授权。",
+            "You agreed to the WeChat account use: confirm the authorization in WeChat.",
+        ),
+        "portal.wechat.start": Text("去微信授权", "Authorize in WeChat"),
+        "portal.wechat.skip": Text(
+            "此步骤无需操作，请继续。", "Nothing to do at this step: continue."
+        ),
+        "portal.face.body": Text(
+            "您将前往人脸核验服务商的页面完成活体检测，完成后自动返回。",
+            "You will go to the face verification vendor's page and come back here after.",
+        ),
+        "portal.face.start": Text("开始人脸核验", "Start face verification"),
+        "portal.face.not_granted": Text(
+            "您未同意人脸识别，我们不会进行人脸核验。",
+            "You did not agree to face verification: it will not be done.",
+        ),
+        "portal.face.another_body": Text(
+            "您也可以不做人脸识别，改由人工审核您提供的证件。",
+            "You may also verify another way: an analyst checks a document you send.",
+        ),
+        "portal.face.another": Text("用其他方式核验", "Verify another way"),
+        "portal.face.check_again": Text("再次查询结果", "Check the result again"),
+        "portal.face.state.final": Text("核验已完成", "The verification is complete"),
+        "portal.face.state.pending": Text("核验尚未完成", "The verification is not finished yet"),
+        "portal.face.state.expired": Text("核验已过期", "The verification expired"),
+        "portal.face.state.lost": Text("核验结果无法取得", "The result could not be had"),
+        "portal.face.state.error": Text("暂时无法取得结果", "The result cannot be had for now"),
+        "portal.done.title": Text("已完成", "All done"),
+        "portal.done.another_way": Text(
+            "我们已记录您选择其他方式核验，工作人员会与您联系。",
+            "We recorded that you chose another way; someone will contact you.",
+        ),
+        "portal.done.receipts": Text(
+            "您的同意回执（已签名，含所示告知文本的哈希）：",
+            "Your consent receipts (signed, with the hash of the notice text you saw):",
+        ),
+        "portal.done.download": Text("下载回执", "Download the receipt"),
+        "portal.done.none": Text("您未作出任何同意。", "You agreed to nothing."),
+        "portal.done.self": Text("查看或撤回我的同意", "See or withdraw my consents"),
+        "portal.done.back": Text("返回贷款机构", "Back to the lender"),
+        "portal.scope.id_verification": Text("身份核验", "ID check"),
+        "portal.scope.carrier_check": Text("运营商核验", "Mobile carrier check"),
+        "portal.scope.court_records": Text("失信被执行人名单", "Court list"),
+        "portal.scope.credit_report": Text("征信", "Credit bureau"),
+        "portal.scope.wechat_profile": Text("微信账户", "WeChat account"),
+        "portal.scope.face_verification": Text("人脸识别", "Face verification"),
+    }
+)

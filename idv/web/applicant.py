@@ -1,0 +1,307 @@
+"""The applicant portal's journey pages (`/applicant/...`): the one-time link, the layered
+notice with one switch per sensitive use, WeChat authorization, face verification (or another
+way), the done page with the signed receipts. The self-service pages are
+`idv.web.applicant_self`.
+
+`GET /applicant/l/<id>?e=&s=` uses a link once (`services.applicant_links`) and gives the
+browser the portal's cookie (`idv_applicant`, HttpOnly, SameSite=Lax, path `/applicant`),
+then sends it to `/applicant/` (the link is out of the address bar at once). Every other page
+first asks `LinkService.session_of` for the session the cookie holds: without one, the same
+refusal page whatever was wrong. Then it parses its form, calls `services.applicant_portal`
+and renders. Chinese first with English beside it, for a phone, no script: plain forms with
+the anti-forgery token of the browser's seed and the portal cookie, answered by redirects.
+No page shows the applicant ref or any personal value."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from markupsafe import Markup, escape
+from starlette.concurrency import run_in_threadpool
+
+from idv.deps import Svc, needs, runtime_of
+from idv.web.auth import SEED_COOKIE, form_token, remember_seed, secure_cookies
+from idv.web.messages import MESSAGES, language, refusal
+from idv.web.render import HEADERS, templates
+from services.applicant_links import COOKIE, JOURNEYS, LinkRefused, PortalSession
+from services.applicant_portal import device_facts
+from services.errors import Conflict, Denied, InvalidInput, NotFound, ServiceError
+
+router = APIRouter(include_in_schema=False)
+SESSION = "applicant_session"  # what each route checks: the portal's session, not a role
+HOME = "/applicant/"
+STATUS = {InvalidInput: 400, Denied: 403, NotFound: 404, Conflict: 409}
+TAGS = ("span", "p", "h1", "h2", "h3")
+
+
+def say(key: str) -> dict[str, str]:
+    found = MESSAGES.get(key)
+    return {"zh": found.zh, "en": found.en} if found else {"zh": key, "en": key}
+
+
+def two(key: str, tag: str = "span") -> Markup:
+    """A catalogue message in both languages: Chinese, then English beside it."""
+    said = say(key)
+    tag = tag if tag in TAGS else "span"
+    zh, en = escape(said["zh"]), escape(said["en"])
+    html = (
+        f'<{tag} class="two"><span lang="zh-CN">{zh}</span> '
+        f'<span lang="en" class="en">{en}</span></{tag}>'
+    )
+    return Markup(html)  # noqa: S704 - both texts escaped, the tag one of TAGS
+
+
+def page(
+    request: Request,
+    name: str,
+    status: int = 200,
+    *,
+    session: PortalSession | None = None,
+    cookie: str | None = None,
+    **context: Any,
+) -> HTMLResponse:
+    """A portal page with its forms' token and the security headers."""
+    csrf = form_token(request, session=cookie or request.cookies.get(COOKIE))
+    steps = JOURNEYS[session.journey] if session is not None else ()
+    answer = templates.TemplateResponse(
+        request,
+        name,
+        {
+            "csrf": csrf,
+            "say": say,
+            "two": two,
+            "steps": steps,
+            "step": session.step if session is not None else None,
+            **context,
+        },
+        status_code=status,
+        headers=HEADERS,
+    )
+    remember_seed(request, answer)
+    return answer
+
+
+def refused(request: Request, exc: ServiceError) -> HTMLResponse:
+    """A refusal: the link page for a link or session that does not hold (the same for every
+    reason), else the field and the rule (never a value) in both languages."""
+    if isinstance(exc, LinkRefused):
+        return page(request, "applicant/refused.html", 403, rule=exc.rule)
+    status = next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 503)
+    return page(
+        request,
+        "applicant/error.html",
+        status,
+        field=exc.field,
+        rule=exc.rule,
+        zh=refusal(exc.field, exc.rule, "zh"),
+    )
+
+
+def redirect(to: str) -> Response:
+    return RedirectResponse(to, status_code=303, headers=HEADERS)
+
+
+def session_of(request: Request, services: Svc) -> PortalSession:
+    """The portal session the browser's cookie holds, or `LinkRefused`."""
+    return services.links.session_of(request.cookies.get(COOKIE))
+
+
+async def checked_form(request: Request) -> dict[str, list[str]]:
+    """The form (every value of each field), once its `csrf` is this browser's token for its
+    portal session; `Denied` (field `csrf`) otherwise."""
+    form = await request.form()
+    given = form.get("csrf")
+    people = runtime_of(request).services.people
+    if not people.form_token_matches(
+        given if isinstance(given, str) else None,
+        request.cookies.get(SEED_COOKIE),
+        request.cookies.get(COOKIE),
+    ):
+        raise Denied("csrf", "the form is not this page's: open the page again")
+    fields: dict[str, list[str]] = {}
+    for key, value in form.multi_items():
+        if isinstance(value, str):
+            fields.setdefault(key, []).append(value)
+    return fields
+
+
+# -- the link ---------------------------------------------------------------------------------
+
+
+@router.get("/applicant/l/{link_id}", openapi_extra=needs("public"))
+def open_link(request: Request, link_id: str, services: Svc) -> Response:
+    """Use a one-time link: the browser gets the session's cookie and goes to its step."""
+    try:
+        opened = services.links.open(
+            link_id, request.query_params.get("e"), request.query_params.get("s")
+        )
+    except ServiceError as exc:
+        return refused(request, exc)
+    done = redirect(HOME)
+    done.set_cookie(
+        COOKIE,
+        opened.cookie.get_secret_value(),
+        max_age=opened.max_age_s,
+        httponly=True,
+        samesite="lax",
+        secure=secure_cookies(request),
+        path="/applicant",
+    )
+    return done
+
+
+@router.get(HOME, openapi_extra=needs(SESSION))
+def home(request: Request, services: Svc) -> Response:
+    """The session's current step."""
+    try:
+        session = session_of(request, services)
+    except ServiceError as exc:
+        return refused(request, exc)
+    return redirect(f"/applicant/step/{session.step}")
+
+
+@router.get("/applicant/step/{step}", openapi_extra=needs(SESSION))
+def step_page(request: Request, step: str, services: Svc) -> Response:
+    """One step's page; a step the journey does not have is a 404 naming `step`."""
+    try:
+        session = session_of(request, services)
+        if step not in JOURNEYS[session.journey]:
+            raise NotFound("step", "is not a step of this journey")
+        session = services.portal.step(session, step) if session.status == "open" else session
+        return _step(request, services, session, step)
+    except ServiceError as exc:
+        return refused(request, exc)
+
+
+def _step(request: Request, services: Svc, session: PortalSession, step: str) -> Response:
+    portal = services.portal
+    if step == "consents":
+        return page(
+            request, "applicant/consents.html", session=session, page=portal.consent_page(session)
+        )
+    if step == "wechat":
+        ready = bool(runtime_of(request).settings.wechat_appid)
+        return page(request, "applicant/wechat.html", session=session, ready=ready)
+    if step == "face":
+        allowed = portal.face_allowed(session)
+        return page(request, "applicant/face.html", session=session, allowed=allowed)
+    back = services.links.return_to(session, "done")
+    return page(
+        request,
+        "applicant/done.html",
+        session=session,
+        receipts=portal.receipts(session),
+        another_way=request.query_params.get("another") == "1",
+        back=back,
+    )
+
+
+# -- the answers ------------------------------------------------------------------------------
+
+
+@router.post("/applicant/consents", openapi_extra=needs(SESSION))
+async def answer_consents(request: Request, services: Svc) -> Response:
+    """The switches: each on a grant, each off a refusal, all with the text shown."""
+    try:
+        session = session_of(request, services)
+        form = await checked_form(request)
+        shown = {k.removeprefix("shown."): v[0] for k, v in form.items() if k.startswith("shown.")}
+        answered = await run_in_threadpool(
+            services.portal.answer,
+            session,
+            notice_version=(form.get("notice_version") or [""])[0],
+            switched_on=frozenset(form.get("use", [])),
+            shown=shown,
+            device=device_facts(request.headers.get("user-agent"), language(request)),
+        )
+    except ServiceError as exc:
+        return refused(request, exc)
+    return redirect(f"/applicant/step/{answered.next_step}")
+
+
+@router.post("/applicant/next", openapi_extra=needs(SESSION))
+async def next_step(request: Request, services: Svc) -> Response:
+    """Leave a step (WeChat, face) for the next one of the journey."""
+    try:
+        session = session_of(request, services)
+        form = await checked_form(request)
+        left = (form.get("from") or [""])[0]
+        steps = JOURNEYS[session.journey]
+        if left not in steps or left == "done":
+            raise NotFound("from", "is not a step of this journey")
+        nxt = steps[steps.index(left) + 1]
+        await run_in_threadpool(services.portal.step, session, nxt)
+    except ServiceError as exc:
+        return refused(request, exc)
+    return redirect(f"/applicant/step/{nxt}")
+
+
+# -- face -------------------------------------------------------------------------------------
+
+
+@router.post("/applicant/face/start", openapi_extra=needs(SESSION))
+async def face_start(request: Request, services: Svc) -> Response:
+    """Start the vendor's face flow and send the browser to its page."""
+    try:
+        session = session_of(request, services)
+        await checked_form(request)
+        back = str(request.base_url).rstrip("/") + "/applicant/face/back"
+        started = await run_in_threadpool(services.portal.start_face, session, return_url=back)
+    except ServiceError as exc:
+        return refused(request, exc)
+    return RedirectResponse(started.url, status_code=303, headers=HEADERS)
+
+
+@router.get("/applicant/face/back", openapi_extra=needs(SESSION))
+def face_back(request: Request, services: Svc) -> Response:
+    """Back from the vendor: the verdict pulled server-side (never the redirect's word)."""
+    try:
+        session = session_of(request, services)
+        token = request.query_params.get("face") or request.query_params.get("token") or ""
+        result = services.portal.face_back(session, token)
+    except ServiceError as exc:
+        return refused(request, exc)
+    return page(
+        request,
+        "applicant/face_result.html",
+        session=session,
+        state=result.state if result.state != "final" else "final",
+        token_id=result.token_id,
+    )
+
+
+@router.post("/applicant/face/another-way", openapi_extra=needs(SESSION))
+async def face_another_way(request: Request, services: Svc) -> Response:
+    """Verify another way: recorded, an analyst's document check asked for on the case."""
+    try:
+        session = session_of(request, services)
+        await checked_form(request)
+        await run_in_threadpool(services.portal.another_way, session)
+        await run_in_threadpool(services.portal.step, session, "done")
+    except ServiceError as exc:
+        return refused(request, exc)
+    return redirect("/applicant/step/done?another=1")
+
+
+# -- receipts ---------------------------------------------------------------------------------
+
+
+@router.get("/applicant/receipts/{consent_id}", openapi_extra=needs(SESSION))
+def receipt(request: Request, consent_id: str, services: Svc) -> Response:
+    """One of the applicant's grants as a signed receipt (JWS, its receipt and the public
+    key), downloaded as a file."""
+    try:
+        session = session_of(request, services)
+        signed = services.portal.receipt(session, consent_id)
+    except ServiceError as exc:
+        return refused(request, exc)
+    return Response(
+        signed.model_dump_json(indent=2),
+        media_type="application/json",
+        headers={
+            **HEADERS,
+            "Content-Disposition": f'attachment; filename="consent-receipt-{consent_id}.json"',
+        },
+    )
