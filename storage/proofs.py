@@ -37,15 +37,18 @@ from storage.bindings import (
     closing_hash,
     consent_fields,
     consent_hash,
+    credential_hash,
     decision_hash,
     read_holds,
     record_body,
     step_hash,
+    user_hash,
 )
 from storage.context import StoreContext
 from storage.crypto import digest
 
 _BINDING_KINDS = set(CONSENT_KINDS) | set(DECISION_KINDS) | set(STEP_KINDS) | {RECORDS_PURGED}
+_PEOPLE_KEYS = {"user_hash", "credential_hash", "credentials_revoked"}
 
 
 @dataclass(frozen=True)
@@ -103,12 +106,17 @@ class ProofRepository:
         events: dict[int, tuple[str, str | None, dict[str, Any]]] = {}
 
         cases: dict[str | None, list[Any]] = defaultdict(list)  # by subject
+        people: dict[int, tuple[str, dict[str, Any]]] = {}  # events binding users, credentials
 
         def keep(e: Any) -> None:
             if e.kind in _BINDING_KINDS:
                 events[e.seq] = (e.kind, e.subject_ref, e.detail)
             if binds_cases(e.detail):
                 cases[e.subject_ref].append(e)
+            if isinstance(e.detail, dict) and (
+                _PEOPLE_KEYS & e.detail.keys() or e.kind == "credential.revoked"
+            ):
+                people[e.seq] = (e.kind, e.detail)
 
         chain = self._audit.check(keep)
         if not chain.intact:
@@ -234,6 +242,7 @@ class ProofRepository:
                         )
                     )
             count += self._check_holds(conn, issues)
+            count += _check_people(conn, people, issues)
             count += self._check_cases(conn, cases, purged["review_cases"], issues)
         first = min(issues, key=lambda i: (i.seq is not None, i.seq or 0)) if issues else None
         return ProofCheck(chain=chain, binding=first, records=count)
@@ -389,3 +398,60 @@ class ProofRepository:
                 }
             )
         return out
+
+
+def _check_people(
+    conn: Any, events: dict[int, tuple[str, dict[str, Any]]], issues: list[BindingIssue]
+) -> int:
+    """Users and credentials against the events that bound them (`storage.people`): each
+    row's hash in the event it names (a role raised, a password hash swapped, a credential
+    inserted behind the chain), and no credential standing that the chain stopped (a
+    `credential.revoked` event, or a change of its user that stopped every credential then
+    held). The same rows stand for nobody at use; here they are named."""
+    users = list(conn.execute(select(m.User.__table__)))
+    names = {u.id: u.name for u in users}
+    stopped_until: dict[str, int] = {}  # user name -> last change that stopped credentials
+    revoked: set[str] = set()
+    for seq, (kind, d) in events.items():
+        if kind == "credential.revoked":
+            revoked.add(str(d.get("credential")))
+        elif d.get("credentials_revoked"):
+            user = str(d.get("user"))
+            stopped_until[user] = max(stopped_until.get(user, 0), seq)
+
+    def bound(seq: int | None, key: str, value: str) -> bool:
+        e = events.get(seq) if seq is not None else None
+        return e is not None and e[1].get(key) == value
+
+    for u in users:
+        if not bound(u.audit_seq, "user_hash", user_hash(u)):
+            issues.append(
+                BindingIssue(
+                    "users", u.id, "the user is not the one its audit event recorded", u.audit_seq
+                )
+            )
+    creds = list(conn.execute(select(m.Credential.__table__)))
+    for c in creds:
+        if c.revoked_at is not None and c.audit_seq is None:
+            continue  # stopped before bindings existed: it stands for nobody either way
+        if not bound(c.audit_seq, "credential_hash", credential_hash(c)):
+            issues.append(
+                BindingIssue(
+                    "credentials",
+                    c.id,
+                    "the credential is not one its audit event recorded",
+                    c.audit_seq,
+                )
+            )
+        elif c.revoked_at is None and (
+            c.id in revoked or (c.audit_seq or 0) < stopped_until.get(names.get(c.user_id, ""), 0)
+        ):
+            issues.append(
+                BindingIssue(
+                    "credentials",
+                    c.id,
+                    "the credential stands again after the audit chain recorded it stopped",
+                    c.audit_seq,
+                )
+            )
+    return len(users) + len(creds)

@@ -12,7 +12,7 @@ import uuid
 import pytest
 from argon2 import PasswordHasher
 from pydantic import SecretStr
-from sqlalchemy import insert, text, update
+from sqlalchemy import insert, select, text, update
 
 from flows.runtime import Runtime, Settings
 from services.context import Actor
@@ -45,6 +45,21 @@ def broken(rt: Runtime) -> list[str]:
     return [e.detail["table"] for e in rt.store.audit.events(kind_prefix="people.binding")]
 
 
+def named(rt: Runtime) -> tuple[str, str] | None:
+    """What `idv audit verify` names: the first record its audit event does not vouch for."""
+    found = rt.store.proofs.check()
+    assert found.chain.intact  # the events themselves are untouched: only rows changed
+    return (found.binding.table, found.binding.record) if found.binding else None
+
+
+def test_people_as_the_services_wrote_them_verify(rt):
+    issued = rt.services.people.sign_in("ana", PASSWORD, kind="cli", client="t")
+    rt.services.people.issue_api_token("olga", actor=ADMIN)
+    rt.services.people.sign_out(issued.token.get_secret_value())
+    rt.services.people.change_role("ana", "supervisor", actor=ADMIN)
+    assert named(rt) is None
+
+
 def test_a_credential_written_into_the_database_stands_for_nobody(rt):
     token = new_token()
     olga = rt.store.people.get("olga")
@@ -63,6 +78,9 @@ def test_a_credential_written_into_the_database_stands_for_nobody(rt):
     with pytest.raises(SignInRefused):
         rt.services.people.resolve(token, kinds=("api",))
     assert broken(rt) == ["credentials"]
+    with rt.store.engine.connect() as conn:
+        [minted] = conn.execute(select(m.Credential.id).where(m.Credential.audit_seq.is_(None)))
+    assert named(rt) == ("credentials", minted.id)
     issued = rt.services.people.issue_api_token("olga", actor=ADMIN)  # a real one stands
     assert (
         rt.services.people.resolve(issued.token.get_secret_value(), kinds=("api",)).actor.name
@@ -84,6 +102,9 @@ def test_a_role_raised_in_the_database_stands_for_nobody(rt):
     with pytest.raises(SignInRefused):
         rt.services.people.sign_in("ana", PASSWORD, kind="cli", client="t")
     assert "users" in broken(rt) or "credentials" in broken(rt)
+    with rt.store.engine.connect() as conn:
+        ana = conn.execute(select(m.User.id).where(m.User.name == "ana")).scalar_one()
+    assert named(rt) == ("users", ana)
 
 
 def test_a_password_hash_swapped_in_the_database_signs_nobody_in(rt):
@@ -97,6 +118,25 @@ def test_a_password_hash_swapped_in_the_database_signs_nobody_in(rt):
     with pytest.raises(SignInRefused):
         rt.services.people.sign_in("olga", SecretStr(chosen), kind="cli", client="t")
     assert broken(rt) == ["users"]
+    assert named(rt) is not None and named(rt)[0] == "users"
+
+
+def test_a_stopped_credential_made_to_stand_again_is_named(rt):
+    """A sign-out's credential, and every credential a role change stopped, set live again
+    in the database: `audit verify` names it."""
+    out = rt.services.people.sign_in("ana", PASSWORD, kind="cli", client="t")
+    rt.services.people.sign_out(out.token.get_secret_value())
+    with rt.store.engine.begin() as conn:
+        conn.execute(update(m.Credential).values(revoked_at=None))
+    assert named(rt) is not None and named(rt)[0] == "credentials"
+    with rt.store.engine.begin() as conn:
+        conn.execute(update(m.Credential).values(revoked_at=rt.store.clock()))
+    assert named(rt) is None
+    rt.services.people.sign_in("olga", PASSWORD, kind="cli", client="t")
+    rt.services.people.change_role("olga", "analyst", actor=ADMIN)  # stops her credentials
+    with rt.store.engine.begin() as conn:
+        conn.execute(update(m.Credential).values(revoked_at=None))
+    assert named(rt) is not None and named(rt)[0] == "credentials"
 
 
 def test_rows_from_before_the_bindings_are_bound_once_when_the_migration_crosses_them(
