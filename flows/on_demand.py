@@ -40,6 +40,7 @@ from intake.models import ApplicantLine, Refusal
 from intake.reader import parse_record
 from services.errors import Conflict, InvalidInput, Unavailable
 from services.runs import owner_id
+from storage.audit import ChainRolledBackError
 from storage.journal import Journal
 from storage.records import Decision, StepRecord
 
@@ -167,7 +168,10 @@ class Engine:
         # in its decided applicant's: two durable commits fewer per request, each a flush
         # to disk on PostgreSQL. Nothing is paid for before the run is committed.
         assert self.journal is not None
-        await self.db(rt.store.audit.require_head)
+        try:
+            await self.db(rt.store.audit.require_head)
+        except ChainRolledBackError as exc:  # a cut chain: no run, nothing paid for on it
+            raise Unavailable("audit_chain", f"{exc.rule}; run `idv audit verify`") from None
         run_id = self.journal.start_run(
             batch_name=BATCH_NAME, batch_sha256=basis, owner=owner_id(), resumes=resumes
         )

@@ -18,12 +18,14 @@ from datetime import date, datetime, timedelta
 import pytest
 from sqlalchemy import delete, select, update
 
+from flows.on_demand import verify_one
 from flows.onboarding import run_batch
 from flows.settings import vendor_overrides
 from idv.synthetic import Mix, applicants
 from sandbox.app import SandboxState
 from sandbox.server import SandboxServer
 from services.context import Actor
+from services.errors import Unavailable
 from storage import models as m
 from storage.audit import ChainRolledBackError
 from storage.checkpoints import CheckpointKey, CheckpointLog
@@ -120,6 +122,10 @@ def test_when_the_tail_holding_five_withdrawals_is_cut_then_it_is_detected_and_n
     assert check.broken_at == before + 1 and "removed from its end" in (check.rule or "")
     with pytest.raises(ChainRolledBackError):
         run_batch(rt, batch_of(tmp, cut))
+    # On demand (the API's path) too: refused as unavailable (503), naming the chain.
+    with pytest.raises(Unavailable) as refused:
+        verify_one(rt.on_demand, cut[0])
+    assert refused.value.field == "audit_chain" and "removed from its end" in refused.value.rule
     assert paid_calls(state, cut) == 0
     with pytest.raises(ChainRolledBackError):
         rt.store.audit.checkpoint()  # nothing signs the cut chain
