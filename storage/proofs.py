@@ -1,8 +1,8 @@
 """Bindings checked across the database, and the material of a subject's proof bundle.
 
 `ProofRepository.check` walks the audit chain (`AuditLog.check`) and then every consent
-event, decision and step result against the events that bound them (`storage.bindings`),
-both ways: a record its event does not vouch for, and an event whose record is gone. A
+event, decision, step result, legal hold, review case, user and credential against the
+events that bound them (`storage.bindings`), both ways: a record its event does not vouch for, and an event whose record is gone. A
 record deliberately deleted (retention) is named by a `records.purged` event
 (`records_purged`) and is then not missing.
 
