@@ -25,7 +25,7 @@ from services.consent import ConsentService, GrantState, WithdrawRequest
 from services.context import Actor
 from services.errors import InvalidInput
 from services.requests import OpenRequest, SubjectRequestAnswer, SubjectRequestService
-from services.subjects import require_known
+from services.subjects import require_known, require_ref
 
 # The channel a consent event and a request record for the portal.
 CHANNEL = "applicant_portal"
@@ -135,8 +135,11 @@ class ApplicantSelfService:
         self.access = consent.access
 
     def _permit(self, actor: Actor, operation: str, applicant_ref: str) -> None:
+        """The applicant only, and a ref of the right form. Whether anything is held about
+        the person is checked once, by the operation that reads or writes (a page is a few
+        reads: the check is not made twice)."""
         self.access.require_applicant(actor, operation=operation, subject_ref=applicant_ref)
-        require_known(self.consent.store, applicant_ref)
+        require_ref(applicant_ref)
 
     def consents(self, applicant_ref: str, *, actor: Actor) -> OwnConsents:
         """The person's grants, newest first, each with its state now (the gate's rule)."""
@@ -217,6 +220,7 @@ class ApplicantSelfService:
     def requests_of(self, applicant_ref: str, *, actor: Actor) -> OwnRequests:
         """The person's requests, oldest first, each with its state and deadline."""
         self._permit(actor, "self.requests", applicant_ref)
+        require_known(self.consent.store, applicant_ref)
         return OwnRequests(
             applicant_ref=applicant_ref,
             requests=[_own(r) for r in self.requests.own(applicant_ref, actor=actor)],
