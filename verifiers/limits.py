@@ -109,10 +109,14 @@ class ApiRef:
 class LimitStore(Protocol):
     """The two primitives the contracts need, atomic wherever the store is shared."""
 
-    async def take(self, key: str, member: str, limit: int, window_s: float, gap_s: float) -> float:
+    async def take(
+        self, key: str, member: str, limit: int, window_s: float, gap_s: float
+    ) -> tuple[float, float]:
         """Take a place named `member` in `key`'s window now, by the store's clock, if the last
-        `window_s` seconds hold fewer than `limit` places and the newest is `gap_s` old: 0.
-        Otherwise nothing is taken, and the answer is the seconds until one could be."""
+        `window_s` seconds hold fewer than `limit` places and the newest is `gap_s` old. The
+        answer: the seconds until a place could be taken (0: taken), and when the store
+        answered (Unix time by its clock: how long its answer took to come back is the
+        caller's lateness)."""
 
     async def give_back(self, key: str, member: str) -> None:
         """Take back the place `member` (its call was not sent): the window has room again."""
@@ -140,18 +144,20 @@ class LocalLimitStore:
         self._adds = 0
         self.given_back = 0  # places given back, for benches and tests
 
-    async def take(self, key: str, member: str, limit: int, window_s: float, gap_s: float) -> float:
+    async def take(
+        self, key: str, member: str, limit: int, window_s: float, gap_s: float
+    ) -> tuple[float, float]:
         with self._lock:
-            now = time.monotonic()
+            now = time.time()
             places = self._windows.setdefault(key, deque())
             while places and places[0][0] <= now - window_s:
                 places.popleft()
             if len(places) >= limit:
-                return max(1e-6, places[0][0] + window_s - now)
+                return max(1e-6, places[0][0] + window_s - now), now
             if places and now - places[-1][0] < gap_s:
-                return max(1e-6, places[-1][0] + gap_s - now)
+                return max(1e-6, places[-1][0] + gap_s - now), now
             places.append((now, member))
-            return 0.0
+            return 0.0, now
 
     async def give_back(self, key: str, member: str) -> None:
         with self._lock:
@@ -184,8 +190,8 @@ class LocalLimitStore:
 
 # The window reads Redis's clock (TIME), so workers on several machines share one window: a
 # sorted set of places scored by the microsecond they were taken. The answer is 0 (taken) or
-# the microseconds until a place could be: the oldest leaving the window, or the newest
-# being a gap old.
+# the microseconds until a place could be (the oldest leaving the window, or the newest being
+# a gap old), and Redis's time.
 _TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -205,11 +211,11 @@ else
 end
 if wait > 0 then
   if wait < 1 then wait = 1 end
-  return string.format('%.0f', wait)
+  return {string.format('%.0f', wait), string.format('%.0f', now)}
 end
 redis.call('ZADD', KEYS[1], now, ARGV[3])
 redis.call('PEXPIRE', KEYS[1], math.floor(window / 1000) + 1000)
-return 0
+return {'0', string.format('%.0f', now)}
 """
 # A place given back is counted beside the window (how often callers came late), for a day.
 _GIVE_BACK = """
@@ -271,18 +277,18 @@ class RedisLimitStore:
             )
         return client
 
-    async def take(self, key: str, member: str, limit: int, window_s: float, gap_s: float) -> float:
+    async def take(
+        self, key: str, member: str, limit: int, window_s: float, gap_s: float
+    ) -> tuple[float, float]:
         client = self._client()
         try:
-            wait = int(
-                await client.take(
-                    keys=[self.prefix + "window:" + key],
-                    args=[limit, int(window_s * 1e6), member, int(gap_s * 1e6)],
-                )
+            wait, at = await client.take(
+                keys=[self.prefix + "window:" + key],
+                args=[limit, int(window_s * 1e6), member, int(gap_s * 1e6)],
             )
         except _store_down() as exc:
             raise LimitsUnavailableError(type(exc).__name__) from None
-        return wait / 1e6
+        return int(wait) / 1e6, int(at) / 1e6
 
     async def give_back(self, key: str, member: str) -> None:
         client = self._client()
@@ -498,8 +504,10 @@ class CallLimits:
         once. `ready` (the caller's connection, say) is awaited first, by the one caller of
         this process at the head of the API's queue, so nothing but a store round trip lies
         between its place and its request. A place whose answer came later than `late_s` is
-        given back and the next free one taken. None: waited longer than `MAX_WAIT_S` (the
-        attempt is not sent; what `ready` took is the caller's to release)."""
+        given back and the next free one taken (late: from the store's answer, by its clock,
+        to now, by this machine's; machines sharing Redis keep theirs in step with NTP). None:
+        waited longer than `MAX_WAIT_S` (the attempt is not sent; what `ready` took is the
+        caller's to release)."""
         window = self.window(api)
         if window is None:
             if ready is not None:
@@ -514,10 +522,9 @@ class CallLimits:
             gap_s = GAP_SHARE * window_s / limit
             while time.monotonic() - started <= MAX_WAIT_S:
                 member = secrets.token_hex(8)
-                asked = time.monotonic()
-                wait = await self.store.take(api.key, member, limit, window_s, gap_s)
+                wait, at = await self.store.take(api.key, member, limit, window_s, gap_s)
                 if wait <= 0:
-                    if time.monotonic() - asked <= late_s:
+                    if time.time() - at <= late_s:
                         return Turn(api.key, member)
                     # Its call would leave too long after its place: given back, not wasted.
                     await self.store.give_back(api.key, member)

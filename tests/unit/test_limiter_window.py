@@ -95,12 +95,14 @@ class SlowAnswers(LocalLimitStore):
         self.delay_s = delay_s
         self.answers = 0
 
-    async def take(self, key: str, member: str, limit: int, window_s: float, gap_s: float) -> float:
-        wait = await super().take(key, member, limit, window_s, gap_s)
+    async def take(
+        self, key: str, member: str, limit: int, window_s: float, gap_s: float
+    ) -> tuple[float, float]:
+        answer = await super().take(key, member, limit, window_s, gap_s)
         self.answers += 1
         if self.answers == 1:
             time.sleep(self.delay_s)
-        return wait
+        return answer
 
 
 async def test_when_a_place_comes_back_too_late_then_it_is_given_back_not_wasted():
@@ -111,8 +113,8 @@ async def test_when_a_place_comes_back_too_late_then_it_is_given_back_not_wasted
     # The window holds the one place in use, not the one given back: 19 more may leave.
     assert [m for _at, m in store._windows[API.key]] == [turn.member]
     for _ in range(19):
-        assert await store.take(API.key, "x", 20, 1 / 0.96, 0.0) == 0
-    assert await store.take(API.key, "y", 20, 1 / 0.96, 0.0) > 0
+        assert (await store.take(API.key, "x", 20, 1 / 0.96, 0.0))[0] == 0
+    assert (await store.take(API.key, "y", 20, 1 / 0.96, 0.0))[0] > 0
 
 
 def test_the_window_of_a_rate_a_process_share_and_a_rate_below_one_a_second():
