@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import unquote, urlsplit
 
 from flows.settings import VENDORS, Settings, StartupError
 from policies import catalog
@@ -38,7 +39,7 @@ from storage.checkpoints import (
     TimeStamper,
 )
 from storage.crypto import fernet_key
-from storage.db import current_revision, make_engine, upgrade
+from storage.db import current_revision, make_engine, private_folder, upgrade
 from storage.keyring import KekProvider, KeyRing, LocalKekProvider, VaultTransitKekProvider
 from storage.ledger import LEDGER_EVENT_KINDS
 from storage.store import Store, crosses
@@ -107,7 +108,15 @@ def _names_file(url: str, path: Path) -> bool:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or not parsed.database:
         return False
-    return Path(parsed.database).resolve() == path.resolve()
+    named = parsed.database
+    if named.startswith("file:"):  # a URI filename (`?uri=true`): its path, no query
+        named = unquote(urlsplit(named).path)
+    if Path(named).resolve() == path.resolve():
+        return True
+    try:  # a hard or symbolic link to the same file is the same database
+        return Path(named).exists() and path.exists() and Path(named).samefile(path)
+    except OSError:
+        return False
 
 
 def _holds_keys(keystore_url: str, schema: str | None) -> bool:
@@ -339,6 +348,8 @@ class RuntimeParts:
     def store(self) -> Store:
         s = self.settings
         ring = self.keyring
+        if s.database_url is None:  # the embedded database: $IDV_HOME kept to its owner
+            private_folder(s.home, s.home / "idv.db")
         engine = make_engine(s.resolved_database_url, schema=s.database_schema)
         before = current_revision(engine) if s.auto_migrate else None
         if s.auto_migrate:

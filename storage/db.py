@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import sqlite3
+import stat
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -43,6 +44,16 @@ def _private_file(path: Path) -> None:
     if not path.exists():
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         path.chmod(0o600)
+
+
+def private_folder(folder: Path, database: Path) -> None:
+    """Close the embedded database's folder (0700) and files (0600) again when they were
+    opened to others after idv made them (an `IDV_HOME` made 0755 by hand)."""
+    if folder.is_dir() and stat.S_IMODE(folder.stat().st_mode) & 0o077:
+        folder.chmod(0o700)
+    for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
+        if path.is_file() and stat.S_IMODE(path.stat().st_mode) & 0o077:
+            path.chmod(0o600)
 
 
 def _sqlite_path(url: Any) -> Path | None:

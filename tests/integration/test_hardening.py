@@ -199,3 +199,54 @@ def test_when_a_hold_names_nobody_or_a_malformed_reference_then_it_is_refused(st
         subjects.hold("NOBODY-1", basis="aml_customer_identification", actor=officer)
     with pytest.raises(NotFound):  # not "restricted": nothing is held of them
         subjects.erase("NOBODY-1", reason="erasure request #7", actor=officer)
+
+
+def test_when_production_names_the_default_file_by_a_link_or_a_uri_then_startup_refuses(
+    tmp_path,
+):
+    """Issue 29, R5g: a hard link, a symbolic link or a `file:` URI to the embedded database
+    passed the production guard; the guard compares the file itself, not its spelling."""
+    from flows.settings import StartupError
+
+    default = tmp_path / "home" / "idv.db"
+    engine = make_engine(f"sqlite:///{default}")
+    engine.dispose()  # the embedded file exists, as after a development run
+    (tmp_path / "elsewhere").mkdir()
+    hard = tmp_path / "elsewhere" / "prod.db"
+    hard.hardlink_to(default)
+    soft = tmp_path / "elsewhere" / "soft.db"
+    soft.symlink_to(default)
+    for url in (
+        f"sqlite:///{hard}",
+        f"sqlite:///{soft}",
+        f"sqlite:///file:{default}?uri=true",
+        f"sqlite:///file:{hard}?mode=rw&uri=true",
+    ):
+        with pytest.raises(StartupError, match="IDV_DATABASE_URL"):
+            _check(tmp_path, url)
+    other = tmp_path / "elsewhere" / "own.db"
+    make_engine(f"sqlite:///{other}").dispose()
+    with pytest.raises(StartupError) as other_rule:  # its own file passes this rule
+        _check(tmp_path, f"sqlite:///{other}")
+    assert "IDV_DATABASE_URL" not in str(other_rule.value)
+
+
+def test_when_the_data_folder_is_opened_to_others_then_the_runtime_closes_it_again(tmp_path):
+    """Issue 29, R18: an `IDV_HOME` made 0755 by hand (and its database 0644) stayed so: the
+    folder was only made 0700 when idv created it. Opening the embedded database closes
+    both again (0700, 0600)."""
+    from flows.runtime import Runtime
+    from flows.settings import Settings
+
+    home = tmp_path / "home"
+    settings = Settings(env="development", home=home, key_file=tmp_path / "keys" / "idv.key")
+    rt = Runtime(settings)
+    rt.store  # noqa: B018 - makes the embedded database
+    rt.close()
+    home.chmod(0o755)
+    (home / "idv.db").chmod(0o644)
+    rt = Runtime(settings)
+    rt.store  # noqa: B018
+    rt.close()
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    assert stat.S_IMODE((home / "idv.db").stat().st_mode) == 0o600
