@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import SecretStr
-from sqlalchemy import String, and_, case, cast, exists, func, or_, select, update
+from sqlalchemy import String, and_, cast, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
@@ -361,22 +361,27 @@ class CaseRepository:
         eligible = (C.status == "open", C.queue.in_(queues),
                     or_(C.assignee.is_(None), C.assignee == actor), _free(now),
                     or_(C.snoozed_until.is_(None), C.snoozed_until <= now))
-        mine_first = case((C.assignee == actor, 0), else_=1)
-        pick = select(C.id).where(*eligible).order_by(mine_first, C.due_at, C.priority.desc(),
-                                                      C.id)
+        # Two reads, mine then nobody's, each in an index's order (ix_review_cases_assignee,
+        # ix_review_cases_urgency) and stopping at the first free row: one read ordered by
+        # "mine first" sorted every open case of the queue (0.7 s at 100,000).
+        order = (C.due_at, C.priority.desc(), C.id)
+        picks = (select(C.id).where(*eligible, C.assignee == actor).order_by(*order),
+                 select(C.id).where(*eligible, C.assignee.is_(None)).order_by(*order))
         with self._ctx.transaction() as s:
-            if s.get_bind().dialect.name == "postgresql":
-                candidates = list(s.scalars(pick.limit(1).with_for_update(skip_locked=True)))
-            else:
-                candidates = list(s.scalars(pick.limit(20)))
-            for case_id in candidates:
-                won = s.execute(update(C).where(C.id == case_id, *eligible)
-                                .values(claimed_by=actor, lease_until=until,
-                                        updated_at=now)).rowcount
-                if won:
-                    self._event(s, case_id, "case.claimed", {
-                        "actor": actor, "lease_until": until.isoformat(), "next": True})
-                    return case_id
+            postgres = s.get_bind().dialect.name == "postgresql"
+            for pick in picks:
+                if postgres:
+                    candidates = list(s.scalars(pick.limit(1).with_for_update(skip_locked=True)))
+                else:
+                    candidates = list(s.scalars(pick.limit(20)))
+                for case_id in candidates:
+                    won = s.execute(update(C).where(C.id == case_id, *eligible)
+                                    .values(claimed_by=actor, lease_until=until,
+                                            updated_at=now)).rowcount
+                    if won:
+                        self._event(s, case_id, "case.claimed", {
+                            "actor": actor, "lease_until": until.isoformat(), "next": True})
+                        return case_id
             return None
 
     def release(self, case_id: str, *, actor: str, now: datetime) -> bool:
