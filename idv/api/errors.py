@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from idv.openapi import ErrorBody
+from intake.reader import key_shaped
 from services.consent import ConsentRefused
 from services.errors import ServiceError
 
@@ -31,19 +32,32 @@ _HTTP_CODES = {
 }
 
 
-def _field(loc: tuple[Any, ...]) -> str:
+def _field(loc: tuple[Any, ...], kind: object = None) -> str:
     parts = [str(p) for p in loc if p not in ("body", "path", "query")]
+    if kind == "extra_forbidden" and parts and not key_shaped(parts[-1]):
+        parts[-1] = "fields"  # an unknown key is the caller's text: echoed only when a name
     return ".".join(parts) or "body"
 
 
 async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
     err = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "is invalid"}
+    if err.get("type") == "json_invalid":
+        # Not JSON at all is a malformed request (400), as a body that cannot be read is;
+        # 422 is for JSON that breaks a field's rule. FastAPI locates it by character offset.
+        return JSONResponse(
+            status_code=400,
+            content=ErrorBody(
+                error="bad_request", field="body", rule="is not valid JSON"
+            ).model_dump(),
+        )
     rule = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
-    # A body that is not JSON is located by its character offset: the field is the body.
-    field = "body" if err.get("type") == "json_invalid" else _field(tuple(err.get("loc", ())))
     return JSONResponse(
         status_code=422,
-        content=ErrorBody(error="invalid_request", field=field, rule=rule).model_dump(),
+        content=ErrorBody(
+            error="invalid_request",
+            field=_field(tuple(err.get("loc", ())), err.get("type")),
+            rule=rule,
+        ).model_dump(),
     )
 
 

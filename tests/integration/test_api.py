@@ -225,12 +225,8 @@ def test_when_a_body_is_not_json_or_the_token_is_wrong_then_the_error_body_names
         "rule": "There was an error parsing the body",
     }
     not_json = client.post("/consents", content=b"{not json", headers=json_body)
-    assert not_json.status_code == 422
-    assert not_json.json() == {
-        "error": "invalid_request",
-        "field": "body",
-        "rule": "JSON decode error",
-    }
+    assert not_json.status_code == 400
+    assert not_json.json() == {"error": "bad_request", "field": "body", "rule": "is not valid JSON"}
     bare = httpx.get(str(client.base_url) + "/consents/stats", timeout=5)
     assert bare.status_code == 401 and bare.headers["www-authenticate"] == "Bearer"
     assert bare.json() == {
