@@ -11,6 +11,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -157,7 +158,7 @@ def _csv_header(path: Path) -> tuple[tuple[str, ...], int]:
     for name in columns:
         if name not in FIELDS:
             raise BatchFormatError(
-                f"header.{name}" if name.isidentifier() else "header", "is not a batch-line field"
+                f"header.{name}" if key_shaped(name) else "header", "is not a batch-line field"
             )
     for name in REQUIRED_FIELDS:
         if name not in columns:
@@ -392,6 +393,16 @@ def _field_of(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(p) for p in loc) or "line"
 
 
+_KEY_SHAPE = re.compile(r"[a-z_]{1,40}")
+
+
+def key_shaped(name: object) -> bool:
+    """Whether an unknown key or column may be echoed in a refusal: lower-case ASCII letters
+    and underscores, as a field's name is (an ID number, a phone or a name used as a key is
+    not, and is never repeated)."""
+    return isinstance(name, str) and _KEY_SHAPE.fullmatch(name) is not None
+
+
 def parse_record(
     raw: Mapping[str, Any],
     line_no: int,
@@ -423,8 +434,9 @@ def _parse_record(
     if ref_rule == REF_PII_RULE:
         return Refusal(line_no, None, "applicant_ref", ref_rule)
     unknown = sorted(set(raw) - set(FIELDS))
-    if unknown:
-        return Refusal(line_no, ref, unknown[0], "is not a batch-line field")
+    if unknown:  # named only when shaped like a field name (never an ID number as a key)
+        named = unknown[0] if key_shaped(unknown[0]) else "fields"
+        return Refusal(line_no, ref, named, "is not a batch-line field")
     for required in REQUIRED_FIELDS:
         value = raw.get(required)
         if value is None or (isinstance(value, str) and not value.strip()):

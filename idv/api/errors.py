@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from idv.openapi import ErrorBody
+from intake.reader import key_shaped
 from services.consent import ConsentRefused
 from services.errors import ServiceError
 
@@ -31,8 +32,10 @@ _HTTP_CODES = {
 }
 
 
-def _field(loc: tuple[Any, ...]) -> str:
+def _field(loc: tuple[Any, ...], kind: object = None) -> str:
     parts = [str(p) for p in loc if p not in ("body", "path", "query")]
+    if kind == "extra_forbidden" and parts and not key_shaped(parts[-1]):
+        parts[-1] = "fields"  # an unknown key is the caller's text: echoed only when a name
     return ".".join(parts) or "body"
 
 
@@ -51,7 +54,9 @@ async def invalid(_request: Request, exc: RequestValidationError) -> JSONRespons
     return JSONResponse(
         status_code=422,
         content=ErrorBody(
-            error="invalid_request", field=_field(tuple(err.get("loc", ()))), rule=rule
+            error="invalid_request",
+            field=_field(tuple(err.get("loc", ())), err.get("type")),
+            rule=rule,
         ).model_dump(),
     )
 
