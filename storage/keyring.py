@@ -487,16 +487,22 @@ class KeyRing:
         with self._lock:
             missing = sorted({s for s in subjects if f"s:{s}" not in self._cache})
         loaded = 0
+        # The four columns an unwrap needs, as plain rows: a bulk reader (the whole-book
+        # re-screen) loads a million keys a night, and ORM objects cost more than the unwrap.
+        k = SubjectKey
+        wanted = select(k.subject_ref, k.key_id, k.kek_version, k.wrapped)
         for part in (missing[i : i + 500] for i in range(0, len(missing), 500)):
             with self._tx() as s:
-                rows = list(s.scalars(select(SubjectKey).where(SubjectKey.subject_ref.in_(part))))
+                rows = s.execute(wanted.where(k.subject_ref.in_(part))).all()
             for row in rows:
                 if row.wrapped is not None:
                     self._remember(row.subject_ref, row.key_id, self._unwrap(row))
                     loaded += 1
         return loaded
 
-    def _unwrap(self, row: SubjectKey) -> bytes:
+    def _unwrap(self, row: Any) -> bytes:
+        """The DEK of a `subject_keys` row (an entity or a row with its `key_id`,
+        `kek_version` and `wrapped`)."""
         assert row.wrapped is not None and row.kek_version is not None
         return self.provider.unwrap(row.kek_version, row.wrapped, context=self._context(row.key_id))
 
