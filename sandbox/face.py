@@ -714,14 +714,21 @@ _PAGE = """<!doctype html>
 """
 
 
-def _page(title: str, body: str, status: int = 200) -> web.Response:
+def _page(title: str, body: str, status: int = 200, *, back_to: str | None = None) -> web.Response:
+    # The form posts here and its answer redirects to the caller's return URL: a browser
+    # checks form-action on that redirect too, so the return URL's origin is allowed.
+    allowed = "'self'"
+    if back_to:
+        parts = urlsplit(back_to)
+        if parts.scheme in ("http", "https") and parts.netloc:
+            allowed += f" {parts.scheme}://{parts.netloc}"
     return web.Response(
         status=status,
         text=_PAGE.format(title=html.escape(title), body=body),
         content_type="text/html",
         charset="utf-8",
         headers={
-            "Content-Security-Policy": "default-src 'none'; form-action 'self'",
+            "Content-Security-Policy": f"default-src 'none'; form-action {allowed}",
             "Cache-Control": "no-store",
         },
     )
@@ -795,7 +802,7 @@ def face_routes(state: FaceState) -> list[web.RouteDef]:
                 f"<fieldset><legend>沙箱结果 (sandbox outcome)</legend>{options}</fieldset>"
                 '<p><button type="submit" id="start">开始验证</button></p></form>'
             )
-            return _page("人脸核身", body)
+            return _page("人脸核身", body, back_to=session.return_url)
 
         async def submit(request: web.Request) -> web.StreamResponse:
             form = {k: str(v) for k, v in (await request.post()).items()}

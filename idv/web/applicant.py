@@ -243,7 +243,7 @@ async def next_step(request: Request, services: Svc) -> Response:
 
 @router.post("/applicant/face/start", openapi_extra=needs(SESSION))
 async def face_start(request: Request, services: Svc) -> Response:
-    """Start the vendor's face flow and send the browser to its page."""
+    """Start the vendor's face flow; the page links to the vendor's."""
     try:
         session = session_of(request, services)
         await checked_form(request)
@@ -251,7 +251,9 @@ async def face_start(request: Request, services: Svc) -> Response:
         started = await run_in_threadpool(services.portal.start_face, session, return_url=back)
     except ServiceError as exc:
         return refused(request, exc)
-    return RedirectResponse(started.url, status_code=303, headers=HEADERS)
+    # A page with a link to the vendor rather than a redirect: the CSP's form-action keeps a
+    # form's navigation on this site, redirects included.
+    return page(request, "applicant/face_go.html", session=session, url=started.url)
 
 
 @router.get("/applicant/face/back", openapi_extra=needs(SESSION))

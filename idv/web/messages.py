@@ -478,6 +478,11 @@ MESSAGES.update(
             "You will go to the face verification vendor's page and come back here after.",
         ),
         "portal.face.start": Text("开始人脸核验", "Start face verification"),
+        "portal.face.go_body": Text(
+            "核验已准备好：点击下方按钮前往服务商的核验页面。",
+            "The verification is ready: tap below to go to the vendor's page.",
+        ),
+        "portal.face.go": Text("前往核验页面", "Go to the verification page"),
         "portal.face.not_granted": Text(
             "您未同意人脸识别，我们不会进行人脸核验。",
             "You did not agree to face verification: it will not be done.",
