@@ -22,6 +22,7 @@ from policies.catalog import access_policy
 from services.context import Actor
 from services.requests import OpenRequest
 from storage.keyring import LocalKekProvider
+from tests.conftest import _backends, fresh_database
 from tests.integration.test_cases import ID_CANARY, NAME_CANARY, PHONE_CANARY, flagged
 
 pytestmark = pytest.mark.e2e
@@ -45,12 +46,25 @@ ARTIFACTS = Path(
 )
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory, serve_app):
+@pytest.fixture(scope="module", params=_backends())
+def site(request, tmp_path_factory, serve_app):
     home = tmp_path_factory.mktemp("role-pages")
     key_file = home / "keys" / "idv.key"
     LocalKekProvider(key_file, create=True, development=True)
-    rt = Runtime(Settings(home=home / "home", key_file=key_file, web_cookie_secure=False))
+    with fresh_database(request.param, home) as db:
+        yield from _site(home, key_file, db, serve_app)
+
+
+def _site(home, key_file, db, serve_app):
+    rt = Runtime(
+        Settings(
+            home=home / "home",
+            key_file=key_file,
+            web_cookie_secure=False,
+            database_url=db.url,
+            database_schema=db.schema,
+        )
+    )
     people = rt.services.people
     people.add("admin", "operator", SecretStr(PASSWORD), actor=None)
     for role in ROLES:

@@ -79,8 +79,16 @@ def focused_on_reason(page) -> None:
 
 
 @pytest.fixture
-def day(tmp_path, key_file, serve_app):
-    rt = Runtime(Settings(home=tmp_path / "home", key_file=key_file, web_cookie_secure=False))
+def day(tmp_path, key_file, serve_app, database):
+    rt = Runtime(
+        Settings(
+            home=tmp_path / "home",
+            key_file=key_file,
+            web_cookie_secure=False,
+            database_url=database.url,
+            database_schema=database.schema,
+        )
+    )
     people = rt.services.people
     people.add("admin", "operator", SecretStr(PASSWORD), actor=None)
     people.add("ana", "analyst", SecretStr(PASSWORD), actor=ADMIN)
