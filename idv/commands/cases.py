@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from idv.shell import JsonOpt, actor, review_app, runtime
+from idv.shell import JsonOpt, actor, review_app, runtime, sandbox_wired
 from idv.terminal import console, emit, fail
 
 CaseArg = Annotated[
@@ -197,10 +197,17 @@ def review_decide(
 def review_confirm(
     case_id: CaseArg,
     reason: Annotated[str | None, typer.Option(help="Why, in words (sealed).")] = None,
+    sandbox: Annotated[
+        bool,
+        typer.Option(
+            "--sandbox", help="Re-query the court list (for a reject on a hit) on the sandbox."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Confirm another person's pending reject or referral (four eyes)."""
-    with runtime() as rt:
+    """Confirm another person's pending reject or referral (four eyes). A reject that rests
+    on a court-list hit asks the list again first."""
+    with sandbox_wired(sandbox), runtime() as rt:
         case_id = full_case_id(rt, case_id)
         out = rt.services.cases.confirm(case_id, actor=actor(), reason=reason)
     _show_outcome(out, as_json, "confirmed")
