@@ -30,9 +30,9 @@ What explains a share below target, sampled every second while the batch runs: t
 load average (it is shared), and how full the limiter's window of the binding API is in Redis
 (places taken in the last window, against the places it holds). A window always full while the
 vendor sees fewer calls than the limiter's pace would mean places were taken and not used; a
-window with room means the pipeline did not bring calls fast enough. The places given back (a
-call whose place came too late for it to leave in time gives it back for the next caller) are
-counted from Redis. The binding API's calls per 10 s over the run are printed too.
+window with room means the pipeline did not bring calls fast enough. The places moved to a
+late call's departure (a call that left later after its place than its share of the headroom
+allows) are counted from Redis. The binding API's calls per 10 s over the run are printed too.
 
 Usage: python bench/contracts.py [APPLICANTS] [--headroom=0.04] [--chunk=N]
 (default 3000 applicants, in APPLICANTS / 4 per chunk, and the shipped contracts' headroom)
@@ -104,13 +104,14 @@ def generic_rates(doc: dict) -> dict[str, float]:
 class Sampler(threading.Thread):
     """Every second until stopped: the machine's 1-minute load average, and per API of
     `apis` (vendor, action) the places the limiter's window in Redis holds now (taken within
-    the last window by Redis's clock), read-only; at the end, the places given back."""
+    the last window by Redis's clock), read-only; at the end, the places moved to a late call's
+    departure."""
 
     def __init__(self, url: str, prefix: str, apis: list[tuple[str, str]]) -> None:
         super().__init__(daemon=True)
         self.url, self.prefix, self.apis = url, prefix, apis
         self.samples: list[tuple[float, float, dict[tuple[str, str], float]]] = []
-        self.given_back: dict[tuple[str, str], int] = {}
+        self.late: dict[tuple[str, str], int] = {}
         self.window_s = 1.0
         self.done = threading.Event()
 
@@ -131,7 +132,7 @@ class Sampler(threading.Thread):
                 held[api] = float(client.zcount(key, now - self.window_s * 1e6, "+inf"))
             self.samples.append((now / 1e6, os.getloadavg()[0], held))
         for api, ref in refs.items():
-            self.given_back[api] = int(client.get(f"{self.prefix}given_back:{ref}") or 0)
+            self.late[api] = int(client.get(f"{self.prefix}late:{ref}") or 0)
         client.close()
 
 
@@ -390,8 +391,8 @@ def report(
             f"between its first and last call; median {statistics.median(held):.0f} places"
         )
         print(
-            "places given back by callers too late to use them (taken again at once): "
-            + ", ".join(f"{a}: {n}" for (_v, a), n in sorted(sampler.given_back.items()))
+            "places moved to a late call's departure: "
+            + ", ".join(f"{a}: {n}" for (_v, a), n in sorted(sampler.late.items()))
         )
         print(
             f"machine load average (1 min) during the batch: mean {statistics.fmean(loads):.1f},"

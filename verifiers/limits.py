@@ -15,8 +15,9 @@ the contracted calls a second (`window` is a second stretched by the contract's 
 s at 4%, so that a call delayed on its way by less than the stretch still cannot crowd a vendor's
 second). A place is taken when the caller is ready to send, not reserved ahead: a caller that
 its event loop, a garbage collection or a busy machine made late takes the next free place when
-it comes, and a place taken too long before its call could leave (the store's answer itself came
-late) is given back to the window for the next caller, so a late caller never wastes a place.
+it comes, so a late caller never wastes a place; and a call that leaves later after its place
+than its share of the stretch allows (the store's answer itself came back late) moves its place
+to when it left, so the window counts it where the vendor will.
 Vendors document their limit as the first N requests of each second by arrival (Tencent: 每一秒钟
 的前20次请求, API 频率限制说明); their second's start is unknown here, and a window that holds in
 every sliding second holds in each of theirs, wherever it starts. In each process one caller per
@@ -121,6 +122,9 @@ class LimitStore(Protocol):
     async def give_back(self, key: str, member: str) -> None:
         """Take back the place `member` (its call was not sent): the window has room again."""
 
+    async def restamp(self, key: str, member: str, at: float) -> None:
+        """Move the place `member` to `at` (Unix time; only ever later): its call left then."""
+
     async def add(self, key: str, amount: int, cap: int | None, ttl_s: int) -> bool:
         """Add `amount` (negative to give back) unless that takes the counter above `cap`;
         False, with nothing added, when it would. The counter lives `ttl_s` from its start."""
@@ -143,6 +147,7 @@ class LocalLimitStore:
         self._counters: dict[str, tuple[int, float]] = {}
         self._adds = 0
         self.given_back = 0  # places given back, for benches and tests
+        self.restamped = 0  # places moved to a late call's departure
 
     async def take(
         self, key: str, member: str, limit: int, window_s: float, gap_s: float
@@ -169,6 +174,19 @@ class LocalLimitStore:
                     del places[i]
                     self.given_back += 1
                     return
+
+    async def restamp(self, key: str, member: str, at: float) -> None:
+        with self._lock:
+            places = self._windows.get(key)
+            found = next((p for p in places or () if p[1] == member), None)
+            if places is None or found is None or found[0] >= at:
+                return
+            places.remove(found)
+            i = len(places)
+            while i > 0 and places[i - 1][0] > at:  # kept in time order
+                i -= 1
+            places.insert(i, (at, member))
+            self.restamped += 1
 
     async def add(self, key: str, amount: int, cap: int | None, ttl_s: int) -> bool:
         with self._lock:
@@ -217,9 +235,14 @@ redis.call('ZADD', KEYS[1], now, ARGV[3])
 redis.call('PEXPIRE', KEYS[1], math.floor(window / 1000) + 1000)
 return {'0', string.format('%.0f', now)}
 """
-# A place given back is counted beside the window (how often callers came late), for a day.
 _GIVE_BACK = """
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+redis.call('ZREM', KEYS[1], ARGV[1])
+return 1
+"""
+# A place moved to a late call's departure (only later, and only while it is in the window),
+# counted beside the window for a day (how often calls left late).
+_RESTAMP = """
+if redis.call('ZADD', KEYS[1], 'XX', 'GT', 'CH', ARGV[2], ARGV[1]) == 1 then
   redis.call('INCR', KEYS[2])
   redis.call('EXPIRE', KEYS[2], 86400)
 end
@@ -273,6 +296,7 @@ class RedisLimitStore:
                 redis,
                 take=redis.register_script(_TAKE),
                 give_back=redis.register_script(_GIVE_BACK),
+                restamp=redis.register_script(_RESTAMP),
                 add=redis.register_script(_ADD),
             )
         return client
@@ -293,9 +317,16 @@ class RedisLimitStore:
     async def give_back(self, key: str, member: str) -> None:
         client = self._client()
         try:
-            await client.give_back(
-                keys=[self.prefix + "window:" + key, self.prefix + "given_back:" + key],
-                args=[member],
+            await client.give_back(keys=[self.prefix + "window:" + key], args=[member])
+        except _store_down() as exc:
+            raise LimitsUnavailableError(type(exc).__name__) from None
+
+    async def restamp(self, key: str, member: str, at: float) -> None:
+        client = self._client()
+        try:
+            await client.restamp(
+                keys=[self.prefix + "window:" + key, self.prefix + "late:" + key],
+                args=[member, int(at * 1e6)],
             )
         except _store_down() as exc:
             raise LimitsUnavailableError(type(exc).__name__) from None
@@ -326,15 +357,18 @@ class _RedisScripts:
     redis: Redis
     take: AsyncScript  # a place in the rate's window
     give_back: AsyncScript  # a place taken back unused
+    restamp: AsyncScript  # a place moved to its late call's departure
     add: AsyncScript  # a capped counter's increment, refused past its cap
 
 
 @dataclass(frozen=True)
 class Turn:
-    """A place in an API's window, taken for one attempt that leaves now."""
+    """A place in an API's window, taken for one attempt that leaves now (`at`: when the
+    store took it, Unix time by its clock)."""
 
     key: str
     member: str
+    at: float = 0.0
 
 
 # One queue per event loop and API: in a process, one caller at a time waits on an API's rate.
@@ -501,20 +535,17 @@ class CallLimits:
         self, api: ApiRef, *, ready: Callable[[], Awaitable[object]] | None = None
     ) -> Turn | None:
         """Wait for a place in the API's window and take it, for an attempt that leaves at
-        once. `ready` (the caller's connection, say) is awaited first, by the one caller of
-        this process at the head of the API's queue, so nothing but a store round trip lies
-        between its place and its request. A place whose answer came later than `late_s` is
-        given back and the next free one taken (late: from the store's answer, by its clock,
-        to now, by this machine's; machines sharing Redis keep theirs in step with NTP). None:
-        waited longer than `MAX_WAIT_S` (the attempt is not sent; what `ready` took is the
-        caller's to release)."""
+        once (and calls `late` as it leaves). `ready` (the caller's connection, say) is
+        awaited first, by the one caller of this process at the head of the API's queue, so
+        nothing but a store round trip lies between its place and its request. None: waited
+        longer than `MAX_WAIT_S` (the attempt is not sent; what `ready` took is the caller's
+        to release)."""
         window = self.window(api)
         if window is None:
             if ready is not None:
                 await ready()
             return Turn(api.key, "")
         limit, window_s = window
-        late_s = self.late_s(api)
         started = time.monotonic()
         async with _queue(api.key):
             if ready is not None:
@@ -524,13 +555,26 @@ class CallLimits:
                 member = secrets.token_hex(8)
                 wait, at = await self.store.take(api.key, member, limit, window_s, gap_s)
                 if wait <= 0:
-                    if time.time() - at <= late_s:
-                        return Turn(api.key, member)
-                    # Its call would leave too long after its place: given back, not wasted.
-                    await self.store.give_back(api.key, member)
-                    continue
+                    return Turn(api.key, member, at)
                 await asyncio.sleep(wait)
         return None
+
+    def late(self, api: ApiRef, turn: Turn) -> Awaitable[None] | None:
+        """As `turn`'s call leaves: when it leaves later after its place than `late_s` (a
+        busy loop between the store's answer and the send, by this machine's clock against the
+        store's; machines sharing Redis keep theirs in step with NTP), the move of its place
+        to now, for the caller to await once its request is out (the move must land before
+        the place would leave the window, a second away, not before the request). None when
+        on time."""
+        now = time.time()
+        if not turn.member or now - turn.at <= self.late_s(api):
+            return None
+        return self.store.restamp(turn.key, turn.member, now)
+
+    async def give_back(self, turn: Turn) -> None:
+        """`turn`'s call was never sent (no connection was made): its place is free again."""
+        if turn.member:
+            await self.store.give_back(turn.key, turn.member)
 
 
 def local_limits(contracts: VendorContracts, *, share: int = 1) -> CallLimits:

@@ -4,6 +4,7 @@ backoff and jitter on transient faults only, one idempotency key per paid call."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import secrets
 import time
@@ -29,7 +30,7 @@ from tenacity import (
 from policies.quality import answer_shape
 from verifiers.base import ConsentPermit, Evidence, StepStatus
 from verifiers.generic import GenericWire
-from verifiers.limits import Admission, ApiRef, CallLimits
+from verifiers.limits import Admission, ApiRef, CallLimits, LimitsUnavailableError
 from verifiers.metrics import record_vendor_call
 from verifiers.wire import Credentials, Wire, WireAnswer
 
@@ -290,6 +291,13 @@ class VendorClient:
             return VendorReply(None, None, 0, "circuit_open")
 
 
+async def _moved(moving: asyncio.Future[None]) -> None:
+    """A late call's place moved (see `CallLimits.late`); a limiter gone meanwhile leaves the
+    place where it was taken (the call is out either way)."""
+    with contextlib.suppress(LimitsUnavailableError):
+        await moving
+
+
 async def _post_with_retries(
     client: VendorClient, path: str, payload: dict[str, Any], *, idempotency_key: str | None
 ) -> VendorReply:
@@ -344,6 +352,9 @@ async def _post_with_retries(
                 slots.release()
             attempts -= 1
             return reply(None, "rate_wait_exceeded")
+        # A call leaving late moves its place to now, while its request goes out.
+        late = limits.late(api, turn) if limits is not None and turn is not None else None
+        moving = asyncio.ensure_future(late) if late is not None else None
         try:
             try:
                 async with session.request(
@@ -366,6 +377,8 @@ async def _post_with_retries(
                     raw = await resp.read()
             finally:
                 slots.release()
+                if moving is not None:
+                    await _moved(moving)
         except TimeoutError:
             if not idempotent:
                 in_doubt += 1  # it may have reached the vendor, and been billed there
@@ -379,6 +392,9 @@ async def _post_with_retries(
         except aiohttp.ClientConnectorDNSError:
             raise _Transient("connection_dns") from None
         except aiohttp.ClientConnectorError as exc:  # never connected: nothing was sent
+            if limits is not None and turn is not None:
+                with contextlib.suppress(LimitsUnavailableError):
+                    await limits.give_back(turn)  # its place is free for the next call
             raise _Transient(f"connection_{type(exc).__name__}") from None
         except aiohttp.ClientError as exc:
             if not idempotent:

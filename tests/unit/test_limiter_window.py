@@ -105,16 +105,31 @@ class SlowAnswers(LocalLimitStore):
         return answer
 
 
-async def test_when_a_place_comes_back_too_late_then_it_is_given_back_not_wasted():
+async def test_when_a_call_leaves_late_after_its_place_then_the_place_moves_to_its_departure():
     store = SlowAnswers(0.05)  # four times the 12.5 ms a place may age at 4% headroom
     limits = CallLimits(contracts(), store, person_key=lambda kind, value: kind)
     turn = await limits.turn(API)
-    assert turn is not None and store.answers == 2 and store.given_back == 1
-    # The window holds the one place in use, not the one given back: 19 more may leave.
-    assert [m for _at, m in store._windows[API.key]] == [turn.member]
-    for _ in range(19):
-        assert (await store.take(API.key, "x", 20, 1 / 0.96, 0.0))[0] == 0
-    assert (await store.take(API.key, "y", 20, 1 / 0.96, 0.0))[0] > 0
+    # The place is kept (no second round trip, nothing wasted) and moves to when it left.
+    assert turn is not None and store.answers == 1
+    late = limits.late(API, turn)
+    assert late is not None
+    left = time.time()
+    await late
+    [(at, member)] = store._windows[API.key]
+    assert member == turn.member and at >= turn.at + 0.05 and abs(at - left) < 0.01
+    assert store.restamped == 1
+    # On time: nothing to move.
+    on_time = await limits.turn(API)
+    assert on_time is not None and limits.late(API, on_time) is None
+
+
+async def test_when_a_call_is_never_sent_then_its_place_is_free_again():
+    store = LocalLimitStore()
+    limits = CallLimits(contracts(), store, person_key=lambda kind, value: kind)
+    turns = [await limits.turn(API) for _ in range(3)]
+    assert all(turns)
+    await limits.give_back(turns[1])  # type: ignore[arg-type]
+    assert [m for _at, m in store._windows[API.key]] == [turns[0].member, turns[2].member]  # type: ignore[union-attr]
 
 
 def test_the_window_of_a_rate_a_process_share_and_a_rate_below_one_a_second():
