@@ -34,7 +34,15 @@ REFUSED_FIX = (
 )
 
 CheckName = Literal[
-    "database", "key_ring", "audit_head", "redis", "prefect", "settings", "policies", "freshness"
+    "database",
+    "key_ring",
+    "audit_head",
+    "redis",
+    "prefect",
+    "settings",
+    "policies",
+    "freshness",
+    "checkpoints",
 ]
 
 
@@ -59,6 +67,8 @@ class Check(BaseModel):
     problem: str | None = None
     fix: str | None = None
     ms: float
+    # A risk that stops nothing here (`ok` stays true): printed as a warning by `idv doctor`.
+    warning: bool = False
 
 
 class Readiness(BaseModel):

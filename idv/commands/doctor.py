@@ -102,12 +102,36 @@ def _freshness_checks(rt: Any) -> list[Any]:
         ]
 
 
+def _checkpoint_check(rt: Any) -> Any:
+    """A warning when the user idv runs as (who writes the database) can also delete or
+    replace the checkpoints (`AuditService.checkpoint_exposure`): a rollback of both would
+    go unseen. Production refuses to start so (the settings check); elsewhere it warns."""
+    from services.health import Check
+
+    started = time.perf_counter()
+    exposed = rt.services.audit.checkpoint_exposure()
+    ms = round(1000 * (time.perf_counter() - started), 1)
+    if exposed is None:
+        return Check(name="checkpoints", ok=True, ms=ms)
+    return Check(
+        name="checkpoints",
+        ok=rt.settings.env != "production",
+        warning=True,
+        setting="IDV_CHECKPOINT_DIR",
+        problem=exposed,
+        fix="make the folder append-only (chattr +a, idv running as another user) "
+        "or set IDV_CHECKPOINT_URL to an object store with conditional writes",
+        ms=ms,
+    )
+
+
 def collect(rt: Any) -> list[Any]:
     """Every check of `idv doctor`, in the order printed."""
     checks = [_settings_check(rt), _policies_check(rt)]
     readiness = rt.services.health.readiness()
     checks.extend(readiness.checks)
     if readiness.checks and readiness.checks[0].ok:  # the database answers
+        checks.append(_checkpoint_check(rt))
         checks.extend(_freshness_checks(rt))
     return checks
 
@@ -131,7 +155,9 @@ def doctor(as_json: JsonOpt = False) -> None:
         table.add_column("what was seen / what to fix")
         for c in checks:
             name = f"{c.name}: {c.setting}" if c.name == "freshness" and c.setting else c.name
-            if c.ok:
+            if c.ok and c.warning:
+                table.add_row(name, "[yellow]WARN[/yellow]", f"{c.problem}\nfix: {c.fix}")
+            elif c.ok:
                 table.add_row(name, "[green]ok[/green]", f"{c.ms:.0f} ms")
             else:
                 where = f" ({c.setting})" if c.setting and c.name != "freshness" else ""
