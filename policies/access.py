@@ -124,6 +124,8 @@ def check_free_text(policy: AccessPolicy, text: str) -> None:
         raise AccessDenied("reason", f"at least {policy.min_reason_chars} characters are required")
     if len(set(stripped.lower())) < 3:
         raise AccessDenied("reason", "must say why in words, not one character repeated")
+    if sum(ch.isalpha() for ch in stripped) < 3:  # `1234567890`: digits are not a reason
+        raise AccessDenied("reason", "must say why in words, not digits or signs alone")
 
 
 def check_reveal_reason(policy: AccessPolicy, code: str, text: str) -> None:
