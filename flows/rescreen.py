@@ -156,7 +156,7 @@ def run_rescreen(
                 executor.submit(_work_in_child, rt.settings, run_id) for _ in range(workers - 1)
             ]
         while True:
-            work(rt, run_id, worker="run")
+            work(rt, run_id, worker=os.environ.get("PREFECT__WORKER_NAME") or "run")
             reports = rt.store.court_matches.chunk_reports(run_id)
             finished = sum(1 for r in reports.values() if r is not None)
             on_progress(finished, plan.chunks)
