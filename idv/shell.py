@@ -4,6 +4,7 @@ acts on, who acts, the sandbox wired in, the Prefect environment."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 from collections.abc import Iterator
@@ -286,13 +287,51 @@ def run_flow(batch: Path, chunk_size: int | None, *, show_progress: bool) -> dic
         from flows.prefect_onboarding import onboarding
 
         prefect_server_in_a_session_of_its_own()
-        with progress.watching(
-            lambda p: update(p.done, p.total, p.fees_cents, "verifying"), per_line=True
+        with (
+            run_errors_off_the_terminal(),
+            progress.watching(
+                lambda p: update(p.done, p.total, p.fees_cents, "verifying"), per_line=True
+            ),
         ):
             result: dict[str, Any] = onboarding(
                 batch_path=str(batch.resolve()), chunk_size=chunk_size
             )
             return result
+
+
+class _ErrorsToTheRunLog(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+
+@contextmanager
+def run_errors_off_the_terminal() -> Iterator[None]:
+    """While a command runs a flow, the run's ERROR records (each line that failed, each
+    audit write refused, Prefect's task and flow failures with their tracebacks) go to the
+    run's log in Prefect and not to the terminal: the command ends with one line saying
+    what stopped the run (a database lost mid-run: hundreds of records, one line).
+    Warnings still show; `IDV_DEBUG=1` shows everything."""
+    if os.environ.get("IDV_DEBUG") == "1":
+        yield
+        return
+    loggers = [logging.getLogger()] + [
+        x for x in logging.Logger.manager.loggerDict.values() if isinstance(x, logging.Logger)
+    ]
+    # A terminal handler writes to a stream; a file's and Prefect's API handler keep all.
+    terminal = {
+        h
+        for lg in loggers
+        for h in lg.handlers
+        if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+    }
+    quiet = _ErrorsToTheRunLog()
+    for h in terminal:
+        h.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for h in terminal:
+            h.removeFilter(quiet)
 
 
 @contextmanager
