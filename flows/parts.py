@@ -101,6 +101,13 @@ class StoreGateAdapter:
         self.audit.record(kind, subject_ref, detail)  # one at a time: durable at once
 
 
+# A per-person cap's counter is named by 32 bits of the person's keyed digest (8 hex digits):
+# like the database's blind indexes, cut short, so whoever reads Redis, even with the key,
+# finds many possible ID numbers behind a name; two people sharing one in the same minute or
+# day at one API share a counter (n²/2³³ pairs: about one among 100,000 people in a day).
+CAP_KEY_BITS = 32
+
+
 def _names_file(url: str, path: Path) -> bool:
     """Whether a database URL is a SQLite file at `path` (however the path is spelled)."""
     from sqlalchemy.engine import make_url
@@ -475,7 +482,7 @@ class RuntimeParts:
     def call_limits(self) -> CallLimits:
         """The contracts over the limits' store: Redis when `IDV_LIMITS_URL` is set (shared
         by every worker), else this process's memory. People are named in it by a keyed
-        blind index, never by a value."""
+        blind index cut to `CAP_KEY_BITS`, never by a value nor by a full digest of one."""
         url = self.settings.limits_url
         store: LimitStore = (
             RedisLimitStore(url, prefix=self.settings.limits_prefix) if url else LocalLimitStore()
@@ -485,7 +492,7 @@ class RuntimeParts:
             self.vendor_contracts,
             store,
             person_key=lambda kind, value: cipher.blind_index(
-                value, table="vendor_caps", column=kind
+                value, table="vendor_caps", column=kind, bits=CAP_KEY_BITS
             ),
         )
 
