@@ -25,7 +25,23 @@ def page(title: str, body: str) -> str:
     )
 
 
-def confirmation_page(linked: Linked) -> str:
+# Set by the applicant portal's WeChat step (path /oauth): the confirmation then leads back to
+# the journey and names no applicant ref.
+PORTAL_COOKIE = "idv_portal_back"
+
+
+def confirmation_page(linked: Linked, *, portal: bool = False) -> str:
+    if portal:
+        return page(
+            "授权成功 / Authorization recorded",
+            (
+                "<p id='result'>微信账户已授权，已证明账户由您本人控制。"
+                "<br>Control of the WeChat account is proven.</p>"
+                f"<dl><dt>账户 Account</dt><dd>{html.escape(linked.account)}</dd></dl>"
+                "<p>您可以随时撤回此项同意。You can withdraw this consent at any time.</p>"
+                "<p><a id='back' href='/applicant/'>返回核验流程 Back to the verification</a></p>"
+            ),
+        )
     rows = [
         ("Applicant", linked.applicant_ref),
         ("Provider", linked.provider),

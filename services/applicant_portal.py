@@ -39,6 +39,7 @@ from services.consent import AskRequest, ConsentService, GrantRequest, SignedRec
 from services.context import APPLICANT
 from services.errors import InvalidInput, NotFound
 from services.face import AnotherWay, FaceResult, FaceService, FaceStart
+from services.oauth import OAuthService
 
 CHANNEL = "applicant_portal"
 PURPOSE = "onboarding_verification"
@@ -153,7 +154,9 @@ class PortalService:
         policy: ConsentPolicy,
         notices: Mapping[str, Notice],
         texts: Mapping[str, str],
+        oauth: OAuthService | None = None,
     ) -> None:
+        self.oauth = oauth
         self.links = links
         self.consent = consent
         self.face = face
@@ -343,6 +346,21 @@ class PortalService:
         if step not in JOURNEYS[session.journey]:
             raise NotFound("step", "is not a step of this journey")
         return self.links.move(session, step, done=step == "done")
+
+    def wechat_ready(self, session: PortalSession) -> bool:
+        """Whether the WeChat step has work: WeChat is configured and the applicant agreed to
+        the WeChat account use."""
+        if self.oauth is None or not self.oauth.config.wechat_appid:
+            return False
+        live, _ = self._states(session.applicant_ref)
+        return "wechat_profile" in live
+
+    def wechat_url(self, session: PortalSession, browser: str) -> str:
+        """WeChat's authorize page for the session's applicant (the state bound to the
+        browser); its callback records the account under the applicant's grant."""
+        if self.oauth is None or not self.wechat_ready(session):
+            raise InvalidInput("wechat", "the WeChat account use is not agreed to")
+        return self.oauth.wechat_authorize_url_for(session.applicant_ref, browser)
 
     def face_allowed(self, session: PortalSession) -> bool:
         live, _ = self._states(session.applicant_ref)

@@ -640,6 +640,20 @@ class OAuthService:
                 "invalid_scope", "scope must be snsapi_base or snsapi_userinfo", field="scope"
             )
         self.check_link(WECHAT, applicant_ref, scope, exp, sig)
+        return self.wechat_authorize_url_for(applicant_ref, browser, scope=scope)
+
+    def wechat_authorize_url_for(
+        self, applicant_ref: str, browser: str, *, scope: str | None = None
+    ) -> str:
+        """WeChat's authorize page for an applicant the caller already holds a checked
+        session of (the applicant portal: `services.applicant_links`), so no link signature
+        is asked for; the state is single-use and bound to `browser` as ever."""
+        self._wechat_ready()
+        scope = scope or self.config.wechat_scope
+        if scope not in WECHAT_SCOPES:
+            raise OAuthFailure(
+                "invalid_scope", "scope must be snsapi_base or snsapi_userinfo", field="scope"
+            )
         state = self.store.oauth.create_state(
             applicant_ref=applicant_ref,
             provider=WECHAT,

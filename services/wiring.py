@@ -227,4 +227,4 @@ class Services:
         from services.applicant_portal import PortalService
 
         return PortalService(self.links, self.consent, self.face, self._ctx.consent_policy,
-                             self._ctx.notices, notice_texts())
+                             self._ctx.notices, notice_texts(), oauth=self.oauth)

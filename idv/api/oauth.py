@@ -15,7 +15,13 @@ from pydantic import BaseModel, ConfigDict, StringConstraints, WithJsonSchema
 from flows.runtime import Runtime
 from idv.api.auth import Actor
 from idv.api.params import GUARDED, READS_BODY, Rt, SubjectRef, Svc, needs
-from idv.oauth import BROWSER_COOKIE, confirmation_page, error_page, new_browser_id
+from idv.oauth import (
+    BROWSER_COOKIE,
+    PORTAL_COOKIE,
+    confirmation_page,
+    error_page,
+    new_browser_id,
+)
 from idv.openapi import (
     PAGE_HEADERS,
     WHY,
@@ -106,8 +112,9 @@ def _start(
     return response
 
 
-def _finish(run: Callable[[], Linked]) -> HTMLResponse:
-    """The confirmation page, or an error page."""
+def _finish(run: Callable[[], Linked], *, portal: bool = False) -> HTMLResponse:
+    """The confirmation page (in the applicant portal's words when `portal`), or an error
+    page."""
     try:
         linked = run()
     except OAuthFailure as failure:
@@ -122,7 +129,7 @@ def _finish(run: Callable[[], Linked]) -> HTMLResponse:
                 status=500,
             )
         )
-    return HTMLResponse(confirmation_page(linked), headers=_HEADERS)
+    return HTMLResponse(confirmation_page(linked, portal=portal), headers=_HEADERS)
 
 
 @router.post(
@@ -177,7 +184,8 @@ def wechat_callback(
     the confirmation page, or an error page (400 a wrong state or refused code, 403
     declined)."""
     return _finish(
-        lambda: svc.oauth.wechat_callback(code, state, request.cookies.get(BROWSER_COOKIE))
+        lambda: svc.oauth.wechat_callback(code, state, request.cookies.get(BROWSER_COOKIE)),
+        portal=request.cookies.get(PORTAL_COOKIE) == "1",
     )
 
 

@@ -22,6 +22,7 @@ from markupsafe import Markup, escape
 from starlette.concurrency import run_in_threadpool
 
 from idv.deps import Svc, needs, runtime_of
+from idv.oauth import BROWSER_COOKIE, PORTAL_COOKIE, new_browser_id
 from idv.web.auth import SEED_COOKIE, form_token, remember_seed, secure_cookies
 from idv.web.messages import MESSAGES, language, refusal
 from idv.web.render import HEADERS, templates
@@ -182,7 +183,7 @@ def _step(request: Request, services: Svc, session: PortalSession, step: str) ->
             request, "applicant/consents.html", session=session, page=portal.consent_page(session)
         )
     if step == "wechat":
-        ready = bool(runtime_of(request).settings.wechat_appid)
+        ready = portal.wechat_ready(session)
         return page(request, "applicant/wechat.html", session=session, ready=ready)
     if step == "face":
         allowed = portal.face_allowed(session)
@@ -236,6 +237,35 @@ async def next_step(request: Request, services: Svc) -> Response:
     except ServiceError as exc:
         return refused(request, exc)
     return redirect(f"/applicant/step/{nxt}")
+
+
+# -- WeChat -----------------------------------------------------------------------------------
+
+
+@router.post("/applicant/wechat", openapi_extra=needs(SESSION))
+async def wechat_start(request: Request, services: Svc) -> Response:
+    """Start WeChat authorization; the page links to WeChat's (no applicant ref in any URL),
+    whose callback page leads back to the journey."""
+    try:
+        session = session_of(request, services)
+        await checked_form(request)
+        browser = request.cookies.get(BROWSER_COOKIE) or new_browser_id()
+        url = await run_in_threadpool(services.portal.wechat_url, session, browser)
+    except ServiceError as exc:
+        return refused(request, exc)
+    answer = page(request, "applicant/wechat_go.html", session=session, url=url)
+    ttl = runtime_of(request).settings.oauth_state_ttl_s * 2
+    for name, value in ((BROWSER_COOKIE, browser), (PORTAL_COOKIE, "1")):
+        answer.set_cookie(
+            name,
+            value,
+            httponly=True,
+            samesite="lax",
+            secure=secure_cookies(request),
+            path="/oauth",
+            max_age=ttl,
+        )
+    return answer
 
 
 # -- face -------------------------------------------------------------------------------------

@@ -470,6 +470,10 @@ MESSAGES.update(
             "You agreed to the WeChat account use: confirm the authorization in WeChat.",
         ),
         "portal.wechat.start": Text("去微信授权", "Authorize in WeChat"),
+        "portal.wechat.go_body": Text(
+            "点击下方按钮，在微信中确认授权；完成后可返回本流程。",
+            "Tap below to confirm in WeChat; then come back to this journey.",
+        ),
         "portal.wechat.skip": Text(
             "此步骤无需操作，请继续。", "Nothing to do at this step: continue."
         ),

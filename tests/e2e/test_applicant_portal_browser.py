@@ -1,6 +1,7 @@
 """The applicant's journey in Debian's chromium (Playwright, `tests/e2e/conftest.py`) with a
 phone's viewport, WeChat's user agent and a CJK font: the lender's link -> the layered notice
--> grants with the WeChat account refused -> the WeChat step -> face on the sandbox's H5 page
+-> grants with the credit bureau refused -> WeChat authorization on the sandbox's page and
+back -> face on the sandbox's H5 page
 -> done -> the signed receipt downloaded; a second applicant declines face and verifies
 another way; an altered link ends on the refusal page. Every page and every answer of idv is
 scanned for the applicant's name, ID number, phone and ref, none of which they typed.
@@ -13,17 +14,17 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 from joserfc import jws
 from joserfc.jwk import OKPKey
 from pydantic import SecretStr
 
+from flows.settings import vendor_overrides
 from idv.api import create_app
 from services.applicant_links import LinkRequest
 from services.context import Actor
-from tests.integration.test_face_service import World, world_of
+from tests.integration.test_face_service import KEY, SECRET, World, contracts_file, people
 
 pytestmark = pytest.mark.e2e
 
@@ -40,22 +41,43 @@ WECHAT_UA = (
 )
 
 
+WEB_APPID, WEB_SECRET = "wx-portal-sandbox", "portal-web-secret-0123456789"
+
+
 @pytest.fixture
-def portal(database, make_runtime, tmp_path, serve_app):
-    def made(**kw: Any) -> Any:
-        return make_runtime(
-            **kw,
+def portal(database, make_runtime, tmp_path):
+    """The API on loopback over the face vendors' and WeChat's imitations (one sandbox)."""
+    from sandbox.app import SandboxState
+    from sandbox.server import SandboxServer
+    from sandbox.wechat import WeChatState
+    from tests.conftest import LoopbackServer, reserve_port
+
+    sock = reserve_port()
+    api_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    wechat = WeChatState()
+    wechat.add_app(WEB_APPID, WEB_SECRET, f"{api_url}/oauth/wechat/callback")
+    state = SandboxState(app_key=KEY, app_secret=SECRET, wechat=wechat)
+    with SandboxServer(state) as server:
+        rt = make_runtime(
+            **vendor_overrides(server.base_url, KEY, SECRET),
+            vendor_contracts=contracts_file(tmp_path, "tencent", "aliyun"),
+            vendor_max_attempts=1,
+            vendor_timeout_s=3,
             api_token=SecretStr("portal-e2e-token-0123456789"),
             web_cookie_secure=False,
             applicant_return_urls=[LENDER],
+            wechat_open_url=server.base_url,
+            wechat_api_url=server.base_url,
+            wechat_appid=WEB_APPID,
+            wechat_secret=SecretStr(WEB_SECRET),
+            wechat_redirect_uri=f"{api_url}/oauth/wechat/callback",
+            oauth_timeout_s=5,
         )
-
-    for world in world_of(made, tmp_path):
-        server = serve_app(create_app(world.rt))
+        api = LoopbackServer(create_app(rt), sock)
         try:
-            yield world, server.url
+            yield World(rt, state, server.base_url, people(6)), api_url
         finally:
-            server.stop()
+            api.stop()
 
 
 @pytest.fixture
@@ -84,10 +106,13 @@ class Seen:
     def _keep(self, response, origin: str) -> None:
         if not response.url.startswith(origin) or response.status in (301, 302, 303, 307):
             return
+        # The portal's own addresses are scanned too; WeChat's redirect to the callback
+        # carries its (single-use) code by OAuth's design, so only that answer's body is.
+        url = response.url if "/applicant/" in response.url else ""
         try:
-            self.bodies.append(response.url + "\n" + response.text())
+            self.bodies.append(url + "\n" + response.text())
         except Exception:  # noqa: BLE001 - a download or a body the browser did not keep
-            self.bodies.append(response.url)
+            self.bodies.append(url)
 
 
 def shot(page, name: str) -> None:
@@ -103,7 +128,7 @@ def link(world: World, base: str, ref: str) -> str:
 
 
 def assert_no_canary(world: World, ref: str, texts: list[str]) -> None:
-    planted = [world.name, *world.ids, "13900139000", ref]
+    planted = [world.name, *world.ids, "13900139000", ref, *world.state.wechat.issued]
     for text in texts:
         for value in planted:
             assert value not in text, "an applicant page or answer holds a personal value"
@@ -129,12 +154,21 @@ def test_when_the_applicant_walks_the_journey_in_the_phone_browser_then_the_rece
     ):
         assert not phone.is_checked(f"[data-testid=switch-{use}]")  # none pre-ticked
     shot(phone, "1-notice")
-    for use in ("id_check", "carrier_check", "court_list", "credit_bureau", "face"):
+    for use in ("id_check", "carrier_check", "court_list", "wechat_account", "face"):
         phone.check(f"[data-testid=switch-{use}]")
     shot(phone, "2-notice-answered")
     phone.click("[data-testid=submit-consents]")
     phone.wait_for_selector("[data-testid=wechat]")
     shot(phone, "3-wechat")
+    phone.click("[data-testid=wechat-start]")
+    phone.click("a[data-testid=wechat-go]")
+    phone.wait_for_selector("#approve")
+    shot(phone, "3b-wechat-authorize")
+    phone.click("#approve")
+    phone.wait_for_selector("#result")
+    shot(phone, "3c-wechat-done")
+    phone.click("#back")
+    phone.wait_for_selector("[data-testid=wechat]")
     phone.click("[data-testid=next]")
     phone.wait_for_selector("[data-testid=face]")
     shot(phone, "4-face")
@@ -166,9 +200,13 @@ def test_when_the_applicant_walks_the_journey_in_the_phone_browser_then_the_rece
     assert body["collection_method"] == "applicant_portal"
     assert body["notice"]["sha256"] and body["notice"]["version"]
     grants = world.rt.store.ledger.grants_for(ref)
-    assert len(grants) == 5 and not any("wechat_profile" in g.scopes for g in grants)
+    portal_grants = [g for g in grants if g.channel == "applicant_portal"]
+    assert len(portal_grants) == 5 and not any("credit_report" in g.scopes for g in grants)
     [refused] = [a for a in world.rt.store.ledger.asks_for(ref) if a["outcome"] == "refused"]
-    assert refused["scopes"] == ["wechat_profile"]
+    assert refused["scopes"] == ["credit_report"]
+    # WeChat's callback recorded the account under its own grant (the OAuth path).
+    [account] = world.rt.store.oauth.view(ref)
+    assert account["provider"] == "wechat"
     [flow] = world.face.results(ref)
     assert flow.outcome == "passed"
     assert back and world.rt.services.links.verify_return(back)
