@@ -63,6 +63,15 @@ def _subject_of(write: _Write) -> str | None:
 CALL_KINDS = ("consent.allowed", "step.completed")
 
 
+def _waits_on_notes(write: _Write) -> bool:
+    """A write that must not land when an earlier noted event of its subject was lost: the
+    decided applicant (stored with every step recorded) and a decision allowing a call (sent
+    only once the answers before it are durable)."""
+    return write.kind == "decided" or (
+        write.kind == "audit" and not write.noted and write.payload[0] == "consent.allowed"
+    )
+
+
 def _calls_made(conn: Connection, refs: list[str]) -> dict[str, list[tuple[str, dict[str, Any]]]]:
     """Per subject, its gate records that name a call (`Journal.calls_made`), in order."""
     found: dict[str, list[tuple[str, dict[str, Any]]]] = {ref: [] for ref in refs}
@@ -423,7 +432,11 @@ class Journal:
         self._unrecorded.discard(None)
         outcomes: list[tuple[bool, Any]] = []
         for write in writes:
-            if write.kind == "decided" and _subject_of(write) in self._unrecorded:
+            if _waits_on_notes(write) and _subject_of(write) in self._unrecorded:
+                # The attempt that lost an event (a vendor's answer, say) ends here: no
+                # further call is allowed on it and nothing of it is stored. A later attempt
+                # finds the call without its answer (in doubt) and starts clean.
+                self._unrecorded.discard(_subject_of(write))
                 outcomes.append(
                     (False, RuntimeError("an audit event of this applicant was not recorded"))
                 )

@@ -52,7 +52,10 @@ class CachingConsentReader(ConsentReader, Protocol):
 class DecisionRecorder(Protocol):
     """Appends to the audit chain. `record` returns once the event is durable (a decision
     that allows a call is, before the call); `note` appends an event nothing waits on (a
-    step's completion, a refusal) with the recorder's next durable write, or at once."""
+    step's completion, a vendor's answer, a refusal) with the recorder's next durable write,
+    or at once. Noted events keep their order in the chain, and one is durable before any
+    `record` called after it returns: a vendor's answer, noted, is durable before the next
+    decision allowing a call is."""
 
     async def record(self, kind: str, subject_ref: str | None, detail: dict[str, Any]) -> int: ...
 
@@ -249,8 +252,12 @@ class ConsentGate:
             detail["in_doubt_prior"] = list(evidence.in_doubt_prior)
         if evidence.calls or evidence.reused:
             # A real vendor's answer is on its bill whether or not we store it: the answer
-            # (codes, ids, fee, signals; no values) is durable before the step returns, so a
-            # run resumed after a crash reuses it instead of paying for it again.
+            # (codes, ids, fee, signals; no values) is recorded so that a run resumed after a
+            # crash reuses it instead of paying for it again. It goes with the recorder's next
+            # durable write (`note`), which is at the latest the next decision allowing a
+            # call: no further call is sent before it is durable, and the step's answer costs
+            # no commit of its own. A crash before that write leaves the call as one sent and
+            # never answered (in doubt), as a crash during the call would.
             detail.update(
                 calls=list(evidence.calls),
                 in_doubt=evidence.in_doubt,
@@ -260,7 +267,5 @@ class ConsentGate:
                     exclude={"calls", "consent_id", "answer_shape", "in_doubt_prior", "reused"},
                 ),
             )
-            await self._recorder.record("step.completed", subject.applicant_ref, detail)
-        else:
-            self._recorder.note("step.completed", subject.applicant_ref, detail)
+        self._recorder.note("step.completed", subject.applicant_ref, detail)
         return evidence, decision_id

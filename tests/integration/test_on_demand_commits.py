@@ -13,6 +13,15 @@ from idv.api import create_app
 from idv.synthetic import Mix, applicants
 
 TOKEN = "commits-test-token-0123456789"
+KINDS = {
+    "run.started",
+    "run.finished",
+    "consent.granted",
+    "consent.allowed",
+    "consent.denied",
+    "step.completed",
+    "applicant.decided",
+}
 
 
 def test_a_request_opens_its_run_with_its_grants_and_closes_it_with_its_decision(
@@ -27,15 +36,26 @@ def test_a_request_opens_its_run_with_its_grants_and_closes_it_with_its_decision
         for x in applicants(1, seed=81, prefix="OC-", mix=Mix(invalid=0, no_consent=0))
         if isinstance(x, dict)
     ]
-    # Which transaction (by the commits before it) wrote into which table.
+    # Which transaction (by the commits before it) wrote into which table, and which audit
+    # events (by kind) each appended.
     commits: list[int] = []
     wrote: list[tuple[int, str]] = []
+    appended: list[tuple[int, str]] = []
 
-    def executed(_conn, _cursor, statement, *_args):
+    def executed(_conn, _cursor, statement, parameters, *_args):
         words = statement.split()
         if words and words[0].upper() in ("INSERT", "UPDATE"):
             table = words[2] if words[0].upper() == "INSERT" else words[1]
             wrote.append((len(commits), table.strip('"').split(".")[-1]))
+        if "audit_events" not in statement or not words or words[0].upper() != "INSERT":
+            return
+        # One row (a dict, or a tuple on SQLite's driver path) or several.
+        many = isinstance(parameters, list) or (
+            isinstance(parameters, tuple) and parameters and isinstance(parameters[0], tuple)
+        )
+        for row in parameters if many else [parameters]:
+            values = row.values() if isinstance(row, dict) else row
+            appended.extend((len(commits), v) for v in values if v in KINDS)
 
     event.listen(rt.store.engine, "commit", lambda _conn: commits.append(1))
     event.listen(rt.store.engine, "before_cursor_execute", executed)
@@ -76,4 +96,11 @@ def test_a_request_opens_its_run_with_its_grants_and_closes_it_with_its_decision
     assert len(transactions("runs")) == 2
     only_runs = [n for n in transactions("runs") if {t for m, t in wrote if m == n} <= {"runs"}]
     assert only_runs == []
+    # A vendor's answer (`step.completed`) takes no commit of its own: it goes with the next
+    # decision, the next call's or the scoring's, or at the latest the decided applicant's.
+    paid = [n for n, kind in appended if kind == "step.completed"]
+    assert paid
+    for n in paid:
+        assert {k for m, k in appended if m == n} - {"step.completed", "consent.denied"}, n
+    assert len(commits) <= 1 + kinds.count("consent.allowed") + 1
     assert rt.store.audit.verify_chain()[0]
