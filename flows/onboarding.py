@@ -28,6 +28,7 @@ from flows.steps import UNKEYED_STEPS, Steps, clear_whitelisted, prior_for
 from intake.models import ApplicantLine, Refusal
 from intake.reader import BatchPlan, Chunk, file_sha256, parse_record, read_records, scan
 from policies.identity import is_virtual_operator
+from policies.masking import mask_text
 from policies.scorecard import Scorecard, assess, signal_features
 from services.runs import owner_id
 from storage.journal import Journal
@@ -87,7 +88,7 @@ def start_run(rt: RuntimeParts, batch_path: str, flow_run_id: str | None = None)
     resumes = rt.services.runs.close_crashed(sha, stale_s=rt.settings.run_stale_s)
     rt.store.ledger.record_expiries()
     return rt.store.runs.start(
-        batch_name=path.name,
+        batch_name=mask_text(path.name),  # an ID or phone number in a file name masked
         batch_sha256=sha,
         flow_run_id=flow_run_id,
         owner=owner_id(),

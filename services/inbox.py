@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import stat
 import tempfile
 import time
 import uuid
@@ -35,6 +36,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from intake.reader import file_sha256
+from policies.masking import mask_text
 from services.errors import InvalidInput
 from services.runs import RunService, check_batch_file
 from storage.records import InboxFileRecord
@@ -90,19 +92,41 @@ class InboxReport(BaseModel):
 
 
 def _look(folder: Path) -> dict[str, tuple[int, int]]:
-    """Size and modification time of each regular, visible file directly in `folder`."""
+    """Size and modification time of each regular, visible file directly in `folder`: a
+    symbolic link (to a batch elsewhere, or anything) is not one, nor is a pipe or device."""
     out: dict[str, tuple[int, int]] = {}
     for entry in folder.iterdir():
         if entry.name.startswith("."):
             continue
         try:
-            if not entry.is_file():
-                continue
-            st = entry.stat()
+            st = entry.lstat()
         except OSError:  # gone between the listing and the look
             continue
-        out[entry.name] = (st.st_size, st.st_mtime_ns)
+        if stat.S_ISREG(st.st_mode):
+            out[entry.name] = (st.st_size, st.st_mtime_ns)
     return out
+
+
+def _not_regular(folder: Path) -> list[str]:
+    """The visible entries of `folder` that are neither a regular file nor a folder (a
+    symbolic link, a pipe, a socket, a device): refused, never followed or read."""
+    out = []
+    for entry in folder.iterdir():
+        if entry.name.startswith("."):
+            continue
+        try:
+            mode = entry.lstat().st_mode
+        except OSError:
+            continue
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            out.append(entry.name)
+    return sorted(out)
+
+
+def shown_name(name: str) -> str:
+    """A file's name as idv records it (reports, `inbox_files`, the audit chain, the name it
+    is moved to): an ID or phone number in it masked (`policies.masking.mask_text`)."""
+    return mask_text(name)
 
 
 class InboxService:
@@ -143,18 +167,27 @@ class InboxService:
     ) -> InboxReport:
         """One look at the inbox: every complete file, oldest first, run or refused; the
         rest left for the next look."""
+        refused = [
+            FileOutcome(
+                name=shown_name(name),
+                status="left",
+                reason="not_a_file",
+                rule="is a symbolic link or not a regular file: never run",
+            )
+            for name in _not_regular(inbox.path)
+        ]
         first = _look(inbox.path)
         if not first:  # what arrives now is looked at twice next time
-            return InboxReport(inbox=str(inbox.path), files=())
+            return InboxReport(inbox=str(inbox.path), files=tuple(refused))
         pause(settle_s)
         second = _look(inbox.path)
-        outcomes: list[FileOutcome] = []
+        outcomes: list[FileOutcome] = refused
         ready: list[Path] = []
         for name, seen in sorted(second.items(), key=lambda kv: (kv[1][1], kv[0])):
             if name.endswith(PARTIAL_SUFFIX):
                 outcomes.append(
                     FileOutcome(
-                        name=name,
+                        name=shown_name(name),
                         status="left",
                         reason="partial",
                         rule="is still being written (*.part)",
@@ -163,7 +196,7 @@ class InboxService:
             elif first.get(name) != seen:
                 outcomes.append(
                     FileOutcome(
-                        name=name,
+                        name=shown_name(name),
                         status="left",
                         reason="changing",
                         rule="changed between two looks: still being written",
@@ -182,6 +215,13 @@ class InboxService:
     ) -> FileOutcome | None:
         """What became of `path`; None when another run moved it away meanwhile."""
         sha: str | None
+        if path.is_symlink():  # made a link after the look: still never followed
+            return FileOutcome(
+                name=shown_name(path.name),
+                status="left",
+                reason="not_a_file",
+                rule="is a symbolic link or not a regular file: never run",
+            )
         try:
             sha = file_sha256(path)
         except FileNotFoundError:
@@ -211,11 +251,11 @@ class InboxService:
                 field="FILE",
                 rule="cannot be read",
             )
-        claim = self.store.inbox.claim(sha, path.name, stale_after=stale_after)
+        claim = self.store.inbox.claim(sha, shown_name(path.name), stale_after=stale_after)
         if not claim.held:
             if claim.file.status == "running":
                 return FileOutcome(
-                    name=path.name,
+                    name=shown_name(path.name),
                     status="left",
                     reason="in_progress",
                     rule="another run is running this content",
@@ -234,7 +274,7 @@ class InboxService:
             result = run(path, lambda: self.store.inbox.beat(sha))
         except Exception as exc:  # noqa: BLE001 - the next file goes on
             kind = type(exc).__name__
-            log.error("inbox file %s: the run stopped (%s)", path.name, kind)
+            log.error("inbox file %s: the run stopped (%s)", shown_name(path.name), kind)
             self.store.inbox.release(sha, reason=f"run_error:{kind}")
             return self._move(
                 inbox,
@@ -250,7 +290,7 @@ class InboxService:
             self.store.inbox.release(sha, reason="deferred")
             why = sorted({d["reason"].split(";")[0] for d in report["deferred"]})
             return FileOutcome(
-                name=path.name,
+                name=shown_name(path.name),
                 status="left",
                 reason="deferred",
                 rule=f"{len(report['deferred'])} lines not verified ({', '.join(why)}); "
@@ -288,10 +328,10 @@ class InboxService:
         file is never run again once its end is recorded, even if the move is lost. None
         when another run moved the file first (one refused by both)."""
         folder = inbox.done if status == DONE else inbox.failed
-        dest = _free_name(folder, path.name, sha or uuid.uuid4().hex)
+        dest = _free_name(folder, shown_name(path.name), sha or uuid.uuid4().hex)
         report_path = dest.with_name(dest.name + REPORT_SUFFIX)
         body: dict[str, Any] = {
-            "file": path.name,
+            "file": shown_name(path.name),
             "sha256": sha,
             "status": status,
             "reason": reason,
@@ -342,7 +382,7 @@ class InboxService:
             report_path.unlink(missing_ok=True)
             return None
         return FileOutcome(
-            name=path.name,
+            name=shown_name(path.name),
             status=DONE if status == DONE else FAILED,
             reason=reason,
             field=field,
