@@ -24,7 +24,7 @@ def purge_retention() -> dict[str, Any]:
     rt = Runtime.from_env()
     try:
         report = rt.services.retention.purge(actor=Actor(name="retention flow", role="operator"))
-        counts, awaiting = report["counts"], report["awaiting"]
+        counts, awaiting = report.counts, report.awaiting
         create_table_artifact(
             key="retention-purge",
             description="Records purged, by class (counts only)",
@@ -33,10 +33,10 @@ def purge_retention() -> dict[str, Any]:
         )
         logger.info(
             "retention %s: %d records purged (%s)",
-            report["policy_version"],
+            report.policy_version,
             sum(counts.values()),
             ", ".join(f"{c} {n}" for c, n in counts.items()),
         )
-        return {"counts": counts, "awaiting": awaiting, "audit_seq": report["audit_seq"]}
+        return {"counts": counts, "awaiting": awaiting, "audit_seq": report.audit_seq}
     finally:
         rt.close()

@@ -138,24 +138,24 @@ def test_when_the_clock_moves_past_ceilings_then_exactly_those_rows_go(runtime, 
             and not (cls == "consent_records" and i in proving)
         }
         assert set(rows) - set(after[cls]) == expected, cls
-        assert report["counts"][cls] >= len(expected)
+        assert report.counts[cls] >= len(expected)
         for ref, anchor in after[cls].values():  # what stays is under ceiling or held
             assert anchor >= cut[cls] or ref == held_ref
         # Nothing under its floor went.
         assert all(anchor < floor[cls] for i, (_, anchor) in rows.items() if i not in after[cls])
-    assert report["counts"]["network_logs"] == 1
-    assert report["counts"]["subject_requests"] == 1
-    assert report["counts"]["consent_records"] >= 1 and report["counts"]["evidence"] >= 1
-    assert report["counts"]["decisions"] >= 2  # two applicants (and their review cases)
+    assert report.counts["network_logs"] == 1
+    assert report.counts["subject_requests"] == 1
+    assert report.counts["consent_records"] >= 1 and report.counts["evidence"] >= 1
+    assert report.counts["decisions"] >= 2  # two applicants (and their review cases)
     held = rt.store.applicants.get(held_ref)
     assert held is not None and len(held.steps) > 0
     assert rt.store.applicants.get(gone_ref) is None
-    assert planned["counts"] == report["counts"] and planned["purged"] is False
+    assert planned.counts == report.counts and planned.purged is False
     # The chain's old events went as far as the oldest a kept record is bound to.
-    assert report["audit_events_purged"] > 0
+    assert report.audit_events_purged > 0
     (event,) = rt.store.audit.events(kind_prefix="retention.purged")
-    assert event.seq == report["audit_seq"]
-    assert event.detail["counts"] == report["counts"]
+    assert event.seq == report.audit_seq
+    assert event.detail["counts"] == report.counts
     assert event.detail["policy_digest"] == policy.digest
     assert rt.store.audit.verify_chain()[0]
     # Checkpoints and every binding still verify: the purged records are accounted for.
@@ -163,7 +163,7 @@ def test_when_the_clock_moves_past_ceilings_then_exactly_those_rows_go(runtime, 
     assert checked.intact, checked
     # A second purge finds nothing more.
     again = rt.services.retention.purge(actor=OFFICER)
-    assert sum(again["counts"].values()) == 0
+    assert sum(again.counts.values()) == 0
 
 
 def test_when_the_role_lacks_retention_then_the_purge_is_denied(runtime):
