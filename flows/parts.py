@@ -272,10 +272,18 @@ class RuntimeParts:
                 "IDV_OAUTH_LINK_KEY must be set in production: unsigned links "
                 "would let anyone start an authorization for any applicant"
             )
-        if not s.checkpoint_url:  # (an object store: its puts are conditional)
-            exposed = CheckpointFolder(s.resolved_checkpoint_dir).exposure()
-            if exposed is not None:
-                raise StartupError(f"IDV_CHECKPOINT_DIR: {exposed}")
+        exposed = self.checkpoint_exposure()
+        if exposed is not None:
+            raise StartupError(f"IDV_CHECKPOINT_DIR: {exposed}")
+
+    def checkpoint_exposure(self) -> str | None:
+        """Why the user idv runs as could delete or replace the checkpoints in the folder the
+        settings name (`CheckpointFolder.exposure`), or None: an append-only folder, or an
+        object store (`IDV_CHECKPOINT_URL`: its puts are conditional). What production
+        refuses and `idv doctor` warns of; no database is opened."""
+        if self.settings.checkpoint_url:
+            return None
+        return CheckpointFolder(self.settings.resolved_checkpoint_dir).exposure()
 
     @cached_property
     def kek(self) -> KekProvider:

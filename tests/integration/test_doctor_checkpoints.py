@@ -20,7 +20,7 @@ def test_when_the_checkpoint_folder_is_writable_then_doctor_warns_and_names_the_
     assert check.warning and check.ok  # a warning in development: nothing is stopped
     assert check.setting == "IDV_CHECKPOINT_DIR"
     assert "append-only" in check.problem and "IDV_CHECKPOINT_URL" in check.fix
-    assert rt.services.audit.checkpoint_exposure() == check.problem
+    assert rt.services.audit.checkpoint_exposure() == check.problem  # what the log says too
 
 
 @pytest.mark.subprocess
