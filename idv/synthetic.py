@@ -162,9 +162,15 @@ INVALID_KINDS = (
 def applicants(
     n: int, *, seed: int = 2026, now: datetime | None = None, prefix: str = "A-", mix: Mix = Mix()
 ) -> Iterator[dict[str, Any] | str]:
-    """Yield `n` batch lines (dicts), a few of them broken (a raw string for non-JSON)."""
+    """Yield `n` batch lines (dicts), a few of them broken (a raw string for non-JSON).
+
+    Consents are granted in the 30 days before `now`; without `now`, the demo's people
+    (`DEMO_SEED`) are granted them before the start of the 30-day period this day falls in,
+    so the demo run again writes the same grants and the ledger records none twice."""
     rng = random.Random(seed)  # noqa: S311 - synthetic data, not security
+    consented = now or (demo_period(datetime.now(UTC)) if seed == DEMO_SEED else None)
     now = now or datetime.now(UTC)
+    consented = consented or now
     for i in range(1, n + 1):
         ref = f"{prefix}{i:06d}"
         line: dict[str, Any] = {
@@ -174,7 +180,7 @@ def applicants(
             "id_number": make_id_number(rng),
             "phone": make_phone(rng, virtual=rng.random() < mix.virtual_phone),
             "product": "consumer_loan",
-            "consents": consents(now, FULL_SCOPES, rng),
+            "consents": consents(consented, FULL_SCOPES, rng),
         }
         roll = rng.random()
         if roll < mix.invalid:
@@ -199,12 +205,22 @@ def applicants(
         elif roll < mix.invalid + mix.no_consent:
             line["consents"] = []
         elif roll < mix.invalid + mix.no_consent + mix.no_scoring_consent:
-            line["consents"] = consents(now, FULL_SCOPES[:-1], rng)
+            line["consents"] = consents(consented, FULL_SCOPES[:-1], rng)
         yield line
 
 
 # The demo's people: the same every time, so that running the demo again adds no one twice.
 DEMO_SEED = 2026
+# The demo's grants stay the same for this long: their times are counted back from the
+# period's start, so each is still live (granted at most 60 days before, for 365 days).
+DEMO_PERIOD = timedelta(days=30)
+
+
+def demo_period(now: datetime) -> datetime:
+    """The start (UTC midnight) of the 30-day period, counted from the Unix epoch, that
+    `now` falls in."""
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    return epoch + (now - epoch) // DEMO_PERIOD * DEMO_PERIOD
 
 
 def write_batch(path: Path, n: int, *, seed: int | None = None, **kwargs: Any) -> Path:

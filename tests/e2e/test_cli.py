@@ -86,15 +86,24 @@ def test_when_a_batch_runs_from_the_command_line_then_nothing_personal_is_left_a
 
 
 def test_when_the_demo_runs_twice_then_it_exits_0_masks_everything_and_adds_no_one(env):
+    import sqlite3
+
+    def grants() -> int:
+        with sqlite3.connect(Path(env["IDV_HOME"]) / "idv.db") as db:
+            row = db.execute("select count(*) from consent_events where event = 'grant'")
+            return int(row.fetchone()[0])
+
     first = run_idv(env, "demo", "--json", timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
     a = json.loads(first.stdout)
     assert sum(a["counts"].values()) == 200
     assert a["examples"] and all("*" in ex["id_number"] for ex in a["examples"])
+    granted = grants()
+    assert granted > 200
     second = run_idv(env, "demo", timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "Database:" in second.stdout
-    import sqlite3
+    assert grants() == granted  # the same grants again: none recorded twice
 
     conn = sqlite3.connect(Path(env["IDV_HOME"]) / "idv.db")
     (count,) = conn.execute("select count(*) from applicants").fetchone()
