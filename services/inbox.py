@@ -379,8 +379,14 @@ class InboxService:
         try:
             shutil.move(path, dest)
         except FileNotFoundError:
-            report_path.unlink(missing_ok=True)
-            return None
+            if run is None:  # refused by two looks at once: the other one moved it
+                report_path.unlink(missing_ok=True)
+                return None
+            # Renamed while it ran: the report follows the file it names (by its content);
+            # a file gone from the inbox altogether leaves its run's report in place.
+            renamed = _by_content(inbox.path, sha) if sha else None
+            if renamed is not None:
+                shutil.move(renamed, dest)
         return FileOutcome(
             name=shown_name(path.name),
             status=DONE if status == DONE else FAILED,
@@ -393,6 +399,17 @@ class InboxService:
             moved_to=f"{folder.name}/{dest.name}",
             report=f"{folder.name}/{report_path.name}",
         )
+
+
+def _by_content(folder: Path, sha: str) -> Path | None:
+    """The regular file directly in `folder` whose content hashes to `sha`, if any."""
+    for name in sorted(_look(folder)):
+        try:
+            if file_sha256(folder / name) == sha:
+                return folder / name
+        except OSError:
+            continue
+    return None
 
 
 def _free_name(folder: Path, name: str, sha: str) -> Path:

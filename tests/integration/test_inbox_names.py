@@ -74,3 +74,30 @@ def test_when_a_file_name_carries_a_phone_or_id_number_then_it_is_recorded_maske
     ):
         assert PHONE not in found and ID_NUMBER not in found, where
     assert "batch-138********.jsonl" in dumped  # masked as everywhere else, still telling
+
+
+def test_when_a_file_is_renamed_while_it_runs_then_its_report_follows_it(
+    runtime,  # noqa: F811
+    tmp_path,
+):
+    """Issue 29, C2: a file renamed mid-run lost its report (deleted when the move failed)
+    and stayed in the inbox under its new name, to be refused as already run."""
+    inbox = tmp_path / "inbox"
+    body, _ = batch_text(3, 74, "RN-")
+    (inbox / "monday.jsonl").write_text(body, encoding="utf-8")
+    ran: list[str] = []
+    inner = runner(runtime, ran)
+
+    def renaming(path, beat):
+        done = inner(path, beat)
+        path.rename(path.with_name("monday-renamed.jsonl"))  # the loan system renames it
+        return done
+
+    report = take_inbox(runtime, run=renaming)
+    (taken,) = report.files
+    assert taken.status == "done" and taken.moved_to == "done/monday.jsonl"
+    assert (inbox / "done" / "monday.jsonl").exists()
+    assert (inbox / "done" / "monday.jsonl.report.json").exists()
+    assert not (inbox / "monday-renamed.jsonl").exists()
+    again = take_inbox(runtime, run=runner(runtime, ran))
+    assert again.files == () and runs_of(runtime) == 1
