@@ -11,7 +11,10 @@ held now.
 - gauges: open review cases by age bucket and SLA state, events the
   audit checkpoints do not cover yet and how long the oldest of them has waited, chunks
   redispatched over the last day, face flows by status and verdicts not pulled, each court
-  list copy's age.
+  list copy's age; with the vendor contracts, the share of each contracted rate every
+  process's recorded calls used over the last minute; with the call limits, the spend they
+  count against the contracts' ceilings (their shared store: every worker's); with a
+  Prefect server, how long ago each scheduled deployment last completed a run.
 
 No label holds a ref, an id, a name or any value of a person: every label value is a word
 of a closed vocabulary (`verifiers.metrics.label_value` turns anything else into `other`).
@@ -22,22 +25,28 @@ the database; without it, a scrape reads when the last read is `min_interval_s` 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from policies.vendors import VendorContracts
 from storage import tallies
 from storage.tallies import FACE_PULL_GRACE
+from verifiers.limits import CallLimits
 from verifiers.metrics import label_value
 
 log = logging.getLogger("idv.services.metrics")
 MAX_EVENTS_PER_READ = 200_000
+# The recorded calls a rate share counts: the last this many seconds.
+RATE_WINDOW_S = 60.0
 # The age buckets of the SLA report (services.cases.AGE_BUCKETS).
 AGE_BUCKETS: tuple[tuple[str, int | None], ...] = (
     ("under_4h", 4),
@@ -50,7 +59,11 @@ AGE_BUCKETS: tuple[tuple[str, int | None], ...] = (
 
 class OperationsCollector(Collector):
     """A `prometheus_client` collector over one store (register it on the registry the
-    admin port serves). `due_soon_hours` is the case policy's."""
+    admin port serves). `due_soon_hours` is the case policy's; `contracts` the vendor
+    contracts (the recorded rate shares), `limits` the call limits (the spend against the
+    ceilings), `deployments` a read of the scheduled deployments' states as
+    `services.freshness.read_deployments` returns them (name, exists, created,
+    last_completed)."""
 
     def __init__(
         self,
@@ -59,8 +72,16 @@ class OperationsCollector(Collector):
         due_soon_hours: int,
         min_interval_s: float = 5.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        contracts: VendorContracts | None = None,
+        limits: CallLimits | None = None,
+        deployments: Callable[[], Sequence[Any]] | None = None,
     ) -> None:
         self._store = store
+        self._contracts = contracts
+        self._limits = limits
+        self._deployments = deployments
+        # Per (vendor, API): when each recorded call of the last RATE_WINDOW_S was recorded.
+        self._recent: dict[tuple[str, str], deque[datetime]] = {}
         self._due_soon_hours = due_soon_hours
         self._min_interval_s = min_interval_s
         self._clock = clock
@@ -133,7 +154,7 @@ class OperationsCollector(Collector):
         total[0] += tally.events
         total[1] += tally.fee_cents
 
-    def _count_call(self, call: dict[str, Any]) -> None:
+    def _count_call(self, call: dict[str, Any], since: datetime) -> None:
         billed = "true" if (call.get("fee_cents") or 0) > 0 else "false"
         labels = (call.get("vendor"), call.get("action"), call.get("code"), billed)
         total = self._totals.setdefault(
@@ -141,6 +162,73 @@ class OperationsCollector(Collector):
         )
         total[0] += 1
         total[1] += int(call.get("fee_cents") or 0)
+        at = call.get("at")
+        if isinstance(at, datetime) and at > since:
+            api = (str(call.get("vendor")), str(call.get("action")))
+            self._recent.setdefault(api, deque()).append(at)
+
+    def _rate_shares(self, now: datetime) -> Metric:
+        """Per contracted API, its recorded calls over the last `RATE_WINDOW_S` against what
+        its contracted rate allows in that time."""
+        shares = GaugeMetricFamily(
+            "idv_recorded_vendor_rate_share",
+            f"Share of each contracted rate used by the calls every process recorded over the "
+            f"last {RATE_WINDOW_S:.0f} s (0-1), by vendor and API",
+            labels=["vendor", "api"],
+        )
+        since = now - timedelta(seconds=RATE_WINDOW_S)
+        for recent in self._recent.values():
+            while recent and recent[0] <= since:
+                recent.popleft()
+        if self._contracts is not None:
+            for vendor, contract in sorted(self._contracts.vendors.items()):
+                for api, terms in sorted(contract.apis.items()):
+                    used = len(self._recent.get((vendor, api), ()))
+                    shares.add_metric(
+                        [label_value(vendor), label_value(api)],
+                        used / (RATE_WINDOW_S * terms.rate_per_s),
+                    )
+        return shares
+
+    def _spend(self) -> None:
+        """The limits' spend gauges (`verifiers.metrics`), read from their store: the calls
+        of every process sharing it, this one making none or not."""
+        limits = self._limits
+        if limits is None:
+            return
+
+        async def read() -> None:
+            try:
+                await limits.report_spend()
+            finally:
+                await limits.store.close()
+
+        try:
+            asyncio.run(read())
+        except Exception as exc:  # noqa: BLE001 - the next read tries again
+            log.error("spend against the ceilings not read: %s", type(exc).__name__)
+
+    def _deployment_ages(self, now: datetime) -> Metric:
+        """How long ago each scheduled deployment last completed a run (from its creation
+        when it never has), as the Prefect server says; none when it does not answer."""
+        ages = GaugeMetricFamily(
+            "idv_deployment_last_completed_age_seconds",
+            "Time since each scheduled deployment last completed a run (or was made, if it "
+            "never has)",
+            labels=["deployment"],
+        )
+        if self._deployments is None:
+            return ages
+        try:
+            states = self._deployments()
+        except Exception as exc:  # noqa: BLE001 - the server not answering: no series
+            log.error("deployments not read: %s", type(exc).__name__)
+            return ages
+        for state in states:
+            since = state.last_completed or state.created
+            if state.exists and since is not None:
+                ages.add_metric([label_value(state.name)], max(0.0, (now - since).total_seconds()))
+        return ages
 
     def _read(self) -> list[Metric]:
         now = self._clock()
@@ -152,8 +240,9 @@ class OperationsCollector(Collector):
                 upto = min(head, self._seen + MAX_EVENTS_PER_READ)
                 for tally in tallies.audit_tallies(conn, self._seen, upto):
                     self._count(tally)
+                since = now - timedelta(seconds=RATE_WINDOW_S)
                 for call in tallies.vendor_calls(conn, self._seen, upto):
-                    self._count_call(call)
+                    self._count_call(call, since)
                 self._seen = upto
             waiting_since = tallies.uncheckpointed_since(conn, checkpointed, head)
             cases = tallies.open_cases(
@@ -192,6 +281,7 @@ class OperationsCollector(Collector):
             "Face flows still open 30 minutes past their expiry (their verdict not pulled)",
             value=unpulled,
         )
+        self._spend()
         return [
             *metrics,
             open_cases,
@@ -201,6 +291,8 @@ class OperationsCollector(Collector):
             face,
             unpulled_faces,
             self._list_ages(now),
+            self._rate_shares(now),
+            self._deployment_ages(now),
         ]
 
     def _list_ages(self, now: datetime) -> Metric:

@@ -172,15 +172,18 @@ def face_tokens(conn: Connection, now: datetime, grace: timedelta) -> tuple[dict
 
 def vendor_calls(conn: Connection, after: int, up_to: int) -> list[dict[str, Any]]:
     """The vendor calls the steps of `after < seq <= up_to` recorded (`step.completed`'s
-    `calls`: vendor, action, code, fee; a request id is left out), one dict per call."""
+    `calls`: vendor, action, code, fee; a request id is left out), one dict per call, with
+    `at`, when its step was recorded."""
     ae = m.AuditEvent.__table__
     out: list[dict[str, Any]] = []
-    for (detail,) in conn.execute(
-        select(ae.c.detail).where(
+    for at, detail in conn.execute(
+        select(ae.c.at, ae.c.detail).where(
             ae.c.seq > after, ae.c.seq <= up_to, ae.c.kind == "step.completed"
         )
     ):
         for call in (detail or {}).get("calls") or ():
             if isinstance(call, dict):
-                out.append({k: call.get(k) for k in ("vendor", "action", "code", "fee_cents")})
+                found = {k: call.get(k) for k in ("vendor", "action", "code", "fee_cents")}
+                found["at"] = as_utc(at)
+                out.append(found)
     return out

@@ -51,6 +51,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from policies.vendors import ApiContract, VendorContracts
+from verifiers.metrics import record_spend, record_turn
 
 if TYPE_CHECKING:  # imported at run time only when a Redis store is used
     from redis.asyncio import Redis
@@ -129,6 +130,9 @@ class LimitStore(Protocol):
         """Add `amount` (negative to give back) unless that takes the counter above `cap`;
         False, with nothing added, when it would. The counter lives `ttl_s` from its start."""
 
+    async def value(self, key: str) -> int:
+        """A counter's value now (0 when it does not exist)."""
+
     async def close(self) -> None:
         """Release what the current event loop holds."""
 
@@ -201,6 +205,11 @@ class LocalLimitStore:
                 return False
             self._counters[key] = (max(0, value + amount), until)
             return True
+
+    async def value(self, key: str) -> int:
+        with self._lock:
+            value, until = self._counters.get(key, (0, 0.0))
+            return value if until > time.monotonic() else 0
 
     async def close(self) -> None:
         return None
@@ -341,6 +350,14 @@ class RedisLimitStore:
             raise LimitsUnavailableError(type(exc).__name__) from None
         return bool(int(done))
 
+    async def value(self, key: str) -> int:
+        client = self._client()
+        try:
+            found = await client.redis.get(self.prefix + key)
+        except _store_down() as exc:
+            raise LimitsUnavailableError(type(exc).__name__) from None
+        return int(found or 0)
+
     async def close(self) -> None:
         """Close this event loop's client (a chunk's loop ends with its chunk)."""
         client = self._clients.pop(asyncio.get_running_loop(), None)
@@ -472,7 +489,10 @@ class CallLimits:
         spend = self.contracts.spend
         if fee and not await self._reserve(fee, day):
             await undo()
+            await self.report_spend(day)
             return "budget_exhausted"
+        if fee:
+            await self.report_spend(day)
         return Admission(
             reserved_cents=fee if (spend.per_run_cents or spend.per_day_cents) else 0, day=day
         )
@@ -504,6 +524,26 @@ class CallLimits:
             await self.store.add(f"spend:run:{self.run_id}", -back, None, RUN_TTL_S)
         if spend.per_day_cents is not None:
             await self.store.add(f"spend:day:{admission.day}", -back, None, 2 * DAY_S)
+        await self.report_spend(admission.day)
+
+    async def spend_today(self) -> int | None:
+        """The day's spend as the limits count it against the day's ceiling (every process
+        sharing the store), or None when the contracts set no day ceiling (nothing is
+        counted then)."""
+        if self.contracts.spend.per_day_cents is None:
+            return None
+        return await self.store.value(f"spend:day:{self.contracts.day(self.clock())}")
+
+    async def report_spend(self, day: str | None = None) -> None:
+        """Set the spend gauges (`verifiers.metrics.record_spend`): the ceilings, and the
+        day's spend counted against its ceiling, read from the store (so every process's).
+        Nothing is read when there is no day ceiling."""
+        spend = self.contracts.spend
+        record_spend("run", None, spend.per_run_cents)
+        if spend.per_day_cents is None:
+            return
+        day = day or self.contracts.day(self.clock())
+        record_spend("day", await self.store.value(f"spend:day:{day}"), spend.per_day_cents)
 
     def window(self, api: ApiRef) -> tuple[int, float] | None:
         """The API's window as this process keeps it: at most `limit` places in any
@@ -555,6 +595,9 @@ class CallLimits:
                 member = secrets.token_hex(8)
                 wait, at = await self.store.take(api.key, member, limit, window_s, gap_s)
                 if wait <= 0:
+                    rate = self.contracts.api(api.vendor, api.path)
+                    if rate is not None:  # the share is of the whole contract's rate
+                        record_turn(api.vendor, api.path, rate.rate_per_s, at=time.time())
                     return Turn(api.key, member, at)
                 await asyncio.sleep(wait)
         return None

@@ -12,7 +12,9 @@ that reached no route (no route matched, or the body guard refused it first: 401
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
@@ -30,6 +32,8 @@ HTTP_SECONDS = Histogram(
     ["method", "route"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
+# The Prefect server's answer about the deployments, read every 15 s off the scrapes' path.
+DEPLOYMENTS_TIMEOUT_S = 2.0
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 DB_COMMITS = Counter(
     "idv_db_commits",
@@ -84,14 +88,34 @@ def count_commits(engine: Any) -> None:
     event.listen(engine, "commit", committed)
 
 
+def deployments_of(runtime: Any) -> Callable[[], Sequence[Any]] | None:
+    """A read of the active scheduled deployments' states on the Prefect server of
+    `PREFECT_API_URL` (None without one)."""
+    url = os.environ.get("PREFECT_API_URL")
+    if not url:
+        return None
+    from flows.freshness import freshness_service
+    from services.freshness import read_deployments
+
+    names = [s.name for s in freshness_service(runtime).schedules if s.active]
+    return lambda: read_deployments(url, names, timeout_s=DEPLOYMENTS_TIMEOUT_S)
+
+
 def register_operations(runtime: Any, registry: Any = REGISTRY) -> OperationsCollector:
-    """The operations collector over `runtime`'s store, on `registry`, and its commits
-    counted (once per runtime)."""
+    """The operations collector over `runtime`'s store, its vendor contracts and call limits
+    and the Prefect server's deployments, on `registry`, and its commits counted (once per
+    runtime)."""
     if id(runtime) not in _collectors:
         from policies.catalog import case_policy
 
         count_commits(runtime.store.engine)
-        collector = OperationsCollector(runtime.store, due_soon_hours=case_policy().due_soon_hours)
+        collector = OperationsCollector(
+            runtime.store,
+            due_soon_hours=case_policy().due_soon_hours,
+            contracts=runtime.vendor_contracts,
+            limits=runtime.call_limits,
+            deployments=deployments_of(runtime),
+        )
         registry.register(collector)
         _collectors[id(runtime)] = collector
     return _collectors[id(runtime)]
