@@ -13,9 +13,16 @@ overhead <= 25 ms).
 
 Both stores in one run: SQLite, then PostgreSQL when `IDV_BENCH_DATABASE_URL` is set (in a
 schema of its own). Each `idv serve` runs with its admin port, whose `idv_db_commits_total`
-gives the store commits per request.
+(a SQLAlchemy `commit` event listener on its engine) gives the store commits: per request
+sent one at a time (`ALONE` of them, before the load: the durable commits one request waits
+for one after the other, and its overhead alone) and per request under the load (where
+concurrent requests share group commits). With `--before REV`, the same requests one at a
+time are first sent to an `idv serve` running git revision REV of the code (exported with
+`git archive`, put first on its PYTHONPATH), on both stores: commits per request before and
+after, in one run. The machine's load average is printed beside each store's figures (taken
+when its load starts and ends).
 
-Usage: python bench/on_demand.py [SECONDS] [RATE] (default 20 s at 50/s)
+Usage: python bench/on_demand.py [SECONDS] [RATE] [--before REV] (default 20 s at 50/s)
 """
 
 from __future__ import annotations
@@ -24,12 +31,14 @@ import asyncio
 import gc
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 from harness import (
     APP_KEY,
@@ -44,6 +53,8 @@ from harness import (
 from vendor_sandbox import start as start_vendor_sandbox
 
 LATENCY_MS = 20
+# Requests sent one at a time before the load, for the commits one request makes alone.
+ALONE = 20
 TOKEN = "bench-token-" + "0" * 40
 # The steps that call a licensed source (the OAuth steps call nobody here: the generated
 # applicants authorized no account).
@@ -57,19 +68,19 @@ LICENSED = {
 }
 
 
-def lifted_contracts(folder: Path) -> Path:
-    """The shipped vendor contracts with every rate lifted, as the sandbox's are: the load
-    measures idv, not the contracted rates (20/s for some Tencent actions)."""
+def lifted_contracts(folder: Path, code: Path | None = None) -> Path:
+    """The shipped vendor contracts (of the code at `code`, else this checkout's) with every
+    rate lifted, as the sandbox's are: the load measures idv, not the contracted rates (20/s
+    for some Tencent actions)."""
     import yaml
 
-    from policies import catalog
-
-    doc = catalog.vendor_contracts().model_dump(mode="json")
+    root = code or Path(__file__).resolve().parent.parent
+    doc = yaml.safe_load((root / "policies" / "vendors.yaml").read_text(encoding="utf-8"))
     for contract in doc["vendors"].values():
         for api in contract["apis"].values():
             api["rate_per_s"] = 100_000
     path = folder / "vendors.yaml"
-    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
     return path
 
 
@@ -78,36 +89,59 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def paid_calls(r: Any) -> int:
+    """The paid calls a request's answer says it made."""
+    if r.status_code not in (200, 201):
+        return 0
+    return sum(
+        1
+        for s in r.json().get("steps", [])
+        if s["verifier"] in LICENSED and s["status"] not in ("skipped", "error")
+    )
+
+
+async def alone(client: Any, people: list[dict], metrics_url: str) -> dict:
+    """`people` sent one at a time: store commits per request, and the overheads."""
+    committed = commits(metrics_url)
+    got = []
+    for person in people:
+        t0 = time.perf_counter()
+        r = await client.post("/verifications", json=person)
+        got.append((r.status_code, time.perf_counter() - t0, paid_calls(r)))
+    return {"got": got, "commits": (commits(metrics_url) - committed) / len(people)}
+
+
 async def load(
     url: str, people: list[dict], rate: float, server_pid: int, metrics_url: str
-) -> tuple[list[tuple[int, float, int]], float, float]:
+) -> tuple[list[tuple[int, float, int]], float, float, dict]:
     import httpx
 
     out: list[tuple[int, float, int]] = []
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    # A request waits for a free connection as long as it takes (a server falling behind on
+    # a loaded machine makes them queue): that wait is part of the latency its caller sees.
+    timeout = httpx.Timeout(120.0, pool=None)
     async with httpx.AsyncClient(
-        base_url=url, timeout=60, limits=limits, headers={"Authorization": f"Bearer {TOKEN}"}
+        base_url=url, timeout=timeout, limits=limits, headers={"Authorization": f"Bearer {TOKEN}"}
     ) as client:
         # Warm-up: connections, the server's first request (its policies and GX loaded).
         for p in people[:3]:
             await client.post("/verifications", json=p)
+        single = await alone(client, people[3 : 3 + ALONE], metrics_url)
+        if rate <= 0:  # one at a time only
+            return [], 0.0, 0.0, single
+        people = people[ALONE:]
         committed = commits(metrics_url)
 
         async def one(person: dict, at: float) -> None:
             await asyncio.sleep(max(0.0, at - time.perf_counter()))
             t0 = time.perf_counter()
-            r = await client.post("/verifications", json=person)
-            took = time.perf_counter() - t0
-            paid = (
-                sum(
-                    1
-                    for s in r.json().get("steps", [])
-                    if s["verifier"] in LICENSED and s["status"] not in ("skipped", "error")
-                )
-                if r.status_code in (200, 201)
-                else 0
-            )
-            out.append((r.status_code, took, paid))
+            try:
+                r = await client.post("/verifications", json=person)
+            except httpx.TimeoutException:  # counted as status 0, the load goes on
+                out.append((0, time.perf_counter() - t0, 0))
+                return
+            out.append((r.status_code, time.perf_counter() - t0, paid_calls(r)))
 
         start = time.perf_counter() + 0.5
         cpu = cpu_seconds(server_pid)
@@ -121,7 +155,7 @@ async def load(
         finally:
             gc.enable()
         cpu = cpu_seconds(server_pid) - cpu
-    return out, cpu, commits(metrics_url) - committed
+    return out, cpu, commits(metrics_url) - committed, single
 
 
 def commits(metrics_url: str) -> float:
@@ -134,11 +168,13 @@ def commits(metrics_url: str) -> float:
     raise RuntimeError("idv serve's /metrics has no idv_db_commits_total")
 
 
-def run_store(pg: str | None, people: list[dict], rate: float) -> dict:
+def run_store(pg: str | None, people: list[dict], rate: float, code: Path | None = None) -> dict:
     """`idv serve` on one store (SQLite, or PostgreSQL at `pg` in a schema of its own) under
-    the load; its answers, CPU and commits per request."""
+    the load (none at `rate` 0: the requests one at a time only), running the code at `code`
+    (None: this checkout's); its answers, CPU, commits per request and the load averages."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("IDV_", "PREFECT_"))}
     procs = []
+    loadavg = [os.getloadavg()[0]]
     with (
         bench_schema(pg) if pg else nullcontext("") as schema,
         tempfile.TemporaryDirectory(prefix="idv-on-demand-") as tmp,
@@ -154,7 +190,7 @@ def run_store(pg: str | None, people: list[dict], rate: float) -> dict:
                 **base,
                 "IDV_HOME": str(Path(tmp) / "home"),
                 "IDV_API_TOKEN": TOKEN,
-                "IDV_VENDOR_CONTRACTS": str(lifted_contracts(Path(tmp))),
+                "IDV_VENDOR_CONTRACTS": str(lifted_contracts(Path(tmp), code)),
                 **{
                     f"IDV_{k.upper()}": v
                     for k, v in vendor_overrides(sandbox_url, APP_KEY, APP_SECRET).items()
@@ -162,6 +198,8 @@ def run_store(pg: str | None, people: list[dict], rate: float) -> dict:
             }
             if pg:
                 env["IDV_DATABASE_URL"], env["IDV_DATABASE_SCHEMA"] = pg, schema
+            if code is not None:
+                env["PYTHONPATH"] = str(code)
             log = (Path(tmp) / "serve.log").open("w+b")
             argv = [str(BIN / "idv"), "serve", "--port", str(ap), "--metrics-port", str(mp)]
             procs.append(
@@ -169,9 +207,10 @@ def run_store(pg: str | None, people: list[dict], rate: float) -> dict:
             )
             metrics_url = f"http://127.0.0.1:{mp}/metrics"
             try:
-                got, cpu, done = asyncio.run(
+                got, cpu, done, single = asyncio.run(
                     load(api_url, people, rate, procs[-1].pid, metrics_url)
                 )
+                loadavg.append(os.getloadavg()[0])
             except Exception as exc:
                 sys.exit(
                     f"the load failed ({type(exc).__name__}); idv serve said:\n"
@@ -180,10 +219,41 @@ def run_store(pg: str | None, people: list[dict], rate: float) -> dict:
         finally:
             for p in procs:
                 stop(p)
-    return {"got": got, "cpu": cpu, "commits": done / max(1, len(got))}
+    return {
+        "got": got,
+        "cpu": cpu,
+        "commits": done / max(1, len(got)),
+        "alone": single,
+        "loadavg": loadavg,
+    }
+
+
+def at_revision(rev: str, folder: Path) -> Path:
+    """The project's code at git revision `rev`, exported under `folder`."""
+    root = Path(__file__).resolve().parent.parent
+    out = folder / f"code-{rev}"
+    out.mkdir()
+    archive = subprocess.run(  # noqa: S603 - git, with a revision the caller named
+        ["git", "-C", str(root), "archive", rev],  # noqa: S607
+        check=True,
+        capture_output=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)  # noqa: S603,S607
+    return out
+
+
+def report_alone(store: str, label: str, single: dict) -> None:
+    ok = [(t, k) for code, t, k in single["got"] if code in (200, 201)]
+    over = [1000 * t - k * LATENCY_MS for t, k in ok]
+    print(
+        f"[{store}] {label}: {single['commits']:.1f} store commits per request, one request "
+        f"at a time ({len(single['got'])} requests); overhead alone p50 "
+        f"{pct(over, 0.5):.1f} ms, max {max(over):.1f} ms"
+    )
 
 
 def report(store: str, result: dict, rate: float, seconds: float) -> None:
+    report_alone(store, "now", result["alone"])
     got, cpu = result["got"], result["cpu"]
     ok = [(t, k) for code, t, k in got if code in (200, 201)]
     lat = [1000 * t for t, _ in ok]
@@ -196,7 +266,9 @@ def report(store: str, result: dict, rate: float, seconds: float) -> None:
     )
     print(
         f"[{store}] idv serve CPU {1000 * cpu / max(1, len(got)):.1f} ms per request "
-        f"({cpu / seconds:.0%} of a core); {result['commits']:.1f} store commits per request"
+        f"({cpu / seconds:.0%} of a core); {result['commits']:.1f} store commits per request "
+        f"under the load; load average (1 min) {result['loadavg'][0]:.1f} at its start, "
+        f"{result['loadavg'][-1]:.1f} at its end, {os.cpu_count()} cores"
     )
     if ok:
         print(
@@ -210,14 +282,20 @@ def report(store: str, result: dict, rate: float, seconds: float) -> None:
 
 
 def main() -> None:
-    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 20
-    rate = float(sys.argv[2]) if len(sys.argv) > 2 else 50
+    args = sys.argv[1:]
+    before = None
+    if "--before" in args:
+        at = args.index("--before")
+        before = args[at + 1]
+        del args[at : at + 2]
+    seconds = float(args[0]) if len(args) > 0 else 20
+    rate = float(args[1]) if len(args) > 1 else 50
     from idv.synthetic import Mix, applicants
 
     people = [
         x
         for x in applicants(
-            int(seconds * rate) + 3,
+            int(seconds * rate) + 3 + ALONE,
             seed=909,
             prefix="OD-",
             mix=Mix(invalid=0, no_consent=0, no_scoring_consent=0),
@@ -226,7 +304,14 @@ def main() -> None:
     ]
     pg = os.environ.get("IDV_BENCH_DATABASE_URL")
     stores = [("sqlite", None)] + ([("postgresql", pg)] if pg else [])
+    earlier = []
+    if before:
+        with tempfile.TemporaryDirectory(prefix="idv-on-demand-code-") as tmp:
+            code = at_revision(before, Path(tmp))
+            earlier = [(name, run_store(url, people, 0, code)) for name, url in stores]
     results = [(name, run_store(url, people, rate)) for name, url in stores]
+    for name, result in earlier:
+        report_alone(name, f"before ({before})", result["alone"])
     for name, result in results:
         report(name, result, rate, seconds)
     if not pg:
