@@ -210,3 +210,22 @@ def test_the_queue_answers_j_k_o_and_slash_and_a_key_without_a_reason_asks_for_o
     focused_on_reason(page)
     assert page.evaluate("document.getElementById('reason').validity.valueMissing")
     assert [c.status for c in map(rt.store.cases.get, cases)] == ["open"] * 4
+
+
+def test_the_queue_shows_a_screenful_of_cases_without_scrolling(day, screen):
+    """A day's queue on a 1366x900 screen: at least 12 cases in view at once (a walk of the
+    first workbench found 4 or 5), each row wholly on screen."""
+    url, rt, _ = day
+    for i in range(5, 31):
+        flagged(rt, f"DAY-{i}", reasons=("ID_MISMATCH", "CARRIER_MISMATCH"))
+    page = screen
+    sign_in(page, url)
+    shot(page, "queue-screenful")
+    assert page.evaluate("window.scrollY") == 0
+    boxes = [r.bounding_box() for r in page.locator("tr[data-case]").all()]
+    in_view = [
+        b
+        for b in boxes
+        if b is not None and b["y"] >= 0 and b["y"] + b["height"] <= SCREEN["height"]
+    ]
+    assert len(boxes) == 30 and len(in_view) >= 12, (len(boxes), len(in_view))
