@@ -62,6 +62,7 @@ def consent_grant(
     except ValidationError as exc:
         refuse(_cli_field(from_validation(exc)), as_json=as_json)
     with runtime() as rt:
+        actor()  # nobody signed in: refused (exit 2), nothing recorded
         result = rt.services.consent.grant(req)
     if as_json:
         emit(result.model_dump(mode="json"))
@@ -117,6 +118,7 @@ def consent_withdraw(
 def consent_show(applicant_ref: str, as_json: JsonOpt = False) -> None:
     """A subject's grants and their state now (whole consent ids, for `consent withdraw`)."""
     with runtime() as rt:
+        actor()  # nobody signed in: refused (exit 2), nothing shown
         grants = rt.services.consent.status(applicant_ref).grants
     if as_json:
         emit(
@@ -185,6 +187,7 @@ def consent_stats(as_json: JsonOpt = False) -> None:
     """Per notice version and channel: people asked, granting each scope, refusing,
     abandoning the ask, withdrawing."""
     with runtime() as rt:
+        actor()  # nobody signed in: refused (exit 2)
         stats = rt.services.consent.stats()
     if as_json:
         emit(stats.model_dump())
@@ -242,6 +245,7 @@ def consent_ask(
     except ValidationError as exc:
         refuse(_cli_field(from_validation(exc)), as_json=as_json)
     with runtime() as rt:
+        actor()  # nobody signed in: refused (exit 2), nothing recorded
         result = rt.services.consent.ask(req)
     if as_json:
         emit(result.model_dump(mode="json"))

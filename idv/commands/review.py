@@ -200,6 +200,7 @@ def audit_export_proof(
 def explain(applicant_ref: str, as_json: JsonOpt = False) -> None:
     """Why an applicant's outcome is what it is: reasons, score, policy version, steps."""
     with runtime() as rt:
+        actor()  # nobody signed in: refused (exit 2), nothing shown
         found = rt.services.explain.explain(applicant_ref).model_dump()
     if as_json:
         emit(found)
