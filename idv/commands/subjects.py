@@ -52,7 +52,7 @@ def subject_erasures(
     for p in found:
         console.print(
             f"{p.proposal_id}  {p.applicant_ref}  {p.status}  proposed by {p.proposed_by}"
-            f" {p.proposed_at:%Y-%m-%d %H:%M} UTC: {p.reason}"
+            f" {p.proposed_at.isoformat(timespec='minutes')}: {p.reason}"
         )
     if not found:
         console.print("no erasure proposal waits")
