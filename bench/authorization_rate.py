@@ -74,7 +74,7 @@ def chosen(rng: random.Random, people: list[str], share: float) -> set[str]:
     return set(rng.sample(people, round(share * len(people))))
 
 
-def populate(rt: Runtime, version: str, n: int, rng: random.Random) -> tuple[dict, int]:
+def populate(rt: Runtime, version: str, n: int, rng: random.Random) -> tuple[dict[str, float], int]:
     """Record the population of one notice version; the known rate per use and the number
     of acts recorded."""
     consent = rt.services.consent

@@ -188,10 +188,11 @@ async def ask(request: Request, services: Svc) -> Response:
     try:
         session = session_of(request, services)
         form = await checked_form(request)
+        target = form.get("target") or None
         opened = services.applicant_self.ask(
             session.applicant_ref,
             form.get("kind", "")[:32],
-            form.get("target")[:32] if form.get("target") else None,
+            target[:32] if target else None,
             actor=APPLICANT,
         )
     except ServiceError as exc:
