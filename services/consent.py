@@ -239,6 +239,8 @@ class NoticeStats(Answer):
     refused: int
     abandoned: int
     withdrew: int
+    # Per scope: people who refused it and never granted it under this notice and channel.
+    refused_scopes: dict[str, int] = {}
 
 
 class ConsentStats(Answer):

@@ -554,7 +554,7 @@ class ConsentLedger:
         ce, ca = m.ConsentEvent.__table__, m.ConsentAsk
         with self._ctx.engine.connect() as conn:
             q = select(ce)
-            qa = select(ca.subject_ref, ca.notice_version, ca.channel, ca.outcome)
+            qa = select(ca.subject_ref, ca.notice_version, ca.channel, ca.outcome, ca.scopes)
             if since is not None:
                 q, qa = q.where(ce.c.recorded_at >= since), qa.where(ca.recorded_at >= since)
             if until is not None:
@@ -577,6 +577,7 @@ class ConsentLedger:
                     "granting": set(),
                     "refused": set(),
                     "abandoned": set(),
+                    "refused_scopes": {},
                 },
             )
             if r.event == "grant":
@@ -596,11 +597,15 @@ class ConsentLedger:
                     "granting": set(),
                     "refused": set(),
                     "abandoned": set(),
+                    "refused_scopes": {},
                 },
             )
             g["asked"].add(a.subject_ref)
             if a.outcome in ("refused", "abandoned"):
                 g[a.outcome].add(a.subject_ref)
+            if a.outcome == "refused":
+                for scope in a.scopes or ():
+                    g["refused_scopes"].setdefault(scope, set()).add(a.subject_ref)
         return [
             {
                 "notice_version": nv,
@@ -611,6 +616,13 @@ class ConsentLedger:
                 "refused": len(g["refused"] - g["granting"]),
                 "abandoned": len(g["abandoned"] - g["granting"] - g["refused"]),
                 "withdrew": len(g["withdrew"]),
+                # Per use: people who refused the scope and never granted it here (the
+                # portal asks each sensitive use on its own, so one may grant some and not
+                # others).
+                "refused_scopes": {
+                    k: len(v - g["scopes"].get(k, set()))
+                    for k, v in sorted(g["refused_scopes"].items())
+                },
             }
             for (nv, ch), g in sorted(groups.items())
         ]

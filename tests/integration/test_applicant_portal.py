@@ -157,6 +157,13 @@ def test_when_the_applicant_walks_the_journey_then_each_answer_is_in_the_ledger_
     assert sorted(a["outcome"] for a in asks) == ["granted"] * 5 + ["refused"]
     [refusal] = [a for a in asks if a["outcome"] == "refused"]
     assert refusal["scopes"] == ["wechat_profile"] and refusal["channel"] == "applicant_portal"
+    [portal_stats] = [
+        s
+        for s in world.rt.services.consent.stats().stats
+        if s.channel == "applicant_portal" and s.notice_version == general.version
+    ]
+    assert portal_stats.refused_scopes == {"wechat_profile": 1}
+    assert portal_stats.granted["id_verification"] == 1
 
 
 def test_when_a_use_was_refused_then_it_is_not_asked_again_within_48_hours(portal):
