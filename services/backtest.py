@@ -15,6 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from policies.backtest import BacktestSide, Label, histogram, replay
 from policies.document import PolicyError
 from policies.scorecard import Scorecard
@@ -25,7 +27,49 @@ EDGES = list(range(0, 110, 10))
 _LABELS = ("good", "bad")
 
 
-def read_outcomes(path: Path) -> tuple[dict[str, Label], list[dict[str, Any]]]:
+class Answer(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RefusedLine(Answer):
+    """A line of the outcomes file left out: where, which field, which rule (no value)."""
+
+    line: int
+    field: str
+    rule: str
+
+
+class Histogram(Answer):
+    edges: list[int]
+    good: list[int]
+    bad: list[int]
+
+
+class Side(Answer):
+    """One scorecard's figures over the labelled, automated decisions."""
+
+    policy_version: str
+    n: int
+    bad: int
+    rates: dict[str, float]
+    bad_rate_by_outcome: dict[str, float | None]
+    auc: float | None
+    ks: float | None
+    histogram: Histogram
+
+
+class BacktestReport(Answer):
+    """Per policy its figures, what was left out and why, and the chart as text."""
+
+    sides: list[Side]
+    labelled: int
+    not_automated: int
+    unknown_refs: int
+    refused: list[RefusedLine]
+    chart: str
+
+
+def read_outcomes(path: Path) -> tuple[dict[str, Label], list[RefusedLine]]:
     """Labels by applicant ref, and the refused lines (line, field, rule)."""
     text = path.read_text(encoding="utf-8-sig")
     rows: list[tuple[int, Any]]
@@ -42,18 +86,18 @@ def read_outcomes(path: Path) -> tuple[dict[str, Label], list[dict[str, Any]]]:
             except ValueError:
                 rows.append((no, None))
     labels: dict[str, Label] = {}
-    refused: list[dict[str, Any]] = []
+    refused: list[RefusedLine] = []
     for no, row in rows:
         if not isinstance(row, dict):
-            refused.append({"line": no, "field": "line", "rule": "is not a JSON object"})
+            refused.append(RefusedLine(line=no, field="line", rule="is not a JSON object"))
             continue
         ref, label = row.get("applicant_ref"), row.get("outcome")
         if not isinstance(ref, str) or not ref.strip():
-            refused.append({"line": no, "field": "applicant_ref", "rule": "is required"})
+            refused.append(RefusedLine(line=no, field="applicant_ref", rule="is required"))
         elif label not in _LABELS:
-            refused.append({"line": no, "field": "outcome", "rule": "must be good or bad"})
+            refused.append(RefusedLine(line=no, field="outcome", rule="must be good or bad"))
         else:
-            labels[ref.strip()] = label  # type: ignore[assignment]
+            labels[ref.strip()] = label
     return labels, refused
 
 
@@ -69,7 +113,7 @@ def _readable(path: Path | None, option: str) -> None:
         raise InvalidInput(option, "is a directory" if path.is_dir() else "no such file")
 
 
-def run(store: Store, policy: Path, outcomes: Path, against: Path | None = None) -> dict[str, Any]:
+def run(store: Store, policy: Path, outcomes: Path, against: Path | None = None) -> BacktestReport:
     """The backtest report: per policy its figures, plus what was left out and why."""
     for option, path in (("--policy", policy), ("--outcomes", outcomes), ("--against", against)):
         _readable(path, option)
@@ -89,42 +133,40 @@ def run(store: Store, policy: Path, outcomes: Path, against: Path | None = None)
         None,
         {"policies": [c.version for c in cards], "labelled": len(labels), "replayed": sides[0].n},
     )
-    return {
-        "sides": [_side(s) for s in sides],
-        "labelled": len(labels),
-        "not_automated": sum(
-            1 for d in stored if d["score"] is None and d["applicant_ref"] in labels
-        ),
-        "unknown_refs": sum(1 for ref in labels if ref not in known),
-        "refused": refused,
-        "chart": chart(sides),
-    }
+    return BacktestReport(
+        sides=[_side(s) for s in sides],
+        labelled=len(labels),
+        not_automated=sum(1 for d in stored if d["score"] is None and d["applicant_ref"] in labels),
+        unknown_refs=sum(1 for ref in labels if ref not in known),
+        refused=refused,
+        chart=chart(sides),
+    )
 
 
 class BacktestService:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def run(self, policy: Path, outcomes: Path, against: Path | None = None) -> dict[str, Any]:
+    def run(self, policy: Path, outcomes: Path, against: Path | None = None) -> BacktestReport:
         """See `run`: the stored decisions replayed under one or two cards (audited)."""
         return run(self.store, policy, outcomes, against)
 
 
-def _side(s: BacktestSide) -> dict[str, Any]:
-    return {
-        "policy_version": s.policy_version,
-        "n": s.n,
-        "bad": s.bad,
-        "rates": s.rates,
-        "bad_rate_by_outcome": s.bad_rate_by_outcome,
-        "auc": s.auc,
-        "ks": s.ks,
-        "histogram": {
-            "edges": EDGES,
-            "good": histogram(s.scores_good, EDGES),
-            "bad": histogram(s.scores_bad, EDGES),
-        },
-    }
+def _side(s: BacktestSide) -> Side:
+    return Side(
+        policy_version=s.policy_version,
+        n=s.n,
+        bad=s.bad,
+        rates=s.rates,
+        bad_rate_by_outcome=s.bad_rate_by_outcome,
+        auc=s.auc,
+        ks=s.ks,
+        histogram=Histogram(
+            edges=EDGES,
+            good=histogram(s.scores_good, EDGES),
+            bad=histogram(s.scores_bad, EDGES),
+        ),
+    )
 
 
 def chart(sides: list[BacktestSide], width: int = 30) -> str:
@@ -143,9 +185,9 @@ def chart(sides: list[BacktestSide], width: int = 30) -> str:
     return "\n".join(lines)
 
 
-def table(report: dict[str, Any]) -> str:
+def table(report: BacktestReport) -> str:
     """The figures side by side, one column per policy."""
-    sides = report["sides"]
+    sides = report.sides
 
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{v:.1%}"
@@ -154,15 +196,15 @@ def table(report: dict[str, Any]) -> str:
         return "-" if v is None else f"{v:.3f}"
 
     rows = [
-        ("policy", [s["policy_version"] for s in sides]),
-        ("labelled decisions", [str(s["n"]) for s in sides]),
-        ("bad", [str(s["bad"]) for s in sides]),
-        ("approval (verified)", [pct(s["rates"]["verified"]) for s in sides]),
-        ("review", [pct(s["rates"]["review"]) for s in sides]),
-        ("decline recommended", [pct(s["rates"]["decline_recommended"]) for s in sides]),
-        ("bad rate among approved", [pct(s["bad_rate_by_outcome"]["verified"]) for s in sides]),
-        ("AUC", [num(s["auc"]) for s in sides]),
-        ("KS", [num(s["ks"]) for s in sides]),
+        ("policy", [s.policy_version for s in sides]),
+        ("labelled decisions", [str(s.n) for s in sides]),
+        ("bad", [str(s.bad) for s in sides]),
+        ("approval (verified)", [pct(s.rates["verified"]) for s in sides]),
+        ("review", [pct(s.rates["review"]) for s in sides]),
+        ("decline recommended", [pct(s.rates["decline_recommended"]) for s in sides]),
+        ("bad rate among approved", [pct(s.bad_rate_by_outcome["verified"]) for s in sides]),
+        ("AUC", [num(s.auc) for s in sides]),
+        ("KS", [num(s.ks) for s in sides]),
     ]
     w0 = max(len(r[0]) for r in rows)
     w = max(len(v) for r in rows for v in r[1])

@@ -88,14 +88,14 @@ def policy_backtest(
             given_path(against) if against else None,
         )
     if as_json:
-        emit(report)
+        emit(report.model_dump())
         return
     console.print(table(report))
     console.print(
-        f"labelled {report['labelled']}; not automated (left out) "
-        f"{report['not_automated']}; unknown refs {report['unknown_refs']}; "
-        f"refused lines {len(report['refused'])}"
+        f"labelled {report.labelled}; not automated (left out) "
+        f"{report.not_automated}; unknown refs {report.unknown_refs}; "
+        f"refused lines {len(report.refused)}"
     )
-    for r in report["refused"][:20]:
-        console.print(f"refused line {r['line']}: {r['field']} {r['rule']}")
-    sys.stdout.write(report["chart"] + "\n")
+    for r in report.refused[:20]:
+        console.print(f"refused line {r.line}: {r.field} {r.rule}")
+    sys.stdout.write(report.chart + "\n")
