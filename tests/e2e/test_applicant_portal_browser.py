@@ -247,5 +247,12 @@ def test_when_the_link_is_altered_in_the_browser_then_the_refusal_page_shows(por
     phone.wait_for_selector("[data-testid=refused]")
     shot(phone, "10-refused")
     assert "链接无效" in phone.content() and "does not work" in phone.content()
-    phone.goto("about:blank")
     assert world.rt.store.ledger.asks_for(ref) == []
+    phone.goto(link(world, base, ref))
+    phone.wait_for_selector("[data-testid=general-notice]")
+    phone.goto(base + "/applicant/step/teleport")
+    phone.wait_for_selector("[data-testid=error]")
+    shot(phone, "11-unknown-step")
+    shown = phone.content()
+    assert "step: is not a step of this journey" in shown and "teleport" not in shown
+    phone.goto("about:blank")

@@ -229,6 +229,16 @@ def test_when_the_link_or_the_input_is_bad_then_a_clear_page_and_nothing_is_reco
         forged = b.post("/applicant/consents", data={**fields, "csrf": "x" * 40})
         assert forged.status_code == 403
         assert (rows(world.rt, "consent_events"), rows(world.rt, "consent_asks")) == before
-        foreign = b.get("/applicant/face/back", params={"face": "fv_" + "0" * 32})
-        assert foreign.status_code == 404 and "token:" in foreign.text
+        unknown_token = b.get("/applicant/face/back", params={"face": "fv_" + "0" * 32})
+        assert unknown_token.status_code == 404 and "token:" in unknown_token.text
+        # Another applicant's face flow, named by its token: refused alike.
+        theirs = world.person("AP-000888", 1)
+        started = world.face.start(
+            theirs, return_url=base + "/applicant/face/back", actor=Actor("t", "api")
+        )
+        foreign = b.get("/applicant/face/back", params={"face": started.token_id})
+        assert foreign.status_code == 404
+        assert foreign.text.replace(started.token_id, "") == unknown_token.text.replace(
+            "fv_" + "0" * 32, ""
+        )
         assert_clean(world, notice.text, unknown.text, foreign.text)
