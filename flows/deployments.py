@@ -287,13 +287,56 @@ def set_paused(planned: list[Planned], name: str, *, paused: bool) -> dict[str, 
     return {"name": p.name, "id": str(d.id), "paused": paused}
 
 
-def serve_all(planned: list[Planned]) -> None:
-    """Serve every deployment in this process (Prefect's `serve`) until interrupted: the
-    embedded default. Each declared `active: false` is served paused; all are paused when
-    serving stops, and served again (as declared) at the next start."""
-    from prefect import serve
+# How long a stop waits for the runner to pause the deployments and end before it gives up
+# on it: Ctrl-C ends `idv serve-flows` within this (and its local server's stop).
+STOP_WITHIN_S = 15.0
 
-    serve(
-        *[runner_deployment(p, paused=not p.schedule.active) for p in planned],
-        print_starting_message=False,
-    )
+
+def serve_all(planned: list[Planned]) -> None:
+    """Serve every deployment in this process (a Prefect `Runner`, as `serve` makes) until
+    Ctrl-C or SIGTERM: the embedded default. Each declared `active: false` is served paused;
+    all are paused when serving stops, and served again (as declared) at the next start.
+
+    The runner works in a thread of its own; the signal is taken here, which asks it to
+    stop (`astop`: its polling cancelled, the schedules paused) and waits STOP_WITHIN_S at
+    most. Left to `asyncio.run`'s own Ctrl-C (the main task cancelled), the runner went on
+    for minutes. A second Ctrl-C while it stops stops at once."""
+    import asyncio
+    import signal
+    import threading
+
+    from prefect.runner import Runner
+
+    # Taken from the start: a Ctrl-C while the deployments are still being made counts too.
+    asked = threading.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    before = {s: signal.signal(s, lambda *_: asked.set()) for s in signals}
+    runner = Runner(pause_on_shutdown=True)
+    loop = asyncio.new_event_loop()
+    ended = threading.Event()
+    failed: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            loop.run_until_complete(runner.start())
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            failed.append(exc)
+        finally:
+            ended.set()
+
+    try:
+        for p in planned:
+            runner.add_deployment(runner_deployment(p, paused=not p.schedule.active))
+        if asked.is_set():
+            return
+        threading.Thread(target=serve, name="idv-serve-flows", daemon=True).start()
+        while not (asked.wait(0.5) or ended.is_set()):
+            pass
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+    if not ended.is_set():
+        asyncio.run_coroutine_threadsafe(runner.astop(), loop)
+        ended.wait(STOP_WITHIN_S)
+    if failed and not asked.is_set():
+        raise failed[0]
