@@ -3,8 +3,11 @@ applied to a process work pool, two `prefect worker start` processes. The schedu
 onboarding deployment runs on one of them and sends each chunk of the batch to the pool as
 a `verify-chunk` flow run; the chunks are spread over both workers. One worker is killed
 with SIGKILL (with the flow-run processes it started) while it works a chunk: the chunk runs
-again on the other, every applicant ends once, no idempotency key is billed twice (from the
-sandbox's own log), and the audit chain verifies."""
+again on the other, every applicant ends once, no idempotency key of the generic adapter's
+calls (court list, credit bureau) is billed twice (from the sandbox's own log), and the audit
+chain verifies. The real vendors (Tencent Cloud, Alibaba Cloud) take no idempotency key: a
+call of theirs in flight at the kill may be billed again, each named `billed_in_doubt`
+(tests/integration/test_real_vendor_batches.py)."""
 
 from __future__ import annotations
 
