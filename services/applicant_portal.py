@@ -252,8 +252,6 @@ class PortalService:
         """Record the switches (see the module). `InvalidInput` naming the field, before
         anything is written: `notice_version` (not the published notice in force), `use`
         (a use this page did not ask), `shown.<use>` (not the hash of the text shown)."""
-        if session.step != "consents" and session.status != "done":
-            self.links.move(session, "consents")
         page = self.consent_page(session)
         if notice_version != page.notice_version:
             raise InvalidInput("notice_version", "is not the published notice in force")

@@ -299,7 +299,7 @@ def face_back(request: Request, services: Svc) -> Response:
         request,
         "applicant/face_result.html",
         session=session,
-        state=result.state if result.state != "final" else "final",
+        state=result.state,
         token_id=result.token_id,
     )
 
