@@ -242,3 +242,16 @@ def test_when_the_link_or_the_input_is_bad_then_a_clear_page_and_nothing_is_reco
             "fv_" + "0" * 32, ""
         )
         assert_clean(world, notice.text, unknown.text, foreign.text)
+
+
+def test_when_the_journey_is_a_face_recheck_then_only_face_is_asked_and_face_follows(portal):
+    world, base = portal
+    world.person(REF, consent=False)
+    with httpx.Client(base_url=base, timeout=15, follow_redirects=True) as b:
+        notice = b.get(link(world, base, journey="face_recheck"))
+        assert re.findall(r'name="use" value="([a-z_]+)"', notice.text) == ["face"]
+        face = b.post("/applicant/consents", data={**form_of(notice.text), "use": ["face"]})
+        assert "/applicant/step/face" in str(face.url) and 'data-testid="face-start"' in face.text
+    [grant] = world.rt.store.ledger.grants_for(REF)
+    assert grant.scopes == frozenset({"face_verification"})
+    assert grant.notice_version == "face-notice-2026.12"
