@@ -2,9 +2,9 @@
 
 `ProofRepository.check` walks the audit chain (`AuditLog.check`) and then every consent
 event, decision, step result, legal hold, review case, user and credential against the
-events that bound them (`storage.bindings`), both ways: a record its event does not vouch for, and an event whose record is gone. A
-record deliberately deleted (retention) is named by a `records.purged` event
-(`records_purged`) and is then not missing.
+events that bound them (`storage.bindings`), both ways: a record its event does not vouch
+for, and an event whose record is gone. A record deliberately deleted (retention) is named
+by a `records.purged` event (`records_purged`) and is then not missing.
 
 `ProofRepository.material` gathers, for one subject, what a third party needs to check its
 records without the database: each record's canonical bytes, the events that bind them, and
