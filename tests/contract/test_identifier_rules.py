@@ -124,8 +124,9 @@ def test_when_the_api_is_given_the_ref_then_it_judges_it_alike(surfaces, ref, ru
 def test_when_the_command_line_is_given_the_ref_then_it_judges_it_alike(
     surfaces, ref, rule, monkeypatch, capsys
 ):
-    _, home = surfaces
+    client, home = surfaces
     monkeypatch.setenv("IDV_HOME", str(home))
+    monkeypatch.setenv("IDV_TOKEN", client.officer)  # signed in: nobody's commands are refused
     # Granted first: `consent show` of a subject of whom nothing is held is refused (404).
     for argv, field in (
         (
