@@ -197,8 +197,8 @@ def test_when_a_hold_names_nobody_or_a_malformed_reference_then_it_is_refused(st
         assert bad.value.field == "applicant_ref"
     with pytest.raises(NotFound):
         subjects.hold("NOBODY-1", basis="aml_customer_identification", actor=officer)
-    with pytest.raises(NotFound):  # not "restricted": nothing is held of them
-        subjects.erase("NOBODY-1", reason="erasure request #7", actor=officer)
+    with pytest.raises(NotFound):  # no erasure proposed: nothing is held of them
+        subjects.propose_erasure("NOBODY-1", reason="erasure request #7", actor=officer)
 
 
 def test_when_production_names_the_default_file_by_a_link_or_a_uri_then_startup_refuses(
