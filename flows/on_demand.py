@@ -5,9 +5,11 @@ The same code as a batch line (`ChunkRunner`: consent recorded, every step throu
 the vendor contracts' rates, caps and spend, the decision, one journal), as a run of one
 line; its one answer per source is held to the response suites' rule directly
 (`flows.quality.answer_complete`), since a share over one answer is that answer. An
-idempotency key names the request: the same key again returns the first answer without
-calling anyone; a request that died mid-way, sent again under its key, makes its unstored
-calls under the vendor keys they had, so they are billed once.
+idempotency key names the request among its caller's keys, and is bound to the body it was
+first sent with: the same caller, key and body again returns the first answer without
+calling anyone; another body under the key is refused (`InvalidInput`), and another caller's
+key of the same text is a request of its own. A request that died mid-way, sent again under
+its key, makes its unstored calls under the vendor keys they had, so they are billed once.
 
 A process answering requests keeps one `Engine` (`Runtime.on_demand`): an event loop in a
 thread of its own with one step runner (`flows.steps.Steps`: one vendor session whose
@@ -24,9 +26,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hashlib
+import json
 import logging
 import threading
 from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -38,7 +42,7 @@ from flows.quality import answer_complete
 from flows.steps import Steps
 from intake.models import ApplicantLine, Refusal
 from intake.reader import parse_record
-from services.errors import Conflict, InvalidInput, Unavailable
+from services.errors import InvalidInput, Unavailable
 from services.runs import owner_id
 from storage.audit import ChainRolledBackError
 from storage.journal import Journal
@@ -49,16 +53,39 @@ T = TypeVar("T")
 log = logging.getLogger("idv.flows.on_demand")
 
 
-def request_basis(idempotency_key: str) -> str:
-    """What names a request across its retries (in the runs table, as a batch's hash)."""
-    return hashlib.sha256(f"idv-on-demand|{idempotency_key}".encode()).hexdigest()
+@dataclass(frozen=True)
+class RequestKey:
+    """What an idempotency key names: `basis`, the request across its retries among its
+    caller's keys (in the runs table, as a batch's hash), and `digest`, the body it came
+    with (`request_digest`)."""
+
+    basis: str
+    digest: str
+
+
+def request_basis(idempotency_key: str, caller: str) -> str:
+    """What names a request across its retries: the key within its caller's own keys (the
+    authenticated actor's name), so the same text from another caller is another request."""
+    # A JSON array, not a joined string: no caller name and key can spell another pair.
+    named = json.dumps(["idv-on-demand", caller, idempotency_key], ensure_ascii=False)
+    return hashlib.sha256(named.encode()).hexdigest()
+
+
+def request_digest(rt: RuntimeParts, record: Mapping[str, Any]) -> str:
+    """The request body as a digest: its canonical JSON (keys sorted, no spaces, UTF-8)
+    through SHA-256, keyed by this installation's blind-index key (HMAC): a body of a few
+    personal fields cannot be guessed back from the database by whoever lacks the key
+    file. Neither the body nor its canonical text is kept."""
+    canonical = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return rt.store.cipher.blind_index(canonical, table="runs", column="request_digest")
 
 
 def parse_request(
-    rt: RuntimeParts, record: Any, idempotency_key: str | None
-) -> tuple[ApplicantLine, str | None]:
-    """The request's batch line and the basis naming it across retries. `InvalidInput` for
-    a record intake refuses (field and rule)."""
+    rt: RuntimeParts, record: Any, idempotency_key: str | None, caller: str | None
+) -> tuple[ApplicantLine, RequestKey | None]:
+    """The request's batch line and, under a key, what names it across retries (the key
+    bound to `caller`, the authenticated actor's name, and to the body). `InvalidInput`
+    for a record intake refuses (field and rule)."""
     if not isinstance(record, Mapping):
         raise InvalidInput("request", "must be a JSON object (one batch line)")
     line = parse_record(
@@ -66,27 +93,40 @@ def parse_request(
     )
     if isinstance(line, Refusal):
         raise InvalidInput(line.field, line.reason)
-    return line, (request_basis(idempotency_key) if idempotency_key else None)
+    if not idempotency_key:
+        return line, None
+    if not caller:  # a key is a caller's: without one it would be everybody's
+        raise ValueError("an idempotency key needs the caller it belongs to")
+    return line, RequestKey(request_basis(idempotency_key, caller), request_digest(rt, record))
 
 
 def verify_one(
-    engine: Engine, record: Any, *, idempotency_key: str | None = None
+    engine: Engine,
+    record: Any,
+    *,
+    idempotency_key: str | None = None,
+    caller: str | None = None,
 ) -> dict[str, Any]:
     """Verify one applicant on a process's engine (`Runtime.on_demand`); the masked answer
-    (`answer`), whose `replayed` says whether it is an earlier request's under the same
-    key. `InvalidInput` for a record intake refuses (field and rule); `Conflict` for a key
-    in use by another applicant or by a request still working."""
-    line, basis = parse_request(engine.rt, record, idempotency_key)
-    return engine.run(lambda e: e.request(line, basis))
+    (`answer`), whose `replayed` says whether it is an earlier request's: the same `caller`
+    (the authenticated actor's name, needed with a key) sent the same body under the same
+    key. `InvalidInput` for a record intake refuses (field and rule) and for a key its
+    caller used for another body; `Conflict` for a key whose request is still working."""
+    line, key = parse_request(engine.rt, record, idempotency_key, caller)
+    return engine.run(lambda e: e.request(line, key))
 
 
 async def verify_one_async(
-    engine: Engine, record: Any, *, idempotency_key: str | None = None
+    engine: Engine,
+    record: Any,
+    *,
+    idempotency_key: str | None = None,
+    caller: str | None = None,
 ) -> dict[str, Any]:
     """`verify_one` for a caller on an event loop of its own (the HTTP API's): it waits for
     the engine's answer without holding a thread."""
-    line, basis = parse_request(engine.rt, record, idempotency_key)
-    return await asyncio.wrap_future(engine.submit(lambda e: e.request(line, basis)))
+    line, key = parse_request(engine.rt, record, idempotency_key, caller)
+    return await asyncio.wrap_future(engine.submit(lambda e: e.request(line, key)))
 
 
 class Engine:
@@ -150,19 +190,21 @@ class Engine:
         assert self.journal is not None
         return await self.journal.call(fn, *args, **kwargs)
 
-    async def request(self, line: ApplicantLine, basis: str | None) -> dict[str, Any]:
-        """One request's answer: its replay, or a run of one opened, verified and closed."""
+    async def request(self, line: ApplicantLine, key: RequestKey | None) -> dict[str, Any]:
+        """One request's answer: its replay, or a run of one opened, verified and closed.
+        Under a key its caller sent with another body, `InvalidInput` before anything is
+        read back, recorded or called."""
         rt = self.rt
         resumes = None
-        if basis is not None:
-            earlier = await self.db(rt.store.runs.finished_run, basis)
+        basis = key.basis if key is not None else None
+        if key is not None:
+            if await self.db(rt.store.runs.request_digests, key.basis) - {key.digest}:
+                raise InvalidInput("Idempotency-Key", "was used for another request")
+            earlier = await self.db(rt.store.runs.finished_run, key.basis)
             if earlier is not None:
-                lines = await self.db(rt.store.runs.lines, earlier)
-                if not lines or lines[0].applicant_ref != line.applicant_ref:
-                    raise Conflict("Idempotency-Key", "was used for another applicant")
                 return await self.db(answer, rt, earlier, replayed=True)
             resumes = await self.db(
-                rt.services.runs.close_crashed, basis, stale_s=rt.settings.run_stale_s
+                rt.services.runs.close_crashed, key.basis, stale_s=rt.settings.run_stale_s
             )
         # The run opens in the commit of the request's first write (its grants) and closes
         # in its decided applicant's: two durable commits fewer per request, each a flush
@@ -173,7 +215,11 @@ class Engine:
         except ChainRolledBackError as exc:  # a cut chain: no run, nothing paid for on it
             raise Unavailable("audit_chain", f"{exc.rule}; run `idv audit verify`") from None
         run_id = self.journal.start_run(
-            batch_name=BATCH_NAME, batch_sha256=basis, owner=owner_id(), resumes=resumes
+            batch_name=BATCH_NAME,
+            batch_sha256=basis,
+            owner=owner_id(),
+            resumes=resumes,
+            request_digest=key.digest if key is not None else None,
         )
         self.journal.finish_with_decided(run_id)
         try:

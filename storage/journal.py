@@ -239,11 +239,13 @@ class Journal:
         batch_sha256: str | None,
         owner: str | None = None,
         resumes: str | None = None,
+        request_digest: str | None = None,
     ) -> str:
         """Open a run (its row and `run.started`, as `RunRepository.start` writes them) with
         the next write, without waiting for a commit of its own: a request's run opens in
         its grants' transaction. Its id; the caller holds the chain's head first
-        (`AuditLog.require_head`), as `RunRepository.start` does."""
+        (`AuditLog.require_head`), as `RunRepository.start` does. `request_digest`: an
+        on-demand request's body, as its keyed digest."""
         run_id = str(uuid.uuid4())
         now = self._store.clock()
         row: dict[str, Any] = {
@@ -256,6 +258,7 @@ class Journal:
             "owner": owner,
             "heartbeat_at": now,
             "resumes": resumes,
+            "request_digest": request_digest,
             "counts": {},
             "fees_cents": 0,
         }

@@ -349,6 +349,9 @@ class Run(Base):
     owner: Mapped[str | None] = mapped_column(String(160), nullable=True)  # host:pid
     heartbeat_at: Mapped[datetime | None] = mapped_column(nullable=True)
     resumes: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    # An on-demand request's body as a keyed digest (`flows.on_demand.request_digest`): its
+    # key replays only for the same body. Never the body itself.
+    request_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class RunChunk(Base):

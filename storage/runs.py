@@ -135,6 +135,14 @@ class RunRepository:
                 .limit(1)
             )
 
+    def request_digests(self, batch_sha256: str) -> set[str | None]:
+        """The request digests of the runs of this request basis, whatever their status: an
+        on-demand key's earlier bodies (`flows.on_demand.request_digest`)."""
+        with self._ctx.transaction() as s:
+            return set(
+                s.scalars(select(m.Run.request_digest).where(m.Run.batch_sha256 == batch_sha256))
+            )
+
     def batch_sha256(self, run_id: str) -> str | None:
         with self._ctx.transaction() as s:
             run = s.get(m.Run, run_id)

@@ -75,7 +75,7 @@ def event(
     responses={
         200: {
             "model": VerificationAnswer,
-            "description": "the first answer to this Idempotency-Key",
+            "description": "the first answer to this caller's Idempotency-Key and body",
         },
         **answers(*READS_BODY, 403, 409),
     },
@@ -89,18 +89,29 @@ async def verification(
     actor: Actor,
     rt: Rt,
     idempotency_key: Annotated[
-        str | None, Header(alias="Idempotency-Key", pattern=r"^[A-Za-z0-9_.:-]{8,128}$")
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            pattern=r"^[A-Za-z0-9_.:-]{8,128}$",
+            description="Names this request among the caller's own (another caller's key of "
+            "the same text is another request), bound to its body: sent again with the same "
+            "body it answers the first answer (200); with another body, 422.",
+        ),
     ] = None,
 ) -> Any:
     """Verify one applicant now, through the same pipeline, gate, contracts and caps as a
-    batch: 201 with the outcome and the masked steps; the same `Idempotency-Key` again
-    answers 200 with the first answer and calls nobody; 422 names the field and rule of
-    a refused line."""
+    batch: 201 with the outcome and the masked steps. An `Idempotency-Key` is the caller's
+    own and bound to the body: the same caller and body again answer 200 with the first
+    answer and call nobody; another body under the key is 422 (field `Idempotency-Key`),
+    nothing recorded; 409 while the key's request is still working. 422 names the field and
+    rule of a refused line."""
     # On the server's loop: the request waits for the on-demand engine without holding a
     # thread. A refusal is audited, in a worker thread (a write to the store).
     if not rt.services.runs.may_start(actor):
         await run_in_threadpool(rt.services.runs.authorize, actor, operation="verify")
-    body = await verify_one_async(rt.on_demand, payload, idempotency_key=idempotency_key)
+    body = await verify_one_async(
+        rt.on_demand, payload, idempotency_key=idempotency_key, caller=actor.name
+    )
     if body["disposition"] == "refused":
         return JSONResponse(
             status_code=422,

@@ -244,8 +244,9 @@ def verify(
         str | None,
         typer.Option(
             "--idempotency-key",
-            help="Names this request: the same key again answers the first "
-            "result and calls nobody.",
+            help="Names this request among the signed-in user's: the same key and "
+            "file again answer the first result and call nobody; another file under "
+            "the key is refused.",
         ),
     ] = None,
     sandbox: Annotated[
@@ -274,8 +275,11 @@ def verify(
         check_policies(rt, as_json=as_json)
         check_dependencies(rt)
         try:
-            rt.services.runs.authorize(actor(), operation="verify")
-            result = verify_one(rt.on_demand, record, idempotency_key=idempotency_key)
+            caller = actor()
+            rt.services.runs.authorize(caller, operation="verify")
+            result = verify_one(
+                rt.on_demand, record, idempotency_key=idempotency_key, caller=caller.name
+            )
         except ServiceError as exc:
             refuse(exc, as_json=as_json)
     replayed = result["replayed"]

@@ -64,10 +64,11 @@ def test_when_a_request_is_sent_twice_with_one_key_then_one_set_of_paid_calls_is
     )
     assert again.status_code == 200 and again.json() == {**body, "replayed": True}
     assert paid_calls(sandbox) == calls  # nobody was called again
-    # The same key for someone else is a conflict, and calls nobody either.
+    # The same key for someone else is another request under the key: refused, and calls
+    # nobody either.
     other = people(2, seed=62)[1]
     clash = client.post("/verifications", json=other, headers={"Idempotency-Key": "req-0000000001"})
-    assert clash.status_code == 409 and clash.json()["field"] == "Idempotency-Key"
+    assert clash.status_code == 422 and clash.json()["field"] == "Idempotency-Key"
     assert paid_calls(sandbox) == calls
     # Nothing personal in any answer.
     for answer in (first.text, again.text, clash.text):
