@@ -94,8 +94,8 @@ async def verification(
             alias="Idempotency-Key",
             pattern=r"^[A-Za-z0-9_.:-]{8,128}$",
             description="Names this request among the caller's own (another caller's key of "
-            "the same text is another request), bound to its body: sent again with the same "
-            "body it answers the first answer (200); with another body, 422.",
+            "the same text is another request) and is bound to its body: sent again with the "
+            "same body (keys in any order), the first answer (200); with another body, 422.",
         ),
     ] = None,
 ) -> Any:

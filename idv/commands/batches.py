@@ -281,6 +281,8 @@ def verify(
                 rt.on_demand, record, idempotency_key=idempotency_key, caller=caller.name
             )
         except ServiceError as exc:
+            if exc.field == "Idempotency-Key":  # the service names the API's header
+                fail("--idempotency-key", exc.rule, as_json=as_json)
             refuse(exc, as_json=as_json)
     replayed = result["replayed"]
     if result["disposition"] == "refused":

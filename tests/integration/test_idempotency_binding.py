@@ -169,3 +169,55 @@ def test_when_the_keys_request_is_still_working_then_the_same_body_is_409_and_an
     assert other.status_code == 422 and other.json()["field"] == "Idempotency-Key"
     assert paid_calls(sandbox) == 0
     assert rt.store.runs.status(run_id) == "running"
+
+
+def test_when_idv_verify_is_given_a_key_then_it_is_the_signed_in_users_and_bound_to_the_file(
+    database, make_runtime, tmp_path, monkeypatch, caplog
+):
+    """The command line: the key is the signed-in user's; another file under it exits 2
+    naming `--idempotency-key`, with none of the file's values shown or kept."""
+    import json
+
+    from typer.testing import CliRunner
+
+    import idv.commands  # noqa: F401 - registers the commands on the app
+    from idv.shell import app
+
+    caplog.set_level(logging.DEBUG)
+    rt = make_runtime()
+    tokens = {who: person_token(rt, "operator", who) for who in ("olga", "omar")}
+    files = {}
+    for name, body in {"first": person(101), "second": person(102, ref="IK-000001")}.items():
+        files[name] = tmp_path / f"{name}.json"
+        files[name].write_text(json.dumps(body, ensure_ascii=False), encoding="utf-8")
+    for name, value in {
+        **database.env(),  # on PostgreSQL, the test's own schema
+        "IDV_HOME": str(tmp_path / "home"),
+        "IDV_KEY_FILE": str(rt.settings.key_file),
+    }.items():
+        monkeypatch.setenv(name, value)
+    cli = CliRunner()
+
+    def verify(name: str, who: str):
+        monkeypatch.setenv("IDV_TOKEN", tokens[who])
+        args = ["verify", str(files[name]), "--idempotency-key", KEY, "--sandbox", "--json"]
+        return cli.invoke(app, args)
+
+    first = verify("first", "olga")
+    assert first.exit_code == 0, first.output[-800:]
+    again = verify("first", "olga")
+    assert again.exit_code == 0 and json.loads(again.output) == {
+        **json.loads(first.output),
+        "replayed": True,
+    }
+    refused = verify("second", "olga")
+    assert refused.exit_code == 2 and json.loads(refused.output)["field"] == "--idempotency-key"
+    assert "was used for another request" in refused.output
+    theirs = verify("first", "omar")  # the same file and key text, another user
+    assert theirs.exit_code == 0, theirs.output[-800:]
+    assert json.loads(theirs.output)["run_id"] != json.loads(first.output)["run_id"]
+    second = json.loads(files["second"].read_text(encoding="utf-8"))
+    canaries = Canaries({f"{f} of the second file": second[f] for f in PERSONAL})
+    assert canaries.in_texts([first.output, again.output, refused.output, theirs.output]) == []
+    assert canaries.in_logs(caplog.records) == []
+    assert canaries.in_rows(rt.store.engine) == []
