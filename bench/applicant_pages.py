@@ -83,7 +83,9 @@ def prepare(settings_env: dict[str, str], n: int) -> list[str]:
                         channel="app",
                         evidence=f"sha256:{i:064x}",
                         granted_at=granted_at,
-                    )
+                    ),
+                    actor=lender,
+                    via="api",
                 )
             issued = rt.services.links.issue(LinkRequest(applicant_ref=ref), actor=lender)
             q = parse_qs(urlsplit(issued.path).query)

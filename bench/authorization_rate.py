@@ -33,8 +33,13 @@ from sqlalchemy import text
 from flows.runtime import Runtime
 from flows.settings import Settings
 from services.consent import AskRequest, GrantRequest
+from services.context import Actor
 from storage.db import make_engine
 from storage.keyring import LocalKekProvider
+
+# The lender's systems, which record consents and behaviour events (`consent_write`,
+# `events_write`).
+LOADER = Actor("loader", "operator")
 
 PURPOSE = "onboarding_verification"
 CHANNEL = "app"
@@ -89,7 +94,7 @@ def populate(rt: Runtime, version: str, n: int, rng: random.Random) -> tuple[dic
         for use in refusals:
             if ref in left or ref in refusing[use]:
                 outcome = "abandoned" if ref in left else "refused"
-                consent.ask(_ask(ref, use, version, outcome))
+                consent.ask(_ask(ref, use, version, outcome), actor=LOADER)
             else:
                 evidence = "sha256:" + hashlib.sha256(f"{ref}|{use}".encode()).hexdigest()
                 done = consent.grant(
@@ -100,9 +105,11 @@ def populate(rt: Runtime, version: str, n: int, rng: random.Random) -> tuple[dic
                         notice_version=version,
                         channel=CHANNEL,
                         evidence=evidence,
-                    )
+                    ),
+                    actor=LOADER,
+                    via="api",
                 )
-                consent.ask(_ask(ref, use, version, "granted", done.consent_id))
+                consent.ask(_ask(ref, use, version, "granted", done.consent_id), actor=LOADER)
                 acts += 1
             acts += 1
     known = {use: (len(answering) - len(refusing[use])) / len(people) for use in refusals}

@@ -317,7 +317,7 @@ class PortalService:
     ) -> UseOutcome:
         consent_id = None
         if req is not None:
-            consent_id = self.consent.grant(req).consent_id
+            consent_id = self.consent.grant(req, actor=APPLICANT, via="subject").consent_id
         self.consent.ask(
             AskRequest(
                 subject_ref=session.applicant_ref,
@@ -327,7 +327,8 @@ class PortalService:
                 channel=CHANNEL,
                 outcome="granted" if consent_id else "refused",
                 consent_id=consent_id,
-            )
+            ),
+            actor=APPLICANT,
         )
         return UseOutcome(
             use=view.use,

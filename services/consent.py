@@ -35,7 +35,7 @@ from policies.vocabulary import (
     check_consent_id,
 )
 from services.access import AccessControl
-from services.context import Actor
+from services.context import APPLICANT_ROLE, Actor
 from services.errors import Conflict, InvalidInput, NotFound
 from services.subjects import require_known, require_ref
 from storage.context import as_utc
@@ -82,9 +82,9 @@ class GrantRequest(BaseModel):
 
 
 class WithdrawRequest(BaseModel):
-    """Withdrawing needs no more than granting did; everything here is optional. With
-    `applicant_ref` (whose consent the caller says it is), a grant of anyone else is
-    answered as no such grant, and the attempt is audited."""
+    """Withdrawing needs no more than granting did: the subject whose grant it is
+    (`applicant_ref`, required) and optionally where it came from. A grant of anyone else
+    is answered as no such grant, and the attempt is audited."""
 
     model_config = ConfigDict(
         frozen=True,
@@ -94,7 +94,7 @@ class WithdrawRequest(BaseModel):
 
     channel: Code = "api"
     evidence: EvidenceRef | None = None
-    applicant_ref: ApplicantRef | None = None
+    applicant_ref: ApplicantRef
 
 
 # The surfaces a withdrawal comes through: the command line, the HTTP API, the web pages, the
@@ -279,10 +279,22 @@ class ConsentService:
         self.notices = notices
         self.access = access
 
-    def ask(self, req: AskRequest) -> AskAnswer:
-        """Record an ask and its outcome under a known notice; `InvalidInput` naming the field
-        for an unknown notice or purpose, a `granted` ask without its consent, or a
-        `consent_id` on a refusal."""
+    def _may_write(self, actor: Actor, operation: str, subject_ref: str | None) -> None:
+        """`Denied` (audited) unless the actor holds `consent_write`, or is the applicant of
+        the portal's session (whose own service has checked the session's subject)."""
+        if actor.role == APPLICANT_ROLE:
+            self.access.require_applicant(actor, operation=operation, subject_ref=subject_ref)
+        else:
+            self.access.require(
+                actor, "consent_write", operation=operation, subject_ref=subject_ref
+            )
+
+    def ask(self, req: AskRequest, *, actor: Actor) -> AskAnswer:
+        """Record an ask and its outcome under a known notice, by an actor holding
+        `consent_write` (named in its audit event); `InvalidInput` naming the field for an
+        unknown notice or purpose, a `granted` ask without its consent, or a `consent_id`
+        on a refusal."""
+        self._may_write(actor, "consent.ask", req.subject_ref)
         notice = self.notices.get(req.notice_version)
         if notice is None:
             raise ConsentRefused("notice_version", "is not a known notice")
@@ -311,6 +323,7 @@ class ConsentService:
                 outcome=req.outcome,
                 asked_at=asked_at,
                 consent_id=req.consent_id,
+                actor=actor.name,
             )
         except UnknownConsentError:
             raise NotFound("consent_id", "no such grant") from None
@@ -463,15 +476,18 @@ class ConsentService:
         )
         return SignedReceipt(jws=token, receipt=receipt, public_key=public)
 
-    def grant(self, req: GrantRequest) -> GrantResult:
-        """Check against the policy and the notice, then record; raises `ConsentRefused`
-        (field and rule) before anything is written."""
+    def grant(self, req: GrantRequest, *, actor: Actor, via: WithdrawVia) -> GrantResult:
+        """By an actor holding `consent_write` (or the portal's applicant): check against the
+        policy and the notice, then record, the actor and the surface (`via`) on the grant's
+        event; raises `Denied` or `ConsentRefused` (field and rule) before anything is
+        written."""
+        self._may_write(actor, "consent.grant", req.subject_ref)
         try:
-            return self._grant(req)
+            return self._grant(req, actor=actor, via=via)
         except GrantRuleError as exc:
             raise ConsentRefused(exc.field, exc.rule) from None
 
-    def _grant(self, req: GrantRequest) -> GrantResult:
+    def _grant(self, req: GrantRequest, *, actor: Actor, via: WithdrawVia) -> GrantResult:
         now = self.store.clock()
         granted_at = req.granted_at or now
         expires_at = req.expires_at or granted_at + timedelta(
@@ -501,6 +517,8 @@ class ConsentService:
             evidence_ref=req.evidence,
             granted_at=granted_at,
             expires_at=expires_at,
+            actor=actor.name,
+            via=via,
         )
         return GrantResult(
             consent_id=consent_id,
@@ -515,9 +533,11 @@ class ConsentService:
         self, consent_id: str, req: WithdrawRequest, *, actor: Actor, via: WithdrawVia
     ) -> WithdrawResult:
         """Record a withdrawal by `actor` through `via`, both on the withdrawal event and in
-        its binding; `NotFound` for an unknown id, `InvalidInput` for a malformed one. A
-        second withdrawal is harmless: it reports the first. A grant that is not the
-        subject's the request names is `NotFound` too, and the refusal is audited."""
+        its binding, by an actor holding `consent_write` (or the portal's applicant);
+        `NotFound` for an unknown id, `InvalidInput` for a malformed one. A second withdrawal
+        is harmless: it reports the first. A grant that is not the subject's the request
+        names is `NotFound` too, and the refusal is audited."""
+        self._may_write(actor, "consent.withdraw", req.applicant_ref)
         rule = check_consent_id(consent_id)
         if rule is not None:
             raise InvalidInput("consent_id", rule)

@@ -29,6 +29,8 @@ from policies.behavior import (
 )
 from policies.scorecard import Scorecard, assess, signal_features
 from policies.vocabulary import check_applicant_ref
+from services.access import AccessControl
+from services.context import Actor
 from services.errors import InvalidInput
 from storage.events import NewBehaviorEvent
 from storage.records import Decision
@@ -108,14 +110,21 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
 
 class EventService:
     def __init__(
-        self, store: Store, gate: ConsentGate, policy: BehaviorPolicy, scorecard: Scorecard
+        self,
+        store: Store,
+        gate: ConsentGate,
+        policy: BehaviorPolicy,
+        scorecard: Scorecard,
+        *,
+        access: AccessControl,
     ) -> None:
+        self.access = access
         self.store = store
         self.gate = gate
         self.policy = policy
         self.scorecard = scorecard
 
-    def ingest_one(self, raw: Any, *, now: datetime | None = None) -> EventReceived:
+    def ingest_one(self, raw: Any, *, actor: Actor, now: datetime | None = None) -> EventReceived:
         """One event: stored and its alerts raised, or `EventRefused` (nothing written)."""
         if not isinstance(raw, Mapping):
             raise EventRefused("event", "must be a JSON object")
@@ -126,12 +135,19 @@ class EventService:
             err = exc.errors(include_input=False, include_url=False)[0]
             loc = ".".join(str(p) for p in err["loc"]) or "event"
             raise EventRefused(loc, err["msg"].removeprefix("Value error, "), ref) from None
-        return self.ingest_event(event, now=now)
+        return self.ingest_event(event, actor=actor, now=now)
 
-    def ingest_event(self, event: EventIn, *, now: datetime | None = None) -> EventReceived:
-        """One event already in shape (the HTTP API parses the body as an `EventIn`): the
-        clock, a known applicant and the consent gate, then stored and its alerts raised;
-        or `EventRefused` (nothing written)."""
+    def ingest_event(
+        self, event: EventIn, *, actor: Actor, now: datetime | None = None
+    ) -> EventReceived:
+        """One event already in shape (the HTTP API parses the body as an `EventIn`), by an
+        actor holding `events_write` (else `Denied`, audited): the clock, a known applicant
+        and the consent gate, then stored, its recorder named in the audit chain
+        (`behavior.event_recorded`), and its alerts raised; or `EventRefused` (nothing
+        written)."""
+        self.access.require(
+            actor, "events_write", operation="events.ingest", subject_ref=event.applicant_ref
+        )
         now = now or datetime.now(UTC)
         policy = self.policy
         ref = event.applicant_ref
@@ -163,6 +179,11 @@ class EventService:
         )
         if not new:
             return EventReceived(event_id=event_id, duplicate=True, alerts=[])
+        self.store.audit.record(
+            "behavior.event_recorded",
+            event.applicant_ref,
+            {"event_id": event_id, "kind": event.kind, "actor": actor.name, "role": actor.role},
+        )
         history = [
             Observed(**e.model_dump())
             for e in self.store.events.history(event.applicant_ref, until=event.occurred_at)
@@ -253,15 +274,17 @@ class EventService:
         return {k: v for k, v in fresh.items() if k in card.features}
 
     def ingest(
-        self, records: Iterable[tuple[int, Any]], *, now: datetime | None = None
+        self, records: Iterable[tuple[int, Any]], *, actor: Actor, now: datetime | None = None
     ) -> IngestReport:
-        """Every event of a file; a refused line is reported and the rest goes on."""
+        """Every event of a file, by an actor holding `events_write` (else `Denied` before
+        any line is read); a refused line is reported and the rest goes on."""
+        self.access.require(actor, "events_write", operation="events.ingest")
         report = IngestReport()
         for line_no, raw in records:
             try:
                 if isinstance(raw, EventRefused):
                     raise raw
-                done = self.ingest_one(raw, now=now)
+                done = self.ingest_one(raw, actor=actor, now=now)
             except EventRefused as exc:
                 report.refused.append(
                     {

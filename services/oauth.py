@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 from policies.masking import mask_oauth_id
 from policies.notices import Notice
 from services.consent import ConsentService, GrantRequest, WithdrawRequest
-from services.context import Actor
+from services.context import APPLICANT, Actor
 from services.errors import Kind, ServiceError
 from services.oauth_config import OAuthConfig, OidcProviderSettings
 from storage.oauth import PendingAuthorization, StateError
@@ -585,7 +585,10 @@ class OAuthService:
                 notice_hash=digest,
                 channel=channel,
                 evidence=f"oauth:{pending.digest[:40]}",
-            )
+            ),
+            # The applicant's own act: they approved the authorization themselves.
+            actor=APPLICANT,
+            via="subject",
         ).consent_id
         try:
             self.store.oauth.link(
@@ -593,7 +596,10 @@ class OAuthService:
             )
         except Exception:
             self.consents.withdraw(
-                consent_id, WithdrawRequest(channel="system"), actor=SYSTEM_ACTOR, via="system"
+                consent_id,
+                WithdrawRequest(applicant_ref=pending.applicant_ref, channel="system"),
+                actor=SYSTEM_ACTOR,
+                via="system",
             )
             raise
         return consent_id

@@ -111,7 +111,7 @@ class Services:
     def events(self) -> EventService:
         from services.events import EventService
         return EventService(self._ctx.store, self._ctx.gate, self._ctx.behavior_policy,
-                            self._ctx.scorecard)
+                            self._ctx.scorecard, access=self.access)
 
     @cached_property
     def health(self) -> HealthService:

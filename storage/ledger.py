@@ -81,6 +81,8 @@ def granted_event(row: dict[str, Any]) -> PendingEvent:
             "channel": row["channel"],
             "evidence_ref": row["evidence_ref"],
             "record_hash": consent_hash(row),
+            # Who recorded it and through which surface, when the service named them.
+            **({"actor": row["actor"], "via": row["via"]} if row.get("actor") else {}),
         },
     )
 
@@ -255,10 +257,15 @@ class ConsentLedger:
         granted_at: datetime,
         expires_at: datetime,
         notice_hash: str | None = None,
+        actor: str | None = None,
+        via: str | None = None,
     ) -> dict[str, Any]:
-        """The `consent_events` row of a new grant (its `dedup_key` makes a repeat one grant)."""
+        """The `consent_events` row of a new grant (its `dedup_key` makes a repeat one grant);
+        with `actor` and `via`, who recorded it and through which surface (both hashed)."""
         scope_list = sorted(set(scopes))
+        named = {"actor": actor, "via": via} if actor is not None else {}
         return {
+            **named,
             "id": str(uuid.uuid4()),
             "event": "grant",
             "subject_ref": subject_ref,
@@ -288,10 +295,14 @@ class ConsentLedger:
         granted_at: datetime,
         expires_at: datetime,
         notice_hash: str | None = None,
+        actor: str | None = None,
+        via: str | None = None,
     ) -> tuple[str, bool]:
-        """Record a grant the caller has checked against the policy (`check_grant`).
-        Returns (consent id, newly recorded)."""
+        """Record a grant the caller has checked against the policy (`check_grant`), by
+        `actor` through `via`. Returns (consent id, newly recorded)."""
         row = self.grant_row(
+            actor=actor,
+            via=via,
             subject_ref=subject_ref,
             purpose=purpose,
             scopes=scopes,
@@ -459,7 +470,9 @@ class ConsentLedger:
                     "expires_at": as_utc(r.expires_at).isoformat() if r.expires_at else None,
                     "occurred_at": as_utc(r.occurred_at).isoformat(),
                     "recorded_at": as_utc(r.recorded_at).isoformat(),
-                    "via": r.via,
+                    # A withdrawal's surface; a grant's way in is its channel (who recorded
+                    # it, and through which surface, stays on its row and in the chain).
+                    "via": r.via if r.event == "withdraw" else None,
                 }
                 for r in rows
             ]
@@ -481,6 +494,7 @@ class ConsentLedger:
         outcome: str,
         asked_at: datetime,
         consent_id: str | None = None,
+        actor: str | None = None,
     ) -> str:
         """Record one ask for consent and its outcome: `refused`, `abandoned` (shown and
         left unanswered), or `granted` with the grant that answered it. Audited as
@@ -518,6 +532,7 @@ class ConsentLedger:
                     "channel": channel,
                     "outcome": outcome,
                     "consent_id": consent_id,
+                    **({"actor": actor} if actor is not None else {}),
                 },
                 session=s,
             )

@@ -30,17 +30,18 @@ router = APIRouter()
 
 @router.post(
     "/consents",
-    openapi_extra=needs("authenticated"),
+    openapi_extra=needs("consent_write"),
     status_code=201,
     response_model=GrantResult,
     responses={
         200: {"model": GrantResult, "description": "already recorded"},
-        **answers(*READS_BODY),
+        **answers(*READS_BODY, 403),
     },
 )
-def grant(req: GrantRequest, response: Response, _actor: Actor, svc: Svc) -> GrantResult:
-    """Record one grant. The same grant twice is one grant (200 the second time)."""
-    result = svc.consent.grant(req)
+def grant(req: GrantRequest, response: Response, actor: Actor, svc: Svc) -> GrantResult:
+    """Record one grant, naming the caller on its event. The same grant twice is one grant
+    (200 the second time). 403 for a caller whose role lacks `consent_write`."""
+    result = svc.consent.grant(req, actor=actor, via="api")
     if not result.created:
         response.status_code = 200
     return result
@@ -48,19 +49,20 @@ def grant(req: GrantRequest, response: Response, _actor: Actor, svc: Svc) -> Gra
 
 @router.post(
     "/consents/{consent_id}/withdraw",
-    openapi_extra=needs("authenticated"),
+    openapi_extra=needs("consent_write"),
     response_model=WithdrawResult,
-    responses=answers(*READS_BODY, 404),
+    responses=answers(*READS_BODY, 403, 404),
 )
 def withdraw(
     consent_id: Annotated[ConsentId, PathParam()],
+    req: WithdrawRequest,
     actor: Actor,
     svc: Svc,
-    req: WithdrawRequest | None = None,
 ) -> WithdrawResult:
-    """Withdraw a grant: no more fields than granting needed. Twice is harmless. With
-    `applicant_ref`, only that subject's grant: another's is 404 as an unknown id is."""
-    return svc.consent.withdraw(consent_id, req or WithdrawRequest(), actor=actor, via="api")
+    """Withdraw a grant of the subject the body names (`applicant_ref`): another's is 404
+    as an unknown id is. Twice is harmless. 403 for a caller whose role lacks
+    `consent_write`."""
+    return svc.consent.withdraw(consent_id, req, actor=actor, via="api")
 
 
 @router.get(
@@ -100,15 +102,16 @@ def stats(_actor: Actor, svc: Svc) -> ConsentStats:
 
 @router.post(
     "/consents/asks",
-    openapi_extra=needs("authenticated"),
+    openapi_extra=needs("consent_write"),
     status_code=201,
     response_model=AskAnswer,
-    responses=answers(*READS_BODY, 404),
+    responses=answers(*READS_BODY, 403, 404),
 )
-def ask(req: AskRequest, _actor: Actor, svc: Svc) -> AskAnswer:
+def ask(req: AskRequest, actor: Actor, svc: Svc) -> AskAnswer:
     """Record an ask for consent that was refused or abandoned (or a grant's ask), so
-    that authorization rates per notice version count everyone asked."""
-    return svc.consent.ask(req)
+    that authorization rates per notice version count everyone asked. 403 for a caller
+    whose role lacks `consent_write`."""
+    return svc.consent.ask(req, actor=actor)
 
 
 @router.get(

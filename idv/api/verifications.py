@@ -40,23 +40,24 @@ def decision(applicant_ref: SubjectRef, _actor: Actor, svc: Svc) -> Any:
 
 @router.post(
     "/events",
-    openapi_extra=needs("authenticated"),
+    openapi_extra=needs("events_write"),
     status_code=201,
     response_model=EventReceived,
     responses={
         200: {"model": EventReceived, "description": "already received"},
-        **answers(*READS_BODY),
+        **answers(*READS_BODY, 403),
     },
 )
 def event(
-    payload: EventIn, response: Response, _actor: Actor, svc: Svc
+    payload: EventIn, response: Response, actor: Actor, svc: Svc
 ) -> EventReceived | JSONResponse:
     """One login or profile-change event, under the applicant's `behavior_signals`
-    consent: 201 with the alerts it raised, 200 if already received, 422 naming the
+    consent, recorded with the caller's name: 201 with the alerts it raised, 200 if
+    already received, 403 for a caller whose role lacks `events_write`, 422 naming the
     field and the rule (unknown applicant, no consent, impossible coordinates, future
     timestamp)."""
     try:
-        done = svc.events.ingest_event(payload)
+        done = svc.events.ingest_event(payload, actor=actor)
     except EventRefused as exc:
         return JSONResponse(
             status_code=422,

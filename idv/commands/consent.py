@@ -62,8 +62,8 @@ def consent_grant(
     except ValidationError as exc:
         refuse(_cli_field(from_validation(exc)), as_json=as_json)
     with runtime() as rt:
-        actor()  # nobody signed in: refused (exit 2), nothing recorded
-        result = rt.services.consent.grant(req)
+        # Nobody signed in: refused (exit 2); a role without consent_write: refused, audited.
+        result = rt.services.consent.grant(req, actor=actor(), via="cli")
     if as_json:
         emit(result.model_dump(mode="json"))
     else:
@@ -88,18 +88,22 @@ def _cli_field(exc: ServiceError) -> ServiceError:
 @consent_app.command("withdraw")
 def consent_withdraw(
     consent_id: Annotated[str, typer.Argument(help="The grant to withdraw (its whole id).")],
+    applicant_ref: Annotated[
+        str, typer.Option(help="The subject whose grant it is; another's is no such grant.")
+    ],
     channel: Annotated[str, typer.Option(help="Where the withdrawal came from.")] = "cli",
     evidence: Annotated[str | None, typer.Option(help="Reference to the proof.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Withdraw a grant. Every later step for that person is refused by the gate."""
+    """Withdraw a grant of the subject named by --applicant-ref. Every later step for that
+    person is refused by the gate."""
     from pydantic import ValidationError
 
     from services.consent import WithdrawRequest
     from services.errors import from_validation
 
     try:
-        req = WithdrawRequest(channel=channel, evidence=evidence)
+        req = WithdrawRequest(applicant_ref=applicant_ref, channel=channel, evidence=evidence)
     except ValidationError as exc:
         refuse(_cli_field(from_validation(exc)), as_json=as_json)
     with runtime() as rt:
@@ -245,8 +249,8 @@ def consent_ask(
     except ValidationError as exc:
         refuse(_cli_field(from_validation(exc)), as_json=as_json)
     with runtime() as rt:
-        actor()  # nobody signed in: refused (exit 2), nothing recorded
-        result = rt.services.consent.ask(req)
+        # Nobody signed in: refused (exit 2); a role without consent_write: refused, audited.
+        result = rt.services.consent.ask(req, actor=actor())
     if as_json:
         emit(result.model_dump(mode="json"))
     else:

@@ -10,6 +10,7 @@ import typer
 
 from idv.shell import (
     JsonOpt,
+    actor,
     events_app,
     given_path,
     policy_app,
@@ -38,7 +39,7 @@ def events_ingest(
     from services.events import read_jsonl
 
     with runtime() as rt:
-        report = rt.services.events.ingest(read_jsonl(file)).as_dict()
+        report = rt.services.events.ingest(read_jsonl(file), actor=actor()).as_dict()
     all_refused = bool(report["refused"]) and not report["accepted"] and not report["duplicates"]
     if as_json:
         emit(report)

@@ -25,6 +25,7 @@ from pydantic import SecretStr
 from flows.runtime import Runtime
 from flows.settings import Settings
 from policies import catalog
+from services.consent import WithdrawRequest
 from services.context import Actor
 from services.errors import Denied, ServiceError
 from storage.keyring import LocalKekProvider
@@ -41,6 +42,48 @@ def _name() -> str:
 
 def _add(s: Any, a: Actor) -> object:
     return s.people.add(_name(), "analyst", PASSWORD, actor=a)
+
+
+def _grant_req() -> Any:
+    from services.consent import GrantRequest
+
+    return GrantRequest(
+        subject_ref="A-1",
+        purpose="onboarding_verification",
+        scopes=frozenset({"id_verification"}),
+        notice_version="no-such-notice",
+        channel="app",
+        evidence="sha256:" + "c" * 64,
+    )
+
+
+def _ask_req() -> Any:
+    from services.consent import AskRequest
+
+    return AskRequest(
+        subject_ref="A-1",
+        purpose="onboarding_verification",
+        scopes=frozenset({"id_verification"}),
+        notice_version="no-such-notice",
+        channel="app",
+        outcome="refused",
+    )
+
+
+def _event() -> Any:
+    from policies.behavior import EventIn
+
+    return EventIn.model_validate(
+        {
+            "event_id": "ev-matrix-1",
+            "applicant_ref": "A-nobody-here",
+            "kind": "login",
+            "occurred_at": datetime.now(UTC).isoformat(),
+            "device_id": "device-1",
+            "ip": "203.0.113.9",
+            "region": "CN-31",
+        }
+    )
 
 
 # A case and an outreach that do not exist: the refusal must not depend on existence.
@@ -104,6 +147,18 @@ OPERATIONS: dict[str, list[Operation]] = {
     # Prefect (the command line's refusal: tests/contract/test_case_matrix.py).
     "schedule": [lambda s, a: s.access.require(a, "schedule", operation="schedule.apply")],
     "export": [lambda s, a: s.consent.receipt("A-1", actor=a)],
+    # Refused by the policy or as malformed after the check: nothing recorded either way.
+    "consent_write": [
+        lambda s, a: s.consent.grant(_grant_req(), actor=a, via="api"),
+        lambda s, a: s.consent.ask(_ask_req(), actor=a),
+        lambda s, a: s.consent.withdraw(
+            "not-an-id", WithdrawRequest(applicant_ref="A-1"), actor=a, via="api"
+        ),
+    ],
+    "events_write": [
+        lambda s, a: s.events.ingest_event(_event(), actor=a),
+        lambda s, a: s.events.ingest([(1, "not an object")], actor=a),
+    ],
     "reveal": [
         lambda s, a: s.cases.reveal(
             NO_CASE,

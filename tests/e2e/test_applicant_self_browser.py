@@ -28,6 +28,10 @@ from services.context import Actor
 from storage.keyring import LocalKekProvider
 from tests.support import EVERY_FORM, Canaries
 
+# The lender's systems, which record consents and behaviour events (`consent_write`,
+# `events_write`).
+LOADER = Actor("loader", "operator")
+
 pytestmark = pytest.mark.e2e
 
 ARTIFACTS = Path(
@@ -80,7 +84,9 @@ def world(tmp_path, serve_app, sandbox):
                 evidence=c["evidence"],
                 granted_at=datetime.fromisoformat(c["granted_at"]),
                 expires_at=datetime.fromisoformat(c["expires_at"]),
-            )
+            ),
+            actor=LOADER,
+            via="api",
         )
     server = serve_app(create_app(rt))
     yield rt, server.url, line, tmp_path

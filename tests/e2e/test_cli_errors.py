@@ -80,7 +80,7 @@ CASES = [
         "--from",
         "must be a date (YYYY-MM-DD)",
     ),
-    (["consent", "withdraw", "3f2a"], "consent_id", "whole consent id"),
+    (["consent", "withdraw", "3f2a", "--applicant-ref", "A-1"], "consent_id", "whole consent id"),
     (["consent", "show", CANARY_ID], "applicant_ref", "must not contain an ID or phone"),
     (
         [

@@ -57,9 +57,11 @@ def test_when_consent_commands_run_then_grant_withdraw_show_export_and_stats_agr
     assert bundled.returncode == 2 and bundled.stdout == ""
     assert json.loads(bundled.stderr)["error"].startswith("consent.scopes: bundles")
 
-    withdrawn = json.loads(run_idv(env, "consent", "withdraw", cid, "--json").stdout)
+    withdrawn = json.loads(
+        run_idv(env, "consent", "withdraw", cid, "--applicant-ref", "A-7", "--json").stdout
+    )
     assert withdrawn["already_withdrawn"] is False
-    twice = run_idv(env, "consent", "withdraw", cid)
+    twice = run_idv(env, "consent", "withdraw", cid, "--applicant-ref", "A-7")
     assert twice.returncode == 0 and "already withdrawn" in twice.stdout
     engine = make_engine(f"sqlite:///{Path(env['IDV_HOME']) / 'idv.db'}")
     with engine.connect() as conn:  # who withdrew, and through the command line
@@ -68,7 +70,7 @@ def test_when_consent_commands_run_then_grant_withdraw_show_export_and_stats_agr
         ).all() == [("compliance-officer-user", "cli")]
     engine.dispose()
     assert run_idv(env, "audit", "verify").returncode == 0
-    unknown = run_idv(env, "consent", "withdraw", "nope", "--json")
+    unknown = run_idv(env, "consent", "withdraw", "nope", "--applicant-ref", "A-7", "--json")
     assert unknown.returncode == 2 and unknown.stdout == ""
     assert json.loads(unknown.stderr)["field"] == "consent_id"
 

@@ -20,6 +20,10 @@ from services.consent import GrantRequest
 from services.context import Actor
 from storage.records import Decision, NewApplicant
 
+# The lender's systems, which record consents and behaviour events (`consent_write`,
+# `events_write`).
+LOADER = Actor("loader", "operator")
+
 KEY, SECRET = "AKIDfaceSweepFlow01", "face-sweep-flow-secret-01"
 NOTICE = catalog.notices()["face-notice-2026.12"]
 _WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
@@ -55,7 +59,9 @@ def stored_with_face_grant(rt, ref: str, id_number: str) -> None:
             notice_hash=NOTICE.text_sha256,
             channel="app",
             evidence="sha256:" + "e" * 64,
-        )
+        ),
+        actor=LOADER,
+        via="api",
     )
 
 

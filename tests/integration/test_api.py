@@ -112,14 +112,18 @@ def test_when_a_grant_is_malformed_then_422_names_field_and_rule_and_nothing_is_
 def test_when_a_grant_is_withdrawn_then_twice_is_harmless_and_unknown_is_404(api):
     client, _ = api
     cid = client.post("/consents", json=body()).json()["consent_id"]
-    first = client.post(f"/consents/{cid}/withdraw")
+    first = client.post(f"/consents/{cid}/withdraw", json={"applicant_ref": "A-100"})
     assert first.status_code == 200 and first.json()["already_withdrawn"] is False
-    again = client.post(f"/consents/{cid}/withdraw", json={"channel": "web"})
+    again = client.post(
+        f"/consents/{cid}/withdraw", json={"applicant_ref": "A-100", "channel": "web"}
+    )
     assert again.status_code == 200 and again.json()["already_withdrawn"] is True
     assert again.json()["withdrawal_id"] == first.json()["withdrawal_id"]
-    missing = client.post("/consents/00000000-0000-4000-8000-000000000000/withdraw")
+    missing = client.post(
+        "/consents/00000000-0000-4000-8000-000000000000/withdraw", json={"applicant_ref": "A-100"}
+    )
     assert missing.status_code == 404 and missing.json()["field"] == "consent_id"
-    cut_short = client.post(f"/consents/{cid[:8]}/withdraw")
+    cut_short = client.post(f"/consents/{cid[:8]}/withdraw", json={"applicant_ref": "A-100"})
     assert cut_short.status_code == 422 and cut_short.json()["field"] == "consent_id"
     grants = client.get("/subjects/A-100/consents").json()["grants"]
     assert [g["state"] for g in grants] == ["withdrawn"]
@@ -146,7 +150,7 @@ def test_when_a_receipt_is_exported_then_it_lists_every_event_with_notices_and_m
     )
     cid = client.post("/consents", json=body()).json()["consent_id"]
     client.post("/consents", json=body(scopes=["risk_scoring"], evidence="sha256:" + "d" * 64))
-    client.post(f"/consents/{cid}/withdraw")
+    client.post(f"/consents/{cid}/withdraw", json={"applicant_ref": "A-100"})
     assert client.get("/subjects/A-100/consents/export").status_code == 403  # no `export`
     resp = client.get("/subjects/A-100/consents/export", headers=officer(rt))
     assert resp.status_code == 200
@@ -167,7 +171,7 @@ def test_when_stats_are_read_then_asked_granted_and_withdrew_are_counted(api):
             "/consents", json=body(subject_ref=ref, evidence=f"sha256:{i:064x}")
         ).json()["consent_id"]
         if ref == "S-3":
-            client.post(f"/consents/{cid}/withdraw")
+            client.post(f"/consents/{cid}/withdraw", json={"applicant_ref": ref})
     client.post(
         "/consents",
         json=body(subject_ref="S-1", scopes=["wechat_profile"], evidence="sha256:" + "e" * 64),

@@ -22,6 +22,10 @@ from services.errors import Denied, InvalidInput, NotFound
 from services.requests import AnswerRequest
 from tests.support import Canaries
 
+# The lender's systems, which record consents and behaviour events (`consent_write`,
+# `events_write`).
+LOADER = Actor("loader", "operator")
+
 OFFICER = Actor(name="officer", role="compliance_officer")
 COURT_PATH = "/v1/court/dishonest"
 
@@ -53,7 +57,9 @@ def world(database: Any, make_runtime: Any, tmp_path: Any, sandbox: Any):
                     evidence=c["evidence"],
                     granted_at=datetime.fromisoformat(c["granted_at"]),
                     expires_at=datetime.fromisoformat(c["expires_at"]),
-                )
+                ),
+                actor=LOADER,
+                via="api",
             )
     return rt, batch, {x["applicant_ref"]: x for x in lines}
 

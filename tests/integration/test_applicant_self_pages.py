@@ -24,6 +24,10 @@ from services.consent import GrantRequest
 from services.context import Actor
 from tests.support import EVERY_FORM, Canaries
 
+# The lender's systems, which record consents and behaviour events (`consent_write`,
+# `events_write`).
+LOADER = Actor("loader", "operator")
+
 OPERATOR = Actor("lender-backend", "operator")
 CSRF = re.compile(r'name="csrf" value="([0-9a-f]{64})"')
 
@@ -59,7 +63,9 @@ def world(database, make_runtime, serve_app, sandbox, tmp_path):
                     evidence=c["evidence"],
                     granted_at=datetime.fromisoformat(c["granted_at"]),
                     expires_at=datetime.fromisoformat(c["expires_at"]),
-                )
+                ),
+                actor=LOADER,
+                via="api",
             )
     run_batch(rt, str(batch))
     server = serve_app(create_app(rt))

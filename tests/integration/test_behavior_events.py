@@ -13,8 +13,13 @@ from sqlalchemy import text
 
 from flows.runtime import Runtime
 from policies.scorecard import assess
+from services.context import Actor
 from services.events import EventRefused
 from storage.records import Decision, NewApplicant
+
+# The lender's systems, which record consents and behaviour events (`consent_write`,
+# `events_write`).
+LOADER = Actor("loader", "operator")
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 DEVICE, IP = "device-7f3a9c2e55", "203.0.113.77"
@@ -87,7 +92,8 @@ def test_when_logins_show_impossible_travel_then_an_alert_opens_a_case_and_feeds
                 ev(2, "B-1", 30, lat=39.9042, lon=116.4074, region="CN-11"),
             ],
             start=1,
-        )
+        ),
+        actor=LOADER,
     )
     assert (report.accepted, report.refused) == (2, [])
     assert [a["rule"] for a in report.alerts] == ["impossible_travel"]
@@ -110,7 +116,7 @@ def test_when_alerts_push_the_score_to_decline_then_the_one_case_carries_the_dec
         dict(ev(10 + i, "B-2", 20 + i, kind="profile_change", change=c))
         for i, c in enumerate(["phone", "bank_card", "address", "phone"])
     ]
-    report = runtime.services.events.ingest(enumerate(events, start=1))
+    report = runtime.services.events.ingest(enumerate(events, start=1), actor=LOADER)
     assert sorted(a["rule"] for a in report.alerts) == [
         "impossible_travel",
         "new_device_new_region",
@@ -145,7 +151,7 @@ def test_when_alerts_push_the_score_to_decline_then_the_one_case_carries_the_dec
 def test_when_an_event_is_wrong_then_it_is_refused_with_field_and_rule(runtime, event, field, rule):
     enrol(runtime, "B-3")
     with pytest.raises(EventRefused) as caught:
-        runtime.services.events.ingest_one(event)
+        runtime.services.events.ingest_one(event, actor=LOADER)
     assert caught.value.field == field and rule in caught.value.rule
     with runtime.store.engine.connect() as conn:
         assert conn.execute(text("select count(*) from behavior_events")).scalar() == 0
@@ -153,7 +159,9 @@ def test_when_an_event_is_wrong_then_it_is_refused_with_field_and_rule(runtime, 
 
 def test_when_the_applicant_has_no_behavior_consent_then_events_are_refused(runtime):
     enrol(runtime, "B-4", behavior_consent=False)
-    report = runtime.services.events.ingest([(1, ev(1, "B-4", 0)), (2, "not an object")])
+    report = runtime.services.events.ingest(
+        [(1, ev(1, "B-4", 0)), (2, "not an object")], actor=LOADER
+    )
     assert [(r["line"], r["field"]) for r in report.refused] == [(1, "applicant_ref"), (2, "event")]
     assert "behavior_signals consent" in report.refused[0]["reason"]
     assert runtime.store.audit.events(kind_prefix="consent.denied")
@@ -161,13 +169,17 @@ def test_when_the_applicant_has_no_behavior_consent_then_events_are_refused(runt
 
 def test_when_an_event_arrives_twice_then_it_is_stored_once(runtime):
     enrol(runtime, "B-5")
-    report = runtime.services.events.ingest([(1, ev(1, "B-5", 0)), (2, ev(1, "B-5", 0))])
+    report = runtime.services.events.ingest(
+        [(1, ev(1, "B-5", 0)), (2, ev(1, "B-5", 0))], actor=LOADER
+    )
     assert (report.accepted, report.duplicates) == (1, 1)
 
 
 def test_when_events_are_stored_then_no_device_ip_or_coordinate_is_in_the_clear(runtime):
     enrol(runtime, "B-6")
-    runtime.services.events.ingest([(1, ev(1, "B-6", 0, lat=31.230416, lon=121.473701))])
+    runtime.services.events.ingest(
+        [(1, ev(1, "B-6", 0, lat=31.230416, lon=121.473701))], actor=LOADER
+    )
     with runtime.store.engine.connect() as conn:
         rows = conn.execute(text("select * from behavior_events")).all()
         audit = conn.execute(text("select detail from audit_events")).all()

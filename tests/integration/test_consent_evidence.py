@@ -26,6 +26,10 @@ from services.errors import InvalidInput
 from services.requests import AnswerRequest, OpenRequest
 from tests.support import Canaries
 
+# The lender's systems, which record consents and behaviour events (`consent_write`,
+# `events_write`).
+LOADER = Actor("loader", "operator")
+
 OFFICER = Actor(name="officer", role="compliance_officer")
 SECOND_OFFICER = Actor(name="second-officer", role="compliance_officer")
 
@@ -53,7 +57,9 @@ def test_refused_and_abandoned_asks_count_in_the_rates_per_notice(rt):
             notice_version=notice.version,
             channel="app",
             evidence="sha256:" + "a" * 64,
-        )
+        ),
+        actor=LOADER,
+        via="api",
     )
     svc.ask(
         AskRequest(
@@ -64,7 +70,8 @@ def test_refused_and_abandoned_asks_count_in_the_rates_per_notice(rt):
             channel="app",
             outcome="granted",
             consent_id=granted.consent_id,
-        )
+        ),
+        actor=LOADER,
     )
     for ref, outcome in (("CE-2", "refused"), ("CE-3", "abandoned"), ("CE-4", "refused")):
         svc.ask(
@@ -75,7 +82,8 @@ def test_refused_and_abandoned_asks_count_in_the_rates_per_notice(rt):
                 notice_version=notice.version,
                 channel="app",
                 outcome=outcome,
-            )
+            ),
+            actor=LOADER,
         )
     (row,) = [
         r for r in svc.stats().stats if r.notice_version == notice.version and r.channel == "app"
@@ -90,7 +98,8 @@ def test_refused_and_abandoned_asks_count_in_the_rates_per_notice(rt):
                 notice_version=notice.version,
                 channel="app",
                 outcome="granted",
-            )
+            ),
+            actor=LOADER,
         )
     assert exc.value.field == "consent_id"
     assert [e.detail["outcome"] for e in rt.store.audit.events(kind_prefix="consent.asked")] == [
@@ -111,9 +120,13 @@ def test_a_consent_receipt_is_a_jws_the_public_key_verifies(rt):
             notice_version=notice.version,
             channel="web",
             evidence="sha256:" + "b" * 64,
-        )
+        ),
+        actor=LOADER,
+        via="api",
     )
-    rt.services.consent.withdraw(granted.consent_id, WithdrawRequest(), actor=OFFICER, via="cli")
+    rt.services.consent.withdraw(
+        granted.consent_id, WithdrawRequest(applicant_ref="CE-9"), actor=OFFICER, via="cli"
+    )
 
     signed = rt.services.consent.signed_receipt(granted.consent_id, actor=OFFICER)
 
@@ -167,7 +180,8 @@ def test_the_compliance_pack_of_a_period_has_its_counts_and_no_personal_value(rt
             notice_version=notice.version,
             channel="app",
             outcome="refused",
-        )
+        ),
+        actor=LOADER,
     )
     rt.services.subjects.reveal(
         refs[0],

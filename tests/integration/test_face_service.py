@@ -37,6 +37,10 @@ from services.errors import Denied, InvalidInput, NotFound, Unavailable
 from storage.records import Decision, NewApplicant
 from tests.support import Canaries
 
+# The lender's systems, which record consents and behaviour events (`consent_write`,
+# `events_write`).
+LOADER = Actor("loader", "operator")
+
 KEY, SECRET = "AKIDfaceService0123", "face-service-secret-0123"
 APPLICANT = Actor("applicant", "api")
 OFFICER = Actor("olga", "compliance_officer")
@@ -110,7 +114,9 @@ class World:
                 notice_hash=NOTICE.text_sha256,
                 channel="app",
                 evidence="sha256:" + "f" * 64,
-            )
+            ),
+            actor=LOADER,
+            via="api",
         ).consent_id
 
     def browser(self, url: str, outcome: str = "pass") -> str:
@@ -302,7 +308,10 @@ def test_start_refusals_name_the_field_and_send_nothing(world: World) -> None:
     withdrawn = world.person("FACE-0007", 1)
     consent_id = world.rt.store.ledger.grants_for(withdrawn)[0].consent_id
     world.rt.services.consent.withdraw(
-        consent_id, WithdrawRequest(channel="app"), actor=OFFICER, via="applicant"
+        consent_id,
+        WithdrawRequest(applicant_ref=withdrawn, channel="app"),
+        actor=OFFICER,
+        via="applicant",
     )
     with pytest.raises(Denied):
         world.face.start(withdrawn, return_url=PORTAL, actor=APPLICANT)

@@ -358,7 +358,8 @@ async def test_when_the_wechat_profile_consent_is_withdrawn_then_tokens_go_and_t
     assert before.status is StepStatus.PASSED and before.signals["control_proven"] is True
     [grant] = grants(world, "W-8")
     with api(world) as c:
-        assert c.post(f"/consents/{grant.consent_id}/withdraw").status_code == 200
+        withdrawn = c.post(f"/consents/{grant.consent_id}/withdraw", json={"applicant_ref": "W-8"})
+        assert withdrawn.status_code == 200
     assert world.rt.store.oauth.tokens("W-8", "wechat").access_token is None
     [account] = world.rt.store.oauth.view("W-8")
     assert account["status"] == "withdrawn" and not account["tokens_held"]
@@ -470,7 +471,10 @@ def test_when_the_phone_exchange_has_no_live_wechat_phone_consent_then_nothing_r
         grant_phone_consent(world, ref)
         [grant] = grants(world, ref)
         with api(world) as c:
-            assert c.post(f"/consents/{grant.consent_id}/withdraw").status_code == 200
+            withdrawn = c.post(
+                f"/consents/{grant.consent_id}/withdraw", json={"applicant_ref": ref}
+            )
+            assert withdrawn.status_code == 200
     elif case == "expired":
         notice = world.rt.notices["privacy-notice-2026.12"]
         now = world.rt.store.clock()

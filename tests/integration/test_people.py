@@ -22,6 +22,10 @@ from storage.context import utcnow
 from tests.integration.test_api import body
 from tests.support import Canaries
 
+# The lender's systems, which record consents and behaviour events (`consent_write`,
+# `events_write`).
+LOADER = Actor("loader", "operator")
+
 PASSWORD = SecretStr("canary-password-7Qz9x")
 ADMIN = Actor("admin", "operator")
 
@@ -188,7 +192,7 @@ def test_when_a_person_is_disabled_or_changes_role_then_their_api_token_stops(ap
     people.add("olga", "compliance_officer", PASSWORD, actor=ADMIN)
     token = people.issue_api_token("olga", actor=ADMIN).token.get_secret_value()
     auth = {"Authorization": f"Bearer {token}"}
-    rt.services.consent.grant(GrantRequest(**body()))
+    rt.services.consent.grant(GrantRequest(**body()), actor=LOADER, via="api")
     assert httpx.get(f"{url}/subjects/A-100/consents/export", headers=auth).status_code == 200
     service = {"Authorization": f"Bearer {SERVICE}"}  # the operator service: no `export`
     refused = httpx.get(f"{url}/subjects/A-100/consents/export", headers=service)

@@ -24,6 +24,10 @@ from services.requests import AnswerRequest, OpenRequest
 from storage.events import NewBehaviorEvent
 from tests.conftest import person_token
 
+# The lender's systems, which record consents and behaviour events (`consent_write`,
+# `events_write`).
+LOADER = Actor("loader", "operator")
+
 OFFICER = Actor(name="officer", role="compliance_officer")
 
 
@@ -52,7 +56,8 @@ def test_an_access_file_holds_every_record_class_and_no_one_elses_data(world):
             notice_version=notice.version,
             channel="app",
             outcome="refused",
-        )
+        ),
+        actor=LOADER,
     )
     rt.store.events.add(
         NewBehaviorEvent(

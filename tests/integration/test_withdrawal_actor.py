@@ -114,7 +114,8 @@ def test_when_the_caller_names_another_subject_then_the_withdrawal_is_refused_as
     )
     again = client.post(f"/consents/{theirs}/withdraw", json={"applicant_ref": "W-1"})
     assert again.status_code == 404 and again.json() == unknown.json()
-    # The subject's own, and a caller that names nobody, withdraw as before.
+    # The subject's own withdraws as before; a caller that names nobody is refused (422
+    # naming applicant_ref), nothing withdrawn.
     assert (
         client.post(f"/consents/{mine}/withdraw", json={"applicant_ref": "W-1"}).json()[
             "already_withdrawn"
@@ -122,7 +123,13 @@ def test_when_the_caller_names_another_subject_then_the_withdrawal_is_refused_as
         is False
     )
     other = grant(client, "W-3", "e")
-    assert client.post(f"/consents/{other}/withdraw").status_code == 200
+    for body in ({}, {"channel": "app"}):
+        nobody = client.post(f"/consents/{other}/withdraw", json=body)
+        assert nobody.status_code == 422 and nobody.json()["field"] == "applicant_ref"
+    assert client.post(f"/consents/{other}/withdraw").status_code in (400, 422)
+    assert rt.store.ledger.grant(other).withdrawn_at is None
+    named = client.post(f"/consents/{other}/withdraw", json={"applicant_ref": "W-3"})
+    assert named.status_code == 200
     assert withdrawal_row(rt, other).actor == "api-token"
     assert rt.store.proofs.check().intact
 
