@@ -89,6 +89,51 @@ class ImportReport(_Model):
     seconds: float
 
 
+class CopyVersion(_Model):
+    """One version of a source as imported (or refused): counts and mask shapes, never a
+    row."""
+
+    version: int
+    kind: Literal["full", "delta"]
+    base_version: int | None
+    status: Literal["building", "live", "superseded", "dropped", "failed"]
+    rows: int
+    persons: int
+    organisations: int
+    listed: int
+    delisted: int
+    shapes: dict[str, int]
+    as_of: str
+    imported_at: str | None
+    file_sha256: str | None
+    error: str | None
+
+
+class CopyInUse(CopyVersion):
+    """The version a source screens against, with its age and whether the policy holds it too
+    old to screen against (`stale`)."""
+
+    age_hours: float
+    stale: bool
+
+
+class SourceStatus(_Model):
+    """A source: its version in use (none before a first import went through) and its
+    latest five imports, newest first."""
+
+    source: str
+    current: CopyInUse | None
+    history: list[CopyVersion]
+
+
+class ListStatus(_Model):
+    """What the copy holds now, source by source, under the policy's age limit."""
+
+    policy_version: str
+    max_age_hours: int
+    sources: list[SourceStatus]
+
+
 class CourtListService:
     """See the module docstring."""
 
@@ -235,23 +280,34 @@ class CourtListService:
     def _count(report: ReadReport, imp: CopyImport) -> int:
         return report.refused_count + len(imp.problems)
 
-    def status(self, *, actor: Actor) -> dict[str, Any]:
+    def status(self, *, actor: Actor) -> ListStatus:
         """Each source's version in use (counts, mask shapes, as-of and age, whether it is
         too old to screen against) and its latest imports."""
         self.control.require(actor, "read_masked", operation="court_list.status")
         now = self.store.clock()
-        sources = self.store.court_copy.status()
-        for s in sources:
+        sources = []
+        for s in self.store.court_copy.status():
             current = s["current"]
+            in_use = None
             if current is not None:
                 as_of = datetime.fromisoformat(current["as_of"])
-                current["age_hours"] = round((now - as_of).total_seconds() / 3600, 1)
-                current["stale"] = self.policy.stale(as_of, now)
-        return {
-            "policy_version": self.policy.version,
-            "max_age_hours": self.policy.max_age_hours,
-            "sources": sources,
-        }
+                in_use = CopyInUse(
+                    **current,
+                    age_hours=round((now - as_of).total_seconds() / 3600, 1),
+                    stale=self.policy.stale(as_of, now),
+                )
+            sources.append(
+                SourceStatus(
+                    source=s["source"],
+                    current=in_use,
+                    history=[CopyVersion(**h) for h in s["history"]],
+                )
+            )
+        return ListStatus(
+            policy_version=self.policy.version,
+            max_age_hours=self.policy.max_age_hours,
+            sources=sources,
+        )
 
 
 def _sha256(path: Path) -> str:

@@ -104,10 +104,10 @@ def list_status(as_json: JsonOpt = False) -> None:
     with runtime() as rt:
         status = rt.services.court_list.status(actor=actor())
     if as_json:
-        emit(status)
+        emit(status.model_dump(mode="json"))
         return
     table = Table(
-        title=f"List copy (a copy older than {status['max_age_hours']} h stops re-screening)"
+        title=f"List copy (a copy older than {status.max_age_hours} h stops re-screening)"
     )
     for col in (
         "source",
@@ -122,34 +122,23 @@ def list_status(as_json: JsonOpt = False) -> None:
         "stale",
     ):
         table.add_column(col)
-    for s in status["sources"]:
-        c = s["current"]
+    for s in status.sources:
+        c = s.current
         if c is None:
-            last = s["history"][0] if s["history"] else {}
-            table.add_row(
-                s["source"],
-                "-",
-                "-",
-                "-",
-                "-",
-                "-",
-                "-",
-                "-",
-                "-",
-                f"no version in use ({last.get('status', '-')})",
-            )
+            last = s.history[0].status if s.history else "-"
+            table.add_row(s.source, *["-"] * 8, f"no version in use ({last})")
             continue
         table.add_row(
-            s["source"],
-            str(c["version"]),
-            c["kind"],
-            str(c["rows"]),
-            str(c["persons"]),
-            str(c["organisations"]),
-            ", ".join(f"{k} {v}" for k, v in c["shapes"].items()) or "-",
-            c["as_of"][:19],
-            str(c["age_hours"]),
-            "yes" if c["stale"] else "no",
+            s.source,
+            str(c.version),
+            c.kind,
+            str(c.rows),
+            str(c.persons),
+            str(c.organisations),
+            ", ".join(f"{k} {v}" for k, v in c.shapes.items()) or "-",
+            c.as_of[:19],
+            str(c.age_hours),
+            "yes" if c.stale else "no",
         )
     console.print(table)
 

@@ -17,7 +17,7 @@ from policies.name_match import MaskShape
 from sandbox.court_list import BulkList, Delta, Planted, write
 from services.access import AccessControl
 from services.context import Actor
-from services.court_list import CourtListService, ListRefused
+from services.court_list import CopyInUse, CourtListService, ListRefused
 from services.errors import Denied, InvalidInput
 
 OPERATOR, ANALYST = Actor("olga", "operator"), Actor("ana", "analyst")
@@ -43,9 +43,9 @@ def file_of(tmp_path: Path, records, name: str = "list.jsonl") -> Path:
     return path
 
 
-def current(service) -> dict | None:
-    [source] = service.status(actor=ANALYST)["sources"] or [None]
-    return source["current"] if source else None
+def current(service) -> CopyInUse | None:
+    [source] = service.status(actor=ANALYST).sources or [None]
+    return source.current if source else None
 
 
 def test_when_a_full_copy_is_imported_then_its_rows_and_mask_shapes_are_visible(
@@ -61,8 +61,8 @@ def test_when_a_full_copy_is_imported_then_its_rows_and_mask_shapes_are_visible(
         set(report.shapes) <= {"4+4/18", "3+3/18"} and sum(report.shapes.values()) == report.persons
     )
     status = current(service)
-    assert status["version"] == 1 and status["rows"] == 302 and not status["stale"]
-    assert status["age_hours"] < 1
+    assert status.version == 1 and status.rows == 302 and not status.stale
+    assert status.age_hours < 1
     [copy] = store.court_copy.live()
     # The planted person's key finds their entry, by the shape it was masked in.
     keys = [
@@ -123,9 +123,9 @@ def test_when_a_file_is_cut_mid_line_then_it_is_refused_and_the_copy_in_use_stay
     data = csv_path.read_bytes()
     csv_path.write_bytes(data[: len(data) - 7])
     assert refused(service, csv_path, version=2).field == "file"
-    assert current(service)["version"] == 1
-    history = service.status(actor=ANALYST)["sources"][0]["history"]
-    assert [h["status"] for h in history][:1] == ["failed"]
+    assert current(service).version == 1
+    history = service.status(actor=ANALYST).sources[0].history
+    assert [h.status for h in history][:1] == ["failed"]
     assert len(store.court_copy.live()) == 1 and store.court_copy.live()[0].version == 1
 
 
@@ -184,7 +184,7 @@ def test_when_rows_break_rules_then_each_line_is_named_with_field_and_rule(
     assert "serial" in rules[6] and "future" in rules[10]
     # Field and rule, never the value.
     assert all(secret not in r.rule for r in exc.lines) and exc.count == 5
-    assert current(service)["version"] == 1
+    assert current(service).version == 1
 
 
 def test_when_a_delta_applies_then_listings_and_delistings_are_recorded_and_swapped_in(
@@ -266,7 +266,7 @@ def test_only_an_operator_imports_and_the_refusal_is_audited(service, store, tmp
         service.import_file(
             file_of(tmp_path, base_spec(5).records()), source="vendor-a", version=1, actor=ANALYST
         )
-    assert service.status(actor=ANALYST)["sources"] == []
+    assert service.status(actor=ANALYST).sources == []
     events = store.audit.events(kind_prefix="access.refused")
     assert events and events[-1].detail["operation"] == "court_list.import"
 
