@@ -51,6 +51,7 @@ def take_inbox(
         run,
         settle_s=rt.settings.inbox_settle_s,
         stale_after=timedelta(seconds=rt.settings.inbox_stale_s),
+        attempts=rt.settings.inbox_attempts,
         pause=pause,
     )
 

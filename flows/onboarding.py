@@ -685,9 +685,18 @@ def onboard(
             done(total)
 
     progress.report(0, plan.records, 0)
-    total = (work or (lambda p, r, d: each_chunk(p, d, lambda chunk: run_chunk(rt, p, chunk, r))))(
-        plan, run_id, chunk_done
-    )
+    try:
+        total = (
+            work or (lambda p, r, d: each_chunk(p, d, lambda chunk: run_chunk(rt, p, chunk, r)))
+        )(plan, run_id, chunk_done)
+    except Exception as exc:
+        # A run that cannot finish is closed as crashed at once (its counts what it stored);
+        # the next run of the file resumes it (and closes it, if the database is away now).
+        try:
+            rt.store.runs.mark_crashed(run_id, reason=f"run_error:{type(exc).__name__}")
+        except Exception as closing:  # noqa: BLE001 - the run's own error is what is raised
+            log.warning("run %s not closed as crashed: %s", run_id, type(closing).__name__)
+        raise
     stopped = progress.stopping()
     counts = rt.store.runs.finish(run_id, status="stopped" if stopped else "finished")
     return BatchResult(

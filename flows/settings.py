@@ -162,8 +162,12 @@ class Settings(BaseSettings):
     # Seconds between the two looks at the inbox: a file whose size or time changed between
     # them is still being written.
     inbox_settle_s: float = Field(5.0, ge=0, le=600)
-    # A file's claim that its run has not renewed (a chunk done) for this long is taken over.
+    # A file's claim that its run has not renewed for this long is taken over (a run renews
+    # it on a timer, a quarter of this and at most every minute, and at every chunk done).
     inbox_stale_s: int = Field(1800, ge=1)
+    # A file whose runs crashed this many times in a row goes to failed/ (before that, each
+    # crash leaves it in the inbox for the next look, which resumes it).
+    inbox_attempts: int = Field(3, ge=1, le=100)
     # Schedules to deploy with instead of the shipped policies/schedules.yaml.
     schedules_file: Path | None = None
     # Retention floors, ceilings and holds instead of the shipped policies/retention.yaml.

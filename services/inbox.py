@@ -8,11 +8,20 @@ under `.name.XXXX` and rename when done), a file whose size or modification time
 between two looks `settle_s` apart, a file another run is running. What goes to `failed/`:
 a file that is not a batch (its field and rule, as `idv batch run` refuses it), a content
 already run (`already_run`: `done/` holds only files that ran, one per run), a run halted
-by the batch's data-quality suite (`halted`), a run that broke (`run_error`: its claim is
-released, so moving the file back into the inbox runs it again). A run that left lines to
-the next run (`deferred`: a call kept back on our side, the limiter down) leaves the file
-where it is, its claim released: the next look runs it again, and only those lines are
-verified (the others are known by then).
+by the batch's data-quality suite (`halted`), a file whose runs crashed `attempts` times in a
+row (`run_error`: moving it back into the inbox runs it again).
+
+A run holds the file's claim and renews it on a timer while it works (and at every chunk
+done), so the next scheduled look never takes over a run that is alive, however long a
+chunk redispatched after a lost worker takes; a claim goes stale only when its holder's
+process is gone. A run that breaks (`run_error`: a worker lost for good, the database gone)
+is closed as crashed by the onboarding flow, its claim released, and the file stays where it
+is: the next look resumes it (the applicants stored are known, the calls in doubt counted).
+A look that finds the content still worked by a run it cannot see (its claim taken over from
+a silent holder that is alive after all) leaves the file and that run's claim alone. A run
+that left lines to the next run (`deferred`: a call kept back on our side, the limiter down)
+leaves the file where it is, its claim released: the next look runs it again, and only those
+lines are verified (the others are known by then).
 
 The run itself is the caller's (`Runner`): the onboarding flow, the same path as
 `idv batch run`. This service never imports a flow.
@@ -25,6 +34,7 @@ import logging
 import shutil
 import stat
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -37,7 +47,7 @@ from pydantic import BaseModel, ConfigDict
 
 from intake.reader import file_sha256
 from policies.masking import mask_text
-from services.errors import InvalidInput
+from services.errors import Conflict, InvalidInput
 from services.runs import RunService, check_batch_file
 from storage.records import InboxFileRecord
 from storage.store import Store
@@ -156,6 +166,13 @@ class InboxService:
             raise InvalidInput(field, "is not writable: files cannot be moved out of it") from None
         return inbox
 
+    def nothing_to_take(self, inbox: Inbox) -> InboxReport | None:
+        """The report of a look at an inbox holding nothing at all (no file, no link, no
+        pipe), made without a run: None when there is something to look at twice."""
+        if _look(inbox.path) or _not_regular(inbox.path):
+            return None
+        return InboxReport(inbox=str(inbox.path), files=())
+
     def take(
         self,
         inbox: Inbox,
@@ -163,6 +180,7 @@ class InboxService:
         *,
         settle_s: float,
         stale_after: timedelta,
+        attempts: int = 3,
         pause: Callable[[float], None] = time.sleep,
     ) -> InboxReport:
         """One look at the inbox: every complete file, oldest first, run or refused; the
@@ -205,13 +223,13 @@ class InboxService:
             else:
                 ready.append(inbox.path / name)
         for path in ready:
-            outcome = self._take_one(inbox, path, run, stale_after)
+            outcome = self._take_one(inbox, path, run, stale_after, attempts)
             if outcome is not None:
                 outcomes.append(outcome)
         return InboxReport(inbox=str(inbox.path), files=tuple(outcomes))
 
     def _take_one(
-        self, inbox: Inbox, path: Path, run: Runner, stale_after: timedelta
+        self, inbox: Inbox, path: Path, run: Runner, stale_after: timedelta, attempts: int
     ) -> FileOutcome | None:
         """What became of `path`; None when another run moved it away meanwhile."""
         sha: str | None
@@ -271,18 +289,41 @@ class InboxService:
                 first=claim.file,
             )
         try:
-            result = run(path, lambda: self.store.inbox.beat(sha))
+            with _beating(lambda: self.store.inbox.beat(sha), every_s=_beat_every(stale_after)):
+                result = run(path, lambda: self.store.inbox.beat(sha))
+        except Conflict:
+            # A run of this content is still working (its claim was taken over while it was
+            # silent): it keeps the file and records its end; this look leaves both alone.
+            log.warning("inbox file %s: another run is still working it", shown_name(path.name))
+            return FileOutcome(
+                name=shown_name(path.name),
+                status="left",
+                reason="in_progress",
+                rule="another run is running this content",
+                sha256=sha,
+            )
         except Exception as exc:  # noqa: BLE001 - the next file goes on
             kind = type(exc).__name__
             log.error("inbox file %s: the run stopped (%s)", shown_name(path.name), kind)
             self.store.inbox.release(sha, reason=f"run_error:{kind}")
+            crashed = self.store.runs.crashes_in_a_row(sha)
+            if crashed < attempts:
+                return FileOutcome(
+                    name=shown_name(path.name),
+                    status="left",
+                    reason="run_error",
+                    rule=f"the run stopped ({kind}); the next look resumes it"
+                    + (f" ({crashed} of {attempts} attempts)" if crashed else ""),
+                    sha256=sha,
+                )
             return self._move(
                 inbox,
                 path,
                 status=FAILED,
                 reason="run_error",
                 sha=sha,
-                rule=f"the run stopped ({kind}); move the file back into the inbox to run it again",
+                rule=f"the run stopped ({kind}), {crashed} times in a row; move the file back "
+                "into the inbox to run it again",
             )
         report = self.runs.report(result)
         halted = report["halted"]
@@ -399,6 +440,38 @@ class InboxService:
             moved_to=f"{folder.name}/{dest.name}",
             report=f"{folder.name}/{report_path.name}",
         )
+
+
+def _beat_every(stale_after: timedelta) -> float:
+    """How often a run renews its claim: well inside the time after which it goes stale."""
+    return max(0.05, min(60.0, stale_after.total_seconds() / 4))
+
+
+class _beating:
+    """Renew a claim every `every_s` seconds on a thread of its own while the block runs: a
+    run that is alive holds its file whatever its chunks do. A renewal that fails (the
+    database away for a moment) is tried again at the next tick."""
+
+    def __init__(self, beat: Callable[[], None], *, every_s: float) -> None:
+        self._beat = beat
+        self._every_s = every_s
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="idv-inbox-claim", daemon=True)
+
+    def _loop(self) -> None:
+        while not self._done.wait(self._every_s):
+            try:
+                self._beat()
+            except Exception as exc:  # noqa: BLE001 - the next tick tries again
+                log.warning("inbox claim not renewed: %s", type(exc).__name__)
+
+    def __enter__(self) -> _beating:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
 
 
 def _by_content(folder: Path, sha: str) -> Path | None:

@@ -125,6 +125,23 @@ class RunRepository:
                 session=s,
             )
 
+    def crashes_in_a_row(self, batch_sha256: str) -> int:
+        """How many runs of this batch crashed since the last one that ended otherwise
+        (finished, stopped or halted): a file whose runs keep breaking is set aside."""
+        with self._ctx.transaction() as s:
+            statuses = s.scalars(
+                select(m.Run.status)
+                .where(m.Run.batch_sha256 == batch_sha256, m.Run.status != "running")
+                .order_by(m.Run.started_at.desc())
+                .limit(1000)
+            )
+            n = 0
+            for status in statuses:
+                if status != "crashed":
+                    break
+                n += 1
+            return n
+
     def finished_run(self, batch_sha256: str) -> str | None:
         """The latest run of this batch (or request) that finished, if any."""
         with self._ctx.transaction() as s:

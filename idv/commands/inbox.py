@@ -36,7 +36,8 @@ def inbox_run(
 
     Each file is moved to done/ or failed/ with a masked report beside it; one whose run
     left lines to the next run (the limiter lost mid-run) stays for the next look. Exit 1
-    if a file went to failed/, 2 if a dependency (IDV_LIMITS_URL...) does not answer."""
+    if a file went to failed/, 2 if a dependency (IDV_LIMITS_URL...) does not answer. An
+    inbox holding nothing is answered at once, without starting a flow."""
     with runtime() as rt:
         check_policies(rt, as_json=as_json)
         check_dependencies(rt)
@@ -44,16 +45,21 @@ def inbox_run(
             rt.services.runs.authorize(actor(), operation="inbox.run")
             if inbox is None and rt.settings.inbox is None:  # the default: made on first use
                 rt.settings.resolved_inbox.mkdir(parents=True, exist_ok=True, mode=0o700)
-            rt.services.inbox.open(
-                inbox or rt.settings.resolved_inbox, field="--inbox" if inbox else "IDV_INBOX"
+            box = rt.services.inbox.open(
+                inbox.resolve() if inbox else rt.settings.resolved_inbox,
+                field="--inbox" if inbox else "IDV_INBOX",
             )
         except ServiceError as exc:
             refuse(exc, as_json=as_json)
-    prepare_environment()
-    from flows.inbox import onboard_inbox
+        empty = rt.services.inbox.nothing_to_take(box)
+    if empty is not None:
+        report = empty.model_dump(mode="json")
+    else:
+        prepare_environment()
+        from flows.inbox import onboard_inbox
 
-    with sandbox_wired(sandbox):
-        report = onboard_inbox(inbox=str(inbox.resolve()) if inbox else None)
+        with sandbox_wired(sandbox):
+            report = onboard_inbox(inbox=str(inbox.resolve()) if inbox else None)
     failed = any(f["status"] == "failed" for f in report["files"])
     code = EXIT_PROBLEM if failed else 0
     if as_json:

@@ -139,3 +139,20 @@ def test_when_the_inbox_cannot_be_written_then_inbox_run_refuses_before_anything
         "rule": "is not writable: files cannot be moved out of it",
     }
     assert not (tmp_path / "home" / "prefect").exists()
+
+
+def test_when_the_inbox_holds_nothing_then_inbox_run_answers_without_starting_a_flow(
+    env, tmp_path
+):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / ".rsync-tmp.part").write_text("hidden: never looked at")
+    done = run_idv(env, "inbox", "run", "--inbox", str(inbox), "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"inbox": str(inbox.resolve()), "files": []}
+    shown = run_idv(env, "inbox", "run", "--inbox", str(inbox))
+    assert shown.returncode == 0 and "nothing to take" in shown.stdout
+    assert not (tmp_path / "home" / "prefect").exists()  # no Prefect server, no flow run
+    (inbox / "link.jsonl").symlink_to(tmp_path / "elsewhere.jsonl")
+    refused = run_idv(env, "inbox", "run", "--inbox", str(inbox), "--json")
+    assert json.loads(refused.stdout)["files"][0]["reason"] == "not_a_file"

@@ -5,7 +5,8 @@ a `verify-chunk` flow run; the chunks are spread over both workers. One worker i
 with SIGKILL (with the flow-run processes it started) while it works a chunk: the chunk runs
 again on the other, every applicant ends once, no idempotency key of the generic adapter's
 calls (court list, credit bureau) is billed twice (from the sandbox's own log), and the audit
-chain verifies. The real vendors (Tencent Cloud, Alibaba Cloud) take no idempotency key: a
+chain verifies. A scheduled look while the chunk runs again leaves the file to the run that
+holds it. The real vendors (Tencent Cloud, Alibaba Cloud) take no idempotency key: a
 call of theirs in flight at the kill may be billed again, each named `billed_in_doubt`
 (tests/integration/test_real_vendor_batches.py)."""
 
@@ -153,6 +154,9 @@ def test_when_a_worker_is_killed_mid_chunk_then_the_chunk_runs_elsewhere_and_bil
             "concurrency": "4",
             "inbox": str(inbox),
             "inbox_settle_s": "0.5",
+            # Far shorter than the killed chunk's redispatch: the run renews its claim on a
+            # timer, so the next scheduled look never takes the file from it.
+            "inbox_stale_s": "3",
             "limits_url": "redis://127.0.0.1:6379/0",
             "limits_prefix": f"idv-test:{secrets.token_hex(6)}:",
             "chunk_stale_s": "8",
@@ -203,8 +207,14 @@ def test_when_a_worker_is_killed_mid_chunk_then_the_chunk_runs_elsewhere_and_bil
 
                 parent = run_deployment("onboarding-inbox/onboarding", timeout=0, as_subflow=False)
             run_id, seen_workers, killed = _kill_one_mid_chunk(rt, workers, api, parent.id)
+            time.sleep(4)  # the claim older than the stale time, had it not been renewed
+            with on_server(api):
+                next_look = run_deployment(
+                    "onboarding-inbox/onboarding", timeout=0, as_subflow=False
+                )
             final = _wait_final(api, parent.id, timeout_s=420)
             assert final.is_completed(), final
+            assert _wait_final(api, next_look.id, timeout_s=300).is_completed()
         finally:
             for proc in workers.values():
                 if proc.poll() is None:
@@ -227,6 +237,12 @@ def test_when_a_worker_is_killed_mid_chunk_then_the_chunk_runs_elsewhere_and_bil
         assert {chunks[e.detail["chunk"]]["worker"] for e in redispatched} == (
             seen_workers - {killed}
         )
+        # The next look left the file to the resumed run: one claim, never taken over, the
+        # file in done/ with its report, nothing in failed/.
+        claims = rt.store.audit.events(kind_prefix="inbox.claimed")
+        assert [e.detail["taken_over"] for e in claims] == [False]
+        assert (inbox / "done" / "nightly.jsonl").exists()
+        assert list((inbox / "failed").iterdir()) == []
         # Every line once, every applicant once.
         lines = runs.lines(run_id)
         assert [x.line_no for x in lines] == list(range(1, LINES + 1))

@@ -22,7 +22,8 @@ from flows.onboarding import run_batch
 from flows.runtime import Runtime
 from flows.settings import vendor_overrides
 from idv.synthetic import Mix, applicants
-from services.errors import InvalidInput
+from intake.reader import file_sha256
+from services.errors import Conflict, InvalidInput
 from tests.support import Canaries
 
 CLEAN = Mix(invalid=0, no_consent=0, no_scoring_consent=0)
@@ -208,22 +209,128 @@ def test_when_a_file_is_not_a_batch_then_it_goes_to_failed_with_its_reason_and_t
     assert canaries.in_files(inbox, pattern="*.report.json") == []
 
 
-def test_when_a_run_breaks_then_the_file_goes_to_failed_and_may_be_dropped_again(runtime, tmp_path):
-    inbox = tmp_path / "inbox"
-    body, _ = batch_text(5, 67, "IR-")
-    (inbox / "r.jsonl").write_text(body, encoding="utf-8")
+def crashing(rt: Runtime, sha_of: Path):
+    """A run that opens its run record, then breaks: the onboarding flow closes such a run
+    as crashed and raises."""
 
-    def broken(path, beat):
+    def run(path: Path, beat):
+        run_id = rt.store.runs.start(batch_name="r.jsonl", batch_sha256=file_sha256(sha_of))
+        rt.store.runs.mark_crashed(run_id, reason="run_error:ConnectionError")
         raise ConnectionError("the database went away")
 
-    report = take_inbox(runtime, run=broken)
-    (f,) = report.files
-    assert (f.status, f.reason) == ("failed", "run_error")
-    assert "ConnectionError" in f.rule and runtime.store.inbox.get(f.sha256) is None
+    return run
+
+
+def test_when_a_run_breaks_then_the_file_stays_for_the_next_look_until_it_broke_too_often(
+    runtime, tmp_path
+):
+    inbox = tmp_path / "inbox"
+    body, canaries = batch_text(5, 67, "IR-")
+    (inbox / "r.jsonl").write_text(body, encoding="utf-8")
+
+    def broken(path, beat):  # broke before it opened a run (a dependency away)
+        raise ConnectionError("the database went away")
+
+    (f,) = take_inbox(runtime, run=broken).files
+    assert (f.status, f.reason) == ("left", "run_error")
+    assert "ConnectionError" in f.rule and "next look" in f.rule
+    assert runtime.store.inbox.get(f.sha256) is None  # released: the next look claims it
+    assert (inbox / "r.jsonl").exists() and os.listdir(inbox / "failed") == []
+
+    crash = crashing(runtime, inbox / "r.jsonl")
+    seen = [take_inbox(runtime, run=crash).files[0] for _ in range(2)]
+    assert [(x.status, x.reason) for x in seen] == [("left", "run_error")] * 2
+    assert [x.rule.rsplit("(", 1)[1] for x in seen] == ["1 of 3 attempts)", "2 of 3 attempts)"]
+    # The third crash in a row: set aside in failed/ with its reason.
+    (third,) = take_inbox(runtime, run=crash).files
+    assert (third.status, third.reason, third.moved_to) == ("failed", "run_error", "failed/r.jsonl")
+    assert "3 times in a row" in third.rule
+    report = json.loads((inbox / "failed/r.jsonl.report.json").read_text("utf-8"))
+    assert report["reason"] == "run_error"
+    assert canaries.in_files(inbox, pattern="*.report.json") == []
+    # Moved back once the cause is fixed: it runs, resuming what the crashed runs stored.
     shutil.move(inbox / "failed/r.jsonl", inbox / "r.jsonl")
     ran: list[str] = []
     again = take_inbox(runtime, run=runner(runtime, ran))
     assert [(x.status, x.moved_to) for x in again.files] == [("done", "done/r.jsonl")]
+
+
+def test_when_a_run_takes_longer_than_the_stale_time_then_its_claim_is_renewed_and_never_taken(
+    runtime, tmp_path
+):
+    import threading
+    import time
+
+    inbox = tmp_path / "inbox"
+    body, _ = batch_text(3, 71, "IS-")
+    (inbox / "s.jsonl").write_text(body, encoding="utf-8")
+    service = runtime.services.inbox
+    box = service.open(inbox)
+    stale = timedelta(seconds=1)
+    started, looked = threading.Event(), []
+
+    def slow(path, beat):  # a chunk redispatched after a lost worker: silent for 3 s
+        started.set()
+        time.sleep(3)
+        return dataclasses.asdict(run_batch(runtime, str(path)))
+
+    def second_look():
+        started.wait(10)
+        time.sleep(2)  # twice the stale time into the first run
+        looked.append(service.take(box, slow, settle_s=0, stale_after=stale, pause=lambda s: None))
+
+    other = threading.Thread(target=second_look)
+    other.start()
+    first = service.take(box, slow, settle_s=0, stale_after=stale, pause=lambda s: None)
+    other.join()
+    assert [(x.status, x.reason) for x in looked[0].files] == [("left", "in_progress")]
+    assert [(x.status, x.moved_to) for x in first.files] == [("done", "done/s.jsonl")]
+    taken = [
+        e.detail["taken_over"] for e in runtime.store.audit.events(kind_prefix="inbox.claimed")
+    ]
+    assert taken == [False]
+
+
+def test_when_a_claim_was_taken_from_a_run_still_working_then_the_look_leaves_file_and_claim(
+    runtime, tmp_path
+):
+    inbox = tmp_path / "inbox"
+    body, _ = batch_text(3, 73, "IC-")
+    (inbox / "c.jsonl").write_text(body, encoding="utf-8")
+    service = runtime.services.inbox
+
+    def working_elsewhere(path, beat):  # what `start_run` raises while that run works
+        raise Conflict("batch", "is being run by run r-1, whose process is still working")
+
+    report = service.take(
+        service.open(inbox),
+        working_elsewhere,
+        settle_s=0,
+        stale_after=timedelta(0),
+        pause=lambda s: None,
+    )
+    (f,) = report.files
+    assert (f.status, f.reason) == ("left", "in_progress")
+    assert (inbox / "c.jsonl").exists() and os.listdir(inbox / "failed") == []
+    held = runtime.store.inbox.get(f.sha256)
+    assert held is not None and held.status == "running"  # the working run records its end
+
+
+def test_when_a_run_breaks_mid_way_then_it_is_closed_as_crashed_at_once(runtime, tmp_path):
+    from flows.onboarding import onboard
+
+    path = tmp_path / "b.jsonl"
+    path.write_text(batch_text(3, 79, "IB-")[0], encoding="utf-8")
+
+    def lost(plan, run_id, done):
+        raise TimeoutError("the work pool lost the chunk for good")
+
+    with pytest.raises(TimeoutError):
+        onboard(runtime, str(path), work=lost)
+    (event,) = runtime.store.audit.events(kind_prefix="run.crashed")
+    assert event.detail["reason"] == "run_error:TimeoutError"
+    assert runtime.store.runs.open_runs(file_sha256(path)) == []
+    assert runtime.store.runs.crashes_in_a_row(file_sha256(path)) == 1
 
 
 def test_when_the_inbox_is_missing_or_not_a_folder_then_it_is_refused(runtime, tmp_path):
