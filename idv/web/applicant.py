@@ -10,122 +10,27 @@ first asks `LinkService.session_of` for the session the cookie holds: without on
 refusal page whatever was wrong. Then it parses its form, calls `services.applicant_portal`
 and renders. Chinese first with English beside it, for a phone, no script: plain forms with
 the anti-forgery token of the browser's seed and the portal cookie, answered by redirects.
-No page shows the applicant ref or any personal value."""
+No page shows the applicant ref or any personal value. What the two share (the page, its
+refusals, the session, the form's check) is `idv.web.portal`."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from markupsafe import Markup, escape
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from idv.deps import Svc, needs, runtime_of
 from idv.oauth import BROWSER_COOKIE, PORTAL_COOKIE, new_browser_id
-from idv.web.auth import SEED_COOKIE, form_token, remember_seed, secure_cookies
-from idv.web.messages import MESSAGES, language, refusal
-from idv.web.render import HEADERS, templates
-from services.applicant_links import COOKIE, JOURNEYS, LinkRefused, PortalSession
+from idv.web.auth import secure_cookies
+from idv.web.messages import language
+from idv.web.portal import SESSION, checked_form, page, redirect, refused, session_of
+from idv.web.render import HEADERS
+from services.applicant_links import COOKIE, JOURNEYS, PortalSession
 from services.applicant_portal import device_facts
-from services.errors import Conflict, Denied, InvalidInput, NotFound, ServiceError
+from services.errors import NotFound, ServiceError
 
 router = APIRouter(include_in_schema=False)
-SESSION = "applicant_session"  # what each route checks: the portal's session, not a role
 HOME = "/applicant/"
-STATUS = {InvalidInput: 400, Denied: 403, NotFound: 404, Conflict: 409}
-TAGS = ("span", "p", "h1", "h2", "h3")
-
-
-def say(key: str) -> dict[str, str]:
-    found = MESSAGES.get(key)
-    return {"zh": found.zh, "en": found.en} if found else {"zh": key, "en": key}
-
-
-def two(key: str, tag: str = "span") -> Markup:
-    """A catalogue message in both languages: Chinese, then English beside it."""
-    said = say(key)
-    tag = tag if tag in TAGS else "span"
-    zh, en = escape(said["zh"]), escape(said["en"])
-    html = (
-        f'<{tag} class="two"><span lang="zh-CN">{zh}</span> '
-        f'<span lang="en" class="en">{en}</span></{tag}>'
-    )
-    return Markup(html)  # noqa: S704 - both texts escaped, the tag one of TAGS
-
-
-def page(
-    request: Request,
-    name: str,
-    status: int = 200,
-    *,
-    session: PortalSession | None = None,
-    cookie: str | None = None,
-    **context: Any,
-) -> HTMLResponse:
-    """A portal page with its forms' token and the security headers."""
-    csrf = form_token(request, session=cookie or request.cookies.get(COOKIE))
-    steps = JOURNEYS[session.journey] if session is not None else ()
-    answer = templates.TemplateResponse(
-        request,
-        name,
-        {
-            "csrf": csrf,
-            "say": say,
-            "two": two,
-            "steps": steps,
-            "step": session.step if session is not None else None,
-            **context,
-        },
-        status_code=status,
-        headers=HEADERS,
-    )
-    remember_seed(request, answer)
-    return answer
-
-
-def refused(request: Request, exc: ServiceError) -> HTMLResponse:
-    """A refusal: the link page for a link or session that does not hold (the same for every
-    reason), else the field and the rule (never a value) in both languages."""
-    if isinstance(exc, LinkRefused):
-        return page(request, "applicant/refused.html", 403, rule=exc.rule)
-    status = next((code for kind, code in STATUS.items() if isinstance(exc, kind)), 503)
-    return page(
-        request,
-        "applicant/error.html",
-        status,
-        field=exc.field,
-        rule=exc.rule,
-        zh=refusal(exc.field, exc.rule, "zh"),
-    )
-
-
-def redirect(to: str) -> Response:
-    return RedirectResponse(to, status_code=303, headers=HEADERS)
-
-
-def session_of(request: Request, services: Svc) -> PortalSession:
-    """The portal session the browser's cookie holds, or `LinkRefused`."""
-    return services.links.session_of(request.cookies.get(COOKIE))
-
-
-async def checked_form(request: Request) -> dict[str, list[str]]:
-    """The form (every value of each field), once its `csrf` is this browser's token for its
-    portal session; `Denied` (field `csrf`) otherwise."""
-    form = await request.form()
-    given = form.get("csrf")
-    people = runtime_of(request).services.people
-    if not people.form_token_matches(
-        given if isinstance(given, str) else None,
-        request.cookies.get(SEED_COOKIE),
-        request.cookies.get(COOKIE),
-    ):
-        raise Denied("csrf", "the form is not this page's: open the page again")
-    fields: dict[str, list[str]] = {}
-    for key, value in form.multi_items():
-        if isinstance(value, str):
-            fields.setdefault(key, []).append(value)
-    return fields
 
 
 # -- the link ---------------------------------------------------------------------------------
