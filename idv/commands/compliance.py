@@ -28,24 +28,32 @@ def compliance_pack(
     each file)."""
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         fail("--output", "must be a new or empty folder", as_json=as_json)
+    from services.compliance import StoredCheckpoint
+
     with runtime() as rt:
         pack = rt.services.compliance.pack(start, end, actor=actor())
     try:
         output.mkdir(parents=True, exist_ok=True, mode=0o700)
         files = {}
-        for cp in pack["checkpoints"]["files"]:
-            dest = output / "checkpoints" / cp["name"]
+        for cp in pack.checkpoints.files:
+            dest = output / "checkpoints" / cp.name
             dest.parent.mkdir(parents=True, exist_ok=True)
-            if "data" in cp:  # from an object store: the bytes, as read
-                dest.write_bytes(cp.pop("data"))
+            if isinstance(cp, StoredCheckpoint):  # from an object store: the bytes, as read
+                dest.write_bytes(cp.data)
             else:
-                shutil.copyfile(cp.pop("path"), dest)
-            files[f"checkpoints/{cp['name']}"] = cp["sha256"]
-        body = (json.dumps(pack, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
-        (output / "pack.json").write_bytes(body)
-        files["pack.json"] = hashlib.sha256(body).hexdigest()
+                shutil.copyfile(cp.path, dest)
+            files[f"checkpoints/{cp.name}"] = cp.sha256
+        body = json.dumps(pack.model_dump(mode="json"), ensure_ascii=False, indent=2) + "\n"
+        (output / "pack.json").write_bytes(body.encode("utf-8"))
+        files["pack.json"] = hashlib.sha256(body.encode("utf-8")).hexdigest()
         (output / "manifest.json").write_text(
-            json.dumps({"period": pack["period"], "files": dict(sorted(files.items()))}, indent=2)
+            json.dumps(
+                {
+                    "period": pack.period.model_dump(mode="json"),
+                    "files": dict(sorted(files.items())),
+                },
+                indent=2,
+            )
             + "\n",
             encoding="utf-8",
         )
@@ -53,9 +61,9 @@ def compliance_pack(
         fail("--output", "cannot be written", as_json=as_json)
     summary = {
         "output": str(output),
-        "events": pack["audit_chain"]["events_in_period"],
-        "checkpoints": len(pack["checkpoints"]["files"]),
-        "subject_requests": pack["subject_requests"]["opened"],
+        "events": pack.audit_chain.events_in_period,
+        "checkpoints": len(pack.checkpoints.files),
+        "subject_requests": pack.subject_requests.opened,
     }
     if as_json:
         emit(summary)

@@ -25,6 +25,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from flows.settings import Settings
+from services.compliance import StoredCheckpoint
 from services.context import Actor
 from storage.checkpoints import CheckpointError, CheckpointKey, CheckpointLog, ObjectStorePrefix
 from storage.db import make_engine, upgrade
@@ -315,10 +316,15 @@ def test_when_checkpoints_live_in_an_object_store_then_the_compliance_pack_carri
         (today + timedelta(days=1)).isoformat(),
         actor=Actor("officer", "compliance_officer"),
     )
-    files = pack["checkpoints"]["files"]
+    files = pack.checkpoints.files
     # Every checkpoint over the period's events, read back from the store, byte for byte.
-    assert [f["name"] for f in files] == [f"{n:016d}.ckpt" for n in (4, 8, 9)]
+    assert [f.name for f in files] == [f"{n:016d}.ckpt" for n in (4, 8, 9)]
     for f in files:
-        body = s3.get_object(Bucket=BUCKET, Key=f["url"].split("/", 3)[3])["Body"].read()
-        assert f["data"] == body and f["sha256"] == hashlib.sha256(body).hexdigest()
-    assert pack["checkpoints"]["folder"] == prefix
+        assert isinstance(f, StoredCheckpoint)
+        body = s3.get_object(Bucket=BUCKET, Key=f.url.split("/", 3)[3])["Body"].read()
+        assert f.data == body and f.sha256 == hashlib.sha256(body).hexdigest()
+    assert pack.checkpoints.folder == prefix
+    # The pack's JSON names each file and its hash; the bytes go beside it, not inside.
+    assert [set(f) for f in pack.model_dump(mode="json")["checkpoints"]["files"]] == [
+        {"name", "url", "size", "sha256"}
+    ] * 3

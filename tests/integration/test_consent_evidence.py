@@ -213,31 +213,81 @@ def test_the_compliance_pack_of_a_period_has_its_counts_and_no_personal_value(rt
     today = datetime.now(UTC).astimezone().date()
     start = (today - timedelta(days=1)).isoformat()
     end = (today + timedelta(days=1)).isoformat()
+    rt.services.keys.rotate(batch_size=100, actor=LOADER)
     pack = rt.services.compliance.pack(start, end, actor=OFFICER)
 
-    gate = pack["gate_decisions"]
+    # pack.json as the compliance officer exports it: these keys, section by section.
+    doc = pack.model_dump(mode="json")
+    assert {k: sorted(v) if isinstance(v, dict) else None for k, v in doc.items()} == {
+        "pack_version": None,
+        "period": ["from", "since", "to", "until", "zone"],
+        "generated_at": None,
+        "generated_by": ["actor", "role"],
+        "notices": None,
+        "consent": ["asks", "by_notice", "expired", "granted", "withdrawn"],
+        "gate_decisions": ["allowed", "by_scope", "denied"],
+        "reveals": ["by_purpose", "count", "events"],
+        "erasures": ["erased", "restricted"],
+        "holds": ["by_basis", "placed"],
+        "subject_requests": ["by_kind", "opened"],
+        "retention_purges": None,
+        "face_verification": [
+            "another_way",
+            "deleted_at_vendor",
+            "filing_threshold",
+            "flows",
+            "lost",
+            "people_in_period",
+            "people_to_date",
+            "threshold_reached",
+        ],
+        "key_rotations": None,
+        "audit_chain": ["events_in_period", "first_seq", "head", "last_seq"],
+        "checkpoints": ["files", "folder", "note"],
+    }
+    assert {tuple(sorted(n)) for n in doc["notices"]} == {
+        ("published", "purposes", "scopes", "sha256", "version")
+    }
+    assert [sorted(e) for e in doc["reveals"]["events"]] == [
+        ["actor", "at", "field", "purpose", "reason", "role"]
+    ]
+    assert {tuple(sorted(v)) for v in doc["gate_decisions"]["by_scope"].values()} == {
+        ("allowed", "denied")
+    }
+    assert [sorted(p) for p in doc["retention_purges"]] == [
+        ["at", "awaiting", "counts", "policy_version", "seq"]
+    ]
+    assert [sorted(k) for k in doc["key_rotations"]] == [
+        ["active", "at", "kind", "remaining", "rewrapped"]
+    ]
+    assert sorted(doc["audit_chain"]["head"]) == ["events", "intact", "rule"]
+    assert {tuple(sorted(f)) for f in doc["checkpoints"]["files"]} == {
+        ("name", "sha256", "written_at")
+    }
+
+    gate = pack.gate_decisions
     allowed = len(rt.store.audit.events(kind_prefix="consent.allowed"))
     denied = len(rt.store.audit.events(kind_prefix="consent.denied"))
-    assert (gate["allowed"], gate["denied"]) == (allowed, denied) and allowed > 0
+    assert (gate.allowed, gate.denied) == (allowed, denied) and allowed > 0
     assert (
-        sum(sum(c.values()) for s in gate["by_scope"].values() for c in s.values())
+        sum(sum(s.allowed.values()) + sum(s.denied.values()) for s in gate.by_scope.values())
         >= allowed + denied
     )
-    assert pack["reveals"]["count"] == 1 and pack["reveals"]["by_purpose"] == {"review": 1}
-    assert pack["erasures"] == {"erased": 1, "restricted": 1}
-    assert pack["holds"]["placed"] == 1
-    assert pack["subject_requests"]["by_kind"] == {
+    assert pack.reveals.count == 1 and pack.reveals.by_purpose == {"review": 1}
+    assert (pack.erasures.erased, pack.erasures.restricted) == (1, 1)
+    assert pack.holds.placed == 1
+    assert pack.subject_requests.by_kind == {
         "access": {"opened": 1, "open": 1},
         "restriction": {"opened": 1, "answered_in_time": 1},
     }
-    assert len(pack["retention_purges"]) == 1
-    assert pack["consent"]["asks"] == {"refused": 1}
-    assert pack["consent"]["granted"] == len(rt.store.audit.events(kind_prefix="consent.granted"))
-    assert {n["version"] for n in pack["notices"]} == set(rt.notices)
-    names = [f["name"] for f in pack["checkpoints"]["files"]]
+    assert len(pack.retention_purges) == 1
+    assert pack.consent.asks == {"refused": 1}
+    assert pack.consent.granted == len(rt.store.audit.events(kind_prefix="consent.granted"))
+    assert {n.version for n in pack.notices} == set(rt.notices)
+    names = [f.name for f in pack.checkpoints.files]
     assert "checkpoint-000001.txt" in names and "checkpoint-old.txt" not in names
     # The canary scan: no name, ID number, phone or applicant ref anywhere in the pack.
-    text = json.dumps(pack, ensure_ascii=False)
+    text = json.dumps(pack.model_dump(mode="json"), ensure_ascii=False)
     planted = Canaries(
         {
             f"{field} of person {i}": p[field]

@@ -437,11 +437,11 @@ def test_the_compliance_pack_counts_people_beside_the_filing_threshold(world: Wo
     # The pack's days are Asia/Shanghai's (8 h ahead of UTC): today's there.
     today = datetime.now(ZoneInfo("Asia/Shanghai")).date().isoformat()
     pack = world.rt.services.compliance.pack(today, today, actor=OFFICER)
-    face = pack["face_verification"]
-    assert face["people_to_date"] == 2 and face["filing_threshold"] == 100_000
-    assert face["threshold_reached"] is False
-    assert face["flows"] == {"final": 4}
-    assert "FACE-0500" not in json.dumps(pack)
+    face = pack.face_verification
+    assert face.people_to_date == 2 and face.filing_threshold == 100_000
+    assert face.threshold_reached is False
+    assert face.flows == {"final": 4}
+    assert "FACE-0500" not in pack.model_dump_json()
 
 
 # --- Aliyun --------------------------------------------------------------------------------

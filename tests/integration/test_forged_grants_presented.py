@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import insert
 
 from idv.synthetic import Mix, applicants
+from services.compliance import CompliancePack
 from services.context import Actor
 from services.errors import Conflict
 from storage import models as m
@@ -43,7 +44,7 @@ def claims(rt, line):
         )
 
 
-def pack(rt) -> dict:
+def pack(rt) -> CompliancePack:
     today = date.today()
     return rt.services.compliance.pack(
         (today - timedelta(days=400)).isoformat(),
@@ -52,8 +53,8 @@ def pack(rt) -> dict:
     )
 
 
-def granted_by_notice(p: dict) -> dict:
-    return {(s["notice_version"], s["channel"]): s["granted"] for s in p["consent"]["by_notice"]}
+def granted_by_notice(p: CompliancePack) -> dict:
+    return {(s.notice_version, s.channel): s.granted for s in p.consent.by_notice}
 
 
 def test_a_grant_inserted_behind_the_chain_is_presented_by_no_surface(rt):

@@ -135,9 +135,9 @@ def test_when_the_tail_holding_five_withdrawals_is_cut_then_it_is_detected_and_n
         (today + timedelta(days=1)).isoformat(),
         actor=OFFICER,
     )
-    assert pack["consent"]["withdrawn"] < withdrawn
-    assert pack["audit_chain"]["head"]["intact"] is False
-    assert "removed from its end" in pack["audit_chain"]["head"]["rule"]
+    assert pack.consent.withdrawn < withdrawn
+    assert pack.audit_chain.head.intact is False
+    assert "removed from its end" in (pack.audit_chain.head.rule or "")
 
 
 def test_when_events_past_the_latest_checkpoint_are_cut_then_every_withdrawal_stands(world):
