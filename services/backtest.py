@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict
 from policies.backtest import BacktestSide, Label, histogram, replay
 from policies.document import PolicyError
 from policies.scorecard import Scorecard
+from services.access import AccessControl
+from services.context import Actor
 from services.errors import InvalidInput
 from storage.store import Store
 
@@ -113,7 +115,14 @@ def _readable(path: Path | None, option: str) -> None:
         raise InvalidInput(option, "is a directory" if path.is_dir() else "no such file")
 
 
-def run(store: Store, policy: Path, outcomes: Path, against: Path | None = None) -> BacktestReport:
+def run(
+    store: Store,
+    policy: Path,
+    outcomes: Path,
+    against: Path | None = None,
+    *,
+    actor: str | None = None,
+) -> BacktestReport:
     """The backtest report: per policy its figures, plus what was left out and why."""
     for option, path in (("--policy", policy), ("--outcomes", outcomes), ("--against", against)):
         _readable(path, option)
@@ -131,7 +140,12 @@ def run(store: Store, policy: Path, outcomes: Path, against: Path | None = None)
     store.audit.record(
         "policy.backtested",
         None,
-        {"policies": [c.version for c in cards], "labelled": len(labels), "replayed": sides[0].n},
+        {
+            "policies": [c.version for c in cards],
+            "labelled": len(labels),
+            "replayed": sides[0].n,
+            "actor": actor,
+        },
     )
     return BacktestReport(
         sides=[_side(s) for s in sides],
@@ -144,12 +158,17 @@ def run(store: Store, policy: Path, outcomes: Path, against: Path | None = None)
 
 
 class BacktestService:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, access: AccessControl) -> None:
         self.store = store
+        self.access = access
 
-    def run(self, policy: Path, outcomes: Path, against: Path | None = None) -> BacktestReport:
-        """See `run`: the stored decisions replayed under one or two cards (audited)."""
-        return run(self.store, policy, outcomes, against)
+    def run(
+        self, policy: Path, outcomes: Path, against: Path | None = None, *, actor: Actor
+    ) -> BacktestReport:
+        """See `run`: the stored decisions replayed under one or two cards (audited, with
+        who asked). Needs `read_masked`: the report holds counts and rates, never a person."""
+        self.access.require(actor, "read_masked", operation="policy.backtest")
+        return run(self.store, policy, outcomes, against, actor=actor.name)
 
 
 def _side(s: BacktestSide) -> Side:

@@ -94,7 +94,7 @@ class Services:
     @cached_property
     def backtest(self) -> BacktestService:
         from services.backtest import BacktestService
-        return BacktestService(self._ctx.store)
+        return BacktestService(self._ctx.store, self.access)
 
     @cached_property
     def accounts(self) -> AccountService:

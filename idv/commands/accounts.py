@@ -7,6 +7,7 @@ from rich.table import Table
 from idv.shell import (
     MOVED,
     JsonOpt,
+    actor,
     moved,
     oauth_app,
     runtime,
@@ -19,8 +20,10 @@ from idv.terminal import (
 
 @oauth_app.command("refresh")
 def oauth_refresh(as_json: JsonOpt = False) -> None:
-    """Refresh access tokens that expire soon; purge those whose refresh token died."""
+    """Refresh access tokens that expire soon; purge those whose refresh token died. Needs
+    `run` (the scheduled `oauth-refresh` deployment does the same)."""
     with runtime() as rt:
+        rt.services.runs.authorize(actor(), operation="oauth.refresh")
         counts = rt.services.oauth.refresh_due()
     if as_json:
         emit(counts)
@@ -33,8 +36,10 @@ def oauth_refresh(as_json: JsonOpt = False) -> None:
 
 @oauth_app.command("show")
 def oauth_show(applicant_ref: str, as_json: JsonOpt = False) -> None:
-    """An applicant's authorized accounts: status, dates, whether tokens are held."""
+    """An applicant's authorized accounts: status, dates, whether tokens are held (signed
+    in, as `GET /subjects/{ref}/accounts`)."""
     with runtime() as rt:
+        actor()
         accounts = rt.services.accounts.view(applicant_ref).accounts
     if as_json:
         emit(

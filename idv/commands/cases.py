@@ -353,14 +353,16 @@ def review_unwhitelist(entry_id: str, as_json: JsonOpt = False) -> None:
 
 @review_app.command("wake")
 def review_wake(as_json: JsonOpt = False) -> None:
-    """Expire unanswered outreach and end snoozes: their cases return to the queue."""
+    """Expire unanswered outreach and end snoozes: their cases return to the queue. Needs
+    `run` (the scheduled runs do the same)."""
     with runtime() as rt:
+        rt.services.runs.authorize(actor(), operation="cases.wake")
         out = rt.services.cases.wake()
     if as_json:
-        emit(out)
+        emit(out.model_dump(mode="json"))
     else:
         console.print(
-            f"outreach expired: {out['outreach_expired']}, snoozes ended: {out['snoozes_ended']}"
+            f"outreach expired: {out.outreach_expired}, snoozes ended: {out.snoozes_ended}"
         )
 
 

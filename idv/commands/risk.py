@@ -87,6 +87,7 @@ def policy_backtest(
             card or given_path(Path("policies/risk/scorecard.yaml")),
             outcomes,
             given_path(against) if against else None,
+            actor=actor(),
         )
     if as_json:
         emit(report.model_dump())

@@ -8,6 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from tests.conftest import sign_in
 from tests.support import IDV_BIN
 
 CLONE = Path(__file__).resolve().parents[2]
@@ -63,6 +64,7 @@ def test_when_a_shipped_policy_is_named_from_another_folder_then_the_backtest_re
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IDV_", "PREFECT_"))} | {
         "IDV_HOME": str(tmp_path / "home")
     }
+    sign_in(env, "operator")  # a backtest reads stored decisions: signed in, `read_masked`
     for args in (
         ["--policy", "policies/risk/scorecard.yaml"],
         [],  # no --policy: the scorecard in use

@@ -1,7 +1,9 @@
 """Commands that read or change data refuse when nobody is signed in (issue 29, E6): `idv
 consent grant` recorded a grant, and `consent show` and `explain` printed a subject's
-grants and decision, with no one signed in. Now each is refused (exit 2, `login` and the
-rule on stderr) and nothing is recorded."""
+grants and decision, with no one signed in, as did `oauth show` and `refresh`, `review wake`
+and `policy backtest`. Now each is refused (exit 2, `login` and the rule on stderr) and
+nothing is recorded. tests/contract/test_commands_signed_in.py holds every other command to
+the same."""
 
 from __future__ import annotations
 
@@ -26,6 +28,10 @@ def test_with_nobody_signed_in_no_consent_command_records_or_shows_anything(tmp_
         ["consent", "show", "A-7"],
         ["consent", "stats"],
         ["explain", "A-7"],
+        ["oauth", "show", "A-7"],
+        ["oauth", "refresh"],
+        ["review", "wake"],
+        ["policy", "backtest", "--outcomes", "labels.csv"],
         [
             "consent", "ask", "A-7", "--purpose", "onboarding_verification",
             "--scope", "id_verification", "--notice", "privacy-notice-2026.10",
