@@ -1,7 +1,9 @@
 """Shared fixtures: a real database per backend (SQLite file, PostgreSQL schema), a key file,
-a `Store` on them, `make_runtime(**settings)` for a `flows.runtime.Runtime` over them.
+a `Store` on them, `make_runtime(**settings)` for a `flows.runtime.Runtime` over them, the
+sandbox, `on_demand_api` (the API over the sandbox with a client that holds its token).
 PostgreSQL runs when IDV_TEST_DATABASE_URL is set (CI sets it). What the tests share beside
-fixtures (the `idv` subprocess, the canary scan) is in tests/support.py.
+fixtures (the `idv` subprocess, the canary scan, the lender's consents, a relay a test cuts)
+is in tests/support.py.
 
 Cheaper than production, and only in the tests: development KEKs are taken from
 tests/vectors/development_keks.json instead of drawn, password hashes use argon2's smallest
@@ -480,6 +482,36 @@ def sandbox():
     server = SandboxServer(SandboxState(app_key="test-key", app_secret="test-secret-1234"))
     server.start()
     yield server
+    server.stop()
+
+
+# The service token the on-demand API takes (`on_demand_api`).
+ON_DEMAND_TOKEN = "test-token-0123456789"
+
+
+@pytest.fixture
+def on_demand_api(
+    database: Database, make_runtime: Callable[..., Any], sandbox: Any
+) -> Iterator[tuple[Any, Any]]:
+    """`(runtime, client)`: the API (`POST /verifications`, the on-demand path) on loopback
+    over the sandbox's vendors, on each backend, and an httpx client that sends the service
+    token `ON_DEMAND_TOKEN`."""
+    import httpx
+    from pydantic import SecretStr
+
+    from flows.settings import vendor_overrides
+    from idv.api import create_app
+
+    rt = make_runtime(
+        api_token=SecretStr(ON_DEMAND_TOKEN),
+        **vendor_overrides(sandbox.base_url, sandbox.state.app_key, sandbox.state.app_secret),
+    )
+    server = LoopbackServer(create_app(rt))
+    client = httpx.Client(
+        base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {ON_DEMAND_TOKEN}"}
+    )
+    yield rt, client
+    client.close()
     server.stop()
 
 

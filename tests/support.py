@@ -1,19 +1,27 @@
 """What the tests share beside their fixtures (those are in conftest.py): the `idv` command
-run as a subprocess, and the canary scan that proves a planted personal value never leaves
-where it belongs.
+run as a subprocess, the canary scan that proves a planted personal value never leaves
+where it belongs, the lender's consents, the vendors' paid calls, and a relay a test cuts.
 
 - `run_idv(env, *args, stdin=None)`: the installed `idv` with exactly `env`, its output
   captured as text; the completed process, whatever its exit code.
 - `Canaries(values)`: the planted values by name; `in_text`, `in_files`, `in_rows` and
   `in_logs` return a `Leak` (which canary, in which encoding, where) for each one found, and
-  never the value itself, so a failing assertion prints nothing personal."""
+  never the value itself, so a failing assertion prints nothing personal.
+- `grant_consents(rt, lines)`: each synthetic line's consents recorded as the lender's
+  systems record them (`LOADER`, over the API), before its batch or the portal.
+- `paid_calls(sandbox)`: every call the sandbox's vendors received.
+- `Relay(upstream)`: a loopback TCP relay to Redis or PostgreSQL that a test cuts (every
+  connection reset, as a server that went away looks to its clients) and mends."""
 
 from __future__ import annotations
 
 import base64
 import logging
+import socket
+import struct
 import subprocess
 import sys
+import threading
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -21,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, inspect, text
+
+from services.context import Actor
 
 IDV_BIN = str(Path(sys.executable).with_name("idv"))
 
@@ -219,3 +229,120 @@ class Canaries:
                 parts.append(record.exc_text)
             found += self.in_text("\n".join(parts), f"log record {n} ({record.name})")
         return found
+
+
+# --- the lender's consents and the vendors' calls ---------------------------------------------
+
+# The lender's systems, which record consents and behaviour events (`consent_write`,
+# `events_write`).
+LOADER = Actor("loader", "operator")
+
+
+def grant_consents(rt: Any, lines: Iterable[Mapping[str, Any]]) -> None:
+    """Record each synthetic line's `consents` (`idv.synthetic`) as the lender's systems
+    do: through the consent service, as `LOADER`, over the API."""
+    from datetime import datetime
+
+    from services.consent import GrantRequest
+
+    for line in lines:
+        for c in line["consents"]:
+            rt.services.consent.grant(
+                GrantRequest(
+                    subject_ref=line["applicant_ref"],
+                    purpose=c["purpose"],
+                    scopes=frozenset(c["scopes"]),
+                    notice_version=c["notice_version"],
+                    channel=c["channel"],
+                    evidence=c["evidence"],
+                    granted_at=datetime.fromisoformat(c["granted_at"]),
+                    expires_at=datetime.fromisoformat(c["expires_at"]),
+                ),
+                actor=LOADER,
+                via="api",
+            )
+
+
+def paid_calls(sandbox: Any) -> int:
+    """Every call the vendors received: the real vendors' and the generic adapter's."""
+    state = sandbox.state
+    return len(state.calls) + len(state.tencent.calls) + len(state.aliyun.calls)
+
+
+# --- a relay a test cuts ------------------------------------------------------------------------
+
+
+class Relay:
+    """A loopback TCP relay to `upstream` (Redis, PostgreSQL) that a test can cut and mend.
+    Cut, every connection open through it is reset and each new one is reset as soon as it
+    is accepted, as a server that went away looks to its clients; mended, it relays again on
+    the same port. `close()`, or the end of a `with` block, stops it."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._cut = threading.Event()
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def __enter__(self) -> Relay:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            if self._cut.is_set():
+                _reset(client)
+                continue
+            server = socket.create_connection(self.upstream)
+            with self._lock:
+                self._open.update((client, server))
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            _reset(source)
+            _reset(sink)
+
+    def cut(self) -> None:
+        self._cut.set()
+        with self._lock:
+            for s in list(self._open):
+                _reset(s)
+            self._open.clear()
+
+    def mend(self) -> None:
+        self._cut.clear()
+
+    def close(self) -> None:
+        self.cut()
+        self._listener.close()
+
+
+def _reset(s: socket.socket) -> None:
+    # Linger 0: the close resets the connection (RST), as a server that went away does to
+    # its clients. The shutdown before it wakes a thread blocked in recv on the socket,
+    # which the close alone would leave waiting (and the connection open) until data came.
+    for step in (
+        lambda: s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)),
+        lambda: s.shutdown(socket.SHUT_RDWR),
+        s.close,
+    ):
+        try:
+            step()
+        except OSError:
+            pass

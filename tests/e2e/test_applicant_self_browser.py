@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -23,14 +22,9 @@ from flows.settings import Settings, vendor_overrides
 from idv.api import create_app
 from idv.synthetic import Mix, applicants
 from services.applicant_links import LinkRequest
-from services.consent import GrantRequest
 from services.context import Actor
 from storage.keyring import LocalKekProvider
-from tests.support import EVERY_FORM, Canaries
-
-# The lender's systems, which record consents and behaviour events (`consent_write`,
-# `events_write`).
-LOADER = Actor("loader", "operator")
+from tests.support import EVERY_FORM, Canaries, grant_consents
 
 pytestmark = pytest.mark.e2e
 
@@ -73,21 +67,7 @@ def world(tmp_path, serve_app, sandbox):
             mix=Mix(invalid=0, no_consent=0, no_scoring_consent=0, virtual_phone=0),
         )
     )
-    for c in line["consents"]:
-        rt.services.consent.grant(
-            GrantRequest(
-                subject_ref=line["applicant_ref"],
-                purpose=c["purpose"],
-                scopes=frozenset(c["scopes"]),
-                notice_version=c["notice_version"],
-                channel=c["channel"],
-                evidence=c["evidence"],
-                granted_at=datetime.fromisoformat(c["granted_at"]),
-                expires_at=datetime.fromisoformat(c["expires_at"]),
-            ),
-            actor=LOADER,
-            via="api",
-        )
+    grant_consents(rt, [line])
     server = serve_app(create_app(rt))
     yield rt, server.url, line, tmp_path
     server.stop()

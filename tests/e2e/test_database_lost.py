@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import threading
 import time
-import uuid
 from urllib.parse import urlsplit
 
 import pytest
@@ -20,8 +17,8 @@ from sqlalchemy import text
 
 from idv.synthetic import Mix, write_batch
 from storage.db import make_engine
-from tests.conftest import PG_URL, sign_in
-from tests.support import IDV_BIN, run_idv
+from tests.conftest import PG_URL, fresh_database, sign_in
+from tests.support import IDV_BIN, Relay, run_idv
 
 pytestmark = [
     pytest.mark.postgres,
@@ -30,81 +27,11 @@ pytestmark = [
 LINES = 300
 
 
-class Relay:
-    """Loopback TCP to `upstream`; `cut()` closes every connection through it and refuses
-    new ones until `mend()`."""
-
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self._listener.getsockname()[1])
-        self._cut = threading.Event()
-        self._open: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            if self._cut.is_set():
-                _close(client)
-                continue
-            server = socket.create_connection(self.upstream)
-            with self._lock:
-                self._open.update((client, server))
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            _close(source)
-            _close(sink)
-
-    def cut(self) -> None:
-        self._cut.set()
-        with self._lock:
-            for s in self._open:
-                _close(s)
-            self._open.clear()
-
-    def mend(self) -> None:
-        self._cut.clear()
-
-    def close(self) -> None:
-        self.cut()
-        self._listener.close()
-
-
-def _close(s: socket.socket) -> None:
-    # shutdown wakes a thread blocked in recv on it: close alone would wait for that recv.
-    for step in (lambda: s.shutdown(socket.SHUT_RDWR), s.close):
-        try:
-            step()
-        except OSError:
-            pass
-
-
 @pytest.fixture
-def schema():
-    assert PG_URL
-    name = f"idv_test_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{name}"'))
-    try:
-        yield name
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{name}" CASCADE'))
-        admin.dispose()
+def schema(tmp_path):
+    """A PostgreSQL schema of the test's own, dropped afterwards."""
+    with fresh_database("postgres", tmp_path) as db:
+        yield db.schema
 
 
 def stored(name: str) -> int:

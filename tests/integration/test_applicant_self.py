@@ -8,7 +8,6 @@ no member of staff can act as the applicant."""
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any
 
 import pytest
@@ -16,15 +15,10 @@ import pytest
 from flows.onboarding import run_batch
 from flows.settings import vendor_overrides
 from idv.synthetic import Mix, write_batch
-from services.consent import GrantRequest
 from services.context import APPLICANT, Actor
 from services.errors import Denied, InvalidInput, NotFound
 from services.requests import AnswerRequest
-from tests.support import Canaries
-
-# The lender's systems, which record consents and behaviour events (`consent_write`,
-# `events_write`).
-LOADER = Actor("loader", "operator")
+from tests.support import Canaries, grant_consents
 
 OFFICER = Actor(name="officer", role="compliance_officer")
 COURT_PATH = "/v1/court/dishonest"
@@ -45,22 +39,7 @@ def world(database: Any, make_runtime: Any, tmp_path: Any, sandbox: Any):
         mix=Mix(invalid=0, no_consent=0, no_scoring_consent=0, virtual_phone=0),
     )
     lines = [json.loads(x) for x in batch.read_text(encoding="utf-8").splitlines()]
-    for line in lines:
-        for c in line["consents"]:
-            rt.services.consent.grant(
-                GrantRequest(
-                    subject_ref=line["applicant_ref"],
-                    purpose=c["purpose"],
-                    scopes=frozenset(c["scopes"]),
-                    notice_version=c["notice_version"],
-                    channel=c["channel"],
-                    evidence=c["evidence"],
-                    granted_at=datetime.fromisoformat(c["granted_at"]),
-                    expires_at=datetime.fromisoformat(c["expires_at"]),
-                ),
-                actor=LOADER,
-                via="api",
-            )
+    grant_consents(rt, lines)
     return rt, batch, {x["applicant_ref"]: x for x in lines}
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -20,13 +19,8 @@ from flows.settings import vendor_overrides
 from idv.api import create_app
 from idv.synthetic import Mix, write_batch
 from services.applicant_links import COOKIE, LinkRequest
-from services.consent import GrantRequest
 from services.context import Actor
-from tests.support import EVERY_FORM, Canaries
-
-# The lender's systems, which record consents and behaviour events (`consent_write`,
-# `events_write`).
-LOADER = Actor("loader", "operator")
+from tests.support import EVERY_FORM, Canaries, grant_consents
 
 OPERATOR = Actor("lender-backend", "operator")
 CSRF = re.compile(r'name="csrf" value="([0-9a-f]{64})"')
@@ -51,22 +45,7 @@ def world(database, make_runtime, serve_app, sandbox, tmp_path):
         tmp_path / "b.jsonl", 2, seed=3131, prefix="PG-", mix=Mix(invalid=0, no_consent=0)
     )
     lines = [json.loads(x) for x in batch.read_text(encoding="utf-8").splitlines()]
-    for line in lines:
-        for c in line["consents"]:
-            rt.services.consent.grant(
-                GrantRequest(
-                    subject_ref=line["applicant_ref"],
-                    purpose=c["purpose"],
-                    scopes=frozenset(c["scopes"]),
-                    notice_version=c["notice_version"],
-                    channel=c["channel"],
-                    evidence=c["evidence"],
-                    granted_at=datetime.fromisoformat(c["granted_at"]),
-                    expires_at=datetime.fromisoformat(c["expires_at"]),
-                ),
-                actor=LOADER,
-                via="api",
-            )
+    grant_consents(rt, lines)
     run_batch(rt, str(batch))
     server = serve_app(create_app(rt))
     ref, other = sorted(x["applicant_ref"] for x in lines)

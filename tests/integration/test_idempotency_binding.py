@@ -10,43 +10,16 @@ from __future__ import annotations
 
 import logging
 
-import httpx
-import pytest
-from pydantic import SecretStr
 from sqlalchemy import inspect, text
 
 from flows.on_demand import request_basis, request_digest
-from flows.settings import vendor_overrides
-from idv.api import create_app
 from idv.synthetic import Mix, applicants
 from services.runs import owner_id
 from tests.conftest import person_token
-from tests.support import Canaries
+from tests.support import Canaries, paid_calls
 
-TOKEN = "test-token-0123456789"
 KEY = "order-7f3a-0001"
 PERSONAL = ("name", "id_number", "phone")
-
-
-@pytest.fixture
-def world(database, make_runtime, sandbox, serve_app):
-    rt = make_runtime(
-        api_token=SecretStr(TOKEN),
-        **vendor_overrides(sandbox.base_url, sandbox.state.app_key, sandbox.state.app_secret),
-    )
-    server = serve_app(create_app(rt))
-    client = httpx.Client(
-        base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {TOKEN}"}
-    )
-    yield rt, client, sandbox
-    client.close()
-    server.stop()
-
-
-def paid_calls(sandbox) -> int:
-    """Every call the vendors received: the real vendors' and the generic adapter's."""
-    state = sandbox.state
-    return len(state.calls) + len(state.tencent.calls) + len(state.aliyun.calls)
 
 
 def person(seed: int, ref: str | None = None) -> dict:
@@ -75,9 +48,9 @@ def post(client, body, key=KEY, token=None):
 
 
 def test_when_a_key_comes_again_with_another_persons_values_then_it_is_refused_and_nothing_is_kept(
-    world, caplog
+    on_demand_api, sandbox, caplog
 ):
-    rt, client, sandbox = world
+    rt, client = on_demand_api
     caplog.set_level(logging.DEBUG)
     first_body = person(71)
     # Another person's name, ID number and phone under the same key and applicant ref.
@@ -121,8 +94,10 @@ def test_when_a_key_comes_again_with_another_persons_values_then_it_is_refused_a
     assert Canaries({f: first_body[f] for f in PERSONAL}).in_rows(rt.store.engine) == []
 
 
-def test_when_another_caller_sends_the_same_key_then_it_is_a_request_of_their_own(world):
-    rt, client, sandbox = world
+def test_when_another_caller_sends_the_same_key_then_it_is_a_request_of_their_own(
+    on_demand_api, sandbox
+):
+    rt, client = on_demand_api
     desk, third = person_token(rt, "operator", "lender-desk"), person_token(rt, "operator", "ops")
     mine, theirs = person(81), person(82, ref="IK-000002")
     first = post(client, mine)
@@ -149,11 +124,12 @@ def test_when_another_caller_sends_the_same_key_then_it_is_a_request_of_their_ow
 
 
 def test_when_the_keys_request_is_still_working_then_the_same_body_is_409_and_another_422(
-    world,
+    on_demand_api,
+    sandbox,
 ):
     """A request under the key still running in another process (a fresh heartbeat, its
     owner alive): the same body waits for it (409, as before), another body is refused."""
-    rt, client, sandbox = world
+    rt, client = on_demand_api
     body = person(91)
     run_id = rt.store.runs.start(
         batch_name="on-demand", batch_sha256=request_basis(KEY, "api-token"), owner=owner_id()

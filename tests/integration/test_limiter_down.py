@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import secrets
 import socket
-import threading
 from collections import Counter
 
 import pytest
@@ -22,85 +21,20 @@ from flows.settings import StartupError, vendor_overrides
 from idv.synthetic import Mix, write_batch
 from intake.reader import file_sha256
 from storage.records import StepRecord
+from tests.support import Relay
 from verifiers.limits import LIMITS_UNAVAILABLE, not_sent
 
 REDIS = ("127.0.0.1", 6379)
 
 
-class RedisRelay:
-    """A loopback TCP relay to Redis that a test can cut and mend. Cut, every connection
-    open through it is reset and each new one is reset as soon as it is accepted, as a
-    Redis that went away looks to its clients; mended, it relays again on the same port."""
-
-    def __init__(self) -> None:
-        self._listener = socket.socket()
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(64)
-        self.port = int(self._listener.getsockname()[1])
-        self._cut = threading.Event()
-        self._open: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        self._closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            if self._cut.is_set():
-                _reset(client)
-                continue
-            upstream = socket.create_connection(REDIS)
-            with self._lock:
-                self._open.update((client, upstream))
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (source, sink):
-                _reset(s)
-
-    def cut(self) -> None:
-        self._cut.set()
-        with self._lock:
-            for s in list(self._open):
-                _reset(s)
-            self._open.clear()
-
-    def mend(self) -> None:
-        self._cut.clear()
-
-    def close(self) -> None:
-        self._closed = True
-        self.cut()
-        self._listener.close()
-
-
-def _reset(s: socket.socket) -> None:
-    try:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-        s.close()
-    except OSError:
-        pass
-
-
 @pytest.fixture
 def relay():
-    r = RedisRelay()
-    yield r
-    r.close()
+    with Relay(REDIS) as r:
+        yield r
+
+
+def redis_url(relay: Relay) -> str:
+    return f"redis://127.0.0.1:{relay.port}/0"
 
 
 def closed_port() -> int:
@@ -144,7 +78,7 @@ def test_when_the_limiter_is_lost_mid_run_then_nobody_is_decided_on_it_and_the_n
     batch = write_batch(
         tmp_path / "b.jsonl", 30, seed=32, prefix="LM-", mix=Mix(invalid=0, no_consent=0)
     )
-    rt = runtime_for(make_runtime, sandbox, relay.url)
+    rt = runtime_for(make_runtime, sandbox, redis_url(relay))
     chunks_done: list[int] = []
 
     def after_chunk(total: ChunkReport) -> None:
@@ -216,8 +150,7 @@ def test_when_a_step_was_kept_back_on_our_side_then_it_is_recognised_and_a_vendo
 
 
 def test_when_the_relay_is_cut_then_a_new_connection_is_reset_and_mended_it_relays():
-    r = RedisRelay()
-    try:
+    with Relay(REDIS) as r:
         r.cut()
         # The reset may come at any point of the exchange (the connect itself, when the
         # relay's reset lands first): whichever it is, nothing is answered.
@@ -232,5 +165,3 @@ def test_when_the_relay_is_cut_then_a_new_connection_is_reset_and_mended_it_rela
         with socket.create_connection(("127.0.0.1", r.port), timeout=2) as s:
             s.sendall(b"PING\r\n")
             assert s.recv(16) == b"+PONG\r\n"
-    finally:
-        r.close()

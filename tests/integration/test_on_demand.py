@@ -7,36 +7,8 @@ from __future__ import annotations
 
 import json
 
-import httpx
-import pytest
-from pydantic import SecretStr
-
-from flows.settings import vendor_overrides
-from idv.api import create_app
 from idv.synthetic import Mix, applicants
-
-TOKEN = "test-token-0123456789"
-
-
-@pytest.fixture
-def world(database, make_runtime, sandbox, serve_app):
-    rt = make_runtime(
-        api_token=SecretStr(TOKEN),
-        **vendor_overrides(sandbox.base_url, sandbox.state.app_key, sandbox.state.app_secret),
-    )
-    server = serve_app(create_app(rt))
-    client = httpx.Client(
-        base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {TOKEN}"}
-    )
-    yield rt, client, sandbox
-    client.close()
-    server.stop()
-
-
-def paid_calls(sandbox) -> int:
-    """Every call the vendors received: the real vendors' and the generic adapter's."""
-    state = sandbox.state
-    return len(state.calls) + len(state.tencent.calls) + len(state.aliyun.calls)
+from tests.support import paid_calls
 
 
 def people(n: int, seed: int) -> list[dict]:
@@ -47,8 +19,10 @@ def people(n: int, seed: int) -> list[dict]:
     ]
 
 
-def test_when_a_request_is_sent_twice_with_one_key_then_one_set_of_paid_calls_is_made(world):
-    rt, client, sandbox = world
+def test_when_a_request_is_sent_twice_with_one_key_then_one_set_of_paid_calls_is_made(
+    on_demand_api, sandbox
+):
+    rt, client = on_demand_api
     person = people(1, seed=61)[0]
     first = client.post(
         "/verifications", json=person, headers={"Idempotency-Key": "req-0000000001"}
@@ -77,8 +51,8 @@ def test_when_a_request_is_sent_twice_with_one_key_then_one_set_of_paid_calls_is
     assert rt.store.audit.verify_chain()[0]
 
 
-def test_when_the_line_is_refused_then_the_answer_names_field_and_rule(world):
-    _rt, client, sandbox = world
+def test_when_the_line_is_refused_then_the_answer_names_field_and_rule(on_demand_api, sandbox):
+    _rt, client = on_demand_api
     person = people(1, seed=63)[0]
     broken = dict(
         person,
@@ -94,10 +68,12 @@ def test_when_the_line_is_refused_then_the_answer_names_field_and_rule(world):
     assert json.loads(client.post("/verifications", json=person).text)["outcome"]
 
 
-def test_when_a_vendor_renames_a_field_then_an_on_demand_step_ends_error_not_passed(world):
+def test_when_a_vendor_renames_a_field_then_an_on_demand_step_ends_error_not_passed(
+    on_demand_api, sandbox
+):
     """One answer per source, held to its suite's rule: a required field missing degrades
     the step, as the batch's drift check does over a chunk."""
-    rt, client, sandbox = world
+    rt, client = on_demand_api
     sandbox.state.renamed_fields = {"/v1/credit/summary": {"as_of": "data_date"}}
     person = people(3, seed=64)[0]
     got = client.post("/verifications", json=person)

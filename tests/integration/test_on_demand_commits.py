@@ -4,15 +4,10 @@ the run still committed before any paid call."""
 
 from __future__ import annotations
 
-import httpx
-from pydantic import SecretStr
 from sqlalchemy import event, text
 
-from flows.settings import vendor_overrides
-from idv.api import create_app
 from idv.synthetic import Mix, applicants
 
-TOKEN = "commits-test-token-0123456789"
 KINDS = {
     "run.started",
     "run.finished",
@@ -25,12 +20,9 @@ KINDS = {
 
 
 def test_a_request_opens_its_run_with_its_grants_and_closes_it_with_its_decision(
-    database, make_runtime, sandbox, serve_app
+    on_demand_api,
 ):
-    rt = make_runtime(
-        api_token=SecretStr(TOKEN),
-        **vendor_overrides(sandbox.base_url, sandbox.state.app_key, sandbox.state.app_secret),
-    )
+    rt, client = on_demand_api
     [person] = [
         x
         for x in applicants(1, seed=81, prefix="OC-", mix=Mix(invalid=0, no_consent=0))
@@ -59,14 +51,7 @@ def test_a_request_opens_its_run_with_its_grants_and_closes_it_with_its_decision
 
     event.listen(rt.store.engine, "commit", lambda _conn: commits.append(1))
     event.listen(rt.store.engine, "before_cursor_execute", executed)
-    server = serve_app(create_app(rt))
-    try:
-        with httpx.Client(
-            base_url=server.url, timeout=30, headers={"Authorization": f"Bearer {TOKEN}"}
-        ) as client:
-            answer = client.post("/verifications", json=person)
-    finally:
-        server.stop()
+    answer = client.post("/verifications", json=person)
     assert answer.status_code == 201, answer.text
     run_id = answer.json()["run_id"]
     with rt.store.engine.connect() as conn:
