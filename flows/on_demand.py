@@ -141,6 +141,9 @@ class Engine:
         self._failed: BaseException | None = None
         self.steps: Steps | None = None
         self.journal: Journal | None = None
+        # One request at a time per key (its basis), on the engine's loop: a second request
+        # under a key whose first is still working waits for it, then replays its answer.
+        self._keys: dict[str, tuple[asyncio.Lock, int]] = {}
         self._thread = threading.Thread(target=self._serve, name="idv-on-demand", daemon=True)
         self._thread.start()
         self._ready.wait()
@@ -193,7 +196,24 @@ class Engine:
     async def request(self, line: ApplicantLine, key: RequestKey | None) -> dict[str, Any]:
         """One request's answer: its replay, or a run of one opened, verified and closed.
         Under a key its caller sent with another body, `InvalidInput` before anything is
-        read back, recorded or called."""
+        read back, recorded or called. Requests under one key in this process go one at a
+        time (the second replays the first's answer); a request under the key working in
+        another process is `Conflict` (`close_crashed`)."""
+        if key is None:
+            return await self._request(line, None)
+        lock, waiting = self._keys.get(key.basis) or (asyncio.Lock(), 0)
+        self._keys[key.basis] = (lock, waiting + 1)
+        try:
+            async with lock:
+                return await self._request(line, key)
+        finally:
+            lock, waiting = self._keys[key.basis]
+            if waiting == 1:
+                del self._keys[key.basis]
+            else:
+                self._keys[key.basis] = (lock, waiting - 1)
+
+    async def _request(self, line: ApplicantLine, key: RequestKey | None) -> dict[str, Any]:
         rt = self.rt
         resumes = None
         basis = key.basis if key is not None else None

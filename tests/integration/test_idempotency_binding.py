@@ -197,3 +197,34 @@ def test_when_idv_verify_is_given_a_key_then_it_is_the_signed_in_users_and_bound
     assert canaries.in_texts([first.output, again.output, refused.output, theirs.output]) == []
     assert canaries.in_logs(caplog.records) == []
     assert canaries.in_rows(rt.store.engine) == []
+
+
+def test_when_two_requests_race_under_one_key_then_one_is_verified_and_the_other_replays_it(
+    on_demand_api, sandbox
+):
+    """Sent at once, before either's run is committed: one run, each vendor API called once
+    for the person (the real vendors take no key, so a second run would be billed again),
+    the other answers the first's replay."""
+    from collections import Counter
+    from concurrent.futures import ThreadPoolExecutor
+
+    rt, client = on_demand_api
+    body = person(95)
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: post(client, body), range(4)))
+    assert sorted(a.status_code for a in answers) == [200, 200, 200, 201], [a.text for a in answers]
+    first = next(a.json() for a in answers if a.status_code == 201)
+    assert all(a.json() == {**first, "replayed": True} for a in answers if a.status_code == 200)
+    state = sandbox.state
+    sent = Counter(
+        [("tencent", c.action, c.subject_digest) for c in state.tencent.calls]
+        + [("aliyun", c.action, c.subject_digest) for c in state.aliyun.calls]
+        + [("generic", c.path, c.idempotency_key) for c in state.calls]
+    )
+    assert sent and max(sent.values()) == 1, sent
+    with rt.store.engine.connect() as conn:
+        runs = conn.execute(
+            text("SELECT count(*) FROM runs WHERE batch_sha256 = :b"),
+            {"b": request_basis(KEY, "api-token")},
+        ).scalar_one()
+    assert runs == 1
