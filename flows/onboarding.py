@@ -695,7 +695,8 @@ def onboard(
         try:
             rt.store.runs.mark_crashed(run_id, reason=f"run_error:{type(exc).__name__}")
         except Exception as closing:  # noqa: BLE001 - the run's own error is what is raised
-            log.warning("run %s not closed as crashed: %s", run_id, type(closing).__name__)
+            # Not on the terminal: the run's own error is the one line there.
+            log.debug("run %s not closed as crashed: %s", run_id, type(closing).__name__)
         raise
     stopped = progress.stopping()
     counts = rt.store.runs.finish(run_id, status="stopped" if stopped else "finished")
