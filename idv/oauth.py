@@ -42,28 +42,31 @@ def confirmation_page(linked: Linked, *, portal: bool = False) -> str:
                 "<p><a id='back' href='/applicant/'>返回核验流程 Back to the verification</a></p>"
             ),
         )
+    # Outside the portal too, the page is the applicant's: what they authorized and how to
+    # take it back, never the lender's reference for them or an identifier they did not see.
+    provider = {"wechat": "微信 WeChat"}.get(linked.provider, linked.provider)
     rows = [
-        ("Applicant", linked.applicant_ref),
-        ("Provider", linked.provider),
-        ("Account", linked.account),
-        ("Authorized scope", linked.scope),
-        ("Consent recorded", linked.consent_id),
+        ("服务 Provider", provider),
+        ("账户 Account", linked.account),
+        ("授权范围 Authorized scope", linked.scope),
+        ("同意编号 Consent reference", linked.consent_id),
     ]
-    if linked.unionid:
-        rows.insert(3, ("unionid", linked.unionid))
     items = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in rows)
     return page(
-        "Authorization recorded / 授权成功",
+        "授权成功 / Authorization recorded",
         (
-            f"<p id='result'>Control of the account is proven.</p><dl>{items}</dl>"
-            "<p>You can withdraw this consent at any time; the tokens are then deleted.</p>"
+            "<p id='result'>账户已授权，已证明账户由您本人控制。"
+            "<br>Control of the account is proven.</p>"
+            f"<dl>{items}</dl>"
+            "<p>您可以随时撤回此项同意，撤回后令牌即被删除。"
+            "<br>You can withdraw this consent at any time; the tokens are then deleted.</p>"
         ),
     )
 
 
 def error_page(failure: OAuthFailure) -> str:
     return page(
-        "Authorization not completed / 授权未完成",
+        "授权未完成 / Authorization not completed",
         (
             f"<p class='error' id='error'>{html.escape(failure.rule)}</p>"
             f"<p>Error code: <code id='code'>{html.escape(failure.code)}</code></p>"

@@ -49,7 +49,8 @@ def test_when_the_applicant_approves_in_the_browser_then_the_grant_and_signals_a
     assert page.url.startswith(world.api_url + "/oauth/wechat/callback")
     shown = page.content()
     page.goto("about:blank")  # the callback URL holds a (spent) code: out of any report
-    assert "Authorization recorded" in shown
+    assert "Authorization recorded" in shown and "授权成功" in shown
+    assert ref not in shown  # the lender's reference for the applicant is not theirs to read
     assert world.wechat.openid(world.WEB_APPID, "wx-user-1") not in shown
     [grant] = world.rt.store.ledger.grants_for(ref)
     assert grant.scopes == frozenset({"wechat_profile"})
