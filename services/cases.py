@@ -324,6 +324,37 @@ class BulkResult(_Model):
     why: dict[str, str] = {}
 
 
+class SavedView(_Model):
+    """A saved view: its name and the queue's filters it keeps (`QueueQuery`'s fields as
+    given, without the page)."""
+
+    name: str
+    filters: dict[str, Any]
+
+
+class SavedViews(_Model):
+    """A person's saved views, by name."""
+
+    views: list[SavedView]
+
+
+class Woken(_Model):
+    """Cases back in the queue: outreach that ran out unanswered, snoozes that ended."""
+
+    outreach_expired: int
+    snoozes_ended: int
+
+
+class OutreachSent(_Model):
+    """An outreach request on a case: sent (or `delivery` `failed`; `not_sent` with no channel
+    wired), answered until `expires_at`, when the case comes back to the queue."""
+
+    case_id: str
+    outreach_id: str
+    expires_at: datetime
+    delivery: str | None
+
+
 # The SLA report's age buckets: (name, opened less than this many hours ago).
 AGE_BUCKETS: tuple[tuple[str, int | None], ...] = (
     ("under_4h", 4), ("4h_to_24h", 24), ("1d_to_3d", 72), ("3d_to_7d", 168), ("over_7d", None))
@@ -556,7 +587,7 @@ class CaseService:
             raise from_validation(exc) from None
 
     def save_view(self, name: str, query: QueueQuery | dict[str, Any], *, actor: Actor
-                  ) -> dict[str, Any]:
+                  ) -> SavedView:
         self._permit(actor, "read_masked", "save_view")
         if re.match(r"[A-Za-z0-9_-]{1,64}\Z", name) is None:
             raise InvalidInput("name", "must be 1-64 letters, digits, _ or -")
@@ -564,11 +595,13 @@ class CaseService:
         filters = q.model_dump(exclude_unset=True, exclude={"view", "limit", "offset"},
                                mode="json")
         self.store.cases.save_view(actor.name, name, filters)
-        return {"name": name, "filters": filters}
+        return SavedView(name=name, filters=filters)
 
-    def views(self, *, actor: Actor) -> dict[str, dict[str, Any]]:
+    def views(self, *, actor: Actor) -> SavedViews:
+        """The actor's own saved views, by name."""
         self._permit(actor, "read_masked", "views")
-        return self.store.cases.views(actor.name)
+        return SavedViews(views=[SavedView(name=name, filters=filters) for name, filters
+                                 in self.store.cases.views(actor.name).items()])
 
     def sla_report(self, *, actor: Actor, days: int = 30) -> SlaReport:
         """Cases not closed by age bucket with their SLA state (due soon, breached), and
@@ -854,11 +887,11 @@ class CaseService:
                       "assignee": None}
         else:  # request_info
             sent = self._send_outreach(case, req, actor)
-            detail = {"outreach_id": sent["outreach_id"], "delivery": sent["delivery"]}
+            detail = {"outreach_id": sent.outreach_id, "delivery": sent.delivery}
             # The case waits for the answer; a message that failed leaves it with the analyst.
-            values = ({"status": "waiting", "snoozed_until": sent["expires_at"],
+            values = ({"status": "waiting", "snoozed_until": sent.expires_at,
                        "claimed_by": None, "lease_until": None}
-                      if sent["delivery"] != "failed" else {})
+                      if sent.delivery != "failed" else {})
         decision_id = self.store.cases.add_decision(
             case.case_id, action=req.action, actor=actor.name, role=actor.role,
             reason=req.reason, evidence_version=seen, status=status,
@@ -1049,17 +1082,17 @@ class CaseService:
             disposition=disposition, claimed_by=None, lease_until=None, updated_at=now)
         return BulkResult(changed=changed, skipped=list(why), why=why)
 
-    def wake(self, *, now: datetime | None = None) -> dict[str, int]:
+    def wake(self, *, now: datetime | None = None) -> Woken:
         """Expired outreach and ended snoozes put their cases back in the queue."""
         now = now or self._now()
         woken = self.store.cases.expire_outreach(now=now)
-        return {"outreach_expired": len(woken),
-                "snoozes_ended": self.store.cases.wake_snoozed(now=now)}
+        return Woken(outreach_expired=len(woken),
+                     snoozes_ended=self.store.cases.wake_snoozed(now=now))
 
     # --- outreach -------------------------------------------------------------------------
 
     def _send_outreach(self, case: CaseRecord, req: DecisionRequest, actor: Actor
-                       ) -> dict[str, Any]:
+                       ) -> OutreachSent:
         templates = self.policy.outreach.templates
         if req.template is None or req.template not in templates:
             raise self._refuse(InvalidInput(
@@ -1082,10 +1115,11 @@ class CaseService:
             case.case_id, applicant_ref=case.applicant_ref, template=req.template,
             channel=channel, body=text, status=status, delivery=sent.get("delivery"),
             message_id=sent.get("message_id"), sent_by=actor.name, expires_at=expires)
-        return {"outreach_id": oid, "expires_at": expires, "delivery": sent.get("delivery")}
+        return OutreachSent(case_id=case.case_id, outreach_id=oid, expires_at=expires,
+                            delivery=sent.get("delivery"))
 
     def ask_reconsent(self, applicant_ref: str, *, purpose: str, reasons: Iterable[str],
-                      actor: Actor) -> dict[str, Any] | None:
+                      actor: Actor) -> OutreachSent | None:
         """Re-verification found the consent for `purpose` missing or expired: the
         applicant's case (opened, or joined, with `RECONSENT_NEEDED`) sends the `reconsent`
         template and waits for the answer until the template's time runs out, when it comes
@@ -1103,11 +1137,11 @@ class CaseService:
         sent = self._send_outreach(case, DecisionRequest(
             action="request_info", template=RECONSENT_TEMPLATE,
             reason=f"re-consent for {purpose}: {', '.join(sorted(reasons))}"), actor)
-        if sent["delivery"] != "failed":
-            self.store.cases.wait_for(case_id, sent["expires_at"])
-        return {"case_id": case_id, **sent}
+        if sent.delivery != "failed":
+            self.store.cases.wait_for(case_id, sent.expires_at)
+        return sent
 
-    def ask_another_way(self, applicant_ref: str, *, actor: Actor) -> dict[str, Any] | None:
+    def ask_another_way(self, applicant_ref: str, *, actor: Actor) -> OutreachSent | None:
         """The applicant chose to verify their identity another way than face
         (`services.face`): their case (opened, or joined, with `FACE_ANOTHER_WAY`) sends the
         `document_request` template, for an analyst's document check, and waits for the
@@ -1124,9 +1158,9 @@ class CaseService:
         sent = self._send_outreach(case, DecisionRequest(
             action="request_info", template=FACE_ANOTHER_WAY_TEMPLATE,
             reason="the applicant chose another way than face verification"), actor)
-        if sent["delivery"] != "failed":
-            self.store.cases.wait_for(case_id, sent["expires_at"])
-        return {"case_id": case_id, **sent}
+        if sent.delivery != "failed":
+            self.store.cases.wait_for(case_id, sent.expires_at)
+        return sent
 
     def answer_outreach(self, outreach_id: str, *, actor: Actor) -> Outcome:
         """The applicant answered (the lender's app says so): the case wakes."""

@@ -36,7 +36,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 from prometheus_client import Counter
@@ -161,8 +161,20 @@ def _result(token: FaceToken) -> FaceResult:
     )
 
 
+class AskedCase(Protocol):
+    """The outreach request on the applicant's case (`services.cases.OutreachSent`), as far
+    as the portal tells of it."""
+
+    @property
+    def case_id(self) -> str: ...
+    @property
+    def outreach_id(self) -> str: ...
+    @property
+    def delivery(self) -> str | None: ...
+
+
 # The outreach request of the non-face way: the case service's, passed in by the wiring.
-AnotherWayRequest = Callable[[str, Actor], Mapping[str, Any] | None]
+AnotherWayRequest = Callable[[str, Actor], AskedCase | None]
 
 
 class FaceService:
@@ -522,9 +534,9 @@ class FaceService:
         asked = self.another_way(applicant_ref, actor) if self.another_way is not None else None
         return AnotherWay(
             applicant_ref=applicant_ref,
-            case_id=str(asked["case_id"]) if asked else None,
-            outreach_id=str(asked["outreach_id"]) if asked else None,
-            delivery=str(asked.get("delivery")) if asked and asked.get("delivery") else None,
+            case_id=asked.case_id if asked else None,
+            outreach_id=asked.outreach_id if asked else None,
+            delivery=asked.delivery if asked else None,
         )
 
     def people_processed(self, *, until: datetime, since: datetime | None = None) -> int:

@@ -50,7 +50,7 @@ def test_when_an_outreach_expires_unanswered_then_the_case_wakes(runtime, sandbo
     assert svc.next_case(actor=ANALYST) is None  # waiting: not in the queue
     later = runtime.store.clock() + timedelta(hours=73)
     runtime.store.clock = lambda: later
-    assert svc.wake()["outreach_expired"] == 1
+    assert svc.wake().outreach_expired == 1
     case = runtime.store.cases.get(case_id)
     assert case.status == "open" and case.snoozed_until is None
     [o] = runtime.store.cases.outreach(case_id)

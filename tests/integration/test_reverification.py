@@ -85,7 +85,7 @@ def test_when_consents_are_live_expired_or_withdrawn_then_one_call_one_request_n
         rt.store.cases.case_of(withdrawn).reasons
     )
     woken = cases.wake(now=datetime.now(UTC) + timedelta(hours=169))
-    assert woken["outreach_expired"] == 1
+    assert woken.outreach_expired == 1
     assert rt.store.cases.get(case.case_id).status == "open"
     # The live person's new evidence is appended to what onboarding found.
     steps = [s.step for s in rt.store.applicants.get(live).steps]
