@@ -42,9 +42,11 @@ from storage.crypto import fernet_key
 from storage.db import current_revision, make_engine, private_folder, upgrade
 from storage.keyring import KekProvider, KeyRing, LocalKekProvider, VaultTransitKekProvider
 from storage.ledger import LEDGER_EVENT_KINDS
+from storage.limit_counters import CAP_KEY_BITS as CAP_KEY_BITS  # re-exported
+from storage.limit_counters import cap_person
 from storage.store import Store, crosses
 from verifiers.gate import ConsentGate, ConsentReader, DecisionRecorder
-from verifiers.limits import CallLimits, LimitStore, LocalLimitStore, RedisLimitStore
+from verifiers.limits import CallLimits, EmbeddedLimitStore, LimitStore, RedisLimitStore
 
 if TYPE_CHECKING:  # the verifiers and their HTTP stack load when a step is run
     from verifiers.registry import VerifierRegistry
@@ -99,13 +101,6 @@ class StoreGateAdapter:
 
     def note(self, kind: str, subject_ref: str | None, detail: dict[str, Any]) -> None:
         self.audit.record(kind, subject_ref, detail)  # one at a time: durable at once
-
-
-# A per-person cap's counter is named by 32 bits of the person's keyed digest (8 hex digits):
-# like the database's blind indexes, cut short, so whoever reads Redis, even with the key,
-# finds many possible ID numbers behind a name; two people sharing one in the same minute or
-# day at one API share a counter (n²/2³³ pairs: about one among 100,000 people in a day).
-CAP_KEY_BITS = 32
 
 
 def _names_file(url: str, path: Path) -> bool:
@@ -489,19 +484,21 @@ class RuntimeParts:
     @cached_property
     def call_limits(self) -> CallLimits:
         """The contracts over the limits' store: Redis when `IDV_LIMITS_URL` is set (shared
-        by every worker), else this process's memory. People are named in it by a keyed
-        blind index cut to `CAP_KEY_BITS`, never by a value nor by a full digest of one."""
+        by every worker), else the database for the caps' and ceilings' counters (shared by
+        every process on it, kept across restarts) and this process's memory for the rates.
+        People are named in it by a keyed blind index cut to `CAP_KEY_BITS`
+        (`storage.limit_counters.cap_person`), never by a value nor by a full digest of one."""
         url = self.settings.limits_url
         store: LimitStore = (
-            RedisLimitStore(url, prefix=self.settings.limits_prefix) if url else LocalLimitStore()
+            RedisLimitStore(url, prefix=self.settings.limits_prefix)
+            if url
+            else EmbeddedLimitStore(self.store.limit_counters)
         )
         cipher = self.store.cipher
         return CallLimits(
             self.vendor_contracts,
             store,
-            person_key=lambda kind, value: cipher.blind_index(
-                value, table="vendor_caps", column=kind, bits=CAP_KEY_BITS
-            ),
+            person_key=lambda kind, value: cap_person(cipher, kind, value),
         )
 
     @property

@@ -12,7 +12,10 @@ database behind the chain proposes nothing."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -34,6 +37,9 @@ from storage.applicants import RevealLimitError
 from storage.requests import UnknownRequestError
 from storage.store import Store
 from storage.subjects import SubjectUnavailableError
+from verifiers.limits import CallLimits, LimitsUnavailableError
+
+log = logging.getLogger(__name__)
 
 RevealField = Literal["name", "id_number", "phone"]
 REVEAL_FIELDS: tuple[str, ...] = ("name", "id_number", "phone")
@@ -124,11 +130,15 @@ def permit(policy: AccessPolicy, actor: Actor, permission: str, *,
 
 class SubjectService:
     def __init__(self, store: Store, access: AccessPolicy, retention: RetentionPolicy, *,
-                 control: AccessControl | None = None) -> None:
+                 control: AccessControl | None = None,
+                 limits: Callable[[], CallLimits | None] | None = None) -> None:
         self.store = store
         self.policy = access
         self.access = control or AccessControl(store, access)
         self.retention = retention
+        # The vendor limits (built when first needed): an erased person's cap counters are
+        # deleted in their store too (Redis; the database's go in the erasure's transaction).
+        self._limits = limits
 
     @property
     def reveal_reasons(self) -> tuple[str, ...]:
@@ -295,11 +305,15 @@ class SubjectService:
                                 rule="nobody confirms their own proposal",
                                 subject_ref=p.applicant_ref)
             raise Denied("actor", "nobody confirms their own proposal")
+        # Read before the erasure destroys the key the digests are computed from.
+        limits = self._limits() if self._limits is not None else None
+        persons = self.store.subjects.cap_persons(p.applicant_ref) if limits is not None else []
         result = self.store.subjects.erase(p.applicant_ref, reason=f"erasure proposal "
                                            f"{proposal_id}", actor=actor.name)
+        caps = self._forget_caps(limits, persons) if result == "erased" else {}
         self.store.audit.record("subject.erasure_confirmed", p.applicant_ref, {
             "proposal_id": proposal_id, "actor": actor.name, "role": actor.role,
-            "proposed_by": p.proposed_by, "result": result})
+            "proposed_by": p.proposed_by, "result": result, **caps})
         if result == "unknown":
             raise NotFound("applicant_ref", "no such subject")
         if p.request_id is not None and self._open_request(p.request_id):
@@ -307,6 +321,26 @@ class SubjectService:
                 "erasure_proposal": proposal_id, "proposed_by": p.proposed_by},
                 actor=actor.name)
         return Erasure(applicant_ref=p.applicant_ref, result=result)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _forget_caps(limits: CallLimits | None, persons: list[str]) -> dict[str, Any]:
+        """Delete an erased person's cap counters in the limits' store (Redis when configured):
+        what the confirmation's event says of it. A store that cannot be reached leaves them
+        to run out (two days at most) and says so."""
+        if limits is None or not persons:
+            return {}
+
+        async def forget() -> int:
+            try:
+                return await limits.forget(persons)
+            finally:
+                await limits.store.close()
+
+        try:
+            return {"cap_counters_deleted": asyncio.run(forget())}
+        except LimitsUnavailableError as exc:
+            log.warning("cap counters of an erased subject left to expire: %s", exc)
+            return {"cap_counters_unreachable": True}
 
     def _open_request(self, request_id: str) -> bool:
         try:

@@ -59,7 +59,8 @@ class Services:
     def subjects(self) -> SubjectService:
         from services.subjects import SubjectService
         return SubjectService(self._ctx.store, self._ctx.access_policy,
-                              self._ctx.retention_policy, control=self.access)
+                              self._ctx.retention_policy, control=self.access,
+                              limits=lambda: getattr(self._ctx, "call_limits", None))
 
     @cached_property
     def keys(self) -> KeyService:

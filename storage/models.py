@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     Date,
@@ -718,3 +719,17 @@ class ApplicantLink(Base):
     created_at: Mapped[datetime]
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class LimitCounter(Base):
+    """One counter of the vendor limits (`storage.limit_counters`): a person's calls on an API
+    in a minute or a day, or the spend of a run or a day, shared by every process on the
+    database. `person` is the capped person's keyed digest cut to 32 bits (erasure deletes by
+    it), None for spend. No personal value: keys name APIs, days, runs and digests."""
+
+    __tablename__ = "limit_counters"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    person: Mapped[str | None] = mapped_column(String(16), index=True, nullable=True)
+    value: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime] = mapped_column(index=True)

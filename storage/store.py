@@ -28,6 +28,7 @@ from storage.face import FaceTokenRepository
 from storage.inbox import InboxRepository
 from storage.keyring import KeyRing
 from storage.ledger import ConsentLedger
+from storage.limit_counters import LimitCounterRepository
 from storage.oauth import OAuthRepository
 from storage.people import BINDINGS_REVISION as PEOPLE_BINDINGS_REVISION
 from storage.people import PeopleRepository
@@ -95,6 +96,7 @@ class Store:
         self.court_matches = CourtMatchRepository(ctx, audit)
         self.face = FaceTokenRepository(ctx, audit)
         self.portal = PortalRepository(ctx, audit)
+        self.limit_counters = LimitCounterRepository(ctx)
 
     def bind_crossed(self, before: str | None, after: str | None) -> int:
         """When a migration took a database with rows in it from `before` past a revision

@@ -9,9 +9,12 @@ from typing import Any
 from sqlalchemy import select, update
 
 from storage import models as m
+from storage.applicant_fields import reveal
 from storage.audit import AuditLog
 from storage.bindings import CLOSED, case_hash, hold_hash, holds_in_force, read_holds
 from storage.context import StoreContext, as_utc, rowcount
+from storage.crypto import FieldDecryptError
+from storage.limit_counters import cap_person, forget_counters
 
 
 class SubjectUnavailableError(PermissionError):
@@ -101,10 +104,40 @@ class SubjectRepository:
         with self._ctx.engine.connect() as conn:
             return set(holds_in_force(conn, self._audit.authentic, refs, self._ctx.clock()))
 
+    def cap_persons(self, applicant_ref: str) -> list[str]:
+        """The digests the vendor limits name the subject by in their per-person caps
+        (`limit_counters.cap_person` of the stored ID number, name and phone, the phone as
+        stored and without +86 as the licensed checks send it). Read while the subject's DEK
+        is there: empty once erased, or when no applicant is stored under the ref."""
+        with self._ctx.engine.connect() as conn:
+            row = conn.execute(
+                select(m.Applicant).where(m.Applicant.applicant_ref == applicant_ref)
+            ).first()
+        if row is None:
+            return []
+        try:
+            person = reveal(self._ctx.cipher, row)
+        except FieldDecryptError:
+            return []
+        cipher = self._ctx.cipher
+        found = {
+            cap_person(cipher, "id_number", person.id_number.get_secret_value()),
+            cap_person(cipher, "name", person.name.get_secret_value()),
+        }
+        if person.phone is not None:
+            phone = person.phone.get_secret_value()
+            found |= {
+                cap_person(cipher, "phone", phone),
+                cap_person(cipher, "phone", phone.removeprefix("+86")),
+            }
+        return sorted(found)
+
     def erase(self, applicant_ref: str, *, reason: str, actor: str) -> str:
         """Erase a subject: destroy their DEK and blind indexes, so their fields can no longer
-        be decrypted from the database or any backup of it. Under a legal hold, restrict
-        instead. Returns "erased", "restricted" or "unknown"."""
+        be decrypted from the database or any backup of it, and delete the vendor limits'
+        counters naming them in the database (`cap_persons`; Redis's are the service's to
+        delete). Under a legal hold, restrict instead. Returns "erased", "restricted" or
+        "unknown"."""
         holds = self.active_holds(applicant_ref)
         now = self._ctx.clock()
         if holds:
@@ -121,8 +154,10 @@ class SubjectRepository:
                     session=s,
                 )
             return "restricted"
+        persons = self.cap_persons(applicant_ref)  # before the key goes
         destroyed = self._ctx.keyring.destroy(applicant_ref, reason=reason)
         with self._ctx.transaction() as s:
+            counters = forget_counters(s, persons)
             closing = list(
                 s.scalars(
                     select(m.ReviewCase.id).where(
@@ -180,6 +215,7 @@ class SubjectRepository:
                     "actor": actor,
                     "reason": reason,
                     "key_destroyed": destroyed,
+                    "limit_counters_deleted": counters,
                     # The cases the erasure closed, bound (`bindings.check_case`).
                     **({"case_hashes": {c.id: case_hash(c) for c in closed}} if closed else {}),
                 },

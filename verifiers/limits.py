@@ -1,5 +1,6 @@
-"""Vendor contracts honoured by every worker: one rate per API, per-person daily caps and
-spend ceilings, over one shared store (Redis) or, embedded, this process's memory.
+"""Vendor contracts honoured by every worker: one rate per API, per-person caps and spend
+ceilings, over one shared store (Redis) or, embedded, the database for the counters and this
+process's memory for the rates.
 
 Every paid call passes `CallLimits` twice. Before it is sent: the person's caps on that API
 per minute (`per_person_per_minute`, any 60 seconds) and per day (`per_person_daily`), then
@@ -26,7 +27,15 @@ connection, so the time between its place and its request is a store round trip.
 window is one sorted set per API, read and changed by one script against Redis's own clock, so
 workers on several machines share it without trusting each other's clocks. Counters are one key
 per person, API and day (or per run, or per day for spend), reserved and checked in one script,
-never above the cap. People are named by a keyed digest (`person_key`), never by a value.
+never above the cap. People are named by a keyed digest cut short (`person_key`: 32 bits as the
+runtime builds it), never by a value; the digest is the last segment of a cap's key, so a
+person's counters are found by it and erased with the person (`forget`).
+
+Embedded (no `IDV_LIMITS_URL`), `EmbeddedLimitStore` keeps the counters in the database
+(`storage.limit_counters`: one conditional upsert checks and adds, atomic across processes on
+SQLite and PostgreSQL), so every process on that database (`idv serve`, batch runs, workers)
+shares the caps and the spend ceilings and a restart keeps them; the rate windows stay in this
+process's memory (`LocalLimitStore`), each process taking its `share` of every rate.
 
 A call the limits keep from going out (a cap, a ceiling, a rate too far behind, a limiter
 that cannot be reached: `LimitsUnavailableError`, which the gate turns into the step's
@@ -45,7 +54,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -90,7 +99,8 @@ def not_sent(reason: str | None) -> bool:
 
 
 class LimitsUnavailableError(Exception):
-    """The limits' store (Redis) could not be reached or refused: the call was not sent.
+    """The limits' store (Redis, or the database's counters) could not be reached or refused:
+    the call was not sent.
     The text names the exception's type only (a library's message may carry an address)."""
 
 
@@ -126,20 +136,28 @@ class LimitStore(Protocol):
     async def restamp(self, key: str, member: str, at: float) -> None:
         """Move the place `member` to `at` (Unix time; only ever later): its call left then."""
 
-    async def add(self, key: str, amount: int, cap: int | None, ttl_s: int) -> bool:
+    async def add(
+        self, key: str, amount: int, cap: int | None, ttl_s: int, *, person: str | None = None
+    ) -> bool:
         """Add `amount` (negative to give back) unless that takes the counter above `cap`;
-        False, with nothing added, when it would. The counter lives `ttl_s` from its start."""
+        False, with nothing added, when it would. The counter lives `ttl_s` from its start.
+        `person`: the digest a cap's counter counts (the key's last segment), for `forget`."""
 
     async def value(self, key: str) -> int:
         """A counter's value now (0 when it does not exist)."""
+
+    async def forget(self, persons: Collection[str]) -> int:
+        """Delete every counter of `persons` (digests as `person_key` makes them): erasure.
+        The counters deleted."""
 
     async def close(self) -> None:
         """Release what the current event loop holds."""
 
 
 class LocalLimitStore:
-    """This process's memory: shared by every event loop and thread of the process (the
-    embedded default, one worker)."""
+    """This process's memory: shared by every event loop and thread of the process. The
+    embedded rate windows (`EmbeddedLimitStore`), and tests; its counters die with the
+    process and are not seen by another."""
 
     # Every this many additions, counters past their time are dropped: a process kept for
     # weeks (`idv serve`) holds a counter per person and API for their day, not forever.
@@ -149,6 +167,7 @@ class LocalLimitStore:
         self._lock = threading.Lock()
         self._windows: dict[str, deque[tuple[float, str]]] = {}
         self._counters: dict[str, tuple[int, float]] = {}
+        self._persons: dict[str, str] = {}  # a cap's key -> the person it counts
         self._adds = 0
         self.given_back = 0  # places given back, for benches and tests
         self.restamped = 0  # places moved to a late call's departure
@@ -192,24 +211,38 @@ class LocalLimitStore:
             places.insert(i, (at, member))
             self.restamped += 1
 
-    async def add(self, key: str, amount: int, cap: int | None, ttl_s: int) -> bool:
+    async def add(
+        self, key: str, amount: int, cap: int | None, ttl_s: int, *, person: str | None = None
+    ) -> bool:
         with self._lock:
             now = time.monotonic()
             self._adds += 1
             if self._adds % self.SWEEP_EVERY == 0:
                 self._counters = {k: v for k, v in self._counters.items() if v[1] > now}
+                self._persons = {k: p for k, p in self._persons.items() if k in self._counters}
             value, until = self._counters.get(key, (0, now + ttl_s))
             if until <= now:
                 value, until = 0, now + ttl_s
             if amount > 0 and cap is not None and value + amount > cap:
                 return False
             self._counters[key] = (max(0, value + amount), until)
+            if person is not None:
+                self._persons[key] = person
             return True
 
     async def value(self, key: str) -> int:
         with self._lock:
             value, until = self._counters.get(key, (0, 0.0))
             return value if until > time.monotonic() else 0
+
+    async def forget(self, persons: Collection[str]) -> int:
+        wanted = set(persons)
+        with self._lock:
+            keys = [k for k, p in self._persons.items() if p in wanted]
+            for key in keys:
+                self._counters.pop(key, None)
+                del self._persons[key]
+            return len(keys)
 
     async def close(self) -> None:
         return None
@@ -340,7 +373,10 @@ class RedisLimitStore:
         except _store_down() as exc:
             raise LimitsUnavailableError(type(exc).__name__) from None
 
-    async def add(self, key: str, amount: int, cap: int | None, ttl_s: int) -> bool:
+    async def add(
+        self, key: str, amount: int, cap: int | None, ttl_s: int, *, person: str | None = None
+    ) -> bool:
+        # The person is the key's last segment already (`CallLimits.admit`): `forget` finds it.
         client = self._client()
         try:
             done = await client.add(
@@ -358,6 +394,22 @@ class RedisLimitStore:
             raise LimitsUnavailableError(type(exc).__name__) from None
         return int(found or 0)
 
+    async def forget(self, persons: Collection[str]) -> int:
+        """Delete the cap counters (`cap:` and `capm:` keys) ending in one of `persons`: a
+        SCAN of this prefix's keys by pattern (erasure is rare; the hot path keeps no index)."""
+        client = self._client()
+        prefix = _glob_escape(self.prefix)
+        gone = 0
+        try:
+            for person in sorted(set(persons)):
+                pattern = f"{prefix}cap*:{_glob_escape(person)}"
+                keys = [k async for k in client.redis.scan_iter(match=pattern, count=1000)]
+                for i in range(0, len(keys), 500):
+                    gone += int(await client.redis.delete(*keys[i : i + 500]))
+        except _store_down() as exc:
+            raise LimitsUnavailableError(type(exc).__name__) from None
+        return gone
+
     async def close(self) -> None:
         """Close this event loop's client (a chunk's loop ends with its chunk)."""
         client = self._clients.pop(asyncio.get_running_loop(), None)
@@ -365,6 +417,72 @@ class RedisLimitStore:
             # The pool is ours (made in `_client`), so its connections close with it: left
             # open, they outlive their loop (uvloop refuses to close over them).
             await client.redis.aclose(close_connection_pool=True)
+
+
+def _glob_escape(text: str) -> str:
+    """`text` matched literally in a Redis glob pattern (SCAN MATCH)."""
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
+class CounterStore(Protocol):
+    """The counters' half of a `LimitStore`, synchronous, shared by every process that uses
+    it: the database's (`storage.limit_counters.LimitCounterRepository`). A store that cannot
+    be reached raises `ConnectionError`."""
+
+    def add(
+        self, key: str, amount: int, cap: int | None, ttl_s: int, *, person: str | None = None
+    ) -> bool: ...
+
+    def value(self, key: str) -> int: ...
+
+    def forget(self, persons: Collection[str]) -> int: ...
+
+
+class EmbeddedLimitStore:
+    """The embedded limiter (no Redis): counters (the caps and the spend ceilings) in a
+    `CounterStore` every process shares, the database; rate windows in this process's memory
+    (`LocalLimitStore`). Each counter call runs in a worker thread (`asyncio.to_thread`), so a
+    batch's event loop is never held by the database."""
+
+    def __init__(self, counters: CounterStore, windows: LocalLimitStore | None = None) -> None:
+        self.counters = counters
+        self.windows = windows or LocalLimitStore()
+
+    async def take(
+        self, key: str, member: str, limit: int, window_s: float, gap_s: float
+    ) -> tuple[float, float]:
+        return await self.windows.take(key, member, limit, window_s, gap_s)
+
+    async def give_back(self, key: str, member: str) -> None:
+        await self.windows.give_back(key, member)
+
+    async def restamp(self, key: str, member: str, at: float) -> None:
+        await self.windows.restamp(key, member, at)
+
+    async def add(
+        self, key: str, amount: int, cap: int | None, ttl_s: int, *, person: str | None = None
+    ) -> bool:
+        try:
+            return await asyncio.to_thread(
+                self.counters.add, key, amount, cap, ttl_s, person=person
+            )
+        except ConnectionError as exc:
+            raise LimitsUnavailableError(type(exc).__name__) from None
+
+    async def value(self, key: str) -> int:
+        try:
+            return await asyncio.to_thread(self.counters.value, key)
+        except ConnectionError as exc:
+            raise LimitsUnavailableError(type(exc).__name__) from None
+
+    async def forget(self, persons: Collection[str]) -> int:
+        try:
+            return await asyncio.to_thread(self.counters.forget, list(persons))
+        except ConnectionError as exc:
+            raise LimitsUnavailableError(type(exc).__name__) from None
+
+    async def close(self) -> None:
+        return None
 
 
 @dataclass(frozen=True)
@@ -472,7 +590,7 @@ class CallLimits:
             person = self.person_key(field_name, value)
             for start in (minute - 1, minute):
                 key = f"capm:{api.key}:{start}:{person}"
-                if not await self.store.add(key, 1, cap, 3 * MINUTE_S):
+                if not await self.store.add(key, 1, cap, 3 * MINUTE_S, person=person):
                     await undo()
                     return f"person_minute_cap:{field_name}"
                 taken.append((key, 3 * MINUTE_S))
@@ -480,8 +598,9 @@ class CallLimits:
             value = payload.get(field_name)
             if not isinstance(value, str) or not value:
                 continue
-            key = f"cap:{api.key}:{day}:{self.person_key(field_name, value)}"
-            if not await self.store.add(key, 1, cap, 2 * DAY_S):
+            person = self.person_key(field_name, value)
+            key = f"cap:{api.key}:{day}:{person}"
+            if not await self.store.add(key, 1, cap, 2 * DAY_S, person=person):
                 await undo()
                 return f"person_daily_cap:{field_name}"
             taken.append((key, 2 * DAY_S))
@@ -544,6 +663,11 @@ class CallLimits:
             return
         day = day or self.contracts.day(self.clock())
         record_spend("day", await self.store.value(f"spend:day:{day}"), spend.per_day_cents)
+
+    async def forget(self, persons: Collection[str]) -> int:
+        """Delete the cap counters of `persons` (digests as `person_key` makes them), wherever
+        the store keeps them: a person's erasure. The counters deleted."""
+        return await self.store.forget(persons) if persons else 0
 
     def window(self, api: ApiRef) -> tuple[int, float] | None:
         """The API's window as this process keeps it: at most `limit` places in any
@@ -622,7 +746,7 @@ class CallLimits:
 
 def local_limits(contracts: VendorContracts, *, share: int = 1) -> CallLimits:
     """The contracts over this process's memory, people named by an unkeyed digest: for
-    tests and embedding, where no key ring is at hand."""
+    tests, where no key ring or database is at hand (a process's counters are its own)."""
     return CallLimits(
         contracts,
         LocalLimitStore(),
