@@ -33,7 +33,13 @@ from flows.runtime import Runtime
 from flows.settings import Settings
 from services.context import Actor
 from services.errors import Unavailable
-from services.rescreen import CHUNK, RESCREEN_ACTOR, RescreenReport, RescreenStopped
+from services.rescreen import (
+    CHUNK,
+    RESCREEN_ACTOR,
+    ChunkCounts,
+    RescreenReport,
+    RescreenStopped,
+)
 from services.runs import owner_id
 
 log = logging.getLogger("idv.flows.rescreen")
@@ -89,7 +95,7 @@ def work(rt: Runtime, run_id: str, *, worker: str | None = None) -> int:
         index, attempt = taken
         with _Beat(rt, run_id, index, attempt):
             counts = service.screen_chunk(run_id, index)
-        if rt.store.court_matches.finish_chunk(run_id, index, attempt, counts):
+        if rt.store.court_matches.finish_chunk(run_id, index, attempt, counts.stored()):
             done += 1
 
 
@@ -168,14 +174,14 @@ def run_rescreen(
             time.sleep(poll_s)  # held by another worker: wait, or take it over when silent
         for f in helpers:
             f.result()
-        chunk_counts = [r for r in reports.values() if r is not None]
+        chunk_counts = [ChunkCounts.from_stored(r) for r in reports.values() if r is not None]
         chunk_counts.append(service.delistings(run_id))
         return service.finish(run_id, chunk_counts, started=started)
     except BaseException as exc:
         done = rt.store.court_matches.chunk_reports(run_id)
         service.finish(
             run_id,
-            [r for r in done.values() if r is not None],
+            [ChunkCounts.from_stored(r) for r in done.values() if r is not None],
             started=started,
             status="failed",
             stop_reason=f"{type(exc).__name__}"[:300],

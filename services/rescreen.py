@@ -96,6 +96,43 @@ class RescreenPlan(_Model):
     applicants_per_chunk: int
 
 
+class ChunkCounts(_Model):
+    """What screening a chunk (or ending the delisted entries' matches) did: applicants,
+    screened, skipped for consent (`skipped` by reason), erased or restricted
+    (`unavailable`), matches standing per verdict, new, whitelisted, delisted, cleared, cases
+    opened or joined; no personal value. `stored()` is the chunk's report as the run keeps
+    it (one flat map, `skipped_<reason>` beside the counts), `from_stored` reads it back."""
+
+    applicants: int = 0
+    screened: int = 0
+    skipped_consent: int = 0
+    unavailable: int = 0
+    candidates: int = 0
+    new: int = 0
+    whitelisted: int = 0
+    delisted: int = 0
+    cleared: int = 0
+    cases: int = 0
+    verdict_confirmed: int = 0
+    verdict_probable: int = 0
+    verdict_possible: int = 0
+    skipped: dict[str, int] = {}
+
+    def stored(self) -> dict[str, int]:
+        counts = self.model_dump(exclude={"skipped"})
+        return {**counts, **{f"skipped_{k}": v for k, v in self.skipped.items()}}
+
+    @classmethod
+    def from_stored(cls, report: Mapping[str, Any]) -> ChunkCounts:
+        counts = {k: int(v) for k, v in report.items() if k in COUNTS}
+        skipped = {
+            k.removeprefix("skipped_"): int(v)
+            for k, v in report.items()
+            if k.startswith("skipped_") and k not in COUNTS
+        }
+        return cls(**counts, skipped=skipped)
+
+
 class RescreenReport(_Model):
     """A run's end: counts per verdict (of the matches found for the applicants screened),
     skipped for consent (by reason), new listings, delistings, cases opened or joined; no
@@ -231,7 +268,7 @@ class RescreenService:
 
     # --- a chunk -------------------------------------------------------------------------
 
-    def screen_chunk(self, run_id: str, index: int) -> dict[str, Any]:
+    def screen_chunk(self, run_id: str, index: int) -> ChunkCounts:
         """Screen chunk `index` of the run (see the module docstring); its counts."""
         run = self.store.court_matches.run(run_id)
         if run is None:
@@ -250,7 +287,7 @@ class RescreenService:
             counts["skipped_consent"] += len(part) - len(allowed)
             if allowed:
                 self._screen(run_id, allowed, copies, counts)
-        return {**counts, **{f"skipped_{k}": v for k, v in skipped.items()}}
+        return ChunkCounts(**counts, skipped=dict(skipped))
 
     def _decide(
         self, run_id: str, part: list[tuple[str, str]], skipped: Counter[str]
@@ -443,7 +480,7 @@ class RescreenService:
 
     # --- after every chunk -----------------------------------------------------------------
 
-    def delistings(self, run_id: str) -> dict[str, int]:
+    def delistings(self, run_id: str) -> ChunkCounts:
         """End the standing matches of entries the copy delisted since the last finished run,
         for everyone this run did not screen, by blind index (no decryption)."""
         run = self.store.court_matches.run(run_id)
@@ -456,12 +493,12 @@ class RescreenService:
             gone = self.store.court_copy.changed(source, last.get(source, 0), version, "delisted")
             resting = self.store.court_matches.resting_on(index(source, k) for k in gone)
             self._end(run_id, resting, "delisted", counts)
-        return {k: v for k, v in counts.items() if v}
+        return ChunkCounts(**counts)
 
     def finish(
         self,
         run_id: str,
-        chunk_counts: list[dict[str, Any]],
+        chunk_counts: list[ChunkCounts],
         *,
         started: float,
         status: str = "finished",
@@ -470,7 +507,7 @@ class RescreenService:
         """Close the run with the sum of its chunks' counts (and the delistings')."""
         total: Counter[str] = _empty()
         for c in chunk_counts:
-            total.update({k: int(v) for k, v in c.items()})
+            total.update(c.stored())
         # `skipped_consent` is the total; `skipped_<reason>` its parts.
         reasons = {k for k in total if k.startswith("skipped_") and k != "skipped_consent"}
         skipped = {k.removeprefix("skipped_"): int(total[k]) for k in sorted(reasons)}

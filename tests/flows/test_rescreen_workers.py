@@ -22,6 +22,7 @@ from flows.runtime import Runtime
 from flows.settings import Settings
 from sandbox.court_list import BulkList, Planted, id_number, person_name, write
 from services.context import Actor
+from services.rescreen import ChunkCounts
 from storage import models as m
 from tests.conftest import PG_URL, person_token
 from tests.flows.test_workers import BIN, _wait_final, kill_tree, on_server
@@ -122,7 +123,7 @@ def test_two_workers_over_one_book_screen_every_applicant_once(
             if proc.poll() is None:
                 kill_tree(proc)
     reports = rt.store.court_matches.chunk_reports(run_id)
-    counts_of = [r for r in reports.values() if r is not None]
+    counts_of = [ChunkCounts.from_stored(r) for r in reports.values() if r is not None]
     rt.services.rescreen.finish(
         run_id, [*counts_of, rt.services.rescreen.delistings(run_id)], started=started
     )
