@@ -16,14 +16,14 @@ def refresh_oauth_tokens() -> dict[str, int]:
     logger = get_run_logger()
     rt = Runtime.from_env()
     try:
-        counts = rt.services.oauth.refresh_due()
-        counts["states_dropped"] = rt.store.oauth.purge_states()
+        done = rt.services.oauth.refresh_due()
+        dropped = rt.store.oauth.purge_states()
         logger.info(
             "oauth tokens: %d refreshed, %d need re-authorization, %d failed",
-            counts["refreshed"],
-            counts["reauth_required"],
-            counts["failed"],
+            done.refreshed,
+            done.reauth_required,
+            done.failed,
         )
-        return counts
+        return {**done.model_dump(), "states_dropped": dropped}
     finally:
         rt.close()

@@ -199,6 +199,16 @@ class StartLinkAnswer(Answer):
     expires_at: str | None
 
 
+class Refreshed(Answer):
+    """Token upkeep's counts: access tokens refreshed, accounts whose refresh token died
+    (their tokens purged, the applicant asked to authorize again), refreshes that failed
+    (tried again at the next run)."""
+
+    refreshed: int = 0
+    reauth_required: int = 0
+    failed: int = 0
+
+
 class PhoneAnswer(Answer):
     applicant_ref: str
     decision_id: str
@@ -858,7 +868,7 @@ class OAuthService:
 
     # -- refresh ------------------------------------------------------------------------
 
-    def refresh_due(self) -> dict[str, int]:
+    def refresh_due(self) -> Refreshed:
         """Refresh every access token that expires within the margin; an account whose
         refresh token is dead has its tokens purged and asks the applicant to authorize
         again. Returns counts by what happened."""
@@ -907,4 +917,4 @@ class OAuthService:
                 else:
                     log.warning("refresh of a %s token failed: %s", provider, exc.code)
                     counts["failed"] += 1
-        return counts
+        return Refreshed(**counts)

@@ -26,11 +26,11 @@ def oauth_refresh(as_json: JsonOpt = False) -> None:
         rt.services.runs.authorize(actor(), operation="oauth.refresh")
         counts = rt.services.oauth.refresh_due()
     if as_json:
-        emit(counts)
+        emit(counts.model_dump(mode="json"))
     else:
         console.print(
-            f"{counts['refreshed']} refreshed, {counts['reauth_required']} need "
-            f"re-authorization, {counts['failed']} failed"
+            f"{counts.refreshed} refreshed, {counts.reauth_required} need "
+            f"re-authorization, {counts.failed} failed"
         )
 
 

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from services.oauth import Refreshed
 from verifiers.account_attributes import AccountAttributesVerifier, OidcAccountVerifier
 from verifiers.base import StepStatus, Subject
 
@@ -377,13 +378,13 @@ def test_when_an_access_token_nears_expiry_then_it_is_refreshed_and_a_dead_refre
         assert dance(client, world, "W-9").status_code == 200
         assert dance(client, world, "W-10", user="wx-user-2").status_code == 200
     service = world.rt.services.oauth
-    assert service.refresh_due() == {"refreshed": 0, "reauth_required": 0, "failed": 0}
+    assert service.refresh_due() == Refreshed(refreshed=0, reauth_required=0, failed=0)
     first = world.rt.store.oauth.tokens("W-9", "wechat")
     # 6,600 s later: within the 15-minute margin of the 7,200 s access token.
     real_clock = world.rt.store.clock
     world.rt.store.clock = lambda: real_clock() + timedelta(seconds=6600)
     world.wechat.advance(6600)
-    assert service.refresh_due() == {"refreshed": 2, "reauth_required": 0, "failed": 0}
+    assert service.refresh_due() == Refreshed(refreshed=2, reauth_required=0, failed=0)
     second = world.rt.store.oauth.tokens("W-9", "wechat")
     # WeChat keeps an access token that is still valid and extends it.
     assert second.access_token == first.access_token
@@ -393,7 +394,7 @@ def test_when_an_access_token_nears_expiry_then_it_is_refreshed_and_a_dead_refre
     world.wechat.revoke("wx-user-2")
     world.rt.store.clock = lambda: real_clock() + timedelta(days=31)
     world.wechat.advance(31 * 86400)
-    assert service.refresh_due() == {"refreshed": 0, "reauth_required": 2, "failed": 0}
+    assert service.refresh_due() == Refreshed(refreshed=0, reauth_required=2, failed=0)
     for ref in ("W-9", "W-10"):
         [account] = world.rt.store.oauth.view(ref)
         assert account["status"] == "reauth_required" and not account["tokens_held"]
@@ -567,7 +568,7 @@ def test_when_a_rotated_oidc_refresh_token_is_replayed_then_the_account_must_aut
     first = world.rt.store.oauth.tokens("O-4", "oidc:demo")
     real_clock = world.rt.store.clock
     world.rt.store.clock = lambda: real_clock() + timedelta(seconds=3000)  # 600 s left
-    assert service.refresh_due() == {"refreshed": 1, "reauth_required": 0, "failed": 0}
+    assert service.refresh_due() == Refreshed(refreshed=1, reauth_required=0, failed=0)
     second = world.rt.store.oauth.tokens("O-4", "oidc:demo")
     assert second.refresh_token != first.refresh_token  # rotated, and the new one kept
     assert second.access_token != first.access_token
@@ -576,7 +577,7 @@ def test_when_a_rotated_oidc_refresh_token_is_replayed_then_the_account_must_aut
     assert replayed.value.code == "oidc_invalid_grant"
     assert first.refresh_token not in str(replayed.value)
     world.rt.store.clock = lambda: real_clock() + timedelta(seconds=6000)
-    assert service.refresh_due() == {"refreshed": 0, "reauth_required": 1, "failed": 0}
+    assert service.refresh_due() == Refreshed(refreshed=0, reauth_required=1, failed=0)
     [account] = world.rt.store.oauth.view("O-4")
     assert account["status"] == "reauth_required" and not account["tokens_held"]
     assert [c["outcome"] for c in world.oidc.calls if c["endpoint"] == "token"] == [
