@@ -5,6 +5,13 @@ One HTTP session (its connections kept alive), its call slots, one `VendorClient
 step goes through the consent gate, under the first of the caller's purposes whose consent
 covers it. A batch chunk, the on-demand engine, re-verification, the court re-query, a
 subject request's re-check and the WeChat phone exchange each hold one.
+
+At most `concurrency` steps are between their gate decision and their answer noted: a step
+takes a place before it is decided and gives it back once its answer is noted, and the
+decision of the step taking the place next is committed with the answers noted before it
+(`verifiers.gate.DecisionRecorder`). So when the process dies, the calls sent whose answers
+were not yet durable, which the real vendors bill again when they are sent again, are never
+more than the call slots.
 """
 
 from __future__ import annotations
@@ -125,6 +132,7 @@ class StepRunner:
         self.limits = limits
         self._session: aiohttp.ClientSession | None = None
         self._slots = asyncio.Semaphore(self._concurrency)
+        self._answering = asyncio.Semaphore(self._concurrency)
         self._clients: dict[str, VendorClient] = {}
         self._verifiers: dict[str, Verifier] = {}
 
@@ -134,6 +142,7 @@ class StepRunner:
         )
         # One set of call slots for every vendor: the session's connections.
         self._slots = asyncio.Semaphore(self._concurrency)
+        self._answering = asyncio.Semaphore(self._concurrency)
         return self
 
     async def __aexit__(
@@ -211,9 +220,14 @@ class StepRunner:
         decision_id = ""
         for purpose in tried:
             ref = f"{call_ref}:{purpose}" if call_ref is not None and len(tried) > 1 else call_ref
-            evidence, decision_id = await self.gate.run(
-                verifier, subject, purpose=purpose, call_ref=ref
-            )
+            # From the gate's decision to its answer noted, at most `concurrency` steps: the
+            # next holder's decision commits the answers noted before it, so calls sent and
+            # not durably answered (billed again if the process dies now: the real vendors
+            # take no key) never outnumber the call slots.
+            async with self._answering:
+                evidence, decision_id = await self.gate.run(
+                    verifier, subject, purpose=purpose, call_ref=ref
+                )
             if evidence.status is StepStatus.SKIPPED and evidence.reason in ASK_AGAIN:
                 continue
             break
