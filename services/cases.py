@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from policies.access import AccessDenied, AccessPolicy, check_free_text
+from policies.access import AccessDenied, AccessPolicy, RevealLabel, check_free_text
 from policies.cases import (
     CHANNELS,
     DISPOSITIONS,
@@ -1281,7 +1281,7 @@ class CaseService:
     # --- labels for a backtest ------------------------------------------------------------
 
     @property
-    def reveal_reasons(self) -> dict[str, Any]:
+    def reveal_reasons(self) -> dict[str, RevealLabel]:
         """The reasons a reveal may give, code -> zh/en labels (`policies/access.yaml`)."""
         return dict(self.access.reveal.reasons)
 

@@ -401,14 +401,16 @@ class ComplianceService:
                 another_way=len(by_kind["face.another_way"]),
             ),
             key_rotations=[
-                KeyEvent(
-                    at=e.at.isoformat(),
-                    kind=e.kind,
-                    **{
-                        k: v
-                        for k, v in e.detail.items()
-                        if k in ("active", "version", "rewrapped", "remaining")
-                    },
+                KeyEvent.model_validate(
+                    {
+                        "at": e.at.isoformat(),
+                        "kind": e.kind,
+                        **{
+                            k: v
+                            for k, v in e.detail.items()
+                            if k in ("active", "version", "rewrapped", "remaining")
+                        },
+                    }
                 )
                 for e in events
                 if e.kind in ("keys.rotated", "keys.retired")

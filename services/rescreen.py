@@ -493,7 +493,7 @@ class RescreenService:
             gone = self.store.court_copy.changed(source, last.get(source, 0), version, "delisted")
             resting = self.store.court_matches.resting_on(index(source, k) for k in gone)
             self._end(run_id, resting, "delisted", counts)
-        return ChunkCounts(**counts)
+        return ChunkCounts.model_validate(counts)
 
     def finish(
         self,
