@@ -23,7 +23,15 @@ from idv.deps import Svc, needs, runtime_of
 from idv.oauth import BROWSER_COOKIE, PORTAL_COOKIE, new_browser_id
 from idv.web.auth import secure_cookies
 from idv.web.messages import language
-from idv.web.portal import SESSION, checked_form, page, redirect, refused, session_of
+from idv.web.portal import (
+    SESSION,
+    checked_form,
+    page,
+    redirect,
+    refused,
+    session_in,
+    session_of,
+)
 from idv.web.render import HEADERS
 from services.applicant_links import COOKIE, JOURNEYS, PortalSession
 from services.applicant_portal import device_facts
@@ -111,7 +119,7 @@ def _step(request: Request, services: Svc, session: PortalSession, step: str) ->
 async def answer_consents(request: Request, services: Svc) -> Response:
     """The switches: each on a grant, each off a refusal, all with the text shown."""
     try:
-        session = session_of(request, services)
+        session = await session_in(request, services)
         form = await checked_form(request)
         shown = {k.removeprefix("shown."): v[0] for k, v in form.items() if k.startswith("shown.")}
         answered = await run_in_threadpool(
@@ -131,7 +139,7 @@ async def answer_consents(request: Request, services: Svc) -> Response:
 async def next_step(request: Request, services: Svc) -> Response:
     """Leave a step (WeChat, face) for the next one of the journey."""
     try:
-        session = session_of(request, services)
+        session = await session_in(request, services)
         form = await checked_form(request)
         left = (form.get("from") or [""])[0]
         steps = JOURNEYS[session.journey]
@@ -152,7 +160,7 @@ async def wechat_start(request: Request, services: Svc) -> Response:
     """Start WeChat authorization; the page links to WeChat's (no applicant ref in any URL),
     whose callback page leads back to the journey."""
     try:
-        session = session_of(request, services)
+        session = await session_in(request, services)
         await checked_form(request)
         browser = request.cookies.get(BROWSER_COOKIE) or new_browser_id()
         url = await run_in_threadpool(services.portal.wechat_url, session, browser)
@@ -180,7 +188,7 @@ async def wechat_start(request: Request, services: Svc) -> Response:
 async def face_start(request: Request, services: Svc) -> Response:
     """Start the vendor's face flow; the page links to the vendor's."""
     try:
-        session = session_of(request, services)
+        session = await session_in(request, services)
         await checked_form(request)
         back = str(request.base_url).rstrip("/") + "/applicant/face/back"
         started = await run_in_threadpool(services.portal.start_face, session, return_url=back)
@@ -213,7 +221,7 @@ def face_back(request: Request, services: Svc) -> Response:
 async def face_another_way(request: Request, services: Svc) -> Response:
     """Verify another way: recorded, an analyst's document check asked for on the case."""
     try:
-        session = session_of(request, services)
+        session = await session_in(request, services)
         await checked_form(request)
         await run_in_threadpool(services.portal.another_way, session)
         await run_in_threadpool(services.portal.step, session, "done")

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from idv.deps import Svc, needs
 from idv.web import portal
-from idv.web.portal import SESSION, checked_form, page, redirect, session_of
+from idv.web.portal import SESSION, checked_form, page, redirect, session_in, session_of
 from services.context import APPLICANT
 from services.errors import NotFound, ServiceError
 
@@ -85,9 +86,11 @@ async def withdraw(request: Request, services: Svc, consent_id: str) -> Response
     """Withdraw one of the person's consents; the gate refuses every later step that
     needed it."""
     try:
-        session = session_of(request, services)
+        session = await session_in(request, services)
         await checked_form(request)
-        done = services.applicant_self.withdraw(session.applicant_ref, consent_id, actor=APPLICANT)
+        done = await run_in_threadpool(
+            services.applicant_self.withdraw, session.applicant_ref, consent_id, actor=APPLICANT
+        )
     except ServiceError as exc:
         return refused(request, exc)
     return redirect(f"{HOME}?done={'already_withdrawn' if done.already_withdrawn else 'withdrawn'}")
@@ -115,12 +118,13 @@ async def ask(request: Request, services: Svc) -> Response:
     """Open a request of the person's (`kind`, and `target` for a correction or a
     dispute); asking again while one is open shows that one."""
     try:
-        session = session_of(request, services)
+        session = await session_in(request, services)
         form = await checked_form(request)
         # A field sent twice counts with its last value.
         kind = (form.get("kind") or [""])[-1]
         target = (form.get("target") or [""])[-1] or None
-        opened = services.applicant_self.ask(
+        opened = await run_in_threadpool(
+            services.applicant_self.ask,
             session.applicant_ref,
             kind[:32],
             target[:32] if target else None,

@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup, escape
+from starlette.concurrency import run_in_threadpool
 
 from idv.deps import Svc, runtime_of
 from idv.web.auth import SEED_COOKIE, form_token, remember_seed
@@ -108,6 +109,12 @@ def refused(
 def session_of(request: Request, services: Svc) -> PortalSession:
     """The portal session the browser's cookie holds, or `LinkRefused`."""
     return services.links.session_of(request.cookies.get(COOKIE))
+
+
+async def session_in(request: Request, services: Svc) -> PortalSession:
+    """`session_of` for an async route: read off the event loop (in the server's thread
+    pool), so that one page's database wait never holds every other page's answer."""
+    return await run_in_threadpool(session_of, request, services)
 
 
 async def checked_form(request: Request) -> dict[str, list[str]]:
