@@ -13,9 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Column, Connection, Row, and_, func, or_, select
+from sqlalchemy import Column, Connection, Row, Table, and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -109,7 +109,7 @@ def count_sharing(conn: Connection, cipher: FieldCipher, queries: Iterable[tuple
 def new_decided(conn: Connection, batch: list[DecidedRows]) -> list[bool]:
     """Which decided applicants are new, as `conn` sees the table: an applicant whose ref is
     stored already, or comes earlier in `batch`, is not (it is skipped whole)."""
-    ap = m.Applicant.__table__
+    ap = cast(Table, m.Applicant.__table__)
     seen = set(find_by_refs(conn, (d.applicant["applicant_ref"] for d in batch),
                             ap.c.applicant_ref))
     stored: list[bool] = []
@@ -130,10 +130,13 @@ def bind_decided(d: DecidedRows, seq: int) -> None:
 def insert_decided_rows(conn: Connection, fresh: list[DecidedRows]) -> None:
     """Insert new decided applicants' rows (applicant, steps, review case, run line)."""
     if fresh:
-        insert_rows(conn, m.Applicant.__table__, [d.applicant for d in fresh])
-        insert_rows(conn, m.StepResult.__table__, [st for d in fresh for st in d.steps])
-        insert_rows(conn, m.ReviewCase.__table__, [d.review for d in fresh if d.review])
-        insert_rows(conn, m.RunLine.__table__, [d.run_line for d in fresh])
+        for model, rows in (
+            (m.Applicant, [d.applicant for d in fresh]),
+            (m.StepResult, [st for d in fresh for st in d.steps]),
+            (m.ReviewCase, [d.review for d in fresh if d.review]),
+            (m.RunLine, [d.run_line for d in fresh]),
+        ):
+            insert_rows(conn, cast(Table, model.__table__), rows)
 
 
 def insert_decided(conn: Connection, audit: AuditLog, batch: list[DecidedRows]) -> list[bool]:

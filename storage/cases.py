@@ -33,7 +33,7 @@ from storage.bindings import (
     check_case,
     closing_hash,
 )
-from storage.context import StoreContext, as_utc
+from storage.context import StoreContext, as_utc, rowcount
 from storage.ledger import LEDGER_EVENT_KINDS, fold
 from storage.records import (
     AuditRecord,
@@ -344,11 +344,11 @@ class CaseRepository:
         no proposal of the caller's waits on it (a proposal stays open to every other
         eligible confirmer)."""
         with self._ctx.transaction() as s:
-            won = s.execute(update(C).where(
+            won = rowcount(s.execute(update(C).where(
                 C.id == case_id, C.status.in_(ACTIVE), C.queue.in_(queues),
                 or_(C.assignee.is_(None), C.assignee == actor),
                 or_(_free(now), C.claimed_by == actor), ~_proposed_by(actor))
-                .values(claimed_by=actor, lease_until=until, updated_at=now)).rowcount
+                .values(claimed_by=actor, lease_until=until, updated_at=now)))
             if won:
                 self._event(s, case_id, "case.claimed", {"actor": actor,
                                                          "lease_until": until.isoformat()})
@@ -375,9 +375,9 @@ class CaseRepository:
                 else:
                     candidates = list(s.scalars(pick.limit(20)))
                 for case_id in candidates:
-                    won = s.execute(update(C).where(C.id == case_id, *eligible)
+                    won = rowcount(s.execute(update(C).where(C.id == case_id, *eligible)
                                     .values(claimed_by=actor, lease_until=until,
-                                            updated_at=now)).rowcount
+                                            updated_at=now)))
                     if won:
                         self._event(s, case_id, "case.claimed", {
                             "actor": actor, "lease_until": until.isoformat(), "next": True})
@@ -386,9 +386,9 @@ class CaseRepository:
 
     def release(self, case_id: str, *, actor: str, now: datetime) -> bool:
         with self._ctx.transaction() as s:
-            done = s.execute(update(C).where(C.id == case_id, C.claimed_by == actor)
+            done = rowcount(s.execute(update(C).where(C.id == case_id, C.claimed_by == actor)
                              .values(claimed_by=None, lease_until=None, updated_at=now)
-                             ).rowcount
+                             ))
             if done:
                 self._event(s, case_id, "case.released", {"actor": actor})
             return bool(done)
@@ -413,7 +413,7 @@ class CaseRepository:
                 q = q.where(C.claimed_by == who, C.lease_until >= now)
             if not_held_by_another is not None:
                 q = q.where(_not_held_by_another(*not_held_by_another))
-            done = s.execute(q.values(**values)).rowcount
+            done = rowcount(s.execute(q.values(**values)))
             if done:
                 self._event(s, case_id, kind, detail, closing="closed_at" in values)
             return bool(done)
@@ -574,10 +574,10 @@ class CaseRepository:
         decision_id = str(uuid.uuid4())
         with self._ctx.transaction() as s:
             who, at = expect_claim
-            done = s.execute(update(C).where(
+            done = rowcount(s.execute(update(C).where(
                 C.id == case_id, C.claimed_by == who, C.lease_until >= at,
                 C.evidence_version == evidence_version, C.status.in_(ACTIVE))
-                .values(updated_at=now, **case_values)).rowcount
+                .values(updated_at=now, **case_values)))
             if not done:
                 return None
             row = m.CaseDecision(
@@ -620,10 +620,10 @@ class CaseRepository:
             d = s.get(m.CaseDecision, decision_id, with_for_update=True)
             if d is None or d.status != "pending" or d.actor == actor:
                 return False
-            done = s.execute(update(C).where(
+            done = rowcount(s.execute(update(C).where(
                 C.id == d.case_id, C.claimed_by == actor, C.lease_until >= now,
                 C.evidence_version == d.evidence_version)
-                .values(updated_at=now, **case_values)).rowcount
+                .values(updated_at=now, **case_values)))
             if not done:
                 return False
             d.status, d.confirmed_by, d.confirmed_at = outcome, actor, now
@@ -833,11 +833,11 @@ class CaseRepository:
     def wake_snoozed(self, *, now: datetime) -> int:
         """Snoozes that ran out: the case is open again."""
         with self._ctx.transaction() as s:
-            return s.execute(update(C).where(C.status == "waiting", C.snoozed_until <= now,
+            return rowcount(s.execute(update(C).where(C.status == "waiting", C.snoozed_until <= now,
                                              ~exists().where(m.Outreach.case_id == C.id,
                                                              m.Outreach.status == "sent"))
                              .values(status="open", snoozed_until=None, updated_at=now)
-                             ).rowcount
+                             ))
 
     # --- the SLA report -------------------------------------------------------------------
 
