@@ -11,9 +11,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from policies.identity import check_character
+
+if TYPE_CHECKING:
+    from services.runs import DecidedApplicant
 
 SURNAMES = [
     "王",
@@ -257,15 +260,15 @@ _BAD_WEIGHTS = {
 }
 
 
-def label_outcomes(decisions: list[dict[str, Any]], *, seed: int = 2026) -> list[tuple[str, str]]:
+def label_outcomes(decisions: list[DecidedApplicant], *, seed: int = 2026) -> list[tuple[str, str]]:
     """(applicant_ref, good | bad) for stored decisions: a labelled history to backtest on."""
     out = []
     for d in decisions:
         p = 0.04 + sum(
-            w for (feature, value), w in _BAD_WEIGHTS.items() if d["features"].get(feature) == value
+            w for (feature, value), w in _BAD_WEIGHTS.items() if d.features.get(feature) == value
         )
-        rng = random.Random(f"{seed}:{d['applicant_ref']}")  # noqa: S311 - synthetic
-        out.append((d["applicant_ref"], "bad" if rng.random() < min(p, 0.95) else "good"))
+        rng = random.Random(f"{seed}:{d.applicant_ref}")  # noqa: S311 - synthetic
+        out.append((d.applicant_ref, "bad" if rng.random() < min(p, 0.95) else "good"))
     return out
 
 

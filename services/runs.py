@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, JsonValue
 
 from intake.reader import BatchFormatError, check_batch
 from policies.masking import mask
@@ -70,6 +70,21 @@ class RunSummary(BaseModel):
     counts: dict[str, int]
     fees_cents: int
     resumes: str | None
+
+
+class Answer(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DecidedApplicant(Answer):
+    """A stored decision's replayable part: ref, outcome, score, policy version, features
+    (no personal value)."""
+
+    applicant_ref: str
+    outcome: str
+    score: int | None
+    policy_version: str | None
+    features: dict[str, JsonValue]
 
 
 class RunService:
@@ -261,8 +276,10 @@ class RunService:
             )
         return out
 
-    def decided(self, *, prefix: str = "") -> list[dict[str, Any]]:
+    def decided(self, *, prefix: str = "") -> list[DecidedApplicant]:
         """Stored decisions (ref, outcome, features) whose ref starts with `prefix`."""
         return [
-            d for d in self.store.decisions.all_decided() if d["applicant_ref"].startswith(prefix)
+            DecidedApplicant(**d)
+            for d in self.store.decisions.all_decided()
+            if d["applicant_ref"].startswith(prefix)
         ]
