@@ -7,7 +7,10 @@ A counter is one row: its key (`cap:<api>:<day>:<person>`, `capm:<api>:<minute>:
 keyed digest cut to `CAP_KEY_BITS`, never a value), its value and when it runs out. `add` is
 one statement, `INSERT ... ON CONFLICT DO UPDATE ... WHERE` with the cap in its condition, so
 the check and the increment are one atomic step on SQLite and PostgreSQL alike: two processes
-racing for the last place under a cap never both take it. A counter past its time counts as 0
+racing for the last place under a cap never both take it. Its commit does not wait for the
+server's flush to disk (`_asynchronous`): a count costs the request no durable commit, and
+the durable records (the gate's decisions, the answers, the decided applicant) keep their
+group commits. A counter past its time counts as 0
 (the same statement starts it again) and is swept now and then. Erasure deletes a person's
 counters (`forget_counters`, in the erasure's transaction).
 """
@@ -18,7 +21,7 @@ import threading
 from collections.abc import Collection
 from datetime import timedelta
 
-from sqlalchemy import Connection, case, delete, select
+from sqlalchemy import Connection, case, delete, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
@@ -53,6 +56,17 @@ def forget_counters(conn: Connection | Session, persons: Collection[str]) -> int
     for part in in_parts(sorted(set(persons))):
         gone += rowcount(conn.execute(delete(_ROW).where(_ROW.person.in_(part))))
     return gone
+
+
+def _asynchronous(conn: Connection) -> None:
+    """A counter's commit does not wait for the server's flush to disk (PostgreSQL's
+    `synchronous_commit = off` for this transaction alone; SQLite's WAL with `synchronous =
+    NORMAL` never waits for one): it is a count, not a record. It survives any crash of
+    ours, being the server's once committed; only a crash of the database server itself may
+    lose the last fraction of a second of counts (PostgreSQL: at most three times
+    `wal_writer_delay`, 600 ms by default), so that many calls more could pass a cap."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SET LOCAL synchronous_commit TO off"))
 
 
 class LimitCounterRepository:
@@ -98,6 +112,7 @@ class LimitCounterRepository:
         ).returning(_ROW.value)
         try:
             with self._ctx.engine.begin() as conn:
+                _asynchronous(conn)
                 done = conn.execute(statement).first() is not None
         except (OperationalError, InterfaceError) as exc:
             raise LimitCountersUnavailableError(type(exc).__name__) from None
