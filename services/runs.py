@@ -87,6 +87,18 @@ class DecidedApplicant(Answer):
     features: dict[str, JsonValue]
 
 
+class RunExample(Answer):
+    """One of a run's applicants as the demo shows it: its identifiers masked, its outcome
+    and reason codes."""
+
+    applicant_ref: str | None
+    name: str
+    id_number: str
+    phone: str
+    outcome: str
+    reasons: list[str]
+
+
 class RunService:
     def __init__(self, store: Store, *, access: AccessControl) -> None:
         self.store = store
@@ -240,13 +252,13 @@ class RunService:
             )
         return out
 
-    def examples(self, run_id: str, *, limit: int, actor: Actor) -> list[dict[str, Any]]:
+    def examples(self, run_id: str, *, limit: int, actor: Actor) -> list[RunExample]:
         """A few of the run's applicants, one per outcome first, identifiers masked (the
         reads are audited as any other). Needs `read_masked`."""
         from storage.subjects import SubjectUnavailableError
 
         self.access.require(actor, "read_masked", operation="run.examples")
-        out: list[dict[str, Any]] = []
+        out: list[RunExample] = []
         lines = [x for x in self.store.runs.lines(run_id) if x.disposition != "refused"]
         picked: dict[str, Any] = {}
         for line in lines:
@@ -263,16 +275,14 @@ class RunService:
                 continue
             stored = self.store.applicants.get(line.applicant_ref or "")
             out.append(
-                {
-                    "applicant_ref": line.applicant_ref,
-                    "name": mask("name", person.name.get_secret_value()),
-                    "id_number": mask("id_number", person.id_number.get_secret_value()),
-                    "phone": mask(
-                        "phone", person.phone.get_secret_value() if person.phone else None
-                    ),
-                    "outcome": line.outcome,
-                    "reasons": list(stored.reasons) if stored else [],
-                }
+                RunExample(
+                    applicant_ref=line.applicant_ref,
+                    name=mask("name", person.name.get_secret_value()),
+                    id_number=mask("id_number", person.id_number.get_secret_value()),
+                    phone=mask("phone", person.phone.get_secret_value() if person.phone else None),
+                    outcome=line.outcome,
+                    reasons=list(stored.reasons) if stored else [],
+                )
             )
         return out
 

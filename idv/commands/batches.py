@@ -193,7 +193,7 @@ def demo(
                 "counts": run["counts"],
                 "lines": run["lines"],
                 "fees_cents": run["fees_cents"],
-                "examples": examples,
+                "examples": [e.model_dump(mode="json") for e in examples],
                 "database": db,
                 "home": str(home()),
                 "prefect_home": os.environ.get("PREFECT_HOME"),
@@ -209,12 +209,12 @@ def demo(
         table.add_column(col)
     for ex in examples:
         table.add_row(
-            ex["applicant_ref"],
-            ex["name"],
-            ex["id_number"],
-            ex["phone"],
-            ex["outcome"],
-            ", ".join(ex["reasons"]),
+            ex.applicant_ref,
+            ex.name,
+            ex.id_number,
+            ex.phone,
+            ex.outcome,
+            ", ".join(ex.reasons),
         )
     console.print(table)
     console.print(f"{run['lines']} lines in {duration} s; fees {run['fees_cents'] / 100:.2f} CNY")
@@ -231,7 +231,7 @@ def demo(
     idv = installed("idv")
     console.print(f"Review queue: {idv} review list")
     if examples:
-        console.print(f"Why an outcome: {idv} explain {examples[0]['applicant_ref']}")
+        console.print(f"Why an outcome: {idv} explain {examples[0].applicant_ref}")
     console.print(
         f"Labelled synthetic outcomes: {outcomes}; try {idv} policy backtest --outcomes {outcomes}"
     )

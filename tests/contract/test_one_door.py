@@ -112,7 +112,7 @@ MASKED_DOORS: dict[str, Callable[[Runtime, dict[str, str]], Any]] = {
         p["ref"], actor=OFFICER
     ).subject.get("phone"),
     "run examples": lambda rt, p: next(
-        (e["phone"] for e in rt.services.runs.examples(p["run_id"], limit=5, actor=OPERATOR)), None
+        (e.phone for e in rt.services.runs.examples(p["run_id"], limit=5, actor=OPERATOR)), None
     ),
 }
 
