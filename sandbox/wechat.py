@@ -19,7 +19,10 @@ it (DOMAIN.md; the sources are listed in sandbox/README.md).
 - `/sns/userinfo` wants the token's own openid (40003 otherwise, 41009 when missing);
   `/sns/auth` checks a token (errcode 0 "ok", or the same refusals).
 - openid differs per appid, unionid is the same across the appids of one open-platform
-  account (a website app and a Mini Program, say).
+  account (a website app and a Mini Program, say). WeChat names the unionid only for an app
+  bound to an open-platform account (`platform=None`: not bound, no unionid anywhere), and
+  in the code exchange only under a profile scope (`snsapi_userinfo`, `snsapi_login`; never
+  `snsapi_base`); `/sns/userinfo` names it whenever the app is bound.
 - A Mini Program's phone-number exchange: `/cgi-bin/token` (client credential) and
   `POST /wxa/business/getuserphonenumber` with a one-time code (`phone_code` imitates the
   button that mints it). A code that is unknown, expired, another app's or already used is
@@ -80,7 +83,8 @@ class WeChatApp:
     appid: str
     secret: str
     domain: str = ""  # the registered callback domain (网页授权域名); a Mini Program has none
-    platform: str = "open-platform-1"  # apps of one platform share unionids
+    # Apps of one open-platform account share unionids; None: not bound to one.
+    platform: str | None = "open-platform-1"
 
 
 @dataclass
@@ -124,7 +128,7 @@ class WeChatState:
         callback: str = "",
         *,
         domain: str | None = None,
-        platform: str = "open-platform-1",
+        platform: str | None = "open-platform-1",
     ) -> WeChatApp:
         """Register an app. WeChat keeps a callback *domain*: give it as `domain`, or give a
         `callback` URL and its host is registered (a Mini Program registers neither)."""
@@ -150,8 +154,11 @@ class WeChatState:
     def openid(self, appid: str, user: str) -> str:
         return self._id("o", "openid", appid, user)
 
-    def unionid(self, appid: str, user: str) -> str:
-        return self._id("u", "unionid", self.apps[appid].platform, user)
+    def unionid(self, appid: str, user: str) -> str | None:
+        """The user's unionid at the app's open-platform account; None for an app not bound
+        to one (WeChat then names no unionid)."""
+        platform = self.apps[appid].platform
+        return self._id("u", "unionid", platform, user) if platform is not None else None
 
     def phone_of(self, user: str) -> str:
         if user not in self.phones:
@@ -407,8 +414,9 @@ def wechat_routes(state: WeChatState) -> list[web.RouteDef]:
             "openid": state.openid(grant.appid, grant.user),
             "scope": grant.scope,
         }
-        if grant.scope in PROFILE_SCOPES:
-            body["unionid"] = state.unionid(grant.appid, grant.user)
+        union = state.unionid(grant.appid, grant.user)
+        if grant.scope in PROFILE_SCOPES and union is not None:
+            body["unionid"] = union
         state.log("access_token", app.appid, 0)
         return web.json_response(body)
 
@@ -452,19 +460,20 @@ def wechat_routes(state: WeChatState) -> list[web.RouteDef]:
         if grant.scope not in PROFILE_SCOPES:
             return _error(state, "userinfo", grant.appid, 48001)
         state.log("userinfo", grant.appid, 0)
-        return web.json_response(
-            {
-                "openid": state.openid(grant.appid, grant.user),
-                "nickname": f"{grant.user} 的昵称",
-                "sex": 0,
-                "province": "",
-                "city": "",
-                "country": "",
-                "headimgurl": "https://thirdwx.qlogo.cn/mmopen/sandbox/132",
-                "privilege": [],
-                "unionid": state.unionid(grant.appid, grant.user),
-            }
-        )
+        info: dict[str, Any] = {
+            "openid": state.openid(grant.appid, grant.user),
+            "nickname": f"{grant.user} 的昵称",
+            "sex": 0,
+            "province": "",
+            "city": "",
+            "country": "",
+            "headimgurl": "https://thirdwx.qlogo.cn/mmopen/sandbox/132",
+            "privilege": [],
+        }
+        union = state.unionid(grant.appid, grant.user)
+        if union is not None:  # only for an app bound to an open-platform account
+            info["unionid"] = union
+        return web.json_response(info)
 
     async def check_token(request: web.Request) -> web.Response:
         grant, refused = bearer(request.query, "auth")

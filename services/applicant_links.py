@@ -16,6 +16,9 @@ Use it this way:
   kept) that holds the session for `IDV_APPLICANT_SESSION_TTL_S` (default 2 h). A link that
   is altered, expired, reused or made of another link's parts is refused alike
   (`LinkRefused`, field `link`), and nothing is written for it.
+- Or the person signs in (`sign_in(applicant_ref, via=...)`, once the caller has proven who
+  they are: `services.applicant_portal.PortalService.wechat_sign_in`): their `self_service`
+  session, a new cookie as a link gives.
 - Every later page calls `session_of(cookie)`: the `PortalSession` (its `applicant_ref`,
   `journey`, `step`, `status`) of a valid cookie, or `LinkRefused`. This is the one check a
   portal page makes before it acts for an applicant (the self-service pages too).
@@ -55,6 +58,7 @@ __all__ = [
     "LinkService",
     "OpenedLink",
     "PortalSession",
+    "SELF_SERVICE",
 ]
 
 # The journeys a link may start, and their steps in order. `consents`: the general notice
@@ -67,6 +71,10 @@ JOURNEYS: dict[str, tuple[str, ...]] = {
     "re_consent": ("consents", "done"),
     "face_recheck": ("consents", "face", "done"),
 }
+# The session a person opens by signing in (`sign_in`) rather than by a link: self-service,
+# with nothing of a journey left to do but the done page's receipts. No link starts it.
+SELF_SERVICE = "self_service"
+JOURNEYS[SELF_SERVICE] = ("done",)
 # The browser's cookie that holds a portal session (HttpOnly, SameSite=Lax, path /applicant).
 COOKIE = "idv_applicant"
 # The ring secret that signs links and the way back when no key is configured.
@@ -254,6 +262,25 @@ class LinkService:
         )
         if session is None:
             raise LinkRefused()
+        return OpenedLink(cookie=SecretStr(cookie), max_age_s=self.session_ttl_s, session=session)
+
+    def sign_in(self, applicant_ref: str, *, via: str) -> OpenedLink:
+        """Open the applicant's self-service session for a browser, the person proven by
+        `via` (`wechat`: the account they linked) rather than by a link: a new random cookie
+        (only its SHA-256 kept), for `session_ttl_s`, as a link gives. The caller has
+        established who the person is; recorded as `applicant.signed_in`."""
+        require_ref(applicant_ref)
+        now = self.store.clock()
+        cookie = secrets.token_urlsafe(_COOKIE_BYTES)
+        session = self.store.portal.sign_in(
+            applicant_ref=applicant_ref,
+            journey=SELF_SERVICE,
+            first_step=JOURNEYS[SELF_SERVICE][0],
+            new_session_id="as_" + secrets.token_hex(16),
+            cookie_sha256=_digest(cookie),
+            cookie_expires_at=now + timedelta(seconds=self.session_ttl_s),
+            via=via,
+        )
         return OpenedLink(cookie=SecretStr(cookie), max_age_s=self.session_ttl_s, session=session)
 
     def session_of(self, cookie: str | None) -> PortalSession:

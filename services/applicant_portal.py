@@ -17,6 +17,8 @@ verification (or another way) and the receipts.
   Refusing any use never stops the journey.
 - `start_face`, `face_back`, `another_way`: the face step through `FaceService`; "verify
   another way" is always offered.
+- `wechat_sign_in_url`, `wechat_sign_in`: a person signs in to their self-service with
+  WeChat (the account they linked in the journey) instead of a link.
 - `receipts(session)`, `receipt(session, consent_id)`: the grants made in the portal and
   each one's signed receipt (`ConsentService.signed_receipt`), with the proof of the text
   shown (the evidence hash and the notice's hash).
@@ -34,12 +36,18 @@ from pydantic import BaseModel, ConfigDict
 
 from policies.consent import ConsentPolicy, GrantRuleError, check_grant, grant_state
 from policies.notices import Notice
-from services.applicant_links import JOURNEYS, LinkService, PortalSession
+from services.applicant_links import (
+    JOURNEYS,
+    LinkRefused,
+    LinkService,
+    OpenedLink,
+    PortalSession,
+)
 from services.consent import AskRequest, ConsentService, GrantRequest, SignedReceipt
 from services.context import APPLICANT
 from services.errors import InvalidInput, NotFound
 from services.face import AnotherWay, FaceResult, FaceService, FaceStart
-from services.oauth import OAuthService
+from services.oauth import OAuthFailure, OAuthService
 
 CHANNEL = "applicant_portal"
 PURPOSE = "onboarding_verification"
@@ -360,6 +368,40 @@ class PortalService:
         if self.oauth is None or not self.wechat_ready(session):
             raise InvalidInput("wechat", "the WeChat account use is not agreed to")
         return self.oauth.wechat_authorize_url_for(session.applicant_ref, browser)
+
+    def wechat_sign_in_url(self, browser: str, path: str) -> str:
+        """WeChat's authorize page for a person signing in to their self-service (no session
+        yet); WeChat comes back to `path` (`wechat_sign_in`)."""
+        if self.oauth is None:
+            raise LinkRefused()
+        return self.oauth.wechat_sign_in_url(browser, path)
+
+    def wechat_sign_in(
+        self, code: str | None, state: str | None, browser: str | None
+    ) -> OpenedLink:
+        """WeChat's callback of a sign-in: the self-service session of the one applicant whose
+        linked WeChat account has that unionid (`OAuthService.wechat_holders`). Anything else
+        (a forged, replayed or expired state, a refused code, no such applicant, more than
+        one, an account withdrawn or purged) is `LinkRefused`, the refusal a bad link gets,
+        which says nothing of whether the person is known; it is recorded as
+        `applicant.sign_in_refused` with its reason and no personal value. A provider that
+        cannot be reached is its `OAuthFailure` (no session, no sign-in event)."""
+        if self.oauth is None:
+            raise LinkRefused()
+        try:
+            refs = self.oauth.wechat_holders(code, state, browser)
+        except OAuthFailure as failure:
+            if failure.status not in (400, 403):
+                raise
+            reason = failure.code
+        else:
+            if len(refs) == 1:
+                return self.links.sign_in(refs[0], via="wechat")
+            reason = "no_account" if not refs else "several_accounts"
+        self.store.audit.record(
+            "applicant.sign_in_refused", None, {"via": "wechat", "reason": reason}
+        )
+        raise LinkRefused()
 
     def face_allowed(self, session: PortalSession) -> bool:
         live, _ = self._states(session.applicant_ref)

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import requests
 from authlib.common.security import generate_token
@@ -64,6 +64,8 @@ PURPOSE = "onboarding_verification"
 # Who withdraws a grant whose authorization never completed: idv itself.
 SYSTEM_ACTOR = Actor(name="system", role="operator")
 WECHAT = "wechat"
+# The states of a sign-in to the applicant's self-service with WeChat: no applicant yet.
+WECHAT_SIGN_IN = "wechat:sign_in"
 WECHAT_SCOPES = ("snsapi_base", "snsapi_userinfo")
 
 # WeChat answers errors on HTTP 200 as {"errcode": N, "errmsg": "..., rid: ..."}: only the
@@ -677,10 +679,13 @@ class OAuthService:
             browser=browser,
             ttl_s=self.config.state_ttl_s,
         )
+        return self._wechat_authorize(scope, state, self.config.wechat_redirect_uri or "")
+
+    def _wechat_authorize(self, scope: str, state: str, redirect_uri: str) -> str:
         query = urlencode(
             {
                 "appid": self.config.wechat_appid,
-                "redirect_uri": self.config.wechat_redirect_uri,
+                "redirect_uri": redirect_uri,
                 "response_type": "code",
                 "scope": scope,
                 "state": state,
@@ -691,11 +696,16 @@ class OAuthService:
             f"{query}#wechat_redirect"
         )
 
-    def wechat_callback(self, code: str | None, state: str | None, browser: str | None) -> Linked:
-        self._wechat_ready()
-        pending = self._consume(state, browser, WECHAT)
+    def _wechat_tokens(
+        self, pending: PendingAuthorization, code: str | None
+    ) -> tuple[dict[str, Any], str | None]:
+        """The code exchanged server-side, and the unionid: from the exchange, or from
+        userinfo under `snsapi_userinfo` (WeChat names it only when the official account is
+        bound to an open-platform account). A declined authorization (no code) is 403."""
         if not code:
-            self.store.audit.record("oauth.denied", pending.applicant_ref, {"provider": WECHAT})
+            self.store.audit.record(
+                "oauth.denied", pending.applicant_ref or None, {"provider": pending.provider}
+            )
             raise OAuthFailure(
                 "access_denied",
                 "The authorization was declined in WeChat; nothing was recorded.",
@@ -707,6 +717,12 @@ class OAuthService:
             info = self.wechat.userinfo(tokens["access_token"], tokens["openid"])
             union = info.get("unionid") if isinstance(info.get("unionid"), str) else union
             # Nickname, avatar, sex and region are self-asserted: not read, not stored.
+        return tokens, union
+
+    def wechat_callback(self, code: str | None, state: str | None, browser: str | None) -> Linked:
+        self._wechat_ready()
+        pending = self._consume(state, browser, WECHAT)
+        tokens, union = self._wechat_tokens(pending, code)
         consent_id = self._grant_and_link(
             pending,
             "wechat_profile",
@@ -728,6 +744,39 @@ class OAuthService:
             account=mask_oauth_id(tokens["openid"]),
             unionid=mask_oauth_id(union) if union else None,
             account_created=False,
+        )
+
+    def wechat_sign_in_url(self, browser: str, path: str) -> str:
+        """WeChat's authorize page for a person signing in to their self-service (no applicant
+        known yet), under the configured scope (`IDV_WECHAT_SCOPE`, as their authorization
+        was). WeChat checks the callback's domain only, so it comes back to `path` on the
+        configured callback's origin (never the request's host); the state is single-use
+        and bound to `browser` as ever."""
+        self._wechat_ready()
+        scope = self.config.wechat_scope
+        state = self.store.oauth.create_state(
+            applicant_ref="",
+            provider=WECHAT_SIGN_IN,
+            scope=scope,
+            browser=browser,
+            ttl_s=self.config.state_ttl_s,
+        )
+        callback = urlsplit(self.config.wechat_redirect_uri or "")
+        back = urlunsplit((callback.scheme, callback.netloc, path, "", ""))
+        return self._wechat_authorize(scope, state, back)
+
+    def wechat_holders(self, code: str | None, state: str | None, browser: str | None) -> list[str]:
+        """The sign-in's callback: the state checked first, the code exchanged, and the
+        applicant refs whose linked WeChat account still stands with that unionid (or, the
+        same official account, that openid). The tokens of the exchange are not kept: they
+        prove control of the account, nothing more."""
+        self._wechat_ready()
+        pending = self._consume(state, browser, WECHAT_SIGN_IN)
+        tokens, union = self._wechat_tokens(pending, code)
+        return self.store.oauth.holders(
+            provider=WECHAT,
+            subject_id=f"{self.config.wechat_appid}|{tokens['openid']}",
+            union_id=f"wechat|{union}" if union else None,
         )
 
     def wechat_phone(self, applicant_ref: str, code: str, *, actor: str) -> PhoneAnswer:

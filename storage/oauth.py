@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, func, or_, select, update
+from sqlalchemy import ColumnElement, Table, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from policies.identity import IdentityRuleError, normalize_phone
@@ -87,7 +87,8 @@ class OAuthRepository:
         verifier: str | None = None,
         nonce: str | None = None,
     ) -> str:
-        """A fresh `state` (256 random bits) for one authorization; only its digest is kept."""
+        """A fresh `state` (256 random bits) for one authorization; only its digest is kept.
+        `applicant_ref` is empty for a sign-in, where the callback finds the person."""
         state = secrets.token_urlsafe(32)
         now = self._ctx.clock()
         row_id = str(uuid.uuid4())
@@ -117,7 +118,7 @@ class OAuthRepository:
             )
             self._audit.record(
                 "oauth.started",
-                applicant_ref,
+                applicant_ref or None,
                 {"provider": provider, "scope": scope, "state_id": row_id},
                 session=s,
             )
@@ -156,7 +157,7 @@ class OAuthRepository:
                 rule = "issued for another provider"
             self._audit.record(
                 "oauth.state_used",
-                row.applicant_ref,
+                row.applicant_ref or None,
                 {
                     "provider": row.provider,
                     "state_id": row.id,
@@ -270,6 +271,31 @@ class OAuthRepository:
                 session=s,
             )
             return row.id
+
+    def holders(self, *, provider: str, subject_id: str, union_id: str | None) -> list[str]:
+        """The applicant refs whose account at `provider` is `subject_id`, or has `union_id`,
+        and still stands: linked, its tokens held (none withdrawn, purged or erased). Compared
+        by blind index: neither value is kept or read in plaintext."""
+        match: ColumnElement[bool] = m.OAuthAccount.subject_bidx == self._bidx(
+            subject_id, "subject"
+        )
+        if union_id:
+            match = or_(match, m.OAuthAccount.union_bidx == self._bidx(union_id, "union"))
+        with self._ctx.transaction() as s:
+            refs = s.scalars(
+                select(m.OAuthAccount.applicant_ref)
+                .where(
+                    m.OAuthAccount.provider == provider,
+                    m.OAuthAccount.status == "linked",
+                    or_(
+                        m.OAuthAccount.access_token_ct.is_not(None),
+                        m.OAuthAccount.refresh_token_ct.is_not(None),
+                    ),
+                    match,
+                )
+                .distinct()
+            ).all()
+        return sorted(refs)
 
     @staticmethod
     def _account(s: Session, applicant_ref: str, provider: str, *, status: str) -> m.OAuthAccount:

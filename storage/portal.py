@@ -7,7 +7,7 @@ random id that a browser may use once, before it runs out; using it gives the br
 random cookie, whose SHA-256 alone is kept (the cookie it had before stops working). No
 personal value: refs, journey and step names, times, the lender's return URL. Each change is
 audited in its transaction (`applicant.link_issued`, `applicant.link_opened`,
-`applicant.step`, `applicant.done`).
+`applicant.signed_in`, `applicant.step`, `applicant.done`).
 """
 
 from __future__ import annotations
@@ -177,6 +177,80 @@ class PortalRepository:
                 "applicant.link_opened",
                 row.applicant_ref,
                 {"session_id": row.id, "link_id": link_id, "journey": row.journey},
+                session=s,
+            )
+            return _session(row)
+
+    def sign_in(
+        self,
+        *,
+        applicant_ref: str,
+        journey: str,
+        first_step: str,
+        new_session_id: str,
+        cookie_sha256: str,
+        cookie_expires_at: datetime,
+        via: str,
+    ) -> PortalSession:
+        """The applicant signed in without a link (`via`: how they proved who they are): their
+        session on `journey` (made under `new_session_id` when there is none), now held by the
+        browser with this cookie (a cookie it had before stops working). Audited as
+        `applicant.signed_in` in the same transaction."""
+        for attempt in (1, 2):
+            try:
+                return self._sign_in(
+                    applicant_ref,
+                    journey,
+                    first_step,
+                    new_session_id,
+                    cookie_sha256,
+                    cookie_expires_at,
+                    via,
+                )
+            except IntegrityError:  # another sign-in for the pair made the session first
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _sign_in(
+        self,
+        applicant_ref: str,
+        journey: str,
+        first_step: str,
+        new_session_id: str,
+        cookie_sha256: str,
+        cookie_expires_at: datetime,
+        via: str,
+    ) -> PortalSession:
+        now = self._ctx.clock()
+        with self._ctx.transaction() as s:
+            row = s.scalar(
+                select(m.ApplicantSession).where(
+                    m.ApplicantSession.applicant_ref == applicant_ref,
+                    m.ApplicantSession.journey == journey,
+                )
+            )
+            created = row is None
+            if row is None:
+                row = m.ApplicantSession(
+                    id=new_session_id,
+                    applicant_ref=applicant_ref,
+                    journey=journey,
+                    status="open",
+                    step=first_step,
+                    return_url=None,
+                    created_at=now,
+                    updated_at=now,
+                )
+                s.add(row)
+            row.cookie_sha256 = cookie_sha256
+            row.cookie_expires_at = cookie_expires_at
+            row.updated_at = now
+            s.flush()
+            self._audit.record(
+                "applicant.signed_in",
+                applicant_ref,
+                {"session_id": row.id, "journey": journey, "via": via, "new_session": created},
                 session=s,
             )
             return _session(row)

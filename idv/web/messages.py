@@ -181,6 +181,16 @@ MESSAGES: dict[str, Text] = {
         "It may have been used, run out or been cut short. Ask the lender's app for a new one.",
     ),
     "self.error.title": Text("未能完成", "Not done"),
+    "self.sign_in.title": Text("登录查看我的授权与请求", "Sign in to your consents and requests"),
+    "self.sign_in.explain": Text(
+        "请使用您在核验时授权过的微信账号登录。",
+        "Sign in with the WeChat account you authorized during the verification.",
+    ),
+    "self.sign_in.wechat": Text("用微信登录", "Sign in with WeChat"),
+    "self.sign_in.or_link": Text(
+        "也可以在借款应用中获取一次性链接。",
+        "Or ask the lender's app for a one-time link.",
+    ),
 }
 
 

@@ -19,7 +19,17 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import SecretStr
 
 from flows.runtime import Runtime
-from idv.web import applicant, applicant_self, audit, cases, language, oidc, operations, subjects
+from idv.web import (
+    applicant,
+    applicant_self,
+    applicant_sign_in,
+    audit,
+    cases,
+    language,
+    oidc,
+    operations,
+    subjects,
+)
 from idv.web.auth import (
     SIGN_IN_PATH,
     CurrentActor,
@@ -63,6 +73,7 @@ def mount_pages(app: FastAPI, runtime: Runtime) -> None:
         subjects.router,
         operations.router,
         applicant_self.router,
+        applicant_sign_in.router,
         applicant.router,
     ):
         app.include_router(pages)
