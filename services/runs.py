@@ -7,7 +7,7 @@ import os
 import socket
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, JsonValue
 
@@ -85,6 +85,17 @@ class DecidedApplicant(Answer):
     score: int | None
     policy_version: str | None
     features: dict[str, JsonValue]
+
+
+class CallInDoubt(Answer):
+    """A paid call an earlier attempt sent and never got an answer to, found by the run that
+    resumed its applicant: the gate's decisions it was sent under, and what this run did
+    (`reused` an answer recorded before, `sent_again`, or `not_sent`)."""
+
+    applicant_ref: str
+    step: str | None
+    decisions: list[str]
+    then: Literal["reused", "not_sent", "sent_again"]
 
 
 class RunExample(Answer):
@@ -216,11 +227,11 @@ class RunService:
             "applicants": applicants,
             "refused": refused,
             "deferred": deferred,
-            "calls_in_doubt": in_doubt,
+            "calls_in_doubt": [c.model_dump(mode="json") for c in in_doubt],
             "all_refused": bool(refused) and not applicants and not deferred,
         }
 
-    def calls_in_doubt(self, run_id: str, refs: set[str]) -> list[dict[str, Any]]:
+    def calls_in_doubt(self, run_id: str, refs: set[str]) -> list[CallInDoubt]:
         """The paid calls to real vendors that an earlier attempt sent and never got an
         answer to (a run that died with them in flight), found by this run as it resumed its
         applicants' steps: by applicant, step and the gate's decision of each; whether the
@@ -233,22 +244,22 @@ class RunService:
         ]
         if not started or not refs:
             return []
-        out: list[dict[str, Any]] = []
+        out: list[CallInDoubt] = []
         for e in self.store.audit.events(kind_prefix="step.completed", since=started[0]):
             prior = e.detail.get("in_doubt_prior")
-            if not prior or e.subject_ref not in refs:
+            if not prior or e.subject_ref is None or e.subject_ref not in refs:
                 continue
             out.append(
-                {
-                    "applicant_ref": e.subject_ref,
-                    "step": e.detail.get("step"),
-                    "decisions": list(prior),
-                    "then": "reused"
+                CallInDoubt(
+                    applicant_ref=e.subject_ref,
+                    step=e.detail.get("step"),
+                    decisions=list(prior),
+                    then="reused"
                     if e.detail.get("reused")
                     else "not_sent"
                     if e.detail.get("reason") == "in_doubt"
                     else "sent_again",
-                }
+                )
             )
         return out
 

@@ -239,9 +239,9 @@ def test_when_a_run_is_killed_mid_chunk_then_only_the_calls_in_flight_are_billed
             refs = {x.applicant_ref for x in rt.store.runs.lines(result.run_id) if x.applicant_ref}
             report = rt.services.runs.calls_in_doubt(result.run_id, refs)
             assert {f.idempotency_key for f in found.result.in_doubt} <= {
-                d for item in report for d in item["decisions"]
+                d for item in report for d in item.decisions
             }
-            assert {item["then"] for item in report} <= {"sent_again", "reused"}
+            assert {item.then for item in report} <= {"sent_again", "reused"}
             assert licensed_fees(rt) + sum(f.billed_cents for f in found.result.in_doubt) == sum(
                 c.billed_fen for c in state.calls
             )
