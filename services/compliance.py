@@ -296,6 +296,19 @@ class ComplianceService:
             for e in by_kind[kind]:
                 for scope in e.detail.get("scopes") or ["(none)"]:
                     gate[scope][verdict][str(e.detail.get("reason", ""))] += 1
+        # The nightly re-screen decides a slice of people in one event (`consent.decided`):
+        # each person in it is one decision, allowed or refused by its reason.
+        allowed_n = len(by_kind["consent.allowed"])
+        denied_n = len(by_kind["consent.denied"])
+        for e in by_kind["consent.decided"]:
+            allowed = len(e.detail.get("allowed") or {})
+            denied = {str(k): int(v) for k, v in (e.detail.get("denied") or {}).items()}
+            allowed_n += allowed
+            denied_n += sum(denied.values())
+            for scope in e.detail.get("scopes") or ["(none)"]:
+                if allowed:
+                    gate[scope]["allowed"][""] += allowed
+                gate[scope]["denied"].update(denied)
         reveals = [
             RevealEvent(
                 at=e.at.isoformat(),
@@ -350,8 +363,8 @@ class ComplianceService:
                 asks=dict(Counter(str(e.detail.get("outcome")) for e in by_kind["consent.asked"])),
             ),
             gate_decisions=GateDecisions(
-                allowed=len(by_kind["consent.allowed"]),
-                denied=len(by_kind["consent.denied"]),
+                allowed=allowed_n,
+                denied=denied_n,
                 by_scope={
                     scope: ScopeDecisions(
                         allowed=dict(verdicts["allowed"]), denied=dict(verdicts["denied"])

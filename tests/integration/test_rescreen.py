@@ -206,6 +206,19 @@ def test_planted_matches_are_found_graded_and_taken_to_the_workbench(world, capl
             not d["denied"] and d["denied_sha256"] == denied_digest({})
         )
     assert not rt.store.audit.events(kind_prefix="consent.denied")
+    # The compliance pack counts each person of a slice's decision as one gate decision.
+    from datetime import UTC, datetime, timedelta
+
+    today = datetime.now(UTC).date()
+    pack = rt.services.compliance.pack(
+        str(today - timedelta(days=1)),
+        str(today + timedelta(days=1)),
+        actor=Actor("cora", "compliance_officer"),
+    )
+    singles = len(rt.store.audit.events(kind_prefix="consent.allowed"))
+    assert pack.gate_decisions.allowed == singles + len(allowed)
+    assert pack.gate_decisions.denied == sum(report.skipped.values())
+    assert pack.gate_decisions.by_scope["court_records"].denied == report.skipped
     # Nothing personal in the report, the run's events or the logs.
     assert not canaries.in_text(report.model_dump_json())
     run_events = [e for e in rt.store.audit.events(kind_prefix="rescreen.")]
