@@ -33,7 +33,7 @@ from idv.web.portal import (
     session_of,
 )
 from idv.web.render import HEADERS
-from services.applicant_links import COOKIE, JOURNEYS, PortalSession
+from services.applicant_links import COOKIE, JOURNEYS, SELF_SERVICE, PortalSession
 from services.applicant_portal import device_facts
 from services.errors import NotFound, ServiceError
 
@@ -68,11 +68,14 @@ def open_link(request: Request, link_id: str, services: Svc) -> Response:
 
 @router.get(HOME, openapi_extra=needs(SESSION))
 def home(request: Request, services: Svc) -> Response:
-    """The session's current step."""
+    """The session's current step; a session opened by signing in (self-service, no journey
+    to go through) goes to the self-service pages."""
     try:
         session = session_of(request, services)
     except ServiceError as exc:
         return refused(request, exc)
+    if session.journey == SELF_SERVICE:
+        return redirect("/applicant/self")
     return redirect(f"/applicant/step/{session.step}")
 
 

@@ -75,6 +75,9 @@ def test_when_the_applicant_who_authorized_wechat_signs_in_then_their_self_servi
         page = client.get(world.api_url + "/applicant/self")
         assert page.status_code == 200
         assert 'data-scope="wechat_profile"' in page.text
+        # The portal's front door leads a signed-in person to self-service, not a journey.
+        front = client.get(world.api_url + "/applicant/")
+        assert front.status_code == 303 and front.headers["location"] == "/applicant/self"
     session_cookie = client.cookies.get(COOKIE)
     session = world.rt.services.links.session_of(session_cookie)
     assert session.applicant_ref == "SI-1" and session.journey == "self_service"
