@@ -337,26 +337,26 @@ def answer(rt: RuntimeParts, run_id: str, *, replayed: bool) -> dict[str, Any]:
     report = rt.services.runs.report(
         {"run_id": run_id, "counts": {}, "fees_cents": rt.store.runs.fees(run_id), "lines": 1}
     )
-    applicant = report["applicants"][0] if report["applicants"] else None
+    applicant = report.applicants[0] if report.applicants else None
     if applicant is None:
-        refused = report["refused"][0] if report["refused"] else {}
+        refused = report.refused[0] if report.refused else None
         return _answered(
             run_id,
             replayed=replayed,
-            fees_cents=report["fees_cents"],
-            applicant_ref=refused.get("applicant_ref"),
+            fees_cents=report.fees_cents,
+            applicant_ref=refused.applicant_ref if refused else None,
             disposition="refused",
             outcome=None,
             steps=[],
-            field=refused.get("field"),
-            rule=refused.get("reason"),
+            field=refused.field if refused else None,
+            rule=refused.reason if refused else None,
         )
     return _answered(
         run_id,
         replayed=replayed,
-        fees_cents=report["fees_cents"],
-        applicant_ref=applicant["applicant_ref"],
-        disposition=applicant["disposition"],
-        outcome=applicant["outcome"],
-        steps=applicant["steps"],
+        fees_cents=report.fees_cents,
+        applicant_ref=applicant.applicant_ref,
+        disposition=applicant.disposition,
+        outcome=applicant.outcome,
+        steps=[s.model_dump(mode="json") for s in applicant.steps],
     )

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from intake.reader import FIELDS, REQUIRED_FIELDS
+from services.runs import StepOutcome
 
 FeatureValue = str | int | float | bool | None
 
@@ -32,12 +33,6 @@ class ErrorBody(BaseModel):
 
 class Answer(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class VerifiedStep(Answer):
-    verifier: str
-    status: str
-    reason: str
 
 
 # Each batch-line field as intake reads it (`intake.reader.parse_record`); a CSV carries the
@@ -72,7 +67,7 @@ class VerificationAnswer(Answer):
     applicant_ref: str | None
     disposition: str
     outcome: str | None
-    steps: list[VerifiedStep]
+    steps: list[StepOutcome]
 
 
 # Why each status is given, as the document says it.

@@ -48,7 +48,7 @@ from pydantic import BaseModel, ConfigDict
 from intake.reader import file_sha256
 from policies.masking import mask_text
 from services.errors import Conflict, InvalidInput
-from services.runs import RunService, check_batch_file
+from services.runs import RunReport, RunService, check_batch_file
 from storage.records import InboxFileRecord
 from storage.store import Store
 
@@ -326,19 +326,19 @@ class InboxService:
                 "into the inbox to run it again",
             )
         report = self.runs.report(result)
-        halted = report["halted"]
-        if report["deferred"] and not halted:
+        halted = report.halted
+        if report.deferred and not halted:
             self.store.inbox.release(sha, reason="deferred")
-            why = sorted({d["reason"].split(";")[0] for d in report["deferred"]})
+            why = sorted({(d.reason or "").split(";")[0] for d in report.deferred})
             return FileOutcome(
                 name=shown_name(path.name),
                 status="left",
                 reason="deferred",
-                rule=f"{len(report['deferred'])} lines not verified ({', '.join(why)}); "
+                rule=f"{len(report.deferred)} lines not verified ({', '.join(why)}); "
                 "the next look runs them",
                 sha256=sha,
-                run_id=report["run_id"],
-                counts=report["counts"],
+                run_id=report.run_id,
+                counts=report.counts,
             )
         return self._move(
             inbox,
@@ -362,7 +362,7 @@ class InboxService:
         rule: str | None = None,
         field: str | None = None,
         sha: str | None = None,
-        run: dict[str, Any] | None = None,
+        run: RunReport | None = None,
         first: InboxFileRecord | None = None,
     ) -> FileOutcome | None:
         """Write the report, record the file's end (when it was claimed), then move it: a
@@ -384,17 +384,18 @@ class InboxService:
         if run is not None:
             body.update(
                 {
-                    "run_id": run["run_id"],
-                    "lines": run["lines"],
-                    "counts": run["counts"],
-                    "fees_cents": run["fees_cents"],
-                    "halted": run["halted"],
+                    "run_id": run.run_id,
+                    "lines": run.lines,
+                    "counts": run.counts,
+                    "fees_cents": run.fees_cents,
+                    "halted": run.halted,
                     # Line numbers, fields and rules: never the applicant_ref or a value.
                     "refused": [
-                        {"line": r["line"], "field": r["field"], "rule": r["reason"]}
-                        for r in run["refused"]
+                        {"line": r.line, "field": r.field, "rule": r.reason} for r in run.refused
                     ],
-                    "failed_expectations": run["failed_expectations"],
+                    "failed_expectations": [
+                        f.model_dump(mode="json") for f in run.failed_expectations
+                    ],
                 }
             )
         if first is not None:
@@ -414,7 +415,7 @@ class InboxService:
                 sha,
                 status=status,
                 reason=reason,
-                run_id=run["run_id"],
+                run_id=run.run_id,
                 moved_to=f"{folder.name}/{dest.name}",
             )
         try:
@@ -435,8 +436,8 @@ class InboxService:
             field=field,
             rule=rule,
             sha256=sha,
-            run_id=run["run_id"] if run else None,
-            counts=dict(run["counts"]) if run else {},
+            run_id=run.run_id if run else None,
+            counts=dict(run.counts) if run else {},
             moved_to=f"{folder.name}/{dest.name}",
             report=f"{folder.name}/{report_path.name}",
         )

@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, JsonValue
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    JsonValue,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 from intake.reader import BatchFormatError, check_batch
 from policies.masking import mask
@@ -87,6 +94,93 @@ class DecidedApplicant(Answer):
     features: dict[str, JsonValue]
 
 
+class StepOutcome(Answer):
+    """A step of a line's applicant as stored: its verifier, status and reason code."""
+
+    verifier: str
+    status: str
+    reason: str
+
+
+class LineOutcome(Answer):
+    """A line that made or met an applicant: its outcome, whether the applicant was new, and
+    its steps."""
+
+    line: int
+    applicant_ref: str | None
+    outcome: str
+    disposition: str
+    steps: list[StepOutcome]
+
+
+class RefusedLine(Answer):
+    """A line refused at intake: the field and the rule it broke, never the value."""
+
+    line: int
+    applicant_ref: str | None
+    field: str | None
+    reason: str | None
+
+
+class DeferredLine(Answer):
+    """A line left to the next run (nothing stored): the step whose call was kept back on
+    our side, and why."""
+
+    line: int
+    applicant_ref: str | None
+    step: str | None
+    reason: str | None
+
+
+class NamedLine(Answer):
+    """A line that broke an expectation, and the rule it broke (never its value)."""
+
+    line: int
+    rule: str
+
+
+# The keys a failed expectation holds only when its suite names lines.
+_NAMED = frozenset({"lines", "lines_total"})
+
+
+class FailedExpectation(Answer):
+    """An expectation a suite found broken: the observed share beside the one needed
+    (`mostly`). The batch's suite also names the lines that broke it (`lines`, at most
+    `flows.quality.MAX_NAMED_LINES`, and `lines_total`); a vendor answer type's suite does
+    not, and then neither key is in the dump."""
+
+    expectation: str
+    type: str
+    column: str
+    mostly: float
+    severity: str
+    observed: float
+    lines: list[NamedLine] | None = None
+    lines_total: int | None = None
+
+    @model_serializer(mode="wrap")
+    def _named_lines_when_held(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out: dict[str, Any] = handler(self)
+        return {k: v for k, v in out.items() if v is not None or k not in _NAMED}
+
+
+class ReportedFailure(FailedExpectation):
+    """A failed expectation with the target its suite checked (`batch` or a vendor answer
+    type)."""
+
+    target: str
+
+
+class SuiteResult(Answer):
+    """One data-quality suite's result in the run: counts and expectation names only."""
+
+    suite: str
+    target: str
+    success: bool
+    rows: int
+    failed: list[FailedExpectation]
+
+
 class CallInDoubt(Answer):
     """A paid call an earlier attempt sent and never got an answer to, found by the run that
     resumed its applicant: the gate's decisions it was sent under, and what this run did
@@ -96,6 +190,27 @@ class CallInDoubt(Answer):
     step: str | None
     decisions: list[str]
     then: Literal["reused", "not_sent", "sent_again"]
+
+
+class RunReport(Answer):
+    """The `batch run` report: counts, fees, each line's outcome and steps, refusals with
+    field and rule, the lines left to the next run, the calls found in doubt, the
+    data-quality results; refs and codes only, never a personal value.
+    `model_dump(mode="json")` is what `idv batch run --json` prints (with `duration_s`)."""
+
+    run_id: str
+    counts: dict[str, int]
+    fees_cents: int
+    lines: int
+    halted: bool
+    stopped: bool
+    failed_expectations: list[ReportedFailure]
+    quality: list[SuiteResult]
+    applicants: list[LineOutcome]
+    refused: list[RefusedLine]
+    deferred: list[DeferredLine]
+    calls_in_doubt: list[CallInDoubt]
+    all_refused: bool
 
 
 class RunExample(Answer):
@@ -168,68 +283,71 @@ class RunService:
             resumed = run["run_id"]
         return resumed
 
-    def report(self, run: dict[str, Any]) -> dict[str, Any]:
-        """The `batch run` report: counts, fees, each line's outcome and steps, refusals
-        with field and rule, the lines left to the next run (`deferred`: the step whose
-        call was kept back on our side, and why), the data-quality results. No personal
-        values."""
+    def report(self, run: Mapping[str, Any]) -> RunReport:
+        """The `batch run` report of a finished run (the flow's result: `run_id`, `counts`,
+        `fees_cents`, `lines`, `halted`, `stopped`): each line's outcome and steps, refusals
+        with field and rule, the lines left to the next run (`deferred`: the step whose call
+        was kept back on our side, and why), the calls found in doubt, the data-quality
+        results. No personal values."""
         run_id = run["run_id"]
-        applicants: list[dict[str, Any]] = []
-        refused: list[dict[str, Any]] = []
-        deferred: list[dict[str, Any]] = []
+        applicants: list[LineOutcome] = []
+        refused: list[RefusedLine] = []
+        deferred: list[DeferredLine] = []
         for line in self.store.runs.lines(run_id):
             if line.disposition == "deferred":  # left to the next run: nothing stored
                 deferred.append(
-                    {
-                        "line": line.line_no,
-                        "applicant_ref": line.applicant_ref,
-                        "step": line.field,
-                        "reason": line.reason,
-                    }
+                    DeferredLine(
+                        line=line.line_no,
+                        applicant_ref=line.applicant_ref,
+                        step=line.field,
+                        reason=line.reason,
+                    )
                 )
                 continue
             if line.disposition == "refused":
                 refused.append(
-                    {
-                        "line": line.line_no,
-                        "applicant_ref": line.applicant_ref,
-                        "field": line.field,
-                        "reason": line.reason,
-                    }
+                    RefusedLine(
+                        line=line.line_no,
+                        applicant_ref=line.applicant_ref,
+                        field=line.field,
+                        reason=line.reason,
+                    )
                 )
                 continue
             stored = self.store.applicants.get(line.applicant_ref or "")
             applicants.append(
-                {
-                    "line": line.line_no,
-                    "applicant_ref": line.applicant_ref,
-                    "outcome": line.outcome,
-                    "disposition": line.disposition,
-                    "steps": [
-                        {"verifier": s.step, "status": s.status, "reason": s.reason}
+                LineOutcome(
+                    line=line.line_no,
+                    applicant_ref=line.applicant_ref,
+                    outcome=line.outcome,
+                    disposition=line.disposition,
+                    steps=[
+                        StepOutcome(verifier=s.step, status=s.status, reason=s.reason)
                         for s in (stored.steps if stored else ())
                     ],
-                }
+                )
             )
-        quality = self.store.quality.for_run(run_id)
-        in_doubt = self.calls_in_doubt(run_id, {a["applicant_ref"] for a in applicants})
-        return {
-            "run_id": run_id,
-            "counts": run["counts"],
-            "fees_cents": run["fees_cents"],
-            "lines": run["lines"],
-            "halted": bool(run.get("halted")),
-            "stopped": bool(run.get("stopped")),
-            "failed_expectations": [
-                dict(f, target=q["target"]) for q in quality for f in q["failed"]
+        quality = [SuiteResult.model_validate(q) for q in self.store.quality.for_run(run_id)]
+        refs = {a.applicant_ref for a in applicants if a.applicant_ref is not None}
+        return RunReport(
+            run_id=run_id,
+            counts=run["counts"],
+            fees_cents=run["fees_cents"],
+            lines=run["lines"],
+            halted=bool(run.get("halted")),
+            stopped=bool(run.get("stopped")),
+            failed_expectations=[
+                ReportedFailure(**f.model_dump(), target=q.target)
+                for q in quality
+                for f in q.failed
             ],
-            "quality": quality,
-            "applicants": applicants,
-            "refused": refused,
-            "deferred": deferred,
-            "calls_in_doubt": [c.model_dump(mode="json") for c in in_doubt],
-            "all_refused": bool(refused) and not applicants and not deferred,
-        }
+            quality=quality,
+            applicants=applicants,
+            refused=refused,
+            deferred=deferred,
+            calls_in_doubt=self.calls_in_doubt(run_id, refs),
+            all_refused=bool(refused) and not applicants and not deferred,
+        )
 
     def calls_in_doubt(self, run_id: str, refs: set[str]) -> list[CallInDoubt]:
         """The paid calls to real vendors that an earlier attempt sent and never got an

@@ -6,7 +6,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -39,6 +39,9 @@ from idv.terminal import (
     refuse,
 )
 from services.errors import ServiceError
+
+if TYPE_CHECKING:
+    from services.runs import RunReport
 
 # The demo's synthetic run, on the sandbox, in development: a service actor as a flow's.
 DEMO_ACTOR = ("demo", "operator")  # an `Actor` made when the demo runs
@@ -95,63 +98,61 @@ def batch_run(
         run = run_flow(file, chunk_size, show_progress=not as_json)
     with runtime() as rt:
         report = rt.services.runs.report(run)
-    report["duration_s"] = round(time.perf_counter() - started, 2)
-    if report["stopped"]:  # Ctrl-C: the lines done are kept, the next run goes on
+    duration_s = round(time.perf_counter() - started, 2)
+    body = {**report.model_dump(mode="json"), "duration_s": duration_s}
+    if report.stopped:  # Ctrl-C: the lines done are kept, the next run goes on
         if as_json:
-            emit(report)
+            emit(body)
         error_line(
             "interrupted",
-            f"stopped after {report['lines']} lines (run {report['run_id']}); run "
+            f"stopped after {report.lines} lines (run {report.run_id}); run "
             f"`idv batch run {file}` again to go on: the lines done are not verified twice",
             as_json=as_json,
         )
         raise typer.Exit(EXIT_INTERRUPTED)
-    unfinished = report["halted"] or bool(report["deferred"])
-    code = EXIT_HALTED if unfinished else EXIT_USAGE if report["all_refused"] else 0
+    unfinished = report.halted or bool(report.deferred)
+    code = EXIT_HALTED if unfinished else EXIT_USAGE if report.all_refused else 0
     if as_json:
-        emit(report)
+        emit(body)
         raise typer.Exit(code)
-    _print_report(report)
-    if report["all_refused"]:
+    _print_report(report, duration_s)
+    if report.all_refused:
         error_line("FILE", "every line was refused", as_json=False)
     raise typer.Exit(code)
 
 
-def _print_report(report: dict[str, Any]) -> None:
+def _print_report(report: RunReport, duration_s: float) -> None:
     """A run's report for a person: the halt and its failed expectations, the counts, the
     refused and deferred lines, the duration and fees."""
-    if report["halted"]:
+    if report.halted:
         console.print(
-            f"[red]run {report['run_id']} halted before any vendor call[/red]: "
+            f"[red]run {report.run_id} halted before any vendor call[/red]: "
             "the batch breaks its data-quality suite"
         )
-    for f in report["failed_expectations"]:
+    for f in report.failed_expectations:
         console.print(
-            f"  {f['target']}: {f['expectation']} (observed {f['observed']:.2%}, "
-            f"needs {f['mostly']:.0%})"
+            f"  {f.target}: {f.expectation} (observed {f.observed:.2%}, needs {f.mostly:.0%})"
         )
-        lines = f.get("lines") or []
+        lines = f.lines or []
         if lines:
-            shown = ", ".join(f"{x['line']} ({x['rule']})" for x in lines[:20])
+            shown = ", ".join(f"{x.line} ({x.rule})" for x in lines[:20])
             more = f" and {len(lines) - 20} more (--json lists them all)" if len(lines) > 20 else ""
             console.print(f"    lines: {shown}{more}")
-    console.print(counts_table(report["counts"]))
-    for r in report["refused"][:20]:
-        console.print(f"refused line {r['line']}: {r['field']} {r['reason']}")
-    if len(report["refused"]) > 20:
+    console.print(counts_table(report.counts))
+    for r in report.refused[:20]:
+        console.print(f"refused line {r.line}: {r.field} {r.reason}")
+    if len(report.refused) > 20:
+        console.print(f"and {len(report.refused) - 20} more refused lines: --json lists them all")
+    if report.deferred:
+        why = sorted({f"{d.step} {(d.reason or '').split(';')[0]}" for d in report.deferred})
         console.print(
-            f"and {len(report['refused']) - 20} more refused lines: --json lists them all"
-        )
-    if report["deferred"]:
-        why = sorted({f"{d['step']} {d['reason'].split(';')[0]}" for d in report["deferred"]})
-        console.print(
-            f"[yellow]{len(report['deferred'])} lines not verified[/yellow], nothing stored "
+            f"[yellow]{len(report.deferred)} lines not verified[/yellow], nothing stored "
             f"for them and nobody declined: {'; '.join(why[:3])}. Run the same file again "
             "once that is mended: only those lines are verified."
         )
     console.print(
-        f"run {report['run_id']}: {report['lines']} lines in "
-        f"{report['duration_s']} s, fees {report['fees_cents'] / 100:.2f} CNY"
+        f"run {report.run_id}: {report.lines} lines in "
+        f"{duration_s} s, fees {report.fees_cents / 100:.2f} CNY"
     )
 
 

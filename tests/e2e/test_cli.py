@@ -15,6 +15,25 @@ from tests.support import Canaries, run_idv
 
 pytestmark = pytest.mark.e2e
 
+# What `idv batch run --json` prints: the run report's keys (each part's keys are pinned by
+# tests/integration/test_run_report.py) and the command's duration.
+BATCH_RUN_KEYS = {
+    "run_id",
+    "counts",
+    "fees_cents",
+    "lines",
+    "halted",
+    "stopped",
+    "failed_expectations",
+    "quality",
+    "applicants",
+    "refused",
+    "deferred",
+    "calls_in_doubt",
+    "all_refused",
+    "duration_s",
+}
+
 
 def canaries(lines) -> Canaries:
     """The lines' full ID numbers and phones, in plain text and the encodings a copy could
@@ -53,6 +72,7 @@ def test_when_a_batch_runs_from_the_command_line_then_nothing_personal_is_left_a
     proc = run_idv(env, "batch", "run", str(batch), "--sandbox", "--json", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout)
+    assert set(report) == BATCH_RUN_KEYS
     assert len(report["applicants"]) + len(report["refused"]) == len(lines)
     assert sum(report["counts"].values()) == len(lines)
     by_ref = {a["applicant_ref"]: a for a in report["applicants"]}
