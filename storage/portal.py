@@ -17,6 +17,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from storage import models as m
 from storage.audit import AuditLog
@@ -105,25 +106,10 @@ class PortalRepository:
     ) -> tuple[PortalSession, bool]:
         now = self._ctx.clock()
         with self._ctx.transaction() as s:
-            row = s.scalar(
-                select(m.ApplicantSession).where(
-                    m.ApplicantSession.applicant_ref == applicant_ref,
-                    m.ApplicantSession.journey == journey,
-                )
+            row, created = _session_row(
+                s, applicant_ref, journey, first_step, new_session_id, return_url, now
             )
-            created = row is None
-            if row is None:
-                row = m.ApplicantSession(
-                    id=new_session_id,
-                    applicant_ref=applicant_ref,
-                    journey=journey,
-                    status="open",
-                    step=first_step,
-                    return_url=return_url,
-                    created_at=now,
-                    updated_at=now,
-                )
-                s.add(row)
+            if created:
                 s.flush()
             else:
                 row.return_url = return_url
@@ -224,25 +210,9 @@ class PortalRepository:
     ) -> PortalSession:
         now = self._ctx.clock()
         with self._ctx.transaction() as s:
-            row = s.scalar(
-                select(m.ApplicantSession).where(
-                    m.ApplicantSession.applicant_ref == applicant_ref,
-                    m.ApplicantSession.journey == journey,
-                )
+            row, created = _session_row(
+                s, applicant_ref, journey, first_step, new_session_id, None, now
             )
-            created = row is None
-            if row is None:
-                row = m.ApplicantSession(
-                    id=new_session_id,
-                    applicant_ref=applicant_ref,
-                    journey=journey,
-                    status="open",
-                    step=first_step,
-                    return_url=None,
-                    created_at=now,
-                    updated_at=now,
-                )
-                s.add(row)
             row.cookie_sha256 = cookie_sha256
             row.cookie_expires_at = cookie_expires_at
             row.updated_at = now
@@ -292,3 +262,36 @@ class PortalRepository:
                     session=s,
                 )
             return _session(row)
+
+
+def _session_row(
+    s: Session,
+    applicant_ref: str,
+    journey: str,
+    first_step: str,
+    new_session_id: str,
+    return_url: str | None,
+    now: datetime,
+) -> tuple[m.ApplicantSession, bool]:
+    """The applicant's one session of `journey` (one per pair: a unique constraint holds it),
+    made at its first step when there is none; and whether it was made now."""
+    row = s.scalar(
+        select(m.ApplicantSession).where(
+            m.ApplicantSession.applicant_ref == applicant_ref,
+            m.ApplicantSession.journey == journey,
+        )
+    )
+    if row is not None:
+        return row, False
+    row = m.ApplicantSession(
+        id=new_session_id,
+        applicant_ref=applicant_ref,
+        journey=journey,
+        status="open",
+        step=first_step,
+        return_url=return_url,
+        created_at=now,
+        updated_at=now,
+    )
+    s.add(row)
+    return row, True
