@@ -199,7 +199,7 @@ class OperationsCollector(Collector):
 
         async def read() -> None:
             try:
-                await limits.report_spend()
+                await limits.report_spend(now=True)  # a read of its own, never skipped
             finally:
                 await limits.store.close()
 

@@ -18,10 +18,11 @@ counters (`forget_counters`, in the erasure's transaction).
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import Connection, case, delete, select, text
+from sqlalchemy import Connection, bindparam, delete, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
@@ -56,6 +57,34 @@ def forget_counters(conn: Connection | Session, persons: Collection[str]) -> int
     for part in in_parts(sorted(set(persons))):
         gone += rowcount(conn.execute(delete(_ROW).where(_ROW.person.in_(part))))
     return gone
+
+
+# The addition as one statement, the same SQL on SQLite and PostgreSQL, built once: a
+# counter not there (or past its time) starts at the amount; one that is live adds it unless
+# the cap (the capped form's condition) would be passed, in which case no row is returned.
+_UPSERT = """
+INSERT INTO limit_counters (key, person, value, expires_at)
+VALUES (:key, :person, :start, :until)
+ON CONFLICT (key) DO UPDATE SET
+  value = CASE
+    WHEN (CASE WHEN limit_counters.expires_at > :now THEN limit_counters.value ELSE 0 END)
+         + :amount < 0 THEN 0
+    ELSE (CASE WHEN limit_counters.expires_at > :now THEN limit_counters.value ELSE 0 END)
+         + :amount
+  END,
+  expires_at = CASE WHEN limit_counters.expires_at > :now
+                    THEN limit_counters.expires_at ELSE excluded.expires_at END
+"""
+_CAP = """
+WHERE (CASE WHEN limit_counters.expires_at > :now THEN limit_counters.value ELSE 0 END)
+      + :amount <= :cap
+"""
+_TIMES = (
+    bindparam("now", type_=_ROW.__table__.c.expires_at.type),
+    bindparam("until", type_=_ROW.__table__.c.expires_at.type),
+)
+_ADD = text(_UPSERT + "RETURNING value").bindparams(*_TIMES)
+_ADD_CAPPED = text(_UPSERT + _CAP + "RETURNING value").bindparams(*_TIMES)
 
 
 def _asynchronous(conn: Connection) -> None:
@@ -95,30 +124,59 @@ class LimitCounterRepository:
         condition, so concurrent callers in any process are serialised by the row."""
         if amount > 0 and cap is not None and amount > cap:
             return False  # above the cap even from 0
-        now = self._ctx.clock()
-        insert = self._insert().values(
-            key=key, person=person, value=max(0, amount), expires_at=now + timedelta(seconds=ttl_s)
-        )
-        live = _ROW.expires_at > now
-        current = case((live, _ROW.value), else_=0)
-        after = current + amount
-        statement = insert.on_conflict_do_update(
-            index_elements=["key"],
-            set_={
-                "value": case((after < 0, 0), else_=after),
-                "expires_at": case((live, _ROW.expires_at), else_=insert.excluded.expires_at),
-            },
-            where=(after <= cap) if amount > 0 and cap is not None else None,
-        ).returning(_ROW.value)
         try:
             with self._ctx.engine.begin() as conn:
                 _asynchronous(conn)
-                done = conn.execute(statement).first() is not None
+                done = self._add(conn, key, amount, cap, ttl_s, person)
         except (OperationalError, InterfaceError) as exc:
             raise LimitCountersUnavailableError(type(exc).__name__) from None
         if self._swept():
             self.sweep()
         return done
+
+    def add_all(self, items: Sequence[Any]) -> int | None:
+        """Every addition (`verifiers.limits.CounterAdd`: key, amount, cap, ttl_s, person) in
+        one transaction, or none: the index of the first its cap refuses (the transaction
+        rolled back), or None when all were added."""
+        refused: int | None = None
+        try:
+            with self._ctx.engine.connect() as conn, conn.begin() as tx:
+                _asynchronous(conn)
+                for i, it in enumerate(items):
+                    over = it.amount > 0 and it.cap is not None and it.amount > it.cap
+                    if over or not self._add(conn, it.key, it.amount, it.cap, it.ttl_s, it.person):
+                        refused = i
+                        tx.rollback()
+                        break
+        except (OperationalError, InterfaceError) as exc:
+            raise LimitCountersUnavailableError(type(exc).__name__) from None
+        if refused is None and self._swept():
+            self.sweep()
+        return refused
+
+    def _add(
+        self,
+        conn: Connection,
+        key: str,
+        amount: int,
+        cap: int | None,
+        ttl_s: int,
+        person: str | None,
+    ) -> bool:
+        """One counter's conditional addition in `conn`'s transaction: whether it was made."""
+        now = self._ctx.clock()
+        capped = amount > 0 and cap is not None
+        params: dict[str, Any] = {
+            "key": key,
+            "person": person,
+            "start": max(0, amount),
+            "amount": amount,
+            "now": now,
+            "until": now + timedelta(seconds=ttl_s),
+        }
+        if capped:
+            params["cap"] = cap
+        return conn.execute(_ADD_CAPPED if capped else _ADD, params).first() is not None
 
     def _swept(self) -> bool:
         with self._lock:

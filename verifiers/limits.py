@@ -27,8 +27,10 @@ connection, so the time between its place and its request is a store round trip.
 window is one sorted set per API, read and changed by one script against Redis's own clock, so
 workers on several machines share it without trusting each other's clocks. Counters are one key
 per person, API and day (or per run, or per day for spend), reserved and checked in one script,
-never above the cap. People are named by a keyed digest cut short (`person_key`: 32 bits as the
-runtime builds it), never by a value; the digest is the last segment of a cap's key, so a
+never above the cap. A call's counters (its caps and the spend it reserves) are added all at
+once or not at all (`LimitStore.add_all`: one transaction in the database). People are named
+by a keyed digest cut short (`person_key`: 32 bits as the runtime builds it), never by a
+value; the digest is the last segment of a cap's key, so a
 person's counters are found by it and erased with the person (`forget`).
 
 Embedded (no `IDV_LIMITS_URL`), `EmbeddedLimitStore` keeps the counters in the database
@@ -54,7 +56,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -78,6 +80,8 @@ LATE_SHARE = 0.3
 # Two places of one API are at least this share of the pace's interval apart (see `window`).
 GAP_SHARE = 0.5
 RUN_TTL_S = 30 * DAY_S
+# The day's spend gauge is read from the store at most this often on the hot path.
+SPEND_REPORT_EVERY_S = 1.0
 
 # A step's reason when the limiter could not be reached: the call was not sent.
 LIMITS_UNAVAILABLE = "limits_unavailable"
@@ -118,6 +122,29 @@ class ApiRef:
         return f"{self.vendor}:{self.path}:{account}"
 
 
+@dataclass(frozen=True)
+class CounterAdd:
+    """One counter's addition among several made at once (`LimitStore.add_all`)."""
+
+    key: str
+    amount: int
+    cap: int | None
+    ttl_s: int
+    person: str | None = None
+
+
+async def _add_each(store: LimitStore, items: Sequence[CounterAdd]) -> int | None:
+    """`add_all` as one `add` after another, each taken back when a later one is refused."""
+    done: list[CounterAdd] = []
+    for i, item in enumerate(items):
+        if not await store.add(item.key, item.amount, item.cap, item.ttl_s, person=item.person):
+            for back in reversed(done):
+                await store.add(back.key, -back.amount, None, back.ttl_s)
+            return i
+        done.append(item)
+    return None
+
+
 class LimitStore(Protocol):
     """The two primitives the contracts need, atomic wherever the store is shared."""
 
@@ -142,6 +169,10 @@ class LimitStore(Protocol):
         """Add `amount` (negative to give back) unless that takes the counter above `cap`;
         False, with nothing added, when it would. The counter lives `ttl_s` from its start.
         `person`: the digest a cap's counter counts (the key's last segment), for `forget`."""
+
+    async def add_all(self, items: Sequence[CounterAdd]) -> int | None:
+        """Every addition or none: the index of the first that its cap refuses (nothing
+        added then), or None when all were added."""
 
     async def value(self, key: str) -> int:
         """A counter's value now (0 when it does not exist)."""
@@ -229,6 +260,9 @@ class LocalLimitStore:
             if person is not None:
                 self._persons[key] = person
             return True
+
+    async def add_all(self, items: Sequence[CounterAdd]) -> int | None:
+        return await _add_each(self, items)
 
     async def value(self, key: str) -> int:
         with self._lock:
@@ -386,6 +420,9 @@ class RedisLimitStore:
             raise LimitsUnavailableError(type(exc).__name__) from None
         return bool(int(done))
 
+    async def add_all(self, items: Sequence[CounterAdd]) -> int | None:
+        return await _add_each(self, items)
+
     async def value(self, key: str) -> int:
         client = self._client()
         try:
@@ -433,6 +470,8 @@ class CounterStore(Protocol):
         self, key: str, amount: int, cap: int | None, ttl_s: int, *, person: str | None = None
     ) -> bool: ...
 
+    def add_all(self, items: Sequence[CounterAdd]) -> int | None: ...
+
     def value(self, key: str) -> int: ...
 
     def forget(self, persons: Collection[str]) -> int: ...
@@ -466,6 +505,12 @@ class EmbeddedLimitStore:
             return await asyncio.to_thread(
                 self.counters.add, key, amount, cap, ttl_s, person=person
             )
+        except ConnectionError as exc:
+            raise LimitsUnavailableError(type(exc).__name__) from None
+
+    async def add_all(self, items: Sequence[CounterAdd]) -> int | None:
+        try:
+            return await asyncio.to_thread(self.counters.add_all, items)
         except ConnectionError as exc:
             raise LimitsUnavailableError(type(exc).__name__) from None
 
@@ -551,6 +596,7 @@ class CallLimits:
         # Processes that each keep their own local store take their part of every rate.
         self.share = share
         self.clock = clock or (lambda: datetime.now(UTC))
+        self._spend_reported_at = -math.inf
 
     def for_run(self, run_id: str | None, *, share: int | None = None) -> CallLimits:
         return CallLimits(
@@ -572,12 +618,10 @@ class CallLimits:
         day = self.contracts.day(self.clock())
         if contract is None:
             return "no_contract"
-        taken: list[tuple[str, int]] = []
-
-        async def undo() -> None:
-            for key, ttl in taken:
-                await self.store.add(key, -1, None, ttl)
-
+        # Every counter this call takes, in the order a refusal is reported, added at once
+        # (all or none): one round trip to the store, one transaction in the database.
+        items: list[CounterAdd] = []
+        reasons: list[str] = []
         # Any 60 seconds lie within two consecutive calendar minutes: a call counts in the
         # pair of minutes ending at its own and in the pair starting at it, and each pair is
         # held to the cap, so no sliding minute ever holds more (a person may wait up to a
@@ -590,45 +634,35 @@ class CallLimits:
             person = self.person_key(field_name, value)
             for start in (minute - 1, minute):
                 key = f"capm:{api.key}:{start}:{person}"
-                if not await self.store.add(key, 1, cap, 3 * MINUTE_S, person=person):
-                    await undo()
-                    return f"person_minute_cap:{field_name}"
-                taken.append((key, 3 * MINUTE_S))
+                items.append(CounterAdd(key, 1, cap, 3 * MINUTE_S, person))
+                reasons.append(f"person_minute_cap:{field_name}")
         for field_name, cap in sorted(contract.per_person_daily.items()):
             value = payload.get(field_name)
             if not isinstance(value, str) or not value:
                 continue
             person = self.person_key(field_name, value)
-            key = f"cap:{api.key}:{day}:{person}"
-            if not await self.store.add(key, 1, cap, 2 * DAY_S, person=person):
-                await undo()
-                return f"person_daily_cap:{field_name}"
-            taken.append((key, 2 * DAY_S))
+            items.append(CounterAdd(f"cap:{api.key}:{day}:{person}", 1, cap, 2 * DAY_S, person))
+            reasons.append(f"person_daily_cap:{field_name}")
         fee = contract.fee_cents
         spend = self.contracts.spend
-        if fee and not await self._reserve(fee, day):
-            await undo()
-            await self.report_spend(day)
-            return "budget_exhausted"
+        if fee and spend.per_run_cents is not None and self.run_id:
+            items.append(
+                CounterAdd(f"spend:run:{self.run_id}", fee, spend.per_run_cents, RUN_TTL_S)
+            )
+            reasons.append("budget_exhausted")
+        if fee and spend.per_day_cents is not None:
+            items.append(CounterAdd(f"spend:day:{day}", fee, spend.per_day_cents, 2 * DAY_S))
+            reasons.append("budget_exhausted")
+        refused = await self.store.add_all(items) if items else None
+        if refused is not None:
+            if reasons[refused] == "budget_exhausted":
+                await self.report_spend(day, now=True)
+            return reasons[refused]
         if fee:
             await self.report_spend(day)
         return Admission(
             reserved_cents=fee if (spend.per_run_cents or spend.per_day_cents) else 0, day=day
         )
-
-    async def _reserve(self, cents: int, day: str) -> bool:
-        spend = self.contracts.spend
-        run_key = f"spend:run:{self.run_id}" if self.run_id else None
-        day_key = f"spend:day:{day}"
-        if spend.per_run_cents is not None and run_key is not None:
-            if not await self.store.add(run_key, cents, spend.per_run_cents, RUN_TTL_S):
-                return False
-        if spend.per_day_cents is not None:
-            if not await self.store.add(day_key, cents, spend.per_day_cents, 2 * DAY_S):
-                if spend.per_run_cents is not None and run_key is not None:
-                    await self.store.add(run_key, -cents, None, RUN_TTL_S)
-                return False
-        return True
 
     async def settle(self, admission: Admission, billed_cents: int | None) -> None:
         """After the answer: give back what the vendor did not bill. `None` when it is not
@@ -639,10 +673,13 @@ class CallLimits:
         if back <= 0:
             return
         spend = self.contracts.spend
+        items = []
         if spend.per_run_cents is not None and self.run_id:
-            await self.store.add(f"spend:run:{self.run_id}", -back, None, RUN_TTL_S)
+            items.append(CounterAdd(f"spend:run:{self.run_id}", -back, None, RUN_TTL_S))
         if spend.per_day_cents is not None:
-            await self.store.add(f"spend:day:{admission.day}", -back, None, 2 * DAY_S)
+            items.append(CounterAdd(f"spend:day:{admission.day}", -back, None, 2 * DAY_S))
+        if items:
+            await self.store.add_all(items)
         await self.report_spend(admission.day)
 
     async def spend_today(self) -> int | None:
@@ -653,14 +690,20 @@ class CallLimits:
             return None
         return await self.store.value(f"spend:day:{self.contracts.day(self.clock())}")
 
-    async def report_spend(self, day: str | None = None) -> None:
+    async def report_spend(self, day: str | None = None, *, now: bool = False) -> None:
         """Set the spend gauges (`verifiers.metrics.record_spend`): the ceilings, and the
         day's spend counted against its ceiling, read from the store (so every process's).
-        Nothing is read when there is no day ceiling."""
+        Nothing is read when there is no day ceiling, nor more than once in
+        `SPEND_REPORT_EVERY_S` on the hot path (a gauge scraped every few seconds) unless
+        `now` (a ceiling reached)."""
         spend = self.contracts.spend
         record_spend("run", None, spend.per_run_cents)
         if spend.per_day_cents is None:
             return
+        at = time.monotonic()
+        if not now and at - self._spend_reported_at < SPEND_REPORT_EVERY_S:
+            return
+        self._spend_reported_at = at
         day = day or self.contracts.day(self.clock())
         record_spend("day", await self.store.value(f"spend:day:{day}"), spend.per_day_cents)
 
