@@ -141,9 +141,7 @@ def test_when_the_inbox_cannot_be_written_then_inbox_run_refuses_before_anything
     assert not (tmp_path / "home" / "prefect").exists()
 
 
-def test_when_the_inbox_holds_nothing_then_inbox_run_answers_without_starting_a_flow(
-    env, tmp_path
-):
+def test_when_the_inbox_holds_nothing_then_inbox_run_answers_without_starting_a_flow(env, tmp_path):
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     (inbox / ".rsync-tmp.part").write_text("hidden: never looked at")
