@@ -30,8 +30,8 @@ per person, API and day (or per run, or per day for spend), reserved and checked
 never above the cap. A call's counters (its caps and the spend it reserves) are added all at
 once or not at all (`LimitStore.add_all`: one transaction in the database). People are named
 by a keyed digest cut short (`person_key`: 32 bits as the runtime builds it), never by a
-value; the digest is the last segment of a cap's key, so a
-person's counters are found by it and erased with the person (`forget`).
+value; the digest is the last segment of a cap's key, so a person's counters are found by it
+and erased with the person (`forget`).
 
 Embedded (no `IDV_LIMITS_URL`), `EmbeddedLimitStore` keeps the counters in the database
 (`storage.limit_counters`: one conditional upsert checks and adds, atomic across processes on
