@@ -289,7 +289,7 @@ class InboxService:
                 first=claim.file,
             )
         try:
-            with _beating(lambda: self.store.inbox.beat(sha), every_s=_beat_every(stale_after)):
+            with _Beating(lambda: self.store.inbox.beat(sha), every_s=_beat_every(stale_after)):
                 result = run(path, lambda: self.store.inbox.beat(sha))
         except Conflict:
             # A run of this content is still working (its claim was taken over while it was
@@ -448,7 +448,7 @@ def _beat_every(stale_after: timedelta) -> float:
     return max(0.05, min(60.0, stale_after.total_seconds() / 4))
 
 
-class _beating:
+class _Beating:
     """Renew a claim every `every_s` seconds on a thread of its own while the block runs: a
     run that is alive holds its file whatever its chunks do. A renewal that fails (the
     database away for a moment) is tried again at the next tick."""
@@ -466,7 +466,7 @@ class _beating:
             except Exception as exc:  # noqa: BLE001 - the next tick tries again
                 log.warning("inbox claim not renewed: %s", type(exc).__name__)
 
-    def __enter__(self) -> _beating:
+    def __enter__(self) -> _Beating:
         self._thread.start()
         return self
 
