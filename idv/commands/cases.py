@@ -354,9 +354,9 @@ def review_unwhitelist(entry_id: str, as_json: JsonOpt = False) -> None:
 @review_app.command("wake")
 def review_wake(as_json: JsonOpt = False) -> None:
     """Expire unanswered outreach and end snoozes: their cases return to the queue. Needs
-    `run` (the scheduled runs do the same)."""
+    `case_work` (the scheduled runs do the same)."""
     with runtime() as rt:
-        rt.services.runs.authorize(actor(), operation="cases.wake")
+        rt.services.access.require(actor(), "case_work", operation="cases.wake")
         out = rt.services.cases.wake()
     if as_json:
         emit(out.model_dump(mode="json"))
